@@ -1,0 +1,161 @@
+"""The cache directory: runtime and dependency layers, installer caches, scratch.
+
+Layout (see docs/cache.md)::
+
+    CACHE/
+      runtimes/<name>/{manifest.json,tree/}   one relocatable CPython prefix
+      layers/<name>/{manifest.json,tree/}     what an install added to a runtime
+      pip/                                    pip's own download and wheel cache
+      locks/                                  one lock file per layer being built
+      tmp/                                    layers and build dirs in progress
+
+A layer is built under tmp/ and renamed into place only after its manifest is
+written, so a build killed half way never leaves a layer a later build would
+trust. Builds of the same layer are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import errors
+
+MANIFEST = "manifest.json"
+TREE = "tree"
+FORMAT = 1
+KINDS = ("runtimes", "layers")
+
+
+def default_cache_dir() -> Path:
+    """SLUGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild."""
+    explicit = os.environ.get("SLUGBUILD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "slugbuild"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A finished, trusted layer in the cache."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def tree(self) -> Path:
+        return self.path / TREE
+
+
+class Cache:
+    """A cache directory. Safe to share between concurrent builds."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        try:
+            for sub in (*KINDS, "pip", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
+            probe.close()
+        except OSError as exc:
+            raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
+        self._remove_abandoned_scratch()
+
+    @property
+    def pip_cache(self) -> Path:
+        return self.root / "pip"
+
+    def lookup(self, kind: str, name: str, key: str) -> Layer | None:
+        """The layer ``kind/name`` if it is complete and was keyed by ``key``."""
+        path = self.root / kind / name
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        if manifest.get("format") != FORMAT or manifest.get("key") != key:
+            return None
+        if not (path / TREE).is_dir():
+            return None
+        return Layer(path, manifest)
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, name: str) -> Iterator[None]:
+        """Hold the build lock of one layer (blocks while another build holds it)."""
+        lock_path = self.root / "locks" / f"{kind}-{name}.lock"
+        with open(lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def new_layer(
+        self, kind: str, name: str, key: str, inputs: dict[str, Any]
+    ) -> Iterator[Path]:
+        """Yield an empty tree to fill; on success it becomes layer ``kind/name``.
+
+        On any exception the partial tree is removed and nothing is published.
+        The caller holds ``lock(kind, name)``.
+        """
+        scratch = self.scratch_dir(f"{kind}-{name}")
+        tree = scratch / TREE
+        tree.mkdir()
+        try:
+            yield tree
+            manifest = {"format": FORMAT, "kind": kind, "name": name, "key": key,
+                        "inputs": inputs}
+            _write_json(scratch / MANIFEST, manifest)
+            final = self.root / kind / name
+            if final.exists():
+                # A stale or foreign layer under the same name: move it aside first
+                # so the rename below is atomic and the old one is never half-read.
+                doomed = self.scratch_dir(f"old-{name}")
+                os.rename(final, doomed / "layer")
+                os.rename(scratch, final)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                os.rename(scratch, final)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+
+    def scratch_dir(self, label: str) -> Path:
+        """A fresh directory under tmp/, marked with this process's id."""
+        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}.{label}.", dir=self.root / "tmp"))
+
+    def _remove_abandoned_scratch(self) -> None:
+        """Delete scratch dirs left by builds whose process no longer runs."""
+        for entry in (self.root / "tmp").iterdir():
+            pid_text = entry.name.split(".", 1)[0]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

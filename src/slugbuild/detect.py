@@ -1,0 +1,113 @@
+"""Detect stage: is this a Python app, which package manager, which framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import errors
+
+# The files Heroku's Python buildpack accepts as the mark of a Python app.
+PYTHON_APP_MARKERS = (
+    "requirements.txt",
+    "requirements.in",
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "Pipfile",
+    "Pipfile.lock",
+    "poetry.lock",
+    "uv.lock",
+    "pdm.lock",
+    "runtime.txt",
+    ".python-version",
+    "manage.py",
+    "app.py",
+    "main.py",
+    "__init__.py",
+)
+
+# Where manage.py may live below the app root (Heroku looks three levels deep).
+MANAGE_PY_MAX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class AppInfo:
+    """What detection learned about an app directory."""
+
+    app_dir: Path
+    markers: tuple[str, ...]
+    package_manager: str | None
+    lock_file: str | None
+    manage_py: str | None = None
+    frameworks: tuple[str, ...] = field(default=())
+
+    @property
+    def is_django(self) -> bool:
+        return "django" in self.frameworks
+
+
+def detect(app_dir: Path) -> AppInfo:
+    """Describe ``app_dir`` or raise NOT_A_PYTHON_APP / NO_PACKAGE_MANAGER."""
+    app_dir = Path(app_dir)
+    if not app_dir.is_dir():
+        raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
+    markers = tuple(name for name in PYTHON_APP_MARKERS if (app_dir / name).is_file())
+    if not markers:
+        raise errors.NOT_A_PYTHON_APP.error(
+            app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS)
+        )
+    package_manager = lock_file = None
+    if (app_dir / "requirements.txt").is_file():
+        package_manager, lock_file = "pip", "requirements.txt"
+    manage_py = find_manage_py(app_dir)
+    frameworks = _frameworks(app_dir, manage_py)
+    return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks)
+
+
+def require_package_manager(info: AppInfo) -> None:
+    """Compiling needs a package manager file; detection alone does not."""
+    if info.package_manager is None:
+        raise errors.NO_PACKAGE_MANAGER.error(
+            app_dir=info.app_dir, markers=", ".join(info.markers)
+        )
+
+
+def find_manage_py(app_dir: Path) -> str | None:
+    """The shallowest manage.py within MANAGE_PY_MAX_DEPTH, as a relative path."""
+    level = [app_dir]
+    for _depth in range(MANAGE_PY_MAX_DEPTH + 1):
+        for directory in level:
+            candidate = directory / "manage.py"
+            if candidate.is_file() and not candidate.is_symlink():
+                return candidate.relative_to(app_dir).as_posix()
+        level = sorted(
+            child
+            for directory in level
+            for child in _subdirs(directory)
+            if not child.name.startswith(".") and child.name not in ("node_modules",)
+        )
+    return None
+
+
+def _subdirs(directory: Path) -> list[Path]:
+    try:
+        return [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _frameworks(app_dir: Path, manage_py: str | None) -> tuple[str, ...]:
+    """Frameworks named in the app's dependency declarations (best effort)."""
+    text = ""
+    for name in ("requirements.txt", "Pipfile", "pyproject.toml", "setup.py", "setup.cfg"):
+        path = app_dir / name
+        if path.is_file():
+            try:
+                text += path.read_text(errors="replace").lower() + "\n"
+            except OSError:
+                pass
+    found = [name for name in ("django", "flask", "fastapi", "starlette") if name in text]
+    if manage_py and "django" not in found:
+        found.insert(0, "django")
+    return tuple(found)

@@ -1,0 +1,230 @@
+"""Every error a user can meet, in one place.
+
+Each kind has a stable code, a title, what was found and what to do. Stages
+raise ``KIND.error(field=value, ...)``; the CLI renders the result herokuish
+style and exits non-zero. docs/errors.md lists every kind (a test keeps the
+two in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CATALOG: dict[str, ErrorKind] = {}
+
+
+class SlugbuildError(Exception):
+    """A failure the user can act on: title, what was found, what to do."""
+
+    def __init__(
+        self, code: str, title: str, found: str, action: str, output: str | None = None
+    ) -> None:
+        super().__init__(f"{title}: {found}")
+        self.code = code
+        self.title = title
+        self.found = found
+        self.action = action
+        self.output = output
+
+    def render(self) -> str:
+        """The message as the command line prints it (` !     ` prefixed lines)."""
+        lines = [f"Error: {self.title}", ""]
+        lines += self.found.splitlines()
+        if self.output:
+            lines += ["", "Output (last lines):"]
+            lines += ["  " + line for line in self.output.splitlines()]
+        lines += [""] + self.action.splitlines()
+        return "\n".join((" !     " + line).rstrip() for line in lines)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "code": self.code,
+            "title": self.title,
+            "found": self.found,
+            "action": self.action,
+            "output": self.output,
+        }
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """A template for one kind of user-facing error."""
+
+    code: str
+    title: str
+    found: str
+    action: str
+    fields: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.code in CATALOG:
+            raise ValueError(f"duplicate error code {self.code}")
+        CATALOG[self.code] = self
+
+    def error(self, output: str | None = None, **values: object) -> SlugbuildError:
+        return SlugbuildError(
+            self.code,
+            self.title.format(**values),
+            self.found.format(**values),
+            self.action.format(**values),
+            output=output,
+        )
+
+
+# --- detect -----------------------------------------------------------------
+NOT_A_PYTHON_APP = ErrorKind(
+    "not-a-python-app",
+    "No Python app found",
+    "{app_dir} has none of the files that mark a Python app ({markers}).",
+    "Add a requirements.txt (or another supported package manager file) to the app's "
+    "root directory, or point slugbuild at the directory that holds it.",
+)
+APP_DIR_MISSING = ErrorKind(
+    "app-dir-missing",
+    "App directory not found",
+    "{app_dir} does not exist or is not a directory.",
+    "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
+)
+
+# --- stage sources ------------------------------------------------------------
+UNSAFE_SYMLINK = ErrorKind(
+    "unsafe-symlink",
+    "A symlink points outside the app",
+    "{path} -> {target} leaves the app directory (or is absolute).",
+    "Replace the link with a copy of the file, or a relative link that stays inside the "
+    "app; slugbuild never reads outside the app directory.",
+)
+UNSUPPORTED_FILE_TYPE = ErrorKind(
+    "unsupported-file-type",
+    "The app holds a file slugbuild cannot pack",
+    "{path} is a {kind}, not a regular file, directory or symlink.",
+    "Remove it from the app or list it in .slugignore.",
+)
+
+# --- resolve runtime ------------------------------------------------------------
+INVALID_PYTHON_VERSION = ErrorKind(
+    "invalid-python-version",
+    "Invalid Python version in {source_file}",
+    "{source_file} says {content!r}, which is not a Python version of the form {expected}.",
+    "Write one version on one line, for example `{example}`.",
+)
+PYTHON_VERSION_UNAVAILABLE = ErrorKind(
+    "python-version-unavailable",
+    "Requested Python version is not available",
+    "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
+    "Available: {available}",
+    "Ask for one of the available versions, or make the version available: install it "
+    "(e.g. `pyenv install {requested}`) or add its prefix to SLUGBUILD_PYTHON_PATH.",
+)
+PYTHON_VERSION_EOL = ErrorKind(
+    "python-version-eol",
+    "Requested Python version has reached end of life",
+    "{source_file} asks for Python {requested}; Python {major_minor} no longer gets "
+    "security fixes and slugbuild does not build it.",
+    "Upgrade the app to a supported version ({supported}) and update {source_file}.",
+)
+RUNTIME_RELOCATION_FAILED = ErrorKind(
+    "runtime-relocation-failed",
+    "Could not make the Python runtime relocatable",
+    "{detail}",
+    "Use a CPython installed into its own prefix (pyenv, python-build-standalone, or "
+    "`./configure --prefix=... --enable-shared`) and list it in SLUGBUILD_PYTHON_PATH.",
+)
+
+# --- dependencies ----------------------------------------------------------------
+REQUIREMENTS_FILE_MISSING = ErrorKind(
+    "requirements-file-missing",
+    "A requirements file is missing",
+    "{referrer} line {line} includes {target}, which does not exist in the app.",
+    "Add the file to the app, or fix the path on that line (paths are relative to the "
+    "file that names them).",
+)
+REQUIREMENTS_OUTSIDE_APP = ErrorKind(
+    "requirements-outside-app",
+    "A requirements file points outside the app",
+    "{referrer} line {line} includes {target}, which is outside the app directory.",
+    "Keep every requirements file inside the app so the build only depends on the app.",
+)
+DEPENDENCY_INSTALL_FAILED = ErrorKind(
+    "dependency-install-failed",
+    "Could not install the app's dependencies",
+    "`{command}` failed (exit code {exit_code}).",
+    "Check the requirement names and versions in {lock_file} against the package index "
+    "({index}); the installer's own message is above. Nothing was cached from this "
+    "attempt.",
+)
+
+# --- build steps -------------------------------------------------------------------
+COLLECTSTATIC_FAILED = ErrorKind(
+    "collectstatic-failed",
+    "Django's collectstatic failed",
+    "`python {manage_py} collectstatic --noinput` exited with code {exit_code}.",
+    "Common causes: STATIC_ROOT is not set; settings read an environment variable that "
+    "the build does not have (pass it with --env KEY=VALUE or --env-dir); a file named "
+    "in a template or CSS is missing for manifest storage.\n"
+    "To skip this step, set DISABLE_COLLECTSTATIC=1 for the build.",
+)
+
+# --- release metadata ----------------------------------------------------------------
+PROCFILE_MALFORMED = ErrorKind(
+    "procfile-malformed",
+    "Procfile is malformed",
+    "Procfile line {line}: {problem}\n  {text}",
+    "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
+    "Comments start with `#`.",
+)
+
+# --- options and config ------------------------------------------------------------------
+INVALID_CONFIG_VAR = ErrorKind(
+    "invalid-config-var",
+    "Invalid build config var",
+    "{value!r} {problem}.",
+    "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
+    "with a digit), or as files named KEY in an --env-dir directory.",
+)
+ENV_DIR_MISSING = ErrorKind(
+    "env-dir-missing",
+    "Config var directory not found",
+    "{env_dir} does not exist or is not a directory.",
+    "Pass a directory holding one file per config var (file name = KEY, content = value).",
+)
+OUTPUT_NOT_WRITABLE = ErrorKind(
+    "output-not-writable",
+    "Cannot write the slug",
+    "{path}: {reason}",
+    "Choose an output path in an existing, writable directory with -o.",
+)
+CACHE_DIR_UNUSABLE = ErrorKind(
+    "cache-dir-unusable",
+    "Cannot use the cache directory",
+    "{path}: {reason}",
+    "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
+)
+
+# --- run -----------------------------------------------------------------------------
+SLUG_NOT_FOUND = ErrorKind(
+    "slug-not-found",
+    "Slug not found",
+    "{path} is neither a slug tarball nor an unpacked slug directory.",
+    "Pass the .tgz written by `slugbuild compile`, or a directory it was unpacked into.",
+)
+UNSAFE_SLUG = ErrorKind(
+    "unsafe-slug",
+    "The slug holds an unsafe entry",
+    "{member}: {problem}.",
+    "Only unpack slugs made by a trusted build; this one was refused and nothing was "
+    "written outside the target directory.",
+)
+PROCESS_TYPE_UNKNOWN = ErrorKind(
+    "process-type-unknown",
+    "Unknown process type",
+    "The slug has no process type {process!r}. It has: {available}.",
+    "Run one of those, e.g. `slugbuild run SLUG web`, or add a line to the Procfile.",
+)
+NO_PACKAGE_MANAGER = ErrorKind(
+    "no-package-manager",
+    "No package manager file found",
+    "{app_dir} is a Python app ({markers}) but has no requirements.txt.",
+    "Add a requirements.txt listing the app's dependencies (an empty file is fine for an "
+    "app without any), e.g. generate one with `slugbuild lock` or `pip freeze`.",
+)

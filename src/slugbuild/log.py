@@ -1,0 +1,63 @@
+"""Build output in herokuish style.
+
+``-----> Step`` for each stage, tool output indented by seven spaces, warnings
+behind `` !     ``. When the stream is a terminal, long steps show a rich
+spinner; otherwise output is plain text so CI logs stay readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+STEP = "-----> "
+INDENT = "       "
+WARN = " !     "
+
+
+class Reporter:
+    """Writes build progress; library users may pass their own or a quiet one."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.lines: list[str] = []
+        self._console = None
+        if not quiet and _is_terminal(self.stream):
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
+
+    def _write(self, text: str) -> None:
+        self.lines.append(text)
+        if self.quiet:
+            return
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def step(self, message: str) -> None:
+        self._write(STEP + message)
+
+    def detail(self, message: str) -> None:
+        for line in message.splitlines() or [""]:
+            self._write((INDENT + line).rstrip())
+
+    def warn(self, message: str) -> None:
+        for line in message.splitlines() or [""]:
+            self._write((WARN + line).rstrip())
+
+    @contextlib.contextmanager
+    def working(self, message: str) -> Iterator[None]:
+        """A spinner on a terminal while a long step runs; nothing extra otherwise."""
+        if self._console is None:
+            yield
+            return
+        with self._console.status(message, spinner="dots"):
+            yield
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())

@@ -1,0 +1,78 @@
+"""Running build tools: a clean environment and output streamed to the log."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .log import Reporter
+
+# Host variables that change what Python or an installer does. Builds never
+# inherit them; the build sets what it needs explicitly.
+_DROPPED_PREFIXES = ("PYTHON", "PIP_", "UV_", "VIRTUAL_ENV", "CONDA", "PYENV_VERSION")
+# Network settings that say how to reach the index, not what to install.
+NETWORK_VARS = (
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+)
+TAIL_LINES = 30
+
+
+def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()) -> dict:
+    """The host environment minus anything that would steer Python or installers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES)}
+    env["PYTHONNOUSERSITE"] = "1"
+    env.setdefault("LANG", "C.UTF-8")
+    if path_first:
+        env["PATH"] = os.pathsep.join([*map(str, path_first), env.get("PATH", os.defpath)])
+    if extra:
+        env.update(extra)
+    return env
+
+
+class ToolFailed(Exception):
+    """A build tool exited non-zero; carries its exit code and the tail of its output."""
+
+    def __init__(self, exit_code: int, tail: str) -> None:
+        super().__init__(f"exit code {exit_code}")
+        self.exit_code = exit_code
+        self.tail = tail
+
+
+def run_tool(
+    argv: Sequence[str | Path],
+    reporter: Reporter,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    show: bool = True,
+) -> str:
+    """Run ``argv``, stream its output indented, raise ToolFailed on failure.
+
+    Returns the whole output (stdout and stderr interleaved).
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    lines: list[str] = []
+    with subprocess.Popen(
+        [str(a) for a in argv],
+        cwd=str(cwd) if cwd else None,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            tail.append(line)
+            if show:
+                reporter.detail(line)
+        exit_code = process.wait()
+    if exit_code != 0:
+        raise ToolFailed(exit_code, "\n".join(tail))
+    return "\n".join(lines)

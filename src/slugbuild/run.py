@@ -1,0 +1,190 @@
+"""``slugbuild run``: start a process type from a slug, the way a dyno would.
+
+A tarball is unpacked (after every entry is checked to stay inside the target)
+into a temporary directory that is removed afterwards; a directory is used as
+it is. The process gets HOME set to the app root, PORT, the slug's
+``.profile.d/*.sh`` sourced, and the Procfile command run by bash. Signals
+sent to slugbuild are forwarded to it and its exit code is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from . import errors
+from .procfile import parse_procfile
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+_KEPT_HOST_VARS = ("PATH", "TERM", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def safe_extract(slug: Path, target: Path) -> None:
+    """Unpack ``slug`` into ``target``, refusing entries that would escape it."""
+    try:
+        with tarfile.open(slug, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member)
+            for member in members:
+                tar.extract(member, target, set_attrs=True, **_extract_kwargs())
+    except tarfile.TarError as exc:
+        raise errors.SLUG_NOT_FOUND.error(path=slug) from exc
+
+
+def _extract_kwargs() -> dict:
+    # Python 3.12+ (and security backports) take a filter; ours has already checked.
+    return {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts:
+        raise errors.UNSAFE_SLUG.error(member=member.name, problem="its path leaves the slug")
+    if not (member.isfile() or member.isdir() or member.issym()):
+        raise errors.UNSAFE_SLUG.error(
+            member=member.name, problem="only files, directories and symlinks are allowed"
+        )
+    if member.issym():
+        target = PurePosixPath(member.linkname)
+        depth = len(name.parent.parts)
+        climbs = _net_climb(target.parts)
+        if target.is_absolute() or climbs > depth:
+            raise errors.UNSAFE_SLUG.error(
+                member=member.name, problem=f"its link target {member.linkname} leaves the slug"
+            )
+
+
+def _net_climb(parts: tuple[str, ...]) -> int:
+    """How far above its own directory a relative link ever reaches."""
+    level = worst = 0
+    for part in parts:
+        if part == "..":
+            level += 1
+            worst = max(worst, level)
+        elif part not in ("", "."):
+            level -= 1
+    return worst
+
+
+def app_root(directory: Path) -> Path:
+    """The app root inside an unpacked slug: ./app for the Heroku layout."""
+    nested = directory / "app"
+    if not (directory / ".profile.d").exists() and (nested / ".profile.d").exists():
+        return nested
+    return directory
+
+
+def process_types(root: Path) -> dict[str, str]:
+    """Process types of an unpacked slug: its Procfile, else its .release."""
+    procfile = root / "Procfile"
+    if procfile.is_file():
+        return parse_procfile(procfile.read_text(errors="replace"))
+    release = root / ".release"
+    found: dict[str, str] = {}
+    if release.is_file():
+        in_types = False
+        for line in release.read_text(errors="replace").splitlines():
+            if line.startswith("default_process_types:"):
+                in_types = True
+                continue
+            match = re.match(r"^\s+([A-Za-z0-9_-]+):\s*(.*)$", line)
+            if in_types and match:
+                value = match.group(2)
+                if value.startswith('"'):
+                    value = json.loads(value)
+                found[match.group(1)] = value
+            elif not line.startswith(" "):
+                in_types = False
+    return found
+
+
+def run_slug(
+    slug: Path,
+    process: str = "web",
+    *,
+    port: int = 5000,
+    host: str = "127.0.0.1",
+    env: Mapping[str, str] | None = None,
+    unpack_to: Path | None = None,
+) -> int:
+    """Run ``process`` from ``slug`` (tarball or directory); return its exit code."""
+    slug = Path(slug)
+    cleanup: Path | None = None
+    if slug.is_dir():
+        directory = slug
+    elif slug.is_file():
+        if unpack_to is not None:
+            directory = Path(unpack_to)
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            directory = cleanup = Path(tempfile.mkdtemp(prefix="slugbuild-run-"))
+        safe_extract(slug, directory)
+    else:
+        raise errors.SLUG_NOT_FOUND.error(path=slug)
+    try:
+        root = app_root(directory.absolute())
+        types = process_types(root)
+        if process not in types:
+            raise errors.PROCESS_TYPE_UNKNOWN.error(
+                process=process, available=", ".join(sorted(types)) or "none"
+            )
+        return _run_process(root, process, types[process], port, host, env or {})
+    finally:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+
+
+def dyno_env(root: Path, process: str, port: int, host: str,
+             config: Mapping[str, str]) -> dict[str, str]:
+    """The environment a process starts with: little from the host, the rest as a dyno."""
+    env = {k: os.environ[k] for k in _KEPT_HOST_VARS if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update({
+        "HOME": str(root),
+        "PORT": str(port),
+        "DYNO": f"{process}.1",
+        # gunicorn binds 0.0.0.0:$PORT when PORT is set; a laptop run stays local.
+        "GUNICORN_CMD_ARGS": f"--bind {host}:{port}",
+        "HOST": host,
+    })
+    env.update(config)
+    return env
+
+
+def _run_process(root: Path, process: str, command: str, port: int, host: str,
+                 config: Mapping[str, str]) -> int:
+    script = (
+        'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; '
+        f"exec {command}"
+    )
+    child = subprocess.Popen(["bash", "-c", script], cwd=root,
+                             env=dyno_env(root, process, port, host, config))
+    previous = {}
+
+    def forward(signum, _frame):
+        try:
+            child.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED_SIGNALS:
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except InterruptedError:
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
