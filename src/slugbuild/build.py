@@ -25,7 +25,7 @@ from .collectstatic import run_collectstatic
 from .dependencies import PipInstaller, has_package, install_dependencies
 from .detect import detect, require_package_manager
 from .log import Reporter
-from .pack import LAYOUTS, pack_tree
+from .pack import LAYOUTS, PackedSlug, pack_tree
 from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import LocalInterpreterSource, LocalRuntime, ensure_runtime_layer
@@ -209,8 +209,6 @@ def compile_app(
 
         with timer.stage("pack"):
             reporter.step("Compressing...")
-            packed = _write_slug(build_dir, slug_path, layout, source_date_epoch)
-            reporter.detail(f"Done: {_human_size(packed.size)}")
             runtime_info = {
                 "implementation": "cpython",
                 "requested": request.requested,
@@ -219,25 +217,30 @@ def compile_app(
                 "origin": runtime.origin,
             }
             package_list = [p.as_dict() for p in deps.packages]
-            metadata = release.slug_metadata(
-                process_types=process_types,
-                runtime=runtime_info,
-                package_manager={
-                    "name": info.package_manager,
-                    "lock_file": info.lock_file,
-                    "lock_checksum": deps.lock_checksum,
-                    "files": list(deps.files),
-                    "installer": PipInstaller.name,
-                    "installer_version": PipInstaller().version(),
-                },
-                packages=package_list,
-                platform=platform.as_dict(),
-                checksum=packed.sha256,
-                size=packed.size,
-                layout=layout,
-                framework=list(info.frameworks),
-            )
-            release.write_json_atomically(json_path, metadata)
+
+            def describe(packed: PackedSlug) -> dict[str, Any]:
+                return release.slug_metadata(
+                    process_types=process_types,
+                    runtime=runtime_info,
+                    package_manager={
+                        "name": info.package_manager,
+                        "lock_file": info.lock_file,
+                        "lock_checksum": deps.lock_checksum,
+                        "files": list(deps.files),
+                        "installer": PipInstaller.name,
+                        "installer_version": PipInstaller().version(),
+                    },
+                    packages=package_list,
+                    platform=platform.as_dict(),
+                    checksum=packed.sha256,
+                    size=packed.size,
+                    layout=layout,
+                    framework=list(info.frameworks),
+                )
+
+            packed, metadata = _write_outputs(build_dir, slug_path, json_path, layout,
+                                              source_date_epoch, describe)
+            reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -278,20 +281,30 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
             dirnames.remove("__pycache__")
 
 
-def _write_slug(build_dir: Path, slug_path: Path, layout: str, epoch: int | None):
-    partial = slug_path.with_name(f".{slug_path.name}.{os.getpid()}.partial")
+def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
+                   epoch: int | None, describe) -> tuple[PackedSlug, dict[str, Any]]:
+    """Pack the slug and write slug.json under temporary names, then rename both."""
+    suffix = f".{os.getpid()}.partial"
+    partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
+    partial_json = json_path.with_name(f".{json_path.name}{suffix}")
     try:
-        with open(partial, "wb") as handle:
+        with open(partial_slug, "wb") as handle:
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, slug_path)
+        metadata = describe(packed)
+        release.write_json(partial_json, metadata)
+        os.replace(partial_slug, slug_path)
+        os.replace(partial_json, json_path)
     except OSError as exc:
-        raise errors.OUTPUT_NOT_WRITABLE.error(path=slug_path, reason=exc.strerror) from exc
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason=exc.strerror or str(exc)
+        ) from exc
     finally:
-        if partial.exists():
-            partial.unlink()
-    return packed
+        for partial in (partial_slug, partial_json):
+            if partial.exists():
+                partial.unlink()
+    return packed, metadata
 
 
 def _human_size(size: int) -> str:

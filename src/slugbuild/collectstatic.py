@@ -6,7 +6,7 @@ from pathlib import Path
 
 from . import errors
 from .log import Reporter
-from .proc import ToolFailed, clean_env, run_tool
+from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 
 def collectstatic_disabled(config_vars: dict) -> bool:
@@ -31,7 +31,8 @@ def run_collectstatic(
         return False
     reporter.step(f"$ python {manage_py} collectstatic --noinput")
     env = clean_env(
-        {**config_vars, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1"},
+        {**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
+         "PYTHONNOUSERSITE": "1"},
         path_first=[python.parent],
     )
     argv = [python, manage_py, "collectstatic", "--noinput", "--traceback"]

@@ -26,16 +26,17 @@ from typing import Protocol
 from . import errors, relocate
 from .cache import Cache, Layer
 from .log import Reporter
-from .proc import ToolFailed, clean_env, run_tool
+from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
-# Config vars that choose the index; they change what gets installed, so they
-# are part of the key (hashed: they may hold credentials).
-INDEX_CONFIG_VARS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
+# Config vars with this prefix steer the installer, so they are part of the
+# key (hashed: index URLs may hold credentials).
+INSTALLER_CONFIG_PREFIX = "PIP_"
 DEPENDENCY_LAYER_FORMAT = 1
 
 _INCLUDE = re.compile(
-    r"^\s*(?P<flag>-r|--requirement|-c|--constraint)(?:\s*=\s*|\s+)(?P<path>\S+)"
+    r"^\s*(?:(?P<short>-[rc])\s*|(?P<long>--requirement|--constraint)(?:\s*=\s*|\s+))"
+    r"(?P<path>[^\s#]+)"
 )
 
 
@@ -106,7 +107,8 @@ class PipInstaller:
     def install(self, python: Path, app_dir: Path, lock_file: str, config_vars: dict,
                 reporter: Reporter, cache: Cache) -> None:
         argv = self.command(python, lock_file, config_vars, cache)
-        env = clean_env({"PIP_CONFIG_FILE": os.devnull})
+        # Build config vars reach pip (as on Heroku); the machine's pip config never does.
+        env = clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull})
         try:
             run_tool(argv, reporter, env, cwd=app_dir)
         except ToolFailed as failed:
@@ -122,9 +124,10 @@ class PipInstaller:
 
 def trusted_ca_bundle() -> str | None:
     """The CA bundle installers should trust: SSL_CERT_FILE, else the system's."""
-    explicit = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-    if explicit and os.path.isfile(explicit):
-        return explicit
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        explicit = os.environ.get(variable)
+        if explicit and os.path.isfile(explicit):
+            return explicit
     import ssl
 
     default = ssl.get_default_verify_paths().cafile
@@ -172,12 +175,15 @@ def layer_key(
     config_vars: dict,
 ) -> tuple[str, dict]:
     """The dependency layer key and the (secret-free) inputs behind it."""
-    index_settings = json.dumps({k: config_vars.get(k, "") for k in INDEX_CONFIG_VARS})
+    index_settings = json.dumps(
+        {k: v for k, v in sorted(exported_config(config_vars).items())
+         if k.startswith(INSTALLER_CONFIG_PREFIX)}
+    )
     inputs = {
         "runtime": runtime_layer.manifest["name"],
         "runtime_key": runtime_layer.manifest["key"],
         "installer": f"{installer.name} {installer.version()}",
-        "index_settings_sha256": hashlib.sha256(index_settings.encode()).hexdigest(),
+        "installer_config_sha256": hashlib.sha256(index_settings.encode()).hexdigest(),
         "files": {rel: _sha256_file(app_dir / rel) for rel in files},
         "layer_format": DEPENDENCY_LAYER_FORMAT,
     }
@@ -205,7 +211,7 @@ def install_dependencies(
     files = requirements_files(app_dir, lock_file)
     key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars)
     name = key[:24]
-    lock_checksum = "sha256:" + _sha256_file(app_dir / lock_file)
+    lock_checksum = "SHA256:" + _sha256_file(app_dir / lock_file)
     layer = cache.lookup("layers", name, key)
     if layer is None:
         with cache.lock("layers", name):
@@ -229,8 +235,9 @@ def _install_fresh(app_dir, lock_file, python_home, python_name, runtime_layer, 
                    config_vars, cache, reporter, key, name, inputs) -> None:
     python = python_home / "bin" / python_name
     installer.install(python, app_dir, lock_file, config_vars, reporter, cache)
-    relocate.make_scripts_relocatable(python_home / "bin", python_name)
     site_packages = python_home / "lib" / python_name / "site-packages"
+    rewritten = relocate.make_scripts_relocatable(python_home / "bin", python_name)
+    relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(
             python, site_packages,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,6 @@ PYTHON_APP_MARKERS = (
     "manage.py",
     "app.py",
     "main.py",
-    "__init__.py",
 )
 
 # Where manage.py may live below the app root (Heroku looks three levels deep).
@@ -107,7 +107,10 @@ def _frameworks(app_dir: Path, manage_py: str | None) -> tuple[str, ...]:
                 text += path.read_text(errors="replace").lower() + "\n"
             except OSError:
                 pass
-    found = [name for name in ("django", "flask", "fastapi", "starlette") if name in text]
+    found = [
+        name for name in ("django", "flask", "fastapi", "starlette")
+        if re.search(rf"(?<![a-z0-9_.-]){name}(?![a-z0-9_-])", text)
+    ]
     if manage_py and "django" not in found:
         found.insert(0, "django")
     return tuple(found)

@@ -86,6 +86,14 @@ APP_DIR_MISSING = ErrorKind(
     "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
 )
 
+NO_PACKAGE_MANAGER = ErrorKind(
+    "no-package-manager",
+    "No package manager file found",
+    "{app_dir} is a Python app ({markers}) but has no requirements.txt.",
+    "Add a requirements.txt listing the app's dependencies (an empty file is fine for an "
+    "app without any), e.g. from `pip freeze` in the app's virtual environment.",
+)
+
 # --- stage sources ------------------------------------------------------------
 UNSAFE_SYMLINK = ErrorKind(
     "unsafe-symlink",
@@ -123,6 +131,8 @@ PYTHON_VERSION_EOL = ErrorKind(
     "security fixes and slugbuild does not build it.",
     "Upgrade the app to a supported version ({supported}) and update {source_file}.",
 )
+
+# --- runtime layer ---------------------------------------------------------------
 RUNTIME_RELOCATION_FAILED = ErrorKind(
     "runtime-relocation-failed",
     "Could not make the Python runtime relocatable",
@@ -220,11 +230,4 @@ PROCESS_TYPE_UNKNOWN = ErrorKind(
     "Unknown process type",
     "The slug has no process type {process!r}. It has: {available}.",
     "Run one of those, e.g. `slugbuild run SLUG web`, or add a line to the Procfile.",
-)
-NO_PACKAGE_MANAGER = ErrorKind(
-    "no-package-manager",
-    "No package manager file found",
-    "{app_dir} is a Python app ({markers}) but has no requirements.txt.",
-    "Add a requirements.txt listing the app's dependencies (an empty file is fine for an "
-    "app without any), e.g. generate one with `slugbuild lock` or `pip freeze`.",
 )

@@ -13,12 +13,17 @@ from .log import Reporter
 # Host variables that change what Python or an installer does. Builds never
 # inherit them; the build sets what it needs explicitly.
 _DROPPED_PREFIXES = ("PYTHON", "PIP_", "UV_", "VIRTUAL_ENV", "CONDA", "PYENV_VERSION")
-# Network settings that say how to reach the index, not what to install.
-NETWORK_VARS = (
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
-)
 TAIL_LINES = 30
+# Config vars that would break the build tools if exported (as Heroku's buildpack).
+UNEXPORTED_CONFIG_VARS = frozenset({
+    "PATH", "GIT_DIR", "CPATH", "CPPATH", "LD_PRELOAD", "LIBRARY_PATH", "LD_LIBRARY_PATH",
+    "PYTHONHOME", "PYTHONPATH", "PIP_CONFIG_FILE",
+})
+
+
+def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
+    """The build config vars that build tools (installer, collectstatic, hooks) see."""
+    return {k: v for k, v in config_vars.items() if k not in UNEXPORTED_CONFIG_VARS}
 
 
 def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()) -> dict:

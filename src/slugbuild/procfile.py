@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import errors
 
-_LINE = re.compile(r"^(?P<name>[^:\s]*)\s*:\s*(?P<command>.*)$")
+_LINE = re.compile(r"^(?P<name>[^:]*?)\s*:\s*(?P<command>.*)$")
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

@@ -8,6 +8,8 @@ files. Each has a fix here; ``find_references`` checks that none are left.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -135,8 +137,12 @@ def find_references(root: Path, needles: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
-def make_scripts_relocatable(bin_dir: Path, python_name: str) -> None:
-    """Rewrite Python shebangs in bin/ to find the interpreter beside the script."""
+def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:
+    """Rewrite Python shebangs in bin/ to find the interpreter beside the script.
+
+    Returns the scripts rewritten.
+    """
+    rewritten = []
     for path in sorted(bin_dir.iterdir()):
         if path.is_symlink() or not path.is_file() or is_elf(path):
             continue
@@ -155,6 +161,32 @@ def make_scripts_relocatable(bin_dir: Path, python_name: str) -> None:
         path.write_text(
             _TRAMPOLINE.format(python=python_name) + "\n".join(body), errors="surrogateescape"
         )
+        rewritten.append(path)
+    return rewritten
+
+
+def refresh_records(site_packages: Path, changed: list[Path]) -> None:
+    """Update the hash and size of ``changed`` files in every dist-info RECORD.
+
+    pip records console scripts as it wrote them (with the build directory in
+    the shebang); after rewriting them the RECORD must describe what ships.
+    """
+    wanted = {path.resolve(): path for path in changed}
+    if not wanted:
+        return
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        lines = record.read_text().splitlines()
+        updated = False
+        for index, line in enumerate(lines):
+            rel = line.rsplit(",", 2)[0]
+            target = (site_packages / rel).resolve()
+            if target in wanted:
+                data = target.read_bytes()
+                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+                lines[index] = f"{rel},sha256={digest.decode()},{len(data)}"
+                updated = True
+        if updated:
+            record.write_text("\n".join(lines) + "\n")
 
 
 def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict) -> None:

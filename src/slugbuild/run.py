@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -170,8 +171,12 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
     child = subprocess.Popen(["bash", "-c", script], cwd=root,
                              env=dyno_env(root, process, port, host, config))
     previous = {}
+    # A terminal's Ctrl-C already reaches the whole foreground process group.
+    terminal = sys.stdin is not None and sys.stdin.isatty()
 
     def forward(signum, _frame):
+        if signum == signal.SIGINT and terminal:
+            return
         try:
             child.send_signal(signum)
         except ProcessLookupError:
@@ -182,7 +187,9 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
     try:
         while True:
             try:
-                return child.wait()
+                code = child.wait()
+                # Killed by a signal: report it the way a shell does (128 + N).
+                return 128 - code if code < 0 else code
             except InterruptedError:
                 continue
     finally:

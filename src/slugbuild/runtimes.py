@@ -35,9 +35,11 @@ _PYTHON_BIN = re.compile(r"^python(\d+\.\d+)$")
 
 # Paths (relative to lib/pythonX.Y) left out of the slug's runtime.
 _STDLIB_EXCLUDES = {"test", "idlelib", "tkinter", "turtledemo", "site-packages"}
+# Prefixes shared with the rest of the system: never copied as a runtime.
+_SHARED_PREFIXES = {"/", "/usr", "/usr/local", "/opt", "/bin"}
 # Extension modules only the test suite (or tkinter, absent on servers) uses.
 _DYNLOAD_EXCLUDES = ("_tkinter", "_test", "_xxtestfuzz", "xxlimited", "xxsubtype", "_ctypes_test")
-_BIN_EXCLUDES = re.compile(r"^(idle|pip|2to3|easy_install|pydoc)")
+_BIN_EXCLUDES = re.compile(r"^(idle|pip|2to3|easy_install|pydoc)|-gdb\.py$")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,8 @@ def _candidate_prefixes(directory: Path) -> list[Path]:
 def inspect_prefix(prefix: Path, origin: str) -> LocalRuntime | None:
     """A LocalRuntime if ``prefix`` holds a final-release CPython 3, else None."""
     prefix = prefix.resolve()
+    if str(prefix) in _SHARED_PREFIXES:
+        return None  # a distro's Python shares its prefix with everything else
     bin_dir = prefix / "bin"
     try:
         names = sorted(os.listdir(bin_dir))
@@ -155,7 +159,7 @@ def runtime_key(runtime: LocalRuntime, platform: Platform) -> tuple[str, str, di
         "layer_format": RUNTIME_LAYER_FORMAT,
     }
     key = hashlib.sha256(repr(sorted(inputs.items())).encode()).hexdigest()
-    name = f"cpython-{runtime.version}-{platform.key}"
+    name = f"cpython-{runtime.version}-{platform.key}-{key[:12]}"
     return name, key, inputs
 
 

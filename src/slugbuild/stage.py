@@ -32,8 +32,8 @@ class IgnoreRules:
             if negate:
                 line = line[1:]
             dir_only = line.endswith("/")
-            line = line.strip("/") if dir_only else line
-            anchored = "/" in line.rstrip("/")
+            line = line.rstrip("/")
+            anchored = "/" in line
             line = line.lstrip("/")
             self.rules.append((_compile(line, anchored), negate, dir_only))
 

@@ -1,0 +1,239 @@
+"""Write docs/errors.md from slugbuild.errors.CATALOG.
+
+    python scripts/gen_errors_doc.py           # (re)write docs/errors.md
+    python scripts/gen_errors_doc.py --check   # exit 1 if docs/errors.md is out of date
+
+Everything on the page comes from the code:
+- each error kind, in definition order, with its title and templates (CATALOG);
+- its stage, from the ``# --- name ---`` comment group it sits under in errors.py
+  (STAGE_OVERRIDES corrects kinds filed under the wrong group);
+- where it is raised, from the ``errors.NAME.error(...)`` calls in src/slugbuild;
+- which commands can meet it, from the raising function (COMMANDS_BY_FUNCTION,
+  default ``slugbuild compile``).
+The output holds no time, path or other machine-dependent text, so it is stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import string
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+PACKAGE = SRC / "slugbuild"
+OUTPUT = ROOT / "docs" / "errors.md"
+
+sys.path.insert(0, str(SRC))
+
+from slugbuild import errors  # noqa: E402
+
+_GROUP = re.compile(r"^# ---\s+(?P<name>.+?)\s+-+\s*$")
+
+# Kinds errors.py files under a group other than the stage that raises them.
+STAGE_OVERRIDES = {
+    # filed under "run"; detect.require_package_manager raises it as a compile starts
+    "no-package-manager": "detect",
+    # filed under "resolve runtime"; runtimes.build_runtime_tree raises it
+    "runtime-relocation-failed": "runtime layer",
+}
+
+# Raising functions reached from more (or other) commands than `slugbuild compile`.
+COMMANDS_BY_FUNCTION = {
+    "build.parse_env_assignments": ("compile", "run"),
+    "detect.detect": ("compile", "detect"),
+    "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
+    "run.safe_extract": ("run",),
+    "run._check_member": ("run",),
+    "run.run_slug": ("run",),
+}
+DEFAULT_COMMANDS = ("compile",)
+
+
+def stage_groups(source: str) -> dict[str, str]:
+    """Variable name of each ErrorKind -> the comment group it is defined under."""
+    comments = {}
+    for number, line in enumerate(source.splitlines(), start=1):
+        match = _GROUP.match(line)
+        if match:
+            comments[number] = match.group("name")
+    groups = {}
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)):
+            continue
+        func = node.value.func
+        if not (isinstance(func, ast.Name) and func.id == "ErrorKind"):
+            continue
+        above = [n for n in comments if n < node.lineno]
+        group = comments[max(above)] if above else "general"
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                groups[target.id] = group
+    return groups
+
+
+class _RaiseFinder(ast.NodeVisitor):
+    """Records ``errors.NAME.error`` references with their enclosing class/function."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.stack: list[str] = []
+        self.found: set[tuple[str, str]] = set()
+
+    def _visit_scope(self, node: ast.AST) -> None:
+        self.stack.append(node.name)  # type: ignore[attr-defined]
+        self.generic_visit(node)
+        self.stack.pop()
+
+    visit_ClassDef = _visit_scope
+    visit_FunctionDef = _visit_scope
+    visit_AsyncFunctionDef = _visit_scope
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        inner = node.value
+        if (
+            node.attr == "error"
+            and isinstance(inner, ast.Attribute)
+            and isinstance(inner.value, ast.Name)
+            and inner.value.id == "errors"
+        ):
+            self.found.add((inner.attr, ".".join([self.module, *self.stack])))
+        self.generic_visit(node)
+
+
+def raise_sites() -> dict[str, list[str]]:
+    """Variable name of each ErrorKind -> sorted ``module.function`` that raise it."""
+    sites: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.name == "errors.py":
+            continue
+        finder = _RaiseFinder(path.stem)
+        finder.visit(ast.parse(path.read_text(), filename=str(path)))
+        for name, where in finder.found:
+            sites.setdefault(name, set()).add(where)
+    return {name: sorted(where) for name, where in sites.items()}
+
+
+def code_span(text: str) -> str:
+    """``text`` as inline code, with a fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def code_block(text: str) -> list[str]:
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + "text", *text.splitlines(), fence]
+
+
+def placeholders(*templates: str) -> list[str]:
+    names: list[str] = []
+    for template in templates:
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field and field not in names:
+                names.append(field)
+    return names
+
+
+def render() -> str:
+    source = (PACKAGE / "errors.py").read_text()
+    groups = stage_groups(source)
+    sites = raise_sites()
+    variable_of = {
+        value.code: name
+        for name, value in vars(errors).items()
+        if isinstance(value, errors.ErrorKind)
+    }
+    lines = [
+        "<!-- Generated by scripts/gen_errors_doc.py from src/slugbuild/errors.py."
+        " Do not edit by hand. -->",
+        "",
+        "# Errors",
+        "",
+        "Every error slugbuild reports to a user is one of the kinds below (`errors.CATALOG`).",
+        "Each has a stable code, a title, what was found and what to do. The command line",
+        "prints it on stderr in herokuish style and exits with status 1:",
+        "",
+        "```text",
+        " !     Error: <title>",
+        " !",
+        " !     <what was found>",
+        " !",
+        " !     Output (last lines):      (only when a tool failed: its last 30 lines)",
+        " !       <tool output>",
+        " !",
+        " !     <what to do>",
+        "```",
+        "",
+        "The Python API raises `slugbuild.SlugbuildError` with the attributes `code`, `title`,",
+        "`found`, `action` and `output` (also as `as_dict()`; `render()` gives the text above).",
+        "Templates are shown as written: `{name}` is filled in when the error is raised,",
+        "`{name!r}` with the value's `repr()`.",
+        "",
+        "| code | title | stage | commands |",
+        "| --- | --- | --- | --- |",
+    ]
+    sections: list[str] = []
+    for code, kind in errors.CATALOG.items():
+        variable = variable_of.get(code, "")
+        stage = STAGE_OVERRIDES.get(code) or groups.get(variable, "general")
+        where = sites.get(variable, [])
+        commands: list[str] = []
+        for site in where:
+            for command in COMMANDS_BY_FUNCTION.get(site, DEFAULT_COMMANDS):
+                if command not in commands:
+                    commands.append(command)
+        command_text = ", ".join(f"`slugbuild {c}`" for c in commands) or "none (not raised)"
+        title = kind.title.replace("|", "\\|")
+        lines.append(f"| [`{code}`](#{code}) | {title} | {stage} | {command_text} |")
+        names = placeholders(kind.title, kind.found, kind.action)
+        sections += [
+            "",
+            f"## {code}",
+            "",
+            f"Title: {code_span(kind.title)}",
+            "",
+            "| | |",
+            "| --- | --- |",
+            f"| Stage | {stage} |",
+            f"| Commands | {command_text} |",
+            f"| Raised in | {', '.join(code_span(s) for s in where) or 'nowhere yet'} |",
+            f"| Constant | `errors.{variable}` |",
+            f"| Placeholders | {', '.join(code_span(n) for n in names) or 'none'} |",
+            "",
+            "What was found:",
+            "",
+            *code_block(kind.found),
+            "",
+            "What to do:",
+            "",
+            *code_block(kind.action),
+        ]
+    return "\n".join(lines + sections) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write docs/errors.md from errors.CATALOG.")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if docs/errors.md is out of date instead of writing it")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = OUTPUT.read_text() if OUTPUT.is_file() else None
+        if current != text:
+            print(f"{OUTPUT.relative_to(ROOT)} is out of date; "
+                  "run: python scripts/gen_errors_doc.py", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

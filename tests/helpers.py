@@ -1,0 +1,107 @@
+"""Helpers for tests: fixture app paths, app builders, the CLI, a server runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_APPS = REPO / "fixtures" / "apps"
+DJANGO_APP = FIXTURE_APPS / "django-tutorial"
+
+
+def copy_app(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+def make_app(directory: Path, files: dict[str, str]) -> Path:
+    """Write a small app from a {relative path: content} mapping."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel, content in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return directory
+
+
+def unpack(slug: Path, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(slug) as tar:
+        tar.extractall(target, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+    return target
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "slugbuild", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`slugbuild run` in the background, stopped (SIGTERM, then SIGKILL) by the test."""
+
+    def __init__(self, slug: Path, process: str = "web", extra: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._stopped: tuple[int, str] | None = None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slugbuild", "run", str(slug), process,
+             "--port", str(self.port), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.proc.stdout.read()}")
+            try:
+                requests.get(self.base + "/", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError("server did not answer in time")
+
+    def stop(self) -> tuple[int, str]:
+        """Stop the server (once); its exit code and everything it printed."""
+        if self._stopped is not None:
+            return self._stopped
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._stopped = (self.proc.returncode, self.proc.stdout.read())
+        return self._stopped
+
+    def __enter__(self) -> Server:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

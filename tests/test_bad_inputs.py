@@ -1,0 +1,121 @@
+"""Bad input ends in one clear message, a non-zero exit, no slug and a sound cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import slugbuild
+
+from .helpers import DJANGO_APP, copy_app, make_app, run_cli
+
+MINIMAL = {
+    ".python-version": "3.12\n",
+    "requirements.txt": "six==1.17.0\n",
+    "Procfile": "web: python -m http.server $PORT\n",
+}
+
+
+def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words: str,
+                         *extra: str) -> str:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run_cli("compile", app, "-o", out_dir / "slug.tgz", "--cache-dir", cache_dir, *extra)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error:")]
+    assert len(errors) == 1, result.stderr
+    assert code_words in result.stderr, result.stderr
+    # Tool output may hold a traceback of the app's own; slugbuild's code never does.
+    assert str(Path(slugbuild.__file__).parent) not in result.stderr, result.stderr
+    assert list(out_dir.iterdir()) == [], "a failed build left files behind"
+    assert_cache_consistent(cache_dir)
+    return result.stderr
+
+
+def assert_cache_consistent(cache_dir: Path) -> None:
+    """Every published layer is complete; no scratch of a finished build remains."""
+    for kind in ("runtimes", "layers"):
+        for layer in (cache_dir / kind).iterdir() if (cache_dir / kind).exists() else []:
+            manifest = json.loads((layer / "manifest.json").read_text())
+            assert manifest["key"] and (layer / "tree").is_dir()
+    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
+        else []
+    assert leftovers == []
+
+
+def test_not_a_python_app(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {"README.md": "hello\n", "index.html": "<p>hi</p>\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "No Python app found")
+    assert "requirements.txt" in stderr
+
+
+def test_missing_app_dir(tmp_path, cache_dir):
+    assert_clean_failure(tmp_path / "nope", cache_dir, tmp_path, "App directory not found")
+
+
+@pytest.mark.slow
+def test_malformed_procfile(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, "Procfile": "# ok\nweb gunicorn app:app\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "Procfile is malformed")
+    assert "line 2" in stderr
+
+
+def test_unknown_python_version(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, ".python-version": "3.11.99\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "not available")
+    assert ".python-version asks for Python 3.11.99" in stderr
+    assert "3.12." in stderr  # the available versions are listed
+
+
+def test_end_of_life_python_version(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, ".python-version": "3.8\n"})
+    assert_clean_failure(app, cache_dir, tmp_path, "end of life")
+
+
+def test_garbage_in_runtime_txt(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, "runtime.txt": "pyth0n 3.12 please\n"})
+    assert_clean_failure(app, cache_dir, tmp_path, "Invalid Python version in runtime.txt")
+
+
+@pytest.mark.slow
+def test_requirement_missing_from_index(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        **MINIMAL, "requirements.txt": "six==1.17.0\nslugbuild-no-such-package-xyz==1.0.0\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path,
+                                  "Could not install the app's dependencies")
+    assert "slugbuild-no-such-package-xyz" in stderr
+    layers = cache_dir / "layers"
+    assert not any("no-such-package" in (p / "manifest.json").read_text()
+                   for p in layers.iterdir())
+
+
+def test_included_requirements_file_missing(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, "requirements.txt": "-r base.txt\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "A requirements file is missing")
+    assert "requirements.txt line 1 includes base.txt" in stderr
+
+
+def test_symlink_out_of_the_app(tmp_path, cache_dir):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not pack me\n")
+    app = make_app(tmp_path / "app", MINIMAL)
+    os.symlink(secret, app / "linked.txt")
+    assert_clean_failure(app, cache_dir, tmp_path, "A symlink points outside the app")
+
+
+def test_invalid_config_var(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", MINIMAL)
+    assert_clean_failure(app, cache_dir, tmp_path, "Invalid build config var", "--env", "1X=y")
+
+
+@pytest.mark.slow
+def test_collectstatic_raising(tmp_path, cache_dir):
+    app = copy_app(DJANGO_APP, tmp_path / "app")
+    settings = app / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nSTATIC_ROOT = None\n")
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "Django's collectstatic failed")
+    assert "STATIC_ROOT" in stderr  # the tail of Django's own error is shown
+    assert "DISABLE_COLLECTSTATIC" in stderr

@@ -1,0 +1,95 @@
+"""Dependency layers: keyed by what determines them, fresh when that changes."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+
+from slugbuild import compile_app
+from slugbuild.log import Reporter
+
+from .helpers import make_app
+
+pytestmark = pytest.mark.slow
+
+
+def _build(app, out, cache_dir, **kwargs):
+    return compile_app(app, out, cache_dir=cache_dir, reporter=Reporter(quiet=True), **kwargs)
+
+
+def _names(slug):
+    with tarfile.open(slug) as tar:
+        return tar.getnames()
+
+
+def test_changed_requirements_build_a_fresh_layer(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n",
+        "requirements.txt": "-r base.txt\nidna==3.10\n",
+        "base.txt": "six==1.17.0\n",
+        "Procfile": "web: python -m http.server $PORT\n",
+    })
+    first = _build(app, tmp_path / "one.tgz", cache_dir)
+    assert "Installing requirements with pip" in "\n".join(first.log)
+    assert any("/site-packages/idna/" in n for n in _names(first.slug_path))
+
+    # An included file changes: the key changes too.
+    (app / "base.txt").write_text("six==1.16.0\n")
+    second = _build(app, tmp_path / "two.tgz", cache_dir)
+    assert "Installing requirements with pip" in "\n".join(second.log)
+    assert {"name": "six", "version": "1.16.0"} in second.packages
+
+    # A package removed from the requirements is really gone from the slug.
+    (app / "requirements.txt").write_text("-r base.txt\n")
+    third = _build(app, tmp_path / "three.tgz", cache_dir)
+    assert "Installing requirements with pip" in "\n".join(third.log)
+    assert not any("/site-packages/idna" in n for n in _names(third.slug_path))
+    assert [p["name"] for p in third.packages] == ["six"]
+    meta = json.loads(third.metadata_path.read_text())
+    assert meta["package_manager"]["files"] == ["requirements.txt", "base.txt"]
+
+    # Going back to an earlier set restores that layer instead of reinstalling.
+    (app / "requirements.txt").write_text("-r base.txt\nidna==3.10\n")
+    fourth = _build(app, tmp_path / "four.tgz", cache_dir)
+    assert "Restoring dependencies from cache" in "\n".join(fourth.log)
+    assert fourth.sha256 == second.sha256
+
+
+def test_config_vars_never_reach_the_slug(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n",
+        "requirements.txt": "six==1.17.0\n",
+    })
+    secret = "sekrit-value-4f1d9c"
+    result = _build(app, tmp_path / "s.tgz", cache_dir, env={"API_TOKEN": secret})
+    assert secret.encode() not in result.slug_path.read_bytes()
+    with tarfile.open(result.slug_path) as tar:
+        for member in tar:
+            if member.isfile():
+                assert secret.encode() not in tar.extractfile(member).read()
+    assert secret not in result.metadata_path.read_text()
+    for manifest in cache_dir.glob("*/*/manifest.json"):
+        assert secret not in manifest.read_text()
+
+
+def test_source_date_epoch_sets_entry_times(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {".python-version": "3.12\n", "requirements.txt": ""})
+    result = _build(app, tmp_path / "e.tgz", cache_dir, source_date_epoch=1700000000)
+    with tarfile.open(result.slug_path) as tar:
+        assert {m.mtime for m in tar} == {1700000000}
+
+
+def test_same_app_in_other_places_with_other_caches_gives_the_same_bytes(tmp_path):
+    files = {
+        ".python-version": "3.12\n",
+        "requirements.txt": "six==1.17.0\n",
+        "Procfile": "web: python -m http.server $PORT\n",
+        "app/__init__.py": "VALUE = 1\n",
+    }
+    one = _build(make_app(tmp_path / "a" / "app", files), tmp_path / "one.tgz",
+                 tmp_path / "cache-one")
+    two = _build(make_app(tmp_path / "b" / "c" / "other-name", files), tmp_path / "two.tgz",
+                 tmp_path / "cache-two")
+    assert one.sha256 == two.sha256
