@@ -24,11 +24,11 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 test: venv
-	$(BIN)/ruff check src tests scripts benchmarks buildpacks
+	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check src tests scripts benchmarks buildpacks
+	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)
 
 bench: venv
 	$(BIN)/python benchmarks/run.py

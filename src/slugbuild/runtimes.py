@@ -232,7 +232,7 @@ def _trim_filter(runtime: LocalRuntime):
         elif here == stdlib / "lib-dynload":
             dropped |= {n for n in names if n.startswith(_DYNLOAD_EXCLUDES)}
         elif here == runtime.prefix / "bin":
-            dropped |= {n for n in names if _BIN_EXCLUDES.match(n)}
+            dropped |= {n for n in names if _BIN_EXCLUDES.search(n)}
         elif here == runtime.prefix:
             dropped |= {"share"} & set(names)
         elif here == runtime.prefix / "lib":
