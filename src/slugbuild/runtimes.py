@@ -28,7 +28,7 @@ from .platform_info import Platform
 from .proc import clean_env
 
 # Bump when the way a runtime layer is made changes, so old layers are not reused.
-RUNTIME_LAYER_FORMAT = 1
+RUNTIME_LAYER_FORMAT = 2
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"(\d+\.\d+\.\d+)"')
 _PYTHON_BIN = re.compile(r"^python(\d+\.\d+)$")
