@@ -102,6 +102,30 @@ def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     return result
 
 
+def read_env_file(path: PathLike) -> dict[str, str]:
+    """``KEY=VALUE`` lines of an env file (``export`` prefixes, quotes, comments allowed)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        raise errors.ENV_FILE_UNREADABLE.error(path=path, reason=exc.strerror) from exc
+    values = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        if "=" not in line:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=line, problem=f"(line {number} of {path}) has no `=`")
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
 class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .build import compile_app, load_config_vars, parse_env_assignments
+from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
@@ -44,9 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=5000)
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
-    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                     help="config var for the process (repeatable; wins over --env-file)")
+    run.add_argument("--env-file", type=Path,
+                     help="file of KEY=VALUE lines (blank lines and # comments allowed)")
     run.add_argument("--unpack-to", type=Path,
                      help="unpack a tarball here and keep it (default: a temporary directory)")
+
+    inspect = sub.add_parser("inspect", help="show what a slug holds")
+    inspect.add_argument("slug", type=Path)
+    inspect.add_argument("--json", action="store_true")
+
+    publish = sub.add_parser("publish", help="deploy a slug to a Heroku app (Platform API)")
+    publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
+    publish.add_argument("--heroku-app", required=True, metavar="NAME")
+    publish.add_argument("--stack", help="Heroku stack, e.g. heroku-24 (default: the app's)")
+    publish.add_argument("--api-url", help="Platform API base URL (default: %(default)s)",
+                         default=None)
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -79,8 +93,26 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from .run import run_slug
 
+        env = read_env_file(args.env_file) if args.env_file else {}
+        env.update(parse_env_assignments(args.env))
         return run_slug(args.slug, args.process, port=args.port, host=args.host,
-                        env=parse_env_assignments(args.env), unpack_to=args.unpack_to)
+                        env=load_config_vars(env), unpack_to=args.unpack_to)
+    if args.command == "inspect":
+        from .inspect_slug import describe_slug, render_table
+
+        description = describe_slug(args.slug)
+        if args.json:
+            print(json.dumps(description, indent=2))
+        else:
+            render_table(description, sys.stdout)
+        return 0
+    if args.command == "publish":
+        from .publish import publish_slug
+
+        release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
+                               stack=args.stack, reporter=Reporter(sys.stderr))
+        print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
+        return 0
     if args.command == "detect":
         info = detect(args.app_dir)
         if args.json:

@@ -192,6 +192,12 @@ INVALID_CONFIG_VAR = ErrorKind(
     "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
     "with a digit), or as files named KEY in an --env-dir directory.",
 )
+ENV_FILE_UNREADABLE = ErrorKind(
+    "env-file-unreadable",
+    "Cannot read the env file",
+    "{path}: {reason}",
+    "Pass a readable file of KEY=VALUE lines with --env-file.",
+)
 ENV_DIR_MISSING = ErrorKind(
     "env-dir-missing",
     "Config var directory not found",
@@ -230,4 +236,31 @@ PROCESS_TYPE_UNKNOWN = ErrorKind(
     "Unknown process type",
     "The slug has no process type {process!r}. It has: {available}.",
     "Run one of those, e.g. `slugbuild run SLUG web`, or add a line to the Procfile.",
+)
+
+# --- publish -----------------------------------------------------------------------
+PUBLISH_NO_TOKEN = ErrorKind(
+    "publish-no-token",
+    "No Heroku API token",
+    "HEROKU_API_KEY is not set.",
+    "Set HEROKU_API_KEY to an API token (e.g. from `heroku auth:token`) and publish again.",
+)
+PUBLISH_WRONG_LAYOUT = ErrorKind(
+    "publish-wrong-layout",
+    "The slug is not in Heroku's layout",
+    "{path} keeps the app at ./ (herokuish layout); the Heroku Platform API needs it under "
+    "./app/.",
+    "Compile it again with `slugbuild compile APP --layout heroku` and publish that slug.",
+)
+PUBLISH_API_ERROR = ErrorKind(
+    "publish-api-error",
+    "The Heroku API refused a request",
+    "{method} {url} answered {status}: {message}",
+    "Check the app name and that the token may deploy to it; nothing was released.",
+)
+PUBLISH_UNREACHABLE = ErrorKind(
+    "publish-unreachable",
+    "Could not reach the Heroku API",
+    "{method} {url} failed: {reason}",
+    "Check the network (or --api-url) and try again; nothing was released.",
 )

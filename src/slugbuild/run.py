@@ -1,6 +1,7 @@
 """``slugbuild run``: start a process type from a slug, the way a dyno would.
 
-A tarball is unpacked (after every entry is checked to stay inside the target)
+A tarball is unpacked (after every entry is checked to stay inside the target,
+see slugfile.py)
 into a temporary directory that is removed afterwards; a directory is used as
 it is. The process gets HOME set to the app root, PORT, the slug's
 ``.profile.d/*.sh`` sourced, and the Procfile command run by bash. Signals
@@ -16,65 +17,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import errors
 from .procfile import parse_procfile
+from .slugfile import SlugArchive
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
 _KEPT_HOST_VARS = ("PATH", "TERM", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
-
-
-def safe_extract(slug: Path, target: Path) -> None:
-    """Unpack ``slug`` into ``target``, refusing entries that would escape it."""
-    try:
-        with tarfile.open(slug, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member)
-            for member in members:
-                tar.extract(member, target, set_attrs=True, **_extract_kwargs())
-    except tarfile.TarError as exc:
-        raise errors.SLUG_NOT_FOUND.error(path=slug) from exc
-
-
-def _extract_kwargs() -> dict:
-    # Python 3.12+ (and security backports) take a filter; ours has already checked.
-    return {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-
-
-def _check_member(member: tarfile.TarInfo) -> None:
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or ".." in name.parts:
-        raise errors.UNSAFE_SLUG.error(member=member.name, problem="its path leaves the slug")
-    if not (member.isfile() or member.isdir() or member.issym()):
-        raise errors.UNSAFE_SLUG.error(
-            member=member.name, problem="only files, directories and symlinks are allowed"
-        )
-    if member.issym():
-        target = PurePosixPath(member.linkname)
-        depth = len(name.parent.parts)
-        climbs = _net_climb(target.parts)
-        if target.is_absolute() or climbs > depth:
-            raise errors.UNSAFE_SLUG.error(
-                member=member.name, problem=f"its link target {member.linkname} leaves the slug"
-            )
-
-
-def _net_climb(parts: tuple[str, ...]) -> int:
-    """How far above its own directory a relative link ever reaches."""
-    level = worst = 0
-    for part in parts:
-        if part == "..":
-            level += 1
-            worst = max(worst, level)
-        elif part not in ("", "."):
-            level -= 1
-    return worst
 
 
 def app_root(directory: Path) -> Path:
@@ -129,7 +82,7 @@ def run_slug(
             directory.mkdir(parents=True, exist_ok=True)
         else:
             directory = cleanup = Path(tempfile.mkdtemp(prefix="slugbuild-run-"))
-        safe_extract(slug, directory)
+        SlugArchive(slug).extract(directory)
     else:
         raise errors.SLUG_NOT_FOUND.error(path=slug)
     try:
