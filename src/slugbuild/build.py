@@ -9,6 +9,7 @@ slug.json are renamed into place only when every stage has succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
-from .cache import Cache, default_cache_dir
+from .cache import Cache, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
 from .dependencies import PipInstaller, has_package, install_dependencies
 from .detect import detect, require_package_manager
@@ -308,6 +309,7 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both."""
+    _remove_abandoned_partials(slug_path.parent)
     suffix = f".{os.getpid()}.partial"
     partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
     partial_json = json_path.with_name(f".{json_path.name}{suffix}")
@@ -329,6 +331,15 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
             if partial.exists():
                 partial.unlink()
     return packed, metadata
+
+
+def _remove_abandoned_partials(directory: Path) -> None:
+    """Delete ``.NAME.PID.partial`` files of builds killed before they could clean up."""
+    for partial in directory.glob(".*.partial"):
+        pid = partial.name[: -len(".partial")].rsplit(".", 1)[-1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                partial.unlink()
 
 
 def _human_size(size: int) -> str:

@@ -137,7 +137,7 @@ class Cache:
         """Delete scratch dirs left by builds whose process no longer runs."""
         for entry in (self.root / "tmp").iterdir():
             pid_text = entry.name.split(".", 1)[0]
-            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            if pid_text.isdigit() and not process_alive(int(pid_text)):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -145,7 +145,7 @@ class Cache:
                         entry.unlink()
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

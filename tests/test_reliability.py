@@ -1,0 +1,115 @@
+"""Builds killed half way, builds racing on one cache, hostile input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .helpers import make_app, run_cli
+
+SMALL_APP = {
+    ".python-version": "3.12\n",
+    "requirements.txt": "six==1.17.0\nidna==3.10\n",
+    "Procfile": "web: python -m http.server $PORT\n",
+    "app.py": "print('hello')\n",
+}
+
+
+def _start_build(app: Path, out: Path, cache: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
+         "--cache-dir", str(cache)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # so kill -9 reaches pip and every other child too
+    )
+
+
+def _published_layers_are_complete(cache: Path) -> None:
+    for kind in ("runtimes", "layers"):
+        for layer in (cache / kind).iterdir():
+            manifest = json.loads((layer / "manifest.json").read_text())
+            assert manifest["name"] == layer.name and (layer / "tree").is_dir()
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_build_again(tmp_path):
+    seed = int(os.environ.get("SLUGBUILD_TEST_SEED", time.time()))
+    print(f"kill points seed: {seed}")
+    rng = random.Random(seed)
+    app = make_app(tmp_path / "app", SMALL_APP)
+    cache = tmp_path / "cache"
+    out = tmp_path / "out" / "slug.tgz"
+    out.parent.mkdir()
+    for delay in sorted(rng.uniform(0.2, 6.0) for _ in range(4)):
+        build = _start_build(app, out, cache)
+        time.sleep(delay)
+        if build.poll() is None:
+            os.killpg(build.pid, signal.SIGKILL)
+        build.wait()
+        out.unlink(missing_ok=True)
+        _published_layers_are_complete(cache)
+    final = run_cli("compile", app, "-o", out, "--cache-dir", cache)
+    assert final.returncode == 0, final.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["slug.json", "slug.tgz"]
+    assert list((cache / "tmp").iterdir()) == []
+    clean = run_cli("compile", app, "-o", tmp_path / "clean.tgz",
+                    "--cache-dir", tmp_path / "clean-cache")
+    assert clean.returncode == 0, clean.stderr
+    assert out.read_bytes() == (tmp_path / "clean.tgz").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_builds_share_one_cache_at_the_same_time(tmp_path):
+    app = make_app(tmp_path / "app", SMALL_APP)
+    cache = tmp_path / "cache"
+    builds = [_start_build(app, tmp_path / f"{n}.tgz", cache) for n in (1, 2)]
+    for build in builds:
+        _, stderr = build.communicate(timeout=300)
+        assert build.returncode == 0, stderr
+    assert (tmp_path / "1.tgz").read_bytes() == (tmp_path / "2.tgz").read_bytes()
+    assert len(list((cache / "runtimes").iterdir())) == 1
+    assert len(list((cache / "layers").iterdir())) == 1
+    _published_layers_are_complete(cache)
+
+
+def test_special_files_and_odd_names(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", SMALL_APP)
+    os.mkfifo(app / "pipe")
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir)
+    assert result.returncode == 1
+    assert "named pipe" in result.stderr and not (tmp_path / "s.tgz").exists()
+
+
+@pytest.mark.slow
+def test_odd_file_names_and_big_files_are_packed_safely(tmp_path, cache_dir):
+    import tarfile
+
+    app = make_app(tmp_path / "app", {**SMALL_APP, "requirements.txt": "six==1.17.0\n"})
+    (app / "new\nline.txt").write_text("odd\n")
+    (app / "ünïcødé.txt").write_text("u\n")
+    with open(app / "big.bin", "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)  # sparse: 64 MiB of zeros
+    (app / "Procfile").write_text("web: python -m http.server $PORT\n" + "# pad\n" * 150_000)
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(tmp_path / "s.tgz") as tar:
+        names = tar.getnames()
+        assert "./new\nline.txt" in names and "./ünïcødé.txt" in names
+        assert tar.getmember("./big.bin").size == 64 * 1024 * 1024
+
+
+def test_binary_junk_in_version_files(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", SMALL_APP)
+    (app / ".python-version").write_bytes(os.urandom(512) + b"\x00\xff")
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir)
+    assert result.returncode == 1
+    assert "Invalid Python version in .python-version" in result.stderr
+    assert len(result.stderr) < 4000
