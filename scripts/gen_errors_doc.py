@@ -34,21 +34,20 @@ from slugbuild import errors  # noqa: E402
 _GROUP = re.compile(r"^# ---\s+(?P<name>.+?)\s+-+\s*$")
 
 # Kinds errors.py files under a group other than the stage that raises them.
-STAGE_OVERRIDES = {
-    # filed under "run"; detect.require_package_manager raises it as a compile starts
-    "no-package-manager": "detect",
-    # filed under "resolve runtime"; runtimes.build_runtime_tree raises it
-    "runtime-relocation-failed": "runtime layer",
-}
+STAGE_OVERRIDES: dict[str, str] = {}
 
 # Raising functions reached from more (or other) commands than `slugbuild compile`.
 COMMANDS_BY_FUNCTION = {
     "build.parse_env_assignments": ("compile", "run"),
     "detect.detect": ("compile", "detect"),
     "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
-    "run.safe_extract": ("run",),
-    "run._check_member": ("run",),
+    "build.read_env_file": ("run",),
+    "slugfile.check_member": ("run", "inspect", "publish"),
+    "slugfile.SlugArchive.__init__": ("run", "inspect", "publish"),
     "run.run_slug": ("run",),
+    "inspect_slug.describe_slug": ("inspect", "publish"),
+    "publish.publish_slug": ("publish",),
+    "publish._call": ("publish",),
 }
 DEFAULT_COMMANDS = ("compile",)
 

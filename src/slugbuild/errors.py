@@ -175,6 +175,42 @@ COLLECTSTATIC_FAILED = ErrorKind(
     "To skip this step, set DISABLE_COLLECTSTATIC=1 for the build.",
 )
 
+# --- buildpacks ---------------------------------------------------------------------
+BUILDPACK_FETCH_FAILED = ErrorKind(
+    "buildpack-fetch-failed",
+    "Could not fetch a buildpack",
+    "{spec}: {reason}",
+    "Check the URL and the #ref (a branch or tag), or use a local path to the buildpack.",
+)
+BUILDPACK_INVALID = ErrorKind(
+    "buildpack-invalid",
+    "Not a buildpack",
+    "{spec} ({path}) has no bin/compile.",
+    "A buildpack needs bin/detect, bin/compile and optionally bin/release "
+    "(Heroku's buildpack API); point --buildpack or .buildpacks at one.",
+)
+BUILDPACK_DETECT_FAILED = ErrorKind(
+    "buildpack-detect-failed",
+    "App not compatible with buildpack",
+    "{spec}: bin/detect refused the app.",
+    "Check that the app has the files this buildpack looks for, or remove the buildpack "
+    "from --buildpack / .buildpacks.",
+)
+BUILDPACK_COMPILE_FAILED = ErrorKind(
+    "buildpack-compile-failed",
+    "A buildpack failed to compile the app",
+    "{spec}: bin/compile exited with code {exit_code}.",
+    "The buildpack's own output is above; fix what it reports and build again. Nothing was "
+    "written.",
+)
+BUILDPACK_RELEASE_INVALID = ErrorKind(
+    "buildpack-release-invalid",
+    "A buildpack's release output is invalid",
+    "{spec}: {problem}.",
+    "bin/release must print YAML with optional `default_process_types` and `config_vars` "
+    "mappings; fix the buildpack.",
+)
+
 # --- release metadata ----------------------------------------------------------------
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",

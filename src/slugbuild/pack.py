@@ -3,24 +3,34 @@
 Entries are sorted by path, owned by 0:0 with empty user/group names, their
 modes normalised (0755 for directories and executables, 0644 otherwise) and
 their mtimes set to SOURCE_DATE_EPOCH (or DEFAULT_EPOCH). Hard links are
-stored as regular files so how the build laid files out never shows. The gzip
-header carries no name and no time. Same tree, same bytes.
+stored as regular files so how the build laid files out never shows.
+
+Compression runs on every core: the tar stream is cut into fixed-size blocks,
+each compressed as its own gzip member (no name, no time in its header) and
+written in order. A multi-member file is plain gzip to every reader, and the
+output depends only on the tree, the block size and the level: same tree,
+same bytes, whatever the number of cores.
 """
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
 import io
 import os
 import stat
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 # 1980-01-01T00:00:00Z: the oldest time every archive format can represent.
 DEFAULT_EPOCH = 315532800
+# Uncompressed bytes per gzip member; part of the format (changing it changes bytes).
+GZIP_BLOCK = 4 * 1024 * 1024
+_READ_CHUNK = 1024 * 1024
 LAYOUTS = {"herokuish": ".", "heroku": "./app"}
 
 
@@ -35,6 +45,46 @@ def source_date_epoch(explicit: int | None = None) -> int:
         return explicit
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     return int(value) if value.isdigit() else DEFAULT_EPOCH
+
+
+class _ParallelGzipWriter(io.RawIOBase):
+    """A write-only stream that gzips fixed-size blocks concurrently, in order."""
+
+    def __init__(self, target: BinaryIO, level: int, workers: int) -> None:
+        self.target = target
+        self.level = level
+        self.buffer = bytearray()
+        self.pool = ThreadPoolExecutor(max_workers=workers)  # zlib releases the GIL
+        self.pending: collections.deque[Future] = collections.deque()
+        self.max_pending = workers * 2
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.buffer += data
+        while len(self.buffer) >= GZIP_BLOCK:
+            self._submit(bytes(self.buffer[:GZIP_BLOCK]))
+            del self.buffer[:GZIP_BLOCK]
+        return len(data)
+
+    def _submit(self, block: bytes) -> None:
+        self.pending.append(self.pool.submit(gzip.compress, block, self.level, mtime=0))
+        while len(self.pending) > self.max_pending:
+            self.target.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.buffer or not self.pending:
+                self._submit(bytes(self.buffer))
+                self.buffer.clear()
+            while self.pending:
+                self.target.write(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown()
+            super().close()
 
 
 class _HashingWriter(io.RawIOBase):
@@ -69,29 +119,65 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
     base = LAYOUTS[layout]
     epoch = source_date_epoch(mtime)
     writer = _HashingWriter(target)
-    with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0,
-                       compresslevel=compresslevel) as gz:
-        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            parts = [p for p in base.split("/") if p]
-            for depth in range(len(parts)):
-                tar.addfile(_dir_info("/".join(parts[: depth + 1]) + "/", epoch))
-            for rel in tree_entries(root):
-                path = root / rel
-                name = f"{base}/{Path(rel).as_posix()}"
-                st = os.lstat(path)
-                if stat.S_ISDIR(st.st_mode):
-                    tar.addfile(_dir_info(name + "/", epoch))
-                elif stat.S_ISLNK(st.st_mode):
-                    info = _info(name, epoch, tarfile.SYMTYPE, 0o777)
-                    info.linkname = os.readlink(path)
-                    tar.addfile(info)
-                elif stat.S_ISREG(st.st_mode):
-                    mode = 0o755 if st.st_mode & 0o111 else 0o644
-                    info = _info(name, epoch, tarfile.REGTYPE, mode)
-                    info.size = st.st_size
-                    with open(path, "rb") as handle:
-                        tar.addfile(info, handle)
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with _ParallelGzipWriter(writer, compresslevel, workers) as gz:
+        tar = _TarWriter(gz)
+        parts = [p for p in base.split("/") if p]
+        for depth in range(len(parts)):
+            tar.add(_dir_info("/".join(parts[: depth + 1]) + "/", epoch))
+        root_text = str(root)
+        for rel in tree_entries(root):
+            path = os.path.join(root_text, rel)
+            name = f"{base}/{rel}"
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode):
+                tar.add(_dir_info(name + "/", epoch))
+            elif stat.S_ISLNK(st.st_mode):
+                info = _info(name, epoch, tarfile.SYMTYPE, 0o777)
+                info.linkname = os.readlink(path)
+                tar.add(info)
+            elif stat.S_ISREG(st.st_mode):
+                mode = 0o755 if st.st_mode & 0o111 else 0o644
+                info = _info(name, epoch, tarfile.REGTYPE, mode)
+                info.size = st.st_size
+                tar.add(info, path)
+        tar.finish()
     return PackedSlug(writer.digest.hexdigest(), writer.size)
+
+
+class _TarWriter:
+    """POSIX (pax) tar records written straight to a stream, file bodies in big reads."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.written = 0
+
+    def _write(self, data) -> None:
+        self.stream.write(data)
+        self.written += len(data)
+
+    def add(self, info: tarfile.TarInfo, path: str | None = None) -> None:
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if path is None:
+            return
+        remaining = info.size
+        with open(path, "rb", buffering=0) as handle:
+            while remaining > 0:
+                chunk = handle.read(min(remaining, _READ_CHUNK))
+                if not chunk:
+                    raise OSError(f"{path} shrank while it was being packed")
+                self._write(chunk)
+                remaining -= len(chunk)
+        padding = -info.size % tarfile.BLOCKSIZE
+        if padding:
+            self._write(b"\0" * padding)
+
+    def finish(self) -> None:
+        """End-of-archive blocks, padded to a whole record as tar(1) writes it."""
+        self._write(b"\0" * (2 * tarfile.BLOCKSIZE))
+        padding = -self.written % tarfile.RECORDSIZE
+        if padding:
+            self._write(b"\0" * padding)
 
 
 def _dir_info(name: str, epoch: int) -> tarfile.TarInfo:

@@ -1,0 +1,177 @@
+"""`make bench`: build times and slug sizes against their floors, printed and saved.
+
+For each fixture app (all of fixtures/apps/ unless --apps names some):
+- cold: a build with an empty cache (runtime prepared, packages downloaded);
+- warm: the same build again (layers restored);
+- changed: a warm build after adding one requirement (requirements.txt apps);
+- floor_pack: `tar -c | gzip -6` of the final slug tree (what packing alone costs);
+- floor_venv: `python -m venv && pip install -r requirements.txt --no-cache-dir`
+  (what a plain install costs; requirements.txt apps only).
+Medians of --runs runs (default 5) and the ratios the targets are stated in:
+warm <= 1.3 x floor_pack, cold <= 0.6 x floor_venv. Sizes: the slug, and the
+same app packed with an untrimmed runtime plus pip/setuptools (what Heroku's
+buildpack ships). Results go to stdout and benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import slugbuild
+from slugbuild.log import Reporter
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = REPO / "fixtures" / "apps"
+EXTRA_REQUIREMENT = "six==1.17.0"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--apps", nargs="*", help="fixture app names (default: all)")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
+    args = parser.parse_args()
+    names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
+    results = {"runs": args.runs, "machine": _machine(), "apps": {}}
+    for name in names:
+        print(f"== {name} ({args.runs} runs)", flush=True)
+        results["apps"][name] = bench_app(APPS / name, args.runs)
+        _print_app(name, results["apps"][name])
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nsaved {args.output}")
+    return 0
+
+
+def bench_app(app: Path, runs: int) -> dict:
+    samples: dict[str, list[float]] = {k: [] for k in
+                                       ("cold", "warm", "changed", "floor_pack", "floor_venv")}
+    stages: dict[str, list[dict]] = {"cold": [], "warm": []}
+    sizes: dict[str, int] = {}
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as tmp:
+            tmp_path = Path(tmp)
+            work = shutil.copytree(app, tmp_path / "app")
+            cache = tmp_path / "cache"
+            cold = _build(work, tmp_path / "cold.tgz", cache)
+            samples["cold"].append(cold.timings["total"])
+            stages["cold"].append(cold.timings)
+            warm = _build(work, tmp_path / "warm.tgz", cache)
+            samples["warm"].append(warm.timings["total"])
+            stages["warm"].append(warm.timings)
+            sizes["slug"] = warm.size
+            requirements = work / "requirements.txt"
+            if requirements.is_file():
+                requirements.write_text(requirements.read_text().rstrip("\n") + "\n"
+                                        + EXTRA_REQUIREMENT + "\n")
+                changed = _build(work, tmp_path / "changed.tgz", cache)
+                samples["changed"].append(changed.timings["total"])
+                requirements.write_text(requirements.read_text().replace(
+                    EXTRA_REQUIREMENT + "\n", ""))
+            tree = tmp_path / "tree"
+            with tarfile.open(warm.slug_path) as tar:
+                tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter")
+                                        else {}))
+            samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | gzip -6 "
+                                                     f"> {tmp_path / 'floor.tgz'}"))
+            if requirements.is_file():
+                python = _python_for(warm.runtime["resolved"])
+                samples["floor_venv"].append(_time_shell(
+                    f"{python} -m venv {tmp_path / 'venv'} && "
+                    f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
+                    f"--disable-pip-version-check -r {requirements}",
+                    env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
+            if "heroku_like" not in sizes:
+                sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
+    medians = {k: round(statistics.median(v), 3) for k, v in samples.items() if v}
+    ratios = {}
+    if "floor_pack" in medians:
+        ratios["warm_vs_pack_floor"] = round(medians["warm"] / medians["floor_pack"], 2)
+    if "floor_venv" in medians:
+        ratios["cold_vs_venv_pip"] = round(medians["cold"] / medians["floor_venv"], 2)
+    stage_medians = {
+        kind: {stage: round(statistics.median(t[stage] for t in timings), 3)
+               for stage in timings[0]}
+        for kind, timings in stages.items()
+    }
+    return {"median_seconds": medians, "samples": samples, "ratios": ratios,
+            "stage_medians": stage_medians, "sizes": sizes}
+
+
+def _build(app: Path, out: Path, cache: Path):
+    return slugbuild.compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
+
+
+def _time_shell(command: str, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(["bash", "-c", command], check=True, env=env, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - start, 3)
+
+
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
+
+
+def _python_for(version: str) -> str:
+    from slugbuild.runtimes import LocalInterpreterSource
+
+    for runtime in LocalInterpreterSource().available():
+        if runtime.version == version:
+            return str(runtime.prefix / "bin" / runtime.python_name)
+    return sys.executable
+
+
+def _heroku_like_size(tree: Path, version: str, tmp_path: Path) -> int:
+    """The slug with the untrimmed local prefix and pip/setuptools, as Heroku ships it."""
+    from slugbuild.runtimes import LocalInterpreterSource
+
+    runtime = next(r for r in LocalInterpreterSource().available() if r.version == version)
+    heroku_tree = tmp_path / "heroku-tree"
+    shutil.copytree(tree, heroku_tree, symlinks=True)
+    site = f"lib/{runtime.python_name}/site-packages"
+    installed = heroku_tree / ".heroku" / "python" / site
+    packages = tmp_path / "packages"
+    shutil.copytree(installed, packages, symlinks=True)
+    shutil.rmtree(heroku_tree / ".heroku" / "python")
+    # The whole local prefix: its stdlib untrimmed, and the pip it ships in site-packages.
+    shutil.copytree(runtime.prefix, heroku_tree / ".heroku" / "python", symlinks=True)
+    shutil.copytree(packages, heroku_tree / ".heroku" / "python" / site, symlinks=True,
+                    dirs_exist_ok=True)
+    target = tmp_path / "heroku-like.tgz"
+    subprocess.run(["bash", "-c", f"tar -cf - -C {heroku_tree} . | gzip -6 > {target}"],
+                   check=True)
+    return target.stat().st_size
+
+
+def _machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "slugbuild": slugbuild.__version__}
+
+
+def _print_app(name: str, result: dict) -> None:
+    medians = result["median_seconds"]
+    print(f"{'measure':<14}{'median s':>10}")
+    for key, value in medians.items():
+        print(f"{key:<14}{value:>10.2f}")
+    for key, value in result["ratios"].items():
+        target = {"warm_vs_pack_floor": 1.3, "cold_vs_venv_pip": 0.6}[key]
+        verdict = "meets" if value <= target else "misses"
+        print(f"{key:<22}{value:>6.2f}  (target <= {target}: {verdict})")
+    sizes = result["sizes"]
+    if "heroku_like" in sizes:
+        print(f"slug size {sizes['slug'] / 1e6:.1f} MB vs heroku-like "
+              f"{sizes['heroku_like'] / 1e6:.1f} MB")
+    print("warm stages:", result["stage_medians"]["warm"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Running any buildpack that follows Heroku's buildpack API.
+
+A buildpack is a directory with ``bin/detect BUILD_DIR``, ``bin/compile
+BUILD_DIR CACHE_DIR ENV_DIR`` and optionally ``bin/release BUILD_DIR``. It is
+named by a path or a git URL (``URL#ref`` picks a branch or tag), given with
+``--buildpack`` or listed in the app's ``.buildpacks`` file. Buildpacks run in
+order on the same build directory; what one writes to its ``export`` file is
+sourced before the next one runs (Heroku's multi-buildpack rule). The names
+of Heroku's own Python buildpack mean slugbuild's built-in Python stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import errors
+from .log import Reporter
+from .proc import ToolFailed, clean_env, exported_config, run_tool
+
+# Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
+NATIVE_PYTHON_NAMES = {
+    "python",
+    "heroku/python",
+    "slugbuild:python",
+    "https://github.com/heroku/heroku-buildpack-python",
+    "https://github.com/heroku/heroku-buildpack-python.git",
+}
+_GIT_URL = re.compile(r"^(https?://|git://|ssh://|git@|file://)")
+
+
+@dataclass(frozen=True)
+class BuildpackRef:
+    """One buildpack as the user named it."""
+
+    spec: str
+
+    @property
+    def native(self) -> bool:
+        return self.spec.split("#", 1)[0].rstrip("/") in NATIVE_PYTHON_NAMES
+
+    @property
+    def is_git(self) -> bool:
+        return bool(_GIT_URL.match(self.spec))
+
+    @property
+    def cache_name(self) -> str:
+        """A stable directory name for this buildpack's CACHE_DIR."""
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", self.spec.split("#", 1)[0])[-40:].strip("-")
+        return f"{readable}-{hashlib.sha256(self.spec.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class ReleaseInfo:
+    """What the buildpacks' bin/release scripts declared, merged in order."""
+
+    default_process_types: dict[str, str] = field(default_factory=dict)
+    config_vars: dict[str, str] = field(default_factory=dict)
+    addons: list[str] = field(default_factory=list)
+
+
+def buildpacks_for(app_dir: Path, given: list[str] | None) -> list[BuildpackRef]:
+    """``--buildpack`` values, else the app's ``.buildpacks`` lines, else none."""
+    if given:
+        return [BuildpackRef(spec) for spec in given]
+    listing = app_dir / ".buildpacks"
+    if not listing.is_file():
+        return []
+    # One buildpack a line; `#` starts a comment only at the start of a line,
+    # since `URL#ref` uses it too.
+    lines = (line.strip() for line in listing.read_text(errors="replace").splitlines())
+    return [BuildpackRef(line) for line in lines if line and not line.startswith("#")]
+
+
+def fetch(ref: BuildpackRef, scratch: Path, base_dir: Path) -> Path:
+    """A private copy of the buildpack in ``scratch`` (git URLs are cloned there).
+
+    Buildpacks write an ``export`` file into their own directory, so a local one
+    is copied first: the user's buildpack directory is never written to.
+    """
+    if ref.is_git:
+        url, _, git_ref = ref.spec.partition("#")
+        target = scratch / ref.cache_name
+        argv = ["git", "clone", "--quiet", "--depth", "1"]
+        if git_ref:
+            argv += ["--branch", git_ref]
+        result = subprocess.run([*argv, url, str(target)], capture_output=True, text=True,
+                                env=clean_env({"GIT_TERMINAL_PROMPT": "0"}))
+        if result.returncode != 0:
+            raise errors.BUILDPACK_FETCH_FAILED.error(
+                spec=ref.spec, reason=result.stderr.strip()[-400:] or "git clone failed")
+        directory = target
+    else:
+        source = (base_dir / ref.spec).resolve()
+        if not (source / "bin" / "compile").is_file():
+            raise errors.BUILDPACK_INVALID.error(spec=ref.spec, path=source)
+        directory = scratch / ref.cache_name
+        shutil.copytree(source, directory, symlinks=True)
+    if not (directory / "bin" / "compile").is_file():
+        raise errors.BUILDPACK_INVALID.error(spec=ref.spec, path=directory)
+    return directory
+
+
+def run_buildpack(
+    ref: BuildpackRef,
+    directory: Path,
+    *,
+    build_dir: Path,
+    cache_dir: Path,
+    env_dir: Path,
+    config_vars: Mapping[str, str],
+    stack: str,
+    exports: list[Path],
+    reporter: Reporter,
+) -> ReleaseInfo:
+    """detect, compile and release one buildpack on ``build_dir``."""
+    env = clean_env({**exported_config(config_vars), "STACK": stack})
+    name = _detect(ref, directory, build_dir, env, exports)
+    reporter.step(f"{name} app detected" if name else f"{ref.spec} detected the app")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
+                                     env_dir]), reporter, env, cwd=build_dir)
+    except ToolFailed as failed:
+        raise errors.BUILDPACK_COMPILE_FAILED.error(
+            spec=ref.spec, exit_code=failed.exit_code, output=failed.tail) from failed
+    export = directory / "export"
+    if export.is_file():
+        exports.append(export)
+    return _release(ref, directory, build_dir, env, exports)
+
+
+def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:
+    """Run ``argv`` under bash after sourcing the earlier buildpacks' export files."""
+    sources = "".join(f'. "{path}"; ' for path in exports)
+    return ["bash", "-c", f'{sources}exec "$@"', "buildpack", *map(str, argv)]
+
+
+def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+            exports: list[Path]) -> str:
+    detect = directory / "bin" / "detect"
+    if not detect.is_file():
+        return ""
+    result = subprocess.run(_sourcing(exports, [detect, build_dir]), capture_output=True,
+                            text=True, env=env, cwd=build_dir)
+    if result.returncode != 0:
+        raise errors.BUILDPACK_DETECT_FAILED.error(
+            spec=ref.spec, output=(result.stdout + result.stderr).strip()[-2000:] or None)
+    return result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+
+
+def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+             exports: list[Path]) -> ReleaseInfo:
+    release = directory / "bin" / "release"
+    if not release.is_file():
+        return ReleaseInfo()
+    result = subprocess.run(_sourcing(exports, [release, build_dir]), capture_output=True,
+                            text=True, env=env, cwd=build_dir)
+    if result.returncode != 0:
+        raise errors.BUILDPACK_RELEASE_INVALID.error(
+            spec=ref.spec, problem=f"bin/release exited with code {result.returncode}",
+            output=result.stderr.strip()[-2000:] or None)
+    return parse_release_yaml(result.stdout, ref.spec)
+
+
+def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
+    """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise errors.BUILDPACK_RELEASE_INVALID.error(
+            spec=source, problem=f"its output is not YAML ({exc.__class__.__name__})",
+            output=text[-2000:]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise errors.BUILDPACK_RELEASE_INVALID.error(
+            spec=source, problem="its output is not a YAML mapping", output=text[-2000:])
+
+    def mapping(key: str) -> dict[str, str]:
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            raise errors.BUILDPACK_RELEASE_INVALID.error(
+                spec=source, problem=f"`{key}` is not a mapping", output=text[-2000:])
+        return {str(k): str(v) for k, v in value.items()}
+
+    addons = data.get("addons") or []
+    return ReleaseInfo(mapping("default_process_types"), mapping("config_vars"),
+                       [str(a) for a in addons] if isinstance(addons, list) else [])
+
+
+def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:
+    """Later buildpacks win for the same process type or config var."""
+    merged = ReleaseInfo()
+    for info in releases:
+        merged.default_process_types.update(info.default_process_types)
+        merged.config_vars.update(info.config_vars)
+        merged.addons += [a for a in info.addons if a not in merged.addons]
+    return merged
+
+
+def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
+    """Heroku's ENV_DIR: one file per config var (kept in the scratch dir only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, value in config_vars.items():
+        (directory / key).write_text(value)
+    return directory
+
