@@ -49,6 +49,7 @@ COMMANDS_BY_FUNCTION = {
     "run.safe_extract": ("run",),
     "run._check_member": ("run",),
     "run.run_slug": ("run",),
+    "runtimes.parse_sources": ("compile", "runtimes"),
 }
 DEFAULT_COMMANDS = ("compile",)
 
