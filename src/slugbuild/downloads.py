@@ -107,10 +107,11 @@ def archive_fits(name: str, platform: Platform) -> tuple[str, int] | None:
 
 
 def _ubuntu_release(platform: Platform) -> str | None:
-    """``24.04`` for an Ubuntu host or a ``heroku-24`` stack, else None."""
-    stack = re.fullmatch(r"heroku-(\d\d)", platform.stack)
-    if stack:
-        return f"{stack.group(1)}.04"
+    """``24.04`` on an Ubuntu host, else None.
+
+    The host decides, not ``STACK``: a ``heroku-24`` label on a Debian host does not
+    give it Ubuntu 24.04's glibc.
+    """
     return platform.distro_version if platform.distro == "ubuntu" else None
 
 
