@@ -25,7 +25,7 @@ from slugbuild.downloads import DownloadSource, _extract
 from slugbuild.log import Reporter
 from slugbuild.platform_info import current
 from slugbuild.relocate import patchelf_command
-from slugbuild.runtimes import LocalInterpreterSource, SourceUnavailable
+from slugbuild.runtimes import LocalInterpreterSource, SourceUnavailable, runtime_key
 
 from .helpers import Server, make_app, run_cli, unpack
 
@@ -281,3 +281,22 @@ def test_zstd_archive_unpacks_and_escaping_entries_are_refused(tmp_path):
     with pytest.raises(errors.SlugbuildError) as caught:
         _extract(tmp_path / "broken.tar.gz", tmp_path / "out", "http://x/broken.tar.gz")
     assert "cannot be unpacked" in caught.value.found
+
+
+def test_runtimes_command_notes_an_unreachable_index(tmp_path, index_server):
+    _, base = index_server
+    result = run_cli("runtimes", "--cache-dir", tmp_path / "cache", "--python-source",
+                     "local,download", "--python-download-url", f"{base}/missing-index")
+    assert result.returncode == 0, result.stderr
+    assert "source unavailable: download:" in result.stderr and "HTTP 503" in result.stderr
+    local_versions = {r.version for r in LocalInterpreterSource().runtimes()}
+    listed = {line.split()[0] for line in result.stdout.splitlines()[1:]}
+    assert listed and listed <= local_versions
+
+
+def test_runtime_layer_key_differs_per_platform():
+    offer = LocalInterpreterSource().available()[0]
+    here = current()
+    other = here.__class__(here.stack, here.distro, here.distro_version, "aarch64", here.libc)
+    assert runtime_key(offer, here)[1] != runtime_key(offer, other)[1]
+    assert other.key in runtime_key(offer, other)[0]
