@@ -179,7 +179,7 @@ def compile_app(
             runtime_layer, from_cache = ensure_runtime_layer(cache, runtime, platform, reporter)
             reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                           f"{runtime.version}" + (" from cache" if from_cache else
-                                                  f" (from {runtime.origin})"))
+                                                  f" (from {runtime.short_origin})"))
             shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
         python = python_home / "bin" / runtime.python_name
 

@@ -88,6 +88,11 @@ class RuntimeOffer(_VersionNames):
     def source_name(self) -> str:
         return self.source.name
 
+    @property
+    def short_origin(self) -> str:
+        """For the log: ``pyenv``, or the archive URL, without host paths."""
+        return self.metadata.get("origin", self.origin)
+
 
 class RuntimeSource(Protocol):
     """Somewhere runtimes come from."""
