@@ -31,6 +31,11 @@ from slugbuild.runtimes import LocalInterpreterSource, ensure_runtime_layer  # n
 SKIP = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__"}
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def timed(label: str, func):
     start = time.perf_counter()
     result = func()
@@ -62,9 +67,7 @@ def main() -> None:
         digest = hashlib.sha256((root / name).read_bytes()).hexdigest()
         (root / "SHA256SUMS").write_text(f"{digest}  {name}\n")
         server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0),
-            lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(root)))
-        server.RequestHandlerClass.log_message = lambda *a: None
+            ("127.0.0.1", 0), lambda *a: _QuietHandler(*a, directory=str(root)))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
