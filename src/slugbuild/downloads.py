@@ -337,6 +337,7 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
+        self.reporter.detail(f"Downloading {self.url}{size}")
         stream = self.reporter.stream
         if not self.reporter.quiet and getattr(stream, "isatty", lambda: False)():
             from rich.console import Console
@@ -347,7 +348,6 @@ class _Progress:
                                       transient=True)
             self._progress.start()
             self._task = self._progress.add_task("download", total=self.total)
-        self.reporter.detail(f"Downloading {self.url}{size}")
         return self
 
     def advance(self, count: int) -> None:

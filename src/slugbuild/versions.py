@@ -114,7 +114,7 @@ def _major_minor(version: str) -> str:
 
 def _normalise_name(name: str) -> str:
     name = name.lower().lstrip(".").replace("_", "-").replace(" ", "-")
-    for suffix in (".txt", ".text", ".tx", ".md", ".toml", ".cfg", ".ini"):
+    for suffix in (".txt", ".text", ".tx"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     if name in ("pythonversion", "python-versions", "py-version", "pyversion"):
