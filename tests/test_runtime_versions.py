@@ -47,7 +47,7 @@ def write_files(directory: Path, files: dict[str, str | bytes]) -> Path:
          "3.12", "Pipfile.lock (python_version)"),
         ({"Pipfile.lock": json.dumps({"_meta": {}}),
           "pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.10,<3.13"\n'},
-         "<3.13,>=3.10", "pyproject.toml (requires-python)"),
+         ">=3.10,<3.13", "pyproject.toml (requires-python)"),
         ({"pyproject.toml": '[project]\nname = "x"\n'}, "3.13", None),
         ({".python-version": b"\xef\xbb\xbf3.11\r\n"}, "3.11", ".python-version"),
     ],
@@ -193,3 +193,31 @@ def test_checksums_and_archive_names_for_this_platform():
     assert archive_fits("python-3.12.8-ubuntu-22.04-amd64.tar.gz", heroku) is None
     labelled = Platform("heroku-24", "debian", "12", "x86_64", "glibc2.36")
     assert archive_fits("python-3.12.8-ubuntu-24.04-amd64.tar.gz", labelled) is None
+
+
+@pytest.mark.slow
+def test_requires_python_decides_a_real_build(tmp_path, cache_dir):
+    """pyproject.toml's requires-python picks the newest local match, and says so."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+    from slugbuild.runtimes import LocalInterpreterSource
+
+    local = sorted((r.version for r in LocalInterpreterSource().runtimes()
+                    if r.version.startswith("3.12.")), key=lambda v: [int(p) for p in v.split(".")])
+    if not local:
+        pytest.skip("no local CPython 3.12")
+    app = make_app(tmp_path / "app", {
+        "requirements.txt": "",
+        "pyproject.toml": '[project]\nname = "demo"\nversion = "1"\n'
+                          'requires-python = ">=3.12,<3.13"\n',
+    })
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache_dir,
+                         reporter=Reporter(quiet=True),
+                         runtime_options=RuntimeOptions(("local",), offline=True))
+    assert result.runtime["resolved"] == local[-1]
+    assert result.runtime["requested"] == ">=3.12,<3.13"
+    assert result.runtime["source_file"] == "pyproject.toml (requires-python)"
+    assert result.runtime["source"] == "local"
+    assert result.metadata["platform"]["arch"] and result.runtime["platform"]
+    assert ("-----> Using Python >=3.12,<3.13 specified in pyproject.toml (requires-python)"
+            in result.log)

@@ -255,7 +255,7 @@ def _read_pyproject(text: str) -> PythonRequest | None:
                        ">=3.11") from None
     if not str(specifier):
         return None
-    return PythonRequest(str(specifier), source)
+    return PythonRequest(str(value).strip(), source)
 
 
 def check_supported(request: PythonRequest) -> None:
