@@ -143,6 +143,10 @@ def test_good_download_is_verified_cached_and_used_offline(tmp_path, archive_dir
     assert cached.version == runtime.version and cached.origin.endswith("(cached)")
     offline.fetch(cached.detail, Reporter(quiet=True))
     assert len(server.requests) == seen, "offline mode touched the network"
+    # Online, the index decides: a different published checksum is not the cached archive.
+    (changed,) = source_for(tmp_path, f"{base}/bad-sum").available()
+    assert changed.identity["archive_sha256"] == "f" * 64
+    assert not changed.origin.endswith("(cached)")
     # A cache written for another platform is never offered.
     other = DownloadSource(Cache(tmp_path / "cache"), current().__class__(
         "heroku-24", "ubuntu", "24.04", "aarch64", "glibc2.39"), base_url=base, offline=True)

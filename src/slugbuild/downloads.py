@@ -25,7 +25,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
+import urllib3
 
 from . import errors
 from .cache import Cache
@@ -139,16 +139,23 @@ class DownloadSource:
     # -- listing -------------------------------------------------------------------------
 
     def available(self) -> list[RuntimeOffer]:
-        """Cached archives, plus (online) the index's archives for this platform."""
-        best: dict[str, tuple[Archive, bool]] = {}
-        for archive in self.cached():
-            best[archive.version] = (archive, True)
+        """Cached archives; online, the index's archives for this platform replace them.
+
+        Per version the index's preferred archive wins (a changed index is followed);
+        versions only the cache holds stay offered.
+        """
+        cached = {a.version: a for a in self.cached()}
+        best = {version: (archive, True) for version, archive in cached.items()}
         if not self.offline:
+            from_index: dict[str, Archive] = {}
             for archive in self.index():
-                held = best.get(archive.version)
-                if held is None or (not held[1] and archive.preference > held[0].preference):
-                    best[archive.version] = (archive, False)
-        return [self._offer(a, cached) for a, cached in best.values()]
+                held = from_index.get(archive.version)
+                if held is None or archive.preference > held.preference:
+                    from_index[archive.version] = archive
+            for version, archive in from_index.items():
+                same = version in cached and cached[version].sha256 == archive.sha256
+                best[version] = (archive, same)
+        return [self._offer(a, is_cached) for a, is_cached in best.values()]
 
     def _offer(self, archive: Archive, cached: bool) -> RuntimeOffer:
         origin = archive.url + (" (cached)" if cached else "")
@@ -262,12 +269,14 @@ class DownloadSource:
                 _check_status(response)
                 expected = _content_length(response)
                 with open(target, "wb") as handle, _Progress(reporter, url, expected) as bar:
-                    for chunk in response.iter_content(CHUNK):
+                    # Raw bytes: the checksum is of the file as published, whatever
+                    # Content-Encoding a server adds.
+                    for chunk in response.raw.stream(CHUNK, decode_content=False):
                         handle.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
                         bar.advance(len(chunk))
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise _FetchFailed(_describe(exc), retryable=True) from exc
         if expected is not None and received != expected:
             raise _FetchFailed(f"truncated: got {received} of {expected} bytes", retryable=True)
@@ -306,13 +315,13 @@ def _check_status(response: requests.Response) -> None:
 
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    encoded = response.headers.get("Content-Encoding", "identity") not in ("", "identity")
-    return int(value) if value and value.isdigit() and not encoded else None
+    return int(value) if value and value.isdigit() else None
 
 
-def _describe(exc: requests.RequestException) -> str:
+def _describe(exc: Exception) -> str:
     text = str(exc)
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in text:
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError,
+                        urllib3.exceptions.ProtocolError)) or "IncompleteRead" in text:
         return f"truncated: the connection closed early ({text[:200]})"
     return f"{type(exc).__name__}: {text[:300]}"
 
@@ -381,7 +390,7 @@ def _extract_members(tar: tarfile.TarFile, target: Path, url: str) -> None:
         problem = _unsafe(member)
         if problem:
             raise errors.RUNTIME_ARCHIVE_INVALID.error(url=url, problem=f"{member.name}: {problem}")
-        if sys.version_info >= (3, 12) or hasattr(tarfile, "data_filter"):
+        if hasattr(tarfile, "data_filter"):
             tar.extract(member, target, filter="data")
         else:  # pragma: no cover - Python without extraction filters
             tar.extract(member, target)
