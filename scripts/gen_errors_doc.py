@@ -48,6 +48,7 @@ COMMANDS_BY_FUNCTION = {
     "inspect_slug.describe_slug": ("inspect", "publish"),
     "publish.publish_slug": ("publish",),
     "publish._call": ("publish",),
+    "runtimes.parse_sources": ("compile", "runtimes"),
 }
 DEFAULT_COMMANDS = ("compile",)
 

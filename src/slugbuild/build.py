@@ -29,9 +29,15 @@ from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
 from .procfile import read_procfile
 from .profile import write_profile
-from .runtimes import LocalInterpreterSource, LocalRuntime, ensure_runtime_layer
+from .runtimes import (
+    Resolution,
+    RuntimeOptions,
+    ensure_runtime_layer,
+    make_sources,
+    resolve,
+)
 from .stage import stage_sources
-from .versions import check_supported, pick, read_request, sort_versions
+from .versions import PythonRequest, check_supported, read_request
 
 PathLike = Union[str, os.PathLike]
 _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -150,12 +156,14 @@ def compile_app(
     layout: str = "herokuish",
     source_date_epoch: int | None = None,
     reporter: Reporter | None = None,
+    runtime_options: RuntimeOptions | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
     ``output`` defaults to ``slug.tgz`` in the current directory; slug.json is
     written beside it. Config vars (``env``, ``env_dir``) reach the build steps
-    but never the slug or its metadata.
+    but never the slug or its metadata. ``runtime_options`` say where the
+    Python runtime may come from (default: local interpreters, then downloads).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -176,14 +184,12 @@ def compile_app(
         require_package_manager(info)
     reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
 
-    with timer.stage("resolve_runtime"):
-        runtime, request = _resolve_runtime(app_dir)
-    reporter.step(f"Using Python {runtime.version} {request.describe_source()}"
-                  if request.source_file else
-                  f"No Python version was specified. Using the default: Python "
-                  f"{runtime.version}")
     platform = platform_info.current()
     cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    with timer.stage("resolve_runtime"):
+        request, resolution = _resolve_runtime(app_dir, cache, platform, runtime_options,
+                                               reporter)
+    runtime = resolution.offer
 
     scratch = cache.scratch_dir("build")
     build_dir = scratch / "app"
@@ -198,7 +204,7 @@ def compile_app(
             runtime_layer, from_cache = ensure_runtime_layer(cache, runtime, platform, reporter)
             reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                           f"{runtime.version}" + (" from cache" if from_cache else
-                                                  f" (from {runtime.origin})"))
+                                                  f" (from {runtime.short_origin})"))
             shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
         python = python_home / "bin" / runtime.python_name
 
@@ -239,7 +245,9 @@ def compile_app(
                 "requested": request.requested,
                 "resolved": runtime.version,
                 "source_file": request.source_file,
-                "origin": runtime.origin,
+                "source": runtime.source_name,
+                "platform": platform.key,
+                **runtime.metadata,
             }
             package_list = [p.as_dict() for p in deps.packages]
 
@@ -279,20 +287,25 @@ def compile_app(
     )
 
 
-def _resolve_runtime(app_dir: Path) -> tuple[LocalRuntime, Any]:
+def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,
+                     options: RuntimeOptions | None,
+                     reporter: Reporter) -> tuple[PythonRequest, Resolution]:
     request = read_request(app_dir)
+    if request.source_file:
+        reporter.step(f"Using Python {request.requested} {request.describe_source()}")
+    else:
+        reporter.step(f"No Python version was specified. Using the default: Python "
+                      f"{request.requested}")
+    for warning in request.warnings:
+        reporter.warn(warning)
     check_supported(request)
-    available = {r.version: r for r in LocalInterpreterSource().available()}
-    supported = [v for v in available if v.startswith("3.") and
-                 tuple(map(int, v.split(".")[:2])) > (3, 8)]
-    chosen = pick(request, supported)
-    if chosen is None:
-        raise errors.PYTHON_VERSION_UNAVAILABLE.error(
-            source_file=request.source_file or "The default",
-            requested=request.requested,
-            available=", ".join(sort_versions(supported)) or "none",
-        )
-    return available[chosen], request
+    options = options or RuntimeOptions.from_env()
+    resolution = resolve(request, make_sources(options, cache, platform))
+    if resolution.newer_patch:
+        reporter.warn(f"A Python security update is available: Python "
+                      f"{resolution.newer_patch} (the app pins {request.requested}). "
+                      f"Update {request.source_file or 'the version file'} to it.")
+    return request, resolution
 
 
 def _remove_stray_bytecode(build_dir: Path) -> None:

@@ -13,6 +13,23 @@ from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
 from .pack import LAYOUTS
+from .runtimes import RuntimeOptions
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--python-source", metavar="SOURCES",
+                        help="runtime sources to try, in order, comma-separated: local, "
+                             "download (default: $SLUGBUILD_PYTHON_SOURCE or local,download)")
+    parser.add_argument("--offline", action="store_true", default=None,
+                        help="never use the network: only local and cached runtimes")
+    parser.add_argument("--python-download-url", metavar="URL",
+                        help="base URL of the runtime archives and their SHA256SUMS "
+                             "(default: $SLUGBUILD_PYTHON_DOWNLOAD_URL or "
+                             "python-build-standalone)")
+
+
+def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
+    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
                           help="herokuish: paths under ./ ; heroku: paths under ./app/")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    _add_runtime_options(compile_)
+
+    runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
+                              "where each comes from")
+    runtimes.add_argument("--cache-dir", type=Path,
+                          help="cache directory (default: $SLUGBUILD_CACHE_DIR or "
+                               "~/.cache/slugbuild)")
+    runtimes.add_argument("--json", action="store_true")
+    _add_runtime_options(runtimes)
 
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
@@ -86,6 +112,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
+            runtime_options=_runtime_options(args),
         )
         if args.json:
             print(json.dumps(result.as_dict(), indent=2))
@@ -113,6 +140,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                                stack=args.stack, reporter=Reporter(sys.stderr))
         print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
         return 0
+    if args.command == "runtimes":
+        return _list_runtimes(args)
     if args.command == "detect":
         info = detect(args.app_dir)
         if args.json:
@@ -125,6 +154,40 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("Python" + (" (Django)" if info.is_django else ""))
         return 0
     raise AssertionError(args.command)
+
+
+def _list_runtimes(args: argparse.Namespace) -> int:
+    """Print every supported version each source offers (sources that fail are noted)."""
+    from . import platform_info
+    from .cache import Cache, default_cache_dir
+    from .runtimes import list_offers, make_sources
+    from .versions import sort_versions
+
+    options = _runtime_options(args)
+    platform = platform_info.current()
+    cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
+    offers, notes = list_offers(make_sources(options, cache, platform))
+    order = {v: i for i, v in enumerate(sort_versions([o.version for o in offers]))}
+    offers.sort(key=lambda o: (-order[o.version], options.sources.index(o.source_name)))
+    if args.json:
+        print(json.dumps({
+            "platform": platform.as_dict(),
+            "sources": list(options.sources),
+            "offline": options.offline,
+            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin}
+                         for o in offers],
+            "unavailable_sources": notes,
+        }, indent=2))
+        return 0
+    print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
+          f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
+    for offer in offers:
+        print(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}")
+    if not offers:
+        print("  (none)")
+    for note in notes:
+        print(f" !     source unavailable: {note}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

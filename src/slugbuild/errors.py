@@ -113,16 +113,19 @@ UNSUPPORTED_FILE_TYPE = ErrorKind(
 INVALID_PYTHON_VERSION = ErrorKind(
     "invalid-python-version",
     "Invalid Python version in {source_file}",
-    "{source_file} says {content!r}, which is not a Python version of the form {expected}.",
-    "Write one version on one line, for example `{example}`.",
+    "{source_file} says {content!r}: it {problem}.",
+    "Write one final release version, major.minor (newest patch) or major.minor.patch, "
+    "for example `{example}`.",
 )
 PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "python-version-unavailable",
     "Requested Python version is not available",
     "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
-    "Available: {available}",
+    "Available: {available}\n"
+    "Sources tried: {sources}",
     "Ask for one of the available versions, or make the version available: install it "
-    "(e.g. `pyenv install {requested}`) or add its prefix to SLUGBUILD_PYTHON_PATH.",
+    "(e.g. `pyenv install {requested}`), add its prefix to SLUGBUILD_PYTHON_PATH, or allow "
+    "downloads (`--python-source local,download`, without --offline).",
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
@@ -132,6 +135,25 @@ PYTHON_VERSION_EOL = ErrorKind(
     "Upgrade the app to a supported version ({supported}) and update {source_file}.",
 )
 
+MISSPELLED_VERSION_FILE = ErrorKind(
+    "misspelled-version-file",
+    "Python version file has the wrong name",
+    "The app has a file named {found!r}, which looks like {expected} but is not read.",
+    "Rename it: `git mv {found} {expected}`.",
+)
+VERSION_FILE_UNREADABLE = ErrorKind(
+    "version-file-unreadable",
+    "Cannot read the Python version from {source_file}",
+    "{source_file} {problem}.",
+    "{action}",
+)
+PYTHON_SOURCE_UNKNOWN = ErrorKind(
+    "python-source-unknown",
+    "Unknown Python runtime source",
+    "{value!r} is not a runtime source; known sources: {known}.",
+    "Pass a comma-separated list in the order to try, e.g. `--python-source local,download`.",
+)
+
 # --- runtime layer ---------------------------------------------------------------
 RUNTIME_RELOCATION_FAILED = ErrorKind(
     "runtime-relocation-failed",
@@ -139,6 +161,29 @@ RUNTIME_RELOCATION_FAILED = ErrorKind(
     "{detail}",
     "Use a CPython installed into its own prefix (pyenv, python-build-standalone, or "
     "`./configure --prefix=... --enable-shared`) and list it in SLUGBUILD_PYTHON_PATH.",
+)
+
+RUNTIME_DOWNLOAD_FAILED = ErrorKind(
+    "runtime-download-failed",
+    "Could not download the Python runtime",
+    "{url}: {reason} (tried {attempts} time(s)).",
+    "Check the network and the download URL (--python-download-url or "
+    "SLUGBUILD_PYTHON_DOWNLOAD_URL), or build with a local runtime "
+    "(`--python-source local`). Nothing was cached from this attempt.",
+)
+RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
+    "runtime-checksum-mismatch",
+    "Downloaded Python runtime does not match its published checksum",
+    "{url} has SHA-256 {actual}, but {checksums} says {expected}.",
+    "The archive was corrupted or tampered with on the way; it was refused and nothing "
+    "was cached. Retry later, or check the mirror behind the download URL.",
+)
+RUNTIME_ARCHIVE_INVALID = ErrorKind(
+    "runtime-archive-invalid",
+    "Downloaded Python runtime archive is not usable",
+    "{url}: {problem}.",
+    "The URL must serve a python-build-standalone `install_only` archive (a top-level "
+    "`python/` directory) or a Heroku Python archive. Nothing was cached.",
 )
 
 # --- dependencies ----------------------------------------------------------------

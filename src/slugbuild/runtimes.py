@@ -1,12 +1,18 @@
 """Runtime layer: a trimmed, relocatable CPython prefix for ``.heroku/python``.
 
-Runtime sources are small providers behind ``RuntimeSource``. The one here
-finds local CPython installations: directories listed in
-``SLUGBUILD_PYTHON_PATH``, pyenv's ``versions/``, and the interpreter running
-slugbuild. A prefix is copied without the host's third-party packages, test
-suites, static libpython, IDLE/tkinter and bytecode, made relocatable, its
-stdlib compiled to timestamp-free pycs, checked to start from a different
-path, and cached per version and platform.
+Runtime sources are small providers behind ``RuntimeSource``: each lists the
+versions it offers (``available``) and puts one on disk as a CPython prefix
+(``provide``). ``LocalInterpreterSource`` (here) finds local installations:
+directories listed in ``SLUGBUILD_PYTHON_PATH``, pyenv's ``versions/``, and the
+interpreter running slugbuild; ``downloads.DownloadSource`` fetches verified
+archives. ``SOURCE_FACTORIES`` names them; adding a source is one module and
+one entry there.
+
+Whatever the source, the prefix goes through ``build_runtime_tree``: copied
+without the host's third-party packages, test suites, static libpython,
+IDLE/tkinter and bytecode, made relocatable, its stdlib compiled to
+timestamp-free pycs, checked to start from a different path, and cached per
+version, platform and source identity.
 """
 
 from __future__ import annotations
@@ -17,15 +23,17 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 from . import errors, relocate
 from .cache import Cache, Layer
 from .log import Reporter
 from .platform_info import Platform
 from .proc import clean_env
+from .versions import PythonRequest, is_supported, newer_patch, pick, sort_versions
 
 # Bump when the way a runtime layer is made changes, so old layers are not reused.
 RUNTIME_LAYER_FORMAT = 2
@@ -42,13 +50,10 @@ _DYNLOAD_EXCLUDES = ("_tkinter", "_test", "_xxtestfuzz", "xxlimited", "xxsubtype
 _BIN_EXCLUDES = re.compile(r"^(idle|pip|2to3|easy_install|pydoc)|-gdb\.py$")
 
 
-@dataclass(frozen=True)
-class LocalRuntime:
-    """One CPython installation found on this machine."""
+class _VersionNames:
+    """``major_minor`` and the interpreter's name, from a ``version`` attribute."""
 
-    version: str  # "3.12.1"
-    prefix: Path
-    origin: str  # "pyenv", "SLUGBUILD_PYTHON_PATH", "running interpreter"
+    version: str
 
     @property
     def major_minor(self) -> str:
@@ -59,12 +64,52 @@ class LocalRuntime:
         return f"python{self.major_minor}"
 
 
+@dataclass(frozen=True)
+class LocalRuntime(_VersionNames):
+    """One CPython installation found on this machine."""
+
+    version: str  # "3.12.1"
+    prefix: Path
+    origin: str  # "pyenv", "SLUGBUILD_PYTHON_PATH", "running interpreter"
+
+
+@dataclass(frozen=True)
+class RuntimeOffer(_VersionNames):
+    """One version a source can provide, and what identifies its bytes."""
+
+    version: str  # "3.12.1"
+    source: RuntimeSource = field(compare=False, repr=False)
+    origin: str  # human-readable: "pyenv (/root/.pyenv/versions/3.12.1)", a URL…
+    identity: dict[str, Any] = field(compare=False)  # keys the runtime layer
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)  # for slug.json
+    detail: Any = field(default=None, compare=False, repr=False)  # source-private
+
+    @property
+    def source_name(self) -> str:
+        return self.source.name
+
+    @property
+    def short_origin(self) -> str:
+        """For the log: ``pyenv``, or the archive URL, without host paths."""
+        return self.metadata.get("origin", self.origin)
+
+
 class RuntimeSource(Protocol):
     """Somewhere runtimes come from."""
 
     name: str
 
-    def available(self) -> list[LocalRuntime]: ...
+    def available(self) -> list[RuntimeOffer]:
+        """Every version offered; raise SourceUnavailable when the source cannot be read."""
+        ...
+
+    def provide(self, offer: RuntimeOffer, scratch: Path, reporter: Reporter) -> LocalRuntime:
+        """A CPython prefix on disk for ``offer`` (may be placed inside ``scratch``)."""
+        ...
+
+
+class SourceUnavailable(Exception):
+    """A source could not list its runtimes (e.g. its index is unreachable)."""
 
 
 class LocalInterpreterSource:
@@ -75,7 +120,7 @@ class LocalInterpreterSource:
     def __init__(self, search_path: list[tuple[Path, str]] | None = None) -> None:
         self.search_path = search_path if search_path is not None else default_search_path()
 
-    def available(self) -> list[LocalRuntime]:
+    def runtimes(self) -> list[LocalRuntime]:
         """One runtime per version; earlier search path entries win."""
         found: dict[str, LocalRuntime] = {}
         for directory, origin in self.search_path:
@@ -84,6 +129,19 @@ class LocalInterpreterSource:
                 if runtime and runtime.version not in found:
                     found[runtime.version] = runtime
         return list(found.values())
+
+    def available(self) -> list[RuntimeOffer]:
+        return [self.offer(runtime) for runtime in self.runtimes()]
+
+    def offer(self, runtime: LocalRuntime) -> RuntimeOffer:
+        return RuntimeOffer(
+            version=runtime.version, source=self, origin=f"{runtime.origin} ({runtime.prefix})",
+            identity={"source": runtime.origin, "prefix_fingerprint": _fingerprint(runtime)},
+            metadata={"origin": runtime.origin}, detail=runtime,
+        )
+
+    def provide(self, offer: RuntimeOffer, scratch: Path, reporter: Reporter) -> LocalRuntime:
+        return offer.detail
 
 
 def default_search_path() -> list[tuple[Path, str]]:
@@ -140,37 +198,42 @@ def inspect_prefix(prefix: Path, origin: str) -> LocalRuntime | None:
     return None
 
 
-def runtime_key(runtime: LocalRuntime, platform: Platform) -> tuple[str, str, dict]:
-    """Layer name, key and the inputs that keyed it."""
+def _fingerprint(runtime: LocalRuntime) -> str:
+    """Prefix path plus size and mtime of its interpreter and libpython."""
     fingerprint = []
     for rel in (f"bin/{runtime.python_name}", f"lib/lib{runtime.python_name}.so.1.0"):
         path = runtime.prefix / rel
         if path.exists():
             st = path.stat()
             fingerprint.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256(
+        (str(runtime.prefix) + "|" + "|".join(fingerprint)).encode()
+    ).hexdigest()
+
+
+def runtime_key(offer: RuntimeOffer, platform: Platform) -> tuple[str, str, dict]:
+    """Layer name, key and the inputs that keyed it."""
     inputs = {
         "implementation": "cpython",
-        "version": runtime.version,
+        "version": offer.version,
         "platform": platform.key,
-        "source": runtime.origin,
-        "prefix_fingerprint": hashlib.sha256(
-            (str(runtime.prefix) + "|" + "|".join(fingerprint)).encode()
-        ).hexdigest(),
+        "source": offer.source_name,
+        **offer.identity,
         "layer_format": RUNTIME_LAYER_FORMAT,
     }
     key = hashlib.sha256(repr(sorted(inputs.items())).encode()).hexdigest()
-    name = f"cpython-{runtime.version}-{platform.key}-{key[:12]}"
+    name = f"cpython-{offer.version}-{platform.key}-{key[:12]}"
     return name, key, inputs
 
 
 def ensure_runtime_layer(
-    cache: Cache, runtime: LocalRuntime, platform: Platform, reporter: Reporter
+    cache: Cache, offer: RuntimeOffer, platform: Platform, reporter: Reporter
 ) -> tuple[Layer, bool]:
-    """The cached runtime layer for ``runtime``, building it if needed.
+    """The cached runtime layer for ``offer``, building it if needed.
 
     Returns the layer and whether it came from the cache.
     """
-    name, key, inputs = runtime_key(runtime, platform)
+    name, key, inputs = runtime_key(offer, platform)
     layer = cache.lookup("runtimes", name, key)
     if layer:
         return layer, True
@@ -178,22 +241,35 @@ def ensure_runtime_layer(
         layer = cache.lookup("runtimes", name, key)
         if layer:
             return layer, True
-        with reporter.working(f"Preparing Python {runtime.version}"):
-            with cache.new_layer("runtimes", name, key, inputs) as tree:
-                build_runtime_tree(runtime, tree)
+        scratch = cache.scratch_dir("runtime-source")
+        try:
+            runtime = offer.source.provide(offer, scratch, reporter)
+            with reporter.working(f"Preparing Python {offer.version}"):
+                with cache.new_layer("runtimes", name, key, inputs) as tree:
+                    build_runtime_tree(runtime, tree, _build_prefixes(runtime))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         layer = cache.lookup("runtimes", name, key)
         assert layer is not None
         return layer, False
 
 
-def build_runtime_tree(runtime: LocalRuntime, tree: Path) -> None:
-    """Copy, trim, relocate, compile and check ``runtime`` into ``tree``."""
+def build_runtime_tree(
+    runtime: LocalRuntime, tree: Path, build_prefixes: Sequence[str] = ()
+) -> None:
+    """Copy, trim, relocate, compile and check ``runtime`` into ``tree``.
+
+    ``build_prefixes`` are prefixes the runtime was built for elsewhere (an
+    unpacked archive's original ``--prefix``): ELF RUNPATHs naming them are
+    made ``$ORIGIN``-relative too, so libpython is never loaded from them.
+    """
     shutil.copytree(runtime.prefix, tree, symlinks=True, dirs_exist_ok=True,
                     ignore=_trim_filter(runtime))
     (tree / "lib" / runtime.python_name / "site-packages").mkdir(exist_ok=True)
     old_prefix = str(runtime.prefix)
     try:
-        relocate.fix_runpaths(tree, old_prefix)
+        for prefix in (old_prefix, *build_prefixes):
+            relocate.fix_runpaths(tree, prefix)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"patchelf could not rewrite the RUNPATH of {runtime.prefix}: {exc}"
@@ -279,3 +355,119 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict) -> Non
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"{runtime.prefix} reports Python {version_line}, expected {runtime.version}."
         )
+
+
+_SYSCONFIG_PREFIX = re.compile(r"""['"]prefix['"]:\s*['"]([^'"]+)['"]""")
+
+
+def _build_prefixes(runtime: LocalRuntime) -> list[str]:
+    """The ``--prefix`` the runtime was configured with, when it is not where it lies now."""
+    stdlib = runtime.prefix / "lib" / runtime.python_name
+    found = []
+    for path in sorted(stdlib.glob("_sysconfigdata_*.py")):
+        match = _SYSCONFIG_PREFIX.search(path.read_text(errors="replace"))
+        if match and match.group(1) not in (str(runtime.prefix), "/") and \
+                match.group(1) not in found:
+            found.append(match.group(1))
+    return found
+
+
+# --- choosing a runtime ---------------------------------------------------------------
+
+DEFAULT_SOURCES = ("local", "download")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where runtimes may come from, in order; ``offline`` forbids network access."""
+
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    offline: bool = False
+    download_url: str | None = None  # None: $SLUGBUILD_PYTHON_DOWNLOAD_URL or the default
+
+    @classmethod
+    def from_env(cls, sources: str | Sequence[str] | None = None, offline: bool | None = None,
+                 download_url: str | None = None) -> RuntimeOptions:
+        """Options given explicitly, else from SLUGBUILD_PYTHON_SOURCE / SLUGBUILD_OFFLINE."""
+        if sources is None:
+            sources = os.environ.get("SLUGBUILD_PYTHON_SOURCE") or ",".join(DEFAULT_SOURCES)
+        if offline is None:
+            offline = os.environ.get("SLUGBUILD_OFFLINE", "") not in ("", "0")
+        return cls(parse_sources(sources), offline, download_url)
+
+
+def parse_sources(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"local,download"`` (or a sequence) as a checked tuple of source names."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    cleaned = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+    unknown = [n for n in cleaned if n not in SOURCE_FACTORIES]
+    if unknown or not cleaned:
+        raise errors.PYTHON_SOURCE_UNKNOWN.error(
+            value=",".join(unknown) or str(value), known=", ".join(SOURCE_FACTORIES))
+    return cleaned
+
+
+def _local_source(options: RuntimeOptions, cache: Cache, platform: Platform) -> RuntimeSource:
+    return LocalInterpreterSource()
+
+
+def _download_source(options: RuntimeOptions, cache: Cache, platform: Platform) -> RuntimeSource:
+    from .downloads import DownloadSource
+
+    return DownloadSource(cache, platform, base_url=options.download_url, offline=options.offline)
+
+
+SourceFactory = Callable[[RuntimeOptions, Cache, Platform], RuntimeSource]
+SOURCE_FACTORIES: dict[str, SourceFactory] = {
+    "local": _local_source,
+    "download": _download_source,
+}
+
+
+def make_sources(options: RuntimeOptions, cache: Cache, platform: Platform) -> list[RuntimeSource]:
+    return [SOURCE_FACTORIES[name](options, cache, platform) for name in options.sources]
+
+
+@dataclass
+class Resolution:
+    """The offer chosen for a request, and what else was seen on the way."""
+
+    offer: RuntimeOffer
+    known_versions: list[str]
+    newer_patch: str | None
+
+
+def list_offers(sources: Sequence[RuntimeSource]) -> tuple[list[RuntimeOffer], list[str]]:
+    """Every supported offer of every source, and a note for each source that failed."""
+    offers, notes = [], []
+    for source in sources:
+        try:
+            offers += [o for o in source.available() if is_supported(o.version)]
+        except SourceUnavailable as exc:
+            notes.append(f"{source.name}: {exc}")
+    return offers, notes
+
+
+def resolve(request: PythonRequest, sources: Sequence[RuntimeSource]) -> Resolution:
+    """The first source (in order) that offers a match wins; its newest match is used."""
+    seen: list[str] = []
+    tried: list[str] = []
+    for source in sources:
+        try:
+            offers = [o for o in source.available() if is_supported(o.version)]
+        except SourceUnavailable as exc:
+            tried.append(f"{source.name} ({exc})")
+            continue
+        tried.append(f"{source.name} ({len(offers)} version(s))")
+        seen += [o.version for o in offers]
+        chosen = pick(request, [o.version for o in offers])
+        if chosen is not None:
+            offer = next(o for o in offers if o.version == chosen)
+            newer = None if request.is_specifier else newer_patch(chosen, seen)
+            return Resolution(offer, sort_versions(seen), newer)
+    raise errors.PYTHON_VERSION_UNAVAILABLE.error(
+        source_file=request.source_file or "The default",
+        requested=request.requested,
+        available=", ".join(sort_versions(seen)) or "none",
+        sources="; ".join(tried) or "none",
+    )
