@@ -24,9 +24,10 @@ from .cache import Cache, default_cache_dir
 from .collectstatic import run_collectstatic
 from .dependencies import PipInstaller, has_package, install_dependencies
 from .detect import detect, require_package_manager
+from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
+from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
-from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import LocalInterpreterSource, LocalRuntime, ensure_runtime_layer
 from .stage import stage_sources
@@ -177,6 +178,9 @@ def compile_app(
             shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
         python = python_home / "bin" / runtime.python_name
 
+        with timer.stage("pre_compile"):
+            run_hook(PRE_COMPILE, build_dir, python, config_vars, reporter)
+
         with timer.stage("dependency_layer"):
             deps = install_dependencies(
                 app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
@@ -189,18 +193,17 @@ def compile_app(
             run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                               python, config_vars, reporter)
 
+        with timer.stage("post_compile"):
+            run_hook(POST_COMPILE, build_dir, python, config_vars, reporter)
+
         with timer.stage("profile_d"):
             write_profile(build_dir)
             _remove_stray_bytecode(build_dir)
 
         with timer.stage("release_metadata"):
-            reporter.step("Discovering process types")
-            process_types = read_procfile(build_dir)
-            if process_types:
-                reporter.detail("Procfile declares types -> " + ", ".join(sorted(process_types)))
-            else:
-                reporter.warn("No Procfile found: the slug declares no process types.")
-            (build_dir / ".release").write_text(release.release_yaml(process_types))
+            process_types, inferred = discover_process_types(
+                build_dir, info, (p.name for p in deps.packages), reporter)
+            release.write_release_files(build_dir, process_types)
             leaks = relocate.find_references(build_dir, [str(build_dir), str(scratch)])
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build_dir)) for p, _ in leaks})[:5])
@@ -236,6 +239,7 @@ def compile_app(
                     size=packed.size,
                     layout=layout,
                     framework=list(info.frameworks),
+                    inference=inferred.as_dict() if inferred else None,
                 )
 
             packed, metadata = _write_outputs(build_dir, slug_path, json_path, layout,

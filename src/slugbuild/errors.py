@@ -168,11 +168,19 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
 COLLECTSTATIC_FAILED = ErrorKind(
     "collectstatic-failed",
     "Django's collectstatic failed",
-    "`python {manage_py} collectstatic --noinput` exited with code {exit_code}.",
+    "`python {manage_py} collectstatic --noinput` exited with code {exit_code}.{diagnosis}",
     "Common causes: STATIC_ROOT is not set; settings read an environment variable that "
     "the build does not have (pass it with --env KEY=VALUE or --env-dir); a file named "
     "in a template or CSS is missing for manifest storage.\n"
+    "Set DEBUG_COLLECTSTATIC=1 for the build to print the environment it ran with.\n"
     "To skip this step, set DISABLE_COLLECTSTATIC=1 for the build.",
+)
+HOOK_FAILED = ErrorKind(
+    "hook-failed",
+    "The app's {hook} hook failed",
+    "`bin/{hook}` exited with code {exit_code}.",
+    "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
+    "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
 )
 
 # --- release metadata ----------------------------------------------------------------
