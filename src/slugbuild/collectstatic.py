@@ -27,9 +27,11 @@ _URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]+@")
 # (pattern over the output, explanation); the first group names what is missing.
 _DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"ImproperlyConfigured: Set the (\w+) environment variable"),
-     "settings need the environment variable {0}, which the build does not have"),
+     "settings need the environment variable {0}, which the build does not have: "
+     "pass it with --env {0}=... or a file named {0} in --env-dir"),
     (re.compile(r"KeyError: '(\w+)'"),
-     "settings read the environment variable {0} (KeyError), which the build does not have"),
+     "settings read the environment variable {0} (KeyError), which the build does not "
+     "have: pass it with --env {0}=... or a file named {0} in --env-dir"),
     (re.compile(r"The (SECRET_KEY) setting must not be empty"),
      "the {0} setting is empty: settings probably read it from an environment variable "
      "the build does not have"),

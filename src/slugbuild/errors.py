@@ -178,7 +178,7 @@ COLLECTSTATIC_FAILED = ErrorKind(
 HOOK_FAILED = ErrorKind(
     "hook-failed",
     "The app's {hook} hook failed",
-    "`bin/{hook}` exited with code {exit_code}.",
+    "`bin/{hook}` {problem}.",
     "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
 )

@@ -46,10 +46,10 @@ def run_hook(
         run_tool(argv, reporter, env, cwd=build_dir)
     except ToolFailed as failed:
         raise errors.HOOK_FAILED.error(
-            hook=name, exit_code=failed.exit_code, output=failed.tail
+            hook=name, problem=f"exited with code {failed.exit_code}", output=failed.tail
         ) from failed
     except OSError as exc:
         raise errors.HOOK_FAILED.error(
-            hook=name, exit_code="none", output=f"it could not be started: {exc.strerror}"
+            hook=name, problem=f"could not be started ({exc.strerror}): check its #! line"
         ) from exc
     return True
