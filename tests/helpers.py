@@ -77,7 +77,7 @@ class Server:
             try:
                 requests.get(self.base + "/", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 time.sleep(0.2)
         raise AssertionError("server did not answer in time")
 

@@ -1,6 +1,6 @@
 """Process inference, collectstatic diagnoses, the web profile.d script and bin/release.
 
-Fast tests: no build runs here (the end-to-end ones are in test_inferred_servers.py
+Fast tests: no build gets past staging here (the end-to-end ones are in test_inferred_servers.py
 and test_django_static.py).
 """
 
@@ -214,3 +214,13 @@ def test_hooks_run_with_or_without_shebang_and_fail_clearly(tmp_path):
     assert failed.value.title == "The app's post_compile hook failed"
     assert failed.value.found == "`bin/post_compile` exited with code 4."
     assert failed.value.output == "broken"
+
+
+def test_slugignore_may_not_leave_out_requirements_txt(tmp_path, cache_dir):
+    from .test_bad_inputs import MINIMAL, assert_clean_failure
+
+    app = make_app(tmp_path / "app", {**MINIMAL, ".slugignore": "# docs\n*.txt\n"})
+    stderr = assert_clean_failure(app, cache_dir, tmp_path,
+                                  ".slugignore leaves out a file the build needs")
+    assert "requirements.txt is matched by .slugignore (pattern '*.txt')" in stderr
+    assert "`!requirements.txt`" in stderr

@@ -1,8 +1,9 @@
 """The build pipeline: app directory in, slug tarball and slug.json out.
 
 Stages run in a straight line, each in its own module:
-detect -> resolve runtime -> stage sources -> runtime layer -> dependency
-layer -> collectstatic -> profile.d -> release metadata -> pack.
+detect -> resolve runtime -> stage sources -> runtime layer -> pre_compile
+hook -> dependency layer -> collectstatic -> post_compile hook -> profile.d ->
+release metadata (Procfile, else inferred) -> pack.
 The build happens in a scratch directory inside the cache; the slug and
 slug.json are renamed into place only when every stage has succeeded.
 """
@@ -30,7 +31,7 @@ from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
 from .profile import write_profile
 from .runtimes import LocalInterpreterSource, LocalRuntime, ensure_runtime_layer
-from .stage import stage_sources
+from .stage import check_not_ignored, stage_sources
 from .versions import check_supported, pick, read_request, sort_versions
 
 PathLike = Union[str, os.PathLike]
@@ -165,6 +166,7 @@ def compile_app(
     build_dir = scratch / "app"
     try:
         with timer.stage("stage_sources"):
+            check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
             skipped = stage_sources(app_dir, build_dir)
         if skipped:
             reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")

@@ -81,8 +81,8 @@ def run_collectstatic(
     reporter: Reporter,
 ) -> bool:
     """Run ``manage.py collectstatic --noinput``; return whether it ran."""
-    if not manage_py or not django_installed:
-        return False
+    if not manage_py or not django_installed or not (build_dir / manage_py).is_file():
+        return False  # not Django, or manage.py left out by .slugignore
     if collectstatic_disabled(config_vars):
         reporter.step("Skipping Django collectstatic since DISABLE_COLLECTSTATIC is set")
         return False

@@ -108,6 +108,13 @@ UNSUPPORTED_FILE_TYPE = ErrorKind(
     "{path} is a {kind}, not a regular file, directory or symlink.",
     "Remove it from the app or list it in .slugignore.",
 )
+SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
+    "slugignore-excludes-required",
+    ".slugignore leaves out a file the build needs",
+    "{path} is matched by .slugignore (pattern {pattern!r}), so the build cannot use it.",
+    "Remove that pattern from .slugignore, or add `!{path}` below it: .slugignore is applied "
+    "before the build, so ignored files never reach the installer.",
+)
 
 # --- resolve runtime ------------------------------------------------------------
 INVALID_PYTHON_VERSION = ErrorKind(
