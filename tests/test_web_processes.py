@@ -65,6 +65,9 @@ def test_django_without_wsgi_application_uses_wsgi_py_beside_settings(tmp_path):
     found = infer(app)
     assert found.command == "gunicorn proj.wsgi"
     assert found.source == "proj/wsgi.py beside the settings"
+    # manage.py that does not name its settings: the one settings.py beside it.
+    (app / "manage.py").write_text("import sys\n")
+    assert infer(app).command == "gunicorn proj.wsgi"
 
 
 def test_flask_object_factory_and_fastapi(tmp_path):

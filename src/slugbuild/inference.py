@@ -107,7 +107,7 @@ def _django(app_dir: Path, manage_py: str) -> tuple[str, str, str] | None:
     project = (app_dir / manage_py).parent
     chdir = project.relative_to(app_dir).as_posix()
     prefix = "gunicorn" if chdir == "." else f"gunicorn --chdir {chdir}"
-    settings = _settings_module(app_dir / manage_py)
+    settings = _settings_module(app_dir / manage_py) or _lone_settings_module(project)
     target = source = None
     if settings:
         for path in _module_files(project, settings):
@@ -134,6 +134,13 @@ def _settings_module(manage_py: Path) -> str | None:
     except OSError:
         return None
     return match.group(1) if match else None
+
+
+def _lone_settings_module(project: Path) -> str | None:
+    """``pkg.settings`` when exactly one package beside manage.py has a settings.py."""
+    found = sorted(p.parent.name for p in project.glob("*/settings.py")
+                   if (p.parent / "__init__.py").is_file())
+    return f"{found[0]}.settings" if len(found) == 1 else None
 
 
 def _module_files(root: Path, module: str) -> list[Path]:
