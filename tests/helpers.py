@@ -63,8 +63,9 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self._stopped: tuple[int, str] | None = None
         self.proc = subprocess.Popen(
+            # Two workers are enough to test with (the dyno default is sized from memory).
             [sys.executable, "-m", "slugbuild", "run", str(slug), process,
-             "--port", str(self.port), *extra],
+             "--port", str(self.port), "--env", "WEB_CONCURRENCY=2", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
@@ -77,7 +78,7 @@ class Server:
             try:
                 requests.get(self.base + "/", timeout=2)
                 return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 time.sleep(0.2)
         raise AssertionError("server did not answer in time")
 

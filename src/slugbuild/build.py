@@ -1,8 +1,9 @@
 """The build pipeline: app directory in, slug tarball and slug.json out.
 
 Stages run in a straight line, each in its own module:
-detect -> resolve runtime -> stage sources -> runtime layer -> dependency
-layer -> collectstatic -> profile.d -> release metadata -> pack.
+detect -> resolve runtime -> stage sources -> runtime layer -> pre_compile
+hook -> dependency layer -> collectstatic -> post_compile hook -> profile.d ->
+release metadata (Procfile, else inferred) -> pack.
 The build happens in a scratch directory inside the cache; the slug and
 slug.json are renamed into place only when every stage has succeeded.
 """
@@ -25,9 +26,10 @@ from .cache import Cache, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
 from .dependencies import PipInstaller, has_package, install_dependencies
 from .detect import detect, require_package_manager
+from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
+from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
-from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import (
     Resolution,
@@ -36,7 +38,7 @@ from .runtimes import (
     make_sources,
     resolve,
 )
-from .stage import stage_sources
+from .stage import check_not_ignored, stage_sources
 from .versions import PythonRequest, check_supported, read_request
 
 PathLike = Union[str, os.PathLike]
@@ -195,6 +197,7 @@ def compile_app(
     build_dir = scratch / "app"
     try:
         with timer.stage("stage_sources"):
+            check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
             skipped = stage_sources(app_dir, build_dir)
         if skipped:
             reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")
@@ -208,6 +211,9 @@ def compile_app(
             shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
         python = python_home / "bin" / runtime.python_name
 
+        with timer.stage("pre_compile"):
+            run_hook(PRE_COMPILE, build_dir, python, config_vars, reporter)
+
         with timer.stage("dependency_layer"):
             deps = install_dependencies(
                 app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
@@ -220,18 +226,17 @@ def compile_app(
             run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                               python, config_vars, reporter)
 
+        with timer.stage("post_compile"):
+            run_hook(POST_COMPILE, build_dir, python, config_vars, reporter)
+
         with timer.stage("profile_d"):
             write_profile(build_dir)
             _remove_stray_bytecode(build_dir)
 
         with timer.stage("release_metadata"):
-            reporter.step("Discovering process types")
-            process_types = read_procfile(build_dir)
-            if process_types:
-                reporter.detail("Procfile declares types -> " + ", ".join(sorted(process_types)))
-            else:
-                reporter.warn("No Procfile found: the slug declares no process types.")
-            (build_dir / ".release").write_text(release.release_yaml(process_types))
+            process_types, inferred = discover_process_types(
+                build_dir, info, (p.name for p in deps.packages), reporter)
+            release.write_release_files(build_dir, process_types)
             leaks = relocate.find_references(build_dir, [str(build_dir), str(scratch)])
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build_dir)) for p, _ in leaks})[:5])
@@ -269,6 +274,7 @@ def compile_app(
                     size=packed.size,
                     layout=layout,
                     framework=list(info.frameworks),
+                    inference=inferred.as_dict() if inferred else None,
                 )
 
             packed, metadata = _write_outputs(build_dir, slug_path, json_path, layout,

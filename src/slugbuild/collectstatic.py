@@ -1,18 +1,75 @@
-"""collectstatic stage: Django's static files gathered at build time."""
+"""collectstatic stage: Django's static files gathered at build time.
+
+Runs like Heroku's Python buildpack: only for a Django app (manage.py found,
+Django installed), skipped when DISABLE_COLLECTSTATIC is set, with the build's
+config vars in the environment. A failure names its likely cause from the
+output; DEBUG_COLLECTSTATIC=1 also prints the environment, secrets masked.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
+# Names whose values are secret enough to mask when the environment is printed.
+_SECRET_NAME = re.compile(
+    r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|SALT|SIGNATURE|_DSN$",
+    re.IGNORECASE,
+)
+# user:password@ inside URLs (DATABASE_URL, REDIS_URL...).
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]+@")
 
-def collectstatic_disabled(config_vars: dict) -> bool:
+# (pattern over the output, explanation); the first group names what is missing.
+_DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"ImproperlyConfigured: Set the (\w+) environment variable"),
+     "settings need the environment variable {0}, which the build does not have: "
+     "pass it with --env {0}=... or a file named {0} in --env-dir"),
+    (re.compile(r"KeyError: '(\w+)'"),
+     "settings read the environment variable {0} (KeyError), which the build does not "
+     "have: pass it with --env {0}=... or a file named {0} in --env-dir"),
+    (re.compile(r"The (SECRET_KEY) setting must not be empty"),
+     "the {0} setting is empty: settings probably read it from an environment variable "
+     "the build does not have"),
+    (re.compile(r"without having set the (STATIC_ROOT) setting"),
+     "{0} is not set in settings"),
+    (re.compile(r"The file '([^']+)' could not be found with"),
+     "manifest storage could not find {0}, which a CSS or JS file refers to"),
+    (re.compile(r"No module named '([\w.]+)'"),
+     "the module {0} cannot be imported: is its package in requirements.txt?"),
+)
+
+
+def collectstatic_disabled(config_vars: Mapping[str, str]) -> bool:
     """DISABLE_COLLECTSTATIC set to anything but empty or 0 turns the step off."""
     value = config_vars.get("DISABLE_COLLECTSTATIC", "").strip()
     return value not in ("", "0")
+
+
+def diagnose(output: str) -> str | None:
+    """The likely cause of a collectstatic failure, read from its output."""
+    for pattern, explanation in _DIAGNOSES:
+        match = pattern.search(output)
+        if match:
+            return explanation.format(match.group(1))
+    return None
+
+
+def masked_environment(env: Mapping[str, str]) -> list[str]:
+    """``NAME=value`` lines, sorted, with secret values replaced by ``****``."""
+    lines = []
+    for name in sorted(env):
+        value = env[name]
+        if _SECRET_NAME.search(name) and value:
+            value = "****"
+        else:
+            value = _URL_PASSWORD.sub(r"\1****@", value)
+        lines.append(f"{name}={value}")
+    return lines
 
 
 def run_collectstatic(
@@ -20,12 +77,12 @@ def run_collectstatic(
     manage_py: str | None,
     django_installed: bool,
     python: Path,
-    config_vars: dict,
+    config_vars: Mapping[str, str],
     reporter: Reporter,
 ) -> bool:
     """Run ``manage.py collectstatic --noinput``; return whether it ran."""
-    if not manage_py or not django_installed:
-        return False
+    if not manage_py or not django_installed or not (build_dir / manage_py).is_file():
+        return False  # not Django, or manage.py left out by .slugignore
     if collectstatic_disabled(config_vars):
         reporter.step("Skipping Django collectstatic since DISABLE_COLLECTSTATIC is set")
         return False
@@ -39,7 +96,14 @@ def run_collectstatic(
     try:
         run_tool(argv, reporter, env, cwd=build_dir)
     except ToolFailed as failed:
+        if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
+            reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "
+                          "(secret values masked):")
+            for line in masked_environment(env):
+                reporter.detail(line)
+        cause = diagnose(failed.tail)
         raise errors.COLLECTSTATIC_FAILED.error(
-            manage_py=manage_py, exit_code=failed.exit_code, output=failed.tail
+            manage_py=manage_py, exit_code=failed.exit_code, output=failed.tail,
+            diagnosis=f"\nLikely cause: {cause}." if cause else "",
         ) from failed
     return True

@@ -108,6 +108,13 @@ UNSUPPORTED_FILE_TYPE = ErrorKind(
     "{path} is a {kind}, not a regular file, directory or symlink.",
     "Remove it from the app or list it in .slugignore.",
 )
+SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
+    "slugignore-excludes-required",
+    ".slugignore leaves out a file the build needs",
+    "{path} is matched by .slugignore (pattern {pattern!r}), so the build cannot use it.",
+    "Remove that pattern from .slugignore, or add `!{path}` below it: .slugignore is applied "
+    "before the build, so ignored files never reach the installer.",
+)
 
 # --- resolve runtime ------------------------------------------------------------
 INVALID_PYTHON_VERSION = ErrorKind(
@@ -213,11 +220,19 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
 COLLECTSTATIC_FAILED = ErrorKind(
     "collectstatic-failed",
     "Django's collectstatic failed",
-    "`python {manage_py} collectstatic --noinput` exited with code {exit_code}.",
+    "`python {manage_py} collectstatic --noinput` exited with code {exit_code}.{diagnosis}",
     "Common causes: STATIC_ROOT is not set; settings read an environment variable that "
     "the build does not have (pass it with --env KEY=VALUE or --env-dir); a file named "
     "in a template or CSS is missing for manifest storage.\n"
+    "Set DEBUG_COLLECTSTATIC=1 for the build to print the environment it ran with.\n"
     "To skip this step, set DISABLE_COLLECTSTATIC=1 for the build.",
+)
+HOOK_FAILED = ErrorKind(
+    "hook-failed",
+    "The app's {hook} hook failed",
+    "`bin/{hook}` {problem}.",
+    "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
+    "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
 )
 
 # --- buildpacks ---------------------------------------------------------------------

@@ -16,6 +16,8 @@ from . import __version__
 
 BUILDPACK_DESCRIPTION = "Python"
 SLUG_JSON_FORMAT = 1
+# A copy of .release that herokuish does not truncate; bin/release reads it back.
+RELEASE_COPY = ".heroku/slugbuild/release.yml"
 
 
 def release_yaml(process_types: dict[str, str]) -> str:
@@ -40,6 +42,7 @@ def slug_metadata(
     size: int,
     layout: str,
     framework: list[str],
+    inference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     release = process_types.get("release")
     return {
@@ -47,6 +50,8 @@ def slug_metadata(
         "slugbuild_version": __version__,
         "buildpack_provided_description": BUILDPACK_DESCRIPTION,
         "process_types": process_types,
+        "inferred": inference is not None,
+        "inference": inference,
         "release_command": release,
         "runtime": runtime,
         "package_manager": package_manager,
@@ -58,6 +63,15 @@ def slug_metadata(
         "checksum": f"SHA256:{checksum}",
         "size": size,
     }
+
+
+def write_release_files(build_dir: Path, process_types: dict[str, str]) -> None:
+    """``.release`` and its copy at RELEASE_COPY, inside the slug."""
+    text = release_yaml(process_types)
+    (build_dir / ".release").write_text(text)
+    copy = build_dir / RELEASE_COPY
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(text)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

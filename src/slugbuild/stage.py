@@ -24,10 +24,12 @@ class IgnoreRules:
 
     def __init__(self, lines: list[str]) -> None:
         self.rules: list[tuple[re.Pattern, bool, bool]] = []
+        self.sources: list[str] = []
         for raw in lines:
             line = raw.rstrip("\n").rstrip()
             if not line or line.startswith("#"):
                 continue
+            self.sources.append(line)
             negate = line.startswith("!")
             if negate:
                 line = line[1:]
@@ -45,13 +47,26 @@ class IgnoreRules:
         return cls(path.read_text(errors="replace").splitlines())
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        result = False
-        for pattern, negate, dir_only in self.rules:
+        return self.matching_rule(rel, is_dir) is not None
+
+    def matching_rule(self, rel: str, is_dir: bool) -> str | None:
+        """The pattern that leaves ``rel`` out, or None when it is kept."""
+        result = None
+        for (pattern, negate, dir_only), source in zip(self.rules, self.sources):
             if dir_only and not is_dir:
                 continue
             if pattern.match(rel):
-                result = not negate
+                result = None if negate else source
         return result
+
+    def excluding_rule(self, rel: str) -> str | None:
+        """The pattern that leaves out the file ``rel`` or one of its parent directories."""
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            rule = self.matching_rule("/".join(parts[:depth]), True)
+            if rule is not None:
+                return rule
+        return self.matching_rule(rel, False)
 
 
 def _compile(pattern: str, anchored: bool) -> re.Pattern:
@@ -133,6 +148,15 @@ def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
         else:
             shutil.copy2(source, target)
     return skipped
+
+
+def check_not_ignored(app_dir: Path, required: list[str]) -> None:
+    """Refuse a .slugignore that would leave out a file the build itself needs."""
+    rules = IgnoreRules.from_app(app_dir)
+    for rel in required:
+        pattern = rules.excluding_rule(rel)
+        if pattern is not None:
+            raise errors.SLUGIGNORE_EXCLUDES_REQUIRED.error(path=rel, pattern=pattern)
 
 
 def _check_link(app_dir: Path, link: Path) -> None:

@@ -1,0 +1,55 @@
+"""Build hooks: the app's ``bin/pre_compile`` and ``bin/post_compile``.
+
+As in Heroku's Python buildpack, ``pre_compile`` runs before dependencies are
+installed and ``post_compile`` after collectstatic. Each runs from the app
+root of the build directory with the build's config vars exported and the
+slug's Python first on PATH; a hook that exits non-zero fails the build.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import errors
+from .log import Reporter
+from .proc import ToolFailed, clean_env, exported_config, run_tool
+
+PRE_COMPILE = "pre_compile"
+POST_COMPILE = "post_compile"
+
+
+def run_hook(
+    name: str,
+    build_dir: Path,
+    python: Path,
+    config_vars: Mapping[str, str],
+    reporter: Reporter,
+) -> bool:
+    """Run ``bin/<name>`` of the app if it has one; return whether it ran."""
+    path = build_dir / "bin" / name
+    if not path.is_file():
+        return False
+    reporter.step(f"Running {name} hook")
+    with open(path, "rb") as handle:
+        has_shebang = handle.read(2) == b"#!"
+    if has_shebang:
+        # The copy in the build directory, never the user's file.
+        os.chmod(path, os.stat(path).st_mode | 0o111)
+        argv: list[str | Path] = [path]
+    else:
+        # A file without #! is a shell script, as bash itself would run it.
+        argv = ["bash", path]
+    env = clean_env(exported_config(config_vars), path_first=[python.parent])
+    try:
+        run_tool(argv, reporter, env, cwd=build_dir)
+    except ToolFailed as failed:
+        raise errors.HOOK_FAILED.error(
+            hook=name, problem=f"exited with code {failed.exit_code}", output=failed.tail
+        ) from failed
+    except OSError as exc:
+        raise errors.HOOK_FAILED.error(
+            hook=name, problem=f"could not be started ({exc.strerror}): check its #! line"
+        ) from exc
+    return True
