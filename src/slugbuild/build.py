@@ -15,21 +15,30 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
+from .buildpack_runner import (
+    ReleaseInfo,
+    buildpacks_for,
+    fetch,
+    merge,
+    run_buildpack,
+    write_env_dir,
+)
 from .cache import Cache, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
-from .dependencies import PipInstaller, has_package, install_dependencies
-from .detect import detect, require_package_manager
+from .dependencies import DependencyLayer, PipInstaller, has_package, install_dependencies
+from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
+from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import (
     Resolution,
@@ -148,6 +157,30 @@ class _Timer:
             self.timings[name] = round(time.perf_counter() - start, 3)
 
 
+@dataclass
+class _PythonBuild:
+    """What the built-in Python stages produced."""
+
+    info: AppInfo
+    request: PythonRequest
+    runtime_info: dict[str, Any]
+    deps: DependencyLayer
+
+
+@dataclass
+class _Build:
+    """Everything the stages share; one per compile_app call."""
+
+    app_dir: Path
+    build_dir: Path
+    scratch: Path
+    cache: Cache
+    platform: platform_info.Platform
+    config_vars: dict[str, str]
+    reporter: Reporter
+    timer: _Timer
+
+
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,
@@ -159,6 +192,7 @@ def compile_app(
     source_date_epoch: int | None = None,
     reporter: Reporter | None = None,
     runtime_options: RuntimeOptions | None = None,
+    buildpacks: Sequence[str] | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -166,6 +200,9 @@ def compile_app(
     written beside it. Config vars (``env``, ``env_dir``) reach the build steps
     but never the slug or its metadata. ``runtime_options`` say where the
     Python runtime may come from (default: local interpreters, then downloads).
+    ``buildpacks`` (paths or git URLs, else the app's ``.buildpacks``) run
+    Heroku-API buildpacks in order; ``python`` among them means the built-in
+    Python stages, which run alone when no buildpack is named.
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -179,105 +216,92 @@ def compile_app(
         raise errors.OUTPUT_NOT_WRITABLE.error(
             path=slug_path, reason="its directory does not exist"
         )
+    if not app_dir.is_dir():
+        raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
+    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
+    wants_python = not refs or any(ref.native for ref in refs)
 
-    with timer.stage("detect"):
-        info = detect(app_dir)
-        require_package_manager(info)
-    reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
-
+    info = None
+    if wants_python:
+        with timer.stage("detect"):
+            info = detect(app_dir)
+            require_package_manager(info)
+        reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
     platform = platform_info.current()
     cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    with timer.stage("resolve_runtime"):
-        request, resolution = _resolve_runtime(app_dir, cache, platform, runtime_options,
-                                               reporter)
-    runtime = resolution.offer
+    resolved = None
+    if info is not None:
+        with timer.stage("resolve_runtime"):
+            resolved = _resolve_runtime(app_dir, cache, platform, runtime_options, reporter)
 
     scratch = cache.scratch_dir("build")
-    build_dir = scratch / "app"
+    build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
+                   reporter, timer)
     try:
         with timer.stage("stage_sources"):
-            check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
-            skipped = stage_sources(app_dir, build_dir)
+            check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
+            skipped = stage_sources(app_dir, build.build_dir)
         if skipped:
             reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")
 
-        python_home = build_dir / ".heroku" / "python"
-        with timer.stage("runtime_layer"):
-            runtime_layer, from_cache = ensure_runtime_layer(cache, runtime, platform, reporter)
-            reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
-                          f"{runtime.version}" + (" from cache" if from_cache else
-                                                  f" (from {runtime.short_origin})"))
-            shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
-        python = python_home / "bin" / runtime.python_name
-
-        with timer.stage("pre_compile"):
-            run_hook(PRE_COMPILE, build_dir, python, config_vars, reporter)
-
-        with timer.stage("dependency_layer"):
-            deps = install_dependencies(
-                app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
-                python_name=runtime.python_name, runtime_layer=runtime_layer,
-                installer=PipInstaller(), config_vars=config_vars, cache=cache,
-                reporter=reporter,
-            )
-
-        with timer.stage("collectstatic"):
-            run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                              python, config_vars, reporter)
-
-        with timer.stage("post_compile"):
-            run_hook(POST_COMPILE, build_dir, python, config_vars, reporter)
-
-        with timer.stage("profile_d"):
-            write_profile(build_dir)
-            _remove_stray_bytecode(build_dir)
+        python_build: _PythonBuild | None = None
+        declared: list[ReleaseInfo] = []
+        descriptions: list[dict[str, str]] = []
+        if not refs:
+            python_build = _python_stages(build, info, *resolved)
+        else:
+            env_dir_path = write_env_dir(scratch / "env", config_vars)
+            exports: list[Path] = []
+            for ref in refs:
+                if ref.native:
+                    python_build = _python_stages(build, info, *resolved)
+                    exports.append(_python_export(scratch, build.build_dir))
+                    descriptions.append({"buildpack": ref.spec,
+                                         "description": release.BUILDPACK_DESCRIPTION})
+                    continue
+                with timer.stage(f"buildpack:{ref.spec}"):
+                    directory = fetch(ref, scratch / "buildpacks")
+                    outcome = run_buildpack(
+                        ref, directory, build_dir=build.build_dir,
+                        cache_dir=cache.root / "buildpacks" / ref.cache_name,
+                        env_dir=env_dir_path, config_vars=config_vars,
+                        stack=platform.stack, exports=exports, reporter=reporter)
+                declared.append(outcome.release)
+                descriptions.append({"buildpack": ref.spec, "description": outcome.name})
+        _remove_stray_bytecode(build.build_dir)
 
         with timer.stage("release_metadata"):
-            process_types, inferred = discover_process_types(
-                build_dir, info, (p.name for p in deps.packages), reporter)
-            release.write_release_files(build_dir, process_types)
-            leaks = relocate.find_references(build_dir, [str(build_dir), str(scratch)])
+            process_types, inferred, merged = _process_types(build, python_build, declared)
+            release.write_release_files(build.build_dir, process_types, merged.config_vars)
+            leaks = relocate.find_references(build.build_dir, [str(build.build_dir),
+                                                               str(scratch)])
             if leaks:
-                listed = ", ".join(sorted({str(p.relative_to(build_dir)) for p, _ in leaks})[:5])
+                listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
+                                           for p, _ in leaks})[:5])
                 reporter.warn(f"{len(leaks)} file(s) name the build directory and may not "
                               f"work once unpacked elsewhere: {listed}")
 
         with timer.stage("pack"):
             reporter.step("Compressing...")
-            runtime_info = {
-                "implementation": "cpython",
-                "requested": request.requested,
-                "resolved": runtime.version,
-                "source_file": request.source_file,
-                "source": runtime.source_name,
-                "platform": platform.key,
-                **runtime.metadata,
-            }
-            package_list = [p.as_dict() for p in deps.packages]
 
             def describe(packed: PackedSlug) -> dict[str, Any]:
                 return release.slug_metadata(
                     process_types=process_types,
-                    runtime=runtime_info,
-                    package_manager={
-                        "name": info.package_manager,
-                        "lock_file": info.lock_file,
-                        "lock_checksum": deps.lock_checksum,
-                        "files": list(deps.files),
-                        "installer": PipInstaller.name,
-                        "installer_version": PipInstaller().version(),
-                    },
-                    packages=package_list,
+                    runtime=python_build.runtime_info if python_build else None,
+                    package_manager=_package_manager(python_build),
+                    packages=_package_list(python_build),
                     platform=platform.as_dict(),
                     checksum=packed.sha256,
                     size=packed.size,
                     layout=layout,
-                    framework=list(info.frameworks),
+                    framework=list(python_build.info.frameworks) if python_build else [],
                     inference=inferred.as_dict() if inferred else None,
+                    buildpacks=descriptions,
+                    config_vars=merged.config_vars,
                 )
 
-            packed, metadata = _write_outputs(build_dir, slug_path, json_path, layout,
+            packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
                                               source_date_epoch, describe)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
@@ -288,9 +312,112 @@ def compile_app(
                   f"sha256 {packed.sha256[:12]}…)")
     return BuildResult(
         slug_path=slug_path, metadata_path=json_path, sha256=packed.sha256, size=packed.size,
-        process_types=process_types, runtime=runtime_info, packages=package_list,
+        process_types=process_types,
+        runtime=python_build.runtime_info if python_build else {},
+        packages=_package_list(python_build),
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
     )
+
+
+def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
+                   resolution: Resolution) -> _PythonBuild:
+    """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
+    timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
+    runtime = resolution.offer
+    python_home = build_dir / ".heroku" / "python"
+    with timer.stage("runtime_layer"):
+        runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime, build.platform,
+                                                         reporter)
+        reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
+                      f"{runtime.version}" + (" from cache" if from_cache else
+                                              f" (from {runtime.short_origin})"))
+        shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
+    python = python_home / "bin" / runtime.python_name
+
+    with timer.stage("pre_compile"):
+        run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
+
+    with timer.stage("dependency_layer"):
+        deps = install_dependencies(
+            app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
+            python_name=runtime.python_name, runtime_layer=runtime_layer,
+            installer=PipInstaller(), config_vars=build.config_vars, cache=build.cache,
+            reporter=reporter,
+        )
+
+    with timer.stage("collectstatic"):
+        run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
+                          python, build.config_vars, reporter)
+
+    with timer.stage("post_compile"):
+        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter)
+
+    with timer.stage("profile_d"):
+        write_profile(build_dir)
+
+    runtime_info = {
+        "implementation": "cpython",
+        "requested": request.requested,
+        "resolved": runtime.version,
+        "source_file": request.source_file,
+        "source": runtime.source_name,
+        "platform": build.platform.key,
+        **runtime.metadata,
+    }
+    return _PythonBuild(info, request, runtime_info, deps)
+
+
+def _python_export(scratch: Path, build_dir: Path) -> Path:
+    """An ``export`` file putting the slug's Python first on PATH for later buildpacks."""
+    export = scratch / "python-export"
+    home = build_dir / ".heroku" / "python"
+    export.write_text(
+        f'export PATH="{home}/bin:$PATH"\n'
+        f'export LD_LIBRARY_PATH="{home}/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n'
+    )
+    return export
+
+
+def _process_types(build: _Build, python_build: _PythonBuild | None,
+                   declared: list[ReleaseInfo]):
+    """Buildpack defaults, then the Python app's inferred web process, then the Procfile."""
+    procfile_present = (build.build_dir / "Procfile").is_file()
+    inferred = None
+    if python_build is not None:
+        python_types, inferred = discover_process_types(
+            build.build_dir, python_build.info,
+            (p.name for p in python_build.deps.packages), build.reporter)
+    else:
+        build.reporter.step("Discovering process types")
+        python_types = read_procfile(build.build_dir)
+    merged = merge(declared)
+    if inferred is not None and not procfile_present:
+        merged.default_process_types.update(python_types)
+        process_types = dict(merged.default_process_types)
+    else:
+        process_types = {**merged.default_process_types, **python_types}
+    if declared and merged.default_process_types:
+        build.reporter.detail("Buildpacks declare types -> "
+                              + ", ".join(sorted(merged.default_process_types)))
+    return process_types, inferred, merged
+
+
+def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:
+    if python_build is None:
+        return None
+    deps, info = python_build.deps, python_build.info
+    return {
+        "name": info.package_manager,
+        "lock_file": info.lock_file,
+        "lock_checksum": deps.lock_checksum,
+        "files": list(deps.files),
+        "installer": PipInstaller.name,
+        "installer_version": PipInstaller().version(),
+    }
+
+
+def _package_list(python_build: _PythonBuild | None) -> list[dict[str, str]]:
+    return [p.as_dict() for p in python_build.deps.packages] if python_build else []
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,

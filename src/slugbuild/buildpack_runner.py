@@ -39,9 +39,10 @@ _GIT_URL = re.compile(r"^(https?://|git://|ssh://|git@|file://)")
 
 @dataclass(frozen=True)
 class BuildpackRef:
-    """One buildpack as the user named it."""
+    """One buildpack as the user named it; a relative path is relative to ``base``."""
 
     spec: str
+    base: Path = Path(".")
 
     @property
     def native(self) -> bool:
@@ -67,20 +68,29 @@ class ReleaseInfo:
     addons: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BuildpackOutcome:
+    """One buildpack's run: the name its detect printed and what its release declared."""
+
+    name: str
+    release: ReleaseInfo
+
+
 def buildpacks_for(app_dir: Path, given: list[str] | None) -> list[BuildpackRef]:
-    """``--buildpack`` values, else the app's ``.buildpacks`` lines, else none."""
+    """``--buildpack`` values (paths relative to the working directory), else the
+    app's ``.buildpacks`` lines (paths relative to the app), else none."""
     if given:
-        return [BuildpackRef(spec) for spec in given]
+        return [BuildpackRef(spec, Path.cwd()) for spec in given]
     listing = app_dir / ".buildpacks"
     if not listing.is_file():
         return []
     # One buildpack a line; `#` starts a comment only at the start of a line,
     # since `URL#ref` uses it too.
     lines = (line.strip() for line in listing.read_text(errors="replace").splitlines())
-    return [BuildpackRef(line) for line in lines if line and not line.startswith("#")]
+    return [BuildpackRef(line, app_dir) for line in lines if line and not line.startswith("#")]
 
 
-def fetch(ref: BuildpackRef, scratch: Path, base_dir: Path) -> Path:
+def fetch(ref: BuildpackRef, scratch: Path) -> Path:
     """A private copy of the buildpack in ``scratch`` (git URLs are cloned there).
 
     Buildpacks write an ``export`` file into their own directory, so a local one
@@ -99,7 +109,7 @@ def fetch(ref: BuildpackRef, scratch: Path, base_dir: Path) -> Path:
                 spec=ref.spec, reason=result.stderr.strip()[-400:] or "git clone failed")
         directory = target
     else:
-        source = (base_dir / ref.spec).resolve()
+        source = (ref.base / ref.spec).resolve()
         if not (source / "bin" / "compile").is_file():
             raise errors.BUILDPACK_INVALID.error(spec=ref.spec, path=source)
         directory = scratch / ref.cache_name
@@ -120,7 +130,7 @@ def run_buildpack(
     stack: str,
     exports: list[Path],
     reporter: Reporter,
-) -> ReleaseInfo:
+) -> BuildpackOutcome:
     """detect, compile and release one buildpack on ``build_dir``."""
     env = clean_env({**exported_config(config_vars), "STACK": stack})
     name = _detect(ref, directory, build_dir, env, exports)
@@ -135,7 +145,8 @@ def run_buildpack(
     export = directory / "export"
     if export.is_file():
         exports.append(export)
-    return _release(ref, directory, build_dir, env, exports)
+    return BuildpackOutcome(name or ref.spec,
+                            _release(ref, directory, build_dir, env, exports))
 
 
 def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:

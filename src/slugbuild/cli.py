@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="directory of config vars, one file per var (Heroku ENV_DIR)")
     compile_.add_argument("--layout", choices=sorted(LAYOUTS), default="herokuish",
                           help="herokuish: paths under ./ ; heroku: paths under ./app/")
+    compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
+                          help="run this Heroku-API buildpack (repeatable, in order; `python` "
+                               "is the built-in one); default: the app's .buildpacks file")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
     _add_runtime_options(compile_)
@@ -112,7 +115,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
-            runtime_options=_runtime_options(args),
+            runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
         )
         if args.json:
             print(json.dumps(result.as_dict(), indent=2))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .build import metadata_path_for
+from .buildpack_runner import parse_release_yaml
 from .procfile import parse_procfile
 from .slugfile import SlugArchive
 
@@ -71,21 +72,14 @@ def _matching_metadata(slug: Path, sha256: str) -> dict[str, Any] | None:
 
 
 def _process_types(contents: dict[str, bytes]) -> dict[str, str]:
+    """As ``slugbuild run`` sees them: .release types, the Procfile's winning."""
+    types: dict[str, str] = {}
+    if ".release" in contents:
+        types = parse_release_yaml(contents[".release"].decode("utf-8", "replace"),
+                                   ".release").default_process_types
     if "Procfile" in contents:
-        return parse_procfile(contents["Procfile"].decode("utf-8", "replace"))
-    found: dict[str, str] = {}
-    in_types = False
-    for line in contents.get(".release", b"").decode("utf-8", "replace").splitlines():
-        if line.startswith("default_process_types:"):
-            in_types = True
-            continue
-        match = re.match(r"^\s+([A-Za-z0-9_-]+):\s*(.*)$", line)
-        if in_types and match:
-            value = match.group(2)
-            found[match.group(1)] = json.loads(value) if value.startswith('"') else value
-        elif not line.startswith(" "):
-            in_types = False
-    return found
+        types.update(parse_procfile(contents["Procfile"].decode("utf-8", "replace")))
+    return types
 
 
 def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:

@@ -20,9 +20,15 @@ SLUG_JSON_FORMAT = 1
 RELEASE_COPY = ".heroku/slugbuild/release.yml"
 
 
-def release_yaml(process_types: dict[str, str]) -> str:
+def release_yaml(process_types: dict[str, str],
+                 config_vars: dict[str, str] | None = None) -> str:
     """``bin/release`` style YAML, as herokuish writes to ``.release``."""
-    lines = ["---", "addons: []", "config_vars: {}"]
+    lines = ["---", "addons: []"]
+    if config_vars:
+        lines.append("config_vars:")
+        lines += [f"  {name}: {json.dumps(value)}" for name, value in config_vars.items()]
+    else:
+        lines.append("config_vars: {}")
     if process_types:
         lines.append("default_process_types:")
         lines += [f"  {name}: {json.dumps(cmd)}" for name, cmd in process_types.items()]
@@ -34,8 +40,8 @@ def release_yaml(process_types: dict[str, str]) -> str:
 def slug_metadata(
     *,
     process_types: dict[str, str],
-    runtime: dict[str, Any],
-    package_manager: dict[str, Any],
+    runtime: dict[str, Any] | None,
+    package_manager: dict[str, Any] | None,
     packages: list[dict[str, str]],
     platform: dict[str, str],
     checksum: str,
@@ -43,12 +49,21 @@ def slug_metadata(
     layout: str,
     framework: list[str],
     inference: dict[str, Any] | None = None,
+    buildpacks: list[dict[str, str]] | None = None,
+    config_vars: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """slug.json. ``buildpacks`` lists the buildpacks run (none: the built-in Python
+    stages alone); ``config_vars`` are defaults their bin/release declared, not
+    the build's config vars, which never appear here."""
     release = process_types.get("release")
+    buildpacks = buildpacks or []
     return {
         "format": SLUG_JSON_FORMAT,
         "slugbuild_version": __version__,
-        "buildpack_provided_description": BUILDPACK_DESCRIPTION,
+        "buildpack_provided_description": (buildpacks[-1]["description"] if buildpacks
+                                           else BUILDPACK_DESCRIPTION),
+        "buildpacks": buildpacks,
+        "release_config_vars": config_vars or {},
         "process_types": process_types,
         "inferred": inference is not None,
         "inference": inference,
@@ -65,9 +80,10 @@ def slug_metadata(
     }
 
 
-def write_release_files(build_dir: Path, process_types: dict[str, str]) -> None:
+def write_release_files(build_dir: Path, process_types: dict[str, str],
+                        config_vars: dict[str, str] | None = None) -> None:
     """``.release`` and its copy at RELEASE_COPY, inside the slug."""
-    text = release_yaml(process_types)
+    text = release_yaml(process_types, config_vars)
     (build_dir / ".release").write_text(text)
     copy = build_dir / RELEASE_COPY
     copy.parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,7 @@ sent to slugbuild are forwarded to it and its exit code is returned.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
+from .buildpack_runner import ReleaseInfo, parse_release_yaml
 from .procfile import parse_procfile
 from .slugfile import SlugArchive
 
@@ -38,28 +37,26 @@ def app_root(directory: Path) -> Path:
     return directory
 
 
-def process_types(root: Path) -> dict[str, str]:
-    """Process types of an unpacked slug: its Procfile, else its .release."""
+def read_release(root: Path) -> ReleaseInfo:
+    """Process types and config var defaults of an unpacked slug.
+
+    The Procfile wins over the types in ``.release`` (which also holds inferred
+    and buildpack-declared ones); ``.release`` config vars are defaults.
+    """
+    declared = ReleaseInfo()
+    release = root / ".release"
+    if release.is_file():
+        declared = parse_release_yaml(release.read_text(errors="replace"), ".release")
     procfile = root / "Procfile"
     if procfile.is_file():
-        return parse_procfile(procfile.read_text(errors="replace"))
-    release = root / ".release"
-    found: dict[str, str] = {}
-    if release.is_file():
-        in_types = False
-        for line in release.read_text(errors="replace").splitlines():
-            if line.startswith("default_process_types:"):
-                in_types = True
-                continue
-            match = re.match(r"^\s+([A-Za-z0-9_-]+):\s*(.*)$", line)
-            if in_types and match:
-                value = match.group(2)
-                if value.startswith('"'):
-                    value = json.loads(value)
-                found[match.group(1)] = value
-            elif not line.startswith(" "):
-                in_types = False
-    return found
+        declared.default_process_types.update(
+            parse_procfile(procfile.read_text(errors="replace")))
+    return declared
+
+
+def process_types(root: Path) -> dict[str, str]:
+    """Process types of an unpacked slug (see read_release)."""
+    return read_release(root).default_process_types
 
 
 def run_slug(
@@ -87,12 +84,14 @@ def run_slug(
         raise errors.SLUG_NOT_FOUND.error(path=slug)
     try:
         root = app_root(directory.absolute())
-        types = process_types(root)
+        declared = read_release(root)
+        types = declared.default_process_types
         if process not in types:
             raise errors.PROCESS_TYPE_UNKNOWN.error(
                 process=process, available=", ".join(sorted(types)) or "none"
             )
-        return _run_process(root, process, types[process], port, host, env or {})
+        config = {**declared.config_vars, **(env or {})}
+        return _run_process(root, process, types[process], port, host, config)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
