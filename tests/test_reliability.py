@@ -113,3 +113,25 @@ def test_binary_junk_in_version_files(tmp_path, cache_dir):
     assert result.returncode == 1
     assert "Python version from .python-version" in result.stderr  # not valid UTF-8
     assert len(result.stderr) < 4000
+
+
+@pytest.mark.slow
+def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path):
+    app = make_app(tmp_path / "app", {
+        **SMALL_APP, "requirements.txt": "six==1.17.0\n",
+        # A hook that appends to a runtime file through its hard link into the cache.
+        "bin/post_compile": "#!/usr/bin/env bash\n"
+                            "echo '# touched' >> .heroku/python/lib/python3.12/os.py\n",
+    })
+    (app / "bin" / "post_compile").chmod(0o755)
+    cache = tmp_path / "cache"
+    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
+    assert first.returncode == 0, first.stderr
+    assert "was discarded" in first.stderr
+    assert list((cache / "runtimes").iterdir()) == []  # never trusted again
+    (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
+    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
+    assert second.returncode == 0, second.stderr
+    assert "Installing Python" in second.stderr and "discarded" not in second.stderr
+    runtime_os = next((cache / "runtimes").iterdir()) / "tree/lib/python3.12/os.py"
+    assert "# touched" not in runtime_os.read_text()

@@ -30,7 +30,7 @@ from .buildpack_runner import (
     run_buildpack,
     write_env_dir,
 )
-from .cache import Cache, default_cache_dir, process_alive
+from .cache import Cache, Layer, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
 from .dependencies import DependencyLayer, PipInstaller, has_package, install_dependencies
 from .detect import AppInfo, detect, require_package_manager
@@ -179,6 +179,7 @@ class _Build:
     config_vars: dict[str, str]
     reporter: Reporter
     timer: _Timer
+    restored: list[Layer] = field(default_factory=list)  # hard-linked into build_dir
 
 
 def compile_app(
@@ -270,6 +271,11 @@ def compile_app(
                 declared.append(outcome.release)
                 descriptions.append({"buildpack": ref.spec, "description": outcome.name})
         _remove_stray_bytecode(build.build_dir)
+        for layer in build.restored:
+            if not build.cache.verify(layer):
+                reporter.warn(f"A build step changed a file of the cached layer "
+                              f"{layer.path.name} in place; that layer was discarded and "
+                              f"will be rebuilt next time.")
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
@@ -331,7 +337,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                       f"{runtime.version}" + (" from cache" if from_cache else
                                               f" (from {runtime.short_origin})"))
-        shutil.copytree(runtime_layer.tree, python_home, symlinks=True)
+        build.cache.restore(runtime_layer, python_home)
+        build.restored.append(runtime_layer)
     python = python_home / "bin" / runtime.python_name
 
     with timer.stage("pre_compile"):

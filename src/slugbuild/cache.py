@@ -12,6 +12,12 @@ Layout (see docs/cache.md)::
 A layer is built under tmp/ and renamed into place only after its manifest is
 written, so a build killed half way never leaves a layer a later build would
 trust. Builds of the same layer are serialised by a lock file.
+
+Restoring a layer hard-links its files into the build directory (a copy
+where links are impossible). ``files.json`` records each file's size and
+mtime when the layer was published; ``verify`` compares them after the build
+steps ran, and a layer whose file was changed in place (through the link) is
+discarded, so a later build never trusts it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 from . import errors
 
 MANIFEST = "manifest.json"
+FILE_INDEX = "files.json"
 TREE = "tree"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
@@ -112,6 +119,7 @@ class Cache:
         tree.mkdir()
         try:
             yield tree
+            _write_json(scratch / FILE_INDEX, _file_index(tree))
             manifest = {"format": FORMAT, "kind": kind, "name": name, "key": key,
                         "inputs": inputs}
             _write_json(scratch / MANIFEST, manifest)
@@ -128,6 +136,38 @@ class Cache:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+    def restore(self, layer: Layer, target: Path) -> None:
+        """Put the layer's files at ``target`` (merged into what is there), as hard links."""
+        linkable = (layer.path / FILE_INDEX).is_file()
+
+        def place(source: str, destination: str) -> None:
+            if linkable:
+                try:
+                    os.link(source, destination)
+                    return
+                except OSError:
+                    pass  # another filesystem, or links not allowed: copy instead
+            shutil.copy2(source, destination)
+
+        shutil.copytree(layer.tree, target, symlinks=True, dirs_exist_ok=True,
+                        copy_function=place)
+
+    def verify(self, layer: Layer) -> bool:
+        """True if no file of the layer changed since it was published; else discard it."""
+        try:
+            recorded = json.loads((layer.path / FILE_INDEX).read_text())
+        except (OSError, ValueError):
+            return True  # an older layer: restored by copying, nothing to check
+        if _file_index(layer.tree) == recorded:
+            return True
+        doomed = self.scratch_dir(f"tampered-{layer.path.name}")
+        try:
+            os.rename(layer.path, doomed / "layer")
+        except OSError:
+            pass
+        shutil.rmtree(doomed, ignore_errors=True)
+        return False
 
     def scratch_dir(self, label: str) -> Path:
         """A fresh directory under tmp/, marked with this process's id."""
@@ -153,6 +193,18 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _file_index(tree: Path) -> dict[str, list[int]]:
+    """Size and mtime (ns) of every regular file below ``tree``."""
+    index = {}
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not os.path.islink(path):
+                index[os.path.relpath(path, tree)] = [st.st_size, st.st_mtime_ns]
+    return index
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -158,11 +158,22 @@ def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:
             body = lines[1:]
         else:
             continue
-        path.write_text(
-            _TRAMPOLINE.format(python=python_name) + "\n".join(body), errors="surrogateescape"
-        )
+        write_replacing(path, (_TRAMPOLINE.format(python=python_name) + "\n".join(body))
+                        .encode("utf-8", "surrogateescape"))
         rewritten.append(path)
     return rewritten
+
+
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file renamed over ``path`` (same mode).
+
+    Never writes through the old inode: files restored from the cache are hard
+    links to the cached layer, which an in-place write would change.
+    """
+    temporary = path.with_name(f".{path.name}.slugbuild-tmp")
+    temporary.write_bytes(data)
+    os.chmod(temporary, path.stat().st_mode & 0o7777)
+    os.replace(temporary, path)
 
 
 def refresh_records(site_packages: Path, changed: list[Path]) -> None:
@@ -186,7 +197,7 @@ def refresh_records(site_packages: Path, changed: list[Path]) -> None:
                 lines[index] = f"{rel},sha256={digest.decode()},{len(data)}"
                 updated = True
         if updated:
-            record.write_text("\n".join(lines) + "\n")
+            write_replacing(record, ("\n".join(lines) + "\n").encode())
 
 
 def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict) -> None:
