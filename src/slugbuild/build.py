@@ -22,7 +22,12 @@ from typing import Any, Union
 from . import errors, platform_info, release, relocate
 from .cache import Cache, default_cache_dir
 from .collectstatic import run_collectstatic
-from .dependencies import PipInstaller, has_package, install_dependencies
+from .dependencies import (
+    constraints_from_slug_json,
+    has_package,
+    install_dependencies,
+    installer_for,
+)
 from .detect import detect, require_package_manager
 from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
@@ -125,12 +130,14 @@ def compile_app(
     layout: str = "herokuish",
     source_date_epoch: int | None = None,
     reporter: Reporter | None = None,
+    constraints_from: PathLike | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
     ``output`` defaults to ``slug.tgz`` in the current directory; slug.json is
     written beside it. Config vars (``env``, ``env_dir``) reach the build steps
-    but never the slug or its metadata.
+    but never the slug or its metadata. ``constraints_from`` (an earlier
+    slug.json) pins every package to the version that build installed.
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -145,6 +152,8 @@ def compile_app(
             path=slug_path, reason="its directory does not exist"
         )
     config_vars = load_config_vars(env, env_dir)
+    constraints = (constraints_from_slug_json(Path(constraints_from))
+                   if constraints_from is not None else None)
 
     with timer.stage("detect"):
         info = detect(app_dir)
@@ -181,8 +190,8 @@ def compile_app(
             deps = install_dependencies(
                 app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
                 python_name=runtime.python_name, runtime_layer=runtime_layer,
-                installer=PipInstaller(), config_vars=config_vars, cache=cache,
-                reporter=reporter,
+                installer=installer_for(info.package_manager), config_vars=config_vars,
+                cache=cache, reporter=reporter, source_dir=app_dir, constraints=constraints,
             )
 
         with timer.stage("collectstatic"):
@@ -227,8 +236,8 @@ def compile_app(
                         "lock_file": info.lock_file,
                         "lock_checksum": deps.lock_checksum,
                         "files": list(deps.files),
-                        "installer": PipInstaller.name,
-                        "installer_version": PipInstaller().version(),
+                        "installer": deps.installer,
+                        "installer_version": deps.installer_version,
                     },
                     packages=package_list,
                     platform=platform.as_dict(),

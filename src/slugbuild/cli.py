@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="herokuish: paths under ./ ; heroku: paths under ./app/")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    compile_.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
+                          help="install the package versions an earlier build recorded in "
+                               "its slug.json")
 
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
@@ -47,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--unpack-to", type=Path,
                      help="unpack a tarball here and keep it (default: a temporary directory)")
+
+    lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
+                                       "into requirements.txt (pip-tools)")
+    lock.add_argument("app_dir", type=Path)
+    lock.add_argument("--upgrade", action="store_true",
+                      help="move every pin to the newest allowed version")
+    lock.add_argument("--generate-hashes", action="store_true",
+                      help="add --hash lines (installs then run with --require-hashes)")
+    lock.add_argument("--cache-dir", type=Path, help="cache directory (as for compile)")
+    lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                      help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -72,6 +86,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
+            constraints_from=args.constraints_from,
         )
         if args.json:
             print(json.dumps(result.as_dict(), indent=2))
@@ -81,6 +96,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_slug(args.slug, args.process, port=args.port, host=args.host,
                         env=parse_env_assignments(args.env), unpack_to=args.unpack_to)
+    if args.command == "lock":
+        from .lock import lock_app
+
+        lock_app(args.app_dir, upgrade=args.upgrade, generate_hashes=args.generate_hashes,
+                 config_vars=parse_env_assignments(args.env), cache_dir=args.cache_dir,
+                 reporter=Reporter(sys.stderr))
+        return 0
     if args.command == "detect":
         info = detect(args.app_dir)
         if args.json:

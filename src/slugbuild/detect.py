@@ -57,20 +57,68 @@ def detect(app_dir: Path) -> AppInfo:
         raise errors.NOT_A_PYTHON_APP.error(
             app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS)
         )
-    package_manager = lock_file = None
-    if (app_dir / "requirements.txt").is_file():
-        package_manager, lock_file = "pip", "requirements.txt"
+    reject_committed_virtualenv(app_dir)
+    package_manager, lock_file = choose_package_manager(app_dir)
     manage_py = find_manage_py(app_dir)
     frameworks = _frameworks(app_dir, manage_py)
     return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks)
 
 
 def require_package_manager(info: AppInfo) -> None:
-    """Compiling needs a package manager file; detection alone does not."""
-    if info.package_manager is None:
-        raise errors.NO_PACKAGE_MANAGER.error(
-            app_dir=info.app_dir, markers=", ".join(info.markers)
+    """Compiling needs a package manager file; detection alone does not.
+
+    Files that show what the app wanted (a Pipfile without its lock, a lone
+    setup.py, requirements.in) get advice of their own.
+    """
+    if info.package_manager is not None:
+        return
+    app_dir = info.app_dir
+    if (app_dir / "Pipfile").is_file():
+        raise errors.PIPFILE_WITHOUT_LOCK.error(app_dir=app_dir)
+    if (app_dir / "requirements.in").is_file():
+        raise errors.REQUIREMENTS_NOT_COMPILED.error(app_dir=app_dir)
+    for name in ("setup.py", "setup.cfg", "pyproject.toml"):
+        if (app_dir / name).is_file():
+            raise errors.PROJECT_WITHOUT_LOCK.error(app_dir=app_dir, found=name)
+    raise errors.NO_PACKAGE_MANAGER.error(app_dir=app_dir, markers=", ".join(info.markers))
+
+
+# Package manager -> the file that selects it (what Heroku's buildpack looks for).
+PACKAGE_MANAGER_FILES = {
+    "pip": "requirements.txt",
+    "pipenv": "Pipfile.lock",
+    "poetry": "poetry.lock",
+    "uv": "uv.lock",
+}
+
+# Directories that hold a committed virtual environment when pyvenv.cfg is in them.
+VIRTUALENV_DIRS = (".venv", "venv")
+
+
+def choose_package_manager(app_dir: Path) -> tuple[str | None, str | None]:
+    """The one package manager whose file the app has, or (None, None).
+
+    Like Heroku, several is an error rather than a silent precedence: the
+    files usually disagree and the one left behind would be a trap.
+    """
+    found = {manager: name for manager, name in PACKAGE_MANAGER_FILES.items()
+             if (app_dir / name).is_file()}
+    if len(found) > 1:
+        raise errors.MULTIPLE_PACKAGE_MANAGERS.error(
+            app_dir=app_dir, files=", ".join(found.values()),
+            managers=", ".join(found),
         )
+    if not found:
+        return None, None
+    (manager, lock_file), = found.items()
+    return manager, lock_file
+
+
+def reject_committed_virtualenv(app_dir: Path) -> None:
+    """A virtualenv inside the app holds host paths and binaries; never ship one."""
+    for name in VIRTUALENV_DIRS:
+        if (app_dir / name / "pyvenv.cfg").is_file():
+            raise errors.COMMITTED_VIRTUALENV.error(app_dir=app_dir, directory=name)
 
 
 def find_manage_py(app_dir: Path) -> str | None:

@@ -1,0 +1,177 @@
+"""pip with requirements.txt: Heroku's default, installed with pip's own semantics.
+
+pip runs from slugbuild's own environment with ``--python <slug python>``, so
+the slug never needs pip inside it. Machine configuration is shut out:
+PIP_CONFIG_FILE is os.devnull (no pip.conf is read), every PIP_* host
+variable is dropped, and the index is given explicitly. Build config vars
+(PIP_EXTRA_INDEX_URL, ...) do reach pip, as on Heroku.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from .. import errors
+from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from . import InstallJob
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+_INCLUDE = re.compile(
+    r"^\s*(?:(?P<short>-[rc])\s*|(?P<long>--requirement|--constraint)(?:\s*=\s*|\s+))"
+    r"(?P<path>[^\s#]+)"
+)
+_EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)\S")
+_OPTION = re.compile(r"^\s*-")
+_PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*===?\s*[^\s,;]+\s*(?:;.*)?$")
+
+
+class PipInstaller:
+    """``pip install -r requirements.txt`` into the slug's runtime."""
+
+    name = "pip"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("pip")
+
+    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
+        files = requirements_files(app_dir, lock_file)
+        reject_editables(app_dir, files)
+        return files
+
+    def command(self, job: InstallJob) -> list[str]:
+        index = job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
+        argv = [
+            sys.executable, "-m", "pip", "--python", str(job.python), "install",
+            "--no-input", "--disable-pip-version-check", "--no-compile",
+            "--no-warn-script-location", "--progress-bar", "off", "--root-user-action", "ignore",
+            "--cache-dir", str(job.cache.pip_cache),
+            "--index-url", index,
+        ]
+        for extra in (job.config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
+            argv += ["--extra-index-url", extra]
+        cert = trusted_ca_bundle()
+        if cert:
+            argv += ["--cert", cert]
+        argv += ["-r", job.lock_file]
+        if job.constraints is not None:
+            argv += ["-c", str(job.constraints)]
+        return argv
+
+    def install(self, job: InstallJob) -> None:
+        unpinned = unpinned_requirements(job.app_dir, job.lock_file)
+        if unpinned:
+            shown = ", ".join(unpinned[:5]) + (" …" if len(unpinned) > 5 else "")
+            job.reporter.warn(
+                f"{len(unpinned)} requirement(s) are not pinned to one version ({shown}); "
+                f"the next build may install other versions. Pin them with "
+                f"`slugbuild lock`, or rebuild this package set with --constraints-from "
+                f"and this build's slug.json."
+            )
+        # Build config vars reach pip (as on Heroku); the machine's pip config never does.
+        env = clean_env({**exported_config(job.config_vars), "PIP_CONFIG_FILE": os.devnull})
+        try:
+            run_tool(self.command(job), job.reporter, env, cwd=job.app_dir)
+        except ToolFailed as failed:
+            shown_cmd = ["pip", "install", "-r", job.lock_file]
+            raise errors.DEPENDENCY_INSTALL_FAILED.error(
+                command=shlex.join(shown_cmd),
+                exit_code=failed.exit_code,
+                lock_file=job.lock_file,
+                index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+                output=failed.tail,
+            ) from failed
+
+
+def trusted_ca_bundle() -> str | None:
+    """The CA bundle installers should trust: SSL_CERT_FILE, else the system's."""
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        explicit = os.environ.get(variable)
+        if explicit and os.path.isfile(explicit):
+            return explicit
+    import ssl
+
+    default = ssl.get_default_verify_paths().cafile
+    system_bundles = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+    for candidate in (default, *system_bundles):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def redact(url: str) -> str:
+    return re.sub(r"//[^/@]+@", "//***@", url)
+
+
+def requirements_files(app_dir: Path, lock_file: str) -> list[str]:
+    """``lock_file`` and every file it reaches through -r/-c, relative to the app."""
+    app_root = app_dir.resolve()
+    seen: list[str] = []
+    pending = [(lock_file, None, 0)]
+    while pending:
+        rel, referrer, line_no = pending.pop(0)
+        path = (app_root / rel).resolve()
+        if not path.is_relative_to(app_root):
+            raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=referrer, line=line_no, target=rel)
+        if not path.is_file():
+            raise errors.REQUIREMENTS_FILE_MISSING.error(
+                referrer=referrer or "the build", line=line_no, target=rel
+            )
+        rel = path.relative_to(app_root).as_posix()
+        if rel in seen:
+            continue
+        seen.append(rel)
+        for number, line in _logical_lines(path):
+            match = _INCLUDE.match(line)
+            if match and "://" not in match.group("path"):
+                target = (path.parent / match.group("path")).resolve()
+                target_rel = os.path.relpath(target, app_root)
+                pending.append((target_rel, rel, number))
+    return seen
+
+
+def _logical_lines(path: Path) -> list[tuple[int, str]]:
+    """Lines of a requirements file with continuations joined and comments dropped."""
+    result: list[tuple[int, str]] = []
+    buffer, start = "", 0
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not buffer:
+            start = number
+        line = re.sub(r"(^|\s)#.*$", "", raw)
+        if line.endswith("\\"):
+            buffer += line[:-1] + " "
+            continue
+        buffer += line
+        if buffer.strip():
+            result.append((start, buffer.strip()))
+        buffer = ""
+    if buffer.strip():
+        result.append((start, buffer.strip()))
+    return result
+
+
+def reject_editables(app_dir: Path, files: list[str]) -> None:
+    """``-e`` installs point into the build directory: refuse them with advice."""
+    for rel in files:
+        for number, line in _logical_lines(app_dir / rel):
+            if _EDITABLE.match(line):
+                raise errors.EDITABLE_REQUIREMENT.error(file=rel, line=number, text=line)
+
+
+def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
+    """Requirement lines (in the file and its -r includes) not pinned with ``==``."""
+    found = []
+    for rel in requirements_files(app_dir, lock_file):
+        for _number, line in _logical_lines(app_dir / rel):
+            if _OPTION.match(line):
+                continue
+            requirement = re.split(r"\s+--hash", line)[0].strip()
+            if not _PINNED.match(requirement):
+                found.append(requirement)
+    return found
