@@ -198,7 +198,7 @@ def install_dependencies(
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
     every package to the version that build installed.
     """
-    files = installer.key_files(app_dir, lock_file)
+    files = installer.key_files(app_dir, lock_file, config_vars)
     key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars, constraints)
     name = key[:24]
     lock_checksum = "SHA256:" + _sha256_file(app_dir / lock_file)

@@ -40,8 +40,11 @@ class Installer(Protocol):
         """Versions of every tool the install runs (part of the layer key)."""
         ...
 
-    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
-        """Every app file whose content determines what is installed."""
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
+        """Every app file whose content determines what is installed.
+
+        Called before ``version()``: an installer may pick its tool here.
+        """
         ...
 
     def install(self, job: InstallJob) -> None: ...

@@ -30,19 +30,48 @@ _OPTION = re.compile(r"^\s*-")
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*===?\s*[^\s,;]+\s*(?:;.*)?$")
 
 
+# Options a lock-like requirements file may use and still be installed by uv.
+_UV_SAFE_OPTIONS = re.compile(
+    r"^\s*(?:-r|-c|--requirement|--constraint|-i|--index-url|--extra-index-url|"
+    r"--require-hashes)(?:[\s=]|$)"
+)
+# Config var that forces one tool for requirements.txt (escape hatch: "pip" or "uv").
+INSTALLER_CONFIG_VAR = "SLUGBUILD_PIP_INSTALLER"
+
+
 class PipInstaller:
-    """``pip install -r requirements.txt`` into the slug's runtime."""
+    """``pip install -r requirements.txt`` into the slug's runtime.
+
+    When every requirement is pinned with ``==`` and the files use no option
+    beyond includes, hashes and index URLs, there is nothing left for the
+    resolver to decide, so uv installs them (pip's index semantics kept with
+    ``--index-strategy unsafe-best-match``): the same packages, several times
+    faster (benchmarks/installers.py). Anything else (ranges, URLs, VCS,
+    pip-only options) is pip's job. ``key_files`` makes the choice, before
+    ``version()`` is asked for the layer key; SLUGBUILD_PIP_INSTALLER=pip|uv
+    overrides it.
+    """
 
     name = "pip"
+
+    def __init__(self) -> None:
+        self.tool = "pip"
 
     def version(self) -> str:
         from importlib.metadata import version
 
+        if self.tool == "uv":
+            return f"uv=={version('uv')} (every requirement pinned)"
         return version("pip")
 
-    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         files = requirements_files(app_dir, lock_file)
         reject_editables(app_dir, files)
+        forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
+        if forced in ("pip", "uv"):
+            self.tool = forced
+        else:
+            self.tool = "uv" if _lock_like(app_dir, files) else "pip"
         return files
 
     def command(self, job: InstallJob) -> list[str]:
@@ -74,6 +103,11 @@ class PipInstaller:
                 f"`slugbuild lock`, or rebuild this package set with --constraints-from "
                 f"and this build's slug.json."
             )
+        if self.tool == "uv":
+            from .uv import install_requirements
+
+            install_requirements(job)
+            return
         # Build config vars reach pip (as on Heroku); the machine's pip config never does.
         env = clean_env({**exported_config(job.config_vars), "PIP_CONFIG_FILE": os.devnull})
         try:
@@ -175,3 +209,17 @@ def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
             if not _PINNED.match(requirement):
                 found.append(requirement)
     return found
+
+
+def _lock_like(app_dir: Path, files: list[str]) -> bool:
+    """Every requirement pinned with ==, and no option uv might read differently."""
+    for rel in files:
+        for _number, line in _logical_lines(app_dir / rel):
+            if _OPTION.match(line):
+                if not _UV_SAFE_OPTIONS.match(line):
+                    return False
+                continue
+            requirement = re.split(r"\s+--hash", line)[0].strip()
+            if not _PINNED.match(requirement):
+                return False
+    return True

@@ -25,7 +25,7 @@ class PipenvInstaller:
     def version(self) -> str:
         return f"{tool_version('pipenv')} + uv=={uv_version()}"
 
-    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         return ["Pipfile.lock", *(["Pipfile"] if (app_dir / "Pipfile").is_file() else [])]
 
     def install(self, job: InstallJob) -> None:

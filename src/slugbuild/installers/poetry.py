@@ -26,7 +26,7 @@ class PoetryInstaller:
     def version(self) -> str:
         return f"{tool_version('poetry')} + uv=={uv_version()}"
 
-    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         return ["poetry.lock", "pyproject.toml"]
 
     def install(self, job: InstallJob) -> None:

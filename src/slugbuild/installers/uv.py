@@ -107,3 +107,31 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
             index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
             output=failed.tail,
         ) from failed
+
+
+def install_requirements(job: InstallJob) -> None:
+    """``-r requirements.txt`` with uv, resolving like pip (all indexes, best match)."""
+    from .pip import requirements_files
+
+    text = "\n".join((job.app_dir / rel).read_text(errors="replace")
+                     for rel in requirements_files(job.app_dir, job.lock_file))
+    argv = [
+        uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
+        *index_args(job.config_vars), "-r", job.lock_file,
+    ]
+    if "--index-strategy" not in argv:
+        argv += ["--index-strategy", "unsafe-best-match"]
+    if "--hash" in text or "--require-hashes" in text:
+        argv.append("--require-hashes")
+    if job.constraints is not None:
+        argv += ["-c", str(job.constraints)]
+    try:
+        run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
+    except ToolFailed as failed:
+        raise errors.DEPENDENCY_INSTALL_FAILED.error(
+            command=shlex.join(["uv", "pip", "install", "-r", job.lock_file]),
+            exit_code=failed.exit_code,
+            lock_file=job.lock_file,
+            index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+            output=failed.tail,
+        ) from failed

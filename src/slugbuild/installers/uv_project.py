@@ -23,7 +23,7 @@ class UvProjectInstaller:
     def version(self) -> str:
         return f"uv=={uv_version()}"
 
-    def key_files(self, app_dir: Path, lock_file: str) -> list[str]:
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         return ["uv.lock", "pyproject.toml"]
 
     def install(self, job: InstallJob) -> None:
