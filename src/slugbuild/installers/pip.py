@@ -113,14 +113,18 @@ class PipInstaller:
         try:
             run_tool(self.command(job), job.reporter, env, cwd=job.app_dir)
         except ToolFailed as failed:
-            shown_cmd = ["pip", "install", "-r", job.lock_file]
-            raise errors.DEPENDENCY_INSTALL_FAILED.error(
-                command=shlex.join(shown_cmd),
-                exit_code=failed.exit_code,
-                lock_file=job.lock_file,
-                index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-                output=failed.tail,
-            ) from failed
+            raise install_failed(job, ["pip", "install", "-r", job.lock_file], failed) from failed
+
+
+def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:
+    """The error for an installer that exited non-zero (index shown without credentials)."""
+    return errors.DEPENDENCY_INSTALL_FAILED.error(
+        command=shlex.join(shown),
+        exit_code=failed.exit_code,
+        lock_file=job.lock_file,
+        index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+        output=failed.tail,
+    )
 
 
 def trusted_ca_bundle() -> str | None:

@@ -10,13 +10,11 @@ into the cache (the build later rewrites scripts in place).
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
-from .. import errors
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob
-from .pip import DEFAULT_INDEX_URL, redact, trusted_ca_bundle
+from .pip import DEFAULT_INDEX_URL, install_failed, trusted_ca_bundle
 
 _INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
 
@@ -89,24 +87,13 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     """
     lock_indexes, body = split_index_lines(exported.read_text())
     exported.write_text(body)
-    argv = [
-        uv_binary(), "pip", "install", "--python", str(job.python),
-        "--link-mode", "copy", "--no-deps", "--require-hashes",
-        *index_args(job.config_vars, lock_indexes), "-r", str(exported),
-    ]
-    if job.constraints is not None:
-        argv += ["-c", str(job.constraints)]
-    try:
-        run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
-    except ToolFailed as failed:
-        raise errors.DEPENDENCY_INSTALL_FAILED.error(
-            command=shlex.join(["uv", "pip", "install", "--no-deps", "--require-hashes",
-                                "-r", f"<{manager} export of {job.lock_file}>"]),
-            exit_code=failed.exit_code,
-            lock_file=job.lock_file,
-            index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-            output=failed.tail,
-        ) from failed
+    _uv_pip_install(
+        job,
+        ["--no-deps", "--require-hashes", *index_args(job.config_vars, lock_indexes),
+         "-r", str(exported)],
+        shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
+               "-r", f"<{manager} export of {job.lock_file}>"],
+    )
 
 
 def install_requirements(job: InstallJob) -> None:
@@ -115,23 +102,22 @@ def install_requirements(job: InstallJob) -> None:
 
     text = "\n".join((job.app_dir / rel).read_text(errors="replace")
                      for rel in requirements_files(job.app_dir, job.lock_file))
-    argv = [
-        uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
-        *index_args(job.config_vars), "-r", job.lock_file,
-    ]
-    if "--index-strategy" not in argv:
-        argv += ["--index-strategy", "unsafe-best-match"]
+    options = index_args(job.config_vars)
+    if "--index-strategy" not in options:
+        options += ["--index-strategy", "unsafe-best-match"]
     if "--hash" in text or "--require-hashes" in text:
-        argv.append("--require-hashes")
+        options.append("--require-hashes")
+    _uv_pip_install(job, [*options, "-r", job.lock_file],
+                    shown=["uv", "pip", "install", "-r", job.lock_file])
+
+
+def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str]) -> None:
+    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix."""
+    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
+            *options]
     if job.constraints is not None:
         argv += ["-c", str(job.constraints)]
     try:
         run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
     except ToolFailed as failed:
-        raise errors.DEPENDENCY_INSTALL_FAILED.error(
-            command=shlex.join(["uv", "pip", "install", "-r", job.lock_file]),
-            exit_code=failed.exit_code,
-            lock_file=job.lock_file,
-            index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-            output=failed.tail,
-        ) from failed
+        raise install_failed(job, shown, failed) from failed
