@@ -61,7 +61,7 @@ class PipInstaller:
         from importlib.metadata import version
 
         if self.tool == "uv":
-            return f"uv=={version('uv')} (every requirement pinned)"
+            return f"uv=={version('uv')}, every requirement pinned"
         return version("pip")
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
