@@ -24,9 +24,10 @@ def test_each_lock_file_selects_its_manager(tmp_path, lock_file, manager):
     assert (info.package_manager, info.lock_file) == (manager, lock_file)
 
 
-def _code(app) -> str:
+def _code(app) -> errors.SlugbuildError:
+    info = detect(app)  # detection itself accepts the app, as Heroku's bin/detect does
     with pytest.raises(errors.SlugbuildError) as caught:
-        require_package_manager(detect(app))
+        require_package_manager(info)
     return caught.value
 
 

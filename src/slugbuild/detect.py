@@ -41,6 +41,8 @@ class AppInfo:
     lock_file: str | None
     manage_py: str | None = None
     frameworks: tuple[str, ...] = field(default=())
+    # Every package manager file found; more than one is an error when compiling.
+    manager_files: tuple[str, ...] = field(default=())
 
     @property
     def is_django(self) -> bool:
@@ -57,22 +59,36 @@ def detect(app_dir: Path) -> AppInfo:
         raise errors.NOT_A_PYTHON_APP.error(
             app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS)
         )
-    reject_committed_virtualenv(app_dir)
-    package_manager, lock_file = choose_package_manager(app_dir)
+    manager_files = package_manager_files(app_dir)
+    package_manager = lock_file = None
+    if len(manager_files) == 1:
+        (package_manager, lock_file), = manager_files.items()
     manage_py = find_manage_py(app_dir)
     frameworks = _frameworks(app_dir, manage_py)
-    return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks)
+    return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks,
+                   tuple(manager_files.values()))
 
 
 def require_package_manager(info: AppInfo) -> None:
     """Compiling needs a package manager file; detection alone does not.
 
-    Files that show what the app wanted (a Pipfile without its lock, a lone
-    setup.py, requirements.in) get advice of their own.
+    Like Heroku, these are compile errors, not detection failures (bin/detect
+    still says "Python"): several package manager files, a committed
+    virtualenv, and files that show what the app wanted (a Pipfile without
+    its lock, a lone setup.py, requirements.in), each with advice of its own.
+    Several files are an error rather than a silent precedence: they usually
+    disagree, and the one left behind would be a trap.
     """
+    app_dir = info.app_dir
+    if len(info.manager_files) > 1:
+        raise errors.MULTIPLE_PACKAGE_MANAGERS.error(
+            app_dir=app_dir, files=", ".join(info.manager_files),
+            managers=", ".join(m for m, f in PACKAGE_MANAGER_FILES.items()
+                               if f in info.manager_files),
+        )
+    reject_committed_virtualenv(app_dir)
     if info.package_manager is not None:
         return
-    app_dir = info.app_dir
     if (app_dir / "Pipfile").is_file():
         raise errors.PIPFILE_WITHOUT_LOCK.error(app_dir=app_dir)
     if (app_dir / "requirements.in").is_file():
@@ -95,23 +111,10 @@ PACKAGE_MANAGER_FILES = {
 VIRTUALENV_DIRS = (".venv", "venv")
 
 
-def choose_package_manager(app_dir: Path) -> tuple[str | None, str | None]:
-    """The one package manager whose file the app has, or (None, None).
-
-    Like Heroku, several is an error rather than a silent precedence: the
-    files usually disagree and the one left behind would be a trap.
-    """
-    found = {manager: name for manager, name in PACKAGE_MANAGER_FILES.items()
-             if (app_dir / name).is_file()}
-    if len(found) > 1:
-        raise errors.MULTIPLE_PACKAGE_MANAGERS.error(
-            app_dir=app_dir, files=", ".join(found.values()),
-            managers=", ".join(found),
-        )
-    if not found:
-        return None, None
-    (manager, lock_file), = found.items()
-    return manager, lock_file
+def package_manager_files(app_dir: Path) -> dict[str, str]:
+    """Package manager -> its file, for every package manager file the app has."""
+    return {manager: name for manager, name in PACKAGE_MANAGER_FILES.items()
+            if (app_dir / name).is_file()}
 
 
 def reject_committed_virtualenv(app_dir: Path) -> None:
