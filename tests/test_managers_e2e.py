@@ -55,19 +55,29 @@ def test_fixture_app_serves_from_its_slug(builds, name):
     assert response.json() == {"app": name, "ok": True}
 
 
-def test_changed_lock_rebuilds_and_says_why(tmp_path, cache_dir, builds):
-    app = copy_app(FIXTURE_APPS / "uv-bottle", tmp_path / "app")
+@pytest.mark.parametrize("name, lock_file", [("uv-bottle", "uv.lock"),
+                                             ("flask-pipenv", "Pipfile.lock")])
+def test_changed_lock_rebuilds_and_says_why(tmp_path, cache_dir, builds, name, lock_file):
+    app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
     first = _build(app, tmp_path / "one.tgz", cache_dir)
     assert "Restoring dependencies from cache" in "\n".join(first.log)
-    assert first.sha256 == builds["uv-bottle"].sha256
-    with open(app / "uv.lock", "a") as handle:
-        handle.write("\n")
+    assert first.sha256 == builds[name].sha256
+    with open(app / lock_file, "a") as handle:
+        handle.write("\n")  # still a valid lock, but other bytes
     second = _build(app, tmp_path / "two.tgz", cache_dir)
     log = "\n".join(second.log)
     assert "Discarding cache since:" in log
-    assert "- The contents of uv.lock changed" in log
-    assert "Installing requirements with uv" in log
+    assert f"- The contents of {lock_file} changed" in log
+    assert f"Installing requirements with {APPS[name][0]}" in log
+    assert "Installing pipenv==" not in log  # the tool itself stays cached
     assert second.packages == first.packages
+
+
+def test_lock_installs_give_the_same_bytes_elsewhere_with_another_cache(tmp_path, builds):
+    app = copy_app(FIXTURE_APPS / "uv-bottle", tmp_path / "some" / "other-dir")
+    again = _build(app, tmp_path / "again.tgz", tmp_path / "fresh-cache")
+    assert "Installing requirements with uv" in "\n".join(again.log)
+    assert again.sha256 == builds["uv-bottle"].sha256
 
 
 @pytest.mark.parametrize("name, edit, words", [
