@@ -11,7 +11,7 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli
+from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, slug_differences
 from .test_bad_inputs import assert_clean_failure
 
 pytestmark = pytest.mark.slow
@@ -75,9 +75,12 @@ def test_changed_lock_rebuilds_and_says_why(tmp_path, cache_dir, builds, name, l
 
 def test_lock_installs_give_the_same_bytes_elsewhere_with_another_cache(tmp_path, builds):
     app = copy_app(FIXTURE_APPS / "uv-bottle", tmp_path / "some" / "other-dir")
-    again = _build(app, tmp_path / "again.tgz", tmp_path / "fresh-cache")
+    # A cache path this long makes the installer write /bin/sh trampolines
+    # instead of shebangs (bottle ships a wheel `scripts` file, bin/bottle.py).
+    again = _build(app, tmp_path / "again.tgz", tmp_path / ("long-" * 20) / "fresh-cache")
     assert "Installing requirements with uv" in "\n".join(again.log)
-    assert again.sha256 == builds["uv-bottle"].sha256
+    assert again.sha256 == builds["uv-bottle"].sha256, slug_differences(
+        again.slug_path, builds["uv-bottle"].slug_path)
 
 
 @pytest.mark.parametrize("name, edit, words", [

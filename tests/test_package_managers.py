@@ -132,3 +132,19 @@ def test_constraints_from_a_slug_json(tmp_path):
         assert caught.value.code == "constraints-unusable"
     with pytest.raises(errors.SlugbuildError):
         constraints_from_slug_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("head", [
+    "#!/bin/sh\n'''exec' '/very/long/build/python3.12' \"$0\" \"$@\"\n' '''\n",  # pip
+    "#!/bin/sh\n# coding: utf-8\n'''exec' \"$(printf %b '\\0057')\" \"$0\" \"$@\"\n' '''\n",  # uv
+    "#!/very/long/build/bin/python3.12\n",
+])
+def test_installer_trampolines_become_relocatable(tmp_path, head):
+    from slugbuild.relocate import make_scripts_relocatable
+
+    script = tmp_path / "bottle.py"
+    script.write_text(head + "import sys\nprint(sys.argv)\n")
+    assert make_scripts_relocatable(tmp_path, "python3.12") == [script]
+    text = script.read_text()
+    assert "/very/long" not in text and "printf" not in text
+    assert text.endswith("' '''\nimport sys\nprint(sys.argv)\n")
