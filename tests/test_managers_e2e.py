@@ -131,3 +131,29 @@ def test_lock_pins_requirements_in_and_keeps_the_old_file_on_failure(tmp_path, c
     nothing = run_cli("lock", make_app(tmp_path / "empty", {"app.py": ""}),
                       "--cache-dir", cache_dir)
     assert nothing.returncode != 0 and "Error: Nothing to lock" in nothing.stderr
+
+
+def test_local_package_is_keyed_by_its_files_and_points_at_the_slug(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n",
+        "requirements.txt": "./libs/greeting\n",
+        "libs/greeting/pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=61"]\n'
+            'build-backend = "setuptools.build_meta"\n'
+            '[project]\nname = "greeting"\nversion = "1.0"\n'),
+        "libs/greeting/greeting/__init__.py": "WORD = 'hello'\n",
+    })
+    first = _build(app, tmp_path / "one.tgz", cache_dir)
+    assert not any("name the build directory" in line for line in first.log)
+    direct_url = ("./.heroku/python/lib/python3.12/site-packages/"
+                  "greeting-1.0.dist-info/direct_url.json")
+    with tarfile.open(first.slug_path) as tar:
+        assert json.load(tar.extractfile(direct_url))["url"] == "file:///app/libs/greeting"
+    (app / "libs/greeting/greeting/__init__.py").write_text("WORD = 'bonjour'\n")
+    second = _build(app, tmp_path / "two.tgz", cache_dir)
+    log = "\n".join(second.log)
+    assert "- The contents of libs/greeting/greeting/__init__.py changed" in log
+    with tarfile.open(second.slug_path) as tar:
+        module = tar.extractfile(
+            "./.heroku/python/lib/python3.12/site-packages/greeting/__init__.py").read()
+    assert b"bonjour" in module

@@ -254,6 +254,7 @@ def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, pyt
     installer.install(job)
     site_packages = python_home / "lib" / python_name / "site-packages"
     rewritten = relocate.make_scripts_relocatable(python_home / "bin", python_name)
+    rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
     relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(
@@ -265,6 +266,22 @@ def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, pyt
         pass  # A package shipping a file with bad syntax must not fail the build.
     with job.cache.new_layer("layers", name, key, inputs) as tree:
         _copy_added(python_home, runtime_layer.tree, tree)
+
+
+def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
+    """Local packages record where they were installed from (PEP 610 direct_url.json).
+
+    That is the build directory; name the app's place in the slug (/app)
+    instead, so the slug neither leaks nor depends on where it was built.
+    """
+    build_url = "file://" + str(app_dir)
+    changed = []
+    for path in sorted(site_packages.glob("*.dist-info/direct_url.json")):
+        text = path.read_text()
+        if build_url in text:
+            path.write_text(text.replace(build_url, "file://" + relocate.SLUG_HOME))
+            changed.append(path)
+    return changed
 
 
 def _copy_added(built: Path, base: Path, layer_tree: Path) -> None:

@@ -27,6 +27,10 @@ _INCLUDE = re.compile(
 )
 _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)\S")
 _OPTION = re.compile(r"^\s*-")
+# A requirement that is a local directory or archive: ./pkg, ../x, /abs, file:...
+_LOCAL_PATH = re.compile(r"^(?:\.{1,2}/|/|file:)(?P<path>[^\s;#\[]*)")
+# Never part of a local package's content (build output and caches).
+_SKIPPED_PARTS = frozenset({"__pycache__", ".git", "build", "dist", ".tox", ".venv"})
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*===?\s*[^\s,;]+\s*(?:;.*)?$")
 
 
@@ -67,12 +71,13 @@ class PipInstaller:
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         files = requirements_files(app_dir, lock_file)
         reject_editables(app_dir, files)
+        local = local_package_files(app_dir, files)
         forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
         if forced in ("pip", "uv"):
             self.tool = forced
         else:
             self.tool = "uv" if _lock_like(app_dir, files) else "pip"
-        return files
+        return files + local
 
     def command(self, job: InstallJob) -> list[str]:
         index = job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
@@ -210,7 +215,7 @@ def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
             if _OPTION.match(line):
                 continue
             requirement = re.split(r"\s+--hash", line)[0].strip()
-            if not _PINNED.match(requirement):
+            if not _PINNED.match(requirement) and not _LOCAL_PATH.match(requirement):
                 found.append(requirement)
     return found
 
@@ -227,3 +232,33 @@ def _lock_like(app_dir: Path, files: list[str]) -> bool:
             if not _PINNED.match(requirement):
                 return False
     return True
+
+
+def local_package_files(app_dir: Path, files: list[str]) -> list[str]:
+    """Every file of the local packages the requirements name (``./lib``), sorted.
+
+    They determine what is installed as much as the requirements files do, so
+    they are part of the layer key: editing a local package rebuilds the layer.
+    """
+    app_root = app_dir.resolve()
+    found: set[str] = set()
+    for rel in files:
+        for number, line in _logical_lines(app_dir / rel):
+            match = _LOCAL_PATH.match(line)
+            if not match:
+                continue
+            raw = line.split()[0].split(";")[0]
+            if raw.startswith("file:"):
+                raw = re.sub(r"^file:(//)?", "", raw)
+            base = (app_dir / rel).parent if not raw.startswith("/") else Path("/")
+            target = (base / raw).resolve()
+            if not target.is_relative_to(app_root):
+                raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=rel, line=number, target=raw)
+            candidates = [target] if target.is_file() else sorted(target.rglob("*"))
+            for path in candidates:
+                relative = path.relative_to(app_root)
+                if path.is_file() and not _SKIPPED_PARTS.intersection(relative.parts) \
+                        and not relative.name.endswith((".pyc", ".egg-info")) \
+                        and not any(part.endswith(".egg-info") for part in relative.parts):
+                    found.add(relative.as_posix())
+    return sorted(found)
