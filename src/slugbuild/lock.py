@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -78,8 +79,6 @@ def lock_app(
         partial.write_text(text)
         os.replace(partial, output)
     finally:
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
     pins = [line for line in text.splitlines() if "==" in line and not line.startswith("#")]
     reporter.step(f"Wrote {OUTPUT} ({len(pins)} pinned packages)")
