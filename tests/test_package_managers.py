@@ -148,3 +148,35 @@ def test_installer_trampolines_become_relocatable(tmp_path, head):
     text = script.read_text()
     assert "/very/long" not in text and "printf" not in text
     assert text.endswith("' '''\nimport sys\nprint(sys.argv)\n")
+
+
+@pytest.mark.parametrize("lock_file, text", [
+    ("uv.lock", 'version = 1\n[[package]]\nname = "app"\nsource = { virtual = "." }\n'
+                '[[package]]\nname = "greet"\nsource = { directory = "libs/greet" }\n'),
+    ("poetry.lock", '[[package]]\nname = "greet"\nversion = "1.0"\n'
+                    '[package.source]\ntype = "directory"\nurl = "libs/greet"\n'),
+    ("Pipfile.lock", '{"default": {"greet": {"path": "./libs/greet", "editable": true},'
+                     ' "six": {"version": "==1.17.0"}}}'),
+])
+def test_local_packages_in_locks_key_the_layer(tmp_path, lock_file, text):
+    from slugbuild.installers.locks import local_source_files
+
+    app = make_app(tmp_path, {lock_file: text, "libs/greet/pyproject.toml": "",
+                              "libs/greet/greet/__init__.py": "",
+                              "libs/greet/greet/__pycache__/x.pyc": "",
+                              "libs/greet/greet.egg-info/PKG-INFO": ""})
+    assert local_source_files(app, lock_file) == ["libs/greet/greet/__init__.py",
+                                                  "libs/greet/pyproject.toml"]
+    (app / lock_file).write_text(text.replace("libs/greet", "../outside"))
+    with pytest.raises(errors.SlugbuildError) as caught:
+        local_source_files(app, lock_file)
+    assert caught.value.code == "requirements-outside-app"
+
+
+def test_exported_local_packages_are_installed_apart_and_not_editable():
+    from slugbuild.installers.uv import split_local_lines
+
+    hashed, local = split_local_lines(
+        "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n")
+    assert local == ["./libs/a", "./libs/b"]
+    assert hashed == "six==1.17.0 \\\n    --hash=sha256:ab\n"

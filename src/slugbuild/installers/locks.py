@@ -57,3 +57,42 @@ def write_export(job: InstallJob, text: str, name: str) -> Path:
 
 def shown(*words: str) -> str:
     return shlex.join(words)
+
+
+def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
+    """Files of the local (path/directory) packages a lock names, relative to the app.
+
+    uv.lock: ``source = { directory | path | editable = ... }``; poetry.lock:
+    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"``.
+    They are part of the layer key, so editing such a package rebuilds the layer.
+    """
+    from .pip import package_tree_files
+
+    text = (app_dir / lock_file).read_text(errors="replace")
+    try:
+        if lock_file == "Pipfile.lock":
+            data = json.loads(text)
+            paths = [entry.get("path") for entry in data.get("default", {}).values()
+                     if isinstance(entry, dict)]
+        else:
+            packages = tomllib.loads(text).get("package", [])
+            paths = []
+            for package in packages:
+                source = package.get("source", {})
+                if lock_file == "uv.lock":
+                    paths += [source.get(k) for k in ("directory", "path", "editable")]
+                elif source.get("type") in ("directory", "file"):
+                    paths.append(source.get("url"))
+    except ValueError:
+        return []  # check_syntax reports it with the line, when installing
+    app_root = app_dir.resolve()
+    found: set[str] = set()
+    for raw in paths:
+        if not isinstance(raw, str) or raw in ("", "."):
+            continue  # "." is the project itself, which is not installed
+        target = (app_root / raw).resolve()
+        if not target.is_relative_to(app_root):
+            raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=lock_file, line="-", target=raw)
+        if target.exists():
+            found.update(package_tree_files(app_root, target))
+    return sorted(found)

@@ -254,11 +254,22 @@ def local_package_files(app_dir: Path, files: list[str]) -> list[str]:
             target = (base / raw).resolve()
             if not target.is_relative_to(app_root):
                 raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=rel, line=number, target=raw)
-            candidates = [target] if target.is_file() else sorted(target.rglob("*"))
-            for path in candidates:
-                relative = path.relative_to(app_root)
-                if path.is_file() and not _SKIPPED_PARTS.intersection(relative.parts) \
-                        and not relative.name.endswith((".pyc", ".egg-info")) \
-                        and not any(part.endswith(".egg-info") for part in relative.parts):
-                    found.add(relative.as_posix())
+            found.update(package_tree_files(app_root, target))
     return sorted(found)
+
+
+def package_tree_files(app_root: Path, target: Path) -> list[str]:
+    """The files of a local package (a directory or an archive), relative to the app.
+
+    Build output and caches are left out: installing writes them into the
+    package's own directory, and they do not change what is installed.
+    """
+    candidates = [target] if target.is_file() else sorted(target.rglob("*"))
+    found = []
+    for path in candidates:
+        relative = path.relative_to(app_root)
+        if path.is_file() and not _SKIPPED_PARTS.intersection(relative.parts) \
+                and not relative.name.endswith(".pyc") \
+                and not any(part.endswith(".egg-info") for part in relative.parts):
+            found.append(relative.as_posix())
+    return found

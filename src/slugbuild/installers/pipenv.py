@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..proc import clean_env
 from . import InstallJob
-from .locks import check_syntax, run_lock_tool, shown, write_export
+from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
 from .uv import install_exported, uv_version
 
@@ -26,7 +26,8 @@ class PipenvInstaller:
         return f"{tool_version('pipenv')} + uv=={uv_version()}"
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        return ["Pipfile.lock", *(["Pipfile"] if (app_dir / "Pipfile").is_file() else [])]
+        manifest = ["Pipfile"] if (app_dir / "Pipfile").is_file() else []
+        return ["Pipfile.lock", *manifest, *local_source_files(app_dir, lock_file)]
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)

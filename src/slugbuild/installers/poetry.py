@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..proc import clean_env
 from . import InstallJob
-from .locks import check_syntax, run_lock_tool, shown, write_export
+from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
 from .uv import install_exported, uv_version
 
@@ -27,7 +27,7 @@ class PoetryInstaller:
         return f"{tool_version('poetry')} + uv=={uv_version()}"
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        return ["poetry.lock", "pyproject.toml"]
+        return ["poetry.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)]
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)

@@ -16,6 +16,7 @@ from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob
 from .pip import DEFAULT_INDEX_URL, install_failed, trusted_ca_bundle
 
+_LOCAL_LINE = re.compile(r"^\s*(?:-e\s+|--editable[\s=]+)?(?P<path>(?:\.{1,2}/|/|file:)[^\s;]*)")
 _INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
 
 
@@ -86,7 +87,8 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     resolved, so uv gives the same result as pip would, only faster.
     """
     lock_indexes, body = split_index_lines(exported.read_text())
-    exported.write_text(body)
+    hashed, local = split_local_lines(body)
+    exported.write_text(hashed)
     _uv_pip_install(
         job,
         ["--no-deps", "--require-hashes", *index_args(job.config_vars, lock_indexes),
@@ -94,6 +96,26 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
         shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
                "-r", f"<{manager} export of {job.lock_file}>"],
     )
+    if local:
+        # Local packages have no hash to check; their files key the layer instead.
+        _uv_pip_install(job, ["--no-deps", *index_args(job.config_vars), *local],
+                        shown=["uv", "pip", "install", "--no-deps", *local])
+
+
+def split_local_lines(text: str) -> tuple[str, list[str]]:
+    """Exported pins without the local packages, and those packages' paths.
+
+    An editable (``-e ./libs/x``) is installed as a regular copy: an editable
+    install would point into the build directory, which the slug does not have.
+    """
+    kept, local = [], []
+    for line in text.splitlines():
+        match = _LOCAL_LINE.match(line)
+        if match:
+            local.append(match.group("path"))
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n", local
 
 
 def install_requirements(job: InstallJob) -> None:

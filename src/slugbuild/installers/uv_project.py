@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import InstallJob
-from .locks import check_syntax, run_lock_tool, shown
+from .locks import check_syntax, local_source_files, run_lock_tool, shown
 from .uv import install_exported, uv_binary, uv_env, uv_version
 
 RELOCK = "uv lock"
@@ -24,7 +24,7 @@ class UvProjectInstaller:
         return f"uv=={uv_version()}"
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        return ["uv.lock", "pyproject.toml"]
+        return ["uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)]
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)
