@@ -180,3 +180,14 @@ def test_exported_local_packages_are_installed_apart_and_not_editable():
         "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n")
     assert local == ["./libs/a", "./libs/b"]
     assert hashed == "six==1.17.0 \\\n    --hash=sha256:ab\n"
+
+
+def test_lock_refuses_an_app_another_manager_locks(tmp_path):
+    from slugbuild.lock import lock_app
+    from slugbuild.log import Reporter
+
+    app = make_app(tmp_path / "app", {"requirements.in": "six\n", "uv.lock": "version = 1\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        lock_app(app, cache_dir=tmp_path / "cache", reporter=Reporter(quiet=True))
+    assert caught.value.code == "lock-would-conflict" and "uv lock" in caught.value.action
+    assert not (app / "requirements.txt").exists()

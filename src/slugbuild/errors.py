@@ -328,3 +328,11 @@ LOCK_FAILED = ErrorKind(
     "Check the names and version ranges in {input_file} against the package index "
     "({index}); pip-compile's own message is above.",
 )
+LOCK_WOULD_CONFLICT = ErrorKind(
+    "lock-would-conflict",
+    "The app is already locked by {manager}",
+    "{app_dir} has {lock_file}; a requirements.txt beside it would give the app two "
+    "package managers, which `slugbuild compile` refuses.",
+    "Update the existing lock with `{relock}` instead, or delete {lock_file} first if the "
+    "app is moving to pip.",
+)

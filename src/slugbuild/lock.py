@@ -17,12 +17,14 @@ import sys
 from pathlib import Path
 
 from . import errors
+from .detect import package_manager_files
 from .installers.locks import tomllib
 from .installers.pip import DEFAULT_INDEX_URL, redact, trusted_ca_bundle
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 OUTPUT = "requirements.txt"
+RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
 
 
 def lock_app(
@@ -42,6 +44,10 @@ def lock_app(
     app = Path(app_dir).absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
+    for manager, lock_file in package_manager_files(app).items():
+        if manager != "pip":
+            raise errors.LOCK_WOULD_CONFLICT.error(
+                manager=manager, app_dir=app, lock_file=lock_file, relock=RELOCK[manager])
     cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     scratch = cache.scratch_dir("lock")
     output = app / OUTPUT
