@@ -49,6 +49,8 @@ COMMANDS_BY_FUNCTION = {
     "publish.publish_slug": ("publish",),
     "publish._call": ("publish",),
     "runtimes.parse_sources": ("compile", "runtimes"),
+    "lock.lock_app": ("lock",),
+    "lock._lock_input": ("lock",),
 }
 DEFAULT_COMMANDS = ("compile",)
 
@@ -107,10 +109,11 @@ class _RaiseFinder(ast.NodeVisitor):
 def raise_sites() -> dict[str, list[str]]:
     """Variable name of each ErrorKind -> sorted ``module.function`` that raise it."""
     sites: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):  # subpackages too (installers/)
         if path.name == "errors.py":
             continue
-        finder = _RaiseFinder(path.stem)
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        finder = _RaiseFinder(module.removesuffix(".__init__"))
         finder.visit(ast.parse(path.read_text(), filename=str(path)))
         for name, where in finder.found:
             sites.setdefault(name, set()).add(where)

@@ -106,3 +106,21 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
+    """Entry names whose presence, metadata or content differ between two slugs."""
+    import hashlib
+
+    def entries(slug: Path) -> dict:
+        found = {}
+        with tarfile.open(slug) as tar:
+            for member in tar:
+                data = tar.extractfile(member).read() if member.isfile() else b""
+                found[member.name] = (member.mode, member.type, member.linkname,
+                                      member.mtime, hashlib.sha256(data).hexdigest())
+        return found
+
+    first, second = entries(one), entries(two)
+    names = sorted(set(first) | set(second))
+    return [name for name in names if first.get(name) != second.get(name)][:most]

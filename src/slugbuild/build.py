@@ -32,7 +32,13 @@ from .buildpack_runner import (
 )
 from .cache import Cache, Layer, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
-from .dependencies import DependencyLayer, PipInstaller, has_package, install_dependencies
+from .dependencies import (
+    DependencyLayer,
+    constraints_from_slug_json,
+    has_package,
+    install_dependencies,
+    installer_for,
+)
 from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
@@ -179,6 +185,7 @@ class _Build:
     config_vars: dict[str, str]
     reporter: Reporter
     timer: _Timer
+    constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
     restored: list[Layer] = field(default_factory=list)  # hard-linked into build_dir
 
 
@@ -194,6 +201,7 @@ def compile_app(
     reporter: Reporter | None = None,
     runtime_options: RuntimeOptions | None = None,
     buildpacks: Sequence[str] | None = None,
+    constraints_from: PathLike | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -204,6 +212,8 @@ def compile_app(
     ``buildpacks`` (paths or git URLs, else the app's ``.buildpacks``) run
     Heroku-API buildpacks in order; ``python`` among them means the built-in
     Python stages, which run alone when no buildpack is named.
+    ``constraints_from`` (an earlier slug.json) pins every package to the
+    version that build installed.
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -222,6 +232,8 @@ def compile_app(
     config_vars = load_config_vars(env, env_dir)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
     wants_python = not refs or any(ref.native for ref in refs)
+    constraints = (constraints_from_slug_json(Path(constraints_from))
+                   if constraints_from is not None else None)
 
     info = None
     if wants_python:
@@ -238,7 +250,7 @@ def compile_app(
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
-                   reporter, timer)
+                   reporter, timer, constraints)
     try:
         with timer.stage("stage_sources"):
             check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
@@ -348,9 +360,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         deps = install_dependencies(
             app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
             python_name=runtime.python_name, runtime_layer=runtime_layer,
-            installer=PipInstaller(), config_vars=build.config_vars, cache=build.cache,
-            reporter=reporter,
+            installer=installer_for(info.package_manager), config_vars=build.config_vars,
+            cache=build.cache, reporter=reporter, source_dir=build.app_dir,
+            constraints=build.constraints,
         )
+        if deps.cached_layer is not None:
+            build.restored.append(deps.cached_layer)
 
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
@@ -418,8 +433,8 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "lock_file": info.lock_file,
         "lock_checksum": deps.lock_checksum,
         "files": list(deps.files),
-        "installer": PipInstaller.name,
-        "installer_version": PipInstaller().version(),
+        "installer": deps.installer,
+        "installer_version": deps.installer_version,
     }
 
 

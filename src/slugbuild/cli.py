@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     runtimes.add_argument("--json", action="store_true")
     _add_runtime_options(runtimes)
 
+    compile_.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
+                          help="install the package versions an earlier build recorded in "
+                               "its slug.json")
+
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
     run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
@@ -90,6 +94,17 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--stack", help="Heroku stack, e.g. heroku-24 (default: the app's)")
     publish.add_argument("--api-url", help="Platform API base URL (default: %(default)s)",
                          default=None)
+
+    lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
+                                       "into requirements.txt (pip-tools)")
+    lock.add_argument("app_dir", type=Path)
+    lock.add_argument("--upgrade", action="store_true",
+                      help="move every pin to the newest allowed version")
+    lock.add_argument("--generate-hashes", action="store_true",
+                      help="add --hash lines (installs then run with --require-hashes)")
+    lock.add_argument("--cache-dir", type=Path, help="cache directory (as for compile)")
+    lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                      help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -116,6 +131,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
+            constraints_from=args.constraints_from,
         )
         if args.json:
             print(json.dumps(result.as_dict(), indent=2))
@@ -145,6 +161,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "runtimes":
         return _list_runtimes(args)
+    if args.command == "lock":
+        from .lock import lock_app
+
+        lock_app(args.app_dir, upgrade=args.upgrade, generate_hashes=args.generate_hashes,
+                 config_vars=parse_env_assignments(args.env), cache_dir=args.cache_dir,
+                 reporter=Reporter(sys.stderr))
+        return 0
     if args.command == "detect":
         info = detect(args.app_dir)
         if args.json:

@@ -15,29 +15,32 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from . import errors, relocate
 from .cache import Cache, Layer
-from .log import Reporter
-from .proc import ToolFailed, clean_env, exported_config, run_tool
-
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
-# Config vars with this prefix steer the installer, so they are part of the
-# key (hashed: index URLs may hold credentials).
-INSTALLER_CONFIG_PREFIX = "PIP_"
-DEPENDENCY_LAYER_FORMAT = 1
-
-_INCLUDE = re.compile(
-    r"^\s*(?:(?P<short>-[rc])\s*|(?P<long>--requirement|--constraint)(?:\s*=\s*|\s+))"
-    r"(?P<path>[^\s#]+)"
+from .installers import Installer, InstallJob, installer_for
+from .installers.pip import (
+    DEFAULT_INDEX_URL,
+    PipInstaller,
+    requirements_files,
+    trusted_ca_bundle,
 )
+from .log import Reporter
+from .proc import clean_env, exported_config
+
+__all__ = [
+    "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller",
+    "install_dependencies", "installer_for", "requirements_files", "trusted_ca_bundle",
+]
+
+# Config vars with these prefixes steer the installers, so they are part of the
+# key (hashed: index URLs may hold credentials).
+INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_")
+DEPENDENCY_LAYER_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -56,128 +59,26 @@ class DependencyLayer:
     key: str
     restored: bool
     packages: tuple[Package, ...]
-    files: tuple[str, ...]  # requirements files the key covers, relative to the app
+    files: tuple[str, ...]  # files the key covers, relative to the app
     lock_checksum: str
-
-
-class Installer(Protocol):
-    """Installs an app's requirements into a runtime prefix."""
-
-    name: str
-
-    def version(self) -> str: ...
-
-    def install(self, python: Path, app_dir: Path, lock_file: str, config_vars: dict,
-                reporter: Reporter, cache: Cache) -> None: ...
-
-
-class PipInstaller:
-    """pip from slugbuild's own environment, run against the slug's interpreter.
-
-    pip's ``--python`` option runs pip's code under the target interpreter, so
-    the slug never needs pip inside it. Machine configuration is shut out:
-    PIP_CONFIG_FILE is os.devnull (no pip.conf is read), every PIP_* host
-    variable is dropped, and the index is given explicitly.
-    """
-
-    name = "pip"
-
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return version("pip")
-
-    def command(self, python: Path, lock_file: str, config_vars: dict, cache: Cache) -> list[str]:
-        index = config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
-        argv = [
-            sys.executable, "-m", "pip", "--python", str(python), "install",
-            "--no-input", "--disable-pip-version-check", "--no-compile",
-            "--no-warn-script-location", "--progress-bar", "off", "--root-user-action", "ignore",
-            "--cache-dir", str(cache.pip_cache),
-            "--index-url", index,
-        ]
-        for extra in (config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
-            argv += ["--extra-index-url", extra]
-        cert = trusted_ca_bundle()
-        if cert:
-            argv += ["--cert", cert]
-        argv += ["-r", lock_file]
-        return argv
-
-    def install(self, python: Path, app_dir: Path, lock_file: str, config_vars: dict,
-                reporter: Reporter, cache: Cache) -> None:
-        argv = self.command(python, lock_file, config_vars, cache)
-        # Build config vars reach pip (as on Heroku); the machine's pip config never does.
-        env = clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull})
-        try:
-            run_tool(argv, reporter, env, cwd=app_dir)
-        except ToolFailed as failed:
-            shown = ["pip", "install", "-r", lock_file]
-            raise errors.DEPENDENCY_INSTALL_FAILED.error(
-                command=shlex.join(shown),
-                exit_code=failed.exit_code,
-                lock_file=lock_file,
-                index=_redact(config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-                output=failed.tail,
-            ) from failed
-
-
-def trusted_ca_bundle() -> str | None:
-    """The CA bundle installers should trust: SSL_CERT_FILE, else the system's."""
-    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        explicit = os.environ.get(variable)
-        if explicit and os.path.isfile(explicit):
-            return explicit
-    import ssl
-
-    default = ssl.get_default_verify_paths().cafile
-    system_bundles = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
-    for candidate in (default, *system_bundles):
-        if candidate and os.path.isfile(candidate):
-            return candidate
-    return None
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//[^/@]+@", "//***@", url)
-
-
-def requirements_files(app_dir: Path, lock_file: str) -> list[str]:
-    """``lock_file`` and every file it reaches through -r/-c, relative to the app."""
-    app_root = app_dir.resolve()
-    seen: list[str] = []
-    pending = [(lock_file, None, 0)]
-    while pending:
-        rel, referrer, line_no = pending.pop(0)
-        path = (app_root / rel).resolve()
-        if not path.is_relative_to(app_root):
-            raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=referrer, line=line_no, target=rel)
-        if not path.is_file():
-            raise errors.REQUIREMENTS_FILE_MISSING.error(
-                referrer=referrer or "the build", line=line_no, target=rel
-            )
-        rel = path.relative_to(app_root).as_posix()
-        if rel in seen:
-            continue
-        seen.append(rel)
-        text = path.read_text(errors="replace")
-        for number, line in enumerate(text.splitlines(), start=1):
-            match = _INCLUDE.match(line)
-            if match and "://" not in match.group("path"):
-                target = (path.parent / match.group("path")).resolve()
-                target_rel = os.path.relpath(target, app_root)
-                pending.append((target_rel, rel, number))
-    return seen
+    installer: str = "pip"
+    installer_version: str = ""
+    cached_layer: Layer | None = None  # the layer hard-linked in, when restored
 
 
 def layer_key(
     app_dir: Path, files: list[str], runtime_layer: Layer, installer: Installer,
-    config_vars: dict,
+    config_vars: dict, constraints: str | None = None,
 ) -> tuple[str, dict]:
-    """The dependency layer key and the (secret-free) inputs behind it."""
+    """The dependency layer key and the (secret-free) inputs behind it.
+
+    Runtime (version, platform and the prefix it came from), package manager
+    and the versions of every tool it runs, installer config vars, the content
+    of every file the install reads, and the constraints of --constraints-from.
+    """
     index_settings = json.dumps(
         {k: v for k, v in sorted(exported_config(config_vars).items())
-         if k.startswith(INSTALLER_CONFIG_PREFIX)}
+         if k.startswith(INSTALLER_CONFIG_PREFIXES)}
     )
     inputs = {
         "runtime": runtime_layer.manifest["name"],
@@ -187,12 +88,95 @@ def layer_key(
         "files": {rel: _sha256_file(app_dir / rel) for rel in files},
         "layer_format": DEPENDENCY_LAYER_FORMAT,
     }
+    if constraints is not None:
+        inputs["constraints_sha256"] = hashlib.sha256(constraints.encode()).hexdigest()
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return key, inputs
 
 
 def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rebuild_reasons(previous: dict, current: dict) -> list[str]:
+    """Why a layer keyed by ``current`` cannot reuse the one keyed by ``previous``."""
+    reasons = []
+    old_files, new_files = previous.get("files", {}), current.get("files", {})
+    for rel in sorted(set(old_files) | set(new_files)):
+        if rel not in old_files:
+            reasons.append(f"{rel} is new")
+        elif rel not in new_files:
+            reasons.append(f"{rel} is no longer read")
+        elif old_files[rel] != new_files[rel]:
+            reasons.append(f"The contents of {rel} changed")
+    if previous.get("runtime") != current.get("runtime"):
+        reasons.append(f"The Python runtime changed ({previous.get('runtime')} -> "
+                       f"{current.get('runtime')})")
+    elif previous.get("runtime_key") != current.get("runtime_key"):
+        reasons.append("The Python runtime was rebuilt (its interpreter or platform changed)")
+    if previous.get("installer") != current.get("installer"):
+        reasons.append(f"The package manager changed ({previous.get('installer')} -> "
+                       f"{current.get('installer')})")
+    if previous.get("installer_config_sha256") != current.get("installer_config_sha256"):
+        reasons.append("The installer config vars (PIP_*, UV_*) changed")
+    if previous.get("constraints_sha256") != current.get("constraints_sha256"):
+        reasons.append("The constraints from --constraints-from changed")
+    if previous.get("layer_format") != current.get("layer_format"):
+        reasons.append("slugbuild changed how dependency layers are made")
+    return reasons
+
+
+def _history_path(cache: Cache, source_dir: Path) -> Path:
+    """Where the inputs of the last layer built for this app directory are kept."""
+    digest = hashlib.sha256(str(Path(source_dir).absolute()).encode()).hexdigest()[:24]
+    return cache.root / "history" / f"{digest}.json"
+
+
+def _explain_rebuild(cache: Cache, source_dir: Path | None, inputs: dict,
+                     reporter: Reporter) -> None:
+    if source_dir is None:
+        return
+    try:
+        previous = json.loads(_history_path(cache, source_dir).read_text())
+    except (OSError, ValueError):
+        return
+    reasons = rebuild_reasons(previous, inputs)
+    if reasons:
+        reporter.step("Discarding cache since:")
+        for reason in reasons:
+            reporter.detail(f"- {reason}")
+
+
+def _remember(cache: Cache, source_dir: Path | None, inputs: dict) -> None:
+    if source_dir is None:
+        return
+    path = _history_path(cache, source_dir)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(inputs, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def constraints_from_slug_json(path: Path) -> str:
+    """``name==version`` lines for every package an earlier slug.json records."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="no such file") from None
+    except (OSError, ValueError) as exc:
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem=f"not a readable JSON file ({exc})") from None
+    packages = data.get("packages") if isinstance(data, dict) else None
+    if not isinstance(packages, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("name"), str)
+        and isinstance(p.get("version"), str) for p in packages
+    ):
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem="it has no \"packages\" list of {name, version} entries, "
+                               "so it is not a slug.json")
+    lines = sorted(f"{p['name']}=={p['version']}" for p in packages)
+    return "".join(line + "\n" for line in lines)
 
 
 def install_dependencies(
@@ -206,48 +190,100 @@ def install_dependencies(
     config_vars: dict,
     cache: Cache,
     reporter: Reporter,
+    source_dir: Path | None = None,
+    constraints: str | None = None,
 ) -> DependencyLayer:
-    """Fill ``python_home`` (a fresh copy of the runtime) with the app's packages."""
-    files = requirements_files(app_dir, lock_file)
-    key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars)
+    """Fill ``python_home`` (a fresh copy of the runtime) with the app's packages.
+
+    ``source_dir`` (the user's app directory) lets the log say why a cached
+    layer was not reused; ``constraints`` (from an earlier slug.json) pins
+    every package to the version that build installed.
+    """
+    files = installer.key_files(app_dir, lock_file, config_vars)
+    key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars, constraints)
     name = key[:24]
     lock_checksum = "SHA256:" + _sha256_file(app_dir / lock_file)
+    installer_version = installer.version()
+
+    def outcome(restored: Layer | None) -> DependencyLayer:
+        packages = installed_packages(python_home, python_name)
+        return DependencyLayer(key, restored is not None, tuple(packages), tuple(files),
+                               lock_checksum, installer.name, installer_version, restored)
+
     layer = cache.lookup("layers", name, key)
     if layer is None:
         with cache.lock("layers", name):
             layer = cache.lookup("layers", name, key)
             if layer is None:
+                _explain_rebuild(cache, source_dir, inputs, reporter)
                 reporter.step(f"Installing requirements with {installer.name} "
-                              f"({installer.version()})")
-                _install_fresh(app_dir, lock_file, python_home, python_name, runtime_layer,
-                               installer, config_vars, cache, reporter, key, name, inputs)
-                packages = installed_packages(python_home, python_name)
-                reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}")
-                return DependencyLayer(key, False, tuple(packages), tuple(files), lock_checksum)
+                              f"({installer_version})")
+                scratch = cache.scratch_dir("install")
+                try:
+                    job = InstallJob(
+                        python=python_home / "bin" / python_name, app_dir=app_dir,
+                        lock_file=lock_file, config_vars=config_vars, cache=cache,
+                        reporter=reporter, scratch=scratch,
+                        constraints=_write_constraints(scratch, constraints),
+                    )
+                    _install_fresh(job, installer, python_home, python_name, runtime_layer,
+                                   key, name, inputs)
+                finally:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                _remember(cache, source_dir, inputs)
+                result = outcome(None)
+                reporter.detail(f"Installed {len(result.packages)} packages; cached as layer "
+                                f"{name[:12]}")
+                return result
     reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
                   f"{lock_file} unchanged)")
-    shutil.copytree(layer.tree, python_home, symlinks=True, dirs_exist_ok=True)
-    packages = installed_packages(python_home, python_name)
-    return DependencyLayer(key, True, tuple(packages), tuple(files), lock_checksum)
+    cache.restore(layer, python_home)
+    _remember(cache, source_dir, inputs)
+    return outcome(layer)
 
 
-def _install_fresh(app_dir, lock_file, python_home, python_name, runtime_layer, installer,
-                   config_vars, cache, reporter, key, name, inputs) -> None:
-    python = python_home / "bin" / python_name
-    installer.install(python, app_dir, lock_file, config_vars, reporter, cache)
+def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
+    if constraints is None:
+        return None
+    path = scratch / "constraints.txt"
+    path.write_text(constraints)
+    return path
+
+
+def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, python_name: str,
+                   runtime_layer: Layer, key: str, name: str, inputs: dict) -> None:
+    installer.install(job)
     site_packages = python_home / "lib" / python_name / "site-packages"
     rewritten = relocate.make_scripts_relocatable(python_home / "bin", python_name)
+    rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
     relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(
-            python, site_packages,
+            job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
             clean_env(),
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
-    with cache.new_layer("layers", name, key, inputs) as tree:
+    with job.cache.new_layer("layers", name, key, inputs) as tree:
         _copy_added(python_home, runtime_layer.tree, tree)
+
+
+def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
+    """Local packages record where they were installed from (PEP 610 direct_url.json).
+
+    That is the build directory; name the app's place in the slug (/app)
+    instead, so the slug neither leaks nor depends on where it was built.
+    """
+    build_url = "file://" + str(app_dir)
+    changed = []
+    for path in sorted(site_packages.glob("*.dist-info/direct_url.json")):
+        text = path.read_text()
+        if build_url in text:
+            fixed = text.replace(build_url, "file://" + relocate.SLUG_HOME)
+            relocate.write_replacing(path, fixed.encode())
+            changed.append(path)
+    return changed
 
 
 def _copy_added(built: Path, base: Path, layer_tree: Path) -> None:

@@ -41,6 +41,8 @@ class AppInfo:
     lock_file: str | None
     manage_py: str | None = None
     frameworks: tuple[str, ...] = field(default=())
+    # Every package manager file found; more than one is an error when compiling.
+    manager_files: tuple[str, ...] = field(default=())
 
     @property
     def is_django(self) -> bool:
@@ -57,20 +59,69 @@ def detect(app_dir: Path) -> AppInfo:
         raise errors.NOT_A_PYTHON_APP.error(
             app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS)
         )
+    manager_files = package_manager_files(app_dir)
     package_manager = lock_file = None
-    if (app_dir / "requirements.txt").is_file():
-        package_manager, lock_file = "pip", "requirements.txt"
+    if len(manager_files) == 1:
+        (package_manager, lock_file), = manager_files.items()
     manage_py = find_manage_py(app_dir)
     frameworks = _frameworks(app_dir, manage_py)
-    return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks)
+    return AppInfo(app_dir, markers, package_manager, lock_file, manage_py, frameworks,
+                   tuple(manager_files.values()))
 
 
 def require_package_manager(info: AppInfo) -> None:
-    """Compiling needs a package manager file; detection alone does not."""
-    if info.package_manager is None:
-        raise errors.NO_PACKAGE_MANAGER.error(
-            app_dir=info.app_dir, markers=", ".join(info.markers)
+    """Compiling needs a package manager file; detection alone does not.
+
+    Like Heroku, these are compile errors, not detection failures (bin/detect
+    still says "Python"): several package manager files, a committed
+    virtualenv, and files that show what the app wanted (a Pipfile without
+    its lock, a lone setup.py, requirements.in), each with advice of its own.
+    Several files are an error rather than a silent precedence: they usually
+    disagree, and the one left behind would be a trap.
+    """
+    app_dir = info.app_dir
+    if len(info.manager_files) > 1:
+        raise errors.MULTIPLE_PACKAGE_MANAGERS.error(
+            app_dir=app_dir, files=", ".join(info.manager_files),
+            managers=", ".join(m for m, f in PACKAGE_MANAGER_FILES.items()
+                               if f in info.manager_files),
         )
+    reject_committed_virtualenv(app_dir)
+    if info.package_manager is not None:
+        return
+    if (app_dir / "Pipfile").is_file():
+        raise errors.PIPFILE_WITHOUT_LOCK.error(app_dir=app_dir)
+    if (app_dir / "requirements.in").is_file():
+        raise errors.REQUIREMENTS_NOT_COMPILED.error(app_dir=app_dir)
+    for name in ("setup.py", "setup.cfg", "pyproject.toml"):
+        if (app_dir / name).is_file():
+            raise errors.PROJECT_WITHOUT_LOCK.error(app_dir=app_dir, found=name)
+    raise errors.NO_PACKAGE_MANAGER.error(app_dir=app_dir, markers=", ".join(info.markers))
+
+
+# Package manager -> the file that selects it (what Heroku's buildpack looks for).
+PACKAGE_MANAGER_FILES = {
+    "pip": "requirements.txt",
+    "pipenv": "Pipfile.lock",
+    "poetry": "poetry.lock",
+    "uv": "uv.lock",
+}
+
+# Directories that hold a committed virtual environment when pyvenv.cfg is in them.
+VIRTUALENV_DIRS = (".venv", "venv")
+
+
+def package_manager_files(app_dir: Path) -> dict[str, str]:
+    """Package manager -> its file, for every package manager file the app has."""
+    return {manager: name for manager, name in PACKAGE_MANAGER_FILES.items()
+            if (app_dir / name).is_file()}
+
+
+def reject_committed_virtualenv(app_dir: Path) -> None:
+    """A virtualenv inside the app holds host paths and binaries; never ship one."""
+    for name in VIRTUALENV_DIRS:
+        if (app_dir / name / "pyvenv.cfg").is_file():
+            raise errors.COMMITTED_VIRTUALENV.error(app_dir=app_dir, directory=name)
 
 
 def find_manage_py(app_dir: Path) -> str | None:

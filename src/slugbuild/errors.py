@@ -89,9 +89,11 @@ APP_DIR_MISSING = ErrorKind(
 NO_PACKAGE_MANAGER = ErrorKind(
     "no-package-manager",
     "No package manager file found",
-    "{app_dir} is a Python app ({markers}) but has no requirements.txt.",
+    "{app_dir} is a Python app ({markers}) but has none of requirements.txt, "
+    "Pipfile.lock, poetry.lock or uv.lock.",
     "Add a requirements.txt listing the app's dependencies (an empty file is fine for an "
-    "app without any), e.g. from `pip freeze` in the app's virtual environment.",
+    "app without any), e.g. from `pip freeze` in the app's virtual environment, or commit "
+    "the lock file of the package manager you use (Pipenv, Poetry or uv).",
 )
 
 # --- stage sources ------------------------------------------------------------
@@ -359,4 +361,106 @@ PUBLISH_UNREACHABLE = ErrorKind(
     "Could not reach the Heroku API",
     "{method} {url} failed: {reason}",
     "Check the network (or --api-url) and try again; nothing was released.",
+)
+
+# --- package managers -----------------------------------------------------------------
+MULTIPLE_PACKAGE_MANAGERS = ErrorKind(
+    "multiple-package-managers",
+    "More than one package manager file found",
+    "{app_dir} has {files}, so it could be built with any of {managers}.",
+    "Keep the file of the package manager the app really uses and delete the others "
+    "(they usually disagree on versions). For example, a Poetry app that also exports a "
+    "requirements.txt should stop committing the export.",
+)
+PIPFILE_WITHOUT_LOCK = ErrorKind(
+    "pipfile-without-lock",
+    "Pipfile found without Pipfile.lock",
+    "{app_dir} has a Pipfile but no Pipfile.lock; slugbuild installs what the lock pins, "
+    "as `pipenv install --deploy` does.",
+    "Run `pipenv lock` in the app directory and commit the Pipfile.lock it writes.",
+)
+PROJECT_WITHOUT_LOCK = ErrorKind(
+    "project-without-lock",
+    "No lock file for the app's {found}",
+    "{app_dir} has {found} but no requirements.txt, Pipfile.lock, poetry.lock or uv.lock, "
+    "so the versions to install are not pinned anywhere.",
+    "Pin the app's dependencies: `slugbuild lock {app_dir}` writes a requirements.txt "
+    "from pyproject.toml (pip-tools), or run `poetry lock` / `uv lock` if you use those. "
+    "For a setup.py-only app, add a requirements.txt holding the pinned dependencies "
+    "(a single line `.` installs the app itself, unpinned).",
+)
+REQUIREMENTS_NOT_COMPILED = ErrorKind(
+    "requirements-not-compiled",
+    "requirements.in found without requirements.txt",
+    "{app_dir} has a requirements.in (the input of pip-tools) but no requirements.txt.",
+    "Run `slugbuild lock {app_dir}` (or `pip-compile`) and commit the requirements.txt it "
+    "writes.",
+)
+COMMITTED_VIRTUALENV = ErrorKind(
+    "committed-virtualenv",
+    "The app contains a virtual environment",
+    "{app_dir}/{directory} is a virtualenv (it has a pyvenv.cfg). It holds paths and "
+    "binaries of the machine that made it and would not work in the slug.",
+    "Delete {directory}/ from the app (`git rm -r --cached {directory}`) and add it to "
+    ".gitignore; the build installs the dependencies itself.",
+)
+LOCK_FILE_MALFORMED = ErrorKind(
+    "lock-file-malformed",
+    "{lock_file} cannot be read",
+    "{lock_file} is not valid {syntax}: {problem}",
+    "Regenerate it with `{relock}` instead of editing it by hand, and commit the result.",
+)
+LOCK_FILE_OUTDATED = ErrorKind(
+    "lock-file-outdated",
+    "{lock_file} does not match {manifest}",
+    "`{command}` says the lock file is out of date (or unusable) for {manifest}.",
+    "Run `{relock}` in the app directory and commit the updated {lock_file}.",
+)
+EDITABLE_REQUIREMENT = ErrorKind(
+    "editable-requirement",
+    "Editable requirement in {file}",
+    "{file} line {line}: `{text}` asks for an editable install, which points back into "
+    "the build directory and does not survive packing.",
+    "Drop the `-e`: use `./path/to/package` for a local package or "
+    "`name @ git+https://host/repo@COMMIT` for one from version control.",
+)
+CONSTRAINTS_UNUSABLE = ErrorKind(
+    "constraints-unusable",
+    "Cannot use {path} as constraints",
+    "{path}: {problem}",
+    "Pass the slug.json written beside an earlier slug, e.g. "
+    "`slugbuild compile APP --constraints-from old/slug.json`.",
+)
+MANAGER_TOOL_FAILED = ErrorKind(
+    "manager-tool-failed",
+    "Could not prepare {tool}",
+    "Installing {tool} {version} (used only during the build) failed (exit code "
+    "{exit_code}).",
+    "Check that the package index ({index}) is reachable from this machine; nothing was "
+    "cached from this attempt.",
+)
+
+# --- lock ---------------------------------------------------------------------------------
+NOTHING_TO_LOCK = ErrorKind(
+    "nothing-to-lock",
+    "Nothing to lock",
+    "{app_dir} has neither a requirements.in nor a pyproject.toml with "
+    "[project] dependencies.",
+    "List the app's top-level dependencies in requirements.in (one per line) or in "
+    "pyproject.toml's [project] dependencies, then run `slugbuild lock` again.",
+)
+LOCK_FAILED = ErrorKind(
+    "lock-failed",
+    "Could not pin the app's dependencies",
+    "`{command}` failed (exit code {exit_code}); {output_file} was left unchanged.",
+    "Check the names and version ranges in {input_file} against the package index "
+    "({index}); pip-compile's own message is above.",
+)
+LOCK_WOULD_CONFLICT = ErrorKind(
+    "lock-would-conflict",
+    "The app is already locked by {manager}",
+    "{app_dir} has {lock_file}; a requirements.txt beside it would give the app two "
+    "package managers, which `slugbuild compile` refuses.",
+    "Update the existing lock with `{relock}` instead, or delete {lock_file} first if the "
+    "app is moving to pip.",
 )

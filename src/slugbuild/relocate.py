@@ -23,6 +23,8 @@ SLUG_HOME = "/app"
 SLUG_PYTHON_HOME = SLUG_HOME + "/.heroku/python"
 
 ELF_MAGIC = b"\x7fELF"
+# How the second line of a /bin/sh-Python polyglot trampoline starts.
+EXEC_PREFIX = "'''exec'"
 
 # A POSIX sh / Python polyglot: sh runs the interpreter that sits beside the
 # script (wherever bin/ is), Python sees a string literal and goes on.
@@ -152,8 +154,9 @@ def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:
             continue
         text = path.read_text(errors="surrogateescape")
         lines = text.split("\n")
-        if lines[0].startswith("#!/bin/sh") and len(lines) > 2 and lines[1].startswith("'''exec'"):
-            body = lines[3:]  # pip's own long-path trampoline
+        exec_line = _trampoline_exec_line(lines)
+        if exec_line is not None:
+            body = lines[exec_line + 2:]  # an installer's own long-path trampoline
         elif "python" in lines[0]:
             body = lines[1:]
         else:
@@ -174,6 +177,23 @@ def write_replacing(path: Path, data: bytes) -> None:
     temporary.write_bytes(data)
     os.chmod(temporary, path.stat().st_mode & 0o7777)
     os.replace(temporary, path)
+
+
+def _trampoline_exec_line(lines: list[str]) -> int | None:
+    """Index of the exec line of a /bin/sh trampoline, if ``lines`` start one.
+
+    Installers write one when the interpreter's path is too long for a
+    shebang: pip right after ``#!/bin/sh``, uv (for a wheel's ``scripts``)
+    after a ``# coding`` line, with the path spelled in octal escapes.
+    """
+    if not lines[0].startswith("#!/bin/sh"):
+        return None
+    for index in (1, 2):
+        if len(lines) > index + 1 and lines[index].startswith(EXEC_PREFIX):
+            if index == 2 and not lines[1].startswith("#"):
+                return None
+            return index
+    return None
 
 
 def refresh_records(site_packages: Path, changed: list[Path]) -> None:

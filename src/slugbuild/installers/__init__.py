@@ -1,0 +1,66 @@
+"""Installers: one small protocol, one implementation per package manager.
+
+Every installer puts the packages an app's lock file names into the slug's
+runtime prefix without putting itself there: pip and uv run from slugbuild's
+own environment against the slug's interpreter, Pipenv and Poetry only export
+their lock (from a tool cache) and uv installs the export. Adding a package
+manager means adding one module here and one line to ``INSTALLERS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..cache import Cache
+from ..log import Reporter
+
+
+@dataclass(frozen=True)
+class InstallJob:
+    """Everything an installer needs for one install."""
+
+    python: Path  # the slug runtime's interpreter
+    app_dir: Path  # the staged app (the build directory)
+    lock_file: str  # relative to app_dir
+    config_vars: dict
+    cache: Cache
+    reporter: Reporter
+    scratch: Path  # for exported requirements; never packed into the slug
+    constraints: Path | None = None  # pins from an earlier slug (--constraints-from)
+
+
+class Installer(Protocol):
+    """Installs an app's locked dependencies into a runtime prefix."""
+
+    name: str  # the package manager, as slug.json names it
+
+    def version(self) -> str:
+        """Versions of every tool the install runs (part of the layer key)."""
+        ...
+
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
+        """Every app file whose content determines what is installed.
+
+        Called before ``version()``: an installer may pick its tool here.
+        """
+        ...
+
+    def install(self, job: InstallJob) -> None: ...
+
+
+def installer_for(package_manager: str) -> Installer:
+    """The installer for a package manager chosen by detection."""
+    from .pip import PipInstaller
+    from .pipenv import PipenvInstaller
+    from .poetry import PoetryInstaller
+    from .uv_project import UvProjectInstaller
+
+    installers = {
+        "pip": PipInstaller,
+        "pipenv": PipenvInstaller,
+        "poetry": PoetryInstaller,
+        "uv": UvProjectInstaller,
+    }
+    return installers[package_manager]()

@@ -1,0 +1,98 @@
+"""What every lock-file installer shares: read the lock, check it, export its pins."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from .. import errors
+from ..proc import ToolFailed, run_tool
+from . import InstallJob
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.9/3.10
+    import tomli as tomllib
+
+
+def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
+    """A lock that does not parse gets a message naming the line, before any tool runs."""
+    text = (app_dir / lock_file).read_text(errors="replace")
+    try:
+        if lock_file.endswith(".lock") and lock_file != "Pipfile.lock":
+            tomllib.loads(text)
+            return
+        data = json.loads(text)
+        if not isinstance(data, dict) or "default" not in data:
+            raise ValueError("it has no \"default\" section of packages")
+    except json.JSONDecodeError as exc:
+        raise errors.LOCK_FILE_MALFORMED.error(
+            lock_file=lock_file, syntax="JSON", problem=str(exc), relock=relock) from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        syntax = "JSON" if lock_file == "Pipfile.lock" else "TOML"
+        raise errors.LOCK_FILE_MALFORMED.error(
+            lock_file=lock_file, syntax=syntax, problem=str(exc), relock=relock) from None
+
+
+def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manifest: str,
+                  relock: str) -> str:
+    """Run a tool that checks or exports the lock; its refusal is an outdated lock."""
+    try:
+        return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
+    except ToolFailed as failed:
+        raise errors.LOCK_FILE_OUTDATED.error(
+            lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
+            output=failed.tail,
+        ) from failed
+
+
+def write_export(job: InstallJob, text: str, name: str) -> Path:
+    """Write exported pins to the scratch directory (never into the app)."""
+    path = job.scratch / name
+    path.write_text(text)
+    return path
+
+
+def shown(*words: str) -> str:
+    return shlex.join(words)
+
+
+def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
+    """Files of the local (path/directory) packages a lock names, relative to the app.
+
+    uv.lock: ``source = { directory | path | editable = ... }``; poetry.lock:
+    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"``.
+    They are part of the layer key, so editing such a package rebuilds the layer.
+    """
+    from .pip import package_tree_files
+
+    text = (app_dir / lock_file).read_text(errors="replace")
+    try:
+        if lock_file == "Pipfile.lock":
+            data = json.loads(text)
+            paths = [entry.get("path") for entry in data.get("default", {}).values()
+                     if isinstance(entry, dict)]
+        else:
+            packages = tomllib.loads(text).get("package", [])
+            paths = []
+            for package in packages:
+                source = package.get("source", {})
+                if lock_file == "uv.lock":
+                    paths += [source.get(k) for k in ("directory", "path", "editable")]
+                elif source.get("type") in ("directory", "file"):
+                    paths.append(source.get("url"))
+    except ValueError:
+        return []  # check_syntax reports it with the line, when installing
+    app_root = app_dir.resolve()
+    found: set[str] = set()
+    for raw in paths:
+        if not isinstance(raw, str) or raw in ("", "."):
+            continue  # "." is the project itself, which is not installed
+        target = (app_root / raw).resolve()
+        if not target.is_relative_to(app_root):
+            raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=lock_file, line="-", target=raw)
+        if target.exists():
+            found.update(package_tree_files(app_root, target))
+    return sorted(found)

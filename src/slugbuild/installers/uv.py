@@ -1,0 +1,145 @@
+"""uv, the fast installer: run from slugbuild's environment, machine config shut out.
+
+The `uv` wheel on PyPI ships the binary, so it is a dependency of slugbuild and
+never part of a slug. Every run gets UV_NO_CONFIG (no uv.toml of the host), an
+explicit index, its own cache inside slugbuild's cache, the CA bundle the
+machine trusts, and ``--link-mode copy`` so nothing in a slug is a hard link
+into the cache (the build later rewrites scripts in place).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from . import InstallJob
+from .pip import DEFAULT_INDEX_URL, install_failed, trusted_ca_bundle
+
+_LOCAL_LINE = re.compile(r"^\s*(?:-e\s+|--editable[\s=]+)?(?P<path>(?:\.{1,2}/|/|file:)[^\s;]*)")
+_INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
+
+
+def uv_binary() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def uv_version() -> str:
+    from importlib.metadata import version
+
+    return version("uv")
+
+
+def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
+    """The environment of a uv run: build config vars, never the host's uv/pip config."""
+    settings = {
+        **exported_config(job.config_vars),
+        "UV_NO_CONFIG": "1",
+        "UV_CACHE_DIR": str(job.cache.root / "uv"),
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_NO_PROGRESS": "1",
+        "NO_COLOR": "1",
+        **(extra or {}),
+    }
+    cert = trusted_ca_bundle()
+    if cert:
+        settings["SSL_CERT_FILE"] = cert
+    return clean_env(settings)
+
+
+def index_args(config_vars: dict, lock_indexes: list[str] = ()) -> list[str]:
+    """--index-url and --extra-index-url as pip would use them.
+
+    The index comes from PIP_INDEX_URL (else PyPI); PIP_EXTRA_INDEX_URL and
+    any other index a lock names are extra indexes, searched like pip does
+    (best version across all of them), which uv calls unsafe-best-match.
+    """
+    index = config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
+    extras = [*(config_vars.get("PIP_EXTRA_INDEX_URL") or "").split(), *lock_indexes]
+    extras = [url for url in dict.fromkeys(extras) if url.rstrip("/") != index.rstrip("/")]
+    argv = ["--index-url", index]
+    for url in extras:
+        argv += ["--extra-index-url", url]
+    if extras:
+        argv += ["--index-strategy", "unsafe-best-match"]
+    return argv
+
+
+def split_index_lines(text: str) -> tuple[list[str], str]:
+    """Index URLs named in an exported requirements file, and the file without them."""
+    urls, kept = [], []
+    for line in text.splitlines():
+        match = _INDEX_LINE.match(line)
+        if match:
+            urls.append(match.group("url"))
+        else:
+            kept.append(line)
+    return urls, "\n".join(kept) + "\n"
+
+
+def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
+    """Install an exported lock (every pin hashed, dependencies included) with uv.
+
+    ``--no-deps`` and ``--require-hashes`` make it the exact set the lock
+    names, as ``pipenv install --deploy`` and ``poetry sync`` do: nothing is
+    resolved, so uv gives the same result as pip would, only faster.
+    """
+    lock_indexes, body = split_index_lines(exported.read_text())
+    hashed, local = split_local_lines(body)
+    exported.write_text(hashed)
+    _uv_pip_install(
+        job,
+        ["--no-deps", "--require-hashes", *index_args(job.config_vars, lock_indexes),
+         "-r", str(exported)],
+        shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
+               "-r", f"<{manager} export of {job.lock_file}>"],
+    )
+    if local:
+        # Local packages have no hash to check; their files key the layer instead.
+        _uv_pip_install(job, ["--no-deps", *index_args(job.config_vars), *local],
+                        shown=["uv", "pip", "install", "--no-deps", *local])
+
+
+def split_local_lines(text: str) -> tuple[str, list[str]]:
+    """Exported pins without the local packages, and those packages' paths.
+
+    An editable (``-e ./libs/x``) is installed as a regular copy: an editable
+    install would point into the build directory, which the slug does not have.
+    """
+    kept, local = [], []
+    for line in text.splitlines():
+        match = _LOCAL_LINE.match(line)
+        if match:
+            local.append(match.group("path"))
+        else:
+            kept.append(line)
+    return "\n".join(kept) + "\n", local
+
+
+def install_requirements(job: InstallJob) -> None:
+    """``-r requirements.txt`` with uv, resolving like pip (all indexes, best match)."""
+    from .pip import requirements_files
+
+    text = "\n".join((job.app_dir / rel).read_text(errors="replace")
+                     for rel in requirements_files(job.app_dir, job.lock_file))
+    options = index_args(job.config_vars)
+    if "--index-strategy" not in options:
+        options += ["--index-strategy", "unsafe-best-match"]
+    if "--hash" in text or "--require-hashes" in text:
+        options.append("--require-hashes")
+    _uv_pip_install(job, [*options, "-r", job.lock_file],
+                    shown=["uv", "pip", "install", "-r", job.lock_file])
+
+
+def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str]) -> None:
+    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix."""
+    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
+            *options]
+    if job.constraints is not None:
+        argv += ["-c", str(job.constraints)]
+    try:
+        run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
+    except ToolFailed as failed:
+        raise install_failed(job, shown, failed) from failed

@@ -1,0 +1,40 @@
+"""uv projects: what ``uv sync --locked --no-default-groups`` installs, from uv.lock.
+
+``uv export --locked`` refuses a lock that no longer matches pyproject.toml
+and writes the hashed pins of the project's dependencies (no dev or other
+default groups, not the project itself: the app runs from its directory);
+``uv pip install`` installs exactly those into the slug's runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import InstallJob
+from .locks import check_syntax, local_source_files, run_lock_tool, shown
+from .uv import install_exported, uv_binary, uv_env, uv_version
+
+RELOCK = "uv lock"
+
+
+class UvProjectInstaller:
+    name = "uv"
+
+    def version(self) -> str:
+        return f"uv=={uv_version()}"
+
+    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
+        return ["uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)]
+
+    def install(self, job: InstallJob) -> None:
+        check_syntax(job.app_dir, job.lock_file, RELOCK)
+        target = job.scratch / "uv-export.txt"
+        argv = [uv_binary(), "export", "--locked", "--no-default-groups", "--no-emit-project",
+                "--format", "requirements-txt", "--no-header", "--python", str(job.python),
+                "--output-file", str(target)]
+        run_lock_tool(job, argv, uv_env(job),
+                      shown("uv", "export", "--locked", "--no-default-groups"),
+                      "pyproject.toml", RELOCK)
+        job.reporter.detail("Installing the dependencies pinned in uv.lock "
+                            "(as `uv sync --locked --no-default-groups`)")
+        install_exported(job, target, "uv")

@@ -1,0 +1,112 @@
+"""``slugbuild lock``: pin an app's top-level dependencies into requirements.txt.
+
+pip-tools' ``pip-compile`` resolves ``requirements.in`` (or the
+``[project] dependencies`` of pyproject.toml) against the index and writes
+every package, transitive ones included, pinned with ``==``. An existing
+requirements.txt is the starting point, so pins only move when they must
+(or with ``upgrade=True``). The file is written under a temporary name and
+renamed, so a failed resolution leaves the old one untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from . import errors
+from .detect import package_manager_files
+from .installers.locks import tomllib
+from .installers.pip import DEFAULT_INDEX_URL, redact, trusted_ca_bundle
+from .log import Reporter
+from .proc import ToolFailed, clean_env, exported_config, run_tool
+
+OUTPUT = "requirements.txt"
+RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
+
+
+def lock_app(
+    app_dir: str | os.PathLike,
+    *,
+    upgrade: bool = False,
+    generate_hashes: bool = False,
+    config_vars: dict | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    reporter: Reporter | None = None,
+) -> Path:
+    """Write ``app_dir/requirements.txt`` with every dependency pinned; return its path."""
+    from .cache import Cache, default_cache_dir
+
+    reporter = reporter or Reporter()
+    config_vars = config_vars or {}
+    app = Path(app_dir).absolute()
+    if not app.is_dir():
+        raise errors.APP_DIR_MISSING.error(app_dir=app)
+    for manager, lock_file in package_manager_files(app).items():
+        if manager != "pip":
+            raise errors.LOCK_WOULD_CONFLICT.error(
+                manager=manager, app_dir=app, lock_file=lock_file, relock=RELOCK[manager])
+    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    scratch = cache.scratch_dir("lock")
+    output = app / OUTPUT
+    partial = scratch / OUTPUT
+    try:
+        source, input_path = _lock_input(app, scratch)
+        if output.is_file() and not upgrade:
+            partial.write_bytes(output.read_bytes())  # keep pins that still satisfy
+        index = config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
+        argv = [sys.executable, "-m", "piptools", "compile", "--quiet", "--strip-extras",
+                "--no-emit-index-url", "--annotation-style", "line",
+                "--cache-dir", str(cache.pip_cache / "pip-tools"),
+                "--index-url", index, "--output-file", str(partial)]
+        for extra in (config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
+            argv += ["--extra-index-url", extra]
+        cert = trusted_ca_bundle()
+        if cert:
+            argv += ["--cert", cert]
+        if upgrade:
+            argv.append("--upgrade")
+        if generate_hashes:
+            argv.append("--generate-hashes")
+        argv.append(str(input_path))
+        env = clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
+                         "CUSTOM_COMPILE_COMMAND": "slugbuild lock"})
+        reporter.step(f"Pinning the dependencies of {source} with pip-tools")
+        try:
+            run_tool(argv, reporter, env, cwd=app)
+        except ToolFailed as failed:
+            raise errors.LOCK_FAILED.error(
+                command=shlex.join(["pip-compile", source]), exit_code=failed.exit_code,
+                output_file=OUTPUT, input_file=source, index=redact(index), output=failed.tail,
+            ) from failed
+        text = partial.read_text().replace(str(input_path), source)
+        partial.write_text(text)
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    pins = [line for line in text.splitlines() if "==" in line and not line.startswith("#")]
+    reporter.step(f"Wrote {OUTPUT} ({len(pins)} pinned packages)")
+    return output
+
+
+def _lock_input(app: Path, scratch: Path) -> tuple[str, Path]:
+    """requirements.in, else pyproject.toml's [project] dependencies as a .in file."""
+    requirements_in = app / "requirements.in"
+    if requirements_in.is_file():
+        return "requirements.in", requirements_in
+    pyproject = app / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text())
+        except ValueError as exc:
+            raise errors.LOCK_FILE_MALFORMED.error(
+                lock_file="pyproject.toml", syntax="TOML", problem=str(exc),
+                relock="slugbuild lock") from None
+        dependencies = data.get("project", {}).get("dependencies")
+        if isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies):
+            path = scratch / "pyproject-dependencies.in"
+            path.write_text("".join(d + "\n" for d in dependencies))
+            return "pyproject.toml", path
+    raise errors.NOTHING_TO_LOCK.error(app_dir=app)

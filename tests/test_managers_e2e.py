@@ -1,0 +1,159 @@
+"""One real app per package manager: built, served from the slug, rebuilt, refused."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pytest
+import requests
+
+from slugbuild import compile_app
+from slugbuild.log import Reporter
+
+from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, slug_differences
+from .test_bad_inputs import assert_clean_failure
+
+pytestmark = pytest.mark.slow
+
+# fixture app -> (package manager, a package it must have, a dev-only package it must not)
+APPS = {
+    "flask-pipenv": ("pipenv", "flask", "iniconfig"),
+    "poetry-falcon": ("poetry", "falcon", "iniconfig"),
+    "uv-bottle": ("uv", "bottle", "iniconfig"),
+    "fastapi-uvicorn": ("pip", "fastapi", None),
+}
+
+
+def _build(app, out, cache_dir, **kwargs):
+    return compile_app(app, out, cache_dir=cache_dir, reporter=Reporter(quiet=True), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("manager-slugs")
+    return {name: _build(FIXTURE_APPS / name, out / f"{name}.tgz", cache_dir) for name in APPS}
+
+
+@pytest.mark.parametrize("name", sorted(APPS))
+def test_fixture_app_serves_from_its_slug(builds, name):
+    manager, wanted, dev_only = APPS[name]
+    result = builds[name]
+    meta = json.loads(result.metadata_path.read_text())
+    assert meta["package_manager"]["name"] == manager
+    names = {p["name"].lower() for p in result.packages}
+    assert wanted in names
+    assert dev_only not in names
+    with tarfile.open(result.slug_path) as tar:
+        members = tar.getnames()
+    # The manager tools stay in the cache: no pip, uv, pipenv or poetry in the slug.
+    for tool in ("pipenv", "poetry", "uv", "pip"):
+        assert not any(f"/site-packages/{tool}/" in m for m in members), tool
+    with Server(result.slug_path) as server:
+        response = requests.get(server.base + "/", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {"app": name, "ok": True}
+
+
+@pytest.mark.parametrize("name, lock_file", [("uv-bottle", "uv.lock"),
+                                             ("flask-pipenv", "Pipfile.lock")])
+def test_changed_lock_rebuilds_and_says_why(tmp_path, cache_dir, builds, name, lock_file):
+    app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
+    first = _build(app, tmp_path / "one.tgz", cache_dir)
+    assert "Restoring dependencies from cache" in "\n".join(first.log)
+    assert first.sha256 == builds[name].sha256
+    with open(app / lock_file, "a") as handle:
+        handle.write("\n")  # still a valid lock, but other bytes
+    second = _build(app, tmp_path / "two.tgz", cache_dir)
+    log = "\n".join(second.log)
+    assert "Discarding cache since:" in log
+    assert f"- The contents of {lock_file} changed" in log
+    assert f"Installing requirements with {APPS[name][0]}" in log
+    assert "Installing pipenv==" not in log  # the tool itself stays cached
+    assert second.packages == first.packages
+
+
+def test_lock_installs_give_the_same_bytes_elsewhere_with_another_cache(tmp_path, builds):
+    app = copy_app(FIXTURE_APPS / "uv-bottle", tmp_path / "some" / "other-dir")
+    # A cache path this long makes the installer write /bin/sh trampolines
+    # instead of shebangs (bottle ships a wheel `scripts` file, bin/bottle.py).
+    again = _build(app, tmp_path / "again.tgz", tmp_path / ("long-" * 20) / "fresh-cache")
+    assert "Installing requirements with uv" in "\n".join(again.log)
+    assert again.sha256 == builds["uv-bottle"].sha256, slug_differences(
+        again.slug_path, builds["uv-bottle"].slug_path)
+
+
+@pytest.mark.parametrize("name, edit, words", [
+    ("flask-pipenv", ("Pipfile", 'requests = "*"\n'), "Pipfile.lock does not match Pipfile"),
+    ("uv-bottle", ("pyproject.toml", "[tool.x]\n"), None),
+    ("poetry-falcon", ("pyproject.toml", "[tool.poetry.group.docs.dependencies]\nsix = '*'\n"),
+     "poetry.lock does not match pyproject.toml"),
+    ("flask-pipenv", ("Pipfile.lock", "}"), "Pipfile.lock cannot be read"),
+])
+def test_stale_or_broken_lock_is_refused(tmp_path, cache_dir, name, edit, words):
+    app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
+    rel, text = edit
+    if name == "uv-bottle":
+        # A new dependency in pyproject.toml that uv.lock does not have.
+        pyproject = (app / rel).read_text().replace('"gunicorn>=23",', '"gunicorn>=23", "six",')
+        (app / rel).write_text(pyproject)
+        words = "uv.lock does not match pyproject.toml"
+    else:
+        with open(app / rel, "a") as handle:
+            handle.write(text)
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, words)
+    assert "lock" in stderr.split("Error:", 1)[1]
+
+
+def test_constraints_from_an_earlier_slug_reproduce_its_versions(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {".python-version": "3.12\n",
+                                      "requirements.txt": "six==1.16.0\n"})
+    old = _build(app, tmp_path / "old.tgz", cache_dir)
+    (app / "requirements.txt").write_text("six\n")
+    result = run_cli("compile", app, "-o", tmp_path / "new.tgz", "--cache-dir", cache_dir,
+                     "--constraints-from", old.metadata_path, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "1 requirement(s) are not pinned" in result.stderr
+    assert json.loads(result.stdout)["packages"] == [{"name": "six", "version": "1.16.0"}]
+
+
+def test_lock_pins_requirements_in_and_keeps_the_old_file_on_failure(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {"requirements.in": "six\n"})
+    result = run_cli("lock", app, "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    pinned = (app / "requirements.txt").read_text()
+    assert "\nsix==" in pinned and "slugbuild lock" in pinned
+    (app / "requirements.in").write_text("six\nno-such-package-slugbuild-test-4f1d\n")
+    failed = run_cli("lock", app, "--cache-dir", cache_dir)
+    assert failed.returncode != 0
+    assert "Error: Could not pin the app's dependencies" in failed.stderr
+    assert (app / "requirements.txt").read_text() == pinned
+    nothing = run_cli("lock", make_app(tmp_path / "empty", {"app.py": ""}),
+                      "--cache-dir", cache_dir)
+    assert nothing.returncode != 0 and "Error: Nothing to lock" in nothing.stderr
+
+
+def test_local_package_is_keyed_by_its_files_and_points_at_the_slug(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n",
+        "requirements.txt": "./libs/greeting\n",
+        "libs/greeting/pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=61"]\n'
+            'build-backend = "setuptools.build_meta"\n'
+            '[project]\nname = "greeting"\nversion = "1.0"\n'),
+        "libs/greeting/greeting/__init__.py": "WORD = 'hello'\n",
+    })
+    first = _build(app, tmp_path / "one.tgz", cache_dir)
+    assert not any("name the build directory" in line for line in first.log)
+    direct_url = ("./.heroku/python/lib/python3.12/site-packages/"
+                  "greeting-1.0.dist-info/direct_url.json")
+    with tarfile.open(first.slug_path) as tar:
+        assert json.load(tar.extractfile(direct_url))["url"] == "file:///app/libs/greeting"
+    (app / "libs/greeting/greeting/__init__.py").write_text("WORD = 'bonjour'\n")
+    second = _build(app, tmp_path / "two.tgz", cache_dir)
+    log = "\n".join(second.log)
+    assert "- The contents of libs/greeting/greeting/__init__.py changed" in log
+    with tarfile.open(second.slug_path) as tar:
+        module = tar.extractfile(
+            "./.heroku/python/lib/python3.12/site-packages/greeting/__init__.py").read()
+    assert b"bonjour" in module

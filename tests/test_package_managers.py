@@ -1,0 +1,193 @@
+"""Choosing the package manager and reading its files: fast checks, no installs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from slugbuild import errors
+from slugbuild.dependencies import constraints_from_slug_json, rebuild_reasons
+from slugbuild.detect import detect, require_package_manager
+from slugbuild.installers.locks import check_syntax
+from slugbuild.installers.pip import PipInstaller, unpinned_requirements
+
+from .helpers import make_app
+
+
+@pytest.mark.parametrize("lock_file, manager", [
+    ("requirements.txt", "pip"), ("Pipfile.lock", "pipenv"), ("poetry.lock", "poetry"),
+    ("uv.lock", "uv"),
+])
+def test_each_lock_file_selects_its_manager(tmp_path, lock_file, manager):
+    info = detect(make_app(tmp_path, {lock_file: "", "pyproject.toml": ""}))
+    assert (info.package_manager, info.lock_file) == (manager, lock_file)
+
+
+def _code(app) -> errors.SlugbuildError:
+    info = detect(app)  # detection itself accepts the app, as Heroku's bin/detect does
+    with pytest.raises(errors.SlugbuildError) as caught:
+        require_package_manager(info)
+    return caught.value
+
+
+def test_several_managers_is_an_error_naming_them(tmp_path):
+    app = make_app(tmp_path, {"requirements.txt": "", "poetry.lock": "", "uv.lock": ""})
+    error = _code(app)
+    assert error.code == "multiple-package-managers"
+    for name in ("requirements.txt", "poetry.lock", "uv.lock"):
+        assert name in error.found
+
+
+@pytest.mark.parametrize("files, code", [
+    ({"Pipfile": "[packages]\n"}, "pipfile-without-lock"),
+    ({"setup.py": "from setuptools import setup\nsetup()\n"}, "project-without-lock"),
+    ({"pyproject.toml": "[project]\nname='x'\n"}, "project-without-lock"),
+    ({"requirements.in": "flask\n"}, "requirements-not-compiled"),
+    ({"app.py": ""}, "no-package-manager"),
+])
+def test_missing_lock_gets_advice_of_its_own(tmp_path, files, code):
+    assert _code(make_app(tmp_path, files)).code == code
+
+
+@pytest.mark.parametrize("directory", [".venv", "venv"])
+def test_committed_virtualenv_is_refused(tmp_path, directory):
+    app = make_app(tmp_path, {"requirements.txt": "", f"{directory}/pyvenv.cfg": "home = /x\n"})
+    error = _code(app)
+    assert error.code == "committed-virtualenv" and directory in error.found
+
+
+def test_a_venv_folder_that_is_not_a_virtualenv_is_fine(tmp_path):
+    app = make_app(tmp_path, {"requirements.txt": "", "venv/notes.txt": "not a venv\n"})
+    assert detect(app).package_manager == "pip"
+
+
+def test_pinned_requirements_go_to_uv_and_the_rest_to_pip(tmp_path):
+    app = make_app(tmp_path, {
+        "requirements.txt": "-r base.txt\nsix==1.17.0 \\\n    --hash=sha256:abc\n",
+        "base.txt": "--extra-index-url https://example.invalid/simple\nidna==3.10  # pin\n",
+    })
+    installer = PipInstaller()
+    assert installer.key_files(app, "requirements.txt", {}) == ["requirements.txt", "base.txt"]
+    assert installer.tool == "uv"
+    assert installer.key_files(app, "requirements.txt", {"SLUGBUILD_PIP_INSTALLER": "pip"})
+    assert installer.tool == "pip"
+    for line in ("flask>=3", "--find-links ./wheels", "git+https://example.invalid/x.git"):
+        (app / "base.txt").write_text(line + "\n")
+        installer.key_files(app, "requirements.txt", {})
+        assert installer.tool == "pip", line
+    (app / "base.txt").write_text("flask>=3\nclick\n")
+    assert unpinned_requirements(app, "requirements.txt") == ["flask>=3", "click"]
+
+
+def test_editable_requirements_are_refused(tmp_path):
+    app = make_app(tmp_path, {"requirements.txt": "six==1.17.0\n-e ./lib\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        PipInstaller().key_files(app, "requirements.txt", {})
+    assert caught.value.code == "editable-requirement"
+    assert "line 2" in caught.value.found
+
+
+@pytest.mark.parametrize("lock_file, text, syntax", [
+    ("Pipfile.lock", '{"default": {', "JSON"),
+    ("Pipfile.lock", '["not", "a", "lock"]', "JSON"),
+    ("uv.lock", "version = 1\n[[package]\nname = 'x'\n", "TOML"),
+    ("poetry.lock", "[[package]]\nname = \n", "TOML"),
+])
+def test_malformed_locks_name_the_problem(tmp_path, lock_file, text, syntax):
+    app = make_app(tmp_path, {lock_file: text})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        check_syntax(app, lock_file, "relock")
+    assert caught.value.code == "lock-file-malformed"
+    assert syntax in caught.value.found
+
+
+def test_rebuild_reasons_say_what_changed():
+    before = {"files": {"requirements.txt": "a", "base.txt": "b"}, "runtime": "cpython-3.12.1",
+              "runtime_key": "k", "installer": "pip 25", "installer_config_sha256": "x",
+              "layer_format": 2}
+    after = {**before, "files": {"requirements.txt": "c", "extra.txt": "d"},
+             "runtime": "cpython-3.12.2", "installer_config_sha256": "y"}
+    assert rebuild_reasons(before, after) == [
+        "base.txt is no longer read",
+        "extra.txt is new",
+        "The contents of requirements.txt changed",
+        "The Python runtime changed (cpython-3.12.1 -> cpython-3.12.2)",
+        "The installer config vars (PIP_*, UV_*) changed",
+    ]
+    assert rebuild_reasons(before, dict(before)) == []
+
+
+def test_constraints_from_a_slug_json(tmp_path):
+    good = tmp_path / "slug.json"
+    good.write_text(json.dumps({"packages": [{"name": "six", "version": "1.16.0"},
+                                             {"name": "Flask", "version": "3.1.3"}]}))
+    assert constraints_from_slug_json(good) == "Flask==3.1.3\nsix==1.16.0\n"
+    for content in ("not json", json.dumps({"process_types": {}}),
+                    json.dumps({"packages": [{"name": "six"}]})):
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(errors.SlugbuildError) as caught:
+            constraints_from_slug_json(bad)
+        assert caught.value.code == "constraints-unusable"
+    with pytest.raises(errors.SlugbuildError):
+        constraints_from_slug_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("head", [
+    "#!/bin/sh\n'''exec' '/very/long/build/python3.12' \"$0\" \"$@\"\n' '''\n",  # pip
+    "#!/bin/sh\n# coding: utf-8\n'''exec' \"$(printf %b '\\0057')\" \"$0\" \"$@\"\n' '''\n",  # uv
+    "#!/very/long/build/bin/python3.12\n",
+])
+def test_installer_trampolines_become_relocatable(tmp_path, head):
+    from slugbuild.relocate import make_scripts_relocatable
+
+    script = tmp_path / "bottle.py"
+    script.write_text(head + "import sys\nprint(sys.argv)\n")
+    assert make_scripts_relocatable(tmp_path, "python3.12") == [script]
+    text = script.read_text()
+    assert "/very/long" not in text and "printf" not in text
+    assert text.endswith("' '''\nimport sys\nprint(sys.argv)\n")
+
+
+@pytest.mark.parametrize("lock_file, text", [
+    ("uv.lock", 'version = 1\n[[package]]\nname = "app"\nsource = { virtual = "." }\n'
+                '[[package]]\nname = "greet"\nsource = { directory = "libs/greet" }\n'),
+    ("poetry.lock", '[[package]]\nname = "greet"\nversion = "1.0"\n'
+                    '[package.source]\ntype = "directory"\nurl = "libs/greet"\n'),
+    ("Pipfile.lock", '{"default": {"greet": {"path": "./libs/greet", "editable": true},'
+                     ' "six": {"version": "==1.17.0"}}}'),
+])
+def test_local_packages_in_locks_key_the_layer(tmp_path, lock_file, text):
+    from slugbuild.installers.locks import local_source_files
+
+    app = make_app(tmp_path, {lock_file: text, "libs/greet/pyproject.toml": "",
+                              "libs/greet/greet/__init__.py": "",
+                              "libs/greet/greet/__pycache__/x.pyc": "",
+                              "libs/greet/greet.egg-info/PKG-INFO": ""})
+    assert local_source_files(app, lock_file) == ["libs/greet/greet/__init__.py",
+                                                  "libs/greet/pyproject.toml"]
+    (app / lock_file).write_text(text.replace("libs/greet", "../outside"))
+    with pytest.raises(errors.SlugbuildError) as caught:
+        local_source_files(app, lock_file)
+    assert caught.value.code == "requirements-outside-app"
+
+
+def test_exported_local_packages_are_installed_apart_and_not_editable():
+    from slugbuild.installers.uv import split_local_lines
+
+    hashed, local = split_local_lines(
+        "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n")
+    assert local == ["./libs/a", "./libs/b"]
+    assert hashed == "six==1.17.0 \\\n    --hash=sha256:ab\n"
+
+
+def test_lock_refuses_an_app_another_manager_locks(tmp_path):
+    from slugbuild.lock import lock_app
+    from slugbuild.log import Reporter
+
+    app = make_app(tmp_path / "app", {"requirements.in": "six\n", "uv.lock": "version = 1\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        lock_app(app, cache_dir=tmp_path / "cache", reporter=Reporter(quiet=True))
+    assert caught.value.code == "lock-would-conflict" and "uv lock" in caught.value.action
+    assert not (app / "requirements.txt").exists()
