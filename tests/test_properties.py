@@ -57,3 +57,41 @@ def test_ignore_rules_accept_any_pattern(lines, path, is_dir):
 def test_literal_patterns_match_themselves(paths):
     rules = IgnoreRules(["/" + p for p in paths])
     assert all(rules.ignored(p, False) for p in paths)
+
+
+REQUIREMENT_LINES = st.one_of(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9._-]{0,10}(==[0-9]{1,3}(\.[0-9]{1,3}){0,2})?",
+                  fullmatch=True),
+    st.sampled_from(["-r other.txt", "-rother.txt", "--requirement=other.txt",
+                     "-c constraints.txt", "-r missing.txt", "-r ../outside.txt",
+                     "# comment", "", "six==1.17.0 \\", "--hash=sha256:abc",
+                     "-e .", "--index-url https://example.invalid/simple",
+                     "pkg @ https://example.invalid/pkg.whl", "./local"]),
+    st.text(max_size=40),
+)
+
+
+@given(st.lists(REQUIREMENT_LINES, max_size=12), st.lists(REQUIREMENT_LINES, max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_requirements_parser_only_raises_its_own_errors(main_lines, other_lines):
+    import tempfile
+    from pathlib import Path
+
+    from slugbuild.installers.pip import requirements_files, unpinned_requirements
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp) / "app"
+        app.mkdir()
+        (app / "requirements.txt").write_text("\n".join(main_lines) + "\n")
+        (app / "other.txt").write_text("\n".join(other_lines) + "\n")
+        (app / "constraints.txt").write_text("six<2\n")
+        try:
+            files = requirements_files(app, "requirements.txt")
+        except errors.SlugbuildError as error:
+            assert error.code in ("requirements-file-missing", "requirements-outside-app")
+            return
+        assert files[0] == "requirements.txt"
+        assert len(files) == len(set(files))
+        assert all((app / rel).is_file() for rel in files)
+        assert all(isinstance(line, str) for line in unpinned_requirements(app,
+                                                                           "requirements.txt"))
