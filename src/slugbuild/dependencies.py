@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.utils import canonicalize_name
 
 from . import errors, relocate
 from .cache import Cache, Layer
@@ -310,21 +311,26 @@ def _copy_added(built: Path, base: Path, layer_tree: Path) -> None:
 def installed_packages(python_home: Path, python_name: str) -> list[Package]:
     """Name and version of every distribution in site-packages, sorted by name."""
     site_packages = python_home / "lib" / python_name / "site-packages"
-    packages = []
-    for meta in sorted(site_packages.glob("*.dist-info/METADATA")):
-        fields = {}
-        for line in meta.read_text(errors="replace").splitlines():
-            if not line.strip():
-                break
-            if ":" in line:
-                key, value = line.split(":", 1)
-                fields.setdefault(key.strip().lower(), value.strip())
-        if "name" in fields and "version" in fields:
-            packages.append(Package(fields["name"], fields["version"]))
-    return sorted(packages, key=lambda p: re.sub(r"[-_.]+", "-", p.name).lower())
+    found = (package_from_metadata(meta.read_text(errors="replace"))
+             for meta in sorted(site_packages.glob("*.dist-info/METADATA")))
+    return sorted((p for p in found if p), key=lambda p: canonicalize_name(p.name))
+
+
+def package_from_metadata(text: str) -> Package | None:
+    """Name and version from the header of a METADATA file (None if either is missing)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields.setdefault(key.strip().lower(), value.strip())
+    if "name" in fields and "version" in fields:
+        return Package(fields["name"], fields["version"])
+    return None
 
 
 def has_package(packages: tuple[Package, ...], name: str) -> bool:
-    wanted = re.sub(r"[-_.]+", "-", name).lower()
-    return any(re.sub(r"[-_.]+", "-", p.name).lower() == wanted for p in packages)
+    wanted = canonicalize_name(name)
+    return any(canonicalize_name(p.name) == wanted for p in packages)
 

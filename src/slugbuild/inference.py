@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from .detect import AppInfo
 from .log import Reporter
 from .procfile import read_procfile
@@ -57,7 +59,7 @@ def infer_web_process(
     app_dir: Path, info: AppInfo, installed: Iterable[str]
 ) -> InferredProcess | None:
     """The web process for ``app_dir``, or None when no framework entry point is found."""
-    names = {_normalise(name) for name in installed}
+    names = {canonicalize_name(name) for name in installed}
     found = _django(app_dir, info.manage_py) if info.manage_py else None
     if found is None:
         found = _app_object(app_dir)
@@ -98,9 +100,6 @@ def discover_process_types(
         reporter.detail(f"Release command: {process_types['release']}")
     return process_types, inferred
 
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _django(app_dir: Path, manage_py: str) -> tuple[str, str, str] | None:

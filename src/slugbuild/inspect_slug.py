@@ -15,6 +15,7 @@ from typing import Any
 
 from .build import metadata_path_for
 from .buildpack_runner import parse_release_yaml
+from .dependencies import package_from_metadata
 from .procfile import parse_procfile
 from .slugfile import SlugArchive
 
@@ -92,20 +93,9 @@ def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:
 
 
 def _packages(contents: dict[str, bytes]) -> list[dict[str, str]]:
-    packages = []
-    for name, data in contents.items():
-        if not name.endswith("METADATA"):
-            continue
-        fields: dict[str, str] = {}
-        for line in data.decode("utf-8", "replace").splitlines():
-            if not line.strip():
-                break
-            if ":" in line:
-                key, value = line.split(":", 1)
-                fields.setdefault(key.strip().lower(), value.strip())
-        if "name" in fields and "version" in fields:
-            packages.append({"name": fields["name"], "version": fields["version"]})
-    return sorted(packages, key=lambda p: p["name"].lower())
+    found = (package_from_metadata(data.decode("utf-8", "replace"))
+             for name, data in contents.items() if name.endswith("METADATA"))
+    return sorted((p.as_dict() for p in found if p), key=lambda p: p["name"].lower())
 
 
 def render_table(description: dict[str, Any], stream) -> None:
