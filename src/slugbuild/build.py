@@ -283,8 +283,11 @@ def compile_app(
                 declared.append(outcome.release)
                 descriptions.append({"buildpack": ref.spec, "description": outcome.name})
         _remove_stray_bytecode(build.build_dir)
+        linked: set[tuple[int, int]] = set()
         for layer in build.restored:
-            if not build.cache.verify(layer):
+            if build.cache.verify(layer):
+                linked |= build.cache.inodes(layer)
+            else:
                 reporter.warn(f"A build step changed a file of the cached layer "
                               f"{layer.path.name} in place; that layer was discarded and "
                               f"will be rebuilt next time.")
@@ -293,7 +296,8 @@ def compile_app(
             process_types, inferred, merged = _process_types(build, python_build, declared)
             release.write_release_files(build.build_dir, process_types, merged.config_vars)
             leaks = relocate.find_references(build.build_dir, [str(build.build_dir),
-                                                               str(scratch)])
+                                                               str(scratch)],
+                                             frozenset(linked))
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                            for p, _ in leaks})[:5])

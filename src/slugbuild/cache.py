@@ -153,6 +153,15 @@ class Cache:
         shutil.copytree(layer.tree, target, symlinks=True, dirs_exist_ok=True,
                         copy_function=place)
 
+    def inodes(self, layer: Layer) -> set[tuple[int, int]]:
+        """(st_dev, st_ino) of every regular file of the layer's tree."""
+        found = set()
+        for dirpath, _dirnames, filenames in os.walk(layer.tree):
+            for name in filenames:
+                st = os.lstat(os.path.join(dirpath, name))
+                found.add((st.st_dev, st.st_ino))
+        return found
+
     def verify(self, layer: Layer) -> bool:
         """True if no file of the layer changed since it was published; else discard it."""
         try:

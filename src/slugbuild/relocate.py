@@ -123,8 +123,14 @@ def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
     return changed
 
 
-def find_references(root: Path, needles: list[str]) -> list[tuple[Path, str]]:
-    """Files below root (symlink targets included) that still mention any needle."""
+def find_references(root: Path, needles: list[str],
+                    skip_inodes: frozenset[tuple[int, int]] = frozenset()
+                    ) -> list[tuple[Path, str]]:
+    """Files below root (symlink targets included) that still mention any needle.
+
+    ``skip_inodes`` ((st_dev, st_ino) pairs) are files known not to: cached
+    layer files hard-linked in, which were made in another directory.
+    """
     encoded = [(n, n.encode()) for n in needles if n]
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -134,6 +140,9 @@ def find_references(root: Path, needles: list[str]) -> list[tuple[Path, str]]:
                 target = os.readlink(path)
                 found += [(path, n) for n, _ in encoded if n in target]
             elif name in filenames:
+                st = path.stat()
+                if (st.st_dev, st.st_ino) in skip_inodes:
+                    continue
                 data = path.read_bytes()
                 found += [(path, n) for n, b in encoded if b in data]
     return found
