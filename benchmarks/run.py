@@ -124,7 +124,7 @@ def _clean_env() -> dict:
 def _python_for(version: str) -> str:
     from slugbuild.runtimes import LocalInterpreterSource
 
-    for runtime in LocalInterpreterSource().available():
+    for runtime in LocalInterpreterSource().runtimes():
         if runtime.version == version:
             return str(runtime.prefix / "bin" / runtime.python_name)
     return sys.executable
@@ -134,7 +134,7 @@ def _heroku_like_size(tree: Path, version: str, tmp_path: Path) -> int:
     """The slug with the untrimmed local prefix and pip/setuptools, as Heroku ships it."""
     from slugbuild.runtimes import LocalInterpreterSource
 
-    runtime = next(r for r in LocalInterpreterSource().available() if r.version == version)
+    runtime = next(r for r in LocalInterpreterSource().runtimes() if r.version == version)
     heroku_tree = tmp_path / "heroku-tree"
     shutil.copytree(tree, heroku_tree, symlinks=True)
     site = f"lib/{runtime.python_name}/site-packages"

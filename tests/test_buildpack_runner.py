@@ -135,3 +135,60 @@ def test_cli_relative_paths_are_relative_to_the_working_directory(tmp_path):
                      "--buildpack", "fixtures/buildpacks/hello", cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert Path(tmp_path / "s.tgz").is_file()
+
+
+def _inline_buildpack(directory: Path, compile_body: str, release: str = "") -> Path:
+    (directory / "bin").mkdir(parents=True)
+    scripts = {"detect": "echo Inline\n", "compile": compile_body}
+    if release:
+        scripts["release"] = release
+    for name, body in scripts.items():
+        script = directory / "bin" / name
+        script.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + body)
+        script.chmod(0o755)
+    return directory
+
+
+@pytest.mark.slow
+def test_python_after_a_buildpack_sees_its_files_and_exports(tmp_path, cache_dir):
+    # The app itself is not Python: the first buildpack writes what makes it one,
+    # and exports a variable and a tool that the Python stages' hooks use.
+    writer = _inline_buildpack(tmp_path / "writer", """
+printf '3.12\\n' > "$1/.python-version"
+printf 'six==1.17.0\\n' > "$1/requirements.txt"
+mkdir -p "$1/tools" && printf '#!/bin/sh\\necho tool-ran\\n' > "$1/tools/mytool"
+chmod +x "$1/tools/mytool"
+bp_dir=$(cd "$(dirname "$0")/.."; pwd)
+printf 'export PATH="%s/tools:$PATH"\\nexport FROM_WRITER=yes\\n' "$1" > "$bp_dir/export"
+""")
+    app = make_app(tmp_path / "app", {
+        "index.html": "<p>hi</p>\n",
+        "bin/post_compile": "#!/usr/bin/env bash\nmytool > from-hook.txt\n"
+                            "echo \"$FROM_WRITER\" >> from-hook.txt\n",
+    })
+    (app / "bin" / "post_compile").chmod(0o755)
+    result = _build(app, tmp_path / "s.tgz", cache_dir, buildpacks=[str(writer), "python"])
+    assert {"name": "six", "version": "1.17.0"} in result.packages
+    import tarfile
+
+    with tarfile.open(result.slug_path) as tar:
+        hook_output = tar.extractfile("./from-hook.txt").read().decode()
+    assert hook_output == "tool-ran\nyes\n"
+
+
+def test_buildpack_only_slug_and_credentials(tmp_path):
+    from slugbuild.buildpack_runner import BuildpackRef, write_env_dir
+
+    ref = BuildpackRef("https://user:s3cret@git.example.invalid/bp.git#v1")
+    assert "s3cret" not in ref.shown and "s3cret" not in ref.cache_name
+    assert ref.shown == "https://***@git.example.invalid/bp.git#v1"
+    env_dir = write_env_dir(tmp_path / "env", {"TOKEN": "x"})
+    assert (env_dir.stat().st_mode & 0o777) == 0o700
+    assert ((env_dir / "TOKEN").stat().st_mode & 0o777) == 0o600
+
+    app = make_app(tmp_path / "app", {"hello.txt": "hi\n"})
+    slug = _build(app, tmp_path / "s.tgz", tmp_path / "c",
+                  buildpacks=[str(BUILDPACKS / "hello"), str(BUILDPACKS / "hello")])
+    shown = run_cli("inspect", slug.slug_path)  # no runtime in this slug
+    assert shown.returncode == 0, shown.stderr
+    assert "bin/hello" in shown.stdout

@@ -95,3 +95,19 @@ def test_requirements_parser_only_raises_its_own_errors(main_lines, other_lines)
         assert all((app / rel).is_file() for rel in files)
         assert all(isinstance(line, str) for line in unpinned_requirements(app,
                                                                            "requirements.txt"))
+
+
+@given(st.sampled_from(["Pipfile.lock", "uv.lock", "poetry.lock"]),
+       st.sampled_from(['[]', '"x"', '{"default": []}', '{"default": {"a": 1}}', 'package = 3',
+                        'package = [1, "x"]', '[[package]]\nsource = "x"',
+                        '[[package]]\nname = "a"\nsource = { directory = "." }']))
+@settings(max_examples=50, deadline=None)
+def test_lock_files_of_the_wrong_shape_do_not_crash(lock_file, text):
+    import tempfile
+    from pathlib import Path
+
+    from slugbuild.installers.locks import local_source_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / lock_file).write_text(text)
+        assert local_source_files(Path(tmp), lock_file) == []

@@ -44,6 +44,9 @@ def _tarball(path: Path, entries: list[tuple[str, bytes | None, str | None]]) ->
         ([("/etc/evil", b"x", None)], "leaves the slug"),
         ([("./link", None, "/etc/passwd")], "leaves the slug"),
         ([("./a/link", None, "../../outside")], "leaves the slug"),
+        # Each link stays inside on its own; the chain leads out.
+        ([("./a", None, None), ("./a/b", None, ".."), ("./a/b/c", None, ".."),
+          ("./a/b/c/escaped.txt", b"x", None)], "goes through the symlink"),
     ],
 )
 def test_hostile_slugs_are_refused(tmp_path, entries, problem):
@@ -54,6 +57,7 @@ def test_hostile_slugs_are_refused(tmp_path, entries, problem):
         assert "The slug holds an unsafe entry" in result.stderr
         assert problem in result.stderr
     assert not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "outside").exists()
 
 

@@ -135,7 +135,7 @@ def test_environment_printout_masks_secrets():
     text = "\n".join(lines)
     for secret in ("abc123", "zzz", "tok", "hunter2"):
         assert secret not in text
-    assert "DATABASE_URL=postgres://user:****@db:5432/app" in lines
+    assert "DATABASE_URL=postgres://***@db:5432/app" in lines
     assert "DEBUG=1" in lines and "SECRET_KEY=****" in lines and "EMPTY_KEY=" in lines
 
 

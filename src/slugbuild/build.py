@@ -25,6 +25,7 @@ from . import errors, platform_info, release, relocate
 from .buildpack_runner import (
     ReleaseInfo,
     buildpacks_for,
+    exported_variables,
     fetch,
     merge,
     run_buildpack,
@@ -44,6 +45,7 @@ from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, PackedSlug, pack_tree
+from .proc import buildpack_exports
 from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import (
@@ -231,19 +233,17 @@ def compile_app(
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
-    wants_python = not refs or any(ref.native for ref in refs)
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
-
-    info = None
-    if wants_python:
-        with timer.stage("detect"):
-            info = detect(app_dir)
-            require_package_manager(info)
-        reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
     platform = platform_info.current()
+
+    # Alone, the Python stages check the app before any work is done. After
+    # other buildpacks they check the build directory at their turn, which
+    # may hold files those buildpacks wrote.
+    info = resolved = None
+    if not refs:
+        info = _detect_python(app_dir, timer, reporter)
     cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    resolved = None
     if info is not None:
         with timer.stage("resolve_runtime"):
             resolved = _resolve_runtime(app_dir, cache, platform, runtime_options, reporter)
@@ -266,22 +266,32 @@ def compile_app(
         else:
             env_dir_path = write_env_dir(scratch / "env", config_vars)
             exports: list[Path] = []
-            for ref in refs:
+            for position, ref in enumerate(refs):
                 if ref.native:
-                    python_build = _python_stages(build, info, *resolved)
+                    if python_build is not None:
+                        reporter.warn(f"{ref.shown} is listed twice; the Python stages ran "
+                                      f"once.")
+                        continue
+                    with buildpack_exports(exported_variables(exports)):
+                        info = _detect_python(build.build_dir, timer, reporter)
+                        check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
+                        with timer.stage("resolve_runtime"):
+                            resolved = _resolve_runtime(build.build_dir, cache, platform,
+                                                        runtime_options, reporter)
+                        python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
-                    descriptions.append({"buildpack": ref.spec,
+                    descriptions.append({"buildpack": ref.shown,
                                          "description": release.BUILDPACK_DESCRIPTION})
                     continue
-                with timer.stage(f"buildpack:{ref.spec}"):
-                    directory = fetch(ref, scratch / "buildpacks")
+                with timer.stage(f"buildpack:{ref.shown}"):
+                    directory = fetch(ref, scratch / "buildpacks" / str(position))
                     outcome = run_buildpack(
                         ref, directory, build_dir=build.build_dir,
                         cache_dir=cache.root / "buildpacks" / ref.cache_name,
                         env_dir=env_dir_path, config_vars=config_vars,
                         stack=platform.stack, exports=exports, reporter=reporter)
                 declared.append(outcome.release)
-                descriptions.append({"buildpack": ref.spec, "description": outcome.name})
+                descriptions.append({"buildpack": ref.shown, "description": outcome.name})
         _remove_stray_bytecode(build.build_dir)
         linked: set[tuple[int, int]] = set()
         for layer in build.restored:
@@ -339,6 +349,14 @@ def compile_app(
         packages=_package_list(python_build),
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
     )
+
+
+def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInfo:
+    with timer.stage("detect"):
+        info = detect(directory)
+        require_package_manager(info)
+    reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
+    return info
 
 
 def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
@@ -407,7 +425,6 @@ def _python_export(scratch: Path, build_dir: Path) -> Path:
 def _process_types(build: _Build, python_build: _PythonBuild | None,
                    declared: list[ReleaseInfo]):
     """Buildpack defaults, then the Python app's inferred web process, then the Procfile."""
-    procfile_present = (build.build_dir / "Procfile").is_file()
     inferred = None
     if python_build is not None:
         python_types, inferred = discover_process_types(
@@ -417,11 +434,8 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
         build.reporter.step("Discovering process types")
         python_types = read_procfile(build.build_dir)
     merged = merge(declared)
-    if inferred is not None and not procfile_present:
-        merged.default_process_types.update(python_types)
-        process_types = dict(merged.default_process_types)
-    else:
-        process_types = {**merged.default_process_types, **python_types}
+    # The Procfile's types (or, without one, the inferred web process) win.
+    process_types = {**merged.default_process_types, **python_types}
     if declared and merged.default_process_types:
         build.reporter.detail("Buildpacks declare types -> "
                               + ", ".join(sorted(merged.default_process_types)))

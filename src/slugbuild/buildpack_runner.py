@@ -12,6 +12,7 @@ of Heroku's own Python buildpack mean slugbuild's built-in Python stages.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import yaml
 from . import errors
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .redact import redact_url
 
 # Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
 NATIVE_PYTHON_NAMES = {
@@ -53,9 +55,15 @@ class BuildpackRef:
         return bool(_GIT_URL.match(self.spec))
 
     @property
+    def shown(self) -> str:
+        """The spec as logs and slug.json show it: credentials in a URL hidden."""
+        return redact_url(self.spec)
+
+    @property
     def cache_name(self) -> str:
-        """A stable directory name for this buildpack's CACHE_DIR."""
-        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", self.spec.split("#", 1)[0])[-40:].strip("-")
+        """A stable directory name for this buildpack's CACHE_DIR (no credentials)."""
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", self.shown.split("#", 1)[0])[-40:]
+        readable = readable.strip("-")
         return f"{readable}-{hashlib.sha256(self.spec.encode()).hexdigest()[:10]}"
 
 
@@ -106,16 +114,17 @@ def fetch(ref: BuildpackRef, scratch: Path) -> Path:
                                 env=clean_env({"GIT_TERMINAL_PROMPT": "0"}))
         if result.returncode != 0:
             raise errors.BUILDPACK_FETCH_FAILED.error(
-                spec=ref.spec, reason=result.stderr.strip()[-400:] or "git clone failed")
+                spec=ref.shown,
+                reason=redact_url(result.stderr.strip()[-400:]) or "git clone failed")
         directory = target
     else:
         source = (ref.base / ref.spec).resolve()
         if not (source / "bin" / "compile").is_file():
-            raise errors.BUILDPACK_INVALID.error(spec=ref.spec, path=source)
+            raise errors.BUILDPACK_INVALID.error(spec=ref.shown, path=source)
         directory = scratch / ref.cache_name
         shutil.copytree(source, directory, symlinks=True)
     if not (directory / "bin" / "compile").is_file():
-        raise errors.BUILDPACK_INVALID.error(spec=ref.spec, path=directory)
+        raise errors.BUILDPACK_INVALID.error(spec=ref.shown, path=directory)
     return directory
 
 
@@ -134,19 +143,33 @@ def run_buildpack(
     """detect, compile and release one buildpack on ``build_dir``."""
     env = clean_env({**exported_config(config_vars), "STACK": stack})
     name = _detect(ref, directory, build_dir, env, exports)
-    reporter.step(f"{name} app detected" if name else f"{ref.spec} detected the app")
+    reporter.step(f"{name} app detected" if name else f"{ref.shown} detected the app")
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
         run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
                                      env_dir]), reporter, env, cwd=build_dir)
     except ToolFailed as failed:
         raise errors.BUILDPACK_COMPILE_FAILED.error(
-            spec=ref.spec, exit_code=failed.exit_code, output=failed.tail) from failed
+            spec=ref.shown, exit_code=failed.exit_code, output=failed.tail) from failed
     export = directory / "export"
     if export.is_file():
         exports.append(export)
-    return BuildpackOutcome(name or ref.spec,
+    return BuildpackOutcome(name or ref.shown,
                             _release(ref, directory, build_dir, env, exports))
+
+
+def exported_variables(exports: list[Path]) -> dict[str, str]:
+    """The variables the ``export`` files set or change, as bash sees them."""
+    if not exports:
+        return {}
+    base = clean_env()
+    script = "".join(f'. "{path}"; ' for path in exports) + "env -0"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, env=base)
+    if result.returncode != 0:
+        return {}
+    after = dict(item.split("=", 1) for item in
+                 result.stdout.decode(errors="replace").split("\0") if "=" in item)
+    return {k: v for k, v in after.items() if base.get(k) != v and k not in ("_", "SHLVL", "PWD")}
 
 
 def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:
@@ -164,7 +187,7 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
                             text=True, env=env, cwd=build_dir)
     if result.returncode != 0:
         raise errors.BUILDPACK_DETECT_FAILED.error(
-            spec=ref.spec, output=(result.stdout + result.stderr).strip()[-2000:] or None)
+            spec=ref.shown, output=(result.stdout + result.stderr).strip()[-2000:] or None)
     return result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
 
 
@@ -177,9 +200,9 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
                             text=True, env=env, cwd=build_dir)
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=ref.spec, problem=f"bin/release exited with code {result.returncode}",
+            spec=ref.shown, problem=f"bin/release exited with code {result.returncode}",
             output=result.stderr.strip()[-2000:] or None)
-    return parse_release_yaml(result.stdout, ref.spec)
+    return parse_release_yaml(result.stdout, ref.shown)
 
 
 def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
@@ -220,8 +243,11 @@ def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:
 
 def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
     """Heroku's ENV_DIR: one file per config var (kept in the scratch dir only)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for key, value in config_vars.items():
-        (directory / key).write_text(value)
+        path = directory / key
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:  # config vars are often secrets
+            handle.write(value)
     return directory
 

@@ -3,26 +3,35 @@
 Layout (see docs/cache.md)::
 
     CACHE/
-      runtimes/<name>/{manifest.json,tree/}   one relocatable CPython prefix
-      layers/<name>/{manifest.json,tree/}     what an install added to a runtime
-      pip/                                    pip's own download and wheel cache
-      locks/                                  one lock file per layer being built
-      tmp/                                    layers and build dirs in progress
+      runtimes/<name>/{manifest.json,files.json,tree/}  one relocatable CPython prefix
+      layers/<name>/{manifest.json,files.json,tree/}    what an install added to a runtime
+      pip/                              pip's own download and wheel cache (pip-tools/ inside)
+      uv/                               uv's cache (installers/uv.py)
+      tools/<tool>-<hash>/{...,tree/}   Pipenv, Poetry: build tools (installers/tools.py)
+      history/<hash>.json               an app dir's last dependency inputs (dependencies.py)
+      downloads/<platform key>/         verified runtime archives (downloads.py)
+      buildpacks/<name>-<hash>/         a buildpack's CACHE_DIR (build.py)
+      locks/                            one lock file per layer being built
+      tmp/                              layers, installs and build dirs in progress
+
+runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
+the others by the modules named, when first needed.
 
 A layer is built under tmp/ and renamed into place only after its manifest is
 written, so a build killed half way never leaves a layer a later build would
 trust. Builds of the same layer are serialised by a lock file.
 
 Restoring a layer hard-links its files into the build directory (a copy
-where links are impossible). ``files.json`` records each file's size and
-mtime when the layer was published; ``verify`` compares them after the build
-steps ran, and a layer whose file was changed in place (through the link) is
-discarded, so a later build never trusts it.
+where links are impossible). ``files.json`` records each file's size, mtime
+and mode when the layer was published; ``verify`` compares them after the
+build steps ran, and a layer whose file was changed in place (through the
+link) is discarded, so a later build never trusts it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -37,6 +46,9 @@ from . import errors
 
 MANIFEST = "manifest.json"
 FILE_INDEX = "files.json"
+# Why os.link may fail where a copy works: another filesystem, not permitted,
+# too many links to one inode.
+_LINK_IMPOSSIBLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 TREE = "tree"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
@@ -138,20 +150,27 @@ class Cache:
             raise
 
     def restore(self, layer: Layer, target: Path) -> None:
-        """Put the layer's files at ``target`` (merged into what is there), as hard links."""
+        """Put the layer's files at ``target`` (merged into what is there), as hard links.
+
+        A plain walk: directory times and modes do not matter (the slug
+        normalises them), and copytree's per-directory copystat doubled the time.
+        """
         linkable = (layer.path / FILE_INDEX).is_file()
-
-        def place(source: str, destination: str) -> None:
-            if linkable:
-                try:
-                    os.link(source, destination)
-                    return
-                except OSError:
-                    pass  # another filesystem, or links not allowed: copy instead
-            shutil.copy2(source, destination)
-
-        shutil.copytree(layer.tree, target, symlinks=True, dirs_exist_ok=True,
-                        copy_function=place)
+        pending = [(str(layer.tree), str(target))]
+        while pending:
+            source_dir, target_dir = pending.pop()
+            os.makedirs(target_dir, exist_ok=True)
+            with os.scandir(source_dir) as entries:  # d_type: no stat per entry
+                for entry in entries:
+                    destination = os.path.join(target_dir, entry.name)
+                    if entry.is_symlink():
+                        if os.path.lexists(destination):
+                            os.unlink(destination)
+                        os.symlink(os.readlink(entry.path), destination)
+                    elif entry.is_dir():
+                        pending.append((entry.path, destination))
+                    else:
+                        _place(entry.path, destination, linkable)
 
     def inodes(self, layer: Layer) -> set[tuple[int, int]]:
         """(st_dev, st_ino) of every regular file of the layer's tree."""
@@ -204,15 +223,39 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def _place(source: str, destination: str, linkable: bool) -> None:
+    """Hard-link ``source`` at ``destination``, or copy it where a link is impossible.
+
+    An existing file there is unlinked first, never written through: it may be
+    a link into another cached layer.
+    """
+    if linkable:
+        try:
+            os.link(source, destination)
+            return
+        except FileExistsError:
+            os.unlink(destination)
+            return _place(source, destination, linkable)
+        except OSError as exc:
+            if exc.errno not in _LINK_IMPOSSIBLE:
+                raise
+    if os.path.lexists(destination):
+        os.unlink(destination)
+    shutil.copy2(source, destination)
+
+
 def _file_index(tree: Path) -> dict[str, list[int]]:
-    """Size and mtime (ns) of every regular file below ``tree``."""
+    """Size, mtime (ns) and mode of every regular file below ``tree``.
+
+    The mode counts: a chmod through a hard link would change every later slug.
+    """
     index = {}
     for dirpath, _dirnames, filenames in os.walk(tree):
         for name in filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
             if not os.path.islink(path):
-                index[os.path.relpath(path, tree)] = [st.st_size, st.st_mtime_ns]
+                index[os.path.relpath(path, tree)] = [st.st_size, st.st_mtime_ns, st.st_mode]
     return index
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import errors
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .redact import redact_url
 
 # Names whose values are secret enough to mask when the environment is printed.
 _SECRET_NAME = re.compile(
@@ -22,7 +23,6 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 # user:password@ inside URLs (DATABASE_URL, REDIS_URL...).
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]+@")
 
 # (pattern over the output, explanation); the first group names what is missing.
 _DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
@@ -67,7 +67,7 @@ def masked_environment(env: Mapping[str, str]) -> list[str]:
         if _SECRET_NAME.search(name) and value:
             value = "****"
         else:
-            value = _URL_PASSWORD.sub(r"\1****@", value)
+            value = redact_url(value)
         lines.append(f"{name}={value}")
     return lines
 

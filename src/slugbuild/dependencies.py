@@ -4,9 +4,12 @@ The layer is what an install adds to ``.heroku/python`` (site-packages and
 console scripts). It is cached under a key made of exactly what determines
 it: runtime version and platform, installer and its version, the index
 settings, and the content of every requirements file the install reads. A
-warm build with the same key restores it; any change builds a fresh layer
-from the bare runtime, so packages removed from the requirements are gone.
-Installer download caches are kept across keys.
+warm build with the same key hard-links it in; any change builds a fresh
+layer, installed onto the runtime layer's hard-linked files (plus whatever a
+pre_compile hook or an earlier buildpack put there), never onto an older
+dependency layer, so packages removed from the requirements are gone. Only
+the paths the install added are cached. Installer download caches are kept
+across keys.
 """
 
 from __future__ import annotations
@@ -194,7 +197,12 @@ def install_dependencies(
     source_dir: Path | None = None,
     constraints: str | None = None,
 ) -> DependencyLayer:
-    """Fill ``python_home`` (a fresh copy of the runtime) with the app's packages.
+    """Fill ``python_home`` with the app's packages.
+
+    ``python_home`` holds hard links to the runtime layer's files, plus whatever
+    a pre_compile hook or an earlier buildpack put there. A cached layer is
+    hard-linked into it; else the installer installs into it and only the paths
+    it added become the new layer.
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
@@ -253,6 +261,9 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
 
 def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, python_name: str,
                    runtime_layer: Layer, key: str, name: str, inputs: dict) -> None:
+    # What is there before the install (the runtime, and anything a pre_compile
+    # hook or an earlier buildpack put there) is not the installer's to cache.
+    before = _relative_paths(python_home)
     installer.install(job)
     site_packages = python_home / "lib" / python_name / "site-packages"
     rewritten = relocate.make_scripts_relocatable(python_home / "bin", python_name)
@@ -267,7 +278,7 @@ def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, pyt
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
     with job.cache.new_layer("layers", name, key, inputs) as tree:
-        _copy_added(python_home, runtime_layer.tree, tree)
+        _copy_added(python_home, before, tree)
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
@@ -287,15 +298,23 @@ def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]
     return changed
 
 
-def _copy_added(built: Path, base: Path, layer_tree: Path) -> None:
-    """Copy into ``layer_tree`` every path of ``built`` that ``base`` lacks."""
+def _relative_paths(root: Path) -> set[str]:
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        found.update(os.path.normpath(os.path.join(rel_dir, n)) for n in dirnames + filenames)
+    return found
+
+
+def _copy_added(built: Path, existing: set[str], layer_tree: Path) -> None:
+    """Copy into ``layer_tree`` every path of ``built`` not in ``existing``."""
     for dirpath, dirnames, filenames in os.walk(built):
         rel_dir = Path(dirpath).relative_to(built)
         dirnames.sort()
         for name in [*dirnames, *sorted(filenames)]:
             source = Path(dirpath) / name
             rel = rel_dir / name
-            if os.path.lexists(base / rel):
+            if str(rel) in existing:
                 continue
             target = layer_tree / rel
             target.parent.mkdir(parents=True, exist_ok=True)

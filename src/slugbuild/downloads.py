@@ -38,6 +38,7 @@ from . import errors
 from .cache import Cache
 from .log import Reporter
 from .platform_info import Platform
+from .redact import redact_url
 from .runtimes import LocalRuntime, RuntimeOffer, SourceUnavailable, inspect_prefix
 
 DEFAULT_DOWNLOAD_URL = (
@@ -158,11 +159,11 @@ class DownloadSource:
         return [self._offer(a, is_cached) for a, is_cached in best.values()]
 
     def _offer(self, archive: Archive, cached: bool) -> RuntimeOffer:
-        origin = archive.url + (" (cached)" if cached else "")
+        origin = redact_url(archive.url) + (" (cached)" if cached else "")
         return RuntimeOffer(
             version=archive.version, source=self, origin=origin,
             identity={"archive": archive.name, "archive_sha256": archive.sha256},
-            metadata={"origin": archive.url, "archive_sha256": archive.sha256},
+            metadata={"origin": redact_url(archive.url), "archive_sha256": archive.sha256},
             detail=archive,
         )
 

@@ -39,7 +39,7 @@ def describe_slug(path: Path) -> dict[str, Any]:
             "checksum": f"SHA256:{sha256}",
             "layout": archive.layout,
             "process_types": metadata.get("process_types", {}),
-            "runtime": metadata.get("runtime", {}),
+            "runtime": metadata.get("runtime") or {},
             "stack": metadata.get("stack"),
             "packages": metadata.get("packages", []),
         }

@@ -104,7 +104,8 @@ def _lock_input(app: Path, scratch: Path) -> tuple[str, Path]:
             raise errors.LOCK_FILE_MALFORMED.error(
                 lock_file="pyproject.toml", syntax="TOML", problem=str(exc),
                 relock="slugbuild lock") from None
-        dependencies = data.get("project", {}).get("dependencies")
+        project = data.get("project", {})
+        dependencies = project.get("dependencies") if isinstance(project, dict) else None
         if isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies):
             path = scratch / "pyproject-dependencies.in"
             path.write_text("".join(d + "\n" for d in dependencies))

@@ -4,7 +4,9 @@ A tarball is unpacked (after every entry is checked to stay inside the target,
 see slugfile.py)
 into a temporary directory that is removed afterwards; a directory is used as
 it is. The process gets HOME set to the app root, PORT, the slug's
-``.profile.d/*.sh`` sourced, and the Procfile command run by bash. Signals
+``.profile.d/*.sh`` sourced, ``.release``'s config vars as defaults under the
+given ones, and the process type's command (``.release``, then the Procfile,
+see read_release) run by bash. Signals
 sent to slugbuild are forwarded to it and its exit code is returned.
 """
 

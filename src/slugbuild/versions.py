@@ -244,7 +244,8 @@ def _read_pyproject(text: str) -> PythonRequest | None:
             source_file="pyproject.toml", problem=f"is not valid TOML ({exc})",
             action="Fix the syntax error it names.",
         ) from exc
-    value = data.get("project", {}).get("requires-python")
+    project = data.get("project", {})
+    value = project.get("requires-python") if isinstance(project, dict) else None
     if value is None:
         return None
     source = "pyproject.toml (requires-python)"

@@ -42,8 +42,10 @@ def main(argv: list[str]) -> int:
     try:
         slug = scratch / "slug.tgz"
         try:
+            # buildpacks=["python"]: this buildpack is the Python part; the app's
+            # .buildpacks (which may name this very buildpack) is herokuish's business.
             compile_app(build_dir, slug, cache_dir=cache_dir / "slugbuild", env_dir=env_dir,
-                        reporter=Reporter(stream=sys.stdout))
+                        reporter=Reporter(stream=sys.stdout), buildpacks=["python"])
         except SlugbuildError as error:
             print(error.render(), flush=True)
             return 1

@@ -72,13 +72,16 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     try:
         if lock_file == "Pipfile.lock":
             data = json.loads(text)
-            paths = [entry.get("path") for entry in data.get("default", {}).values()
-                     if isinstance(entry, dict)]
+            default = data.get("default") if isinstance(data, dict) else None
+            paths = [entry.get("path") for entry in (default or {}).values()
+                     if isinstance(entry, dict)] if isinstance(default or {}, dict) else []
         else:
             packages = tomllib.loads(text).get("package", [])
             paths = []
-            for package in packages:
-                source = package.get("source", {})
+            for package in packages if isinstance(packages, list) else []:
+                source = package.get("source", {}) if isinstance(package, dict) else {}
+                if not isinstance(source, dict):
+                    continue
                 if lock_file == "uv.lock":
                     paths += [source.get(k) for k in ("directory", "path", "editable")]
                 elif source.get("type") in ("directory", "file"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import errors
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from ..redact import redact_url as redact
 from . import InstallJob
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -146,10 +147,6 @@ def trusted_ca_bundle() -> str | None:
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
-
-
-def redact(url: str) -> str:
-    return re.sub(r"//[^/@]+@", "//***@", url)
 
 
 def requirements_files(app_dir: Path, lock_file: str) -> list[str]:

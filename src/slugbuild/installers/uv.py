@@ -4,7 +4,9 @@ The `uv` wheel on PyPI ships the binary, so it is a dependency of slugbuild and
 never part of a slug. Every run gets UV_NO_CONFIG (no uv.toml of the host), an
 explicit index, its own cache inside slugbuild's cache, the CA bundle the
 machine trusts, and ``--link-mode copy`` so nothing in a slug is a hard link
-into the cache (the build later rewrites scripts in place).
+into uv's cache, which a build step writing to an installed file in place (a
+hook, say) would change. slugbuild's own rewrites of scripts and RECORDs
+write a new file and rename it over the old one (relocate.write_replacing).
 """
 
 from __future__ import annotations
