@@ -337,7 +337,8 @@ def compile_app(
                                               source_date_epoch, describe)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with timer.stage("cleanup"):
+            shutil.rmtree(scratch, ignore_errors=True)
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
     reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
