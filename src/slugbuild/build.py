@@ -11,6 +11,7 @@ slug.json are renamed into place only when every stage has succeeded.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -496,7 +497,7 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both."""
-    _remove_abandoned_partials(slug_path.parent)
+    _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
     suffix = f".{os.getpid()}.partial"
     partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
     partial_json = json_path.with_name(f".{json_path.name}{suffix}")
@@ -520,11 +521,16 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
     return packed, metadata
 
 
-def _remove_abandoned_partials(directory: Path) -> None:
-    """Delete ``.NAME.PID.partial`` files of builds killed before they could clean up."""
-    for partial in directory.glob(".*.partial"):
-        pid = partial.name[: -len(".partial")].rsplit(".", 1)[-1]
-        if pid.isdigit() and not process_alive(int(pid)):
+def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
+    """Delete ``.NAME.PID.partial`` files that builds of these outputs left when killed.
+
+    Only for the ``names`` this build writes: other files are not ours to judge.
+    """
+    for name in names:
+        for partial in directory.glob(f".{glob.escape(name)}.*.partial"):
+            pid = partial.name[len(name) + 2: -len(".partial")]
+            if not pid.isdigit() or process_alive(int(pid)):
+                continue
             with contextlib.suppress(OSError):
                 partial.unlink()
 
