@@ -296,8 +296,9 @@ def compile_app(
         _remove_stray_bytecode(build.build_dir)
         linked: set[tuple[int, int]] = set()
         for layer in build.restored:
-            if build.cache.verify(layer):
-                linked |= build.cache.inodes(layer)
+            inodes = build.cache.check_restored(layer)
+            if inodes is not None:
+                linked |= inodes
             else:
                 reporter.warn(f"A build step changed a file of the cached layer "
                               f"{layer.path.name} in place; that layer was discarded and "

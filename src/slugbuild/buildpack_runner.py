@@ -26,6 +26,7 @@ import yaml
 from . import errors
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .procfile import parse_procfile
 from .redact import redact_url
 
 # Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
@@ -229,6 +230,18 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     addons = data.get("addons") or []
     return ReleaseInfo(mapping("default_process_types"), mapping("config_vars"),
                        [str(a) for a in addons] if isinstance(addons, list) else [])
+
+
+def slug_release(release_text: str | None, procfile_text: str | None) -> ReleaseInfo:
+    """What a built slug declares: its ``.release``, with the Procfile's types winning.
+
+    ``.release`` also holds inferred and buildpack-declared types and the
+    buildpacks' config var defaults.
+    """
+    declared = parse_release_yaml(release_text, ".release") if release_text else ReleaseInfo()
+    if procfile_text is not None:
+        declared.default_process_types.update(parse_procfile(procfile_text))
+    return declared
 
 
 def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:

@@ -23,7 +23,7 @@ trust. Builds of the same layer are serialised by a lock file.
 
 Restoring a layer hard-links its files into the build directory (a copy
 where links are impossible). ``files.json`` records each file's size, mtime
-and mode when the layer was published; ``verify`` compares them after the
+and mode when the layer was published; ``check_restored`` compares them after the
 build steps ran, and a layer whose file was changed in place (through the
 link) is discarded, so a later build never trusts it.
 """
@@ -33,9 +33,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,30 +174,24 @@ class Cache:
                     else:
                         _place(entry.path, destination, linkable)
 
-    def inodes(self, layer: Layer) -> set[tuple[int, int]]:
-        """(st_dev, st_ino) of every regular file of the layer's tree."""
-        found = set()
-        for dirpath, _dirnames, filenames in os.walk(layer.tree):
-            for name in filenames:
-                st = os.lstat(os.path.join(dirpath, name))
-                found.add((st.st_dev, st.st_ino))
-        return found
-
-    def verify(self, layer: Layer) -> bool:
-        """True if no file of the layer changed since it was published; else discard it."""
+    def check_restored(self, layer: Layer) -> set[tuple[int, int]] | None:
+        """After a build used a restored layer: None if one of its files changed
+        since publishing (the layer is then discarded), else the (st_dev, st_ino)
+        of its files, which are the build's own hard links to them."""
         try:
             recorded = json.loads((layer.path / FILE_INDEX).read_text())
         except (OSError, ValueError):
-            return True  # an older layer: restored by copying, nothing to check
-        if _file_index(layer.tree) == recorded:
-            return True
+            return set()  # an older layer: restored by copying, nothing linked
+        inodes: set[tuple[int, int]] = set()
+        if _file_index(layer.tree, inodes) == recorded:
+            return inodes
         doomed = self.scratch_dir(f"tampered-{layer.path.name}")
         try:
             os.rename(layer.path, doomed / "layer")
         except OSError:
             pass
         shutil.rmtree(doomed, ignore_errors=True)
-        return False
+        return None
 
     def scratch_dir(self, label: str) -> Path:
         """A fresh directory under tmp/, marked with this process's id."""
@@ -244,18 +240,31 @@ def _place(source: str, destination: str, linkable: bool) -> None:
     shutil.copy2(source, destination)
 
 
-def _file_index(tree: Path) -> dict[str, list[int]]:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (slugs and archives can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_index(tree: Path, inodes: set[tuple[int, int]] | None = None
+                ) -> dict[str, list[int]]:
     """Size, mtime (ns) and mode of every regular file below ``tree``.
 
     The mode counts: a chmod through a hard link would change every later slug.
+    ``inodes``, when given, also collects each file's (st_dev, st_ino).
     """
     index = {}
     for dirpath, _dirnames, filenames in os.walk(tree):
         for name in filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            if not os.path.islink(path):
+            if stat.S_ISREG(st.st_mode):
                 index[os.path.relpath(path, tree)] = [st.st_size, st.st_mtime_ns, st.st_mode]
+                if inodes is not None:
+                    inodes.add((st.st_dev, st.st_ino))
     return index
 
 

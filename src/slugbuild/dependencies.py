@@ -25,7 +25,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from . import errors, relocate
-from .cache import Cache, Layer
+from .cache import Cache, Layer, file_sha256
 from .installers import Installer, InstallJob, installer_for
 from .installers.pip import (
     DEFAULT_INDEX_URL,
@@ -61,13 +61,16 @@ class DependencyLayer:
     """The outcome of the dependency stage."""
 
     key: str
-    restored: bool
     packages: tuple[Package, ...]
     files: tuple[str, ...]  # files the key covers, relative to the app
     lock_checksum: str
     installer: str = "pip"
     installer_version: str = ""
     cached_layer: Layer | None = None  # the layer hard-linked in, when restored
+
+    @property
+    def restored(self) -> bool:
+        return self.cached_layer is not None
 
 
 def layer_key(
@@ -89,17 +92,13 @@ def layer_key(
         "runtime_key": runtime_layer.manifest["key"],
         "installer": f"{installer.name} {installer.version()}",
         "installer_config_sha256": hashlib.sha256(index_settings.encode()).hexdigest(),
-        "files": {rel: _sha256_file(app_dir / rel) for rel in files},
+        "files": {rel: file_sha256(app_dir / rel) for rel in files},
         "layer_format": DEPENDENCY_LAYER_FORMAT,
     }
     if constraints is not None:
         inputs["constraints_sha256"] = hashlib.sha256(constraints.encode()).hexdigest()
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return key, inputs
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def rebuild_reasons(previous: dict, current: dict) -> list[str]:
@@ -211,13 +210,13 @@ def install_dependencies(
     files = installer.key_files(app_dir, lock_file, config_vars)
     key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars, constraints)
     name = key[:24]
-    lock_checksum = "SHA256:" + _sha256_file(app_dir / lock_file)
+    lock_checksum = "SHA256:" + file_sha256(app_dir / lock_file)
     installer_version = installer.version()
 
     def outcome(restored: Layer | None) -> DependencyLayer:
         packages = installed_packages(python_home, python_name)
-        return DependencyLayer(key, restored is not None, tuple(packages), tuple(files),
-                               lock_checksum, installer.name, installer_version, restored)
+        return DependencyLayer(key, tuple(packages), tuple(files), lock_checksum,
+                               installer.name, installer_version, restored)
 
     layer = cache.lookup("layers", name, key)
     if layer is None:

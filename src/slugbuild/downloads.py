@@ -35,7 +35,7 @@ import requests
 import urllib3
 
 from . import errors
-from .cache import Cache
+from .cache import Cache, file_sha256
 from .log import Reporter
 from .platform_info import Platform
 from .redact import redact_url
@@ -223,7 +223,7 @@ class DownloadSource:
     def fetch(self, archive: Archive, reporter: Reporter) -> Path:
         """The archive's path in the cache, downloaded and verified first if needed."""
         final = self.store / archive.name
-        if final.is_file() and _sha256_file(final) == archive.sha256:
+        if final.is_file() and file_sha256(final) == archive.sha256:
             return final
         if self.offline:
             raise errors.RUNTIME_DOWNLOAD_FAILED.error(
@@ -325,14 +325,6 @@ def _describe(exc: Exception) -> str:
                         urllib3.exceptions.ProtocolError)) or "IncompleteRead" in text:
         return f"truncated: the connection closed early ({text[:200]})"
     return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Progress:

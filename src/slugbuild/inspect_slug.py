@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from .build import metadata_path_for
-from .buildpack_runner import parse_release_yaml
+from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
-from .procfile import parse_procfile
 from .slugfile import SlugArchive
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
@@ -73,14 +72,12 @@ def _matching_metadata(slug: Path, sha256: str) -> dict[str, Any] | None:
 
 
 def _process_types(contents: dict[str, bytes]) -> dict[str, str]:
-    """As ``slugbuild run`` sees them: .release types, the Procfile's winning."""
-    types: dict[str, str] = {}
-    if ".release" in contents:
-        types = parse_release_yaml(contents[".release"].decode("utf-8", "replace"),
-                                   ".release").default_process_types
-    if "Procfile" in contents:
-        types.update(parse_procfile(contents["Procfile"].decode("utf-8", "replace")))
-    return types
+    """As ``slugbuild run`` sees them (buildpack_runner.slug_release)."""
+
+    def text(name: str) -> str | None:
+        return contents[name].decode("utf-8", "replace") if name in contents else None
+
+    return slug_release(text(".release"), text("Procfile")).default_process_types
 
 
 def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:

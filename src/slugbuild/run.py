@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
-from .buildpack_runner import ReleaseInfo, parse_release_yaml
-from .procfile import parse_procfile
+from .buildpack_runner import ReleaseInfo, slug_release
 from .slugfile import SlugArchive
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -40,25 +39,13 @@ def app_root(directory: Path) -> Path:
 
 
 def read_release(root: Path) -> ReleaseInfo:
-    """Process types and config var defaults of an unpacked slug.
+    """Process types and config var defaults of an unpacked slug (see slug_release)."""
 
-    The Procfile wins over the types in ``.release`` (which also holds inferred
-    and buildpack-declared ones); ``.release`` config vars are defaults.
-    """
-    declared = ReleaseInfo()
-    release = root / ".release"
-    if release.is_file():
-        declared = parse_release_yaml(release.read_text(errors="replace"), ".release")
-    procfile = root / "Procfile"
-    if procfile.is_file():
-        declared.default_process_types.update(
-            parse_procfile(procfile.read_text(errors="replace")))
-    return declared
+    def text(name: str) -> str | None:
+        path = root / name
+        return path.read_text(errors="replace") if path.is_file() else None
 
-
-def process_types(root: Path) -> dict[str, str]:
-    """Process types of an unpacked slug (see read_release)."""
-    return read_release(root).default_process_types
+    return slug_release(text(".release"), text("Procfile"))
 
 
 def run_slug(

@@ -9,13 +9,12 @@ tarfile's "data" filter where Python has it.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from pathlib import Path, PurePosixPath
 
 from . import errors
+from .cache import file_sha256
 
-_CHUNK = 1 << 20
 # Raised by tarfile's extraction filters (Python 3.12+ and security releases).
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
 
@@ -117,11 +116,7 @@ class SlugArchive:
         return found
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(self.path)
 
     def extract(self, target: Path) -> Path:
         """Unpack into ``target``; return the app root inside it."""
