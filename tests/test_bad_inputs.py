@@ -119,3 +119,14 @@ def test_collectstatic_raising(tmp_path, cache_dir):
     stderr = assert_clean_failure(app, cache_dir, tmp_path, "Django's collectstatic failed")
     assert "STATIC_ROOT" in stderr  # the tail of Django's own error is shown
     assert "DISABLE_COLLECTSTATIC" in stderr
+
+
+@pytest.mark.slow
+def test_requirement_missing_from_index_in_a_cold_build(tmp_path):
+    # A cold build downloads ahead while it prepares the runtime; that download
+    # failing must change nothing: the install reports it, the same way.
+    app = make_app(tmp_path / "app", {
+        **MINIMAL, "requirements.txt": "six==1.17.0\nslugbuild-no-such-package-xyz==1.0.0\n"})
+    stderr = assert_clean_failure(app, tmp_path / "cold-cache", tmp_path,
+                                  "Could not install the app's dependencies")
+    assert "slugbuild-no-such-package-xyz" in stderr

@@ -114,7 +114,15 @@ def test_slug_json_and_tarball_format(django_build):
         members = tar.getmembers()
     names = [m.name for m in members]
     assert names[0] == "."
-    assert names == sorted(names, key=lambda n: n.split("/"))
+    # Every directory first (sorted), then the runtime's and the packages' files
+    # (the cached layer parts), then the app's.
+    is_dir = [m.isdir() for m in members]
+    assert is_dir == sorted(is_dir, reverse=True)
+    directories = names[:sum(is_dir)]
+    assert directories == sorted(directories, key=lambda n: n.split("/"))
+    files = names[len(directories):]
+    in_layers = sum(n.startswith("./.heroku/python/") for n in files)
+    assert all(n.startswith("./.heroku/python/") for n in files[:in_layers])
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
     assert all(m.mode in (0o644, 0o755, 0o777) for m in members)
     assert len({m.mtime for m in members}) == 1

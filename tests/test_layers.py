@@ -93,3 +93,25 @@ def test_same_app_in_other_places_with_other_caches_gives_the_same_bytes(tmp_pat
     two = _build(make_app(tmp_path / "b" / "c" / "other-name", files), tmp_path / "two.tgz",
                  tmp_path / "cache-two")
     assert one.sha256 == two.sha256
+
+
+@pytest.mark.slow
+def test_prefetch_fills_the_installer_cache_ahead_of_the_install(tmp_path):
+    from slugbuild.cache import Cache
+    from slugbuild.dependencies import Prefetch
+
+    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
+    cache = Cache(tmp_path / "cache")
+    prefetch = Prefetch.start(app_dir=app, lock_file="requirements.txt", package_manager="pip",
+                              config_vars={}, cache=cache, reporter=Reporter(quiet=True),
+                              python_version="3.12.1", scratch=tmp_path / "prefetch")
+    assert prefetch is not None
+    prefetch.wait()
+    prefetch.stop()
+    assert prefetch.process.returncode == 0
+    assert list((tmp_path / "cache" / "uv").rglob("six.py"))
+    unpinned = make_app(tmp_path / "unpinned", {"requirements.txt": "six>=1\n"})
+    assert Prefetch.start(app_dir=unpinned, lock_file="requirements.txt",
+                          package_manager="pip", config_vars={}, cache=cache,
+                          reporter=Reporter(quiet=True), python_version="3.12.1",
+                          scratch=tmp_path / "prefetch2") is None  # pip installs: no prefetch

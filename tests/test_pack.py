@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from slugbuild.pack import _dir_info, _info, pack_tree, tar_header
+from slugbuild.pack import LayerPart, _dir_info, _info, pack_tree, prepare_layer_part, tar_header
 
 
 @pytest.mark.parametrize("name", [
@@ -56,3 +58,82 @@ def test_pack_is_deterministic_and_readable(tmp_path):
         assert members["./link"].linkname == "sub/file.txt"
         assert members["./run.sh"].mode == 0o755
         assert members["./" + "long-" * 30 + ".txt"].size == 5_000_000
+
+
+def _layer_and_tree(tmp_path: Path, link: bool = True):
+    """A cached layer (files, a symlink, nested dirs) placed into a build tree."""
+    layer = tmp_path / "layer"
+    (layer / "tree" / "lib" / "pkg").mkdir(parents=True)
+    (layer / "tree" / "lib" / "pkg" / "mod.py").write_text("x = 1\n")
+    (layer / "tree" / "lib" / "big.bin").write_bytes(bytes(range(256)) * 20_000)
+    (layer / "tree" / "bin").mkdir()
+    (layer / "tree" / "bin" / "tool").write_text("#!/bin/sh\n")
+    (layer / "tree" / "bin" / "tool").chmod(0o755)
+    (layer / "tree" / "bin" / "alias").symlink_to("tool")
+    root = tmp_path / "root"
+    shutil.copytree(layer / "tree", root / ".heroku" / "python", symlinks=True,
+                    copy_function=os.link if link else shutil.copy2)
+    (root / "app.py").write_text("print('app')\n")
+    part = LayerPart(".heroku/python", layer / "tree", layer / "packed")
+    return root, part
+
+
+def _members(data: bytes) -> dict[str, bytes | str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else m.linkname or m.type)
+                for m in tar.getmembers()}
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_a_layer_part_is_kept_and_reused_with_the_same_bytes(tmp_path, link):
+    root, part = _layer_and_tree(tmp_path, link)
+    plain, first, second = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    pack_tree(root, plain, mtime=1)
+    pack_tree(root, first, mtime=1, layers=[part])
+    assert len(list(part.packed_dir.glob("*.gz"))) == 1  # made and kept
+    pack_tree(root, second, mtime=1, layers=[part])
+    assert first.getvalue() == second.getvalue()
+    assert _members(first.getvalue()) == _members(plain.getvalue())
+    prepare_layer_part(part, mtime=1)  # already there: nothing changes
+    third = io.BytesIO()
+    pack_tree(root, third, mtime=1, layers=[part])
+    assert third.getvalue() == first.getvalue()
+
+
+def test_a_replaced_layer_file_is_packed_from_the_tree(tmp_path):
+    root, part = _layer_and_tree(tmp_path)
+    before = io.BytesIO()
+    pack_tree(root, before, mtime=1, layers=[part])
+    module = root / ".heroku/python/lib/pkg/mod.py"
+    module.unlink()
+    module.write_text("x = 2\n")  # a new file, not the layer's
+    (root / ".heroku/python/bin/alias").unlink()
+    after = io.BytesIO()
+    pack_tree(root, after, mtime=1, layers=[part])
+    members = _members(after.getvalue())
+    assert members["./.heroku/python/lib/pkg/mod.py"] == b"x = 2\n"
+    assert "./.heroku/python/bin/alias" not in members
+    assert members["./.heroku/python/lib/big.bin"] == bytes(range(256)) * 20_000
+
+
+def test_a_damaged_kept_part_is_not_used(tmp_path):
+    root, part = _layer_and_tree(tmp_path)
+    first = io.BytesIO()
+    pack_tree(root, first, mtime=1, layers=[part])
+    kept = next(part.packed_dir.glob("*.gz"))
+    kept.write_bytes(b"\x1f\x8b" + kept.read_bytes()[2:-8] + bytes(8))
+    second = io.BytesIO()
+    pack_tree(root, second, mtime=1, layers=[part])
+    assert second.getvalue() == first.getvalue()
+
+
+def test_parts_depend_on_layout_and_epoch(tmp_path):
+    root, part = _layer_and_tree(tmp_path)
+    for layout, epoch in (("herokuish", 1), ("heroku", 1), ("herokuish", 2)):
+        out = io.BytesIO()
+        pack_tree(root, out, layout=layout, mtime=epoch, layers=[part])
+        with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+            assert {m.mtime for m in tar.getmembers()} == {epoch}
+            names = {m.name for m in tar.getmembers()} - {"."}
+            assert all(n.startswith("./app" if layout == "heroku" else "./") for n in names)
+    assert len(list(part.packed_dir.glob("*.gz"))) == 3

@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -132,6 +133,9 @@ def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "was discarded" in first.stderr
     assert list((cache / "runtimes").iterdir()) == []  # never trusted again
+    with tarfile.open(tmp_path / "one.tgz") as slug:  # not the layer's kept part
+        shipped = slug.extractfile("./.heroku/python/lib/python3.12/os.py").read()
+    assert shipped.endswith(b"# touched\n")
     (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
     second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
     assert second.returncode == 0, second.stderr

@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from .cache import Cache, Layer, default_cache_dir, process_alive
 from .collectstatic import run_collectstatic
 from .dependencies import (
     DependencyLayer,
+    Prefetch,
     constraints_from_slug_json,
     has_package,
     install_dependencies,
@@ -45,13 +47,14 @@ from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
-from .pack import LAYOUTS, PackedSlug, pack_tree
+from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import buildpack_exports
 from .procfile import read_procfile
 from .profile import write_profile
 from .runtimes import (
     Resolution,
     RuntimeOptions,
+    cached_runtime_layer,
     ensure_runtime_layer,
     make_sources,
     resolve,
@@ -60,6 +63,7 @@ from .stage import check_not_ignored, stage_sources
 from .versions import PythonRequest, check_supported, read_request
 
 PathLike = Union[str, os.PathLike]
+_PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -188,8 +192,21 @@ class _Build:
     config_vars: dict[str, str]
     reporter: Reporter
     timer: _Timer
+    layout: str = "herokuish"
+    epoch: int | None = None  # source_date_epoch as given to compile_app
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
-    restored: list[Layer] = field(default_factory=list)  # hard-linked into build_dir
+    # Cached layers hard-linked into build_dir, with where (relative to it).
+    restored: list[tuple[Layer, str]] = field(default_factory=list)
+    # Compresses the restored layers' slug parts (and removes scratch) while the
+    # build goes on; shut down before the layers are checked.
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+
+    def use_layer(self, layer: Layer, mount: str) -> None:
+        """Note a layer linked in at ``mount``; start compressing its slug part."""
+        self.restored.append((layer, mount))
+        part = _layer_part(layer, mount)
+        self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
 
 
 def compile_app(
@@ -251,7 +268,7 @@ def compile_app(
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
-                   reporter, timer, constraints)
+                   reporter, timer, layout, source_date_epoch, constraints)
     try:
         with timer.stage("stage_sources"):
             check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
@@ -293,16 +310,13 @@ def compile_app(
                         stack=platform.stack, exports=exports, reporter=reporter)
                 declared.append(outcome.release)
                 descriptions.append({"buildpack": ref.shown, "description": outcome.name})
-        _remove_stray_bytecode(build.build_dir)
-        linked: set[tuple[int, int]] = set()
-        for layer in build.restored:
-            inodes = build.cache.check_restored(layer)
-            if inodes is not None:
-                linked |= inodes
-            else:
-                reporter.warn(f"A build step changed a file of the cached layer "
-                              f"{layer.path.name} in place; that layer was discarded and "
-                              f"will be rebuilt next time.")
+        with timer.stage("check_layers"):
+            _remove_stray_bytecode(build.build_dir)
+            # Parts still being compressed must be finished (and kept) before the
+            # check below, which discards a changed layer together with its parts.
+            with timer.stage("compress_layers_wait"):
+                build.background.shutdown(wait=True)
+            linked, intact = _check_layers(build)
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
@@ -336,10 +350,11 @@ def compile_app(
                 )
 
             packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
-                                              source_date_epoch, describe)
+                                              source_date_epoch, describe, intact)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
         with timer.stage("cleanup"):
+            build.background.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(scratch, ignore_errors=True)
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
@@ -367,30 +382,45 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
-    python_home = build_dir / ".heroku" / "python"
-    with timer.stage("runtime_layer"):
-        runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime, build.platform,
-                                                         reporter)
-        reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
-                      f"{runtime.version}" + (" from cache" if from_cache else
-                                              f" (from {runtime.short_origin})"))
-        build.cache.restore(runtime_layer, python_home)
-        build.restored.append(runtime_layer)
-    python = python_home / "bin" / runtime.python_name
+    python_home = build_dir / _PYTHON_HOME
+    prefetch = None
+    if cached_runtime_layer(build.cache, runtime, build.platform) is None:
+        # A cold build: let the installer download while the runtime is prepared.
+        prefetch = Prefetch.start(
+            app_dir=build_dir, lock_file=info.lock_file, package_manager=info.package_manager,
+            config_vars=build.config_vars, cache=build.cache, reporter=reporter,
+            python_version=runtime.version, scratch=build.scratch / "prefetch",
+            constraints=build.constraints)
+    try:
+        with timer.stage("runtime_layer"):
+            runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
+                                                             build.platform, reporter)
+            reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
+                          f"{runtime.version}" + (" from cache" if from_cache else
+                                                  f" (from {runtime.short_origin})"))
+            build.cache.restore(runtime_layer, python_home)
+            build.use_layer(runtime_layer, _PYTHON_HOME)
+        python = python_home / "bin" / runtime.python_name
 
-    with timer.stage("pre_compile"):
-        run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
+        with timer.stage("pre_compile"):
+            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
 
-    with timer.stage("dependency_layer"):
-        deps = install_dependencies(
-            app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
-            python_name=runtime.python_name, runtime_layer=runtime_layer,
-            installer=installer_for(info.package_manager), config_vars=build.config_vars,
-            cache=build.cache, reporter=reporter, source_dir=build.app_dir,
-            constraints=build.constraints,
-        )
-        if deps.cached_layer is not None:
-            build.restored.append(deps.cached_layer)
+        with timer.stage("dependency_layer"):
+            if prefetch is not None:
+                prefetch.wait()
+            deps = install_dependencies(
+                app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
+                python_name=runtime.python_name, runtime_layer=runtime_layer,
+                installer=installer_for(info.package_manager), config_vars=build.config_vars,
+                cache=build.cache, reporter=reporter, source_dir=build.app_dir,
+                constraints=build.constraints,
+            )
+            build.use_layer(deps.layer, _PYTHON_HOME)
+    finally:
+        if prefetch is not None:
+            prefetch.stop()
+            # Its throwaway install is thousands of files: removed while the build goes on.
+            build.background.submit(shutil.rmtree, prefetch.scratch, ignore_errors=True)
 
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
@@ -495,8 +525,32 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
             dirnames.remove("__pycache__")
 
 
+def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart]]:
+    """The inodes of the cached files the build links to, and the layers to pack as parts.
+
+    A layer one of whose files a build step changed in place is discarded.
+    """
+    linked: set[tuple[int, int]] = set()
+    intact: list[LayerPart] = []
+    for layer, mount in build.restored:
+        inodes = build.cache.check_restored(layer)
+        if inodes is not None:
+            linked |= inodes
+            intact.append(_layer_part(layer, mount))
+        else:
+            build.reporter.warn(f"A build step changed a file of the cached layer "
+                                f"{layer.path.name} in place; that layer was discarded and "
+                                f"will be rebuilt next time.")
+    return linked, intact
+
+
+def _layer_part(layer: Layer, mount: str) -> LayerPart:
+    return LayerPart(mount, layer.tree, layer.path / "packed")
+
+
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
-                   epoch: int | None, describe) -> tuple[PackedSlug, dict[str, Any]]:
+                   epoch: int | None, describe, layers: Sequence[LayerPart] = ()
+                   ) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both."""
     _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
     suffix = f".{os.getpid()}.partial"
@@ -504,7 +558,7 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
     partial_json = json_path.with_name(f".{json_path.name}{suffix}")
     try:
         with open(partial_slug, "wb") as handle:
-            packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch)
+            packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
         metadata = describe(packed)

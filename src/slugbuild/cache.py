@@ -240,6 +240,19 @@ def _place(source: str, destination: str, linkable: bool) -> None:
     shutil.copy2(source, destination)
 
 
+def link_or_copy(source: os.PathLike | str, destination: os.PathLike | str) -> None:
+    """Hard-link a file to a new path, or copy it (metadata too) where links are impossible.
+
+    Has shutil.copy2's signature, so copytree can use it.
+    """
+    try:
+        os.link(source, destination)
+    except OSError as exc:
+        if exc.errno not in _LINK_IMPOSSIBLE:
+            raise
+        shutil.copy2(source, destination)
+
+
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks (slugs and archives can be large)."""
     digest = hashlib.sha256()

@@ -19,13 +19,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
 from . import errors, relocate
-from .cache import Cache, Layer, file_sha256
+from .cache import Cache, Layer, file_sha256, link_or_copy
 from .installers import Installer, InstallJob, installer_for
 from .installers.pip import (
     DEFAULT_INDEX_URL,
@@ -37,7 +38,7 @@ from .log import Reporter
 from .proc import clean_env, exported_config
 
 __all__ = [
-    "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller",
+    "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller", "Prefetch",
     "install_dependencies", "installer_for", "requirements_files", "trusted_ca_bundle",
 ]
 
@@ -66,11 +67,8 @@ class DependencyLayer:
     lock_checksum: str
     installer: str = "pip"
     installer_version: str = ""
-    cached_layer: Layer | None = None  # the layer hard-linked in, when restored
-
-    @property
-    def restored(self) -> bool:
-        return self.cached_layer is not None
+    layer: Layer | None = None  # the cached layer whose files are linked in
+    restored: bool = False  # the layer was in the cache before this build
 
 
 def layer_key(
@@ -213,10 +211,10 @@ def install_dependencies(
     lock_checksum = "SHA256:" + file_sha256(app_dir / lock_file)
     installer_version = installer.version()
 
-    def outcome(restored: Layer | None) -> DependencyLayer:
+    def outcome(layer: Layer, restored: bool) -> DependencyLayer:
         packages = installed_packages(python_home, python_name)
         return DependencyLayer(key, tuple(packages), tuple(files), lock_checksum,
-                               installer.name, installer_version, restored)
+                               installer.name, installer_version, layer, restored)
 
     layer = cache.lookup("layers", name, key)
     if layer is None:
@@ -234,12 +232,12 @@ def install_dependencies(
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                     )
-                    _install_fresh(job, installer, python_home, python_name, runtime_layer,
-                                   key, name, inputs)
+                    layer = _install_fresh(job, installer, python_home, python_name, key,
+                                           name, inputs)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
-                result = outcome(None)
+                result = outcome(layer, restored=False)
                 reporter.detail(f"Installed {len(result.packages)} packages; cached as layer "
                                 f"{name[:12]}")
                 return result
@@ -247,7 +245,53 @@ def install_dependencies(
                   f"{lock_file} unchanged)")
     cache.restore(layer, python_home)
     _remember(cache, source_dir, inputs)
-    return outcome(layer)
+    return outcome(layer, restored=True)
+
+
+class Prefetch:
+    """An installer downloading, in the background, what the install will need.
+
+    Started before the runtime layer is prepared (a cold build), so the
+    download overlaps that work; the install then reads the installer's cache.
+    Only installers with a ``prefetch`` method take part (uv, for pinned
+    requirements); anything going wrong here is left for the install to report.
+    """
+
+    def __init__(self, process: subprocess.Popen, scratch: Path) -> None:
+        self.process = process
+        self.scratch = scratch
+
+    @classmethod
+    def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
+              config_vars: dict, cache: Cache, reporter: Reporter, python_version: str,
+              scratch: Path, constraints: str | None = None) -> Prefetch | None:
+        """Start it in ``scratch`` (a new directory, the caller's to remove)."""
+        installer = installer_for(package_manager)
+        prefetch = getattr(installer, "prefetch", None)
+        if prefetch is None:
+            return None
+        scratch.mkdir()
+        process = None
+        try:
+            installer.key_files(app_dir, lock_file, config_vars)  # picks the tool
+            job = InstallJob(python=Path(sys.executable), app_dir=app_dir, lock_file=lock_file,
+                             config_vars=config_vars, cache=cache, reporter=reporter,
+                             scratch=scratch,
+                             constraints=_write_constraints(scratch, constraints))
+            process = prefetch(job, python_version)
+        except (OSError, errors.SlugbuildError):
+            process = None
+        return None if process is None else cls(process, scratch)
+
+    def wait(self) -> None:
+        """Let the download finish: the install is about to read its cache."""
+        self.process.wait()
+
+    def stop(self) -> None:
+        """End it, killed if still running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
@@ -259,7 +303,9 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
 
 
 def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, python_name: str,
-                   runtime_layer: Layer, key: str, name: str, inputs: dict) -> None:
+                   key: str, name: str, inputs: dict) -> Layer:
+    """Install, make the result relocatable, compile it, and publish what was added
+    as the layer (hard links: the build directory keeps using the same files)."""
     # What is there before the install (the runtime, and anything a pre_compile
     # hook or an earlier buildpack put there) is not the installer's to cache.
     before = _relative_paths(python_home)
@@ -277,7 +323,10 @@ def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, pyt
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
     with job.cache.new_layer("layers", name, key, inputs) as tree:
-        _copy_added(python_home, before, tree)
+        _link_added(python_home, before, tree)
+    layer = job.cache.lookup("layers", name, key)
+    assert layer is not None
+    return layer
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
@@ -305,8 +354,12 @@ def _relative_paths(root: Path) -> set[str]:
     return found
 
 
-def _copy_added(built: Path, existing: set[str], layer_tree: Path) -> None:
-    """Copy into ``layer_tree`` every path of ``built`` not in ``existing``."""
+def _link_added(built: Path, existing: set[str], layer_tree: Path) -> None:
+    """Put into ``layer_tree`` every path of ``built`` not in ``existing``.
+
+    Files are hard-linked (copied where a link is impossible), like a restore:
+    the build's later steps are then checked against the layer the same way.
+    """
     for dirpath, dirnames, filenames in os.walk(built):
         rel_dir = Path(dirpath).relative_to(built)
         dirnames.sort()
@@ -320,10 +373,10 @@ def _copy_added(built: Path, existing: set[str], layer_tree: Path) -> None:
             if source.is_symlink():
                 target.symlink_to(os.readlink(source))
             elif source.is_dir():
-                shutil.copytree(source, target, symlinks=True)
-                dirnames.remove(name)  # copied whole; do not walk into it
+                shutil.copytree(source, target, symlinks=True, copy_function=link_or_copy)
+                dirnames.remove(name)  # placed whole; do not walk into it
             else:
-                shutil.copy2(source, target)
+                link_or_copy(source, target)
 
 
 def installed_packages(python_home: Path, python_name: str) -> list[Package]:

@@ -1,26 +1,42 @@
 """Pack stage: a deterministic gzip tarball of the build directory.
 
-Entries are sorted by path, owned by 0:0 with empty user/group names, their
-modes normalised (0755 for directories and executables, 0644 otherwise) and
-their mtimes set to SOURCE_DATE_EPOCH (or DEFAULT_EPOCH). Hard links are
-stored as regular files so how the build laid files out never shows.
+Every entry is owned by 0:0 with empty user/group names, its mode
+normalised (0755 for directories and executables, 0644 otherwise) and its
+mtime set to SOURCE_DATE_EPOCH (or DEFAULT_EPOCH). Hard links are stored as
+regular files so how the build laid files out never shows.
 
-Compression runs on every core: the tar stream is cut into fixed-size blocks,
-each compressed as its own gzip member (no name, no time in its header) and
-written in order. A multi-member file is plain gzip to every reader, and the
-output depends only on the tree, the block size and the level: same tree,
-same bytes, whatever the number of cores.
+The archive is written in parts, each its own run of gzip members:
+
+1. every directory of the tree, sorted (so an extractor meets a directory
+   before anything in it);
+2. for each cached layer the build used (the runtime, then the
+   dependencies), the layer's files and symlinks that are still unchanged in
+   the tree, sorted;
+3. every other file and symlink, sorted, then the end-of-archive blocks.
+
+A layer part depends only on the layer and the packing parameters, so it is
+compressed once and kept beside the layer in the cache (``packed/``); a warm
+build copies it instead of compressing the runtime and packages again.
+Within a part, compression runs on every core: the tar stream is cut into
+fixed-size blocks, each compressed as its own gzip member (no name, no time
+in its header) and written in order. A multi-member file is plain gzip to
+every reader, and the output depends only on the tree, the layers, the block
+size and the level: same inputs, same bytes, whatever the cache held.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
 import stat
 import tarfile
+import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,36 +129,228 @@ def tree_entries(root: Path) -> list[str]:
     return sorted(entries, key=lambda p: p.split(os.sep))
 
 
+@dataclass(frozen=True)
+class LayerPart:
+    """A cached layer whose files were placed at ``mount`` (relative) in the packed tree.
+
+    ``packed_dir`` keeps compressed copies of the part, one per set of packing
+    parameters; it belongs to the layer and goes when the layer goes.
+    """
+
+    mount: str
+    tree: Path
+    packed_dir: Path
+
+
+@dataclass(frozen=True)
+class _PackParams:
+    base: str
+    epoch: int
+    level: int
+
+    def part_name(self, mount: str) -> str:
+        settings = json.dumps([PART_FORMAT, f"{self.base}/{mount}", self.epoch, self.level,
+                               GZIP_BLOCK])
+        return hashlib.sha256(settings.encode()).hexdigest()[:24]
+
+
+# Changes whenever the bytes of a layer part would change for the same inputs.
+PART_FORMAT = 1
+
+
 def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
-              mtime: int | None = None, compresslevel: int = 6) -> PackedSlug:
-    """Write ``root`` as a slug tarball to ``target``; return its sha256 and size."""
-    base = LAYOUTS[layout]
-    epoch = source_date_epoch(mtime)
+              mtime: int | None = None, compresslevel: int = 6,
+              layers: Sequence[LayerPart] = ()) -> PackedSlug:
+    """Write ``root`` as a slug tarball to ``target``; return its sha256 and size.
+
+    ``layers`` are cached layers the build linked into ``root``: their
+    unchanged files are written as a part of their own, taken from the
+    layer's ``packed/`` copy when one is there (and made and kept when not).
+    """
+    params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
     writer = _HashingWriter(target)
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with _ParallelGzipWriter(writer, compresslevel, workers) as gz:
-        tar = _TarWriter(gz)
-        parts = [p for p in base.split("/") if p]
-        for depth in range(len(parts)):
-            tar.add(_dir_info("/".join(parts[: depth + 1]) + "/", epoch))
-        root_text = str(root)
-        for rel in tree_entries(root):
-            path = os.path.join(root_text, rel)
-            name = f"{base}/{rel}"
-            st = os.lstat(path)
-            if stat.S_ISDIR(st.st_mode):
-                tar.add(_dir_info(name + "/", epoch))
-            elif stat.S_ISLNK(st.st_mode):
-                info = _info(name, epoch, tarfile.SYMTYPE, 0o777)
-                info.linkname = os.readlink(path)
-                tar.add(info)
-            elif stat.S_ISREG(st.st_mode):
-                mode = 0o755 if st.st_mode & 0o111 else 0o644
-                info = _info(name, epoch, tarfile.REGTYPE, mode)
-                info.size = st.st_size
-                tar.add(info, path)
+    root_text = str(root)
+    directories, others = [], []
+    for rel in tree_entries(root):
+        st = os.lstat(os.path.join(root_text, rel))
+        if stat.S_ISDIR(st.st_mode):
+            directories.append(rel)
+        elif stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+            others.append(rel)
+
+    raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
+        tar, params, directories))
+    claimed: set[str] = set()
+    for layer in layers:
+        members, complete = _intact_members(root, layer, claimed)
+        claimed.update(members)
+        if complete:
+            raw_size += _write_layer_part(writer, layer, params)
+        elif members:  # a build step replaced some of its files: pack the rest, keep nothing
+            raw_size += _compress_part(writer, params.level, lambda tar, names=members: (
+                _add_files(tar, params, root_text, names)))
+    rest = [rel for rel in others if rel not in claimed]
+
+    def add_rest(tar: _TarWriter) -> None:
+        _add_files(tar, params, root_text, rest)
         tar.finish()
+
+    _compress_part(writer, params.level, add_rest, start=raw_size)
     return PackedSlug(writer.digest.hexdigest(), writer.size)
+
+
+def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,
+                       compresslevel: int = 6) -> None:
+    """Compress and keep ``layer``'s part ahead of packing (a build does it while it
+    installs or collects static files, so the pack stage only copies it)."""
+    params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
+    if _cached_part(layer, params) is None:
+        _write_layer_part(_HashingWriter(io.BytesIO()), layer, params)
+
+
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _compress_part(target: BinaryIO, level: int, fill, start: int = 0) -> int:
+    """Gzip what ``fill`` writes to a tar writer as members of their own; the raw size.
+
+    ``start`` is how many tar bytes earlier parts held (the end padding counts them).
+    """
+    with _ParallelGzipWriter(target, level, _workers()) as gz:
+        tar = _TarWriter(gz, start)
+        fill(tar)
+    return tar.written - start
+
+
+def _add_directories(tar: _TarWriter, params: _PackParams, directories: list[str]) -> None:
+    parts = [p for p in params.base.split("/") if p]
+    for depth in range(len(parts)):
+        tar.add(_dir_info("/".join(parts[: depth + 1]) + "/", params.epoch))
+    for rel in directories:
+        tar.add(_dir_info(f"{params.base}/{rel}/", params.epoch))
+
+
+def _add_files(tar: _TarWriter, params: _PackParams, root: str, names: list[str],
+               mount: str = "") -> None:
+    """Regular files and symlinks ``names`` (relative to ``root``), in the order given,
+    named as if ``root`` sat at ``mount`` in the slug."""
+    prefix = f"{params.base}/{mount}/" if mount else f"{params.base}/"
+    for rel in names:
+        path = os.path.join(root, rel)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            info = _info(prefix + rel, params.epoch, tarfile.SYMTYPE, 0o777)
+            info.linkname = os.readlink(path)
+            tar.add(info)
+        elif stat.S_ISREG(st.st_mode):
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            info = _info(prefix + rel, params.epoch, tarfile.REGTYPE, mode)
+            info.size = st.st_size
+            tar.add(info, path)
+
+
+def _layer_files(layer: LayerPart) -> list[str]:
+    tree = str(layer.tree)
+    return [rel for rel in tree_entries(layer.tree)
+            if not stat.S_ISDIR(os.lstat(os.path.join(tree, rel)).st_mode)]
+
+
+def _intact_members(root: Path, layer: LayerPart, claimed: set[str]) -> tuple[list[str], bool]:
+    """The layer's files and symlinks still in place in ``root`` (as paths relative to
+    it), and whether that is all of them.
+
+    A file is in place when it is the layer's own inode (a hard link), or a copy
+    with the same size, mtime and mode (restores copy where links are impossible).
+    """
+    members, complete = [], True
+    tree = str(layer.tree)
+    for rel in _layer_files(layer):
+        name = os.path.join(layer.mount, rel)
+        source = os.lstat(os.path.join(tree, rel))
+        try:
+            placed = os.lstat(os.path.join(root, name))
+        except OSError:
+            complete = False
+            continue
+        if name not in claimed and _same_entry(source, placed, os.path.join(tree, rel),
+                                               os.path.join(root, name)):
+            members.append(name)
+        else:
+            complete = False
+    return members, complete
+
+
+def _same_entry(source: os.stat_result, placed: os.stat_result, source_path: str,
+                placed_path: str) -> bool:
+    if stat.S_ISLNK(source.st_mode):
+        return stat.S_ISLNK(placed.st_mode) and \
+            os.readlink(source_path) == os.readlink(placed_path)
+    if not (stat.S_ISREG(source.st_mode) and stat.S_ISREG(placed.st_mode)):
+        return False
+    return (source.st_dev, source.st_ino) == (placed.st_dev, placed.st_ino) or \
+        (source.st_size, source.st_mtime_ns, source.st_mode) == \
+        (placed.st_size, placed.st_mtime_ns, placed.st_mode)
+
+
+def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams) -> int:
+    """Write the layer's part (kept copy, else made now and kept); its raw tar size."""
+    cached = _cached_part(layer, params)
+    if cached is None:
+        # Kept through a handle on the layer's directory, not its path: a layer
+        # discarded meanwhile (renamed away to be deleted, perhaps replaced by a
+        # fresh one) takes this part with it instead of receiving it.
+        try:
+            layer_fd = os.open(layer.packed_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            layer_fd = None
+        try:
+            buffer = io.BytesIO()
+            names = _layer_files(layer)
+            raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
+                tar, params, str(layer.tree), names, layer.mount))
+            cached = (buffer.getvalue(), raw_size)
+            if layer_fd is not None:
+                _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
+                           *cached)
+        finally:
+            if layer_fd is not None:
+                os.close(layer_fd)
+    data, raw_size = cached
+    writer.write(data)
+    return raw_size
+
+
+def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int] | None:
+    """A kept part whose bytes match the checksum recorded with them, else None."""
+    base = layer.packed_dir / params.part_name(layer.mount)
+    try:
+        record = json.loads(base.with_suffix(".json").read_text())
+        data = base.with_suffix(".gz").read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        return None
+    raw_size = record.get("raw_size")
+    return (data, raw_size) if isinstance(raw_size, int) else None
+
+
+def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int) -> None:
+    """Store a part in the layer's ``directory``; best effort (the cache may be read-only)."""
+    record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+    suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, dir_fd=layer_fd)
+        for final, content in ((f"{directory}/{name}.gz", data),
+                               (f"{directory}/{name}.json", record.encode())):
+            handle = os.open(final + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644,
+                             dir_fd=layer_fd)
+            with open(handle, "wb") as stream:
+                stream.write(content)
+            os.replace(final + suffix, final, src_dir_fd=layer_fd, dst_dir_fd=layer_fd)
+    except OSError:
+        pass
 
 
 _USTAR_MAGIC = b"ustar\x0000"
@@ -184,9 +392,9 @@ def tar_header(info: tarfile.TarInfo) -> bytes:
 class _TarWriter:
     """POSIX (pax) tar records written straight to a stream, file bodies in big reads."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream, written: int = 0) -> None:
         self.stream = stream
-        self.written = 0
+        self.written = written
 
     def _write(self, data) -> None:
         self.stream.write(data)

@@ -226,6 +226,12 @@ def runtime_key(offer: RuntimeOffer, platform: Platform) -> tuple[str, str, dict
     return name, key, inputs
 
 
+def cached_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform) -> Layer | None:
+    """The runtime layer for ``offer`` if the cache already has it."""
+    name, key, _ = runtime_key(offer, platform)
+    return cache.lookup("runtimes", name, key)
+
+
 def ensure_runtime_layer(
     cache: Cache, offer: RuntimeOffer, platform: Platform, reporter: Reporter
 ) -> tuple[Layer, bool]:
@@ -233,10 +239,10 @@ def ensure_runtime_layer(
 
     Returns the layer and whether it came from the cache.
     """
-    name, key, inputs = runtime_key(offer, platform)
-    layer = cache.lookup("runtimes", name, key)
+    layer = cached_runtime_layer(cache, offer, platform)
     if layer:
         return layer, True
+    name, key, inputs = runtime_key(offer, platform)
     with cache.lock("runtimes", name):
         layer = cache.lookup("runtimes", name, key)
         if layer:
@@ -285,6 +291,7 @@ def build_runtime_tree(
         tree / "lib" / runtime.python_name,
         f"{relocate.SLUG_PYTHON_HOME}/lib/{runtime.python_name}",
         env,
+        reuse_from=runtime.prefix / "lib" / runtime.python_name,
     )
     _check_runtime_starts(python, runtime, env)
     leftovers = relocate.find_references(tree, [old_prefix])

@@ -49,6 +49,11 @@ class Installer(Protocol):
 
     def install(self, job: InstallJob) -> None: ...
 
+    # Optional: ``prefetch(job, python_version) -> subprocess.Popen | None``
+    # starts downloading what ``install`` will need before the runtime is ready
+    # (``job.python`` is then slugbuild's own interpreter); see
+    # dependencies.Prefetch.
+
 
 def installer_for(package_manager: str) -> Installer:
     """The installer for a package manager chosen by detection."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -98,6 +99,14 @@ class PipInstaller:
         if job.constraints is not None:
             argv += ["-c", str(job.constraints)]
         return argv
+
+    def prefetch(self, job: InstallJob, python_version: str) -> subprocess.Popen | None:
+        """Download ahead when uv will install (every requirement pinned)."""
+        if self.tool != "uv":
+            return None
+        from .uv import prefetch_requirements
+
+        return prefetch_requirements(job, python_version)
 
     def install(self, job: InstallJob) -> None:
         unpinned = unpinned_requirements(job.app_dir, job.lock_file)

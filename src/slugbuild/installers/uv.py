@@ -12,6 +12,8 @@ write a new file and rename it over the old one (relocate.write_replacing).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
@@ -122,6 +124,28 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
 
 def install_requirements(job: InstallJob) -> None:
     """``-r requirements.txt`` with uv, resolving like pip (all indexes, best match)."""
+    _uv_pip_install(job, _requirements_options(job),
+                    shown=["uv", "pip", "install", "-r", job.lock_file])
+
+
+def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
+    """Start filling uv's cache with what ``install_requirements`` will install.
+
+    The same command, resolved for ``python_version`` by slugbuild's own
+    interpreter and installed into a throwaway ``--target`` in the job's
+    scratch: it downloads while the runtime is being prepared, and the real
+    install then finds everything in the cache. Silent; the real install
+    reports any problem.
+    """
+    argv = [uv_binary(), "pip", "install", "--python", sys.executable,
+            "--python-version", python_version, "--target", str(job.scratch / "target"),
+            "--link-mode", "hardlink", *_requirements_options(job),
+            *_constraint_args(job)]
+    return subprocess.Popen(argv, env=uv_env(job), cwd=job.app_dir, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _requirements_options(job: InstallJob) -> list[str]:
     from .pip import requirements_files
 
     text = "\n".join((job.app_dir / rel).read_text(errors="replace")
@@ -131,16 +155,17 @@ def install_requirements(job: InstallJob) -> None:
         options += ["--index-strategy", "unsafe-best-match"]
     if "--hash" in text or "--require-hashes" in text:
         options.append("--require-hashes")
-    _uv_pip_install(job, [*options, "-r", job.lock_file],
-                    shown=["uv", "pip", "install", "-r", job.lock_file])
+    return [*options, "-r", job.lock_file]
+
+
+def _constraint_args(job: InstallJob) -> list[str]:
+    return ["-c", str(job.constraints)] if job.constraints is not None else []
 
 
 def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str]) -> None:
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix."""
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
-            *options]
-    if job.constraints is not None:
-        argv += ["-c", str(job.constraints)]
+            *options, *_constraint_args(job)]
     try:
         run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
     except ToolFailed as failed:

@@ -1,0 +1,87 @@
+"""Bytecode: checked-hash pycs, the same bytes every time, reused where valid."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import py_compile
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slugbuild.relocate import compile_bytecode
+
+SOURCE = 'def member(x):\n    return x in {"alpha", "beta", "gamma", "delta", "epsilon"}\n'
+
+
+def _interpreter(version: str) -> Path:
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python"
+                                                f"{version}")))
+    if not found:
+        pytest.skip(f"no local CPython {version}")
+    return Path(found[-1])
+
+
+def _pyc(directory: Path, python: Path) -> bytes:
+    tag = subprocess.run([python, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return (directory / "__pycache__" / f"mod.{tag}.pyc").read_bytes()
+
+
+@pytest.mark.parametrize("version", ["3.8", "3.10", "3.12"])
+def test_set_constants_compile_to_the_same_bytes_every_time(tmp_path, version):
+    # Before 3.11 marshal wrote sets in hash order, which PYTHONHASHSEED decides.
+    python = _interpreter(version)
+    seen = set()
+    for attempt in range(3):
+        directory = tmp_path / str(attempt)
+        directory.mkdir()
+        (directory / "mod.py").write_text(SOURCE)
+        compile_bytecode(python, directory, "/app/x", {"PATH": os.environ["PATH"]})
+        data = _pyc(directory, python)
+        assert data[4:8] == (3).to_bytes(4, "little")  # checked hash
+        seen.add(data)
+    assert len(seen) == 1
+
+
+def _run(python: Path, code: str, *args: str) -> str:
+    return subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+CHECK = """
+import marshal, sys
+data = open(sys.argv[1], "rb").read()
+code = marshal.loads(data[16:])
+fresh = compile(open(sys.argv[2], "rb").read(), sys.argv[3], "exec", dont_inherit=True)
+inner = [c for c in code.co_consts if hasattr(c, "co_filename")]
+print(code == fresh, code.co_filename, inner[0].co_filename)
+"""
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_copied_runtimes_pycs_are_reused_only_when_they_match(tmp_path, stale):
+    python = _interpreter("3.12")
+    original = tmp_path / "original"
+    original.mkdir()
+    (original / "mod.py").write_text(SOURCE)
+    py_compile.compile(str(original / "mod.py"), dfile="/somewhere/else/mod.py",
+                       cfile=str(original / "__pycache__" / "mod.cpython-312.pyc"),
+                       invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(original / "mod.py", copy / "mod.py")
+    if stale:  # the copy was rewritten after copying: its pyc must not be reused
+        (copy / "mod.py").write_text(SOURCE.replace("alpha", "omega"))
+    compile_bytecode(python, copy, "/app/lib", {"PATH": os.environ["PATH"]},
+                     reuse_from=original)
+    data = _pyc(copy, python)
+    assert data[4:8] == (3).to_bytes(4, "little")
+    assert data[8:16] == importlib.util.source_hash((copy / "mod.py").read_bytes())
+    same, outer, inner = _run(python, CHECK, str(copy / "__pycache__/mod.cpython-312.pyc"),
+                              str(copy / "mod.py"), "/app/lib/mod.py").split()
+    assert (same, outer, inner) == ("True", "/app/lib/mod.py", "/app/lib/mod.py")
+    assert b"/somewhere/else" not in data
