@@ -157,3 +157,23 @@ def test_local_package_is_keyed_by_its_files_and_points_at_the_slug(tmp_path, ca
         module = tar.extractfile(
             "./.heroku/python/lib/python3.12/site-packages/greeting/__init__.py").read()
     assert b"bonjour" in module
+
+
+def test_a_package_naming_the_build_directory_is_reported(tmp_path, cache_dir):
+    # Its build writes the directory it ran in into the package: the slug
+    # would carry a path that does not exist once unpacked.
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n",
+        "requirements.txt": "./libs/leaky\n",
+        "libs/leaky/setup.py": (
+            "import os\nfrom setuptools import setup\n"
+            "with open(os.path.join('leaky', 'where.txt'), 'w') as f:\n"
+            "    f.write(os.getcwd())\n"
+            "setup(name='leaky', version='1.0', packages=['leaky'],\n"
+            "      package_data={'leaky': ['where.txt']})\n"),
+        "libs/leaky/leaky/__init__.py": "",
+    })
+    result = _build(app, tmp_path / "one.tgz", cache_dir)
+    warnings = [line for line in result.log if "name the build directory" in line]
+    assert warnings and ".heroku/python/lib/python3.12/site-packages/leaky/where.txt" \
+        in warnings[0]

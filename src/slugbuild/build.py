@@ -195,16 +195,17 @@ class _Build:
     layout: str = "herokuish"
     epoch: int | None = None  # source_date_epoch as given to compile_app
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
-    # Cached layers hard-linked into build_dir, with where (relative to it).
-    restored: list[tuple[Layer, str]] = field(default_factory=list)
+    # Cached layers hard-linked into build_dir: where (relative to it), and
+    # whether this build directory made them (then scanned for leaks like the rest).
+    restored: list[tuple[Layer, str, bool]] = field(default_factory=list)
     # Compresses the restored layers' slug parts (and removes scratch) while the
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1))
 
-    def use_layer(self, layer: Layer, mount: str) -> None:
+    def use_layer(self, layer: Layer, mount: str, made_here: bool = False) -> None:
         """Note a layer linked in at ``mount``; start compressing its slug part."""
-        self.restored.append((layer, mount))
+        self.restored.append((layer, mount, made_here))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
 
@@ -415,7 +416,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                 cache=build.cache, reporter=reporter, source_dir=build.app_dir,
                 constraints=build.constraints,
             )
-            build.use_layer(deps.layer, _PYTHON_HOME)
+            # A fresh layer was installed in this build directory.
+            build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored)
     finally:
         if prefetch is not None:
             prefetch.stop()
@@ -526,16 +528,18 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
 
 
 def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart]]:
-    """The inodes of the cached files the build links to, and the layers to pack as parts.
+    """The inodes of the files the build links to in layers made elsewhere (nothing
+    there can name this build directory), and the layers to pack as parts.
 
     A layer one of whose files a build step changed in place is discarded.
     """
     linked: set[tuple[int, int]] = set()
     intact: list[LayerPart] = []
-    for layer, mount in build.restored:
+    for layer, mount, made_here in build.restored:
         inodes = build.cache.check_restored(layer)
         if inodes is not None:
-            linked |= inodes
+            if not made_here:
+                linked |= inodes
             intact.append(_layer_part(layer, mount))
         else:
             build.reporter.warn(f"A build step changed a file of the cached layer "

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -270,14 +269,18 @@ def _file_index(tree: Path, inodes: set[tuple[int, int]] | None = None
     ``inodes``, when given, also collects each file's (st_dev, st_ino).
     """
     index = {}
-    for dirpath, _dirnames, filenames in os.walk(tree):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                index[os.path.relpath(path, tree)] = [st.st_size, st.st_mtime_ns, st.st_mode]
-                if inodes is not None:
-                    inodes.add((st.st_dev, st.st_ino))
+    pending = [("", str(tree))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((prefix + entry.name + "/", entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    index[prefix + entry.name] = [st.st_size, st.st_mtime_ns, st.st_mode]
+                    if inodes is not None:
+                        inodes.add((st.st_dev, st.st_ino))
     return index
 
 

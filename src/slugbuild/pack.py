@@ -119,14 +119,42 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
+# Kinds of entry, as the scan below sees them (without following links).
+DIRECTORY, SYMLINK, FILE, OTHER = range(4)
+
+
+def scan_tree(root: Path | str) -> list[tuple[str, int, int]]:
+    """(relative path, kind, inode number) of every entry below ``root``, sorted by
+    path components (a directory right before its contents).
+
+    One ``scandir`` per directory: kinds and inode numbers come with the
+    directory listing, so nothing is stat'ed (slugs hold tens of thousands of
+    entries, and this runs for the tree and for every layer).
+    """
+    entries = []
+    pending = [("", str(root))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                rel = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    kind = DIRECTORY
+                    pending.append((rel + "/", entry.path))
+                elif entry.is_symlink():
+                    kind = SYMLINK
+                elif entry.is_file(follow_symlinks=False):
+                    kind = FILE
+                else:
+                    kind = OTHER
+                entries.append((rel, kind, entry.inode()))
+    entries.sort(key=lambda item: item[0].split("/"))
+    return entries
+
+
 def tree_entries(root: Path) -> list[str]:
     """Every path below root, relative, sorted (directories before their contents)."""
-    entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in dirnames + filenames:
-            entries.append(os.path.normpath(os.path.join(rel_dir, name)))
-    return sorted(entries, key=lambda p: p.split(os.sep))
+    return [rel for rel, _, _ in scan_tree(root)]
 
 
 @dataclass(frozen=True)
@@ -170,26 +198,22 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
     writer = _HashingWriter(target)
     root_text = str(root)
-    directories, others = [], []
-    for rel in tree_entries(root):
-        st = os.lstat(os.path.join(root_text, rel))
-        if stat.S_ISDIR(st.st_mode):
-            directories.append(rel)
-        elif stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
-            others.append(rel)
+    scanned = scan_tree(root)
+    directories = [rel for rel, kind, _ in scanned if kind == DIRECTORY]
+    placed = {rel: (kind, inode) for rel, kind, inode in scanned if kind in (SYMLINK, FILE)}
 
     raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
         tar, params, directories))
     claimed: set[str] = set()
     for layer in layers:
-        members, complete = _intact_members(root, layer, claimed)
+        members, complete = _intact_members(root_text, placed, layer, claimed)
         claimed.update(members)
         if complete:
             raw_size += _write_layer_part(writer, layer, params)
         elif members:  # a build step replaced some of its files: pack the rest, keep nothing
             raw_size += _compress_part(writer, params.level, lambda tar, names=members: (
                 _add_files(tar, params, root_text, names)))
-    rest = [rel for rel in others if rel not in claimed]
+    rest = [rel for rel in placed if rel not in claimed]  # still sorted
 
     def add_rest(tar: _TarWriter) -> None:
         _add_files(tar, params, root_text, rest)
@@ -250,47 +274,43 @@ def _add_files(tar: _TarWriter, params: _PackParams, root: str, names: list[str]
             tar.add(info, path)
 
 
-def _layer_files(layer: LayerPart) -> list[str]:
-    tree = str(layer.tree)
-    return [rel for rel in tree_entries(layer.tree)
-            if not stat.S_ISDIR(os.lstat(os.path.join(tree, rel)).st_mode)]
+def _layer_files(layer: LayerPart) -> list[tuple[str, int, int]]:
+    return [item for item in scan_tree(layer.tree) if item[1] in (SYMLINK, FILE)]
 
 
-def _intact_members(root: Path, layer: LayerPart, claimed: set[str]) -> tuple[list[str], bool]:
+def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerPart,
+                    claimed: set[str]) -> tuple[list[str], bool]:
     """The layer's files and symlinks still in place in ``root`` (as paths relative to
     it), and whether that is all of them.
 
-    A file is in place when it is the layer's own inode (a hard link), or a copy
-    with the same size, mtime and mode (restores copy where links are impossible).
+    ``placed`` maps the tree's files and symlinks to their kind and inode. A
+    file is in place when it is the layer's own inode (a hard link), or a copy
+    with the same size, mtime and mode (restores copy where links are
+    impossible); a symlink when it has the same target.
     """
     members, complete = [], True
     tree = str(layer.tree)
-    for rel in _layer_files(layer):
-        name = os.path.join(layer.mount, rel)
-        source = os.lstat(os.path.join(tree, rel))
-        try:
-            placed = os.lstat(os.path.join(root, name))
-        except OSError:
+    same_device = os.stat(tree).st_dev == os.stat(root).st_dev
+    for rel, kind, inode in _layer_files(layer):
+        name = f"{layer.mount}/{rel}" if layer.mount else rel
+        found = placed.get(name)
+        if found is None or name in claimed or found[0] != kind:
             complete = False
             continue
-        if name not in claimed and _same_entry(source, placed, os.path.join(tree, rel),
-                                               os.path.join(root, name)):
+        source, target = os.path.join(tree, rel), os.path.join(root, name)
+        if kind == SYMLINK:
+            intact = os.readlink(source) == os.readlink(target)
+        elif same_device and found[1] == inode:
+            intact = True
+        else:
+            here, there = os.lstat(source), os.lstat(target)
+            intact = (here.st_size, here.st_mtime_ns, here.st_mode) == \
+                (there.st_size, there.st_mtime_ns, there.st_mode)
+        if intact:
             members.append(name)
         else:
             complete = False
     return members, complete
-
-
-def _same_entry(source: os.stat_result, placed: os.stat_result, source_path: str,
-                placed_path: str) -> bool:
-    if stat.S_ISLNK(source.st_mode):
-        return stat.S_ISLNK(placed.st_mode) and \
-            os.readlink(source_path) == os.readlink(placed_path)
-    if not (stat.S_ISREG(source.st_mode) and stat.S_ISREG(placed.st_mode)):
-        return False
-    return (source.st_dev, source.st_ino) == (placed.st_dev, placed.st_ino) or \
-        (source.st_size, source.st_mtime_ns, source.st_mode) == \
-        (placed.st_size, placed.st_mtime_ns, placed.st_mode)
 
 
 def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams) -> int:
@@ -306,7 +326,7 @@ def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams) -
             layer_fd = None
         try:
             buffer = io.BytesIO()
-            names = _layer_files(layer)
+            names = [rel for rel, _, _ in _layer_files(layer)]
             raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
                 tar, params, str(layer.tree), names, layer.mount))
             cached = (buffer.getvalue(), raw_size)

@@ -133,19 +133,21 @@ def find_references(root: Path, needles: list[str],
     """
     encoded = [(n, n.encode()) for n in needles if n]
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                target = os.readlink(path)
-                found += [(path, n) for n, _ in encoded if n in target]
-            elif name in filenames:
-                st = path.stat()
-                if (st.st_dev, st.st_ino) in skip_inodes:
-                    continue
-                data = path.read_bytes()
-                found += [(path, n) for n, b in encoded if b in data]
-    return found
+    device = os.stat(root).st_dev
+    pending = [str(root)]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:  # kinds and inode numbers come with the listing
+                if entry.is_symlink():
+                    target = os.readlink(entry.path)
+                    found += [(Path(entry.path), n) for n, _ in encoded if n in target]
+                elif entry.is_dir():
+                    pending.append(entry.path)
+                elif entry.is_file() and (device, entry.inode()) not in skip_inodes:
+                    with open(entry.path, "rb") as handle:
+                        data = handle.read()
+                    found += [(Path(entry.path), n) for n, b in encoded if b in data]
+    return sorted(found)
 
 
 def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:
