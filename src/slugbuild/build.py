@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,12 +202,23 @@ class _Build:
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+    # Build-directory mentions found in the layers this build made, by layer path.
+    layer_leaks: dict[Path, Future] = field(default_factory=dict)
+
+    @property
+    def leak_needles(self) -> list[str]:
+        """What no file of the slug may name: this build's directories."""
+        return [str(self.build_dir), str(self.scratch)]
 
     def use_layer(self, layer: Layer, mount: str, made_here: bool = False) -> None:
-        """Note a layer linked in at ``mount``; start compressing its slug part."""
+        """Note a layer linked in at ``mount``; start compressing its slug part (and,
+        for a layer made in this build directory, scanning it for mentions of it)."""
         self.restored.append((layer, mount, made_here))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
+        if made_here:
+            self.layer_leaks[layer.path] = self.background.submit(
+                relocate.find_references, layer.tree, self.leak_needles)
 
 
 def compile_app(
@@ -317,14 +328,13 @@ def compile_app(
             # check below, which discards a changed layer together with its parts.
             with timer.stage("compress_layers_wait"):
                 build.background.shutdown(wait=True)
-            linked, intact = _check_layers(build)
+            linked, intact, leaks = _check_layers(build)
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
             release.write_release_files(build.build_dir, process_types, merged.config_vars)
-            leaks = relocate.find_references(build.build_dir, [str(build.build_dir),
-                                                               str(scratch)],
-                                             frozenset(linked))
+            leaks += relocate.find_references(build.build_dir, build.leak_needles,
+                                              frozenset(linked))
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                            for p, _ in leaks})[:5])
@@ -527,25 +537,34 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
             dirnames.remove("__pycache__")
 
 
-def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart]]:
-    """The inodes of the files the build links to in layers made elsewhere (nothing
-    there can name this build directory), and the layers to pack as parts.
+def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
+                                          list[tuple[Path, str]]]:
+    """The inodes of the files the build links to in its layers (no need to scan
+    them for mentions of the build directory again), the layers to pack as
+    parts, and the mentions found in the layers this build made.
 
-    A layer one of whose files a build step changed in place is discarded.
+    A layer one of whose files a build step changed in place is discarded (its
+    files are then scanned with the rest of the build directory).
     """
     linked: set[tuple[int, int]] = set()
     intact: list[LayerPart] = []
+    leaks: list[tuple[Path, str]] = []
     for layer, mount, made_here in build.restored:
         inodes = build.cache.check_restored(layer)
         if inodes is not None:
-            if not made_here:
-                linked |= inodes
             intact.append(_layer_part(layer, mount))
+            scan = build.layer_leaks.get(layer.path) if made_here else None
+            if scan is not None and scan.exception() is not None:
+                continue  # not scanned: the release stage scans its files
+            linked |= inodes
+            if scan is not None:
+                leaks += [(build.build_dir / mount / path.relative_to(layer.tree), needle)
+                          for path, needle in scan.result()]
         else:
             build.reporter.warn(f"A build step changed a file of the cached layer "
                                 f"{layer.path.name} in place; that layer was discarded and "
                                 f"will be rebuilt next time.")
-    return linked, intact
+    return linked, intact, leaks
 
 
 def _layer_part(layer: Layer, mount: str) -> LayerPart:

@@ -152,11 +152,6 @@ def scan_tree(root: Path | str) -> list[tuple[str, int, int]]:
     return entries
 
 
-def tree_entries(root: Path) -> list[str]:
-    """Every path below root, relative, sorted (directories before their contents)."""
-    return [rel for rel, _, _ in scan_tree(root)]
-
-
 @dataclass(frozen=True)
 class LayerPart:
     """A cached layer whose files were placed at ``mount`` (relative) in the packed tree.

@@ -269,8 +269,10 @@ def build_runtime_tree(
     unpacked archive's original ``--prefix``): ELF RUNPATHs naming them are
     made ``$ORIGIN``-relative too, so libpython is never loaded from them.
     """
+    # Contents and modes only: times and extended attributes of the copies do
+    # not matter (the slug sets its own), and copying them cost a third of the copy.
     shutil.copytree(runtime.prefix, tree, symlinks=True, dirs_exist_ok=True,
-                    ignore=_trim_filter(runtime))
+                    ignore=_trim_filter(runtime), copy_function=shutil.copy)
     (tree / "lib" / runtime.python_name / "site-packages").mkdir(exist_ok=True)
     old_prefix = str(runtime.prefix)
     try:
