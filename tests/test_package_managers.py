@@ -191,3 +191,36 @@ def test_lock_refuses_an_app_another_manager_locks(tmp_path):
         lock_app(app, cache_dir=tmp_path / "cache", reporter=Reporter(quiet=True))
     assert caught.value.code == "lock-would-conflict" and "uv lock" in caught.value.action
     assert not (app / "requirements.txt").exists()
+
+
+@pytest.mark.parametrize("tool", ["pip", "uv"])
+def test_index_credentials_go_through_the_environment_not_the_command_line(
+        tmp_path, monkeypatch, tool):
+    # A command line is readable by every user of the machine (ps); an environment is not.
+    import sys
+    from pathlib import Path
+
+    from slugbuild.cache import Cache
+    from slugbuild.installers import InstallJob, pip, uv
+    from slugbuild.log import Reporter
+
+    calls = []
+    monkeypatch.setattr(pip, "run_tool", lambda argv, *a, **k: calls.append((argv, a[1])))
+    monkeypatch.setattr(uv, "run_tool", lambda argv, *a, **k: calls.append((argv, a[1])))
+    index = "https://user:s3cret@index.example/simple"
+    extra = "https://user:t0ken@extra.example/simple"
+    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
+    job = InstallJob(python=Path(sys.executable), app_dir=app, lock_file="requirements.txt",
+                     config_vars={"PIP_INDEX_URL": index, "PIP_EXTRA_INDEX_URL": extra},
+                     cache=Cache(tmp_path / "cache"), reporter=Reporter(quiet=True),
+                     scratch=tmp_path)
+    installer = PipInstaller()
+    installer.tool = tool
+    installer.install(job)
+    (argv, env), = calls
+    assert not any("s3cret" in str(arg) or "t0ken" in str(arg) for arg in argv)
+    if tool == "uv":
+        assert env["UV_INDEX_URL"] == index and env["UV_EXTRA_INDEX_URL"] == extra
+        assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+    else:
+        assert env["PIP_INDEX_URL"] == index and env["PIP_EXTRA_INDEX_URL"] == extra

@@ -19,9 +19,9 @@ from pathlib import Path
 from . import errors
 from .detect import package_manager_files
 from .installers.locks import tomllib
-from .installers.pip import DEFAULT_INDEX_URL, redact, trusted_ca_bundle
+from .installers.pip import DEFAULT_INDEX_URL, pip_env, redact, trusted_ca_bundle
 from .log import Reporter
-from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .proc import ToolFailed, run_tool
 
 OUTPUT = "requirements.txt"
 RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
@@ -56,13 +56,10 @@ def lock_app(
         source, input_path = _lock_input(app, scratch)
         if output.is_file() and not upgrade:
             partial.write_bytes(output.read_bytes())  # keep pins that still satisfy
-        index = config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
         argv = [sys.executable, "-m", "piptools", "compile", "--quiet", "--strip-extras",
                 "--no-emit-index-url", "--annotation-style", "line",
                 "--cache-dir", str(cache.pip_cache / "pip-tools"),
-                "--index-url", index, "--output-file", str(partial)]
-        for extra in (config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
-            argv += ["--extra-index-url", extra]
+                "--output-file", str(partial)]
         cert = trusted_ca_bundle()
         if cert:
             argv += ["--cert", cert]
@@ -71,15 +68,15 @@ def lock_app(
         if generate_hashes:
             argv.append("--generate-hashes")
         argv.append(str(input_path))
-        env = clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
-                         "CUSTOM_COMPILE_COMMAND": "slugbuild lock"})
+        env = pip_env(config_vars, {"CUSTOM_COMPILE_COMMAND": "slugbuild lock"})
         reporter.step(f"Pinning the dependencies of {source} with pip-tools")
         try:
             run_tool(argv, reporter, env, cwd=app)
         except ToolFailed as failed:
             raise errors.LOCK_FAILED.error(
                 command=shlex.join(["pip-compile", source]), exit_code=failed.exit_code,
-                output_file=OUTPUT, input_file=source, index=redact(index), output=failed.tail,
+                output_file=OUTPUT, input_file=source, output=failed.tail,
+                index=redact(config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
             ) from failed
         text = partial.read_text().replace(str(input_path), source)
         partial.write_text(text)

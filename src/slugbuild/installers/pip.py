@@ -82,16 +82,13 @@ class PipInstaller:
         return files + local
 
     def command(self, job: InstallJob) -> list[str]:
-        index = job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
+        """pip's command line; the indexes are in its environment (``pip_env``)."""
         argv = [
             sys.executable, "-m", "pip", "--python", str(job.python), "install",
             "--no-input", "--disable-pip-version-check", "--no-compile",
             "--no-warn-script-location", "--progress-bar", "off", "--root-user-action", "ignore",
             "--cache-dir", str(job.cache.pip_cache),
-            "--index-url", index,
         ]
-        for extra in (job.config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
-            argv += ["--extra-index-url", extra]
         cert = trusted_ca_bundle()
         if cert:
             argv += ["--cert", cert]
@@ -123,12 +120,23 @@ class PipInstaller:
 
             install_requirements(job)
             return
-        # Build config vars reach pip (as on Heroku); the machine's pip config never does.
-        env = clean_env({**exported_config(job.config_vars), "PIP_CONFIG_FILE": os.devnull})
         try:
-            run_tool(self.command(job), job.reporter, env, cwd=job.app_dir)
+            run_tool(self.command(job), job.reporter, pip_env(job.config_vars),
+                     cwd=job.app_dir)
         except ToolFailed as failed:
             raise install_failed(job, ["pip", "install", "-r", job.lock_file], failed) from failed
+
+
+def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
+    """pip's environment: the build config vars (as on Heroku), the index made
+    explicit, and the machine's pip config shut out.
+
+    Indexes go through PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, never the command
+    line, where `ps` would show the credentials an index URL may hold.
+    """
+    return clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
+                      "PIP_INDEX_URL": config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
+                      **(extra or {})})
 
 
 def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:

@@ -17,7 +17,7 @@ from .. import errors
 from ..proc import ToolFailed, run_tool
 from . import InstallJob
 from .pip import DEFAULT_INDEX_URL, redact
-from .uv import index_args, uv_binary, uv_env, uv_version
+from .uv import index_env, uv_binary, uv_env, uv_version
 
 # The pinned version of each tool; bumping one changes every layer key that used it.
 TOOL_REQUIREMENTS = {
@@ -55,10 +55,10 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
         job.reporter.step(f"Installing {tool_version(name)} (build tool, cached; not in the slug)")
         with job.cache.new_layer("tools", layer_name, key, inputs) as tree:
             argv = [uv_binary(), "pip", "install", "--python", sys.executable,
-                    "--target", str(tree), "--link-mode", "copy",
-                    *index_args(job.config_vars), *requirements]
+                    "--target", str(tree), "--link-mode", "copy", *requirements]
             try:
-                run_tool(argv, job.reporter, uv_env(job), show=False)
+                run_tool(argv, job.reporter, uv_env(job, index_env(job.config_vars)),
+                         show=False)
             except ToolFailed as failed:
                 raise errors.MANAGER_TOOL_FAILED.error(
                     tool=name, version=tool_version(name), exit_code=failed.exit_code,

@@ -2,7 +2,8 @@
 
 The `uv` wheel on PyPI ships the binary, so it is a dependency of slugbuild and
 never part of a slug. Every run gets UV_NO_CONFIG (no uv.toml of the host), an
-explicit index, its own cache inside slugbuild's cache, the CA bundle the
+explicit index (in its environment, never on its command line, where `ps`
+would show credentials in an index URL), its own cache inside slugbuild's cache, the CA bundle the
 machine trusts, and ``--link-mode copy`` so nothing in a slug is a hard link
 into uv's cache, which a build step writing to an installed file in place (a
 hook, say) would change. slugbuild's own rewrites of scripts and RECORDs
@@ -53,22 +54,25 @@ def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
     return clean_env(settings)
 
 
-def index_args(config_vars: dict, lock_indexes: list[str] = ()) -> list[str]:
-    """--index-url and --extra-index-url as pip would use them.
+def index_env(config_vars: dict, lock_indexes: list[str] = (),
+              best_match: bool = False) -> dict[str, str]:
+    """The indexes of a uv run as pip would use them, as uv's environment variables.
 
     The index comes from PIP_INDEX_URL (else PyPI); PIP_EXTRA_INDEX_URL and
     any other index a lock names are extra indexes, searched like pip does
-    (best version across all of them), which uv calls unsafe-best-match.
+    (best version across all of them), which uv calls unsafe-best-match
+    (``best_match`` asks for it even without extra indexes). The environment,
+    not the command line: index URLs may hold credentials.
     """
     index = config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL
     extras = [*(config_vars.get("PIP_EXTRA_INDEX_URL") or "").split(), *lock_indexes]
     extras = [url for url in dict.fromkeys(extras) if url.rstrip("/") != index.rstrip("/")]
-    argv = ["--index-url", index]
-    for url in extras:
-        argv += ["--extra-index-url", url]
+    env = {"UV_INDEX_URL": index}
     if extras:
-        argv += ["--index-strategy", "unsafe-best-match"]
-    return argv
+        env["UV_EXTRA_INDEX_URL"] = " ".join(extras)
+    if extras or best_match:
+        env["UV_INDEX_STRATEGY"] = "unsafe-best-match"
+    return env
 
 
 def split_index_lines(text: str) -> tuple[list[str], str]:
@@ -95,15 +99,16 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     exported.write_text(hashed)
     _uv_pip_install(
         job,
-        ["--no-deps", "--require-hashes", *index_args(job.config_vars, lock_indexes),
-         "-r", str(exported)],
+        ["--no-deps", "--require-hashes", "-r", str(exported)],
         shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
                "-r", f"<{manager} export of {job.lock_file}>"],
+        indexes=index_env(job.config_vars, lock_indexes),
     )
     if local:
         # Local packages have no hash to check; their files key the layer instead.
-        _uv_pip_install(job, ["--no-deps", *index_args(job.config_vars), *local],
-                        shown=["uv", "pip", "install", "--no-deps", *local])
+        _uv_pip_install(job, ["--no-deps", *local],
+                        shown=["uv", "pip", "install", "--no-deps", *local],
+                        indexes=index_env(job.config_vars))
 
 
 def split_local_lines(text: str) -> tuple[str, list[str]]:
@@ -125,7 +130,8 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
 def install_requirements(job: InstallJob) -> None:
     """``-r requirements.txt`` with uv, resolving like pip (all indexes, best match)."""
     _uv_pip_install(job, _requirements_options(job),
-                    shown=["uv", "pip", "install", "-r", job.lock_file])
+                    shown=["uv", "pip", "install", "-r", job.lock_file],
+                    indexes=index_env(job.config_vars, best_match=True))
 
 
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
@@ -141,7 +147,8 @@ def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Po
             "--python-version", python_version, "--target", str(job.scratch / "target"),
             "--link-mode", "hardlink", *_requirements_options(job),
             *_constraint_args(job)]
-    return subprocess.Popen(argv, env=uv_env(job), cwd=job.app_dir, stdin=subprocess.DEVNULL,
+    env = uv_env(job, index_env(job.config_vars, best_match=True))
+    return subprocess.Popen(argv, env=env, cwd=job.app_dir, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -150,11 +157,7 @@ def _requirements_options(job: InstallJob) -> list[str]:
 
     text = "\n".join((job.app_dir / rel).read_text(errors="replace")
                      for rel in requirements_files(job.app_dir, job.lock_file))
-    options = index_args(job.config_vars)
-    if "--index-strategy" not in options:
-        options += ["--index-strategy", "unsafe-best-match"]
-    if "--hash" in text or "--require-hashes" in text:
-        options.append("--require-hashes")
+    options = ["--require-hashes"] if "--hash" in text or "--require-hashes" in text else []
     return [*options, "-r", job.lock_file]
 
 
@@ -162,11 +165,12 @@ def _constraint_args(job: InstallJob) -> list[str]:
     return ["-c", str(job.constraints)] if job.constraints is not None else []
 
 
-def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str]) -> None:
+def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
+                    indexes: dict[str, str]) -> None:
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix."""
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
             *options, *_constraint_args(job)]
     try:
-        run_tool(argv, job.reporter, uv_env(job), cwd=job.app_dir)
+        run_tool(argv, job.reporter, uv_env(job, indexes), cwd=job.app_dir)
     except ToolFailed as failed:
         raise install_failed(job, shown, failed) from failed
