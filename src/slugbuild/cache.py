@@ -132,10 +132,10 @@ class Cache:
         tree.mkdir()
         try:
             yield tree
-            _write_json(scratch / FILE_INDEX, _file_index(tree))
+            write_json_atomic(scratch / FILE_INDEX, _file_index(tree))
             manifest = {"format": FORMAT, "kind": kind, "name": name, "key": key,
                         "inputs": inputs}
-            _write_json(scratch / MANIFEST, manifest)
+            write_json_atomic(scratch / MANIFEST, manifest)
             final = self.root / kind / name
             if final.exists():
                 # A stale or foreign layer under the same name: move it aside first
@@ -284,7 +284,9 @@ def _file_index(tree: Path, inodes: set[tuple[int, int]] | None = None
     return index
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON under a name of this process, then rename it into place: a reader
+    (another build sharing the cache) sees the old file or the new one, never half."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

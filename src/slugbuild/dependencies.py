@@ -26,7 +26,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from . import errors, relocate
-from .cache import Cache, Layer, file_sha256, link_or_copy
+from .cache import Cache, Layer, file_sha256, link_or_copy, write_json_atomic
 from .installers import Installer, InstallJob, installer_for
 from .installers.pip import (
     DEFAULT_INDEX_URL,
@@ -153,9 +153,7 @@ def _remember(cache: Cache, source_dir: Path | None, inputs: dict) -> None:
         return
     path = _history_path(cache, source_dir)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(inputs, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomic(path, inputs)
 
 
 def constraints_from_slug_json(path: Path) -> str:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from . import errors
 from .detect import package_manager_files
-from .installers.locks import tomllib
 from .installers.pip import DEFAULT_INDEX_URL, pip_env, redact, trusted_ca_bundle
 from .log import Reporter
 from .proc import ToolFailed, run_tool
+from .versions import tomllib
 
 OUTPUT = "requirements.txt"
 RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}

@@ -25,6 +25,7 @@ from packaging.version import Version
 
 from . import errors
 
+# The one place the TOML reader is chosen (tomli before 3.11); others import it from here.
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only

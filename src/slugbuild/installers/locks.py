@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
 from .. import errors
 from ..proc import ToolFailed, run_tool
+from ..versions import tomllib
 from . import InstallJob
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.9/3.10
-    import tomli as tomllib
 
 
 def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
