@@ -85,3 +85,15 @@ def test_a_copied_runtimes_pycs_are_reused_only_when_they_match(tmp_path, stale)
                               str(copy / "mod.py"), "/app/lib/mod.py").split()
     assert (same, outer, inner) == ("True", "/app/lib/mod.py", "/app/lib/mod.py")
     assert b"/somewhere/else" not in data
+
+
+def test_unreadable_sources_do_not_stop_the_reuse(tmp_path):
+    python = _interpreter("3.12")
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    copy.mkdir()
+    (copy / "gone.py").symlink_to(tmp_path / "missing.py")
+    (copy / "mod.py").write_text(SOURCE)
+    compile_bytecode(python, copy, "/app/lib", {"PATH": os.environ["PATH"]},
+                     reuse_from=original)
+    assert _pyc(copy, python)[4:8] == (3).to_bytes(4, "little")

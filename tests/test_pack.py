@@ -137,3 +137,25 @@ def test_parts_depend_on_layout_and_epoch(tmp_path):
             names = {m.name for m in tar.getmembers()} - {"."}
             assert all(n.startswith("./app" if layout == "heroku" else "./") for n in names)
     assert len(list(part.packed_dir.glob("*.gz"))) == 3
+
+
+def test_a_layer_gone_from_the_cache_is_packed_from_the_tree(tmp_path):
+    root, part = _layer_and_tree(tmp_path)
+    expected = io.BytesIO()
+    pack_tree(root, expected, mtime=1)
+    shutil.rmtree(part.tree.parent)  # another build discarded it meanwhile
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert _members(out.getvalue()) == _members(expected.getvalue())
+
+
+def test_a_same_size_file_with_the_same_times_but_other_bytes_is_not_the_layers(tmp_path):
+    root, part = _layer_and_tree(tmp_path)
+    module = root / ".heroku/python/lib/pkg/mod.py"
+    original = module.stat()
+    module.unlink()
+    module.write_text("y = 1\n")  # same size as "x = 1\n"
+    os.utime(module, ns=(original.st_atime_ns, original.st_mtime_ns))
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert _members(out.getvalue())["./.heroku/python/lib/pkg/mod.py"] == b"y = 1\n"

@@ -417,14 +417,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
 
         with timer.stage("dependency_layer"):
-            if prefetch is not None:
-                prefetch.wait()
             deps = install_dependencies(
                 app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
                 python_name=runtime.python_name, runtime_layer=runtime_layer,
                 installer=installer_for(info.package_manager), config_vars=build.config_vars,
                 cache=build.cache, reporter=reporter, source_dir=build.app_dir,
-                constraints=build.constraints,
+                constraints=build.constraints, prefetch=prefetch,
             )
             # A fresh layer was installed in this build directory.
             build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored)
@@ -558,13 +556,29 @@ def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
                 continue  # not scanned: the release stage scans its files
             linked |= inodes
             if scan is not None:
-                leaks += [(build.build_dir / mount / path.relative_to(layer.tree), needle)
-                          for path, needle in scan.result()]
+                leaks += _still_in_place(scan.result(), layer, build.build_dir / mount)
         else:
-            build.reporter.warn(f"A build step changed a file of the cached layer "
+            build.reporter.warn(f"A build step (of this build or of another sharing the "
+                                f"cache) changed a file of the cached layer "
                                 f"{layer.path.name} in place; that layer was discarded and "
                                 f"will be rebuilt next time.")
     return linked, intact, leaks
+
+
+def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path
+                    ) -> list[tuple[Path, str]]:
+    """Mentions found in a layer's files, as build-directory paths, for the files the
+    build directory still links to (one replaced since is scanned with the rest;
+    symlinks always are)."""
+    kept = []
+    for path, needle in found:
+        placed = mounted / path.relative_to(layer.tree)
+        try:
+            if not path.is_symlink() and os.path.samestat(path.stat(), placed.lstat()):
+                kept.append((placed, needle))
+        except OSError:
+            continue
+    return kept
 
 
 def _layer_part(layer: Layer, mount: str) -> LayerPart:

@@ -177,12 +177,18 @@ class Cache:
         """After a build used a restored layer: None if one of its files changed
         since publishing (the layer is then discarded), else the (st_dev, st_ino)
         of its files, which are the build's own hard links to them."""
+        if not layer.tree.is_dir():
+            return None  # discarded meanwhile by another build sharing the cache
         try:
             recorded = json.loads((layer.path / FILE_INDEX).read_text())
         except (OSError, ValueError):
             return set()  # an older layer: restored by copying, nothing linked
         inodes: set[tuple[int, int]] = set()
-        if _file_index(layer.tree, inodes) == recorded:
+        try:
+            unchanged = _file_index(layer.tree, inodes) == recorded
+        except OSError:  # removed while being read
+            return None
+        if unchanged:
             return inodes
         doomed = self.scratch_dir(f"tampered-{layer.path.name}")
         try:

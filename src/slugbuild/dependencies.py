@@ -14,10 +14,12 @@ across keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -191,6 +193,7 @@ def install_dependencies(
     reporter: Reporter,
     source_dir: Path | None = None,
     constraints: str | None = None,
+    prefetch: Prefetch | None = None,
 ) -> DependencyLayer:
     """Fill ``python_home`` with the app's packages.
 
@@ -201,7 +204,8 @@ def install_dependencies(
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
-    every package to the version that build installed.
+    every package to the version that build installed. A ``prefetch`` still
+    downloading is waited for only if there is something to install.
     """
     files = installer.key_files(app_dir, lock_file, config_vars)
     key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars, constraints)
@@ -220,6 +224,8 @@ def install_dependencies(
             layer = cache.lookup("layers", name, key)
             if layer is None:
                 _explain_rebuild(cache, source_dir, inputs, reporter)
+                if prefetch is not None:
+                    prefetch.wait()
                 reporter.step(f"Installing requirements with {installer.name} "
                               f"({installer_version})")
                 scratch = cache.scratch_dir("install")
@@ -286,9 +292,10 @@ class Prefetch:
         self.process.wait()
 
     def stop(self) -> None:
-        """End it, killed if still running."""
+        """End it, killed with anything it started (a build backend) if still running."""
         if self.process.poll() is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
 

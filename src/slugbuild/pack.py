@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import filecmp
 import gzip
 import hashlib
 import io
@@ -201,10 +202,15 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
         tar, params, directories))
     claimed: set[str] = set()
     for layer in layers:
-        members, complete = _intact_members(root_text, placed, layer, claimed)
+        try:
+            members, complete = _intact_members(root_text, placed, layer, claimed)
+        except OSError:  # the layer went (another build discarded it): pack from the tree
+            continue
         claimed.update(members)
         if complete:
-            raw_size += _write_layer_part(writer, layer, params)
+            within = [name[len(layer.mount) + 1:] if layer.mount else name for name in members]
+            raw_size += _write_layer_part(writer, layer, params,
+                                          os.path.join(root_text, layer.mount), within)
         elif members:  # a build step replaced some of its files: pack the rest, keep nothing
             raw_size += _compress_part(writer, params.level, lambda tar, names=members: (
                 _add_files(tar, params, root_text, names)))
@@ -279,9 +285,9 @@ def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerP
     it), and whether that is all of them.
 
     ``placed`` maps the tree's files and symlinks to their kind and inode. A
-    file is in place when it is the layer's own inode (a hard link), or a copy
-    with the same size, mtime and mode (restores copy where links are
-    impossible); a symlink when it has the same target.
+    file is in place when it is the layer's own inode (a hard link), or has the
+    same bytes and execute bits (restores copy where links are impossible); a
+    symlink when it has the same target. Raises OSError if the layer is gone.
     """
     members, complete = [], True
     tree = str(layer.tree)
@@ -298,9 +304,7 @@ def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerP
         elif same_device and found[1] == inode:
             intact = True
         else:
-            here, there = os.lstat(source), os.lstat(target)
-            intact = (here.st_size, here.st_mtime_ns, here.st_mode) == \
-                (there.st_size, there.st_mtime_ns, there.st_mode)
+            intact = _same_file_content(source, target)
         if intact:
             members.append(name)
         else:
@@ -308,8 +312,24 @@ def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerP
     return members, complete
 
 
-def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams) -> int:
-    """Write the layer's part (kept copy, else made now and kept); its raw tar size."""
+def _same_file_content(source: str, target: str) -> bool:
+    """Same size, execute bits and bytes (what the slug would hold for either)."""
+    here, there = os.lstat(source), os.lstat(target)
+    if here.st_size != there.st_size or (here.st_mode & 0o111 != 0) != (there.st_mode & 0o111 != 0):
+        return False
+    return filecmp.cmp(source, target, shallow=False)
+
+
+def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
+                      placed_in: str | None = None, names: list[str] | None = None) -> int:
+    """Write the layer's part (kept copy, else made now and kept); its raw tar size.
+
+    A part made now reads the layer's files from the tree being packed when
+    ``placed_in`` (that tree's directory at the mount) and ``names`` (all the
+    layer's files, in order, found intact there) are given, else from the
+    layer: the same bytes either way, and the slug never depends on the
+    layer still being there.
+    """
     cached = _cached_part(layer, params)
     if cached is None:
         # Kept through a handle on the layer's directory, not its path: a layer
@@ -321,9 +341,10 @@ def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams) -
             layer_fd = None
         try:
             buffer = io.BytesIO()
-            names = [rel for rel, _, _ in _layer_files(layer)]
+            if names is None or placed_in is None:
+                names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
             raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
-                tar, params, str(layer.tree), names, layer.mount))
+                tar, params, placed_in, names, layer.mount))
             cached = (buffer.getvalue(), raw_size)
             if layer_fd is not None:
                 _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
@@ -359,11 +380,15 @@ def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: 
             os.mkdir(directory, dir_fd=layer_fd)
         for final, content in ((f"{directory}/{name}.gz", data),
                                (f"{directory}/{name}.json", record.encode())):
-            handle = os.open(final + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644,
-                             dir_fd=layer_fd)
-            with open(handle, "wb") as stream:
-                stream.write(content)
-            os.replace(final + suffix, final, src_dir_fd=layer_fd, dst_dir_fd=layer_fd)
+            try:
+                handle = os.open(final + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644,
+                                 dir_fd=layer_fd)
+                with open(handle, "wb") as stream:
+                    stream.write(content)
+                os.replace(final + suffix, final, src_dir_fd=layer_fd, dst_dir_fd=layer_fd)
+            finally:  # a failed write (full disk) leaves no temporary file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(final + suffix, dir_fd=layer_fd)
     except OSError:
         pass
 

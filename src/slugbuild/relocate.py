@@ -282,9 +282,12 @@ for dirpath, dirnames, filenames in os.walk(root):
         path = os.path.join(dirpath, name)
         code = None
         if reuse:
-            with open(path, "rb") as handle:
-                source = handle.read()
-            code = reused(source, rel_dir, name)
+            try:
+                with open(path, "rb") as handle:
+                    source = handle.read()
+            except OSError:  # unreadable, a dangling link: compileall's to judge
+                source = None
+            code = None if source is None else reused(source, rel_dir, name)
         if code is None:
             left.append((path, os.path.normpath(os.path.join(logical, rel_dir))))
             continue

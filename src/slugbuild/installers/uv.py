@@ -137,7 +137,8 @@ def install_requirements(job: InstallJob) -> None:
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
     """Start filling uv's cache with what ``install_requirements`` will install.
 
-    The same command, resolved for ``python_version`` by slugbuild's own
+    The same command (in a process group of its own), resolved for
+    ``python_version`` by slugbuild's own
     interpreter and installed into a throwaway ``--target`` in the job's
     scratch: it downloads while the runtime is being prepared, and the real
     install then finds everything in the cache. Silent; the real install
@@ -149,7 +150,8 @@ def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Po
             *_constraint_args(job)]
     env = uv_env(job, index_env(job.config_vars, best_match=True))
     return subprocess.Popen(argv, env=env, cwd=job.app_dir, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: stopped with its children
 
 
 def _requirements_options(job: InstallJob) -> list[str]:
