@@ -3,10 +3,12 @@
 For each fixture app (all of fixtures/apps/ unless --apps names some):
 - cold: a build with an empty cache (runtime prepared, packages downloaded);
 - warm: the same build again (layers restored);
-- changed: a warm build after adding one requirement (requirements.txt apps);
+- changed: a warm build after one more pinned requirement (`_add_requirement`: how
+  for each package manager);
 - floor_pack: `tar -c | gzip -6` of the final slug tree (what packing alone costs);
 - floor_venv: `python -m venv && pip install -r requirements.txt --no-cache-dir`
-  (what a plain install costs; requirements.txt apps only).
+  (what a plain install costs; for a lock file app, the exact packages its
+  slug holds, pinned with ==).
 Medians of --runs runs (default 5) and the ratios the targets are stated in:
 warm <= 1.3 x floor_pack, cold <= 0.6 x floor_venv. Sizes: the slug, and the
 same app packed with an untrimmed runtime plus pip/setuptools (what Heroku's
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -70,11 +73,10 @@ def bench_app(app: Path, runs: int) -> dict:
             stages["warm"].append(warm.timings)
             sizes["slug"] = warm.size
             requirements = work / "requirements.txt"
+            changes[app.name] = _add_requirement(work, tmp_path, cache)
+            changed = _build(work, tmp_path / "changed.tgz", cache)
+            samples["changed"].append(changed.timings["total"])
             if requirements.is_file():
-                requirements.write_text(requirements.read_text().rstrip("\n") + "\n"
-                                        + EXTRA_REQUIREMENT + "\n")
-                changed = _build(work, tmp_path / "changed.tgz", cache)
-                samples["changed"].append(changed.timings["total"])
                 requirements.write_text(requirements.read_text().replace(
                     EXTRA_REQUIREMENT + "\n", ""))
             tree = tmp_path / "tree"
@@ -83,13 +85,17 @@ def bench_app(app: Path, runs: int) -> dict:
                                         else {}))
             samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | gzip -6 "
                                                      f"> {tmp_path / 'floor.tgz'}"))
-            if requirements.is_file():
-                python = _python_for(warm.runtime["resolved"])
-                samples["floor_venv"].append(_time_shell(
-                    f"{python} -m venv {tmp_path / 'venv'} && "
-                    f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
-                    f"--disable-pip-version-check -r {requirements}",
-                    env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
+            # A lock file app's floor installs the exact set its slug holds, pinned.
+            if not requirements.is_file():
+                requirements = tmp_path / "pinned-requirements.txt"
+                requirements.write_text("".join(f"{p['name']}=={p['version']}\n"
+                                                for p in warm.packages))
+            python = _python_for(warm.runtime["resolved"])
+            samples["floor_venv"].append(_time_shell(
+                f"{python} -m venv {tmp_path / 'venv'} && "
+                f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
+                f"--disable-pip-version-check -r {requirements}",
+                env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
             if "heroku_like" not in sizes:
                 sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items() if v}
@@ -104,7 +110,77 @@ def bench_app(app: Path, runs: int) -> dict:
         for kind, timings in stages.items()
     }
     return {"median_seconds": medians, "samples": samples, "ratios": ratios,
-            "stage_medians": stage_medians, "sizes": sizes}
+            "stage_medians": stage_medians, "sizes": sizes,
+            "changed_by": changes.get(app.name)}
+
+
+# How each app's "changed" build changed it (printed with the results).
+changes: dict[str, str] = {}
+
+
+def _add_requirement(app: Path, tmp_path: Path, cache: Path) -> str:
+    """Change the app's locked requirements the way its package manager would; say how.
+
+    requirements.txt gets one more pinned package; so do Pipfile and
+    Pipfile.lock (with the package's hashes, and the lock's Pipfile hash
+    recomputed by the Pipenv the first build cached); uv.lock is re-locked by
+    uv after the package is added to pyproject.toml. Poetry cannot re-lock here (its resolver needs
+    the index's JSON API), so poetry.lock only gets a comment: the dependency
+    layer is rebuilt, nothing new is downloaded.
+    """
+    name, version = EXTRA_REQUIREMENT.split("==")
+    if (app / "requirements.txt").is_file():
+        path = app / "requirements.txt"
+        path.write_text(path.read_text().rstrip("\n") + "\n" + EXTRA_REQUIREMENT + "\n")
+        return f"{EXTRA_REQUIREMENT} appended to requirements.txt"
+    if (app / "Pipfile.lock").is_file():
+        lock = json.loads((app / "Pipfile.lock").read_text())
+        lock["default"][name] = {"hashes": _hashes(EXTRA_REQUIREMENT, tmp_path),
+                                 "index": "pypi", "version": f"=={version}"}
+        pipfile = app / "Pipfile"
+        pipfile.write_text(pipfile.read_text().replace(
+            "[packages]\n", f'[packages]\n{name} = "=={version}"\n'))
+        pipenv = next((cache / "tools").glob("pipenv-*/tree"))
+        lock["_meta"]["hash"]["sha256"] = subprocess.run(
+            [sys.executable, "-c", "import sys; from pipenv.vendor.plette import Pipfile; "
+             "print(Pipfile.load(open(sys.argv[1])).get_hash().value)", str(pipfile)],
+            env={**_clean_env(), "PYTHONPATH": str(pipenv)}, check=True,
+            capture_output=True, text=True).stdout.strip()
+        (app / "Pipfile.lock").write_text(json.dumps(lock, indent=4, sort_keys=True) + "\n")
+        return f"{EXTRA_REQUIREMENT} added to Pipfile and Pipfile.lock (with hashes)"
+    if (app / "uv.lock").is_file():
+        pyproject = app / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace(
+            "dependencies = [\n", f'dependencies = [\n    "{EXTRA_REQUIREMENT}",\n', 1))
+        _uv(["lock"], app, tmp_path)
+        return f"{EXTRA_REQUIREMENT} added to pyproject.toml, then `uv lock`"
+    if (app / "poetry.lock").is_file():
+        lock = app / "poetry.lock"
+        lock.write_text(lock.read_text() + "# edited by benchmarks/run.py\n")
+        return "a comment appended to poetry.lock (Poetry cannot re-lock from here)"
+    raise SystemExit(f"{app.name}: no lock file the benchmark knows how to change")
+
+
+def _hashes(requirement: str, tmp_path: Path) -> list[str]:
+    """sha256 of every file of a pinned release, as uv reads them from the index."""
+    (tmp_path / "one.in").write_text(requirement + "\n")
+    output = _uv(["pip", "compile", "--generate-hashes", "--no-header", "--quiet",
+                  str(tmp_path / "one.in")], tmp_path, tmp_path)
+    return sorted(set(re.findall(r"--hash=(sha256:[0-9a-f]{64})", output)))
+
+
+def _uv(args: list[str], cwd: Path, tmp_path: Path) -> str:
+    from slugbuild.installers.pip import DEFAULT_INDEX_URL, trusted_ca_bundle
+    from slugbuild.installers.uv import uv_binary
+
+    env = {**_clean_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+           "UV_INDEX_URL": DEFAULT_INDEX_URL, "UV_PYTHON_DOWNLOADS": "never",
+           "UV_PYTHON": sys.executable}
+    cert = trusted_ca_bundle()
+    if cert:
+        env["SSL_CERT_FILE"] = cert
+    return subprocess.run([uv_binary(), *args], cwd=cwd, env=env, check=True,
+                          capture_output=True, text=True).stdout
 
 
 def _build(app: Path, out: Path, cache: Path):
@@ -170,6 +246,7 @@ def _print_app(name: str, result: dict) -> None:
     if "heroku_like" in sizes:
         print(f"slug size {sizes['slug'] / 1e6:.1f} MB vs heroku-like "
               f"{sizes['heroku_like'] / 1e6:.1f} MB")
+    print("changed by:", result["changed_by"])
     print("warm stages:", result["stage_medians"]["warm"])
 
 
