@@ -195,14 +195,14 @@ class _Build:
     layout: str = "herokuish"
     epoch: int | None = None  # source_date_epoch as given to compile_app
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
-    # Cached layers hard-linked into build_dir: where (relative to it), and
-    # whether this build directory made them (then scanned for leaks like the rest).
-    restored: list[tuple[Layer, str, bool]] = field(default_factory=list)
+    # Cached layers hard-linked into build_dir, with where (relative to it).
+    restored: list[tuple[Layer, str]] = field(default_factory=list)
     # Compresses the restored layers' slug parts (and removes scratch) while the
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1))
-    # Build-directory mentions found in the layers this build made, by layer path.
+    # Build-directory mentions found in the layers this build made (only those:
+    # a layer made elsewhere cannot name this build), by layer path.
     layer_leaks: dict[Path, Future] = field(default_factory=dict)
 
     @property
@@ -213,7 +213,7 @@ class _Build:
     def use_layer(self, layer: Layer, mount: str, made_here: bool = False) -> None:
         """Note a layer linked in at ``mount``; start compressing its slug part (and,
         for a layer made in this build directory, scanning it for mentions of it)."""
-        self.restored.append((layer, mount, made_here))
+        self.restored.append((layer, mount))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
         if made_here:
@@ -457,7 +457,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
 def _python_export(scratch: Path, build_dir: Path) -> Path:
     """An ``export`` file putting the slug's Python first on PATH for later buildpacks."""
     export = scratch / "python-export"
-    home = build_dir / ".heroku" / "python"
+    home = build_dir / _PYTHON_HOME
     export.write_text(
         f'export PATH="{home}/bin:$PATH"\n'
         f'export LD_LIBRARY_PATH="{home}/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n'
@@ -547,11 +547,11 @@ def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
     linked: set[tuple[int, int]] = set()
     intact: list[LayerPart] = []
     leaks: list[tuple[Path, str]] = []
-    for layer, mount, made_here in build.restored:
+    for layer, mount in build.restored:
         inodes = build.cache.check_restored(layer)
         if inodes is not None:
             intact.append(_layer_part(layer, mount))
-            scan = build.layer_leaks.get(layer.path) if made_here else None
+            scan = build.layer_leaks.get(layer.path)
             if scan is not None and scan.exception() is not None:
                 continue  # not scanned: the release stage scans its files
             linked |= inodes
