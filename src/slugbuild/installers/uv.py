@@ -77,14 +77,19 @@ def index_env(config_vars: dict, lock_indexes: list[str] = (),
 
 def split_index_lines(text: str) -> tuple[list[str], str]:
     """Index URLs named in an exported requirements file, and the file without them."""
-    urls, kept = [], []
+    return _partition_lines(text, _INDEX_LINE, "url")
+
+
+def _partition_lines(text: str, pattern: re.Pattern, group: str) -> tuple[list[str], str]:
+    """The ``group`` of every line ``pattern`` matches, and the text of the other lines."""
+    found, kept = [], []
     for line in text.splitlines():
-        match = _INDEX_LINE.match(line)
+        match = pattern.match(line)
         if match:
-            urls.append(match.group("url"))
+            found.append(match.group(group))
         else:
             kept.append(line)
-    return urls, "\n".join(kept) + "\n"
+    return found, "\n".join(kept) + "\n"
 
 
 def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
@@ -117,14 +122,8 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
     An editable (``-e ./libs/x``) is installed as a regular copy: an editable
     install would point into the build directory, which the slug does not have.
     """
-    kept, local = [], []
-    for line in text.splitlines():
-        match = _LOCAL_LINE.match(line)
-        if match:
-            local.append(match.group("path"))
-        else:
-            kept.append(line)
-    return "\n".join(kept) + "\n", local
+    local, kept = _partition_lines(text, _LOCAL_LINE, "path")
+    return kept, local
 
 
 def install_requirements(job: InstallJob) -> None:
