@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -53,6 +54,10 @@ def test_fixture_app_serves_from_its_slug(builds, name):
         response = requests.get(server.base + "/", timeout=10)
     assert response.status_code == 200
     assert response.json() == {"app": name, "ok": True}
+    if manager in ("pipenv", "poetry"):
+        # A current lock is read directly: the manager itself is never installed.
+        log = "\n".join(result.log)
+        assert "is current" in log and f"Installing {manager}==" not in log, log
 
 
 @pytest.mark.parametrize("name, lock_file", [("uv-bottle", "uv.lock"),
@@ -185,3 +190,69 @@ def test_a_package_naming_the_build_directory_is_reported(tmp_path, cache_dir):
     (app / "bin" / "post_compile").chmod(0o755)
     fixed = _build(app, tmp_path / "two.tgz", tmp_path / "fresh-cache")
     assert not any(in_package in line for line in fixed.log)
+
+
+def _tool_export(tmp_path, cache_dir, name: str, argv_tail: list[str]) -> str:
+    """What the package manager itself exports for a fixture app."""
+    import os
+    import subprocess
+    import sys
+
+    from slugbuild.cache import Cache
+    from slugbuild.installers import InstallJob
+    from slugbuild.installers.tools import ensure_tool, tool_command
+
+    manager = APPS[name][0]
+    job = InstallJob(python=Path(sys.executable), python_version="3.12.0", app_dir=tmp_path,
+                     lock_file="-", config_vars={}, cache=Cache(cache_dir),
+                     reporter=Reporter(quiet=True), scratch=tmp_path)
+    tool = ensure_tool(manager, job)
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tool), "HOME": str(tmp_path),
+           "PIPENV_VERBOSITY": "-1", "PIPENV_IGNORE_VIRTUALENVS": "1", "NO_COLOR": "1",
+           "POETRY_CONFIG_DIR": str(tmp_path / "p"), "POETRY_CACHE_DIR": str(tmp_path / "p"),
+           "POETRY_VIRTUALENVS_CREATE": "false"}
+    return subprocess.run([*tool_command(manager), *argv_tail], cwd=FIXTURE_APPS / name,
+                          env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _pins(text: str) -> dict[str, tuple]:
+    """name -> (version, hashes, marker) of an exported requirements file."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        if not line.strip() or line.startswith("-"):
+            continue
+        spec, *hashes = line.split(" --hash=")
+        requirement = Requirement(spec.strip())
+        pins[requirement.name] = (str(requirement.specifier), sorted(h.strip() for h in hashes),
+                                  requirement.marker)
+    return pins
+
+
+def test_locks_read_directly_match_what_the_managers_export(tmp_path, cache_dir):
+    from slugbuild.installers.pipenv import locked_default_pins
+    from slugbuild.installers.poetry import locked_main_pins
+
+    pipenv = _tool_export(tmp_path, cache_dir, "flask-pipenv", ["requirements", "--hash"])
+    assert locked_default_pins(FIXTURE_APPS / "flask-pipenv") == pipenv  # byte for byte
+
+    poetry = _pins(_tool_export(tmp_path, cache_dir, "poetry-falcon",
+                                ["export", "--only", "main", "--format", "requirements.txt"]))
+    ours = _pins(locked_main_pins(FIXTURE_APPS / "poetry-falcon"))
+    assert sorted(ours) == sorted(poetry) == ["falcon", "gunicorn"]
+    for name, (version, hashes, marker) in ours.items():
+        assert (version, hashes) == poetry[name][:2]
+        # Poetry adds the project's python constraint, which slugbuild checks on its own.
+        for python in ("3.12", "3.13"):
+            environment = {"python_version": python, "python_full_version": python + ".0"}
+            theirs = poetry[name][2]
+            assert (marker is None or marker.evaluate(environment)) == \
+                (theirs is None or theirs.evaluate(environment))
+
+
+def test_runtime_outside_the_poetry_projects_python_is_refused(tmp_path, cache_dir):
+    app = copy_app(FIXTURE_APPS / "poetry-falcon", tmp_path / "app")
+    (app / ".python-version").write_text("3.11\n")  # the project says ^3.12
+    stderr = assert_clean_failure(app, cache_dir, tmp_path, "is not allowed by pyproject.toml")
+    assert "asks for `^3.12`" in stderr

@@ -210,7 +210,8 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
     index = "https://user:s3cret@index.example/simple"
     extra = "https://user:t0ken@extra.example/simple"
     app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
-    job = InstallJob(python=Path(sys.executable), app_dir=app, lock_file="requirements.txt",
+    job = InstallJob(python=Path(sys.executable), python_version="3.12.7", app_dir=app,
+                     lock_file="requirements.txt",
                      config_vars={"PIP_INDEX_URL": index, "PIP_EXTRA_INDEX_URL": extra},
                      cache=Cache(tmp_path / "cache"), reporter=Reporter(quiet=True),
                      scratch=tmp_path)
@@ -224,3 +225,143 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
         assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
     else:
         assert env["PIP_INDEX_URL"] == index and env["PIP_EXTRA_INDEX_URL"] == extra
+
+
+# --- lock files read without their package manager ------------------------------------
+
+def _lock_app(tmp_path, name: str):
+    from .helpers import FIXTURE_APPS, copy_app
+
+    return copy_app(FIXTURE_APPS / name, tmp_path / name)
+
+
+def _pinned_names(pins: str) -> list[str]:
+    return [line.split("==")[0] for line in pins.splitlines()
+            if line and not line.startswith((" ", "-"))]
+
+
+def test_current_poetry_lock_gives_its_main_group_without_poetry(tmp_path):
+    from slugbuild.installers.poetry import locked_main_pins
+
+    pins = locked_main_pins(_lock_app(tmp_path, "poetry-falcon"))
+    assert _pinned_names(pins) == ["falcon", "gunicorn"]  # not iniconfig (dev group)
+    assert "--hash=sha256:" in pins
+
+
+def _edit_poetry_lock(app, edit) -> None:
+    from slugbuild.versions import tomllib
+
+    lock = tomllib.loads((app / "poetry.lock").read_text())
+    text = (app / "poetry.lock").read_text()
+    first = lock["package"][0]
+    anchor = f'name = "{first["name"]}"\nversion = "{first["version"]}"\n'
+    (app / "poetry.lock").write_text(text.replace(anchor, anchor + edit, 1))
+
+
+@pytest.mark.parametrize("change", [
+    "stale", "lock 2.0", "git source", "extra marker", "no files", "bad marker",
+])
+def test_poetry_lock_is_left_to_poetry_when_it_cannot_prove_itself(tmp_path, change):
+    from slugbuild.installers.poetry import locked_main_pins
+    from slugbuild.versions import tomllib
+
+    app = _lock_app(tmp_path, "poetry-falcon")
+    lock = app / "poetry.lock"
+    if change == "stale":
+        with open(app / "pyproject.toml", "a") as handle:
+            handle.write("[tool.poetry.group.docs.dependencies]\nsix = '*'\n")
+    elif change == "lock 2.0":
+        lock.write_text(lock.read_text().replace('lock-version = "2.1"', 'lock-version = "2.0"'))
+    elif change == "git source":
+        head, _, rest = lock.read_text().partition("files = [")  # the first package's
+        lock.write_text(head + 'source = { type = "git", url = "https://example.invalid/x" }\n'
+                        "files = [" + rest)
+    elif change == "extra marker":
+        _edit_poetry_lock(app, 'markers = "extra == \\"speed\\""\n')
+    elif change == "no files":
+        text = lock.read_text()
+        head, _, rest = text.partition("files = [")
+        lock.write_text(head + "files = []\nx-files = [" + rest)
+    elif change == "bad marker":
+        _edit_poetry_lock(app, 'markers = "python_version >>> \\"3\\""\n')
+    tomllib.loads(lock.read_text())  # still a lock; only slugbuild cannot vouch for it
+    assert locked_main_pins(app) is None
+
+
+def test_poetry_group_markers_pick_the_main_groups_marker(tmp_path):
+    from slugbuild.installers.poetry import locked_main_pins
+
+    app = _lock_app(tmp_path, "poetry-falcon")
+    _edit_poetry_lock(app, 'markers = {main = "sys_platform == \\"linux\\"", '
+                           'dev = "sys_platform == \\"win32\\""}\n')
+    first_line = locked_main_pins(app).splitlines()[0]
+    assert first_line.endswith('; sys_platform == "linux" \\'), first_line
+
+
+@pytest.mark.parametrize("constraint, allowed, refused", [
+    ("^3.12", ["3.12.0", "3.13.1"], ["3.11.9", "4.0.0"]),
+    ("~3.12", ["3.12.7"], ["3.13.0", "3.11.0"]),
+    (">=3.9, <3.12", ["3.9.0", "3.11.9"], ["3.12.0"]),
+    (">= 3.9 < 3.12", ["3.10.1"], ["3.12.1"]),
+    ("^3.8 || ~3.13", ["3.8.1", "3.13.2"], ["3.7.9"]),
+    ("3.12", ["3.12.7"], ["3.13.0"]),
+    ("3.12.*", ["3.12.7"], ["3.11.0"]),
+    ("~=3.11", ["3.11.2", "3.13.0"], ["3.10.0"]),
+    ("*", ["3.8.0", "3.13.0"], []),
+])
+def test_poetry_python_constraints_read_as_pep440(constraint, allowed, refused):
+    from packaging.version import Version
+
+    from slugbuild.installers.poetry import poetry_constraint_to_pep440
+
+    alternatives = poetry_constraint_to_pep440(constraint)
+    for version, expected in [(v, True) for v in allowed] + [(v, False) for v in refused]:
+        assert any(s.contains(Version(version)) for s in alternatives) is expected, version
+
+
+def test_runtime_the_poetry_project_excludes_is_refused(tmp_path):
+    from slugbuild.installers.poetry import check_python_allowed
+
+    app = _lock_app(tmp_path, "poetry-falcon")  # python = "^3.12"
+    check_python_allowed(app, "3.12.7")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        check_python_allowed(app, "3.11.7")
+    error = caught.value
+    assert error.code == "python-not-allowed-by-project"
+    assert "3.11.7" in error.found and "^3.12" in error.found
+    (app / "pyproject.toml").write_text('[project]\nname = "x"\nrequires-python = ">=3.10"\n')
+    check_python_allowed(app, "3.11.7")  # [project] requires-python wins
+
+
+def test_current_pipfile_lock_gives_its_packages_without_pipenv(tmp_path):
+    from slugbuild.installers.pipenv import locked_default_pins
+
+    pins = locked_default_pins(_lock_app(tmp_path, "flask-pipenv"))
+    lines = pins.splitlines()
+    assert lines[0] == "-i https://pypi.org/simple"
+    assert "flask" in _pinned_names(pins) and "iniconfig" not in _pinned_names(pins)
+    assert all(" --hash=sha256:" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("change", ["stale", "case only", "no pipfile", "vcs entry",
+                                    "unpinned entry"])
+def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, change):
+    from slugbuild.installers.pipenv import locked_default_pins
+
+    app = _lock_app(tmp_path, "flask-pipenv")
+    lock = json.loads((app / "Pipfile.lock").read_text())
+    if change in ("stale", "case only"):
+        pipfile = (app / "Pipfile").read_text()
+        edited = (pipfile.replace("flask =", "Flask =") if change == "case only"
+                  else pipfile + 'requests = "*"\n')
+        (app / "Pipfile").write_text(edited)
+    elif change == "no pipfile":
+        (app / "Pipfile").unlink()
+    elif change == "vcs entry":
+        lock["default"]["flask"] = {"git": "https://example.invalid/flask.git", "ref": "abc"}
+    else:
+        lock["default"]["flask"]["version"] = "*"
+    (app / "Pipfile.lock").write_text(json.dumps(lock))
+    pins = locked_default_pins(app)
+    # A change of case only is no change to Pipenv (it hashes canonical names).
+    assert (pins is not None) is (change == "case only")

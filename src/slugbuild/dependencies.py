@@ -231,8 +231,9 @@ def install_dependencies(
                 scratch = cache.scratch_dir("install")
                 try:
                     job = InstallJob(
-                        python=python_home / "bin" / python_name, app_dir=app_dir,
-                        lock_file=lock_file, config_vars=config_vars, cache=cache,
+                        python=python_home / "bin" / python_name,
+                        python_version=runtime_layer.manifest["inputs"]["version"],
+                        app_dir=app_dir, lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                     )
@@ -278,7 +279,8 @@ class Prefetch:
         process = None
         try:
             installer.key_files(app_dir, lock_file, config_vars)  # picks the tool
-            job = InstallJob(python=Path(sys.executable), app_dir=app_dir, lock_file=lock_file,
+            job = InstallJob(python=Path(sys.executable), python_version=python_version,
+                             app_dir=app_dir, lock_file=lock_file,
                              config_vars=config_vars, cache=cache, reporter=reporter,
                              scratch=scratch,
                              constraints=_write_constraints(scratch, constraints))

@@ -416,6 +416,15 @@ LOCK_FILE_OUTDATED = ErrorKind(
     "`{command}` says the lock file is out of date (or unusable) for {manifest}.",
     "Run `{relock}` in the app directory and commit the updated {lock_file}.",
 )
+PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
+    "python-not-allowed-by-project",
+    "Python {version} is not allowed by {manifest}",
+    "The build's runtime is Python {version}, but {manifest} ({where}) asks for "
+    "`{constraint}`. Its lock's packages are locked for the Python it allows: on this "
+    "one Poetry would install none of them, and the slug would have no dependencies.",
+    "Ask for a Python the project allows in .python-version (e.g. one matching "
+    "`{constraint}`), or widen the constraint in {manifest} and re-lock.",
+)
 EDITABLE_REQUIREMENT = ErrorKind(
     "editable-requirement",
     "Editable requirement in {file}",

@@ -22,6 +22,7 @@ class InstallJob:
     """Everything an installer needs for one install."""
 
     python: Path  # the slug runtime's interpreter
+    python_version: str  # its version ("3.12.7"), which a project may constrain
     app_dir: Path  # the staged app (the build directory)
     lock_file: str  # relative to app_dir
     config_vars: dict

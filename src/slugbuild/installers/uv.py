@@ -99,9 +99,7 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     names, as ``pipenv install --deploy`` and ``poetry sync`` do: nothing is
     resolved, so uv gives the same result as pip would, only faster.
     """
-    lock_indexes, body = split_index_lines(exported.read_text())
-    hashed, local = split_local_lines(body)
-    exported.write_text(hashed)
+    lock_indexes, local = _split_export(exported)
     _uv_pip_install(
         job,
         ["--no-deps", "--require-hashes", "-r", str(exported)],
@@ -114,6 +112,14 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
         _uv_pip_install(job, ["--no-deps", *local],
                         shown=["uv", "pip", "install", "--no-deps", *local],
                         indexes=index_env(job.config_vars))
+
+
+def _split_export(exported: Path) -> tuple[list[str], list[str]]:
+    """Rewrite an export to its hashed pins; return the indexes and local paths it named."""
+    lock_indexes, body = split_index_lines(exported.read_text())
+    hashed, local = split_local_lines(body)
+    exported.write_text(hashed)
+    return lock_indexes, local
 
 
 def split_local_lines(text: str) -> tuple[str, list[str]]:
@@ -134,22 +140,34 @@ def install_requirements(job: InstallJob) -> None:
 
 
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
-    """Start filling uv's cache with what ``install_requirements`` will install.
+    """Start filling uv's cache with what ``install_requirements`` will install."""
+    return _prefetch(job, python_version, _requirements_options(job),
+                     index_env(job.config_vars, best_match=True))
 
-    The same command (in a process group of its own), resolved for
-    ``python_version`` by slugbuild's own
-    interpreter and installed into a throwaway ``--target`` in the job's
-    scratch: it downloads while the runtime is being prepared, and the real
-    install then finds everything in the cache. Silent; the real install
-    reports any problem.
+
+def prefetch_exported(job: InstallJob, python_version: str, exported: Path) -> subprocess.Popen:
+    """Start filling uv's cache with the hashed pins ``install_exported`` will install."""
+    lock_indexes, _local = _split_export(exported)
+    return _prefetch(job, python_version, ["--no-deps", "--require-hashes", "-r", str(exported)],
+                     index_env(job.config_vars, lock_indexes))
+
+
+def _prefetch(job: InstallJob, python_version: str, options: list[str],
+              indexes: dict[str, str]) -> subprocess.Popen:
+    """The install's own options, run ahead into a throwaway target.
+
+    Resolved for ``python_version`` by slugbuild's own interpreter (the
+    runtime is not ready yet) and installed into ``--target`` in the job's
+    scratch, in a process group of its own: it downloads while the runtime is
+    being prepared, and the real install then finds everything in uv's cache.
+    Silent; the real install reports any problem.
     """
     argv = [uv_binary(), "pip", "install", "--python", sys.executable,
             "--python-version", python_version, "--target", str(job.scratch / "target"),
-            "--link-mode", "hardlink", *_requirements_options(job),
-            *_constraint_args(job)]
-    env = uv_env(job, index_env(job.config_vars, best_match=True))
-    return subprocess.Popen(argv, env=env, cwd=job.app_dir, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            "--link-mode", "hardlink", *options, *_constraint_args(job)]
+    return subprocess.Popen(argv, env=uv_env(job, indexes), cwd=job.app_dir,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: stopped with its children
 
 
