@@ -31,7 +31,10 @@ import time
 from pathlib import Path
 
 import slugbuild
+from slugbuild.installers.pipenv import pipfile_hash
+from slugbuild.installers.poetry import content_hash
 from slugbuild.log import Reporter
+from slugbuild.versions import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = REPO / "fixtures" / "apps"
@@ -73,7 +76,7 @@ def bench_app(app: Path, runs: int) -> dict:
             stages["warm"].append(warm.timings)
             sizes["slug"] = warm.size
             requirements = work / "requirements.txt"
-            changes[app.name] = _add_requirement(work, tmp_path, cache)
+            changes[app.name] = _add_requirement(work, tmp_path)
             changed = _build(work, tmp_path / "changed.tgz", cache)
             samples["changed"].append(changed.timings["total"])
             if requirements.is_file():
@@ -118,15 +121,16 @@ def bench_app(app: Path, runs: int) -> dict:
 changes: dict[str, str] = {}
 
 
-def _add_requirement(app: Path, tmp_path: Path, cache: Path) -> str:
+def _add_requirement(app: Path, tmp_path: Path) -> str:
     """Change the app's locked requirements the way its package manager would; say how.
 
     requirements.txt gets one more pinned package; so do Pipfile and
-    Pipfile.lock (with the package's hashes, and the lock's Pipfile hash
-    recomputed by the Pipenv the first build cached); uv.lock is re-locked by
-    uv after the package is added to pyproject.toml. Poetry cannot re-lock here (its resolver needs
-    the index's JSON API), so poetry.lock only gets a comment: the dependency
-    layer is rebuilt, nothing new is downloaded.
+    Pipfile.lock (with the package's hashes, and the lock's Pipfile hash as
+    Pipenv computes it); uv.lock is re-locked by uv after the package is added
+    to pyproject.toml. Poetry cannot re-lock here (its resolver needs the
+    index's JSON API), so the package goes into pyproject.toml and, as a
+    main-group package with its hashes, into poetry.lock, whose content-hash
+    is recomputed as Poetry computes it.
     """
     name, version = EXTRA_REQUIREMENT.split("==")
     if (app / "requirements.txt").is_file():
@@ -140,12 +144,8 @@ def _add_requirement(app: Path, tmp_path: Path, cache: Path) -> str:
         pipfile = app / "Pipfile"
         pipfile.write_text(pipfile.read_text().replace(
             "[packages]\n", f'[packages]\n{name} = "=={version}"\n'))
-        pipenv = next((cache / "tools").glob("pipenv-*/tree"))
-        lock["_meta"]["hash"]["sha256"] = subprocess.run(
-            [sys.executable, "-c", "import sys; from pipenv.vendor.plette import Pipfile; "
-             "print(Pipfile.load(open(sys.argv[1])).get_hash().value)", str(pipfile)],
-            env={**_clean_env(), "PYTHONPATH": str(pipenv)}, check=True,
-            capture_output=True, text=True).stdout.strip()
+        # Pipenv's own hash (tests/test_managers_e2e.py checks it against Pipenv).
+        lock["_meta"]["hash"]["sha256"] = pipfile_hash(tomllib.loads(pipfile.read_text()))
         (app / "Pipfile.lock").write_text(json.dumps(lock, indent=4, sort_keys=True) + "\n")
         return f"{EXTRA_REQUIREMENT} added to Pipfile and Pipfile.lock (with hashes)"
     if (app / "uv.lock").is_file():
@@ -155,9 +155,23 @@ def _add_requirement(app: Path, tmp_path: Path, cache: Path) -> str:
         _uv(["lock"], app, tmp_path)
         return f"{EXTRA_REQUIREMENT} added to pyproject.toml, then `uv lock`"
     if (app / "poetry.lock").is_file():
+        pyproject = app / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace(
+            "[tool.poetry.dependencies]\n",
+            f'[tool.poetry.dependencies]\n{name} = "=={version}"\n', 1))
+        files = ", ".join(f'{{file = "{name}-{version}", hash = "{h}"}}'
+                          for h in _hashes(EXTRA_REQUIREMENT, tmp_path))
         lock = app / "poetry.lock"
-        lock.write_text(lock.read_text() + "# edited by benchmarks/run.py\n")
-        return "a comment appended to poetry.lock (Poetry cannot re-lock from here)"
+        text = lock.read_text().replace("\n[metadata]\n", (
+            f'\n[[package]]\nname = "{name}"\nversion = "{version}"\ndescription = ""\n'
+            f'optional = false\npython-versions = "*"\ngroups = ["main"]\n'
+            f"files = [{files}]\n\n[metadata]\n"), 1)
+        old_hash = tomllib.loads(text)["metadata"]["content-hash"]
+        # Poetry's own content-hash (tests/test_managers_e2e.py checks the lock it vouches for).
+        new_hash = content_hash(tomllib.loads(pyproject.read_text()))
+        lock.write_text(text.replace(old_hash, new_hash))
+        return (f"{EXTRA_REQUIREMENT} added to pyproject.toml and to poetry.lock "
+                "(with hashes and Poetry's content-hash; Poetry cannot re-lock from here)")
     raise SystemExit(f"{app.name}: no lock file the benchmark knows how to change")
 
 

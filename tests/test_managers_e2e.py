@@ -192,8 +192,8 @@ def test_a_package_naming_the_build_directory_is_reported(tmp_path, cache_dir):
     assert not any(in_package in line for line in fixed.log)
 
 
-def _tool_export(tmp_path, cache_dir, name: str, argv_tail: list[str]) -> str:
-    """What the package manager itself exports for a fixture app."""
+def _run_tool(tmp_path, cache_dir, name: str, argv_tail: list[str], app=None) -> str:
+    """What the package manager itself prints for a fixture app (or ``app``)."""
     import os
     import subprocess
     import sys
@@ -211,7 +211,9 @@ def _tool_export(tmp_path, cache_dir, name: str, argv_tail: list[str]) -> str:
            "PIPENV_VERBOSITY": "-1", "PIPENV_IGNORE_VIRTUALENVS": "1", "NO_COLOR": "1",
            "POETRY_CONFIG_DIR": str(tmp_path / "p"), "POETRY_CACHE_DIR": str(tmp_path / "p"),
            "POETRY_VIRTUALENVS_CREATE": "false"}
-    return subprocess.run([*tool_command(manager), *argv_tail], cwd=FIXTURE_APPS / name,
+    app = app or FIXTURE_APPS / name
+    env["PIPENV_PIPFILE"] = str(app / "Pipfile")
+    return subprocess.run([*tool_command(manager), *argv_tail], cwd=app,
                           env=env, capture_output=True, text=True, check=True).stdout
 
 
@@ -234,10 +236,10 @@ def test_locks_read_directly_match_what_the_managers_export(tmp_path, cache_dir)
     from slugbuild.installers.pipenv import locked_default_pins
     from slugbuild.installers.poetry import locked_main_pins
 
-    pipenv = _tool_export(tmp_path, cache_dir, "flask-pipenv", ["requirements", "--hash"])
+    pipenv = _run_tool(tmp_path, cache_dir, "flask-pipenv", ["requirements", "--hash"])
     assert locked_default_pins(FIXTURE_APPS / "flask-pipenv") == pipenv  # byte for byte
 
-    poetry = _pins(_tool_export(tmp_path, cache_dir, "poetry-falcon",
+    poetry = _pins(_run_tool(tmp_path, cache_dir, "poetry-falcon",
                                 ["export", "--only", "main", "--format", "requirements.txt"]))
     ours = _pins(locked_main_pins(FIXTURE_APPS / "poetry-falcon"))
     assert sorted(ours) == sorted(poetry) == ["falcon", "gunicorn"]
@@ -256,3 +258,29 @@ def test_runtime_outside_the_poetry_projects_python_is_refused(tmp_path, cache_d
     (app / ".python-version").write_text("3.11\n")  # the project says ^3.12
     stderr = assert_clean_failure(app, cache_dir, tmp_path, "is not allowed by pyproject.toml")
     assert "asks for `^3.12`" in stderr
+
+
+def test_hashes_slugbuild_computes_are_the_ones_the_managers_check(tmp_path, cache_dir):
+    from slugbuild.installers.pipenv import pipfile_hash
+    from slugbuild.installers.poetry import content_hash
+    from slugbuild.versions import tomllib
+
+    app = copy_app(FIXTURE_APPS / "poetry-falcon", tmp_path / "poetry")
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        "[tool.poetry.dependencies]\n", '[tool.poetry.dependencies]\nsix = "==1.17.0"\n'))
+    lock = (app / "poetry.lock").read_text()
+    old = tomllib.loads(lock)["metadata"]["content-hash"]
+    (app / "poetry.lock").write_text(lock.replace(old, content_hash(tomllib.loads(
+        pyproject.read_text()))))
+    _run_tool(tmp_path, cache_dir, "poetry-falcon", ["check", "--lock"], app=app)
+
+    app = copy_app(FIXTURE_APPS / "flask-pipenv", tmp_path / "pipenv")
+    pipfile = app / "Pipfile"
+    pipfile.write_text(pipfile.read_text().replace(
+        "[packages]\n", '[packages]\nTyping_Extensions = {version = "*", markers = '
+                         '"python_version < \'3.13\'"}\n'))
+    lock = json.loads((app / "Pipfile.lock").read_text())
+    lock["_meta"]["hash"]["sha256"] = pipfile_hash(tomllib.loads(pipfile.read_text()))
+    (app / "Pipfile.lock").write_text(json.dumps(lock))
+    _run_tool(tmp_path, cache_dir, "flask-pipenv", ["verify"], app=app)
