@@ -115,3 +115,35 @@ def test_prefetch_fills_the_installer_cache_ahead_of_the_install(tmp_path):
                           package_manager="pip", config_vars={}, cache=cache,
                           reporter=Reporter(quiet=True), python_version="3.12.1",
                           scratch=tmp_path / "prefetch2") is None  # pip installs: no prefetch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, lock_file, manager, manifest", [
+    ("flask-pipenv", "Pipfile.lock", "pipenv", "Pipfile"),
+    ("poetry-falcon", "poetry.lock", "poetry", "pyproject.toml"),
+])
+def test_current_locks_are_downloaded_ahead_and_stale_ones_are_not(
+        tmp_path, name, lock_file, manager, manifest):
+    from slugbuild.cache import Cache
+    from slugbuild.dependencies import Prefetch
+
+    from .helpers import FIXTURE_APPS, copy_app
+
+    app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
+    cache = Cache(tmp_path / "cache")
+
+    def start(scratch: str):
+        return Prefetch.start(app_dir=app, lock_file=lock_file, package_manager=manager,
+                              config_vars={}, cache=cache, reporter=Reporter(quiet=True),
+                              python_version="3.12.1", scratch=tmp_path / scratch)
+
+    prefetch = start("prefetch")
+    assert prefetch is not None
+    prefetch.wait()
+    prefetch.stop()
+    assert prefetch.process.returncode == 0
+    assert list((tmp_path / "cache" / "uv").rglob("gunicorn/__init__.py"))
+    with open(app / manifest, "a") as handle:
+        handle.write("\n[x-stale]\nsix = '*'\n" if manager == "pipenv"
+                     else "\n[tool.poetry.group.docs.dependencies]\nsix = '*'\n")
+    assert start("prefetch2") is None  # only the tool can say what a stale lock means

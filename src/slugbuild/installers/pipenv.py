@@ -7,7 +7,7 @@ uv installs the lock's ``default`` pins exactly (``--no-deps
   ``_meta.hash.sha256`` is the hash Pipenv computes from the Pipfile (what
   ``pipenv verify`` and ``--deploy`` check), and every default package is a
   pinned, hashed index package. The pins are then what ``pipenv requirements
-  --hash`` prints, without installing or starting Pipenv (about 2.5 s of a
+  --hash`` prints, without installing or starting Pipenv (2.7 s of a 5.0 s
   cold build).
 - **Exported by Pipenv** otherwise (a hash that does not match, VCS, path or
   file packages): ``pipenv verify`` refuses a stale lock, ``pipenv
