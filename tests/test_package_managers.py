@@ -308,6 +308,9 @@ def test_poetry_group_markers_pick_the_main_groups_marker(tmp_path):
     ("3.12.*", ["3.12.7"], ["3.11.0"]),
     ("~=3.11", ["3.11.2", "3.13.0"], ["3.10.0"]),
     ("*", ["3.8.0", "3.13.0"], []),
+    ("==3.12", ["3.12.7"], ["3.13.0"]),
+    ("~3rc1", ["3.12.0"], ["4.0.0"]),
+    (">3.12", ["3.12.7"], ["3.12.0"]),
 ])
 def test_poetry_python_constraints_read_as_pep440(constraint, allowed, refused):
     from packaging.version import Version
@@ -329,8 +332,27 @@ def test_runtime_the_poetry_project_excludes_is_refused(tmp_path):
     error = caught.value
     assert error.code == "python-not-allowed-by-project"
     assert "3.11.7" in error.found and "^3.12" in error.found
-    (app / "pyproject.toml").write_text('[project]\nname = "x"\nrequires-python = ">=3.10"\n')
-    check_python_allowed(app, "3.11.7")  # [project] requires-python wins
+    (app / "pyproject.toml").write_text('[project]\nname = "x"\nrequires-python = "==3.11"\n')
+    check_python_allowed(app, "3.11.7")  # read as Poetry reads it: every 3.11.x
+    # [tool.poetry.dependencies] python narrows requires-python, as in poetry-core.
+    (app / "pyproject.toml").write_text('[project]\nname = "x"\nrequires-python = ">=3.9"\n'
+                                        '[tool.poetry.dependencies]\npython = "~3.11"\n')
+    with pytest.raises(errors.SlugbuildError):
+        check_python_allowed(app, "3.12.7")
+
+
+def test_poetry_python_constraint_slugbuild_cannot_read_leaves_the_lock_to_poetry(tmp_path):
+    from slugbuild.installers.poetry import content_hash, locked_main_pins
+    from slugbuild.versions import tomllib
+
+    app = _lock_app(tmp_path, "poetry-falcon")
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('python = "^3.12"', 'python = "3"'))
+    lock = (app / "poetry.lock").read_text()
+    old = tomllib.loads(lock)["metadata"]["content-hash"]
+    (app / "poetry.lock").write_text(lock.replace(old, content_hash(tomllib.loads(
+        pyproject.read_text()))))
+    assert locked_main_pins(app) is None
 
 
 def test_current_pipfile_lock_gives_its_packages_without_pipenv(tmp_path):
@@ -344,7 +366,7 @@ def test_current_pipfile_lock_gives_its_packages_without_pipenv(tmp_path):
 
 
 @pytest.mark.parametrize("change", ["stale", "case only", "no pipfile", "vcs entry",
-                                    "unpinned entry"])
+                                    "unpinned entry", "no sources"])
 def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, change):
     from slugbuild.installers.pipenv import locked_default_pins
 
@@ -359,6 +381,8 @@ def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, ch
         (app / "Pipfile").unlink()
     elif change == "vcs entry":
         lock["default"]["flask"] = {"git": "https://example.invalid/flask.git", "ref": "abc"}
+    elif change == "no sources":
+        del lock["_meta"]["sources"]  # pipenv requirements fails on such a lock
     else:
         lock["default"]["flask"]["version"] = "*"
     (app / "Pipfile.lock").write_text(json.dumps(lock))

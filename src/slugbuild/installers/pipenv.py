@@ -99,9 +99,8 @@ def pipfile_hash(pipfile: dict) -> str:
     name in canonical form, as Pipenv computes it since it stopped
     re-locking for a change of case.
     """
-    def canonical(section: object) -> object:
-        if not isinstance(section, dict):
-            return section
+    def canonical(section: dict) -> dict:
+        # Anything else as a section makes Pipenv's own hash fail: left to Pipenv.
         return {canonicalize_name(name): value for name, value in section.items()}
 
     data = {
@@ -126,12 +125,12 @@ def locked_default_pins(app_dir: Path) -> str | None:
         meta, default = lock["_meta"], lock["default"]
         if meta["hash"]["sha256"] != pipfile_hash(pipfile):
             return None
-        sources = [source["url"] for source in meta.get("sources", [])]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        sources = [source["url"] for source in meta["sources"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if not isinstance(default, dict) or not all(isinstance(url, str) for url in sources):
         return None
-    lines = [f"{'-i' if i == 0 else '--extra-index-url'} {url}\n"
+    lines = [f"{'-i' if i == 0 else '--extra-index-url'} {_braced_env_vars(url)}\n"
              for i, url in enumerate(sources)]
     for name, entry in default.items():
         line = _pin_line(name, entry)
@@ -139,6 +138,11 @@ def locked_default_pins(app_dir: Path) -> str | None:
             return None
         lines.append(line)
     return "".join(lines)
+
+
+def _braced_env_vars(url: str) -> str:
+    """Pipenv writes a bare ``$VAR`` in an index URL as ``${VAR}``, the form pip expands."""
+    return re.sub(r"\$([A-Za-z_][A-Za-z0-9_]*)", r"${\1}", url)
 
 
 def _pin_line(name: str, entry: object) -> str | None:

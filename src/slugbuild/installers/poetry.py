@@ -142,6 +142,9 @@ def locked_main_pins(app_dir: Path) -> str | None:
             or metadata.get("lock-version") != READABLE_LOCK_VERSION
             or metadata.get("content-hash") != content_hash(pyproject)):
         return None
+    python = project_python(pyproject)
+    if python is not None and poetry_constraint_to_pep440(python[0]) is None:
+        return None  # Poetry's export narrows every pin by it; only Poetry can say how
     lines = []
     for package in packages:
         if not isinstance(package, dict) or not isinstance(package.get("groups"), list):
@@ -183,24 +186,34 @@ def _pin_line(package: dict) -> str | None:
     return f"{name}=={version}{condition}{hash_options}\n"
 
 
+def project_python(pyproject: dict) -> tuple[str, str] | None:
+    """The project's Python constraint as Poetry applies it, and where it is written.
+
+    poetry-core reads ``[project] requires-python`` and lets
+    ``[tool.poetry.dependencies] python`` narrow it: the latter wins when set.
+    Both are read with Poetry's constraint syntax.
+    """
+    tool_poetry = (pyproject.get("tool") or {}).get("poetry") or {}
+    dependencies = tool_poetry.get("dependencies") if isinstance(tool_poetry, dict) else None
+    if isinstance(dependencies, dict) and isinstance(dependencies.get("python"), str):
+        return dependencies["python"], "[tool.poetry.dependencies] python"
+    project = pyproject.get("project") or {}
+    if isinstance(project, dict) and isinstance(project.get("requires-python"), str):
+        return project["requires-python"], "[project] requires-python"
+    return None
+
+
 def check_python_allowed(app_dir: Path, python_version: str) -> None:
     """Refuse a runtime the project excludes: Poetry's export would drop every package."""
     try:
         pyproject = tomllib.loads((app_dir / "pyproject.toml").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return  # Poetry reports an unreadable pyproject.toml itself
-    project = pyproject.get("project") or {}
-    tool_poetry = (pyproject.get("tool") or {}).get("poetry") or {}
-    if isinstance(project, dict) and isinstance(project.get("requires-python"), str):
-        constraint, where = project["requires-python"], "[project] requires-python"
-        specifiers = _pep440_alternatives(constraint)
-    else:
-        dependencies = tool_poetry.get("dependencies") if isinstance(tool_poetry, dict) else None
-        constraint = (dependencies or {}).get("python") if isinstance(dependencies, dict) else None
-        if not isinstance(constraint, str):
-            return
-        where = "[tool.poetry.dependencies] python"
-        specifiers = poetry_constraint_to_pep440(constraint)
+    found = project_python(pyproject)
+    if found is None:
+        return
+    constraint, where = found
+    specifiers = poetry_constraint_to_pep440(constraint)
     if specifiers is None:
         return  # a form slugbuild does not read: Poetry's export applies it
     version = Version(python_version)
@@ -208,13 +221,6 @@ def check_python_allowed(app_dir: Path, python_version: str) -> None:
         raise errors.PYTHON_NOT_ALLOWED_BY_PROJECT.error(
             version=python_version, constraint=constraint, where=where,
             manifest="pyproject.toml")
-
-
-def _pep440_alternatives(constraint: str) -> list[SpecifierSet] | None:
-    try:
-        return [SpecifierSet(constraint)]
-    except InvalidSpecifier:
-        return None
 
 
 _POETRY_ATOM = re.compile(
@@ -234,7 +240,10 @@ def poetry_constraint_to_pep440(constraint: str) -> list[SpecifierSet] | None:
             match = _POETRY_ATOM.match(atom)
             if match is None:
                 return None
-            specs += _poetry_atom(match["op"] or "", match["version"])
+            try:
+                specs += _poetry_atom(match["op"] or "", match["version"])
+            except InvalidVersion:
+                return None
         try:
             alternatives.append(SpecifierSet(",".join(specs)))
         except InvalidSpecifier:
@@ -243,8 +252,10 @@ def poetry_constraint_to_pep440(constraint: str) -> list[SpecifierSet] | None:
 
 
 def _poetry_atom(op: str, version: str) -> list[str]:
-    if op in ("^", "~") and "*" not in version:
-        parts = [int(p) for p in re.findall(r"\d+", version.split("-")[0])[:3]]
+    if op in ("^", "~"):
+        if "*" in version:
+            raise InvalidVersion(version)
+        parts = list(Version(version).release)
         if op == "^":  # up to the next change of the first non-zero part
             first = next((i for i, p in enumerate(parts) if p), len(parts) - 1)
             upper = [*parts[:first], parts[first] + 1]
@@ -253,8 +264,10 @@ def _poetry_atom(op: str, version: str) -> list[str]:
             upper = [*parts[:keep - 1], parts[keep - 1] + 1]
         return [f">={version}", f"<{'.'.join(map(str, upper))}"]
     if op in ("", "=", "=="):
-        # Poetry reads python = "3.12" as python_version == "3.12": every 3.12.x.
-        if "*" not in version and version.count(".") < 2:
+        if "*" in version or version.count(".") >= 2:
+            return [f"=={version}"]
+        if version.count(".") == 1:
+            # Poetry reads python = "3.12" as python_version == "3.12": every 3.12.x.
             return [f"=={version}.*"]
-        return [f"=={version}"]
+        raise InvalidVersion(version)  # python_version == "3" matches no Python
     return [f"{op}{version}"]
