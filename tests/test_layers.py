@@ -95,6 +95,29 @@ def test_same_app_in_other_places_with_other_caches_gives_the_same_bytes(tmp_pat
     assert one.sha256 == two.sha256
 
 
+def test_a_layer_built_apart_is_the_one_built_onto_the_build(tmp_path):
+    """Without a pre_compile hook the dependency layer is installed into a tree of
+    its own, beside the runtime; with one, onto the build's runtime. The slug's
+    .heroku/python must not show which."""
+    from .helpers import slug_differences
+
+    files = {
+        ".python-version": "3.12\n",
+        "requirements.txt": "gunicorn==23.0.0\nsix==1.17.0\n",  # a console script, a module
+        "Procfile": "web: gunicorn app:app\n",
+    }
+    apart = _build(make_app(tmp_path / "apart", files), tmp_path / "apart.tgz",
+                   tmp_path / "cache-apart")
+    onto_app = make_app(tmp_path / "onto", {**files, "bin/pre_compile": "#!/bin/sh\ntrue\n"})
+    onto = _build(onto_app, tmp_path / "onto.tgz", tmp_path / "cache-onto")
+    assert "dependency_layer_apart" in apart.timings
+    assert "dependency_layer_apart" not in onto.timings
+    assert apart.packages == onto.packages
+    assert any(n.endswith("/site-packages/six.py") for n in _names(apart.slug_path))
+    differences = slug_differences(apart.slug_path, onto.slug_path, most=1000)
+    assert differences == ["./bin", "./bin/pre_compile"]
+
+
 @pytest.mark.slow
 def test_prefetch_fills_the_installer_cache_ahead_of_the_install(tmp_path):
     from slugbuild.cache import Cache

@@ -120,6 +120,34 @@ def test_binary_junk_in_version_files(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path):
+    """Packages are hard links into uv's cache: a hook appending to one changes
+    that cache too. The next install finds the file unlike its RECORD, clears
+    uv's cache and installs again."""
+    site_packages = ".heroku/python/lib/python3.12/site-packages"
+    app = make_app(tmp_path / "app", {
+        **SMALL_APP, "requirements.txt": "six==1.17.0\n",
+        "bin/post_compile": f"#!/usr/bin/env bash\necho '# touched' >> {site_packages}/six.py\n",
+    })
+    (app / "bin" / "post_compile").chmod(0o755)
+    cache = tmp_path / "cache"
+    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
+    assert first.returncode == 0, first.stderr
+    assert "was discarded" in first.stderr
+    assert any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
+
+    (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
+    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
+    assert second.returncode == 0, second.stderr
+    assert "differ from what their package recorded" in second.stderr
+    assert "(first: six.py)" in second.stderr
+    with tarfile.open(tmp_path / "two.tgz") as slug:
+        shipped = slug.extractfile(f"./{site_packages}/six.py").read()
+    assert b"# touched" not in shipped
+    assert not any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
+
+
+@pytest.mark.slow
 def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path):
     app = make_app(tmp_path / "app", {
         **SMALL_APP, "requirements.txt": "six==1.17.0\n",

@@ -11,6 +11,8 @@ slug.json are renamed into place only when every stage has succeeded.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import glob
 import os
 import re
@@ -40,8 +42,9 @@ from .dependencies import (
     Prefetch,
     constraints_from_slug_json,
     has_package,
-    install_dependencies,
     installer_for,
+    link_dependency_layer,
+    prepare_dependency_layer,
 )
 from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
@@ -56,8 +59,10 @@ from .runtimes import (
     RuntimeOptions,
     cached_runtime_layer,
     ensure_runtime_layer,
+    interpreter_before_layer,
     make_sources,
     resolve,
+    runtime_manifest,
 )
 from .stage import check_not_ignored, stage_sources
 from .versions import PythonRequest, check_supported, read_request
@@ -210,15 +215,18 @@ class _Build:
         """What no file of the slug may name: this build's directories."""
         return [str(self.build_dir), str(self.scratch)]
 
-    def use_layer(self, layer: Layer, mount: str, made_here: bool = False) -> None:
+    def use_layer(self, layer: Layer, mount: str, made_here: bool = False,
+                  made_at: Path | None = None) -> None:
         """Note a layer linked in at ``mount``; start compressing its slug part (and,
-        for a layer made in this build directory, scanning it for mentions of it)."""
+        for a layer made by this build, scanning it for mentions of the build
+        directory and of ``made_at``, where it was installed apart)."""
         self.restored.append((layer, mount))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
         if made_here:
+            needles = self.leak_needles + ([str(made_at)] if made_at is not None else [])
             self.layer_leaks[layer.path] = self.background.submit(
-                relocate.find_references, layer.tree, self.leak_needles)
+                relocate.find_references, layer.tree, needles)
 
 
 def compile_app(
@@ -388,14 +396,64 @@ def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInf
     return info
 
 
+class _Beside:
+    """The dependency layer built in a thread beside the build's own stages.
+
+    Its log is held back and shown when the build reaches the dependency
+    stage, so it reads in the same order as a build without it. The thread
+    runs in a copy of the caller's context (an earlier buildpack's exports).
+    """
+
+    def __init__(self, dependency_layer: functools.partial, reporter: Reporter,
+                 timer: _Timer) -> None:
+        self.dependency_layer = dependency_layer
+        self.reporter = reporter
+        self.timer = timer
+        self.held = reporter.held_back()
+        self.thread = ThreadPoolExecutor(max_workers=1)
+        self.future: Future | None = None
+
+    def start(self, **arguments: Any) -> None:
+        def build_layer() -> DependencyLayer:
+            with self.timer.stage("dependency_layer_apart"):
+                return self.dependency_layer(reporter=self.held, **arguments)
+
+        self.future = self.thread.submit(contextvars.copy_context().run, build_layer)
+
+    def result(self) -> DependencyLayer:
+        """The layer (or the error that stopped it), after its log."""
+        assert self.future is not None
+        try:
+            return self.future.result()
+        finally:
+            self.reporter.replay(self.held)
+
+    def close(self) -> None:
+        """Wait for it: a build that failed meanwhile must not leave it running."""
+        self.thread.shutdown(wait=True)
+
+
 def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                    resolution: Resolution) -> _PythonBuild:
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
     python_home = build_dir / _PYTHON_HOME
+    installer = installer_for(info.package_manager)
+    dependency_layer = functools.partial(
+        prepare_dependency_layer, app_dir=build_dir, lock_file=info.lock_file,
+        python_name=runtime.python_name, runtime=runtime_manifest(runtime, build.platform),
+        installer=installer, config_vars=build.config_vars, cache=build.cache,
+        source_dir=build.app_dir, constraints=build.constraints)
+    # The dependency layer is built apart from the build directory (and, on a cold
+    # build, while the runtime layer is prepared) unless a pre_compile hook or an
+    # earlier buildpack may change what it installs onto: its requirements, or
+    # the runtime's prefix.
+    apart = not (build_dir / "bin" / PRE_COMPILE).is_file() and not python_home.exists()
+    early = interpreter_before_layer(build.cache, runtime, build.platform) if apart else None
+    beside = _Beside(dependency_layer, reporter, timer) if early is not None else None
     prefetch = None
-    if cached_runtime_layer(build.cache, runtime, build.platform) is None:
+    if beside is None and cached_runtime_layer(build.cache, runtime, build.platform) is None:
         # A cold build: let the installer download while the runtime is prepared.
         prefetch = Prefetch.start(
             app_dir=build_dir, lock_file=info.lock_file, package_manager=info.package_manager,
@@ -403,12 +461,19 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             python_version=runtime.version, scratch=build.scratch / "prefetch",
             constraints=build.constraints)
     try:
+        if beside is not None:
+            beside.start(python=early)
         with timer.stage("runtime_layer"):
             runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
                                                              build.platform, reporter)
             reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                           f"{runtime.version}" + (" from cache" if from_cache else
                                                   f" (from {runtime.short_origin})"))
+            if apart and beside is None:
+                # A downloaded runtime: its layer's interpreter is the first to run.
+                beside = _Beside(dependency_layer, reporter, timer)
+                beside.start(python=runtime_layer.tree / "bin" / runtime.python_name,
+                             prefetch=prefetch)
             build.cache.restore(runtime_layer, python_home)
             build.use_layer(runtime_layer, _PYTHON_HOME)
         python = python_home / "bin" / runtime.python_name
@@ -417,16 +482,18 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
 
         with timer.stage("dependency_layer"):
-            deps = install_dependencies(
-                app_dir=build_dir, lock_file=info.lock_file, python_home=python_home,
-                python_name=runtime.python_name, runtime_layer=runtime_layer,
-                installer=installer_for(info.package_manager), config_vars=build.config_vars,
-                cache=build.cache, reporter=reporter, source_dir=build.app_dir,
-                constraints=build.constraints, prefetch=prefetch,
-            )
-            # A fresh layer was installed in this build directory.
-            build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored)
+            if beside is not None:
+                deps = beside.result()
+            else:
+                deps = dependency_layer(python=python, reporter=reporter, prefetch=prefetch,
+                                        onto=python_home)
+            deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
+                                         reporter, info.lock_file)
+            build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
+                            made_at=deps.built_apart_at)
     finally:
+        if beside is not None:
+            beside.close()
         if prefetch is not None:
             prefetch.stop()
             # Its throwaway install is thousands of files: removed while the build goes on.

@@ -1,20 +1,29 @@
-"""Dependency layer: the app's packages installed into the slug's runtime.
+"""Dependency layer: the app's packages, installed for the slug's runtime.
 
 The layer is what an install adds to ``.heroku/python`` (site-packages and
 console scripts). It is cached under a key made of exactly what determines
 it: runtime version and platform, installer and its version, the index
 settings, and the content of every requirements file the install reads. A
 warm build with the same key hard-links it in; any change builds a fresh
-layer, installed onto the runtime layer's hard-linked files (plus whatever a
-pre_compile hook or an earlier buildpack put there), never onto an older
-dependency layer, so packages removed from the requirements are gone. Only
-the paths the install added are cached. Installer download caches are kept
-across keys.
+layer, never on top of an older dependency layer, so packages removed from
+the requirements are gone. Installer download caches are kept across keys.
+
+A fresh layer is built one of two ways:
+- apart (the usual way): installed with an interpreter of the runtime (the one
+  its layer is copied from, or the cached layer's) into an empty tree that
+  becomes the layer. It needs nothing of the build directory, so a cold build
+  runs it while the runtime layer is being prepared.
+- onto the build: when a pre_compile hook or an earlier buildpack runs first,
+  the install goes onto the build's runtime prefix, so that it sees what they
+  put there (and any requirements file they changed), and only the paths it
+  added become the layer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -41,7 +50,8 @@ from .proc import clean_env, exported_config
 
 __all__ = [
     "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller", "Prefetch",
-    "install_dependencies", "installer_for", "requirements_files", "trusted_ca_bundle",
+    "installer_for", "link_dependency_layer", "prepare_dependency_layer", "requirements_files",
+    "trusted_ca_bundle",
 ]
 
 # Config vars with these prefixes steer the installers, so they are part of the
@@ -71,15 +81,17 @@ class DependencyLayer:
     installer_version: str = ""
     layer: Layer | None = None  # the cached layer whose files are linked in
     restored: bool = False  # the layer was in the cache before this build
+    built_apart_at: Path | None = None  # the tree a fresh layer was installed in, apart
 
 
 def layer_key(
-    app_dir: Path, files: list[str], runtime_layer: Layer, installer: Installer,
+    app_dir: Path, files: list[str], runtime: dict, installer: Installer,
     config_vars: dict, constraints: str | None = None,
 ) -> tuple[str, dict]:
     """The dependency layer key and the (secret-free) inputs behind it.
 
-    Runtime (version, platform and the prefix it came from), package manager
+    ``runtime`` is the runtime layer's manifest (or what it will be: name,
+    key, inputs). Runtime (version, platform and the prefix it came from), package manager
     and the versions of every tool it runs, installer config vars, the content
     of every file the install reads, and the constraints of --constraints-from.
     """
@@ -88,8 +100,8 @@ def layer_key(
          if k.startswith(INSTALLER_CONFIG_PREFIXES)}
     )
     inputs = {
-        "runtime": runtime_layer.manifest["name"],
-        "runtime_key": runtime_layer.manifest["key"],
+        "runtime": runtime["name"],
+        "runtime_key": runtime["key"],
         "installer": f"{installer.name} {installer.version()}",
         "installer_config_sha256": hashlib.sha256(index_settings.encode()).hexdigest(),
         "files": {rel: file_sha256(app_dir / rel) for rel in files},
@@ -180,13 +192,13 @@ def constraints_from_slug_json(path: Path) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def install_dependencies(
+def prepare_dependency_layer(
     *,
     app_dir: Path,
     lock_file: str,
-    python_home: Path,
+    python: Path,
     python_name: str,
-    runtime_layer: Layer,
+    runtime: dict,
     installer: Installer,
     config_vars: dict,
     cache: Cache,
@@ -194,13 +206,15 @@ def install_dependencies(
     source_dir: Path | None = None,
     constraints: str | None = None,
     prefetch: Prefetch | None = None,
+    onto: Path | None = None,
 ) -> DependencyLayer:
-    """Fill ``python_home`` with the app's packages.
+    """The cached dependency layer for this app and runtime, installed if missing.
 
-    ``python_home`` holds hard links to the runtime layer's files, plus whatever
-    a pre_compile hook or an earlier buildpack put there. A cached layer is
-    hard-linked into it; else the installer installs into it and only the paths
-    it added become the new layer.
+    ``python`` is an interpreter of the runtime whose manifest is ``runtime``.
+    A fresh layer is installed apart, into its own tree, unless ``onto`` (the
+    build's runtime prefix) is given: then it is installed there and the paths
+    the install added become the layer. The result's ``packages`` are left
+    empty: ``link_dependency_layer`` lists them once the layer is in place.
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
@@ -208,15 +222,11 @@ def install_dependencies(
     downloading is waited for only if there is something to install.
     """
     files = installer.key_files(app_dir, lock_file, config_vars)
-    key, inputs = layer_key(app_dir, files, runtime_layer, installer, config_vars, constraints)
+    key, inputs = layer_key(app_dir, files, runtime, installer, config_vars, constraints)
     name = key[:24]
-    lock_checksum = "SHA256:" + file_sha256(app_dir / lock_file)
-    installer_version = installer.version()
-
-    def outcome(layer: Layer, restored: bool) -> DependencyLayer:
-        packages = installed_packages(python_home, python_name)
-        return DependencyLayer(key, tuple(packages), tuple(files), lock_checksum,
-                               installer.name, installer_version, layer, restored)
+    outcome = functools.partial(
+        DependencyLayer, key, (), tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
+        installer.name, installer.version())
 
     layer = cache.lookup("layers", name, key)
     if layer is None:
@@ -227,30 +237,40 @@ def install_dependencies(
                 if prefetch is not None:
                     prefetch.wait()
                 reporter.step(f"Installing requirements with {installer.name} "
-                              f"({installer_version})")
+                              f"({installer.version()})")
                 scratch = cache.scratch_dir("install")
                 try:
                     job = InstallJob(
-                        python=python_home / "bin" / python_name,
-                        python_version=runtime_layer.manifest["inputs"]["version"],
+                        python=python, python_version=runtime["inputs"]["version"],
                         app_dir=app_dir, lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                     )
-                    layer = _install_fresh(job, installer, python_home, python_name, key,
-                                           name, inputs)
+                    layer, apart_at = _install_fresh(job, installer, python_name, key, name,
+                                                     inputs, onto)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
-                result = outcome(layer, restored=False)
-                reporter.detail(f"Installed {len(result.packages)} packages; cached as layer "
-                                f"{name[:12]}")
-                return result
-    reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
-                  f"{lock_file} unchanged)")
-    cache.restore(layer, python_home)
+                return outcome(layer, False, apart_at)
     _remember(cache, source_dir, inputs)
-    return outcome(layer, restored=True)
+    return outcome(layer, True)
+
+
+def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
+                          cache: Cache, reporter: Reporter, lock_file: str) -> DependencyLayer:
+    """Put the layer's files into the build's runtime prefix (as hard links), unless
+    it was installed there, and list the packages the prefix then holds."""
+    assert deps.layer is not None
+    name = deps.key[:24]
+    if deps.restored:
+        reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
+                      f"{lock_file} unchanged)")
+    if deps.restored or deps.built_apart_at is not None:
+        cache.restore(deps.layer, python_home)
+    packages = tuple(installed_packages(python_home, python_name))
+    if not deps.restored:
+        reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}")
+    return dataclasses.replace(deps, packages=packages)
 
 
 class Prefetch:
@@ -309,16 +329,40 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
     return path
 
 
-def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, python_name: str,
-                   key: str, name: str, inputs: dict) -> Layer:
-    """Install, make the result relocatable, compile it, and publish what was added
-    as the layer (hard links: the build directory keeps using the same files)."""
-    # What is there before the install (the runtime, and anything a pre_compile
-    # hook or an earlier buildpack put there) is not the installer's to cache.
-    before = _relative_paths(python_home)
+def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key: str,
+                   name: str, inputs: dict, onto: Path | None) -> tuple[Layer, Path | None]:
+    """Install, make the result relocatable, compile it, and publish it as the layer.
+
+    Apart (``onto`` None), the layer's own tree is the install's prefix; onto
+    the build, what the install added there is hard-linked into the layer (the
+    build directory keeps using the same files). Returns the layer and, when
+    apart, the tree's path while it was being installed.
+    """
+    with job.cache.new_layer("layers", name, key, inputs) as tree:
+        if onto is None:
+            _install_and_compile(dataclasses.replace(job, prefix=tree), installer, tree,
+                                 python_name)
+            # uv's lock of an environment it installs into: not part of it.
+            (tree / ".lock").unlink(missing_ok=True)
+        else:
+            # What is there before the install (the runtime, and anything a pre_compile
+            # hook or an earlier buildpack put there) is not the installer's to cache.
+            before = _relative_paths(onto)
+            _install_and_compile(job, installer, onto, python_name)
+            _link_added(onto, before, tree)
+    layer = job.cache.lookup("layers", name, key)
+    assert layer is not None
+    return layer, (tree if onto is None else None)
+
+
+def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
+                         python_name: str) -> None:
+    """Install into ``home``, point its scripts and records at the slug, compile it."""
     installer.install(job)
-    site_packages = python_home / "lib" / python_name / "site-packages"
-    rewritten = relocate.make_scripts_relocatable(python_home / "bin", python_name)
+    site_packages = home / "lib" / python_name / "site-packages"
+    rewritten = []
+    if (home / "bin").is_dir():
+        rewritten += relocate.make_scripts_relocatable(home / "bin", python_name)
     rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
     relocate.refresh_records(site_packages, rewritten)
     try:
@@ -329,11 +373,6 @@ def _install_fresh(job: InstallJob, installer: Installer, python_home: Path, pyt
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
-    with job.cache.new_layer("layers", name, key, inputs) as tree:
-        _link_added(python_home, before, tree)
-    layer = job.cache.lookup("layers", name, key)
-    assert layer is not None
-    return layer
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:

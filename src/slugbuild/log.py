@@ -48,6 +48,16 @@ class Reporter:
         for line in message.splitlines() or [""]:
             self._write((WARN + line).rstrip())
 
+    def held_back(self) -> Reporter:
+        """A reporter that only collects lines: for work running beside the build,
+        whose log is shown (``replay``) when the build reaches it, not interleaved."""
+        return Reporter(self.stream, quiet=True)
+
+    def replay(self, held: Reporter) -> None:
+        """Write the lines a ``held_back`` reporter collected."""
+        for line in held.lines:
+            self._write(line)
+
     @contextlib.contextmanager
     def working(self, message: str) -> Iterator[None]:
         """A spinner on a terminal while a long step runs; nothing extra otherwise."""

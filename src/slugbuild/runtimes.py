@@ -232,6 +232,27 @@ def cached_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform) 
     return cache.lookup("runtimes", name, key)
 
 
+def runtime_manifest(offer: RuntimeOffer, platform: Platform) -> dict[str, Any]:
+    """Name, key and inputs of the runtime layer for ``offer``, as its manifest
+    records them, known before the layer exists (the dependency layer key uses them)."""
+    name, key, inputs = runtime_key(offer, platform)
+    return {"name": name, "key": key, "inputs": inputs}
+
+
+def interpreter_before_layer(cache: Cache, offer: RuntimeOffer, platform: Platform
+                             ) -> Path | None:
+    """An interpreter of exactly this runtime, runnable before its layer is in the
+    build: the cached layer's, else the local prefix the layer is copied from.
+    None for a runtime still to be downloaded."""
+    layer = cached_runtime_layer(cache, offer, platform)
+    if layer is not None:
+        return layer.tree / "bin" / offer.python_name
+    if isinstance(offer.detail, LocalRuntime):
+        python = offer.detail.prefix / "bin" / offer.python_name
+        return python if python.is_file() else None
+    return None
+
+
 def ensure_runtime_layer(
     cache: Cache, offer: RuntimeOffer, platform: Platform, reporter: Reporter
 ) -> tuple[Layer, bool]:

@@ -21,7 +21,7 @@ from ..log import Reporter
 class InstallJob:
     """Everything an installer needs for one install."""
 
-    python: Path  # the slug runtime's interpreter
+    python: Path  # an interpreter of the slug's runtime (see prefix)
     python_version: str  # its version ("3.12.7"), which a project may constrain
     app_dir: Path  # the staged app (the build directory)
     lock_file: str  # relative to app_dir
@@ -30,6 +30,9 @@ class InstallJob:
     reporter: Reporter
     scratch: Path  # for exported requirements; never packed into the slug
     constraints: Path | None = None  # pins from an earlier slug (--constraints-from)
+    # Install into this empty prefix (lib/pythonX.Y/site-packages, bin) instead
+    # of python's own: how a dependency layer is built apart from the build.
+    prefix: Path | None = None
 
 
 class Installer(Protocol):

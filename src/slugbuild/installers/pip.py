@@ -92,6 +92,9 @@ class PipInstaller:
         cert = trusted_ca_bundle()
         if cert:
             argv += ["--cert", cert]
+        if job.prefix is not None:
+            # pip would count the interpreter's own site-packages as installed.
+            argv += ["--prefix", str(job.prefix), "--ignore-installed"]
         argv += ["-r", job.lock_file]
         if job.constraints is not None:
             argv += ["-c", str(job.constraints)]
@@ -136,6 +139,8 @@ def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
     """
     return clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
                       "PIP_INDEX_URL": config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
+                      # Nothing written into the interpreter's tree (see uv_env).
+                      "PYTHONDONTWRITEBYTECODE": "1",
                       **(extra or {})})
 
 

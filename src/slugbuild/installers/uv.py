@@ -3,16 +3,25 @@
 The `uv` wheel on PyPI ships the binary, so it is a dependency of slugbuild and
 never part of a slug. Every run gets UV_NO_CONFIG (no uv.toml of the host), an
 explicit index (in its environment, never on its command line, where `ps`
-would show credentials in an index URL), its own cache inside slugbuild's cache, the CA bundle the
-machine trusts, and ``--link-mode copy`` so nothing in a slug is a hard link
-into uv's cache, which a build step writing to an installed file in place (a
-hook, say) would change. slugbuild's own rewrites of scripts and RECORDs
+would show credentials in an index URL), its own cache inside slugbuild's cache,
+and the CA bundle the machine trusts.
+
+Installs hard-link files from uv's cache (``--link-mode hardlink``, uv's own
+default on Linux): copying them cost more than the rest of a cold install on a
+slow disk. A build step writing into an installed file in place (a hook, say)
+would then change uv's cache too, so after each install the files of every
+package it added are checked against their RECORD hashes; a mismatch clears
+uv's cache and installs again. slugbuild's own rewrites of scripts and RECORDs
 write a new file and rename it over the old one (relocate.write_replacing).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +55,9 @@ def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
         "NO_COLOR": "1",
+        # The interpreter may be the one a runtime is copied from, or a cached
+        # layer's: running it must write nothing into either.
+        "PYTHONDONTWRITEBYTECODE": "1",
         **(extra or {}),
     }
     cert = trusted_ca_bundle()
@@ -180,16 +192,84 @@ def _requirements_options(job: InstallJob) -> list[str]:
     return [*options, "-r", job.lock_file]
 
 
+def _prefix_args(job: InstallJob) -> list[str]:
+    # uv looks for what is already installed in the prefix only, never in the
+    # interpreter's own site-packages.
+    return ["--prefix", str(job.prefix)] if job.prefix is not None else []
+
+
 def _constraint_args(job: InstallJob) -> list[str]:
     return ["-c", str(job.constraints)] if job.constraints is not None else []
 
 
 def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
                     indexes: dict[str, str]) -> None:
-    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix."""
-    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "copy",
-            *options, *_constraint_args(job)]
+    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix.
+
+    Files from uv's cache that no longer match their RECORD hash mean the cache
+    was changed through a hard link: it is cleared and the packages installed
+    again. A mismatch that survives that is the wheel's own RECORD, left alone.
+    """
+    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "hardlink",
+            *_prefix_args(job), *options, *_constraint_args(job)]
+    site_packages = _site_packages(job)
+    before = _dist_infos(site_packages)
     try:
         run_tool(argv, job.reporter, uv_env(job, indexes), cwd=job.app_dir)
+        changed = changed_files(site_packages, _dist_infos(site_packages) - before)
+        if changed:
+            job.reporter.warn(
+                f"{len(changed)} file(s) from uv's cache differ from what their package "
+                f"recorded (first: {changed[0]}); a build step may have written into an "
+                f"installed file in place. uv's cache was cleared; installing again.")
+            _clear_uv_cache(job)
+            run_tool([*argv, "--reinstall"], job.reporter, uv_env(job, indexes),
+                     cwd=job.app_dir)
     except ToolFailed as failed:
         raise install_failed(job, shown, failed) from failed
+
+
+def _site_packages(job: InstallJob) -> Path:
+    home = job.prefix if job.prefix is not None else job.python.parent.parent
+    return home / "lib" / job.python.name / "site-packages"
+
+
+def _dist_infos(site_packages: Path) -> set[str]:
+    try:
+        return {name for name in os.listdir(site_packages) if name.endswith(".dist-info")}
+    except FileNotFoundError:
+        return set()
+
+
+def changed_files(site_packages: Path, dist_infos: set[str]) -> list[str]:
+    """Files of these packages whose content differs from the sha256 in their RECORD."""
+    changed = []
+    for dist_info in sorted(dist_infos):
+        try:
+            lines = (site_packages / dist_info / "RECORD").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            rel, _, rest = line.partition(",")
+            recorded = rest.partition(",")[0]
+            if not recorded.startswith("sha256="):
+                continue
+            try:
+                with open(os.path.join(site_packages, rel), "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).digest()
+            except OSError:
+                continue  # missing files are the package's own business
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != recorded[7:]:
+                changed.append(os.path.normpath(rel))
+    return changed
+
+
+def _clear_uv_cache(job: InstallJob) -> None:
+    """Move uv's cache aside (one rename: a concurrent run never sees it half gone)
+    and delete it."""
+    doomed = job.cache.scratch_dir("uv-cleared")
+    try:
+        os.rename(job.cache.root / "uv", doomed / "uv")
+    except FileNotFoundError:
+        pass
+    shutil.rmtree(doomed, ignore_errors=True)
