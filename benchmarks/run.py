@@ -49,58 +49,61 @@ def main() -> int:
     args = parser.parse_args()
     names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
     results = {"runs": args.runs, "machine": _machine(), "apps": {}}
-    for name in names:
-        print(f"== {name} ({args.runs} runs)", flush=True)
-        results["apps"][name] = bench_app(APPS / name, args.runs)
-        _print_app(name, results["apps"][name])
+    # Every run's files are kept until the end: see _settle.
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep:
+        for name in names:
+            print(f"== {name} ({args.runs} runs)", flush=True)
+            results["apps"][name] = bench_app(APPS / name, args.runs, Path(keep) / name)
+            _print_app(name, results["apps"][name])
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nsaved {args.output}")
     return 0
 
 
-def bench_app(app: Path, runs: int) -> dict:
+def bench_app(app: Path, runs: int, work_root: Path) -> dict:
     samples: dict[str, list[float]] = {k: [] for k in
                                        ("cold", "warm", "changed", "floor_pack", "floor_venv")}
     stages: dict[str, list[dict]] = {"cold": [], "warm": []}
     sizes: dict[str, int] = {}
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as tmp:
-            tmp_path = Path(tmp)
-            work = shutil.copytree(app, tmp_path / "app")
-            cache = tmp_path / "cache"
-            cold = _build(work, tmp_path / "cold.tgz", cache)
-            samples["cold"].append(cold.timings["total"])
-            stages["cold"].append(cold.timings)
-            warm = _build(work, tmp_path / "warm.tgz", cache)
-            samples["warm"].append(warm.timings["total"])
-            stages["warm"].append(warm.timings)
-            sizes["slug"] = warm.size
-            requirements = work / "requirements.txt"
-            changes[app.name] = _add_requirement(work, tmp_path)
-            changed = _build(work, tmp_path / "changed.tgz", cache)
-            samples["changed"].append(changed.timings["total"])
-            if requirements.is_file():
-                requirements.write_text(requirements.read_text().replace(
-                    EXTRA_REQUIREMENT + "\n", ""))
-            tree = tmp_path / "tree"
-            with tarfile.open(warm.slug_path) as tar:
-                tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter")
-                                        else {}))
-            samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | gzip -6 "
-                                                     f"> {tmp_path / 'floor.tgz'}"))
-            # A lock file app's floor installs the exact set its slug holds, pinned.
-            if not requirements.is_file():
-                requirements = tmp_path / "pinned-requirements.txt"
-                requirements.write_text("".join(f"{p['name']}=={p['version']}\n"
-                                                for p in warm.packages))
-            python = _python_for(warm.runtime["resolved"])
-            samples["floor_venv"].append(_time_shell(
-                f"{python} -m venv {tmp_path / 'venv'} && "
-                f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
-                f"--disable-pip-version-check -r {requirements}",
-                env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
-            if "heroku_like" not in sizes:
-                sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
+    for run in range(runs):
+        # In its own directory, deleted with all the others at the end (_settle).
+        tmp_path = work_root / str(run)
+        tmp_path.mkdir(parents=True)
+        work = shutil.copytree(app, tmp_path / "app")
+        cache = tmp_path / "cache"
+        cold = _build(work, tmp_path / "cold.tgz", cache)
+        samples["cold"].append(cold.timings["total"])
+        stages["cold"].append(cold.timings)
+        warm = _build(work, tmp_path / "warm.tgz", cache)
+        samples["warm"].append(warm.timings["total"])
+        stages["warm"].append(warm.timings)
+        sizes["slug"] = warm.size
+        requirements = work / "requirements.txt"
+        changes[app.name] = _add_requirement(work, tmp_path)
+        changed = _build(work, tmp_path / "changed.tgz", cache)
+        samples["changed"].append(changed.timings["total"])
+        if requirements.is_file():
+            requirements.write_text(requirements.read_text().replace(
+                EXTRA_REQUIREMENT + "\n", ""))
+        tree = tmp_path / "tree"
+        with tarfile.open(warm.slug_path) as tar:
+            tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter")
+                                    else {}))
+        samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | gzip -6 "
+                                                 f"> {tmp_path / 'floor.tgz'}"))
+        # A lock file app's floor installs the exact set its slug holds, pinned.
+        if not requirements.is_file():
+            requirements = tmp_path / "pinned-requirements.txt"
+            requirements.write_text("".join(f"{p['name']}=={p['version']}\n"
+                                            for p in warm.packages))
+        python = _python_for(warm.runtime["resolved"])
+        samples["floor_venv"].append(_time_shell(
+            f"{python} -m venv {tmp_path / 'venv'} && "
+            f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
+            f"--disable-pip-version-check -r {requirements}",
+            env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
+        if "heroku_like" not in sizes:
+            sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items() if v}
     ratios = {}
     if "floor_pack" in medians:
@@ -197,11 +200,26 @@ def _uv(args: list[str], cwd: Path, tmp_path: Path) -> str:
                           capture_output=True, text=True).stdout
 
 
+def _settle() -> None:
+    """Give each measured step the same disk: nothing left to write back.
+
+    This machine's ext4 has no journal, so every new inode is checked against
+    recently deleted ones (the kernel's ``recently_deleted``: a minute, five if
+    their inode table is not yet written back). Creating files right after a
+    big deletion costs up to 2.5 times as much, which would charge whichever
+    step follows one: the runs' directories are therefore deleted only at the
+    end, and the disk is synced before each step.
+    """
+    os.sync()
+
+
 def _build(app: Path, out: Path, cache: Path):
+    _settle()
     return slugbuild.compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
 
 
 def _time_shell(command: str, env: dict | None = None) -> float:
+    _settle()
     start = time.perf_counter()
     subprocess.run(["bash", "-c", command], check=True, env=env, stdout=subprocess.DEVNULL)
     return round(time.perf_counter() - start, 3)
