@@ -5,7 +5,8 @@ For each fixture app (all of fixtures/apps/ unless --apps names some):
 - warm: the same build again (layers restored);
 - changed: a warm build after one more pinned requirement (`_add_requirement`: how
   for each package manager);
-- floor_pack: `tar -c | gzip -6` of the final slug tree (what packing alone costs);
+- floor_pack: `tar -c | gzip -4` (the slug's level) of the final slug tree (what
+  packing alone costs);
 - floor_venv: `python -m venv && pip install -r requirements.txt --no-cache-dir`
   (what a plain install costs; for a lock file app, the exact packages its
   slug holds, pinned with ==).
@@ -34,6 +35,7 @@ import slugbuild
 from slugbuild.installers.pipenv import pipfile_hash
 from slugbuild.installers.poetry import content_hash
 from slugbuild.log import Reporter
+from slugbuild.pack import DEFAULT_LEVEL
 from slugbuild.versions import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +91,9 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
         with tarfile.open(warm.slug_path) as tar:
             tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter")
                                     else {}))
-        samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | gzip -6 "
+        # At the slug's own level, so that only the packing differs.
+        samples["floor_pack"].append(_time_shell(f"tar -cf - -C {tree} . | "
+                                                 f"gzip -{DEFAULT_LEVEL} "
                                                  f"> {tmp_path / 'floor.tgz'}"))
         # A lock file app's floor installs the exact set its slug holds, pinned.
         if not requirements.is_file():

@@ -180,10 +180,14 @@ class _PackParams:
 
 # Changes whenever the bytes of a layer part would change for the same inputs.
 PART_FORMAT = 1
+# zlib level 4 compresses a Django slug in half the CPU time of level 6 (the
+# gzip default) for a 4% larger slug; a cold build is short of CPU on two cores
+# (docs/benchmarks.md).
+DEFAULT_LEVEL = 4
 
 
 def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
-              mtime: int | None = None, compresslevel: int = 6,
+              mtime: int | None = None, compresslevel: int = DEFAULT_LEVEL,
               layers: Sequence[LayerPart] = ()) -> PackedSlug:
     """Write ``root`` as a slug tarball to ``target``; return its sha256 and size.
 
@@ -225,7 +229,7 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,
-                       compresslevel: int = 6) -> None:
+                       compresslevel: int = DEFAULT_LEVEL) -> None:
     """Compress and keep ``layer``'s part ahead of packing (a build does it while it
     installs or collects static files, so the pack stage only copies it)."""
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
