@@ -208,7 +208,7 @@ def _settle() -> None:
     """Give each measured step the same disk: nothing left to write back.
 
     This machine's ext4 has no journal, so every new inode is checked against
-    recently deleted ones (the kernel's ``recently_deleted``: a minute, five if
+    recently deleted ones (the kernel's ``recently_deleted``: a minute, six if
     their inode table is not yet written back). Creating files right after a
     big deletion costs up to 2.5 times as much, which would charge whichever
     step follows one: the runs' directories are therefore deleted only at the
