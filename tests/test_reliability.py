@@ -121,30 +121,45 @@ def test_binary_junk_in_version_files(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path):
-    """Packages are hard links into uv's cache: a hook appending to one changes
-    that cache too. The next install finds the file unlike its RECORD, clears
-    uv's cache and installs again."""
+    """Packages are hard links into uv's cache, so every layer holding six shares
+    one six.py: a hook appending to it changes uv's cache and another app's
+    cached layer too. That layer is found changed before it is restored, and the
+    next install finds the file unlike its RECORD and installs it again."""
     site_packages = ".heroku/python/lib/python3.12/site-packages"
+    cache = tmp_path / "cache"
+
+    def shipped_six(slug):
+        with tarfile.open(slug) as tar:
+            return tar.extractfile(f"./{site_packages}/six.py").read()
+
+    other = make_app(tmp_path / "other", {**SMALL_APP,
+                                          "requirements.txt": "six==1.17.0\nidna==3.10\n"})
+    assert run_cli("compile", other, "-o", tmp_path / "o1.tgz", "--cache-dir",
+                   cache).returncode == 0
     app = make_app(tmp_path / "app", {
         **SMALL_APP, "requirements.txt": "six==1.17.0\n",
         "bin/post_compile": f"#!/usr/bin/env bash\necho '# touched' >> {site_packages}/six.py\n",
     })
     (app / "bin" / "post_compile").chmod(0o755)
-    cache = tmp_path / "cache"
     first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
     assert first.returncode == 0, first.stderr
     assert "was discarded" in first.stderr
     assert any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
 
+    # The other app's cached layer shares that six.py: not restored, installed again.
+    again = run_cli("compile", other, "-o", tmp_path / "o2.tgz", "--cache-dir", cache)
+    assert again.returncode == 0, again.stderr
+    assert "was changed in place since it was made" in again.stderr
+    assert "Files of six in uv's cache differ" in again.stderr
+    assert "(first: six.py)" in again.stderr
+    assert b"# touched" not in shipped_six(tmp_path / "o2.tgz")
+    assert not any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
+
     (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
     second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
     assert second.returncode == 0, second.stderr
-    assert "differ from what their package recorded" in second.stderr
-    assert "(first: six.py)" in second.stderr
-    with tarfile.open(tmp_path / "two.tgz") as slug:
-        shipped = slug.extractfile(f"./{site_packages}/six.py").read()
-    assert b"# touched" not in shipped
-    assert not any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
+    assert "differ" not in second.stderr  # uv's cache is clean again
+    assert b"# touched" not in shipped_six(tmp_path / "two.tgz")
 
 
 @pytest.mark.slow

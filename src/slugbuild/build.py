@@ -216,15 +216,16 @@ class _Build:
         return [str(self.build_dir), str(self.scratch)]
 
     def use_layer(self, layer: Layer, mount: str, made_here: bool = False,
-                  made_at: Path | None = None) -> None:
+                  also_named: Sequence[Path] = ()) -> None:
         """Note a layer linked in at ``mount``; start compressing its slug part (and,
         for a layer made by this build, scanning it for mentions of the build
-        directory and of ``made_at``, where it was installed apart)."""
+        directory and of ``also_named``: where it was installed apart, and the
+        prefix of the interpreter that installed it)."""
         self.restored.append((layer, mount))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
         if made_here:
-            needles = self.leak_needles + ([str(made_at)] if made_at is not None else [])
+            needles = self.leak_needles + [str(path) for path in also_named]
             self.layer_leaks[layer.path] = self.background.submit(
                 relocate.find_references, layer.tree, needles)
 
@@ -346,7 +347,8 @@ def compile_app(
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                            for p, _ in leaks})[:5])
-                reporter.warn(f"{len(leaks)} file(s) name the build directory and may not "
+                reporter.warn(f"{len(leaks)} file(s) name the build directory (or the "
+                              f"interpreter that installed the packages) and may not "
                               f"work once unpacked elsewhere: {listed}")
 
         with timer.stage("pack"):
@@ -412,11 +414,16 @@ class _Beside:
         self.held = reporter.held_back()
         self.thread = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
+        self.python_prefix: Path | None = None
 
-    def start(self, **arguments: Any) -> None:
+    def start(self, python: Path, **arguments: Any) -> None:
+        # A package built from source may record the installing interpreter's
+        # prefix (a C extension's RUNPATH, say): the leak scan looks for it.
+        self.python_prefix = python.parent.parent
+
         def build_layer() -> DependencyLayer:
             with self.timer.stage("dependency_layer_apart"):
-                return self.dependency_layer(reporter=self.held, **arguments)
+                return self.dependency_layer(python=python, reporter=self.held, **arguments)
 
         self.future = self.thread.submit(contextvars.copy_context().run, build_layer)
 
@@ -489,8 +496,9 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                                         onto=python_home)
             deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
                                          reporter, info.lock_file)
+            apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
             build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
-                            made_at=deps.built_apart_at)
+                            also_named=[path for path in apart_names if path is not None])
     finally:
         if beside is not None:
             beside.close()

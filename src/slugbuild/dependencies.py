@@ -229,6 +229,13 @@ def prepare_dependency_layer(
         installer.name, installer.version())
 
     layer = cache.lookup("layers", name, key)
+    if layer is not None and cache.check_restored(layer) is None:
+        # Its files are uv's (hard links), shared with every layer holding the same
+        # package: another app's build may have edited one in place.
+        reporter.warn(f"A file of the cached dependency layer {name[:12]} was changed in "
+                      f"place since it was made; the layer was discarded and is installed "
+                      f"again.")
+        layer = None
     if layer is None:
         with cache.lock("layers", name):
             layer = cache.lookup("layers", name, key)

@@ -10,18 +10,21 @@ Installs hard-link files from uv's cache (``--link-mode hardlink``, uv's own
 default on Linux): copying them cost more than the rest of a cold install on a
 slow disk. A build step writing into an installed file in place (a hook, say)
 would then change uv's cache too, so after each install the files of every
-package it added are checked against their RECORD hashes; a mismatch clears
-uv's cache and installs again. slugbuild's own rewrites of scripts and RECORDs
-write a new file and rename it over the old one (relocate.write_replacing).
+package it added are checked against their RECORD hashes; a mismatch cleans
+those packages from uv's cache and installs them again. A cached dependency
+layer is compared with its files.json before it is restored, for the same
+reason (dependencies.prepare_dependency_layer). slugbuild's own rewrites of
+scripts and RECORDs write a new file and rename it over the old one
+(relocate.write_replacing).
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -206,25 +209,30 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
                     indexes: dict[str, str]) -> None:
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix.
 
-    Files from uv's cache that no longer match their RECORD hash mean the cache
-    was changed through a hard link: it is cleared and the packages installed
-    again. A mismatch that survives that is the wheel's own RECORD, left alone.
+    Files from uv's cache that no longer match their RECORD mean the cache was
+    changed through a hard link: those packages are cleaned from the cache and
+    installed again. A mismatch that survives that is the wheel's own RECORD,
+    left alone.
     """
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "hardlink",
             *_prefix_args(job), *options, *_constraint_args(job)]
     site_packages = _site_packages(job)
     before = _dist_infos(site_packages)
+    env = uv_env(job, indexes)
     try:
-        run_tool(argv, job.reporter, uv_env(job, indexes), cwd=job.app_dir)
+        run_tool(argv, job.reporter, env, cwd=job.app_dir)
         changed = changed_files(site_packages, _dist_infos(site_packages) - before)
         if changed:
+            names = sorted({dist_info.split("-")[0] for dist_info in changed})
+            first = next(iter(changed.values()))[0]
             job.reporter.warn(
-                f"{len(changed)} file(s) from uv's cache differ from what their package "
-                f"recorded (first: {changed[0]}); a build step may have written into an "
-                f"installed file in place. uv's cache was cleared; installing again.")
-            _clear_uv_cache(job)
-            run_tool([*argv, "--reinstall"], job.reporter, uv_env(job, indexes),
-                     cwd=job.app_dir)
+                f"Files of {', '.join(names)} in uv's cache differ from what the package "
+                f"recorded (first: {first}); a build step may have written into an "
+                f"installed file in place. Cleaning them from uv's cache and installing "
+                f"again.")
+            run_tool([uv_binary(), "cache", "clean", *names], job.reporter, env, show=False)
+            run_tool([*argv, *(f"--reinstall-package={name}" for name in names)],
+                     job.reporter, env, cwd=job.app_dir)
     except ToolFailed as failed:
         raise install_failed(job, shown, failed) from failed
 
@@ -241,35 +249,34 @@ def _dist_infos(site_packages: Path) -> set[str]:
         return set()
 
 
-def changed_files(site_packages: Path, dist_infos: set[str]) -> list[str]:
-    """Files of these packages whose content differs from the sha256 in their RECORD."""
-    changed = []
+def changed_files(site_packages: Path, dist_infos: set[str]) -> dict[str, list[str]]:
+    """Per dist-info, the files whose size or sha256 differ from their RECORD line."""
+    changed: dict[str, list[str]] = {}
     for dist_info in sorted(dist_infos):
         try:
-            lines = (site_packages / dist_info / "RECORD").read_text().splitlines()
-        except OSError:
+            with open(site_packages / dist_info / "RECORD", newline="",
+                      encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
             continue
-        for line in lines:
-            rel, _, rest = line.partition(",")
-            recorded = rest.partition(",")[0]
-            if not recorded.startswith("sha256="):
+        for row in rows:
+            if len(row) < 3 or not row[1].startswith("sha256="):
                 continue
-            try:
-                with open(os.path.join(site_packages, rel), "rb") as handle:
-                    digest = hashlib.sha256(handle.read()).digest()
-            except OSError:
-                continue  # missing files are the package's own business
-            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != recorded[7:]:
-                changed.append(os.path.normpath(rel))
+            if not _matches(os.path.join(site_packages, row[0]), row[1][7:], row[2]):
+                changed.setdefault(dist_info, []).append(os.path.normpath(row[0]))
     return changed
 
 
-def _clear_uv_cache(job: InstallJob) -> None:
-    """Move uv's cache aside (one rename: a concurrent run never sees it half gone)
-    and delete it."""
-    doomed = job.cache.scratch_dir("uv-cleared")
+def _matches(path: str, recorded_digest: str, recorded_size: str) -> bool:
     try:
-        os.rename(job.cache.root / "uv", doomed / "uv")
-    except FileNotFoundError:
-        pass
-    shutil.rmtree(doomed, ignore_errors=True)
+        if recorded_size.isdigit() and os.path.getsize(path) != int(recorded_size):
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return True  # a missing file is the package's own business
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode() == recorded_digest
+
+
