@@ -48,7 +48,8 @@ def test_two_buildpacks_in_order_with_export_release_and_cache(tmp_path):
     assert "build number 2" in "\n".join(again.log)  # CACHE_DIR persists per buildpack
 
     result = run_cli("run", first.slug_path, "web")
-    assert result.returncode == 0, result.stderr
+    # bin/hello prints and exits: a web process that never listened is not a success.
+    assert result.returncode == 1 and "exited without serving" in result.stderr, result.stderr
     assert result.stdout.strip() == "hello, there"
     shown = run_cli("run", first.slug_path, "worker")
     assert shown.stdout.strip() == "mine"

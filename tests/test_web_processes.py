@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from slugbuild.collectstatic import collectstatic_disabled, diagnose, masked_environment
 from slugbuild.detect import detect
@@ -186,7 +187,8 @@ def test_bin_release_keeps_inferred_types_when_herokuish_empties_release(tmp_pat
                        stdout=release, check=True, timeout=30,
                        env={**os.environ, "SLUGBUILD_PYTHON_BIN": sys.executable})
     text = (tmp_path / ".release").read_text()
-    assert 'web: "uvicorn main:app --host ${HOST:-0.0.0.0}"' in text
+    assert yaml.safe_load(text)["default_process_types"] == {
+        "web": "uvicorn main:app --host ${HOST:-0.0.0.0}"}
 
 
 def test_collectstatic_disabled_only_by_a_real_value():

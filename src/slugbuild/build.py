@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
+from .boot_check import check_boot
+from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
     ReleaseInfo,
     buildpacks_for,
@@ -52,7 +54,7 @@ from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import buildpack_exports
-from .procfile import read_procfile
+from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
 from .runtimes import (
     Resolution,
@@ -243,6 +245,7 @@ def compile_app(
     runtime_options: RuntimeOptions | None = None,
     buildpacks: Sequence[str] | None = None,
     constraints_from: PathLike | None = None,
+    boot_check: bool | float = False,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -255,6 +258,9 @@ def compile_app(
     Python stages, which run alone when no buildpack is named.
     ``constraints_from`` (an earlier slug.json) pins every package to the
     version that build installed.
+    ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
+    ``web`` process before the slug is put in place and fails the build,
+    writing nothing, unless it answers HTTP (see boot_check.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -271,6 +277,7 @@ def compile_app(
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
+    boot_timeout = boot_check_timeout(boot_check)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
@@ -341,7 +348,11 @@ def compile_app(
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
-            release.write_release_files(build.build_dir, process_types, merged.config_vars)
+            addons = [*merged.addons, *(release.python_addons(build.build_dir)
+                                        if python_build is not None else [])]
+            addons = list(dict.fromkeys(addons))
+            release.write_release_files(build.build_dir, process_types, merged.config_vars,
+                                        addons)
             leaks += relocate.find_references(build.build_dir, build.leak_needles,
                                               frozenset(linked))
             if leaks:
@@ -368,10 +379,22 @@ def compile_app(
                     inference=inferred.as_dict() if inferred else None,
                     buildpacks=descriptions,
                     config_vars=merged.config_vars,
+                    addons=addons,
                 )
 
+            def verify(packed_slug: Path) -> None:
+                with timer.stage("boot_check"):
+                    reporter.step("Checking that the slug boots (web process, "
+                                  f"{boot_timeout:g} s at most)...")
+                    booted = check_boot(packed_slug, config_vars=config_vars,
+                                        timeout=boot_timeout, workdir=scratch / "boot-check",
+                                        reported_as=slug_path)
+                    reporter.detail(f"web answered `{booted.status_line}` after "
+                                    f"{booted.seconds:.1f} s")
+
             packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
-                                              source_date_epoch, describe, intact)
+                                              source_date_epoch, describe, intact,
+                                              verify if boot_timeout is not None else None)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
         with timer.stage("cleanup"):
@@ -394,6 +417,7 @@ def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInf
     with timer.stage("detect"):
         info = detect(directory)
         require_package_manager(info)
+    check_procfile_name(directory)  # fail before the long stages, not after them
     reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
     return info
 
@@ -554,6 +578,8 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
     merged = merge(declared)
     # The Procfile's types (or, without one, the inferred web process) win.
     process_types = {**merged.default_process_types, **python_types}
+    for warning in [*check_procfile_name(build.build_dir), *hook_warnings(process_types)]:
+        build.reporter.warn(warning)
     if declared and merged.default_process_types:
         build.reporter.detail("Buildpacks declare types -> "
                               + ", ".join(sorted(merged.default_process_types)))
@@ -661,9 +687,13 @@ def _layer_part(layer: Layer, mount: str) -> LayerPart:
 
 
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
-                   epoch: int | None, describe, layers: Sequence[LayerPart] = ()
+                   epoch: int | None, describe, layers: Sequence[LayerPart] = (),
+                   verify: Callable[[Path], None] | None = None,
                    ) -> tuple[PackedSlug, dict[str, Any]]:
-    """Pack the slug and write slug.json under temporary names, then rename both."""
+    """Pack the slug and write slug.json under temporary names, then rename both.
+
+    ``verify`` (the boot check) sees the packed slug before anything is renamed:
+    when it raises, neither output is written."""
     _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
     suffix = f".{os.getpid()}.partial"
     partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
@@ -673,6 +703,8 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
+        if verify is not None:
+            verify(partial_slug)
         metadata = describe(packed)
         release.write_json(partial_json, metadata)
         os.replace(partial_slug, slug_path)

@@ -26,7 +26,7 @@ import yaml
 from . import errors
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
-from .procfile import parse_procfile
+from .procfile import parse_procfile, valid_process_type_name
 from .redact import redact_url
 
 # Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
@@ -206,30 +206,60 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     return parse_release_yaml(result.stdout, ref.shown)
 
 
+_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
-    """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output."""
+    """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output.
+
+    Every scalar is read as the string it is written as (PyYAML's BaseLoader):
+    a process type named ``on`` stays ``"on"`` and ``PORT: 0800`` stays
+    ``"0800"``. Names are checked here, at build time, so a slug never carries
+    a process type ``run`` cannot start or a config var no process can see.
+    """
+
+    def invalid(problem: str) -> errors.SlugbuildError:
+        return errors.BUILDPACK_RELEASE_INVALID.error(
+            spec=source, problem=problem, output=text[-2000:])
+
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
+        data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}
     except yaml.YAMLError as exc:
-        raise errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=source, problem=f"its output is not YAML ({exc.__class__.__name__})",
-            output=text[-2000:]) from exc
-    if data is None:
+        raise invalid(f"its output is not YAML ({exc.__class__.__name__})") from exc
+    if data is None or data == "":
         data = {}
     if not isinstance(data, dict):
-        raise errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=source, problem="its output is not a YAML mapping", output=text[-2000:])
+        raise invalid("its output is not a YAML mapping")
 
-    def mapping(key: str) -> dict[str, str]:
+    def mapping(key: str, valid_name, rule: str) -> dict[str, str]:
         value = data.get(key) or {}
         if not isinstance(value, dict):
-            raise errors.BUILDPACK_RELEASE_INVALID.error(
-                spec=source, problem=f"`{key}` is not a mapping", output=text[-2000:])
-        return {str(k): str(v) for k, v in value.items()}
+            raise invalid(f"`{key}` is not a mapping")
+        checked: dict[str, str] = {}
+        for name, item in value.items():
+            shown = repr(name)[:80]
+            if not isinstance(name, str) or not valid_name(name):
+                raise invalid(f"`{key}` has the name {shown}, but {rule}")
+            if not isinstance(item, str):
+                raise invalid(f"`{key}` {shown} is not a string")
+            if "\0" in item:
+                raise invalid(f"`{key}` {shown} holds a NUL character")
+            checked[name] = item
+        return checked
 
+    process_types = mapping(
+        "default_process_types", valid_process_type_name,
+        "process type names are letters, digits, `_` and `-`")
+    for name, command in process_types.items():
+        if not command.strip():
+            raise invalid(f"process type {name!r} has no command")
+    config_vars = mapping(
+        "config_vars", _CONFIG_VAR_NAME.fullmatch,
+        "config var names are letters, digits and `_`, not starting with a digit")
     addons = data.get("addons") or []
-    return ReleaseInfo(mapping("default_process_types"), mapping("config_vars"),
-                       [str(a) for a in addons] if isinstance(addons, list) else [])
+    if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
+        raise invalid("`addons` is not a list of names")
+    return ReleaseInfo(process_types, config_vars, list(addons))
 
 
 def slug_release(release_text: str | None, procfile_text: str | None) -> ReleaseInfo:

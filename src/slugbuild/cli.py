@@ -32,6 +32,16 @@ def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < 86400:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds above 0")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slugbuild", description="Compile Python web apps into Heroku-style slugs."
@@ -55,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
+    compile_.add_argument("--boot-check", action="store_true",
+                          help="after packing, start the slug's web process on 127.0.0.1 and "
+                               "fail the build (writing no slug) unless it answers HTTP")
+    compile_.add_argument("--boot-check-timeout", type=_positive_seconds, metavar="SECONDS",
+                          help="how long the boot check waits for an answer (default: 30; "
+                               "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
     _add_runtime_options(compile_)
@@ -132,6 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from,
+            boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
+                        else args.boot_check),
         )
         if args.json:
             print(json.dumps(result.as_dict(), indent=2))

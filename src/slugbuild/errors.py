@@ -281,6 +281,21 @@ PROCFILE_MALFORMED = ErrorKind(
     "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
     "Comments start with `#`.",
 )
+MISSPELLED_PROCFILE = ErrorKind(
+    "misspelled-procfile",
+    "Procfile has the wrong name",
+    "The app has a file named {found!r}, which looks like a Procfile but is not read: only "
+    "a file named exactly `Procfile` declares process types.",
+    "Rename it: `git mv {found} Procfile`.",
+)
+BOOT_CHECK_FAILED = ErrorKind(
+    "boot-check-failed",
+    "The slug did not boot",
+    "The boot check {problem}.\n  web: {command}",
+    "Fix the web process (run it locally with `slugbuild compile` then `slugbuild run "
+    "SLUG web`), or give it longer with `--boot-check-timeout SECONDS`. No slug was written to "
+    "{slug}.",
+)
 
 # --- options and config ------------------------------------------------------------------
 INVALID_CONFIG_VAR = ErrorKind(
@@ -334,6 +349,15 @@ PROCESS_TYPE_UNKNOWN = ErrorKind(
     "Unknown process type",
     "The slug has no process type {process!r}. It has: {available}.",
     "Run one of those, e.g. `slugbuild run SLUG web`, or add a line to the Procfile.",
+)
+
+WEB_PROCESS_EXITED = ErrorKind(
+    "web-process-exited",
+    "The web process exited without serving",
+    "`{command}` exited with code {exit_code} before anything listened on port {port}.",
+    "A web process must keep running and listen on $PORT. If the Procfile line chains "
+    "commands (`a && b`), check that the last one starts the server; run other "
+    "one-off steps as their own process type (e.g. `release`).",
 )
 
 # --- publish -----------------------------------------------------------------------

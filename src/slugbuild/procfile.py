@@ -1,4 +1,10 @@
-"""Release metadata: process types from the app's Procfile."""
+"""Release metadata: process types from the app's Procfile.
+
+A line is ``name: command``: the name is everything before the first ``:``,
+the command everything after it, run as ``bash -c`` would run it (see run.py).
+Parsing is a split at the first colon, never a backtracking regular
+expression, so a hostile slug's long line costs linear time.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,23 @@ from pathlib import Path
 
 from . import errors
 
-_LINE = re.compile(r"^(?P<name>[^:]*?)\s*:\s*(?P<command>.*)$")
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+PROCFILE = "Procfile"
+# Heroku's rule for process type names (and so for bin/release's).
+PROCESS_TYPE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# Names the user most likely meant as a Procfile (compared lower-cased).
+_MISSPELLINGS = frozenset({"procfile", "procfile.txt", "procfile.yml", "procfile.yaml"})
+# Procfile entries other platforms run as deploy hooks, not as processes:
+# name -> (platform, what it does there).
+HOOK_ENTRIES: dict[str, tuple[str, str]] = {
+    "postdeploy": ("Scalingo", "runs it in a one-off container after each deployment, "
+                               "before the new version takes traffic; its failure "
+                               "fails the deployment"),
+}
+
+
+def valid_process_type_name(name: str) -> bool:
+    """True for names Heroku accepts as a process type (letters, digits, ``_``, ``-``)."""
+    return PROCESS_TYPE_NAME.fullmatch(name) is not None
 
 
 def parse_procfile(text: str) -> dict[str, str]:
@@ -18,12 +39,12 @@ def parse_procfile(text: str) -> dict[str, str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
-        if not match:
+        name, colon, command = line.partition(":")
+        if not colon:
             _fail(number, raw, "expected `name: command`")
-        name, command = match.group("name"), match.group("command").strip()
-        if not _NAME.match(name):
-            _fail(number, raw, f"{name!r} is not a valid process type name")
+        name, command = name.rstrip(), command.strip()
+        if not valid_process_type_name(name):
+            _fail(number, raw, f"{name[:80]!r} is not a valid process type name")
         if not command:
             _fail(number, raw, f"process type {name!r} has no command")
         if name in processes:
@@ -36,9 +57,55 @@ def _fail(number: int, raw: str, problem: str) -> None:
     raise errors.PROCFILE_MALFORMED.error(line=number, problem=problem, text=raw.strip()[:200])
 
 
+def misspelled_procfiles(app_dir: Path) -> list[str]:
+    """Files in ``app_dir`` named like a Procfile but not exactly ``Procfile``."""
+    try:
+        names = [entry.name for entry in app_dir.iterdir()]
+    except OSError:
+        return []
+    return sorted(n for n in names if n != PROCFILE and n.lower() in _MISSPELLINGS)
+
+
+def check_procfile_name(app_dir: Path) -> list[str]:
+    """Raise MISSPELLED_PROCFILE when the only Procfile-like file has the wrong name;
+    with a real Procfile beside it, return the warnings to show instead."""
+    wrong = misspelled_procfiles(app_dir)
+    if not wrong:
+        return []
+    if not (app_dir / PROCFILE).is_file() or _same_file(app_dir, wrong[0]):
+        raise errors.MISSPELLED_PROCFILE.error(found=wrong[0])
+    return [f"{name} is not read (only a file named exactly Procfile is); the Procfile "
+            f"beside it is used. Remove {name} or merge it into the Procfile."
+            for name in wrong]
+
+
+def _same_file(app_dir: Path, name: str) -> bool:
+    """On a case-insensitive file system ``Procfile`` may open ``procfile``."""
+    try:
+        return (app_dir / name).samefile(app_dir / PROCFILE)
+    except OSError:
+        return False
+
+
+def hook_warnings(process_types: dict[str, str]) -> list[str]:
+    """Warnings for Procfile entries that another platform treats as a hook."""
+    return [
+        f"The Procfile entry `{name}` is a {platform} deploy hook ({platform} {effect}); "
+        f"on Heroku and Dokku it is a process type that is never started. slugbuild "
+        f"keeps it as a process type and records it in slug.json as "
+        f"`{name}_command`: run it after a deploy with `slugbuild run SLUG {name}`, or "
+        f"rename it `release` for Heroku's release phase."
+        for name, (platform, effect) in HOOK_ENTRIES.items() if name in process_types
+    ]
+
+
 def read_procfile(app_dir: Path) -> dict[str, str]:
-    """Process types of the app, or {} when it has no Procfile."""
-    path = app_dir / "Procfile"
+    """Process types of the app, or {} when it has no Procfile.
+
+    A misspelled Procfile with no real one beside it raises MISSPELLED_PROCFILE.
+    """
+    check_procfile_name(app_dir)
+    path = app_dir / PROCFILE
     if not path.is_file():
         return {}
     data = path.read_bytes()

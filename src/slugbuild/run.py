@@ -6,20 +6,28 @@ into a temporary directory that is removed afterwards; a directory is used as
 it is. The process gets HOME set to the app root, PORT, the slug's
 ``.profile.d/*.sh`` sourced, ``.release``'s config vars as defaults under the
 given ones, and the process type's command (``.release``, then the Procfile,
-see read_release) run by bash. Signals
-sent to slugbuild are forwarded to it and its exit code is returned.
+see read_release) run as herokuish and Heroku run it: ``bash -c COMMAND``, so
+``a && b``, ``cd dir && cmd``, ``VAR=x cmd``, pipes and ``${PORT:-5000}``
+behave as in a shell. The process runs in a process group of its own; signals
+sent to slugbuild are forwarded to the whole group, as a dyno manager does,
+and whatever is left of the group when the command ends is stopped. A ``web``
+process that exits before it ever listened on ``$PORT`` is an error
+(WEB_PROCESS_EXITED), not a success.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
-import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from . import errors
 from .buildpack_runner import ReleaseInfo, slug_release
@@ -103,36 +111,133 @@ def dyno_env(root: Path, process: str, port: int, host: str,
     return env
 
 
+# Sources the slug's profile scripts, then runs the command (passed as "$1")
+# the way herokuish's procfile-exec does: a fresh `bash -c`, which execs a
+# simple command (so the server is the process that gets the signals) and
+# runs a compound one (`a && b`, `cd x && y`, pipes) in full.
+PROCESS_SCRIPT = (
+    'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; '
+    'exec bash -c "$1"'
+)
+# How long a process group has to exit after SIGTERM (Heroku gives dynos 30 s).
+STOP_GRACE_SECONDS = 30.0
+LEFTOVER_GRACE_SECONDS = 10.0
+
+
+def process_argv(command: str) -> list[str]:
+    """The argv that runs a process type's ``command`` in an unpacked slug."""
+    return ["bash", "-c", PROCESS_SCRIPT, "slugbuild-process", command]
+
+
+def start_process(root: Path, process: str, command: str, port: int, host: str,
+                  config: Mapping[str, str], **popen: Any) -> subprocess.Popen:
+    """Start ``command`` as a dyno would, in a new session (its own process group)."""
+    return subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
+                            env=dyno_env(root, process, port, host, config), **popen)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group is still running (zombies do not count)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = None
+    if entries is None:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
+    """SIGTERM the process group (unless ``terminate`` is False), wait up to
+    ``grace`` seconds for it to exit, then SIGKILL what is left."""
+    if not group_alive(pgid):
+        return
+    if terminate:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on TCP ``port``: read from /proc/net/tcp{,6}
+    where it exists (no connection the server would see), else by connecting."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if any(t.exists() for t in tables):
+        wanted = f":{port:04X}"
+        for table in tables:
+            try:
+                lines = table.read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) > 3 and fields[1].endswith(wanted) and fields[3] == "0A":
+                    return True
+        return False
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        with socket.create_connection((probe, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def _run_process(root: Path, process: str, command: str, port: int, host: str,
                  config: Mapping[str, str]) -> int:
-    script = (
-        'for f in "$HOME"/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done; '
-        f"exec {command}"
-    )
-    child = subprocess.Popen(["bash", "-c", script], cwd=root,
-                             env=dyno_env(root, process, port, host, config))
+    child = start_process(root, process, command, port, host, config)
     previous = {}
-    # A terminal's Ctrl-C already reaches the whole foreground process group.
-    terminal = sys.stdin is not None and sys.stdin.isatty()
+    signalled = False
 
     def forward(signum, _frame):
-        if signum == signal.SIGINT and terminal:
-            return
-        try:
-            child.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        # The child has its own session, so a terminal's Ctrl-C reaches only
+        # slugbuild: every signal is passed on to the whole group.
+        nonlocal signalled
+        signalled = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signum)
 
     for sig in FORWARDED_SIGNALS:
         previous[sig] = signal.signal(sig, forward)
+    served = process != "web"
     try:
         while True:
             try:
-                code = child.wait()
-                # Killed by a signal: report it the way a shell does (128 + N).
-                return 128 - code if code < 0 else code
+                code = child.wait(timeout=None if served else 0.2)
+                break
+            except subprocess.TimeoutExpired:
+                served = listening(port, host)
             except InterruptedError:
                 continue
     finally:
+        stop_group(child.pid, STOP_GRACE_SECONDS if signalled else LEFTOVER_GRACE_SECONDS,
+                   terminate=not signalled)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    # Killed by a signal: report it the way a shell does (128 + N).
+    code = 128 - code if code < 0 else code
+    if not served and not signalled:
+        raise errors.WEB_PROCESS_EXITED.error(command=command, exit_code=code, port=port)
+    return code

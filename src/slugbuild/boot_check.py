@@ -1,0 +1,200 @@
+"""The opt-in boot check: prove the packed slug's web process answers HTTP.
+
+``compile --boot-check`` (``compile_app(boot_check=...)``) unpacks the slug
+just packed, before it is renamed to the output path, starts its ``web``
+process exactly as ``slugbuild run`` would (``.profile.d`` sourced, ``bash -c``,
+``.release`` config vars under the build's config vars) on 127.0.0.1 and a
+free port, and waits for any HTTP response. A process that exits first, or
+that has not answered when the timeout ends, fails the build with the last
+lines of its output (BOOT_CHECK_FAILED); the slug is then not written. The
+process group is always stopped and the unpacked copy removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import errors
+from .run import LEFTOVER_GRACE_SECONDS, app_root, read_release, start_process, stop_group
+from .slugfile import SlugArchive
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+OUTPUT_TAIL_LINES = 40
+OUTPUT_TAIL_CHARS = 6000
+_POLL_SECONDS = 0.2
+_REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: slugbuild-boot-check\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """What the boot check saw: the first line of the answer and how long it took."""
+
+    status_line: str
+    seconds: float
+
+
+def timeout_of(boot_check: bool | float | None) -> float | None:
+    """The timeout in seconds a ``boot_check`` argument asks for; None: no check."""
+    if boot_check is None or boot_check is False:
+        return None
+    if boot_check is True:
+        return DEFAULT_TIMEOUT_SECONDS
+    seconds = float(boot_check)
+    if not seconds > 0:
+        raise ValueError("boot_check must be True or a positive number of seconds")
+    return seconds
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, workdir: Path,
+               reported_as: Path | None = None) -> BootResult:
+    """Boot ``slug``'s web process in ``workdir`` (removed afterwards); raise
+    BOOT_CHECK_FAILED unless it answers HTTP within ``timeout`` seconds.
+
+    ``reported_as`` is the output path the error message names.
+    """
+    shown = reported_as or slug
+    workdir.mkdir(parents=True, exist_ok=True)
+    unpacked = workdir / "slug"
+    log_path = workdir / "web.log"
+    try:
+        SlugArchive(slug).extract(unpacked)
+        root = app_root(unpacked.absolute())
+        declared = read_release(root)
+        command = declared.default_process_types.get("web")
+        if command is None:
+            raise errors.BOOT_CHECK_FAILED.error(
+                problem="found no `web` process type to start (add a `web:` line to the "
+                        "Procfile, or build without --boot-check)",
+                command="(none)", slug=shown)
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        config = {**declared.config_vars, **config_vars}
+        with open(log_path, "wb") as log:
+            child = start_process(root, "web", command, port, "127.0.0.1", config,
+                                  stdin=subprocess.DEVNULL, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            problem, answer, seconds = _wait_for_http(child, port, timeout)
+        finally:
+            stop_group(child.pid, LEFTOVER_GRACE_SECONDS)
+            child.wait()
+        if problem is not None:
+            raise errors.BOOT_CHECK_FAILED.error(
+                output=_tail(log_path) or "(the web process printed nothing)",
+                problem=f"started the web process from the packed slug on {address}; "
+                        f"{problem}",
+                command=command, slug=shown)
+        return BootResult(answer, seconds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for_http(child: subprocess.Popen, port: int, timeout: float
+                   ) -> tuple[str | None, str, float]:
+    """(problem or None, first line of the answer, seconds waited)."""
+    started = time.monotonic()
+    deadline = started + timeout
+    connection: socket.socket | None = None
+    received = b""
+    try:
+        while True:
+            code = child.poll()
+            if code is not None:
+                shown = f"signal {-code}" if code < 0 else f"code {code}"
+                return (f"it exited with {shown} before answering HTTP "
+                        f"(a web process must keep running and serve $PORT)", "", 0.0)
+            now = time.monotonic()
+            if now >= deadline:
+                return (f"it did not answer HTTP within {timeout:g} seconds (does it "
+                        f"listen on $PORT? is the timeout long enough?)", "", 0.0)
+            if connection is None:
+                try:
+                    connection = socket.create_connection(("127.0.0.1", port), timeout=1)
+                    connection.sendall(_REQUEST)
+                    received = b""
+                except OSError:
+                    connection = _closed(connection)
+                    time.sleep(_POLL_SECONDS)
+                    continue
+            try:
+                connection.settimeout(min(_POLL_SECONDS * 2, max(deadline - now, 0.01)))
+                data = connection.recv(256)
+            except socket.timeout:
+                continue
+            except OSError:
+                connection = _closed(connection)
+                time.sleep(_POLL_SECONDS)
+                continue
+            if not data:  # closed without a word: not ready yet, try again
+                connection = _closed(connection)
+                time.sleep(_POLL_SECONDS)
+                continue
+            received += data
+            if len(received) < 5 and b"HTTP/".startswith(received):
+                continue
+            if not received.startswith(b"HTTP/"):
+                return (f"something answered on $PORT, but not with HTTP "
+                        f"({received[:60]!r})", "", 0.0)
+            if b"\n" not in received and len(received) < 200:
+                continue
+            line = received.split(b"\n", 1)[0].decode("latin-1").strip()
+            return None, line, time.monotonic() - started
+    finally:
+        _closed(connection)
+
+
+def _closed(connection: socket.socket | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.close()
+    return None
+
+
+def _tail(log_path: Path) -> str:
+    """The last lines the process wrote, bounded in size, after the first
+    traceback when that is older: a server that fails to boot often ends with
+    its own traceback (gunicorn's HaltServer) below the app's, which names the
+    cause."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 256 * 1024))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = text.rstrip("\n").splitlines()
+    tail = lines[-OUTPUT_TAIL_LINES:]
+    first = _first_traceback(lines[:-OUTPUT_TAIL_LINES])
+    if first:
+        tail = [*first, "...", *lines[-(OUTPUT_TAIL_LINES // 2):]]
+    return "\n".join(line[:500] for line in tail)[-OUTPUT_TAIL_CHARS:]
+
+
+def _first_traceback(lines: list[str]) -> list[str]:
+    """The first Python traceback in ``lines``, shortened to its last frames."""
+    starts = [i for i, line in enumerate(lines)
+              if line.lstrip().startswith("Traceback (most recent call last):")]
+    if not starts:
+        return []
+    start = starts[0]
+    for end in range(start + 1, len(lines)):
+        text = lines[end]
+        if text.strip() and not text.startswith((" ", "\t")) and ":" in text:
+            block = lines[start:end + 1]
+            return block if len(block) <= 16 else [block[0], "  ...", *block[-14:]]
+    return []

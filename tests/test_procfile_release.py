@@ -1,0 +1,159 @@
+"""Procfile parsing, misspelled Procfiles, hook entries, .release round trips and
+bin/release validation (quick: no slug is built)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slugbuild import errors
+from slugbuild.buildpack_runner import parse_release_yaml, slug_release
+from slugbuild.errors import SlugbuildError
+from slugbuild.procfile import check_procfile_name, hook_warnings, parse_procfile, read_procfile
+from slugbuild.release import python_addons, release_yaml, slug_metadata
+
+from .helpers import make_app
+
+
+def test_compound_and_shell_lines_are_kept_whole():
+    text = ("web: python manage.py migrate && python manage.py collectstatic --no-input "
+            "&& gunicorn site.wsgi\n"
+            "worker: cd backend && VAR=x celery -A proj worker | tee log; echo done\n"
+            "clock : python clock.py --port ${PORT:-5000} # not a comment for bash\n")
+    assert parse_procfile(text) == {
+        "web": "python manage.py migrate && python manage.py collectstatic --no-input "
+               "&& gunicorn site.wsgi",
+        "worker": "cd backend && VAR=x celery -A proj worker | tee log; echo done",
+        "clock": "python clock.py --port ${PORT:-5000} # not a comment for bash",
+    }
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("no colon at all", "expected `name: command`"),
+    ("we b: x", "not a valid process type name"),
+    ("web:", "has no command"),
+    (": x", "not a valid process type name"),
+])
+def test_malformed_lines_name_the_problem(line, problem):
+    with pytest.raises(SlugbuildError) as caught:
+        parse_procfile(line + "\n")
+    assert caught.value.code == "procfile-malformed"
+    assert problem in caught.value.found
+
+
+def test_long_lines_without_a_colon_parse_in_linear_time():
+    # The old regex backtracked quadratically on spaces between words.
+    hostile = "a" + " " * 30_000 + "b"
+    started = time.perf_counter()
+    with pytest.raises(SlugbuildError):
+        parse_procfile(hostile)
+    parse_procfile("web: " + "x " * 30_000)
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("name", ["procfile", "PROCFILE", "ProcFile", "Procfile.txt"])
+def test_a_misspelled_procfile_alone_is_an_error(tmp_path, name):
+    app = make_app(tmp_path / "app", {name: "web: gunicorn app:app\n"})
+    if (app / "Procfile").exists():  # a case-insensitive file system finds it anyway
+        pytest.skip("case-insensitive file system")
+    with pytest.raises(SlugbuildError) as caught:
+        read_procfile(app)
+    assert caught.value.code == "misspelled-procfile"
+    assert name in caught.value.found and f"git mv {name} Procfile" in caught.value.action
+
+
+def test_a_misspelled_procfile_beside_the_real_one_warns(tmp_path):
+    app = make_app(tmp_path / "app", {"Procfile": "web: a\n", "procfile": "web: b\n",
+                                      "Procfile.dev": "web: c\n"})
+    warnings = check_procfile_name(app)
+    assert len(warnings) == 1 and "procfile is not read" in warnings[0]
+    assert read_procfile(app) == {"web": "a"}
+
+
+def test_postdeploy_is_named_as_a_scalingo_hook_release_is_not():
+    warnings = hook_warnings({"web": "x", "postdeploy": "python manage.py migrate"})
+    assert len(warnings) == 1
+    assert "Scalingo" in warnings[0] and "postdeploy_command" in warnings[0]
+    assert hook_warnings({"web": "x", "release": "python manage.py migrate"}) == []
+    metadata = slug_metadata(
+        process_types={"web": "x", "postdeploy": "m", "release": "r"}, runtime=None,
+        package_manager=None, packages=[], platform={"stack": "s"}, checksum="0",
+        size=1, layout="herokuish", framework=[], addons=["heroku-postgresql"])
+    assert metadata["postdeploy_command"] == "m" and metadata["release_command"] == "r"
+    assert metadata["addons"] == ["heroku-postgresql"]
+
+
+TRICKY_TYPES = {
+    "web": "gunicorn app:app --bind ${HOST:-0.0.0.0}:$PORT",
+    "on": "python on.py", "null": "python null.py", "1": "python one.py",
+    "yes": "echo 'a: b' # c", "no-2": '"quoted" && x: y',
+    "Off": "uvicorn main:app --host 0.0.0.0\nsecond line",
+}
+
+
+def test_release_yaml_round_trips_names_yaml_would_mistype():
+    text = release_yaml(TRICKY_TYPES, {"ON": "1", "NULL_VAR": "null", "PORT_X": "0800"},
+                        ["heroku-postgresql"])
+    assert text.startswith("---\n")
+    info = parse_release_yaml(text, ".release")
+    assert info.default_process_types == TRICKY_TYPES
+    assert info.config_vars == {"ON": "1", "NULL_VAR": "null", "PORT_X": "0800"}
+    assert info.addons == ["heroku-postgresql"]
+    # Any YAML reader gets the same strings back.
+    assert yaml.safe_load(text)["default_process_types"] == TRICKY_TYPES
+
+
+def test_slugs_written_before_keep_their_meaning():
+    # .release as slugbuild wrote it before PyYAML: keys bare, values JSON-quoted.
+    old = ('---\naddons: []\nconfig_vars:\n  X: "1"\ndefault_process_types:\n'
+           '  on: "python on.py"\n  1: "echo"\n')
+    info = slug_release(old, None)
+    assert info.default_process_types == {"on": "python on.py", "1": "echo"}
+    assert info.config_vars == {"X": "1"}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("default_process_types:\n  'web: x': y\n", "process type names are"),
+    ("default_process_types:\n  'a b': y\n", "process type names are"),
+    ("default_process_types:\n  web: ''\n", "has no command"),
+    ("default_process_types:\n  web: [a, b]\n", "is not a string"),
+    ("config_vars:\n  A=B: x\n", "config var names are"),
+    ("config_vars:\n  1X: x\n", "config var names are"),
+    ("config_vars:\n  X: {a: b}\n", "is not a string"),
+    ("addons: heroku-postgresql\n", "`addons` is not a list"),
+    ("- a\n- b\n", "not a YAML mapping"),
+])
+def test_bin_release_names_are_checked_at_build_time(text, problem):
+    with pytest.raises(SlugbuildError) as caught:
+        parse_release_yaml(text, "my-buildpack")
+    assert caught.value.code == errors.BUILDPACK_RELEASE_INVALID.code
+    assert problem in caught.value.found
+
+
+def test_bin_release_values_stay_as_written():
+    info = parse_release_yaml("config_vars:\n  A: 1.10\n  B: true\n  C: ~\n"
+                              "default_process_types:\n  on: x\n", "bp")
+    assert info.config_vars == {"A": "1.10", "B": "true", "C": "~"}
+    assert info.default_process_types == {"on": "x"}
+
+
+def _site_packages(build: Path, *modules: str) -> None:
+    site = build / ".heroku/python/lib/python3.13/site-packages"
+    for module in modules:
+        (site / module).mkdir(parents=True)
+        (site / module / "__init__.py").write_text("")
+
+
+@pytest.mark.parametrize("files, modules, addons", [
+    ({"manage.py": ""}, ("django", "psycopg2"), ["heroku-postgresql"]),
+    ({"manage.py": ""}, ("django", "psycopg"), []),          # psycopg 3: Heroku adds none
+    ({"manage.py": ""}, ("psycopg2",), []),                   # not Django
+    ({"site/manage.py": ""}, ("django", "psycopg2"), []),     # manage.py not at the root
+])
+def test_postgres_addon_as_herokus_bin_release(tmp_path, files, modules, addons):
+    build = make_app(tmp_path / "build", files)
+    _site_packages(build, *modules)
+    assert python_addons(build) == addons
