@@ -3,19 +3,22 @@ bin/release validation (quick: no slug is built)."""
 
 from __future__ import annotations
 
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from slugbuild import errors
+from slugbuild import compile_app, errors
 from slugbuild.buildpack_runner import parse_release_yaml, slug_release
 from slugbuild.errors import SlugbuildError
+from slugbuild.inspect_slug import describe_slug
+from slugbuild.log import Reporter
 from slugbuild.procfile import check_procfile_name, hook_warnings, parse_procfile, read_procfile
 from slugbuild.release import python_addons, release_yaml, slug_metadata
 
-from .helpers import make_app
+from .helpers import DJANGO_APP, copy_app, make_app, run_cli
 
 
 def test_compound_and_shell_lines_are_kept_whole():
@@ -157,3 +160,76 @@ def test_postgres_addon_as_herokus_bin_release(tmp_path, files, modules, addons)
     build = make_app(tmp_path / "build", files)
     _site_packages(build, *modules)
     assert python_addons(build) == addons
+
+
+# --- through compile_app, inspect and the CLI ----------------------------------------
+
+def _buildpack(directory: Path, release_output: str) -> Path:
+    """A buildpack whose bin/release prints ``release_output``."""
+    make_app(directory, {
+        "bin/detect": "#!/usr/bin/env bash\necho Test\n",
+        "bin/compile": "#!/usr/bin/env bash\nexit 0\n",
+        "bin/release": f"#!/usr/bin/env bash\ncat <<'YAML'\n{release_output}YAML\n",
+    })
+    for script in (directory / "bin").iterdir():
+        script.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize("release_output, problem", [
+    ("default_process_types:\n  'web: x': y\n", "process type names are"),
+    ("config_vars:\n  A=B: c\n", "config var names are"),
+])
+def test_a_buildpack_with_invalid_release_names_fails_the_build(tmp_path, release_output,
+                                                                problem):
+    pack = _buildpack(tmp_path / "pack", release_output)
+    app = make_app(tmp_path / "app", {"index.html": "hi\n"})
+    with pytest.raises(SlugbuildError) as caught:
+        compile_app(app, tmp_path / "slug.tgz", cache_dir=tmp_path / "cache",
+                    buildpacks=[str(pack)], reporter=Reporter(quiet=True))
+    assert caught.value.code == "buildpack-release-invalid" and problem in caught.value.found
+    assert not (tmp_path / "slug.tgz").exists()
+
+
+def test_types_yaml_would_mistype_survive_build_inspect_and_run(tmp_path):
+    pack = _buildpack(tmp_path / "pack", "default_process_types:\n  'on': echo on-type\n"
+                                         "  'null': echo null-type\n")
+    app = make_app(tmp_path / "app", {"index.html": "hi\n", "Procfile": "1: echo one\n"})
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=tmp_path / "cache",
+                         buildpacks=[str(pack)], reporter=Reporter(quiet=True))
+    expected = {"on": "echo on-type", "null": "echo null-type", "1": "echo one"}
+    assert result.process_types == expected
+    result.metadata_path.unlink()  # inspect then reads the tarball itself
+    assert describe_slug(result.slug_path)["process_types"] == expected
+    ran = run_cli("run", result.slug_path, "on", timeout=60)
+    assert (ran.returncode, ran.stdout) == (0, "on-type\n"), ran.stderr
+
+
+def test_a_lone_misspelled_procfile_stops_compile_before_any_work(tmp_path):
+    app = make_app(tmp_path / "app", {"requirements.txt": "", "procfile": "web: x\n"})
+    if (app / "Procfile").exists():
+        pytest.skip("case-insensitive file system")
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz",
+                     "--cache-dir", tmp_path / "cache", timeout=60)
+    assert result.returncode == 1
+    assert "Procfile has the wrong name" in result.stderr
+    assert "git mv procfile Procfile" in result.stderr
+    assert "Installing" not in result.stderr and not (tmp_path / "slug.tgz").exists()
+
+
+@pytest.mark.slow
+def test_django_with_psycopg2_asks_for_postgres_and_postdeploy_is_named(tmp_path,
+                                                                        cache_dir):
+    app = copy_app(DJANGO_APP, tmp_path / "app")
+    with open(app / "requirements.txt", "a") as requirements:
+        requirements.write("psycopg2-binary==2.9.10\n")
+    with open(app / "Procfile", "a") as procfile:
+        procfile.write("postdeploy: python manage.py check\n")
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache_dir,
+                         reporter=Reporter(quiet=True))
+    assert result.metadata["addons"] == ["heroku-postgresql"]
+    assert result.metadata["postdeploy_command"] == "python manage.py check"
+    assert any("Scalingo deploy hook" in line for line in result.log)
+    with tarfile.open(result.slug_path) as tar:
+        release = tar.extractfile("./.release").read().decode()
+    assert yaml.safe_load(release)["addons"] == ["heroku-postgresql"]
