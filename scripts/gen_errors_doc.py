@@ -45,6 +45,9 @@ COMMANDS_BY_FUNCTION = {
     "slugfile.check_member": ("run", "inspect", "publish"),
     "slugfile.SlugArchive.__init__": ("run", "inspect", "publish"),
     "run.run_slug": ("run",),
+    "run._run_process": ("run",),
+    # .release of a slug is read back by run and inspect too (slug_release)
+    "buildpack_runner.parse_release_yaml.invalid": ("compile", "run", "inspect"),
     "inspect_slug.describe_slug": ("inspect", "publish"),
     "publish.publish_slug": ("publish",),
     "publish._call": ("publish",),

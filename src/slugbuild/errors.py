@@ -288,6 +288,8 @@ MISSPELLED_PROCFILE = ErrorKind(
     "a file named exactly `Procfile` declares process types.",
     "Rename it: `git mv {found} Procfile`.",
 )
+
+# --- boot check ------------------------------------------------------------------------
 BOOT_CHECK_FAILED = ErrorKind(
     "boot-check-failed",
     "The slug did not boot",
