@@ -34,6 +34,11 @@ def test_compound_and_shell_lines_are_kept_whole():
     }
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_name():
+    assert parse_procfile("\ufeffweb: gunicorn app:app\r\nworker: celery\r\n") == {
+        "web": "gunicorn app:app", "worker": "celery"}
+
+
 @pytest.mark.parametrize("line, problem", [
     ("no colon at all", "expected `name: command`"),
     ("we b: x", "not a valid process type name"),

@@ -29,6 +29,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 OUTPUT_TAIL_LINES = 40
 OUTPUT_TAIL_CHARS = 6000
 _POLL_SECONDS = 0.2
+_SET_BY_THE_CHECK = frozenset({"PORT", "HOST", "DYNO"})
 _REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: slugbuild-boot-check\r\n\r\n"
 
 
@@ -82,7 +83,9 @@ def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, wo
                 command="(none)", slug=shown)
         port = free_port()
         address = f"127.0.0.1:{port}"
-        config = {**declared.config_vars, **config_vars}
+        # The check's own PORT and HOST win, as the platform's do on a dyno.
+        config = {k: v for k, v in {**declared.config_vars, **config_vars}.items()
+                  if k not in _SET_BY_THE_CHECK}
         with open(log_path, "wb") as log:
             child = start_process(root, "web", command, port, "127.0.0.1", config,
                                   stdin=subprocess.DEVNULL, stdout=log,

@@ -35,6 +35,7 @@ def valid_process_type_name(name: str) -> bool:
 def parse_procfile(text: str) -> dict[str, str]:
     """Process types in file order; a malformed line raises PROCFILE_MALFORMED."""
     processes: dict[str, str] = {}
+    text = text.removeprefix("\ufeff")  # a BOM, however the text was decoded
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):

@@ -222,13 +222,15 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
     for sig in FORWARDED_SIGNALS:
         previous[sig] = signal.signal(sig, forward)
     served = process != "web"
+    # A PORT config var (--env PORT=...) overrides --port: watch that one.
+    watched = int(config["PORT"]) if config.get("PORT", "").isdigit() else port
     try:
         while True:
             try:
                 code = child.wait(timeout=None if served else 0.2)
                 break
             except subprocess.TimeoutExpired:
-                served = listening(port, host)
+                served = listening(watched, host)
             except InterruptedError:
                 continue
     finally:
@@ -239,5 +241,5 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
     # Killed by a signal: report it the way a shell does (128 + N).
     code = 128 - code if code < 0 else code
     if not served and not signalled:
-        raise errors.WEB_PROCESS_EXITED.error(command=command, exit_code=code, port=port)
+        raise errors.WEB_PROCESS_EXITED.error(command=command, exit_code=code, port=watched)
     return code
