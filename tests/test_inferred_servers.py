@@ -11,6 +11,7 @@ import tarfile
 
 import pytest
 import requests
+import yaml
 
 from slugbuild import compile_app
 from slugbuild.log import Reporter
@@ -76,7 +77,8 @@ def test_flask_without_procfile_serves_with_inferred_gunicorn(flask_build):
                                  "server": "gunicorn", "source": "app.py",
                                  "server_installed": True}
     assert any("inferred the web process of the Flask app" in line for line in flask_build.log)
-    assert 'web: "gunicorn app:app"' in read_member(flask_build.slug_path, "./.release")
+    release = yaml.safe_load(read_member(flask_build.slug_path, "./.release"))
+    assert release["default_process_types"] == {"web": "gunicorn app:app"}
     with Server(flask_build.slug_path, extra=("--env", "WEB_CONCURRENCY=2")) as server:
         response = requests.get(server.base + "/", timeout=10)
         assert response.status_code == 200

@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
             # buildpacks=["python"]: this buildpack is the Python part; the app's
             # .buildpacks (which may name this very buildpack) is herokuish's business.
             compile_app(build_dir, slug, cache_dir=cache_dir / "slugbuild", env_dir=env_dir,
-                        reporter=Reporter(stream=sys.stdout), buildpacks=["python"])
+                        reporter=Reporter(stream=sys.stdout), buildpacks=["python"],
+                        boot_check=_boot_check(env_dir))
         except SlugbuildError as error:
             print(error.render(), flush=True)
             return 1
@@ -60,6 +61,26 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _boot_check(env_dir: Path | None) -> bool | float:
+    """The boot check a Dokku/herokuish user asks for with config vars
+    SLUGBUILD_BOOT_CHECK=1 and optionally SLUGBUILD_BOOT_CHECK_TIMEOUT=SECONDS
+    (read from ENV_DIR, else the environment)."""
+
+    def setting(name: str) -> str:
+        path = env_dir / name if env_dir is not None else None
+        if path is not None and path.is_file():
+            return path.read_text(errors="replace").strip()
+        return os.environ.get(name, "").strip()
+
+    if setting("SLUGBUILD_BOOT_CHECK").lower() not in ("1", "true", "yes", "on"):
+        return False
+    try:
+        seconds = float(setting("SLUGBUILD_BOOT_CHECK_TIMEOUT"))
+    except ValueError:
+        return True
+    return seconds if 0 < seconds < 86400 else True
 
 
 def _scratch_parent(build_dir: Path) -> str | None:
