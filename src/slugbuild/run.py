@@ -35,6 +35,9 @@ from .slugfile import SlugArchive
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
+# Forwarded signals that ask the process to end (SIGHUP reloads gunicorn, but
+# ends most processes); SIGUSR1/2 do not.
+_STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _KEPT_HOST_VARS = ("PATH", "TERM", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
@@ -215,7 +218,7 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
         # The child has its own session, so a terminal's Ctrl-C reaches only
         # slugbuild: every signal is passed on to the whole group.
         nonlocal signalled
-        signalled = True
+        signalled = signalled or signum in _STOPPING_SIGNALS
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signum)
 
