@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
-from .run import LEFTOVER_GRACE_SECONDS, app_root, read_release, start_process, stop_group
+from .run import (
+    LEFTOVER_GRACE_SECONDS,
+    app_root,
+    read_release,
+    shorten,
+    start_process,
+    stop_group,
+)
 from .slugfile import SlugArchive
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -100,7 +107,7 @@ def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, wo
                 output=_tail(log_path) or "(the web process printed nothing)",
                 problem=f"started the web process from the packed slug on {address}; "
                         f"{problem}",
-                command=command, slug=shown)
+                command=shorten(command), slug=shown)
         return BootResult(answer, seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

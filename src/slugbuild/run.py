@@ -127,6 +127,12 @@ STOP_GRACE_SECONDS = 30.0
 LEFTOVER_GRACE_SECONDS = 10.0
 
 
+def shorten(command: str, most: int = 300) -> str:
+    """A command as messages show it: one line, at most ``most`` characters."""
+    line = " ".join(command.split())
+    return line if len(line) <= most else line[:most - 1] + "…"
+
+
 def process_argv(command: str) -> list[str]:
     """The argv that runs a process type's ``command`` in an unpacked slug."""
     return ["bash", "-c", PROCESS_SCRIPT, "slugbuild-process", command]
@@ -244,5 +250,6 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
     # Killed by a signal: report it the way a shell does (128 + N).
     code = 128 - code if code < 0 else code
     if not served and not signalled:
-        raise errors.WEB_PROCESS_EXITED.error(command=command, exit_code=code, port=watched)
+        raise errors.WEB_PROCESS_EXITED.error(command=shorten(command), exit_code=code,
+                                              port=watched)
     return code
