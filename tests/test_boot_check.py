@@ -235,3 +235,10 @@ def test_buildpack_runs_the_boot_check_when_the_config_var_asks(tmp_path, cache_
     assert "The slug did not boot" in result.stdout
     assert "did not answer HTTP within 2 seconds" in result.stdout
     assert sorted(p.name for p in app.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_a_stdlib_module_the_python_removed_fails_the_boot_check(tmp_path, cache_dir):
+    with pytest.raises(SlugbuildError) as caught:
+        _compile("boot-removed-stdlib", tmp_path, cache_dir, boot_check=60)
+    assert "ModuleNotFoundError: No module named 'cgi'" in caught.value.output
