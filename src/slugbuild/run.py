@@ -216,7 +216,8 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 
 def _run_process(root: Path, process: str, command: str, port: int, host: str,
                  config: Mapping[str, str]) -> int:
-    child = start_process(root, process, command, port, host, config)
+    child: subprocess.Popen | None = None
+    pending: list[int] = []  # signals that came before the process existed
     previous = {}
     signalled = False
 
@@ -225,11 +226,23 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
         # slugbuild: every signal is passed on to the whole group.
         nonlocal signalled
         signalled = signalled or signum in _STOPPING_SIGNALS
+        if child is None:
+            pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signum)
 
     for sig in FORWARDED_SIGNALS:
         previous[sig] = signal.signal(sig, forward)
+    try:
+        child = start_process(root, process, command, port, host, config)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
+    for signum in pending:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signum)
     served = process != "web"
     # A PORT config var (--env PORT=...) overrides --port: watch that one.
     watched = int(config["PORT"]) if config.get("PORT", "").isdigit() else port
