@@ -222,7 +222,8 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
     assert not any("s3cret" in str(arg) or "t0ken" in str(arg) for arg in argv)
     if tool == "uv":
         assert env["UV_INDEX_URL"] == index and env["UV_EXTRA_INDEX_URL"] == extra
-        assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+        # A same-named package on a later index never wins (docs/package-managers.md).
+        assert env["UV_INDEX_STRATEGY"] == "first-index"
     else:
         assert env["PIP_INDEX_URL"] == index and env["PIP_EXTRA_INDEX_URL"] == extra
 

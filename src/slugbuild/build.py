@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from . import errors, platform_info, release, relocate
+from packaging.utils import canonicalize_name
+
+from . import errors, indexes, platform_info, release, relocate
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
@@ -185,6 +187,9 @@ class _PythonBuild:
     request: PythonRequest
     runtime_info: dict[str, Any]
     deps: DependencyLayer
+    # Where packages come from (indexes.app_sources): slug.json's record, and
+    # each package's index where it is known ("*": every package's).
+    sources: tuple[dict, dict[str, str]] = ({}, {})
 
 
 @dataclass
@@ -550,7 +555,9 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         "platform": build.platform.key,
         **runtime.metadata,
     }
-    return _PythonBuild(info, request, runtime_info, deps)
+    sources = indexes.app_sources(build_dir, info.package_manager, info.lock_file,
+                                  build.config_vars)
+    return _PythonBuild(info, request, runtime_info, deps, sources)
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:
@@ -597,11 +604,22 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "files": list(deps.files),
         "installer": deps.installer,
         "installer_version": deps.installer_version,
+        **({"sources": python_build.sources[0]} if python_build.sources[0] else {}),
     }
 
 
 def _package_list(python_build: _PythonBuild | None) -> list[dict[str, str]]:
-    return [p.as_dict() for p in python_build.deps.packages] if python_build else []
+    if python_build is None:
+        return []
+    origins = python_build.sources[1]
+    listed = []
+    for package in python_build.deps.packages:
+        entry = package.as_dict()
+        index = origins.get(canonicalize_name(package.name)) or origins.get("*")
+        if index:
+            entry["index"] = index
+        listed.append(entry)
+    return listed
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,7 @@ __all__ = [
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
-INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_")
+INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR")
 DEPENDENCY_LAYER_FORMAT = 2
 
 
@@ -95,9 +96,19 @@ def layer_key(
     and the versions of every tool it runs, installer config vars, the content
     of every file the install reads, and the constraints of --constraints-from.
     """
+    exported = exported_config(config_vars)
+    # Config vars a key file names as ``${VAR}`` (a token in an index URL, say)
+    # decide where packages come from as much as PIP_INDEX_URL does.
+    referenced = set()
+    for rel in files:
+        try:
+            referenced.update(re.findall(r"\$\{([A-Za-z0-9_]+)\}",
+                                         (app_dir / rel).read_text(errors="replace")))
+        except OSError:
+            pass
     index_settings = json.dumps(
-        {k: v for k, v in sorted(exported_config(config_vars).items())
-         if k.startswith(INSTALLER_CONFIG_PREFIXES)}
+        {k: v for k, v in sorted(exported.items())
+         if k.startswith(INSTALLER_CONFIG_PREFIXES) or k in referenced}
     )
     inputs = {
         "runtime": runtime["name"],

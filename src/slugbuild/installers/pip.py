@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import errors
+from .. import errors, indexes
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..redact import redact_url as redact
 from . import InstallJob
 
-DEFAULT_INDEX_URL = "https://pypi.org/simple"
+DEFAULT_INDEX_URL = indexes.DEFAULT_INDEX_URL
 
 _INCLUDE = re.compile(
     r"^\s*(?:(?P<short>-[rc])\s*|(?P<long>--requirement|--constraint)(?:\s*=\s*|\s+))"
@@ -50,8 +50,8 @@ class PipInstaller:
 
     When every requirement is pinned with ``==`` and the files use no option
     beyond includes, hashes and index URLs, there is nothing left for the
-    resolver to decide, so uv installs them (pip's index semantics kept with
-    ``--index-strategy unsafe-best-match``): the same packages, several times
+    resolver to decide, so uv installs them (from the indexes pip would use,
+    each package from the first that has it): the same packages, several times
     faster (benchmarks/installers.py). Anything else (ranges, URLs, VCS,
     pip-only options) is pip's job. ``key_files`` makes the choice, before
     ``version()`` is asked for the layer key; SLUGBUILD_PIP_INSTALLER=pip|uv
@@ -123,11 +123,14 @@ class PipInstaller:
 
             install_requirements(job)
             return
+        settings = index_settings(job.app_dir, job.lock_file, job.config_vars)
+        warn_extra_indexes(job, settings, "pip")
         try:
             run_tool(self.command(job), job.reporter, pip_env(job.config_vars),
                      cwd=job.app_dir)
         except ToolFailed as failed:
-            raise install_failed(job, ["pip", "install", "-r", job.lock_file], failed) from failed
+            raise install_failed(job, ["pip", "install", "-r", job.lock_file], failed,
+                                 settings) from failed
 
 
 def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
@@ -144,15 +147,37 @@ def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
                       **(extra or {})})
 
 
-def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:
-    """The error for an installer that exited non-zero (index shown without credentials)."""
+def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed,
+                   settings: indexes.IndexSettings | None = None) -> errors.SlugbuildError:
+    """The error for an installer that exited non-zero: the indexes it really
+    used are named (without credentials)."""
+    where = settings.shown() if settings is not None else redact(
+        job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)
     return errors.DEPENDENCY_INSTALL_FAILED.error(
         command=shlex.join(shown),
         exit_code=failed.exit_code,
         lock_file=job.lock_file,
-        index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+        index=where,
         output=failed.tail,
     )
+
+
+def warn_extra_indexes(job: InstallJob, settings: indexes.IndexSettings, tool: str) -> None:
+    """Say so when more than one index may serve a package of the same name."""
+    if len(settings.index_urls) + len(settings.find_links) < 2:
+        return
+    if tool == "pip":
+        how = ("pip takes each package from whichever index has the best version, so a "
+               "same-named package on a public index can replace a private one "
+               "(dependency confusion). Pin every requirement (slugbuild then installs "
+               "with uv, which takes a package from the first index that has it) or name "
+               "one index only.")
+    else:
+        how = ("each package comes from the first of them that has its name "
+               "(uv's first-index strategy: a same-named package on a later index is "
+               "never used).")
+    job.reporter.warn(f"Packages may come from more than one index ({settings.shown()}); "
+                      f"{how}")
 
 
 def trusted_ca_bundle() -> str | None:
@@ -196,6 +221,34 @@ def requirements_files(app_dir: Path, lock_file: str) -> list[str]:
                 target_rel = os.path.relpath(target, app_root)
                 pending.append((target_rel, rel, number))
     return seen
+
+
+def ordered_lines(app_dir: Path, lock_file: str) -> list[tuple[Path, str]]:
+    """Every logical line of ``lock_file``, each -r/-c include expanded where it
+    stands (the order pip reads options in), with the file it came from."""
+    app_root = app_dir.resolve()
+    result: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def walk(path: Path) -> None:
+        if path in seen or not path.is_file() or not path.is_relative_to(app_root):
+            return  # requirements_files has already refused what is missing or outside
+        seen.add(path)
+        for _number, line in _logical_lines(path):
+            match = _INCLUDE.match(line)
+            if match and "://" not in match.group("path"):
+                walk((path.parent / match.group("path")).resolve())
+            else:
+                result.append((path, line))
+
+    walk((app_root / lock_file).resolve())
+    return result
+
+
+def index_settings(app_dir: Path, lock_file: str, config_vars: dict) -> indexes.IndexSettings:
+    """Where pip would look for packages: the config vars, then the files' options."""
+    return indexes.apply_requirements_options(
+        indexes.from_config(config_vars), ordered_lines(app_dir, lock_file), config_vars)
 
 
 def _logical_lines(path: Path) -> list[tuple[int, str]]:

@@ -57,7 +57,8 @@ class PipenvInstaller:
         pins = locked_default_pins(job.app_dir)
         if pins is None:
             return None
-        return prefetch_exported(job, python_version, write_export(job, pins, "pipenv-pins.txt"))
+        return prefetch_exported(job, python_version, write_export(job, pins, "pipenv-pins.txt"),
+                                 "pipenv")
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)

@@ -66,7 +66,8 @@ class PoetryInstaller:
         pins = locked_main_pins(job.app_dir)
         if pins is None:
             return None
-        return prefetch_exported(job, python_version, write_export(job, pins, "poetry-pins.txt"))
+        return prefetch_exported(job, python_version, write_export(job, pins, "poetry-pins.txt"),
+                                 "poetry")
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)

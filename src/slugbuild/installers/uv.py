@@ -29,6 +29,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import indexes as indexes_module
+from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob
 from .pip import DEFAULT_INDEX_URL, install_failed, trusted_ca_bundle
@@ -114,23 +116,28 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     names, as ``pipenv install --deploy`` and ``poetry sync`` do: nothing is
     resolved, so uv gives the same result as pip would, only faster.
     """
-    lock_indexes, local = _split_export(exported)
+    settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
+    _lock_indexes, local = _split_export(exported)
     _uv_pip_install(
         job,
         ["--no-deps", "--require-hashes", "-r", str(exported)],
         shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
                "-r", f"<{manager} export of {job.lock_file}>"],
-        indexes=index_env(job.config_vars, lock_indexes),
+        indexes=settings,
     )
     if local:
         # Local packages have no hash to check; their files key the layer instead.
         _uv_pip_install(job, ["--no-deps", *local],
                         shown=["uv", "pip", "install", "--no-deps", *local],
-                        indexes=index_env(job.config_vars))
+                        indexes=settings)
 
 
 def _split_export(exported: Path) -> tuple[list[str], list[str]]:
-    """Rewrite an export to its hashed pins; return the indexes and local paths it named."""
+    """Rewrite an export to its hashed pins; return the indexes and local paths it named.
+
+    The index lines go: ``for_lock_export`` has read them, and uv gets them
+    from its environment (where mirrors have replaced PyPI).
+    """
     lock_indexes, body = split_index_lines(exported.read_text())
     hashed, local = split_local_lines(body)
     exported.write_text(hashed)
@@ -148,23 +155,32 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
 
 
 def install_requirements(job: InstallJob) -> None:
-    """``-r requirements.txt`` with uv, resolving like pip (all indexes, best match)."""
+    """``-r requirements.txt`` with uv, from the indexes pip would use (the files'
+    own ``-i``/``--extra-index-url`` included: uv would let its environment win)."""
+    from .pip import index_settings, warn_extra_indexes
+
+    settings = index_settings(job.app_dir, job.lock_file, job.config_vars)
+    warn_extra_indexes(job, settings, "uv")
     _uv_pip_install(job, _requirements_options(job),
                     shown=["uv", "pip", "install", "-r", job.lock_file],
-                    indexes=index_env(job.config_vars, best_match=True))
+                    indexes=settings)
 
 
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
     """Start filling uv's cache with what ``install_requirements`` will install."""
+    from .pip import index_settings
+
     return _prefetch(job, python_version, _requirements_options(job),
-                     index_env(job.config_vars, best_match=True))
+                     index_settings(job.app_dir, job.lock_file, job.config_vars).uv_env())
 
 
-def prefetch_exported(job: InstallJob, python_version: str, exported: Path) -> subprocess.Popen:
+def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
+                      manager: str) -> subprocess.Popen:
     """Start filling uv's cache with the hashed pins ``install_exported`` will install."""
-    lock_indexes, _local = _split_export(exported)
+    settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
+    _split_export(exported)
     return _prefetch(job, python_version, ["--no-deps", "--require-hashes", "-r", str(exported)],
-                     index_env(job.config_vars, lock_indexes))
+                     settings.uv_env())
 
 
 def _prefetch(job: InstallJob, python_version: str, options: list[str],
@@ -206,7 +222,7 @@ def _constraint_args(job: InstallJob) -> list[str]:
 
 
 def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
-                    indexes: dict[str, str]) -> None:
+                    indexes: IndexSettings) -> None:
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix.
 
     Files from uv's cache that no longer match their RECORD mean the cache was
@@ -218,7 +234,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             *_prefix_args(job), *options, *_constraint_args(job)]
     site_packages = _site_packages(job)
     before = _dist_infos(site_packages)
-    env = uv_env(job, indexes)
+    env = uv_env(job, indexes.uv_env())
     try:
         run_tool(argv, job.reporter, env, cwd=job.app_dir)
         changed = changed_files(site_packages, _dist_infos(site_packages) - before)
@@ -234,7 +250,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             run_tool([*argv, *(f"--reinstall-package={name}" for name in names)],
                      job.reporter, env, cwd=job.app_dir)
     except ToolFailed as failed:
-        raise install_failed(job, shown, failed) from failed
+        raise install_failed(job, shown, failed, indexes) from failed
 
 
 def _site_packages(job: InstallJob) -> Path:

@@ -31,6 +31,8 @@ class UvProjectInstaller:
         target = job.scratch / "uv-export.txt"
         argv = [uv_binary(), "export", "--locked", "--no-default-groups", "--no-emit-project",
                 "--format", "requirements-txt", "--no-header", "--python", str(job.python),
+                # The indexes uv.lock names (else uv would install from PyPI alone).
+                "--emit-index-url",
                 "--output-file", str(target)]
         run_lock_tool(job, argv, uv_env(job),
                       shown("uv", "export", "--locked", "--no-default-groups"),

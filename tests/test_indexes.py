@@ -1,0 +1,278 @@
+"""Where packages come from: indexes named by the app, by config vars, and by locks.
+
+Two loopback PEP 503 indexes serve a package of the same name and version
+whose module says which index it came from ("private" or "public"); the
+private one wants credentials. Whatever the installer path, the index the
+app names is the one used, and credentials never show.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.server
+import io
+import json
+import subprocess
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from slugbuild import indexes
+from slugbuild.installers.pip import index_settings
+
+from .helpers import make_app, run_cli, unpack
+
+NAME, VERSION = "sbprobe", "1.0"
+WHEEL = f"{NAME}-{VERSION}-py3-none-any.whl"
+USER, TOKEN = "deploy", "s3cret-t0ken"
+
+
+def build_wheel(origin: str) -> bytes:
+    """A minimal valid wheel whose module reports ``origin``."""
+    files = {
+        f"{NAME}.py": f'ORIGIN = "{origin}"\n',
+        f"{NAME}-{VERSION}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n",
+        f"{NAME}-{VERSION}.dist-info/WHEEL":
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{NAME}-{VERSION}.dist-info/RECORD"] = "\n".join(
+        [*record, f"{NAME}-{VERSION}.dist-info/RECORD,,"]) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            archive.writestr(info, text)
+    return buffer.getvalue()
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        wanted = self.server.auth
+        if wanted and self.headers.get("Authorization") != wanted:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="private"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+def serve_index(root: Path, origin: str, auth: str | None):
+    """A PEP 503 index in ``root`` serving the ``origin`` wheel, on 127.0.0.1."""
+    data = build_wheel(origin)
+    (root / "files").mkdir(parents=True)
+    (root / "files" / WHEEL).write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "simple" / NAME).mkdir(parents=True)
+    (root / "simple" / "index.html").write_text(f'<a href="{NAME}/">{NAME}</a>\n')
+    (root / "simple" / NAME / "index.html").write_text(
+        f'<a href="../../files/{WHEEL}#sha256={digest}">{WHEEL}</a>\n')
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+    server.requests, server.auth, server.digest = [], auth, digest
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture(scope="module")
+def two_indexes(tmp_path_factory):
+    """(private, public): servers with .url (private's holding credentials) and .digest."""
+    root = tmp_path_factory.mktemp("indexes")
+    auth = "Basic " + base64.b64encode(f"{USER}:{TOKEN}".encode()).decode()
+    private, private_thread = serve_index(root / "private", "private", auth)
+    public, public_thread = serve_index(root / "public", "public", None)
+    private.url = f"http://{USER}:{TOKEN}@127.0.0.1:{private.server_address[1]}/simple"
+    public.url = f"http://127.0.0.1:{public.server_address[1]}/simple"
+    try:
+        yield private, public
+    finally:
+        for server, thread in ((private, private_thread), (public, public_thread)):
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+# --- quick: the settings, as pip reads them -------------------------------------------
+
+def test_a_files_index_replaces_the_config_vars_index_as_in_pip(tmp_path):
+    app = make_app(tmp_path, {
+        "requirements.txt": "-r base.txt\n--extra-index-url https://extra.example/simple\n"
+                            "x==1\n",
+        "base.txt": "--index-url=https://${TOKEN}@private.example/simple\n"
+                    "--find-links wheels\n--trusted-host private.example\ny==2\n",
+        "wheels/.keep": "",
+    })
+    settings = index_settings(app, "requirements.txt",
+                              {"PIP_INDEX_URL": "https://mirror.example/simple",
+                               "TOKEN": "abc"})
+    assert settings.index_urls == ["https://abc@private.example/simple",
+                                   "https://extra.example/simple"]
+    assert settings.find_links == [str((app / "wheels").resolve())]
+    assert settings.trusted_hosts == ["private.example"]
+    env = settings.uv_env()
+    assert env["UV_INDEX_URL"] == "https://abc@private.example/simple"
+    assert env["UV_EXTRA_INDEX_URL"] == "https://extra.example/simple"
+    assert env["UV_INDEX_STRATEGY"] == "first-index"
+    record = json.dumps(settings.record())
+    assert "abc" not in record and "https://***@private.example/simple" in record
+    assert "abc" not in settings.shown()
+
+
+def test_no_index_wins_over_later_indexes(tmp_path):
+    app = make_app(tmp_path, {"requirements.txt": "--no-index\n-i https://x.example/simple\n"
+                                                  "--find-links ./w\nx==1\n"})
+    settings = index_settings(app, "requirements.txt", {})
+    assert settings.no_index and settings.index_urls == []
+    assert settings.uv_env()["UV_NO_INDEX"] == "1"
+    assert "UV_INDEX_URL" not in settings.uv_env()
+
+
+def test_no_file_options_keep_the_config_vars():
+    settings = indexes.from_config({"PIP_EXTRA_INDEX_URL": "https://a.example/simple "
+                                                          "https://b.example/simple"})
+    assert settings.index_urls == [indexes.DEFAULT_INDEX_URL, "https://a.example/simple",
+                                   "https://b.example/simple"]
+
+
+@pytest.mark.parametrize(("manager", "config", "expected"), [
+    ("pipenv", {"PIPENV_PYPI_MIRROR": "https://mirror.example/simple"},
+     ["https://mirror.example/simple", "https://private.example/simple"]),
+    ("pipenv", {"PIP_INDEX_URL": "https://m2.example/simple"},
+     ["https://m2.example/simple", "https://private.example/simple"]),
+    ("poetry", {"PIP_EXTRA_INDEX_URL": "https://more.example/simple"},
+     ["https://pypi.org/simple", "https://private.example/simple",
+      "https://more.example/simple"]),
+])
+def test_a_mirror_stands_in_for_pypi_in_a_lock(manager, config, expected):
+    export = ("-i https://pypi.org/simple\n--extra-index-url https://private.example/simple\n"
+              "x==1 --hash=sha256:00\n")
+    assert indexes.for_lock_export(export, config, manager).index_urls == expected
+
+
+def test_a_changed_index_or_its_token_changes_the_layer_key(tmp_path):
+    from slugbuild.dependencies import layer_key
+    from slugbuild.installers.pip import PipInstaller
+
+    app = make_app(tmp_path, {"requirements.txt": "-i https://${TOKEN}@a.example/simple\nx==1\n"})
+    runtime = {"name": "python-3.12", "key": "k"}
+    installer = PipInstaller()
+    files = installer.key_files(app, "requirements.txt", {})
+    first, inputs = layer_key(app, files, runtime, installer, {"TOKEN": "one"})
+    second, _ = layer_key(app, files, runtime, installer, {"TOKEN": "two"})
+    assert first != second and "one" not in json.dumps(inputs)
+    (app / "requirements.txt").write_text("-i https://${TOKEN}@b.example/simple\nx==1\n")
+    third, _ = layer_key(app, files, runtime, installer, {"TOKEN": "one"})
+    assert third not in (first, second)
+
+
+# --- end to end: real builds against the two loopback indexes --------------------------
+
+def _compile(tmp_path: Path, app: Path, cache_dir: Path, *env: str):
+    slug = tmp_path / f"{app.name}.tgz"
+    args = ["compile", app, "-o", slug, "--cache-dir", cache_dir]
+    for assignment in env:
+        args += ["--env", assignment]
+    return run_cli(*args), slug
+
+
+def _origin(tmp_path: Path, slug: Path) -> str:
+    root = unpack(slug, tmp_path / f"{slug.stem}-unpacked")
+    python = root / ".heroku" / "python" / "bin" / "python"
+    return subprocess.run([str(python), "-c", f"import {NAME}; print({NAME}.ORIGIN)"],
+                          capture_output=True, text=True, check=True, cwd=root).stdout.strip()
+
+
+def _no_secret(result, slug: Path) -> None:
+    assert TOKEN not in result.stdout + result.stderr
+    if slug.with_suffix(".json").exists():
+        assert TOKEN not in slug.with_suffix(".json").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("requirement", [f"{NAME}=={VERSION}", f"{NAME}>={VERSION}"],
+                         ids=["pinned-uv", "unpinned-pip"])
+def test_the_index_a_requirements_file_names_is_used(tmp_path, cache_dir, two_indexes,
+                                                     requirement):
+    private, public = two_indexes
+    app = make_app(tmp_path / "app", {
+        "requirements.txt": f"-i {private.url}\n{requirement}\n",
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n",
+    })
+    # A config var naming another index must not win over the file (pip's rule).
+    result, slug = _compile(tmp_path, app, cache_dir, f"PIP_INDEX_URL={public.url}")
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, slug)
+    assert _origin(tmp_path, slug) == "private"
+    meta = json.loads(slug.with_suffix(".json").read_text())
+    recorded = meta["package_manager"]["sources"]
+    assert recorded["indexes"][0]["url"].startswith("http://***@127.0.0.1:")
+    assert {p["name"]: p.get("index") for p in meta["packages"]}[NAME] \
+        == recorded["indexes"][0]["url"]
+
+
+@pytest.mark.slow
+def test_extra_index_first_index_strategy_and_a_new_index_never_reuses_a_layer(
+        tmp_path, cache_dir, two_indexes):
+    private, public = two_indexes
+    files = {".python-version": "3.12\n",
+             "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"}
+    app = make_app(tmp_path / "extra", {
+        **files, "requirements.txt": f"--extra-index-url {private.url}\n{NAME}=={VERSION}\n"})
+    result, slug = _compile(tmp_path, app, cache_dir, f"PIP_INDEX_URL={public.url}")
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, slug)
+    assert "more than one index" in result.stderr and "first-index" in result.stderr
+    assert _origin(tmp_path, slug) == "private"  # an extra index is searched first
+
+    # The same requirement from the public index only: a fresh layer, public content.
+    (app / "requirements.txt").write_text(f"-i {public.url}\n{NAME}=={VERSION}\n")
+    again, slug_two = _compile(tmp_path, app, cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "Restoring dependencies from cache" not in again.stderr
+    assert _origin(tmp_path, slug_two) == "public"
+
+
+@pytest.mark.slow
+def test_pipenv_mirror_config_var_replaces_pypi_in_the_lock(tmp_path, cache_dir, two_indexes):
+    from slugbuild.installers.pipenv import pipfile_hash
+    from slugbuild.versions import tomllib as reader
+
+    private, public = two_indexes
+    pipfile_text = ('[[source]]\nname = "pypi"\nurl = "https://pypi.org/simple"\n'
+                    f'verify_ssl = true\n\n[packages]\n{NAME} = "=={VERSION}"\n')
+
+    lock = {"_meta": {"hash": {"sha256": pipfile_hash(reader.loads(pipfile_text))},
+                      "pipfile-spec": 6, "requires": {},
+                      "sources": [{"name": "pypi", "url": "https://pypi.org/simple",
+                                   "verify_ssl": True}]},
+            "default": {NAME: {"hashes": [f"sha256:{private.digest}"],
+                               "version": f"=={VERSION}"}},
+            "develop": {}}
+    app = make_app(tmp_path / "pipenv", {
+        "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    result, slug = _compile(tmp_path, app, cache_dir, f"PIPENV_PYPI_MIRROR={private.url}")
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, slug)
+    assert _origin(tmp_path, slug) == "private"
+
+    # The public index's wheel does not match the lock's hash: refused, naming that index.
+    failed, failed_slug = _compile(tmp_path, app, cache_dir, f"PIPENV_PYPI_MIRROR={public.url}")
+    assert failed.returncode == 1
+    _no_secret(failed, failed_slug)
+    assert f"package index ({public.url})" in failed.stderr
