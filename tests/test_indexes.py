@@ -220,8 +220,7 @@ def test_the_index_a_requirements_file_names_is_used(tmp_path, cache_dir, two_in
     meta = json.loads(slug.with_suffix(".json").read_text())
     recorded = meta["package_manager"]["sources"]
     assert recorded["indexes"][0]["url"].startswith("http://***@127.0.0.1:")
-    assert {p["name"]: p.get("index") for p in meta["packages"]}[NAME] \
-        == recorded["indexes"][0]["url"]
+    assert recorded["packages"][NAME] == recorded["indexes"][0]["url"]
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ from typing import Any, Union
 from packaging.utils import canonicalize_name
 
 from . import errors, indexes, platform_info, release, relocate
+from .aptfile import APT_DIR, prepare_apt_layer
+from .aptfile import build_env as apt_build_env
+from .aptfile import write_profile_script as write_apt_profile
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
@@ -55,7 +58,7 @@ from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
-from .proc import buildpack_exports
+from .proc import buildpack_exports, clean_env
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
 from .runtimes import (
@@ -308,12 +311,14 @@ def compile_app(
             skipped = stage_sources(app_dir, build.build_dir)
         if skipped:
             reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")
+        apt_env = _apt_stage(build)
 
         python_build: _PythonBuild | None = None
         declared: list[ReleaseInfo] = []
         descriptions: list[dict[str, str]] = []
         if not refs:
-            python_build = _python_stages(build, info, *resolved)
+            with buildpack_exports(apt_env):
+                python_build = _python_stages(build, info, *resolved)
         else:
             env_dir_path = write_env_dir(scratch / "env", config_vars)
             exports: list[Path] = []
@@ -323,7 +328,7 @@ def compile_app(
                         reporter.warn(f"{ref.shown} is listed twice; the Python stages ran "
                                       f"once.")
                         continue
-                    with buildpack_exports(exported_variables(exports)):
+                    with buildpack_exports({**apt_env, **exported_variables(exports)}):
                         info = _detect_python(build.build_dir, timer, reporter)
                         check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
                         with timer.stage("resolve_runtime"):
@@ -416,6 +421,23 @@ def compile_app(
         packages=_package_list(python_build),
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
     )
+
+
+def _apt_stage(build: _Build) -> dict[str, str]:
+    """The Aptfile's system packages into ``.apt/`` (a cached layer); the variables
+    that let later build steps find them (none without an Aptfile)."""
+    with build.timer.stage("apt_layer"):
+        prepared = prepare_apt_layer(build.build_dir, build.cache, build.platform,
+                                     build.reporter)
+        if prepared is None:
+            return {}
+        layer, from_cache = prepared
+        if from_cache:
+            build.reporter.step("Restoring system packages from cache (Aptfile unchanged)")
+        build.cache.restore(layer, build.build_dir / APT_DIR)
+        build.use_layer(layer, APT_DIR, made_here=not from_cache)
+        write_apt_profile(build.build_dir)
+        return apt_build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))
 
 
 def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInfo:
@@ -604,22 +626,27 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "files": list(deps.files),
         "installer": deps.installer,
         "installer_version": deps.installer_version,
-        **({"sources": python_build.sources[0]} if python_build.sources[0] else {}),
+        **_package_sources(python_build),
     }
 
 
 def _package_list(python_build: _PythonBuild | None) -> list[dict[str, str]]:
-    if python_build is None:
-        return []
-    origins = python_build.sources[1]
-    listed = []
+    return [p.as_dict() for p in python_build.deps.packages] if python_build else []
+
+
+def _package_sources(python_build: _PythonBuild) -> dict[str, Any]:
+    """slug.json's ``package_manager.sources``: the indexes, and each package's
+    index where it is certain (``packages``: normalised name -> redacted URL)."""
+    record, origins = python_build.sources
+    if not record:
+        return {}
+    known = {}
     for package in python_build.deps.packages:
-        entry = package.as_dict()
-        index = origins.get(canonicalize_name(package.name)) or origins.get("*")
+        name = canonicalize_name(package.name)
+        index = origins.get(name) or origins.get("*")
         if index:
-            entry["index"] = index
-        listed.append(entry)
-    return listed
+            known[name] = index
+    return {"sources": {**record, "packages": dict(sorted(known.items()))}}
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,

@@ -118,6 +118,9 @@ def layer_key(
         "files": {rel: file_sha256(app_dir / rel) for rel in files},
         "layer_format": DEPENDENCY_LAYER_FORMAT,
     }
+    if (app_dir / "Aptfile").is_file():
+        # Packages built from source may compile against the Aptfile's headers.
+        inputs["aptfile_sha256"] = file_sha256(app_dir / "Aptfile")
     if constraints is not None:
         inputs["constraints_sha256"] = hashlib.sha256(constraints.encode()).hexdigest()
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()

@@ -218,6 +218,40 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "attempt.",
 )
 
+# --- system packages (Aptfile) ------------------------------------------------------
+APTFILE_INVALID = ErrorKind(
+    "aptfile-invalid",
+    "An Aptfile line cannot be read",
+    "Aptfile line {line} (`{text}`): {reason}.",
+    "List one Debian package name per line (`libodbc2`), or the URL of a .deb "
+    "(`https://host/pkg.deb`, optionally `#sha256=HEX`); `#` starts a comment. "
+    "See docs/system-packages.md.",
+)
+APTFILE_UNSUPPORTED = ErrorKind(
+    "aptfile-unsupported",
+    "The Aptfile's system packages cannot be installed here",
+    "The app has an Aptfile, but this build cannot fetch the stack's packages "
+    "({stack}: {reason}).",
+    "Build on a Debian or Ubuntu machine of the app's stack (with apt-get and dpkg-deb), "
+    "or vendor the libraries into the app and set LD_LIBRARY_PATH in a .profile.d script. "
+    "See docs/system-packages.md.",
+)
+APTFILE_INSTALL_FAILED = ErrorKind(
+    "aptfile-install-failed",
+    "Could not fetch the Aptfile's system packages",
+    "`{command}` failed.",
+    "Check the package names against the stack's distribution (`apt-cache policy NAME` "
+    "on a machine of the stack) and that its mirror is reachable; the tool's message is "
+    "above. Nothing was cached from this attempt.",
+)
+APTFILE_CHECKSUM_MISMATCH = ErrorKind(
+    "aptfile-checksum-mismatch",
+    "A .deb from the Aptfile does not match its checksum",
+    "{url} has SHA-256 {actual}, but the Aptfile says {expected}.",
+    "Make sure the URL serves the file you meant (a changed or tampered download is "
+    "refused), then update the checksum in the Aptfile. Nothing was cached.",
+)
+
 # --- build steps -------------------------------------------------------------------
 COLLECTSTATIC_FAILED = ErrorKind(
     "collectstatic-failed",

@@ -1,0 +1,162 @@
+"""Aptfile: Debian packages unpacked into the slug's .apt/, found by the app at run time.
+
+The end-to-end test downloads libodbc2 (and libltdl7, which this machine
+lacks) from the Debian mirror of the build's stack; the web process loads
+libodbc.so.2 from the slug and answers with the ODBC library's path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import subprocess
+import threading
+
+import pytest
+import requests
+
+from slugbuild import errors
+from slugbuild.aptfile import read_aptfile, write_profile_script
+from slugbuild.platform_info import current
+
+from .helpers import Server, make_app, run_cli, unpack
+
+APP_PY = '''\
+import ctypes
+import http.server
+import os
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        library = ctypes.CDLL("libodbc.so.2")  # libodbc2, from the Aptfile
+        with open("/proc/self/maps") as maps:
+            where = next(line.split()[-1] for line in maps if "libodbc.so.2" in line)
+        body = f"odbc {bool(library)} {where}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+needs_apt = pytest.mark.skipif(
+    current().distro not in ("debian", "ubuntu") or not shutil.which("apt-get")
+    or subprocess.run(["dpkg-query", "-W", "libodbc2"], capture_output=True).returncode == 0,
+    reason="needs a Debian/Ubuntu machine without libodbc2 installed")
+
+
+# --- quick ------------------------------------------------------------------------------
+
+def test_aptfile_lines_names_urls_checksums_and_comments(tmp_path):
+    digest = "ab" * 32
+    path = tmp_path / "Aptfile"
+    path.write_text(f"# system libraries\nlibodbc2\n\nlibpq5  # for psycopg\n"
+                    f"https://example.org/x_1.0_amd64.deb#sha256={digest}\n"
+                    f"https://example.org/y.deb sha256:{digest.upper()}\n")
+    entries = read_aptfile(path)
+    assert [e.name for e in entries[:2]] == ["libodbc2", "libpq5"]
+    assert (entries[2].url, entries[2].sha256) == ("https://example.org/x_1.0_amd64.deb", digest)
+    assert entries[3].sha256 == digest
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    (":repo:deb http://apt.example.org stable main", "custom apt repositories"),
+    ("libodbc2; rm -rf /", "neither a Debian package name"),
+    ("https://user:s3cret@example.org/page.html", "neither a Debian package name"),
+])
+def test_an_unreadable_aptfile_line_is_one_clear_error(tmp_path, line, words):
+    path = tmp_path / "Aptfile"
+    path.write_text(f"libodbc2\n{line}\n")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        read_aptfile(path)
+    assert caught.value.code == "aptfile-invalid" and words in caught.value.found
+    assert "line 2" in caught.value.found and "s3cret" not in str(caught.value.found)
+
+
+def test_profile_script_is_relative_to_home_and_keeps_user_values(tmp_path):
+    write_profile_script(tmp_path)
+    text = (tmp_path / ".profile.d" / "000-apt.sh").read_text()
+    assert str(tmp_path) not in text
+    assert 'export LD_LIBRARY_PATH="$HOME/.apt/usr/lib/' in text
+    assert "${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" in text
+    for variable in ("PATH", "LIBRARY_PATH", "CPATH", "PKG_CONFIG_PATH"):
+        assert f"export {variable}=" in text
+
+
+# --- end to end ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_apt
+def test_aptfile_library_is_in_the_slug_and_loaded_by_the_web_process(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {
+        "Aptfile": "# ODBC driver manager\nlibodbc2\n",
+        "requirements.txt": "",
+        ".python-version": "3.12\n",
+        "app.py": APP_PY,
+        "Procfile": "web: python app.py\n",
+        # Later build steps (hooks, sdist builds) see the packages' libraries and headers.
+        "bin/pre_compile": "#!/bin/sh\nset -e\n"
+                           "for v in LD_LIBRARY_PATH LIBRARY_PATH CPATH PKG_CONFIG_PATH PATH; do\n"
+                           "  printenv $v | grep -q \"$PWD/.apt/usr/\" || echo $v >> missing\n"
+                           "done\ntouch missing\n",
+    })
+    (app / "bin" / "pre_compile").chmod(0o755)
+    slug = tmp_path / "slug.tgz"
+    result = run_cli("compile", app, "-o", slug, "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Installing system packages from Aptfile (libodbc2)" in result.stderr
+    root = unpack(slug, tmp_path / "unpacked")
+    assert list((root / ".apt").rglob("libodbc.so.2*"))
+    assert (root / "missing").read_text() == ""
+    with Server(slug) as web:
+        answer = requests.get(web.base + "/", timeout=10).text
+    assert answer.startswith("odbc True ") and "/.apt/usr/lib/" in answer, answer
+
+    # Cached by Aptfile + stack: the next build downloads nothing and packs the same bytes.
+    again = run_cli("compile", app, "-o", tmp_path / "again.tgz", "--cache-dir", cache_dir)
+    assert again.returncode == 0, again.stderr
+    assert "Restoring system packages from cache" in again.stderr
+    assert hashlib.sha256(slug.read_bytes()).digest() == \
+        hashlib.sha256((tmp_path / "again.tgz").read_bytes()).digest()
+
+
+@pytest.mark.slow
+@needs_apt
+def test_unknown_package_and_bad_deb_checksum_fail_cleanly(tmp_path):
+    files = {"requirements.txt": "", ".python-version": "3.12\n",
+             "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"}
+    cache = tmp_path / "cache"
+    app = make_app(tmp_path / "app", {**files, "Aptfile": "no-such-package-slugbuild\n"})
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("compile", app, "-o", out / "slug.tgz", "--cache-dir", cache)
+    assert result.returncode == 1 and result.stderr.count("Error:") == 1, result.stderr
+    assert "Could not fetch the Aptfile's system packages" in result.stderr
+    assert "Unable to locate package no-such-package-slugbuild" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "fake_1.0_all.deb").write_bytes(b"not what the checksum says")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0),
+        lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/fake_1.0_all.deb"
+        (app / "Aptfile").write_text(f"{url}#sha256={'0' * 64}\n")
+        result = run_cli("compile", app, "-o", out / "slug.tgz", "--cache-dir", cache)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert result.returncode == 1, result.stderr
+    assert "does not match its checksum" in result.stderr and f"{'0' * 64}" in result.stderr
+    assert list(out.iterdir()) == []
+    assert not any(p.name.startswith("apt-") for p in (cache / "layers").iterdir())
