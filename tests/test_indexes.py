@@ -275,3 +275,53 @@ def test_pipenv_mirror_config_var_replaces_pypi_in_the_lock(tmp_path, cache_dir,
     assert failed.returncode == 1
     _no_secret(failed, failed_slug)
     assert f"package index ({public.url})" in failed.stderr
+
+
+@pytest.mark.slow
+def test_pipenv_per_package_index_is_searched_alone(tmp_path, cache_dir, two_indexes):
+    """A Pipfile.lock entry's ``index`` is the only index for that package, even when
+    another source (searched first otherwise) has the same name."""
+    from slugbuild.installers.pipenv import pipfile_hash
+    from slugbuild.versions import tomllib as reader
+
+    private, public = two_indexes
+    port = private.server_address[1]
+    private_source = f"http://${{IDX_USER}}:${{IDX_TOKEN}}@127.0.0.1:{port}/simple"
+    pipfile_text = (f'[[source]]\nname = "public"\nurl = "{public.url}"\nverify_ssl = false\n\n'
+                    f'[[source]]\nname = "private"\nurl = "{private_source}"\n'
+                    f'verify_ssl = false\n\n'
+                    f'[packages]\n{NAME} = {{version = "=={VERSION}", index = "public"}}\n')
+    pipfile = reader.loads(pipfile_text)
+    lock = {"_meta": {"hash": {"sha256": pipfile_hash(pipfile)}, "pipfile-spec": 6,
+                      "requires": {}, "sources": pipfile["source"]},
+            "default": {NAME: {"hashes": [f"sha256:{public.digest}"], "index": "public",
+                               "version": f"=={VERSION}"}},
+            "develop": {}}
+    app = make_app(tmp_path / "per-package", {
+        "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    result, slug = _compile(tmp_path, app, cache_dir, f"IDX_USER={USER}", f"IDX_TOKEN={TOKEN}")
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, slug)
+    assert _origin(tmp_path, slug) == "public"
+    sources = json.loads(slug.with_suffix(".json").read_text())["package_manager"]["sources"]
+    assert sources["packages"][NAME] == public.url
+    assert [i["url"] for i in sources["indexes"]] == [public.url, f"http://***@127.0.0.1:{port}/simple"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("requirement", ["nosuchpkg-slugbuild==1.0", "nosuchpkg-slugbuild>=1"],
+                         ids=["uv", "pip"])
+def test_a_failed_install_names_the_index_used_without_credentials(tmp_path, cache_dir,
+                                                                   two_indexes, requirement):
+    private, _public = two_indexes
+    app = make_app(tmp_path / "missing", {
+        "requirements.txt": f"--index-url {private.url}\n{requirement}\n",
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    result, slug = _compile(tmp_path, app, cache_dir)
+    assert result.returncode == 1
+    _no_secret(result, slug)
+    port = private.server_address[1]
+    assert f"package index (http://***@127.0.0.1:{port}/simple)" in result.stderr

@@ -159,8 +159,6 @@ def for_lock_export(text: str, config_vars: dict, package_manager: str) -> Index
     ...) stands in, as the tool itself would do. PIP_EXTRA_INDEX_URL adds.
     A lock that names no index gets the config's index, else PyPI.
     """
-    mirror = next((config_vars[name] for name in MIRROR_CONFIG_VARS.get(package_manager, ())
-                   if config_vars.get(name)), None)
     named = [expand(match.group("value"), config_vars) for match in map(_OPTION.match,
              text.splitlines()) if match and match.group("name") in
              ("-i", "--index-url", "--extra-index-url") and match.group("value")]
@@ -168,11 +166,30 @@ def for_lock_export(text: str, config_vars: dict, package_manager: str) -> Index
         named = [config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL]
     settings = IndexSettings(index_urls=[])
     for url in named:
-        settings.add_extra(mirror if mirror and _PYPI_URLS.match(url) else url)
+        settings.add_extra(mirrored(url, config_vars, package_manager))
     for url in (config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
         settings.add_extra(url)
     settings.trusted_hosts = (config_vars.get("PIP_TRUSTED_HOST") or "").split()
     return settings
+
+
+def mirrored(url: str, config_vars: dict, package_manager: str) -> str:
+    """``url``, or the package manager's mirror config var when ``url`` is PyPI."""
+    mirror = next((config_vars[name] for name in MIRROR_CONFIG_VARS.get(package_manager, ())
+                   if config_vars.get(name)), None)
+    return mirror if mirror and _PYPI_URLS.match(url) else url
+
+
+def package_indexes(app_dir: Path, package_manager: str, lock_file: str,
+                    config_vars: dict) -> dict[str, str]:
+    """Normalised name -> the one index the lock says the package comes from
+    (full URL, mirrors applied); empty for requirements files or an unreadable lock."""
+    if package_manager == "pip":
+        return {}
+    try:
+        return _sources(app_dir, package_manager, lock_file, config_vars)[1]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def expand(value: str, config_vars: dict) -> str:
@@ -230,18 +247,17 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
         lines = [f"{'-i' if i == 0 else '--extra-index-url'} {_dollar_braced(s['url'])}"
                  for i, s in enumerate(sources)]
         settings = for_lock_export("\n".join(lines), config_vars, "pipenv")
-        mirrored = dict(zip([s["name"] for s in sources], settings.index_urls))
-        return settings, {canonicalize_name(name): mirrored[entry["index"]]
+        by_name = {s["name"]: mirrored(expand(_dollar_braced(s["url"]), config_vars),
+                                       config_vars, "pipenv") for s in sources}
+        return settings, {canonicalize_name(name): by_name[entry["index"]]
                           for name, entry in lock.get("default", {}).items()
-                          if isinstance(entry, dict) and entry.get("index") in mirrored}
+                          if isinstance(entry, dict) and entry.get("index") in by_name}
     if package_manager == "uv":
         lock = tomllib.loads((app_dir / "uv.lock").read_text())
         per_package = {canonicalize_name(p["name"]): p["source"]["registry"]
                        for p in lock.get("package", [])
                        if isinstance(p.get("source"), dict) and "registry" in p["source"]}
-        mirror = next((config_vars[n] for n in MIRROR_CONFIG_VARS["uv"] if config_vars.get(n)),
-                      None)
-        per_package = {name: mirror if mirror and _PYPI_URLS.match(url) else url
+        per_package = {name: mirrored(url, config_vars, "uv")
                        for name, url in per_package.items()}
         settings = IndexSettings(index_urls=[])
         for url in sorted(set(per_package.values())):
@@ -249,8 +265,7 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
         return settings, per_package
     if package_manager == "poetry":
         lock = tomllib.loads((app_dir / "poetry.lock").read_text())
-        mirror = config_vars.get("PIP_INDEX_URL")
-        default = mirror or DEFAULT_INDEX_URL
+        default = mirrored(DEFAULT_INDEX_URL, config_vars, "poetry")
         per_package = {}
         for package in lock.get("package", []):
             source = package.get("source")

@@ -118,18 +118,44 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     """
     settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
     _lock_indexes, local = _split_export(exported)
-    _uv_pip_install(
-        job,
-        ["--no-deps", "--require-hashes", "-r", str(exported)],
-        shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
-               "-r", f"<{manager} export of {job.lock_file}>"],
-        indexes=settings,
-    )
+    origins = indexes_module.package_indexes(job.app_dir, manager, job.lock_file,
+                                             job.config_vars)
+    for number, (group, text) in enumerate(_by_index(exported.read_text(), origins,
+                                                      settings)):
+        part = exported.with_name(f"{exported.name}.{number}")
+        part.write_text(text)
+        _uv_pip_install(
+            job,
+            ["--no-deps", "--require-hashes", "-r", str(part)],
+            shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
+                   "-r", f"<{manager} export of {job.lock_file}>"],
+            indexes=group,
+        )
     if local:
         # Local packages have no hash to check; their files key the layer instead.
         _uv_pip_install(job, ["--no-deps", *local],
                         shown=["uv", "pip", "install", "--no-deps", *local],
                         indexes=settings)
+
+
+def _by_index(text: str, origins: dict[str, str],
+              settings: IndexSettings) -> list[tuple[IndexSettings, str]]:
+    """The export's pins grouped by the one index the lock assigns them (searched
+    alone, as the package manager would), the rest with every index."""
+    from packaging.utils import canonicalize_name
+
+    groups: dict[str | None, list[str]] = {}
+    for block in re.split(r"(?<!\\)\n", text):
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", block)
+        if not block.strip() or block.lstrip().startswith("#") or not match:
+            continue
+        groups.setdefault(origins.get(canonicalize_name(match.group(1))), []).append(block)
+    result = []
+    for url, blocks in groups.items():
+        alone = settings if url is None else IndexSettings(
+            index_urls=[url], trusted_hosts=settings.trusted_hosts)
+        result.append((alone, "\n".join(blocks) + "\n"))
+    return result
 
 
 def _split_export(exported: Path) -> tuple[list[str], list[str]]:
