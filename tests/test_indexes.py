@@ -180,6 +180,21 @@ def test_a_changed_index_or_its_token_changes_the_layer_key(tmp_path):
 
 # --- end to end: real builds against the two loopback indexes --------------------------
 
+def _pipenv_app(directory: Path, pipfile_text: str, package: dict) -> Path:
+    """A Pipenv app whose current Pipfile.lock pins ``package`` (its lock entry)."""
+    from slugbuild.installers.pipenv import pipfile_hash
+    from slugbuild.versions import tomllib
+
+    pipfile = tomllib.loads(pipfile_text)
+    lock = {"_meta": {"hash": {"sha256": pipfile_hash(pipfile)}, "pipfile-spec": 6,
+                      "requires": {}, "sources": pipfile["source"]},
+            "default": {NAME: package}, "develop": {}}
+    return make_app(directory, {
+        "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+
+
 def _compile(tmp_path: Path, app: Path, cache_dir: Path, *env: str):
     slug = tmp_path / f"{app.name}.tgz"
     args = ["compile", app, "-o", slug, "--cache-dir", cache_dir]
@@ -247,24 +262,11 @@ def test_extra_index_first_index_strategy_and_a_new_index_never_reuses_a_layer(
 
 @pytest.mark.slow
 def test_pipenv_mirror_config_var_replaces_pypi_in_the_lock(tmp_path, cache_dir, two_indexes):
-    from slugbuild.installers.pipenv import pipfile_hash
-    from slugbuild.versions import tomllib as reader
-
     private, public = two_indexes
     pipfile_text = ('[[source]]\nname = "pypi"\nurl = "https://pypi.org/simple"\n'
                     f'verify_ssl = true\n\n[packages]\n{NAME} = "=={VERSION}"\n')
-
-    lock = {"_meta": {"hash": {"sha256": pipfile_hash(reader.loads(pipfile_text))},
-                      "pipfile-spec": 6, "requires": {},
-                      "sources": [{"name": "pypi", "url": "https://pypi.org/simple",
-                                   "verify_ssl": True}]},
-            "default": {NAME: {"hashes": [f"sha256:{private.digest}"],
-                               "version": f"=={VERSION}"}},
-            "develop": {}}
-    app = make_app(tmp_path / "pipenv", {
-        "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
-        ".python-version": "3.12\n",
-        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    app = _pipenv_app(tmp_path / "pipenv", pipfile_text,
+                      {"hashes": [f"sha256:{private.digest}"], "version": f"=={VERSION}"})
     result, slug = _compile(tmp_path, app, cache_dir, f"PIPENV_PYPI_MIRROR={private.url}")
     assert result.returncode == 0, result.stderr
     _no_secret(result, slug)
@@ -281,9 +283,6 @@ def test_pipenv_mirror_config_var_replaces_pypi_in_the_lock(tmp_path, cache_dir,
 def test_pipenv_per_package_index_is_searched_alone(tmp_path, cache_dir, two_indexes):
     """A Pipfile.lock entry's ``index`` is the only index for that package, even when
     another source (searched first otherwise) has the same name."""
-    from slugbuild.installers.pipenv import pipfile_hash
-    from slugbuild.versions import tomllib as reader
-
     private, public = two_indexes
     port = private.server_address[1]
     private_source = f"http://${{IDX_USER}}:${{IDX_TOKEN}}@127.0.0.1:{port}/simple"
@@ -291,16 +290,9 @@ def test_pipenv_per_package_index_is_searched_alone(tmp_path, cache_dir, two_ind
                     f'[[source]]\nname = "private"\nurl = "{private_source}"\n'
                     f'verify_ssl = false\n\n'
                     f'[packages]\n{NAME} = {{version = "=={VERSION}", index = "public"}}\n')
-    pipfile = reader.loads(pipfile_text)
-    lock = {"_meta": {"hash": {"sha256": pipfile_hash(pipfile)}, "pipfile-spec": 6,
-                      "requires": {}, "sources": pipfile["source"]},
-            "default": {NAME: {"hashes": [f"sha256:{public.digest}"], "index": "public",
-                               "version": f"=={VERSION}"}},
-            "develop": {}}
-    app = make_app(tmp_path / "per-package", {
-        "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
-        ".python-version": "3.12\n",
-        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    app = _pipenv_app(tmp_path / "per-package", pipfile_text,
+                      {"hashes": [f"sha256:{public.digest}"], "index": "public",
+                       "version": f"=={VERSION}"})
     result, slug = _compile(tmp_path, app, cache_dir, f"IDX_USER={USER}", f"IDX_TOKEN={TOKEN}")
     assert result.returncode == 0, result.stderr
     _no_secret(result, slug)
