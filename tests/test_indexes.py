@@ -317,3 +317,45 @@ def test_a_failed_install_names_the_index_used_without_credentials(tmp_path, cac
     _no_secret(result, slug)
     port = private.server_address[1]
     assert f"package index (http://***@127.0.0.1:{port}/simple)" in result.stderr
+
+
+@pytest.mark.slow
+def test_uv_project_index_with_credentials_from_uvs_config_vars(tmp_path, cache_dir,
+                                                                two_indexes):
+    """uv.lock ties the package to the project's private index (whose URL holds no
+    credentials); UV_INDEX_PRIVATE_USERNAME/_PASSWORD config vars give them, as in uv."""
+    import glob
+    import os
+
+    private, public = two_indexes
+    bare = f"http://127.0.0.1:{private.server_address[1]}/simple"
+    app = make_app(tmp_path / "uvproject", {
+        "pyproject.toml": (
+            '[project]\nname = "app"\nversion = "0"\nrequires-python = ">=3.12"\n'
+            f'dependencies = ["{NAME}=={VERSION}"]\n\n'
+            f'[[tool.uv.index]]\nname = "public"\nurl = "{public.url}"\ndefault = true\n\n'
+            f'[[tool.uv.index]]\nname = "private"\nurl = "{bare}"\nexplicit = true\n\n'
+            f'[tool.uv.sources]\n{NAME} = {{ index = "private" }}\n'),
+        ".python-version": "3.12\n",
+        "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
+    pythons = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))
+    if not pythons:
+        pytest.skip("no CPython 3.12 to lock with")
+    from uv import find_uv_bin
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "PIP_"))}
+    locked = subprocess.run(
+        [find_uv_bin(), "lock", "--python", pythons[-1]], cwd=app, capture_output=True,
+        text=True, env={**env, "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never",
+                        "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+                        "UV_INDEX_PRIVATE_USERNAME": USER, "UV_INDEX_PRIVATE_PASSWORD": TOKEN})
+    assert locked.returncode == 0, locked.stderr
+    assert TOKEN not in (app / "uv.lock").read_text()
+
+    result, slug = _compile(tmp_path, app, cache_dir, f"UV_INDEX_PRIVATE_USERNAME={USER}",
+                            f"UV_INDEX_PRIVATE_PASSWORD={TOKEN}")
+    assert result.returncode == 0, result.stderr
+    _no_secret(result, slug)
+    assert _origin(tmp_path, slug) == "private"
+    sources = json.loads(slug.with_suffix(".json").read_text())["package_manager"]["sources"]
+    assert sources["packages"][NAME] == f"http://***@127.0.0.1:{private.server_address[1]}/simple"

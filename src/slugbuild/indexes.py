@@ -257,7 +257,9 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
         per_package = {canonicalize_name(p["name"]): p["source"]["registry"]
                        for p in lock.get("package", [])
                        if isinstance(p.get("source"), dict) and "registry" in p["source"]}
-        per_package = {name: mirrored(url, config_vars, "uv")
+        named = _named_indexes(app_dir, ("tool", "uv", "index"), "url")
+        per_package = {name: _with_credentials(mirrored(url, config_vars, "uv"),
+                                               named.get(url.rstrip("/")), config_vars, "uv")
                        for name, url in per_package.items()}
         settings = IndexSettings(index_urls=[])
         for url in sorted(set(per_package.values())):
@@ -272,12 +274,46 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
             if not source:
                 per_package[canonicalize_name(package["name"])] = default
             elif source.get("type") == "legacy":
-                per_package[canonicalize_name(package["name"])] = source["url"]
+                per_package[canonicalize_name(package["name"])] = _with_credentials(
+                    source["url"], source.get("reference"), config_vars, "poetry")
         settings = IndexSettings(index_urls=[])
         for url in [default, *sorted(set(per_package.values()) - {default})]:
             settings.add_extra(url)
         return settings, per_package
     return IndexSettings(), {}
+
+
+def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[str, str]:
+    """URL (without a trailing slash) -> name of the indexes pyproject.toml declares."""
+    from .versions import tomllib
+
+    try:
+        data = tomllib.loads((app_dir / "pyproject.toml").read_text())
+        for part in table:
+            data = data[part]
+        return {entry[url_key].rstrip("/"): entry["name"] for entry in data
+                if isinstance(entry, dict) and "name" in entry and url_key in entry}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _with_credentials(url: str, name: str | None, config_vars: dict, manager: str) -> str:
+    """``url`` with the user and password the tool's own config vars give its index
+    (uv: UV_INDEX_<NAME>_USERNAME/_PASSWORD; Poetry: POETRY_HTTP_BASIC_<NAME>_...).
+    A lock never holds credentials; these config vars are how users of each tool
+    pass them."""
+    if not name or "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        return url
+    key = re.sub(r"[^A-Z0-9]", "_", name.upper())
+    prefix = {"uv": f"UV_INDEX_{key}_", "poetry": f"POETRY_HTTP_BASIC_{key}_"}[manager]
+    user, password = config_vars.get(prefix + "USERNAME"), config_vars.get(prefix + "PASSWORD")
+    if not user and not password:
+        return url
+    from urllib.parse import quote
+
+    scheme, rest = url.split("://", 1)
+    userinfo = quote(user or "", safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"{scheme}://{userinfo}@{rest}"
 
 
 def _dollar_braced(url: str) -> str:
