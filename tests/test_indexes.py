@@ -359,3 +359,26 @@ def test_uv_project_index_with_credentials_from_uvs_config_vars(tmp_path, cache_
     assert _origin(tmp_path, slug) == "private"
     sources = json.loads(slug.with_suffix(".json").read_text())["package_manager"]["sources"]
     assert sources["packages"][NAME] == f"http://***@127.0.0.1:{private.server_address[1]}/simple"
+
+
+@pytest.mark.parametrize(("manager", "files", "config", "expected"), [
+    ("uv", {"pyproject.toml": '[[tool.uv.index]]\nname = "corp"\n'
+                              'url = "https://corp.example/simple"\n',
+            "uv.lock": '[[package]]\nname = "Foo"\nversion = "1"\n'
+                       'source = { registry = "https://corp.example/simple" }\n'},
+     {"UV_INDEX": "corp=https://mirror.example/corp", "UV_INDEX_CORP_USERNAME": "u",
+      "UV_INDEX_CORP_PASSWORD": "p@ss"},
+     "https://u:p%40ss@mirror.example/corp"),
+    ("poetry", {"poetry.lock": '[[package]]\nname = "foo"\nversion = "1"\n\n'
+                               '[package.source]\ntype = "legacy"\n'
+                               'url = "https://corp.example/simple"\nreference = "my-corp"\n'},
+     {"POETRY_REPOSITORIES_MY_CORP_URL": "https://mirror.example/corp",
+      "POETRY_HTTP_BASIC_MY_CORP_USERNAME": "u"},
+     "https://u@mirror.example/corp"),
+])
+def test_named_index_overrides_and_credentials_from_each_tools_config_vars(
+        tmp_path, manager, files, config, expected):
+    app = make_app(tmp_path, files)
+    assert indexes.package_indexes(app, manager, f"{manager}.lock", config) == {"foo": expected}
+    record, per_package = indexes.app_sources(app, manager, f"{manager}.lock", config)
+    assert "p%40ss" not in json.dumps(record) + json.dumps(per_package)

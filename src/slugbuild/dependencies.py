@@ -57,7 +57,7 @@ __all__ = [
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
-INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR")
+INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
 DEPENDENCY_LAYER_FORMAT = 2
 
 

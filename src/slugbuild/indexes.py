@@ -258,8 +258,10 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
                        for p in lock.get("package", [])
                        if isinstance(p.get("source"), dict) and "registry" in p["source"]}
         named = _named_indexes(app_dir, ("tool", "uv", "index"), "url")
-        per_package = {name: _with_credentials(mirrored(url, config_vars, "uv"),
-                                               named.get(url.rstrip("/")), config_vars, "uv")
+        per_package = {name: _with_credentials(
+                           _renamed(mirrored(url, config_vars, "uv"),
+                                    named.get(url.rstrip("/")), config_vars, "uv"),
+                           named.get(url.rstrip("/")), config_vars, "uv")
                        for name, url in per_package.items()}
         settings = IndexSettings(index_urls=[])
         for url in sorted(set(per_package.values())):
@@ -274,8 +276,10 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
             if not source:
                 per_package[canonicalize_name(package["name"])] = default
             elif source.get("type") == "legacy":
+                reference = source.get("reference")
                 per_package[canonicalize_name(package["name"])] = _with_credentials(
-                    source["url"], source.get("reference"), config_vars, "poetry")
+                    _renamed(source["url"], reference, config_vars, "poetry"), reference,
+                    config_vars, "poetry")
         settings = IndexSettings(index_urls=[])
         for url in [default, *sorted(set(per_package.values()) - {default})]:
             settings.add_extra(url)
@@ -295,6 +299,21 @@ def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[
                 if isinstance(entry, dict) and "name" in entry and url_key in entry}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+
+
+def _renamed(url: str, name: str | None, config_vars: dict, manager: str) -> str:
+    """The URL a config var gives the named index instead, as the tool reads it
+    (uv: ``UV_INDEX="name=url ..."``; Poetry: ``POETRY_REPOSITORIES_<NAME>_URL``)."""
+    if not name:
+        return url
+    if manager == "uv":
+        for item in (config_vars.get("UV_INDEX") or "").split():
+            given, _, replacement = item.partition("=")
+            if replacement and given == name:
+                return replacement
+        return url
+    key = re.sub(r"[^A-Z0-9]", "_", name.upper())
+    return config_vars.get(f"POETRY_REPOSITORIES_{key}_URL") or url
 
 
 def _with_credentials(url: str, name: str | None, config_vars: dict, manager: str) -> str:
