@@ -178,7 +178,8 @@ def _apt_options(cache: Cache, archives: Path) -> list[str]:
     return ["-q", "-y", "-o", "Debug::NoLocking=1", "-o", f"Dir::State::Lists={state / 'lists'}",
             "-o", f"Dir::Cache={state / 'cache'}", "-o", f"Dir::Cache::archives={archives}",
             "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
-            "-o", "APT::Sandbox::User=root" if os.geteuid() == 0 else "APT::Sandbox::User=_apt"]
+            # As root apt drops to _apt, who cannot write into a private cache.
+            *(["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else [])]
 
 
 def _download(entries: list[AptEntry], cache: Cache, scratch: Path,
