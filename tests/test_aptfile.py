@@ -160,3 +160,49 @@ def test_unknown_package_and_bad_deb_checksum_fail_cleanly(tmp_path):
     assert "does not match its checksum" in result.stderr and f"{'0' * 64}" in result.stderr
     assert list(out.iterdir()) == []
     assert not any(p.name.startswith("apt-") for p in (cache / "layers").iterdir())
+
+
+ODBC_C = r'''
+#include <Python.h>
+#include <sql.h>
+#include <sqlext.h>
+
+static PyObject *alloc(PyObject *self, PyObject *args) {
+    SQLHENV env;
+    SQLRETURN rc = SQLAllocHandle(SQL_HANDLE_ENV, SQL_NULL_HANDLE, &env);
+    if (SQL_SUCCEEDED(rc)) SQLFreeHandle(SQL_HANDLE_ENV, env);
+    return PyBool_FromLong(SQL_SUCCEEDED(rc));
+}
+static PyMethodDef methods[] = {{"alloc", alloc, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "odbcprobe", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_odbcprobe(void) { return PyModule_Create(&module); }
+'''
+
+ODBC_APP_PY = APP_PY.replace(
+    'library = ctypes.CDLL("libodbc.so.2")  # libodbc2, from the Aptfile',
+    "import odbcprobe\n        library = odbcprobe.alloc()  # compiled against .apt headers")
+
+
+@pytest.mark.slow
+@needs_apt
+@pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler")
+def test_an_sdist_compiles_against_aptfile_headers_and_links_at_run_time(tmp_path, cache_dir):
+    app = make_app(tmp_path / "native", {
+        "Aptfile": "unixodbc-dev\n",
+        "requirements.txt": "./odbcprobe\n",
+        ".python-version": "3.12\n",
+        "app.py": ODBC_APP_PY,
+        "Procfile": "web: python app.py\n",
+        "odbcprobe/odbcprobe.c": ODBC_C,
+        "odbcprobe/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                                    'build-backend = "setuptools.build_meta"\n',
+        "odbcprobe/setup.py": "from setuptools import Extension, setup\n\n"
+                              "setup(name='odbcprobe', version='1.0', ext_modules=["
+                              "Extension('odbcprobe', ['odbcprobe.c'], libraries=['odbc'])])\n",
+    })
+    slug = tmp_path / "native.tgz"
+    result = run_cli("compile", app, "-o", slug, "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    with Server(slug) as web:
+        answer = requests.get(web.base + "/", timeout=10).text
+    assert answer.startswith("odbc True ") and "/.apt/usr/lib/" in answer, answer
