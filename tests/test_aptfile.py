@@ -12,6 +12,7 @@ import http.server
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -89,15 +90,18 @@ def test_profile_script_is_relative_to_home_and_keeps_user_values(tmp_path):
 
 # --- end to end ---------------------------------------------------------------------------
 
+def _odbc_app(directory: Path, app_py: str, files: dict[str, str]) -> Path:
+    """An app whose web process reports where libodbc.so.2 was loaded from."""
+    return make_app(directory, {".python-version": "3.12\n", "app.py": app_py,
+                                "Procfile": "web: python app.py\n", **files})
+
+
 @pytest.mark.slow
 @needs_apt
 def test_aptfile_library_is_in_the_slug_and_loaded_by_the_web_process(tmp_path, cache_dir):
-    app = make_app(tmp_path / "app", {
+    app = _odbc_app(tmp_path / "app", APP_PY, {
         "Aptfile": "# ODBC driver manager\nlibodbc2\n",
         "requirements.txt": "",
-        ".python-version": "3.12\n",
-        "app.py": APP_PY,
-        "Procfile": "web: python app.py\n",
         # Later build steps (hooks, sdist builds) see the packages' libraries and headers.
         "bin/pre_compile": "#!/bin/sh\nset -e\n"
                            "for v in LD_LIBRARY_PATH LIBRARY_PATH CPATH PKG_CONFIG_PATH PATH; do\n"
@@ -187,12 +191,9 @@ ODBC_APP_PY = APP_PY.replace(
 @needs_apt
 @pytest.mark.skipif(not shutil.which("cc"), reason="needs a C compiler")
 def test_an_sdist_compiles_against_aptfile_headers_and_links_at_run_time(tmp_path, cache_dir):
-    app = make_app(tmp_path / "native", {
+    app = _odbc_app(tmp_path / "native", ODBC_APP_PY, {
         "Aptfile": "unixodbc-dev\n",
         "requirements.txt": "./odbcprobe\n",
-        ".python-version": "3.12\n",
-        "app.py": ODBC_APP_PY,
-        "Procfile": "web: python app.py\n",
         "odbcprobe/odbcprobe.c": ODBC_C,
         "odbcprobe/pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
                                     'build-backend = "setuptools.build_meta"\n',
