@@ -382,3 +382,14 @@ def test_named_index_overrides_and_credentials_from_each_tools_config_vars(
     assert indexes.package_indexes(app, manager, f"{manager}.lock", config) == {"foo": expected}
     record, per_package = indexes.app_sources(app, manager, f"{manager}.lock", config)
     assert "p%40ss" not in json.dumps(record) + json.dumps(per_package)
+
+
+def test_a_local_find_links_directory_keys_the_layer_and_is_recorded_relative(tmp_path):
+    from slugbuild.installers.pip import PipInstaller
+
+    app = make_app(tmp_path / "app", {"requirements.txt": "--find-links wheels\nx==1\n",
+                                      "wheels/x-1-py3-none-any.whl": "one"})
+    files = PipInstaller().key_files(app, "requirements.txt", {})
+    assert "wheels/x-1-py3-none-any.whl" in files
+    record, _ = indexes.app_sources(app, "pip", "requirements.txt", {})
+    assert [link["url"] for link in record["find_links"]] == ["./wheels"]

@@ -240,7 +240,12 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
     if package_manager == "pip":
         from .installers.pip import index_settings
 
-        return index_settings(app_dir, lock_file, config_vars), {}
+        settings = index_settings(app_dir, lock_file, config_vars)
+        root = str(app_dir.resolve())
+        # The app's own directories, as the app names them (not the build's path).
+        settings.find_links = [f".{link[len(root):]}" if link.startswith(root + "/") else link
+                               for link in settings.find_links]
+        return settings, {}
     if package_manager == "pipenv":
         lock = json.loads((app_dir / "Pipfile.lock").read_text())
         sources = lock["_meta"]["sources"]

@@ -74,6 +74,8 @@ class PipInstaller:
         files = requirements_files(app_dir, lock_file)
         reject_editables(app_dir, files)
         local = local_package_files(app_dir, files)
+        local += [rel for rel in find_links_files(app_dir, lock_file, config_vars)
+                  if rel not in local]
         forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
         if forced in ("pip", "uv"):
             self.tool = forced
@@ -243,6 +245,18 @@ def ordered_lines(app_dir: Path, lock_file: str) -> list[tuple[Path, str]]:
 
     walk((app_root / lock_file).resolve())
     return result
+
+
+def find_links_files(app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
+    """Files of the app's own ``--find-links`` directories: the wheels there decide
+    what is installed, so they are part of the layer key like local packages."""
+    app_root = app_dir.resolve()
+    found: set[str] = set()
+    for link in index_settings(app_dir, lock_file, config_vars).find_links:
+        target = Path(link)
+        if "://" not in link and target.is_absolute() and target.is_relative_to(app_root):
+            found.update(package_tree_files(app_root, target))
+    return sorted(found)
 
 
 def index_settings(app_dir: Path, lock_file: str, config_vars: dict) -> indexes.IndexSettings:
