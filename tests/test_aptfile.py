@@ -207,3 +207,20 @@ def test_an_sdist_compiles_against_aptfile_headers_and_links_at_run_time(tmp_pat
     with Server(slug) as web:
         answer = requests.get(web.base + "/", timeout=10).text
     assert answer.startswith("odbc True ") and "/.apt/usr/lib/" in answer, answer
+
+
+def test_an_aptfile_on_a_machine_without_apt_is_one_clear_error(tmp_path, monkeypatch):
+    import dataclasses
+
+    from slugbuild import aptfile
+    from slugbuild.cache import Cache
+    from slugbuild.log import Reporter
+
+    app = make_app(tmp_path / "app", {"Aptfile": "libodbc2\n"})
+    alpine = dataclasses.replace(current(), distro="alpine", stack="alpine-3.20")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        aptfile.prepare_apt_layer(app, Cache(tmp_path / "cache"), alpine, Reporter(quiet=True))
+    assert caught.value.code == "aptfile-unsupported" and "alpine" in caught.value.found
+    monkeypatch.setattr(aptfile.shutil, "which", lambda tool: None)
+    with pytest.raises(errors.SlugbuildError, match="apt-get, dpkg-deb not found"):
+        aptfile.prepare_apt_layer(app, Cache(tmp_path / "cache"), current(), Reporter(quiet=True))
