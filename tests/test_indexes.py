@@ -393,3 +393,14 @@ def test_a_local_find_links_directory_keys_the_layer_and_is_recorded_relative(tm
     assert "wheels/x-1-py3-none-any.whl" in files
     record, _ = indexes.app_sources(app, "pip", "requirements.txt", {})
     assert [link["url"] for link in record["find_links"]] == ["./wheels"]
+
+
+@pytest.mark.parametrize("text", [
+    "-i https://private.example/simple\n--extra-index-url https://pypi.org/simple\nx==1\n",
+    "--extra-index-url https://private.example/simple\nx==1\n",
+])
+def test_pypi_is_searched_last_however_the_private_index_is_named(tmp_path, text):
+    app = make_app(tmp_path, {"requirements.txt": text})
+    env = index_settings(app, "requirements.txt", {}).uv_env()
+    assert env["UV_EXTRA_INDEX_URL"] == "https://private.example/simple"
+    assert env["UV_INDEX_URL"] == "https://pypi.org/simple"

@@ -83,21 +83,31 @@ class IndexSettings:
                      self.no_index))
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def search_order(self) -> list[str]:
+        """The order uv searches the indexes in: the extra indexes, then the index,
+        and PyPI always last, so a private index named either way (``-i private``
+        with PyPI as an extra, or PyPI with ``--extra-index-url private``) is
+        searched before the public one."""
+        order = [*self.index_urls[1:], *self.index_urls[:1]]
+        return ([url for url in order if not _PYPI_URLS.match(url)]
+                + [url for url in order if _PYPI_URLS.match(url)])
+
     def uv_env(self) -> dict[str, str]:
         """The settings as uv's environment (uv reads the env before a file's options).
 
-        uv searches extra indexes first, then the index, and takes a package
-        from the first index that has its name at all (``first-index``): a
-        same-named package on a later index never replaces one on an earlier
-        one. That is the dependency-confusion-safe order (docs/package-managers.md).
+        uv takes a package from the first index (``search_order``) that has
+        its name at all (``first-index``): a same-named package on a later
+        index never replaces one on an earlier one, and PyPI comes last. That
+        is the dependency-confusion-safe order (docs/package-managers.md).
         """
         env: dict[str, str] = {"UV_INDEX_STRATEGY": "first-index"}
         if self.no_index or not self.index_urls:
             env["UV_NO_INDEX"] = "1"
         else:
-            env["UV_INDEX_URL"] = self.index_urls[0]
-            if self.index_urls[1:]:
-                env["UV_EXTRA_INDEX_URL"] = " ".join(self.index_urls[1:])
+            order = self.search_order()
+            env["UV_INDEX_URL"] = order[-1]  # uv searches its extra indexes first
+            if order[:-1]:
+                env["UV_EXTRA_INDEX_URL"] = " ".join(order[:-1])
         if self.find_links:
             env["UV_FIND_LINKS"] = ",".join(self.find_links)
         if self.trusted_hosts:

@@ -175,9 +175,10 @@ def warn_extra_indexes(job: InstallJob, settings: indexes.IndexSettings, tool: s
                "with uv, which takes a package from the first index that has it) or name "
                "one index only.")
     else:
-        how = ("each package comes from the first of them that has its name "
-               "(uv's first-index strategy: a same-named package on a later index is "
-               "never used).")
+        order = ", ".join(redact(url) for url in settings.search_order())
+        how = (f"each package comes from the first of them that has its name, searched "
+               f"in this order: {order} (uv's first-index strategy, PyPI last: a "
+               f"same-named package on a later index is never used).")
     job.reporter.warn(f"Packages may come from more than one index ({settings.shown()}); "
                       f"{how}")
 
