@@ -224,3 +224,17 @@ def test_an_aptfile_on_a_machine_without_apt_is_one_clear_error(tmp_path, monkey
     monkeypatch.setattr(aptfile.shutil, "which", lambda tool: None)
     with pytest.raises(errors.SlugbuildError, match="apt-get, dpkg-deb not found"):
         aptfile.prepare_apt_layer(app, Cache(tmp_path / "cache"), current(), Reporter(quiet=True))
+
+
+def test_absolute_symlinks_to_packaged_files_become_relative(tmp_path):
+    from slugbuild.aptfile import _relative_symlinks
+
+    lib = tmp_path / "usr" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libfoo.so.1").write_text("elf")
+    (lib / "libfoo.so").symlink_to("/usr/lib/libfoo.so.1")
+    (lib / "stack.so").symlink_to("/usr/lib/not-packaged.so")
+    _relative_symlinks(tmp_path)
+    assert Path(lib / "libfoo.so").readlink() == Path("libfoo.so.1")
+    assert (lib / "libfoo.so").read_text() == "elf"
+    assert str((lib / "stack.so").readlink()) == "/usr/lib/not-packaged.so"

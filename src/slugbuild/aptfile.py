@@ -37,7 +37,8 @@ from .redact import redact_url
 APTFILE = "Aptfile"
 APT_DIR = ".apt"
 PROFILE_SCRIPT = ".profile.d/000-apt.sh"
-APT_LAYER_FORMAT = 1
+APT_LAYER_FORMAT = 2  # 2: absolute symlinks into the packages made relative
+MAX_DEB_BYTES = 1 << 30  # a .deb URL serving more than this is refused
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?$")
 _DEB_URL = re.compile(r"^(?P<url>https?://\S+?\.deb)(?:#sha256=(?P<hash>[0-9a-fA-F]{64}))?"
                       r"(?:\s+sha256:(?P<hash2>[0-9a-fA-F]{64}))?$")
@@ -112,12 +113,27 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
             with cache.new_layer("layers", name, key, inputs) as tree:
                 for deb in debs:
                     _run(["dpkg-deb", "-x", str(deb), str(tree)], f"dpkg-deb -x {deb.name}")
+                _relative_symlinks(tree)
                 reporter.detail(f"Unpacked {len(debs)} package(s) into {APT_DIR}/")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         layer = cache.lookup("layers", name, key)
         assert layer is not None
         return layer, False
+
+
+def _relative_symlinks(tree: Path) -> None:
+    """Absolute symlinks to files the packages themselves hold (``/usr/lib/x/libfoo.so``)
+    point into ``.apt`` instead: relative, so they work wherever the slug is unpacked.
+    Others (into the stack's own files) are left as the packages made them."""
+    for path in sorted(tree.rglob("*")):
+        if not path.is_symlink():
+            continue
+        target = os.readlink(path)
+        inside = tree / target.lstrip("/")
+        if target.startswith("/") and os.path.lexists(inside):
+            path.unlink()
+            path.symlink_to(os.path.relpath(inside, path.parent))
 
 
 def build_env(apt_root: Path, base_path: str) -> dict[str, str]:
@@ -215,6 +231,8 @@ def _fetch_deb(entry: AptEntry, archives: Path) -> None:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 handle.write(block)
+                if handle.tell() > MAX_DEB_BYTES:
+                    raise ValueError(f"larger than {MAX_DEB_BYTES >> 20} MiB")
     except (OSError, ValueError) as exc:
         raise errors.APTFILE_INSTALL_FAILED.error(command=f"download {shown}",
                                                   output=redact_url(str(exc))) from exc
