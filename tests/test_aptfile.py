@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import shutil
 import subprocess
 import threading
@@ -116,6 +117,10 @@ def test_aptfile_library_is_in_the_slug_and_loaded_by_the_web_process(tmp_path, 
     root = unpack(slug, tmp_path / "unpacked")
     assert list((root / ".apt").rglob("libodbc.so.2*"))
     assert (root / "missing").read_text() == ""
+
+    listed = json.loads(slug.with_suffix(".json").read_text())["system_packages"]
+    assert {p["name"] for p in listed} >= {"libodbc2"}
+    assert all(p["version"] and p["architecture"] for p in listed)
     with Server(slug) as web:
         answer = requests.get(web.base + "/", timeout=10).text
     assert answer.startswith("odbc True ") and "/.apt/usr/lib/" in answer, answer

@@ -37,7 +37,7 @@ from .redact import redact_url
 APTFILE = "Aptfile"
 APT_DIR = ".apt"
 PROFILE_SCRIPT = ".profile.d/000-apt.sh"
-APT_LAYER_FORMAT = 2  # 2: absolute symlinks into the packages made relative
+APT_LAYER_FORMAT = 3  # 2: absolute symlinks made relative; 3: packages in the manifest
 MAX_DEB_BYTES = 1 << 30  # a .deb URL serving more than this is refused
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+)?$")
 _DEB_URL = re.compile(r"^(?P<url>https?://\S+?\.deb)(?:#sha256=(?P<hash>[0-9a-fA-F]{64}))?"
@@ -110,6 +110,7 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
         scratch = cache.scratch_dir("apt")
         try:
             debs = _download(entries, cache, scratch, reporter)
+            inputs = {**inputs, "packages": [_control(deb) for deb in debs]}
             with cache.new_layer("layers", name, key, inputs) as tree:
                 for deb in debs:
                     _run(["dpkg-deb", "-x", str(deb), str(tree)], f"dpkg-deb -x {deb.name}")
@@ -120,6 +121,18 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
         layer = cache.lookup("layers", name, key)
         assert layer is not None
         return layer, False
+
+
+def _control(deb: Path) -> dict[str, str]:
+    """Name, version and architecture of a .deb, from its control file."""
+    done = subprocess.run(["dpkg-deb", "--show", "--showformat",
+                           "${Package}\t${Version}\t${Architecture}", str(deb)],
+                          capture_output=True, text=True, env=clean_env())
+    if done.returncode != 0:
+        raise errors.APTFILE_INSTALL_FAILED.error(command=f"dpkg-deb --show {deb.name}",
+                                                  output=done.stderr.strip()[-2000:])
+    name, version, arch = (done.stdout.split("\t") + ["", "", ""])[:3]
+    return {"name": name, "version": version, "architecture": arch}
 
 
 def _relative_symlinks(tree: Path) -> None:

@@ -212,6 +212,8 @@ class _Build:
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
     # Cached layers hard-linked into build_dir, with where (relative to it).
     restored: list[tuple[Layer, str]] = field(default_factory=list)
+    # The Aptfile's packages unpacked into .apt/ (name, version, architecture).
+    system_packages: list[dict[str, str]] = field(default_factory=list)
     # Compresses the restored layers' slug parts (and removes scratch) while the
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
@@ -376,7 +378,7 @@ def compile_app(
             reporter.step("Compressing...")
 
             def describe(packed: PackedSlug) -> dict[str, Any]:
-                return release.slug_metadata(
+                return _with_system_packages(build, release.slug_metadata(
                     process_types=process_types,
                     runtime=python_build.runtime_info if python_build else None,
                     package_manager=_package_manager(python_build),
@@ -390,7 +392,7 @@ def compile_app(
                     buildpacks=descriptions,
                     config_vars=merged.config_vars,
                     addons=addons,
-                )
+                ))
 
             def verify(packed_slug: Path) -> None:
                 with timer.stage("boot_check"):
@@ -436,8 +438,16 @@ def _apt_stage(build: _Build) -> dict[str, str]:
             build.reporter.step("Restoring system packages from cache (Aptfile unchanged)")
         build.cache.restore(layer, build.build_dir / APT_DIR)
         build.use_layer(layer, APT_DIR, made_here=not from_cache)
+        build.system_packages = list(layer.manifest.get("inputs", {}).get("packages", []))
         write_apt_profile(build.build_dir)
         return apt_build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))
+
+
+def _with_system_packages(build: _Build, metadata: dict[str, Any]) -> dict[str, Any]:
+    """slug.json's ``system_packages``: what the Aptfile put into .apt/ (only with one)."""
+    if build.system_packages:
+        metadata["system_packages"] = build.system_packages
+    return metadata
 
 
 def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInfo:
