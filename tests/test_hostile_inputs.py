@@ -22,13 +22,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slugbuild import compile_app, errors
 from slugbuild.errors import ErrorKind
 from slugbuild.hooks import run_hook
 from slugbuild.log import Reporter
 from slugbuild.proc import build_limits
-from slugbuild.stage import IgnoreRules
+from slugbuild.stage import IgnoreRules, _Glob
 
 from .helpers import Server, make_app, run_cli
 
@@ -228,6 +230,15 @@ def test_cache_and_outputs_inside_the_app_stay_out_of_the_slug(tmp_path):
     assert leaked == []
 
 
+def test_cache_dir_that_is_the_app_is_refused(tmp_path):
+    pack = make_buildpack(tmp_path / "bp", "true\n")
+    app = make_app(tmp_path / "app", {"app.txt": "mine\n"})
+    result = limited(cli("compile", ".", "-o", tmp_path / "slug.tgz", "--buildpack", pack,
+                         "--cache-dir", "."), cwd=app)
+    assert_refused(result, errors.CACHE_DIR_UNUSABLE, outputs=(tmp_path / "slug.tgz",))
+    assert sorted(p.name for p in app.iterdir()) == ["app.txt"]  # nothing made in the app
+
+
 @pytest.mark.parametrize("target", ["a-directory", "/proc/slugbuild-cannot-write.tgz"])
 def test_unusable_output_is_refused_before_the_build(tmp_path, target):
     pack = make_buildpack(tmp_path / "bp", f'touch "{tmp_path}/compiled"\n')
@@ -383,6 +394,15 @@ def test_staging_and_leak_scan_do_not_grow_with_a_sparse_file(tmp_path):
     size, allocated = sizes.split()
     assert int(size) > 3 << 30 and int(allocated) < 1 << 20  # still sparse
     assert found == "[('huge.bin', '/build/dir')]"
+
+
+@given(st.text(alphabet="ab/*?.[]", max_size=8), st.text(alphabet="ab/.", max_size=10),
+       st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_linear_glob_matcher_agrees_with_the_regex(pattern, name, anchored):
+    regex = _Glob(pattern, anchored, max_unbounded_for_regex=99).regex
+    assert regex is not None
+    assert _Glob(pattern, anchored)._simulate(name) == (regex.match(name) is not None)
 
 
 def test_pathological_slugignore_pattern_is_matched_in_bounded_time(tmp_path):

@@ -51,15 +51,7 @@ from .detect import AppInfo, detect, package_manager_files, require_package_mana
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
-from .pack import (
-    LAYOUTS,
-    SYMLINK,
-    LayerPart,
-    PackedSlug,
-    pack_tree,
-    prepare_layer_part,
-    scan_tree,
-)
+from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import (
     build_limits,
     build_timeout_from_env,
@@ -294,7 +286,12 @@ def compile_app(
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
-    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if app_dir.resolve().is_relative_to(cache_root.resolve()):
+        raise errors.CACHE_DIR_UNUSABLE.error(
+            path=cache_root, reason="it is the app directory, or holds it; give the cache a "
+                                    "directory of its own (inside the app is fine)")
+    cache = Cache(cache_root)
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
@@ -488,13 +485,19 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
 def refuse_links_leaving_slug(build_dir: Path) -> None:
     """A symlink a build step left must stay inside the slug, as every slug reader
     (``run``, ``inspect``, ``publish``) requires: refused here, before packing."""
-    for rel, kind, _ in scan_tree(build_dir):
-        if kind == SYMLINK:
-            target = os.readlink(build_dir / rel)
-            problem = link_problem(rel, target)
-            if problem is not None:
-                raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
-                                                       problem=problem)
+    pending = [("", str(build_dir))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.is_symlink():
+                    rel, target = prefix + entry.name, os.readlink(entry.path)
+                    problem = link_problem(rel, target)
+                    if problem is not None:
+                        raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
+                                                               problem=problem)
+                elif entry.is_dir():
+                    pending.append((prefix + entry.name + "/", entry.path))
 
 
 class _Beside:

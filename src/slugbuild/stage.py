@@ -85,7 +85,8 @@ _MAX_UNBOUNDED_FOR_REGEX = 2
 class _Glob:
     """One gitignore-style pattern, matched in time linear in the name's length."""
 
-    def __init__(self, pattern: str, anchored: bool) -> None:
+    def __init__(self, pattern: str, anchored: bool,
+                 max_unbounded_for_regex: int = _MAX_UNBOUNDED_FOR_REGEX) -> None:
         self.tokens: list[tuple[int, object]] = [] if anchored else [(_GROUP, None)]
         regex = [] if anchored else ["(?:.*/)?"]
         i = 0
@@ -119,7 +120,7 @@ class _Glob:
             i += 1
         unbounded = sum(kind in (_STAR, _ANY, _GROUP) for kind, _ in self.tokens)
         self.regex = (re.compile("^" + "".join(regex) + "$", re.DOTALL)
-                      if unbounded <= _MAX_UNBOUNDED_FOR_REGEX else None)
+                      if unbounded <= max_unbounded_for_regex else None)
 
     def match(self, name: str) -> bool:
         if self.regex is not None:
@@ -174,8 +175,9 @@ class _Glob:
 # slugbuild cache has one, and `tar --exclude-caches` skips them too.
 CACHEDIR_TAG = "CACHEDIR.TAG"
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
-# What a build writes before renaming it into place (build._write_outputs).
-_PARTIAL_OUTPUT = re.compile(r"^\..+\.\d+\.partial$")
+# What a build writes before renaming it into place (build._write_outputs), and
+# the probe that checks an output directory is writable (build.check_output_paths).
+_PARTIAL_OUTPUT = re.compile(r"^\..+\.\d+\.partial$|^\.slugbuild-probe-")
 
 
 @dataclass
