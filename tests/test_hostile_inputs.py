@@ -544,3 +544,21 @@ def test_compile_app_timeout_parameter(tmp_path):
                     buildpacks=[str(pack)], timeout=1, reporter=Reporter(quiet=True))
     assert caught.value.code == "build-timed-out"
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_endless_tool_output_does_not_grow_memory(tmp_path):
+    """300 MB printed as one line, then as short lines, under a 500 MB limit."""
+    pack = make_buildpack(tmp_path / "bp", "head -c 300000000 /dev/zero | tr '\\0' x\n"
+                                           "yes | head -n 3000000\n")
+    app = make_app(tmp_path / "app", {"app.txt": "mine\n"})
+    slug = tmp_path / "slug.tgz"
+    result = subprocess.run(
+        [sys.executable, "-c", "import resource, sys\n"
+         "resource.setrlimit(resource.RLIMIT_AS, (500 << 20, 500 << 20))\n"
+         "from slugbuild.cli import main\n"
+         "sys.argv[0] = 'slugbuild'\n"
+         "sys.exit(main(sys.argv[1:]))",
+         "compile", app, "-o", slug, "--buildpack", pack, "--cache-dir", tmp_path / "cache"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert result.returncode == 0
+    assert slug.is_file()

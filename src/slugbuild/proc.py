@@ -83,6 +83,10 @@ class ToolFailed(Exception):
 # --- time limits and process groups ---------------------------------------------
 # Heroku stops a build after 15 minutes; so does slugbuild unless told otherwise.
 DEFAULT_BUILD_TIMEOUT = 15 * 60
+# Output a tool's caller keeps in memory (the log gets all of it), and the
+# longest line: a tool printing without end must not grow slugbuild's memory.
+MAX_KEPT_OUTPUT = 16 * 1024 * 1024
+MAX_LINE = 64 * 1024
 # How long output is still read after a tool exits: a process it left in the
 # background holding its stdout must not stall the build.
 EXIT_GRACE = 2.0
@@ -252,9 +256,14 @@ def run_streaming(
 def run_captured(argv: Sequence[str | Path], env: Mapping[str, str],
                  cwd: Path | None = None, step: str | None = None
                  ) -> subprocess.CompletedProcess:
-    """Like ``subprocess.run(capture_output=True)`` (bytes), under the build's limits."""
+    """Like ``subprocess.run(capture_output=True)`` (bytes), under the build's limits;
+    each stream's first MAX_KEPT_OUTPUT bytes are kept."""
     stdout, stderr = bytearray(), bytearray()
-    code = run_streaming(argv, env, cwd, [stdout.extend, stderr.extend], step)
+
+    def keeper(buffer: bytearray) -> Callable[[bytes], None]:
+        return lambda chunk: buffer.extend(chunk[:max(0, MAX_KEPT_OUTPUT - len(buffer))])
+
+    code = run_streaming(argv, env, cwd, [keeper(stdout), keeper(stderr)], step)
     return subprocess.CompletedProcess([str(a) for a in argv], code, bytes(stdout),
                                        bytes(stderr))
 
@@ -269,16 +278,20 @@ def run_tool(
 ) -> str:
     """Run ``argv``, stream its output indented, raise ToolFailed on failure.
 
-    Returns the whole output (stdout and stderr interleaved). Runs under the
+    Returns the output (stdout and stderr interleaved; its first
+    MAX_KEPT_OUTPUT characters, lines cut at MAX_LINE bytes). Runs under the
     build's limits (see ``run_streaming``).
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     lines: list[str] = []
+    kept = [0]  # characters of output kept for the return value
     pending = bytearray()
 
     def emit(line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
-        lines.append(text)
+        if kept[0] < MAX_KEPT_OUTPUT:
+            lines.append(text)
+            kept[0] += len(text) + 1
         tail.append(text)
         if show:
             reporter.detail(text)
@@ -288,6 +301,9 @@ def run_tool(
         *complete, rest = pending.split(b"\n")
         for line in complete:
             emit(line)
+        while len(rest) > MAX_LINE:  # a line without end must not grow memory either
+            emit(bytes(rest[:MAX_LINE]))
+            rest = rest[MAX_LINE:]
         pending[:] = rest
 
     exit_code = run_streaming(argv, env, cwd, [feed], step)
