@@ -562,3 +562,19 @@ def test_endless_tool_output_does_not_grow_memory(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     assert result.returncode == 0
     assert slug.is_file()
+
+
+@pytest.mark.slow
+def test_compile_memory_does_not_grow_with_the_largest_file(tmp_path):
+    """A whole build (staging, leak scan, pack) of an app holding a 600 MiB sparse
+    file, under a 450 MB address-space limit."""
+    pack = make_buildpack(tmp_path / "bp", "true\n")
+    app = make_app(tmp_path / "app", {"app.txt": "mine\n"})
+    with open(app / "big.bin", "wb") as handle:
+        handle.truncate(600 << 20)
+    slug = tmp_path / "slug.tgz"
+    result = limited(cli("compile", app, "-o", slug, "--buildpack", pack,
+                         "--cache-dir", tmp_path / "cache"), memory=450 << 20, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(slug) as tar:
+        assert tar.getmember("./big.bin").size == 600 << 20
