@@ -578,3 +578,19 @@ def test_compile_memory_does_not_grow_with_the_largest_file(tmp_path):
     assert result.returncode == 0, result.stderr
     with tarfile.open(slug) as tar:
         assert tar.getmember("./big.bin").size == 600 << 20
+
+
+def test_deep_paths_are_checked_in_linear_time_and_overlong_ones_refused(tmp_path):
+    link = tarfile.TarInfo("./z")
+    link.type, link.linkname = tarfile.SYMTYPE, "app.txt"
+    deep = "./" + "a/" * 1990
+    entries = [(link, None)] + [(file_info(f"{deep}{i}", 0), b"") for i in range(1500)]
+    slug = tarball(tmp_path / "deep.tgz", entries)
+    tmp = tmp_path / "tmp"
+    result = limited(cli("inspect", slug, "--json"), cpu=30, memory=1 << 30,
+                     env=quiet_env(tmp))
+    assert result.returncode == 0, result.stderr
+    long = tarball(tmp_path / "long.tgz", [(file_info("./" + "b" * 5000, 0), b"")])
+    result = limited(cli("run", long, "web"), env=quiet_env(tmp))
+    stderr = assert_refused(result, errors.UNSAFE_SLUG, tmp=tmp)
+    assert "longer than 4096 bytes" in stderr

@@ -31,6 +31,9 @@ _FILTER_ERROR = getattr(tarfile, "FilterError", ())
 _HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
                  tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _MAX_HEADER_DATA = 1 << 20
+_LINK = object()  # marks a symlink's own node in check_no_entry_below_a_link's tree
+# Longer paths cannot be unpacked on Linux (PATH_MAX) and slugbuild never writes them.
+MAX_PATH_BYTES = 4096
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
 
@@ -103,6 +106,12 @@ def link_problem(name: str, target: str) -> str | None:
 
 def check_member(member: tarfile.TarInfo) -> None:
     """Raise UNSAFE_SLUG when ``member`` could write or point outside the slug."""
+    if len(member.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or len(
+            member.linkname.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        shown = member.name if len(member.name) <= 200 else member.name[:200] + "..."
+        raise errors.UNSAFE_SLUG.error(member=shown,
+                                       problem=f"its path or link target is longer than "
+                                               f"{MAX_PATH_BYTES} bytes")
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         raise errors.UNSAFE_SLUG.error(member=member.name, problem="its path leaves the slug")
@@ -123,17 +132,29 @@ def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
     (``a/b -> ..``, then ``a/b/c -> ..``, then a file ``a/b/c/x``) writes
     outside it; a slug made by slugbuild never needs a path through a link.
     """
-    links = {_normal(m.name) for m in members if m.issym()}
-    if not links:
+    # The links' paths as a tree of components: each entry's path is walked down
+    # it once, in time linear in its length (joining every prefix would be
+    # quadratic in a hostile path's depth).
+    tree: dict = {}
+    for member in members:
+        if member.issym():
+            node = tree
+            for part in PurePosixPath(_normal(member.name)).parts:
+                node = node.setdefault(part, {})
+            node[_LINK] = True
+    if not tree:
         return
     for member in members:
         parts = PurePosixPath(_normal(member.name)).parts
-        for depth in range(1, len(parts)):
-            ancestor = "/".join(parts[:depth])
-            if ancestor in links:
+        node = tree
+        for depth, part in enumerate(parts[:-1], start=1):
+            node = node.get(part)
+            if node is None:
+                break
+            if _LINK in node:
                 raise errors.UNSAFE_SLUG.error(
                     member=member.name,
-                    problem=f"its path goes through the symlink {ancestor}")
+                    problem=f"its path goes through the symlink {'/'.join(parts[:depth])}")
 
 
 def _net_climb(parts: tuple[str, ...]) -> int:
