@@ -594,3 +594,22 @@ def test_deep_paths_are_checked_in_linear_time_and_overlong_ones_refused(tmp_pat
     result = limited(cli("run", long, "web"), env=quiet_env(tmp))
     stderr = assert_refused(result, errors.UNSAFE_SLUG, tmp=tmp)
     assert "longer than 4096 bytes" in stderr
+
+
+def test_timeout_values(monkeypatch):
+    from slugbuild.proc import DEFAULT_BUILD_TIMEOUT, build_timeout_from_env
+
+    monkeypatch.delenv("SLUGBUILD_BUILD_TIMEOUT", raising=False)
+    assert build_timeout_from_env() == DEFAULT_BUILD_TIMEOUT == 900
+    assert build_timeout_from_env(0) is None and build_timeout_from_env(2.5) == 2.5
+    monkeypatch.setenv("SLUGBUILD_BUILD_TIMEOUT", "60")
+    assert build_timeout_from_env() == 60 and build_timeout_from_env(5) == 5
+    monkeypatch.setenv("SLUGBUILD_BUILD_TIMEOUT", "0")
+    assert build_timeout_from_env() is None
+    for bad in ("-3", "nan", "soon"):
+        monkeypatch.setenv("SLUGBUILD_BUILD_TIMEOUT", bad)
+        with pytest.raises(errors.SlugbuildError) as caught:
+            build_timeout_from_env()
+        assert caught.value.code == "invalid-limit"
+    with pytest.raises(errors.SlugbuildError):
+        build_timeout_from_env(-1)

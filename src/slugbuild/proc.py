@@ -102,15 +102,15 @@ class _Limits:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_BUILD: contextvars.ContextVar[_Limits | None] = contextvars.ContextVar(
-    "build_limits", default=None)
+_BUILD: contextvars.ContextVar[_Limits | None] = contextvars.ContextVar("build_limits",
+                                                                      default=None)
 
 
 def build_timeout_from_env(value: float | None = None) -> float | None:
     """``value``, else SLUGBUILD_BUILD_TIMEOUT, else 15 minutes; 0 means none."""
     if value is None:
         text = os.environ.get("SLUGBUILD_BUILD_TIMEOUT")
-        if text is None:
+        if text is None or not text.strip():  # unset or empty: the default
             return DEFAULT_BUILD_TIMEOUT
         try:
             value = float(text)
@@ -119,10 +119,10 @@ def build_timeout_from_env(value: float | None = None) -> float | None:
         if value < 0 or value != value:  # NaN
             raise errors.INVALID_LIMIT.error(name="SLUGBUILD_BUILD_TIMEOUT", value=text,
                                              expected="a number of seconds (0: no limit)")
-    if value < 0:
-        raise errors.INVALID_LIMIT.error(name="timeout", value=str(value),
+    if not value >= 0:  # negative, or NaN
+        raise errors.INVALID_LIMIT.error(name="--timeout", value=str(value),
                                          expected="a number of seconds (0: no limit)")
-    return value or None
+    return value if value and value != float("inf") else None
 
 
 @contextlib.contextmanager
