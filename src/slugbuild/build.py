@@ -28,6 +28,7 @@ from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
 from .buildpack_runner import (
+    BuildpackRef,
     ReleaseInfo,
     buildpacks_for,
     exported_variables,
@@ -311,13 +312,14 @@ def compile_app(
     )
 
 
-def _compile_staged(build: _Build, refs: list, runtime_options: RuntimeOptions | None,
-                    slug_path: Path, json_path: Path):
-    """Every stage from staging to pack; the scratch directory is removed on any way out."""
+def _compile_staged(build: _Build, refs: list[BuildpackRef],
+                    runtime_options: RuntimeOptions | None, slug_path: Path, json_path: Path
+                    ) -> tuple[PackedSlug, dict[str, Any], dict[str, str], _PythonBuild | None]:
+    """Every stage from staging to pack, under the build's limits (``compile_app``);
+    the scratch directory is removed on any way out."""
     app_dir, scratch, cache, platform = build.app_dir, build.scratch, build.cache, build.platform
-    timer, reporter, config_vars, layout = build.timer, build.reporter, build.config_vars, \
-        build.layout
-    source_date_epoch = build.epoch
+    timer, reporter, config_vars = build.timer, build.reporter, build.config_vars
+    layout, source_date_epoch = build.layout, build.epoch
     try:
         # As on Heroku, .slugignore is applied first: detection, the version
         # files and every later stage see the app without the ignored files.
