@@ -613,3 +613,13 @@ def test_timeout_values(monkeypatch):
         assert caught.value.code == "invalid-limit"
     with pytest.raises(errors.SlugbuildError):
         build_timeout_from_env(-1)
+
+
+def test_waiting_for_a_prefetch_stops_at_the_deadline():
+    from slugbuild.proc import wait_for
+
+    process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    with pytest.raises(errors.SlugbuildError) as caught, build_limits(1):
+        wait_for(process, "the installer's download")
+    assert caught.value.code == "build-timed-out"
+    assert process.returncode == -signal.SIGKILL

@@ -182,6 +182,21 @@ def _describe(argv: Sequence[str]) -> str:
     return "`" + " ".join([os.path.basename(argv[0]), *argv[1:3]]) + "`"
 
 
+def wait_for(process: subprocess.Popen, step: str) -> int:
+    """``process.wait()`` under the build's deadline (its group killed at the deadline);
+    for a process started apart, in a session of its own, such as a prefetch."""
+    limits = _BUILD.get()
+    while True:
+        try:
+            return process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            if limits is not None and limits.deadline is not None \
+                    and time.monotonic() > limits.deadline:
+                _kill_group(process.pid)
+                process.wait()
+                raise _timed_out(step, limits) from None
+
+
 def run_streaming(
     argv: Sequence[str | Path],
     env: Mapping[str, str],
