@@ -1,7 +1,7 @@
 """The build pipeline: app directory in, slug tarball and slug.json out.
 
 Stages run in a straight line, each in its own module:
-detect -> resolve runtime -> stage sources -> runtime layer -> pre_compile
+stage sources (.slugignore) -> detect -> resolve runtime -> runtime layer -> pre_compile
 hook -> dependency layer -> collectstatic -> post_compile hook -> profile.d ->
 release metadata (Procfile, else inferred) -> pack.
 The build happens in a scratch directory inside the cache; the slug and
@@ -17,6 +17,7 @@ import glob
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,7 @@ from . import errors, platform_info, release, relocate
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
+    BuildpackRef,
     ReleaseInfo,
     buildpacks_for,
     exported_variables,
@@ -48,12 +50,18 @@ from .dependencies import (
     link_dependency_layer,
     prepare_dependency_layer,
 )
-from .detect import AppInfo, detect, require_package_manager
+from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
-from .proc import buildpack_exports
+from .proc import (
+    build_limits,
+    build_timeout_from_env,
+    buildpack_exports,
+    check_deadline,
+    kill_running_tools,
+)
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
 from .runtimes import (
@@ -66,6 +74,7 @@ from .runtimes import (
     resolve,
     runtime_manifest,
 )
+from .slugfile import link_problem
 from .stage import check_not_ignored, stage_sources
 from .versions import PythonRequest, check_supported, read_request
 
@@ -169,7 +178,9 @@ class _Timer:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, deadline: bool = True) -> Iterator[None]:
+        if deadline:
+            check_deadline(f"the {name} stage")  # stages that run no tool stop here
         start = time.perf_counter()
         try:
             yield
@@ -246,6 +257,7 @@ def compile_app(
     buildpacks: Sequence[str] | None = None,
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
+    timeout: float | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -257,7 +269,9 @@ def compile_app(
     Heroku-API buildpacks in order; ``python`` among them means the built-in
     Python stages, which run alone when no buildpack is named.
     ``constraints_from`` (an earlier slug.json) pins every package to the
-    version that build installed.
+    version that build installed. ``timeout`` (seconds; default
+    SLUGBUILD_BUILD_TIMEOUT, else 15 minutes as on Heroku; 0 for none) stops
+    the build, and every process it started, when it runs longer.
     ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
     ``web`` process before the slug is put in place and fails the build,
     writing nothing, unless it answers HTTP (see boot_check.py).
@@ -270,44 +284,72 @@ def compile_app(
     json_path = metadata_path_for(slug_path)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
-    if not slug_path.parent.is_dir():
-        raise errors.OUTPUT_NOT_WRITABLE.error(
-            path=slug_path, reason="its directory does not exist"
-        )
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
+    check_output_paths(slug_path, json_path)
+    limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     boot_timeout = boot_check_timeout(boot_check)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
-
-    # Alone, the Python stages check the app before any work is done. After
-    # other buildpacks they check the build directory at their turn, which
-    # may hold files those buildpacks wrote.
-    info = resolved = None
-    if not refs:
-        info = _detect_python(app_dir, timer, reporter)
-    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    if info is not None:
-        with timer.stage("resolve_runtime"):
-            resolved = _resolve_runtime(app_dir, cache, platform, runtime_options, reporter)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if app_dir.resolve().is_relative_to(cache_root.resolve()):
+        raise errors.CACHE_DIR_UNUSABLE.error(
+            path=cache_root, reason="it is the app directory, or holds it; give the cache a "
+                                    "directory of its own (inside the app is fine)")
+    cache = Cache(cache_root)
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
                    reporter, timer, layout, source_date_epoch, constraints)
+    with build_limits(limit):
+        packed, metadata, process_types, python_build = _compile_staged(
+            build, refs, runtime_options, slug_path, json_path, boot_timeout)
+    timer.timings["total"] = round(time.perf_counter() - started, 3)
+    reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
+                  f"sha256 {packed.sha256[:12]}…)")
+    return BuildResult(
+        slug_path=slug_path, metadata_path=json_path, sha256=packed.sha256, size=packed.size,
+        process_types=process_types,
+        runtime=python_build.runtime_info if python_build else {},
+        packages=_package_list(python_build),
+        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+    )
+
+
+def _compile_staged(build: _Build, refs: list[BuildpackRef],
+                    runtime_options: RuntimeOptions | None, slug_path: Path, json_path: Path,
+                    boot_timeout: float | None = None,
+                    ) -> tuple[PackedSlug, dict[str, Any], dict[str, str], _PythonBuild | None]:
+    """Every stage from staging to pack, under the build's limits (``compile_app``);
+    the scratch directory is removed on any way out."""
+    app_dir, scratch, cache, platform = build.app_dir, build.scratch, build.cache, build.platform
+    timer, reporter, config_vars = build.timer, build.reporter, build.config_vars
+    layout, source_date_epoch = build.layout, build.epoch
     try:
+        # As on Heroku, .slugignore is applied first: detection, the version
+        # files and every later stage see the app without the ignored files.
         with timer.stage("stage_sources"):
-            check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
-            skipped = stage_sources(app_dir, build.build_dir)
-        if skipped:
-            reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")
+            staged = stage_sources(app_dir, build.build_dir, leave_out=[
+                cache.root.resolve(), *(path.parent.resolve() / path.name
+                                        for path in (slug_path, json_path))])
+        if staged.ignored:
+            reporter.step(f"Left out {len(staged.ignored)} path(s) listed in .slugignore")
+        if staged.build_files:
+            reporter.detail("Left out the build's own files found in the app: "
+                            + ", ".join(staged.build_files[:5]))
 
         python_build: _PythonBuild | None = None
         declared: list[ReleaseInfo] = []
         descriptions: list[dict[str, str]] = []
         if not refs:
+            # Alone, the Python stages check the staged app before any other work.
+            # After other buildpacks they check it at their turn, with the files
+            # those buildpacks wrote.
+            info = _detect_python(build)
+            resolved = _resolve_staged_runtime(build, runtime_options)
             python_build = _python_stages(build, info, *resolved)
         else:
             env_dir_path = write_env_dir(scratch / "env", config_vars)
@@ -319,11 +361,8 @@ def compile_app(
                                       f"once.")
                         continue
                     with buildpack_exports(exported_variables(exports)):
-                        info = _detect_python(build.build_dir, timer, reporter)
-                        check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
-                        with timer.stage("resolve_runtime"):
-                            resolved = _resolve_runtime(build.build_dir, cache, platform,
-                                                        runtime_options, reporter)
+                        info = _detect_python(build)
+                        resolved = _resolve_staged_runtime(build, runtime_options)
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
@@ -340,6 +379,7 @@ def compile_app(
                 descriptions.append({"buildpack": ref.shown, "description": outcome.name})
         with timer.stage("check_layers"):
             _remove_stray_bytecode(build.build_dir)
+            refuse_links_leaving_slug(build.build_dir)
             # Parts still being compressed must be finished (and kept) before the
             # check below, which discards a changed layer together with its parts.
             with timer.stage("compress_layers_wait"):
@@ -397,29 +437,94 @@ def compile_app(
                                               verify if boot_timeout is not None else None)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
-        with timer.stage("cleanup"):
+        with timer.stage("cleanup", deadline=False):
             build.background.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    timer.timings["total"] = round(time.perf_counter() - started, 3)
-    reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
-                  f"sha256 {packed.sha256[:12]}…)")
-    return BuildResult(
-        slug_path=slug_path, metadata_path=json_path, sha256=packed.sha256, size=packed.size,
-        process_types=process_types,
-        runtime=python_build.runtime_info if python_build else {},
-        packages=_package_list(python_build),
-        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
-    )
+    return packed, metadata, process_types, python_build
 
 
-def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInfo:
-    with timer.stage("detect"):
-        info = detect(directory)
-        require_package_manager(info)
-    check_procfile_name(directory)  # fail before the long stages, not after them
-    reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
+def _detect_python(build: _Build) -> AppInfo:
+    """Detect on the staged tree; a package manager file .slugignore left out is
+    named as such (not as missing)."""
+    with build.timer.stage("detect"), _naming_app_dir(build):
+        try:
+            info = detect(build.build_dir)
+            require_package_manager(info)
+        except errors.SlugbuildError:
+            check_not_ignored(build.app_dir, sorted(
+                package_manager_files(build.app_dir).values()))
+            raise
+        companions = [name for name in MANAGER_COMPANIONS.get(info.package_manager or "", ())
+                      if (build.app_dir / name).is_file()]
+        check_not_ignored(build.app_dir, companions)
+        check_procfile_name(build.build_dir)  # fail before the long stages, not after them
+    build.reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
     return info
+
+
+# Files a package manager reads beside its lock file.
+MANAGER_COMPANIONS = {"pipenv": ("Pipfile",), "poetry": ("pyproject.toml",),
+                      "uv": ("pyproject.toml",)}
+
+
+def _resolve_staged_runtime(build: _Build, options: RuntimeOptions | None
+                            ) -> tuple[PythonRequest, Resolution]:
+    with build.timer.stage("resolve_runtime"), _naming_app_dir(build):
+        return _resolve_runtime(build.build_dir, build.cache, build.platform, options,
+                                build.reporter)
+
+
+@contextmanager
+def _naming_app_dir(build: _Build) -> Iterator[None]:
+    """Errors about the staged tree name the user's app directory, not its copy."""
+    try:
+        yield
+    except errors.SlugbuildError as error:
+        staged, shown = str(build.build_dir), str(build.app_dir)
+        texts = (error.title, error.found, error.action, error.output or "")
+        if not any(staged in text for text in texts):
+            raise
+        title, found, action, output = (text.replace(staged, shown) for text in texts)
+        raise errors.SlugbuildError(error.code, title, found, action,
+                                    output=output or None) from error
+
+
+def check_output_paths(slug_path: Path, json_path: Path) -> None:
+    """Refuse, before any work, outputs that could not be written at the end."""
+    for path in (slug_path, json_path):
+        if path.is_dir():
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=path, reason="it is a directory; give a file name, e.g. -o "
+                                  f"{path / 'slug.tgz'}")
+    if not slug_path.parent.is_dir():
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason="its directory does not exist")
+    try:  # access() says yes to root on a read-only filesystem: really write
+        with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
+            pass
+    except OSError as exc:
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason=f"its directory is not writable ({exc.strerror or exc})"
+        ) from exc
+
+
+def refuse_links_leaving_slug(build_dir: Path) -> None:
+    """A symlink a build step left must stay inside the slug, as every slug reader
+    (``run``, ``inspect``, ``publish``) requires: refused here, before packing."""
+    pending = [("", str(build_dir))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.is_symlink():
+                    rel, target = prefix + entry.name, os.readlink(entry.path)
+                    problem = link_problem(rel, target)
+                    if problem is not None:
+                        raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
+                                                               problem=problem)
+                elif entry.is_dir():
+                    pending.append((prefix + entry.name + "/", entry.path))
 
 
 class _Beside:
@@ -523,6 +628,9 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
             build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
                             also_named=[path for path in apart_names if path is not None])
+    except BaseException:
+        kill_running_tools()  # an install beside must not keep a failed build waiting
+        raise
     finally:
         if beside is not None:
             beside.close()

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import yaml
 
 from . import errors
 from .log import Reporter
-from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .procfile import parse_procfile, valid_process_type_name
 from .redact import redact_url
 
@@ -111,12 +110,13 @@ def fetch(ref: BuildpackRef, scratch: Path) -> Path:
         argv = ["git", "clone", "--quiet", "--depth", "1"]
         if git_ref:
             argv += ["--branch", git_ref]
-        result = subprocess.run([*argv, url, str(target)], capture_output=True, text=True,
-                                env=clean_env({"GIT_TERMINAL_PROMPT": "0"}))
+        result = run_captured([*argv, url, str(target)],
+                              env=clean_env({"GIT_TERMINAL_PROMPT": "0"}),
+                              step=f"git clone {ref.shown}")
         if result.returncode != 0:
             raise errors.BUILDPACK_FETCH_FAILED.error(
                 spec=ref.shown,
-                reason=redact_url(result.stderr.strip()[-400:]) or "git clone failed")
+                reason=redact_url(_text(result.stderr).strip()[-400:]) or "git clone failed")
         directory = target
     else:
         source = (ref.base / ref.spec).resolve()
@@ -148,7 +148,8 @@ def run_buildpack(
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
         run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
-                                     env_dir]), reporter, env, cwd=build_dir)
+                                     env_dir]), reporter, env, cwd=build_dir,
+                 step=f"{ref.shown}: bin/compile")
     except ToolFailed as failed:
         raise errors.BUILDPACK_COMPILE_FAILED.error(
             spec=ref.shown, exit_code=failed.exit_code, output=failed.tail) from failed
@@ -165,7 +166,7 @@ def exported_variables(exports: list[Path]) -> dict[str, str]:
         return {}
     base = clean_env()
     script = "".join(f'. "{path}"; ' for path in exports) + "env -0"
-    result = subprocess.run(["bash", "-c", script], capture_output=True, env=base)
+    result = run_captured(["bash", "-c", script], env=base, step="sourcing the export files")
     if result.returncode != 0:
         return {}
     after = dict(item.split("=", 1) for item in
@@ -184,12 +185,13 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     detect = directory / "bin" / "detect"
     if not detect.is_file():
         return ""
-    result = subprocess.run(_sourcing(exports, [detect, build_dir]), capture_output=True,
-                            text=True, env=env, cwd=build_dir)
+    result = run_captured(_sourcing(exports, [detect, build_dir]), env=env, cwd=build_dir,
+                          step=f"{ref.shown}: bin/detect")
+    stdout = _text(result.stdout)
     if result.returncode != 0:
         raise errors.BUILDPACK_DETECT_FAILED.error(
-            spec=ref.shown, output=(result.stdout + result.stderr).strip()[-2000:] or None)
-    return result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+            spec=ref.shown, output=(stdout + _text(result.stderr)).strip()[-2000:] or None)
+    return stdout.strip().splitlines()[0] if stdout.strip() else ""
 
 
 def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
@@ -197,13 +199,17 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     release = directory / "bin" / "release"
     if not release.is_file():
         return ReleaseInfo()
-    result = subprocess.run(_sourcing(exports, [release, build_dir]), capture_output=True,
-                            text=True, env=env, cwd=build_dir)
+    result = run_captured(_sourcing(exports, [release, build_dir]), env=env, cwd=build_dir,
+                          step=f"{ref.shown}: bin/release")
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
             spec=ref.shown, problem=f"bin/release exited with code {result.returncode}",
-            output=result.stderr.strip()[-2000:] or None)
-    return parse_release_yaml(result.stdout, ref.shown)
+            output=_text(result.stderr).strip()[-2000:] or None)
+    return parse_release_yaml(_text(result.stdout), ref.shown)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -73,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                                "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    compile_.add_argument("--timeout", type=float, metavar="SECONDS",
+                          help="stop the build (and everything it started) after this long "
+                               "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
     _add_runtime_options(compile_)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
@@ -128,16 +133,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or SIGINT, raised where the main thread is, so that every
+    ``finally`` runs: the build's tools are killed and its scratch removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _stop_on_signals() -> dict:
+    """The first of these signals stops slugbuild cleanly; later ones are ignored
+    while it cleans up (SIGKILL still ends it, and the next build removes what it
+    left). Returns the handlers replaced."""
+    def stop(signum: int, _frame: object) -> None:
+        for each in _STOPPING_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {}
+    for each in _STOPPING_SIGNALS:
+        if signal.getsignal(each) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[each] = signal.signal(each, stop)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    replaced = (_stop_on_signals() if threading.current_thread() is threading.main_thread()
+                else {})
     try:
         return _dispatch(args)
     except SlugbuildError as error:
         print(error.render(), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(" !     Interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stopped:
+        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+        print(f" !     Interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for each, handler in replaced.items():
+            signal.signal(each, handler)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -147,7 +186,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
-            constraints_from=args.constraints_from,
+            constraints_from=args.constraints_from, timeout=args.timeout,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )

@@ -94,7 +94,8 @@ def run_collectstatic(
     )
     argv = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
     try:
-        run_tool(argv, reporter, env, cwd=build_dir)
+        run_tool(argv, reporter, env, cwd=build_dir,
+                 step=f"`python {manage_py} collectstatic`")
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
             reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "

@@ -46,7 +46,7 @@ from .installers.pip import (
     trusted_ca_bundle,
 )
 from .log import Reporter
-from .proc import clean_env, exported_config
+from .proc import clean_env, exported_config, wait_for
 
 __all__ = [
     "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller", "Prefetch",
@@ -318,7 +318,7 @@ class Prefetch:
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
-        self.process.wait()
+        wait_for(self.process, "the installer's download")  # under the build's deadline
 
     def stop(self) -> None:
         """End it, killed with anything it started (a build backend) if still running."""

@@ -114,8 +114,8 @@ SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
     "slugignore-excludes-required",
     ".slugignore leaves out a file the build needs",
     "{path} is matched by .slugignore (pattern {pattern!r}), so the build cannot use it.",
-    "Remove that pattern from .slugignore, or add `!{path}` below it: .slugignore is applied "
-    "before the build, so ignored files never reach the installer.",
+    "Remove that pattern from .slugignore, or add `!{path}` below it: as on Heroku, "
+    ".slugignore is applied before the build, so ignored files never reach it.",
 )
 
 # --- resolve runtime ------------------------------------------------------------
@@ -203,6 +203,14 @@ REQUIREMENTS_FILE_MISSING = ErrorKind(
     "Add the file to the app, or fix the path on that line (paths are relative to the "
     "file that names them).",
 )
+REQUIREMENTS_FILE_IGNORED = ErrorKind(
+    "requirements-file-ignored",
+    "A requirements file is left out by .slugignore",
+    "{referrer} line {line} includes {target}, which .slugignore leaves out (pattern "
+    "{pattern!r}).",
+    "Remove that pattern from .slugignore, or add `!{target}` below it: .slugignore is "
+    "applied before the build, as on Heroku, so ignored files never reach the installer.",
+)
 REQUIREMENTS_OUTSIDE_APP = ErrorKind(
     "requirements-outside-app",
     "A requirements file points outside the app",
@@ -235,6 +243,23 @@ HOOK_FAILED = ErrorKind(
     "`bin/{hook}` {problem}.",
     "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
+)
+
+BUILD_TIMED_OUT = ErrorKind(
+    "build-timed-out",
+    "The build took too long",
+    "{step} was still running when the build reached its time limit of {limit} and was "
+    "stopped, with every process it started.",
+    "Find out why the step is slow (its output is above), or allow more time with "
+    "--timeout SECONDS (or SLUGBUILD_BUILD_TIMEOUT; 0 means no limit). Nothing was written.",
+)
+SYMLINK_LEAVES_SLUG = ErrorKind(
+    "symlink-leaves-slug",
+    "A build step left a symlink pointing outside the slug",
+    "{path} -> {target}: {problem}.",
+    "Make the link relative to a file inside the app (e.g. `ln -s ../data/x {path}`), or "
+    "copy the file instead: `slugbuild run`, `inspect` and `publish` refuse slugs with such "
+    "links, so the build stops before writing one.",
 )
 
 # --- buildpacks ---------------------------------------------------------------------
@@ -319,6 +344,12 @@ ENV_DIR_MISSING = ErrorKind(
     "{env_dir} does not exist or is not a directory.",
     "Pass a directory holding one file per config var (file name = KEY, content = value).",
 )
+INVALID_LIMIT = ErrorKind(
+    "invalid-limit",
+    "Invalid limit",
+    "{name} is {value!r}, which is not {expected}.",
+    "Fix or unset {name}; docs/security.md lists every limit and its default.",
+)
 OUTPUT_NOT_WRITABLE = ErrorKind(
     "output-not-writable",
     "Cannot write the slug",
@@ -338,6 +369,20 @@ SLUG_NOT_FOUND = ErrorKind(
     "Slug not found",
     "{path} is neither a slug tarball nor an unpacked slug directory.",
     "Pass the .tgz written by `slugbuild compile`, or a directory it was unpacked into.",
+)
+SLUG_UNREADABLE = ErrorKind(
+    "slug-unreadable",
+    "Cannot read the slug",
+    "{path}: {reason}.",
+    "Pass a gzipped tarball written by `slugbuild compile` (the file may be truncated or "
+    "corrupt, or the disk full); nothing was left behind.",
+)
+SLUG_LIMIT_EXCEEDED = ErrorKind(
+    "slug-limit-exceeded",
+    "The slug is larger than allowed",
+    "{path} holds {what} (the limit is {limit}).",
+    "A slug from elsewhere is read with limits, so a hostile one cannot exhaust memory or "
+    "disk. If you trust this slug, raise the limit with {variable} (see docs/security.md).",
 )
 UNSAFE_SLUG = ErrorKind(
     "unsafe-slug",

@@ -43,7 +43,7 @@ def run_hook(
         argv = ["bash", path]
     env = clean_env(exported_config(config_vars), path_first=[python.parent])
     try:
-        run_tool(argv, reporter, env, cwd=build_dir)
+        run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:
         raise errors.HOOK_FAILED.error(
             hook=name, problem=f"exited with code {failed.exit_code}", output=failed.tail

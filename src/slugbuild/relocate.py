@@ -9,6 +9,7 @@ files. Each has a fix here; ``find_references`` checks that none are left.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
@@ -144,10 +145,61 @@ def find_references(root: Path, needles: list[str],
                 elif entry.is_dir():
                     pending.append(entry.path)
                 elif entry.is_file() and (device, entry.inode()) not in skip_inodes:
-                    with open(entry.path, "rb") as handle:
-                        data = handle.read()
-                    found += [(Path(entry.path), n) for n, b in encoded if b in data]
+                    found += [(Path(entry.path), n)
+                              for n in file_mentions(entry.path, encoded)]
     return sorted(found)
+
+
+_SCAN_CHUNK = 1 << 20
+
+
+def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
+    """The needles found in the file at ``path``, read in chunks (memory does not grow
+    with the file) and only where it holds data: a needle (never NUL bytes) cannot
+    lie in a sparse file's holes."""
+    wanted = [(name, needle) for name, needle in encoded if needle and b"\0" not in needle]
+    if not wanted:
+        return []
+    overlap = max(len(needle) for _, needle in wanted) - 1
+    found: list[str] = []
+    with open(path, "rb", buffering=0) as handle:
+        for start, end in _data_segments(handle.fileno()):
+            handle.seek(start)
+            carry = b""
+            position = start
+            while position < end and len(found) < len(wanted):
+                chunk = handle.read(min(_SCAN_CHUNK, end - position))
+                if not chunk:
+                    break
+                position += len(chunk)
+                window = carry + chunk
+                found += [name for name, needle in wanted
+                          if name not in found and needle in window]
+                carry = window[-overlap:] if overlap else b""
+    return [name for name, _ in wanted if name in found]
+
+
+def _data_segments(descriptor: int) -> list[tuple[int, int]]:
+    """(start, end) of the parts of a file that hold data (all of it where the
+    filesystem cannot tell)."""
+    size = os.fstat(descriptor).st_size
+    if not hasattr(os, "SEEK_DATA"):
+        return [(0, size)]
+    segments, offset = [], 0
+    try:
+        while offset < size:
+            try:
+                start = os.lseek(descriptor, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            end = os.lseek(descriptor, start, os.SEEK_HOLE)
+            segments.append((start, end))
+            offset = end
+    except OSError:  # the filesystem does not support it
+        return [(0, size)]
+    return segments
 
 
 def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import errors
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..redact import redact_url as redact
+from ..stage import IgnoreRules
 from . import InstallJob
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -182,6 +183,10 @@ def requirements_files(app_dir: Path, lock_file: str) -> list[str]:
         if not path.is_relative_to(app_root):
             raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=referrer, line=line_no, target=rel)
         if not path.is_file():
+            pattern = IgnoreRules.from_app(app_root).excluding_rule(rel)
+            if pattern is not None and referrer is not None:
+                raise errors.REQUIREMENTS_FILE_IGNORED.error(
+                    referrer=referrer, line=line_no, target=rel, pattern=pattern)
             raise errors.REQUIREMENTS_FILE_MISSING.error(
                 referrer=referrer or "the build", line=line_no, target=rel
             )
