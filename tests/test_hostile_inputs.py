@@ -268,12 +268,12 @@ def test_build_step_leaving_a_link_outside_the_slug_is_refused(tmp_path, link):
 def test_compile_and_readers_agree_on_links(tmp_path):
     """What compile accepts, `inspect` accepts: a relative link inside the app."""
     pack = make_buildpack(tmp_path / "bp", 'mkdir -p "$1/a"; ln -s ../app.txt "$1/a/link"\n')
-    app = make_app(tmp_path / "app", {"app.txt": "mine\n", "Procfile": "web: cat a/link\n"})
+    app = make_app(tmp_path / "app", {"app.txt": "mine\n", "Procfile": "show: cat a/link\n"})
     slug = tmp_path / "slug.tgz"
     result = run_cli("compile", app, "-o", slug, "--buildpack", pack,
                      "--cache-dir", tmp_path / "cache")
     assert result.returncode == 0, result.stderr
-    shown = run_cli("run", slug, "web")
+    shown = run_cli("run", slug, "show")  # not `web`: a web process must serve
     assert shown.returncode == 0 and shown.stdout == "mine\n", shown.stderr
 
 
