@@ -58,14 +58,13 @@ from .runtimes import (
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
+    choose_runtime,
     ensure_runtime_layer,
     interpreter_before_layer,
-    make_sources,
-    resolve,
     runtime_manifest,
 )
 from .stage import check_not_ignored, stage_sources
-from .versions import PythonRequest, check_supported, read_request
+from .versions import PythonRequest
 
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
@@ -316,7 +315,8 @@ def compile_app(
                         check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
                         with timer.stage("resolve_runtime"):
                             resolved = _resolve_runtime(build.build_dir, cache, platform,
-                                                        runtime_options, reporter)
+                                                        runtime_options, reporter,
+                                                        sticky_key=app_dir)
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
@@ -525,6 +525,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         "source": runtime.source_name,
         "platform": build.platform.key,
         **runtime.metadata,
+        **resolution.record(),
     }
     return _PythonBuild(info, request, runtime_info, deps)
 
@@ -579,24 +580,10 @@ def _package_list(python_build: _PythonBuild | None) -> list[dict[str, str]]:
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,
-                     options: RuntimeOptions | None,
-                     reporter: Reporter) -> tuple[PythonRequest, Resolution]:
-    request = read_request(app_dir)
-    if request.source_file:
-        reporter.step(f"Using Python {request.requested} {request.describe_source()}")
-    else:
-        reporter.step(f"No Python version was specified. Using the default: Python "
-                      f"{request.requested}")
-    for warning in request.warnings:
-        reporter.warn(warning)
-    check_supported(request)
-    options = options or RuntimeOptions.from_env()
-    resolution = resolve(request, make_sources(options, cache, platform))
-    if resolution.newer_patch:
-        reporter.warn(f"A Python security update is available: Python "
-                      f"{resolution.newer_patch} (the app pins {request.requested}). "
-                      f"Update {request.source_file or 'the version file'} to it.")
-    return request, resolution
+                     options: RuntimeOptions | None, reporter: Reporter,
+                     sticky_key: Path | None = None) -> tuple[PythonRequest, Resolution]:
+    return choose_runtime(app_dir, cache, platform, options or RuntimeOptions.from_env(),
+                          reporter, sticky_key or app_dir)
 
 
 def _remove_stray_bytecode(build_dir: Path) -> None:

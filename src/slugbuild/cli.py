@@ -19,17 +19,26 @@ from .runtimes import RuntimeOptions
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-source", metavar="SOURCES",
                         help="runtime sources to try, in order, comma-separated: local, "
-                             "download (default: $SLUGBUILD_PYTHON_SOURCE or local,download)")
+                             "download, heroku (default: $SLUGBUILD_PYTHON_SOURCE or "
+                             "local,download)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never use the network: only local and cached runtimes")
     parser.add_argument("--python-download-url", metavar="URL",
-                        help="base URL of the runtime archives and their SHA256SUMS "
-                             "(default: $SLUGBUILD_PYTHON_DOWNLOAD_URL or "
-                             "python-build-standalone)")
+                        help="runtime index: a releases API URL (ending in /releases), or "
+                             "a base URL or local directory holding SHA256SUMS and the "
+                             "archives (default: $SLUGBUILD_PYTHON_DOWNLOAD_URL, else the "
+                             "newest python-build-standalone release)")
+    parser.add_argument("--allow-eol-python", action="store_true", default=None,
+                        help="build a Python minor the version policy refuses (end of life; "
+                             "default: $SLUGBUILD_ALLOW_EOL_PYTHON)")
+    parser.add_argument("--python-patch-fallback", action="store_true", default=None,
+                        help="when an exact pin (3.12.4) cannot be had, use the newest patch "
+                             "of its minor (default: $SLUGBUILD_PYTHON_PATCH_FALLBACK)")
 
 
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
-    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
+    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url,
+                                   args.allow_eol_python, args.python_patch_fallback)
 
 
 def _parser() -> argparse.ArgumentParser:
