@@ -396,3 +396,67 @@ def test_patch_fallback_and_sticky_default_in_real_builds(tmp_path, cache_dir):
     assert second.runtime["requested_from"] == "sticky"
     assert second.runtime["requested"] == picked
     assert logged(second, "previous build used")
+
+
+_SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__", "share",
+            "ensurepip", "lib2to3", "pydoc_data"}
+
+
+@pytest.mark.slow
+def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, cache_dir):
+    """A pyenv CPython packaged as an older release's archive: the pin is found in
+    the history, downloaded, verified, and the slug's interpreter runs."""
+    from slugbuild import compile_app
+    from slugbuild.runtimes import RuntimeOptions
+
+    from .helpers import unpack
+
+    runtimes = [r for r in LocalInterpreterSource().runtimes()
+                if r.origin == "pyenv" and r.major_minor in ("3.11", "3.12", "3.13")]
+    if not runtimes:
+        pytest.skip("no pyenv CPython 3.11-3.13 to package")
+    runtime = sorted(runtimes, key=lambda r: r.major_minor != "3.12")[0]
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        if any(p in _SKIPPED for p in parts) or info.name.endswith((".a", ".pyc")):
+            return None
+        return info
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        tar.add(runtime.prefix, arcname="python", filter=keep)
+    data = buffer.getvalue()
+    name = pbs_name(runtime.version, "20200101", current().arch)
+    url = mirror.serve(f"/astral-sh/pbs/releases/download/20200101/{name}", data)
+    del mirror.releases[2:]  # the newest release (fakes of other versions) stays first
+    mirror.releases.append({"tag_name": "20200101", "assets": [
+        {"name": name, "browser_download_url": url,
+         "digest": f"sha256:{hashlib.sha256(data).hexdigest()}"}]})
+    app = make_app(tmp_path / "app", {"requirements.txt": "",
+                                      ".python-version": f"{runtime.version}\n"})
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=tmp_path / "own-cache",
+                         reporter=Reporter(quiet=True), runtime_options=RuntimeOptions(
+                             ("download",), download_url=mirror.url + API))
+    assert result.runtime["resolved"] == runtime.version
+    assert result.runtime["source"] == "download"
+    assert "/20200101/" in result.runtime["origin"]
+    slug = unpack(tmp_path / "slug.tgz", tmp_path / "unpacked")
+    python = slug / ".heroku" / "python" / "bin" / runtime.python_name
+    ran = subprocess.run([python, "-c", "import ssl, sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert ran.stdout.strip() == runtime.version, ran.stderr
+
+
+def test_a_fake_interpreter_in_an_archive_is_refused_cleanly(tmp_path, mirror):
+    """An archive whose bin/python3.12 is not CPython ends in one catalogued error."""
+    from slugbuild.runtimes import ensure_runtime_layer
+
+    found = source(tmp_path, mirror.url + API, platform=current())
+    offer = found.find_exact("3.12.4")
+    if offer is None:
+        pytest.skip(f"the mirror has no archive for {current().arch}")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        ensure_runtime_layer(found.cache, offer, current(), Reporter(quiet=True))
+    assert caught.value.code == "runtime-relocation-failed"
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []

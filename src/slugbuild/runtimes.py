@@ -392,7 +392,13 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict) -> Non
             detail=f"The copy of {runtime.prefix} does not start: "
             f"{result.stderr.strip()[-500:]}"
         )
-    prefix_line, version_line = result.stdout.split()[:2]
+    printed = result.stdout.split()
+    if len(printed) < 2:
+        raise errors.RUNTIME_RELOCATION_FAILED.error(
+            detail=f"The interpreter of {runtime.prefix} does not behave like CPython: asked "
+            f"for its prefix and version, it printed {result.stdout.strip()[:200]!r}."
+        )
+    prefix_line, version_line = printed[:2]
     if Path(prefix_line).resolve() != python.parent.parent.resolve():
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The copy of {runtime.prefix} still uses {prefix_line} as its prefix."
@@ -687,8 +693,11 @@ def _unavailable(request: PythonRequest, survey: _Survey, sources: Sequence[Runt
     if request.is_exact and not patch_fallback:
         advice.append(f"To accept the newest available {request.major_minor} patch instead, "
                       f"build with `--python-patch-fallback` (SLUGBUILD_PYTHON_PATCH_FALLBACK=1).")
+    asker = request.source_file or ("The version this app's previous build used (sticky; "
+                                     "no version file)" if request.origin == FROM_STICKY
+                                     else "The default")
     return errors.PYTHON_VERSION_UNAVAILABLE.error(
-        source_file=request.source_file or "The default",
+        source_file=asker,
         requested=requested,
         available=", ".join(survey.seen()) or "none",
         sources=survey.tried(),
