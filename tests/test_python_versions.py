@@ -277,3 +277,24 @@ def test_lock_tool_failures_are_classified(tmp_path, printed, code):
     assert caught.value.code == code
     assert printed in (caught.value.output or "")
 
+
+
+@pytest.mark.slow
+def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_message(
+        tmp_path, cache_dir):
+    from slugbuild.runtimes import LocalInterpreterSource
+
+    from .helpers import copy_app, run_cli
+
+    if not any(r.major_minor == "3.11" for r in LocalInterpreterSource().runtimes()):
+        pytest.skip("no local CPython 3.11")
+    app = copy_app(REPO / "fixtures" / "apps" / "uv-bottle", tmp_path / "app")
+    (app / ".python-version").write_text("3.11\n")
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir,
+                     "--python-source", "local", "--offline")
+    assert result.returncode != 0
+    assert "Python 3.11." in result.stderr and "is not allowed by pyproject.toml" in result.stderr
+    assert "asked for as `3.11` in .python-version" in result.stderr
+    assert ">=3.12" in result.stderr
+    assert "run `uv lock`" not in result.stderr.lower() and "Traceback" not in result.stderr
+    assert not (tmp_path / "slug.tgz").exists()

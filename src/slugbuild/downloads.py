@@ -56,7 +56,10 @@ CHECKSUMS_NAME = "SHA256SUMS"
 INDEX_TIMEOUT = (3.0, 5.0)  # connect, read (seconds)
 INDEX_FRESH_SECONDS = 3600  # a cached releases listing newer than this is used as is
 INDEX_FAILURE_SECONDS = 600  # after a failed lookup, do not try again for this long
-HISTORY_PAGES = 5  # at most this many pages (of 100 releases) are read for an exact pin
+# An exact pin is searched for in at most this many pages of HISTORY_PAGE_SIZE
+# releases (a python-build-standalone release lists ~1,500 assets: pages are kept small).
+HISTORY_PAGES = 40
+HISTORY_PAGE_SIZE = 5
 DOWNLOADS_DIR = "downloads"
 INDEX_DIR = "runtime-index"  # remembered index answers (releases listings, SHA256SUMS)
 CHUNK = 1 << 16
@@ -247,13 +250,11 @@ class DownloadSource:
 
     def _latest_release(self) -> tuple[str, list[Archive]]:
         """The newest release with archives for this platform: (tag, archives)."""
-        releases = self._release_page(1, per_page=1, fresh=INDEX_FRESH_SECONDS)
-        if not releases:
-            releases = self._release_page(1, per_page=10, fresh=INDEX_FRESH_SECONDS)
-        for release in releases:
-            archives = self._release_archives(release)
-            if archives:
-                return release["tag"], archives
+        for per_page in (1, HISTORY_PAGE_SIZE):  # the newest may be a release in progress
+            for release in self._release_page(1, per_page, fresh=INDEX_FRESH_SECONDS):
+                archives = self._release_archives(release)
+                if archives:
+                    return release["tag"], archives
         raise SourceUnavailable(f"{redact_url(self.releases_api or '')}: the newest releases "
                                 f"have no archive for {self.platform.key}")
 
@@ -268,7 +269,8 @@ class DownloadSource:
             return None
         wanted = tuple(int(p) for p in version.split("."))
         for page in range(1, HISTORY_PAGES + 1):
-            releases = self._release_page(page, per_page=10, fresh=_NEVER_STALE if page > 1
+            releases = self._release_page(page, per_page=HISTORY_PAGE_SIZE,
+                                          fresh=_NEVER_STALE if page > 1
                                           else INDEX_FRESH_SECONDS)
             for release in releases:
                 same_minor = []
@@ -283,7 +285,7 @@ class DownloadSource:
                             return self._offer(archive, cached)
                 if same_minor and max(same_minor) < wanted:
                     return None  # older releases hold older patches only
-            if len(releases) < 10:
+            if len(releases) < HISTORY_PAGE_SIZE:
                 break
         return None
 
