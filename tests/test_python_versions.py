@@ -298,3 +298,22 @@ def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_messag
     assert ">=3.12" in result.stderr
     assert "run `uv lock`" not in result.stderr.lower() and "Traceback" not in result.stderr
     assert not (tmp_path / "slug.tgz").exists()
+
+
+def test_runtimes_command_shows_the_policy_status(tmp_path):
+    import json
+
+    from .helpers import run_cli
+
+    def listed(*extra: str) -> dict[str, str]:
+        result = run_cli("runtimes", "--json", "--cache-dir", tmp_path, "--python-source",
+                         "local", "--offline", *extra)
+        assert result.returncode == 0, result.stderr
+        return {r["version"]: r["status"] for r in json.loads(result.stdout)["runtimes"]}
+
+    plain, everything = listed(), listed("--allow-eol-python")
+    assert set(plain.values()) <= {"supported", "deprecated", "unknown"}
+    assert all(v.startswith("3.10.") for v, s in plain.items() if s == "deprecated")
+    refused = {v for v, s in everything.items() if s == "refused"}
+    assert refused == set(everything) - set(plain)
+    assert all(v.startswith(("3.8.", "3.9.", "3.7.", "3.6.")) for v in refused)

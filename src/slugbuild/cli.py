@@ -196,12 +196,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
     from . import platform_info
     from .cache import Cache, default_cache_dir
     from .runtimes import list_offers, make_sources
-    from .versions import sort_versions
+    from .versions import policy_for, sort_versions
+
+    def status(version: str) -> str:
+        row = policy_for(version)
+        return row.status if row else "unknown"
 
     options = _runtime_options(args)
     platform = platform_info.current()
     cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
-    offers, notes = list_offers(make_sources(options, cache, platform))
+    offers, notes = list_offers(make_sources(options, cache, platform), options.allow_eol)
     order = {v: i for i, v in enumerate(sort_versions([o.version for o in offers]))}
     offers.sort(key=lambda o: (-order[o.version], options.sources.index(o.source_name)))
     if args.json:
@@ -209,15 +213,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
             "platform": platform.as_dict(),
             "sources": list(options.sources),
             "offline": options.offline,
-            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin}
-                         for o in offers],
+            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin,
+                          "status": status(o.version)} for o in offers],
             "unavailable_sources": notes,
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
           f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
     for offer in offers:
-        print(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}")
+        print(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
+              f"{offer.origin}")
     if not offers:
         print("  (none)")
     for note in notes:
