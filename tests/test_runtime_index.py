@@ -460,3 +460,23 @@ def test_a_fake_interpreter_in_an_archive_is_refused_cleanly(tmp_path, mirror):
         ensure_runtime_layer(found.cache, offer, current(), Reporter(quiet=True))
     assert caught.value.code == "runtime-relocation-failed"
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_damaged_answers_never_break_a_build(tmp_path, mirror):
+    """Garbage from the API, or a damaged remembered answer, is an unavailable source."""
+    mirror.serve("/garbage/releases", b'[{"tag_name": 1, "assets": 7}, "x", null]')
+    mirror.serve("/notjson/releases", b"<html>rate limited</html>")
+    for path in ("/garbage/releases", "/notjson/releases"):
+        found = source(tmp_path / path.strip("/").split("/")[0], mirror.url + path)
+        with pytest.raises(SourceUnavailable):
+            found.available()
+        try:
+            assert found.find_exact("3.12.4") is None
+        except SourceUnavailable:
+            pass  # the protocol's way to say so: resolve() notes it and goes on
+    good = source(tmp_path, mirror.url + API)
+    assert good.available()
+    for remembered in (tmp_path / "cache" / "runtime-index").glob("*.json"):
+        remembered.write_text('{"fetched_at": 9e99, "value": [{"tag": 3}]}')
+    again = source(tmp_path, mirror.url + API)
+    assert sorted(o.version for o in again.available()) == ["3.12.14", "3.13.15", "3.14.7"]

@@ -293,7 +293,7 @@ class DownloadSource:
         """One page of the releases API, compacted to what this platform needs."""
         url = f"{self.releases_api}?per_page={per_page}&page={page}"
         return self._cached_fetch(url, fresh, lambda text: _compact_releases(
-            text, self.platform), key_extra=self.platform.key)
+            text, self.platform), key_extra=self.platform.key, valid=_valid_releases)
 
     def _release_archives(self, release: dict[str, Any], need_sums: bool = True
                           ) -> list[Archive]:
@@ -312,9 +312,12 @@ class DownloadSource:
                     sums = self._release_sums(release)
                 sha = sums.get(name)
                 if not sha and f"{name}.sha256" in assets:
-                    sidecar = self._cached_fetch(assets[f"{name}.sha256"]["url"], _NEVER_STALE,
-                                                 _first_digest)
-                    sha = sidecar or None
+                    try:
+                        sha = self._cached_fetch(assets[f"{name}.sha256"]["url"], _NEVER_STALE,
+                                                 _first_digest,
+                                                 valid=lambda v: isinstance(v, str)) or None
+                    except SourceUnavailable:
+                        sha = None  # left out: it cannot be verified
             if sha or not need_sums:
                 archives.append(Archive(name, fits[0], sha or "", asset["url"], fits[1]))
         return archives
@@ -331,7 +334,9 @@ class DownloadSource:
     # -- the index cache ------------------------------------------------------------------
 
     def _cached_fetch(self, url: str, fresh: float, parse: Callable[[str], Any],
-                      key_extra: str = "", bounded: bool = True) -> Any:
+                      key_extra: str = "", bounded: bool = True,
+                      valid: Callable[[Any], bool] = lambda value: isinstance(value, dict)
+                      ) -> Any:
         """``parse(text of url)``, remembered in the cache.
 
         A remembered answer younger than ``fresh`` seconds is used without asking;
@@ -339,12 +344,15 @@ class DownloadSource:
         mirror the user named): one attempt with a short timeout, and a failure
         is remembered for INDEX_FAILURE_SECONDS so the next builds do not wait
         for it again. An older remembered answer is used when a lookup fails.
+        A remembered answer that is not ``valid`` (a damaged file) is ignored.
         """
         path = self.index_store / (hashlib.sha256(f"{url}|{key_extra}".encode())
                                    .hexdigest()[:32] + ".json")
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict) or ("value" in record and not valid(record["value"])):
             record = {}
         now = time.time()
         has_value = "value" in record
@@ -579,7 +587,8 @@ def _compact_releases(text: str, platform: Platform) -> list[dict[str, Any]]:
         if not isinstance(release, dict) or release.get("draft") or release.get("prerelease"):
             continue
         assets = {}
-        for asset in release.get("assets") or []:
+        raw_assets = release.get("assets")
+        for asset in raw_assets if isinstance(raw_assets, list) else []:
             if not isinstance(asset, dict):
                 continue
             name, url = asset.get("name"), asset.get("browser_download_url")
@@ -588,11 +597,21 @@ def _compact_releases(text: str, platform: Platform) -> list[dict[str, Any]]:
             base = name[: -len(".sha256")] if name.endswith(".sha256") else name
             if name == CHECKSUMS_NAME or archive_fits(base, platform):
                 digest = asset.get("digest")
-                sha = (digest.split(":", 1)[1].lower() if isinstance(digest, str)
-                       and digest.startswith("sha256:") else None)
+                match = re.fullmatch(r"sha256:([0-9a-fA-F]{64})", digest) \
+                    if isinstance(digest, str) else None
+                sha = match.group(1).lower() if match else None
                 assets[name] = {"url": url, "sha256": sha}
         releases.append({"tag": str(release.get("tag_name", "?")), "assets": assets})
     return releases
+
+
+def _valid_releases(value: Any) -> bool:
+    """The shape _compact_releases writes (a remembered answer may have been damaged)."""
+    return isinstance(value, list) and all(
+        isinstance(r, dict) and isinstance(r.get("tag"), str) and isinstance(r.get("assets"), dict)
+        and all(isinstance(a, dict) and isinstance(a.get("url"), str)
+                for a in r["assets"].values())
+        for r in value)
 
 
 def _first_digest(text: str) -> str:
