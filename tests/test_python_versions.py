@@ -317,3 +317,14 @@ def test_runtimes_command_shows_the_policy_status(tmp_path):
     refused = {v for v, s in everything.items() if s == "refused"}
     assert refused == set(everything) - set(plain)
     assert all(v.startswith(("3.8.", "3.9.", "3.7.", "3.6.")) for v in refused)
+
+
+def test_specifier_matching_only_refused_versions_says_so():
+    local = Listed("local", ["3.9.18", "3.12.1"])
+    spec = PythonRequest(">=3.8,<3.10", "pyproject.toml (requires-python)")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        resolve(spec, [local])
+    assert "3.9.18 would match but reached end of life" in caught.value.action
+    assert resolve(spec, [local], allow_eol=True).offer.version == "3.9.18"
+    newest = resolve(PythonRequest(">=3.12", "pyproject.toml (requires-python)"), [local])
+    assert newest.newer_patch == "3.12.14"  # a specifier's choice is checked too

@@ -548,11 +548,14 @@ class _Survey:
         self.allow_eol = allow_eol
         self._offers: dict[int, list[RuntimeOffer]] = {}
         self.failed: dict[str, str] = {}
+        self.refused: set[str] = set()  # versions offered but refused by the policy
 
     def offers(self, source: RuntimeSource) -> list[RuntimeOffer]:
         if id(source) not in self._offers:
             try:
-                found = [o for o in source.available() if is_supported(o.version, self.allow_eol)]
+                listed = source.available()
+                found = [o for o in listed if is_supported(o.version, self.allow_eol)]
+                self.refused.update(o.version for o in listed if o not in found)
             except SourceUnavailable as exc:
                 self.failed[source.name] = str(exc)
                 found = []
@@ -631,7 +634,7 @@ def resolve(request: PythonRequest, sources: Sequence[RuntimeSource], *,
     if offer is None:
         raise _unavailable(request, survey, sources, patch_fallback)
     seen = survey.seen()
-    newer = None if request.is_specifier else newer_patch(offer.version, seen)
+    newer = newer_patch(offer.version, seen)
     resolution = Resolution(offer, seen, newer, reason, substituted)
     resolution.unavailable = dict(survey.failed)
     resolution.warnings = policy_warnings(offer.version, request)
@@ -690,6 +693,10 @@ def _unavailable(request: PythonRequest, survey: _Survey, sources: Sequence[Runt
             advice.append(f"The runtime index has no Python {request.requested} for this "
                           f"platform: point `--python-download-url` at an index or release "
                           f"that has it.")
+    eol = sorted(v for v in survey.refused if request.matches(v))
+    if eol:
+        advice.append(f"{', '.join(eol)} would match but reached end of life (see "
+                      f"docs/python-versions.md); --allow-eol-python builds it anyway.")
     if request.is_exact and not patch_fallback:
         advice.append(f"To accept the newest available {request.major_minor} patch instead, "
                       f"build with `--python-patch-fallback` (SLUGBUILD_PYTHON_PATCH_FALLBACK=1).")
