@@ -480,3 +480,26 @@ def test_damaged_answers_never_break_a_build(tmp_path, mirror):
         remembered.write_text('{"fetched_at": 9e99, "value": [{"tag": 3}]}')
     again = source(tmp_path, mirror.url + API)
     assert sorted(o.version for o in again.available()) == ["3.12.14", "3.13.15", "3.14.7"]
+
+
+def test_s3_etags_of_several_parts():
+    """A multipart ETag is md5(part md5s)-N; the AWS CLI's 8 MiB parts are tried."""
+    from slugbuild.downloads import _Received
+
+    data = os.urandom((8 << 20) * 2 + 12345)
+    parts = [data[i:i + (8 << 20)] for i in range(0, len(data), 8 << 20)]
+    etag = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+
+    def received(tag: str | None) -> _Received:
+        result = _Received()
+        for start in range(0, len(data), 65536 + 7):  # chunks that straddle part ends
+            result.update(data[start:start + 65536 + 7])
+        result.etag = tag
+        return result
+
+    assert received(f"{etag}-3").matches_etag() is True
+    assert received(f"{'0' * 32}-3").matches_etag() is None  # unknown part size: cannot tell
+    assert received(hashlib.md5(data).hexdigest()).matches_etag() is True
+    assert received("f" * 32).matches_etag() is False
+    assert received(None).matches_etag() is None
+    assert received('W/"weak"').matches_etag() is None

@@ -550,7 +550,8 @@ class _Received:
         return self._sha256.hexdigest()
 
     def matches_etag(self) -> bool | None:
-        """Whether the body matches the server's S3 ETag; None when it cannot tell."""
+        """Whether the body matches the server's S3 ETag; None when it cannot tell
+        (no ETag, not an MD5 one, or multipart with an unknown part size)."""
         etag = (self.etag or "").lower()
         if re.fullmatch(r"[0-9a-f]{32}", etag):
             return self._md5.hexdigest() == etag
@@ -563,8 +564,7 @@ class _Received:
                 combined = hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
                 if combined == match.group(1):
                     return True
-        return None if all(len(d) + bool(f) != int(match.group(2))
-                           for d, _, f in self._parts.values()) else False
+        return None  # uploaded in parts of a size not tried: it cannot tell
 
 
 def _preferred(archives: list[Archive]) -> dict[str, Archive]:
