@@ -503,3 +503,15 @@ def test_s3_etags_of_several_parts():
     assert received("f" * 32).matches_etag() is False
     assert received(None).matches_etag() is None
     assert received('W/"weak"').matches_etag() is None
+
+
+def test_heroku_archive_missing_from_the_bucket(tmp_path, bucket):
+    mirror, _ = bucket
+    mirror.serve(f"/forbidden/{heroku_name('3.13.15')}", b"<Error>AccessDenied</Error>",
+                 status=403)
+    heroku = source(tmp_path, mirror.url + "/forbidden", platform=UBUNTU, kind=HerokuSource)
+    offer = next(o for o in heroku.available() if o.version == "3.13.15")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        heroku.fetch(offer.detail, Reporter(quiet=True))
+    assert caught.value.code == "runtime-download-failed"
+    assert "no such archive" in caught.value.found

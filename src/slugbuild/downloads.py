@@ -716,6 +716,18 @@ class HerokuSource(DownloadSource):
             return None
         return self._offer(archive, False)
 
+    def _download(self, url: str, target: Path, reporter: Reporter) -> _Received:
+        try:
+            return super()._download(url, target, reporter)
+        except errors.SlugbuildError as exc:
+            if exc.code == "runtime-download-failed" and re.search(r"HTTP 40[34]", exc.found):
+                raise errors.RUNTIME_DOWNLOAD_FAILED.error(
+                    url=redact_url(url), attempts=1,
+                    reason="no such archive (S3 answers 403 or 404 for a missing one): "
+                    "this patch was not built for this stack, or the bucket is not "
+                    "Heroku's") from exc
+            raise
+
     def _verify(self, archive: Archive, received: _Received) -> str:
         if archive.sha256:  # verified into the cache before: the same bytes again
             return super()._verify(archive, received)
