@@ -515,3 +515,22 @@ def test_heroku_archive_missing_from_the_bucket(tmp_path, bucket):
         heroku.fetch(offer.detail, Reporter(quiet=True))
     assert caught.value.code == "runtime-download-failed"
     assert "no such archive" in caught.value.found
+
+
+def test_history_pages_are_read_again_after_a_new_release(tmp_path, mirror, monkeypatch):
+    monkeypatch.setattr(downloads, "HISTORY_PAGE_SIZE", 2)
+    found = source(tmp_path, mirror.url + API)
+    assert "/20231002/" in found.find_exact("3.12.0").origin  # on page 3 of 3
+    pages = {p for _, p in mirror.requests if p.startswith(API)}
+    assert {f"{API}?per_page=2&page={n}" for n in (1, 2, 3)} <= pages
+    # A new release shifts every page; page 1 is re-read after its hour.
+    mirror.release("20270201", ["3.14.8"], "digest")
+    mirror.releases.insert(0, mirror.releases.pop())
+    for remembered in (tmp_path / "cache" / "runtime-index").glob("*.json"):
+        record = json.loads(remembered.read_text())
+        record["fetched_at"] = record.get("fetched_at", 0) - 2 * downloads.INDEX_FRESH_SECONDS
+        remembered.write_text(json.dumps(record))
+    before = len(mirror.requests)
+    again = source(tmp_path, mirror.url + API)
+    assert "/20231002/" in again.find_exact("3.12.0").origin
+    assert len([p for _, p in mirror.requests[before:] if p.startswith(API)]) >= 3

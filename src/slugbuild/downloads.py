@@ -268,10 +268,15 @@ class DownloadSource:
         if self.releases_api is None:
             return None
         wanted = tuple(int(p) for p in version.split("."))
+        anchor = ""
         for page in range(1, HISTORY_PAGES + 1):
+            # Later pages shift when a release is published: they are remembered
+            # under the newest release's tag, so a new release re-reads them.
             releases = self._release_page(page, per_page=HISTORY_PAGE_SIZE,
                                           fresh=_NEVER_STALE if page > 1
-                                          else INDEX_FRESH_SECONDS)
+                                          else INDEX_FRESH_SECONDS, anchor=anchor)
+            if page == 1 and releases:
+                anchor = releases[0]["tag"]
             for release in releases:
                 same_minor = []
                 for archive in self._release_archives(release, need_sums=False):
@@ -285,15 +290,17 @@ class DownloadSource:
                             return self._offer(archive, cached)
                 if same_minor and max(same_minor) < wanted:
                     return None  # older releases hold older patches only
-            if len(releases) < HISTORY_PAGE_SIZE:
-                break
+            if not releases:
+                break  # past the last page
         return None
 
-    def _release_page(self, page: int, per_page: int, fresh: float) -> list[dict[str, Any]]:
+    def _release_page(self, page: int, per_page: int, fresh: float, anchor: str = ""
+                      ) -> list[dict[str, Any]]:
         """One page of the releases API, compacted to what this platform needs."""
         url = f"{self.releases_api}?per_page={per_page}&page={page}"
         return self._cached_fetch(url, fresh, lambda text: _compact_releases(
-            text, self.platform), key_extra=self.platform.key, valid=_valid_releases)
+            text, self.platform), key_extra=f"{self.platform.key}|{anchor}",
+            valid=_valid_releases)
 
     def _release_archives(self, release: dict[str, Any], need_sums: bool = True
                           ) -> list[Archive]:
