@@ -328,3 +328,18 @@ def test_specifier_matching_only_refused_versions_says_so():
     assert resolve(spec, [local], allow_eol=True).offer.version == "3.9.18"
     newest = resolve(PythonRequest(">=3.12", "pyproject.toml (requires-python)"), [local])
     assert newest.newer_patch == "3.12.14"  # a specifier's choice is checked too
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("cpython@3.12", "without a `python` prefix"),
+    ("pypy3.10", "another Python implementation"),
+    ("3.13t", "free-threaded"),
+    (">=3.12", "version range"),
+    ("3.12\u200b", "not a version number"),
+])
+def test_what_uv_accepts_but_heroku_does_not_is_explained(tmp_path, text, words):
+    app = make_app(tmp_path, {".python-version": text + "\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        read_request(app)
+    assert caught.value.code == "invalid-python-version"
+    assert words in caught.value.found

@@ -295,7 +295,15 @@ def _version_problem(text: str) -> str | None:
         return "has a leading zero in a version part"
     if re.match(r"^\d+$", text):
         return "names only a major version"
-    if text.lower().startswith(("python-", "python", "cpython-", "py")):
+    lowered = text.lower()
+    if lowered.startswith(("pypy", "graalpy", "pyston")):
+        return "names another Python implementation; only CPython is supported"
+    if re.match(r"^\d+\.\d+(\.\d+)?t$", lowered) or "freethreaded" in lowered:
+        return "names a free-threaded build; only the default (GIL) build is supported"
+    if re.match(r"^[<>=!~^]", text):
+        return ("is a version range; a version file names one version (ranges belong in "
+                "pyproject.toml's requires-python)")
+    if lowered.startswith(("python-", "python", "cpython", "py")):
         return "must be the bare version number, without a `python` prefix"
     if re.match(r"^\d+\.\d+(\.\d+)?(a|b|rc|\.dev)", text):
         return "names a pre-release; only final releases are supported"
