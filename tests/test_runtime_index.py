@@ -534,3 +534,50 @@ def test_history_pages_are_read_again_after_a_new_release(tmp_path, mirror, monk
     again = source(tmp_path, mirror.url + API)
     assert "/20231002/" in again.find_exact("3.12.0").origin
     assert len([p for _, p in mirror.requests[before:] if p.startswith(API)]) >= 3
+
+
+@pytest.mark.slow
+def test_heroku_archive_builds_a_real_slug(tmp_path, mirror, monkeypatch):
+    """A pyenv CPython packaged as Heroku packages Python (prefix at the top,
+    .tar.zst, a .sha256 beside it), built on a host that says it is Ubuntu 24.04."""
+    from slugbuild import compile_app, platform_info
+    from slugbuild.runtimes import RuntimeOptions
+
+    from .helpers import unpack
+
+    if current().arch != "x86_64":
+        pytest.skip("the fake bucket holds amd64 archives")
+    runtimes = [r for r in LocalInterpreterSource().runtimes()
+                if r.origin == "pyenv" and r.major_minor in ("3.11", "3.12", "3.13")]
+    if not runtimes:
+        pytest.skip("no pyenv CPython 3.11-3.13 to package")
+    runtime = sorted(runtimes, key=lambda r: r.major_minor != "3.12")[0]
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        if any(p in _SKIPPED for p in parts) or info.name.endswith((".a", ".pyc")):
+            return None
+        return info
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(runtime.prefix, arcname=".", filter=keep)
+    data = subprocess.run(["zstd", "-q", "-1", "-c"], input=buffer.getvalue(),
+                          capture_output=True, check=True).stdout
+    name = heroku_name(runtime.version)
+    mirror.serve(f"/bucket/{name}", data)
+    mirror.serve(f"/bucket/{name}.sha256", f"{hashlib.sha256(data).hexdigest()}\n".encode())
+    ubuntu = Platform("heroku-24", "ubuntu", "24.04", current().arch, current().libc)
+    monkeypatch.setattr(platform_info, "current", lambda: ubuntu)
+    app = make_app(tmp_path / "app", {"requirements.txt": "",
+                                      ".python-version": f"{runtime.version}\n"})
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=tmp_path / "cache",
+                         reporter=Reporter(quiet=True), runtime_options=RuntimeOptions(
+                             ("heroku",), heroku_url=mirror.url + "/bucket"))
+    assert (result.runtime["source"], result.runtime["resolved"]) == ("heroku", runtime.version)
+    assert result.runtime["origin"].endswith(f"/bucket/{name}")
+    slug = unpack(tmp_path / "slug.tgz", tmp_path / "unpacked")
+    python = slug / ".heroku" / "python" / "bin" / runtime.python_name
+    ran = subprocess.run([python, "-c", "import ssl, sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert ran.stdout.strip() == runtime.version, ran.stderr
