@@ -77,8 +77,6 @@ _POLICY = {p.parts: p for p in POLICY}
 
 # Heroku's default: what an app without a version file gets at most.
 DEFAULT_PYTHON = POLICY[0].minor
-# Kept for callers that compared against it: the newest refused minor.
-LAST_EOL = max(p.parts for p in POLICY if p.status == REFUSED)
 # Opt-in to build a refused (end-of-life) minor anyway.
 ALLOW_EOL_ENV = "SLUGBUILD_ALLOW_EOL_PYTHON"
 
@@ -92,7 +90,8 @@ def policy_for(version: str) -> MinorPolicy | None:
     if parts in _POLICY:
         return _POLICY[parts]
     if parts[0] < 3 or parts < POLICY[-1].parts:
-        return MinorPolicy(".".join(map(str, parts)), REFUSED, "long ago", "")
+        return MinorPolicy(".".join(map(str, parts)), REFUSED,
+                           f"{POLICY[-1].upstream_eol} or earlier", "")
     return None
 
 
@@ -420,7 +419,7 @@ def check_supported(request: PythonRequest, allow_eol: bool = False) -> None:
         return  # only supported versions are offered to a specifier
     row = policy_for(request.requested)
     if row is not None and row.status == REFUSED and not allow_eol:
-        oldest = min(p.parts for p in POLICY if p.status != REFUSED)
+        oldest = min(p.parts for p in POLICY if p.status == SUPPORTED)
         raise errors.PYTHON_VERSION_EOL.error(
             source_file=request.source_file or "the default",
             requested=request.requested,
