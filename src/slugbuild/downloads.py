@@ -1,8 +1,13 @@
-"""Runtime source: CPython archives downloaded from an index and verified by SHA-256.
+"""Runtime sources: CPython archives downloaded from an index and verified by SHA-256.
 
-The index is a base URL holding a ``SHA256SUMS`` file (``sha256sum`` format:
-``<64 hex>  <file name>`` per line, as python-build-standalone publishes with
-each release) and the archives it names, beside it. Two archive kinds are
+``DownloadSource``'s index is, by default, the newest python-build-standalone
+release, looked up at build time in GitHub's releases API (bounded and
+remembered under ``CACHE/runtime-index/``, with a pinned fallback); an exact
+pin is searched for in the whole release history. A mirror of that API, or a
+base URL (or local directory) holding a ``SHA256SUMS`` file (``sha256sum``
+format: ``<64 hex>  <file name>`` per line, as python-build-standalone
+publishes with each release) and the archives it names beside it, can stand
+in. ``HerokuSource`` reads Heroku's own archives by name. Two archive kinds are
 understood, by file name:
 
 - python-build-standalone ``install_only`` (or ``install_only_stripped``):
@@ -627,8 +632,10 @@ def _first_digest(text: str) -> str:
 
 
 def _is_releases_api(url: str) -> bool:
-    return urllib3.util.parse_url(url).path is not None and \
-        (urllib3.util.parse_url(url).path or "").rstrip("/").endswith("/releases")
+    """An http(s) URL whose path ends in ``/releases`` (GitHub's API, or a mirror)."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    return (urllib3.util.parse_url(url).path or "").rstrip("/").endswith("/releases")
 
 
 def _as_url(url: str) -> str:
