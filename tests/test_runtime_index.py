@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -265,10 +266,12 @@ def test_offline_index_directory(tmp_path):
     name = pbs_name("3.13.15", "20261101", current().arch)
     (index / name).write_bytes(data)
     (index / "SHA256SUMS").write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
-    found = DownloadSource(Cache(tmp_path / "cache"), current(), base_url=str(index))
-    (offer,) = found.available()
     (tmp_path / "scratch").mkdir()
-    assert found.provide(offer, tmp_path / "scratch", Reporter(quiet=True)).version == "3.13.15"
+    for url in (str(index), (index / "SHA256SUMS").as_uri()):
+        found = DownloadSource(Cache(tmp_path / "cache"), current(), base_url=url)
+        (offer,) = found.available()
+        scratch = Path(tempfile.mkdtemp(dir=tmp_path / "scratch"))
+        assert found.provide(offer, scratch, Reporter(quiet=True)).version == "3.13.15"
 
 
 # --- Heroku's archives -----------------------------------------------------------------------

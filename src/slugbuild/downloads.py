@@ -165,6 +165,8 @@ class DownloadSource:
             url = DEFAULT_RELEASES_API
         elif _is_releases_api(url):
             self.releases_api = url.rstrip("/")
+        elif url.rstrip("/").endswith("/" + CHECKSUMS_NAME):
+            url = url.rstrip("/")[: -len(CHECKSUMS_NAME) - 1]  # the index file itself named
         self.base_url = _as_url(url).rstrip("/")
         self.cache = cache
         self.platform = platform
