@@ -343,3 +343,20 @@ def test_what_uv_accepts_but_heroku_does_not_is_explained(tmp_path, text, words)
         read_request(app)
     assert caught.value.code == "invalid-python-version"
     assert words in caught.value.found
+
+
+def test_stale_patch_advice_fits_the_download_sources():
+    def advice(wanted: PythonRequest, *sources: Listed) -> str:
+        local = Listed("local", ["3.13.0"])
+        (warning,) = resolve(wanted, [local, *sources]).warnings
+        return warning
+
+    default = request(DEFAULT_PYTHON, FROM_DEFAULT)
+    assert "allow downloads" in advice(request("3.13"))
+    # The default asks every source, so it knows the index could not be read.
+    assert "could not be read" in advice(default, Listed("download", None, downloads=True))
+    assert "build online once" in advice(request("3.13"),
+                                         Listed("download", [], downloads=True, offline=True))
+    # A file's request stops at the first source with a match: the others were not asked.
+    assert "put a download source first" in advice(request("3.13"),
+                                                   Listed("download", None, downloads=True))

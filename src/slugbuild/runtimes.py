@@ -663,6 +663,9 @@ def _newer_patch_warning(request: PythonRequest, offer: RuntimeOffer, newer: str
         return text + " or allow downloads (`--python-source download,local`)."
     if all(getattr(s, "offline", False) for s in downloaders):
         return text + " or build online once with `--python-source download,local`."
+    if all(s.name in survey.failed for s in downloaders):
+        return text + (" or let the download source reach its index (it could not be read; "
+                       "`--python-download-url` names a mirror or a local index).")
     return text + (" or put a download source first (`--python-source download,local`; "
                    "`--python-download-url` names another index).")
 
