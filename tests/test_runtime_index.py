@@ -323,7 +323,11 @@ def test_heroku_archive_is_verified_then_cached(tmp_path, bucket, layout):
     cached = {a.name: a.sha256 for a in heroku.cached()}
     assert cached == {heroku_name("3.12.14"): sha}
     again = source(tmp_path, mirror.url + layout, platform=UBUNTU, kind=HerokuSource)
-    assert again.find_exact("3.12.14").origin.endswith("(cached)")
+    known = again.find_exact("3.12.14")
+    assert known.origin.endswith("(cached)")
+    assert known.identity == offers["3.12.14"].identity  # the same layer key as before
+    assert offers["3.12.14"].metadata["archive_sha256"] == sha == known.metadata[
+        "archive_sha256"]
 
 
 @pytest.mark.parametrize(("layout", "code"), [
@@ -579,6 +583,11 @@ def test_heroku_archive_builds_a_real_slug(tmp_path, mirror, monkeypatch):
                              ("heroku",), heroku_url=mirror.url + "/bucket"))
     assert (result.runtime["source"], result.runtime["resolved"]) == ("heroku", runtime.version)
     assert result.runtime["origin"].endswith(f"/bucket/{name}")
+    assert result.runtime["archive_sha256"] == hashlib.sha256(data).hexdigest()
+    warm = compile_app(app, tmp_path / "warm.tgz", cache_dir=tmp_path / "cache",
+                       reporter=Reporter(quiet=True), runtime_options=RuntimeOptions(
+                           ("heroku",), heroku_url=mirror.url + "/bucket"))
+    assert logged(warm, f"Restoring Python {runtime.version} from cache")
     slug = unpack(tmp_path / "slug.tgz", tmp_path / "unpacked")
     python = slug / ".heroku" / "python" / "bin" / runtime.python_name
     ran = subprocess.run([python, "-c", "import ssl, sys; print(sys.version.split()[0])"],

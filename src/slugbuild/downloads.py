@@ -24,6 +24,7 @@ offline builds can use it later and a failed download leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -692,6 +693,20 @@ class HerokuSource(DownloadSource):
         if ubuntu is None or arch is None or self.platform.libc.startswith("musl"):
             return None
         return f"python-{version}-ubuntu-{ubuntu}-{arch}.tar.zst"
+
+    def _offer(self, archive: Archive, cached: bool) -> RuntimeOffer:
+        """As the download source's, but keyed by name: the SHA-256 is known only once
+        the first download is verified (then pinned in the cache), and the layers
+        must not change keys between that build and the next."""
+        offer = super()._offer(archive, cached)
+        return dataclasses.replace(offer, identity={"archive": archive.name})
+
+    def provide(self, offer: RuntimeOffer, scratch: Path, reporter: Reporter) -> LocalRuntime:
+        runtime = super().provide(offer, scratch, reporter)
+        verified = {a.name: a.sha256 for a in self.cached()}.get(offer.detail.name)
+        if verified:
+            offer.metadata["archive_sha256"] = verified  # for slug.json
+        return runtime
 
     def _archive(self, version: str) -> Archive | None:
         name = self._name(version)
