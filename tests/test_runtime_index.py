@@ -409,15 +409,9 @@ _SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pyca
             "ensurepip", "lib2to3", "pydoc_data"}
 
 
-@pytest.mark.slow
-def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, cache_dir):
-    """A pyenv CPython packaged as an older release's archive: the pin is found in
-    the history, downloaded, verified, and the slug's interpreter runs."""
-    from slugbuild import compile_app
-    from slugbuild.runtimes import RuntimeOptions
-
-    from .helpers import unpack
-
+def packaged_pyenv_runtime(top: str, mode: str):
+    """A pyenv CPython (3.12 preferred) as a tar (``mode``) with its prefix at ``top``,
+    trimmed of what a build drops anyway: (runtime, archive bytes)."""
     runtimes = [r for r in LocalInterpreterSource().runtimes()
                 if r.origin == "pyenv" and r.major_minor in ("3.11", "3.12", "3.13")]
     if not runtimes:
@@ -431,9 +425,22 @@ def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, ca
         return info
 
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-        tar.add(runtime.prefix, arcname="python", filter=keep)
-    data = buffer.getvalue()
+    with tarfile.open(fileobj=buffer, mode=mode, **({"compresslevel": 1} if "gz" in mode
+                                                     else {})) as tar:
+        tar.add(runtime.prefix, arcname=top, filter=keep)
+    return runtime, buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, cache_dir):
+    """A pyenv CPython packaged as an older release's archive: the pin is found in
+    the history, downloaded, verified, and the slug's interpreter runs."""
+    from slugbuild import compile_app
+    from slugbuild.runtimes import RuntimeOptions
+
+    from .helpers import unpack
+
+    runtime, data = packaged_pyenv_runtime("python", "w:gz")
     name = pbs_name(runtime.version, "20200101", current().arch)
     url = mirror.serve(f"/astral-sh/pbs/releases/download/20200101/{name}", data)
     del mirror.releases[2:]  # the newest release (fakes of other versions) stays first
@@ -554,23 +561,9 @@ def test_heroku_archive_builds_a_real_slug(tmp_path, mirror, monkeypatch):
 
     if current().arch != "x86_64":
         pytest.skip("the fake bucket holds amd64 archives")
-    runtimes = [r for r in LocalInterpreterSource().runtimes()
-                if r.origin == "pyenv" and r.major_minor in ("3.11", "3.12", "3.13")]
-    if not runtimes:
-        pytest.skip("no pyenv CPython 3.11-3.13 to package")
-    runtime = sorted(runtimes, key=lambda r: r.major_minor != "3.12")[0]
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        parts = Path(info.name).parts
-        if any(p in _SKIPPED for p in parts) or info.name.endswith((".a", ".pyc")):
-            return None
-        return info
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(runtime.prefix, arcname=".", filter=keep)
-    data = subprocess.run(["zstd", "-q", "-1", "-c"], input=buffer.getvalue(),
-                          capture_output=True, check=True).stdout
+    runtime, tar = packaged_pyenv_runtime(".", "w")
+    data = subprocess.run(["zstd", "-q", "-1", "-c"], input=tar, capture_output=True,
+                          check=True).stdout
     name = heroku_name(runtime.version)
     mirror.serve(f"/bucket/{name}", data)
     mirror.serve(f"/bucket/{name}.sha256", f"{hashlib.sha256(data).hexdigest()}\n".encode())
