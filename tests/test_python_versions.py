@@ -279,7 +279,6 @@ def test_lock_tool_failures_are_classified(tmp_path, printed, code):
 
 
 
-@pytest.mark.slow
 def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_message(
         tmp_path, cache_dir):
     from slugbuild.runtimes import LocalInterpreterSource
@@ -297,6 +296,7 @@ def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_messag
     assert "asked for as `3.11` in .python-version" in result.stderr
     assert ">=3.12" in result.stderr
     assert "run `uv lock`" not in result.stderr.lower() and "Traceback" not in result.stderr
+    assert "Installing Python" not in result.stderr  # refused before any runtime is prepared
     assert not (tmp_path / "slug.tgz").exists()
 
 

@@ -747,8 +747,21 @@ def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: Run
                       f"({resolution.offer.version} from {resolution.offer.source_name}): "
                       f"{resolution.reason}. Later builds of this app stay on "
                       f"{resolution.offer.major_minor} until it has a .python-version.")
-    if request.origin in (FROM_DEFAULT, FROM_STICKY):
-        record_sticky(cache.root, sticky_key, resolution.offer.version)
     for warning in resolution.warnings:
         reporter.warn(warning)
+    _check_project_allows(app_dir, resolution.offer.version)
+    if request.origin in (FROM_DEFAULT, FROM_STICKY):
+        record_sticky(cache.root, sticky_key, resolution.offer.version)
     return request, resolution
+
+
+def _check_project_allows(app_dir: Path, version: str) -> None:
+    """Refuse, before any runtime is prepared, a Python the project's lock tool
+    would refuse (uv, Poetry): the installers check again, this only saves the wait."""
+    if (app_dir / "uv.lock").is_file():
+        from .installers.uv_project import check_python_allowed
+    elif (app_dir / "poetry.lock").is_file():
+        from .installers.poetry import check_python_allowed
+    else:
+        return
+    check_python_allowed(app_dir, version)
