@@ -68,15 +68,14 @@ from .runtimes import (
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
+    choose_runtime,
     ensure_runtime_layer,
     interpreter_before_layer,
-    make_sources,
-    resolve,
     runtime_manifest,
 )
 from .slugfile import link_problem
 from .stage import check_not_ignored, stage_sources
-from .versions import PythonRequest, check_supported, read_request
+from .versions import PythonRequest
 
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
@@ -472,7 +471,7 @@ def _resolve_staged_runtime(build: _Build, options: RuntimeOptions | None
                             ) -> tuple[PythonRequest, Resolution]:
     with build.timer.stage("resolve_runtime"), _naming_app_dir(build):
         return _resolve_runtime(build.build_dir, build.cache, build.platform, options,
-                                build.reporter)
+                                build.reporter, sticky_key=build.app_dir)
 
 
 @contextmanager
@@ -657,6 +656,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         "source": runtime.source_name,
         "platform": build.platform.key,
         **runtime.metadata,
+        **resolution.record(),
     }
     return _PythonBuild(info, request, runtime_info, deps)
 
@@ -713,24 +713,10 @@ def _package_list(python_build: _PythonBuild | None) -> list[dict[str, str]]:
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,
-                     options: RuntimeOptions | None,
-                     reporter: Reporter) -> tuple[PythonRequest, Resolution]:
-    request = read_request(app_dir)
-    if request.source_file:
-        reporter.step(f"Using Python {request.requested} {request.describe_source()}")
-    else:
-        reporter.step(f"No Python version was specified. Using the default: Python "
-                      f"{request.requested}")
-    for warning in request.warnings:
-        reporter.warn(warning)
-    check_supported(request)
-    options = options or RuntimeOptions.from_env()
-    resolution = resolve(request, make_sources(options, cache, platform))
-    if resolution.newer_patch:
-        reporter.warn(f"A Python security update is available: Python "
-                      f"{resolution.newer_patch} (the app pins {request.requested}). "
-                      f"Update {request.source_file or 'the version file'} to it.")
-    return request, resolution
+                     options: RuntimeOptions | None, reporter: Reporter,
+                     sticky_key: Path | None = None) -> tuple[PythonRequest, Resolution]:
+    return choose_runtime(app_dir, cache, platform, options or RuntimeOptions.from_env(),
+                          reporter, sticky_key or app_dir)
 
 
 def _remove_stray_bytecode(build_dir: Path) -> None:

@@ -21,17 +21,26 @@ from .runtimes import RuntimeOptions
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-source", metavar="SOURCES",
                         help="runtime sources to try, in order, comma-separated: local, "
-                             "download (default: $SLUGBUILD_PYTHON_SOURCE or local,download)")
+                             "download, heroku (default: $SLUGBUILD_PYTHON_SOURCE or "
+                             "local,download)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never use the network: only local and cached runtimes")
     parser.add_argument("--python-download-url", metavar="URL",
-                        help="base URL of the runtime archives and their SHA256SUMS "
-                             "(default: $SLUGBUILD_PYTHON_DOWNLOAD_URL or "
-                             "python-build-standalone)")
+                        help="runtime index: a releases API URL (ending in /releases), or "
+                             "a base URL or local directory holding SHA256SUMS and the "
+                             "archives (default: $SLUGBUILD_PYTHON_DOWNLOAD_URL, else the "
+                             "newest python-build-standalone release)")
+    parser.add_argument("--allow-eol-python", action="store_true", default=None,
+                        help="build a Python minor the version policy refuses (end of life; "
+                             "default: $SLUGBUILD_ALLOW_EOL_PYTHON)")
+    parser.add_argument("--python-patch-fallback", action="store_true", default=None,
+                        help="when an exact pin (3.12.4) cannot be had, use the newest patch "
+                             "of its minor (default: $SLUGBUILD_PYTHON_PATCH_FALLBACK)")
 
 
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
-    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
+    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url,
+                                   args.allow_eol_python, args.python_patch_fallback)
 
 
 def _positive_seconds(value: str) -> float:
@@ -244,12 +253,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
     from . import platform_info
     from .cache import Cache, default_cache_dir
     from .runtimes import list_offers, make_sources
-    from .versions import sort_versions
+    from .versions import policy_for, sort_versions
+
+    def status(version: str) -> str:
+        row = policy_for(version)
+        return row.status if row else "unknown"
 
     options = _runtime_options(args)
     platform = platform_info.current()
     cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
-    offers, notes = list_offers(make_sources(options, cache, platform))
+    offers, notes = list_offers(make_sources(options, cache, platform), options.allow_eol)
     order = {v: i for i, v in enumerate(sort_versions([o.version for o in offers]))}
     offers.sort(key=lambda o: (-order[o.version], options.sources.index(o.source_name)))
     if args.json:
@@ -257,15 +270,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
             "platform": platform.as_dict(),
             "sources": list(options.sources),
             "offline": options.offline,
-            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin}
-                         for o in offers],
+            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin,
+                          "status": status(o.version)} for o in offers],
             "unavailable_sources": notes,
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
           f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
     for offer in offers:
-        print(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}")
+        print(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
+              f"{offer.origin}")
     if not offers:
         print("  (none)")
     for note in notes:

@@ -132,16 +132,17 @@ PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
     "Available: {available}\n"
     "Sources tried: {sources}",
-    "Ask for one of the available versions, or make the version available: install it "
-    "(e.g. `pyenv install {requested}`), add its prefix to SLUGBUILD_PYTHON_PATH, or allow "
-    "downloads (`--python-source local,download`, without --offline).",
+    "{advice}",
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
     "Requested Python version has reached end of life",
-    "{source_file} asks for Python {requested}; Python {major_minor} no longer gets "
-    "security fixes and slugbuild does not build it.",
-    "Upgrade the app to a supported version ({supported}) and update {source_file}.",
+    "{source_file} asks for Python {requested}; Python {major_minor} reached its upstream "
+    "end of life in {eol}, no longer gets security fixes, and slugbuild does not build it "
+    "(see docs/python-versions.md).",
+    "Upgrade the app to a supported version ({supported}) and update {source_file}. To "
+    "build it anyway (e.g. to reproduce an old slug), pass --allow-eol-python or set "
+    "SLUGBUILD_ALLOW_EOL_PYTHON=1.",
 )
 
 MISSPELLED_VERSION_FILE = ErrorKind(
@@ -186,6 +187,14 @@ RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "{url} has SHA-256 {actual}, but {checksums} says {expected}.",
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
     "was cached. Retry later, or check the mirror behind the download URL.",
+)
+RUNTIME_CHECKSUM_MISSING = ErrorKind(
+    "runtime-checksum-missing",
+    "Downloaded Python runtime cannot be verified",
+    "{url}: {reason}.",
+    "slugbuild installs only runtimes whose bytes it can check. Serve a `<archive>.sha256` "
+    "file beside the archive (sha256sum format) on the mirror, or use the download source "
+    "(`--python-source local,download`). Nothing was cached.",
 )
 RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "runtime-archive-invalid",
@@ -490,12 +499,21 @@ LOCK_FILE_OUTDATED = ErrorKind(
 PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
     "python-not-allowed-by-project",
     "Python {version} is not allowed by {manifest}",
-    "The build's runtime is Python {version}, but {manifest} ({where}) asks for "
-    "`{constraint}`. Its lock's packages are locked for the Python it allows: on this "
-    "one Poetry would install none of them, and the slug would have no dependencies.",
+    "The build's runtime is Python {version}{chosen}, but {manifest} ({where}) asks for "
+    "`{constraint}`. Its lock's packages are locked for the Pythons it allows: on this "
+    "one the lock cannot be installed (re-locking would not change that).",
     "Ask for a Python the project allows in .python-version (e.g. one matching "
     "`{constraint}`), or widen the constraint in {manifest} and re-lock.",
 )
+LOCK_TOOL_FAILED = ErrorKind(
+    "lock-tool-failed",
+    "`{command}` failed",
+    "`{command}` could not read or export {lock_file} (exit code {exit_code}); its "
+    "message is below. This is not an outdated lock: re-locking may not help.",
+    "Read the tool's message: it names the problem (an unreachable index, a missing "
+    "package, a file it could not read). Fix that and build again.",
+)
+
 EDITABLE_REQUIREMENT = ErrorKind(
     "editable-requirement",
     "Editable requirement in {file}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -31,14 +32,29 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
             lock_file=lock_file, syntax=syntax, problem=str(exc), relock=relock) from None
 
 
+# What uv, Poetry and Pipenv print when the lock no longer matches its manifest.
+_OUTDATED = re.compile(
+    r"needs to be updated|out[- ]of[- ]date|changed significantly since|"
+    r"not consistent with|lock file is not up to date", re.IGNORECASE)
+
+
 def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manifest: str,
                   relock: str) -> str:
-    """Run a tool that checks or exports the lock; its refusal is an outdated lock."""
+    """Run a tool that checks or exports the lock.
+
+    A refusal that says the lock is stale is an outdated lock (re-locking fixes
+    it); any other failure is reported as the tool's own, never as "run lock".
+    """
     try:
         return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
     except ToolFailed as failed:
-        raise errors.LOCK_FILE_OUTDATED.error(
-            lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
+        if _OUTDATED.search(failed.tail or ""):
+            raise errors.LOCK_FILE_OUTDATED.error(
+                lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
+                output=failed.tail,
+            ) from failed
+        raise errors.LOCK_TOOL_FAILED.error(
+            command=shown, lock_file=job.lock_file, exit_code=failed.exit_code,
             output=failed.tail,
         ) from failed
 
