@@ -48,6 +48,7 @@ from .dependencies import (
 )
 from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
+from .importcheck import check_process_imports
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
@@ -286,6 +287,8 @@ def compile_app(
     if info is not None:
         with timer.stage("resolve_runtime"):
             resolved = _resolve_runtime(app_dir, cache, platform, runtime_options, reporter)
+            # An installer that cannot install for this Python is refused before any work.
+            installer_for(info.package_manager, resolved[1].offer.version)
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
@@ -341,6 +344,8 @@ def compile_app(
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
+            if python_build is not None:
+                _check_entry_points(build, python_build, process_types)
             release.write_release_files(build.build_dir, process_types, merged.config_vars)
             leaks += relocate.find_references(build.build_dir, build.leak_needles,
                                               frozenset(linked))
@@ -446,7 +451,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
     python_home = build_dir / _PYTHON_HOME
-    installer = installer_for(info.package_manager)
+    installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(
         prepare_dependency_layer, app_dir=build_dir, lock_file=info.lock_file,
         python_name=runtime.python_name, runtime=runtime_manifest(runtime, build.platform),
@@ -486,7 +491,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):
-            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
+            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
+                     runtime.version, info.lock_file or "requirements.txt")
 
         with timer.stage("dependency_layer"):
             if beside is not None:
@@ -509,10 +515,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
 
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                          python, build.config_vars, reporter)
+                          python, build.config_vars, reporter, runtime.version,
+                          info.lock_file or "requirements.txt")
 
     with timer.stage("post_compile"):
-        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter)
+        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
+                 runtime.version, info.lock_file or "requirements.txt")
 
     with timer.stage("profile_d"):
         write_profile(build_dir)
@@ -560,6 +568,16 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
     return process_types, inferred, merged
 
 
+def _check_entry_points(build: _Build, python_build: _PythonBuild,
+                        process_types: dict[str, str]) -> None:
+    """Each process type's entry module imports from the slug (``importcheck``)."""
+    python_name = f"python{'.'.join(python_build.runtime_info['resolved'].split('.')[:2])}"
+    check_process_imports(
+        build.build_dir, build.build_dir / _PYTHON_HOME / "bin" / python_name, process_types,
+        python_build.runtime_info["resolved"], python_build.info.lock_file or "requirements.txt",
+        build.config_vars, build.reporter)
+
+
 def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:
     if python_build is None:
         return None
@@ -571,6 +589,7 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "files": list(deps.files),
         "installer": deps.installer,
         "installer_version": deps.installer_version,
+        "baseline": list(deps.baseline),
     }
 
 
