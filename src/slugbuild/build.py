@@ -41,6 +41,7 @@ from .dependencies import (
     DependencyLayer,
     Prefetch,
     constraints_from_slug_json,
+    excluded_requirements,
     has_package,
     installer_for,
     link_dependency_layer,
@@ -48,7 +49,7 @@ from .dependencies import (
 )
 from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
-from .importcheck import check_process_imports
+from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
@@ -570,12 +571,17 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
 
 def _check_entry_points(build: _Build, python_build: _PythonBuild,
                         process_types: dict[str, str]) -> None:
-    """Each process type's entry module imports from the slug (``importcheck``)."""
-    python_name = f"python{'.'.join(python_build.runtime_info['resolved'].split('.')[:2])}"
-    check_process_imports(
-        build.build_dir, build.build_dir / _PYTHON_HOME / "bin" / python_name, process_types,
-        python_build.runtime_info["resolved"], python_build.info.lock_file or "requirements.txt",
-        build.config_vars, build.reporter)
+    """Each process type's program is in the slug, and its entry module imports
+    (``importcheck``)."""
+    version = python_build.runtime_info["resolved"]
+    python = build.build_dir / _PYTHON_HOME / "bin" / f"python{'.'.join(version.split('.')[:2])}"
+    lock_file = python_build.info.lock_file or "requirements.txt"
+    excluded = (excluded_requirements(build.build_dir, lock_file, version)
+                if python_build.info.package_manager == "pip" else {})
+    check_process_commands(build.build_dir, python, process_types, excluded, version,
+                           lock_file)
+    check_process_imports(build.build_dir, python, process_types, version, lock_file,
+                          build.config_vars, build.reporter)
 
 
 def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:

@@ -56,18 +56,23 @@ def diagnose(output: str, python_version: str | None = None,
     runtime's Python (``importcheck.explain_missing_module``): a standard
     library module it no longer has, setuptools' pkg_resources, or a package
     missing from ``lock_file``."""
+    # The error reported last wins: Django chains a settings failure to a KeyError
+    # of its own ("During handling of the above exception ...").
+    found: list[tuple[int, str]] = []
     for pattern, explanation in _DIAGNOSES:
-        match = pattern.search(output)
-        if match:
-            return explanation.format(match.group(1))
-    if python_version is not None:
-        return diagnose_missing_module(output, python_version, lock_file,
-                                       hide=str(build_dir) if build_dir else None)
-    match = MISSING_MODULE.search(output)
-    if match:
-        return (f"the module {match.group(1)} cannot be imported: add the package that "
-                f"provides it to {lock_file}, or check the name")
-    return None
+        matches = list(pattern.finditer(output))
+        if matches:
+            found.append((matches[-1].start(), explanation.format(matches[-1].group(1))))
+    missing = list(MISSING_MODULE.finditer(output))
+    if missing:
+        if python_version is not None:
+            cause = diagnose_missing_module(output, python_version, lock_file,
+                                            hide=str(build_dir) if build_dir else None)
+        else:
+            cause = (f"the module {missing[-1].group(1)} cannot be imported: add the package "
+                     f"that provides it to {lock_file}, or check the name")
+        found.append((missing[-1].start(), cause or ""))
+    return max(found)[1] if found else None
 
 
 def masked_environment(env: Mapping[str, str]) -> list[str]:

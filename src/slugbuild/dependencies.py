@@ -512,6 +512,22 @@ def check_declared_installed(job: InstallJob, installed: list[str],
                             + (" …" if len(by_python) > 5 else ""))
 
 
+def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
+                          ) -> dict[str, str]:
+    """Canonical name -> line of each requirement of a requirements file (and its
+    ``-r`` includes) whose marker excludes ``python_version``."""
+    from .installers.pip import requirement_lines
+
+    environment = marker_environment(python_version)
+    found = {}
+    for line in requirement_lines(app_dir, lock_file):
+        parsed = _parse_requirement(line)
+        if parsed and parsed[0].marker is not None \
+                and not parsed[0].marker.evaluate(environment):
+            found[canonicalize_name(parsed[0].name)] = line
+    return found
+
+
 def _parse_requirement(line: str):
     """(Requirement, line) for a requirement line, None for what is not one (a path, URL)."""
     from packaging.requirements import InvalidRequirement, Requirement

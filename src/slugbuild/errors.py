@@ -276,6 +276,14 @@ PROCESS_IMPORT_FAILED = ErrorKind(
     "same way. (The check imports only the entry module of each process type's command, "
     "never the app's own code.)",
 )
+PROCESS_COMMAND_EXCLUDED = ErrorKind(
+    "process-command-excluded",
+    "The {process} process would not start: {program} was not installed",
+    "`{process}: {command}` runs `{program}`, but {lock_file} asks for it as `{line}`, "
+    "whose environment marker excludes Python {python}: it was not installed, and the "
+    "process would fail with `{program}: not found`.",
+    "Correct the marker, or ask for a Python it allows in .python-version.",
+)
 
 # --- build steps -------------------------------------------------------------------
 COLLECTSTATIC_FAILED = ErrorKind(

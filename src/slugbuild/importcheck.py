@@ -125,13 +125,18 @@ def diagnose_missing_module(output: str, python_version: str,
     importer = None
     for line in output[:match.start()].splitlines():
         found = _TRACEBACK_FILE.match(line)
-        if found:
+        if found and _is_importer(found.group(1)):
             importer = found.group(1)
     if importer and hide and importer.startswith(hide.rstrip("/") + "/"):
         importer = importer[len(hide.rstrip("/")) + 1:]
     if importer and "/site-packages/" in importer:
         importer = importer.split("/site-packages/", 1)[1]
     return explain_missing_module(match.group(1), python_version, lock_file, importer)
+
+
+def _is_importer(path: str) -> bool:
+    """A traceback frame that can be the importing file: not the import machinery."""
+    return not path.startswith("<") and not path.endswith("importlib/__init__.py")
 
 
 def _previous_minor(version: str) -> str:
@@ -204,7 +209,9 @@ for module in sys.argv[1:]:
         importlib.import_module(module)
         results.append({"module": module})
     except BaseException as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<")
+                  and not f.filename.endswith("importlib/__init__.py")]
         results.append({"module": module, "type": type(exc).__name__,
                         "missing": getattr(exc, "name", None) if isinstance(exc, ImportError)
                         else None,
@@ -212,6 +219,45 @@ for module in sys.argv[1:]:
                         "file": frames[-1].filename if frames else None})
 print("SLUGBUILD-IMPORTS " + json.dumps(results))
 """
+
+
+def check_process_commands(build_dir: Path, python: Path, process_types: Mapping[str, str],
+                           excluded: Mapping[str, str], python_version: str,
+                           lock_file: str) -> None:
+    """A process whose command is a requirement the markers excluded cannot start.
+
+    ``excluded`` maps the canonical names of requirements whose environment
+    markers exclude the runtime to their lines. A process type whose program
+    (``gunicorn`` in ``web: gunicorn app:app``) is neither in the slug's
+    ``bin`` nor the app, and is one of those names, fails the build
+    (``process-command-excluded``): on a dyno it would be `gunicorn: not found`.
+    """
+    from packaging.utils import canonicalize_name
+
+    for process, command in sorted(process_types.items()):
+        program = _program(command)
+        if program is None or "/" in program:
+            continue
+        if (python.parent / program).exists() or (build_dir / program).exists():
+            continue
+        line = excluded.get(canonicalize_name(program))
+        if line is not None:
+            raise errors.PROCESS_COMMAND_EXCLUDED.error(
+                process=process, command=command, program=program, lock_file=lock_file,
+                line=line, python=python_version)
+
+
+def _program(command: str) -> str | None:
+    """The program a command runs: its first word after ``VAR=value`` and ``exec``."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word in words:
+        if _ASSIGNMENT.match(word) or word == "exec":
+            continue
+        return word
+    return None
 
 
 def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[str, str],

@@ -55,18 +55,19 @@ _SYSTEM_NEEDS: tuple[_SystemNeed, ...] = (
                    r"Error: pg_config|pg_config: (?:command )?not found"),
         "PostgreSQL's pg_config (the libpq development files)",
         "Use a package with binary wheels, which bundle libpq: `psycopg2-binary` instead of "
-        "`psycopg2`, or `psycopg[binary]` for psycopg 3; this is what most Heroku apps do. "
-        "To build psycopg2 from source instead, install libpq-dev (and a C compiler) on the "
-        "build machine; on Heroku, list libpq-dev in an Aptfile with the "
-        "heroku-community/apt buildpack before the Python one."),
+        "`psycopg2`, or `psycopg[binary]` for psycopg 3. Heroku's build image ships libpq-dev, "
+        "so psycopg2 builds from source there; to do the same here, install libpq-dev and "
+        "a C compiler on the build machine (`apt-get install libpq-dev build-essential`)."),
     _SystemNeed(
         re.compile(r"mysql_config(?::)? (?:command )?not found|"
-                   r"Can not find valid pkg-config name.*mysql|mysqlclient.*pkg-config", re.S),
+                   r"Can not find valid pkg-config name.{0,80}MYSQLCLIENT_CFLAGS|"
+                   r"pkg-config --exists mysqlclient", re.S | re.I),
         "MySQL's client development files (mysql_config / the mysqlclient pkg-config module)",
-        "Install default-libmysqlclient-dev and pkg-config (and a C compiler) on the build "
-        "machine; on Heroku, list them in an Aptfile with the heroku-community/apt "
-        "buildpack before the Python one. Or use a pure-Python driver such as PyMySQL "
-        "(Django: `pymysql.install_as_MySQLdb()`)."),
+        "Heroku's build image ships libmysqlclient-dev, so mysqlclient builds there; to do "
+        "the same here, install default-libmysqlclient-dev, pkg-config and a C compiler on "
+        "the build machine (`apt-get install default-libmysqlclient-dev pkg-config "
+        "build-essential`). Or use a pure-Python driver such as PyMySQL (Django: "
+        "`pymysql.install_as_MySQLdb()`)."),
     _SystemNeed(
         re.compile(r"(?:can't find Rust compiler|cargo, the Rust package manager, is not "
                    r"installed|error: can't find Rust)"),
@@ -85,9 +86,10 @@ _SYSTEM_NEEDS: tuple[_SystemNeed, ...] = (
         re.compile(r"fatal error: (?P<header>[\w/.+-]+\.h): No such file or directory"),
         "the C header {header}",
         "Install the development package that provides {header} on the build machine "
-        "(Debian/Ubuntu: `apt-file search {header}` names it); on Heroku, list it in an "
-        "Aptfile with the heroku-community/apt buildpack before the Python one. Or pin a "
-        "release of the package that publishes a wheel for this Python and platform."),
+        "(Debian/Ubuntu: `apt-file search {header}` names it); Heroku users list such "
+        "packages in an Aptfile, with the heroku-community/apt buildpack before the Python "
+        "one. Or pin a release of the package that publishes a wheel for this Python and "
+        "platform."),
 )
 
 
