@@ -129,7 +129,11 @@ def failed_package(output: str) -> str | None:
         match = pattern.search(output)
         if match:
             return match.group("name").rstrip(".")
-    return None
+    # pip, failing before its summary: the last package collected before the error.
+    error = re.search(r"error:|ERROR:|Error:", output)
+    collected = re.findall(rf"^\s*Collecting (?P<name>{_NAME})", output[:error.start()]
+                           if error else output, re.M)
+    return re.split(r"[=<>!~;\[ ]", collected[-1])[0] if collected else None
 
 
 def _same_name(one: str, two: str) -> bool:
