@@ -64,6 +64,15 @@ def test_pip_keeps_the_baseline_and_can_stay_in_the_slug(tmp_path, cache_dir):
         assert requests.get(server.base + "/", timeout=10).status_code == 200
 
 
+def test_the_apps_own_setuptools_pin_replaces_the_baseline(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {".python-version": "3.12\n",
+                                      "requirements.txt": "setuptools==80.9.0\nsix==1.17.0\n"})
+    result = _build(app, tmp_path / "s.tgz", cache_dir)
+    assert {p["name"]: p["version"] for p in result.packages} == {
+        "setuptools": "80.9.0", "six": "1.17.0"}
+    assert "Heroku's baseline for pip apps" in "\n".join(result.log)
+
+
 def test_gunicorn_20_on_313_is_refused_at_build_time(tmp_path, cache_dir):
     """No baseline on 3.13 (as on Heroku): the import check finds pkg_resources missing."""
     app = copy_app(GUNICORN20, tmp_path / "app")

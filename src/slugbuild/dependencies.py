@@ -385,8 +385,11 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
     point its scripts and records at the slug, compile it."""
     site_packages = home / "lib" / python_name / "site-packages"
     if baseline:
-        job.reporter.detail(f"Installing {' and '.join(baseline)} first (as Heroku's "
-                            f"buildpack does for this Python and package manager)")
+        reasons = [("Heroku's baseline for pip apps on Python 3.12 and older"
+                    if line.startswith("setuptools==") else "kept in the slug: "
+                    "SLUGBUILD_KEEP_PIP") for line in baseline]
+        job.reporter.detail(f"Installing {' and '.join(baseline)} first "
+                            f"({'; '.join(reasons)})")
         install_baseline = getattr(installer, "install_baseline", None)
         if install_baseline is None:
             from .installers.uv import install_baseline as uv_baseline

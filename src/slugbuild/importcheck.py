@@ -262,7 +262,7 @@ def _program(command: str) -> str | None:
 
 def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[str, str],
                           python_version: str, lock_file: str, config_vars: Mapping[str, str],
-                          reporter: Reporter, timeout: float = 120) -> None:
+                          reporter: Reporter, timeout: float = 60) -> None:
     """Import every process type's entry module with the slug's interpreter; a
     ModuleNotFoundError fails the build (``process-import-failed``), another
     failure is a warning (it may depend on the dyno's environment)."""
