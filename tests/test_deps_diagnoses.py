@@ -261,6 +261,10 @@ def test_sdist_that_does_not_build_on_the_python():
     assert "numpy" in error.title or "numpy" in error.found
     assert "3.13" in error.action and error.output_shown
     assert failed_package("Failed building wheel for pyyaml\n") == "pyyaml"
+    old_setup = _diagnosed("  x Failed to build `oldpkg==0.1`\n  File \"setup.py\", line 1\n"
+                           "ModuleNotFoundError: No module named 'distutils'\n")
+    assert old_setup.code == "dependency-build-failed"
+    assert "removed from Python's standard library in 3.12" in old_setup.found
 
 
 def test_local_package_failure_names_the_package():

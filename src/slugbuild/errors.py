@@ -235,7 +235,7 @@ DEPENDENCY_BUILD_FAILED = ErrorKind(
     "dependency-build-failed",
     "A dependency does not build on Python {python}",
     "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
-    "{python} on this platform, so it was built from source, and that build failed.",
+    "{python} on this platform, so it was built from source, and that build failed.{cause}",
     "Pin a release of {package} that publishes wheels for Python {major_minor} (newer "
     "releases usually do), or ask for the Python the pinned release supports in "
     ".python-version. The build's own message is above. Nothing was cached from this "

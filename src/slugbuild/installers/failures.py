@@ -118,9 +118,16 @@ def diagnose_install_failure(*, command: str, exit_code: int, output: str,
     if package is None:
         return None
     major_minor = ".".join(python_version.split(".")[:2])
+    from ..importcheck import MISSING_MODULE, REMOVED_STDLIB, diagnose_missing_module
+
+    missing = MISSING_MODULE.findall(output)
+    cause = ""
+    if missing and missing[-1].split(".")[0] in REMOVED_STDLIB:
+        explained = diagnose_missing_module(output, python_version)
+        cause = f"\nLikely cause: its build script imports {missing[-1]}: {explained}."
     return errors.DEPENDENCY_BUILD_FAILED.error(
         command=command, exit_code=exit_code, package=package, python=python_version,
-        major_minor=major_minor, output=output, output_shown=True)
+        major_minor=major_minor, cause=cause, output=output, output_shown=True)
 
 
 def failed_package(output: str) -> str | None:
