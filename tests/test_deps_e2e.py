@@ -41,6 +41,11 @@ def test_gunicorn_20_on_312_gets_the_baseline_and_serves(tmp_path, cache_dir):
     with Server(result.slug_path) as server:
         response = requests.get(server.base + "/", timeout=10)
     assert response.status_code == 200 and b"gunicorn 20.1.0" in response.content
+    assert "Checking that the process types' entry points import: gunicorn.app.wsgiapp" \
+        in "\n".join(result.log)
+    warm = _build(GUNICORN20, tmp_path / "warm.tgz", cache_dir)
+    assert warm.sha256 == result.sha256
+    assert any("checked for this dependency layer before" in line for line in warm.log)
 
 
 def test_pip_keeps_the_baseline_and_can_stay_in_the_slug(tmp_path, cache_dir):

@@ -581,7 +581,8 @@ def _check_entry_points(build: _Build, python_build: _PythonBuild,
     check_process_commands(build.build_dir, python, process_types, excluded, version,
                            lock_file)
     check_process_imports(build.build_dir, python, process_types, version, lock_file,
-                          build.config_vars, build.reporter)
+                          build.config_vars, build.reporter,
+                          passed=(build.cache.root / "checks", python_build.deps.key))
 
 
 def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:

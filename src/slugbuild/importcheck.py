@@ -28,6 +28,8 @@ installed library modules are imported.
 from __future__ import annotations
 
 import configparser
+import contextlib
+import hashlib
 import json
 import os
 import re
@@ -203,6 +205,9 @@ def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str]
 
 _PROBE = r"""
 import importlib, json, sys, traceback
+# As for a console script, the current directory is not on the path: only the
+# slug's packages and the standard library are imported.
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
 results = []
 for module in sys.argv[1:]:
     try:
@@ -262,15 +267,30 @@ def _program(command: str) -> str | None:
 
 def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[str, str],
                           python_version: str, lock_file: str, config_vars: Mapping[str, str],
-                          reporter: Reporter, timeout: float = 60) -> None:
+                          reporter: Reporter, timeout: float = 60,
+                          passed: tuple[Path, str] | None = None) -> None:
     """Import every process type's entry module with the slug's interpreter; a
     ModuleNotFoundError fails the build (``process-import-failed``), another
-    failure is a warning (it may depend on the dyno's environment)."""
+    failure is a warning (it may depend on the dyno's environment).
+
+    ``passed`` (a directory and the dependency layer's key) remembers a clean
+    result: the modules are the layer's and the runtime's (the app directory is
+    not on the path, as for a console script), so the same layer and modules
+    need no second interpreter start on a warm build.
+    """
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
     points = entry_points(process_types, console_scripts(site_packages))
     modules = list(dict.fromkeys(point.module for point in points))
     if not modules:
         return
+    marker = None
+    if passed is not None:
+        digest = hashlib.sha256("\0".join([passed[1], *modules]).encode()).hexdigest()
+        marker = passed[0] / digest[:32]
+        if marker.is_file():
+            reporter.step("Process types' entry points import (checked for this "
+                          "dependency layer before): " + ", ".join(modules))
+            return
     reporter.step("Checking that the process types' entry points import: "
                   + ", ".join(modules))
     env = clean_env({**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
@@ -303,6 +323,10 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
                       f"`{point.word}`) failed at build time with {result['type']}: "
                       f"{result.get('message', '')}. It may need the dyno's environment; "
                       f"if not, the process will fail the same way when it starts.")
+    if marker is not None and all("type" not in result for result in results):
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(" ".join(modules) + "\n")
 
 
 def _probe_results(stdout: str) -> list[dict] | None:
