@@ -199,6 +199,10 @@ def test_entry_points_of_process_commands(tmp_path):
     other.mkdir()
     (other / "entry_points.txt").write_text("[console_scripts]\nnewrelic-admin = "
                                             "newrelic.admin:main\n")
+    local = tmp_path / "myapp-1.0.dist-info"  # the app itself, installed from `.`
+    local.mkdir()
+    (local / "entry_points.txt").write_text("[console_scripts]\nmyapp = myapp.cli:main\n")
+    (local / "direct_url.json").write_text('{"url": "file:///app", "dir_info": {}}')
     scripts = console_scripts(tmp_path)
     assert scripts == {"gunicorn": "gunicorn.app.wsgiapp", "newrelic-admin": "newrelic.admin"}
     found = entry_points({
@@ -209,6 +213,10 @@ def test_entry_points_of_process_commands(tmp_path):
     }, scripts)
     assert [(p.process, p.module) for p in found] == [
         ("web", "newrelic.admin"), ("web", "gunicorn.app.wsgiapp"), ("worker", "celery")]
+    (tmp_path / "myworker").mkdir()  # the app's own package: never imported
+    assert entry_points({"worker": "python3 -m myworker.run", "web": "python -m http.server"},
+                        scripts, tmp_path)[0].module == "http.server"
+    assert len(entry_points({"worker": "python3 -m myworker.run"}, scripts, tmp_path)) == 0
 
 
 # --- install failures ---------------------------------------------------------------------

@@ -156,9 +156,13 @@ class EntryPoint:
 
 
 def console_scripts(site_packages: Path) -> dict[str, str]:
-    """Console script name -> ``module`` for every installed distribution."""
+    """Console script name -> ``module`` for every installed distribution, except
+    the app's own local packages (``./libs/pkg``, ``.``): their code is the app's."""
     scripts: dict[str, str] = {}
     for path in sorted(site_packages.glob("*.dist-info/entry_points.txt")):
+        direct_url = path.parent / "direct_url.json"
+        if direct_url.is_file() and '"file://' in direct_url.read_text(errors="replace"):
+            continue
         parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
@@ -177,11 +181,12 @@ _PYTHON_WORD = re.compile(r"^(?:.*/)?python(?:3(?:\.\d+)?)?$")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
-def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str]
-                 ) -> list[EntryPoint]:
+def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str],
+                 app_dir: Path | None = None) -> list[EntryPoint]:
     """The modules the process types' commands start: each word naming a console
     script of the slug (wrappers such as ``newrelic-admin run-program gunicorn``
-    give both), and ``python -m module``."""
+    give both), and ``python -m module`` unless the module is the app's own
+    (in ``app_dir``): the app's code is never imported."""
     found: list[EntryPoint] = []
     for process, command in sorted(process_types.items()):
         try:
@@ -198,6 +203,10 @@ def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str]
             elif (_PYTHON_WORD.match(word) and index + 2 < len(words)
                   and words[index + 1] == "-m"):
                 module = words[index + 2]
+                top = module.split(".")[0]
+                if app_dir is not None and ((app_dir / top).exists()
+                                            or (app_dir / f"{top}.py").exists()):
+                    continue
                 if re.fullmatch(r"[A-Za-z_][\w.]*", module):
                     found.append(EntryPoint(process, f"{word} -m {module}", module))
     return found
@@ -279,7 +288,7 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     need no second interpreter start on a warm build.
     """
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
-    points = entry_points(process_types, console_scripts(site_packages))
+    points = entry_points(process_types, console_scripts(site_packages), build_dir)
     modules = list(dict.fromkeys(point.module for point in points))
     if not modules:
         return
