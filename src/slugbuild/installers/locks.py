@@ -37,9 +37,12 @@ def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manif
     try:
         return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
     except ToolFailed as failed:
+        from .failures import shown_paths
+
+        # Not streamed (show=False): the output is shown here, with the app's paths.
         raise errors.LOCK_FILE_OUTDATED.error(
             lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
-            output=failed.tail,
+            output=shown_paths(failed.tail, job.app_dir, job.source_dir, job.prefix),
         ) from failed
 
 
