@@ -105,6 +105,7 @@ def test_every_requirement_excluded_by_markers_fails(tmp_path):
     with pytest.raises(errors.SlugbuildError) as caught:
         check_declared_installed(job, installed=[])
     assert caught.value.code == "dependencies-excluded-by-markers"
+    assert "a line `3.11` there" in caught.value.action
     assert "3.13.0" in caught.value.title and 'gunicorn==27.0.1; python_version<"3.12"' \
         in caught.value.found
 

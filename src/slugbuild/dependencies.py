@@ -505,9 +505,11 @@ def check_declared_installed(job: InstallJob, installed: list[str],
     listed = "\n".join(f"  {line}" for _r, line in missing[:10])
     more = f"\n  … and {len(missing) - 10} more" if len(missing) > 10 else ""
     if len(missing) == len(declared) and not installed:
+        allowed = _newest_allowing([r for r, _line in declared])
         raise errors.DEPENDENCIES_EXCLUDED_BY_MARKERS.error(
             lock_file=job.lock_file, count=len(declared), python=job.python_version,
-            listed=listed + more)
+            listed=listed + more,
+            suggestion=f" (a line `{allowed}` there selects them all)" if allowed else "")
     by_python = [line for r, line in missing if "python" in str(r.marker)]
     if by_python:
         job.reporter.detail(f"Not installed, their markers exclude Python "
@@ -529,6 +531,15 @@ def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
                 and not parsed[0].marker.evaluate(environment):
             found[canonicalize_name(parsed[0].name)] = line
     return found
+
+
+def _newest_allowing(requirements: list) -> str | None:
+    """The newest Python 3 minor version (3.9 to 3.14) every marker allows, if any."""
+    for minor in range(14, 8, -1):
+        environment = marker_environment(f"3.{minor}.0")
+        if all(r.marker is None or r.marker.evaluate(environment) for r in requirements):
+            return f"3.{minor}"
+    return None
 
 
 def _parse_requirement(line: str):

@@ -255,9 +255,9 @@ DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "{lock_file} declares {count} requirement(s), and the environment marker of every one "
     "excludes Python {python}, so nothing was installed and the app's processes could not "
     "start:\n{listed}",
-    "Ask for a Python the markers allow in .python-version, or correct the markers (a "
-    "marker such as `; python_version < \"3.12\"` skips the requirement on 3.12 and "
-    "later).",
+    "Ask for a Python the markers allow in .python-version{suggestion}, or correct the "
+    "markers (a marker such as `; python_version < \"3.12\"` skips the requirement on "
+    "3.12 and later).",
 )
 INSTALLER_UNSUPPORTED_PYTHON = ErrorKind(
     "installer-unsupported-python",
