@@ -45,6 +45,7 @@ from .dependencies import (
     DependencyLayer,
     Prefetch,
     constraints_from_slug_json,
+    excluded_requirements,
     has_package,
     installer_for,
     link_dependency_layer,
@@ -52,6 +53,7 @@ from .dependencies import (
 )
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
+from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
 from .log import Reporter
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
@@ -387,6 +389,8 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
+            if python_build is not None:
+                _check_entry_points(build, python_build, process_types)
             addons = [*merged.addons, *(release.python_addons(build.build_dir)
                                         if python_build is not None else [])]
             addons = list(dict.fromkeys(addons))
@@ -574,7 +578,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
     python_home = build_dir / _PYTHON_HOME
-    installer = installer_for(info.package_manager)
+    installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(
         prepare_dependency_layer, app_dir=build_dir, lock_file=info.lock_file,
         python_name=runtime.python_name, runtime=runtime_manifest(runtime, build.platform),
@@ -614,7 +618,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):
-            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
+            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
+                     runtime.version, info.lock_file or "requirements.txt")
 
         with timer.stage("dependency_layer"):
             if beside is not None:
@@ -640,10 +645,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
 
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                          python, build.config_vars, reporter)
+                          python, build.config_vars, reporter, runtime.version,
+                          info.lock_file or "requirements.txt")
 
     with timer.stage("post_compile"):
-        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter)
+        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
+                 runtime.version, info.lock_file or "requirements.txt")
 
     with timer.stage("profile_d"):
         write_profile(build_dir)
@@ -694,6 +701,22 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
     return process_types, inferred, merged
 
 
+def _check_entry_points(build: _Build, python_build: _PythonBuild,
+                        process_types: dict[str, str]) -> None:
+    """Each process type's program is in the slug, and its entry module imports
+    (``importcheck``)."""
+    version = python_build.runtime_info["resolved"]
+    python = build.build_dir / _PYTHON_HOME / "bin" / f"python{'.'.join(version.split('.')[:2])}"
+    lock_file = python_build.info.lock_file or "requirements.txt"
+    excluded = (excluded_requirements(build.build_dir, lock_file, version)
+                if python_build.info.package_manager == "pip" else {})
+    check_process_commands(build.build_dir, python, process_types, excluded, version,
+                           lock_file)
+    check_process_imports(build.build_dir, python, process_types, version, lock_file,
+                          build.config_vars, build.reporter,
+                          passed=(build.cache.root / "checks", python_build.deps.key))
+
+
 def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:
     if python_build is None:
         return None
@@ -705,6 +728,7 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "files": list(deps.files),
         "installer": deps.installer,
         "installer_version": deps.installer_version,
+        "baseline": list(deps.baseline),
     }
 
 

@@ -17,7 +17,8 @@ class SlugbuildError(Exception):
     """A failure the user can act on: title, what was found, what to do."""
 
     def __init__(
-        self, code: str, title: str, found: str, action: str, output: str | None = None
+        self, code: str, title: str, found: str, action: str, output: str | None = None,
+        output_shown: bool = False,
     ) -> None:
         super().__init__(f"{title}: {found}")
         self.code = code
@@ -25,12 +26,15 @@ class SlugbuildError(Exception):
         self.found = found
         self.action = action
         self.output = output
+        # The output was already streamed into the build log: render() does not
+        # repeat it (``output`` stays for library users and as_dict).
+        self.output_shown = output_shown
 
     def render(self) -> str:
         """The message as the command line prints it (` !     ` prefixed lines)."""
         lines = [f"Error: {self.title}", ""]
         lines += self.found.splitlines()
-        if self.output:
+        if self.output and not self.output_shown:
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
@@ -61,13 +65,15 @@ class ErrorKind:
             raise ValueError(f"duplicate error code {self.code}")
         CATALOG[self.code] = self
 
-    def error(self, output: str | None = None, **values: object) -> SlugbuildError:
+    def error(self, output: str | None = None, output_shown: bool = False,
+              **values: object) -> SlugbuildError:
         return SlugbuildError(
             self.code,
             self.title.format(**values),
             self.found.format(**values),
             self.action.format(**values),
             output=output,
+            output_shown=output_shown,
         )
 
 
@@ -233,6 +239,67 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "Check the requirement names and versions in {lock_file} against the package index "
     "({index}); the installer's own message is above. Nothing was cached from this "
     "attempt.",
+)
+
+DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
+    "dependency-needs-system-library",
+    "A dependency needs a system library to build",
+    "`{command}` failed (exit code {exit_code}): {package} is built from source here, and "
+    "its build needs {needed}, which this machine does not have.",
+    "{advice}\nNothing was cached from this attempt.",
+)
+DEPENDENCY_BUILD_FAILED = ErrorKind(
+    "dependency-build-failed",
+    "A dependency does not build on Python {python}",
+    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
+    "{python} on this platform, so it was built from source, and that build failed.{cause}",
+    "Pin a release of {package} that publishes wheels for Python {major_minor} (newer "
+    "releases usually do), or ask for the Python the pinned release supports in "
+    ".python-version. The build's own message is above. Nothing was cached from this "
+    "attempt.",
+)
+LOCAL_PACKAGE_FAILED = ErrorKind(
+    "local-package-failed",
+    "A local package of the app does not install",
+    "`{command}` failed (exit code {exit_code}) while building the local package {path}.",
+    "Fix the package's build files ({path}/pyproject.toml or setup.py): build it with "
+    "`pip wheel {path}` in the app directory to see the same error. Nothing was cached "
+    "from this attempt.",
+)
+DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
+    "dependencies-excluded-by-markers",
+    "No dependency of {lock_file} applies to Python {python}",
+    "{lock_file} declares {count} requirement(s), and the environment marker of every one "
+    "excludes Python {python}, so nothing was installed and the app's processes could not "
+    "start:\n{listed}",
+    "Ask for a Python the markers allow in .python-version{suggestion}, or correct the "
+    "markers (a marker such as `; python_version < \"3.12\"` skips the requirement on "
+    "3.12 and later).",
+)
+INSTALLER_UNSUPPORTED_PYTHON = ErrorKind(
+    "installer-unsupported-python",
+    "No installer supports Python {python}",
+    "The build would install with {installer}, which supports Python {supported}; no "
+    "older pip slugbuild knows of supports Python {python} (older pips are kept for: "
+    "{versions}).",
+    "Ask for a newer Python in .python-version (a line such as `3.13`).",
+)
+PROCESS_IMPORT_FAILED = ErrorKind(
+    "process-import-failed",
+    "The {process} process would not start: {missing} is missing",
+    "`{process}: {command}` starts `{word}`, whose module {module} cannot be imported "
+    "from the slug: No module named '{missing}'.\nLikely cause: {explanation}.",
+    "Fix the dependencies and build again; every start of this process would fail the "
+    "same way. (The check imports only the entry module of each process type's command, "
+    "never the app's own code.)",
+)
+PROCESS_COMMAND_EXCLUDED = ErrorKind(
+    "process-command-excluded",
+    "The {process} process would not start: {program} was not installed",
+    "`{process}: {command}` runs `{program}`, but {lock_file} asks for it as `{line}`, "
+    "whose environment marker excludes Python {python}: it was not installed, and the "
+    "process would fail with `{program}: not found`.",
+    "Correct the marker, or ask for a Python it allows in .python-version.",
 )
 
 # --- build steps -------------------------------------------------------------------

@@ -74,10 +74,11 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
 class ToolFailed(Exception):
     """A build tool exited non-zero; carries its exit code and the tail of its output."""
 
-    def __init__(self, exit_code: int, tail: str) -> None:
+    def __init__(self, exit_code: int, tail: str, output: str = "") -> None:
         super().__init__(f"exit code {exit_code}")
         self.exit_code = exit_code
         self.tail = tail
+        self.output = output or tail  # everything it printed, for diagnoses
 
 
 # --- time limits and process groups ---------------------------------------------
@@ -325,5 +326,5 @@ def run_tool(
     if pending:
         emit(bytes(pending))
     if exit_code != 0:
-        raise ToolFailed(exit_code, "\n".join(tail))
+        raise ToolFailed(exit_code, "\n".join(tail), "\n".join(lines))
     return "\n".join(lines)

@@ -48,14 +48,18 @@ def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manif
     try:
         return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
     except ToolFailed as failed:
+        from .failures import shown_paths
+
+        # Not streamed (show=False): the output is shown here, with the app's paths.
+        output = shown_paths(failed.tail, job.app_dir, job.source_dir, job.prefix)
         if _OUTDATED.search(failed.tail or ""):
             raise errors.LOCK_FILE_OUTDATED.error(
                 lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
-                output=failed.tail,
+                output=output,
             ) from failed
         raise errors.LOCK_TOOL_FAILED.error(
             command=shown, lock_file=job.lock_file, exit_code=failed.exit_code,
-            output=failed.tail,
+            output=output,
         ) from failed
 
 

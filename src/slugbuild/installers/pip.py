@@ -14,7 +14,13 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from .. import errors
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
@@ -61,15 +67,17 @@ class PipInstaller:
 
     name = "pip"
 
-    def __init__(self) -> None:
+    def __init__(self, python_version: str | None = None) -> None:
         self.tool = "pip"
+        # The pip that can install for this runtime (refused here, before any work).
+        self.pip = pip_for_runtime(python_version)
 
     def version(self) -> str:
         from importlib.metadata import version
 
         if self.tool == "uv":
             return f"uv=={version('uv')}, every requirement pinned"
-        return version("pip")
+        return self.pip.version
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         files = requirements_files(app_dir, lock_file)
@@ -82,10 +90,15 @@ class PipInstaller:
             self.tool = "uv" if _lock_like(app_dir, files) else "pip"
         return files + local
 
-    def command(self, job: InstallJob) -> list[str]:
-        """pip's command line; the indexes are in its environment (``pip_env``)."""
+    def command(self, job: InstallJob, python: Path | None = None) -> list[str]:
+        """pip's command line; the indexes are in its environment (``pip_env``).
+
+        ``python`` (a stand-in environment over ``job.prefix``, see
+        ``_prefix_environment``) replaces ``--prefix``: pip then sees what the
+        baseline put there as installed, as on Heroku.
+        """
         argv = [
-            sys.executable, "-m", "pip", "--python", str(job.python), "install",
+            *self.pip.command(job), "--python", str(python or job.python), "install",
             "--no-input", "--disable-pip-version-check", "--no-compile",
             "--no-warn-script-location", "--progress-bar", "off", "--root-user-action", "ignore",
             "--cache-dir", str(job.cache.pip_cache),
@@ -93,7 +106,7 @@ class PipInstaller:
         cert = trusted_ca_bundle()
         if cert:
             argv += ["--cert", cert]
-        if job.prefix is not None:
+        if job.prefix is not None and python is None:
             # pip would count the interpreter's own site-packages as installed.
             argv += ["--prefix", str(job.prefix), "--ignore-installed"]
         argv += ["-r", job.lock_file]
@@ -119,16 +132,105 @@ class PipInstaller:
                 f"`slugbuild lock`, or rebuild this package set with --constraints-from "
                 f"and this build's slug.json."
             )
+        job.declared.extend(requirement_lines(job.app_dir, job.lock_file))
         if self.tool == "uv":
             from .uv import install_requirements
 
             install_requirements(job)
             return
-        try:
-            run_tool(self.command(job), job.reporter, pip_env(job.config_vars),
-                     cwd=job.app_dir)
-        except ToolFailed as failed:
-            raise install_failed(job, ["pip", "install", "-r", job.lock_file], failed) from failed
+        with _prefix_environment(job) as python:
+            try:
+                run_tool(self.command(job, python), job.reporter, pip_env(job.config_vars),
+                         cwd=job.app_dir)
+            except ToolFailed as failed:
+                raise install_failed(job, ["pip", "install", "-r", job.lock_file],
+                                     failed) from failed
+
+    def install_baseline(self, job: InstallJob, requirements: tuple[str, ...]) -> None:
+        """Install Heroku's baseline (``installers/baseline.py``) before the app's
+        requirements, with the tool that installs those."""
+        if self.tool == "uv":
+            from .uv import install_baseline
+
+            install_baseline(job, requirements)
+            return
+        with _prefix_environment(job) as python:
+            argv = self.command(job, python)
+            argv = [*argv[:argv.index("-r")], "--no-deps", *requirements]
+            try:
+                run_tool(argv, job.reporter, pip_env(job.config_vars), cwd=job.app_dir)
+            except ToolFailed as failed:
+                raise install_failed(job, ["pip", "install", *requirements], failed) from failed
+
+
+@dataclass(frozen=True)
+class PipTool:
+    """The pip a build runs: slugbuild's own, or (for a runtime it does not support)
+    a pinned older one from the tool cache."""
+
+    version: str
+    cached: str | None = None  # the tool cache's name for it, when not slugbuild's own
+
+    def command(self, job: InstallJob) -> list[str]:
+        if self.cached is None:
+            return [sys.executable, "-m", "pip"]
+        from .tools import ensure_tool
+
+        # pip's __main__ puts its own parent first on sys.path when run as a directory.
+        return [sys.executable, "-s", str(ensure_tool(self.cached, job) / "pip")]
+
+
+# The newest pip for runtimes older than slugbuild's pip supports, by (major, minor):
+# pip 26.1 needs Python 3.10; 26.0.1 is the last release for 3.9.
+OLDER_PIP = {(3, 9): "26.0.1"}
+
+
+def pip_for_runtime(python_version: str | None) -> PipTool:
+    """The pip that supports ``python_version``; refused before any work when none does."""
+    from importlib.metadata import metadata, version
+
+    own = version("pip")
+    if python_version is None:
+        return PipTool(own)
+    supported = SpecifierSet(metadata("pip").get("Requires-Python") or "")
+    runtime = Version(python_version)
+    if supported.contains(runtime, prereleases=True):
+        return PipTool(own)
+    older = OLDER_PIP.get(runtime.release[:2])
+    if older is not None:
+        return PipTool(older, cached=f"pip-{older}")
+    raise errors.INSTALLER_UNSUPPORTED_PYTHON.error(
+        python=python_version, installer=f"pip {own}", supported=str(supported),
+        versions=", ".join(f"{major}.{minor}" for major, minor in sorted(OLDER_PIP)))
+
+
+@contextmanager
+def _prefix_environment(job: InstallJob) -> Iterator[Path | None]:
+    """For an install apart (into ``job.prefix``), a stand-in environment over it.
+
+    A ``pyvenv.cfg`` and an interpreter link in the prefix make it a virtual
+    environment of the runtime for the time of the install: pip then installs
+    into it and counts only what is there as installed (the baseline), never the
+    installing interpreter's own site-packages. Both are removed afterwards; the
+    scripts' shebangs are made relocatable as for any install. None (plain
+    ``pip --python``) when installing onto the build.
+    """
+    if job.prefix is None:
+        yield None
+        return
+    prefix = job.prefix
+    python = prefix / "bin" / job.python.name
+    config = prefix / "pyvenv.cfg"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    (prefix / "lib" / job.python.name / "site-packages").mkdir(parents=True, exist_ok=True)
+    config.write_text(f"home = {job.python.parent}\ninclude-system-site-packages = false\n"
+                      f"version = {job.python_version}\n")
+    python.symlink_to(job.python)
+    try:
+        yield python
+    finally:
+        python.unlink(missing_ok=True)
+        config.unlink(missing_ok=True)
 
 
 def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
@@ -146,13 +248,31 @@ def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
 
 
 def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:
-    """The error for an installer that exited non-zero (index shown without credentials)."""
+    """The error for an installer that exited non-zero: what its output shows is
+    missing (``installers/failures.py``), else the generic one (index shown
+    without credentials). The output, streamed into the log already, is kept on
+    the error but not printed again; build-copy paths are shown as the app's."""
+    from .failures import diagnose_install_failure, shown_paths
+
+    def shown_text(text: str) -> str:
+        return shown_paths(text, job.app_dir, job.source_dir, job.prefix)
+
+    command = shlex.join(shown)
+    local = [m.group(0).split()[0] for line in job.declared
+             if (m := _LOCAL_PATH.match(line))]
+    specific = diagnose_install_failure(
+        command=command, exit_code=failed.exit_code, output=shown_text(failed.output),
+        python_version=job.python_version, local_paths=local)
+    if specific is not None:
+        specific.output = shown_text(failed.tail)
+        return specific
     return errors.DEPENDENCY_INSTALL_FAILED.error(
-        command=shlex.join(shown),
+        command=command,
         exit_code=failed.exit_code,
         lock_file=job.lock_file,
         index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-        output=failed.tail,
+        output=shown_text(failed.tail),
+        output_shown=True,
     )
 
 
@@ -221,6 +341,30 @@ def _logical_lines(path: Path) -> list[tuple[int, str]]:
     if buffer.strip():
         result.append((start, buffer.strip()))
     return result
+
+
+def requirement_lines(app_dir: Path, lock_file: str) -> list[str]:
+    """The requirements ``lock_file`` and its ``-r`` includes declare (constraint files
+    and options left out, hashes stripped): what the app asks to be installed."""
+    app_root = app_dir.resolve()
+    found: list[str] = []
+    seen: set[Path] = set()
+    pending = [app_root / lock_file]
+    while pending:
+        path = pending.pop(0).resolve()
+        if path in seen or not path.is_file() or not path.is_relative_to(app_root):
+            continue
+        seen.add(path)
+        for _number, line in _logical_lines(path):
+            match = _INCLUDE.match(line)
+            if match:
+                if match.group("short") == "-r" or match.group("long") == "--requirement":
+                    pending.append(path.parent / match.group("path"))
+                continue
+            if _OPTION.match(line):
+                continue
+            found.append(re.split(r"\s+--hash", line)[0].strip())
+    return found
 
 
 def reject_editables(app_dir: Path, files: list[str]) -> None:

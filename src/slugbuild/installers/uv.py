@@ -115,6 +115,8 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     resolved, so uv gives the same result as pip would, only faster.
     """
     lock_indexes, local = _split_export(exported)
+    job.declared.extend(_export_requirements(exported.read_text()))
+    job.declared.extend(local)
     _uv_pip_install(
         job,
         ["--no-deps", "--require-hashes", "-r", str(exported)],
@@ -127,6 +129,24 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
         _uv_pip_install(job, ["--no-deps", *local],
                         shown=["uv", "pip", "install", "--no-deps", *local],
                         indexes=index_env(job.config_vars))
+
+
+def _export_requirements(text: str) -> list[str]:
+    """The requirement lines of an export (continuations joined, hashes and options off)."""
+    joined = re.sub(r"\\\n", " ", text)
+    found = []
+    for line in joined.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith(("-", "#")):
+            found.append(re.split(r"\s+--hash", line)[0].strip())
+    return found
+
+
+def install_baseline(job: InstallJob, requirements: tuple[str, ...]) -> None:
+    """Heroku's baseline (installers/baseline.py), before the app's requirements."""
+    _uv_pip_install(job, ["--no-deps", *requirements],
+                    shown=["uv", "pip", "install", *requirements],
+                    indexes=index_env(job.config_vars))
 
 
 def _split_export(exported: Path) -> tuple[list[str], list[str]]:
