@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
+from .app_base import choose_app_base, resolve_app_base
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
@@ -246,6 +247,7 @@ def compile_app(
     buildpacks: Sequence[str] | None = None,
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
+    app_base: str | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -261,6 +263,9 @@ def compile_app(
     ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
     ``web`` process before the slug is put in place and fails the build,
     writing nothing, unless it answers HTTP (see boot_check.py).
+    ``app_base`` (else the ``APP_BASE`` config var) names the subdirectory that
+    holds the app, as Heroku's monorepo buildpack does: only its content is built
+    and becomes the slug (see app_base.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -277,6 +282,11 @@ def compile_app(
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
+    chosen_base = choose_app_base(app_base, config_vars)
+    if chosen_base is not None:
+        app_dir = resolve_app_base(app_dir, *chosen_base)
+        reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
+                      f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
     constraints = (constraints_from_slug_json(Path(constraints_from))

@@ -75,10 +75,21 @@ class ErrorKind:
 NOT_A_PYTHON_APP = ErrorKind(
     "not-a-python-app",
     "No Python app found",
-    "{app_dir} has none of the files that mark a Python app ({markers}).",
+    "{app_dir} has none of the files that mark a Python app ({markers}).{subdirectory}",
     "Add a requirements.txt (or another supported package manager file) to the app's "
-    "root directory, or point slugbuild at the directory that holds it.",
+    "root directory, or point slugbuild at the directory that holds it: for an app in a "
+    "subdirectory of a monorepo, `--app-base DIR` or the APP_BASE config var (Heroku's "
+    "monorepo convention; only that directory becomes the slug).",
 )
+APP_BASE_INVALID = ErrorKind(
+    "app-base-invalid",
+    "The app base is not a directory inside the app",
+    "{value!r} (from {source}) {problem}.",
+    "Name the directory that holds the Python app, relative to {root}, e.g. `backend` or "
+    "`services/api`: only that directory's content becomes the slug, as with Heroku's "
+    "monorepo buildpack.",
+)
+
 APP_DIR_MISSING = ErrorKind(
     "app-dir-missing",
     "App directory not found",
