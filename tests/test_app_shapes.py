@@ -3,9 +3,13 @@ assets built by Node beside the Python app."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tarfile
+import zipfile
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -13,10 +17,12 @@ import requests
 
 from slugbuild import compile_app, errors
 from slugbuild.app_base import choose_app_base, resolve_app_base
+from slugbuild.cache import Cache
 from slugbuild.detect import detect, python_subdirectories
 from slugbuild.log import Reporter
+from slugbuild.nltk_data import expand, parse_index, provide_nltk_data, read_nltk_list
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli
+from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
 
 MONOREPO = FIXTURE_APPS / "monorepo-backend"
 
@@ -135,3 +141,166 @@ def test_monorepo_backend_builds_from_app_base_and_serves(tmp_path: Path, cache_
                         source_date_epoch=None)
     assert again.sha256 == result.sha256
     assert os.path.getsize(slug) == again.size
+
+
+# --- nltk.txt -------------------------------------------------------------------------------
+
+NLTK_APP = FIXTURE_APPS / "flask-nltk"
+STOPWORDS = "slugbuild\nthe\nand\n"
+
+
+def _package_zip(ident: str, files: dict[str, str]) -> bytes:
+    """A package zip laid out as NLTK's: every member under ``<id>/``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{ident}/", "")
+        for name, content in sorted(files.items()):
+            archive.writestr(name if name.startswith("/") or ".." in name
+                             else f"{ident}/{name}", content)
+    return buffer.getvalue()
+
+
+def _write_index(root: Path, packages: dict[str, tuple[str, bytes]],
+                 collections: dict[str, list[str]] | None = None,
+                 checksum: dict[str, str] | None = None) -> None:
+    """index.xml plus packages/<subdir>/<id>.zip, as on NLTK's gh-pages branch."""
+    entries = []
+    for ident, (subdir, data) in packages.items():
+        (root / "packages" / subdir).mkdir(parents=True, exist_ok=True)
+        (root / "packages" / subdir / f"{ident}.zip").write_bytes(data)
+        md5 = (checksum or {}).get(ident, hashlib.md5(data).hexdigest())
+        entries.append(f'<package id="{ident}" name="{ident}" subdir="{subdir}" unzip="1" '
+                       f'size="{len(data)}" unzipped_size="0" checksum="{md5}" '
+                       f'url="packages/{subdir}/{ident}.zip" />')
+    groups = "".join(f'<collection id="{name}">'
+                     + "".join(f'<item ref="{ref}" />' for ref in refs) + "</collection>"
+                     for name, refs in (collections or {}).items())
+    (root / "index.xml").write_text(f'<?xml version="1.0"?>\n<nltk_data><packages>'
+                                    f'{"".join(entries)}</packages><collections>{groups}'
+                                    f'</collections></nltk_data>\n')
+
+
+@pytest.fixture()
+def nltk_mirror(tmp_path: Path):
+    """A loopback HTTP server over a directory laid out like NLTK's data index."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    with serve_directory(root, _QuietHandler) as base:
+        yield root, f"{base}/index.xml"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_nltk_list_is_words_without_comments(tmp_path: Path) -> None:
+    assert read_nltk_list(tmp_path) is None
+    (tmp_path / "nltk.txt").write_text("# corpora\r\npunkt stopwords\n\n  wordnet\npunkt\n")
+    assert read_nltk_list(tmp_path) == ["punkt", "stopwords", "wordnet"]
+    (tmp_path / "nltk.txt").write_text("punkt\n../../etc\n")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        read_nltk_list(tmp_path)
+    assert caught.value.code == "nltk-list-invalid" and "line 2" in caught.value.found
+
+
+def test_nltk_index_expands_collections_and_refuses_unknown_names() -> None:
+    index = parse_index(
+        '<nltk_data><packages><package id="a" url="a.zip" subdir="corpora" checksum="x"/>'
+        '<package id="b" url="http://h/b.zip" subdir="tokenizers" unzip="0"/></packages>'
+        '<collections><collection id="all"><item ref="b"/><item ref="a"/></collection>'
+        '<collection id="loop"><item ref="loop"/></collection></collections></nltk_data>',
+        "http://mirror/nltk/index.xml")
+    assert index.packages["a"].url == "http://mirror/nltk/a.zip"
+    assert not index.packages["b"].unzip
+    assert [p.id for p in expand(["all", "a"], index)] == ["a", "b"]
+    assert expand(["loop"], index) == []
+    with pytest.raises(errors.SlugbuildError) as caught:
+        expand(["alll"], index)
+    assert caught.value.code == "nltk-corpus-unavailable" and "(close: all)" in caught.value.found
+
+
+@pytest.mark.parametrize("xml", ["not xml", "<nltk_data/>",
+                                 '<x><package id="a" url="a.zip" subdir="../up"/></x>'])
+def test_nltk_index_unusable(xml: str) -> None:
+    with pytest.raises(errors.SlugbuildError) as caught:
+        parse_index(xml, "http://mirror/index.xml")
+    assert caught.value.code == "nltk-index-unusable"
+
+
+def test_nltk_data_from_a_mirror_is_cached_as_a_layer(tmp_path: Path, nltk_mirror) -> None:
+    root, url = nltk_mirror
+    _write_index(root, {"stopwords": ("corpora", _package_zip("stopwords",
+                                                              {"english": STOPWORDS}))},
+                 collections={"popular": ["stopwords"]})
+    build = make_app(tmp_path / "app", {"nltk.txt": "popular\n"})
+    cache = Cache(tmp_path / "cache")
+    layer = provide_nltk_data(build, True, {"NLTK_INDEX_URL": url}, cache, Reporter(quiet=True))
+    assert (layer.tree / "corpora" / "stopwords.zip").is_file()
+    assert (layer.tree / "corpora" / "stopwords" / "english").read_text() == STOPWORDS
+    # Warm: the same layer, without fetching the packages again.
+    (root / "packages" / "corpora" / "stopwords.zip").unlink()
+    again = provide_nltk_data(build, True, {"NLTK_INDEX_URL": url}, cache,
+                              Reporter(quiet=True))
+    assert again.path == layer.path
+    # Without nltk installed nothing is downloaded (Heroku), but the user is told.
+    reporter = Reporter(quiet=True)
+    assert provide_nltk_data(build, False, {"NLTK_INDEX_URL": url}, cache, reporter) is None
+    assert any("nltk package is not installed" in line for line in reporter.lines)
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("checksum", "md5 checksum"),
+    ("missing", "HTTP 404"),
+    ("escape", "outside `stopwords/`"),
+    ("notzip", "not a zip archive"),
+])
+def test_nltk_corpus_that_cannot_be_had_is_one_clear_error(tmp_path: Path, nltk_mirror,
+                                                           case: str, problem: str) -> None:
+    root, url = nltk_mirror
+    data = _package_zip("stopwords", {"english": STOPWORDS,
+                                      **({"../evil": "x"} if case == "escape" else {})})
+    if case == "notzip":
+        data = b"not a zip"
+    _write_index(root, {"stopwords": ("corpora", data)},
+                 checksum={"stopwords": "0" * 32} if case == "checksum" else None)
+    if case == "missing":
+        (root / "packages" / "corpora" / "stopwords.zip").unlink()
+    build = make_app(tmp_path / "app", {"nltk.txt": "stopwords\n"})
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        provide_nltk_data(build, True, {"NLTK_INDEX_URL": url}, cache, Reporter(quiet=True))
+    assert caught.value.code == "nltk-corpus-unavailable"
+    assert problem in caught.value.found and "'stopwords'" in caught.value.found
+    assert not list((tmp_path / "cache" / "layers").iterdir())  # nothing cached
+
+
+def test_nltk_index_that_cannot_be_fetched(tmp_path: Path, nltk_mirror) -> None:
+    _root, url = nltk_mirror
+    build = make_app(tmp_path / "app", {"nltk.txt": "stopwords\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        provide_nltk_data(build, True, {"NLTK_INDEX_URL": url}, Cache(tmp_path / "cache"),
+                          Reporter(quiet=True))
+    assert caught.value.code == "nltk-index-unusable" and "HTTP 404" in caught.value.found
+
+
+@pytest.mark.slow
+def test_flask_nltk_app_serves_a_corpus_from_the_slug(tmp_path: Path, cache_dir: Path,
+                                                      nltk_mirror) -> None:
+    root, url = nltk_mirror
+    _write_index(root, {"stopwords": ("corpora", _package_zip("stopwords",
+                                                              {"english": STOPWORDS}))})
+    slug = tmp_path / "slug.tgz"
+    result = compile_app(NLTK_APP, slug, cache_dir=cache_dir, env={"NLTK_INDEX_URL": url},
+                         reporter=Reporter(quiet=True))
+    assert any("Downloading NLTK packages: stopwords" in line for line in result.log)
+    with tarfile.open(slug) as tar:
+        names = set(tar.getnames())
+        profile = tar.extractfile("./.profile.d/python-nltk.sh").read().decode()
+    assert "./.heroku/python/nltk_data/corpora/stopwords/english" in names
+    assert "./.heroku/python/nltk_data/corpora/stopwords.zip" in names
+    assert "NLTK_DATA" in profile
+    with Server(slug) as server:
+        answer = requests.get(server.base + "/", timeout=10)
+    assert answer.status_code == 200, server.stop()[1]
+    assert answer.text == "3 English stopwords, first: slugbuild\n"

@@ -53,6 +53,8 @@ from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .inference import discover_process_types
 from .log import Reporter
+from .nltk_data import DATA_DIR as NLTK_DATA_DIR
+from .nltk_data import provide_nltk_data, write_nltk_profile
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import buildpack_exports
 from .procfile import check_procfile_name, hook_warnings, read_procfile
@@ -540,6 +542,14 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             prefetch.stop()
             # Its throwaway install is thousands of files: removed while the build goes on.
             build.background.submit(shutil.rmtree, prefetch.scratch, ignore_errors=True)
+
+    with timer.stage("nltk_data"):
+        nltk_layer = provide_nltk_data(build_dir, has_package(deps.packages, "nltk"),
+                                       build.config_vars, build.cache, reporter)
+        if nltk_layer is not None:
+            build.cache.restore(nltk_layer, build_dir / NLTK_DATA_DIR)
+            build.use_layer(nltk_layer, NLTK_DATA_DIR)
+            write_nltk_profile(build_dir)
 
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),

@@ -248,6 +248,33 @@ HOOK_FAILED = ErrorKind(
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
 )
 
+# --- NLTK corpora --------------------------------------------------------------------
+NLTK_LIST_INVALID = ErrorKind(
+    "nltk-list-invalid",
+    "nltk.txt is not a list of NLTK identifiers",
+    "nltk.txt {problem}.",
+    "List one NLTK package or collection identifier a line (e.g. `punkt`, `stopwords`, "
+    "`popular`), as `python -m nltk.downloader` takes them; lines starting with `#` are "
+    "comments.",
+)
+NLTK_INDEX_UNUSABLE = ErrorKind(
+    "nltk-index-unusable",
+    "Could not read NLTK's data index",
+    "{url}: {problem}.",
+    "The app has nltk.txt and installs nltk, so its corpora are downloaded from NLTK's "
+    "index. Check the network, or point the NLTK_INDEX_URL config var at a mirror laid out "
+    "like https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/ (an index.xml and "
+    "the package zips it names). Nothing was cached from this attempt.",
+)
+NLTK_CORPUS_UNAVAILABLE = ErrorKind(
+    "nltk-corpus-unavailable",
+    "An NLTK corpus listed in nltk.txt could not be had",
+    "{corpus!r} {problem} (index {url}).",
+    "Check the spelling in nltk.txt against the identifiers of NLTK's index (`python -m "
+    "nltk.downloader -l` lists them), or the mirror named by NLTK_INDEX_URL. Nothing was "
+    "cached from this attempt.",
+)
+
 # --- buildpacks ---------------------------------------------------------------------
 BUILDPACK_FETCH_FAILED = ErrorKind(
     "buildpack-fetch-failed",
