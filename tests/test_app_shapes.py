@@ -17,10 +17,13 @@ import requests
 
 from slugbuild import compile_app, errors
 from slugbuild.app_base import choose_app_base, resolve_app_base
+from slugbuild.buildpack_lists import expand_spec, listed_buildpacks
+from slugbuild.buildpack_runner import buildpacks_for
 from slugbuild.cache import Cache
 from slugbuild.detect import detect, python_subdirectories
 from slugbuild.log import Reporter
 from slugbuild.nltk_data import expand, parse_index, provide_nltk_data, read_nltk_list
+from slugbuild.node_assets import build_script, node_assets_warning
 
 from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
 
@@ -304,3 +307,134 @@ def test_flask_nltk_app_serves_a_corpus_from_the_slug(tmp_path: Path, cache_dir:
         answer = requests.get(server.base + "/", timeout=10)
     assert answer.status_code == 200, server.stop()[1]
     assert answer.text == "3 English stopwords, first: slugbuild\n"
+
+
+# --- buildpack lists and assets built by Node ----------------------------------------------
+
+NODE_APP = FIXTURE_APPS / "flask-node-assets"
+FAKE_NODE_DETECT = '#!/bin/sh\n[ -f "$1/package.json" ] && echo Node.js\n'
+# Runs the app's build script with the machine's node, as heroku-buildpack-nodejs would.
+FAKE_NODE_COMPILE = '#!/bin/sh\nset -e\ncd "$1"\nnpm run build\n'
+
+
+def _fake_node_buildpack(directory: Path) -> Path:
+    make_app(directory, {"bin/detect": FAKE_NODE_DETECT, "bin/compile": FAKE_NODE_COMPILE})
+    for script in ("detect", "compile"):
+        (directory / "bin" / script).chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize("spec, expanded", [
+    ("heroku/nodejs", "https://github.com/heroku/heroku-buildpack-nodejs"),
+    ("heroku-community/apt#v2", "https://github.com/heroku/heroku-buildpack-apt#v2"),
+    ("someone/thing", "https://github.com/someone/heroku-buildpack-thing.git"),
+    ("someone/heroku-buildpack-thing", "https://github.com/someone/heroku-buildpack-thing.git"),
+    ("heroku/python", "heroku/python"),
+    ("https://git.example.invalid/bp.git#v1", "https://git.example.invalid/bp.git#v1"),
+    ("./local-bp", "./local-bp"),
+])
+def test_buildpack_shorthands_expand_as_heroku_and_dokku_do(tmp_path: Path, spec: str,
+                                                            expanded: str) -> None:
+    assert expand_spec(spec, tmp_path, ".buildpacks") == expanded
+
+
+def test_buildpack_shorthand_that_is_a_directory_stays_a_path(tmp_path: Path) -> None:
+    (tmp_path / "vendor" / "bp").mkdir(parents=True)
+    assert expand_spec("vendor/bp", tmp_path, ".buildpacks") == "vendor/bp"
+
+
+def test_subdir_form_is_refused_naming_it(tmp_path: Path) -> None:
+    make_app(tmp_path, {".buildpacks": "heroku/nodejs\napi=heroku/python\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        listed_buildpacks(tmp_path)
+    assert caught.value.code == "buildpack-form-unsupported"
+    assert "heroku-buildpack-subdir" in caught.value.found
+    assert "--app-base api" in caught.value.action
+
+
+def test_buildpacks_file_wins_over_app_json(tmp_path: Path) -> None:
+    make_app(tmp_path, {"app.json": '{"buildpacks": [{"url": "heroku/nodejs"}, '
+                                    '{"url": "heroku/python"}]}'})
+    assert listed_buildpacks(tmp_path) == (
+        ["https://github.com/heroku/heroku-buildpack-nodejs", "heroku/python"], "app.json")
+    (tmp_path / ".buildpacks").write_text("# comment\nhttps://x.invalid/bp.git#main\n")
+    assert listed_buildpacks(tmp_path) == (["https://x.invalid/bp.git#main"], ".buildpacks")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{", "is not JSON"),
+    ("[]", "not a JSON object"),
+    ('{"buildpacks": "heroku/python"}', "not a list"),
+    ('{"buildpacks": [{"name": "x"}]}', "buildpacks[0] without a `url`"),
+])
+def test_app_json_that_cannot_be_read_is_refused(tmp_path: Path, text: str,
+                                                 problem: str) -> None:
+    make_app(tmp_path, {"app.json": text})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        listed_buildpacks(tmp_path)
+    assert caught.value.code == "buildpack-list-invalid" and problem in caught.value.found
+
+
+def test_app_json_without_buildpacks_lists_none(tmp_path: Path) -> None:
+    make_app(tmp_path, {"app.json": '{"name": "x", "env": {}}'})
+    assert listed_buildpacks(tmp_path) == ([], None)
+
+
+def test_monorepo_buildpack_is_what_app_base_does(tmp_path: Path) -> None:
+    make_app(tmp_path, {".buildpacks": "https://github.com/lstoll/heroku-buildpack-monorepo\n"
+                                       "heroku/python\n"})
+    refs = buildpacks_for(tmp_path, None, app_base=True)
+    assert [ref.spec for ref in refs] == ["heroku/python"]
+    with pytest.raises(errors.SlugbuildError) as caught:
+        buildpacks_for(tmp_path, None)
+    assert caught.value.code == "monorepo-buildpack-without-app-base"
+
+
+def test_node_build_script_is_found(tmp_path: Path) -> None:
+    assert build_script(tmp_path) is None
+    (tmp_path / "package.json").write_text('{"scripts": {"start": "node x"}}')
+    assert build_script(tmp_path) is None
+    (tmp_path / "package.json").write_text('{"scripts": {"build": "vite build", '
+                                           '"heroku-postbuild": "npm run build"}}')
+    assert build_script(tmp_path) == "heroku-postbuild"
+    (tmp_path / "package.json").write_text("{not json")
+    assert build_script(tmp_path) is None
+
+
+def test_node_warning_depends_on_where_a_node_buildpack_runs(tmp_path: Path) -> None:
+    make_app(tmp_path, {"package.json": '{"scripts": {"build": "x"}}'})
+    assert "no Node.js buildpack runs" in node_assets_warning(tmp_path, [], [])
+    assert node_assets_warning(tmp_path, [("./bp", "Node.js")], []) is None
+    assert node_assets_warning(
+        tmp_path, [], [("https://github.com/heroku/heroku-buildpack-nodejs",)]
+    ).endswith("List the Node.js buildpack first.")
+
+
+@pytest.mark.slow
+def test_node_assets_warning_without_a_node_step(tmp_path: Path, cache_dir: Path) -> None:
+    app = copy_app(NODE_APP, tmp_path / "app")
+    (app / "app.json").unlink()
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache_dir,
+                         reporter=Reporter(quiet=True))
+    assert any("`build` script, but no Node.js buildpack runs" in line
+               for line in result.log)
+
+
+@pytest.mark.slow
+def test_node_buildpack_from_app_json_builds_assets_before_python(tmp_path: Path,
+                                                                 cache_dir: Path) -> None:
+    """app.json lists a Node.js buildpack (here a local one running `npm run build` with
+    the machine's node) before heroku/python: the built stylesheet is served from the slug."""
+    app = copy_app(NODE_APP, tmp_path / "app")
+    node_bp = _fake_node_buildpack(tmp_path / "node-buildpack")
+    (app / "app.json").write_text(json.dumps(
+        {"buildpacks": [{"url": str(node_bp)}, {"url": "heroku/python"}]}))
+    slug = tmp_path / "slug.tgz"
+    result = compile_app(app, slug, cache_dir=cache_dir, reporter=Reporter(quiet=True))
+    assert not any("Node.js buildpack" in line for line in result.log)
+    assert [b["description"] for b in result.metadata["buildpacks"]][0] == "Node.js"
+    with Server(slug) as server:
+        page = requests.get(server.base + "/", timeout=10)
+        css = requests.get(server.base + "/static/app.css", timeout=10)
+    assert "stylesheet built: True" in page.text
+    assert css.status_code == 200 and css.text.startswith("/* built by node */")

@@ -30,6 +30,7 @@ from .app_base import choose_app_base, resolve_app_base
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
+    BuildpackRef,
     ReleaseInfo,
     buildpacks_for,
     exported_variables,
@@ -55,6 +56,7 @@ from .inference import discover_process_types
 from .log import Reporter
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
+from .node_assets import node_assets_warning
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import buildpack_exports
 from .procfile import check_procfile_name, hook_warnings, read_procfile
@@ -290,7 +292,8 @@ def compile_app(
         reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
                       f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
-    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
+    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
+                          app_base=chosen_base is not None)
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
@@ -320,6 +323,7 @@ def compile_app(
         declared: list[ReleaseInfo] = []
         descriptions: list[dict[str, str]] = []
         if not refs:
+            _warn_node_assets(build, refs, 0, [])
             python_build = _python_stages(build, info, *resolved)
         else:
             env_dir_path = write_env_dir(scratch / "env", config_vars)
@@ -336,6 +340,7 @@ def compile_app(
                         with timer.stage("resolve_runtime"):
                             resolved = _resolve_runtime(build.build_dir, cache, platform,
                                                         runtime_options, reporter)
+                        _warn_node_assets(build, refs, position, descriptions)
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
@@ -571,6 +576,18 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         **runtime.metadata,
     }
     return _PythonBuild(info, request, runtime_info, deps)
+
+
+def _warn_node_assets(build: _Build, refs: Sequence[BuildpackRef], position: int,
+                      descriptions: list[dict[str, str]]) -> None:
+    """Before the Python stages: warn when package.json builds assets no Node.js step makes.
+
+    Buildpacks that ran are known by spec and detected name, later ones by spec."""
+    before = [(d["buildpack"], d["description"]) for d in descriptions]
+    after = [(ref.shown,) for ref in refs[position + 1:]]
+    warning = node_assets_warning(build.build_dir, before, after)
+    if warning:
+        build.reporter.warn(warning)
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:

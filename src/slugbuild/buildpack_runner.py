@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from . import errors
+from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 from .procfile import parse_procfile, valid_process_type_name
@@ -85,18 +86,30 @@ class BuildpackOutcome:
     release: ReleaseInfo
 
 
-def buildpacks_for(app_dir: Path, given: list[str] | None) -> list[BuildpackRef]:
+def buildpacks_for(app_dir: Path, given: list[str] | None,
+                   app_base: bool = False) -> list[BuildpackRef]:
     """``--buildpack`` values (paths relative to the working directory), else the
-    app's ``.buildpacks`` lines (paths relative to the app), else none."""
+    app's ``.buildpacks`` lines, else its ``app.json`` ``buildpacks`` (paths
+    relative to the app), else none; shorthands expanded (see buildpack_lists.py).
+
+    heroku-buildpack-monorepo is dropped when an app base is set (``app_base``):
+    slugbuild already did what it does. Listed without one, it is refused.
+    """
     if given:
-        return [BuildpackRef(spec, Path.cwd()) for spec in given]
-    listing = app_dir / ".buildpacks"
-    if not listing.is_file():
-        return []
-    # One buildpack a line; `#` starts a comment only at the start of a line,
-    # since `URL#ref` uses it too.
-    lines = (line.strip() for line in listing.read_text(errors="replace").splitlines())
-    return [BuildpackRef(line, app_dir) for line in lines if line and not line.startswith("#")]
+        specs, source, base = ([expand_spec(spec, Path.cwd(), "--buildpack")
+                                for spec in given], "--buildpack", Path.cwd())
+    else:
+        specs, found_in = listed_buildpacks(app_dir)
+        source, base = found_in or "", app_dir
+    refs = []
+    for spec in specs:
+        if is_monorepo_buildpack(spec):
+            if not app_base:
+                raise errors.MONOREPO_BUILDPACK_WITHOUT_APP_BASE.error(
+                    spec=redact_url(spec), source=source)
+            continue
+        refs.append(BuildpackRef(spec, base))
+    return refs
 
 
 def fetch(ref: BuildpackRef, scratch: Path) -> Path:

@@ -311,6 +311,34 @@ BUILDPACK_RELEASE_INVALID = ErrorKind(
     "mappings; fix the buildpack.",
 )
 
+BUILDPACK_LIST_INVALID = ErrorKind(
+    "buildpack-list-invalid",
+    "The app's buildpack list cannot be read",
+    "{source} {problem}.",
+    "app.json lists buildpacks as `\"buildpacks\": [{{\"url\": \"heroku/nodejs\"}}, "
+    "{{\"url\": \"heroku/python\"}}]`; fix the file, or list the buildpacks one a line "
+    "in .buildpacks (which wins over app.json), or pass --buildpack.",
+)
+BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
+    "buildpack-form-unsupported",
+    "A buildpack line uses a form slugbuild does not run",
+    "{source} has the line {spec!r}: `DIR=URL` is heroku-buildpack-subdir's form (run "
+    "{buildpack} inside the subdirectory {directory}/), and slugbuild does not run "
+    "buildpacks in subdirectories.",
+    "For a Python app kept in {directory}/, build that directory alone with "
+    "`--app-base {directory}` (or the APP_BASE config var; only its content becomes the "
+    "slug) and list its buildpacks in {directory}/.buildpacks. Otherwise list each "
+    "buildpack as a plain path, URL or URL#ref.",
+)
+MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
+    "monorepo-buildpack-without-app-base",
+    "The monorepo buildpack is listed but no app base is set",
+    "{source} lists {spec}, which builds the subdirectory named by the APP_BASE config "
+    "var, but APP_BASE is not set.",
+    "Set the app base: `--app-base DIR` or `--env APP_BASE=DIR` (slugbuild does what that "
+    "buildpack does itself; see docs/app-shapes.md), and remove the buildpack from {source}.",
+)
+
 # --- release metadata ----------------------------------------------------------------
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
