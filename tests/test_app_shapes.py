@@ -23,7 +23,7 @@ from slugbuild.cache import Cache
 from slugbuild.detect import detect, python_subdirectories
 from slugbuild.log import Reporter
 from slugbuild.nltk_data import expand, parse_index, provide_nltk_data, read_nltk_list
-from slugbuild.node_assets import build_script, node_assets_warning
+from slugbuild.node_assets import build_script, node_assets_warning, run_node_build
 
 from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
 
@@ -437,4 +437,59 @@ def test_node_buildpack_from_app_json_builds_assets_before_python(tmp_path: Path
         page = requests.get(server.base + "/", timeout=10)
         css = requests.get(server.base + "/static/app.css", timeout=10)
     assert "stylesheet built: True" in page.text
+    assert css.status_code == 200 and css.text.startswith("/* built by node */")
+
+
+# --- the built-in Node step (--node-build) ---------------------------------------------------
+
+
+def test_node_step_refuses_other_package_managers_locks(tmp_path: Path) -> None:
+    make_app(tmp_path, {"package.json": '{"scripts": {"build": "x"}}', "yarn.lock": ""})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        run_node_build(tmp_path, {}, tmp_path / "npm", Reporter(quiet=True))
+    assert caught.value.code == "node-build-unsupported" and "Yarn" in caught.value.found
+
+
+def test_node_step_failure_is_one_error_and_leaves_no_node_modules(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {
+        "package.json": '{"name": "x", "private": true, "scripts": {"build": '
+                        '"node -e \\"require(\'fs\').mkdirSync(\'node_modules/y\', '
+                        '{recursive: true}); process.exit(3)\\""}}'})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        run_node_build(app, {}, tmp_path / "npm", Reporter(quiet=True))
+    assert caught.value.code == "node-build-failed"
+    assert caught.value.found == "`npm run build` exited with code 3."
+    assert not (app / "node_modules").exists()
+
+
+def test_node_step_without_node_on_path(tmp_path: Path) -> None:
+    app = copy_app(NODE_APP, tmp_path / "app")
+    env = {**os.environ, "PATH": str(tmp_path / "empty")}
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--node-build", env=env)
+    assert result.returncode == 1
+    assert "The built-in Node step needs node and npm" in result.stderr
+    assert "apt-get install nodejs npm" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "slug.tgz").exists()
+
+
+@pytest.mark.slow
+def test_node_build_step_builds_assets_and_leaves_node_modules_out(tmp_path: Path,
+                                                                   cache_dir: Path) -> None:
+    """--node-build stands in for heroku/nodejs from app.json: npm runs the build with the
+    machine's node, the stylesheet is served from the slug, node_modules is not in it."""
+    app = copy_app(NODE_APP, tmp_path / "app")
+    (app / "node_modules" / "stale").mkdir(parents=True)  # committed by mistake
+    (app / "node_modules" / "stale" / "index.js").write_text("")
+    slug = tmp_path / "slug.tgz"
+    result = compile_app(app, slug, cache_dir=cache_dir, node_build=True,
+                         reporter=Reporter(quiet=True))
+    assert [b["buildpack"] for b in result.metadata["buildpacks"]] == [
+        "slugbuild:node", "heroku/python"]
+    assert not any("Node.js buildpack" in line for line in result.log)
+    with tarfile.open(slug) as tar:
+        names = set(tar.getnames())
+    assert "./static/app.css" in names
+    assert not any(name.startswith("./node_modules") for name in names)
+    with Server(slug) as server:
+        css = requests.get(server.base + "/static/app.css", timeout=10)
     assert css.status_code == 200 and css.text.startswith("/* built by node */")

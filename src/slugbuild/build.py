@@ -56,7 +56,13 @@ from .inference import discover_process_types
 from .log import Reporter
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
-from .node_assets import node_assets_warning
+from .node_assets import (
+    NATIVE_NODE_NAMES,
+    NODE_STEP_DESCRIPTION,
+    is_heroku_nodejs,
+    node_assets_warning,
+    run_node_build,
+)
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import buildpack_exports
 from .procfile import check_procfile_name, hook_warnings, read_procfile
@@ -252,6 +258,7 @@ def compile_app(
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
     app_base: str | None = None,
+    node_build: bool = False,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -270,6 +277,8 @@ def compile_app(
     ``app_base`` (else the ``APP_BASE`` config var) names the subdirectory that
     holds the app, as Heroku's monorepo buildpack does: only its content is built
     and becomes the slug (see app_base.py).
+    ``node_build`` runs the built-in Node step (npm ci and the package.json build
+    script, node_modules left out) before the Python stages (see node_assets.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -294,6 +303,12 @@ def compile_app(
     boot_timeout = boot_check_timeout(boot_check)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
                           app_base=chosen_base is not None)
+    if node_build:
+        # The built-in step stands in for Heroku's Node.js buildpack where one is listed.
+        refs = [BuildpackRef("slugbuild:node", ref.base) if is_heroku_nodejs(ref.spec)
+                else ref for ref in refs]
+        if not any(ref.spec in NATIVE_NODE_NAMES for ref in refs):
+            refs = [BuildpackRef("slugbuild:node"), *(refs or [BuildpackRef("python")])]
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
@@ -329,6 +344,14 @@ def compile_app(
             env_dir_path = write_env_dir(scratch / "env", config_vars)
             exports: list[Path] = []
             for position, ref in enumerate(refs):
+                if ref.spec in NATIVE_NODE_NAMES:
+                    with timer.stage("node_build"), \
+                            buildpack_exports(exported_variables(exports)):
+                        run_node_build(build.build_dir, config_vars, cache.root / "npm",
+                                       reporter)
+                    descriptions.append({"buildpack": ref.shown,
+                                         "description": NODE_STEP_DESCRIPTION})
+                    continue
                 if ref.native:
                     if python_build is not None:
                         reporter.warn(f"{ref.shown} is listed twice; the Python stages ran "

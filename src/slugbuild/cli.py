@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--app-base", metavar="DIR",
                           help="build only this subdirectory of the app (Heroku's monorepo "
                                "APP_BASE; default: the APP_BASE config var, else the root)")
+    compile_.add_argument("--node-build", action="store_true",
+                          help="before Python, run the built-in Node step: npm ci and the "
+                               "package.json build script with the machine's node "
+                               "(node_modules is left out of the slug)")
     compile_.add_argument("--boot-check", action="store_true",
                           help="after packing, start the slug's web process on 127.0.0.1 and "
                                "fail the build (writing no slug) unless it answers HTTP")
@@ -153,6 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, app_base=args.app_base,
+            node_build=args.node_build,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )

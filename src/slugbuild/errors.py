@@ -339,6 +339,27 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     "buildpack does itself; see docs/app-shapes.md), and remove the buildpack from {source}.",
 )
 
+NODE_NOT_FOUND = ErrorKind(
+    "node-not-found",
+    "The built-in Node step needs node and npm",
+    "The build asked for the built-in Node step, but {missing} is not on PATH.",
+    "Install Node.js on the build machine (on Debian or Ubuntu: `apt-get install nodejs "
+    "npm`), or list the Node.js buildpack (`heroku/nodejs`) instead of the built-in step.",
+)
+NODE_BUILD_UNSUPPORTED = ErrorKind(
+    "node-build-unsupported",
+    "The built-in Node step cannot build this app",
+    "The build asked for the built-in Node step, but {problem}.",
+    "{advice}",
+)
+NODE_BUILD_FAILED = ErrorKind(
+    "node-build-failed",
+    "The app's Node build failed",
+    "`{command}` exited with code {exit_code}.",
+    "npm's own message is above; fix package.json or its lock file and build again. The "
+    "step runs in the app root with the build's config vars; node_modules is not kept.",
+)
+
 # --- release metadata ----------------------------------------------------------------
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
