@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import zipfile
 from http.server import SimpleHTTPRequestHandler
@@ -493,3 +494,18 @@ def test_node_build_step_builds_assets_and_leaves_node_modules_out(tmp_path: Pat
     with Server(slug) as server:
         css = requests.get(server.base + "/static/app.css", timeout=10)
     assert css.status_code == 200 and css.text.startswith("/* built by node */")
+
+
+def test_nltk_package_larger_than_its_index_entry_is_refused(tmp_path: Path,
+                                                             nltk_mirror) -> None:
+    root, url = nltk_mirror
+    _write_index(root, {"stopwords": ("corpora", _package_zip("stopwords",
+                                                              {"english": STOPWORDS}))})
+    index = (root / "index.xml").read_text()
+    (root / "index.xml").write_text(re.sub(r' size="\d+"', ' size="10"', index))
+    build = make_app(tmp_path / "app", {"nltk.txt": "stopwords\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        provide_nltk_data(build, True, {"NLTK_INDEX_URL": url}, Cache(tmp_path / "cache"),
+                          Reporter(quiet=True))
+    assert caught.value.code == "nltk-corpus-unavailable"
+    assert "larger than 10 bytes" in caught.value.found

@@ -28,6 +28,7 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import time
 import xml.etree.ElementTree as ElementTree
@@ -35,6 +36,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -58,6 +60,9 @@ _RETRIES = 3
 # Bounds on what one package may unpack to (NLTK's largest corpus is ~2 GB unzipped).
 _MAX_MEMBERS = 200_000
 _MAX_UNZIPPED = 8 * 1024 ** 3
+_MAX_PACKAGE = 4 * 1024 ** 3  # a package whose index entry gives no size
+_MAX_INDEX = 64 * 1024 ** 2
+_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -229,31 +234,31 @@ def write_nltk_profile(build_dir: Path) -> None:
 
 
 def _install(package: NltkPackage, tree: Path, reporter: Reporter) -> None:
-    data = _get(package.url, what="package", corpus=package.id)
-
     def broken(problem: str) -> errors.SlugbuildError:
         return errors.NLTK_CORPUS_UNAVAILABLE.error(
             corpus=package.id, url=redact_url(package.url), problem=problem)
 
-    if package.size is not None and len(data) != package.size:
-        raise broken(f"arrived with {len(data)} bytes, but the index says {package.size}")
-    for algorithm, expected in (("sha256", package.sha256), ("md5", package.md5)):
-        if expected and hashlib.new(algorithm, data).hexdigest() != expected:
-            raise broken(f"does not match its {algorithm} checksum in the index")
     if not (package.sha256 or package.md5):
         raise broken("has no checksum in the index, so it cannot be verified")
     target = tree / package.filename
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    limit = package.size if package.size is not None else _MAX_PACKAGE
+    digests = _fetch(package.url, target, limit, broken)
+    received = target.stat().st_size
+    if package.size is not None and received != package.size:
+        raise broken(f"arrived with {received} bytes, but the index says {package.size}")
+    for algorithm, expected in (("sha256", package.sha256), ("md5", package.md5)):
+        if expected and digests[algorithm] != expected:
+            raise broken(f"does not match its {algorithm} checksum in the index")
     if package.unzip and package.filename.endswith(".zip"):
-        _unzip(data, tree / package.subdir, package.id, broken)
-    reporter.detail(f"{package.id} ({package.subdir or '.'}, {len(data)} bytes)")
+        _unzip(target, tree / package.subdir, package.id, broken)
+    reporter.detail(f"{package.id} ({package.subdir or '.'}, {received} bytes)")
 
 
-def _unzip(data: bytes, directory: Path, ident: str, broken) -> None:
+def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
     """Unpack a package zip whose every member lies under ``<id>/`` (as NLTK insists)."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(path)
         members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise broken(f"is not a zip archive ({exc})") from exc
@@ -274,29 +279,65 @@ def _unzip(data: bytes, directory: Path, ident: str, broken) -> None:
                 continue
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
-                destination.write_bytes(archive.read(member))
+                with archive.open(member) as source, open(destination, "wb") as sink:
+                    shutil.copyfileobj(source, sink, _CHUNK)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError) as exc:
                 raise broken(f"could not be unpacked ({exc.__class__.__name__}: "
                              f"{str(exc)[:200]})") from exc
 
 
 def _get(url: str, what: str, corpus: str | None) -> bytes:
-    """GET with retries on connection errors and 5xx; one catalogue error otherwise."""
+    """The index: GET with retries, at most _MAX_INDEX bytes; one catalogue error."""
+    def unusable(problem: str) -> errors.SlugbuildError:
+        return errors.NLTK_INDEX_UNUSABLE.error(url=redact_url(url), problem=problem)
+
+    buffer = io.BytesIO()
+    _retrying(url, lambda response: _copy(response, buffer, _MAX_INDEX, unusable),
+              lambda reason: unusable(f"it could not be fetched ({reason})"),
+              reset=lambda: (buffer.seek(0), buffer.truncate()))
+    return buffer.getvalue()
+
+
+def _fetch(url: str, target: Path, limit: int, broken) -> dict[str, str]:
+    """Stream ``url`` to ``target`` (at most ``limit`` bytes); its sha256 and md5."""
+    digests: dict[str, Any] = {}  # hashlib objects
+
+    def save(response: requests.Response) -> None:
+        digests.update(sha256=hashlib.sha256(), md5=hashlib.md5(usedforsecurity=False))
+        with open(target, "wb") as handle:
+            _copy(response, handle, limit, broken, digests.values())
+
+    _retrying(url, save, lambda reason: broken(f"could not be downloaded ({reason})"))
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) -> None:
+    received = 0
+    for chunk in response.iter_content(_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            raise too_big(f"is larger than {limit} bytes")
+        sink.write(chunk)
+        for digest in digests:
+            digest.update(chunk)
+
+
+def _retrying(url: str, consume, failed, reset=lambda: None) -> None:
+    """GET ``url`` and hand the response to ``consume``, retrying connection errors,
+    5xx and 429 a few times; ``failed(reason)`` is raised when that does not help."""
     reason = "no attempt made"
     for attempt in range(1, _RETRIES + 1):
         try:
-            response = requests.get(url, timeout=_TIMEOUT)
-            if response.status_code < 400:
-                return response.content
-            reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
-            retry = response.status_code >= 500 or response.status_code == 429
+            with requests.get(url, timeout=_TIMEOUT, stream=True) as response:
+                if response.status_code < 400:
+                    consume(response)
+                    return
+                reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
+                retry = response.status_code >= 500 or response.status_code == 429
         except requests.RequestException as exc:
             reason, retry = f"{exc.__class__.__name__}: {str(exc)[:200]}", True
         if not retry or attempt == _RETRIES:
             break
+        reset()
         time.sleep(0.5 * 2 ** (attempt - 1))
-    if what == "index":
-        raise errors.NLTK_INDEX_UNUSABLE.error(
-            url=redact_url(url), problem=f"it could not be fetched ({reason})")
-    raise errors.NLTK_CORPUS_UNAVAILABLE.error(corpus=corpus, url=redact_url(url),
-                                               problem=f"could not be downloaded ({reason})")
+    raise failed(reason)
