@@ -384,11 +384,26 @@ def test_app_json_without_buildpacks_lists_none(tmp_path: Path) -> None:
 def test_monorepo_buildpack_is_what_app_base_does(tmp_path: Path) -> None:
     make_app(tmp_path, {".buildpacks": "https://github.com/lstoll/heroku-buildpack-monorepo\n"
                                        "heroku/python\n"})
-    refs = buildpacks_for(tmp_path, None, app_base=True)
+    (tmp_path / "backend").mkdir()
+    refs = buildpacks_for(tmp_path, None, repo_root=tmp_path)
     assert [ref.spec for ref in refs] == ["heroku/python"]
     with pytest.raises(errors.SlugbuildError) as caught:
         buildpacks_for(tmp_path, None)
     assert caught.value.code == "monorepo-buildpack-without-app-base"
+    # Heroku's convention: the root lists the monorepo buildpack, then those that build
+    # the app base (paths relative to the root).
+    (tmp_path / ".buildpacks").write_text(
+        "heroku/nodejs\nlstoll/heroku-buildpack-monorepo\nvendor/bp\nheroku/python\n")
+    (tmp_path / "vendor" / "bp").mkdir(parents=True)
+    refs = buildpacks_for(tmp_path / "backend", None, repo_root=tmp_path)
+    assert [(ref.spec, ref.base) for ref in refs] == [("vendor/bp", tmp_path),
+                                                      ("heroku/python", tmp_path)]
+    # The app base's own list wins; a root list without the monorepo buildpack is ignored.
+    (tmp_path / "backend" / ".buildpacks").write_text("python\n")
+    assert [r.spec for r in buildpacks_for(tmp_path / "backend", None, tmp_path)] == ["python"]
+    (tmp_path / "backend" / ".buildpacks").unlink()
+    (tmp_path / ".buildpacks").write_text("api=heroku/python\n")
+    assert buildpacks_for(tmp_path / "backend", None, repo_root=tmp_path) == []
 
 
 def test_node_build_script_is_found(tmp_path: Path) -> None:

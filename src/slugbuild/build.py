@@ -296,13 +296,14 @@ def compile_app(
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
     chosen_base = choose_app_base(app_base, config_vars)
+    repo_root = None
     if chosen_base is not None:
-        app_dir = resolve_app_base(app_dir, *chosen_base)
+        repo_root, app_dir = app_dir, resolve_app_base(app_dir, *chosen_base)
         reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
                       f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
-                          app_base=chosen_base is not None)
+                          repo_root=repo_root)
     if node_build:
         # The built-in step stands in for Heroku's Node.js buildpack where one is listed.
         refs = [BuildpackRef("slugbuild:node", ref.base) if is_heroku_nodejs(ref.spec)
