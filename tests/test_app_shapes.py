@@ -524,3 +524,28 @@ def test_nltk_package_larger_than_its_index_entry_is_refused(tmp_path: Path,
                           Reporter(quiet=True))
     assert caught.value.code == "nltk-corpus-unavailable"
     assert "larger than 10 bytes" in caught.value.found
+
+
+DJANGO_NODE_APP = FIXTURE_APPS / "django-node-assets"
+
+
+@pytest.mark.slow
+def test_django_assets_built_by_node(tmp_path: Path, cache_dir: Path) -> None:
+    """Issue 19's case: without a Node step the build warns and every page is a 500
+    (the manifest lacks the stylesheet); with --node-build the page and its CSS serve."""
+    without = compile_app(DJANGO_NODE_APP, tmp_path / "without.tgz", cache_dir=cache_dir,
+                          reporter=Reporter(quiet=True))
+    assert any("`build` script, but no Node.js buildpack runs" in line
+               for line in without.log)
+    with Server(without.slug_path) as server:
+        assert requests.get(server.base + "/", timeout=10).status_code == 500
+
+    built = compile_app(DJANGO_NODE_APP, tmp_path / "with.tgz", cache_dir=cache_dir,
+                        node_build=True, reporter=Reporter(quiet=True))
+    assert not any("Node.js buildpack" in line for line in built.log)
+    with Server(built.slug_path) as server:
+        page = requests.get(server.base + "/", timeout=10)
+        assert page.status_code == 200, server.stop()[1]
+        css_url = re.search(r'href="(/static/app\.[0-9a-f]+\.css)"', page.text).group(1)
+        css = requests.get(server.base + css_url, timeout=10)
+    assert css.status_code == 200 and css.text.startswith("/* built by node */")
