@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import errors, platform_info, release, relocate
+from .app_base import choose_app_base, resolve_app_base
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
@@ -56,6 +57,15 @@ from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
 from .log import Reporter
+from .nltk_data import DATA_DIR as NLTK_DATA_DIR
+from .nltk_data import provide_nltk_data, write_nltk_profile
+from .node_assets import (
+    NATIVE_NODE_NAMES,
+    NODE_STEP_DESCRIPTION,
+    is_heroku_nodejs,
+    node_assets_warning,
+    run_node_build,
+)
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
 from .proc import (
     build_limits,
@@ -259,6 +269,8 @@ def compile_app(
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
     timeout: float | None = None,
+    app_base: str | None = None,
+    node_build: bool = False,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -276,6 +288,11 @@ def compile_app(
     ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
     ``web`` process before the slug is put in place and fails the build,
     writing nothing, unless it answers HTTP (see boot_check.py).
+    ``app_base`` (else the ``APP_BASE`` config var) names the subdirectory that
+    holds the app, as Heroku's monorepo buildpack does: only its content is built
+    and becomes the slug (see app_base.py).
+    ``node_build`` runs the built-in Node step (npm ci and the package.json build
+    script, node_modules left out) before the Python stages (see node_assets.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -290,8 +307,21 @@ def compile_app(
     check_output_paths(slug_path, json_path)
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
+    chosen_base = choose_app_base(app_base, config_vars)
+    repo_root = None
+    if chosen_base is not None:
+        repo_root, app_dir = app_dir, resolve_app_base(app_dir, *chosen_base)
+        reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
+                      f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
-    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
+    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
+                          repo_root=repo_root)
+    if node_build:
+        # The built-in step stands in for Heroku's Node.js buildpack where one is listed.
+        refs = [BuildpackRef("slugbuild:node", ref.base) if is_heroku_nodejs(ref.spec)
+                else ref for ref in refs]
+        if not any(ref.spec in NATIVE_NODE_NAMES for ref in refs):
+            refs = [BuildpackRef("slugbuild:node"), *(refs or [BuildpackRef("python")])]
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
@@ -349,6 +379,7 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
             # Alone, the Python stages check the staged app before any other work.
             # After other buildpacks they check it at their turn, with the files
             # those buildpacks wrote.
+            _warn_node_assets(build, refs, 0, [])
             info = _detect_python(build)
             resolved = _resolve_staged_runtime(build, runtime_options)
             python_build = _python_stages(build, info, *resolved)
@@ -356,6 +387,14 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
             env_dir_path = write_env_dir(scratch / "env", config_vars)
             exports: list[Path] = []
             for position, ref in enumerate(refs):
+                if ref.spec in NATIVE_NODE_NAMES:
+                    with timer.stage("node_build"), \
+                            buildpack_exports(exported_variables(exports)):
+                        run_node_build(build.build_dir, config_vars, cache.root / "npm",
+                                       reporter)
+                    descriptions.append({"buildpack": ref.shown,
+                                         "description": NODE_STEP_DESCRIPTION})
+                    continue
                 if ref.native:
                     if python_build is not None:
                         reporter.warn(f"{ref.shown} is listed twice; the Python stages ran "
@@ -364,6 +403,7 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     with buildpack_exports(exported_variables(exports)):
                         info = _detect_python(build)
                         resolved = _resolve_staged_runtime(build, runtime_options)
+                        _warn_node_assets(build, refs, position, descriptions)
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
@@ -643,6 +683,14 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             # Its throwaway install is thousands of files: removed while the build goes on.
             build.background.submit(shutil.rmtree, prefetch.scratch, ignore_errors=True)
 
+    with timer.stage("nltk_data"):
+        nltk_layer = provide_nltk_data(build_dir, has_package(deps.packages, "nltk"),
+                                       build.config_vars, build.cache, reporter)
+        if nltk_layer is not None:
+            build.cache.restore(nltk_layer, build_dir / NLTK_DATA_DIR)
+            build.use_layer(nltk_layer, NLTK_DATA_DIR)
+            write_nltk_profile(build_dir)
+
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                           python, build.config_vars, reporter, runtime.version,
@@ -666,6 +714,18 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         **resolution.record(),
     }
     return _PythonBuild(info, request, runtime_info, deps)
+
+
+def _warn_node_assets(build: _Build, refs: Sequence[BuildpackRef], position: int,
+                      descriptions: list[dict[str, str]]) -> None:
+    """Before the Python stages: warn when package.json builds assets no Node.js step makes.
+
+    Buildpacks that ran are known by spec and detected name, later ones by spec."""
+    before = [(d["buildpack"], d["description"]) for d in descriptions]
+    after = [(ref.shown,) for ref in refs[position + 1:]]
+    warning = node_assets_warning(build.build_dir, before, after)
+    if warning:
+        build.reporter.warn(warning)
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:

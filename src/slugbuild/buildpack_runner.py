@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from . import errors
+from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .procfile import parse_procfile, valid_process_type_name
@@ -84,18 +85,50 @@ class BuildpackOutcome:
     release: ReleaseInfo
 
 
-def buildpacks_for(app_dir: Path, given: list[str] | None) -> list[BuildpackRef]:
+def buildpacks_for(app_dir: Path, given: list[str] | None,
+                   repo_root: Path | None = None) -> list[BuildpackRef]:
     """``--buildpack`` values (paths relative to the working directory), else the
-    app's ``.buildpacks`` lines (paths relative to the app), else none."""
+    app's ``.buildpacks`` lines, else its ``app.json`` ``buildpacks`` (paths
+    relative to the app), else none; shorthands expanded (see buildpack_lists.py).
+
+    ``repo_root`` is set when ``app_dir`` is an app base inside it. Then
+    heroku-buildpack-monorepo is dropped (slugbuild already did what it does),
+    and when the app base lists no buildpacks of its own, a root list naming the
+    monorepo buildpack gives the buildpacks after it, as on Heroku, where they
+    run on the app base's content. Without an app base, that buildpack is refused.
+    """
     if given:
-        return [BuildpackRef(spec, Path.cwd()) for spec in given]
-    listing = app_dir / ".buildpacks"
-    if not listing.is_file():
-        return []
-    # One buildpack a line; `#` starts a comment only at the start of a line,
-    # since `URL#ref` uses it too.
-    lines = (line.strip() for line in listing.read_text(errors="replace").splitlines())
-    return [BuildpackRef(line, app_dir) for line in lines if line and not line.startswith("#")]
+        specs, source, base = ([expand_spec(spec, Path.cwd(), "--buildpack")
+                                for spec in given], "--buildpack", Path.cwd())
+    else:
+        specs, found_in = listed_buildpacks(app_dir)
+        source, base = found_in or "", app_dir
+        if found_in is None and repo_root is not None:
+            specs, source, base = _after_monorepo_buildpack(repo_root) or (specs, source, base)
+    refs = []
+    for spec in specs:
+        if is_monorepo_buildpack(spec):
+            if repo_root is None:
+                raise errors.MONOREPO_BUILDPACK_WITHOUT_APP_BASE.error(
+                    spec=redact_url(spec), source=source)
+            continue
+        refs.append(BuildpackRef(spec, base))
+    return refs
+
+
+def _after_monorepo_buildpack(repo_root: Path) -> tuple[list[str], str, Path] | None:
+    """The root's buildpacks after heroku-buildpack-monorepo, if its list names it.
+
+    A root list that cannot be read is not this build's business (only the app
+    base is built), so it is ignored rather than refused."""
+    try:
+        specs, found_in = listed_buildpacks(repo_root)
+    except errors.SlugbuildError:
+        return None
+    marks = [i for i, spec in enumerate(specs) if is_monorepo_buildpack(spec)]
+    if not marks:
+        return None
+    return specs[marks[0] + 1:], f"{found_in} (at the repository root)", repo_root
 
 
 def fetch(ref: BuildpackRef, scratch: Path) -> Path:

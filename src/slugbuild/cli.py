@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
+    compile_.add_argument("--app-base", metavar="DIR",
+                          help="build only this subdirectory of the app (Heroku's monorepo "
+                               "APP_BASE; default: the APP_BASE config var, else the root)")
+    compile_.add_argument("--node-build", action="store_true",
+                          help="before Python, run the built-in Node step: npm ci and the "
+                               "package.json build script with the machine's node "
+                               "(node_modules is left out of the slug)")
     compile_.add_argument("--boot-check", action="store_true",
                           help="after packing, start the slug's web process on 127.0.0.1 and "
                                "fail the build (writing no slug) unless it answers HTTP")
@@ -138,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
+    detect_.add_argument("--app-base", metavar="DIR",
+                         help="detect this subdirectory of the app (as compile --app-base)")
     detect_.add_argument("--json", action="store_true")
     return parser
 
@@ -196,6 +205,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
+            app_base=args.app_base, node_build=args.node_build,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -235,7 +245,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                  reporter=Reporter(sys.stderr))
         return 0
     if args.command == "detect":
-        info = detect(args.app_dir)
+        app_dir = args.app_dir
+        if args.app_base is not None and app_dir.is_dir():
+            from .app_base import resolve_app_base
+
+            app_dir = resolve_app_base(app_dir.absolute(), args.app_base, "--app-base")
+        info = detect(app_dir)
         if args.json:
             print(json.dumps({
                 "package_manager": info.package_manager, "lock_file": info.lock_file,

@@ -81,10 +81,21 @@ class ErrorKind:
 NOT_A_PYTHON_APP = ErrorKind(
     "not-a-python-app",
     "No Python app found",
-    "{app_dir} has none of the files that mark a Python app ({markers}).",
+    "{app_dir} has none of the files that mark a Python app ({markers}).{subdirectory}",
     "Add a requirements.txt (or another supported package manager file) to the app's "
-    "root directory, or point slugbuild at the directory that holds it.",
+    "root directory, or point slugbuild at the directory that holds it: for an app in a "
+    "subdirectory of a monorepo, `--app-base DIR` or the APP_BASE config var (Heroku's "
+    "monorepo convention; only that directory becomes the slug).",
 )
+APP_BASE_INVALID = ErrorKind(
+    "app-base-invalid",
+    "The app base is not a directory inside the app",
+    "{value!r} (from {source}) {problem}.",
+    "Name the directory that holds the Python app, relative to {root}, e.g. `backend` or "
+    "`services/api`: only that directory's content becomes the slug, as with Heroku's "
+    "monorepo buildpack.",
+)
+
 APP_DIR_MISSING = ErrorKind(
     "app-dir-missing",
     "App directory not found",
@@ -337,6 +348,32 @@ SYMLINK_LEAVES_SLUG = ErrorKind(
     "copy the file instead: `slugbuild run`, `inspect` and `publish` refuse slugs with such "
     "links, so the build stops before writing one.",
 )
+# --- NLTK corpora --------------------------------------------------------------------
+NLTK_LIST_INVALID = ErrorKind(
+    "nltk-list-invalid",
+    "nltk.txt is not a list of NLTK identifiers",
+    "nltk.txt {problem}.",
+    "List one NLTK package or collection identifier a line (e.g. `punkt`, `stopwords`, "
+    "`popular`), as `python -m nltk.downloader` takes them; lines starting with `#` are "
+    "comments.",
+)
+NLTK_INDEX_UNUSABLE = ErrorKind(
+    "nltk-index-unusable",
+    "Could not read NLTK's data index",
+    "{url}: {problem}.",
+    "The app has nltk.txt and installs nltk, so its corpora are downloaded from NLTK's "
+    "index. Check the network, or point the NLTK_INDEX_URL config var at a mirror laid out "
+    "like https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/ (an index.xml and "
+    "the package zips it names). Nothing was cached from this attempt.",
+)
+NLTK_CORPUS_UNAVAILABLE = ErrorKind(
+    "nltk-corpus-unavailable",
+    "An NLTK corpus listed in nltk.txt could not be had",
+    "{corpus!r} {problem} (index {url}).",
+    "Check the spelling in nltk.txt against the identifiers of NLTK's index (`python -m "
+    "nltk.downloader -l` lists them), or the mirror named by NLTK_INDEX_URL. Nothing was "
+    "cached from this attempt.",
+)
 
 # --- buildpacks ---------------------------------------------------------------------
 BUILDPACK_FETCH_FAILED = ErrorKind(
@@ -372,6 +409,55 @@ BUILDPACK_RELEASE_INVALID = ErrorKind(
     "{spec}: {problem}.",
     "bin/release must print YAML with optional `default_process_types` and `config_vars` "
     "mappings; fix the buildpack.",
+)
+
+BUILDPACK_LIST_INVALID = ErrorKind(
+    "buildpack-list-invalid",
+    "The app's buildpack list cannot be read",
+    "{source} {problem}.",
+    "app.json lists buildpacks as `\"buildpacks\": [{{\"url\": \"heroku/nodejs\"}}, "
+    "{{\"url\": \"heroku/python\"}}]`; fix the file, or list the buildpacks one a line "
+    "in .buildpacks (which wins over app.json), or pass --buildpack.",
+)
+BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
+    "buildpack-form-unsupported",
+    "A buildpack line uses a form slugbuild does not run",
+    "{source} has the line {spec!r}: `DIR=URL` is heroku-buildpack-subdir's form (run "
+    "{buildpack} inside the subdirectory {directory}/), and slugbuild does not run "
+    "buildpacks in subdirectories.",
+    "For a Python app kept in {directory}/, build that directory alone with "
+    "`--app-base {directory}` (or the APP_BASE config var; only its content becomes the "
+    "slug) and list its buildpacks in {directory}/.buildpacks. Otherwise list each "
+    "buildpack as a plain path, URL or URL#ref.",
+)
+MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
+    "monorepo-buildpack-without-app-base",
+    "The monorepo buildpack is listed but no app base is set",
+    "{source} lists {spec}, which builds the subdirectory named by the APP_BASE config "
+    "var, but APP_BASE is not set.",
+    "Set the app base: `--app-base DIR` or `--env APP_BASE=DIR` (slugbuild does what that "
+    "buildpack does itself; see docs/app-shapes.md), and remove the buildpack from {source}.",
+)
+
+NODE_NOT_FOUND = ErrorKind(
+    "node-not-found",
+    "The built-in Node step needs node and npm",
+    "The build asked for the built-in Node step, but {missing} is not on PATH.",
+    "Install Node.js on the build machine (on Debian or Ubuntu: `apt-get install nodejs "
+    "npm`), or list the Node.js buildpack (`heroku/nodejs`) instead of the built-in step.",
+)
+NODE_BUILD_UNSUPPORTED = ErrorKind(
+    "node-build-unsupported",
+    "The built-in Node step cannot build this app",
+    "The build asked for the built-in Node step, but {problem}.",
+    "{advice}",
+)
+NODE_BUILD_FAILED = ErrorKind(
+    "node-build-failed",
+    "The app's Node build failed",
+    "`{command}` exited with code {exit_code}.",
+    "npm's own message is above; fix package.json or its lock file and build again. The "
+    "step runs in the app root with the build's config vars; node_modules is not kept.",
 )
 
 # --- release metadata ----------------------------------------------------------------
