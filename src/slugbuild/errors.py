@@ -217,6 +217,16 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "({index}); the installer's own message is above. Nothing was cached from this "
     "attempt.",
 )
+LOCAL_PACKAGE_FAILED = ErrorKind(
+    "local-package-failed",
+    "Could not build the local package {package}",
+    "`{command}` failed (exit code {exit_code}): {package} is a package in the app "
+    "({lock_file} names it by its path), built from its source during the build.",
+    "Its build output is shown here. Check that it builds on its own "
+    "(`pip wheel --no-deps {package}` in the app directory): its pyproject.toml or "
+    "setup.py, and that its build requirements are on the package index ({index}). "
+    "Nothing was cached from this attempt.",
+)
 
 # --- build steps -------------------------------------------------------------------
 COLLECTSTATIC_FAILED = ErrorKind(
@@ -424,14 +434,6 @@ PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
     "one Poetry would install none of them, and the slug would have no dependencies.",
     "Ask for a Python the project allows in .python-version (e.g. one matching "
     "`{constraint}`), or widen the constraint in {manifest} and re-lock.",
-)
-EDITABLE_REQUIREMENT = ErrorKind(
-    "editable-requirement",
-    "Editable requirement in {file}",
-    "{file} line {line}: `{text}` asks for an editable install, which points back into "
-    "the build directory and does not survive packing.",
-    "Drop the `-e`: use `./path/to/package` for a local package or "
-    "`name @ git+https://host/repo@COMMIT` for one from version control.",
 )
 CONSTRAINTS_UNUSABLE = ErrorKind(
     "constraints-unusable",

