@@ -196,7 +196,8 @@ def test_a_local_package_that_does_not_build_is_named(tmp_path, cache_dir):
     broken = {"vendor/broken/setup.py": "raise SystemExit('setup.py: this package is broken')\n"}
     pip_app = make_app(tmp_path / "pip", {**broken, ".python-version": "3.12\n",
                                           "requirements.txt": "six==1.17.0\n./vendor/broken\n"})
-    pipfile = ('[packages]\nbroken = {path = "./vendor/broken"}\n\n'
+    pipfile = ('[[source]]\nurl = "https://pypi.org/simple"\nverify_ssl = true\n'
+               'name = "pypi"\n\n[packages]\nbroken = {path = "./vendor/broken"}\n\n'
                '[requires]\npython_version = "3.12"\n')
     lock = json.dumps({
         "_meta": {"hash": {"sha256": pipfile_hash(tomllib.loads(pipfile))}, "pipfile-spec": 6,

@@ -393,6 +393,10 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
     if (home / "bin").is_dir():
         rewritten += relocate.make_scripts_relocatable(home / "bin", python_name)
     rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
+    # uv's note of a local package's source times, for its own reinstall checks:
+    # it differs with every checkout and means nothing in a slug.
+    relocate.drop_recorded_files(site_packages,
+                                 sorted(site_packages.glob("*.dist-info/uv_cache.json")))
     try:
         rewritten += relocate.settle_built_elf_files(
             site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")

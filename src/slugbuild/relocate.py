@@ -288,6 +288,21 @@ def refresh_records(site_packages: Path, changed: list[Path]) -> None:
             write_replacing(record, ("\n".join(lines) + "\n").encode())
 
 
+def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
+    """Remove ``removed`` files, and their lines from every dist-info RECORD."""
+    wanted = {os.path.normpath(path) for path in removed}
+    if not wanted:
+        return
+    for path in removed:
+        path.unlink()
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        lines = record.read_text().splitlines()
+        kept = [line for line in lines if os.path.normpath(
+            os.path.join(site_packages, line.rsplit(",", 2)[0])) not in wanted]
+        if kept != lines:
+            write_replacing(record, ("\n".join(kept) + "\n").encode())
+
+
 # Run by the slug's own interpreter (any of 3.8-3.13), after marshal_canon's
 # source: argv = directory, logical directory, workers, and the directory a
 # runtime was copied from (or ""). Every pyc's body is canonical_marshal'd.
