@@ -166,12 +166,38 @@ def test_wheels_from_an_index_keep_their_bytes(tmp_path):
 
 # --- local packages -------------------------------------------------------------------
 
+@pytest.mark.parametrize("requirements, local", [
+    ("six==1.17.0\n-r more.txt\n", False),
+    ("six==1.17.0\n./vendor/pkg\n", True),
+    ("-e git+https://example.invalid/x.git#egg=x\n", True),  # the -e is rewritten
+    ("-e .\n", True),
+])
+def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requirements,
+                                                                  local):
+    from slugbuild.dependencies import builds_local_packages, copy_for_install
+    from slugbuild.installers import installer_for
+
+    app = make_app(tmp_path / "app", {"requirements.txt": requirements, "more.txt": "",
+                                      "vendor/pkg/setup.py": "", "app.py": "",
+                                      ".heroku/python/bin/python3.12": ""})
+    installer = installer_for("pip")
+    files = installer.key_files(app, "requirements.txt", {})
+    assert builds_local_packages(app, "requirements.txt", installer, files) == local
+    copy = copy_for_install(app, tmp_path / "copy")
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "app.py", "more.txt", "requirements.txt", "vendor"]
+
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOCAL_FIXTURES))
 def test_local_packages_install_apart_and_serve_from_the_slug(tmp_path, cache_dir, name):
+    # The session's cache has the runtime; no other test builds this app's
+    # dependency layer: the first build makes it, the second restores it.
     app = copy_app(FIXTURE_APPS / name, tmp_path / name)
-    cold = _build(app, tmp_path / "cold.tgz", tmp_path / "cache")
-    warm = _build(app, tmp_path / "warm.tgz", tmp_path / "cache")
+    cold = _build(app, tmp_path / "cold.tgz", cache_dir)
+    warm = _build(app, tmp_path / "warm.tgz", cache_dir)
+    assert not any("Restoring dependencies from cache" in line for line in cold.log)
     assert any("Restoring dependencies from cache" in line for line in warm.log)
     assert cold.sha256 == warm.sha256, slug_differences(cold.slug_path, warm.slug_path)
     assert not _host_path_warnings(cold) and not _host_path_warnings(warm)
@@ -221,23 +247,6 @@ def test_a_local_package_that_does_not_build_is_named(tmp_path, cache_dir):
 # --- cold builds agree ------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_extensions_built_from_sdists_are_the_same_in_two_cold_builds(tmp_path):
-    # crcmod 1.7 is published as an sdist only, with a C extension; fastsum is a
-    # local package with one. Each cache builds them in its own random directory.
-    app = FIXTURE_APPS / "pip-local-packages"
-    one = _build(app, tmp_path / "one.tgz", tmp_path / "cache-one")
-    two = _build(copy_app(app, tmp_path / "elsewhere" / "app"), tmp_path / "two.tgz",
-                 tmp_path / "cache-two")
-    assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
-    with tarfile.open(one.slug_path) as tar:
-        extensions = [m for m in tar if m.name.endswith(".so") and "site-packages" in m.name]
-        assert len(extensions) == 2
-        for member in extensions:
-            data = tar.extractfile(member).read()
-            assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
-
-
-@pytest.mark.slow
 def test_a_python_310_app_is_the_same_in_two_cold_builds(tmp_path):
     local_interpreter("3.10")
     files = {
@@ -265,8 +274,9 @@ def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
 
     The installers' download caches are shared (hard-linked copies of a first
     build's), so only what a build makes itself is made twice: the runtime layer
-    (its bytecode), the dependency layer (sdists and local packages built again),
-    the slug.
+    (its bytecode), the dependency layer (sdists and local packages built again:
+    pip-local-packages has crcmod, published as an sdist only, and a local
+    package, each with a C extension), the slug.
     """
     root = tmp_path_factory.mktemp(f"cold-{name}")
     started = time.perf_counter()
@@ -277,12 +287,18 @@ def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
     for download_cache in ("uv", "pip", "tools"):
         source = root / "cache-one" / download_cache
         if source.is_dir():
-            # Only finished downloads: uv's sdist builds are made again.
+            # Only finished downloads: sdists are built again (uv's builds, pip's wheels).
             shutil.copytree(source, second_cache / download_cache, symlinks=True,
                             copy_function=os.link,
-                            ignore=shutil.ignore_patterns("sdists-v*", "built-wheels-v*"))
+                            ignore=shutil.ignore_patterns("sdists-v*", "built-wheels-v*",
+                                                          "wheels"))
     two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
                  second_cache)
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
+    with tarfile.open(one.slug_path) as tar:
+        for member in tar:
+            if member.name.endswith(".so") and "site-packages" in member.name:
+                data = tar.extractfile(member).read()
+                assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
     print(f"{name}: two cold builds in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)

@@ -42,6 +42,7 @@ from .installers import Installer, InstallJob, installer_for
 from .installers.pip import (
     DEFAULT_INDEX_URL,
     PipInstaller,
+    has_editables,
     requirements_files,
     trusted_ca_bundle,
 )
@@ -249,7 +250,9 @@ def prepare_dependency_layer(
                 try:
                     job = InstallJob(
                         python=python, python_version=runtime["inputs"]["version"],
-                        app_dir=copy_for_install(app_dir, scratch / "app"),
+                        app_dir=(copy_for_install(app_dir, scratch / "app")
+                                 if builds_local_packages(app_dir, lock_file, installer, files)
+                                 else app_dir),
                         lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
@@ -262,6 +265,19 @@ def prepare_dependency_layer(
                 return outcome(layer, False, apart_at)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
+
+
+def builds_local_packages(app_dir: Path, lock_file: str, installer: Installer,
+                          files: list[str]) -> bool:
+    """Whether the install builds a package from the app's own files (so it must run
+    on a copy): a key file beyond the package manager's own files, or an editable
+    requirement (whose ``-e`` is taken out of the install's copy of the file)."""
+    manifests = {lock_file, "Pipfile", "pyproject.toml"}
+    if installer.name == "pip":
+        manifests.update(requirements_files(app_dir, lock_file))
+        if has_editables(app_dir, lock_file):
+            return True
+    return any(rel not in manifests for rel in files)
 
 
 def copy_for_install(app_dir: Path, target: Path) -> Path:

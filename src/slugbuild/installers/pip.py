@@ -267,6 +267,12 @@ def install_editables_as_copies(app_dir: Path, lock_file: str) -> list[str]:
     return found
 
 
+def has_editables(app_dir: Path, lock_file: str) -> bool:
+    """Whether any requirement (in the file or its includes) is ``-e``/``--editable``."""
+    return any(_EDITABLE.match(line) for rel in requirements_files(app_dir, lock_file)
+               for _number, line in _logical_lines(app_dir / rel))
+
+
 def local_requirements(app_dir: Path, lock_file: str) -> list[str]:
     """The local packages (paths) the requirements files name, as written."""
     found = []
