@@ -286,12 +286,18 @@ def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
     second_cache.mkdir()
     for download_cache in ("uv", "pip", "tools"):
         source = root / "cache-one" / download_cache
-        if source.is_dir():
+        if not source.is_dir():
+            continue
+
+        def built_here(directory: str, names: list[str], top: Path = source) -> list[str]:
             # Only finished downloads: sdists are built again (uv's builds, pip's wheels).
-            shutil.copytree(source, second_cache / download_cache, symlinks=True,
-                            copy_function=os.link,
-                            ignore=shutil.ignore_patterns("sdists-v*", "built-wheels-v*",
-                                                          "wheels"))
+            if Path(directory) != top:
+                return []
+            return [n for n in names if n.startswith(("sdists-v", "built-wheels-v"))
+                    or n == "wheels"]
+
+        shutil.copytree(source, second_cache / download_cache, symlinks=True,
+                        copy_function=os.link, ignore=built_here)
     two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
                  second_cache)
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)

@@ -433,7 +433,11 @@ def host_needles(job: InstallJob) -> list[str]:
     """Paths of this machine that no file of a dependency layer should name: the
     cache (build directories, the installer's cache and its sdist builds, the
     install's scratch) and the prefix of the interpreter that installed it."""
-    return [str(job.cache.root), str(job.python.parent.parent)]
+    prefix = str(job.python.parent.parent)
+    # A prefix shared with the whole system (/usr) would match every library's strings;
+    # runtimes never come from one (runtimes.local_runtime).
+    shared = prefix in {"/", "/usr", "/usr/local", "/opt", "/bin"}
+    return [str(job.cache.root), *([] if shared else [prefix])]
 
 
 HOST_PATHS = "host-paths.json"

@@ -149,9 +149,7 @@ def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> Non
     except ToolFailed as failed:
         from .pip import local_package_failed
 
-        for written, requirement in local:
-            if len(local) == 1:
-                break
+        for written, requirement in local if len(local) > 1 else ():
             # Into a throwaway target: built for real, as the failed install did.
             alone = [uv_binary(), "pip", "install", "--python", str(job.python), "--no-deps",
                      "--target", str(job.scratch / "local-probe"), requirement]
@@ -161,7 +159,8 @@ def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> Non
             except ToolFailed as alone_failed:
                 raise local_package_failed(job, written, ["uv", "pip", "install", "--no-deps",
                                                           written], alone_failed) from failed
-        raise local_package_failed(job, local[0][0], shown, failed) from failed
+        raise local_package_failed(job, ", ".join(written for written, _ in local), shown,
+                                   failed) from failed
 
 
 def _split_export(exported: Path, app_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
