@@ -6,8 +6,9 @@ at that moment. The count includes references from anywhere in the process:
 a string constant that an earlier compiled module still holds, a frozenset
 kept in a temporary list while a set is sorted, an object made immortal. So
 the same source compiled after other files can give other bytes (CPython
-bpo-34093 / gh-78274; seen on 3.10 and 3.12, never fixed upstream), which
-made two cold builds of one app differ.
+gh-78274 / bpo-34093, gh-98819; astral-sh/uv#10619; seen here on 3.8, 3.10,
+3.12 and 3.13), which made two cold builds of one app differ. Fedora's
+add-determinism rewrites pycs the same way.
 
 ``canonical_marshal`` rewrites a stream so that it depends on the objects'
 values only: equal immutable objects (strings, bytes, numbers, tuples,

@@ -165,12 +165,14 @@ def build_env(job: InstallJob) -> dict[str, str]:
     Temporary build directories go under the job's scratch directory (inside
     slugbuild's cache), so any path a build records is one the leak check
     knows and the dependency layer's ELF clean-up removes
-    (relocate.settle_built_elf_files). Compilers see a fixed
-    SOURCE_DATE_EPOCH, so ``__DATE__`` and ``__TIME__`` do not depend on the day.
+    (relocate.settle_built_elf_files). Compilers and wheel builders see a fixed
+    SOURCE_DATE_EPOCH (1980-01-01, unless a config var sets one), so
+    ``__DATE__`` and ``__TIME__`` do not depend on the day.
     """
     temporary = job.scratch / "tmp"
     temporary.mkdir(exist_ok=True)
-    return {"TMPDIR": str(temporary), "SOURCE_DATE_EPOCH": "315532800"}
+    return {"TMPDIR": str(temporary),
+            "SOURCE_DATE_EPOCH": job.config_vars.get("SOURCE_DATE_EPOCH") or "315532800"}
 
 
 def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:
