@@ -189,6 +189,21 @@ def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requi
 
 
 
+def test_unhashed_version_control_references_are_installed_apart_from_the_hashed_pins():
+    # A lock pins them by commit or URL: --require-hashes would refuse the export.
+    from slugbuild.installers.uv import split_unhashed_urls
+
+    hashed, direct = split_unhashed_urls(
+        "six==1.17.0 \\\n    --hash=sha256:ab\n"
+        'bottle @ git+https://example.invalid/bottle@abc ; python_version >= "3.8"\n'
+        "-e git+https://example.invalid/x.git@123#egg=x\n"
+        "y @ https://example.invalid/y-1.0.tar.gz --hash=sha256:cd\n./libs/a\n")
+    assert direct == ['bottle @ git+https://example.invalid/bottle@abc ; python_version >= "3.8"',
+                      "git+https://example.invalid/x.git@123#egg=x"]
+    assert hashed == ("six==1.17.0 \\\n    --hash=sha256:ab\n"
+                      "y @ https://example.invalid/y-1.0.tar.gz --hash=sha256:cd\n./libs/a\n")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOCAL_FIXTURES))
 def test_local_packages_install_apart_and_serve_from_the_slug(tmp_path, cache_dir, name):

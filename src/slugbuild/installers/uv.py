@@ -37,6 +37,10 @@ _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)")
 # A requirement that is a path (., ./x, ../x, /x, file:...), or names one (``x @ file:...``).
 _PATH_REQUIREMENT = re.compile(r"^(?:\.{1,2}(?:/|$|(?=[\s;]))|/|file:)")
 _DIRECT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*file:")
+# A direct reference to version control or a URL: ``x @ git+https://…``, ``git+https://…``.
+_DIRECT_URL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*)?"
+                         r"(?:git|hg|svn|bzr)\+|^(?:[A-Za-z0-9][A-Za-z0-9._-]*"
+                         r"(?:\[[^\]]*\])?\s*@\s*)?https?://")
 _INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
 
 
@@ -122,6 +126,8 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     the layer instead.
     """
     lock_indexes, local = _split_export(exported, job.app_dir)
+    hashed, direct = split_unhashed_urls(exported.read_text())
+    exported.write_text(hashed)
     _uv_pip_install(
         job,
         ["--no-deps", "--require-hashes", "-r", str(exported)],
@@ -129,6 +135,14 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
                "-r", f"<{manager} export of {job.lock_file}>"],
         indexes=index_env(job.config_vars, lock_indexes),
     )
+    if direct:
+        # Version control and URL references a lock pins by commit or URL but
+        # without a hash: installed as Pipenv and Poetry do, without hash checks.
+        urls = job.scratch / "direct-references.txt"
+        urls.write_text("".join(line + "\n" for line in direct))
+        _uv_pip_install(job, ["--no-deps", "-r", str(urls)],
+                        shown=["uv", "pip", "install", "--no-deps", *direct],
+                        indexes=index_env(job.config_vars, lock_indexes))
     install_local_packages(job, local)
 
 
@@ -183,16 +197,7 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
     not have.
     """
     kept, local = [], []
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        logical = [line]
-        while logical[-1].endswith("\\") and index + 1 < len(lines):
-            index += 1
-            logical.append(lines[index])
-        index += 1
-        joined = " ".join(part.rstrip("\\").strip() for part in logical)
+    for logical, joined in _logical_requirements(text):
         requirement = _EDITABLE.sub("", joined, count=1).split(" --hash")[0].strip()
         if "--hash" not in joined and (_PATH_REQUIREMENT.match(requirement)
                                        or _DIRECT_FILE.match(requirement)):
@@ -200,6 +205,34 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
         else:
             kept += logical
     return "\n".join(kept) + "\n", local
+
+
+def split_unhashed_urls(text: str) -> tuple[str, list[str]]:
+    """Exported pins without the version control and URL references that carry no
+    hash (``-e`` dropped), and those references."""
+    kept, direct = [], []
+    for logical, joined in _logical_requirements(text):
+        requirement = _EDITABLE.sub("", joined, count=1).strip()
+        if "--hash" not in joined and _DIRECT_URL.match(requirement):
+            direct.append(requirement)
+        else:
+            kept += logical
+    return "\n".join(kept) + "\n", direct
+
+
+def _logical_requirements(text: str) -> list[tuple[list[str], str]]:
+    """Each requirement of an export: its physical lines, and them joined as one."""
+    found = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        logical = [lines[index]]
+        while logical[-1].endswith("\\") and index + 1 < len(lines):
+            index += 1
+            logical.append(lines[index])
+        index += 1
+        found.append((logical, " ".join(part.rstrip("\\").strip() for part in logical)))
+    return found
 
 
 def local_requirement(written: str, app_dir: Path) -> str:
