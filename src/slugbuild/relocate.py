@@ -348,52 +348,53 @@ def reused(source, rel_dir, name):
         return None
     return retarget(code, os.path.normpath(os.path.join(logical, rel_dir, name)))
 
-left = []
+def process(item):
+    # One .py: its pyc from the copied-from pyc's code where valid, else compiled;
+    # either way with a canonical body, so which worker did it does not show.
+    path, rel_dir, name = item
+    code = source = None
+    if reuse:
+        try:
+            with open(path, "rb") as handle:
+                source = handle.read()
+        except OSError:  # unreadable, a dangling link: compileall's to judge
+            source = None
+        code = None if source is None else reused(source, rel_dir, name)
+    if code is None:
+        compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
+                                force=True, quiet=2, invalidation_mode=checked)
+        pyc = importlib.util.cache_from_source(path)
+        try:
+            with open(pyc, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return  # not compiled: a syntax error, say
+        header, body = data[:16], data[16:]
+    else:
+        os.makedirs(os.path.dirname(importlib.util.cache_from_source(path)), exist_ok=True)
+        pyc = importlib.util.cache_from_source(path)
+        header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
+                  + importlib.util.source_hash(source))
+        body = b""
+    canonical = canonical_body(marshal.dumps(code) if code is not None else body)
+    if code is not None or canonical != body:
+        with open(pyc, "wb") as handle:
+            handle.write(header + canonical)
+
+items = []
 for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
     rel_dir = os.path.relpath(dirpath, root)
-    for name in sorted(filenames):
-        if not name.endswith(".py"):
-            continue
-        path = os.path.join(dirpath, name)
-        code = None
-        if reuse:
-            try:
-                with open(path, "rb") as handle:
-                    source = handle.read()
-            except OSError:  # unreadable, a dangling link: compileall's to judge
-                source = None
-            code = None if source is None else reused(source, rel_dir, name)
-        if code is None:
-            left.append((path, os.path.normpath(os.path.join(logical, rel_dir))))
-            continue
-        os.makedirs(os.path.join(dirpath, "__pycache__"), exist_ok=True)
-        pyc = os.path.join(dirpath, "__pycache__", name[:-3] + "." + tag + ".pyc")
-        with open(pyc, "wb") as handle:
-            handle.write(importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
-                         + importlib.util.source_hash(source) + canonical_body(marshal.dumps(code)))
+    items += [(os.path.join(dirpath, name), rel_dir, name)
+              for name in sorted(filenames) if name.endswith(".py")]
 
-def compile_one(item):
-    compileall.compile_file(item[0], ddir=item[1], force=True, quiet=2,
-                            invalidation_mode=checked)
-    pyc = importlib.util.cache_from_source(item[0])
-    try:
-        with open(pyc, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return  # not compiled: a syntax error, say
-    body = canonical_body(data[16:])
-    if body != data[16:]:
-        with open(pyc, "wb") as handle:
-            handle.write(data[:16] + body)
-
-if workers > 1 and len(left) > 100:
+if workers > 1 and len(items) > 100:
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        list(pool.map(compile_one, left, chunksize=16))
+        list(pool.map(process, items, chunksize=16))
 else:
-    for item in left:
-        compile_one(item)
+    for item in items:
+        process(item)
 """
 
 
