@@ -189,6 +189,19 @@ def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requi
 
 
 
+def test_every_local_shape_of_a_pipfile_lock_keys_the_layer(tmp_path):
+    from slugbuild.installers.locks import local_source_files
+
+    lock = {"default": {"a": {"file": "file:libs/a"}, "b": {"file": "https://x.invalid/b.tgz"},
+                        "c": {"path": ".", "editable": True}, "d": {"path": "./libs/d"}}}
+    app = make_app(tmp_path, {"Pipfile.lock": json.dumps(lock), "libs/a/setup.py": "",
+                              "libs/d/pyproject.toml": "", "app.py": "",
+                              ".heroku/python/bin/python3.12": ""})
+    # The app itself ({editable = true, path = "."}) is installed: all its files count.
+    assert local_source_files(app, "Pipfile.lock") == [
+        "Pipfile.lock", "app.py", "libs/a/setup.py", "libs/d/pyproject.toml"]
+
+
 def test_unhashed_version_control_references_are_installed_apart_from_the_hashed_pins():
     # A lock pins them by commit or URL: --require-hashes would refuse the export.
     from slugbuild.installers.uv import split_unhashed_urls

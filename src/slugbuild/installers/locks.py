@@ -94,8 +94,10 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     for raw in paths:
         if not isinstance(raw, str) or raw == "":
             continue
-        if raw.startswith("file:"):
-            raw = raw[len("file:"):].lstrip("/") and "/" + raw[len("file:"):].lstrip("/")
+        if raw.startswith("file://"):
+            raw = raw[len("file://"):]  # an absolute path (file:///app/x)
+        elif raw.startswith("file:"):
+            raw = raw[len("file:"):]  # a relative one (file:libs/x)
         if raw in (".", "./") and lock_file != "Pipfile.lock":
             continue  # uv's and Poetry's project itself, which is not installed
         target = (app_root / raw).resolve()
