@@ -23,6 +23,19 @@ FIXTURE_APPS = REPO / "fixtures" / "apps"
 DJANGO_APP = FIXTURE_APPS / "django-tutorial"
 
 
+def local_interpreter(version: str) -> Path:
+    """The newest pyenv CPython ``version`` (``"3.12"``) here; the test is skipped without one."""
+    import glob
+
+    import pytest
+
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python"
+                                                f"{version}")))
+    if not found:
+        pytest.skip(f"no local CPython {version}")
+    return Path(found[-1])
+
+
 def copy_app(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target

@@ -51,6 +51,7 @@ from .dependencies import (
     installer_for,
     link_dependency_layer,
     prepare_dependency_layer,
+    read_host_paths,
 )
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
@@ -77,6 +78,7 @@ from .proc import (
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
 from .runtimes import (
+    LocalRuntime,
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
@@ -230,28 +232,29 @@ class _Build:
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1))
-    # Build-directory mentions found in the layers this build made (only those:
-    # a layer made elsewhere cannot name this build), by layer path.
-    layer_leaks: dict[Path, Future] = field(default_factory=dict)
+    # Host paths the dependency layer's files name (found when it was made), by
+    # layer path: reported by every build that uses it.
+    layer_leaks: dict[Path, list[tuple[Path, str]]] = field(default_factory=dict)
+    # Other paths of this machine no file may name: the local prefix the runtime
+    # was copied from.
+    host_paths: list[str] = field(default_factory=list)
 
     @property
     def leak_needles(self) -> list[str]:
-        """What no file of the slug may name: this build's directories."""
-        return [str(self.build_dir), str(self.scratch)]
+        """What no file of the slug may name: this build's directories, the cache
+        (installer caches, sdist builds) and the runtime's local prefix."""
+        return [str(self.build_dir), str(self.scratch), str(self.cache.root),
+                *self.host_paths]
 
-    def use_layer(self, layer: Layer, mount: str, made_here: bool = False,
-                  also_named: Sequence[Path] = ()) -> None:
-        """Note a layer linked in at ``mount``; start compressing its slug part (and,
-        for a layer made by this build, scanning it for mentions of the build
-        directory and of ``also_named``: where it was installed apart, and the
-        prefix of the interpreter that installed it)."""
+    def use_layer(self, layer: Layer, mount: str, host_paths: bool = False) -> None:
+        """Note a layer linked in at ``mount``; start compressing its slug part. With
+        ``host_paths``, the layer kept which of its files name a path of the machine
+        that made it (dependencies.write_host_paths): they are reported."""
         self.restored.append((layer, mount))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
-        if made_here:
-            needles = self.leak_needles + [str(path) for path in also_named]
-            self.layer_leaks[layer.path] = self.background.submit(
-                relocate.find_references, layer.tree, needles)
+        if host_paths:
+            self.layer_leaks[layer.path] = read_host_paths(layer)
 
 
 def compile_app(
@@ -441,9 +444,11 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                            for p, _ in leaks})[:5])
-                reporter.warn(f"{len(leaks)} file(s) name the build directory (or the "
-                              f"interpreter that installed the packages) and may not "
-                              f"work once unpacked elsewhere: {listed}")
+                reporter.warn(f"{len(leaks)} file(s) name the build directory or another "
+                              f"path of this machine (slugbuild's cache, where packages "
+                              f"are built from source; the Python installation the "
+                              f"runtime or packages came from) and may not work once "
+                              f"unpacked elsewhere: {listed}")
 
         with timer.stage("pack"):
             reporter.step("Compressing...")
@@ -586,13 +591,8 @@ class _Beside:
         self.held = reporter.held_back()
         self.thread = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
-        self.python_prefix: Path | None = None
 
     def start(self, python: Path, **arguments: Any) -> None:
-        # A package built from source may record the installing interpreter's
-        # prefix (a C extension's RUNPATH, say): the leak scan looks for it.
-        self.python_prefix = python.parent.parent
-
         def build_layer() -> DependencyLayer:
             with self.timer.stage("dependency_layer_apart"):
                 return self.dependency_layer(python=python, reporter=self.held, **arguments)
@@ -617,6 +617,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
+    if isinstance(runtime.detail, LocalRuntime):
+        build.host_paths.append(str(runtime.detail.prefix))
     python_home = build_dir / _PYTHON_HOME
     installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(
@@ -669,9 +671,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                                         onto=python_home)
             deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
                                          reporter, info.lock_file)
-            apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
-            build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
-                            also_named=[path for path in apart_names if path is not None])
+            build.use_layer(deps.layer, _PYTHON_HOME, host_paths=True)
     except BaseException:
         kill_running_tools()  # an install beside must not keep a failed build waiting
         raise
@@ -830,12 +830,9 @@ def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
         inodes = build.cache.check_restored(layer)
         if inodes is not None:
             intact.append(_layer_part(layer, mount))
-            scan = build.layer_leaks.get(layer.path)
-            if scan is not None and scan.exception() is not None:
-                continue  # not scanned: the release stage scans its files
             linked |= inodes
-            if scan is not None:
-                leaks += _still_in_place(scan.result(), layer, build.build_dir / mount)
+            leaks += _still_in_place(build.layer_leaks.get(layer.path, []), layer,
+                                     build.build_dir / mount)
         else:
             build.reporter.warn(f"A build step (of this build or of another sharing the "
                                 f"cache) changed a file of the cached layer "

@@ -43,6 +43,7 @@ from .installers.baseline import baseline_requirements
 from .installers.pip import (
     DEFAULT_INDEX_URL,
     PipInstaller,
+    has_editables,
     requirements_files,
     trusted_ca_bundle,
 )
@@ -261,7 +262,10 @@ def prepare_dependency_layer(
                 try:
                     job = InstallJob(
                         python=python, python_version=python_version,
-                        app_dir=app_dir, lock_file=lock_file, config_vars=config_vars, cache=cache,
+                        app_dir=(copy_for_install(app_dir, scratch / "app")
+                                 if builds_local_packages(app_dir, lock_file, installer, files)
+                                 else app_dir),
+                        lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                         source_dir=source_dir,
@@ -274,6 +278,39 @@ def prepare_dependency_layer(
                 return outcome(layer, False, apart_at)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
+
+
+def builds_local_packages(app_dir: Path, lock_file: str, installer: Installer,
+                          files: list[str]) -> bool:
+    """Whether the install builds a package from the app's own files (so it must run
+    on a copy): a key file beyond the package manager's own files, or an editable
+    requirement (whose ``-e`` is taken out of the install's copy of the file)."""
+    manifests = {lock_file, "Pipfile", "pyproject.toml"}
+    if installer.name == "pip":
+        manifests.update(requirements_files(app_dir, lock_file))
+        if has_editables(app_dir, lock_file):
+            return True
+    return any(rel not in manifests for rel in files)
+
+
+def copy_for_install(app_dir: Path, target: Path) -> Path:
+    """A copy of the staged app (without what the build added at its root) for the
+    installer to read and write in.
+
+    Building a local package (``./vendor/pkg``, ``-e .``, a lock's path
+    dependency) writes ``build/`` and ``*.egg-info`` into its source tree; in the
+    build directory they would reach the slug of a cold build but not of a warm
+    one (which restores the layer without building). The copy is thrown away
+    with the install's scratch directory.
+    """
+    def build_output(directory: str, names: list[str]) -> set[str]:
+        if Path(directory) == app_dir:
+            return {".heroku", ".profile.d"}.intersection(names)
+        return {"__pycache__"}.intersection(names)
+
+    shutil.copytree(app_dir, target, symlinks=True, ignore=build_output,
+                    copy_function=shutil.copy)
+    return target
 
 
 def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
@@ -374,6 +411,7 @@ def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key:
             before = _relative_paths(onto)
             _install_and_compile(job, installer, onto, python_name, baseline)
             _link_added(onto, before, tree)
+        write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
     layer = job.cache.lookup("layers", name, key)
     assert layer is not None
     return layer, (tree if onto is None else None)
@@ -406,6 +444,15 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
     if (home / "bin").is_dir():
         rewritten += relocate.make_scripts_relocatable(home / "bin", python_name)
     rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
+    # uv's note of a local package's source times, for its own reinstall checks:
+    # it differs with every checkout and means nothing in a slug.
+    relocate.drop_recorded_files(site_packages,
+                                 sorted(site_packages.glob("*.dist-info/uv_cache.json")))
+    try:
+        rewritten += relocate.settle_built_elf_files(
+            site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")
+    except (OSError, subprocess.CalledProcessError):
+        pass  # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(
@@ -415,6 +462,36 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
+
+
+def host_needles(job: InstallJob) -> list[str]:
+    """Paths of this machine that no file of a dependency layer should name: the
+    cache (build directories, the installer's cache and its sdist builds, the
+    install's scratch) and the prefix of the interpreter that installed it."""
+    prefix = str(job.python.parent.parent)
+    # A prefix shared with the whole system (/usr) would match every library's strings;
+    # runtimes never come from one (runtimes.local_runtime).
+    shared = prefix in {"/", "/usr", "/usr/local", "/opt", "/bin"}
+    return [str(job.cache.root), *([] if shared else [prefix])]
+
+
+HOST_PATHS = "host-paths.json"
+
+
+def write_host_paths(tree: Path, found: list[tuple[Path, str]]) -> None:
+    """Keep, beside a layer's tree, which of its files name a path of the machine
+    that made it: every build using the layer warns about them, warm ones too."""
+    write_json_atomic(tree.parent / HOST_PATHS,
+                      [[str(path.relative_to(tree)), needle] for path, needle in found])
+
+
+def read_host_paths(layer: Layer) -> list[tuple[Path, str]]:
+    """What ``write_host_paths`` kept for a layer (as paths in its tree)."""
+    try:
+        found = json.loads((layer.path / HOST_PATHS).read_text())
+        return [(layer.tree / rel, needle) for rel, needle in found]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
@@ -428,7 +505,8 @@ def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]
     for path in sorted(site_packages.glob("*.dist-info/direct_url.json")):
         text = path.read_text()
         if build_url in text:
-            fixed = text.replace(build_url, "file://" + relocate.SLUG_HOME)
+            fixed = text.replace(build_url + "/", "file://" + relocate.SLUG_HOME + "/")
+            fixed = fixed.replace(build_url, "file://" + relocate.SLUG_HOME)
             relocate.write_replacing(path, fixed.encode())
             changed.append(path)
     return changed

@@ -251,6 +251,16 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "({index}); the installer's own message is above. Nothing was cached from this "
     "attempt.",
 )
+LOCAL_PACKAGE_FAILED = ErrorKind(
+    "local-package-failed",
+    "Could not build the local package {package}",
+    "`{command}` failed (exit code {exit_code}) while building {package}: a package in "
+    "the app, named by its path and built from its source during the build.",
+    "Its build output is shown here. Check that it builds on its own "
+    "(`pip wheel --no-deps {package}` in the app directory): its pyproject.toml or "
+    "setup.py, and that its build requirements can be had from the package index. "
+    "Nothing was cached from this attempt.",
+)
 
 DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
     "dependency-needs-system-library",
@@ -268,14 +278,6 @@ DEPENDENCY_BUILD_FAILED = ErrorKind(
     "releases usually do), or ask for the Python the pinned release supports in "
     ".python-version. The build's own message is above. Nothing was cached from this "
     "attempt.",
-)
-LOCAL_PACKAGE_FAILED = ErrorKind(
-    "local-package-failed",
-    "A local package of the app does not install",
-    "`{command}` failed (exit code {exit_code}) while building the local package {path}.",
-    "Fix the package's build files ({path}/pyproject.toml or setup.py): build it with "
-    "`pip wheel {path}` in the app directory to see the same error. Nothing was cached "
-    "from this attempt.",
 )
 DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "dependencies-excluded-by-markers",
@@ -667,14 +669,6 @@ LOCK_TOOL_FAILED = ErrorKind(
     "package, a file it could not read). Fix that and build again.",
 )
 
-EDITABLE_REQUIREMENT = ErrorKind(
-    "editable-requirement",
-    "Editable requirement in {file}",
-    "{file} line {line}: `{text}` asks for an editable install, which points back into "
-    "the build directory and does not survive packing.",
-    "Drop the `-e`: use `./path/to/package` for a local package or "
-    "`name @ git+https://host/repo@COMMIT` for one from version control.",
-)
 CONSTRAINTS_UNUSABLE = ErrorKind(
     "constraints-unusable",
     "Cannot use {path} as constraints",

@@ -113,7 +113,7 @@ def diagnose_install_failure(*, command: str, exit_code: int, output: str,
         if (f"Processing {path}" in output or f"/{path.lstrip('./')}" in output
                 or (package and _same_name(package, name))):
             return errors.LOCAL_PACKAGE_FAILED.error(
-                command=command, exit_code=exit_code, path=path, output=output,
+                command=command, exit_code=exit_code, package=path, output=output,
                 output_shown=True)
     if package is None:
         return None

@@ -78,7 +78,9 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     """Files of the local (path/directory) packages a lock names, relative to the app.
 
     uv.lock: ``source = { directory | path | editable = ... }``; poetry.lock:
-    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"``.
+    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"`` or
+    ``"file"`` (``{editable = true, path = "."}`` is the app itself, which
+    ``pipenv install --deploy`` installs: then every file of the app keys the layer).
     They are part of the layer key, so editing such a package rebuilds the layer.
     """
     from .pip import package_tree_files
@@ -88,8 +90,12 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
         if lock_file == "Pipfile.lock":
             data = json.loads(text)
             default = data.get("default") if isinstance(data, dict) else None
-            paths = [entry.get("path") for entry in (default or {}).values()
-                     if isinstance(entry, dict)] if isinstance(default or {}, dict) else []
+            entries = (default or {}).values() if isinstance(default or {}, dict) else []
+            # "path" (directories, editable or not) and "file" (archives; a URL is
+            # not local and keeps its hash).
+            paths = [entry.get(k) for entry in entries if isinstance(entry, dict)
+                     for k in ("path", "file")]
+            paths = [p for p in paths if not (isinstance(p, str) and "://" in p)]
         else:
             packages = tomllib.loads(text).get("package", [])
             paths = []
@@ -106,8 +112,14 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     app_root = app_dir.resolve()
     found: set[str] = set()
     for raw in paths:
-        if not isinstance(raw, str) or raw in ("", "."):
-            continue  # "." is the project itself, which is not installed
+        if not isinstance(raw, str) or raw == "":
+            continue
+        if raw.startswith("file://"):
+            raw = raw[len("file://"):]  # an absolute path (file:///app/x)
+        elif raw.startswith("file:"):
+            raw = raw[len("file:"):]  # a relative one (file:libs/x)
+        if raw in (".", "./") and lock_file != "Pipfile.lock":
+            continue  # uv's and Poetry's project itself, which is not installed
         target = (app_root / raw).resolve()
         if not target.is_relative_to(app_root):
             raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=lock_file, line="-", target=raw)

@@ -36,10 +36,14 @@ _INCLUDE = re.compile(
 )
 _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)\S")
 _OPTION = re.compile(r"^\s*-")
-# A requirement that is a local directory or archive: ./pkg, ../x, /abs, file:...
-_LOCAL_PATH = re.compile(r"^(?:\.{1,2}/|/|file:)(?P<path>[^\s;#\[]*)")
+# A requirement that is a local directory or archive: ., ./pkg, ../x, /abs, file:...
+_LOCAL_PATH = re.compile(r"^(?:\.{1,2}(?:/|$|(?=[\s;\[]))|/|file:)(?P<path>[^\s;#\[]*)")
+# The editable option in front of a requirement, as written in a requirements file.
+_EDITABLE_PREFIX = re.compile(r"^(\s*)(?:-e|--editable)(?:\s*=\s*|\s+)", re.MULTILINE)
 # Never part of a local package's content (build output and caches).
 _SKIPPED_PARTS = frozenset({"__pycache__", ".git", "build", "dist", ".tox", ".venv"})
+# What the build adds at the app's root (the runtime, profile.d): never a package's content.
+_BUILD_OUTPUT_AT_ROOT = frozenset({".heroku", ".profile.d"})
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*===?\s*[^\s,;]+\s*(?:;.*)?$")
 
 
@@ -81,14 +85,13 @@ class PipInstaller:
 
     def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
         files = requirements_files(app_dir, lock_file)
-        reject_editables(app_dir, files)
         local = local_package_files(app_dir, files)
         forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
         if forced in ("pip", "uv"):
             self.tool = forced
         else:
             self.tool = "uv" if _lock_like(app_dir, files) else "pip"
-        return files + local
+        return files + [rel for rel in local if rel not in files]
 
     def command(self, job: InstallJob, python: Path | None = None) -> list[str]:
         """pip's command line; the indexes are in its environment (``pip_env``).
@@ -138,13 +141,20 @@ class PipInstaller:
 
             install_requirements(job)
             return
+        editables = install_editables_as_copies(job.app_dir, job.lock_file)
+        if editables:
+            job.reporter.detail(
+                f"Installing {', '.join(editables)} as regular packages, not editable: the "
+                f"slug carries the installed files (an editable install would point into "
+                f"the build directory)")
         with _prefix_environment(job) as python:
             try:
-                run_tool(self.command(job, python), job.reporter, pip_env(job.config_vars),
-                         cwd=job.app_dir)
+                run_tool(self.command(job, python), job.reporter,
+                         pip_env(job.config_vars, job=job), cwd=job.app_dir)
             except ToolFailed as failed:
-                raise install_failed(job, ["pip", "install", "-r", job.lock_file],
-                                     failed) from failed
+                local = local_requirements(job.app_dir, job.lock_file)
+                raise (local_package_failure(job, local) or install_failed(
+                    job, ["pip", "install", "-r", job.lock_file], failed)) from failed
 
     def install_baseline(self, job: InstallJob, requirements: tuple[str, ...]) -> None:
         """Install Heroku's baseline (``installers/baseline.py``) before the app's
@@ -158,7 +168,7 @@ class PipInstaller:
             argv = self.command(job, python)
             argv = [*argv[:argv.index("-r")], "--no-deps", *requirements]
             try:
-                run_tool(argv, job.reporter, pip_env(job.config_vars), cwd=job.app_dir)
+                run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir)
             except ToolFailed as failed:
                 raise install_failed(job, ["pip", "install", *requirements], failed) from failed
 
@@ -233,18 +243,38 @@ def _prefix_environment(job: InstallJob) -> Iterator[Path | None]:
         config.unlink(missing_ok=True)
 
 
-def pip_env(config_vars: dict, extra: dict | None = None) -> dict:
+def pip_env(config_vars: dict, extra: dict | None = None,
+            job: InstallJob | None = None) -> dict:
     """pip's environment: the build config vars (as on Heroku), the index made
     explicit, and the machine's pip config shut out.
 
     Indexes go through PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, never the command
-    line, where `ps` would show the credentials an index URL may hold.
+    line, where `ps` would show the credentials an index URL may hold. With a
+    ``job``, packages built from source are built in its scratch directory
+    (``build_env``).
     """
     return clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
                       "PIP_INDEX_URL": config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
                       # Nothing written into the interpreter's tree (see uv_env).
                       "PYTHONDONTWRITEBYTECODE": "1",
+                      **(build_env(job) if job is not None else {}),
                       **(extra or {})})
+
+
+def build_env(job: InstallJob) -> dict[str, str]:
+    """Settings for packages an installer builds from source (sdists, local packages).
+
+    Temporary build directories go under the job's scratch directory (inside
+    slugbuild's cache), so any path a build records is one the leak check
+    knows and the dependency layer's ELF clean-up removes
+    (relocate.settle_built_elf_files). Compilers and wheel builders see a fixed
+    SOURCE_DATE_EPOCH (1980-01-01, unless a config var sets one), so
+    ``__DATE__`` and ``__TIME__`` do not depend on the day.
+    """
+    temporary = job.scratch / "tmp"
+    temporary.mkdir(exist_ok=True)
+    return {"TMPDIR": str(temporary),
+            "SOURCE_DATE_EPOCH": job.config_vars.get("SOURCE_DATE_EPOCH") or "315532800"}
 
 
 def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed) -> errors.SlugbuildError:
@@ -367,12 +397,70 @@ def requirement_lines(app_dir: Path, lock_file: str) -> list[str]:
     return found
 
 
-def reject_editables(app_dir: Path, files: list[str]) -> None:
-    """``-e`` installs point into the build directory: refuse them with advice."""
-    for rel in files:
-        for number, line in _logical_lines(app_dir / rel):
-            if _EDITABLE.match(line):
-                raise errors.EDITABLE_REQUIREMENT.error(file=rel, line=number, text=line)
+def install_editables_as_copies(app_dir: Path, lock_file: str) -> list[str]:
+    """Drop ``-e``/``--editable`` from the requirements files (the install's own copy
+    of them); return the requirements that had it.
+
+    An editable install leaves the package where it is, in the build directory,
+    and points at it from site-packages: the slug would carry a path that does
+    not exist once unpacked. A regular install of the same package behaves the
+    same at run time (Pipenv, Poetry and uv editables are installed this way too).
+    """
+    found = []
+    for rel in requirements_files(app_dir, lock_file):
+        path = app_dir / rel
+        editables = [_EDITABLE_PREFIX.sub("", line, count=1).split()[0]
+                     for _number, line in _logical_lines(path) if _EDITABLE.match(line)]
+        if editables:
+            path.write_text(_EDITABLE_PREFIX.sub(r"\1", path.read_text(errors="replace")))
+            found += editables
+    return found
+
+
+def has_editables(app_dir: Path, lock_file: str) -> bool:
+    """Whether any requirement (in the file or its includes) is ``-e``/``--editable``."""
+    return any(_EDITABLE.match(line) for rel in requirements_files(app_dir, lock_file)
+               for _number, line in _logical_lines(app_dir / rel))
+
+
+def local_requirements(app_dir: Path, lock_file: str) -> list[str]:
+    """The local packages (paths) the requirements files name, as written."""
+    found = []
+    for rel in requirements_files(app_dir, lock_file):
+        for _number, line in _logical_lines(app_dir / rel):
+            line = _EDITABLE_PREFIX.sub("", line, count=1)
+            if _LOCAL_PATH.match(line):
+                found.append(line.split()[0].split(";")[0])
+    return found
+
+
+def local_package_failure(job: InstallJob, local: list[str]) -> errors.SlugbuildError | None:
+    """After a failed install: the error for the first local package that does not
+    build on its own, or None when they all build (the failure is elsewhere).
+
+    Each is built alone (``pip wheel --no-deps``) into the job's scratch directory,
+    so a build backend's error is not reported as a package missing from the index.
+    """
+    for requirement in local:
+        argv = [sys.executable, "-m", "pip", "--python", str(job.python), "wheel",
+                "--no-deps", "--no-input", "--disable-pip-version-check", "--progress-bar",
+                "off", "--cache-dir", str(job.cache.pip_cache),
+                "--wheel-dir", str(job.scratch / "local-wheels"), requirement]
+        try:
+            run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir,
+                     show=False)
+        except ToolFailed as failed:
+            return local_package_failed(job, requirement, ["pip", "wheel", "--no-deps",
+                                                           requirement], failed)
+    return None
+
+
+def local_package_failed(job: InstallJob, package: str, shown: list[str],
+                         failed: ToolFailed) -> errors.SlugbuildError:
+    """The error for a local package (a path in the app) that could not be built."""
+    return errors.LOCAL_PACKAGE_FAILED.error(
+        package=package, command=shlex.join(shown),
+        exit_code=failed.exit_code, output=failed.tail)
 
 
 def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
@@ -412,6 +500,7 @@ def local_package_files(app_dir: Path, files: list[str]) -> list[str]:
     found: set[str] = set()
     for rel in files:
         for number, line in _logical_lines(app_dir / rel):
+            line = _EDITABLE_PREFIX.sub("", line, count=1)
             match = _LOCAL_PATH.match(line)
             if not match:
                 continue
@@ -430,14 +519,20 @@ def package_tree_files(app_root: Path, target: Path) -> list[str]:
     """The files of a local package (a directory or an archive), relative to the app.
 
     Build output and caches are left out: installing writes them into the
-    package's own directory, and they do not change what is installed.
+    package's own directory, and they do not change what is installed. So is
+    what the build adds at the app's root (the runtime), for ``-e .``.
     """
-    candidates = [target] if target.is_file() else sorted(target.rglob("*"))
+    if target.is_file():
+        return [target.relative_to(app_root).as_posix()]
     found = []
-    for path in candidates:
-        relative = path.relative_to(app_root)
-        if path.is_file() and not _SKIPPED_PARTS.intersection(relative.parts) \
-                and not relative.name.endswith(".pyc") \
-                and not any(part.endswith(".egg-info") for part in relative.parts):
-            found.append(relative.as_posix())
-    return found
+    for dirpath, dirnames, filenames in os.walk(target):
+        relative_dir = Path(dirpath).relative_to(app_root)
+        dirnames[:] = sorted(
+            name for name in dirnames
+            if name not in _SKIPPED_PARTS and not name.endswith(".egg-info")
+            and not (relative_dir == Path(".") and name in _BUILD_OUTPUT_AT_ROOT))
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not name.endswith(".pyc") and path.is_file():
+                found.append((relative_dir / name).as_posix())
+    return sorted(found)
