@@ -137,7 +137,8 @@ def test_slugignored_lock_files_do_not_count_and_the_app_serves(tmp_path, cache_
                      "--json")
     assert result.returncode == 0, result.stderr
     built = json.loads(result.stdout)
-    assert [p["name"] for p in built["packages"]] == ["six"]
+    # setuptools is Heroku's baseline for pip apps on 3.12 (package-managers.md).
+    assert [p["name"] for p in built["packages"]] == ["setuptools", "six"]
     assert "More than one package manager" not in result.stderr
     metadata = json.loads((tmp_path / "slug.json").read_text())
     assert metadata["package_manager"]["name"] == "pip"
