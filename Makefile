@@ -9,9 +9,27 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3.10 python3 p
             $$p -c 'import sys; sys.exit(sys.version_info < (3, 9))' >/dev/null 2>&1 \
             && { echo $$p; break; }; done)
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv system-packages
 
-venv: $(VENV)/.installed
+# Debian packages the build and the tests use: zstd (runtime archives), binutils
+# (strip/objcopy settle source-built extensions), gcc (sdists with C code), git
+# (buildpacks from URLs), nodejs/npm (the Node step). Installed only when missing,
+# with apt-get, and only as root; otherwise the missing commands are named.
+SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm
+
+system-packages:
+	@missing=$$(for pair in $(SYSTEM_COMMANDS); do \
+	    command -v $${pair%%:*} >/dev/null 2>&1 || echo $${pair#*:}; done | sort -u | tr '\n' ' '); \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "make: installing Debian packages: $$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    else \
+	        echo "make: please install these packages: $$missing"; exit 1; \
+	    fi; \
+	fi
+
+venv: $(VENV)/.installed system-packages
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.9 found; set PYTHON=/path/to/python3"; exit 1; }

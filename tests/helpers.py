@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shutil
 import signal
@@ -9,7 +11,9 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -17,6 +21,19 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
 DJANGO_APP = FIXTURE_APPS / "django-tutorial"
+
+
+def local_interpreter(version: str) -> Path:
+    """The newest pyenv CPython ``version`` (``"3.12"``) here; the test is skipped without one."""
+    import glob
+
+    import pytest
+
+    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python"
+                                                f"{version}")))
+    if not found:
+        pytest.skip(f"no local CPython {version}")
+    return Path(found[-1])
 
 
 def copy_app(source: Path, target: Path) -> Path:
@@ -124,3 +141,19 @@ def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
     first, second = entries(one), entries(two)
     names = sorted(set(first) | set(second))
     return [name for name in names if first.get(name) != second.get(name)][:most]
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path, handler: type = http.server.SimpleHTTPRequestHandler
+                    ) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 while the block runs; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -12,15 +11,9 @@ import pytest
 
 from slugbuild.relocate import compile_bytecode
 
+from .helpers import local_interpreter
+
 SOURCE = 'def member(x):\n    return x in {"alpha", "beta", "gamma", "delta", "epsilon"}\n'
-
-
-def _interpreter(version: str) -> Path:
-    found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python"
-                                                f"{version}")))
-    if not found:
-        pytest.skip(f"no local CPython {version}")
-    return Path(found[-1])
 
 
 def _pyc(directory: Path, python: Path) -> bytes:
@@ -32,7 +25,7 @@ def _pyc(directory: Path, python: Path) -> bytes:
 @pytest.mark.parametrize("version", ["3.8", "3.10", "3.12"])
 def test_set_constants_compile_to_the_same_bytes_every_time(tmp_path, version):
     # Before 3.11 marshal wrote sets in hash order, which PYTHONHASHSEED decides.
-    python = _interpreter(version)
+    python = local_interpreter(version)
     seen = set()
     for attempt in range(3):
         directory = tmp_path / str(attempt)
@@ -75,7 +68,7 @@ with open(pyc, "wb") as handle:
 
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_copied_runtimes_pycs_are_reused_only_when_they_match(tmp_path, stale):
-    python = _interpreter("3.12")
+    python = local_interpreter("3.12")
     original = tmp_path / "original"
     original.mkdir()
     (original / "mod.py").write_text(SOURCE)
@@ -103,7 +96,7 @@ def test_a_copied_runtimes_pycs_are_reused_only_when_they_match(tmp_path, stale)
 
 
 def test_unreadable_sources_do_not_stop_the_reuse(tmp_path):
-    python = _interpreter("3.12")
+    python = local_interpreter("3.12")
     original, copy = tmp_path / "original", tmp_path / "copy"
     original.mkdir()
     copy.mkdir()

@@ -191,7 +191,7 @@ def _pipenv_app(directory: Path, pipfile_text: str, package: dict) -> Path:
             "default": {NAME: package}, "develop": {}}
     return make_app(directory, {
         "Pipfile": pipfile_text, "Pipfile.lock": json.dumps(lock, indent=4),
-        ".python-version": "3.12\n",
+        ".python-version": "3.13\n",
         "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
 
 
@@ -224,7 +224,7 @@ def test_the_index_a_requirements_file_names_is_used(tmp_path, cache_dir, two_in
     private, public = two_indexes
     app = make_app(tmp_path / "app", {
         "requirements.txt": f"-i {private.url}\n{requirement}\n",
-        ".python-version": "3.12\n",
+        ".python-version": "3.13\n",
         "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n",
     })
     # A config var naming another index must not win over the file (pip's rule).
@@ -242,7 +242,7 @@ def test_the_index_a_requirements_file_names_is_used(tmp_path, cache_dir, two_in
 def test_extra_index_first_index_strategy_and_a_new_index_never_reuses_a_layer(
         tmp_path, cache_dir, two_indexes):
     private, public = two_indexes
-    files = {".python-version": "3.12\n",
+    files = {".python-version": "3.13\n",
              "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"}
     app = make_app(tmp_path / "extra", {
         **files, "requirements.txt": f"--extra-index-url {private.url}\n{NAME}=={VERSION}\n"})
@@ -310,7 +310,7 @@ def test_a_failed_install_names_the_index_used_without_credentials(tmp_path, cac
     private, _public = two_indexes
     app = make_app(tmp_path / "missing", {
         "requirements.txt": f"--index-url {private.url}\n{requirement}\n",
-        ".python-version": "3.12\n",
+        ".python-version": "3.13\n",
         "Procfile": "web: python -m http.server $PORT --bind 127.0.0.1\n"})
     result, slug = _compile(tmp_path, app, cache_dir)
     assert result.returncode == 1

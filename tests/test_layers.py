@@ -46,7 +46,8 @@ def test_changed_requirements_build_a_fresh_layer(tmp_path, cache_dir):
     third = _build(app, tmp_path / "three.tgz", cache_dir)
     assert "Installing requirements with pip" in "\n".join(third.log)
     assert not any("/site-packages/idna" in n for n in _names(third.slug_path))
-    assert [p["name"] for p in third.packages] == ["six"]
+    # setuptools: Heroku's baseline for pip apps on 3.12 (installers/baseline.py).
+    assert [p["name"] for p in third.packages] == ["setuptools", "six"]
     meta = json.loads(third.metadata_path.read_text())
     assert meta["package_manager"]["files"] == ["requirements.txt", "base.txt"]
 

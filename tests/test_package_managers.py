@@ -80,12 +80,21 @@ def test_pinned_requirements_go_to_uv_and_the_rest_to_pip(tmp_path):
     assert unpinned_requirements(app, "requirements.txt") == ["flask>=3", "click"]
 
 
-def test_editable_requirements_are_refused(tmp_path):
-    app = make_app(tmp_path, {"requirements.txt": "six==1.17.0\n-e ./lib\n"})
-    with pytest.raises(errors.SlugbuildError) as caught:
-        PipInstaller().key_files(app, "requirements.txt", {})
-    assert caught.value.code == "editable-requirement"
-    assert "line 2" in caught.value.found
+def test_editable_requirements_are_keyed_and_installed_as_copies(tmp_path):
+    from slugbuild.installers.pip import install_editables_as_copies
+
+    app = make_app(tmp_path, {
+        "requirements.txt": "six==1.17.0\n-e ./lib\n--editable=.\n",
+        "lib/pyproject.toml": "", "lib/lib/__init__.py": "",
+        "app.py": "", ".heroku/python/bin/python": "", "lib/build/lib/x.py": "",
+    })
+    installer = PipInstaller()
+    files = installer.key_files(app, "requirements.txt", {})
+    assert installer.tool == "pip"
+    # `-e .` is the whole app: every file keys the layer, but never what the build adds.
+    assert files == ["requirements.txt", "app.py", "lib/lib/__init__.py", "lib/pyproject.toml"]
+    assert install_editables_as_copies(app, "requirements.txt") == ["./lib", "."]
+    assert (app / "requirements.txt").read_text() == "six==1.17.0\n./lib\n.\n"
 
 
 @pytest.mark.parametrize("lock_file, text, syntax", [
@@ -173,13 +182,21 @@ def test_local_packages_in_locks_key_the_layer(tmp_path, lock_file, text):
     assert caught.value.code == "requirements-outside-app"
 
 
-def test_exported_local_packages_are_installed_apart_and_not_editable():
-    from slugbuild.installers.uv import split_local_lines
+def test_exported_local_packages_are_installed_apart_and_not_editable(tmp_path):
+    from slugbuild.installers.uv import local_requirement, split_local_lines
 
     hashed, local = split_local_lines(
-        "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n")
-    assert local == ["./libs/a", "./libs/b"]
-    assert hashed == "six==1.17.0 \\\n    --hash=sha256:ab\n"
+        "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n"
+        "-e .\n.\ngreet @ file:///x/libs/greet ; python_version >= \"3.8\"\n"
+        "pinned @ file:///x/y.whl --hash=sha256:cd\n")
+    assert local == ["./libs/a", "./libs/b ; python_version >= '3'", ".", ".",
+                     'greet @ file:///x/libs/greet ; python_version >= "3.8"']
+    assert hashed == ("six==1.17.0 \\\n    --hash=sha256:ab\n"
+                      "pinned @ file:///x/y.whl --hash=sha256:cd\n")
+    assert local_requirement("./libs/b ; python_version >= '3'", tmp_path) == (
+        f"{tmp_path}/libs/b ; python_version >= '3'")
+    assert local_requirement(".", tmp_path) == str(tmp_path)
+    assert local_requirement("greet @ file:///x", tmp_path) == "greet @ file:///x"
 
 
 def test_lock_refuses_an_app_another_manager_locks(tmp_path):

@@ -53,7 +53,7 @@ def test_procfile_malformed_line_is_named(text, line, words):
         ({".python-version": "\ufeff3.11\n"}, "3.11", ".python-version"),
         ({"runtime.txt": "python-3.12.1\n"}, "3.12.1", "runtime.txt"),
         ({"runtime.txt": "python-3.11.7", ".python-version": "3.12"}, "3.11.7", "runtime.txt"),
-        ({}, "3.13", None),
+        ({}, "3.14", None),
     ],
 )
 def test_version_sources(tmp_path, files, requested, source):
@@ -94,7 +94,10 @@ def test_end_of_life_refused():
     with pytest.raises(errors.SlugbuildError) as caught:
         check_supported(PythonRequest("3.8", ".python-version"))
     assert caught.value.code == "python-version-eol"
-    check_supported(PythonRequest("3.9", ".python-version"))
+    with pytest.raises(errors.SlugbuildError):
+        check_supported(PythonRequest("3.9", ".python-version"))
+    check_supported(PythonRequest("3.9", ".python-version"), allow_eol=True)
+    check_supported(PythonRequest("3.10", ".python-version"))
 
 
 def test_detect(tmp_path):

@@ -48,7 +48,7 @@ def write_files(directory: Path, files: dict[str, str | bytes]) -> Path:
         ({"Pipfile.lock": json.dumps({"_meta": {}}),
           "pyproject.toml": '[project]\nname = "x"\nrequires-python = ">=3.10,<3.13"\n'},
          ">=3.10,<3.13", "pyproject.toml (requires-python)"),
-        ({"pyproject.toml": '[project]\nname = "x"\n'}, "3.13", None),
+        ({"pyproject.toml": '[project]\nname = "x"\n'}, "3.14", None),
         ({".python-version": b"\xef\xbb\xbf3.11\r\n"}, "3.11", ".python-version"),
     ],
 )
@@ -78,7 +78,8 @@ def test_runtime_txt_is_deprecated_with_a_warning(tmp_path):
         ({"runtime.txt": "3.12.1"}, "invalid-python-version", "must be `python-`"),
         ({"runtime.txt": "python-3.12.1\npython-3.11"}, "invalid-python-version", "2 lines"),
         ({"runtime.txt": ""}, "invalid-python-version", "is empty"),
-        ({".python-version": "3.12\n".encode("utf-16")}, "version-file-unreadable", "UTF-16"),
+        ({".python-version": "3.12\n".encode("utf-16-le")}, "version-file-unreadable",
+         "UTF-16 without a byte order mark"),
         ({".python-version": b"3.12\xff\n"}, "version-file-unreadable", "not valid UTF-8"),
         ({"Pipfile.lock": "{not json"}, "version-file-unreadable", "not valid JSON"),
         ({"Pipfile.lock": json.dumps({"_meta": {"requires": {"python_version": "3.x"}}})},
@@ -106,7 +107,7 @@ def test_misspelling_is_ignored_beside_the_real_file(tmp_path):
     assert read_request(app).requested == "3.12"
 
 
-@pytest.mark.parametrize("version", ["3.8", "3.8.18", "3.7", "2.7.18"])
+@pytest.mark.parametrize("version", ["3.9", "3.9.18", "3.8", "3.8.18", "3.7", "2.7.18"])
 def test_end_of_life_refused(version):
     with pytest.raises(errors.SlugbuildError) as caught:
         check_supported(PythonRequest(version, ".python-version"))
@@ -114,8 +115,10 @@ def test_end_of_life_refused(version):
 
 
 def test_newer_patch():
-    assert newer_patch("3.12.1", ["3.12.1", "3.12.8", "3.13.0"]) == "3.12.8"
-    assert newer_patch("3.12.8", ["3.12.1", "3.12.8"]) is None
+    # The policy table's newest known patch counts, not only what sources offer.
+    assert newer_patch("3.12.1", ["3.12.1", "3.12.8", "3.13.0"]) == "3.12.14"
+    assert newer_patch("3.12.1", ["3.12.1", "3.12.30"]) == "3.12.30"
+    assert newer_patch("3.12.14", ["3.12.1", "3.12.8"]) is None
 
 
 class ListedSource:
@@ -144,7 +147,7 @@ def test_first_source_with_a_match_wins_and_newest_patch_is_taken():
     chosen = resolve(PythonRequest("3.12", ".python-version"), [download, local])
     assert chosen.offer.version == "3.12.8"
     exact = resolve(PythonRequest("3.12.1", ".python-version"), [download])
-    assert exact.newer_patch == "3.12.8"
+    assert exact.newer_patch == "3.12.14"  # the policy table knows a newer one
     spec = resolve(PythonRequest(">=3.8,<3.13", "pyproject.toml (requires-python)"),
                    [local, download])
     assert spec.offer.version == "3.12.1"  # newest match of the first source; 3.8 never

@@ -1,7 +1,7 @@
 """The build pipeline: app directory in, slug tarball and slug.json out.
 
 Stages run in a straight line, each in its own module:
-detect -> resolve runtime -> stage sources -> runtime layer -> pre_compile
+stage sources (.slugignore) -> detect -> resolve runtime -> runtime layer -> pre_compile
 hook -> dependency layer -> collectstatic -> post_compile hook -> profile.d ->
 release metadata (Procfile, else inferred) -> pack.
 The build happens in a scratch directory inside the cache; the slug and
@@ -17,6 +17,7 @@ import glob
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,12 +29,14 @@ from typing import Any, Union
 from packaging.utils import canonicalize_name
 
 from . import errors, indexes, platform_info, release, relocate
+from .app_base import choose_app_base, resolve_app_base
 from .aptfile import APT_DIR, prepare_apt_layer
 from .aptfile import build_env as apt_build_env
 from .aptfile import write_profile_script as write_apt_profile
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
+    BuildpackRef,
     ReleaseInfo,
     buildpacks_for,
     exported_variables,
@@ -48,31 +51,51 @@ from .dependencies import (
     DependencyLayer,
     Prefetch,
     constraints_from_slug_json,
+    excluded_requirements,
     has_package,
     installer_for,
     link_dependency_layer,
     prepare_dependency_layer,
+    read_host_paths,
 )
-from .detect import AppInfo, detect, require_package_manager
+from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
+from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
 from .log import Reporter
+from .nltk_data import DATA_DIR as NLTK_DATA_DIR
+from .nltk_data import provide_nltk_data, write_nltk_profile
+from .node_assets import (
+    NATIVE_NODE_NAMES,
+    NODE_STEP_DESCRIPTION,
+    is_heroku_nodejs,
+    node_assets_warning,
+    run_node_build,
+)
 from .pack import LAYOUTS, LayerPart, PackedSlug, pack_tree, prepare_layer_part
-from .proc import buildpack_exports, clean_env
+from .proc import (
+    build_limits,
+    build_timeout_from_env,
+    buildpack_exports,
+    check_deadline,
+    clean_env,
+    kill_running_tools,
+)
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
 from .runtimes import (
+    LocalRuntime,
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
+    choose_runtime,
     ensure_runtime_layer,
     interpreter_before_layer,
-    make_sources,
-    resolve,
     runtime_manifest,
 )
+from .slugfile import link_problem
 from .stage import check_not_ignored, stage_sources
-from .versions import PythonRequest, check_supported, read_request
+from .versions import PythonRequest
 
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
@@ -174,7 +197,9 @@ class _Timer:
         self.timings: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, deadline: bool = True) -> Iterator[None]:
+        if deadline:
+            check_deadline(f"the {name} stage")  # stages that run no tool stop here
         start = time.perf_counter()
         try:
             yield
@@ -218,28 +243,29 @@ class _Build:
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1))
-    # Build-directory mentions found in the layers this build made (only those:
-    # a layer made elsewhere cannot name this build), by layer path.
-    layer_leaks: dict[Path, Future] = field(default_factory=dict)
+    # Host paths the dependency layer's files name (found when it was made), by
+    # layer path: reported by every build that uses it.
+    layer_leaks: dict[Path, list[tuple[Path, str]]] = field(default_factory=dict)
+    # Other paths of this machine no file may name: the local prefix the runtime
+    # was copied from.
+    host_paths: list[str] = field(default_factory=list)
 
     @property
     def leak_needles(self) -> list[str]:
-        """What no file of the slug may name: this build's directories."""
-        return [str(self.build_dir), str(self.scratch)]
+        """What no file of the slug may name: this build's directories, the cache
+        (installer caches, sdist builds) and the runtime's local prefix."""
+        return [str(self.build_dir), str(self.scratch), str(self.cache.root),
+                *self.host_paths]
 
-    def use_layer(self, layer: Layer, mount: str, made_here: bool = False,
-                  also_named: Sequence[Path] = ()) -> None:
-        """Note a layer linked in at ``mount``; start compressing its slug part (and,
-        for a layer made by this build, scanning it for mentions of the build
-        directory and of ``also_named``: where it was installed apart, and the
-        prefix of the interpreter that installed it)."""
+    def use_layer(self, layer: Layer, mount: str, host_paths: bool = False) -> None:
+        """Note a layer linked in at ``mount``; start compressing its slug part. With
+        ``host_paths``, the layer kept which of its files name a path of the machine
+        that made it (dependencies.write_host_paths): they are reported."""
         self.restored.append((layer, mount))
         part = _layer_part(layer, mount)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
-        if made_here:
-            needles = self.leak_needles + [str(path) for path in also_named]
-            self.layer_leaks[layer.path] = self.background.submit(
-                relocate.find_references, layer.tree, needles)
+        if host_paths:
+            self.layer_leaks[layer.path] = read_host_paths(layer)
 
 
 def compile_app(
@@ -256,6 +282,9 @@ def compile_app(
     buildpacks: Sequence[str] | None = None,
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
+    timeout: float | None = None,
+    app_base: str | None = None,
+    node_build: bool = False,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -267,10 +296,17 @@ def compile_app(
     Heroku-API buildpacks in order; ``python`` among them means the built-in
     Python stages, which run alone when no buildpack is named.
     ``constraints_from`` (an earlier slug.json) pins every package to the
-    version that build installed.
+    version that build installed. ``timeout`` (seconds; default
+    SLUGBUILD_BUILD_TIMEOUT, else 15 minutes as on Heroku; 0 for none) stops
+    the build, and every process it started, when it runs longer.
     ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
     ``web`` process before the slug is put in place and fails the build,
     writing nothing, unless it answers HTTP (see boot_check.py).
+    ``app_base`` (else the ``APP_BASE`` config var) names the subdirectory that
+    holds the app, as Heroku's monorepo buildpack does: only its content is built
+    and becomes the slug (see app_base.py).
+    ``node_build`` runs the built-in Node step (npm ci and the package.json build
+    script, node_modules left out) before the Python stages (see node_assets.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -280,62 +316,110 @@ def compile_app(
     json_path = metadata_path_for(slug_path)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
-    if not slug_path.parent.is_dir():
-        raise errors.OUTPUT_NOT_WRITABLE.error(
-            path=slug_path, reason="its directory does not exist"
-        )
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
+    check_output_paths(slug_path, json_path)
+    limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
+    chosen_base = choose_app_base(app_base, config_vars)
+    repo_root = None
+    if chosen_base is not None:
+        repo_root, app_dir = app_dir, resolve_app_base(app_dir, *chosen_base)
+        reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
+                      f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
-    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
+    refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
+                          repo_root=repo_root)
+    if node_build:
+        # The built-in step stands in for Heroku's Node.js buildpack where one is listed.
+        refs = [BuildpackRef("slugbuild:node", ref.base) if is_heroku_nodejs(ref.spec)
+                else ref for ref in refs]
+        if not any(ref.spec in NATIVE_NODE_NAMES for ref in refs):
+            refs = [BuildpackRef("slugbuild:node"), *(refs or [BuildpackRef("python")])]
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     platform = platform_info.current()
-
-    # Alone, the Python stages check the app before any work is done. After
-    # other buildpacks they check the build directory at their turn, which
-    # may hold files those buildpacks wrote.
-    info = resolved = None
-    if not refs:
-        info = _detect_python(app_dir, timer, reporter)
-    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-    if info is not None:
-        with timer.stage("resolve_runtime"):
-            resolved = _resolve_runtime(app_dir, cache, platform, runtime_options, reporter)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if app_dir.resolve().is_relative_to(cache_root.resolve()):
+        raise errors.CACHE_DIR_UNUSABLE.error(
+            path=cache_root, reason="it is the app directory, or holds it; give the cache a "
+                                    "directory of its own (inside the app is fine)")
+    cache = Cache(cache_root)
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
                    reporter, timer, layout, source_date_epoch, constraints)
+    with build_limits(limit):
+        packed, metadata, process_types, python_build = _compile_staged(
+            build, refs, runtime_options, slug_path, json_path, boot_timeout)
+    timer.timings["total"] = round(time.perf_counter() - started, 3)
+    reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
+                  f"sha256 {packed.sha256[:12]}…)")
+    return BuildResult(
+        slug_path=slug_path, metadata_path=json_path, sha256=packed.sha256, size=packed.size,
+        process_types=process_types,
+        runtime=python_build.runtime_info if python_build else {},
+        packages=_package_list(python_build),
+        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+    )
+
+
+def _compile_staged(build: _Build, refs: list[BuildpackRef],
+                    runtime_options: RuntimeOptions | None, slug_path: Path, json_path: Path,
+                    boot_timeout: float | None = None,
+                    ) -> tuple[PackedSlug, dict[str, Any], dict[str, str], _PythonBuild | None]:
+    """Every stage from staging to pack, under the build's limits (``compile_app``);
+    the scratch directory is removed on any way out."""
+    app_dir, scratch, cache, platform = build.app_dir, build.scratch, build.cache, build.platform
+    timer, reporter, config_vars = build.timer, build.reporter, build.config_vars
+    layout, source_date_epoch = build.layout, build.epoch
     try:
+        # As on Heroku, .slugignore is applied first: detection, the version
+        # files and every later stage see the app without the ignored files.
         with timer.stage("stage_sources"):
-            check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
-            skipped = stage_sources(app_dir, build.build_dir)
-        if skipped:
-            reporter.step(f"Left out {len(skipped)} path(s) listed in .slugignore")
+            staged = stage_sources(app_dir, build.build_dir, leave_out=[
+                cache.root.resolve(), *(path.parent.resolve() / path.name
+                                        for path in (slug_path, json_path))])
+        if staged.ignored:
+            reporter.step(f"Left out {len(staged.ignored)} path(s) listed in .slugignore")
+        if staged.build_files:
+            reporter.detail("Left out the build's own files found in the app: "
+                            + ", ".join(staged.build_files[:5]))
         apt_env = _apt_stage(build)
 
         python_build: _PythonBuild | None = None
         declared: list[ReleaseInfo] = []
         descriptions: list[dict[str, str]] = []
         if not refs:
+            # Alone, the Python stages check the staged app before any other work.
+            # After other buildpacks they check it at their turn, with the files
+            # those buildpacks wrote.
+            _warn_node_assets(build, refs, 0, [])
             with buildpack_exports(apt_env):
+                info = _detect_python(build)
+                resolved = _resolve_staged_runtime(build, runtime_options)
                 python_build = _python_stages(build, info, *resolved)
         else:
             env_dir_path = write_env_dir(scratch / "env", config_vars)
             exports: list[Path] = []
             for position, ref in enumerate(refs):
+                if ref.spec in NATIVE_NODE_NAMES:
+                    with timer.stage("node_build"), \
+                            buildpack_exports(exported_variables(exports)):
+                        run_node_build(build.build_dir, config_vars, cache.root / "npm",
+                                       reporter)
+                    descriptions.append({"buildpack": ref.shown,
+                                         "description": NODE_STEP_DESCRIPTION})
+                    continue
                 if ref.native:
                     if python_build is not None:
                         reporter.warn(f"{ref.shown} is listed twice; the Python stages ran "
                                       f"once.")
                         continue
                     with buildpack_exports({**apt_env, **exported_variables(exports)}):
-                        info = _detect_python(build.build_dir, timer, reporter)
-                        check_not_ignored(app_dir, [info.lock_file] if info.lock_file else [])
-                        with timer.stage("resolve_runtime"):
-                            resolved = _resolve_runtime(build.build_dir, cache, platform,
-                                                        runtime_options, reporter)
+                        info = _detect_python(build)
+                        resolved = _resolve_staged_runtime(build, runtime_options)
+                        _warn_node_assets(build, refs, position, descriptions)
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
@@ -352,6 +436,7 @@ def compile_app(
                 descriptions.append({"buildpack": ref.shown, "description": outcome.name})
         with timer.stage("check_layers"):
             _remove_stray_bytecode(build.build_dir)
+            refuse_links_leaving_slug(build.build_dir)
             # Parts still being compressed must be finished (and kept) before the
             # check below, which discards a changed layer together with its parts.
             with timer.stage("compress_layers_wait"):
@@ -360,6 +445,8 @@ def compile_app(
 
         with timer.stage("release_metadata"):
             process_types, inferred, merged = _process_types(build, python_build, declared)
+            if python_build is not None:
+                _check_entry_points(build, python_build, process_types)
             addons = [*merged.addons, *(release.python_addons(build.build_dir)
                                         if python_build is not None else [])]
             addons = list(dict.fromkeys(addons))
@@ -370,9 +457,11 @@ def compile_app(
             if leaks:
                 listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                            for p, _ in leaks})[:5])
-                reporter.warn(f"{len(leaks)} file(s) name the build directory (or the "
-                              f"interpreter that installed the packages) and may not "
-                              f"work once unpacked elsewhere: {listed}")
+                reporter.warn(f"{len(leaks)} file(s) name the build directory or another "
+                              f"path of this machine (slugbuild's cache, where packages "
+                              f"are built from source; the Python installation the "
+                              f"runtime or packages came from) and may not work once "
+                              f"unpacked elsewhere: {listed}")
 
         with timer.stage("pack"):
             reporter.step("Compressing...")
@@ -409,20 +498,11 @@ def compile_app(
                                               verify if boot_timeout is not None else None)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
-        with timer.stage("cleanup"):
+        with timer.stage("cleanup", deadline=False):
             build.background.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(scratch, ignore_errors=True)
 
-    timer.timings["total"] = round(time.perf_counter() - started, 3)
-    reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
-                  f"sha256 {packed.sha256[:12]}…)")
-    return BuildResult(
-        slug_path=slug_path, metadata_path=json_path, sha256=packed.sha256, size=packed.size,
-        process_types=process_types,
-        runtime=python_build.runtime_info if python_build else {},
-        packages=_package_list(python_build),
-        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
-    )
+    return packed, metadata, process_types, python_build
 
 
 def _apt_stage(build: _Build) -> dict[str, str]:
@@ -437,7 +517,7 @@ def _apt_stage(build: _Build) -> dict[str, str]:
         if from_cache:
             build.reporter.step("Restoring system packages from cache (Aptfile unchanged)")
         build.cache.restore(layer, build.build_dir / APT_DIR)
-        build.use_layer(layer, APT_DIR, made_here=not from_cache)
+        build.use_layer(layer, APT_DIR)
         build.system_packages = list(layer.manifest.get("inputs", {}).get("packages", []))
         write_apt_profile(build.build_dir)
         return apt_build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))
@@ -450,13 +530,87 @@ def _with_system_packages(build: _Build, metadata: dict[str, Any]) -> dict[str, 
     return metadata
 
 
-def _detect_python(directory: Path, timer: _Timer, reporter: Reporter) -> AppInfo:
-    with timer.stage("detect"):
-        info = detect(directory)
-        require_package_manager(info)
-    check_procfile_name(directory)  # fail before the long stages, not after them
-    reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
+def _detect_python(build: _Build) -> AppInfo:
+    """Detect on the staged tree; a package manager file .slugignore left out is
+    named as such (not as missing)."""
+    with build.timer.stage("detect"), _naming_app_dir(build):
+        try:
+            info = detect(build.build_dir)
+            require_package_manager(info)
+        except errors.SlugbuildError:
+            check_not_ignored(build.app_dir, sorted(
+                package_manager_files(build.app_dir).values()))
+            raise
+        companions = [name for name in MANAGER_COMPANIONS.get(info.package_manager or "", ())
+                      if (build.app_dir / name).is_file()]
+        check_not_ignored(build.app_dir, companions)
+        check_procfile_name(build.build_dir)  # fail before the long stages, not after them
+    build.reporter.step("Python app detected" + (" (Django)" if info.is_django else ""))
     return info
+
+
+# Files a package manager reads beside its lock file.
+MANAGER_COMPANIONS = {"pipenv": ("Pipfile",), "poetry": ("pyproject.toml",),
+                      "uv": ("pyproject.toml",)}
+
+
+def _resolve_staged_runtime(build: _Build, options: RuntimeOptions | None
+                            ) -> tuple[PythonRequest, Resolution]:
+    with build.timer.stage("resolve_runtime"), _naming_app_dir(build):
+        return _resolve_runtime(build.build_dir, build.cache, build.platform, options,
+                                build.reporter, sticky_key=build.app_dir)
+
+
+@contextmanager
+def _naming_app_dir(build: _Build) -> Iterator[None]:
+    """Errors about the staged tree name the user's app directory, not its copy."""
+    try:
+        yield
+    except errors.SlugbuildError as error:
+        staged, shown = str(build.build_dir), str(build.app_dir)
+        texts = (error.title, error.found, error.action, error.output or "")
+        if not any(staged in text for text in texts):
+            raise
+        title, found, action, output = (text.replace(staged, shown) for text in texts)
+        raise errors.SlugbuildError(error.code, title, found, action,
+                                    output=output or None) from error
+
+
+def check_output_paths(slug_path: Path, json_path: Path) -> None:
+    """Refuse, before any work, outputs that could not be written at the end."""
+    for path in (slug_path, json_path):
+        if path.is_dir():
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=path, reason="it is a directory; give a file name, e.g. -o "
+                                  f"{path / 'slug.tgz'}")
+    if not slug_path.parent.is_dir():
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason="its directory does not exist")
+    try:  # access() says yes to root on a read-only filesystem: really write
+        with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
+            pass
+    except OSError as exc:
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason=f"its directory is not writable ({exc.strerror or exc})"
+        ) from exc
+
+
+def refuse_links_leaving_slug(build_dir: Path) -> None:
+    """A symlink a build step left must stay inside the slug, as every slug reader
+    (``run``, ``inspect``, ``publish``) requires: refused here, before packing."""
+    pending = [("", str(build_dir))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.is_symlink():
+                    rel, target = prefix + entry.name, os.readlink(entry.path)
+                    problem = link_problem(rel, target)
+                    if problem is not None:
+                        raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
+                                                               problem=problem)
+                elif entry.is_dir():
+                    pending.append((prefix + entry.name + "/", entry.path))
 
 
 class _Beside:
@@ -475,13 +629,8 @@ class _Beside:
         self.held = reporter.held_back()
         self.thread = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
-        self.python_prefix: Path | None = None
 
     def start(self, python: Path, **arguments: Any) -> None:
-        # A package built from source may record the installing interpreter's
-        # prefix (a C extension's RUNPATH, say): the leak scan looks for it.
-        self.python_prefix = python.parent.parent
-
         def build_layer() -> DependencyLayer:
             with self.timer.stage("dependency_layer_apart"):
                 return self.dependency_layer(python=python, reporter=self.held, **arguments)
@@ -506,8 +655,10 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
+    if isinstance(runtime.detail, LocalRuntime):
+        build.host_paths.append(str(runtime.detail.prefix))
     python_home = build_dir / _PYTHON_HOME
-    installer = installer_for(info.package_manager)
+    installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(
         prepare_dependency_layer, app_dir=build_dir, lock_file=info.lock_file,
         python_name=runtime.python_name, runtime=runtime_manifest(runtime, build.platform),
@@ -547,7 +698,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):
-            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
+            run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
+                     runtime.version, info.lock_file or "requirements.txt")
 
         with timer.stage("dependency_layer"):
             if beside is not None:
@@ -557,9 +709,10 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                                         onto=python_home)
             deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
                                          reporter, info.lock_file)
-            apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
-            build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
-                            also_named=[path for path in apart_names if path is not None])
+            build.use_layer(deps.layer, _PYTHON_HOME, host_paths=True)
+    except BaseException:
+        kill_running_tools()  # an install beside must not keep a failed build waiting
+        raise
     finally:
         if beside is not None:
             beside.close()
@@ -568,12 +721,22 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             # Its throwaway install is thousands of files: removed while the build goes on.
             build.background.submit(shutil.rmtree, prefetch.scratch, ignore_errors=True)
 
+    with timer.stage("nltk_data"):
+        nltk_layer = provide_nltk_data(build_dir, has_package(deps.packages, "nltk"),
+                                       build.config_vars, build.cache, reporter)
+        if nltk_layer is not None:
+            build.cache.restore(nltk_layer, build_dir / NLTK_DATA_DIR)
+            build.use_layer(nltk_layer, NLTK_DATA_DIR)
+            write_nltk_profile(build_dir)
+
     with timer.stage("collectstatic"):
         run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                          python, build.config_vars, reporter)
+                          python, build.config_vars, reporter, runtime.version,
+                          info.lock_file or "requirements.txt")
 
     with timer.stage("post_compile"):
-        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter)
+        run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
+                 runtime.version, info.lock_file or "requirements.txt")
 
     with timer.stage("profile_d"):
         write_profile(build_dir)
@@ -586,10 +749,23 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         "source": runtime.source_name,
         "platform": build.platform.key,
         **runtime.metadata,
+        **resolution.record(),
     }
     sources = indexes.app_sources(build_dir, info.package_manager, info.lock_file,
                                   build.config_vars)
     return _PythonBuild(info, request, runtime_info, deps, sources)
+
+
+def _warn_node_assets(build: _Build, refs: Sequence[BuildpackRef], position: int,
+                      descriptions: list[dict[str, str]]) -> None:
+    """Before the Python stages: warn when package.json builds assets no Node.js step makes.
+
+    Buildpacks that ran are known by spec and detected name, later ones by spec."""
+    before = [(d["buildpack"], d["description"]) for d in descriptions]
+    after = [(ref.shown,) for ref in refs[position + 1:]]
+    warning = node_assets_warning(build.build_dir, before, after)
+    if warning:
+        build.reporter.warn(warning)
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:
@@ -625,6 +801,22 @@ def _process_types(build: _Build, python_build: _PythonBuild | None,
     return process_types, inferred, merged
 
 
+def _check_entry_points(build: _Build, python_build: _PythonBuild,
+                        process_types: dict[str, str]) -> None:
+    """Each process type's program is in the slug, and its entry module imports
+    (``importcheck``)."""
+    version = python_build.runtime_info["resolved"]
+    python = build.build_dir / _PYTHON_HOME / "bin" / f"python{'.'.join(version.split('.')[:2])}"
+    lock_file = python_build.info.lock_file or "requirements.txt"
+    excluded = (excluded_requirements(build.build_dir, lock_file, version)
+                if python_build.info.package_manager == "pip" else {})
+    check_process_commands(build.build_dir, python, process_types, excluded, version,
+                           lock_file)
+    check_process_imports(build.build_dir, python, process_types, version, lock_file,
+                          build.config_vars, build.reporter,
+                          passed=(build.cache.root / "checks", python_build.deps.key))
+
+
 def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None:
     if python_build is None:
         return None
@@ -636,6 +828,7 @@ def _package_manager(python_build: _PythonBuild | None) -> dict[str, Any] | None
         "files": list(deps.files),
         "installer": deps.installer,
         "installer_version": deps.installer_version,
+        "baseline": list(deps.baseline),
         **_package_sources(python_build),
     }
 
@@ -660,24 +853,10 @@ def _package_sources(python_build: _PythonBuild) -> dict[str, Any]:
 
 
 def _resolve_runtime(app_dir: Path, cache: Cache, platform: platform_info.Platform,
-                     options: RuntimeOptions | None,
-                     reporter: Reporter) -> tuple[PythonRequest, Resolution]:
-    request = read_request(app_dir)
-    if request.source_file:
-        reporter.step(f"Using Python {request.requested} {request.describe_source()}")
-    else:
-        reporter.step(f"No Python version was specified. Using the default: Python "
-                      f"{request.requested}")
-    for warning in request.warnings:
-        reporter.warn(warning)
-    check_supported(request)
-    options = options or RuntimeOptions.from_env()
-    resolution = resolve(request, make_sources(options, cache, platform))
-    if resolution.newer_patch:
-        reporter.warn(f"A Python security update is available: Python "
-                      f"{resolution.newer_patch} (the app pins {request.requested}). "
-                      f"Update {request.source_file or 'the version file'} to it.")
-    return request, resolution
+                     options: RuntimeOptions | None, reporter: Reporter,
+                     sticky_key: Path | None = None) -> tuple[PythonRequest, Resolution]:
+    return choose_runtime(app_dir, cache, platform, options or RuntimeOptions.from_env(),
+                          reporter, sticky_key or app_dir)
 
 
 def _remove_stray_bytecode(build_dir: Path) -> None:
@@ -707,12 +886,9 @@ def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
         inodes = build.cache.check_restored(layer)
         if inodes is not None:
             intact.append(_layer_part(layer, mount))
-            scan = build.layer_leaks.get(layer.path)
-            if scan is not None and scan.exception() is not None:
-                continue  # not scanned: the release stage scans its files
             linked |= inodes
-            if scan is not None:
-                leaks += _still_in_place(scan.result(), layer, build.build_dir / mount)
+            leaks += _still_in_place(build.layer_leaks.get(layer.path, []), layer,
+                                     build.build_dir / mount)
         else:
             build.reporter.warn(f"A build step (of this build or of another sharing the "
                                 f"cache) changed a file of the cached layer "

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,9 @@ from typing import Any
 import yaml
 
 from . import errors
+from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
 from .log import Reporter
-from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .procfile import parse_procfile, valid_process_type_name
 from .redact import redact_url
 
@@ -85,18 +85,50 @@ class BuildpackOutcome:
     release: ReleaseInfo
 
 
-def buildpacks_for(app_dir: Path, given: list[str] | None) -> list[BuildpackRef]:
+def buildpacks_for(app_dir: Path, given: list[str] | None,
+                   repo_root: Path | None = None) -> list[BuildpackRef]:
     """``--buildpack`` values (paths relative to the working directory), else the
-    app's ``.buildpacks`` lines (paths relative to the app), else none."""
+    app's ``.buildpacks`` lines, else its ``app.json`` ``buildpacks`` (paths
+    relative to the app), else none; shorthands expanded (see buildpack_lists.py).
+
+    ``repo_root`` is set when ``app_dir`` is an app base inside it. Then
+    heroku-buildpack-monorepo is dropped (slugbuild already did what it does),
+    and when the app base lists no buildpacks of its own, a root list naming the
+    monorepo buildpack gives the buildpacks after it, as on Heroku, where they
+    run on the app base's content. Without an app base, that buildpack is refused.
+    """
     if given:
-        return [BuildpackRef(spec, Path.cwd()) for spec in given]
-    listing = app_dir / ".buildpacks"
-    if not listing.is_file():
-        return []
-    # One buildpack a line; `#` starts a comment only at the start of a line,
-    # since `URL#ref` uses it too.
-    lines = (line.strip() for line in listing.read_text(errors="replace").splitlines())
-    return [BuildpackRef(line, app_dir) for line in lines if line and not line.startswith("#")]
+        specs, source, base = ([expand_spec(spec, Path.cwd(), "--buildpack")
+                                for spec in given], "--buildpack", Path.cwd())
+    else:
+        specs, found_in = listed_buildpacks(app_dir)
+        source, base = found_in or "", app_dir
+        if found_in is None and repo_root is not None:
+            specs, source, base = _after_monorepo_buildpack(repo_root) or (specs, source, base)
+    refs = []
+    for spec in specs:
+        if is_monorepo_buildpack(spec):
+            if repo_root is None:
+                raise errors.MONOREPO_BUILDPACK_WITHOUT_APP_BASE.error(
+                    spec=redact_url(spec), source=source)
+            continue
+        refs.append(BuildpackRef(spec, base))
+    return refs
+
+
+def _after_monorepo_buildpack(repo_root: Path) -> tuple[list[str], str, Path] | None:
+    """The root's buildpacks after heroku-buildpack-monorepo, if its list names it.
+
+    A root list that cannot be read is not this build's business (only the app
+    base is built), so it is ignored rather than refused."""
+    try:
+        specs, found_in = listed_buildpacks(repo_root)
+    except errors.SlugbuildError:
+        return None
+    marks = [i for i, spec in enumerate(specs) if is_monorepo_buildpack(spec)]
+    if not marks:
+        return None
+    return specs[marks[0] + 1:], f"{found_in} (at the repository root)", repo_root
 
 
 def fetch(ref: BuildpackRef, scratch: Path) -> Path:
@@ -111,12 +143,13 @@ def fetch(ref: BuildpackRef, scratch: Path) -> Path:
         argv = ["git", "clone", "--quiet", "--depth", "1"]
         if git_ref:
             argv += ["--branch", git_ref]
-        result = subprocess.run([*argv, url, str(target)], capture_output=True, text=True,
-                                env=clean_env({"GIT_TERMINAL_PROMPT": "0"}))
+        result = run_captured([*argv, url, str(target)],
+                              env=clean_env({"GIT_TERMINAL_PROMPT": "0"}),
+                              step=f"git clone {ref.shown}")
         if result.returncode != 0:
             raise errors.BUILDPACK_FETCH_FAILED.error(
                 spec=ref.shown,
-                reason=redact_url(result.stderr.strip()[-400:]) or "git clone failed")
+                reason=redact_url(_text(result.stderr).strip()[-400:]) or "git clone failed")
         directory = target
     else:
         source = (ref.base / ref.spec).resolve()
@@ -148,7 +181,8 @@ def run_buildpack(
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
         run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
-                                     env_dir]), reporter, env, cwd=build_dir)
+                                     env_dir]), reporter, env, cwd=build_dir,
+                 step=f"{ref.shown}: bin/compile")
     except ToolFailed as failed:
         raise errors.BUILDPACK_COMPILE_FAILED.error(
             spec=ref.shown, exit_code=failed.exit_code, output=failed.tail) from failed
@@ -165,7 +199,7 @@ def exported_variables(exports: list[Path]) -> dict[str, str]:
         return {}
     base = clean_env()
     script = "".join(f'. "{path}"; ' for path in exports) + "env -0"
-    result = subprocess.run(["bash", "-c", script], capture_output=True, env=base)
+    result = run_captured(["bash", "-c", script], env=base, step="sourcing the export files")
     if result.returncode != 0:
         return {}
     after = dict(item.split("=", 1) for item in
@@ -184,12 +218,13 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     detect = directory / "bin" / "detect"
     if not detect.is_file():
         return ""
-    result = subprocess.run(_sourcing(exports, [detect, build_dir]), capture_output=True,
-                            text=True, env=env, cwd=build_dir)
+    result = run_captured(_sourcing(exports, [detect, build_dir]), env=env, cwd=build_dir,
+                          step=f"{ref.shown}: bin/detect")
+    stdout = _text(result.stdout)
     if result.returncode != 0:
         raise errors.BUILDPACK_DETECT_FAILED.error(
-            spec=ref.shown, output=(result.stdout + result.stderr).strip()[-2000:] or None)
-    return result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+            spec=ref.shown, output=(stdout + _text(result.stderr)).strip()[-2000:] or None)
+    return stdout.strip().splitlines()[0] if stdout.strip() else ""
 
 
 def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
@@ -197,13 +232,17 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     release = directory / "bin" / "release"
     if not release.is_file():
         return ReleaseInfo()
-    result = subprocess.run(_sourcing(exports, [release, build_dir]), capture_output=True,
-                            text=True, env=env, cwd=build_dir)
+    result = run_captured(_sourcing(exports, [release, build_dir]), env=env, cwd=build_dir,
+                          step=f"{ref.shown}: bin/release")
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
             spec=ref.shown, problem=f"bin/release exited with code {result.returncode}",
-            output=result.stderr.strip()[-2000:] or None)
-    return parse_release_yaml(result.stdout, ref.shown)
+            output=_text(result.stderr).strip()[-2000:] or None)
+    return parse_release_yaml(_text(result.stdout), ref.shown)
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

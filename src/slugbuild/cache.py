@@ -3,6 +3,7 @@
 Layout (see docs/cache.md)::
 
     CACHE/
+      CACHEDIR.TAG                      marks it a cache (tar --exclude-caches; staging skips it)
       runtimes/<name>/{manifest.json,files.json,tree/}  one relocatable CPython prefix
       layers/<name>/{manifest.json,files.json,tree/}    what an install added to a runtime
       pip/                              pip's own download and wheel cache (pip-tools/ inside)
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .stage import CACHEDIR_SIGNATURE, CACHEDIR_TAG
 
 MANIFEST = "manifest.json"
 FILE_INDEX = "files.json"
@@ -86,6 +88,9 @@ class Cache:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
             probe.close()
+            tag = self.root / CACHEDIR_TAG  # never packed, even from inside an app
+            if not tag.is_file():
+                tag.write_bytes(CACHEDIR_SIGNATURE + b"\n# slugbuild's cache (docs/cache.md)\n")
         except OSError as exc:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
         self._remove_abandoned_scratch()

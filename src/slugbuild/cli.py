@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -19,17 +21,26 @@ from .runtimes import RuntimeOptions
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--python-source", metavar="SOURCES",
                         help="runtime sources to try, in order, comma-separated: local, "
-                             "download (default: $SLUGBUILD_PYTHON_SOURCE or local,download)")
+                             "download, heroku (default: $SLUGBUILD_PYTHON_SOURCE or "
+                             "local,download)")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never use the network: only local and cached runtimes")
     parser.add_argument("--python-download-url", metavar="URL",
-                        help="base URL of the runtime archives and their SHA256SUMS "
-                             "(default: $SLUGBUILD_PYTHON_DOWNLOAD_URL or "
-                             "python-build-standalone)")
+                        help="runtime index: a releases API URL (ending in /releases), or "
+                             "a base URL or local directory holding SHA256SUMS and the "
+                             "archives (default: $SLUGBUILD_PYTHON_DOWNLOAD_URL, else the "
+                             "newest python-build-standalone release)")
+    parser.add_argument("--allow-eol-python", action="store_true", default=None,
+                        help="build a Python minor the version policy refuses (end of life; "
+                             "default: $SLUGBUILD_ALLOW_EOL_PYTHON)")
+    parser.add_argument("--python-patch-fallback", action="store_true", default=None,
+                        help="when an exact pin (3.12.4) cannot be had, use the newest patch "
+                             "of its minor (default: $SLUGBUILD_PYTHON_PATCH_FALLBACK)")
 
 
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
-    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
+    return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url,
+                                   args.allow_eol_python, args.python_patch_fallback)
 
 
 def _positive_seconds(value: str) -> float:
@@ -65,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
+    compile_.add_argument("--app-base", metavar="DIR",
+                          help="build only this subdirectory of the app (Heroku's monorepo "
+                               "APP_BASE; default: the APP_BASE config var, else the root)")
+    compile_.add_argument("--node-build", action="store_true",
+                          help="before Python, run the built-in Node step: npm ci and the "
+                               "package.json build script with the machine's node "
+                               "(node_modules is left out of the slug)")
     compile_.add_argument("--boot-check", action="store_true",
                           help="after packing, start the slug's web process on 127.0.0.1 and "
                                "fail the build (writing no slug) unless it answers HTTP")
@@ -73,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                                "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    compile_.add_argument("--timeout", type=float, metavar="SECONDS",
+                          help="stop the build (and everything it started) after this long "
+                               "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
     _add_runtime_options(compile_)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
@@ -124,20 +145,56 @@ def _parser() -> argparse.ArgumentParser:
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
+    detect_.add_argument("--app-base", metavar="DIR",
+                         help="detect this subdirectory of the app (as compile --app-base)")
     detect_.add_argument("--json", action="store_true")
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or SIGINT, raised where the main thread is, so that every
+    ``finally`` runs: the build's tools are killed and its scratch removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _stop_on_signals() -> dict:
+    """The first of these signals stops slugbuild cleanly; later ones are ignored
+    while it cleans up (SIGKILL still ends it, and the next build removes what it
+    left). Returns the handlers replaced."""
+    def stop(signum: int, _frame: object) -> None:
+        for each in _STOPPING_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {}
+    for each in _STOPPING_SIGNALS:
+        if signal.getsignal(each) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[each] = signal.signal(each, stop)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    replaced = (_stop_on_signals() if threading.current_thread() is threading.main_thread()
+                else {})
     try:
         return _dispatch(args)
     except SlugbuildError as error:
         print(error.render(), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(" !     Interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stopped:
+        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+        print(f" !     Interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for each, handler in replaced.items():
+            signal.signal(each, handler)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -147,7 +204,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             layout=args.layout, reporter=Reporter(sys.stderr),
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
-            constraints_from=args.constraints_from,
+            constraints_from=args.constraints_from, timeout=args.timeout,
+            app_base=args.app_base, node_build=args.node_build,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -187,7 +245,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                  reporter=Reporter(sys.stderr))
         return 0
     if args.command == "detect":
-        info = detect(args.app_dir)
+        app_dir = args.app_dir
+        if args.app_base is not None and app_dir.is_dir():
+            from .app_base import resolve_app_base
+
+            app_dir = resolve_app_base(app_dir.absolute(), args.app_base, "--app-base")
+        info = detect(app_dir)
         if args.json:
             print(json.dumps({
                 "package_manager": info.package_manager, "lock_file": info.lock_file,
@@ -205,12 +268,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
     from . import platform_info
     from .cache import Cache, default_cache_dir
     from .runtimes import list_offers, make_sources
-    from .versions import sort_versions
+    from .versions import policy_for, sort_versions
+
+    def status(version: str) -> str:
+        row = policy_for(version)
+        return row.status if row else "unknown"
 
     options = _runtime_options(args)
     platform = platform_info.current()
     cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
-    offers, notes = list_offers(make_sources(options, cache, platform))
+    offers, notes = list_offers(make_sources(options, cache, platform), options.allow_eol)
     order = {v: i for i, v in enumerate(sort_versions([o.version for o in offers]))}
     offers.sort(key=lambda o: (-order[o.version], options.sources.index(o.source_name)))
     if args.json:
@@ -218,15 +285,16 @@ def _list_runtimes(args: argparse.Namespace) -> int:
             "platform": platform.as_dict(),
             "sources": list(options.sources),
             "offline": options.offline,
-            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin}
-                         for o in offers],
+            "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin,
+                          "status": status(o.version)} for o in offers],
             "unavailable_sources": notes,
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
           f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
     for offer in offers:
-        print(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}")
+        print(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
+              f"{offer.origin}")
     if not offers:
         print("  (none)")
     for note in notes:

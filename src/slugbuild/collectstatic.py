@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
+from .importcheck import MISSING_MODULE, diagnose_missing_module
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 from .redact import redact_url
@@ -39,8 +40,6 @@ _DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
      "{0} is not set in settings"),
     (re.compile(r"The file '([^']+)' could not be found with"),
      "manifest storage could not find {0}, which a CSS or JS file refers to"),
-    (re.compile(r"No module named '([\w.]+)'"),
-     "the module {0} cannot be imported: is its package in requirements.txt?"),
 )
 
 
@@ -50,13 +49,30 @@ def collectstatic_disabled(config_vars: Mapping[str, str]) -> bool:
     return value not in ("", "0")
 
 
-def diagnose(output: str) -> str | None:
-    """The likely cause of a collectstatic failure, read from its output."""
+def diagnose(output: str, python_version: str | None = None,
+             lock_file: str = "requirements.txt", build_dir: Path | None = None) -> str | None:
+    """The likely cause of a collectstatic failure, read from its output (one
+    sentence, no final punctuation). A missing module is explained for the
+    runtime's Python (``importcheck.explain_missing_module``): a standard
+    library module it no longer has, setuptools' pkg_resources, or a package
+    missing from ``lock_file``."""
+    # The error reported last wins: Django chains a settings failure to a KeyError
+    # of its own ("During handling of the above exception ...").
+    found: list[tuple[int, str]] = []
     for pattern, explanation in _DIAGNOSES:
-        match = pattern.search(output)
-        if match:
-            return explanation.format(match.group(1))
-    return None
+        matches = list(pattern.finditer(output))
+        if matches:
+            found.append((matches[-1].start(), explanation.format(matches[-1].group(1))))
+    missing = list(MISSING_MODULE.finditer(output))
+    if missing:
+        if python_version is not None:
+            cause = diagnose_missing_module(output, python_version, lock_file,
+                                            hide=str(build_dir) if build_dir else None)
+        else:
+            cause = (f"the module {missing[-1].group(1)} cannot be imported: add the package "
+                     f"that provides it to {lock_file}, or check the name")
+        found.append((missing[-1].start(), cause or ""))
+    return max(found)[1] if found else None
 
 
 def masked_environment(env: Mapping[str, str]) -> list[str]:
@@ -79,8 +95,14 @@ def run_collectstatic(
     python: Path,
     config_vars: Mapping[str, str],
     reporter: Reporter,
+    python_version: str | None = None,
+    lock_file: str = "requirements.txt",
 ) -> bool:
-    """Run ``manage.py collectstatic --noinput``; return whether it ran."""
+    """Run ``manage.py collectstatic --noinput``; return whether it ran.
+
+    ``python_version`` (the runtime's) and ``lock_file`` let a failure name a
+    missing module's real cause.
+    """
     if not manage_py or not django_installed or not (build_dir / manage_py).is_file():
         return False  # not Django, or manage.py left out by .slugignore
     if collectstatic_disabled(config_vars):
@@ -94,16 +116,19 @@ def run_collectstatic(
     )
     argv = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
     try:
-        run_tool(argv, reporter, env, cwd=build_dir)
+        run_tool(argv, reporter, env, cwd=build_dir,
+                 step=f"`python {manage_py} collectstatic`")
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
             reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "
                           "(secret values masked):")
             for line in masked_environment(env):
                 reporter.detail(line)
-        cause = diagnose(failed.tail)
+        cause = diagnose(failed.output, python_version, lock_file, build_dir)
+        # Its output is in the log above already: kept on the error, not printed twice.
         raise errors.COLLECTSTATIC_FAILED.error(
             manage_py=manage_py, exit_code=failed.exit_code, output=failed.tail,
-            diagnosis=f"\nLikely cause: {cause}." if cause else "",
+            output_shown=True,
+            diagnosis=f"\nLikely cause: {cause.rstrip('.?!')}." if cause else "",
         ) from failed
     return True

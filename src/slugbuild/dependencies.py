@@ -40,14 +40,16 @@ from packaging.utils import canonicalize_name
 from . import errors, relocate
 from .cache import Cache, Layer, file_sha256, link_or_copy, write_json_atomic
 from .installers import Installer, InstallJob, installer_for
+from .installers.baseline import baseline_requirements
 from .installers.pip import (
     DEFAULT_INDEX_URL,
     PipInstaller,
+    has_editables,
     requirements_files,
     trusted_ca_bundle,
 )
 from .log import Reporter
-from .proc import clean_env, exported_config
+from .proc import clean_env, exported_config, wait_for
 
 __all__ = [
     "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller", "Prefetch",
@@ -83,11 +85,12 @@ class DependencyLayer:
     layer: Layer | None = None  # the cached layer whose files are linked in
     restored: bool = False  # the layer was in the cache before this build
     built_apart_at: Path | None = None  # the tree a fresh layer was installed in, apart
+    baseline: tuple[str, ...] = ()  # installed before the app's requirements (Heroku's)
 
 
 def layer_key(
     app_dir: Path, files: list[str], runtime: dict, installer: Installer,
-    config_vars: dict, constraints: str | None = None,
+    config_vars: dict, constraints: str | None = None, baseline: tuple[str, ...] = (),
 ) -> tuple[str, dict]:
     """The dependency layer key and the (secret-free) inputs behind it.
 
@@ -123,6 +126,8 @@ def layer_key(
         inputs["aptfile_sha256"] = file_sha256(app_dir / "Aptfile")
     if constraints is not None:
         inputs["constraints_sha256"] = hashlib.sha256(constraints.encode()).hexdigest()
+    if baseline:  # absent when empty, so layers without one keep their keys
+        inputs["baseline"] = list(baseline)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return key, inputs
 
@@ -150,6 +155,10 @@ def rebuild_reasons(previous: dict, current: dict) -> list[str]:
         reasons.append("The installer config vars (PIP_*, UV_*) changed")
     if previous.get("constraints_sha256") != current.get("constraints_sha256"):
         reasons.append("The constraints from --constraints-from changed")
+    if previous.get("baseline", []) != current.get("baseline", []):
+        reasons.append(f"The packages installed before the requirements changed "
+                       f"({', '.join(previous.get('baseline', [])) or 'none'} -> "
+                       f"{', '.join(current.get('baseline', [])) or 'none'})")
     if previous.get("layer_format") != current.get("layer_format"):
         reasons.append("slugbuild changed how dependency layers are made")
     return reasons
@@ -236,11 +245,15 @@ def prepare_dependency_layer(
     downloading is waited for only if there is something to install.
     """
     files = installer.key_files(app_dir, lock_file, config_vars)
-    key, inputs = layer_key(app_dir, files, runtime, installer, config_vars, constraints)
+    python_version = runtime["inputs"]["version"]
+    baseline = baseline_requirements(installer.name, python_version, config_vars,
+                                     _pip_version(installer))
+    key, inputs = layer_key(app_dir, files, runtime, installer, config_vars, constraints,
+                            baseline)
     name = key[:24]
     outcome = functools.partial(
         DependencyLayer, key, (), tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
-        installer.name, installer.version())
+        installer.name, installer.version(), baseline=baseline)
 
     layer = cache.lookup("layers", name, key)
     if layer is not None and cache.check_restored(layer) is None:
@@ -262,19 +275,56 @@ def prepare_dependency_layer(
                 scratch = cache.scratch_dir("install")
                 try:
                     job = InstallJob(
-                        python=python, python_version=runtime["inputs"]["version"],
-                        app_dir=app_dir, lock_file=lock_file, config_vars=config_vars, cache=cache,
+                        python=python, python_version=python_version,
+                        app_dir=(copy_for_install(app_dir, scratch / "app")
+                                 if builds_local_packages(app_dir, lock_file, installer, files)
+                                 else app_dir),
+                        lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
+                        source_dir=source_dir,
                     )
                     layer, apart_at = _install_fresh(job, installer, python_name, key, name,
-                                                     inputs, onto)
+                                                     inputs, onto, baseline)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
                 return outcome(layer, False, apart_at)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
+
+
+def builds_local_packages(app_dir: Path, lock_file: str, installer: Installer,
+                          files: list[str]) -> bool:
+    """Whether the install builds a package from the app's own files (so it must run
+    on a copy): a key file beyond the package manager's own files, or an editable
+    requirement (whose ``-e`` is taken out of the install's copy of the file)."""
+    manifests = {lock_file, "Pipfile", "pyproject.toml"}
+    if installer.name == "pip":
+        manifests.update(requirements_files(app_dir, lock_file))
+        if has_editables(app_dir, lock_file):
+            return True
+    return any(rel not in manifests for rel in files)
+
+
+def copy_for_install(app_dir: Path, target: Path) -> Path:
+    """A copy of the staged app (without what the build added at its root) for the
+    installer to read and write in.
+
+    Building a local package (``./vendor/pkg``, ``-e .``, a lock's path
+    dependency) writes ``build/`` and ``*.egg-info`` into its source tree; in the
+    build directory they would reach the slug of a cold build but not of a warm
+    one (which restores the layer without building). The copy is thrown away
+    with the install's scratch directory.
+    """
+    def build_output(directory: str, names: list[str]) -> set[str]:
+        if Path(directory) == app_dir:
+            return {".heroku", ".profile.d"}.intersection(names)
+        return {"__pycache__"}.intersection(names)
+
+    shutil.copytree(app_dir, target, symlinks=True, ignore=build_output,
+                    copy_function=shutil.copy)
+    return target
 
 
 def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
@@ -312,7 +362,10 @@ class Prefetch:
               config_vars: dict, cache: Cache, reporter: Reporter, python_version: str,
               scratch: Path, constraints: str | None = None) -> Prefetch | None:
         """Start it in ``scratch`` (a new directory, the caller's to remove)."""
-        installer = installer_for(package_manager)
+        try:
+            installer = installer_for(package_manager, python_version)
+        except errors.SlugbuildError:
+            return None  # the build refuses it itself
         prefetch = getattr(installer, "prefetch", None)
         if prefetch is None:
             return None
@@ -332,7 +385,7 @@ class Prefetch:
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
-        self.process.wait()
+        wait_for(self.process, "the installer's download")  # under the build's deadline
 
     def stop(self) -> None:
         """End it, killed with anything it started (a build backend) if still running."""
@@ -351,7 +404,8 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
 
 
 def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key: str,
-                   name: str, inputs: dict, onto: Path | None) -> tuple[Layer, Path | None]:
+                   name: str, inputs: dict, onto: Path | None,
+                   baseline: tuple[str, ...] = ()) -> tuple[Layer, Path | None]:
     """Install, make the result relocatable, compile it, and publish it as the layer.
 
     Apart (``onto`` None), the layer's own tree is the install's prefix; onto
@@ -362,29 +416,57 @@ def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key:
     with job.cache.new_layer("layers", name, key, inputs) as tree:
         if onto is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, tree,
-                                 python_name)
+                                 python_name, baseline)
             # uv's lock of an environment it installs into: not part of it.
             (tree / ".lock").unlink(missing_ok=True)
         else:
             # What is there before the install (the runtime, and anything a pre_compile
             # hook or an earlier buildpack put there) is not the installer's to cache.
             before = _relative_paths(onto)
-            _install_and_compile(job, installer, onto, python_name)
+            _install_and_compile(job, installer, onto, python_name, baseline)
             _link_added(onto, before, tree)
+        write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
     layer = job.cache.lookup("layers", name, key)
     assert layer is not None
     return layer, (tree if onto is None else None)
 
 
 def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
-                         python_name: str) -> None:
-    """Install into ``home``, point its scripts and records at the slug, compile it."""
-    installer.install(job)
+                         python_name: str, baseline: tuple[str, ...] = ()) -> None:
+    """Install (the baseline first) into ``home``, check the app got what it declared,
+    point its scripts and records at the slug, compile it."""
     site_packages = home / "lib" / python_name / "site-packages"
+    if baseline:
+        reasons = [("Heroku's baseline for pip apps on Python 3.12 and older"
+                    if line.startswith("setuptools==") else "kept in the slug: "
+                    "SLUGBUILD_KEEP_PIP") for line in baseline]
+        job.reporter.detail(f"Installing {' and '.join(baseline)} first "
+                            f"({'; '.join(reasons)})")
+        install_baseline = getattr(installer, "install_baseline", None)
+        if install_baseline is None:
+            from .installers.uv import install_baseline as uv_baseline
+
+            uv_baseline(job, baseline)
+        else:
+            install_baseline(job, baseline)
+    before = {p.name for p in _site_packages_packages(site_packages)}
+    installer.install(job)
+    added = [p for p in _site_packages_packages(site_packages) if p.name not in before]
+    check_declared_installed(job, installed=[p.name for p in added],
+                             baseline=[line.split("==")[0] for line in baseline])
     rewritten = []
     if (home / "bin").is_dir():
         rewritten += relocate.make_scripts_relocatable(home / "bin", python_name)
     rewritten += _point_direct_urls_at_slug(site_packages, job.app_dir)
+    # uv's note of a local package's source times, for its own reinstall checks:
+    # it differs with every checkout and means nothing in a slug.
+    relocate.drop_recorded_files(site_packages,
+                                 sorted(site_packages.glob("*.dist-info/uv_cache.json")))
+    try:
+        rewritten += relocate.settle_built_elf_files(
+            site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")
+    except (OSError, subprocess.CalledProcessError):
+        pass  # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(
@@ -394,6 +476,36 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
+
+
+def host_needles(job: InstallJob) -> list[str]:
+    """Paths of this machine that no file of a dependency layer should name: the
+    cache (build directories, the installer's cache and its sdist builds, the
+    install's scratch) and the prefix of the interpreter that installed it."""
+    prefix = str(job.python.parent.parent)
+    # A prefix shared with the whole system (/usr) would match every library's strings;
+    # runtimes never come from one (runtimes.local_runtime).
+    shared = prefix in {"/", "/usr", "/usr/local", "/opt", "/bin"}
+    return [str(job.cache.root), *([] if shared else [prefix])]
+
+
+HOST_PATHS = "host-paths.json"
+
+
+def write_host_paths(tree: Path, found: list[tuple[Path, str]]) -> None:
+    """Keep, beside a layer's tree, which of its files name a path of the machine
+    that made it: every build using the layer warns about them, warm ones too."""
+    write_json_atomic(tree.parent / HOST_PATHS,
+                      [[str(path.relative_to(tree)), needle] for path, needle in found])
+
+
+def read_host_paths(layer: Layer) -> list[tuple[Path, str]]:
+    """What ``write_host_paths`` kept for a layer (as paths in its tree)."""
+    try:
+        found = json.loads((layer.path / HOST_PATHS).read_text())
+        return [(layer.tree / rel, needle) for rel, needle in found]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
@@ -407,7 +519,8 @@ def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]
     for path in sorted(site_packages.glob("*.dist-info/direct_url.json")):
         text = path.read_text()
         if build_url in text:
-            fixed = text.replace(build_url, "file://" + relocate.SLUG_HOME)
+            fixed = text.replace(build_url + "/", "file://" + relocate.SLUG_HOME + "/")
+            fixed = fixed.replace(build_url, "file://" + relocate.SLUG_HOME)
             relocate.write_replacing(path, fixed.encode())
             changed.append(path)
     return changed
@@ -444,6 +557,105 @@ def _link_added(built: Path, existing: set[str], layer_tree: Path) -> None:
                 dirnames.remove(name)  # placed whole; do not walk into it
             else:
                 link_or_copy(source, target)
+
+
+def _site_packages_packages(site_packages: Path) -> list[Package]:
+    found = (package_from_metadata(meta.read_text(errors="replace"))
+             for meta in sorted(site_packages.glob("*.dist-info/METADATA")))
+    return [p for p in found if p]
+
+
+def _pip_version(installer: Installer) -> str | None:
+    pip = getattr(installer, "pip", None)
+    return getattr(pip, "version", None)
+
+
+def check_declared_installed(job: InstallJob, installed: list[str],
+                             baseline: list[str] = ()) -> None:
+    """An app that declares requirements must get some: fail when markers left none.
+
+    ``installed`` are the names the app's install added (the baseline's are
+    ``baseline``). Requirements whose environment markers exclude the runtime
+    are what an install skips; when every declared one was skipped, the slug
+    would have no dependencies and its processes would not start (``gunicorn:
+    not found``), so the build stops, naming the markers and the Python. When
+    only some top-level requirements were skipped, a warning names them.
+    """
+    declared = [_parse_requirement(line) for line in job.declared]
+    declared = [r for r in declared if r is not None]
+    if not declared:
+        return
+    environment = marker_environment(job.python_version)
+    excluded = [(r, line) for r, line in declared
+                if r.marker is not None and not r.marker.evaluate(environment)]
+    if not excluded:
+        return
+    got = {canonicalize_name(name) for name in [*installed, *baseline]}
+    missing = [(r, line) for r, line in excluded if canonicalize_name(r.name) not in got]
+    if not missing:
+        return
+    listed = "\n".join(f"  {line}" for _r, line in missing[:10])
+    more = f"\n  … and {len(missing) - 10} more" if len(missing) > 10 else ""
+    if len(missing) == len(declared) and not installed:
+        allowed = _newest_allowing([r for r, _line in declared])
+        raise errors.DEPENDENCIES_EXCLUDED_BY_MARKERS.error(
+            lock_file=job.lock_file, count=len(declared), python=job.python_version,
+            listed=listed + more,
+            suggestion=f" (a line `{allowed}` there selects them all)" if allowed else "")
+    by_python = [line for r, line in missing if "python" in str(r.marker)]
+    if by_python:
+        job.reporter.detail(f"Not installed, their markers exclude Python "
+                            f"{job.python_version}: " + "; ".join(by_python[:5])
+                            + (" …" if len(by_python) > 5 else ""))
+
+
+def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
+                          ) -> dict[str, str]:
+    """Canonical name -> line of each requirement of a requirements file (and its
+    ``-r`` includes) whose marker excludes ``python_version``."""
+    from .installers.pip import requirement_lines
+
+    environment = marker_environment(python_version)
+    found = {}
+    for line in requirement_lines(app_dir, lock_file):
+        parsed = _parse_requirement(line)
+        if parsed and parsed[0].marker is not None \
+                and not parsed[0].marker.evaluate(environment):
+            found[canonicalize_name(parsed[0].name)] = line
+    return found
+
+
+def _newest_allowing(requirements: list) -> str | None:
+    """The newest Python 3 minor version (3.9 to 3.14) every marker allows, if any."""
+    for minor in range(14, 8, -1):
+        environment = marker_environment(f"3.{minor}.0")
+        if all(r.marker is None or r.marker.evaluate(environment) for r in requirements):
+            return f"3.{minor}"
+    return None
+
+
+def _parse_requirement(line: str):
+    """(Requirement, line) for a requirement line, None for what is not one (a path, URL)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(line), line
+    except InvalidRequirement:
+        return None
+
+
+def marker_environment(python_version: str) -> dict[str, str]:
+    """The environment markers are evaluated in: this machine, with the runtime's Python."""
+    from packaging.markers import default_environment
+
+    environment = default_environment()
+    release = python_version.split(".")
+    environment.update(python_version=".".join(release[:2]),
+                       python_full_version=python_version,
+                       implementation_version=python_version,
+                       implementation_name="cpython",
+                       platform_python_implementation="CPython")
+    return environment
 
 
 def installed_packages(python_home: Path, python_name: str) -> list[Package]:

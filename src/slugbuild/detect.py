@@ -57,7 +57,8 @@ def detect(app_dir: Path) -> AppInfo:
     markers = tuple(name for name in PYTHON_APP_MARKERS if (app_dir / name).is_file())
     if not markers:
         raise errors.NOT_A_PYTHON_APP.error(
-            app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS)
+            app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS),
+            subdirectory=_subdirectory_hint(python_subdirectories(app_dir)),
         )
     manager_files = package_manager_files(app_dir)
     package_manager = lock_file = None
@@ -165,3 +166,40 @@ def _frameworks(app_dir: Path, manage_py: str | None) -> tuple[str, ...]:
     if manage_py and "django" not in found:
         found.insert(0, "django")
     return tuple(found)
+
+
+# Files that make a subdirectory worth naming as the app base (weaker markers such
+# as main.py or runtime.txt are common in frontends and tooling directories).
+_SUBDIRECTORY_MARKERS = (*PACKAGE_MANAGER_FILES.values(), "Pipfile", "manage.py")
+# How deep below the root a monorepo's Python app is looked for (``services/api``).
+SUBDIRECTORY_MAX_DEPTH = 2
+
+
+def python_subdirectories(app_dir: Path) -> list[str]:
+    """Subdirectories (at most SUBDIRECTORY_MAX_DEPTH deep, shallowest first) holding a
+    Python app, as relative POSIX paths; a match is not searched below."""
+    found: list[str] = []
+    level = [app_dir]
+    for _depth in range(SUBDIRECTORY_MAX_DEPTH):
+        children = sorted(
+            child for directory in level for child in _subdirs(directory)
+            if not child.name.startswith(".") and child.name not in ("node_modules",))
+        level = []
+        for child in children:
+            if any((child / name).is_file() for name in _SUBDIRECTORY_MARKERS):
+                found.append(child.relative_to(app_dir).as_posix())
+            else:
+                level.append(child)
+    return found
+
+
+def _subdirectory_hint(found: list[str]) -> str:
+    if len(found) == 1:
+        return (f"\nIts subdirectory `{found[0]}/` holds a Python app: build it with "
+                f"`--app-base {found[0]}` (or the config var APP_BASE={found[0]}).")
+    if found:
+        return ("\nThese subdirectories hold Python apps: "
+                + ", ".join(f"`{name}/`" for name in found[:5])
+                + ("" if len(found) <= 5 else f" and {len(found) - 5} more")
+                + ". Choose one with `--app-base DIR` (or the APP_BASE config var).")
+    return ""

@@ -17,7 +17,8 @@ class SlugbuildError(Exception):
     """A failure the user can act on: title, what was found, what to do."""
 
     def __init__(
-        self, code: str, title: str, found: str, action: str, output: str | None = None
+        self, code: str, title: str, found: str, action: str, output: str | None = None,
+        output_shown: bool = False,
     ) -> None:
         super().__init__(f"{title}: {found}")
         self.code = code
@@ -25,12 +26,15 @@ class SlugbuildError(Exception):
         self.found = found
         self.action = action
         self.output = output
+        # The output was already streamed into the build log: render() does not
+        # repeat it (``output`` stays for library users and as_dict).
+        self.output_shown = output_shown
 
     def render(self) -> str:
         """The message as the command line prints it (` !     ` prefixed lines)."""
         lines = [f"Error: {self.title}", ""]
         lines += self.found.splitlines()
-        if self.output:
+        if self.output and not self.output_shown:
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
@@ -61,13 +65,15 @@ class ErrorKind:
             raise ValueError(f"duplicate error code {self.code}")
         CATALOG[self.code] = self
 
-    def error(self, output: str | None = None, **values: object) -> SlugbuildError:
+    def error(self, output: str | None = None, output_shown: bool = False,
+              **values: object) -> SlugbuildError:
         return SlugbuildError(
             self.code,
             self.title.format(**values),
             self.found.format(**values),
             self.action.format(**values),
             output=output,
+            output_shown=output_shown,
         )
 
 
@@ -75,10 +81,21 @@ class ErrorKind:
 NOT_A_PYTHON_APP = ErrorKind(
     "not-a-python-app",
     "No Python app found",
-    "{app_dir} has none of the files that mark a Python app ({markers}).",
+    "{app_dir} has none of the files that mark a Python app ({markers}).{subdirectory}",
     "Add a requirements.txt (or another supported package manager file) to the app's "
-    "root directory, or point slugbuild at the directory that holds it.",
+    "root directory, or point slugbuild at the directory that holds it: for an app in a "
+    "subdirectory of a monorepo, `--app-base DIR` or the APP_BASE config var (Heroku's "
+    "monorepo convention; only that directory becomes the slug).",
 )
+APP_BASE_INVALID = ErrorKind(
+    "app-base-invalid",
+    "The app base is not a directory inside the app",
+    "{value!r} (from {source}) {problem}.",
+    "Name the directory that holds the Python app, relative to {root}, e.g. `backend` or "
+    "`services/api`: only that directory's content becomes the slug, as with Heroku's "
+    "monorepo buildpack.",
+)
+
 APP_DIR_MISSING = ErrorKind(
     "app-dir-missing",
     "App directory not found",
@@ -114,8 +131,8 @@ SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
     "slugignore-excludes-required",
     ".slugignore leaves out a file the build needs",
     "{path} is matched by .slugignore (pattern {pattern!r}), so the build cannot use it.",
-    "Remove that pattern from .slugignore, or add `!{path}` below it: .slugignore is applied "
-    "before the build, so ignored files never reach the installer.",
+    "Remove that pattern from .slugignore, or add `!{path}` below it: as on Heroku, "
+    ".slugignore is applied before the build, so ignored files never reach it.",
 )
 
 # --- resolve runtime ------------------------------------------------------------
@@ -132,16 +149,17 @@ PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
     "Available: {available}\n"
     "Sources tried: {sources}",
-    "Ask for one of the available versions, or make the version available: install it "
-    "(e.g. `pyenv install {requested}`), add its prefix to SLUGBUILD_PYTHON_PATH, or allow "
-    "downloads (`--python-source local,download`, without --offline).",
+    "{advice}",
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
     "Requested Python version has reached end of life",
-    "{source_file} asks for Python {requested}; Python {major_minor} no longer gets "
-    "security fixes and slugbuild does not build it.",
-    "Upgrade the app to a supported version ({supported}) and update {source_file}.",
+    "{source_file} asks for Python {requested}; Python {major_minor} reached its upstream "
+    "end of life in {eol}, no longer gets security fixes, and slugbuild does not build it "
+    "(see docs/python-versions.md).",
+    "Upgrade the app to a supported version ({supported}) and update {source_file}. To "
+    "build it anyway (e.g. to reproduce an old slug), pass --allow-eol-python or set "
+    "SLUGBUILD_ALLOW_EOL_PYTHON=1.",
 )
 
 MISSPELLED_VERSION_FILE = ErrorKind(
@@ -187,6 +205,14 @@ RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
     "was cached. Retry later, or check the mirror behind the download URL.",
 )
+RUNTIME_CHECKSUM_MISSING = ErrorKind(
+    "runtime-checksum-missing",
+    "Downloaded Python runtime cannot be verified",
+    "{url}: {reason}.",
+    "slugbuild installs only runtimes whose bytes it can check. Serve a `<archive>.sha256` "
+    "file beside the archive (sha256sum format) on the mirror, or use the download source "
+    "(`--python-source local,download`). Nothing was cached.",
+)
 RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "runtime-archive-invalid",
     "Downloaded Python runtime archive is not usable",
@@ -203,6 +229,14 @@ REQUIREMENTS_FILE_MISSING = ErrorKind(
     "Add the file to the app, or fix the path on that line (paths are relative to the "
     "file that names them).",
 )
+REQUIREMENTS_FILE_IGNORED = ErrorKind(
+    "requirements-file-ignored",
+    "A requirements file is left out by .slugignore",
+    "{referrer} line {line} includes {target}, which .slugignore leaves out (pattern "
+    "{pattern!r}).",
+    "Remove that pattern from .slugignore, or add `!{target}` below it: .slugignore is "
+    "applied before the build, as on Heroku, so ignored files never reach the installer.",
+)
 REQUIREMENTS_OUTSIDE_APP = ErrorKind(
     "requirements-outside-app",
     "A requirements file points outside the app",
@@ -216,6 +250,69 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "Check the requirement names and versions in {lock_file} against the package index "
     "({index}); the installer's own message is above. Nothing was cached from this "
     "attempt.",
+)
+LOCAL_PACKAGE_FAILED = ErrorKind(
+    "local-package-failed",
+    "Could not build the local package {package}",
+    "`{command}` failed (exit code {exit_code}) while building {package}: a package in "
+    "the app, named by its path and built from its source during the build.",
+    "Its build output is shown here. Check that it builds on its own "
+    "(`pip wheel --no-deps {package}` in the app directory): its pyproject.toml or "
+    "setup.py, and that its build requirements can be had from the package index. "
+    "Nothing was cached from this attempt.",
+)
+
+DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
+    "dependency-needs-system-library",
+    "A dependency needs a system library to build",
+    "`{command}` failed (exit code {exit_code}): {package} is built from source here, and "
+    "its build needs {needed}, which this machine does not have.",
+    "{advice}\nNothing was cached from this attempt.",
+)
+DEPENDENCY_BUILD_FAILED = ErrorKind(
+    "dependency-build-failed",
+    "A dependency does not build on Python {python}",
+    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
+    "{python} on this platform, so it was built from source, and that build failed.{cause}",
+    "Pin a release of {package} that publishes wheels for Python {major_minor} (newer "
+    "releases usually do), or ask for the Python the pinned release supports in "
+    ".python-version. The build's own message is above. Nothing was cached from this "
+    "attempt.",
+)
+DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
+    "dependencies-excluded-by-markers",
+    "No dependency of {lock_file} applies to Python {python}",
+    "{lock_file} declares {count} requirement(s), and the environment marker of every one "
+    "excludes Python {python}, so nothing was installed and the app's processes could not "
+    "start:\n{listed}",
+    "Ask for a Python the markers allow in .python-version{suggestion}, or correct the "
+    "markers (a marker such as `; python_version < \"3.12\"` skips the requirement on "
+    "3.12 and later).",
+)
+INSTALLER_UNSUPPORTED_PYTHON = ErrorKind(
+    "installer-unsupported-python",
+    "No installer supports Python {python}",
+    "The build would install with {installer}, which supports Python {supported}; no "
+    "older pip slugbuild knows of supports Python {python} (older pips are kept for: "
+    "{versions}).",
+    "Ask for a newer Python in .python-version (a line such as `3.13`).",
+)
+PROCESS_IMPORT_FAILED = ErrorKind(
+    "process-import-failed",
+    "The {process} process would not start: {missing} is missing",
+    "`{process}: {command}` starts `{word}`, whose module {module} cannot be imported "
+    "from the slug: No module named '{missing}'.\nLikely cause: {explanation}.",
+    "Fix the dependencies and build again; every start of this process would fail the "
+    "same way. (The check imports only the entry module of each process type's command, "
+    "never the app's own code.)",
+)
+PROCESS_COMMAND_EXCLUDED = ErrorKind(
+    "process-command-excluded",
+    "The {process} process would not start: {program} was not installed",
+    "`{process}: {command}` runs `{program}`, but {lock_file} asks for it as `{line}`, "
+    "whose environment marker excludes Python {python}: it was not installed, and the "
+    "process would fail with `{program}: not found`.",
+    "Correct the marker, or ask for a Python it allows in .python-version.",
 )
 
 # --- system packages (Aptfile) ------------------------------------------------------
@@ -271,6 +368,49 @@ HOOK_FAILED = ErrorKind(
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
 )
 
+BUILD_TIMED_OUT = ErrorKind(
+    "build-timed-out",
+    "The build took too long",
+    "{step} was still running when the build reached its time limit of {limit} and was "
+    "stopped, with every process it started.",
+    "Find out why the step is slow (its output is above), or allow more time with "
+    "--timeout SECONDS (or SLUGBUILD_BUILD_TIMEOUT; 0 means no limit). Nothing was written.",
+)
+SYMLINK_LEAVES_SLUG = ErrorKind(
+    "symlink-leaves-slug",
+    "A build step left a symlink pointing outside the slug",
+    "{path} -> {target}: {problem}.",
+    "Make the link relative to a file inside the app (e.g. `ln -s ../data/x {path}`), or "
+    "copy the file instead: `slugbuild run`, `inspect` and `publish` refuse slugs with such "
+    "links, so the build stops before writing one.",
+)
+# --- NLTK corpora --------------------------------------------------------------------
+NLTK_LIST_INVALID = ErrorKind(
+    "nltk-list-invalid",
+    "nltk.txt is not a list of NLTK identifiers",
+    "nltk.txt {problem}.",
+    "List one NLTK package or collection identifier a line (e.g. `punkt`, `stopwords`, "
+    "`popular`), as `python -m nltk.downloader` takes them; lines starting with `#` are "
+    "comments.",
+)
+NLTK_INDEX_UNUSABLE = ErrorKind(
+    "nltk-index-unusable",
+    "Could not read NLTK's data index",
+    "{url}: {problem}.",
+    "The app has nltk.txt and installs nltk, so its corpora are downloaded from NLTK's "
+    "index. Check the network, or point the NLTK_INDEX_URL config var at a mirror laid out "
+    "like https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/ (an index.xml and "
+    "the package zips it names). Nothing was cached from this attempt.",
+)
+NLTK_CORPUS_UNAVAILABLE = ErrorKind(
+    "nltk-corpus-unavailable",
+    "An NLTK corpus listed in nltk.txt could not be had",
+    "{corpus!r} {problem} (index {url}).",
+    "Check the spelling in nltk.txt against the identifiers of NLTK's index (`python -m "
+    "nltk.downloader -l` lists them), or the mirror named by NLTK_INDEX_URL. Nothing was "
+    "cached from this attempt.",
+)
+
 # --- buildpacks ---------------------------------------------------------------------
 BUILDPACK_FETCH_FAILED = ErrorKind(
     "buildpack-fetch-failed",
@@ -305,6 +445,55 @@ BUILDPACK_RELEASE_INVALID = ErrorKind(
     "{spec}: {problem}.",
     "bin/release must print YAML with optional `default_process_types` and `config_vars` "
     "mappings; fix the buildpack.",
+)
+
+BUILDPACK_LIST_INVALID = ErrorKind(
+    "buildpack-list-invalid",
+    "The app's buildpack list cannot be read",
+    "{source} {problem}.",
+    "app.json lists buildpacks as `\"buildpacks\": [{{\"url\": \"heroku/nodejs\"}}, "
+    "{{\"url\": \"heroku/python\"}}]`; fix the file, or list the buildpacks one a line "
+    "in .buildpacks (which wins over app.json), or pass --buildpack.",
+)
+BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
+    "buildpack-form-unsupported",
+    "A buildpack line uses a form slugbuild does not run",
+    "{source} has the line {spec!r}: `DIR=URL` is heroku-buildpack-subdir's form (run "
+    "{buildpack} inside the subdirectory {directory}/), and slugbuild does not run "
+    "buildpacks in subdirectories.",
+    "For a Python app kept in {directory}/, build that directory alone with "
+    "`--app-base {directory}` (or the APP_BASE config var; only its content becomes the "
+    "slug) and list its buildpacks in {directory}/.buildpacks. Otherwise list each "
+    "buildpack as a plain path, URL or URL#ref.",
+)
+MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
+    "monorepo-buildpack-without-app-base",
+    "The monorepo buildpack is listed but no app base is set",
+    "{source} lists {spec}, which builds the subdirectory named by the APP_BASE config "
+    "var, but APP_BASE is not set.",
+    "Set the app base: `--app-base DIR` or `--env APP_BASE=DIR` (slugbuild does what that "
+    "buildpack does itself; see docs/app-shapes.md), and remove the buildpack from {source}.",
+)
+
+NODE_NOT_FOUND = ErrorKind(
+    "node-not-found",
+    "The built-in Node step needs node and npm",
+    "The build asked for the built-in Node step, but {missing} is not on PATH.",
+    "Install Node.js on the build machine (on Debian or Ubuntu: `apt-get install nodejs "
+    "npm`), or list the Node.js buildpack (`heroku/nodejs`) instead of the built-in step.",
+)
+NODE_BUILD_UNSUPPORTED = ErrorKind(
+    "node-build-unsupported",
+    "The built-in Node step cannot build this app",
+    "The build asked for the built-in Node step, but {problem}.",
+    "{advice}",
+)
+NODE_BUILD_FAILED = ErrorKind(
+    "node-build-failed",
+    "The app's Node build failed",
+    "`{command}` exited with code {exit_code}.",
+    "npm's own message is above; fix package.json or its lock file and build again. The "
+    "step runs in the app root with the build's config vars; node_modules is not kept.",
 )
 
 # --- release metadata ----------------------------------------------------------------
@@ -353,6 +542,12 @@ ENV_DIR_MISSING = ErrorKind(
     "{env_dir} does not exist or is not a directory.",
     "Pass a directory holding one file per config var (file name = KEY, content = value).",
 )
+INVALID_LIMIT = ErrorKind(
+    "invalid-limit",
+    "Invalid limit",
+    "{name} is {value!r}, which is not {expected}.",
+    "Fix or unset {name}; docs/security.md lists every limit and its default.",
+)
 OUTPUT_NOT_WRITABLE = ErrorKind(
     "output-not-writable",
     "Cannot write the slug",
@@ -372,6 +567,20 @@ SLUG_NOT_FOUND = ErrorKind(
     "Slug not found",
     "{path} is neither a slug tarball nor an unpacked slug directory.",
     "Pass the .tgz written by `slugbuild compile`, or a directory it was unpacked into.",
+)
+SLUG_UNREADABLE = ErrorKind(
+    "slug-unreadable",
+    "Cannot read the slug",
+    "{path}: {reason}.",
+    "Pass a gzipped tarball written by `slugbuild compile` (the file may be truncated or "
+    "corrupt, or the disk full); nothing was left behind.",
+)
+SLUG_LIMIT_EXCEEDED = ErrorKind(
+    "slug-limit-exceeded",
+    "The slug is larger than allowed",
+    "{path} holds {what} (the limit is {limit}).",
+    "A slug from elsewhere is read with limits, so a hostile one cannot exhaust memory or "
+    "disk. If you trust this slug, raise the limit with {variable} (see docs/security.md).",
 )
 UNSAFE_SLUG = ErrorKind(
     "unsafe-slug",
@@ -479,20 +688,21 @@ LOCK_FILE_OUTDATED = ErrorKind(
 PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
     "python-not-allowed-by-project",
     "Python {version} is not allowed by {manifest}",
-    "The build's runtime is Python {version}, but {manifest} ({where}) asks for "
-    "`{constraint}`. Its lock's packages are locked for the Python it allows: on this "
-    "one Poetry would install none of them, and the slug would have no dependencies.",
+    "The build's runtime is Python {version}{chosen}, but {manifest} ({where}) asks for "
+    "`{constraint}`. Its lock's packages are locked for the Pythons it allows: on this "
+    "one the lock cannot be installed (re-locking would not change that).",
     "Ask for a Python the project allows in .python-version (e.g. one matching "
     "`{constraint}`), or widen the constraint in {manifest} and re-lock.",
 )
-EDITABLE_REQUIREMENT = ErrorKind(
-    "editable-requirement",
-    "Editable requirement in {file}",
-    "{file} line {line}: `{text}` asks for an editable install, which points back into "
-    "the build directory and does not survive packing.",
-    "Drop the `-e`: use `./path/to/package` for a local package or "
-    "`name @ git+https://host/repo@COMMIT` for one from version control.",
+LOCK_TOOL_FAILED = ErrorKind(
+    "lock-tool-failed",
+    "`{command}` failed",
+    "`{command}` could not read or export {lock_file} (exit code {exit_code}); its "
+    "message is below. This is not an outdated lock: re-locking may not help.",
+    "Read the tool's message: it names the problem (an unreachable index, a missing "
+    "package, a file it could not read). Fix that and build again.",
 )
+
 CONSTRAINTS_UNUSABLE = ErrorKind(
     "constraints-unusable",
     "Cannot use {path} as constraints",

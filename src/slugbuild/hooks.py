@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
+from .importcheck import diagnose_missing_module
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
@@ -26,8 +27,14 @@ def run_hook(
     python: Path,
     config_vars: Mapping[str, str],
     reporter: Reporter,
+    python_version: str | None = None,
+    lock_file: str = "requirements.txt",
 ) -> bool:
-    """Run ``bin/<name>`` of the app if it has one; return whether it ran."""
+    """Run ``bin/<name>`` of the app if it has one; return whether it ran.
+
+    With ``python_version`` (the runtime's), a failure caused by a missing module
+    says why it is missing (``importcheck``).
+    """
     path = build_dir / "bin" / name
     if not path.is_file():
         return False
@@ -43,10 +50,17 @@ def run_hook(
         argv = ["bash", path]
     env = clean_env(exported_config(config_vars), path_first=[python.parent])
     try:
-        run_tool(argv, reporter, env, cwd=build_dir)
+        run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:
+        cause = (diagnose_missing_module(failed.output, python_version, lock_file,
+                                         hide=str(build_dir))
+                 if python_version else None)
+        problem = f"exited with code {failed.exit_code}"
+        if cause:
+            problem += f"; likely cause: {cause}"
+        # Its output is in the log above already: kept on the error, not printed twice.
         raise errors.HOOK_FAILED.error(
-            hook=name, problem=f"exited with code {failed.exit_code}", output=failed.tail
+            hook=name, problem=problem, output=failed.tail, output_shown=True,
         ) from failed
     except OSError as exc:
         raise errors.HOOK_FAILED.error(

@@ -29,7 +29,7 @@ def describe_slug(path: Path) -> dict[str, Any]:
     archive = SlugArchive(path)
     sha256 = archive.sha256()
     size = archive.path.stat().st_size
-    metadata = _matching_metadata(archive.path, sha256)
+    metadata = _matching_metadata(archive.path, sha256, 64 * archive.limits.max_metadata_bytes)
     if metadata is not None:
         return {
             "slug": str(archive.path),
@@ -43,10 +43,10 @@ def describe_slug(path: Path) -> dict[str, Any]:
             "packages": metadata.get("packages", []),
         }
     names = archive.names()
-    wanted = {"Procfile", ".release"}
-    wanted |= {n for n in names if n.endswith("/patchlevel.h") and "/include/python" in n}
-    wanted |= {n for n in names if _DIST_INFO.match(n)}
-    contents = archive.read_many(wanted)
+    # Only the head of these is needed (the version define; the METADATA headers).
+    heads = {n for n in names if n.endswith("/patchlevel.h") and "/include/python" in n}
+    heads |= {n for n in names if _DIST_INFO.match(n)}
+    contents = archive.read_many({"Procfile", ".release"} | heads, heads=heads)
     return {
         "slug": str(archive.path),
         "source": "tarball",
@@ -60,14 +60,25 @@ def describe_slug(path: Path) -> dict[str, Any]:
     }
 
 
-def _matching_metadata(slug: Path, sha256: str) -> dict[str, Any] | None:
+def _matching_metadata(slug: Path, sha256: str, limit: int) -> dict[str, Any] | None:
+    """slug.json beside the slug, if it is of a sane size and shape and names this slug."""
     candidate = metadata_path_for(slug)
     try:
+        if candidate.stat().st_size > limit:
+            return None
         metadata = json.loads(candidate.read_text())
     except (OSError, ValueError):
         return None
-    if metadata.get("checksum") != f"SHA256:{sha256}":
+    if not isinstance(metadata, dict) or metadata.get("checksum") != f"SHA256:{sha256}":
         return None
+    processes, runtime = metadata.get("process_types", {}), metadata.get("runtime") or {}
+    packages = metadata.get("packages", [])
+    if not (isinstance(processes, dict) and isinstance(runtime, dict)
+            and isinstance(packages, list)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in processes.items())
+            and all(isinstance(p, dict) and isinstance(p.get("name"), str)
+                    and isinstance(p.get("version"), str) for p in packages)):
+        return None  # not slugbuild's: the slug itself is read instead
     return metadata
 
 

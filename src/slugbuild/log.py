@@ -15,6 +15,8 @@ from typing import TextIO
 STEP = "-----> "
 INDENT = "       "
 WARN = " !     "
+# What ``Reporter.lines`` (BuildResult.log) keeps; the stream gets it all.
+MAX_KEPT_CHARACTERS = 32 * 1024 * 1024
 
 
 class Reporter:
@@ -24,6 +26,7 @@ class Reporter:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         self.lines: list[str] = []
+        self._kept = 0
         self._console = None
         if not quiet and _is_terminal(self.stream):
             from rich.console import Console
@@ -31,7 +34,11 @@ class Reporter:
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
     def _write(self, text: str) -> None:
-        self.lines.append(text)
+        if self._kept < MAX_KEPT_CHARACTERS:  # a tool printing without end is still
+            self.lines.append(text)           # written out, but not kept in memory
+            self._kept += len(text) + 1
+            if self._kept >= MAX_KEPT_CHARACTERS:
+                self.lines.append(f"{WARN}(the rest of the log was not kept)")
         if self.quiet:
             return
         self.stream.write(text + "\n")

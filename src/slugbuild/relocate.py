@@ -9,6 +9,7 @@ files. Each has a fix here; ``find_references`` checks that none are left.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import os
 import shutil
@@ -91,6 +92,61 @@ def strip_debug_info(root: Path) -> None:
                        check=True, capture_output=True)
 
 
+def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
+                           lib_dir: Path) -> list[Path]:
+    """Make ELF files built on this machine (C extensions from an sdist or a local
+    package) independent of where they were built; return the files changed.
+
+    Only files naming one of ``needles`` (the cache, where sdists are built; the
+    installing interpreter's prefix) are touched, so wheels from an index keep
+    their bytes. For each: RUNPATH entries naming a needle go (the installing
+    interpreter's ``lib`` becomes ``$ORIGIN``-relative ``lib_dir``, where the
+    slug's libpython is), debug sections (which record the random build
+    directory and include paths) are stripped, and so is the GNU build-id note,
+    a hash the linker took over those paths. The result is written as a new
+    file: the old one may be a hard link into the installer's cache.
+    """
+    encoded = [needle.encode() for needle in needles if needle]
+    patchelf, strip, objcopy = patchelf_command(), shutil.which("strip"), shutil.which("objcopy")
+    changed = []
+    for path in iter_files(root):
+        if not is_elf(path):
+            continue
+        data = path.read_bytes()
+        if not any(needle in data for needle in encoded):
+            continue
+        work = path.with_name(f".{path.name}.slugbuild-tmp")
+        work.write_bytes(data)
+        try:
+            current = subprocess.run([patchelf, "--print-rpath", str(work)],
+                                     capture_output=True, text=True)
+            entries = current.stdout.strip().split(":") if current.returncode == 0 else []
+            if any(needle in entry for entry in entries for needle in needles if needle):
+                relative = os.path.relpath(lib_dir, path.parent)
+                kept = []
+                for entry in entries:
+                    if entry.rstrip("/") == python_prefix.rstrip("/") + "/lib":
+                        entry = "$ORIGIN" if relative == "." else f"$ORIGIN/{relative}"
+                    elif any(needle in entry for needle in needles if needle):
+                        continue
+                    if entry and entry not in kept:
+                        kept.append(entry)
+                subprocess.run([patchelf, "--set-rpath", ":".join(kept), str(work)],
+                               check=True, capture_output=True)
+            if strip is not None:
+                subprocess.run([strip, "--strip-debug", str(work)], check=True,
+                               capture_output=True)
+            if objcopy is not None:
+                subprocess.run([objcopy, "--remove-section=.note.gnu.build-id", str(work)],
+                               check=True, capture_output=True)
+            os.chmod(work, path.stat().st_mode & 0o7777)
+            os.replace(work, path)
+        finally:
+            work.unlink(missing_ok=True)
+        changed.append(path)
+    return changed
+
+
 def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
     """Replace ``old`` with ``new`` in every file below root; return the files changed.
 
@@ -144,10 +200,61 @@ def find_references(root: Path, needles: list[str],
                 elif entry.is_dir():
                     pending.append(entry.path)
                 elif entry.is_file() and (device, entry.inode()) not in skip_inodes:
-                    with open(entry.path, "rb") as handle:
-                        data = handle.read()
-                    found += [(Path(entry.path), n) for n, b in encoded if b in data]
+                    found += [(Path(entry.path), n)
+                              for n in file_mentions(entry.path, encoded)]
     return sorted(found)
+
+
+_SCAN_CHUNK = 1 << 20
+
+
+def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
+    """The needles found in the file at ``path``, read in chunks (memory does not grow
+    with the file) and only where it holds data: a needle (never NUL bytes) cannot
+    lie in a sparse file's holes."""
+    wanted = [(name, needle) for name, needle in encoded if needle and b"\0" not in needle]
+    if not wanted:
+        return []
+    overlap = max(len(needle) for _, needle in wanted) - 1
+    found: list[str] = []
+    with open(path, "rb", buffering=0) as handle:
+        for start, end in _data_segments(handle.fileno()):
+            handle.seek(start)
+            carry = b""
+            position = start
+            while position < end and len(found) < len(wanted):
+                chunk = handle.read(min(_SCAN_CHUNK, end - position))
+                if not chunk:
+                    break
+                position += len(chunk)
+                window = carry + chunk
+                found += [name for name, needle in wanted
+                          if name not in found and needle in window]
+                carry = window[-overlap:] if overlap else b""
+    return [name for name, _ in wanted if name in found]
+
+
+def _data_segments(descriptor: int) -> list[tuple[int, int]]:
+    """(start, end) of the parts of a file that hold data (all of it where the
+    filesystem cannot tell)."""
+    size = os.fstat(descriptor).st_size
+    if not hasattr(os, "SEEK_DATA"):
+        return [(0, size)]
+    segments, offset = [], 0
+    try:
+        while offset < size:
+            try:
+                start = os.lseek(descriptor, offset, os.SEEK_DATA)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole is left
+                    break
+                raise
+            end = os.lseek(descriptor, start, os.SEEK_HOLE)
+            segments.append((start, end))
+            offset = end
+    except OSError:  # the filesystem does not support it
+        return [(0, size)]
+    return segments
 
 
 def make_scripts_relocatable(bin_dir: Path, python_name: str) -> list[Path]:
@@ -233,16 +340,37 @@ def refresh_records(site_packages: Path, changed: list[Path]) -> None:
             write_replacing(record, ("\n".join(lines) + "\n").encode())
 
 
-# Run by the slug's own interpreter (any of 3.8-3.13): argv = directory,
-# logical directory, workers, and the directory a runtime was copied from (or "").
+def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
+    """Remove ``removed`` files, and their lines from every dist-info RECORD."""
+    wanted = {os.path.normpath(path) for path in removed}
+    if not wanted:
+        return
+    for path in removed:
+        path.unlink()
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        lines = record.read_text().splitlines()
+        kept = [line for line in lines if os.path.normpath(
+            os.path.join(site_packages, line.rsplit(",", 2)[0])) not in wanted]
+        if kept != lines:
+            write_replacing(record, ("\n".join(kept) + "\n").encode())
+
+
+# Run by the slug's own interpreter (any of 3.8-3.13), after marshal_canon's
+# source: argv = directory, logical directory, workers, and the directory a
+# runtime was copied from (or ""). Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
-import sys
-del sys.path[0]  # the working directory: nothing there may shadow what follows
 import compileall, importlib.util, marshal, multiprocessing, os, py_compile
+sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 tag = sys.implementation.cache_tag
 checked = py_compile.PycInvalidationMode.CHECKED_HASH
 code_type = type(compile("", "", "exec"))
+
+def canonical_body(body):
+    try:
+        return canonical_marshal(body)
+    except ValueError:
+        return body
 
 def retarget(code, filename):
     consts = tuple(retarget(c, filename) if isinstance(c, code_type) else c
@@ -272,42 +400,53 @@ def reused(source, rel_dir, name):
         return None
     return retarget(code, os.path.normpath(os.path.join(logical, rel_dir, name)))
 
-left = []
+def process(item):
+    # One .py: its pyc from the copied-from pyc's code where valid, else compiled;
+    # either way with a canonical body, so which worker did it does not show.
+    path, rel_dir, name = item
+    code = source = None
+    if reuse:
+        try:
+            with open(path, "rb") as handle:
+                source = handle.read()
+        except OSError:  # unreadable, a dangling link: compileall's to judge
+            source = None
+        code = None if source is None else reused(source, rel_dir, name)
+    if code is None:
+        compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
+                                force=True, quiet=2, invalidation_mode=checked)
+        pyc = importlib.util.cache_from_source(path)
+        try:
+            with open(pyc, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return  # not compiled: a syntax error, say
+        header, body = data[:16], data[16:]
+    else:
+        os.makedirs(os.path.dirname(importlib.util.cache_from_source(path)), exist_ok=True)
+        pyc = importlib.util.cache_from_source(path)
+        header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
+                  + importlib.util.source_hash(source))
+        body = b""
+    canonical = canonical_body(marshal.dumps(code) if code is not None else body)
+    if code is not None or canonical != body:
+        with open(pyc, "wb") as handle:
+            handle.write(header + canonical)
+
+items = []
 for dirpath, dirnames, filenames in os.walk(root):
     dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
     rel_dir = os.path.relpath(dirpath, root)
-    for name in sorted(filenames):
-        if not name.endswith(".py"):
-            continue
-        path = os.path.join(dirpath, name)
-        code = None
-        if reuse:
-            try:
-                with open(path, "rb") as handle:
-                    source = handle.read()
-            except OSError:  # unreadable, a dangling link: compileall's to judge
-                source = None
-            code = None if source is None else reused(source, rel_dir, name)
-        if code is None:
-            left.append((path, os.path.normpath(os.path.join(logical, rel_dir))))
-            continue
-        os.makedirs(os.path.join(dirpath, "__pycache__"), exist_ok=True)
-        pyc = os.path.join(dirpath, "__pycache__", name[:-3] + "." + tag + ".pyc")
-        with open(pyc, "wb") as handle:
-            handle.write(importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
-                         + importlib.util.source_hash(source) + marshal.dumps(code))
+    items += [(os.path.join(dirpath, name), rel_dir, name)
+              for name in sorted(filenames) if name.endswith(".py")]
 
-def compile_one(item):
-    compileall.compile_file(item[0], ddir=item[1], force=True, quiet=2,
-                            invalidation_mode=checked)
-
-if workers > 1 and len(left) > 100:
+if workers > 1 and len(items) > 100:
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        list(pool.map(compile_one, left, chunksize=16))
+        list(pool.map(process, items, chunksize=16))
 else:
-    for item in left:
-        compile_one(item)
+    for item in items:
+        process(item)
 """
 
 
@@ -331,10 +470,13 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
     the environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
     """
+    # The working directory leaves sys.path first: nothing there may shadow a module.
+    script = ("import sys\ndel sys.path[0]\n"
+              + Path(__file__).with_name("marshal_canon.py").read_text() + _COMPILE_SCRIPT)
     settings = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
-        [str(python), "-s", "-B", "-c", _COMPILE_SCRIPT, str(directory), logical_dir,
+        [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
          str(os.cpu_count() or 1), str(reuse_from or "")],
         check=True,
         env=settings,

@@ -31,7 +31,7 @@ from typing import Any
 
 from . import errors
 from .buildpack_runner import ReleaseInfo, slug_release
-from .slugfile import SlugArchive
+from .slugfile import SlugArchive, SlugLimits
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -52,9 +52,20 @@ def app_root(directory: Path) -> Path:
 def read_release(root: Path) -> ReleaseInfo:
     """Process types and config var defaults of an unpacked slug (see slug_release)."""
 
+    limit = SlugLimits.from_env().max_metadata_bytes
+
     def text(name: str) -> str | None:
         path = root / name
-        return path.read_text(errors="replace") if path.is_file() else None
+        if not path.is_file():
+            return None
+        with open(path, "rb") as handle:  # an unpacked slug directory is not checked
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise errors.SLUG_LIMIT_EXCEEDED.error(
+                path=root, what=f"{name} of more than {limit} bytes",
+                limit=f"{limit} bytes for a metadata file",
+                variable="SLUGBUILD_MAX_METADATA_SIZE")
+        return data.decode("utf-8", "replace")
 
     return slug_release(text(".release"), text("Procfile"))
 
@@ -71,18 +82,23 @@ def run_slug(
     """Run ``process`` from ``slug`` (tarball or directory); return its exit code."""
     slug = Path(slug)
     cleanup: Path | None = None
-    if slug.is_dir():
-        directory = slug
-    elif slug.is_file():
-        if unpack_to is not None:
-            directory = Path(unpack_to)
-            directory.mkdir(parents=True, exist_ok=True)
-        else:
-            directory = cleanup = Path(tempfile.mkdtemp(prefix="slugbuild-run-"))
-        SlugArchive(slug).extract(directory)
-    else:
+    if not slug.is_dir() and not slug.is_file():
         raise errors.SLUG_NOT_FOUND.error(path=slug)
     try:
+        if slug.is_dir():
+            directory = slug
+        else:
+            archive = SlugArchive(slug)  # checked (and its limits applied) before unpacking
+            if unpack_to is not None:
+                directory = Path(unpack_to)
+                if not directory.exists():
+                    cleanup = directory  # ours until the process starts
+                directory.mkdir(parents=True, exist_ok=True)
+            else:
+                directory = cleanup = Path(tempfile.mkdtemp(prefix="slugbuild-run-"))
+            archive.extract(directory)
+            if unpack_to is not None:
+                cleanup = None  # --unpack-to keeps what it unpacked
         root = app_root(directory.absolute())
         declared = read_release(root)
         types = declared.default_process_types
@@ -93,6 +109,7 @@ def run_slug(
         config = {**declared.config_vars, **(env or {})}
         return _run_process(root, process, types[process], port, host, config)
     finally:
+        # Every way out (a refused slug, a full disk, a signal) removes the unpacked tree.
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)
 

@@ -3,13 +3,23 @@
 A slug may come from anywhere (a CI artefact, another machine), so ``run``,
 ``inspect`` and ``publish`` refuse tarballs with absolute paths, ``..``,
 links that leave the slug, paths through a symlink entry of the same tarball,
-or anything but files, directories and symlinks. ``run`` then extracts with
-tarfile's "data" filter where Python has it.
+or anything but files, directories and symlinks (sparse entries included:
+slugbuild never writes them). ``run`` then extracts with tarfile's "data"
+filter where Python has it.
+
+Reading is bounded (``SlugLimits``, docs/security.md#limits-and-timeouts): the
+number of entries, their total unpacked size and the size of the metadata
+files read into memory are capped before anything is unpacked or read, and the
+headers tarfile itself would read into memory (long names, pax records) are
+capped as they are met.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import errors
@@ -17,23 +27,102 @@ from .cache import file_sha256
 
 # Raised by tarfile's extraction filters (Python 3.12+ and security releases).
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
+# Header entries whose data tarfile reads into memory (GNU long names, pax records).
+_HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+_MAX_HEADER_DATA = 1 << 20
+_LINK = object()  # marks a symlink's own node in check_no_entry_below_a_link's tree
+# Longer paths cannot be unpacked on Linux (PATH_MAX) and slugbuild never writes them.
+MAX_PATH_BYTES = 4096
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, name: str) -> int:
+    """``123``, ``64K``, ``1M``, ``4G`` (binary units) as a number of bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise errors.INVALID_LIMIT.error(
+            name=name, value=text, expected="a size in bytes, optionally with K, M, G or T")
+    return int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
+
+
+@dataclass(frozen=True)
+class SlugLimits:
+    """What a slug from elsewhere may hold before ``run``/``inspect``/``publish`` refuse it.
+
+    Defaults are far above any real slug (Heroku caps compressed slugs at
+    500 MB); each is overridable by an environment variable of the same name.
+    """
+
+    max_entries: int = 200_000                   # SLUGBUILD_MAX_SLUG_ENTRIES
+    max_unpacked_bytes: int = 8 * 1024 ** 3      # SLUGBUILD_MAX_UNPACKED_SIZE
+    max_metadata_bytes: int = 1024 ** 2          # SLUGBUILD_MAX_METADATA_SIZE
+
+    @classmethod
+    def from_env(cls) -> SlugLimits:
+        defaults = cls()
+        entries = os.environ.get("SLUGBUILD_MAX_SLUG_ENTRIES")
+        if entries is not None and not entries.strip().isdigit():
+            raise errors.INVALID_LIMIT.error(name="SLUGBUILD_MAX_SLUG_ENTRIES", value=entries,
+                                             expected="a whole number")
+        unpacked = os.environ.get("SLUGBUILD_MAX_UNPACKED_SIZE")
+        metadata = os.environ.get("SLUGBUILD_MAX_METADATA_SIZE")
+        return cls(
+            int(entries) if entries is not None else defaults.max_entries,
+            parse_size(unpacked, "SLUGBUILD_MAX_UNPACKED_SIZE") if unpacked is not None
+            else defaults.max_unpacked_bytes,
+            parse_size(metadata, "SLUGBUILD_MAX_METADATA_SIZE") if metadata is not None
+            else defaults.max_metadata_bytes,
+        )
+
+
+class _BoundedInfo(tarfile.TarInfo):
+    """A TarInfo that refuses, before tarfile reads it, header data over 1 MiB."""
+
+    def _proc_member(self, tarfile_):  # noqa: ANN001, ANN202 - tarfile's own hook
+        if self.type in _HEADER_TYPES and self.size > _MAX_HEADER_DATA:
+            raise errors.UNSAFE_SLUG.error(
+                member=self.name or "(header)",
+                problem=f"a long-name or pax header of {self.size} bytes (at most "
+                        f"{_MAX_HEADER_DATA} are read)")
+        return super()._proc_member(tarfile_)
+
+
+def open_slug(path: Path) -> tarfile.TarFile:
+    """The slug as a tarfile whose header reads are bounded."""
+    return tarfile.open(path, "r:*", tarinfo=_BoundedInfo)
+
+
+def link_problem(name: str, target: str) -> str | None:
+    """Why a symlink at ``name`` (relative to the slug root) pointing at ``target``
+    leaves the slug, or None when it stays inside. Compile and every reader use it."""
+    link = PurePosixPath(target)
+    if link.is_absolute():
+        return f"its link target {target} is absolute, so it leaves the slug"
+    if _net_climb(link.parts) > len(PurePosixPath(name).parent.parts):
+        return f"its link target {target} leaves the slug"
+    return None
 
 
 def check_member(member: tarfile.TarInfo) -> None:
     """Raise UNSAFE_SLUG when ``member`` could write or point outside the slug."""
+    if len(member.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or len(
+            member.linkname.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        shown = member.name if len(member.name) <= 200 else member.name[:200] + "..."
+        raise errors.UNSAFE_SLUG.error(member=shown,
+                                       problem=f"its path or link target is longer than "
+                                               f"{MAX_PATH_BYTES} bytes")
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         raise errors.UNSAFE_SLUG.error(member=member.name, problem="its path leaves the slug")
-    if not (member.isfile() or member.isdir() or member.issym()):
+    if not (member.isfile() or member.isdir() or member.issym()) or member.issparse():
         raise errors.UNSAFE_SLUG.error(
-            member=member.name, problem="only files, directories and symlinks are allowed"
-        )
+            member=member.name,
+            problem="only files (not sparse), directories and symlinks are allowed")
     if member.issym():
-        target = PurePosixPath(member.linkname)
-        if target.is_absolute() or _net_climb(target.parts) > len(name.parent.parts):
-            raise errors.UNSAFE_SLUG.error(
-                member=member.name, problem=f"its link target {member.linkname} leaves the slug"
-            )
+        problem = link_problem(member.name, member.linkname)
+        if problem is not None:
+            raise errors.UNSAFE_SLUG.error(member=member.name, problem=problem)
 
 
 def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
@@ -43,17 +132,29 @@ def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
     (``a/b -> ..``, then ``a/b/c -> ..``, then a file ``a/b/c/x``) writes
     outside it; a slug made by slugbuild never needs a path through a link.
     """
-    links = {_normal(m.name) for m in members if m.issym()}
-    if not links:
+    # The links' paths as a tree of components: each entry's path is walked down
+    # it once, in time linear in its length (joining every prefix would be
+    # quadratic in a hostile path's depth).
+    tree: dict = {}
+    for member in members:
+        if member.issym():
+            node = tree
+            for part in PurePosixPath(_normal(member.name)).parts:
+                node = node.setdefault(part, {})
+            node[_LINK] = True
+    if not tree:
         return
     for member in members:
         parts = PurePosixPath(_normal(member.name)).parts
-        for depth in range(1, len(parts)):
-            ancestor = "/".join(parts[:depth])
-            if ancestor in links:
+        node = tree
+        for depth, part in enumerate(parts[:-1], start=1):
+            node = node.get(part)
+            if node is None:
+                break
+            if _LINK in node:
                 raise errors.UNSAFE_SLUG.error(
                     member=member.name,
-                    problem=f"its path goes through the symlink {ancestor}")
+                    problem=f"its path goes through the symlink {'/'.join(parts[:depth])}")
 
 
 def _net_climb(parts: tuple[str, ...]) -> int:
@@ -69,24 +170,41 @@ def _net_climb(parts: tuple[str, ...]) -> int:
 
 
 class SlugArchive:
-    """A slug tarball whose entries have all been checked."""
+    """A slug tarball whose entries have all been checked (and counted)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limits: SlugLimits | None = None) -> None:
         self.path = Path(path)
+        self.limits = limits or SlugLimits.from_env()
         if not self.path.is_file():
             raise errors.SLUG_NOT_FOUND.error(path=self.path)
+        self.members: list[tarfile.TarInfo] = []
+        unpacked = 0
         try:
-            with tarfile.open(self.path, "r:*") as tar:
-                self.members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise errors.SLUG_NOT_FOUND.error(path=self.path) from exc
-        for member in self.members:
-            check_member(member)
+            with open_slug(self.path) as tar:
+                # One header at a time: a limit stops the reading before tarfile
+                # decompresses past a huge entry or lists millions of them.
+                for member in tar:
+                    check_member(member)
+                    unpacked += member.size if member.isfile() else 0
+                    self._within(len(self.members) + 1, self.limits.max_entries,
+                                 "entries", "SLUGBUILD_MAX_SLUG_ENTRIES")
+                    self._within(unpacked, self.limits.max_unpacked_bytes,
+                                 "bytes unpacked", "SLUGBUILD_MAX_UNPACKED_SIZE")
+                    self.members.append(member)
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         check_no_entry_below_a_link(self.members)
+        self.unpacked_size = unpacked
         self._by_name = {_normal(m.name): m for m in self.members}
         self.layout = "heroku" if "app/.profile.d" in self._by_name or (
             "app/Procfile" in self._by_name and "Procfile" not in self._by_name) else "herokuish"
         self.root = "app/" if self.layout == "heroku" else ""
+
+    def _within(self, value: int, limit: int, what: str, variable: str) -> None:
+        if value > limit:
+            raise errors.SLUG_LIMIT_EXCEEDED.error(
+                path=self.path, what=f"more than {limit} {what}", limit=f"{limit} {what}",
+                variable=variable)
 
     def names(self) -> list[str]:
         """Entry paths relative to the app root."""
@@ -98,21 +216,43 @@ class SlugArchive:
         member = self._by_name.get(_normal(self.root + rel))
         if member is None or not member.isfile():
             return None
-        with tarfile.open(self.path, "r:*") as tar:
-            handle = tar.extractfile(member)
-            return handle.read() if handle else None
+        return self.read_many({rel}).get(rel)
 
-    def read_many(self, wanted: set[str]) -> dict[str, bytes]:
-        """Contents of several files in one pass over the tarball."""
+    def read_many(self, wanted: set[str], heads: frozenset[str] | set[str] = frozenset()
+                  ) -> dict[str, bytes]:
+        """Contents of several files in one pass over the tarball.
+
+        A file over the metadata limit is refused; those in ``heads`` (files of
+        which only the beginning is needed, such as a METADATA's headers) are
+        read up to the limit instead. What is read in all is capped at 64 times it.
+        """
         full = {_normal(self.root + rel): rel for rel in wanted}
         found: dict[str, bytes] = {}
-        with tarfile.open(self.path, "r:*") as tar:
-            for member in tar:
-                rel = full.get(_normal(member.name))
-                if rel is not None and member.isfile():
+        limit = self.limits.max_metadata_bytes
+        budget = 64 * limit
+        try:
+            with open_slug(self.path) as tar:
+                for member in tar:
+                    rel = full.get(_normal(member.name))
+                    if rel is None or not member.isfile():
+                        continue
+                    if member.size > limit and rel not in heads:
+                        raise errors.SLUG_LIMIT_EXCEEDED.error(
+                            path=self.path, what=f"{rel} of {member.size} bytes",
+                            limit=f"{limit} bytes for a metadata file",
+                            variable="SLUGBUILD_MAX_METADATA_SIZE")
                     handle = tar.extractfile(member)
                     if handle:
-                        found[rel] = handle.read()
+                        found[rel] = handle.read(min(limit, member.size))
+                        budget -= len(found[rel])
+                        if budget < 0:
+                            raise errors.SLUG_LIMIT_EXCEEDED.error(
+                                path=self.path, what="more metadata files than can be read",
+                                limit=f"{64 * limit} bytes read in all (64 times the limit "
+                                      f"for one file)",
+                                variable="SLUGBUILD_MAX_METADATA_SIZE")
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         return found
 
     def sha256(self) -> str:
@@ -124,11 +264,19 @@ class SlugArchive:
         # checks again as it writes, so extraction never depends on one check.
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         try:
-            with tarfile.open(self.path, "r:*") as tar:
+            with open_slug(self.path) as tar:
                 tar.extractall(target, members=self.members, **kwargs)
         except _FILTER_ERROR as exc:
             raise errors.UNSAFE_SLUG.error(member=exc.tarinfo.name, problem=str(exc)) from exc
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         return Path(target) / self.root if self.root else Path(target)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or exc.__class__.__name__
 
 
 def _normal(name: str) -> str:

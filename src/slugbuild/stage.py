@@ -1,8 +1,11 @@
 """Stage sources: copy the app into a fresh build directory.
 
-The user's app directory is only ever read. ``.git`` and paths matched by
-``.slugignore`` are left out; a symlink leaving the app, or a special file,
-stops the build before anything is copied.
+The user's app directory is only ever read. ``.git``, paths matched by
+``.slugignore`` and the build's own files (its cache directory and outputs,
+when they lie inside the app) are left out; a symlink leaving the app, or a
+special file, stops the build before anything is copied. As on Heroku, this
+happens before anything else looks at the app: detection and everything after
+see the tree without the ignored files.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
@@ -23,7 +28,7 @@ class IgnoreRules:
     """gitignore-style patterns (``*``, ``**``, ``?``, leading and trailing ``/``, ``!``)."""
 
     def __init__(self, lines: list[str]) -> None:
-        self.rules: list[tuple[re.Pattern, bool, bool]] = []
+        self.rules: list[tuple[_Glob, bool, bool]] = []
         self.sources: list[str] = []
         for raw in lines:
             line = raw.rstrip("\n").rstrip()
@@ -37,7 +42,7 @@ class IgnoreRules:
             line = line.rstrip("/")
             anchored = "/" in line
             line = line.lstrip("/")
-            self.rules.append((_compile(line, anchored), negate, dir_only))
+            self.rules.append((_Glob(line, anchored), negate, dir_only))
 
     @classmethod
     def from_app(cls, app_dir: Path) -> IgnoreRules:
@@ -69,55 +74,150 @@ class IgnoreRules:
         return self.matching_rule(rel, False)
 
 
-def _compile(pattern: str, anchored: bool) -> re.Pattern:
-    parts = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            parts.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            parts.append(".*")
-            i += 2
-        else:
+# Tokens of a compiled pattern. Each consumes characters as its regex would.
+_LITERAL, _ONE, _CLASS, _STAR, _ANY, _GROUP = range(6)
+# Above this many unbounded tokens (`*`, `**`, the unanchored prefix) a
+# backtracking regex may take exponential time on a long name: such a pattern
+# is matched by simulating all its states at once instead (linear in the name).
+_MAX_UNBOUNDED_FOR_REGEX = 2
+
+
+class _Glob:
+    """One gitignore-style pattern, matched in time linear in the name's length."""
+
+    def __init__(self, pattern: str, anchored: bool,
+                 max_unbounded_for_regex: int = _MAX_UNBOUNDED_FOR_REGEX) -> None:
+        self.tokens: list[tuple[int, object]] = [] if anchored else [(_GROUP, None)]
+        regex = [] if anchored else ["(?:.*/)?"]
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                self.tokens.append((_GROUP, None))
+                regex.append("(?:.*/)?")
+                i += 3
+                continue
+            if pattern.startswith("**", i):
+                self.tokens.append((_ANY, None))
+                regex.append(".*")
+                i += 2
+                continue
             char = pattern[i]
+            end = pattern.find("]", i) if char == "[" else -1
             if char == "*":
-                parts.append("[^/]*")
+                self.tokens.append((_STAR, None))
+                regex.append("[^/]*")
             elif char == "?":
-                parts.append("[^/]")
-            elif char == "[":
-                end = pattern.find("]", i)
-                if end == -1:
-                    parts.append(re.escape(char))
-                else:
-                    parts.append(fnmatch.translate(pattern[i:end + 1])[4:-3])
-                    i = end
+                self.tokens.append((_ONE, None))
+                regex.append("[^/]")
+            elif end != -1:
+                body = fnmatch.translate(pattern[i:end + 1])[4:-3]
+                self.tokens.append((_CLASS, re.compile(body, re.DOTALL)))
+                regex.append(body)
+                i = end
             else:
-                parts.append(re.escape(char))
+                self.tokens.append((_LITERAL, char))
+                regex.append(re.escape(char))
             i += 1
-    body = "".join(parts)
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{body}$")
+        unbounded = sum(kind in (_STAR, _ANY, _GROUP) for kind, _ in self.tokens)
+        self.regex = (re.compile("^" + "".join(regex) + "$", re.DOTALL)
+                      if unbounded <= max_unbounded_for_regex else None)
+
+    def match(self, name: str) -> bool:
+        if self.regex is not None:
+            return self.regex.match(name) is not None
+        return self._simulate(name)
+
+    def _closure(self, states: set[int]) -> set[int]:
+        """States reachable without consuming: `*`, `**` and `**/` may match nothing.
+
+        A `_GROUP` at position p has two states: p (before it) and -p-1 (inside
+        it, after some characters and before its `/`)."""
+        pending = list(states)
+        while pending:
+            state = pending.pop()
+            if 0 <= state < len(self.tokens) and self.tokens[state][0] in (_STAR, _ANY, _GROUP):
+                if state + 1 not in states:
+                    states.add(state + 1)
+                    pending.append(state + 1)
+        return states
+
+    def _simulate(self, name: str) -> bool:
+        states = self._closure({0})
+        for char in name:
+            following: set[int] = set()
+            for state in states:
+                if state < 0:  # inside a `**/` group: any character, or its closing `/`
+                    position = -state - 1
+                    following.add(state)
+                    if char == "/":
+                        following.add(position + 1)
+                    continue
+                if state == len(self.tokens):
+                    continue
+                kind, value = self.tokens[state]
+                if kind == _LITERAL and char == value or kind == _ONE and char != "/":
+                    following.add(state + 1)
+                elif kind == _CLASS and value.fullmatch(char):  # type: ignore[union-attr]
+                    following.add(state + 1)
+                elif kind == _STAR and char != "/" or kind == _ANY:
+                    following.add(state)
+                elif kind == _GROUP:
+                    following.add(-state - 1)
+                    if char == "/":
+                        following.add(state + 1)
+            if not following:
+                return False
+            states = self._closure(following)
+        return len(self.tokens) in states
 
 
-def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
-    """Copy the app into ``build_dir``; return the relative paths left out by .slugignore."""
+# The standard mark of a cache directory (https://bford.info/cachedir/): the
+# slugbuild cache has one, and `tar --exclude-caches` skips them too.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+# What a build writes before renaming it into place (build._write_outputs), and
+# the probe that checks an output directory is writable (build.check_output_paths).
+_PARTIAL_OUTPUT = re.compile(r"^\..+\.\d+\.partial$|^\.slugbuild-probe-")
+
+
+@dataclass
+class Staged:
+    """What staging left out: ``.slugignore`` matches, and the build's own files
+    (a cache directory, the outputs of this or another build) found in the app."""
+
+    ignored: list[str] = field(default_factory=list)
+    build_files: list[str] = field(default_factory=list)
+
+
+def stage_sources(app_dir: Path, build_dir: Path, leave_out: Iterable[Path] = ()) -> Staged:
+    """Copy the app into ``build_dir``, minus .slugignore matches and build files.
+
+    ``leave_out`` are absolute paths never copied whatever .slugignore says
+    (the cache directory, the slug and its json, when they are in the app);
+    directories tagged as caches and outputs still being written are left out
+    too. Sparse files stay sparse where the filesystem allows.
+    """
     app_dir = app_dir.resolve()
     rules = IgnoreRules.from_app(app_dir)
+    never = {os.path.abspath(path) for path in leave_out}
     plan: list[tuple[str, str]] = []  # (kind, rel)
-    skipped: list[str] = []
+    staged = Staged()
     for dirpath, dirnames, filenames in os.walk(app_dir):
         rel_dir = Path(dirpath).relative_to(app_dir)
         keep_dirs = []
         for name in sorted(dirnames):
             rel = (rel_dir / name).as_posix()
+            path = os.path.join(dirpath, name)
             if name in ALWAYS_EXCLUDED:
                 continue
-            if rules.ignored(rel, True):
-                skipped.append(rel + "/")
+            if path in never or _is_tagged_cache(path):
+                staged.build_files.append(rel + "/")
                 continue
-            if os.path.islink(Path(dirpath) / name):
-                _check_link(app_dir, Path(dirpath) / name)
+            if rules.ignored(rel, True):
+                staged.ignored.append(rel + "/")
+                continue
+            if os.path.islink(path):
+                _check_link(app_dir, Path(path))
                 plan.append(("link", rel))
                 continue
             keep_dirs.append(name)
@@ -125,14 +225,18 @@ def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
         dirnames[:] = keep_dirs
         for name in sorted(filenames):
             rel = (rel_dir / name).as_posix()
-            if name.endswith(".pyc") or rules.ignored(rel, False):
-                if not name.endswith(".pyc"):
-                    skipped.append(rel)
+            path = os.path.join(dirpath, name)
+            if name.endswith(".pyc"):
                 continue
-            path = Path(dirpath) / name
+            if path in never or _PARTIAL_OUTPUT.match(name):
+                staged.build_files.append(rel)
+                continue
+            if rules.ignored(rel, False):
+                staged.ignored.append(rel)
+                continue
             mode = os.lstat(path).st_mode
             if stat.S_ISLNK(mode):
-                _check_link(app_dir, path)
+                _check_link(app_dir, Path(path))
                 plan.append(("link", rel))
             elif stat.S_ISREG(mode):
                 plan.append(("file", rel))
@@ -146,8 +250,48 @@ def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
         elif kind == "link":
             target.symlink_to(os.readlink(source))
         else:
-            shutil.copy2(source, target)
-    return skipped
+            copy_file(source, target)
+    return staged
+
+
+def _is_tagged_cache(directory: str) -> bool:
+    try:
+        with open(os.path.join(directory, CACHEDIR_TAG), "rb") as handle:
+            return handle.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+    except OSError:
+        return False
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """``shutil.copy2``, except that a sparse file's holes stay holes.
+
+    A plain copy writes every zero of a hole: a 3 GiB sparse file in the app
+    would take 3 GiB of disk in the build directory.
+    """
+    info = os.stat(source)
+    if info.st_blocks * 512 >= info.st_size or not hasattr(os, "SEEK_DATA"):
+        shutil.copy2(source, target)
+        return
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        offset = 0
+        while offset < info.st_size:
+            try:
+                start = os.lseek(reader.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(reader.fileno(), start, os.SEEK_HOLE)
+            reader.seek(start)
+            writer.seek(start)
+            remaining = end - start
+            while remaining:
+                chunk = reader.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                writer.write(chunk)
+                remaining -= len(chunk)
+            offset = end
+        writer.truncate(info.st_size)
+    shutil.copystat(source, target)
 
 
 def check_not_ignored(app_dir: Path, required: list[str]) -> None:

@@ -9,7 +9,7 @@ manager means adding one module here and one line to ``INSTALLERS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +33,12 @@ class InstallJob:
     # Install into this empty prefix (lib/pythonX.Y/site-packages, bin) instead
     # of python's own: how a dependency layer is built apart from the build.
     prefix: Path | None = None
+    # The app directory the user gave (job.app_dir is the build's copy of it):
+    # what error messages name.
+    source_dir: Path | None = None
+    # Requirement lines the app declares, as the installer read them (markers
+    # included): filled by ``install``, checked afterwards (dependencies.py).
+    declared: list[str] = field(default_factory=list)
 
 
 class Installer(Protocol):
@@ -59,8 +65,12 @@ class Installer(Protocol):
     # dependencies.Prefetch.
 
 
-def installer_for(package_manager: str) -> Installer:
-    """The installer for a package manager chosen by detection."""
+def installer_for(package_manager: str, python_version: str | None = None) -> Installer:
+    """The installer for a package manager chosen by detection.
+
+    With ``python_version`` (the runtime's), an installer that cannot install
+    for it is refused here, before any work (``installer-unsupported-python``).
+    """
     from .pip import PipInstaller
     from .pipenv import PipenvInstaller
     from .poetry import PoetryInstaller
@@ -72,4 +82,6 @@ def installer_for(package_manager: str) -> Installer:
         "poetry": PoetryInstaller,
         "uv": UvProjectInstaller,
     }
+    if package_manager == "pip":
+        return PipInstaller(python_version)
     return installers[package_manager]()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -31,15 +32,34 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
             lock_file=lock_file, syntax=syntax, problem=str(exc), relock=relock) from None
 
 
+# What uv, Poetry and Pipenv print when the lock no longer matches its manifest.
+_OUTDATED = re.compile(
+    r"needs to be updated|out[- ]of[- ]date|changed significantly since|"
+    r"not consistent with|lock file is not up to date", re.IGNORECASE)
+
+
 def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manifest: str,
                   relock: str) -> str:
-    """Run a tool that checks or exports the lock; its refusal is an outdated lock."""
+    """Run a tool that checks or exports the lock.
+
+    A refusal that says the lock is stale is an outdated lock (re-locking fixes
+    it); any other failure is reported as the tool's own, never as "run lock".
+    """
     try:
         return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
     except ToolFailed as failed:
-        raise errors.LOCK_FILE_OUTDATED.error(
-            lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
-            output=failed.tail,
+        from .failures import shown_paths
+
+        # Not streamed (show=False): the output is shown here, with the app's paths.
+        output = shown_paths(failed.tail, job.app_dir, job.source_dir, job.prefix)
+        if _OUTDATED.search(failed.tail or ""):
+            raise errors.LOCK_FILE_OUTDATED.error(
+                lock_file=job.lock_file, manifest=manifest, command=shown, relock=relock,
+                output=output,
+            ) from failed
+        raise errors.LOCK_TOOL_FAILED.error(
+            command=shown, lock_file=job.lock_file, exit_code=failed.exit_code,
+            output=output,
         ) from failed
 
 
@@ -58,7 +78,9 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     """Files of the local (path/directory) packages a lock names, relative to the app.
 
     uv.lock: ``source = { directory | path | editable = ... }``; poetry.lock:
-    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"``.
+    ``[package.source] type = "directory" | "file"``; Pipfile.lock: ``"path"`` or
+    ``"file"`` (``{editable = true, path = "."}`` is the app itself, which
+    ``pipenv install --deploy`` installs: then every file of the app keys the layer).
     They are part of the layer key, so editing such a package rebuilds the layer.
     """
     from .pip import package_tree_files
@@ -68,8 +90,12 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
         if lock_file == "Pipfile.lock":
             data = json.loads(text)
             default = data.get("default") if isinstance(data, dict) else None
-            paths = [entry.get("path") for entry in (default or {}).values()
-                     if isinstance(entry, dict)] if isinstance(default or {}, dict) else []
+            entries = (default or {}).values() if isinstance(default or {}, dict) else []
+            # "path" (directories, editable or not) and "file" (archives; a URL is
+            # not local and keeps its hash).
+            paths = [entry.get(k) for entry in entries if isinstance(entry, dict)
+                     for k in ("path", "file")]
+            paths = [p for p in paths if not (isinstance(p, str) and "://" in p)]
         else:
             packages = tomllib.loads(text).get("package", [])
             paths = []
@@ -86,8 +112,14 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     app_root = app_dir.resolve()
     found: set[str] = set()
     for raw in paths:
-        if not isinstance(raw, str) or raw in ("", "."):
-            continue  # "." is the project itself, which is not installed
+        if not isinstance(raw, str) or raw == "":
+            continue
+        if raw.startswith("file://"):
+            raw = raw[len("file://"):]  # an absolute path (file:///app/x)
+        elif raw.startswith("file:"):
+            raw = raw[len("file:"):]  # a relative one (file:libs/x)
+        if raw in (".", "./") and lock_file != "Pipfile.lock":
+            continue  # uv's and Poetry's project itself, which is not installed
         target = (app_root / raw).resolve()
         if not target.is_relative_to(app_root):
             raise errors.REQUIREMENTS_OUTSIDE_APP.error(referrer=lock_file, line="-", target=raw)

@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import errors
 from ..proc import clean_env
-from ..versions import tomllib
+from ..versions import describe_choice, tomllib
 from . import InstallJob
 from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
@@ -221,7 +221,7 @@ def check_python_allowed(app_dir: Path, python_version: str) -> None:
     if not any(spec.contains(version, prereleases=True) for spec in specifiers):
         raise errors.PYTHON_NOT_ALLOWED_BY_PROJECT.error(
             version=python_version, constraint=constraint, where=where,
-            manifest="pyproject.toml")
+            manifest="pyproject.toml", chosen=describe_choice(app_dir))
 
 
 _POETRY_ATOM = re.compile(

@@ -23,6 +23,8 @@ from .uv import index_env, uv_binary, uv_env, uv_version
 TOOL_REQUIREMENTS = {
     "pipenv": ("pipenv==2026.10.3",),
     "poetry": ("poetry==2.5.1", "poetry-plugin-export==1.10.1"),
+    # pip for runtimes older than slugbuild's own pip supports (installers/pip.py OLDER_PIP).
+    "pip-26.0.1": ("pip==26.0.1",),
 }
 TOOL_FORMAT = 1
 

@@ -33,9 +33,16 @@ from .. import indexes as indexes_module
 from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob
-from .pip import DEFAULT_INDEX_URL, install_failed, trusted_ca_bundle
+from .pip import DEFAULT_INDEX_URL, build_env, install_failed, trusted_ca_bundle
 
-_LOCAL_LINE = re.compile(r"^\s*(?:-e\s+|--editable[\s=]+)?(?P<path>(?:\.{1,2}/|/|file:)[^\s;]*)")
+_EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)")
+# A requirement that is a path (., ./x, ../x, /x, file:...), or names one (``x @ file:...``).
+_PATH_REQUIREMENT = re.compile(r"^(?:\.{1,2}(?:/|$|(?=[\s;]))|/|file:)")
+_DIRECT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*file:")
+# A direct reference to version control or a URL: ``x @ git+https://…``, ``git+https://…``.
+_DIRECT_URL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*)?"
+                         r"(?:git|hg|svn|bzr)\+|^(?:[A-Za-z0-9][A-Za-z0-9._-]*"
+                         r"(?:\[[^\]]*\])?\s*@\s*)?https?://")
 _INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
 
 
@@ -63,6 +70,7 @@ def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
         # The interpreter may be the one a runtime is copied from, or a cached
         # layer's: running it must write nothing into either.
         "PYTHONDONTWRITEBYTECODE": "1",
+        **build_env(job),
         **(extra or {}),
     }
     cert = trusted_ca_bundle()
@@ -114,10 +122,17 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
 
     ``--no-deps`` and ``--require-hashes`` make it the exact set the lock
     names, as ``pipenv install --deploy`` and ``poetry sync`` do: nothing is
-    resolved, so uv gives the same result as pip would, only faster.
+    resolved, so uv gives the same result as pip would, only faster. Local
+    packages (paths in the app) have no hash: like Pipenv, they are installed
+    after the hashed pins, without ``--require-hashes``, and their files key
+    the layer instead.
     """
     settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
-    _lock_indexes, local = _split_export(exported)
+    _lock_indexes, local = _split_export(exported, job.app_dir)
+    job.declared.extend(_export_requirements(exported.read_text()))
+    job.declared.extend(written for written, _ in local)
+    hashed, direct = split_unhashed_urls(exported.read_text())
+    exported.write_text(hashed)
     origins = indexes_module.package_indexes(job.app_dir, manager, job.lock_file,
                                              job.config_vars)
     for number, (group, text) in enumerate(_by_index(exported.read_text(), origins,
@@ -131,11 +146,64 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
                    "-r", f"<{manager} export of {job.lock_file}>"],
             indexes=group,
         )
-    if local:
-        # Local packages have no hash to check; their files key the layer instead.
-        _uv_pip_install(job, ["--no-deps", *local],
-                        shown=["uv", "pip", "install", "--no-deps", *local],
+    if direct:
+        # Version control and URL references a lock pins by commit or URL but
+        # without a hash: installed as Pipenv and Poetry do, without hash checks.
+        urls = job.scratch / "direct-references.txt"
+        urls.write_text("".join(line + "\n" for line in direct))
+        _uv_pip_install(job, ["--no-deps", "-r", str(urls)],
+                        shown=["uv", "pip", "install", "--no-deps", *direct],
                         indexes=settings)
+    install_local_packages(job, local)
+
+
+def _export_requirements(text: str) -> list[str]:
+    """The requirement lines of an export (continuations joined, hashes and options off)."""
+    joined = re.sub(r"\\\n", " ", text)
+    found = []
+    for line in joined.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith(("-", "#")):
+            found.append(re.split(r"\s+--hash", line)[0].strip())
+    return found
+
+
+def install_baseline(job: InstallJob, requirements: tuple[str, ...]) -> None:
+    """Heroku's baseline (installers/baseline.py), before the app's requirements."""
+    _uv_pip_install(job, ["--no-deps", *requirements],
+                    shown=["uv", "pip", "install", *requirements],
+                    indexes=index_env(job.config_vars))
+
+
+def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> None:
+    """Install the local packages ``(as written, requirement)`` of a lock, one uv run.
+
+    A failure is reported as the local package's (``local-package-failed``),
+    never as a name missing from the index: each is built alone to say which.
+    """
+    if not local:
+        return
+    requirements = job.scratch / "local-packages.txt"
+    requirements.write_text("".join(requirement + "\n" for _, requirement in local))
+    shown = ["uv", "pip", "install", "--no-deps", *(written for written, _ in local)]
+    try:
+        _uv_pip_install(job, ["--no-deps", "-r", str(requirements)], shown=shown,
+                        indexes=index_env(job.config_vars), raw=True)
+    except ToolFailed as failed:
+        from .pip import local_package_failed
+
+        for written, requirement in local if len(local) > 1 else ():
+            # Into a throwaway target: built for real, as the failed install did.
+            alone = [uv_binary(), "pip", "install", "--python", str(job.python), "--no-deps",
+                     "--target", str(job.scratch / "local-probe"), requirement]
+            try:
+                run_tool(alone, job.reporter, uv_env(job, index_env(job.config_vars)),
+                         cwd=job.app_dir, show=False)
+            except ToolFailed as alone_failed:
+                raise local_package_failed(job, written, ["uv", "pip", "install", "--no-deps",
+                                                          written], alone_failed) from failed
+        raise local_package_failed(job, ", ".join(written for written, _ in local), shown,
+                                   failed) from failed
 
 
 def _by_index(text: str, origins: dict[str, str],
@@ -158,26 +226,73 @@ def _by_index(text: str, origins: dict[str, str],
     return result
 
 
-def _split_export(exported: Path) -> tuple[list[str], list[str]]:
-    """Rewrite an export to its hashed pins; return the indexes and local paths it named.
-
-    The index lines go: ``for_lock_export`` has read them, and uv gets them
-    from its environment (where mirrors have replaced PyPI).
-    """
+def _split_export(exported: Path, app_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Rewrite an export to its hashed pins; return the indexes and the local packages
+    it named (as written, and with paths made absolute against ``app_dir``, where the
+    package manager exported from)."""
     lock_indexes, body = split_index_lines(exported.read_text())
     hashed, local = split_local_lines(body)
     exported.write_text(hashed)
-    return lock_indexes, local
+    return lock_indexes, [(path, local_requirement(path, app_dir)) for path in local]
 
 
 def split_local_lines(text: str) -> tuple[str, list[str]]:
-    """Exported pins without the local packages, and those packages' paths.
+    """Exported pins without the local packages, and those packages as written
+    (``./libs/x``, ``.``, ``/abs/x``, ``file:...``, ``name @ file:...``, each with
+    any marker).
 
-    An editable (``-e ./libs/x``) is installed as a regular copy: an editable
-    install would point into the build directory, which the slug does not have.
+    An editable (``-e ./libs/x``, ``-e .``) is installed as a regular copy: an
+    editable install would point into the build directory, which the slug does
+    not have.
     """
-    local, kept = _partition_lines(text, _LOCAL_LINE, "path")
-    return kept, local
+    kept, local = [], []
+    for logical, joined in _logical_requirements(text):
+        requirement = _EDITABLE.sub("", joined, count=1).split(" --hash")[0].strip()
+        if "--hash" not in joined and (_PATH_REQUIREMENT.match(requirement)
+                                       or _DIRECT_FILE.match(requirement)):
+            local.append(requirement)
+        else:
+            kept += logical
+    return "\n".join(kept) + "\n", local
+
+
+def split_unhashed_urls(text: str) -> tuple[str, list[str]]:
+    """Exported pins without the version control and URL references that carry no
+    hash (``-e`` dropped), and those references."""
+    kept, direct = [], []
+    for logical, joined in _logical_requirements(text):
+        requirement = _EDITABLE.sub("", joined, count=1).strip()
+        if "--hash" not in joined and _DIRECT_URL.match(requirement):
+            direct.append(requirement)
+        else:
+            kept += logical
+    return "\n".join(kept) + "\n", direct
+
+
+def _logical_requirements(text: str) -> list[tuple[list[str], str]]:
+    """Each requirement of an export: its physical lines, and them joined as one."""
+    found = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        logical = [lines[index]]
+        while logical[-1].endswith("\\") and index + 1 < len(lines):
+            index += 1
+            logical.append(lines[index])
+        index += 1
+        found.append((logical, " ".join(part.rstrip("\\").strip() for part in logical)))
+    return found
+
+
+def local_requirement(written: str, app_dir: Path) -> str:
+    """A local requirement with a relative path made absolute (against ``app_dir``),
+    so it means the same whatever directory reads it."""
+    path, separator, marker = written.partition(";")
+    path = path.strip()
+    if path.startswith(("file:", "/")) or _DIRECT_FILE.match(path):
+        return written
+    absolute = os.path.normpath(app_dir / path)
+    return absolute + (f" ;{marker}" if separator else "")
 
 
 def install_requirements(job: InstallJob) -> None:
@@ -204,7 +319,7 @@ def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
                       manager: str) -> subprocess.Popen:
     """Start filling uv's cache with the hashed pins ``install_exported`` will install."""
     settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
-    _split_export(exported)
+    _split_export(exported, job.app_dir)
     return _prefetch(job, python_version, ["--no-deps", "--require-hashes", "-r", str(exported)],
                      settings.uv_env())
 
@@ -248,8 +363,9 @@ def _constraint_args(job: InstallJob) -> list[str]:
 
 
 def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
-                    indexes: IndexSettings) -> None:
-    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix.
+                    indexes: IndexSettings | dict[str, str], raw: bool = False) -> None:
+    """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix
+    (``dependency-install-failed``, or the ToolFailed itself when ``raw``).
 
     Files from uv's cache that no longer match their RECORD mean the cache was
     changed through a hard link: those packages are cleaned from the cache and
@@ -260,7 +376,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             *_prefix_args(job), *options, *_constraint_args(job)]
     site_packages = _site_packages(job)
     before = _dist_infos(site_packages)
-    env = uv_env(job, indexes.uv_env())
+    env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
         run_tool(argv, job.reporter, env, cwd=job.app_dir)
         changed = changed_files(site_packages, _dist_infos(site_packages) - before)
@@ -276,7 +392,10 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             run_tool([*argv, *(f"--reinstall-package={name}" for name in names)],
                      job.reporter, env, cwd=job.app_dir)
     except ToolFailed as failed:
-        raise install_failed(job, shown, failed, indexes) from failed
+        if raw:
+            raise
+        raise install_failed(job, shown, failed, indexes if isinstance(
+            indexes, IndexSettings) else None) from failed
 
 
 def _site_packages(job: InstallJob) -> Path:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from .. import errors
+from ..versions import describe_choice, tomllib
 from . import InstallJob
 from .locks import check_syntax, local_source_files, run_lock_tool, shown
 from .uv import install_exported, uv_binary, uv_env, uv_version
@@ -28,6 +33,7 @@ class UvProjectInstaller:
 
     def install(self, job: InstallJob) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)
+        check_python_allowed(job.app_dir, job.python_version)
         target = job.scratch / "uv-export.txt"
         argv = [uv_binary(), "export", "--locked", "--no-default-groups", "--no-emit-project",
                 "--format", "requirements-txt", "--no-header", "--python", str(job.python),
@@ -40,3 +46,19 @@ class UvProjectInstaller:
         job.reporter.detail("Installing the dependencies pinned in uv.lock "
                             "(as `uv sync --locked --no-default-groups`)")
         install_exported(job, target, "uv")
+
+
+def check_python_allowed(app_dir: Path, python_version: str) -> None:
+    """Refuse a runtime the project's ``requires-python`` excludes, before uv says
+    only that the lock "needs to be updated" (re-locking cannot fix that)."""
+    try:
+        project = tomllib.loads((app_dir / "pyproject.toml").read_text()).get("project")
+        constraint = project.get("requires-python") if isinstance(project, dict) else None
+        specifier = SpecifierSet(constraint) if isinstance(constraint, str) else None
+    except (OSError, UnicodeDecodeError, ValueError, InvalidSpecifier):
+        return  # uv reports an unreadable pyproject.toml itself
+    if specifier is None or specifier.contains(Version(python_version), prereleases=True):
+        return
+    raise errors.PYTHON_NOT_ALLOWED_BY_PROJECT.error(
+        version=python_version, constraint=constraint, where="[project] requires-python",
+        manifest="pyproject.toml", chosen=describe_choice(app_dir))

@@ -1,0 +1,65 @@
+"""Apps in a subdirectory: Heroku's monorepo convention (``APP_BASE``).
+
+heroku-buildpack-monorepo copies the content of ``$APP_BASE`` (a path relative
+to the repository root) over the build directory before the language buildpack
+runs, so the slug holds only that directory's content, at ``/app``. slugbuild
+does the same without a buildpack: ``--app-base DIR`` (or the ``APP_BASE``
+config var, or ``compile_app(app_base=...)``) makes that directory the app,
+so detection, version files, ``.slugignore``, ``.buildpacks`` and the
+Procfile are read there and nothing beside it reaches the slug.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from . import errors
+
+APP_BASE_VAR = "APP_BASE"
+
+
+def choose_app_base(given: str | None, config_vars: Mapping[str, str]) -> tuple[str, str] | None:
+    """The app base to use and where it came from (the parameter wins over the config var)."""
+    if given is not None and given.strip():
+        return given, "--app-base"
+    value = config_vars.get(APP_BASE_VAR, "")
+    if value.strip():
+        return value, f"the {APP_BASE_VAR} config var"
+    return None
+
+
+def resolve_app_base(root: Path, value: str, source: str) -> Path:
+    """``root``/``value`` as the app directory; refuse a value that leaves ``root`` or
+    does not name a directory inside it.
+
+    The value is a relative POSIX path (``backend``, ``services/api``, with or without
+    ``./`` and a trailing ``/``). Absolute paths, ``..`` and symlinks that resolve
+    outside the root are refused: the build reads only the app it was given.
+    """
+    def invalid(problem: str) -> errors.SlugbuildError:
+        return errors.APP_BASE_INVALID.error(value=value, source=source, root=root,
+                                             problem=problem)
+
+    text = value.strip()
+    if "\0" in text or "\n" in text:
+        raise invalid("holds a control character")
+    relative = PurePosixPath(text)
+    if relative.is_absolute() or text.startswith("~"):
+        raise invalid("is an absolute path; it must be relative to the app root")
+    if ".." in relative.parts:
+        raise invalid("uses `..`, which leaves the app root")
+    if relative == PurePosixPath("."):
+        return root
+    candidate = root.joinpath(*relative.parts)
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(candidate))
+    if real != real_root and real_root not in real.parents:
+        raise invalid(f"resolves (through a symlink) to {real}, outside the app root")
+    if not candidate.exists():
+        raise invalid("does not exist in the app")
+    if not candidate.is_dir():
+        raise invalid("is not a directory")
+    # A symlinked base (``app -> services/api``) is the directory it names.
+    return root.joinpath(*real.relative_to(real_root).parts)

@@ -1,0 +1,361 @@
+"""Missing modules, found at build time rather than when a dyno boots.
+
+Two things live here:
+
+- **What a missing module means** (``explain_missing_module``): a standard
+  library module the runtime's Python no longer has (PEP 594's dead batteries
+  removed in 3.13, distutils/asynchat/asyncore/smtpd/imp in 3.12, ...), the
+  ``pkg_resources`` that setuptools 82 dropped, or a package the requirements
+  do not list. Used wherever a ``ModuleNotFoundError`` surfaces: collectstatic,
+  the build hooks, and the check below.
+- **The entry-point import check** (``check_process_imports``): every process
+  type's command that starts a console script of the slug (``gunicorn``,
+  ``uvicorn``, ``celery``...) or ``python -m module`` has that script's module
+  imported once, with the slug's interpreter, from the build directory. A
+  server whose own module cannot be imported (gunicorn 20 importing
+  ``pkg_resources`` from a setuptools that has none) would die at every boot;
+  the build stops instead, naming the module and what provides it.
+
+Why importing the entry modules, not scanning packages' imports: a scan of
+every installed file's ``import`` statements is slow on large trees and cannot
+tell an optional import (``try: import pkg_resources``) from a required one, so
+it would flag working apps. Importing the modules the processes really start
+runs exactly the code a boot runs first, costs one interpreter start for all
+of them (a few hundred milliseconds), and never runs the app's own code: only
+installed library modules are imported.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from . import errors
+from .log import Reporter
+from .proc import clean_env, exported_config
+
+# Standard library modules removed from CPython: module -> (Python that removed
+# it, why, a PyPI package that brings it back or None).
+REMOVED_STDLIB: dict[str, tuple[str, str, str | None]] = {
+    "formatter": ("3.10", "deprecated since 3.4", None),
+    "parser": ("3.10", "PEP 617", None),
+    "symbol": ("3.10", "PEP 617", None),
+    "binhex": ("3.11", "deprecated since 3.9", None),
+    "asynchat": ("3.12", "PEP 594", "pyasynchat"),
+    "asyncore": ("3.12", "PEP 594", "pyasyncore"),
+    "smtpd": ("3.12", "PEP 594", "aiosmtpd (a rewrite) or standard-smtpd"),
+    "distutils": ("3.12", "PEP 632", "setuptools (it provides `distutils`)"),
+    "imp": ("3.12", "deprecated since 3.4", "zombie-imp"),
+    "aifc": ("3.13", "PEP 594", "standard-aifc"),
+    "audioop": ("3.13", "PEP 594", "audioop-lts"),
+    "cgi": ("3.13", "PEP 594", "legacy-cgi"),
+    "cgitb": ("3.13", "PEP 594", "legacy-cgi"),
+    "chunk": ("3.13", "PEP 594", "standard-chunk"),
+    "crypt": ("3.13", "PEP 594", "crypt-r"),
+    "imghdr": ("3.13", "PEP 594", "standard-imghdr"),
+    "mailcap": ("3.13", "PEP 594", "standard-mailcap"),
+    "msilib": ("3.13", "PEP 594", None),
+    "nis": ("3.13", "PEP 594", None),
+    "nntplib": ("3.13", "PEP 594", "standard-nntplib"),
+    "ossaudiodev": ("3.13", "PEP 594", None),
+    "pipes": ("3.13", "PEP 594", "standard-pipes"),
+    "sndhdr": ("3.13", "PEP 594", "standard-sndhdr"),
+    "spwd": ("3.13", "PEP 594", None),
+    "sunau": ("3.13", "PEP 594", "standard-sunau"),
+    "telnetlib": ("3.13", "PEP 594", "standard-telnetlib"),
+    "uu": ("3.13", "PEP 594", "standard-uu"),
+    "xdrlib": ("3.13", "PEP 594", "standard-xdrlib"),
+    "lib2to3": ("3.13", "deprecated since 3.11", None),
+}
+# The first setuptools without pkg_resources.
+SETUPTOOLS_WITHOUT_PKG_RESOURCES = "82"
+VERSION_FILE = ".python-version"
+MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+_TRACEBACK_FILE = re.compile(r'^\s*File "([^"]+)", line \d+')
+
+
+def explain_missing_module(module: str, python_version: str,
+                           lock_file: str = "requirements.txt",
+                           importer: str | None = None) -> str:
+    """Why ``module`` cannot be imported on this runtime, and what to do, as one
+    sentence without final punctuation. ``importer`` is the file whose import
+    failed, when known."""
+    top = module.split(".")[0]
+    by = f" (imported by {importer})" if importer else ""
+    removed = REMOVED_STDLIB.get(top)
+    if removed is not None and Version(python_version) >= Version(removed[0]):
+        removed_in, why, backport = removed
+        older = _previous_minor(removed_in)
+        choices = [f"ask for Python {older} in {VERSION_FILE} (a line `{older}`)"]
+        if backport:
+            choices.append(f"add {backport} to {lock_file}")
+        choices.append("upgrade the package that imports it")
+        return (f"the module {top}{by} was removed from Python's standard library in "
+                f"{removed_in} ({why}), and this build uses Python {python_version}: "
+                + ", ".join(choices[:-1]) + f" or {choices[-1]}")
+    if top == "pkg_resources":
+        return (f"the module pkg_resources{by} belongs to setuptools, which no longer "
+                f"ships it from version {SETUPTOOLS_WITHOUT_PKG_RESOURCES} on: add "
+                f"`setuptools<{SETUPTOOLS_WITHOUT_PKG_RESOURCES}` to {lock_file}, or "
+                f"upgrade the package that imports it (gunicorn 21 and later do not)")
+    return (f"the module {module}{by} cannot be imported: add the package that provides "
+            f"it to {lock_file}, or check the name")
+
+
+def diagnose_missing_module(output: str, python_version: str,
+                            lock_file: str = "requirements.txt",
+                            hide: str | None = None) -> str | None:
+    """``explain_missing_module`` for the last ModuleNotFoundError in a tool's output.
+
+    ``hide`` (the build directory) is cut from the importing file's path.
+    """
+    matches = list(MISSING_MODULE.finditer(output))
+    if not matches:
+        return None
+    match = matches[-1]
+    importer = None
+    for line in output[:match.start()].splitlines():
+        found = _TRACEBACK_FILE.match(line)
+        if found and _is_importer(found.group(1)):
+            importer = found.group(1)
+    if importer and hide and importer.startswith(hide.rstrip("/") + "/"):
+        importer = importer[len(hide.rstrip("/")) + 1:]
+    if importer and "/site-packages/" in importer:
+        importer = importer.split("/site-packages/", 1)[1]
+    return explain_missing_module(match.group(1), python_version, lock_file, importer)
+
+
+def _is_importer(path: str) -> bool:
+    """A traceback frame that can be the importing file: not the import machinery."""
+    return not path.startswith("<") and not path.endswith("importlib/__init__.py")
+
+
+def _previous_minor(version: str) -> str:
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return f"{major}.{minor - 1}"
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """A module a process type's command starts."""
+
+    process: str
+    word: str  # as written in the command: `gunicorn`, `python -m celery`
+    module: str
+
+
+def console_scripts(site_packages: Path) -> dict[str, str]:
+    """Console script name -> ``module`` for every installed distribution, except
+    the app's own local packages (``./libs/pkg``, ``.``): their code is the app's."""
+    scripts: dict[str, str] = {}
+    for path in sorted(site_packages.glob("*.dist-info/entry_points.txt")):
+        direct_url = path.parent / "direct_url.json"
+        if direct_url.is_file() and '"file://' in direct_url.read_text(errors="replace"):
+            continue
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(path.read_text(errors="replace"))
+        except configparser.Error:
+            continue
+        if parser.has_section("console_scripts"):
+            for name, target in parser.items("console_scripts"):
+                module = target.split(":")[0].strip()
+                if module:
+                    scripts.setdefault(name.strip(), module)
+    return scripts
+
+
+_PYTHON_WORD = re.compile(r"^(?:.*/)?python(?:3(?:\.\d+)?)?$")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str],
+                 app_dir: Path | None = None) -> list[EntryPoint]:
+    """The modules the process types' commands start: each word naming a console
+    script of the slug (wrappers such as ``newrelic-admin run-program gunicorn``
+    give both), and ``python -m module`` unless the module is the app's own
+    (in ``app_dir``): the app's code is never imported."""
+    found: list[EntryPoint] = []
+    for process, command in sorted(process_types.items()):
+        try:
+            words = shlex.split(command)
+        except ValueError:
+            continue
+        for index, word in enumerate(words):
+            if _ASSIGNMENT.match(word):
+                continue
+            name = word.rsplit("/", 1)[-1] if word.startswith((".heroku/", "/app/.heroku/")) \
+                else word
+            if name in scripts:
+                found.append(EntryPoint(process, word, scripts[name]))
+            elif (_PYTHON_WORD.match(word) and index + 2 < len(words)
+                  and words[index + 1] == "-m"):
+                module = words[index + 2]
+                top = module.split(".")[0]
+                if app_dir is not None and ((app_dir / top).exists()
+                                            or (app_dir / f"{top}.py").exists()):
+                    continue
+                if re.fullmatch(r"[A-Za-z_][\w.]*", module):
+                    found.append(EntryPoint(process, f"{word} -m {module}", module))
+    return found
+
+
+_PROBE = r"""
+import importlib, json, sys, traceback
+# As for a console script, the current directory is not on the path: only the
+# slug's packages and the standard library are imported.
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+results = []
+for module in sys.argv[1:]:
+    try:
+        importlib.import_module(module)
+        results.append({"module": module})
+    except BaseException as exc:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if not f.filename.startswith("<")
+                  and not f.filename.endswith("importlib/__init__.py")]
+        results.append({"module": module, "type": type(exc).__name__,
+                        "missing": getattr(exc, "name", None) if isinstance(exc, ImportError)
+                        else None,
+                        "message": str(exc)[:500],
+                        "file": frames[-1].filename if frames else None})
+print("SLUGBUILD-IMPORTS " + json.dumps(results))
+"""
+
+
+def check_process_commands(build_dir: Path, python: Path, process_types: Mapping[str, str],
+                           excluded: Mapping[str, str], python_version: str,
+                           lock_file: str) -> None:
+    """A process whose command is a requirement the markers excluded cannot start.
+
+    ``excluded`` maps the canonical names of requirements whose environment
+    markers exclude the runtime to their lines. A process type whose program
+    (``gunicorn`` in ``web: gunicorn app:app``) is neither in the slug's
+    ``bin`` nor the app, and is one of those names, fails the build
+    (``process-command-excluded``): on a dyno it would be `gunicorn: not found`.
+    """
+    from packaging.utils import canonicalize_name
+
+    for process, command in sorted(process_types.items()):
+        program = _program(command)
+        if program is None or "/" in program:
+            continue
+        if (python.parent / program).exists() or (build_dir / program).exists():
+            continue
+        line = excluded.get(canonicalize_name(program))
+        if line is not None:
+            raise errors.PROCESS_COMMAND_EXCLUDED.error(
+                process=process, command=command, program=program, lock_file=lock_file,
+                line=line, python=python_version)
+
+
+def _program(command: str) -> str | None:
+    """The program a command runs: its first word after ``VAR=value`` and ``exec``."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for word in words:
+        if _ASSIGNMENT.match(word) or word == "exec":
+            continue
+        return word
+    return None
+
+
+def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[str, str],
+                          python_version: str, lock_file: str, config_vars: Mapping[str, str],
+                          reporter: Reporter, timeout: float = 60,
+                          passed: tuple[Path, str] | None = None) -> None:
+    """Import every process type's entry module with the slug's interpreter; a
+    ModuleNotFoundError fails the build (``process-import-failed``), another
+    failure is a warning (it may depend on the dyno's environment).
+
+    ``passed`` (a directory and the dependency layer's key) remembers a clean
+    result: the modules are the layer's and the runtime's (the app directory is
+    not on the path, as for a console script), so the same layer and modules
+    need no second interpreter start on a warm build.
+    """
+    site_packages = python.parent.parent / "lib" / python.name / "site-packages"
+    points = entry_points(process_types, console_scripts(site_packages), build_dir)
+    modules = list(dict.fromkeys(point.module for point in points))
+    if not modules:
+        return
+    marker = None
+    if passed is not None:
+        digest = hashlib.sha256("\0".join([passed[1], *modules]).encode()).hexdigest()
+        marker = passed[0] / digest[:32]
+        if marker.is_file():
+            reporter.step("Process types' entry points import (checked for this "
+                          "dependency layer before): " + ", ".join(modules))
+            return
+    reporter.step("Checking that the process types' entry points import: "
+                  + ", ".join(modules))
+    env = clean_env({**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
+                     "PYTHONNOUSERSITE": "1"}, path_first=[python.parent])
+    try:
+        completed = subprocess.run(
+            [str(python), "-c", _PROBE, *modules], cwd=build_dir, env=env,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reporter.warn(f"Could not check the entry points ({exc}); the slug was not checked.")
+        return
+    results = _probe_results(completed.stdout)
+    if results is None:
+        reporter.warn("Could not check the entry points: the check printed no result "
+                      f"(exit code {completed.returncode}).")
+        return
+    for result in results:
+        if "type" not in result:
+            continue
+        point = next(p for p in points if p.module == result["module"])
+        importer = _shown_file(result.get("file"), build_dir)
+        if result["type"] == "ModuleNotFoundError" and result.get("missing"):
+            raise errors.PROCESS_IMPORT_FAILED.error(
+                process=point.process, command=process_types[point.process],
+                word=point.word, module=point.module, missing=result["missing"],
+                explanation=explain_missing_module(result["missing"], python_version,
+                                                   lock_file, importer))
+        reporter.warn(f"Importing {point.module} (the {point.process} process's "
+                      f"`{point.word}`) failed at build time with {result['type']}: "
+                      f"{result.get('message', '')}. It may need the dyno's environment; "
+                      f"if not, the process will fail the same way when it starts.")
+    if marker is not None and all("type" not in result for result in results):
+        with contextlib.suppress(OSError):
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(" ".join(modules) + "\n")
+
+
+def _probe_results(stdout: str) -> list[dict] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("SLUGBUILD-IMPORTS "):
+            try:
+                data = json.loads(line[len("SLUGBUILD-IMPORTS "):])
+            except ValueError:
+                return None
+            return data if isinstance(data, list) else None
+    return None
+
+
+def _shown_file(path: str | None, build_dir: Path) -> str | None:
+    """A traceback's file as the user knows it: inside site-packages, or the app."""
+    if not path:
+        return None
+    if "/site-packages/" in path:
+        return path.split("/site-packages/", 1)[1]
+    try:
+        return os.path.relpath(path, build_dir) if path.startswith(str(build_dir)) else path
+    except ValueError:
+        return path

@@ -1,0 +1,343 @@
+"""NLTK corpora listed in ``nltk.txt``, downloaded into the slug as Heroku does.
+
+Heroku's Python buildpack runs ``python -m nltk.downloader -d
+.heroku/python/nltk_data <the lines of nltk.txt>`` when ``nltk`` is installed,
+and sets ``NLTK_DATA`` to that directory at run time. slugbuild gives the slug
+the same files in the same place (``<subdir>/<id>.zip`` and, for packages the
+index marks ``unzip="1"``, the unzipped ``<subdir>/<id>/``), but reads NLTK's
+index XML and fetches the packages itself rather than running the downloader:
+
+- the downloader's command line has changed behaviour between releases (3.9.3
+  broke it on symlinked paths; several releases print an error and exit 0;
+  some errors end at an interactive ``input()`` prompt, an ``EOFError`` in a
+  build), while the index format has been stable for fifteen years;
+- fetching here checks every file against the index's checksum and size, names
+  the corpus that could not be had in one catalogue error, and keeps the result
+  as a cache layer keyed by the packages' index entries, so a warm build
+  reuses it and a changed corpus is fetched again.
+
+The index URL is NLTK's default unless the ``NLTK_INDEX_URL`` config var (or
+environment variable) names another, e.g. a mirror.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import time
+import xml.etree.ElementTree as ElementTree
+import zipfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import urljoin
+
+import requests
+
+from . import errors
+from .cache import Cache, Layer
+from .log import Reporter
+from .redact import redact_url
+
+NLTK_FILE = "nltk.txt"
+DEFAULT_INDEX_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/index.xml"
+INDEX_URL_VAR = "NLTK_INDEX_URL"
+# Where Heroku puts the data (relative to the app root), and the run-time script.
+DATA_DIR = ".heroku/python/nltk_data"
+PROFILE_SCRIPT = ".profile.d/python-nltk.sh"
+_PROFILE = ('# Written by slugbuild: the NLTK data downloaded from nltk.txt at build time.\n'
+            f'export NLTK_DATA="${{NLTK_DATA:-$HOME/{DATA_DIR}}}"\n')
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TIMEOUT = 60
+_RETRIES = 3
+# Bounds on what one package may unpack to (NLTK's largest corpus is ~2 GB unzipped).
+_MAX_MEMBERS = 200_000
+_MAX_UNZIPPED = 8 * 1024 ** 3
+_MAX_PACKAGE = 4 * 1024 ** 3  # a package whose index entry gives no size
+_MAX_INDEX = 64 * 1024 ** 2
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NltkPackage:
+    """One package entry of NLTK's index, as far as the download needs it."""
+
+    id: str
+    url: str
+    subdir: str
+    unzip: bool
+    size: int | None
+    md5: str | None
+    sha256: str | None
+
+    @property
+    def filename(self) -> str:
+        """Where NLTK keeps the package file: ``<subdir>/<id><ext of url>``."""
+        extension = os.path.splitext(self.url.rsplit("/", 1)[-1])[1]
+        return str(PurePosixPath(self.subdir, self.id + extension))
+
+
+@dataclass(frozen=True)
+class NltkIndex:
+    url: str
+    packages: dict[str, NltkPackage]
+    collections: dict[str, list[str]]
+
+
+def index_url(config_vars: Mapping[str, str]) -> str:
+    """The build's config var wins over the environment, which wins over NLTK's default."""
+    return (config_vars.get(INDEX_URL_VAR) or os.environ.get(INDEX_URL_VAR)
+            or DEFAULT_INDEX_URL).strip()
+
+
+def read_nltk_list(build_dir: Path) -> list[str] | None:
+    """The identifiers in ``nltk.txt`` (None without the file), in order, once each.
+
+    Heroku passes each line as one argument; slugbuild also splits a line on
+    whitespace and skips blank lines and ``#`` comments, which the downloader
+    would otherwise try to fetch.
+    """
+    path = build_dir / NLTK_FILE
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.NLTK_LIST_INVALID.error(
+            problem=f"cannot be read as UTF-8 text ({exc.__class__.__name__})") from exc
+    names: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0] if raw.lstrip().startswith("#") else raw
+        for word in line.split():
+            if not _IDENTIFIER.fullmatch(word):
+                raise errors.NLTK_LIST_INVALID.error(
+                    problem=f"line {number} names {word[:80]!r}, which is not an NLTK "
+                            f"package or collection identifier")
+            if word not in names:
+                names.append(word)
+    return names
+
+
+def parse_index(text: bytes | str, url: str) -> NltkIndex:
+    """Packages and collections of an NLTK index XML (relative URLs are made absolute)."""
+    def unusable(problem: str) -> errors.SlugbuildError:
+        return errors.NLTK_INDEX_UNUSABLE.error(url=redact_url(url), problem=problem)
+
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise unusable(f"it is not XML ({exc})") from exc
+    packages: dict[str, NltkPackage] = {}
+    for element in root.iter("package"):
+        attrs = element.attrib
+        ident, href = attrs.get("id", ""), attrs.get("url", "")
+        subdir = attrs.get("subdir", "")
+        if not _IDENTIFIER.fullmatch(ident) or not href:
+            raise unusable(f"a package entry has the id {ident[:80]!r} or no url")
+        parts = PurePosixPath(subdir).parts
+        if subdir.startswith("/") or ".." in parts or "\\" in subdir:
+            raise unusable(f"package {ident!r} has the subdir {subdir[:80]!r}, which leaves "
+                           f"the data directory")
+        try:
+            size = int(attrs["size"]) if "size" in attrs else None
+        except ValueError as exc:
+            raise unusable(f"package {ident!r} has the size {attrs['size'][:40]!r}") from exc
+        packages[ident] = NltkPackage(
+            ident, urljoin(url, href), subdir, attrs.get("unzip", "1").strip() != "0", size,
+            (attrs.get("checksum") or "").lower() or None,
+            (attrs.get("sha256_checksum") or "").lower() or None)
+    collections = {element.attrib.get("id", ""): [item.attrib.get("ref", "")
+                                                  for item in element.iter("item")]
+                   for element in root.iter("collection")}
+    if not packages:
+        raise unusable("it lists no packages")
+    return NltkIndex(url, packages, collections)
+
+
+def expand(names: list[str], index: NltkIndex) -> list[NltkPackage]:
+    """The packages ``names`` mean, collections expanded, each once, sorted by id."""
+    found: dict[str, NltkPackage] = {}
+    seen: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in index.packages:
+            found[name] = index.packages[name]
+        elif name in index.collections:
+            pending.extend(index.collections[name])
+        else:
+            near = difflib.get_close_matches(name, [*index.packages, *index.collections],
+                                             n=5)
+            raise errors.NLTK_CORPUS_UNAVAILABLE.error(
+                corpus=name, url=redact_url(index.url),
+                problem="is not a package or collection of the index"
+                        + (f" (close: {', '.join(near)})" if near else ""))
+    return [found[key] for key in sorted(found)]
+
+
+def provide_nltk_data(build_dir: Path, installed: bool, config_vars: Mapping[str, str],
+                      cache: Cache, reporter: Reporter) -> Layer | None:
+    """The cache layer holding the corpora ``nltk.txt`` lists, made if needed; None when
+    there is nothing to download. The caller links it in at DATA_DIR."""
+    names = read_nltk_list(build_dir)
+    if not installed:
+        if names:
+            reporter.warn(f"{NLTK_FILE} lists NLTK data, but the nltk package is not "
+                          f"installed, so none was downloaded (as on Heroku). Add nltk to "
+                          f"the app's dependencies if it uses that data.")
+        return None
+    reporter.step("Downloading NLTK corpora...")
+    if names is None:
+        reporter.detail(f"'{NLTK_FILE}' not found, not downloading any corpora")
+        return None
+    if not names:
+        reporter.detail(f"'{NLTK_FILE}' lists no corpora")
+        return None
+    url = index_url(config_vars)
+    index = parse_index(_get(url, what="index", corpus=None), url)
+    packages = expand(names, index)
+    inputs = {"index_url": url, "requested": names,
+              "packages": [asdict(package) for package in packages]}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    name = f"nltk-{key[:20]}"
+    reporter.step(f"Downloading NLTK packages: {' '.join(names)}")
+    layer = cache.lookup("layers", name, key)
+    if layer is None:
+        with cache.lock("layers", name):
+            layer = cache.lookup("layers", name, key)
+            if layer is None:
+                with cache.new_layer("layers", name, key, inputs) as tree:
+                    for package in packages:
+                        _install(package, tree, reporter)
+                layer = cache.lookup("layers", name, key)
+                assert layer is not None
+                return layer
+    reporter.detail(f"Restored {len(packages)} NLTK package(s) from cache")
+    return layer
+
+
+def write_nltk_profile(build_dir: Path) -> None:
+    """``NLTK_DATA`` at run time (a value the user set wins), as Heroku's ``set_env``."""
+    path = build_dir / PROFILE_SCRIPT
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(_PROFILE)
+
+
+def _install(package: NltkPackage, tree: Path, reporter: Reporter) -> None:
+    def broken(problem: str) -> errors.SlugbuildError:
+        return errors.NLTK_CORPUS_UNAVAILABLE.error(
+            corpus=package.id, url=redact_url(package.url), problem=problem)
+
+    if not (package.sha256 or package.md5):
+        raise broken("has no checksum in the index, so it cannot be verified")
+    target = tree / package.filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    limit = package.size if package.size is not None else _MAX_PACKAGE
+    digests = _fetch(package.url, target, limit, broken)
+    received = target.stat().st_size
+    if package.size is not None and received != package.size:
+        raise broken(f"arrived with {received} bytes, but the index says {package.size}")
+    for algorithm, expected in (("sha256", package.sha256), ("md5", package.md5)):
+        if expected and digests[algorithm] != expected:
+            raise broken(f"does not match its {algorithm} checksum in the index")
+    if package.unzip and package.filename.endswith(".zip"):
+        _unzip(target, tree / package.subdir, package.id, broken)
+    reporter.detail(f"{package.id} ({package.subdir or '.'}, {received} bytes)")
+
+
+def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
+    """Unpack a package zip whose every member lies under ``<id>/`` (as NLTK insists)."""
+    try:
+        archive = zipfile.ZipFile(path)
+        members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise broken(f"is not a zip archive ({exc})") from exc
+    if len(members) > _MAX_MEMBERS or sum(m.file_size for m in members) > _MAX_UNZIPPED:
+        raise broken("unpacks to more files or bytes than any NLTK package")
+    with archive:
+        for member in members:
+            path = PurePosixPath(member.filename)
+            kind = stat.S_IFMT(member.external_attr >> 16)
+            if (member.filename.startswith("/") or "\\" in member.filename or ".." in path.parts
+                    or not path.parts or path.parts[0] != ident or "\0" in member.filename):
+                raise broken(f"holds the member {member.filename[:120]!r}, outside `{ident}/`")
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise broken(f"holds {member.filename[:120]!r}, which is not a regular file")
+            destination = directory.joinpath(*path.parts)
+            if member.is_dir():
+                destination.mkdir(parents=True, exist_ok=True)
+                continue
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with archive.open(member) as source, open(destination, "wb") as sink:
+                    shutil.copyfileobj(source, sink, _CHUNK)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError) as exc:
+                raise broken(f"could not be unpacked ({exc.__class__.__name__}: "
+                             f"{str(exc)[:200]})") from exc
+
+
+def _get(url: str, what: str, corpus: str | None) -> bytes:
+    """The index: GET with retries, at most _MAX_INDEX bytes; one catalogue error."""
+    def unusable(problem: str) -> errors.SlugbuildError:
+        return errors.NLTK_INDEX_UNUSABLE.error(url=redact_url(url), problem=problem)
+
+    buffer = io.BytesIO()
+    _retrying(url, lambda response: _copy(response, buffer, _MAX_INDEX, unusable),
+              lambda reason: unusable(f"it could not be fetched ({reason})"),
+              reset=lambda: (buffer.seek(0), buffer.truncate()))
+    return buffer.getvalue()
+
+
+def _fetch(url: str, target: Path, limit: int, broken) -> dict[str, str]:
+    """Stream ``url`` to ``target`` (at most ``limit`` bytes); its sha256 and md5."""
+    digests: dict[str, Any] = {}  # hashlib objects
+
+    def save(response: requests.Response) -> None:
+        digests.update(sha256=hashlib.sha256(), md5=hashlib.md5(usedforsecurity=False))
+        with open(target, "wb") as handle:
+            _copy(response, handle, limit, broken, digests.values())
+
+    _retrying(url, save, lambda reason: broken(f"could not be downloaded ({reason})"))
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) -> None:
+    received = 0
+    for chunk in response.iter_content(_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            raise too_big(f"is larger than {limit} bytes")
+        sink.write(chunk)
+        for digest in digests:
+            digest.update(chunk)
+
+
+def _retrying(url: str, consume, failed, reset=lambda: None) -> None:
+    """GET ``url`` and hand the response to ``consume``, retrying connection errors,
+    5xx and 429 a few times; ``failed(reason)`` is raised when that does not help."""
+    reason = "no attempt made"
+    for attempt in range(1, _RETRIES + 1):
+        try:
+            with requests.get(url, timeout=_TIMEOUT, stream=True) as response:
+                if response.status_code < 400:
+                    consume(response)
+                    return
+                reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
+                retry = response.status_code >= 500 or response.status_code == 429
+        except requests.RequestException as exc:
+            reason, retry = f"{exc.__class__.__name__}: {str(exc)[:200]}", True
+        if not retry or attempt == _RETRIES:
+            break
+        reset()
+        time.sleep(0.5 * 2 ** (attempt - 1))
+    raise failed(reason)

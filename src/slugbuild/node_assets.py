@@ -1,0 +1,136 @@
+"""Apps whose assets are built by Node beside the Python app.
+
+A Django app with a ``package.json`` whose ``build`` script makes the CSS that
+templates and collectstatic's manifest name builds fine and then answers 500:
+on Heroku such apps add the Node.js buildpack before Python. When such a
+script sits in the app and no Node.js step runs before the Python stages,
+slugbuild says so, and how to add one.
+
+The opt-in built-in Node step (``--node-build``, or ``slugbuild:node`` in a
+buildpack list) runs ``npm ci`` (``npm install`` without a lock) and the build
+script with the machine's node and npm (Debian's ``nodejs`` and ``npm``
+packages, say), then removes ``node_modules``: the slug gets the built assets,
+not the tools that built them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import errors
+from .log import Reporter
+from .proc import ToolFailed, clean_env, exported_config, run_tool
+
+PACKAGE_JSON = "package.json"
+# The scripts heroku-buildpack-nodejs runs after installing (the first one defined).
+BUILD_SCRIPTS = ("heroku-postbuild", "build")
+_NODE = re.compile(r"node", re.IGNORECASE)
+# Names of the built-in Node step in --buildpack, .buildpacks and app.json.
+NATIVE_NODE_NAMES = frozenset({"slugbuild:node", "slugbuild:nodejs"})
+NODE_STEP_DESCRIPTION = "Node.js (slugbuild built-in: npm)"
+# Lock files of other Node package managers, which npm would silently ignore.
+_OTHER_LOCKS = {"yarn.lock": "Yarn", "pnpm-lock.yaml": "pnpm", "bun.lockb": "Bun",
+                "bun.lock": "Bun"}
+_NPM_LOCKS = ("package-lock.json", "npm-shrinkwrap.json")
+
+
+def build_script(app_dir: Path) -> str | None:
+    """The script Heroku's Node.js buildpack would run for ``package.json``, if any."""
+    try:
+        data = json.loads((app_dir / PACKAGE_JSON).read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    if not isinstance(scripts, dict):
+        return None
+    for name in BUILD_SCRIPTS:
+        command = scripts.get(name)
+        if isinstance(command, str) and command.strip():
+            return name
+    return None
+
+
+def is_heroku_nodejs(spec: str) -> bool:
+    """Whether ``spec`` (expanded) is Heroku's Node.js buildpack, at any ref."""
+    url = spec.split("#", 1)[0].rstrip("/")
+    url = url[:-len(".git")] if url.endswith(".git") else url
+    return url.lower() == "https://github.com/heroku/heroku-buildpack-nodejs"
+
+
+def is_node_buildpack(names: Sequence[str]) -> bool:
+    """Whether a buildpack (by its spec or the name its bin/detect printed) is Node's."""
+    return any(_NODE.search(name) for name in names if name)
+
+
+def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
+                        after: Sequence[Sequence[str]]) -> str | None:
+    """A warning when ``package.json`` has a build script but no Node.js buildpack runs
+    before the Python stages (``before`` and ``after``: the names of the buildpacks
+    that run before and after them)."""
+    script = build_script(app_dir)
+    if script is None or any(is_node_buildpack(names) for names in before):
+        return None
+    if any(is_node_buildpack(names) for names in after):
+        return (f"{PACKAGE_JSON} defines a `{script}` script, and a Node.js buildpack is "
+                f"listed, but after Python: collectstatic and bin/post_compile run before "
+                f"the assets are built. List the Node.js buildpack first.")
+    return (f"{PACKAGE_JSON} defines a `{script}` script, but no Node.js buildpack runs in "
+            f"this build, so the files it builds (CSS or JS that templates and "
+            f"collectstatic's manifest name) will be missing from the slug. Add the Node.js "
+            f"buildpack before Python, as `heroku buildpacks:add --index 1 heroku/nodejs` "
+            f"does on Heroku: a .buildpacks file with the lines `heroku/nodejs` and "
+            f"`heroku/python` (or app.json `buildpacks`, or `--buildpack heroku/nodejs "
+            f"--buildpack python`).")
+
+
+def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
+                   reporter: Reporter) -> None:
+    """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
+    ``node_modules`` removed; one catalogue error when it cannot be done."""
+    if not (build_dir / PACKAGE_JSON).is_file():
+        raise errors.NODE_BUILD_UNSUPPORTED.error(
+            problem="the app has no package.json", advice="Remove the Node step, or add the "
+            "package.json that describes the assets' build.")
+    lock = next((name for name in _NPM_LOCKS if (build_dir / name).is_file()), None)
+    other = next((name for name in _OTHER_LOCKS if (build_dir / name).is_file()), None)
+    if lock is None and other is not None:
+        raise errors.NODE_BUILD_UNSUPPORTED.error(
+            problem=f"the app locks its Node packages with {_OTHER_LOCKS[other]} ({other}), "
+                    f"which npm ignores",
+            advice="List the Node.js buildpack (`heroku/nodejs`, which runs Yarn and pnpm) "
+                   "instead of the built-in step, or commit a package-lock.json.")
+    env = clean_env({**exported_config(config_vars), "npm_config_cache": str(npm_cache),
+                     "npm_config_update_notifier": "false",
+                     "NODE_ENV": config_vars.get("NODE_ENV", "production")})
+    tools = {name: shutil.which(name, path=env.get("PATH")) for name in ("node", "npm")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        raise errors.NODE_NOT_FOUND.error(missing=" and ".join(missing))
+    version = run_tool([tools["node"], "--version"], reporter, env, show=False).strip()
+    reporter.step(f"Building assets with Node.js {version} (npm, from {tools['npm']})")
+    npm_cache.mkdir(parents=True, exist_ok=True)
+    # Bundlers are usually devDependencies: install them whatever NODE_ENV says,
+    # as heroku-buildpack-nodejs does.
+    install = [tools["npm"], "ci" if lock else "install", "--include=dev", "--no-audit",
+               "--no-fund"]
+    script = build_script(build_dir)
+    commands = [install] + ([[tools["npm"], "run", script]] if script else [])
+    try:
+        for argv in commands:
+            try:
+                run_tool(argv, reporter, env, cwd=build_dir)
+            except ToolFailed as failed:
+                raise errors.NODE_BUILD_FAILED.error(
+                    command=" ".join(["npm", *argv[1:]]), exit_code=failed.exit_code,
+                    output=failed.tail) from failed
+            except OSError as exc:
+                raise errors.NODE_NOT_FOUND.error(missing=f"{argv[0]} ({exc.strerror})"
+                                                  ) from exc
+        if script is None:
+            reporter.detail("package.json has no build or heroku-postbuild script")
+    finally:
+        shutil.rmtree(build_dir / "node_modules", ignore_errors=True)

@@ -1,0 +1,338 @@
+"""Reproducible slugs: cold builds agree, cold and warm agree, local packages build apart.
+
+The slow tests build real apps with real runtimes: fixtures with local packages
+(a directory, an editable C extension, the app itself) for every package
+manager, an sdist-only package with a C extension from PyPI, a Python 3.10
+app, and every fixture app twice cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from slugbuild import compile_app, errors
+from slugbuild.log import Reporter
+from slugbuild.marshal_canon import canonical_marshal, code_layout
+
+from .helpers import (
+    FIXTURE_APPS,
+    Server,
+    copy_app,
+    local_interpreter,
+    make_app,
+    slug_differences,
+)
+
+LOCAL_FIXTURES = {
+    # fixture -> what its web process answers (local packages, and the extra ones)
+    "pip-local-packages": "hello 5 fastsum 1.0 localapp 2.0 crcmod 1.7",
+    "pipenv-local-packages": "hello 5 fastsum 1.0 localapp 2.0",
+    "poetry-local-packages": "hello 5 fastsum 1.0",
+    "uv-local-packages": "hello 5 fastsum 1.0",
+}
+
+
+def _build(app, out, cache_dir, **kwargs):
+    return compile_app(app, out, cache_dir=cache_dir, reporter=Reporter(quiet=True), **kwargs)
+
+
+def _host_path_warnings(result) -> list[str]:
+    return [line for line in result.log if "name the build directory" in line]
+
+
+# --- bytecode -------------------------------------------------------------------------
+
+# Compiles one module alone, then again while the code of many other modules is
+# kept alive (their strings and constants raise reference counts marshal looks
+# at); prints both streams as hex.
+HISTORIES = r"""
+import glob, marshal, os, sys
+target = sys.argv[1]
+source = open(target, "rb").read()
+alone = marshal.dumps(compile(source, "/app/mod.py", "exec", dont_inherit=True))
+kept = []
+for path in sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))[:80]:
+    try:
+        kept.append(compile(open(path, "rb").read(), path, "exec", dont_inherit=True))
+    except SyntaxError:
+        pass
+after = marshal.dumps(compile(source, "/app/mod.py", "exec", dont_inherit=True))
+print(alone.hex(), after.hex())
+"""
+
+
+@pytest.mark.parametrize("version", [pytest.param("3.8", marks=pytest.mark.slow), "3.10",
+                                     "3.12", pytest.param("3.13", marks=pytest.mark.slow)])
+def test_canonical_bytecode_does_not_depend_on_what_the_process_compiled_before(
+        tmp_path, version):
+    python = local_interpreter(version)
+    stdlib = Path(subprocess.run([python, "-c", "import os; print(os.__file__)"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    layout = code_layout(tuple(int(p) for p in version.split(".")))
+    differed = 0
+    for module in ("ftplib.py", "typing.py"):
+        alone, after = subprocess.run(
+            [python, "-c", HISTORIES, str(stdlib.parent / module)], capture_output=True,
+            text=True, check=True).stdout.split()
+        alone, after = bytes.fromhex(alone), bytes.fromhex(after)
+        differed += alone != after
+        canonical = canonical_marshal(alone, layout)
+        assert canonical_marshal(after, layout) == canonical
+        assert canonical_marshal(canonical, layout) == canonical  # a fixed point
+        # The canonical stream loads as the same code.
+        (tmp_path / "alone").write_bytes(alone)
+        (tmp_path / "canonical").write_bytes(canonical)
+        check = ("import marshal, sys; a, b = (open(x, 'rb').read() for x in sys.argv[1:]); "
+                 "print(marshal.loads(a) == marshal.loads(b))")
+        equal = subprocess.run([python, "-c", check, tmp_path / "alone", tmp_path / "canonical"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert equal == "True"
+    if version == "3.12":
+        assert differed  # the problem this solves shows on 3.12
+
+
+def test_marshal_streams_it_does_not_read_are_refused():
+    with pytest.raises(ValueError):
+        canonical_marshal(b"\x99", code_layout())
+    with pytest.raises(ValueError):
+        canonical_marshal(b"r\x05\x00\x00\x00", code_layout())  # a reference to nothing
+    with pytest.raises(ValueError):
+        canonical_marshal(b"N" + b"N", code_layout())  # bytes after the object
+
+
+# --- ELF files built on this machine ------------------------------------------------
+
+EXTENSION_C = "int answer(void) { return 42; }\n"
+
+
+def _compile_extension(tmp_path: Path, build_dir: Path, host_prefix: Path) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc")
+    build_dir.mkdir(parents=True)
+    (build_dir / "ext.c").write_text(EXTENSION_C)
+    target = tmp_path / "site-packages" / "pkg" / "_ext.so"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-g", "-shared", "-fPIC", str(build_dir / "ext.c"), "-o",
+                    str(target), f"-Wl,-rpath,{host_prefix}/lib:/usr/lib/extra"],
+                   check=True, cwd=build_dir)
+    return target
+
+
+def test_an_extension_built_here_loses_its_host_paths_and_keeps_its_links(tmp_path):
+    from slugbuild.relocate import patchelf_command, settle_built_elf_files
+
+    cache, prefix = tmp_path / "cache", tmp_path / "pyenv" / "3.12.1"
+    built = []
+    for attempt in ("a1b2", "c3d4"):  # an installer's random build directory
+        target = _compile_extension(tmp_path / attempt, cache / "sdists" / attempt / "src",
+                                    prefix)
+        installer_copy = tmp_path / attempt / "uv-cache-copy.so"
+        os.link(target, installer_copy)  # the layer's file is a hard link into a cache
+        before = installer_copy.read_bytes()
+        home = tmp_path / attempt / "home"
+        changed = settle_built_elf_files(target.parent.parent, [str(cache), str(prefix)],
+                                         str(prefix), home / "lib")
+        assert changed == [target]
+        assert installer_copy.read_bytes() == before  # the installer's cache is untouched
+        data = target.read_bytes()
+        assert str(cache).encode() not in data and str(prefix).encode() not in data
+        rpath = subprocess.run([patchelf_command(), "--print-rpath", str(target)],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        relative = os.path.relpath(home / "lib", target.parent)
+        assert rpath == f"$ORIGIN/{relative}:/usr/lib/extra"
+        built.append(data)
+    assert built[0] == built[1]  # the build directory no longer shows
+
+
+def test_wheels_from_an_index_keep_their_bytes(tmp_path):
+    from slugbuild.relocate import settle_built_elf_files
+
+    target = _compile_extension(tmp_path, tmp_path / "elsewhere", Path("/opt/py"))
+    before = target.read_bytes()
+    assert settle_built_elf_files(target.parent.parent, [str(tmp_path / "cache")],
+                                  "/opt/py", tmp_path / "lib") == []
+    assert target.read_bytes() == before
+
+
+# --- local packages -------------------------------------------------------------------
+
+@pytest.mark.parametrize("requirements, local", [
+    ("six==1.17.0\n-r more.txt\n", False),
+    ("six==1.17.0\n./vendor/pkg\n", True),
+    ("-e git+https://example.invalid/x.git#egg=x\n", True),  # the -e is rewritten
+    ("-e .\n", True),
+])
+def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requirements,
+                                                                  local):
+    from slugbuild.dependencies import builds_local_packages, copy_for_install
+    from slugbuild.installers import installer_for
+
+    app = make_app(tmp_path / "app", {"requirements.txt": requirements, "more.txt": "",
+                                      "vendor/pkg/setup.py": "", "app.py": "",
+                                      ".heroku/python/bin/python3.12": ""})
+    installer = installer_for("pip")
+    files = installer.key_files(app, "requirements.txt", {})
+    assert builds_local_packages(app, "requirements.txt", installer, files) == local
+    copy = copy_for_install(app, tmp_path / "copy")
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "app.py", "more.txt", "requirements.txt", "vendor"]
+
+
+
+def test_every_local_shape_of_a_pipfile_lock_keys_the_layer(tmp_path):
+    from slugbuild.installers.locks import local_source_files
+
+    lock = {"default": {"a": {"file": "file:libs/a"}, "b": {"file": "https://x.invalid/b.tgz"},
+                        "c": {"path": ".", "editable": True}, "d": {"path": "./libs/d"}}}
+    app = make_app(tmp_path, {"Pipfile.lock": json.dumps(lock), "libs/a/setup.py": "",
+                              "libs/d/pyproject.toml": "", "app.py": "",
+                              ".heroku/python/bin/python3.12": ""})
+    # The app itself ({editable = true, path = "."}) is installed: all its files count.
+    assert local_source_files(app, "Pipfile.lock") == [
+        "Pipfile.lock", "app.py", "libs/a/setup.py", "libs/d/pyproject.toml"]
+
+
+def test_unhashed_version_control_references_are_installed_apart_from_the_hashed_pins():
+    # A lock pins them by commit or URL: --require-hashes would refuse the export.
+    from slugbuild.installers.uv import split_unhashed_urls
+
+    hashed, direct = split_unhashed_urls(
+        "six==1.17.0 \\\n    --hash=sha256:ab\n"
+        'bottle @ git+https://example.invalid/bottle@abc ; python_version >= "3.8"\n'
+        "-e git+https://example.invalid/x.git@123#egg=x\n"
+        "y @ https://example.invalid/y-1.0.tar.gz --hash=sha256:cd\n./libs/a\n")
+    assert direct == ['bottle @ git+https://example.invalid/bottle@abc ; python_version >= "3.8"',
+                      "git+https://example.invalid/x.git@123#egg=x"]
+    assert hashed == ("six==1.17.0 \\\n    --hash=sha256:ab\n"
+                      "y @ https://example.invalid/y-1.0.tar.gz --hash=sha256:cd\n./libs/a\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(LOCAL_FIXTURES))
+def test_local_packages_install_apart_and_serve_from_the_slug(tmp_path, cache_dir, name):
+    # The session's cache has the runtime; no other test builds this app's
+    # dependency layer: the first build makes it, the second restores it.
+    app = copy_app(FIXTURE_APPS / name, tmp_path / name)
+    cold = _build(app, tmp_path / "cold.tgz", cache_dir)
+    warm = _build(app, tmp_path / "warm.tgz", cache_dir)
+    assert not any("Restoring dependencies from cache" in line for line in cold.log)
+    assert any("Restoring dependencies from cache" in line for line in warm.log)
+    assert cold.sha256 == warm.sha256, slug_differences(cold.slug_path, warm.slug_path)
+    assert not _host_path_warnings(cold) and not _host_path_warnings(warm)
+    with tarfile.open(cold.slug_path) as tar:
+        names = tar.getnames()
+    app_files = [n for n in names if not n.startswith("./.heroku/")]
+    assert not [n for n in app_files if "/build/" in n or ".egg-info" in n]
+    # The install never wrote into the app either.
+    assert sorted(p.name for p in (app / "vendor" / "fastsum").iterdir()) == [
+        "fastsum", "pyproject.toml", "setup.py", "src"]
+    assert any(n.endswith("/site-packages/greeting/__init__.py") for n in names)
+    with Server(cold.slug_path) as server:
+        assert requests.get(server.base + "/", timeout=10).text.strip() == \
+            LOCAL_FIXTURES[name]
+
+
+@pytest.mark.slow
+def test_a_local_package_that_does_not_build_is_named(tmp_path, cache_dir):
+    from slugbuild.installers.pipenv import pipfile_hash
+    from slugbuild.versions import tomllib
+
+    broken = {"vendor/broken/setup.py": "raise SystemExit('setup.py: this package is broken')\n"}
+    pip_app = make_app(tmp_path / "pip", {**broken, ".python-version": "3.12\n",
+                                          "requirements.txt": "six==1.17.0\n./vendor/broken\n"})
+    pipfile = ('[[source]]\nurl = "https://pypi.org/simple"\nverify_ssl = true\n'
+               'name = "pypi"\n\n[packages]\nbroken = {path = "./vendor/broken"}\n\n'
+               '[requires]\npython_version = "3.12"\n')
+    lock = json.dumps({
+        "_meta": {"hash": {"sha256": pipfile_hash(tomllib.loads(pipfile))}, "pipfile-spec": 6,
+                  "requires": {"python_version": "3.12"},
+                  "sources": [{"name": "pypi", "url": "https://pypi.org/simple",
+                               "verify_ssl": True}]},
+        "default": {"broken": {"path": "./vendor/broken"}}, "develop": {}})
+    pipenv_app = make_app(tmp_path / "pipenv", {**broken, "Pipfile": pipfile,
+                                                "Pipfile.lock": lock})
+    for app in (pip_app, pipenv_app):
+        with pytest.raises(errors.SlugbuildError) as caught:
+            _build(app, tmp_path / "out.tgz", cache_dir)
+        error = caught.value
+        assert error.code == "local-package-failed", error.render()
+        assert "./vendor/broken" in error.title
+        assert "this package is broken" in (error.output or "")
+        assert "against the package index" not in error.render()
+        assert not (tmp_path / "out.tgz").exists()
+
+
+# --- cold builds agree ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_python_310_app_is_the_same_in_two_cold_builds(tmp_path):
+    local_interpreter("3.10")
+    files = {
+        ".python-version": "3.10\n",
+        "requirements.txt": "flask==3.1.0\ngunicorn==23.0.0\n",
+        "Procfile": "web: gunicorn app:app\n",
+        "app.py": "from flask import Flask\napp = Flask(__name__)\n",
+    }
+    one = _build(make_app(tmp_path / "a" / "app", files), tmp_path / "one.tgz",
+                 tmp_path / "cache-one")
+    two = _build(make_app(tmp_path / "b" / "app", files), tmp_path / "two.tgz",
+                 tmp_path / "cache-two")
+    assert one.runtime["resolved"].startswith("3.10.")
+    assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
+
+
+def _fixture_names() -> list[str]:
+    return sorted(p.name for p in FIXTURE_APPS.iterdir() if p.is_dir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _fixture_names())
+def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
+    """Two cold builds, each with a cache of its own, from two app directories.
+
+    The installers' download caches are shared (hard-linked copies of a first
+    build's), so only what a build makes itself is made twice: the runtime layer
+    (its bytecode), the dependency layer (sdists and local packages built again:
+    pip-local-packages has crcmod, published as an sdist only, and a local
+    package, each with a C extension), the slug.
+    """
+    root = tmp_path_factory.mktemp(f"cold-{name}")
+    started = time.perf_counter()
+    one = _build(copy_app(FIXTURE_APPS / name, root / "a" / name), root / "one.tgz",
+                 root / "cache-one")
+    second_cache = root / "cache-two"
+    second_cache.mkdir()
+    for download_cache in ("uv", "pip", "tools"):
+        source = root / "cache-one" / download_cache
+        if not source.is_dir():
+            continue
+
+        def built_here(directory: str, names: list[str], top: Path = source) -> list[str]:
+            # Only finished downloads: sdists are built again (uv's builds, pip's wheels).
+            if Path(directory) != top:
+                return []
+            return [n for n in names if n.startswith(("sdists-v", "built-wheels-v"))
+                    or n == "wheels"]
+
+        shutil.copytree(source, second_cache / download_cache, symlinks=True,
+                        copy_function=os.link, ignore=built_here)
+    two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
+                 second_cache)
+    assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
+    with tarfile.open(one.slug_path) as tar:
+        for member in tar:
+            if member.name.endswith(".so") and "site-packages" in member.name:
+                data = tar.extractfile(member).read()
+                assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
+    print(f"{name}: two cold builds in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
