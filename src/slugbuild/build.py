@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fcntl
 import functools
 import glob
 import os
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +37,7 @@ from .buildpack_runner import (
     run_buildpack,
     write_env_dir,
 )
-from .cache import Cache, Layer, default_cache_dir, process_alive
+from .cache import Cache, Layer, LayerChanged, Restored, default_cache_dir
 from .collectstatic import run_collectstatic
 from .dependencies import (
     DependencyLayer,
@@ -45,6 +47,7 @@ from .dependencies import (
     installer_for,
     link_dependency_layer,
     prepare_dependency_layer,
+    snapshot,
 )
 from .detect import AppInfo, detect, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
@@ -200,8 +203,12 @@ class _Build:
     layout: str = "herokuish"
     epoch: int | None = None  # source_date_epoch as given to compile_app
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
-    # Cached layers hard-linked into build_dir, with where (relative to it).
-    restored: list[tuple[Layer, str]] = field(default_factory=list)
+    # Whether layers are copied into build_dir (another build holds the cache's
+    # link lock) rather than hard-linked (see cache.Cache.exclusive_links).
+    copy: bool = False
+    # Cached layers placed into build_dir, with where (relative to it) and the
+    # build's own copies of their files (None: hard links).
+    restored: list[tuple[Layer, str, Restored]] = field(default_factory=list)
     # Compresses the restored layers' slug parts (and removes scratch) while the
     # build goes on; shut down before the layers are checked.
     background: ThreadPoolExecutor = field(
@@ -216,13 +223,14 @@ class _Build:
         return [str(self.build_dir), str(self.scratch)]
 
     def use_layer(self, layer: Layer, mount: str, made_here: bool = False,
-                  also_named: Sequence[Path] = ()) -> None:
-        """Note a layer linked in at ``mount``; start compressing its slug part (and,
+                  also_named: Sequence[Path] = (), restored: Restored | None = None) -> None:
+        """Note a layer placed at ``mount``; start compressing its slug part (and,
         for a layer made by this build, scanning it for mentions of the build
         directory and of ``also_named``: where it was installed apart, and the
         prefix of the interpreter that installed it)."""
-        self.restored.append((layer, mount))
-        part = _layer_part(layer, mount)
+        restored = restored or Restored()
+        self.restored.append((layer, mount, restored))
+        part = _layer_part(self.cache, layer, mount, restored)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
         if made_here:
             needles = self.leak_needles + [str(path) for path in also_named]
@@ -290,7 +298,11 @@ def compile_app(
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
                    reporter, timer, layout, source_date_epoch, constraints)
+    # Held until the slug is written: while this build may hard-link cached files,
+    # no other build does (they copy), so no build step elsewhere can write them.
+    links = contextlib.ExitStack()
     try:
+        build.copy = not links.enter_context(cache.exclusive_links())
         with timer.stage("stage_sources"):
             check_not_ignored(app_dir, [info.lock_file] if info and info.lock_file else [])
             skipped = stage_sources(app_dir, build.build_dir)
@@ -376,7 +388,11 @@ def compile_app(
     finally:
         with timer.stage("cleanup"):
             build.background.shutdown(wait=True, cancel_futures=True)
+            links.close()
             shutil.rmtree(scratch, ignore_errors=True)
+            for layer, _, _ in build.restored:
+                if not layer.published:  # installed for this build alone
+                    shutil.rmtree(layer.path, ignore_errors=True)
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
     reporter.step(f"Slug written to {slug_path} ({_human_size(packed.size)}, "
@@ -457,10 +473,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     # earlier buildpack may change what it installs onto: its requirements, or
     # the runtime's prefix.
     apart = not (build_dir / "bin" / PRE_COMPILE).is_file() and not python_home.exists()
-    early = interpreter_before_layer(build.cache, runtime, build.platform) if apart else None
+    early = (interpreter_before_layer(build.cache, runtime, build.platform, reporter)
+             if apart else None)
     beside = _Beside(dependency_layer, reporter, timer) if early is not None else None
     prefetch = None
-    if beside is None and cached_runtime_layer(build.cache, runtime, build.platform) is None:
+    if beside is None and cached_runtime_layer(build.cache, runtime, build.platform,
+                                                reporter) is None:
         # A cold build: let the installer download while the runtime is prepared.
         prefetch = Prefetch.start(
             app_dir=build_dir, lock_file=info.lock_file, package_manager=info.package_manager,
@@ -471,8 +489,14 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         if beside is not None:
             beside.start(python=early)
         with timer.stage("runtime_layer"):
-            runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
-                                                             build.platform, reporter)
+            for attempt in range(_RESTORE_ATTEMPTS):
+                runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
+                                                                 build.platform, reporter)
+                try:
+                    placed = build.cache.restore(runtime_layer, python_home, copy=build.copy)
+                    break
+                except LayerChanged as changed:
+                    _restore_failed(build, runtime_layer, changed, attempt)
             reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                           f"{runtime.version}" + (" from cache" if from_cache else
                                                   f" (from {runtime.short_origin})"))
@@ -481,24 +505,36 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                 beside = _Beside(dependency_layer, reporter, timer)
                 beside.start(python=runtime_layer.tree / "bin" / runtime.python_name,
                              prefetch=prefetch)
-            build.cache.restore(runtime_layer, python_home)
-            build.use_layer(runtime_layer, _PYTHON_HOME)
+            build.use_layer(runtime_layer, _PYTHON_HOME, restored=placed)
+            # Installing onto the prefix: what a hook changes there keys the layer.
+            baseline = snapshot(python_home) if beside is None else None
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter)
 
         with timer.stage("dependency_layer"):
-            if beside is not None:
-                deps = beside.result()
-            else:
-                deps = dependency_layer(python=python, reporter=reporter, prefetch=prefetch,
-                                        onto=python_home)
-            deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
-                                         reporter, info.lock_file)
+            for attempt in range(_RESTORE_ATTEMPTS):
+                if beside is not None and attempt == 0:
+                    deps = beside.result()
+                elif beside is not None:
+                    deps = dependency_layer(python=python, reporter=reporter, copy=build.copy)
+                else:
+                    deps = dependency_layer(python=python, reporter=reporter,
+                                            prefetch=prefetch if attempt == 0 else None,
+                                            onto=python_home, baseline=baseline,
+                                            copy=build.copy)
+                try:
+                    deps, placed = link_dependency_layer(deps, python_home, runtime.python_name,
+                                                         build.cache, reporter, info.lock_file,
+                                                         copy=build.copy)
+                    break
+                except LayerChanged as changed:
+                    _restore_failed(build, deps.layer, changed, attempt)
             apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
             build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
-                            also_named=[path for path in apart_names if path is not None])
+                            also_named=[path for path in apart_names if path is not None],
+                            restored=placed)
     finally:
         if beside is not None:
             beside.close()
@@ -527,6 +563,22 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         **runtime.metadata,
     }
     return _PythonBuild(info, request, runtime_info, deps)
+
+
+_RESTORE_ATTEMPTS = 3
+
+
+def _restore_failed(build: _Build, layer: Layer, changed: LayerChanged, attempt: int) -> None:
+    """A layer's file changed while this build copied it: another build, holding the
+    link lock, edited it in place. Discard the layer (it is made again), or give up."""
+    if layer.published:
+        build.cache.discard(layer)
+    if attempt + 1 == _RESTORE_ATTEMPTS:
+        raise errors.CACHE_LAYER_CHANGING.error(layer=layer.path.name, path=str(changed),
+                                                attempts=_RESTORE_ATTEMPTS)
+    build.reporter.warn(f"A file of the cached layer {layer.path.name} ({changed}) changed "
+                        f"while this build copied it (another build sharing the cache wrote "
+                        f"into it in place); the layer was discarded and is made again.")
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:
@@ -612,64 +664,101 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
 
 def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
                                           list[tuple[Path, str]]]:
-    """The inodes of the files the build links to in its layers (no need to scan
-    them for mentions of the build directory again), the layers to pack as
+    """The inodes of the build's files that are still its layers' files (no need to
+    scan them for mentions of the build directory again), the layers to pack as
     parts, and the mentions found in the layers this build made.
 
-    A layer one of whose files a build step changed in place is discarded (its
-    files are then scanned with the rest of the build directory).
+    Hard-linked (this build held the link lock): a layer one of whose files a
+    build step changed in place is discarded (its files are then scanned with
+    the rest of the build directory). Copied: nothing of the cache was exposed;
+    each copy still as copied counts as the layer's file.
     """
     linked: set[tuple[int, int]] = set()
     intact: list[LayerPart] = []
     leaks: list[tuple[Path, str]] = []
-    for layer, mount in build.restored:
-        inodes = build.cache.check_restored(layer)
+    for layer, mount, restored in build.restored:
+        mounted = build.build_dir / mount
+        if restored.copies is not None:
+            inodes: set[tuple[int, int]] | None = _intact_copies(mounted, restored)
+        else:
+            inodes = build.cache.check_restored(layer)
         if inodes is not None:
-            intact.append(_layer_part(layer, mount))
+            intact.append(_layer_part(build.cache, layer, mount, restored))
             scan = build.layer_leaks.get(layer.path)
             if scan is not None and scan.exception() is not None:
                 continue  # not scanned: the release stage scans its files
             linked |= inodes
             if scan is not None:
-                leaks += _still_in_place(scan.result(), layer, build.build_dir / mount)
+                leaks += _still_in_place(scan.result(), layer, mounted, restored)
         else:
-            build.reporter.warn(f"A build step (of this build or of another sharing the "
-                                f"cache) changed a file of the cached layer "
-                                f"{layer.path.name} in place; that layer was discarded and "
-                                f"will be rebuilt next time.")
+            build.reporter.warn(f"A build step of this build changed a file of the cached "
+                                f"layer {layer.path.name} in place; that layer was discarded "
+                                f"and will be rebuilt next time.")
     return linked, intact, leaks
 
 
-def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path
-                    ) -> list[tuple[Path, str]]:
+def _intact_copies(mounted: Path, restored: Restored) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the build's copies of a layer's files still as copied."""
+    assert restored.copies is not None
+    found = set()
+    for rel, stamp in restored.copies.items():
+        try:
+            st = os.lstat(mounted / rel)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == stamp:
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path,
+                    restored: Restored) -> list[tuple[Path, str]]:
     """Mentions found in a layer's files, as build-directory paths, for the files the
-    build directory still links to (one replaced since is scanned with the rest;
-    symlinks always are)."""
+    build directory still holds as placed (one replaced since is scanned with the
+    rest; symlinks always are)."""
     kept = []
     for path, needle in found:
-        placed = mounted / path.relative_to(layer.tree)
+        rel = path.relative_to(layer.tree)
+        placed = mounted / rel
         try:
-            if not path.is_symlink() and os.path.samestat(path.stat(), placed.lstat()):
+            if path.is_symlink():
+                continue
+            st = placed.lstat()
+            if restored.copies is not None:
+                same = restored.copies.get(rel.as_posix()) == (
+                    st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            else:
+                same = os.path.samestat(path.stat(), st)
+            if same:
                 kept.append((placed, needle))
         except OSError:
             continue
     return kept
 
 
-def _layer_part(layer: Layer, mount: str) -> LayerPart:
-    return LayerPart(mount, layer.tree, layer.path / "packed")
+def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> LayerPart:
+    return LayerPart(mount, layer.tree, layer.path / "packed", copies=restored.copies,
+                     symlinks=restored.symlinks,
+                     unchanged=functools.partial(cache.still_pristine, layer))
 
 
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe, layers: Sequence[LayerPart] = ()
                    ) -> tuple[PackedSlug, dict[str, Any]]:
-    """Pack the slug and write slug.json under temporary names, then rename both."""
+    """Pack the slug and write slug.json under temporary names, then rename both.
+
+    The temporary files are locked (flock) while they are written, which is how
+    a later build tells an abandoned one from one still being written, even by
+    a build in another container (process ids say nothing there).
+    """
     _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
-    suffix = f".{os.getpid()}.partial"
+    suffix = f".{secrets.token_hex(6)}.partial"
     partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
     partial_json = json_path.with_name(f".{json_path.name}{suffix}")
+    held: list[int] = []
     try:
-        with open(partial_slug, "wb") as handle:
+        held += [_locked_new_file(partial_slug), _locked_new_file(partial_json)]
+        with open(held[0], "wb", closefd=False) as handle:
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
@@ -685,21 +774,42 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
         for partial in (partial_slug, partial_json):
             if partial.exists():
                 partial.unlink()
+        for fd in held:
+            os.close(fd)
     return packed, metadata
 
 
-def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
-    """Delete ``.NAME.PID.partial`` files that builds of these outputs left when killed.
+def _locked_new_file(path: Path) -> int:
+    """Create ``path`` and hold an exclusive flock on it (a descriptor to close)."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by a cleaner between the open and the lock: again
 
-    Only for the ``names`` this build writes: other files are not ours to judge.
-    """
+
+def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
+    """Delete ``.NAME.*.partial`` files that builds of these outputs left when killed:
+    those nobody holds a lock on. Only for the ``names`` this build writes: other
+    files are not ours to judge."""
     for name in names:
         for partial in directory.glob(f".{glob.escape(name)}.*.partial"):
-            pid = partial.name[len(name) + 2: -len(".partial")]
-            if not pid.isdigit() or process_alive(int(pid)):
+            try:
+                fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
                 continue
-            with contextlib.suppress(OSError):
-                partial.unlink()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.path.samestat(os.fstat(fd), os.stat(partial)):
+                    partial.unlink()
+            except OSError:
+                pass  # being written (locked), or gone meanwhile
+            finally:
+                os.close(fd)
 
 
 def _human_size(size: int) -> str:

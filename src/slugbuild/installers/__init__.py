@@ -33,6 +33,9 @@ class InstallJob:
     # Install into this empty prefix (lib/pythonX.Y/site-packages, bin) instead
     # of python's own: how a dependency layer is built apart from the build.
     prefix: Path | None = None
+    # How uv places files from its cache: "copy" when they land in a build
+    # directory whose build steps may write them (dependencies._install_fresh).
+    link_mode: str = "hardlink"
 
 
 class Installer(Protocol):
