@@ -338,7 +338,9 @@ def test_a_cache_carried_by_tar_is_reused_and_still_checked(tmp_path):
     assert (tmp_path / "three.tgz").read_bytes() == first.read_bytes()
 
 
-def _make_wheel(directory: Path, name: str, files: dict[str, bytes]) -> Path:
+def _make_wheel(directory: Path, name: str, files: dict[str, bytes],
+                lying: str | None = None) -> Path:
+    """A wheel of ``files``; its RECORD gives ``lying`` (a path) a wrong digest."""
     dist_info = f"{name}-1.0.dist-info"
     entries = {
         **files,
@@ -349,7 +351,8 @@ def _make_wheel(directory: Path, name: str, files: dict[str, bytes]) -> Path:
     }
     lines = []
     for rel, data in entries.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        hashed = data + b"lie" if rel == lying else data
+        digest = base64.urlsafe_b64encode(hashlib.sha256(hashed).digest()).rstrip(b"=").decode()
         lines.append(f"{rel},sha256={digest},{len(data)}")
     entries[f"{dist_info}/RECORD"] = ("\n".join(lines + [f"{dist_info}/RECORD,,"]) + "\n").encode()
     wheel = directory / f"{name}-1.0-py3-none-any.whl"
@@ -361,15 +364,17 @@ def _make_wheel(directory: Path, name: str, files: dict[str, bytes]) -> Path:
 
 @pytest.fixture()
 def overlapping_index(tmp_path):
-    """A loopback simple index serving two wheels that both ship tests/conftest.py."""
+    """A loopback simple index serving two wheels that both ship tests/conftest.py,
+    and one (gamma) whose RECORD lists a wrong digest for gamma.py."""
     root = tmp_path / "index"
     (root / "files").mkdir(parents=True)
-    for name in ("alpha", "beta"):
+    for name in ("alpha", "beta", "gamma"):
         wheel = _make_wheel(root / "files", name, {
             f"{name}.py": f"NAME = {name!r}\n".encode(),
             "tests/__init__.py": b"",
             "tests/conftest.py": f"# conftest of {name}\n".encode(),
-        })
+        } if name != "gamma" else {"gamma.py": b"NAME = 'gamma'\n"},
+            lying="gamma.py" if name == "gamma" else None)
         page = root / "simple" / name
         page.mkdir(parents=True)
         sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
@@ -487,3 +492,22 @@ def test_an_in_place_edit_by_one_build_never_reaches_another_builds_slug(tmp_pat
     _ok(_compile(other, final, cache))
     assert final.read_bytes() == reference.read_bytes()
     _published_layers_complete(cache)
+
+
+@pytest.mark.slow
+def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
+                                                                       overlapping_index):
+    """gamma's own RECORD is wrong: reinstalling cannot fix it, so the layer is not
+    complete for its key. The build ships what was installed, exit 0, caches nothing."""
+    app = make_app(tmp_path / "app", {**SMALL_APP, "requirements.txt": "gamma==1.0\n"})
+    cache = tmp_path / "cache"
+    for number in range(2):
+        out = tmp_path / f"{number}.tgz"
+        stderr = _ok(_compile(app, out, cache, "--env", f"PIP_INDEX_URL={overlapping_index}"))
+        assert "The installed packages were not cached" in stderr
+        assert "gamma.py (of gamma) is not what its RECORD lists" in stderr
+        assert "Installed 1 packages (not cached)" in stderr
+        assert _members(out)[f"{SITE}/gamma.py"] == b"NAME = 'gamma'\n"
+        assert list((cache / "layers").iterdir()) == []
+        assert [p.name for p in (cache / "tmp").iterdir()] == []
+    assert (tmp_path / "0.tgz").read_bytes() == (tmp_path / "1.tgz").read_bytes()

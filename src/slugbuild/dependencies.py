@@ -64,7 +64,7 @@ __all__ = [
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_")
-DEPENDENCY_LAYER_FORMAT = 2
+DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
 
 
 @dataclass(frozen=True)

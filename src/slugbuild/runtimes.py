@@ -36,7 +36,7 @@ from .proc import clean_env
 from .versions import PythonRequest, is_supported, newer_patch, pick, sort_versions
 
 # Bump when the way a runtime layer is made changes, so old layers are not reused.
-RUNTIME_LAYER_FORMAT = 2
+RUNTIME_LAYER_FORMAT = 3  # 3: files.json with digests (cache.INDEX_FORMAT 2)
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"(\d+\.\d+\.\d+)"')
 _PYTHON_BIN = re.compile(r"^python(\d+\.\d+)$")
