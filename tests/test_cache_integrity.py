@@ -511,3 +511,32 @@ def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
         assert list((cache / "layers").iterdir()) == []
         assert [p.name for p in (cache / "tmp").iterdir()] == []
     assert (tmp_path / "0.tgz").read_bytes() == (tmp_path / "1.tgz").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_build_in_another_pid_namespace_leaves_a_running_build_alone(tmp_path):
+    """Two containers sharing one cache: the second build's cleanup must not take the
+    first one's scratch directory for abandoned (its PID means nothing there)."""
+    unshare = shutil.which("unshare")
+    if not unshare or subprocess.run([unshare, "--pid", "--fork", "true"]).returncode:
+        pytest.skip("cannot make a PID namespace here")
+    cache, inside = tmp_path / "cache", tmp_path / "inside"
+    _, _, reference = _first_build(tmp_path)
+    slow = make_app(tmp_path / "slow", {
+        **SMALL_APP, "bin/post_compile": f"#!/usr/bin/env bash\ntouch {inside}\nsleep 3\n"})
+    (slow / "bin/post_compile").chmod(0o755)
+    running = subprocess.Popen(
+        [sys.executable, "-m", "slugbuild", "compile", str(slow), "-o", str(tmp_path / "s.tgz"),
+         "--cache-dir", str(cache)], stderr=subprocess.PIPE, text=True)
+    while not inside.exists() and running.poll() is None:
+        time.sleep(0.05)
+    other = subprocess.run(
+        [unshare, "--pid", "--fork", sys.executable, "-m", "slugbuild", "compile",
+         str(tmp_path / "app"), "-o", str(tmp_path / "other.tgz"), "--cache-dir", str(cache)],
+        capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr
+    _, stderr = running.communicate(timeout=300)
+    assert running.returncode == 0, stderr
+    assert (tmp_path / "other.tgz").read_bytes() == reference.read_bytes()
+    assert _slug_record_problems(tmp_path / "s.tgz") == []
+    assert list((cache / "tmp").iterdir()) == []

@@ -507,7 +507,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                              prefetch=prefetch)
             build.use_layer(runtime_layer, _PYTHON_HOME, restored=placed)
             # Installing onto the prefix: what a hook changes there keys the layer.
-            baseline = snapshot(python_home) if beside is None else None
+            baseline = snapshot(python_home, runtime_layer) if beside is None else None
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):

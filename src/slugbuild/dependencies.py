@@ -39,10 +39,12 @@ from packaging.utils import canonicalize_name
 
 from . import errors, records, relocate
 from .cache import (
+    FILE_INDEX,
     Cache,
     Layer,
     file_sha256,
     link_or_copy,
+    read_index,
     write_json_atomic,
 )
 from .installers import Installer, InstallJob, installer_for
@@ -326,17 +328,20 @@ def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
 
 
-def snapshot(prefix: Path) -> dict[str, tuple[int, int, int, int]]:
-    """(inode, size, mtime_ns, mode) of every file below ``prefix`` (``prefix_state``'s
-    baseline), and symlinks as (0, 0, 0, 0)."""
+def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]:
+    """(inode, size, mtime_ns, mode) of the files of ``layer`` (the runtime) as just
+    restored at ``prefix`` (``prefix_state``'s baseline), symlinks as (0, 0, 0, 0).
+    Anything else there (an earlier buildpack's files) is not in it."""
+    index = read_index(layer.path / FILE_INDEX) or {"files": {}, "symlinks": {}}
     found = {}
-    for dirpath, dirnames, filenames in os.walk(prefix):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            path = os.path.join(dirpath, name)
+    for rel in [*index["files"], *index["symlinks"]]:
+        path = os.path.join(prefix, rel)
+        try:
             st = os.lstat(path)
-            found[os.path.relpath(path, prefix)] = (
-                (0, 0, 0, 0) if os.path.islink(path)
-                else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+        except OSError:
+            continue
+        found[rel] = ((0, 0, 0, 0) if rel in index["symlinks"]
+                      else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
     return found
 
 
