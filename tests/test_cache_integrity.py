@@ -213,8 +213,8 @@ def test_scratch_of_a_live_build_survives_whatever_its_pid(tmp_path):
         holder.kill()
         holder.wait()
     Cache(root)
-    assert not scratch.exists()
-    assert [p.name for p in (root / "tmp").iterdir()] == [
+    assert not scratch.exists() and list((root / "tmp").iterdir()) == []
+    assert [p.name for p in (root / "locks/leases").iterdir()] == [
         f"{Cache(root).lease.token}.lease"]
 
 

@@ -11,9 +11,10 @@ Layout (see docs/cache.md)::
       history/<hash>.json               an app dir's last dependency inputs (dependencies.py)
       downloads/<platform key>/         verified runtime archives (downloads.py)
       buildpacks/<name>-<hash>/         a buildpack's CACHE_DIR (build.py)
-      locks/                            one lock file per layer being built, links.lock
+      locks/                            one lock file per layer being built, links.lock,
+                                        leases/<token>.lease (one per running process)
       tmp/                              layers, installs and build dirs in progress,
-                                        each named after its owner's lease (<token>.lease)
+                                        named <token>.<label>.<random> after their owner
 
 runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
 the others by the modules named, when first needed.
@@ -49,6 +50,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -74,6 +76,9 @@ KINDS = ("runtimes", "layers")
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
 LEASE_SUFFIX = ".lease"
+# Scratch entry names: <lease token>.<label>.<random>; older versions used <pid>.
+_TOKEN = re.compile(r"^[0-9a-f]{16}\.")
+_LEGACY = re.compile(r"^\d{1,10}\.")
 # Scratch entries of older slugbuild versions (named after a process id) are
 # removed once they are this old; their owner cannot be asked any more.
 _LEGACY_SCRATCH_AGE = 24 * 3600
@@ -94,6 +99,9 @@ class Layer:
     path: Path
     manifest: dict[str, Any]
     published: bool = True
+    # The directory's inode when it was looked up: discarding it must not remove a
+    # fresh layer another build published under the same name meanwhile.
+    inode: int = 0
 
     @property
     def tree(self) -> Path:
@@ -117,22 +125,24 @@ class Restored:
 class _Lease:
     """This process's claim on the scratch entries named ``<token>.*`` in tmp/.
 
-    An exclusive ``flock`` held on ``tmp/<token>.lease`` for the life of the
-    process: another build (any PID namespace, same kernel) that can take it
-    knows the owner is gone.
+    An exclusive ``flock`` held on ``locks/leases/<token>.lease`` for the life of
+    the process: another build (any PID namespace, same kernel) that can take
+    it knows the owner is gone.
     """
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, root: Path) -> None:
+        leases = root / "locks" / "leases"
+        leases.mkdir(exist_ok=True)
         while True:
             token = secrets.token_hex(8)
-            path = tmp / (token + LEASE_SUFFIX)
+            path = leases / (token + LEASE_SUFFIX)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             # A cleaner may have taken the new file before us and removed it.
             if _same_inode(fd, path):
                 break
             os.close(fd)
-        self.token, self.path, self.fd = token, path, fd
+        self.token, self.path, self.fd, self.tmp = token, path, fd, root / "tmp"
         self.pid = os.getpid()
 
     def release(self) -> None:
@@ -140,8 +150,8 @@ class _Lease:
         if os.getpid() != self.pid:
             return  # a forked child: the lease is its parent's
         with contextlib.suppress(OSError):
-            for entry in self.path.parent.iterdir():
-                if entry.name.startswith(self.token + ".") and entry != self.path:
+            for entry in self.tmp.iterdir():
+                if entry.name.startswith(self.token + "."):
                     _remove_entry(entry)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -188,11 +198,10 @@ class Cache:
         self._remove_abandoned_scratch()
 
     def _lease(self) -> _Lease:
-        tmp = self.root / "tmp"
         with _leases_lock:
-            lease = _leases.get(tmp)
+            lease = _leases.get(self.root)
             if lease is None or not _same_inode(lease.fd, lease.path):
-                lease = _leases[tmp] = _Lease(tmp)
+                lease = _leases[self.root] = _Lease(self.root)
             return lease
 
     @property
@@ -209,9 +218,12 @@ class Cache:
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
                 or manifest.get("key") != key:
             return None
-        if not (path / TREE).is_dir():
+        try:
+            if not (path / TREE).is_dir():
+                return None
+            return Layer(path, manifest, inode=path.stat().st_ino)
+        except OSError:
             return None
-        return Layer(path, manifest)
 
     def lookup_verified(self, kind: str, name: str, key: str,
                         extra_check: Any = None) -> tuple[Layer | None, list[str]]:
@@ -269,6 +281,11 @@ class Cache:
     def discard(self, layer: Layer) -> None:
         """Remove a layer from the cache (renamed away first: readers see all or nothing)."""
         self._verified.pop(layer.path, None)
+        try:
+            if layer.inode and os.stat(layer.path).st_ino != layer.inode:
+                return  # already replaced by a fresh layer
+        except OSError:
+            return  # already gone
         doomed = self.scratch_dir(f"discarded-{layer.path.name}")
         try:
             os.rename(layer.path, doomed / "layer")
@@ -430,27 +447,30 @@ class Cache:
 
         Entries named after a process id (older slugbuild) go once a day old.
         """
-        tmp = self.root / "tmp"
+        tmp, leases = self.root / "tmp", self.root / "locks" / "leases"
         try:
             entries = list(tmp.iterdir())
+            tokens = {p.name[:-len(LEASE_SUFFIX)] for p in leases.iterdir()
+                      if p.name.endswith(LEASE_SUFFIX)}
         except OSError:
             return
-        tokens = {e.name[:-len(LEASE_SUFFIX)] for e in entries if e.name.endswith(LEASE_SUFFIX)}
         now = time.time()
         for entry in entries:
             owner = entry.name.split(".", 1)[0]
-            if owner.isdigit() and owner not in tokens and not entry.name.endswith(LEASE_SUFFIX):
+            if _TOKEN.match(entry.name) and owner not in tokens:
+                _remove_entry(entry)  # its owner's lease was removed: the owner is gone
+            elif _LEGACY.match(entry.name):
                 with contextlib.suppress(OSError):
                     if now - entry.lstat().st_mtime > _LEGACY_SCRATCH_AGE:
                         _remove_entry(entry)
         for token in tokens - {self.lease.token}:
-            lease = tmp / (token + LEASE_SUFFIX)
+            lease = leases / (token + LEASE_SUFFIX)
             fd = _take_free_lease(lease)
             if fd is None:
                 continue
             try:
                 for entry in entries:
-                    if entry.name.startswith(token + ".") and entry != lease:
+                    if entry.name.startswith(token + "."):
                         _remove_entry(entry)
                 with contextlib.suppress(OSError):
                     os.unlink(lease)  # last: while it exists, its entries are looked for
