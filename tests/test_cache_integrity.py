@@ -540,3 +540,24 @@ def test_a_build_in_another_pid_namespace_leaves_a_running_build_alone(tmp_path)
     assert (tmp_path / "other.tgz").read_bytes() == reference.read_bytes()
     assert _slug_record_problems(tmp_path / "s.tgz") == []
     assert list((cache / "tmp").iterdir()) == []
+
+
+def test_a_buildpacks_cache_dir_is_per_app(tmp_path):
+    """The hello buildpack counts its builds in CACHE_DIR: per app, as on Heroku."""
+    from slugbuild import compile_app
+
+    from .helpers import FIXTURE_APPS
+
+    hello = str(FIXTURE_APPS.parent / "buildpacks" / "hello")
+    cache = tmp_path / "cache"
+
+    def build(app: Path, number: int) -> str:
+        result = compile_app(app, tmp_path / f"{app.name}{number}.tgz", cache_dir=cache,
+                             reporter=Reporter(quiet=True), buildpacks=[hello])
+        return "\n".join(result.log)
+
+    one = make_app(tmp_path / "one", {"hello.txt": "hi\n"})
+    two = make_app(tmp_path / "two", {"hello.txt": "hi\n"})
+    assert "build number 1" in build(one, 1)
+    assert "build number 2" in build(one, 2)
+    assert "build number 1" in build(two, 1)  # never sees one's CACHE_DIR

@@ -15,6 +15,7 @@ import contextvars
 import fcntl
 import functools
 import glob
+import hashlib
 import os
 import re
 import secrets
@@ -338,7 +339,7 @@ def compile_app(
                     directory = fetch(ref, scratch / "buildpacks" / str(position))
                     outcome = run_buildpack(
                         ref, directory, build_dir=build.build_dir,
-                        cache_dir=cache.root / "buildpacks" / ref.cache_name,
+                        cache_dir=_buildpack_cache(cache, ref.cache_name, app_dir),
                         env_dir=env_dir_path, config_vars=config_vars,
                         stack=platform.stack, exports=exports, reporter=reporter)
                 declared.append(outcome.release)
@@ -566,6 +567,13 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
 
 
 _RESTORE_ATTEMPTS = 3
+
+
+def _buildpack_cache(cache: Cache, name: str, app_dir: Path) -> Path:
+    """A buildpack's CACHE_DIR: per buildpack and per app directory, as Heroku keeps a
+    build cache per app, so one app's build never reads what another's wrote."""
+    app_key = hashlib.sha256(str(app_dir).encode()).hexdigest()[:16]
+    return cache.root / "buildpacks" / name / app_key
 
 
 def _restore_failed(build: _Build, layer: Layer, changed: LayerChanged, attempt: int) -> None:
