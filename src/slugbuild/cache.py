@@ -286,7 +286,10 @@ class Cache:
                 return  # already replaced by a fresh layer
         except OSError:
             return  # already gone
-        doomed = self.scratch_dir(f"discarded-{layer.path.name}")
+        try:
+            doomed = self.scratch_dir(f"discarded-{layer.path.name}")
+        except OSError:  # bookkeeping never fails a build: a full disk leaves it in place
+            return
         try:
             os.rename(layer.path, doomed / "layer")
         except OSError:
