@@ -561,3 +561,37 @@ def test_a_buildpacks_cache_dir_is_per_app(tmp_path):
     assert "build number 1" in build(one, 1)
     assert "build number 2" in build(one, 2)
     assert "build number 1" in build(two, 1)  # never sees one's CACHE_DIR
+
+
+@pytest.mark.slow
+def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path, monkeypatch):
+    """A copying build that sees a cached file change under it (another build's edit)
+    discards the layer and makes it again; if that keeps happening it stops with
+    cache-layer-changing and writes nothing."""
+    from slugbuild import build as build_module
+    from slugbuild import compile_app, errors
+    from slugbuild.cache import Cache as RealCache
+
+    app, cache, reference = _first_build(tmp_path)
+    real_restore = RealCache.restore
+    failures = {"left": 1}
+
+    def flaky_restore(self, layer, target, copy=False):
+        if layer.path.parent.name == "layers" and failures["left"] > 0:
+            failures["left"] -= 1
+            raise LayerChanged(f"lib/{PY}/site-packages/six.py")
+        return real_restore(self, layer, target, copy=True)
+
+    monkeypatch.setattr(RealCache, "restore", flaky_restore)
+    out = tmp_path / "again.tgz"
+    result = compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
+    log = "\n".join(result.log)
+    assert "changed while this build read it" in log and "Installing requirements" in log
+    assert out.read_bytes() == reference.read_bytes()
+
+    failures["left"] = build_module._RESTORE_ATTEMPTS
+    stopped = tmp_path / "stopped.tgz"
+    with pytest.raises(errors.SlugbuildError) as caught:
+        compile_app(app, stopped, cache_dir=cache, reporter=Reporter(quiet=True))
+    assert caught.value.code == "cache-layer-changing"
+    assert not stopped.exists() and not stopped.with_suffix(".json").exists()

@@ -491,9 +491,10 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             beside.start(python=early)
         with timer.stage("runtime_layer"):
             for attempt in range(_RESTORE_ATTEMPTS):
-                runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
-                                                                 build.platform, reporter)
+                runtime_layer = None
                 try:
+                    runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
+                                                                     build.platform, reporter)
                     placed = build.cache.restore(runtime_layer, python_home, copy=build.copy)
                     break
                 except LayerChanged as changed:
@@ -516,22 +517,24 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
 
         with timer.stage("dependency_layer"):
             for attempt in range(_RESTORE_ATTEMPTS):
-                if beside is not None and attempt == 0:
-                    deps = beside.result()
-                elif beside is not None:
-                    deps = dependency_layer(python=python, reporter=reporter, copy=build.copy)
-                else:
-                    deps = dependency_layer(python=python, reporter=reporter,
-                                            prefetch=prefetch if attempt == 0 else None,
-                                            onto=python_home, baseline=baseline,
-                                            copy=build.copy)
+                deps = None
                 try:
+                    if beside is not None and attempt == 0:
+                        deps = beside.result()
+                    elif beside is not None:
+                        deps = dependency_layer(python=python, reporter=reporter,
+                                                copy=build.copy)
+                    else:
+                        deps = dependency_layer(python=python, reporter=reporter,
+                                                prefetch=prefetch if attempt == 0 else None,
+                                                onto=python_home, baseline=baseline,
+                                                copy=build.copy)
                     deps, placed = link_dependency_layer(deps, python_home, runtime.python_name,
                                                          build.cache, reporter, info.lock_file,
                                                          copy=build.copy)
                     break
                 except LayerChanged as changed:
-                    _restore_failed(build, deps.layer, changed, attempt)
+                    _restore_failed(build, deps.layer if deps else None, changed, attempt)
             apart_names = [deps.built_apart_at, beside.python_prefix] if beside else []
             build.use_layer(deps.layer, _PYTHON_HOME, made_here=not deps.restored,
                             also_named=[path for path in apart_names if path is not None],
@@ -576,17 +579,20 @@ def _buildpack_cache(cache: Cache, name: str, app_dir: Path) -> Path:
     return cache.root / "buildpacks" / name / app_key
 
 
-def _restore_failed(build: _Build, layer: Layer, changed: LayerChanged, attempt: int) -> None:
-    """A layer's file changed while this build copied it: another build, holding the
-    link lock, edited it in place. Discard the layer (it is made again), or give up."""
-    if layer.published:
+def _restore_failed(build: _Build, layer: Layer | None, changed: LayerChanged,
+                    attempt: int) -> None:
+    """A layer's file changed while this build copied or hashed it: another build,
+    holding the link lock, edited it in place (through uv's cache, for a layer just
+    installed). Discard the layer (it is made again), or give up."""
+    if layer is not None and layer.published:
         build.cache.discard(layer)
+    name = layer.path.name if layer is not None else "being made"
     if attempt + 1 == _RESTORE_ATTEMPTS:
-        raise errors.CACHE_LAYER_CHANGING.error(layer=layer.path.name, path=str(changed),
+        raise errors.CACHE_LAYER_CHANGING.error(layer=name, path=str(changed),
                                                 attempts=_RESTORE_ATTEMPTS)
-    build.reporter.warn(f"A file of the cached layer {layer.path.name} ({changed}) changed "
-                        f"while this build copied it (another build sharing the cache wrote "
-                        f"into it in place); the layer was discarded and is made again.")
+    build.reporter.warn(f"A file of the cached layer {name} ({changed}) changed while this "
+                        f"build read it (another build sharing the cache wrote into it in "
+                        f"place); the layer was discarded and is made again.")
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:
