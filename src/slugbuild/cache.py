@@ -57,7 +57,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ _LINK_IMPOSSIBLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 TREE = "tree"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
+# What a layer kind may add to the check of its tree (RECORDs, for dependencies).
+TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
 # files.json: {"format": 2, "files": {rel: [size, mtime_ns, mode, sha256]},
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
@@ -226,7 +228,8 @@ class Cache:
             return None
 
     def lookup_verified(self, kind: str, name: str, key: str,
-                        extra_check: Any = None) -> tuple[Layer | None, list[str]]:
+                        extra_check: TreeCheck | None = None
+                        ) -> tuple[Layer | None, list[str]]:
         """The layer ``kind/name`` if present, keyed by ``key`` and intact; else None
         and, when it was there but damaged (now discarded), what was wrong."""
         layer = self.lookup(kind, name, key)
@@ -238,7 +241,7 @@ class Cache:
             return None, problems
         return layer, []
 
-    def verify(self, layer: Layer, extra_check: Any = None) -> list[str]:
+    def verify(self, layer: Layer, extra_check: TreeCheck | None = None) -> list[str]:
         """What is wrong with a layer's tree compared with its files.json (empty: intact).
 
         Sizes, modes, symlink targets and the set of paths are always compared;
@@ -325,7 +328,7 @@ class Cache:
     @contextlib.contextmanager
     def new_layer(
         self, kind: str, name: str, key: str, inputs: dict[str, Any],
-        check: Any = None, draft: dict[str, Any] | None = None,
+        check: TreeCheck | None = None, draft: dict[str, Any] | None = None,
     ) -> Iterator[Path]:
         """Yield an empty tree to fill; on success it becomes layer ``kind/name``.
 

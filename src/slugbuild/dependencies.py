@@ -33,7 +33,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -42,6 +41,7 @@ from .cache import (
     FILE_INDEX,
     Cache,
     Layer,
+    Restored,
     file_sha256,
     link_or_copy,
     read_index,
@@ -347,7 +347,7 @@ def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]
 
 def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
                           cache: Cache, reporter: Reporter, lock_file: str,
-                          copy: bool = False) -> tuple[DependencyLayer, Any]:
+                          copy: bool = False) -> tuple[DependencyLayer, Restored | None]:
     """Put the layer's files into the build's runtime prefix (hard links, or the
     build's own copies with ``copy``), unless it was installed there, and list the
     packages the prefix then holds. Also returns the restore's Restored (None when

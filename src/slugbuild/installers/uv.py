@@ -289,11 +289,6 @@ def check_installed(site_packages: Path, dist_infos: set[str]
     return changed, overlapped, winners
 
 
-def changed_files(site_packages: Path, dist_infos: set[str]) -> dict[str, list[str]]:
-    """Per dist-info, the files that are missing or differ from their RECORD line."""
-    return check_installed(site_packages, dist_infos)[0]
-
-
 def _overlap_pairs(overlapped: dict[str, list[records.Claim]]) -> dict[tuple[str, ...], list[str]]:
     """The overlapping projects (sorted, the kept one last) and the paths they share."""
     pairs: dict[tuple[str, ...], list[str]] = {}
