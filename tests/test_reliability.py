@@ -34,10 +34,18 @@ def _start_build(app: Path, out: Path, cache: Path) -> subprocess.Popen:
 
 
 def _published_layers_are_complete(cache: Path) -> None:
+    """Every published layer is whole: its manifest, and a tree exactly as its
+    files.json records it (a build killed before it opened the cache has none)."""
+    from slugbuild.cache import Cache
+
     for kind in ("runtimes", "layers"):
+        if not (cache / kind).is_dir():
+            continue
         for layer in (cache / kind).iterdir():
             manifest = json.loads((layer / "manifest.json").read_text())
             assert manifest["name"] == layer.name and (layer / "tree").is_dir()
+            found = Cache(cache).lookup(kind, layer.name, manifest["key"])
+            assert found is not None and Cache(cache).verify(found) == [], layer
 
 
 @pytest.mark.slow
