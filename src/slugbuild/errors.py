@@ -526,6 +526,16 @@ CACHE_DIR_UNUSABLE = ErrorKind(
     "{path}: {reason}",
     "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
 )
+CACHE_LAYER_CHANGING = ErrorKind(
+    "cache-layer-changing",
+    "A cached layer keeps changing while it is read",
+    "The files of the cached layer {layer} changed {attempts} times while this build "
+    "copied them (last: {path}): another build sharing the cache writes into its "
+    "installed files in place. Nothing of this build was written.",
+    "Retry once that build is done, or give concurrent builds their own cache directory "
+    "(--cache-dir). A build step that edits installed files should replace them "
+    "instead (write a new file, then rename it over the old one).",
+)
 
 # --- run -----------------------------------------------------------------------------
 SLUG_NOT_FOUND = ErrorKind(
