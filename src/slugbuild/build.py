@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from . import errors, platform_info, release, relocate
+from . import errors, platform_info, redact, release, relocate
 from .buildpack_runner import (
     ReleaseInfo,
     buildpacks_for,
@@ -70,6 +70,10 @@ from .versions import PythonRequest, check_supported, read_request
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# One NAME=value environment string may not exceed the kernel's MAX_ARG_STRLEN
+# (32 pages); all of them share ARG_MAX (2 MiB) with the tools' arguments.
+MAX_CONFIG_VAR_BYTES = 128 * 1024
+MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -111,30 +115,64 @@ def metadata_path_for(slug_path: Path) -> Path:
 def load_config_vars(
     env: Mapping[str, str] | None = None, env_dir: PathLike | None = None
 ) -> dict[str, str]:
-    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``."""
+    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``.
+
+    Every value is registered as a secret (``redact.register_secrets``), so no
+    log line or error message shows it.
+    """
     config: dict[str, str] = {}
     if env_dir is not None:
         directory = Path(env_dir)
         if not directory.is_dir():
             raise errors.ENV_DIR_MISSING.error(env_dir=directory)
-        for path in sorted(directory.iterdir()):
-            if path.is_file():
-                config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        try:
+            for path in sorted(directory.iterdir()):
+                if path.is_file():
+                    config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        except OSError as exc:
+            raise errors.ENV_FILE_UNREADABLE.error(
+                path=exc.filename or directory, reason=exc.strerror or exc) from None
     config.update(env or {})
-    for name in config:
+    redact.register_secrets(config.values())
+    total = 0
+    for name, value in config.items():
         if not _CONFIG_VAR_NAME.match(name):
             raise errors.INVALID_CONFIG_VAR.error(value=name, problem="is not a valid name")
+        if not isinstance(value, str):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a {type(value).__name__} value, not a string")
+        if "\0" in value:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="has a value holding a NUL byte, which no process "
+                                    "environment can carry")
+        size = len(name) + len(value.encode("utf-8", "surrogateescape")) + 2
+        total += size
+        if size > MAX_CONFIG_VAR_BYTES:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a value of {size:,} bytes; one variable may hold "
+                                    f"at most {MAX_CONFIG_VAR_BYTES:,} (the kernel's limit "
+                                    f"for one environment string)")
+    if total > MAX_CONFIG_TOTAL_BYTES:
+        raise errors.INVALID_CONFIG_VAR.error(
+            value=f"{len(config)} config vars",
+            problem=f"hold {total:,} bytes together; at most {MAX_CONFIG_TOTAL_BYTES:,} fit "
+                    f"beside the build tools' own environment and arguments")
     return config
 
 
 def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings (as given to --env) as a dict."""
     result = {}
-    for item in assignments:
+    for number, item in enumerate(assignments, start=1):
         if "=" not in item:
-            raise errors.INVALID_CONFIG_VAR.error(value=item, problem="has no `=`")
+            # The text may be a secret pasted without its name: never echo it.
+            redact.register_secrets([item])
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=f"--env argument {number}",
+                problem=f"({len(item)} characters, not shown) has no `=`")
         key, value = item.split("=", 1)
         result[key] = value
+    redact.register_secrets(result.values())
     return result
 
 
@@ -142,8 +180,9 @@ def read_env_file(path: PathLike) -> dict[str, str]:
     """``KEY=VALUE`` lines of an env file (``export`` prefixes, quotes, comments allowed)."""
     try:
         text = Path(path).read_text(errors="replace")
-    except OSError as exc:
-        raise errors.ENV_FILE_UNREADABLE.error(path=path, reason=exc.strerror) from exc
+    except (OSError, ValueError) as exc:
+        raise errors.ENV_FILE_UNREADABLE.error(
+            path=path, reason=getattr(exc, "strerror", None) or exc) from exc
     values = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -152,13 +191,16 @@ def read_env_file(path: PathLike) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
+            redact.register_secrets([line])
             raise errors.INVALID_CONFIG_VAR.error(
-                value=line, problem=f"(line {number} of {path}) has no `=`")
+                value=f"line {number} of {path}",
+                problem=f"({len(line)} characters, not shown) has no `=`")
         key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key.strip()] = value
+    redact.register_secrets(values.values())
     return values
 
 
@@ -230,6 +272,7 @@ class _Build:
                 relocate.find_references, layer.tree, needles)
 
 
+@errors.user_errors
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,

@@ -210,7 +210,7 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output."""
     try:
         data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: RecursionError
         raise errors.BUILDPACK_RELEASE_INVALID.error(
             spec=source, problem=f"its output is not YAML ({exc.__class__.__name__})",
             output=text[-2000:]) from exc

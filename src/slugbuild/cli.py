@@ -1,18 +1,31 @@
-"""The ``slugbuild`` command: a thin layer over the library."""
+"""The ``slugbuild`` command: a thin layer over the library.
+
+Whatever happens, the command ends with one message and a non-zero exit, never
+a Python traceback (docs/security.md#when-slugbuild-fails): a SlugbuildError is
+printed as it is; a failed file system call, an input nested too deeply or not
+UTF-8 becomes the catalogue error for it; anything else is an ``internal-error``
+whose traceback is written to a file (or printed with ``--verbose``). Ctrl-C
+exits 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
-from . import __version__
+from . import __version__, errors
 from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
 from .pack import LAYOUTS
+from .redact import mask
 from .runtimes import RuntimeOptions
 
 
@@ -37,7 +50,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="slugbuild", description="Compile Python web apps into Heroku-style slugs."
     )
     parser.add_argument("--version", action="version", version=f"slugbuild {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on an internal error, print the traceback (also "
+                             "SLUGBUILD_VERBOSE=1)")
+    # Accepted after the command too (`slugbuild compile APP --verbose`); SUPPRESS keeps
+    # a subcommand from resetting a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="on an internal error, print the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_command  # type: ignore[method-assign]
 
     compile_ = sub.add_parser("compile", help="build a slug from an app directory")
     compile_.add_argument("app_dir", type=Path)
@@ -92,8 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
     publish.add_argument("--heroku-app", required=True, metavar="NAME")
     publish.add_argument("--stack", help="Heroku stack, e.g. heroku-24 (default: the app's)")
-    publish.add_argument("--api-url", help="Platform API base URL (default: %(default)s)",
-                         default=None)
+    publish.add_argument("--api-url", default=None,
+                         help="Platform API base URL (default: $SLUGBUILD_HEROKU_API_URL or "
+                              "https://api.heroku.com)")
+    publish.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                         help="give up when the whole publish takes longer (default: "
+                              "$SLUGBUILD_PUBLISH_TIMEOUT or 900)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
                                        "into requirements.txt (pip-tools)")
@@ -113,15 +144,90 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; return its exit status (0, 1 on any error, 130 on Ctrl-C)."""
     try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+    verbose = bool(getattr(args, "verbose", False)) or \
+        os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+    try:
+        _check_paths(args)
         return _dispatch(args)
     except SlugbuildError as error:
-        print(error.render(), file=sys.stderr)
-        return 1
+        return _fail(error)
     except KeyboardInterrupt:
-        print(" !     Interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except BrokenPipeError:
+        # stdout went away (`slugbuild inspect x | head`): nothing left to tell.
+        _silence_stdout()
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place every failure ends
+        known = errors.from_exception(exc)
+        if known is not None and known.code != errors.FILESYSTEM_ERROR.code:
+            return _fail(known)
+        return _internal_error(exc, verbose)
+
+
+def _fail(error: SlugbuildError) -> int:
+    print(error.render(), file=sys.stderr)
+    return 1
+
+
+def _interrupted() -> int:
+    print(" !     Interrupted (Ctrl-C): stopped; no slug or output file was written.",
+          file=sys.stderr)
+    return 130
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse path arguments that no file system call can take (a NUL byte)."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and "\0" in str(value):
+            raise errors.FILESYSTEM_ERROR.error(
+                path=repr(str(value)), reason=f"the {name.replace('_', '-')} path holds a "
+                                              f"NUL byte, which no file name can")
+
+
+def _internal_error(exc: BaseException, verbose: bool) -> int:
+    """Report an unexpected exception: its type and message, and where its traceback is."""
+    details = mask("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if verbose:
+        print(details, file=sys.stderr, end="")
+        where = "the output above (--verbose)"
+    else:
+        where = _write_traceback(details)
+    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "(no message)"
+    if isinstance(exc, OSError):  # a failed file system call: say so, traceback near
+        error = errors.from_os_error(exc, note=f" (the traceback is in {where})")
+    else:
+        error = errors.INTERNAL_ERROR.error(
+            exception=type(exc).__name__, message=message, traceback=where)
+    return _fail(error)
+
+
+def _write_traceback(details: str) -> str:
+    """Write the traceback to a private file in the temp directory; return its path."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    header = (f"slugbuild {__version__} internal error, {stamp}\n"
+              f"python {sys.version.split()[0]}, argv: {mask(' '.join(sys.argv))}\n\n")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f"slugbuild-internal-error-{stamp}-",
+                                        suffix=".txt")  # mode 0600
+        with os.fdopen(handle, "w", encoding="utf-8", errors="replace") as out:
+            out.write(header + details)
+        return name
+    except OSError as exc:
+        return (f"nowhere: it could not be written ({exc.strerror or exc}); run again with "
+                f"--verbose to see it")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -156,7 +262,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .publish import publish_slug
 
         release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
-                               stack=args.stack, reporter=Reporter(sys.stderr))
+                               stack=args.stack, reporter=Reporter(sys.stderr),
+                               timeout=args.timeout)
         print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
         return 0
     if args.command == "runtimes":

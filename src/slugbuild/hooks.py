@@ -45,11 +45,11 @@ def run_hook(
     try:
         run_tool(argv, reporter, env, cwd=build_dir)
     except ToolFailed as failed:
+        if failed.not_started is not None:
+            raise errors.HOOK_FAILED.error(
+                hook=name, problem=f"could not be started ({failed.not_started}): check its "
+                                   f"#! line") from failed
         raise errors.HOOK_FAILED.error(
             hook=name, problem=f"exited with code {failed.exit_code}", output=failed.tail
         ) from failed
-    except OSError as exc:
-        raise errors.HOOK_FAILED.error(
-            hook=name, problem=f"could not be started ({exc.strerror}): check its #! line"
-        ) from exc
     return True

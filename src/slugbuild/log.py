@@ -1,7 +1,9 @@
 """Build output in herokuish style.
 
 ``-----> Step`` for each stage, tool output indented by seven spaces, warnings
-behind `` !     ``. When the stream is a terminal, long steps show a rich
+behind `` !     ``. Every line goes through ``redact.mask``: config var values
+and URL credentials are masked, control characters escaped, whoever wrote it
+(slugbuild, an installer, the app's hooks). When the stream is a terminal, long steps show a rich
 spinner; otherwise output is plain text so CI logs stay readable.
 """
 
@@ -11,6 +13,8 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from typing import TextIO
+
+from .redact import mask
 
 STEP = "-----> "
 INDENT = "       "
@@ -31,6 +35,7 @@ class Reporter:
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
     def _write(self, text: str) -> None:
+        text = mask(text)
         self.lines.append(text)
         if self.quiet:
             return

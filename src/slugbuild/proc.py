@@ -63,10 +63,11 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
 class ToolFailed(Exception):
     """A build tool exited non-zero; carries its exit code and the tail of its output."""
 
-    def __init__(self, exit_code: int, tail: str) -> None:
+    def __init__(self, exit_code: int, tail: str, not_started: str | None = None) -> None:
         super().__init__(f"exit code {exit_code}")
         self.exit_code = exit_code
         self.tail = tail
+        self.not_started = not_started  # why it could not be started at all
 
 
 def run_tool(
@@ -82,16 +83,25 @@ def run_tool(
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     lines: list[str] = []
-    with subprocess.Popen(
-        [str(a) for a in argv],
-        cwd=str(cwd) if cwd else None,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    ) as process:
+    try:
+        process = subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=str(cwd) if cwd else None,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+    except (OSError, ValueError) as exc:
+        # Not executable, missing, or an environment the kernel refuses (E2BIG):
+        # a failed tool as far as the caller goes, with the reason as its output.
+        reason = getattr(exc, "strerror", None) or str(exc)
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        raise ToolFailed(code, f"could not start {Path(str(argv[0])).name}: {reason}",
+                         not_started=str(reason)) from exc
+    with process:
         assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip("\n")

@@ -1,17 +1,104 @@
-"""Hiding credentials that ride inside URLs (``https://user:token@host/…``).
+"""Keeping secrets out of everything slugbuild prints or writes.
 
-Index URLs, buildpack git URLs and download URLs may carry them; whatever
-slugbuild prints, writes to slug.json or uses as a cache path goes through
-``redact_url`` first.
+Three kinds of text are hidden or neutralised (docs/security.md):
+
+- credentials inside URLs: the user and password part (``https://user:token@host``,
+  passwords holding ``/`` included) and the values of query parameters that sign or
+  authorise a request (``?X-Amz-Signature=…``, ``?sig=…``, ``?token=…``);
+- the values of the build's config vars and tokens (``register_secrets``): a config
+  var can hold anything, so every value is treated as secret, whatever its name;
+- control characters (escape sequences, ``\\r``, NUL...) from user data and tool
+  output, which could hide or rewrite text on a terminal: shown escaped (``\\x1b``).
+
+``mask`` applies all three; the build log (``log.Reporter``) and error messages
+(``SlugbuildError.render``) go through it. ``SLUGBUILD_SHOW_SECRETS=1`` in the
+environment of slugbuild itself turns off the masking of config var values (for
+debugging a build on a trusted machine); URL credentials stay hidden.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import threading
+from collections.abc import Iterable
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# scheme://user@ (no `/` in a bare user) or scheme://user:password@ (a password may
+# hold `/` and `:`), up to the first `@`.
+_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/@:?#]+|[^\s/@:?#]*:[^\s@]*)@"
+)
+# Query parameters whose value authorises a request.
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;](?:[\w.-]*(?:sig|signature|token|key|secret|password|passwd|credential"
+    r"|auth|session)[\w.-]*)=)[^&#\s'\"<>]*",
+    re.IGNORECASE,
+)
+# C0 controls but tab and newline, DEL and C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Values shorter than this, or these words, are not masked: hiding every "1"
+# or "true" would garble the log and protects nothing.
+_MIN_SECRET_LENGTH = 4
+_NOT_SECRET = frozenset({"true", "false", "True", "False", "TRUE", "FALSE", "none", "None",
+                         "null", "yes", "no", "on", "off"})
+_MASK = "****"
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
 
 
 def redact_url(text: str) -> str:
-    """``text`` with the user and password part of every URL replaced by ``***``."""
-    return _USERINFO.sub(r"\g<scheme>***@", text)
+    """``text`` with the credentials of every URL in it replaced by ``***``."""
+    text = _USERINFO.sub(r"\g<scheme>***@", text)
+    return _SECRET_QUERY.sub(r"\g<name>***", text)
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember values (config vars, tokens) that must never be printed."""
+    with _lock:
+        for value in values:
+            if not isinstance(value, str):
+                continue
+            for candidate in {value, value.strip()}:
+                if len(candidate) >= _MIN_SECRET_LENGTH and candidate not in _NOT_SECRET:
+                    _secrets.add(candidate)
+
+
+def forget_secrets() -> None:
+    """Forget every registered value (tests; a long-lived process between builds)."""
+    with _lock:
+        _secrets.clear()
+
+
+def showing_secrets() -> bool:
+    """Whether SLUGBUILD_SHOW_SECRETS asks for config var values in clear."""
+    return os.environ.get("SLUGBUILD_SHOW_SECRETS", "").strip() not in ("", "0")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``****``."""
+    if not _secrets or showing_secrets():
+        return text
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)  # longest first: no partial leak
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+def escape_controls(text: str) -> str:
+    """Control characters shown as ``\\xNN`` (tab and newline kept)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def mask(text: str) -> str:
+    """What slugbuild may print of ``text``: secrets masked, controls escaped."""
+    return escape_controls(redact_url(mask_secrets(text)))
+
+
+def fingerprint(value: str) -> str:
+    """A value's length and short hash: enough to compare it, not to read it."""
+    digest = hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return f"<{len(value)} chars, sha256 {digest}…>" if value else "<empty>"

@@ -376,7 +376,13 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict) -> Non
             detail=f"The copy of {runtime.prefix} does not start: "
             f"{result.stderr.strip()[-500:]}"
         )
-    prefix_line, version_line = result.stdout.split()[:2]
+    # One value per line: a prefix may hold spaces (a cache under "My Documents").
+    lines = result.stdout.splitlines()
+    if len(lines) < 2:
+        raise errors.RUNTIME_RELOCATION_FAILED.error(
+            detail=f"The copy of {runtime.prefix} printed {result.stdout[-200:]!r}, "
+            "not its prefix and version.")
+    prefix_line, version_line = lines[0], lines[1].strip()
     if Path(prefix_line).resolve() != python.parent.parent.resolve():
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The copy of {runtime.prefix} still uses {prefix_line} as its prefix."
