@@ -219,5 +219,5 @@ def test_publish_failures_are_clear(heroku_slug, django_build, monkeypatch, tmp_
     assert "403" in caught.value.found and "You do not have access" in caught.value.found
     assert len(api.requests) == 1  # nothing uploaded, nothing released
     result = run_cli("publish", heroku_slug.slug_path, "--heroku-app", "demo",
-                     "--api-url", "http://127.0.0.1:9")
+                     "--api-url", "http://127.0.0.1:9", "--timeout", "1")
     assert result.returncode == 1 and "Could not reach the Heroku API" in result.stderr

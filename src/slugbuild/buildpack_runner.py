@@ -206,6 +206,9 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     return parse_release_yaml(result.stdout, ref.shown)
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output."""
     try:
@@ -225,11 +228,18 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
         if not isinstance(value, dict):
             raise errors.BUILDPACK_RELEASE_INVALID.error(
                 spec=source, problem=f"`{key}` is not a mapping", output=text[-2000:])
+        for k, v in value.items():
+            # Scalars only: str() of nested aliases (a "billion laughs") would never end.
+            if not isinstance(k, _SCALARS) or not isinstance(v, _SCALARS):
+                raise errors.BUILDPACK_RELEASE_INVALID.error(
+                    spec=source, problem=f"`{key}` holds a value that is not text",
+                    output=text[-2000:])
         return {str(k): str(v) for k, v in value.items()}
 
     addons = data.get("addons") or []
     return ReleaseInfo(mapping("default_process_types"), mapping("config_vars"),
-                       [str(a) for a in addons] if isinstance(addons, list) else [])
+                       [str(a) for a in addons if isinstance(a, _SCALARS)]
+                       if isinstance(addons, list) else [])
 
 
 def slug_release(release_text: str | None, procfile_text: str | None) -> ReleaseInfo:

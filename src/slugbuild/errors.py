@@ -434,6 +434,14 @@ PUBLISH_TIMEOUT = ErrorKind(
     "Check the network (or --api-url) and try again, with a longer --timeout for a large "
     "slug on a slow link; {released}.",
 )
+PUBLISH_BAD_API_URL = ErrorKind(
+    "publish-bad-api-url",
+    "Invalid Platform API URL",
+    "{url} is not an http(s) URL with a host (a password holding `/`, `@` or `:` must be "
+    "percent-encoded).",
+    "Pass the API's base URL, e.g. `--api-url https://api.heroku.com`; the token goes in "
+    "HEROKU_API_KEY, not in the URL.",
+)
 PUBLISH_BAD_APP = ErrorKind(
     "publish-bad-app",
     "Invalid Heroku app name",

@@ -133,8 +133,10 @@ def render_table(description: dict[str, Any], stream) -> None:
     def literal(value: object) -> Text:
         return Text(escape_controls(str(value)))
 
+    # Piped output keeps each command on one line (grep, copy and paste).
+    terminal = bool(getattr(stream, "isatty", None) and stream.isatty())
     console = Console(file=stream, highlight=False, soft_wrap=True, markup=False,
-                      emoji=False)
+                      emoji=False, width=None if terminal else 10_000)
     summary = Table(show_header=False, box=None)
     runtime = description["runtime"]
     python = runtime.get("resolved", "unknown")

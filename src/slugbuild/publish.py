@@ -99,7 +99,7 @@ def publish_slug(
     description = describe_slug(Path(slug))  # process types from inside the slug
     if description["layout"] != "heroku":
         raise errors.PUBLISH_WRONG_LAYOUT.error(path=slug)
-    base = (api_url or os.environ.get("SLUGBUILD_HEROKU_API_URL") or DEFAULT_API_URL).rstrip("/")
+    base = _api_base(api_url or os.environ.get("SLUGBUILD_HEROKU_API_URL") or DEFAULT_API_URL)
     deadline = _Deadline(_timeout_seconds(timeout))
     session = requests.Session()
     session.headers.update({"Accept": ACCEPT, "Authorization": f"Bearer {token}"})
@@ -141,6 +141,23 @@ def publish_slug(
     version = release.get("version")
     reporter.detail(f"Released v{version if isinstance(version, int) else '?'} of {app}")
     return release
+
+
+def _api_base(url: str) -> str:
+    """The API base URL, checked; its credentials (if any) registered as secrets."""
+    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@", url)
+    if userinfo:
+        pieces = re.split(r"[:/]", userinfo.group(1))
+        register_secrets([userinfo.group(1), *pieces])
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise errors.PUBLISH_BAD_API_URL.error(url=redact_url(url))
+    return url.rstrip("/")
 
 
 def _timeout_seconds(timeout: float | None) -> float:
@@ -206,8 +223,8 @@ def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter
     for attempt in range(1, attempts + 1):
         remaining = deadline.remaining()
         limit = remaining if upload is not None else min(remaining, API_CALL_TIMEOUT)
-        failure: str | None = None
         wait = RETRY_DELAYS[attempt - 1] if attempt < attempts else 0.0
+        tried = f" (tried {attempt} times)" if attempt > 1 else ""
         try:
             if limit <= 0:
                 raise _DeadlinePassed
@@ -223,32 +240,25 @@ def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter
                 next_step=f"Check --api-url; {released}.") from None
         except requests.RequestException as exc:
             reason = _reason(exc, url, shown)
-            if retry == "always" or _never_sent(exc):
-                failure = reason
-            else:
-                raise errors.PUBLISH_UNREACHABLE.error(
-                    method=method, url=shown, reason=reason, released=released) from None
-            if attempt == attempts:
-                raise errors.PUBLISH_UNREACHABLE.error(
-                    method=method, url=shown, reason=f"{reason} (tried {attempts} times)",
-                    released=released) from None
+            failure = errors.PUBLISH_UNREACHABLE.error(
+                method=method, url=shown, reason=reason + tried, released=released)
+            transient = isinstance(exc, (requests.ConnectionError, requests.Timeout))
+            if not transient or not (retry == "always" or _never_sent(exc)):
+                raise failure from None
+            what = reason
         else:
             status = response.status_code
-            retryable = status == 429 or (retry == "always" and status >= 500)
             if status < 400:
                 return _decode(response, method, shown, released) if expect_json else {}
-            if not retryable or attempt == attempts:
-                raise errors.PUBLISH_API_ERROR.error(
-                    method=method, url=shown, status=status,
-                    message=_message(response) + (f" (tried {attempt} times)"
-                                                  if attempt > 1 else ""))
-            failure = f"answered {status}"
+            failure = errors.PUBLISH_API_ERROR.error(
+                method=method, url=shown, status=status, message=_message(response) + tried)
+            if not (status == 429 or (retry == "always" and status >= 500)):
+                raise failure
+            what = f"answered {status}"
             wait = max(wait, _retry_after(response))
-        if wait >= deadline.remaining():
-            raise errors.PUBLISH_TIMEOUT.error(
-                method=method, url=shown, seconds=_whole(deadline.seconds),
-                released=released)
-        reporter.warn(f"{method} {shown} {failure}; trying again in {wait:g}s "
+        if attempt == attempts or wait >= deadline.remaining():
+            raise failure  # out of attempts, or the next would start past the deadline
+        reporter.warn(f"{method} {shown} {what}; trying again in {wait:g}s "
                       f"(attempt {attempt + 1} of {attempts})")
         time.sleep(wait)
     raise AssertionError("unreachable")

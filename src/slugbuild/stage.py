@@ -106,7 +106,9 @@ def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
     rules = IgnoreRules.from_app(app_dir)
     plan: list[tuple[str, str]] = []  # (kind, rel)
     skipped: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(app_dir):
+    # onerror: an unreadable directory stops the build (errors.from_os_error) instead
+    # of being left out of the slug in silence, as os.walk does by default.
+    for dirpath, dirnames, filenames in os.walk(app_dir, onerror=_raise):
         rel_dir = Path(dirpath).relative_to(app_dir)
         keep_dirs = []
         for name in sorted(dirnames):
@@ -157,6 +159,10 @@ def check_not_ignored(app_dir: Path, required: list[str]) -> None:
         pattern = rules.excluding_rule(rel)
         if pattern is not None:
             raise errors.SLUGIGNORE_EXCLUDES_REQUIRED.error(path=rel, pattern=pattern)
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _check_link(app_dir: Path, link: Path) -> None:
