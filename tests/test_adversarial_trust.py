@@ -653,7 +653,7 @@ def test_unreadable_directory_is_an_error_not_a_smaller_slug(tmp_path, cache_dir
     assert not (tmp_path / "s.tgz").exists()
 
 
-def test_unreadable_file_is_permission_denied(tmp_path, cache_dir, monkeypatch):
+def test_unreadable_file_is_permission_denied(tmp_path, cache_dir, monkeypatch, capsys):
     import slugbuild.stage as stage
 
     app = make_app(tmp_path / "app", {**MINIMAL, "secret.pem": "x"})
@@ -668,6 +668,9 @@ def test_unreadable_file_is_permission_denied(tmp_path, cache_dir, monkeypatch):
     code = cli.main(["compile", str(app), "-o", str(tmp_path / "s.tgz"),
                      "--cache-dir", str(cache_dir)])
     assert code == 1 and not (tmp_path / "s.tgz").exists()
+    err = capsys.readouterr().err
+    assert_one_error(err, "permission-denied")
+    assert "secret.pem: Permission denied" in err
 
 
 def test_full_disk_while_copying_the_runtime_is_disk_full(tmp_path, monkeypatch):

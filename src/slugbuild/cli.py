@@ -17,7 +17,9 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from . import __version__, errors
 from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
@@ -149,15 +151,29 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except KeyboardInterrupt:
         return _interrupted()
-    verbose = bool(getattr(args, "verbose", False)) or \
-        os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
-    try:
+    verbose = bool(getattr(args, "verbose", False))
+
+    def command() -> int:
         _check_paths(args)
         return _dispatch(args)
+
+    return guarded(command, verbose=verbose)
+
+
+def guarded(command: Callable[[], int], *, verbose: bool = False,
+            stream: TextIO | None = None) -> int:
+    """Run ``command``; turn every way it can fail into one message and an exit status.
+
+    Also used by the buildpack's bin/compile (``stream``: where messages go).
+    """
+    stream = stream if stream is not None else sys.stderr
+    verbose = verbose or os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+    try:
+        return command()
     except SlugbuildError as error:
-        return _fail(error)
+        return _fail(error, stream)
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(stream)
     except BrokenPipeError:
         # stdout went away (`slugbuild inspect x | head`): nothing left to tell.
         _silence_stdout()
@@ -165,18 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place every failure ends
         known = errors.from_exception(exc)
         if known is not None and known.code != errors.FILESYSTEM_ERROR.code:
-            return _fail(known)
-        return _internal_error(exc, verbose)
+            return _fail(known, stream)
+        return _internal_error(exc, verbose, stream)
 
 
-def _fail(error: SlugbuildError) -> int:
-    print(error.render(), file=sys.stderr)
+def _fail(error: SlugbuildError, stream: TextIO) -> int:
+    print(error.render(), file=stream, flush=True)
     return 1
 
 
-def _interrupted() -> int:
+def _interrupted(stream: TextIO | None = None) -> int:
     print(" !     Interrupted (Ctrl-C): stopped; no slug or output file was written.",
-          file=sys.stderr)
+          file=stream or sys.stderr, flush=True)
     return 130
 
 
@@ -197,11 +213,11 @@ def _check_paths(args: argparse.Namespace) -> None:
                                               f"NUL byte, which no file name can")
 
 
-def _internal_error(exc: BaseException, verbose: bool) -> int:
+def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> int:
     """Report an unexpected exception: its type and message, and where its traceback is."""
     details = mask("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if verbose:
-        print(details, file=sys.stderr, end="")
+        print(details, file=stream, end="")
         where = "the output above (--verbose)"
     else:
         where = _write_traceback(details)
@@ -211,7 +227,7 @@ def _internal_error(exc: BaseException, verbose: bool) -> int:
     else:
         error = errors.INTERNAL_ERROR.error(
             exception=type(exc).__name__, message=message, traceback=where)
-    return _fail(error)
+    return _fail(error, stream)
 
 
 def _write_traceback(details: str) -> str:
