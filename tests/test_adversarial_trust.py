@@ -831,3 +831,22 @@ def test_a_closed_stdout_is_not_a_traceback(slug):
     process.stdout.close()
     _, err = process.communicate(timeout=60)
     assert_no_traceback(err.decode())
+
+
+@pytest.mark.parametrize(("command", "name"), [
+    ("compile", ".python-version"), ("compile", "runtime.txt"), ("compile", "Pipfile.lock"),
+    ("compile", ".buildpacks"), ("lock", "requirements.in"), ("lock", "pyproject.toml"),
+])
+def test_top_level_links_out_of_the_app_are_never_read(tmp_path, cache_dir, command, name):
+    """Detection reads top-level files before staging checks links: checked first."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("TOP-SECRET-CONTENT 3.12\n")
+    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"}
+                   if command == "compile" else {})
+    (app / name).symlink_to(outside)
+    args = ["-o", tmp_path / "s.tgz"] if command == "compile" else []
+    result = run_cli(command, app, "--cache-dir", cache_dir, *args)
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "unsafe-symlink")
+    assert "TOP-SECRET-CONTENT" not in result.stderr + result.stdout
+    assert not (tmp_path / "s.tgz").exists()

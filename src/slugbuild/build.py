@@ -64,7 +64,7 @@ from .runtimes import (
     resolve,
     runtime_manifest,
 )
-from .stage import check_not_ignored, stage_sources
+from .stage import check_not_ignored, check_top_level_links, stage_sources
 from .versions import PythonRequest, check_supported, read_request
 
 PathLike = Union[str, os.PathLike]
@@ -314,6 +314,7 @@ def compile_app(
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
+    check_top_level_links(app_dir)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None)
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)

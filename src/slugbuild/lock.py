@@ -29,6 +29,7 @@ from .installers.pip import (
 )
 from .log import Reporter
 from .proc import ToolFailed, run_tool
+from .stage import check_top_level_links
 from .versions import tomllib
 
 OUTPUT = "requirements.txt"
@@ -53,6 +54,7 @@ def lock_app(
     app = Path(app_dir).absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
+    check_top_level_links(app)
     for manager, lock_file in package_manager_files(app).items():
         if manager != "pip":
             raise errors.LOCK_WOULD_CONFLICT.error(

@@ -152,6 +152,21 @@ def stage_sources(app_dir: Path, build_dir: Path) -> list[str]:
     return skipped
 
 
+def check_top_level_links(app_dir: Path) -> None:
+    """Refuse a link at the app's top that leaves the app, before anything reads it.
+
+    Detection and version resolution read top-level files (.python-version,
+    Pipfile.lock, .buildpacks...) before staging checks every link: a
+    `.python-version -> /etc/passwd` must not be read, let alone quoted in an error.
+    """
+    app_dir = app_dir.resolve()
+    rules = IgnoreRules.from_app(app_dir)
+    for path in sorted(app_dir.iterdir()):
+        if path.name not in ALWAYS_EXCLUDED and path.is_symlink() \
+                and not rules.ignored(path.name, path.is_dir()):
+            _check_link(app_dir, path)
+
+
 def check_not_ignored(app_dir: Path, required: list[str]) -> None:
     """Refuse a .slugignore that would leave out a file the build itself needs."""
     rules = IgnoreRules.from_app(app_dir)
