@@ -850,3 +850,19 @@ def test_top_level_links_out_of_the_app_are_never_read(tmp_path, cache_dir, comm
     assert_one_error(result.stderr, "unsafe-symlink")
     assert "TOP-SECRET-CONTENT" not in result.stderr + result.stdout
     assert not (tmp_path / "s.tgz").exists()
+
+
+def test_a_failing_helper_program_is_tool_failed(tmp_path):
+    """strip (binutils) that fails while the runtime is prepared: a catalogue error."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "strip").write_text("#!/bin/sh\necho 'strip: broken toolchain' >&2\nexit 9\n")
+    (bin_dir / "strip").chmod(0o755)
+    app = make_app(tmp_path / "app", MINIMAL)
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", tmp_path / "c",
+                     env=cli_env(PATH=f"{bin_dir}:{os.environ['PATH']}"))
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "tool-failed")
+    assert "strip --strip-debug" in result.stderr and "broken toolchain" in result.stderr
+    assert not (tmp_path / "s.tgz").exists()
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []

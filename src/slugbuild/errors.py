@@ -13,6 +13,7 @@ import functools
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -76,12 +77,16 @@ class ErrorKind:
         CATALOG[self.code] = self
 
     def error(self, output: str | None = None, **values: object) -> SlugbuildError:
+        """The error, its texts already masked (``redact.mask``): API users who show
+        ``found`` or ``output`` themselves see no secret either."""
+        from .redact import mask
+
         return SlugbuildError(
             self.code,
-            self.title.format(**values),
-            self.found.format(**values),
-            self.action.format(**values),
-            output=output,
+            mask(self.title.format(**values)),
+            mask(self.found.format(**values)),
+            mask(self.action.format(**values)),
+            output=mask(output) if output is not None else None,
         )
 
 
@@ -127,6 +132,14 @@ INPUT_TOO_DEEP = ErrorKind(
     "{file} nests lists, tables or expressions so deeply that it cannot be read safely.",
     "No real lock file, manifest or program nests this deep: regenerate the file with its "
     "tool, or remove the nesting.",
+)
+TOOL_FAILED = ErrorKind(
+    "tool-failed",
+    "A program slugbuild runs failed",
+    "`{command}` exited with code {exit_code}.",
+    "Its last lines are shown above. Check that the program is installed and works on "
+    "this machine; if it is one slugbuild runs on its own (strip, patchelf, the "
+    "runtime's Python), please report it.",
 )
 FILE_NOT_TEXT = ErrorKind(
     "file-not-text",
@@ -621,6 +634,14 @@ def from_exception(exc: BaseException) -> SlugbuildError | None:
         return INPUT_TOO_DEEP.error(file="An input file")
     if isinstance(exc, UnicodeDecodeError):
         return FILE_NOT_TEXT.error(file="An input file", reason=exc.reason)
+    if isinstance(exc, subprocess.CalledProcessError):
+        argv = exc.cmd if isinstance(exc.cmd, (list, tuple)) else [str(exc.cmd)]
+        tail = exc.stderr or exc.output or ""
+        tail = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else str(tail)
+        command = " ".join(os.path.basename(str(argv[0])) if i == 0 else str(a)
+                           for i, a in enumerate(argv[:4])) + (" …" if len(argv) > 4 else "")
+        return TOOL_FAILED.error(command=command, exit_code=exc.returncode,
+                                 output="\n".join(tail.strip().splitlines()[-20:]) or None)
     if isinstance(exc, ValueError) and "embedded null" in str(exc):
         return FILESYSTEM_ERROR.error(path="A path", reason="it holds a NUL byte")
     return None
@@ -643,7 +664,8 @@ def user_errors(function: _Function) -> _Function:
             return function(*args, **kwargs)
         except SlugbuildError:
             raise
-        except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # RecursionError too
+        except (OSError, RuntimeError, UnicodeDecodeError,
+                subprocess.CalledProcessError) as exc:  # RecursionError is a RuntimeError
             known = from_exception(exc)
             if known is None or known.code == FILESYSTEM_ERROR.code:
                 raise  # maybe a bug: the caller (the CLI) shows it with its traceback
