@@ -866,3 +866,33 @@ def test_a_failing_helper_program_is_tool_failed(tmp_path):
     assert "strip --strip-debug" in result.stderr and "broken toolchain" in result.stderr
     assert not (tmp_path / "s.tgz").exists()
     assert list((tmp_path / "c" / "tmp").iterdir()) == []
+
+
+def test_a_malformed_token_is_refused_without_showing_it(slug):
+    for token in (f"{TOKEN}\nX-Evil: 1", f" {TOKEN} trailing", f"{TOKEN}\u00e9"):
+        result = run_cli("publish", slug, "--heroku-app", "demo", "--api-url",
+                         "http://127.0.0.1:9", env=cli_env(HEROKU_API_KEY=token))
+        assert_one_error(result.stderr, "publish-bad-token")
+        assert_nothing_leaks([TOKEN], result.stderr)
+
+
+def test_a_deep_directory_tree_is_one_clear_error(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", MINIMAL)
+    here = os.open(app, os.O_RDONLY)
+    try:
+        for _ in range(1200):  # below PATH_MAX, past the recursion limit of os.walk < 3.12
+            os.mkdir("d", dir_fd=here)
+            inner = os.open("d", os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = inner
+    finally:
+        os.close(here)
+    try:
+        result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir)
+    finally:
+        subprocess.run(["rm", "-rf", str(app / "d")], check=False)  # rmtree would recurse
+    if result.returncode == 0:  # os.walk is iterative from Python 3.12
+        assert (tmp_path / "s.tgz").exists()
+        return
+    assert_one_error(result.stderr, "input-too-deep")
+    assert not (tmp_path / "s.tgz").exists()

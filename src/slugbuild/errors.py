@@ -129,9 +129,10 @@ FILESYSTEM_ERROR = ErrorKind(
 INPUT_TOO_DEEP = ErrorKind(
     "input-too-deep",
     "{file} is nested too deeply",
-    "{file} nests lists, tables or expressions so deeply that it cannot be read safely.",
-    "No real lock file, manifest or program nests this deep: regenerate the file with its "
-    "tool, or remove the nesting.",
+    "{file} nests {what} so deeply that it cannot be read safely (past Python's "
+    "recursion limit).",
+    "No real app, lock file, manifest or program nests this deep: flatten the directories, "
+    "or regenerate the file with its tool.",
 )
 TOOL_FAILED = ErrorKind(
     "tool-failed",
@@ -420,6 +421,14 @@ PUBLISH_NO_TOKEN = ErrorKind(
     "HEROKU_API_KEY is not set.",
     "Set HEROKU_API_KEY to an API token (e.g. from `heroku auth:token`) and publish again.",
 )
+PUBLISH_BAD_TOKEN = ErrorKind(
+    "publish-bad-token",
+    "The Heroku API token is malformed",
+    "HEROKU_API_KEY holds spaces, line breaks or other characters no API token has "
+    "(it is not shown).",
+    "Set HEROKU_API_KEY to the token alone, e.g. `export HEROKU_API_KEY=$(heroku "
+    "auth:token)`, and publish again.",
+)
 PUBLISH_WRONG_LAYOUT = ErrorKind(
     "publish-wrong-layout",
     "The slug is not in Heroku's layout",
@@ -631,7 +640,8 @@ def from_exception(exc: BaseException) -> SlugbuildError | None:
         return SYMLINK_LOOP.error(path=str(exc)[len("Symlink loop from "):].strip("'"),
                                   reason="Too many levels of symbolic links")
     if isinstance(exc, RecursionError):
-        return INPUT_TOO_DEEP.error(file="An input file")
+        return INPUT_TOO_DEEP.error(file="An input file or the app's directory tree",
+                                    what="directories, lists, tables or expressions")
     if isinstance(exc, UnicodeDecodeError):
         return FILE_NOT_TEXT.error(file="An input file", reason=exc.reason)
     if isinstance(exc, subprocess.CalledProcessError):

@@ -49,6 +49,7 @@ RETRY_DELAYS = (1.0, 3.0, 9.0)  # waits before the 2nd, 3rd and 4th attempt
 MAX_RETRY_AFTER = 30.0
 MAX_RESPONSE_BYTES = 1024 * 1024  # an API answer is a few hundred bytes
 _HEROKU_STACK = re.compile(r"^heroku-[0-9]+$")
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,1000}$")  # printable ASCII, no spaces
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 NOTHING_RELEASED = "nothing was released"
@@ -94,6 +95,9 @@ def publish_slug(
     if not token:
         raise errors.PUBLISH_NO_TOKEN.error()
     register_secrets([token])
+    if not _TOKEN.match(token):
+        # requests would quote the header, token included, in its complaint.
+        raise errors.PUBLISH_BAD_TOKEN.error()
     if not _APP_NAME.match(app):
         raise errors.PUBLISH_BAD_APP.error(app=app)
     description = describe_slug(Path(slug))  # process types from inside the slug
