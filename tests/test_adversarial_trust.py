@@ -386,6 +386,16 @@ def test_inspect_prints_commands_literally_and_escapes_control_characters(tmp_pa
     assert data["process_types"]["web"] == "gunicorn --chdir [/app] app:app"
 
 
+def test_inspect_masks_url_credentials_in_commands(tmp_path):
+    procfile = "release: curl -fsS https://deploy:hunter2-token@hooks.invalid/x\n"
+    slug = handmade_slug(tmp_path / "s.tgz", {"Procfile": procfile}, layout="herokuish")
+    for args in ((), ("--json",)):
+        result = run_cli("inspect", slug, *args)
+        assert result.returncode == 0, result.stderr
+        assert "https://***@hooks.invalid/x" in result.stdout
+        assert_nothing_leaks(["hunter2-token"], result.stdout, result.stderr)
+
+
 def test_inspect_of_hostile_release_yaml_is_a_clear_error(tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

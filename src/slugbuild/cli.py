@@ -266,9 +266,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_slug(args.slug, args.process, port=args.port, host=args.host,
                         env=load_config_vars(env), unpack_to=args.unpack_to)
     if args.command == "inspect":
-        from .inspect_slug import describe_slug, render_table
+        from .inspect_slug import describe_slug, render_table, without_credentials
 
-        description = describe_slug(args.slug)
+        description = without_credentials(describe_slug(args.slug))
         if args.json:
             print(json.dumps(description, indent=2))
         else:
@@ -325,17 +325,17 @@ def _list_runtimes(args: argparse.Namespace) -> int:
             "offline": options.offline,
             "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin}
                          for o in offers],
-            "unavailable_sources": notes,
+            "unavailable_sources": [mask(note) for note in notes],
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
           f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
     for offer in offers:
-        print(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}")
+        print(mask(f"  {offer.version:<9} {offer.source_name:<9} {offer.origin}"))
     if not offers:
         print("  (none)")
     for note in notes:
-        print(f" !     source unavailable: {note}", file=sys.stderr)
+        print(mask(f" !     source unavailable: {note}"), file=sys.stderr)
     return 0
 
 

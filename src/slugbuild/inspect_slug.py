@@ -22,7 +22,7 @@ from . import errors
 from .build import metadata_path_for
 from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
-from .redact import escape_controls
+from .redact import mask, redact_url
 from .slugfile import SlugArchive
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
@@ -120,6 +120,18 @@ def _packages(contents: dict[str, bytes]) -> list[dict[str, str]]:
     return sorted((p.as_dict() for p in found if p), key=lambda p: p["name"].lower())
 
 
+def without_credentials(value: Any) -> Any:
+    """``value`` with the credentials of every URL in its strings masked, for output
+    (a Procfile command may carry ``https://user:token@host``)."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {without_credentials(k): without_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_credentials(v) for v in value]
+    return value
+
+
 def render_table(description: dict[str, Any], stream) -> None:
     """Print the description as rich tables.
 
@@ -131,7 +143,7 @@ def render_table(description: dict[str, Any], stream) -> None:
     from rich.text import Text
 
     def literal(value: object) -> Text:
-        return Text(escape_controls(str(value)))
+        return Text(mask(str(value)))  # URL credentials, secrets, control characters
 
     # Piped output keeps each command on one line (grep, copy and paste).
     terminal = bool(getattr(stream, "isatty", None) and stream.isatty())
