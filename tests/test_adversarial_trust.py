@@ -906,3 +906,23 @@ def test_a_deep_directory_tree_is_one_clear_error(tmp_path, cache_dir):
         return
     assert_one_error(result.stderr, "input-too-deep")
     assert not (tmp_path / "s.tgz").exists()
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (["run", "SLUG", "--env-file", "/dev/zero"], "env-file-unreadable"),
+    (["compile", "APP", "--constraints-from", "/dev/zero"], "constraints-unusable"),
+])
+def test_devices_given_as_input_files_are_refused_not_read_forever(tmp_path, slug, args,
+                                                                     code):
+    app = make_app(tmp_path / "app", MINIMAL)
+    argv = [str(slug) if a == "SLUG" else str(app) if a == "APP" else a for a in args]
+    result = run_cli(*argv, "-o", tmp_path / "s.tgz", timeout=60) if args[0] == "compile" \
+        else run_cli(*argv, timeout=60)
+    assert result.returncode == 1
+    assert_one_error(result.stderr, code)
+
+
+def test_publish_timeout_values_are_bounded():
+    assert publish._timeout_seconds(float("inf")) == publish.MAX_TIMEOUT
+    assert publish._timeout_seconds(float("nan")) == publish.DEFAULT_TIMEOUT
+    assert publish._timeout_seconds(-5) == publish.DEFAULT_TIMEOUT

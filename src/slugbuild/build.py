@@ -179,6 +179,8 @@ def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
 def read_env_file(path: PathLike) -> dict[str, str]:
     """``KEY=VALUE`` lines of an env file (``export`` prefixes, quotes, comments allowed)."""
     try:
+        if Path(path).is_char_device() or Path(path).is_block_device():  # /dev/zero
+            raise OSError("a device, not a file")  # (a pipe, as from <(...), is fine)
         text = Path(path).read_text(errors="replace")
     except (OSError, ValueError) as exc:
         raise errors.ENV_FILE_UNREADABLE.error(

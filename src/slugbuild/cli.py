@@ -147,6 +147,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit status (0, 1 on any error, 130 on Ctrl-C)."""
+    for stream in (sys.stdout, sys.stderr):
+        # A stream that cannot encode a character (PYTHONIOENCODING=ascii:strict)
+        # must not turn a message into a UnicodeEncodeError.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     try:
         args = _parser().parse_args(argv)
     except KeyboardInterrupt:

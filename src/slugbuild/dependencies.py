@@ -181,6 +181,8 @@ def constraints_from_slug_json(path: Path) -> str:
     """
     path = Path(path)
     try:
+        if path.is_char_device() or path.is_block_device():  # /dev/zero never ends
+            raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="a device, not a file")
         if path.stat().st_size > 16 * 1024 * 1024:
             raise errors.CONSTRAINTS_UNUSABLE.error(
                 path=path, problem="it is larger than any slug.json (16 MB)")

@@ -42,6 +42,7 @@ from .release import BUILDPACK_DESCRIPTION
 DEFAULT_API_URL = "https://api.heroku.com"
 ACCEPT = "application/vnd.heroku+json; version=3"
 DEFAULT_TIMEOUT = 900.0  # seconds for the whole publish (SLUGBUILD_PUBLISH_TIMEOUT)
+MAX_TIMEOUT = 7 * 24 * 3600.0
 API_CALL_TIMEOUT = 120.0  # at most this for one API request (the upload has the rest)
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0  # silence between two reads
@@ -171,7 +172,9 @@ def _timeout_seconds(timeout: float | None) -> float:
             timeout = float(raw) if raw else DEFAULT_TIMEOUT
         except ValueError:
             timeout = DEFAULT_TIMEOUT
-    return timeout if timeout > 0 else DEFAULT_TIMEOUT
+    if not timeout > 0:  # also NaN
+        return DEFAULT_TIMEOUT
+    return min(timeout, MAX_TIMEOUT)  # inf would overflow the waits
 
 
 def _slug_fields(created: Any, url: str) -> tuple[str, str, str]:
