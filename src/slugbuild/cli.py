@@ -297,7 +297,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .lock import lock_app
 
         lock_app(args.app_dir, upgrade=args.upgrade, generate_hashes=args.generate_hashes,
-                 config_vars=parse_env_assignments(args.env), cache_dir=args.cache_dir,
+                 config_vars=load_config_vars(parse_env_assignments(args.env)),
+                 cache_dir=args.cache_dir,
                  reporter=Reporter(sys.stderr))
         return 0
     if args.command == "detect":
