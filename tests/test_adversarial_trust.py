@@ -926,3 +926,14 @@ def test_publish_timeout_values_are_bounded():
     assert publish._timeout_seconds(float("inf")) == publish.MAX_TIMEOUT
     assert publish._timeout_seconds(float("nan")) == publish.DEFAULT_TIMEOUT
     assert publish._timeout_seconds(-5) == publish.DEFAULT_TIMEOUT
+
+
+def test_internal_error_when_the_traceback_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    monkeypatch.setattr(cli, "detect", lambda _app: {}["no such key"])
+    assert cli.main(["detect", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert_one_error(err, "internal-error")
+    assert "KeyError" in err and "could not be written" in err and "--verbose" in err

@@ -188,20 +188,33 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
         _silence_stdout()
         return 1
     except Exception as exc:  # noqa: BLE001 - the one place every failure ends
-        known = errors.from_exception(exc)
-        if known is not None and known.code != errors.FILESYSTEM_ERROR.code:
-            return _fail(known, stream)
-        return _internal_error(exc, verbose, stream)
+        try:
+            known = errors.from_exception(exc)
+            if known is not None and known.code != errors.FILESYSTEM_ERROR.code:
+                return _fail(known, stream)
+            return _internal_error(exc, verbose, stream)
+        except Exception:  # noqa: BLE001 - reporting itself failed: say the least
+            _write_quietly(stream, f" !     Error [internal-error]: Internal error in "
+                                   f"slugbuild ({type(exc).__name__})")
+            return 1
 
 
 def _fail(error: SlugbuildError, stream: TextIO) -> int:
-    print(error.render(), file=stream, flush=True)
+    _write_quietly(stream, error.render())
     return 1
 
 
+def _write_quietly(stream: TextIO, text: str) -> None:
+    """Print ``text``; a closed or broken stream is no reason for a traceback."""
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def _interrupted(stream: TextIO | None = None) -> int:
-    print(" !     Interrupted (Ctrl-C): stopped; no slug or output file was written.",
-          file=stream or sys.stderr, flush=True)
+    _write_quietly(stream or sys.stderr,
+                   " !     Interrupted (Ctrl-C): stopped; no slug or output file was written.")
     return 130
 
 
