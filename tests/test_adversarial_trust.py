@@ -937,3 +937,16 @@ def test_internal_error_when_the_traceback_cannot_be_written(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert_one_error(err, "internal-error")
     assert "KeyError" in err and "could not be written" in err and "--verbose" in err
+
+
+def test_a_nul_byte_in_a_buildpacks_line_is_one_clear_error(tmp_path, cache_dir):
+    app = make_app(tmp_path / "app", {**MINIMAL, ".buildpacks": "python\n\0\xff\n"})
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir)
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "filesystem-error")
+    assert "NUL byte" in result.stderr and "traceback" not in result.stderr
+
+
+def test_a_port_out_of_range_is_a_usage_error(slug):
+    result = run_cli("run", slug, "web", "--port", "99999999", timeout=60)
+    assert result.returncode == 2 and "not a port number" in result.stderr

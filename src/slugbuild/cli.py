@@ -47,6 +47,17 @@ def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url)
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 1-65535 (argparse reports anything else as a usage error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slugbuild", description="Compile Python web apps into Heroku-style slugs."
@@ -103,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
     run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
-    run.add_argument("--port", type=int, default=5000)
+    run.add_argument("--port", type=_port, default=5000)
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -190,7 +201,9 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
     except Exception as exc:  # noqa: BLE001 - the one place every failure ends
         try:
             known = errors.from_exception(exc)
-            if known is not None and known.code != errors.FILESYSTEM_ERROR.code:
+            generic_os_error = isinstance(exc, OSError) and known is not None \
+                and known.code == errors.FILESYSTEM_ERROR.code
+            if known is not None and not generic_os_error:
                 return _fail(known, stream)
             return _internal_error(exc, verbose, stream)
         except Exception:  # noqa: BLE001 - reporting itself failed: say the least

@@ -653,7 +653,9 @@ def from_exception(exc: BaseException) -> SlugbuildError | None:
         return TOOL_FAILED.error(command=command, exit_code=exc.returncode,
                                  output="\n".join(tail.strip().splitlines()[-20:]) or None)
     if isinstance(exc, ValueError) and "embedded null" in str(exc):
-        return FILESYSTEM_ERROR.error(path="A path", reason="it holds a NUL byte")
+        return FILESYSTEM_ERROR.error(
+            path="A path given to slugbuild or read from the app (an argument, a "
+                 ".buildpacks line...)", reason="it holds a NUL byte, which no file name can")
     return None
 
 
