@@ -950,3 +950,22 @@ def test_a_nul_byte_in_a_buildpacks_line_is_one_clear_error(tmp_path, cache_dir)
 def test_a_port_out_of_range_is_a_usage_error(slug):
     result = run_cli("run", slug, "web", "--port", "99999999", timeout=60)
     assert result.returncode == 2 and "not a port number" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["http://user:s3cr3t/pw@127.0.0.1:9/simple",
+                                 "https://tok@pypi.invalid:port/simple", "ftp://x/simple"])
+def test_an_index_url_installers_would_choke_on_is_refused_without_pieces(tmp_path,
+                                                                          cache_dir, url):
+    app = make_app(tmp_path / "app", MINIMAL)
+    result = run_cli("compile", app, "-o", tmp_path / "s.tgz", "--cache-dir", cache_dir,
+                     "--env", f"PIP_EXTRA_INDEX_URL=https://ok.invalid/simple {url}")
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "invalid-config-var")
+    assert "PIP_EXTRA_INDEX_URL" in result.stderr
+    assert_nothing_leaks(["s3cr3t", "tok@"], result.stderr, result.stdout)
+
+
+def test_pieces_of_url_credentials_are_masked_too():
+    redact.register_secrets(["http://user:s3cr3t/pw@127.0.0.1:9/simple"])
+    masked = redact.mask("ValueError: Port could not be cast to integer value as 's3cr3t'")
+    assert "s3cr3t" not in masked

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -74,6 +75,9 @@ _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # (32 pages); all of them share ARG_MAX (2 MiB) with the tools' arguments.
 MAX_CONFIG_VAR_BYTES = 128 * 1024
 MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
+# Config vars the installers read as index URLs (space-separated lists).
+_INDEX_URL_VARS = frozenset({"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL",
+                             "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX"})
 
 
 @dataclass
@@ -152,12 +156,33 @@ def load_config_vars(
                 value=name, problem=f"has a value of {size:,} bytes; one variable may hold "
                                     f"at most {MAX_CONFIG_VAR_BYTES:,} (the kernel's limit "
                                     f"for one environment string)")
+        if name in _INDEX_URL_VARS and not _valid_index_urls(value):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="is not a list of valid index URLs (http, https or file; "
+                                    "a password holding `/`, `@` or `:` must be "
+                                    "percent-encoded, e.g. `%2F`)")
     if total > MAX_CONFIG_TOTAL_BYTES:
         raise errors.INVALID_CONFIG_VAR.error(
             value=f"{len(config)} config vars",
             problem=f"hold {total:,} bytes together; at most {MAX_CONFIG_TOTAL_BYTES:,} fit "
                     f"beside the build tools' own environment and arguments")
     return config
+
+
+def _valid_index_urls(value: str) -> bool:
+    """Whether every URL of an index config var parses (an installer would crash on it,
+    quoting the piece it choked on: maybe a piece of a password)."""
+    for item in value.split():
+        url = item.split("=", 1)[1] if "=" in item.split("://", 1)[0] else item  # UV_INDEX
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https", "file") or \
+                (parts.scheme != "file" and not parts.hostname):
+            return False
+    return True
 
 
 def parse_env_assignments(assignments: list[str]) -> dict[str, str]:

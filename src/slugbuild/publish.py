@@ -36,7 +36,7 @@ import urllib3
 from . import errors
 from .inspect_slug import describe_slug
 from .log import Reporter
-from .redact import redact_url, register_secrets
+from .redact import redact_url, register_secrets, register_url_credentials
 from .release import BUILDPACK_DESCRIPTION
 
 DEFAULT_API_URL = "https://api.heroku.com"
@@ -150,10 +150,7 @@ def publish_slug(
 
 def _api_base(url: str) -> str:
     """The API base URL, checked; its credentials (if any) registered as secrets."""
-    userinfo = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://([^@]*)@", url)
-    if userinfo:
-        pieces = re.split(r"[:/]", userinfo.group(1))
-        register_secrets([userinfo.group(1), *pieces])
+    register_url_credentials(url)  # the URL's user and password, piece by piece
     try:
         parts = urllib.parse.urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 _USERINFO = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/@:?#]+|[^\s/@:?#]*:[^\s@]*)@"
 )
+# The userinfo of URLs in a value, up to the last `@` before the host.
+_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s@]+)@")
 # Query parameters whose value authorises a request.
 _SECRET_QUERY = re.compile(
     r"(?P<name>[?&;](?:[\w.-]*(?:sig|signature|token|key|secret|password|passwd|credential"
@@ -55,14 +57,31 @@ def redact_url(text: str) -> str:
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Remember values (config vars, tokens) that must never be printed."""
+    """Remember values (config vars, tokens) that must never be printed.
+
+    The user-and-password part of a URL inside a value is remembered piece by
+    piece too: a password holding an unencoded ``/`` or ``:`` makes the URL
+    invalid, and a tool quoting the piece it choked on must not reveal it.
+    """
     with _lock:
         for value in values:
             if not isinstance(value, str):
                 continue
-            for candidate in {value, value.strip()}:
+            for candidate in {value, value.strip(), *_credential_pieces(value)}:
                 if len(candidate) >= _MIN_SECRET_LENGTH and candidate not in _NOT_SECRET:
                     _secrets.add(candidate)
+
+
+def register_url_credentials(text: str) -> None:
+    """Remember only the user and password pieces of the URLs in ``text``."""
+    register_secrets(_credential_pieces(text))
+
+
+def _credential_pieces(text: str) -> list[str]:
+    pieces: list[str] = []
+    for userinfo in _URL_USERINFO.findall(text):
+        pieces += [userinfo, *re.split(r"[:/]", userinfo)]
+    return pieces
 
 
 def forget_secrets() -> None:
