@@ -969,3 +969,12 @@ def test_pieces_of_url_credentials_are_masked_too():
     redact.register_secrets(["http://user:s3cr3t/pw@127.0.0.1:9/simple"])
     masked = redact.mask("ValueError: Port could not be cast to integer value as 's3cr3t'")
     assert "s3cr3t" not in masked
+
+
+@pytest.mark.parametrize("text", ["x://" * 50_000, "a://b:" * 40_000, "?" + "a" * 200_000,
+                                  "&sig" * 50_000, "http://" + "a:" * 100_000])
+def test_masking_a_long_hostile_line_takes_linear_time(text):
+    started = time.monotonic()
+    redact.register_secrets([text])
+    redact.mask(text)
+    assert time.monotonic() - started < 3

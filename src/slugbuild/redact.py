@@ -25,16 +25,19 @@ import threading
 from collections.abc import Iterable
 
 # scheme://user@ (no `/` in a bare user) or scheme://user:password@ (a password may
-# hold `/` and `:`), up to the first `@`.
+# hold `/`, `:` and even `@`: up to the last `@` of the word). Every repeat is
+# bounded, so a long line (a 200 kB config var, a base64 blob) is scanned in
+# linear time.
 _USERINFO = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:[^\s/@:?#]+|[^\s/@:?#]*:[^\s@]*)@"
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,30}://)"
+    r"(?:[^\s/@:?#]{1,512}|[^\s/@:?#]{0,512}:[^\s]{0,512})@"
 )
 # The userinfo of URLs in a value, up to the last `@` before the host.
-_URL_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^\s@]+)@")
+_URL_USERINFO = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://([^\s@]{1,512})@")
 # Query parameters whose value authorises a request.
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;](?:[\w.-]*(?:sig|signature|token|key|secret|password|passwd|credential"
-    r"|auth|session)[\w.-]*)=)[^&#\s'\"<>]*",
+    r"(?P<name>[?&;](?:[\w.-]{0,40}?(?:sig|signature|token|key|secret|password|passwd"
+    r"|credential|auth|session)[\w.-]{0,40})=)[^&#\s'\"<>]*",
     re.IGNORECASE,
 )
 # C0 controls but tab and newline, DEL and C1 controls.
