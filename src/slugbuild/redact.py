@@ -83,7 +83,10 @@ def register_url_credentials(text: str) -> None:
 def _credential_pieces(text: str) -> list[str]:
     pieces: list[str] = []
     for userinfo in _URL_USERINFO.findall(text):
-        pieces += [userinfo, *re.split(r"[:/]", userinfo)]
+        # The user name is no secret (and masking "user" everywhere would garble
+        # the log); the password, or a bare token, is.
+        secret = userinfo.split(":", 1)[1] if ":" in userinfo else userinfo
+        pieces += [userinfo, secret, *re.split(r"[:/]", secret)]
     return pieces
 
 
