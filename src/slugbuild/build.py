@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from . import errors, platform_info, release, relocate
+from . import errors, platform_info, redact, release, relocate
 from .app_base import choose_app_base, resolve_app_base
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
@@ -92,12 +93,19 @@ from .runtimes import (
     runtime_manifest,
 )
 from .slugfile import link_problem
-from .stage import check_not_ignored, stage_sources
+from .stage import check_not_ignored, check_top_level_links, stage_sources
 from .versions import PythonRequest
 
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# One NAME=value environment string may not exceed the kernel's MAX_ARG_STRLEN
+# (32 pages); all of them share ARG_MAX (2 MiB) with the tools' arguments.
+MAX_CONFIG_VAR_BYTES = 128 * 1024
+MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
+# Config vars the installers read as index URLs (space-separated lists).
+_INDEX_URL_VARS = frozenset({"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL",
+                             "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX"})
 
 
 @dataclass
@@ -139,39 +147,97 @@ def metadata_path_for(slug_path: Path) -> Path:
 def load_config_vars(
     env: Mapping[str, str] | None = None, env_dir: PathLike | None = None
 ) -> dict[str, str]:
-    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``."""
+    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``.
+
+    Every value is registered as a secret (``redact.register_secrets``), so no
+    log line or error message shows it.
+    """
     config: dict[str, str] = {}
     if env_dir is not None:
         directory = Path(env_dir)
         if not directory.is_dir():
             raise errors.ENV_DIR_MISSING.error(env_dir=directory)
-        for path in sorted(directory.iterdir()):
-            if path.is_file():
-                config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        try:
+            for path in sorted(directory.iterdir()):
+                if path.is_file():
+                    config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        except OSError as exc:
+            raise errors.ENV_FILE_UNREADABLE.error(
+                path=exc.filename or directory, reason=exc.strerror or exc) from None
     config.update(env or {})
-    for name in config:
+    redact.register_secrets(config.values())
+    total = 0
+    for name, value in config.items():
         if not _CONFIG_VAR_NAME.match(name):
             raise errors.INVALID_CONFIG_VAR.error(value=name, problem="is not a valid name")
+        if not isinstance(value, str):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a {type(value).__name__} value, not a string")
+        if "\0" in value:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="has a value holding a NUL byte, which no process "
+                                    "environment can carry")
+        size = len(name) + len(value.encode("utf-8", "surrogateescape")) + 2
+        total += size
+        if size > MAX_CONFIG_VAR_BYTES:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a value of {size:,} bytes; one variable may hold "
+                                    f"at most {MAX_CONFIG_VAR_BYTES:,} (the kernel's limit "
+                                    f"for one environment string)")
+        if name in _INDEX_URL_VARS and not _valid_index_urls(value):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="is not a list of valid index URLs (http, https or file; "
+                                    "a password holding `/`, `@` or `:` must be "
+                                    "percent-encoded, e.g. `%2F`)")
+    if total > MAX_CONFIG_TOTAL_BYTES:
+        raise errors.INVALID_CONFIG_VAR.error(
+            value=f"{len(config)} config vars",
+            problem=f"hold {total:,} bytes together; at most {MAX_CONFIG_TOTAL_BYTES:,} fit "
+                    f"beside the build tools' own environment and arguments")
     return config
+
+
+def _valid_index_urls(value: str) -> bool:
+    """Whether every URL of an index config var parses (an installer would crash on it,
+    quoting the piece it choked on: maybe a piece of a password)."""
+    for item in value.split():
+        url = item.split("=", 1)[1] if "=" in item.split("://", 1)[0] else item  # UV_INDEX
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https", "file") or \
+                (parts.scheme != "file" and not parts.hostname):
+            return False
+    return True
 
 
 def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings (as given to --env) as a dict."""
     result = {}
-    for item in assignments:
+    for number, item in enumerate(assignments, start=1):
         if "=" not in item:
-            raise errors.INVALID_CONFIG_VAR.error(value=item, problem="has no `=`")
+            # The text may be a secret pasted without its name: never echo it.
+            redact.register_secrets([item])
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=f"--env argument {number}",
+                problem=f"({len(item)} characters, not shown) has no `=`")
         key, value = item.split("=", 1)
         result[key] = value
+    redact.register_secrets(result.values())
     return result
 
 
 def read_env_file(path: PathLike) -> dict[str, str]:
     """``KEY=VALUE`` lines of an env file (``export`` prefixes, quotes, comments allowed)."""
     try:
+        if Path(path).is_char_device() or Path(path).is_block_device():  # /dev/zero
+            raise OSError("a device, not a file")  # (a pipe, as from <(...), is fine)
         text = Path(path).read_text(errors="replace")
-    except OSError as exc:
-        raise errors.ENV_FILE_UNREADABLE.error(path=path, reason=exc.strerror) from exc
+    except (OSError, ValueError) as exc:
+        raise errors.ENV_FILE_UNREADABLE.error(
+            path=path, reason=getattr(exc, "strerror", None) or exc) from exc
     values = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -180,13 +246,16 @@ def read_env_file(path: PathLike) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
+            redact.register_secrets([line])
             raise errors.INVALID_CONFIG_VAR.error(
-                value=line, problem=f"(line {number} of {path}) has no `=`")
+                value=f"line {number} of {path}",
+                problem=f"({len(line)} characters, not shown) has no `=`")
         key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key.strip()] = value
+    redact.register_secrets(values.values())
     return values
 
 
@@ -268,6 +337,7 @@ class _Build:
             self.layer_leaks[layer.path] = read_host_paths(layer)
 
 
+@errors.user_errors
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,
@@ -328,6 +398,7 @@ def compile_app(
         reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
                       f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
+    check_top_level_links(app_dir)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
                           repo_root=repo_root)
     if node_build:

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -204,15 +205,27 @@ def _remember(cache: Cache, source_dir: Path | None, inputs: dict) -> None:
 
 
 def constraints_from_slug_json(path: Path) -> str:
-    """``name==version`` lines for every package an earlier slug.json records."""
+    """``name==version`` lines for every package an earlier slug.json records.
+
+    slug.json is untrusted input (it may come with a slug from anywhere) and the
+    result is a requirements file, where a line can also be an option
+    (``--extra-index-url``, ``-r /etc/shadow``). So every name must be a PEP 508
+    project name and every version a PEP 440 version, and nothing else is written.
+    """
     path = Path(path)
     try:
+        if path.is_char_device() or path.is_block_device():  # /dev/zero never ends
+            raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="a device, not a file")
+        if path.stat().st_size > 16 * 1024 * 1024:
+            raise errors.CONSTRAINTS_UNUSABLE.error(
+                path=path, problem="it is larger than any slug.json (16 MB)")
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem=f"not a readable JSON file ({exc})") from None
+            path=path, problem=f"not a readable JSON file ({reason})") from None
     packages = data.get("packages") if isinstance(data, dict) else None
     if not isinstance(packages, list) or not all(
         isinstance(p, dict) and isinstance(p.get("name"), str)
@@ -221,8 +234,30 @@ def constraints_from_slug_json(path: Path) -> str:
         raise errors.CONSTRAINTS_UNUSABLE.error(
             path=path, problem="it has no \"packages\" list of {name, version} entries, "
                                "so it is not a slug.json")
-    lines = sorted(f"{p['name']}=={p['version']}" for p in packages)
+    lines = sorted({_constraint_line(path, p["name"], p["version"]) for p in packages})
     return "".join(line + "\n" for line in lines)
+
+
+_PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+def _constraint_line(path: Path, name: str, version: str) -> str:
+    """``name==version``, or CONSTRAINTS_UNUSABLE when either is not what PEPs allow."""
+    from packaging.version import InvalidVersion, Version
+
+    if len(name) > 200 or not _PROJECT_NAME.match(name):
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem=f"the package name {name[:100]!r} is not a valid project "
+                               f"name (PEP 508)")
+    try:
+        parsed = Version(version) if len(version) <= 100 else None
+    except InvalidVersion:
+        parsed = None
+    if parsed is None or version.strip() != version or "\n" in version:
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem=f"the version {version[:100]!r} of {name} is not a valid "
+                               f"version (PEP 440)")
+    return f"{name}=={version}"
 
 
 def prepare_dependency_layer(

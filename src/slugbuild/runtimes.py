@@ -409,13 +409,14 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict) -> Non
             detail=f"The copy of {runtime.prefix} does not start: "
             f"{result.stderr.strip()[-500:]}"
         )
-    printed = result.stdout.split()
+    # One value per line: a prefix may hold spaces (a cache under "My Documents").
+    printed = result.stdout.splitlines()
     if len(printed) < 2:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The interpreter of {runtime.prefix} does not behave like CPython: asked "
             f"for its prefix and version, it printed {result.stdout.strip()[:200]!r}."
         )
-    prefix_line, version_line = printed[:2]
+    prefix_line, version_line = printed[0], printed[1].strip()
     if Path(prefix_line).resolve() != python.parent.parent.resolve():
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The copy of {runtime.prefix} still uses {prefix_line} as its prefix."
