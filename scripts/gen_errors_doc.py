@@ -36,6 +36,7 @@ _GROUP = re.compile(r"^# ---\s+(?P<name>.+?)\s+-+\s*$")
 # Kinds errors.py files under a group other than the stage that raises them.
 STAGE_OVERRIDES: dict[str, str] = {}
 
+ALL_COMMANDS = ("compile", "run", "inspect", "publish", "lock", "detect", "runtimes")
 # Raising functions reached from more (or other) commands than `slugbuild compile`.
 COMMANDS_BY_FUNCTION = {
     "build.parse_env_assignments": ("compile", "run"),
@@ -54,6 +55,15 @@ COMMANDS_BY_FUNCTION = {
     "runtimes.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
+    "lock._check_inside_app": ("lock",),
+    "lock._pyproject_requirement": ("lock",),
+    "publish._slug_fields": ("publish",),
+    "publish._decode": ("publish",),
+    # The net under every command (cli.main and the library's entry points).
+    "errors.from_os_error": ALL_COMMANDS,
+    "errors.from_exception": ALL_COMMANDS,
+    "cli._check_paths": ALL_COMMANDS,
+    "cli._internal_error": ALL_COMMANDS,
 }
 DEFAULT_COMMANDS = ("compile",)
 
@@ -106,6 +116,11 @@ class _RaiseFinder(ast.NodeVisitor):
             and inner.value.id == "errors"
         ):
             self.found.add((inner.attr, ".".join([self.module, *self.stack])))
+        elif (  # errors.py's own helpers (from_os_error...) name the kinds directly
+            self.module == "errors" and self.stack and node.attr == "error"
+            and isinstance(inner, ast.Name) and inner.id.isupper()
+        ):
+            self.found.add((inner.id, ".".join([self.module, *self.stack])))
         self.generic_visit(node)
 
 
@@ -113,8 +128,6 @@ def raise_sites() -> dict[str, list[str]]:
     """Variable name of each ErrorKind -> sorted ``module.function`` that raise it."""
     sites: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):  # subpackages too (installers/)
-        if path.name == "errors.py":
-            continue
         module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
         finder = _RaiseFinder(module.removesuffix(".__init__"))
         finder.visit(ast.parse(path.read_text(), filename=str(path)))
@@ -166,7 +179,7 @@ def render() -> str:
         "prints it on stderr in herokuish style and exits with status 1:",
         "",
         "```text",
-        " !     Error: <title>",
+        " !     Error [<code>]: <title>",
         " !",
         " !     <what was found>",
         " !",

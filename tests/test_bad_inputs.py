@@ -25,7 +25,7 @@ def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words:
     out_dir.mkdir()
     result = run_cli("compile", app, "-o", out_dir / "slug.tgz", "--cache-dir", cache_dir, *extra)
     assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error [")]
     assert len(errors) == 1, result.stderr
     assert code_words in result.stderr, result.stderr
     # Tool output may hold a traceback of the app's own; slugbuild's code never does.

@@ -148,7 +148,7 @@ def test_failed_compile_leaves_build_dir_untouched(
 
     result = run_bin("compile", build, cache_dir, env_dir)
     assert result.returncode != 0
-    assert "Error:" in result.stdout
+    assert "Error [" in result.stdout
     assert (build / "requirements.txt").read_text() == requirements
     assert not (build / ".heroku").exists()
     assert sorted(p.name for p in build.iterdir()) == before

@@ -114,7 +114,7 @@ def test_failing_buildpacks_give_one_clear_error(tmp_path, buildpack, title, wor
     result = run_cli("compile", app, "-o", out / "slug.tgz", "--cache-dir", tmp_path / "c",
                      "--buildpack", str(BUILDPACKS / buildpack))
     assert result.returncode == 1
-    assert result.stderr.count(" !     Error:") == 1
+    assert result.stderr.count(" !     Error [") == 1
     assert title in result.stderr and words in result.stderr
     assert list(out.iterdir()) == []
     assert list((tmp_path / "c" / "tmp").iterdir()) == []

@@ -246,7 +246,7 @@ def test_compile_refuses_bad_checksum_cleanly(tmp_path, archive_dir, index_serve
     result = run_cli("compile", app, "-o", out / "slug.tgz", "--cache-dir", cache,
                      "--python-source", "download", "--python-download-url", f"{base}/bad-sum")
     assert result.returncode == 1
-    assert result.stderr.count("Error:") == 1
+    assert result.stderr.count("Error [") == 1
     assert "does not match its published checksum" in result.stderr
     assert list(out.iterdir()) == []
     nothing_cached(cache)

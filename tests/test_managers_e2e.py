@@ -107,7 +107,7 @@ def test_stale_or_broken_lock_is_refused(tmp_path, cache_dir, name, edit, words)
         with open(app / rel, "a") as handle:
             handle.write(text)
     stderr = assert_clean_failure(app, cache_dir, tmp_path, words)
-    assert "lock" in stderr.split("Error:", 1)[1]
+    assert "lock" in stderr.split("Error [", 1)[1]
 
 
 def test_constraints_from_an_earlier_slug_reproduce_its_versions(tmp_path, cache_dir):
@@ -133,11 +133,11 @@ def test_lock_pins_requirements_in_and_keeps_the_old_file_on_failure(tmp_path, c
     (app / "requirements.in").write_text("six\nno-such-package-slugbuild-test-4f1d\n")
     failed = run_cli("lock", app, "--cache-dir", cache_dir)
     assert failed.returncode != 0
-    assert "Error: Could not pin the app's dependencies" in failed.stderr
+    assert "Error [lock-failed]: Could not pin the app's dependencies" in failed.stderr
     assert (app / "requirements.txt").read_text() == pinned
     nothing = run_cli("lock", make_app(tmp_path / "empty", {"app.py": ""}),
                       "--cache-dir", cache_dir)
-    assert nothing.returncode != 0 and "Error: Nothing to lock" in nothing.stderr
+    assert nothing.returncode != 0 and "Error [nothing-to-lock]: Nothing to lock" in nothing.stderr
 
 
 def test_local_package_is_keyed_by_its_files_and_points_at_the_slug(tmp_path, cache_dir):

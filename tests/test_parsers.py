@@ -164,7 +164,7 @@ def test_every_error_renders_title_found_and_action():
     for kind in errors.CATALOG.values():
         fields = {name: "X" for name in _placeholders(kind)}
         rendered = kind.error(**fields).render()
-        assert rendered.startswith(" !     Error: ")
+        assert rendered.startswith(f" !     Error [{kind.code}]: ")
         assert all(line.startswith(" !") for line in rendered.splitlines())
 
 

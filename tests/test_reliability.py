@@ -34,10 +34,18 @@ def _start_build(app: Path, out: Path, cache: Path) -> subprocess.Popen:
 
 
 def _published_layers_are_complete(cache: Path) -> None:
+    """Every published layer is whole: its manifest, and a tree exactly as its
+    files.json records it (a build killed before it opened the cache has none)."""
+    from slugbuild.cache import Cache
+
     for kind in ("runtimes", "layers"):
+        if not (cache / kind).is_dir():
+            continue
         for layer in (cache / kind).iterdir():
             manifest = json.loads((layer / "manifest.json").read_text())
             assert manifest["name"] == layer.name and (layer / "tree").is_dir()
+            found = Cache(cache).lookup(kind, layer.name, manifest["key"])
+            assert found is not None and Cache(cache).verify(found) == [], layer
 
 
 @pytest.mark.slow
@@ -122,9 +130,10 @@ def test_binary_junk_in_version_files(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path):
     """Packages are hard links into uv's cache, so every layer holding six shares
-    one six.py: a hook appending to it changes uv's cache and another app's
-    cached layer too. That layer is found changed before it is restored, and the
-    next install finds the file unlike its RECORD and installs it again."""
+    one six.py: a hook of a build holding the link lock appending to it changes
+    uv's cache and another app's cached layer too. That layer is found damaged
+    before it is restored, and the next install finds the file unlike its RECORD
+    and installs it again."""
     site_packages = ".heroku/python/lib/python3.12/site-packages"
     cache = tmp_path / "cache"
 
@@ -149,8 +158,8 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path)
     # The other app's cached layer shares that six.py: not restored, installed again.
     again = run_cli("compile", other, "-o", tmp_path / "o2.tgz", "--cache-dir", cache)
     assert again.returncode == 0, again.stderr
-    assert "was changed in place since it was made" in again.stderr
-    assert "Files of six in uv's cache differ" in again.stderr
+    assert "dependency layer" in again.stderr and "six.py: size changed" in again.stderr
+    assert "Files of six in uv's cache are missing or differ" in again.stderr
     assert "(first: six.py)" in again.stderr
     assert b"# touched" not in shipped_six(tmp_path / "o2.tgz")
     assert not any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))

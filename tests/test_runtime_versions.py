@@ -99,7 +99,7 @@ def test_each_bad_version_file_has_its_own_message(tmp_path, files, code, words)
     assert caught.value.code == code
     rendered = caught.value.render()
     assert words in rendered, rendered
-    assert rendered.count("Error:") == 1
+    assert rendered.count("Error [") == 1
 
 
 def test_misspelling_is_ignored_beside_the_real_file(tmp_path):

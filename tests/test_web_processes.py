@@ -128,16 +128,26 @@ def test_collectstatic_diagnoses_name_the_cause():
     assert diagnose("something else entirely") is None
 
 
-def test_environment_printout_masks_secrets():
-    lines = masked_environment({
+def test_environment_printout_hides_every_value_the_build_did_not_set(monkeypatch):
+    monkeypatch.delenv("SLUGBUILD_SHOW_SECRETS", raising=False)
+    config = {
         "SECRET_KEY": "abc123", "AWS_SECRET_ACCESS_KEY": "zzz", "API_TOKEN": "tok",
         "DATABASE_URL": "postgres://user:hunter2@db:5432/app", "DEBUG": "1", "EMPTY_KEY": "",
-    })
+        "DB_PASS": "pa55word", "MYSQL_PWD": "my-pwd-9", "STRIPE_SK": "sk_live_4242",
+    }
+    lines = masked_environment({**config, "PATH": "/usr/bin", "LANG": "C.UTF-8"}, config)
     text = "\n".join(lines)
-    for secret in ("abc123", "zzz", "tok", "hunter2"):
+    for secret in ("abc123", "zzz", "tok", "hunter2", "db:5432", "pa55word", "my-pwd-9",
+                   "sk_live_4242"):
         assert secret not in text
-    assert "DATABASE_URL=postgres://***@db:5432/app" in lines
-    assert "DEBUG=1" in lines and "SECRET_KEY=****" in lines and "EMPTY_KEY=" in lines
+    assert "DATABASE_URL=<hidden, 35 characters>" in lines
+    assert "DEBUG=<hidden, 1 characters>" in lines and "EMPTY_KEY=" in lines
+    assert "PATH=/usr/bin" in lines and "LANG=C.UTF-8" in lines
+    # A config var named like a build variable is still a config var.
+    assert "PATH=<hidden, 9 characters>" in masked_environment({"PATH": "/secret/x"},
+                                                                {"PATH": "/secret/x"})
+    monkeypatch.setenv("SLUGBUILD_SHOW_SECRETS", "1")
+    assert "DATABASE_URL=postgres://***@db:5432/app" in masked_environment(config, config)
 
 
 def _expected_web_concurrency() -> int:

@@ -98,13 +98,16 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
     _require_apt(platform)
     key, inputs = apt_layer_key(path.read_text(errors="replace"), platform)
     name = f"apt-{key[:20]}"
-    layer = cache.lookup("layers", name, key)
-    if layer is not None and cache.check_restored(layer) is not None:
+    layer, problems = cache.lookup_verified("layers", name, key)
+    if layer is not None:
         return layer, True
     with cache.lock("layers", name):
-        layer = cache.lookup("layers", name, key)
+        layer, again = cache.lookup_verified("layers", name, key)
         if layer is not None:
             return layer, True
+        if problems or again:
+            reporter.warn(f"The cached system packages layer {name} was damaged "
+                          f"({(problems or again)[0]}); it is made again.")
         shown = ", ".join(e.name or redact_url(e.url or "") for e in entries)
         reporter.step(f"Installing system packages from Aptfile ({shown})")
         scratch = cache.scratch_dir("apt")

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fcntl
 import functools
 import glob
+import hashlib
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +32,7 @@ from typing import Any, Union
 
 from packaging.utils import canonicalize_name
 
-from . import errors, indexes, platform_info, release, relocate
+from . import errors, indexes, platform_info, redact, release, relocate
 from .app_base import choose_app_base, resolve_app_base
 from .aptfile import APT_DIR, prepare_apt_layer
 from .aptfile import build_env as apt_build_env
@@ -45,7 +49,7 @@ from .buildpack_runner import (
     run_buildpack,
     write_env_dir,
 )
-from .cache import Cache, Layer, default_cache_dir, process_alive
+from .cache import Cache, Layer, LayerChanged, Restored, default_cache_dir
 from .collectstatic import run_collectstatic
 from .dependencies import (
     DependencyLayer,
@@ -57,6 +61,7 @@ from .dependencies import (
     link_dependency_layer,
     prepare_dependency_layer,
     read_host_paths,
+    snapshot,
 )
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
@@ -94,12 +99,19 @@ from .runtimes import (
     runtime_manifest,
 )
 from .slugfile import link_problem
-from .stage import check_not_ignored, stage_sources
+from .stage import check_not_ignored, check_top_level_links, stage_sources
 from .versions import PythonRequest
 
 PathLike = Union[str, os.PathLike]
 _PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 _CONFIG_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# One NAME=value environment string may not exceed the kernel's MAX_ARG_STRLEN
+# (32 pages); all of them share ARG_MAX (2 MiB) with the tools' arguments.
+MAX_CONFIG_VAR_BYTES = 128 * 1024
+MAX_CONFIG_TOTAL_BYTES = 1024 * 1024
+# Config vars the installers read as index URLs (space-separated lists).
+_INDEX_URL_VARS = frozenset({"PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL",
+                             "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX"})
 
 
 @dataclass
@@ -141,39 +153,97 @@ def metadata_path_for(slug_path: Path) -> Path:
 def load_config_vars(
     env: Mapping[str, str] | None = None, env_dir: PathLike | None = None
 ) -> dict[str, str]:
-    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``."""
+    """Build config vars: files of ``env_dir`` (Heroku's ENV_DIR), then ``env``.
+
+    Every value is registered as a secret (``redact.register_secrets``), so no
+    log line or error message shows it.
+    """
     config: dict[str, str] = {}
     if env_dir is not None:
         directory = Path(env_dir)
         if not directory.is_dir():
             raise errors.ENV_DIR_MISSING.error(env_dir=directory)
-        for path in sorted(directory.iterdir()):
-            if path.is_file():
-                config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        try:
+            for path in sorted(directory.iterdir()):
+                if path.is_file():
+                    config[path.name] = path.read_text(errors="replace").rstrip("\n")
+        except OSError as exc:
+            raise errors.ENV_FILE_UNREADABLE.error(
+                path=exc.filename or directory, reason=exc.strerror or exc) from None
     config.update(env or {})
-    for name in config:
+    redact.register_secrets(config.values())
+    total = 0
+    for name, value in config.items():
         if not _CONFIG_VAR_NAME.match(name):
             raise errors.INVALID_CONFIG_VAR.error(value=name, problem="is not a valid name")
+        if not isinstance(value, str):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a {type(value).__name__} value, not a string")
+        if "\0" in value:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="has a value holding a NUL byte, which no process "
+                                    "environment can carry")
+        size = len(name) + len(value.encode("utf-8", "surrogateescape")) + 2
+        total += size
+        if size > MAX_CONFIG_VAR_BYTES:
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem=f"has a value of {size:,} bytes; one variable may hold "
+                                    f"at most {MAX_CONFIG_VAR_BYTES:,} (the kernel's limit "
+                                    f"for one environment string)")
+        if name in _INDEX_URL_VARS and not _valid_index_urls(value):
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=name, problem="is not a list of valid index URLs (http, https or file; "
+                                    "a password holding `/`, `@` or `:` must be "
+                                    "percent-encoded, e.g. `%2F`)")
+    if total > MAX_CONFIG_TOTAL_BYTES:
+        raise errors.INVALID_CONFIG_VAR.error(
+            value=f"{len(config)} config vars",
+            problem=f"hold {total:,} bytes together; at most {MAX_CONFIG_TOTAL_BYTES:,} fit "
+                    f"beside the build tools' own environment and arguments")
     return config
+
+
+def _valid_index_urls(value: str) -> bool:
+    """Whether every URL of an index config var parses (an installer would crash on it,
+    quoting the piece it choked on: maybe a piece of a password)."""
+    for item in value.split():
+        url = item.split("=", 1)[1] if "=" in item.split("://", 1)[0] else item  # UV_INDEX
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https", "file") or \
+                (parts.scheme != "file" and not parts.hostname):
+            return False
+    return True
 
 
 def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` strings (as given to --env) as a dict."""
     result = {}
-    for item in assignments:
+    for number, item in enumerate(assignments, start=1):
         if "=" not in item:
-            raise errors.INVALID_CONFIG_VAR.error(value=item, problem="has no `=`")
+            # The text may be a secret pasted without its name: never echo it.
+            redact.register_secrets([item])
+            raise errors.INVALID_CONFIG_VAR.error(
+                value=f"--env argument {number}",
+                problem=f"({len(item)} characters, not shown) has no `=`")
         key, value = item.split("=", 1)
         result[key] = value
+    redact.register_secrets(result.values())
     return result
 
 
 def read_env_file(path: PathLike) -> dict[str, str]:
     """``KEY=VALUE`` lines of an env file (``export`` prefixes, quotes, comments allowed)."""
     try:
+        if Path(path).is_char_device() or Path(path).is_block_device():  # /dev/zero
+            raise OSError("a device, not a file")  # (a pipe, as from <(...), is fine)
         text = Path(path).read_text(errors="replace")
-    except OSError as exc:
-        raise errors.ENV_FILE_UNREADABLE.error(path=path, reason=exc.strerror) from exc
+    except (OSError, ValueError) as exc:
+        raise errors.ENV_FILE_UNREADABLE.error(
+            path=path, reason=getattr(exc, "strerror", None) or exc) from exc
     values = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -182,13 +252,16 @@ def read_env_file(path: PathLike) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
+            redact.register_secrets([line])
             raise errors.INVALID_CONFIG_VAR.error(
-                value=line, problem=f"(line {number} of {path}) has no `=`")
+                value=f"line {number} of {path}",
+                problem=f"({len(line)} characters, not shown) has no `=`")
         key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key.strip()] = value
+    redact.register_secrets(values.values())
     return values
 
 
@@ -235,8 +308,12 @@ class _Build:
     layout: str = "herokuish"
     epoch: int | None = None  # source_date_epoch as given to compile_app
     constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
-    # Cached layers hard-linked into build_dir, with where (relative to it).
-    restored: list[tuple[Layer, str]] = field(default_factory=list)
+    # Whether layers are copied into build_dir (another build holds the cache's
+    # link lock) rather than hard-linked (see cache.Cache.exclusive_links).
+    copy: bool = False
+    # Cached layers placed into build_dir, with where (relative to it) and the
+    # build's own copies of their files (None: hard links).
+    restored: list[tuple[Layer, str, Restored]] = field(default_factory=list)
     # The Aptfile's packages unpacked into .apt/ (name, version, architecture).
     system_packages: list[dict[str, str]] = field(default_factory=list)
     # Compresses the restored layers' slug parts (and removes scratch) while the
@@ -257,17 +334,21 @@ class _Build:
         return [str(self.build_dir), str(self.scratch), str(self.cache.root),
                 *self.host_paths]
 
-    def use_layer(self, layer: Layer, mount: str, host_paths: bool = False) -> None:
-        """Note a layer linked in at ``mount``; start compressing its slug part. With
+    def use_layer(self, layer: Layer, mount: str, host_paths: bool = False,
+                  restored: Restored | None = None) -> None:
+        """Note a layer placed at ``mount``; start compressing its slug part. With
         ``host_paths``, the layer kept which of its files name a path of the machine
-        that made it (dependencies.write_host_paths): they are reported."""
-        self.restored.append((layer, mount))
-        part = _layer_part(layer, mount)
+        that made it (dependencies.write_host_paths): they are reported.
+        ``restored``: the build's own copies of its files (None: hard links)."""
+        restored = restored or Restored()
+        self.restored.append((layer, mount, restored))
+        part = _layer_part(self.cache, layer, mount, restored)
         self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
         if host_paths:
             self.layer_leaks[layer.path] = read_host_paths(layer)
 
 
+@errors.user_errors
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,
@@ -328,6 +409,7 @@ def compile_app(
         reporter.step(f"Using the app base {chosen_base[0].strip()} (from {chosen_base[1]}): "
                       f"only its content is built into the slug")
     boot_timeout = boot_check_timeout(boot_check)
+    check_top_level_links(app_dir)
     refs = buildpacks_for(app_dir, list(buildpacks) if buildpacks else None,
                           repo_root=repo_root)
     if node_build:
@@ -373,7 +455,11 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
     app_dir, scratch, cache, platform = build.app_dir, build.scratch, build.cache, build.platform
     timer, reporter, config_vars = build.timer, build.reporter, build.config_vars
     layout, source_date_epoch = build.layout, build.epoch
+    # Held until the slug is written: while this build may hard-link cached files,
+    # no other build does (they copy), so no build step elsewhere can write them.
+    links = contextlib.ExitStack()
     try:
+        build.copy = not links.enter_context(cache.exclusive_links())
         # As on Heroku, .slugignore is applied first: detection, the version
         # files and every later stage see the app without the ignored files.
         with timer.stage("stage_sources"):
@@ -429,7 +515,7 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     directory = fetch(ref, scratch / "buildpacks" / str(position))
                     outcome = run_buildpack(
                         ref, directory, build_dir=build.build_dir,
-                        cache_dir=cache.root / "buildpacks" / ref.cache_name,
+                        cache_dir=_buildpack_cache(cache, ref.cache_name, app_dir),
                         env_dir=env_dir_path, config_vars=config_vars,
                         stack=platform.stack, exports=exports, reporter=reporter)
                 declared.append(outcome.release)
@@ -500,7 +586,11 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
     finally:
         with timer.stage("cleanup", deadline=False):
             build.background.shutdown(wait=True, cancel_futures=True)
+            links.close()
             shutil.rmtree(scratch, ignore_errors=True)
+            for layer, _, _ in build.restored:
+                if not layer.published:  # installed for this build alone
+                    shutil.rmtree(layer.path, ignore_errors=True)
 
     return packed, metadata, process_types, python_build
 
@@ -516,8 +606,8 @@ def _apt_stage(build: _Build) -> dict[str, str]:
         layer, from_cache = prepared
         if from_cache:
             build.reporter.step("Restoring system packages from cache (Aptfile unchanged)")
-        build.cache.restore(layer, build.build_dir / APT_DIR)
-        build.use_layer(layer, APT_DIR)
+        placed = build.cache.restore(layer, build.build_dir / APT_DIR, copy=build.copy)
+        build.use_layer(layer, APT_DIR, restored=placed)
         build.system_packages = list(layer.manifest.get("inputs", {}).get("packages", []))
         write_apt_profile(build.build_dir)
         return apt_build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))
@@ -669,10 +759,12 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     # earlier buildpack may change what it installs onto: its requirements, or
     # the runtime's prefix.
     apart = not (build_dir / "bin" / PRE_COMPILE).is_file() and not python_home.exists()
-    early = interpreter_before_layer(build.cache, runtime, build.platform) if apart else None
+    early = (interpreter_before_layer(build.cache, runtime, build.platform, reporter)
+             if apart else None)
     beside = _Beside(dependency_layer, reporter, timer) if early is not None else None
     prefetch = None
-    if beside is None and cached_runtime_layer(build.cache, runtime, build.platform) is None:
+    if beside is None and cached_runtime_layer(build.cache, runtime, build.platform,
+                                                reporter) is None:
         # A cold build: let the installer download while the runtime is prepared.
         prefetch = Prefetch.start(
             app_dir=build_dir, lock_file=info.lock_file, package_manager=info.package_manager,
@@ -683,8 +775,15 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
         if beside is not None:
             beside.start(python=early)
         with timer.stage("runtime_layer"):
-            runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
-                                                             build.platform, reporter)
+            for attempt in range(_RESTORE_ATTEMPTS):
+                runtime_layer = None
+                try:
+                    runtime_layer, from_cache = ensure_runtime_layer(build.cache, runtime,
+                                                                     build.platform, reporter)
+                    placed = build.cache.restore(runtime_layer, python_home, copy=build.copy)
+                    break
+                except LayerChanged as changed:
+                    _restore_failed(build, runtime_layer, changed, attempt)
             reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
                           f"{runtime.version}" + (" from cache" if from_cache else
                                                   f" (from {runtime.short_origin})"))
@@ -693,8 +792,9 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                 beside = _Beside(dependency_layer, reporter, timer)
                 beside.start(python=runtime_layer.tree / "bin" / runtime.python_name,
                              prefetch=prefetch)
-            build.cache.restore(runtime_layer, python_home)
-            build.use_layer(runtime_layer, _PYTHON_HOME)
+            build.use_layer(runtime_layer, _PYTHON_HOME, restored=placed)
+            # Installing onto the prefix: what a hook changes there keys the layer.
+            baseline = snapshot(python_home, runtime_layer) if beside is None else None
         python = python_home / "bin" / runtime.python_name
 
         with timer.stage("pre_compile"):
@@ -702,14 +802,26 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
                      runtime.version, info.lock_file or "requirements.txt")
 
         with timer.stage("dependency_layer"):
-            if beside is not None:
-                deps = beside.result()
-            else:
-                deps = dependency_layer(python=python, reporter=reporter, prefetch=prefetch,
-                                        onto=python_home)
-            deps = link_dependency_layer(deps, python_home, runtime.python_name, build.cache,
-                                         reporter, info.lock_file)
-            build.use_layer(deps.layer, _PYTHON_HOME, host_paths=True)
+            for attempt in range(_RESTORE_ATTEMPTS):
+                deps = None
+                try:
+                    if beside is not None and attempt == 0:
+                        deps = beside.result()
+                    elif beside is not None:
+                        deps = dependency_layer(python=python, reporter=reporter,
+                                                copy=build.copy)
+                    else:
+                        deps = dependency_layer(python=python, reporter=reporter,
+                                                prefetch=prefetch if attempt == 0 else None,
+                                                onto=python_home, prefix_snapshot=baseline,
+                                                copy=build.copy)
+                    deps, placed = link_dependency_layer(deps, python_home, runtime.python_name,
+                                                         build.cache, reporter, info.lock_file,
+                                                         copy=build.copy)
+                    break
+                except LayerChanged as changed:
+                    _restore_failed(build, deps.layer if deps else None, changed, attempt)
+            build.use_layer(deps.layer, _PYTHON_HOME, host_paths=True, restored=placed)
     except BaseException:
         kill_running_tools()  # an install beside must not keep a failed build waiting
         raise
@@ -766,6 +878,32 @@ def _warn_node_assets(build: _Build, refs: Sequence[BuildpackRef], position: int
     warning = node_assets_warning(build.build_dir, before, after)
     if warning:
         build.reporter.warn(warning)
+
+
+_RESTORE_ATTEMPTS = 3
+
+
+def _buildpack_cache(cache: Cache, name: str, app_dir: Path) -> Path:
+    """A buildpack's CACHE_DIR: per buildpack and per app directory, as Heroku keeps a
+    build cache per app, so one app's build never reads what another's wrote."""
+    app_key = hashlib.sha256(str(app_dir).encode()).hexdigest()[:16]
+    return cache.root / "buildpacks" / name / app_key
+
+
+def _restore_failed(build: _Build, layer: Layer | None, changed: LayerChanged,
+                    attempt: int) -> None:
+    """A layer's file changed while this build copied or hashed it: another build,
+    holding the link lock, edited it in place (through uv's cache, for a layer just
+    installed). Discard the layer (it is made again), or give up."""
+    if layer is not None and layer.published:
+        build.cache.discard(layer)
+    name = layer.path.name if layer is not None else "being made"
+    if attempt + 1 == _RESTORE_ATTEMPTS:
+        raise errors.CACHE_LAYER_CHANGING.error(layer=name, path=str(changed),
+                                                attempts=_RESTORE_ATTEMPTS)
+    build.reporter.warn(f"A file of the cached layer {name} ({changed}) changed while this "
+                        f"build read it (another build sharing the cache wrote into it in "
+                        f"place); the layer was discarded and is made again.")
 
 
 def _python_export(scratch: Path, build_dir: Path) -> Path:
@@ -872,49 +1010,79 @@ def _remove_stray_bytecode(build_dir: Path) -> None:
 
 def _check_layers(build: _Build) -> tuple[set[tuple[int, int]], list[LayerPart],
                                           list[tuple[Path, str]]]:
-    """The inodes of the files the build links to in its layers (no need to scan
-    them for mentions of the build directory again), the layers to pack as
+    """The inodes of the build's files that are still its layers' files (no need to
+    scan them for mentions of the build directory again), the layers to pack as
     parts, and the mentions found in the layers this build made.
 
-    A layer one of whose files a build step changed in place is discarded (its
-    files are then scanned with the rest of the build directory).
+    Hard-linked (this build held the link lock): a layer one of whose files a
+    build step changed in place is discarded (its files are then scanned with
+    the rest of the build directory). Copied: nothing of the cache was exposed;
+    each copy still as copied counts as the layer's file.
     """
     linked: set[tuple[int, int]] = set()
     intact: list[LayerPart] = []
     leaks: list[tuple[Path, str]] = []
-    for layer, mount in build.restored:
-        inodes = build.cache.check_restored(layer)
-        if inodes is not None:
-            intact.append(_layer_part(layer, mount))
-            linked |= inodes
-            leaks += _still_in_place(build.layer_leaks.get(layer.path, []), layer,
-                                     build.build_dir / mount)
+    for layer, mount, restored in build.restored:
+        mounted = build.build_dir / mount
+        if restored.copies is not None:
+            inodes: set[tuple[int, int]] | None = _intact_copies(mounted, restored)
         else:
-            build.reporter.warn(f"A build step (of this build or of another sharing the "
-                                f"cache) changed a file of the cached layer "
-                                f"{layer.path.name} in place; that layer was discarded and "
-                                f"will be rebuilt next time.")
+            inodes = build.cache.check_restored(layer)
+        if inodes is not None:
+            intact.append(_layer_part(build.cache, layer, mount, restored))
+            linked |= inodes
+            leaks += _still_in_place(build.layer_leaks.get(layer.path, []), layer, mounted,
+                                     restored)
+        else:
+            build.reporter.warn(f"A build step of this build changed a file of the cached "
+                                f"layer {layer.path.name} in place; that layer was discarded "
+                                f"and will be rebuilt next time.")
     return linked, intact, leaks
 
 
-def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path
-                    ) -> list[tuple[Path, str]]:
+def _intact_copies(mounted: Path, restored: Restored) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the build's copies of a layer's files still as copied."""
+    assert restored.copies is not None
+    found = set()
+    for rel, stamp in restored.copies.items():
+        try:
+            st = os.lstat(mounted / rel)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == stamp:
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path,
+                    restored: Restored) -> list[tuple[Path, str]]:
     """Mentions found in a layer's files, as build-directory paths, for the files the
-    build directory still links to (one replaced since is scanned with the rest;
-    symlinks always are)."""
+    build directory still holds as placed (one replaced since is scanned with the
+    rest; symlinks always are)."""
     kept = []
     for path, needle in found:
-        placed = mounted / path.relative_to(layer.tree)
+        rel = path.relative_to(layer.tree)
+        placed = mounted / rel
         try:
-            if not path.is_symlink() and os.path.samestat(path.stat(), placed.lstat()):
+            if path.is_symlink():
+                continue
+            st = placed.lstat()
+            if restored.copies is not None:
+                same = restored.copies.get(rel.as_posix()) == (
+                    st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            else:
+                same = os.path.samestat(path.stat(), st)
+            if same:
                 kept.append((placed, needle))
         except OSError:
             continue
     return kept
 
 
-def _layer_part(layer: Layer, mount: str) -> LayerPart:
-    return LayerPart(mount, layer.tree, layer.path / "packed")
+def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> LayerPart:
+    return LayerPart(mount, layer.tree, layer.path / "packed", copies=restored.copies,
+                     symlinks=restored.symlinks,
+                     unchanged=functools.partial(cache.still_pristine, layer))
 
 
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
@@ -924,13 +1092,20 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
     """Pack the slug and write slug.json under temporary names, then rename both.
 
     ``verify`` (the boot check) sees the packed slug before anything is renamed:
-    when it raises, neither output is written."""
+    when it raises, neither output is written.
+
+    The temporary files are locked (flock) while they are written, which is how
+    a later build tells an abandoned one from one still being written, even by
+    a build in another container (process ids say nothing there).
+    """
     _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
-    suffix = f".{os.getpid()}.partial"
+    suffix = f".{secrets.token_hex(6)}.partial"
     partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
     partial_json = json_path.with_name(f".{json_path.name}{suffix}")
+    held: list[int] = []
     try:
-        with open(partial_slug, "wb") as handle:
+        held += [_locked_new_file(partial_slug), _locked_new_file(partial_json)]
+        with open(held[0], "wb", closefd=False) as handle:
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
@@ -948,21 +1123,42 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
         for partial in (partial_slug, partial_json):
             if partial.exists():
                 partial.unlink()
+        for fd in held:
+            os.close(fd)
     return packed, metadata
 
 
-def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
-    """Delete ``.NAME.PID.partial`` files that builds of these outputs left when killed.
+def _locked_new_file(path: Path) -> int:
+    """Create ``path`` and hold an exclusive flock on it (a descriptor to close)."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by a cleaner between the open and the lock: again
 
-    Only for the ``names`` this build writes: other files are not ours to judge.
-    """
+
+def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
+    """Delete ``.NAME.*.partial`` files that builds of these outputs left when killed:
+    those nobody holds a lock on. Only for the ``names`` this build writes: other
+    files are not ours to judge."""
     for name in names:
         for partial in directory.glob(f".{glob.escape(name)}.*.partial"):
-            pid = partial.name[len(name) + 2: -len(".partial")]
-            if not pid.isdigit() or process_alive(int(pid)):
+            try:
+                fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
                 continue
-            with contextlib.suppress(OSError):
-                partial.unlink()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.path.samestat(os.fstat(fd), os.stat(partial)):
+                    partial.unlink()
+            except OSError:
+                pass  # being written (locked), or gone meanwhile
+            finally:
+                os.close(fd)
 
 
 def _human_size(size: int) -> str:

@@ -248,6 +248,9 @@ def _text(data: bytes) -> str:
 _CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+_SCALARS = (str, int, float, bool)
+
+
 def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output.
 
@@ -263,7 +266,7 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
 
     try:
         data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: RecursionError
         raise invalid(f"its output is not YAML ({exc.__class__.__name__})") from exc
     if data is None or data == "":
         data = {}

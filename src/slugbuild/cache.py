@@ -11,9 +11,11 @@ Layout (see docs/cache.md)::
       tools/<tool>-<hash>/{...,tree/}   Pipenv, Poetry: build tools (installers/tools.py)
       history/<hash>.json               an app dir's last dependency inputs (dependencies.py)
       downloads/<platform key>/         verified runtime archives (downloads.py)
-      buildpacks/<name>-<hash>/         a buildpack's CACHE_DIR (build.py)
-      locks/                            one lock file per layer being built
-      tmp/                              layers, installs and build dirs in progress
+      buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (build.py)
+      locks/                            one lock file per layer being built, links.lock,
+                                        leases/<token>.lease (one per running process)
+      tmp/                              layers, installs and build dirs in progress,
+                                        named <token>.<label>.<random> after their owner
 
 runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
 the others by the modules named, when first needed.
@@ -22,25 +24,42 @@ A layer is built under tmp/ and renamed into place only after its manifest is
 written, so a build killed half way never leaves a layer a later build would
 trust. Builds of the same layer are serialised by a lock file.
 
-Restoring a layer hard-links its files into the build directory (a copy
-where links are impossible). ``files.json`` records each file's size, mtime
-and mode when the layer was published; ``check_restored`` compares them after the
-build steps ran, and a layer whose file was changed in place (through the
-link) is discarded, so a later build never trusts it.
+``files.json`` records, at publish time, each file's size, mtime, mode and
+SHA-256 and each symlink's target. ``verify`` checks a layer against it before
+any use: sizes, modes and the set of paths always, contents by digest for
+every file whose mtime is not the recorded one (so a cache restored by tar or
+zip, which drop sub-second times, is hashed once and then trusted again).
+
+Restoring a layer hard-links its files into the build directory only while
+the build holds ``locks/links.lock`` (``exclusive_links``): then no other
+build has a path to a cached file, and an in-place edit seen after the build
+steps (``check_restored``) can only be this build's own. A build that cannot
+take it (another build is linking) copies instead, so the files its build
+steps can write are never shared with anyone.
+
+Liveness of scratch directories is a ``flock`` on their owner's lease file,
+never a process id: builds in other PID namespaces (containers sharing the
+cache) see each other's locks, not each other's processes.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +74,18 @@ _LINK_IMPOSSIBLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 TREE = "tree"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
-
+# What a layer kind may add to the check of its tree (RECORDs, for dependencies).
+TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
+# files.json: {"format": 2, "files": {rel: [size, mtime_ns, mode, sha256]},
+# "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
+INDEX_FORMAT = 2
+LEASE_SUFFIX = ".lease"
+# Scratch entry names: <lease token>.<label>.<random>; older versions used <pid>.
+_TOKEN = re.compile(r"^[0-9a-f]{16}\.")
+_LEGACY = re.compile(r"^\d{1,10}\.")
+# Scratch entries of older slugbuild versions (named after a process id) are
+# removed once they are this old; their owner cannot be asked any more.
+_LEGACY_SCRATCH_AGE = 24 * 3600
 
 def default_cache_dir() -> Path:
     """SLUGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild."""
@@ -68,18 +98,95 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Layer:
-    """A finished, trusted layer in the cache."""
+    """A finished, trusted layer in the cache (or a build's private, unpublished one)."""
 
     path: Path
     manifest: dict[str, Any]
+    published: bool = True
+    # The directory's inode when it was looked up: discarding it must not remove a
+    # fresh layer another build published under the same name meanwhile.
+    inode: int = 0
 
     @property
     def tree(self) -> Path:
         return self.path / TREE
 
 
+class LayerChanged(Exception):
+    """A layer's files changed while they were being read (restored, packed)."""
+
+
+@dataclass
+class Restored:
+    """Where a restore put a layer's files. ``copies`` (copy mode only): for each
+    file, relative to the layer's tree, the (inode, size, mtime_ns, ctime_ns) of the
+    build's own copy just after it was made; None when they are hard links."""
+
+    copies: dict[str, tuple[int, int, int, int]] | None = None
+    symlinks: dict[str, str] = field(default_factory=dict)  # copy mode: path -> target
+
+
+class _Lease:
+    """This process's claim on the scratch entries named ``<token>.*`` in tmp/.
+
+    An exclusive ``flock`` held on ``locks/leases/<token>.lease`` for the life of
+    the process: another build (any PID namespace, same kernel) that can take
+    it knows the owner is gone.
+    """
+
+    def __init__(self, root: Path) -> None:
+        leases = root / "locks" / "leases"
+        leases.mkdir(exist_ok=True)
+        while True:
+            token = secrets.token_hex(8)
+            path = leases / (token + LEASE_SUFFIX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A cleaner may have taken the new file before us and removed it.
+            if _same_inode(fd, path):
+                break
+            os.close(fd)
+        self.token, self.path, self.fd, self.tmp = token, path, fd, root / "tmp"
+        self.pid = os.getpid()
+
+    def release(self) -> None:
+        """At exit: remove what is left of this process's scratch, then the lease."""
+        if os.getpid() != self.pid:
+            return  # a forked child: the lease is its parent's
+        with contextlib.suppress(OSError):
+            for entry in self.tmp.iterdir():
+                if entry.name.startswith(self.token + "."):
+                    _remove_entry(entry)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+_leases: dict[Path, _Lease] = {}
+_leases_lock = threading.Lock()
+
+
+@atexit.register
+def _release_leases() -> None:
+    for lease in list(_leases.values()):
+        lease.release()
+
+
+# A forked child takes a lease of its own the first time it opens a cache.
+os.register_at_fork(after_in_child=_leases.clear)
+
+
+def _same_inode(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
 class Cache:
-    """A cache directory. Safe to share between concurrent builds."""
+    """A cache directory. Safe to share between concurrent builds: threads,
+    processes, and containers on one kernel (docs/cache.md#cache-sharing)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
@@ -91,9 +198,18 @@ class Cache:
             tag = self.root / CACHEDIR_TAG  # never packed, even from inside an app
             if not tag.is_file():
                 tag.write_bytes(CACHEDIR_SIGNATURE + b"\n# slugbuild's cache (docs/cache.md)\n")
+            self.lease = self._lease()
         except OSError as exc:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
+        self._verified: dict[Path, tuple[str, int]] = {}
         self._remove_abandoned_scratch()
+
+    def _lease(self) -> _Lease:
+        with _leases_lock:
+            lease = _leases.get(self.root)
+            if lease is None or not _same_inode(lease.fd, lease.path):
+                lease = _leases[self.root] = _Lease(self.root)
+            return lease
 
     @property
     def pip_cache(self) -> Path:
@@ -106,11 +222,87 @@ class Cache:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, ValueError):
             return None
-        if manifest.get("format") != FORMAT or manifest.get("key") != key:
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+                or manifest.get("key") != key:
             return None
-        if not (path / TREE).is_dir():
+        try:
+            if not (path / TREE).is_dir():
+                return None
+            return Layer(path, manifest, inode=path.stat().st_ino)
+        except OSError:
             return None
-        return Layer(path, manifest)
+
+    def lookup_verified(self, kind: str, name: str, key: str,
+                        extra_check: TreeCheck | None = None
+                        ) -> tuple[Layer | None, list[str]]:
+        """The layer ``kind/name`` if present, keyed by ``key`` and intact; else None
+        and, when it was there but damaged (now discarded), what was wrong."""
+        layer = self.lookup(kind, name, key)
+        if layer is None:
+            return None, []
+        problems = self.verify(layer, extra_check)
+        if problems:
+            self.discard(layer)
+            return None, problems
+        return layer, []
+
+    def verify(self, layer: Layer, extra_check: TreeCheck | None = None) -> list[str]:
+        """What is wrong with a layer's tree compared with its files.json (empty: intact).
+
+        Sizes, modes, symlink targets and the set of paths are always compared;
+        a file's content (SHA-256) only when its mtime is not the recorded one,
+        after which the new mtime is recorded (best effort) so the next check is
+        a stat again. ``extra_check(tree, index)`` adds its own problems (RECORDs),
+        unless files.json says the same check passed when the layer was published.
+        Remembered per cache object while files.json is unchanged.
+        """
+        index_path = layer.path / FILE_INDEX
+        try:
+            index_mtime = index_path.stat().st_mtime_ns
+        except OSError:
+            return [f"{FILE_INDEX} is missing"]
+        if self._verified.get(layer.path) == (layer.manifest.get("key"), index_mtime):
+            return []
+        index = read_index(index_path)
+        if index is None:
+            return [f"{FILE_INDEX} is missing, unreadable or from an older slugbuild"]
+        try:
+            problems, restamped = _compare_tree(layer.tree, index)
+        except OSError as exc:
+            return [f"its tree could not be read ({exc.strerror or exc})"]
+        if not problems and extra_check is not None and not index.get("checked"):
+            # A layer whose check passed when it was published, and whose tree is
+            # still what files.json says, passes it still: not run again.
+            problems = list(extra_check(layer.tree, index))
+        if problems:
+            return problems
+        if restamped:
+            for rel, mtime in restamped.items():
+                index["files"][rel][1] = mtime
+            with contextlib.suppress(OSError):
+                write_json_atomic(index_path, index)
+        with contextlib.suppress(OSError):
+            self._verified[layer.path] = (layer.manifest.get("key"),
+                                          index_path.stat().st_mtime_ns)
+        return []
+
+    def discard(self, layer: Layer) -> None:
+        """Remove a layer from the cache (renamed away first: readers see all or nothing)."""
+        self._verified.pop(layer.path, None)
+        try:
+            if layer.inode and os.stat(layer.path).st_ino != layer.inode:
+                return  # already replaced by a fresh layer
+        except OSError:
+            return  # already gone
+        try:
+            doomed = self.scratch_dir(f"discarded-{layer.path.name}")
+        except OSError:  # bookkeeping never fails a build: a full disk leaves it in place
+            return
+        try:
+            os.rename(layer.path, doomed / "layer")
+        except OSError:
+            pass
+        shutil.rmtree(doomed, ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, kind: str, name: str) -> Iterator[None]:
@@ -124,23 +316,51 @@ class Cache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
+    def exclusive_links(self) -> Iterator[bool]:
+        """True while this build alone may hard-link cached files into its build
+        directory (another build holds ``locks/links.lock``: False, copy instead)."""
+        with open(self.root / "locks" / "links.lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
     def new_layer(
-        self, kind: str, name: str, key: str, inputs: dict[str, Any]
+        self, kind: str, name: str, key: str, inputs: dict[str, Any],
+        check: TreeCheck | None = None, draft: dict[str, Any] | None = None,
     ) -> Iterator[Path]:
         """Yield an empty tree to fill; on success it becomes layer ``kind/name``.
 
         On any exception the partial tree is removed and nothing is published.
-        The caller holds ``lock(kind, name)``.
+        ``check(tree, index)`` may list why the tree is not complete for its key:
+        then it is not published, and ``draft["unpublished"]`` holds the
+        problems and ``draft["layer"]`` the build's private Layer (its caller's
+        to remove). The caller holds ``lock(kind, name)``.
         """
         scratch = self.scratch_dir(f"{kind}-{name}")
         tree = scratch / TREE
         tree.mkdir()
         try:
             yield tree
-            write_json_atomic(scratch / FILE_INDEX, _file_index(tree))
+            index = build_index(tree)
+            problems = list(check(tree, index)) if check is not None else []
+            if check is not None and not problems:
+                index["checked"] = True
+            write_json_atomic(scratch / FILE_INDEX, index)
             manifest = {"format": FORMAT, "kind": kind, "name": name, "key": key,
                         "inputs": inputs}
             write_json_atomic(scratch / MANIFEST, manifest)
+            if problems:
+                assert draft is not None, "a checked layer needs a draft to report to"
+                draft["unpublished"] = problems
+                draft["layer"] = Layer(scratch, manifest, published=False)
+                return
             final = self.root / kind / name
             if final.exists():
                 # A stale or foreign layer under the same name: move it aside first
@@ -151,103 +371,188 @@ class Cache:
                 shutil.rmtree(doomed, ignore_errors=True)
             else:
                 os.rename(scratch, final)
+            self._verified[final] = (key, (final / FILE_INDEX).stat().st_mtime_ns)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
 
-    def restore(self, layer: Layer, target: Path) -> None:
-        """Put the layer's files at ``target`` (merged into what is there), as hard links.
+    def restore(self, layer: Layer, target: Path, copy: bool = False) -> Restored:
+        """Put the layer's files at ``target`` (merged into what is there).
 
+        As hard links, unless ``copy``: then as the build's own copies, each
+        checked afterwards against the layer's files.json (raises LayerChanged
+        if a file changed while it was copied: another build's in-place edit).
         A plain walk: directory times and modes do not matter (the slug
         normalises them), and copytree's per-directory copystat doubled the time.
         """
-        linkable = (layer.path / FILE_INDEX).is_file()
-        pending = [(str(layer.tree), str(target))]
-        while pending:
-            source_dir, target_dir = pending.pop()
-            os.makedirs(target_dir, exist_ok=True)
-            with os.scandir(source_dir) as entries:  # d_type: no stat per entry
-                for entry in entries:
-                    destination = os.path.join(target_dir, entry.name)
-                    if entry.is_symlink():
-                        if os.path.lexists(destination):
-                            os.unlink(destination)
-                        os.symlink(os.readlink(entry.path), destination)
-                    elif entry.is_dir():
-                        pending.append((entry.path, destination))
-                    else:
-                        _place(entry.path, destination, linkable)
+        index = read_index(layer.path / FILE_INDEX) if copy else None
+        if copy and index is None:
+            raise LayerChanged(f"{layer.path.name}: {FILE_INDEX} is unreadable")
+        copies: dict[str, tuple[int, int, int, int]] = {}
+        symlinks: dict[str, str] = {}
+        placed: list[str] = []
+        pending = [("", str(layer.tree), str(target))]
+        try:
+            while pending:
+                prefix, source_dir, target_dir = pending.pop()
+                os.makedirs(target_dir, exist_ok=True)
+                with os.scandir(source_dir) as entries:  # d_type: no stat per entry
+                    for entry in entries:
+                        destination = os.path.join(target_dir, entry.name)
+                        if entry.is_symlink():
+                            if os.path.lexists(destination):
+                                os.unlink(destination)
+                            link_target = os.readlink(entry.path)
+                            os.symlink(link_target, destination)
+                            symlinks[prefix + entry.name] = link_target
+                        elif entry.is_dir():
+                            pending.append((prefix + entry.name + "/", entry.path, destination))
+                            continue
+                        elif copy:
+                            rel = prefix + entry.name
+                            copies[rel] = _copy_checked(entry.path, destination,
+                                                        index["files"].get(rel), rel)
+                        else:
+                            _place(entry.path, destination)
+                        placed.append(destination)
+        except LayerChanged:
+            for path in placed:  # the caller restores a fresh layer over a clean prefix
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        return Restored(copies, symlinks) if copy else Restored()
 
     def check_restored(self, layer: Layer) -> set[tuple[int, int]] | None:
-        """After a build used a restored layer: None if one of its files changed
+        """After a build used a layer by hard links: None if one of its files changed
         since publishing (the layer is then discarded), else the (st_dev, st_ino)
         of its files, which are the build's own hard links to them."""
         if not layer.tree.is_dir():
             return None  # discarded meanwhile by another build sharing the cache
-        try:
-            recorded = json.loads((layer.path / FILE_INDEX).read_text())
-        except (OSError, ValueError):
-            return set()  # an older layer: restored by copying, nothing linked
+        index = read_index(layer.path / FILE_INDEX)
         inodes: set[tuple[int, int]] = set()
         try:
-            unchanged = _file_index(layer.tree, inodes) == recorded
+            unchanged = index is not None and _stamps_unchanged(layer.tree, index, inodes)
         except OSError:  # removed while being read
             return None
         if unchanged:
             return inodes
-        doomed = self.scratch_dir(f"tampered-{layer.path.name}")
-        try:
-            os.rename(layer.path, doomed / "layer")
-        except OSError:
-            pass
-        shutil.rmtree(doomed, ignore_errors=True)
+        if layer.published:
+            self.discard(layer)
         return None
 
+    def still_pristine(self, layer: Layer) -> bool:
+        """Every file of the layer still has its recorded size, mtime and mode."""
+        index = read_index(layer.path / FILE_INDEX)
+        try:
+            return index is not None and _stamps_unchanged(layer.tree, index)
+        except OSError:
+            return False
+
     def scratch_dir(self, label: str) -> Path:
-        """A fresh directory under tmp/, marked with this process's id."""
-        return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}.{label}.", dir=self.root / "tmp"))
+        """A fresh directory under tmp/, named after this process's lease."""
+        return Path(tempfile.mkdtemp(prefix=f"{self.lease.token}.{label}.",
+                                     dir=self.root / "tmp"))
 
     def _remove_abandoned_scratch(self) -> None:
-        """Delete scratch dirs left by builds whose process no longer runs."""
-        for entry in (self.root / "tmp").iterdir():
-            pid_text = entry.name.split(".", 1)[0]
-            if pid_text.isdigit() and not process_alive(int(pid_text)):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        entry.unlink()
+        """Delete scratch entries whose owner's lease is free (the owner is gone).
+
+        Entries named after a process id (older slugbuild) go once a day old.
+        """
+        tmp, leases = self.root / "tmp", self.root / "locks" / "leases"
+        try:
+            entries = list(tmp.iterdir())
+            tokens = {p.name[:-len(LEASE_SUFFIX)] for p in leases.iterdir()
+                      if p.name.endswith(LEASE_SUFFIX)}
+        except OSError:
+            return
+        now = time.time()
+        for entry in entries:
+            owner = entry.name.split(".", 1)[0]
+            if _TOKEN.match(entry.name) and owner not in tokens:
+                _remove_entry(entry)  # its owner's lease was removed: the owner is gone
+            elif _LEGACY.match(entry.name):
+                with contextlib.suppress(OSError):
+                    if now - entry.lstat().st_mtime > _LEGACY_SCRATCH_AGE:
+                        _remove_entry(entry)
+        for token in tokens - {self.lease.token}:
+            lease = leases / (token + LEASE_SUFFIX)
+            fd = _take_free_lease(lease)
+            if fd is None:
+                continue
+            try:
+                for entry in entries:
+                    if entry.name.startswith(token + "."):
+                        _remove_entry(entry)
+                with contextlib.suppress(OSError):
+                    os.unlink(lease)  # last: while it exists, its entries are looked for
+            finally:
+                os.close(fd)
 
 
-def process_alive(pid: int) -> bool:
+def _take_free_lease(path: Path) -> int | None:
+    """A locked descriptor of the lease at ``path`` if nobody holds it (its owner is
+    gone), else None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    if not _same_inode(fd, path):  # removed and gone meanwhile
+        os.close(fd)
+        return None
+    return fd
 
 
-def _place(source: str, destination: str, linkable: bool) -> None:
+def _remove_entry(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
+def _place(source: str, destination: str) -> None:
     """Hard-link ``source`` at ``destination``, or copy it where a link is impossible.
 
     An existing file there is unlinked first, never written through: it may be
     a link into another cached layer.
     """
-    if linkable:
-        try:
-            os.link(source, destination)
-            return
-        except FileExistsError:
-            os.unlink(destination)
-            return _place(source, destination, linkable)
-        except OSError as exc:
-            if exc.errno not in _LINK_IMPOSSIBLE:
-                raise
+    try:
+        os.link(source, destination)
+        return
+    except FileExistsError:
+        os.unlink(destination)
+        return _place(source, destination)
+    except OSError as exc:
+        if exc.errno not in _LINK_IMPOSSIBLE:
+            raise
     if os.path.lexists(destination):
         os.unlink(destination)
     shutil.copy2(source, destination)
+
+
+def _copy_checked(source: str, destination: str, recorded: list | None, rel: str
+                  ) -> tuple[int, int, int, int]:
+    """Copy a layer file to a new inode at ``destination``; its stamp as copied.
+
+    The source must have its recorded size, mtime and mode after the copy
+    (else another build edited the cached file meanwhile: LayerChanged).
+    """
+    if os.path.lexists(destination):
+        os.unlink(destination)
+    shutil.copyfile(source, destination)
+    st = os.lstat(source)
+    if recorded is None or (st.st_size, st.st_mtime_ns, st.st_mode) != tuple(recorded[:3]):
+        with contextlib.suppress(OSError):
+            os.unlink(destination)
+        raise LayerChanged(rel)
+    os.chmod(destination, stat.S_IMODE(st.st_mode))
+    mine = os.lstat(destination)
+    return (mine.st_ino, mine.st_size, mine.st_mtime_ns, mine.st_ctime_ns)
 
 
 def link_or_copy(source: os.PathLike | str, destination: os.PathLike | str) -> None:
@@ -263,7 +568,7 @@ def link_or_copy(source: os.PathLike | str, destination: os.PathLike | str) -> N
         shutil.copy2(source, destination)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | str) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks (slugs and archives can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -272,14 +577,8 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _file_index(tree: Path, inodes: set[tuple[int, int]] | None = None
-                ) -> dict[str, list[int]]:
-    """Size, mtime (ns) and mode of every regular file below ``tree``.
-
-    The mode counts: a chmod through a hard link would change every later slug.
-    ``inodes``, when given, also collects each file's (st_dev, st_ino).
-    """
-    index = {}
+def _walk(tree: Path) -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative path, entry) of every non-directory below ``tree``."""
     pending = [("", str(tree))]
     while pending:
         prefix, directory = pending.pop()
@@ -287,17 +586,115 @@ def _file_index(tree: Path, inodes: set[tuple[int, int]] | None = None
             for entry in listing:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((prefix + entry.name + "/", entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    index[prefix + entry.name] = [st.st_size, st.st_mtime_ns, st.st_mode]
-                    if inodes is not None:
-                        inodes.add((st.st_dev, st.st_ino))
+                else:
+                    yield prefix + entry.name, entry
+
+
+def build_index(tree: Path) -> dict[str, Any]:
+    """files.json for ``tree``: size, mtime (ns), mode and SHA-256 of every regular
+    file, the target of every symlink. The mode counts: a chmod through a hard link
+    would change every later slug. Raises LayerChanged for anything else (a fifo)."""
+    files: dict[str, list] = {}
+    symlinks: dict[str, str] = {}
+    for rel, entry in _walk(tree):
+        if entry.is_symlink():
+            symlinks[rel] = os.readlink(entry.path)
+        elif entry.is_file(follow_symlinks=False):
+            before = entry.stat(follow_symlinks=False)
+            digest = file_sha256(entry.path)
+            after = os.lstat(entry.path)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise LayerChanged(rel)  # written while it was hashed
+            files[rel] = [after.st_size, after.st_mtime_ns, after.st_mode, digest]
+        else:
+            raise LayerChanged(f"{rel} is not a regular file, directory or symlink")
+    return {"format": INDEX_FORMAT, "files": files, "symlinks": symlinks}
+
+
+def read_index(path: Path) -> dict[str, Any] | None:
+    """A files.json of the current format, else None."""
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT \
+            or not isinstance(index.get("files"), dict) \
+            or not isinstance(index.get("symlinks"), dict):
+        return None
     return index
 
 
+def _compare_tree(tree: Path, index: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+    """Problems found comparing ``tree`` with ``index``, and the new mtimes of files
+    whose content was hashed and found as recorded."""
+    files, symlinks = index["files"], index["symlinks"]
+    problems: list[str] = []
+    restamped: dict[str, int] = {}
+    seen = 0
+    for rel, entry in _walk(tree):
+        if entry.is_symlink():
+            if symlinks.get(rel) != os.readlink(entry.path):
+                problems.append(f"{rel}: not the recorded symlink")
+            else:
+                seen += 1
+            continue
+        recorded = files.get(rel)
+        if recorded is None or not entry.is_file(follow_symlinks=False):
+            problems.append(f"{rel}: not in the layer when it was made")
+            continue
+        seen += 1
+        st = entry.stat(follow_symlinks=False)
+        size, mtime, mode, digest = recorded
+        if st.st_size != size:
+            problems.append(f"{rel}: size changed")
+        elif st.st_mode != mode:
+            problems.append(f"{rel}: mode changed")
+        elif st.st_mtime_ns != mtime:
+            if file_sha256(entry.path) != digest:
+                problems.append(f"{rel}: content changed")
+            else:
+                restamped[rel] = st.st_mtime_ns
+        if len(problems) > 20:
+            break
+    if not problems and seen != len(files) + len(symlinks):
+        missing = sorted(set(files) | set(symlinks))
+        present = {rel for rel, _ in _walk(tree)}
+        problems += [f"{rel}: missing" for rel in missing if rel not in present][:20]
+    return problems, restamped
+
+
+def _stamps_unchanged(tree: Path, index: dict[str, Any],
+                      inodes: set[tuple[int, int]] | None = None) -> bool:
+    """Every file of ``tree`` has its recorded size, mtime and mode; no path came or
+    went. ``inodes``, when given, also collects each file's (st_dev, st_ino)."""
+    files, symlinks = index["files"], index["symlinks"]
+    seen = 0
+    for rel, entry in _walk(tree):
+        if entry.is_symlink():
+            if symlinks.get(rel) != os.readlink(entry.path):
+                return False
+        else:
+            recorded = files.get(rel)
+            if recorded is None or not entry.is_file(follow_symlinks=False):
+                return False
+            st = entry.stat(follow_symlinks=False)
+            if (st.st_size, st.st_mtime_ns, st.st_mode) != tuple(recorded[:3]):
+                return False
+            if inodes is not None:
+                inodes.add((st.st_dev, st.st_ino))
+        seen += 1
+    return seen == len(files) + len(symlinks)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON under a name of this process, then rename it into place: a reader
-    (another build sharing the cache) sees the old file or the new one, never half."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON under a name no other writer uses, then rename it into place: a
+    reader (another build sharing the cache) sees the old file or the new one, never
+    half. The name is random, not a process id: containers sharing the cache
+    have the same process ids."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

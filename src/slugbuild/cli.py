@@ -1,20 +1,35 @@
-"""The ``slugbuild`` command: a thin layer over the library."""
+"""The ``slugbuild`` command: a thin layer over the library.
+
+Whatever happens, the command ends with one message and a non-zero exit, never
+a Python traceback (docs/security.md#when-slugbuild-fails): a SlugbuildError is
+printed as it is; a failed file system call, an input nested too deeply or not
+UTF-8 becomes the catalogue error for it; anything else is an ``internal-error``
+whose traceback is written to a file (or printed with ``--verbose``). Ctrl-C
+exits 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
-from . import __version__
+from . import __version__, errors
 from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
 from .pack import LAYOUTS
+from .redact import mask
 from .runtimes import RuntimeOptions
 
 
@@ -53,12 +68,37 @@ def _positive_seconds(value: str) -> float:
     return seconds
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 1-65535 (argparse reports anything else as a usage error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slugbuild", description="Compile Python web apps into Heroku-style slugs."
     )
     parser.add_argument("--version", action="version", version=f"slugbuild {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on an internal error, print the traceback (also "
+                             "SLUGBUILD_VERBOSE=1)")
+    # Accepted after the command too (`slugbuild compile APP --verbose`); SUPPRESS keeps
+    # a subcommand from resetting a flag given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="on an internal error, print the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_command  # type: ignore[method-assign]
 
     compile_ = sub.add_parser("compile", help="build a slug from an app directory")
     compile_.add_argument("app_dir", type=Path)
@@ -111,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
     run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
-    run.add_argument("--port", type=int, default=5000)
+    run.add_argument("--port", type=_port, default=5000)
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -129,8 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
     publish.add_argument("--heroku-app", required=True, metavar="NAME")
     publish.add_argument("--stack", help="Heroku stack, e.g. heroku-24 (default: the app's)")
-    publish.add_argument("--api-url", help="Platform API base URL (default: %(default)s)",
-                         default=None)
+    publish.add_argument("--api-url", default=None,
+                         help="Platform API base URL (default: $SLUGBUILD_HEROKU_API_URL or "
+                              "https://api.heroku.com)")
+    publish.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                         help="give up when the whole publish takes longer (default: "
+                              "$SLUGBUILD_PUBLISH_TIMEOUT or 900)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
                                        "into requirements.txt (pip-tools)")
@@ -180,21 +224,139 @@ def _stop_on_signals() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one command; return its exit status (0, 1 on any error, 130 on Ctrl-C)."""
+    for stream in (sys.stdout, sys.stderr):
+        # A stream that cannot encode a character (PYTHONIOENCODING=ascii:strict)
+        # must not turn a message into a UnicodeEncodeError.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+    try:
+        args = _parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+    verbose = bool(getattr(args, "verbose", False))
+
+    def command() -> int:
+        _check_paths(args)
+        return _dispatch(args)
+
+    # SIGTERM/SIGHUP/SIGINT stop the build cleanly (its tools killed, scratch removed).
     replaced = (_stop_on_signals() if threading.current_thread() is threading.main_thread()
                 else {})
     try:
-        return _dispatch(args)
-    except SlugbuildError as error:
-        print(error.render(), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as stopped:
-        signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
-        print(f" !     Interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
+        return guarded(command, verbose=verbose)
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
+
+
+def guarded(command: Callable[[], int], *, verbose: bool = False,
+            stream: TextIO | None = None) -> int:
+    """Run ``command``; turn every way it can fail into one message and an exit status.
+
+    Also used by the buildpack's bin/compile (``stream``: where messages go).
+    """
+    stream = stream if stream is not None else sys.stderr
+    verbose = verbose or os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+    try:
+        return command()
+    except SlugbuildError as error:
+        return _fail(error, stream)
+    except KeyboardInterrupt as stopped:
+        return _interrupted(stream, stopped)
+    except BrokenPipeError:
+        # stdout went away (`slugbuild inspect x | head`): nothing left to tell.
+        _silence_stdout()
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place every failure ends
+        try:
+            known = errors.from_exception(exc)
+            generic_os_error = isinstance(exc, OSError) and known is not None \
+                and known.code == errors.FILESYSTEM_ERROR.code
+            if known is not None and not generic_os_error:
+                return _fail(known, stream)
+            return _internal_error(exc, verbose, stream)
+        except Exception:  # noqa: BLE001 - reporting itself failed: say the least
+            _write_quietly(stream, f" !     Error [internal-error]: Internal error in "
+                                   f"slugbuild ({type(exc).__name__})")
+            return 1
+
+
+def _fail(error: SlugbuildError, stream: TextIO) -> int:
+    _write_quietly(stream, error.render())
+    return 1
+
+
+def _write_quietly(stream: TextIO, text: str) -> None:
+    """Print ``text``; a closed or broken stream is no reason for a traceback."""
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _interrupted(stream: TextIO | None = None,
+                 stopped: KeyboardInterrupt | None = None) -> int:
+    """One line and 128 + the signal's number (130 for Ctrl-C), as shells report it."""
+    signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
+    _write_quietly(stream or sys.stderr,
+                   f" !     Interrupted ({signal.Signals(signum).name}): stopped; no slug or "
+                   f"output file was written.")
+    return 128 + signum
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Refuse path arguments that no file system call can take (a NUL byte)."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path) and "\0" in str(value):
+            raise errors.FILESYSTEM_ERROR.error(
+                path=repr(str(value)), reason=f"the {name.replace('_', '-')} path holds a "
+                                              f"NUL byte, which no file name can")
+
+
+def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> int:
+    """Report an unexpected exception: its type and message, and where its traceback is."""
+    details = mask("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if verbose:
+        print(details, file=stream, end="")
+        where = "the output above (--verbose)"
+    else:
+        where = _write_traceback(details)
+    message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "(no message)"
+    if isinstance(exc, OSError):  # a failed file system call: say so, traceback near
+        error = errors.from_os_error(exc, note=f" (the traceback is in {where})")
+    else:
+        error = errors.INTERNAL_ERROR.error(
+            exception=type(exc).__name__, message=message, traceback=where)
+    return _fail(error, stream)
+
+
+def _write_traceback(details: str) -> str:
+    """Write the traceback to a private file in the temp directory; return its path."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    header = (f"slugbuild {__version__} internal error, {stamp}\n"
+              f"python {sys.version.split()[0]}, argv: {mask(' '.join(sys.argv))}\n\n")
+    try:
+        handle, name = tempfile.mkstemp(prefix=f"slugbuild-internal-error-{stamp}-",
+                                        suffix=".txt")  # mode 0600
+        with os.fdopen(handle, "w", encoding="utf-8", errors="replace") as out:
+            out.write(header + details)
+        return name
+    except OSError as exc:
+        return (f"nowhere: it could not be written ({exc.strerror or exc}); run again with "
+                f"--verbose to see it")
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -220,9 +382,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_slug(args.slug, args.process, port=args.port, host=args.host,
                         env=load_config_vars(env), unpack_to=args.unpack_to)
     if args.command == "inspect":
-        from .inspect_slug import describe_slug, render_table
+        from .inspect_slug import describe_slug, render_table, without_credentials
 
-        description = describe_slug(args.slug)
+        description = without_credentials(describe_slug(args.slug))
         if args.json:
             print(json.dumps(description, indent=2))
         else:
@@ -232,7 +394,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .publish import publish_slug
 
         release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
-                               stack=args.stack, reporter=Reporter(sys.stderr))
+                               stack=args.stack, reporter=Reporter(sys.stderr),
+                               timeout=args.timeout)
         print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
         return 0
     if args.command == "runtimes":
@@ -241,7 +404,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .lock import lock_app
 
         lock_app(args.app_dir, upgrade=args.upgrade, generate_hashes=args.generate_hashes,
-                 config_vars=parse_env_assignments(args.env), cache_dir=args.cache_dir,
+                 config_vars=load_config_vars(parse_env_assignments(args.env)),
+                 cache_dir=args.cache_dir,
                  reporter=Reporter(sys.stderr))
         return 0
     if args.command == "detect":
@@ -287,18 +451,18 @@ def _list_runtimes(args: argparse.Namespace) -> int:
             "offline": options.offline,
             "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin,
                           "status": status(o.version)} for o in offers],
-            "unavailable_sources": notes,
+            "unavailable_sources": [mask(note) for note in notes],
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
           f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
     for offer in offers:
-        print(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
-              f"{offer.origin}")
+        print(mask(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
+                   f"{offer.origin}"))
     if not offers:
         print("  (none)")
     for note in notes:
-        print(f" !     source unavailable: {note}", file=sys.stderr)
+        print(mask(f" !     source unavailable: {note}"), file=sys.stderr)
     return 0
 
 

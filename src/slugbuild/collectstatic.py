@@ -3,7 +3,10 @@
 Runs like Heroku's Python buildpack: only for a Django app (manage.py found,
 Django installed), skipped when DISABLE_COLLECTSTATIC is set, with the build's
 config vars in the environment. A failure names its likely cause from the
-output; DEBUG_COLLECTSTATIC=1 also prints the environment, secrets masked.
+output; DEBUG_COLLECTSTATIC=1 also prints the environment: every name, but the
+values only of the few variables the build itself sets (PATH, LANG...). A
+config var (or a host variable) can be a secret whatever its name, so its
+value is shown as its length only (docs/security.md).
 """
 
 from __future__ import annotations
@@ -16,14 +19,13 @@ from . import errors
 from .importcheck import MISSING_MODULE, diagnose_missing_module
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
-from .redact import redact_url
+from .redact import mask, redact_url, showing_secrets
 
-# Names whose values are secret enough to mask when the environment is printed.
-_SECRET_NAME = re.compile(
-    r"SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|SALT|SIGNATURE|_DSN$",
-    re.IGNORECASE,
-)
-# user:password@ inside URLs (DATABASE_URL, REDIS_URL...).
+# Variables the build sets whose values are printed (unless a config var set them).
+_SHOWN_VALUES = frozenset({
+    "PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONDONTWRITEBYTECODE", "PYTHONNOUSERSITE",
+    "DEBUG_COLLECTSTATIC", "DISABLE_COLLECTSTATIC",
+})
 
 # (pattern over the output, explanation); the first group names what is missing.
 _DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
@@ -75,16 +77,23 @@ def diagnose(output: str, python_version: str | None = None,
     return max(found)[1] if found else None
 
 
-def masked_environment(env: Mapping[str, str]) -> list[str]:
-    """``NAME=value`` lines, sorted, with secret values replaced by ``****``."""
+def masked_environment(env: Mapping[str, str],
+                       config_vars: Mapping[str, str] | None = None) -> list[str]:
+    """``NAME=value`` lines, sorted; a value not set by the build shows as its length.
+
+    ``SLUGBUILD_SHOW_SECRETS=1`` (slugbuild's own environment) shows every value,
+    URL credentials still masked.
+    """
+    config_vars = config_vars or {}
+    reveal = showing_secrets()
     lines = []
     for name in sorted(env):
         value = env[name]
-        if _SECRET_NAME.search(name) and value:
-            value = "****"
+        if reveal or (name in _SHOWN_VALUES and name not in config_vars):
+            shown = mask(redact_url(value))
         else:
-            value = redact_url(value)
-        lines.append(f"{name}={value}")
+            shown = f"<hidden, {len(value)} characters>" if value else ""
+        lines.append(f"{mask(name)}={shown}")
     return lines
 
 
@@ -121,8 +130,8 @@ def run_collectstatic(
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
             reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "
-                          "(secret values masked):")
-            for line in masked_environment(env):
+                          "(values hidden but those the build sets):")
+            for line in masked_environment(env, config_vars):
                 reporter.detail(line)
         cause = diagnose(failed.output, python_version, lock_file, build_dir)
         # Its output is in the log above already: kept on the error, not printed twice.

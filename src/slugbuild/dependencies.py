@@ -37,8 +37,17 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from . import errors, relocate
-from .cache import Cache, Layer, file_sha256, link_or_copy, write_json_atomic
+from . import errors, records, relocate
+from .cache import (
+    FILE_INDEX,
+    Cache,
+    Layer,
+    Restored,
+    file_sha256,
+    link_or_copy,
+    read_index,
+    write_json_atomic,
+)
 from .installers import Installer, InstallJob, installer_for
 from .installers.baseline import baseline_requirements
 from .installers.pip import (
@@ -60,7 +69,7 @@ __all__ = [
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
-DEPENDENCY_LAYER_FORMAT = 2
+DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class DependencyLayer:
 def layer_key(
     app_dir: Path, files: list[str], runtime: dict, installer: Installer,
     config_vars: dict, constraints: str | None = None, baseline: tuple[str, ...] = (),
+    prefix_state: str | None = None,
 ) -> tuple[str, dict]:
     """The dependency layer key and the (secret-free) inputs behind it.
 
@@ -128,6 +138,8 @@ def layer_key(
         inputs["constraints_sha256"] = hashlib.sha256(constraints.encode()).hexdigest()
     if baseline:  # absent when empty, so layers without one keep their keys
         inputs["baseline"] = list(baseline)
+    if prefix_state is not None:
+        inputs["prefix_before_install_sha256"] = prefix_state
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return key, inputs
 
@@ -159,6 +171,10 @@ def rebuild_reasons(previous: dict, current: dict) -> list[str]:
         reasons.append(f"The packages installed before the requirements changed "
                        f"({', '.join(previous.get('baseline', [])) or 'none'} -> "
                        f"{', '.join(current.get('baseline', [])) or 'none'})")
+    if previous.get("prefix_before_install_sha256") != \
+            current.get("prefix_before_install_sha256"):
+        reasons.append("What a pre_compile hook or an earlier buildpack put in "
+                       ".heroku/python changed")
     if previous.get("layer_format") != current.get("layer_format"):
         reasons.append("slugbuild changed how dependency layers are made")
     return reasons
@@ -178,7 +194,10 @@ def _explain_rebuild(cache: Cache, source_dir: Path | None, inputs: dict,
         previous = json.loads(_history_path(cache, source_dir).read_text())
     except (OSError, ValueError):
         return
-    reasons = rebuild_reasons(previous, inputs)
+    try:
+        reasons = rebuild_reasons(previous, inputs)
+    except (AttributeError, TypeError, ValueError):  # a damaged history file: no hint
+        return
     if reasons:
         reporter.step("Discarding cache since:")
         for reason in reasons:
@@ -186,23 +205,40 @@ def _explain_rebuild(cache: Cache, source_dir: Path | None, inputs: dict,
 
 
 def _remember(cache: Cache, source_dir: Path | None, inputs: dict) -> None:
+    """Keep the inputs for the next build's "Discarding cache since" hint. Best
+    effort: bookkeeping never fails a build (a full disk, a read-only history/)."""
     if source_dir is None:
         return
     path = _history_path(cache, source_dir)
-    path.parent.mkdir(exist_ok=True)
-    write_json_atomic(path, inputs)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        write_json_atomic(path, inputs)
+    except (OSError, TypeError, ValueError):
+        pass
 
 
 def constraints_from_slug_json(path: Path) -> str:
-    """``name==version`` lines for every package an earlier slug.json records."""
+    """``name==version`` lines for every package an earlier slug.json records.
+
+    slug.json is untrusted input (it may come with a slug from anywhere) and the
+    result is a requirements file, where a line can also be an option
+    (``--extra-index-url``, ``-r /etc/shadow``). So every name must be a PEP 508
+    project name and every version a PEP 440 version, and nothing else is written.
+    """
     path = Path(path)
     try:
+        if path.is_char_device() or path.is_block_device():  # /dev/zero never ends
+            raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="a device, not a file")
+        if path.stat().st_size > 16 * 1024 * 1024:
+            raise errors.CONSTRAINTS_UNUSABLE.error(
+                path=path, problem="it is larger than any slug.json (16 MB)")
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="no such file") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem=f"not a readable JSON file ({exc})") from None
+            path=path, problem=f"not a readable JSON file ({reason})") from None
     packages = data.get("packages") if isinstance(data, dict) else None
     if not isinstance(packages, list) or not all(
         isinstance(p, dict) and isinstance(p.get("name"), str)
@@ -211,8 +247,30 @@ def constraints_from_slug_json(path: Path) -> str:
         raise errors.CONSTRAINTS_UNUSABLE.error(
             path=path, problem="it has no \"packages\" list of {name, version} entries, "
                                "so it is not a slug.json")
-    lines = sorted(f"{p['name']}=={p['version']}" for p in packages)
+    lines = sorted({_constraint_line(path, p["name"], p["version"]) for p in packages})
     return "".join(line + "\n" for line in lines)
+
+
+_PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+def _constraint_line(path: Path, name: str, version: str) -> str:
+    """``name==version``, or CONSTRAINTS_UNUSABLE when either is not what PEPs allow."""
+    from packaging.version import InvalidVersion, Version
+
+    if len(name) > 200 or not _PROJECT_NAME.match(name):
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem=f"the package name {name[:100]!r} is not a valid project "
+                               f"name (PEP 508)")
+    try:
+        parsed = Version(version) if len(version) <= 100 else None
+    except InvalidVersion:
+        parsed = None
+    if parsed is None or version.strip() != version or "\n" in version:
+        raise errors.CONSTRAINTS_UNUSABLE.error(
+            path=path, problem=f"the version {version[:100]!r} of {name} is not a valid "
+                               f"version (PEP 440)")
+    return f"{name}=={version}"
 
 
 def prepare_dependency_layer(
@@ -230,13 +288,19 @@ def prepare_dependency_layer(
     constraints: str | None = None,
     prefetch: Prefetch | None = None,
     onto: Path | None = None,
+    prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
+    copy: bool = False,
 ) -> DependencyLayer:
     """The cached dependency layer for this app and runtime, installed if missing.
 
     ``python`` is an interpreter of the runtime whose manifest is ``runtime``.
     A fresh layer is installed apart, into its own tree, unless ``onto`` (the
     build's runtime prefix) is given: then it is installed there and the paths
-    the install added become the layer. The result's ``packages`` are left
+    the install added become the layer. ``prefix_snapshot`` (with ``onto``): the
+    prefix's files just after the runtime was restored; whatever a hook or an
+    earlier buildpack changed since is part of the key. ``copy``: the build
+    does not hold the cache's link lock, so nothing it installs onto its own
+    prefix may share a file with the cache. The result's ``packages`` are left
     empty: ``link_dependency_layer`` lists them once the layer is in place.
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
@@ -248,24 +312,19 @@ def prepare_dependency_layer(
     python_version = runtime["inputs"]["version"]
     baseline = baseline_requirements(installer.name, python_version, config_vars,
                                      _pip_version(installer))
+    state = (prefix_state(onto, prefix_snapshot)
+             if onto is not None and prefix_snapshot is not None else None)
     key, inputs = layer_key(app_dir, files, runtime, installer, config_vars, constraints,
-                            baseline)
+                            baseline, state)
     name = key[:24]
     outcome = functools.partial(
         DependencyLayer, key, (), tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
         installer.name, installer.version(), baseline=baseline)
 
-    layer = cache.lookup("layers", name, key)
-    if layer is not None and cache.check_restored(layer) is None:
-        # Its files are uv's (hard links), shared with every layer holding the same
-        # package: another app's build may have edited one in place.
-        reporter.warn(f"A file of the cached dependency layer {name[:12]} was changed in "
-                      f"place since it was made; the layer was discarded and is installed "
-                      f"again.")
-        layer = None
+    layer = _cached_layer(cache, name, key, reporter)
     if layer is None:
         with cache.lock("layers", name):
-            layer = cache.lookup("layers", name, key)
+            layer = _cached_layer(cache, name, key, reporter)
             if layer is None:
                 _explain_rebuild(cache, source_dir, inputs, reporter)
                 if prefetch is not None:
@@ -283,9 +342,10 @@ def prepare_dependency_layer(
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                         source_dir=source_dir,
+                        link_mode="copy" if onto is not None and copy else "hardlink",
                     )
                     layer, apart_at = _install_fresh(job, installer, python_name, key, name,
-                                                     inputs, onto, baseline)
+                                                     inputs, onto, baseline, copy)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
@@ -325,23 +385,85 @@ def copy_for_install(app_dir: Path, target: Path) -> Path:
     shutil.copytree(app_dir, target, symlinks=True, ignore=build_output,
                     copy_function=shutil.copy)
     return target
+def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Layer | None:
+    """The cached layer if intact: its files as files.json records them (a file of
+    uv's cache deleted or edited through a hard link shows here), and everything its
+    distributions' RECORDs list present with the recorded bytes. A damaged one is
+    discarded, with a warning, and installed again."""
+    layer, problems = cache.lookup_verified("layers", name, key, records.layer_problems)
+    if problems:
+        from .runtimes import damaged_layer_warning
+
+        reporter.warn(damaged_layer_warning(f"dependency layer {name[:12]}", problems))
+    return layer
+
+
+def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -> str | None:
+    """SHA-256 of what differs in ``prefix`` from ``baseline`` (the restored runtime):
+    files added or changed (with their content), symlinks, removed paths. None when
+    nothing does, so a hook that leaves .heroku/python alone shares the layer of a
+    build without one."""
+    found: dict[str, str] = {}
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(prefix):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames
+                                         if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, prefix)
+            seen.add(rel)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                found[rel] = "symlink:" + os.readlink(path)
+            elif baseline.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode):
+                found[rel] = f"{st.st_mode & 0o111:o}:{file_sha256(path)}"
+    for rel in baseline:
+        if rel not in seen:
+            found[rel] = "removed"
+    if not any(not value.startswith("symlink:") or rel not in baseline
+               for rel, value in found.items()):
+        return None
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
+
+
+def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]:
+    """(inode, size, mtime_ns, mode) of the files of ``layer`` (the runtime) as just
+    restored at ``prefix`` (``prefix_state``'s baseline), symlinks as (0, 0, 0, 0).
+    Anything else there (an earlier buildpack's files) is not in it."""
+    index = read_index(layer.path / FILE_INDEX) or {"files": {}, "symlinks": {}}
+    found = {}
+    for rel in [*index["files"], *index["symlinks"]]:
+        path = os.path.join(prefix, rel)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        found[rel] = ((0, 0, 0, 0) if rel in index["symlinks"]
+                      else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+    return found
 
 
 def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
-                          cache: Cache, reporter: Reporter, lock_file: str) -> DependencyLayer:
-    """Put the layer's files into the build's runtime prefix (as hard links), unless
-    it was installed there, and list the packages the prefix then holds."""
+                          cache: Cache, reporter: Reporter, lock_file: str,
+                          copy: bool = False) -> tuple[DependencyLayer, Restored | None]:
+    """Put the layer's files into the build's runtime prefix (hard links, or the
+    build's own copies with ``copy``), unless it was installed there, and list the
+    packages the prefix then holds. Also returns the restore's Restored (None when
+    installed there). Raises cache.LayerChanged if the layer changed while copied."""
     assert deps.layer is not None
     name = deps.key[:24]
     if deps.restored:
         reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
                       f"{lock_file} unchanged)")
+    restored = None
     if deps.restored or deps.built_apart_at is not None:
-        cache.restore(deps.layer, python_home)
+        restored = cache.restore(deps.layer, python_home, copy=copy)
     packages = tuple(installed_packages(python_home, python_name))
     if not deps.restored:
-        reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}")
-    return dataclasses.replace(deps, packages=packages)
+        reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}"
+                        if deps.layer.published else
+                        f"Installed {len(packages)} packages (not cached)")
+    return dataclasses.replace(deps, packages=packages), restored
 
 
 class Prefetch:
@@ -405,15 +527,21 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
 
 def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key: str,
                    name: str, inputs: dict, onto: Path | None,
-                   baseline: tuple[str, ...] = ()) -> tuple[Layer, Path | None]:
+                   baseline: tuple[str, ...] = (), copy: bool = False
+                   ) -> tuple[Layer, Path | None]:
     """Install, make the result relocatable, compile it, and publish it as the layer.
 
     Apart (``onto`` None), the layer's own tree is the install's prefix; onto
-    the build, what the install added there is hard-linked into the layer (the
-    build directory keeps using the same files). Returns the layer and, when
-    apart, the tree's path while it was being installed.
+    the build, what the install added there (and every file its distributions'
+    RECORDs list, even where a path was there before) goes into the layer:
+    hard-linked, or copied with ``copy`` (the build directory keeps using its
+    own files). A layer that does not hold everything its RECORDs list is not
+    published: the build uses it alone, with a warning. Returns the layer and,
+    when apart, the tree's path while it was being installed.
     """
-    with job.cache.new_layer("layers", name, key, inputs) as tree:
+    draft: dict = {}
+    with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
+                             draft) as tree:
         if onto is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, tree,
                                  python_name, baseline)
@@ -421,14 +549,40 @@ def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key:
             (tree / ".lock").unlink(missing_ok=True)
         else:
             # What is there before the install (the runtime, and anything a pre_compile
-            # hook or an earlier buildpack put there) is not the installer's to cache.
+            # hook or an earlier buildpack put there) is not the installer's to cache,
+            # unless an installed distribution lists it (it shipped that path too).
             before = _relative_paths(onto)
+            dist_infos = _dist_infos(onto, python_name)
             _install_and_compile(job, installer, onto, python_name, baseline)
-            _link_added(onto, before, tree)
+            listed = _listed_by(onto, python_name, _dist_infos(onto, python_name) - dist_infos)
+            _link_added(onto, before - listed, tree, copy)
         write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
-    layer = job.cache.lookup("layers", name, key)
-    assert layer is not None
+    if "unpublished" in draft:
+        problems = draft["unpublished"]
+        job.reporter.warn(
+            f"The installed packages were not cached: the install does not hold everything "
+            f"their RECORD files list ({'; '.join(problems[:3])}"
+            f"{f' and {len(problems) - 3} more' if len(problems) > 3 else ''}). This build "
+            f"uses them as installed; the next one installs them again.")
+        layer = draft["layer"]
+    else:
+        layer = job.cache.lookup("layers", name, key)
+        assert layer is not None
     return layer, (tree if onto is None else None)
+
+
+def _dist_infos(home: Path, python_name: str) -> set[str]:
+    site_packages = home / "lib" / python_name / "site-packages"
+    try:
+        return {n for n in os.listdir(site_packages) if n.endswith(".dist-info")}
+    except OSError:
+        return set()
+
+
+def _listed_by(home: Path, python_name: str, dist_infos: set[str]) -> set[str]:
+    """Paths (relative to ``home``) the RECORDs of ``dist_infos`` list."""
+    base = f"lib/{python_name}/site-packages"
+    return set(records.claims_in(home, [f"{base}/{d}/RECORD" for d in dist_infos]))
 
 
 def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
@@ -534,12 +688,14 @@ def _relative_paths(root: Path) -> set[str]:
     return found
 
 
-def _link_added(built: Path, existing: set[str], layer_tree: Path) -> None:
+def _link_added(built: Path, existing: set[str], layer_tree: Path, copy: bool = False) -> None:
     """Put into ``layer_tree`` every path of ``built`` not in ``existing``.
 
-    Files are hard-linked (copied where a link is impossible), like a restore:
-    the build's later steps are then checked against the layer the same way.
+    Files are hard-linked (copied where a link is impossible, or always with
+    ``copy``), like a restore: the build's later steps are then checked
+    against the layer the same way.
     """
+    place = shutil.copy2 if copy else link_or_copy
     for dirpath, dirnames, filenames in os.walk(built):
         rel_dir = Path(dirpath).relative_to(built)
         dirnames.sort()
@@ -553,10 +709,10 @@ def _link_added(built: Path, existing: set[str], layer_tree: Path) -> None:
             if source.is_symlink():
                 target.symlink_to(os.readlink(source))
             elif source.is_dir():
-                shutil.copytree(source, target, symlinks=True, copy_function=link_or_copy)
+                shutil.copytree(source, target, symlinks=True, copy_function=place)
                 dirnames.remove(name)  # placed whole; do not walk into it
             else:
-                link_or_copy(source, target)
+                place(source, target)
 
 
 def _site_packages_packages(site_packages: Path) -> list[Package]:

@@ -8,7 +8,15 @@ two in step).
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 CATALOG: dict[str, ErrorKind] = {}
 
@@ -31,14 +39,21 @@ class SlugbuildError(Exception):
         self.output_shown = output_shown
 
     def render(self) -> str:
-        """The message as the command line prints it (` !     ` prefixed lines)."""
-        lines = [f"Error: {self.title}", ""]
+        """The message as the command line prints it (` !     ` prefixed lines).
+
+        The code comes first, so a user can search for it; config var values
+        and URL credentials are masked, and control characters escaped, as
+        everywhere slugbuild prints (``redact.mask``).
+        """
+        from .redact import mask
+
+        lines = [f"Error [{self.code}]: {self.title}", ""]
         lines += self.found.splitlines()
         if self.output and not self.output_shown:
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
-        return "\n".join((" !     " + line).rstrip() for line in lines)
+        return "\n".join((" !     " + mask(line)).rstrip() for line in lines)
 
     def as_dict(self) -> dict[str, str | None]:
         return {
@@ -67,15 +82,78 @@ class ErrorKind:
 
     def error(self, output: str | None = None, output_shown: bool = False,
               **values: object) -> SlugbuildError:
+        """The error, its texts already masked (``redact.mask``): API users who show
+        ``found`` or ``output`` themselves see no secret either."""
+        from .redact import mask
+
         return SlugbuildError(
             self.code,
-            self.title.format(**values),
-            self.found.format(**values),
-            self.action.format(**values),
-            output=output,
+            mask(self.title.format(**values)),
+            mask(self.found.format(**values)),
+            mask(self.action.format(**values)),
+            output=mask(output) if output is not None else None,
             output_shown=output_shown,
         )
 
+
+# --- general -------------------------------------------------------------------
+INTERNAL_ERROR = ErrorKind(
+    "internal-error",
+    "Internal error in slugbuild",
+    "slugbuild stopped on an unexpected {exception}: {message}\n"
+    "The full traceback is in {traceback}.",
+    "This is a bug in slugbuild, not in the app: please report it with that file "
+    "(check it for anything private first). `slugbuild --verbose ...` prints the "
+    "traceback instead.",
+)
+DISK_FULL = ErrorKind(
+    "disk-full",
+    "No space left on the device",
+    "Writing {path} failed: {reason}.",
+    "Free some space on the file system holding it (or point --cache-dir / -o at one "
+    "with room) and build again. Nothing half-written was kept.",
+)
+PERMISSION_DENIED = ErrorKind(
+    "permission-denied",
+    "Permission denied",
+    "{path}: {reason}.",
+    "Make the file or directory readable (and, for outputs and the cache, writable) by "
+    "the user running slugbuild, or leave it out of the app with .slugignore.",
+)
+SYMLINK_LOOP = ErrorKind(
+    "symlink-loop",
+    "A symlink loop was found",
+    "{path}: {reason} (a link that points, directly or through others, back at itself).",
+    "Remove the looping link or make it point at a real file or directory.",
+)
+FILESYSTEM_ERROR = ErrorKind(
+    "filesystem-error",
+    "A file system operation failed",
+    "{path}: {reason}.",
+    "Check that the path exists and is a usable file or directory, then build again.",
+)
+INPUT_TOO_DEEP = ErrorKind(
+    "input-too-deep",
+    "{file} is nested too deeply",
+    "{file} nests {what} so deeply that it cannot be read safely (past Python's "
+    "recursion limit).",
+    "No real app, lock file, manifest or program nests this deep: flatten the directories, "
+    "or regenerate the file with its tool.",
+)
+TOOL_FAILED = ErrorKind(
+    "tool-failed",
+    "A program slugbuild runs failed",
+    "`{command}` exited with code {exit_code}.",
+    "Its last lines are shown above. Check that the program is installed and works on "
+    "this machine; if it is one slugbuild runs on its own (strip, patchelf, the "
+    "runtime's Python), please report it.",
+)
+FILE_NOT_TEXT = ErrorKind(
+    "file-not-text",
+    "{file} is not UTF-8 text",
+    "{file} could not be decoded as UTF-8: {reason}.",
+    "Save it as UTF-8 (every file slugbuild reads is UTF-8 text).",
+)
 
 # --- detect -----------------------------------------------------------------
 NOT_A_PYTHON_APP = ErrorKind(
@@ -560,6 +638,16 @@ CACHE_DIR_UNUSABLE = ErrorKind(
     "{path}: {reason}",
     "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
 )
+CACHE_LAYER_CHANGING = ErrorKind(
+    "cache-layer-changing",
+    "A cached layer keeps changing while it is read",
+    "The files of the cached layer {layer} changed {attempts} times while this build "
+    "copied them (last: {path}): another build sharing the cache writes into its "
+    "installed files in place. Nothing of this build was written.",
+    "Retry once that build is done, or give concurrent builds their own cache directory "
+    "(--cache-dir). A build step that edits installed files should replace them "
+    "instead (write a new file, then rename it over the old one).",
+)
 
 # --- run -----------------------------------------------------------------------------
 SLUG_NOT_FOUND = ErrorKind(
@@ -612,6 +700,14 @@ PUBLISH_NO_TOKEN = ErrorKind(
     "HEROKU_API_KEY is not set.",
     "Set HEROKU_API_KEY to an API token (e.g. from `heroku auth:token`) and publish again.",
 )
+PUBLISH_BAD_TOKEN = ErrorKind(
+    "publish-bad-token",
+    "The Heroku API token is malformed",
+    "HEROKU_API_KEY holds spaces, line breaks or other characters no API token has "
+    "(it is not shown).",
+    "Set HEROKU_API_KEY to the token alone, e.g. `export HEROKU_API_KEY=$(heroku "
+    "auth:token)`, and publish again.",
+)
 PUBLISH_WRONG_LAYOUT = ErrorKind(
     "publish-wrong-layout",
     "The slug is not in Heroku's layout",
@@ -625,11 +721,39 @@ PUBLISH_API_ERROR = ErrorKind(
     "{method} {url} answered {status}: {message}",
     "Check the app name and that the token may deploy to it; nothing was released.",
 )
+PUBLISH_BAD_RESPONSE = ErrorKind(
+    "publish-bad-response",
+    "The Heroku API answered something unexpected",
+    "{method} {url} answered {status} with {problem}.",
+    "{next_step}",
+)
+PUBLISH_TIMEOUT = ErrorKind(
+    "publish-timeout",
+    "The Heroku API took too long",
+    "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
+    "--timeout).",
+    "Check the network (or --api-url) and try again, with a longer --timeout for a large "
+    "slug on a slow link; {released}.",
+)
+PUBLISH_BAD_API_URL = ErrorKind(
+    "publish-bad-api-url",
+    "Invalid Platform API URL",
+    "{url} is not an http(s) URL with a host (a password holding `/`, `@` or `:` must be "
+    "percent-encoded).",
+    "Pass the API's base URL, e.g. `--api-url https://api.heroku.com`; the token goes in "
+    "HEROKU_API_KEY, not in the URL.",
+)
+PUBLISH_BAD_APP = ErrorKind(
+    "publish-bad-app",
+    "Invalid Heroku app name",
+    "{app!r} is not a Heroku app name or id.",
+    "Pass the app's name as `heroku apps` lists it (letters, digits and `-`).",
+)
 PUBLISH_UNREACHABLE = ErrorKind(
     "publish-unreachable",
     "Could not reach the Heroku API",
     "{method} {url} failed: {reason}",
-    "Check the network (or --api-url) and try again; nothing was released.",
+    "Check the network (or --api-url) and try again; {released}.",
 )
 
 # --- package managers -----------------------------------------------------------------
@@ -743,3 +867,100 @@ LOCK_WOULD_CONFLICT = ErrorKind(
     "Update the existing lock with `{relock}` instead, or delete {lock_file} first if the "
     "app is moving to pip.",
 )
+
+
+# --- helpers ---------------------------------------------------------------------------
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def from_os_error(exc: OSError, path: object = None, note: str = "") -> SlugbuildError:
+    """The catalogue error for a failed file system call (ENOSPC, EACCES, ELOOP, ...).
+
+    Stages that expect a particular failure raise their own kind; this is the
+    net under every other file system call on app, cache and output paths.
+    """
+    code = exc.errno
+    where = path if path is not None else (exc.filename or "a file")
+    if exc.filename2 is not None and path is None:
+        where = exc.filename2  # the destination of a copy or rename
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) \
+            and exc.args[0] and len(exc.args[0][0]) == 3:
+        # copytree collects (source, destination, why) for every file that failed.
+        failures = exc.args[0]
+        _source, destination, why = failures[0]
+        number = re.search(r"\[Errno (\d+)\]", str(why))
+        code = int(number.group(1)) if number else None
+        where = path if path is not None else destination
+        reason = (os.strerror(code) if code else str(why)[:200]) + (
+            f" ({len(failures)} files could not be copied)" if len(failures) > 1 else "")
+    reason = str(reason)[:300] + note
+    if code in _DISK_FULL:
+        return DISK_FULL.error(path=where, reason=reason)
+    if code in _DENIED:
+        return PERMISSION_DENIED.error(path=where, reason=reason)
+    if code == errno.ELOOP:
+        return SYMLINK_LOOP.error(path=where, reason=reason)
+    return FILESYSTEM_ERROR.error(path=where, reason=reason)
+
+
+def from_exception(exc: BaseException) -> SlugbuildError | None:
+    """The catalogue error for an exception raised by the environment, not by a bug.
+
+    A failed file system call, an input nested past the recursion limit, a file
+    that is not UTF-8, a path holding a NUL byte. None for anything else.
+    """
+    if isinstance(exc, SlugbuildError):
+        return exc
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from "):
+        # pathlib's resolve() before Python 3.13 (3.13 raises OSError ELOOP)
+        return SYMLINK_LOOP.error(path=str(exc)[len("Symlink loop from "):].strip("'"),
+                                  reason="Too many levels of symbolic links")
+    if isinstance(exc, RecursionError):
+        return INPUT_TOO_DEEP.error(file="An input file or the app's directory tree",
+                                    what="directories, lists, tables or expressions")
+    if isinstance(exc, UnicodeDecodeError):
+        return FILE_NOT_TEXT.error(file="An input file", reason=exc.reason)
+    if isinstance(exc, subprocess.CalledProcessError):
+        argv = exc.cmd if isinstance(exc.cmd, (list, tuple)) else [str(exc.cmd)]
+        tail = exc.stderr or exc.output or ""
+        tail = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else str(tail)
+        command = " ".join(os.path.basename(str(argv[0])) if i == 0 else str(a)
+                           for i, a in enumerate(argv[:4])) + (" …" if len(argv) > 4 else "")
+        return TOOL_FAILED.error(command=command, exit_code=exc.returncode,
+                                 output="\n".join(tail.strip().splitlines()[-20:]) or None)
+    if isinstance(exc, ValueError) and "embedded null" in str(exc):
+        return FILESYSTEM_ERROR.error(
+            path="A path given to slugbuild or read from the app (an argument, a "
+                 ".buildpacks line...)", reason="it holds a NUL byte, which no file name can")
+    return None
+
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def user_errors(function: _Function) -> _Function:
+    """Make the failures ``from_exception`` knows raise SlugbuildError from ``function``.
+
+    For the library's entry points (compile_app, lock_app, publish_slug, ...), so
+    API users, like the command line, get one catalogue error for a full disk or
+    an unreadable file. Generic file system errors keep their cause chained.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except SlugbuildError:
+            raise
+        except (OSError, RuntimeError, UnicodeDecodeError,
+                subprocess.CalledProcessError) as exc:  # RecursionError is a RuntimeError
+            known = from_exception(exc)
+            if known is None or known.code == FILESYSTEM_ERROR.code:
+                raise  # maybe a bug: the caller (the CLI) shows it with its traceback
+            raise known from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -52,6 +52,10 @@ def run_hook(
     try:
         run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:
+        if failed.not_started is not None:
+            raise errors.HOOK_FAILED.error(
+                hook=name, problem=f"could not be started ({failed.not_started}): check its "
+                                   f"#! line") from failed
         cause = (diagnose_missing_module(failed.output, python_version, lock_file,
                                          hide=str(build_dir))
                  if python_version else None)
@@ -62,8 +66,4 @@ def run_hook(
         raise errors.HOOK_FAILED.error(
             hook=name, problem=problem, output=failed.tail, output_shown=True,
         ) from failed
-    except OSError as exc:
-        raise errors.HOOK_FAILED.error(
-            hook=name, problem=f"could not be started ({exc.strerror}): check its #! line"
-        ) from exc
     return True

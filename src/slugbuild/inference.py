@@ -166,8 +166,8 @@ def _string_assignment(path: Path, name: str) -> str | None:
 def _parse(path: Path) -> ast.Module | None:
     try:
         return ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
-        return None
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # deeply nested code: RecursionError or MemoryError
 
 
 def _candidate_modules(app_dir: Path) -> list[tuple[str, Path]]:

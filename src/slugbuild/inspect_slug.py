@@ -1,9 +1,14 @@
-"""``slugbuild inspect``: what a slug holds, from its slug.json or from itself.
+"""``slugbuild inspect``: what a slug holds, read from the slug itself.
 
-slug.json beside the tarball is used when its checksum matches the tarball;
-otherwise everything is read from the tarball (Procfile or .release, the
-runtime's patchlevel.h, the dist-info METADATA of installed packages), so a
-slug whose metadata was lost can still be described.
+A slug and its slug.json may come from anywhere, and slug.json is only tied to
+the slug by the checksum it claims: anyone can write a slug.json with the right
+checksum and any process types. So every fact that decides what runs (process
+types from ``.release`` and the Procfile) or what is installed (the runtime's
+patchlevel.h, the dist-info METADATA of packages) is read from the tarball.
+slug.json, when its checksum matches, only adds what the tarball cannot tell:
+the stack it was built for (if it is a well-formed stack name) and which file
+asked for the Python version. Text output prints every value literally, with
+control characters escaped (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,49 +18,51 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import errors
 from .build import metadata_path_for
 from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
+from .redact import mask, redact_url
 from .slugfile import SlugArchive
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
 _DIST_INFO = re.compile(
     r"^\.heroku/python/lib/python[\d.]+/site-packages/[^/]+\.dist-info/METADATA$"
 )
+# What slug.json may add: labels, checked for shape, that change nothing that runs.
+_STACK = re.compile(r"^[a-z][a-z0-9]*-[0-9][0-9.]*$")
+_VERSION_REQUEST = re.compile(r"^[0-9][0-9.]{0,15}$")
+_SOURCE_FILE = re.compile(r"^[\w.-]{1,64}$")
 
 
+@errors.user_errors
 def describe_slug(path: Path) -> dict[str, Any]:
     """Process types, runtime, packages, size and checksum of the slug at ``path``."""
     archive = SlugArchive(path)
     sha256 = archive.sha256()
     size = archive.path.stat().st_size
-    metadata = _matching_metadata(archive.path, sha256, 64 * archive.limits.max_metadata_bytes)
-    if metadata is not None:
-        return {
-            "slug": str(archive.path),
-            "source": "slug.json",
-            "size": size,
-            "checksum": f"SHA256:{sha256}",
-            "layout": archive.layout,
-            "process_types": metadata.get("process_types", {}),
-            "runtime": metadata.get("runtime") or {},
-            "stack": metadata.get("stack"),
-            "packages": metadata.get("packages", []),
-        }
     names = archive.names()
     # Only the head of these is needed (the version define; the METADATA headers).
     heads = {n for n in names if n.endswith("/patchlevel.h") and "/include/python" in n}
     heads |= {n for n in names if _DIST_INFO.match(n)}
     contents = archive.read_many({"Procfile", ".release"} | heads, heads=heads)
+    runtime = _runtime(contents)
+    metadata = _matching_metadata(archive.path, sha256, 64 * archive.limits.max_metadata_bytes)
+    stack = None
+    if metadata is not None:
+        stack, requested = _labels(metadata)
+        if runtime and requested:
+            runtime.update(requested)
     return {
         "slug": str(archive.path),
-        "source": "tarball",
+        "source": "tarball" + (" (stack and version request from slug.json)"
+                               if metadata is not None else ""),
         "size": size,
         "checksum": f"SHA256:{sha256}",
         "layout": archive.layout,
         "process_types": _process_types(contents),
-        "runtime": _runtime(contents),
-        "stack": None,
+        "runtime": runtime,
+        "stack": stack,
         "packages": _packages(contents),
     }
 
@@ -67,7 +74,7 @@ def _matching_metadata(slug: Path, sha256: str, limit: int) -> dict[str, Any] | 
         if candidate.stat().st_size > limit:
             return None
         metadata = json.loads(candidate.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(metadata, dict) or metadata.get("checksum") != f"SHA256:{sha256}":
         return None
@@ -80,6 +87,21 @@ def _matching_metadata(slug: Path, sha256: str, limit: int) -> dict[str, Any] | 
                     and isinstance(p.get("version"), str) for p in packages)):
         return None  # not slugbuild's: the slug itself is read instead
     return metadata
+
+
+def _labels(metadata: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The stack and the version request of slug.json, where well formed."""
+    stack = metadata.get("stack")
+    stack = stack if isinstance(stack, str) and _STACK.match(stack) else None
+    runtime = metadata.get("runtime")
+    requested: dict[str, str] = {}
+    if isinstance(runtime, dict):
+        asked, source = runtime.get("requested"), runtime.get("source_file")
+        if isinstance(asked, str) and _VERSION_REQUEST.match(asked):
+            requested["requested"] = asked
+            if isinstance(source, str) and _SOURCE_FILE.match(source):
+                requested["source_file"] = source
+    return stack, requested
 
 
 def _process_types(contents: dict[str, bytes]) -> dict[str, str]:
@@ -96,7 +118,8 @@ def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:
         if name.endswith("patchlevel.h"):
             match = _PATCHLEVEL.search(data)
             if match:
-                return {"implementation": "cpython", "resolved": match.group(1).decode()}
+                return {"implementation": "cpython",
+                        "resolved": match.group(1).decode("ascii", "replace")}
     return {}
 
 
@@ -106,12 +129,35 @@ def _packages(contents: dict[str, bytes]) -> list[dict[str, str]]:
     return sorted((p.as_dict() for p in found if p), key=lambda p: p["name"].lower())
 
 
+def without_credentials(value: Any) -> Any:
+    """``value`` with the credentials of every URL in its strings masked, for output
+    (a Procfile command may carry ``https://user:token@host``)."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {without_credentials(k): without_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_credentials(v) for v in value]
+    return value
+
+
 def render_table(description: dict[str, Any], stream) -> None:
-    """Print the description as rich tables."""
+    """Print the description as rich tables.
+
+    Values are ``Text``, never markup: a command holding ``[/app]`` or
+    ``[conceal]`` prints as written, and control characters are escaped.
+    """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console(file=stream, highlight=False, soft_wrap=True)
+    def literal(value: object) -> Text:
+        return Text(mask(str(value)))  # URL credentials, secrets, control characters
+
+    # Piped output keeps each command on one line (grep, copy and paste).
+    terminal = bool(getattr(stream, "isatty", None) and stream.isatty())
+    console = Console(file=stream, highlight=False, soft_wrap=True, markup=False,
+                      emoji=False, width=None if terminal else 10_000)
     summary = Table(show_header=False, box=None)
     runtime = description["runtime"]
     python = runtime.get("resolved", "unknown")
@@ -128,17 +174,17 @@ def render_table(description: dict[str, Any], stream) -> None:
         ("Metadata", description["source"]),
     ]
     for key, value in rows:
-        summary.add_row(f"[bold]{key}[/bold]", str(value))
+        summary.add_row(Text(key, style="bold"), literal(value))
     console.print(summary)
     processes = Table(title="Process types", title_justify="left")
     processes.add_column("type")
     processes.add_column("command")
     for name, command in description["process_types"].items():
-        processes.add_row(name, command)
+        processes.add_row(literal(name), literal(command))
     console.print(processes)
     packages = Table(title=f"Packages ({len(description['packages'])})", title_justify="left")
     packages.add_column("name")
     packages.add_column("version")
     for package in description["packages"]:
-        packages.add_row(package["name"], package["version"])
+        packages.add_row(literal(package["name"]), literal(package["version"]))
     console.print(packages)

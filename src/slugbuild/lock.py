@@ -11,6 +11,7 @@ renamed, so a failed resolution leaves the old one untouched.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -18,15 +19,24 @@ from pathlib import Path
 
 from . import errors
 from .detect import package_manager_files
-from .installers.pip import DEFAULT_INDEX_URL, pip_env, redact, trusted_ca_bundle
+from .installers.pip import (
+    DEFAULT_INDEX_URL,
+    local_package_files,
+    pip_env,
+    redact,
+    requirements_files,
+    trusted_ca_bundle,
+)
 from .log import Reporter
 from .proc import ToolFailed, run_tool
+from .stage import check_top_level_links
 from .versions import tomllib
 
 OUTPUT = "requirements.txt"
 RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
 
 
+@errors.user_errors
 def lock_app(
     app_dir: str | os.PathLike,
     *,
@@ -44,6 +54,7 @@ def lock_app(
     app = Path(app_dir).absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
+    check_top_level_links(app)
     for manager, lock_file in package_manager_files(app).items():
         if manager != "pip":
             raise errors.LOCK_WOULD_CONFLICT.error(
@@ -54,6 +65,9 @@ def lock_app(
     partial = scratch / OUTPUT
     try:
         source, input_path = _lock_input(app, scratch)
+        if output.is_file():
+            # pip-compile reads the old pins, includes too: the same rule as for input.
+            _check_inside_app(app, OUTPUT)
         if output.is_file() and not upgrade:
             partial.write_bytes(output.read_bytes())  # keep pins that still satisfy
         argv = [sys.executable, "-m", "piptools", "compile", "--quiet", "--strip-extras",
@@ -92,19 +106,51 @@ def _lock_input(app: Path, scratch: Path) -> tuple[str, Path]:
     """requirements.in, else pyproject.toml's [project] dependencies as a .in file."""
     requirements_in = app / "requirements.in"
     if requirements_in.is_file():
+        _check_inside_app(app, "requirements.in")
         return "requirements.in", requirements_in
     pyproject = app / "pyproject.toml"
     if pyproject.is_file():
         try:
             data = tomllib.loads(pyproject.read_text())
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            problem = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
             raise errors.LOCK_FILE_MALFORMED.error(
-                lock_file="pyproject.toml", syntax="TOML", problem=str(exc),
+                lock_file="pyproject.toml", syntax="TOML", problem=problem,
                 relock="slugbuild lock") from None
         project = data.get("project", {})
         dependencies = project.get("dependencies") if isinstance(project, dict) else None
         if isinstance(dependencies, list) and all(isinstance(d, str) for d in dependencies):
             path = scratch / "pyproject-dependencies.in"
-            path.write_text("".join(d + "\n" for d in dependencies))
+            path.write_text("".join(_pyproject_requirement(app, d) + "\n"
+                                    for d in dependencies))
             return "pyproject.toml", path
     raise errors.NOTHING_TO_LOCK.error(app_dir=app)
+
+
+def _check_inside_app(app: Path, name: str) -> None:
+    """The rule `compile` applies: no -r/-c include and no local package outside the app."""
+    local_package_files(app, requirements_files(app, name))
+
+
+def _pyproject_requirement(app: Path, text: str) -> str:
+    """A [project] dependency as one requirements line: PEP 508, nothing else.
+
+    The list is copied into a requirements file, where a line could otherwise
+    be an option (``-r /etc/shadow``, ``--extra-index-url``) or hide a second line.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise errors.LOCK_FILE_MALFORMED.error(
+            lock_file="pyproject.toml", syntax="PEP 508 in [project] dependencies",
+            problem=f"{text[:200]!r}: {exc}", relock="slugbuild lock") from None
+    line = str(requirement)
+    if requirement.url and requirement.url.startswith("file:"):
+        target = Path(re.sub(r"^file:(//)?", "", requirement.url)).resolve()
+        if not target.is_relative_to(app.resolve()):
+            raise errors.REQUIREMENTS_OUTSIDE_APP.error(
+                referrer="pyproject.toml [project] dependencies", line="-",
+                target=requirement.url)
+    return line

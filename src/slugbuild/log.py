@@ -1,7 +1,9 @@
 """Build output in herokuish style.
 
 ``-----> Step`` for each stage, tool output indented by seven spaces, warnings
-behind `` !     ``. When the stream is a terminal, long steps show a rich
+behind `` !     ``. Every line goes through ``redact.mask``: config var values
+and URL credentials are masked, control characters escaped, whoever wrote it
+(slugbuild, an installer, the app's hooks). When the stream is a terminal, long steps show a rich
 spinner; otherwise output is plain text so CI logs stay readable.
 """
 
@@ -11,6 +13,8 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from typing import TextIO
+
+from .redact import mask
 
 STEP = "-----> "
 INDENT = "       "
@@ -34,6 +38,7 @@ class Reporter:
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
     def _write(self, text: str) -> None:
+        text = mask(text)
         if self._kept < MAX_KEPT_CHARACTERS:  # a tool printing without end is still
             self.lines.append(text)           # written out, but not kept in memory
             self._kept += len(text) + 1

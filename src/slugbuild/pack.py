@@ -37,9 +37,9 @@ import os
 import stat
 import tarfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -164,6 +164,14 @@ class LayerPart:
     mount: str
     tree: Path
     packed_dir: Path
+    # The build's own copies of the layer's files (a build that did not hold the
+    # cache's link lock): relative path -> (inode, size, mtime_ns, ctime_ns) just
+    # after copying; a copy with that stat still is the layer's file. None: links.
+    copies: Mapping[str, tuple[int, int, int, int]] | None = field(default=None, compare=False)
+    symlinks: Mapping[str, str] = field(default_factory=dict, compare=False)  # with copies
+    # Whether the files a part was just compressed from were unchanged meanwhile
+    # (a part made from files a build step or another build changed is not kept).
+    unchanged: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -280,7 +288,14 @@ def _add_files(tar: _TarWriter, params: _PackParams, root: str, names: list[str]
 
 
 def _layer_files(layer: LayerPart) -> list[tuple[str, int, int]]:
-    return [item for item in scan_tree(layer.tree) if item[1] in (SYMLINK, FILE)]
+    """The layer's files and symlinks, sorted as ``scan_tree`` sorts; for copies, as
+    the build placed them (the cached layer may be gone by now)."""
+    if layer.copies is None:
+        return [item for item in scan_tree(layer.tree) if item[1] in (SYMLINK, FILE)]
+    items = [(rel, FILE, 0) for rel in layer.copies]
+    items += [(rel, SYMLINK, 0) for rel in layer.symlinks]
+    items.sort(key=lambda item: item[0].split("/"))
+    return items
 
 
 def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerPart,
@@ -295,7 +310,7 @@ def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerP
     """
     members, complete = [], True
     tree = str(layer.tree)
-    same_device = os.stat(tree).st_dev == os.stat(root).st_dev
+    same_device = layer.copies is None and os.stat(tree).st_dev == os.stat(root).st_dev
     for rel, kind, inode in _layer_files(layer):
         name = f"{layer.mount}/{rel}" if layer.mount else rel
         found = placed.get(name)
@@ -304,7 +319,12 @@ def _intact_members(root: str, placed: dict[str, tuple[int, int]], layer: LayerP
             continue
         source, target = os.path.join(tree, rel), os.path.join(root, name)
         if kind == SYMLINK:
-            intact = os.readlink(source) == os.readlink(target)
+            wanted = layer.symlinks[rel] if layer.copies is not None else os.readlink(source)
+            intact = wanted == os.readlink(target)
+        elif layer.copies is not None:
+            st = os.lstat(target)
+            intact = layer.copies.get(rel) == (st.st_ino, st.st_size, st.st_mtime_ns,
+                                               st.st_ctime_ns)
         elif same_device and found[1] == inode:
             intact = True
         else:
@@ -350,7 +370,7 @@ def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
             raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
                 tar, params, placed_in, names, layer.mount))
             cached = (buffer.getvalue(), raw_size)
-            if layer_fd is not None:
+            if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
                 _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
                            *cached)
         finally:

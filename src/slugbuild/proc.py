@@ -74,11 +74,13 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
 class ToolFailed(Exception):
     """A build tool exited non-zero; carries its exit code and the tail of its output."""
 
-    def __init__(self, exit_code: int, tail: str, output: str = "") -> None:
+    def __init__(self, exit_code: int, tail: str, output: str = "",
+                 not_started: str | None = None) -> None:
         super().__init__(f"exit code {exit_code}")
         self.exit_code = exit_code
         self.tail = tail
         self.output = output or tail  # everything it printed, for diagnoses
+        self.not_started = not_started  # why it could not be started at all
 
 
 # --- time limits and process groups ---------------------------------------------
@@ -215,12 +217,20 @@ def run_streaming(
     """
     argv = [str(a) for a in argv]
     limits = _BUILD.get()
-    process = subprocess.Popen(
-        argv, cwd=str(cwd) if cwd else None, env=dict(env), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if len(outputs) > 1 else subprocess.STDOUT,
-        start_new_session=True,
-    )
+    try:
+        process = subprocess.Popen(
+            argv, cwd=str(cwd) if cwd else None, env=dict(env), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if len(outputs) > 1 else subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:
+        # Not executable, missing, or an environment the kernel refuses (E2BIG):
+        # a failed tool as far as the caller goes, with the reason as its output.
+        reason = getattr(exc, "strerror", None) or str(exc)
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        raise ToolFailed(code, f"could not start {Path(argv[0]).name}: {reason}",
+                         not_started=str(reason)) from exc
     group = process.pid
     if limits is not None:
         with limits.lock:

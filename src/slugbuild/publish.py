@@ -4,26 +4,78 @@ Three requests, as Heroku documents "Creating Slugs from Scratch":
 create the slug (process types, ``SHA256:`` checksum, stack, description),
 PUT the tarball to the blob URL the API returns, then create a release of
 that slug. The token comes from HEROKU_API_KEY and is never printed.
+
+The API and the blob store are outside slugbuild's control, so:
+- the whole publish has a deadline (``timeout``, default 15 minutes), enforced
+  on each request as a whole, so a server that answers one byte every few
+  seconds cannot keep it waiting forever;
+- connection failures, 429 and 5xx answers are retried (with backoff, within the
+  deadline) where a retry cannot do harm: creating the slug object (an unused
+  one is harmless) and the upload (a PUT). Creating the release is retried only
+  when the request never left (no connection) or was refused unprocessed (429);
+- every answer is checked for the fields used next, and one that lacks them is
+  a ``publish-bad-response`` error that says whether a release may exist;
+- what is printed never holds the token, credentials in ``--api-url`` or the
+  signature of the upload URL (``redact``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import threading
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from . import errors
 from .inspect_slug import describe_slug
 from .log import Reporter
+from .redact import redact_url, register_secrets, register_url_credentials
 from .release import BUILDPACK_DESCRIPTION
 
 DEFAULT_API_URL = "https://api.heroku.com"
 ACCEPT = "application/vnd.heroku+json; version=3"
-TIMEOUT = (10, 300)
+DEFAULT_TIMEOUT = 900.0  # seconds for the whole publish (SLUGBUILD_PUBLISH_TIMEOUT)
+MAX_TIMEOUT = 7 * 24 * 3600.0
+API_CALL_TIMEOUT = 120.0  # at most this for one API request (the upload has the rest)
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0  # silence between two reads
+RETRY_DELAYS = (1.0, 3.0, 9.0)  # waits before the 2nd, 3rd and 4th attempt
+MAX_RETRY_AFTER = 30.0
+MAX_RESPONSE_BYTES = 1024 * 1024  # an API answer is a few hundred bytes
+_HEROKU_STACK = re.compile(r"^heroku-[0-9]+$")
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,1000}$")  # printable ASCII, no spaces
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+NOTHING_RELEASED = "nothing was released"
 
 
+class _Deadline:
+    """When the publish must be over, and how long it was given."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+
+class _DeadlinePassed(Exception):
+    """The request did not finish before the publish's deadline."""
+
+
+class _TooLarge(Exception):
+    """The answer is far larger than any Platform API object."""
+
+
+@errors.user_errors
 def publish_slug(
     slug: Path,
     app: str,
@@ -32,18 +84,31 @@ def publish_slug(
     token: str | None = None,
     stack: str | None = None,
     reporter: Reporter | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Create slug, upload it, release it; return the release object from the API."""
+    """Create slug, upload it, release it; return the release object from the API.
+
+    ``timeout`` bounds the whole publish, in seconds (default
+    $SLUGBUILD_PUBLISH_TIMEOUT or 900).
+    """
     reporter = reporter or Reporter()
     token = token or os.environ.get("HEROKU_API_KEY")
     if not token:
         raise errors.PUBLISH_NO_TOKEN.error()
-    description = describe_slug(Path(slug))
+    register_secrets([token])
+    if not _TOKEN.match(token):
+        # requests would quote the header, token included, in its complaint.
+        raise errors.PUBLISH_BAD_TOKEN.error()
+    if not _APP_NAME.match(app):
+        raise errors.PUBLISH_BAD_APP.error(app=app)
+    description = describe_slug(Path(slug))  # process types from inside the slug
     if description["layout"] != "heroku":
         raise errors.PUBLISH_WRONG_LAYOUT.error(path=slug)
-    base = (api_url or os.environ.get("SLUGBUILD_HEROKU_API_URL") or DEFAULT_API_URL).rstrip("/")
+    base = _api_base(api_url or os.environ.get("SLUGBUILD_HEROKU_API_URL") or DEFAULT_API_URL)
+    deadline = _Deadline(_timeout_seconds(timeout))
     session = requests.Session()
     session.headers.update({"Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+    apps = f"{base}/apps/{urllib.parse.quote(app, safe='')}"
 
     body: dict[str, Any] = {
         "process_types": description["process_types"],
@@ -51,43 +116,248 @@ def publish_slug(
         "buildpack_provided_description": BUILDPACK_DESCRIPTION,
     }
     chosen_stack = stack or description.get("stack")
-    if chosen_stack and chosen_stack.startswith("heroku-"):
+    if chosen_stack and _HEROKU_STACK.match(chosen_stack):
         body["stack"] = chosen_stack
     elif chosen_stack:
         reporter.warn(f"Stack {chosen_stack!r} is not a Heroku stack; the app's stack is used.")
     reporter.step(f"Creating slug on {app}")
-    created = _call(session, "POST", f"{base}/apps/{app}/slugs", json=body)
-    blob = created.get("blob") or {}
+    created = _call(session, "POST", f"{apps}/slugs", deadline, reporter, json=body,
+                    retry="always", released=NOTHING_RELEASED)
+    slug_id, blob_method, blob_url = _slug_fields(created, f"{apps}/slugs")
+    register_secrets(_url_secrets(blob_url))
+
     reporter.step(f"Uploading {description['size']:,} bytes")
-    with open(slug, "rb") as handle:
-        # An empty Content-Type, as the signed upload URL expects.
-        _call(requests, blob.get("method", "put").upper(), blob["url"], data=handle,
-              headers={"Content-Type": ""}, expect_json=False)
-    reporter.step(f"Releasing slug {created['id']}")
-    release = _call(session, "POST", f"{base}/apps/{app}/releases", json={"slug": created["id"]})
-    reporter.detail(f"Released v{release.get('version', '?')} of {app}")
+    # An empty Content-Type, as the signed upload URL expects; no token goes there.
+    _call(requests, blob_method, blob_url, deadline, reporter, upload=Path(slug),
+          headers={"Content-Type": ""}, expect_json=False, retry="always",
+          released=NOTHING_RELEASED)
+
+    reporter.step(f"Releasing slug {slug_id}")
+    maybe = (f"the release request may have reached the API: check `heroku releases -a {app}` "
+             f"before publishing again")
+    release = _call(session, "POST", f"{apps}/releases", deadline, reporter,
+                    json={"slug": slug_id}, retry="unsent", released=maybe)
+    if not isinstance(release, dict) or not isinstance(release.get("id"), str):
+        raise errors.PUBLISH_BAD_RESPONSE.error(
+            method="POST", url=_shown(f"{apps}/releases"), status="a success",
+            problem=_problem(release, "a release object with an `id`"),
+            next_step=f"The slug was uploaded and the release was probably created: check "
+                      f"`heroku releases -a {app}` before publishing again.")
+    version = release.get("version")
+    reporter.detail(f"Released v{version if isinstance(version, int) else '?'} of {app}")
     return release
 
 
-def _call(client, method: str, url: str, expect_json: bool = True, **kwargs) -> dict[str, Any]:
-    shown = url.split("?", 1)[0]  # signed URLs carry credentials in the query
+def _api_base(url: str) -> str:
+    """The API base URL, checked; its credentials (if any) registered as secrets."""
+    register_url_credentials(url)  # the URL's user and password, piece by piece
     try:
-        response = client.request(method, url, timeout=TIMEOUT, **kwargs)
-    except requests.RequestException as exc:
-        raise errors.PUBLISH_UNREACHABLE.error(method=method, url=shown, reason=exc) from exc
-    if response.status_code >= 400:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise errors.PUBLISH_BAD_API_URL.error(url=redact_url(url))
+    return url.rstrip("/")
+
+
+def _timeout_seconds(timeout: float | None) -> float:
+    if timeout is None:
+        raw = os.environ.get("SLUGBUILD_PUBLISH_TIMEOUT", "").strip()
         try:
-            message = response.json().get("message", response.text[:200])
+            timeout = float(raw) if raw else DEFAULT_TIMEOUT
         except ValueError:
-            message = response.text[:200] or response.reason
-        raise errors.PUBLISH_API_ERROR.error(
-            method=method, url=shown, status=response.status_code, message=message
-        )
-    if not expect_json:
-        return {}
+            timeout = DEFAULT_TIMEOUT
+    if not timeout > 0:  # also NaN
+        return DEFAULT_TIMEOUT
+    return min(timeout, MAX_TIMEOUT)  # inf would overflow the waits
+
+
+def _slug_fields(created: Any, url: str) -> tuple[str, str, str]:
+    """The slug id and the blob's method and URL, or PUBLISH_BAD_RESPONSE."""
+    blob = created.get("blob") if isinstance(created, dict) else None
+    slug_id = created.get("id") if isinstance(created, dict) else None
+    method = blob.get("method", "put") if isinstance(blob, dict) else None
+    blob_url = blob.get("url") if isinstance(blob, dict) else None
+    problem = None
+    if not isinstance(slug_id, str) or not slug_id.strip():
+        problem = _problem(created, "a slug object with an `id`")
+    elif not isinstance(blob_url, str) or \
+            urllib.parse.urlsplit(blob_url).scheme not in ("http", "https"):
+        problem = "no http(s) `blob.url` to upload the slug to"
+    elif not isinstance(method, str) or method.lower() not in ("put", "post"):
+        problem = f"an upload method that is not PUT: {str(method)[:20]!r}"
+    if problem:
+        raise errors.PUBLISH_BAD_RESPONSE.error(
+            method="POST", url=_shown(url), status="a success", problem=problem,
+            next_step="Check --api-url (it must be the Heroku Platform API); nothing was "
+                      "uploaded or released.")
+    return slug_id, method.upper(), blob_url
+
+
+def _problem(answer: Any, wanted: str) -> str:
+    kind = type(answer).__name__ if not isinstance(answer, (dict, list)) else (
+        "an object" if isinstance(answer, dict) else "a list")
+    return f"{kind} instead of {wanted}"
+
+
+def _shown(url: str) -> str:
+    """A URL as it may be printed: no credentials, no query (signed URLs carry them)."""
+    return redact_url(url.split("?", 1)[0].split("#", 1)[0])
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The query and its values of a signed URL: never to be printed."""
+    query = urllib.parse.urlsplit(url).query
+    values = [v for _, v in urllib.parse.parse_qsl(query, keep_blank_values=False)]
+    return [query, *values]
+
+
+def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter, *,
+          retry: str, released: str, expect_json: bool = True,
+          upload: Path | None = None, **kwargs) -> Any:
+    """One API step with its retries; the decoded JSON answer (or {}).
+
+    ``retry``: "always" retries connection failures, 429 and 5xx; "unsent" only
+    failures to connect and 429, after which the request was surely not acted on.
+    """
+    shown = _shown(url)
+    attempts = len(RETRY_DELAYS) + 1
+    for attempt in range(1, attempts + 1):
+        remaining = deadline.remaining()
+        limit = remaining if upload is not None else min(remaining, API_CALL_TIMEOUT)
+        wait = RETRY_DELAYS[attempt - 1] if attempt < attempts else 0.0
+        tried = f" (tried {attempt} times)" if attempt > 1 else ""
+        try:
+            if limit <= 0:
+                raise _DeadlinePassed
+            response = _send(client, method, url, limit, upload, **kwargs)
+        except _DeadlinePassed:
+            raise errors.PUBLISH_TIMEOUT.error(
+                method=method, url=shown, seconds=_whole(deadline.seconds),
+                released=released) from None
+        except _TooLarge:
+            raise errors.PUBLISH_BAD_RESPONSE.error(
+                method=method, url=shown, status="an answer",
+                problem=f"more than {MAX_RESPONSE_BYTES:,} bytes",
+                next_step=f"Check --api-url; {released}.") from None
+        except requests.RequestException as exc:
+            reason = _reason(exc, url, shown)
+            failure = errors.PUBLISH_UNREACHABLE.error(
+                method=method, url=shown, reason=reason + tried, released=released)
+            transient = isinstance(exc, (requests.ConnectionError, requests.Timeout))
+            if not transient or not (retry == "always" or _never_sent(exc)):
+                raise failure from None
+            what = reason
+        else:
+            status = response.status_code
+            if status < 400:
+                return _decode(response, method, shown, released) if expect_json else {}
+            failure = errors.PUBLISH_API_ERROR.error(
+                method=method, url=shown, status=status, message=_message(response) + tried)
+            if not (status == 429 or (retry == "always" and status >= 500)):
+                raise failure
+            what = f"answered {status}"
+            wait = max(wait, _retry_after(response))
+        if attempt == attempts or wait >= deadline.remaining():
+            raise failure  # out of attempts, or the next would start past the deadline
+        reporter.warn(f"{method} {shown} {what}; trying again in {wait:g}s "
+                      f"(attempt {attempt + 1} of {attempts})")
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _send(client, method: str, url: str, limit: float, upload: Path | None,
+          **kwargs) -> requests.Response:
+    """One request, headers and body, finished within ``limit`` seconds as a whole.
+
+    requests' own timeouts bound each read, not the request: a server trickling a
+    byte every few seconds would never time out. The request runs in a thread the
+    caller stops waiting for at the limit (the CLI then exits; it is a daemon).
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            handle = open(upload, "rb") if upload is not None else None  # noqa: SIM115
+            try:
+                if handle is not None:
+                    kwargs["data"] = handle
+                response = client.request(
+                    method, url, timeout=(min(CONNECT_TIMEOUT, limit), min(READ_TIMEOUT, limit)),
+                    stream=True, **kwargs)
+                body = bytearray()
+                for chunk in response.iter_content(8192):
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        response.close()
+                        raise _TooLarge
+                response._content = bytes(body)
+                response._content_consumed = True
+                outcome["response"] = response
+            finally:
+                if handle is not None:
+                    handle.close()
+        except BaseException as exc:  # handed to the waiting caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="slugbuild-publish", daemon=True)
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        raise _DeadlinePassed
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["response"]
+
+
+def _decode(response: requests.Response, method: str, shown: str, released: str) -> Any:
     try:
-        return response.json()
-    except ValueError as exc:
-        raise errors.PUBLISH_API_ERROR.error(
-            method=method, url=shown, status=response.status_code, message="not JSON"
-        ) from exc
+        return json.loads(response.content.decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise errors.PUBLISH_BAD_RESPONSE.error(
+            method=method, url=shown, status=response.status_code, problem="a body that is "
+            "not JSON", next_step=f"Check --api-url (it must be the Heroku Platform API); "
+                                  f"{released}.") from None
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        data = json.loads(response.content.decode("utf-8"))
+        message = data.get("message") if isinstance(data, dict) else None
+    except (ValueError, RecursionError):
+        message = None
+    if not isinstance(message, str) or not message.strip():
+        message = response.content.decode("utf-8", "replace").strip() or response.reason or ""
+    message = " ".join(message.split())
+    return message[:300] + ("…" if len(message) > 300 else "")
+
+
+def _retry_after(response: requests.Response) -> float:
+    try:
+        return min(max(float(response.headers.get("Retry-After", 0)), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        return 0.0
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before any of it reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the cause
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _reason(exc: requests.RequestException, url: str, shown: str) -> str:
+    """The exception's message without the URL's query (a signature) or credentials."""
+    text = str(exc).replace(url, shown)
+    parts = urllib.parse.urlsplit(url)
+    if parts.query:
+        text = text.replace(f"{parts.path}?{parts.query}", parts.path)
+    return redact_url(text)[:400]
+
+
+def _whole(seconds: float) -> str:
+    return f"{max(seconds, 0):.0f}"

@@ -52,7 +52,7 @@ from .versions import (
 )
 
 # Bump when the way a runtime layer is made changes, so old layers are not reused.
-RUNTIME_LAYER_FORMAT = 2
+RUNTIME_LAYER_FORMAT = 3  # 3: files.json with digests (cache.INDEX_FORMAT 2)
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"(\d+\.\d+\.\d+)"')
 _PYTHON_BIN = re.compile(r"^python(\d+\.\d+)$")
@@ -242,10 +242,27 @@ def runtime_key(offer: RuntimeOffer, platform: Platform) -> tuple[str, str, dict
     return name, key, inputs
 
 
-def cached_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform) -> Layer | None:
-    """The runtime layer for ``offer`` if the cache already has it."""
+def cached_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform,
+                         reporter: Reporter | None = None) -> Layer | None:
+    """The runtime layer for ``offer`` if the cache has it intact.
+
+    A layer whose files no longer match its files.json (a truncated or edited
+    stdlib file, a lost execute bit) is discarded, with a warning, so the caller
+    builds it again instead of shipping or running it.
+    """
     name, key, _ = runtime_key(offer, platform)
-    return cache.lookup("runtimes", name, key)
+    layer, problems = cache.lookup_verified("runtimes", name, key)
+    if problems and reporter is not None:
+        reporter.warn(damaged_layer_warning(f"Python {offer.version} runtime layer", problems))
+    return layer
+
+
+def damaged_layer_warning(what: str, problems: list[str]) -> str:
+    """The one warning for a cached layer found damaged (and discarded)."""
+    shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)"
+                                       if len(problems) > 3 else "")
+    return (f"The cached {what} was damaged ({shown}); it was discarded and is built "
+            f"again.")
 
 
 def runtime_manifest(offer: RuntimeOffer, platform: Platform) -> dict[str, Any]:
@@ -255,12 +272,12 @@ def runtime_manifest(offer: RuntimeOffer, platform: Platform) -> dict[str, Any]:
     return {"name": name, "key": key, "inputs": inputs}
 
 
-def interpreter_before_layer(cache: Cache, offer: RuntimeOffer, platform: Platform
-                             ) -> Path | None:
+def interpreter_before_layer(cache: Cache, offer: RuntimeOffer, platform: Platform,
+                             reporter: Reporter | None = None) -> Path | None:
     """An interpreter of exactly this runtime, runnable before its layer is in the
     build: the cached layer's, else the local prefix the layer is copied from.
     None for a runtime still to be downloaded."""
-    layer = cached_runtime_layer(cache, offer, platform)
+    layer = cached_runtime_layer(cache, offer, platform, reporter)
     if layer is not None:
         return layer.tree / "bin" / offer.python_name
     if isinstance(offer.detail, LocalRuntime):
@@ -276,12 +293,12 @@ def ensure_runtime_layer(
 
     Returns the layer and whether it came from the cache.
     """
-    layer = cached_runtime_layer(cache, offer, platform)
+    layer = cached_runtime_layer(cache, offer, platform, reporter)
     if layer:
         return layer, True
     name, key, inputs = runtime_key(offer, platform)
     with cache.lock("runtimes", name):
-        layer = cache.lookup("runtimes", name, key)
+        layer = cached_runtime_layer(cache, offer, platform, reporter)
         if layer:
             return layer, True
         scratch = cache.scratch_dir("runtime-source")
@@ -392,13 +409,14 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict) -> Non
             detail=f"The copy of {runtime.prefix} does not start: "
             f"{result.stderr.strip()[-500:]}"
         )
-    printed = result.stdout.split()
+    # One value per line: a prefix may hold spaces (a cache under "My Documents").
+    printed = result.stdout.splitlines()
     if len(printed) < 2:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The interpreter of {runtime.prefix} does not behave like CPython: asked "
             f"for its prefix and version, it printed {result.stdout.strip()[:200]!r}."
         )
-    prefix_line, version_line = printed[:2]
+    prefix_line, version_line = printed[0], printed[1].strip()
     if Path(prefix_line).resolve() != python.parent.parent.resolve():
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             detail=f"The copy of {runtime.prefix} still uses {prefix_line} as its prefix."

@@ -202,7 +202,9 @@ def stage_sources(app_dir: Path, build_dir: Path, leave_out: Iterable[Path] = ()
     never = {os.path.abspath(path) for path in leave_out}
     plan: list[tuple[str, str]] = []  # (kind, rel)
     staged = Staged()
-    for dirpath, dirnames, filenames in os.walk(app_dir):
+    # onerror: an unreadable directory stops the build (errors.from_os_error) instead
+    # of being left out of the slug in silence, as os.walk does by default.
+    for dirpath, dirnames, filenames in os.walk(app_dir, onerror=_raise):
         rel_dir = Path(dirpath).relative_to(app_dir)
         keep_dirs = []
         for name in sorted(dirnames):
@@ -294,6 +296,21 @@ def copy_file(source: Path, target: Path) -> None:
     shutil.copystat(source, target)
 
 
+def check_top_level_links(app_dir: Path) -> None:
+    """Refuse a link at the app's top that leaves the app, before anything reads it.
+
+    Detection and version resolution read top-level files (.python-version,
+    Pipfile.lock, .buildpacks...) before staging checks every link: a
+    `.python-version -> /etc/passwd` must not be read, let alone quoted in an error.
+    """
+    app_dir = app_dir.resolve()
+    rules = IgnoreRules.from_app(app_dir)
+    for path in sorted(app_dir.iterdir()):
+        if path.name not in ALWAYS_EXCLUDED and path.is_symlink() \
+                and not rules.ignored(path.name, path.is_dir()):
+            _check_link(app_dir, path)
+
+
 def check_not_ignored(app_dir: Path, required: list[str]) -> None:
     """Refuse a .slugignore that would leave out a file the build itself needs."""
     rules = IgnoreRules.from_app(app_dir)
@@ -301,6 +318,10 @@ def check_not_ignored(app_dir: Path, required: list[str]) -> None:
         pattern = rules.excluding_rule(rel)
         if pattern is not None:
             raise errors.SLUGIGNORE_EXCLUDES_REQUIRED.error(path=rel, pattern=pattern)
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _check_link(app_dir: Path, link: Path) -> None:

@@ -361,12 +361,17 @@ def _parse_runtime_txt(text: str) -> str:
     return match.group(1)
 
 
+def _parse_problem(exc: Exception) -> str:
+    """A parser's complaint; RecursionError (deep nesting) says so plainly."""
+    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 def _read_pipfile_lock(text: str) -> PythonRequest | None:
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="Pipfile.lock", problem=f"is not valid JSON ({exc})",
+            source_file="Pipfile.lock", problem=f"is not valid JSON ({_parse_problem(exc)})",
             action="Regenerate it with `pipenv lock`.",
         ) from exc
     requires = data.get("_meta", {}).get("requires", {}) if isinstance(data, dict) else {}
@@ -388,9 +393,9 @@ def _read_pipfile_lock(text: str) -> PythonRequest | None:
 def _read_pyproject(text: str) -> PythonRequest | None:
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="pyproject.toml", problem=f"is not valid TOML ({exc})",
+            source_file="pyproject.toml", problem=f"is not valid TOML ({_parse_problem(exc)})",
             action="Fix the syntax error it names.",
         ) from exc
     project = data.get("project", {})

@@ -101,4 +101,8 @@ def _replace_contents(build_dir: Path, source: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from slugbuild.cli import guarded
+
+    # Any failure is one message in the build log (stdout, as herokuish shows it),
+    # never a traceback (docs/security.md#when-slugbuild-fails).
+    sys.exit(guarded(lambda: main(sys.argv[1:]), stream=sys.stdout))

@@ -39,6 +39,9 @@ class InstallJob:
     # Requirement lines the app declares, as the installer read them (markers
     # included): filled by ``install``, checked afterwards (dependencies.py).
     declared: list[str] = field(default_factory=list)
+    # How uv places files from its cache: "copy" when they land in a build
+    # directory whose build steps may write them (dependencies._install_fresh).
+    link_mode: str = "hardlink"
 
 
 class Installer(Protocol):

@@ -26,10 +26,11 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
     except json.JSONDecodeError as exc:
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax="JSON", problem=str(exc), relock=relock) from None
-    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
         syntax = "JSON" if lock_file == "Pipfile.lock" else "TOML"
+        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise errors.LOCK_FILE_MALFORMED.error(
-            lock_file=lock_file, syntax=syntax, problem=str(exc), relock=relock) from None
+            lock_file=lock_file, syntax=syntax, problem=problem, relock=relock) from None
 
 
 # What uv, Poetry and Pipenv print when the lock no longer matches its manifest.
@@ -107,7 +108,7 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
                     paths += [source.get(k) for k in ("directory", "path", "editable")]
                 elif source.get("type") in ("directory", "file"):
                     paths.append(source.get("url"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return []  # check_syntax reports it with the line, when installing
     app_root = app_dir.resolve()
     found: set[str] = set()

@@ -423,7 +423,11 @@ def _logical_lines(path: Path) -> list[tuple[int, str]]:
     """Lines of a requirements file with continuations joined and comments dropped."""
     result: list[tuple[int, str]] = []
     buffer, start = "", 0
-    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:  # pip would stop on it with a traceback
+        raise errors.FILE_NOT_TEXT.error(file=path.name, reason=exc.reason) from None
+    for number, raw in enumerate(text.splitlines(), start=1):
         if not buffer:
             start = number
         line = re.sub(r"(^|\s)#.*$", "", raw)

@@ -127,7 +127,7 @@ def locked_default_pins(app_dir: Path) -> str | None:
         if meta["hash"]["sha256"] != pipfile_hash(pipfile):
             return None
         sources = [source["url"] for source in meta["sources"]]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     if not isinstance(default, dict) or not all(isinstance(url, str) for url in sources):
         return None

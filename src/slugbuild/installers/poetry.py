@@ -135,7 +135,7 @@ def locked_main_pins(app_dir: Path) -> str | None:
     try:
         lock = tomllib.loads((app_dir / "poetry.lock").read_text())
         pyproject = tomllib.loads((app_dir / "pyproject.toml").read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     metadata = lock.get("metadata")
     packages = lock.get("package", [])
@@ -208,7 +208,7 @@ def check_python_allowed(app_dir: Path, python_version: str) -> None:
     """Refuse a runtime the project excludes: Poetry's export would drop every package."""
     try:
         pyproject = tomllib.loads((app_dir / "pyproject.toml").read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return  # Poetry reports an unreadable pyproject.toml itself
     found = project_python(pyproject)
     if found is None:

@@ -20,9 +20,6 @@ scripts and RECORDs write a new file and rename it over the old one
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
 import os
 import re
 import subprocess
@@ -30,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .. import indexes as indexes_module
+from .. import records
 from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob
@@ -367,30 +365,40 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix
     (``dependency-install-failed``, or the ToolFailed itself when ``raw``).
 
-    Files from uv's cache that no longer match their RECORD mean the cache was
-    changed through a hard link: those packages are cleaned from the cache and
-    installed again. A mismatch that survives that is the wheel's own RECORD,
-    left alone.
+    Files from uv's cache that are missing or no longer match their RECORD
+    mean the cache was damaged (a file deleted, or changed through a hard
+    link): those packages are cleaned from the cache and installed again. Two
+    packages installing one path are an overlap: one warning, and the copy of
+    the package whose name sorts last is the one kept (uv installs in
+    parallel, so which one it wrote last varies).
     """
-    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--link-mode", "hardlink",
-            *_prefix_args(job), *options, *_constraint_args(job)]
+    argv = [uv_binary(), "pip", "install", "--python", str(job.python),
+            "--link-mode", job.link_mode, *_prefix_args(job), *options, *_constraint_args(job)]
     site_packages = _site_packages(job)
     before = _dist_infos(site_packages)
     env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
         run_tool(argv, job.reporter, env, cwd=job.app_dir)
-        changed = changed_files(site_packages, _dist_infos(site_packages) - before)
+        changed, overlapped, winners = check_installed(site_packages,
+                                                       _dist_infos(site_packages) - before)
+        for projects, paths in sorted(_overlap_pairs(overlapped).items()):
+            more = f" (and {len(paths) - 1} more path(s))" if len(paths) > 1 else ""
+            job.reporter.warn(
+                f"Packages {' and '.join(projects)} both install {paths[0]}{more}; the copy "
+                f"of {projects[-1]} is kept (of overlapping packages, the one whose name "
+                f"sorts last).")
         if changed:
             names = sorted({dist_info.split("-")[0] for dist_info in changed})
             first = next(iter(changed.values()))[0]
             job.reporter.warn(
-                f"Files of {', '.join(names)} in uv's cache differ from what the package "
-                f"recorded (first: {first}); a build step may have written into an "
-                f"installed file in place. Cleaning them from uv's cache and installing "
-                f"again.")
+                f"Files of {', '.join(names)} in uv's cache are missing or differ from what "
+                f"the package recorded (first: {first}); uv's cache was damaged. Cleaning "
+                f"them from uv's cache and installing again.")
             run_tool([uv_binary(), "cache", "clean", *names], job.reporter, env, show=False)
+        names = sorted({dist_info.split("-")[0] for dist_info in changed} | winners)
+        if names:
             run_tool([*argv, *(f"--reinstall-package={name}" for name in names)],
-                     job.reporter, env, cwd=job.app_dir)
+                     job.reporter, env, cwd=job.app_dir, show=bool(changed))
     except ToolFailed as failed:
         if raw:
             raise
@@ -410,34 +418,45 @@ def _dist_infos(site_packages: Path) -> set[str]:
         return set()
 
 
-def changed_files(site_packages: Path, dist_infos: set[str]) -> dict[str, list[str]]:
-    """Per dist-info, the files whose size or sha256 differ from their RECORD line."""
+def check_installed(site_packages: Path, dist_infos: set[str]
+                    ) -> tuple[dict[str, list[str]], dict[str, list[records.Claim]], set[str]]:
+    """After an install of ``dist_infos``: per dist-info, its files that are missing or
+    differ from their RECORD line; the paths several distributions install; and the
+    projects to reinstall so that each overlapped path holds its winner's copy."""
+    home = site_packages.parent.parent.parent
+    base = site_packages.relative_to(home).as_posix()
+    claims = records.claims_in(home, [f"{base}/{d}/RECORD"
+                                      for d in _dist_infos(site_packages)])
     changed: dict[str, list[str]] = {}
-    for dist_info in sorted(dist_infos):
-        try:
-            with open(site_packages / dist_info / "RECORD", newline="",
-                      encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
-        except (OSError, UnicodeDecodeError, csv.Error):
+    overlapped: dict[str, list[records.Claim]] = {}
+    winners: set[str] = set()
+    for rel, found in claims.items():
+        mine = [c for c in found if c.dist_info in dist_infos]
+        if not mine:
             continue
-        for row in rows:
-            if len(row) < 3 or not row[1].startswith("sha256="):
+        path = os.path.join(home, rel)
+        shown = os.path.relpath(rel, base)
+        if len({c.dist_info for c in found}) > 1:
+            overlapped[shown] = found
+            if records.file_matches(path, records.winner(found)):
                 continue
-            if not _matches(os.path.join(site_packages, row[0]), row[1][7:], row[2]):
-                changed.setdefault(dist_info, []).append(os.path.normpath(row[0]))
-    return changed
+            if any(records.file_matches(path, c) for c in found):
+                winners.add(records.winner(found).project)
+                continue
+        elif records.file_matches(path, mine[0]):
+            continue
+        for claim in mine:
+            changed.setdefault(claim.dist_info, []).append(shown)
+    return changed, overlapped, winners
 
 
-def _matches(path: str, recorded_digest: str, recorded_size: str) -> bool:
-    try:
-        if recorded_size.isdigit() and os.path.getsize(path) != int(recorded_size):
-            return False
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return True  # a missing file is the package's own business
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode() == recorded_digest
-
-
+def _overlap_pairs(overlapped: dict[str, list[records.Claim]]) -> dict[tuple[str, ...], list[str]]:
+    """The overlapping projects (sorted, the kept one last) and the paths they share."""
+    pairs: dict[tuple[str, ...], list[str]] = {}
+    # Paths whose copies differ first: those are the ones a user must know about.
+    for rel, found in sorted(overlapped.items(),
+                             key=lambda item: (len({c.digest for c in item[1]}) == 1, item[0])):
+        win = records.winner(found).project
+        others = sorted({c.project for c in found} - {win})
+        pairs.setdefault((*others, win), []).append(rel)
+    return pairs
