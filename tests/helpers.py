@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
+import io
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ import sys
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +160,36 @@ def serve_directory(root: Path, handler: type = http.server.SimpleHTTPRequestHan
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- NLTK's data index, laid out for a loopback server ----------------------------------
+
+def nltk_package_zip(ident: str, files: dict[str, str]) -> bytes:
+    """A package zip laid out as NLTK's: every member under ``<id>/``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"{ident}/", "")
+        for name, content in sorted(files.items()):
+            archive.writestr(name if name.startswith("/") or ".." in name
+                             else f"{ident}/{name}", content)
+    return buffer.getvalue()
+
+
+def write_nltk_index(root: Path, packages: dict[str, tuple[str, bytes]],
+                 collections: dict[str, list[str]] | None = None,
+                 checksum: dict[str, str] | None = None) -> None:
+    """index.xml plus packages/<subdir>/<id>.zip, as on NLTK's gh-pages branch."""
+    entries = []
+    for ident, (subdir, data) in packages.items():
+        (root / "packages" / subdir).mkdir(parents=True, exist_ok=True)
+        (root / "packages" / subdir / f"{ident}.zip").write_bytes(data)
+        md5 = (checksum or {}).get(ident, hashlib.md5(data).hexdigest())
+        entries.append(f'<package id="{ident}" name="{ident}" subdir="{subdir}" unzip="1" '
+                       f'size="{len(data)}" unzipped_size="0" checksum="{md5}" '
+                       f'url="packages/{subdir}/{ident}.zip" />')
+    groups = "".join(f'<collection id="{name}">'
+                     + "".join(f'<item ref="{ref}" />' for ref in refs) + "</collection>"
+                     for name, refs in (collections or {}).items())
+    (root / "index.xml").write_text(f'<?xml version="1.0"?>\n<nltk_data><packages>'
+                                    f'{"".join(entries)}</packages><collections>{groups}'
+                                    f'</collections></nltk_data>\n')

@@ -3,13 +3,10 @@ assets built by Node beside the Python app."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
 import tarfile
-import zipfile
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
@@ -27,6 +24,8 @@ from slugbuild.nltk_data import expand, parse_index, provide_nltk_data, read_nlt
 from slugbuild.node_assets import build_script, node_assets_warning, run_node_build
 
 from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
+from .helpers import nltk_package_zip as _package_zip
+from .helpers import write_nltk_index as _write_index
 
 MONOREPO = FIXTURE_APPS / "monorepo-backend"
 
@@ -151,37 +150,6 @@ def test_monorepo_backend_builds_from_app_base_and_serves(tmp_path: Path, cache_
 
 NLTK_APP = FIXTURE_APPS / "flask-nltk"
 STOPWORDS = "slugbuild\nthe\nand\n"
-
-
-def _package_zip(ident: str, files: dict[str, str]) -> bytes:
-    """A package zip laid out as NLTK's: every member under ``<id>/``."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(f"{ident}/", "")
-        for name, content in sorted(files.items()):
-            archive.writestr(name if name.startswith("/") or ".." in name
-                             else f"{ident}/{name}", content)
-    return buffer.getvalue()
-
-
-def _write_index(root: Path, packages: dict[str, tuple[str, bytes]],
-                 collections: dict[str, list[str]] | None = None,
-                 checksum: dict[str, str] | None = None) -> None:
-    """index.xml plus packages/<subdir>/<id>.zip, as on NLTK's gh-pages branch."""
-    entries = []
-    for ident, (subdir, data) in packages.items():
-        (root / "packages" / subdir).mkdir(parents=True, exist_ok=True)
-        (root / "packages" / subdir / f"{ident}.zip").write_bytes(data)
-        md5 = (checksum or {}).get(ident, hashlib.md5(data).hexdigest())
-        entries.append(f'<package id="{ident}" name="{ident}" subdir="{subdir}" unzip="1" '
-                       f'size="{len(data)}" unzipped_size="0" checksum="{md5}" '
-                       f'url="packages/{subdir}/{ident}.zip" />')
-    groups = "".join(f'<collection id="{name}">'
-                     + "".join(f'<item ref="{ref}" />' for ref in refs) + "</collection>"
-                     for name, refs in (collections or {}).items())
-    (root / "index.xml").write_text(f'<?xml version="1.0"?>\n<nltk_data><packages>'
-                                    f'{"".join(entries)}</packages><collections>{groups}'
-                                    f'</collections></nltk_data>\n')
 
 
 @pytest.fixture()

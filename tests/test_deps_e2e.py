@@ -86,7 +86,8 @@ def test_gunicorn_20_on_313_is_refused_at_build_time(tmp_path, cache_dir):
     done = run_cli("compile", app, "-o", out, "--cache-dir", cache_dir)
     assert done.returncode == 1 and not out.exists()
     assert "Traceback" not in done.stderr
-    assert "Error: The web process would not start: pkg_resources is missing" in done.stderr
+    assert ("Error [process-import-failed]: The web process would not start: "
+            "pkg_resources is missing") in done.stderr
     assert "setuptools<82" in done.stderr and "gunicorn/util.py" in done.stderr
 
 
@@ -111,7 +112,7 @@ def test_removed_stdlib_module_in_collectstatic(tmp_path, cache_dir):
     done = run_cli("compile", FIXTURE_APPS / "django-removed-cgi", "-o", out,
                    "--cache-dir", cache_dir)
     assert done.returncode == 1 and not out.exists()
-    assert "Error: Django's collectstatic failed" in done.stderr
+    assert "Error [collectstatic-failed]: Django's collectstatic failed" in done.stderr
     assert "the module cgi (imported by mysite/settings.py) was removed from Python's " \
            "standard library in 3.13 (PEP 594)" in done.stderr
     assert "3.12 in .python-version" in done.stderr and "legacy-cgi" in done.stderr

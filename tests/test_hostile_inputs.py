@@ -76,7 +76,7 @@ def assert_refused(result: subprocess.CompletedProcess, kind: ErrorKind, *,
     """The exact outcome of a refusal; returns stderr for further checks."""
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
-    assert f"Error: {kind.title}" in result.stderr, result.stderr
+    assert f"Error [{kind.code}]: {kind.title}" in result.stderr, result.stderr
     if tmp is not None:
         assert list(tmp.iterdir()) == [], "a temporary directory was left behind"
     if cache is not None:
