@@ -143,7 +143,7 @@ def test_unknown_package_and_bad_deb_checksum_fail_cleanly(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     result = run_cli("compile", app, "-o", out / "slug.tgz", "--cache-dir", cache)
-    assert result.returncode == 1 and result.stderr.count("Error:") == 1, result.stderr
+    assert result.returncode == 1 and result.stderr.count(" Error") == 1, result.stderr
     assert "Could not fetch the Aptfile's system packages" in result.stderr
     assert "Unable to locate package no-such-package-slugbuild" in result.stderr
     assert "Traceback" not in result.stderr
