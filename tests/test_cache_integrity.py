@@ -595,3 +595,33 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
         compile_app(app, stopped, cache_dir=cache, reporter=Reporter(quiet=True))
     assert caught.value.code == "cache-layer-changing"
     assert not stopped.exists() and not stopped.with_suffix(".json").exists()
+
+
+# A same-size edit of an installed file through its hard link, with the mtime set
+# back to the nanosecond: only the ctime, which no one can set back, shows it.
+_STEALTH_EDIT = (
+    "#!/usr/bin/env python3\n"
+    "import os\n"
+    f"p = '{SITE}/six.py'\n"
+    "st = os.stat(p)\n"
+    "with open(p, 'r+b') as f:\n"
+    "    f.write(b'raise SystemExit(\"POISONED\")#')\n"
+    "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))\n"
+)
+
+
+@pytest.mark.slow
+def test_a_stealthy_in_place_edit_reaches_neither_the_cache_nor_another_app(tmp_path):
+    """The editing app's own slug holds its edit; a later app with the same
+    requirements, on the same cache, gets the clean file (as a clean cache gives)."""
+    cache = tmp_path / "cache"
+    editor = make_app(tmp_path / "editor", {**SMALL_APP, "bin/post_compile": _STEALTH_EDIT})
+    (editor / "bin/post_compile").chmod(0o755)
+    plain = make_app(tmp_path / "plain", SMALL_APP)
+    _ok(_compile(plain, tmp_path / "warm-up.tgz", cache))  # the layer is cached first
+    _ok(_compile(editor, tmp_path / "editor.tgz", cache))
+    assert b"POISONED" in _members(tmp_path / "editor.tgz")[f"{SITE}/six.py"]
+    _ok(_compile(plain, tmp_path / "plain.tgz", cache))
+    _ok(_compile(plain, tmp_path / "clean.tgz", tmp_path / "clean-cache"))
+    assert b"POISONED" not in _members(tmp_path / "plain.tgz")[f"{SITE}/six.py"]
+    assert (tmp_path / "plain.tgz").read_bytes() == (tmp_path / "clean.tgz").read_bytes()

@@ -76,7 +76,7 @@ FORMAT = 1
 KINDS = ("runtimes", "layers")
 # What a layer kind may add to the check of its tree (RECORDs, for dependencies).
 TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
-# files.json: {"format": 2, "files": {rel: [size, mtime_ns, mode, sha256]},
+# files.json: {"format": 2, "files": {rel: [size, mtime_ns, mode, sha256, ctime_ns]},
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
 LEASE_SUFFIX = ".lease"
@@ -277,8 +277,7 @@ class Cache:
         if problems:
             return problems
         if restamped:
-            for rel, mtime in restamped.items():
-                index["files"][rel][1] = mtime
+            restamp(index, restamped)
             with contextlib.suppress(OSError):
                 write_json_atomic(index_path, index)
         with contextlib.suppress(OSError):
@@ -391,6 +390,7 @@ class Cache:
         copies: dict[str, tuple[int, int, int, int]] = {}
         symlinks: dict[str, str] = {}
         placed: list[str] = []
+        linked: dict[str, os.stat_result] = {}
         pending = [("", str(layer.tree), str(target))]
         try:
             while pending:
@@ -414,13 +414,34 @@ class Cache:
                                                         index["files"].get(rel), rel)
                         else:
                             _place(entry.path, destination)
+                            linked[prefix + entry.name] = os.lstat(entry.path)
                         placed.append(destination)
         except LayerChanged:
             for path in placed:  # the caller restores a fresh layer over a clean prefix
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             raise
+        if not copy:
+            self._record_link_ctimes(layer, linked)
         return Restored(copies, symlinks) if copy else Restored()
+
+    def _record_link_ctimes(self, layer: Layer, linked: dict[str, os.stat_result]) -> None:
+        """Linking a file moves its ctime: record the new ones (files still as
+        recorded otherwise), so that a later write through a link, mtime set back
+        or not, shows as a ctime change. Only the build holding the link lock
+        restores by links, so no other build records ctimes meanwhile. Best effort:
+        a stale ctime only makes a later check hash that file."""
+        index_path = layer.path / FILE_INDEX
+        index = read_index(index_path)
+        if index is None:
+            return
+        stamps = {rel: (st.st_mtime_ns, st.st_ctime_ns) for rel, st in linked.items()
+                  if (recorded := index["files"].get(rel)) is not None
+                  and (st.st_size, st.st_mtime_ns, st.st_mode) == tuple(recorded[:3])}
+        restamp(index, stamps)
+        with contextlib.suppress(OSError):
+            write_json_atomic(index_path, index)
+            self._verified.pop(layer.path, None)
 
     def check_restored(self, layer: Layer) -> set[tuple[int, int]] | None:
         """After a build used a layer by hard links: None if one of its files changed
@@ -605,7 +626,8 @@ def build_index(tree: Path) -> dict[str, Any]:
             after = os.lstat(entry.path)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise LayerChanged(rel)  # written while it was hashed
-            files[rel] = [after.st_size, after.st_mtime_ns, after.st_mode, digest]
+            files[rel] = [after.st_size, after.st_mtime_ns, after.st_mode, digest,
+                          after.st_ctime_ns]
         else:
             raise LayerChanged(f"{rel} is not a regular file, directory or symlink")
     return {"format": INDEX_FORMAT, "files": files, "symlinks": symlinks}
@@ -624,7 +646,22 @@ def read_index(path: Path) -> dict[str, Any] | None:
     return index
 
 
-def _compare_tree(tree: Path, index: dict[str, Any]) -> tuple[list[str], dict[str, int]]:
+def _recorded_ctime(recorded: list) -> int | None:
+    """The ctime files.json holds for a file (None in an index written before it did)."""
+    return recorded[4] if len(recorded) > 4 else None
+
+
+def restamp(index: dict[str, Any], stamps: dict[str, tuple[int, int]]) -> None:
+    """Record new (mtime, ctime) stamps of files whose content is as recorded."""
+    for rel, (mtime, ctime) in stamps.items():
+        entry = index["files"].get(rel)
+        if entry is not None:
+            entry[1] = mtime
+            entry[4:] = [ctime]
+
+
+def _compare_tree(tree: Path, index: dict[str, Any]
+                  ) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """Problems found comparing ``tree`` with ``index``, and the new mtimes of files
     whose content was hashed and found as recorded."""
     files, symlinks = index["files"], index["symlinks"]
@@ -644,16 +681,18 @@ def _compare_tree(tree: Path, index: dict[str, Any]) -> tuple[list[str], dict[st
             continue
         seen += 1
         st = entry.stat(follow_symlinks=False)
-        size, mtime, mode, digest = recorded
+        size, mtime, mode, digest = recorded[:4]
         if st.st_size != size:
             problems.append(f"{rel}: size changed")
         elif st.st_mode != mode:
             problems.append(f"{rel}: mode changed")
-        elif st.st_mtime_ns != mtime:
+        elif st.st_mtime_ns != mtime or st.st_ctime_ns != _recorded_ctime(recorded):
+            # A write through any hard link moves the ctime, which no one can set
+            # back (an mtime can be): the content is then compared.
             if file_sha256(entry.path) != digest:
                 problems.append(f"{rel}: content changed")
             else:
-                restamped[rel] = st.st_mtime_ns
+                restamped[rel] = (st.st_mtime_ns, st.st_ctime_ns)
         if len(problems) > 20:
             break
     if not problems and seen != len(files) + len(symlinks):
@@ -680,6 +719,9 @@ def _stamps_unchanged(tree: Path, index: dict[str, Any],
             st = entry.stat(follow_symlinks=False)
             if (st.st_size, st.st_mtime_ns, st.st_mode) != tuple(recorded[:3]):
                 return False
+            if st.st_ctime_ns != _recorded_ctime(recorded) \
+                    and file_sha256(entry.path) != recorded[3]:
+                return False  # written in place, its mtime set back
             if inodes is not None:
                 inodes.add((st.st_dev, st.st_ino))
         seen += 1
