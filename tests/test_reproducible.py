@@ -301,6 +301,8 @@ def _fixture_names() -> list[str]:
 
 # Fixtures that must not build: the failure is what they are for (test_deps_e2e).
 _FAILS_BY_DESIGN = {"django-removed-cgi", "markers-excluded"}
+# Fixtures whose slug must not boot (test_boot_check); every other one must.
+_DOES_NOT_BOOT = {"boot-crash-at-import", "boot-never-listens", "boot-removed-stdlib"}
 # How each fixture that needs more than `compile APP` is built (as its own tests do).
 _BUILD_OPTIONS: dict[str, dict] = {
     "monorepo-backend": {"app_base": "backend"},
@@ -354,8 +356,10 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
 
         shutil.copytree(source, second_cache / download_cache, symlinks=True,
                         copy_function=os.link, ignore=built_here)
+    # The second build also proves the slug boots: its web process answers HTTP.
+    boots = name not in _DOES_NOT_BOOT
     two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
-                 second_cache, **options)
+                 second_cache, boot_check=60 if boots else False, **options)
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
     with tarfile.open(one.slug_path) as tar:
         for member in tar:
