@@ -179,9 +179,12 @@ def test_uv_lock_with_a_bom_is_read_as_uv_reads_it(tmp_path):
     (tmp_path / "uv.lock").write_bytes(b"\xef\xbb\xbfversion = 1\n")
     locks.check_syntax(tmp_path, "uv.lock", "uv lock")
     (tmp_path / "Pipfile.lock").write_bytes(b"\xef\xbb\xbf" + json.dumps({"default": {}}).encode())
-    with pytest.raises(errors.SlugbuildError) as caught:
-        locks.check_syntax(tmp_path, "Pipfile.lock", "pipenv lock")
-    assert caught.value.code == "lock-file-malformed"
+    (tmp_path / "poetry.lock").write_bytes(b"\xef\xbb\xbfversion = 1\n")
+    for lock_file, tool in [("Pipfile.lock", "Pipenv"), ("poetry.lock", "Poetry")]:
+        with pytest.raises(errors.SlugbuildError) as caught:
+            locks.check_syntax(tmp_path, lock_file, "relock")
+        assert caught.value.code == "lock-file-malformed"
+        assert f"byte order mark (BOM), which {tool} refuses" in caught.value.found
 
 
 def test_a_utf16_lock_file_is_file_not_text(tmp_path):
