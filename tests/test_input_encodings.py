@@ -74,6 +74,7 @@ def test_a_pep263_coding_line_is_honoured_as_by_pip():
     (b"Flask==3.1.3\n\xff\xfe\n", "invalid start byte"),  # a BOM not at the start
     (b"# coding: no-such-codec\nFlask\n", "not an encoding"),
     (b"\xff\xfeF\x00l\x00\x00\xd8", "read as utf-16-le"),  # a lone surrogate
+    ("Flask==3.1.3\r\n".encode("utf-16-le"), "UTF-16 without a byte order mark"),
 ])
 def test_what_pip_cannot_decode_is_file_not_text(data, words):
     with pytest.raises(errors.SlugbuildError) as caught:

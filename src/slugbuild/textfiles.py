@@ -61,6 +61,10 @@ def decode_like_pip(data: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         raise errors.FILE_NOT_TEXT.error(
             file=name, reason=f"{exc.reason} (read as {encoding})") from None
+    if "\x00" in text:  # no line of any of these formats holds one; pip stops on it too
+        raise errors.FILE_NOT_TEXT.error(
+            file=name, reason="it holds NUL bytes: saved as UTF-16 without a byte order "
+                              "mark? Save it as UTF-8, or as UTF-16 with a BOM")
     return _LINE_END.sub("\n", text)
 
 
