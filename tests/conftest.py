@@ -13,6 +13,16 @@ import pytest
 from .helpers import DJANGO_APP
 
 
+@pytest.fixture(autouse=True)
+def _no_secrets_left_by_an_earlier_test():
+    """The secret registry is process-wide: a build's config var values (``GREETING=there``
+    in test_buildpack_runner) would otherwise be masked in every later test's messages."""
+    from slugbuild import redact
+
+    yield
+    redact.forget_secrets()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("slugbuild-cache")

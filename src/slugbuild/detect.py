@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
+from .textfiles import best_effort_text
 
 # The files Heroku's Python buildpack accepts as the mark of a Python app.
 PYTHON_APP_MARKERS = (
@@ -156,7 +157,7 @@ def _frameworks(app_dir: Path, manage_py: str | None) -> tuple[str, ...]:
         path = app_dir / name
         if path.is_file():
             try:
-                text += path.read_text(errors="replace").lower() + "\n"
+                text += best_effort_text(path).lower() + "\n"  # UTF-16 too
             except OSError:
                 pass
     found = [

@@ -150,9 +150,12 @@ TOOL_FAILED = ErrorKind(
 )
 FILE_NOT_TEXT = ErrorKind(
     "file-not-text",
-    "{file} is not UTF-8 text",
-    "{file} could not be decoded as UTF-8: {reason}.",
-    "Save it as UTF-8 (every file slugbuild reads is UTF-8 text).",
+    "{file} is not text slugbuild can read",
+    "{file} could not be decoded: {reason}.",
+    "Save it as UTF-8. Files are read as the tool that owns them reads them: a byte "
+    "order mark (UTF-8, UTF-16, UTF-32) is honoured where that tool honours it, and a "
+    "requirements file may also declare its encoding with a `# -*- coding: NAME -*-` "
+    "line, as pip allows (docs/package-managers.md, File encodings).",
 )
 
 # --- detect -----------------------------------------------------------------

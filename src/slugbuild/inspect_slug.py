@@ -24,6 +24,7 @@ from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
 from .redact import mask, redact_url
 from .slugfile import SlugArchive
+from .textfiles import best_effort_decode
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
 _DIST_INFO = re.compile(
@@ -108,7 +109,11 @@ def _process_types(contents: dict[str, bytes]) -> dict[str, str]:
     """As ``slugbuild run`` sees them (buildpack_runner.slug_release)."""
 
     def text(name: str) -> str | None:
-        return contents[name].decode("utf-8", "replace") if name in contents else None
+        if name not in contents:
+            return None
+        if name == "Procfile":  # as the build read it (a BOM honoured)
+            return best_effort_decode(contents[name], name)
+        return contents[name].decode("utf-8", "replace")
 
     return slug_release(text(".release"), text("Procfile")).default_process_types
 

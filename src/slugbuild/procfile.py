@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from . import errors
+from .textfiles import read_text_like_pip
 
 PROCFILE = "Procfile"
 # Heroku's rule for process type names (and so for bin/release's).
@@ -109,11 +110,10 @@ def read_procfile(app_dir: Path) -> dict[str, str]:
     path = app_dir / PROCFILE
     if not path.is_file():
         return {}
-    data = path.read_bytes()
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
+        text = read_text_like_pip(path)  # a BOM (UTF-8, UTF-16, UTF-32), CRLF: as pip
+    except errors.SlugbuildError as exc:
         raise errors.PROCFILE_MALFORMED.error(
-            line=1, problem="the file is not UTF-8 text", text=""
+            line=1, problem=f"the file is not text ({exc.found.rstrip('.')})", text=""
         ) from None
     return parse_procfile(text)

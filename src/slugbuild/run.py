@@ -32,6 +32,7 @@ from typing import Any
 from . import errors
 from .buildpack_runner import ReleaseInfo, slug_release
 from .slugfile import SlugArchive, SlugLimits
+from .textfiles import best_effort_decode
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -65,7 +66,9 @@ def read_release(root: Path) -> ReleaseInfo:
                 path=root, what=f"{name} of more than {limit} bytes",
                 limit=f"{limit} bytes for a metadata file",
                 variable="SLUGBUILD_MAX_METADATA_SIZE")
-        return data.decode("utf-8", "replace")
+        # The Procfile as the build read it: a BOM (UTF-16 from a Windows editor) honoured.
+        return best_effort_decode(data, name) if name == "Procfile" else data.decode(
+            "utf-8", "replace")
 
     return slug_release(text(".release"), text("Procfile"))
 

@@ -49,7 +49,10 @@ class IgnoreRules:
         path = app_dir / ".slugignore"
         if not path.is_file():
             return cls([])
-        return cls(path.read_text(errors="replace").splitlines())
+        from .textfiles import read_text_like_pip
+
+        # Saved by a Windows editor (UTF-16 with a BOM, CRLF), it still means its patterns.
+        return cls(read_text_like_pip(path).splitlines())
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         return self.matching_rule(rel, is_dir) is not None

@@ -9,13 +9,20 @@ from pathlib import Path
 
 from .. import errors
 from ..proc import ToolFailed, run_tool
+from ..textfiles import read_utf8
 from ..versions import tomllib
 from . import InstallJob
 
 
 def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
     """A lock that does not parse gets a message naming the line, before any tool runs."""
-    text = (app_dir / lock_file).read_text(errors="replace")
+    text = read_utf8(app_dir / lock_file, lock_file, bom_allowed=lock_file == "uv.lock")
+    if text.startswith("\ufeff"):  # Poetry (tomlkit) and Pipenv (json) stop on it
+        raise errors.LOCK_FILE_MALFORMED.error(
+            lock_file=lock_file, syntax="JSON" if lock_file == "Pipfile.lock" else "TOML",
+            problem="it starts with a byte order mark (BOM), which "
+                    f"{'Pipenv' if lock_file == 'Pipfile.lock' else 'Poetry'} refuses; save it "
+                    "as UTF-8 without a BOM", relock=relock)
     try:
         if lock_file.endswith(".lock") and lock_file != "Pipfile.lock":
             tomllib.loads(text)
@@ -86,7 +93,7 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     """
     from .pip import package_tree_files
 
-    text = (app_dir / lock_file).read_text(errors="replace")
+    text = read_utf8(app_dir / lock_file, lock_file, bom_allowed=lock_file == "uv.lock")
     try:
         if lock_file == "Pipfile.lock":
             data = json.loads(text)

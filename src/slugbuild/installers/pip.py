@@ -26,6 +26,7 @@ from .. import errors, indexes
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..redact import redact_url as redact
 from ..stage import IgnoreRules
+from ..textfiles import encoding_like_pip, read_text_like_pip
 from . import InstallJob
 
 DEFAULT_INDEX_URL = indexes.DEFAULT_INDEX_URL
@@ -423,10 +424,7 @@ def _logical_lines(path: Path) -> list[tuple[int, str]]:
     """Lines of a requirements file with continuations joined and comments dropped."""
     result: list[tuple[int, str]] = []
     buffer, start = "", 0
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as exc:  # pip would stop on it with a traceback
-        raise errors.FILE_NOT_TEXT.error(file=path.name, reason=exc.reason) from None
+    text = read_text_like_pip(path)  # BOMs, coding lines, CRLF: as pip reads it
     for number, raw in enumerate(text.splitlines(), start=1):
         if not buffer:
             start = number
@@ -482,7 +480,11 @@ def install_editables_as_copies(app_dir: Path, lock_file: str) -> list[str]:
         editables = [_EDITABLE_PREFIX.sub("", line, count=1).split()[0]
                      for _number, line in _logical_lines(path) if _EDITABLE.match(line)]
         if editables:
-            path.write_text(_EDITABLE_PREFIX.sub(r"\1", path.read_text(errors="replace")))
+            # Written back in the encoding pip found (its coding line stays true).
+            data = path.read_bytes()
+            encoding, skip = encoding_like_pip(data)
+            text = _EDITABLE_PREFIX.sub(r"\1", read_text_like_pip(path))
+            path.write_bytes(data[:skip] + text.encode(encoding))
             found += editables
     return found
 

@@ -30,6 +30,7 @@ from .. import indexes as indexes_module
 from .. import records
 from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from ..textfiles import plain_utf8, read_text_like_pip
 from . import InstallJob
 from .pip import DEFAULT_INDEX_URL, build_env, install_failed, trusted_ca_bundle
 
@@ -342,12 +343,29 @@ def _prefetch(job: InstallJob, python_version: str, options: list[str],
 
 
 def _requirements_options(job: InstallJob) -> list[str]:
+    """``-r`` and the hash option for the requirements files, as pip reads them.
+
+    When a file is not plain UTF-8 (UTF-16 or UTF-32 with a BOM, a PEP 263
+    coding line), uv is given UTF-8 copies of the whole set in the job's
+    scratch, laid out as in the app so ``-r``/``-c`` includes still resolve
+    (uv reads some BOMs but no coding line, and takes a UTF-32 BOM for UTF-16).
+    The uv path only takes pinned names and index options (``pip._lock_like``):
+    no path in them is relative to the app. The user's files are never edited;
+    the layer key is still made of their bytes.
+    """
     from .pip import requirements_files
 
-    text = "\n".join((job.app_dir / rel).read_text(errors="replace")
-                     for rel in requirements_files(job.app_dir, job.lock_file))
+    files = requirements_files(job.app_dir, job.lock_file)
+    texts = {rel: read_text_like_pip(job.app_dir / rel, rel) for rel in files}
+    text = "\n".join(texts.values())
     options = ["--require-hashes"] if "--hash" in text or "--require-hashes" in text else []
-    return [*options, "-r", job.lock_file]
+    if all(plain_utf8((job.app_dir / rel).read_bytes()) for rel in files):
+        return [*options, "-r", job.lock_file]
+    copies = job.scratch / "requirements-utf8"
+    for rel, content in texts.items():
+        (copies / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copies / rel).write_text(content, encoding="utf-8")
+    return [*options, "-r", str(copies / files[0])]
 
 
 def _prefix_args(job: InstallJob) -> list[str]:

@@ -52,7 +52,8 @@ def check_python_allowed(app_dir: Path, python_version: str) -> None:
     """Refuse a runtime the project's ``requires-python`` excludes, before uv says
     only that the lock "needs to be updated" (re-locking cannot fix that)."""
     try:
-        project = tomllib.loads((app_dir / "pyproject.toml").read_text()).get("project")
+        text = (app_dir / "pyproject.toml").read_text().removeprefix("\ufeff")  # uv skips it
+        project = tomllib.loads(text).get("project")
         constraint = project.get("requires-python") if isinstance(project, dict) else None
         specifier = SpecifierSet(constraint) if isinstance(constraint, str) else None
     except (OSError, UnicodeDecodeError, ValueError, InvalidSpecifier):
