@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from . import errors, platform_info, redact, release, relocate
+from . import errors, platform_info, redact, release, relocate, slug_size
 from .app_base import choose_app_base, resolve_app_base
 from .boot_check import check_boot
 from .boot_check import timeout_of as boot_check_timeout
@@ -315,6 +316,13 @@ class _Build:
     # Other paths of this machine no file may name: the local prefix the runtime
     # was copied from.
     host_paths: list[str] = field(default_factory=list)
+    # The compressed slug size allowed (slug_size.size_limit).
+    size_cap: slug_size.SizeLimit = field(
+        default_factory=lambda: slug_size.SizeLimit(slug_size.HEROKU_SLUG_LIMIT, False, ""))
+    # Top-level directories collectstatic created (its output, in the size breakdown).
+    static_dirs: list[str] = field(default_factory=list)
+    # Compressed sizes of the restored layers' slug parts, as they are prepared.
+    part_sizes: list[Future] = field(default_factory=list)
 
     @property
     def leak_needles(self) -> list[str]:
@@ -332,7 +340,8 @@ class _Build:
         restored = restored or Restored()
         self.restored.append((layer, mount, restored))
         part = _layer_part(self.cache, layer, mount, restored)
-        self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
+        self.part_sizes.append(
+            self.background.submit(prepare_layer_part, part, self.layout, self.epoch))
         if host_paths:
             self.layer_leaks[layer.path] = read_host_paths(layer)
 
@@ -355,6 +364,7 @@ def compile_app(
     timeout: float | None = None,
     app_base: str | None = None,
     node_build: bool = False,
+    max_slug_size: int | str | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -377,6 +387,10 @@ def compile_app(
     and becomes the slug (see app_base.py).
     ``node_build`` runs the built-in Node step (npm ci and the package.json build
     script, node_modules left out) before the Python stages (see node_assets.py).
+    ``max_slug_size`` (bytes, or a size such as ``500MB``; else
+    SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
+    by default Heroku's 500 MB, enforced for the heroku layout and a warning for
+    herokuish (see slug_size.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -389,6 +403,7 @@ def compile_app(
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     check_output_paths(slug_path, json_path)
+    size_cap = slug_size.size_limit(max_slug_size, layout)
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     chosen_base = choose_app_base(app_base, config_vars)
@@ -419,7 +434,8 @@ def compile_app(
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
-                   reporter, timer, layout, source_date_epoch, constraints)
+                   reporter, timer, layout, source_date_epoch, constraints,
+                   size_cap=size_cap)
     with build_limits(limit):
         packed, metadata, process_types, python_build = _compile_staged(
             build, refs, runtime_options, slug_path, json_path, boot_timeout)
@@ -566,9 +582,15 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     reporter.detail(f"web answered `{booted.status_line}` after "
                                     f"{booted.seconds:.1f} s")
 
+            def measure(packed_slug: Path) -> dict[str, Any]:
+                with timer.stage("slug_size"):
+                    return slug_size.report(packed_slug, layout, build.size_cap, reporter,
+                                            tuple(build.static_dirs))
+
             packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
                                               source_date_epoch, describe, intact,
-                                              verify if boot_timeout is not None else None)
+                                              verify if boot_timeout is not None else None,
+                                              measure)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
         with timer.stage("cleanup", deadline=False):
@@ -803,10 +825,17 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             build.use_layer(nltk_layer, NLTK_DATA_DIR)
             write_nltk_profile(build_dir)
 
+    if build.size_cap.enforce and build.size_cap.limit:
+        with timer.stage("slug_size"):
+            _check_layers_size(build)
+
     with timer.stage("collectstatic"):
-        run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
+        before = set(os.listdir(build_dir))
+        ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                           python, build.config_vars, reporter, runtime.version,
                           info.lock_file or "requirements.txt")
+        if ran:
+            build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
     with timer.stage("post_compile"):
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
@@ -1023,6 +1052,41 @@ def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path,
     return kept
 
 
+def _check_layers_size(build: _Build) -> None:
+    """Fail before collectstatic and packing when the runtime and dependency layers
+    alone compress to more than the limit. Their compressed parts are waited for only
+    when the layers' files add up to more than it (compression rarely expands data):
+    a slug well within the limit is not slowed down."""
+    cap = build.size_cap
+    unpacked = sum(_tree_bytes(layer.tree) for layer, _, _ in build.restored)
+    if unpacked * 1.01 + 65536 <= cap.limit:
+        return
+    compressed = 0
+    for future in build.part_sizes:
+        try:
+            compressed += future.result() or 0
+        except Exception:  # noqa: BLE001 - packing makes the part again; checked then
+            return
+    if compressed > cap.limit:
+        raise errors.SLUG_TOO_LARGE.error(
+            what="The Python runtime and installed packages alone are",
+            size=slug_size.human(compressed), size_bytes=compressed,
+            limit=slug_size.human(cap.limit), limit_bytes=cap.limit, source=cap.source,
+            breakdown=" (checked before collectstatic and packing)", advice="")
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files below ``root``."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total
+
+
 def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> LayerPart:
     return LayerPart(mount, layer.tree, layer.path / "packed", copies=restored.copies,
                      symlinks=restored.symlinks,
@@ -1032,11 +1096,13 @@ def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> L
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe, layers: Sequence[LayerPart] = (),
                    verify: Callable[[Path], None] | None = None,
+                   measure: Callable[[Path], dict[str, Any]] | None = None,
                    ) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both.
 
     ``verify`` (the boot check) sees the packed slug before anything is renamed:
-    when it raises, neither output is written.
+    when it raises, neither output is written. So does ``measure`` (the size
+    breakdown and limit), whose result becomes slug.json's ``sizes``.
 
     The temporary files are locked (flock) while they are written, which is how
     a later build tells an abandoned one from one still being written, even by
@@ -1053,9 +1119,12 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
+        sizes = measure(partial_slug) if measure is not None else None
         if verify is not None:
             verify(partial_slug)
         metadata = describe(packed)
+        if sizes is not None:
+            metadata["sizes"] = sizes
         release.write_json(partial_json, metadata)
         os.replace(partial_slug, slug_path)
         os.replace(partial_json, json_path)

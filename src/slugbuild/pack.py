@@ -237,12 +237,17 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,
-                       compresslevel: int = DEFAULT_LEVEL) -> None:
+                       compresslevel: int = DEFAULT_LEVEL) -> int:
     """Compress and keep ``layer``'s part ahead of packing (a build does it while it
-    installs or collects static files, so the pack stage only copies it)."""
+    installs or collects static files, so the pack stage only copies it); its
+    compressed size (what it adds to the slug, checked against the size limit early)."""
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
-    if _cached_part(layer, params) is None:
-        _write_layer_part(_HashingWriter(io.BytesIO()), layer, params)
+    cached = _cached_part(layer, params)
+    if cached is not None:
+        return len(cached[0])
+    writer = _HashingWriter(io.BytesIO())
+    _write_layer_part(writer, layer, params)
+    return writer.size
 
 
 def _workers() -> int:
