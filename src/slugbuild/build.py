@@ -826,7 +826,7 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             write_nltk_profile(build_dir)
 
     if build.size_cap.enforce and build.size_cap.limit:
-        with timer.stage("slug_size"):
+        with timer.stage("layers_size"):
             _check_layers_size(build)
 
     with timer.stage("collectstatic"):

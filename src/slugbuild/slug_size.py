@@ -34,6 +34,8 @@ from . import errors
 MIB = 2 ** 20
 # Heroku: "The maximum allowed slug size (after compression) is 500 MB", binary MB.
 HEROKU_SLUG_LIMIT = 500 * MIB
+# Heroku warns from here on ("exceeds our soft limit (300 MB) which may affect boot time").
+HEROKU_SOFT_LIMIT = 300 * MIB
 ENV_VAR = "SLUGBUILD_MAX_SLUG_SIZE"
 _UNITS = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "kib": 2 ** 10, "m": MIB, "mb": MIB,
           "mib": MIB, "g": 2 ** 30, "gb": 2 ** 30, "gib": 2 ** 30}
@@ -489,8 +491,8 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
 def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
            static_dirs: tuple[str, ...] = (), what: str = "The slug is") -> dict[str, Any]:
     """Measure the slug at ``path``; log the breakdown and advice when it is large
-    (over half the limit); raise slug-too-large when over an enforced limit, warn
-    when over one that is not. Returns the slug.json ``sizes`` field."""
+    (over half the limit, or Heroku's 300 MB soft limit); raise slug-too-large when
+    over an enforced limit, warn when over one that is not. Returns slug.json's ``sizes``."""
     breakdown = measure_slug(path, layout, static_dirs)
     tips = advice(breakdown, limit.limit)
     size = breakdown["compressed"]
@@ -505,10 +507,14 @@ def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
         reporter.warn(f"The slug is {human(size)} compressed, over {human(limit.limit)} "
                       f"({limit.source}): Heroku would refuse it (publish does). "
                       "What takes the space:")
-    if over or (limit.limit and size * 2 > limit.limit) or size > HEROKU_SLUG_LIMIT // 2:
-        if not over:
-            reporter.step(f"The slug is large ({human(size)} compressed); what takes the "
-                          "space:")
+    if over or (limit.limit and size * 2 > limit.limit) or size > HEROKU_SOFT_LIMIT:
+        if not over and size > HEROKU_SOFT_LIMIT:
+            reporter.warn(f"The slug is {human(size)} compressed, over Heroku's soft limit "
+                          f"of {human(HEROKU_SOFT_LIMIT)} (may affect boot time); what takes "
+                          "the space:")
+        elif not over:
+            reporter.step(f"The slug is large ({human(size)} compressed, more than half the "
+                          f"limit); what takes the space:")
         for line in render(breakdown):
             reporter.detail(line)
         for tip in tips:
