@@ -280,3 +280,20 @@ def test_publish_refuses_a_slug_over_the_limit_before_any_request(built, monkeyp
         assert api.requests == 0
     finally:
         api.close()
+
+
+@pytest.mark.slow
+def test_layer_measurements_are_kept_and_a_bad_one_is_not_trusted(built, data_app, tmp_path,
+                                                                 cache_dir):
+    kept = sorted(Path(cache_dir).glob("**/packed/*.sizes.json"))
+    assert kept, "a build keeps each layer part's measurement beside the part"
+    for path in kept:  # damaged or stale: measured again, never believed
+        record = json.loads(path.read_text())
+        record["measured"]["unpacked"] = {"runtime": 1}
+        path.write_text(json.dumps(record))
+    again = compile_app(data_app, tmp_path / "slug.tgz", cache_dir=cache_dir, layout="heroku",
+                        reporter=Reporter(quiet=True))
+    assert again.sha256 == built.sha256
+    assert again.metadata["sizes"] == built.metadata["sizes"]
+    # Whole-file measurement (as inspect does) agrees with the part-wise one.
+    assert measure_slug(again.slug_path, "heroku")["parts"] == again.metadata["sizes"]["parts"]

@@ -582,10 +582,10 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     reporter.detail(f"web answered `{booted.status_line}` after "
                                     f"{booted.seconds:.1f} s")
 
-            def measure(packed_slug: Path) -> dict[str, Any]:
+            def measure(packed_slug: Path, packed: PackedSlug) -> dict[str, Any]:
                 with timer.stage("slug_size"):
                     return slug_size.report(packed_slug, layout, build.size_cap, reporter,
-                                            tuple(build.static_dirs))
+                                            tuple(build.static_dirs), parts=packed.parts)
 
             packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
                                               source_date_epoch, describe, intact,
@@ -1096,7 +1096,7 @@ def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> L
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe, layers: Sequence[LayerPart] = (),
                    verify: Callable[[Path], None] | None = None,
-                   measure: Callable[[Path], dict[str, Any]] | None = None,
+                   measure: Callable[[Path, PackedSlug], dict[str, Any]] | None = None,
                    ) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both.
 
@@ -1119,7 +1119,7 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
-        sizes = measure(partial_slug) if measure is not None else None
+        sizes = measure(partial_slug, packed) if measure is not None else None
         if verify is not None:
             verify(partial_slug)
         metadata = describe(packed)

@@ -13,18 +13,24 @@ tar entry they belong to; entries are grouped into the runtime, each installed
 distribution (by its RECORD), the app's top-level directories, collectstatic
 output and "other" (directory entries, tar headers and end blocks, gzip
 framing). Rounding puts whole bytes where the largest fractions are, so the
-parts sum exactly to the file's size. The attribution is accurate to a chunk
+parts sum exactly to the file's size. The attribution is accurate to a slice
 (16 KiB of compressed data), which is noise for anything worth reporting.
+A build measures each cached layer's part once and keeps the figures beside
+it, so a warm build decompresses only the app's part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
+import json
 import os
 import re
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,49 +120,63 @@ def size_limit(explicit: int | str | None, layout: str) -> SizeLimit:
 # --- measuring ---------------------------------------------------------------------------
 
 
-def _compressed_chunks(handle: io.BufferedReader) -> Iterator[tuple[bytes, float]]:
-    """Uncompressed data of a (multi-member) gzip file, each piece with the share of
-    compressed bytes that produced it (framing with no output goes to the next piece).
+# Compressed bytes are counted in units of 1/2^16 byte, as integers: the sums do
+# not depend on the order they are added in (parts measured apart, or the whole).
+_UNIT = 2 ** 16
 
-    At most one input chunk's output is held: deflate expands at most ~1032 times."""
+
+def _compressed_chunks(handle: Any, length: int | None = None
+                       ) -> Iterator[tuple[bytes, int]]:
+    """Uncompressed data of a (multi-member) gzip stream, each piece with the compressed
+    bytes (in ``_UNIT``s) that produced it; a piece of framing with no output comes as
+    ``b""``.
+
+    The input is fed in slices that start at each member's start and every 16 KiB
+    after it, so a run of members measures the same alone as within a larger file
+    (a layer's part, measured once and kept). At most one slice's output is held:
+    deflate expands at most ~1032 times. ``length``: read only this many bytes."""
     decompressor = zlib.decompressobj(31)
-    carried = 0.0
-    member_open = False
+    member_pos = 0
+    pending = b""
+    left = length
+    ended = False
     while True:
-        data = handle.read(_CHUNK)
-        if not data:
+        take = _CHUNK - member_pos % _CHUNK
+        while len(pending) < take and not ended:  # whole slices, wherever reads end
+            want = _CHUNK if left is None else min(_CHUNK, left)
+            more = handle.read(want) if want else b""
+            if left is not None:
+                left -= len(more)
+            ended = not more
+            pending += more
+        if not pending:
             break
-        carried += len(data)
-        pieces = []
-        while data:
-            member_open = True
-            pieces.append(decompressor.decompress(data))
-            data = b""
-            if decompressor.eof:
-                data = decompressor.unused_data
-                decompressor = zlib.decompressobj(31)
-                member_open = False
-        produced = sum(len(piece) for piece in pieces)
-        if produced:
-            for piece in pieces:
-                if piece:
-                    yield piece, carried * len(piece) / produced
-            carried = 0.0
-    if member_open and not decompressor.eof:
+        piece, pending = pending[:take], pending[take:]
+        raw = decompressor.decompress(piece)
+        consumed = len(piece)
+        if decompressor.eof:
+            rest = decompressor.unused_data
+            consumed -= len(rest)
+            pending = rest + pending
+            decompressor = zlib.decompressobj(31)
+            member_pos = 0
+        else:
+            member_pos += consumed
+        if consumed or raw:
+            yield raw, consumed * _UNIT
+    if member_pos:
         raise EOFError("the gzip stream ends in the middle of a member (truncated)")
-    if carried:
-        yield b"", carried
 
 
 class _Accounts:
-    """Compressed (fractional) and unpacked bytes per group key."""
+    """Compressed (in ``_UNIT``s) and unpacked bytes per group key."""
 
     def __init__(self) -> None:
-        self.compressed: dict[str, float] = {}
+        self.compressed: dict[str, int] = {}
         self.unpacked: dict[str, int] = {}
 
-    def add(self, key: str, compressed: float, unpacked: int = 0) -> None:
-        self.compressed[key] = self.compressed.get(key, 0.0) + compressed
+    def add(self, key: str, compressed: int, unpacked: int = 0) -> None:
+        self.compressed[key] = self.compressed.get(key, 0) + compressed
         if unpacked:
             self.unpacked[key] = self.unpacked.get(key, 0) + unpacked
 
@@ -200,29 +220,41 @@ class _TarWalker:
         self.records: dict[str, bytes] = {}
         self.static_dirs: set[str] = set()  # top-level dirs holding collectstatic's manifest
 
-    def feed(self, data: bytes, cost: float) -> None:
-        per_byte = cost / len(data)
+    def feed(self, data: bytes, cost: int) -> None:
+        """``data`` came from ``cost`` units: byte range [a, b) of it is charged
+        cost*b//len - cost*a//len, which adds up exactly."""
+        if not data:
+            self.accounts.add(_OTHER, cost)
+            return
+        total = len(data)
+        done = 0
         view = memoryview(data)
-        while view:
+
+        def share(take: int) -> int:
+            return cost * (done + take) // total - cost * done // total
+
+        while done < total:
+            rest = view[done:]
             if self.entry is not None:
-                take = min(self.entry.remaining, len(view))
                 entry = self.entry
-                self.accounts.add(entry.key, take * per_byte)
+                take = min(entry.remaining, len(rest))
+                self.accounts.add(entry.key, share(take))
                 if entry.record is not None:
-                    entry.record += view[:take]
+                    entry.record += rest[:take]
                 elif self.pax is not None and entry.key == _OTHER:
-                    self.pax += view[:take]
+                    self.pax += rest[:take]
                 entry.remaining -= take
-                view = view[take:]
+                done += take
                 if entry.remaining == 0:
                     self._finish(entry)
                 continue
-            take = min(512 - len(self.header), len(view))
-            self.header += view[:take]
-            view = view[take:]
-            self._start(take * per_byte)
+            take = min(512 - len(self.header), len(rest))
+            self.header += rest[:take]
+            charged = share(take)
+            done += take
+            self._start(charged)
 
-    def _start(self, cost: float) -> None:
+    def _start(self, cost: int) -> None:
         if len(self.header) < 512:
             self.accounts.add(_OTHER, cost)
             return
@@ -359,26 +391,99 @@ def _owner(owners: dict[str, str | None], key: str) -> str | None:
     return owners.get("top:" + _module_name(top))
 
 
-def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """What takes the space in the slug at ``path`` (see the module docstring)."""
+# Changes whenever what a part's measurement holds changes (kept measurements go stale).
+MEASURE_FORMAT = 1
+
+
+def _measure_range(handle: Any, root: str, length: int | None) -> dict[str, Any]:
+    """The accounts of a run of whole gzip members holding whole tar entries."""
+    walker = _TarWalker(root)
+    for raw, cost in _compressed_chunks(handle, length):
+        walker.feed(raw, cost)
+    if walker.entry is not None or walker.header and length is not None:
+        raise ValueError("a part ends inside a tar entry")
+    return {"format": MEASURE_FORMAT, "compressed": walker.accounts.compressed,
+            "unpacked": walker.accounts.unpacked,
+            "records": {k: v.decode("latin-1") for k, v in walker.records.items()},
+            "static": sorted(walker.static_dirs)}
+
+
+def _digest(measured: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()
+
+
+def _kept_measure(path: Path | None, sha256: str, length: int) -> dict[str, Any] | None:
+    """A kept measurement of the part with this ``sha256``, if it is intact and
+    whole (its own digest matches, it accounts for every byte of the part)."""
+    if path is None or not sha256:
+        return None
+    try:
+        kept = json.loads(path.read_text())
+        measured = kept["measured"]
+        intact = (kept["sha256"] == sha256 and kept["digest"] == _digest(measured)
+                  and measured["format"] == MEASURE_FORMAT
+                  and sum(measured["compressed"].values()) == length * _UNIT)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return measured if intact else None
+
+
+def _keep_measure(path: Path, sha256: str, measured: dict[str, Any]) -> None:
+    """Best effort, atomically (the cache may be read-only, or the layer gone)."""
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        temporary.write_text(json.dumps({"sha256": sha256, "digest": _digest(measured),
+                                         "measured": measured}))
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
+def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
+                 parts: Sequence[Any] = ()) -> dict[str, Any]:
+    """What takes the space in the slug at ``path`` (see the module docstring).
+
+    ``parts`` (``pack.PackedPart``s, from the build that just packed it): layer parts
+    whose measurement is kept beside them are not decompressed again; the figures
+    are the same as measuring the whole file."""
     total = path.stat().st_size
-    walker = _TarWalker("app" if layout == "heroku" else "")
+    root = "app" if layout == "heroku" else ""
+    measured: list[dict[str, Any]] = []
     try:
         with open(path, "rb") as handle:
-            for raw, cost in _compressed_chunks(handle):
-                if raw:
-                    walker.feed(raw, cost)
-                else:
-                    walker.accounts.add(_OTHER, cost)
+            if not parts:
+                measured.append(_measure_range(handle, root, None))
+            for part in parts:
+                kept = _kept_measure(part.measure_path, part.sha256, part.length)
+                if kept is None:
+                    handle.seek(part.start)
+                    kept = _measure_range(handle, root, part.length)
+                    if part.measure_path is not None and part.sha256:
+                        _keep_measure(part.measure_path, part.sha256, kept)
+                measured.append(kept)
     except (OSError, zlib.error, ValueError, EOFError) as exc:
         raise errors.SLUG_UNREADABLE.error(path=path, reason=str(exc)) from exc
-    owners = _owners(walker.records)
+    accounts = _Accounts()
+    records: dict[str, bytes] = {}
+    found_static: set[str] = set()
+    for one in measured:
+        for key, value in one["compressed"].items():
+            accounts.add(key, value, one["unpacked"].get(key, 0))
+        for key, value in one["unpacked"].items():
+            if key not in one["compressed"]:
+                accounts.add(key, 0, value)
+        records.update({k: v.encode("latin-1") for k, v in one["records"].items()})
+        found_static.update(one["static"])
+    if sum(accounts.compressed.values()) != total * _UNIT:
+        raise errors.SLUG_UNREADABLE.error(path=path, reason="its parts do not cover it")
+    owners = _owners(records)
     versions: dict[str, set[str]] = {}
-    for record_path in walker.records:
+    for record_path in records:
         versions.setdefault(_dist_name(record_path), set()).add(_dist_version(record_path))
-    groups: dict[tuple[str, str], list[float]] = {}
-    for key, compressed in walker.accounts.compressed.items():
-        unpacked = walker.accounts.unpacked.get(key, 0)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for key, compressed in accounts.compressed.items():
+        unpacked = accounts.unpacked.get(key, 0)
         if key.startswith(("site:", "bin:")):
             owner = _owner(owners, key)
             group = ("distribution", owner) if owner else (
@@ -388,7 +493,7 @@ def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = ()) -> 
             group = ("runtime", "python")
         elif key.startswith("app:"):
             top = key[4:]
-            if top in static_dirs or top in walker.static_dirs:
+            if top in static_dirs or top in found_static:
                 group = ("collectstatic", top + "/")
             elif top == ".heroku":
                 group = ("other", ".heroku (not the runtime)")
@@ -396,34 +501,32 @@ def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = ()) -> 
                 group = ("app", top + "/" if top else "(top-level files)")
         else:
             group = ("other", "directory entries, tar headers and padding, gzip framing")
-        slot = groups.setdefault(group, [0.0, 0])
+        slot = groups.setdefault(group, [0, 0])
         slot[0] += compressed
         slot[1] += unpacked
     rounded = _largest_remainder({g: v[0] for g, v in groups.items()}, total)
     order = {"runtime": 0, "distribution": 1, "site-packages": 2, "app": 3, "collectstatic": 4,
              "other": 5}
-    parts = [{"kind": kind, "name": name, "compressed": rounded[(kind, name)],
-              "unpacked": int(groups[(kind, name)][1])}
-             for kind, name in groups]
-    parts.sort(key=lambda p: (order.get(p["kind"], 9), -p["compressed"], p["name"]))
+    result_parts = [{"kind": kind, "name": name, "compressed": rounded[(kind, name)],
+                     "unpacked": int(groups[(kind, name)][1])}
+                    for kind, name in groups]
+    result_parts.sort(key=lambda p: (order.get(p["kind"], 9), -p["compressed"], p["name"]))
     return {
         "compressed": total,
-        "unpacked": sum(p["unpacked"] for p in parts),
-        "parts": parts,
+        "unpacked": sum(p["unpacked"] for p in result_parts),
+        "parts": result_parts,
         "duplicates": sorted(name for name, found in versions.items() if len(found) > 1),
     }
 
 
-def _largest_remainder(values: dict[Any, float], total: int) -> dict[Any, int]:
-    """Whole numbers in proportion to ``values`` that sum exactly to ``total``."""
-    whole = {k: int(v) for k, v in values.items()}
+def _largest_remainder(units: dict[Any, int], total: int) -> dict[Any, int]:
+    """Whole bytes from amounts in ``_UNIT``s that sum to ``total`` bytes: each its
+    floor, the bytes left to those with the largest remainders (ties by name)."""
+    whole = {k: v // _UNIT for k, v in units.items()}
     short = total - sum(whole.values())
-    by_fraction = sorted(values, key=lambda k: (-(values[k] - whole[k]), str(k)))
-    for key in by_fraction[:max(0, short)]:
+    by_fraction = sorted(units, key=lambda k: (-(units[k] % _UNIT), str(k)))
+    for key in by_fraction[:short]:
         whole[key] += 1
-    if short < 0 or short > len(by_fraction):  # cannot happen unless rounding drifted
-        other = ("other", "directory entries, tar headers and padding, gzip framing")
-        whole[other] = whole.get(other, 0) + total - sum(whole.values())
     return whole
 
 
@@ -489,11 +592,12 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
 
 
 def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
-           static_dirs: tuple[str, ...] = (), what: str = "The slug is") -> dict[str, Any]:
+           static_dirs: tuple[str, ...] = (), what: str = "The slug is",
+           parts: Sequence[Any] = ()) -> dict[str, Any]:
     """Measure the slug at ``path``; log the breakdown and advice when it is large
     (over half the limit, or Heroku's 300 MB soft limit); raise slug-too-large when
     over an enforced limit, warn when over one that is not. Returns slug.json's ``sizes``."""
-    breakdown = measure_slug(path, layout, static_dirs)
+    breakdown = measure_slug(path, layout, static_dirs, parts)
     tips = advice(breakdown, limit.limit)
     size = breakdown["compressed"]
     over = bool(limit.limit) and size > limit.limit
