@@ -1070,8 +1070,8 @@ def _check_layers_size(build: _Build) -> None:
     if compressed > cap.limit:
         raise errors.SLUG_TOO_LARGE.error(
             what="The Python runtime and installed packages alone are",
-            size=slug_size.human(compressed), size_bytes=compressed,
-            limit=slug_size.human(cap.limit), limit_bytes=cap.limit, source=cap.source,
+            size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
+            limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source,
             breakdown=" (checked before collectstatic and packing)", advice="")
 
 

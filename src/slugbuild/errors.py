@@ -431,8 +431,8 @@ SYMLINK_LEAVES_SLUG = ErrorKind(
 SLUG_TOO_LARGE = ErrorKind(
     "slug-too-large",
     "The slug is larger than the slug size limit",
-    "{what} {size} compressed ({size_bytes:,} bytes), over the limit of {limit} "
-    "({limit_bytes:,} bytes, from {source}).{breakdown}",
+    "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
+    "({limit_bytes} bytes, from {source}).{breakdown}",
     "{advice}Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
     "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
     "somewhere that takes it. Nothing was written or uploaded.",

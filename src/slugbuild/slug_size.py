@@ -603,8 +603,8 @@ def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
     over = bool(limit.limit) and size > limit.limit
     if over and limit.enforce:
         raise errors.SLUG_TOO_LARGE.error(
-            what=what, size=human(size), size_bytes=size, limit=human(limit.limit),
-            limit_bytes=limit.limit, source=limit.source,
+            what=what, size=human(size), size_bytes=f"{size:,}", limit=human(limit.limit),
+            limit_bytes=f"{limit.limit:,}", source=limit.source,
             breakdown="\n" + "\n".join(render(breakdown)),
             advice="".join(f"- {tip}\n" for tip in tips))
     if over:
