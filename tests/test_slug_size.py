@@ -297,3 +297,24 @@ def test_layer_measurements_are_kept_and_a_bad_one_is_not_trusted(built, data_ap
     assert again.metadata["sizes"] == built.metadata["sizes"]
     # Whole-file measurement (as inspect does) agrees with the part-wise one.
     assert measure_slug(again.slug_path, "heroku")["parts"] == again.metadata["sizes"]["parts"]
+
+
+@pytest.mark.slow
+def test_a_pinned_heroku_python_buildpack_is_said_to_be_replaced(data_app, tmp_path, cache_dir):
+    app = make_app(tmp_path / "pinned", {
+        ".python-version": "3.12\n", "requirements.txt": "six==1.17.0\n",
+        "Procfile": "web: python -m http.server $PORT\n",
+        ".buildpacks": "https://github.com/heroku/heroku-buildpack-python#v212\n"})
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache_dir,
+                         reporter=Reporter(quiet=True))
+    log = "\n".join(result.log)
+    assert "at v212" in log and "built-in Python stages replace it" in log
+    assert "v351" in log
+    (entry,) = result.metadata["buildpacks"]
+    assert entry["requested_version"] == "v212"
+    assert entry["follows"] == "heroku-buildpack-python v351"
+    assert entry["replaced_by"] == "slugbuild built-in Python stages"
+    unpinned = compile_app(app, tmp_path / "again.tgz", cache_dir=cache_dir,
+                           buildpacks=["heroku/python"], reporter=Reporter(quiet=True))
+    assert "replace it" not in "\n".join(unpinned.log)
+    assert "requested_version" not in unpinned.metadata["buildpacks"][0]

@@ -512,7 +512,8 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
-                                         "description": release.BUILDPACK_DESCRIPTION})
+                                         "description": release.BUILDPACK_DESCRIPTION,
+                                         **_native_python_note(ref, reporter)})
                     continue
                 with timer.stage(f"buildpack:{ref.shown}"):
                     directory = fetch(ref, scratch / "buildpacks" / str(position))
@@ -602,6 +603,31 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     shutil.rmtree(layer.path, ignore_errors=True)
 
     return packed, metadata, process_types, python_build
+
+
+# The release of Heroku's Python buildpack whose behaviour the built-in stages follow
+# (its source is what docs/ and the peer comparison refer to).
+HEROKU_PYTHON_FOLLOWED = "v351"
+_GIT_REF = re.compile(r"^[\w.+/-]{1,100}$")
+
+
+def _native_python_note(ref: BuildpackRef, reporter: Reporter) -> dict[str, str]:
+    """slug.json fields for a name of Heroku's Python buildpack: which Heroku release
+    the built-in stages follow and, when the name asked for one (``#v212``), that
+    version; asking for one is warned about, as it is not what runs."""
+    note = {"replaced_by": "slugbuild built-in Python stages",
+            "follows": f"heroku-buildpack-python {HEROKU_PYTHON_FOLLOWED}"}
+    _, _, wanted = ref.spec.partition("#")
+    if wanted and not _GIT_REF.match(wanted):
+        wanted = "(not a git ref)"
+    if wanted:
+        note["requested_version"] = wanted
+        reporter.warn(f"{ref.shown} asks for Heroku's Python buildpack at {wanted}: "
+                      f"slugbuild's built-in Python stages replace it, whatever the version, "
+                      f"and follow Heroku's Python buildpack {HEROKU_PYTHON_FOLLOWED} "
+                      f"(default Python version, setuptools baseline, installers); what "
+                      f"{wanted} did differently does not apply.")
+    return note
 
 
 def _detect_python(build: _Build) -> AppInfo:
