@@ -318,3 +318,27 @@ def test_a_pinned_heroku_python_buildpack_is_said_to_be_replaced(data_app, tmp_p
                            buildpacks=["heroku/python"], reporter=Reporter(quiet=True))
     assert "replace it" not in "\n".join(unpinned.log)
     assert "requested_version" not in unpinned.metadata["buildpacks"][0]
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "pax"])
+def test_long_names_and_entries_without_data_from_other_tars(tmp_path, tar_format):
+    import io
+    import tarfile
+
+    long_dir = "./" + "/".join(["deep" * 10] * 4)
+    slug = tmp_path / "other.tgz"
+    fmt = tarfile.GNU_FORMAT if tar_format == "gnu" else tarfile.PAX_FORMAT
+    with tarfile.open(slug, "w:gz", format=fmt) as tar:
+        for name, content in ((f"{long_dir}/big.bin", _noise(50_000, "long")),
+                              ("./Procfile", b"web: true\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        link = tarfile.TarInfo("./hard")
+        link.type, link.linkname = tarfile.LNKTYPE, "Procfile"
+        tar.addfile(link)
+    sizes = measure_slug(slug, "herokuish")
+    assert sum(p["compressed"] for p in sizes["parts"]) == slug.stat().st_size
+    parts = {p["name"]: p for p in sizes["parts"]}
+    assert parts["deep" * 10 + "/"]["unpacked"] == 50_000
+    assert parts["(top-level files)"]["unpacked"] == 10

@@ -49,6 +49,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _CHUNK = 16 * 1024
 _MAX_RECORD = 32 * MIB  # a RECORD larger than this is not read (its files count as unknown)
 _MAX_PAX = MIB
+_MAX_RECORDS_TOTAL = 256 * MIB  # RECORDs past this are not read (a hostile slug's many)
 # Packages that only development needs: found in a production lock, they are advice.
 DEV_ONLY = frozenset({
     "pytest", "pytest-cov", "pytest-django", "pytest-xdist", "coverage", "tox", "nox",
@@ -219,6 +220,8 @@ class _TarWalker:
         self.pax: bytearray | None = None
         self.records: dict[str, bytes] = {}
         self.static_dirs: set[str] = set()  # top-level dirs holding collectstatic's manifest
+        self.record_bytes = 0
+        self.pax_kind = b""
 
     def feed(self, data: bytes, cost: int) -> None:
         """``data`` came from ``cost`` units: byte range [a, b) of it is charged
@@ -265,28 +268,34 @@ class _TarWalker:
         kind = block[156:157]
         size = _octal(block[124:136])
         padded = size + (-size % 512)
-        if kind in (b"x", b"g"):
+        if kind in (b"x", b"g", b"L"):  # names the next entry (pax, GNU long name)
             if size > _MAX_PAX:
                 raise ValueError("a pax header is too large")
-            self.pax = bytearray() if kind == b"x" else None
+            self.pax = bytearray() if kind != b"g" else None
+            self.pax_kind = kind
             self.accounts.add(_OTHER, cost)
-            self._begin(_Entry(_OTHER, padded, 0, None))
+            self._begin(_Entry(_OTHER, padded, size, None))
             return
         name = self.pax_path or _ustar_name(block)
         self.pax_path = None
         rel = self._relative(name)
         is_file = kind in (b"0", b"\0", b"7")
+        # Links, devices, directories and fifos have no data, whatever size they claim.
+        has_data = kind not in (b"1", b"2", b"3", b"4", b"5", b"6")
         key = _OTHER if rel is None or not is_file and kind != b"2" else _entry_key(rel)
         if kind == b"5":
             key = _OTHER
         record = (bytearray() if is_file and rel is not None and rel.endswith(".dist-info/RECORD")
-                  and _SITE.match(rel) and size <= _MAX_RECORD else None)
+                  and _SITE.match(rel) and size <= _MAX_RECORD
+                  and self.record_bytes + size <= _MAX_RECORDS_TOTAL else None)
+        if record is not None:
+            self.record_bytes += size
         self.accounts.add(key, cost, size if is_file else 0)
         if record is not None:
             self._record_name = rel
         if rel is not None and rel.count("/") == 1 and rel.endswith("/staticfiles.json"):
             self.static_dirs.add(rel.split("/", 1)[0])
-        self._begin(_Entry(key, padded if is_file else 0, size, record))
+        self._begin(_Entry(key, padded if has_data else 0, size, record))
 
     def _begin(self, entry: _Entry) -> None:
         if entry.remaining:
@@ -299,7 +308,9 @@ class _TarWalker:
         if entry.record is not None:
             self.records[self._record_name] = bytes(entry.record[:entry.size])
         elif self.pax is not None and entry.key == _OTHER:
-            self.pax_path = _pax_path(bytes(self.pax))
+            data = bytes(self.pax[:entry.size])
+            self.pax_path = (data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                             if self.pax_kind == b"L" else _pax_path(data))
             self.pax = None
 
     def _relative(self, name: str) -> str | None:
