@@ -1080,12 +1080,18 @@ def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path,
 
 def _check_layers_size(build: _Build) -> None:
     """Fail before collectstatic and packing when the runtime and dependency layers
-    alone compress to more than the limit. Their compressed parts are waited for only
-    when the layers' files add up to more than it (compression rarely expands data):
-    a slug well within the limit is not slowed down."""
+    alone compress to more than the limit. A layer's compressed part is usually
+    ready (kept in the cache, or made meanwhile); one still being made is waited
+    for only when the layers could exceed the limit by their files' sizes
+    (compression rarely expands data): a slug well within it is not slowed down."""
     cap = build.size_cap
-    unpacked = sum(_tree_bytes(layer.tree) for layer, _, _ in build.restored)
-    if unpacked * 1.01 + 65536 <= cap.limit:
+    known = 0
+    for future, (layer, _, _) in zip(build.part_sizes, build.restored):
+        if future.done() and future.exception() is None:
+            known += future.result()
+        else:
+            known += int(_tree_bytes(layer.tree) * 1.01) + 65536
+    if known <= cap.limit:
         return
     compressed = 0
     for future in build.part_sizes:
