@@ -586,8 +586,8 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
     """Lines for the build log or ``inspect --sizes``: largest parts, summing to the total."""
     lines = [f"{'compressed':>12} {'unpacked':>12}  part"]
     parts = breakdown["parts"]
-    shown = parts if len(parts) <= top + 1 else parts[:0]
-    if not shown:
+    shown = parts
+    if len(parts) > top + 1:  # the largest, in their order, then the rest as one line
         keep = sorted(parts, key=lambda p: -p["compressed"])[:top]
         rest = [p for p in parts if p not in keep]
         shown = [p for p in parts if p in keep] + [{
