@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -32,7 +33,7 @@ from typing import Any, Union
 
 from packaging.utils import canonicalize_name
 
-from . import errors, indexes, platform_info, redact, release, relocate
+from . import errors, indexes, platform_info, redact, release, relocate, slug_size
 from .app_base import choose_app_base, resolve_app_base
 from .aptfile import APT_DIR, prepare_apt_layer
 from .aptfile import build_env as apt_build_env
@@ -326,6 +327,13 @@ class _Build:
     # Other paths of this machine no file may name: the local prefix the runtime
     # was copied from.
     host_paths: list[str] = field(default_factory=list)
+    # The compressed slug size allowed (slug_size.size_limit).
+    size_cap: slug_size.SizeLimit = field(
+        default_factory=lambda: slug_size.SizeLimit(slug_size.HEROKU_SLUG_LIMIT, False, ""))
+    # Top-level directories collectstatic created (its output, in the size breakdown).
+    static_dirs: list[str] = field(default_factory=list)
+    # Compressed sizes of the restored layers' slug parts, as they are prepared.
+    part_sizes: list[Future] = field(default_factory=list)
 
     @property
     def leak_needles(self) -> list[str]:
@@ -343,7 +351,8 @@ class _Build:
         restored = restored or Restored()
         self.restored.append((layer, mount, restored))
         part = _layer_part(self.cache, layer, mount, restored)
-        self.background.submit(prepare_layer_part, part, self.layout, self.epoch)
+        self.part_sizes.append(
+            self.background.submit(prepare_layer_part, part, self.layout, self.epoch))
         if host_paths:
             self.layer_leaks[layer.path] = read_host_paths(layer)
 
@@ -366,6 +375,7 @@ def compile_app(
     timeout: float | None = None,
     app_base: str | None = None,
     node_build: bool = False,
+    max_slug_size: int | str | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -388,6 +398,10 @@ def compile_app(
     and becomes the slug (see app_base.py).
     ``node_build`` runs the built-in Node step (npm ci and the package.json build
     script, node_modules left out) before the Python stages (see node_assets.py).
+    ``max_slug_size`` (bytes, or a size such as ``500MB``; else
+    SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
+    by default Heroku's 500 MB, enforced for the heroku layout and a warning for
+    herokuish (see slug_size.py).
     """
     reporter = reporter or Reporter()
     timer = _Timer()
@@ -400,6 +414,7 @@ def compile_app(
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     check_output_paths(slug_path, json_path)
+    size_cap = slug_size.size_limit(max_slug_size, layout)
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     chosen_base = choose_app_base(app_base, config_vars)
@@ -430,7 +445,8 @@ def compile_app(
 
     scratch = cache.scratch_dir("build")
     build = _Build(app_dir, scratch / "app", scratch, cache, platform, config_vars,
-                   reporter, timer, layout, source_date_epoch, constraints)
+                   reporter, timer, layout, source_date_epoch, constraints,
+                   size_cap=size_cap)
     with build_limits(limit):
         packed, metadata, process_types, python_build = _compile_staged(
             build, refs, runtime_options, slug_path, json_path, boot_timeout)
@@ -509,7 +525,8 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                         python_build = _python_stages(build, info, *resolved)
                     exports.append(_python_export(scratch, build.build_dir))
                     descriptions.append({"buildpack": ref.shown,
-                                         "description": release.BUILDPACK_DESCRIPTION})
+                                         "description": release.BUILDPACK_DESCRIPTION,
+                                         **_native_python_note(ref, reporter)})
                     continue
                 with timer.stage(f"buildpack:{ref.shown}"):
                     directory = fetch(ref, scratch / "buildpacks" / str(position))
@@ -579,9 +596,15 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     reporter.detail(f"web answered `{booted.status_line}` after "
                                     f"{booted.seconds:.1f} s")
 
+            def measure(packed_slug: Path, packed: PackedSlug) -> dict[str, Any]:
+                with timer.stage("slug_size"):
+                    return slug_size.report(packed_slug, layout, build.size_cap, reporter,
+                                            tuple(build.static_dirs), parts=packed.parts)
+
             packed, metadata = _write_outputs(build.build_dir, slug_path, json_path, layout,
                                               source_date_epoch, describe, intact,
-                                              verify if boot_timeout is not None else None)
+                                              verify if boot_timeout is not None else None,
+                                              measure)
             reporter.detail(f"Done: {_human_size(packed.size)}")
     finally:
         with timer.stage("cleanup", deadline=False):
@@ -618,6 +641,31 @@ def _with_system_packages(build: _Build, metadata: dict[str, Any]) -> dict[str, 
     if build.system_packages:
         metadata["system_packages"] = build.system_packages
     return metadata
+
+
+# The release of Heroku's Python buildpack whose behaviour the built-in stages follow
+# (its source is what docs/ and the peer comparison refer to).
+HEROKU_PYTHON_FOLLOWED = "v351"
+_GIT_REF = re.compile(r"^[\w.+/-]{1,100}$")
+
+
+def _native_python_note(ref: BuildpackRef, reporter: Reporter) -> dict[str, str]:
+    """slug.json fields for a name of Heroku's Python buildpack: which Heroku release
+    the built-in stages follow and, when the name asked for one (``#v212``), that
+    version; asking for one is warned about, as it is not what runs."""
+    note = {"replaced_by": "slugbuild built-in Python stages",
+            "follows": f"heroku-buildpack-python {HEROKU_PYTHON_FOLLOWED}"}
+    _, _, wanted = ref.spec.partition("#")
+    if wanted and not _GIT_REF.match(wanted):
+        wanted = "(not a git ref)"
+    if wanted:
+        note["requested_version"] = wanted
+        reporter.warn(f"{ref.shown} asks for Heroku's Python buildpack at {wanted}: "
+                      f"slugbuild's built-in Python stages replace it, whatever the version, "
+                      f"and follow Heroku's Python buildpack {HEROKU_PYTHON_FOLLOWED} "
+                      f"(default Python version, setuptools baseline, installers); what "
+                      f"{wanted} did differently does not apply.")
+    return note
 
 
 def _detect_python(build: _Build) -> AppInfo:
@@ -841,10 +889,17 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
             build.use_layer(nltk_layer, NLTK_DATA_DIR)
             write_nltk_profile(build_dir)
 
+    if build.size_cap.enforce and build.size_cap.limit:
+        with timer.stage("layers_size"):
+            _check_layers_size(build)
+
     with timer.stage("collectstatic"):
-        run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
+        before = set(os.listdir(build_dir))
+        ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                           python, build.config_vars, reporter, runtime.version,
                           info.lock_file or "requirements.txt")
+        if ran:
+            build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
     with timer.stage("post_compile"):
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
@@ -1079,6 +1134,47 @@ def _still_in_place(found: list[tuple[Path, str]], layer: Layer, mounted: Path,
     return kept
 
 
+def _check_layers_size(build: _Build) -> None:
+    """Fail before collectstatic and packing when the runtime and dependency layers
+    alone compress to more than the limit. A layer's compressed part is usually
+    ready (kept in the cache, or made meanwhile); one still being made is waited
+    for only when the layers could exceed the limit by their files' sizes
+    (compression rarely expands data): a slug well within it is not slowed down."""
+    cap = build.size_cap
+    known = 0
+    for future, (layer, _, _) in zip(build.part_sizes, build.restored):
+        if future.done() and future.exception() is None:
+            known += future.result()
+        else:
+            known += int(_tree_bytes(layer.tree) * 1.01) + 65536
+    if known <= cap.limit:
+        return
+    compressed = 0
+    for future in build.part_sizes:
+        try:
+            compressed += future.result() or 0
+        except Exception:  # noqa: BLE001 - packing makes the part again; checked then
+            return
+    if compressed > cap.limit:
+        raise errors.SLUG_TOO_LARGE.error(
+            what="The Python runtime and installed packages alone are",
+            size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
+            limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source,
+            breakdown=" (checked before collectstatic and packing)", advice="")
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files below ``root``."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total
+
+
 def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> LayerPart:
     return LayerPart(mount, layer.tree, layer.path / "packed", copies=restored.copies,
                      symlinks=restored.symlinks,
@@ -1088,11 +1184,13 @@ def _layer_part(cache: Cache, layer: Layer, mount: str, restored: Restored) -> L
 def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: str,
                    epoch: int | None, describe, layers: Sequence[LayerPart] = (),
                    verify: Callable[[Path], None] | None = None,
+                   measure: Callable[[Path, PackedSlug], dict[str, Any]] | None = None,
                    ) -> tuple[PackedSlug, dict[str, Any]]:
     """Pack the slug and write slug.json under temporary names, then rename both.
 
     ``verify`` (the boot check) sees the packed slug before anything is renamed:
-    when it raises, neither output is written.
+    when it raises, neither output is written. So does ``measure`` (the size
+    breakdown and limit), whose result becomes slug.json's ``sizes``.
 
     The temporary files are locked (flock) while they are written, which is how
     a later build tells an abandoned one from one still being written, even by
@@ -1109,9 +1207,12 @@ def _write_outputs(build_dir: Path, slug_path: Path, json_path: Path, layout: st
             packed = pack_tree(build_dir, handle, layout=layout, mtime=epoch, layers=layers)
             handle.flush()
             os.fsync(handle.fileno())
+        sizes = measure(partial_slug, packed) if measure is not None else None
         if verify is not None:
             verify(partial_slug)
         metadata = describe(packed)
+        if sizes is not None:
+            metadata["sizes"] = sizes
         release.write_json(partial_json, metadata)
         os.replace(partial_slug, slug_path)
         os.replace(partial_json, json_path)

@@ -134,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--timeout", type=float, metavar="SECONDS",
                           help="stop the build (and everything it started) after this long "
                                "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
+    compile_.add_argument("--max-slug-size", metavar="SIZE",
+                          help="fail when the compressed slug is larger (500MB, 1.5GB, bytes; "
+                               "binary units as Heroku's; 0: none). Default: "
+                               "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB: an error for "
+                               "--layout heroku, a warning for herokuish")
     _add_runtime_options(compile_)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
@@ -164,6 +169,10 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show what a slug holds")
     inspect.add_argument("slug", type=Path)
     inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--sizes", action="store_true",
+                         help="what takes the space: runtime, each distribution, app "
+                              "directories, collectstatic output (compressed and unpacked), "
+                              "with advice")
 
     publish = sub.add_parser("publish", help="deploy a slug to a Heroku app (Platform API)")
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
@@ -175,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                          help="give up when the whole publish takes longer (default: "
                               "$SLUGBUILD_PUBLISH_TIMEOUT or 900)")
+    publish.add_argument("--max-slug-size", metavar="SIZE",
+                         help="refuse to upload a larger compressed slug (default: "
+                              "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
                                        "into requirements.txt (pip-tools)")
@@ -368,6 +380,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
+            max_slug_size=args.max_slug_size,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -385,17 +398,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .inspect_slug import describe_slug, render_table, without_credentials
 
         description = without_credentials(describe_slug(args.slug))
+        if args.sizes:
+            from .inspect_slug import render_sizes, slug_sizes
+
+            description["sizes"] = slug_sizes(args.slug)
         if args.json:
             print(json.dumps(description, indent=2))
         else:
             render_table(description, sys.stdout)
+            if args.sizes:
+                render_sizes(description["sizes"], sys.stdout)
         return 0
     if args.command == "publish":
         from .publish import publish_slug
 
         release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
                                stack=args.stack, reporter=Reporter(sys.stderr),
-                               timeout=args.timeout)
+                               timeout=args.timeout, max_slug_size=args.max_slug_size)
         print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
         return 0
     if args.command == "runtimes":

@@ -465,6 +465,15 @@ SYMLINK_LEAVES_SLUG = ErrorKind(
     "copy the file instead: `slugbuild run`, `inspect` and `publish` refuse slugs with such "
     "links, so the build stops before writing one.",
 )
+SLUG_TOO_LARGE = ErrorKind(
+    "slug-too-large",
+    "The slug is larger than the slug size limit",
+    "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
+    "({limit_bytes} bytes, from {source}).{breakdown}",
+    "{advice}Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
+    "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
+    "somewhere that takes it. Nothing was written or uploaded.",
+)
 # --- NLTK corpora --------------------------------------------------------------------
 NLTK_LIST_INVALID = ErrorKind(
     "nltk-list-invalid",
@@ -622,6 +631,13 @@ ENV_DIR_MISSING = ErrorKind(
     "Config var directory not found",
     "{env_dir} does not exist or is not a directory.",
     "Pass a directory holding one file per config var (file name = KEY, content = value).",
+)
+BAD_SLUG_SIZE = ErrorKind(
+    "bad-slug-size",
+    "Invalid slug size limit",
+    "{source} is {value!r}: {reason}.",
+    "Give a size such as 500MB, 500M, 1.5GB or a number of bytes (K, M and G are binary, as "
+    "Heroku's are: 500MB is 524,288,000 bytes); 0 or `none` for no limit.",
 )
 INVALID_LIMIT = ErrorKind(
     "invalid-limit",

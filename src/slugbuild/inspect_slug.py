@@ -23,6 +23,7 @@ from .build import metadata_path_for
 from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
 from .redact import mask, redact_url
+from .slug_size import HEROKU_SLUG_LIMIT, advice, measure_slug, render
 from .slugfile import SlugArchive
 from .textfiles import best_effort_decode
 
@@ -66,6 +67,28 @@ def describe_slug(path: Path) -> dict[str, Any]:
         "stack": stack,
         "packages": _packages(contents),
     }
+
+
+@errors.user_errors
+def slug_sizes(path: Path) -> dict[str, Any]:
+    """What takes the space in the slug at ``path``, read from the slug alone
+    (streaming; the slug's entries are checked first, as for ``describe_slug``)."""
+    archive = SlugArchive(path)
+    breakdown = measure_slug(archive.path, archive.layout)
+    return {**breakdown, "advice": advice(breakdown, HEROKU_SLUG_LIMIT)}
+
+
+def render_sizes(sizes: dict[str, Any], stream) -> None:
+    """The breakdown as text, every part shown, then the advice."""
+    for line in render(sizes, top=len(sizes["parts"])):
+        stream.write(_escaped(line) + "\n")
+    for tip in sizes["advice"]:
+        stream.write(f"Advice: {_escaped(tip)}\n")
+
+
+def _escaped(text: str) -> str:
+    """Control characters (names from the slug) shown as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _matching_metadata(slug: Path, sha256: str, limit: int) -> dict[str, Any] | None:

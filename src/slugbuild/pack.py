@@ -52,9 +52,21 @@ LAYOUTS = {"herokuish": ".", "heroku": "./app"}
 
 
 @dataclass(frozen=True)
+class PackedPart:
+    """Where one part lies in the slug file; a layer's part also names the file its
+    size measurement is kept in (slug_size.measure_slug), valid for ``sha256``."""
+
+    start: int
+    length: int
+    sha256: str = ""
+    measure_path: Path | None = None
+
+
+@dataclass(frozen=True)
 class PackedSlug:
     sha256: str
     size: int
+    parts: tuple[PackedPart, ...] = field(default=(), compare=False)
 
 
 def source_date_epoch(explicit: int | None = None) -> int:
@@ -212,6 +224,7 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
 
     raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
         tar, params, directories))
+    parts = [PackedPart(0, writer.size)]
     claimed: set[str] = set()
     for layer in layers:
         try:
@@ -219,30 +232,42 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
         except OSError:  # the layer went (another build discarded it): pack from the tree
             continue
         claimed.update(members)
+        start = writer.size
         if complete:
             within = [name[len(layer.mount) + 1:] if layer.mount else name for name in members]
-            raw_size += _write_layer_part(writer, layer, params,
-                                          os.path.join(root_text, layer.mount), within)
+            written, digest = _write_layer_part(writer, layer, params,
+                                                os.path.join(root_text, layer.mount), within)
+            raw_size += written
+            parts.append(PackedPart(start, writer.size - start, digest, layer.packed_dir / (
+                params.part_name(layer.mount) + ".sizes.json")))
         elif members:  # a build step replaced some of its files: pack the rest, keep nothing
             raw_size += _compress_part(writer, params.level, lambda tar, names=members: (
                 _add_files(tar, params, root_text, names)))
+            parts.append(PackedPart(start, writer.size - start))
     rest = [rel for rel in placed if rel not in claimed]  # still sorted
 
     def add_rest(tar: _TarWriter) -> None:
         _add_files(tar, params, root_text, rest)
         tar.finish()
 
+    start = writer.size
     _compress_part(writer, params.level, add_rest, start=raw_size)
-    return PackedSlug(writer.digest.hexdigest(), writer.size)
+    parts.append(PackedPart(start, writer.size - start))
+    return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,
-                       compresslevel: int = DEFAULT_LEVEL) -> None:
+                       compresslevel: int = DEFAULT_LEVEL) -> int:
     """Compress and keep ``layer``'s part ahead of packing (a build does it while it
-    installs or collects static files, so the pack stage only copies it)."""
+    installs or collects static files, so the pack stage only copies it); its
+    compressed size (what it adds to the slug, checked against the size limit early)."""
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
-    if _cached_part(layer, params) is None:
-        _write_layer_part(_HashingWriter(io.BytesIO()), layer, params)
+    cached = _cached_part(layer, params)
+    if cached is not None:
+        return len(cached[0])
+    writer = _HashingWriter(io.BytesIO())
+    _write_layer_part(writer, layer, params)
+    return writer.size
 
 
 def _workers() -> int:
@@ -345,8 +370,10 @@ def _same_file_content(source: str, target: str) -> bool:
 
 
 def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
-                      placed_in: str | None = None, names: list[str] | None = None) -> int:
-    """Write the layer's part (kept copy, else made now and kept); its raw tar size.
+                      placed_in: str | None = None, names: list[str] | None = None
+                      ) -> tuple[int, str]:
+    """Write the layer's part (kept copy, else made now and kept); its raw tar size
+    and the sha256 of its compressed bytes.
 
     A part made now reads the layer's files from the tree being packed when
     ``placed_in`` (that tree's directory at the mount) and ``names`` (all the
@@ -378,7 +405,7 @@ def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
                 os.close(layer_fd)
     data, raw_size = cached
     writer.write(data)
-    return raw_size
+    return raw_size, hashlib.sha256(data).hexdigest()
 
 
 def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int] | None:

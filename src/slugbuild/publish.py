@@ -38,6 +38,7 @@ from .inspect_slug import describe_slug
 from .log import Reporter
 from .redact import redact_url, register_secrets, register_url_credentials
 from .release import BUILDPACK_DESCRIPTION
+from .slug_size import report, size_limit
 
 DEFAULT_API_URL = "https://api.heroku.com"
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -85,8 +86,13 @@ def publish_slug(
     stack: str | None = None,
     reporter: Reporter | None = None,
     timeout: float | None = None,
+    max_slug_size: int | str | None = None,
 ) -> dict[str, Any]:
     """Create slug, upload it, release it; return the release object from the API.
+
+    A slug whose compressed size exceeds ``max_slug_size`` (else
+    $SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500 MB) is refused before any request:
+    Heroku would refuse it after the upload.
 
     ``timeout`` bounds the whole publish, in seconds (default
     $SLUGBUILD_PUBLISH_TIMEOUT or 900).
@@ -104,6 +110,9 @@ def publish_slug(
     description = describe_slug(Path(slug))  # process types from inside the slug
     if description["layout"] != "heroku":
         raise errors.PUBLISH_WRONG_LAYOUT.error(path=slug)
+    cap = size_limit(max_slug_size, "heroku")
+    if cap.limit and description["size"] > cap.limit:
+        report(Path(slug), "heroku", cap, reporter)  # raises slug-too-large, with the breakdown
     base = _api_base(api_url or os.environ.get("SLUGBUILD_HEROKU_API_URL") or DEFAULT_API_URL)
     deadline = _Deadline(_timeout_seconds(timeout))
     session = requests.Session()
