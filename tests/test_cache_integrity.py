@@ -34,6 +34,7 @@ from .helpers import make_app, run_cli, slug_differences
 
 PY = "python3.12"
 SITE = f".heroku/python/lib/{PY}/site-packages"
+SITE_313 = ".heroku/python/lib/python3.13/site-packages"
 SMALL_APP = {
     ".python-version": "3.12\n",
     "requirements.txt": "six==1.17.0\nidna==3.10\n",
@@ -399,7 +400,9 @@ def overlapping_index(tmp_path):
 
 @pytest.mark.slow
 def test_overlapping_packages_are_one_warning_and_the_same_bytes(tmp_path, overlapping_index):
-    app = make_app(tmp_path / "app", {**SMALL_APP, "requirements.txt": "alpha==1.0\nbeta==1.0\n"})
+    # 3.13: no setuptools baseline, which this index (only test wheels) lacks.
+    app = make_app(tmp_path / "app", {**SMALL_APP, ".python-version": "3.13\n",
+                                      "requirements.txt": "alpha==1.0\nbeta==1.0\n"})
     env = ("--env", f"PIP_INDEX_URL={overlapping_index}")
     slugs = []
     for number in range(3):  # two cold caches, then a warm build
@@ -416,7 +419,7 @@ def test_overlapping_packages_are_one_warning_and_the_same_bytes(tmp_path, overl
             assert "the copy of beta is kept" in warnings[0]
         else:
             assert warnings == [] and "Restoring dependencies from cache" in stderr
-        assert _members(out)[f"{SITE}/tests/conftest.py"] == b"# conftest of beta\n"
+        assert _members(out)[f"{SITE_313}/tests/conftest.py"] == b"# conftest of beta\n"
     assert slugs[0] == slugs[1] == slugs[2]
     _published_layers_complete(tmp_path / "cache1")
 
@@ -499,7 +502,8 @@ def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
                                                                        overlapping_index):
     """gamma's own RECORD is wrong: reinstalling cannot fix it, so the layer is not
     complete for its key. The build ships what was installed, exit 0, caches nothing."""
-    app = make_app(tmp_path / "app", {**SMALL_APP, "requirements.txt": "gamma==1.0\n"})
+    app = make_app(tmp_path / "app", {**SMALL_APP, ".python-version": "3.13\n",
+                                      "requirements.txt": "gamma==1.0\n"})
     cache = tmp_path / "cache"
     for number in range(2):
         out = tmp_path / f"{number}.tgz"
@@ -507,7 +511,7 @@ def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
         assert "The installed packages were not cached" in stderr
         assert "gamma.py (of gamma) is not what its RECORD lists" in stderr
         assert "Installed 1 packages (not cached)" in stderr
-        assert _members(out)[f"{SITE}/gamma.py"] == b"NAME = 'gamma'\n"
+        assert _members(out)[f"{SITE_313}/gamma.py"] == b"NAME = 'gamma'\n"
         assert list((cache / "layers").iterdir()) == []
         assert [p.name for p in (cache / "tmp").iterdir()] == []
     assert (tmp_path / "0.tgz").read_bytes() == (tmp_path / "1.tgz").read_bytes()
