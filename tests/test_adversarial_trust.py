@@ -980,3 +980,43 @@ def test_masking_a_long_hostile_line_takes_linear_time(text):
     redact.register_secrets([text])
     redact.mask(text)
     assert time.monotonic() - started < 3
+
+
+# --- found by the attacker review of the merged work ---------------------------------------
+
+def test_every_line_of_a_multi_line_secret_is_masked():
+    """A PEM key as a config var: tools print it line by line."""
+    key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END PRIVATE KEY-----"
+    redact.register_secrets([key])
+    for line in key.splitlines():
+        assert line not in redact.mask(f"C={line} and more")
+    assert "MIIEvQIBADANBgkqhkiG9w0B" not in redact.mask(key.replace("\n", "\r\n"))
+
+
+def test_an_output_that_is_not_a_regular_file_is_refused_before_the_build(tmp_path):
+    """`-o /dev/null` once replaced the device with the slug (the output is renamed)."""
+    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
+    fifo = tmp_path / "out.tgz"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.tgz"
+    link.symlink_to(tmp_path / "elsewhere.tgz")
+    for output in (fifo, link):
+        result = run_cli("compile", app, "-o", output, "--cache-dir", tmp_path / "cache")
+        assert result.returncode == 1
+        assert_one_error(result.stderr, "output-not-writable")
+    assert fifo.is_fifo() and link.is_symlink() and not (tmp_path / "elsewhere.tgz").exists()
+
+
+@pytest.mark.parametrize("meta", ['[]', '"x"', '{"requires": []}', '{"hash": 5}',
+                                  '{"hash": {"sha256": 5}}', '{"sources": [1]}'])
+def test_a_pipfile_lock_of_the_wrong_shape_is_malformed_not_a_crash(tmp_path, meta):
+    """Pipenv reads _meta without checking: it crashed, or installed nothing with exit 0."""
+    from slugbuild.installers.locks import check_syntax
+
+    (tmp_path / "Pipfile.lock").write_text(f'{{"_meta": {meta}, "default": {{}}}}')
+    with pytest.raises(errors.SlugbuildError) as caught:
+        check_syntax(tmp_path, "Pipfile.lock", "pipenv lock")
+    assert caught.value.code == "lock-file-malformed"
+    from slugbuild.versions import _read_pipfile_lock
+
+    assert _read_pipfile_lock((tmp_path / "Pipfile.lock").read_text()) is None

@@ -721,6 +721,13 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 path=path, reason="it is a directory; give a file name, e.g. -o "
                                   f"{path / 'slug.tgz'}")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            # The output is renamed into place: a device (-o /dev/null), a fifo or a
+            # link there would be replaced by a regular file, not written through.
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=path, reason="something other than a regular file is there (a "
+                                  "device, a fifo or a symlink), which the output would "
+                                  "replace; give the path of a regular file or a new one")
     if not slug_path.parent.is_dir():
         raise errors.OUTPUT_NOT_WRITABLE.error(
             path=slug_path, reason="its directory does not exist")

@@ -70,7 +70,10 @@ def register_secrets(values: Iterable[str]) -> None:
         for value in values:
             if not isinstance(value, str):
                 continue
-            for candidate in {value, value.strip(), *_credential_pieces(value)}:
+            # Each line of a multi-line value (a PEM key) too: tools print line by line.
+            lines = [line.strip() for line in value.splitlines()] if "\n" in value \
+                or "\r" in value else []
+            for candidate in {value, value.strip(), *lines, *_credential_pieces(value)}:
                 if len(candidate) >= _MIN_SECRET_LENGTH and candidate not in _NOT_SECRET:
                     _secrets.add(candidate)
 

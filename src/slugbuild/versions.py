@@ -374,8 +374,9 @@ def _read_pipfile_lock(text: str) -> PythonRequest | None:
             source_file="Pipfile.lock", problem=f"is not valid JSON ({_parse_problem(exc)})",
             action="Regenerate it with `pipenv lock`.",
         ) from exc
-    requires = data.get("_meta", {}).get("requires", {}) if isinstance(data, dict) else {}
-    if not isinstance(requires, dict):
+    meta = data.get("_meta") if isinstance(data, dict) else None
+    requires = meta.get("requires") if isinstance(meta, dict) else None
+    if not isinstance(requires, dict):  # a malformed lock: its reader says so
         requires = {}
     for key in ("python_full_version", "python_version"):
         value = requires.get(key)

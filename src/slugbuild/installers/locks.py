@@ -30,6 +30,7 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
         data = json.loads(text)
         if not isinstance(data, dict) or "default" not in data:
             raise ValueError("it has no \"default\" section of packages")
+        _check_pipfile_lock_shape(data)
     except json.JSONDecodeError as exc:
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax="JSON", problem=str(exc), relock=relock) from None
@@ -38,6 +39,24 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
         problem = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax=syntax, problem=problem, relock=relock) from None
+
+
+def _check_pipfile_lock_shape(data: dict) -> None:
+    """The sections Pipenv itself reads without checking (a wrong type there makes
+    it crash, or install nothing with exit 0): as Pipenv writes them, else ValueError."""
+    if not isinstance(data["default"], dict) or not isinstance(data.get("develop", {}), dict):
+        raise ValueError("its \"default\" or \"develop\" section is not a table of packages")
+    meta = data.get("_meta")
+    if not isinstance(meta, dict):
+        raise ValueError("its \"_meta\" section is missing or not a table")
+    shapes = {"hash": dict, "sources": list, "requires": dict}
+    for key, kind in shapes.items():
+        if key in meta and not isinstance(meta[key], kind):
+            shown = "table" if kind is dict else "list"
+            raise ValueError(f"its \"_meta.{key}\" is not a {shown}")
+    if not isinstance(meta.get("hash", {}).get("sha256", ""), str) \
+            or not all(isinstance(source, dict) for source in meta.get("sources", [])):
+        raise ValueError("its \"_meta\" hash or sources are not what Pipenv writes")
 
 
 # What uv, Poetry and Pipenv print when the lock no longer matches its manifest.
