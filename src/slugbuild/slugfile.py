@@ -17,6 +17,7 @@ capped as they are met.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import tarfile
 from dataclasses import dataclass
@@ -195,7 +196,16 @@ class SlugArchive:
             raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         check_no_entry_below_a_link(self.members)
         self.unpacked_size = unpacked
-        self._by_name = {_normal(m.name): m for m in self.members}
+        self._by_name = {}
+        for member in self.members:
+            name = _normal(member.name)
+            earlier = self._by_name.get(name)
+            if earlier is not None and not (earlier.isdir() and member.isdir()):
+                # Readers that take the first entry and extractors that keep the last
+                # would disagree on what the slug holds (inspect vs run).
+                raise errors.UNSAFE_SLUG.error(member=member.name,
+                                               problem="the slug holds this path twice")
+            self._by_name[name] = member
         self.layout = "heroku" if "app/.profile.d" in self._by_name or (
             "app/Procfile" in self._by_name and "Procfile" not in self._by_name) else "herokuish"
         self.root = "app/" if self.layout == "heroku" else ""
@@ -213,10 +223,21 @@ class SlugArchive:
 
     def read(self, rel: str) -> bytes | None:
         """Content of the file at ``rel`` (relative to the app root), or None."""
-        member = self._by_name.get(_normal(self.root + rel))
+        member = self._by_name.get(self._resolved(_normal(self.root + rel)))
         if member is None or not member.isfile():
             return None
         return self.read_many({rel}).get(rel)
+
+    def _resolved(self, name: str) -> str:
+        """``name`` with symlink entries of the slug followed (each stays inside it,
+        as checked), as ``run`` sees the file once the slug is unpacked."""
+        for _ in range(40):  # the kernel's own limit on a chain of links
+            member = self._by_name.get(name)
+            if member is None or not member.issym():
+                return name
+            name = _normal(posixpath.normpath(posixpath.join(posixpath.dirname(name),
+                                                             member.linkname)))
+        return name
 
     def read_many(self, wanted: set[str], heads: frozenset[str] | set[str] = frozenset()
                   ) -> dict[str, bytes]:
@@ -226,16 +247,19 @@ class SlugArchive:
         which only the beginning is needed, such as a METADATA's headers) are
         read up to the limit instead. What is read in all is capped at 64 times it.
         """
-        full = {_normal(self.root + rel): rel for rel in wanted}
+        full: dict[str, list[str]] = {}
+        for rel in wanted:
+            full.setdefault(self._resolved(_normal(self.root + rel)), []).append(rel)
         found: dict[str, bytes] = {}
         limit = self.limits.max_metadata_bytes
         budget = 64 * limit
         try:
             with open_slug(self.path) as tar:
                 for member in tar:
-                    rel = full.get(_normal(member.name))
-                    if rel is None or not member.isfile():
+                    rels = full.get(_normal(member.name))
+                    if rels is None or not member.isfile():
                         continue
+                    rel = rels[0]
                     if member.size > limit and rel not in heads:
                         raise errors.SLUG_LIMIT_EXCEEDED.error(
                             path=self.path, what=f"{rel} of {member.size} bytes",
@@ -244,6 +268,8 @@ class SlugArchive:
                     handle = tar.extractfile(member)
                     if handle:
                         found[rel] = handle.read(min(limit, member.size))
+                        for alias in rels[1:]:
+                            found[alias] = found[rel]
                         budget -= len(found[rel])
                         if budget < 0:
                             raise errors.SLUG_LIMIT_EXCEEDED.error(
