@@ -1055,3 +1055,18 @@ def test_inspect_and_run_agree_on_what_a_slug_holds(tmp_path):
     assert json.loads(shown.stdout)["process_types"] == {"show": "echo FROM-REAL"}
     ran = run_cli("run", linked, "show")
     assert ran.returncode == 0 and ran.stdout.strip() == "FROM-REAL", ran.stderr
+
+
+def test_a_named_file_url_outside_the_app_is_refused(tmp_path):
+    """`pkg @ file:///elsewhere` was installed, and left out of the layer key: a
+    change there gave a stale slug with exit 0."""
+    outside = tmp_path / "ext"
+    outside.mkdir()
+    (outside / "pyproject.toml").write_text('[project]\nname = "extpkg"\nversion = "1.0"\n')
+    app = make_app(tmp_path / "app", {
+        "requirements.txt": f"six==1.17.0\nextpkg[x] @ file://{outside}\n"})
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz",
+                     "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "requirements-outside-app")
+    assert not (tmp_path / "slug.tgz").exists()

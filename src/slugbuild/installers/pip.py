@@ -39,6 +39,9 @@ _EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)\S")
 _OPTION = re.compile(r"^\s*-")
 # A requirement that is a local directory or archive: ., ./pkg, ../x, /abs, file:...
 _LOCAL_PATH = re.compile(r"^(?:\.{1,2}(?:/|$|(?=[\s;\[]))|/|file:)(?P<path>[^\s;#\[]*)")
+# A named requirement pointing at a local path by URL: `name[extra] @ file:///path`.
+_NAMED_FILE_URL = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?\s*@\s*(?P<url>file:[^\s;#]+)")
 # The editable option in front of a requirement, as written in a requirements file.
 _EDITABLE_PREFIX = re.compile(r"^(\s*)(?:-e|--editable)(?:\s*=\s*|\s+)", re.MULTILINE)
 # Never part of a local package's content (build output and caches).
@@ -573,10 +576,10 @@ def local_package_files(app_dir: Path, files: list[str]) -> list[str]:
     for rel in files:
         for number, line in _logical_lines(app_dir / rel):
             line = _EDITABLE_PREFIX.sub("", line, count=1)
-            match = _LOCAL_PATH.match(line)
-            if not match:
+            named = _NAMED_FILE_URL.match(line)  # `name @ file:///path` (PEP 508)
+            if not named and not _LOCAL_PATH.match(line):
                 continue
-            raw = line.split()[0].split(";")[0]
+            raw = named.group("url") if named else line.split()[0].split(";")[0]
             if raw.startswith("file:"):
                 raw = re.sub(r"^file:(//)?", "", raw)
             base = (app_dir / rel).parent if not raw.startswith("/") else Path("/")
