@@ -1070,3 +1070,17 @@ def test_a_named_file_url_outside_the_app_is_refused(tmp_path):
     assert result.returncode == 1
     assert_one_error(result.stderr, "requirements-outside-app")
     assert not (tmp_path / "slug.tgz").exists()
+
+
+@pytest.mark.slow
+def test_compile_never_writes_a_slug_its_readers_refuse(tmp_path, cache_dir):
+    """A Procfile over the readers' metadata limit was packed with exit 0; `inspect`
+    and `run` then refused the slug."""
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.13\n", "requirements.txt": "six==1.17.0\n",
+        "Procfile": "web: python -m http.server " + "x" * (1024 ** 2) + "\n"})
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir)
+    assert result.returncode == 1
+    assert_one_error(result.stderr, "procfile-malformed")
+    assert "SLUGBUILD_MAX_METADATA_SIZE" in result.stderr
+    assert not (tmp_path / "slug.tgz").exists()

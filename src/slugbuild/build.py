@@ -99,7 +99,7 @@ from .runtimes import (
     interpreter_before_layer,
     runtime_manifest,
 )
-from .slugfile import link_problem
+from .slugfile import SlugLimits, link_problem
 from .stage import check_not_ignored, check_top_level_links, stage_sources
 from .versions import PythonRequest
 
@@ -555,6 +555,7 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
             addons = list(dict.fromkeys(addons))
             release.write_release_files(build.build_dir, process_types, merged.config_vars,
                                         addons)
+            _check_release_readable(build.build_dir)
             leaks += relocate.find_references(build.build_dir, build.leak_needles,
                                               frozenset(linked))
             if leaks:
@@ -738,6 +739,21 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
         raise errors.OUTPUT_NOT_WRITABLE.error(
             path=slug_path, reason=f"its directory is not writable ({exc.strerror or exc})"
         ) from exc
+
+
+def _check_release_readable(build_dir: Path) -> None:
+    """The slug's Procfile and .release must be within what its readers (run,
+    inspect, publish) read, or compile would write a slug its own tools refuse."""
+    limit = SlugLimits.from_env().max_metadata_bytes
+    for name in ("Procfile", ".release"):
+        path = build_dir / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > limit:
+            raise errors.PROCFILE_MALFORMED.error(
+                line=1, text="",
+                problem=f"{name} is {path.stat().st_size} bytes, more than the {limit} "
+                        f"`slugbuild run`, `inspect` and `publish` read from a slug "
+                        f"(SLUGBUILD_MAX_METADATA_SIZE); shorten its commands (a long "
+                        f"one belongs in a script the line runs)")
 
 
 def refuse_links_leaving_slug(build_dir: Path) -> None:
