@@ -193,3 +193,20 @@ def write_nltk_index(root: Path, packages: dict[str, tuple[str, bytes]],
     (root / "index.xml").write_text(f'<?xml version="1.0"?>\n<nltk_data><packages>'
                                     f'{"".join(entries)}</packages><collections>{groups}'
                                     f'</collections></nltk_data>\n')
+
+
+def crafted_tar(path: Path, entries: list[tuple[str, str | None, str]], mode: str = "w:gz"
+                ) -> Path:
+    """A tar of (name, link target or None, content) entries, in the order given:
+    the shapes a hostile slug or runtime archive takes."""
+    with tarfile.open(path, mode) as tar:
+        for name, target, content in entries:
+            info = tarfile.TarInfo(name)
+            if target is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tar.addfile(info)
+            else:
+                data = content.encode()
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path

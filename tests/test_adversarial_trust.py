@@ -33,7 +33,7 @@ from slugbuild.dependencies import constraints_from_slug_json
 from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
 
-from .helpers import make_app, run_cli
+from .helpers import crafted_tar, make_app, run_cli
 
 TOKEN = "tok-3f9a1c77e2d04b"
 SIGNATURE = "sigV4-9d8e7f6a5b4c3d2e1f"
@@ -1022,33 +1022,18 @@ def test_a_pipfile_lock_of_the_wrong_shape_is_malformed_not_a_crash(tmp_path, me
     assert _read_pipfile_lock((tmp_path / "Pipfile.lock").read_text()) is None
 
 
-def _crafted_slug(path: Path, entries: list[tuple[str, str | None, str]]) -> Path:
-    """A gzipped tar of (name, link target or None, content) entries, in order."""
-    with tarfile.open(path, "w:gz") as tar:
-        for name, target, content in entries:
-            info = tarfile.TarInfo(name)
-            if target is not None:
-                info.type, info.linkname = tarfile.SYMTYPE, target
-                tar.addfile(info)
-            else:
-                data = content.encode()
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_inspect_and_run_agree_on_what_a_slug_holds(tmp_path):
     """A path twice (a file, then a link to another Procfile) made inspect show one
     command and run start another: refused by both. A Procfile that is a link
     inside the slug is followed by inspect, as run follows it."""
-    twice = _crafted_slug(tmp_path / "twice.tgz", [
+    twice = crafted_tar(tmp_path / "twice.tgz", [
         ("./Procfile", None, "web: echo BENIGN\n"), ("./evil", None, "web: echo EVIL\n"),
         ("./Procfile", "evil", "")])
     for command in (["inspect", twice], ["run", twice, "web"]):
         result = run_cli(*command)
         assert result.returncode == 1 and "EVIL" not in result.stdout
         assert_one_error(result.stderr, "unsafe-slug")
-    linked = _crafted_slug(tmp_path / "linked.tgz", [
+    linked = crafted_tar(tmp_path / "linked.tgz", [
         ("./real", None, "show: echo FROM-REAL\n"), ("./Procfile", "real", "")])
     shown = run_cli("inspect", linked, "--json")
     assert shown.returncode == 0, shown.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import json
 import subprocess
 import tarfile
@@ -27,7 +26,7 @@ from slugbuild.platform_info import current
 from slugbuild.relocate import patchelf_command
 from slugbuild.runtimes import LocalInterpreterSource, SourceUnavailable, runtime_key
 
-from .helpers import Server, make_app, run_cli, unpack
+from .helpers import Server, crafted_tar, make_app, run_cli, unpack
 
 _SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__", "share",
             "ensurepip", "lib2to3", "pydoc_data"}
@@ -254,17 +253,8 @@ def test_compile_refuses_bad_checksum_cleanly(tmp_path, archive_dir, index_serve
 
 def small_tar(path: Path, members: list[tuple[str, str | None]]) -> Path:
     """A tar with files (name, content) and symlinks (name, None -> '../../../etc/passwd')."""
-    with tarfile.open(path, "w") as tar:
-        for name, content in members:
-            info = tarfile.TarInfo(name)
-            if content is None:
-                info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
-                tar.addfile(info)
-            else:
-                data = content.encode()
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
+    return crafted_tar(path, [(name, "../../../etc/passwd" if content is None else None,
+                               content or "") for name, content in members], mode="w")
 
 
 def test_zstd_archive_unpacks_and_escaping_entries_are_refused(tmp_path):
