@@ -298,8 +298,7 @@ def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed,
         return shown_paths(text, job.app_dir, job.source_dir, job.prefix)
 
     command = shlex.join(shown)
-    local = [m.group(0).split()[0] for line in job.declared
-             if (m := _LOCAL_PATH.match(line))]
+    local = [ref for line in job.declared if (ref := local_reference(line)) is not None]
     specific = diagnose_install_failure(
         command=command, exit_code=failed.exit_code, output=shown_text(failed.output),
         python_version=job.python_version, local_paths=local)
@@ -498,14 +497,25 @@ def has_editables(app_dir: Path, lock_file: str) -> bool:
                for _number, line in _logical_lines(app_dir / rel))
 
 
+def local_reference(line: str) -> str | None:
+    """The local package a requirement line names, as written (``./pkg``, ``/abs``,
+    ``file:...``, or the URL of ``name @ file:...``), else None. ``-e`` already off."""
+    named = _NAMED_FILE_URL.match(line)
+    if named:
+        return named.group("url")
+    if _LOCAL_PATH.match(line):
+        return line.split()[0].split(";")[0]
+    return None
+
+
 def local_requirements(app_dir: Path, lock_file: str) -> list[str]:
     """The local packages (paths) the requirements files name, as written."""
     found = []
     for rel in requirements_files(app_dir, lock_file):
         for _number, line in _logical_lines(app_dir / rel):
-            line = _EDITABLE_PREFIX.sub("", line, count=1)
-            if _LOCAL_PATH.match(line):
-                found.append(line.split()[0].split(";")[0])
+            reference = local_reference(_EDITABLE_PREFIX.sub("", line, count=1))
+            if reference is not None:
+                found.append(reference)
     return found
 
 
@@ -575,11 +585,9 @@ def local_package_files(app_dir: Path, files: list[str]) -> list[str]:
     found: set[str] = set()
     for rel in files:
         for number, line in _logical_lines(app_dir / rel):
-            line = _EDITABLE_PREFIX.sub("", line, count=1)
-            named = _NAMED_FILE_URL.match(line)  # `name @ file:///path` (PEP 508)
-            if not named and not _LOCAL_PATH.match(line):
+            raw = local_reference(_EDITABLE_PREFIX.sub("", line, count=1))
+            if raw is None:
                 continue
-            raw = named.group("url") if named else line.split()[0].split(";")[0]
             if raw.startswith("file:"):
                 raw = re.sub(r"^file:(//)?", "", raw)
             base = (app_dir / rel).parent if not raw.startswith("/") else Path("/")
