@@ -43,10 +43,12 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: venv
 	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python benchmarks/run.py

@@ -77,10 +77,11 @@ def read_aptfile(path: Path) -> list[AptEntry]:
     return entries
 
 
-def apt_layer_key(aptfile_text: str, platform: Platform) -> tuple[str, dict]:
+def apt_layer_key(aptfile_text: str, platform: Platform) -> tuple[str, dict[str, object]]:
     """The layer key: the Aptfile's content and the stack it is for."""
-    inputs = {"aptfile_sha256": hashlib.sha256(aptfile_text.encode()).hexdigest(),
-              "stack": platform.stack, "arch": platform.arch, "format": APT_LAYER_FORMAT}
+    inputs: dict[str, object] = {
+        "aptfile_sha256": hashlib.sha256(aptfile_text.encode()).hexdigest(),
+        "stack": platform.stack, "arch": platform.arch, "format": APT_LAYER_FORMAT}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest(), inputs
 
 

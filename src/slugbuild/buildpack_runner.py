@@ -15,10 +15,9 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -207,13 +206,13 @@ def exported_variables(exports: list[Path]) -> dict[str, str]:
     return {k: v for k, v in after.items() if base.get(k) != v and k not in ("_", "SHLVL", "PWD")}
 
 
-def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:
+def _sourcing(exports: list[Path], argv: Sequence[str | Path]) -> list[str]:
     """Run ``argv`` under bash after sourcing the earlier buildpacks' export files."""
     sources = "".join(f'. "{path}"; ' for path in exports)
     return ["bash", "-c", f'{sources}exec "$@"', "buildpack", *map(str, argv)]
 
 
-def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: Mapping[str, str],
             exports: list[Path]) -> str:
     detect = directory / "bin" / "detect"
     if not detect.is_file():
@@ -227,7 +226,7 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     return stdout.strip().splitlines()[0] if stdout.strip() else ""
 
 
-def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: Mapping[str, str],
              exports: list[Path]) -> ReleaseInfo:
     release = directory / "bin" / "release"
     if not release.is_file():
@@ -273,7 +272,7 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     if not isinstance(data, dict):
         raise invalid("its output is not a YAML mapping")
 
-    def mapping(key: str, valid_name, rule: str) -> dict[str, str]:
+    def mapping(key: str, valid_name: Callable[[str], object], rule: str) -> dict[str, str]:
         value = data.get(key) or {}
         if not isinstance(value, dict):
             raise invalid(f"`{key}` is not a mapping")

@@ -28,7 +28,7 @@ _SHOWN_VALUES = frozenset({
 })
 
 # (pattern over the output, explanation); the first group names what is missing.
-_DIAGNOSES: tuple[tuple[re.Pattern, str], ...] = (
+_DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"ImproperlyConfigured: Set the (\w+) environment variable"),
      "settings need the environment variable {0}, which the build does not have: "
      "pass it with --env {0}=... or a file named {0} in --env-dir"),
@@ -123,7 +123,7 @@ def run_collectstatic(
          "PYTHONNOUSERSITE": "1"},
         path_first=[python.parent],
     )
-    argv = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
+    argv: list[str | Path] = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
     try:
         run_tool(argv, reporter, env, cwd=build_dir,
                  step=f"`python {manage_py} collectstatic`")

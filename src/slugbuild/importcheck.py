@@ -322,11 +322,12 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
             continue
         point = next(p for p in points if p.module == result["module"])
         importer = _shown_file(result.get("file"), build_dir)
-        if result["type"] == "ModuleNotFoundError" and result.get("missing"):
+        missing = result.get("missing")
+        if result["type"] == "ModuleNotFoundError" and missing:
             raise errors.PROCESS_IMPORT_FAILED.error(
                 process=point.process, command=process_types[point.process],
-                word=point.word, module=point.module, missing=result["missing"],
-                explanation=explain_missing_module(result["missing"], python_version,
+                word=point.word, module=point.module, missing=missing,
+                explanation=explain_missing_module(missing, python_version,
                                                    lock_file, importer))
         reporter.warn(f"Importing {point.module} (the {point.process} process's "
                       f"`{point.word}`) failed at build time with {result['type']}: "
@@ -338,7 +339,9 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
             marker.write_text(" ".join(modules) + "\n")
 
 
-def _probe_results(stdout: str) -> list[dict] | None:
+def _probe_results(stdout: str) -> list[dict[str, str | None]] | None:
+    """The probe's JSON line: per module, its name and, when the import failed, the
+    exception's type, message, missing module and innermost file (each may be null)."""
     for line in reversed(stdout.splitlines()):
         if line.startswith("SLUGBUILD-IMPORTS "):
             try:

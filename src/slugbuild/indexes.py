@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .redact import redact_url
 
@@ -64,13 +66,13 @@ class IndexSettings:
         places += [f"--find-links {redact_url(link)}" for link in self.find_links]
         return ", ".join(places) or "no index (--no-index)"
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, object]:
         """What slug.json says: each place redacted, with a hash of the full URL."""
         def entry(url: str) -> dict[str, str]:
             return {"url": redact_url(url),
                     "sha256": hashlib.sha256(url.encode()).hexdigest()[:16]}
 
-        result: dict = {"indexes": [entry(url) for url in self.index_urls]}
+        result: dict[str, object] = {"indexes": [entry(url) for url in self.index_urls]}
         if self.find_links:
             result["find_links"] = [entry(link) for link in self.find_links]
         if self.no_index:
@@ -115,7 +117,7 @@ class IndexSettings:
         return env
 
 
-def from_config(config_vars: dict) -> IndexSettings:
+def from_config(config_vars: Mapping[str, str]) -> IndexSettings:
     """The settings the build's config vars make, before any file is read (pip's view)."""
     settings = IndexSettings(index_urls=[config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL])
     for url in (config_vars.get("PIP_EXTRA_INDEX_URL") or "").split():
@@ -128,7 +130,7 @@ def from_config(config_vars: dict) -> IndexSettings:
 
 
 def apply_requirements_options(settings: IndexSettings, lines: list[tuple[Path, str]],
-                               config_vars: dict) -> IndexSettings:
+                               config_vars: Mapping[str, str]) -> IndexSettings:
     """Apply the index options of requirements lines, in the order pip reads them.
 
     ``lines`` are (file, logical line) pairs, includes already expanded in
@@ -161,7 +163,8 @@ def apply_requirements_options(settings: IndexSettings, lines: list[tuple[Path, 
     return settings
 
 
-def for_lock_export(text: str, config_vars: dict, package_manager: str) -> IndexSettings:
+def for_lock_export(text: str, config_vars: Mapping[str, str],
+                    package_manager: str) -> IndexSettings:
     """The indexes for installing a lock's export (its ``-i``/``--extra-index-url`` lines).
 
     The lock's own indexes come first, in its order; wherever it names PyPI,
@@ -183,7 +186,7 @@ def for_lock_export(text: str, config_vars: dict, package_manager: str) -> Index
     return settings
 
 
-def mirrored(url: str, config_vars: dict, package_manager: str) -> str:
+def mirrored(url: str, config_vars: Mapping[str, str], package_manager: str) -> str:
     """``url``, or the package manager's mirror config var when ``url`` is PyPI."""
     mirror = next((config_vars[name] for name in MIRROR_CONFIG_VARS.get(package_manager, ())
                    if config_vars.get(name)), None)
@@ -191,7 +194,7 @@ def mirrored(url: str, config_vars: dict, package_manager: str) -> str:
 
 
 def package_indexes(app_dir: Path, package_manager: str, lock_file: str,
-                    config_vars: dict) -> dict[str, str]:
+                    config_vars: Mapping[str, str]) -> dict[str, str]:
     """Normalised name -> the one index the lock says the package comes from
     (full URL, mirrors applied); empty for requirements files or an unreadable lock."""
     if package_manager == "pip":
@@ -202,14 +205,14 @@ def package_indexes(app_dir: Path, package_manager: str, lock_file: str,
         return {}
 
 
-def expand(value: str, config_vars: dict) -> str:
+def expand(value: str, config_vars: Mapping[str, str]) -> str:
     """``${VAR}`` replaced from the config vars (pip expands it from its environment,
     which holds the config vars and nothing of the machine's)."""
     return _ENV_VAR.sub(lambda m: config_vars.get(m.group("name"), m.group(0)), value)
 
 
 def app_sources(app_dir: Path, package_manager: str, lock_file: str,
-                config_vars: dict) -> tuple[dict, dict[str, str]]:
+                config_vars: Mapping[str, str]) -> tuple[dict[str, object], dict[str, str]]:
     """What slug.json records: the indexes of the install (redacted, hashed), and
     for each package whose index is known for certain, that index (redacted).
 
@@ -230,7 +233,8 @@ def app_sources(app_dir: Path, package_manager: str, lock_file: str,
     return record, {name: redact_url(url) for name, url in per_package.items()}
 
 
-def _strategy(package_manager: str, app_dir: Path, lock_file: str, config_vars: dict) -> str:
+def _strategy(package_manager: str, app_dir: Path, lock_file: str,
+              config_vars: Mapping[str, str]) -> str:
     if package_manager == "pip":
         from .installers.pip import PipInstaller
 
@@ -242,7 +246,7 @@ def _strategy(package_manager: str, app_dir: Path, lock_file: str, config_vars: 
 
 
 def _sources(app_dir: Path, package_manager: str, lock_file: str,
-             config_vars: dict) -> tuple[IndexSettings, dict[str, str]]:
+             config_vars: Mapping[str, str]) -> tuple[IndexSettings, dict[str, str]]:
     from packaging.utils import canonicalize_name
 
     from .versions import tomllib
@@ -264,9 +268,11 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
         settings = for_lock_export("\n".join(lines), config_vars, "pipenv")
         by_name = {s["name"]: mirrored(expand(_dollar_braced(s["url"]), config_vars),
                                        config_vars, "pipenv") for s in sources}
-        return settings, {canonicalize_name(name): by_name[entry["index"]]
-                          for name, entry in lock.get("default", {}).items()
-                          if isinstance(entry, dict) and entry.get("index") in by_name}
+        per_package: dict[str, str] = {
+            canonicalize_name(name): by_name[entry["index"]]
+            for name, entry in lock.get("default", {}).items()
+            if isinstance(entry, dict) and entry.get("index") in by_name}
+        return settings, per_package
     if package_manager == "uv":
         lock = tomllib.loads((app_dir / "uv.lock").read_text())
         per_package = {canonicalize_name(p["name"]): p["source"]["registry"]
@@ -307,7 +313,8 @@ def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[
     from .versions import tomllib
 
     try:
-        data = tomllib.loads((app_dir / "pyproject.toml").read_text())
+        # Parsed TOML, walked by key; a missing or wrong-shaped table is the except.
+        data: Any = tomllib.loads((app_dir / "pyproject.toml").read_text())
         for part in table:
             data = data[part]
         return {entry[url_key].rstrip("/"): entry["name"] for entry in data
@@ -316,7 +323,7 @@ def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[
         return {}
 
 
-def _renamed(url: str, name: str | None, config_vars: dict, manager: str) -> str:
+def _renamed(url: str, name: str | None, config_vars: Mapping[str, str], manager: str) -> str:
     """The URL a config var gives the named index instead, as the tool reads it
     (uv: ``UV_INDEX="name=url ..."``; Poetry: ``POETRY_REPOSITORIES_<NAME>_URL``)."""
     if not name:
@@ -331,7 +338,8 @@ def _renamed(url: str, name: str | None, config_vars: dict, manager: str) -> str
     return config_vars.get(f"POETRY_REPOSITORIES_{key}_URL") or url
 
 
-def _with_credentials(url: str, name: str | None, config_vars: dict, manager: str) -> str:
+def _with_credentials(url: str, name: str | None, config_vars: Mapping[str, str],
+                      manager: str) -> str:
     """``url`` with the user and password the tool's own config vars give its index
     (uv: UV_INDEX_<NAME>_USERNAME/_PASSWORD; Poetry: POETRY_HTTP_BASIC_<NAME>_...).
     A lock never holds credentials; these config vars are how users of each tool

@@ -107,7 +107,8 @@ def _django(app_dir: Path, manage_py: str) -> tuple[str, str, str] | None:
     chdir = project.relative_to(app_dir).as_posix()
     prefix = "gunicorn" if chdir == "." else f"gunicorn --chdir {chdir}"
     settings = _settings_module(app_dir / manage_py) or _lone_settings_module(project)
-    target = source = None
+    target: str | None = None
+    source = ""  # where ``target`` was found, set with it
     if settings:
         for path in _module_files(project, settings):
             value = _string_assignment(path, "WSGI_APPLICATION")

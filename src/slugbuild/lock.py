@@ -15,20 +15,21 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
 from .detect import package_manager_files
+from .indexes import DEFAULT_INDEX_URL
 from .installers.pip import (
-    DEFAULT_INDEX_URL,
     local_package_files,
     pip_env,
-    redact,
     requirements_files,
     trusted_ca_bundle,
 )
 from .log import Reporter
 from .proc import ToolFailed, run_tool
+from .redact import redact_url
 from .stage import check_top_level_links
 from .versions import tomllib
 
@@ -38,19 +39,19 @@ RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
 
 @errors.user_errors
 def lock_app(
-    app_dir: str | os.PathLike,
+    app_dir: str | os.PathLike[str],
     *,
     upgrade: bool = False,
     generate_hashes: bool = False,
-    config_vars: dict | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    config_vars: Mapping[str, str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     reporter: Reporter | None = None,
 ) -> Path:
     """Write ``app_dir/requirements.txt`` with every dependency pinned; return its path."""
     from .cache import Cache, default_cache_dir
 
     reporter = reporter or Reporter()
-    config_vars = config_vars or {}
+    config_vars = dict(config_vars or {})
     app = Path(app_dir).absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
@@ -90,7 +91,7 @@ def lock_app(
             raise errors.LOCK_FAILED.error(
                 command=shlex.join(["pip-compile", source]), exit_code=failed.exit_code,
                 output_file=OUTPUT, input_file=source, output=failed.tail,
-                index=redact(config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+                index=redact_url(config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
             ) from failed
         text = partial.read_text().replace(str(input_path), source)
         partial.write_text(text)

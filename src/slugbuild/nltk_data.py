@@ -33,10 +33,10 @@ import stat
 import time
 import xml.etree.ElementTree as ElementTree
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Protocol
 from urllib.parse import urljoin
 
 import requests
@@ -255,7 +255,19 @@ def _install(package: NltkPackage, tree: Path, reporter: Reporter) -> None:
     reporter.detail(f"{package.id} ({package.subdir or '.'}, {received} bytes)")
 
 
-def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
+# Makes the catalogue error for a problem (a phrase completing "the package ...").
+_Problem = Callable[[str], errors.SlugbuildError]
+
+
+class _Digest(Protocol):
+    """A hashlib object, as far as downloads feed and read it."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _unzip(path: Path, directory: Path, ident: str, broken: _Problem) -> None:
     """Unpack a package zip whose every member lies under ``<id>/`` (as NLTK insists)."""
     try:
         archive = zipfile.ZipFile(path)
@@ -266,14 +278,15 @@ def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
         raise broken("unpacks to more files or bytes than any NLTK package")
     with archive:
         for member in members:
-            path = PurePosixPath(member.filename)
+            inside = PurePosixPath(member.filename)
             kind = stat.S_IFMT(member.external_attr >> 16)
-            if (member.filename.startswith("/") or "\\" in member.filename or ".." in path.parts
-                    or not path.parts or path.parts[0] != ident or "\0" in member.filename):
+            if (member.filename.startswith("/") or "\\" in member.filename
+                    or ".." in inside.parts or not inside.parts or inside.parts[0] != ident
+                    or "\0" in member.filename):
                 raise broken(f"holds the member {member.filename[:120]!r}, outside `{ident}/`")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise broken(f"holds {member.filename[:120]!r}, which is not a regular file")
-            destination = directory.joinpath(*path.parts)
+            destination = directory.joinpath(*inside.parts)
             if member.is_dir():
                 destination.mkdir(parents=True, exist_ok=True)
                 continue
@@ -298,9 +311,9 @@ def _get(url: str, what: str, corpus: str | None) -> bytes:
     return buffer.getvalue()
 
 
-def _fetch(url: str, target: Path, limit: int, broken) -> dict[str, str]:
+def _fetch(url: str, target: Path, limit: int, broken: _Problem) -> dict[str, str]:
     """Stream ``url`` to ``target`` (at most ``limit`` bytes); its sha256 and md5."""
-    digests: dict[str, Any] = {}  # hashlib objects
+    digests: dict[str, _Digest] = {}
 
     def save(response: requests.Response) -> None:
         digests.update(sha256=hashlib.sha256(), md5=hashlib.md5(usedforsecurity=False))
@@ -311,7 +324,8 @@ def _fetch(url: str, target: Path, limit: int, broken) -> dict[str, str]:
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) -> None:
+def _copy(response: requests.Response, sink: IO[bytes], limit: int, too_big: _Problem,
+          digests: Iterable[_Digest] = ()) -> None:
     received = 0
     for chunk in response.iter_content(_CHUNK):
         received += len(chunk)
@@ -322,7 +336,8 @@ def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) ->
             digest.update(chunk)
 
 
-def _retrying(url: str, consume, failed, reset=lambda: None) -> None:
+def _retrying(url: str, consume: Callable[[requests.Response], None], failed: _Problem,
+              reset: Callable[[], object] = lambda: None) -> None:
     """GET ``url`` and hand the response to ``consume``, retrying connection errors,
     5xx and 429 a few times; ``failed(reason)`` is raised when that does not help."""
     reason = "no attempt made"

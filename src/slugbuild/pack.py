@@ -40,8 +40,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 # 1980-01-01T00:00:00Z: the oldest time every archive format can represent.
 DEFAULT_EPOCH = 315532800
@@ -76,26 +80,34 @@ def source_date_epoch(explicit: int | None = None) -> int:
     return int(value) if value.isdigit() else DEFAULT_EPOCH
 
 
+class _Sink(Protocol):
+    """Where compressed or tar bytes go: the slug file, a buffer, a hashing writer."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class _ParallelGzipWriter(io.RawIOBase):
     """A write-only stream that gzips fixed-size blocks concurrently, in order."""
 
-    def __init__(self, target: BinaryIO, level: int, workers: int) -> None:
+    def __init__(self, target: _Sink, level: int, workers: int) -> None:
         self.target = target
         self.level = level
         self.buffer = bytearray()
         self.pool = ThreadPoolExecutor(max_workers=workers)  # zlib releases the GIL
-        self.pending: collections.deque[Future] = collections.deque()
+        self.pending: collections.deque[Future[bytes]] = collections.deque()
         self.max_pending = workers * 2
 
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer, /) -> int:
+        before = len(self.buffer)
         self.buffer += data
+        added = len(self.buffer) - before
         while len(self.buffer) >= GZIP_BLOCK:
             self._submit(bytes(self.buffer[:GZIP_BLOCK]))
             del self.buffer[:GZIP_BLOCK]
-        return len(data)
+        return added
 
     def _submit(self, block: bytes) -> None:
         self.pending.append(self.pool.submit(gzip.compress, block, self.level, mtime=0))
@@ -116,16 +128,15 @@ class _ParallelGzipWriter(io.RawIOBase):
             super().close()
 
 
-class _HashingWriter(io.RawIOBase):
+class _HashingWriter:
+    """Passes writes on to ``target``, counting and hashing them."""
+
     def __init__(self, target: BinaryIO) -> None:
         self.target = target
         self.digest = hashlib.sha256()
         self.size = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         self.target.write(data)
         self.digest.update(data)
         self.size += len(data)
@@ -241,8 +252,8 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
             parts.append(PackedPart(start, writer.size - start, digest, layer.packed_dir / (
                 params.part_name(layer.mount) + ".sizes.json")))
         elif members:  # a build step replaced some of its files: pack the rest, keep nothing
-            raw_size += _compress_part(writer, params.level, lambda tar, names=members: (
-                _add_files(tar, params, root_text, names)))
+            raw_size += _compress_part(writer, params.level, partial(
+                _add_files, params=params, root=root_text, names=members))
             parts.append(PackedPart(start, writer.size - start))
     rest = [rel for rel in placed if rel not in claimed]  # still sorted
 
@@ -274,7 +285,8 @@ def _workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _compress_part(target: BinaryIO, level: int, fill, start: int = 0) -> int:
+def _compress_part(target: _Sink, level: int, fill: Callable[[_TarWriter], object],
+                   start: int = 0) -> int:
     """Gzip what ``fill`` writes to a tar writer as members of their own; the raw size.
 
     ``start`` is how many tar bytes earlier parts held (the end padding counts them).
@@ -369,7 +381,7 @@ def _same_file_content(source: str, target: str) -> bool:
     return filecmp.cmp(source, target, shallow=False)
 
 
-def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
+def _write_layer_part(writer: _Sink, layer: LayerPart, params: _PackParams,
                       placed_in: str | None = None, names: list[str] | None = None
                       ) -> tuple[int, str]:
     """Write the layer's part (kept copy, else made now and kept); its raw tar size
@@ -483,11 +495,11 @@ def tar_header(info: tarfile.TarInfo) -> bytes:
 class _TarWriter:
     """POSIX (pax) tar records written straight to a stream, file bodies in big reads."""
 
-    def __init__(self, stream, written: int = 0) -> None:
+    def __init__(self, stream: _Sink, written: int = 0) -> None:
         self.stream = stream
         self.written = written
 
-    def _write(self, data) -> None:
+    def _write(self, data: bytes) -> None:
         self.stream.write(data)
         self.written += len(data)
 

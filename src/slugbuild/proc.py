@@ -55,7 +55,8 @@ def buildpack_exports(variables: Mapping[str, str]) -> Iterator[None]:
         _BUILDPACK_EXPORTS.reset(token)
 
 
-def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()) -> dict:
+def clean_env(extra: Mapping[str, str] | None = None,
+              path_first: Sequence[Path] = ()) -> dict[str, str]:
     """The host environment minus anything that would steer Python or installers.
 
     Inside ``buildpack_exports`` the earlier buildpacks' exports are added.
@@ -185,7 +186,7 @@ def _describe(argv: Sequence[str]) -> str:
     return "`" + " ".join([os.path.basename(argv[0]), *argv[1:3]]) + "`"
 
 
-def wait_for(process: subprocess.Popen, step: str) -> int:
+def wait_for(process: subprocess.Popen[bytes], step: str) -> int:
     """``process.wait()`` under the build's deadline (its group killed at the deadline);
     for a process started apart, in a session of its own, such as a prefetch."""
     limits = _BUILD.get()
@@ -215,11 +216,11 @@ def run_streaming(
     read for at most EXIT_GRACE seconds more: a process that escaped the group
     while holding the pipe does not stall the build.
     """
-    argv = [str(a) for a in argv]
+    args = [str(a) for a in argv]
     limits = _BUILD.get()
     try:
         process = subprocess.Popen(
-            argv, cwd=str(cwd) if cwd else None, env=dict(env), stdin=subprocess.DEVNULL,
+            args, cwd=str(cwd) if cwd else None, env=dict(env), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if len(outputs) > 1 else subprocess.STDOUT,
             start_new_session=True,
@@ -229,7 +230,7 @@ def run_streaming(
         # a failed tool as far as the caller goes, with the reason as its output.
         reason = getattr(exc, "strerror", None) or str(exc)
         code = 127 if isinstance(exc, FileNotFoundError) else 126
-        raise ToolFailed(code, f"could not start {Path(argv[0]).name}: {reason}",
+        raise ToolFailed(code, f"could not start {Path(args[0]).name}: {reason}",
                          not_started=str(reason)) from exc
     group = process.pid
     if limits is not None:
@@ -247,7 +248,7 @@ def run_streaming(
                 now = time.monotonic()
                 if limits is not None and limits.deadline is not None and now > limits.deadline:
                     _kill_group(group)
-                    raise _timed_out(step or _describe(argv), limits)
+                    raise _timed_out(step or _describe(args), limits)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
                     _kill_group(group)  # what it left behind in its group
@@ -281,7 +282,7 @@ def run_streaming(
 
 def run_captured(argv: Sequence[str | Path], env: Mapping[str, str],
                  cwd: Path | None = None, step: str | None = None
-                 ) -> subprocess.CompletedProcess:
+                 ) -> subprocess.CompletedProcess[bytes]:
     """Like ``subprocess.run(capture_output=True)`` (bytes), under the build's limits;
     each stream's first MAX_KEPT_OUTPUT bytes are kept."""
     stdout, stderr = bytearray(), bytearray()
@@ -313,7 +314,7 @@ def run_tool(
     kept = [0]  # characters of output kept for the return value
     pending = bytearray()
 
-    def emit(line: bytes) -> None:
+    def emit(line: bytes | bytearray) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r")
         if kept[0] < MAX_KEPT_OUTPUT:
             lines.append(text)

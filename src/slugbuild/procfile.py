@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NoReturn
 
 from . import errors
 from .textfiles import read_text_like_pip
@@ -55,7 +56,7 @@ def parse_procfile(text: str) -> dict[str, str]:
     return processes
 
 
-def _fail(number: int, raw: str, problem: str) -> None:
+def _fail(number: int, raw: str, problem: str) -> NoReturn:
     raise errors.PROCFILE_MALFORMED.error(line=number, problem=problem, text=raw.strip()[:200])
 
 

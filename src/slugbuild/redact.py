@@ -59,12 +59,13 @@ def redact_url(text: str) -> str:
     return _SECRET_QUERY.sub(r"\g<name>***", text)
 
 
-def register_secrets(values: Iterable[str]) -> None:
+def register_secrets(values: Iterable[object]) -> None:
     """Remember values (config vars, tokens) that must never be printed.
 
     The user-and-password part of a URL inside a value is remembered piece by
     piece too: a password holding an unencoded ``/`` or ``:`` makes the URL
     invalid, and a tool quoting the piece it choked on must not reveal it.
+    Values that are not strings (a library caller's config) are skipped.
     """
     with _lock:
         for value in values:

@@ -33,9 +33,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict
 
 from . import errors
+
+if TYPE_CHECKING:
+    from .log import Reporter
+    from .pack import PackedPart
 
 MIB = 2 ** 20
 # Heroku: "The maximum allowed slug size (after compression) is 500 MB", binary MB.
@@ -85,6 +89,15 @@ def human(size: int) -> str:
     return f"{size} B"
 
 
+class SizePart(TypedDict):
+    """One line of the breakdown: a group of the slug's bytes (slug.json ``sizes.parts``)."""
+
+    kind: str  # runtime, distribution, site-packages, app, collectstatic, other
+    name: str
+    compressed: int  # bytes of the slug file, rounded so that the parts sum to it
+    unpacked: int
+
+
 @dataclass(frozen=True)
 class SizeLimit:
     """The largest compressed slug allowed; ``enforce`` False only warns."""
@@ -126,7 +139,7 @@ def size_limit(explicit: int | str | None, layout: str) -> SizeLimit:
 _UNIT = 2 ** 16
 
 
-def _compressed_chunks(handle: Any, length: int | None = None
+def _compressed_chunks(handle: BinaryIO, length: int | None = None
                        ) -> Iterator[tuple[bytes, int]]:
     """Uncompressed data of a (multi-member) gzip stream, each piece with the compressed
     bytes (in ``_UNIT``s) that produced it; a piece of framing with no output comes as
@@ -219,6 +232,7 @@ class _TarWalker:
         self.pax_path: str | None = None
         self.pax: bytearray | None = None
         self.records: dict[str, bytes] = {}
+        self._record_name = ""  # the RECORD ``entry.record`` is being read for
         self.static_dirs: set[str] = set()  # top-level dirs holding collectstatic's manifest
         self.record_bytes = 0
         self.pax_kind = b""
@@ -285,14 +299,14 @@ class _TarWalker:
         key = _OTHER if rel is None or not is_file and kind != b"2" else _entry_key(rel)
         if kind == b"5":
             key = _OTHER
-        record = (bytearray() if is_file and rel is not None and rel.endswith(".dist-info/RECORD")
-                  and _SITE.match(rel) and size <= _MAX_RECORD
-                  and self.record_bytes + size <= _MAX_RECORDS_TOTAL else None)
-        if record is not None:
+        record: bytearray | None = None
+        if (is_file and rel is not None and rel.endswith(".dist-info/RECORD")
+                and _SITE.match(rel) and size <= _MAX_RECORD
+                and self.record_bytes + size <= _MAX_RECORDS_TOTAL):
+            record = bytearray()
             self.record_bytes += size
-        self.accounts.add(key, cost, size if is_file else 0)
-        if record is not None:
             self._record_name = rel
+        self.accounts.add(key, cost, size if is_file else 0)
         if rel is not None and rel.count("/") == 1 and rel.endswith("/staticfiles.json"):
             self.static_dirs.add(rel.split("/", 1)[0])
         self._begin(_Entry(key, padded if has_data else 0, size, record))
@@ -406,7 +420,7 @@ def _owner(owners: dict[str, str | None], key: str) -> str | None:
 MEASURE_FORMAT = 1
 
 
-def _measure_range(handle: Any, root: str, length: int | None) -> dict[str, Any]:
+def _measure_range(handle: BinaryIO, root: str, length: int | None) -> dict[str, Any]:
     """The accounts of a run of whole gzip members holding whole tar entries."""
     walker = _TarWalker(root)
     for raw, cost in _compressed_chunks(handle, length):
@@ -452,7 +466,7 @@ def _keep_measure(path: Path, sha256: str, measured: dict[str, Any]) -> None:
 
 
 def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
-                 parts: Sequence[Any] = ()) -> dict[str, Any]:
+                 parts: Sequence[PackedPart] = ()) -> dict[str, Any]:
     """What takes the space in the slug at ``path`` (see the module docstring).
 
     ``parts`` (``pack.PackedPart``s, from the build that just packed it): layer parts
@@ -518,9 +532,10 @@ def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
     rounded = _largest_remainder({g: v[0] for g, v in groups.items()}, total)
     order = {"runtime": 0, "distribution": 1, "site-packages": 2, "app": 3, "collectstatic": 4,
              "other": 5}
-    result_parts = [{"kind": kind, "name": name, "compressed": rounded[(kind, name)],
-                     "unpacked": int(groups[(kind, name)][1])}
-                    for kind, name in groups]
+    result_parts: list[SizePart] = [
+        {"kind": kind, "name": name, "compressed": rounded[(kind, name)],
+         "unpacked": int(groups[(kind, name)][1])}
+        for kind, name in groups]
     result_parts.sort(key=lambda p: (order.get(p["kind"], 9), -p["compressed"], p["name"]))
     return {
         "compressed": total,
@@ -602,9 +617,9 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
     return lines
 
 
-def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
+def report(path: Path, layout: str, limit: SizeLimit, reporter: Reporter,
            static_dirs: tuple[str, ...] = (), what: str = "The slug is",
-           parts: Sequence[Any] = ()) -> dict[str, Any]:
+           parts: Sequence[PackedPart] = ()) -> dict[str, Any]:
     """Measure the slug at ``path``; log the breakdown and advice when it is large
     (over half the limit, or Heroku's 300 MB soft limit); raise slug-too-large when
     over an enforced limit, warn when over one that is not. Returns slug.json's ``sizes``."""

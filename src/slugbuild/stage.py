@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from . import errors
 
@@ -90,7 +91,9 @@ class _Glob:
 
     def __init__(self, pattern: str, anchored: bool,
                  max_unbounded_for_regex: int = _MAX_UNBOUNDED_FOR_REGEX) -> None:
-        self.tokens: list[tuple[int, object]] = [] if anchored else [(_GROUP, None)]
+        # (kind, value): a _LITERAL's character, a _CLASS's compiled class, else None.
+        self.tokens: list[tuple[int, str | re.Pattern[str] | None]] = (
+            [] if anchored else [(_GROUP, None)])
         regex = [] if anchored else ["(?:.*/)?"]
         i = 0
         while i < len(pattern):
@@ -160,7 +163,7 @@ class _Glob:
                 kind, value = self.tokens[state]
                 if kind == _LITERAL and char == value or kind == _ONE and char != "/":
                     following.add(state + 1)
-                elif kind == _CLASS and value.fullmatch(char):  # type: ignore[union-attr]
+                elif isinstance(value, re.Pattern) and value.fullmatch(char):  # a _CLASS
                     following.add(state + 1)
                 elif kind == _STAR and char != "/" or kind == _ANY:
                     following.add(state)
@@ -323,7 +326,7 @@ def check_not_ignored(app_dir: Path, required: list[str]) -> None:
             raise errors.SLUGIGNORE_EXCLUDES_REQUIRED.error(path=rel, pattern=pattern)
 
 
-def _raise(error: OSError) -> None:
+def _raise(error: OSError) -> NoReturn:
     raise error
 
 
