@@ -22,6 +22,11 @@ from the canonical stream. Code objects (and mutable containers, which pycs
 never hold) keep their identity: they are shared only where the stream
 already shared them.
 
+Before 3.11 marshal writes a set constant's elements in hash-table order, and
+that order depends on the hash seed and on what the process interned before
+(see ``_Canonical.sort_sets``): there the elements are sorted by their own
+canonical streams. 3.11 and later sort them when writing, and that order is kept.
+
 This module runs inside the slug's interpreter too (3.8 to 3.13), as part of
 ``relocate.compile_bytecode``'s script: it uses nothing newer than 3.8 and
 imports nothing of slugbuild.
@@ -42,6 +47,7 @@ _STRING_KINDS = {ord(k): (ord(plain), ord(interned))
                  for plain, interned in ("ut", "aA", "zZ") for k in (plain, interned)}
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SEQUENCES = frozenset(b"([<>")  # tuple, list, set, frozenset
+_SETS = frozenset(b"<>")  # set, frozenset
 _BY_IDENTITY = frozenset(b"c[{<")  # code, list, dict, set
 _FLAG_REF = 0x80
 _int32 = struct.Struct("<i")
@@ -76,6 +82,13 @@ class _Canonical:
     def __init__(self, data, layout):
         self.data = data
         self.layout = layout
+        # Before 3.11 marshal writes a set in its hash table's order, which the
+        # hash seed decides, and also what the process interned before: the
+        # compiler rebuilds a set constant when interning swaps one of its
+        # strings for an equal one already interned, and a rebuilt table can
+        # iterate in another order. 3.11 and later write sets sorted (by each
+        # element's marshal dump), so their order is kept as it is.
+        self.sort_sets = layout == CODE_LAYOUT_3_8
         self.pos = 0
         self.ids = {}  # (kind, parts) -> node id; equal values share one id
         self.nodes = []  # node id -> (kind, parts); parts: bytes or child node ids
@@ -137,7 +150,11 @@ class _Canonical:
             parts = (self._take(2 + real + data[self.pos + 1 + real]),)
         elif kind in _SEQUENCES:
             count = _int32.unpack_from(data, self.pos)[0]
-            parts = (self._take(4), *[self._read() for _ in range(count)])
+            size = self._take(4)
+            items = [self._read() for _ in range(count)]
+            if kind in _SETS and self.sort_sets:
+                items.sort(key=self._sort_key)
+            parts = (size, *items)
         elif kind == ord(")"):
             count = data[self.pos]
             parts = (self._take(1), *[self._read() for _ in range(count)])
@@ -156,6 +173,10 @@ class _Canonical:
         if slot is not None:
             self.refs[slot] = found
         return found
+
+    def _sort_key(self, node):
+        """What a set's element is ordered by: its canonical stream alone."""
+        return self._write(node, self._occurrences(node))
 
     def _occurrences(self, root):
         """How often each node is met writing the stream (a repeat is not entered)."""
