@@ -34,6 +34,7 @@ imports nothing of slugbuild.
 
 import struct
 import sys
+from collections import defaultdict
 
 # The fields of a code object in the stream, in order: L a 4-byte integer, O an object.
 CODE_LAYOUT_3_8 = "LLLLLLOOOOOOOOLO"  # 3.8-3.10: ... nlocals ..., lnotab/linetable
@@ -176,11 +177,19 @@ class _Canonical:
 
     def _sort_key(self, node):
         """What a set's element is ordered by: its canonical stream alone."""
-        return self._write(node, self._occurrences(node))
+        kind, parts = self.nodes[node]
+        if not any(type(part) is int for part in parts):  # a string, a number: no children
+            return bytes((kind,)) + b"".join(parts)
+        return self._write(node, self._occurrences(node, defaultdict(int)))
 
-    def _occurrences(self, root):
-        """How often each node is met writing the stream (a repeat is not entered)."""
-        counts = [0] * len(self.nodes)
+    def _occurrences(self, root, counts=None):
+        """How often each node is met writing the stream (a repeat is not entered).
+
+        ``counts`` is a list over all nodes by default; a set's element, a
+        small part of the stream, counts into a dict instead.
+        """
+        if counts is None:
+            counts = [0] * len(self.nodes)
         pending = [root]
         while pending:
             node = pending.pop()
