@@ -29,7 +29,9 @@ canonical streams. 3.11 and later sort them when writing, and that order is kept
 
 This module runs inside the slug's interpreter too (3.8 to 3.13), as part of
 ``relocate.compile_bytecode``'s script: it uses nothing newer than 3.8 and
-imports nothing of slugbuild.
+imports nothing of slugbuild. Its source runs after other lines (so no
+``from __future__`` import) and on 3.8: a signature's annotation that needs 3.9
+or later is quoted. A node's parts are raw bytes of the stream or child node ids.
 """
 
 import struct
@@ -54,13 +56,13 @@ _FLAG_REF = 0x80
 _int32 = struct.Struct("<i")
 
 
-def code_layout(version=None):
+def code_layout(version: "tuple[int, ...] | None" = None) -> str:
     """The code object layout of a CPython version (``sys.version_info`` by default)."""
-    version = version or sys.version_info
-    return CODE_LAYOUT_3_8 if tuple(version[:2]) < (3, 11) else CODE_LAYOUT_3_11
+    major_minor = tuple(version[:2]) if version else tuple(sys.version_info[:2])
+    return CODE_LAYOUT_3_8 if major_minor < (3, 11) else CODE_LAYOUT_3_11
 
 
-def canonical_marshal(data, layout=None):
+def canonical_marshal(data: bytes, layout: "str | None" = None) -> bytes:
     """``data`` (a marshal stream of format 3 or 4) in canonical form.
 
     Raises ValueError for a stream it does not understand (the caller keeps
@@ -73,14 +75,14 @@ def canonical_marshal(data, layout=None):
         raise ValueError(f"not a marshal stream this reads: {exc!r}") from None
 
 
-def _string_kind(kind, text):
+def _string_kind(kind: int, text: bytes) -> int:
     """The kind a string is written with: interned exactly when it is name-like."""
     plain, interned = _STRING_KINDS[kind]
     return interned if _NAME_CHARS.issuperset(text) else plain
 
 
 class _Canonical:
-    def __init__(self, data, layout):
+    def __init__(self, data: bytes, layout: str) -> None:
         self.data = data
         self.layout = layout
         # Before 3.11 marshal writes a set in its hash table's order, which the
@@ -91,32 +93,36 @@ class _Canonical:
         # element's marshal dump), so their order is kept as it is.
         self.sort_sets = layout == CODE_LAYOUT_3_8
         self.pos = 0
-        self.ids = {}  # (kind, parts) -> node id; equal values share one id
-        self.nodes = []  # node id -> (kind, parts); parts: bytes or child node ids
-        self.refs = []  # the stream's own reference index -> node id (None: not read yet)
+        # (kind, parts) -> node id; equal values share one id
+        self.ids: dict[tuple[object, ...], int] = {}
+        # node id -> (kind, parts); parts: bytes or child node ids
+        self.nodes: list[tuple[int, tuple[bytes | int, ...]]] = []
+        # the stream's own reference index -> node id (None: not read yet)
+        self.refs: list[int | None] = []
 
-    def result(self):
+    def result(self) -> bytes:
         root = self._read()
         if self.pos != len(self.data):
             raise ValueError("bytes after the marshalled object")
         return self._write(root, self._occurrences(root))
 
-    def _node(self, kind, parts):
-        key = (kind, parts) if kind not in _BY_IDENTITY else (kind, parts, len(self.nodes))
+    def _node(self, kind: int, parts: "tuple[bytes | int, ...]") -> int:
+        key: tuple[object, ...] = ((kind, parts) if kind not in _BY_IDENTITY
+                                   else (kind, parts, len(self.nodes)))
         found = self.ids.get(key)
         if found is None:
             found = self.ids[key] = len(self.nodes)
             self.nodes.append((kind, parts))
         return found
 
-    def _take(self, size):
+    def _take(self, size: int) -> bytes:
         start = self.pos
         self.pos += size
         if self.pos > len(self.data):
             raise ValueError("truncated stream")
         return self.data[start:self.pos]
 
-    def _read(self):
+    def _read(self) -> int:
         data = self.data
         code = data[self.pos]
         self.pos += 1
@@ -124,25 +130,29 @@ class _Canonical:
         if kind in _SINGLETONS:
             return self._node(kind, ())
         if kind == ord("r"):
-            index = _int32.unpack(self._take(4))[0]
-            if not 0 <= index < len(self.refs) or self.refs[index] is None:
+            index: int = _int32.unpack(self._take(4))[0]
+            referred = self.refs[index] if 0 <= index < len(self.refs) else None
+            if referred is None:
                 raise ValueError("a reference to an object not read yet")
-            return self.refs[index]
+            return referred
         slot = None
         if code & _FLAG_REF:  # numbered in the order the objects start, as marshal does
             slot = len(self.refs)
             self.refs.append(None)
+        parts: tuple[bytes | int, ...]
         if kind in _FIXED_SIZE:
             parts = (self._take(_FIXED_SIZE[kind]),)
         elif kind in _SIZED_32:
             size = _int32.unpack_from(data, self.pos)[0]
-            parts = (self._take(4 + size),)
+            raw = self._take(4 + size)
+            parts = (raw,)
             if kind in _STRING_KINDS:
-                kind = _string_kind(kind, parts[0][4:])
+                kind = _string_kind(kind, raw[4:])
         elif kind in _SIZED_8 or kind == ord("f"):
-            parts = (self._take(1 + data[self.pos]),)
+            raw = self._take(1 + data[self.pos])
+            parts = (raw,)
             if kind in _STRING_KINDS:
-                kind = _string_kind(kind, parts[0][1:])
+                kind = _string_kind(kind, raw[1:])
         elif kind == ord("l"):
             digits = abs(_int32.unpack_from(data, self.pos)[0])
             parts = (self._take(4 + 2 * digits),)
@@ -151,16 +161,16 @@ class _Canonical:
             parts = (self._take(2 + real + data[self.pos + 1 + real]),)
         elif kind in _SEQUENCES:
             count = _int32.unpack_from(data, self.pos)[0]
-            size = self._take(4)
-            items = [self._read() for _ in range(count)]
+            size_field = self._take(4)
+            elements = [self._read() for _ in range(count)]
             if kind in _SETS and self.sort_sets:
-                items.sort(key=self._sort_key)
-            parts = (size, *items)
+                elements.sort(key=self._sort_key)
+            parts = (size_field, *elements)
         elif kind == ord(")"):
             count = data[self.pos]
             parts = (self._take(1), *[self._read() for _ in range(count)])
         elif kind == ord("{"):
-            items = []
+            items: list[int] = []
             while data[self.pos] != ord("0"):
                 items.append(self._read())
                 items.append(self._read())
@@ -175,14 +185,17 @@ class _Canonical:
             self.refs[slot] = found
         return found
 
-    def _sort_key(self, node):
+    def _sort_key(self, node: int) -> bytes:
         """What a set's element is ordered by: its canonical stream alone."""
         kind, parts = self.nodes[node]
-        if not any(type(part) is int for part in parts):  # a string, a number: no children
-            return bytes((kind,)) + b"".join(parts)
-        return self._write(node, self._occurrences(node, defaultdict(int)))
+        leaves = [part for part in parts if isinstance(part, bytes)]
+        if len(leaves) == len(parts):  # a string, a number: no children
+            return bytes((kind,)) + b"".join(leaves)
+        counts: dict[int, int] = defaultdict(int)
+        return self._write(node, self._occurrences(node, counts))
 
-    def _occurrences(self, root, counts=None):
+    def _occurrences(self, root: int, counts: "list[int] | dict[int, int] | None" = None
+                     ) -> "list[int] | dict[int, int]":
         """How often each node is met writing the stream (a repeat is not entered).
 
         ``counts`` is a list over all nodes by default; a set's element, a
@@ -201,12 +214,12 @@ class _Canonical:
                 pending.extend(part for part in parts if type(part) is int)
         return counts
 
-    def _write(self, root, counts):
+    def _write(self, root: int, counts: "list[int] | dict[int, int]") -> bytes:
         out = bytearray()
-        numbered = {}
+        numbered: dict[int, int] = {}
         nodes = self.nodes
 
-        def emit(node):
+        def emit(node: int) -> None:
             kind, parts = nodes[node]
             if kind in _SINGLETONS:
                 out.append(kind)
@@ -222,7 +235,7 @@ class _Canonical:
             else:
                 out.append(kind)
             for part in parts:
-                if type(part) is int:
+                if isinstance(part, int):
                     emit(part)
                 else:
                     out.extend(part)
