@@ -685,8 +685,9 @@ class Digests:
             self._known[stat_key(st)] = digest
 
     def sha256(self, path: str | Path) -> tuple[str, os.stat_result]:
-        """The file's digest (remembered, or read now and remembered) and its stat;
-        ValueError if it changed while it was read."""
+        """The file's digest (remembered, or read now) and its stat after the read.
+        A file whose stat changed while it was read (another build hard-linking
+        the same file of uv's cache moves its ctime too) is not remembered."""
         before = os.lstat(path)
         known = self.known(before)
         if known is not None:
@@ -694,9 +695,8 @@ class Digests:
         clock = self.clock(before.st_dev)
         digest = file_sha256(path)
         after = os.lstat(path)
-        if stat_key(after) != stat_key(before):
-            raise ValueError(f"{path} changed while it was read")
-        self.remember(after, digest, clock)
+        if stat_key(after) == stat_key(before):
+            self.remember(after, digest, clock)
         return digest, after
 
 

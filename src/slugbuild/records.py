@@ -131,6 +131,6 @@ def file_matches(path: str, claim: Claim) -> bool:
         if claim.digest is None:
             return os.path.lexists(path)
         digest = file_sha256(path) if os.path.islink(path) else DIGESTS.sha256(path)[0]
-    except (OSError, ValueError):
-        return False  # missing (an install that lost a file is not complete), or changing
+    except OSError:
+        return False  # missing: an install that lost a file is not complete
     return digest == claim.digest
