@@ -222,8 +222,9 @@ def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
     with open(path, "rb", buffering=0) as handle:
         before = os.fstat(handle.fileno())
         segments = _data_segments(handle.fileno())
-        # A file read whole is hashed on the way: files.json takes the digest (DIGESTS).
-        whole = segments == [(0, before.st_size)]
+        # A file read whole is hashed on the way (unless the RECORD check did):
+        # files.json takes the digest (DIGESTS).
+        whole = segments == [(0, before.st_size)] and DIGESTS.known(before) is None
         clock = DIGESTS.clock(before.st_dev) if whole else None
         digest = hashlib.sha256() if whole else None
         for start, end in segments:
