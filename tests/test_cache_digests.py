@@ -188,3 +188,41 @@ def test_layer_parts_are_measured_ahead_with_the_figures_of_the_whole_slug(tmp_p
     with open(slug, "wb") as handle:
         packed = pack_tree(root, handle, layout, mtime=1, layers=[part])
     assert measure_slug(slug, layout, parts=packed.parts) == measure_slug(slug, layout)
+
+
+def _published(cache, files: dict[str, bytes]):
+    with cache.new_layer("layers", "demo", "k", {}) as tree:
+        for rel, data in files.items():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_bytes(data)
+    return cache.lookup("layers", "demo", "k")
+
+
+def test_a_build_removing_its_links_records_the_ctimes_so_the_next_check_hashes_nothing(
+        tmp_path, monkeypatch):
+    from slugbuild.cache import Cache
+
+    cache = Cache(tmp_path / "c")
+    layer = _published(cache, {"a.py": b"a = 1\n", "d/b.py": b"b = 1\n"})
+    build_dir = tmp_path / "build"
+    cache.restore(layer, build_dir)  # hard links, their ctimes recorded
+    cache.release_links(layer, build_dir)  # the build's cleanup
+    assert not (build_dir / "a.py").exists() and not (build_dir / "d/b.py").exists()
+    hashed = _counting_hashes(monkeypatch)
+    assert Cache(tmp_path / "c").verify(layer) == []
+    assert hashed == []  # unlinking moved every ctime; all were recorded
+
+
+def test_a_write_through_a_link_is_never_recorded_away_when_the_links_go(tmp_path, monkeypatch):
+    from slugbuild.cache import Cache
+
+    cache = Cache(tmp_path / "c")
+    layer = _published(cache, {"a.py": b"a = 1\n", "d/b.py": b"b = 1\n"})
+    build_dir = tmp_path / "build"
+    cache.restore(layer, build_dir)
+    _stealthy_rewrite(build_dir / "a.py", b"a = 2\n")  # a build step, mtime set back
+    cache.release_links(layer, build_dir)
+    assert (build_dir / "a.py").exists()  # not the recorded file: left for the rmtree
+    hashed = _counting_hashes(monkeypatch)
+    assert Cache(tmp_path / "c").verify(layer) == ["a.py: content changed"]
+    assert hashed == ["a.py"]

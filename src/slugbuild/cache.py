@@ -446,6 +446,44 @@ class Cache:
             write_json_atomic(index_path, index, compact=True)
             self._verified.pop(layer.path, None)
 
+    def release_links(self, layer: Layer, mounted: Path) -> None:
+        """At the end of a build that hard-linked ``layer`` at ``mounted``: remove the
+        build's links to the layer's files and record the ctimes that moves.
+
+        Unlinking a file moves its ctime as linking does; unrecorded, every file
+        would look changed to the next build's check and be hashed again. A file's
+        new ctime is recorded only when the ctime just before the unlink was the
+        recorded one (no write since the last record: a write moves it) and its
+        size, mtime and mode are still the recorded ones, exactly as at restore.
+        Called while the build still holds the link lock. Best effort: what is not
+        recorded is hashed by the next check."""
+        index_path = layer.path / FILE_INDEX
+        index = read_index(index_path)
+        if index is None or not layer.published:
+            return
+        tree, files = str(layer.tree), index["files"]
+        changed = False
+        for rel, recorded in files.items():
+            try:
+                placed = os.path.join(mounted, rel)
+                mine = os.lstat(placed)
+                cached = os.path.join(tree, rel)
+                before = os.lstat(cached)
+                if not os.path.samestat(mine, before) or len(recorded) < 5 \
+                        or before.st_ctime_ns != recorded[4]:
+                    continue  # not the build's link, or changed since it was recorded
+                os.unlink(placed)
+                after = os.lstat(cached)
+            except OSError:
+                continue
+            if (after.st_size, after.st_mtime_ns, after.st_mode) == tuple(recorded[:3]):
+                recorded[4] = after.st_ctime_ns
+                changed = True
+        if changed:
+            with contextlib.suppress(OSError):
+                write_json_atomic(index_path, index, compact=True)
+                self._verified.pop(layer.path, None)
+
     def check_restored(self, layer: Layer) -> set[tuple[int, int]] | None:
         """After a build used a layer by hard links: None if one of its files changed
         since publishing (the layer is then discarded), else the (st_dev, st_ino)
