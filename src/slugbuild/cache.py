@@ -201,7 +201,8 @@ class Cache:
             self.lease = self._lease()
         except OSError as exc:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
-        self._verified: dict[Path, tuple[str, int]] = {}
+        # layer path -> (manifest key, files.json mtime) of its last passed check
+        self._verified: dict[Path, tuple[str | None, int]] = {}
         DIGESTS.watch(self.root / "tmp", f"{self.lease.token}.clock.")
         self._remove_abandoned_scratch()
 
@@ -388,6 +389,7 @@ class Cache:
         index = read_index(layer.path / FILE_INDEX) if copy else None
         if copy and index is None:
             raise LayerChanged(f"{layer.path.name}: {FILE_INDEX} is unreadable")
+        recorded_files: dict[str, list[Any]] = index["files"] if index is not None else {}
         copies: dict[str, tuple[int, int, int, int]] = {}
         symlinks: dict[str, str] = {}
         placed: list[str] = []
@@ -412,7 +414,7 @@ class Cache:
                         elif copy:
                             rel = prefix + entry.name
                             copies[rel] = _copy_checked(entry.path, destination,
-                                                        index["files"].get(rel), rel)
+                                                        recorded_files.get(rel), rel)
                         else:
                             _place(entry.path, destination)
                             linked[prefix + entry.name] = os.lstat(entry.path)
@@ -597,7 +599,7 @@ def _place(source: str, destination: str) -> None:
     shutil.copy2(source, destination)
 
 
-def _copy_checked(source: str, destination: str, recorded: list | None, rel: str
+def _copy_checked(source: str, destination: str, recorded: list[Any] | None, rel: str
                   ) -> tuple[int, int, int, int]:
     """Copy a layer file to a new inode at ``destination``; its stamp as copied.
 
@@ -617,7 +619,7 @@ def _copy_checked(source: str, destination: str, recorded: list | None, rel: str
     return (mine.st_ino, mine.st_size, mine.st_mtime_ns, mine.st_ctime_ns)
 
 
-def link_or_copy(source: os.PathLike | str, destination: os.PathLike | str) -> None:
+def link_or_copy(source: os.PathLike[str] | str, destination: os.PathLike[str] | str) -> None:
     """Hard-link a file to a new path, or copy it (metadata too) where links are impossible.
 
     Has shutil.copy2's signature, so copytree can use it.
@@ -742,7 +744,7 @@ class Digests:
 DIGESTS = Digests()
 
 
-def _walk(tree: Path) -> Iterator[tuple[str, os.DirEntry]]:
+def _walk(tree: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
     """(relative path, entry) of every non-directory below ``tree``."""
     pending = [("", str(tree))]
     while pending:
@@ -759,7 +761,7 @@ def build_index(tree: Path) -> dict[str, Any]:
     """files.json for ``tree``: size, mtime (ns), mode and SHA-256 of every regular
     file, the target of every symlink. The mode counts: a chmod through a hard link
     would change every later slug. Raises LayerChanged for anything else (a fifo)."""
-    files: dict[str, list] = {}
+    files: dict[str, list[Any]] = {}
     symlinks: dict[str, str] = {}
     for rel, entry in _walk(tree):
         if entry.is_symlink():
@@ -796,7 +798,7 @@ def read_index(path: Path) -> dict[str, Any] | None:
     return index
 
 
-def _recorded_ctime(recorded: list) -> int | None:
+def _recorded_ctime(recorded: list[Any]) -> int | None:
     """The ctime files.json holds for a file (None in an index written before it did)."""
     return recorded[4] if len(recorded) > 4 else None
 
@@ -816,7 +818,7 @@ def _compare_tree(tree: Path, index: dict[str, Any]
     whose content was hashed and found as recorded."""
     files, symlinks = index["files"], index["symlinks"]
     problems: list[str] = []
-    restamped: dict[str, int] = {}
+    restamped: dict[str, tuple[int, int]] = {}
     seen = 0
     for rel, entry in _walk(tree):
         if entry.is_symlink():
