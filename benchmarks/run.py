@@ -36,7 +36,7 @@ from slugbuild.installers.pipenv import pipfile_hash
 from slugbuild.installers.poetry import content_hash
 from slugbuild.log import Reporter
 from slugbuild.pack import DEFAULT_LEVEL
-from slugbuild.versions import tomllib
+from slugbuild.toml_compat import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = REPO / "fixtures" / "apps"
@@ -191,7 +191,7 @@ def _hashes(requirement: str, tmp_path: Path) -> list[str]:
 
 
 def _uv(args: list[str], cwd: Path, tmp_path: Path) -> str:
-    from slugbuild.installers.pip import DEFAULT_INDEX_URL, trusted_ca_bundle
+    from slugbuild.installers.common import DEFAULT_INDEX_URL, trusted_ca_bundle
     from slugbuild.installers.uv import uv_binary
 
     env = {**_clean_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),

@@ -58,7 +58,6 @@ from .dependencies import (
     constraints_from_slug_json,
     excluded_requirements,
     has_package,
-    installer_for,
     link_dependency_layer,
     prepare_dependency_layer,
     read_host_paths,
@@ -68,6 +67,7 @@ from .detect import AppInfo, detect, package_manager_files, require_package_mana
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
+from .installers import installer_for
 from .log import Reporter
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile

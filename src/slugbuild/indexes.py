@@ -234,9 +234,7 @@ def _strategy(package_manager: str, app_dir: Path, lock_file: str, config_vars: 
     if package_manager == "pip":
         from .installers.pip import PipInstaller
 
-        installer = PipInstaller()
-        installer.key_files(app_dir, lock_file, config_vars)
-        if installer.tool == "pip":
+        if PipInstaller().plan(app_dir, lock_file, config_vars).tool == "pip":
             return "pip (best version across all indexes)"
     return "first-index"
 
@@ -245,10 +243,10 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
              config_vars: dict) -> tuple[IndexSettings, dict[str, str]]:
     from packaging.utils import canonicalize_name
 
-    from .versions import tomllib
+    from .toml_compat import tomllib
 
     if package_manager == "pip":
-        from .installers.pip import index_settings
+        from .installers.requirements import index_settings
 
         settings = index_settings(app_dir, lock_file, config_vars)
         root = str(app_dir.resolve())
@@ -304,7 +302,7 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
 
 def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[str, str]:
     """URL (without a trailing slash) -> name of the indexes pyproject.toml declares."""
-    from .versions import tomllib
+    from .toml_compat import tomllib
 
     try:
         data = tomllib.loads((app_dir / "pyproject.toml").read_text())

