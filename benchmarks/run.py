@@ -234,7 +234,7 @@ def _clean_env() -> dict:
 
 
 def _python_for(version: str) -> str:
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     for runtime in LocalInterpreterSource().runtimes():
         if runtime.version == version:
@@ -244,7 +244,7 @@ def _python_for(version: str) -> str:
 
 def _heroku_like_size(tree: Path, version: str, tmp_path: Path) -> int:
     """The slug with the untrimmed local prefix and pip/setuptools, as Heroku ships it."""
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     runtime = next(r for r in LocalInterpreterSource().runtimes() if r.version == version)
     heroku_tree = tmp_path / "heroku-tree"

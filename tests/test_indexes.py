@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from slugbuild import indexes
-from slugbuild.installers.requirements import index_settings
 
 from .helpers import make_app, run_cli, unpack
 
@@ -115,7 +114,7 @@ def test_a_files_index_replaces_the_config_vars_index_as_in_pip(tmp_path):
                     "--find-links wheels\n--trusted-host private.example\ny==2\n",
         "wheels/.keep": "",
     })
-    settings = index_settings(app, "requirements.txt",
+    settings = indexes.for_requirements(app, "requirements.txt",
                               {"PIP_INDEX_URL": "https://mirror.example/simple",
                                "TOKEN": "abc"})
     assert settings.index_urls == ["https://abc@private.example/simple",
@@ -134,7 +133,7 @@ def test_a_files_index_replaces_the_config_vars_index_as_in_pip(tmp_path):
 def test_no_index_wins_over_later_indexes(tmp_path):
     app = make_app(tmp_path, {"requirements.txt": "--no-index\n-i https://x.example/simple\n"
                                                   "--find-links ./w\nx==1\n"})
-    settings = index_settings(app, "requirements.txt", {})
+    settings = indexes.for_requirements(app, "requirements.txt", {})
     assert settings.no_index and settings.index_urls == []
     assert settings.uv_env()["UV_NO_INDEX"] == "1"
     assert "UV_INDEX_URL" not in settings.uv_env()
@@ -403,6 +402,6 @@ def test_a_local_find_links_directory_keys_the_layer_and_is_recorded_relative(tm
 ])
 def test_pypi_is_searched_last_however_the_private_index_is_named(tmp_path, text):
     app = make_app(tmp_path, {"requirements.txt": text})
-    env = index_settings(app, "requirements.txt", {}).uv_env()
+    env = indexes.for_requirements(app, "requirements.txt", {}).uv_env()
     assert env["UV_EXTRA_INDEX_URL"] == "https://private.example/simple"
     assert env["UV_INDEX_URL"] == "https://pypi.org/simple"

@@ -89,8 +89,7 @@ from .proc import (
 )
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
-from .runtimes import (
-    LocalRuntime,
+from .runtime import (
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
@@ -816,8 +815,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
-    if isinstance(runtime.detail, LocalRuntime):
-        build.host_paths.append(str(runtime.detail.prefix))
+    if runtime.host_prefix is not None:
+        build.host_paths.append(str(runtime.host_prefix))
     python_home = build_dir / _PYTHON_HOME
     installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(

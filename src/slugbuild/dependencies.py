@@ -385,7 +385,7 @@ def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Laye
     discarded, with a warning, and installed again."""
     layer, problems = cache.lookup_verified("layers", name, key, records.layer_problems)
     if problems:
-        from .runtimes import damaged_layer_warning
+        from .runtime import damaged_layer_warning
 
         reporter.warn(damaged_layer_warning(f"dependency layer {name[:12]}", problems))
     return layer
@@ -623,7 +623,7 @@ def host_needles(job: InstallJob) -> list[str]:
     install's scratch) and the prefix of the interpreter that installed it."""
     prefix = str(job.python.parent.parent)
     # A prefix shared with the whole system (/usr) would match every library's strings;
-    # runtimes never come from one (runtimes.local_runtime).
+    # runtimes never come from one (runtime/local.py).
     shared = prefix in {"/", "/usr", "/usr/local", "/opt", "/bin"}
     return [str(job.cache.root), *([] if shared else [prefix])]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .. import errors
+from .. import errors, indexes
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from . import InstallJob, InstallPlan, RequirementsBackend
 from .common import (
@@ -42,20 +42,16 @@ from .common import (
     warn_extra_indexes,
 )
 from .requirements import (
-    find_links_files,
-    index_settings,
     install_editables_as_copies,
     local_package_files,
     local_requirements,
-    lock_like,
+    package_tree_files,
     requirement_lines,
     requirements_files,
+    requirements_tool,
     unpinned_requirements,
 )
 from .uv import UvBackend
-
-# Config var that forces one tool for requirements.txt (escape hatch: "pip" or "uv").
-INSTALLER_CONFIG_VAR = "SLUGBUILD_PIP_INSTALLER"
 
 
 class PipInstaller:
@@ -77,11 +73,7 @@ class PipInstaller:
         local = local_package_files(app_dir, files)
         local += [rel for rel in find_links_files(app_dir, lock_file, dict(config_vars))
                   if rel not in local]
-        forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
-        if forced in ("pip", "uv"):
-            tool = forced
-        else:
-            tool = "uv" if lock_like(app_dir, files) else "pip"
+        tool = requirements_tool(app_dir, files, config_vars)
         return InstallPlan(name=self.name, tool=tool, version=self._backends[tool].version,
                            key_files=(*files, *(rel for rel in local if rel not in files)),
                            pip_version=self._pip.version)
@@ -158,7 +150,7 @@ class PipBackend:
                 f"Installing {', '.join(editables)} as regular packages, not editable: the "
                 f"slug carries the installed files (an editable install would point into "
                 f"the build directory)")
-        settings = index_settings(job.app_dir, job.lock_file, job.config_vars)
+        settings = indexes.for_requirements(job.app_dir, job.lock_file, job.config_vars)
         warn_extra_indexes(job, settings, "pip")
         with _prefix_environment(job) as python:
             try:
@@ -285,3 +277,15 @@ def local_package_failure(job: InstallJob, local: list[str]) -> errors.Slugbuild
             return local_package_failed(job, requirement, ["pip", "wheel", "--no-deps",
                                                            requirement], failed)
     return None
+
+
+def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str]) -> list[str]:
+    """Files of the app's own ``--find-links`` directories: the wheels there decide
+    what is installed, so they are part of the layer key like local packages."""
+    app_root = app_dir.resolve()
+    found: set[str] = set()
+    for link in indexes.for_requirements(app_dir, lock_file, config_vars).find_links:
+        target = Path(link)
+        if "://" not in link and target.is_absolute() and target.is_relative_to(app_root):
+            found.update(package_tree_files(app_root, target))
+    return sorted(found)

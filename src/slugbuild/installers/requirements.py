@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from .. import errors, indexes
+from .. import errors
 from ..stage import IgnoreRules
 from ..textfiles import encoding_like_pip, read_text_like_pip
 from ..tree import walk_sorted
@@ -37,6 +38,8 @@ _SKIPPED_PARTS = frozenset({"__pycache__", ".git", "build", "dist", ".tox", ".ve
 _BUILD_OUTPUT_AT_ROOT = frozenset({".heroku", ".profile.d"})
 _PINNED = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*===?\s*[^\s,;]+\s*(?:;.*)?$")
 
+# Config var that forces one tool for requirements.txt (escape hatch: "pip" or "uv").
+INSTALLER_CONFIG_VAR = "SLUGBUILD_PIP_INSTALLER"
 # Options a lock-like requirements file may use and still be installed by uv.
 _UV_SAFE_OPTIONS = re.compile(
     r"^\s*(?:-r|-c|--requirement|--constraint|-i|--index-url|--extra-index-url|"
@@ -100,25 +103,6 @@ def ordered_lines(app_dir: Path, lock_file: str) -> list[tuple[Path, str]]:
 
     walk((app_root / lock_file).resolve())
     return result
-
-
-def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str]) -> list[str]:
-    """Files of the app's own ``--find-links`` directories: the wheels there decide
-    what is installed, so they are part of the layer key like local packages."""
-    app_root = app_dir.resolve()
-    found: set[str] = set()
-    for link in index_settings(app_dir, lock_file, config_vars).find_links:
-        target = Path(link)
-        if "://" not in link and target.is_absolute() and target.is_relative_to(app_root):
-            found.update(package_tree_files(app_root, target))
-    return sorted(found)
-
-
-def index_settings(app_dir: Path, lock_file: str,
-                   config_vars: dict[str, str]) -> indexes.IndexSettings:
-    """Where pip would look for packages: the config vars, then the files' options."""
-    return indexes.apply_requirements_options(
-        indexes.from_config(config_vars), ordered_lines(app_dir, lock_file), config_vars)
 
 
 def logical_lines(path: Path) -> list[tuple[int, str]]:
@@ -234,6 +218,16 @@ def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
             if not _PINNED.match(requirement) and not _LOCAL_PATH.match(requirement):
                 found.append(requirement)
     return found
+
+
+def requirements_tool(app_dir: Path, files: list[str], config_vars: Mapping[str, str]) -> str:
+    """The backend for these requirements files: "uv" when they leave the resolver
+    nothing to decide (``lock_like``), else "pip"; SLUGBUILD_PIP_INSTALLER=pip|uv
+    overrides the choice."""
+    forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
+    if forced in ("pip", "uv"):
+        return forced
+    return "uv" if lock_like(app_dir, files) else "pip"
 
 
 def lock_like(app_dir: Path, files: list[str]) -> bool:

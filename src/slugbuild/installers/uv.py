@@ -43,7 +43,6 @@ from .common import (
 )
 from .requirements import (
     export_requirements,
-    index_settings,
     local_requirement,
     requirements_files,
     split_index_lines,
@@ -215,7 +214,7 @@ def _split_export(exported: Path, app_dir: Path) -> tuple[list[str], list[tuple[
 def install_requirements(job: InstallJob) -> None:
     """``-r requirements.txt`` with uv, from the indexes pip would use (the files'
     own ``-i``/``--extra-index-url`` included: uv would let its environment win)."""
-    settings = index_settings(job.app_dir, job.lock_file, job.config_vars)
+    settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     warn_extra_indexes(job, settings, "uv")
     _uv_pip_install(job, _requirements_options(job),
                     shown=["uv", "pip", "install", "-r", job.lock_file],
@@ -225,7 +224,8 @@ def install_requirements(job: InstallJob) -> None:
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen[bytes]:
     """Start filling uv's cache with what ``install_requirements`` will install."""
     return _prefetch(job, python_version, _requirements_options(job),
-                     index_settings(job.app_dir, job.lock_file, job.config_vars).uv_env())
+                     indexes_module.for_requirements(job.app_dir, job.lock_file,
+                                                     job.config_vars).uv_env())
 
 
 def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
