@@ -410,3 +410,21 @@ def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, ch
     pins = locked_default_pins(app)
     # A change of case only is no change to Pipenv (it hashes canonical names).
     assert (pins is not None) is (change == "case only")
+
+
+# --- the package-manager table ---------------------------------------------------------
+
+def test_every_row_of_the_table_is_what_detection_and_the_installers_use(tmp_path):
+    from slugbuild.detect import detect
+    from slugbuild.installers import installer_for
+    from slugbuild.package_managers import PACKAGE_MANAGERS, by_lock_file, relock_command
+
+    for manager in PACKAGE_MANAGERS:
+        assert installer_for(manager.name).name == manager.name
+        assert by_lock_file(manager.lock_file) is manager
+        app = make_app(tmp_path / manager.name, {manager.lock_file: ""})
+        assert detect(app).package_manager == manager.name
+        if manager.relock is not None:
+            assert relock_command(manager.name) == manager.relock
+    with pytest.raises(KeyError):
+        relock_command("pip")  # requirements.txt has no lock to rewrite

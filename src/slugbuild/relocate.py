@@ -429,7 +429,7 @@ else:
 """
 
 
-def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
+def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[str, str],
                      reuse_from: Path | None = None) -> None:
     """Write a checked-hash .pyc for every .py below ``directory``, with the slug's
     own interpreter, on every core.

@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 from .. import errors
 from ..package_managers import by_lock_file
@@ -42,7 +43,7 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
             lock_file=lock_file, syntax=syntax, problem=problem, relock=relock) from None
 
 
-def _check_pipfile_lock_shape(data: dict) -> None:
+def _check_pipfile_lock_shape(data: dict[str, Any]) -> None:
     """The sections Pipenv itself reads without checking (a wrong type there makes
     it crash, or install nothing with exit 0): as Pipenv writes them, else ValueError."""
     if not isinstance(data["default"], dict) or not isinstance(data.get("develop", {}), dict):
@@ -66,7 +67,7 @@ _OUTDATED = re.compile(
     r"not consistent with|lock file is not up to date", re.IGNORECASE)
 
 
-def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manifest: str,
+def run_lock_tool(job: InstallJob, argv: list[str], env: dict[str, str], shown: str, manifest: str,
                   relock: str) -> str:
     """Run a tool that checks or exports the lock.
 

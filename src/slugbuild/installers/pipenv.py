@@ -23,6 +23,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
@@ -99,14 +100,14 @@ class PipenvInstaller:
         install_exported(job, write_export(job, exported, "pipenv-export.txt"), "pipenv")
 
 
-def pipfile_hash(pipfile: dict) -> str:
+def pipfile_hash(pipfile: dict[str, Any]) -> str:
     """The ``_meta.hash.sha256`` Pipenv writes for this Pipfile.
 
     plette's hash (a Pipfile without [[source]] gets PyPI) with every package
     name in canonical form, as Pipenv computes it since it stopped
     re-locking for a change of case.
     """
-    def canonical(section: dict) -> dict:
+    def canonical(section: dict[str, Any]) -> dict[str, Any]:
         # Anything else as a section makes Pipenv's own hash fail: left to Pipenv.
         return {canonicalize_name(name): value for name, value in section.items()}
 

@@ -30,6 +30,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -112,7 +113,7 @@ class PoetryInstaller:
                          "poetry")
 
 
-def content_hash(pyproject: dict) -> str:
+def content_hash(pyproject: dict[str, Any]) -> str:
     """The ``metadata.content-hash`` Poetry (2.3 and later) writes for this pyproject."""
     project = pyproject.get("project") or {}
     groups = pyproject.get("dependency-groups") or {}
@@ -125,7 +126,7 @@ def content_hash(pyproject: dict) -> str:
         if value is None and (key not in _LEGACY_POETRY_KEYS or relevant_project or groups):
             continue
         relevant_poetry[key] = value
-    relevant: dict = {}
+    relevant: dict[str, Any] = {}
     if relevant_project:
         relevant["project"] = relevant_project
     if groups:
@@ -167,7 +168,7 @@ def locked_main_pins(app_dir: Path) -> str | None:
     return "".join(sorted(lines))
 
 
-def _pin_line(package: dict) -> str | None:
+def _pin_line(package: dict[str, Any]) -> str | None:
     """``name==version ; marker --hash=...`` for a plain registry package, else None."""
     name, version, files = package.get("name"), package.get("version"), package.get("files")
     if (not isinstance(name, str) or not isinstance(version, str) or package.get("source")
@@ -195,7 +196,7 @@ def _pin_line(package: dict) -> str | None:
     return f"{name}=={version}{condition}{hash_options}\n"
 
 
-def project_python(pyproject: dict) -> tuple[str, str] | None:
+def project_python(pyproject: dict[str, Any]) -> tuple[str, str] | None:
     """The project's Python constraint as Poetry applies it, and where it is written.
 
     poetry-core reads ``[project] requires-python`` and lets
