@@ -34,7 +34,7 @@ from ..toml_compat import tomllib
 from . import InstallJob, InstallPlan
 from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
-from .uv import install_baseline, install_exported, prefetch_exported, uv_version
+from .uv import install_baseline, install_exported, prefetch_pins, uv_version
 
 RELOCK = relock_command("pipenv")
 # Pipfile sections the hash leaves out or files under _meta (plette's PIPFILE_SECTIONS).
@@ -57,11 +57,7 @@ class PipenvInstaller:
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the default packages ahead, when the lock can be read without Pipenv."""
-        pins = locked_default_pins(job.app_dir)
-        if pins is None:
-            return None
-        return prefetch_exported(job, job.python_version,
-                                 write_export(job, pins, "pipenv-pins.txt"), "pipenv")
+        return prefetch_pins(job, locked_default_pins(job.app_dir), "pipenv")
 
     def install_baseline(self, job: InstallJob, plan: InstallPlan,
                          requirements: tuple[str, ...]) -> None:

@@ -44,7 +44,7 @@ from ..versions import describe_choice
 from . import InstallJob, InstallPlan
 from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
-from .uv import install_baseline, install_exported, prefetch_exported, uv_version
+from .uv import install_baseline, install_exported, prefetch_pins, uv_version
 
 RELOCK = relock_command("poetry")
 # The lock format whose per-package groups and markers slugbuild reads itself.
@@ -68,11 +68,7 @@ class PoetryInstaller:
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the main group ahead, when the lock can be read without Poetry."""
-        pins = locked_main_pins(job.app_dir)
-        if pins is None:
-            return None
-        return prefetch_exported(job, job.python_version,
-                                 write_export(job, pins, "poetry-pins.txt"), "poetry")
+        return prefetch_pins(job, locked_main_pins(job.app_dir), "poetry")
 
     def install_baseline(self, job: InstallJob, plan: InstallPlan,
                          requirements: tuple[str, ...]) -> None:

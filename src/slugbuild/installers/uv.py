@@ -237,6 +237,18 @@ def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
                      settings.uv_env())
 
 
+def prefetch_pins(job: InstallJob, pins: str | None,
+                  manager: str) -> subprocess.Popen[bytes] | None:
+    """Start downloading the pins a lock gives without its tool (``pins``, written to
+    ``<manager>-pins.txt`` in the job's scratch); None when there are none (the tool
+    must export the lock, at install time)."""
+    if pins is None:
+        return None
+    exported = job.scratch / f"{manager}-pins.txt"
+    exported.write_text(pins)
+    return prefetch_exported(job, job.python_version, exported, manager)
+
+
 def _prefetch(job: InstallJob, python_version: str, options: list[str],
               indexes: dict[str, str]) -> subprocess.Popen[bytes]:
     """The install's own options, run ahead into a throwaway target.
