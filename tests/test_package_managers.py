@@ -417,8 +417,10 @@ def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, ch
 def test_every_row_of_the_table_is_what_detection_and_the_installers_use(tmp_path):
     from slugbuild.detect import detect
     from slugbuild.installers import installer_for
+    from slugbuild.installers.conformance import INSTALLERS
     from slugbuild.package_managers import PACKAGE_MANAGERS, by_lock_file, relock_command
 
+    assert [cls.name for cls in INSTALLERS] == [m.name for m in PACKAGE_MANAGERS]
     for manager in PACKAGE_MANAGERS:
         assert installer_for(manager.name).name == manager.name
         assert by_lock_file(manager.lock_file) is manager

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from ..cache import Cache
 from ..log import Reporter
@@ -122,15 +122,3 @@ def installer_for(package_manager: str, python_version: str | None = None) -> In
     else:
         installer = installer_class()
     return installer
-
-
-if TYPE_CHECKING:  # every installer and backend satisfies its protocol (checked by mypy)
-    from .pip import PipBackend, PipInstaller
-    from .pipenv import PipenvInstaller
-    from .poetry import PoetryInstaller
-    from .uv import UvBackend
-    from .uv_project import UvProjectInstaller
-
-    _INSTALLERS: tuple[type[Installer], ...] = (
-        PipInstaller, PipenvInstaller, PoetryInstaller, UvProjectInstaller)
-    _BACKENDS: tuple[type[RequirementsBackend], ...] = (PipBackend, UvBackend)
