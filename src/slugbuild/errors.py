@@ -568,9 +568,48 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
 NODE_NOT_FOUND = ErrorKind(
     "node-not-found",
     "The built-in Node step needs node and npm",
-    "The build asked for the built-in Node step, but {missing} is not on PATH.",
-    "Install Node.js on the build machine (on Debian or Ubuntu: `apt-get install nodejs "
-    "npm`), or list the Node.js buildpack (`heroku/nodejs`) instead of the built-in step.",
+    "The build asked for the built-in Node step, but {missing} is not on PATH ({reason}).",
+    "Make Node.js releases reachable (nodejs.org, or a mirror named by "
+    "SLUGBUILD_NODE_DIST_URL), or install Node.js on the build machine (on Debian or "
+    "Ubuntu: `apt-get install nodejs npm`), or list the Node.js buildpack "
+    "(`heroku/nodejs`) instead of the built-in step.",
+)
+NODE_VERSION_INVALID = ErrorKind(
+    "node-version-invalid",
+    "The requested Node.js version is not a semver range",
+    "{source} is {value!r}: {problem}.",
+    "Use a range as npm and Heroku read it: `22.x`, `^20.11`, `>=20 <23`, `20 || 22` or an "
+    "exact `22.11.0` (`node --version` shows the one you develop with).",
+)
+NODE_VERSION_UNSATISFIABLE = ErrorKind(
+    "node-version-unsatisfiable",
+    "No Node.js release satisfies the requested version",
+    "{source} asks for Node.js {requested}, but no release for {platform} in {url}/index.json "
+    "satisfies it (the newest there is {newest}).",
+    "Change the range to one that includes a release, as on Heroku, where such a build "
+    "fails too (https://nodejs.org/en/about/previous-releases lists them).",
+)
+NODE_RUNTIME_UNAVAILABLE = ErrorKind(
+    "node-runtime-unavailable",
+    "The requested Node.js could not be had",
+    "Node.js {requested} was asked for, but {reason}.",
+    "Check the network, or set SLUGBUILD_NODE_DIST_URL to a mirror laid out like "
+    "https://nodejs.org/dist; or build with the machine's node "
+    "(SLUGBUILD_NODE_VERSION=system). Nothing was cached.",
+)
+NODE_CHECKSUM_MISMATCH = ErrorKind(
+    "node-checksum-mismatch",
+    "Downloaded Node.js does not match its published checksum",
+    "{url} has SHA-256 {actual}, but {checksums} says {expected}.",
+    "The archive was corrupted or tampered with on the way; it was refused and nothing "
+    "was cached. Retry later, or check the mirror behind SLUGBUILD_NODE_DIST_URL.",
+)
+NODE_ARCHIVE_INVALID = ErrorKind(
+    "node-archive-invalid",
+    "Downloaded Node.js archive is not usable",
+    "{url}: {problem}.",
+    "The URL must serve a nodejs.org release archive (node-vX.Y.Z-linux-ARCH.tar.xz: one "
+    "top directory with bin/node and lib/node_modules/npm). Nothing was cached.",
 )
 NODE_BUILD_UNSUPPORTED = ErrorKind(
     "node-build-unsupported",
