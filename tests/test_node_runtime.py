@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler
@@ -20,12 +21,15 @@ import requests
 from slugbuild import compile_app, errors
 from slugbuild.cache import Cache
 from slugbuild.log import Reporter
+from slugbuild.node_npm import npm_versions, registry_url, with_requested_npm
 from slugbuild.node_runtime import (
+    NodeTools,
     choose_release,
     node_platform,
     parse_dist_index,
     provide_node,
     read_engines,
+    version_said,
 )
 from slugbuild.node_semver import RangeInvalid, parse_range, parse_version
 
@@ -372,3 +376,93 @@ def test_real_node_from_a_real_download_builds_the_assets(tmp_path: Path, node_d
     assert css.status_code == 200 and css.text.startswith("/* built by node */")
     assert used.text.startswith(f"v{REAL_NODE} npm/{REAL_NPM} node/v{REAL_NODE}")
     assert os.environ.get("SLUGBUILD_NODE_DIST_URL") is None
+
+
+# --- engines.npm: npm from a loopback registry ----------------------------------------------
+
+
+def _npm_tarball(says: str) -> bytes:
+    """The npm package as the registry serves it: package/bin/npm-cli.js (it prints
+    ``says`` for --version) and package/package.json."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, content in (("package/bin/npm-cli.js", f'console.log("{says}");\n'),
+                              ("package/package.json", json.dumps({"version": says}))):
+            info = tarfile.TarInfo(name)
+            info.size = len(content.encode())
+            tar.addfile(info, io.BytesIO(content.encode()))
+    return buffer.getvalue()
+
+
+def _publish_npm(root: Path, base: str, tarballs: dict[str, bytes],
+                 integrity: dict[str, str] | None = None) -> None:
+    """The registry's metadata document for ``npm`` and the tarballs it names."""
+    (root / "tarballs").mkdir(parents=True, exist_ok=True)
+    versions = {}
+    for version, data in tarballs.items():
+        (root / "tarballs" / f"npm-{version}.tgz").write_bytes(data)
+        digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
+        versions[version] = {"dist": {
+            "tarball": f"{base}/tarballs/npm-{version}.tgz",
+            "integrity": (integrity or {}).get(version, f"sha512-{digest}")}}
+    (root / "npm").write_text(json.dumps({"name": "npm", "versions": versions}))
+
+
+@pytest.fixture
+def machine_node() -> NodeTools:
+    node = shutil.which("node")
+    if node is None or shutil.which("npm") is None:
+        pytest.skip("no node and npm on this machine (the Makefile installs them)")
+    return NodeTools("machine", (str(shutil.which("npm")),), Path(node).parent, "machine")
+
+
+def test_npm_registry_url_and_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("npm_config_registry", raising=False)
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", "http://from-env/")
+    assert registry_url({}) == "http://from-env"
+    monkeypatch.delenv("NPM_CONFIG_REGISTRY")
+    assert registry_url({}) == "https://registry.npmjs.org"
+    assert registry_url({"NPM_CONFIG_REGISTRY": "http://mirror/npm/"}) == "http://mirror/npm"
+    versions = npm_versions(json.dumps({"versions": {
+        "10.9.7": {"dist": {"tarball": "t"}}, "11.0.0-pre.1": {"dist": {"tarball": "t"}},
+        "10.8.0": {"dist": {}}}}))
+    assert list(versions) == [(10, 9, 7)]
+
+
+def test_engines_npm_installs_the_newest_npm_in_range(tmp_path: Path, node_dist,
+                                                      machine_node: NodeTools) -> None:
+    root, base, requested = node_dist
+    _publish_npm(root, base, {v: _npm_tarball(v) for v in ("9.9.0", "10.8.0", "10.9.7",
+                                                           "99.0.0")})
+    cache = Cache(tmp_path / "cache")
+    config = {"npm_config_registry": base}
+    machine_npm = version_said([*machine_node.npm, "--version"], AssertionError)
+
+    same = with_requested_npm(machine_node, machine_npm, config, cache, Reporter(quiet=True))
+    assert same == machine_node and requested == []  # the npm there already satisfies it
+
+    tools = with_requested_npm(machine_node, "10.x", config, cache, Reporter(quiet=True))
+    assert tools.npm[1].endswith("/bin/npm-cli.js") and "npm-10.9.7-" in tools.npm[1]
+    assert version_said([*tools.npm, "--version"], AssertionError) == "10.9.7"
+    again = with_requested_npm(machine_node, "^10.1", config, Cache(tmp_path / "cache"),
+                               Reporter(quiet=True))
+    assert again == tools and requested.count("/tarballs/npm-10.9.7.tgz") == 1
+
+    with pytest.raises(errors.SlugbuildError) as caught:
+        with_requested_npm(machine_node, "12.x", config, cache, Reporter(quiet=True))
+    assert caught.value.code == "node-version-unsatisfiable"
+    assert "npm 12.x" in caught.value.found and "99.0.0" in caught.value.found
+
+
+def test_npm_whose_integrity_does_not_match_is_refused(tmp_path: Path, node_dist,
+                                                       machine_node: NodeTools) -> None:
+    root, base, _ = node_dist
+    _publish_npm(root, base, {"10.9.7": _npm_tarball("10.9.7")},
+                 {"10.9.7": "sha512-" + base64.b64encode(b"x" * 64).decode()})
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(errors.SlugbuildError) as caught:
+        with_requested_npm(machine_node, "10.9.7", {"npm_config_registry": base}, cache,
+                           Reporter(quiet=True))
+    assert caught.value.code == "node-checksum-mismatch"
+    assert "registry's integrity" in caught.value.found
+    assert not any(cache.root.joinpath("runtimes").iterdir())

@@ -576,40 +576,43 @@ NODE_NOT_FOUND = ErrorKind(
 )
 NODE_VERSION_INVALID = ErrorKind(
     "node-version-invalid",
-    "The requested Node.js version is not a semver range",
+    "The requested Node.js or npm version is not a semver range",
     "{source} is {value!r}: {problem}.",
     "Use a range as npm and Heroku read it: `22.x`, `^20.11`, `>=20 <23`, `20 || 22` or an "
     "exact `22.11.0` (`node --version` shows the one you develop with).",
 )
 NODE_VERSION_UNSATISFIABLE = ErrorKind(
     "node-version-unsatisfiable",
-    "No Node.js release satisfies the requested version",
-    "{source} asks for Node.js {requested}, but no release for {platform} in {url}/index.json "
-    "satisfies it (the newest there is {newest}).",
+    "No release satisfies the requested Node.js or npm version",
+    "{source} asks for {tool} {requested}, but no release in {where} satisfies it (the "
+    "newest there is {newest}).",
     "Change the range to one that includes a release, as on Heroku, where such a build "
     "fails too (https://nodejs.org/en/about/previous-releases lists them).",
 )
 NODE_RUNTIME_UNAVAILABLE = ErrorKind(
     "node-runtime-unavailable",
-    "The requested Node.js could not be had",
-    "Node.js {requested} was asked for, but {reason}.",
+    "The requested Node.js or npm could not be had",
+    "{tool} {requested} was asked for, but {reason}.",
     "Check the network, or set SLUGBUILD_NODE_DIST_URL to a mirror laid out like "
-    "https://nodejs.org/dist; or build with the machine's node "
-    "(SLUGBUILD_NODE_VERSION=system). Nothing was cached.",
+    "https://nodejs.org/dist (npm: the npm_config_registry config var names the registry); "
+    "or build with the machine's node and npm (SLUGBUILD_NODE_VERSION=system). Nothing "
+    "was cached.",
 )
 NODE_CHECKSUM_MISMATCH = ErrorKind(
     "node-checksum-mismatch",
-    "Downloaded Node.js does not match its published checksum",
-    "{url} has SHA-256 {actual}, but {checksums} says {expected}.",
+    "Downloaded Node.js or npm does not match its published checksum",
+    "{url} has {algorithm} {actual}, but {checksums} says {expected}.",
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
-    "was cached. Retry later, or check the mirror behind SLUGBUILD_NODE_DIST_URL.",
+    "was cached. Retry later, or check the mirror behind SLUGBUILD_NODE_DIST_URL (or "
+    "npm_config_registry).",
 )
 NODE_ARCHIVE_INVALID = ErrorKind(
     "node-archive-invalid",
-    "Downloaded Node.js archive is not usable",
+    "Downloaded Node.js or npm archive is not usable",
     "{url}: {problem}.",
     "The URL must serve a nodejs.org release archive (node-vX.Y.Z-linux-ARCH.tar.xz: one "
-    "top directory with bin/node and lib/node_modules/npm). Nothing was cached.",
+    "top directory with bin/node and lib/node_modules/npm), or the npm registry's npm "
+    "package. Nothing was cached.",
 )
 NODE_BUILD_UNSUPPORTED = ErrorKind(
     "node-build-unsupported",

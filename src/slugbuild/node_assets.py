@@ -25,7 +25,8 @@ from pathlib import Path
 from . import errors
 from .cache import Cache
 from .log import Reporter
-from .node_runtime import provide_machine_node, provide_node
+from .node_npm import with_requested_npm
+from .node_runtime import provide_machine_node, provide_node, read_engines
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 PACKAGE_JSON = "package.json"
@@ -119,6 +120,8 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
         tools = provide_machine_node(env.get("PATH"), reporter)
     else:
         tools = provide_node(build_dir, config_vars, cache, env.get("PATH"), reporter)
+        tools = with_requested_npm(tools, read_engines(build_dir).get("npm"), config_vars,
+                                   cache, reporter)
         # `npm install -g` in a build script must not write into the cached runtime.
         env["npm_config_prefix"] = str(npm_cache / "global")
     env["PATH"] = os.pathsep.join([str(tools.bin_dir), env.get("PATH", os.defpath)])

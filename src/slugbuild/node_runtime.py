@@ -98,7 +98,7 @@ class NodeTools:
     origin: str
 
 
-class _FetchFailed(Exception):
+class FetchFailed(Exception):
     """The index, checksums or archive could not be fetched (network, HTTP status)."""
 
 
@@ -141,9 +141,9 @@ def parse_dist_index(text: str | bytes, url: str) -> list[NodeRelease]:
     try:
         entries = json.loads(text)
     except ValueError as exc:
-        raise _FetchFailed(f"{redact_url(url)} is not JSON ({exc})") from exc
+        raise FetchFailed(f"{redact_url(url)} is not JSON ({exc})") from exc
     if not isinstance(entries, list):
-        raise _FetchFailed(f"{redact_url(url)} is not a list of releases")
+        raise FetchFailed(f"{redact_url(url)} is not a list of releases")
     releases = []
     for entry in entries:
         if not isinstance(entry, dict):
@@ -160,7 +160,7 @@ def parse_dist_index(text: str | bytes, url: str) -> list[NodeRelease]:
             frozenset(f for f in files if isinstance(f, str)) if isinstance(files, list)
             else frozenset(), npm if isinstance(npm, str) else None))
     if not releases:
-        raise _FetchFailed(f"{redact_url(url)} lists no releases")
+        raise FetchFailed(f"{redact_url(url)} lists no releases")
     return sorted(releases, key=lambda release: release.version, reverse=True)
 
 
@@ -197,7 +197,7 @@ def provide_node(app_dir: Path, config_vars: Mapping[str, str], cache: Cache,
     target = node_platform()
     try:
         releases = _release_index(cache, base, reporter)
-    except _FetchFailed as exc:
+    except FetchFailed as exc:
         reason = (f"no Node.js release could be downloaded: the release index could not "
                   f"be had ({exc})")
         return _machine_node(path, reporter, reason, wanted, requested)
@@ -205,8 +205,8 @@ def provide_node(app_dir: Path, config_vars: Mapping[str, str], cache: Cache,
     if release is None:
         newest = next((r.name for r in releases if target in r.files), "none")
         raise errors.NODE_VERSION_UNSATISFIABLE.error(
-            source=source, requested=requested or "an LTS release", url=redact_url(base),
-            platform=target, newest=newest)
+            source=source, tool="Node.js", requested=requested or "an LTS release",
+            where=f"{redact_url(base)}/index.json for {target}", newest=newest)
     if wanted is None:
         reporter.detail(f"No engines.node in package.json: using the newest LTS release, "
                         f"Node.js {release.name} ({release.lts}), as Heroku's Node.js "
@@ -236,7 +236,8 @@ def _machine_node(path: str | None, reporter: Reporter, reason: str,
     missing = [name for name, found in tools.items() if found is None]
     if missing and requested is not None:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            requested=requested, reason=f"{reason}, and {' and '.join(missing)} is not on "
+            tool="Node.js", requested=requested,
+            reason=f"{reason}, and {' and '.join(missing)} is not on "
             f"PATH")
     if missing:
         raise errors.NODE_NOT_FOUND.error(reason=reason, missing=" and ".join(missing))
@@ -250,7 +251,8 @@ def _machine_node(path: str | None, reporter: Reporter, reason: str,
             reason=reason, missing=f"a working node ({node} --version failed)") from exc
     if wanted is not None and requested is not None and not wanted.allows(version):
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            requested=requested, reason=f"{reason}, and the machine's node ({node}) is "
+            tool="Node.js", requested=requested,
+            reason=f"{reason}, and the machine's node ({node}) is "
             f"{format_version(version)}")
     if fallback:
         reporter.warn(f"Using the machine's Node.js {format_version(version)} ({node}): "
@@ -272,12 +274,12 @@ def _release_index(cache: Cache, base: str, reporter: Reporter) -> list[NodeRele
         age = time.time() - remembered.stat().st_mtime
         if age < INDEX_FRESH_SECONDS:
             return parse_dist_index(remembered.read_bytes(), url)
-    except (OSError, _FetchFailed):
+    except (OSError, FetchFailed):
         age = None
     try:
-        text = _get(url, _MAX_INDEX)
+        text = fetch_bytes(url, _MAX_INDEX)
         releases = parse_dist_index(text, url)
-    except _FetchFailed as exc:
+    except FetchFailed as exc:
         if age is None:
             raise
         reporter.warn(f"The Node.js release index could not be fetched ({exc}); using the "
@@ -298,7 +300,7 @@ def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
     try:
         text = remembered.read_bytes()
     except OSError:
-        text = _get(url, _MAX_INDEX)
+        text = fetch_bytes(url, _MAX_INDEX)
         store.mkdir(parents=True, exist_ok=True)
         _write_bytes_atomic(remembered, text)
     sums = {}
@@ -310,7 +312,7 @@ def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
         name = f"node-v{release.name}-{target}.{extension}"
         if name in sums:
             return name, sums[name]
-    raise _FetchFailed(f"{redact_url(url)} names no node-v{release.name}-{target} archive")
+    raise FetchFailed(f"{redact_url(url)} names no node-v{release.name}-{target} archive")
 
 
 def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
@@ -318,9 +320,9 @@ def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
     """The verified runtime layer of ``release``, downloaded and published if needed."""
     try:
         filename, sha256 = _archive_checksum(cache, base, release, target)
-    except _FetchFailed as exc:
+    except FetchFailed as exc:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            requested=release.name, reason=str(exc)) from exc
+            tool="Node.js", requested=release.name, reason=str(exc)) from exc
     inputs: dict[str, Any] = {"node": release.name, "platform": target, "archive": filename,
                               "sha256": sha256}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
@@ -347,13 +349,13 @@ def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
             archive = scratch / filename
             reporter.detail(f"Downloading {redact_url(url)}")
             try:
-                actual = _download(url, archive)
-            except _FetchFailed as exc:
+                actual = download(url, archive)
+            except FetchFailed as exc:
                 raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-                    requested=release.name, reason=str(exc)) from exc
+                    tool="Node.js", requested=release.name, reason=str(exc)) from exc
             if actual != sha256:
                 raise errors.NODE_CHECKSUM_MISMATCH.error(
-                    url=redact_url(url), actual=actual, expected=sha256,
+                    url=redact_url(url), algorithm="SHA-256", actual=actual, expected=sha256,
                     checksums=redact_url(f"{base}/v{release.name}/SHASUMS256.txt"))
             reporter.detail(f"Verified SHA-256 {sha256[:16]}… of {filename}")
             with cache.new_layer("runtimes", name, key, inputs) as tree:
@@ -371,6 +373,18 @@ def _unpack(archive: Path, scratch: Path, tree: Path, url: str, release: NodeRel
     def invalid(problem: str) -> errors.SlugbuildError:
         return errors.NODE_ARCHIVE_INVALID.error(url=redact_url(url), problem=problem)
 
+    unpack_single_top(archive, scratch, tree, invalid)
+    if not (tree / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js").is_file():
+        raise invalid("it holds no npm (lib/node_modules/npm/bin/npm-cli.js)")
+    said = version_said([str(tree / "bin" / "node"), "--version"], invalid)
+    if said != f"v{release.name}":
+        raise invalid(f"bin/node --version says {said[:40]!r}, not v{release.name}")
+
+
+def unpack_single_top(archive: Path, scratch: Path, tree: Path,
+                      invalid: Callable[[str], errors.SlugbuildError]) -> None:
+    """Unpack ``archive`` in ``scratch`` (refusing members that would leave it) and move
+    the content of its one top-level directory into ``tree``."""
     scratch.mkdir()
     try:
         with tarfile.open(archive, mode="r:*") as tar:
@@ -389,19 +403,19 @@ def _unpack(archive: Path, scratch: Path, tree: Path, url: str, release: NodeRel
         raise invalid("it does not hold one top-level directory")
     for child in tops[0].iterdir():
         os.rename(child, tree / child.name)
-    node = tree / "bin" / "node"
-    if not (tree / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js").is_file():
-        raise invalid("it holds no npm (lib/node_modules/npm/bin/npm-cli.js)")
+
+
+def version_said(argv: list[str], invalid: Callable[[str], errors.SlugbuildError]) -> str:
+    """What ``argv`` (a ``--version`` command) prints, stripped."""
     try:
-        said = subprocess.run([str(node), "--version"], capture_output=True, text=True,
-                              timeout=60).stdout.strip()
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
-        raise invalid(f"bin/node does not run here ({exc.__class__.__name__})") from exc
-    if said != f"v{release.name}":
-        raise invalid(f"bin/node --version says {said[:40]!r}, not v{release.name}")
+        raise invalid(f"{Path(argv[-2]).name} does not run here "
+                      f"({exc.__class__.__name__})") from exc
 
 
-def _get(url: str, limit: int) -> bytes:
+def fetch_bytes(url: str, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """The body of ``url`` (at most ``limit`` bytes), with retries."""
     buffer = io.BytesIO()
 
@@ -410,17 +424,17 @@ def _get(url: str, limit: int) -> bytes:
         buffer.truncate()
         _copy(response, buffer, limit, _too_big(url))
 
-    _retrying(url, keep)
+    _retrying(url, keep, headers)
     return buffer.getvalue()
 
 
-def _download(url: str, target: Path) -> str:
-    """Stream ``url`` to ``target``; the SHA-256 of the bytes received."""
-    digest = hashlib.sha256()
+def download(url: str, target: Path, algorithm: str = "sha256") -> str:
+    """Stream ``url`` to ``target``; the digest (hex) of the bytes received."""
+    digest = hashlib.new(algorithm)
 
     def save(response: requests.Response) -> None:
         nonlocal digest
-        digest = hashlib.sha256()
+        digest = hashlib.new(algorithm)
         with open(target, "wb") as handle:
             _copy(response, handle, _MAX_ARCHIVE, _too_big(url), [digest])
 
@@ -428,18 +442,18 @@ def _download(url: str, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _too_big(url: str) -> Callable[[str], _FetchFailed]:
-    return lambda problem: _FetchFailed(f"{redact_url(url)} {problem}")
+def _too_big(url: str) -> Callable[[str], FetchFailed]:
+    return lambda problem: FetchFailed(f"{redact_url(url)} {problem}")
 
 
-def _retrying(url: str, consume: Any) -> None:
+def _retrying(url: str, consume: Any, headers: Mapping[str, str] | None = None) -> None:
     """GET ``url`` and hand the response to ``consume``; connection errors, 5xx and
     429 are tried again a few times."""
     reason = "no attempt made"
     for attempt in range(1, _RETRIES + 1):
         retry = True
         try:
-            with requests.get(url, timeout=_TIMEOUT, stream=True) as response:
+            with requests.get(url, timeout=_TIMEOUT, stream=True, headers=headers) as response:
                 if response.status_code < 400:
                     consume(response)
                     return
@@ -453,7 +467,7 @@ def _retrying(url: str, consume: Any) -> None:
         if not retry or attempt == _RETRIES:
             break
         time.sleep(0.5 * 2 ** (attempt - 1))
-    raise _FetchFailed(reason)
+    raise FetchFailed(reason)
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
