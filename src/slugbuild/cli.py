@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                                "APP_BASE; default: the APP_BASE config var, else the root)")
     compile_.add_argument("--node-build", action="store_true",
                           help="before Python, run the built-in Node step: npm ci and the "
-                               "package.json build script with the machine's node "
+                               "package.json build script with the Node.js engines.node asks for "
                                "(node_modules is left out of the slug)")
     compile_.add_argument("--boot-check", action="store_true",
                           help="after packing, start the slug's web process on 127.0.0.1 and "
