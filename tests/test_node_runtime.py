@@ -33,9 +33,10 @@ from slugbuild.node_runtime import (
 )
 from slugbuild.node_semver import RangeInvalid, parse_range, parse_version
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, serve_directory
+from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
 
 TARGET = node_platform()
+NODE_APP = FIXTURE_APPS / "flask-node-assets"
 
 
 @pytest.mark.parametrize(("text", "allowed", "refused"), [
@@ -251,6 +252,22 @@ def test_a_range_no_release_satisfies_is_one_error(tmp_path: Path, node_dist) ->
     assert requested == ["/index.json"]
 
 
+def test_cli_build_whose_range_nothing_satisfies_is_one_error(tmp_path: Path,
+                                                              node_dist) -> None:
+    root, base, _ = node_dist
+    _publish(root, "22.3.0", _fake_node_archive("22.3.0"))
+    app = copy_app(NODE_APP, tmp_path / "app")
+    package = json.loads((app / "package.json").read_text())
+    (app / "package.json").write_text(json.dumps({**package, "engines": {"node": "^99"}}))
+    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--node-build",
+                     "--cache-dir", tmp_path / "cache", "--env",
+                     f"SLUGBUILD_NODE_DIST_URL={base}")
+    assert result.returncode == 1, result.stderr
+    assert "Error [node-version-unsatisfiable]" in result.stderr
+    assert "package.json's engines.node asks for Node.js ^99" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "slug.tgz").exists()
+
+
 def test_engines_that_are_not_ranges_are_refused_before_any_download(tmp_path: Path) -> None:
     for engines, shown in (({"node": "lts/*"}, "'lts/*'"), ({"node": 20}, "20")):
         app = make_app(tmp_path / "app", {"package.json": json.dumps({"engines": engines})})
@@ -307,7 +324,6 @@ def test_machine_node_when_asked_or_when_no_release_can_be_had(tmp_path: Path) -
 # test lays them out as nodejs.org/dist does and builds an app that asks for that Node.
 REAL_NODE = "22.23.5"
 REAL_NPM = "10.9.2"
-NODE_APP = FIXTURE_APPS / "flask-node-assets"
 
 
 def _registry_tarball(package: str, version: str) -> bytes:

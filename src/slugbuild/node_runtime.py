@@ -32,6 +32,7 @@ import io
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -471,7 +472,7 @@ def _retrying(url: str, consume: Any, headers: Mapping[str, str] | None = None) 
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
     try:
         partial.write_bytes(data)
         os.replace(partial, path)
