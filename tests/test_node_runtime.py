@@ -201,6 +201,26 @@ def test_download_is_verified_cached_and_reused(tmp_path: Path, node_dist) -> No
     assert "something else" not in (third.bin_dir / "node").read_text()
 
 
+def test_offline_builds_use_only_what_the_cache_holds(tmp_path: Path, node_dist) -> None:
+    root, base, requested = node_dist
+    _publish(root, "22.3.0", _fake_node_archive("22.3.0"))
+    app = _app(tmp_path / "app", {"node": "22.x"})
+    config = {"SLUGBUILD_NODE_DIST_URL": base}
+    with pytest.raises(errors.SlugbuildError) as caught:
+        provide_node(app, config, Cache(tmp_path / "cache"), _machine(tmp_path, "20.5.0"),
+                     Reporter(quiet=True), offline=True)
+    assert caught.value.code == "node-runtime-unavailable" and requested == []
+    assert "--offline forbids fetching it" in caught.value.found
+
+    online = provide_node(app, config, Cache(tmp_path / "cache"), None, Reporter(quiet=True))
+    index = next(tmp_path.joinpath("cache", "node-index").glob("*/index.json"))
+    os.utime(index, (1, 1))  # long stale: an online build would fetch it again
+    fetched = len(requested)
+    offline = provide_node(app, config, Cache(tmp_path / "cache"), None,
+                           Reporter(quiet=True), offline=True)
+    assert offline == online and len(requested) == fetched
+
+
 def test_checksum_mismatch_is_refused_and_nothing_is_cached(tmp_path: Path,
                                                             node_dist) -> None:
     root, base, _ = node_dist

@@ -509,7 +509,9 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     with timer.stage("node_build"), \
                             buildpack_exports(exported_variables(exports)):
                         run_node_build(build.build_dir, config_vars, cache.root / "npm",
-                                       reporter, cache)
+                                       reporter, cache, offline=(
+                                           runtime_options or RuntimeOptions.from_env()
+                                       ).offline)
                     descriptions.append({"buildpack": ref.shown,
                                          "description": NODE_STEP_DESCRIPTION})
                     continue

@@ -92,13 +92,15 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
 
 
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
-                   reporter: Reporter, cache: Cache | None = None) -> None:
+                   reporter: Reporter, cache: Cache | None = None,
+                   offline: bool = False) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
     ``node_modules`` removed; one catalogue error when it cannot be done.
 
     Node.js is the one package.json's ``engines.node`` asks for, kept as a runtime
     layer in ``cache`` (node_runtime.py); without a cache to keep it in (library
-    callers), the machine's node and npm run the step.
+    callers), the machine's node and npm run the step. ``offline`` (--offline): the
+    runtime must be in the cache already.
     """
     if not (build_dir / PACKAGE_JSON).is_file():
         raise errors.NODE_BUILD_UNSUPPORTED.error(
@@ -119,7 +121,8 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
     if cache is None:
         tools = provide_machine_node(env.get("PATH"), reporter)
     else:
-        tools = provide_node(build_dir, config_vars, cache, env.get("PATH"), reporter)
+        tools = provide_node(build_dir, config_vars, cache, env.get("PATH"), reporter,
+                             offline)
         tools = with_requested_npm(tools, read_engines(build_dir).get("npm"), config_vars,
                                    cache, reporter)
         # `npm install -g` in a build script must not write into the cached runtime.

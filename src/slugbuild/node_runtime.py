@@ -177,8 +177,9 @@ def choose_release(releases: list[NodeRelease], wanted: NodeRange | None,
 
 
 def provide_node(app_dir: Path, config_vars: Mapping[str, str], cache: Cache,
-                 path: str | None, reporter: Reporter) -> NodeTools:
-    """The node and npm the Node step runs, as the app asks for them (see the module)."""
+                 path: str | None, reporter: Reporter, offline: bool = False) -> NodeTools:
+    """The node and npm the Node step runs, as the app asks for them (see the module).
+    ``offline`` (slugbuild's --offline) uses only what the cache already holds."""
     engines = read_engines(app_dir)
     override = (config_vars.get(VERSION_VAR) or os.environ.get(VERSION_VAR) or "").strip()
     requested, source = ((override, VERSION_VAR) if override
@@ -197,7 +198,7 @@ def provide_node(app_dir: Path, config_vars: Mapping[str, str], cache: Cache,
     base = dist_url(config_vars)
     target = node_platform()
     try:
-        releases = _release_index(cache, base, reporter)
+        releases = _release_index(cache, base, reporter, offline)
     except FetchFailed as exc:
         reason = (f"no Node.js release could be downloaded: the release index could not "
                   f"be had ({exc})")
@@ -214,7 +215,7 @@ def provide_node(app_dir: Path, config_vars: Mapping[str, str], cache: Cache,
                         f"buildpack does. Set engines.node to choose.")
     else:
         reporter.detail(f"Resolved Node.js {requested} to {release.name}")
-    layer = _node_layer(cache, base, release, target, reporter)
+    layer = _node_layer(cache, base, release, target, reporter, offline)
     npm_cli = layer.tree / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
     node = layer.tree / "bin" / "node"
     return NodeTools(release.name, (str(node), str(npm_cli)), node.parent,
@@ -266,17 +267,21 @@ def _index_store(cache: Cache, base: str) -> Path:
     return cache.root / INDEX_DIR / hashlib.sha256(base.encode()).hexdigest()[:16]
 
 
-def _release_index(cache: Cache, base: str, reporter: Reporter) -> list[NodeRelease]:
-    """index.json, fresh for INDEX_FRESH_SECONDS; an older copy when the server is away."""
+def _release_index(cache: Cache, base: str, reporter: Reporter, offline: bool
+                   ) -> list[NodeRelease]:
+    """index.json, fresh for INDEX_FRESH_SECONDS; an older copy when the server is away
+    or the build is offline."""
     store = _index_store(cache, base)
     remembered = store / "index.json"
     url = f"{base}/index.json"
     try:
         age = time.time() - remembered.stat().st_mtime
-        if age < INDEX_FRESH_SECONDS:
+        if age < INDEX_FRESH_SECONDS or offline:
             return parse_dist_index(remembered.read_bytes(), url)
     except (OSError, FetchFailed):
         age = None
+    if offline:
+        raise FetchFailed("--offline forbids fetching it, and the cache holds no copy")
     try:
         text = fetch_bytes(url, _MAX_INDEX)
         releases = parse_dist_index(text, url)
@@ -291,8 +296,8 @@ def _release_index(cache: Cache, base: str, reporter: Reporter) -> list[NodeRele
     return releases
 
 
-def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
-                      ) -> tuple[str, str]:
+def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str,
+                      offline: bool) -> tuple[str, str]:
     """(file name, SHA-256) of the release's archive for ``target`` from SHASUMS256.txt
     (``.tar.xz`` preferred, ``.tar.gz`` else); remembered, as published sums never change."""
     store = _index_store(cache, base)
@@ -301,6 +306,9 @@ def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
     try:
         text = remembered.read_bytes()
     except OSError:
+        if offline:
+            raise FetchFailed(f"{redact_url(url)} is not in the cache, and --offline "
+                              f"forbids fetching it") from None
         text = fetch_bytes(url, _MAX_INDEX)
         store.mkdir(parents=True, exist_ok=True)
         _write_bytes_atomic(remembered, text)
@@ -317,10 +325,10 @@ def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
 
 
 def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
-                reporter: Reporter) -> Layer:
+                reporter: Reporter, offline: bool) -> Layer:
     """The verified runtime layer of ``release``, downloaded and published if needed."""
     try:
-        filename, sha256 = _archive_checksum(cache, base, release, target)
+        filename, sha256 = _archive_checksum(cache, base, release, target, offline)
     except FetchFailed as exc:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
             tool="Node.js", requested=release.name, reason=str(exc)) from exc
@@ -340,6 +348,10 @@ def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
     if layer is not None:
         reporter.detail(f"Using Node.js {release.name} from the cache")
         return layer
+    if offline:
+        raise errors.NODE_RUNTIME_UNAVAILABLE.error(
+            tool="Node.js", requested=release.name,
+            reason="it is not in the cache, and --offline forbids downloading it")
     with cache.lock("runtimes", name):
         layer = cached()
         if layer is not None:
