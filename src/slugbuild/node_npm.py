@@ -37,7 +37,7 @@ from .node_runtime import (
 )
 from .node_semver import RangeInvalid, Version, format_version, parse_range, parse_version
 from .redact import redact_url
-from .runtimes import damaged_layer_warning
+from .runtime.layer import damaged_layer_warning
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 REGISTRY_VAR = "npm_config_registry"

@@ -46,7 +46,6 @@ import requests
 
 from . import errors
 from .cache import Cache, Layer
-from .downloads import _describe, _unsafe
 from .log import Reporter
 from .nltk_data import _copy
 from .node_semver import (
@@ -58,7 +57,8 @@ from .node_semver import (
     parse_version,
 )
 from .redact import redact_url
-from .runtimes import damaged_layer_warning
+from .runtime.download import _describe, _unsafe
+from .runtime.layer import damaged_layer_warning
 
 DEFAULT_DIST_URL = "https://nodejs.org/dist"
 DIST_URL_VAR = "SLUGBUILD_NODE_DIST_URL"
