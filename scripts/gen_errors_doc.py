@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import string
 import sys
 from pathlib import Path
 
@@ -43,22 +42,22 @@ COMMANDS_BY_FUNCTION = {
     "detect.detect": ("compile", "detect"),
     "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
     "build.read_env_file": ("run",),
-    "slugfile.check_member": ("run", "inspect", "publish"),
-    "slugfile.SlugArchive.__init__": ("run", "inspect", "publish"),
-    "run.run_slug": ("run",),
-    "run._run_process": ("run",),
+    "slug.archive.check_member": ("run", "inspect", "publish"),
+    "slug.archive.SlugArchive.__init__": ("run", "inspect", "publish"),
+    "slug.run.run_slug": ("run",),
+    "slug.run._run_process": ("run",),
     # .release of a slug is read back by run and inspect too (slug_release)
     "buildpack_runner.parse_release_yaml.invalid": ("compile", "run", "inspect"),
-    "inspect_slug.describe_slug": ("inspect", "publish"),
-    "publish.publish_slug": ("publish",),
-    "publish._call": ("publish",),
+    "slug.inspect.describe_slug": ("inspect", "publish"),
+    "slug.publish.publish_slug": ("publish",),
+    "slug.publish._call": ("publish",),
     "runtimes.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
     "lock._check_inside_app": ("lock",),
     "lock._pyproject_requirement": ("lock",),
-    "publish._slug_fields": ("publish",),
-    "publish._decode": ("publish",),
+    "slug.publish._slug_fields": ("publish",),
+    "slug.publish._decode": ("publish",),
     # The net under every command (cli.main and the library's entry points).
     "errors.from_os_error": ALL_COMMANDS,
     "errors.from_exception": ALL_COMMANDS,
@@ -150,13 +149,19 @@ def code_block(text: str) -> list[str]:
     return [fence + "text", *text.splitlines(), fence]
 
 
-def placeholders(*templates: str) -> list[str]:
-    names: list[str] = []
-    for template in templates:
-        for _, field, _, _ in string.Formatter().parse(template):
-            if field and field not in names:
-                names.append(field)
-    return names
+def templates(kind: errors.ErrorKind) -> list[str]:
+    """What was found and what to do, once per variant for a kind that has them."""
+    lines: list[str] = []
+    forms = [None] if not kind.variants else list(kind.variants)
+    if kind.found and kind.variants:
+        forms.insert(0, None)
+    for form in forms:
+        found, action = kind.templates(form)
+        if form is not None:
+            lines += ["", f"### {kind.code}: `variant=\"{form}\"`"]
+        lines += ["", "What was found:", "", *code_block(found),
+                  "", "What to do:", "", *code_block(action)]
+    return lines
 
 
 def render() -> str:
@@ -189,13 +194,24 @@ def render() -> str:
         " !     <what to do>",
         "```",
         "",
-        "The Python API raises `slugbuild.SlugbuildError` with the attributes `code`, `title`,",
-        "`found`, `action` and `output` (also as `as_dict()`; `render()` gives the text above).",
-        "Templates are shown as written: `{name}` is filled in when the error is raised,",
-        "`{name!r}` with the value's `repr()`.",
+        "The Python API raises a subclass of `slugbuild.SlugbuildError` with the attributes",
+        "`code`, `title`, `found`, `action` and `output` (also as `as_dict()`; `render()` gives",
+        "the text above), and the values the templates were filled with in `fields` and as",
+        "attributes of the same names. Each kind has its own class (`errors.KIND.exception`,",
+        "named after the code: `ProcfileMalformedError`), derived from the class of its area,",
+        "so a program can catch a whole area or one kind:",
         "",
-        "| code | title | stage | commands |",
-        "| --- | --- | --- | --- |",
+        "| area class | area | kinds |",
+        "| --- | --- | --- |",
+        *(f"| `errors.{area.__name__}` | {area.area} | "
+          f"{sum(k.area is area for k in errors.CATALOG.values())} |" for area in errors.AREAS),
+        "",
+        "Templates are shown as written: `{name}` is filled in when the error is raised,",
+        "`{name!r}` with the value's `repr()`. A kind whose cause can be one of several",
+        "things has variants: the same code and title, each with its own text.",
+        "",
+        "| code | title | area | stage | commands |",
+        "| --- | --- | --- | --- | --- |",
     ]
     sections: list[str] = []
     for code, kind in errors.CATALOG.items():
@@ -209,8 +225,9 @@ def render() -> str:
                     commands.append(command)
         command_text = ", ".join(f"`slugbuild {c}`" for c in commands) or "none (not raised)"
         title = kind.title.replace("|", "\\|")
-        lines.append(f"| [`{code}`](#{code}) | {title} | {stage} | {command_text} |")
-        names = placeholders(kind.title, kind.found, kind.action)
+        area = f"`{kind.area.__name__}`"
+        lines.append(f"| [`{code}`](#{code}) | {title} | {area} | {stage} | {command_text} |")
+        names = list(kind.fields)
         sections += [
             "",
             f"## {code}",
@@ -223,15 +240,9 @@ def render() -> str:
             f"| Commands | {command_text} |",
             f"| Raised in | {', '.join(code_span(s) for s in where) or 'nowhere yet'} |",
             f"| Constant | `errors.{variable}` |",
+            f"| Class | `errors.{kind.exception.__name__}` (a `{kind.area.__name__}`) |",
             f"| Placeholders | {', '.join(code_span(n) for n in names) or 'none'} |",
-            "",
-            "What was found:",
-            "",
-            *code_block(kind.found),
-            "",
-            "What to do:",
-            "",
-            *code_block(kind.action),
+            *templates(kind),
         ]
     return "\n".join(lines + sections) + "\n"
 

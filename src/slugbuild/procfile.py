@@ -1,7 +1,7 @@
 """Release metadata: process types from the app's Procfile.
 
 A line is ``name: command``: the name is everything before the first ``:``,
-the command everything after it, run as ``bash -c`` would run it (see run.py).
+the command everything after it, run as ``bash -c`` would run it (see slug/run.py).
 Parsing is a split at the first colon, never a backtracking regular
 expression, so a hostile slug's long line costs linear time.
 """

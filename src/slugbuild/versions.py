@@ -266,22 +266,15 @@ def _read(path: Path, source_file: str) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise errors.VERSION_FILE_UNREADABLE.error(
-                source_file=source_file, problem=f"is not valid UTF-16 (byte {exc.start})",
-                action="Save it as UTF-8 text.") from exc
+                variant="utf-16-invalid", source_file=source_file, byte=exc.start) from exc
     if b"\x00" in data:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file=source_file,
-            problem="is saved as UTF-16 without a byte order mark (it holds NUL bytes)",
-            action="Save it as UTF-8 (in PowerShell: `Set-Content -Encoding utf8`).",
-        )
+            variant="utf-16-without-bom", source_file=source_file)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file=source_file,
-            problem=f"is not valid UTF-8 (byte {exc.start})",
-            action="Save it as UTF-8 text.",
-        ) from exc
+            variant="utf-8-invalid", source_file=source_file, byte=exc.start) from exc
 
 
 def _version_problem(text: str) -> str | None:
@@ -371,9 +364,8 @@ def _read_pipfile_lock(text: str) -> PythonRequest | None:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="Pipfile.lock", problem=f"is not valid JSON ({_parse_problem(exc)})",
-            action="Regenerate it with `pipenv lock`.",
-        ) from exc
+            variant="json-invalid", source_file="Pipfile.lock", reason=_parse_problem(exc),
+            relock="pipenv lock") from exc
     meta = data.get("_meta") if isinstance(data, dict) else None
     requires = meta.get("requires") if isinstance(meta, dict) else None
     if not isinstance(requires, dict):  # a malformed lock: its reader says so
@@ -396,9 +388,8 @@ def _read_pyproject(text: str) -> PythonRequest | None:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="pyproject.toml", problem=f"is not valid TOML ({_parse_problem(exc)})",
-            action="Fix the syntax error it names.",
-        ) from exc
+            variant="toml-invalid", source_file="pyproject.toml",
+            reason=_parse_problem(exc)) from exc
     project = data.get("project", {})
     value = project.get("requires-python") if isinstance(project, dict) else None
     if value is None:
