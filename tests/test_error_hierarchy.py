@@ -47,13 +47,15 @@ def test_the_exception_classes_are_distinct_and_named_after_their_code():
 
 
 def test_library_users_branch_on_classes_and_read_typed_fields():
-    raised = errors.PROCFILE_MALFORMED.error(line=3, problem="no colon", text="web gunicorn")
+    raised = errors.PROCFILE_MALFORMED.error(variant="no-command", line=3, name="web",
+                                             text="web:")
     assert isinstance(raised, errors.InputError)
     assert not isinstance(raised, (errors.PublishError, errors.SlugError))
     with pytest.raises(errors.InputError) as caught:
         raise raised
     assert caught.value.line == 3  # the value as given, not its text
-    assert caught.value.fields == {"line": 3, "problem": "no colon", "text": "web gunicorn"}
+    assert caught.value.fields == {"line": 3, "name": "web", "text": "web:",
+                                   "variant": "no-command"}
 
     limit = errors.SLUG_LIMIT_EXCEEDED.error(variant="entries", path="s.tgz", limit=10,
                                             variable="SLUGBUILD_MAX_SLUG_ENTRIES")

@@ -354,21 +354,44 @@ FILE_NOT_TEXT = ErrorKind(
 NOT_A_PYTHON_APP = ErrorKind(
     "not-a-python-app",
     "No Python app found",
-    "{app_dir} has none of the files that mark a Python app ({markers}).{subdirectory}",
+    "{app_dir} has none of the files that mark a Python app ({markers}).",
     "Add a requirements.txt (or another supported package manager file) to the app's "
     "root directory, or point slugbuild at the directory that holds it: for an app in a "
     "subdirectory of a monorepo, `--app-base DIR` or the APP_BASE config var (Heroku's "
     "monorepo convention; only that directory becomes the slug).",
     area=InputError,
+    variants={
+        # ``subdirectories``: the first five, as `name/`; ``more``: how many others
+        "app-in-subdirectory": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "Its subdirectory `{subdirectory}/` holds a Python app: build it with "
+            "`--app-base {subdirectory}` (or the config var APP_BASE={subdirectory})."),
+        "apps-in-subdirectories": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "These subdirectories hold Python apps: {subdirectories}. Choose one with "
+            "`--app-base DIR` (or the APP_BASE config var)."),
+        "apps-in-many-subdirectories": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "These subdirectories hold Python apps: {subdirectories} and {more} more. Choose "
+            "one with `--app-base DIR` (or the APP_BASE config var)."),
+    },
 )
 APP_BASE_INVALID = ErrorKind(
     "app-base-invalid",
     "The app base is not a directory inside the app",
-    "{value!r} (from {source}) {problem}.",
+    "",
     "Name the directory that holds the Python app, relative to {root}, e.g. `backend` or "
     "`services/api`: only that directory's content becomes the slug, as with Heroku's "
     "monorepo buildpack.",
     area=InputError,
+    variants={name: Variant("{value!r} (from {source}) " + problem + ".") for name, problem in {
+        "control-character": "holds a control character",
+        "absolute": "is an absolute path; it must be relative to the app root",
+        "climbs-out": "uses `..`, which leaves the app root",
+        "symlink-out": "resolves (through a symlink) to {real}, outside the app root",
+        "missing": "does not exist in the app",
+        "not-a-directory": "is not a directory",
+    }.items()},
 )
 
 APP_DIR_MISSING = ErrorKind(
@@ -416,13 +439,34 @@ SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
 )
 
 # --- resolve runtime ------------------------------------------------------------
+# Why a version file's content is not one version: variant -> what it does wrong.
+_VERSION_PROBLEMS = {
+    "no-version": "holds no version (only blanks or comments)",
+    "several-versions": "lists {count} versions; only one is allowed",
+    "empty": "is empty",
+    "several-lines": "has {count} lines; only one version is allowed",
+    "no-python-prefix": "must be `python-` followed by a version",
+    "too-many-parts": "has more than three parts",
+    "leading-zero": "has a leading zero in a version part",
+    "major-only": "names only a major version",
+    "other-implementation": "names another Python implementation; only CPython is supported",
+    "free-threaded": "names a free-threaded build; only the default (GIL) build is supported",
+    "range": "is a version range; a version file names one version (ranges belong in "
+             "pyproject.toml's requires-python)",
+    "python-prefix": "must be the bare version number, without a `python` prefix",
+    "pre-release": "names a pre-release; only final releases are supported",
+    "not-a-version": "is not a version number",
+    "not-a-specifier": "is not a PEP 440 version specifier",
+}
 INVALID_PYTHON_VERSION = ErrorKind(
     "invalid-python-version",
     "Invalid Python version in {source_file}",
-    "{source_file} says {content!r}: it {problem}.",
+    "",
     "Write one final release version, major.minor (newest patch) or major.minor.patch, "
     "for example `{example}`.",
     area=PythonRuntimeError,
+    variants={name: Variant("{source_file} says {content!r}: it " + problem + ".")
+              for name, problem in _VERSION_PROBLEMS.items()},
 )
 PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "python-version-unavailable",
@@ -692,10 +736,17 @@ COLLECTSTATIC_FAILED = ErrorKind(
 HOOK_FAILED = ErrorKind(
     "hook-failed",
     "The app's {hook} hook failed",
-    "`bin/{hook}` {problem}.",
+    "`bin/{hook}` exited with code {exit_code}.",
     "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
     area=BuildStepError,
+    variants={
+        "not-started": Variant("`bin/{hook}` could not be started ({reason}): check its #! "
+                               "line."),
+        # ``cause``: importcheck's explanation of the ModuleNotFoundError it printed
+        "missing-module": Variant("`bin/{hook}` exited with code {exit_code}; likely cause: "
+                                  "{cause}."),
+    },
 )
 
 BUILD_TIMED_OUT = ErrorKind(
@@ -722,15 +773,26 @@ SYMLINK_LEAVES_SLUG = ErrorKind(
                                "slug."),
     },
 )
+_LIFT_SIZE_LIMIT = (
+    "Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
+    "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
+    "somewhere that takes it. Nothing was written or uploaded.")
 SLUG_TOO_LARGE = ErrorKind(
     "slug-too-large",
     "The slug is larger than the slug size limit",
     "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
     "({limit_bytes} bytes, from {source}).{breakdown}",
-    "{advice}Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
-    "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
-    "somewhere that takes it. Nothing was written or uploaded.",
+    "{advice}" + _LIFT_SIZE_LIMIT,
     area=OutputError,
+    variants={
+        # ``breakdown``: slug_size.render's table; ``advice``: its tips, one `- ` line each
+        "slug": Variant("The slug is {size} compressed ({size_bytes} bytes), over the limit "
+                        "of {limit} ({limit_bytes} bytes, from {source}).\n{breakdown}"),
+        "layers": Variant(
+            "The Python runtime and installed packages alone are {size} compressed "
+            "({size_bytes} bytes), over the limit of {limit} ({limit_bytes} bytes, from "
+            "{source}) (checked before collectstatic and packing).", _LIFT_SIZE_LIMIT),
+    },
 )
 PACK_SOURCE_UNREADABLE = ErrorKind(
     "pack-source-unreadable",
@@ -839,11 +901,17 @@ BUILDPACK_RELEASE_INVALID = ErrorKind(
 BUILDPACK_LIST_INVALID = ErrorKind(
     "buildpack-list-invalid",
     "The app's buildpack list cannot be read",
-    "{source} {problem}.",
+    "",
     "app.json lists buildpacks as `\"buildpacks\": [{{\"url\": \"heroku/nodejs\"}}, "
     "{{\"url\": \"heroku/python\"}}]`; fix the file, or list the buildpacks one a line "
     "in .buildpacks (which wins over app.json), or pass --buildpack.",
     area=InputError,
+    variants={
+        "not-json": Variant("{source} is not JSON ({error}: {reason})."),
+        "not-an-object": Variant("{source} is not a JSON object."),
+        "not-a-list": Variant("{source} has `buildpacks` that is not a list."),
+        "no-url": Variant("{source} has buildpacks[{position}] without a `url` string."),
+    },
 )
 BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
     "buildpack-form-unsupported",
@@ -906,10 +974,26 @@ NODE_BUILD_FAILED = ErrorKind(
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
     "Procfile is malformed",
+    # Still composed by build.py's release-size check (issue 15: it moves to the
+    # "too-large" variant with the pipeline's rewrite).
     "Procfile line {line}: {problem}\n  {text}",
     "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
     "Comments start with `#`.",
     area=InputError,
+    variants={
+        "no-colon": Variant("Procfile line {line}: expected `name: command`\n  {text}"),
+        "bad-name": Variant("Procfile line {line}: {name!r} is not a valid process type "
+                            "name\n  {text}"),
+        "no-command": Variant("Procfile line {line}: process type {name!r} has no command\n"
+                              "  {text}"),
+        "declared-twice": Variant("Procfile line {line}: process type {name!r} is declared "
+                                  "twice\n  {text}"),
+        "not-text": Variant("Procfile line {line}: the file is not text ({reason})\n  {text}"),
+        "too-large": Variant(
+            "Procfile line 1: {file} is {size} bytes, more than the {limit} `slugbuild run`, "
+            "`inspect` and `publish` read from a slug (SLUGBUILD_MAX_METADATA_SIZE); shorten "
+            "its commands (a long one belongs in a script the line runs)\n  "),
+    },
 )
 MISSPELLED_PROCFILE = ErrorKind(
     "misspelled-procfile",
@@ -1257,6 +1341,11 @@ LOCK_FILE_MALFORMED = ErrorKind(
     "{lock_file} is not valid {syntax}: {problem}",
     "Regenerate it with `{relock}` instead of editing it by hand, and commit the result.",
     area=DependencyError,
+    variants={
+        "too-deep": Variant("{lock_file} is not valid {syntax}: it is nested too deeply"),
+        "bad-requirement": Variant("{lock_file} is not valid {syntax}: {requirement!r}: "
+                                   "{reason}"),
+    },
 )
 LOCK_FILE_OUTDATED = ErrorKind(
     "lock-file-outdated",
