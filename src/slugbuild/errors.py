@@ -815,30 +815,59 @@ PACK_SOURCE_UNREADABLE = ErrorKind(
 NLTK_LIST_INVALID = ErrorKind(
     "nltk-list-invalid",
     "nltk.txt is not a list of NLTK identifiers",
-    "nltk.txt {problem}.",
+    "",
     "List one NLTK package or collection identifier a line (e.g. `punkt`, `stopwords`, "
     "`popular`), as `python -m nltk.downloader` takes them; lines starting with `#` are "
     "comments.",
     area=BuildStepError,
+    variants={
+        "not-text": Variant("nltk.txt cannot be read as UTF-8 text ({error})."),
+        "bad-identifier": Variant("nltk.txt line {line} names {word!r}, which is not an NLTK "
+                                  "package or collection identifier."),
+    },
 )
 NLTK_INDEX_UNUSABLE = ErrorKind(
     "nltk-index-unusable",
     "Could not read NLTK's data index",
-    "{url}: {problem}.",
+    "",
     "The app has nltk.txt and installs nltk, so its corpora are downloaded from NLTK's "
     "index. Check the network, or point the NLTK_INDEX_URL config var at a mirror laid out "
     "like https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/ (an index.xml and "
     "the package zips it names). Nothing was cached from this attempt.",
     area=BuildStepError,
+    variants={name: Variant("{url}: " + problem + ".") for name, problem in {
+        "not-xml": "it is not XML ({reason})",
+        "bad-package-entry": "a package entry has the id {ident!r} or no url",
+        "subdir-leaves": "package {ident!r} has the subdir {subdir!r}, which leaves the data "
+                         "directory",
+        "bad-size": "package {ident!r} has the size {size!r}",
+        "no-packages": "it lists no packages",
+        "unfetchable": "it could not be fetched ({reason})",
+        "too-large": "is larger than {limit} bytes",
+    }.items()},
 )
 NLTK_CORPUS_UNAVAILABLE = ErrorKind(
     "nltk-corpus-unavailable",
     "An NLTK corpus listed in nltk.txt could not be had",
-    "{corpus!r} {problem} (index {url}).",
+    "",
     "Check the spelling in nltk.txt against the identifiers of NLTK's index (`python -m "
     "nltk.downloader -l` lists them), or the mirror named by NLTK_INDEX_URL. Nothing was "
     "cached from this attempt.",
     area=BuildStepError,
+    variants={name: Variant("{corpus!r} " + problem + " (index {url}).") for name, problem in {
+        "not-in-index": "is not a package or collection of the index",
+        "not-in-index-close": "is not a package or collection of the index (close: {close})",
+        "no-checksum": "has no checksum in the index, so it cannot be verified",
+        "wrong-size": "arrived with {received} bytes, but the index says {expected}",
+        "checksum-mismatch": "does not match its {algorithm} checksum in the index",
+        "not-a-zip": "is not a zip archive ({reason})",
+        "zip-too-large": "unpacks to more files or bytes than any NLTK package",
+        "member-outside": "holds the member {member!r}, outside `{corpus}/`",
+        "member-not-a-file": "holds {member!r}, which is not a regular file",
+        "unpack-failed": "could not be unpacked ({error}: {reason})",
+        "undownloadable": "could not be downloaded ({reason})",
+        "too-large": "is larger than {limit} bytes",
+    }.items()},
 )
 
 # --- buildpacks ---------------------------------------------------------------------
