@@ -42,22 +42,16 @@ COMMANDS_BY_FUNCTION = {
     "detect.detect": ("compile", "detect"),
     "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
     "build.read_env_file": ("run",),
-    "slug.archive.check_member": ("run", "inspect", "publish"),
-    "slug.archive.SlugArchive.__init__": ("run", "inspect", "publish"),
-    "slug.run.run_slug": ("run",),
-    "slug.run._run_process": ("run",),
     # .release of a slug is read back by run and inspect too (slug_release)
-    "buildpack_runner.parse_release_yaml.invalid": ("compile", "run", "inspect"),
+    "release.parse_release_yaml.invalid": ("compile", "run", "inspect"),
     "slug.inspect.describe_slug": ("inspect", "publish"),
-    "slug.publish.publish_slug": ("publish",),
-    "slug.publish._call": ("publish",),
+    # the boot check of `compile` reads the packed slug's release as `run` does
+    "slug.run.read_release": ("run", "compile"),
     "runtimes.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
     "lock._check_inside_app": ("lock",),
     "lock._pyproject_requirement": ("lock",),
-    "slug.publish._slug_fields": ("publish",),
-    "slug.publish._decode": ("publish",),
     # The net under every command (cli.main and the library's entry points).
     "errors.from_os_error": ALL_COMMANDS,
     "errors.from_exception": ALL_COMMANDS,
@@ -65,6 +59,22 @@ COMMANDS_BY_FUNCTION = {
     "cli._internal_error": ALL_COMMANDS,
 }
 DEFAULT_COMMANDS = ("compile",)
+# Modules whose every raising function serves these commands (a function listed
+# above wins): the slug readers.
+COMMANDS_BY_MODULE = {
+    "slug.archive": ("run", "inspect", "publish"),
+    "slug.run": ("run",),
+    "slug.inspect": ("inspect", "publish"),
+    "slug.publish": ("publish",),
+}
+
+
+def commands_of(site: str) -> tuple[str, ...]:
+    """The commands that can meet an error raised in ``site`` (``module.function``)."""
+    if site in COMMANDS_BY_FUNCTION:
+        return COMMANDS_BY_FUNCTION[site]
+    module = next((m for m in COMMANDS_BY_MODULE if site.startswith(m + ".")), None)
+    return COMMANDS_BY_MODULE[module] if module else DEFAULT_COMMANDS
 
 
 def stage_groups(source: str) -> dict[str, str]:
@@ -220,7 +230,7 @@ def render() -> str:
         where = sites.get(variable, [])
         commands: list[str] = []
         for site in where:
-            for command in COMMANDS_BY_FUNCTION.get(site, DEFAULT_COMMANDS):
+            for command in commands_of(site):
                 if command not in commands:
                     commands.append(command)
         command_text = ", ".join(f"`slugbuild {c}`" for c in commands) or "none (not raised)"

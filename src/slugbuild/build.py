@@ -704,9 +704,7 @@ def _naming_app_dir(build: _Build) -> Iterator[None]:
         texts = (error.title, error.found, error.action, error.output or "")
         if not any(staged in text for text in texts):
             raise
-        title, found, action, output = (text.replace(staged, shown) for text in texts)
-        raise errors.SlugbuildError(error.code, title, found, action,
-                                    output=output or None) from error
+        raise error.replacing(staged, shown) from error
 
 
 def check_output_paths(slug_path: Path, json_path: Path) -> None:
