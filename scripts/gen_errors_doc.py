@@ -162,9 +162,9 @@ def code_block(text: str) -> list[str]:
 def templates(kind: errors.ErrorKind) -> list[str]:
     """What was found and what to do, once per variant for a kind that has them."""
     lines: list[str] = []
-    forms = [None] if not kind.variants else list(kind.variants)
-    if kind.found and kind.variants:
-        forms.insert(0, None)
+    # the kind's own form (where it has one), then each variant
+    forms: list[str | None] = [None] if kind.found else []
+    forms += list(kind.variants)
     for form in forms:
         found, action = kind.templates(form)
         if form is not None:

@@ -218,6 +218,8 @@ class ErrorKind:
             raise ValueError(f"duplicate error code {self.code}")
         if self.area not in AREAS:
             raise ValueError(f"{self.code}: {self.area!r} is not an area class")
+        if not self.found and not self.variants:
+            raise ValueError(f"{self.code}: no found text and no variants")
         name = "".join(part.capitalize() for part in self.code.split("-"))
         name = name if name.endswith("Error") else name + "Error"
         exception = type(name, (self.area,), {
