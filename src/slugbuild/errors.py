@@ -1240,6 +1240,8 @@ PUBLISH_API_ERROR = ErrorKind(
     "{method} {url} answered {status}: {message}",
     "Check the app name and that the token may deploy to it; nothing was released.",
     area=PublishError,
+    variants={"retried": Variant("{method} {url} answered {status}: {message} (tried "
+                                 "{attempts} times)")},
 )
 # What a failed publish request leaves behind: before the release request nothing
 # was released; a release request that failed may still have been acted on.
@@ -1315,9 +1317,15 @@ PUBLISH_UNREACHABLE = ErrorKind(
     "{method} {url} failed: {reason}",
     "Check the network (or --api-url) and try again; " + _NOTHING_RELEASED + ".",
     area=PublishError,
-    variants={"on-release": Variant(
-        "{method} {url} failed: {reason}",
-        "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + ".")},
+    variants={
+        "retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)"),
+        "on-release": Variant(
+            "{method} {url} failed: {reason}",
+            "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
+        "on-release-retried": Variant(
+            "{method} {url} failed: {reason} (tried {attempts} times)",
+            "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
+    },
 )
 
 # --- package managers -----------------------------------------------------------------

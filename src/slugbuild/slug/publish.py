@@ -238,7 +238,7 @@ def _call(client: _Client, method: str, url: str, deadline: _Deadline, reporter:
         remaining = deadline.remaining()
         limit = remaining if upload is not None else min(remaining, API_CALL_TIMEOUT)
         wait = RETRY_DELAYS[attempt - 1] if attempt < attempts else 0.0
-        tried = f" (tried {attempt} times)" if attempt > 1 else ""
+        retried = "retried" if attempt > 1 else None
         try:
             if limit <= 0:
                 raise _DeadlinePassed
@@ -254,9 +254,10 @@ def _call(client: _Client, method: str, url: str, deadline: _Deadline, reporter:
                 limit=f"{MAX_RESPONSE_BYTES:,}", **on_release) from None
         except requests.RequestException as exc:
             reason = _reason(exc, url, shown)
+            variant = "-".join(filter(None, [suffix[1:], retried]))
             failure = errors.PUBLISH_UNREACHABLE.error(
-                variant="on-release" if releasing is not None else None,
-                method=method, url=shown, reason=reason + tried, **on_release)
+                variant=variant or None, method=method, url=shown, reason=reason,
+                attempts=attempt, **on_release)
             transient = isinstance(exc, (requests.ConnectionError, requests.Timeout))
             if not transient or not (retry == "always" or _never_sent(exc)):
                 raise failure from None
@@ -266,7 +267,8 @@ def _call(client: _Client, method: str, url: str, deadline: _Deadline, reporter:
             if status < 400:
                 return _decode(response, method, shown, releasing) if expect_json else {}
             failure = errors.PUBLISH_API_ERROR.error(
-                method=method, url=shown, status=status, message=_message(response) + tried)
+                variant=retried, method=method, url=shown, status=status,
+                message=_message(response), attempts=attempt)
             if not (status == 429 or (retry == "always" and status >= 500)):
                 raise failure
             what = f"answered {status}"
