@@ -160,17 +160,26 @@ def code_block(text: str) -> list[str]:
 
 
 def templates(kind: errors.ErrorKind) -> list[str]:
-    """What was found and what to do, once per variant for a kind that has them."""
+    """What was found and what to do; for a kind with variants, each variant's found
+    text (and its own action where it has one), then the action they share."""
+    if not kind.variants:
+        return ["", "What was found:", "", *code_block(kind.found),
+                "", "What to do:", "", *code_block(kind.action)]
     lines: list[str] = []
-    # the kind's own form (where it has one), then each variant
     forms: list[str | None] = [None] if kind.found else []
     forms += list(kind.variants)
+    shared = False
     for form in forms:
         found, action = kind.templates(form)
-        if form is not None:
-            lines += ["", f"### {kind.code}: `variant=\"{form}\"`"]
-        lines += ["", "What was found:", "", *code_block(found),
-                  "", "What to do:", "", *code_block(action)]
+        own = form is not None and kind.variants[form].action is not None
+        lines += ["", f"### {kind.code}: " + (f'`variant="{form}"`' if form else "no variant"),
+                  "", "What was found:", "", *code_block(found)]
+        if own:
+            lines += ["", "What to do:", "", *code_block(action)]
+        shared = shared or not own
+    if shared:
+        lines += ["", f"### {kind.code}: what to do", "",
+                  "Unless the variant says otherwise:", "", *code_block(kind.action)]
     return lines
 
 
