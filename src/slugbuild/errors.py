@@ -578,6 +578,16 @@ RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "The URL must serve a python-build-standalone `install_only` archive (a top-level "
     "`python/` directory) or a Heroku Python archive. Nothing was cached.",
     area=PythonRuntimeError,
+    # The base form is downloads.py's until it passes these (issue 15).
+    variants={
+        "no-prefix": Variant("{url}: it holds no CPython prefix (bin/pythonX.Y, "
+                             "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top "
+                             "or in python/."),
+        "wrong-version": Variant("{url}: its name says Python {named} but it holds Python "
+                                 "{held}."),
+        "cannot-unpack": Variant("{url}: it cannot be unpacked ({reason})."),
+        "unsafe-member": Variant("{url}: {member}: {reason}."),
+    },
 )
 
 # --- dependencies ----------------------------------------------------------------
@@ -1074,6 +1084,25 @@ INVALID_CONFIG_VAR = ErrorKind(
     "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
     "with a digit), or as files named KEY in an --env-dir directory.",
     area=InputError,
+    # The base form is build.py's until it passes these (issue 15).
+    variants={
+        "bad-name": Variant("{value!r} is not a valid name."),
+        "not-a-string": Variant("{value!r} has a {type} value, not a string."),
+        "holds-nul": Variant("{value!r} has a value holding a NUL byte, which no process "
+                             "environment can carry."),
+        "too-large": Variant("{value!r} has a value of {size} bytes; one variable may hold at "
+                             "most {limit} (the kernel's limit for one environment string)."),
+        "bad-index-urls": Variant(
+            "{value!r} is not a list of valid index URLs (http, https or file; a password "
+            "holding `/`, `@` or `:` must be percent-encoded, e.g. `%2F`)."),
+        "all-too-large": Variant(
+            "'{count} config vars' hold {total} bytes together; at most {limit} fit beside "
+            "the build tools' own environment and arguments."),
+        "argument-without-equals": Variant("'--env argument {number}' ({length} characters, "
+                                           "not shown) has no `=`."),
+        "line-without-equals": Variant("'line {number} of {path}' ({length} characters, not "
+                                       "shown) has no `=`."),
+    },
 )
 ENV_FILE_UNREADABLE = ErrorKind(
     "env-file-unreadable",
@@ -1384,6 +1413,9 @@ LOCK_FILE_MALFORMED = ErrorKind(
         "too-deep": Variant("{lock_file} is not valid {syntax}: it is nested too deeply"),
         "bad-requirement": Variant("{lock_file} is not valid {syntax}: {requirement!r}: "
                                    "{reason}"),
+        # for installers/locks.py (issue 15)
+        "bom": Variant("{lock_file} is not valid {syntax}: it starts with a byte order mark "
+                       "(BOM), which {tool} refuses; save it as UTF-8 without a BOM"),
     },
 )
 LOCK_FILE_OUTDATED = ErrorKind(
@@ -1420,6 +1452,19 @@ CONSTRAINTS_UNUSABLE = ErrorKind(
     "Pass the slug.json written beside an earlier slug, e.g. "
     "`slugbuild compile APP --constraints-from old/slug.json`.",
     area=DependencyError,
+    # The base form is dependencies.py's until it passes these (issue 15).
+    variants={
+        "device": Variant("{path}: a device, not a file"),
+        "too-large": Variant("{path}: it is larger than any slug.json (16 MB)"),
+        "missing": Variant("{path}: no such file"),
+        "not-json": Variant("{path}: not a readable JSON file ({reason})"),
+        "no-packages": Variant("{path}: it has no \"packages\" list of {{name, version}} "
+                               "entries, so it is not a slug.json"),
+        "bad-name": Variant("{path}: the package name {name!r} is not a valid project name "
+                            "(PEP 508)"),
+        "bad-version": Variant("{path}: the version {version!r} of {name} is not a valid "
+                               "version (PEP 440)"),
+    },
 )
 MANAGER_TOOL_FAILED = ErrorKind(
     "manager-tool-failed",
