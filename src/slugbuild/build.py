@@ -604,6 +604,9 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
     finally:
         with timer.stage("cleanup", deadline=False):
             build.background.shutdown(wait=True, cancel_futures=True)
+            for layer, mount, restored in build.restored:  # while the link lock is held
+                if restored.copies is None:
+                    cache.release_links(layer, build.build_dir / mount)
             links.close()
             shutil.rmtree(scratch, ignore_errors=True)
             for layer, _, _ in build.restored:
