@@ -47,7 +47,7 @@ COMMANDS_BY_FUNCTION = {
     "slug.inspect.describe_slug": ("inspect", "publish"),
     # the boot check of `compile` reads the packed slug's release as `run` does
     "slug.run.read_release": ("run", "compile"),
-    "runtimes.parse_sources": ("compile", "runtimes"),
+    "runtime.resolve.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
     "lock._check_inside_app": ("lock",),

@@ -14,9 +14,11 @@ from slugbuild import results
 from slugbuild.log import LogEvent, Reporter
 
 PACKAGE = Path(slugbuild.__file__).parent
-# What a slug reader may import: the shared modules, and slug/ itself.
+# What a slug reader may import: the shared modules, and slug/ itself. (cache and
+# stage come with the one file hasher, cache.file_sha256; records with slug_size's
+# RECORD reading.)
 SHARED = {"errors", "redact", "release", "procfile", "textfiles", "slug_size", "log",
-          "results", "cache", "stage"}
+          "results", "cache", "stage", "records"}
 
 
 def _module_file(name: str) -> Path | None:
