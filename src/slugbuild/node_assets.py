@@ -103,17 +103,12 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
     runtime must be in the cache already.
     """
     if not (build_dir / PACKAGE_JSON).is_file():
-        raise errors.NODE_BUILD_UNSUPPORTED.error(
-            problem="the app has no package.json", advice="Remove the Node step, or add the "
-            "package.json that describes the assets' build.")
+        raise errors.NODE_BUILD_UNSUPPORTED.error(variant="no-package-json")
     lock = next((name for name in _NPM_LOCKS if (build_dir / name).is_file()), None)
     other = next((name for name in _OTHER_LOCKS if (build_dir / name).is_file()), None)
     if lock is None and other is not None:
         raise errors.NODE_BUILD_UNSUPPORTED.error(
-            problem=f"the app locks its Node packages with {_OTHER_LOCKS[other]} ({other}), "
-                    f"which npm ignores",
-            advice="List the Node.js buildpack (`heroku/nodejs`, which runs Yarn and pnpm) "
-                   "instead of the built-in step, or commit a package-lock.json.")
+            variant="other-lock", manager=_OTHER_LOCKS[other], lock_file=other)
     env = clean_env({**exported_config(config_vars), "npm_config_cache": str(npm_cache),
                      "npm_config_update_notifier": "false",
                      "NODE_ENV": config_vars.get("NODE_ENV", "production")})
