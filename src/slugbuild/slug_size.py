@@ -629,7 +629,7 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
 
 
 def report(path: Path, layout: str, limit: SizeLimit, reporter: Reporter,
-           static_dirs: tuple[str, ...] = (), what: str = "The slug is",
+           static_dirs: tuple[str, ...] = (),
            parts: Sequence[PackedPart] = ()) -> dict[str, Any]:
     """Measure the slug at ``path``; log the breakdown and advice when it is large
     (over half the limit, or Heroku's 300 MB soft limit); raise slug-too-large when
@@ -640,9 +640,9 @@ def report(path: Path, layout: str, limit: SizeLimit, reporter: Reporter,
     over = bool(limit.limit) and size > limit.limit
     if over and limit.enforce:
         raise errors.SLUG_TOO_LARGE.error(
-            what=what, size=human(size), size_bytes=f"{size:,}", limit=human(limit.limit),
+            variant="slug", size=human(size), size_bytes=f"{size:,}", limit=human(limit.limit),
             limit_bytes=f"{limit.limit:,}", source=limit.source,
-            breakdown="\n" + "\n".join(render(breakdown)),
+            breakdown="\n".join(render(breakdown)),
             advice="".join(f"- {tip}\n" for tip in tips))
     if over:
         reporter.warn(f"The slug is {human(size)} compressed, over {human(limit.limit)} "
