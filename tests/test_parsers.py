@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from slugbuild import errors
-from slugbuild.build import load_config_vars, metadata_path_for, parse_env_assignments
+from slugbuild.config_vars import load_config_vars, parse_env_assignments
 from slugbuild.detect import detect, find_manage_py, require_package_manager
+from slugbuild.outputs import metadata_path_for
 from slugbuild.procfile import parse_procfile
 from slugbuild.stage import IgnoreRules
 from slugbuild.versions import PythonRequest, check_supported, pick, read_request

@@ -16,18 +16,17 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import errors
 from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
+from .context import BuildContext, BuildpackRun, BuildpackTurn
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
-from .procfile import parse_procfile, valid_process_type_name
 from .redact import redact_url
+from .release import ReleaseInfo, parse_release_yaml
 
 # Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
 NATIVE_PYTHON_NAMES = {
@@ -66,15 +65,6 @@ class BuildpackRef:
         readable = re.sub(r"[^A-Za-z0-9._-]+", "-", self.shown.split("#", 1)[0])[-40:]
         readable = readable.strip("-")
         return f"{readable}-{hashlib.sha256(self.spec.encode()).hexdigest()[:10]}"
-
-
-@dataclass
-class ReleaseInfo:
-    """What the buildpacks' bin/release scripts declared, merged in order."""
-
-    default_process_types: dict[str, str] = field(default_factory=dict)
-    config_vars: dict[str, str] = field(default_factory=dict)
-    addons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -213,7 +203,7 @@ def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:
     return ["bash", "-c", f'{sources}exec "$@"', "buildpack", *map(str, argv)]
 
 
-def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
             exports: list[Path]) -> str:
     detect = directory / "bin" / "detect"
     if not detect.is_file():
@@ -227,7 +217,7 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     return stdout.strip().splitlines()[0] if stdout.strip() else ""
 
 
-def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
              exports: list[Path]) -> ReleaseInfo:
     release = directory / "bin" / "release"
     if not release.is_file():
@@ -245,87 +235,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-_SCALARS = (str, int, float, bool)
-
-
-def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
-    """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output.
-
-    Every scalar is read as the string it is written as (PyYAML's BaseLoader):
-    a process type named ``on`` stays ``"on"`` and ``PORT: 0800`` stays
-    ``"0800"``. Names are checked here, at build time, so a slug never carries
-    a process type ``run`` cannot start or a config var no process can see.
-    """
-
-    def invalid(problem: str) -> errors.SlugbuildError:
-        return errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=source, problem=problem, output=text[-2000:])
-
-    try:
-        data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}
-    except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise invalid(f"its output is not YAML ({exc.__class__.__name__})") from exc
-    if data is None or data == "":
-        data = {}
-    if not isinstance(data, dict):
-        raise invalid("its output is not a YAML mapping")
-
-    def mapping(key: str, valid_name, rule: str) -> dict[str, str]:
-        value = data.get(key) or {}
-        if not isinstance(value, dict):
-            raise invalid(f"`{key}` is not a mapping")
-        checked: dict[str, str] = {}
-        for name, item in value.items():
-            shown = repr(name)[:80]
-            if not isinstance(name, str) or not valid_name(name):
-                raise invalid(f"`{key}` has the name {shown}, but {rule}")
-            if not isinstance(item, str):
-                raise invalid(f"`{key}` {shown} is not a string")
-            if "\0" in item:
-                raise invalid(f"`{key}` {shown} holds a NUL character")
-            checked[name] = item
-        return checked
-
-    process_types = mapping(
-        "default_process_types", valid_process_type_name,
-        "process type names are letters, digits, `_` and `-`")
-    for name, command in process_types.items():
-        if not command.strip():
-            raise invalid(f"process type {name!r} has no command")
-    config_vars = mapping(
-        "config_vars", _CONFIG_VAR_NAME.fullmatch,
-        "config var names are letters, digits and `_`, not starting with a digit")
-    addons = data.get("addons") or []
-    if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
-        raise invalid("`addons` is not a list of names")
-    return ReleaseInfo(process_types, config_vars, list(addons))
-
-
-def slug_release(release_text: str | None, procfile_text: str | None) -> ReleaseInfo:
-    """What a built slug declares: its ``.release``, with the Procfile's types winning.
-
-    ``.release`` also holds inferred and buildpack-declared types and the
-    buildpacks' config var defaults.
-    """
-    declared = parse_release_yaml(release_text, ".release") if release_text else ReleaseInfo()
-    if procfile_text is not None:
-        declared.default_process_types.update(parse_procfile(procfile_text))
-    return declared
-
-
-def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:
-    """Later buildpacks win for the same process type or config var."""
-    merged = ReleaseInfo()
-    for info in releases:
-        merged.default_process_types.update(info.default_process_types)
-        merged.config_vars.update(info.config_vars)
-        merged.addons += [a for a in info.addons if a not in merged.addons]
-    return merged
-
-
 def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
     """Heroku's ENV_DIR: one file per config var (kept in the scratch dir only)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -336,3 +245,34 @@ def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
             handle.write(value)
     return directory
 
+
+
+class ExternalBuildpack:
+    """A buildpack named by a path or git URL, run by the Heroku buildpack API."""
+
+    def __init__(self, ref: BuildpackRef) -> None:
+        self.ref = ref
+
+    @property
+    def shown(self) -> str:
+        return self.ref.shown
+
+    def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
+        """Fetch a private copy, then detect, compile and release it on the build."""
+        with build.timer.stage(f"buildpack:{self.ref.shown}"):
+            directory = fetch(self.ref, build.scratch / "buildpacks" / str(turn.position))
+            outcome = run_buildpack(
+                self.ref, directory, build_dir=build.build_dir,
+                cache_dir=buildpack_cache_dir(build, self.ref),
+                env_dir=write_env_dir(build.scratch / "env", build.config_vars),
+                config_vars=build.config_vars, stack=build.platform.stack,
+                exports=turn.exports, reporter=build.reporter)
+        return BuildpackRun({"buildpack": self.ref.shown, "description": outcome.name},
+                            outcome.release)
+
+
+def buildpack_cache_dir(build: BuildContext, ref: BuildpackRef) -> Path:
+    """A buildpack's CACHE_DIR: per buildpack and per app directory, as Heroku keeps a
+    build cache per app, so one app's build never reads what another's wrote."""
+    app_key = hashlib.sha256(str(build.app_dir).encode()).hexdigest()[:16]
+    return build.cache.root / "buildpacks" / ref.cache_name / app_key

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .build import metadata_path_for
-from .buildpack_runner import slug_release
 from .dependencies import package_from_metadata
+from .outputs import metadata_path_for
 from .redact import mask, redact_url
+from .release import slug_release
 from .slug_size import HEROKU_SLUG_LIMIT, advice, measure_slug, render
 from .slugfile import SlugArchive
 from .textfiles import best_effort_decode

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .buildpack_runner import ReleaseInfo, slug_release
+from .release import ReleaseInfo, slug_release
 from .slugfile import SlugArchive, SlugLimits
 from .textfiles import best_effort_decode
 

@@ -1,0 +1,46 @@
+"""The pipeline's shape: project analysis up front, buildpacks as objects, one result."""
+
+from __future__ import annotations
+
+import pytest
+
+from slugbuild import compile_app, errors
+from slugbuild.buildpack_runner import ExternalBuildpack
+from slugbuild.buildpacks import NodeStep, choose_buildpacks
+from slugbuild.log import Reporter
+from slugbuild.python_buildpack import PythonBuildpack
+
+from .helpers import REPO, make_app
+
+
+def test_a_missing_included_requirements_file_fails_before_the_runtime_layer(tmp_path):
+    """Bad input fails early: the requirements files are read and checked before the
+    runtime layer is copied (on a cold cache that copy takes seconds)."""
+    app = make_app(tmp_path / "app", {".python-version": "3.12\n",
+                                      "requirements.txt": "six==1.17.0\n-r base.txt\n"})
+    cache = tmp_path / "cache"
+    reporter = Reporter(quiet=True)
+    with pytest.raises(errors.SlugbuildError) as caught:
+        compile_app(app, tmp_path / "slug.tgz", cache_dir=cache, reporter=reporter)
+    assert caught.value.code == errors.REQUIREMENTS_FILE_MISSING.code
+    assert not any("Python 3.12" in line and ("Installing" in line or "Restoring" in line)
+                   for line in reporter.lines), reporter.lines
+    runtimes = cache / "runtimes"
+    assert not runtimes.exists() or not any(runtimes.iterdir())
+    assert not (tmp_path / "slug.tgz").exists()
+
+
+def test_buildpacks_are_objects_of_one_interface(tmp_path):
+    """The built-in Python stages are a buildpack like an external one; named twice,
+    they run once (the second listing only warns)."""
+    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
+    hello = str(REPO / "fixtures" / "buildpacks" / "hello")
+    chosen = choose_buildpacks(app, ["slugbuild:node", hello, "python", "heroku/python"],
+                               None, node_build=False, runtime_options=None)
+    kinds = [type(buildpack) for buildpack in chosen.order]
+    assert kinds == [NodeStep, ExternalBuildpack, PythonBuildpack, PythonBuildpack]
+    assert chosen.listed and chosen.python is chosen.order[2]
+    assert [b.shown for b in chosen.order][2:] == ["python", "heroku/python"]
+
+    alone = choose_buildpacks(app, None, None, node_build=False, runtime_options=None)
+    assert not alone.listed and alone.order == [alone.python]
