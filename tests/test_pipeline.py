@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
+import slugbuild
 from slugbuild import compile_app, errors
 from slugbuild.buildpack_runner import ExternalBuildpack
 from slugbuild.buildpacks import NodeStep, choose_buildpacks
@@ -44,3 +48,36 @@ def test_buildpacks_are_objects_of_one_interface(tmp_path):
 
     alone = choose_buildpacks(app, None, None, node_build=False, runtime_options=None)
     assert not alone.listed and alone.order == [alone.python]
+
+
+PIPELINE_MODULES = {"pipeline", "context", "buildpacks", "python_buildpack", "dependency_stage",
+                    "layer_checks", "outputs", "config_vars", "release", "buildpack_runner",
+                    "buildpack_lists", "dependencies"}
+
+
+def _imports_of(path: Path) -> set[str]:
+    """The slugbuild modules a module imports, anywhere in it (lazy imports count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_pipeline_modules_are_in_no_import_cycle():
+    """Following imports from a pipeline module never leads back to it."""
+    package = Path(slugbuild.__file__).parent
+    graph = {path.stem: _imports_of(path) for path in package.glob("*.py")}
+    graph.update({path.name: set().union(*(_imports_of(p) for p in path.glob("*.py")))
+                  for path in package.iterdir() if (path / "__init__.py").is_file()})
+    for start in PIPELINE_MODULES:
+        seen, pending = set(), list(graph[start])
+        while pending:
+            module = pending.pop()
+            assert module != start, f"{start} imports itself through {sorted(seen)}"
+            if module not in seen:
+                seen.add(module)
+                pending.extend(graph.get(module, ()))

@@ -21,21 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
+from .buildpack_lists import (
+    NATIVE_PYTHON_NAMES,
+    expand_spec,
+    is_monorepo_buildpack,
+    listed_buildpacks,
+)
 from .context import BuildContext, BuildpackRun, BuildpackTurn
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .redact import redact_url
 from .release import ReleaseInfo, parse_release_yaml
 
-# Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
-NATIVE_PYTHON_NAMES = {
-    "python",
-    "heroku/python",
-    "slugbuild:python",
-    "https://github.com/heroku/heroku-buildpack-python",
-    "https://github.com/heroku/heroku-buildpack-python.git",
-}
 _GIT_URL = re.compile(r"^(https?://|git://|ssh://|git@|file://)")
 
 

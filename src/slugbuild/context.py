@@ -123,7 +123,7 @@ class PlacedLayer:
 
     def part(self, cache: Cache) -> LayerPart:
         """The layer as a ready-made part of the packed slug."""
-        return LayerPart(self.mount, self.layer.tree, self.layer.path / "packed",
+        return LayerPart(self.mount, self.layer.tree, self.layer.packed_parts,
                          copies=self.placed.copies, symlinks=self.placed.symlinks,
                          unchanged=partial(cache.still_pristine, self.layer))
 

@@ -54,21 +54,9 @@ from .cache import (
 )
 from .installers import Installer, InstallJob, installer_for
 from .installers.baseline import baseline_requirements
-from .installers.pip import (
-    DEFAULT_INDEX_URL,
-    PipInstaller,
-    has_editables,
-    requirements_files,
-    trusted_ca_bundle,
-)
+from .installers.pip import has_editables, requirements_files
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
-
-__all__ = [
-    "DEFAULT_INDEX_URL", "DependencyInstall", "DependencyLayer", "Installer", "Package",
-    "PipInstaller", "Prefetch", "find_or_install", "installer_for", "place_dependency_layer",
-    "requirements_files", "trusted_ca_bundle",
-]
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
