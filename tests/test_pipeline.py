@@ -13,6 +13,7 @@ from slugbuild.buildpack_runner import ExternalBuildpack
 from slugbuild.buildpacks import NodeStep, choose_buildpacks
 from slugbuild.log import Reporter
 from slugbuild.python_buildpack import PythonBuildpack
+from slugbuild.release import RELEASE_COPY, Release, slug_release, write_release
 
 from .helpers import REPO, make_app
 
@@ -81,3 +82,17 @@ def test_the_pipeline_modules_are_in_no_import_cycle():
             if module not in seen:
                 seen.add(module)
                 pending.extend(graph.get(module, ()))
+
+
+def test_the_release_written_into_the_slug_reads_back_as_written(tmp_path):
+    """.release is written with PyYAML: process types and values YAML would read as
+    booleans, nulls or numbers come back as the strings they were."""
+    tricky = {"on": "python on.py", "null": "python null.py", "1": "echo one",
+              "yes": "echo yes", "web": "gunicorn 'app:make()' --bind :$PORT"}
+    release = Release(tricky, {"OFF": "off", "EMPTY": "", "OCTAL": "0800"}, ["heroku-redis"])
+    write_release(tmp_path, release)
+    read = slug_release((tmp_path / ".release").read_text(), None)
+    assert read.default_process_types == tricky
+    assert read.config_vars == {"OFF": "off", "EMPTY": "", "OCTAL": "0800"}
+    assert read.addons == ["heroku-redis"]
+    assert (tmp_path / RELEASE_COPY).read_text() == (tmp_path / ".release").read_text()

@@ -16,7 +16,6 @@ from pathlib import Path
 from .buildpack_runner import BuildpackRef, ExternalBuildpack, buildpacks_for, exported_variables
 from .context import BuildContext, Buildpack, BuildpackRun, BuildpackTurn
 from .node_assets import NATIVE_NODE_NAMES, NODE_STEP_DESCRIPTION, is_heroku_nodejs, run_node_build
-from .proc import buildpack_exports
 from .python_buildpack import PythonBuild, PythonBuildpack
 from .runtimes import RuntimeOptions
 
@@ -28,10 +27,9 @@ class NodeStep:
         self.shown = shown
 
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
-        with build.timer.stage("node_build"), \
-                buildpack_exports(exported_variables(turn.exports)):
+        with build.timer.stage("node_build"):
             run_node_build(build.build_dir, build.config_vars, build.cache.root / "npm",
-                           build.reporter)
+                           build.reporter, exports=exported_variables(turn.exports))
         return BuildpackRun({"buildpack": self.shown, "description": NODE_STEP_DESCRIPTION})
 
 

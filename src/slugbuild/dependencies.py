@@ -36,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,6 +298,7 @@ def find_or_install(
     into_prefix: Path | None = None,
     prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
     copy: bool = False,
+    exports: Mapping[str, str] | None = None,
 ) -> DependencyInstall:
     """The cached dependency layer for this app and runtime, installed if missing.
 
@@ -307,7 +309,8 @@ def find_or_install(
     ``into_prefix``): the prefix's files just after the runtime was restored;
     whatever a hook or an earlier buildpack changed since is part of the key.
     ``copy``: the build does not hold the cache's link lock, so nothing it
-    installs into its own prefix may share a file with the cache.
+    installs into its own prefix may share a file with the cache. ``exports``:
+    what earlier buildpacks exported, in the installer's environment.
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
@@ -349,6 +352,7 @@ def find_or_install(
                         constraints=_write_constraints(scratch, constraints),
                         source_dir=source_dir,
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
+                        exports=dict(exports or {}),
                     )
                     layer, own_tree = _install_fresh(job, installer, python_name, key, name,
                                                      inputs, into_prefix, baseline, copy)
@@ -491,7 +495,8 @@ class Prefetch:
     @classmethod
     def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
               config_vars: dict, cache: Cache, reporter: Reporter, python_version: str,
-              scratch: Path, constraints: str | None = None) -> Prefetch | None:
+              scratch: Path, constraints: str | None = None,
+              exports: Mapping[str, str] | None = None) -> Prefetch | None:
         """Start it in ``scratch`` (a new directory, the caller's to remove)."""
         try:
             installer = installer_for(package_manager, python_version)
@@ -508,7 +513,8 @@ class Prefetch:
                              app_dir=app_dir, lock_file=lock_file,
                              config_vars=config_vars, cache=cache, reporter=reporter,
                              scratch=scratch,
-                             constraints=_write_constraints(scratch, constraints))
+                             constraints=_write_constraints(scratch, constraints),
+                             exports=dict(exports or {}))
             process = prefetch(job, python_version)
         except (OSError, errors.SlugbuildError):
             process = None
@@ -636,7 +642,7 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(),
+            clean_env(exports=job.exports),
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.

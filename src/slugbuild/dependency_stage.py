@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import shutil
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -51,7 +52,8 @@ from .runtimes import RuntimeOffer, interpreter_before_layer, runtime_manifest
 class BackgroundInstall:
     """The dependency layer installed into its own tree in a thread; its log held back.
 
-    The thread runs in a copy of the caller's context (an earlier buildpack's exports).
+    The thread runs in a copy of the caller's context: the build's time limit
+    (proc.build_limits) holds in it too.
     """
 
     def __init__(self, stage: DependencyStage, python: Path,
@@ -87,8 +89,9 @@ class DependencyStage:
     it still runs."""
 
     def __init__(self, build: BuildContext, info: AppInfo, runtime: RuntimeOffer,
-                 cached_runtime: Layer | None) -> None:
+                 cached_runtime: Layer | None, exports: Mapping[str, str]) -> None:
         self.build = build
+        self.exports = exports  # what earlier buildpacks exported, for the installer
         self.info = info
         self.runtime = runtime
         # Set once detection passed require_package_manager.
@@ -119,7 +122,8 @@ class DependencyStage:
                 app_dir=build.build_dir, lock_file=self.lock_file,
                 package_manager=self.package_manager, config_vars=build.config_vars,
                 cache=build.cache, reporter=build.reporter, python_version=runtime.version,
-                scratch=build.scratch / "prefetch", constraints=build.constraints)
+                scratch=build.scratch / "prefetch", constraints=build.constraints,
+                exports=exports)
         if ready is not None:
             self.background = BackgroundInstall(self, ready, None)
 
@@ -185,5 +189,6 @@ class DependencyStage:
             runtime=runtime_manifest(self.runtime, build.platform), installer=self.installer,
             config_vars=build.config_vars, cache=build.cache, reporter=reporter,
             source_dir=build.app_dir, constraints=build.constraints,
-            prefix_snapshot=self.prefix_snapshot, copy=build.copy_layers, **where)
+            prefix_snapshot=self.prefix_snapshot, copy=build.copy_layers, exports=self.exports,
+            **where)
 

@@ -88,7 +88,7 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
 
 
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
-                   reporter: Reporter) -> None:
+                   reporter: Reporter, exports: Mapping[str, str] | None = None) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
     ``node_modules`` removed; one catalogue error when it cannot be done."""
     if not (build_dir / PACKAGE_JSON).is_file():
@@ -105,7 +105,8 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
                    "instead of the built-in step, or commit a package-lock.json.")
     env = clean_env({**exported_config(config_vars), "npm_config_cache": str(npm_cache),
                      "npm_config_update_notifier": "false",
-                     "NODE_ENV": config_vars.get("NODE_ENV", "production")})
+                     "NODE_ENV": config_vars.get("NODE_ENV", "production")},
+                    exports=exports)
     tools = {name: shutil.which(name, path=env.get("PATH")) for name in ("node", "npm")}
     missing = [name for name, path in tools.items() if path is None]
     if missing:

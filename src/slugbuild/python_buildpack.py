@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from .layer_checks import check_layers_size
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
 from .node_assets import node_assets_warning
-from .proc import buildpack_exports
 from .procfile import check_procfile_name
 from .profile import write_profile
 from .release import BUILDPACK_DESCRIPTION, python_addons
@@ -161,19 +161,19 @@ class PythonBuildpack:
 
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun | None:
         """Analyse the app, then run the stages, with the earlier buildpacks' exports
-        and the Aptfile's variables in every tool's environment."""
+        and the Aptfile's variables in their tools' environment."""
         if self.first is not None:
             build.reporter.warn(f"{self.shown} is listed twice; the Python stages ran once.")
             return None
         if not turn.listed:
             # Alone, the Python stages check the staged app before any other work.
             warn_node_assets(build, turn)
-        with buildpack_exports({**turn.system_env, **exported_variables(turn.exports)}):
-            analysis = self.analyse(build)
-            if turn.listed:
-                # After other buildpacks, with the files those buildpacks wrote.
-                warn_node_assets(build, turn)
-            self.result = python_stages(build, analysis)
+        exports = {**turn.system_env, **exported_variables(turn.exports)}
+        analysis = self.analyse(build)
+        if turn.listed:
+            # After other buildpacks, with the files those buildpacks wrote.
+            warn_node_assets(build, turn)
+        self.result = python_stages(build, analysis, exports)
         if not turn.listed:
             return BuildpackRun(None)
         turn.exports.append(self.export_file(build))
@@ -248,16 +248,19 @@ def detect_python(build: BuildContext) -> AppInfo:
     return info
 
 
-def python_stages(build: BuildContext, analysis: Analysis) -> PythonBuild:
+def python_stages(build: BuildContext, analysis: Analysis,
+                  exports: Mapping[str, str]) -> PythonBuild:
     """Runtime layer, pre_compile, dependency layer, NLTK data, collectstatic,
-    post_compile, profile.d."""
+    post_compile, profile.d. ``exports`` (earlier buildpacks' and the Aptfile's
+    variables) are in the environment of the hooks, the installer and
+    collectstatic; not in the runtime layer's, which is cached for every app."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     info, runtime = analysis.info, analysis.resolution.offer
     if isinstance(runtime.detail, LocalRuntime):
         build.host_paths.append(str(runtime.detail.prefix))
     lock_file = info.lock_file or "requirements.txt"
     cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
-    with DependencyStage(build, info, runtime, cached_runtime) as dependency_stage:
+    with DependencyStage(build, info, runtime, cached_runtime, exports) as dependency_stage:
         with timer.stage("runtime_layer"):
             runtime_layer = place_runtime_layer(build, runtime, cached_runtime)
             dependency_stage.runtime_placed(runtime_layer)
@@ -265,7 +268,7 @@ def python_stages(build: BuildContext, analysis: Analysis) -> PythonBuild:
 
         with timer.stage("pre_compile"):
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
-                     runtime.version, lock_file)
+                     runtime.version, lock_file, exports)
 
         with timer.stage("dependency_layer"):
             deps = dependency_stage.result()
@@ -286,13 +289,13 @@ def python_stages(build: BuildContext, analysis: Analysis) -> PythonBuild:
         before = set(os.listdir(build_dir))
         ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                                 python, build.config_vars, reporter, runtime.version,
-                                lock_file)
+                                lock_file, exports)
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
     with timer.stage("post_compile"):
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
-                 runtime.version, lock_file)
+                 runtime.version, lock_file, exports)
 
     with timer.stage("profile_d"):
         write_profile(build_dir)

@@ -9,6 +9,7 @@ manager means adding one module here and one line to ``INSTALLERS``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +43,9 @@ class InstallJob:
     # How uv places files from its cache: "copy" when they land in a build
     # directory whose build steps may write them (dependencies._install_fresh).
     link_mode: str = "hardlink"
+    # What earlier buildpacks exported (and the Aptfile's variables): in every
+    # tool's environment (proc.clean_env).
+    exports: Mapping[str, str] = field(default_factory=dict)
 
 
 class Installer(Protocol):

@@ -267,7 +267,7 @@ def pip_env(config_vars: dict, extra: dict | None = None,
                       # Nothing written into the interpreter's tree (see uv_env).
                       "PYTHONDONTWRITEBYTECODE": "1",
                       **(build_env(job) if job is not None else {}),
-                      **(extra or {})})
+                      **(extra or {})}, exports=job.exports if job is not None else None)
 
 
 def build_env(job: InstallJob) -> dict[str, str]:

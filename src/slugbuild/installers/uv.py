@@ -75,7 +75,7 @@ def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
     cert = trusted_ca_bundle()
     if cert:
         settings["SSL_CERT_FILE"] = cert
-    return clean_env(settings)
+    return clean_env(settings, exports=job.exports)
 
 
 def index_env(config_vars: dict, lock_indexes: list[str] = (),
