@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import slugbuild
-from slugbuild import compile_app, errors
+from slugbuild import compile_app, errors, pipeline
 from slugbuild.buildpack_runner import ExternalBuildpack
 from slugbuild.buildpacks import NodeStep, choose_buildpacks
 from slugbuild.log import Reporter
@@ -33,6 +33,20 @@ def test_a_missing_included_requirements_file_fails_before_the_runtime_layer(tmp
     runtimes = cache / "runtimes"
     assert not runtimes.exists() or not any(runtimes.iterdir())
     assert not (tmp_path / "slug.tgz").exists()
+
+
+def test_project_analysis_runs_before_the_system_packages(tmp_path, monkeypatch):
+    """The first buildpack's analysis comes before the Aptfile's packages are
+    fetched: nothing can change the app before it, and bad input fails first."""
+    placed = []
+    monkeypatch.setattr(pipeline, "place_apt_layer", lambda build: placed.append(build) or {})
+    app = make_app(tmp_path / "app", {".python-version": "3.12\n", "Aptfile": "libpq5\n",
+                                      "requirements.txt": "-r base.txt\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        compile_app(app, tmp_path / "slug.tgz", cache_dir=tmp_path / "cache",
+                    reporter=Reporter(quiet=True))
+    assert caught.value.code == errors.REQUIREMENTS_FILE_MISSING.code
+    assert placed == []
 
 
 def test_buildpacks_are_objects_of_one_interface(tmp_path):

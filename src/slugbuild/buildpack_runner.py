@@ -254,6 +254,9 @@ class ExternalBuildpack:
     def shown(self) -> str:
         return self.ref.shown
 
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """Nothing before its turn: its bin/detect is part of its run."""
+
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
         """Fetch a private copy, then detect, compile and release it on the build."""
         with build.timer.stage(f"buildpack:{self.ref.shown}"):

@@ -26,6 +26,9 @@ class NodeStep:
     def __init__(self, shown: str) -> None:
         self.shown = shown
 
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """Its input is checked when it runs (run_node_build)."""
+
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
         with build.timer.stage("node_build"):
             run_node_build(build.build_dir, build.config_vars, build.cache.root / "npm",
@@ -73,21 +76,31 @@ def choose_buildpacks(app_dir: Path, given: Sequence[str] | None, repo_root: Pat
     return Buildpacks(order, python_stages, listed=True)
 
 
+def analyse_up_front(build: BuildContext, buildpacks: Buildpacks) -> None:
+    """The first buildpack's project analysis, before any other work: nothing can
+    change the app before it runs, so bad input fails before the long stages."""
+    buildpacks.order[0].analyse(build, _turn(buildpacks, 0, [], {}, []))
+
+
 def run_buildpacks(build: BuildContext, buildpacks: Buildpacks,
                    system_env: dict[str, str]) -> list[BuildpackRun]:
     """Run each buildpack in turn; what each left, in order."""
     exports: list[Path] = []
     runs: list[BuildpackRun] = []
     for position, buildpack in enumerate(buildpacks.order):
-        turn = BuildpackTurn(
-            position, exports, system_env,
-            before=[run.description for run in runs if run.description is not None],
-            after=[later.shown for later in buildpacks.order[position + 1:]],
-            listed=buildpacks.listed)
-        run = buildpack.run(build, turn)
+        run = buildpack.run(build, _turn(buildpacks, position, exports, system_env, runs))
         if run is not None:
             runs.append(run)
     return runs
+
+
+def _turn(buildpacks: Buildpacks, position: int, exports: list[Path],
+          system_env: dict[str, str], runs: list[BuildpackRun]) -> BuildpackTurn:
+    return BuildpackTurn(
+        position, exports, system_env,
+        before=[run.description for run in runs if run.description is not None],
+        after=[later.shown for later in buildpacks.order[position + 1:]],
+        listed=buildpacks.listed)
 
 
 def python_result(buildpacks: Buildpacks) -> PythonBuild | None:

@@ -281,6 +281,11 @@ class Buildpack(Protocol):
         """Its name as logs and slug.json show it (credentials hidden)."""
         ...
 
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """Look at the app and fail on bad input before long work. Called before any
+        buildpack runs for the first one (nothing changes the app before it)."""
+        ...
+
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun | None:
         """Build the app in ``build.build_dir``; None when it had nothing to do."""
         ...

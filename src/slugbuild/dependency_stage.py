@@ -16,8 +16,8 @@ runtime layer is in place and asks for the result after the pre_compile hook.
   left it. On a cold build the installer downloads meanwhile (``Prefetch``).
 
 The requirements are read and checked (every ``-r``/``-c`` file present and
-well-formed) before any of this starts, so bad input fails before the runtime
-layer is copied.
+well-formed) with the rest of the project analysis (``analyse_dependencies``),
+so bad input fails before any long work.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import contextvars
 import shutil
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,7 +44,7 @@ from .dependencies import (
 )
 from .detect import AppInfo
 from .hooks import PRE_COMPILE
-from .installers import installer_for
+from .installers import Installer, installer_for
 from .log import Reporter
 from .proc import kill_running_tools
 from .runtimes import RuntimeOffer, interpreter_before_layer, runtime_manifest
@@ -82,30 +83,50 @@ class BackgroundInstall:
         self.thread.shutdown(wait=True)
 
 
+@dataclass(frozen=True)
+class DependencyAnalysis:
+    """What the app's dependencies are and where they will be installed, learned with
+    the rest of the project analysis (``analyse_dependencies``)."""
+
+    package_manager: str
+    lock_file: str
+    installer: Installer
+    # In its own tree (no pre_compile hook, no runtime prefix left by an earlier
+    # buildpack), else into the build's prefix.
+    own_tree: bool
+
+
+def analyse_dependencies(build: BuildContext, info: AppInfo,
+                         runtime: RuntimeOffer) -> DependencyAnalysis:
+    """The installer for the app's package manager and runtime, and, when nothing
+    can change them before the install, every requirements file read and checked:
+    bad input fails here, before the runtime layer is placed."""
+    # Set once detection passed require_package_manager.
+    assert info.package_manager is not None and info.lock_file is not None
+    installer = installer_for(info.package_manager, runtime.version)
+    # Installed in its own tree unless a pre_compile hook or an earlier buildpack
+    # may change what it installs: its requirements, or the runtime's prefix.
+    own_tree = (not (build.build_dir / "bin" / PRE_COMPILE).is_file()
+                and not (build.build_dir / PYTHON_HOME).exists())
+    if own_tree:
+        installer.key_files(build.build_dir, info.lock_file, build.config_vars)
+    return DependencyAnalysis(info.package_manager, info.lock_file, installer, own_tree)
+
+
 class DependencyStage:
     """The dependency layer of one build, from the decision where to install it to
     the layer placed in the build. Use as a context manager around the runtime
     layer, the pre_compile hook and ``result``: on the way out it stops whatever
     it still runs."""
 
-    def __init__(self, build: BuildContext, info: AppInfo, runtime: RuntimeOffer,
+    def __init__(self, build: BuildContext, analysis: DependencyAnalysis, runtime: RuntimeOffer,
                  cached_runtime: Layer | None, exports: Mapping[str, str]) -> None:
         self.build = build
         self.exports = exports  # what earlier buildpacks exported, for the installer
-        self.info = info
         self.runtime = runtime
-        # Set once detection passed require_package_manager.
-        assert info.package_manager is not None and info.lock_file is not None
-        self.package_manager, self.lock_file = info.package_manager, info.lock_file
-        self.installer = installer_for(self.package_manager, runtime.version)
-        python_home = build.build_dir / PYTHON_HOME
-        # Installed in its own tree unless a pre_compile hook or an earlier buildpack
-        # may change what it installs: its requirements, or the runtime's prefix.
-        self.own_tree = (not (build.build_dir / "bin" / PRE_COMPILE).is_file()
-                         and not python_home.exists())
-        if self.own_tree:
-            # Every requirements file read and checked now, before the runtime layer.
-            self.installer.key_files(build.build_dir, self.lock_file, build.config_vars)
+        self.package_manager, self.lock_file = analysis.package_manager, analysis.lock_file
+        self.installer = analysis.installer
+        self.own_tree = analysis.own_tree
         self.background: BackgroundInstall | None = None
         self.prefetch: Prefetch | None = None
         self.prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None

@@ -1,14 +1,16 @@
 """The build pipeline: app directory in, slug tarball and slug.json out.
 
 Read top to bottom, ``compile_app`` is the whole build, one call per stage:
-check the inputs, stage the sources (.slugignore), place the Aptfile's
-packages, run the buildpacks (the built-in Python stages alone when none is
-named: analysis, runtime layer, pre_compile, dependency layer, collectstatic,
-post_compile, profile.d), check the build directory, decide the release
-metadata, write the output. Each stage lives in its own module and owns its
-work, including any concurrency; docs/architecture.md has the map.
-The build happens in a scratch directory inside the cache; the output is put
-in place only when every stage has succeeded.
+check the inputs, stage the sources (.slugignore), analyse the project (the
+first buildpack's detect, version, package manager and requirements files: bad
+input fails here), place the Aptfile's packages, run the buildpacks (the
+built-in Python stages alone when none is named: runtime layer, pre_compile,
+dependency layer, collectstatic, post_compile, profile.d), check the build
+directory, decide the release metadata, write the output. Each stage lives in
+its own module and owns its work, including any concurrency;
+docs/architecture.md has the map. The build happens in a scratch directory
+inside the cache; the output is put in place only when every stage has
+succeeded.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
 from .boot_check import timeout_of as boot_check_timeout
-from .buildpacks import choose_buildpacks, python_result, run_buildpacks
+from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
@@ -145,6 +147,7 @@ def compile_app(
         try:
             build.take_link_lock()
             _stage_app(build, target)
+            analyse_up_front(build, chosen)
             system_env = place_apt_layer(build)
             runs = run_buildpacks(build, chosen, system_env)
             python = python_result(chosen)

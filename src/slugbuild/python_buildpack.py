@@ -1,11 +1,12 @@
 """The built-in Python buildpack: slugbuild's own stages for a Python app.
 
 A buildpack object like the external ones (buildpacks.py runs them in order).
-At its turn it first analyses the app (detect, package manager, Python
-version, the requirements files: bad input fails here, before any long
-work), then runs its stages: runtime layer, pre_compile hook, dependency
-layer (dependency_stage.py), NLTK data, collectstatic, post_compile hook,
-profile.d. It follows Heroku's Python buildpack (HEROKU_PYTHON_FOLLOWED).
+It first analyses the app (detect, package manager, Python version, the
+requirements files: bad input fails here, before any long work; before
+anything else when it is the first buildpack), then runs its stages: runtime
+layer, pre_compile hook, dependency layer (dependency_stage.py), NLTK data,
+collectstatic, post_compile hook, profile.d. It follows Heroku's Python
+buildpack (HEROKU_PYTHON_FOLLOWED).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .cache import Layer, LayerChanged, Restored
 from .collectstatic import run_collectstatic
 from .context import PYTHON_HOME, RESTORE_ATTEMPTS, BuildContext, BuildpackRun, BuildpackTurn
 from .dependencies import DependencyLayer, excluded_requirements, has_package
-from .dependency_stage import DependencyStage
+from .dependency_stage import DependencyAnalysis, DependencyStage, analyse_dependencies
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .errors import SlugbuildError
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
@@ -139,11 +140,13 @@ class PythonBuild:
 
 @dataclass
 class Analysis:
-    """What the app is, learned before any long work: the app, its runtime."""
+    """What the app is, learned before any long work: the app, its runtime, its
+    dependencies (every requirements file read and checked)."""
 
     info: AppInfo
     request: PythonRequest
     resolution: Resolution
+    dependencies: DependencyAnalysis
 
 
 class PythonBuildpack:
@@ -157,37 +160,44 @@ class PythonBuildpack:
         self.spec = spec
         self.runtime_options = runtime_options
         self.first = first
+        self.analysis: Analysis | None = None
         self.result: PythonBuild | None = None
 
-    def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun | None:
-        """Analyse the app, then run the stages, with the earlier buildpacks' exports
-        and the Aptfile's variables in their tools' environment."""
-        if self.first is not None:
-            build.reporter.warn(f"{self.shown} is listed twice; the Python stages ran once.")
-            return None
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """All project analysis: detect, package manager, Python version and runtime,
+        requirements files. Before any buildpack runs when this one is first (nothing
+        can change the app before it), else at its turn, with the files the earlier
+        buildpacks wrote."""
+        if self.first is not None or self.analysis is not None:
+            return
         if not turn.listed:
             # Alone, the Python stages check the staged app before any other work.
             warn_node_assets(build, turn)
-        exports = {**turn.system_env, **exported_variables(turn.exports)}
-        analysis = self.analyse(build)
-        if turn.listed:
-            # After other buildpacks, with the files those buildpacks wrote.
-            warn_node_assets(build, turn)
-        self.result = python_stages(build, analysis, exports)
-        if not turn.listed:
-            return BuildpackRun(None)
-        turn.exports.append(self.export_file(build))
-        return BuildpackRun(self.slug_note(build))
-
-    def analyse(self, build: BuildContext) -> Analysis:
-        """Detect the app and resolve its runtime, on the staged tree."""
         info = detect_python(build)
         with build.timer.stage("resolve_runtime"), build.naming_app_dir():
             request, resolution = choose_runtime(
                 build.build_dir, build.cache, build.platform,
                 self.runtime_options or RuntimeOptions.from_env(), build.reporter,
                 build.app_dir)
-        return Analysis(info, request, resolution)
+        dependencies = analyse_dependencies(build, info, resolution.offer)
+        self.analysis = Analysis(info, request, resolution, dependencies)
+        if turn.listed:
+            warn_node_assets(build, turn)
+
+    def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun | None:
+        """The stages, with the earlier buildpacks' exports and the Aptfile's
+        variables in their tools' environment."""
+        if self.first is not None:
+            build.reporter.warn(f"{self.shown} is listed twice; the Python stages ran once.")
+            return None
+        self.analyse(build, turn)
+        assert self.analysis is not None
+        exports = {**turn.system_env, **exported_variables(turn.exports)}
+        self.result = python_stages(build, self.analysis, exports)
+        if not turn.listed:
+            return BuildpackRun(None)
+        turn.exports.append(self.export_file(build))
+        return BuildpackRun(self.slug_note(build))
 
     def slug_note(self, build: BuildContext) -> dict[str, str]:
         """slug.json fields for a name of Heroku's Python buildpack: which Heroku release
@@ -260,7 +270,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
         build.host_paths.append(str(runtime.detail.prefix))
     lock_file = info.lock_file or "requirements.txt"
     cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
-    with DependencyStage(build, info, runtime, cached_runtime, exports) as dependency_stage:
+    with DependencyStage(build, analysis.dependencies, runtime, cached_runtime,
+                         exports) as dependency_stage:
         with timer.stage("runtime_layer"):
             runtime_layer = place_runtime_layer(build, runtime, cached_runtime)
             dependency_stage.runtime_placed(runtime_layer)
