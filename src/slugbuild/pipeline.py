@@ -32,7 +32,7 @@ from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, warn_machine_paths
 from .log import Reporter
-from .outputs import SlugTarball, human_size, write_output
+from .outputs import OutputTarget, SlugTarball, human_size, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
@@ -191,7 +191,7 @@ def compile_app(
     )
 
 
-def _stage_app(build: BuildContext, target: SlugTarball) -> None:
+def _stage_app(build: BuildContext, target: OutputTarget) -> None:
     """The app's files into the build directory. As on Heroku, .slugignore is applied
     first: detection, the version files and every later stage see the app without
     the ignored files (nor the cache or the outputs, when they are inside it)."""
