@@ -464,10 +464,10 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
     changed, the header made checked-hash) instead of compiling again, about
     seven times faster for a standard library.
 
-    A fixed hash seed keeps the order of set constants stable on Pythons whose
-    marshal does not sort them (before 3.11), so the interpreter runs without
-    -I (which would ignore PYTHONHASHSEED) but with every PYTHON* variable of
-    the environment replaced. Each file's pyc depends only on that file, so the
+    The canonical form orders set constants itself (marshal_canon), and a
+    fixed hash seed is set as well: the interpreter runs without -I (which
+    would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
+    environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
     """
     # The working directory leaves sys.path first: nothing there may shadow a module.
