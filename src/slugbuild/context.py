@@ -75,6 +75,10 @@ class CacheStore(Protocol):
     def discard(self, layer: Layer) -> None:
         ...
 
+    def release_links(self, layer: Layer, mounted: Path) -> None:
+        """The build is done with the hard links to ``layer`` it placed at ``mounted``."""
+        ...
+
     def lock(self, kind: str, name: str) -> AbstractContextManager[None]:
         """Held while ``kind/name`` is looked up and made: one build makes it."""
         ...
@@ -177,9 +181,13 @@ class BuildContext:
         self.copy_layers = not self.held.enter_context(self.cache.exclusive_links())
 
     def close(self) -> None:
-        """End the build's background work, release the link lock, remove the scratch
-        directory and the layers made for this build alone."""
+        """End the build's background work, hand its hard links back to the cache,
+        release the link lock, remove the scratch directory and the layers made for
+        this build alone."""
         self.background.shutdown(wait=True, cancel_futures=True)
+        for entry in self.placed_layers:  # while the link lock is held
+            if entry.placed.copies is None:
+                self.cache.release_links(entry.layer, self.build_dir / entry.mount)
         self.held.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
         for entry in self.placed_layers:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import io
 import os
 import re
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+
+from .cache import DIGESTS, file_sha256
 
 _SITE_PACKAGES = re.compile(r"^(?P<base>(?:lib/python\d+\.\d+/site-packages/)?)"
                             r"(?P<dist>[^/]+\.dist-info)/RECORD$")
@@ -119,16 +120,17 @@ def layer_problems(tree: Path, index: dict) -> list[str]:
 
 
 def file_matches(path: str, claim: Claim) -> bool:
-    """Whether the file at ``path`` exists with the claimed size and digest."""
+    """Whether the file at ``path`` exists with the claimed size and digest.
+
+    The digest is remembered (``cache.DIGESTS``): files.json, written when the
+    layer is published, takes it from there for every file still unchanged.
+    """
     try:
         if claim.size is not None and os.path.getsize(path) != claim.size:
             return False
         if claim.digest is None:
             return os.path.lexists(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(path) if os.path.islink(path) else DIGESTS.sha256(path)[0]
     except OSError:
         return False  # missing: an install that lost a file is not complete
-    return digest.hexdigest() == claim.digest
+    return digest == claim.digest

@@ -451,6 +451,20 @@ def _keep_measure(path: Path, sha256: str, measured: dict[str, Any]) -> None:
             temporary.unlink()
 
 
+def measure_part_ahead(data: bytes, sha256: str, layout: str, measure_path: Path) -> None:
+    """Measure a layer's part (its compressed bytes, ``sha256``) and keep the figures
+    at ``measure_path`` unless they are kept already: a build does it while later
+    stages run, so measuring its slug reads them (``measure_slug``'s ``parts``)."""
+    if _kept_measure(measure_path, sha256, len(data)) is not None:
+        return
+    try:
+        measured = _measure_range(io.BytesIO(data), "app" if layout == "heroku" else "",
+                                  len(data))
+    except (zlib.error, ValueError, EOFError):
+        return  # measured from the slug instead, where a problem is reported
+    _keep_measure(measure_path, sha256, measured)
+
+
 def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
                  parts: Sequence[Any] = ()) -> dict[str, Any]:
     """What takes the space in the slug at ``path`` (see the module docstring).
