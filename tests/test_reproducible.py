@@ -290,7 +290,7 @@ def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requi
                                       "vendor/pkg/setup.py": "", "app.py": "",
                                       ".heroku/python/bin/python3.12": ""})
     installer = installer_for("pip")
-    files = installer.key_files(app, "requirements.txt", {})
+    files = list(installer.plan(app, "requirements.txt", {}).key_files)
     assert builds_local_packages(app, "requirements.txt", installer, files) == local
     copy = copy_for_install(app, tmp_path / "copy")
     assert sorted(p.name for p in copy.iterdir()) == [
@@ -313,7 +313,7 @@ def test_every_local_shape_of_a_pipfile_lock_keys_the_layer(tmp_path):
 
 def test_unhashed_version_control_references_are_installed_apart_from_the_hashed_pins():
     # A lock pins them by commit or URL: --require-hashes would refuse the export.
-    from slugbuild.installers.uv import split_unhashed_urls
+    from slugbuild.installers.requirements import split_unhashed_urls
 
     hashed, direct = split_unhashed_urls(
         "six==1.17.0 \\\n    --hash=sha256:ab\n"
@@ -354,7 +354,7 @@ def test_local_packages_install_apart_and_serve_from_the_slug(tmp_path, cache_di
 @pytest.mark.slow
 def test_a_local_package_that_does_not_build_is_named(tmp_path, cache_dir):
     from slugbuild.installers.pipenv import pipfile_hash
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     broken = {"vendor/broken/setup.py": "raise SystemExit('setup.py: this package is broken')\n"}
     pip_app = make_app(tmp_path / "pip", {**broken, ".python-version": "3.12\n",

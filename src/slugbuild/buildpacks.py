@@ -17,7 +17,7 @@ from .buildpack_runner import BuildpackRef, ExternalBuildpack, buildpacks_for, e
 from .context import BuildContext, Buildpack, BuildpackRun, BuildpackTurn
 from .node_assets import NATIVE_NODE_NAMES, NODE_STEP_DESCRIPTION, is_heroku_nodejs, run_node_build
 from .python_buildpack import PythonBuild, PythonBuildpack
-from .runtimes import RuntimeOptions
+from .runtime import RuntimeOptions
 
 
 class NodeStep:

@@ -10,7 +10,7 @@ Layout (see docs/cache.md)::
       uv/                               uv's cache (installers/uv.py)
       tools/<tool>-<hash>/{...,tree/}   Pipenv, Poetry: build tools (installers/tools.py)
       history/<hash>.json               an app dir's last dependency inputs (dependencies.py)
-      downloads/<platform key>/         verified runtime archives (downloads.py)
+      downloads/<platform key>/         verified runtime archives (runtime/download.py)
       buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (buildpack_runner.py)
       locks/                            one lock file per layer being built, links.lock,
                                         leases/<token>.lease (one per running process)

@@ -47,7 +47,7 @@ from .hooks import PRE_COMPILE
 from .installers import Installer, installer_for
 from .log import Reporter
 from .proc import kill_running_tools
-from .runtimes import RuntimeOffer, interpreter_before_layer, runtime_manifest
+from .runtime import RuntimeOffer, interpreter_before_layer, runtime_manifest
 
 
 class BackgroundInstall:
@@ -109,7 +109,7 @@ def analyse_dependencies(build: BuildContext, info: AppInfo,
     own_tree = (not (build.build_dir / "bin" / PRE_COMPILE).is_file()
                 and not (build.build_dir / PYTHON_HOME).exists())
     if own_tree:
-        installer.key_files(build.build_dir, info.lock_file, build.config_vars)
+        installer.plan(build.build_dir, info.lock_file, build.config_vars)
     return DependencyAnalysis(info.package_manager, info.lock_file, installer, own_tree)
 
 

@@ -36,7 +36,7 @@ from .outputs import OutputTarget, SlugTarball, human_size, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
-from .runtimes import RuntimeOptions
+from .runtime import RuntimeOptions
 from .stage import check_top_level_links, stage_sources
 
 PathLike = Union[str, "os.PathLike[str]"]

@@ -39,8 +39,7 @@ from .node_assets import node_assets_warning
 from .procfile import check_procfile_name
 from .profile import write_profile
 from .release import BUILDPACK_DESCRIPTION, python_addons
-from .runtimes import (
-    LocalRuntime,
+from .runtime import (
     Resolution,
     RuntimeOffer,
     RuntimeOptions,
@@ -266,8 +265,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
     collectstatic; not in the runtime layer's, which is cached for every app."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     info, runtime = analysis.info, analysis.resolution.offer
-    if isinstance(runtime.detail, LocalRuntime):
-        build.host_paths.append(str(runtime.detail.prefix))
+    if runtime.host_prefix is not None:
+        build.host_paths.append(str(runtime.host_prefix))
     lock_file = info.lock_file or "requirements.txt"
     cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
     with DependencyStage(build, analysis.dependencies, runtime, cached_runtime,
