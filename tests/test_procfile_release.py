@@ -12,7 +12,6 @@ import yaml
 
 from slugbuild import compile_app, errors
 from slugbuild.errors import SlugbuildError
-from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
 from slugbuild.procfile import check_procfile_name, hook_warnings, parse_procfile, read_procfile
 from slugbuild.release import (
@@ -22,6 +21,7 @@ from slugbuild.release import (
     slug_metadata,
     slug_release,
 )
+from slugbuild.slug.inspect import describe_slug
 
 from .helpers import DJANGO_APP, copy_app, make_app, run_cli
 

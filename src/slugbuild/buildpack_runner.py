@@ -223,7 +223,7 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str,
                           step=f"{ref.shown}: bin/release")
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=ref.shown, problem=f"bin/release exited with code {result.returncode}",
+            variant="exit-code", spec=ref.shown, exit_code=result.returncode,
             output=_text(result.stderr).strip()[-2000:] or None)
     return parse_release_yaml(_text(result.stdout), ref.shown)
 

@@ -23,16 +23,19 @@ from .runtime import RuntimeOptions
 class NodeStep:
     """The built-in Node step (npm ci and the package.json build script)."""
 
-    def __init__(self, shown: str) -> None:
+    def __init__(self, shown: str, runtime_options: RuntimeOptions | None = None) -> None:
         self.shown = shown
+        self.runtime_options = runtime_options
 
     def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
         """Its input is checked when it runs (run_node_build)."""
 
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
         with build.timer.stage("node_build"):
+            offline = (self.runtime_options or RuntimeOptions.from_env()).offline
             run_node_build(build.build_dir, build.config_vars, build.cache.root / "npm",
-                           build.reporter, exports=exported_variables(turn.exports))
+                           build.reporter, build.cache, offline=offline,
+                           exports=exported_variables(turn.exports))
         return BuildpackRun({"buildpack": self.shown, "description": NODE_STEP_DESCRIPTION})
 
 
@@ -64,7 +67,7 @@ def choose_buildpacks(app_dir: Path, given: Sequence[str] | None, repo_root: Pat
     order: list[Buildpack] = []
     for ref in refs:
         if ref.spec in NATIVE_NODE_NAMES:
-            order.append(NodeStep(ref.shown))
+            order.append(NodeStep(ref.shown, runtime_options))
         elif ref.native:
             # Listed again, it only says so: the stages run once.
             listed_again = PythonBuildpack(ref.shown, ref.spec, runtime_options,

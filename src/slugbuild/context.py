@@ -238,9 +238,7 @@ class BuildContext:
             texts = (error.title, error.found, error.action, error.output or "")
             if not any(staged in text for text in texts):
                 raise
-            title, found, action, output = (text.replace(staged, shown) for text in texts)
-            raise errors.SlugbuildError(error.code, title, found, action,
-                                        output=output or None) from error
+            raise error.replacing(staged, shown) from error
 
 
 def open_cache(cache_dir: Path | None, app_dir: Path) -> Cache:

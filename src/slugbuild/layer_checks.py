@@ -21,7 +21,7 @@ from . import errors, relocate, slug_size
 from .cache import Restored
 from .context import BuildContext, PlacedLayer
 from .pack import LayerPart
-from .slugfile import link_problem
+from .slug.archive import link_problem
 
 # A file that names a path of this machine, and the path it names.
 Mention = tuple[Path, str]
@@ -73,8 +73,8 @@ def refuse_links_leaving_slug(build_dir: Path) -> None:
                     rel, target = prefix + entry.name, os.readlink(entry.path)
                     problem = link_problem(rel, target)
                     if problem is not None:
-                        raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
-                                                               problem=problem)
+                        raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=rel,
+                                                               target=target)
                 elif entry.is_dir():
                     pending.append((prefix + entry.name + "/", entry.path))
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, slug_size
-from .boot_check import check_boot
 from .pack import LayerPart, PackedSlug, pack_tree
 from .release import write_json
+from .slug.boot_check import check_boot
+from .slug.metadata import metadata_path_for
 
 if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
     from .context import BuildContext
@@ -56,14 +57,6 @@ class OutputTarget(Protocol):
               ) -> tuple[PackedSlug, dict[str, Any]]:
         """Pack ``tree`` and put the result in place; return it and its metadata."""
         ...
-
-
-def metadata_path_for(slug_path: Path) -> Path:
-    """slug.tgz -> slug.json; anything else gets .json appended."""
-    name = slug_path.name
-    stem = name[: -len(".tgz")] if name.endswith(".tgz") else (
-        name[: -len(".tar.gz")] if name.endswith(".tar.gz") else name)
-    return slug_path.with_name(stem + ".json")
 
 
 class SlugTarball:

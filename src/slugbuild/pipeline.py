@@ -25,7 +25,6 @@ from typing import Any, Union
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
-from .boot_check import timeout_of as boot_check_timeout
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
@@ -36,7 +35,9 @@ from .outputs import OutputTarget, SlugTarball, human_size, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
+from .results import BuildResultDict
 from .runtime import RuntimeOptions
+from .slug.boot_check import timeout_of as boot_check_timeout
 from .stage import check_top_level_links, stage_sources
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -57,7 +58,7 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BuildResultDict:
         return {
             "slug_path": str(self.slug_path),
             "metadata_path": str(self.metadata_path),

@@ -31,12 +31,13 @@ from .procfile import (
     read_procfile,
     valid_process_type_name,
 )
-from .slugfile import SlugLimits
+from .slug.archive import SlugLimits
 
 BUILDPACK_DESCRIPTION = "Python"
 SLUG_JSON_FORMAT = 1
 # A copy of .release that herokuish does not truncate; bin/release reads it back.
 RELEASE_COPY = ".heroku/slugbuild/release.yml"
+_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -48,12 +49,6 @@ class ReleaseInfo:
     addons: list[str] = field(default_factory=list)
 
 
-_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-_SCALARS = (str, int, float, bool)
-
-
 def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output.
 
@@ -61,49 +56,49 @@ def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
     a process type named ``on`` stays ``"on"`` and ``PORT: 0800`` stays
     ``"0800"``. Names are checked here, at build time, so a slug never carries
     a process type ``run`` cannot start or a config var no process can see.
+    Here rather than in the buildpack runner: slug readers (run, inspect) read
+    a slug's ``.release`` with it too.
     """
 
-    def invalid(problem: str) -> errors.SlugbuildError:
+    def invalid(variant: str, **values: Any) -> errors.SlugbuildError:
         return errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=source, problem=problem, output=text[-2000:])
+            variant=variant, spec=source, output=text[-2000:], **values)
 
     try:
         data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}
     except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise invalid(f"its output is not YAML ({exc.__class__.__name__})") from exc
+        raise invalid("not-yaml", reason=exc.__class__.__name__) from exc
     if data is None or data == "":
         data = {}
     if not isinstance(data, dict):
-        raise invalid("its output is not a YAML mapping")
+        raise invalid("not-a-mapping")
 
-    def mapping(key: str, valid_name: Callable[[str], object], rule: str) -> dict[str, str]:
+    def mapping(key: str, valid_name: Callable[[str], object], bad_name: str
+                ) -> dict[str, str]:
         value = data.get(key) or {}
         if not isinstance(value, dict):
-            raise invalid(f"`{key}` is not a mapping")
+            raise invalid("key-not-a-mapping", key=key)
         checked: dict[str, str] = {}
         for name, item in value.items():
             shown = repr(name)[:80]
             if not isinstance(name, str) or not valid_name(name):
-                raise invalid(f"`{key}` has the name {shown}, but {rule}")
+                raise invalid(bad_name, name=shown)
             if not isinstance(item, str):
-                raise invalid(f"`{key}` {shown} is not a string")
+                raise invalid("value-not-a-string", key=key, name=shown)
             if "\0" in item:
-                raise invalid(f"`{key}` {shown} holds a NUL character")
+                raise invalid("value-holds-nul", key=key, name=shown)
             checked[name] = item
         return checked
 
-    process_types = mapping(
-        "default_process_types", valid_process_type_name,
-        "process type names are letters, digits, `_` and `-`")
+    process_types = mapping("default_process_types", valid_process_type_name,
+                            "bad-process-type-name")
     for name, command in process_types.items():
         if not command.strip():
-            raise invalid(f"process type {name!r} has no command")
-    config_vars = mapping(
-        "config_vars", _CONFIG_VAR_NAME.fullmatch,
-        "config var names are letters, digits and `_`, not starting with a digit")
+            raise invalid("no-command", process=name)
+    config_vars = mapping("config_vars", _CONFIG_VAR_NAME.fullmatch, "bad-config-var-name")
     addons = data.get("addons") or []
     if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
-        raise invalid("`addons` is not a list of names")
+        raise invalid("addons-not-names")
     return ReleaseInfo(process_types, config_vars, list(addons))
 
 
