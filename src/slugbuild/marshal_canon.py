@@ -47,7 +47,8 @@ _SIZED_32 = frozenset(b"stuaA")  # bytes, interned, unicode, ascii, ascii intern
 _SIZED_8 = frozenset(b"zZ")  # short ascii (interned)
 # A string kind -> (its plain kind, its interned kind).
 _STRING_KINDS = {ord(k): (ord(plain), ord(interned))
-                 for plain, interned in ("ut", "aA", "zZ") for k in (plain, interned)}
+                 for plain, interned in (("u", "t"), ("a", "A"), ("z", "Z"))
+                 for k in (plain, interned)}
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SEQUENCES = frozenset(b"([<>")  # tuple, list, set, frozenset
 _SETS = frozenset(b"<>")  # set, frozenset

@@ -67,7 +67,7 @@ POLICY: tuple[MinorPolicy, ...] = (
     MinorPolicy("3.9", REFUSED, "2025-10", "3.9.25"),
     MinorPolicy("3.8", REFUSED, "2024-10", "3.8.20"),
 )
-_POLICY = {p.parts: p for p in POLICY}
+_POLICY: dict[tuple[int, ...], MinorPolicy] = {p.parts: p for p in POLICY}
 
 # Heroku's default: what an app without a version file gets at most.
 DEFAULT_PYTHON = POLICY[0].minor
