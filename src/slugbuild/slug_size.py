@@ -32,14 +32,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypedDict
 
 from . import errors
 from .records import parse_record
 
 if TYPE_CHECKING:
     from .log import Reporter
-    from .pack import PackedPart
 
 MIB = 2 ** 20
 # Heroku: "The maximum allowed slug size (after compression) is 500 MB", binary MB.
@@ -87,6 +86,23 @@ def human(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+class PackedPart(Protocol):
+    """Where a part lies in the slug file (``pack.PackedPart``; slug readers do not
+    import the packer) and the file its measurement is kept in, valid for ``sha256``."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def length(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+    @property
+    def measure_path(self) -> Path | None: ...
 
 
 class SizePart(TypedDict):
