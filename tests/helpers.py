@@ -1,4 +1,5 @@
-"""Helpers for tests: fixture app paths, app builders, the CLI, a server runner."""
+"""Helpers for tests: fixture app paths, app builders, the CLI, a server runner,
+the check that a build failed cleanly. Test modules import these; never each other."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import hashlib
 import http.server
 import io
+import json
 import os
 import shutil
 import signal
@@ -20,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+
+import slugbuild
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
@@ -210,3 +214,42 @@ def crafted_tar(path: Path, entries: list[tuple[str, str | None, str]], mode: st
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path
+
+
+# --- A build that fails cleanly ----------------------------------------------------------
+
+# The smallest app that builds: a pinned runtime, one tiny wheel, a web process.
+MINIMAL = {
+    ".python-version": "3.12\n",
+    "requirements.txt": "six==1.17.0\n",
+    "Procfile": "web: python -m http.server $PORT\n",
+}
+
+
+def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words: str,
+                         *extra: str) -> str:
+    """`slugbuild compile` of ``app`` fails with one catalogue error naming ``code_words``,
+    no slugbuild traceback, no output left behind and a sound cache; its stderr."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run_cli("compile", app, "-o", out_dir / "slug.tgz", "--cache-dir", cache_dir, *extra)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error [")]
+    assert len(errors) == 1, result.stderr
+    assert code_words in result.stderr, result.stderr
+    # Tool output may hold a traceback of the app's own; slugbuild's code never does.
+    assert str(Path(slugbuild.__file__).parent) not in result.stderr, result.stderr
+    assert list(out_dir.iterdir()) == [], "a failed build left files behind"
+    assert_cache_consistent(cache_dir)
+    return result.stderr
+
+
+def assert_cache_consistent(cache_dir: Path) -> None:
+    """Every published layer is complete; no scratch of a finished build remains."""
+    for kind in ("runtimes", "layers"):
+        for layer in (cache_dir / kind).iterdir() if (cache_dir / kind).exists() else []:
+            manifest = json.loads((layer / "manifest.json").read_text())
+            assert manifest["key"] and (layer / "tree").is_dir()
+    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
+        else []
+    assert leftovers == []

@@ -16,8 +16,7 @@ import yaml
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app
-from .test_bad_inputs import MINIMAL, assert_clean_failure
+from .helpers import FIXTURE_APPS, MINIMAL, Server, assert_clean_failure, copy_app, make_app
 
 pytestmark = pytest.mark.slow
 
