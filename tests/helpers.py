@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -24,10 +25,13 @@ from pathlib import Path
 import requests
 
 import slugbuild
+from slugbuild.errors import ErrorKind
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
 DJANGO_APP = FIXTURE_APPS / "django-tutorial"
+# The config var value the Flask build's hooks see (conftest.flask_build); never in its slug.
+HOOK_SECRET = "s3cr3t-hook-value-5f1e"
 
 
 def local_interpreter(version: str) -> Path:
@@ -253,3 +257,79 @@ def assert_cache_consistent(cache_dir: Path) -> None:
     leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
         else []
     assert leftovers == []
+
+
+# --- Refusals, and commands under resource limits --------------------------------------
+
+# A buildpack that does nothing but what its test asks (bin/compile's body).
+DETECT = "#!/usr/bin/env bash\necho Hostile\n"
+
+
+def make_buildpack(directory: Path, compile_body: str) -> Path:
+    """A buildpack whose bin/detect always answers and whose bin/compile runs ``compile_body``."""
+    make_app(directory, {"bin/detect": DETECT,
+                         "bin/compile": "#!/usr/bin/env bash\n" + compile_body})
+    for script in ("detect", "compile"):
+        (directory / "bin" / script).chmod(0o755)
+    return directory
+
+
+def limited(argv: list[str], *, memory: int | None = None, cpu: int | None = None,
+            env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``argv`` with an address-space and/or CPU-time limit (setrlimit)."""
+    def apply() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if cpu is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd,
+                          preexec_fn=apply, timeout=timeout)
+
+
+def cli(*args: object) -> list[str]:
+    """The command line of `slugbuild ARGS`, for runners other than run_cli (``limited``)."""
+    return [sys.executable, "-m", "slugbuild", *map(str, args)]
+
+
+def assert_refused(result: subprocess.CompletedProcess, kind: ErrorKind, *,
+                   tmp: Path | None = None, cache: Path | None = None,
+                   outputs: tuple[Path, ...] = ()) -> str:
+    """The exact outcome of a refusal: the catalogue error's title, exit 1, no traceback,
+    no temporary directory or scratch left, no output written; returns stderr."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"Error [{kind.code}]: {kind.title}" in result.stderr, result.stderr
+    if tmp is not None:
+        assert list(tmp.iterdir()) == [], "a temporary directory was left behind"
+    if cache is not None:
+        assert list((cache / "tmp").iterdir()) == [], "the build's scratch was left behind"
+    for output in outputs:
+        assert not output.exists(), f"{output} was written"
+        assert not list(output.parent.glob(f".{output.name}.*.partial"))
+    return result.stderr
+
+
+def read_member(slug: Path, name: str) -> str:
+    """The text of one file in a slug, read without unpacking it."""
+    with tarfile.open(slug) as tar:
+        return tar.extractfile(name).read().decode()
+
+
+# --- Files as Windows editors save them ---------------------------------------------------
+
+ENCODINGS = {
+    "utf-8": lambda text: text.encode("utf-8"),
+    "utf-8 BOM": lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),
+    "utf-16 LE BOM": lambda text: b"\xff\xfe" + text.encode("utf-16-le"),
+    "utf-16 BE BOM": lambda text: b"\xfe\xff" + text.encode("utf-16-be"),
+    "utf-32 LE BOM": lambda text: b"\xff\xfe\x00\x00" + text.encode("utf-32-le"),
+    "utf-32 BE BOM": lambda text: b"\x00\x00\xfe\xff" + text.encode("utf-32-be"),
+}
+LINE_ENDS = {"LF": "\n", "CRLF": "\r\n", "CR": "\r"}
+
+
+def encoded(text: str, encoding: str, line_end: str = "LF") -> bytes:
+    """``text`` as a Windows editor may save it: one of ENCODINGS, one of LINE_ENDS."""
+    return ENCODINGS[encoding](text.replace("\n", LINE_ENDS[line_end]))

@@ -231,11 +231,3 @@ def test_hooks_run_with_or_without_shebang_and_fail_clearly(tmp_path):
     assert failed.value.output == "broken"
 
 
-def test_slugignore_may_not_leave_out_requirements_txt(tmp_path, cache_dir):
-    from .helpers import MINIMAL, assert_clean_failure
-
-    app = make_app(tmp_path / "app", {**MINIMAL, ".slugignore": "# docs\n*.txt\n"})
-    stderr = assert_clean_failure(app, cache_dir, tmp_path,
-                                  ".slugignore leaves out a file the build needs")
-    assert "requirements.txt is matched by .slugignore (pattern '*.txt')" in stderr
-    assert "`!requirements.txt`" in stderr
