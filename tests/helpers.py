@@ -175,11 +175,12 @@ def serve_directory(root: Path, handler: type = http.server.SimpleHTTPRequestHan
 def nltk_package_zip(ident: str, files: dict[str, str]) -> bytes:
     """A package zip laid out as NLTK's: every member under ``<id>/``."""
     buffer = io.BytesIO()
+    fixed_time = (2020, 1, 1, 0, 0, 0)  # the same bytes every time (golden slugs)
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(f"{ident}/", "")
+        archive.writestr(zipfile.ZipInfo(f"{ident}/", fixed_time), "")
         for name, content in sorted(files.items()):
-            archive.writestr(name if name.startswith("/") or ".." in name
-                             else f"{ident}/{name}", content)
+            member = name if name.startswith("/") or ".." in name else f"{ident}/{name}"
+            archive.writestr(zipfile.ZipInfo(member, fixed_time), content)
     return buffer.getvalue()
 
 
@@ -333,3 +334,38 @@ LINE_ENDS = {"LF": "\n", "CRLF": "\r\n", "CR": "\r"}
 def encoded(text: str, encoding: str, line_end: str = "LF") -> bytes:
     """``text`` as a Windows editor may save it: one of ENCODINGS, one of LINE_ENDS."""
     return ENCODINGS[encoding](text.replace("\n", LINE_ENDS[line_end]))
+
+
+# --- the fixture apps, as every whole-fixture test builds them ----------------------
+
+# Fixtures that must not build: the failure is what they are for (test_deps_e2e).
+FIXTURES_FAILING_BY_DESIGN = frozenset({"django-removed-cgi", "markers-excluded"})
+# Fixtures whose slug must not boot (test_boot_check); every other one must.
+FIXTURES_NOT_BOOTING = frozenset({"boot-crash-at-import", "boot-never-listens",
+                                  "boot-removed-stdlib"})
+# How each fixture that needs more than `compile APP` is built (as its own tests do).
+_FIXTURE_BUILD_OPTIONS: dict[str, dict] = {
+    "monorepo-backend": {"app_base": "backend"},
+    "flask-node-assets": {"node_build": True},
+    "django-node-assets": {"node_build": True},
+}
+
+
+def fixture_names(include_failing: bool = False) -> list[str]:
+    """Every fixture app (those that fail by design only when asked for)."""
+    return sorted(p.name for p in FIXTURE_APPS.iterdir() if p.is_dir()
+                  and (include_failing or p.name not in FIXTURES_FAILING_BY_DESIGN))
+
+
+def fixture_build_options(name: str, stack: contextlib.ExitStack, scratch: Path) -> dict:
+    """compile_app keyword arguments for fixture ``name``; servers it needs (an NLTK
+    index on loopback) live as long as ``stack``."""
+    options = dict(_FIXTURE_BUILD_OPTIONS.get(name, {}))
+    if (FIXTURE_APPS / name / "nltk.txt").is_file():
+        mirror = scratch / f"nltk-{name}"
+        mirror.mkdir(parents=True)
+        write_nltk_index(mirror, {"stopwords": ("corpora", nltk_package_zip(
+            "stopwords", {"english": "the\nand\n"}))})
+        base = stack.enter_context(serve_directory(mirror))
+        options["env"] = {"NLTK_INDEX_URL": f"{base}/index.xml"}
+    return options

@@ -27,14 +27,14 @@ from slugbuild.marshal_canon import canonical_marshal, code_layout
 
 from .helpers import (
     FIXTURE_APPS,
+    FIXTURES_NOT_BOOTING,
     Server,
     copy_app,
+    fixture_build_options,
+    fixture_names,
     local_interpreter,
     make_app,
-    nltk_package_zip,
-    serve_directory,
     slug_differences,
-    write_nltk_index,
 )
 
 LOCAL_FIXTURES = {
@@ -305,26 +305,8 @@ def test_a_python_310_app_is_the_same_in_two_cold_builds(tmp_path):
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
 
 
-# Fixtures that must not build: the failure is what they are for (test_deps_e2e).
-_FAILS_BY_DESIGN = {"django-removed-cgi", "markers-excluded"}
-
-
-def _fixture_names() -> list[str]:
-    """Every fixture app that builds (its two cold builds are compared)."""
-    return sorted(p.name for p in FIXTURE_APPS.iterdir()
-                  if p.is_dir() and p.name not in _FAILS_BY_DESIGN)
-# Fixtures whose slug must not boot (test_boot_check); every other one must.
-_DOES_NOT_BOOT = {"boot-crash-at-import", "boot-never-listens", "boot-removed-stdlib"}
-# How each fixture that needs more than `compile APP` is built (as its own tests do).
-_BUILD_OPTIONS: dict[str, dict] = {
-    "monorepo-backend": {"app_base": "backend"},
-    "flask-node-assets": {"node_build": True},
-    "django-node-assets": {"node_build": True},
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", _fixture_names())
+@pytest.mark.parametrize("name", fixture_names())
 def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
     """Two cold builds, each with a cache of its own, from two app directories.
 
@@ -334,14 +316,8 @@ def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
     pip-local-packages has crcmod, published as an sdist only, and a local
     package, each with a C extension), the slug.
     """
-    options = dict(_BUILD_OPTIONS.get(name, {}))
     with contextlib.ExitStack() as stack:
-        if (FIXTURE_APPS / name / "nltk.txt").is_file():
-            mirror = tmp_path_factory.mktemp(f"nltk-{name}")
-            write_nltk_index(mirror, {"stopwords": ("corpora", nltk_package_zip(
-                "stopwords", {"english": "the\nand\n"}))})
-            base = stack.enter_context(serve_directory(mirror))
-            options["env"] = {"NLTK_INDEX_URL": f"{base}/index.xml"}
+        options = fixture_build_options(name, stack, tmp_path_factory.mktemp(f"nltk-{name}"))
         _two_cold_builds(tmp_path_factory, name, options)
 
 
@@ -367,7 +343,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
         shutil.copytree(source, second_cache / download_cache, symlinks=True,
                         copy_function=os.link, ignore=built_here)
     # The second build also proves the slug boots: its web process answers HTTP.
-    boots = name not in _DOES_NOT_BOOT
+    boots = name not in FIXTURES_NOT_BOOTING
     two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
                  second_cache, boot_check=60 if boots else False, **options)
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
