@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from slugbuild import compile_app  # noqa: E402
-from slugbuild.installers.pip import DEFAULT_INDEX_URL, trusted_ca_bundle  # noqa: E402
+from slugbuild.installers.common import DEFAULT_INDEX_URL, trusted_ca_bundle  # noqa: E402
 from slugbuild.installers.uv import uv_binary  # noqa: E402
 from slugbuild.log import Reporter  # noqa: E402
 from slugbuild.proc import clean_env  # noqa: E402

@@ -36,7 +36,7 @@ from slugbuild.installers.pipenv import pipfile_hash
 from slugbuild.installers.poetry import content_hash
 from slugbuild.log import Reporter
 from slugbuild.pack import DEFAULT_LEVEL
-from slugbuild.versions import tomllib
+from slugbuild.toml_compat import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = REPO / "fixtures" / "apps"
@@ -191,7 +191,7 @@ def _hashes(requirement: str, tmp_path: Path) -> list[str]:
 
 
 def _uv(args: list[str], cwd: Path, tmp_path: Path) -> str:
-    from slugbuild.installers.pip import DEFAULT_INDEX_URL, trusted_ca_bundle
+    from slugbuild.installers.common import DEFAULT_INDEX_URL, trusted_ca_bundle
     from slugbuild.installers.uv import uv_binary
 
     env = {**_clean_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
@@ -234,7 +234,7 @@ def _clean_env() -> dict:
 
 
 def _python_for(version: str) -> str:
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     for runtime in LocalInterpreterSource().runtimes():
         if runtime.version == version:
@@ -244,7 +244,7 @@ def _python_for(version: str) -> str:
 
 def _heroku_like_size(tree: Path, version: str, tmp_path: Path) -> int:
     """The slug with the untrimmed local prefix and pip/setuptools, as Heroku ships it."""
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     runtime = next(r for r in LocalInterpreterSource().runtimes() if r.version == version)
     heroku_tree = tmp_path / "heroku-tree"

@@ -23,10 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from slugbuild.cache import Cache  # noqa: E402
-from slugbuild.downloads import DownloadSource, _extract  # noqa: E402
 from slugbuild.log import Reporter  # noqa: E402
 from slugbuild.platform_info import current  # noqa: E402
-from slugbuild.runtimes import LocalInterpreterSource, ensure_runtime_layer  # noqa: E402
+from slugbuild.runtime.download import DownloadSource, _extract  # noqa: E402
+from slugbuild.runtime.layer import ensure_runtime_layer  # noqa: E402
+from slugbuild.runtime.local import LocalInterpreterSource  # noqa: E402
 
 SKIP = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__"}
 

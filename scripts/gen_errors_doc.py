@@ -52,7 +52,7 @@ COMMANDS_BY_FUNCTION = {
     "inspect_slug.describe_slug": ("inspect", "publish"),
     "publish.publish_slug": ("publish",),
     "publish._call": ("publish",),
-    "runtimes.parse_sources": ("compile", "runtimes"),
+    "runtime.resolve.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
     "lock._check_inside_app": ("lock",),

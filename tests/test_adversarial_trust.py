@@ -685,14 +685,14 @@ def test_unreadable_file_is_permission_denied(tmp_path, cache_dir, monkeypatch, 
 
 def test_full_disk_while_copying_the_runtime_is_disk_full(tmp_path, monkeypatch):
     """ENOSPC in the middle of the runtime copy (copytree gathers per-file errors)."""
-    import slugbuild.runtimes as runtimes
+    import slugbuild.runtime.layer as runtime_layer
 
     def copytree(source, target, *args, **kwargs):
         Path(target).mkdir(parents=True, exist_ok=True)
         why = f"[Errno {errno.ENOSPC}] No space left on device: '{target}/lib/x.so'"
         raise shutil.Error([(f"{source}/lib/x.so", f"{target}/lib/x.so", why)] * 3)
 
-    monkeypatch.setattr(runtimes.shutil, "copytree", copytree)
+    monkeypatch.setattr(runtime_layer.shutil, "copytree", copytree)
     app = make_app(tmp_path / "app", MINIMAL)
     cache = tmp_path / "cold cache"  # a cold cache: the runtime layer is copied
     with pytest.raises(errors.SlugbuildError) as caught:

@@ -25,8 +25,8 @@ from slugbuild.importcheck import (
 from slugbuild.installers import InstallJob
 from slugbuild.installers.baseline import SETUPTOOLS_VERSION, baseline_requirements
 from slugbuild.installers.failures import diagnose_install_failure, failed_package
-from slugbuild.installers.pip import PipInstaller, pip_for_runtime, requirement_lines
-from slugbuild.installers.uv import _export_requirements
+from slugbuild.installers.pip import PipInstaller, pip_for_runtime
+from slugbuild.installers.requirements import export_requirements, requirement_lines
 from slugbuild.log import Reporter
 
 from .helpers import make_app
@@ -57,8 +57,7 @@ def test_keep_pip_adds_the_installing_pip():
 def test_baseline_keys_the_layer_only_when_there_is_one(tmp_path):
     app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
     runtime = {"name": "cpython-3.13.0", "key": "k"}
-    installer = PipInstaller("3.13.0")
-    installer.key_files(app, "requirements.txt", {})
+    installer = PipInstaller("3.13.0").plan(app, "requirements.txt", {})
     plain, inputs = layer_key(app, ["requirements.txt"], runtime, installer, {})
     assert "baseline" not in inputs  # layers made before the baseline keep their key
     assert layer_key(app, ["requirements.txt"], runtime, installer, {}, None, ())[0] == plain
@@ -84,9 +83,8 @@ def test_pip_for_runtime_uses_an_older_pip_for_39_and_refuses_older():
 
 def test_installer_version_names_the_pip_that_runs(tmp_path):
     app = make_app(tmp_path / "app", {"requirements.txt": "six>=1\n"})
-    installer = PipInstaller("3.9.18")
-    installer.key_files(app, "requirements.txt", {})
-    assert installer.version() == "26.0.1"
+    installer = PipInstaller("3.9.18").plan(app, "requirements.txt", {})
+    assert installer.version == "26.0.1"
 
 
 # --- markers -----------------------------------------------------------------------------
@@ -139,7 +137,7 @@ def test_export_requirements_read_hashed_continuations():
     text = ('-i https://pypi.org/simple\n'
             'flask==3.1.3 ; python_version < "3.12" \\\n    --hash=sha256:aa \\\n'
             '    --hash=sha256:bb\n# a comment\nsix==1.17.0 --hash=sha256:cc\n')
-    assert _export_requirements(text) == ['flask==3.1.3 ; python_version < "3.12"',
+    assert export_requirements(text) == ['flask==3.1.3 ; python_version < "3.12"',
                                            "six==1.17.0"]
 
 

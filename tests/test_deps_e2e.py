@@ -15,7 +15,7 @@ import requests
 from slugbuild import compile_app, errors
 from slugbuild.installers.baseline import SETUPTOOLS_VERSION
 from slugbuild.log import Reporter
-from slugbuild.runtimes import RuntimeOptions
+from slugbuild.runtime.resolve import RuntimeOptions
 
 from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, unpack
 

@@ -20,11 +20,13 @@ import pytest
 
 from slugbuild import errors
 from slugbuild.cache import Cache
-from slugbuild.downloads import DownloadSource, _extract
 from slugbuild.log import Reporter
 from slugbuild.platform_info import current
 from slugbuild.relocate import patchelf_command
-from slugbuild.runtimes import LocalInterpreterSource, SourceUnavailable, runtime_key
+from slugbuild.runtime.download import DownloadSource, _extract
+from slugbuild.runtime.layer import runtime_key
+from slugbuild.runtime.local import LocalInterpreterSource
+from slugbuild.runtime.sources import SourceUnavailable
 
 from .helpers import Server, crafted_tar, make_app, run_cli, unpack
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from slugbuild import indexes
-from slugbuild.installers.pip import index_settings
 
 from .helpers import make_app, run_cli, unpack
 
@@ -115,7 +114,7 @@ def test_a_files_index_replaces_the_config_vars_index_as_in_pip(tmp_path):
                     "--find-links wheels\n--trusted-host private.example\ny==2\n",
         "wheels/.keep": "",
     })
-    settings = index_settings(app, "requirements.txt",
+    settings = indexes.for_requirements(app, "requirements.txt",
                               {"PIP_INDEX_URL": "https://mirror.example/simple",
                                "TOKEN": "abc"})
     assert settings.index_urls == ["https://abc@private.example/simple",
@@ -134,7 +133,7 @@ def test_a_files_index_replaces_the_config_vars_index_as_in_pip(tmp_path):
 def test_no_index_wins_over_later_indexes(tmp_path):
     app = make_app(tmp_path, {"requirements.txt": "--no-index\n-i https://x.example/simple\n"
                                                   "--find-links ./w\nx==1\n"})
-    settings = index_settings(app, "requirements.txt", {})
+    settings = indexes.for_requirements(app, "requirements.txt", {})
     assert settings.no_index and settings.index_urls == []
     assert settings.uv_env()["UV_NO_INDEX"] == "1"
     assert "UV_INDEX_URL" not in settings.uv_env()
@@ -168,8 +167,8 @@ def test_a_changed_index_or_its_token_changes_the_layer_key(tmp_path):
 
     app = make_app(tmp_path, {"requirements.txt": "-i https://${TOKEN}@a.example/simple\nx==1\n"})
     runtime = {"name": "python-3.12", "key": "k"}
-    installer = PipInstaller()
-    files = installer.key_files(app, "requirements.txt", {})
+    installer = PipInstaller().plan(app, "requirements.txt", {})
+    files = list(installer.key_files)
     first, inputs = layer_key(app, files, runtime, installer, {"TOKEN": "one"})
     second, _ = layer_key(app, files, runtime, installer, {"TOKEN": "two"})
     assert first != second and "one" not in json.dumps(inputs)
@@ -183,7 +182,7 @@ def test_a_changed_index_or_its_token_changes_the_layer_key(tmp_path):
 def _pipenv_app(directory: Path, pipfile_text: str, package: dict) -> Path:
     """A Pipenv app whose current Pipfile.lock pins ``package`` (its lock entry)."""
     from slugbuild.installers.pipenv import pipfile_hash
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     pipfile = tomllib.loads(pipfile_text)
     lock = {"_meta": {"hash": {"sha256": pipfile_hash(pipfile)}, "pipfile-spec": 6,
@@ -391,7 +390,7 @@ def test_a_local_find_links_directory_keys_the_layer_and_is_recorded_relative(tm
 
     app = make_app(tmp_path / "app", {"requirements.txt": "--find-links wheels\nx==1\n",
                                       "wheels/x-1-py3-none-any.whl": "one"})
-    files = PipInstaller().key_files(app, "requirements.txt", {})
+    files = PipInstaller().plan(app, "requirements.txt", {}).key_files
     assert "wheels/x-1-py3-none-any.whl" in files
     record, _ = indexes.app_sources(app, "pip", "requirements.txt", {})
     assert [link["url"] for link in record["find_links"]] == ["./wheels"]
@@ -403,6 +402,6 @@ def test_a_local_find_links_directory_keys_the_layer_and_is_recorded_relative(tm
 ])
 def test_pypi_is_searched_last_however_the_private_index_is_named(tmp_path, text):
     app = make_app(tmp_path, {"requirements.txt": text})
-    env = index_settings(app, "requirements.txt", {}).uv_env()
+    env = indexes.for_requirements(app, "requirements.txt", {}).uv_env()
     assert env["UV_EXTRA_INDEX_URL"] == "https://private.example/simple"
     assert env["UV_INDEX_URL"] == "https://pypi.org/simple"

@@ -21,10 +21,10 @@ from pip._internal.req.req_file import _decode_req_file
 from slugbuild import errors
 from slugbuild.detect import detect
 from slugbuild.installers import locks
-from slugbuild.installers.pip import (
-    _lock_like,
+from slugbuild.installers.requirements import (
     install_editables_as_copies,
     local_requirements,
+    lock_like,
     requirement_lines,
     requirements_files,
     unpinned_requirements,
@@ -91,7 +91,7 @@ def test_includes_pins_and_lines_of_encoded_requirements(tmp_path, encoding):
     assert requirements_files(app, "requirements.txt") == ["requirements.txt", "reqs/base.txt"]
     assert unpinned_requirements(app, "requirements.txt") == []
     assert requirement_lines(app, "requirements.txt") == ["gunicorn==27.0.1", "Flask==3.1.3"]
-    assert _lock_like(app, ["requirements.txt", "reqs/base.txt"])
+    assert lock_like(app, ["requirements.txt", "reqs/base.txt"])
 
 
 def test_unpinned_count_of_a_utf16_file_is_its_real_count(tmp_path):

@@ -275,7 +275,7 @@ def test_runtime_outside_the_poetry_projects_python_is_refused(tmp_path, cache_d
 def test_hashes_slugbuild_computes_are_the_ones_the_managers_check(tmp_path, cache_dir):
     from slugbuild.installers.pipenv import pipfile_hash
     from slugbuild.installers.poetry import content_hash
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     app = copy_app(FIXTURE_APPS / "poetry-falcon", tmp_path / "poetry")
     pyproject = app / "pyproject.toml"

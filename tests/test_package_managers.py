@@ -10,7 +10,8 @@ from slugbuild import errors
 from slugbuild.dependencies import constraints_from_slug_json, rebuild_reasons
 from slugbuild.detect import detect, require_package_manager
 from slugbuild.installers.locks import check_syntax
-from slugbuild.installers.pip import PipInstaller, unpinned_requirements
+from slugbuild.installers.pip import PipInstaller
+from slugbuild.installers.requirements import unpinned_requirements
 
 from .helpers import make_app
 
@@ -68,29 +69,31 @@ def test_pinned_requirements_go_to_uv_and_the_rest_to_pip(tmp_path):
         "base.txt": "--extra-index-url https://example.invalid/simple\nidna==3.10  # pin\n",
     })
     installer = PipInstaller()
-    assert installer.key_files(app, "requirements.txt", {}) == ["requirements.txt", "base.txt"]
-    assert installer.tool == "uv"
-    assert installer.key_files(app, "requirements.txt", {"SLUGBUILD_PIP_INSTALLER": "pip"})
-    assert installer.tool == "pip"
+    plan = installer.plan(app, "requirements.txt", {})
+    assert list(plan.key_files) == ["requirements.txt", "base.txt"]
+    assert plan.tool == "uv"
+    plan = installer.plan(app, "requirements.txt", {"SLUGBUILD_PIP_INSTALLER": "pip"})
+    assert plan.key_files
+    assert plan.tool == "pip"
     for line in ("flask>=3", "--find-links ./wheels", "git+https://example.invalid/x.git"):
         (app / "base.txt").write_text(line + "\n")
-        installer.key_files(app, "requirements.txt", {})
-        assert installer.tool == "pip", line
+        plan = installer.plan(app, "requirements.txt", {})
+        assert plan.tool == "pip", line
     (app / "base.txt").write_text("flask>=3\nclick\n")
     assert unpinned_requirements(app, "requirements.txt") == ["flask>=3", "click"]
 
 
 def test_editable_requirements_are_keyed_and_installed_as_copies(tmp_path):
-    from slugbuild.installers.pip import install_editables_as_copies
+    from slugbuild.installers.requirements import install_editables_as_copies
 
     app = make_app(tmp_path, {
         "requirements.txt": "six==1.17.0\n-e ./lib\n--editable=.\n",
         "lib/pyproject.toml": "", "lib/lib/__init__.py": "",
         "app.py": "", ".heroku/python/bin/python": "", "lib/build/lib/x.py": "",
     })
-    installer = PipInstaller()
-    files = installer.key_files(app, "requirements.txt", {})
-    assert installer.tool == "pip"
+    plan = PipInstaller().plan(app, "requirements.txt", {})
+    files = list(plan.key_files)
+    assert plan.tool == "pip"
     # `-e .` is the whole app: every file keys the layer, but never what the build adds.
     assert files == ["requirements.txt", "app.py", "lib/lib/__init__.py", "lib/pyproject.toml"]
     assert install_editables_as_copies(app, "requirements.txt") == ["./lib", "."]
@@ -183,7 +186,7 @@ def test_local_packages_in_locks_key_the_layer(tmp_path, lock_file, text):
 
 
 def test_exported_local_packages_are_installed_apart_and_not_editable(tmp_path):
-    from slugbuild.installers.uv import local_requirement, split_local_lines
+    from slugbuild.installers.requirements import local_requirement, split_local_lines
 
     hashed, local = split_local_lines(
         "-e ./libs/a\n./libs/b ; python_version >= '3'\nsix==1.17.0 \\\n    --hash=sha256:ab\n"
@@ -233,8 +236,8 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
                      cache=Cache(tmp_path / "cache"), reporter=Reporter(quiet=True),
                      scratch=tmp_path)
     installer = PipInstaller()
-    installer.tool = tool
-    installer.install(job)
+    installer.install(job, installer.plan(app, "requirements.txt",
+                                          {"SLUGBUILD_PIP_INSTALLER": tool}))
     (argv, env), = calls
     assert not any("s3cret" in str(arg) or "t0ken" in str(arg) for arg in argv)
     if tool == "uv":
@@ -267,7 +270,7 @@ def test_current_poetry_lock_gives_its_main_group_without_poetry(tmp_path):
 
 
 def _edit_poetry_lock(app, edit) -> None:
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     lock = tomllib.loads((app / "poetry.lock").read_text())
     text = (app / "poetry.lock").read_text()
@@ -281,7 +284,7 @@ def _edit_poetry_lock(app, edit) -> None:
 ])
 def test_poetry_lock_is_left_to_poetry_when_it_cannot_prove_itself(tmp_path, change):
     from slugbuild.installers.poetry import locked_main_pins
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     app = _lock_app(tmp_path, "poetry-falcon")
     lock = app / "poetry.lock"
@@ -361,7 +364,7 @@ def test_runtime_the_poetry_project_excludes_is_refused(tmp_path):
 
 def test_poetry_python_constraint_slugbuild_cannot_read_leaves_the_lock_to_poetry(tmp_path):
     from slugbuild.installers.poetry import content_hash, locked_main_pins
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     app = _lock_app(tmp_path, "poetry-falcon")
     pyproject = app / "pyproject.toml"
@@ -407,3 +410,23 @@ def test_pipfile_lock_is_left_to_pipenv_when_it_cannot_prove_itself(tmp_path, ch
     pins = locked_default_pins(app)
     # A change of case only is no change to Pipenv (it hashes canonical names).
     assert (pins is not None) is (change == "case only")
+
+
+# --- the package-manager table ---------------------------------------------------------
+
+def test_every_row_of_the_table_is_what_detection_and_the_installers_use(tmp_path):
+    from slugbuild.detect import detect
+    from slugbuild.installers import installer_for
+    from slugbuild.installers.conformance import INSTALLERS
+    from slugbuild.package_managers import PACKAGE_MANAGERS, by_lock_file, relock_command
+
+    assert [cls.name for cls in INSTALLERS] == [m.name for m in PACKAGE_MANAGERS]
+    for manager in PACKAGE_MANAGERS:
+        assert installer_for(manager.name).name == manager.name
+        assert by_lock_file(manager.lock_file) is manager
+        app = make_app(tmp_path / manager.name, {manager.lock_file: ""})
+        assert detect(app).package_manager == manager.name
+        if manager.relock is not None:
+            assert relock_command(manager.name) == manager.relock
+    with pytest.raises(KeyError):
+        relock_command("pip")  # requirements.txt has no lock to rewrite

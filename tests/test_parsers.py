@@ -162,7 +162,7 @@ def _placeholders(kind):
 
 
 def test_requirements_includes_are_followed(tmp_path):
-    from slugbuild.dependencies import requirements_files
+    from slugbuild.installers.requirements import requirements_files
 
     app = make_app(tmp_path, {
         "requirements.txt": "-rreqs/base.txt\n--constraint=constraints.txt\nsix\n",

@@ -63,7 +63,7 @@ def test_requirements_parser_only_raises_its_own_errors(main_lines, other_lines)
     import tempfile
     from pathlib import Path
 
-    from slugbuild.installers.pip import requirements_files, unpinned_requirements
+    from slugbuild.installers.requirements import requirements_files, unpinned_requirements
 
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp) / "app"

@@ -13,7 +13,8 @@ from slugbuild import errors
 from slugbuild.installers import InstallJob
 from slugbuild.installers.locks import run_lock_tool
 from slugbuild.installers.uv_project import check_python_allowed
-from slugbuild.runtimes import RuntimeOffer, RuntimeOptions, SourceUnavailable, resolve
+from slugbuild.runtime.resolve import RuntimeOptions, resolve
+from slugbuild.runtime.sources import RuntimeOffer, SourceUnavailable
 from slugbuild.versions import (
     DEFAULT_PYTHON,
     FROM_DEFAULT,
@@ -33,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 class Listed:
     """A source offering fixed versions; ``exact`` are found only by a history search."""
+
+    index_origin = None
 
     def __init__(self, name: str, versions: list[str] | None, exact: tuple[str, ...] = (),
                  downloads: bool = False, offline: bool = False) -> None:
@@ -281,7 +284,7 @@ def test_lock_tool_failures_are_classified(tmp_path, printed, code):
 
 def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_message(
         tmp_path, cache_dir):
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     from .helpers import copy_app, run_cli
 

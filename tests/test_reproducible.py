@@ -23,7 +23,12 @@ import requests
 
 from slugbuild import compile_app, errors
 from slugbuild.log import Reporter
-from slugbuild.marshal_canon import canonical_marshal, code_layout
+from slugbuild.marshal_canon import (
+    CODE_LAYOUT_3_8,
+    CODE_LAYOUT_3_11,
+    canonical_marshal,
+    code_layout,
+)
 
 from .helpers import (
     FIXTURE_APPS,
@@ -75,17 +80,8 @@ print(alone.hex(), after.hex())
 """
 
 
-# Known defect, open: on 3.8 and 3.10 the canonical stream still differs now and then
-# (one byte in several thousand, about every other run), so canonical_marshal misses
-# a case there. Not strict, so the defect stays visible in the report without making
-# CI a coin toss; see docs/reproducibility.md.
-_NOT_YET_CANONICAL = pytest.mark.xfail(
-    strict=False, reason="canonical_marshal still misses a case on this Python (open)")
-
-
 @pytest.mark.parametrize("version", [
-    pytest.param("3.8", marks=[pytest.mark.slow, _NOT_YET_CANONICAL]),
-    pytest.param("3.10", marks=_NOT_YET_CANONICAL),
+    pytest.param("3.8", marks=pytest.mark.slow), "3.10",
     "3.12", pytest.param("3.13", marks=pytest.mark.slow)])
 def test_canonical_bytecode_does_not_depend_on_what_the_process_compiled_before(
         tmp_path, version):
@@ -113,6 +109,105 @@ def test_canonical_bytecode_does_not_depend_on_what_the_process_compiled_before(
         assert equal == "True"
     if version == "3.12":
         assert differed  # the problem this solves shows on 3.12
+
+
+# Set constants of every kind the compiler folds, strings among them that the
+# standard library's modules also hold (so interning finds them already there).
+SET_CONSTANTS = """
+def method(verb, code, value, pair, raw):
+    if verb in {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "x-y"}:
+        return code in {200, 201, 204, 301, 302, 2 ** 70, -1}
+    if value in {0.5, 1.5, -0.0, 1e300, 2j, None, True, "a", b"a"}:
+        return pair in {(1, "a"), (2, "b"), ("c", (3, 4)), ()}
+    return raw not in {b"", b"\\x00", b"abc", "path", "name", "self", "__init__", "é"}
+"""
+
+# Prints each target's marshal stream as hex, twice: compiled first, then again
+# after the targets and a seeded random choice of the standard library were
+# compiled and kept alive (their interned strings and constants shared).
+SEEDED_HISTORIES = r"""
+import glob, marshal, os, random, sys
+order_seed, targets = int(sys.argv[1]), sys.argv[2:]
+
+def compiled(path):
+    return compile(open(path, "rb").read(), "/app/mod.py", "exec", dont_inherit=True)
+
+first = [marshal.dumps(compiled(target)).hex() for target in targets]
+others = sorted(glob.glob(os.path.join(os.path.dirname(os.__file__), "*.py")))
+random.Random(order_seed).shuffle(others)
+kept = []
+for path in targets + others[:80]:
+    try:
+        kept.append(compiled(path))
+    except SyntaxError:
+        pass
+again = [marshal.dumps(compiled(target)).hex() for target in targets]
+print(" ".join(first))
+print(" ".join(again))
+"""
+
+# Modules with many set constants (and typing, a large one) on 3.8 to 3.13.
+SET_MODULES = ("ftplib.py", "difflib.py", "hashlib.py", "_markupbase.py", "typing.py")
+
+
+@pytest.mark.parametrize("version", [
+    pytest.param("3.8", marks=pytest.mark.slow), pytest.param("3.9", marks=pytest.mark.slow),
+    "3.10", pytest.param("3.11", marks=pytest.mark.slow), "3.12",
+    pytest.param("3.13", marks=pytest.mark.slow)])
+def test_canonical_bytecode_does_not_depend_on_hash_seed_or_compile_history(
+        tmp_path, version):
+    python = local_interpreter(version)
+    stdlib = Path(subprocess.run([python, "-c", "import os; print(os.__file__)"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    (tmp_path / "sets.py").write_text(SET_CONSTANTS)
+    targets = [str(stdlib.parent / module) for module in SET_MODULES] + [str(tmp_path / "sets.py")]
+    layout = code_layout(tuple(int(p) for p in version.split(".")))
+    streams: list[list[bytes]] = [[] for _ in targets]
+    for hash_seed, order_seed in (("0", 1), ("4242", 2), ("random", 3)):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        lines = subprocess.run([python, "-W", "ignore", "-c", SEEDED_HISTORIES,
+                                str(order_seed), *targets], capture_output=True, text=True,
+                               check=True, env=env).stdout.split("\n")
+        for line in lines[:2]:
+            for found, stream in zip(streams, line.split()):
+                found.append(bytes.fromhex(stream))
+    for target, found in zip(targets, streams):
+        canonical = {canonical_marshal(stream, layout) for stream in found}
+        assert len(canonical) == 1, f"{target}: {len(canonical)} canonical forms"
+        (only,) = canonical
+        assert canonical_marshal(only, layout) == only  # a fixed point
+        (tmp_path / f"{Path(target).stem}.raw").write_bytes(found[0])
+        (tmp_path / f"{Path(target).stem}.canonical").write_bytes(only)
+    if layout == CODE_LAYOUT_3_8:  # marshal wrote these sets in other orders
+        assert any(len(set(found)) > 1 for found in streams)
+    # Each canonical stream loads as the code it was made from.
+    check = ("import marshal, pathlib, sys\n"
+             "for raw in sorted(pathlib.Path(sys.argv[1]).glob('*.raw')):\n"
+             "    print(raw.stem, marshal.loads(raw.read_bytes())"
+             " == marshal.loads(raw.with_suffix('.canonical').read_bytes()))\n")
+    loaded = subprocess.run([python, "-c", check, tmp_path], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == [word for target in sorted(Path(t).stem for t in targets)
+                      for word in (target, "True")]
+
+
+def test_set_constants_are_ordered_by_value_before_3_11_and_kept_as_written_after():
+    import marshal
+
+    elements = ["GET", "POST", 7, b"x", (1, "a"), None]
+    orders = [elements, elements[::-1], elements[2:] + elements[:2]]
+
+    def frozenset_stream(order: list) -> bytes:  # marshal's frozenset, elements in this order
+        return b">" + len(order).to_bytes(4, "little") + b"".join(
+            marshal.dumps(element) for element in order)
+
+    old = {canonical_marshal(frozenset_stream(order), CODE_LAYOUT_3_8) for order in orders}
+    assert len(old) == 1
+    assert marshal.loads(old.pop()) == frozenset(elements)
+    # 3.11 and later write sets sorted themselves: the written order stays.
+    new = [canonical_marshal(frozenset_stream(order), CODE_LAYOUT_3_11) for order in orders]
+    assert len(set(new)) == len(orders)
+    assert all(marshal.loads(stream) == frozenset(elements) for stream in new)
 
 
 def test_marshal_streams_it_does_not_read_are_refused():
@@ -195,7 +290,7 @@ def test_only_installs_that_build_the_apps_own_files_need_a_copy(tmp_path, requi
                                       "vendor/pkg/setup.py": "", "app.py": "",
                                       ".heroku/python/bin/python3.12": ""})
     installer = installer_for("pip")
-    files = installer.key_files(app, "requirements.txt", {})
+    files = list(installer.plan(app, "requirements.txt", {}).key_files)
     assert builds_local_packages(app, "requirements.txt", installer, files) == local
     copy = copy_for_install(app, tmp_path / "copy")
     assert sorted(p.name for p in copy.iterdir()) == [
@@ -218,7 +313,7 @@ def test_every_local_shape_of_a_pipfile_lock_keys_the_layer(tmp_path):
 
 def test_unhashed_version_control_references_are_installed_apart_from_the_hashed_pins():
     # A lock pins them by commit or URL: --require-hashes would refuse the export.
-    from slugbuild.installers.uv import split_unhashed_urls
+    from slugbuild.installers.requirements import split_unhashed_urls
 
     hashed, direct = split_unhashed_urls(
         "six==1.17.0 \\\n    --hash=sha256:ab\n"
@@ -259,7 +354,7 @@ def test_local_packages_install_apart_and_serve_from_the_slug(tmp_path, cache_di
 @pytest.mark.slow
 def test_a_local_package_that_does_not_build_is_named(tmp_path, cache_dir):
     from slugbuild.installers.pipenv import pipfile_hash
-    from slugbuild.versions import tomllib
+    from slugbuild.toml_compat import tomllib
 
     broken = {"vendor/broken/setup.py": "raise SystemExit('setup.py: this package is broken')\n"}
     pip_app = make_app(tmp_path / "pip", {**broken, ".python-version": "3.12\n",

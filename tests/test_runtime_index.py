@@ -24,12 +24,15 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from slugbuild import downloads, errors
+from slugbuild import errors
 from slugbuild.cache import Cache
-from slugbuild.downloads import DownloadSource, HerokuSource
 from slugbuild.log import Reporter
 from slugbuild.platform_info import Platform, current
-from slugbuild.runtimes import LocalInterpreterSource, SourceUnavailable, resolve
+from slugbuild.runtime import download as downloads
+from slugbuild.runtime.download import DownloadSource, HerokuSource
+from slugbuild.runtime.local import LocalInterpreterSource
+from slugbuild.runtime.resolve import resolve
+from slugbuild.runtime.sources import SourceUnavailable
 from slugbuild.versions import PythonRequest
 
 from .helpers import free_port, make_app, run_cli
@@ -372,7 +375,7 @@ def logged(result, text: str) -> bool:
 @pytest.mark.slow
 def test_patch_fallback_and_sticky_default_in_real_builds(tmp_path, cache_dir):
     from slugbuild import compile_app
-    from slugbuild.runtimes import RuntimeOptions
+    from slugbuild.runtime.resolve import RuntimeOptions
 
     newest = local_minor("3.12")
     if newest is None:
@@ -436,7 +439,7 @@ def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, ca
     """A pyenv CPython packaged as an older release's archive: the pin is found in
     the history, downloaded, verified, and the slug's interpreter runs."""
     from slugbuild import compile_app
-    from slugbuild.runtimes import RuntimeOptions
+    from slugbuild.runtime.resolve import RuntimeOptions
 
     from .helpers import unpack
 
@@ -464,7 +467,7 @@ def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, ca
 
 def test_a_fake_interpreter_in_an_archive_is_refused_cleanly(tmp_path, mirror):
     """An archive whose bin/python3.12 is not CPython ends in one catalogued error."""
-    from slugbuild.runtimes import ensure_runtime_layer
+    from slugbuild.runtime.layer import ensure_runtime_layer
 
     found = source(tmp_path, mirror.url + API, platform=current())
     offer = found.find_exact("3.12.4")
@@ -498,7 +501,7 @@ def test_damaged_answers_never_break_a_build(tmp_path, mirror):
 
 def test_s3_etags_of_several_parts():
     """A multipart ETag is md5(part md5s)-N; the AWS CLI's 8 MiB parts are tried."""
-    from slugbuild.downloads import _Received
+    from slugbuild.runtime.download import _Received
 
     data = os.urandom((8 << 20) * 2 + 12345)
     parts = [data[i:i + (8 << 20)] for i in range(0, len(data), 8 << 20)]
@@ -555,7 +558,7 @@ def test_heroku_archive_builds_a_real_slug(tmp_path, mirror, monkeypatch):
     """A pyenv CPython packaged as Heroku packages Python (prefix at the top,
     .tar.zst, a .sha256 beside it), built on a host that says it is Ubuntu 24.04."""
     from slugbuild import compile_app, platform_info
-    from slugbuild.runtimes import RuntimeOptions
+    from slugbuild.runtime.resolve import RuntimeOptions
 
     from .helpers import unpack
 

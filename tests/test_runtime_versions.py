@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 
 from slugbuild import errors
-from slugbuild.downloads import archive_fits, parse_checksums
 from slugbuild.platform_info import Platform
-from slugbuild.runtimes import (
-    RuntimeOffer,
-    RuntimeOptions,
-    SourceUnavailable,
-    parse_sources,
-    resolve,
-)
+from slugbuild.runtime.download import archive_fits, parse_checksums
+from slugbuild.runtime.resolve import RuntimeOptions, parse_sources, resolve
+from slugbuild.runtime.sources import RuntimeOffer, SourceUnavailable
 from slugbuild.versions import PythonRequest, check_supported, newer_patch, read_request
 
 from .helpers import make_app
@@ -124,6 +119,9 @@ def test_newer_patch():
 class ListedSource:
     """A source that offers fixed versions (resolution logic only; nothing is built)."""
 
+    downloads = offline = False
+    index_origin = None
+
     def __init__(self, name: str, versions: list[str] | None) -> None:
         self.name = name
         self.versions = versions
@@ -132,6 +130,9 @@ class ListedSource:
         if self.versions is None:
             raise SourceUnavailable("index unreachable")
         return [RuntimeOffer(v, self, f"{self.name}:{v}", {}) for v in self.versions]
+
+    def find_exact(self, version: str) -> RuntimeOffer | None:
+        return None
 
     def provide(self, offer, scratch, reporter):  # pragma: no cover - never built here
         raise AssertionError
@@ -203,7 +204,7 @@ def test_requires_python_decides_a_real_build(tmp_path, cache_dir):
     """pyproject.toml's requires-python picks the newest local match, and says so."""
     from slugbuild import compile_app
     from slugbuild.log import Reporter
-    from slugbuild.runtimes import LocalInterpreterSource
+    from slugbuild.runtime.local import LocalInterpreterSource
 
     local = sorted((r.version for r in LocalInterpreterSource().runtimes()
                     if r.version.startswith("3.12.")), key=lambda v: [int(p) for p in v.split(".")])

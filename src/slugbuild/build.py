@@ -58,7 +58,6 @@ from .dependencies import (
     constraints_from_slug_json,
     excluded_requirements,
     has_package,
-    installer_for,
     link_dependency_layer,
     prepare_dependency_layer,
     read_host_paths,
@@ -68,6 +67,7 @@ from .detect import AppInfo, detect, package_manager_files, require_package_mana
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
+from .installers import installer_for
 from .log import Reporter
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
@@ -89,8 +89,7 @@ from .proc import (
 )
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
-from .runtimes import (
-    LocalRuntime,
+from .runtime import (
     Resolution,
     RuntimeOptions,
     cached_runtime_layer,
@@ -610,6 +609,9 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
     finally:
         with timer.stage("cleanup", deadline=False):
             build.background.shutdown(wait=True, cancel_futures=True)
+            for layer, mount, restored in build.restored:  # while the link lock is held
+                if restored.copies is None:
+                    cache.release_links(layer, build.build_dir / mount)
             links.close()
             shutil.rmtree(scratch, ignore_errors=True)
             for layer, _, _ in build.restored:
@@ -816,8 +818,8 @@ def _python_stages(build: _Build, info: AppInfo, request: PythonRequest,
     """Runtime layer, pre_compile, dependency layer, collectstatic, post_compile, profile.d."""
     timer, reporter, build_dir = build.timer, build.reporter, build.build_dir
     runtime = resolution.offer
-    if isinstance(runtime.detail, LocalRuntime):
-        build.host_paths.append(str(runtime.detail.prefix))
+    if runtime.host_prefix is not None:
+        build.host_paths.append(str(runtime.host_prefix))
     python_home = build_dir / _PYTHON_HOME
     installer = installer_for(info.package_manager, runtime.version)
     dependency_layer = functools.partial(

@@ -30,7 +30,7 @@ from .errors import SlugbuildError
 from .log import Reporter
 from .pack import LAYOUTS
 from .redact import mask
-from .runtimes import RuntimeOptions
+from .runtime import RuntimeOptions
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -450,7 +450,7 @@ def _list_runtimes(args: argparse.Namespace) -> int:
     """Print every supported version each source offers (sources that fail are noted)."""
     from . import platform_info
     from .cache import Cache, default_cache_dir
-    from .runtimes import list_offers, make_sources
+    from .runtime import list_offers, make_sources
     from .versions import policy_for, sort_versions
 
     def status(version: str) -> str:

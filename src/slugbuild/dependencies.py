@@ -48,22 +48,14 @@ from .cache import (
     read_index,
     write_json_atomic,
 )
-from .installers import Installer, InstallJob, installer_for
+from .installers import Installer, InstallJob, InstallPlan, installer_for
 from .installers.baseline import baseline_requirements
-from .installers.pip import (
-    DEFAULT_INDEX_URL,
-    PipInstaller,
-    has_editables,
-    requirements_files,
-    trusted_ca_bundle,
-)
+from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
 
 __all__ = [
-    "DEFAULT_INDEX_URL", "DependencyLayer", "Installer", "Package", "PipInstaller", "Prefetch",
-    "installer_for", "link_dependency_layer", "prepare_dependency_layer", "requirements_files",
-    "trusted_ca_bundle",
+    "DependencyLayer", "Package", "Prefetch", "link_dependency_layer", "prepare_dependency_layer",
 ]
 
 # Config vars with these prefixes steer the installers, so they are part of the
@@ -98,7 +90,7 @@ class DependencyLayer:
 
 
 def layer_key(
-    app_dir: Path, files: list[str], runtime: dict, installer: Installer,
+    app_dir: Path, files: list[str], runtime: dict, plan: InstallPlan,
     config_vars: dict, constraints: str | None = None, baseline: tuple[str, ...] = (),
     prefix_state: str | None = None,
 ) -> tuple[str, dict]:
@@ -126,7 +118,7 @@ def layer_key(
     inputs = {
         "runtime": runtime["name"],
         "runtime_key": runtime["key"],
-        "installer": f"{installer.name} {installer.version()}",
+        "installer": f"{plan.name} {plan.version}",
         "installer_config_sha256": hashlib.sha256(index_settings.encode()).hexdigest(),
         "files": {rel: file_sha256(app_dir / rel) for rel in files},
         "layer_format": DEPENDENCY_LAYER_FORMAT,
@@ -308,18 +300,19 @@ def prepare_dependency_layer(
     every package to the version that build installed. A ``prefetch`` still
     downloading is waited for only if there is something to install.
     """
-    files = installer.key_files(app_dir, lock_file, config_vars)
+    plan = installer.plan(app_dir, lock_file, config_vars)
+    files = list(plan.key_files)
     python_version = runtime["inputs"]["version"]
     baseline = baseline_requirements(installer.name, python_version, config_vars,
-                                     _pip_version(installer))
+                                     plan.pip_version)
     state = (prefix_state(onto, prefix_snapshot)
              if onto is not None and prefix_snapshot is not None else None)
-    key, inputs = layer_key(app_dir, files, runtime, installer, config_vars, constraints,
+    key, inputs = layer_key(app_dir, files, runtime, plan, config_vars, constraints,
                             baseline, state)
     name = key[:24]
     outcome = functools.partial(
         DependencyLayer, key, (), tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
-        installer.name, installer.version(), baseline=baseline)
+        installer.name, plan.version, baseline=baseline)
 
     layer = _cached_layer(cache, name, key, reporter)
     if layer is None:
@@ -330,7 +323,7 @@ def prepare_dependency_layer(
                 if prefetch is not None:
                     prefetch.wait()
                 reporter.step(f"Installing requirements with {installer.name} "
-                              f"({installer.version()})")
+                              f"({plan.version})")
                 scratch = cache.scratch_dir("install")
                 try:
                     job = InstallJob(
@@ -344,8 +337,8 @@ def prepare_dependency_layer(
                         source_dir=source_dir,
                         link_mode="copy" if onto is not None and copy else "hardlink",
                     )
-                    layer, apart_at = _install_fresh(job, installer, python_name, key, name,
-                                                     inputs, onto, baseline, copy)
+                    layer, apart_at = _install_fresh(job, installer, plan, python_name, key,
+                                                     name, inputs, onto, baseline, copy)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
@@ -392,7 +385,7 @@ def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Laye
     discarded, with a warning, and installed again."""
     layer, problems = cache.lookup_verified("layers", name, key, records.layer_problems)
     if problems:
-        from .runtimes import damaged_layer_warning
+        from .runtime import damaged_layer_warning
 
         reporter.warn(damaged_layer_warning(f"dependency layer {name[:12]}", problems))
     return layer
@@ -471,7 +464,7 @@ class Prefetch:
 
     Started before the runtime layer is prepared (a cold build), so the
     download overlaps that work; the install then reads the installer's cache.
-    Only installers with a ``prefetch`` method take part (uv, for pinned
+    Only plans an installer can download ahead for take part (uv, for pinned
     requirements); anything going wrong here is left for the install to report.
     """
 
@@ -488,19 +481,16 @@ class Prefetch:
             installer = installer_for(package_manager, python_version)
         except errors.SlugbuildError:
             return None  # the build refuses it itself
-        prefetch = getattr(installer, "prefetch", None)
-        if prefetch is None:
-            return None
         scratch.mkdir()
         process = None
         try:
-            installer.key_files(app_dir, lock_file, config_vars)  # picks the tool
+            plan = installer.plan(app_dir, lock_file, config_vars)
             job = InstallJob(python=Path(sys.executable), python_version=python_version,
                              app_dir=app_dir, lock_file=lock_file,
                              config_vars=config_vars, cache=cache, reporter=reporter,
                              scratch=scratch,
                              constraints=_write_constraints(scratch, constraints))
-            process = prefetch(job, python_version)
+            process = installer.prefetch(job, plan)
         except (OSError, errors.SlugbuildError):
             process = None
         return None if process is None else cls(process, scratch)
@@ -525,7 +515,8 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
     return path
 
 
-def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key: str,
+def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
+                   python_name: str, key: str,
                    name: str, inputs: dict, onto: Path | None,
                    baseline: tuple[str, ...] = (), copy: bool = False
                    ) -> tuple[Layer, Path | None]:
@@ -543,7 +534,7 @@ def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key:
     with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
                              draft) as tree:
         if onto is None:
-            _install_and_compile(dataclasses.replace(job, prefix=tree), installer, tree,
+            _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
             # uv's lock of an environment it installs into: not part of it.
             (tree / ".lock").unlink(missing_ok=True)
@@ -553,7 +544,7 @@ def _install_fresh(job: InstallJob, installer: Installer, python_name: str, key:
             # unless an installed distribution lists it (it shipped that path too).
             before = _relative_paths(onto)
             dist_infos = _dist_infos(onto, python_name)
-            _install_and_compile(job, installer, onto, python_name, baseline)
+            _install_and_compile(job, installer, plan, onto, python_name, baseline)
             listed = _listed_by(onto, python_name, _dist_infos(onto, python_name) - dist_infos)
             _link_added(onto, before - listed, tree, copy)
         write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
@@ -585,8 +576,8 @@ def _listed_by(home: Path, python_name: str, dist_infos: set[str]) -> set[str]:
     return set(records.claims_in(home, [f"{base}/{d}/RECORD" for d in dist_infos]))
 
 
-def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
-                         python_name: str, baseline: tuple[str, ...] = ()) -> None:
+def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPlan,
+                         home: Path, python_name: str, baseline: tuple[str, ...] = ()) -> None:
     """Install (the baseline first) into ``home``, check the app got what it declared,
     point its scripts and records at the slug, compile it."""
     site_packages = home / "lib" / python_name / "site-packages"
@@ -596,15 +587,9 @@ def _install_and_compile(job: InstallJob, installer: Installer, home: Path,
                     "SLUGBUILD_KEEP_PIP") for line in baseline]
         job.reporter.detail(f"Installing {' and '.join(baseline)} first "
                             f"({'; '.join(reasons)})")
-        install_baseline = getattr(installer, "install_baseline", None)
-        if install_baseline is None:
-            from .installers.uv import install_baseline as uv_baseline
-
-            uv_baseline(job, baseline)
-        else:
-            install_baseline(job, baseline)
+        installer.install_baseline(job, plan, baseline)
     before = {p.name for p in _site_packages_packages(site_packages)}
-    installer.install(job)
+    installer.install(job, plan)
     added = [p for p in _site_packages_packages(site_packages) if p.name not in before]
     check_declared_installed(job, installed=[p.name for p in added],
                              baseline=[line.split("==")[0] for line in baseline])
@@ -638,7 +623,7 @@ def host_needles(job: InstallJob) -> list[str]:
     install's scratch) and the prefix of the interpreter that installed it."""
     prefix = str(job.python.parent.parent)
     # A prefix shared with the whole system (/usr) would match every library's strings;
-    # runtimes never come from one (runtimes.local_runtime).
+    # runtimes never come from one (runtime/local.py).
     shared = prefix in {"/", "/usr", "/usr/local", "/opt", "/bin"}
     return [str(job.cache.root), *([] if shared else [prefix])]
 
@@ -721,11 +706,6 @@ def _site_packages_packages(site_packages: Path) -> list[Package]:
     return [p for p in found if p]
 
 
-def _pip_version(installer: Installer) -> str | None:
-    pip = getattr(installer, "pip", None)
-    return getattr(pip, "version", None)
-
-
 def check_declared_installed(job: InstallJob, installed: list[str],
                              baseline: list[str] = ()) -> None:
     """An app that declares requirements must get some: fail when markers left none.
@@ -769,8 +749,6 @@ def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
                           ) -> dict[str, str]:
     """Canonical name -> line of each requirement of a requirements file (and its
     ``-r`` includes) whose marker excludes ``python_version``."""
-    from .installers.pip import requirement_lines
-
     environment = marker_environment(python_version)
     found = {}
     for line in requirement_lines(app_dir, lock_file):

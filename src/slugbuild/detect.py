@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
+from .package_managers import PACKAGE_MANAGER_FILES
 from .textfiles import best_effort_text
 
 # The files Heroku's Python buildpack accepts as the mark of a Python app.
@@ -100,14 +101,6 @@ def require_package_manager(info: AppInfo) -> None:
             raise errors.PROJECT_WITHOUT_LOCK.error(app_dir=app_dir, found=name)
     raise errors.NO_PACKAGE_MANAGER.error(app_dir=app_dir, markers=", ".join(info.markers))
 
-
-# Package manager -> the file that selects it (what Heroku's buildpack looks for).
-PACKAGE_MANAGER_FILES = {
-    "pip": "requirements.txt",
-    "pipenv": "Pipfile.lock",
-    "poetry": "poetry.lock",
-    "uv": "uv.lock",
-}
 
 # Directories that hold a committed virtual environment when pyvenv.cfg is in them.
 VIRTUALENV_DIRS = (".venv", "venv")

@@ -161,6 +161,15 @@ def apply_requirements_options(settings: IndexSettings, lines: list[tuple[Path, 
     return settings
 
 
+def for_requirements(app_dir: Path, lock_file: str, config_vars: dict) -> IndexSettings:
+    """Where pip would look for packages: the config vars, then the options of the
+    requirements files (``-i``, ``--extra-index-url``, ``--find-links``, in pip's order)."""
+    from .installers.requirements import ordered_lines
+
+    return apply_requirements_options(from_config(config_vars),
+                                      ordered_lines(app_dir, lock_file), config_vars)
+
+
 def for_lock_export(text: str, config_vars: dict, package_manager: str) -> IndexSettings:
     """The indexes for installing a lock's export (its ``-i``/``--extra-index-url`` lines).
 
@@ -232,11 +241,10 @@ def app_sources(app_dir: Path, package_manager: str, lock_file: str,
 
 def _strategy(package_manager: str, app_dir: Path, lock_file: str, config_vars: dict) -> str:
     if package_manager == "pip":
-        from .installers.pip import PipInstaller
+        from .installers.requirements import requirements_files, requirements_tool
 
-        installer = PipInstaller()
-        installer.key_files(app_dir, lock_file, config_vars)
-        if installer.tool == "pip":
+        files = requirements_files(app_dir, lock_file)
+        if requirements_tool(app_dir, files, config_vars) == "pip":
             return "pip (best version across all indexes)"
     return "first-index"
 
@@ -245,12 +253,10 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
              config_vars: dict) -> tuple[IndexSettings, dict[str, str]]:
     from packaging.utils import canonicalize_name
 
-    from .versions import tomllib
+    from .toml_compat import tomllib
 
     if package_manager == "pip":
-        from .installers.pip import index_settings
-
-        settings = index_settings(app_dir, lock_file, config_vars)
+        settings = for_requirements(app_dir, lock_file, config_vars)
         root = str(app_dir.resolve())
         # The app's own directories, as the app names them (not the build's path).
         settings.find_links = [f".{link[len(root):]}" if link.startswith(root + "/") else link
@@ -304,7 +310,7 @@ def _sources(app_dir: Path, package_manager: str, lock_file: str,
 
 def _named_indexes(app_dir: Path, table: tuple[str, ...], url_key: str) -> dict[str, str]:
     """URL (without a trailing slash) -> name of the indexes pyproject.toml declares."""
-    from .versions import tomllib
+    from .toml_compat import tomllib
 
     try:
         data = tomllib.loads((app_dir / "pyproject.toml").read_text())

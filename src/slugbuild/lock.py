@@ -19,21 +19,16 @@ from pathlib import Path
 
 from . import errors
 from .detect import package_manager_files
-from .installers.pip import (
-    DEFAULT_INDEX_URL,
-    local_package_files,
-    pip_env,
-    redact,
-    requirements_files,
-    trusted_ca_bundle,
-)
+from .installers.common import DEFAULT_INDEX_URL, redact, trusted_ca_bundle
+from .installers.pip import pip_env
+from .installers.requirements import local_package_files, requirements_files
 from .log import Reporter
+from .package_managers import relock_command
 from .proc import ToolFailed, run_tool
 from .stage import check_top_level_links
-from .versions import tomllib
+from .toml_compat import tomllib
 
 OUTPUT = "requirements.txt"
-RELOCK = {"pipenv": "pipenv lock", "poetry": "poetry lock", "uv": "uv lock"}
 
 
 @errors.user_errors
@@ -58,7 +53,7 @@ def lock_app(
     for manager, lock_file in package_manager_files(app).items():
         if manager != "pip":
             raise errors.LOCK_WOULD_CONFLICT.error(
-                manager=manager, app_dir=app, lock_file=lock_file, relock=RELOCK[manager])
+                manager=manager, app_dir=app, lock_file=lock_file, relock=relock_command(manager))
     cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     scratch = cache.scratch_dir("lock")
     output = app / OUTPUT

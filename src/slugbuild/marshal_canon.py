@@ -22,6 +22,11 @@ from the canonical stream. Code objects (and mutable containers, which pycs
 never hold) keep their identity: they are shared only where the stream
 already shared them.
 
+Before 3.11 marshal writes a set constant's elements in hash-table order, and
+that order depends on the hash seed and on what the process interned before
+(see ``_Canonical.sort_sets``): there the elements are sorted by their own
+canonical streams. 3.11 and later sort them when writing, and that order is kept.
+
 This module runs inside the slug's interpreter too (3.8 to 3.13), as part of
 ``relocate.compile_bytecode``'s script: it uses nothing newer than 3.8 and
 imports nothing of slugbuild.
@@ -29,6 +34,7 @@ imports nothing of slugbuild.
 
 import struct
 import sys
+from collections import defaultdict
 
 # The fields of a code object in the stream, in order: L a 4-byte integer, O an object.
 CODE_LAYOUT_3_8 = "LLLLLLOOOOOOOOLO"  # 3.8-3.10: ... nlocals ..., lnotab/linetable
@@ -42,6 +48,7 @@ _STRING_KINDS = {ord(k): (ord(plain), ord(interned))
                  for plain, interned in ("ut", "aA", "zZ") for k in (plain, interned)}
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SEQUENCES = frozenset(b"([<>")  # tuple, list, set, frozenset
+_SETS = frozenset(b"<>")  # set, frozenset
 _BY_IDENTITY = frozenset(b"c[{<")  # code, list, dict, set
 _FLAG_REF = 0x80
 _int32 = struct.Struct("<i")
@@ -76,6 +83,13 @@ class _Canonical:
     def __init__(self, data, layout):
         self.data = data
         self.layout = layout
+        # Before 3.11 marshal writes a set in its hash table's order, which the
+        # hash seed decides, and also what the process interned before: the
+        # compiler rebuilds a set constant when interning swaps one of its
+        # strings for an equal one already interned, and a rebuilt table can
+        # iterate in another order. 3.11 and later write sets sorted (by each
+        # element's marshal dump), so their order is kept as it is.
+        self.sort_sets = layout == CODE_LAYOUT_3_8
         self.pos = 0
         self.ids = {}  # (kind, parts) -> node id; equal values share one id
         self.nodes = []  # node id -> (kind, parts); parts: bytes or child node ids
@@ -137,7 +151,11 @@ class _Canonical:
             parts = (self._take(2 + real + data[self.pos + 1 + real]),)
         elif kind in _SEQUENCES:
             count = _int32.unpack_from(data, self.pos)[0]
-            parts = (self._take(4), *[self._read() for _ in range(count)])
+            size = self._take(4)
+            items = [self._read() for _ in range(count)]
+            if kind in _SETS and self.sort_sets:
+                items.sort(key=self._sort_key)
+            parts = (size, *items)
         elif kind == ord(")"):
             count = data[self.pos]
             parts = (self._take(1), *[self._read() for _ in range(count)])
@@ -157,9 +175,21 @@ class _Canonical:
             self.refs[slot] = found
         return found
 
-    def _occurrences(self, root):
-        """How often each node is met writing the stream (a repeat is not entered)."""
-        counts = [0] * len(self.nodes)
+    def _sort_key(self, node):
+        """What a set's element is ordered by: its canonical stream alone."""
+        kind, parts = self.nodes[node]
+        if not any(type(part) is int for part in parts):  # a string, a number: no children
+            return bytes((kind,)) + b"".join(parts)
+        return self._write(node, self._occurrences(node, defaultdict(int)))
+
+    def _occurrences(self, root, counts=None):
+        """How often each node is met writing the stream (a repeat is not entered).
+
+        ``counts`` is a list over all nodes by default; a set's element, a
+        small part of the stream, counts into a dict instead.
+        """
+        if counts is None:
+            counts = [0] * len(self.nodes)
         pending = [root]
         while pending:
             node = pending.pop()

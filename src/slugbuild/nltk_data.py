@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import stat
-import time
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from . import errors
 from .cache import Cache, Layer
 from .log import Reporter
 from .redact import redact_url
+from .retry import GaveUp, retrying
 
 NLTK_FILE = "nltk.txt"
 DEFAULT_INDEX_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/index.xml"
@@ -322,22 +322,31 @@ def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) ->
             digest.update(chunk)
 
 
+class _GetFailed(Exception):
+    def __init__(self, reason: str, retry: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
 def _retrying(url: str, consume, failed, reset=lambda: None) -> None:
     """GET ``url`` and hand the response to ``consume``, retrying connection errors,
     5xx and 429 a few times; ``failed(reason)`` is raised when that does not help."""
-    reason = "no attempt made"
-    for attempt in range(1, _RETRIES + 1):
+    def attempt() -> None:
         try:
             with requests.get(url, timeout=_TIMEOUT, stream=True) as response:
                 if response.status_code < 400:
                     consume(response)
                     return
-                reason = f"HTTP {response.status_code} {response.reason or ''}".strip()
-                retry = response.status_code >= 500 or response.status_code == 429
+                status = response.status_code
+                raise _GetFailed(f"HTTP {status} {response.reason or ''}".strip(),
+                                 retry=status >= 500 or status == 429)
         except requests.RequestException as exc:
-            reason, retry = f"{exc.__class__.__name__}: {str(exc)[:200]}", True
-        if not retry or attempt == _RETRIES:
-            break
-        reset()
-        time.sleep(0.5 * 2 ** (attempt - 1))
-    raise failed(reason)
+            raise _GetFailed(f"{exc.__class__.__name__}: {str(exc)[:200]}", retry=True) from exc
+
+    try:
+        retrying(attempt, attempts=_RETRIES, failure=_GetFailed,
+                 retryable=lambda failure: failure.retry,
+                 before_retry=lambda _attempt, _failure: reset())
+    except GaveUp as gave_up:
+        raise failed(gave_up.last.reason) from None

@@ -43,6 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from .cache import DIGESTS, stat_key
+from .slug_size import measure_part_ahead
+
 # 1980-01-01T00:00:00Z: the oldest time every archive format can represent.
 DEFAULT_EPOCH = 315532800
 # Uncompressed bytes per gzip member; part of the format (changing it changes bytes).
@@ -264,10 +267,15 @@ def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int |
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
     cached = _cached_part(layer, params)
     if cached is not None:
-        return len(cached[0])
-    writer = _HashingWriter(io.BytesIO())
-    _write_layer_part(writer, layer, params)
-    return writer.size
+        data, digest = cached[0], cached[2]
+    else:
+        buffer = io.BytesIO()
+        digest = _write_layer_part(buffer, layer, params)[1]
+        data = buffer.getvalue()
+    # Measured now, beside the build, rather than in the slug_size stage after packing.
+    measure_part_ahead(data, digest, layout,
+                       layer.packed_dir / (params.part_name(layer.mount) + ".sizes.json"))
+    return len(data)
 
 
 def _workers() -> int:
@@ -396,35 +404,49 @@ def _write_layer_part(writer: BinaryIO, layer: LayerPart, params: _PackParams,
                 names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
             raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
                 tar, params, placed_in, names, layer.mount))
-            cached = (buffer.getvalue(), raw_size)
+            data = buffer.getvalue()
+            cached = (data, raw_size, hashlib.sha256(data).hexdigest())
             if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
                 _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
                            *cached)
         finally:
             if layer_fd is not None:
                 os.close(layer_fd)
-    data, raw_size = cached
+    data, raw_size, digest = cached
     writer.write(data)
-    return raw_size, hashlib.sha256(data).hexdigest()
+    return raw_size, digest
 
 
-def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int] | None:
-    """A kept part whose bytes match the checksum recorded with them, else None."""
+def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int, str] | None:
+    """A kept part whose bytes match the checksum recorded with them (its bytes, raw
+    size and sha256), else None. Hashed once per process while the file is unchanged
+    (``cache.DIGESTS``): a build checks it ahead of packing, then packs it."""
     base = layer.packed_dir / params.part_name(layer.mount)
     try:
         record = json.loads(base.with_suffix(".json").read_text())
-        data = base.with_suffix(".gz").read_bytes()
+        with open(base.with_suffix(".gz"), "rb") as handle:
+            before = os.fstat(handle.fileno())
+            clock = DIGESTS.clock(before.st_dev)
+            data = handle.read()
+            after = os.fstat(handle.fileno())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+    steady = stat_key(after) == stat_key(before)
+    digest = DIGESTS.known(after) if steady else None
+    if digest is None:
+        digest = hashlib.sha256(data).hexdigest()
+        if steady:
+            DIGESTS.remember(after, digest, clock)
+    if not isinstance(record, dict) or digest != record.get("sha256"):
         return None
     raw_size = record.get("raw_size")
-    return (data, raw_size) if isinstance(raw_size, int) else None
+    return (data, raw_size, digest) if isinstance(raw_size, int) else None
 
 
-def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int) -> None:
+def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int,
+               digest: str) -> None:
     """Store a part in the layer's ``directory``; best effort (the cache may be read-only)."""
-    record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+    record = json.dumps({"sha256": digest, "raw_size": raw_size})
     suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with contextlib.suppress(FileExistsError):

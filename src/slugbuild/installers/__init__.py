@@ -4,17 +4,22 @@ Every installer puts the packages an app's lock file names into the slug's
 runtime prefix without putting itself there: pip and uv run from slugbuild's
 own environment against the slug's interpreter, Pipenv and Poetry only export
 their lock (from a tool cache) and uv installs the export. Adding a package
-manager means adding one module here and one line to ``INSTALLERS``.
+manager means adding one module here and one row to
+``package_managers.PACKAGE_MANAGERS``.
 """
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Protocol
 
 from ..cache import Cache
 from ..log import Reporter
+from ..package_managers import package_manager as package_manager_row
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class InstallJob:
     python_version: str  # its version ("3.12.7"), which a project may constrain
     app_dir: Path  # the staged app (the build directory)
     lock_file: str  # relative to app_dir
-    config_vars: dict
+    config_vars: dict[str, str]
     cache: Cache
     reporter: Reporter
     scratch: Path  # for exported requirements; never packed into the slug
@@ -44,47 +49,76 @@ class InstallJob:
     link_mode: str = "hardlink"
 
 
+@dataclass(frozen=True)
+class InstallPlan:
+    """What an installer will do for one app, decided once before any work.
+
+    Made by ``Installer.plan`` from the app's files alone: the layer key is
+    computed from it, and the same plan is handed back to ``install``, so the
+    tool that keys the layer is the tool that installs it.
+    """
+
+    name: str  # the package manager, as slug.json names it
+    tool: str  # the backend that installs ("pip" or "uv" for requirements.txt)
+    version: str  # versions of every tool the install runs (part of the layer key)
+    key_files: tuple[str, ...]  # every app file whose content determines what is installed
+    # The pip the install runs (pip apps), else None: what SLUGBUILD_KEEP_PIP keeps.
+    pip_version: str | None = None
+
+
 class Installer(Protocol):
-    """Installs an app's locked dependencies into a runtime prefix."""
+    """Installs an app's locked dependencies into a runtime prefix.
+
+    Stateless: everything that depends on the app is in the ``InstallPlan``.
+    """
 
     name: str  # the package manager, as slug.json names it
 
-    def version(self) -> str:
-        """Versions of every tool the install runs (part of the layer key)."""
+    def plan(self, app_dir: Path, lock_file: str,
+             config_vars: Mapping[str, str]) -> InstallPlan:
+        """Read the app's files and decide what to run (no tool runs here)."""
         ...
 
-    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        """Every app file whose content determines what is installed.
+    def install(self, job: InstallJob, plan: InstallPlan) -> None: ...
 
-        Called before ``version()``: an installer may pick its tool here.
-        """
+    def install_baseline(self, job: InstallJob, plan: InstallPlan,
+                         requirements: tuple[str, ...]) -> None:
+        """Install Heroku's baseline (``baseline.py``) before the app's packages."""
         ...
+
+    def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
+        """Start downloading what ``install`` will need, before the runtime is ready
+        (``job.python`` is then slugbuild's own interpreter), or None when this
+        plan cannot (see dependencies.Prefetch)."""
+        ...
+
+
+class RequirementsBackend(Protocol):
+    """A tool that installs a requirements.txt (pip or uv): ``pip.PipInstaller``
+    picks one per plan."""
+
+    name: str  # "pip" or "uv": InstallPlan.tool
+
+    @property
+    def version(self) -> str: ...
 
     def install(self, job: InstallJob) -> None: ...
 
-    # Optional: ``prefetch(job, python_version) -> subprocess.Popen | None``
-    # starts downloading what ``install`` will need before the runtime is ready
-    # (``job.python`` is then slugbuild's own interpreter); see
-    # dependencies.Prefetch.
+    def install_baseline(self, job: InstallJob, requirements: tuple[str, ...]) -> None: ...
+
+    def prefetch(self, job: InstallJob) -> subprocess.Popen[bytes] | None: ...
 
 
 def installer_for(package_manager: str, python_version: str | None = None) -> Installer:
-    """The installer for a package manager chosen by detection.
+    """The installer for a package manager chosen by detection (package_managers.py).
 
     With ``python_version`` (the runtime's), an installer that cannot install
     for it is refused here, before any work (``installer-unsupported-python``).
     """
-    from .pip import PipInstaller
-    from .pipenv import PipenvInstaller
-    from .poetry import PoetryInstaller
-    from .uv_project import UvProjectInstaller
-
-    installers = {
-        "pip": PipInstaller,
-        "pipenv": PipenvInstaller,
-        "poetry": PoetryInstaller,
-        "uv": UvProjectInstaller,
-    }
+    module_name, class_name = package_manager_row(package_manager).installer.split(":")
+    installer_class = getattr(import_module(f"{__name__}.{module_name}"), class_name)
     if package_manager == "pip":
-        return PipInstaller(python_version)
-    return installers[package_manager]()
+        installer: Installer = installer_class(python_version)
+    else:
+        installer = installer_class()
+    return installer

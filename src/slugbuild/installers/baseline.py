@@ -19,6 +19,7 @@ pip in every pip app's slug, slugbuild only when asked (docs/package-managers.md
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import version
 
 from packaging.version import Version
@@ -30,14 +31,15 @@ SETUPTOOLS_BASELINE_UNTIL = (3, 12)
 KEEP_PIP_CONFIG_VAR = "SLUGBUILD_KEEP_PIP"
 
 
-def keep_pip(config_vars: dict) -> bool:
+def keep_pip(config_vars: Mapping[str, str]) -> bool:
     """SLUGBUILD_KEEP_PIP set to anything but empty, 0, false or no."""
     value = config_vars.get(KEEP_PIP_CONFIG_VAR, "").strip().lower()
     return value not in ("", "0", "false", "no")
 
 
 def baseline_requirements(package_manager: str, python_version: str,
-                          config_vars: dict, pip_version: str | None = None) -> tuple[str, ...]:
+                          config_vars: Mapping[str, str],
+                          pip_version: str | None = None) -> tuple[str, ...]:
     """The requirements installed before the app's, as ``name==version`` lines.
 
     ``pip_version`` is the pip the build installs with (kept in the slug when

@@ -44,7 +44,7 @@ _SDIST_BUILD = re.compile(
 
 @dataclass(frozen=True)
 class _SystemNeed:
-    pattern: re.Pattern
+    pattern: re.Pattern[str]
     needed: str
     advice: str
 

@@ -6,25 +6,28 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 from .. import errors
+from ..package_managers import by_lock_file
 from ..proc import ToolFailed, run_tool
 from ..textfiles import read_utf8
-from ..versions import tomllib
+from ..toml_compat import tomllib
 from . import InstallJob
 
 
 def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
     """A lock that does not parse gets a message naming the line, before any tool runs."""
     text = read_utf8(app_dir / lock_file, lock_file, bom_allowed=lock_file == "uv.lock")
+    syntax = by_lock_file(lock_file).lock_syntax
     if text.startswith("\ufeff"):  # Poetry (tomlkit) and Pipenv (json) stop on it
         raise errors.LOCK_FILE_MALFORMED.error(
-            lock_file=lock_file, syntax="JSON" if lock_file == "Pipfile.lock" else "TOML",
+            lock_file=lock_file, syntax=syntax,
             problem="it starts with a byte order mark (BOM), which "
                     f"{'Pipenv' if lock_file == 'Pipfile.lock' else 'Poetry'} refuses; save it "
                     "as UTF-8 without a BOM", relock=relock)
     try:
-        if lock_file.endswith(".lock") and lock_file != "Pipfile.lock":
+        if syntax == "TOML":
             tomllib.loads(text)
             return
         data = json.loads(text)
@@ -35,13 +38,12 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax="JSON", problem=str(exc), relock=relock) from None
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
-        syntax = "JSON" if lock_file == "Pipfile.lock" else "TOML"
         problem = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax=syntax, problem=problem, relock=relock) from None
 
 
-def _check_pipfile_lock_shape(data: dict) -> None:
+def _check_pipfile_lock_shape(data: dict[str, Any]) -> None:
     """The sections Pipenv itself reads without checking (a wrong type there makes
     it crash, or install nothing with exit 0): as Pipenv writes them, else ValueError."""
     if not isinstance(data["default"], dict) or not isinstance(data.get("develop", {}), dict):
@@ -65,7 +67,7 @@ _OUTDATED = re.compile(
     r"not consistent with|lock file is not up to date", re.IGNORECASE)
 
 
-def run_lock_tool(job: InstallJob, argv: list[str], env: dict, shown: str, manifest: str,
+def run_lock_tool(job: InstallJob, argv: list[str], env: dict[str, str], shown: str, manifest: str,
                   relock: str) -> str:
     """Run a tool that checks or exports the lock.
 
@@ -110,7 +112,7 @@ def local_source_files(app_dir: Path, lock_file: str) -> list[str]:
     ``pipenv install --deploy`` installs: then every file of the app keys the layer).
     They are part of the layer key, so editing such a package rebuilds the layer.
     """
-    from .pip import package_tree_files
+    from .requirements import package_tree_files
 
     text = read_utf8(app_dir / lock_file, lock_file, bom_allowed=lock_file == "uv.lock")
     try:

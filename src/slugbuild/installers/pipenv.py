@@ -21,19 +21,22 @@ import hashlib
 import json
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
 
+from ..package_managers import relock_command
 from ..proc import clean_env
-from ..versions import tomllib
-from . import InstallJob
+from ..toml_compat import tomllib
+from . import InstallJob, InstallPlan
 from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
-from .uv import install_exported, prefetch_exported, uv_version
+from .uv import install_baseline, install_exported, prefetch_pins, uv_version
 
-RELOCK = "pipenv lock"
+RELOCK = relock_command("pipenv")
 # Pipfile sections the hash leaves out or files under _meta (plette's PIPFILE_SECTIONS).
 _PIPFILE_SECTIONS = ("source", "packages", "dev-packages", "requires", "scripts", "pipfile",
                      "pipenv")
@@ -45,22 +48,22 @@ _PLAIN_ENTRY_KEYS = {"version", "hashes", "markers", "index", "extras"}
 class PipenvInstaller:
     name = "pipenv"
 
-    def version(self) -> str:
-        return f"{tool_version('pipenv')} + uv=={uv_version()}"
-
-    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
+    def plan(self, app_dir: Path, lock_file: str,
+             config_vars: Mapping[str, str]) -> InstallPlan:
         manifest = ["Pipfile"] if (app_dir / "Pipfile").is_file() else []
-        return ["Pipfile.lock", *manifest, *local_source_files(app_dir, lock_file)]
+        return InstallPlan(
+            name=self.name, tool="uv", version=f"{tool_version('pipenv')} + uv=={uv_version()}",
+            key_files=("Pipfile.lock", *manifest, *local_source_files(app_dir, lock_file)))
 
-    def prefetch(self, job: InstallJob, python_version: str) -> subprocess.Popen | None:
+    def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the default packages ahead, when the lock can be read without Pipenv."""
-        pins = locked_default_pins(job.app_dir)
-        if pins is None:
-            return None
-        return prefetch_exported(job, python_version, write_export(job, pins, "pipenv-pins.txt"),
-                                 "pipenv")
+        return prefetch_pins(job, locked_default_pins(job.app_dir), "pipenv")
 
-    def install(self, job: InstallJob) -> None:
+    def install_baseline(self, job: InstallJob, plan: InstallPlan,
+                         requirements: tuple[str, ...]) -> None:
+        install_baseline(job, requirements)
+
+    def install(self, job: InstallJob, plan: InstallPlan) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         pins = locked_default_pins(job.app_dir)
         if pins is not None:
@@ -93,14 +96,14 @@ class PipenvInstaller:
         install_exported(job, write_export(job, exported, "pipenv-export.txt"), "pipenv")
 
 
-def pipfile_hash(pipfile: dict) -> str:
+def pipfile_hash(pipfile: dict[str, Any]) -> str:
     """The ``_meta.hash.sha256`` Pipenv writes for this Pipfile.
 
     plette's hash (a Pipfile without [[source]] gets PyPI) with every package
     name in canonical form, as Pipenv computes it since it stopped
     re-locking for a change of case.
     """
-    def canonical(section: dict) -> dict:
+    def canonical(section: dict[str, Any]) -> dict[str, Any]:
         # Anything else as a section makes Pipenv's own hash fail: left to Pipenv.
         return {canonicalize_name(name): value for name, value in section.items()}
 

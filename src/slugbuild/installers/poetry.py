@@ -28,21 +28,25 @@ import hashlib
 import json
 import re
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .. import errors
+from ..package_managers import relock_command
 from ..proc import clean_env
-from ..versions import describe_choice, tomllib
-from . import InstallJob
+from ..toml_compat import tomllib
+from ..versions import describe_choice
+from . import InstallJob, InstallPlan
 from .locks import check_syntax, local_source_files, run_lock_tool, shown, write_export
 from .tools import ensure_tool, tool_command, tool_version
-from .uv import install_exported, prefetch_exported, uv_version
+from .uv import install_baseline, install_exported, prefetch_pins, uv_version
 
-RELOCK = "poetry lock"
+RELOCK = relock_command("poetry")
 # The lock format whose per-package groups and markers slugbuild reads itself.
 READABLE_LOCK_VERSION = "2.1"
 # poetry-core's Locker: the pyproject.toml keys its content-hash covers.
@@ -55,21 +59,22 @@ _HASH_ALGORITHMS = ("sha256", "sha384", "sha512")  # what poetry export writes
 class PoetryInstaller:
     name = "poetry"
 
-    def version(self) -> str:
-        return f"{tool_version('poetry')} + uv=={uv_version()}"
+    def plan(self, app_dir: Path, lock_file: str,
+             config_vars: Mapping[str, str]) -> InstallPlan:
+        return InstallPlan(
+            name=self.name, tool="uv", version=f"{tool_version('poetry')} + uv=={uv_version()}",
+            key_files=("poetry.lock", "pyproject.toml",
+                       *local_source_files(app_dir, lock_file)))
 
-    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        return ["poetry.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)]
-
-    def prefetch(self, job: InstallJob, python_version: str) -> subprocess.Popen | None:
+    def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the main group ahead, when the lock can be read without Poetry."""
-        pins = locked_main_pins(job.app_dir)
-        if pins is None:
-            return None
-        return prefetch_exported(job, python_version, write_export(job, pins, "poetry-pins.txt"),
-                                 "poetry")
+        return prefetch_pins(job, locked_main_pins(job.app_dir), "poetry")
 
-    def install(self, job: InstallJob) -> None:
+    def install_baseline(self, job: InstallJob, plan: InstallPlan,
+                         requirements: tuple[str, ...]) -> None:
+        install_baseline(job, requirements)
+
+    def install(self, job: InstallJob, plan: InstallPlan) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         check_python_allowed(job.app_dir, job.python_version)
         pins = locked_main_pins(job.app_dir)
@@ -104,7 +109,7 @@ class PoetryInstaller:
                          "poetry")
 
 
-def content_hash(pyproject: dict) -> str:
+def content_hash(pyproject: dict[str, Any]) -> str:
     """The ``metadata.content-hash`` Poetry (2.3 and later) writes for this pyproject."""
     project = pyproject.get("project") or {}
     groups = pyproject.get("dependency-groups") or {}
@@ -117,7 +122,7 @@ def content_hash(pyproject: dict) -> str:
         if value is None and (key not in _LEGACY_POETRY_KEYS or relevant_project or groups):
             continue
         relevant_poetry[key] = value
-    relevant: dict = {}
+    relevant: dict[str, Any] = {}
     if relevant_project:
         relevant["project"] = relevant_project
     if groups:
@@ -159,7 +164,7 @@ def locked_main_pins(app_dir: Path) -> str | None:
     return "".join(sorted(lines))
 
 
-def _pin_line(package: dict) -> str | None:
+def _pin_line(package: dict[str, Any]) -> str | None:
     """``name==version ; marker --hash=...`` for a plain registry package, else None."""
     name, version, files = package.get("name"), package.get("version"), package.get("files")
     if (not isinstance(name, str) or not isinstance(version, str) or package.get("source")
@@ -187,7 +192,7 @@ def _pin_line(package: dict) -> str | None:
     return f"{name}=={version}{condition}{hash_options}\n"
 
 
-def project_python(pyproject: dict) -> tuple[str, str] | None:
+def project_python(pyproject: dict[str, Any]) -> tuple[str, str] | None:
     """The project's Python constraint as Poetry applies it, and where it is written.
 
     poetry-core reads ``[project] requires-python`` and lets

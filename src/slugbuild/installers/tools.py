@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import errors
 from ..proc import ToolFailed, run_tool
 from . import InstallJob
-from .pip import DEFAULT_INDEX_URL, redact
+from .common import DEFAULT_INDEX_URL, redact
 from .uv import index_env, uv_binary, uv_env, uv_version
 
 # The pinned version of each tool; bumping one changes every layer key that used it.

@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .. import indexes as indexes_module
@@ -32,17 +33,22 @@ from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..textfiles import plain_utf8, read_text_like_pip
 from . import InstallJob
-from .pip import DEFAULT_INDEX_URL, build_env, install_failed, trusted_ca_bundle
-
-_EDITABLE = re.compile(r"^\s*(?:-e|--editable)(?:\s*=\s*|\s+)")
-# A requirement that is a path (., ./x, ../x, /x, file:...), or names one (``x @ file:...``).
-_PATH_REQUIREMENT = re.compile(r"^(?:\.{1,2}(?:/|$|(?=[\s;]))|/|file:)")
-_DIRECT_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*file:")
-# A direct reference to version control or a URL: ``x @ git+https://…``, ``git+https://…``.
-_DIRECT_URL = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[^\]]*\])?\s*@\s*)?"
-                         r"(?:git|hg|svn|bzr)\+|^(?:[A-Za-z0-9][A-Za-z0-9._-]*"
-                         r"(?:\[[^\]]*\])?\s*@\s*)?https?://")
-_INDEX_LINE = re.compile(r"^\s*(?:-i|--index-url|--extra-index-url)(?:\s*=\s*|\s+)(?P<url>\S+)")
+from .common import (
+    DEFAULT_INDEX_URL,
+    build_env,
+    install_failed,
+    local_package_failed,
+    trusted_ca_bundle,
+    warn_extra_indexes,
+)
+from .requirements import (
+    export_requirements,
+    local_requirement,
+    requirements_files,
+    split_index_lines,
+    split_local_lines,
+    split_unhashed_urls,
+)
 
 
 def uv_binary() -> str:
@@ -57,7 +63,7 @@ def uv_version() -> str:
     return version("uv")
 
 
-def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
+def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a uv run: build config vars, never the host's uv/pip config."""
     settings = {
         **exported_config(job.config_vars),
@@ -78,7 +84,7 @@ def uv_env(job: InstallJob, extra: dict | None = None) -> dict:
     return clean_env(settings)
 
 
-def index_env(config_vars: dict, lock_indexes: list[str] = (),
+def index_env(config_vars: Mapping[str, str], lock_indexes: Sequence[str] = (),
               best_match: bool = False) -> dict[str, str]:
     """The indexes of a uv run as pip would use them, as uv's environment variables.
 
@@ -99,23 +105,6 @@ def index_env(config_vars: dict, lock_indexes: list[str] = (),
     return env
 
 
-def split_index_lines(text: str) -> tuple[list[str], str]:
-    """Index URLs named in an exported requirements file, and the file without them."""
-    return _partition_lines(text, _INDEX_LINE, "url")
-
-
-def _partition_lines(text: str, pattern: re.Pattern, group: str) -> tuple[list[str], str]:
-    """The ``group`` of every line ``pattern`` matches, and the text of the other lines."""
-    found, kept = [], []
-    for line in text.splitlines():
-        match = pattern.match(line)
-        if match:
-            found.append(match.group(group))
-        else:
-            kept.append(line)
-    return found, "\n".join(kept) + "\n"
-
-
 def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     """Install an exported lock (every pin hashed, dependencies included) with uv.
 
@@ -128,7 +117,7 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     """
     settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
     _lock_indexes, local = _split_export(exported, job.app_dir)
-    job.declared.extend(_export_requirements(exported.read_text()))
+    job.declared.extend(export_requirements(exported.read_text()))
     job.declared.extend(written for written, _ in local)
     hashed, direct = split_unhashed_urls(exported.read_text())
     exported.write_text(hashed)
@@ -156,17 +145,6 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
     install_local_packages(job, local)
 
 
-def _export_requirements(text: str) -> list[str]:
-    """The requirement lines of an export (continuations joined, hashes and options off)."""
-    joined = re.sub(r"\\\n", " ", text)
-    found = []
-    for line in joined.splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if line and not line.startswith(("-", "#")):
-            found.append(re.split(r"\s+--hash", line)[0].strip())
-    return found
-
-
 def install_baseline(job: InstallJob, requirements: tuple[str, ...]) -> None:
     """Heroku's baseline (installers/baseline.py), before the app's requirements."""
     _uv_pip_install(job, ["--no-deps", *requirements],
@@ -189,8 +167,6 @@ def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> Non
         _uv_pip_install(job, ["--no-deps", "-r", str(requirements)], shown=shown,
                         indexes=index_env(job.config_vars), raw=True)
     except ToolFailed as failed:
-        from .pip import local_package_failed
-
         for written, requirement in local if len(local) > 1 else ():
             # Into a throwaway target: built for real, as the failed install did.
             alone = [uv_binary(), "pip", "install", "--python", str(job.python), "--no-deps",
@@ -235,87 +211,25 @@ def _split_export(exported: Path, app_dir: Path) -> tuple[list[str], list[tuple[
     return lock_indexes, [(path, local_requirement(path, app_dir)) for path in local]
 
 
-def split_local_lines(text: str) -> tuple[str, list[str]]:
-    """Exported pins without the local packages, and those packages as written
-    (``./libs/x``, ``.``, ``/abs/x``, ``file:...``, ``name @ file:...``, each with
-    any marker).
-
-    An editable (``-e ./libs/x``, ``-e .``) is installed as a regular copy: an
-    editable install would point into the build directory, which the slug does
-    not have.
-    """
-    kept, local = [], []
-    for logical, joined in _logical_requirements(text):
-        requirement = _EDITABLE.sub("", joined, count=1).split(" --hash")[0].strip()
-        if "--hash" not in joined and (_PATH_REQUIREMENT.match(requirement)
-                                       or _DIRECT_FILE.match(requirement)):
-            local.append(requirement)
-        else:
-            kept += logical
-    return "\n".join(kept) + "\n", local
-
-
-def split_unhashed_urls(text: str) -> tuple[str, list[str]]:
-    """Exported pins without the version control and URL references that carry no
-    hash (``-e`` dropped), and those references."""
-    kept, direct = [], []
-    for logical, joined in _logical_requirements(text):
-        requirement = _EDITABLE.sub("", joined, count=1).strip()
-        if "--hash" not in joined and _DIRECT_URL.match(requirement):
-            direct.append(requirement)
-        else:
-            kept += logical
-    return "\n".join(kept) + "\n", direct
-
-
-def _logical_requirements(text: str) -> list[tuple[list[str], str]]:
-    """Each requirement of an export: its physical lines, and them joined as one."""
-    found = []
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        logical = [lines[index]]
-        while logical[-1].endswith("\\") and index + 1 < len(lines):
-            index += 1
-            logical.append(lines[index])
-        index += 1
-        found.append((logical, " ".join(part.rstrip("\\").strip() for part in logical)))
-    return found
-
-
-def local_requirement(written: str, app_dir: Path) -> str:
-    """A local requirement with a relative path made absolute (against ``app_dir``),
-    so it means the same whatever directory reads it."""
-    path, separator, marker = written.partition(";")
-    path = path.strip()
-    if path.startswith(("file:", "/")) or _DIRECT_FILE.match(path):
-        return written
-    absolute = os.path.normpath(app_dir / path)
-    return absolute + (f" ;{marker}" if separator else "")
-
-
 def install_requirements(job: InstallJob) -> None:
     """``-r requirements.txt`` with uv, from the indexes pip would use (the files'
     own ``-i``/``--extra-index-url`` included: uv would let its environment win)."""
-    from .pip import index_settings, warn_extra_indexes
-
-    settings = index_settings(job.app_dir, job.lock_file, job.config_vars)
+    settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     warn_extra_indexes(job, settings, "uv")
     _uv_pip_install(job, _requirements_options(job),
                     shown=["uv", "pip", "install", "-r", job.lock_file],
                     indexes=settings)
 
 
-def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen:
+def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen[bytes]:
     """Start filling uv's cache with what ``install_requirements`` will install."""
-    from .pip import index_settings
-
     return _prefetch(job, python_version, _requirements_options(job),
-                     index_settings(job.app_dir, job.lock_file, job.config_vars).uv_env())
+                     indexes_module.for_requirements(job.app_dir, job.lock_file,
+                                                     job.config_vars).uv_env())
 
 
 def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
-                      manager: str) -> subprocess.Popen:
+                      manager: str) -> subprocess.Popen[bytes]:
     """Start filling uv's cache with the hashed pins ``install_exported`` will install."""
     settings = indexes_module.for_lock_export(exported.read_text(), job.config_vars, manager)
     _split_export(exported, job.app_dir)
@@ -323,8 +237,20 @@ def prefetch_exported(job: InstallJob, python_version: str, exported: Path,
                      settings.uv_env())
 
 
+def prefetch_pins(job: InstallJob, pins: str | None,
+                  manager: str) -> subprocess.Popen[bytes] | None:
+    """Start downloading the pins a lock gives without its tool (``pins``, written to
+    ``<manager>-pins.txt`` in the job's scratch); None when there are none (the tool
+    must export the lock, at install time)."""
+    if pins is None:
+        return None
+    exported = job.scratch / f"{manager}-pins.txt"
+    exported.write_text(pins)
+    return prefetch_exported(job, job.python_version, exported, manager)
+
+
 def _prefetch(job: InstallJob, python_version: str, options: list[str],
-              indexes: dict[str, str]) -> subprocess.Popen:
+              indexes: dict[str, str]) -> subprocess.Popen[bytes]:
     """The install's own options, run ahead into a throwaway target.
 
     Resolved for ``python_version`` by slugbuild's own interpreter (the
@@ -353,8 +279,6 @@ def _requirements_options(job: InstallJob) -> list[str]:
     no path in them is relative to the app. The user's files are never edited;
     the layer key is still made of their bytes.
     """
-    from .pip import requirements_files
-
     files = requirements_files(job.app_dir, job.lock_file)
     texts = {rel: read_text_like_pip(job.app_dir / rel, rel) for rel in files}
     text = "\n".join(texts.values())
@@ -478,3 +402,23 @@ def _overlap_pairs(overlapped: dict[str, list[records.Claim]]) -> dict[tuple[str
         others = sorted({c.project for c in found} - {win})
         pairs.setdefault((*others, win), []).append(rel)
     return pairs
+
+
+class UvBackend:
+    """requirements.txt installed by uv: for files that leave the resolver nothing to
+    decide (every requirement pinned, see ``requirements.lock_like``)."""
+
+    name = "uv"
+
+    @property
+    def version(self) -> str:
+        return f"uv=={uv_version()}, every requirement pinned"
+
+    def install(self, job: InstallJob) -> None:
+        install_requirements(job)
+
+    def install_baseline(self, job: InstallJob, requirements: tuple[str, ...]) -> None:
+        install_baseline(job, requirements)
+
+    def prefetch(self, job: InstallJob) -> subprocess.Popen[bytes] | None:
+        return prefetch_requirements(job, job.python_version)

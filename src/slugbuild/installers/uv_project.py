@@ -8,30 +8,42 @@ default groups, not the project itself: the app runs from its directory);
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from .. import errors
-from ..versions import describe_choice, tomllib
-from . import InstallJob
+from ..package_managers import relock_command
+from ..toml_compat import tomllib
+from ..versions import describe_choice
+from . import InstallJob, InstallPlan
 from .locks import check_syntax, local_source_files, run_lock_tool, shown
-from .uv import install_exported, uv_binary, uv_env, uv_version
+from .uv import install_baseline, install_exported, uv_binary, uv_env, uv_version
 
-RELOCK = "uv lock"
+RELOCK = relock_command("uv")
 
 
 class UvProjectInstaller:
     name = "uv"
 
-    def version(self) -> str:
-        return f"uv=={uv_version()}"
+    def plan(self, app_dir: Path, lock_file: str,
+             config_vars: Mapping[str, str]) -> InstallPlan:
+        return InstallPlan(
+            name=self.name, tool="uv", version=f"uv=={uv_version()}",
+            key_files=("uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)))
 
-    def key_files(self, app_dir: Path, lock_file: str, config_vars: dict) -> list[str]:
-        return ["uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)]
+    def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
+        """uv exports the lock with the runtime's interpreter: nothing to do ahead."""
+        return None
 
-    def install(self, job: InstallJob) -> None:
+    def install_baseline(self, job: InstallJob, plan: InstallPlan,
+                         requirements: tuple[str, ...]) -> None:
+        install_baseline(job, requirements)
+
+    def install(self, job: InstallJob, plan: InstallPlan) -> None:
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         check_python_allowed(job.app_dir, job.python_version)
         target = job.scratch / "uv-export.txt"

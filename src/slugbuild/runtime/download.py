@@ -40,12 +40,14 @@ from typing import Any, Callable
 import requests
 import urllib3
 
-from . import errors
-from .cache import Cache, file_sha256
-from .log import Reporter
-from .platform_info import Platform
-from .redact import redact_url
-from .runtimes import LocalRuntime, RuntimeOffer, SourceUnavailable, inspect_prefix
+from .. import errors
+from ..cache import Cache, file_sha256
+from ..log import Reporter
+from ..platform_info import Platform
+from ..redact import redact_url
+from ..retry import GaveUp, retrying
+from .local import inspect_prefix
+from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
 
 # The newest python-build-standalone release is looked up here at build time
 # (GitHub's releases API, newest first); a mirror laid out the same way can
@@ -306,9 +308,10 @@ class DownloadSource:
                       ) -> list[dict[str, Any]]:
         """One page of the releases API, compacted to what this platform needs."""
         url = f"{self.releases_api}?per_page={per_page}&page={page}"
-        return self._cached_fetch(url, fresh, lambda text: _compact_releases(
-            text, self.platform), key_extra=f"{self.platform.key}|{anchor}",
-            valid=_valid_releases)
+        releases: list[dict[str, Any]] = self._cached_fetch(
+            url, fresh, lambda text: _compact_releases(text, self.platform),
+            key_extra=f"{self.platform.key}|{anchor}", valid=_valid_releases)
+        return releases
 
     def _release_archives(self, release: dict[str, Any], need_sums: bool = True
                           ) -> list[Archive]:
@@ -342,9 +345,11 @@ class DownloadSource:
         if not asset:
             return {}
         try:
-            return self._cached_fetch(asset["url"], _NEVER_STALE, parse_checksums)
+            sums: dict[str, str] = self._cached_fetch(asset["url"], _NEVER_STALE,
+                                                      parse_checksums)
         except SourceUnavailable:
             return {}
+        return sums
 
     # -- the index cache ------------------------------------------------------------------
 
@@ -400,7 +405,8 @@ class DownloadSource:
 
     def provide(self, offer: RuntimeOffer, scratch: Path, reporter: Reporter) -> LocalRuntime:
         """Fetch (or reuse) the verified archive, unpack it into ``scratch``, find the prefix."""
-        archive: Archive = offer.detail
+        archive = offer.detail
+        assert isinstance(archive, Archive), "an offer of another source"
         path = self.fetch(archive, reporter)
         target = scratch / "unpacked"
         target.mkdir()
@@ -453,19 +459,17 @@ class DownloadSource:
 
     def _download(self, url: str, target: Path, reporter: Reporter) -> _Received:
         """Stream ``url`` to ``target`` with retries; the digests of what arrived."""
-        last = "no attempt made"
-        for attempt in range(1, self.retries + 1):
-            try:
-                return self._download_once(url, target, reporter)
-            except _FetchFailed as exc:
-                last = exc.reason
-                if not exc.retryable or attempt == self.retries:
-                    raise errors.RUNTIME_DOWNLOAD_FAILED.error(
-                        url=redact_url(url), reason=last, attempts=attempt) from exc
-                reporter.warn(f"Download of {redact_url(url)} failed ({last}); retrying")
-                time.sleep(min(0.5 * 2 ** (attempt - 1), 4))
-        raise errors.RUNTIME_DOWNLOAD_FAILED.error(url=redact_url(url), reason=last,
-                                                   attempts=self.retries)
+        def warn(attempt: int, failed: _FetchFailed) -> None:
+            reporter.warn(f"Download of {redact_url(url)} failed ({failed.reason}); retrying")
+
+        try:
+            return retrying(lambda: self._download_once(url, target, reporter),
+                            attempts=self.retries, failure=_FetchFailed,
+                            retryable=lambda failed: failed.retryable, before_retry=warn)
+        except GaveUp as gave_up:
+            raise errors.RUNTIME_DOWNLOAD_FAILED.error(
+                url=redact_url(url), reason=gave_up.last.reason,
+                attempts=gave_up.attempts) from gave_up.last
 
     def _download_once(self, url: str, target: Path, reporter: Reporter) -> _Received:
         received = _Received()
@@ -508,23 +512,20 @@ class DownloadSource:
             except OSError as exc:
                 raise _FetchFailed(f"cannot read {local}: {exc.strerror}", retryable=False) \
                     from exc
-        last: _FetchFailed | None = None
-        attempts = retries if retries is not None else self.retries
-        for attempt in range(1, attempts + 1):
+        def get() -> str:
             try:
                 response = requests.get(url, timeout=timeout or self.timeout,
                                         headers={"Accept": "application/json, text/plain"})
-                _check_status(response)
-                return response.text
             except requests.RequestException as exc:
-                last = _FetchFailed(_describe(exc), retryable=True)
-            except _FetchFailed as exc:
-                last = exc
-            if not last.retryable or attempt == attempts:
-                break
-            time.sleep(min(0.5 * 2 ** (attempt - 1), 4))
-        assert last is not None
-        raise last
+                raise _FetchFailed(_describe(exc), retryable=True) from exc
+            _check_status(response)
+            return response.text
+
+        try:
+            return retrying(get, attempts=retries if retries is not None else self.retries,
+                            failure=_FetchFailed, retryable=lambda failed: failed.retryable)
+        except GaveUp as gave_up:
+            raise gave_up.last from None
 
 
 _NEVER_STALE = float("inf")  # published releases and pinned checksums never change
@@ -541,8 +542,8 @@ class _Received:
         self.etag: str | None = None
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._parts = {size: ([], hashlib.md5(usedforsecurity=False), 0)
-                       for size in _S3_PART_SIZES}
+        self._parts: dict[int, tuple[list[bytes], Any, int]] = {
+            size: ([], hashlib.md5(usedforsecurity=False), 0) for size in _S3_PART_SIZES}
 
     def update(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -703,6 +704,7 @@ class HerokuSource(DownloadSource):
 
     def provide(self, offer: RuntimeOffer, scratch: Path, reporter: Reporter) -> LocalRuntime:
         runtime = super().provide(offer, scratch, reporter)
+        assert isinstance(offer.detail, Archive), "an offer of another source"
         verified = {a.name: a.sha256 for a in self.cached()}.get(offer.detail.name)
         if verified:
             offer.metadata["archive_sha256"] = verified  # for slug.json
@@ -722,7 +724,7 @@ class HerokuSource(DownloadSource):
                 raise SourceUnavailable(f"Heroku's runtime archives are built for Ubuntu "
                                         f"(heroku-22, heroku-24); this host is "
                                         f"{self.platform.key}")
-            from .versions import POLICY, REFUSED
+            from ..versions import POLICY, REFUSED
 
             archives = [self._archive(row.newest_patch) for row in POLICY
                         if row.status != REFUSED]
@@ -841,8 +843,8 @@ class _Progress:
         self.reporter = reporter
         self.url = url
         self.total = total
-        self._progress = None
-        self._task = None
+        self._progress: Any = None  # rich's Progress, on a terminal
+        self._task: Any = None
 
     def __enter__(self) -> _Progress:
         size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""

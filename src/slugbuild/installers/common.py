@@ -1,0 +1,110 @@
+"""What the pip and uv backends share: the build environment, the CA bundle,
+and how a failed install is reported.
+
+Both backends (and the tool cache) import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from .. import errors, indexes
+from ..proc import ToolFailed
+from ..redact import redact_url as redact
+from . import InstallJob
+from .requirements import local_reference
+
+DEFAULT_INDEX_URL = indexes.DEFAULT_INDEX_URL
+
+__all__ = ["DEFAULT_INDEX_URL", "build_env", "install_failed", "local_package_failed",
+           "redact", "trusted_ca_bundle", "warn_extra_indexes"]
+
+
+def build_env(job: InstallJob) -> dict[str, str]:
+    """Settings for packages an installer builds from source (sdists, local packages).
+
+    Temporary build directories go under the job's scratch directory (inside
+    slugbuild's cache), so any path a build records is one the leak check
+    knows and the dependency layer's ELF clean-up removes
+    (relocate.settle_built_elf_files). Compilers and wheel builders see a fixed
+    SOURCE_DATE_EPOCH (1980-01-01, unless a config var sets one), so
+    ``__DATE__`` and ``__TIME__`` do not depend on the day.
+    """
+    temporary = job.scratch / "tmp"
+    temporary.mkdir(exist_ok=True)
+    return {"TMPDIR": str(temporary),
+            "SOURCE_DATE_EPOCH": job.config_vars.get("SOURCE_DATE_EPOCH") or "315532800"}
+
+
+def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed,
+                   settings: indexes.IndexSettings | None = None) -> errors.SlugbuildError:
+    """The error for an installer that exited non-zero: what its output shows is
+    missing (``installers/failures.py``), else the generic one naming the
+    indexes really used (without credentials). The output, streamed into the log already, is kept on
+    the error but not printed again; build-copy paths are shown as the app's."""
+    from .failures import diagnose_install_failure, shown_paths
+
+    def shown_text(text: str) -> str:
+        return shown_paths(text, job.app_dir, job.source_dir, job.prefix)
+
+    command = shlex.join(shown)
+    local = [ref for line in job.declared if (ref := local_reference(line)) is not None]
+    specific = diagnose_install_failure(
+        command=command, exit_code=failed.exit_code, output=shown_text(failed.output),
+        python_version=job.python_version, local_paths=local)
+    if specific is not None:
+        specific.output = shown_text(failed.tail)
+        return specific
+    return errors.DEPENDENCY_INSTALL_FAILED.error(
+        command=command,
+        exit_code=failed.exit_code,
+        lock_file=job.lock_file,
+        index=settings.shown() if settings is not None else redact(
+            job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
+        output=shown_text(failed.tail),
+        output_shown=True,
+    )
+
+
+def local_package_failed(job: InstallJob, package: str, shown: list[str],
+                         failed: ToolFailed) -> errors.SlugbuildError:
+    """The error for a local package (a path in the app) that could not be built."""
+    return errors.LOCAL_PACKAGE_FAILED.error(
+        package=package, command=shlex.join(shown),
+        exit_code=failed.exit_code, output=failed.tail)
+
+
+def warn_extra_indexes(job: InstallJob, settings: indexes.IndexSettings, tool: str) -> None:
+    """Say so when more than one index may serve a package of the same name."""
+    if len(settings.index_urls) + len(settings.find_links) < 2:
+        return
+    if tool == "pip":
+        how = ("pip takes each package from whichever index has the best version, so a "
+               "same-named package on a public index can replace a private one "
+               "(dependency confusion). Pin every requirement (slugbuild then installs "
+               "with uv, which takes a package from the first index that has it) or name "
+               "one index only.")
+    else:
+        order = ", ".join(redact(url) for url in settings.search_order())
+        how = (f"each package comes from the first of them that has its name, searched "
+               f"in this order: {order} (uv's first-index strategy, PyPI last: a "
+               f"same-named package on a later index is never used).")
+    job.reporter.warn(f"Packages may come from more than one index ({settings.shown()}); "
+                      f"{how}")
+
+
+def trusted_ca_bundle() -> str | None:
+    """The CA bundle installers should trust: SSL_CERT_FILE, else the system's."""
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        explicit = os.environ.get(variable)
+        if explicit and os.path.isfile(explicit):
+            return explicit
+    import ssl
+
+    default = ssl.get_default_verify_paths().cafile
+    system_bundles = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+    for candidate in (default, *system_bundles):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
