@@ -16,7 +16,7 @@ from .helpers import DJANGO_APP, FIXTURE_APPS, HOOK_SECRET, copy_app, make_app, 
 @pytest.fixture(autouse=True)
 def _no_secrets_left_by_an_earlier_test():
     """The secret registry is process-wide: a build's config var values (``GREETING=there``
-    in test_buildpack_runner) would otherwise be masked in every later test's messages."""
+    in test_buildpack_runner.py) would otherwise be masked in every later test's messages."""
     from slugbuild import redact
 
     yield
@@ -79,7 +79,8 @@ SLUGIGNORE = "docs/\n*.md\n!KEEP.md\n/data/*.bin\n"
 @pytest.fixture(scope="session")
 def flask_build(tmp_path_factory, cache_dir):
     """The Flask fixture with build hooks, a .slugignore and a secret config var, compiled
-    once: test_inferred_servers checks its hooks and serving, test_slugignore what it left out."""
+    once: pipeline/test_inferred_servers.py checks its hooks and serving,
+    test_slugignore.py what it left out."""
     from slugbuild import compile_app
     from slugbuild.log import Reporter
 

@@ -338,9 +338,10 @@ def encoded(text: str, encoding: str, line_end: str = "LF") -> bytes:
 
 # --- the fixture apps, as every whole-fixture test builds them ----------------------
 
-# Fixtures that must not build: the failure is what they are for (test_deps_e2e).
+# Fixtures that must not build: the failure is what they are for
+# (pipeline/test_dependencies_e2e.py).
 FIXTURES_FAILING_BY_DESIGN = frozenset({"django-removed-cgi", "markers-excluded"})
-# Fixtures whose slug must not boot (test_boot_check); every other one must.
+# Fixtures whose slug must not boot (slug/test_run_and_boot_check.py); every other one must.
 FIXTURES_NOT_BOOTING = frozenset({"boot-crash-at-import", "boot-never-listens",
                                   "boot-removed-stdlib"})
 # How each fixture that needs more than `compile APP` is built (as its own tests do).

@@ -1,7 +1,7 @@
 """Process inference, collectstatic diagnoses, the web profile.d script and bin/release.
 
-Fast tests: no build gets past staging here (the end-to-end ones are in test_inferred_servers.py
-and test_django_static.py).
+Fast tests: no build gets past staging here (the end-to-end ones are in
+pipeline/test_inferred_servers.py and pipeline/test_django_static.py).
 """
 
 from __future__ import annotations

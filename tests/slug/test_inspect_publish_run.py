@@ -17,7 +17,7 @@ from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
 from slugbuild.publish import publish_slug
 
-from .helpers import make_app, run_cli
+from ..helpers import make_app, run_cli
 
 
 def _tarball(path: Path, entries: list[tuple[str, bytes | None, str | None]]) -> Path:

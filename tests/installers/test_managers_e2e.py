@@ -12,7 +12,7 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import (
+from ..helpers import (
     FIXTURE_APPS,
     Server,
     assert_clean_failure,

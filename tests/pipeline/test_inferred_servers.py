@@ -17,7 +17,7 @@ import yaml
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import (
+from ..helpers import (
     FIXTURE_APPS,
     HOOK_SECRET,
     MINIMAL,

@@ -15,7 +15,7 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import DJANGO_APP, Server
+from ..helpers import DJANGO_APP, Server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-BUILDPACK = Path(__file__).resolve().parent.parent / "buildpacks" / "python"
+from ..helpers import REPO
+
+BUILDPACK = REPO / "buildpacks" / "python"
 SCRIPTS = ("detect", "compile", "release")
 PROCFILE = "web: python -m http.server $PORT --bind 127.0.0.1\n"
 

@@ -27,7 +27,7 @@ from slugbuild.hooks import run_hook
 from slugbuild.log import Reporter
 from slugbuild.proc import build_limits
 
-from .helpers import assert_refused, cli, limited, make_app, make_buildpack, run_cli
+from ..helpers import assert_refused, cli, limited, make_app, make_buildpack, run_cli
 
 
 def quiet_env(tmp: Path, **extra: str) -> dict:

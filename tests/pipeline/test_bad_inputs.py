@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .helpers import DJANGO_APP, MINIMAL, assert_clean_failure, copy_app, make_app
+from ..helpers import DJANGO_APP, MINIMAL, assert_clean_failure, copy_app, make_app
 
 
 def test_not_a_python_app(tmp_path, cache_dir):

@@ -26,7 +26,7 @@ from slugbuild.pack import pack_tree
 from slugbuild.release import release_yaml
 from slugbuild.run import run_slug
 
-from .helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
+from ..helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
 
 PYTHON = shlex.quote(sys.executable)
 SERVE = f"exec {PYTHON} -m http.server $PORT --bind 127.0.0.1"
