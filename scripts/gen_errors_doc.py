@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import string
 import sys
 from pathlib import Path
 
@@ -43,22 +42,16 @@ COMMANDS_BY_FUNCTION = {
     "detect.detect": ("compile", "detect"),
     "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
     "build.read_env_file": ("run",),
-    "slugfile.check_member": ("run", "inspect", "publish"),
-    "slugfile.SlugArchive.__init__": ("run", "inspect", "publish"),
-    "run.run_slug": ("run",),
-    "run._run_process": ("run",),
     # .release of a slug is read back by run and inspect too (slug_release)
-    "buildpack_runner.parse_release_yaml.invalid": ("compile", "run", "inspect"),
-    "inspect_slug.describe_slug": ("inspect", "publish"),
-    "publish.publish_slug": ("publish",),
-    "publish._call": ("publish",),
+    "release.parse_release_yaml.invalid": ("compile", "run", "inspect"),
+    "slug.inspect.describe_slug": ("inspect", "publish"),
+    # the boot check of `compile` reads the packed slug's release as `run` does
+    "slug.run.read_release": ("run", "compile"),
     "runtime.resolve.parse_sources": ("compile", "runtimes"),
     "lock.lock_app": ("lock",),
     "lock._lock_input": ("lock",),
     "lock._check_inside_app": ("lock",),
     "lock._pyproject_requirement": ("lock",),
-    "publish._slug_fields": ("publish",),
-    "publish._decode": ("publish",),
     # The net under every command (cli.main and the library's entry points).
     "errors.from_os_error": ALL_COMMANDS,
     "errors.from_exception": ALL_COMMANDS,
@@ -66,6 +59,22 @@ COMMANDS_BY_FUNCTION = {
     "cli._internal_error": ALL_COMMANDS,
 }
 DEFAULT_COMMANDS = ("compile",)
+# Modules whose every raising function serves these commands (a function listed
+# above wins): the slug readers.
+COMMANDS_BY_MODULE = {
+    "slug.archive": ("run", "inspect", "publish"),
+    "slug.run": ("run",),
+    "slug.inspect": ("inspect", "publish"),
+    "slug.publish": ("publish",),
+}
+
+
+def commands_of(site: str) -> tuple[str, ...]:
+    """The commands that can meet an error raised in ``site`` (``module.function``)."""
+    if site in COMMANDS_BY_FUNCTION:
+        return COMMANDS_BY_FUNCTION[site]
+    module = next((m for m in COMMANDS_BY_MODULE if site.startswith(m + ".")), None)
+    return COMMANDS_BY_MODULE[module] if module else DEFAULT_COMMANDS
 
 
 def stage_groups(source: str) -> dict[str, str]:
@@ -150,13 +159,28 @@ def code_block(text: str) -> list[str]:
     return [fence + "text", *text.splitlines(), fence]
 
 
-def placeholders(*templates: str) -> list[str]:
-    names: list[str] = []
-    for template in templates:
-        for _, field, _, _ in string.Formatter().parse(template):
-            if field and field not in names:
-                names.append(field)
-    return names
+def templates(kind: errors.ErrorKind) -> list[str]:
+    """What was found and what to do; for a kind with variants, each variant's found
+    text (and its own action where it has one), then the action they share."""
+    if not kind.variants:
+        return ["", "What was found:", "", *code_block(kind.found),
+                "", "What to do:", "", *code_block(kind.action)]
+    lines: list[str] = []
+    forms: list[str | None] = [None] if kind.found else []
+    forms += list(kind.variants)
+    shared = False
+    for form in forms:
+        found, action = kind.templates(form)
+        own = form is not None and kind.variants[form].action is not None
+        lines += ["", f"### {kind.code}: " + (f'`variant="{form}"`' if form else "no variant"),
+                  "", "What was found:", "", *code_block(found)]
+        if own:
+            lines += ["", "What to do:", "", *code_block(action)]
+        shared = shared or not own
+    if shared:
+        lines += ["", f"### {kind.code}: what to do", "",
+                  "Unless the variant says otherwise:", "", *code_block(kind.action)]
+    return lines
 
 
 def render() -> str:
@@ -189,13 +213,24 @@ def render() -> str:
         " !     <what to do>",
         "```",
         "",
-        "The Python API raises `slugbuild.SlugbuildError` with the attributes `code`, `title`,",
-        "`found`, `action` and `output` (also as `as_dict()`; `render()` gives the text above).",
-        "Templates are shown as written: `{name}` is filled in when the error is raised,",
-        "`{name!r}` with the value's `repr()`.",
+        "The Python API raises a subclass of `slugbuild.SlugbuildError` with the attributes",
+        "`code`, `title`, `found`, `action` and `output` (also as `as_dict()`; `render()` gives",
+        "the text above), and the values the templates were filled with in `fields` and as",
+        "attributes of the same names. Each kind has its own class (`errors.KIND.exception`,",
+        "named after the code: `ProcfileMalformedError`), derived from the class of its area,",
+        "so a program can catch a whole area or one kind:",
         "",
-        "| code | title | stage | commands |",
-        "| --- | --- | --- | --- |",
+        "| area class | area | kinds |",
+        "| --- | --- | --- |",
+        *(f"| `errors.{area.__name__}` | {area.area} | "
+          f"{sum(k.area is area for k in errors.CATALOG.values())} |" for area in errors.AREAS),
+        "",
+        "Templates are shown as written: `{name}` is filled in when the error is raised,",
+        "`{name!r}` with the value's `repr()`. A kind whose cause can be one of several",
+        "things has variants: the same code and title, each with its own text.",
+        "",
+        "| code | title | area | stage | commands |",
+        "| --- | --- | --- | --- | --- |",
     ]
     sections: list[str] = []
     for code, kind in errors.CATALOG.items():
@@ -204,13 +239,14 @@ def render() -> str:
         where = sites.get(variable, [])
         commands: list[str] = []
         for site in where:
-            for command in COMMANDS_BY_FUNCTION.get(site, DEFAULT_COMMANDS):
+            for command in commands_of(site):
                 if command not in commands:
                     commands.append(command)
         command_text = ", ".join(f"`slugbuild {c}`" for c in commands) or "none (not raised)"
         title = kind.title.replace("|", "\\|")
-        lines.append(f"| [`{code}`](#{code}) | {title} | {stage} | {command_text} |")
-        names = placeholders(kind.title, kind.found, kind.action)
+        area = f"`{kind.area.__name__}`"
+        lines.append(f"| [`{code}`](#{code}) | {title} | {area} | {stage} | {command_text} |")
+        names = list(kind.fields)
         sections += [
             "",
             f"## {code}",
@@ -223,15 +259,9 @@ def render() -> str:
             f"| Commands | {command_text} |",
             f"| Raised in | {', '.join(code_span(s) for s in where) or 'nowhere yet'} |",
             f"| Constant | `errors.{variable}` |",
+            f"| Class | `errors.{kind.exception.__name__}` (a `{kind.area.__name__}`) |",
             f"| Placeholders | {', '.join(code_span(n) for n in names) or 'none'} |",
-            "",
-            "What was found:",
-            "",
-            *code_block(kind.found),
-            "",
-            "What to do:",
-            "",
-            *code_block(kind.action),
+            *templates(kind),
         ]
     return "\n".join(lines + sections) + "\n"
 

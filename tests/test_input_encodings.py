@@ -240,8 +240,8 @@ def test_an_unpinned_utf16_requirements_file_goes_to_pip_with_the_right_count(
 
 
 def test_inspect_and_run_read_a_utf16_procfile_from_the_slug(tmp_path):
-    from slugbuild.inspect_slug import _process_types
-    from slugbuild.run import read_release
+    from slugbuild.slug.inspect import _process_types
+    from slugbuild.slug.run import read_release
 
     data = _encoded("web: gunicorn app:app\n", "utf-16 BE BOM", "CRLF")
     assert _process_types({"Procfile": data}) == {"web": "gunicorn app:app"}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from slugbuild import errors
-from slugbuild.build import load_config_vars, metadata_path_for, parse_env_assignments
+from slugbuild.build import load_config_vars, parse_env_assignments
 from slugbuild.detect import detect, find_manage_py, require_package_manager
 from slugbuild.procfile import parse_procfile
+from slugbuild.slug.metadata import metadata_path_for
 from slugbuild.versions import PythonRequest, check_supported, pick, read_request
 
 from .helpers import make_app
@@ -146,19 +147,12 @@ def test_metadata_path():
 
 def test_every_error_renders_title_found_and_action():
     for kind in errors.CATALOG.values():
-        fields = {name: "X" for name in _placeholders(kind)}
-        rendered = kind.error(**fields).render()
-        assert rendered.startswith(f" !     Error [{kind.code}]: ")
-        assert all(line.startswith(" !") for line in rendered.splitlines())
-
-
-def _placeholders(kind):
-    import string
-
-    names = set()
-    for text in (kind.title, kind.found, kind.action):
-        names |= {f[1] for f in string.Formatter().parse(text) if f[1]}
-    return names
+        fields = {name: "X" for name in kind.fields}
+        # every form: the kind's own and each variant's
+        for variant in ([None] if kind.found else []) + list(kind.variants):
+            rendered = kind.error(variant=variant, **fields).render()
+            assert rendered.startswith(f" !     Error [{kind.code}]: ")
+            assert all(line.startswith(" !") for line in rendered.splitlines())
 
 
 def test_requirements_includes_are_followed(tmp_path):

@@ -11,12 +11,17 @@ import pytest
 import yaml
 
 from slugbuild import compile_app, errors
-from slugbuild.buildpack_runner import parse_release_yaml, slug_release
 from slugbuild.errors import SlugbuildError
-from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
 from slugbuild.procfile import check_procfile_name, hook_warnings, parse_procfile, read_procfile
-from slugbuild.release import python_addons, release_yaml, slug_metadata
+from slugbuild.release import (
+    parse_release_yaml,
+    python_addons,
+    release_yaml,
+    slug_metadata,
+    slug_release,
+)
+from slugbuild.slug.inspect import describe_slug
 
 from .helpers import DJANGO_APP, copy_app, make_app, run_cli
 

@@ -14,7 +14,7 @@ import pytest
 from slugbuild import compile_app, errors
 from slugbuild.log import Reporter
 from slugbuild.pack import pack_tree
-from slugbuild.publish import publish_slug
+from slugbuild.slug.publish import publish_slug
 from slugbuild.slug_size import (
     HEROKU_SLUG_LIMIT,
     advice,

@@ -38,28 +38,28 @@ def resolve_app_base(root: Path, value: str, source: str) -> Path:
     ``./`` and a trailing ``/``). Absolute paths, ``..`` and symlinks that resolve
     outside the root are refused: the build reads only the app it was given.
     """
-    def invalid(problem: str) -> errors.SlugbuildError:
-        return errors.APP_BASE_INVALID.error(value=value, source=source, root=root,
-                                             problem=problem)
+    def invalid(variant: str, real: Path | None = None) -> errors.SlugbuildError:
+        return errors.APP_BASE_INVALID.error(variant=variant, value=value, source=source,
+                                             root=root, real=real)
 
     text = value.strip()
     if "\0" in text or "\n" in text:
-        raise invalid("holds a control character")
+        raise invalid("control-character")
     relative = PurePosixPath(text)
     if relative.is_absolute() or text.startswith("~"):
-        raise invalid("is an absolute path; it must be relative to the app root")
+        raise invalid("absolute")
     if ".." in relative.parts:
-        raise invalid("uses `..`, which leaves the app root")
+        raise invalid("climbs-out")
     if relative == PurePosixPath("."):
         return root
     candidate = root.joinpath(*relative.parts)
     real_root = Path(os.path.realpath(root))
     real = Path(os.path.realpath(candidate))
     if real != real_root and real_root not in real.parents:
-        raise invalid(f"resolves (through a symlink) to {real}, outside the app root")
+        raise invalid("symlink-out", real)
     if not candidate.exists():
-        raise invalid("does not exist in the app")
+        raise invalid("missing")
     if not candidate.is_dir():
-        raise invalid("is not a directory")
+        raise invalid("not-a-directory")
     # A symlinked base (``app -> services/api``) is the directory it names.
     return root.joinpath(*real.relative_to(real_root).parts)

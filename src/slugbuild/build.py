@@ -38,8 +38,6 @@ from .app_base import choose_app_base, resolve_app_base
 from .aptfile import APT_DIR, prepare_apt_layer
 from .aptfile import build_env as apt_build_env
 from .aptfile import write_profile_script as write_apt_profile
-from .boot_check import check_boot
-from .boot_check import timeout_of as boot_check_timeout
 from .buildpack_runner import (
     BuildpackRef,
     ReleaseInfo,
@@ -89,6 +87,7 @@ from .proc import (
 )
 from .procfile import check_procfile_name, hook_warnings, read_procfile
 from .profile import write_profile
+from .results import BuildResultDict
 from .runtime import (
     Resolution,
     RuntimeOptions,
@@ -98,7 +97,10 @@ from .runtime import (
     interpreter_before_layer,
     runtime_manifest,
 )
-from .slugfile import SlugLimits, link_problem
+from .slug.archive import SlugLimits, link_problem
+from .slug.boot_check import check_boot
+from .slug.boot_check import timeout_of as boot_check_timeout
+from .slug.metadata import metadata_path_for
 from .stage import check_not_ignored, check_top_level_links, stage_sources
 from .versions import PythonRequest
 
@@ -129,7 +131,7 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BuildResultDict:
         return {
             "slug_path": str(self.slug_path),
             "metadata_path": str(self.metadata_path),
@@ -140,14 +142,6 @@ class BuildResult:
             "packages": self.packages,
             "timings": self.timings,
         }
-
-
-def metadata_path_for(slug_path: Path) -> Path:
-    """slug.tgz -> slug.json; anything else gets .json appended."""
-    name = slug_path.name
-    stem = name[: -len(".tgz")] if name.endswith(".tgz") else (
-        name[: -len(".tar.gz")] if name.endswith(".tar.gz") else name)
-    return slug_path.with_name(stem + ".json")
 
 
 def load_config_vars(
@@ -508,7 +502,9 @@ def _compile_staged(build: _Build, refs: list[BuildpackRef],
                     with timer.stage("node_build"), \
                             buildpack_exports(exported_variables(exports)):
                         run_node_build(build.build_dir, config_vars, cache.root / "npm",
-                                       reporter)
+                                       reporter, cache, offline=(
+                                           runtime_options or RuntimeOptions.from_env()
+                                       ).offline)
                     descriptions.append({"buildpack": ref.shown,
                                          "description": NODE_STEP_DESCRIPTION})
                     continue
@@ -712,9 +708,7 @@ def _naming_app_dir(build: _Build) -> Iterator[None]:
         texts = (error.title, error.found, error.action, error.output or "")
         if not any(staged in text for text in texts):
             raise
-        title, found, action, output = (text.replace(staged, shown) for text in texts)
-        raise errors.SlugbuildError(error.code, title, found, action,
-                                    output=output or None) from error
+        raise error.replacing(staged, shown) from error
 
 
 def check_output_paths(slug_path: Path, json_path: Path) -> None:
@@ -770,8 +764,8 @@ def refuse_links_leaving_slug(build_dir: Path) -> None:
                     rel, target = prefix + entry.name, os.readlink(entry.path)
                     problem = link_problem(rel, target)
                     if problem is not None:
-                        raise errors.SYMLINK_LEAVES_SLUG.error(path=rel, target=target,
-                                                               problem=problem)
+                        raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=rel,
+                                                               target=target)
                 elif entry.is_dir():
                     pending.append((prefix + entry.name + "/", entry.path))
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from . import errors
 
@@ -59,25 +60,25 @@ def listed_buildpacks(app_dir: Path) -> tuple[list[str], str | None]:
 
 def app_json_buildpacks(path: Path) -> list[str]:
     """``buildpacks[].url`` of an app.json (an empty list when it names none)."""
-    def invalid(problem: str) -> errors.SlugbuildError:
-        return errors.BUILDPACK_LIST_INVALID.error(source=APP_JSON, problem=problem)
+    def invalid(variant: str, **values: Any) -> errors.SlugbuildError:
+        return errors.BUILDPACK_LIST_INVALID.error(variant=variant, source=APP_JSON, **values)
 
     try:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise invalid(f"is not JSON ({exc.__class__.__name__}: {str(exc)[:120]})") from exc
+        raise invalid("not-json", error=exc.__class__.__name__, reason=str(exc)[:120]) from exc
     if not isinstance(data, dict):
-        raise invalid("is not a JSON object")
+        raise invalid("not-an-object")
     entries = data.get("buildpacks")
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise invalid("has `buildpacks` that is not a list")
+        raise invalid("not-a-list")
     specs = []
     for position, entry in enumerate(entries):
         url = entry.get("url") if isinstance(entry, dict) else None
         if not isinstance(url, str) or not url.strip():
-            raise invalid(f"has buildpacks[{position}] without a `url` string")
+            raise invalid("no-url", position=position)
         specs.append(url.strip())
     return specs
 

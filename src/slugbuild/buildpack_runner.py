@@ -16,18 +16,16 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from . import errors
 from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
-from .procfile import parse_procfile, valid_process_type_name
 from .redact import redact_url
+from .release import ReleaseInfo, parse_release_yaml
 
 # Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
 NATIVE_PYTHON_NAMES = {
@@ -66,15 +64,6 @@ class BuildpackRef:
         readable = re.sub(r"[^A-Za-z0-9._-]+", "-", self.shown.split("#", 1)[0])[-40:]
         readable = readable.strip("-")
         return f"{readable}-{hashlib.sha256(self.spec.encode()).hexdigest()[:10]}"
-
-
-@dataclass
-class ReleaseInfo:
-    """What the buildpacks' bin/release scripts declared, merged in order."""
-
-    default_process_types: dict[str, str] = field(default_factory=dict)
-    config_vars: dict[str, str] = field(default_factory=dict)
-    addons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -236,84 +225,13 @@ def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
                           step=f"{ref.shown}: bin/release")
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=ref.shown, problem=f"bin/release exited with code {result.returncode}",
+            variant="exit-code", spec=ref.shown, exit_code=result.returncode,
             output=_text(result.stderr).strip()[-2000:] or None)
     return parse_release_yaml(_text(result.stdout), ref.shown)
 
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
-
-
-_CONFIG_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-_SCALARS = (str, int, float, bool)
-
-
-def parse_release_yaml(text: str, source: str) -> ReleaseInfo:
-    """``default_process_types``, ``config_vars`` and ``addons`` of bin/release output.
-
-    Every scalar is read as the string it is written as (PyYAML's BaseLoader):
-    a process type named ``on`` stays ``"on"`` and ``PORT: 0800`` stays
-    ``"0800"``. Names are checked here, at build time, so a slug never carries
-    a process type ``run`` cannot start or a config var no process can see.
-    """
-
-    def invalid(problem: str) -> errors.SlugbuildError:
-        return errors.BUILDPACK_RELEASE_INVALID.error(
-            spec=source, problem=problem, output=text[-2000:])
-
-    try:
-        data = yaml.load(text, Loader=yaml.BaseLoader) if text.strip() else {}
-    except (yaml.YAMLError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise invalid(f"its output is not YAML ({exc.__class__.__name__})") from exc
-    if data is None or data == "":
-        data = {}
-    if not isinstance(data, dict):
-        raise invalid("its output is not a YAML mapping")
-
-    def mapping(key: str, valid_name, rule: str) -> dict[str, str]:
-        value = data.get(key) or {}
-        if not isinstance(value, dict):
-            raise invalid(f"`{key}` is not a mapping")
-        checked: dict[str, str] = {}
-        for name, item in value.items():
-            shown = repr(name)[:80]
-            if not isinstance(name, str) or not valid_name(name):
-                raise invalid(f"`{key}` has the name {shown}, but {rule}")
-            if not isinstance(item, str):
-                raise invalid(f"`{key}` {shown} is not a string")
-            if "\0" in item:
-                raise invalid(f"`{key}` {shown} holds a NUL character")
-            checked[name] = item
-        return checked
-
-    process_types = mapping(
-        "default_process_types", valid_process_type_name,
-        "process type names are letters, digits, `_` and `-`")
-    for name, command in process_types.items():
-        if not command.strip():
-            raise invalid(f"process type {name!r} has no command")
-    config_vars = mapping(
-        "config_vars", _CONFIG_VAR_NAME.fullmatch,
-        "config var names are letters, digits and `_`, not starting with a digit")
-    addons = data.get("addons") or []
-    if not isinstance(addons, list) or not all(isinstance(a, str) for a in addons):
-        raise invalid("`addons` is not a list of names")
-    return ReleaseInfo(process_types, config_vars, list(addons))
-
-
-def slug_release(release_text: str | None, procfile_text: str | None) -> ReleaseInfo:
-    """What a built slug declares: its ``.release``, with the Procfile's types winning.
-
-    ``.release`` also holds inferred and buildpack-declared types and the
-    buildpacks' config var defaults.
-    """
-    declared = parse_release_yaml(release_text, ".release") if release_text else ReleaseInfo()
-    if procfile_text is not None:
-        declared.default_process_types.update(parse_procfile(procfile_text))
-    return declared
 
 
 def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:

@@ -21,7 +21,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import __version__, errors
 from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser = sub.add_parser
 
-    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return add_parser(name, parents=[common], **kwargs)
 
     sub.add_parser = add_command  # type: ignore[method-assign]
@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                                "APP_BASE; default: the APP_BASE config var, else the root)")
     compile_.add_argument("--node-build", action="store_true",
                           help="before Python, run the built-in Node step: npm ci and the "
-                               "package.json build script with the machine's node "
+                               "package.json build script with the Node.js engines.node asks for "
                                "(node_modules is left out of the slug)")
     compile_.add_argument("--boot-check", action="store_true",
                           help="after packing, start the slug's web process on 127.0.0.1 and "
@@ -219,7 +219,7 @@ class Stopped(KeyboardInterrupt):
 _STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
-def _stop_on_signals() -> dict:
+def _stop_on_signals() -> dict[signal.Signals, Any]:
     """The first of these signals stops slugbuild cleanly; later ones are ignored
     while it cleans up (SIGKILL still ends it, and the next build removes what it
     left). Returns the handlers replaced."""
@@ -228,7 +228,7 @@ def _stop_on_signals() -> dict:
             signal.signal(each, signal.SIG_IGN)
         raise Stopped(signum)
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     for each in _STOPPING_SIGNALS:
         if signal.getsignal(each) in (signal.SIG_DFL, signal.default_int_handler):
             previous[each] = signal.signal(each, stop)
@@ -388,18 +388,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(json.dumps(result.as_dict(), indent=2))
         return 0
     if args.command == "run":
-        from .run import run_slug
+        from .slug.run import run_slug
 
         env = read_env_file(args.env_file) if args.env_file else {}
         env.update(parse_env_assignments(args.env))
         return run_slug(args.slug, args.process, port=args.port, host=args.host,
                         env=load_config_vars(env), unpack_to=args.unpack_to)
     if args.command == "inspect":
-        from .inspect_slug import describe_slug, render_table, without_credentials
+        from .slug.inspect import describe_slug, render_table, without_credentials
 
         description = without_credentials(describe_slug(args.slug))
         if args.sizes:
-            from .inspect_slug import render_sizes, slug_sizes
+            from .slug.inspect import render_sizes, slug_sizes
 
             description["sizes"] = slug_sizes(args.slug)
         if args.json:
@@ -410,7 +410,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 render_sizes(description["sizes"], sys.stdout)
         return 0
     if args.command == "publish":
-        from .publish import publish_slug
+        from .slug.publish import publish_slug
 
         release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
                                stack=args.stack, reporter=Reporter(sys.stderr),

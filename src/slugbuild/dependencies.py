@@ -53,6 +53,7 @@ from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
+from .slug.metadata import Package, package_from_metadata
 
 __all__ = [
     "DependencyLayer", "Package", "Prefetch", "link_dependency_layer", "prepare_dependency_layer",
@@ -62,15 +63,6 @@ __all__ = [
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
 DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version}
 
 
 @dataclass(frozen=True)
@@ -798,20 +790,6 @@ def installed_packages(python_home: Path, python_name: str) -> list[Package]:
     found = (package_from_metadata(meta.read_text(errors="replace"))
              for meta in sorted(site_packages.glob("*.dist-info/METADATA")))
     return sorted((p for p in found if p), key=lambda p: canonicalize_name(p.name))
-
-
-def package_from_metadata(text: str) -> Package | None:
-    """Name and version from the header of a METADATA file (None if either is missing)."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            break
-        if ":" in line:
-            key, value = line.split(":", 1)
-            fields.setdefault(key.strip().lower(), value.strip())
-    if "name" in fields and "version" in fields:
-        return Package(fields["name"], fields["version"])
-    return None
 
 
 def has_package(packages: tuple[Package, ...], name: str) -> bool:

@@ -58,10 +58,15 @@ def detect(app_dir: Path) -> AppInfo:
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     markers = tuple(name for name in PYTHON_APP_MARKERS if (app_dir / name).is_file())
     if not markers:
+        found = python_subdirectories(app_dir)
         raise errors.NOT_A_PYTHON_APP.error(
+            variant=(None if not found else "app-in-subdirectory" if len(found) == 1
+                     else "apps-in-subdirectories" if len(found) <= 5
+                     else "apps-in-many-subdirectories"),
             app_dir=app_dir, markers=", ".join(PYTHON_APP_MARKERS),
-            subdirectory=_subdirectory_hint(python_subdirectories(app_dir)),
-        )
+            subdirectory=found[0] if found else "",
+            subdirectories=", ".join(f"`{name}/`" for name in found[:5]),
+            more=len(found) - 5)
     manager_files = package_manager_files(app_dir)
     package_manager = lock_file = None
     if len(manager_files) == 1:
@@ -185,15 +190,3 @@ def python_subdirectories(app_dir: Path) -> list[str]:
             else:
                 level.append(child)
     return found
-
-
-def _subdirectory_hint(found: list[str]) -> str:
-    if len(found) == 1:
-        return (f"\nIts subdirectory `{found[0]}/` holds a Python app: build it with "
-                f"`--app-base {found[0]}` (or the config var APP_BASE={found[0]}).")
-    if found:
-        return ("\nThese subdirectories hold Python apps: "
-                + ", ".join(f"`{name}/`" for name in found[:5])
-                + ("" if len(found) <= 5 else f" and {len(found) - 5} more")
-                + ". Choose one with `--app-base DIR` (or the APP_BASE config var).")
-    return ""

@@ -13,20 +13,43 @@ import functools
 import os
 import re
 import shutil
+import string
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 CATALOG: dict[str, ErrorKind] = {}
 
 
 class SlugbuildError(Exception):
-    """A failure the user can act on: title, what was found, what to do."""
+    """A failure the user can act on: title, what was found, what to do.
+
+    Every kind of the catalogue raises its own subclass (``KIND.exception``),
+    which derives from the class of its area (``InputError``, ``SlugError``...),
+    so library users branch on classes or on ``code``, never on the text. The
+    values the templates were filled with are in ``fields`` and, for each
+    name, as an attribute (``error.line`` of a ``ProcfileMalformedError``).
+    """
+
+    #: The area of the build the kind belongs to (one per area class).
+    area: ClassVar[str] = "general"
+    #: The catalogue kind, on the per-kind subclasses (``None`` on area classes).
+    kind: ClassVar[ErrorKind | None] = None
+
+    def __new__(cls, code: str = "", *args: Any, **kwargs: Any) -> SlugbuildError:
+        # ``SlugbuildError(code, ...)`` made from a catalogue code is an instance
+        # of that kind's class, so copies of an error keep their place in the
+        # hierarchy.
+        kind = CATALOG.get(code)
+        if cls is SlugbuildError and kind is not None:
+            cls = kind.exception
+        return super().__new__(cls)
 
     def __init__(
         self, code: str, title: str, found: str, action: str, output: str | None = None,
-        output_shown: bool = False,
+        output_shown: bool = False, fields: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(f"{title}: {found}")
         self.code = code
@@ -37,6 +60,14 @@ class SlugbuildError(Exception):
         # The output was already streamed into the build log: render() does not
         # repeat it (``output`` stays for library users and as_dict).
         self.output_shown = output_shown
+        self.fields: Mapping[str, object] = MappingProxyType(dict(fields or {}))
+        for name, value in self.fields.items():
+            if name not in _RESERVED:
+                setattr(self, name, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self.code, self.title, self.found, self.action, self.output,
+                           self.output_shown, dict(self.fields)))
 
     def render(self) -> str:
         """The message as the command line prints it (` !     ` prefixed lines).
@@ -55,7 +86,17 @@ class SlugbuildError(Exception):
         lines += [""] + self.action.splitlines()
         return "\n".join((" !     " + mask(line)).rstrip() for line in lines)
 
-    def as_dict(self) -> dict[str, str | None]:
+    def replacing(self, old: str, new: str) -> SlugbuildError:
+        """The same error (same class and fields) with ``old`` replaced in its texts,
+        e.g. a staged copy's path by the app directory the user knows."""
+        texts = (self.title, self.found, self.action, self.output or "")
+        title, found, action, output = (text.replace(old, new) for text in texts)
+        fields = {name: value.replace(old, new) if isinstance(value, str) else value
+                  for name, value in self.fields.items()}
+        return type(self)(self.code, title, found, action, output=output or None,
+                          output_shown=self.output_shown, fields=fields)
+
+    def as_dict(self) -> ErrorDict:
         return {
             "code": self.code,
             "title": self.title,
@@ -65,35 +106,180 @@ class SlugbuildError(Exception):
         }
 
 
-@dataclass(frozen=True)
-class ErrorKind:
-    """A template for one kind of user-facing error."""
+class ErrorDict(TypedDict):
+    """``SlugbuildError.as_dict()``: what ``--json`` output holds for a failure."""
 
     code: str
     title: str
     found: str
     action: str
-    fields: tuple[str, ...] = field(default=())
+    output: str | None
+
+
+# Attribute names a template field may not shadow.
+_RESERVED = frozenset(dir(SlugbuildError)) | {
+    "code", "title", "found", "action", "output", "output_shown", "fields", "args"}
+
+
+def _rebuild(code: str, title: str, found: str, action: str, output: str | None,
+             output_shown: bool, fields: dict[str, object]) -> SlugbuildError:
+    return SlugbuildError(code, title, found, action, output, output_shown, fields)
+
+
+# --- the areas: one class per part of the build a failure belongs to -------------
+class InputError(SlugbuildError):
+    """The app, its files or the options given are not something slugbuild can build."""
+
+    area = "input"
+
+
+class PythonRuntimeError(SlugbuildError):
+    """The Python runtime asked for cannot be found, fetched, verified or relocated."""
+
+    area = "runtime"
+
+
+class DependencyError(SlugbuildError):
+    """The app's packages (or system packages) cannot be resolved or installed."""
+
+    area = "dependencies"
+
+
+class BuildStepError(SlugbuildError):
+    """A step of the build (a hook, collectstatic, a buildpack, the boot check) failed."""
+
+    area = "build step"
+
+
+class OutputError(SlugbuildError):
+    """The slug or slug.json cannot be written, or the slug is over its size limit."""
+
+    area = "output"
+
+
+class SlugError(SlugbuildError):
+    """A slug given to run, inspect or publish cannot be read or used."""
+
+    area = "slug"
+
+
+class PublishError(SlugbuildError):
+    """Publishing a slug to the Heroku Platform API failed."""
+
+    area = "publish"
+
+
+class HostError(SlugbuildError):
+    """The machine running slugbuild failed it: a full disk, a denied file, a broken tool."""
+
+    area = "host"
+
+
+class InternalError(SlugbuildError):
+    """A bug in slugbuild (``internal-error``)."""
+
+    area = "internal"
+
+
+AREAS: tuple[type[SlugbuildError], ...] = (
+    InputError, PythonRuntimeError, DependencyError, BuildStepError, OutputError,
+    SlugError, PublishError, HostError, InternalError)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of a kind's forms: the same code and title, its own found (and action) text."""
+
+    found: str
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """A template for one kind of user-facing error.
+
+    ``variants`` name the forms of a kind whose cause can be one of several
+    things (the version file is UTF-16 without a mark, or not valid TOML...):
+    the caller picks one by name, ``KIND.error(variant="toml", ...)``, and
+    passes only data, so every sentence a user can read is written here.
+    """
+
+    code: str
+    title: str
+    found: str
+    action: str
+    area: type[SlugbuildError] = field(default=SlugbuildError)
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+    #: The kind's own exception class (a subclass of ``area``), made here.
+    exception: type[SlugbuildError] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.code in CATALOG:
             raise ValueError(f"duplicate error code {self.code}")
+        if self.area not in AREAS:
+            raise ValueError(f"{self.code}: {self.area!r} is not an area class")
+        if not self.found and not self.variants:
+            raise ValueError(f"{self.code}: no found text and no variants")
+        name = "".join(part.capitalize() for part in self.code.split("-"))
+        name = name if name.endswith("Error") else name + "Error"
+        exception = type(name, (self.area,), {
+            "__module__": __name__, "__doc__": self.title, "kind": self,
+            "__qualname__": name})
+        object.__setattr__(self, "exception", exception)
         CATALOG[self.code] = self
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names the templates (of every variant) are filled with."""
+        templates = [self.title, self.found, self.action]
+        for variant in self.variants.values():
+            templates += [variant.found, variant.action or ""]
+        return template_fields(*templates)
+
+    def templates(self, variant: str | None = None) -> tuple[str, str]:
+        """(found, action) of ``variant`` (the kind's own without one)."""
+        if variant is None:
+            if not self.found:
+                raise TypeError(f"{self.code} needs a variant: one of {sorted(self.variants)}")
+            return self.found, self.action
+        chosen = self.variants[variant]
+        return chosen.found, chosen.action if chosen.action is not None else self.action
+
     def error(self, output: str | None = None, output_shown: bool = False,
-              **values: object) -> SlugbuildError:
+              variant: str | None = None, **values: object) -> SlugbuildError:
         """The error, its texts already masked (``redact.mask``): API users who show
         ``found`` or ``output`` themselves see no secret either."""
         from .redact import mask
 
-        return SlugbuildError(
+        found, action = self.templates(variant)
+        fields = {name: mask(value) if isinstance(value, str) else value
+                  for name, value in values.items()}
+        if variant is not None:
+            fields["variant"] = variant
+        return self.exception(
             self.code,
             mask(self.title.format(**values)),
-            mask(self.found.format(**values)),
-            mask(self.action.format(**values)),
+            mask(found.format(**values)),
+            mask(action.format(**values)),
             output=mask(output) if output is not None else None,
             output_shown=output_shown,
+            fields=fields,
         )
+
+
+def template_fields(*templates: str) -> tuple[str, ...]:
+    """The ``{name}`` fields of ``templates``, in order of first use."""
+    names: list[str] = []
+    for template in templates:
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def exception_class(code: str) -> type[SlugbuildError]:
+    """The exception class of the kind with ``code`` (KeyError for an unknown one)."""
+    return CATALOG[code].exception
 
 
 # --- general -------------------------------------------------------------------
@@ -105,6 +291,7 @@ INTERNAL_ERROR = ErrorKind(
     "This is a bug in slugbuild, not in the app: please report it with that file "
     "(check it for anything private first). `slugbuild --verbose ...` prints the "
     "traceback instead.",
+    area=InternalError,
 )
 DISK_FULL = ErrorKind(
     "disk-full",
@@ -112,6 +299,7 @@ DISK_FULL = ErrorKind(
     "Writing {path} failed: {reason}.",
     "Free some space on the file system holding it (or point --cache-dir / -o at one "
     "with room) and build again. Nothing half-written was kept.",
+    area=HostError,
 )
 PERMISSION_DENIED = ErrorKind(
     "permission-denied",
@@ -119,18 +307,21 @@ PERMISSION_DENIED = ErrorKind(
     "{path}: {reason}.",
     "Make the file or directory readable (and, for outputs and the cache, writable) by "
     "the user running slugbuild, or leave it out of the app with .slugignore.",
+    area=HostError,
 )
 SYMLINK_LOOP = ErrorKind(
     "symlink-loop",
     "A symlink loop was found",
     "{path}: {reason} (a link that points, directly or through others, back at itself).",
     "Remove the looping link or make it point at a real file or directory.",
+    area=InputError,
 )
 FILESYSTEM_ERROR = ErrorKind(
     "filesystem-error",
     "A file system operation failed",
     "{path}: {reason}.",
     "Check that the path exists and is a usable file or directory, then build again.",
+    area=HostError,
 )
 INPUT_TOO_DEEP = ErrorKind(
     "input-too-deep",
@@ -139,6 +330,7 @@ INPUT_TOO_DEEP = ErrorKind(
     "recursion limit).",
     "No real app, lock file, manifest or program nests this deep: flatten the directories, "
     "or regenerate the file with its tool.",
+    area=InputError,
 )
 TOOL_FAILED = ErrorKind(
     "tool-failed",
@@ -147,6 +339,7 @@ TOOL_FAILED = ErrorKind(
     "Its last lines are shown above. Check that the program is installed and works on "
     "this machine; if it is one slugbuild runs on its own (strip, patchelf, the "
     "runtime's Python), please report it.",
+    area=HostError,
 )
 FILE_NOT_TEXT = ErrorKind(
     "file-not-text",
@@ -156,25 +349,51 @@ FILE_NOT_TEXT = ErrorKind(
     "order mark (UTF-8, UTF-16, UTF-32) is honoured where that tool honours it, and a "
     "requirements file may also declare its encoding with a `# -*- coding: NAME -*-` "
     "line, as pip allows (docs/package-managers.md, File encodings).",
+    area=InputError,
 )
 
 # --- detect -----------------------------------------------------------------
 NOT_A_PYTHON_APP = ErrorKind(
     "not-a-python-app",
     "No Python app found",
-    "{app_dir} has none of the files that mark a Python app ({markers}).{subdirectory}",
+    "{app_dir} has none of the files that mark a Python app ({markers}).",
     "Add a requirements.txt (or another supported package manager file) to the app's "
     "root directory, or point slugbuild at the directory that holds it: for an app in a "
     "subdirectory of a monorepo, `--app-base DIR` or the APP_BASE config var (Heroku's "
     "monorepo convention; only that directory becomes the slug).",
+    area=InputError,
+    variants={
+        # ``subdirectories``: the first five, as `name/`; ``more``: how many others
+        "app-in-subdirectory": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "Its subdirectory `{subdirectory}/` holds a Python app: build it with "
+            "`--app-base {subdirectory}` (or the config var APP_BASE={subdirectory})."),
+        "apps-in-subdirectories": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "These subdirectories hold Python apps: {subdirectories}. Choose one with "
+            "`--app-base DIR` (or the APP_BASE config var)."),
+        "apps-in-many-subdirectories": Variant(
+            "{app_dir} has none of the files that mark a Python app ({markers}).\n"
+            "These subdirectories hold Python apps: {subdirectories} and {more} more. Choose "
+            "one with `--app-base DIR` (or the APP_BASE config var)."),
+    },
 )
 APP_BASE_INVALID = ErrorKind(
     "app-base-invalid",
     "The app base is not a directory inside the app",
-    "{value!r} (from {source}) {problem}.",
+    "",
     "Name the directory that holds the Python app, relative to {root}, e.g. `backend` or "
     "`services/api`: only that directory's content becomes the slug, as with Heroku's "
     "monorepo buildpack.",
+    area=InputError,
+    variants={name: Variant("{value!r} (from {source}) " + problem + ".") for name, problem in {
+        "control-character": "holds a control character",
+        "absolute": "is an absolute path; it must be relative to the app root",
+        "climbs-out": "uses `..`, which leaves the app root",
+        "symlink-out": "resolves (through a symlink) to {real}, outside the app root",
+        "missing": "does not exist in the app",
+        "not-a-directory": "is not a directory",
+    }.items()},
 )
 
 APP_DIR_MISSING = ErrorKind(
@@ -182,6 +401,7 @@ APP_DIR_MISSING = ErrorKind(
     "App directory not found",
     "{app_dir} does not exist or is not a directory.",
     "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
+    area=InputError,
 )
 
 NO_PACKAGE_MANAGER = ErrorKind(
@@ -192,6 +412,7 @@ NO_PACKAGE_MANAGER = ErrorKind(
     "Add a requirements.txt listing the app's dependencies (an empty file is fine for an "
     "app without any), e.g. from `pip freeze` in the app's virtual environment, or commit "
     "the lock file of the package manager you use (Pipenv, Poetry or uv).",
+    area=InputError,
 )
 
 # --- stage sources ------------------------------------------------------------
@@ -201,12 +422,14 @@ UNSAFE_SYMLINK = ErrorKind(
     "{path} -> {target} leaves the app directory (or is absolute).",
     "Replace the link with a copy of the file, or a relative link that stays inside the "
     "app; slugbuild never reads outside the app directory.",
+    area=InputError,
 )
 UNSUPPORTED_FILE_TYPE = ErrorKind(
     "unsupported-file-type",
     "The app holds a file slugbuild cannot pack",
     "{path} is a {kind}, not a regular file, directory or symlink.",
     "Remove it from the app or list it in .slugignore.",
+    area=InputError,
 )
 SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
     "slugignore-excludes-required",
@@ -214,15 +437,38 @@ SLUGIGNORE_EXCLUDES_REQUIRED = ErrorKind(
     "{path} is matched by .slugignore (pattern {pattern!r}), so the build cannot use it.",
     "Remove that pattern from .slugignore, or add `!{path}` below it: as on Heroku, "
     ".slugignore is applied before the build, so ignored files never reach it.",
+    area=InputError,
 )
 
 # --- resolve runtime ------------------------------------------------------------
+# Why a version file's content is not one version: variant -> what it does wrong.
+_VERSION_PROBLEMS = {
+    "no-version": "holds no version (only blanks or comments)",
+    "several-versions": "lists {count} versions; only one is allowed",
+    "empty": "is empty",
+    "several-lines": "has {count} lines; only one version is allowed",
+    "no-python-prefix": "must be `python-` followed by a version",
+    "too-many-parts": "has more than three parts",
+    "leading-zero": "has a leading zero in a version part",
+    "major-only": "names only a major version",
+    "other-implementation": "names another Python implementation; only CPython is supported",
+    "free-threaded": "names a free-threaded build; only the default (GIL) build is supported",
+    "range": "is a version range; a version file names one version (ranges belong in "
+             "pyproject.toml's requires-python)",
+    "python-prefix": "must be the bare version number, without a `python` prefix",
+    "pre-release": "names a pre-release; only final releases are supported",
+    "not-a-version": "is not a version number",
+    "not-a-specifier": "is not a PEP 440 version specifier",
+}
 INVALID_PYTHON_VERSION = ErrorKind(
     "invalid-python-version",
     "Invalid Python version in {source_file}",
-    "{source_file} says {content!r}: it {problem}.",
+    "",
     "Write one final release version, major.minor (newest patch) or major.minor.patch, "
     "for example `{example}`.",
+    area=PythonRuntimeError,
+    variants={name: Variant("{source_file} says {content!r}: it " + problem + ".")
+              for name, problem in _VERSION_PROBLEMS.items()},
 )
 PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "python-version-unavailable",
@@ -231,6 +477,7 @@ PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "Available: {available}\n"
     "Sources tried: {sources}",
     "{advice}",
+    area=PythonRuntimeError,
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
@@ -241,6 +488,7 @@ PYTHON_VERSION_EOL = ErrorKind(
     "Upgrade the app to a supported version ({supported}) and update {source_file}. To "
     "build it anyway (e.g. to reproduce an old slug), pass --allow-eol-python or set "
     "SLUGBUILD_ALLOW_EOL_PYTHON=1.",
+    area=PythonRuntimeError,
 )
 
 MISSPELLED_VERSION_FILE = ErrorKind(
@@ -248,27 +496,53 @@ MISSPELLED_VERSION_FILE = ErrorKind(
     "Python version file has the wrong name",
     "The app has a file named {found!r}, which looks like {expected} but is not read.",
     "Rename it: `git mv {found} {expected}`.",
+    area=PythonRuntimeError,
 )
 VERSION_FILE_UNREADABLE = ErrorKind(
     "version-file-unreadable",
     "Cannot read the Python version from {source_file}",
-    "{source_file} {problem}.",
-    "{action}",
+    "",
+    "Save it as UTF-8 text.",
+    variants={
+        "utf-16-invalid": Variant("{source_file} starts with a UTF-16 byte order mark but is "
+                                  "not valid UTF-16 (byte {byte})."),
+        "utf-16-without-bom": Variant(
+            "{source_file} is saved as UTF-16 without a byte order mark (it holds NUL bytes).",
+            "Save it as UTF-8 (in PowerShell: `Set-Content -Encoding utf8`)."),
+        "utf-8-invalid": Variant("{source_file} is not valid UTF-8 (byte {byte})."),
+        "json-invalid": Variant("{source_file} is not valid JSON ({reason}).",
+                                "Regenerate it with `{relock}`."),
+        "toml-invalid": Variant("{source_file} is not valid TOML ({reason}).",
+                                "Fix the syntax error it names."),
+    },
+    area=PythonRuntimeError,
 )
 PYTHON_SOURCE_UNKNOWN = ErrorKind(
     "python-source-unknown",
     "Unknown Python runtime source",
     "{value!r} is not a runtime source; known sources: {known}.",
     "Pass a comma-separated list in the order to try, e.g. `--python-source local,download`.",
+    area=PythonRuntimeError,
 )
 
 # --- runtime layer ---------------------------------------------------------------
 RUNTIME_RELOCATION_FAILED = ErrorKind(
     "runtime-relocation-failed",
     "Could not make the Python runtime relocatable",
-    "{detail}",
+    "",
     "Use a CPython installed into its own prefix (pyenv, python-build-standalone, or "
     "`./configure --prefix=... --enable-shared`) and list it in SLUGBUILD_PYTHON_PATH.",
+    area=PythonRuntimeError,
+    variants={
+        "runpath": Variant("patchelf could not rewrite the RUNPATH of {prefix}: {reason}"),
+        "prefix-left": Variant("{count} file(s) of the copy of {prefix} still name it: "
+                               "{files}"),
+        "does-not-start": Variant("The copy of {prefix} does not start: {stderr}"),
+        "not-cpython": Variant("The interpreter of {prefix} does not behave like CPython: "
+                               "asked for its prefix and version, it printed {printed!r}."),
+        "old-prefix": Variant("The copy of {prefix} still uses {used} as its prefix."),
+        "wrong-version": Variant("{prefix} reports Python {reported}, expected {expected}."),
+    },
 )
 
 RUNTIME_DOWNLOAD_FAILED = ErrorKind(
@@ -278,6 +552,7 @@ RUNTIME_DOWNLOAD_FAILED = ErrorKind(
     "Check the network and the download URL (--python-download-url or "
     "SLUGBUILD_PYTHON_DOWNLOAD_URL), or build with a local runtime "
     "(`--python-source local`). Nothing was cached from this attempt.",
+    area=PythonRuntimeError,
 )
 RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "runtime-checksum-mismatch",
@@ -285,6 +560,7 @@ RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "{url} has SHA-256 {actual}, but {checksums} says {expected}.",
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
     "was cached. Retry later, or check the mirror behind the download URL.",
+    area=PythonRuntimeError,
 )
 RUNTIME_CHECKSUM_MISSING = ErrorKind(
     "runtime-checksum-missing",
@@ -293,6 +569,7 @@ RUNTIME_CHECKSUM_MISSING = ErrorKind(
     "slugbuild installs only runtimes whose bytes it can check. Serve a `<archive>.sha256` "
     "file beside the archive (sha256sum format) on the mirror, or use the download source "
     "(`--python-source local,download`). Nothing was cached.",
+    area=PythonRuntimeError,
 )
 RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "runtime-archive-invalid",
@@ -300,6 +577,17 @@ RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "{url}: {problem}.",
     "The URL must serve a python-build-standalone `install_only` archive (a top-level "
     "`python/` directory) or a Heroku Python archive. Nothing was cached.",
+    area=PythonRuntimeError,
+    # The base form is downloads.py's until it passes these (issue 15).
+    variants={
+        "no-prefix": Variant("{url}: it holds no CPython prefix (bin/pythonX.Y, "
+                             "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top "
+                             "or in python/."),
+        "wrong-version": Variant("{url}: its name says Python {named} but it holds Python "
+                                 "{held}."),
+        "cannot-unpack": Variant("{url}: it cannot be unpacked ({reason})."),
+        "unsafe-member": Variant("{url}: {member}: {reason}."),
+    },
 )
 
 # --- dependencies ----------------------------------------------------------------
@@ -309,6 +597,7 @@ REQUIREMENTS_FILE_MISSING = ErrorKind(
     "{referrer} line {line} includes {target}, which does not exist in the app.",
     "Add the file to the app, or fix the path on that line (paths are relative to the "
     "file that names them).",
+    area=DependencyError,
 )
 REQUIREMENTS_FILE_IGNORED = ErrorKind(
     "requirements-file-ignored",
@@ -317,12 +606,14 @@ REQUIREMENTS_FILE_IGNORED = ErrorKind(
     "{pattern!r}).",
     "Remove that pattern from .slugignore, or add `!{target}` below it: .slugignore is "
     "applied before the build, as on Heroku, so ignored files never reach the installer.",
+    area=DependencyError,
 )
 REQUIREMENTS_OUTSIDE_APP = ErrorKind(
     "requirements-outside-app",
     "A requirements file points outside the app",
     "{referrer} line {line} includes {target}, which is outside the app directory.",
     "Keep every requirements file inside the app so the build only depends on the app.",
+    area=DependencyError,
 )
 DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "dependency-install-failed",
@@ -331,6 +622,7 @@ DEPENDENCY_INSTALL_FAILED = ErrorKind(
     "Check the requirement names and versions in {lock_file} against the package index "
     "({index}); the installer's own message is above. Nothing was cached from this "
     "attempt.",
+    area=DependencyError,
 )
 LOCAL_PACKAGE_FAILED = ErrorKind(
     "local-package-failed",
@@ -341,6 +633,7 @@ LOCAL_PACKAGE_FAILED = ErrorKind(
     "(`pip wheel --no-deps {package}` in the app directory): its pyproject.toml or "
     "setup.py, and that its build requirements can be had from the package index. "
     "Nothing was cached from this attempt.",
+    area=DependencyError,
 )
 
 DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
@@ -349,6 +642,7 @@ DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
     "`{command}` failed (exit code {exit_code}): {package} is built from source here, and "
     "its build needs {needed}, which this machine does not have.",
     "{advice}\nNothing was cached from this attempt.",
+    area=DependencyError,
 )
 DEPENDENCY_BUILD_FAILED = ErrorKind(
     "dependency-build-failed",
@@ -359,6 +653,7 @@ DEPENDENCY_BUILD_FAILED = ErrorKind(
     "releases usually do), or ask for the Python the pinned release supports in "
     ".python-version. The build's own message is above. Nothing was cached from this "
     "attempt.",
+    area=DependencyError,
 )
 DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "dependencies-excluded-by-markers",
@@ -369,6 +664,7 @@ DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "Ask for a Python the markers allow in .python-version{suggestion}, or correct the "
     "markers (a marker such as `; python_version < \"3.12\"` skips the requirement on "
     "3.12 and later).",
+    area=DependencyError,
 )
 INSTALLER_UNSUPPORTED_PYTHON = ErrorKind(
     "installer-unsupported-python",
@@ -377,6 +673,7 @@ INSTALLER_UNSUPPORTED_PYTHON = ErrorKind(
     "older pip slugbuild knows of supports Python {python} (older pips are kept for: "
     "{versions}).",
     "Ask for a newer Python in .python-version (a line such as `3.13`).",
+    area=DependencyError,
 )
 PROCESS_IMPORT_FAILED = ErrorKind(
     "process-import-failed",
@@ -386,6 +683,7 @@ PROCESS_IMPORT_FAILED = ErrorKind(
     "Fix the dependencies and build again; every start of this process would fail the "
     "same way. (The check imports only the entry module of each process type's command, "
     "never the app's own code.)",
+    area=DependencyError,
 )
 PROCESS_COMMAND_EXCLUDED = ErrorKind(
     "process-command-excluded",
@@ -394,6 +692,7 @@ PROCESS_COMMAND_EXCLUDED = ErrorKind(
     "whose environment marker excludes Python {python}: it was not installed, and the "
     "process would fail with `{program}: not found`.",
     "Correct the marker, or ask for a Python it allows in .python-version.",
+    area=DependencyError,
 )
 
 # --- system packages (Aptfile) ------------------------------------------------------
@@ -404,6 +703,7 @@ APTFILE_INVALID = ErrorKind(
     "List one Debian package name per line (`libodbc2`), or the URL of a .deb "
     "(`https://host/pkg.deb`, optionally `#sha256=HEX`); `#` starts a comment. "
     "See docs/system-packages.md.",
+    area=DependencyError,
 )
 APTFILE_UNSUPPORTED = ErrorKind(
     "aptfile-unsupported",
@@ -413,6 +713,7 @@ APTFILE_UNSUPPORTED = ErrorKind(
     "Build on a Debian or Ubuntu machine of the app's stack (with apt-get and dpkg-deb), "
     "or vendor the libraries into the app and set LD_LIBRARY_PATH in a .profile.d script. "
     "See docs/system-packages.md.",
+    area=DependencyError,
 )
 APTFILE_INSTALL_FAILED = ErrorKind(
     "aptfile-install-failed",
@@ -421,6 +722,7 @@ APTFILE_INSTALL_FAILED = ErrorKind(
     "Check the package names against the stack's distribution (`apt-cache policy NAME` "
     "on a machine of the stack) and that its mirror is reachable; the tool's message is "
     "above. Nothing was cached from this attempt.",
+    area=DependencyError,
 )
 APTFILE_CHECKSUM_MISMATCH = ErrorKind(
     "aptfile-checksum-mismatch",
@@ -428,6 +730,7 @@ APTFILE_CHECKSUM_MISMATCH = ErrorKind(
     "{url} has SHA-256 {actual}, but the Aptfile says {expected}.",
     "Make sure the URL serves the file you meant (a changed or tampered download is "
     "refused), then update the checksum in the Aptfile. Nothing was cached.",
+    area=DependencyError,
 )
 
 # --- build steps -------------------------------------------------------------------
@@ -440,13 +743,22 @@ COLLECTSTATIC_FAILED = ErrorKind(
     "in a template or CSS is missing for manifest storage.\n"
     "Set DEBUG_COLLECTSTATIC=1 for the build to print the environment it ran with.\n"
     "To skip this step, set DISABLE_COLLECTSTATIC=1 for the build.",
+    area=BuildStepError,
 )
 HOOK_FAILED = ErrorKind(
     "hook-failed",
     "The app's {hook} hook failed",
-    "`bin/{hook}` {problem}.",
+    "`bin/{hook}` exited with code {exit_code}.",
     "Fix bin/{hook} (its output is above); it runs from the app root with the build's "
     "config vars and the slug's Python first on PATH. Remove the file to skip the hook.",
+    area=BuildStepError,
+    variants={
+        "not-started": Variant("`bin/{hook}` could not be started ({reason}): check its #! "
+                               "line."),
+        # ``cause``: importcheck's explanation of the ModuleNotFoundError it printed
+        "missing-module": Variant("`bin/{hook}` exited with code {exit_code}; likely cause: "
+                                  "{cause}."),
+    },
 )
 
 BUILD_TIMED_OUT = ErrorKind(
@@ -456,49 +768,118 @@ BUILD_TIMED_OUT = ErrorKind(
     "stopped, with every process it started.",
     "Find out why the step is slow (its output is above), or allow more time with "
     "--timeout SECONDS (or SLUGBUILD_BUILD_TIMEOUT; 0 means no limit). Nothing was written.",
+    area=BuildStepError,
 )
 SYMLINK_LEAVES_SLUG = ErrorKind(
     "symlink-leaves-slug",
     "A build step left a symlink pointing outside the slug",
-    "{path} -> {target}: {problem}.",
+    "",
     "Make the link relative to a file inside the app (e.g. `ln -s ../data/x {path}`), or "
     "copy the file instead: `slugbuild run`, `inspect` and `publish` refuse slugs with such "
     "links, so the build stops before writing one.",
+    area=BuildStepError,
+    variants={
+        "link-absolute": Variant("{path} -> {target}: its link target {target} is absolute, "
+                                 "so it leaves the slug."),
+        "link-leaves": Variant("{path} -> {target}: its link target {target} leaves the "
+                               "slug."),
+    },
 )
+_LIFT_SIZE_LIMIT = (
+    "Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
+    "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
+    "somewhere that takes it. Nothing was written or uploaded.")
 SLUG_TOO_LARGE = ErrorKind(
     "slug-too-large",
     "The slug is larger than the slug size limit",
     "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
     "({limit_bytes} bytes, from {source}).{breakdown}",
-    "{advice}Heroku refuses slugs over 500 MB compressed; raise or lift the limit with "
-    "--max-slug-size SIZE (or SLUGBUILD_MAX_SLUG_SIZE; 0 for none) only where the slug goes "
-    "somewhere that takes it. Nothing was written or uploaded.",
+    "{advice}" + _LIFT_SIZE_LIMIT,
+    area=OutputError,
+    variants={
+        # ``breakdown``: slug_size.render's table; ``advice``: its tips, one `- ` line each
+        "slug": Variant("The slug is {size} compressed ({size_bytes} bytes), over the limit "
+                        "of {limit} ({limit_bytes} bytes, from {source}).\n{breakdown}"),
+        "layers": Variant(
+            "The Python runtime and installed packages alone are {size} compressed "
+            "({size_bytes} bytes), over the limit of {limit} ({limit_bytes} bytes, from "
+            "{source}) (checked before collectstatic and packing).", _LIFT_SIZE_LIMIT),
+    },
+)
+PACK_SOURCE_UNREADABLE = ErrorKind(
+    "pack-source-unreadable",
+    "A file of the slug could not be read while packing",
+    "",
+    "Make the file readable by the user running slugbuild (a build step that creates it "
+    "decides its mode), or remove it in bin/post_compile if the slug does not need it, "
+    "then build again. Nothing was written.",
+    area=BuildStepError,
+    variants={
+        "unreadable": Variant("{path}: {reason}."),
+        "shrank": Variant(
+            "{path} shrank while it was being packed (something is still writing to it).",
+            "Find what still writes into the build tree after the build steps (a process a "
+            "hook started in the background?) and stop it before the hook ends, then build "
+            "again. Nothing was written."),
+    },
 )
 # --- NLTK corpora --------------------------------------------------------------------
 NLTK_LIST_INVALID = ErrorKind(
     "nltk-list-invalid",
     "nltk.txt is not a list of NLTK identifiers",
-    "nltk.txt {problem}.",
+    "",
     "List one NLTK package or collection identifier a line (e.g. `punkt`, `stopwords`, "
     "`popular`), as `python -m nltk.downloader` takes them; lines starting with `#` are "
     "comments.",
+    area=BuildStepError,
+    variants={
+        "not-text": Variant("nltk.txt cannot be read as UTF-8 text ({error})."),
+        "bad-identifier": Variant("nltk.txt line {line} names {word!r}, which is not an NLTK "
+                                  "package or collection identifier."),
+    },
 )
 NLTK_INDEX_UNUSABLE = ErrorKind(
     "nltk-index-unusable",
     "Could not read NLTK's data index",
-    "{url}: {problem}.",
+    "",
     "The app has nltk.txt and installs nltk, so its corpora are downloaded from NLTK's "
     "index. Check the network, or point the NLTK_INDEX_URL config var at a mirror laid out "
     "like https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/ (an index.xml and "
     "the package zips it names). Nothing was cached from this attempt.",
+    area=BuildStepError,
+    variants={name: Variant("{url}: " + problem + ".") for name, problem in {
+        "not-xml": "it is not XML ({reason})",
+        "bad-package-entry": "a package entry has the id {ident!r} or no url",
+        "subdir-leaves": "package {ident!r} has the subdir {subdir!r}, which leaves the data "
+                         "directory",
+        "bad-size": "package {ident!r} has the size {size!r}",
+        "no-packages": "it lists no packages",
+        "unfetchable": "it could not be fetched ({reason})",
+        "too-large": "is larger than {limit} bytes",
+    }.items()},
 )
 NLTK_CORPUS_UNAVAILABLE = ErrorKind(
     "nltk-corpus-unavailable",
     "An NLTK corpus listed in nltk.txt could not be had",
-    "{corpus!r} {problem} (index {url}).",
+    "",
     "Check the spelling in nltk.txt against the identifiers of NLTK's index (`python -m "
     "nltk.downloader -l` lists them), or the mirror named by NLTK_INDEX_URL. Nothing was "
     "cached from this attempt.",
+    area=BuildStepError,
+    variants={name: Variant("{corpus!r} " + problem + " (index {url}).") for name, problem in {
+        "not-in-index": "is not a package or collection of the index",
+        "not-in-index-close": "is not a package or collection of the index (close: {close})",
+        "no-checksum": "has no checksum in the index, so it cannot be verified",
+        "wrong-size": "arrived with {received} bytes, but the index says {expected}",
+        "checksum-mismatch": "does not match its {algorithm} checksum in the index",
+        "not-a-zip": "is not a zip archive ({reason})",
+        "zip-too-large": "unpacks to more files or bytes than any NLTK package",
+        "member-outside": "holds the member {member!r}, outside `{corpus}/`",
+        "member-not-a-file": "holds {member!r}, which is not a regular file",
+        "unpack-failed": "could not be unpacked ({error}: {reason})",
+        "undownloadable": "could not be downloaded ({reason})",
+        "too-large": "is larger than {limit} bytes",
+    }.items()},
 )
 
 # --- buildpacks ---------------------------------------------------------------------
@@ -507,6 +888,7 @@ BUILDPACK_FETCH_FAILED = ErrorKind(
     "Could not fetch a buildpack",
     "{spec}: {reason}",
     "Check the URL and the #ref (a branch or tag), or use a local path to the buildpack.",
+    area=BuildStepError,
 )
 BUILDPACK_INVALID = ErrorKind(
     "buildpack-invalid",
@@ -514,6 +896,7 @@ BUILDPACK_INVALID = ErrorKind(
     "{spec} ({path}) has no bin/compile.",
     "A buildpack needs bin/detect, bin/compile and optionally bin/release "
     "(Heroku's buildpack API); point --buildpack or .buildpacks at one.",
+    area=BuildStepError,
 )
 BUILDPACK_DETECT_FAILED = ErrorKind(
     "buildpack-detect-failed",
@@ -521,6 +904,7 @@ BUILDPACK_DETECT_FAILED = ErrorKind(
     "{spec}: bin/detect refused the app.",
     "Check that the app has the files this buildpack looks for, or remove the buildpack "
     "from --buildpack / .buildpacks.",
+    area=BuildStepError,
 )
 BUILDPACK_COMPILE_FAILED = ErrorKind(
     "buildpack-compile-failed",
@@ -528,22 +912,47 @@ BUILDPACK_COMPILE_FAILED = ErrorKind(
     "{spec}: bin/compile exited with code {exit_code}.",
     "The buildpack's own output is above; fix what it reports and build again. Nothing was "
     "written.",
+    area=BuildStepError,
 )
 BUILDPACK_RELEASE_INVALID = ErrorKind(
     "buildpack-release-invalid",
     "A buildpack's release output is invalid",
-    "{spec}: {problem}.",
+    "",
     "bin/release must print YAML with optional `default_process_types` and `config_vars` "
     "mappings; fix the buildpack.",
+    area=BuildStepError,
+    variants={
+        "exit-code": Variant("{spec}: bin/release exited with code {exit_code}."),
+        "not-yaml": Variant("{spec}: its output is not YAML ({reason})."),
+        "not-a-mapping": Variant("{spec}: its output is not a YAML mapping."),
+        "key-not-a-mapping": Variant("{spec}: `{key}` is not a mapping."),
+        "bad-process-type-name": Variant(
+            "{spec}: `default_process_types` has the name {name}, but process type names "
+            "are letters, digits, `_` and `-`."),
+        "bad-config-var-name": Variant(
+            "{spec}: `config_vars` has the name {name}, but config var names are letters, "
+            "digits and `_`, not starting with a digit."),
+        "value-not-a-string": Variant("{spec}: `{key}` {name} is not a string."),
+        "value-holds-nul": Variant("{spec}: `{key}` {name} holds a NUL character."),
+        "no-command": Variant("{spec}: process type {process!r} has no command."),
+        "addons-not-names": Variant("{spec}: `addons` is not a list of names."),
+    },
 )
 
 BUILDPACK_LIST_INVALID = ErrorKind(
     "buildpack-list-invalid",
     "The app's buildpack list cannot be read",
-    "{source} {problem}.",
+    "",
     "app.json lists buildpacks as `\"buildpacks\": [{{\"url\": \"heroku/nodejs\"}}, "
     "{{\"url\": \"heroku/python\"}}]`; fix the file, or list the buildpacks one a line "
     "in .buildpacks (which wins over app.json), or pass --buildpack.",
+    area=InputError,
+    variants={
+        "not-json": Variant("{source} is not JSON ({error}: {reason})."),
+        "not-an-object": Variant("{source} is not a JSON object."),
+        "not-a-list": Variant("{source} has `buildpacks` that is not a list."),
+        "no-url": Variant("{source} has buildpacks[{position}] without a `url` string."),
+    },
 )
 BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
     "buildpack-form-unsupported",
@@ -555,6 +964,7 @@ BUILDPACK_FORM_UNSUPPORTED = ErrorKind(
     "`--app-base {directory}` (or the APP_BASE config var; only its content becomes the "
     "slug) and list its buildpacks in {directory}/.buildpacks. Otherwise list each "
     "buildpack as a plain path, URL or URL#ref.",
+    area=InputError,
 )
 MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     "monorepo-buildpack-without-app-base",
@@ -563,20 +973,82 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     "var, but APP_BASE is not set.",
     "Set the app base: `--app-base DIR` or `--env APP_BASE=DIR` (slugbuild does what that "
     "buildpack does itself; see docs/app-shapes.md), and remove the buildpack from {source}.",
+    area=InputError,
 )
 
 NODE_NOT_FOUND = ErrorKind(
     "node-not-found",
     "The built-in Node step needs node and npm",
-    "The build asked for the built-in Node step, but {missing} is not on PATH.",
-    "Install Node.js on the build machine (on Debian or Ubuntu: `apt-get install nodejs "
-    "npm`), or list the Node.js buildpack (`heroku/nodejs`) instead of the built-in step.",
+    "The build asked for the built-in Node step, but {missing} is not on PATH ({reason}).",
+    "Make Node.js releases reachable (nodejs.org, or a mirror named by "
+    "SLUGBUILD_NODE_DIST_URL), or install Node.js on the build machine (on Debian or "
+    "Ubuntu: `apt-get install nodejs npm`), or list the Node.js buildpack "
+    "(`heroku/nodejs`) instead of the built-in step.",
+    area=BuildStepError,
+)
+NODE_VERSION_INVALID = ErrorKind(
+    "node-version-invalid",
+    "The requested Node.js or npm version is not a semver range",
+    "{source} is {value!r}: {problem}.",
+    "Use a range as npm and Heroku read it: `22.x`, `^20.11`, `>=20 <23`, `20 || 22` or an "
+    "exact `22.11.0` (`node --version` shows the one you develop with).",
+    area=InputError,
+)
+NODE_VERSION_UNSATISFIABLE = ErrorKind(
+    "node-version-unsatisfiable",
+    "No release satisfies the requested Node.js or npm version",
+    "{source} asks for {tool} {requested}, but no release in {where} satisfies it (the "
+    "newest there is {newest}).",
+    "Change the range to one that includes a release, as on Heroku, where such a build "
+    "fails too (https://nodejs.org/en/about/previous-releases lists them).",
+    area=InputError,
+)
+NODE_RUNTIME_UNAVAILABLE = ErrorKind(
+    "node-runtime-unavailable",
+    "The requested Node.js or npm could not be had",
+    "{tool} {requested} was asked for, but {reason}.",
+    "Check the network, or set SLUGBUILD_NODE_DIST_URL to a mirror laid out like "
+    "https://nodejs.org/dist (npm: the npm_config_registry config var names the registry); "
+    "or build with the machine's node and npm (SLUGBUILD_NODE_VERSION=system). Nothing "
+    "was cached.",
+    area=BuildStepError,
+)
+NODE_CHECKSUM_MISMATCH = ErrorKind(
+    "node-checksum-mismatch",
+    "Downloaded Node.js or npm does not match its published checksum",
+    "{url} has {algorithm} {actual}, but {checksums} says {expected}.",
+    "The archive was corrupted or tampered with on the way; it was refused and nothing "
+    "was cached. Retry later, or check the mirror behind SLUGBUILD_NODE_DIST_URL (or "
+    "npm_config_registry).",
+    area=BuildStepError,
+)
+NODE_ARCHIVE_INVALID = ErrorKind(
+    "node-archive-invalid",
+    "Downloaded Node.js or npm archive is not usable",
+    "{url}: {problem}.",
+    "The URL must serve a nodejs.org release archive (node-vX.Y.Z-linux-ARCH.tar.xz: one "
+    "top directory with bin/node and lib/node_modules/npm), or the npm registry's npm "
+    "package. Nothing was cached.",
+
+    area=BuildStepError,
 )
 NODE_BUILD_UNSUPPORTED = ErrorKind(
     "node-build-unsupported",
     "The built-in Node step cannot build this app",
-    "The build asked for the built-in Node step, but {problem}.",
-    "{advice}",
+    "",
+    "",
+    area=BuildStepError,
+    variants={
+        "no-package-json": Variant(
+            "The build asked for the built-in Node step, but the app has no package.json.",
+            "Remove the Node step, or add the package.json that describes the assets' "
+            "build."),
+        "other-lock": Variant(
+            "The build asked for the built-in Node step, but the app locks its Node packages "
+            "with {manager} ({lock_file}), which npm ignores.",
+            "List the Node.js buildpack (`heroku/nodejs`, which runs Yarn and pnpm) instead "
+            "of the built-in step, or commit a package-lock.json."),
+    },
 )
 NODE_BUILD_FAILED = ErrorKind(
     "node-build-failed",
@@ -584,15 +1056,33 @@ NODE_BUILD_FAILED = ErrorKind(
     "`{command}` exited with code {exit_code}.",
     "npm's own message is above; fix package.json or its lock file and build again. The "
     "step runs in the app root with the build's config vars; node_modules is not kept.",
+    area=BuildStepError,
 )
 
 # --- release metadata ----------------------------------------------------------------
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
     "Procfile is malformed",
+    # Still composed by build.py's release-size check (issue 15: it moves to the
+    # "too-large" variant with the pipeline's rewrite).
     "Procfile line {line}: {problem}\n  {text}",
     "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
     "Comments start with `#`.",
+    area=InputError,
+    variants={
+        "no-colon": Variant("Procfile line {line}: expected `name: command`\n  {text}"),
+        "bad-name": Variant("Procfile line {line}: {name!r} is not a valid process type "
+                            "name\n  {text}"),
+        "no-command": Variant("Procfile line {line}: process type {name!r} has no command\n"
+                              "  {text}"),
+        "declared-twice": Variant("Procfile line {line}: process type {name!r} is declared "
+                                  "twice\n  {text}"),
+        "not-text": Variant("Procfile line {line}: the file is not text ({reason})\n  {text}"),
+        "too-large": Variant(
+            "Procfile line 1: {file} is {size} bytes, more than the {limit} `slugbuild run`, "
+            "`inspect` and `publish` read from a slug (SLUGBUILD_MAX_METADATA_SIZE); shorten "
+            "its commands (a long one belongs in a script the line runs)\n  "),
+    },
 )
 MISSPELLED_PROCFILE = ErrorKind(
     "misspelled-procfile",
@@ -600,16 +1090,38 @@ MISSPELLED_PROCFILE = ErrorKind(
     "The app has a file named {found!r}, which looks like a Procfile but is not read: only "
     "a file named exactly `Procfile` declares process types.",
     "Rename it: `git mv {found} Procfile`.",
+    area=InputError,
 )
 
 # --- boot check ------------------------------------------------------------------------
 BOOT_CHECK_FAILED = ErrorKind(
     "boot-check-failed",
     "The slug did not boot",
-    "The boot check {problem}.\n  web: {command}",
+    "",
     "Fix the web process (run it locally with `slugbuild compile` then `slugbuild run "
     "SLUG web`), or give it longer with `--boot-check-timeout SECONDS`. No slug was written to "
     "{slug}.",
+    area=BuildStepError,
+    variants={
+        "no-web-process": Variant(
+            "The boot check found no `web` process type to start (add a `web:` line to the "
+            "Procfile, or build without --boot-check).\n  web: (none)"),
+        "exited": Variant(
+            "The boot check started the web process from the packed slug on {address}; it "
+            "exited with code {exit_code} before answering HTTP (a web process must keep "
+            "running and serve $PORT).\n  web: {command}"),
+        "killed": Variant(
+            "The boot check started the web process from the packed slug on {address}; it "
+            "exited with signal {signal} before answering HTTP (a web process must keep "
+            "running and serve $PORT).\n  web: {command}"),
+        "timed-out": Variant(
+            "The boot check started the web process from the packed slug on {address}; it "
+            "did not answer HTTP within {seconds} seconds (does it listen on $PORT? is "
+            "the timeout long enough?).\n  web: {command}"),
+        "not-http": Variant(
+            "The boot check started the web process from the packed slug on {address}; "
+            "something answered on $PORT, but not with HTTP ({answer!r}).\n  web: {command}"),
+    },
 )
 
 # --- options and config ------------------------------------------------------------------
@@ -619,18 +1131,40 @@ INVALID_CONFIG_VAR = ErrorKind(
     "{value!r} {problem}.",
     "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
     "with a digit), or as files named KEY in an --env-dir directory.",
+    area=InputError,
+    # The base form is build.py's until it passes these (issue 15).
+    variants={
+        "bad-name": Variant("{value!r} is not a valid name."),
+        "not-a-string": Variant("{value!r} has a {type} value, not a string."),
+        "holds-nul": Variant("{value!r} has a value holding a NUL byte, which no process "
+                             "environment can carry."),
+        "too-large": Variant("{value!r} has a value of {size} bytes; one variable may hold at "
+                             "most {limit} (the kernel's limit for one environment string)."),
+        "bad-index-urls": Variant(
+            "{value!r} is not a list of valid index URLs (http, https or file; a password "
+            "holding `/`, `@` or `:` must be percent-encoded, e.g. `%2F`)."),
+        "all-too-large": Variant(
+            "'{count} config vars' hold {total} bytes together; at most {limit} fit beside "
+            "the build tools' own environment and arguments."),
+        "argument-without-equals": Variant("'--env argument {number}' ({length} characters, "
+                                           "not shown) has no `=`."),
+        "line-without-equals": Variant("'line {number} of {path}' ({length} characters, not "
+                                       "shown) has no `=`."),
+    },
 )
 ENV_FILE_UNREADABLE = ErrorKind(
     "env-file-unreadable",
     "Cannot read the env file",
     "{path}: {reason}",
     "Pass a readable file of KEY=VALUE lines with --env-file.",
+    area=InputError,
 )
 ENV_DIR_MISSING = ErrorKind(
     "env-dir-missing",
     "Config var directory not found",
     "{env_dir} does not exist or is not a directory.",
     "Pass a directory holding one file per config var (file name = KEY, content = value).",
+    area=InputError,
 )
 BAD_SLUG_SIZE = ErrorKind(
     "bad-slug-size",
@@ -638,24 +1172,28 @@ BAD_SLUG_SIZE = ErrorKind(
     "{source} is {value!r}: {reason}.",
     "Give a size such as 500MB, 500M, 1.5GB or a number of bytes (K, M and G are binary, as "
     "Heroku's are: 500MB is 524,288,000 bytes); 0 or `none` for no limit.",
+    area=InputError,
 )
 INVALID_LIMIT = ErrorKind(
     "invalid-limit",
     "Invalid limit",
     "{name} is {value!r}, which is not {expected}.",
     "Fix or unset {name}; docs/security.md lists every limit and its default.",
+    area=InputError,
 )
 OUTPUT_NOT_WRITABLE = ErrorKind(
     "output-not-writable",
     "Cannot write the slug",
     "{path}: {reason}",
     "Choose an output path in an existing, writable directory with -o.",
+    area=OutputError,
 )
 CACHE_DIR_UNUSABLE = ErrorKind(
     "cache-dir-unusable",
     "Cannot use the cache directory",
     "{path}: {reason}",
     "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
+    area=OutputError,
 )
 CACHE_LAYER_CHANGING = ErrorKind(
     "cache-layer-changing",
@@ -666,6 +1204,7 @@ CACHE_LAYER_CHANGING = ErrorKind(
     "Retry once that build is done, or give concurrent builds their own cache directory "
     "(--cache-dir). A build step that edits installed files should replace them "
     "instead (write a new file, then rename it over the old one).",
+    area=HostError,
 )
 
 # --- run -----------------------------------------------------------------------------
@@ -674,6 +1213,7 @@ SLUG_NOT_FOUND = ErrorKind(
     "Slug not found",
     "{path} is neither a slug tarball nor an unpacked slug directory.",
     "Pass the .tgz written by `slugbuild compile`, or a directory it was unpacked into.",
+    area=SlugError,
 )
 SLUG_UNREADABLE = ErrorKind(
     "slug-unreadable",
@@ -681,26 +1221,59 @@ SLUG_UNREADABLE = ErrorKind(
     "{path}: {reason}.",
     "Pass a gzipped tarball written by `slugbuild compile` (the file may be truncated or "
     "corrupt, or the disk full); nothing was left behind.",
+    area=SlugError,
 )
 SLUG_LIMIT_EXCEEDED = ErrorKind(
     "slug-limit-exceeded",
     "The slug is larger than allowed",
-    "{path} holds {what} (the limit is {limit}).",
+    "",
     "A slug from elsewhere is read with limits, so a hostile one cannot exhaust memory or "
     "disk. If you trust this slug, raise the limit with {variable} (see docs/security.md).",
+    area=SlugError,
+    variants={
+        "entries": Variant("{path} holds more than {limit} entries (the limit is {limit} "
+                           "entries)."),
+        "unpacked": Variant("{path} holds more than {limit} bytes unpacked (the limit is "
+                            "{limit} bytes unpacked)."),
+        "metadata-file": Variant("{path} holds {file} of {size} bytes (the limit is {limit} "
+                                 "bytes for a metadata file)."),
+        "metadata-file-over": Variant("{path} holds {file} of more than {limit} bytes (the "
+                                      "limit is {limit} bytes for a metadata file)."),
+        "metadata-total": Variant(
+            "{path} holds more metadata files than can be read (the limit is {total} bytes "
+            "read in all (64 times the limit for one file))."),
+    },
 )
 UNSAFE_SLUG = ErrorKind(
     "unsafe-slug",
     "The slug holds an unsafe entry",
-    "{member}: {problem}.",
+    "",
     "Only unpack slugs made by a trusted build; this one was refused and nothing was "
     "written outside the target directory.",
+    area=SlugError,
+    variants={
+        "path-too-long": Variant("{member}: its path or link target is longer than {limit} "
+                                 "bytes."),
+        "header-too-large": Variant("{member}: a long-name or pax header of {size} bytes (at "
+                                    "most {limit} are read)."),
+        "path-leaves": Variant("{member}: its path leaves the slug."),
+        "entry-type": Variant("{member}: only files (not sparse), directories and symlinks "
+                              "are allowed."),
+        "link-absolute": Variant("{member}: its link target {target} is absolute, so it "
+                                 "leaves the slug."),
+        "link-leaves": Variant("{member}: its link target {target} leaves the slug."),
+        "below-link": Variant("{member}: its path goes through the symlink {link}."),
+        "duplicate": Variant("{member}: the slug holds this path twice."),
+        # tarfile's extraction filter refused the entry; its words
+        "refused-by-filter": Variant("{member}: {reason}."),
+    },
 )
 PROCESS_TYPE_UNKNOWN = ErrorKind(
     "process-type-unknown",
     "Unknown process type",
     "The slug has no process type {process!r}. It has: {available}.",
     "Run one of those, e.g. `slugbuild run SLUG web`, or add a line to the Procfile.",
+    area=SlugError,
 )
 
 WEB_PROCESS_EXITED = ErrorKind(
@@ -710,6 +1283,7 @@ WEB_PROCESS_EXITED = ErrorKind(
     "A web process must keep running and listen on $PORT. If the Procfile line chains "
     "commands (`a && b`), check that the last one starts the server; run other "
     "one-off steps as their own process type (e.g. `release`).",
+    area=SlugError,
 )
 
 # --- publish -----------------------------------------------------------------------
@@ -718,6 +1292,7 @@ PUBLISH_NO_TOKEN = ErrorKind(
     "No Heroku API token",
     "HEROKU_API_KEY is not set.",
     "Set HEROKU_API_KEY to an API token (e.g. from `heroku auth:token`) and publish again.",
+    area=PublishError,
 )
 PUBLISH_BAD_TOKEN = ErrorKind(
     "publish-bad-token",
@@ -726,6 +1301,7 @@ PUBLISH_BAD_TOKEN = ErrorKind(
     "(it is not shown).",
     "Set HEROKU_API_KEY to the token alone, e.g. `export HEROKU_API_KEY=$(heroku "
     "auth:token)`, and publish again.",
+    area=PublishError,
 )
 PUBLISH_WRONG_LAYOUT = ErrorKind(
     "publish-wrong-layout",
@@ -733,26 +1309,68 @@ PUBLISH_WRONG_LAYOUT = ErrorKind(
     "{path} keeps the app at ./ (herokuish layout); the Heroku Platform API needs it under "
     "./app/.",
     "Compile it again with `slugbuild compile APP --layout heroku` and publish that slug.",
+    area=PublishError,
 )
 PUBLISH_API_ERROR = ErrorKind(
     "publish-api-error",
     "The Heroku API refused a request",
     "{method} {url} answered {status}: {message}",
     "Check the app name and that the token may deploy to it; nothing was released.",
+    area=PublishError,
+    variants={"retried": Variant("{method} {url} answered {status}: {message} (tried "
+                                 "{attempts} times)")},
 )
+# What a failed publish request leaves behind: before the release request nothing
+# was released; a release request that failed may still have been acted on.
+_NOTHING_RELEASED = "nothing was released"
+_MAYBE_RELEASED = ("the release request may have reached the API: check `heroku releases "
+                   "-a {app}` before publishing again")
+_NOT_THE_API = "Check --api-url (it must be the Heroku Platform API); "
 PUBLISH_BAD_RESPONSE = ErrorKind(
     "publish-bad-response",
     "The Heroku API answered something unexpected",
-    "{method} {url} answered {status} with {problem}.",
-    "{next_step}",
+    "",
+    _NOT_THE_API + "nothing was uploaded or released.",
+    area=PublishError,
+    variants={
+        "no-slug-id": Variant(
+            "{method} {url} answered a success with {answer} instead of a slug object with an "
+            "`id`."),
+        "no-blob-url": Variant(
+            "{method} {url} answered a success with no http(s) `blob.url` to upload the slug "
+            "to."),
+        "upload-method": Variant(
+            "{method} {url} answered a success with an upload method that is not PUT: "
+            "{upload_method!r}."),
+        "no-release-id": Variant(
+            "{method} {url} answered a success with {answer} instead of a release object "
+            "with an `id`.",
+            "The slug was uploaded and the release was probably created: check `heroku "
+            "releases -a {app}` before publishing again."),
+        "too-large": Variant("{method} {url} answered an answer with more than {limit} "
+                             "bytes.", "Check --api-url; " + _NOTHING_RELEASED + "."),
+        "too-large-on-release": Variant(
+            "{method} {url} answered an answer with more than {limit} bytes.",
+            "Check --api-url; " + _MAYBE_RELEASED + "."),
+        "not-json": Variant("{method} {url} answered {status} with a body that is not JSON.",
+                            _NOT_THE_API + _NOTHING_RELEASED + "."),
+        "not-json-on-release": Variant(
+            "{method} {url} answered {status} with a body that is not JSON.",
+            _NOT_THE_API + _MAYBE_RELEASED + "."),
+    },
 )
+_TIMEOUT_ACTION = ("Check the network (or --api-url) and try again, with a longer --timeout "
+                   "for a large slug on a slow link; ")
 PUBLISH_TIMEOUT = ErrorKind(
     "publish-timeout",
     "The Heroku API took too long",
     "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
     "--timeout).",
-    "Check the network (or --api-url) and try again, with a longer --timeout for a large "
-    "slug on a slow link; {released}.",
+    _TIMEOUT_ACTION + _NOTHING_RELEASED + ".",
+    area=PublishError,
+    variants={"on-release": Variant(
+        "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
+        "--timeout).", _TIMEOUT_ACTION + _MAYBE_RELEASED + ".")},
 )
 PUBLISH_BAD_API_URL = ErrorKind(
     "publish-bad-api-url",
@@ -761,18 +1379,30 @@ PUBLISH_BAD_API_URL = ErrorKind(
     "percent-encoded).",
     "Pass the API's base URL, e.g. `--api-url https://api.heroku.com`; the token goes in "
     "HEROKU_API_KEY, not in the URL.",
+    area=PublishError,
 )
 PUBLISH_BAD_APP = ErrorKind(
     "publish-bad-app",
     "Invalid Heroku app name",
     "{app!r} is not a Heroku app name or id.",
     "Pass the app's name as `heroku apps` lists it (letters, digits and `-`).",
+    area=PublishError,
 )
 PUBLISH_UNREACHABLE = ErrorKind(
     "publish-unreachable",
     "Could not reach the Heroku API",
     "{method} {url} failed: {reason}",
-    "Check the network (or --api-url) and try again; {released}.",
+    "Check the network (or --api-url) and try again; " + _NOTHING_RELEASED + ".",
+    area=PublishError,
+    variants={
+        "retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)"),
+        "on-release": Variant(
+            "{method} {url} failed: {reason}",
+            "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
+        "on-release-retried": Variant(
+            "{method} {url} failed: {reason} (tried {attempts} times)",
+            "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
+    },
 )
 
 # --- package managers -----------------------------------------------------------------
@@ -783,6 +1413,7 @@ MULTIPLE_PACKAGE_MANAGERS = ErrorKind(
     "Keep the file of the package manager the app really uses and delete the others "
     "(they usually disagree on versions). For example, a Poetry app that also exports a "
     "requirements.txt should stop committing the export.",
+    area=DependencyError,
 )
 PIPFILE_WITHOUT_LOCK = ErrorKind(
     "pipfile-without-lock",
@@ -790,6 +1421,7 @@ PIPFILE_WITHOUT_LOCK = ErrorKind(
     "{app_dir} has a Pipfile but no Pipfile.lock; slugbuild installs what the lock pins, "
     "as `pipenv install --deploy` does.",
     "Run `pipenv lock` in the app directory and commit the Pipfile.lock it writes.",
+    area=DependencyError,
 )
 PROJECT_WITHOUT_LOCK = ErrorKind(
     "project-without-lock",
@@ -800,6 +1432,7 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
     "from pyproject.toml (pip-tools), or run `poetry lock` / `uv lock` if you use those. "
     "For a setup.py-only app, add a requirements.txt holding the pinned dependencies "
     "(a single line `.` installs the app itself, unpinned).",
+    area=DependencyError,
 )
 REQUIREMENTS_NOT_COMPILED = ErrorKind(
     "requirements-not-compiled",
@@ -807,6 +1440,7 @@ REQUIREMENTS_NOT_COMPILED = ErrorKind(
     "{app_dir} has a requirements.in (the input of pip-tools) but no requirements.txt.",
     "Run `slugbuild lock {app_dir}` (or `pip-compile`) and commit the requirements.txt it "
     "writes.",
+    area=DependencyError,
 )
 COMMITTED_VIRTUALENV = ErrorKind(
     "committed-virtualenv",
@@ -815,18 +1449,29 @@ COMMITTED_VIRTUALENV = ErrorKind(
     "binaries of the machine that made it and would not work in the slug.",
     "Delete {directory}/ from the app (`git rm -r --cached {directory}`) and add it to "
     ".gitignore; the build installs the dependencies itself.",
+    area=DependencyError,
 )
 LOCK_FILE_MALFORMED = ErrorKind(
     "lock-file-malformed",
     "{lock_file} cannot be read",
     "{lock_file} is not valid {syntax}: {problem}",
     "Regenerate it with `{relock}` instead of editing it by hand, and commit the result.",
+    area=DependencyError,
+    variants={
+        "too-deep": Variant("{lock_file} is not valid {syntax}: it is nested too deeply"),
+        "bad-requirement": Variant("{lock_file} is not valid {syntax}: {requirement!r}: "
+                                   "{reason}"),
+        # for installers/locks.py (issue 15)
+        "bom": Variant("{lock_file} is not valid {syntax}: it starts with a byte order mark "
+                       "(BOM), which {tool} refuses; save it as UTF-8 without a BOM"),
+    },
 )
 LOCK_FILE_OUTDATED = ErrorKind(
     "lock-file-outdated",
     "{lock_file} does not match {manifest}",
     "`{command}` says the lock file is out of date (or unusable) for {manifest}.",
     "Run `{relock}` in the app directory and commit the updated {lock_file}.",
+    area=DependencyError,
 )
 PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
     "python-not-allowed-by-project",
@@ -836,6 +1481,7 @@ PYTHON_NOT_ALLOWED_BY_PROJECT = ErrorKind(
     "one the lock cannot be installed (re-locking would not change that).",
     "Ask for a Python the project allows in .python-version (e.g. one matching "
     "`{constraint}`), or widen the constraint in {manifest} and re-lock.",
+    area=DependencyError,
 )
 LOCK_TOOL_FAILED = ErrorKind(
     "lock-tool-failed",
@@ -844,6 +1490,7 @@ LOCK_TOOL_FAILED = ErrorKind(
     "message is below. This is not an outdated lock: re-locking may not help.",
     "Read the tool's message: it names the problem (an unreachable index, a missing "
     "package, a file it could not read). Fix that and build again.",
+    area=DependencyError,
 )
 
 CONSTRAINTS_UNUSABLE = ErrorKind(
@@ -852,6 +1499,20 @@ CONSTRAINTS_UNUSABLE = ErrorKind(
     "{path}: {problem}",
     "Pass the slug.json written beside an earlier slug, e.g. "
     "`slugbuild compile APP --constraints-from old/slug.json`.",
+    area=DependencyError,
+    # The base form is dependencies.py's until it passes these (issue 15).
+    variants={
+        "device": Variant("{path}: a device, not a file"),
+        "too-large": Variant("{path}: it is larger than any slug.json (16 MB)"),
+        "missing": Variant("{path}: no such file"),
+        "not-json": Variant("{path}: not a readable JSON file ({reason})"),
+        "no-packages": Variant("{path}: it has no \"packages\" list of {{name, version}} "
+                               "entries, so it is not a slug.json"),
+        "bad-name": Variant("{path}: the package name {name!r} is not a valid project name "
+                            "(PEP 508)"),
+        "bad-version": Variant("{path}: the version {version!r} of {name} is not a valid "
+                               "version (PEP 440)"),
+    },
 )
 MANAGER_TOOL_FAILED = ErrorKind(
     "manager-tool-failed",
@@ -860,6 +1521,7 @@ MANAGER_TOOL_FAILED = ErrorKind(
     "{exit_code}).",
     "Check that the package index ({index}) is reachable from this machine; nothing was "
     "cached from this attempt.",
+    area=DependencyError,
 )
 
 # --- lock ---------------------------------------------------------------------------------
@@ -870,6 +1532,7 @@ NOTHING_TO_LOCK = ErrorKind(
     "[project] dependencies.",
     "List the app's top-level dependencies in requirements.in (one per line) or in "
     "pyproject.toml's [project] dependencies, then run `slugbuild lock` again.",
+    area=DependencyError,
 )
 LOCK_FAILED = ErrorKind(
     "lock-failed",
@@ -877,6 +1540,7 @@ LOCK_FAILED = ErrorKind(
     "`{command}` failed (exit code {exit_code}); {output_file} was left unchanged.",
     "Check the names and version ranges in {input_file} against the package index "
     "({index}); pip-compile's own message is above.",
+    area=DependencyError,
 )
 LOCK_WOULD_CONFLICT = ErrorKind(
     "lock-would-conflict",
@@ -885,6 +1549,7 @@ LOCK_WOULD_CONFLICT = ErrorKind(
     "package managers, which `slugbuild compile` refuses.",
     "Update the existing lock with `{relock}` instead, or delete {lock_file} first if the "
     "app is moving to pip.",
+    area=DependencyError,
 )
 
 

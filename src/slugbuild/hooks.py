@@ -54,16 +54,13 @@ def run_hook(
     except ToolFailed as failed:
         if failed.not_started is not None:
             raise errors.HOOK_FAILED.error(
-                hook=name, problem=f"could not be started ({failed.not_started}): check its "
-                                   f"#! line") from failed
+                variant="not-started", hook=name, reason=failed.not_started) from failed
         cause = (diagnose_missing_module(failed.output, python_version, lock_file,
                                          hide=str(build_dir))
                  if python_version else None)
-        problem = f"exited with code {failed.exit_code}"
-        if cause:
-            problem += f"; likely cause: {cause}"
         # Its output is in the log above already: kept on the error, not printed twice.
         raise errors.HOOK_FAILED.error(
-            hook=name, problem=problem, output=failed.tail, output_shown=True,
+            variant="missing-module" if cause else None, hook=name,
+            exit_code=failed.exit_code, cause=cause, output=failed.tail, output_shown=True,
         ) from failed
     return True

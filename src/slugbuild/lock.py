@@ -108,9 +108,9 @@ def _lock_input(app: Path, scratch: Path) -> tuple[str, Path]:
         try:
             data = tomllib.loads(pyproject.read_text())
         except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            problem = "it is nested too deeply" if isinstance(exc, RecursionError) else exc
             raise errors.LOCK_FILE_MALFORMED.error(
-                lock_file="pyproject.toml", syntax="TOML", problem=problem,
+                variant="too-deep" if isinstance(exc, RecursionError) else None,
+                lock_file="pyproject.toml", syntax="TOML", problem=exc,
                 relock="slugbuild lock") from None
         project = data.get("project", {})
         dependencies = project.get("dependencies") if isinstance(project, dict) else None
@@ -139,8 +139,9 @@ def _pyproject_requirement(app: Path, text: str) -> str:
         requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise errors.LOCK_FILE_MALFORMED.error(
-            lock_file="pyproject.toml", syntax="PEP 508 in [project] dependencies",
-            problem=f"{text[:200]!r}: {exc}", relock="slugbuild lock") from None
+            variant="bad-requirement", lock_file="pyproject.toml",
+            syntax="PEP 508 in [project] dependencies", requirement=text[:200], reason=exc,
+            relock="slugbuild lock") from None
     line = str(requirement)
     if requirement.url and requirement.url.startswith("file:"):
         target = Path(re.sub(r"^file:(//)?", "", requirement.url)).resolve()

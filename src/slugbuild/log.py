@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TextIO
 
 from .redact import mask
 
@@ -23,42 +24,82 @@ WARN = " !     "
 MAX_KEPT_CHARACTERS = 32 * 1024 * 1024
 
 
-class Reporter:
-    """Writes build progress; library users may pass their own or a quiet one."""
+EventKind = Literal["step", "detail", "warning"]
+_PREFIX: dict[str, str] = {"step": STEP, "detail": INDENT, "warning": WARN}
 
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One line of build output, as data: what kind of line, and its text.
+
+    ``message`` is already masked (``redact.mask``); ``line`` is the line as the
+    command line prints it (herokuish prefix included).
+    """
+
+    kind: EventKind
+    message: str
+
+    @property
+    def line(self) -> str:
+        return (_PREFIX[self.kind] + self.message).rstrip()
+
+
+class EventHandler(Protocol):
+    """What ``Reporter(on_event=...)`` calls for every line: a library user's way to
+    follow a build (a progress bar, a structured log) without parsing text."""
+
+    def __call__(self, event: LogEvent) -> None: ...
+
+
+class Reporter:
+    """Writes build progress: to a text stream (stderr unless told), and/or to an
+    ``on_event`` callback that receives each line as a ``LogEvent``.
+
+    ``quiet`` keeps lines off the stream; ``on_event`` still gets them. Every
+    line is also kept in ``lines`` (BuildResult.log).
+    """
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
+                 on_event: EventHandler | Callable[[LogEvent], None] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
+        self.on_event = on_event
         self.lines: list[str] = []
+        self.events: list[LogEvent] = []
         self._kept = 0
-        self._console = None
+        self._console: Any = None
         if not quiet and _is_terminal(self.stream):
             from rich.console import Console
 
             self._console = Console(file=self.stream, highlight=False, soft_wrap=True)
 
-    def _write(self, text: str) -> None:
-        text = mask(text)
+    def _emit(self, event: LogEvent) -> None:
+        text = event.line
         if self._kept < MAX_KEPT_CHARACTERS:  # a tool printing without end is still
             self.lines.append(text)           # written out, but not kept in memory
+            self.events.append(event)
             self._kept += len(text) + 1
             if self._kept >= MAX_KEPT_CHARACTERS:
-                self.lines.append(f"{WARN}(the rest of the log was not kept)")
+                cut = LogEvent("warning", "(the rest of the log was not kept)")
+                self.lines.append(cut.line)
+                self.events.append(cut)
+        if self.on_event is not None:
+            self.on_event(event)
         if self.quiet:
             return
         self.stream.write(text + "\n")
         self.stream.flush()
 
     def step(self, message: str) -> None:
-        self._write(STEP + message)
+        self._emit(LogEvent("step", mask(message)))
 
     def detail(self, message: str) -> None:
         for line in message.splitlines() or [""]:
-            self._write((INDENT + line).rstrip())
+            self._emit(LogEvent("detail", mask(line)))
 
     def warn(self, message: str) -> None:
         for line in message.splitlines() or [""]:
-            self._write((WARN + line).rstrip())
+            self._emit(LogEvent("warning", mask(line)))
 
     def held_back(self) -> Reporter:
         """A reporter that only collects lines: for work running beside the build,
@@ -67,8 +108,8 @@ class Reporter:
 
     def replay(self, held: Reporter) -> None:
         """Write the lines a ``held_back`` reporter collected."""
-        for line in held.lines:
-            self._write(line)
+        for event in held.events:
+            self._emit(event)
 
     @contextlib.contextmanager
     def working(self, message: str) -> Iterator[None]:

@@ -111,15 +111,14 @@ def read_nltk_list(build_dir: Path) -> list[str] | None:
         text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.NLTK_LIST_INVALID.error(
-            problem=f"cannot be read as UTF-8 text ({exc.__class__.__name__})") from exc
+            variant="not-text", error=exc.__class__.__name__) from exc
     names: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0] if raw.lstrip().startswith("#") else raw
         for word in line.split():
             if not _IDENTIFIER.fullmatch(word):
                 raise errors.NLTK_LIST_INVALID.error(
-                    problem=f"line {number} names {word[:80]!r}, which is not an NLTK "
-                            f"package or collection identifier")
+                    variant="bad-identifier", line=number, word=word[:80])
             if word not in names:
                 names.append(word)
     return names
@@ -127,28 +126,27 @@ def read_nltk_list(build_dir: Path) -> list[str] | None:
 
 def parse_index(text: bytes | str, url: str) -> NltkIndex:
     """Packages and collections of an NLTK index XML (relative URLs are made absolute)."""
-    def unusable(problem: str) -> errors.SlugbuildError:
-        return errors.NLTK_INDEX_UNUSABLE.error(url=redact_url(url), problem=problem)
+    def unusable(variant: str, **values: Any) -> errors.SlugbuildError:
+        return errors.NLTK_INDEX_UNUSABLE.error(variant=variant, url=redact_url(url), **values)
 
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
-        raise unusable(f"it is not XML ({exc})") from exc
+        raise unusable("not-xml", reason=exc) from exc
     packages: dict[str, NltkPackage] = {}
     for element in root.iter("package"):
         attrs = element.attrib
         ident, href = attrs.get("id", ""), attrs.get("url", "")
         subdir = attrs.get("subdir", "")
         if not _IDENTIFIER.fullmatch(ident) or not href:
-            raise unusable(f"a package entry has the id {ident[:80]!r} or no url")
+            raise unusable("bad-package-entry", ident=ident[:80])
         parts = PurePosixPath(subdir).parts
         if subdir.startswith("/") or ".." in parts or "\\" in subdir:
-            raise unusable(f"package {ident!r} has the subdir {subdir[:80]!r}, which leaves "
-                           f"the data directory")
+            raise unusable("subdir-leaves", ident=ident, subdir=subdir[:80])
         try:
             size = int(attrs["size"]) if "size" in attrs else None
         except ValueError as exc:
-            raise unusable(f"package {ident!r} has the size {attrs['size'][:40]!r}") from exc
+            raise unusable("bad-size", ident=ident, size=attrs["size"][:40]) from exc
         packages[ident] = NltkPackage(
             ident, urljoin(url, href), subdir, attrs.get("unzip", "1").strip() != "0", size,
             (attrs.get("checksum") or "").lower() or None,
@@ -157,7 +155,7 @@ def parse_index(text: bytes | str, url: str) -> NltkIndex:
                                                   for item in element.iter("item")]
                    for element in root.iter("collection")}
     if not packages:
-        raise unusable("it lists no packages")
+        raise unusable("no-packages")
     return NltkIndex(url, packages, collections)
 
 
@@ -179,9 +177,8 @@ def expand(names: list[str], index: NltkIndex) -> list[NltkPackage]:
             near = difflib.get_close_matches(name, [*index.packages, *index.collections],
                                              n=5)
             raise errors.NLTK_CORPUS_UNAVAILABLE.error(
-                corpus=name, url=redact_url(index.url),
-                problem="is not a package or collection of the index"
-                        + (f" (close: {', '.join(near)})" if near else ""))
+                variant="not-in-index-close" if near else "not-in-index", corpus=name,
+                url=redact_url(index.url), close=", ".join(near))
     return [found[key] for key in sorted(found)]
 
 
@@ -234,22 +231,22 @@ def write_nltk_profile(build_dir: Path) -> None:
 
 
 def _install(package: NltkPackage, tree: Path, reporter: Reporter) -> None:
-    def broken(problem: str) -> errors.SlugbuildError:
+    def broken(variant: str, **values: Any) -> errors.SlugbuildError:
         return errors.NLTK_CORPUS_UNAVAILABLE.error(
-            corpus=package.id, url=redact_url(package.url), problem=problem)
+            variant=variant, corpus=package.id, url=redact_url(package.url), **values)
 
     if not (package.sha256 or package.md5):
-        raise broken("has no checksum in the index, so it cannot be verified")
+        raise broken("no-checksum")
     target = tree / package.filename
     target.parent.mkdir(parents=True, exist_ok=True)
     limit = package.size if package.size is not None else _MAX_PACKAGE
     digests = _fetch(package.url, target, limit, broken)
     received = target.stat().st_size
     if package.size is not None and received != package.size:
-        raise broken(f"arrived with {received} bytes, but the index says {package.size}")
+        raise broken("wrong-size", received=received, expected=package.size)
     for algorithm, expected in (("sha256", package.sha256), ("md5", package.md5)):
         if expected and digests[algorithm] != expected:
-            raise broken(f"does not match its {algorithm} checksum in the index")
+            raise broken("checksum-mismatch", algorithm=algorithm)
     if package.unzip and package.filename.endswith(".zip"):
         _unzip(target, tree / package.subdir, package.id, broken)
     reporter.detail(f"{package.id} ({package.subdir or '.'}, {received} bytes)")
@@ -261,18 +258,18 @@ def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
         archive = zipfile.ZipFile(path)
         members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise broken(f"is not a zip archive ({exc})") from exc
+        raise broken("not-a-zip", reason=exc) from exc
     if len(members) > _MAX_MEMBERS or sum(m.file_size for m in members) > _MAX_UNZIPPED:
-        raise broken("unpacks to more files or bytes than any NLTK package")
+        raise broken("zip-too-large")
     with archive:
         for member in members:
             path = PurePosixPath(member.filename)
             kind = stat.S_IFMT(member.external_attr >> 16)
             if (member.filename.startswith("/") or "\\" in member.filename or ".." in path.parts
                     or not path.parts or path.parts[0] != ident or "\0" in member.filename):
-                raise broken(f"holds the member {member.filename[:120]!r}, outside `{ident}/`")
+                raise broken("member-outside", member=member.filename[:120])
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise broken(f"holds {member.filename[:120]!r}, which is not a regular file")
+                raise broken("member-not-a-file", member=member.filename[:120])
             destination = directory.joinpath(*path.parts)
             if member.is_dir():
                 destination.mkdir(parents=True, exist_ok=True)
@@ -282,18 +279,18 @@ def _unzip(path: Path, directory: Path, ident: str, broken) -> None:
                 with archive.open(member) as source, open(destination, "wb") as sink:
                     shutil.copyfileobj(source, sink, _CHUNK)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, RuntimeError) as exc:
-                raise broken(f"could not be unpacked ({exc.__class__.__name__}: "
-                             f"{str(exc)[:200]})") from exc
+                raise broken("unpack-failed", error=exc.__class__.__name__,
+                             reason=str(exc)[:200]) from exc
 
 
 def _get(url: str, what: str, corpus: str | None) -> bytes:
     """The index: GET with retries, at most _MAX_INDEX bytes; one catalogue error."""
-    def unusable(problem: str) -> errors.SlugbuildError:
-        return errors.NLTK_INDEX_UNUSABLE.error(url=redact_url(url), problem=problem)
+    def unusable(variant: str, **values: Any) -> errors.SlugbuildError:
+        return errors.NLTK_INDEX_UNUSABLE.error(variant=variant, url=redact_url(url), **values)
 
     buffer = io.BytesIO()
     _retrying(url, lambda response: _copy(response, buffer, _MAX_INDEX, unusable),
-              lambda reason: unusable(f"it could not be fetched ({reason})"),
+              lambda reason: unusable("unfetchable", reason=reason),
               reset=lambda: (buffer.seek(0), buffer.truncate()))
     return buffer.getvalue()
 
@@ -307,7 +304,7 @@ def _fetch(url: str, target: Path, limit: int, broken) -> dict[str, str]:
         with open(target, "wb") as handle:
             _copy(response, handle, limit, broken, digests.values())
 
-    _retrying(url, save, lambda reason: broken(f"could not be downloaded ({reason})"))
+    _retrying(url, save, lambda reason: broken("undownloadable", reason=reason))
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
@@ -316,7 +313,7 @@ def _copy(response: requests.Response, sink, limit: int, too_big, digests=()) ->
     for chunk in response.iter_content(_CHUNK):
         received += len(chunk)
         if received > limit:
-            raise too_big(f"is larger than {limit} bytes")
+            raise too_big("too-large", limit=limit)
         sink.write(chunk)
         for digest in digests:
             digest.update(chunk)

@@ -8,21 +8,25 @@ slugbuild says so, and how to add one.
 
 The opt-in built-in Node step (``--node-build``, or ``slugbuild:node`` in a
 buildpack list) runs ``npm ci`` (``npm install`` without a lock) and the build
-script with the machine's node and npm (Debian's ``nodejs`` and ``npm``
-packages, say), then removes ``node_modules``: the slug gets the built assets,
-not the tools that built them.
+script with the Node.js that package.json's ``engines.node`` asks for (a
+cached runtime layer, node_runtime.py), then removes ``node_modules``: the slug
+gets the built assets, not the tools that built them (nor Node.js itself).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import errors
+from .cache import Cache
 from .log import Reporter
+from .node_npm import with_requested_npm
+from .node_runtime import provide_machine_node, provide_node, read_engines
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 PACKAGE_JSON = "package.json"
@@ -88,48 +92,55 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
 
 
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
-                   reporter: Reporter) -> None:
+                   reporter: Reporter, cache: Cache | None = None,
+                   offline: bool = False) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
-    ``node_modules`` removed; one catalogue error when it cannot be done."""
+    ``node_modules`` removed; one catalogue error when it cannot be done.
+
+    Node.js is the one package.json's ``engines.node`` asks for, kept as a runtime
+    layer in ``cache`` (node_runtime.py); without a cache to keep it in (library
+    callers), the machine's node and npm run the step. ``offline`` (--offline): the
+    runtime must be in the cache already.
+    """
     if not (build_dir / PACKAGE_JSON).is_file():
-        raise errors.NODE_BUILD_UNSUPPORTED.error(
-            problem="the app has no package.json", advice="Remove the Node step, or add the "
-            "package.json that describes the assets' build.")
+        raise errors.NODE_BUILD_UNSUPPORTED.error(variant="no-package-json")
     lock = next((name for name in _NPM_LOCKS if (build_dir / name).is_file()), None)
     other = next((name for name in _OTHER_LOCKS if (build_dir / name).is_file()), None)
     if lock is None and other is not None:
         raise errors.NODE_BUILD_UNSUPPORTED.error(
-            problem=f"the app locks its Node packages with {_OTHER_LOCKS[other]} ({other}), "
-                    f"which npm ignores",
-            advice="List the Node.js buildpack (`heroku/nodejs`, which runs Yarn and pnpm) "
-                   "instead of the built-in step, or commit a package-lock.json.")
+            variant="other-lock", manager=_OTHER_LOCKS[other], lock_file=other)
     env = clean_env({**exported_config(config_vars), "npm_config_cache": str(npm_cache),
                      "npm_config_update_notifier": "false",
                      "NODE_ENV": config_vars.get("NODE_ENV", "production")})
-    tools = {name: shutil.which(name, path=env.get("PATH")) for name in ("node", "npm")}
-    missing = [name for name, path in tools.items() if path is None]
-    if missing:
-        raise errors.NODE_NOT_FOUND.error(missing=" and ".join(missing))
-    version = run_tool([tools["node"], "--version"], reporter, env, show=False).strip()
-    reporter.step(f"Building assets with Node.js {version} (npm, from {tools['npm']})")
+    reporter.step("Installing Node.js")
+    if cache is None:
+        tools = provide_machine_node(env.get("PATH"), reporter)
+    else:
+        tools = provide_node(build_dir, config_vars, cache, env.get("PATH"), reporter,
+                             offline)
+        tools = with_requested_npm(tools, read_engines(build_dir).get("npm"), config_vars,
+                                   cache, reporter)
+        # `npm install -g` in a build script must not write into the cached runtime.
+        env["npm_config_prefix"] = str(npm_cache / "global")
+    env["PATH"] = os.pathsep.join([str(tools.bin_dir), env.get("PATH", os.defpath)])
+    reporter.step(f"Building assets with Node.js {tools.version} (npm, from {tools.origin})")
     npm_cache.mkdir(parents=True, exist_ok=True)
     # Bundlers are usually devDependencies: install them whatever NODE_ENV says,
     # as heroku-buildpack-nodejs does.
-    install = [tools["npm"], "ci" if lock else "install", "--include=dev", "--no-audit",
-               "--no-fund"]
+    install = ["ci" if lock else "install", "--include=dev", "--no-audit", "--no-fund"]
     script = build_script(build_dir)
-    commands = [install] + ([[tools["npm"], "run", script]] if script else [])
+    commands = [install] + ([["run", script]] if script else [])
     try:
-        for argv in commands:
+        for arguments in commands:
             try:
-                run_tool(argv, reporter, env, cwd=build_dir)
+                run_tool([*tools.npm, *arguments], reporter, env, cwd=build_dir)
             except ToolFailed as failed:
                 raise errors.NODE_BUILD_FAILED.error(
-                    command=" ".join(["npm", *argv[1:]]), exit_code=failed.exit_code,
+                    command=" ".join(["npm", *arguments]), exit_code=failed.exit_code,
                     output=failed.tail) from failed
             except OSError as exc:
-                raise errors.NODE_NOT_FOUND.error(missing=f"{argv[0]} ({exc.strerror})"
-                                                  ) from exc
+                raise errors.NODE_NOT_FOUND.error(
+                    missing=f"{tools.npm[0]}", reason=exc.strerror or str(exc)) from exc
         if script is None:
             reporter.detail("package.json has no build or heroku-postbuild script")
     finally:

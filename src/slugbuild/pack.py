@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from . import errors
 from .cache import DIGESTS, stat_key
 from .slug_size import measure_part_ahead
 
@@ -119,6 +120,15 @@ class _ParallelGzipWriter(io.RawIOBase):
             super().close()
 
 
+class OutputWriteError(OSError):
+    """Writing the packed slug to its target failed (a full disk, a closed pipe).
+
+    Every other failure while packing is one of reading the tree being packed,
+    raised as PACK_SOURCE_UNREADABLE, so the caller tells "the output cannot be
+    written" from "a file of the slug cannot be read".
+    """
+
+
 class _HashingWriter(io.RawIOBase):
     def __init__(self, target: BinaryIO) -> None:
         self.target = target
@@ -129,7 +139,12 @@ class _HashingWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        self.target.write(data)
+        try:
+            self.target.write(data)
+        except OutputWriteError:
+            raise
+        except OSError as exc:
+            raise OutputWriteError(exc.errno, exc.strerror or str(exc)) from exc
         self.digest.update(data)
         self.size += len(data)
         return len(data)
@@ -219,6 +234,21 @@ def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
     layer's ``packed/`` copy when one is there (and made and kept when not).
     """
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
+    try:
+        return _pack_tree(root, target, params, layers)
+    except OutputWriteError:
+        raise
+    except OSError as exc:  # listing or reading the tree, not writing the slug
+        raise _unreadable(exc.filename or str(root), exc) from exc
+
+
+def _unreadable(path: str, exc: OSError) -> errors.SlugbuildError:
+    return errors.PACK_SOURCE_UNREADABLE.error(
+        variant="unreadable", path=path, reason=exc.strerror or str(exc))
+
+
+def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
+               layers: Sequence[LayerPart]) -> PackedSlug:
     writer = _HashingWriter(target)
     root_text = str(root)
     scanned = scan_tree(root)
@@ -520,9 +550,12 @@ class _TarWriter:
         remaining = info.size
         with open(path, "rb", buffering=0) as handle:
             while remaining > 0:
-                chunk = handle.read(min(remaining, _READ_CHUNK))
+                try:
+                    chunk = handle.read(min(remaining, _READ_CHUNK))
+                except OSError as exc:  # EIO...: has no file name, give it one
+                    raise _unreadable(path, exc) from exc
                 if not chunk:
-                    raise OSError(f"{path} shrank while it was being packed")
+                    raise errors.PACK_SOURCE_UNREADABLE.error(variant="shrank", path=path)
                 self._write(chunk)
                 remaining -= len(chunk)
         padding = -info.size % tarfile.BLOCKSIZE

@@ -1,7 +1,7 @@
 """Release metadata: process types from the app's Procfile.
 
 A line is ``name: command``: the name is everything before the first ``:``,
-the command everything after it, run as ``bash -c`` would run it (see run.py).
+the command everything after it, run as ``bash -c`` would run it (see slug/run.py).
 Parsing is a split at the first colon, never a backtracking regular
 expression, so a hostile slug's long line costs linear time.
 """
@@ -43,20 +43,21 @@ def parse_procfile(text: str) -> dict[str, str]:
             continue
         name, colon, command = line.partition(":")
         if not colon:
-            _fail(number, raw, "expected `name: command`")
+            _fail(number, raw, "no-colon")
         name, command = name.rstrip(), command.strip()
         if not valid_process_type_name(name):
-            _fail(number, raw, f"{name[:80]!r} is not a valid process type name")
+            _fail(number, raw, "bad-name", name=name[:80])
         if not command:
-            _fail(number, raw, f"process type {name!r} has no command")
+            _fail(number, raw, "no-command", name=name)
         if name in processes:
-            _fail(number, raw, f"process type {name!r} is declared twice")
+            _fail(number, raw, "declared-twice", name=name)
         processes[name] = command
     return processes
 
 
-def _fail(number: int, raw: str, problem: str) -> None:
-    raise errors.PROCFILE_MALFORMED.error(line=number, problem=problem, text=raw.strip()[:200])
+def _fail(number: int, raw: str, variant: str, name: str = "") -> None:
+    raise errors.PROCFILE_MALFORMED.error(variant=variant, line=number, name=name,
+                                          text=raw.strip()[:200])
 
 
 def misspelled_procfiles(app_dir: Path) -> list[str]:
@@ -114,6 +115,5 @@ def read_procfile(app_dir: Path) -> dict[str, str]:
         text = read_text_like_pip(path)  # a BOM (UTF-8, UTF-16, UTF-32), CRLF: as pip
     except errors.SlugbuildError as exc:
         raise errors.PROCFILE_MALFORMED.error(
-            line=1, problem=f"the file is not text ({exc.found.rstrip('.')})", text=""
-        ) from None
+            variant="not-text", line=1, reason=exc.found.rstrip("."), text="") from None
     return parse_procfile(text)

@@ -614,8 +614,7 @@ def render(breakdown: dict[str, Any], top: int = 12) -> list[str]:
 
 
 def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
-           static_dirs: tuple[str, ...] = (), what: str = "The slug is",
-           parts: Sequence[Any] = ()) -> dict[str, Any]:
+           static_dirs: tuple[str, ...] = (), parts: Sequence[Any] = ()) -> dict[str, Any]:
     """Measure the slug at ``path``; log the breakdown and advice when it is large
     (over half the limit, or Heroku's 300 MB soft limit); raise slug-too-large when
     over an enforced limit, warn when over one that is not. Returns slug.json's ``sizes``."""
@@ -625,9 +624,9 @@ def report(path: Path, layout: str, limit: SizeLimit, reporter: Any,
     over = bool(limit.limit) and size > limit.limit
     if over and limit.enforce:
         raise errors.SLUG_TOO_LARGE.error(
-            what=what, size=human(size), size_bytes=f"{size:,}", limit=human(limit.limit),
+            variant="slug", size=human(size), size_bytes=f"{size:,}", limit=human(limit.limit),
             limit_bytes=f"{limit.limit:,}", source=limit.source,
-            breakdown="\n" + "\n".join(render(breakdown)),
+            breakdown="\n".join(render(breakdown)),
             advice="".join(f"- {tip}\n" for tip in tips))
     if over:
         reporter.warn(f"The slug is {human(size)} compressed, over {human(limit.limit)} "

@@ -260,54 +260,48 @@ def _read(path: Path, source_file: str) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise errors.VERSION_FILE_UNREADABLE.error(
-                source_file=source_file, problem=f"is not valid UTF-16 (byte {exc.start})",
-                action="Save it as UTF-8 text.") from exc
+                variant="utf-16-invalid", source_file=source_file, byte=exc.start) from exc
     if b"\x00" in data:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file=source_file,
-            problem="is saved as UTF-16 without a byte order mark (it holds NUL bytes)",
-            action="Save it as UTF-8 (in PowerShell: `Set-Content -Encoding utf8`).",
-        )
+            variant="utf-16-without-bom", source_file=source_file)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file=source_file,
-            problem=f"is not valid UTF-8 (byte {exc.start})",
-            action="Save it as UTF-8 text.",
-        ) from exc
+            variant="utf-8-invalid", source_file=source_file, byte=exc.start) from exc
 
 
 def _version_problem(text: str) -> str | None:
-    """Why ``text`` is not ``N.N`` / ``N.N.N``, or None when it is."""
+    """Why ``text`` is not ``N.N`` / ``N.N.N`` (the INVALID_PYTHON_VERSION variant that
+    says so), or None when it is."""
     if _VERSION.match(text):
         return None
     if _LOOSE_VERSION.match(text):
         if len(text.split(".")) > 3:
-            return "has more than three parts"
-        return "has a leading zero in a version part"
+            return "too-many-parts"
+        return "leading-zero"
     if re.match(r"^\d+$", text):
-        return "names only a major version"
+        return "major-only"
     lowered = text.lower()
     if lowered.startswith(("pypy", "graalpy", "pyston")):
-        return "names another Python implementation; only CPython is supported"
+        return "other-implementation"
     if re.match(r"^\d+\.\d+(\.\d+)?t$", lowered) or "freethreaded" in lowered:
-        return "names a free-threaded build; only the default (GIL) build is supported"
+        return "free-threaded"
     if re.match(r"^[<>=!~^]", text):
-        return ("is a version range; a version file names one version (ranges belong in "
-                "pyproject.toml's requires-python)")
+        return "range"
     if lowered.startswith(("python-", "python", "cpython", "py")):
-        return "must be the bare version number, without a `python` prefix"
+        return "python-prefix"
     if re.match(r"^\d+\.\d+(\.\d+)?(a|b|rc|\.dev)", text):
-        return "names a pre-release; only final releases are supported"
-    return "is not a version number"
+        return "pre-release"
+    return "not-a-version"
 
 
-def _invalid(source_file: str, content: str, problem: str, example: str) -> errors.SlugbuildError:
+def _invalid(source_file: str, content: str, problem: str, example: str,
+             count: int = 0) -> errors.SlugbuildError:
+    """INVALID_PYTHON_VERSION in its ``problem`` variant."""
     return errors.INVALID_PYTHON_VERSION.error(
-        source_file=source_file, content=content.strip()[:200], problem=problem,
-        example=example,
-    )
+        variant=problem, source_file=source_file, content=content.strip()[:200],
+        example=example, count=count)
 
 
 def _content_lines(text: str) -> list[str]:
@@ -327,11 +321,10 @@ def _content_lines(text: str) -> list[str]:
 def _parse_python_version(text: str) -> str:
     versions = _content_lines(text)
     if not versions:
-        raise _invalid(".python-version", text, "holds no version (only blanks or comments)",
-                       "3.12")
+        raise _invalid(".python-version", text, "no-version", "3.12")
     if len(versions) > 1:
-        raise _invalid(".python-version", text,
-                       f"lists {len(versions)} versions; only one is allowed", "3.12")
+        raise _invalid(".python-version", text, "several-versions", "3.12",
+                       count=len(versions))
     problem = _version_problem(versions[0])
     if problem:
         raise _invalid(".python-version", versions[0], problem, "3.12")
@@ -341,14 +334,13 @@ def _parse_python_version(text: str) -> str:
 def _parse_runtime_txt(text: str) -> str:
     lines = _content_lines(text)
     if not lines:
-        raise _invalid("runtime.txt", text, "is empty", "python-3.12.1")
+        raise _invalid("runtime.txt", text, "empty", "python-3.12.1")
     if len(lines) > 1:
-        raise _invalid("runtime.txt", text,
-                       f"has {len(lines)} lines; only one version is allowed", "python-3.12.1")
+        raise _invalid("runtime.txt", text, "several-lines", "python-3.12.1",
+                       count=len(lines))
     match = re.fullmatch(r"python-(\S+)", lines[0])
     if not match:
-        raise _invalid("runtime.txt", lines[0], "must be `python-` followed by a version",
-                       "python-3.12.1")
+        raise _invalid("runtime.txt", lines[0], "no-python-prefix", "python-3.12.1")
     problem = _version_problem(match.group(1))
     if problem:
         raise _invalid("runtime.txt", lines[0], problem, "python-3.12.1")
@@ -365,9 +357,8 @@ def _read_pipfile_lock(text: str) -> PythonRequest | None:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="Pipfile.lock", problem=f"is not valid JSON ({_parse_problem(exc)})",
-            action="Regenerate it with `pipenv lock`.",
-        ) from exc
+            variant="json-invalid", source_file="Pipfile.lock", reason=_parse_problem(exc),
+            relock="pipenv lock") from exc
     meta = data.get("_meta") if isinstance(data, dict) else None
     requires = meta.get("requires") if isinstance(meta, dict) else None
     if not isinstance(requires, dict):  # a malformed lock: its reader says so
@@ -390,9 +381,8 @@ def _read_pyproject(text: str) -> PythonRequest | None:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise errors.VERSION_FILE_UNREADABLE.error(
-            source_file="pyproject.toml", problem=f"is not valid TOML ({_parse_problem(exc)})",
-            action="Fix the syntax error it names.",
-        ) from exc
+            variant="toml-invalid", source_file="pyproject.toml",
+            reason=_parse_problem(exc)) from exc
     project = data.get("project", {})
     value = project.get("requires-python") if isinstance(project, dict) else None
     if value is None:
@@ -401,8 +391,7 @@ def _read_pyproject(text: str) -> PythonRequest | None:
     try:
         specifier = SpecifierSet(str(value))
     except InvalidSpecifier:
-        raise _invalid(source, str(value), "is not a PEP 440 version specifier",
-                       ">=3.11") from None
+        raise _invalid(source, str(value), "not-a-specifier", ">=3.11") from None
     if not str(specifier):
         return None
     return PythonRequest(str(value).strip(), source)

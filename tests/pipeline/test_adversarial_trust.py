@@ -26,12 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from slugbuild import cli, compile_app, errors, publish, redact
+from slugbuild import cli, compile_app, errors, redact
 from slugbuild.build import load_config_vars, read_env_file
 from slugbuild.collectstatic import masked_environment
 from slugbuild.dependencies import constraints_from_slug_json
-from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
+from slugbuild.slug import publish
+from slugbuild.slug.inspect import describe_slug
 
 from ..helpers import crafted_tar, make_app, run_cli
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from slugbuild import compile_app, errors
-from slugbuild.inspect_slug import describe_slug
 from slugbuild.log import Reporter
-from slugbuild.publish import publish_slug
+from slugbuild.slug.inspect import describe_slug
+from slugbuild.slug.publish import publish_slug
 
 from ..helpers import make_app, run_cli
 

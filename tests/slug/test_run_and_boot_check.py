@@ -19,12 +19,12 @@ import pytest
 import requests
 
 from slugbuild import compile_app
-from slugbuild.boot_check import check_boot, timeout_of
 from slugbuild.errors import SlugbuildError
 from slugbuild.log import Reporter
 from slugbuild.pack import pack_tree
 from slugbuild.release import release_yaml
-from slugbuild.run import run_slug
+from slugbuild.slug.boot_check import check_boot, timeout_of
+from slugbuild.slug.run import run_slug
 
 from ..helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
 

@@ -143,8 +143,7 @@ def build_runtime_tree(
             relocate.fix_runpaths(tree, prefix)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"patchelf could not rewrite the RUNPATH of {runtime.prefix}: {exc}"
-        ) from exc
+            variant="runpath", prefix=runtime.prefix, reason=exc) from exc
     relocate.strip_debug_info(tree)
     relocate.replace_prefix(tree, old_prefix, relocate.SLUG_PYTHON_HOME)
     _relink_absolute_symlinks(tree, old_prefix)
@@ -163,8 +162,7 @@ def build_runtime_tree(
     if leftovers:
         listed = ", ".join(str(p.relative_to(tree)) for p, _ in leftovers[:5])
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"{len(leftovers)} file(s) still name {old_prefix}: {listed}"
-        )
+            variant="prefix-left", count=len(leftovers), prefix=old_prefix, files=listed)
 
 
 def _trim_filter(runtime: LocalRuntime) -> Callable[[str, list[str]], set[str]]:
@@ -215,25 +213,20 @@ def _check_runtime_starts(python: Path, runtime: LocalRuntime, env: dict[str, st
     )
     if result.returncode != 0:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"The copy of {runtime.prefix} does not start: "
-            f"{result.stderr.strip()[-500:]}"
-        )
+            variant="does-not-start", prefix=runtime.prefix, stderr=result.stderr.strip()[-500:])
     # One value per line: a prefix may hold spaces (a cache under "My Documents").
     printed = result.stdout.splitlines()
     if len(printed) < 2:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"The interpreter of {runtime.prefix} does not behave like CPython: asked "
-            f"for its prefix and version, it printed {result.stdout.strip()[:200]!r}."
-        )
+            variant="not-cpython", prefix=runtime.prefix, printed=result.stdout.strip()[:200])
     prefix_line, version_line = printed[0], printed[1].strip()
     if Path(prefix_line).resolve() != python.parent.parent.resolve():
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"The copy of {runtime.prefix} still uses {prefix_line} as its prefix."
-        )
+            variant="old-prefix", prefix=runtime.prefix, used=prefix_line)
     if version_line != runtime.version:
         raise errors.RUNTIME_RELOCATION_FAILED.error(
-            detail=f"{runtime.prefix} reports Python {version_line}, expected {runtime.version}."
-        )
+            variant="wrong-version", prefix=runtime.prefix, reported=version_line,
+            expected=runtime.version)
 
 
 _SYSCONFIG_PREFIX = re.compile(r"""['"]prefix['"]:\s*['"]([^'"]+)['"]""")

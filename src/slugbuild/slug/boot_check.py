@@ -20,8 +20,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import errors
+from .. import errors
+from .archive import SlugArchive
 from .run import (
     LEFTOVER_GRACE_SECONDS,
     app_root,
@@ -30,7 +32,6 @@ from .run import (
     start_process,
     stop_group,
 )
-from .slugfile import SlugArchive
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 OUTPUT_TAIL_LINES = 40
@@ -64,7 +65,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, workdir: Path,
@@ -84,10 +86,7 @@ def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, wo
         declared = read_release(root)
         command = declared.default_process_types.get("web")
         if command is None:
-            raise errors.BOOT_CHECK_FAILED.error(
-                problem="found no `web` process type to start (add a `web:` line to the "
-                        "Procfile, or build without --boot-check)",
-                command="(none)", slug=shown)
+            raise errors.BOOT_CHECK_FAILED.error(variant="no-web-process", slug=shown)
         port = free_port()
         address = f"127.0.0.1:{port}"
         # The check's own PORT and HOST win, as the platform's do on a dyno.
@@ -98,24 +97,27 @@ def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, wo
                                   stdin=subprocess.DEVNULL, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
-            problem, answer, seconds = _wait_for_http(child, port, timeout)
+            failure, answer, seconds = _wait_for_http(child, port, timeout)
         finally:
             stop_group(child.pid, LEFTOVER_GRACE_SECONDS)
             child.wait()
-        if problem is not None:
+        if failure is not None:
+            variant, values = failure
             raise errors.BOOT_CHECK_FAILED.error(
-                output=_tail(log_path) or "(the web process printed nothing)",
-                problem=f"started the web process from the packed slug on {address}; "
-                        f"{problem}",
-                command=shorten(command), slug=shown)
+                variant=variant, output=_tail(log_path) or "(the web process printed nothing)",
+                address=address, command=shorten(command), slug=shown, **values)
         return BootResult(answer, seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_for_http(child: subprocess.Popen, port: int, timeout: float
-                   ) -> tuple[str | None, str, float]:
-    """(problem or None, first line of the answer, seconds waited)."""
+# How the wait failed: the variant of BOOT_CHECK_FAILED and its values.
+_Failure = tuple[str, dict[str, Any]]
+
+
+def _wait_for_http(child: subprocess.Popen[bytes], port: int, timeout: float
+                   ) -> tuple[_Failure | None, str, float]:
+    """(failure or None, first line of the answer, seconds waited)."""
     started = time.monotonic()
     deadline = started + timeout
     connection: socket.socket | None = None
@@ -124,20 +126,19 @@ def _wait_for_http(child: subprocess.Popen, port: int, timeout: float
         while True:
             code = child.poll()
             if code is not None:
-                shown = f"signal {-code}" if code < 0 else f"code {code}"
-                return (f"it exited with {shown} before answering HTTP "
-                        f"(a web process must keep running and serve $PORT)", "", 0.0)
+                exited: _Failure = ("killed", {"signal": -code}) if code < 0 else (
+                    "exited", {"exit_code": code})
+                return exited, "", 0.0
             now = time.monotonic()
             if now >= deadline:
-                return (f"it did not answer HTTP within {timeout:g} seconds (does it "
-                        f"listen on $PORT? is the timeout long enough?)", "", 0.0)
+                return ("timed-out", {"seconds": f"{timeout:g}"}), "", 0.0
             if connection is None:
                 try:
                     connection = socket.create_connection(("127.0.0.1", port), timeout=1)
                     connection.sendall(_REQUEST)
                     received = b""
                 except OSError:
-                    connection = _closed(connection)
+                    connection = _close(connection)
                     time.sleep(_POLL_SECONDS)
                     continue
             try:
@@ -146,28 +147,28 @@ def _wait_for_http(child: subprocess.Popen, port: int, timeout: float
             except socket.timeout:
                 continue
             except OSError:
-                connection = _closed(connection)
+                connection = _close(connection)
                 time.sleep(_POLL_SECONDS)
                 continue
             if not data:  # closed without a word: not ready yet, try again
-                connection = _closed(connection)
+                connection = _close(connection)
                 time.sleep(_POLL_SECONDS)
                 continue
             received += data
             if len(received) < 5 and b"HTTP/".startswith(received):
                 continue
             if not received.startswith(b"HTTP/"):
-                return (f"something answered on $PORT, but not with HTTP "
-                        f"({received[:60]!r})", "", 0.0)
+                return ("not-http", {"answer": received[:60]}), "", 0.0
             if b"\n" not in received and len(received) < 200:
                 continue
             line = received.split(b"\n", 1)[0].decode("latin-1").strip()
             return None, line, time.monotonic() - started
     finally:
-        _closed(connection)
+        _close(connection)
 
 
-def _closed(connection: socket.socket | None) -> None:
+def _close(connection: socket.socket | None) -> socket.socket | None:
+    """Close ``connection`` (if any); None, the connection it leaves."""
     if connection is not None:
         with contextlib.suppress(OSError):
             connection.close()

@@ -28,17 +28,18 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Union
 
 import requests
 import urllib3
 
-from . import errors
-from .inspect_slug import describe_slug
-from .log import Reporter
-from .redact import redact_url, register_secrets, register_url_credentials
-from .release import BUILDPACK_DESCRIPTION
-from .slug_size import report, size_limit
+from .. import errors
+from ..log import Reporter
+from ..redact import redact_url, register_secrets, register_url_credentials
+from ..release import BUILDPACK_DESCRIPTION
+from ..slug_size import report, size_limit
+from .inspect import describe_slug
 
 DEFAULT_API_URL = "https://api.heroku.com"
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -54,7 +55,6 @@ _HEROKU_STACK = re.compile(r"^heroku-[0-9]+$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,1000}$")  # printable ASCII, no spaces
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-NOTHING_RELEASED = "nothing was released"
 
 
 class _Deadline:
@@ -131,27 +131,22 @@ def publish_slug(
         reporter.warn(f"Stack {chosen_stack!r} is not a Heroku stack; the app's stack is used.")
     reporter.step(f"Creating slug on {app}")
     created = _call(session, "POST", f"{apps}/slugs", deadline, reporter, json=body,
-                    retry="always", released=NOTHING_RELEASED)
+                    retry="always")
     slug_id, blob_method, blob_url = _slug_fields(created, f"{apps}/slugs")
     register_secrets(_url_secrets(blob_url))
 
     reporter.step(f"Uploading {description['size']:,} bytes")
     # An empty Content-Type, as the signed upload URL expects; no token goes there.
     _call(requests, blob_method, blob_url, deadline, reporter, upload=Path(slug),
-          headers={"Content-Type": ""}, expect_json=False, retry="always",
-          released=NOTHING_RELEASED)
+          headers={"Content-Type": ""}, expect_json=False, retry="always")
 
     reporter.step(f"Releasing slug {slug_id}")
-    maybe = (f"the release request may have reached the API: check `heroku releases -a {app}` "
-             f"before publishing again")
     release = _call(session, "POST", f"{apps}/releases", deadline, reporter,
-                    json={"slug": slug_id}, retry="unsent", released=maybe)
+                    json={"slug": slug_id}, retry="unsent", releasing=app)
     if not isinstance(release, dict) or not isinstance(release.get("id"), str):
         raise errors.PUBLISH_BAD_RESPONSE.error(
-            method="POST", url=_shown(f"{apps}/releases"), status="a success",
-            problem=_problem(release, "a release object with an `id`"),
-            next_step=f"The slug was uploaded and the release was probably created: check "
-                      f"`heroku releases -a {app}` before publishing again.")
+            variant="no-release-id", method="POST", url=_shown(f"{apps}/releases"),
+            answer=_kind_of(release), app=app)
     version = release.get("version")
     reporter.detail(f"Released v{version if isinstance(version, int) else '?'} of {app}")
     return release
@@ -189,26 +184,24 @@ def _slug_fields(created: Any, url: str) -> tuple[str, str, str]:
     slug_id = created.get("id") if isinstance(created, dict) else None
     method = blob.get("method", "put") if isinstance(blob, dict) else None
     blob_url = blob.get("url") if isinstance(blob, dict) else None
-    problem = None
+    shown = _shown(url)
     if not isinstance(slug_id, str) or not slug_id.strip():
-        problem = _problem(created, "a slug object with an `id`")
-    elif not isinstance(blob_url, str) or \
-            urllib.parse.urlsplit(blob_url).scheme not in ("http", "https"):
-        problem = "no http(s) `blob.url` to upload the slug to"
-    elif not isinstance(method, str) or method.lower() not in ("put", "post"):
-        problem = f"an upload method that is not PUT: {str(method)[:20]!r}"
-    if problem:
         raise errors.PUBLISH_BAD_RESPONSE.error(
-            method="POST", url=_shown(url), status="a success", problem=problem,
-            next_step="Check --api-url (it must be the Heroku Platform API); nothing was "
-                      "uploaded or released.")
+            variant="no-slug-id", method="POST", url=shown, answer=_kind_of(created))
+    if not isinstance(blob_url, str) or \
+            urllib.parse.urlsplit(blob_url).scheme not in ("http", "https"):
+        raise errors.PUBLISH_BAD_RESPONSE.error(variant="no-blob-url", method="POST", url=shown)
+    if not isinstance(method, str) or method.lower() not in ("put", "post"):
+        raise errors.PUBLISH_BAD_RESPONSE.error(
+            variant="upload-method", method="POST", url=shown, upload_method=str(method)[:20])
     return slug_id, method.upper(), blob_url
 
 
-def _problem(answer: Any, wanted: str) -> str:
-    kind = type(answer).__name__ if not isinstance(answer, (dict, list)) else (
-        "an object" if isinstance(answer, dict) else "a list")
-    return f"{kind} instead of {wanted}"
+def _kind_of(answer: Any) -> str:
+    """What a JSON answer is, as the error names it ("an object", "a list", "str")."""
+    if isinstance(answer, dict):
+        return "an object"
+    return "a list" if isinstance(answer, list) else type(answer).__name__
 
 
 def _shown(url: str) -> str:
@@ -223,38 +216,48 @@ def _url_secrets(url: str) -> list[str]:
     return [query, *values]
 
 
-def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter, *,
-          retry: str, released: str, expect_json: bool = True,
-          upload: Path | None = None, **kwargs) -> Any:
+# The API session (with the token) or the requests module (the upload: no token).
+_Client = Union[requests.Session, ModuleType]
+
+
+def _call(client: _Client, method: str, url: str, deadline: _Deadline, reporter: Reporter,
+          *, retry: str, releasing: str | None = None, expect_json: bool = True,
+          upload: Path | None = None, **kwargs: Any) -> Any:
     """One API step with its retries; the decoded JSON answer (or {}).
 
     ``retry``: "always" retries connection failures, 429 and 5xx; "unsent" only
     failures to connect and 429, after which the request was surely not acted on.
+    ``releasing``: the app, when this is the release request (a failure may then
+    have released it).
     """
     shown = _shown(url)
+    on_release: dict[str, Any] = {"app": releasing} if releasing is not None else {}
+    suffix = "-on-release" if releasing is not None else ""
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
         remaining = deadline.remaining()
         limit = remaining if upload is not None else min(remaining, API_CALL_TIMEOUT)
         wait = RETRY_DELAYS[attempt - 1] if attempt < attempts else 0.0
-        tried = f" (tried {attempt} times)" if attempt > 1 else ""
+        retried = "retried" if attempt > 1 else None
         try:
             if limit <= 0:
                 raise _DeadlinePassed
             response = _send(client, method, url, limit, upload, **kwargs)
         except _DeadlinePassed:
             raise errors.PUBLISH_TIMEOUT.error(
+                variant="on-release" if releasing is not None else None,
                 method=method, url=shown, seconds=_whole(deadline.seconds),
-                released=released) from None
+                **on_release) from None
         except _TooLarge:
             raise errors.PUBLISH_BAD_RESPONSE.error(
-                method=method, url=shown, status="an answer",
-                problem=f"more than {MAX_RESPONSE_BYTES:,} bytes",
-                next_step=f"Check --api-url; {released}.") from None
+                variant="too-large" + suffix, method=method, url=shown,
+                limit=f"{MAX_RESPONSE_BYTES:,}", **on_release) from None
         except requests.RequestException as exc:
             reason = _reason(exc, url, shown)
+            variant = "-".join(filter(None, [suffix[1:], retried]))
             failure = errors.PUBLISH_UNREACHABLE.error(
-                method=method, url=shown, reason=reason + tried, released=released)
+                variant=variant or None, method=method, url=shown, reason=reason,
+                attempts=attempt, **on_release)
             transient = isinstance(exc, (requests.ConnectionError, requests.Timeout))
             if not transient or not (retry == "always" or _never_sent(exc)):
                 raise failure from None
@@ -262,9 +265,10 @@ def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter
         else:
             status = response.status_code
             if status < 400:
-                return _decode(response, method, shown, released) if expect_json else {}
+                return _decode(response, method, shown, releasing) if expect_json else {}
             failure = errors.PUBLISH_API_ERROR.error(
-                method=method, url=shown, status=status, message=_message(response) + tried)
+                variant=retried, method=method, url=shown, status=status,
+                message=_message(response), attempts=attempt)
             if not (status == 429 or (retry == "always" and status >= 500)):
                 raise failure
             what = f"answered {status}"
@@ -277,8 +281,8 @@ def _call(client, method: str, url: str, deadline: _Deadline, reporter: Reporter
     raise AssertionError("unreachable")
 
 
-def _send(client, method: str, url: str, limit: float, upload: Path | None,
-          **kwargs) -> requests.Response:
+def _send(client: _Client, method: str, url: str, limit: float, upload: Path | None,
+          **kwargs: Any) -> requests.Response:
     """One request, headers and body, finished within ``limit`` seconds as a whole.
 
     requests' own timeouts bound each read, not the request: a server trickling a
@@ -293,7 +297,7 @@ def _send(client, method: str, url: str, limit: float, upload: Path | None,
             try:
                 if handle is not None:
                     kwargs["data"] = handle
-                response = client.request(
+                response: requests.Response = client.request(
                     method, url, timeout=(min(CONNECT_TIMEOUT, limit), min(READ_TIMEOUT, limit)),
                     stream=True, **kwargs)
                 body = bytearray()
@@ -303,7 +307,7 @@ def _send(client, method: str, url: str, limit: float, upload: Path | None,
                         response.close()
                         raise _TooLarge
                 response._content = bytes(body)
-                response._content_consumed = True
+                response._content_consumed = True  # type: ignore[attr-defined]
                 outcome["response"] = response
             finally:
                 if handle is not None:
@@ -318,17 +322,19 @@ def _send(client, method: str, url: str, limit: float, upload: Path | None,
         raise _DeadlinePassed
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["response"]
+    response: requests.Response = outcome["response"]
+    return response
 
 
-def _decode(response: requests.Response, method: str, shown: str, released: str) -> Any:
+def _decode(response: requests.Response, method: str, shown: str,
+            releasing: str | None) -> Any:
     try:
         return json.loads(response.content.decode("utf-8"))
     except (ValueError, RecursionError):
+        on_release: dict[str, Any] = {"app": releasing} if releasing is not None else {}
         raise errors.PUBLISH_BAD_RESPONSE.error(
-            method=method, url=shown, status=response.status_code, problem="a body that is "
-            "not JSON", next_step=f"Check --api-url (it must be the Heroku Platform API); "
-                                  f"{released}.") from None
+            variant="not-json" + ("-on-release" if releasing is not None else ""),
+            method=method, url=shown, status=response.status_code, **on_release) from None
 
 
 def _message(response: requests.Response) -> str:

@@ -22,9 +22,10 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from . import errors
-from .cache import file_sha256
+from .. import errors
+from ..cache import file_sha256
 
 # Raised by tarfile's extraction filters (Python 3.12+ and security releases).
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
@@ -44,7 +45,8 @@ def parse_size(text: str, name: str) -> int:
     if not match:
         raise errors.INVALID_LIMIT.error(
             name=name, value=text, expected="a size in bytes, optionally with K, M, G or T")
-    return int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
+    number: int = int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
+    return number
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,13 @@ class SlugLimits:
 class _BoundedInfo(tarfile.TarInfo):
     """A TarInfo that refuses, before tarfile reads it, header data over 1 MiB."""
 
-    def _proc_member(self, tarfile_):  # noqa: ANN001, ANN202 - tarfile's own hook
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # tarfile's hook
         if self.type in _HEADER_TYPES and self.size > _MAX_HEADER_DATA:
             raise errors.UNSAFE_SLUG.error(
-                member=self.name or "(header)",
-                problem=f"a long-name or pax header of {self.size} bytes (at most "
-                        f"{_MAX_HEADER_DATA} are read)")
-        return super()._proc_member(tarfile_)
+                variant="header-too-large", member=self.name or "(header)", size=self.size,
+                limit=_MAX_HEADER_DATA)
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
 
 
 def open_slug(path: Path) -> tarfile.TarFile:
@@ -95,13 +97,15 @@ def open_slug(path: Path) -> tarfile.TarFile:
 
 
 def link_problem(name: str, target: str) -> str | None:
-    """Why a symlink at ``name`` (relative to the slug root) pointing at ``target``
-    leaves the slug, or None when it stays inside. Compile and every reader use it."""
+    """How a symlink at ``name`` (relative to the slug root) pointing at ``target``
+    leaves the slug (``"link-absolute"`` or ``"link-leaves"``: the variant of
+    UNSAFE_SLUG and SYMLINK_LEAVES_SLUG that says so), or None when it stays
+    inside. Compile and every reader use it."""
     link = PurePosixPath(target)
     if link.is_absolute():
-        return f"its link target {target} is absolute, so it leaves the slug"
+        return "link-absolute"
     if _net_climb(link.parts) > len(PurePosixPath(name).parent.parts):
-        return f"its link target {target} leaves the slug"
+        return "link-leaves"
     return None
 
 
@@ -110,20 +114,18 @@ def check_member(member: tarfile.TarInfo) -> None:
     if len(member.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or len(
             member.linkname.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         shown = member.name if len(member.name) <= 200 else member.name[:200] + "..."
-        raise errors.UNSAFE_SLUG.error(member=shown,
-                                       problem=f"its path or link target is longer than "
-                                               f"{MAX_PATH_BYTES} bytes")
+        raise errors.UNSAFE_SLUG.error(variant="path-too-long", member=shown,
+                                       limit=MAX_PATH_BYTES)
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
-        raise errors.UNSAFE_SLUG.error(member=member.name, problem="its path leaves the slug")
+        raise errors.UNSAFE_SLUG.error(variant="path-leaves", member=member.name)
     if not (member.isfile() or member.isdir() or member.issym()) or member.issparse():
-        raise errors.UNSAFE_SLUG.error(
-            member=member.name,
-            problem="only files (not sparse), directories and symlinks are allowed")
+        raise errors.UNSAFE_SLUG.error(variant="entry-type", member=member.name)
     if member.issym():
         problem = link_problem(member.name, member.linkname)
         if problem is not None:
-            raise errors.UNSAFE_SLUG.error(member=member.name, problem=problem)
+            raise errors.UNSAFE_SLUG.error(variant=problem, member=member.name,
+                                           target=member.linkname)
 
 
 def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
@@ -136,7 +138,7 @@ def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
     # The links' paths as a tree of components: each entry's path is walked down
     # it once, in time linear in its length (joining every prefix would be
     # quadratic in a hostile path's depth).
-    tree: dict = {}
+    tree: dict[object, Any] = {}
     for member in members:
         if member.issym():
             node = tree
@@ -149,13 +151,13 @@ def check_no_entry_below_a_link(members: list[tarfile.TarInfo]) -> None:
         parts = PurePosixPath(_normal(member.name)).parts
         node = tree
         for depth, part in enumerate(parts[:-1], start=1):
-            node = node.get(part)
-            if node is None:
+            below = node.get(part)
+            if below is None:
                 break
+            node = below
             if _LINK in node:
                 raise errors.UNSAFE_SLUG.error(
-                    member=member.name,
-                    problem=f"its path goes through the symlink {'/'.join(parts[:depth])}")
+                    variant="below-link", member=member.name, link="/".join(parts[:depth]))
 
 
 def _net_climb(parts: tuple[str, ...]) -> int:
@@ -190,31 +192,29 @@ class SlugArchive:
                     self._within(len(self.members) + 1, self.limits.max_entries,
                                  "entries", "SLUGBUILD_MAX_SLUG_ENTRIES")
                     self._within(unpacked, self.limits.max_unpacked_bytes,
-                                 "bytes unpacked", "SLUGBUILD_MAX_UNPACKED_SIZE")
+                                 "unpacked", "SLUGBUILD_MAX_UNPACKED_SIZE")
                     self.members.append(member)
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         check_no_entry_below_a_link(self.members)
         self.unpacked_size = unpacked
-        self._by_name = {}
+        self._by_name: dict[str, tarfile.TarInfo] = {}
         for member in self.members:
             name = _normal(member.name)
             earlier = self._by_name.get(name)
             if earlier is not None and not (earlier.isdir() and member.isdir()):
                 # Readers that take the first entry and extractors that keep the last
                 # would disagree on what the slug holds (inspect vs run).
-                raise errors.UNSAFE_SLUG.error(member=member.name,
-                                               problem="the slug holds this path twice")
+                raise errors.UNSAFE_SLUG.error(variant="duplicate", member=member.name)
             self._by_name[name] = member
         self.layout = "heroku" if "app/.profile.d" in self._by_name or (
             "app/Procfile" in self._by_name and "Procfile" not in self._by_name) else "herokuish"
         self.root = "app/" if self.layout == "heroku" else ""
 
-    def _within(self, value: int, limit: int, what: str, variable: str) -> None:
+    def _within(self, value: int, limit: int, variant: str, variable: str) -> None:
         if value > limit:
             raise errors.SLUG_LIMIT_EXCEEDED.error(
-                path=self.path, what=f"more than {limit} {what}", limit=f"{limit} {what}",
-                variable=variable)
+                variant=variant, path=self.path, limit=limit, variable=variable)
 
     def names(self) -> list[str]:
         """Entry paths relative to the app root."""
@@ -262,8 +262,8 @@ class SlugArchive:
                     rel = rels[0]
                     if member.size > limit and rel not in heads:
                         raise errors.SLUG_LIMIT_EXCEEDED.error(
-                            path=self.path, what=f"{rel} of {member.size} bytes",
-                            limit=f"{limit} bytes for a metadata file",
+                            variant="metadata-file", path=self.path, file=rel,
+                            size=member.size, limit=limit,
                             variable="SLUGBUILD_MAX_METADATA_SIZE")
                     handle = tar.extractfile(member)
                     if handle:
@@ -273,9 +273,7 @@ class SlugArchive:
                         budget -= len(found[rel])
                         if budget < 0:
                             raise errors.SLUG_LIMIT_EXCEEDED.error(
-                                path=self.path, what="more metadata files than can be read",
-                                limit=f"{64 * limit} bytes read in all (64 times the limit "
-                                      f"for one file)",
+                                variant="metadata-total", path=self.path, total=64 * limit,
                                 variable="SLUGBUILD_MAX_METADATA_SIZE")
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
@@ -288,12 +286,13 @@ class SlugArchive:
         """Unpack into ``target``; return the app root inside it."""
         # Every entry was checked above; the "data" filter (where Python has it)
         # checks again as it writes, so extraction never depends on one check.
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         try:
             with open_slug(self.path) as tar:
                 tar.extractall(target, members=self.members, **kwargs)
         except _FILTER_ERROR as exc:
-            raise errors.UNSAFE_SLUG.error(member=exc.tarinfo.name, problem=str(exc)) from exc
+            raise errors.UNSAFE_SLUG.error(variant="refused-by-filter", member=exc.tarinfo.name,
+                                           reason=exc) from exc
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise errors.SLUG_UNREADABLE.error(path=self.path, reason=_reason(exc)) from exc
         return Path(target) / self.root if self.root else Path(target)

@@ -16,16 +16,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from . import errors
-from .build import metadata_path_for
-from .buildpack_runner import slug_release
-from .dependencies import package_from_metadata
-from .redact import mask, redact_url
-from .slug_size import HEROKU_SLUG_LIMIT, advice, measure_slug, render
-from .slugfile import SlugArchive
-from .textfiles import best_effort_decode
+from .. import errors
+from ..redact import mask, redact_url
+from ..release import slug_release
+from ..results import PackageDict, SlugDescription, SlugRuntimeDict
+from ..slug_size import HEROKU_SLUG_LIMIT, advice, measure_slug, render
+from ..textfiles import best_effort_decode
+from .archive import SlugArchive
+from .metadata import metadata_path_for, package_from_metadata
 
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
 _DIST_INFO = re.compile(
@@ -38,7 +38,7 @@ _SOURCE_FILE = re.compile(r"^[\w.-]{1,64}$")
 
 
 @errors.user_errors
-def describe_slug(path: Path) -> dict[str, Any]:
+def describe_slug(path: Path) -> SlugDescription:
     """Process types, runtime, packages, size and checksum of the slug at ``path``."""
     archive = SlugArchive(path)
     sha256 = archive.sha256()
@@ -78,7 +78,7 @@ def slug_sizes(path: Path) -> dict[str, Any]:
     return {**breakdown, "advice": advice(breakdown, HEROKU_SLUG_LIMIT)}
 
 
-def render_sizes(sizes: dict[str, Any], stream) -> None:
+def render_sizes(sizes: dict[str, Any], stream: TextIO) -> None:
     """The breakdown as text, every part shown, then the advice."""
     for line in render(sizes, top=len(sizes["parts"])):
         stream.write(_escaped(line) + "\n")
@@ -113,12 +113,12 @@ def _matching_metadata(slug: Path, sha256: str, limit: int) -> dict[str, Any] | 
     return metadata
 
 
-def _labels(metadata: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+def _labels(metadata: dict[str, Any]) -> tuple[str | None, SlugRuntimeDict]:
     """The stack and the version request of slug.json, where well formed."""
     stack = metadata.get("stack")
     stack = stack if isinstance(stack, str) and _STACK.match(stack) else None
     runtime = metadata.get("runtime")
-    requested: dict[str, str] = {}
+    requested: SlugRuntimeDict = {}
     if isinstance(runtime, dict):
         asked, source = runtime.get("requested"), runtime.get("source_file")
         if isinstance(asked, str) and _VERSION_REQUEST.match(asked):
@@ -141,7 +141,7 @@ def _process_types(contents: dict[str, bytes]) -> dict[str, str]:
     return slug_release(text(".release"), text("Procfile")).default_process_types
 
 
-def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:
+def _runtime(contents: dict[str, bytes]) -> SlugRuntimeDict:
     for name, data in sorted(contents.items()):
         if name.endswith("patchlevel.h"):
             match = _PATCHLEVEL.search(data)
@@ -151,10 +151,11 @@ def _runtime(contents: dict[str, bytes]) -> dict[str, Any]:
     return {}
 
 
-def _packages(contents: dict[str, bytes]) -> list[dict[str, str]]:
+def _packages(contents: dict[str, bytes]) -> list[PackageDict]:
     found = (package_from_metadata(data.decode("utf-8", "replace"))
              for name, data in contents.items() if name.endswith("METADATA"))
-    return sorted((p.as_dict() for p in found if p), key=lambda p: p["name"].lower())
+    listed: list[PackageDict] = [{"name": p.name, "version": p.version} for p in found if p]
+    return sorted(listed, key=lambda p: p["name"].lower())
 
 
 def without_credentials(value: Any) -> Any:
@@ -169,7 +170,7 @@ def without_credentials(value: Any) -> Any:
     return value
 
 
-def render_table(description: dict[str, Any], stream) -> None:
+def render_table(description: dict[str, Any], stream: TextIO) -> None:
     """Print the description as rich tables.
 
     Values are ``Text``, never markup: a command holding ``[/app]`` or

@@ -1,7 +1,7 @@
 """``slugbuild run``: start a process type from a slug, the way a dyno would.
 
 A tarball is unpacked (after every entry is checked to stay inside the target,
-see slugfile.py)
+see archive.py)
 into a temporary directory that is removed afterwards; a directory is used as
 it is. The process gets HOME set to the app root, PORT, the slug's
 ``.profile.d/*.sh`` sourced, ``.release``'s config vars as defaults under the
@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import errors
-from .buildpack_runner import ReleaseInfo, slug_release
-from .slugfile import SlugArchive, SlugLimits
-from .textfiles import best_effort_decode
+from .. import errors
+from ..release import ReleaseInfo, slug_release
+from ..textfiles import best_effort_decode
+from .archive import SlugArchive, SlugLimits
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -63,8 +63,7 @@ def read_release(root: Path) -> ReleaseInfo:
             data = handle.read(limit + 1)
         if len(data) > limit:
             raise errors.SLUG_LIMIT_EXCEEDED.error(
-                path=root, what=f"{name} of more than {limit} bytes",
-                limit=f"{limit} bytes for a metadata file",
+                variant="metadata-file-over", path=root, file=name, limit=limit,
                 variable="SLUGBUILD_MAX_METADATA_SIZE")
         # The Procfile as the build read it: a BOM (UTF-16 from a Windows editor) honoured.
         return best_effort_decode(data, name) if name == "Procfile" else data.decode(
@@ -159,7 +158,7 @@ def process_argv(command: str) -> list[str]:
 
 
 def start_process(root: Path, process: str, command: str, port: int, host: str,
-                  config: Mapping[str, str], **popen: Any) -> subprocess.Popen:
+                  config: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``command`` as a dyno would, in a new session (its own process group)."""
     return subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
                             env=dyno_env(root, process, port, host, config), **popen)
@@ -236,12 +235,12 @@ def listening(port: int, host: str = "127.0.0.1") -> bool:
 
 def _run_process(root: Path, process: str, command: str, port: int, host: str,
                  config: Mapping[str, str]) -> int:
-    child: subprocess.Popen | None = None
+    child: subprocess.Popen[bytes] | None = None
     pending: list[int] = []  # signals that came before the process existed
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     signalled = False
 
-    def forward(signum, _frame):
+    def forward(signum: int, _frame: object) -> None:
         # The child has its own session, so a terminal's Ctrl-C reaches only
         # slugbuild: every signal is passed on to the whole group.
         nonlocal signalled
