@@ -5,6 +5,9 @@
 - No test module defines a fixture named like a session fixture of conftest.py:
   a module-level ``cache_dir`` shadows the session cache and silently makes every
   build in that module cold.
+- Tests mirror src/: a folder of tests/ is named for a package of src/slugbuild/,
+  or is pipeline/ (whole builds through compile_app) or buildpacks/ (the
+  repository's buildpacks/); each is a package, so ``from ..helpers import`` works.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src" / "slugbuild"
+# Folders that are not named for a src package, and why they exist.
+OTHER_FOLDERS = {"pipeline", "buildpacks", "golden"}  # golden/: recorded slug digests
 
 
 def _test_modules() -> list[Path]:
@@ -59,3 +65,12 @@ def test_no_test_module_shadows_a_session_fixture() -> None:
                  for path in _test_modules()
                  for name in sorted(_fixture_names(ast.parse(path.read_text())) & shared)]
     assert offenders == []
+
+
+def test_test_folders_are_named_for_src_packages() -> None:
+    packages = {path.parent.name for path in SRC.glob("*/__init__.py")}
+    folders = {path for path in TESTS.iterdir()
+               if path.is_dir() and not path.name.startswith((".", "__"))}
+    assert sorted(p.name for p in folders if p.name not in packages | OTHER_FOLDERS) == []
+    assert sorted(p.name for p in folders if p.name != "golden"
+                  and not (p / "__init__.py").is_file()) == []
