@@ -38,10 +38,10 @@ STAGE_OVERRIDES: dict[str, str] = {}
 ALL_COMMANDS = ("compile", "run", "inspect", "publish", "lock", "detect", "runtimes")
 # Raising functions reached from more (or other) commands than `slugbuild compile`.
 COMMANDS_BY_FUNCTION = {
-    "build.parse_env_assignments": ("compile", "run"),
+    "config_vars._without_equals": ("compile", "run"),  # --env and --env-file
     "detect.detect": ("compile", "detect"),
     "procfile._fail": ("compile", "run"),  # parse_procfile also reads a slug's Procfile
-    "build.read_env_file": ("run",),
+    "config_vars.read_env_file": ("run",),
     # .release of a slug is read back by run and inspect too (slug_release)
     "release.parse_release_yaml.invalid": ("compile", "run", "inspect"),
     "slug.inspect.describe_slug": ("inspect", "publish"),

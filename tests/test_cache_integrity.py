@@ -572,9 +572,9 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
     """A copying build that sees a cached file change under it (another build's edit)
     discards the layer and makes it again; if that keeps happening it stops with
     cache-layer-changing and writes nothing."""
-    from slugbuild import build as build_module
     from slugbuild import compile_app, errors
     from slugbuild.cache import Cache as RealCache
+    from slugbuild.context import RESTORE_ATTEMPTS
 
     app, cache, reference = _first_build(tmp_path)
     real_restore = RealCache.restore
@@ -593,7 +593,7 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
     assert "changed while this build read it" in log and "Installing requirements" in log
     assert out.read_bytes() == reference.read_bytes()
 
-    failures["left"] = build_module._RESTORE_ATTEMPTS
+    failures["left"] = RESTORE_ATTEMPTS
     stopped = tmp_path / "stopped.tgz"
     with pytest.raises(errors.SlugbuildError) as caught:
         compile_app(app, stopped, cache_dir=cache, reporter=Reporter(quiet=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slugbuild import errors
-from slugbuild.build import load_config_vars, parse_env_assignments
+from slugbuild.config_vars import load_config_vars, parse_env_assignments
 from slugbuild.detect import detect, find_manage_py, require_package_manager
 from slugbuild.procfile import parse_procfile
 from slugbuild.slug.metadata import metadata_path_for

@@ -93,7 +93,7 @@ def test_a_quiet_reporter_still_calls_back():
 
 
 def test_result_shapes_are_typed_dicts_of_the_real_keys(tmp_path):
-    from slugbuild.build import BuildResult
+    from slugbuild.pipeline import BuildResult
     from slugbuild.slug.inspect import describe_slug
 
     result = BuildResult(Path("s.tgz"), Path("s.json"), "0" * 64, 1, {"web": "x"}, {}, [], {})

@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from .build import BuildResult, compile_app  # noqa: E402
 from .errors import SlugbuildError  # noqa: E402
+from .pipeline import BuildResult, compile_app  # noqa: E402
 
 __all__ = ["BuildResult", "SlugbuildError", "compile_app", "__version__"]

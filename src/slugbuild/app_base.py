@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from . import errors
+from .log import Reporter
 
 APP_BASE_VAR = "APP_BASE"
 
@@ -63,3 +64,16 @@ def resolve_app_base(root: Path, value: str, source: str) -> Path:
         raise invalid("not-a-directory")
     # A symlinked base (``app -> services/api``) is the directory it names.
     return root.joinpath(*real.relative_to(real_root).parts)
+
+
+def apply_app_base(app_dir: Path, given: str | None, config_vars: Mapping[str, str],
+                   reporter: Reporter) -> tuple[Path, Path | None]:
+    """The directory to build and, with an app base, the repository root it is in
+    (``given``, else the ``APP_BASE`` config var; None: the whole ``app_dir``)."""
+    chosen = choose_app_base(given, config_vars)
+    if chosen is None:
+        return app_dir, None
+    base = resolve_app_base(app_dir, *chosen)
+    reporter.step(f"Using the app base {chosen[0].strip()} (from {chosen[1]}): "
+                  f"only its content is built into the slug")
+    return base, app_dir

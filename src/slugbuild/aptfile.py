@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import errors
 from .cache import Cache, Layer
+from .context import BuildContext
 from .log import Reporter
 from .platform_info import Platform
 from .proc import clean_env
@@ -263,3 +264,21 @@ def _run(argv: list[str], shown: str) -> None:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise errors.APTFILE_INSTALL_FAILED.error(command=shown, output=redact_url(tail))
+
+
+def place_apt_layer(build: BuildContext) -> dict[str, str]:
+    """The Aptfile's system packages into ``.apt/`` (a cached layer); the variables
+    that let later build steps find them (none without an Aptfile)."""
+    with build.timer.stage("apt_layer"):
+        prepared = prepare_apt_layer(build.build_dir, build.cache, build.platform,
+                                     build.reporter)
+        if prepared is None:
+            return {}
+        layer, from_cache = prepared
+        if from_cache:
+            build.reporter.step("Restoring system packages from cache (Aptfile unchanged)")
+        placed = build.cache.restore(layer, build.build_dir / APT_DIR, copy=build.copy_layers)
+        build.place_layer(layer, APT_DIR, placed)
+        build.system_packages = list(layer.manifest.get("inputs", {}).get("packages", []))
+        write_profile_script(build.build_dir)
+        return build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))

@@ -40,6 +40,15 @@ _HEROKU_OWNERS = ("heroku", "heroku-community")
 _MONOREPO_REPOSITORY = "lstoll/heroku-buildpack-monorepo"
 
 
+# Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
+NATIVE_PYTHON_NAMES = {
+    "python",
+    "heroku/python",
+    "slugbuild:python",
+    "https://github.com/heroku/heroku-buildpack-python",
+    "https://github.com/heroku/heroku-buildpack-python.git",
+}
+
 def listed_buildpacks(app_dir: Path) -> tuple[list[str], str | None]:
     """The app's buildpack specs and the file they came from (``.buildpacks``, else
     ``app.json``'s ``buildpacks``), expanded to what slugbuild runs."""
@@ -85,8 +94,6 @@ def app_json_buildpacks(path: Path) -> list[str]:
 
 def expand_spec(spec: str, base: Path, source: str) -> str:
     """``spec`` as slugbuild runs it: shorthands made git URLs, the subdir form refused."""
-    from .buildpack_runner import NATIVE_PYTHON_NAMES  # (it imports this module)
-
     subdir = _SUBDIR_FORM.match(spec)
     if subdir and ":" not in subdir.group("dir"):
         raise errors.BUILDPACK_FORM_UNSUPPORTED.error(

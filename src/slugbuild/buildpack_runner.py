@@ -21,20 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
-from .buildpack_lists import expand_spec, is_monorepo_buildpack, listed_buildpacks
+from .buildpack_lists import (
+    NATIVE_PYTHON_NAMES,
+    expand_spec,
+    is_monorepo_buildpack,
+    listed_buildpacks,
+)
+from .context import BuildContext, BuildpackRun, BuildpackTurn
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .redact import redact_url
 from .release import ReleaseInfo, parse_release_yaml
 
-# Names that mean "slugbuild's own Python support" in --buildpack or .buildpacks.
-NATIVE_PYTHON_NAMES = {
-    "python",
-    "heroku/python",
-    "slugbuild:python",
-    "https://github.com/heroku/heroku-buildpack-python",
-    "https://github.com/heroku/heroku-buildpack-python.git",
-}
 _GIT_URL = re.compile(r"^(https?://|git://|ssh://|git@|file://)")
 
 
@@ -202,7 +200,7 @@ def _sourcing(exports: list[Path], argv: list[Any]) -> list[str]:
     return ["bash", "-c", f'{sources}exec "$@"', "buildpack", *map(str, argv)]
 
 
-def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
             exports: list[Path]) -> str:
     detect = directory / "bin" / "detect"
     if not detect.is_file():
@@ -216,7 +214,7 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
     return stdout.strip().splitlines()[0] if stdout.strip() else ""
 
 
-def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict,
+def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
              exports: list[Path]) -> ReleaseInfo:
     release = directory / "bin" / "release"
     if not release.is_file():
@@ -234,16 +232,6 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:
-    """Later buildpacks win for the same process type or config var."""
-    merged = ReleaseInfo()
-    for info in releases:
-        merged.default_process_types.update(info.default_process_types)
-        merged.config_vars.update(info.config_vars)
-        merged.addons += [a for a in info.addons if a not in merged.addons]
-    return merged
-
-
 def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
     """Heroku's ENV_DIR: one file per config var (kept in the scratch dir only)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -254,3 +242,37 @@ def write_env_dir(directory: Path, config_vars: Mapping[str, str]) -> Path:
             handle.write(value)
     return directory
 
+
+
+class ExternalBuildpack:
+    """A buildpack named by a path or git URL, run by the Heroku buildpack API."""
+
+    def __init__(self, ref: BuildpackRef) -> None:
+        self.ref = ref
+
+    @property
+    def shown(self) -> str:
+        return self.ref.shown
+
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """Nothing before its turn: its bin/detect is part of its run."""
+
+    def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
+        """Fetch a private copy, then detect, compile and release it on the build."""
+        with build.timer.stage(f"buildpack:{self.ref.shown}"):
+            directory = fetch(self.ref, build.scratch / "buildpacks" / str(turn.position))
+            outcome = run_buildpack(
+                self.ref, directory, build_dir=build.build_dir,
+                cache_dir=buildpack_cache_dir(build, self.ref),
+                env_dir=write_env_dir(build.scratch / "env", build.config_vars),
+                config_vars=build.config_vars, stack=build.platform.stack,
+                exports=turn.exports, reporter=build.reporter)
+        return BuildpackRun({"buildpack": self.ref.shown, "description": outcome.name},
+                            outcome.release)
+
+
+def buildpack_cache_dir(build: BuildContext, ref: BuildpackRef) -> Path:
+    """A buildpack's CACHE_DIR: per buildpack and per app directory, as Heroku keeps a
+    build cache per app, so one app's build never reads what another's wrote."""
+    app_key = hashlib.sha256(str(build.app_dir).encode()).hexdigest()[:16]
+    return build.cache.root / "buildpacks" / ref.cache_name / app_key

@@ -11,7 +11,7 @@ Layout (see docs/cache.md)::
       tools/<tool>-<hash>/{...,tree/}   Pipenv, Poetry: build tools (installers/tools.py)
       history/<hash>.json               an app dir's last dependency inputs (dependencies.py)
       downloads/<platform key>/         verified runtime archives (runtime/download.py)
-      buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (build.py)
+      buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (buildpack_runner.py)
       locks/                            one lock file per layer being built, links.lock,
                                         leases/<token>.lease (one per running process)
       tmp/                              layers, installs and build dirs in progress,
@@ -72,6 +72,7 @@ FILE_INDEX = "files.json"
 # too many links to one inode.
 _LINK_IMPOSSIBLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 TREE = "tree"
+PACKED_PARTS = "packed"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
 # What a layer kind may add to the check of its tree (RECORDs, for dependencies).
@@ -110,6 +111,12 @@ class Layer:
     @property
     def tree(self) -> Path:
         return self.path / TREE
+
+    @property
+    def packed_parts(self) -> Path:
+        """Where the layer's compressed slug parts are kept (pack.py): inside the
+        layer's directory, so they go when the layer goes."""
+        return self.path / PACKED_PARTS
 
 
 class LayerChanged(Exception):

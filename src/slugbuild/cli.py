@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, errors
-from .build import compile_app, load_config_vars, parse_env_assignments, read_env_file
+from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
 from .pack import LAYOUTS
+from .pipeline import compile_app
 from .redact import mask
 from .runtime import RuntimeOptions
 

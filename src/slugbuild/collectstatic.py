@@ -106,8 +106,10 @@ def run_collectstatic(
     reporter: Reporter,
     python_version: str | None = None,
     lock_file: str = "requirements.txt",
+    exports: Mapping[str, str] | None = None,
 ) -> bool:
     """Run ``manage.py collectstatic --noinput``; return whether it ran.
+    ``exports``: what earlier buildpacks exported (proc.clean_env).
 
     ``python_version`` (the runtime's) and ``lock_file`` let a failure name a
     missing module's real cause.
@@ -121,7 +123,7 @@ def run_collectstatic(
     env = clean_env(
         {**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
          "PYTHONNOUSERSITE": "1"},
-        path_first=[python.parent],
+        path_first=[python.parent], exports=exports,
     )
     argv = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
     try:

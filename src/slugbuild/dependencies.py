@@ -9,14 +9,18 @@ layer, never on top of an older dependency layer, so packages removed from
 the requirements are gone. Installer download caches are kept across keys.
 
 A fresh layer is built one of two ways:
-- apart (the usual way): installed with an interpreter of the runtime (the one
-  its layer is copied from, or the cached layer's) into an empty tree that
-  becomes the layer. It needs nothing of the build directory, so a cold build
-  runs it while the runtime layer is being prepared.
-- onto the build: when a pre_compile hook or an earlier buildpack runs first,
-  the install goes onto the build's runtime prefix, so that it sees what they
-  put there (and any requirements file they changed), and only the paths it
-  added become the layer.
+- in its own tree (the usual way): installed with an interpreter of the runtime
+  (the one its layer is copied from, or the cached layer's) into an empty tree
+  that becomes the layer. It needs nothing of the build directory, so a cold
+  build runs it while the runtime layer is being prepared (dependency_stage.py).
+- into the build's prefix: when a pre_compile hook or an earlier buildpack runs
+  first, the install goes into the build's runtime prefix, so that it sees what
+  they put there (and any requirements file they changed), and only the paths
+  it added become the layer.
+
+The layer comes in two steps, each with its own type: ``find_or_install``
+gives the cached layer (a ``DependencyInstall``), ``place_dependency_layer``
+puts it into the build and lists its packages (a ``DependencyLayer``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +60,6 @@ from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
 
-__all__ = [
-    "DependencyLayer", "Package", "Prefetch", "link_dependency_layer", "prepare_dependency_layer",
-]
-
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
@@ -66,19 +67,34 @@ DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
 
 
 @dataclass(frozen=True)
+class DependencyInstall:
+    """The dependency layer found in the cache or just installed, not yet in the build."""
+
+    key: str
+    files: tuple[str, ...]  # files the key covers, relative to the app
+    lock_checksum: str
+    installer: str
+    installer_version: str
+    layer: Layer  # the cached layer (or this build's unpublished one)
+    from_cache: bool  # the layer was in the cache before this build
+    # The tree a fresh layer was installed in, when in its own tree (None: installed
+    # into the build's prefix, where its files already are).
+    own_tree: Path | None = None
+    baseline: tuple[str, ...] = ()  # installed before the app's requirements (Heroku's)
+
+
+@dataclass(frozen=True)
 class DependencyLayer:
-    """The outcome of the dependency stage."""
+    """The outcome of the dependency stage: the layer in the build, and its packages."""
 
     key: str
     packages: tuple[Package, ...]
     files: tuple[str, ...]  # files the key covers, relative to the app
     lock_checksum: str
-    installer: str = "pip"
-    installer_version: str = ""
-    layer: Layer | None = None  # the cached layer whose files are linked in
-    restored: bool = False  # the layer was in the cache before this build
-    built_apart_at: Path | None = None  # the tree a fresh layer was installed in, apart
-    baseline: tuple[str, ...] = ()  # installed before the app's requirements (Heroku's)
+    installer: str
+    installer_version: str
+    layer: Layer
+    baseline: tuple[str, ...] = ()
 
 
 def layer_key(
@@ -257,7 +273,7 @@ def _constraint_line(path: Path, name: str, version: str) -> str:
     return f"{name}=={version}"
 
 
-def prepare_dependency_layer(
+def find_or_install(
     *,
     app_dir: Path,
     lock_file: str,
@@ -271,21 +287,22 @@ def prepare_dependency_layer(
     source_dir: Path | None = None,
     constraints: str | None = None,
     prefetch: Prefetch | None = None,
-    onto: Path | None = None,
+    into_prefix: Path | None = None,
     prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
     copy: bool = False,
-) -> DependencyLayer:
+    exports: Mapping[str, str] | None = None,
+) -> DependencyInstall:
     """The cached dependency layer for this app and runtime, installed if missing.
 
     ``python`` is an interpreter of the runtime whose manifest is ``runtime``.
-    A fresh layer is installed apart, into its own tree, unless ``onto`` (the
+    A fresh layer is installed into its own tree, unless ``into_prefix`` (the
     build's runtime prefix) is given: then it is installed there and the paths
-    the install added become the layer. ``prefix_snapshot`` (with ``onto``): the
-    prefix's files just after the runtime was restored; whatever a hook or an
-    earlier buildpack changed since is part of the key. ``copy``: the build
-    does not hold the cache's link lock, so nothing it installs onto its own
-    prefix may share a file with the cache. The result's ``packages`` are left
-    empty: ``link_dependency_layer`` lists them once the layer is in place.
+    the install added become the layer. ``prefix_snapshot`` (with
+    ``into_prefix``): the prefix's files just after the runtime was restored;
+    whatever a hook or an earlier buildpack changed since is part of the key.
+    ``copy``: the build does not hold the cache's link lock, so nothing it
+    installs into its own prefix may share a file with the cache. ``exports``:
+    what earlier buildpacks exported, in the installer's environment.
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
@@ -297,13 +314,13 @@ def prepare_dependency_layer(
     python_version = runtime["inputs"]["version"]
     baseline = baseline_requirements(installer.name, python_version, config_vars,
                                      plan.pip_version)
-    state = (prefix_state(onto, prefix_snapshot)
-             if onto is not None and prefix_snapshot is not None else None)
+    state = (prefix_state(into_prefix, prefix_snapshot)
+             if into_prefix is not None and prefix_snapshot is not None else None)
     key, inputs = layer_key(app_dir, files, runtime, plan, config_vars, constraints,
                             baseline, state)
     name = key[:24]
     outcome = functools.partial(
-        DependencyLayer, key, (), tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
+        DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
         installer.name, plan.version, baseline=baseline)
 
     layer = _cached_layer(cache, name, key, reporter)
@@ -327,14 +344,15 @@ def prepare_dependency_layer(
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
                         source_dir=source_dir,
-                        link_mode="copy" if onto is not None and copy else "hardlink",
+                        link_mode="copy" if into_prefix is not None and copy else "hardlink",
+                        exports=dict(exports or {}),
                     )
-                    layer, apart_at = _install_fresh(job, installer, plan, python_name, key,
-                                                     name, inputs, onto, baseline, copy)
+                    layer, own_tree = _install_fresh(job, installer, plan, python_name, key,
+                                                     name, inputs, into_prefix, baseline, copy)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
-                return outcome(layer, False, apart_at)
+                return outcome(layer, False, own_tree)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
 
@@ -428,27 +446,30 @@ def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]
     return found
 
 
-def link_dependency_layer(deps: DependencyLayer, python_home: Path, python_name: str,
-                          cache: Cache, reporter: Reporter, lock_file: str,
-                          copy: bool = False) -> tuple[DependencyLayer, Restored | None]:
+def place_dependency_layer(install: DependencyInstall, python_home: Path, python_name: str,
+                           cache: Cache, reporter: Reporter, lock_file: str,
+                           copy: bool = False) -> tuple[DependencyLayer, Restored | None]:
     """Put the layer's files into the build's runtime prefix (hard links, or the
     build's own copies with ``copy``), unless it was installed there, and list the
-    packages the prefix then holds. Also returns the restore's Restored (None when
-    installed there). Raises cache.LayerChanged if the layer changed while copied."""
-    assert deps.layer is not None
-    name = deps.key[:24]
-    if deps.restored:
+    packages the prefix then holds. Also returns where the files were put (None
+    when installed there). Raises cache.LayerChanged if the layer changed while
+    copied."""
+    name = install.key[:24]
+    if install.from_cache:
         reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
                       f"{lock_file} unchanged)")
-    restored = None
-    if deps.restored or deps.built_apart_at is not None:
-        restored = cache.restore(deps.layer, python_home, copy=copy)
+    placed = None
+    if install.from_cache or install.own_tree is not None:
+        placed = cache.restore(install.layer, python_home, copy=copy)
     packages = tuple(installed_packages(python_home, python_name))
-    if not deps.restored:
+    if not install.from_cache:
         reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}"
-                        if deps.layer.published else
+                        if install.layer.published else
                         f"Installed {len(packages)} packages (not cached)")
-    return dataclasses.replace(deps, packages=packages), restored
+    layer = DependencyLayer(install.key, packages, install.files, install.lock_checksum,
+                            install.installer, install.installer_version, install.layer,
+                            install.baseline)
+    return layer, placed
 
 
 class Prefetch:
@@ -467,7 +488,8 @@ class Prefetch:
     @classmethod
     def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
               config_vars: dict, cache: Cache, reporter: Reporter, python_version: str,
-              scratch: Path, constraints: str | None = None) -> Prefetch | None:
+              scratch: Path, constraints: str | None = None,
+              exports: Mapping[str, str] | None = None) -> Prefetch | None:
         """Start it in ``scratch`` (a new directory, the caller's to remove)."""
         try:
             installer = installer_for(package_manager, python_version)
@@ -481,7 +503,8 @@ class Prefetch:
                              app_dir=app_dir, lock_file=lock_file,
                              config_vars=config_vars, cache=cache, reporter=reporter,
                              scratch=scratch,
-                             constraints=_write_constraints(scratch, constraints))
+                             constraints=_write_constraints(scratch, constraints),
+                             exports=dict(exports or {}))
             process = installer.prefetch(job, plan)
         except (OSError, errors.SlugbuildError):
             process = None
@@ -509,23 +532,23 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
 
 def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
                    python_name: str, key: str,
-                   name: str, inputs: dict, onto: Path | None,
+                   name: str, inputs: dict, into_prefix: Path | None,
                    baseline: tuple[str, ...] = (), copy: bool = False
                    ) -> tuple[Layer, Path | None]:
     """Install, make the result relocatable, compile it, and publish it as the layer.
 
-    Apart (``onto`` None), the layer's own tree is the install's prefix; onto
-    the build, what the install added there (and every file its distributions'
+    In its own tree (``into_prefix`` None), the layer's tree is the install's
+    prefix; into the build's prefix, what the install added there (and every file its distributions'
     RECORDs list, even where a path was there before) goes into the layer:
     hard-linked, or copied with ``copy`` (the build directory keeps using its
     own files). A layer that does not hold everything its RECORDs list is not
     published: the build uses it alone, with a warning. Returns the layer and,
-    when apart, the tree's path while it was being installed.
+    in its own tree, the tree's path while it was being installed.
     """
     draft: dict = {}
     with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
                              draft) as tree:
-        if onto is None:
+        if into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
             # uv's lock of an environment it installs into: not part of it.
@@ -534,11 +557,12 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             # What is there before the install (the runtime, and anything a pre_compile
             # hook or an earlier buildpack put there) is not the installer's to cache,
             # unless an installed distribution lists it (it shipped that path too).
-            before = _relative_paths(onto)
-            dist_infos = _dist_infos(onto, python_name)
-            _install_and_compile(job, installer, plan, onto, python_name, baseline)
-            listed = _listed_by(onto, python_name, _dist_infos(onto, python_name) - dist_infos)
-            _link_added(onto, before - listed, tree, copy)
+            before = _relative_paths(into_prefix)
+            dist_infos = _dist_infos(into_prefix, python_name)
+            _install_and_compile(job, installer, plan, into_prefix, python_name, baseline)
+            listed = _listed_by(into_prefix, python_name,
+                                _dist_infos(into_prefix, python_name) - dist_infos)
+            _link_added(into_prefix, before - listed, tree, copy)
         write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
     if "unpublished" in draft:
         problems = draft["unpublished"]
@@ -551,7 +575,7 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
     else:
         layer = job.cache.lookup("layers", name, key)
         assert layer is not None
-    return layer, (tree if onto is None else None)
+    return layer, (tree if into_prefix is None else None)
 
 
 def _dist_infos(home: Path, python_name: str) -> set[str]:
@@ -603,7 +627,7 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(),
+            clean_env(exports=job.exports),
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.

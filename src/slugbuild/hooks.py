@@ -29,8 +29,10 @@ def run_hook(
     reporter: Reporter,
     python_version: str | None = None,
     lock_file: str = "requirements.txt",
+    exports: Mapping[str, str] | None = None,
 ) -> bool:
     """Run ``bin/<name>`` of the app if it has one; return whether it ran.
+    ``exports``: what earlier buildpacks exported (proc.clean_env).
 
     With ``python_version`` (the runtime's), a failure caused by a missing module
     says why it is missing (``importcheck``).
@@ -48,7 +50,7 @@ def run_hook(
     else:
         # A file without #! is a shell script, as bash itself would run it.
         argv = ["bash", path]
-    env = clean_env(exported_config(config_vars), path_first=[python.parent])
+    env = clean_env(exported_config(config_vars), path_first=[python.parent], exports=exports)
     try:
         run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:

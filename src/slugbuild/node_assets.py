@@ -93,7 +93,7 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
 
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
                    reporter: Reporter, cache: Cache | None = None,
-                   offline: bool = False) -> None:
+                   offline: bool = False, exports: Mapping[str, str] | None = None) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
     ``node_modules`` removed; one catalogue error when it cannot be done.
 
@@ -111,7 +111,8 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
             variant="other-lock", manager=_OTHER_LOCKS[other], lock_file=other)
     env = clean_env({**exported_config(config_vars), "npm_config_cache": str(npm_cache),
                      "npm_config_update_notifier": "false",
-                     "NODE_ENV": config_vars.get("NODE_ENV", "production")})
+                     "NODE_ENV": config_vars.get("NODE_ENV", "production")},
+                    exports=exports)
     reporter.step("Installing Node.js")
     if cache is None:
         tools = provide_machine_node(env.get("PATH"), reporter)

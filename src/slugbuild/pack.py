@@ -15,7 +15,8 @@ The archive is written in parts, each its own run of gzip members:
 3. every other file and symlink, sorted, then the end-of-archive blocks.
 
 A layer part depends only on the layer and the packing parameters, so it is
-compressed once and kept beside the layer in the cache (``packed/``); a warm
+compressed once and kept with the layer, in the directory the cache gives
+for it (``cache.Layer.packed_parts``); a warm
 build copies it instead of compressing the runtime and packages again.
 Within a part, compression runs on every core: the tar stream is cut into
 fixed-size blocks, each compressed as its own gzip member (no name, no time
@@ -188,7 +189,8 @@ class LayerPart:
     """A cached layer whose files were placed at ``mount`` (relative) in the packed tree.
 
     ``packed_dir`` keeps compressed copies of the part, one per set of packing
-    parameters; it belongs to the layer and goes when the layer goes.
+    parameters: a directory the cache gives (``cache.Layer.packed_parts``), inside
+    the layer's own, so it goes when the layer goes.
     """
 
     mount: str

@@ -39,29 +39,16 @@ def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in config_vars.items() if k not in UNEXPORTED_CONFIG_VARS}
 
 
-# Variables earlier buildpacks exported (their `export` files), for the build
-# tools run while the built-in Python stages run after them.
-_BUILDPACK_EXPORTS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
-    "buildpack_exports", default=None)
-
-
-@contextlib.contextmanager
-def buildpack_exports(variables: Mapping[str, str]) -> Iterator[None]:
-    """Make ``variables`` part of every clean_env() inside the block."""
-    token = _BUILDPACK_EXPORTS.set(dict(variables))
-    try:
-        yield
-    finally:
-        _BUILDPACK_EXPORTS.reset(token)
-
-
-def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = ()) -> dict:
+def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = (),
+              exports: Mapping[str, str] | None = None) -> dict:
     """The host environment minus anything that would steer Python or installers.
 
-    Inside ``buildpack_exports`` the earlier buildpacks' exports are added.
+    ``exports``: what earlier buildpacks exported (their ``export`` files, and the
+    Aptfile's variables), passed by the built-in stages that run after them, as
+    Heroku sources them before the next buildpack; ``extra`` goes over them.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES)}
-    env.update(_BUILDPACK_EXPORTS.get() or {})
+    env.update(exports or {})
     env["PYTHONNOUSERSITE"] = "1"
     env.setdefault("LANG", "C.UTF-8")
     if path_first:

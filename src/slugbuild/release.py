@@ -1,4 +1,9 @@
-"""Release metadata: slug.json beside the slug and .release inside it.
+"""Release metadata: what the slug declares, inside it (.release) and beside it (slug.json).
+
+One place for every piece of it: the buildpacks' ``bin/release`` YAML (parsed
+and merged), the process types (buildpack defaults, then the Procfile or the
+inferred web process), ``.release`` inside the slug, and slug.json beside it.
+Readers of a built slug (run, inspect, publish) read ``.release`` back here.
 
 Field names follow Heroku's slug object where one exists (``process_types``,
 ``checksum``, ``stack``, ``buildpack_provided_description``). slug.json holds
@@ -18,7 +23,15 @@ from typing import Any
 import yaml
 
 from . import __version__, errors
-from .procfile import parse_procfile, valid_process_type_name
+from .log import Reporter
+from .procfile import (
+    check_procfile_name,
+    hook_warnings,
+    parse_procfile,
+    read_procfile,
+    valid_process_type_name,
+)
+from .slug.archive import SlugLimits
 
 BUILDPACK_DESCRIPTION = "Python"
 SLUG_JSON_FORMAT = 1
@@ -99,6 +112,16 @@ def slug_release(release_text: str | None, procfile_text: str | None) -> Release
     if procfile_text is not None:
         declared.default_process_types.update(parse_procfile(procfile_text))
     return declared
+
+
+def merge(releases: list[ReleaseInfo]) -> ReleaseInfo:
+    """Later buildpacks win for the same process type or config var."""
+    merged = ReleaseInfo()
+    for info in releases:
+        merged.default_process_types.update(info.default_process_types)
+        merged.config_vars.update(info.config_vars)
+        merged.addons += [a for a in info.addons if a not in merged.addons]
+    return merged
 
 
 def release_yaml(process_types: dict[str, str],
@@ -196,3 +219,92 @@ def write_release_files(build_dir: Path, process_types: dict[str, str],
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@dataclass
+class Release:
+    """What the slug declares: process types, release config var defaults, add-ons."""
+
+    process_types: dict[str, str]
+    config_vars: dict[str, str] = field(default_factory=dict)  # from bin/release
+    addons: list[str] = field(default_factory=list)
+    # How the web process was inferred (no Procfile), as slug.json's ``inference``.
+    inference: dict[str, Any] | None = None
+
+
+def decide_release(build_dir: Path, reporter: Reporter, declared: list[ReleaseInfo],
+                   discovered: tuple[dict[str, str], dict[str, Any] | None] | None = None,
+                   own_addons: list[str] | None = None) -> Release:
+    """Buildpack defaults, then the app's own process types: ``discovered`` (the
+    Python buildpack's Procfile or inferred web process, with the inference), else
+    the Procfile. ``own_addons``: add-ons the built-in stages ask for."""
+    if discovered is None:
+        reporter.step("Discovering process types")
+        discovered = (read_procfile(build_dir), None)
+    own_types, inference = discovered
+    merged = merge(declared)
+    # The Procfile's types (or, without one, the inferred web process) win.
+    process_types = {**merged.default_process_types, **own_types}
+    for warning in [*check_procfile_name(build_dir), *hook_warnings(process_types)]:
+        reporter.warn(warning)
+    if declared and merged.default_process_types:
+        reporter.detail("Buildpacks declare types -> "
+                        + ", ".join(sorted(merged.default_process_types)))
+    addons = list(dict.fromkeys([*merged.addons, *(own_addons or [])]))
+    return Release(process_types, merged.config_vars, addons, inference)
+
+
+def write_release(build_dir: Path, release: Release) -> None:
+    """``.release`` (and its copy) into the slug, within what the slug's readers read."""
+    write_release_files(build_dir, release.process_types, release.config_vars,
+                        release.addons)
+    check_release_readable(build_dir)
+
+
+def check_release_readable(build_dir: Path) -> None:
+    """The slug's Procfile and .release must be within what its readers (run,
+    inspect, publish) read, or compile would write a slug its own tools refuse."""
+    limit = SlugLimits.from_env().max_metadata_bytes
+    for name in ("Procfile", ".release"):
+        path = build_dir / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size > limit:
+            raise errors.PROCFILE_MALFORMED.error(
+                line=1, text="",
+                problem=f"{name} is {path.stat().st_size} bytes, more than the {limit} "
+                        f"`slugbuild run`, `inspect` and `publish` read from a slug "
+                        f"(SLUGBUILD_MAX_METADATA_SIZE); shorten its commands (a long "
+                        f"one belongs in a script the line runs)")
+
+
+def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
+                     platform: dict[str, str], layout: str,
+                     buildpacks: list[dict[str, str]],
+                     system_packages: list[dict[str, str]],
+                     ) -> Callable[[int, str], dict[str, Any]]:
+    """slug.json for the packed slug's (size, sha256): what the build learned, with
+    the Python buildpack's fields (runtime, package manager, packages, frameworks;
+    None without it) and the Aptfile's ``system_packages`` (only with one)."""
+    python = python_fields or {"runtime": None, "package_manager": None, "packages": [],
+                               "frameworks": []}
+
+    def describe(size: int, sha256: str) -> dict[str, Any]:
+        metadata = slug_metadata(
+            process_types=release.process_types,
+            runtime=python["runtime"],
+            package_manager=python["package_manager"],
+            packages=python["packages"],
+            platform=platform,
+            checksum=sha256,
+            size=size,
+            layout=layout,
+            framework=python["frameworks"],
+            inference=release.inference,
+            buildpacks=buildpacks,
+            config_vars=release.config_vars,
+            addons=release.addons,
+        )
+        if system_packages:
+            metadata["system_packages"] = system_packages
+        return metadata
+
+    return describe

@@ -178,7 +178,7 @@ class _Glob:
 # slugbuild cache has one, and `tar --exclude-caches` skips them too.
 CACHEDIR_TAG = "CACHEDIR.TAG"
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
-# What a build writes before renaming it into place (build._write_outputs), and
+# What a build writes before renaming it into place (outputs.SlugTarball.write), and
 # the probe that checks an output directory is writable (build.check_output_paths).
 _PARTIAL_OUTPUT = re.compile(r"^\..+\.\d+\.partial$|^\.slugbuild-probe-")
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from slugbuild import cli, compile_app, errors, redact
-from slugbuild.build import load_config_vars, read_env_file
 from slugbuild.collectstatic import masked_environment
+from slugbuild.config_vars import load_config_vars, read_env_file
 from slugbuild.dependencies import constraints_from_slug_json
 from slugbuild.log import Reporter
 from slugbuild.slug import publish

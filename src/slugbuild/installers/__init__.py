@@ -47,6 +47,9 @@ class InstallJob:
     # How uv places files from its cache: "copy" when they land in a build
     # directory whose build steps may write them (dependencies._install_fresh).
     link_mode: str = "hardlink"
+    # What earlier buildpacks exported (and the Aptfile's variables): in every
+    # tool's environment (proc.clean_env).
+    exports: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

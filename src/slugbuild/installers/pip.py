@@ -255,7 +255,7 @@ def pip_env(config_vars: Mapping[str, str], extra: Mapping[str, str] | None = No
                       # Nothing written into the interpreter's tree (see uv_env).
                       "PYTHONDONTWRITEBYTECODE": "1",
                       **(build_env(job) if job is not None else {}),
-                      **(extra or {})})
+                      **(extra or {})}, exports=job.exports if job is not None else None)
 
 
 def local_package_failure(job: InstallJob, local: list[str]) -> errors.SlugbuildError | None:

@@ -79,7 +79,7 @@ class PipenvInstaller:
             "PYTHONPATH": str(tool), "PIPENV_VERBOSITY": "-1", "PIPENV_NOSPIN": "1",
             "PIPENV_YES": "1", "PIPENV_IGNORE_VIRTUALENVS": "1", "NO_COLOR": "1",
             "PIPENV_PIPFILE": str(job.app_dir / "Pipfile"),
-        })
+        }, exports=job.exports)
         if (job.app_dir / "Pipfile").is_file():
             run_lock_tool(job, [*tool_command("pipenv"), "verify"], env,
                           shown("pipenv", "verify"), "Pipfile", RELOCK)

@@ -95,7 +95,7 @@ class PoetryInstaller:
             # Poetry's config and caches stay in the scratch dir: no machine config.
             "POETRY_CONFIG_DIR": str(home / "config"), "POETRY_CACHE_DIR": str(home / "cache"),
             "POETRY_DATA_DIR": str(home / "data"),
-        })
+        }, exports=job.exports)
         poetry = tool_command("poetry")
         run_lock_tool(job, [*poetry, "check", "--lock"], env,
                       shown("poetry", "check", "--lock"), "pyproject.toml", RELOCK)

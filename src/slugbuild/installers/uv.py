@@ -13,7 +13,7 @@ would then change uv's cache too, so after each install the files of every
 package it added are checked against their RECORD hashes; a mismatch cleans
 those packages from uv's cache and installs them again. A cached dependency
 layer is compared with its files.json before it is restored, for the same
-reason (dependencies.prepare_dependency_layer). slugbuild's own rewrites of
+reason (dependencies.find_or_install). slugbuild's own rewrites of
 scripts and RECORDs write a new file and rename it over the old one
 (relocate.write_replacing).
 """
@@ -81,7 +81,7 @@ def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str,
     cert = trusted_ca_bundle()
     if cert:
         settings["SSL_CERT_FILE"] = cert
-    return clean_env(settings)
+    return clean_env(settings, exports=job.exports)
 
 
 def index_env(config_vars: Mapping[str, str], lock_indexes: Sequence[str] = (),

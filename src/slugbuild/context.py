@@ -1,0 +1,297 @@
+"""The build context: what every stage of one build receives.
+
+One ``BuildContext`` per ``compile_app`` call. It holds the build's inputs
+(app, config vars, layout, constraints), its places (the build directory and
+the scratch directory in the cache), and the bookkeeping the stages share:
+which cached layers were placed into the build directory and where (packed
+as ready-made parts, checked for changes before packing), and the paths of
+this machine that no file of the slug may name.
+
+Buildpacks (the built-in Python and Node steps, and external ones) share one
+interface, ``Buildpack``: each gets a ``BuildpackTurn`` (what the buildpacks
+before it left) and returns a ``BuildpackRun`` (what slug.json and .release
+need to know of it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import errors, platform_info, slug_size
+from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
+from .log import Reporter
+from .pack import LayerPart, prepare_layer_part
+from .proc import check_deadline
+from .release import ReleaseInfo
+
+PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
+# How often a layer whose files another build changed while this one read them is
+# made again before the build gives up (cache-layer-changing).
+RESTORE_ATTEMPTS = 3
+
+
+class CacheStore(Protocol):
+    """What a build asks of its store of layers (runtime, dependencies, system packages,
+    data). ``cache.Cache``, a local directory, is the one store today; a store backed
+    by an OCI registry would be another."""
+
+    @property
+    def root(self) -> Path:
+        """A local directory for what never leaves the machine (locks, tool caches)."""
+        ...
+
+    def lookup_verified(self, kind: str, name: str, key: str,
+                        extra_check: TreeCheck | None = None
+                        ) -> tuple[Layer | None, list[str]]:
+        """The layer ``kind/name`` made under ``key``, if there and intact."""
+        ...
+
+    def new_layer(self, kind: str, name: str, key: str, inputs: dict[str, Any],
+                  check: TreeCheck | None = None, draft: dict[str, Any] | None = None,
+                  ) -> AbstractContextManager[Path]:
+        """A tree to fill; published as the layer when the block ends without error."""
+        ...
+
+    def restore(self, layer: Layer, target: Path, copy: bool = False) -> Restored:
+        """The layer's files placed at ``target`` (hard links, or copies)."""
+        ...
+
+    def check_restored(self, layer: Layer) -> set[tuple[int, int]] | None:
+        """The placed files' inodes if none was changed in place (else discarded)."""
+        ...
+
+    def still_pristine(self, layer: Layer) -> bool:
+        """Whether the layer's files are as published."""
+        ...
+
+    def discard(self, layer: Layer) -> None:
+        ...
+
+    def release_links(self, layer: Layer, mounted: Path) -> None:
+        """The build is done with the hard links to ``layer`` it placed at ``mounted``."""
+        ...
+
+    def lock(self, kind: str, name: str) -> AbstractContextManager[None]:
+        """Held while ``kind/name`` is looked up and made: one build makes it."""
+        ...
+
+    def exclusive_links(self) -> AbstractContextManager[bool]:
+        """The link lock, if free: whether this build may hard-link layers."""
+        ...
+
+    def scratch_dir(self, label: str) -> Path:
+        """A new private directory, removed by the store if its build dies."""
+        ...
+
+
+if TYPE_CHECKING:
+    def _local_directory_is_a_store(cache: Cache) -> CacheStore:
+        return cache  # mypy checks cache.Cache against the protocol here
+
+
+class StageTimer:
+    """Seconds per stage (BuildResult.timings); a stage starts by checking the deadline."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, deadline: bool = True) -> Iterator[None]:
+        if deadline:
+            check_deadline(f"the {name} stage")  # stages that run no tool stop here
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+@dataclass(frozen=True)
+class PlacedLayer:
+    """A cached layer whose files were put into the build directory at ``mount``.
+
+    ``placed.copies`` holds the build's own copies of its files (None: hard links).
+    """
+
+    layer: Layer
+    mount: str
+    placed: Restored
+
+    def part(self, cache: Cache) -> LayerPart:
+        """The layer as a ready-made part of the packed slug."""
+        return LayerPart(self.mount, self.layer.tree, self.layer.packed_parts,
+                         copies=self.placed.copies, symlinks=self.placed.symlinks,
+                         unchanged=partial(cache.still_pristine, self.layer))
+
+
+@dataclass
+class BuildContext:
+    """Everything the stages share; one per compile_app call."""
+
+    app_dir: Path
+    build_dir: Path
+    scratch: Path
+    cache: Cache
+    platform: platform_info.Platform
+    config_vars: dict[str, str]
+    reporter: Reporter
+    timer: StageTimer
+    layout: str = "herokuish"
+    epoch: int | None = None  # source_date_epoch as given to compile_app
+    constraints: str | None = None  # pins from an earlier slug.json (--constraints-from)
+    # Whether layers are copied into build_dir (another build holds the cache's
+    # link lock) rather than hard-linked (see cache.Cache.exclusive_links).
+    copy_layers: bool = False
+    # Cached layers placed into build_dir, in order (fresh ones included).
+    placed_layers: list[PlacedLayer] = field(default_factory=list)
+    # The Aptfile's packages unpacked into .apt/ (name, version, architecture).
+    system_packages: list[dict[str, str]] = field(default_factory=list)
+    # Compresses the placed layers' slug parts (and removes scratch) while the
+    # build goes on; shut down before the layers are checked.
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1))
+    # Files of a layer that name a path of the machine that made it (found when it
+    # was made), by layer path: reported by every build that uses the layer.
+    layer_host_paths: dict[Path, list[tuple[Path, str]]] = field(default_factory=dict)
+    # Other paths of this machine no file may name: the local prefix the runtime
+    # was copied from.
+    host_paths: list[str] = field(default_factory=list)
+    # The compressed slug size allowed (slug_size.size_limit).
+    size_cap: slug_size.SizeLimit = field(
+        default_factory=lambda: slug_size.SizeLimit(slug_size.HEROKU_SLUG_LIMIT, False, ""))
+    # Top-level directories collectstatic created (its output, in the size breakdown).
+    static_dirs: list[str] = field(default_factory=list)
+    # Compressed sizes of the placed layers' slug parts, as they are prepared.
+    part_sizes: list[Future[int]] = field(default_factory=list)
+    # What the build holds until it ends: the cache's link lock.
+    held: ExitStack = field(default_factory=ExitStack)
+
+    def take_link_lock(self) -> None:
+        """Hold the cache's link lock if free, until ``close``: while this build may
+        hard-link cached files, no other build does (they copy), so no build step
+        elsewhere can write them. Without it, layers are copied (``copy_layers``)."""
+        self.copy_layers = not self.held.enter_context(self.cache.exclusive_links())
+
+    def close(self) -> None:
+        """End the build's background work, hand its hard links back to the cache,
+        release the link lock, remove the scratch directory and the layers made for
+        this build alone."""
+        self.background.shutdown(wait=True, cancel_futures=True)
+        for entry in self.placed_layers:  # while the link lock is held
+            if entry.placed.copies is None:
+                self.cache.release_links(entry.layer, self.build_dir / entry.mount)
+        self.held.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        for entry in self.placed_layers:
+            if not entry.layer.published:  # installed for this build alone
+                shutil.rmtree(entry.layer.path, ignore_errors=True)
+
+    @property
+    def machine_paths(self) -> list[str]:
+        """What no file of the slug may name: this build's directories, the cache
+        (installer caches, sdist builds) and the runtime's local prefix."""
+        return [str(self.build_dir), str(self.scratch), str(self.cache.root),
+                *self.host_paths]
+
+    def place_layer(self, layer: Layer, mount: str, placed: Restored | None = None,
+                    host_paths: list[tuple[Path, str]] | None = None) -> None:
+        """Note a layer put at ``mount``; start compressing its slug part.
+        ``placed``: the build's own copies of its files (None: hard links).
+        ``host_paths``: its files that name a path of the machine that made it."""
+        entry = PlacedLayer(layer, mount, placed or Restored())
+        self.placed_layers.append(entry)
+        self.part_sizes.append(self.background.submit(
+            prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
+        if host_paths is not None:
+            self.layer_host_paths[layer.path] = host_paths
+
+    def layer_changed(self, layer: Layer | None, changed: LayerChanged,
+                      attempt: int) -> None:
+        """A layer's file changed while this build copied or hashed it: another build,
+        holding the link lock, edited it in place (through uv's cache, for a layer just
+        installed). Discard the layer (it is made again), or give up."""
+        if layer is not None and layer.published:
+            self.cache.discard(layer)
+        name = layer.path.name if layer is not None else "being made"
+        if attempt + 1 == RESTORE_ATTEMPTS:
+            raise errors.CACHE_LAYER_CHANGING.error(layer=name, path=str(changed),
+                                                    attempts=RESTORE_ATTEMPTS)
+        self.reporter.warn(f"A file of the cached layer {name} ({changed}) changed while "
+                           f"this build read it (another build sharing the cache wrote "
+                           f"into it in place); the layer was discarded and is made again.")
+
+    @contextmanager
+    def naming_app_dir(self) -> Iterator[None]:
+        """Errors about the staged tree name the user's app directory, not its copy."""
+        try:
+            yield
+        except errors.SlugbuildError as error:
+            staged, shown = str(self.build_dir), str(self.app_dir)
+            texts = (error.title, error.found, error.action, error.output or "")
+            if not any(staged in text for text in texts):
+                raise
+            raise error.replacing(staged, shown) from error
+
+
+def open_cache(cache_dir: Path | None, app_dir: Path) -> Cache:
+    """The build cache (``cache_dir``, else the default), refused when it holds the app."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    if app_dir.resolve().is_relative_to(root.resolve()):
+        raise errors.CACHE_DIR_UNUSABLE.error(
+            path=root, reason="it is the app directory, or holds it; give the cache a "
+                              "directory of its own (inside the app is fine)")
+    return Cache(root)
+
+
+@dataclass
+class BuildpackTurn:
+    """What a buildpack gets from the ones before it (Heroku's multi-buildpack rules)."""
+
+    position: int
+    # The earlier buildpacks' ``export`` files, sourced before each of this one's
+    # tools; a buildpack that leaves one appends it.
+    exports: list[Path]
+    # The variables that let build steps find the Aptfile's packages (none without one).
+    system_env: dict[str, str]
+    # slug.json's entries of the buildpacks that ran before, and the names after.
+    before: list[dict[str, str]]
+    after: list[str]
+    # Whether the buildpacks were named (--buildpack, .buildpacks, app.json): without
+    # any, the built-in Python stages run alone and are not listed in slug.json.
+    listed: bool = True
+
+
+@dataclass
+class BuildpackRun:
+    """What one buildpack's run left for the release metadata."""
+
+    # slug.json's ``buildpacks`` entry (None: the built-in Python stages alone).
+    description: dict[str, str] | None
+    # What its bin/release declared (process types, config var defaults, add-ons).
+    release: ReleaseInfo | None = None
+
+
+class Buildpack(Protocol):
+    """One buildpack of the build: external (Heroku's buildpack API) or built in."""
+
+    @property
+    def shown(self) -> str:
+        """Its name as logs and slug.json show it (credentials hidden)."""
+        ...
+
+    def analyse(self, build: BuildContext, turn: BuildpackTurn) -> None:
+        """Look at the app and fail on bad input before long work. Called before any
+        buildpack runs for the first one (nothing changes the app before it)."""
+        ...
+
+    def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun | None:
+        """Build the app in ``build.build_dir``; None when it had nothing to do."""
+        ...

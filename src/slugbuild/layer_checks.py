@@ -1,0 +1,204 @@
+"""Before packing: the build directory is what the slug may hold.
+
+The placed layers are checked for files a build step changed in place (such a
+layer is discarded and its files packed with the rest of the build directory);
+stray bytecode and symlinks leaving the slug are dealt with; files naming a
+path of this machine (the build directory, the cache, the runtime's local
+prefix) are reported; and the layers alone are held against the slug size
+limit before the long stages run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import errors, relocate, slug_size
+from .cache import Restored
+from .context import BuildContext, PlacedLayer
+from .pack import LayerPart
+from .slug.archive import link_problem
+
+# A file that names a path of this machine, and the path it names.
+Mention = tuple[Path, str]
+
+
+@dataclass
+class LayerCheck:
+    """What checking the placed layers found."""
+
+    # (st_dev, st_ino) of the build's files that are still their layers' files:
+    # not scanned again for paths of this machine.
+    layer_inodes: set[tuple[int, int]] = field(default_factory=set)
+    # The layers to pack as ready-made parts.
+    intact: list[LayerPart] = field(default_factory=list)
+    # Paths of this machine named by the intact layers' files, as found when made.
+    mentions: list[Mention] = field(default_factory=list)
+
+
+def prepare_for_packing(build: BuildContext) -> LayerCheck:
+    """Drop stray bytecode, refuse links leaving the slug, then check the layers once
+    their parts are compressed (a changed layer is discarded with its parts)."""
+    remove_stray_bytecode(build.build_dir)
+    refuse_links_leaving_slug(build.build_dir)
+    with build.timer.stage("compress_layers_wait"):
+        build.background.shutdown(wait=True)
+    return check_layers(build)
+
+
+def remove_stray_bytecode(build_dir: Path) -> None:
+    """Drop __pycache__ written into the app by build steps (they embed timestamps)."""
+    runtime = build_dir / ".heroku"
+    for dirpath, dirnames, _ in os.walk(build_dir):
+        if Path(dirpath) == runtime.parent:
+            dirnames[:] = [d for d in dirnames if d != ".heroku"]
+        if "__pycache__" in dirnames:
+            shutil.rmtree(Path(dirpath) / "__pycache__")
+            dirnames.remove("__pycache__")
+
+
+def refuse_links_leaving_slug(build_dir: Path) -> None:
+    """A symlink a build step left must stay inside the slug, as every slug reader
+    (``run``, ``inspect``, ``publish``) requires: refused here, before packing."""
+    pending = [("", str(build_dir))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                if entry.is_symlink():
+                    rel, target = prefix + entry.name, os.readlink(entry.path)
+                    problem = link_problem(rel, target)
+                    if problem is not None:
+                        raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=rel,
+                                                               target=target)
+                elif entry.is_dir():
+                    pending.append((prefix + entry.name + "/", entry.path))
+
+
+
+def check_layers(build: BuildContext) -> LayerCheck:
+    """Which placed layers are intact, the inodes of their files, and the mentions of
+    this machine's paths their files hold.
+
+    Hard-linked (this build held the link lock): a layer one of whose files a
+    build step changed in place is discarded (its files are then scanned with
+    the rest of the build directory). Copied: nothing of the cache was exposed;
+    each copy still as copied counts as the layer's file.
+    """
+    found = LayerCheck()
+    for entry in build.placed_layers:
+        layer, placed = entry.layer, entry.placed
+        mounted = build.build_dir / entry.mount
+        if placed.copies is not None:
+            inodes: set[tuple[int, int]] | None = _intact_copies(mounted, placed)
+        else:
+            inodes = build.cache.check_restored(layer)
+        if inodes is not None:
+            found.intact.append(entry.part(build.cache))
+            found.layer_inodes |= inodes
+            found.mentions += _still_in_place(build.layer_host_paths.get(layer.path, []),
+                                              entry, mounted)
+        else:
+            build.reporter.warn(f"A build step of this build changed a file of the cached "
+                                f"layer {layer.path.name} in place; that layer was discarded "
+                                f"and will be rebuilt next time.")
+    return found
+
+
+def warn_machine_paths(build: BuildContext, checked: LayerCheck) -> None:
+    """Warn about files naming a path of this machine: found in the layers when they
+    were made, and in the rest of the build directory now."""
+    mentions = checked.mentions + relocate.find_references(
+        build.build_dir, build.machine_paths, frozenset(checked.layer_inodes))
+    if mentions:
+        listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
+                                   for p, _ in mentions})[:5])
+        build.reporter.warn(f"{len(mentions)} file(s) name the build directory or another "
+                            f"path of this machine (slugbuild's cache, where packages "
+                            f"are built from source; the Python installation the "
+                            f"runtime or packages came from) and may not work once "
+                            f"unpacked elsewhere: {listed}")
+
+
+def _intact_copies(mounted: Path, placed: Restored) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the build's copies of a layer's files still as copied."""
+    assert placed.copies is not None
+    found = set()
+    for rel, stamp in placed.copies.items():
+        try:
+            st = os.lstat(mounted / rel)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == stamp:
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def _still_in_place(found: list[Mention], entry: PlacedLayer, mounted: Path) -> list[Mention]:
+    """Mentions found in a layer's files, as build-directory paths, for the files the
+    build directory still holds as placed (one replaced since is scanned with the
+    rest; symlinks always are)."""
+    kept = []
+    copies = entry.placed.copies
+    for path, needle in found:
+        rel = path.relative_to(entry.layer.tree)
+        placed = mounted / rel
+        try:
+            if path.is_symlink():
+                continue
+            st = placed.lstat()
+            if copies is not None:
+                same = copies.get(rel.as_posix()) == (
+                    st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            else:
+                same = os.path.samestat(path.stat(), st)
+            if same:
+                kept.append((placed, needle))
+        except OSError:
+            continue
+    return kept
+
+
+def check_layers_size(build: BuildContext) -> None:
+    """Fail before collectstatic and packing when the runtime and dependency layers
+    alone compress to more than the limit. A layer's compressed part is usually
+    ready (kept in the cache, or made meanwhile); one still being made is waited
+    for only when the layers could exceed the limit by their files' sizes
+    (compression rarely expands data): a slug well within it is not slowed down."""
+    cap = build.size_cap
+    known = 0
+    for future, entry in zip(build.part_sizes, build.placed_layers):
+        if future.done() and future.exception() is None:
+            known += future.result()
+        else:
+            known += int(_tree_bytes(entry.layer.tree) * 1.01) + 65536
+    if known <= cap.limit:
+        return
+    compressed = 0
+    for future in build.part_sizes:
+        try:
+            compressed += future.result() or 0
+        except Exception:  # noqa: BLE001 - packing makes the part again; checked then
+            return
+    if compressed > cap.limit:
+        raise errors.SLUG_TOO_LARGE.error(
+            what="The Python runtime and installed packages alone are",
+            size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
+            limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source,
+            breakdown=" (checked before collectstatic and packing)", advice="")
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the regular files below ``root``."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(directory, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total

@@ -1,0 +1,223 @@
+"""Output targets: where a finished build directory goes, written all or nothing.
+
+A target is checked before any work (an output that could not be written at
+the end is refused first) and written last: packed under temporary names,
+verified, then renamed into place, so a failed or killed build never leaves
+a half-written output. ``SlugTarball`` (slug.tgz and slug.json beside it) is
+the one target today; an OCI image would be another implementation of
+``OutputTarget``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import errors, slug_size
+from .pack import LayerPart, PackedSlug, pack_tree
+from .release import write_json
+from .slug.boot_check import check_boot
+from .slug.metadata import metadata_path_for
+
+if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
+    from .context import BuildContext
+
+# What the target's writer calls: slug.json for the packed slug (size, sha256), a check of the
+# packed slug before it is put in place (the boot check), and its size report.
+Describe = Callable[[int, str], dict[str, Any]]
+Verify = Callable[[Path], None]
+Measure = Callable[[Path, PackedSlug], dict[str, Any]]
+
+
+class OutputTarget(Protocol):
+    """Where a build's result goes."""
+
+    @property
+    def leave_out(self) -> list[Path]:
+        """Paths of the app directory that are this target's outputs (not sources)."""
+        ...
+
+    @property
+    def reported_as(self) -> Path:
+        """The output as messages name it."""
+        ...
+
+    def check(self) -> None:
+        """Refuse, before any work, an output that could not be written at the end."""
+        ...
+
+    def write(self, tree: Path, layers: Sequence[LayerPart], describe: Describe,
+              verify: Verify | None = None, measure: Measure | None = None,
+              ) -> tuple[PackedSlug, dict[str, Any]]:
+        """Pack ``tree`` and put the result in place; return it and its metadata."""
+        ...
+
+
+class SlugTarball:
+    """A Heroku slug: a gzipped tarball, with slug.json beside it."""
+
+    def __init__(self, slug_path: Path, layout: str, epoch: int | None) -> None:
+        self.slug_path = slug_path
+        self.metadata_path = metadata_path_for(slug_path)
+        self.layout = layout
+        self.epoch = epoch
+
+    @property
+    def leave_out(self) -> list[Path]:
+        return [path.parent.resolve() / path.name
+                for path in (self.slug_path, self.metadata_path)]
+
+    @property
+    def reported_as(self) -> Path:
+        return self.slug_path
+
+    def check(self) -> None:
+        check_output_paths(self.slug_path, self.metadata_path)
+
+    def write(self, tree: Path, layers: Sequence[LayerPart], describe: Describe,
+              verify: Verify | None = None, measure: Measure | None = None,
+              ) -> tuple[PackedSlug, dict[str, Any]]:
+        """Pack the slug and write slug.json under temporary names, then rename both.
+
+        ``verify`` (the boot check) sees the packed slug before anything is renamed:
+        when it raises, neither output is written. So does ``measure`` (the size
+        breakdown and limit), whose result becomes slug.json's ``sizes``.
+
+        The temporary files are locked (flock) while they are written, which is how
+        a later build tells an abandoned one from one still being written, even by
+        a build in another container (process ids say nothing there).
+        """
+        slug_path, json_path = self.slug_path, self.metadata_path
+        _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
+        suffix = f".{secrets.token_hex(6)}.partial"
+        partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
+        partial_json = json_path.with_name(f".{json_path.name}{suffix}")
+        held: list[int] = []
+        try:
+            held += [_locked_new_file(partial_slug), _locked_new_file(partial_json)]
+            with open(held[0], "wb", closefd=False) as handle:
+                packed = pack_tree(tree, handle, layout=self.layout, mtime=self.epoch,
+                                   layers=layers)
+                handle.flush()
+                os.fsync(handle.fileno())
+            sizes = measure(partial_slug, packed) if measure is not None else None
+            if verify is not None:
+                verify(partial_slug)
+            metadata = describe(packed.size, packed.sha256)
+            if sizes is not None:
+                metadata["sizes"] = sizes
+            write_json(partial_json, metadata)
+            os.replace(partial_slug, slug_path)
+            os.replace(partial_json, json_path)
+        except OSError as exc:
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=slug_path, reason=exc.strerror or str(exc)
+            ) from exc
+        finally:
+            for partial in (partial_slug, partial_json):
+                if partial.exists():
+                    partial.unlink()
+            for fd in held:
+                os.close(fd)
+        return packed, metadata
+
+
+def check_output_paths(slug_path: Path, json_path: Path) -> None:
+    """Refuse, before any work, outputs that could not be written at the end."""
+    for path in (slug_path, json_path):
+        if path.is_dir():
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=path, reason="it is a directory; give a file name, e.g. -o "
+                                  f"{path / 'slug.tgz'}")
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            # The output is renamed into place: a device (-o /dev/null), a fifo or a
+            # link there would be replaced by a regular file, not written through.
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                path=path, reason="something other than a regular file is there (a "
+                                  "device, a fifo or a symlink), which the output would "
+                                  "replace; give the path of a regular file or a new one")
+    if not slug_path.parent.is_dir():
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason="its directory does not exist")
+    try:  # access() says yes to root on a read-only filesystem: really write
+        with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
+            pass
+    except OSError as exc:
+        raise errors.OUTPUT_NOT_WRITABLE.error(
+            path=slug_path, reason=f"its directory is not writable ({exc.strerror or exc})"
+        ) from exc
+
+
+
+def _locked_new_file(path: Path) -> int:
+    """Create ``path`` and hold an exclusive flock on it (a descriptor to close)."""
+    while True:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed by a cleaner between the open and the lock: again
+
+
+def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
+    """Delete ``.NAME.*.partial`` files that builds of these outputs left when killed:
+    those nobody holds a lock on. Only for the ``names`` this build writes: other
+    files are not ours to judge."""
+    for name in names:
+        for partial in directory.glob(f".{glob.escape(name)}.*.partial"):
+            try:
+                fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.path.samestat(os.fstat(fd), os.stat(partial)):
+                    partial.unlink()
+            except OSError:
+                pass  # being written (locked), or gone meanwhile
+            finally:
+                os.close(fd)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{size}B"
+        value /= 1024
+    return f"{size}B"
+
+
+def write_output(build: BuildContext, target: OutputTarget, layers: Sequence[LayerPart],
+                 describe: Describe, boot_timeout: float | None
+                 ) -> tuple[PackedSlug, dict[str, Any]]:
+    """Write ``target`` from the build directory: measured against the size limit and,
+    with ``boot_timeout``, boot-checked before it is put in place."""
+
+    def verify(packed_slug: Path) -> None:
+        assert boot_timeout is not None
+        with build.timer.stage("boot_check"):
+            build.reporter.step("Checking that the slug boots (web process, "
+                                f"{boot_timeout:g} s at most)...")
+            booted = check_boot(packed_slug, config_vars=build.config_vars,
+                                timeout=boot_timeout, workdir=build.scratch / "boot-check",
+                                reported_as=target.reported_as)
+            build.reporter.detail(f"web answered `{booted.status_line}` after "
+                                  f"{booted.seconds:.1f} s")
+
+    def measure(packed_slug: Path, packed: PackedSlug) -> dict[str, Any]:
+        with build.timer.stage("slug_size"):
+            return slug_size.report(packed_slug, build.layout, build.size_cap, build.reporter,
+                                    tuple(build.static_dirs), parts=packed.parts)
+
+    return target.write(build.build_dir, layers, describe,
+                        verify if boot_timeout is not None else None, measure)

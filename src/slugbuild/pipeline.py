@@ -1,0 +1,206 @@
+"""The build pipeline: app directory in, slug tarball and slug.json out.
+
+Read top to bottom, ``compile_app`` is the whole build, one call per stage:
+check the inputs, stage the sources (.slugignore), analyse the project (the
+first buildpack's detect, version, package manager and requirements files: bad
+input fails here), place the Aptfile's packages, run the buildpacks (the
+built-in Python stages alone when none is named: runtime layer, pre_compile,
+dependency layer, collectstatic, post_compile, profile.d), check the build
+directory, decide the release metadata, write the output. Each stage lives in
+its own module and owns its work, including any concurrency;
+docs/architecture.md has the map. The build happens in a scratch directory
+inside the cache; the output is put in place only when every stage has
+succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from . import errors, platform_info, slug_size
+from .app_base import apply_app_base
+from .aptfile import place_apt_layer
+from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
+from .config_vars import load_config_vars
+from .context import BuildContext, StageTimer, open_cache
+from .dependencies import constraints_from_slug_json
+from .layer_checks import prepare_for_packing, warn_machine_paths
+from .log import Reporter
+from .outputs import OutputTarget, SlugTarball, human_size, write_output
+from .pack import LAYOUTS
+from .proc import build_limits, build_timeout_from_env
+from .release import decide_release, slug_json_writer, write_release
+from .results import BuildResultDict
+from .runtime import RuntimeOptions
+from .slug.boot_check import timeout_of as boot_check_timeout
+from .stage import check_top_level_links, stage_sources
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class BuildResult:
+    """What a successful build produced."""
+
+    slug_path: Path
+    metadata_path: Path
+    sha256: str
+    size: int
+    process_types: dict[str, str]
+    runtime: dict[str, Any]
+    packages: list[dict[str, str]]
+    metadata: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> BuildResultDict:
+        return {
+            "slug_path": str(self.slug_path),
+            "metadata_path": str(self.metadata_path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "process_types": self.process_types,
+            "runtime": self.runtime,
+            "packages": self.packages,
+            "timings": self.timings,
+        }
+
+
+@errors.user_errors
+def compile_app(
+    app_dir: PathLike,
+    output: PathLike | None = None,
+    *,
+    cache_dir: PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+    env_dir: PathLike | None = None,
+    layout: str = "herokuish",
+    source_date_epoch: int | None = None,
+    reporter: Reporter | None = None,
+    runtime_options: RuntimeOptions | None = None,
+    buildpacks: Sequence[str] | None = None,
+    constraints_from: PathLike | None = None,
+    boot_check: bool | float = False,
+    timeout: float | None = None,
+    app_base: str | None = None,
+    node_build: bool = False,
+    max_slug_size: int | str | None = None,
+) -> BuildResult:
+    """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
+
+    ``output`` defaults to ``slug.tgz`` in the current directory; slug.json is
+    written beside it. Config vars (``env``, ``env_dir``) reach the build steps
+    but never the slug or its metadata. ``runtime_options`` say where the
+    Python runtime may come from (default: local interpreters, then downloads).
+    ``buildpacks`` (paths or git URLs, else the app's ``.buildpacks``) run
+    Heroku-API buildpacks in order; ``python`` among them means the built-in
+    Python stages, which run alone when no buildpack is named.
+    ``constraints_from`` (an earlier slug.json) pins every package to the
+    version that build installed. ``timeout`` (seconds; default
+    SLUGBUILD_BUILD_TIMEOUT, else 15 minutes as on Heroku; 0 for none) stops
+    the build, and every process it started, when it runs longer.
+    ``boot_check`` (True, or a timeout in seconds) starts the packed slug's
+    ``web`` process before the slug is put in place and fails the build,
+    writing nothing, unless it answers HTTP (see boot_check.py).
+    ``app_base`` (else the ``APP_BASE`` config var) names the subdirectory that
+    holds the app, as Heroku's monorepo buildpack does: only its content is built
+    and becomes the slug (see app_base.py).
+    ``node_build`` runs the built-in Node step (npm ci and the package.json build
+    script, node_modules left out) before the Python stages (see node_assets.py).
+    ``max_slug_size`` (bytes, or a size such as ``500MB``; else
+    SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
+    by default Heroku's 500 MB, enforced for the heroku layout and a warning for
+    herokuish (see slug_size.py).
+    """
+    reporter = reporter or Reporter()
+    timer = StageTimer()
+    started = time.perf_counter()
+    app_dir = Path(app_dir).absolute()
+    target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
+                         layout, source_date_epoch)
+    # Every input is checked before any work.
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
+    if not app_dir.is_dir():
+        raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
+    target.check()
+    size_cap = slug_size.size_limit(max_slug_size, layout)
+    limit = build_timeout_from_env(timeout)
+    config_vars = load_config_vars(env, env_dir)
+    app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
+    boot_timeout = boot_check_timeout(boot_check)
+    check_top_level_links(app_dir)
+    chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
+    constraints = (constraints_from_slug_json(Path(constraints_from))
+                   if constraints_from is not None else None)
+    cache = open_cache(Path(cache_dir) if cache_dir is not None else None, app_dir)
+
+    scratch = cache.scratch_dir("build")
+    build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
+                         config_vars, reporter, timer, layout, source_date_epoch,
+                         constraints, size_cap=size_cap)
+    with build_limits(limit):
+        try:
+            build.take_link_lock()
+            _stage_app(build, target)
+            analyse_up_front(build, chosen)
+            system_env = place_apt_layer(build)
+            runs = run_buildpacks(build, chosen, system_env)
+            python = python_result(chosen)
+
+            with timer.stage("check_layers"):
+                checked = prepare_for_packing(build)
+
+            with timer.stage("release_metadata"):
+                release = decide_release(
+                    build.build_dir, reporter, [r.release for r in runs if r.release],
+                    python.discover_process_types(build) if python else None,
+                    python.addons(build) if python else None)
+                if python is not None:
+                    python.check_entry_points(build, release.process_types)
+                write_release(build.build_dir, release)
+                warn_machine_paths(build, checked)
+
+            with timer.stage("pack"):
+                reporter.step("Compressing...")
+                describe = slug_json_writer(
+                    release, python_fields=python.slug_fields() if python else None,
+                    platform=build.platform.as_dict(), layout=layout,
+                    buildpacks=[r.description for r in runs if r.description is not None],
+                    system_packages=build.system_packages)
+                packed, metadata = write_output(build, target, checked.intact, describe,
+                                                boot_timeout)
+                reporter.detail(f"Done: {human_size(packed.size)}")
+        finally:
+            with timer.stage("cleanup", deadline=False):
+                build.close()
+
+    timer.timings["total"] = round(time.perf_counter() - started, 3)
+    reporter.step(f"Slug written to {target.slug_path} ({human_size(packed.size)}, "
+                  f"sha256 {packed.sha256[:12]}…)")
+    return BuildResult(
+        slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,
+        size=packed.size, process_types=release.process_types,
+        runtime=python.runtime_info if python else {},
+        packages=python.package_list() if python else [],
+        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+    )
+
+
+def _stage_app(build: BuildContext, target: OutputTarget) -> None:
+    """The app's files into the build directory. As on Heroku, .slugignore is applied
+    first: detection, the version files and every later stage see the app without
+    the ignored files (nor the cache or the outputs, when they are inside it)."""
+    with build.timer.stage("stage_sources"):
+        staged = stage_sources(build.app_dir, build.build_dir,
+                               leave_out=[build.cache.root.resolve(), *target.leave_out])
+    if staged.ignored:
+        build.reporter.step(f"Left out {len(staged.ignored)} path(s) listed in .slugignore")
+    if staged.build_files:
+        build.reporter.detail("Left out the build's own files found in the app: "
+                              + ", ".join(staged.build_files[:5]))
