@@ -151,7 +151,7 @@ def _add_requirement(app: Path, tmp_path: Path) -> str:
         pipfile = app / "Pipfile"
         pipfile.write_text(pipfile.read_text().replace(
             "[packages]\n", f'[packages]\n{name} = "=={version}"\n'))
-        # Pipenv's own hash (tests/test_managers_e2e.py checks it against Pipenv).
+        # Pipenv's own hash (tests/installers/test_managers_e2e.py checks it against Pipenv).
         lock["_meta"]["hash"]["sha256"] = pipfile_hash(tomllib.loads(pipfile.read_text()))
         (app / "Pipfile.lock").write_text(json.dumps(lock, indent=4, sort_keys=True) + "\n")
         return f"{EXTRA_REQUIREMENT} added to Pipfile and Pipfile.lock (with hashes)"
@@ -174,7 +174,8 @@ def _add_requirement(app: Path, tmp_path: Path) -> str:
             f'optional = false\npython-versions = "*"\ngroups = ["main"]\n'
             f"files = [{files}]\n\n[metadata]\n"), 1)
         old_hash = tomllib.loads(text)["metadata"]["content-hash"]
-        # Poetry's own content-hash (tests/test_managers_e2e.py checks the lock it vouches for).
+        # Poetry's own content-hash (tests/installers/test_managers_e2e.py checks the lock
+        # it vouches for).
         new_hash = content_hash(tomllib.loads(pyproject.read_text()))
         lock.write_text(text.replace(old_hash, new_hash))
         return (f"{EXTRA_REQUIREMENT} added to pyproject.toml and to poetry.lock "

@@ -1,4 +1,4 @@
-"""Shared test set-up: one cache per session and the Django fixture built once.
+"""Shared test set-up: one cache per session, and the Django and Flask fixtures built once.
 
 The cache (runtime layers, dependency layers and pip's download cache) is made
 once per session, so each runtime is prepared and each wheel downloaded once.
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import DJANGO_APP
+from .helpers import DJANGO_APP, FIXTURE_APPS, HOOK_SECRET, copy_app, make_app, unpack
 
 
 @pytest.fixture(autouse=True)
 def _no_secrets_left_by_an_earlier_test():
     """The secret registry is process-wide: a build's config var values (``GREETING=there``
-    in test_buildpack_runner) would otherwise be masked in every later test's messages."""
+    in test_buildpack_runner.py) would otherwise be masked in every later test's messages."""
     from slugbuild import redact
 
     yield
@@ -25,7 +25,19 @@ def _no_secrets_left_by_an_earlier_test():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("slugbuild-cache")
+    # Named as buildpacks/python keeps it under a buildpack CACHE_DIR, so that
+    # buildpack tests share this cache too (see buildpack_cache_dir).
+    directory = tmp_path_factory.mktemp("buildpack-cache") / "slugbuild"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def buildpack_cache_dir(cache_dir: Path) -> Path:
+    """The CACHE_DIR to give buildpacks/python's bin/compile: it keeps slugbuild's cache
+    in CACHE_DIR/slugbuild, which is the session cache, so no test pays a cold build
+    just for going through the buildpack."""
+    return cache_dir.parent
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +48,48 @@ def django_build(tmp_path_factory, cache_dir):
 
     out = tmp_path_factory.mktemp("django-slug") / "django.tgz"
     return compile_app(DJANGO_APP, out, cache_dir=cache_dir, reporter=Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def django_unpacked(tmp_path_factory, django_build) -> Path:
+    """The Django slug unpacked once, in a directory that has nothing to do with the
+    build or the cache, for the tests that run what is inside it (they only read it)."""
+    return unpack(django_build.slug_path,
+                  tmp_path_factory.mktemp("django-unpacked") / "somewhere" / "else")
+
+
+# The Flask build's hooks and .slugignore (flask_build).
+PRE_COMPILE = """\
+#!/usr/bin/env bash
+set -euo pipefail
+# Only the value's shape is written here: the whole value must not be in the slug.
+case "${HOOK_SECRET:-}" in s3cr3t-hook-*) ;; *) echo "no config var"; exit 1 ;; esac
+if python -c "import flask" 2>/dev/null; then echo "flask already installed"; exit 1; fi
+ls -A > pre_compile_saw.txt
+echo "pre_compile ran"
+"""
+# No #!: run by bash, as Heroku does.
+POST_COMPILE = """\
+[ -n "$HOOK_SECRET" ] || exit 1
+python -c "import flask; print('post_compile sees flask', flask.__name__)" > post_compile.txt
+"""
+SLUGIGNORE = "docs/\n*.md\n!KEEP.md\n/data/*.bin\n"
+
+
+@pytest.fixture(scope="session")
+def flask_build(tmp_path_factory, cache_dir):
+    """The Flask fixture with build hooks, a .slugignore and a secret config var, compiled
+    once: pipeline/test_inferred_servers.py checks its hooks and serving,
+    test_slugignore.py what it left out."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+
+    app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path_factory.mktemp("flask") / "app")
+    make_app(app, {
+        "bin/pre_compile": PRE_COMPILE, "bin/post_compile": POST_COMPILE,
+        ".slugignore": SLUGIGNORE, "docs/guide.txt": "guide\n", "NOTES.md": "notes\n",
+        "KEEP.md": "kept\n", "data/blob.bin": "x" * 1000, "data/keep.txt": "kept\n",
+    })
+    out = tmp_path_factory.mktemp("flask-slug") / "flask.tgz"
+    return compile_app(app, out, cache_dir=cache_dir, env={"HOOK_SECRET": HOOK_SECRET},
+                       reporter=Reporter(quiet=True))

@@ -1,4 +1,5 @@
-"""Helpers for tests: fixture app paths, app builders, the CLI, a server runner."""
+"""Helpers for tests: fixture app paths, app builders, the CLI, a server runner,
+the check that a build failed cleanly. Test modules import these; never each other."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import contextlib
 import hashlib
 import http.server
 import io
+import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -21,9 +24,14 @@ from pathlib import Path
 
 import requests
 
+import slugbuild
+from slugbuild.errors import ErrorKind
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
 DJANGO_APP = FIXTURE_APPS / "django-tutorial"
+# The config var value the Flask build's hooks see (conftest.flask_build); never in its slug.
+HOOK_SECRET = "s3cr3t-hook-value-5f1e"
 
 
 def local_interpreter(version: str) -> Path:
@@ -213,11 +221,127 @@ def crafted_tar(path: Path, entries: list[tuple[str, str | None, str]], mode: st
     return path
 
 
+# --- A build that fails cleanly ----------------------------------------------------------
+
+# The smallest app that builds: a pinned runtime, one tiny wheel, a web process.
+MINIMAL = {
+    ".python-version": "3.12\n",
+    "requirements.txt": "six==1.17.0\n",
+    "Procfile": "web: python -m http.server $PORT\n",
+}
+
+
+def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words: str,
+                         *extra: str) -> str:
+    """`slugbuild compile` of ``app`` fails with one catalogue error naming ``code_words``,
+    no slugbuild traceback, no output left behind and a sound cache; its stderr."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = run_cli("compile", app, "-o", out_dir / "slug.tgz", "--cache-dir", cache_dir, *extra)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error [")]
+    assert len(errors) == 1, result.stderr
+    assert code_words in result.stderr, result.stderr
+    # Tool output may hold a traceback of the app's own; slugbuild's code never does.
+    assert str(Path(slugbuild.__file__).parent) not in result.stderr, result.stderr
+    assert list(out_dir.iterdir()) == [], "a failed build left files behind"
+    assert_cache_consistent(cache_dir)
+    return result.stderr
+
+
+def assert_cache_consistent(cache_dir: Path) -> None:
+    """Every published layer is complete; no scratch of a finished build remains."""
+    for kind in ("runtimes", "layers"):
+        for layer in (cache_dir / kind).iterdir() if (cache_dir / kind).exists() else []:
+            manifest = json.loads((layer / "manifest.json").read_text())
+            assert manifest["key"] and (layer / "tree").is_dir()
+    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
+        else []
+    assert leftovers == []
+
+
+# --- Refusals, and commands under resource limits --------------------------------------
+
+# A buildpack that does nothing but what its test asks (bin/compile's body).
+DETECT = "#!/usr/bin/env bash\necho Hostile\n"
+
+
+def make_buildpack(directory: Path, compile_body: str) -> Path:
+    """A buildpack whose bin/detect always answers and whose bin/compile runs ``compile_body``."""
+    make_app(directory, {"bin/detect": DETECT,
+                         "bin/compile": "#!/usr/bin/env bash\n" + compile_body})
+    for script in ("detect", "compile"):
+        (directory / "bin" / script).chmod(0o755)
+    return directory
+
+
+def limited(argv: list[str], *, memory: int | None = None, cpu: int | None = None,
+            env: dict | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``argv`` with an address-space and/or CPU-time limit (setrlimit)."""
+    def apply() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if cpu is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd,
+                          preexec_fn=apply, timeout=timeout)
+
+
+def cli(*args: object) -> list[str]:
+    """The command line of `slugbuild ARGS`, for runners other than run_cli (``limited``)."""
+    return [sys.executable, "-m", "slugbuild", *map(str, args)]
+
+
+def assert_refused(result: subprocess.CompletedProcess, kind: ErrorKind, *,
+                   tmp: Path | None = None, cache: Path | None = None,
+                   outputs: tuple[Path, ...] = ()) -> str:
+    """The exact outcome of a refusal: the catalogue error's title, exit 1, no traceback,
+    no temporary directory or scratch left, no output written; returns stderr."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"Error [{kind.code}]: {kind.title}" in result.stderr, result.stderr
+    if tmp is not None:
+        assert list(tmp.iterdir()) == [], "a temporary directory was left behind"
+    if cache is not None:
+        assert list((cache / "tmp").iterdir()) == [], "the build's scratch was left behind"
+    for output in outputs:
+        assert not output.exists(), f"{output} was written"
+        assert not list(output.parent.glob(f".{output.name}.*.partial"))
+    return result.stderr
+
+
+def read_member(slug: Path, name: str) -> str:
+    """The text of one file in a slug, read without unpacking it."""
+    with tarfile.open(slug) as tar:
+        return tar.extractfile(name).read().decode()
+
+
+# --- Files as Windows editors save them ---------------------------------------------------
+
+ENCODINGS = {
+    "utf-8": lambda text: text.encode("utf-8"),
+    "utf-8 BOM": lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),
+    "utf-16 LE BOM": lambda text: b"\xff\xfe" + text.encode("utf-16-le"),
+    "utf-16 BE BOM": lambda text: b"\xfe\xff" + text.encode("utf-16-be"),
+    "utf-32 LE BOM": lambda text: b"\xff\xfe\x00\x00" + text.encode("utf-32-le"),
+    "utf-32 BE BOM": lambda text: b"\x00\x00\xfe\xff" + text.encode("utf-32-be"),
+}
+LINE_ENDS = {"LF": "\n", "CRLF": "\r\n", "CR": "\r"}
+
+
+def encoded(text: str, encoding: str, line_end: str = "LF") -> bytes:
+    """``text`` as a Windows editor may save it: one of ENCODINGS, one of LINE_ENDS."""
+    return ENCODINGS[encoding](text.replace("\n", LINE_ENDS[line_end]))
+
+
 # --- the fixture apps, as every whole-fixture test builds them ----------------------
 
-# Fixtures that must not build: the failure is what they are for (test_deps_e2e).
+# Fixtures that must not build: the failure is what they are for
+# (pipeline/test_dependencies_e2e.py).
 FIXTURES_FAILING_BY_DESIGN = frozenset({"django-removed-cgi", "markers-excluded"})
-# Fixtures whose slug must not boot (test_boot_check); every other one must.
+# Fixtures whose slug must not boot (slug/test_run_and_boot_check.py); every other one must.
 FIXTURES_NOT_BOOTING = frozenset({"boot-crash-at-import", "boot-never-listens",
                                   "boot-removed-stdlib"})
 # How each fixture that needs more than `compile APP` is built (as its own tests do).

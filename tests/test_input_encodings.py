@@ -32,26 +32,12 @@ from slugbuild.installers.requirements import (
 from slugbuild.installers.uv import _requirements_options
 from slugbuild.log import Reporter
 from slugbuild.procfile import read_procfile
-from slugbuild.stage import IgnoreRules
 from slugbuild.textfiles import decode_like_pip, plain_utf8, read_utf8
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app
+from .helpers import ENCODINGS, FIXTURE_APPS, LINE_ENDS, Server, copy_app, make_app
+from .helpers import encoded as _encoded
 
 TEXT = "# pins\nFlask==3.1.3\n-r base.txt\ngunicorn==27.0.1 ; python_version >= '3.8'\n"
-
-ENCODINGS = {
-    "utf-8": lambda text: text.encode("utf-8"),
-    "utf-8 BOM": lambda text: b"\xef\xbb\xbf" + text.encode("utf-8"),
-    "utf-16 LE BOM": lambda text: b"\xff\xfe" + text.encode("utf-16-le"),
-    "utf-16 BE BOM": lambda text: b"\xfe\xff" + text.encode("utf-16-be"),
-    "utf-32 LE BOM": lambda text: b"\xff\xfe\x00\x00" + text.encode("utf-32-le"),
-    "utf-32 BE BOM": lambda text: b"\x00\x00\xfe\xff" + text.encode("utf-32-be"),
-}
-LINE_ENDS = {"LF": "\n", "CRLF": "\r\n", "CR": "\r"}
-
-
-def _encoded(text: str, encoding: str, line_end: str = "LF") -> bytes:
-    return ENCODINGS[encoding](text.replace("\n", LINE_ENDS[line_end]))
 
 
 @pytest.mark.parametrize("line_end", LINE_ENDS)
@@ -162,17 +148,6 @@ def test_procfile_that_is_not_text_is_one_malformed_error(tmp_path):
     with pytest.raises(errors.SlugbuildError) as caught:
         read_procfile(app)
     assert caught.value.code == "procfile-malformed"
-
-
-@pytest.mark.parametrize("encoding", ["utf-8 BOM", "utf-16 LE BOM", "utf-16 BE BOM"])
-def test_slugignore_in_a_windows_encoding(tmp_path, encoding):
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / ".slugignore").write_bytes(_encoded("notes/\n*.bak\n", encoding, "CRLF"))
-    rules = IgnoreRules.from_app(app)
-    assert rules.ignored("notes", is_dir=True)
-    assert rules.ignored("app.py.bak", is_dir=False)
-    assert not rules.ignored("app.py", is_dir=False)
 
 
 def test_uv_lock_with_a_bom_is_read_as_uv_reads_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Fast tests of the pure parts: Procfile, version files, detection, ignore rules."""
+"""Fast tests of the pure parts: Procfile, version files, detection, config vars."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from slugbuild.config_vars import load_config_vars, parse_env_assignments
 from slugbuild.detect import detect, find_manage_py, require_package_manager
 from slugbuild.procfile import parse_procfile
 from slugbuild.slug.metadata import metadata_path_for
-from slugbuild.stage import IgnoreRules
 from slugbuild.versions import PythonRequest, check_supported, pick, read_request
 
 from .helpers import make_app
@@ -123,21 +122,6 @@ def test_manage_py_shallowest_wins_and_depth_limit(tmp_path):
     assert find_manage_py(tmp_path) == "z/manage.py"
     deep = make_app(tmp_path / "deep", {"a/b/c/d/manage.py": ""})
     assert find_manage_py(deep) is None
-
-
-def test_ignore_rules():
-    rules = IgnoreRules(["# docs", "*.log", "/docs/", "tests", "!keep.log", "data/**/*.csv"])
-    assert rules.ignored("app.log", False)
-    assert rules.ignored("sub/app.log", False)
-    assert not rules.ignored("keep.log", False)
-    assert rules.ignored("docs", True)
-    assert not rules.ignored("src/docs", True)
-    assert not rules.ignored("docs", False)
-    assert rules.ignored("tests", True)
-    assert rules.ignored("pkg/tests", True)
-    assert rules.ignored("data/a/b/x.csv", False)
-    assert rules.ignored("data/x.csv", False)
-    assert not rules.ignored("app.py", False)
 
 
 def test_config_vars(tmp_path):

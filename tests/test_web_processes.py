@@ -1,7 +1,7 @@
 """Process inference, collectstatic diagnoses, the web profile.d script and bin/release.
 
-Fast tests: no build gets past staging here (the end-to-end ones are in test_inferred_servers.py
-and test_django_static.py).
+Fast tests: no build gets past staging here (the end-to-end ones are in
+pipeline/test_inferred_servers.py and pipeline/test_django_static.py).
 """
 
 from __future__ import annotations
@@ -231,11 +231,3 @@ def test_hooks_run_with_or_without_shebang_and_fail_clearly(tmp_path):
     assert failed.value.output == "broken"
 
 
-def test_slugignore_may_not_leave_out_requirements_txt(tmp_path, cache_dir):
-    from .test_bad_inputs import MINIMAL, assert_clean_failure
-
-    app = make_app(tmp_path / "app", {**MINIMAL, ".slugignore": "# docs\n*.txt\n"})
-    stderr = assert_clean_failure(app, cache_dir, tmp_path,
-                                  ".slugignore leaves out a file the build needs")
-    assert "requirements.txt is matched by .slugignore (pattern '*.txt')" in stderr
-    assert "`!requirements.txt`" in stderr

@@ -22,7 +22,7 @@ import pytest
 
 from slugbuild import indexes
 
-from .helpers import make_app, run_cli, unpack
+from ..helpers import make_app, run_cli, unpack
 
 NAME, VERSION = "sbprobe", "1.0"
 WHEEL = f"{NAME}-{VERSION}-py3-none-any.whl"

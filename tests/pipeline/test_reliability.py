@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import make_app, run_cli
+from ..helpers import make_app, run_cli
 
 SMALL_APP = {
     ".python-version": "3.12\n",

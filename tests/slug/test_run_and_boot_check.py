@@ -26,7 +26,7 @@ from slugbuild.release import release_yaml
 from slugbuild.slug.boot_check import check_boot, timeout_of
 from slugbuild.slug.run import run_slug
 
-from .helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
+from ..helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
 
 PYTHON = shlex.quote(sys.executable)
 SERVE = f"exec {PYTHON} -m http.server $PORT --bind 127.0.0.1"
@@ -221,14 +221,14 @@ def test_cli_boot_check_times_out_on_an_app_that_never_listens(tmp_path, cache_d
 
 
 @pytest.mark.slow
-def test_buildpack_runs_the_boot_check_when_the_config_var_asks(tmp_path, cache_dir):
+def test_buildpack_runs_the_boot_check_when_the_config_var_asks(tmp_path, buildpack_cache_dir):
     app = copy_app(FIXTURE_APPS / "boot-never-listens", tmp_path / "build")
     before = sorted(p.name for p in app.iterdir())
     env_dir = make_app(tmp_path / "env", {"SLUGBUILD_BOOT_CHECK": "1",
                                           "SLUGBUILD_BOOT_CHECK_TIMEOUT": "2"})
     result = subprocess.run(
         [str(REPO / "buildpacks" / "python" / "bin" / "compile"), str(app),
-         str(cache_dir / "buildpack-boot"), str(env_dir)],
+         str(buildpack_cache_dir), str(env_dir)],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "SLUGBUILD_PYTHON_BIN": sys.executable})
     assert result.returncode == 1, result.stdout + result.stderr

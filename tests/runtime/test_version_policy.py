@@ -27,9 +27,7 @@ from slugbuild.versions import (
     sticky_minor,
 )
 
-from .helpers import make_app
-
-REPO = Path(__file__).resolve().parent.parent
+from ..helpers import REPO, make_app
 
 
 class Listed:
@@ -286,7 +284,7 @@ def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_messag
         tmp_path, cache_dir):
     from slugbuild.runtime.local import LocalInterpreterSource
 
-    from .helpers import copy_app, run_cli
+    from ..helpers import copy_app, run_cli
 
     if not any(r.major_minor == "3.11" for r in LocalInterpreterSource().runtimes()):
         pytest.skip("no local CPython 3.11")
@@ -306,7 +304,7 @@ def test_uv_app_whose_requires_python_excludes_the_pin_fails_with_its_own_messag
 def test_runtimes_command_shows_the_policy_status(tmp_path):
     import json
 
-    from .helpers import run_cli
+    from ..helpers import run_cli
 
     def listed(*extra: str) -> dict[str, str]:
         result = run_cli("runtimes", "--json", "--cache-dir", tmp_path, "--python-source",

@@ -14,7 +14,7 @@ from slugbuild.runtime.resolve import RuntimeOptions, parse_sources, resolve
 from slugbuild.runtime.sources import RuntimeOffer, SourceUnavailable
 from slugbuild.versions import PythonRequest, check_supported, newer_patch, read_request
 
-from .helpers import make_app
+from ..helpers import make_app
 
 PIPFILE_LOCK = {"_meta": {"requires": {"python_full_version": "3.11.7", "python_version": "3.12"}}}
 

@@ -16,8 +16,7 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import DJANGO_APP, Server, copy_app
-from .test_bad_inputs import assert_clean_failure
+from ..helpers import DJANGO_APP, Server, assert_clean_failure, copy_app
 
 pytestmark = pytest.mark.slow
 

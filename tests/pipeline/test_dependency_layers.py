@@ -10,7 +10,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import make_app
+from ..helpers import make_app
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def test_a_layer_built_apart_is_the_one_built_onto_the_build(tmp_path):
     """Without a pre_compile hook the dependency layer is installed into a tree of
     its own, beside the runtime; with one, onto the build's runtime. The slug's
     .heroku/python must not show which."""
-    from .helpers import slug_differences
+    from ..helpers import slug_differences
 
     files = {
         ".python-version": "3.12\n",
@@ -151,7 +151,7 @@ def test_current_locks_are_downloaded_ahead_and_stale_ones_are_not(
     from slugbuild.cache import Cache
     from slugbuild.dependencies import Prefetch
 
-    from .helpers import FIXTURE_APPS, copy_app
+    from ..helpers import FIXTURE_APPS, copy_app
 
     app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
     cache = Cache(tmp_path / "cache")

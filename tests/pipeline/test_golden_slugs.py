@@ -5,7 +5,7 @@ error code it fails with, for the fixtures that fail by design) is compared with
 the sha256 recorded before. A change that is meant to change the bytes records
 them again, on purpose and in the same commit:
 
-    SLUGBUILD_RECORD_GOLDEN=1 .venv/bin/pytest tests/test_golden_slugs.py
+    SLUGBUILD_RECORD_GOLDEN=1 .venv/bin/pytest tests/pipeline/test_golden_slugs.py
 
 The builds share the session cache, so in the full suite most of them are warm.
 """
@@ -23,9 +23,9 @@ import pytest
 from slugbuild import compile_app, errors
 from slugbuild.log import Reporter
 
-from .helpers import FIXTURE_APPS, copy_app, fixture_build_options, fixture_names
+from ..helpers import FIXTURE_APPS, REPO, copy_app, fixture_build_options, fixture_names
 
-GOLDEN = Path(__file__).parent / "golden" / "slugs.json"
+GOLDEN = REPO / "tests" / "golden" / "slugs.json"
 LAYOUTS = ("herokuish", "heroku")
 RECORDING = os.environ.get("SLUGBUILD_RECORD_GOLDEN") == "1"
 

@@ -30,7 +30,7 @@ from slugbuild.marshal_canon import (
     code_layout,
 )
 
-from .helpers import (
+from ..helpers import (
     FIXTURE_APPS,
     FIXTURES_NOT_BOOTING,
     Server,

@@ -12,8 +12,15 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, slug_differences
-from .test_bad_inputs import assert_clean_failure
+from ..helpers import (
+    FIXTURE_APPS,
+    Server,
+    assert_clean_failure,
+    copy_app,
+    make_app,
+    run_cli,
+    slug_differences,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from slugbuild.installers.locks import check_syntax
 from slugbuild.installers.pip import PipInstaller
 from slugbuild.installers.requirements import unpinned_requirements
 
-from .helpers import make_app
+from ..helpers import make_app
 
 
 @pytest.mark.parametrize("lock_file, manager", [
@@ -251,7 +251,7 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
 # --- lock files read without their package manager ------------------------------------
 
 def _lock_app(tmp_path, name: str):
-    from .helpers import FIXTURE_APPS, copy_app
+    from ..helpers import FIXTURE_APPS, copy_app
 
     return copy_app(FIXTURE_APPS / name, tmp_path / name)
 

@@ -17,7 +17,7 @@ from slugbuild.installers.baseline import SETUPTOOLS_VERSION
 from slugbuild.log import Reporter
 from slugbuild.runtime.resolve import RuntimeOptions
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, unpack
+from ..helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, unpack
 
 pytestmark = pytest.mark.slow
 GUNICORN20 = FIXTURE_APPS / "gunicorn20-py312"

@@ -28,7 +28,7 @@ from slugbuild.runtime.layer import runtime_key
 from slugbuild.runtime.local import LocalInterpreterSource
 from slugbuild.runtime.sources import SourceUnavailable
 
-from .helpers import Server, crafted_tar, make_app, run_cli, unpack
+from ..helpers import Server, crafted_tar, make_app, run_cli, unpack
 
 _SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "site-packages", "__pycache__", "share",
             "ensurepip", "lib2to3", "pydoc_data"}

@@ -15,15 +15,13 @@ import requests
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from .helpers import DJANGO_APP, Server, unpack
+from ..helpers import DJANGO_APP, Server
 
 pytestmark = pytest.mark.slow
 
 
-def test_slug_serves_pages_and_hashed_static_files(django_build, tmp_path):
-    # A directory that has nothing to do with the build or the cache.
-    target = unpack(django_build.slug_path, tmp_path / "somewhere" / "else")
-    with Server(target) as server:
+def test_slug_serves_pages_and_hashed_static_files(django_unpacked):
+    with Server(django_unpacked) as server:
         page = requests.get(server.base + "/", timeout=10)
         assert page.status_code == 200
         assert "polls" in page.text.lower()
@@ -49,8 +47,8 @@ def test_run_accepts_the_tarball_and_runs_release_process(django_build):
     assert "Applying polls.0001_initial" in completed.stdout
 
 
-def test_interpreter_loads_libpython_from_inside_the_slug(django_build, tmp_path):
-    root = unpack(django_build.slug_path, tmp_path / "unpacked")
+def test_interpreter_loads_libpython_from_inside_the_slug(django_unpacked):
+    root = django_unpacked
     python = root / ".heroku" / "python" / "bin" / "python3.12"
     probe = (
         "import sys, ssl, sqlite3, django\n"
@@ -69,8 +67,8 @@ def test_interpreter_loads_libpython_from_inside_the_slug(django_build, tmp_path
     assert Path(django_file).resolve().is_relative_to(root.resolve())
 
 
-def test_console_scripts_run_from_anywhere(django_build, tmp_path):
-    root = unpack(django_build.slug_path, tmp_path / "unpacked")
+def test_console_scripts_run_from_anywhere(django_unpacked):
+    root = django_unpacked
     gunicorn = root / ".heroku" / "python" / "bin" / "gunicorn"
     result = subprocess.run([str(gunicorn), "--version"], capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin"}, cwd="/")

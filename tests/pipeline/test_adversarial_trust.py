@@ -34,7 +34,7 @@ from slugbuild.log import Reporter
 from slugbuild.slug import publish
 from slugbuild.slug.inspect import describe_slug
 
-from .helpers import crafted_tar, make_app, run_cli
+from ..helpers import crafted_tar, make_app, run_cli
 
 TOKEN = "tok-3f9a1c77e2d04b"
 SIGNATURE = "sigV4-9d8e7f6a5b4c3d2e1f"

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-BUILDPACK = Path(__file__).resolve().parent.parent / "buildpacks" / "python"
+from ..helpers import REPO
+
+BUILDPACK = REPO / "buildpacks" / "python"
 SCRIPTS = ("detect", "compile", "release")
 PROCFILE = "web: python -m http.server $PORT --bind 127.0.0.1\n"
 
@@ -34,12 +36,6 @@ def make_app(path: Path, requirements: str) -> Path:
     (path / ".python-version").write_text("3.12\n")
     (path / "Procfile").write_text(PROCFILE)
     return path
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One CACHE_DIR for the module, so the runtime layer is built once."""
-    return tmp_path_factory.mktemp("buildpack-cache")
 
 
 @pytest.fixture
@@ -90,14 +86,14 @@ def test_release_without_a_compiled_app(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_compile_builds_in_place_and_release_reports_web(
-    tmp_path: Path, cache_dir: Path, env_dir: Path
+    tmp_path: Path, buildpack_cache_dir: Path, env_dir: Path
 ) -> None:
     app = make_app(tmp_path / "app", "six==1.17.0\n")
     build = tmp_path / "build"
     shutil.copytree(app, build)
     inode = build.stat().st_ino
 
-    result = run_bin("compile", build, cache_dir, env_dir)
+    result = run_bin("compile", build, buildpack_cache_dir, env_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "-----> " in result.stdout  # the build log is on stdout, for herokuish
 
@@ -119,7 +115,7 @@ def test_compile_builds_in_place_and_release_reports_web(
     assert clean.returncode == 0, clean.stderr
     assert Path(clean.stdout.strip()).resolve() == (site_packages / "six.py").resolve()
 
-    release = run_bin("release", build, cache_dir)
+    release = run_bin("release", build, buildpack_cache_dir)
     assert release.returncode == 0, release.stderr
     assert release.stdout.startswith("---\n")
     assert "default_process_types:" in release.stdout
@@ -130,7 +126,7 @@ def test_compile_builds_in_place_and_release_reports_web(
     # the file before bin/release reads it; the process types must survive.
     herokuish = subprocess.run(
         ["bash", "-c", '"$0" "$1" "$2" > "$1/.release"',
-         str(BUILDPACK / "bin" / "release"), str(build), str(cache_dir)],
+         str(BUILDPACK / "bin" / "release"), str(build), str(buildpack_cache_dir)],
         capture_output=True, text=True, timeout=60,
         env={**os.environ, "SLUGBUILD_PYTHON_BIN": sys.executable},
     )
@@ -140,13 +136,13 @@ def test_compile_builds_in_place_and_release_reports_web(
 
 @pytest.mark.slow
 def test_failed_compile_leaves_build_dir_untouched(
-    tmp_path: Path, cache_dir: Path, env_dir: Path
+    tmp_path: Path, buildpack_cache_dir: Path, env_dir: Path
 ) -> None:
     requirements = "slugbuild-no-such-package-xyz==1.0\n"
     build = make_app(tmp_path / "build", requirements)
     before = sorted(p.name for p in build.iterdir())
 
-    result = run_bin("compile", build, cache_dir, env_dir)
+    result = run_bin("compile", build, buildpack_cache_dir, env_dir)
     assert result.returncode != 0
     assert "Error [" in result.stdout
     assert (build / "requirements.txt").read_text() == requirements

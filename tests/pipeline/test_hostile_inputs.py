@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -22,69 +21,19 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from slugbuild import compile_app, errors
-from slugbuild.errors import ErrorKind
 from slugbuild.hooks import run_hook
 from slugbuild.log import Reporter
 from slugbuild.proc import build_limits
-from slugbuild.stage import IgnoreRules, _Glob
 
-from .helpers import Server, make_app, run_cli
-
-# A buildpack that does nothing but what its test asks (bin/compile's body).
-DETECT = "#!/usr/bin/env bash\necho Hostile\n"
-
-
-def make_buildpack(directory: Path, compile_body: str) -> Path:
-    make_app(directory, {"bin/detect": DETECT,
-                         "bin/compile": "#!/usr/bin/env bash\n" + compile_body})
-    for script in ("detect", "compile"):
-        (directory / "bin" / script).chmod(0o755)
-    return directory
-
-
-def limited(argv: list[str], *, memory: int | None = None, cpu: int | None = None,
-            env: dict | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``argv`` with an address-space and/or CPU-time limit (setrlimit)."""
-    def apply() -> None:
-        if memory is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        if cpu is not None:
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-
-    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd,
-                          preexec_fn=apply, timeout=timeout)
-
-
-def cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "slugbuild", *map(str, args)]
+from ..helpers import assert_refused, cli, limited, make_app, make_buildpack, run_cli
 
 
 def quiet_env(tmp: Path, **extra: str) -> dict:
     """The host environment with a private TMPDIR (to see what is left in it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "TMPDIR": str(tmp), **extra}
-
-
-def assert_refused(result: subprocess.CompletedProcess, kind: ErrorKind, *,
-                   tmp: Path | None = None, cache: Path | None = None,
-                   outputs: tuple[Path, ...] = ()) -> str:
-    """The exact outcome of a refusal; returns stderr for further checks."""
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    assert f"Error [{kind.code}]: {kind.title}" in result.stderr, result.stderr
-    if tmp is not None:
-        assert list(tmp.iterdir()) == [], "a temporary directory was left behind"
-    if cache is not None:
-        assert list((cache / "tmp").iterdir()) == [], "the build's scratch was left behind"
-    for output in outputs:
-        assert not output.exists(), f"{output} was written"
-        assert not list(output.parent.glob(f".{output.name}.*.partial"))
-    return result.stderr
 
 
 def tarball(path: Path, entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
@@ -114,93 +63,6 @@ class _Zeros(io.RawIOBase):
         buffer[:count] = bytes(count)
         self.left -= count
         return count
-
-
-# --- (A) .slugignore before detection --------------------------------------------------
-
-@pytest.mark.slow
-def test_slugignored_lock_files_do_not_count_and_the_app_serves(tmp_path, cache_dir):
-    """Heroku removes .slugignore matches before any buildpack runs: the uv files
-    listed there do not make two package managers; pip builds it and it serves."""
-    app = make_app(tmp_path / "app", {
-        ".python-version": "3.12\n",
-        "requirements.txt": "six==1.17.0\n",
-        "uv.lock": "this would not parse\n",
-        "pyproject.toml": "[project]\nname = 'x'\nversion = '1'\nrequires-python = '>=3.99'\n",
-        ".slugignore": "uv.lock\npyproject.toml\n",
-        "Procfile": "web: python -c 'import six, http.server as s; "
-                    "s.test(s.SimpleHTTPRequestHandler, port=int(__import__(\"os\")"
-                    ".environ[\"PORT\"]), bind=\"127.0.0.1\")'\n",
-        "index.html": "served by pip's build\n",
-    })
-    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir,
-                     "--json")
-    assert result.returncode == 0, result.stderr
-    built = json.loads(result.stdout)
-    # setuptools is Heroku's baseline for pip apps on 3.12 (package-managers.md).
-    assert [p["name"] for p in built["packages"]] == ["setuptools", "six"]
-    assert "More than one package manager" not in result.stderr
-    metadata = json.loads((tmp_path / "slug.json").read_text())
-    assert metadata["package_manager"]["name"] == "pip"
-    with tarfile.open(tmp_path / "slug.tgz") as tar:
-        names = set(tar.getnames())
-    assert "./uv.lock" not in names and "./pyproject.toml" not in names
-    import requests
-
-    with Server(tmp_path / "slug.tgz") as server:
-        assert requests.get(server.base + "/index.html", timeout=10).text == \
-            "served by pip's build\n"
-
-
-def test_only_manager_file_ignored_is_named_as_ignored(tmp_path, cache_dir):
-    app = make_app(tmp_path / "app", {"app.py": "", "Pipfile.lock": "{}",
-                                      "Pipfile": "", ".slugignore": "Pipfile*\n"})
-    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir)
-    stderr = assert_refused(result, errors.SLUGIGNORE_EXCLUDES_REQUIRED,
-                            cache=cache_dir, outputs=(tmp_path / "slug.tgz",))
-    assert "Pipfile.lock is matched by .slugignore (pattern 'Pipfile*')" in stderr
-    assert str(cache_dir) not in stderr  # never the scratch copy
-    bare = make_app(tmp_path / "bare", {"app.py": ""})
-    result = run_cli("compile", bare, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir)
-    stderr = assert_refused(result, errors.NO_PACKAGE_MANAGER, cache=cache_dir)
-    assert f"{bare} is a Python app" in stderr and str(cache_dir) not in stderr
-
-
-def test_manager_companion_ignored_is_named(tmp_path, cache_dir):
-    app = make_app(tmp_path / "app", {"uv.lock": "version = 1\n",
-                                      "pyproject.toml": "[project]\n",
-                                      ".slugignore": "*.toml\n"})
-    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir)
-    stderr = assert_refused(result, errors.SLUGIGNORE_EXCLUDES_REQUIRED, cache=cache_dir,
-                            outputs=(tmp_path / "slug.tgz",))
-    assert "pyproject.toml is matched by .slugignore (pattern '*.toml')" in stderr
-
-
-def test_version_files_are_read_after_slugignore(tmp_path):
-    """An ignored .python-version does not choose the version (detection sees the
-    staged tree); the error for the remaining one names the app directory."""
-    app = make_app(tmp_path / "app", {"requirements.txt": "", ".python-version": "3.12\n",
-                                      "runtime.txt": "python-2.7.18\n",
-                                      ".slugignore": ".python-version\n"})
-    cache = tmp_path / "cache"
-    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache)
-    assert_refused(result, errors.PYTHON_VERSION_EOL, cache=cache,
-                   outputs=(tmp_path / "slug.tgz",))
-    assert "runtime.txt asks for Python 2.7" in result.stderr
-
-
-@pytest.mark.slow
-def test_included_requirements_file_ignored_is_named_as_ignored(tmp_path, cache_dir):
-    app = make_app(tmp_path / "app", {".python-version": "3.12\n",
-                                      "requirements.txt": "-r extra/base.txt\n",
-                                      "extra/base.txt": "six==1.17.0\n",
-                                      ".slugignore": "/extra/\n"})
-    result = run_cli("compile", app, "-o", tmp_path / "slug.tgz", "--cache-dir", cache_dir)
-    stderr = assert_refused(result, errors.REQUIREMENTS_FILE_IGNORED,
-                            outputs=(tmp_path / "slug.tgz",))
-    assert "requirements.txt line 1 includes extra/base.txt, which .slugignore leaves " \
-           "out (pattern '/extra/')" in stderr
-    assert "does not exist" not in stderr
 
 
 # --- (B) outputs and the build tree ------------------------------------------------------
@@ -395,26 +257,6 @@ def test_staging_and_leak_scan_do_not_grow_with_a_sparse_file(tmp_path):
     size, allocated = sizes.split()
     assert int(size) > 3 << 30 and int(allocated) < 1 << 20  # still sparse
     assert found == "[('huge.bin', '/build/dir')]"
-
-
-@given(st.text(alphabet="ab/*?.[]", max_size=8), st.text(alphabet="ab/.", max_size=10),
-       st.booleans())
-@settings(max_examples=400, deadline=None)
-def test_linear_glob_matcher_agrees_with_the_regex(pattern, name, anchored):
-    regex = _Glob(pattern, anchored, max_unbounded_for_regex=99).regex
-    assert regex is not None
-    assert _Glob(pattern, anchored)._simulate(name) == (regex.match(name) is not None)
-
-
-def test_pathological_slugignore_pattern_is_matched_in_bounded_time(tmp_path):
-    pack = make_buildpack(tmp_path / "bp", "true\n")
-    app = make_app(tmp_path / "app", {".slugignore": "**a" * 30 + "**b\n", "a" * 60: "x",
-                                      "keep.txt": "kept\n"})
-    result = limited(cli("compile", app, "-o", tmp_path / "slug.tgz", "--buildpack", pack,
-                         "--cache-dir", tmp_path / "cache"), cpu=30)
-    assert result.returncode == 0, result.stderr
-    rules = IgnoreRules(["**a" * 30 + "**b"])
-    assert not rules.ignored("a" * 60, False) and rules.ignored("a" * 59 + "b", False)
 
 
 # --- (C) timeouts and signals ---------------------------------------------------------------

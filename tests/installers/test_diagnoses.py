@@ -3,7 +3,7 @@ installer support for the runtime, failure diagnoses, missing-module explanation
 and the entry points the import check starts from.
 
 The end-to-end counterparts (real installs, a real gunicorn answering HTTP) are in
-test_deps_e2e.py.
+pipeline/test_dependencies_e2e.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from slugbuild.installers.pip import PipInstaller, pip_for_runtime
 from slugbuild.installers.requirements import export_requirements, requirement_lines
 from slugbuild.log import Reporter
 
-from .helpers import make_app
+from ..helpers import make_app
 
 # --- baseline -------------------------------------------------------------------------
 

@@ -2,48 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 
-import slugbuild
-
-from .helpers import DJANGO_APP, copy_app, make_app, run_cli
-
-MINIMAL = {
-    ".python-version": "3.12\n",
-    "requirements.txt": "six==1.17.0\n",
-    "Procfile": "web: python -m http.server $PORT\n",
-}
-
-
-def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words: str,
-                         *extra: str) -> str:
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    result = run_cli("compile", app, "-o", out_dir / "slug.tgz", "--cache-dir", cache_dir, *extra)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith(" !     Error [")]
-    assert len(errors) == 1, result.stderr
-    assert code_words in result.stderr, result.stderr
-    # Tool output may hold a traceback of the app's own; slugbuild's code never does.
-    assert str(Path(slugbuild.__file__).parent) not in result.stderr, result.stderr
-    assert list(out_dir.iterdir()) == [], "a failed build left files behind"
-    assert_cache_consistent(cache_dir)
-    return result.stderr
-
-
-def assert_cache_consistent(cache_dir: Path) -> None:
-    """Every published layer is complete; no scratch of a finished build remains."""
-    for kind in ("runtimes", "layers"):
-        for layer in (cache_dir / kind).iterdir() if (cache_dir / kind).exists() else []:
-            manifest = json.loads((layer / "manifest.json").read_text())
-            assert manifest["key"] and (layer / "tree").is_dir()
-    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
-        else []
-    assert leftovers == []
+from ..helpers import DJANGO_APP, MINIMAL, assert_clean_failure, copy_app, make_app
 
 
 def test_not_a_python_app(tmp_path, cache_dir):

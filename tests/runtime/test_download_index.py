@@ -4,7 +4,7 @@ A GitHub releases API (JSON pages, newest first) with release assets, as
 python-build-standalone publishes them, and a bucket laid out like Heroku's.
 Archives are tiny fakes with a real CPython prefix's marker files, so
 listing, history search, verification and unpacking are exercised without
-downloading or running a real runtime (tests/test_downloads.py does that).
+downloading or running a real runtime (tests/runtime/test_download.py does that).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from slugbuild.runtime.resolve import resolve
 from slugbuild.runtime.sources import SourceUnavailable
 from slugbuild.versions import PythonRequest
 
-from .helpers import free_port, make_app, run_cli
+from ..helpers import free_port, make_app, run_cli
 
 API = "/repos/astral-sh/python-build-standalone/releases"
 DEBIAN = Platform("debian-12", "debian", "12", "x86_64", "glibc2.36")
@@ -441,7 +441,7 @@ def test_exact_pin_from_an_older_release_builds_a_real_slug(tmp_path, mirror, ca
     from slugbuild import compile_app
     from slugbuild.runtime.resolve import RuntimeOptions
 
-    from .helpers import unpack
+    from ..helpers import unpack
 
     runtime, data = packaged_pyenv_runtime("python", "w:gz")
     name = pbs_name(runtime.version, "20200101", current().arch)
@@ -560,7 +560,7 @@ def test_heroku_archive_builds_a_real_slug(tmp_path, mirror, monkeypatch):
     from slugbuild import compile_app, platform_info
     from slugbuild.runtime.resolve import RuntimeOptions
 
-    from .helpers import unpack
+    from ..helpers import unpack
 
     if current().arch != "x86_64":
         pytest.skip("the fake bucket holds amd64 archives")

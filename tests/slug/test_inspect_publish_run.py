@@ -17,7 +17,7 @@ from slugbuild.log import Reporter
 from slugbuild.slug.inspect import describe_slug
 from slugbuild.slug.publish import publish_slug
 
-from .helpers import make_app, run_cli
+from ..helpers import make_app, run_cli
 
 
 def _tarball(path: Path, entries: list[tuple[str, bytes | None, str | None]]) -> Path:

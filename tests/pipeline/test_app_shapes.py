@@ -23,9 +23,9 @@ from slugbuild.log import Reporter
 from slugbuild.nltk_data import expand, parse_index, provide_nltk_data, read_nltk_list
 from slugbuild.node_assets import build_script, node_assets_warning, run_node_build
 
-from .helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
-from .helpers import nltk_package_zip as _package_zip
-from .helpers import write_nltk_index as _write_index
+from ..helpers import FIXTURE_APPS, Server, copy_app, make_app, run_cli, serve_directory
+from ..helpers import nltk_package_zip as _package_zip
+from ..helpers import write_nltk_index as _write_index
 
 MONOREPO = FIXTURE_APPS / "monorepo-backend"
 
