@@ -815,6 +815,30 @@ def test_sigint_during_a_real_build_exits_130(tmp_path, cache_dir):
     assert not out.exists()
 
 
+# Sends itself SIGINT while `slugbuild.__main__.entry` imports the command line.
+_INTERRUPTED_WHILE_LOADING = """
+import builtins, os, signal, sys
+import slugbuild.__main__ as launcher
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "cli" or name.endswith(".cli"):
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+sys.argv = ["slugbuild", "--version"]
+sys.exit(launcher.entry())
+"""
+
+
+def test_ctrl_c_while_the_command_line_still_loads_exits_130_without_a_traceback():
+    """The flaky case of the test above, made certain: the signal arrives during the
+    imports, before cli.main can handle it."""
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_LOADING],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert_no_traceback(done.stdout + done.stderr)
+
+
 @pytest.mark.parametrize("argv", [
     ["inspect", "NUL\0path.tgz"],
     ["compile", "app\0dir"],
