@@ -34,6 +34,7 @@ from .log import Reporter
 from .platform_info import Platform
 from .proc import clean_env
 from .redact import redact_url
+from .tree import walk_sorted
 
 APTFILE = "Aptfile"
 APT_DIR = ".apt"
@@ -144,14 +145,15 @@ def _relative_symlinks(tree: Path) -> None:
     """Absolute symlinks to files the packages themselves hold (``/usr/lib/x/libfoo.so``)
     point into ``.apt`` instead: relative, so they work wherever the slug is unpacked.
     Others (into the stack's own files) are left as the packages made them."""
-    for path in sorted(tree.rglob("*")):
-        if not path.is_symlink():
-            continue
-        target = os.readlink(path)
-        inside = tree / target.lstrip("/")
-        if target.startswith("/") and os.path.lexists(inside):
-            path.unlink()
-            path.symlink_to(os.path.relpath(inside, path.parent))
+    for directory, dirnames, filenames in walk_sorted(tree):
+        for path in (directory / name for name in [*dirnames, *filenames]):
+            if not path.is_symlink():
+                continue
+            target = os.readlink(path)
+            inside = tree / target.lstrip("/")
+            if target.startswith("/") and os.path.lexists(inside):
+                path.unlink()
+                path.symlink_to(os.path.relpath(inside, path.parent))
 
 
 def build_env(apt_root: Path, base_path: str) -> dict[str, str]:

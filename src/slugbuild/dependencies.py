@@ -60,6 +60,7 @@ from .installers.requirements import has_editables, requirement_lines, requireme
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .tree import walk_sorted
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -412,9 +413,9 @@ def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -
     build without one."""
     found: dict[str, str] = {}
     seen = set()
-    for dirpath, dirnames, filenames in os.walk(prefix):
-        dirnames.sort()
-        for name in sorted(filenames) + [d for d in dirnames
+    for directory, dirnames, filenames in walk_sorted(Path(prefix)):
+        dirpath = str(directory)
+        for name in filenames + [d for d in dirnames
                                          if os.path.islink(os.path.join(dirpath, d))]:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, prefix)
@@ -687,8 +688,8 @@ def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]
 
 def _relative_paths(root: Path) -> set[str]:
     found: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
+    for directory, dirnames, filenames in walk_sorted(root):
+        rel_dir = os.path.relpath(directory, root)
         found.update(os.path.normpath(os.path.join(rel_dir, n)) for n in dirnames + filenames)
     return found
 
@@ -701,11 +702,10 @@ def _link_added(built: Path, existing: set[str], layer_tree: Path, copy: bool = 
     against the layer the same way.
     """
     place = shutil.copy2 if copy else link_or_copy
-    for dirpath, dirnames, filenames in os.walk(built):
-        rel_dir = Path(dirpath).relative_to(built)
-        dirnames.sort()
-        for name in [*dirnames, *sorted(filenames)]:
-            source = Path(dirpath) / name
+    for directory, dirnames, filenames in walk_sorted(built):
+        rel_dir = directory.relative_to(built)
+        for name in [*dirnames, *filenames]:
+            source = directory / name
             rel = rel_dir / name
             if str(rel) in existing:
                 continue

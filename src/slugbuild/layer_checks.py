@@ -22,6 +22,7 @@ from .cache import Restored
 from .context import BuildContext, PlacedLayer
 from .pack import LayerPart
 from .slug.archive import link_problem
+from .tree import walk_sorted
 
 # A file that names a path of this machine, and the path it names.
 Mention = tuple[Path, str]
@@ -52,12 +53,12 @@ def prepare_for_packing(build: BuildContext) -> LayerCheck:
 
 def remove_stray_bytecode(build_dir: Path) -> None:
     """Drop __pycache__ written into the app by build steps (they embed timestamps)."""
-    runtime = build_dir / ".heroku"
-    for dirpath, dirnames, _ in os.walk(build_dir):
-        if Path(dirpath) == runtime.parent:
-            dirnames[:] = [d for d in dirnames if d != ".heroku"]
+    def outside_runtime(parent: Path, name: str) -> bool:
+        return not (parent == build_dir and name == ".heroku")
+
+    for directory, dirnames, _ in walk_sorted(build_dir, outside_runtime):
         if "__pycache__" in dirnames:
-            shutil.rmtree(Path(dirpath) / "__pycache__")
+            shutil.rmtree(directory / "__pycache__")
             dirnames.remove("__pycache__")
 
 
@@ -195,10 +196,10 @@ def check_layers_size(build: BuildContext) -> None:
 def _tree_bytes(root: Path) -> int:
     """Bytes of the regular files below ``root``."""
     total = 0
-    for directory, _, files in os.walk(root):
+    for directory, _, files in walk_sorted(root):
         for name in files:
             with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(directory, name))
+                st = os.lstat(directory / name)
                 if stat.S_ISREG(st.st_mode):
                     total += st.st_size
     return total

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import errors
+from .tree import walk_sorted
 
 ALWAYS_EXCLUDED = {".git", ".hg", ".svn", "__pycache__"}
 
@@ -209,11 +210,12 @@ def stage_sources(app_dir: Path, build_dir: Path, leave_out: Iterable[Path] = ()
     plan: list[tuple[str, str]] = []  # (kind, rel)
     staged = Staged()
     # onerror: an unreadable directory stops the build (errors.from_os_error) instead
-    # of being left out of the slug in silence, as os.walk does by default.
-    for dirpath, dirnames, filenames in os.walk(app_dir, onerror=_raise):
-        rel_dir = Path(dirpath).relative_to(app_dir)
+    # of being left out of the slug in silence, as a walk does by default.
+    for directory, dirnames, filenames in walk_sorted(app_dir, on_error=_raise):
+        dirpath = str(directory)
+        rel_dir = directory.relative_to(app_dir)
         keep_dirs = []
-        for name in sorted(dirnames):
+        for name in dirnames:
             rel = (rel_dir / name).as_posix()
             path = os.path.join(dirpath, name)
             if name in ALWAYS_EXCLUDED:
@@ -231,7 +233,7 @@ def stage_sources(app_dir: Path, build_dir: Path, leave_out: Iterable[Path] = ()
             keep_dirs.append(name)
             plan.append(("dir", rel))
         dirnames[:] = keep_dirs
-        for name in sorted(filenames):
+        for name in filenames:
             rel = (rel_dir / name).as_posix()
             path = os.path.join(dirpath, name)
             if name.endswith(".pyc"):

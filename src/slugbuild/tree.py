@@ -16,12 +16,15 @@ from pathlib import Path
 DirectoryFilter = Callable[[Path, str], bool]
 
 
-def walk_sorted(root: Path, keep_dir: DirectoryFilter | None = None
+def walk_sorted(root: Path, keep_dir: DirectoryFilter | None = None,
+                on_error: Callable[[OSError], None] | None = None,
                 ) -> Iterator[tuple[Path, list[str], list[str]]]:
     """``(directory, subdirectories, files)`` for ``root`` and every directory below
     it, names sorted; subdirectories ``keep_dir`` refuses are neither listed nor
-    walked. Symlinks to directories are listed, never followed (os.walk's rule)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    walked, nor are those the caller removes from the yielded list. Symlinks to
+    directories are listed, never followed (os.walk's rule). An unreadable
+    directory is skipped unless ``on_error`` raises."""
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         directory = Path(dirpath)
         dirnames[:] = sorted(name for name in dirnames
                              if keep_dir is None or keep_dir(directory, name))
