@@ -574,11 +574,10 @@ RUNTIME_CHECKSUM_MISSING = ErrorKind(
 RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "runtime-archive-invalid",
     "Downloaded Python runtime archive is not usable",
-    "{url}: {problem}.",
+    "",
     "The URL must serve a python-build-standalone `install_only` archive (a top-level "
     "`python/` directory) or a Heroku Python archive. Nothing was cached.",
     area=PythonRuntimeError,
-    # The base form is downloads.py's until it passes these (issue 15).
     variants={
         "no-prefix": Variant("{url}: it holds no CPython prefix (bin/pythonX.Y, "
                              "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top "
@@ -792,8 +791,7 @@ _LIFT_SIZE_LIMIT = (
 SLUG_TOO_LARGE = ErrorKind(
     "slug-too-large",
     "The slug is larger than the slug size limit",
-    "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
-    "({limit_bytes} bytes, from {source}).{breakdown}",
+    "",
     "{advice}" + _LIFT_SIZE_LIMIT,
     area=OutputError,
     variants={
@@ -1063,9 +1061,7 @@ NODE_BUILD_FAILED = ErrorKind(
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
     "Procfile is malformed",
-    # Still composed by build.py's release-size check (issue 15: it moves to the
-    # "too-large" variant with the pipeline's rewrite).
-    "Procfile line {line}: {problem}\n  {text}",
+    "",
     "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
     "Comments start with `#`.",
     area=InputError,
@@ -1128,11 +1124,10 @@ BOOT_CHECK_FAILED = ErrorKind(
 INVALID_CONFIG_VAR = ErrorKind(
     "invalid-config-var",
     "Invalid build config var",
-    "{value!r} {problem}.",
+    "",
     "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
     "with a digit), or as files named KEY in an --env-dir directory.",
     area=InputError,
-    # The base form is build.py's until it passes these (issue 15).
     variants={
         "bad-name": Variant("{value!r} is not a valid name."),
         "not-a-string": Variant("{value!r} has a {type} value, not a string."),
@@ -1461,7 +1456,6 @@ LOCK_FILE_MALFORMED = ErrorKind(
         "too-deep": Variant("{lock_file} is not valid {syntax}: it is nested too deeply"),
         "bad-requirement": Variant("{lock_file} is not valid {syntax}: {requirement!r}: "
                                    "{reason}"),
-        # for installers/locks.py (issue 15)
         "bom": Variant("{lock_file} is not valid {syntax}: it starts with a byte order mark "
                        "(BOM), which {tool} refuses; save it as UTF-8 without a BOM"),
     },
@@ -1496,11 +1490,10 @@ LOCK_TOOL_FAILED = ErrorKind(
 CONSTRAINTS_UNUSABLE = ErrorKind(
     "constraints-unusable",
     "Cannot use {path} as constraints",
-    "{path}: {problem}",
+    "",
     "Pass the slug.json written beside an earlier slug, e.g. "
     "`slugbuild compile APP --constraints-from old/slug.json`.",
     area=DependencyError,
-    # The base form is dependencies.py's until it passes these (issue 15).
     variants={
         "device": Variant("{path}: a device, not a file"),
         "too-large": Variant("{path}: it is larger than any slug.json (16 MB)"),

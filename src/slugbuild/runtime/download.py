@@ -414,13 +414,11 @@ class DownloadSource:
         prefix = target / "python" if (target / "python" / "bin").is_dir() else target
         runtime = inspect_prefix(prefix, "download")
         if runtime is None:
-            raise errors.RUNTIME_ARCHIVE_INVALID.error(
-                url=archive.url, problem="it holds no CPython prefix (bin/pythonX.Y, "
-                "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top or in python/")
+            raise errors.RUNTIME_ARCHIVE_INVALID.error(variant="no-prefix", url=archive.url)
         if runtime.version != archive.version:
             raise errors.RUNTIME_ARCHIVE_INVALID.error(
-                url=archive.url, problem=f"its name says Python {archive.version} but it holds "
-                f"Python {runtime.version}")
+                variant="wrong-version", url=archive.url, named=archive.version,
+                held=runtime.version)
         return LocalRuntime(runtime.version, runtime.prefix, archive.url)
 
     def fetch(self, archive: Archive, reporter: Reporter) -> Path:
@@ -884,14 +882,15 @@ def _extract(path: Path, target: Path, url: str) -> None:
                 _extract_members(tar, target, url)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise errors.RUNTIME_ARCHIVE_INVALID.error(
-            url=url, problem=f"it cannot be unpacked ({exc})") from exc
+            variant="cannot-unpack", url=url, reason=exc) from exc
 
 
 def _extract_members(tar: tarfile.TarFile, target: Path, url: str) -> None:
     for member in tar:
         problem = _unsafe(member)
         if problem:
-            raise errors.RUNTIME_ARCHIVE_INVALID.error(url=url, problem=f"{member.name}: {problem}")
+            raise errors.RUNTIME_ARCHIVE_INVALID.error(
+                variant="unsafe-member", url=url, member=member.name, reason=problem)
         if hasattr(tarfile, "data_filter"):
             tar.extract(member, target, filter="data")
         else:  # pragma: no cover - Python without extraction filters
