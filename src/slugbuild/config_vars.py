@@ -96,7 +96,7 @@ def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     result: dict[str, str] = {}
     for number, item in enumerate(assignments, start=1):
         if "=" not in item:
-            raise _without_equals(item, variant="argument-without-equals", number=number)
+            raise _without_equals(item, number)
         key, value = item.split("=", 1)
         result[key] = value
     redact.register_secrets(result.values())
@@ -120,7 +120,7 @@ def read_env_file(path: PathLike) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
-            raise _without_equals(line, variant="line-without-equals", number=number, path=path)
+            raise _without_equals(line, number, path)
         key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -131,8 +131,13 @@ def read_env_file(path: PathLike) -> dict[str, str]:
 
 
 
-def _without_equals(text: str, variant: str, **where: object) -> errors.SlugbuildError:
-    """The error for an assignment without `=`. The text may be a secret pasted
-    without its name: it is registered as one and never echoed (only its length)."""
+def _without_equals(text: str, number: int, path: PathLike | None = None) -> errors.SlugbuildError:
+    """The error for an assignment without `=` (on the command line without ``path``).
+    The text may be a secret pasted without its name: it is registered as one and
+    never echoed (only its length)."""
     redact.register_secrets([text])
-    return errors.INVALID_CONFIG_VAR.error(variant=variant, length=len(text), **where)
+    if path is None:
+        return errors.INVALID_CONFIG_VAR.error(
+            variant="argument-without-equals", number=number, length=len(text))
+    return errors.INVALID_CONFIG_VAR.error(
+        variant="line-without-equals", number=number, path=path, length=len(text))
