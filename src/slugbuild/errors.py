@@ -635,24 +635,74 @@ LOCAL_PACKAGE_FAILED = ErrorKind(
     area=DependencyError,
 )
 
+
+
+def _needs(needed: str, advice: str) -> Variant:
+    """A form of dependency-needs-system-library: what the build needs, what to do."""
+    return Variant(
+        "`{command}` failed (exit code {exit_code}): {package} is built from source here, "
+        f"and its build needs {needed}, which this machine does not have.",
+        f"{advice}\nNothing was cached from this attempt.")
+
+
+# The variant names are installers/failures.py's table of what an installer's
+# output says is missing.
 DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
     "dependency-needs-system-library",
     "A dependency needs a system library to build",
-    "`{command}` failed (exit code {exit_code}): {package} is built from source here, and "
-    "its build needs {needed}, which this machine does not have.",
-    "{advice}\nNothing was cached from this attempt.",
+    "",
+    "",
     area=DependencyError,
+    variants={
+        "pg-config": _needs(
+            "PostgreSQL's pg_config (the libpq development files)",
+            "Use a package with binary wheels, which bundle libpq: `psycopg2-binary` instead "
+            "of `psycopg2`, or `psycopg[binary]` for psycopg 3. Heroku's build image ships "
+            "libpq-dev, so psycopg2 builds from source there; to do the same here, install "
+            "libpq-dev and a C compiler on the build machine (`apt-get install libpq-dev "
+            "build-essential`)."),
+        "mysql-config": _needs(
+            "MySQL's client development files (mysql_config / the mysqlclient pkg-config "
+            "module)",
+            "Heroku's build image ships libmysqlclient-dev, so mysqlclient builds there; to "
+            "do the same here, install default-libmysqlclient-dev, pkg-config and a C "
+            "compiler on the build machine (`apt-get install default-libmysqlclient-dev "
+            "pkg-config build-essential`). Or use a pure-Python driver such as PyMySQL "
+            "(Django: `pymysql.install_as_MySQLdb()`)."),
+        "rust": _needs(
+            "a Rust toolchain (cargo)",
+            "Pin a release of the package that publishes a wheel for this Python and "
+            "platform (building from source needs Rust), or ask for a Python it has wheels "
+            "for in .python-version."),
+        "c-compiler": _needs(
+            "a C compiler (gcc)",
+            "Install build-essential on the build machine, or pin a release of the package "
+            "that publishes a wheel for this Python and platform."),
+        "c-header": _needs(
+            "the C header {header}",
+            "Install the development package that provides {header} on the build machine "
+            "(Debian/Ubuntu: `apt-file search {header}` names it); Heroku users list such "
+            "packages in an Aptfile, with the heroku-community/apt buildpack before the "
+            "Python one. Or pin a release of the package that publishes a wheel for this "
+            "Python and platform."),
+    },
 )
+_SDIST_BUILD_FAILED = (
+    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
+    "{python} on this platform, so it was built from source, and that build failed.")
 DEPENDENCY_BUILD_FAILED = ErrorKind(
     "dependency-build-failed",
     "A dependency does not build on Python {python}",
-    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
-    "{python} on this platform, so it was built from source, and that build failed.{cause}",
+    _SDIST_BUILD_FAILED,
     "Pin a release of {package} that publishes wheels for Python {major_minor} (newer "
     "releases usually do), or ask for the Python the pinned release supports in "
     ".python-version. The build's own message is above. Nothing was cached from this "
     "attempt.",
-    area=DependencyError,
+    area=DependencyError,    variants={
+        # its build script imports a module this Python no longer has (distutils...)
+        "removed-stdlib": Variant(_SDIST_BUILD_FAILED + "\nLikely cause: its build script "
+                                  "imports {module}: {explanation}."),
+    },
 )
 DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "dependencies-excluded-by-markers",
