@@ -470,14 +470,47 @@ INVALID_PYTHON_VERSION = ErrorKind(
     variants={name: Variant("{source_file} says {content!r}: it " + problem + ".")
               for name, problem in _VERSION_PROBLEMS.items()},
 )
+# What python-version-unavailable advises: always the first line, then one line for
+# the state of downloads, then a line for each of two notes that apply or not. Its
+# variants are every combination: "<downloads>", "<downloads>+eol",
+# "<downloads>+patch-fallback", "<downloads>+eol+patch-fallback".
+_ASK_ANOTHER_PYTHON = (
+    "Ask for one of the available versions in {where}, or make Python {wanted} available: "
+    "install it (e.g. `pyenv install {wanted}`) or add its prefix to SLUGBUILD_PYTHON_PATH.")
+_DOWNLOAD_STATES = {
+    "no-downloads": "Or allow downloads: `--python-source local,download` "
+                    "(`--python-download-url URL` names another index or mirror).",
+    "offline": "Downloads are configured but --offline (SLUGBUILD_OFFLINE) forbids them: "
+               "build once online so the runtime is cached, or drop --offline.",
+    "index-unreadable": "The runtime index could not be read (see Sources tried). Check the "
+                        "network, or point `--python-download-url` (SLUGBUILD_PYTHON_DOWNLOAD_"
+                        "URL) at a reachable mirror or a local index file.",
+    "not-in-index": "The runtime index has no Python {wanted} for this platform: point "
+                    "`--python-download-url` at an index or release that has it.",
+}
+_PYTHON_NOTES = {
+    "eol": "{eol} would match but reached end of life (see docs/python-versions.md); "
+           "--allow-eol-python builds it anyway.",
+    "patch-fallback": "To accept the newest available {major_minor} patch instead, build with "
+                      "`--python-patch-fallback` (SLUGBUILD_PYTHON_PATCH_FALLBACK=1).",
+}
+_NO_RUNTIME_FOUND = (
+    "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
+    "Available: {available}\n"
+    "Sources tried: {sources}")
 PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "python-version-unavailable",
     "Requested Python version is not available",
-    "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
-    "Available: {available}\n"
-    "Sources tried: {sources}",
-    "{advice}",
+    "",
+    "",
     area=PythonRuntimeError,
+    variants={
+        "+".join([state, *notes]): Variant(
+            _NO_RUNTIME_FOUND,
+            "\n".join([_ASK_ANOTHER_PYTHON, line, *(_PYTHON_NOTES[note] for note in notes)]))
+        for state, line in _DOWNLOAD_STATES.items()
+        for notes in ((), ("eol",), ("patch-fallback",), ("eol", "patch-fallback"))
+    },
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
