@@ -350,6 +350,14 @@ FILE_NOT_TEXT = ErrorKind(
     "requirements file may also declare its encoding with a `# -*- coding: NAME -*-` "
     "line, as pip allows (docs/package-managers.md, File encodings).",
     area=InputError,
+    variants={
+        "unknown-coding": Variant("{file} could not be decoded: its coding line names "
+                                  "{encoding!r}, which is not an encoding."),
+        "undecodable": Variant("{file} could not be decoded: {reason} (read as {encoding})."),
+        "nul-bytes": Variant("{file} could not be decoded: it holds NUL bytes: saved as "
+                             "UTF-16 without a byte order mark? Save it as UTF-8, or as "
+                             "UTF-16 with a BOM."),
+    },
 )
 
 # --- detect -----------------------------------------------------------------
@@ -1265,6 +1273,16 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
     "{path}: {reason}",
     "Choose an output path in an existing, writable directory with -o.",
     area=OutputError,
+    variants={
+        "is-directory": Variant("{path}: it is a directory; give a file name, e.g. -o "
+                                "{suggested}"),
+        "not-regular-file": Variant(
+            "{path}: something other than a regular file is there (a device, a fifo or a "
+            "symlink), which the output would replace; give the path of a regular file or "
+            "a new one"),
+        "no-directory": Variant("{path}: its directory does not exist"),
+        "directory-not-writable": Variant("{path}: its directory is not writable ({reason})"),
+    },
 )
 CACHE_DIR_UNUSABLE = ErrorKind(
     "cache-dir-unusable",
