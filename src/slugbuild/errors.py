@@ -1082,6 +1082,7 @@ NODE_VERSION_INVALID = ErrorKind(
     "Use a range as npm and Heroku read it: `22.x`, `^20.11`, `>=20 <23`, `20 || 22` or an "
     "exact `22.11.0` (`node --version` shows the one you develop with).",
     area=InputError,
+    variants={"not-a-string": Variant("{source} is {value!r}: it is not a string.")},
 )
 NODE_VERSION_UNSATISFIABLE = ErrorKind(
     "node-version-unsatisfiable",
@@ -1101,6 +1102,16 @@ NODE_RUNTIME_UNAVAILABLE = ErrorKind(
     "or build with the machine's node and npm (SLUGBUILD_NODE_VERSION=system). Nothing "
     "was cached.",
     area=BuildStepError,
+    variants={
+        "offline": Variant("{tool} {requested} was asked for, but it is not in the cache, "
+                           "and --offline forbids downloading it."),
+        "no-integrity": Variant("{tool} {requested} was asked for, but the registry gives "
+                                "no sha512 integrity for {url}."),
+        "machine-lacks-tools": Variant("{tool} {requested} was asked for, but {reason}, and "
+                                       "{missing} is not on PATH."),
+        "machine-node-differs": Variant("{tool} {requested} was asked for, but {reason}, and "
+                                        "the machine's node ({node}) is {version}."),
+    },
 )
 NODE_CHECKSUM_MISMATCH = ErrorKind(
     "node-checksum-mismatch",
