@@ -594,6 +594,13 @@ RUNTIME_DOWNLOAD_FAILED = ErrorKind(
     "SLUGBUILD_PYTHON_DOWNLOAD_URL), or build with a local runtime "
     "(`--python-source local`). Nothing was cached from this attempt.",
     area=PythonRuntimeError,
+    variants={
+        "offline": Variant("{url}: not in the cache and --offline forbids downloading (tried "
+                           "0 time(s))."),
+        "missing-on-s3": Variant(
+            "{url}: no such archive (S3 answers 403 or 404 for a missing one): this patch "
+            "was not built for this stack, or the bucket is not Heroku's (tried 1 time(s))."),
+    },
 )
 RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "runtime-checksum-mismatch",
@@ -602,11 +609,15 @@ RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
     "was cached. Retry later, or check the mirror behind the download URL.",
     area=PythonRuntimeError,
+    variants={
+        "etag": Variant("{url} has SHA-256 {actual} (MD5 differs), but the server's ETag "
+                        "says the MD5 of ETag {etag}."),
+    },
 )
 RUNTIME_CHECKSUM_MISSING = ErrorKind(
     "runtime-checksum-missing",
     "Downloaded Python runtime cannot be verified",
-    "{url}: {reason}.",
+    "{url}: no <archive>.sha256 beside it and no MD5 ETag to check it against.",
     "slugbuild installs only runtimes whose bytes it can check. Serve a `<archive>.sha256` "
     "file beside the archive (sha256sum format) on the mirror, or use the download source "
     "(`--python-source local,download`). Nothing was cached.",
@@ -1301,6 +1312,10 @@ CACHE_DIR_UNUSABLE = ErrorKind(
     "{path}: {reason}",
     "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
     area=OutputError,
+    variants={
+        "holds-app": Variant("{path}: it is the app directory, or holds it; give the cache a "
+                             "directory of its own (inside the app is fine)"),
+    },
 )
 CACHE_LAYER_CHANGING = ErrorKind(
     "cache-layer-changing",

@@ -427,9 +427,7 @@ class DownloadSource:
         if final.is_file() and file_sha256(final) == archive.sha256:
             return final
         if self.offline:
-            raise errors.RUNTIME_DOWNLOAD_FAILED.error(
-                url=archive.url, reason="not in the cache and --offline forbids downloading",
-                attempts=0)
+            raise errors.RUNTIME_DOWNLOAD_FAILED.error(variant="offline", url=archive.url)
         scratch = self.cache.scratch_dir("download")
         try:
             partial = scratch / archive.name
@@ -753,10 +751,7 @@ class HerokuSource(DownloadSource):
         except errors.SlugbuildError as exc:
             if exc.code == "runtime-download-failed" and re.search(r"HTTP 40[34]", exc.found):
                 raise errors.RUNTIME_DOWNLOAD_FAILED.error(
-                    url=redact_url(url), attempts=1,
-                    reason="no such archive (S3 answers 403 or 404 for a missing one): "
-                    "this patch was not built for this stack, or the bucket is not "
-                    "Heroku's") from exc
+                    variant="missing-on-s3", url=redact_url(url)) from exc
             raise
 
     def _verify(self, archive: Archive, received: _Received) -> str:
@@ -776,11 +771,8 @@ class HerokuSource(DownloadSource):
             return received.sha256
         if etag is False:
             raise errors.RUNTIME_CHECKSUM_MISMATCH.error(
-                url=archive.url, actual=f"{received.sha256} (MD5 differs)",
-                expected=f"the MD5 of ETag {received.etag}", checksums="the server's ETag")
-        raise errors.RUNTIME_CHECKSUM_MISSING.error(
-            url=redact_url(archive.url),
-            reason="no <archive>.sha256 beside it and no MD5 ETag to check it against")
+                variant="etag", url=archive.url, actual=received.sha256, etag=received.etag)
+        raise errors.RUNTIME_CHECKSUM_MISSING.error(url=redact_url(archive.url))
 
 
 HEROKU_BASE_URL = "https://heroku-buildpack-python.s3.dualstack.us-east-1.amazonaws.com"
