@@ -322,6 +322,10 @@ FILESYSTEM_ERROR = ErrorKind(
     "{path}: {reason}.",
     "Check that the path exists and is a usable file or directory, then build again.",
     area=HostError,
+    variants={
+        "nul-in-argument": Variant("{path}: the {option} path holds a NUL byte, which no "
+                                   "file name can."),
+    },
 )
 INPUT_TOO_DEEP = ErrorKind(
     "input-too-deep",
@@ -1281,6 +1285,7 @@ BAD_SLUG_SIZE = ErrorKind(
     "Give a size such as 500MB, 500M, 1.5GB or a number of bytes (K, M and G are binary, as "
     "Heroku's are: 500MB is 524,288,000 bytes); 0 or `none` for no limit.",
     area=InputError,
+    variants={"negative": Variant("{source} is {value!r}: a size is not negative.")},
 )
 INVALID_LIMIT = ErrorKind(
     "invalid-limit",
@@ -1344,6 +1349,7 @@ SLUG_UNREADABLE = ErrorKind(
     "Pass a gzipped tarball written by `slugbuild compile` (the file may be truncated or "
     "corrupt, or the disk full); nothing was left behind.",
     area=SlugError,
+    variants={"parts-short": Variant("{path}: its parts do not cover it.")},
 )
 SLUG_LIMIT_EXCEEDED = ErrorKind(
     "slug-limit-exceeded",
