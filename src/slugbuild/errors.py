@@ -1290,9 +1290,16 @@ BAD_SLUG_SIZE = ErrorKind(
 INVALID_LIMIT = ErrorKind(
     "invalid-limit",
     "Invalid limit",
-    "{name} is {value!r}, which is not {expected}.",
+    "",
     "Fix or unset {name}; docs/security.md lists every limit and its default.",
     area=InputError,
+    variants={
+        "size": Variant("{name} is {value!r}, which is not a size in bytes, optionally with "
+                        "K, M, G or T."),
+        "count": Variant("{name} is {value!r}, which is not a whole number."),
+        "seconds": Variant("{name} is {value!r}, which is not a number of seconds (0: no "
+                           "limit)."),
+    },
 )
 OUTPUT_NOT_WRITABLE = ErrorKind(
     "output-not-writable",
