@@ -1089,6 +1089,10 @@ NODE_NOT_FOUND = ErrorKind(
     "Ubuntu: `apt-get install nodejs npm`), or list the Node.js buildpack "
     "(`heroku/nodejs`) instead of the built-in step.",
     area=BuildStepError,
+    variants={
+        "broken-node": Variant("The build asked for the built-in Node step, but a working "
+                               "node ({node} --version failed) is not on PATH ({reason})."),
+    },
 )
 NODE_VERSION_INVALID = ErrorKind(
     "node-version-invalid",

@@ -248,8 +248,8 @@ def _machine_node(path: str | None, reporter: Reporter, reason: str,
                                 timeout=60, check=True).stdout
         version = parse_version(output)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise errors.NODE_NOT_FOUND.error(
-            reason=reason, missing=f"a working node ({node} --version failed)") from exc
+        raise errors.NODE_NOT_FOUND.error(variant="broken-node", reason=reason,
+                                          node=node) from exc
     if wanted is not None and requested is not None and not wanted.allows(version):
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
             variant="machine-node-differs", tool="Node.js", requested=requested, reason=reason,
