@@ -335,8 +335,8 @@ def _check_paths(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         if isinstance(value, Path) and "\0" in str(value):
             raise errors.FILESYSTEM_ERROR.error(
-                path=repr(str(value)), reason=f"the {name.replace('_', '-')} path holds a "
-                                              f"NUL byte, which no file name can")
+                variant="nul-in-argument", path=repr(str(value)),
+                option=name.replace("_", "-"))
 
 
 def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> int:

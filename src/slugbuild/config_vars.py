@@ -54,31 +54,24 @@ def load_config_vars(
     total = 0
     for name, value in config.items():
         if not _CONFIG_VAR_NAME.match(name):
-            raise errors.INVALID_CONFIG_VAR.error(value=name, problem="is not a valid name")
+            raise errors.INVALID_CONFIG_VAR.error(variant="bad-name", value=name)
         if not isinstance(value, str):
             raise errors.INVALID_CONFIG_VAR.error(
-                value=name, problem=f"has a {type(value).__name__} value, not a string")
+                variant="not-a-string", value=name, type=type(value).__name__)
         if "\0" in value:
-            raise errors.INVALID_CONFIG_VAR.error(
-                value=name, problem="has a value holding a NUL byte, which no process "
-                                    "environment can carry")
+            raise errors.INVALID_CONFIG_VAR.error(variant="holds-nul", value=name)
         size = len(name) + len(value.encode("utf-8", "surrogateescape")) + 2
         total += size
         if size > MAX_CONFIG_VAR_BYTES:
             raise errors.INVALID_CONFIG_VAR.error(
-                value=name, problem=f"has a value of {size:,} bytes; one variable may hold "
-                                    f"at most {MAX_CONFIG_VAR_BYTES:,} (the kernel's limit "
-                                    f"for one environment string)")
+                variant="too-large", value=name, size=f"{size:,}",
+                limit=f"{MAX_CONFIG_VAR_BYTES:,}")
         if name in _INDEX_URL_VARS and not _valid_index_urls(value):
-            raise errors.INVALID_CONFIG_VAR.error(
-                value=name, problem="is not a list of valid index URLs (http, https or file; "
-                                    "a password holding `/`, `@` or `:` must be "
-                                    "percent-encoded, e.g. `%2F`)")
+            raise errors.INVALID_CONFIG_VAR.error(variant="bad-index-urls", value=name)
     if total > MAX_CONFIG_TOTAL_BYTES:
         raise errors.INVALID_CONFIG_VAR.error(
-            value=f"{len(config)} config vars",
-            problem=f"hold {total:,} bytes together; at most {MAX_CONFIG_TOTAL_BYTES:,} fit "
-                    f"beside the build tools' own environment and arguments")
+            variant="all-too-large", count=len(config), total=f"{total:,}",
+            limit=f"{MAX_CONFIG_TOTAL_BYTES:,}")
     return config
 
 
@@ -103,7 +96,7 @@ def parse_env_assignments(assignments: list[str]) -> dict[str, str]:
     result: dict[str, str] = {}
     for number, item in enumerate(assignments, start=1):
         if "=" not in item:
-            raise _without_equals(item, f"--env argument {number}")
+            raise _without_equals(item, number)
         key, value = item.split("=", 1)
         result[key] = value
     redact.register_secrets(result.values())
@@ -127,7 +120,7 @@ def read_env_file(path: PathLike) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
-            raise _without_equals(line, f"line {number} of {path}")
+            raise _without_equals(line, number, path)
         key, value = line.split("=", 1)
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -138,9 +131,13 @@ def read_env_file(path: PathLike) -> dict[str, str]:
 
 
 
-def _without_equals(text: str, where: str) -> errors.SlugbuildError:
-    """The error for an assignment without `=`. The text may be a secret pasted
-    without its name: it is registered as one and never echoed."""
+def _without_equals(text: str, number: int, path: PathLike | None = None) -> errors.SlugbuildError:
+    """The error for an assignment without `=` (on the command line without ``path``).
+    The text may be a secret pasted without its name: it is registered as one and
+    never echoed (only its length)."""
     redact.register_secrets([text])
+    if path is None:
+        return errors.INVALID_CONFIG_VAR.error(
+            variant="argument-without-equals", number=number, length=len(text))
     return errors.INVALID_CONFIG_VAR.error(
-        value=where, problem=f"({len(text)} characters, not shown) has no `=`")
+        variant="line-without-equals", number=number, path=path, length=len(text))

@@ -245,9 +245,7 @@ def open_cache(cache_dir: Path | None, app_dir: Path) -> Cache:
     """The build cache (``cache_dir``, else the default), refused when it holds the app."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
     if app_dir.resolve().is_relative_to(root.resolve()):
-        raise errors.CACHE_DIR_UNUSABLE.error(
-            path=root, reason="it is the app directory, or holds it; give the cache a "
-                              "directory of its own (inside the app is fine)")
+        raise errors.CACHE_DIR_UNUSABLE.error(variant="holds-app", path=root)
     return Cache(root)
 
 

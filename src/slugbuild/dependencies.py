@@ -233,25 +233,22 @@ def constraints_from_slug_json(path: Path) -> str:
     path = Path(path)
     try:
         if path.is_char_device() or path.is_block_device():  # /dev/zero never ends
-            raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="a device, not a file")
+            raise errors.CONSTRAINTS_UNUSABLE.error(variant="device", path=path)
         if path.stat().st_size > 16 * 1024 * 1024:
-            raise errors.CONSTRAINTS_UNUSABLE.error(
-                path=path, problem="it is larger than any slug.json (16 MB)")
+            raise errors.CONSTRAINTS_UNUSABLE.error(variant="too-large", path=path)
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise errors.CONSTRAINTS_UNUSABLE.error(path=path, problem="no such file") from None
+        raise errors.CONSTRAINTS_UNUSABLE.error(variant="missing", path=path) from None
     except (OSError, ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
         raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem=f"not a readable JSON file ({reason})") from None
+            variant="not-json", path=path, reason=reason) from None
     packages = data.get("packages") if isinstance(data, dict) else None
     if not isinstance(packages, list) or not all(
         isinstance(p, dict) and isinstance(p.get("name"), str)
         and isinstance(p.get("version"), str) for p in packages
     ):
-        raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem="it has no \"packages\" list of {name, version} entries, "
-                               "so it is not a slug.json")
+        raise errors.CONSTRAINTS_UNUSABLE.error(variant="no-packages", path=path)
     lines = sorted({_constraint_line(path, p["name"], p["version"]) for p in packages})
     return "".join(line + "\n" for line in lines)
 
@@ -264,17 +261,15 @@ def _constraint_line(path: Path, name: str, version: str) -> str:
     from packaging.version import InvalidVersion, Version
 
     if len(name) > 200 or not _PROJECT_NAME.match(name):
-        raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem=f"the package name {name[:100]!r} is not a valid project "
-                               f"name (PEP 508)")
+        raise errors.CONSTRAINTS_UNUSABLE.error(variant="bad-name", path=path,
+                                                name=name[:100])
     try:
         parsed = Version(version) if len(version) <= 100 else None
     except InvalidVersion:
         parsed = None
     if parsed is None or version.strip() != version or "\n" in version:
-        raise errors.CONSTRAINTS_UNUSABLE.error(
-            path=path, problem=f"the version {version[:100]!r} of {name} is not a valid "
-                               f"version (PEP 440)")
+        raise errors.CONSTRAINTS_UNUSABLE.error(variant="bad-version", path=path,
+                                                version=version[:100], name=name)
     return f"{name}=={version}"
 
 

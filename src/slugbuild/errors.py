@@ -322,6 +322,10 @@ FILESYSTEM_ERROR = ErrorKind(
     "{path}: {reason}.",
     "Check that the path exists and is a usable file or directory, then build again.",
     area=HostError,
+    variants={
+        "nul-in-argument": Variant("{path}: the {option} path holds a NUL byte, which no "
+                                   "file name can."),
+    },
 )
 INPUT_TOO_DEEP = ErrorKind(
     "input-too-deep",
@@ -350,6 +354,14 @@ FILE_NOT_TEXT = ErrorKind(
     "requirements file may also declare its encoding with a `# -*- coding: NAME -*-` "
     "line, as pip allows (docs/package-managers.md, File encodings).",
     area=InputError,
+    variants={
+        "unknown-coding": Variant("{file} could not be decoded: its coding line names "
+                                  "{encoding!r}, which is not an encoding."),
+        "undecodable": Variant("{file} could not be decoded: {reason} (read as {encoding})."),
+        "nul-bytes": Variant("{file} could not be decoded: it holds NUL bytes: saved as "
+                             "UTF-16 without a byte order mark? Save it as UTF-8, or as "
+                             "UTF-16 with a BOM."),
+    },
 )
 
 # --- detect -----------------------------------------------------------------
@@ -470,14 +482,47 @@ INVALID_PYTHON_VERSION = ErrorKind(
     variants={name: Variant("{source_file} says {content!r}: it " + problem + ".")
               for name, problem in _VERSION_PROBLEMS.items()},
 )
+# What python-version-unavailable advises: always the first line, then one line for
+# the state of downloads, then a line for each of two notes that apply or not. Its
+# variants are every combination: "<downloads>", "<downloads>+eol",
+# "<downloads>+patch-fallback", "<downloads>+eol+patch-fallback".
+_ASK_ANOTHER_PYTHON = (
+    "Ask for one of the available versions in {where}, or make Python {wanted} available: "
+    "install it (e.g. `pyenv install {wanted}`) or add its prefix to SLUGBUILD_PYTHON_PATH.")
+_DOWNLOAD_STATES = {
+    "no-downloads": "Or allow downloads: `--python-source local,download` "
+                    "(`--python-download-url URL` names another index or mirror).",
+    "offline": "Downloads are configured but --offline (SLUGBUILD_OFFLINE) forbids them: "
+               "build once online so the runtime is cached, or drop --offline.",
+    "index-unreadable": "The runtime index could not be read (see Sources tried). Check the "
+                        "network, or point `--python-download-url` (SLUGBUILD_PYTHON_DOWNLOAD_"
+                        "URL) at a reachable mirror or a local index file.",
+    "not-in-index": "The runtime index has no Python {wanted} for this platform: point "
+                    "`--python-download-url` at an index or release that has it.",
+}
+_PYTHON_NOTES = {
+    "eol": "{eol} would match but reached end of life (see docs/python-versions.md); "
+           "--allow-eol-python builds it anyway.",
+    "patch-fallback": "To accept the newest available {major_minor} patch instead, build with "
+                      "`--python-patch-fallback` (SLUGBUILD_PYTHON_PATCH_FALLBACK=1).",
+}
+_NO_RUNTIME_FOUND = (
+    "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
+    "Available: {available}\n"
+    "Sources tried: {sources}")
 PYTHON_VERSION_UNAVAILABLE = ErrorKind(
     "python-version-unavailable",
     "Requested Python version is not available",
-    "{source_file} asks for Python {requested}, but no runtime for it was found.\n"
-    "Available: {available}\n"
-    "Sources tried: {sources}",
-    "{advice}",
+    "",
+    "",
     area=PythonRuntimeError,
+    variants={
+        "+".join([state, *notes]): Variant(
+            _NO_RUNTIME_FOUND,
+            "\n".join([_ASK_ANOTHER_PYTHON, line, *(_PYTHON_NOTES[note] for note in notes)]))
+        for state, line in _DOWNLOAD_STATES.items()
+        for notes in ((), ("eol",), ("patch-fallback",), ("eol", "patch-fallback"))
+    },
 )
 PYTHON_VERSION_EOL = ErrorKind(
     "python-version-eol",
@@ -553,6 +598,13 @@ RUNTIME_DOWNLOAD_FAILED = ErrorKind(
     "SLUGBUILD_PYTHON_DOWNLOAD_URL), or build with a local runtime "
     "(`--python-source local`). Nothing was cached from this attempt.",
     area=PythonRuntimeError,
+    variants={
+        "offline": Variant("{url}: not in the cache and --offline forbids downloading (tried "
+                           "0 time(s))."),
+        "missing-on-s3": Variant(
+            "{url}: no such archive (S3 answers 403 or 404 for a missing one): this patch "
+            "was not built for this stack, or the bucket is not Heroku's (tried 1 time(s))."),
+    },
 )
 RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "runtime-checksum-mismatch",
@@ -561,11 +613,15 @@ RUNTIME_CHECKSUM_MISMATCH = ErrorKind(
     "The archive was corrupted or tampered with on the way; it was refused and nothing "
     "was cached. Retry later, or check the mirror behind the download URL.",
     area=PythonRuntimeError,
+    variants={
+        "etag": Variant("{url} has SHA-256 {actual} (MD5 differs), but the server's ETag "
+                        "says the MD5 of ETag {etag}."),
+    },
 )
 RUNTIME_CHECKSUM_MISSING = ErrorKind(
     "runtime-checksum-missing",
     "Downloaded Python runtime cannot be verified",
-    "{url}: {reason}.",
+    "{url}: no <archive>.sha256 beside it and no MD5 ETag to check it against.",
     "slugbuild installs only runtimes whose bytes it can check. Serve a `<archive>.sha256` "
     "file beside the archive (sha256sum format) on the mirror, or use the download source "
     "(`--python-source local,download`). Nothing was cached.",
@@ -574,11 +630,10 @@ RUNTIME_CHECKSUM_MISSING = ErrorKind(
 RUNTIME_ARCHIVE_INVALID = ErrorKind(
     "runtime-archive-invalid",
     "Downloaded Python runtime archive is not usable",
-    "{url}: {problem}.",
+    "",
     "The URL must serve a python-build-standalone `install_only` archive (a top-level "
     "`python/` directory) or a Heroku Python archive. Nothing was cached.",
     area=PythonRuntimeError,
-    # The base form is downloads.py's until it passes these (issue 15).
     variants={
         "no-prefix": Variant("{url}: it holds no CPython prefix (bin/pythonX.Y, "
                              "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top "
@@ -636,24 +691,74 @@ LOCAL_PACKAGE_FAILED = ErrorKind(
     area=DependencyError,
 )
 
+
+
+def _needs(needed: str, advice: str) -> Variant:
+    """A form of dependency-needs-system-library: what the build needs, what to do."""
+    return Variant(
+        "`{command}` failed (exit code {exit_code}): {package} is built from source here, "
+        f"and its build needs {needed}, which this machine does not have.",
+        f"{advice}\nNothing was cached from this attempt.")
+
+
+# The variant names are installers/failures.py's table of what an installer's
+# output says is missing.
 DEPENDENCY_NEEDS_SYSTEM_LIBRARY = ErrorKind(
     "dependency-needs-system-library",
     "A dependency needs a system library to build",
-    "`{command}` failed (exit code {exit_code}): {package} is built from source here, and "
-    "its build needs {needed}, which this machine does not have.",
-    "{advice}\nNothing was cached from this attempt.",
+    "",
+    "",
     area=DependencyError,
+    variants={
+        "pg-config": _needs(
+            "PostgreSQL's pg_config (the libpq development files)",
+            "Use a package with binary wheels, which bundle libpq: `psycopg2-binary` instead "
+            "of `psycopg2`, or `psycopg[binary]` for psycopg 3. Heroku's build image ships "
+            "libpq-dev, so psycopg2 builds from source there; to do the same here, install "
+            "libpq-dev and a C compiler on the build machine (`apt-get install libpq-dev "
+            "build-essential`)."),
+        "mysql-config": _needs(
+            "MySQL's client development files (mysql_config / the mysqlclient pkg-config "
+            "module)",
+            "Heroku's build image ships libmysqlclient-dev, so mysqlclient builds there; to "
+            "do the same here, install default-libmysqlclient-dev, pkg-config and a C "
+            "compiler on the build machine (`apt-get install default-libmysqlclient-dev "
+            "pkg-config build-essential`). Or use a pure-Python driver such as PyMySQL "
+            "(Django: `pymysql.install_as_MySQLdb()`)."),
+        "rust": _needs(
+            "a Rust toolchain (cargo)",
+            "Pin a release of the package that publishes a wheel for this Python and "
+            "platform (building from source needs Rust), or ask for a Python it has wheels "
+            "for in .python-version."),
+        "c-compiler": _needs(
+            "a C compiler (gcc)",
+            "Install build-essential on the build machine, or pin a release of the package "
+            "that publishes a wheel for this Python and platform."),
+        "c-header": _needs(
+            "the C header {header}",
+            "Install the development package that provides {header} on the build machine "
+            "(Debian/Ubuntu: `apt-file search {header}` names it); Heroku users list such "
+            "packages in an Aptfile, with the heroku-community/apt buildpack before the "
+            "Python one. Or pin a release of the package that publishes a wheel for this "
+            "Python and platform."),
+    },
 )
+_SDIST_BUILD_FAILED = (
+    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
+    "{python} on this platform, so it was built from source, and that build failed.")
 DEPENDENCY_BUILD_FAILED = ErrorKind(
     "dependency-build-failed",
     "A dependency does not build on Python {python}",
-    "`{command}` failed (exit code {exit_code}): {package} has no wheel for Python "
-    "{python} on this platform, so it was built from source, and that build failed.{cause}",
+    _SDIST_BUILD_FAILED,
     "Pin a release of {package} that publishes wheels for Python {major_minor} (newer "
     "releases usually do), or ask for the Python the pinned release supports in "
     ".python-version. The build's own message is above. Nothing was cached from this "
     "attempt.",
-    area=DependencyError,
+    area=DependencyError,    variants={
+        # its build script imports a module this Python no longer has (distutils...)
+        "removed-stdlib": Variant(_SDIST_BUILD_FAILED + "\nLikely cause: its build script "
+                                  "imports {module}: {explanation}."),
+    },
 )
 DEPENDENCIES_EXCLUDED_BY_MARKERS = ErrorKind(
     "dependencies-excluded-by-markers",
@@ -792,8 +897,7 @@ _LIFT_SIZE_LIMIT = (
 SLUG_TOO_LARGE = ErrorKind(
     "slug-too-large",
     "The slug is larger than the slug size limit",
-    "{what} {size} compressed ({size_bytes} bytes), over the limit of {limit} "
-    "({limit_bytes} bytes, from {source}).{breakdown}",
+    "",
     "{advice}" + _LIFT_SIZE_LIMIT,
     area=OutputError,
     variants={
@@ -985,6 +1089,10 @@ NODE_NOT_FOUND = ErrorKind(
     "Ubuntu: `apt-get install nodejs npm`), or list the Node.js buildpack "
     "(`heroku/nodejs`) instead of the built-in step.",
     area=BuildStepError,
+    variants={
+        "broken-node": Variant("The build asked for the built-in Node step, but a working "
+                               "node ({node} --version failed) is not on PATH ({reason})."),
+    },
 )
 NODE_VERSION_INVALID = ErrorKind(
     "node-version-invalid",
@@ -993,6 +1101,7 @@ NODE_VERSION_INVALID = ErrorKind(
     "Use a range as npm and Heroku read it: `22.x`, `^20.11`, `>=20 <23`, `20 || 22` or an "
     "exact `22.11.0` (`node --version` shows the one you develop with).",
     area=InputError,
+    variants={"not-a-string": Variant("{source} is {value!r}: it is not a string.")},
 )
 NODE_VERSION_UNSATISFIABLE = ErrorKind(
     "node-version-unsatisfiable",
@@ -1012,6 +1121,16 @@ NODE_RUNTIME_UNAVAILABLE = ErrorKind(
     "or build with the machine's node and npm (SLUGBUILD_NODE_VERSION=system). Nothing "
     "was cached.",
     area=BuildStepError,
+    variants={
+        "offline": Variant("{tool} {requested} was asked for, but it is not in the cache, "
+                           "and --offline forbids downloading it."),
+        "no-integrity": Variant("{tool} {requested} was asked for, but the registry gives "
+                                "no sha512 integrity for {url}."),
+        "machine-lacks-tools": Variant("{tool} {requested} was asked for, but {reason}, and "
+                                       "{missing} is not on PATH."),
+        "machine-node-differs": Variant("{tool} {requested} was asked for, but {reason}, and "
+                                        "the machine's node ({node}) is {version}."),
+    },
 )
 NODE_CHECKSUM_MISMATCH = ErrorKind(
     "node-checksum-mismatch",
@@ -1063,9 +1182,7 @@ NODE_BUILD_FAILED = ErrorKind(
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
     "Procfile is malformed",
-    # Still composed by build.py's release-size check (issue 15: it moves to the
-    # "too-large" variant with the pipeline's rewrite).
-    "Procfile line {line}: {problem}\n  {text}",
+    "",
     "Each line must be `name: command`, where name is letters, digits, `_` or `-`. "
     "Comments start with `#`.",
     area=InputError,
@@ -1128,11 +1245,10 @@ BOOT_CHECK_FAILED = ErrorKind(
 INVALID_CONFIG_VAR = ErrorKind(
     "invalid-config-var",
     "Invalid build config var",
-    "{value!r} {problem}.",
+    "",
     "Pass config vars as --env KEY=VALUE (KEY is letters, digits and `_`, not starting "
     "with a digit), or as files named KEY in an --env-dir directory.",
     area=InputError,
-    # The base form is build.py's until it passes these (issue 15).
     variants={
         "bad-name": Variant("{value!r} is not a valid name."),
         "not-a-string": Variant("{value!r} has a {type} value, not a string."),
@@ -1173,13 +1289,21 @@ BAD_SLUG_SIZE = ErrorKind(
     "Give a size such as 500MB, 500M, 1.5GB or a number of bytes (K, M and G are binary, as "
     "Heroku's are: 500MB is 524,288,000 bytes); 0 or `none` for no limit.",
     area=InputError,
+    variants={"negative": Variant("{source} is {value!r}: a size is not negative.")},
 )
 INVALID_LIMIT = ErrorKind(
     "invalid-limit",
     "Invalid limit",
-    "{name} is {value!r}, which is not {expected}.",
+    "",
     "Fix or unset {name}; docs/security.md lists every limit and its default.",
     area=InputError,
+    variants={
+        "size": Variant("{name} is {value!r}, which is not a size in bytes, optionally with "
+                        "K, M, G or T."),
+        "count": Variant("{name} is {value!r}, which is not a whole number."),
+        "seconds": Variant("{name} is {value!r}, which is not a number of seconds (0: no "
+                           "limit)."),
+    },
 )
 OUTPUT_NOT_WRITABLE = ErrorKind(
     "output-not-writable",
@@ -1187,6 +1311,16 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
     "{path}: {reason}",
     "Choose an output path in an existing, writable directory with -o.",
     area=OutputError,
+    variants={
+        "is-directory": Variant("{path}: it is a directory; give a file name, e.g. -o "
+                                "{suggested}"),
+        "not-regular-file": Variant(
+            "{path}: something other than a regular file is there (a device, a fifo or a "
+            "symlink), which the output would replace; give the path of a regular file or "
+            "a new one"),
+        "no-directory": Variant("{path}: its directory does not exist"),
+        "directory-not-writable": Variant("{path}: its directory is not writable ({reason})"),
+    },
 )
 CACHE_DIR_UNUSABLE = ErrorKind(
     "cache-dir-unusable",
@@ -1194,6 +1328,10 @@ CACHE_DIR_UNUSABLE = ErrorKind(
     "{path}: {reason}",
     "Choose a writable directory with --cache-dir (or SLUGBUILD_CACHE_DIR).",
     area=OutputError,
+    variants={
+        "holds-app": Variant("{path}: it is the app directory, or holds it; give the cache a "
+                             "directory of its own (inside the app is fine)"),
+    },
 )
 CACHE_LAYER_CHANGING = ErrorKind(
     "cache-layer-changing",
@@ -1222,6 +1360,7 @@ SLUG_UNREADABLE = ErrorKind(
     "Pass a gzipped tarball written by `slugbuild compile` (the file may be truncated or "
     "corrupt, or the disk full); nothing was left behind.",
     area=SlugError,
+    variants={"parts-short": Variant("{path}: its parts do not cover it.")},
 )
 SLUG_LIMIT_EXCEEDED = ErrorKind(
     "slug-limit-exceeded",
@@ -1461,7 +1600,6 @@ LOCK_FILE_MALFORMED = ErrorKind(
         "too-deep": Variant("{lock_file} is not valid {syntax}: it is nested too deeply"),
         "bad-requirement": Variant("{lock_file} is not valid {syntax}: {requirement!r}: "
                                    "{reason}"),
-        # for installers/locks.py (issue 15)
         "bom": Variant("{lock_file} is not valid {syntax}: it starts with a byte order mark "
                        "(BOM), which {tool} refuses; save it as UTF-8 without a BOM"),
     },
@@ -1496,11 +1634,10 @@ LOCK_TOOL_FAILED = ErrorKind(
 CONSTRAINTS_UNUSABLE = ErrorKind(
     "constraints-unusable",
     "Cannot use {path} as constraints",
-    "{path}: {problem}",
+    "",
     "Pass the slug.json written beside an earlier slug, e.g. "
     "`slugbuild compile APP --constraints-from old/slug.json`.",
     area=DependencyError,
-    # The base form is dependencies.py's until it passes these (issue 15).
     variants={
         "device": Variant("{path}: a device, not a file"),
         "too-large": Variant("{path}: it is larger than any slug.json (16 MB)"),

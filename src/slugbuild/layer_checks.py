@@ -187,10 +187,8 @@ def check_layers_size(build: BuildContext) -> None:
             return
     if compressed > cap.limit:
         raise errors.SLUG_TOO_LARGE.error(
-            what="The Python runtime and installed packages alone are",
-            size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
-            limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source,
-            breakdown=" (checked before collectstatic and packing)", advice="")
+            variant="layers", size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
+            limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source)
 
 
 def _tree_bytes(root: Path) -> int:

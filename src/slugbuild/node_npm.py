@@ -125,8 +125,7 @@ def _npm_layer(cache: Cache, version: str, dist: dict[str, Any], tools: NodeTool
     algorithm, _, expected = str(dist.get("integrity", "")).partition("-")
     if algorithm != "sha512" or not expected:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            tool="npm", requested=version,
-            reason=f"the registry gives no sha512 integrity for {redact_url(url)}")
+            variant="no-integrity", tool="npm", requested=version, url=redact_url(url))
     inputs = {"npm": version, "integrity": f"sha512-{expected}"}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     name = f"npm-{version}-{key[:12]}"

@@ -130,8 +130,8 @@ def read_engines(app_dir: Path) -> dict[str, str]:
         value = engines.get(name)
         if value is not None and not isinstance(value, str):
             raise errors.NODE_VERSION_INVALID.error(
-                source=f"package.json's engines.{name}", value=json.dumps(value)[:80],
-                problem="it is not a string")
+                variant="not-a-string", source=f"package.json's engines.{name}",
+                value=json.dumps(value)[:80])
     return {name: value.strip() for name, value in engines.items()
             if isinstance(value, str) and value.strip()}
 
@@ -238,9 +238,8 @@ def _machine_node(path: str | None, reporter: Reporter, reason: str,
     missing = [name for name, found in tools.items() if found is None]
     if missing and requested is not None:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            tool="Node.js", requested=requested,
-            reason=f"{reason}, and {' and '.join(missing)} is not on "
-            f"PATH")
+            variant="machine-lacks-tools", tool="Node.js", requested=requested, reason=reason,
+            missing=" and ".join(missing))
     if missing:
         raise errors.NODE_NOT_FOUND.error(reason=reason, missing=" and ".join(missing))
     node, npm = str(tools["node"]), str(tools["npm"])
@@ -249,13 +248,12 @@ def _machine_node(path: str | None, reporter: Reporter, reason: str,
                                 timeout=60, check=True).stdout
         version = parse_version(output)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise errors.NODE_NOT_FOUND.error(
-            reason=reason, missing=f"a working node ({node} --version failed)") from exc
+        raise errors.NODE_NOT_FOUND.error(variant="broken-node", reason=reason,
+                                          node=node) from exc
     if wanted is not None and requested is not None and not wanted.allows(version):
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            tool="Node.js", requested=requested,
-            reason=f"{reason}, and the machine's node ({node}) is "
-            f"{format_version(version)}")
+            variant="machine-node-differs", tool="Node.js", requested=requested, reason=reason,
+            node=node, version=format_version(version))
     if fallback:
         reporter.warn(f"Using the machine's Node.js {format_version(version)} ({node}): "
                       f"{reason}.")
@@ -350,8 +348,7 @@ def _node_layer(cache: Cache, base: str, release: NodeRelease, target: str,
         return layer
     if offline:
         raise errors.NODE_RUNTIME_UNAVAILABLE.error(
-            tool="Node.js", requested=release.name,
-            reason="it is not in the cache, and --offline forbids downloading it")
+            variant="offline", tool="Node.js", requested=release.name)
     with cache.lock("runtimes", name):
         layer = cached()
         if layer is not None:

@@ -133,24 +133,19 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
     for path in (slug_path, json_path):
         if path.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(
-                path=path, reason="it is a directory; give a file name, e.g. -o "
-                                  f"{path / 'slug.tgz'}")
+                variant="is-directory", path=path, suggested=path / "slug.tgz")
         if path.is_symlink() or (path.exists() and not path.is_file()):
             # The output is renamed into place: a device (-o /dev/null), a fifo or a
             # link there would be replaced by a regular file, not written through.
-            raise errors.OUTPUT_NOT_WRITABLE.error(
-                path=path, reason="something other than a regular file is there (a "
-                                  "device, a fifo or a symlink), which the output would "
-                                  "replace; give the path of a regular file or a new one")
+            raise errors.OUTPUT_NOT_WRITABLE.error(variant="not-regular-file", path=path)
     if not slug_path.parent.is_dir():
-        raise errors.OUTPUT_NOT_WRITABLE.error(
-            path=slug_path, reason="its directory does not exist")
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=slug_path)
     try:  # access() says yes to root on a read-only filesystem: really write
         with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
             pass
     except OSError as exc:
         raise errors.OUTPUT_NOT_WRITABLE.error(
-            path=slug_path, reason=f"its directory is not writable ({exc.strerror or exc})"
+            variant="directory-not-writable", path=slug_path, reason=exc.strerror or exc
         ) from exc
 
 

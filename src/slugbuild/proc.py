@@ -107,11 +107,10 @@ def build_timeout_from_env(value: float | None = None) -> float | None:
         except ValueError:
             value = -1
         if value < 0 or value != value:  # NaN
-            raise errors.INVALID_LIMIT.error(name="SLUGBUILD_BUILD_TIMEOUT", value=text,
-                                             expected="a number of seconds (0: no limit)")
+            raise errors.INVALID_LIMIT.error(variant="seconds", name="SLUGBUILD_BUILD_TIMEOUT",
+                                             value=text)
     if not value >= 0:  # negative, or NaN
-        raise errors.INVALID_LIMIT.error(name="--timeout", value=str(value),
-                                         expected="a number of seconds (0: no limit)")
+        raise errors.INVALID_LIMIT.error(variant="seconds", name="--timeout", value=str(value))
     return value if value and value != float("inf") else None
 
 

@@ -269,11 +269,7 @@ def check_release_readable(build_dir: Path) -> None:
         path = build_dir / name
         if path.is_file() and not path.is_symlink() and path.stat().st_size > limit:
             raise errors.PROCFILE_MALFORMED.error(
-                line=1, text="",
-                problem=f"{name} is {path.stat().st_size} bytes, more than the {limit} "
-                        f"`slugbuild run`, `inspect` and `publish` read from a slug "
-                        f"(SLUGBUILD_MAX_METADATA_SIZE); shorten its commands (a long "
-                        f"one belongs in a script the line runs)")
+                variant="too-large", file=name, size=path.stat().st_size, limit=limit)
 
 
 def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,

@@ -142,8 +142,7 @@ def size_limit(explicit: int | str | None, layout: str) -> SizeLimit:
         except ValueError as exc:
             raise errors.BAD_SLUG_SIZE.error(value=explicit, source=source, reason=exc) from exc
     if explicit < 0:
-        raise errors.BAD_SLUG_SIZE.error(value=explicit, source=source,
-                                         reason="a size is not negative")
+        raise errors.BAD_SLUG_SIZE.error(variant="negative", value=explicit, source=source)
     return SizeLimit(int(explicit), True, source)
 
 
@@ -528,7 +527,7 @@ def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
         records.update({k: v.encode("latin-1") for k, v in one["records"].items()})
         found_static.update(one["static"])
     if sum(accounts.compressed.values()) != total * _UNIT:
-        raise errors.SLUG_UNREADABLE.error(path=path, reason="its parts do not cover it")
+        raise errors.SLUG_UNREADABLE.error(variant="parts-short", path=path)
     owners = _owners(records)
     versions: dict[str, set[str]] = {}
     for record_path in records:

@@ -56,15 +56,12 @@ def decode_like_pip(data: bytes, name: str) -> str:
         text = data[skip:].decode(encoding)
     except LookupError:
         raise errors.FILE_NOT_TEXT.error(
-            file=name, reason=f"its coding line names {encoding!r}, which is not an encoding"
-        ) from None
+            variant="unknown-coding", file=name, encoding=encoding) from None
     except UnicodeDecodeError as exc:
         raise errors.FILE_NOT_TEXT.error(
-            file=name, reason=f"{exc.reason} (read as {encoding})") from None
+            variant="undecodable", file=name, reason=exc.reason, encoding=encoding) from None
     if "\x00" in text:  # no line of any of these formats holds one; pip stops on it too
-        raise errors.FILE_NOT_TEXT.error(
-            file=name, reason="it holds NUL bytes: saved as UTF-16 without a byte order "
-                              "mark? Save it as UTF-8, or as UTF-16 with a BOM")
+        raise errors.FILE_NOT_TEXT.error(variant="nul-bytes", file=name)
     return _LINE_END.sub("\n", text)
 
 
@@ -122,5 +119,5 @@ def read_utf8(path: Path, name: str, bom_allowed: bool) -> str:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise errors.FILE_NOT_TEXT.error(
-            file=name, reason=f"{exc.reason} (read as utf-8)") from None
+            variant="undecodable", file=name, reason=exc.reason, encoding="utf-8") from None
     return text.removeprefix("\ufeff") if bom_allowed else text

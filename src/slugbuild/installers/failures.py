@@ -44,52 +44,35 @@ _SDIST_BUILD = re.compile(
 
 @dataclass(frozen=True)
 class _SystemNeed:
+    """An installer's words for a missing system library or tool, and the
+    dependency-needs-system-library variant (errors.py) that says what to do."""
+
     pattern: re.Pattern[str]
-    needed: str
-    advice: str
+    variant: str
 
 
 _SYSTEM_NEEDS: tuple[_SystemNeed, ...] = (
     _SystemNeed(
         re.compile(r"pg_config executable not found|pg_config is required|"
                    r"Error: pg_config|pg_config: (?:command )?not found"),
-        "PostgreSQL's pg_config (the libpq development files)",
-        "Use a package with binary wheels, which bundle libpq: `psycopg2-binary` instead of "
-        "`psycopg2`, or `psycopg[binary]` for psycopg 3. Heroku's build image ships libpq-dev, "
-        "so psycopg2 builds from source there; to do the same here, install libpq-dev and "
-        "a C compiler on the build machine (`apt-get install libpq-dev build-essential`)."),
+        "pg-config"),
     _SystemNeed(
         re.compile(r"mysql_config(?::)? (?:command )?not found|"
                    r"Can not find valid pkg-config name.{0,80}MYSQLCLIENT_CFLAGS|"
                    r"pkg-config --exists mysqlclient", re.S | re.I),
-        "MySQL's client development files (mysql_config / the mysqlclient pkg-config module)",
-        "Heroku's build image ships libmysqlclient-dev, so mysqlclient builds there; to do "
-        "the same here, install default-libmysqlclient-dev, pkg-config and a C compiler on "
-        "the build machine (`apt-get install default-libmysqlclient-dev pkg-config "
-        "build-essential`). Or use a pure-Python driver such as PyMySQL (Django: "
-        "`pymysql.install_as_MySQLdb()`)."),
+        "mysql-config"),
     _SystemNeed(
         re.compile(r"(?:can't find Rust compiler|cargo, the Rust package manager, is not "
                    r"installed|error: can't find Rust)"),
-        "a Rust toolchain (cargo)",
-        "Pin a release of the package that publishes a wheel for this Python and platform "
-        "(building from source needs Rust), or ask for a Python it has wheels for in "
-        ".python-version."),
+        "rust"),
     _SystemNeed(
         re.compile(r"(?:unable to execute '(?:gcc|cc|x86_64-linux-gnu-gcc)'|"
                    r"error: command '[^']*(?:gcc|cc)' failed: No such file|"
                    r"(?:gcc|cc): (?:command )?not found)"),
-        "a C compiler (gcc)",
-        "Install build-essential on the build machine, or pin a release of the package that "
-        "publishes a wheel for this Python and platform."),
-    _SystemNeed(
+        "c-compiler"),
+    _SystemNeed(  # the named group is the variant's {header}
         re.compile(r"fatal error: (?P<header>[\w/.+-]+\.h): No such file or directory"),
-        "the C header {header}",
-        "Install the development package that provides {header} on the build machine "
-        "(Debian/Ubuntu: `apt-file search {header}` names it); Heroku users list such "
-        "packages in an Aptfile, with the heroku-community/apt buildpack before the Python "
-        "one. Or pin a release of the package that publishes a wheel for this Python and "
-        "platform."),
+        "c-header"),
 )
 
 
@@ -103,9 +86,8 @@ def diagnose_install_failure(*, command: str, exit_code: int, output: str,
         if match:
             values = match.groupdict()
             return errors.DEPENDENCY_NEEDS_SYSTEM_LIBRARY.error(
-                command=command, exit_code=exit_code, package=package or "a package",
-                needed=need.needed.format(**values), advice=need.advice.format(**values),
-                output=output, output_shown=True)
+                variant=need.variant, command=command, exit_code=exit_code,
+                package=package or "a package", output=output, output_shown=True, **values)
     if not _SDIST_BUILD.search(output):
         return None
     for path in local_paths:
@@ -121,13 +103,15 @@ def diagnose_install_failure(*, command: str, exit_code: int, output: str,
     from ..importcheck import MISSING_MODULE, REMOVED_STDLIB, diagnose_missing_module
 
     missing = MISSING_MODULE.findall(output)
-    cause = ""
     if missing and missing[-1].split(".")[0] in REMOVED_STDLIB:
-        explained = diagnose_missing_module(output, python_version)
-        cause = f"\nLikely cause: its build script imports {missing[-1]}: {explained}."
+        return errors.DEPENDENCY_BUILD_FAILED.error(
+            variant="removed-stdlib", command=command, exit_code=exit_code, package=package,
+            python=python_version, major_minor=major_minor, module=missing[-1],
+            explanation=diagnose_missing_module(output, python_version), output=output,
+            output_shown=True)
     return errors.DEPENDENCY_BUILD_FAILED.error(
         command=command, exit_code=exit_code, package=package, python=python_version,
-        major_minor=major_minor, cause=cause, output=output, output_shown=True)
+        major_minor=major_minor, output=output, output_shown=True)
 
 
 def failed_package(output: str) -> str | None:

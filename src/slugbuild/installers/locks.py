@@ -22,10 +22,8 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
     syntax = by_lock_file(lock_file).lock_syntax
     if text.startswith("\ufeff"):  # Poetry (tomlkit) and Pipenv (json) stop on it
         raise errors.LOCK_FILE_MALFORMED.error(
-            lock_file=lock_file, syntax=syntax,
-            problem="it starts with a byte order mark (BOM), which "
-                    f"{'Pipenv' if lock_file == 'Pipfile.lock' else 'Poetry'} refuses; save it "
-                    "as UTF-8 without a BOM", relock=relock)
+            variant="bom", lock_file=lock_file, syntax=syntax, relock=relock,
+            tool="Pipenv" if lock_file == "Pipfile.lock" else "Poetry")
     try:
         if syntax == "TOML":
             tomllib.loads(text)
@@ -38,9 +36,9 @@ def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
         raise errors.LOCK_FILE_MALFORMED.error(
             lock_file=lock_file, syntax="JSON", problem=str(exc), relock=relock) from None
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError
-        problem = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise errors.LOCK_FILE_MALFORMED.error(
-            lock_file=lock_file, syntax=syntax, problem=problem, relock=relock) from None
+            variant="too-deep" if isinstance(exc, RecursionError) else None,
+            lock_file=lock_file, syntax=syntax, problem=str(exc), relock=relock) from None
 
 
 def _check_pipfile_lock_shape(data: dict[str, Any]) -> None:

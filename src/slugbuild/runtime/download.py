@@ -414,13 +414,11 @@ class DownloadSource:
         prefix = target / "python" if (target / "python" / "bin").is_dir() else target
         runtime = inspect_prefix(prefix, "download")
         if runtime is None:
-            raise errors.RUNTIME_ARCHIVE_INVALID.error(
-                url=archive.url, problem="it holds no CPython prefix (bin/pythonX.Y, "
-                "lib/pythonX.Y/os.py, include/pythonX.Y/patchlevel.h) at its top or in python/")
+            raise errors.RUNTIME_ARCHIVE_INVALID.error(variant="no-prefix", url=archive.url)
         if runtime.version != archive.version:
             raise errors.RUNTIME_ARCHIVE_INVALID.error(
-                url=archive.url, problem=f"its name says Python {archive.version} but it holds "
-                f"Python {runtime.version}")
+                variant="wrong-version", url=archive.url, named=archive.version,
+                held=runtime.version)
         return LocalRuntime(runtime.version, runtime.prefix, archive.url)
 
     def fetch(self, archive: Archive, reporter: Reporter) -> Path:
@@ -429,9 +427,7 @@ class DownloadSource:
         if final.is_file() and file_sha256(final) == archive.sha256:
             return final
         if self.offline:
-            raise errors.RUNTIME_DOWNLOAD_FAILED.error(
-                url=archive.url, reason="not in the cache and --offline forbids downloading",
-                attempts=0)
+            raise errors.RUNTIME_DOWNLOAD_FAILED.error(variant="offline", url=archive.url)
         scratch = self.cache.scratch_dir("download")
         try:
             partial = scratch / archive.name
@@ -755,10 +751,7 @@ class HerokuSource(DownloadSource):
         except errors.SlugbuildError as exc:
             if exc.code == "runtime-download-failed" and re.search(r"HTTP 40[34]", exc.found):
                 raise errors.RUNTIME_DOWNLOAD_FAILED.error(
-                    url=redact_url(url), attempts=1,
-                    reason="no such archive (S3 answers 403 or 404 for a missing one): "
-                    "this patch was not built for this stack, or the bucket is not "
-                    "Heroku's") from exc
+                    variant="missing-on-s3", url=redact_url(url)) from exc
             raise
 
     def _verify(self, archive: Archive, received: _Received) -> str:
@@ -778,11 +771,8 @@ class HerokuSource(DownloadSource):
             return received.sha256
         if etag is False:
             raise errors.RUNTIME_CHECKSUM_MISMATCH.error(
-                url=archive.url, actual=f"{received.sha256} (MD5 differs)",
-                expected=f"the MD5 of ETag {received.etag}", checksums="the server's ETag")
-        raise errors.RUNTIME_CHECKSUM_MISSING.error(
-            url=redact_url(archive.url),
-            reason="no <archive>.sha256 beside it and no MD5 ETag to check it against")
+                variant="etag", url=archive.url, actual=received.sha256, etag=received.etag)
+        raise errors.RUNTIME_CHECKSUM_MISSING.error(url=redact_url(archive.url))
 
 
 HEROKU_BASE_URL = "https://heroku-buildpack-python.s3.dualstack.us-east-1.amazonaws.com"
@@ -884,14 +874,15 @@ def _extract(path: Path, target: Path, url: str) -> None:
                 _extract_members(tar, target, url)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise errors.RUNTIME_ARCHIVE_INVALID.error(
-            url=url, problem=f"it cannot be unpacked ({exc})") from exc
+            variant="cannot-unpack", url=url, reason=exc) from exc
 
 
 def _extract_members(tar: tarfile.TarFile, target: Path, url: str) -> None:
     for member in tar:
         problem = _unsafe(member)
         if problem:
-            raise errors.RUNTIME_ARCHIVE_INVALID.error(url=url, problem=f"{member.name}: {problem}")
+            raise errors.RUNTIME_ARCHIVE_INVALID.error(
+                variant="unsafe-member", url=url, member=member.name, reason=problem)
         if hasattr(tarfile, "data_filter"):
             tar.extract(member, target, filter="data")
         else:  # pragma: no cover - Python without extraction filters

@@ -281,41 +281,32 @@ def _unavailable(request: PythonRequest, survey: _Survey, sources: Sequence[Runt
     requested = request.requested
     if request.is_default:
         requested = f"{DEFAULT_PYTHON} (or any of {', '.join(default_minors()[1:])})"
-    advice = [f"Ask for one of the available versions in {request.where}, or make "
-              f"Python {request.requested} available: install it (e.g. `pyenv install "
-              f"{request.requested}`) or add its prefix to SLUGBUILD_PYTHON_PATH."]
     if not downloaders:
-        advice.append("Or allow downloads: `--python-source local,download` "
-                      "(`--python-download-url URL` names another index or mirror).")
+        variant = "no-downloads"
     elif all(s.offline for s in downloaders):
-        advice.append("Downloads are configured but --offline (SLUGBUILD_OFFLINE) forbids "
-                      "them: build once online so the runtime is cached, or drop --offline.")
+        variant = "offline"
+    elif any(s.name in survey.failed for s in downloaders):
+        variant = "index-unreadable"
     else:
-        failed = [s.name for s in downloaders if s.name in survey.failed]
-        if failed:
-            advice.append("The runtime index could not be read (see Sources tried). Check the "
-                          "network, or point `--python-download-url` (SLUGBUILD_PYTHON_DOWNLOAD_"
-                          "URL) at a reachable mirror or a local index file.")
-        else:
-            advice.append(f"The runtime index has no Python {request.requested} for this "
-                          f"platform: point `--python-download-url` at an index or release "
-                          f"that has it.")
+        variant = "not-in-index"
     eol = sorted(v for v in survey.refused if request.matches(v))
     if eol:
-        advice.append(f"{', '.join(eol)} would match but reached end of life (see "
-                      f"docs/python-versions.md); --allow-eol-python builds it anyway.")
+        variant += "+eol"
     if request.is_exact and not patch_fallback:
-        advice.append(f"To accept the newest available {request.major_minor} patch instead, "
-                      f"build with `--python-patch-fallback` (SLUGBUILD_PYTHON_PATCH_FALLBACK=1).")
+        variant += "+patch-fallback"
     asker = request.source_file or ("The version this app's previous build used (sticky; "
                                      "no version file)" if request.origin == FROM_STICKY
                                      else "The default")
     return errors.PYTHON_VERSION_UNAVAILABLE.error(
+        variant=variant,
         source_file=asker,
         requested=requested,
         available=", ".join(survey.seen()) or "none",
         sources=survey.tried(),
-        advice="\n".join(advice),
+        where=request.where,
+        wanted=request.requested,
+        eol=", ".join(eol),
+        major_minor=request.major_minor,
     )
 
 

@@ -43,8 +43,7 @@ def parse_size(text: str, name: str) -> int:
     """``123``, ``64K``, ``1M``, ``4G`` (binary units) as a number of bytes."""
     match = _SIZE.match(text)
     if not match:
-        raise errors.INVALID_LIMIT.error(
-            name=name, value=text, expected="a size in bytes, optionally with K, M, G or T")
+        raise errors.INVALID_LIMIT.error(variant="size", name=name, value=text)
     number: int = int(match.group(1)) * 1024 ** " KMGT".index((match.group(2) or " ").upper())
     return number
 
@@ -66,8 +65,8 @@ class SlugLimits:
         defaults = cls()
         entries = os.environ.get("SLUGBUILD_MAX_SLUG_ENTRIES")
         if entries is not None and not entries.strip().isdigit():
-            raise errors.INVALID_LIMIT.error(name="SLUGBUILD_MAX_SLUG_ENTRIES", value=entries,
-                                             expected="a whole number")
+            raise errors.INVALID_LIMIT.error(variant="count", name="SLUGBUILD_MAX_SLUG_ENTRIES",
+                                             value=entries)
         unpacked = os.environ.get("SLUGBUILD_MAX_UNPACKED_SIZE")
         metadata = os.environ.get("SLUGBUILD_MAX_METADATA_SIZE")
         return cls(
