@@ -370,3 +370,10 @@ def fixture_build_options(name: str, stack: contextlib.ExitStack, scratch: Path)
         base = stack.enter_context(serve_directory(mirror))
         options["env"] = {"NLTK_INDEX_URL": f"{base}/index.xml"}
     return options
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that must take SIGINT as a terminal's Ctrl-C: a suite
+    started in the background (``cmd &`` in a script) has SIGINT ignored, and children
+    inherit that (slugbuild then rightly keeps ignoring it, as nohup'd programs do)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

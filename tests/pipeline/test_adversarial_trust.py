@@ -34,7 +34,7 @@ from slugbuild.log import Reporter
 from slugbuild.slug import publish
 from slugbuild.slug.inspect import describe_slug
 
-from ..helpers import crafted_tar, make_app, run_cli
+from ..helpers import crafted_tar, default_sigint, make_app, run_cli
 
 TOKEN = "tok-3f9a1c77e2d04b"
 SIGNATURE = "sigV4-9d8e7f6a5b4c3d2e1f"
@@ -804,7 +804,7 @@ def test_sigint_during_a_real_build_exits_130(tmp_path, cache_dir):
     process = subprocess.Popen(
         [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
          "--cache-dir", str(tmp_path / "cache")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)

@@ -7,7 +7,8 @@ them again, on purpose and in the same commit:
 
     SLUGBUILD_RECORD_GOLDEN=1 .venv/bin/pytest tests/pipeline/test_golden_slugs.py
 
-The builds share the session cache, so in the full suite most of them are warm.
+The builds share a cache of their own (not the session's: tests that expect a
+cold dependency layer of a fixture must not find one made here).
 """
 
 from __future__ import annotations
@@ -51,12 +52,17 @@ def _record(name: str, layout: str, outcome: str) -> None:
         GOLDEN.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
 
 
+@pytest.fixture(scope="module")
+def golden_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("golden-cache")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", fixture_names(include_failing=True))
 def test_the_slug_of_every_fixture_is_byte_identical_to_the_recorded_one(
-        tmp_path, cache_dir, name, layout):
-    outcome = _outcome(name, layout, tmp_path, cache_dir)
+        tmp_path, golden_cache, name, layout):
+    outcome = _outcome(name, layout, tmp_path, golden_cache)
     if RECORDING:
         _record(name, layout, outcome)
         return

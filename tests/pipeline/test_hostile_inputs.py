@@ -27,7 +27,15 @@ from slugbuild.hooks import run_hook
 from slugbuild.log import Reporter
 from slugbuild.proc import build_limits
 
-from ..helpers import assert_refused, cli, limited, make_app, make_buildpack, run_cli
+from ..helpers import (
+    assert_refused,
+    cli,
+    default_sigint,
+    limited,
+    make_app,
+    make_buildpack,
+    run_cli,
+)
 
 
 def quiet_env(tmp: Path, **extra: str) -> dict:
@@ -324,7 +332,7 @@ def test_signal_to_slugbuild_alone_kills_the_build_and_removes_scratch(tmp_path,
     process = subprocess.Popen(
         cli("compile", app, "-o", slug, "--buildpack", pack, "--cache-dir", cache,
             "--env", f"PIDS={pids}", "--env", "SECRET_KEY=plain-text-secret"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 60
         while not ((pids / "child").exists() and (pids / "compile").exists()):
