@@ -458,8 +458,8 @@ def _publish_npm(root: Path, base: str, tarballs: dict[str, bytes],
 @pytest.fixture
 def machine_node() -> NodeTools:
     node = shutil.which("node")
-    if node is None or shutil.which("npm") is None:
-        pytest.skip("no node and npm on this machine (the Makefile installs them)")
+    # `make test` installs nodejs and npm (Makefile: system-packages): missing is a failure.
+    assert node is not None and shutil.which("npm") is not None, "no node and npm on PATH"
     return NodeTools("machine", (str(shutil.which("npm")),), Path(node).parent, "machine")
 
 
