@@ -1689,6 +1689,44 @@ LOCK_WOULD_CONFLICT = ErrorKind(
     area=DependencyError,
 )
 
+# --- run images (the stack an image is built on) --------------------------------------
+RUN_IMAGE_INCOMPATIBLE = ErrorKind(
+    "run-image-incompatible",
+    "The run image cannot run this slug",
+    "{run_image} lacks what the slug's programs and libraries load at start:\n{missing}",
+    "Use a run image that has them (Debian packages: {packages}), e.g. one made with "
+    "`slugbuild stack build`, or add those packages to your own run image. An image "
+    "built on this one would fail at boot with \"cannot open shared object file\".",
+    area=InputError,
+    variants={
+        "architecture": Variant(
+            "{run_image} is a {image_architecture} image; the slug's programs are "
+            "{slug_architecture}.",
+            "Use a {slug_architecture} run image, or build the slug on a "
+            "{image_architecture} machine."),
+    },
+)
+RUN_IMAGE_BUILD_FAILED = ErrorKind(
+    "run-image-build-failed",
+    "The run image could not be built",
+    "`{command}` failed with exit code {exit_code}.",
+    "Its last lines are shown above. mmdebstrap needs the Debian mirrors in "
+    "{sources} to be reachable and root (or a user namespace); check them, or give "
+    "a run image you already have with --run-image.",
+    area=HostError,
+    variants={
+        "no-mmdebstrap": Variant(
+            "`mmdebstrap` is not installed, and `slugbuild stack build` makes the run "
+            "image with it.",
+            "Install it (`apt-get install mmdebstrap` on Debian or Ubuntu), or give a run "
+            "image you already have with --run-image."),
+        "no-mirror": Variant(
+            "No Debian mirror was found in {sources} for {suite}.",
+            "Add a `deb` line (or a deb822 .sources file) for the mirror to use, or pass "
+            "--mirror URL."),
+    },
+)
+
 
 # --- helpers ---------------------------------------------------------------------------
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -38,6 +38,7 @@ from .release import decide_release, slug_json_writer, write_release
 from .results import BuildResultDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
+from .stack_compat import slug_requirements
 from .stage import check_top_level_links, stage_sources
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -166,13 +167,17 @@ def compile_app(
                 write_release(build.build_dir, release)
                 warn_machine_paths(build, checked)
 
+            with timer.stage("stack_requirements"):
+                requirements = slug_requirements(build.build_dir)
+
             with timer.stage("pack"):
                 reporter.step("Compressing...")
                 describe = slug_json_writer(
                     release, python_fields=python.slug_fields() if python else None,
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
-                    system_packages=build.system_packages)
+                    system_packages=build.system_packages,
+                    stack_requirements=requirements.as_dict())
                 packed, metadata = write_output(build, target, checked.intact, describe,
                                                 boot_timeout)
                 reporter.detail(f"Done: {human_size(packed.size)}")

@@ -276,10 +276,12 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
                      platform: dict[str, str], layout: str,
                      buildpacks: list[dict[str, str]],
                      system_packages: list[dict[str, str]],
+                     stack_requirements: dict[str, Any] | None = None,
                      ) -> Callable[[int, str], dict[str, Any]]:
     """slug.json for the packed slug's (size, sha256): what the build learned, with
     the Python buildpack's fields (runtime, package manager, packages, frameworks;
-    None without it) and the Aptfile's ``system_packages`` (only with one)."""
+    None without it), the Aptfile's ``system_packages`` (only with one) and what the
+    slug needs from a run image (``stack_compat.StackRequirements``)."""
     python = python_fields or {"runtime": None, "package_manager": None, "packages": [],
                                "frameworks": []}
 
@@ -301,6 +303,8 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
         )
         if system_packages:
             metadata["system_packages"] = system_packages
+        if stack_requirements is not None:
+            metadata["stack_requirements"] = stack_requirements
         return metadata
 
     return describe

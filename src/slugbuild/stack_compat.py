@@ -1,0 +1,538 @@
+"""What a slug needs from the run image it runs on, and whether a run image has it.
+
+A slug ships its Python runtime and its packages, but their ELF files still load
+shared libraries from the machine they run on (libssl, libsqlite3, libffi, libz,
+glibc itself). At compile time ``slug_requirements`` lists those libraries (the
+``DT_NEEDED`` entries of every ELF file the slug does not satisfy itself) and the
+glibc floor (the highest ``GLIBC_x.y`` symbol version any of them needs), as
+slug.json's ``stack_requirements``. At image time ``check_run_image`` compares them
+with a run image's files, so an image that would fail at boot with "cannot open
+shared object file" is refused when it is built.
+
+The ELF reader is a small pure-Python one: it reads only the program headers, the
+dynamic segment and the version-needs/definitions tables, which is all this needs.
+pyelftools would do the same with a new dependency and more reading (it parses
+sections, not segments, and stripped files may lack section headers).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gzip
+import io
+import os
+import posixpath
+import re
+import struct
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+from . import errors
+
+ELF_MAGIC = b"\x7fELF"
+# e_machine -> the architecture name OCI image configs use (GOARCH spelling).
+MACHINES = {3: "386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390x", 40: "arm",
+            62: "amd64", 183: "arm64", 243: "riscv64", 258: "loong64"}
+# Where the dynamic loader looks without RPATH or LD_LIBRARY_PATH, for every
+# multiarch triplet Debian and Ubuntu use (an image's own ld.so.conf.d adds more).
+MULTIARCH = ("x86_64-linux-gnu", "aarch64-linux-gnu", "i386-linux-gnu", "arm-linux-gnueabihf",
+             "powerpc64le-linux-gnu", "s390x-linux-gnu", "riscv64-linux-gnu")
+LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib",
+                *(f"/lib/{triplet}" for triplet in MULTIARCH),
+                *(f"/usr/lib/{triplet}" for triplet in MULTIARCH))
+_GLIBC_VERSION = re.compile(r"GLIBC_(\d+(?:\.\d+)+)$")
+_LIBC_FILE = re.compile(r"libc\.so\.6$|libc-\d+(\.\d+)+\.so$")
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
+DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
+_READ_LIMIT = 1 << 20  # no table this reads is near a MiB in a real file
+
+
+class NotElf(ValueError):
+    """The bytes are not an ELF file this reader understands (or are truncated)."""
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """The dynamic-linking facts of one ELF file."""
+
+    machine: str
+    needed: tuple[str, ...] = ()
+    soname: str | None = None
+    search_paths: tuple[str, ...] = ()  # RPATH then RUNPATH entries, as written
+    interpreter: str | None = None
+    version_needs: tuple[str, ...] = ()  # e.g. GLIBC_2.34, OPENSSL_3.0.0
+    version_defs: tuple[str, ...] = ()  # what a library provides (libc: GLIBC_2.0...)
+
+
+def read_elf(handle: IO[bytes]) -> ElfInfo:
+    """Parse ``handle`` (seekable, positioned anywhere) as an ELF file."""
+    handle.seek(0)
+    ident = handle.read(64)
+    if len(ident) < 52 or ident[:4] != ELF_MAGIC or ident[4] not in (1, 2) \
+            or ident[5] not in (1, 2):
+        raise NotElf("not an ELF file")
+    wide = ident[4] == 2
+    order = "<" if ident[5] == 1 else ">"
+
+    def unpack(fmt: str, data: bytes, offset: int = 0) -> tuple[Any, ...]:
+        try:
+            return struct.unpack_from(order + fmt, data, offset)
+        except struct.error as exc:
+            raise NotElf(f"truncated ELF file: {exc}") from exc
+
+    def read_at(offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0 or size > _READ_LIMIT:
+            raise NotElf("ELF table out of range")
+        handle.seek(offset)
+        data = handle.read(size)
+        if len(data) < size:
+            raise NotElf("truncated ELF file")
+        return data
+
+    machine: int = unpack("H", ident, 18)[0]
+    if wide:
+        phoff, phentsize, phnum = unpack("Q", ident, 32)[0], *unpack("HH", ident, 54)
+    else:
+        phoff, phentsize, phnum = unpack("I", ident, 28)[0], *unpack("HH", ident, 42)
+    segments: list[tuple[int, int, int, int]] = []  # (type, offset, vaddr, filesz)
+    table = read_at(phoff, phentsize * phnum) if phnum else b""
+    for index in range(phnum):
+        base = index * phentsize
+        if wide:
+            p_type, _, p_offset, p_vaddr, _, p_filesz = unpack("IIQQQQ", table, base)
+        else:
+            p_type, p_offset, p_vaddr, _, p_filesz = unpack("IIIII", table, base)
+        segments.append((p_type, p_offset, p_vaddr, p_filesz))
+
+    def file_offset(vaddr: int) -> int:
+        for p_type, p_offset, p_vaddr, p_filesz in segments:
+            if p_type == PT_LOAD and p_vaddr <= vaddr < p_vaddr + p_filesz:
+                return vaddr - p_vaddr + p_offset
+        raise NotElf("address outside every loaded segment")
+
+    arch = MACHINES.get(machine, f"elf-machine-{machine}")
+    interpreter = None
+    for p_type, p_offset, _, p_filesz in segments:
+        if p_type == PT_INTERP:
+            interpreter = read_at(p_offset, min(p_filesz, 4096)).split(b"\0")[0].decode(
+                "utf-8", "replace")
+    dynamic = next(((o, s) for t, o, _, s in segments if t == PT_DYNAMIC), None)
+    if dynamic is None:  # static executable, object file, core dump: needs nothing
+        return ElfInfo(arch, interpreter=interpreter)
+    entry_size = 16 if wide else 8
+    data = read_at(dynamic[0], min(dynamic[1], _READ_LIMIT) // entry_size * entry_size)
+    entries: list[tuple[int, int]] = []
+    for base in range(0, len(data), entry_size):
+        tag, value = unpack("qQ" if wide else "iI", data, base)
+        if tag == DT_NULL:
+            break
+        entries.append((tag, value))
+    tags: dict[int, int] = {}
+    for tag, value in entries:
+        tags.setdefault(tag, value)
+    if DT_STRTAB not in tags:
+        return ElfInfo(arch, interpreter=interpreter)
+    strtab = file_offset(tags[DT_STRTAB])
+
+    def string(offset: int) -> str:
+        handle.seek(strtab + offset)
+        raw = handle.read(4096).split(b"\0")[0]
+        return raw.decode("utf-8", "replace")
+
+    needed = tuple(string(v) for t, v in entries if t == DT_NEEDED)
+    soname = next((string(v) for t, v in entries if t == DT_SONAME), None)
+    paths: list[str] = []
+    for kind in (DT_RPATH, DT_RUNPATH):
+        for t, v in entries:
+            if t == kind:
+                paths += [p for p in string(v).split(":") if p]
+    version_needs: list[str] = []
+    if DT_VERNEED in tags:
+        offset = file_offset(tags[DT_VERNEED])
+        for _ in range(min(tags.get(DT_VERNEEDNUM, 0), 4096)):
+            _, count, _, aux, following = unpack("HHIII", read_at(offset, 16))
+            aux_offset = offset + aux
+            for _ in range(min(count, 4096)):
+                _, _, _, name, aux_next = unpack("IHHII", read_at(aux_offset, 16))
+                version_needs.append(string(name))
+                if not aux_next:
+                    break
+                aux_offset += aux_next
+            if not following:
+                break
+            offset += following
+    version_defs: list[str] = []
+    if DT_VERDEF in tags:
+        offset = file_offset(tags[DT_VERDEF])
+        for _ in range(min(tags.get(DT_VERDEFNUM, 0), 4096)):
+            _, flags, _, count, _, aux, following = unpack("HHHHIII", read_at(offset, 20))
+            if count and not flags & 1:  # VER_FLG_BASE names the file itself
+                (name,) = unpack("I", read_at(offset + aux, 8))
+                version_defs.append(string(name))
+            if not following:
+                break
+            offset += following
+    return ElfInfo(arch, needed, soname, tuple(paths), interpreter,
+                   tuple(dict.fromkeys(version_needs)), tuple(version_defs))
+
+
+def glibc_version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def highest_glibc(versions: Iterable[str]) -> str | None:
+    """The highest x.y of ``GLIBC_x.y`` names (GLIBC_PRIVATE and others ignored)."""
+    found = [match.group(1) for match in map(_GLIBC_VERSION.match, versions) if match]
+    return max(found, key=glibc_version_key) if found else None
+
+
+@dataclass
+class StackRequirements:
+    """slug.json's ``stack_requirements``: sonames the slug's ELF files load from the
+    run image, its glibc floor, and the architecture of its ELF files."""
+
+    needed: list[str] = field(default_factory=list)
+    glibc: str | None = None
+    architecture: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"needed": self.needed, "glibc": self.glibc, "architecture": self.architecture}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StackRequirements | None:
+        """Read slug.json's field; ``None`` when it is absent or not in this shape (an
+        older slug.json: compute it from the slug instead)."""
+        if not isinstance(data, dict):
+            return None
+        needed, glibc, arch = data.get("needed"), data.get("glibc"), data.get("architecture")
+        if not (isinstance(needed, list) and all(isinstance(n, str) for n in needed)
+                and isinstance(glibc, (str, type(None)))
+                and isinstance(arch, (str, type(None)))):
+            return None
+        return cls(list(needed), glibc, arch)
+
+
+def requirements_of(files: Iterable[tuple[str, ElfInfo]], present: Iterable[str]
+                    ) -> StackRequirements:
+    """What ``files`` (slug-relative path, parsed ELF) need beyond what the slug holds.
+
+    A needed name is the slug's own when an ELF file of the slug declares it as its
+    soname (found through LD_LIBRARY_PATH, as the runtime's .profile.d sets it), or
+    when a file of that name lies in one of the needing file's ``$ORIGIN``-relative
+    RPATH/RUNPATH directories (how wheels repaired by auditwheel ship theirs).
+    ``present`` is every path in the slug (relative, ``/``-separated).
+    """
+    files = list(files)
+    paths = set(present)
+    sonames = {info.soname for _, info in files if info.soname}
+    needed: set[str] = set()
+    versions: list[str] = []
+    machines: collections.Counter[str] = collections.Counter()
+    for path, info in files:
+        machines[info.machine] += 1
+        versions += info.version_needs
+        origin = posixpath.dirname(path)
+        for name in info.needed:
+            if name in sonames or _in_origin_paths(name, origin, info.search_paths, paths):
+                continue
+            needed.add(name)
+        if info.interpreter and info.needed:  # executables load through it
+            needed.add(posixpath.basename(info.interpreter))
+    # Mixed machines (a package shipping another architecture's binary as data) are
+    # rare: the most common one is the slug's.
+    architecture = machines.most_common(1)[0][0] if machines else None
+    return StackRequirements(sorted(needed), highest_glibc(versions), architecture)
+
+
+def _in_origin_paths(name: str, origin: str, search: tuple[str, ...], paths: set[str]) -> bool:
+    for entry in search:
+        for prefix in ("$ORIGIN", "${ORIGIN}"):
+            if entry == prefix or entry.startswith(prefix + "/"):
+                where = posixpath.normpath(posixpath.join(origin, entry[len(prefix):].lstrip("/"),
+                                                          name))
+                if where in paths:
+                    return True
+    return False
+
+
+def slug_requirements(tree: Path) -> StackRequirements:
+    """The stack requirements of a build directory (or an unpacked slug)."""
+    elves: list[tuple[str, ElfInfo]] = []
+    present: list[str] = []
+    for directory, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        rel_dir = os.path.relpath(directory, tree)
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            present.append(rel)
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                continue
+            info = _try_elf_file(path)
+            if info is not None:
+                elves.append((rel, info))
+    return requirements_of(elves, present)
+
+
+def _try_elf_file(path: str) -> ElfInfo | None:
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != ELF_MAGIC:
+                return None
+            return read_elf(handle)
+    except (OSError, NotElf):
+        return None
+
+
+def slug_archive_requirements(slug: Path, layout_base: str) -> StackRequirements:
+    """The stack requirements of a packed slug (for slugs whose slug.json predates the
+    field): its members read in one pass, ELF ones parsed from memory."""
+    elves: list[tuple[str, ElfInfo]] = []
+    present: list[str] = []
+    prefix = layout_base.strip("./")
+    with tarfile.open(slug, "r:*") as archive:
+        for member in archive:
+            name = posixpath.normpath(member.name.lstrip("./") or ".")
+            if prefix:
+                if not name.startswith(prefix + "/"):
+                    continue
+                name = name[len(prefix) + 1:]
+            if member.isdir():
+                continue
+            present.append(name)
+            if not member.isfile() or member.size < 52:
+                continue
+            handle = archive.extractfile(member)
+            if handle is None:
+                continue
+            data = handle.read()
+            if data[:4] == ELF_MAGIC:
+                try:
+                    elves.append((name, read_elf(io.BytesIO(data))))
+                except NotElf:
+                    pass
+    return requirements_of(elves, present)
+
+
+# --- run images -------------------------------------------------------------------
+@dataclass
+class _Entry:
+    layer: int
+    kind: str  # "file", "dir", "link" (symlink), "hard"
+    target: str = ""  # symlink or hard-link target
+    data: bytes | None = None  # kept only for the files the check reads (libc)
+
+
+class RunImageFiles:
+    """The merged file tree of a run image's layers (whiteouts applied), as far as the
+    compatibility check needs it: every path and link, and the bytes of libc."""
+
+    def __init__(self, architecture: str | None = None) -> None:
+        self.architecture = architecture
+        self.entries: dict[str, _Entry] = {}
+        self.layers = 0
+
+    @classmethod
+    def from_layers(cls, layers: Iterable[IO[bytes]], architecture: str | None = None
+                    ) -> RunImageFiles:
+        """Read layer tar streams, bottom first (gzip or plain, detected)."""
+        files = cls(architecture)
+        for stream in layers:
+            files.add_layer(stream)
+        return files
+
+    def add_layer(self, stream: IO[bytes]) -> None:
+        index = self.layers
+        self.layers += 1
+        with _tar_stream(stream) as archive:
+            for member in archive:
+                self._add_member(index, member, archive)
+
+    def _add_member(self, index: int, member: tarfile.TarInfo, archive: tarfile.TarFile
+                    ) -> None:
+        path = "/" + posixpath.normpath(member.name.lstrip("/")).lstrip("./")
+        path = posixpath.normpath(path)
+        directory, name = posixpath.split(path)
+        if name == ".wh..wh..opq":
+            prefix = directory.rstrip("/") + "/"
+            for key in [k for k, e in self.entries.items()
+                        if k.startswith(prefix) and e.layer < index]:
+                del self.entries[key]
+            return
+        if name.startswith(".wh."):
+            hidden = posixpath.join(directory, name[4:])
+            for key in [k for k, e in self.entries.items()
+                        if (k == hidden or k.startswith(hidden + "/")) and e.layer < index]:
+                del self.entries[key]
+            return
+        if member.isdir():
+            self.entries[path] = _Entry(index, "dir")
+        elif member.issym():
+            self.entries[path] = _Entry(index, "link", member.linkname)
+        elif member.islnk():
+            target = "/" + posixpath.normpath(member.linkname.lstrip("/")).lstrip("./")
+            self.entries[path] = _Entry(index, "hard", posixpath.normpath(target))
+        else:
+            data = None
+            if member.isfile() and _LIBC_FILE.search(name):
+                handle = archive.extractfile(member)
+                data = handle.read() if handle is not None else None
+            self.entries[path] = _Entry(index, "file", data=data)
+
+    def resolve(self, path: str, depth: int = 0) -> str | None:
+        """``path`` with every symlink followed (as the kernel would in the image's
+        root), or None when it leads nowhere."""
+        if depth > 40:
+            return None
+        current = "/"
+        parts = [p for p in path.split("/") if p and p != "."]
+        for position, part in enumerate(parts):
+            candidate = posixpath.normpath(posixpath.join(current, part)) if part != ".." \
+                else posixpath.dirname(current) or "/"
+            entry = self.entries.get(candidate)
+            if entry is None and candidate != "/":
+                return None
+            if entry is not None and entry.kind == "link":
+                base = "/" if entry.target.startswith("/") else current
+                rest = "/".join(parts[position + 1:])
+                return self.resolve(posixpath.join(base, entry.target, rest), depth + 1)
+            current = candidate
+        return current
+
+    def file_data(self, path: str) -> bytes | None:
+        resolved = self.resolve(path)
+        entry = self.entries.get(resolved) if resolved else None
+        if entry is not None and entry.kind == "hard":
+            entry = self.entries.get(entry.target)
+        return entry.data if entry is not None else None
+
+    def library_dirs(self) -> list[str]:
+        """The standard library directories (those the image has)."""
+        return [d for d in LIBRARY_DIRS if (r := self.resolve(d)) is not None
+                and self.entries.get(r, _Entry(0, "dir")).kind == "dir"]
+
+    def has_library(self, soname: str) -> bool:
+        for directory in self.library_dirs():
+            resolved = self.resolve(posixpath.join(directory, soname))
+            if resolved is not None and self.entries[resolved].kind in ("file", "hard"):
+                return True
+        return False
+
+    def glibc_version(self) -> str | None:
+        """The highest GLIBC_x.y libc.so.6 defines (what it can satisfy), or the
+        version in an old-style ``libc-2.31.so`` name."""
+        for directory in self.library_dirs():
+            data = self.file_data(posixpath.join(directory, "libc.so.6"))
+            if data is None:
+                continue
+            try:
+                version = highest_glibc(read_elf(io.BytesIO(data)).version_defs)
+            except NotElf:
+                version = None
+            if version:
+                return version
+            resolved = self.resolve(posixpath.join(directory, "libc.so.6")) or ""
+            match = re.search(r"libc-(\d+(?:\.\d+)+)\.so$", resolved)
+            if match:
+                return match.group(1)
+        return None
+
+
+@contextlib.contextmanager
+def _tar_stream(stream: IO[bytes]) -> Iterator[tarfile.TarFile]:
+    """A tar stream over a layer blob: gzip (every member read, not only the first
+    as tarfile's ``r|gz`` would) or plain tar, told apart by the first bytes."""
+    buffered = io.BufferedReader(_Raw(stream))
+    source: IO[bytes] = buffered
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        source = cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
+    with tarfile.open(fileobj=source, mode="r|") as archive:
+        yield archive
+
+
+class _Raw(io.RawIOBase):
+    """Any readable byte stream as a raw stream (to buffer and peek at it)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def check_run_image(requirements: StackRequirements, image: RunImageFiles) -> list[str]:
+    """What ``image`` lacks for a slug with ``requirements``: missing sonames, and a
+    glibc older than the slug's floor (empty: compatible). The architecture is
+    checked by ``require_compatible`` (it is not something to add to the image)."""
+    missing = [name for name in requirements.needed if not image.has_library(name)]
+    if requirements.glibc:
+        have = image.glibc_version()
+        if have is None:
+            if "libc.so.6" not in missing:
+                missing.append(f"glibc {requirements.glibc} (no libc.so.6 found)")
+        elif glibc_version_key(have) < glibc_version_key(requirements.glibc):
+            missing.append(f"glibc {requirements.glibc} (the image has {have})")
+    return missing
+
+
+def require_compatible(requirements: StackRequirements, image: RunImageFiles,
+                       run_image: str) -> None:
+    """Raise the catalogue's ``run-image-incompatible`` when a slug with
+    ``requirements`` could not start on ``image`` (named ``run_image`` in messages)."""
+    wanted, have = requirements.architecture, image.architecture
+    if wanted and have and wanted != have:
+        raise errors.RUN_IMAGE_INCOMPATIBLE.error(
+            variant="architecture", run_image=run_image, image_architecture=have,
+            slug_architecture=wanted)
+    missing = check_run_image(requirements, image)
+    if missing:
+        raise errors.RUN_IMAGE_INCOMPATIBLE.error(
+            run_image=run_image, missing="\n".join(f"  - {item}" for item in missing),
+            packages=debian_packages_phrase(missing))
+
+
+# The Debian (bookworm) packages that provide the sonames a slug built here needs:
+# named in messages so a user knows what to add to their run image.
+DEBIAN_PACKAGES = {
+    "libc.so.6": "libc6", "libm.so.6": "libc6", "libpthread.so.0": "libc6",
+    "libdl.so.2": "libc6", "librt.so.1": "libc6", "libutil.so.1": "libc6",
+    "ld-linux-x86-64.so.2": "libc6", "ld-linux-aarch64.so.1": "libc6",
+    "libz.so.1": "zlib1g", "liblzma.so.5": "liblzma5", "libbz2.so.1.0": "libbz2-1.0",
+    "libuuid.so.1": "libuuid1", "libcrypt.so.1": "libcrypt1", "libtinfo.so.6": "libtinfo6",
+    "libssl.so.3": "libssl3", "libcrypto.so.3": "libssl3", "libsqlite3.so.0": "libsqlite3-0",
+    "libffi.so.8": "libffi8", "libncursesw.so.6": "libncursesw6",
+    "libreadline.so.8": "libreadline8", "libnsl.so.2": "libnsl2", "libtirpc.so.3": "libtirpc3",
+    "libexpat.so.1": "libexpat1", "libgdbm.so.6": "libgdbm6", "libgdbm_compat.so.4":
+    "libgdbm-compat4", "libpanelw.so.6": "libncursesw6", "libformw.so.6": "libncursesw6",
+    "libmpdec.so.3": "libmpdec3", "libstdc++.so.6": "libstdc++6", "libgcc_s.so.1": "libgcc-s1",
+    "libpq.so.5": "libpq5", "libjpeg.so.62": "libjpeg62-turbo",
+}
+
+
+def debian_packages_phrase(missing: list[str]) -> str:
+    """The Debian packages that provide ``missing``, as a message names them."""
+    known = debian_packages(missing)
+    unknown = [name for name in missing
+               if name not in DEBIAN_PACKAGES and not name.startswith("glibc ")]
+    if unknown:
+        known.append("the package(s) providing " + ", ".join(unknown))
+    return ", ".join(known)
+
+
+def debian_packages(missing: Iterable[str]) -> list[str]:
+    """The Debian packages to install for ``missing`` (those known), in order."""
+    return list(dict.fromkeys(DEBIAN_PACKAGES[name] if not name.startswith("glibc ")
+                              else "libc6" for name in missing
+                              if name in DEBIAN_PACKAGES or name.startswith("glibc ")))
+

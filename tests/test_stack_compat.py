@@ -1,0 +1,205 @@
+"""What a slug needs from a run image (ELF needs, glibc floor) and the check of a run image.
+
+ELF files are made with gcc (a Makefile system package) and compared with what
+binutils' readelf says of the same files; run images are tar layers made here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slugbuild import errors
+from slugbuild.stack_compat import (
+    NotElf,
+    RunImageFiles,
+    StackRequirements,
+    check_run_image,
+    read_elf,
+    require_compatible,
+    slug_archive_requirements,
+    slug_requirements,
+)
+
+HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
+
+
+def _gcc(out: Path, source: str, *flags: str) -> Path:
+    src = out.with_suffix(".c")
+    src.write_text(source)
+    subprocess.run(["gcc", "-o", str(out), str(src), *flags], check=True, capture_output=True)
+    src.unlink()
+    return out
+
+
+def _readelf(path: Path, what: str) -> list[str]:
+    text = subprocess.run(["readelf", "-dW", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+    return re.findall(rf"\({what}\)\s+\S.*?\[(.*?)\]", text)
+
+
+@pytest.fixture(scope="module")
+def elf_tree(tmp_path_factory) -> Path:
+    """A slug-like tree: an executable needing a library it ships in $ORIGIN/../lib,
+    a library found by its soname elsewhere, and libsqlite3 and libc from the host."""
+    root = tmp_path_factory.mktemp("elf-tree")
+    (root / "lib").mkdir()
+    (root / "bin").mkdir()
+    (root / "vendor").mkdir()
+    _gcc(root / "lib" / "libown.so.1", "int own(void) { return 1; }\n",
+         "-shared", "-fPIC", "-Wl,-soname,libown.so.1")
+    _gcc(root / "vendor" / "libfar.so.2", "int far(void) { return 2; }\n",
+         "-shared", "-fPIC", "-Wl,-soname,libfar.so.2")
+    _gcc(root / "bin" / "tool",
+         "#include <stdio.h>\nconst char *sqlite3_libversion(void);\n"
+         "int own(void); int far(void);\n"
+         "int main(void) { printf(\"%s\", sqlite3_libversion()); return own() + far(); }\n",
+         f"-L{root / 'lib'}", f"-L{root / 'vendor'}", "-l:libown.so.1", "-l:libfar.so.2",
+         "-l:libsqlite3.so.0",
+         "-Wl,-rpath,$ORIGIN/../lib")
+    (root / "README").write_text("not an ELF file\n")
+    (root / "broken.so").write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 20)  # truncated
+    return root
+
+
+def test_reader_agrees_with_readelf(elf_tree):
+    tool = elf_tree / "bin" / "tool"
+    with open(tool, "rb") as handle:
+        info = read_elf(handle)
+    assert list(info.needed) == _readelf(tool, "NEEDED")
+    assert list(info.search_paths) == ["$ORIGIN/../lib"]
+    assert info.machine == "amd64"
+    assert info.interpreter == "/lib64/ld-linux-x86-64.so.2"
+    with open(elf_tree / "lib" / "libown.so.1", "rb") as handle:
+        assert read_elf(handle).soname == "libown.so.1"
+    with open(HOST_LIBC, "rb") as handle:
+        libc = read_elf(handle)
+    assert "GLIBC_2.2.5" in libc.version_defs and "GLIBC_PRIVATE" in libc.version_defs
+
+
+def test_not_elf_and_truncated_files_are_refused(elf_tree):
+    for name in ("README", "broken.so"):
+        with open(elf_tree / name, "rb") as handle, pytest.raises(NotElf):
+            read_elf(handle)
+
+
+def test_requirements_subtract_what_the_slug_ships(elf_tree):
+    requirements = slug_requirements(elf_tree)
+    # libown is in $ORIGIN/../lib, libfar has its soname in the slug: neither is needed.
+    assert requirements.needed == ["ld-linux-x86-64.so.2", "libc.so.6", "libsqlite3.so.0"]
+    assert requirements.architecture == "amd64"
+    versions = subprocess.run(["readelf", "-VW", str(elf_tree / "bin" / "tool"),
+                               str(elf_tree / "lib" / "libown.so.1"),
+                               str(elf_tree / "vendor" / "libfar.so.2")],
+                              capture_output=True, text=True, check=True).stdout
+    floor = max(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_([\d.]+)", versions))
+    assert requirements.glibc == ".".join(map(str, floor))
+
+
+def test_a_packed_slug_gives_the_same_requirements(elf_tree, tmp_path):
+    slug = tmp_path / "slug.tgz"
+    with tarfile.open(slug, "w:gz") as archive:
+        archive.add(elf_tree, arcname="./app")
+    assert slug_archive_requirements(slug, "./app") == slug_requirements(elf_tree)
+
+
+def test_requirements_round_trip_through_slug_json():
+    requirements = StackRequirements(["libc.so.6"], "2.34", "amd64")
+    assert StackRequirements.from_dict(json.loads(json.dumps(requirements.as_dict()))) \
+        == requirements
+    assert StackRequirements.from_dict(None) is None  # an older slug.json
+    assert StackRequirements.from_dict({"needed": "libc.so.6"}) is None
+
+
+def _layer(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]], gz: bool) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for entry in entries:
+            info, data = entry if isinstance(entry, tuple) else (entry, b"")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    raw = buffer.getvalue()
+    if gz:  # two gzip members, as slugbuild's own layers are
+        half = len(raw) // 2
+        raw = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    return io.BytesIO(raw)
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+@pytest.fixture(scope="module")
+def two_layers() -> list[bytes]:
+    libdir = "usr/lib/x86_64-linux-gnu"
+    base = _layer([
+        _entry("./usr", tarfile.DIRTYPE), _entry("./usr/lib", tarfile.DIRTYPE),
+        _entry(f"./{libdir}", tarfile.DIRTYPE),
+        _entry("./lib", tarfile.SYMTYPE, "usr/lib"),
+        (_entry(f"./{libdir}/libc.so.6"), HOST_LIBC.read_bytes()),
+        _entry(f"./{libdir}/libsqlite3.so.0.8.6"),
+        _entry(f"./{libdir}/libsqlite3.so.0", tarfile.SYMTYPE, "libsqlite3.so.0.8.6"),
+        _entry(f"./{libdir}/libz.so.1"), _entry("./opt", tarfile.DIRTYPE),
+        _entry("./opt/libs", tarfile.DIRTYPE), _entry("./opt/libs/x"),
+    ], gz=True).getvalue()
+    top = _layer([
+        _entry(f"./{libdir}/.wh.libz.so.1"),  # libz removed by the upper layer
+        _entry("./opt/libs/.wh..wh..opq"), _entry("./opt/libs/y"),
+    ], gz=False).getvalue()
+    return [base, top]
+
+
+def test_run_image_layers_merge_with_whiteouts(two_layers):
+    image = RunImageFiles.from_layers([io.BytesIO(layer) for layer in two_layers], "amd64")
+    assert image.has_library("libsqlite3.so.0")  # through /lib -> usr/lib and a symlink
+    assert not image.has_library("libz.so.1")
+    assert "/opt/libs/y" in image.entries and "/opt/libs/x" not in image.entries
+    host = subprocess.run(["ldd", "--version"], capture_output=True, text=True).stdout
+    assert image.glibc_version() == re.search(r"(\d+\.\d+)\s*$", host.splitlines()[0]).group(1)
+
+
+def test_check_names_missing_libraries_and_an_old_glibc(two_layers):
+    image = RunImageFiles.from_layers([io.BytesIO(layer) for layer in two_layers], "amd64")
+    ok = StackRequirements(["libc.so.6", "libsqlite3.so.0"], "2.17", "amd64")
+    assert check_run_image(ok, image) == []
+    wants = StackRequirements(["libc.so.6", "libz.so.1", "libssl.so.3"], "9.99", "amd64")
+    assert check_run_image(wants, image) == [
+        "libz.so.1", "libssl.so.3", f"glibc 9.99 (the image has {image.glibc_version()})"]
+    with pytest.raises(errors.RUN_IMAGE_INCOMPATIBLE.exception) as raised:
+        require_compatible(wants, image, "oci:run:latest")
+    message = raised.value.render()
+    assert "libssl.so.3" in message and "zlib1g" in message and "libssl3" in message
+
+
+def test_a_run_image_of_another_architecture_is_refused(two_layers):
+    image = RunImageFiles.from_layers([io.BytesIO(layer) for layer in two_layers], "arm64")
+    with pytest.raises(errors.RUN_IMAGE_INCOMPATIBLE.exception) as raised:
+        require_compatible(StackRequirements(["libc.so.6"], None, "amd64"), image, "oci:r:1")
+    assert raised.value.fields["variant"] == "architecture"
+    assert "arm64" in raised.value.found and "amd64" in raised.value.found
+
+
+@pytest.mark.slow
+def test_compile_records_stack_requirements(django_build):
+    recorded = json.loads(django_build.metadata_path.read_text())["stack_requirements"]
+    assert {"libc.so.6", "libsqlite3.so.0", "libssl.so.3", "libffi.so.8"} <= set(
+        recorded["needed"])
+    assert not any(name.startswith("libpython") for name in recorded["needed"])
+    assert recorded["architecture"] == "amd64"
+    assert re.fullmatch(r"2\.\d+", recorded["glibc"])
+
+
+if shutil.which("gcc") is None:  # the Makefile installs it; a missing one fails loudly
+    raise RuntimeError("gcc is needed by tests/test_stack_compat.py (make system-packages)")
