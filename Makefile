@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3.10 python3 p
 # (strip/objcopy settle source-built extensions), gcc (sdists with C code), git
 # (buildpacks from URLs), nodejs/npm (the Node step). Installed only when missing,
 # with apt-get, and only as root; otherwise the missing commands are named.
-SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm
+SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm podman:podman runc:runc mmdebstrap:mmdebstrap dockerd:docker.io
 
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_COMMANDS); do \

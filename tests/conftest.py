@@ -93,3 +93,15 @@ def flask_build(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("flask-slug") / "flask.tgz"
     return compile_app(app, out, cache_dir=cache_dir, env={"HOOK_SECRET": HOOK_SECRET},
                        reporter=Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def run_image(tmp_path_factory, cache_dir):
+    """The mmdebstrap run image (`slugbuild stack build`) built once per session, as an
+    OCI layout; its layer is kept in the session cache, keyed by the recipe."""
+    from slugbuild.stack import build_run_image, default_recipe
+
+    layout = tmp_path_factory.mktemp("run-image") / "layout"
+    built = build_run_image(f"oci:{layout}:run", recipe=default_recipe(),
+                            keep_dir=cache_dir / "run-images")
+    return built, layout

@@ -25,6 +25,7 @@ from slugbuild.stack_compat import (
     check_run_image,
     read_elf,
     require_compatible,
+    requirements_for_slug,
     slug_archive_requirements,
     slug_requirements,
 )
@@ -109,6 +110,16 @@ def test_a_packed_slug_gives_the_same_requirements(elf_tree, tmp_path):
     with tarfile.open(slug, "w:gz") as archive:
         archive.add(elf_tree, arcname="./app")
     assert slug_archive_requirements(slug, "./app") == slug_requirements(elf_tree)
+
+
+def test_a_slug_json_without_the_field_gets_it_from_the_slug(elf_tree, tmp_path):
+    slug = tmp_path / "slug.tgz"
+    with tarfile.open(slug, "w:gz") as archive:
+        archive.add(elf_tree, arcname="./app")
+    computed = requirements_for_slug(slug, {"layout": "heroku"})
+    assert computed == slug_requirements(elf_tree)
+    recorded = {"needed": ["libx.so.1"], "glibc": None, "architecture": "arm64"}
+    assert requirements_for_slug(slug, {"stack_requirements": recorded}).needed == ["libx.so.1"]
 
 
 def test_requirements_round_trip_through_slug_json():

@@ -205,6 +205,22 @@ def _parser() -> argparse.ArgumentParser:
     detect_.add_argument("--app-base", metavar="DIR",
                          help="detect this subdirectory of the app (as compile --app-base)")
     detect_.add_argument("--json", action="store_true")
+
+    stack = sub.add_parser("stack", help="make run images for slug images (mmdebstrap)")
+    stack_sub = stack.add_subparsers(dest="stack_command", required=True)
+    stack_build = stack_sub.add_parser(
+        "build", help="build a minimal, reproducible Debian run image with mmdebstrap")
+    stack_build.add_argument("--output", "-o", default="oci:run-image:latest",
+                             metavar="REF", help="oci:DIR[:TAG] or docker-archive:FILE"
+                             "[:NAME:TAG] (default: oci:run-image:latest)")
+    stack_build.add_argument("--suite", default="bookworm",
+                             help="Debian or Ubuntu suite (default: bookworm)")
+    stack_build.add_argument("--mirror", metavar="URL",
+                             help="mirror to use instead of this machine's apt sources")
+    stack_build.add_argument("--include", action="append", default=[], metavar="PACKAGE",
+                             help="another package for the image (repeatable), e.g. "
+                                  "libpq5 for an app whose packages link to it")
+    stack_build.add_argument("--json", action="store_true")
     return parser
 
 
@@ -444,6 +460,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print("Python" + (" (Django)" if info.is_django else ""))
         return 0
+    if args.command == "stack":
+        from .stack import stack_command
+
+        return stack_command(args, Reporter(sys.stderr))
     raise AssertionError(args.command)
 
 

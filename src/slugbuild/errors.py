@@ -1720,6 +1720,10 @@ RUN_IMAGE_BUILD_FAILED = ErrorKind(
             "image with it.",
             "Install it (`apt-get install mmdebstrap` on Debian or Ubuntu), or give a run "
             "image you already have with --run-image."),
+        "bad-output": Variant(
+            "{reference!r} is not an output `slugbuild stack build` writes.",
+            "Give `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:FILE[:NAME:TAG]` "
+            "(what `docker load` and `podman load` read)."),
         "no-mirror": Variant(
             "No Debian mirror was found in {sources} for {suite}.",
             "Add a `deb` line (or a deb822 .sources file) for the mirror to use, or pass "

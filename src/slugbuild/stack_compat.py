@@ -26,7 +26,7 @@ import posixpath
 import re
 import struct
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -318,6 +318,16 @@ def slug_archive_requirements(slug: Path, layout_base: str) -> StackRequirements
                 except NotElf:
                     pass
     return requirements_of(elves, present)
+
+
+def requirements_for_slug(slug: Path, metadata: Mapping[str, Any]) -> StackRequirements:
+    """A slug's requirements: slug.json's ``stack_requirements``, or (a slug.json from
+    before the field) computed from the slug itself."""
+    recorded = StackRequirements.from_dict(metadata.get("stack_requirements"))
+    if recorded is not None:
+        return recorded
+    layout = metadata.get("layout")
+    return slug_archive_requirements(slug, "./app" if layout == "heroku" else ".")
 
 
 # --- run images -------------------------------------------------------------------
