@@ -101,11 +101,13 @@ def test_the_recipe_names_every_package_and_the_app_user(tmp_path):
 def test_bad_output_and_missing_mmdebstrap_are_refused(monkeypatch, tmp_path):
     assert parse_output("oci:dir") == ("oci", tmp_path.__class__("dir"), "latest")
     assert parse_output("docker-archive:f.tar:a/b:1")[2] == "a/b:1"
-    for bad in ("docker://host/r:t", "oci:", "dir"):
-        with pytest.raises(errors.RUN_IMAGE_BUILD_FAILED.exception):
+    with pytest.raises(errors.RUN_IMAGE_BUILD_FAILED.exception):
+        parse_output("docker://127.0.0.1:5000/r:t")
+    for bad in ("oci:", "dir", "docker-archive:x.tar:Upper:1"):
+        with pytest.raises(errors.IMAGE_REFERENCE_INVALID.exception):
             parse_output(bad)
     refused = run_cli("stack", "build", "--output", "tarball:x", "--mirror", "http://x/")
-    assert refused.returncode == 1 and "[run-image-build-failed]" in refused.stderr
+    assert refused.returncode == 1 and "[image-reference-invalid]" in refused.stderr
     assert "Traceback" not in refused.stderr
     monkeypatch.setattr("slugbuild.stack.shutil.which", lambda name: None)
     with pytest.raises(errors.RUN_IMAGE_BUILD_FAILED.exception) as raised:

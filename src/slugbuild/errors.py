@@ -1820,9 +1820,10 @@ RUN_IMAGE_BUILD_FAILED = ErrorKind(
             "Install it (`apt-get install mmdebstrap` on Debian or Ubuntu), or give a run "
             "image you already have with --run-image."),
         "bad-output": Variant(
-            "{reference!r} is not an output `slugbuild stack build` writes.",
+            "{reference!r} is a registry; `slugbuild stack build` writes a file.",
             "Give `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:FILE[:NAME:TAG]` "
-            "(what `docker load` and `podman load` read)."),
+            "(what `docker load` and `podman load` read), then push it with `skopeo copy` "
+            "(or use it from there as --run-image)."),
         "no-mirror": Variant(
             "No Debian mirror was found in {sources} for {suite}.",
             "Add a `deb` line (or a deb822 .sources file) for the mirror to use, or pass "

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from . import errors
 from .log import Reporter
+from .oci.reference import parse_image_reference
 from .pack import source_date_epoch
 
 SUITE = "bookworm"
@@ -333,15 +334,16 @@ def _written(target: tuple[str, Path, str], recipe: RunImageRecipe, layer: _Laye
 
 def parse_output(output: str) -> tuple[str, Path, str]:
     """(transport, path, tag) of ``oci:DIR[:TAG]`` or ``docker-archive:FILE[:NAME:TAG]``
-    (the tag of an archive is NAME:TAG, ``slugbuild/run:latest`` by default)."""
-    transport, _, rest = output.partition(":")
-    if transport == "oci" and rest:
-        path, _, tag = rest.partition(":")
-        return transport, Path(path), tag or "latest"
-    if transport == "docker-archive" and rest:
-        path, _, tag = rest.partition(":")
-        return transport, Path(path), tag or "slugbuild/run:latest"
-    raise errors.RUN_IMAGE_BUILD_FAILED.error(variant="bad-output", reference=output)
+    (the tag of an archive is NAME:TAG, ``slugbuild/run:latest`` by default), parsed
+    as every image reference is (``oci.reference``)."""
+    reference = parse_image_reference(output)
+    if reference.path is None:  # a registry: the image goes to a file first
+        raise errors.RUN_IMAGE_BUILD_FAILED.error(variant="bad-output", reference=output)
+    if reference.transport == "oci":
+        return "oci", reference.path, reference.tag or "latest"
+    name = f"{reference.repository}:{reference.tag}" if reference.repository \
+        else "slugbuild/run:latest"
+    return "docker-archive", reference.path, name
 
 
 def _canonical(value: Any) -> bytes:
