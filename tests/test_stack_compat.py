@@ -123,9 +123,13 @@ def test_a_slug_json_without_the_field_gets_it_from_the_slug(elf_tree, tmp_path)
 
 
 def test_requirements_round_trip_through_slug_json():
-    requirements = StackRequirements(["libc.so.6"], "2.34", "amd64")
+    requirements = StackRequirements(["libc.so.6", "libssl.so.3"], "2.34", "amd64",
+                                     {"libssl.so.3": ["OPENSSL_3.0.0"]})
     assert StackRequirements.from_dict(json.loads(json.dumps(requirements.as_dict()))) \
         == requirements
+    older = {"needed": ["libc.so.6"], "glibc": "2.34", "architecture": "amd64"}
+    assert StackRequirements.from_dict(older) == StackRequirements(["libc.so.6"], "2.34",
+                                                                   "amd64")
     assert StackRequirements.from_dict(None) is None  # an older slug.json
     assert StackRequirements.from_dict({"needed": "libc.so.6"}) is None
 
@@ -202,6 +206,45 @@ def test_a_run_image_of_another_architecture_is_refused(two_layers):
     assert "arm64" in raised.value.found and "amd64" in raised.value.found
 
 
+def _versioned_library(directory: Path, versions: list[str]) -> Path:
+    """libver.so.1 defining a function in each of ``versions`` (a version script)."""
+    script = directory / "ver.map"
+    script.write_text("".join(f"{v} {{ global: fn_{v.lower()}; }};\n" for v in versions))
+    source = "".join(f"int fn_{v.lower()}(void) {{ return 0; }}\n" for v in versions)
+    return _gcc(directory / "libver.so.1", source, "-shared", "-fPIC",
+                "-Wl,-soname,libver.so.1", f"-Wl,--version-script={script}")
+
+
+def test_symbol_versions_of_other_libraries_are_checked(tmp_path):
+    """A program linked against a newer library than the run image's (OpenSSL 3.2's
+    OPENSSL_3.2.0 on an image with 3.0) fails at boot just like a missing one."""
+    new, old, slug = tmp_path / "new", tmp_path / "old", tmp_path / "slug"
+    for directory in (new, old, slug):
+        directory.mkdir()
+    _versioned_library(new, ["VER_1", "VER_2"])
+    _versioned_library(old, ["VER_1"])
+    _gcc(slug / "tool", "int fn_ver_2(void);\nint main(void) { return fn_ver_2(); }\n",
+         f"-L{new}", "-l:libver.so.1")
+    requirements = slug_requirements(slug)
+    assert requirements.versions == {"libver.so.1": ["VER_2"]}
+    assert "GLIBC_" not in json.dumps(requirements.versions)  # the floor covers those
+
+    def image_with(library: Path) -> RunImageFiles:
+        libdir = "usr/lib/x86_64-linux-gnu"
+        return RunImageFiles.from_layers([_layer([
+            _entry("./usr", tarfile.DIRTYPE), _entry("./usr/lib", tarfile.DIRTYPE),
+            _entry(f"./{libdir}", tarfile.DIRTYPE),
+            (_entry(f"./{libdir}/libc.so.6"), HOST_LIBC.read_bytes()),
+            (_entry(f"./{libdir}/libver.so.1.2"), library.read_bytes()),
+            _entry(f"./{libdir}/libver.so.1", tarfile.SYMTYPE, "libver.so.1.2"),
+        ], gz=True)], "amd64")
+
+    requirements.needed = [n for n in requirements.needed if n.startswith("lib")]
+    assert check_run_image(requirements, image_with(new / "libver.so.1")) == []
+    assert check_run_image(requirements, image_with(old / "libver.so.1")) == [
+        "libver.so.1 with VER_2 (the image's is older)"]
+
+
 @pytest.mark.slow
 def test_compile_records_stack_requirements(django_build):
     recorded = json.loads(django_build.metadata_path.read_text())["stack_requirements"]
@@ -209,6 +252,7 @@ def test_compile_records_stack_requirements(django_build):
         recorded["needed"])
     assert not any(name.startswith("libpython") for name in recorded["needed"])
     assert recorded["architecture"] == "amd64"
+    assert recorded["versions"]["libssl.so.3"][0].startswith("OPENSSL_")
     assert re.fullmatch(r"2\.\d+", recorded["glibc"])
 
 

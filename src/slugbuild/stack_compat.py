@@ -45,7 +45,8 @@ LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib",
                 *(f"/lib/{triplet}" for triplet in MULTIARCH),
                 *(f"/usr/lib/{triplet}" for triplet in MULTIARCH))
 _GLIBC_VERSION = re.compile(r"GLIBC_(\d+(?:\.\d+)+)$")
-_LIBC_FILE = re.compile(r"libc\.so\.6$|libc-\d+(\.\d+)+\.so$")
+_SHARED_LIBRARY = re.compile(r"\.so(\.[0-9.]+)?$|-[0-9.]+\.so$")
+_LIBRARY_LIMIT = 256 << 20  # larger members are not libraries worth reading whole
 
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
@@ -68,6 +69,8 @@ class ElfInfo:
     interpreter: str | None = None
     version_needs: tuple[str, ...] = ()  # e.g. GLIBC_2.34, OPENSSL_3.0.0
     version_defs: tuple[str, ...] = ()  # what a library provides (libc: GLIBC_2.0...)
+    # The versions needed from each library: (soname, (version, ...)), in file order.
+    needs_by_library: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def read_elf(handle: IO[bytes]) -> ElfInfo:
@@ -153,14 +156,17 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
             if t == kind:
                 paths += [p for p in string(v).split(":") if p]
     version_needs: list[str] = []
+    by_library: dict[str, list[str]] = {}
     if DT_VERNEED in tags:
         offset = file_offset(tags[DT_VERNEED])
         for _ in range(min(tags.get(DT_VERNEEDNUM, 0), 4096)):
-            _, count, _, aux, following = unpack("HHIII", read_at(offset, 16))
+            _, count, library, aux, following = unpack("HHIII", read_at(offset, 16))
+            from_library = by_library.setdefault(string(library), [])
             aux_offset = offset + aux
             for _ in range(min(count, 4096)):
                 _, _, _, name, aux_next = unpack("IHHII", read_at(aux_offset, 16))
                 version_needs.append(string(name))
+                from_library.append(version_needs[-1])
                 if not aux_next:
                     break
                 aux_offset += aux_next
@@ -179,7 +185,8 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
                 break
             offset += following
     return ElfInfo(arch, needed, soname, tuple(paths), interpreter,
-                   tuple(dict.fromkeys(version_needs)), tuple(version_defs))
+                   tuple(dict.fromkeys(version_needs)), tuple(version_defs),
+                   tuple((lib, tuple(names)) for lib, names in by_library.items()))
 
 
 def glibc_version_key(version: str) -> tuple[int, ...]:
@@ -195,14 +202,18 @@ def highest_glibc(versions: Iterable[str]) -> str | None:
 @dataclass
 class StackRequirements:
     """slug.json's ``stack_requirements``: sonames the slug's ELF files load from the
-    run image, its glibc floor, and the architecture of its ELF files."""
+    run image, its glibc floor, the architecture of its ELF files, and the symbol
+    versions they need from each of those libraries other than glibc's own
+    ``GLIBC_*`` (the floor covers those): ``{"libssl.so.3": ["OPENSSL_3.0.0"]}``."""
 
     needed: list[str] = field(default_factory=list)
     glibc: str | None = None
     architecture: str | None = None
+    versions: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"needed": self.needed, "glibc": self.glibc, "architecture": self.architecture}
+        return {"needed": self.needed, "glibc": self.glibc, "architecture": self.architecture,
+                "versions": self.versions}
 
     @classmethod
     def from_dict(cls, data: Any) -> StackRequirements | None:
@@ -211,11 +222,14 @@ class StackRequirements:
         if not isinstance(data, dict):
             return None
         needed, glibc, arch = data.get("needed"), data.get("glibc"), data.get("architecture")
+        versions = data.get("versions", {})  # absent before the field was added
         if not (isinstance(needed, list) and all(isinstance(n, str) for n in needed)
                 and isinstance(glibc, (str, type(None)))
-                and isinstance(arch, (str, type(None)))):
+                and isinstance(arch, (str, type(None))) and isinstance(versions, dict)
+                and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                        for v in versions.values())):
             return None
-        return cls(list(needed), glibc, arch)
+        return cls(list(needed), glibc, arch, {str(k): list(v) for k, v in versions.items()})
 
 
 def requirements_of(files: Iterable[tuple[str, ElfInfo]], present: Iterable[str]
@@ -234,6 +248,7 @@ def requirements_of(files: Iterable[tuple[str, ElfInfo]], present: Iterable[str]
     needed: set[str] = set()
     versions: list[str] = []
     machines: collections.Counter[str] = collections.Counter()
+    by_library: dict[str, set[str]] = {}
     for path, info in files:
         machines[info.machine] += 1
         versions += info.version_needs
@@ -242,12 +257,18 @@ def requirements_of(files: Iterable[tuple[str, ElfInfo]], present: Iterable[str]
             if name in sonames or _in_origin_paths(name, origin, info.search_paths, paths):
                 continue
             needed.add(name)
+            for library, names in info.needs_by_library:
+                if library == name:
+                    by_library.setdefault(name, set()).update(
+                        n for n in names if not n.startswith("GLIBC_"))
         if info.interpreter and info.needed:  # executables load through it
             needed.add(posixpath.basename(info.interpreter))
     # Mixed machines (a package shipping another architecture's binary as data) are
     # rare: the most common one is the slug's.
     architecture = machines.most_common(1)[0][0] if machines else None
-    return StackRequirements(sorted(needed), highest_glibc(versions), architecture)
+    return StackRequirements(sorted(needed), highest_glibc(versions), architecture,
+                             {lib: sorted(names) for lib, names in sorted(by_library.items())
+                              if names})
 
 
 def _in_origin_paths(name: str, origin: str, search: tuple[str, ...], paths: set[str]) -> bool:
@@ -336,12 +357,14 @@ class _Entry:
     layer: int
     kind: str  # "file", "dir", "link" (symlink), "hard"
     target: str = ""  # symlink or hard-link target
-    data: bytes | None = None  # kept only for the files the check reads (libc)
+    # A shared library's symbol versions (``None``: not one, or not read)
+    defs: tuple[str, ...] | None = None
 
 
 class RunImageFiles:
     """The merged file tree of a run image's layers (whiteouts applied), as far as the
-    compatibility check needs it: every path and link, and the bytes of libc."""
+    compatibility check needs it: every path and link, and the symbol versions each
+    shared library defines."""
 
     def __init__(self, architecture: str | None = None) -> None:
         self.architecture = architecture
@@ -389,11 +412,15 @@ class RunImageFiles:
             target = "/" + posixpath.normpath(member.linkname.lstrip("/")).lstrip("./")
             self.entries[path] = _Entry(index, "hard", posixpath.normpath(target))
         else:
-            data = None
-            if member.isfile() and _LIBC_FILE.search(name):
+            defs = None
+            if member.isfile() and _SHARED_LIBRARY.search(name) and member.size < _LIBRARY_LIMIT:
                 handle = archive.extractfile(member)
-                data = handle.read() if handle is not None else None
-            self.entries[path] = _Entry(index, "file", data=data)
+                if handle is not None:
+                    try:
+                        defs = read_elf(io.BytesIO(handle.read())).version_defs
+                    except NotElf:
+                        pass
+            self.entries[path] = _Entry(index, "file", defs=defs)
 
     def resolve(self, path: str, depth: int = 0) -> str | None:
         """``path`` with every symlink followed (as the kernel would in the image's
@@ -415,12 +442,21 @@ class RunImageFiles:
             current = candidate
         return current
 
-    def file_data(self, path: str) -> bytes | None:
+    def library_versions(self, path: str) -> tuple[str, ...] | None:
+        """The symbol versions the library at ``path`` defines (links followed)."""
         resolved = self.resolve(path)
         entry = self.entries.get(resolved) if resolved else None
         if entry is not None and entry.kind == "hard":
             entry = self.entries.get(entry.target)
-        return entry.data if entry is not None else None
+        return entry.defs if entry is not None else None
+
+    def find_library(self, soname: str) -> str | None:
+        """Where the loader would find ``soname`` in the standard directories."""
+        for directory in self.library_dirs():
+            resolved = self.resolve(posixpath.join(directory, soname))
+            if resolved is not None and self.entries[resolved].kind in ("file", "hard"):
+                return resolved
+        return None
 
     def library_dirs(self) -> list[str]:
         """The standard library directories (those the image has)."""
@@ -428,23 +464,16 @@ class RunImageFiles:
                 and self.entries.get(r, _Entry(0, "dir")).kind == "dir"]
 
     def has_library(self, soname: str) -> bool:
-        for directory in self.library_dirs():
-            resolved = self.resolve(posixpath.join(directory, soname))
-            if resolved is not None and self.entries[resolved].kind in ("file", "hard"):
-                return True
-        return False
+        return self.find_library(soname) is not None
 
     def glibc_version(self) -> str | None:
         """The highest GLIBC_x.y libc.so.6 defines (what it can satisfy), or the
         version in an old-style ``libc-2.31.so`` name."""
         for directory in self.library_dirs():
-            data = self.file_data(posixpath.join(directory, "libc.so.6"))
-            if data is None:
+            defs = self.library_versions(posixpath.join(directory, "libc.so.6"))
+            if defs is None:
                 continue
-            try:
-                version = highest_glibc(read_elf(io.BytesIO(data)).version_defs)
-            except NotElf:
-                version = None
+            version = highest_glibc(defs)
             if version:
                 return version
             resolved = self.resolve(posixpath.join(directory, "libc.so.6")) or ""
@@ -486,6 +515,13 @@ def check_run_image(requirements: StackRequirements, image: RunImageFiles) -> li
     glibc older than the slug's floor (empty: compatible). The architecture is
     checked by ``require_compatible`` (it is not something to add to the image)."""
     missing = [name for name in requirements.needed if not image.has_library(name)]
+    for name, wanted in requirements.versions.items():
+        where = image.find_library(name)
+        defined = image.library_versions(where) if where is not None else None
+        if defined is not None:
+            lacking = [version for version in wanted if version not in defined]
+            if lacking:
+                missing.append(f"{name} with {', '.join(lacking)} (the image's is older)")
     if requirements.glibc:
         have = image.glibc_version()
         if have is None:
@@ -533,16 +569,21 @@ DEBIAN_PACKAGES = {
 def debian_packages_phrase(missing: list[str]) -> str:
     """The Debian packages that provide ``missing``, as a message names them."""
     known = debian_packages(missing)
-    unknown = [name for name in missing
-               if name not in DEBIAN_PACKAGES and not name.startswith("glibc ")]
+    unknown = list(dict.fromkeys(
+        first for first in (item.split(" ", 1)[0] for item in missing)
+        if first != "glibc" and first not in DEBIAN_PACKAGES))
     if unknown:
         known.append("the package(s) providing " + ", ".join(unknown))
     return ", ".join(known)
 
 
 def debian_packages(missing: Iterable[str]) -> list[str]:
-    """The Debian packages to install for ``missing`` (those known), in order."""
-    return list(dict.fromkeys(DEBIAN_PACKAGES[name] if not name.startswith("glibc ")
-                              else "libc6" for name in missing
-                              if name in DEBIAN_PACKAGES or name.startswith("glibc ")))
-
+    """The Debian packages to install (or upgrade) for ``missing`` (those known)."""
+    packages = []
+    for item in missing:
+        first = item.split(" ", 1)[0]  # "glibc 2.38 (...)", "libssl.so.3 with ..."
+        if first == "glibc":
+            packages.append("libc6")
+        elif first in DEBIAN_PACKAGES:
+            packages.append(DEBIAN_PACKAGES[first])
+    return list(dict.fromkeys(packages))
