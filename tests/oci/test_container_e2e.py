@@ -165,6 +165,20 @@ def test_a_run_image_without_libsqlite3_is_refused(heroku_slug, run_image, tmp_p
     assert "libsqlite3-0" in refused.stderr  # the Debian package to add
     assert "Traceback" not in refused.stderr and not out.exists()
 
+    # A slug.json from before stack_requirements: the needs are read from the slug.
+    from slugbuild.slug.metadata import metadata_path_for
+
+    old = tmp_path / "old" / "django.tgz"
+    old.parent.mkdir()
+    shutil.copyfile(heroku_slug.slug_path, old)
+    metadata = json.loads(heroku_slug.metadata_path.read_text())
+    del metadata["stack_requirements"]
+    metadata_path_for(old).write_text(json.dumps(metadata))
+    with pytest.raises(errors.RUN_IMAGE_INCOMPATIBLE.exception) as missing:
+        build_image(old, f"oci:{out}:app", run_image=f"oci:{tmp_path / 'nosqlite'}:run",
+                    cache_dir=tmp_path / "c")
+    assert "libsqlite3.so.0" in missing.value.found and not out.exists()
+
     config["architecture"] = "arm64"  # the same files, claimed for another machine
     config["rootfs"]["diff_ids"].pop()
     write_image(Image(config, base.layers),
