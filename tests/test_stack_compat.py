@@ -185,6 +185,19 @@ def test_run_image_layers_merge_with_whiteouts(two_layers):
     assert image.glibc_version() == re.search(r"(\d+\.\d+)\s*$", host.splitlines()[0]).group(1)
 
 
+def test_directories_of_the_images_ld_so_conf_count(two_layers):
+    image = RunImageFiles.from_layers([io.BytesIO(layer) for layer in two_layers] + [_layer([
+        _entry("./etc", tarfile.DIRTYPE), _entry("./etc/ld.so.conf.d", tarfile.DIRTYPE),
+        (_entry("./etc/ld.so.conf"), b"include /etc/ld.so.conf.d/*.conf\n"),
+        (_entry("./etc/ld.so.conf.d/vendor.conf"), b"# vendor libraries\n/opt/vendor/lib\n"),
+        _entry("./opt/vendor", tarfile.DIRTYPE), _entry("./opt/vendor/lib", tarfile.DIRTYPE),
+        _entry("./opt/vendor/lib/libvendor.so.2"), _entry("./opt/other.so.1"),
+    ], gz=False)], "amd64")
+    assert image.has_library("libvendor.so.2")
+    assert not image.has_library("other.so.1")  # not in a directory the loader reads
+    assert image.library_dirs()[0] == "/opt/vendor/lib"
+
+
 def test_check_names_missing_libraries_and_an_old_glibc(two_layers):
     image = RunImageFiles.from_layers([io.BytesIO(layer) for layer in two_layers], "amd64")
     ok = StackRequirements(["libc.so.6", "libsqlite3.so.0"], "2.17", "amd64")

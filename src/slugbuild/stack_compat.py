@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fnmatch
 import gzip
 import io
 import os
@@ -45,6 +46,7 @@ LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib",
                 *(f"/lib/{triplet}" for triplet in MULTIARCH),
                 *(f"/usr/lib/{triplet}" for triplet in MULTIARCH))
 _GLIBC_VERSION = re.compile(r"GLIBC_(\d+(?:\.\d+)+)$")
+_LOADER_CONFIG = re.compile(r"/etc/ld\.so\.conf(\.d/[^/]+)?")
 _SHARED_LIBRARY = re.compile(r"\.so(\.[0-9.]+)?$|-[0-9.]+\.so$")
 _LIBRARY_LIMIT = 256 << 20  # larger members are not libraries worth reading whole
 
@@ -359,6 +361,7 @@ class _Entry:
     target: str = ""  # symlink or hard-link target
     # A shared library's symbol versions (``None``: not one, or not read)
     defs: tuple[str, ...] | None = None
+    text: str | None = None  # the loader's configuration files (/etc/ld.so.conf*)
 
 
 class RunImageFiles:
@@ -412,15 +415,18 @@ class RunImageFiles:
             target = "/" + posixpath.normpath(member.linkname.lstrip("/")).lstrip("./")
             self.entries[path] = _Entry(index, "hard", posixpath.normpath(target))
         else:
-            defs = None
-            if member.isfile() and _SHARED_LIBRARY.search(name) and member.size < _LIBRARY_LIMIT:
+            defs = text = None
+            if member.isfile() and _LOADER_CONFIG.fullmatch(path) and member.size < 1 << 16:
+                handle = archive.extractfile(member)
+                text = handle.read().decode("utf-8", "replace") if handle else None
+            elif member.isfile() and _SHARED_LIBRARY.search(name) and member.size < _LIBRARY_LIMIT:
                 handle = archive.extractfile(member)
                 if handle is not None:
                     try:
                         defs = read_elf(io.BytesIO(handle.read())).version_defs
                     except NotElf:
                         pass
-            self.entries[path] = _Entry(index, "file", defs=defs)
+            self.entries[path] = _Entry(index, "file", defs=defs, text=text)
 
     def resolve(self, path: str, depth: int = 0) -> str | None:
         """``path`` with every symlink followed (as the kernel would in the image's
@@ -459,8 +465,30 @@ class RunImageFiles:
         return None
 
     def library_dirs(self) -> list[str]:
-        """The standard library directories (those the image has)."""
-        return [d for d in LIBRARY_DIRS if (r := self.resolve(d)) is not None
+        """Where the image's loader looks: the directories of its /etc/ld.so.conf (and
+        the files that includes, e.g. /etc/ld.so.conf.d/*.conf), then the standard
+        ones; those the image has."""
+        configured: list[str] = []
+        pending = ["/etc/ld.so.conf"]
+        seen: set[str] = set()
+        while pending:
+            config = pending.pop(0)
+            if config in seen or len(seen) > 256:
+                continue
+            seen.add(config)
+            resolved = self.resolve(config)
+            entry = self.entries.get(resolved) if resolved else None
+            for line in (entry.text or "").splitlines() if entry is not None else []:
+                line = line.split("#", 1)[0].strip()
+                if line.startswith("include"):
+                    pattern = line[len("include"):].strip()
+                    pattern = pattern if pattern.startswith("/") else f"/etc/{pattern}"
+                    pending += sorted(p for p, e in self.entries.items() if e.text is not None
+                                      and fnmatch.fnmatchcase(p, pattern))
+                elif line.startswith("/"):
+                    configured.append(posixpath.normpath(line))
+        candidates = list(dict.fromkeys([*configured, *LIBRARY_DIRS]))
+        return [d for d in candidates if (r := self.resolve(d)) is not None
                 and self.entries.get(r, _Entry(0, "dir")).kind == "dir"]
 
     def has_library(self, soname: str) -> bool:
