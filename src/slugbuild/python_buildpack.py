@@ -25,7 +25,7 @@ from .buildpack_runner import exported_variables
 from .cache import Layer, LayerChanged, Restored
 from .collectstatic import run_collectstatic
 from .context import PYTHON_HOME, RESTORE_ATTEMPTS, BuildContext, BuildpackRun, BuildpackTurn
-from .dependencies import DependencyLayer, excluded_requirements, has_package
+from .dependencies import DependencyLayer, excluded_requirements, has_package, installer_facts
 from .dependency_stage import DependencyAnalysis, DependencyStage, analyse_dependencies
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .errors import SlugbuildError
@@ -110,8 +110,7 @@ class PythonBuild:
                 "lock_file": info.lock_file,
                 "lock_checksum": deps.lock_checksum,
                 "files": list(deps.files),
-                "installer": deps.installer,
-                "installer_version": deps.installer_version,
+                **installer_facts(deps),
                 "baseline": list(deps.baseline),
                 **self._package_sources(),
             },
