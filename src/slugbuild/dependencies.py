@@ -373,11 +373,18 @@ def installer_facts(layer: DependencyLayer) -> dict[str, Any]:
 
 
 def installing_step(plan: InstallPlan, lock_file: str) -> str:
-    """The step's header: the tool that really installs, and its version."""
-    tool = f"{plan.tool} {plan.installer_version}" if plan.installer_version else plan.version
+    """The step's header: the package manager whose files are installed (as Heroku's
+    log names it), and the tool that really installs them, with its version."""
+    if not plan.installer_version:  # an installer that tells no facts
+        return f"Installing requirements with {plan.name} ({plan.version})"
+    tool = f"{plan.tool} {plan.installer_version}"
     if plan.name == "pip":
-        return f"Installing requirements with {tool}"
-    return f"Installing dependencies from {lock_file} with {tool}"
+        return (f"Installing requirements with {tool}" if plan.tool == "pip" else
+                f"Installing requirements with pip-compatible {tool} (every requirement "
+                f"pinned)")
+    if plan.name == plan.tool:
+        return f"Installing requirements with {tool} ({lock_file})"
+    return f"Installing requirements with {plan.name}'s {lock_file} via {tool}"
 
 
 def builds_local_packages(app_dir: Path, lock_file: str, installer: Installer,
