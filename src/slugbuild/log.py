@@ -154,7 +154,7 @@ class Reporter:
         self._kept = 0
         self._lock = threading.RLock()
         self._aliases: list[tuple[str, str]] = []
-        self._last_write = time.monotonic()
+        self._last_line = time.monotonic()
         self._spinner_shown = False
 
     # -- what callers use ------------------------------------------------------
@@ -197,7 +197,9 @@ class Reporter:
     def held_back(self) -> Reporter:
         """A reporter that only collects lines: for work running beside the build,
         whose log is shown (``replay``) when the build reaches it, not interleaved."""
-        return Reporter(self.stream, quiet=True)
+        held = Reporter(self.stream, quiet=True)
+        held.started = self.started  # its events' times count from the build's start
+        return held
 
     def replay(self, held: Reporter) -> None:
         """Write the lines a ``held_back`` reporter collected."""
@@ -237,7 +239,7 @@ class Reporter:
                                         f" {what} ({seconds} s)")
                         self._spinner_shown = True
                     frame += 1
-                elif time.monotonic() - self._last_write >= self.heartbeat_seconds:
+                elif time.monotonic() - self._last_line >= self.heartbeat_seconds:
                     self._emit(self._event("heartbeat", f"still {what} ({seconds} s)"))
 
         ticker = threading.Thread(target=tick, name="slugbuild-heartbeat", daemon=True)
@@ -276,12 +278,12 @@ class Reporter:
                 self.on_event(event)
             if self.logger_handler is not None:
                 self.logger_handler(event)
+            self._last_line = time.monotonic()  # a heartbeat is for silence only
             if self.quiet or event.kind not in _SHOWN[self.verbosity]:
                 return
             self._clear_spinner()
             color = _COLORS.get(event.kind) if self.color else None
             self._write_raw(f"{color}{text}{_RESET}\n" if color and text else text + "\n")
-            self._last_write = time.monotonic()
 
     def _write_raw(self, text: str) -> None:
         self.stream.write(text)
