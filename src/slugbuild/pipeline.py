@@ -179,8 +179,9 @@ def compile_app(
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
                     system_packages=build.system_packages)
-                packed, metadata = write_output(build, target, checked.intact, describe,
-                                                boot_timeout)
+                with reporter.waiting("compressing"):  # a large slug takes a while
+                    packed, metadata = write_output(build, target, checked.intact, describe,
+                                                    boot_timeout)
                 reporter.detail(f"Done: {slug_size.human(packed.size)}")
         finally:
             with timer.stage("cleanup", deadline=False):
