@@ -224,18 +224,23 @@ def test_json_failure_is_json_on_stdout(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["error"]["code"]
 
 
-def test_usage_errors_exit_2_with_the_commands_usage(tmp_path):
+def test_usage_errors_exit_2_with_the_commands_usage(tmp_path, capsys, monkeypatch):
     app = make_app(tmp_path / "app", MINIMAL)
+    monkeypatch.chdir(tmp_path)
     for args, code in ((["compile", app, "--bad-flag"], "usage-error"),
                        (["compile", app, "--env", "FOO"], "invalid-config-var"),
                        (["run", tmp_path / "s.tgz", "--env", "s3cr3t-pasted"],
                         "invalid-config-var")):
-        result = run_cli(*map(str, args))
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith(f"usage: slugbuild {args[0]} ")
-        assert re.findall(r"Error \[([a-z0-9-]+)\]", result.stderr) == [code]
-        assert "s3cr3t-pasted" not in result.stderr and "Traceback" not in result.stderr
+        with pytest.raises(SystemExit) as exited:
+            main([str(arg) for arg in args])
+        stderr = capsys.readouterr().err
+        assert exited.value.code == 2, stderr
+        assert stderr.startswith(f"usage: slugbuild {args[0]} ")
+        assert re.findall(r"Error \[([a-z0-9-]+)\]", stderr) == [code]
+        assert "s3cr3t-pasted" not in stderr and "Traceback" not in stderr
     assert not (tmp_path / "slug.tgz").exists()
+    # The same from a shell: exit status 2.
+    assert run_cli("compile", str(app), "--bad-flag").returncode == 2
 
 
 @pytest.mark.parametrize("command", COMMANDS)
