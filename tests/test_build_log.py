@@ -231,16 +231,17 @@ def test_usage_errors_exit_2_with_the_commands_usage(tmp_path, capsys, monkeypat
                        (["compile", app, "--env", "FOO"], "invalid-config-var"),
                        (["run", tmp_path / "s.tgz", "--env", "s3cr3t-pasted"],
                         "invalid-config-var")):
-        with pytest.raises(SystemExit) as exited:
-            main([str(arg) for arg in args])
+        status = main([str(arg) for arg in args])
         stderr = capsys.readouterr().err
-        assert exited.value.code == 2, stderr
+        assert status == 2, stderr
         assert stderr.startswith(f"usage: slugbuild {args[0]} ")
         assert re.findall(r"Error \[([a-z0-9-]+)\]", stderr) == [code]
         assert "s3cr3t-pasted" not in stderr and "Traceback" not in stderr
     assert not (tmp_path / "slug.tgz").exists()
-    # The same from a shell: exit status 2.
-    assert run_cli("compile", str(app), "--bad-flag").returncode == 2
+    # The same from a shell: exit status 2, and with --json the error on stdout too.
+    result = run_cli("compile", str(app), "--bad-flag", "--json")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["error"]["code"] == "usage-error"
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, errors
-from .cli_help import CommandParser, HelpFormatter, epilog, usage_error
+from .cli_help import CommandParser, HelpFormatter, UsageExit, epilog, usage_error
 from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
@@ -282,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         args = _parse(argv)
     except KeyboardInterrupt:
         return _interrupted()
+    except UsageExit as usage:
+        if "--json" in (argv if argv is not None else sys.argv[1:]):
+            _write_quietly(sys.stdout, json.dumps({"error": usage.error.as_dict()}, indent=2))
+        return int(usage.code or 2)
     verbose = bool(getattr(args, "verbose", False))
     json_wanted = bool(getattr(args, "json", False))
 

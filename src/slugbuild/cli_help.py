@@ -106,8 +106,16 @@ class CommandParser(argparse.ArgumentParser):
         usage_error(self, errors.USAGE_ERROR.error(prog=self.prog, message=message))
 
 
+class UsageExit(SystemExit):
+    """The exit of a usage error (status 2), carrying the error for ``--json``."""
+
+    def __init__(self, error: SlugbuildError) -> None:
+        super().__init__(USAGE_EXIT)
+        self.error = error
+
+
 def usage_error(parser: argparse.ArgumentParser, error: SlugbuildError) -> NoReturn:
     """Print ``parser``'s usage and ``error``, and exit 2 (a usage error)."""
     parser.print_usage(sys.stderr)
     print(error.render(), file=sys.stderr, flush=True)
-    sys.exit(USAGE_EXIT)
+    raise UsageExit(error)
