@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal, Protocol, TextIO
 
 from .redact import mask
@@ -340,10 +339,3 @@ def _is_terminal(stream: TextIO) -> bool:
     except (OSError, ValueError):
         return False
 
-
-def relative_to_app(path: Path, build_dir: Path) -> str:
-    """``path`` as the app will see it (``/app/...``) when it lies in the build."""
-    try:
-        return "/app/" + path.relative_to(build_dir).as_posix()
-    except ValueError:
-        return str(path)
