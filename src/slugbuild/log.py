@@ -232,14 +232,17 @@ class Reporter:
             frame = 0
             while not stop.wait(0.1 if spin else min(1.0, self.heartbeat_seconds / 4)):
                 seconds = int(time.monotonic() - begun)
-                if spin:
-                    with self._lock:
-                        self._write_raw(f"\r\x1b[K{SPINNER_FRAMES[frame % len(SPINNER_FRAMES)]}"
-                                        f" {what} ({seconds} s)")
-                        self._spinner_shown = True
-                    frame += 1
-                elif time.monotonic() - self._last_line >= self.heartbeat_seconds:
-                    self._emit(self._event("heartbeat", f"still {what} ({seconds} s)"))
+                try:
+                    if spin:
+                        with self._lock:
+                            shown = SPINNER_FRAMES[frame % len(SPINNER_FRAMES)]
+                            self._write_raw(f"\r\x1b[K{shown} {what} ({seconds} s)")
+                            self._spinner_shown = True
+                        frame += 1
+                    elif time.monotonic() - self._last_line >= self.heartbeat_seconds:
+                        self._emit(self._event("heartbeat", f"still {what} ({seconds} s)"))
+                except (OSError, ValueError):  # the log's stream went away: the work
+                    return                     # goes on, and its failure is reported
 
         ticker = threading.Thread(target=tick, name="slugbuild-heartbeat", daemon=True)
         ticker.start()
