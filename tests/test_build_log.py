@@ -391,3 +391,14 @@ def test_a_buildpacks_failure_output_is_shown_once(tmp_path, cache_dir):
     assert result.stderr.count("BOOM happened") == 1
     assert "\n-----> Own header\n" in result.stderr
     assert "Error [buildpack-compile-failed]" in result.stderr
+
+
+def test_errors_are_red_only_when_colour_is_asked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    missing = str(tmp_path / "missing")
+    assert main(["compile", missing, "--color", "always"]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b[31m !     Error [app-dir-missing]: " in err
+    assert all(line.startswith("\x1b[31m") for line in err.splitlines() if line)
+    assert main(["compile", missing]) == 1  # captured stderr is no terminal: auto is off
+    assert "\x1b[" not in capsys.readouterr().err

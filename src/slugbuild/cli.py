@@ -28,7 +28,7 @@ from .cli_help import CommandParser, HelpFormatter, UsageExit, epilog, usage_err
 from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
-from .log import Reporter, color_wanted
+from .log import Reporter, color_wanted, painted
 from .pack import LAYOUTS
 from .pipeline import compile_app
 from .redact import mask
@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 else {})
     try:
         return guarded(command, verbose=verbose,
-                       on_error=print_json_error if json_wanted else None)
+                       on_error=print_json_error if json_wanted else None,
+                       color=color_wanted(args.color, sys.stderr))
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
@@ -310,18 +311,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def guarded(command: Callable[[], int], *, verbose: bool = False,
             stream: TextIO | None = None,
-            on_error: Callable[[SlugbuildError], None] | None = None) -> int:
+            on_error: Callable[[SlugbuildError], None] | None = None,
+            color: bool = False) -> int:
     """Run ``command``; turn every way it can fail into one message and an exit status.
 
     Also used by the buildpack's bin/compile (``stream``: where messages go).
-    ``on_error`` also gets the error (``--json`` prints it on stdout).
+    ``on_error`` also gets the error (``--json`` prints it on stdout); ``color``
+    prints the message in red (``--color``).
     """
     stream = stream if stream is not None else sys.stderr
     verbose = verbose or os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+
+    def fail(error: SlugbuildError) -> int:
+        _write_quietly(stream, painted(error.render(), "error") if color else error.render())
+        if on_error is not None:
+            on_error(error)
+        return 1
+
     try:
         return command()
     except SlugbuildError as error:
-        return _fail(error, stream, on_error)
+        return fail(error)
     except KeyboardInterrupt as stopped:
         return _interrupted(stream, stopped)
     except BrokenPipeError:
@@ -334,20 +344,12 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
             generic_os_error = isinstance(exc, OSError) and known is not None \
                 and known.code == errors.FILESYSTEM_ERROR.code
             if known is not None and not generic_os_error:
-                return _fail(known, stream, on_error)
-            return _internal_error(exc, verbose, stream, on_error)
+                return fail(known)
+            return fail(_internal_error(exc, verbose, stream))
         except Exception:  # noqa: BLE001 - reporting itself failed: say the least
             _write_quietly(stream, f" !     Error [internal-error]: Internal error in "
                                    f"slugbuild ({type(exc).__name__})")
             return 1
-
-
-def _fail(error: SlugbuildError, stream: TextIO,
-          on_error: Callable[[SlugbuildError], None] | None = None) -> int:
-    _write_quietly(stream, error.render())
-    if on_error is not None:
-        on_error(error)
-    return 1
 
 
 def _write_quietly(stream: TextIO, text: str) -> None:
@@ -385,9 +387,9 @@ def _check_paths(args: argparse.Namespace) -> None:
                 option=name.replace("_", "-"))
 
 
-def _internal_error(exc: BaseException, verbose: bool, stream: TextIO,
-                    on_error: Callable[[SlugbuildError], None] | None = None) -> int:
-    """Report an unexpected exception: its type and message, and where its traceback is."""
+def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> SlugbuildError:
+    """The error for an unexpected exception: its type and message, and where its
+    traceback is (written to a file, or to ``stream`` when verbose)."""
     details = mask("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if verbose:
         print(details, file=stream, end="")
@@ -400,7 +402,7 @@ def _internal_error(exc: BaseException, verbose: bool, stream: TextIO,
     else:
         error = errors.INTERNAL_ERROR.error(
             exception=type(exc).__name__, message=message, traceback=where)
-    return _fail(error, stream, on_error)
+    return error
 
 
 def _write_traceback(details: str) -> str:

@@ -58,8 +58,17 @@ _SHOWN: dict[str, frozenset[str]] = {
     "normal": frozenset({"step", "detail", "warning", "output", "heartbeat"}),
     "verbose": frozenset({"step", "detail", "warning", "output", "heartbeat", "debug"}),
 }
-_COLORS = {"step": "\x1b[1m", "warning": "\x1b[33m", "heartbeat": "\x1b[2m", "debug": "\x1b[2m"}
+_COLORS = {"step": "\x1b[1m", "warning": "\x1b[33m", "heartbeat": "\x1b[2m", "debug": "\x1b[2m",
+           "error": "\x1b[31m"}
 _RESET = "\x1b[0m"
+
+
+def painted(text: str, kind: str) -> str:
+    """``text`` in the colour of ``kind`` (``error`` for an error's message), line by
+    line, so that every line of a message reads coloured on its own."""
+    color = _COLORS[kind]
+    return "\n".join(f"{color}{line}{_RESET}" if line else line
+                      for line in text.split("\n"))
 
 # The build stage running in this thread (``StageTimer.stage`` sets it); a background
 # install runs in a copy of the build's context, so its lines name its own stage.
@@ -284,8 +293,8 @@ class Reporter:
             if self.quiet or event.kind not in _SHOWN[self.verbosity]:
                 return
             self._clear_spinner()
-            color = _COLORS.get(event.kind) if self.color else None
-            self._write_raw(f"{color}{text}{_RESET}\n" if color and text else text + "\n")
+            shown = painted(text, event.kind) if self.color and event.kind in _COLORS else text
+            self._write_raw(shown + "\n")
 
     def _write_raw(self, text: str) -> None:
         self.stream.write(text)
