@@ -210,6 +210,11 @@ class Cache:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
         # layer path -> (manifest key, files.json mtime) of its last passed check
         self._verified: dict[Path, tuple[str | None, int]] = {}
+        self._uses: dict[Path, int] = {}  # use-lock path -> descriptor (hold_use)
+        # The cache registry (cache_registry.RemoteCache), when the build has one.
+        self.remote: Any = None
+        # (kind, name, key) of every layer this cache object published.
+        self.published: list[tuple[str, str, str]] = []
         DIGESTS.watch(self.root / "tmp", f"{self.lease.token}.clock.")
         self._remove_abandoned_scratch()
 
@@ -225,8 +230,14 @@ class Cache:
         return self.root / "pip"
 
     def lookup(self, kind: str, name: str, key: str) -> Layer | None:
-        """The layer ``kind/name`` if it is complete and was keyed by ``key``."""
+        """The layer ``kind/name`` if it is complete and was keyed by ``key``.
+
+        A layer found is held in use (``hold_use``) until ``release_uses``: ``cache
+        prune`` never removes it meanwhile."""
         path = self.root / kind / name
+        if not (path / MANIFEST).is_file():
+            return None
+        self.hold_use(kind, name)
         try:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, ValueError):
@@ -312,6 +323,54 @@ class Cache:
             pass
         shutil.rmtree(doomed, ignore_errors=True)
 
+    def hold_use(self, kind: str, name: str) -> None:
+        """Hold a shared ``flock`` on ``locks/use-<kind>-<name>.lock`` (and stamp its
+        mtime: the layer's last use, for ``cache list`` and ``cache prune``). Taken
+        before the layer is read, so a prune, which removes a layer only with the
+        exclusive lock, never removes one a build has found. Best effort: a cache
+        whose locks cannot be written just goes unprotected from prunes."""
+        path = self.root / "locks" / f"use-{kind}-{name}.lock"
+        if path in self._uses:
+            return
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.utime(fd)
+        except OSError:
+            os.close(fd)
+            return
+        self._uses[path] = fd
+
+    def release_uses(self) -> None:
+        """Let prunes remove the layers this cache object has held (the build is over)."""
+        while self._uses:
+            _, fd = self._uses.popitem()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def removal(self, kind: str, name: str) -> Iterator[bool]:
+        """True while no build holds layer ``kind/name`` in use or builds it: it may
+        be removed then (``cache prune``). Never waits."""
+        locks = self.root / "locks"
+        handles = []
+        try:
+            for lock_name in (f"{kind}-{name}.lock", f"use-{kind}-{name}.lock"):
+                handle = open(locks / lock_name, "a+")  # noqa: SIM115 - closed below
+                handles.append(handle)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    yield False
+                    return
+            yield True
+        finally:
+            for handle in handles:
+                handle.close()
+
     @contextlib.contextmanager
     def lock(self, kind: str, name: str) -> Iterator[None]:
         """Hold the build lock of one layer (blocks while another build holds it)."""
@@ -379,6 +438,7 @@ class Cache:
                 shutil.rmtree(doomed, ignore_errors=True)
             else:
                 os.rename(scratch, final)
+            self.published.append((kind, name, key))
             self._verified[final] = (key, (final / FILE_INDEX).stat().st_mtime_ns)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import errors, relocate
 from ..cache import Cache, Layer
+from ..cache_registry import pull_layer
 from ..log import Reporter
 from ..platform_info import Platform
 from ..proc import clean_env
@@ -108,6 +109,10 @@ def ensure_runtime_layer(
     name, key, inputs = runtime_key(offer, platform)
     with cache.lock("runtimes", name):
         layer = cached_runtime_layer(cache, offer, platform, reporter)
+        if layer:
+            return layer, True
+        layer = pull_layer(cache, "runtimes", name, key, f"Python {offer.version} runtime layer",
+                           reporter=reporter)
         if layer:
             return layer, True
         scratch = cache.scratch_dir("runtime-source")
