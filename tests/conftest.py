@@ -93,3 +93,18 @@ def flask_build(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("flask-slug") / "flask.tgz"
     return compile_app(app, out, cache_dir=cache_dir, env={"HOOK_SECRET": HOOK_SECRET},
                        reporter=Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def runner_a(tmp_path_factory):
+    """Runner A of the shared-cache tests: the small Flask fixture built once on a
+    cache of its own (test_cache_admin.py, test_cache_registry.py); its cache, slug
+    path and sha256. The other runners start from empty caches."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+
+    root = tmp_path_factory.mktemp("runner-a")
+    out = root / "a.tgz"
+    result = compile_app(FIXTURE_APPS / "flask-hello", out, cache_dir=root / "cache",
+                         reporter=Reporter(quiet=True))
+    return root / "cache", out, result.sha256
