@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import errors
 from .stage import CACHEDIR_SIGNATURE, CACHEDIR_TAG
@@ -210,7 +210,7 @@ class Cache:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
         # layer path -> (manifest key, files.json mtime) of its last passed check
         self._verified: dict[Path, tuple[str | None, int]] = {}
-        self._uses: dict[Path, int] = {}  # use-lock path -> descriptor (hold_use)
+        self._uses: dict[Path, IO[str]] = {}  # use-lock path -> its open file (hold_use)
         # The cache registry (cache_registry.RemoteCache), when the build has one.
         self.remote: Any = None
         # (kind, name, key) of every layer this cache object published.
@@ -333,23 +333,22 @@ class Cache:
         if path in self._uses:
             return
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            handle = open(path, "a+")  # noqa: SIM115 - held until release_uses (or collected)
         except OSError:
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            os.utime(fd)
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            os.utime(handle.fileno())
         except OSError:
-            os.close(fd)
+            handle.close()
             return
-        self._uses[path] = fd
+        self._uses[path] = handle
 
     def release_uses(self) -> None:
         """Let prunes remove the layers this cache object has held (the build is over)."""
         while self._uses:
-            _, fd = self._uses.popitem()
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            _, handle = self._uses.popitem()
+            handle.close()
 
     @contextlib.contextmanager
     def removal(self, kind: str, name: str) -> Iterator[bool]:
