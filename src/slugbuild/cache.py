@@ -790,6 +790,15 @@ class Digests:
                 self._known.clear()
             self._known[stat_key(st)] = digest
 
+    def remember_written(self, st: os.stat_result, digest: str) -> None:
+        """Note the digest of bytes this process just wrote to a new file in its own
+        scratch directory (a layer being made): no other writer can reach it before
+        the layer is published, so the racy-tick rule of ``remember`` does not apply."""
+        with self._lock:
+            if len(self._known) >= self._LIMIT:
+                self._known.clear()
+            self._known[stat_key(st)] = digest
+
     def sha256(self, path: str | Path) -> tuple[str, os.stat_result]:
         """The file's digest (remembered, or read now) and its stat after the read.
         A file whose stat changed while it was read (another build hard-linking

@@ -68,14 +68,17 @@ class RemoteCache:
     pushed: list[str] = field(default_factory=list)
     failed: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: threading.Lock = field(default_factory=threading.Lock)
 
     def _give_up(self, exc: BaseException) -> None:
         """The one warning of a registry that cannot be used; not asked again."""
-        if not self.failed:
+        with self._warned:
+            if self.failed:
+                return
             self.failed = True
-            reason = str(exc) or type(exc).__name__
-            self.reporter.warn(f"The cache registry {self.shown} could not be used "
-                               f"({reason}); this build goes on without it.")
+        reason = str(exc) or type(exc).__name__
+        self.reporter.warn(f"The cache registry {self.shown} could not be used "
+                           f"({reason}); this build goes on without it.")
 
     def pull(self, cache: Cache, kind: str, name: str, key: str, what: str,
              extra_check: Callable[[Path, dict[str, Any]], Any] | None = None,
@@ -84,28 +87,29 @@ class RemoteCache:
         its build lock); None when the registry has none, is unusable, or its entry
         is wrong (never a layer that does not match its digests)."""
         reporter = reporter or self.reporter
-        with self._lock:
-            if self.failed:
-                return None
-            before = self.transfer.received
-            try:
-                fetched = fetch_artifact(self.store, self.space, kind, key, self.transfer)
-                if fetched is None:
+        try:
+            with self._lock:  # one request at a time on the client; layers are made apart
+                if self.failed:
                     return None
-                if fetched.config.get("name") != name:
-                    raise ArtifactInvalid("it names another layer")
-                layer = materialise(cache, fetched, extra_check)
-            except ArtifactInvalid as exc:
-                reporter.warn(f"The cache registry's entry for the {what} was not used: "
-                              f"{exc}. It is built here instead.")
+                transfer = Transfer()
+                fetched = fetch_artifact(self.store, self.space, kind, key, transfer)
+                self.transfer.received += transfer.received
+            if fetched is None:
                 return None
-            except TRANSFER_ERRORS as exc:
-                self._give_up(exc)
-                return None
-            self.pulled.append(name)
-            reporter.step(f"Pulled the {what} from the cache registry "
-                          f"({human(self.transfer.received - before)})")
-            return layer
+            if fetched.config.get("name") != name:
+                raise ArtifactInvalid("it names another layer")
+            layer = materialise(cache, fetched, extra_check)
+        except ArtifactInvalid as exc:
+            reporter.warn(f"The cache registry's entry for the {what} was not used: "
+                          f"{exc}. It is built here instead.")
+            return None
+        except TRANSFER_ERRORS as exc:
+            self._give_up(exc)
+            return None
+        self.pulled.append(name)
+        reporter.step(f"Pulled the {what} from the cache registry "
+                      f"({human(transfer.received)})")
+        return layer
 
     def push_published(self, cache: Cache) -> None:
         """Push the layers this build published (runtime and dependency layers)."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .cache import FILE_INDEX, MANIFEST, TREE, Cache, Layer, TreeCheck, read_index
+from .cache import DIGESTS, FILE_INDEX, MANIFEST, TREE, Cache, Layer, TreeCheck, read_index
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -348,6 +348,8 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
                 if digest.hexdigest() != expected[2]:
                     raise ArtifactInvalid(f"{rel}: content differs from the layer index")
                 os.chmod(target, stat.S_IMODE(expected[1]))
+                # files.json (Cache.new_layer) takes it from here instead of reading it again.
+                DIGESTS.remember_written(os.lstat(target), expected[2])
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
     missing = (set(files) | set(symlinks)) - seen
