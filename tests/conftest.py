@@ -6,11 +6,22 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import DJANGO_APP, FIXTURE_APPS, HOOK_SECRET, copy_app, make_app, unpack
+from .helpers import (
+    AUTH_REGISTRY_PASSWORD,
+    AUTH_REGISTRY_USER,
+    DJANGO_APP,
+    FIXTURE_APPS,
+    HOOK_SECRET,
+    RegistryServer,
+    copy_app,
+    make_app,
+    unpack,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -96,15 +107,34 @@ def flask_build(tmp_path_factory, cache_dir):
 
 
 @pytest.fixture(scope="session")
-def runner_a(tmp_path_factory):
+def registry(tmp_path_factory) -> Iterator[RegistryServer]:
+    """A CNCF Distribution registry on 127.0.0.1 without auth, shared by the session
+    (tests use repositories of their own; ``blob_uploads()`` counts what was pushed)."""
+    with RegistryServer(tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory) -> Iterator[RegistryServer]:
+    """The same behind htpasswd basic auth: user ``AUTH_REGISTRY_USER``, password
+    ``AUTH_REGISTRY_PASSWORD`` (tests/helpers.py)."""
+    with RegistryServer(tmp_path_factory.mktemp("auth-registry"),
+                        users={AUTH_REGISTRY_USER: AUTH_REGISTRY_PASSWORD}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def runner_a(tmp_path_factory, registry):
     """Runner A of the shared-cache tests: the small Flask fixture built once on a
-    cache of its own (test_cache_admin.py, test_cache_registry.py); its cache, slug
-    path and sha256. The other runners start from empty caches."""
+    cache of its own, pushing its layers to the session registry
+    (test_cache_admin.py, test_cache_registry.py). Its cache, slug path, sha256,
+    cache registry reference and what it pushed. Other runners start empty."""
     from slugbuild import compile_app
     from slugbuild.log import Reporter
 
     root = tmp_path_factory.mktemp("runner-a")
     out = root / "a.tgz"
+    reference = f"docker://{registry.host}/slugbuild-cache/runner-a"
     result = compile_app(FIXTURE_APPS / "flask-hello", out, cache_dir=root / "cache",
-                         reporter=Reporter(quiet=True))
-    return root / "cache", out, result.sha256
+                         reporter=Reporter(quiet=True), cache_registry=reference)
+    return root / "cache", out, result.sha256, reference, result.cache_registry

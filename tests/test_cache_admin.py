@@ -126,7 +126,7 @@ def _dependency_layer(cache_dir: Path):
 
 
 def test_materialise_refuses_what_its_index_does_not_say(runner_a, tmp_path: Path) -> None:
-    cache_a, _, _ = runner_a
+    cache_a = runner_a[0]
     artifact = make_artifact(_dependency_layer(cache_a), namespace("test"))
     assert artifact is not None
     config, index = json.loads(artifact.config), json.loads(artifact.index)
@@ -149,7 +149,7 @@ def test_materialise_refuses_what_its_index_does_not_say(runner_a, tmp_path: Pat
 @pytest.mark.slow
 def test_export_import_gives_the_same_slug_without_installing(
         runner_a, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cache_a, _, sha_a = runner_a
+    cache_a, _, sha_a = runner_a[:3]
     exported = tmp_path / "export"
     code, out = _cache_cli(capsys, "export", exported, "--cache-dir", cache_a)
     assert code == 0 and "2 layer(s)" in out, out

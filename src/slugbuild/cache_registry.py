@@ -20,6 +20,7 @@ its index is refused with a warning and the layer is built as on a miss.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 from . import errors
 from .cache import Cache, Layer
 from .layer_artifact import (
+    MANIFEST_TYPE,
     ArtifactInvalid,
     Store,
     Transfer,
@@ -39,19 +41,82 @@ from .layer_artifact import (
     push_artifact,
 )
 from .log import Reporter
+from .oci.credentials import find_credentials
+from .oci.reference import parse_image_reference
+from .oci.registry import RegistryClient
 from .slug_size import human
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
 READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
 SHARED_KINDS = ("runtimes", "layers")
-# What a failing store may raise (the registry client's errors join at import time).
-TRANSFER_ERRORS: tuple[type[BaseException], ...] = (OSError,)
+# Seconds each registry request may take to connect and between reads (the client
+# retries GET and HEAD twice more): a slow registry costs a bounded time, then a warning.
+REQUEST_TIMEOUT = 10.0
+# What a failing store raises: the registry client's errors (unreachable, refused,
+# protocol, digest), and the local file system's while a pulled blob is written.
+TRANSFER_ERRORS: tuple[type[BaseException], ...] = (errors.RegistryError, OSError)
 
 
-def registry_store(reference: str) -> Store:
-    """The registry repository ``docker://HOST[:PORT]/REPO`` as a store."""
-    raise errors.CACHE_REGISTRY_INVALID.error(reference=reference,
-                                              reason="no registry client in this build")
+class RegistryStore:
+    """A registry repository as a store, through the OCI image code's client and
+    credentials (one client, one auth story). A blob whose bytes do not match its
+    digest is ArtifactInvalid: the entry is wrong, the registry may still be fine."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    def has_blob(self, digest: str) -> bool:
+        return self.client.has_blob(digest)
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.client.push_blob(data, digest, len(data))
+
+    def get_blob(self, digest: str, size: int) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
+            target = Path(work) / "blob"
+            try:
+                self.client.pull_blob(digest, target)
+            except errors.RegistryError as exc:
+                if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
+                    raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
+                                          f"digest") from exc
+                raise
+            if target.stat().st_size != size:
+                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
+            return target.read_bytes()
+
+    def get_manifest(self, tag: str) -> bytes | None:
+        found = self.client.get_manifest(tag)
+        return found[0] if found is not None else None
+
+    def put_manifest(self, tag: str, data: bytes) -> None:
+        self.client.put_manifest(tag, data, MANIFEST_TYPE)
+
+    def tags(self) -> list[str]:
+        return self.client.list_tags()
+
+
+def registry_store(reference: str) -> RegistryStore:
+    """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
+    credentials ``docker login`` / ``podman login`` left for its host (none: anonymous).
+    A reference that is not one (no ``docker://``, a tag or digest given) is
+    ``cache-registry-invalid``; credentials that cannot be read are the registry's
+    error (the build fails open on them)."""
+    if not reference.startswith("docker://"):
+        raise errors.CACHE_REGISTRY_INVALID.error(
+            reference=reference, reason="it does not start with docker://")
+    try:
+        parsed = parse_image_reference(reference)
+    except errors.RegistryError as exc:
+        raise errors.CACHE_REGISTRY_INVALID.error(reference=reference, reason=exc.found) \
+            from exc
+    if parsed.tag is not None or parsed.digest is not None or parsed.host is None \
+            or parsed.repository is None:
+        raise errors.CACHE_REGISTRY_INVALID.error(
+            reference=reference, reason="name a repository only: the tags are slugbuild's")
+    client = RegistryClient(parsed.host, parsed.repository, timeout=REQUEST_TIMEOUT,
+                            credentials=find_credentials(parsed.host))
+    return RegistryStore(client)
 
 
 @dataclass
@@ -155,8 +220,21 @@ def from_settings(reference: str | None, readonly: bool | None, platform_key: st
         return None
     if readonly is None:
         readonly = os.environ.get(READONLY_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
-    store = registry_store(reference)
-    return RemoteCache(store, reference, namespace(platform_key), reporter, readonly)
+    remote = RemoteCache(_Unusable(), reference, namespace(platform_key), reporter, readonly)
+    try:
+        remote.store = registry_store(reference)
+    except errors.RegistryError as exc:  # credentials that cannot be read: fail open
+        remote._give_up(exc)
+    return remote
+
+
+class _Unusable:
+    """The store of a cache registry given up before its first request."""
+
+    def _refuse(self, *_args: object) -> Any:
+        raise OSError("the cache registry is not usable")
+
+    has_blob = put_blob = get_blob = get_manifest = put_manifest = _refuse
 
 
 def pull_layer(cache: Cache, kind: str, name: str, key: str, what: str,
