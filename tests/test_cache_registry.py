@@ -375,3 +375,21 @@ def test_tags_stay_apart_and_bad_references_are_errors() -> None:
         with pytest.raises(SlugbuildError) as raised:
             registry_store(bad)
         assert raised.value.code in (CACHE_REGISTRY_INVALID.code, "image-reference-invalid")
+
+
+def test_cache_export_and_import_through_a_registry(runner_a, registry, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`cache export docker://…` pushes a whole cache; `cache import docker://…` fills an
+    empty one with the entries of this platform, each verified."""
+    from slugbuild.cli import main
+
+    reference = f"docker://{registry.host}/slugbuild-cache/exported"
+    assert main(["cache", "export", reference, "--cache-dir", str(runner_a[0])]) == 0
+    assert "2 layer(s)" in capsys.readouterr().out
+    assert main(["cache", "import", reference, "--cache-dir", str(tmp_path / "b")]) == 0
+    assert "Imported 2 layer(s)" in capsys.readouterr().out
+    assert sorted(entry.key for entry in local_layers(Cache(tmp_path / "b"))) == sorted(
+        entry.key for entry in local_layers(Cache(runner_a[0]), ("runtimes", "layers")))
+    assert main(["cache", "import", f"docker://127.0.0.1:{free_port()}/none",
+                 "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "cache-command-failed" in capsys.readouterr().err
