@@ -329,13 +329,17 @@ def test_tampered_blob_on_the_registry_disk(runner_a, registry, tmp_path: Path) 
     assert artifact is not None
     push_artifact(registry_store(reference), artifact)
     part = json.loads(artifact.manifest)["layers"][0]["digest"].split(":")[1]
+    # The registry keeps one copy of a blob for all its repositories: put back after.
     [data] = (registry.root / "storage").rglob(f"blobs/sha256/{part[:2]}/{part}/data")
-    tampered = bytearray(data.read_bytes())
+    original = data.read_bytes()
+    tampered = bytearray(original)
     tampered[len(tampered) // 2] ^= 0x55
     data.write_bytes(bytes(tampered))
-
-    cache_b = _without_dependency_layer(cache_a, tmp_path / "b")
-    result, log = _build(cache_b, tmp_path / "b.tgz", reference)
+    try:
+        cache_b = _without_dependency_layer(cache_a, tmp_path / "b")
+        result, log = _build(cache_b, tmp_path / "b.tgz", reference)
+    finally:
+        data.write_bytes(original)
     assert result.sha256 == sha_a
     warnings = [line for line in log.splitlines() if line.startswith(" !")
                 and "cache registry" in line]
@@ -386,8 +390,9 @@ def test_cache_export_and_import_through_a_registry(runner_a, registry, tmp_path
     reference = f"docker://{registry.host}/slugbuild-cache/exported"
     assert main(["cache", "export", reference, "--cache-dir", str(runner_a[0])]) == 0
     assert "2 layer(s)" in capsys.readouterr().out
-    assert main(["cache", "import", reference, "--cache-dir", str(tmp_path / "b")]) == 0
-    assert "Imported 2 layer(s)" in capsys.readouterr().out
+    code = main(["cache", "import", reference, "--cache-dir", str(tmp_path / "b")])
+    out = capsys.readouterr()
+    assert code == 0 and "Imported 2 layer(s)" in out.out, out
     assert sorted(entry.key for entry in local_layers(Cache(tmp_path / "b"))) == sorted(
         entry.key for entry in local_layers(Cache(runner_a[0]), ("runtimes", "layers")))
     assert main(["cache", "import", f"docker://127.0.0.1:{free_port()}/none",

@@ -400,6 +400,7 @@ class Cache:
     def new_layer(
         self, kind: str, name: str, key: str, inputs: dict[str, Any],
         check: TreeCheck | None = None, draft: dict[str, Any] | None = None,
+        written: dict[str, tuple[StatKey, str]] | None = None,
     ) -> Iterator[Path]:
         """Yield an empty tree to fill; on success it becomes layer ``kind/name``.
 
@@ -407,14 +408,15 @@ class Cache:
         ``check(tree, index)`` may list why the tree is not complete for its key:
         then it is not published, and ``draft["unpublished"]`` holds the
         problems and ``draft["layer"]`` the build's private Layer (its caller's
-        to remove). The caller holds ``lock(kind, name)``.
+        to remove). ``written``: digests the caller already knows (``build_index``).
+        The caller holds ``lock(kind, name)``.
         """
         scratch = self.scratch_dir(f"{kind}-{name}")
         tree = scratch / TREE
         tree.mkdir()
         try:
             yield tree
-            index = build_index(tree)
+            index = build_index(tree, written)
             problems = list(check(tree, index)) if check is not None else []
             if check is not None and not problems:
                 index["checked"] = True
@@ -790,15 +792,6 @@ class Digests:
                 self._known.clear()
             self._known[stat_key(st)] = digest
 
-    def remember_written(self, st: os.stat_result, digest: str) -> None:
-        """Note the digest of bytes this process just wrote to a new file in its own
-        scratch directory (a layer being made): no other writer can reach it before
-        the layer is published, so the racy-tick rule of ``remember`` does not apply."""
-        with self._lock:
-            if len(self._known) >= self._LIMIT:
-                self._known.clear()
-            self._known[stat_key(st)] = digest
-
     def sha256(self, path: str | Path) -> tuple[str, os.stat_result]:
         """The file's digest (remembered, or read now) and its stat after the read.
         A file whose stat changed while it was read (another build hard-linking
@@ -832,18 +825,25 @@ def _walk(tree: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                     yield prefix + entry.name, entry
 
 
-def build_index(tree: Path) -> dict[str, Any]:
+def build_index(tree: Path, written: dict[str, tuple[StatKey, str]] | None = None
+                ) -> dict[str, Any]:
     """files.json for ``tree``: size, mtime (ns), mode and SHA-256 of every regular
     file, the target of every symlink. The mode counts: a chmod through a hard link
-    would change every later slug. Raises LayerChanged for anything else (a fifo)."""
+    would change every later slug. Raises LayerChanged for anything else (a fifo).
+    ``written``: digests of files the caller wrote into the tree itself (a layer
+    pulled from a registry), by path and the stat they had just after: used while
+    a file's stat is still that one (the files exist meanwhile: no inode reuse)."""
     files: dict[str, list[Any]] = {}
     symlinks: dict[str, str] = {}
+    written = written or {}
     for rel, entry in _walk(tree):
         if entry.is_symlink():
             symlinks[rel] = os.readlink(entry.path)
         elif entry.is_file(follow_symlinks=False):
             before = entry.stat(follow_symlinks=False)
-            digest = DIGESTS.known(before)  # hashed already by the RECORD check
+            mine = written.get(rel)
+            digest = mine[1] if mine is not None and mine[0] == stat_key(before) \
+                else DIGESTS.known(before)  # hashed already by the RECORD check
             after = before
             if digest is None:
                 clock = DIGESTS.clock(before.st_dev)

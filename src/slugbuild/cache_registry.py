@@ -177,12 +177,14 @@ class RemoteCache:
         return layer
 
     def push_published(self, cache: Cache) -> None:
-        """Push the layers this build published (runtime and dependency layers)."""
+        """Push the layers this build made (runtime and dependency layers; not those it
+        pulled)."""
         if self.readonly:
             return
         for kind, name, key in cache.published:
-            if kind not in SHARED_KINDS or name.startswith("apt-") or self.failed:
-                continue
+            if kind not in SHARED_KINDS or name.startswith("apt-") or name in self.pulled \
+                    or self.failed:
+                continue  # a layer pulled from the registry is there already
             layer = cache.lookup(kind, name, key)
             if layer is None:
                 continue

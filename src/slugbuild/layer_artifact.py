@@ -36,11 +36,22 @@ import stat
 import tarfile
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .cache import DIGESTS, FILE_INDEX, MANIFEST, TREE, Cache, Layer, TreeCheck, read_index
+from .cache import (
+    FILE_INDEX,
+    MANIFEST,
+    TREE,
+    Cache,
+    Layer,
+    StatKey,
+    TreeCheck,
+    read_index,
+    stat_key,
+)
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -307,55 +318,98 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
+    for rel in [*files, *symlinks, *dirs]:  # nothing is placed below a symlink
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            if "/".join(parts[:depth]) in symlinks:
+                raise ArtifactInvalid(f"{rel} lies below the symlink {'/'.join(parts[:depth])}")
     return files, symlinks, dirs
 
 
+def _decompress(part: bytes, limit: int) -> bytes:
+    """The part's tar bytes (every gzip member), refused past ``limit`` bytes (what its
+    index allows): an artifact cannot make this machine unpack a bomb."""
+    chunks, total, data = [], 0, part
+    while data:
+        inflate = zlib.decompressobj(31)
+        chunk = inflate.decompress(data, limit - total + 1)
+        total += len(chunk)
+        chunks.append(chunk)
+        if total > limit:
+            raise ArtifactInvalid("its slug part unpacks to more than its index holds")
+        if not inflate.eof:
+            raise ArtifactInvalid("its slug part is truncated")
+        data = inflate.unused_data
+    return b"".join(chunks)
+
+
+def _write_file(target: Path, data: memoryview, expected: tuple[int, int, str],
+                rel: str, written: dict[str, tuple[StatKey, str]]) -> None:
+    """One file of a part, checked against the index; its digest noted in ``written``
+    for files.json (Cache.new_layer then does not read it again)."""
+    if hashlib.sha256(data).hexdigest() != expected[2]:
+        raise ArtifactInvalid(f"{rel}: content differs from the layer index")
+    with open(target, "wb") as out:
+        out.write(data)
+    os.chmod(target, stat.S_IMODE(expected[1]))
+    written[rel] = (stat_key(os.lstat(target)), expected[2])
+
+
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
-             symlinks: dict[str, str], dirs: list[str]) -> int:
+             symlinks: dict[str, str], dirs: list[str],
+             written: dict[str, tuple[StatKey, str]]) -> int:
     """Write the part's members into ``tree``: exactly the files and symlinks the
-    index lists, each file with its size, SHA-256 and mode. Returns the raw tar size."""
+    index lists, each file with its size, SHA-256 and mode. Returns the raw tar size.
+
+    The part is inflated at once and its files written by a few threads (hashing
+    and file creation release the GIL): pulling a layer is mostly this."""
+    limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
+        + 4096 * len(symlinks) + 2 ** 20
+    try:
+        raw = _decompress(part, limit)
+    except zlib.error as exc:
+        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+    view = memoryview(raw)
     for rel in dirs:
         (tree / rel).mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
-    raw = gzip.GzipFile(fileobj=io.BytesIO(part))
-    try:
-        with tarfile.open(fileobj=raw, mode="r|") as tar:
-            for member in tar:
-                if not member.name.startswith(prefix):
-                    raise ArtifactInvalid(f"{member.name} is outside the layer")
-                rel = member.name[len(prefix):]
-                if rel in seen:
-                    raise ArtifactInvalid(f"{rel} is in the part twice")
-                seen.add(rel)
-                target = tree / rel
-                if member.issym():
-                    if symlinks.get(rel) != member.linkname:
-                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+    links: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        writes = []
+        try:
+            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+                for member in tar:
+                    if not member.name.startswith(prefix):
+                        raise ArtifactInvalid(f"{member.name} is outside the layer")
+                    rel = member.name[len(prefix):]
+                    if rel in seen:
+                        raise ArtifactInvalid(f"{rel} is in the part twice")
+                    seen.add(rel)
+                    if member.issym():
+                        if symlinks.get(rel) != member.linkname:
+                            raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+                        links.append((rel, member.linkname))
+                        continue
+                    expected = files.get(rel)
+                    if not member.isreg() or expected is None or member.size != expected[0]:
+                        raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                    target = tree / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(member.linkname, target)
-                    continue
-                expected = files.get(rel)
-                if not member.isreg() or expected is None or member.size != expected[0]:
-                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
-                source = tar.extractfile(member)
-                assert source is not None
-                target.parent.mkdir(parents=True, exist_ok=True)
-                digest = hashlib.sha256()
-                with open(target, "wb") as out:
-                    while chunk := source.read(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                if digest.hexdigest() != expected[2]:
-                    raise ArtifactInvalid(f"{rel}: content differs from the layer index")
-                os.chmod(target, stat.S_IMODE(expected[1]))
-                # files.json (Cache.new_layer) takes it from here instead of reading it again.
-                DIGESTS.remember_written(os.lstat(target), expected[2])
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+                    data = view[member.offset_data:member.offset_data + member.size]
+                    writes.append(pool.submit(_write_file, target, data, expected, rel,
+                                              written))
+        except (tarfile.TarError, EOFError) as exc:
+            raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+        finally:
+            for write in writes:
+                write.result()  # the first failure (a mismatch, a full disk) is raised
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
-    return raw.tell()
+    for rel, link_target in links:  # last: no file is ever written through one
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_target, tree / rel)
+    return len(raw)
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None) -> Layer:
@@ -384,8 +438,9 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
 
     draft: dict[str, Any] = {}
     raw_size = 0
-    with cache.new_layer(kind, name, key, config["inputs"], check, draft) as tree:
-        raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs)
+    written: dict[str, tuple[StatKey, str]] = {}
+    with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
+        raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
         host_paths = fetched.index.get("host_paths")
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
