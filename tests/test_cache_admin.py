@@ -137,8 +137,10 @@ def test_materialise_refuses_what_its_index_does_not_say(runner_a, tmp_path: Pat
     del missing["files"][rel]
     escaping = json.loads(artifact.index)
     escaping["dirs"].append("../outside")
+    through_link = json.loads(artifact.index)  # a file placed below a symlink
+    through_link["symlinks"][rel.rsplit("/", 1)[0]] = str(tmp_path / "outside")
     cache_b = Cache(tmp_path / "b")
-    for wrong in (bad_digest, missing, escaping):
+    for wrong in (bad_digest, missing, escaping, through_link):
         with pytest.raises(ArtifactInvalid), cache_b.lock("layers", config["name"]):
             materialise(cache_b, Fetched(config, wrong, artifact.part))
         assert local_layers(cache_b) == []
