@@ -293,7 +293,7 @@ class RegistryClient:
                 if not isinstance(found, list):
                     raise errors.REGISTRY_PROTOCOL.error(
                         variant="bad-answer", method="GET", url=self._url(path),
-                        what="a list of tags")
+                        what="a list of tags", host=self.host)
                 tags += [tag for tag in found if isinstance(tag, str)]
                 link = response.links.get("next", {}).get("url")
             path = link if link and link.startswith("/v2/") else None
