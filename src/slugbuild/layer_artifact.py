@@ -64,6 +64,7 @@ INDEX_TYPE = "application/vnd.slugbuild.layer.files.v1+json"
 KEY_ANNOTATION = "dev.slugbuild.layer.key"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 HOST_PATHS = "host-paths.json"
+MEASURE_SUFFIX = ".sizes.json"  # beside a kept part: its size breakdown (pack.py, slug_size.py)
 # What an artifact may hold at most (a hostile store must not fill the disk or memory).
 MAX_BLOB = 2 * 2 ** 30
 MAX_METADATA = 64 * 2 ** 20
@@ -209,10 +210,16 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     index_blob = _canonical({"files": files, "symlinks": index["symlinks"],
                              "dirs": _directories(layer.tree), "host_paths": host_paths})
     prefix = _part_prefix(part.data, set(files) | set(index["symlinks"]))
+    part_info: dict[str, Any] = {"name": part.name, "raw_size": part.raw_size,
+                                 "prefix": prefix}
+    try:  # the part's size breakdown (slug_size.py), so a puller need not measure it again
+        part_info["measure"] = json.loads(
+            (layer.packed_parts / f"{part.name}{MEASURE_SUFFIX}").read_text())
+    except (OSError, ValueError):
+        pass
     config = _canonical({
         "format": ARTIFACT_FORMAT, "namespace": space, "kind": kind, "name": manifest["name"],
-        "key": key, "inputs": manifest.get("inputs", {}),
-        "part": {"name": part.name, "raw_size": part.raw_size, "prefix": prefix},
+        "key": key, "inputs": manifest.get("inputs", {}), "part": part_info,
     })
     tag = layer_tag(space, kind, key)
 
@@ -451,6 +458,11 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if layer is None:
         raise ArtifactInvalid("the layer vanished right after it was published")
     _keep_part(layer, part_name, fetched.part, raw_size)
+    measure = part_info.get("measure")
+    if isinstance(measure, dict):  # slug_size checks it against the part's digest and size
+        with contextlib.suppress(OSError):
+            _write_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
+                          json.dumps(measure).encode())
     return layer
 
 
