@@ -71,6 +71,7 @@ class BuildResult:
             "runtime": self.runtime,
             "packages": self.packages,
             "timings": self.timings,
+            "cache_registry": self.cache_registry,
         }
 
 

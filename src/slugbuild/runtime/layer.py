@@ -96,6 +96,20 @@ def interpreter_before_layer(cache: Cache, offer: RuntimeOffer, platform: Platfo
     return None
 
 
+def pull_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform,
+                       reporter: Reporter) -> Layer | None:
+    """On a local miss, the runtime layer from the build's cache registry (None: it
+    has none, or there is no registry), so the log can say where it came from
+    before the step starts."""
+    if cache.remote is None:
+        return None
+    name, key, _ = runtime_key(offer, platform)
+    with cache.lock("runtimes", name):
+        return cached_runtime_layer(cache, offer, platform, reporter) or pull_layer(
+            cache, "runtimes", name, key, f"Python {offer.version} runtime layer",
+            reporter=reporter)
+
+
 def ensure_runtime_layer(
     cache: Cache, offer: RuntimeOffer, platform: Platform, reporter: Reporter
 ) -> tuple[Layer, bool]:
