@@ -275,7 +275,7 @@ def import_command(cache: Cache, source: str, out: TextIO) -> int:
     space = namespace(platform_info.current().key)
 
     def run() -> tuple[int, int]:
-        tags = store.tags()  # type: ignore[attr-defined]
+        tags = store.tags()
         return import_layers(cache, store, tags, space, transfer, _line(out))
 
     imported, refused = _guarded_transfer(source, run)

@@ -236,7 +236,7 @@ class _Unusable:
     def _refuse(self, *_args: object) -> Any:
         raise OSError("the cache registry is not usable")
 
-    has_blob = put_blob = get_blob = get_manifest = put_manifest = _refuse
+    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = _refuse
 
 
 def pull_layer(cache: Cache, kind: str, name: str, key: str, what: str,

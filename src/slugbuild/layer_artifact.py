@@ -91,6 +91,8 @@ class Store(Protocol):
 
     def put_manifest(self, tag: str, data: bytes) -> None: ...
 
+    def tags(self) -> list[str]: ...
+
 
 def namespace(platform_key: str) -> str:
     """What keeps entries of other platforms and cache formats apart: in every tag."""
