@@ -16,8 +16,10 @@ Layout (see docs/cache.md)::
                                         leases/<token>.lease (one per running process)
       tmp/                              layers, installs and build dirs in progress,
                                         named <token>.<label>.<random> after their owner
+      trash/                            finished scratch being deleted by a detached
+                                        process (``dispose``), named like tmp/'s entries
 
-runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
+runtimes/, layers/, pip/, locks/, tmp/ and trash/ are made when the cache is opened;
 the others by the modules named, when first needed.
 
 A layer is built under tmp/ and renamed into place only after its manifest is
@@ -55,6 +57,7 @@ import re
 import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -81,6 +84,8 @@ TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
 LEASE_SUFFIX = ".lease"
+# Where finished scratch waits for its detached deleter (Cache.dispose).
+TRASH = "trash"
 # Scratch entry names: <lease token>.<label>.<random>; older versions used <pid>.
 _TOKEN = re.compile(r"^[0-9a-f]{16}\.")
 _LEGACY = re.compile(r"^\d{1,10}\.")
@@ -142,17 +147,7 @@ class _Lease:
     """
 
     def __init__(self, root: Path) -> None:
-        leases = root / "locks" / "leases"
-        leases.mkdir(exist_ok=True)
-        while True:
-            token = secrets.token_hex(8)
-            path = leases / (token + LEASE_SUFFIX)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # A cleaner may have taken the new file before us and removed it.
-            if _same_inode(fd, path):
-                break
-            os.close(fd)
+        token, path, fd = _new_lease(root)
         self.token, self.path, self.fd, self.tmp = token, path, fd, root / "tmp"
         self.pid = os.getpid()
 
@@ -168,6 +163,27 @@ class _Lease:
             os.unlink(self.path)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _new_lease(root: Path) -> tuple[str, Path, int]:
+    """A new lease file under ``root``'s locks/leases, locked: its token, path and
+    descriptor (whoever holds the descriptor owns the entries named after it)."""
+    leases = root / "locks" / "leases"
+    leases.mkdir(exist_ok=True)
+    while True:
+        token = secrets.token_hex(8)
+        path = leases / (token + LEASE_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A cleaner may have taken the new file before us and removed it.
+        if _same_inode(fd, path):
+            return token, path, fd
+        os.close(fd)
+
+
+# Deletes a disposed entry, then its lease, in a process of its own that outlives
+# the build: ``sh`` starts it in the background and returns at once.
+_DELETER = '(rm -rf -- "$1"; rm -f -- "$2") </dev/null >/dev/null 2>&1 &'
 
 
 _leases: dict[Path, _Lease] = {}
@@ -198,7 +214,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         try:
-            for sub in (*KINDS, "pip", "locks", "tmp"):
+            for sub in (*KINDS, "pip", "locks", "tmp", TRASH):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
             probe.close()
@@ -524,14 +540,53 @@ class Cache:
         return Path(tempfile.mkdtemp(prefix=f"{self.lease.token}.{label}.",
                                      dir=self.root / "tmp"))
 
+    def dispose(self, path: Path) -> None:
+        """Remove ``path`` (a directory in the cache) off the build's critical path.
+
+        Deleting a build directory (thousands of directories and files) cost
+        more than the rest of a warm build on a busy disk. It is renamed into
+        trash/ under a lease of its own, whose lock a detached process inherits
+        and holds while it deletes the entry; if that process dies (or never
+        starts), the lease is free and the next build that opens the cache
+        removes the entry (``_remove_abandoned_scratch``). Where no process can
+        be started, it is deleted here.
+        """
+        if not os.path.lexists(path):
+            return
+        try:
+            token, lease, fd = _new_lease(self.root)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            doomed = self.root / TRASH / f"{token}.{path.name}"
+            try:
+                os.rename(path, doomed)
+            except OSError:
+                doomed = path
+            try:
+                subprocess.run(["sh", "-c", _DELETER, "sh", str(doomed), str(lease)],
+                               pass_fds=(fd,), start_new_session=True, check=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            except (OSError, subprocess.CalledProcessError):
+                shutil.rmtree(doomed, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(lease)
+        finally:
+            os.close(fd)
+
     def _remove_abandoned_scratch(self) -> None:
-        """Delete scratch entries whose owner's lease is free (the owner is gone).
+        """Delete scratch and trash entries whose owner's lease is free (the owner is
+        gone).
 
         Entries named after a process id (older slugbuild) go once a day old.
         """
         tmp, leases = self.root / "tmp", self.root / "locks" / "leases"
         try:
             entries = list(tmp.iterdir())
+            with contextlib.suppress(OSError):
+                entries += (self.root / TRASH).iterdir()
             tokens = {p.name[:-len(LEASE_SUFFIX)] for p in leases.iterdir()
                       if p.name.endswith(LEASE_SUFFIX)}
         except OSError:

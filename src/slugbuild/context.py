@@ -15,7 +15,6 @@ need to know of it).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -182,17 +181,18 @@ class BuildContext:
 
     def close(self) -> None:
         """End the build's background work, hand its hard links back to the cache,
-        release the link lock, remove the scratch directory and the layers made for
-        this build alone."""
+        release the link lock, dispose of the scratch directory and the layers made
+        for this build alone."""
         self.background.shutdown(wait=True, cancel_futures=True)
         for entry in self.placed_layers:  # while the link lock is held
             if entry.placed.copies is None:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
         self.held.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
+        self.cache.dispose(self.scratch)
         for entry in self.placed_layers:
             if not entry.layer.published:  # installed for this build alone
-                shutil.rmtree(entry.layer.path, ignore_errors=True)
+                self.cache.dispose(entry.layer.path)
 
     @property
     def machine_paths(self) -> list[str]:
