@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from slugbuild import cache as cache_module
-from slugbuild.cache import TRASH, Cache
+from slugbuild.cache import Cache
 
 
 def _fill(directory: Path, count: int = 200) -> None:
@@ -36,7 +36,8 @@ def test_a_disposed_directory_leaves_tmp_at_once_and_is_deleted_in_the_backgroun
     cache.dispose(scratch)
     assert not scratch.exists()
     assert list((cache.root / "tmp").iterdir()) == []
-    trash = cache.root / TRASH
+    trash = cache.trash_dir()
+    assert trash is not None and not trash.is_relative_to(cache.root)
     disposed = list(trash.iterdir())
     assert len(disposed) <= 1
     assert all(_gone_within(entry) for entry in disposed)
@@ -50,9 +51,10 @@ def test_trash_whose_deleter_died_is_removed_by_the_next_build(tmp_path):
     """A deleter killed half way (its lease is free) leaves nothing for long: the next
     process that opens the cache removes the entry and the lease."""
     root = tmp_path / "c"
-    Cache(root)
+    trash = Cache(root).trash_dir(create=True)
+    assert trash is not None
     token, lease, fd = cache_module._new_lease(root)
-    entry = root / TRASH / f"{token}.abc.build.xyz"
+    entry = trash / f"{token}.abc.build.xyz"
     _fill(entry)
     os.close(fd)  # the deleter is gone
     subprocess.run([sys.executable, "-c",
@@ -63,10 +65,11 @@ def test_trash_whose_deleter_died_is_removed_by_the_next_build(tmp_path):
 
 def test_trash_being_deleted_is_left_to_its_deleter(tmp_path):
     root = tmp_path / "c"
-    Cache(root)
+    trash = Cache(root).trash_dir(create=True)
+    assert trash is not None
     token, lease, fd = cache_module._new_lease(root)
     try:
-        entry = root / TRASH / f"{token}.abc.build.xyz"
+        entry = trash / f"{token}.abc.build.xyz"
         _fill(entry, 10)
         subprocess.run([sys.executable, "-c",
                         f"from slugbuild.cache import Cache; Cache({str(root)!r})"], check=True)
@@ -87,6 +90,22 @@ def test_without_a_shell_the_directory_is_deleted_in_place(tmp_path, monkeypatch
     monkeypatch.setattr(cache_module.subprocess, "run", no_shell)
     cache.dispose(scratch)
     assert not scratch.exists()
-    assert list((cache.root / TRASH).iterdir()) == []
+    assert list(cache.trash_dir(create=True).iterdir()) == []
     assert [p.name for p in (cache.root / "locks" / "leases").iterdir()] == [
         f"{cache.lease.token}.lease"]
+
+
+def test_a_planted_trash_directory_is_not_used(tmp_path, monkeypatch):
+    """Someone else's directory (or a symlink) where the trash goes: the scratch is
+    deleted where it is, never moved into it."""
+    monkeypatch.setattr(cache_module.tempfile, "gettempdir", lambda: str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "t" / f"slugbuild-trash-{os.getuid()}")
+    cache = Cache(tmp_path / "c")
+    assert cache.trash_dir(create=True) is None
+    scratch = cache.scratch_dir("build")
+    _fill(scratch, 20)
+    cache.dispose(scratch)
+    assert _gone_within(scratch)
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -16,10 +16,8 @@ Layout (see docs/cache.md)::
                                         leases/<token>.lease (one per running process)
       tmp/                              layers, installs and build dirs in progress,
                                         named <token>.<label>.<random> after their owner
-      trash/                            finished scratch being deleted by a detached
-                                        process (``dispose``), named like tmp/'s entries
 
-runtimes/, layers/, pip/, locks/, tmp/ and trash/ are made when the cache is opened;
+runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
 the others by the modules named, when first needed.
 
 A layer is built under tmp/ and renamed into place only after its manifest is
@@ -84,8 +82,10 @@ TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
 LEASE_SUFFIX = ".lease"
-# Where finished scratch waits for its detached deleter (Cache.dispose).
-TRASH = "trash"
+# Where finished scratch waits for its detached deleter (Cache.dispose): outside the
+# cache (a CI step that archives the cache right after a build must not see files
+# vanish), in the temp directory, one private directory per user and cache.
+TRASH_PREFIX = "slugbuild-trash-"
 # Scratch entry names: <lease token>.<label>.<random>; older versions used <pid>.
 _TOKEN = re.compile(r"^[0-9a-f]{16}\.")
 _LEGACY = re.compile(r"^\d{1,10}\.")
@@ -214,7 +214,7 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         try:
-            for sub in (*KINDS, "pip", "locks", "tmp", TRASH):
+            for sub in (*KINDS, "pip", "locks", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
             probe.close()
@@ -548,21 +548,25 @@ class Cache:
         trash/ under a lease of its own, whose lock a detached process inherits
         and holds while it deletes the entry; if that process dies (or never
         starts), the lease is free and the next build that opens the cache
-        removes the entry (``_remove_abandoned_scratch``). Where no process can
-        be started, it is deleted here.
+        removes the entry (``_remove_abandoned_scratch``). The trash is outside
+        the cache (``trash_dir``), so archiving the cache right after a build
+        never sees files vanish; where it is on another filesystem, or no
+        process can be started, the entry is deleted by the detached process
+        where it is, or here.
         """
         if not os.path.lexists(path):
             return
+        trash = self.trash_dir(create=True)
         try:
             token, lease, fd = _new_lease(self.root)
         except OSError:
             shutil.rmtree(path, ignore_errors=True)
             return
         try:
-            doomed = self.root / TRASH / f"{token}.{path.name}"
+            doomed = trash / f"{token}.{path.name}" if trash is not None else path
             try:
                 os.rename(path, doomed)
-            except OSError:
+            except OSError:  # another filesystem: deleted where it is
                 doomed = path
             try:
                 subprocess.run(["sh", "-c", _DELETER, "sh", str(doomed), str(lease)],
@@ -576,6 +580,27 @@ class Cache:
         finally:
             os.close(fd)
 
+    def trash_dir(self, create: bool = False) -> Path | None:
+        """This cache's trash: ``$TMPDIR/slugbuild-trash-<uid>/<cache hash>``, in a
+        directory only this user can enter; None when it is not one (a symlink or a
+        directory of someone else's planted there) or cannot be made."""
+        top = Path(tempfile.gettempdir()) / f"{TRASH_PREFIX}{os.getuid()}"
+        try:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(top, 0o700)
+            st = os.lstat(top)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() \
+                    or st.st_mode & 0o077:
+                return None
+            mine = top / hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(mine, 0o700)
+            return mine if mine.is_dir() and not mine.is_symlink() else None
+        except OSError:
+            return None
+
     def _remove_abandoned_scratch(self) -> None:
         """Delete scratch and trash entries whose owner's lease is free (the owner is
         gone).
@@ -585,8 +610,10 @@ class Cache:
         tmp, leases = self.root / "tmp", self.root / "locks" / "leases"
         try:
             entries = list(tmp.iterdir())
-            with contextlib.suppress(OSError):
-                entries += (self.root / TRASH).iterdir()
+            trash = self.trash_dir()
+            if trash is not None:
+                with contextlib.suppress(OSError):
+                    entries += trash.iterdir()
             tokens = {p.name[:-len(LEASE_SUFFIX)] for p in leases.iterdir()
                       if p.name.endswith(LEASE_SUFFIX)}
         except OSError:

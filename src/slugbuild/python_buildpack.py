@@ -48,6 +48,7 @@ from .runtime import (
     ensure_runtime_layer,
 )
 from .stage import check_not_ignored
+from .static_reuse import StaticReuse
 from .versions import PythonRequest
 
 # The release of Heroku's Python buildpack whose behaviour the built-in stages follow
@@ -297,9 +298,12 @@ def python_stages(build: BuildContext, analysis: Analysis,
 
     with timer.stage("collectstatic"):
         before = set(os.listdir(build_dir))
+        reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
+            [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
+            if analysis.dependencies.own_tree else None))
         ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                                 python, build.config_vars, reporter, runtime.version,
-                                lock_file, exports)
+                                lock_file, exports, reuse)
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
