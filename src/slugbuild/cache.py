@@ -136,6 +136,8 @@ class Restored:
 
     copies: dict[str, tuple[int, int, int, int]] | None = None
     symlinks: dict[str, str] = field(default_factory=dict)  # copy mode: path -> target
+    # Shown by a view (layer_view.py), not placed: neither links nor copies.
+    view: bool = False
 
 
 class _Lease:

@@ -133,8 +133,10 @@ def run_collectstatic(
         path_first=[python.parent], exports=exports,
     )
     argv: list[str | Path] = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
-    if reuse is not None and reuse.apply(env, [str(arg) for arg in argv]):
-        return True
+    if reuse is not None:
+        if reuse.apply(env, [str(arg) for arg in argv]):
+            return True
+        reuse.before_run()
     try:
         run_tool(argv, reporter, env, cwd=build_dir,
                  step=f"`python {manage_py} collectstatic`")

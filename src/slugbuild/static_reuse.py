@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class StaticReuse:
     cache: Cache
     reporter: Reporter
     layer_keys: list[tuple[str, str]] | None
+    # Called before collectstatic runs (the build materialises layers shown by a view).
+    prepare: Callable[[], None] | None = None
     key: str | None = None
     before: dict[str, Stamp] = field(default_factory=dict)
 
@@ -75,15 +77,9 @@ class StaticReuse:
             return False
         key = self._key(digest, env, argv)
         layer, _ = self.cache.lookup_verified(STATIC_KIND, key[:24], key)
-        if layer is None:
-            try:  # the prefix's stat too, to see whether the run writes there
-                self.before.update(_scan(self.build_dir / PYTHON_HOME, hash_app=False,
-                                         prefix=PYTHON_HOME + "/")[0])
-            except (OSError, _Unkeyable):
-                return False
-            self.key = key
-            return False
         self.key = key
+        if layer is None:
+            return False
         try:
             delta = json.loads((layer.path / DELTA).read_text())
             _apply(layer, delta, self.build_dir)
@@ -97,6 +93,18 @@ class StaticReuse:
                              f"(the app's files, its packages, the environment; "
                              f"static layer {self.key[:12]})")
         return True
+
+    def before_run(self) -> None:
+        """Just before collectstatic runs: the layers' files in place, and the build
+        directory's stat noted (``keep`` keeps what the run changes)."""
+        if self.prepare is not None:
+            self.prepare()
+        if self.key is None:
+            return
+        try:
+            self.before = _scan(self.build_dir, hash_app=False, skip_prefix=False)[0]
+        except (OSError, _Unkeyable):
+            self.key = None
 
     def keep(self) -> None:
         """After a run: keep what it changed, for the next build with the same inputs."""
