@@ -13,7 +13,9 @@ build step through it: whatever runs a program of the slug or may write there
 data) first asks the build to materialise the layers (``BuildContext.materialise``:
 the view is removed and the layers restored as before, by hard links or
 copies). Layers that both hold the same file cannot be viewed; they are
-materialised at once (the later one's file wins, as with a restore).
+materialised at once (the later one's file wins, as with a restore). Views are
+used only while the build holds the cache's link lock: no other build can then
+be writing into the cached files through links of its own.
 
 The packer knows the view's links (``LayerPart.view_links``): it writes the
 layers' directories and parts as it would for placed files, so a slug is

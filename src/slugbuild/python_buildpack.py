@@ -279,8 +279,11 @@ def python_stages(build: BuildContext, analysis: Analysis,
     lock_file = info.lock_file or "requirements.txt"
     cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
     # Layers shown by a view until a step needs their files (layer_view.py): only when
-    # nothing before the install (a pre_compile hook, an earlier buildpack) writes there.
-    build.use_views = analysis.dependencies.own_tree and layer_views_wanted()
+    # nothing before the install (a pre_compile hook, an earlier buildpack) writes there,
+    # and while this build holds the link lock (no other build's step can then be
+    # writing into the cached files the view shows).
+    build.use_views = (analysis.dependencies.own_tree and not build.copy_layers
+                       and layer_views_wanted())
     with DependencyStage(build, analysis.dependencies, runtime, cached_runtime,
                          exports) as dependency_stage:
         with timer.stage("runtime_layer"):
