@@ -69,6 +69,9 @@ if TYPE_CHECKING:
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
 DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
+# The cache's store of canonical pycs (relocate.compile_bytecode), shared by every
+# dependency layer compiled by the same interpreter.
+PYC_STORE = "pyc"
 
 
 @dataclass(frozen=True)
@@ -631,7 +634,7 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(exports=job.exports),
+            clean_env(exports=job.exports), store=job.cache.root / PYC_STORE,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
