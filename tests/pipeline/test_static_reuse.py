@@ -76,6 +76,7 @@ def test_a_kept_output_replays_added_changed_and_removed_paths(tmp_path):
     reuse = _reuse(tmp_path, build, cache)
     env = {"PATH": f"{build}/.heroku/python/bin:/usr/bin"}
     assert not reuse.apply(env, ["python", "manage.py"])
+    reuse.before_run()
     # What "collectstatic" does: adds a tree, an executable, a link; changes and removes.
     (build / "out/css").mkdir(parents=True)
     (build / "out/css/site.css").write_text("b {}\n")
@@ -116,6 +117,7 @@ def test_a_run_that_writes_into_the_python_prefix_is_not_kept(tmp_path):
     (build / "app.py").write_text("x = 1\n")
     reuse = _reuse(tmp_path, build, cache)
     assert not reuse.apply({}, ["python"])
+    reuse.before_run()
     (build / ".heroku/python/lib/written.txt").write_text("by the run\n")
     (build / "out").mkdir()
     reuse.keep()
@@ -128,6 +130,7 @@ def test_an_output_naming_the_build_directory_is_not_kept(tmp_path):
     build.mkdir()
     reuse = _reuse(tmp_path, build, cache)
     assert not reuse.apply({}, ["python"])
+    reuse.before_run()
     (build / "manifest.json").write_text(f'{{"root": "{build}/static"}}')
     reuse.keep()
     assert not (cache.root / "static").exists() or not any((cache.root / "static").iterdir())
