@@ -359,33 +359,6 @@ def fixture_names(include_failing: bool = False) -> list[str]:
                   and (include_failing or p.name not in FIXTURES_FAILING_BY_DESIGN))
 
 
-# The sha256 of every fixture app's slug in both layouts (or the error code of those
-# failing by design): a change meant to change the bytes records them again with
-# SLUGBUILD_RECORD_GOLDEN=1 (tests/pipeline/test_reproducible.py, test_golden_slugs.py).
-GOLDEN_SLUGS = REPO / "tests" / "golden" / "slugs.json"
-RECORDING_GOLDEN = os.environ.get("SLUGBUILD_RECORD_GOLDEN") == "1"
-
-
-def check_golden(name: str, layout: str, outcome: str) -> None:
-    """``outcome`` (a slug's sha256, or ``error:<code>``) is the one recorded for fixture
-    ``name`` in ``layout``; recorded instead with SLUGBUILD_RECORD_GOLDEN=1."""
-    import fcntl
-
-    if RECORDING_GOLDEN:
-        with open(GOLDEN_SLUGS.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            recorded = json.loads(GOLDEN_SLUGS.read_text()) if GOLDEN_SLUGS.exists() else {}
-            recorded.setdefault(name, {})[layout] = outcome
-            GOLDEN_SLUGS.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-        return
-    recorded = json.loads(GOLDEN_SLUGS.read_text())
-    assert name in recorded and layout in recorded[name], (
-        f"{name} ({layout}) has no recorded slug: record it with SLUGBUILD_RECORD_GOLDEN=1")
-    assert outcome == recorded[name][layout], (
-        f"{name} ({layout}): the slug changed; if that is intended, record it again "
-        f"(SLUGBUILD_RECORD_GOLDEN=1)")
-
-
 def fixture_build_options(name: str, stack: contextlib.ExitStack, scratch: Path) -> dict:
     """compile_app keyword arguments for fixture ``name``; servers it needs (an NLTK
     index on loopback) live as long as ``stack``."""

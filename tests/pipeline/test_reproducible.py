@@ -34,7 +34,6 @@ from ..helpers import (
     FIXTURE_APPS,
     FIXTURES_NOT_BOOTING,
     Server,
-    check_golden,
     copy_app,
     fixture_build_options,
     fixture_names,
@@ -448,11 +447,5 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
             if member.name.endswith(".so") and "site-packages" in member.name:
                 data = tar.extractfile(member).read()
                 assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
-    # The recorded bytes (tests/golden/slugs.json): herokuish from the cold builds,
-    # heroku from a warm build on the second cache (no fixture is built cold again).
-    check_golden(name, "herokuish", one.sha256)
-    heroku = _build(copy_app(FIXTURE_APPS / name, root / "c" / name), root / "heroku.tgz",
-                    second_cache, layout="heroku", **options)
-    check_golden(name, "heroku", heroku.sha256)
     print(f"{name}: two cold builds in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
