@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
 from .layer_view import LayerView, ViewConflict
-from .log import Reporter
+from .log import Reporter, current_stage
 from .pack import LayerPart, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
@@ -108,9 +108,11 @@ class StageTimer:
         if deadline:
             check_deadline(f"the {name} stage")  # stages that run no tool stop here
         start = time.perf_counter()
+        named = current_stage.set(name)  # the stage the log's events name
         try:
             yield
         finally:
+            current_stage.reset(named)
             self.timings[name] = round(time.perf_counter() - start, 3)
 
 
@@ -195,6 +197,7 @@ class BuildContext:
             if entry.placed.copies is None and not entry.placed.view:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
         self.held.close()
+        self.cache.release_uses()
         # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
         self.cache.dispose(self.scratch)
         for entry in self.placed_layers:

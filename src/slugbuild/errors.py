@@ -84,7 +84,13 @@ class SlugbuildError(Exception):
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
+        lines.append(f"Documented in {self.docs}")
         return "\n".join((" !     " + mask(line)).rstrip() for line in lines)
+
+    @property
+    def docs(self) -> str:
+        """Where this error's code is documented (a section of docs/errors.md)."""
+        return f"{ERRORS_DOC}#{self.code}"
 
     def replacing(self, old: str, new: str) -> SlugbuildError:
         """The same error (same class and fields) with ``old`` replaced in its texts,
@@ -103,7 +109,12 @@ class SlugbuildError(Exception):
             "found": self.found,
             "action": self.action,
             "output": self.output,
+            "docs": self.docs,
         }
+
+
+# Where every code is documented, one section per code (scripts/gen_errors_doc.py).
+ERRORS_DOC = "docs/errors.md"
 
 
 class ErrorDict(TypedDict):
@@ -114,6 +125,7 @@ class ErrorDict(TypedDict):
     found: str
     action: str
     output: str | None
+    docs: str  # where the code is documented: docs/errors.md#<code>
 
 
 # Attribute names a template field may not shadow.
@@ -298,6 +310,14 @@ INTERNAL_ERROR = ErrorKind(
     "(check it for anything private first). `slugbuild --verbose ...` prints the "
     "traceback instead.",
     area=InternalError,
+)
+USAGE_ERROR = ErrorKind(
+    "usage-error",
+    "The command line is not one slugbuild understands",
+    "{prog}: {message}.",
+    "Run `{prog} --help` for its options, their defaults and examples (exit status 2: "
+    "nothing was done).",
+    area=InputError,
 )
 DISK_FULL = ErrorKind(
     "disk-full",
@@ -1326,6 +1346,15 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
             "a new one"),
         "no-directory": Variant("{path}: its directory does not exist"),
         "directory-not-writable": Variant("{path}: its directory is not writable ({reason})"),
+        "metadata-is-slug": Variant("{path}: the slug and its metadata (--metadata-output) "
+                                    "would be the same file",
+                                    "Give slug.json a path of its own with --metadata-output, "
+                                    "or leave it out to write it beside the slug."),
+        "stdout-is-metadata": Variant(
+            "{path}: --json output goes there (stdout is redirected to it), and so would the "
+            "slug's metadata, written beside {slug}: one would overwrite the other.",
+            "Write the metadata elsewhere with --metadata-output FILE, or send the --json "
+            "output to another file."),
     },
 )
 CACHE_DIR_UNUSABLE = ErrorKind(
@@ -1359,6 +1388,41 @@ CACHE_LAYER_GONE = ErrorKind(
     "this build was written.",
     "Build again: the layer is made again if it is not in the cache.",
     area=HostError,
+)
+CACHE_REGISTRY_INVALID = ErrorKind(
+    "cache-registry-invalid",
+    "The cache registry cannot be used",
+    "{reference}: {reason}",
+    "Give --cache-registry (or SLUGBUILD_CACHE_REGISTRY) as docker://HOST[:PORT]/REPO, "
+    "e.g. docker://registry.example.com/team/slugbuild-cache.",
+    area=InputError,
+)
+CACHE_COMMAND_FAILED = ErrorKind(
+    "cache-command-failed",
+    "The cache command could not be done",
+    "",
+    "See docs/cache.md#cache-commands.",
+    area=InputError,
+    variants={
+        "prune-nothing": Variant(
+            "cache prune was given no limit",
+            "Give --older-than DAYS, --max-size SIZE, or both."),
+        "unwritable": Variant(
+            "{target} cannot be written: {reason}",
+            "Export to a directory this user can create and write."),
+        "not-a-layout": Variant(
+            "{target} is not a directory written by `slugbuild cache export` (no index.json)",
+            "Import from the directory an export wrote (a CI cache action restores it), "
+            "or from docker://HOST[:PORT]/REPO."),
+        "store-invalid": Variant(
+            "{target} holds an entry that does not match its digests or its index: {reason}",
+            "Export the layers again into an empty directory (or repository); nothing "
+            "wrong was put into the cache."),
+        "store-failed": Variant(
+            "{target} could not be read or written: {reason}",
+            "Check the address, the credentials (docker login / REGISTRY_AUTH_FILE) and "
+            "that the registry is up, then run the command again."),
+    },
 )
 
 # --- run -----------------------------------------------------------------------------

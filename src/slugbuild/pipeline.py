@@ -26,12 +26,13 @@ from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
+from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
-from .outputs import OutputTarget, SlugTarball, human_size, write_output
+from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
@@ -57,6 +58,8 @@ class BuildResult:
     metadata: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # What went to and came from the cache registry (None: the build had none).
+    cache_registry: dict[str, Any] | None = None
 
     def as_dict(self) -> BuildResultDict:
         return {
@@ -68,6 +71,7 @@ class BuildResult:
             "runtime": self.runtime,
             "packages": self.packages,
             "timings": self.timings,
+            "cache_registry": self.cache_registry,
         }
 
 
@@ -90,6 +94,9 @@ def compile_app(
     app_base: str | None = None,
     node_build: bool = False,
     max_slug_size: int | str | None = None,
+    metadata_output: PathLike | None = None,
+    cache_registry: str | None = None,
+    cache_registry_readonly: bool | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -116,13 +123,21 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``cache_registry`` (``docker://HOST[:PORT]/REPO``; else SLUGBUILD_CACHE_REGISTRY)
+    shares runtime and dependency layers through an OCI registry: pulled on a
+    local miss, the layers this build made pushed after it unless
+    ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
+    registry that fails only costs a warning (see cache_registry.py).
+    ``metadata_output`` writes slug.json there instead of beside the slug.
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
     started = time.perf_counter()
     app_dir = Path(app_dir).absolute()
     target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
-                         layout, source_date_epoch)
+                         layout, source_date_epoch,
+                         Path(metadata_output).absolute() if metadata_output is not None
+                         else None)
     # Every input is checked before any work.
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
@@ -139,11 +154,15 @@ def compile_app(
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     cache = open_cache(Path(cache_dir) if cache_dir is not None else None, app_dir)
+    cache.remote = remote = cache_registry_from_settings(
+        cache_registry, cache_registry_readonly, platform_info.current().key, reporter)
 
     scratch = cache.scratch_dir("build")
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
                          config_vars, reporter, timer, layout, source_date_epoch,
                          constraints, size_cap=size_cap)
+    # The log names the build directory as the app will see it at run time.
+    reporter.show_path_as(build.build_dir, "/app")
     with build_limits(limit):
         try:
             build.take_link_lock()
@@ -174,15 +193,19 @@ def compile_app(
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
                     system_packages=build.system_packages)
-                packed, metadata = write_output(build, target, checked.intact, describe,
-                                                boot_timeout)
-                reporter.detail(f"Done: {human_size(packed.size)}")
+                with reporter.waiting("compressing"):  # a large slug takes a while
+                    packed, metadata = write_output(build, target, checked.intact, describe,
+                                                    boot_timeout)
+                reporter.detail(f"Done: {slug_size.human(packed.size)}")
+            if remote is not None:
+                with timer.stage("cache_registry_push"):
+                    remote.push_published(cache)
         finally:
             with timer.stage("cleanup", deadline=False):
                 build.close()
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
-    reporter.step(f"Slug written to {target.slug_path} ({human_size(packed.size)}, "
+    reporter.step(f"Slug written to {target.slug_path} ({slug_size.human(packed.size)}, "
                   f"sha256 {packed.sha256[:12]}…)")
     return BuildResult(
         slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,
@@ -190,6 +213,7 @@ def compile_app(
         runtime=python.runtime_info if python else {},
         packages=python.package_list() if python else [],
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        cache_registry=remote.summary() if remote is not None else None,
     )
 
 
