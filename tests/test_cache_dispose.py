@@ -41,6 +41,7 @@ def test_a_disposed_directory_leaves_tmp_at_once_and_is_deleted_in_the_backgroun
     disposed = list(trash.iterdir())
     assert len(disposed) <= 1
     assert all(_gone_within(entry) for entry in disposed)
+    assert _gone_within(trash)  # the cache's trash directory goes once empty
     # The deleter's lease goes with it: only this process's own is left.
     leases = cache.root / "locks" / "leases"
     assert all(_gone_within(lease) for lease in leases.iterdir()

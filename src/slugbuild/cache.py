@@ -183,9 +183,10 @@ def _new_lease(root: Path) -> tuple[str, Path, int]:
         os.close(fd)
 
 
-# Deletes a disposed entry, then its lease, in a process of its own that outlives
-# the build: ``sh`` starts it in the background and returns at once.
-_DELETER = '(rm -rf -- "$1"; rm -f -- "$2") </dev/null >/dev/null 2>&1 &'
+# Deletes a disposed entry, then its lease, then the cache's trash directory if that
+# left it empty, in a process of its own that outlives the build: ``sh`` starts it
+# in the background and returns at once.
+_DELETER = ('(rm -rf -- "$1"; rm -f -- "$2"; rmdir -- "$3") </dev/null >/dev/null 2>&1 &')
 
 
 _leases: dict[Path, _Lease] = {}
@@ -632,7 +633,8 @@ class Cache:
             except OSError:  # another filesystem: deleted where it is
                 doomed = path
             try:
-                subprocess.run(["sh", "-c", _DELETER, "sh", str(doomed), str(lease)],
+                subprocess.run(["sh", "-c", _DELETER, "sh", str(doomed), str(lease),
+                                str(trash) if trash is not None and doomed != path else ""],
                                pass_fds=(fd,), start_new_session=True, check=True,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
