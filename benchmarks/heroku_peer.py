@@ -25,6 +25,7 @@ wheel); the runtime comes over loopback.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import io
@@ -164,7 +165,10 @@ class HerokuPeer:
                 shutil.copy2(app / name, stand_in / name)
         (stand_in / "requirements.txt").write_text("")
         log = self.work / "runtime.log"
-        with log.open("wb") as out:
+        self.runtime_work.mkdir(parents=True, exist_ok=True)
+        # run-peer.sh's work directory is shared by benches run at the same time: one at a time.
+        with (self.runtime_work / ".lock").open("w") as lock, log.open("wb") as out:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             done = subprocess.run(
                 ["bash", str(self.peer_dir / "run-peer.sh"), "--stack", STACK, "--work",
                  str(self.runtime_work), str(stand_in), str(self.peer_dir / "buildpack")],
@@ -212,14 +216,15 @@ class HerokuPeer:
         wheel = next(wheels.glob(f"uv-{version}-*.whl"))
         target.parent.mkdir(parents=True, exist_ok=True)
         folder = f"uv-{arch}-unknown-linux-gnu"
-        with zipfile.ZipFile(wheel) as zipped, tarfile.open(f"{target}.tmp", "w:gz") as tar:
+        partial = f"{target}.{os.getpid()}"
+        with zipfile.ZipFile(wheel) as zipped, tarfile.open(partial, "w:gz") as tar:
             for binary in ("uv", "uvx"):
                 member = f"uv-{version}.data/scripts/{binary}"
                 data = zipped.read(member)
                 info = tarfile.TarInfo(f"{folder}/{binary}")
                 info.size, info.mode = len(data), 0o755
                 tar.addfile(info, io.BytesIO(data))
-        os.replace(f"{target}.tmp", target)
+        os.replace(partial, target)
 
 
 class PeerFailed(Exception):
