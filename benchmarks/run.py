@@ -95,7 +95,13 @@ def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) ->
     shapes = args.shapes or [name for name, shape in side_by_side.SHAPES.items()
                              if not args.apps or shape.fixture in args.apps]
     print(f"\n==== side by side with the Heroku buildpack: {', '.join(shapes)}", flush=True)
-    results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer, keep)
+
+    def progress(so_far: dict) -> None:
+        results["side_by_side"] = so_far
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+
+    results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer, keep,
+                                               progress)
 
 
 def bench_app(app: Path, runs: int, work_root: Path) -> dict:

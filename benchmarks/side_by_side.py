@@ -19,7 +19,6 @@ average is recorded at every step. Figures are printed and saved; nothing is ass
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import re
 import shutil
@@ -75,8 +74,9 @@ SCALING = ("pinned-pip", "django", "data-stack")
 
 
 def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
-        work: Path) -> dict[str, Any]:
-    """Bench every shape; returns the side-by-side results (printed as they come)."""
+        work: Path, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Bench every shape; returns the side-by-side results (printed as they come, and
+    handed to `progress` after each shape, so a long bench stopped early keeps them)."""
     results: dict[str, Any] = {"peer": None, "shapes": {}}
     peer: HerokuPeer | None = None
     note = None
@@ -99,6 +99,9 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
             result = bench_shape(shape, kinds, runs, peer, work / name)
             results["shapes"][name] = result
             print_shape(name, result)
+            results["scaling"] = scaling(results["shapes"])
+            if progress:
+                progress(results)
     finally:
         if peer is not None:
             peer.__exit__(None, None, None)
@@ -302,5 +305,3 @@ def _load_range(loads: list[float]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
 
 
-def save(results: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(results, indent=2) + "\n")
