@@ -75,8 +75,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep:
         for section in args.sections:
             SECTIONS[section](args, Path(keep) / section, results)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nsaved {args.output}")
+        # Saved before the runs' files go (deleting a large bench's trees takes minutes).
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nsaved {args.output}", flush=True)
     return 0
 
 

@@ -253,6 +253,8 @@ def scaling(shapes: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         result = shapes[name]
         for tool, medians in result["medians"].items():
+            if "cold" not in medians and "warm" not in medians:
+                continue
             rows.append({"shape": name, "tool": tool,
                          "python_files": result["python_files"].get(tool),
                          "cold": medians.get("cold"), "warm": medians.get("warm"),
