@@ -66,6 +66,9 @@ def main() -> int:
     parser.add_argument("--peer", type=Path, default=os.environ.get("HEROKU_PEER") or None,
                         help="the heroku-peer directory (default: $HEROKU_PEER); without "
                         "it the Heroku side is skipped with a note")
+    parser.add_argument("--slugbuild-src", type=Path,
+                        help="side by side: build with this src/ (another branch's export) "
+                        "instead of the installed slugbuild")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
     # A stopped bench still stops its servers and puts /app back (heroku_peer.py).
@@ -102,7 +105,7 @@ def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) ->
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 
     results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer, keep,
-                                               progress)
+                                               progress, args.slugbuild_src)
 
 
 def bench_app(app: Path, runs: int, work_root: Path) -> dict:

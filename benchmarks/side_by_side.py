@@ -74,10 +74,13 @@ SCALING = ("pinned-pip", "django", "data-stack")
 
 
 def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
-        work: Path, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        work: Path, progress: Callable[[dict[str, Any]], None] | None = None,
+        slugbuild_src: Path | None = None) -> dict[str, Any]:
     """Bench every shape; returns the side-by-side results (printed as they come, and
-    handed to `progress` after each shape, so a long bench stopped early keeps them)."""
-    results: dict[str, Any] = {"peer": None, "shapes": {}}
+    handed to `progress` after each shape, so a long bench stopped early keeps them).
+    `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead."""
+    results: dict[str, Any] = {"peer": None, "shapes": {},
+                               "slugbuild_src": str(slugbuild_src) if slugbuild_src else None}
     peer: HerokuPeer | None = None
     note = None
     if peer_dir is None:
@@ -96,7 +99,7 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
         for name in shapes:
             shape = SHAPES[name]
             print(f"== {name}: {shape.fixture} ({shape.what}), {runs} runs", flush=True)
-            result = bench_shape(shape, kinds, runs, peer, work / name)
+            result = bench_shape(shape, kinds, runs, peer, work / name, slugbuild_src)
             results["shapes"][name] = result
             print_shape(name, result)
             results["scaling"] = scaling(results["shapes"])
@@ -111,7 +114,7 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
 
 
 def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | None,
-                work: Path) -> dict[str, Any]:
+                work: Path, slugbuild_src: Path | None = None) -> dict[str, Any]:
     app = work / "app"
     shutil.copytree(APPS / shape.fixture, app, symlinks=True)
     if shape.derive:
@@ -143,7 +146,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
     for number in range(runs):
         order = tools if number % 2 == 0 else tools[::-1]
         root = work / f"run{number}"
-        builders = {t: _Builder(t, app, root / t, peer, failures) for t in tools}
+        builders = {t: _Builder(t, app, root / t, peer, failures, slugbuild_src)
+                    for t in tools}
         for kind in ("cold", "warm", "changed"):
             if kind not in kinds:
                 continue
@@ -159,8 +163,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
                         if tool == "heroku":
                             heroku_pack.append(measured[2])
         if "loaded" in kinds:
-            pairs = {t: [_Builder(t, app, root / f"{t}-loaded{i}", peer, failures)
-                         for i in (1, 2)] for t in tools}
+            pairs = {t: [_Builder(t, app, root / f"{t}-loaded{i}", peer, failures,
+                                  slugbuild_src) for i in (1, 2)] for t in tools}
             for step in ("cold", "warm"):
                 loads.setdefault(f"loaded_{step}", []).append(os.getloadavg()[0])
                 for tool in order:
@@ -184,8 +188,9 @@ class _Builder:
     """One tool's builds of one app on one cache (cold, then warm, then changed)."""
 
     def __init__(self, tool: str, app: Path, root: Path, peer: HerokuPeer | None,
-                 failures: dict[str, str]) -> None:
+                 failures: dict[str, str], slugbuild_src: Path | None = None) -> None:
         self.tool, self.app, self.root, self.peer = tool, app, root, peer
+        self.slugbuild_src = slugbuild_src
         self.failures = failures
         self.cache = root / "cache"
         self.last: Path | None = None
@@ -202,7 +207,8 @@ class _Builder:
                 return self.peer.compile(app, self.last, self.cache,
                                          self.root / f"{kind}.log")
             self.last = self.root / f"{kind}.tgz"
-            return _slugbuild(app, self.last, self.cache, self.root / f"{kind}.log")
+            return _slugbuild(app, self.last, self.cache, self.root / f"{kind}.log",
+                              self.slugbuild_src)
         except (PeerFailed, BuildFailed) as error:
             self.failures.setdefault(f"{self.tool} {kind}", str(error))
             print(f"  {self.tool} {kind} FAILED: {error}", flush=True)
@@ -225,13 +231,14 @@ class BuildFailed(Exception):
     """A slugbuild build failed (the message holds the log's tail)."""
 
 
-def _slugbuild(app: Path, out: Path, cache: Path, log: Path) -> float:
+def _slugbuild(app: Path, out: Path, cache: Path, log: Path, src: Path | None) -> float:
     command = [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
                "--cache-dir", str(cache)]
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     with log.open("wb") as sink:
         start = time.perf_counter()
         done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=env)
         seconds = time.perf_counter() - start
     if done.returncode:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
