@@ -84,7 +84,13 @@ class SlugbuildError(Exception):
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
+        lines.append(f"Documented in {self.docs}")
         return "\n".join((" !     " + mask(line)).rstrip() for line in lines)
+
+    @property
+    def docs(self) -> str:
+        """Where this error's code is documented (a section of docs/errors.md)."""
+        return f"{ERRORS_DOC}#{self.code}"
 
     def replacing(self, old: str, new: str) -> SlugbuildError:
         """The same error (same class and fields) with ``old`` replaced in its texts,
@@ -103,7 +109,12 @@ class SlugbuildError(Exception):
             "found": self.found,
             "action": self.action,
             "output": self.output,
+            "docs": self.docs,
         }
+
+
+# Where every code is documented, one section per code (scripts/gen_errors_doc.py).
+ERRORS_DOC = "docs/errors.md"
 
 
 class ErrorDict(TypedDict):
@@ -114,6 +125,7 @@ class ErrorDict(TypedDict):
     found: str
     action: str
     output: str | None
+    docs: str  # where the code is documented: docs/errors.md#<code>
 
 
 # Attribute names a template field may not shadow.
@@ -169,6 +181,12 @@ class PublishError(SlugbuildError):
     area = "publish"
 
 
+class RegistryError(SlugbuildError):
+    """An image reference, a container registry or its credentials cannot be used."""
+
+    area = "registry"
+
+
 class HostError(SlugbuildError):
     """The machine running slugbuild failed it: a full disk, a denied file, a broken tool."""
 
@@ -183,7 +201,7 @@ class InternalError(SlugbuildError):
 
 AREAS: tuple[type[SlugbuildError], ...] = (
     InputError, PythonRuntimeError, DependencyError, BuildStepError, OutputError,
-    SlugError, PublishError, HostError, InternalError)
+    SlugError, PublishError, RegistryError, HostError, InternalError)
 
 
 @dataclass(frozen=True)
@@ -292,6 +310,14 @@ INTERNAL_ERROR = ErrorKind(
     "(check it for anything private first). `slugbuild --verbose ...` prints the "
     "traceback instead.",
     area=InternalError,
+)
+USAGE_ERROR = ErrorKind(
+    "usage-error",
+    "The command line is not one slugbuild understands",
+    "{prog}: {message}.",
+    "Run `{prog} --help` for its options, their defaults and examples (exit status 2: "
+    "nothing was done).",
+    area=InputError,
 )
 DISK_FULL = ErrorKind(
     "disk-full",
@@ -1320,6 +1346,15 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
             "a new one"),
         "no-directory": Variant("{path}: its directory does not exist"),
         "directory-not-writable": Variant("{path}: its directory is not writable ({reason})"),
+        "metadata-is-slug": Variant("{path}: the slug and its metadata (--metadata-output) "
+                                    "would be the same file",
+                                    "Give slug.json a path of its own with --metadata-output, "
+                                    "or leave it out to write it beside the slug."),
+        "stdout-is-metadata": Variant(
+            "{path}: --json output goes there (stdout is redirected to it), and so would the "
+            "slug's metadata, written beside {slug}: one would overwrite the other.",
+            "Write the metadata elsewhere with --metadata-output FILE, or send the --json "
+            "output to another file."),
     },
 )
 CACHE_DIR_UNUSABLE = ErrorKind(
@@ -1542,6 +1577,99 @@ PUBLISH_UNREACHABLE = ErrorKind(
             "{method} {url} failed: {reason} (tried {attempts} times)",
             "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
     },
+)
+
+# --- images and registries ---------------------------------------------------------
+_REFERENCE_FORMS = ("`oci:DIR[:TAG]` (an OCI image layout), `docker-archive:FILE[:NAME[:TAG]]` "
+                    "(for `docker load` / `podman load`) or `docker://HOST[:PORT]/REPO[:TAG]` "
+                    "(a registry)")
+IMAGE_REFERENCE_INVALID = ErrorKind(
+    "image-reference-invalid",
+    "Invalid image reference",
+    "",
+    "Write the image as " + _REFERENCE_FORMS + "; repository names are lowercase letters, "
+    "digits and `._-` separators, tags at most 128 of letters, digits and `._-`.",
+    area=RegistryError,
+    variants={
+        "scheme": Variant("{reference!r} does not start with a known transport ({schemes})."),
+        "empty-path": Variant("{reference!r} names no {what} path."),
+        "name": Variant("{reference!r}: {name!r} is not a valid repository name ({reason})."),
+        "tag": Variant("{reference!r}: {tag!r} is not a valid tag."),
+        "digest": Variant("{reference!r}: {digest!r} is not a sha256 digest "
+                          "(`sha256:` and 64 lowercase hex digits)."),
+        "host": Variant("{reference!r}: {host!r} is not a registry host (HOST or HOST:PORT)."),
+        "digest-not-allowed": Variant(
+            "{reference!r} names a digest: an image written by slugbuild gets its digest "
+            "from its content, so only a tag can be given for {what}."),
+    },
+)
+REGISTRY_CREDENTIALS_INVALID = ErrorKind(
+    "registry-credentials-invalid",
+    "Registry credentials cannot be used",
+    "",
+    "Give both `--registry-user` and the password on standard input "
+    "(`--registry-password-stdin`), or log in with `docker login` / `podman login`, "
+    "which write the auth files slugbuild reads (docs/images.md, Credentials).",
+    area=RegistryError,
+    variants={
+        "user-without-password": Variant("A registry user ({user!r}) was given without a "
+                                         "password."),
+        "password-without-user": Variant("A registry password was given without a user."),
+        "unreadable-file": Variant("{path} cannot be read as a registry auth file: {reason}."),
+        "bad-entry": Variant("{path}: the entry for {host} is not base64 of `USER:PASSWORD`."),
+    },
+)
+REGISTRY_UNREACHABLE = ErrorKind(
+    "registry-unreachable",
+    "Could not reach the registry",
+    "{method} {url} failed: {reason}",
+    "Check the registry's host and port, that it is running and reachable from this "
+    "machine, and try again; nothing was tagged.",
+    area=RegistryError,
+    variants={"retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)")},
+)
+REGISTRY_AUTH_REFUSED = ErrorKind(
+    "registry-auth-refused",
+    "The registry refused the credentials",
+    "{method} {url} answered {status}: {message}",
+    "Check the user and password (`--registry-user`, `--registry-password-stdin`, or the "
+    "entry for {host} in your Docker/podman auth file) and that they may {access} "
+    "{repository}; nothing was tagged.",
+    area=RegistryError,
+    variants={
+        "no-credentials": Variant(
+            "{method} {url} answered {status}: the registry needs credentials and none were "
+            "found for {host}.",
+            "Log in (`docker login {host}` or `podman login {host}`) or pass "
+            "`--registry-user USER --registry-password-stdin`; nothing was tagged."),
+        "token": Variant("The token service {realm} answered {status}: {message}"),
+    },
+)
+REGISTRY_PROTOCOL = ErrorKind(
+    "registry-protocol",
+    "The registry answered something unexpected",
+    "{method} {url} answered {status}: {message}",
+    "Check that {host} is an OCI/Docker registry (v2 API) and try again; nothing was "
+    "tagged.",
+    area=RegistryError,
+    variants={
+        "retried": Variant("{method} {url} answered {status}: {message} (tried {attempts} "
+                           "times)"),
+        "bad-answer": Variant("{method} {url} answered a success without {what}."),
+        "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
+    },
+)
+REGISTRY_DIGEST_MISMATCH = ErrorKind(
+    "registry-digest-mismatch",
+    "Content from the registry does not match its digest",
+    "{what} {expected} from {host}/{repository} has the digest {actual}.",
+    "The registry (or something between it and this machine) changed the content: nothing "
+    "of it was kept. Check the registry's storage, then try again.",
+    area=RegistryError,
+    variants={"refused": Variant(
+        "{host}/{repository} refused {what} {expected}: it computed another digest ({message}).",
+        "The content changed while it was sent (a file rewritten during the push?). Try "
+        "again; nothing was tagged.")},
 )
 
 # --- package managers -----------------------------------------------------------------
