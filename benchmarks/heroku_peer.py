@@ -148,7 +148,8 @@ class HerokuPeer:
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             seconds = time.perf_counter() - start
         if done.returncode:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            # The log goes with the bench's scratch: the reason must be in the results.
+            tail = log.read_text(errors="replace").strip().splitlines()[-40:]
             raise PeerFailed(f"bin/compile exited {done.returncode}; log {log}:\n  "
                              + "\n  ".join(tail))
         return round(seconds, 3)

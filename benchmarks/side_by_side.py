@@ -211,7 +211,8 @@ class _Builder:
                               self.slugbuild_src)
         except (PeerFailed, BuildFailed) as error:
             self.failures.setdefault(f"{self.tool} {kind}", str(error))
-            print(f"  {self.tool} {kind} FAILED: {error}", flush=True)
+            print(f"  {self.tool} {kind} FAILED: {str(error).splitlines()[0]} (the log's "
+                  "end is in the results)", flush=True)
             return None
 
     def measure(self) -> tuple[int, int, float] | None:
@@ -241,7 +242,7 @@ def _slugbuild(app: Path, out: Path, cache: Path, log: Path, src: Path | None) -
                               stdin=subprocess.DEVNULL, env=env)
         seconds = time.perf_counter() - start
     if done.returncode:
-        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        tail = log.read_text(errors="replace").strip().splitlines()[-40:]
         raise BuildFailed(f"exit {done.returncode}; log {log}:\n  " + "\n  ".join(tail))
     return round(seconds, 3)
 
