@@ -19,6 +19,7 @@ average is recorded at every step. Figures are printed and saved; nothing is ass
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -138,6 +139,7 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
     files: dict[str, int] = {}
     heroku_pack: list[float] = []
     failures: dict[str, str] = {}
+    stages: dict[str, list[dict[str, float]]] = {}
 
     def record(tool: str, kind: str, seconds: float | None) -> None:
         if seconds is not None:
@@ -162,6 +164,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
                         sizes[tool], files[tool] = measured[0], measured[1]
                         if tool == "heroku":
                             heroku_pack.append(measured[2])
+        for kind, timings in builders["slugbuild"].stages.items():
+            stages.setdefault(kind, []).append(timings)
         if "loaded" in kinds:
             pairs = {t: [_Builder(t, app, root / f"{t}-loaded{i}", peer, failures,
                                   slugbuild_src) for i in (1, 2)] for t in tools}
@@ -181,7 +185,10 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
             "ratios": ratios, "load": {k: [round(x, 2) for x in v] for k, v in loads.items()},
             "slug_bytes": sizes, "python_files": files,
             "heroku_pack_seconds": heroku_pack[0] if heroku_pack else None,
-            "peer_note": peer_note, "failures": failures}
+            "peer_note": peer_note, "failures": failures,
+            "slugbuild_stages": {kind: {stage: round(statistics.median(
+                t.get(stage, 0.0) for t in timings), 3) for stage in timings[0]}
+                for kind, timings in stages.items() if timings and timings[0]}}
 
 
 class _Builder:
@@ -191,6 +198,8 @@ class _Builder:
                  failures: dict[str, str], slugbuild_src: Path | None = None) -> None:
         self.tool, self.app, self.root, self.peer = tool, app, root, peer
         self.slugbuild_src = slugbuild_src
+        # slugbuild's own stage timings of each build made (its --json output).
+        self.stages: dict[str, dict[str, float]] = {}
         self.failures = failures
         self.cache = root / "cache"
         self.last: Path | None = None
@@ -207,8 +216,10 @@ class _Builder:
                 return self.peer.compile(app, self.last, self.cache,
                                          self.root / f"{kind}.log")
             self.last = self.root / f"{kind}.tgz"
-            return _slugbuild(app, self.last, self.cache, self.root / f"{kind}.log",
-                              self.slugbuild_src)
+            seconds, self.stages[kind] = _slugbuild(app, self.last, self.cache,
+                                                    self.root / f"{kind}.log",
+                                                    self.slugbuild_src)
+            return seconds
         except (PeerFailed, BuildFailed) as error:
             self.failures.setdefault(f"{self.tool} {kind}", str(error))
             print(f"  {self.tool} {kind} FAILED: {str(error).splitlines()[0]} (the log's "
@@ -232,19 +243,25 @@ class BuildFailed(Exception):
     """A slugbuild build failed (the message holds the log's tail)."""
 
 
-def _slugbuild(app: Path, out: Path, cache: Path, log: Path, src: Path | None) -> float:
+def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
+               src: Path | None) -> tuple[float, dict[str, float]]:
+    """Wall seconds of `slugbuild compile`, and its stage timings (from --json)."""
     command = [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
-               "--cache-dir", str(cache)]
+               "--cache-dir", str(cache), "--json"]
     env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     with log.open("wb") as sink:
         start = time.perf_counter()
-        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT,
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=sink,
                               stdin=subprocess.DEVNULL, env=env)
         seconds = time.perf_counter() - start
     if done.returncode:
         tail = log.read_text(errors="replace").strip().splitlines()[-40:]
         raise BuildFailed(f"exit {done.returncode}; log {log}:\n  " + "\n  ".join(tail))
-    return round(seconds, 3)
+    try:
+        timings = json.loads(done.stdout).get("timings") or {}
+    except (ValueError, AttributeError):
+        timings = {}
+    return round(seconds, 3), timings
 
 
 def _at_once(pair: list[_Builder], kind: str, app: Path) -> list[float | None]:
@@ -289,6 +306,9 @@ def print_shape(name: str, result: dict[str, Any]) -> None:
         print("slug MB: " + ", ".join(f"{t} {b / 1e6:.1f}" for t, b in sizes.items())
               + (f" (Heroku's tar|gzip {result['heroku_pack_seconds']:.2f} s, not in its "
                  "time)" if result["heroku_pack_seconds"] else ""))
+    for kind, timings in result["slugbuild_stages"].items():
+        top = sorted(((v, k) for k, v in timings.items() if k != "total"), reverse=True)[:4]
+        print(f"slugbuild {kind} stages: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
     if result["changed_by"]:
         print("changed by:", result["changed_by"])
     for what, why in result["failures"].items():

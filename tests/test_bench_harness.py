@@ -131,3 +131,4 @@ def test_make_bench_side_by_side_runs_end_to_end(tmp_path: Path) -> None:
     assert shape["python_files"]["slugbuild"] > 1000 and shape["python_files"]["heroku"] == 1
     assert [row["tool"] for row in result["scaling"]] == ["slugbuild", "heroku"]
     assert "warm" in done.stdout and "scaling" in done.stdout
+    assert shape["slugbuild_stages"]["warm"]["total"] > 0
