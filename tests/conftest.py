@@ -141,7 +141,7 @@ def runner_a(tmp_path_factory, registry):
 
 
 @pytest.fixture(scope="session")
-def run_image(tmp_path_factory, cache_dir):
+def mmdebstrap_run_image(tmp_path_factory, cache_dir):
     """The mmdebstrap run image (`slugbuild stack build`) built once per session, as an
     OCI layout; its layer is kept in the session cache, keyed by the recipe."""
     from slugbuild.stack import build_run_image, default_recipe

@@ -116,8 +116,8 @@ def test_bad_output_and_missing_mmdebstrap_are_refused(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_image_is_a_valid_image_a_slug_runs_on(run_image, tmp_path):
-    built, layout = run_image
+def test_run_image_is_a_valid_image_a_slug_runs_on(mmdebstrap_run_image, tmp_path):
+    built, layout = mmdebstrap_run_image
     inspected = json.loads(subprocess.run(
         ["skopeo", "inspect", f"oci:{layout}:run"], capture_output=True, text=True,
         check=True).stdout)
@@ -147,10 +147,11 @@ def test_run_image_is_a_valid_image_a_slug_runs_on(run_image, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_kept_layer_is_reused_and_archives_load(run_image, cache_dir, tmp_path):
+def test_the_kept_layer_is_reused_and_archives_load(mmdebstrap_run_image, cache_dir,
+                                                    tmp_path):
     from slugbuild.stack import build_run_image
 
-    built, _ = run_image
+    built, _ = mmdebstrap_run_image
     archive = tmp_path / "run.tar"
     again = build_run_image(f"docker-archive:{archive}:slugbuild/run:test",
                             recipe=default_recipe(), keep_dir=cache_dir / "run-images")

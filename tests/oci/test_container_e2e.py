@@ -28,7 +28,7 @@ import requests
 from slugbuild import compile_app, errors
 from slugbuild.log import Reporter
 
-from ..helpers import DJANGO_APP, free_port, run_cli
+from ..helpers import DJANGO_APP, RegistryServer, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 # Image assembly is the oci area's (slugbuild.oci.assemble); until it is merged with
@@ -46,12 +46,20 @@ def heroku_slug(tmp_path_factory, cache_dir):
 
 
 @pytest.fixture(scope="module")
-def pushed(heroku_slug, run_image, registry, cache_dir) -> str:
+def own_registry(tmp_path_factory) -> Iterator[RegistryServer]:
+    """A registry of this module's own: its pushes (the runtime layer other slugs share)
+    must not change what the session registry's upload counts say to other modules."""
+    with RegistryServer(tmp_path_factory.mktemp("e2e-registry")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pushed(heroku_slug, mmdebstrap_run_image, own_registry, cache_dir) -> str:
     """The image in the loopback registry; its reference as podman names it."""
-    _, layout = run_image
-    build_image(heroku_slug.slug_path, f"docker://{registry.host}/{REPOSITORY}:v1",
+    _, layout = mmdebstrap_run_image
+    build_image(heroku_slug.slug_path, f"docker://{own_registry.host}/{REPOSITORY}:v1",
                 run_image=f"oci:{layout}:run", cache_dir=cache_dir)
-    return f"{registry.host}/{REPOSITORY}:v1"
+    return f"{own_registry.host}/{REPOSITORY}:v1"
 
 
 class Podman:
@@ -134,14 +142,15 @@ def test_podman_runs_a_one_off_through_the_launcher_as_the_app_user(pushed, podm
     assert who.stdout.split() == ["1000", "/app", "writable"]
 
 
-def test_a_run_image_without_libsqlite3_is_refused(heroku_slug, run_image, tmp_path):
+def test_a_run_image_without_libsqlite3_is_refused(heroku_slug, mmdebstrap_run_image,
+                                                   tmp_path):
     """The mmdebstrap image with a layer on top that deletes libsqlite3 (whiteouts):
     `slugbuild image` names the library and writes nothing."""
     from slugbuild.oci.image import LAYER_GZIP, Image, bytes_blob, read_image, write_image
 
     from slugbuild.oci.reference import parse_image_reference
 
-    _, layout = run_image
+    _, layout = mmdebstrap_run_image
     base = read_image(parse_image_reference(f"oci:{layout}:run"), blob_dir=tmp_path / "b")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -241,9 +250,9 @@ class Dockerd:
 
 
 @pytest.mark.skipif(shutil.which("dockerd") is None, reason="dockerd is not installed here")
-def test_docker_loads_and_runs_the_image_as_an_archive(heroku_slug, run_image, cache_dir,
-                                                       tmp_path_factory):
-    _, layout = run_image
+def test_docker_loads_and_runs_the_image_as_an_archive(heroku_slug, mmdebstrap_run_image,
+                                                       cache_dir, tmp_path_factory):
+    _, layout = mmdebstrap_run_image
     root = tmp_path_factory.mktemp("docker")
     archive = root / "app.tar"
     build_image(heroku_slug.slug_path, f"docker-archive:{archive}:{REPOSITORY}:v1",
