@@ -200,6 +200,29 @@ def _parser() -> argparse.ArgumentParser:
     lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                       help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
 
+    plan = sub.add_parser(
+        "plan", help="say what a build would do, without building (docs/plan.md)",
+        description="What `compile` would do for the app: Python version and where it "
+                    "comes from, package manager and installer (and why), collectstatic, "
+                    "process types, buildpacks, and which layers come from the cache. "
+                    "Nothing is installed or recorded. Docs: docs/plan.md",
+        epilog="example: slugbuild plan ./app --json | jq .layers")
+    plan.add_argument("app_dir", type=Path)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    plan.add_argument("--cache-dir", type=Path,
+                      help="the cache a build would use (default: $SLUGBUILD_CACHE_DIR or "
+                           "~/.cache/slugbuild)")
+    plan.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                      help="build config var (repeatable), as for compile")
+    plan.add_argument("--env-dir", type=Path, help="directory of config vars (as for compile)")
+    plan.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
+                      help="as for compile")
+    plan.add_argument("--app-base", metavar="DIR", help="as for compile")
+    plan.add_argument("--node-build", action="store_true", help="as for compile")
+    plan.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
+                      help="as for compile (part of the dependency layer key)")
+    _add_runtime_options(plan)
+
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
     detect_.add_argument("--app-base", metavar="DIR",
@@ -428,6 +451,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir,
                  reporter=Reporter(sys.stderr))
         return 0
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "detect":
         app_dir = args.app_dir
         if args.app_base is not None and app_dir.is_dir():
@@ -445,6 +470,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("Python" + (" (Django)" if info.is_django else ""))
         return 0
     raise AssertionError(args.command)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import plan_app, render_plan
+
+    plan = plan_app(args.app_dir, cache_dir=args.cache_dir,
+                    env=load_config_vars(parse_env_assignments(args.env), args.env_dir),
+                    runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
+                    constraints_from=args.constraints_from, app_base=args.app_base,
+                    node_build=args.node_build)
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else render_plan(plan))
+    return 0
 
 
 def _list_runtimes(args: argparse.Namespace) -> int:
