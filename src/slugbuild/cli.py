@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                                "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    compile_.add_argument("--sbom-output", type=Path, metavar="PATH",
+                          help="where the slug's CycloneDX SBOM goes (default: beside "
+                               "slug.json, e.g. ./slug.cdx.json; docs/sbom.md)")
     compile_.add_argument("--timeout", type=float, metavar="SECONDS",
                           help="stop the build (and everything it started) after this long "
                                "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
@@ -174,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="what takes the space: runtime, each distribution, app "
                               "directories, collectstatic output (compressed and unpacked), "
                               "with advice")
+    inspect.add_argument("--sbom", action="store_true",
+                         help="print the slug's CycloneDX SBOM (JSON), read from the slug "
+                              "(docs/sbom.md)")
 
     publish = sub.add_parser("publish", help="deploy a slug to a Heroku app (Platform API)")
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
@@ -404,7 +410,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
-            max_slug_size=args.max_slug_size,
+            max_slug_size=args.max_slug_size, sbom_output=args.sbom_output,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -421,6 +427,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from .slug.inspect import describe_slug, render_table, without_credentials
 
+        if args.sbom:
+            from .slug.sbom import sbom_for_slug
+
+            sys.stdout.write(sbom_for_slug(args.slug).decode())
+            return 0
         description = without_credentials(describe_slug(args.slug))
         if args.sizes:
             from .slug.inspect import render_sizes, slug_sizes

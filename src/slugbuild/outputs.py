@@ -22,11 +22,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import errors, slug_size
 from .pack import LayerPart, PackedSlug, pack_tree
 from .release import write_json
+from .slug.archive import SlugLimits
 from .slug.boot_check import check_boot
 from .slug.metadata import metadata_path_for
+from .slug.sbom import sbom_for_slug, sbom_path_for
 
 if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
     from .context import BuildContext
+
+# Reading back a slug this build packed (its SBOM): entries and sizes are as packed, and
+# a RECORD may be larger than a slug from elsewhere may make slugbuild read.
+OWN_SLUG_LIMITS = SlugLimits(max_entries=10 ** 9, max_unpacked_bytes=2 ** 62,
+                             max_metadata_bytes=2 ** 30)
 
 # What the target's writer calls: slug.json for the packed slug (size, sha256), a check of the
 # packed slug before it is put in place (the boot check), and its size report.
@@ -62,23 +69,26 @@ class OutputTarget(Protocol):
 class SlugTarball:
     """A Heroku slug: a gzipped tarball, with slug.json beside it."""
 
-    def __init__(self, slug_path: Path, layout: str, epoch: int | None) -> None:
+    def __init__(self, slug_path: Path, layout: str, epoch: int | None,
+                 sbom_path: Path | None = None) -> None:
         self.slug_path = slug_path
         self.metadata_path = metadata_path_for(slug_path)
+        # The CycloneDX SBOM (slug/sbom.py), beside slug.json unless told.
+        self.sbom_path = sbom_path if sbom_path is not None else sbom_path_for(slug_path)
         self.layout = layout
         self.epoch = epoch
 
     @property
     def leave_out(self) -> list[Path]:
         return [path.parent.resolve() / path.name
-                for path in (self.slug_path, self.metadata_path)]
+                for path in (self.slug_path, self.metadata_path, self.sbom_path)]
 
     @property
     def reported_as(self) -> Path:
         return self.slug_path
 
     def check(self) -> None:
-        check_output_paths(self.slug_path, self.metadata_path)
+        check_output_paths(self.slug_path, self.metadata_path, self.sbom_path)
 
     def write(self, tree: Path, layers: Sequence[LayerPart], describe: Describe,
               verify: Verify | None = None, measure: Measure | None = None,
@@ -93,14 +103,17 @@ class SlugTarball:
         a later build tells an abandoned one from one still being written, even by
         a build in another container (process ids say nothing there).
         """
-        slug_path, json_path = self.slug_path, self.metadata_path
+        slug_path, json_path, sbom_path = self.slug_path, self.metadata_path, self.sbom_path
         _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
+        _remove_abandoned_partials(sbom_path.parent, (sbom_path.name,))
         suffix = f".{secrets.token_hex(6)}.partial"
         partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
         partial_json = json_path.with_name(f".{json_path.name}{suffix}")
+        partial_sbom = sbom_path.with_name(f".{sbom_path.name}{suffix}")
         held: list[int] = []
         try:
-            held += [_locked_new_file(partial_slug), _locked_new_file(partial_json)]
+            held += [_locked_new_file(partial_slug), _locked_new_file(partial_json),
+                     _locked_new_file(partial_sbom)]
             with open(held[0], "wb", closefd=False) as handle:
                 packed = pack_tree(tree, handle, layout=self.layout, mtime=self.epoch,
                                    layers=layers)
@@ -113,14 +126,19 @@ class SlugTarball:
             if sizes is not None:
                 metadata["sizes"] = sizes
             write_json(partial_json, metadata)
+            # Read back from the packed slug, as `inspect --sbom` does; a slug this
+            # build made is not bound by the limits for slugs from elsewhere.
+            with open(held[2], "wb", closefd=False) as handle:
+                handle.write(sbom_for_slug(partial_slug, metadata, OWN_SLUG_LIMITS))
             os.replace(partial_slug, slug_path)
             os.replace(partial_json, json_path)
+            os.replace(partial_sbom, sbom_path)
         except OSError as exc:
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 path=slug_path, reason=exc.strerror or str(exc)
             ) from exc
         finally:
-            for partial in (partial_slug, partial_json):
+            for partial in (partial_slug, partial_json, partial_sbom):
                 if partial.exists():
                     partial.unlink()
             for fd in held:
@@ -128,9 +146,9 @@ class SlugTarball:
         return packed, metadata
 
 
-def check_output_paths(slug_path: Path, json_path: Path) -> None:
+def check_output_paths(slug_path: Path, *beside: Path) -> None:
     """Refuse, before any work, outputs that could not be written at the end."""
-    for path in (slug_path, json_path):
+    for path in (slug_path, *beside):
         if path.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 variant="is-directory", path=path, suggested=path / "slug.tgz")
@@ -138,15 +156,18 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
             # The output is renamed into place: a device (-o /dev/null), a fifo or a
             # link there would be replaced by a regular file, not written through.
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="not-regular-file", path=path)
-    if not slug_path.parent.is_dir():
-        raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=slug_path)
-    try:  # access() says yes to root on a read-only filesystem: really write
-        with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
-            pass
-    except OSError as exc:
-        raise errors.OUTPUT_NOT_WRITABLE.error(
-            variant="directory-not-writable", path=slug_path, reason=exc.strerror or exc
-        ) from exc
+    for path in dict.fromkeys([slug_path, *beside]):
+        if path.parent == slug_path.parent and path != slug_path:
+            continue  # checked with the slug
+        if not path.parent.is_dir():
+            raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=path)
+        try:  # access() says yes to root on a read-only filesystem: really write
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".slugbuild-probe-"):
+                pass
+        except OSError as exc:
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                variant="directory-not-writable", path=path, reason=exc.strerror or exc
+            ) from exc
 
 
 

@@ -90,6 +90,7 @@ def compile_app(
     app_base: str | None = None,
     node_build: bool = False,
     max_slug_size: int | str | None = None,
+    sbom_output: PathLike | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -116,13 +117,16 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
+    slug.json, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
     started = time.perf_counter()
     app_dir = Path(app_dir).absolute()
     target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
-                         layout, source_date_epoch)
+                         layout, source_date_epoch,
+                         Path(sbom_output).absolute() if sbom_output is not None else None)
     # Every input is checked before any work.
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")

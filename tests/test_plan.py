@@ -1,6 +1,6 @@
 """``slugbuild plan``: what a build would do, learned without building (quick tests).
 
-The plan's agreement with real builds of every fixture is in test_plan_vs_build.py.
+The plan's agreement with real builds of every fixture is in pipeline/test_plan_vs_build.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from slugbuild import errors
 from slugbuild.plan import plan_app, render_plan
 from slugbuild.versions import sticky_minor
 
-from ..helpers import make_app, run_cli
+from .helpers import make_app, run_cli
 
 FLASK_APP = {
     ".python-version": "3.12\n",
