@@ -132,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                                "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
                           help="print the result as JSON on stdout (the log stays on stderr)")
+    compile_.add_argument("--app-json-env", action="store_true",
+                          help="apply app.json's env to the build's config vars, as Heroku's "
+                               "app setup and review apps do (given config vars win; default: "
+                               "off, as `git push heroku`; docs/app-json.md)")
     compile_.add_argument("--sbom-output", type=Path, metavar="PATH",
                           help="where the slug's CycloneDX SBOM goes (default: beside "
                                "slug.json, e.g. ./slug.cdx.json; docs/sbom.md)")
@@ -225,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="as for compile")
     plan.add_argument("--app-base", metavar="DIR", help="as for compile")
     plan.add_argument("--node-build", action="store_true", help="as for compile")
+    plan.add_argument("--app-json-env", action="store_true", help="as for compile")
     plan.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
                       help="as for compile (part of the dependency layer key)")
     _add_runtime_options(plan)
@@ -411,6 +416,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
             max_slug_size=args.max_slug_size, sbom_output=args.sbom_output,
+            app_json_env=args.app_json_env,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -490,7 +496,7 @@ def _plan(args: argparse.Namespace) -> int:
                     env=load_config_vars(parse_env_assignments(args.env), args.env_dir),
                     runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
                     constraints_from=args.constraints_from, app_base=args.app_base,
-                    node_build=args.node_build)
+                    node_build=args.node_build, app_json_env=args.app_json_env)
     print(json.dumps(plan.as_dict(), indent=2) if args.json else render_plan(plan))
     return 0
 

@@ -1080,6 +1080,34 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     area=InputError,
 )
 
+APP_JSON_INVALID = ErrorKind(
+    "app-json-invalid",
+    "The app's app.json cannot be used",
+    "",
+    "Fix app.json as Heroku's app.json schema describes it "
+    "(https://devcenter.heroku.com/articles/app-json-schema): `env` maps each config var "
+    "to a string or to {{\"value\": ..., \"required\": ..., \"generator\": \"secret\"}}, "
+    "and `scripts.postdeploy` is a command string or {{\"command\": ..., \"size\": ...}}.",
+    area=InputError,
+    variants={
+        "not-json": Variant("app.json is not JSON ({error}: {reason})."),
+        "not-an-object": Variant("app.json is not a JSON object."),
+        "env-not-an-object": Variant("app.json has `env` that is not an object."),
+        "env-entry": Variant("app.json's env entry {name!r} {problem}."),
+        "scripts-not-an-object": Variant("app.json has `scripts` that is not an object."),
+        "script": Variant("app.json's scripts.{script} {problem}."),
+    },
+)
+APP_JSON_ENV_REQUIRED = ErrorKind(
+    "app-json-env-required",
+    "app.json requires config vars the build was not given",
+    "app.json marks {names} as required, without a value, and --app-json-env applies its "
+    "env to this build, as Heroku's app setup and review apps do.",
+    "Give each a value (`--env NAME=...` or a file in --env-dir), or build without "
+    "--app-json-env (as `git push heroku` does, which does not read app.json's env).",
+    area=InputError,
+)
+
 NODE_NOT_FOUND = ErrorKind(
     "node-not-found",
     "The built-in Node step needs node and npm",

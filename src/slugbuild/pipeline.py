@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
+from .app_json import apply_app_json
 from .aptfile import place_apt_layer
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
@@ -91,6 +92,7 @@ def compile_app(
     node_build: bool = False,
     max_slug_size: int | str | None = None,
     sbom_output: PathLike | None = None,
+    app_json_env: bool = False,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -119,6 +121,9 @@ def compile_app(
     herokuish (see slug_size.py).
     ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
     slug.json, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
+    An app.json is read and checked; its scripts are recorded in slug.json, and
+    with ``app_json_env`` its ``env`` is applied to the build's config vars as
+    Heroku's app setup and review apps do (see app_json.py, docs/app-json.md).
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
@@ -137,6 +142,7 @@ def compile_app(
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
+    manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
     chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
@@ -176,7 +182,8 @@ def compile_app(
                     release, python_fields=python.slug_fields() if python else None,
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
-                    system_packages=build.system_packages)
+                    system_packages=build.system_packages,
+                    app_json=manifest.slug_fields() if manifest is not None else None)
                 packed, metadata = write_output(build, target, checked.intact, describe,
                                                 boot_timeout)
                 reporter.detail(f"Done: {human_size(packed.size)}")

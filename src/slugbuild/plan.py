@@ -19,6 +19,7 @@ may still change what is installed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from packaging.utils import canonicalize_name
 
 from . import errors, platform_info, records
 from .app_base import apply_app_base
+from .app_json import apply_app_json
 from .aptfile import APTFILE, apt_layer_key, apt_layer_name
 from .buildpacks import choose_buildpacks
 from .cache import Cache
@@ -130,6 +132,8 @@ class BuildPlan:
     process_types: ProcessTypesPlan
     layers: list[LayerPlan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # slug.json's ``app_json`` the build would record (None: no app.json).
+    app_json: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The shape ``slugbuild plan --json`` prints."""
@@ -153,6 +157,7 @@ def plan_app(
     constraints_from: PathLike | None = None,
     app_base: str | None = None,
     node_build: bool = False,
+    app_json_env: bool = False,
 ) -> BuildPlan:
     """What ``compile_app`` with the same arguments would do, without building: bad
     input fails with the error the build would give, before any work."""
@@ -162,6 +167,7 @@ def plan_app(
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     config_vars = load_config_vars(env, env_dir)
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
+    manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
     check_top_level_links(app_dir)
     chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
     constraints = (constraints_from_slug_json(Path(constraints_from))
@@ -175,17 +181,19 @@ def plan_app(
         stage_sources(app_dir, build.build_dir, leave_out=[cache.root.resolve()])
         layers = _system_layers(build)
         if chosen.python is None:
-            return BuildPlan(app_dir, shown, None, None, None, ProcessTypesPlan(
-                read_procfile(build.build_dir), "Procfile" if
-                read_procfile(build.build_dir) else "none",
-                note="the buildpacks' bin/release may declare more"), layers,
-                _warnings(reporter))
-        position = chosen.order.index(chosen.python)
-        earlier = [b.shown for b in chosen.order[:position]]
-        return _plan_python(build, app_dir, shown, earlier, layers,
-                            chosen.python.runtime_options or RuntimeOptions.from_env())
+            declared = read_procfile(build.build_dir)
+            plan = BuildPlan(app_dir, shown, None, None, None, ProcessTypesPlan(
+                declared, "Procfile" if declared else "none",
+                note="the buildpacks' bin/release may declare more"), layers)
+        else:
+            position = chosen.order.index(chosen.python)
+            earlier = [b.shown for b in chosen.order[:position]]
+            plan = _plan_python(build, app_dir, shown, earlier, layers,
+                                chosen.python.runtime_options or RuntimeOptions.from_env())
     finally:
         build.close()
+    return dataclasses.replace(plan, warnings=_warnings(reporter),
+                               app_json=manifest.slug_fields() if manifest else None)
 
 
 def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: list[str],
@@ -229,8 +237,7 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
     runs, why = collectstatic_decision(build.build_dir, info.manage_py, "django" in packages,
                                        build.config_vars)
     return BuildPlan(app_dir, shown, python, dependencies, CollectstaticPlan(runs, why),
-                     _process_types(build.build_dir, info, packages, shown, earlier), layers,
-                     _warnings(reporter))
+                     _process_types(build.build_dir, info, packages, shown, earlier), layers)
 
 
 def _dependencies_plan(build: BuildContext, info: AppInfo, tool: str, version: str,
@@ -363,5 +370,11 @@ def render_plan(plan: BuildPlan) -> str:
         lines.append(f"    {layer.layer:<16} {state}"
                      + (f"  {layer.name}" if layer.name else "")
                      + (f"  ({layer.note})" if layer.note else ""))
+    if plan.app_json is not None:
+        scripts = plan.app_json["scripts"]
+        lines.append("  app.json:        " + (", ".join(f"{name}: {command}" for name, command
+                                                         in scripts.items()) or "no scripts"))
+        if plan.app_json["env_applied"]:
+            lines.append(f"    env applied: {', '.join(plan.app_json['env_applied'])}")
     lines.extend(f" !     {warning}" for warning in plan.warnings)
     return "\n".join(mask(line) for line in lines)
