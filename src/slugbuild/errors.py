@@ -1539,6 +1539,17 @@ PUBLISH_TIMEOUT = ErrorKind(
         "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
         "--timeout).", _TIMEOUT_ACTION + _MAYBE_RELEASED + ".")},
 )
+PUBLISH_RELEASE_FAILED = ErrorKind(
+    "publish-release-failed",
+    "The release phase failed",
+    "Heroku created v{version} of {app}, but its release phase ended with status "
+    "{status!r}: the release command failed (its output is above), so v{version} was not "
+    "made current and the app still runs its previous release.",
+    "Fix the `release` process type's command (run it locally with `slugbuild run SLUG "
+    "release`), or read its output again with `heroku releases:output {version} -a {app}`; "
+    "then publish again.",
+    area=PublishError,
+)
 PUBLISH_BAD_API_URL = ErrorKind(
     "publish-bad-api-url",
     "Invalid Platform API URL",
