@@ -4,8 +4,7 @@ Heroku reads an app's ``app.json`` at app setup (Heroku Button, ``heroku
 apps:create --manifest``... ), for review apps and for Heroku CI, not on a
 ``git push``: its ``env`` becomes the new app's config vars (so the first build
 sees them), and ``scripts.postdeploy`` runs once after that first release.
-Dokku reads ``scripts.dokku.predeploy``/``postdeploy`` on every deploy, and
-never its ``env``.
+Dokku runs ``scripts.dokku.predeploy``/``postdeploy`` on every deploy.
 
 slugbuild (docs/app-json.md):
 
@@ -72,7 +71,7 @@ class AppJson:
             if entry.value is not None:
                 added[entry.name] = entry.value
             elif entry.generator == "secret":
-                added[entry.name] = secrets.token_hex(32)  # as Heroku's: 64 hex digits
+                added[entry.name] = secrets.token_hex(32)  # 64 hex digits, fresh each build
             elif entry.required:
                 missing.append(entry.name)
         if missing:
