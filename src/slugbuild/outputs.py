@@ -20,20 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, slug_size
-from .pack import LayerPart, PackedSlug, pack_tree
+from .pack import LayerPart, PackedSlug, pack_tree, source_date_epoch
 from .release import write_json
-from .slug.archive import SlugLimits
 from .slug.boot_check import check_boot
 from .slug.metadata import metadata_path_for
-from .slug.sbom import sbom_for_slug, sbom_path_for
+from .slug.sbom import sbom_for_packed_tree, sbom_path_for
 
 if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
     from .context import BuildContext
-
-# Reading back a slug this build packed (its SBOM): entries and sizes are as packed, and
-# a RECORD may be larger than a slug from elsewhere may make slugbuild read.
-OWN_SLUG_LIMITS = SlugLimits(max_entries=10 ** 9, max_unpacked_bytes=2 ** 62,
-                             max_metadata_bytes=2 ** 30)
 
 # What the target's writer calls: slug.json for the packed slug (size, sha256), a check of the
 # packed slug before it is put in place (the boot check), and its size report.
@@ -126,10 +120,10 @@ class SlugTarball:
             if sizes is not None:
                 metadata["sizes"] = sizes
             write_json(partial_json, metadata)
-            # Read back from the packed slug, as `inspect --sbom` does; a slug this
-            # build made is not bound by the limits for slugs from elsewhere.
+            # From the files just packed: what `inspect --sbom` reads from the slug.
             with open(held[2], "wb", closefd=False) as handle:
-                handle.write(sbom_for_slug(partial_slug, metadata, OWN_SLUG_LIMITS))
+                handle.write(sbom_for_packed_tree(tree, packed.sha256,
+                                                  source_date_epoch(self.epoch), metadata))
             os.replace(partial_slug, slug_path)
             os.replace(partial_json, json_path)
             os.replace(partial_sbom, sbom_path)

@@ -30,8 +30,10 @@ from .metadata import metadata_path_for
 
 PathLike = Union[str, "os.PathLike[str]"]
 SPEC_VERSION = "1.6"
-_DIST_INFO = re.compile(
-    r"^\.heroku/python/lib/python[\d.]+/site-packages/[^/]+\.dist-info/(METADATA|RECORD)$")
+# The files an SBOM reads, relative to the app root (the same in a slug and a build tree).
+_WANTED = re.compile(
+    r"^\.heroku/python/(lib/python[\d.]+/site-packages/[^/]+\.dist-info/(METADATA|RECORD)"
+    r"|include/python[\d.]+[a-z]*/patchlevel\.h)$")
 _PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
 _LICENSE_CLASSIFIER = "License :: "
 # slug.json's runtime fields an SBOM repeats about the runtime's origin.
@@ -51,15 +53,29 @@ def sbom_for_slug(path: PathLike, metadata: dict[str, Any] | None = None,
     slug.json beside the slug does when its checksum matches the slug."""
     archive = SlugArchive(Path(path), limits)
     sha256 = archive.sha256()
-    names = archive.names()
-    wanted = {n for n in names if _DIST_INFO.match(n)}
-    wanted |= {n for n in names if n.endswith("/patchlevel.h") and "/include/python" in n}
+    wanted = {n for n in archive.names() if _WANTED.match(n)}
     heads = {n for n in wanted if not n.endswith("/RECORD")}
     contents = archive.read_many(wanted, heads=heads)
     if metadata is None:
         metadata = _matching_metadata(archive.path, sha256)
     epoch = int(max((m.mtime for m in archive.members), default=0))
     return _document(sha256, epoch, contents, metadata or {})
+
+
+def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
+                         metadata: dict[str, Any]) -> bytes:
+    """The SBOM of the slug just packed from ``tree`` (its SHA-256, the file time of
+    its entries): the same document ``sbom_for_slug`` reads from that slug, made from
+    the same files without reading the tarball again (the build's own SBOM)."""
+    candidates = [*tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/METADATA"),
+                  *tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/RECORD"),
+                  *tree.glob(".heroku/python/include/python*/patchlevel.h")]
+    contents = {}
+    for path in candidates:
+        rel = path.relative_to(tree).as_posix()
+        if _WANTED.match(rel) and path.is_file() and not path.is_symlink():
+            contents[rel] = path.read_bytes()
+    return _document(sha256, epoch, contents, metadata)
 
 
 def _document(sha256: str, epoch: int, contents: dict[str, bytes],
