@@ -48,7 +48,11 @@ from .dependency_stage import analyse_dependencies
 from .detect import AppInfo
 from .hooks import PRE_COMPILE
 from .inference import infer_web_process
-from .installers.requirements import choose_requirements_tool, requirement_lines
+from .installers.requirements import (
+    choose_requirements_tool,
+    requirement_lines,
+    requirements_files,
+)
 from .log import Reporter
 from .nltk_data import NLTK_FILE
 from .package_managers import package_manager
@@ -246,8 +250,9 @@ def _dependencies_plan(build: BuildContext, info: AppInfo, tool: str, version: s
     assert info.package_manager is not None and info.lock_file is not None
     row = package_manager(info.package_manager)
     if info.package_manager == "pip":
+        # The files PipInstaller.plan chooses the backend with.
         _, installer_because = choose_requirements_tool(
-            build.build_dir, [f for f in key_files if f.endswith(".txt")] or [info.lock_file],
+            build.build_dir, requirements_files(build.build_dir, info.lock_file),
             build.config_vars)
     else:
         installer_because = f"{row.lock_file} is installed by {row.tool}"
