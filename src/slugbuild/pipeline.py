@@ -58,6 +58,7 @@ class BuildResult:
     metadata: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    sbom_path: Path | None = None  # the slug's CycloneDX SBOM (docs/sbom.md)
 
     def as_dict(self) -> BuildResultDict:
         return {
@@ -200,6 +201,7 @@ def compile_app(
         runtime=python.runtime_info if python else {},
         packages=python.package_list() if python else [],
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        sbom_path=target.sbom_path,
     )
 
 

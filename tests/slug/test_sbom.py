@@ -128,7 +128,8 @@ def test_inspect_prints_the_sbom_and_a_missing_slug_is_one_clear_error(tmp_path:
 
 @pytest.mark.slow
 def test_a_real_build_lists_its_runtime_and_every_installed_package(flask_build: Any) -> None:
-    written = sbom_path_for(flask_build.slug_path).read_bytes()
+    assert flask_build.sbom_path == sbom_path_for(flask_build.slug_path)
+    written = flask_build.sbom_path.read_bytes()
     assert sbom_for_slug(flask_build.slug_path) == written  # the build's is the slug's
     document = _valid(written)
     listed = {(c["name"], c["version"]) for c in document["components"] if c["type"] == "library"}
