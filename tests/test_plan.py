@@ -114,3 +114,20 @@ def test_the_command_prints_the_plan_as_json(tmp_path: Path) -> None:
     assert text.returncode == 0 and "web: gunicorn app:app" in text.stdout
     bad = run_cli("plan", tmp_path / "nowhere", "--cache-dir", tmp_path / "cache")
     assert bad.returncode == 1 and "Error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_plan_shows_what_slug_json_would_record_of_app_json(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {
+        **FLASK_APP,
+        "app.json": json.dumps({"scripts": {"postdeploy": "flask seed"},
+                                "env": {"GREETING": {"value": "hi"}}}),
+    })
+    plan = plan_app(app, cache_dir=tmp_path / "cache")
+    assert plan.app_json == {"scripts": {"postdeploy": "flask seed"}, "env_applied": []}
+    applied = plan_app(app, cache_dir=tmp_path / "cache", app_json_env=True)
+    assert applied.app_json is not None and applied.app_json["env_applied"] == ["GREETING"]
+    assert "postdeploy: flask seed" in render_plan(applied)
+    (app / "app.json").write_text("{")
+    with pytest.raises(errors.SlugbuildError) as failed:
+        plan_app(app, cache_dir=tmp_path / "cache")
+    assert failed.value.code == errors.APP_JSON_INVALID.code
