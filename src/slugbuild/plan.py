@@ -54,7 +54,7 @@ from .installers.requirements import (
     requirements_files,
 )
 from .log import Reporter
-from .nltk_data import NLTK_FILE
+from .nltk_data import nltk_layer_key, read_nltk_list
 from .package_managers import package_manager
 from .procfile import read_procfile
 from .python_buildpack import detect_python
@@ -233,10 +233,11 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
                                               build.build_dir, info)
     dependencies = _dependencies_plan(build, info, planned.plan.tool, planned.plan.version,
                                       list(planned.files), packages, packages_from)
-    nltk = build.build_dir / NLTK_FILE
-    if nltk.is_file() and "nltk" in packages:
-        layers.append(LayerPlan("nltk-data", None, None, None,
-                                "keyed by the NLTK index, read during the build"))
+    corpora = read_nltk_list(build.build_dir)
+    if corpora and "nltk" in packages:
+        # Keyed by what NLTK's index says the corpora are: read now, as the build does.
+        name, key, _, _ = nltk_layer_key(corpora, build.config_vars)
+        layers.append(_layer_state(cache, "nltk-data", "layers", name, key))
 
     runs, why = collectstatic_decision(build.build_dir, info.manage_py, "django" in packages,
                                        build.config_vars)

@@ -26,6 +26,8 @@ def _layer_from_cache(log: list[str], plan: BuildPlan, kind: str) -> bool:
         assert plan.python is not None
         restored = f"Restoring Python {plan.python.version} from cache"
         installed = f"Installing Python {plan.python.version} (from"
+    elif kind == "nltk-data":
+        restored, installed = "NLTK package(s) from cache", "Downloading NLTK packages:"
     else:
         restored = f"Restoring dependencies from cache (layer {layer.name[:12]}"
         installed = f"cached as layer {layer.name[:12]}"
@@ -60,8 +62,11 @@ def test_the_plan_of_every_fixture_agrees_with_its_build(
     collectstatic_ran = any("collectstatic --noinput" in line for line in result.log)
     assert before.collectstatic is not None and before.collectstatic.runs == collectstatic_ran
     assert before.process_types.types == result.process_types
-    for kind in ("runtime", "dependencies"):
+    for kind in ("runtime", "dependencies", "nltk-data"):
         layer = before.layer(kind)
+        if kind == "nltk-data" and layer is None:
+            assert not any("NLTK packages:" in line for line in result.log)
+            continue
         assert layer is not None
         assert layer.cached == _layer_from_cache(result.log, before, kind), kind
     # After the build, everything it made is in the cache under the planned keys.
