@@ -1,7 +1,12 @@
 """A plan agrees with the real build of every fixture app: Python version and its
 source, package manager, installer, collectstatic, process types, and which layers
 came from the cache (before the build: as the build then found them; after it:
-every layer cached, under the key the build used)."""
+every layer cached, under the key the build used).
+
+The builds share the golden slugs' cache (``golden_cache``): in the full suite they
+are warm (every layer a hit), run alone they are cold (every layer a miss); either
+way the plan must say which. Not the session's cache: tests that expect a fixture's
+dependency layer to be cold there must not find one made here."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from slugbuild import compile_app
 from slugbuild.log import Reporter
 from slugbuild.plan import BuildPlan, plan_app
 
-from ..helpers import FIXTURE_APPS, fixture_build_options, fixture_names
+from ..helpers import FIXTURE_APPS, MINIMAL, fixture_build_options, fixture_names, make_app
 
 
 def _layer_from_cache(log: list[str], plan: BuildPlan, kind: str) -> bool:
@@ -40,15 +45,15 @@ def _layer_from_cache(log: list[str], plan: BuildPlan, kind: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", fixture_names())
 def test_the_plan_of_every_fixture_agrees_with_its_build(
-        tmp_path: Path, cache_dir: Path, name: str) -> None:
+        tmp_path: Path, golden_cache: Path, name: str) -> None:
     with contextlib.ExitStack() as stack:
         options = fixture_build_options(name, stack, tmp_path)
         planned = {k: v for k, v in options.items() if k in ("env", "app_base", "node_build")}
         app = FIXTURE_APPS / name
-        before = plan_app(app, cache_dir=cache_dir, **planned)
-        result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache_dir,
+        before = plan_app(app, cache_dir=golden_cache, **planned)
+        result = compile_app(app, tmp_path / "slug.tgz", cache_dir=golden_cache,
                              reporter=Reporter(quiet=True), **options)
-        after = plan_app(app, cache_dir=cache_dir, **planned)
+        after = plan_app(app, cache_dir=golden_cache, **planned)
 
     assert before.python is not None and before.dependencies is not None
     runtime, manager = result.runtime, result.metadata["package_manager"]
@@ -76,3 +81,21 @@ def test_the_plan_of_every_fixture_agrees_with_its_build(
     assert after.dependencies is not None and after.dependencies.packages_from == "cached layer"
     assert after.dependencies.packages == sorted(
         {p["name"].lower().replace("_", "-").replace(".", "-") for p in result.packages})
+
+
+@pytest.mark.slow
+def test_a_cold_build_makes_every_layer_the_plan_said_it_would(tmp_path: Path) -> None:
+    """In a cache of its own, whatever ran before: the plan says every layer is to
+    build, the build makes each under the planned key, and the next plan finds them."""
+    app = make_app(tmp_path / "app", MINIMAL)
+    cache = tmp_path / "cache"
+    before = plan_app(app, cache_dir=cache)
+    assert [(layer.layer, layer.cached) for layer in before.layers] == [
+        ("runtime", False), ("dependencies", False)]
+    result = compile_app(app, tmp_path / "slug.tgz", cache_dir=cache,
+                         reporter=Reporter(quiet=True))
+    assert not _layer_from_cache(result.log, before, "runtime")
+    assert not _layer_from_cache(result.log, before, "dependencies")
+    after = plan_app(app, cache_dir=cache)
+    assert [(layer.key, layer.cached) for layer in after.layers] == [
+        (layer.key, True) for layer in before.layers]
