@@ -64,10 +64,12 @@ class SlugTarball:
     """A Heroku slug: a gzipped tarball, with slug.json beside it."""
 
     def __init__(self, slug_path: Path, layout: str, epoch: int | None,
-                 sbom_path: Path | None = None) -> None:
+                 metadata_path: Path | None = None, sbom_path: Path | None = None) -> None:
         self.slug_path = slug_path
-        self.metadata_path = metadata_path_for(slug_path)
-        # The CycloneDX SBOM (slug/sbom.py), beside slug.json unless told.
+        # slug.json beside the slug unless told (--metadata-output)
+        self.metadata_path = (metadata_path if metadata_path is not None
+                              else metadata_path_for(slug_path))
+        # The CycloneDX SBOM (slug/sbom.py), beside the slug unless told (--sbom-output).
         self.sbom_path = sbom_path if sbom_path is not None else sbom_path_for(slug_path)
         self.layout = layout
         self.epoch = epoch
@@ -99,6 +101,8 @@ class SlugTarball:
         """
         slug_path, json_path, sbom_path = self.slug_path, self.metadata_path, self.sbom_path
         _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
+        if json_path.parent != slug_path.parent:
+            _remove_abandoned_partials(json_path.parent, (json_path.name,))
         _remove_abandoned_partials(sbom_path.parent, (sbom_path.name,))
         suffix = f".{secrets.token_hex(6)}.partial"
         partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
@@ -140,9 +144,11 @@ class SlugTarball:
         return packed, metadata
 
 
-def check_output_paths(slug_path: Path, *beside: Path) -> None:
+def check_output_paths(slug_path: Path, json_path: Path, sbom_path: Path | None = None
+                       ) -> None:
     """Refuse, before any work, outputs that could not be written at the end."""
-    for path in (slug_path, *beside):
+    outputs = (slug_path, json_path) + ((sbom_path,) if sbom_path is not None else ())
+    for path in outputs:
         if path.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 variant="is-directory", path=path, suggested=path / "slug.tgz")
@@ -150,9 +156,12 @@ def check_output_paths(slug_path: Path, *beside: Path) -> None:
             # The output is renamed into place: a device (-o /dev/null), a fifo or a
             # link there would be replaced by a regular file, not written through.
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="not-regular-file", path=path)
-    for path in dict.fromkeys([slug_path, *beside]):
-        if path.parent == slug_path.parent and path != slug_path:
-            continue  # checked with the slug
+    if os.path.abspath(slug_path) == os.path.abspath(json_path):
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="metadata-is-slug", path=slug_path)
+    if sbom_path is not None and os.path.abspath(sbom_path) in (
+            os.path.abspath(slug_path), os.path.abspath(json_path)):
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="sbom-is-other-output", path=sbom_path)
+    for path in dict.fromkeys(outputs):
         if not path.parent.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=path)
         try:  # access() says yes to root on a read-only filesystem: really write
@@ -196,15 +205,6 @@ def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
                 pass  # being written (locked), or gone meanwhile
             finally:
                 os.close(fd)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.1f}{unit}" if unit != "B" else f"{size}B"
-        value /= 1024
-    return f"{size}B"
 
 
 def write_output(build: BuildContext, target: OutputTarget, layers: Sequence[LayerPart],

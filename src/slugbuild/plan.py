@@ -48,11 +48,8 @@ from .dependency_stage import analyse_dependencies
 from .detect import AppInfo
 from .hooks import PRE_COMPILE
 from .inference import infer_web_process
-from .installers.requirements import (
-    choose_requirements_tool,
-    requirement_lines,
-    requirements_files,
-)
+from .installers import InstallPlan
+from .installers.requirements import requirement_lines
 from .log import Reporter
 from .nltk_data import nltk_layer_key, read_nltk_list
 from .package_managers import package_manager
@@ -89,6 +86,7 @@ class DependenciesPlan:
     installer: str  # the tool that installs: "pip" or "uv"
     installer_version: str
     installer_because: str
+    tools: str  # every tool the install runs, with its version (part of the layer key)
     key_files: list[str]
     # The names the plan knows are installed: the cached layer's packages, else
     # the names the lock or requirements declare ("declared").
@@ -231,8 +229,8 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
     layers.insert(1, dependency_layer)
     packages, packages_from = _known_packages(cache, dependency_layer, offer.python_name,
                                               build.build_dir, info)
-    dependencies = _dependencies_plan(build, info, planned.plan.tool, planned.plan.version,
-                                      list(planned.files), packages, packages_from)
+    dependencies = _dependencies_plan(info, planned.plan, list(planned.files), packages,
+                                      packages_from)
     corpora = read_nltk_list(build.build_dir)
     if corpora and "nltk" in packages:
         # Keyed by what NLTK's index says the corpora are: read now, as the build does.
@@ -245,23 +243,19 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
                      _process_types(build.build_dir, info, packages, shown, earlier), layers)
 
 
-def _dependencies_plan(build: BuildContext, info: AppInfo, tool: str, version: str,
-                       key_files: list[str], packages: set[str],
-                       packages_from: str) -> DependenciesPlan:
+def _dependencies_plan(info: AppInfo, plan: InstallPlan, key_files: list[str],
+                       packages: set[str], packages_from: str) -> DependenciesPlan:
+    """The installer plan's facts, as slug.json's ``package_manager`` will give them."""
     assert info.package_manager is not None and info.lock_file is not None
     row = package_manager(info.package_manager)
-    if info.package_manager == "pip":
-        # The files PipInstaller.plan chooses the backend with.
-        _, installer_because = choose_requirements_tool(
-            build.build_dir, requirements_files(build.build_dir, info.lock_file),
-            build.config_vars)
-    else:
-        installer_because = f"{row.lock_file} is installed by {row.tool}"
     return DependenciesPlan(
         package_manager=info.package_manager, lock_file=info.lock_file,
         package_manager_because=f"{row.lock_file} is the app's one package manager file",
-        installer=tool, installer_version=version, installer_because=installer_because,
-        key_files=key_files, packages_from=packages_from, packages=sorted(packages))
+        installer=plan.tool, installer_version=plan.installer_version or plan.version,
+        installer_because=plan.installer_reason or f"{row.lock_file} is installed by "
+                                                   f"{row.tool}",
+        tools=plan.version, key_files=key_files, packages_from=packages_from,
+        packages=sorted(packages))
 
 
 def _process_types(build_dir: Path, info: AppInfo, packages: set[str], shown: list[str],
@@ -358,6 +352,7 @@ def render_plan(plan: BuildPlan) -> str:
                      f"({deps.package_manager_because})")
         lines.append(f"  installer:       {deps.installer} {deps.installer_version} "
                      f"({deps.installer_because})")
+        lines.append(f"  tools:           {deps.tools}")
     if plan.collectstatic is not None:
         lines.append(f"  collectstatic:   {'runs' if plan.collectstatic.runs else 'skipped'} "
                      f"({plan.collectstatic.why})")

@@ -62,7 +62,9 @@ def test_the_plan_of_every_fixture_agrees_with_its_build(
     assert before.python.requested_from == runtime["requested_from"]
     assert before.python.runtime_source == runtime["source"]
     assert before.dependencies.package_manager == manager["name"]
+    assert before.dependencies.installer == manager["installer"]
     assert before.dependencies.installer_version == manager["installer_version"]
+    assert before.dependencies.installer_because == manager["installer_reason"]
     assert sorted(before.dependencies.key_files) == sorted(manager["files"])
     collectstatic_ran = any("collectstatic --noinput" in line for line in result.log)
     assert before.collectstatic is not None and before.collectstatic.runs == collectstatic_ran

@@ -99,7 +99,7 @@ def test_the_sbom_goes_where_asked_and_with_the_slug_or_not_at_all(tmp_path: Pat
     elsewhere = tmp_path / "sboms" / "app.cdx.json"
     elsewhere.parent.mkdir()
     slug = tmp_path / "slug.tgz"
-    target = SlugTarball(slug, "herokuish", None, elsewhere)
+    target = SlugTarball(slug, "herokuish", None, sbom_path=elsewhere)
     target.check()
     target.write(tree, [], _describe)
     assert elsewhere.is_file() and not sbom_path_for(slug).exists()

@@ -224,18 +224,23 @@ def requirements_tool(app_dir: Path, files: list[str], config_vars: Mapping[str,
     """The backend for these requirements files: "uv" when they leave the resolver
     nothing to decide (``lock_like``), else "pip"; SLUGBUILD_PIP_INSTALLER=pip|uv
     overrides the choice."""
-    return choose_requirements_tool(app_dir, files, config_vars)[0]
-
-
-def choose_requirements_tool(app_dir: Path, files: list[str],
-                             config_vars: Mapping[str, str]) -> tuple[str, str]:
-    """``requirements_tool``'s choice and the reason for it (``slugbuild plan`` shows it)."""
     forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
     if forced in ("pip", "uv"):
-        return forced, f"{INSTALLER_CONFIG_VAR}={forced}"
+        return forced
+    return "uv" if lock_like(app_dir, files) else "pip"
+
+
+def requirements_tool_reason(app_dir: Path, files: list[str],
+                             config_vars: Mapping[str, str]) -> str:
+    """Why ``requirements_tool`` chose its backend, in words for slug.json."""
+    forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
+    if forced in ("pip", "uv"):
+        return f"{INSTALLER_CONFIG_VAR}={forced}"
     if lock_like(app_dir, files):
-        return "uv", "every requirement is pinned with ==, leaving the resolver nothing to decide"
-    return "pip", "not every requirement is pinned with == (or an option needs pip)"
+        return ("every requirement is pinned (==), so uv installs exactly what pip would, "
+                "faster")
+    return ("some requirement is not pinned (==) or uses an option uv may read "
+            "differently: pip resolves it, as on Heroku")
 
 
 def lock_like(app_dir: Path, files: list[str]) -> bool:
