@@ -24,9 +24,12 @@ FLASK_APP = {
 
 
 def test_a_pinned_flask_app_is_planned_without_building(tmp_path: Path) -> None:
+    import slugbuild
+
     app = make_app(tmp_path / "app", FLASK_APP)
     cache = tmp_path / "cache"
-    plan = plan_app(app, cache_dir=cache)
+    plan = slugbuild.plan_app(app, cache_dir=cache)
+    assert isinstance(plan, slugbuild.BuildPlan)
     assert plan.python is not None and plan.python.version.startswith("3.12.")
     assert plan.python.source_file == ".python-version"
     assert plan.python.requested_from == "file"
