@@ -14,7 +14,7 @@ from slugbuild import errors
 from slugbuild.plan import plan_app, render_plan
 from slugbuild.versions import sticky_minor
 
-from .helpers import make_app, run_cli
+from .helpers import make_app, make_buildpack, run_cli
 
 FLASK_APP = {
     ".python-version": "3.12\n",
@@ -134,3 +134,18 @@ def test_a_plan_shows_what_slug_json_would_record_of_app_json(tmp_path: Path) ->
     with pytest.raises(errors.SlugbuildError) as failed:
         plan_app(app, cache_dir=tmp_path / "cache")
     assert failed.value.code == errors.APP_JSON_INVALID.code
+
+
+def test_buildpacks_are_planned_in_order_and_noted_where_they_may_change_things(
+        tmp_path: Path) -> None:
+    pack = make_buildpack(tmp_path / "bp", "echo hi\n")
+    app = make_app(tmp_path / "app", {**FLASK_APP, "Procfile": "web: gunicorn app:app\n"})
+    plan = plan_app(app, cache_dir=tmp_path / "cache", buildpacks=[str(pack), "python"])
+    assert plan.buildpacks == [str(pack), "python"]
+    layer = plan.layer("dependencies")
+    assert layer is not None and str(pack) in layer.note
+    assert "bin/release" in plan.process_types.note
+    alone = plan_app(app, cache_dir=tmp_path / "cache", buildpacks=[str(pack)])
+    assert alone.python is None and alone.dependencies is None and alone.layers == []
+    assert alone.process_types.types == {"web": "gunicorn app:app"}
+    assert "python:" not in render_plan(alone)
