@@ -15,8 +15,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .pipeline import BuildResult, compile_app
+    from .plan import BuildPlan, plan_app
 
-__all__ = ["BuildResult", "SlugbuildError", "compile_app", "__version__"]
+__all__ = ["BuildPlan", "BuildResult", "SlugbuildError", "compile_app", "plan_app",
+           "__version__"]
 
 
 def __getattr__(name: str) -> object:
@@ -26,4 +28,8 @@ def __getattr__(name: str) -> object:
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name in ("BuildPlan", "plan_app"):  # docs/plan.md
+        from . import plan
+
+        return getattr(plan, name)
     raise AttributeError(f"module 'slugbuild' has no attribute {name!r}")

@@ -163,6 +163,13 @@ def _parser() -> argparse.ArgumentParser:
                           help="print the result as JSON on stdout (the log stays on stderr); "
                                "a failure prints {\"error\": {code, title, found, action, "
                                "output, docs}}")
+    compile_.add_argument("--app-json-env", action="store_true",
+                          help="apply app.json's env to the build's config vars, as Heroku's "
+                               "app setup and review apps do (given config vars win; default: "
+                               "off, as `git push heroku`; docs/app-json.md)")
+    compile_.add_argument("--sbom-output", type=Path, metavar="PATH",
+                          help="where the slug's CycloneDX SBOM goes (default: beside "
+                               "the slug, e.g. ./slug.cdx.json; docs/sbom.md)")
     compile_.add_argument("--timeout", type=float, metavar="SECONDS",
                           help="stop the build (and everything it started) after this long "
                                "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
@@ -213,6 +220,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="what takes the space: runtime, each distribution, app "
                               "directories, collectstatic output (compressed and unpacked), "
                               "with advice")
+    inspect.add_argument("--sbom", action="store_true",
+                         help="print the slug's CycloneDX SBOM (JSON), read from the slug "
+                              "(docs/sbom.md)")
 
     publish = sub.add_parser("publish", help="deploy a slug to a Heroku app (Platform API)")
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
@@ -238,6 +248,29 @@ def _parser() -> argparse.ArgumentParser:
     lock.add_argument("--cache-dir", type=Path, help="cache directory (as for compile)")
     lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                       help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
+
+    plan = sub.add_parser(
+        "plan", help="say what a build would do, without building (docs/plan.md)",
+        description="What `compile` would do for the app: Python version and where it "
+                    "comes from, package manager and installer (and why), collectstatic, "
+                    "process types, buildpacks, and which layers come from the cache. "
+                    "Nothing is installed or recorded. Docs: docs/plan.md")
+    plan.add_argument("app_dir", type=Path)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    plan.add_argument("--cache-dir", type=Path,
+                      help="the cache a build would use (default: $SLUGBUILD_CACHE_DIR or "
+                           "~/.cache/slugbuild)")
+    plan.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                      help="build config var (repeatable), as for compile")
+    plan.add_argument("--env-dir", type=Path, help="directory of config vars (as for compile)")
+    plan.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
+                      help="as for compile")
+    plan.add_argument("--app-base", metavar="DIR", help="as for compile")
+    plan.add_argument("--node-build", action="store_true", help="as for compile")
+    plan.add_argument("--app-json-env", action="store_true", help="as for compile")
+    plan.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
+                      help="as for compile (part of the dependency layer key)")
+    _add_runtime_options(plan)
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -524,7 +557,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
-            max_slug_size=args.max_slug_size,
+            max_slug_size=args.max_slug_size, sbom_output=args.sbom_output,
+            app_json_env=args.app_json_env,
             cache_registry=args.cache_registry,
             cache_registry_readonly=args.cache_registry_readonly,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
@@ -547,6 +581,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "inspect":
         from .slug.inspect import describe_slug, render_table, without_credentials
 
+        if args.sbom:
+            from .slug.sbom import sbom_for_slug
+
+            sys.stdout.write(sbom_for_slug(args.slug).decode())
+            return 0
         description = without_credentials(describe_slug(args.slug))
         if args.sizes:
             from .slug.inspect import render_sizes, slug_sizes
@@ -577,6 +616,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir,
                  reporter=_reporter(args))
         return 0
+    if args.command == "plan":
+        return _plan(args)
     if args.command == "detect":
         app_dir = args.app_dir
         if args.app_base is not None and app_dir.is_dir():
@@ -594,6 +635,18 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("Python" + (" (Django)" if info.is_django else ""))
         return 0
     raise AssertionError(args.command)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import plan_app, render_plan
+
+    plan = plan_app(args.app_dir, cache_dir=args.cache_dir,
+                    env=load_config_vars(parse_env_assignments(args.env), args.env_dir),
+                    runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
+                    constraints_from=args.constraints_from, app_base=args.app_base,
+                    node_build=args.node_build, app_json_env=args.app_json_env)
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else render_plan(plan))
+    return 0
 
 
 def _list_runtimes(args: argparse.Namespace) -> int:

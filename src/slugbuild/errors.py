@@ -1106,6 +1106,34 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     area=InputError,
 )
 
+APP_JSON_INVALID = ErrorKind(
+    "app-json-invalid",
+    "The app's app.json cannot be used",
+    "",
+    "Fix app.json as Heroku's app.json schema describes it "
+    "(https://devcenter.heroku.com/articles/app-json-schema): `env` maps each config var "
+    "to a string or to {{\"value\": ..., \"required\": ..., \"generator\": \"secret\"}}, "
+    "and `scripts.postdeploy` is a command string or {{\"command\": ..., \"size\": ...}}.",
+    area=InputError,
+    variants={
+        "not-json": Variant("app.json is not JSON ({error}: {reason})."),
+        "not-an-object": Variant("app.json is not a JSON object."),
+        "env-not-an-object": Variant("app.json has `env` that is not an object."),
+        "env-entry": Variant("app.json's env entry {name!r} {problem}."),
+        "scripts-not-an-object": Variant("app.json has `scripts` that is not an object."),
+        "script": Variant("app.json's scripts.{script} {problem}."),
+    },
+)
+APP_JSON_ENV_REQUIRED = ErrorKind(
+    "app-json-env-required",
+    "app.json requires config vars the build was not given",
+    "app.json marks {names} as required, without a value, and --app-json-env applies its "
+    "env to this build, as Heroku's app setup and review apps do.",
+    "Give each a value (`--env NAME=...` or a file in --env-dir), or build without "
+    "--app-json-env (as `git push heroku` does, which does not read app.json's env).",
+    area=InputError,
+)
+
 NODE_NOT_FOUND = ErrorKind(
     "node-not-found",
     "The built-in Node step needs node and npm",
@@ -1350,6 +1378,10 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
                                     "would be the same file",
                                     "Give slug.json a path of its own with --metadata-output, "
                                     "or leave it out to write it beside the slug."),
+        "sbom-is-other-output": Variant("{path}: the SBOM (--sbom-output) would be the slug "
+                                        "or its slug.json",
+                                        "Give the SBOM a path of its own with --sbom-output, "
+                                        "or leave it out to write it beside the slug."),
         "stdout-is-metadata": Variant(
             "{path}: --json output goes there (stdout is redirected to it), and so would the "
             "slug's metadata, written beside {slug}: one would overwrite the other.",
@@ -1590,6 +1622,17 @@ PUBLISH_TIMEOUT = ErrorKind(
     variants={"on-release": Variant(
         "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
         "--timeout).", _TIMEOUT_ACTION + _MAYBE_RELEASED + ".")},
+)
+PUBLISH_RELEASE_FAILED = ErrorKind(
+    "publish-release-failed",
+    "The release phase failed",
+    "Heroku created v{version} of {app}, but its release phase ended with status "
+    "{status!r}: the release command failed (its output is above), so v{version} was not "
+    "made current and the app still runs its previous release.",
+    "Fix the `release` process type's command (run it locally with `slugbuild run SLUG "
+    "release`), or read its output again with `heroku releases:output {version} -a {app}`; "
+    "then publish again.",
+    area=PublishError,
 )
 PUBLISH_BAD_API_URL = ErrorKind(
     "publish-bad-api-url",

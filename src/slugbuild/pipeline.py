@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
+from .app_json import apply_app_json
 from .aptfile import place_apt_layer
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .cache_registry import from_settings as cache_registry_from_settings
@@ -58,6 +59,7 @@ class BuildResult:
     metadata: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    sbom_path: Path | None = None  # the slug's CycloneDX SBOM (docs/sbom.md)
     # What went to and came from the cache registry (None: the build had none).
     cache_registry: dict[str, Any] | None = None
 
@@ -95,6 +97,8 @@ def compile_app(
     node_build: bool = False,
     max_slug_size: int | str | None = None,
     metadata_output: PathLike | None = None,
+    sbom_output: PathLike | None = None,
+    app_json_env: bool = False,
     cache_registry: str | None = None,
     cache_registry_readonly: bool | None = None,
 ) -> BuildResult:
@@ -129,6 +133,11 @@ def compile_app(
     ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
     registry that fails only costs a warning (see cache_registry.py).
     ``metadata_output`` writes slug.json there instead of beside the slug.
+    ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
+    the slug, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
+    An app.json is read and checked; its scripts are recorded in slug.json, and
+    with ``app_json_env`` its ``env`` is applied to the build's config vars as
+    Heroku's app setup and review apps do (see app_json.py, docs/app-json.md).
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
@@ -137,7 +146,8 @@ def compile_app(
     target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
                          layout, source_date_epoch,
                          Path(metadata_output).absolute() if metadata_output is not None
-                         else None)
+                         else None,
+                         Path(sbom_output).absolute() if sbom_output is not None else None)
     # Every input is checked before any work.
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
@@ -148,6 +158,7 @@ def compile_app(
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
+    manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
     chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
@@ -192,7 +203,8 @@ def compile_app(
                     release, python_fields=python.slug_fields() if python else None,
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
-                    system_packages=build.system_packages)
+                    system_packages=build.system_packages,
+                    app_json=manifest.slug_fields() if manifest is not None else None)
                 with reporter.waiting("compressing"):  # a large slug takes a while
                     packed, metadata = write_output(build, target, checked.intact, describe,
                                                     boot_timeout)
@@ -213,6 +225,7 @@ def compile_app(
         runtime=python.runtime_info if python else {},
         packages=python.package_list() if python else [],
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        sbom_path=target.sbom_path,
         cache_registry=remote.summary() if remote is not None else None,
     )
 

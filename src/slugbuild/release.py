@@ -276,6 +276,7 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
                      platform: dict[str, str], layout: str,
                      buildpacks: list[dict[str, str]],
                      system_packages: list[dict[str, str]],
+                     app_json: dict[str, Any] | None = None,
                      ) -> Callable[[int, str], dict[str, Any]]:
     """slug.json for the packed slug's (size, sha256): what the build learned, with
     the Python buildpack's fields (runtime, package manager, packages, frameworks;
@@ -301,6 +302,8 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
         )
         if system_packages:
             metadata["system_packages"] = system_packages
+        if app_json is not None:  # only with an app.json (app_json.py)
+            metadata["app_json"] = app_json
         return metadata
 
     return describe

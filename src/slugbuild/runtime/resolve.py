@@ -311,10 +311,12 @@ def _unavailable(request: PythonRequest, survey: _Survey, sources: Sequence[Runt
 
 
 def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: RuntimeOptions,
-                   reporter: Reporter, sticky_key: Path) -> tuple[PythonRequest, Resolution]:
+                   reporter: Reporter, sticky_key: Path, remember: bool = True
+                   ) -> tuple[PythonRequest, Resolution]:
     """Read the app's request, resolve it against the configured sources, and say
     in the log what was picked and why. ``sticky_key`` is the app's own directory:
-    an app without a version file stays on the minor its previous build used."""
+    an app without a version file stays on the minor its previous build used
+    (``remember=False``, for ``slugbuild plan``: look, but record nothing)."""
     request = read_request(app_dir, sticky_minor(cache.root, sticky_key))
     if request.source_file:
         reporter.step(f"Using Python {request.requested} {request.describe_source()}")
@@ -344,7 +346,7 @@ def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: Run
     for warning in resolution.warnings:
         reporter.warn(warning)
     _check_project_allows(app_dir, resolution.offer.version)
-    if request.origin in (FROM_DEFAULT, FROM_STICKY):
+    if remember and request.origin in (FROM_DEFAULT, FROM_STICKY):
         record_sticky(cache.root, sticky_key, resolution.offer.version)
     return request, resolution
 
