@@ -154,9 +154,14 @@ def _parser() -> argparse.ArgumentParser:
                           help="install the package versions an earlier build recorded in "
                                "its slug.json")
 
-    run = sub.add_parser("run", help="run a process type from a slug")
+    run = sub.add_parser("run", help="run a process type, or a one-off command, from a slug",
+                         usage="%(prog)s [options] SLUG [PROCESS]\n"
+                               "       %(prog)s [options] SLUG -- COMMAND [ARG ...]",
+                         epilog="A command after `--` runs once in the slug's environment "
+                                "(.profile.d sourced, config vars set), like `heroku run`: "
+                                "slugbuild run slug.tgz -- python manage.py migrate")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
-    run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
+    run.add_argument("process", nargs="?", default=None, help="process type (default: web)")
     run.add_argument("--port", type=_port, default=5000)
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
@@ -199,6 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     lock.add_argument("--cache-dir", type=Path, help="cache directory (as for compile)")
     lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                       help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
+
+    buildpack = sub.add_parser("buildpack", help="the herokuish buildpack that comes with "
+                                                 "slugbuild (for herokuish and Dokku)")
+    buildpack_sub = buildpack.add_subparsers(dest="buildpack_command", required=True)
+    buildpack_sub.add_parser("path", help="print the directory of the installed buildpack")
+    buildpack_install = buildpack_sub.add_parser(
+        "install", help="copy the buildpack into DIR, set up to run this slugbuild")
+    buildpack_install.add_argument("dir", type=Path, metavar="DIR")
+    buildpack_install.add_argument("--force", action="store_true",
+                                   help="replace the contents of an existing DIR")
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -248,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, OSError):
                 pass
     try:
-        args = _parser().parse_args(argv)
+        arguments, one_off = _split_one_off(list(sys.argv[1:] if argv is None else argv))
+        parser = _parser()
+        args = parser.parse_args(arguments)
+        if one_off is not None and args.process is not None:
+            parser.error("run takes a process type or a command after --, not both")
+        args.one_off = one_off
     except KeyboardInterrupt:
         return _interrupted()
     verbose = bool(getattr(args, "verbose", False))
@@ -265,6 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
+
+
+def _split_one_off(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run SLUG -- COMMAND...``: the arguments before ``--``, and the one-off
+    command after it (None for other commands, or without ``--``)."""
+    command = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if command is None or argv[command] != "run" or "--" not in argv[command:]:
+        return argv, None
+    split = argv.index("--", command)
+    return argv[:split], argv[split + 1:]
 
 
 def guarded(command: Callable[[], int], *, verbose: bool = False,
@@ -393,8 +423,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         env = read_env_file(args.env_file) if args.env_file else {}
         env.update(parse_env_assignments(args.env))
-        return run_slug(args.slug, args.process, port=args.port, host=args.host,
-                        env=load_config_vars(env), unpack_to=args.unpack_to)
+        return run_slug(args.slug, args.process or "web", port=args.port, host=args.host,
+                        env=load_config_vars(env), unpack_to=args.unpack_to,
+                        command=args.one_off)
     if args.command == "inspect":
         from .slug.inspect import describe_slug, render_table, without_credentials
 
@@ -428,6 +459,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir,
                  reporter=Reporter(sys.stderr))
         return 0
+    if args.command == "buildpack":
+        return _buildpack(args)
     if args.command == "detect":
         app_dir = args.app_dir
         if args.app_base is not None and app_dir.is_dir():
@@ -445,6 +478,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             print("Python" + (" (Django)" if info.is_django else ""))
         return 0
     raise AssertionError(args.command)
+
+
+def _buildpack(args: argparse.Namespace) -> int:
+    from .bundled_buildpack import buildpack_dir, install_buildpack
+
+    if args.buildpack_command == "path":
+        print(buildpack_dir())
+    else:
+        print(install_buildpack(args.dir, force=args.force))
+    return 0
 
 
 def _list_runtimes(args: argparse.Namespace) -> int:

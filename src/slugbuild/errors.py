@@ -210,6 +210,9 @@ class ErrorKind:
     action: str
     area: type[SlugbuildError] = field(default=SlugbuildError)
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    #: Built-in exception classes the kind's class also derives from, so callers
+    #: that catch those (``ValueError`` for a bad argument) keep working.
+    also: tuple[type[Exception], ...] = ()
     #: The kind's own exception class (a subclass of ``area``), made here.
     exception: type[SlugbuildError] = field(init=False, repr=False, compare=False)
 
@@ -222,7 +225,7 @@ class ErrorKind:
             raise ValueError(f"{self.code}: no found text and no variants")
         name = "".join(part.capitalize() for part in self.code.split("-"))
         name = name if name.endswith("Error") else name + "Error"
-        exception = type(name, (self.area,), {
+        exception = type(name, (self.area, *self.also), {
             "__module__": __name__, "__doc__": self.title, "kind": self,
             "__qualname__": name})
         object.__setattr__(self, "exception", exception)
@@ -414,6 +417,23 @@ APP_DIR_MISSING = ErrorKind(
     "{app_dir} does not exist or is not a directory.",
     "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
     area=InputError,
+)
+INVALID_ARGUMENT = ErrorKind(
+    "invalid-argument",
+    "Invalid argument",
+    "{function}: {argument}={value} {problem}.",
+    "Pass {expected} (see docs/api.md).",
+    area=InputError,
+    # A library caller that catches ValueError for a bad argument still does.
+    also=(ValueError,),
+)
+SLUG_PROCESS_NOT_LISTENING = ErrorKind(
+    "slug-process-not-listening",
+    "The process is not listening yet",
+    "`{command}` (pid {pid}) did not listen on port {port} within {seconds} seconds.",
+    "Give it longer (`wait_for_port(timeout=...)`), or read `logs()` to see what it is "
+    "doing; `stop()` ends it.",
+    area=SlugError,
 )
 
 NO_PACKAGE_MANAGER = ErrorKind(
@@ -1176,6 +1196,28 @@ NODE_BUILD_FAILED = ErrorKind(
     "npm's own message is above; fix package.json or its lock file and build again. The "
     "step runs in the app root with the build's config vars; node_modules is not kept.",
     area=BuildStepError,
+)
+
+BUILDPACK_NOT_BUNDLED = ErrorKind(
+    "buildpack-not-bundled",
+    "The bundled Python buildpack is missing",
+    "This slugbuild installation ({package}) holds no copy of buildpacks/python.",
+    "Reinstall slugbuild from its wheel or sdist (`pip install --force-reinstall "
+    "slugbuild`), which carry the buildpack, or use a source checkout's buildpacks/python.",
+    area=HostError,
+)
+BUILDPACK_INSTALL_REFUSED = ErrorKind(
+    "buildpack-install-refused",
+    "Cannot install the buildpack there",
+    "",
+    "Name a new or empty directory, e.g. `slugbuild buildpack install /tmp/buildpacks/"
+    "00_python`; `--force` replaces the contents of an existing one.",
+    area=InputError,
+    variants={
+        "not-empty": Variant("{target} already exists and is not empty."),
+        "not-a-directory": Variant("{target} exists and is not a directory.",
+                                   "Name a new or empty directory."),
+    },
 )
 
 # --- release metadata ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors
+from .arguments import as_path, optional_path
 from .detect import package_manager_files
 from .indexes import DEFAULT_INDEX_URL
 from .installers.common import trusted_ca_bundle
@@ -49,7 +50,7 @@ def lock_app(
 
     reporter = reporter or Reporter()
     config_vars = dict(config_vars or {})
-    app = Path(app_dir).absolute()
+    app = as_path(app_dir, "lock_app", "app_dir").absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
     check_top_level_links(app)
@@ -57,7 +58,7 @@ def lock_app(
         if manager != "pip":
             raise errors.LOCK_WOULD_CONFLICT.error(
                 manager=manager, app_dir=app, lock_file=lock_file, relock=relock_command(manager))
-    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cache = Cache(optional_path(cache_dir, "lock_app", "cache_dir") or default_cache_dir())
     scratch = cache.scratch_dir("lock")
     output = app / OUTPUT
     partial = scratch / OUTPUT

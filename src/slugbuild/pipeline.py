@@ -15,16 +15,16 @@ succeeded.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
+from .arguments import PathArg, as_path, one_of, optional_path
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
@@ -40,7 +40,8 @@ from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
 from .stage import check_top_level_links, stage_sources
 
-PathLike = Union[str, "os.PathLike[str]"]
+# The name this module used before arguments.PathArg; kept for importers.
+PathLike = PathArg
 
 
 @dataclass
@@ -120,12 +121,14 @@ def compile_app(
     reporter = reporter or Reporter()
     timer = StageTimer()
     started = time.perf_counter()
-    app_dir = Path(app_dir).absolute()
-    target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
-                         layout, source_date_epoch)
     # Every input is checked before any work.
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
+    app_dir = as_path(app_dir, "compile_app", "app_dir").absolute()
+    output_path = optional_path(output, "compile_app", "output") or Path("slug.tgz")
+    layout = one_of(layout, LAYOUTS, "compile_app", "layout")
+    cache_path = optional_path(cache_dir, "compile_app", "cache_dir")
+    env_dir = optional_path(env_dir, "compile_app", "env_dir")
+    constraints_path = optional_path(constraints_from, "compile_app", "constraints_from")
+    target = SlugTarball(output_path.absolute(), layout, source_date_epoch)
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     target.check()
@@ -136,9 +139,9 @@ def compile_app(
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
     chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
-    constraints = (constraints_from_slug_json(Path(constraints_from))
-                   if constraints_from is not None else None)
-    cache = open_cache(Path(cache_dir) if cache_dir is not None else None, app_dir)
+    constraints = (constraints_from_slug_json(constraints_path)
+                   if constraints_path is not None else None)
+    cache = open_cache(cache_path, app_dir)
 
     scratch = cache.scratch_dir("build")
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
