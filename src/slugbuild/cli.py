@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
                               "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
-                                       "into requirements.txt (pip-tools)")
+                                       "into requirements.txt (uv, for the app's Python)")
     lock.add_argument("app_dir", type=Path)
     lock.add_argument("--upgrade", action="store_true",
                       help="move every pin to the newest allowed version")

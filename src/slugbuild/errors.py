@@ -1610,7 +1610,7 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
     "{app_dir} has {found} but no requirements.txt, Pipfile.lock, poetry.lock or uv.lock, "
     "so the versions to install are not pinned anywhere.",
     "Pin the app's dependencies: `slugbuild lock {app_dir}` writes a requirements.txt "
-    "from pyproject.toml (pip-tools), or run `poetry lock` / `uv lock` if you use those. "
+    "from pyproject.toml, or run `poetry lock` / `uv lock` if you use those. "
     "For a setup.py-only app, add a requirements.txt holding the pinned dependencies "
     "(a single line `.` installs the app itself, unpinned).",
     area=DependencyError,
@@ -1618,7 +1618,8 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
 REQUIREMENTS_NOT_COMPILED = ErrorKind(
     "requirements-not-compiled",
     "requirements.in found without requirements.txt",
-    "{app_dir} has a requirements.in (the input of pip-tools) but no requirements.txt.",
+    "{app_dir} has a requirements.in (the input of `slugbuild lock` and pip-compile) but "
+    "no requirements.txt.",
     "Run `slugbuild lock {app_dir}` (or `pip-compile`) and commit the requirements.txt it "
     "writes.",
     area=DependencyError,
@@ -1718,8 +1719,16 @@ LOCK_FAILED = ErrorKind(
     "Could not pin the app's dependencies",
     "`{command}` failed (exit code {exit_code}); {output_file} was left unchanged.",
     "Check the names and version ranges in {input_file} against the package index "
-    "({index}); pip-compile's own message is above.",
+    "({index}); the resolver's own message is above.",
     area=DependencyError,
+)
+LOCK_NO_PYTHON = ErrorKind(
+    "lock-no-python",
+    "No supported Python version fits the app's range",
+    "{source_file} asks for Python {requested}, which none of the supported versions "
+    "({supported}) satisfies, so there is no version to resolve the dependencies for.",
+    "Widen the range in {source_file}, or pin one supported version in .python-version.",
+    area=PythonRuntimeError,
 )
 LOCK_WOULD_CONFLICT = ErrorKind(
     "lock-would-conflict",
