@@ -19,9 +19,12 @@ from importlib.metadata import requires, version
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 from .helpers import FIXTURE_APPS, REPO, copy_app
+
+GOLDEN = REPO / "tests" / "golden" / "slugs.json"
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +57,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, dists: dict[str, Path],
               cache_dir: Path) -> Path:
     """A venv outside the repository with the wheel (and pytest) installed; its bin/."""
     venv = tmp_path_factory.mktemp("elsewhere") / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", venv])
+    _run([sys.executable, "-m", "venv", venv])  # with pip: the action's install step uses it
     # The dependencies at the development venv's versions: pip and uv versions key layers.
     names = [Requirement(r).name for r in requires("slugbuild") or [] if "extra ==" not in r]
     constraints = venv.parent / "constraints.txt"
@@ -98,8 +101,7 @@ def test_the_installed_wheel_builds_the_same_slug_and_it_boots(installed, tmp_pa
     result = _run([installed / "slugbuild", "compile", app, "-o", tmp_path / "slug.tgz",
                    "--cache-dir", cache_dir, "--boot-check", "--json"], cwd=tmp_path)
     built = json.loads(result.stdout)
-    recorded = json.loads((REPO / "tests" / "golden" / "slugs.json").read_text())
-    assert built["sha256"] == recorded["flask-hello"]["herokuish"]
+    assert built["sha256"] == _golden("flask-hello")
     # The library it runs is the installed one, not this checkout's.
     where = _run([installed / "python", "-c", "import slugbuild; print(slugbuild.__file__)"],
                  cwd=tmp_path).stdout
@@ -118,11 +120,70 @@ def test_the_bundled_buildpack_is_found_and_installed(installed, tmp_path):
     assert detected.stdout.strip() == "Python"
 
 
+def _unpacked(sdist: Path, target: Path) -> Path:
+    with tarfile.open(sdist) as tar:
+        tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter")
+                                  else {}))
+    (root,) = target.glob("slugbuild-*")
+    return root
+
+
 def test_the_sdists_own_tests_run_from_it(installed, dists, tmp_path):
-    with tarfile.open(dists["sdist"]) as tar:
-        tar.extractall(tmp_path, **({"filter": "data"} if hasattr(tarfile, "data_filter")
-                                    else {}))
-    (root,) = tmp_path.glob("slugbuild-*")
+    root = _unpacked(dists["sdist"], tmp_path)
     result = _run([installed / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                    "tests/test_parsers.py", "tests/slug/test_library_api.py"], cwd=root)
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def _golden(name: str) -> str:
+    sha256: str = json.loads(GOLDEN.read_text())[name]["herokuish"]
+    return sha256
+
+
+def test_the_shell_runner_recipe_of_the_docs(installed, tmp_path, cache_dir):
+    text = (REPO / "docs" / "ci.md").read_text().split("## A plain shell runner", 1)[1]
+    script = tmp_path / "ci-slug.sh"
+    script.write_text(text.split("```sh\n", 1)[1].split("```", 1)[0])
+    app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path / "app")
+    # The venv the recipe keeps between jobs: here the one the wheel was installed in.
+    env = {**os.environ, "APP_DIR": str(app), "OUTPUT": str(tmp_path / "out" / "slug.tgz"),
+           "SLUGBUILD_VENV": str(installed.parent), "SLUGBUILD_CACHE_DIR": str(cache_dir)}
+    (tmp_path / "out").mkdir()
+    result = _run(["bash", script], env=env, cwd=tmp_path)
+    slug = tmp_path / "out" / "slug.tgz"
+    assert result.stdout.strip() == f"slug: {slug} {_golden('flask-hello')}"
+
+
+def test_the_github_action_installs_and_compiles(installed, dists, tmp_path, cache_dir):
+    """action.yml's own steps, run as a runner would (bash, GITHUB_OUTPUT), the
+    actions/setup-python and actions/cache steps played by the venv and the cache;
+    the action's checkout is the unpacked sdist (pip builds in the tree it is given)."""
+    checkout = _unpacked(dists["sdist"], tmp_path / "action")
+    action = yaml.safe_load((checkout / "action.yml").read_text())
+    app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path / "app")
+    inputs = {name: spec.get("default", "") for name, spec in action["inputs"].items()}
+    inputs.update({"app-dir": str(app), "output": str(tmp_path / "slug.tgz"),
+                   "cache-dir": str(cache_dir), "args": "--boot-check"})
+    outputs = tmp_path / "github-output"
+    outputs.touch()
+    env = {**os.environ, "PATH": f"{installed}{os.pathsep}{os.environ['PATH']}",
+           "GITHUB_OUTPUT": str(outputs), "RUNNER_TEMP": str(tmp_path)}
+
+    def expand(value: str) -> str:
+        value = value.replace("${{ github.action_path }}", str(checkout))
+        for name, given in inputs.items():
+            value = value.replace("${{ inputs." + name + " }}", given)
+        assert "${{" not in value, value
+        return value
+
+    steps = [step for step in action["runs"]["steps"] if "run" in step]
+    assert [step["name"] for step in steps] == ["Install slugbuild", "Compile the slug"]
+    for step in steps:
+        step_env = {**env, **{k: expand(v) for k, v in step.get("env", {}).items()}}
+        _run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+             env=step_env, cwd=tmp_path)
+    produced = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert produced["sha256"] == _golden("flask-hello")
+    assert produced["slug-path"] == str(tmp_path / "slug.tgz")
+    assert int(produced["size"]) == (tmp_path / "slug.tgz").stat().st_size
+    assert set(produced) == {name for name in action["outputs"]}
