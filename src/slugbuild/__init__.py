@@ -43,7 +43,13 @@ if TYPE_CHECKING:
     from .lock import lock_app
     from .log import EventHandler, LogEvent, Reporter
     from .pipeline import BuildResult, compile_app
-    from .results import BuildResultDict, PackageDict, SlugDescription, SlugRuntimeDict
+    from .results import (
+        BuildResultDict,
+        BuildRuntimeDict,
+        PackageDict,
+        SlugDescription,
+        SlugRuntimeDict,
+    )
     from .runtime import RuntimeOptions
     from .slug.inspect import describe_slug, slug_sizes
     from .slug.inspect import describe_slug as inspect
@@ -65,6 +71,7 @@ globals().update(_KIND_CLASSES)
 _LAZY: dict[str, tuple[str, str]] = {
     "BuildResult": (".pipeline", "BuildResult"),
     "BuildResultDict": (".results", "BuildResultDict"),
+    "BuildRuntimeDict": (".results", "BuildRuntimeDict"),
     "EventHandler": (".log", "EventHandler"),
     "LogEvent": (".log", "LogEvent"),
     "PackageDict": (".results", "PackageDict"),
@@ -90,7 +97,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 __all__ = [
-    "AREAS", "AppInfo", "BuildResult", "BuildResultDict", "BuildStepError", "DependencyError",
+    "AREAS", "AppInfo", "BuildResult", "BuildResultDict", "BuildRuntimeDict", "BuildStepError",
+    "DependencyError",
     "ERROR_CODES", "ErrorDict", "EventHandler", "HostError", "InputError", "InternalError",
     "LogEvent", "OutputError", "PackageDict", "PathArg", "PublishError", "PythonRuntimeError",
     "Reporter", "RuntimeOptions", "SlugDescription", "SlugError", "SlugProcess",

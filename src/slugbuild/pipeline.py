@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
@@ -35,7 +35,7 @@ from .outputs import OutputTarget, SlugTarball, human_size, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
-from .results import BuildResultDict
+from .results import BuildResultDict, BuildRuntimeDict, PackageDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
 from .stage import check_top_level_links, stage_sources
@@ -53,9 +53,9 @@ class BuildResult:
     sha256: str
     size: int
     process_types: dict[str, str]
-    runtime: dict[str, Any]
-    packages: list[dict[str, str]]
-    metadata: dict[str, Any]
+    runtime: BuildRuntimeDict  # {} when only external buildpacks ran
+    packages: list[PackageDict]
+    metadata: dict[str, Any]  # the whole slug.json (docs/slug-json.md)
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
@@ -189,8 +189,8 @@ def compile_app(
     return BuildResult(
         slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,
         size=packed.size, process_types=release.process_types,
-        runtime=python.runtime_info if python else {},
-        packages=python.package_list() if python else [],
+        runtime=cast(BuildRuntimeDict, python.runtime_info if python else {}),
+        packages=cast(list[PackageDict], python.package_list() if python else []),
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
     )
 

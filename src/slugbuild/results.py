@@ -7,7 +7,7 @@ the values stay JSON-ready dicts (what the command line prints).
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 
 class PackageDict(TypedDict):
@@ -15,6 +15,26 @@ class PackageDict(TypedDict):
 
     name: str
     version: str
+
+
+class BuildRuntimeDict(TypedDict, total=False):
+    """slug.json's ``runtime`` object (docs/slug-json.md#runtime): the Python built in.
+
+    ``archive_sha256`` only for downloads; ``reason`` and ``substituted_for`` only
+    when the build chose for the app. A runtime source may add fields of its own.
+    """
+
+    implementation: str
+    requested: str
+    resolved: str
+    source_file: str | None
+    source: str
+    platform: str
+    origin: str
+    archive_sha256: str
+    requested_from: str
+    reason: str
+    substituted_for: str
 
 
 class SlugRuntimeDict(TypedDict, total=False):
@@ -56,6 +76,6 @@ class BuildResultDict(TypedDict):
     sha256: str
     size: int
     process_types: dict[str, str]
-    runtime: dict[str, Any]
-    packages: list[dict[str, str]]
+    runtime: BuildRuntimeDict
+    packages: list[PackageDict]
     timings: dict[str, float]

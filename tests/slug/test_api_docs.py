@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 
 import pytest
@@ -51,3 +52,16 @@ def test_the_documented_deployer_reports_a_rejected_app(tmp_path, cache_dir, cap
     with pytest.raises(slugbuild.InputError) as caught:
         deploy(app, tmp_path, cache_dir=cache_dir)
     assert caught.value.code == "not-a-python-app"
+
+
+def test_the_documented_deployer_type_checks_strictly(tmp_path):
+    # The public API is typed: a user's `mypy --strict` accepts the example as written.
+    import subprocess
+    import sys
+
+    text = (REPO / "docs" / "api.md").read_text().split("## A complete deployer", 1)[1]
+    (tmp_path / "deploy.py").write_text(re.search(r"```python\n(.*?)```", text, re.S).group(1))
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", os.devnull,
+                             "--no-error-summary", "deploy.py"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

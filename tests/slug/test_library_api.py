@@ -58,6 +58,8 @@ def test_the_public_names_are_exported_lazily():
                  "exception_class", "buildpack_dir", "install_buildpack", "PathArg"):
         assert name in slugbuild.__all__, name
         assert getattr(slugbuild, name) is not None
+    for name in slugbuild.__all__:  # every listed name resolves
+        assert hasattr(slugbuild, name), name
     assert slugbuild.inspect is slugbuild.describe_slug and slugbuild.run is slugbuild.run_slug
     # Every code has its class, importable by name from the package.
     assert set(slugbuild.ERROR_CODES) == set(errors.CATALOG)
