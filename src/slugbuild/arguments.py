@@ -67,3 +67,21 @@ def positive_seconds(value: object, function: str, argument: str) -> float:
         return float(value)
     raise invalid(function, argument, value, "is not a number of seconds above 0",
                   "a positive int or float")
+
+
+def buildpack_list(value: object, function: str, argument: str) -> list[str] | None:
+    """Buildpack references (paths, git URLs, names) as strings; one alone is a list of one."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, Iterable):
+        raise invalid(function, argument, value, "is not a list of buildpacks",
+                      "a sequence of paths, git URLs or names (str or os.PathLike)")
+    listed = []
+    for item in items:
+        text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else None
+        if not isinstance(text, str) or not text:
+            raise invalid(function, argument, value, f"holds {item!r}, not a buildpack",
+                          "a sequence of paths, git URLs or names (str or os.PathLike)")
+        listed.append(text)
+    return listed

@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(arguments)
         if one_off is not None and args.process is not None:
             parser.error("run takes a process type or a command after --, not both")
+        if one_off == []:
+            parser.error("run: no command after --")
         args.one_off = one_off
     except KeyboardInterrupt:
         return _interrupted()

@@ -15,6 +15,7 @@ succeeded.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any, cast
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
-from .arguments import PathArg, as_path, one_of, optional_path
+from .arguments import PathArg, as_path, buildpack_list, one_of, optional_path
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
@@ -84,7 +85,7 @@ def compile_app(
     source_date_epoch: int | None = None,
     reporter: Reporter | None = None,
     runtime_options: RuntimeOptions | None = None,
-    buildpacks: Sequence[str] | None = None,
+    buildpacks: Sequence[str | os.PathLike[str]] | str | None = None,
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
     timeout: float | None = None,
@@ -128,6 +129,7 @@ def compile_app(
     cache_path = optional_path(cache_dir, "compile_app", "cache_dir")
     env_dir = optional_path(env_dir, "compile_app", "env_dir")
     constraints_path = optional_path(constraints_from, "compile_app", "constraints_from")
+    buildpack_refs = buildpack_list(buildpacks, "compile_app", "buildpacks")
     target = SlugTarball(output_path.absolute(), layout, source_date_epoch)
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
@@ -138,7 +140,7 @@ def compile_app(
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
-    chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
+    chosen = choose_buildpacks(app_dir, buildpack_refs, repo_root, node_build, runtime_options)
     constraints = (constraints_from_slug_json(constraints_path)
                    if constraints_path is not None else None)
     cache = open_cache(cache_path, app_dir)

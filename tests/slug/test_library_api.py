@@ -81,6 +81,8 @@ def test_the_public_names_are_exported_lazily():
     (lambda t: slugbuild.start_slug(t, port="80"), "port"),
     (lambda t: slugbuild.start_slug(t, command=""), "command"),
     (lambda t: slugbuild.install_buildpack(7), "target"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=[None]), "buildpacks"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=5), "buildpacks"),
 ])
 def test_bad_arguments_raise_the_librarys_error(tmp_path, call, argument):
     make_app(tmp_path, {"Procfile": "web: true\n", "requirements.txt": ""})
@@ -156,6 +158,19 @@ def test_start_slug_never_removes_the_directory_under_a_running_process(tmp_path
     assert handle.wait(timeout=30) == 0
     assert handle.logs() == "hello from the slug\n"
     assert not handle.directory.exists()
+
+
+def test_a_handle_left_running_is_stopped_when_the_interpreter_exits(tmp_path):
+    marker = f"{tmp_path.name}-at-exit"
+    slug = _slug(tmp_path, f"worker: exec -a {marker} sleep 300\n", packed=True)
+    script = ("import sys, slugbuild; h = slugbuild.start_slug(sys.argv[1], 'worker'); "
+              "print(h.pid, h.directory, flush=True)")
+    result = subprocess.run([sys.executable, "-c", script, str(slug)], capture_output=True,
+                            text=True, timeout=60, check=True)
+    pid, directory = result.stdout.split()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(int(pid), 0)
+    assert not Path(directory).exists()
 
 
 def test_a_garbage_collected_handle_stops_its_group(tmp_path):
