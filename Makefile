@@ -13,9 +13,11 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3.10 python3 p
 
 # Debian packages the build and the tests use: zstd (runtime archives), binutils
 # (strip/objcopy settle source-built extensions), gcc (sdists with C code), git
-# (buildpacks from URLs), nodejs/npm (the Node step). Installed only when missing,
+# (buildpacks from URLs), nodejs/npm (the Node step), docker-registry, skopeo, umoci and
+# htpasswd (apache2-utils) for the image tests (a loopback registry, image validation). Installed only when missing,
 # with apt-get, and only as root; otherwise the missing commands are named.
-SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm
+SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm \
+    docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils
 
 system-packages:
 	@missing=$$(for pair in $(SYSTEM_COMMANDS); do \

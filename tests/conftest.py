@@ -6,11 +6,22 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .helpers import DJANGO_APP, FIXTURE_APPS, HOOK_SECRET, copy_app, make_app, unpack
+from .helpers import (
+    AUTH_REGISTRY_PASSWORD,
+    AUTH_REGISTRY_USER,
+    DJANGO_APP,
+    FIXTURE_APPS,
+    HOOK_SECRET,
+    RegistryServer,
+    copy_app,
+    make_app,
+    unpack,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +104,20 @@ def flask_build(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("flask-slug") / "flask.tgz"
     return compile_app(app, out, cache_dir=cache_dir, env={"HOOK_SECRET": HOOK_SECRET},
                        reporter=Reporter(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Iterator[RegistryServer]:
+    """A CNCF Distribution registry on 127.0.0.1 without auth, shared by the session
+    (tests use repositories of their own; ``blob_uploads()`` counts what was pushed)."""
+    with RegistryServer(tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory) -> Iterator[RegistryServer]:
+    """The same behind htpasswd basic auth: user ``AUTH_REGISTRY_USER``, password
+    ``AUTH_REGISTRY_PASSWORD`` (tests/helpers.py)."""
+    with RegistryServer(tmp_path_factory.mktemp("auth-registry"),
+                        users={AUTH_REGISTRY_USER: AUTH_REGISTRY_PASSWORD}) as server:
+        yield server

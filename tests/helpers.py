@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -377,3 +378,89 @@ def default_sigint() -> None:
     started in the background (``cmd &`` in a script) has SIGINT ignored, and children
     inherit that (slugbuild then rightly keeps ignoring it, as nohup'd programs do)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# The htpasswd user of the `auth_registry` fixture (tests/conftest.py).
+AUTH_REGISTRY_USER = "slugtester"
+AUTH_REGISTRY_PASSWORD = "reg-pass-9f3c1e"
+
+
+class RegistryServer:
+    """A real CNCF Distribution registry (Debian's `docker-registry`) on 127.0.0.1.
+
+    Started on a free port with its own storage (``root``), optionally behind
+    htpasswd basic auth (``users``: name -> password, bcrypt entries made by
+    ``htpasswd -B``); stopped by its PID. ``blob_uploads()`` counts the blob
+    uploads it completed (from its access log), ``blob_mounts()`` the
+    cross-repository mounts, so tests can check what a push sent.
+    """
+
+    def __init__(self, root: Path, *, users: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.users = dict(users or {})
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.log_path = root / "registry.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> RegistryServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        auth = ""
+        if self.users:
+            htpasswd = self.root / "htpasswd"
+            lines = [subprocess.run(["htpasswd", "-nbB", name, password], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+                     for name, password in self.users.items()]
+            htpasswd.write_text("\n".join(lines) + "\n")
+            auth = f"auth: {{htpasswd: {{realm: slugbuild-test, path: {htpasswd}}}}}\n"
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: info, accesslog: {disabled: false}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.root / 'storage'}}}, "
+            "delete: {enabled: true}}\n"
+            f"http: {{addr: '{self.host}'}}\n" + auth)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"docker-registry exited:\n{self.log_path.read_text()}")
+            try:
+                answer = requests.get(f"http://{self.host}/v2/", timeout=2)
+                if answer.status_code in (200, 401):
+                    return self
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError("docker-registry did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _log_count(self, pattern: str) -> int:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return len(re.findall(pattern, text))
+
+    def blob_uploads(self) -> int:
+        """How many blob uploads the registry completed since it started."""
+        return self._log_count(r'"PUT /v2/\S+/blobs/uploads/\S* HTTP/[0-9.]+" 201 ')
+
+    def blob_mounts(self) -> int:
+        """How many blobs it mounted from another repository."""
+        return self._log_count(r'"POST /v2/\S+/blobs/uploads/\?mount=\S* HTTP/[0-9.]+" 201 ')
+
+    def __enter__(self) -> RegistryServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

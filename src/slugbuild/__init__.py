@@ -63,8 +63,11 @@ if TYPE_CHECKING:
 #: is its class, ``error.code`` the code of a raised one.
 ERROR_CODES: tuple[str, ...] = tuple(_errors.CATALOG)
 
-# Each code's own class (``PythonVersionUnavailableError``...), importable from here.
-_KIND_CLASSES = {kind.exception.__name__: kind.exception for kind in _errors.CATALOG.values()}
+# Each area's class (also those added after this list was written) and each code's
+# own class (``PythonVersionUnavailableError``...), importable from here.
+_KIND_CLASSES = {cls.__name__: cls for cls in AREAS}
+_KIND_CLASSES.update({kind.exception.__name__: kind.exception
+                      for kind in _errors.CATALOG.values()})
 globals().update(_KIND_CLASSES)
 
 # Public name -> (module, attribute), imported when first used (see __getattr__).
@@ -106,8 +109,8 @@ __all__ = [
     "describe_slug", "detect", "exception_class", "inspect", "install_buildpack", "lock_app",
     "publish", "publish_slug", "run", "run_slug", "slug_sizes", "start", "start_slug",
 ]
-# ... and each code's own class.
-__all__ += sorted(_KIND_CLASSES)
+# ... and every area's and code's class.
+__all__ += sorted(set(_KIND_CLASSES) - set(__all__))
 
 
 def __getattr__(name: str) -> object:

@@ -169,6 +169,12 @@ class PublishError(SlugbuildError):
     area = "publish"
 
 
+class RegistryError(SlugbuildError):
+    """An image reference, a container registry or its credentials cannot be used."""
+
+    area = "registry"
+
+
 class HostError(SlugbuildError):
     """The machine running slugbuild failed it: a full disk, a denied file, a broken tool."""
 
@@ -183,7 +189,7 @@ class InternalError(SlugbuildError):
 
 AREAS: tuple[type[SlugbuildError], ...] = (
     InputError, PythonRuntimeError, DependencyError, BuildStepError, OutputError,
-    SlugError, PublishError, HostError, InternalError)
+    SlugError, PublishError, RegistryError, HostError, InternalError)
 
 
 @dataclass(frozen=True)
@@ -1584,6 +1590,99 @@ PUBLISH_UNREACHABLE = ErrorKind(
             "{method} {url} failed: {reason} (tried {attempts} times)",
             "Check the network (or --api-url) and try again; " + _MAYBE_RELEASED + "."),
     },
+)
+
+# --- images and registries ---------------------------------------------------------
+_REFERENCE_FORMS = ("`oci:DIR[:TAG]` (an OCI image layout), `docker-archive:FILE[:NAME[:TAG]]` "
+                    "(for `docker load` / `podman load`) or `docker://HOST[:PORT]/REPO[:TAG]` "
+                    "(a registry)")
+IMAGE_REFERENCE_INVALID = ErrorKind(
+    "image-reference-invalid",
+    "Invalid image reference",
+    "",
+    "Write the image as " + _REFERENCE_FORMS + "; repository names are lowercase letters, "
+    "digits and `._-` separators, tags at most 128 of letters, digits and `._-`.",
+    area=RegistryError,
+    variants={
+        "scheme": Variant("{reference!r} does not start with a known transport ({schemes})."),
+        "empty-path": Variant("{reference!r} names no {what} path."),
+        "name": Variant("{reference!r}: {name!r} is not a valid repository name ({reason})."),
+        "tag": Variant("{reference!r}: {tag!r} is not a valid tag."),
+        "digest": Variant("{reference!r}: {digest!r} is not a sha256 digest "
+                          "(`sha256:` and 64 lowercase hex digits)."),
+        "host": Variant("{reference!r}: {host!r} is not a registry host (HOST or HOST:PORT)."),
+        "digest-not-allowed": Variant(
+            "{reference!r} names a digest: an image written by slugbuild gets its digest "
+            "from its content, so only a tag can be given for {what}."),
+    },
+)
+REGISTRY_CREDENTIALS_INVALID = ErrorKind(
+    "registry-credentials-invalid",
+    "Registry credentials cannot be used",
+    "",
+    "Give both `--registry-user` and the password on standard input "
+    "(`--registry-password-stdin`), or log in with `docker login` / `podman login`, "
+    "which write the auth files slugbuild reads (docs/images.md, Credentials).",
+    area=RegistryError,
+    variants={
+        "user-without-password": Variant("A registry user ({user!r}) was given without a "
+                                         "password."),
+        "password-without-user": Variant("A registry password was given without a user."),
+        "unreadable-file": Variant("{path} cannot be read as a registry auth file: {reason}."),
+        "bad-entry": Variant("{path}: the entry for {host} is not base64 of `USER:PASSWORD`."),
+    },
+)
+REGISTRY_UNREACHABLE = ErrorKind(
+    "registry-unreachable",
+    "Could not reach the registry",
+    "{method} {url} failed: {reason}",
+    "Check the registry's host and port, that it is running and reachable from this "
+    "machine, and try again; nothing was tagged.",
+    area=RegistryError,
+    variants={"retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)")},
+)
+REGISTRY_AUTH_REFUSED = ErrorKind(
+    "registry-auth-refused",
+    "The registry refused the credentials",
+    "{method} {url} answered {status}: {message}",
+    "Check the user and password (`--registry-user`, `--registry-password-stdin`, or the "
+    "entry for {host} in your Docker/podman auth file) and that they may {access} "
+    "{repository}; nothing was tagged.",
+    area=RegistryError,
+    variants={
+        "no-credentials": Variant(
+            "{method} {url} answered {status}: the registry needs credentials and none were "
+            "found for {host}.",
+            "Log in (`docker login {host}` or `podman login {host}`) or pass "
+            "`--registry-user USER --registry-password-stdin`; nothing was tagged."),
+        "token": Variant("The token service {realm} answered {status}: {message}"),
+    },
+)
+REGISTRY_PROTOCOL = ErrorKind(
+    "registry-protocol",
+    "The registry answered something unexpected",
+    "{method} {url} answered {status}: {message}",
+    "Check that {host} is an OCI/Docker registry (v2 API) and try again; nothing was "
+    "tagged.",
+    area=RegistryError,
+    variants={
+        "retried": Variant("{method} {url} answered {status}: {message} (tried {attempts} "
+                           "times)"),
+        "bad-answer": Variant("{method} {url} answered a success without {what}."),
+        "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
+    },
+)
+REGISTRY_DIGEST_MISMATCH = ErrorKind(
+    "registry-digest-mismatch",
+    "Content from the registry does not match its digest",
+    "{what} {expected} from {host}/{repository} has the digest {actual}.",
+    "The registry (or something between it and this machine) changed the content: nothing "
+    "of it was kept. Check the registry's storage, then try again.",
+    area=RegistryError,
+    variants={"refused": Variant(
+        "{host}/{repository} refused {what} {expected}: it computed another digest ({message}).",
+        "The content changed while it was sent (a file rewritten during the push?). Try "
+        "again; nothing was tagged.")},
 )
 
 # --- package managers -----------------------------------------------------------------
