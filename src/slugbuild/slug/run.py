@@ -160,7 +160,15 @@ def _what_to_run(function: str, directory: Path, process: str,
     one-off ``command``; the slug's ``.release`` config vars under ``env``."""
     root = app_root(directory.absolute())
     declared = read_release(root)
+    if env is not None and not (isinstance(env, Mapping) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise invalid(function, "env", env, "is not a mapping of strings to strings",
+                      "a dict of config vars, e.g. {'DEBUG': '0'}")
     if command is not None:
+        if not isinstance(command, str) and not (
+                isinstance(command, Sequence) and all(isinstance(a, str) for a in command)):
+            raise invalid(function, "command", command, "is not a command",
+                          "a command line (str) or an argv (a sequence of str)")
         line = command if isinstance(command, str) else shlex.join(command)
         if not line.strip():
             raise invalid(function, "command", command, "is empty",
