@@ -211,3 +211,26 @@ def test_cli_runs_a_one_off_command_in_the_slugs_environment(tmp_path):
                                           "hello from the slug"]
     both = run_cli("run", slug, "web", "--", "true")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_a_one_off_command_reads_the_terminal(tmp_path):
+    # `slugbuild run SLUG -- python manage.py shell` is interactive: stdin is the terminal.
+    import pty
+    import time
+
+    slug = _slug(tmp_path, "web: true\n")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: slugbuild on the pseudo-terminal
+        os.execv(sys.executable, [sys.executable, "-m", "slugbuild", "run", str(slug), "--",
+                                  "bash", "-c", "read answer; echo got:$answer; tty"])
+    os.write(terminal, b"typed-in\n")
+    seen, deadline = b"", time.monotonic() + 60
+    while b"/dev/" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(terminal, 1024)
+        except OSError:
+            break
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"got:typed-in" in seen and b"/dev/pts/" in seen, seen
