@@ -207,7 +207,8 @@ def _parser() -> argparse.ArgumentParser:
 
     buildpack = sub.add_parser("buildpack", help="the herokuish buildpack that comes with "
                                                  "slugbuild (for herokuish and Dokku)")
-    buildpack_sub = buildpack.add_subparsers(dest="buildpack_command", required=True)
+    buildpack_sub = buildpack.add_subparsers(dest="buildpack_command", required=True,
+                                             metavar="{path,install}")
     buildpack_sub.add_parser("path", help="print the directory of the installed buildpack")
     buildpack_install = buildpack_sub.add_parser(
         "install", help="copy the buildpack into DIR, set up to run this slugbuild")
