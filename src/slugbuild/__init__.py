@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         BuildRuntimeDict,
         PackageDict,
         SlugDescription,
+        SlugJsonDict,
         SlugRuntimeDict,
     )
     from .runtime import RuntimeOptions
@@ -82,6 +83,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Reporter": (".log", "Reporter"),
     "RuntimeOptions": (".runtime", "RuntimeOptions"),
     "SlugDescription": (".results", "SlugDescription"),
+    "SlugJsonDict": (".results", "SlugJsonDict"),
     "SlugProcess": (".slug.run", "SlugProcess"),
     "SlugRuntimeDict": (".results", "SlugRuntimeDict"),
     "buildpack_dir": (".bundled_buildpack", "buildpack_dir"),
@@ -104,7 +106,7 @@ __all__ = [
     "DependencyError",
     "ERROR_CODES", "ErrorDict", "EventHandler", "HostError", "InputError", "InternalError",
     "LogEvent", "OutputError", "PackageDict", "PathArg", "PublishError", "PythonRuntimeError",
-    "Reporter", "RuntimeOptions", "SlugDescription", "SlugError", "SlugProcess",
+    "Reporter", "RuntimeOptions", "SlugDescription", "SlugError", "SlugJsonDict", "SlugProcess",
     "SlugRuntimeDict", "SlugbuildError", "__version__", "buildpack_dir", "compile_app",
     "describe_slug", "detect", "exception_class", "inspect", "install_buildpack", "lock_app",
     "publish", "publish_slug", "run", "run_slug", "slug_sizes", "start", "start_slug",

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
@@ -36,7 +36,7 @@ from .outputs import OutputTarget, SlugTarball, human_size, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
-from .results import BuildResultDict, BuildRuntimeDict, PackageDict
+from .results import BuildResultDict, BuildRuntimeDict, PackageDict, SlugJsonDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
 from .stage import check_top_level_links, stage_sources
@@ -56,7 +56,7 @@ class BuildResult:
     process_types: dict[str, str]
     runtime: BuildRuntimeDict  # {} when only external buildpacks ran
     packages: list[PackageDict]
-    metadata: dict[str, Any]  # the whole slug.json (docs/slug-json.md)
+    metadata: SlugJsonDict  # the whole slug.json (docs/slug-json.md)
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
@@ -193,7 +193,8 @@ def compile_app(
         size=packed.size, process_types=release.process_types,
         runtime=cast(BuildRuntimeDict, python.runtime_info if python else {}),
         packages=cast(list[PackageDict], python.package_list() if python else []),
-        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        metadata=cast(SlugJsonDict, metadata), timings=timer.timings,
+        log=list(reporter.lines),
     )
 
 

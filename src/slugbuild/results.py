@@ -7,7 +7,7 @@ the values stay JSON-ready dicts (what the command line prints).
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class PackageDict(TypedDict):
@@ -35,6 +35,35 @@ class BuildRuntimeDict(TypedDict, total=False):
     requested_from: str
     reason: str
     substituted_for: str
+
+
+class SlugJsonDict(TypedDict, total=False):
+    """slug.json (``BuildResult.metadata``): the top-level fields of
+    docs/slug-json.md, the nested objects other than ``runtime`` and
+    ``packages`` as plain dicts. Fields added by later formats may be present."""
+
+    format: int
+    slugbuild_version: str
+    buildpack_provided_description: str
+    buildpacks: list[dict[str, str]]
+    release_config_vars: dict[str, str]
+    process_types: dict[str, str]
+    inferred: bool
+    inference: dict[str, Any] | None
+    release_command: str | None
+    postdeploy_command: str | None
+    addons: list[str]
+    runtime: BuildRuntimeDict | None
+    system_packages: list[dict[str, str]]
+    package_manager: dict[str, Any] | None
+    packages: list[PackageDict]
+    frameworks: list[str]
+    stack: str
+    platform: dict[str, str]
+    layout: str
+    checksum: str
+    size: int
+    sizes: dict[str, Any]
 
 
 class SlugRuntimeDict(TypedDict, total=False):
