@@ -60,3 +60,12 @@ def test_the_unavailable_error_lists_them(tmp_path, monkeypatch):
     if Path("/usr/bin/python3").exists():
         assert "/usr/bin/python3" in tried and "refused" in tried
     assert LocalInterpreterSource([]).refused() == refused_interpreters([])
+
+
+def test_a_venv_of_the_distributions_python_says_why_it_is_not_used(tmp_path, monkeypatch):
+    # The running interpreter's prefix is in the search path, and refused: it is named.
+    monkeypatch.setenv("PATH", "/nonexistent")
+    notes = refused_interpreters([(Path("/usr"), "running interpreter"),
+                                  (tmp_path / "no-pyenv", "pyenv")])
+    assert any(n.startswith("/usr (running interpreter) refused: its prefix /usr is shared")
+               for n in notes), notes

@@ -141,16 +141,22 @@ def refused_interpreters(search_path: list[tuple[Path, str]]) -> list[str]:
     Python in /usr, no headers...), or, when it would do but lies outside the
     search path, how to add it. For the ``python-version-unavailable`` error.
     """
-    searched = {prefix.resolve() for directory, _ in search_path
-                for prefix in _candidate_prefixes(directory)}
+    notes: dict[Path, str] = {}
+    searched: set[Path] = set()  # prefixes the search path offers
+    for directory, origin in search_path:
+        for prefix in _candidate_prefixes(directory):
+            examined = examine_prefix(prefix, origin)
+            if isinstance(examined, LocalRuntime):
+                searched.add(examined.prefix)
+            elif origin != "pyenv":  # named explicitly (or running): say why not
+                notes.setdefault(prefix.resolve(), f"{prefix} ({origin}) refused: {examined}")
     binaries = [Path(sys.executable)]
-    for directory in os.environ.get("PATH", "").split(os.pathsep):
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
         try:
-            names = sorted(os.listdir(directory or "."))
+            names = sorted(os.listdir(entry or "."))
         except OSError:
             continue
-        binaries += [Path(directory) / n for n in names if n == "python3" or _PYTHON_BIN.match(n)]
-    notes: dict[Path, str] = {}
+        binaries += [Path(entry) / n for n in names if n == "python3" or _PYTHON_BIN.match(n)]
     for binary in binaries:
         try:
             real = binary.resolve(strict=True)
