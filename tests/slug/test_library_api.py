@@ -188,6 +188,20 @@ def test_a_garbage_collected_handle_stops_its_group(tmp_path):
         os.killpg(pid, 0)
 
 
+def test_wait_for_port_waits_for_the_process_not_for_whoever_has_the_port(tmp_path):
+    import socket
+
+    with socket.socket() as taken:  # something else already listens on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        slug = _slug(tmp_path, "web: sleep 30\n")
+        with slugbuild.start_slug(slug, port=port) as handle, \
+                pytest.raises(slugbuild.SlugError) as caught:
+            handle.wait_for_port(timeout=0.5)
+    assert caught.value.code == "slug-process-not-listening"
+
+
 def test_wait_for_port_reports_a_web_process_that_exits(tmp_path):
     slug = _slug(tmp_path, "web: echo migrated\n")
     with slugbuild.start_slug(slug) as handle, pytest.raises(slugbuild.SlugError) as caught:

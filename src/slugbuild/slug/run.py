@@ -234,30 +234,16 @@ def start_process(root: Path, process: str, command: str, port: int, host: str,
 
 def group_alive(pgid: int) -> bool:
     """True while any process of the group is still running (zombies do not count)."""
+    members = group_members(pgid)
+    if members is not None:
+        return bool(members)
     try:
-        entries = os.listdir("/proc")
-    except OSError:
-        entries = None
-    if entries is None:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+    return True
 
 
 def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
@@ -280,25 +266,77 @@ def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
 def listening(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something listens on TCP ``port``: read from /proc/net/tcp{,6}
     where it exists (no connection the server would see), else by connecting."""
-    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
-    if any(t.exists() for t in tables):
-        wanted = f":{port:04X}"
-        for table in tables:
-            try:
-                lines = table.read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if len(fields) > 3 and fields[1].endswith(wanted) and fields[3] == "0A":
-                    return True
-        return False
+    inodes = listening_sockets(port)
+    if inodes is not None:
+        return bool(inodes)
     probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     try:
         with socket.create_connection((probe, port), timeout=0.2):
             return True
     except OSError:
         return False
+
+
+def listening_sockets(port: int) -> set[str] | None:
+    """The inodes of the sockets listening on TCP ``port`` (/proc/net/tcp{,6}), or
+    None where /proc does not tell."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not any(t.exists() for t in tables):
+        return None
+    wanted, found = f":{port:04X}", set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[1].endswith(wanted) and fields[3] == "0A":
+                found.add(fields[9])
+    return found
+
+
+def group_listening(pgid: int, port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a process of group ``pgid`` itself listens on ``port``: not merely
+    something else on the machine (where /proc tells; elsewhere, anything)."""
+    inodes = listening_sockets(port)
+    if inodes is None:
+        return listening(port, host)
+    if not inodes:
+        return False
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for pid in group_members(pgid) or []:
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{descriptor}") in sockets:
+                    return True
+    return False
+
+
+def group_members(pgid: int) -> list[int] | None:
+    """The live processes of group ``pgid`` (zombies do not count), from /proc; None
+    where /proc cannot be listed."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    members = []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(name))
+    return members
 
 
 def _run_process(root: Path, process: str, command: str, port: int, host: str,
@@ -437,7 +475,7 @@ class SlugProcess:
             if code is not None:
                 raise errors.WEB_PROCESS_EXITED.error(
                     command=shorten(self.command), exit_code=_shell_code(code), port=self.port)
-            if listening(self.port, self.host):
+            if group_listening(self.pid, self.port, self.host):
                 return
             if time.monotonic() >= deadline:
                 raise errors.SLUG_PROCESS_NOT_LISTENING.error(
