@@ -145,13 +145,13 @@ def test_the_shell_runner_recipe_of_the_docs(installed, tmp_path, cache_dir):
     script = tmp_path / "ci-slug.sh"
     script.write_text(text.split("```sh\n", 1)[1].split("```", 1)[0])
     app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path / "app")
-    # The venv the recipe keeps between jobs: here the one the wheel was installed in.
-    env = {**os.environ, "APP_DIR": str(app), "OUTPUT": str(tmp_path / "out" / "slug.tgz"),
-           "SLUGBUILD_VENV": str(installed.parent), "SLUGBUILD_CACHE_DIR": str(cache_dir)}
-    (tmp_path / "out").mkdir()
-    result = _run(["bash", script], env=env, cwd=tmp_path)
-    slug = tmp_path / "out" / "slug.tgz"
-    assert result.stdout.strip() == f"slug: {slug} {_golden('flask-hello')}"
+    # Run in the app with the defaults (APP_DIR=., OUTPUT=slug.tgz), so that anything the
+    # recipe wrote into the app during the build would change the slug. The venv it keeps
+    # between jobs: here the one the wheel was installed in.
+    env = {k: v for k, v in os.environ.items() if k not in ("APP_DIR", "OUTPUT")}
+    env.update({"SLUGBUILD_VENV": str(installed.parent), "SLUGBUILD_CACHE_DIR": str(cache_dir)})
+    result = _run(["bash", script], env=env, cwd=app)
+    assert result.stdout.strip() == f"slug: {app / 'slug.tgz'} {_golden('flask-hello')}"
 
 
 def test_the_github_action_installs_and_compiles(installed, dists, tmp_path, cache_dir):
@@ -162,8 +162,8 @@ def test_the_github_action_installs_and_compiles(installed, dists, tmp_path, cac
     action = yaml.safe_load((checkout / "action.yml").read_text())
     app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path / "app")
     inputs = {name: spec.get("default", "") for name, spec in action["inputs"].items()}
-    inputs.update({"app-dir": str(app), "output": str(tmp_path / "slug.tgz"),
-                   "cache-dir": str(cache_dir), "args": "--max-slug-size 300MB --timeout 600"})
+    # The workspace is the app, as after actions/checkout; app-dir and output as defaulted.
+    inputs.update({"cache-dir": str(cache_dir), "args": "--max-slug-size 300MB --timeout 600"})
     outputs = tmp_path / "github-output"
     outputs.touch()
     env = {**os.environ, "PATH": f"{installed}{os.pathsep}{os.environ['PATH']}",
@@ -181,9 +181,9 @@ def test_the_github_action_installs_and_compiles(installed, dists, tmp_path, cac
     for step in steps:
         step_env = {**env, **{k: expand(v) for k, v in step.get("env", {}).items()}}
         _run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-             env=step_env, cwd=tmp_path)
+             env=step_env, cwd=app)
     produced = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
     assert produced["sha256"] == _golden("flask-hello")
-    assert produced["slug-path"] == str(tmp_path / "slug.tgz")
-    assert int(produced["size"]) == (tmp_path / "slug.tgz").stat().st_size
+    assert produced["slug-path"] == str(app / "slug.tgz")
+    assert int(produced["size"]) == (app / "slug.tgz").stat().st_size
     assert set(produced) == {name for name in action["outputs"]}
