@@ -53,12 +53,14 @@ if TYPE_CHECKING:
     )
     from .runtime import RuntimeOptions
     from .slug.inspect import describe_slug, slug_sizes
-    from .slug.inspect import describe_slug as inspect
     from .slug.publish import publish_slug
-    from .slug.publish import publish_slug as publish
     from .slug.run import SlugProcess, run_slug, start_slug
-    from .slug.run import run_slug as run
-    from .slug.run import start_slug as start
+
+    # The short aliases, for type checkers (at run time: _LAZY).
+    inspect = describe_slug
+    publish = publish_slug
+    run = run_slug
+    start = start_slug
 
 #: Every error code of the catalogue (docs/errors.md); ``exception_class(code)``
 #: is its class, ``error.code`` the code of a raised one.
@@ -108,9 +110,12 @@ __all__ = [
     "LogEvent", "OutputError", "PackageDict", "PathArg", "PublishError", "PythonRuntimeError",
     "Reporter", "RuntimeOptions", "SlugDescription", "SlugError", "SlugJsonDict", "SlugProcess",
     "SlugRuntimeDict", "SlugbuildError", "__version__", "buildpack_dir", "compile_app",
-    "describe_slug", "detect", "exception_class", "inspect", "install_buildpack", "lock_app",
-    "publish", "publish_slug", "run", "run_slug", "slug_sizes", "start", "start_slug",
+    "describe_slug", "detect", "exception_class", "install_buildpack", "lock_app",
+    "publish_slug", "run_slug", "slug_sizes", "start_slug",
 ]
+# The short aliases (slugbuild.inspect, .run, .start, .publish) are attributes only:
+# a star import must not shadow the inspect module or a caller's own run().
+_ALIASES = ("inspect", "publish", "run", "start")
 # ... and every area's and code's class.
 __all__ += sorted(set(_KIND_CLASSES) - set(__all__))
 
@@ -130,4 +135,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_ALIASES))
