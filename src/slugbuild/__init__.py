@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .arguments import PathArg
     from .bundled_buildpack import buildpack_dir, install_buildpack
     from .lock import lock_app
-    from .log import EventHandler, LogEvent, Reporter
+    from .log import EventHandler, EventKind, LogEvent, LoggingHandler, Reporter, Verbosity
     from .pipeline import BuildResult, compile_app
     from .results import (
         BuildResultDict,
@@ -79,7 +79,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "BuildResultDict": (".results", "BuildResultDict"),
     "BuildRuntimeDict": (".results", "BuildRuntimeDict"),
     "EventHandler": (".log", "EventHandler"),
+    "EventKind": (".log", "EventKind"),
     "LogEvent": (".log", "LogEvent"),
+    "LoggingHandler": (".log", "LoggingHandler"),
+    "Verbosity": (".log", "Verbosity"),
     "PackageDict": (".results", "PackageDict"),
     "PathArg": (".arguments", "PathArg"),
     "Reporter": (".log", "Reporter"),
@@ -105,11 +108,11 @@ _LAZY: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "AREAS", "AppInfo", "BuildResult", "BuildResultDict", "BuildRuntimeDict", "BuildStepError",
-    "DependencyError",
-    "ERROR_CODES", "ErrorDict", "EventHandler", "HostError", "InputError", "InternalError",
-    "LogEvent", "OutputError", "PackageDict", "PathArg", "PublishError", "PythonRuntimeError",
-    "Reporter", "RuntimeOptions", "SlugDescription", "SlugError", "SlugJsonDict", "SlugProcess",
-    "SlugRuntimeDict", "SlugbuildError", "__version__", "buildpack_dir", "compile_app",
+    "DependencyError", "ERROR_CODES", "ErrorDict", "EventHandler", "EventKind", "HostError",
+    "InputError", "InternalError", "LogEvent", "LoggingHandler", "OutputError", "PackageDict",
+    "PathArg", "PublishError", "PythonRuntimeError", "Reporter", "RuntimeOptions",
+    "SlugDescription", "SlugError", "SlugJsonDict", "SlugProcess", "SlugRuntimeDict",
+    "SlugbuildError", "Verbosity", "__version__", "buildpack_dir", "compile_app",
     "describe_slug", "detect", "exception_class", "install_buildpack", "lock_app",
     "publish_slug", "run_slug", "slug_sizes", "start_slug",
 ]

@@ -32,7 +32,7 @@ from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, warn_machine_paths
 from .log import Reporter
-from .outputs import OutputTarget, SlugTarball, human_size, write_output
+from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
@@ -92,6 +92,7 @@ def compile_app(
     app_base: str | None = None,
     node_build: bool = False,
     max_slug_size: int | str | None = None,
+    metadata_output: PathLike | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -118,6 +119,7 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``metadata_output`` writes slug.json there instead of beside the slug.
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
@@ -130,7 +132,9 @@ def compile_app(
     env_dir = optional_path(env_dir, "compile_app", "env_dir")
     constraints_path = optional_path(constraints_from, "compile_app", "constraints_from")
     buildpack_refs = buildpack_list(buildpacks, "compile_app", "buildpacks")
-    target = SlugTarball(output_path.absolute(), layout, source_date_epoch)
+    metadata_path = optional_path(metadata_output, "compile_app", "metadata_output")
+    target = SlugTarball(output_path.absolute(), layout, source_date_epoch,
+                         metadata_path.absolute() if metadata_path is not None else None)
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     target.check()
@@ -149,6 +153,8 @@ def compile_app(
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
                          config_vars, reporter, timer, layout, source_date_epoch,
                          constraints, size_cap=size_cap)
+    # The log names the build directory as the app will see it at run time.
+    reporter.show_path_as(build.build_dir, "/app")
     with build_limits(limit):
         try:
             build.take_link_lock()
@@ -178,15 +184,16 @@ def compile_app(
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
                     system_packages=build.system_packages)
-                packed, metadata = write_output(build, target, checked.intact, describe,
-                                                boot_timeout)
-                reporter.detail(f"Done: {human_size(packed.size)}")
+                with reporter.waiting("compressing"):  # a large slug takes a while
+                    packed, metadata = write_output(build, target, checked.intact, describe,
+                                                    boot_timeout)
+                reporter.detail(f"Done: {slug_size.human(packed.size)}")
         finally:
             with timer.stage("cleanup", deadline=False):
                 build.close()
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
-    reporter.step(f"Slug written to {target.slug_path} ({human_size(packed.size)}, "
+    reporter.step(f"Slug written to {target.slug_path} ({slug_size.human(packed.size)}, "
                   f"sha256 {packed.sha256[:12]}…)")
     return BuildResult(
         slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,
