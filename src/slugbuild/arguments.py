@@ -85,3 +85,16 @@ def buildpack_list(value: object, function: str, argument: str) -> list[str] | N
                           "a sequence of paths, git URLs or names (str or os.PathLike)")
         listed.append(text)
     return listed
+
+
+def of_type(value: object, types: type | tuple[type, ...], function: str, argument: str,
+            expected: str, *, optional: bool = True) -> None:
+    """Refuse ``value`` unless it is an instance of ``types`` (or None when
+    ``optional``); a bool is no number here."""
+    if value is None and optional:
+        return
+    wanted = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in wanted:
+        raise invalid(function, argument, value, "has the wrong type", expected)
+    if not isinstance(value, wanted):
+        raise invalid(function, argument, value, "has the wrong type", expected)

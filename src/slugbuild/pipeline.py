@@ -25,7 +25,7 @@ from typing import cast
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
-from .arguments import PathArg, as_path, buildpack_list, one_of, optional_path
+from .arguments import PathArg, as_path, buildpack_list, of_type, one_of, optional_path
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
@@ -132,6 +132,8 @@ def compile_app(
     env_dir = optional_path(env_dir, "compile_app", "env_dir")
     constraints_path = optional_path(constraints_from, "compile_app", "constraints_from")
     buildpack_refs = buildpack_list(buildpacks, "compile_app", "buildpacks")
+    _check_types(env, reporter, runtime_options, timeout, source_date_epoch, app_base,
+                 max_slug_size, node_build)
     metadata_path = optional_path(metadata_output, "compile_app", "metadata_output")
     target = SlugTarball(output_path.absolute(), layout, source_date_epoch,
                          metadata_path.absolute() if metadata_path is not None else None)
@@ -203,6 +205,24 @@ def compile_app(
         metadata=cast(SlugJsonDict, metadata), timings=timer.timings,
         log=list(reporter.lines),
     )
+
+
+def _check_types(env: object, reporter: object, runtime_options: object, timeout: object,
+                 source_date_epoch: object, app_base: object, max_slug_size: object,
+                 node_build: object) -> None:
+    """compile_app's other arguments are of the types it takes (invalid-argument)."""
+    checks: list[tuple[object, type | tuple[type, ...], str, str]] = [
+        (env, Mapping, "env", "a mapping of config var names to values"),
+        (reporter, Reporter, "reporter", "a slugbuild.Reporter"),
+        (runtime_options, RuntimeOptions, "runtime_options", "a slugbuild.RuntimeOptions"),
+        (timeout, (int, float), "timeout", "seconds as an int or float (0: none)"),
+        (source_date_epoch, int, "source_date_epoch", "seconds since 1970 as an int"),
+        (app_base, str, "app_base", "a subdirectory of the app, as a str"),
+        (max_slug_size, (int, str), "max_slug_size", "bytes as an int, or a size such as '500MB'"),
+        (node_build, bool, "node_build", "True or False"),
+    ]
+    for value, types, name, expected in checks:
+        of_type(value, types, "compile_app", name, expected)
 
 
 def _stage_app(build: BuildContext, target: OutputTarget) -> None:

@@ -87,6 +87,16 @@ def test_the_public_names_are_exported_lazily():
     (lambda t: slugbuild.install_buildpack(7), "target"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=[None]), "buildpacks"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=5), "buildpacks"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", env="A=1"), "env"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", timeout="60"), "timeout"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", reporter=print), "reporter"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", runtime_options="local"),
+     "runtime_options"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", source_date_epoch="0"),
+     "source_date_epoch"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", app_base=3), "app_base"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", max_slug_size=[1]), "max_slug_size"),
+    (lambda t: slugbuild.compile_app(t, t / "o.tgz", node_build="yes"), "node_build"),
 ])
 def test_bad_arguments_raise_the_librarys_error(tmp_path, call, argument):
     make_app(tmp_path, {"Procfile": "web: true\n", "requirements.txt": ""})
