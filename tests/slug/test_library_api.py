@@ -84,6 +84,8 @@ def test_the_public_names_are_exported_lazily():
     (lambda t: slugbuild.start_slug(t, command=""), "command"),
     (lambda t: slugbuild.start_slug(t, command=["echo", 3]), "command"),
     (lambda t: slugbuild.run_slug(t, env={"DEBUG": 0}), "env"),
+    (lambda t: slugbuild.start_slug(t, host=None), "host"),
+    (lambda t: slugbuild.run_slug(t, process=None), "process"),
     (lambda t: slugbuild.install_buildpack(7), "target"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=[None]), "buildpacks"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=5), "buildpacks"),

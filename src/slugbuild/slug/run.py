@@ -34,7 +34,15 @@ from types import TracebackType
 from typing import Any
 
 from .. import errors
-from ..arguments import PathArg, as_path, invalid, optional_path, port_number, positive_seconds
+from ..arguments import (
+    PathArg,
+    as_path,
+    invalid,
+    of_type,
+    optional_path,
+    port_number,
+    positive_seconds,
+)
 from ..release import ReleaseInfo, slug_release
 from ..textfiles import best_effort_decode
 from .archive import SlugArchive, SlugLimits
@@ -101,7 +109,7 @@ def run_slug(
     port = port_number(port, "run_slug")
     if forward_signals is None:
         forward_signals = threading.current_thread() is threading.main_thread()
-    slug, unpack_to = _paths("run_slug", slug, unpack_to)
+    slug, unpack_to = _paths("run_slug", slug, unpack_to, process, host)
     directory, cleanup = _unpack(slug, unpack_to)
     try:
         root, name, line, config = _what_to_run("run_slug", directory, process, command, env)
@@ -117,7 +125,10 @@ def run_slug(
 ONE_OFF = "run"
 
 
-def _paths(function: str, slug: object, unpack_to: object) -> tuple[Path, Path | None]:
+def _paths(function: str, slug: object, unpack_to: object, process: object,
+           host: object) -> tuple[Path, Path | None]:
+    of_type(process, str, function, "process", "a process type's name", optional=False)
+    of_type(host, str, function, "host", "an address such as '127.0.0.1'", optional=False)
     path = as_path(slug, function, "slug")
     if not path.is_dir() and not path.is_file():
         raise errors.SLUG_NOT_FOUND.error(path=path)
@@ -546,7 +557,7 @@ def start_slug(
     tarball is unpacked into a private temporary directory (or ``unpack_to``,
     which is kept) that lives as long as the process.
     """
-    slug_path, unpack_path = _paths("start_slug", slug, unpack_to)
+    slug_path, unpack_path = _paths("start_slug", slug, unpack_to, process, host)
     port = free_port() if port is None else port_number(port, "start_slug")
     work = Path(tempfile.mkdtemp(prefix="slugbuild-start-"))
     try:
