@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import errors, platform_info
-from .arguments import as_path, optional_path
+from .arguments import as_path, of_type, optional_path
 from .cache import Cache, default_cache_dir
 from .detect import package_manager_files
 from .indexes import DEFAULT_INDEX_URL
@@ -53,6 +53,12 @@ def lock_app(
 ) -> Path:
     """Write ``app_dir/requirements.txt`` with every dependency pinned for the app's
     Python version and this platform; return its path."""
+    for value, types, name, expected in (
+            (config_vars, Mapping, "config_vars", "a mapping of config var names to values"),
+            (reporter, Reporter, "reporter", "a slugbuild.Reporter"),
+            (upgrade, bool, "upgrade", "True or False"),
+            (generate_hashes, bool, "generate_hashes", "True or False")):
+        of_type(value, types, "lock_app", name, expected)
     reporter = reporter or Reporter()
     config_vars = dict(config_vars or {})
     app = as_path(app_dir, "lock_app", "app_dir").absolute()

@@ -87,6 +87,7 @@ def test_the_public_names_are_exported_lazily():
     (lambda t: slugbuild.start_slug(t, host=None), "host"),
     (lambda t: slugbuild.run_slug(t, process=None), "process"),
     (lambda t: slugbuild.install_buildpack(7), "target"),
+    (lambda t: slugbuild.lock_app(t, config_vars=["A=1"]), "config_vars"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=[None]), "buildpacks"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", buildpacks=5), "buildpacks"),
     (lambda t: slugbuild.compile_app(t, t / "o.tgz", env="A=1"), "env"),
