@@ -20,13 +20,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
 from .arguments import PathArg, as_path, buildpack_list, of_type, one_of, optional_path
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
+from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
@@ -59,6 +60,8 @@ class BuildResult:
     metadata: SlugJsonDict  # the whole slug.json (docs/slug-json.md)
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # What went to and came from the cache registry (None: the build had none).
+    cache_registry: dict[str, Any] | None = None
 
     def as_dict(self) -> BuildResultDict:
         return {
@@ -70,6 +73,7 @@ class BuildResult:
             "runtime": self.runtime,
             "packages": self.packages,
             "timings": self.timings,
+            "cache_registry": self.cache_registry,
         }
 
 
@@ -93,6 +97,8 @@ def compile_app(
     node_build: bool = False,
     max_slug_size: int | str | None = None,
     metadata_output: PathLike | None = None,
+    cache_registry: str | None = None,
+    cache_registry_readonly: bool | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -119,6 +125,11 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``cache_registry`` (``docker://HOST[:PORT]/REPO``; else SLUGBUILD_CACHE_REGISTRY)
+    shares runtime and dependency layers through an OCI registry: pulled on a
+    local miss, the layers this build made pushed after it unless
+    ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
+    registry that fails only costs a warning (see cache_registry.py).
     ``metadata_output`` writes slug.json there instead of beside the slug.
     """
     reporter = reporter or Reporter()
@@ -134,6 +145,10 @@ def compile_app(
     buildpack_refs = buildpack_list(buildpacks, "compile_app", "buildpacks")
     _check_types(env, reporter, runtime_options, timeout, source_date_epoch, app_base,
                  max_slug_size, node_build)
+    of_type(cache_registry, str, "compile_app", "cache_registry",
+            "a registry reference such as 'docker://host:5000/cache'")
+    of_type(cache_registry_readonly, bool, "compile_app", "cache_registry_readonly",
+            "True or False")
     metadata_path = optional_path(metadata_output, "compile_app", "metadata_output")
     target = SlugTarball(output_path.absolute(), layout, source_date_epoch,
                          metadata_path.absolute() if metadata_path is not None else None)
@@ -150,6 +165,8 @@ def compile_app(
     constraints = (constraints_from_slug_json(constraints_path)
                    if constraints_path is not None else None)
     cache = open_cache(cache_path, app_dir)
+    cache.remote = remote = cache_registry_from_settings(
+        cache_registry, cache_registry_readonly, platform_info.current().key, reporter)
 
     scratch = cache.scratch_dir("build")
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
@@ -190,6 +207,9 @@ def compile_app(
                     packed, metadata = write_output(build, target, checked.intact, describe,
                                                     boot_timeout)
                 reporter.detail(f"Done: {slug_size.human(packed.size)}")
+            if remote is not None:
+                with timer.stage("cache_registry_push"):
+                    remote.push_published(cache)
         finally:
             with timer.stage("cleanup", deadline=False):
                 build.close()
@@ -204,6 +224,7 @@ def compile_app(
         packages=cast(list[PackageDict], python.package_list() if python else []),
         metadata=cast(SlugJsonDict, metadata), timings=timer.timings,
         log=list(reporter.lines),
+        cache_registry=remote.summary() if remote is not None else None,
     )
 
 

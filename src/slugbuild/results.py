@@ -108,3 +108,5 @@ class BuildResultDict(TypedDict):
     runtime: BuildRuntimeDict
     packages: list[PackageDict]
     timings: dict[str, float]
+    # What went to and came from the cache registry (None without one; docs/cli.md).
+    cache_registry: dict[str, Any] | None
