@@ -200,9 +200,12 @@ def _parser() -> argparse.ArgumentParser:
                           help="install the package versions an earlier build recorded in "
                                "its slug.json")
 
-    run = sub.add_parser("run", help="run a process type from a slug")
+    run = sub.add_parser("run", help="run a process type, or a one-off command after `--`, "
+                                     "from a slug (as `heroku run`)",
+                         usage="%(prog)s [options] SLUG [PROCESS]\n"
+                               "       %(prog)s [options] SLUG -- COMMAND [ARG ...]")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
-    run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
+    run.add_argument("process", nargs="?", default=None, help="process type (default: web)")
     run.add_argument("--port", type=_port, default=5000, help="the process's $PORT")
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
@@ -239,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
                               "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
-                                       "into requirements.txt (pip-tools)")
+                                       "into requirements.txt (uv, for the app's Python)")
     lock.add_argument("app_dir", type=Path)
     lock.add_argument("--upgrade", action="store_true",
                       help="move every pin to the newest allowed version")
@@ -271,6 +274,16 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
                       help="as for compile (part of the dependency layer key)")
     _add_runtime_options(plan)
+    buildpack = sub.add_parser("buildpack", help="the herokuish buildpack that comes with "
+                                                 "slugbuild (for herokuish and Dokku)")
+    buildpack_sub = buildpack.add_subparsers(dest="buildpack_command", required=True,
+                                             metavar="{path,install}")
+    buildpack_sub.add_parser("path", help="print the directory of the installed buildpack")
+    buildpack_install = buildpack_sub.add_parser(
+        "install", help="copy the buildpack into DIR, set up to run this slugbuild")
+    buildpack_install.add_argument("dir", type=Path, metavar="DIR")
+    buildpack_install.add_argument("--force", action="store_true",
+                                   help="replace the contents of an existing DIR")
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -367,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, OSError):
                 pass
     try:
-        args = _parse(argv)
+        arguments, one_off = _split_one_off(list(sys.argv[1:] if argv is None else argv))
+        args = _parse(arguments)
+        args.one_off = _check_one_off(args, one_off)
     except KeyboardInterrupt:
         return _interrupted()
     except UsageExit as usage:
@@ -395,6 +410,40 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
+
+
+def _split_one_off(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run SLUG -- COMMAND...``: the arguments before ``--``, and the one-off
+    command after it (None for other commands, or without ``--``)."""
+    command, index = None, 0
+    while index < len(argv):
+        if argv[index] in _GLOBAL_OPTIONS_WITH_VALUES:
+            index += 2
+        elif argv[index].startswith("-"):
+            index += 1
+        else:
+            command = index
+            break
+    if command is None or argv[command] != "run" or "--" not in argv[command:]:
+        return argv, None
+    split = argv.index("--", command)
+    return argv[:split], argv[split + 1:]
+
+
+# Options before the command that take a value (`--color always`).
+_GLOBAL_OPTIONS_WITH_VALUES = ("--color",)
+
+
+def _check_one_off(args: argparse.Namespace, one_off: list[str] | None) -> list[str] | None:
+    """A one-off command replaces the process type, and is not empty."""
+    if one_off is None:
+        return None
+    run = CommandParser(prog="slugbuild run", formatter_class=HelpFormatter)
+    if args.process is not None:
+        run.error("give a process type or a command after --, not both")
+    if not one_off:
+        run.error("no command after --")
+    return one_off
 
 
 def guarded(command: Callable[[], int], *, verbose: bool = False,
@@ -576,8 +625,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         env = read_env_file(args.env_file) if args.env_file else {}
         env.update(parse_env_assignments(args.env))
-        return run_slug(args.slug, args.process, port=args.port, host=args.host,
-                        env=load_config_vars(env), unpack_to=args.unpack_to)
+        return run_slug(args.slug, args.process or "web", port=args.port, host=args.host,
+                        env=load_config_vars(env), unpack_to=args.unpack_to,
+                        command=args.one_off)
     if args.command == "inspect":
         from .slug.inspect import describe_slug, render_table, without_credentials
 
@@ -618,6 +668,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "plan":
         return _plan(args)
+    if args.command == "buildpack":
+        return _buildpack(args)
     if args.command == "detect":
         app_dir = args.app_dir
         if args.app_base is not None and app_dir.is_dir():
@@ -646,6 +698,16 @@ def _plan(args: argparse.Namespace) -> int:
                     constraints_from=args.constraints_from, app_base=args.app_base,
                     node_build=args.node_build, app_json_env=args.app_json_env)
     print(json.dumps(plan.as_dict(), indent=2) if args.json else render_plan(plan))
+    return 0
+
+
+def _buildpack(args: argparse.Namespace) -> int:
+    from .bundled_buildpack import buildpack_dir, install_buildpack
+
+    if args.buildpack_command == "path":
+        print(buildpack_dir())
+    else:
+        print(install_buildpack(args.dir, force=args.force))
     return 0
 
 

@@ -48,7 +48,7 @@ ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("SLUGBUILD_HEROKU_API_URL", ("publish",), "Platform API base URL, as --api-url"),
     ("SLUGBUILD_PUBLISH_TIMEOUT", ("publish",), "seconds the publish may take (default 900)"),
     ("SLUGBUILD_VERBOSE", ("compile", "run", "inspect", "publish", "lock", "detect",
-                           "runtimes", "plan"), "1: as --verbose"),
+                           "runtimes", "plan", "buildpack"), "1: as --verbose"),
     ("SLUGBUILD_SHOW_SECRETS", ("compile", "run", "inspect", "publish", "lock", "detect",
                                 "runtimes", "plan"), "1: config var values shown unmasked"),
 )
@@ -61,7 +61,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "slugbuild compile ./myapp -o myapp.tgz --json --metadata-output meta/myapp.json "
         "> myapp.json",
     ),
-    "run": ("slugbuild run slug.tgz", "slugbuild run slug.tgz worker --env-file .env"),
+    "run": ("slugbuild run slug.tgz", "slugbuild run slug.tgz worker --env-file .env",
+            "slugbuild run slug.tgz -- python manage.py migrate"),
     "inspect": ("slugbuild inspect slug.tgz", "slugbuild inspect slug.tgz --sizes --json",
                 "slugbuild inspect slug.tgz --sbom > slug.cdx.json"),
     "plan": ("slugbuild plan ./myapp", "slugbuild plan ./myapp --json | jq .layers"),
@@ -69,6 +70,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "runtimes": ("slugbuild runtimes", "slugbuild runtimes --offline --json"),
     "lock": ("slugbuild lock ./myapp", "slugbuild lock ./myapp --upgrade --generate-hashes"),
     "detect": ("slugbuild detect ./myapp", "slugbuild detect ./repo --app-base backend --json"),
+    "buildpack": ("slugbuild buildpack path",
+                  "slugbuild buildpack install /tmp/buildpacks/00_python"),
 }
 
 

@@ -228,6 +228,9 @@ class ErrorKind:
     action: str
     area: type[SlugbuildError] = field(default=SlugbuildError)
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    #: Built-in exception classes the kind's class also derives from, so callers
+    #: that catch those (``ValueError`` for a bad argument) keep working.
+    also: tuple[type[Exception], ...] = ()
     #: The kind's own exception class (a subclass of ``area``), made here.
     exception: type[SlugbuildError] = field(init=False, repr=False, compare=False)
 
@@ -240,7 +243,7 @@ class ErrorKind:
             raise ValueError(f"{self.code}: no found text and no variants")
         name = "".join(part.capitalize() for part in self.code.split("-"))
         name = name if name.endswith("Error") else name + "Error"
-        exception = type(name, (self.area,), {
+        exception = type(name, (self.area, *self.also), {
             "__module__": __name__, "__doc__": self.title, "kind": self,
             "__qualname__": name})
         object.__setattr__(self, "exception", exception)
@@ -440,6 +443,23 @@ APP_DIR_MISSING = ErrorKind(
     "{app_dir} does not exist or is not a directory.",
     "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
     area=InputError,
+)
+INVALID_ARGUMENT = ErrorKind(
+    "invalid-argument",
+    "Invalid argument",
+    "{function}: {argument}={value} {problem}.",
+    "Pass {expected} (see docs/api.md).",
+    area=InputError,
+    # A library caller that catches ValueError for a bad argument still does.
+    also=(ValueError,),
+)
+SLUG_PROCESS_NOT_LISTENING = ErrorKind(
+    "slug-process-not-listening",
+    "The process is not listening yet",
+    "`{command}` (pid {pid}) did not listen on port {port} within {seconds} seconds.",
+    "Give it longer (`wait_for_port(timeout=...)`), or read `logs()` to see what it is "
+    "doing; `stop()` ends it.",
+    area=SlugError,
 )
 
 NO_PACKAGE_MANAGER = ErrorKind(
@@ -1232,6 +1252,28 @@ NODE_BUILD_FAILED = ErrorKind(
     area=BuildStepError,
 )
 
+BUILDPACK_NOT_BUNDLED = ErrorKind(
+    "buildpack-not-bundled",
+    "The bundled Python buildpack is missing",
+    "This slugbuild installation ({package}) holds no copy of buildpacks/python.",
+    "Reinstall slugbuild from its wheel or sdist (`pip install --force-reinstall "
+    "slugbuild`), which carry the buildpack, or use a source checkout's buildpacks/python.",
+    area=HostError,
+)
+BUILDPACK_INSTALL_REFUSED = ErrorKind(
+    "buildpack-install-refused",
+    "Cannot install the buildpack there",
+    "",
+    "Name a new or empty directory, e.g. `slugbuild buildpack install /tmp/buildpacks/"
+    "00_python`; `--force` replaces the contents of an existing one.",
+    area=InputError,
+    variants={
+        "not-empty": Variant("{target} already exists and is not empty."),
+        "not-a-directory": Variant("{target} exists and is not a directory.",
+                                   "Name a new or empty directory."),
+    },
+)
+
 # --- release metadata ----------------------------------------------------------------
 PROCFILE_MALFORMED = ErrorKind(
     "procfile-malformed",
@@ -1784,7 +1826,7 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
     "{app_dir} has {found} but no requirements.txt, Pipfile.lock, poetry.lock or uv.lock, "
     "so the versions to install are not pinned anywhere.",
     "Pin the app's dependencies: `slugbuild lock {app_dir}` writes a requirements.txt "
-    "from pyproject.toml (pip-tools), or run `poetry lock` / `uv lock` if you use those. "
+    "from pyproject.toml, or run `poetry lock` / `uv lock` if you use those. "
     "For a setup.py-only app, add a requirements.txt holding the pinned dependencies "
     "(a single line `.` installs the app itself, unpinned).",
     area=DependencyError,
@@ -1792,7 +1834,8 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
 REQUIREMENTS_NOT_COMPILED = ErrorKind(
     "requirements-not-compiled",
     "requirements.in found without requirements.txt",
-    "{app_dir} has a requirements.in (the input of pip-tools) but no requirements.txt.",
+    "{app_dir} has a requirements.in (the input of `slugbuild lock` and pip-compile) but "
+    "no requirements.txt.",
     "Run `slugbuild lock {app_dir}` (or `pip-compile`) and commit the requirements.txt it "
     "writes.",
     area=DependencyError,
@@ -1892,8 +1935,16 @@ LOCK_FAILED = ErrorKind(
     "Could not pin the app's dependencies",
     "`{command}` failed (exit code {exit_code}); {output_file} was left unchanged.",
     "Check the names and version ranges in {input_file} against the package index "
-    "({index}); pip-compile's own message is above.",
+    "({index}); the resolver's own message is above.",
     area=DependencyError,
+)
+LOCK_NO_PYTHON = ErrorKind(
+    "lock-no-python",
+    "No supported Python version fits the app's range",
+    "{source_file} asks for Python {requested}, which none of the supported versions "
+    "({supported}) satisfies, so there is no version to resolve the dependencies for.",
+    "Widen the range in {source_file}, or pin one supported version in .python-version.",
+    area=PythonRuntimeError,
 )
 LOCK_WOULD_CONFLICT = ErrorKind(
     "lock-would-conflict",

@@ -178,7 +178,10 @@ class _Survey:
             if source.name in self.failed:
                 parts.append(f"{source.name} ({self.failed[source.name]})")
             elif id(source) in self._offers:
-                parts.append(f"{source.name} ({len(self._offers[id(source)])} version(s))")
+                refused = getattr(source, "refused", None)  # the local source says why
+                notes = refused() if refused is not None else []
+                parts.append(f"{source.name} ({len(self._offers[id(source)])} version(s)"
+                             + "".join(f"; {note}" for note in notes) + ")")
         return "; ".join(parts) or "none"
 
     def first_match(self, request: PythonRequest) -> RuntimeOffer | None:

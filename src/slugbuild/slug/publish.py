@@ -38,6 +38,7 @@ import requests
 import urllib3
 
 from .. import errors
+from ..arguments import PathArg, as_path, invalid
 from ..log import Reporter
 from ..redact import redact_url, register_secrets, register_url_credentials
 from ..release import BUILDPACK_DESCRIPTION
@@ -82,7 +83,7 @@ class _TooLarge(Exception):
 
 @errors.user_errors
 def publish_slug(
-    slug: Path,
+    slug: PathArg,
     app: str,
     *,
     api_url: str | None = None,
@@ -101,6 +102,9 @@ def publish_slug(
     ``timeout`` bounds the whole publish, in seconds (default
     $SLUGBUILD_PUBLISH_TIMEOUT or 900).
     """
+    slug = as_path(slug, "publish_slug", "slug")
+    if not isinstance(app, str):
+        raise invalid("publish_slug", "app", app, "is not an app name", "a Heroku app's name")
     reporter = reporter or Reporter()
     token = token or os.environ.get("HEROKU_API_KEY")
     if not token:
