@@ -4,6 +4,7 @@ the check that a build failed cleanly. Test modules import these; never each oth
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.server
 import io
@@ -464,3 +465,56 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def host_library_paths(sonames: list[str]) -> list[str]:
+    """Where this machine's dynamic loader finds ``sonames`` (``ldconfig -p``)."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                             check=True).stdout
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        match = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
+        if match and match.group(1) in sonames:
+            found.setdefault(match.group(1), match.group(3))
+    return [found[name] for name in sonames if name in found]
+
+
+def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
+                    passwd: str = "root:x:0:0:root:/root:/bin/sh\n",
+                    host_files: tuple[str, ...] = (), files: dict[str, bytes] | None = None,
+                    architecture: str = "amd64") -> str:
+    """A small run image written as an OCI layout (``oci:LAYOUT:TAG``, returned): one
+    layer with /etc/passwd, ``files`` and copies of the host's ``host_files`` (libraries,
+    /bin/sh) at their paths; ``user`` as its config's User."""
+    from slugbuild.oci.image import LAYER_GZIP, Image, bytes_blob, sha256_of, write_layout
+    from slugbuild.oci.reference import parse_image_reference
+
+    entries = {"etc/passwd": passwd.encode(), **(files or {})}
+    for host_path in host_files:
+        entries[host_path.lstrip("/")] = Path(host_path).read_bytes()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        made: set[str] = set()
+        for name in sorted(entries):
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in made:
+                    made.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            info = tarfile.TarInfo(name)
+            info.size = len(entries[name])
+            info.mode = 0o755 if name.startswith(("bin/", "usr/bin/")) else 0o644
+            tar.addfile(info, io.BytesIO(entries[name]))
+    data = raw.getvalue()
+    layer = bytes_blob(gzip.compress(data, mtime=0), LAYER_GZIP, sha256_of(data))
+    config: dict = {"architecture": architecture, "os": "linux",
+                    "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]},
+                    "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    if user is not None:
+        config["config"]["User"] = user
+    reference = f"oci:{layout}:{tag}"
+    write_layout(Image(config, [layer]), parse_image_reference(reference))
+    return reference

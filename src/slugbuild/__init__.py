@@ -14,9 +14,11 @@ from .errors import SlugbuildError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .oci.assemble import ImageResult, build_image, rebase_image
     from .pipeline import BuildResult, compile_app
 
-__all__ = ["BuildResult", "SlugbuildError", "compile_app", "__version__"]
+__all__ = ["BuildResult", "ImageResult", "SlugbuildError", "build_image", "compile_app",
+           "rebase_image", "__version__"]
 
 
 def __getattr__(name: str) -> object:
@@ -26,4 +28,8 @@ def __getattr__(name: str) -> object:
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name in ("ImageResult", "build_image", "rebase_image"):
+        from .oci import assemble
+
+        return getattr(assemble, name)
     raise AttributeError(f"module 'slugbuild' has no attribute {name!r}")

@@ -28,6 +28,15 @@ from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter
+from .oci.commands import (
+    add_image_options,
+    add_registry_options,
+    check_image_layout,
+    compile_image,
+    image_command,
+    plan_image,
+    rebase_command,
+)
 from .pack import LAYOUTS
 from .pipeline import compile_app
 from .redact import mask
@@ -112,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="build config var (repeatable); never stored in the slug")
     compile_.add_argument("--env-dir", type=Path,
                           help="directory of config vars, one file per var (Heroku ENV_DIR)")
-    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default="herokuish",
-                          help="herokuish: paths under ./ ; heroku: paths under ./app/")
+    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+                          help="herokuish: paths under ./ ; heroku: paths under ./app/ "
+                               "(default: herokuish, heroku with --image)")
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
@@ -141,6 +151,26 @@ def _parser() -> argparse.ArgumentParser:
                                "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB: an error for "
                                "--layout heroku, a warning for herokuish")
     _add_runtime_options(compile_)
+    add_image_options(compile_, required=False)
+
+    image = sub.add_parser("image", help="make a slug into an OCI image (layout, "
+                                         "docker-archive or registry)")
+    image.add_argument("slug", type=Path, help="a slug with its slug.json beside it")
+    add_image_options(image, required=True)
+    image.add_argument("--cache-dir", type=Path,
+                       help="where pulled run image layers are kept (default: the build cache)")
+    image.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    rebase = sub.add_parser("rebase", help="put an image's app layers on a new run image "
+                                           "(as `pack rebase`)")
+    rebase.add_argument("source_image", metavar="IMAGE", help="the image to rebase (a REF)")
+    rebase.add_argument("--run-image", metavar="REF", required=True, help="the new run image")
+    rebase.add_argument("--image", metavar="REF",
+                        help="where to write the result (default: IMAGE itself)")
+    rebase.add_argument("--cache-dir", type=Path,
+                        help="where pulled layers are kept (default: the build cache)")
+    rebase.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_registry_options(rebase)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
                               "where each comes from")
@@ -375,9 +405,11 @@ def _write_traceback(details: str) -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
         config = load_config_vars(parse_env_assignments(args.env), args.env_dir)
+        reporter = Reporter(sys.stderr)
+        image_plan = plan_image(args)
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
-            layout=args.layout, reporter=Reporter(sys.stderr),
+            layout=check_image_layout(args), reporter=reporter,
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
@@ -385,9 +417,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
+        image = compile_image(image_plan, result.slug_path, reporter)
         if args.json:
-            print(json.dumps(result.as_dict(), indent=2))
+            print(json.dumps({**result.as_dict(), **({"image": image} if image else {})},
+                             indent=2))
         return 0
+    if args.command == "image":
+        return image_command(args)
+    if args.command == "rebase":
+        return rebase_command(args)
     if args.command == "run":
         from .slug.run import run_slug
 

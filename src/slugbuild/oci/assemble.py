@@ -1,0 +1,638 @@
+"""A slug (and a run image) made into an OCI image; an image rebased on a new run image.
+
+Layers, bottom to top: the run image's, then one per cached layer part of the
+slug (the Python runtime, the dependencies, and the Aptfile and NLTK layers when
+the app has them), then the app. A layer part is taken from the slug file as it
+is, plus one gzip member holding the tar's end blocks: nothing is compressed
+again, and its digest depends only on the layer. The app layer is made from the
+rest of the slug: the app's files and every directory, owned by the image's
+user so the app can write where it runs (gunicorn's control socket, a sqlite
+file), and the launcher. docs/images.md describes the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import importlib
+import io
+import json
+import os
+import platform
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .. import __version__, errors
+from ..cache import default_cache_dir
+from ..pack import (
+    DEFAULT_LEVEL,
+    LAYOUTS,
+    _info,
+    _ParallelGzipWriter,
+    _TarWriter,
+    _workers,
+    source_date_epoch,
+    tar_header,
+)
+from ..slug.metadata import metadata_path_for
+from . import image as oci
+from . import launcher_placeholder as launcher
+from .image import Blob, Image, RegistryOptions, WriteResult
+from .reference import ImageReference, parse_image_reference
+from .registry import TransferStats
+
+LABEL = "io.slugbuild"
+RUN_IMAGE_LAYERS = f"{LABEL}.run-image.layers"
+DEFAULT_UID = 1000
+APP_PATH = "/app"
+PYTHON_BIN = "/app/.heroku/python/bin"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The end of a tar (two zero blocks) as one gzip member: appended to a slug's layer
+# part, it makes the part a complete layer.
+END_OF_TAR = gzip.compress(b"\0" * 2 * tarfile.BLOCKSIZE, DEFAULT_LEVEL, mtime=0)
+_CHUNK = 1024 * 1024
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+                  "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+@dataclass
+class ImageResult:
+    """What ``build_image`` wrote: where, its digests, its layers, what a push moved."""
+
+    reference: str
+    manifest_digest: str
+    config_digest: str
+    layers: list[dict[str, Any]]
+    stats: TransferStats = field(default_factory=TransferStats)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "manifest_digest": self.manifest_digest,
+                "config_digest": self.config_digest, "layers": self.layers,
+                "bytes_uploaded": self.stats.bytes_uploaded,
+                "blobs_uploaded": self.stats.blobs_uploaded,
+                "blobs_mounted": self.stats.blobs_mounted, "seconds": self.seconds}
+
+
+def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
+                run_image: str | ImageReference | None = None,
+                cache_dir: str | os.PathLike[str] | None = None,
+                registry: RegistryOptions | None = None,
+                source_date_epoch: int | None = None) -> ImageResult:
+    """Make the slug at ``slug`` (with its slug.json) into an image written to ``image``.
+
+    ``image`` and ``run_image`` are references (``oci:DIR[:TAG]``,
+    ``docker-archive:FILE[:NAME:TAG]``, ``docker://HOST/REPO[:TAG]``). Without
+    ``run_image`` the image holds only the slug (a base for a Dockerfile's
+    ``COPY --from``, not something that runs). Pulled run image layers and the
+    uncompressed digests of layer parts are kept in ``cache_dir``.
+    """
+    started = time.perf_counter()
+    target = _reference(image)
+    if target.digest:
+        raise errors.IMAGE_REFERENCE_INVALID.error(
+            variant="digest-not-allowed", reference=str(image), what="an image to write")
+    run_reference = _reference(run_image) if run_image is not None else None
+    store = _Store(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    registry = registry or RegistryOptions()
+    slug_path = Path(slug)
+    metadata = read_slug_metadata(slug_path)
+    epoch = source_date_epoch_of(source_date_epoch)
+    base = oci.read_image(run_reference, blob_dir=store.blobs, registry=registry,
+                          architecture=_architecture(None)) \
+        if run_reference is not None else Image({}, [])
+    check_run_image(metadata, base, str(run_reference) if run_reference else None)
+    user = image_user(base)
+    slug_layers = layers_from_slug(slug_path, metadata, user=user, store=store, epoch=epoch)
+    assembled = assemble(base, slug_layers, metadata, run_reference, user, epoch)
+    written = _write(assembled, target, epoch, registry, store)
+    return _result(written, assembled, len(base.layers), started)
+
+
+def _write(image: Image, target: ImageReference, epoch: int, registry: RegistryOptions,
+           store: _Store) -> WriteResult:
+    """Write the image; for a registry, layers this machine pushed to another repository
+    of it before are mounted from there (a stale note costs only an upload)."""
+    if target.is_registry:
+        assert target.host is not None and target.repository is not None
+        host = target.host
+        image = Image(image.config, [
+            dataclasses.replace(layer, source=(host, known)) if layer.source is None
+            and (known := store.pushed_to(host, layer.digest)) is not None else layer
+            for layer in image.layers], image.annotations, image.source_digest)
+    written = oci.write_image(image, target, epoch, registry)
+    if target.is_registry:
+        assert target.host is not None and target.repository is not None
+        store.remember_pushed(target.host, target.repository,
+                              [layer.digest for layer in image.layers])
+    return written
+
+
+def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *,
+                 output: str | ImageReference | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None,
+                 registry: RegistryOptions | None = None,
+                 source_date_epoch: int | None = None) -> ImageResult:
+    """Put the app layers of ``image`` on ``run_image`` (as ``pack rebase``): the app
+    layers keep their digests; written to ``output`` (default: ``image`` itself)."""
+    started = time.perf_counter()
+    source = _reference(image)
+    target = _reference(output) if output is not None else source.with_tag(source.tag)
+    if target.digest:
+        raise errors.IMAGE_REFERENCE_INVALID.error(
+            variant="digest-not-allowed", reference=str(target), what="an image to write")
+    new_base_reference = _reference(run_image)
+    store = _Store(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    registry = registry or RegistryOptions()
+    current = oci.read_image(source, blob_dir=store.blobs, registry=registry,
+                             architecture=_architecture(None))
+    labels = dict((current.config.get("config") or {}).get("Labels") or {})
+    count = labels.get(RUN_IMAGE_LAYERS)
+    if count is None or not str(count).isdigit() or int(count) > len(current.layers):
+        raise errors.IMAGE_SOURCE_UNUSABLE.error(
+            variant="not-slugbuild-image", reference=str(source), label=RUN_IMAGE_LAYERS)
+    new_base = oci.read_image(new_base_reference, blob_dir=store.blobs, registry=registry,
+                              architecture=_architecture(None))
+    requirements = labels.get(f"{LABEL}.stack-requirements")
+    metadata = {"stack_requirements": json.loads(requirements)} if requirements else {}
+    check_run_image(metadata, new_base, str(new_base_reference))
+    app_layers = current.layers[int(count):]
+    own_history = [entry for entry in current.config.get("history") or []
+                   if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith(
+                       "slugbuild")]
+    config = json.loads(json.dumps(current.config))
+    epoch = source_date_epoch_of(source_date_epoch)
+    base_config = new_base.config.get("config") or {}
+    run_labels = _run_image_labels(new_base, new_base_reference)
+    config["config"]["Labels"] = {**(base_config.get("Labels") or {}),
+                                  **{k: v for k, v in labels.items()
+                                     if not k.startswith(f"{LABEL}.run-image")
+                                     and not k.startswith("org.opencontainers.image.base")},
+                                  **run_labels}
+    config["config"]["Env"] = _environment(base_config.get("Env") or [])
+    config["architecture"] = new_base.config.get("architecture", config.get("architecture"))
+    config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in
+                                                         [*new_base.layers, *app_layers]]}
+    config["history"] = _base_history(new_base, epoch) + own_history
+    annotations = {k: v for k, v in current.annotations.items()
+                   if not k.startswith(f"{LABEL}.run-image")
+                   and not k.startswith("org.opencontainers.image.base")}
+    annotations.update(run_labels)
+    rebased = Image(config, [*new_base.layers, *app_layers], annotations)
+    written = _write(rebased, target, epoch, registry, store)
+    return _result(written, rebased, len(new_base.layers), started)
+
+
+def _result(written: WriteResult, image: Image, base_count: int,
+            started: float) -> ImageResult:
+    roles = ["run image"] * base_count + [
+        str(entry.get("comment", "slug")) for entry in image.config.get("history", [])
+        if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith("slugbuild")]
+    layers = [{"role": roles[index] if index < len(roles) else "slug", "digest": layer.digest,
+               "size": layer.size, "diff_id": layer.diff_id}
+              for index, layer in enumerate(image.layers)]
+    return ImageResult(written.reference, written.manifest_digest, image.config_digest,
+                       layers, written.stats, round(time.perf_counter() - started, 3))
+
+
+def _reference(value: str | ImageReference) -> ImageReference:
+    return value if isinstance(value, ImageReference) else parse_image_reference(value)
+
+
+def source_date_epoch_of(explicit: int | None) -> int:
+    return source_date_epoch(explicit)
+
+
+def _architecture(machine: str | None) -> str:
+    machine = machine or platform.machine()
+    return _ARCHITECTURES.get(machine, machine)
+
+
+# --- the slug ----------------------------------------------------------------------------
+def read_slug_metadata(slug: Path) -> dict[str, Any]:
+    """slug.json beside ``slug``, checked to describe it (its checksum)."""
+    metadata_path = metadata_path_for(slug)
+    if not slug.is_file():
+        raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
+    try:
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise errors.IMAGE_SOURCE_UNUSABLE.error(
+            variant="no-metadata", slug=slug, metadata=metadata_path) from None
+    if not isinstance(metadata, dict) or \
+            metadata.get("checksum") != "SHA256:" + oci.hash_file(slug).split(":", 1)[1]:
+        raise errors.IMAGE_SOURCE_UNUSABLE.error(
+            variant="metadata-mismatch", slug=slug, metadata=metadata_path)
+    return metadata
+
+
+class _Store:
+    """What image building keeps in the cache: blobs (pulled run image layers, layer
+    parts made complete, app layers) and the uncompressed digest of each layer part."""
+
+    def __init__(self, cache_root: Path) -> None:
+        self.root = cache_root / "oci"
+        self.blobs = self.root / "blobs"
+        self.parts = self.root / "parts"
+        for directory in (self.blobs, self.parts):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise errors.from_os_error(exc, directory) from exc
+
+    def part_record(self, part_sha256: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads((self.parts / f"{part_sha256}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def keep_part_record(self, part_sha256: str, record: dict[str, Any]) -> None:
+        _atomic_bytes(self.parts / f"{part_sha256}.json", oci.canonical_json(record))
+
+    def _pushed_dir(self, host: str) -> Path:
+        return self.root / "pushed" / host.replace(":", "_").replace("/", "_")
+
+    def pushed_to(self, host: str, digest: str) -> str | None:
+        """A repository of ``host`` this machine pushed blob ``digest`` to."""
+        try:
+            return (self._pushed_dir(host) / digest.split(":", 1)[1]).read_text().strip() \
+                or None
+        except OSError:
+            return None
+
+    def remember_pushed(self, host: str, repository: str, digests: list[str]) -> None:
+        """Note where blobs went (best effort: a read-only cache only loses mounts)."""
+        try:
+            directory = self._pushed_dir(host)
+            directory.mkdir(parents=True, exist_ok=True)
+            for digest in digests:
+                _atomic_bytes(directory / digest.split(":", 1)[1], repository.encode())
+        except OSError:
+            pass
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ImageUser:
+    uid: int
+    gid: int
+
+    @property
+    def spec(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+def image_user(base: Image) -> ImageUser:
+    """The run image's user when it names a non-root one (``uid[:gid]``, or a name in
+    its /etc/passwd), else uid and gid 1000."""
+    configured = str((base.config.get("config") or {}).get("User") or "").strip()
+    name, _, group = configured.partition(":")
+    if not name or name in ("0", "root"):
+        return ImageUser(DEFAULT_UID, DEFAULT_UID)
+    if name.isdigit():
+        return ImageUser(int(name), int(group) if group.isdigit() else int(name))
+    for line in _file_in_layers(base.layers, "etc/passwd").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == name and fields[2].isdigit() \
+                and fields[3].isdigit():
+            return ImageUser(int(fields[2]), int(group) if group.isdigit() else int(fields[3]))
+    return ImageUser(DEFAULT_UID, DEFAULT_UID)
+
+
+def _file_in_layers(layers: list[Blob], path: str) -> str:
+    """The text of ``path`` in the topmost layer that has it ('' if none)."""
+    for layer in reversed(layers):
+        with oci.layer_tar(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.name.lstrip("./").lstrip("/") == path and member.isfile():
+                    extracted = tar.extractfile(member)
+                    return extracted.read().decode("utf-8", "replace") if extracted else ""
+    return ""
+
+
+@dataclass(frozen=True)
+class SlugLayer:
+    """One image layer made from the slug, and what it holds (its history comment)."""
+
+    role: str
+    blob: Blob
+
+
+def layers_from_slug(slug: Path, metadata: Mapping[str, Any], *, user: ImageUser,
+                     store: _Store, epoch: int) -> list[SlugLayer]:
+    """The slug's image layers: each layer part as it is, then the app layer."""
+    layout = metadata.get("layout")
+    parts = metadata.get("layer_parts")
+    size = slug.stat().st_size
+    usable = layout == "heroku" and isinstance(parts, list) and all(
+        isinstance(p, dict) and isinstance(p.get("offset"), int)
+        and isinstance(p.get("length"), int) and isinstance(p.get("sha256"), str)
+        and p["offset"] >= 0 and p["offset"] + p["length"] <= size for p in parts)
+    layers: list[SlugLayer] = []
+    ranges: list[tuple[int, int]] = []
+    if usable:
+        assert isinstance(parts, list)
+        with open(slug, "rb") as handle:
+            for part in sorted(parts, key=lambda p: p["offset"]):
+                blob = _part_layer(handle, part["offset"], part["length"], part["sha256"], store)
+                if blob is None:  # not what slug.json says: the bytes go to the app layer
+                    continue
+                layers.append(SlugLayer(_part_role(handle, part["offset"], len(layers)), blob))
+                ranges.append((part["offset"], part["length"]))
+    base = LAYOUTS.get(str(layout), ".")
+    app = _app_layer(slug, ranges, base, user, epoch, metadata, store)
+    layers.append(SlugLayer("app", app))
+    return layers
+
+
+def _part_layer(handle: IO[bytes], offset: int, length: int, part_sha256: str,
+                store: _Store) -> Blob | None:
+    """The layer part at ``offset`` made a complete layer blob (kept in the store)."""
+    handle.seek(offset)
+    hasher, whole = hashlib.sha256(), hashlib.sha256()
+    remaining = length
+    while remaining:
+        chunk = handle.read(min(_CHUNK, remaining))
+        if not chunk:
+            return None
+        hasher.update(chunk)
+        whole.update(chunk)
+        remaining -= len(chunk)
+    if hasher.hexdigest() != part_sha256:
+        return None
+    whole.update(END_OF_TAR)
+    digest = "sha256:" + whole.hexdigest()
+    path = store.blobs / digest.split(":", 1)[1]
+    record = store.part_record(part_sha256)
+    if not path.is_file() or path.stat().st_size != length + len(END_OF_TAR) \
+            or record is None or record.get("digest") != digest \
+            or not isinstance(record.get("diff_id"), str):
+        handle.seek(offset)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as out:
+                remaining = length
+                while remaining:
+                    chunk = handle.read(min(_CHUNK, remaining))
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                out.write(END_OF_TAR)
+            with open(partial, "rb") as written:
+                diff_id = oci.diff_id_of(written, compressed=True)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+        record = {"digest": digest, "diff_id": diff_id}
+        store.keep_part_record(part_sha256, record)
+    return oci.file_blob(path, oci.LAYER_GZIP, str(record["diff_id"]), digest=digest)
+
+
+def _part_role(handle: IO[bytes], offset: int, index: int) -> str:
+    """What a layer part holds, from its first entry's path."""
+    handle.seek(offset)
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    head = inflater.decompress(handle.read(64 * 1024), tarfile.BLOCKSIZE)
+    name = head[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+    for marker, role in ((".apt/", "Aptfile packages"), ("nltk_data", "NLTK data"),
+                         ("site-packages", "dependencies")):
+        if marker in name:
+            return role
+    return "Python runtime" if index == 0 else "dependencies"
+
+
+def _gaps(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    gaps, position = [], 0
+    for offset, length in sorted(ranges):
+        if offset > position:
+            gaps.append((position, offset - position))
+        position = max(position, offset + length)
+    if position < size:
+        gaps.append((position, size - position))
+    return gaps
+
+
+def _inflate(data: bytes) -> bytes:
+    """Every gzip member of ``data``, decompressed."""
+    out = bytearray()
+    while data:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += inflater.decompress(data)
+        out += inflater.flush()
+        if not inflater.eof:
+            break
+        data = inflater.unused_data
+    return bytes(out)
+
+
+class _HashingSink:
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.hasher = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.target.write(data)
+        return len(data)
+
+
+def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user: ImageUser,
+               epoch: int, metadata: Mapping[str, Any], store: _Store) -> Blob:
+    """Everything of the slug outside the layer parts, owned by the image's user and
+    placed under /app, plus the launcher: one deterministic gzip layer."""
+    size = slug.stat().st_size
+    with open(slug, "rb") as handle:
+        raw = bytearray()
+        for offset, length in _gaps(layer_ranges, size):
+            handle.seek(offset)
+            raw += _inflate(handle.read(length))
+    # The slug's entries sit under ./app/ (heroku layout) or ./ (herokuish).
+    strip = "./app/" if base == "./app" else "./"
+    out = io.BytesIO()
+    with _ParallelGzipWriter(out, DEFAULT_LEVEL, _workers()) as gz:
+        sink = _HashingSink(gz)
+        tar = _TarWriter(sink)
+        tar.add(_owned(_info("./app/", epoch, tarfile.DIRTYPE, 0o755), user))
+        with tarfile.open(fileobj=io.BytesIO(bytes(raw) + b"\0" * 1024), mode="r:") as source:
+            for member in source:
+                name = member.name if member.name.startswith("./") else "./" + member.name
+                if member.isdir():
+                    name = name.rstrip("/") + "/"
+                if not name.startswith(strip) or name in (strip, "./"):
+                    continue
+                target_name = "./app/" + name[len(strip):]
+                info = _info(target_name, epoch, member.type, member.mode & 0o7777)
+                info.linkname = member.linkname
+                info.size = member.size if member.isfile() else 0
+                _owned(info, user)
+                if member.isfile():
+                    _add_data(tar, info, source.extractfile(member))
+                else:
+                    tar.add(info)
+        made: set[str] = set()
+        for file_path, (content, mode) in sorted(launcher_files(metadata).items()):
+            for directory in _parents(file_path):
+                if directory not in made:
+                    made.add(directory)
+                    tar.add(_info(f".{directory}/", epoch, tarfile.DIRTYPE, 0o755))
+            info = _info(f".{file_path}", epoch, tarfile.REGTYPE, mode)
+            info.size = len(content)
+            _add_data(tar, info, io.BytesIO(content))
+        tar.finish()
+    data = out.getvalue()
+    digest = oci.sha256_of(data)
+    path = store.blobs / digest.split(":", 1)[1]
+    if not path.is_file() or path.stat().st_size != len(data):
+        _atomic_bytes(path, data)
+    return oci.file_blob(path, oci.LAYER_GZIP, "sha256:" + sink.hasher.hexdigest(),
+                         digest=digest)
+
+
+def _parents(path: str) -> list[str]:
+    """The directories above ``path`` (absolute), outermost first."""
+    parts = path.strip("/").split("/")[:-1]
+    return ["/" + "/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+
+
+def _owned(info: tarfile.TarInfo, user: ImageUser) -> tarfile.TarInfo:
+    info.uid, info.gid = user.uid, user.gid
+    return info
+
+
+def _add_data(tar: _TarWriter, info: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+    """A file entry from bytes in memory (the app's files, read from the slug)."""
+    body = data.read() if data is not None else b""
+    tar._write(tar_header(info))
+    tar._write(body)
+    padding = -len(body) % tarfile.BLOCKSIZE
+    if padding:
+        tar._write(b"\0" * padding)
+
+
+# --- launcher and compatibility (helper "stack" provides both) ------------------------------
+def launcher_files(metadata: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
+    """The launcher's files: absolute path -> (content, mode)."""
+    process_types = metadata.get("process_types") or {}
+    config_vars = metadata.get("config_vars") or {}
+    return launcher.launcher_files(process_types, config_vars)
+
+
+def launcher_path() -> str:
+    return launcher.LAUNCHER_PATH
+
+
+def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None) -> None:
+    """Refuse a run image that lacks what the slug needs (helper "stack"'s check)."""
+    if name is None:
+        return
+    try:
+        stack_compat: Any = importlib.import_module("slugbuild.stack_compat")
+    except ImportError:  # until helper "stack"'s check lands
+        return
+    requirements = stack_compat.StackRequirements.from_dict(metadata.get("stack_requirements"))
+    if requirements is None:
+        return
+    streams = []
+    try:
+        for layer in base.layers:
+            stream = layer.open()
+            streams.append(stream)
+        files = stack_compat.RunImageFiles.from_layers(
+            streams, base.config.get("architecture"))
+    finally:
+        for stream in streams:
+            stream.close()
+    stack_compat.require_compatible(requirements, files, name)
+
+
+# --- the image ---------------------------------------------------------------------------
+def _environment(base_env: Iterable[str]) -> list[str]:
+    env = {item.split("=", 1)[0]: item.split("=", 1)[1] for item in base_env if "=" in item}
+    path = env.get("PATH", DEFAULT_PATH)
+    env["PATH"] = path if path.startswith(PYTHON_BIN + ":") else f"{PYTHON_BIN}:{path}"
+    env["HOME"] = APP_PATH
+    return [f"{name}={value}" for name, value in env.items()]
+
+
+def _run_image_labels(base: Image, reference: ImageReference | None) -> dict[str, str]:
+    if reference is None:
+        return {RUN_IMAGE_LAYERS: "0"}
+    labels = {RUN_IMAGE_LAYERS: str(len(base.layers)),
+              f"{LABEL}.run-image.top-layer": base.layers[-1].diff_id if base.layers else "",
+              "org.opencontainers.image.base.digest": base.source_digest or
+              base.manifest_digest}
+    if reference.is_registry:  # a layout's or archive's path says nothing elsewhere
+        labels["org.opencontainers.image.base.name"] = str(reference.with_tag(reference.tag))
+    return labels
+
+
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _base_history(base: Image, epoch: int) -> list[dict[str, Any]]:
+    history = [entry for entry in base.config.get("history") or [] if isinstance(entry, dict)]
+    if sum(not entry.get("empty_layer") for entry in history) == len(base.layers):
+        return history
+    return [{"created": _iso(epoch), "created_by": "run image layer"} for _ in base.layers]
+
+
+def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, Any],
+             run_reference: ImageReference | None, user: ImageUser, epoch: int) -> Image:
+    """The image config and manifest annotations for the run image plus the slug layers."""
+    base_config = base.config.get("config") or {}
+    process_types = metadata.get("process_types") or {}
+    runtime = metadata.get("runtime") or {}
+    packages = [f"{p.get('name')}=={p.get('version')}" for p in metadata.get("packages") or []
+                if isinstance(p, dict)]
+    labels = {
+        f"{LABEL}.version": __version__,
+        f"{LABEL}.process-types": json.dumps(process_types, sort_keys=True),
+        f"{LABEL}.release-command": str(process_types.get("release", "")),
+        f"{LABEL}.runtime": " ".join(str(runtime.get(key, "")) for key in
+                                     ("implementation", "resolved")).strip()
+        if isinstance(runtime, dict) else "",
+        f"{LABEL}.packages": json.dumps(packages),
+        f"{LABEL}.slug.sha256": str(metadata.get("checksum", "")).split(":", 1)[-1],
+        **_run_image_labels(base, run_reference),
+    }
+    if metadata.get("stack_requirements") is not None:
+        labels[f"{LABEL}.stack-requirements"] = json.dumps(metadata["stack_requirements"],
+                                                           sort_keys=True)
+    config = {
+        "created": _iso(epoch),
+        "architecture": base.config.get("architecture") or _architecture(None),
+        "os": base.config.get("os") or "linux",
+        "config": {
+            "User": user.spec,
+            "WorkingDir": APP_PATH,
+            "Env": _environment(base_config.get("Env") or []),
+            "Entrypoint": [launcher_path()],
+            "ExposedPorts": {"5000/tcp": {}},
+            "Labels": {**(base_config.get("Labels") or {}), **labels},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [
+            layer.diff_id for layer in [*base.layers, *(s.blob for s in slug_layers)]]},
+        "history": _base_history(base, epoch) + [
+            {"created": _iso(epoch), "created_by": f"slugbuild {__version__}",
+             "comment": layer.role} for layer in slug_layers],
+    }
+    if base.config.get("variant"):
+        config["variant"] = base.config["variant"]
+    return Image(config, [*base.layers, *(s.blob for s in slug_layers)], dict(labels))
