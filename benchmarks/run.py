@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from image_bench import bench_image  # benchmarks/ is on sys.path
+
 import slugbuild
 from slugbuild.installers.pipenv import pipfile_hash
 from slugbuild.installers.poetry import content_hash
@@ -108,6 +110,8 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
             env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
         if "heroku_like" not in sizes:
             sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
+        if run == 0:  # image build and push figures (benchmarks/image_bench.py), once
+            image = bench_image(work, cache, tmp_path / "image")
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items() if v}
     ratios = {}
     if "floor_pack" in medians:
@@ -121,7 +125,7 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
     }
     return {"median_seconds": medians, "samples": samples, "ratios": ratios,
             "stage_medians": stage_medians, "sizes": sizes,
-            "changed_by": changes.get(app.name)}
+            "changed_by": changes.get(app.name), "image": image}
 
 
 # How each app's "changed" build changed it (printed with the results).
@@ -284,6 +288,11 @@ def _print_app(name: str, result: dict) -> None:
         print(f"slug size {sizes['slug'] / 1e6:.1f} MB vs heroku-like "
               f"{sizes['heroku_like'] / 1e6:.1f} MB")
     print("changed by:", result["changed_by"])
+    image = result["image"]
+    print(f"image: cold push {image['cold_push_seconds']:.2f} s, warm (app layer only) "
+          f"{image['warm_push_seconds']:.2f} s, warm push uploaded "
+          f"{image['warm_blobs_uploaded']} blob(s), {image['warm_bytes_uploaded'] / 1e3:.1f} kB "
+          f"of a {image['image_bytes'] / 1e6:.1f} MB image")
     print("warm stages:", result["stage_medians"]["warm"])
 
 

@@ -294,3 +294,42 @@ def test_auth_refused_pushes_no_tag(flask_slug: Path, run_image: str, cache_dir:
     with good.client(auth_registry.host, "auth/app") as client:
         found = client.get_manifest("v1")
     assert found is not None and found[2] == json.loads(pushed.stdout)["manifest_digest"]
+
+
+def test_run_images_from_an_archive_and_a_registry(
+        flask_slug: Path, run_image: str, cache_dir: Path, registry: RegistryServer,
+        tmp_path: Path) -> None:
+    # The run image in a registry: a push to another repository mounts its layer.
+    run_in_registry = f"docker://{registry.host}/stacks/run:base"
+    copy = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", run_image,
+                           run_in_registry], capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr
+    mounts = registry.blob_mounts()
+    pushed = build_image(flask_slug, f"docker://{registry.host}/mounted/app:v1",
+                         run_image=run_in_registry, cache_dir=cache_dir)
+    assert registry.blob_mounts() - mounts >= 1 and pushed.stats.blobs_mounted >= 1
+    labels = skopeo_inspect(f"docker://{registry.host}/mounted/app:v1")["Labels"]
+    assert labels["org.opencontainers.image.base.name"] == run_in_registry
+    # The run image as a docker-archive (uncompressed layers, kept as they are).
+    archive = tmp_path / "run.tar"
+    copy = subprocess.run(["skopeo", "copy", run_image, f"docker-archive:{archive}:run:base"],
+                          capture_output=True, text=True)
+    assert copy.returncode == 0, copy.stderr
+    built = build_image(flask_slug, f"oci:{tmp_path / 'image'}:v1",
+                        run_image=f"docker-archive:{archive}:run:base", cache_dir=cache_dir)
+    assert built.layers[0]["role"] == "run image"
+    rootfs = umoci_unpack(f"{tmp_path / 'image'}:v1", tmp_path / "bundle")
+    assert (rootfs / "etc" / "passwd").read_text() == PASSWD
+
+
+def test_a_herokuish_slug_becomes_one_app_layer(run_image: str, cache_dir: Path,
+                                                tmp_path: Path) -> None:
+    slug = tmp_path / "herokuish.tgz"
+    compile_app(FLASK_APP, slug, cache_dir=cache_dir, reporter=Reporter(quiet=True))
+    built = build_image(slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    assert [layer["role"] for layer in built.layers] == ["run image", "app"]
+    rootfs = umoci_unpack(f"{tmp_path / 'image'}:v1", tmp_path / "bundle")
+    python = rootfs / "app" / ".heroku" / "python" / "bin" / "python"
+    assert python.exists() or python.is_symlink()
+    assert (rootfs / "app" / "app.py").stat().st_uid == 1001

@@ -26,7 +26,7 @@ from typing import IO, Any, cast
 
 from .. import errors
 from .credentials import Credentials, find_credentials
-from .reference import DEFAULT_TAG, ImageReference
+from .reference import DEFAULT_TAG, ImageReference, parse_registry_name
 from .registry import RegistryClient, TransferStats
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -456,7 +456,8 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
             raise _unreadable(reference, "its manifest.json lists no image")
         wanted = f"{reference.repository}:{reference.tag}" if reference.repository else None
         chosen = next((entry for entry in manifests if isinstance(entry, dict)
-                       and (wanted is None or wanted in (entry.get("RepoTags") or []))), None)
+                       and (wanted is None or any(_same_name(wanted, str(tag)) for tag in
+                                                  entry.get("RepoTags") or []))), None)
         if chosen is None:
             raise _unreadable(reference, f"it holds no image named {wanted}")
         config = _json(member(str(chosen.get("Config"))), reference, "config")
@@ -476,6 +477,17 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
             layers.append(file_blob(stored, LAYER_GZIP if compressed else LAYER_TAR, diff_id,
                                     digest="sha256:" + stored.name))
     return Image(config, layers)
+
+
+def _same_name(one: str, other: str) -> bool:
+    """Whether two image names are the same once Docker's defaults are filled in
+    (``run:base`` is ``docker.io/library/run:base``, as ``docker save`` may write it)."""
+    try:
+        first, second = parse_registry_name(one), parse_registry_name(other)
+    except errors.SlugbuildError:
+        return one == other
+    return (first.host, first.repository, first.tag or DEFAULT_TAG) == \
+        (second.host, second.repository, second.tag or DEFAULT_TAG)
 
 
 def _keep_stream(source: IO[bytes], blob_dir: Path) -> Path:
