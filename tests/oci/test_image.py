@@ -8,6 +8,7 @@ The run image is a small layout made by tests/helpers.write_run_image.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -192,6 +193,18 @@ def test_a_warm_image_build_reuses_the_kept_layers(flask_slug: Path, run_image: 
     build_image(flask_slug, f"oci:{tmp_path / 'b'}:v1", run_image=run_image,
                 cache_dir=cache_dir)
     assert {path: path.stat().st_mtime_ns for path in kept} == kept
+    # A damaged kept layer is made again, not used.
+    first = build_image(flask_slug, f"oci:{tmp_path / 'c'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    runtime_blob = cache_dir / "oci" / "blobs" / first.layers[1]["digest"][7:]
+    damaged = bytearray(runtime_blob.read_bytes())
+    damaged[100] ^= 0xFF
+    runtime_blob.write_bytes(bytes(damaged))
+    again = build_image(flask_slug, f"oci:{tmp_path / 'd'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    assert again.manifest_digest == first.manifest_digest
+    assert "sha256:" + hashlib.sha256(runtime_blob.read_bytes()).hexdigest() == \
+        first.layers[1]["digest"]
 
 
 def test_rebase_swaps_the_run_image_and_keeps_the_app_layers(

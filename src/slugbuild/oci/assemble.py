@@ -381,9 +381,11 @@ def _part_layer(handle: IO[bytes], offset: int, length: int, part_sha256: str,
     digest = "sha256:" + whole.hexdigest()
     path = store.blobs / digest.split(":", 1)[1]
     record = store.part_record(part_sha256)
+    # The kept blob is hashed again (cheap next to compressing): a damaged cache file
+    # is made again, never used.
     if not path.is_file() or path.stat().st_size != length + len(END_OF_TAR) \
             or record is None or record.get("digest") != digest \
-            or not isinstance(record.get("diff_id"), str):
+            or not isinstance(record.get("diff_id"), str) or oci.hash_file(path) != digest:
         handle.seek(offset)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:
@@ -498,7 +500,7 @@ def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user:
     data = out.getvalue()
     digest = oci.sha256_of(data)
     path = store.blobs / digest.split(":", 1)[1]
-    if not path.is_file() or path.stat().st_size != len(data):
+    if not path.is_file() or oci.hash_file(path) != digest:
         _atomic_bytes(path, data)
     return oci.file_blob(path, oci.LAYER_GZIP, "sha256:" + sink.hasher.hexdigest(),
                          digest=digest)
