@@ -479,6 +479,19 @@ def host_library_paths(sonames: list[str]) -> list[str]:
     return [found[name] for name in sonames if name in found]
 
 
+# Shared libraries a slug built here may need from its run image (readelf of its ELF files):
+# write_run_image(host_files=host_library_paths(SLUG_SONAMES)) makes a run image a
+# slug's ELF files can load in, without mmdebstrap.
+SLUG_SONAMES = [
+    "libc.so.6", "ld-linux-x86-64.so.2", "libm.so.6", "libpthread.so.0", "libdl.so.2",
+    "librt.so.1", "libutil.so.1", "libz.so.1", "liblzma.so.5", "libbz2.so.1.0",
+    "libuuid.so.1", "libcrypt.so.1", "libtinfo.so.6", "libssl.so.3", "libcrypto.so.3",
+    "libsqlite3.so.0", "libffi.so.8", "libncursesw.so.6", "libreadline.so.8", "libnsl.so.2",
+    "libtirpc.so.3", "libexpat.so.1", "libgdbm.so.6", "libgdbm_compat.so.4",
+    "libpanelw.so.6", "libformw.so.6", "libmpdec.so.3", "libstdc++.so.6", "libgcc_s.so.1",
+]
+
+
 def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
                     passwd: str = "root:x:0:0:root:/root:/bin/sh\n",
                     host_files: tuple[str, ...] = (), files: dict[str, bytes] | None = None,
@@ -509,7 +522,8 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
             info.mode = 0o755 if name.startswith(("bin/", "usr/bin/")) else 0o644
             tar.addfile(info, io.BytesIO(entries[name]))
     data = raw.getvalue()
-    layer = bytes_blob(gzip.compress(data, mtime=0), LAYER_GZIP, sha256_of(data))
+    layer = bytes_blob(gzip.compress(data, compresslevel=1, mtime=0), LAYER_GZIP,
+                       sha256_of(data))
     config: dict = {"architecture": architecture, "os": "linux",
                     "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]},
                     "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}

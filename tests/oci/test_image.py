@@ -28,10 +28,12 @@ from ..helpers import (
     AUTH_REGISTRY_PASSWORD,
     AUTH_REGISTRY_USER,
     FIXTURE_APPS,
+    SLUG_SONAMES,
     RegistryServer,
     assert_refused,
     copy_app,
     free_port,
+    host_library_paths,
     run_cli,
     write_run_image,
 )
@@ -67,8 +69,10 @@ def flask_slug(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pat
 
 @pytest.fixture(scope="module")
 def run_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A run image with this machine's copies of the libraries slugs need, and /bin/sh."""
     return write_run_image(tmp_path_factory.mktemp("run-image") / "layout", "base",
-                           user="web", passwd=PASSWD)
+                           user="web", passwd=PASSWD,
+                           host_files=(*host_library_paths(SLUG_SONAMES), "/bin/sh"))
 
 
 def test_layout_image_layers_config_and_labels(flask_slug: Path, run_image: str,
@@ -213,7 +217,8 @@ def test_rebase_swaps_the_run_image_and_keeps_the_app_layers(
     target = f"docker://{registry.host}/rebase/app:v1"
     built = build_image(flask_slug, target, run_image=run_image, cache_dir=cache_dir)
     newer = write_run_image(tmp_path / "newer", "v2", user="web", passwd=PASSWD,
-                            files={"etc/security-update": b"patched\n"})
+                            files={"etc/security-update": b"patched\n"},
+                            host_files=(*host_library_paths(SLUG_SONAMES), "/bin/sh"))
     rebased = rebase_image(target, newer, cache_dir=cache_dir)
     assert rebased.reference == target
     assert [layer["digest"] for layer in rebased.layers[1:]] == \
@@ -335,12 +340,10 @@ def test_run_images_from_an_archive_and_a_registry(
     assert (rootfs / "etc" / "passwd").read_text() == PASSWD
 
 
-def test_a_herokuish_slug_becomes_one_app_layer(run_image: str, cache_dir: Path,
-                                                tmp_path: Path) -> None:
-    slug = tmp_path / "herokuish.tgz"
-    compile_app(FLASK_APP, slug, cache_dir=cache_dir, reporter=Reporter(quiet=True))
-    built = build_image(slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
-                        cache_dir=cache_dir)
+def test_a_herokuish_slug_becomes_one_app_layer(flask_build: Any, run_image: str,
+                                                cache_dir: Path, tmp_path: Path) -> None:
+    built = build_image(flask_build.slug_path, f"oci:{tmp_path / 'image'}:v1",
+                        run_image=run_image, cache_dir=cache_dir)
     assert [layer["role"] for layer in built.layers] == ["run image", "app"]
     rootfs = umoci_unpack(f"{tmp_path / 'image'}:v1", tmp_path / "bundle")
     python = rootfs / "app" / ".heroku" / "python" / "bin" / "python"

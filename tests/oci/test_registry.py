@@ -30,6 +30,11 @@ from ..helpers import AUTH_REGISTRY_PASSWORD, AUTH_REGISTRY_USER, RegistryServer
 TOKEN_USER, TOKEN_PASSWORD = "tokenuser", "token-pass-71b"
 
 
+@pytest.fixture(autouse=True)
+def _no_waiting_between_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RegistryClient, "retry_delay", staticmethod(lambda attempt: 0.0))
+
+
 def _blob(text: str) -> tuple[bytes, str]:
     data = text.encode() * 100
     return data, "sha256:" + hashlib.sha256(data).hexdigest()

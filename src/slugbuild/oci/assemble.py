@@ -531,7 +531,7 @@ def _add_data(tar: _TarWriter, info: tarfile.TarInfo, data: IO[bytes] | None) ->
 def launcher_files(metadata: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
     """The launcher's files: absolute path -> (content, mode)."""
     process_types = metadata.get("process_types") or {}
-    config_vars = metadata.get("config_vars") or {}
+    config_vars = metadata.get("release_config_vars") or {}
     return launcher.launcher_files(process_types, config_vars)
 
 
@@ -606,7 +606,8 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
     labels = {
         f"{LABEL}.version": __version__,
         f"{LABEL}.process-types": json.dumps(process_types, sort_keys=True),
-        f"{LABEL}.release-command": str(process_types.get("release", "")),
+        f"{LABEL}.release-command": str(metadata.get("release_command")
+                                        or process_types.get("release") or ""),
         f"{LABEL}.runtime": " ".join(str(runtime.get(key, "")) for key in
                                      ("implementation", "resolved")).strip()
         if isinstance(runtime, dict) else "",
