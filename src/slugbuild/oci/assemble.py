@@ -144,7 +144,7 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     layers keep their digests; written to ``output`` (default: ``image`` itself)."""
     started = time.perf_counter()
     source = _reference(image)
-    target = _reference(output) if output is not None else source.with_tag(source.tag)
+    target = _reference(output) if output is not None else source
     if target.digest:
         raise errors.IMAGE_REFERENCE_INVALID.error(
             variant="digest-not-allowed", reference=str(target), what="an image to write")

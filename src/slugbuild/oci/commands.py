@@ -90,6 +90,9 @@ def compile_image(plan: ImagePlan | None, slug: Path, reporter: Reporter
     if plan is None:
         return None
     reporter.step("Building the image...")
+    if plan.run_image is None:
+        reporter.warn("No --run-image: the image holds only the slug (no operating system), "
+                      "a base to copy from, not one to run.")
     result = build_image(slug, plan.image, run_image=plan.run_image, cache_dir=plan.cache_dir,
                          registry=plan.registry)
     _report(result, reporter, "written to")
@@ -98,6 +101,9 @@ def compile_image(plan: ImagePlan | None, slug: Path, reporter: Reporter
 
 def image_command(args: argparse.Namespace) -> int:
     """``slugbuild image SLUG --image REF [--run-image REF]``."""
+    if not args.run_image:
+        Reporter(sys.stderr).warn("No --run-image: the image holds only the slug (no "
+                                  "operating system), a base to copy from, not one to run.")
     result = build_image(args.slug, args.image, run_image=args.run_image,
                          cache_dir=args.cache_dir, registry=registry_options(args))
     return _done(args, result, "written to")
