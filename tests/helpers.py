@@ -503,8 +503,11 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
     from slugbuild.oci.reference import parse_image_reference
 
     entries = {"etc/passwd": passwd.encode(), **(files or {})}
+    executable = {"bin/", "usr/bin/"}
     for host_path in host_files:
         entries[host_path.lstrip("/")] = Path(host_path).read_bytes()
+        if os.stat(host_path).st_mode & 0o111:  # programs, and the dynamic loader
+            executable.add(host_path.lstrip("/"))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         made: set[str] = set()
@@ -519,7 +522,7 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
                     tar.addfile(info)
             info = tarfile.TarInfo(name)
             info.size = len(entries[name])
-            info.mode = 0o755 if name.startswith(("bin/", "usr/bin/")) else 0o644
+            info.mode = 0o755 if name.startswith(tuple(executable)) else 0o644
             tar.addfile(info, io.BytesIO(entries[name]))
     data = raw.getvalue()
     layer = bytes_blob(gzip.compress(data, compresslevel=1, mtime=0), LAYER_GZIP,
