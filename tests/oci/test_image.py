@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -349,3 +350,22 @@ def test_a_herokuish_slug_becomes_one_app_layer(flask_build: Any, run_image: str
     python = rootfs / "app" / ".heroku" / "python" / "bin" / "python"
     assert python.exists() or python.is_symlink()
     assert (rootfs / "app" / "app.py").stat().st_uid == 1001
+
+
+def test_a_slug_whose_entries_leave_app_is_refused(run_image: str, cache_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """A slug from elsewhere (with a matching slug.json) holding `../` is no image."""
+    slug = tmp_path / "hostile.tgz"
+    with tarfile.open(slug, "w:gz") as tar:
+        for name in ("./app/", "./app/../../etc/cron.d/x"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE if name.endswith("/") else tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(b""))
+    digest = hashlib.sha256(slug.read_bytes()).hexdigest()
+    slug.with_suffix(".json").write_text(json.dumps({
+        "checksum": f"SHA256:{digest}", "layout": "heroku", "process_types": {},
+        "layer_parts": []}))
+    with pytest.raises(errors.UNSAFE_SLUG.exception):
+        build_image(slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                    cache_dir=cache_dir)
+    assert not (tmp_path / "image" / "index.json").exists()

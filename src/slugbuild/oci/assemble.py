@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .. import __version__, errors
 from ..cache import default_cache_dir
@@ -41,6 +41,7 @@ from ..pack import (
     source_date_epoch,
     tar_header,
 )
+from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from . import image as oci
 from . import launcher_placeholder as launcher
@@ -396,14 +397,44 @@ def _part_layer(handle: IO[bytes], offset: int, length: int, part_sha256: str,
                     out.write(chunk)
                     remaining -= len(chunk)
                 out.write(END_OF_TAR)
-            with open(partial, "rb") as written:
-                diff_id = oci.diff_id_of(written, compressed=True)
+            diff_id = _checked_diff_id(partial)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
         record = {"digest": digest, "diff_id": diff_id}
         store.keep_part_record(part_sha256, record)
     return oci.file_blob(path, oci.LAYER_GZIP, str(record["diff_id"]), digest=digest)
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads from ``source``, hashing what passes."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.hasher = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.source.read(len(buffer))
+        buffer[:len(data)] = data
+        self.hasher.update(data)
+        return len(data)
+
+
+def _checked_diff_id(blob: Path) -> str:
+    """The uncompressed digest of a gzip layer made from a slug's part, every entry
+    checked as the slug readers check them (a slug from elsewhere could hold a path
+    that leaves the image's /app)."""
+    with open(blob, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as inflated:
+        reader = _HashingReader(cast(IO[bytes], inflated))
+        with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tar:
+            for member in tar:
+                check_member(member)
+        while reader.read(_CHUNK):
+            pass
+    return "sha256:" + reader.hasher.hexdigest()
 
 
 def _part_role(handle: IO[bytes], offset: int, index: int) -> str:
@@ -472,7 +503,11 @@ def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user:
         tar = _TarWriter(sink)
         tar.add(_owned(_info("./app/", epoch, tarfile.DIRTYPE, 0o755), user))
         with tarfile.open(fileobj=io.BytesIO(bytes(raw) + b"\0" * 1024), mode="r:") as source:
-            for member in source:
+            members = source.getmembers()
+            for member in members:
+                check_member(member)
+            check_no_entry_below_a_link(members)
+            for member in members:
                 name = member.name if member.name.startswith("./") else "./" + member.name
                 if member.isdir():
                     name = name.rstrip("/") + "/"

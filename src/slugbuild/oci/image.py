@@ -17,7 +17,6 @@ import json
 import os
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -551,22 +550,3 @@ def layer_tar(layer: Blob) -> Iterator[IO[bytes]]:
                 yield cast(IO[bytes], stream)
         else:
             yield source
-
-
-def diff_id_of(stream: IO[bytes], compressed: bool) -> str:
-    """sha256 of the uncompressed bytes of ``stream`` (gzip, every member, when
-    ``compressed``)."""
-    hasher = hashlib.sha256()
-    if compressed:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            while chunk:
-                hasher.update(inflater.decompress(chunk))
-                chunk = inflater.unused_data
-                if inflater.eof:
-                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        hasher.update(inflater.flush())
-    else:
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
