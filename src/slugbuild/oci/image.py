@@ -335,7 +335,7 @@ def read_image(reference: ImageReference, *, blob_dir: Path,
     """The image at ``reference``: config and layers (a registry's blobs pulled into
     ``blob_dir``, verified, and kept there for the next time)."""
     if reference.transport == "oci":
-        return _read_layout(reference)
+        return _read_layout(reference, architecture)
     if reference.transport == "docker-archive":
         return _read_archive(reference, blob_dir)
     return _read_registry(reference, blob_dir, registry or RegistryOptions(), architecture)
@@ -374,7 +374,7 @@ def _pick_manifest(index: dict[str, Any], reference: ImageReference, architectur
     return entries[0]
 
 
-def _read_layout(reference: ImageReference) -> Image:
+def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
     assert reference.path is not None
     root = reference.path
     blobs = root / "blobs" / "sha256"
@@ -391,11 +391,12 @@ def _read_layout(reference: ImageReference) -> Image:
 
     if not (root / "index.json").is_file():
         raise _unreadable(reference, "it is not an OCI image layout (no index.json)")
-    entry = _pick_manifest(_read_index(root), reference, None, reference.tag or DEFAULT_TAG)
+    entry = _pick_manifest(_read_index(root), reference, architecture,
+                           reference.tag or DEFAULT_TAG)
     manifest_digest = str(entry.get("digest"))
     manifest = _json(blob_bytes(manifest_digest, "manifest"), reference, "manifest")
     if manifest.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
-        entry = _pick_manifest(manifest, reference, None, None)
+        entry = _pick_manifest(manifest, reference, architecture, None)
         manifest_digest = str(entry.get("digest"))
         manifest = _json(blob_bytes(manifest_digest, "manifest"), reference, "manifest")
     config_digest = str((manifest.get("config") or {}).get("digest"))
