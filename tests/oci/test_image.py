@@ -369,3 +369,22 @@ def test_a_slug_whose_entries_leave_app_is_refused(run_image: str, cache_dir: Pa
         build_image(slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
                     cache_dir=cache_dir)
     assert not (tmp_path / "image" / "index.json").exists()
+
+
+def test_the_fast_tar_reader_reads_as_tarfile(flask_slug: Path, run_image: str,
+                                              cache_dir: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app layer made through the direct ustar reader equals the one made through
+    tarfile (its fallback), byte for byte."""
+    from slugbuild.oci import assemble
+
+    fast = build_image(flask_slug, f"oci:{tmp_path / 'fast'}:v1", run_image=run_image,
+                       cache_dir=cache_dir)
+
+    def refuse(data: bytes) -> list[Any]:
+        raise ValueError("use tarfile")
+
+    monkeypatch.setattr(assemble, "_ustar_entries", refuse)
+    slow = build_image(flask_slug, f"oci:{tmp_path / 'slow'}:v1", run_image=run_image,
+                       cache_dir=cache_dir)
+    assert fast.manifest_digest == slow.manifest_digest
