@@ -109,7 +109,7 @@ def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
     base = oci.read_image(run_reference, blob_dir=store.blobs, registry=registry,
                           architecture=_architecture(None)) \
         if run_reference is not None else Image({}, [])
-    check_run_image(metadata, base, str(run_reference) if run_reference else None)
+    check_run_image(metadata, base, str(run_reference) if run_reference else None, slug_path)
     user = image_user(base)
     slug_layers = layers_from_slug(slug_path, metadata, user=user, store=store, epoch=epoch)
     assembled = assemble(base, slug_layers, metadata, run_reference, user, epoch)
@@ -646,8 +646,10 @@ def launcher_path() -> str:
     return launcher.LAUNCHER_PATH
 
 
-def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None) -> None:
-    """Refuse a run image that lacks what the slug needs (helper "stack"'s check)."""
+def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
+                    slug: Path | None = None) -> None:
+    """Refuse a run image that lacks what the slug needs (helper "stack"'s check): the
+    needs slug.json records, else those read from ``slug`` (an older slug.json)."""
     if name is None:
         return
     try:
@@ -655,6 +657,9 @@ def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None) 
     except ImportError:  # until helper "stack"'s check lands
         return
     requirements = stack_compat.StackRequirements.from_dict(metadata.get("stack_requirements"))
+    if requirements is None and slug is not None:
+        requirements = stack_compat.slug_archive_requirements(
+            slug, LAYOUTS.get(str(metadata.get("layout")), "."))
     if requirements is None:
         return
     streams = []
