@@ -402,3 +402,19 @@ def test_a_run_image_without_the_slugs_libraries_is_refused(flask_slug: Path, ca
     assert raised.value.code == "run-image-incompatible"
     assert "libssl.so.3" in raised.value.found
     assert not (tmp_path / "image").exists()
+
+
+def test_a_damaged_run_image_layer_is_an_error_not_an_image(flask_slug: Path, cache_dir: Path,
+                                                            tmp_path: Path) -> None:
+    damaged = write_run_image(tmp_path / "run", "base", passwd=PASSWD)
+    index = json.loads((tmp_path / "run" / "index.json").read_text())
+    manifest_blob = tmp_path / "run" / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]
+    layer = json.loads(manifest_blob.read_text())["layers"][0]["digest"][7:]
+    blob = tmp_path / "run" / "blobs" / "sha256" / layer
+    blob.write_bytes(blob.read_bytes()[:-8] + b"\0" * 8)
+    for target in (f"oci:{tmp_path / 'image'}:v1", f"docker-archive:{tmp_path / 'image.tar'}"):
+        with pytest.raises(errors.IMAGE_UNREADABLE.exception) as raised:
+            build_image(flask_slug, target, run_image=damaged, cache_dir=cache_dir)
+        assert "does not match" in raised.value.found
+    assert not (tmp_path / "image" / "index.json").exists()
+    assert not (tmp_path / "image.tar").exists()

@@ -17,6 +17,7 @@ import json
 import os
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class Blob:
     # Where it came from in a registry (host, repository): a push to another
     # repository of the same registry mounts it from there.
     source: tuple[str, str] | None = field(default=None, compare=False)
+    # The image it was read from, for messages ("" for a layer made here).
+    origin: str = field(default="", compare=False)
 
     @property
     def compressed(self) -> bool:
@@ -74,12 +77,12 @@ class Blob:
 
 
 def file_blob(path: Path, media_type: str, diff_id: str, digest: str | None = None,
-              source: tuple[str, str] | None = None) -> Blob:
+              source: tuple[str, str] | None = None, origin: str = "") -> Blob:
     """A blob whose bytes are the file ``path``."""
     if digest is None:
         digest = hash_file(path)
     return Blob(digest, path.stat().st_size, media_type, diff_id,
-                lambda: open(path, "rb"), source)
+                lambda: open(path, "rb"), source, origin)
 
 
 def bytes_blob(data: bytes, media_type: str, diff_id: str) -> Blob:
@@ -183,7 +186,7 @@ def write_layout(image: Image, target: ImageReference) -> WriteResult:
         if not layout_file.exists():
             _atomic_write(layout_file, canonical_json({"imageLayoutVersion": "1.0.0"}))
         for layer in image.layers:
-            _store_blob(blobs, layer.digest, layer.open)
+            _store_blob(blobs, layer.digest, layer.open, layer.origin)
         manifest = image.manifest()
         _store_blob(blobs, image.config_digest, lambda: io.BytesIO(image.config_bytes))
         _store_blob(blobs, sha256_of(manifest), lambda: io.BytesIO(manifest))
@@ -211,7 +214,8 @@ def _read_index(root: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _store_blob(blobs: Path, digest: str, opener: Callable[[], IO[bytes]]) -> None:
+def _store_blob(blobs: Path, digest: str, opener: Callable[[], IO[bytes]],
+                origin: str = "") -> None:
     """Copy a blob in under its digest, checked; an existing blob is kept as is."""
     final = blobs / digest.split(":", 1)[1]
     if final.exists():
@@ -225,7 +229,7 @@ def _store_blob(blobs: Path, digest: str, opener: Callable[[], IO[bytes]]) -> No
                 hasher.update(chunk)
                 out.write(chunk)
         if "sha256:" + hasher.hexdigest() != digest:
-            raise AssertionError(f"blob {digest} changed while it was written")
+            raise _damaged(origin, digest, "its digest")
         os.chmod(partial, 0o644)
         os.replace(partial, final)
     finally:
@@ -286,12 +290,22 @@ def _uncompressed(layer: Blob, out: IO[bytes]) -> None:
     with layer.open() as source:
         stream: IO[bytes] = cast(IO[bytes], gzip.GzipFile(fileobj=source, mode="rb")) \
             if layer.compressed else source
-        for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            hasher.update(chunk)
-            out.write(chunk)
+        try:
+            for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                hasher.update(chunk)
+                out.write(chunk)
+        except (gzip.BadGzipFile, EOFError, zlib.error):
+            raise _damaged(layer.origin, layer.digest, "gzip's own checks") from None
     if "sha256:" + hasher.hexdigest() != layer.diff_id:
-        raise AssertionError(f"layer {layer.digest} does not match its diff_id")
+        raise _damaged(layer.origin, layer.digest, "the config's uncompressed digest for it")
     out.seek(0)
+
+
+def _damaged(origin: str, digest: str, what: str) -> errors.SlugbuildError:
+    return errors.IMAGE_UNREADABLE.error(
+        reference=origin or "an image being written",
+        reason=f"its layer {digest} does not match {what} (damaged, or changed while "
+               f"it was read)")
 
 
 def _add_member(archive: tarfile.TarFile, name: str, epoch: int, data: IO[bytes]) -> None:
@@ -408,7 +422,7 @@ def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
         if not path.is_file():
             raise _unreadable(reference, f"its layer {descriptor['digest']} is missing")
         layers.append(file_blob(path, str(descriptor.get("mediaType", LAYER_GZIP)), diff_id,
-                                digest=str(descriptor["digest"])))
+                                digest=str(descriptor["digest"]), origin=str(reference)))
     return Image(config, layers, dict(manifest.get("annotations") or {}),
                  source_digest=manifest_digest)
 
@@ -475,7 +489,7 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
             stored = _keep_stream(extracted, blob_dir)
             compressed = stored.open("rb").read(2) == b"\x1f\x8b"
             layers.append(file_blob(stored, LAYER_GZIP if compressed else LAYER_TAR, diff_id,
-                                    digest="sha256:" + stored.name))
+                                    digest="sha256:" + stored.name, origin=str(reference)))
     return Image(config, layers)
 
 
@@ -537,7 +551,8 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
                 client.pull_blob(digest, path)
             layers.append(file_blob(path, str(descriptor.get("mediaType", LAYER_GZIP)),
                                     diff_id, digest=digest,
-                                    source=(reference.host, reference.repository)))
+                                    source=(reference.host, reference.repository),
+                                    origin=str(reference)))
     return Image(config, layers, dict(manifest.get("annotations") or {}),
                  source_digest=manifest_digest)
 
