@@ -58,6 +58,7 @@ COMMANDS_BY_FUNCTION = {
     "errors.from_exception": ALL_COMMANDS,
     "cli._check_paths": ALL_COMMANDS,
     "cli._internal_error": ALL_COMMANDS,
+    "cli_help.CommandParser.error": ALL_COMMANDS,
 }
 DEFAULT_COMMANDS = ("compile",)
 # Modules whose every raising function serves these commands (a function listed
@@ -213,7 +214,12 @@ def render() -> str:
         " !       <tool output>",
         " !",
         " !     <what to do>",
+        " !     Documented in docs/errors.md#<code>",
         "```",
+        "",
+        "With `--json`, a failed command also prints `{\"error\": {\"code\", \"title\", "
+        "\"found\", \"action\", \"output\", \"docs\"}}` on stdout (the message above still "
+        "goes to stderr).",
         "",
         "The Python API raises a subclass of `slugbuild.SlugbuildError` with the attributes",
         "`code`, `title`, `found`, `action` and `output` (also as `as_dict()`; `render()` gives",

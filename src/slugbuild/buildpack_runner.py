@@ -168,10 +168,12 @@ def run_buildpack(
     try:
         run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
                                      env_dir]), reporter, env, cwd=build_dir,
-                 step=f"{ref.shown}: bin/compile")
+                 step=f"{ref.shown}: bin/compile", passthrough=True)
     except ToolFailed as failed:
+        # Its output is in the log above already: kept on the error, not printed twice.
         raise errors.BUILDPACK_COMPILE_FAILED.error(
-            spec=ref.shown, exit_code=failed.exit_code, output=failed.tail) from failed
+            spec=ref.shown, exit_code=failed.exit_code, output=failed.tail,
+            output_shown=True) from failed
     export = directory / "export"
     if export.is_file():
         exports.append(export)

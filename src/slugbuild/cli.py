@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, errors
+from .cli_help import CommandParser, HelpFormatter, UsageExit, epilog, usage_error
 from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
-from .log import Reporter
+from .log import Reporter, color_wanted, painted
 from .oci.commands import (
     add_image_options,
     add_registry_options,
@@ -63,6 +64,27 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                              "of its minor (default: $SLUGBUILD_PYTHON_PATCH_FALLBACK)")
 
 
+def _add_output_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--verbose, --quiet and --color: how much the log says, and in what colours."""
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="show the output of the tools slugbuild runs for itself, and on "
+                             "an internal error the traceback (also SLUGBUILD_VERBOSE=1)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print only warnings and errors on stderr (results still go "
+                             "to stdout)")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default=default,
+                        help="colour the log: auto (the default) on a terminal unless "
+                             "NO_COLOR is set or TERM=dumb")
+
+
+def _reporter(args: argparse.Namespace) -> Reporter:
+    """The build log on stderr, as --quiet, --verbose and --color ask."""
+    return Reporter(sys.stderr,
+                    verbosity="quiet" if args.quiet else "verbose" if args.verbose
+                    else "normal",
+                    color=color_wanted(args.color, sys.stderr))
+
+
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url,
                                    args.allow_eol_python, args.python_patch_fallback)
@@ -90,30 +112,37 @@ def _port(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slugbuild", description="Compile Python web apps into Heroku-style slugs."
+    parser = CommandParser(
+        prog="slugbuild", description="Compile Python web apps into Heroku-style slugs.",
+        formatter_class=HelpFormatter,
+        epilog=f"`slugbuild COMMAND --help` shows a command's options, defaults, environment "
+               f"and examples. Documentation: docs/cli.md (errors: {errors.ERRORS_DOC})."
     )
     parser.add_argument("--version", action="version", version=f"slugbuild {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="on an internal error, print the traceback (also "
-                             "SLUGBUILD_VERBOSE=1)")
+    _add_output_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(verbose=False, quiet=False, color="auto")
     # Accepted after the command too (`slugbuild compile APP --verbose`); SUPPRESS keeps
     # a subcommand from resetting a flag given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="on an internal error, print the traceback")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _add_output_options(common, argparse.SUPPRESS)
+    sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     add_parser = sub.add_parser
 
     def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return add_parser(name, parents=[common], **kwargs)
+        made: argparse.ArgumentParser = add_parser(
+            name, parents=[common], formatter_class=HelpFormatter, epilog=epilog(name),
+            **kwargs)
+        return made
 
-    sub.add_parser = add_command  # type: ignore[method-assign]
+    sub.add_parser = add_command
 
     compile_ = sub.add_parser("compile", help="build a slug from an app directory")
     compile_.add_argument("app_dir", type=Path)
     compile_.add_argument("-o", "--output", type=Path, default=Path("slug.tgz"),
                           help="slug path (default: ./slug.tgz); slug.json is written beside it")
+    compile_.add_argument("--metadata-output", type=Path, metavar="FILE",
+                          help="write the slug's metadata (slug.json) here (default: beside "
+                               "the slug: slug.tgz -> slug.json)")
     compile_.add_argument("--cache-dir", type=Path,
                           help="cache directory (default: $SLUGBUILD_CACHE_DIR or "
                                "~/.cache/slugbuild)")
@@ -122,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--env-dir", type=Path,
                           help="directory of config vars, one file per var (Heroku ENV_DIR)")
     compile_.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
-                          help="herokuish: paths under ./ ; heroku: paths under ./app/ "
-                               "(default: herokuish, heroku with --image)")
+                          help="herokuish: paths under ./ ; heroku: paths under ./app/, "
+                               "which --image uses unless a layout is named "
+                               "(default: herokuish)")
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
@@ -141,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="how long the boot check waits for an answer (default: 30; "
                                "implies --boot-check)")
     compile_.add_argument("--json", action="store_true",
-                          help="print the result as JSON on stdout (the log stays on stderr)")
+                          help="print the result as JSON on stdout (the log stays on stderr); "
+                               "a failure prints {\"error\": {code, title, found, action, "
+                               "output, docs}}")
     compile_.add_argument("--timeout", type=float, metavar="SECONDS",
                           help="stop the build (and everything it started) after this long "
                                "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
@@ -156,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="make a slug into an OCI image (layout, "
                                          "docker-archive or registry)")
     image.add_argument("slug", type=Path, help="a slug with its slug.json beside it")
+    image.add_argument("--metadata", type=Path, metavar="FILE",
+                       help="the slug's slug.json when it is not beside it "
+                            "(compile --metadata-output)")
     add_image_options(image, required=True)
     image.add_argument("--cache-dir", type=Path,
                        help="where pulled run image layers are kept (default: the build cache)")
@@ -187,7 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a process type from a slug")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
     run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
-    run.add_argument("--port", type=_port, default=5000)
+    run.add_argument("--port", type=_port, default=5000, help="the process's $PORT")
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -278,37 +313,59 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, OSError):
                 pass
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
     except KeyboardInterrupt:
         return _interrupted()
+    except UsageExit as usage:
+        if "--json" in (argv if argv is not None else sys.argv[1:]):
+            _write_quietly(sys.stdout, json.dumps({"error": usage.error.as_dict()}, indent=2))
+        return int(usage.code or 2)
     verbose = bool(getattr(args, "verbose", False))
+    json_wanted = bool(getattr(args, "json", False))
 
     def command() -> int:
         _check_paths(args)
         return _dispatch(args)
 
+    def print_json_error(error: SlugbuildError) -> None:
+        # --json: a failure is JSON on stdout too, for scripts that read only stdout.
+        _write_quietly(sys.stdout, json.dumps({"error": error.as_dict()}, indent=2))
+
     # SIGTERM/SIGHUP/SIGINT stop the build cleanly (its tools killed, scratch removed).
     replaced = (_stop_on_signals() if threading.current_thread() is threading.main_thread()
                 else {})
     try:
-        return guarded(command, verbose=verbose)
+        return guarded(command, verbose=verbose,
+                       on_error=print_json_error if json_wanted else None,
+                       color=color_wanted(args.color, sys.stderr))
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
 
 
 def guarded(command: Callable[[], int], *, verbose: bool = False,
-            stream: TextIO | None = None) -> int:
+            stream: TextIO | None = None,
+            on_error: Callable[[SlugbuildError], None] | None = None,
+            color: bool = False) -> int:
     """Run ``command``; turn every way it can fail into one message and an exit status.
 
     Also used by the buildpack's bin/compile (``stream``: where messages go).
+    ``on_error`` also gets the error (``--json`` prints it on stdout); ``color``
+    prints the message in red (``--color``).
     """
     stream = stream if stream is not None else sys.stderr
     verbose = verbose or os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+
+    def fail(error: SlugbuildError) -> int:
+        _write_quietly(stream, painted(error.render(), "error") if color else error.render())
+        if on_error is not None:
+            on_error(error)
+        return 1
+
     try:
         return command()
     except SlugbuildError as error:
-        return _fail(error, stream)
+        return fail(error)
     except KeyboardInterrupt as stopped:
         return _interrupted(stream, stopped)
     except BrokenPipeError:
@@ -321,17 +378,12 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
             generic_os_error = isinstance(exc, OSError) and known is not None \
                 and known.code == errors.FILESYSTEM_ERROR.code
             if known is not None and not generic_os_error:
-                return _fail(known, stream)
-            return _internal_error(exc, verbose, stream)
+                return fail(known)
+            return fail(_internal_error(exc, verbose, stream))
         except Exception:  # noqa: BLE001 - reporting itself failed: say the least
             _write_quietly(stream, f" !     Error [internal-error]: Internal error in "
                                    f"slugbuild ({type(exc).__name__})")
             return 1
-
-
-def _fail(error: SlugbuildError, stream: TextIO) -> int:
-    _write_quietly(stream, error.render())
-    return 1
 
 
 def _write_quietly(stream: TextIO, text: str) -> None:
@@ -369,8 +421,9 @@ def _check_paths(args: argparse.Namespace) -> None:
                 option=name.replace("_", "-"))
 
 
-def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> int:
-    """Report an unexpected exception: its type and message, and where its traceback is."""
+def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> SlugbuildError:
+    """The error for an unexpected exception: its type and message, and where its
+    traceback is (written to a file, or to ``stream`` when verbose)."""
     details = mask("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     if verbose:
         print(details, file=stream, end="")
@@ -383,7 +436,7 @@ def _internal_error(exc: BaseException, verbose: bool, stream: TextIO) -> int:
     else:
         error = errors.INTERNAL_ERROR.error(
             exception=type(exc).__name__, message=message, traceback=where)
-    return _fail(error, stream)
+    return error
 
 
 def _write_traceback(details: str) -> str:
@@ -402,13 +455,52 @@ def _write_traceback(details: str) -> str:
                 f"--verbose to see it")
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments, or exit 2 with the usage of the command a mistake concerns:
+    an unknown option after ``compile`` prints compile's usage, and ``--env FOO``
+    without ``=`` is a usage error like any other."""
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    commands = next(action for action in parser._actions
+                    if isinstance(action, argparse._SubParsersAction)).choices
+    command_parser = commands[args.command]
+    if extras:
+        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    for option in ("env",):
+        try:
+            parse_env_assignments(getattr(args, option, None) or [])
+        except SlugbuildError as error:
+            usage_error(command_parser, error)
+    return args
+
+
+def _check_json_output(args: argparse.Namespace) -> None:
+    """``--json > out.json`` with ``-o out.tgz``: stdout is the file slug.json would be
+    written to; refused before the build (``--metadata-output`` puts it elsewhere)."""
+    from .slug.metadata import metadata_path_for
+
+    if not args.json:
+        return
+    metadata = (args.metadata_output if args.metadata_output is not None
+                else metadata_path_for(args.output))
+    try:
+        same = os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(metadata))
+    except (OSError, ValueError, AttributeError):  # no such file yet, or no real stdout
+        return
+    if same:
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="stdout-is-metadata", path=metadata,
+                                               slug=args.output)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
+        _check_json_output(args)
         config = load_config_vars(parse_env_assignments(args.env), args.env_dir)
-        reporter = Reporter(sys.stderr)
+        reporter = _reporter(args)
         image_plan = plan_image(args)
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
+            metadata_output=args.metadata_output,
             layout=check_image_layout(args), reporter=reporter,
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
@@ -417,15 +509,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
-        image = compile_image(image_plan, result.slug_path, reporter)
+        image = compile_image(image_plan, result.slug_path, result.metadata_path, reporter)
         if args.json:
             print(json.dumps({**result.as_dict(), **({"image": image} if image else {})},
                              indent=2))
         return 0
     if args.command == "image":
-        return image_command(args)
+        return image_command(args, _reporter(args))
     if args.command == "rebase":
-        return rebase_command(args)
+        return rebase_command(args, _reporter(args))
     if args.command == "run":
         from .slug.run import run_slug
 
@@ -452,7 +544,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .slug.publish import publish_slug
 
         release = publish_slug(args.slug, args.heroku_app, api_url=args.api_url,
-                               stack=args.stack, reporter=Reporter(sys.stderr),
+                               stack=args.stack, reporter=_reporter(args),
                                timeout=args.timeout, max_slug_size=args.max_slug_size)
         print(json.dumps({"release": release.get("id"), "version": release.get("version")}))
         return 0
@@ -464,7 +556,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         lock_app(args.app_dir, upgrade=args.upgrade, generate_hashes=args.generate_hashes,
                  config_vars=load_config_vars(parse_env_assignments(args.env)),
                  cache_dir=args.cache_dir,
-                 reporter=Reporter(sys.stderr))
+                 reporter=_reporter(args))
         return 0
     if args.command == "detect":
         app_dir = args.app_dir

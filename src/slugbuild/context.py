@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
-from .log import Reporter
+from .log import Reporter, current_stage
 from .pack import LayerPart, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
@@ -108,9 +108,11 @@ class StageTimer:
         if deadline:
             check_deadline(f"the {name} stage")  # stages that run no tool stop here
         start = time.perf_counter()
+        named = current_stage.set(name)  # the stage the log's events name
         try:
             yield
         finally:
+            current_stage.reset(named)
             self.timings[name] = round(time.perf_counter() - start, 3)
 
 

@@ -86,6 +86,7 @@ class DependencyInstall:
     # into the build's prefix, where its files already are).
     own_tree: Path | None = None
     baseline: tuple[str, ...] = ()  # installed before the app's requirements (Heroku's)
+    plan: InstallPlan | None = None  # what installed it (slug.json's installer facts)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class DependencyLayer:
     installer_version: str
     layer: Layer
     baseline: tuple[str, ...] = ()
+    plan: InstallPlan | None = None  # what installed it (slug.json's installer facts)
 
 
 def layer_key(
@@ -321,7 +323,7 @@ def find_or_install(
     name = key[:24]
     outcome = functools.partial(
         DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
-        installer.name, plan.version, baseline=baseline)
+        installer.name, plan.version, baseline=baseline, plan=plan)
 
     layer = _cached_layer(cache, name, key, reporter)
     if layer is None:
@@ -331,9 +333,9 @@ def find_or_install(
                 _explain_rebuild(cache, source_dir, inputs, reporter)
                 if prefetch is not None:
                     prefetch.wait()
-                reporter.step(f"Installing requirements with {installer.name} "
-                              f"({plan.version})")
+                reporter.step(installing_step(plan, lock_file))
                 scratch = cache.scratch_dir("install")
+                reporter.show_path_as(scratch / "app", "/app")  # the app's copy, if made
                 try:
                     job = InstallJob(
                         python=python, python_version=python_version,
@@ -355,6 +357,34 @@ def find_or_install(
                 return outcome(layer, False, own_tree)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
+
+
+def installer_facts(layer: DependencyLayer) -> dict[str, Any]:
+    """slug.json's installer fields, as facts: the tool that installed the packages
+    (``installer``: pip or uv), its version, why it was chosen, and every tool the
+    install runs with its version (``tools``, e.g. pipenv exporting for uv)."""
+    plan = layer.plan
+    if plan is None or not plan.installer_version:  # an installer that tells no facts
+        return {"installer": layer.installer, "installer_version": layer.installer_version}
+    tools = [part.strip().split(",")[0] for part in plan.version.split(" + ")]
+    return {"installer": plan.tool, "installer_version": plan.installer_version,
+            "installer_reason": plan.installer_reason,
+            "tools": [tool if "==" in tool else f"{plan.tool}=={tool}" for tool in tools]}
+
+
+def installing_step(plan: InstallPlan, lock_file: str) -> str:
+    """The step's header: the package manager whose files are installed (as Heroku's
+    log names it), and the tool that really installs them, with its version."""
+    if not plan.installer_version:  # an installer that tells no facts
+        return f"Installing requirements with {plan.name} ({plan.version})"
+    tool = f"{plan.tool} {plan.installer_version}"
+    if plan.name == "pip":
+        return (f"Installing requirements with {tool}" if plan.tool == "pip" else
+                f"Installing requirements with pip-compatible {tool} (every requirement "
+                f"pinned)")
+    if plan.name == plan.tool:
+        return f"Installing requirements with {tool} ({lock_file})"
+    return f"Installing requirements with {plan.name}'s {lock_file} via {tool}"
 
 
 def builds_local_packages(app_dir: Path, lock_file: str, installer: Installer,
@@ -468,7 +498,7 @@ def place_dependency_layer(install: DependencyInstall, python_home: Path, python
                         f"Installed {len(packages)} packages (not cached)")
     layer = DependencyLayer(install.key, packages, install.files, install.lock_checksum,
                             install.installer, install.installer_version, install.layer,
-                            install.baseline)
+                            install.baseline, install.plan)
     return layer, placed
 
 

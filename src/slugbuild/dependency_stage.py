@@ -51,7 +51,8 @@ from .runtime import RuntimeOffer, interpreter_before_layer, runtime_manifest
 
 
 class BackgroundInstall:
-    """The dependency layer installed into its own tree in a thread; its log held back.
+    """The dependency layer installed into its own tree in a thread; its log held
+    back until the build reaches it (``result``), then written live.
 
     The thread runs in a copy of the caller's context: the build's time limit
     (proc.build_limits) holds in it too.
@@ -60,7 +61,10 @@ class BackgroundInstall:
     def __init__(self, stage: DependencyStage, python: Path,
                  prefetch: Prefetch | None) -> None:
         self.reporter = stage.build.reporter
-        self.held = self.reporter.held_back()
+        self.held = self.reporter.deferred()
+        # The interpreter's prefix (a cached layer, or the local one it is copied from)
+        # is the slug's .heroku/python: the log names it so, not by its host path.
+        self.reporter.show_path_as(python.parent.parent, f"/app/{PYTHON_HOME}")
         self.thread = ThreadPoolExecutor(max_workers=1)
         timer = stage.build.timer
 
@@ -72,11 +76,11 @@ class BackgroundInstall:
             contextvars.copy_context().run, install)
 
     def result(self) -> DependencyInstall:
-        """The layer (or the error that stopped it), after its log."""
-        try:
+        """The layer (or the error that stopped it): what it printed so far, then
+        the rest of its log as it comes while this waits."""
+        self.held.release()
+        with self.reporter.waiting("installing dependencies"):
             return self.future.result()
-        finally:
-            self.reporter.replay(self.held)
 
     def close(self) -> None:
         """Wait for it: a build that failed meanwhile must not leave it running."""
@@ -184,12 +188,14 @@ class DependencyStage:
                 if self.background is not None and attempt == 0:
                     install = self.background.result()
                 elif self.background is not None:
-                    install = self.find_or_install(python, build.reporter)
+                    with build.reporter.waiting("installing dependencies"):
+                        install = self.find_or_install(python, build.reporter)
                 else:
-                    install = self.find_or_install(
-                        python, build.reporter,
-                        prefetch=self.prefetch if attempt == 0 else None,
-                        into_prefix=python_home)
+                    with build.reporter.waiting("installing dependencies"):
+                        install = self.find_or_install(
+                            python, build.reporter,
+                            prefetch=self.prefetch if attempt == 0 else None,
+                            into_prefix=python_home)
                 layer, placed = place_dependency_layer(
                     install, python_home, self.runtime.python_name, build.cache,
                     build.reporter, self.lock_file, copy=build.copy_layers)

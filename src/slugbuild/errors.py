@@ -84,7 +84,13 @@ class SlugbuildError(Exception):
             lines += ["", "Output (last lines):"]
             lines += ["  " + line for line in self.output.splitlines()]
         lines += [""] + self.action.splitlines()
+        lines.append(f"Documented in {self.docs}")
         return "\n".join((" !     " + mask(line)).rstrip() for line in lines)
+
+    @property
+    def docs(self) -> str:
+        """Where this error's code is documented (a section of docs/errors.md)."""
+        return f"{ERRORS_DOC}#{self.code}"
 
     def replacing(self, old: str, new: str) -> SlugbuildError:
         """The same error (same class and fields) with ``old`` replaced in its texts,
@@ -103,7 +109,12 @@ class SlugbuildError(Exception):
             "found": self.found,
             "action": self.action,
             "output": self.output,
+            "docs": self.docs,
         }
+
+
+# Where every code is documented, one section per code (scripts/gen_errors_doc.py).
+ERRORS_DOC = "docs/errors.md"
 
 
 class ErrorDict(TypedDict):
@@ -114,6 +125,7 @@ class ErrorDict(TypedDict):
     found: str
     action: str
     output: str | None
+    docs: str  # where the code is documented: docs/errors.md#<code>
 
 
 # Attribute names a template field may not shadow.
@@ -298,6 +310,14 @@ INTERNAL_ERROR = ErrorKind(
     "(check it for anything private first). `slugbuild --verbose ...` prints the "
     "traceback instead.",
     area=InternalError,
+)
+USAGE_ERROR = ErrorKind(
+    "usage-error",
+    "The command line is not one slugbuild understands",
+    "{prog}: {message}.",
+    "Run `{prog} --help` for its options, their defaults and examples (exit status 2: "
+    "nothing was done).",
+    area=InputError,
 )
 DISK_FULL = ErrorKind(
     "disk-full",
@@ -1326,6 +1346,15 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
             "a new one"),
         "no-directory": Variant("{path}: its directory does not exist"),
         "directory-not-writable": Variant("{path}: its directory is not writable ({reason})"),
+        "metadata-is-slug": Variant("{path}: the slug and its metadata (--metadata-output) "
+                                    "would be the same file",
+                                    "Give slug.json a path of its own with --metadata-output, "
+                                    "or leave it out to write it beside the slug."),
+        "stdout-is-metadata": Variant(
+            "{path}: --json output goes there (stdout is redirected to it), and so would the "
+            "slug's metadata, written beside {slug}: one would overwrite the other.",
+            "Write the metadata elsewhere with --metadata-output FILE, or send the --json "
+            "output to another file."),
     },
 )
 CACHE_DIR_UNUSABLE = ErrorKind(

@@ -62,9 +62,12 @@ class OutputTarget(Protocol):
 class SlugTarball:
     """A Heroku slug: a gzipped tarball, with slug.json beside it."""
 
-    def __init__(self, slug_path: Path, layout: str, epoch: int | None) -> None:
+    def __init__(self, slug_path: Path, layout: str, epoch: int | None,
+                 metadata_path: Path | None = None) -> None:
         self.slug_path = slug_path
-        self.metadata_path = metadata_path_for(slug_path)
+        # slug.json beside the slug unless told (--metadata-output)
+        self.metadata_path = (metadata_path if metadata_path is not None
+                              else metadata_path_for(slug_path))
         self.layout = layout
         self.epoch = epoch
 
@@ -95,6 +98,8 @@ class SlugTarball:
         """
         slug_path, json_path = self.slug_path, self.metadata_path
         _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
+        if json_path.parent != slug_path.parent:
+            _remove_abandoned_partials(json_path.parent, (json_path.name,))
         suffix = f".{secrets.token_hex(6)}.partial"
         partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
         partial_json = json_path.with_name(f".{json_path.name}{suffix}")
@@ -143,15 +148,18 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
             # The output is renamed into place: a device (-o /dev/null), a fifo or a
             # link there would be replaced by a regular file, not written through.
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="not-regular-file", path=path)
-    if not slug_path.parent.is_dir():
-        raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=slug_path)
-    try:  # access() says yes to root on a read-only filesystem: really write
-        with tempfile.NamedTemporaryFile(dir=slug_path.parent, prefix=".slugbuild-probe-"):
-            pass
-    except OSError as exc:
-        raise errors.OUTPUT_NOT_WRITABLE.error(
-            variant="directory-not-writable", path=slug_path, reason=exc.strerror or exc
-        ) from exc
+    if os.path.abspath(slug_path) == os.path.abspath(json_path):
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="metadata-is-slug", path=slug_path)
+    for path in dict.fromkeys((slug_path, json_path)):
+        if not path.parent.is_dir():
+            raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=path)
+        try:  # access() says yes to root on a read-only filesystem: really write
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".slugbuild-probe-"):
+                pass
+        except OSError as exc:
+            raise errors.OUTPUT_NOT_WRITABLE.error(
+                variant="directory-not-writable", path=path, reason=exc.strerror or exc
+            ) from exc
 
 
 
@@ -186,15 +194,6 @@ def _remove_abandoned_partials(directory: Path, names: tuple[str, ...]) -> None:
                 pass  # being written (locked), or gone meanwhile
             finally:
                 os.close(fd)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if value < 1024 or unit == "G":
-            return f"{value:.1f}{unit}" if unit != "B" else f"{size}B"
-        value /= 1024
-    return f"{size}B"
 
 
 def write_output(build: BuildContext, target: OutputTarget, layers: Sequence[LayerPart],

@@ -31,7 +31,7 @@ from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, warn_machine_paths
 from .log import Reporter
-from .outputs import OutputTarget, SlugTarball, human_size, write_output
+from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
@@ -90,6 +90,7 @@ def compile_app(
     app_base: str | None = None,
     node_build: bool = False,
     max_slug_size: int | str | None = None,
+    metadata_output: PathLike | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -116,13 +117,16 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``metadata_output`` writes slug.json there instead of beside the slug.
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
     started = time.perf_counter()
     app_dir = Path(app_dir).absolute()
     target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
-                         layout, source_date_epoch)
+                         layout, source_date_epoch,
+                         Path(metadata_output).absolute() if metadata_output is not None
+                         else None)
     # Every input is checked before any work.
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
@@ -144,6 +148,8 @@ def compile_app(
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
                          config_vars, reporter, timer, layout, source_date_epoch,
                          constraints, size_cap=size_cap)
+    # The log names the build directory as the app will see it at run time.
+    reporter.show_path_as(build.build_dir, "/app")
     with build_limits(limit):
         try:
             build.take_link_lock()
@@ -173,15 +179,16 @@ def compile_app(
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
                     system_packages=build.system_packages)
-                packed, metadata = write_output(build, target, checked.intact, describe,
-                                                boot_timeout)
-                reporter.detail(f"Done: {human_size(packed.size)}")
+                with reporter.waiting("compressing"):  # a large slug takes a while
+                    packed, metadata = write_output(build, target, checked.intact, describe,
+                                                    boot_timeout)
+                reporter.detail(f"Done: {slug_size.human(packed.size)}")
         finally:
             with timer.stage("cleanup", deadline=False):
                 build.close()
 
     timer.timings["total"] = round(time.perf_counter() - started, 3)
-    reporter.step(f"Slug written to {target.slug_path} ({human_size(packed.size)}, "
+    reporter.step(f"Slug written to {target.slug_path} ({slug_size.human(packed.size)}, "
                   f"sha256 {packed.sha256[:12]}…)")
     return BuildResult(
         slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,

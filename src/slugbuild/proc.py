@@ -287,8 +287,13 @@ def run_tool(
     cwd: Path | None = None,
     show: bool = True,
     step: str | None = None,
+    passthrough: bool = False,
 ) -> str:
     """Run ``argv``, stream its output indented, raise ToolFailed on failure.
+
+    ``show=False``: the output is only in the log with ``--verbose`` (debug lines);
+    ``passthrough``: written as the tool printed it, not indented (a third-party
+    buildpack's log, whose ``-----> `` headers are its own).
 
     Returns the output (stdout and stderr interleaved; its first
     MAX_KEPT_OUTPUT characters, lines cut at MAX_LINE bytes). Runs under the
@@ -305,7 +310,11 @@ def run_tool(
             lines.append(text)
             kept[0] += len(text) + 1
         tail.append(text)
-        if show:
+        if not show:
+            reporter.debug(text)
+        elif passthrough:
+            reporter.output(text)
+        else:
             reporter.detail(text)
 
     def feed(chunk: bytes) -> None:

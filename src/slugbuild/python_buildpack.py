@@ -25,7 +25,7 @@ from .buildpack_runner import exported_variables
 from .cache import Layer, LayerChanged, Restored
 from .collectstatic import run_collectstatic
 from .context import PYTHON_HOME, RESTORE_ATTEMPTS, BuildContext, BuildpackRun, BuildpackTurn
-from .dependencies import DependencyLayer, excluded_requirements, has_package
+from .dependencies import DependencyLayer, excluded_requirements, has_package, installer_facts
 from .dependency_stage import DependencyAnalysis, DependencyStage, analyse_dependencies
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
 from .errors import SlugbuildError
@@ -110,8 +110,7 @@ class PythonBuild:
                 "lock_file": info.lock_file,
                 "lock_checksum": deps.lock_checksum,
                 "files": list(deps.files),
-                "installer": deps.installer,
-                "installer_version": deps.installer_version,
+                **installer_facts(deps),
                 "baseline": list(deps.baseline),
                 **self._package_sources(),
             },
@@ -328,23 +327,24 @@ def python_stages(build: BuildContext, analysis: Analysis,
 
 def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
                         cached: Layer | None) -> Layer:
-    """The runtime layer (``cached``, or made now) placed at .heroku/python."""
+    """The runtime layer (``cached``, or made now) placed at .heroku/python. The step
+    is announced when it starts: a runtime made now takes a while."""
     python_home = build.build_dir / PYTHON_HOME
+    build.reporter.step(f"Restoring Python {runtime.version} from cache" if cached is not None
+                        else f"Installing Python {runtime.version} "
+                             f"(from {runtime.short_origin})")
     for attempt in range(RESTORE_ATTEMPTS):
         layer = None
         try:
             if cached is not None and attempt == 0:
-                layer, from_cache = cached, True
+                layer = cached
             else:
-                layer, from_cache = ensure_runtime_layer(build.cache, runtime, build.platform,
-                                                         build.reporter)
+                layer, _ = ensure_runtime_layer(build.cache, runtime, build.platform,
+                                                build.reporter)
             placed = build.cache.restore(layer, python_home, copy=build.copy_layers)
             break
         except LayerChanged as changed:
             build.layer_changed(layer, changed, attempt)  # raises after the last attempt
     assert layer is not None
-    build.reporter.step(f"{'Restoring' if from_cache else 'Installing'} Python "
-                        f"{runtime.version}" + (" from cache" if from_cache else
-                                                f" (from {runtime.short_origin})"))
     build.place_layer(layer, PYTHON_HOME, placed or Restored())
     return layer

@@ -244,16 +244,18 @@ def test_rebase_swaps_the_run_image_and_keeps_the_app_layers(
 def test_cli_compile_image_and_image_command(cache_dir: Path, run_image: str,
                                              tmp_path: Path) -> None:
     app = copy_app(FLASK_APP, tmp_path / "app")
+    metadata = tmp_path / "meta" / "flask.json"  # slug.json away from the slug
+    metadata.parent.mkdir()
     done = run_cli("compile", str(app), "-o", str(tmp_path / "slug.tgz"), "--cache-dir",
                    str(cache_dir), "--image", f"oci:{tmp_path / 'image'}:latest",
-                   "--run-image", run_image, "--json")
+                   "--run-image", run_image, "--metadata-output", str(metadata), "--json")
     assert done.returncode == 0, done.stderr
     output = json.loads(done.stdout)
-    assert json.loads((tmp_path / "slug.json").read_text())["layout"] == "heroku"
+    assert json.loads(metadata.read_text())["layout"] == "heroku"
     assert output["image"]["manifest_digest"] == \
         skopeo_inspect(f"oci:{tmp_path / 'image'}:latest")["Digest"]
-    again = run_cli("image", str(tmp_path / "slug.tgz"), "--image",
-                    f"oci:{tmp_path / 'image'}:again", "--run-image", run_image,
+    again = run_cli("image", str(tmp_path / "slug.tgz"), "--metadata", str(metadata),
+                    "--image", f"oci:{tmp_path / 'image'}:again", "--run-image", run_image,
                     "--cache-dir", str(cache_dir), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["manifest_digest"] == output["image"]["manifest_digest"]

@@ -67,6 +67,10 @@ class InstallPlan:
     key_files: tuple[str, ...]  # every app file whose content determines what is installed
     # The pip the install runs (pip apps), else None: what SLUGBUILD_KEEP_PIP keeps.
     pip_version: str | None = None
+    # Facts for slug.json (not in the layer key, which ``version`` covers): the tool
+    # that installs the packages and its bare version, and why it was chosen.
+    installer_version: str = ""
+    installer_reason: str = ""
 
 
 class Installer(Protocol):

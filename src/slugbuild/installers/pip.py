@@ -49,9 +49,10 @@ from .requirements import (
     requirement_lines,
     requirements_files,
     requirements_tool,
+    requirements_tool_reason,
     unpinned_requirements,
 )
-from .uv import UvBackend
+from .uv import UvBackend, uv_version
 
 
 class PipInstaller:
@@ -76,7 +77,11 @@ class PipInstaller:
         tool = requirements_tool(app_dir, files, config_vars)
         return InstallPlan(name=self.name, tool=tool, version=self._backends[tool].version,
                            key_files=(*files, *(rel for rel in local if rel not in files)),
-                           pip_version=self._pip.version)
+                           pip_version=self._pip.version,
+                           installer_version=(self._pip.version if tool == "pip"
+                                              else uv_version()),
+                           installer_reason=requirements_tool_reason(app_dir, files,
+                                                                     config_vars))
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download ahead when uv will install (every requirement pinned)."""

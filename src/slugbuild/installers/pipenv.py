@@ -53,7 +53,11 @@ class PipenvInstaller:
         manifest = ["Pipfile"] if (app_dir / "Pipfile").is_file() else []
         return InstallPlan(
             name=self.name, tool="uv", version=f"{tool_version('pipenv')} + uv=={uv_version()}",
-            key_files=("Pipfile.lock", *manifest, *local_source_files(app_dir, lock_file)))
+            key_files=("Pipfile.lock", *manifest, *local_source_files(app_dir, lock_file)),
+            installer_version=uv_version(),
+            installer_reason="Pipfile.lock: its default pins (read from the lock, or exported "
+                             "by pipenv when the lock cannot prove itself current) installed "
+                             "exactly by uv, as pipenv install --deploy would")
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the default packages ahead, when the lock can be read without Pipenv."""

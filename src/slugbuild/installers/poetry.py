@@ -64,7 +64,11 @@ class PoetryInstaller:
         return InstallPlan(
             name=self.name, tool="uv", version=f"{tool_version('poetry')} + uv=={uv_version()}",
             key_files=("poetry.lock", "pyproject.toml",
-                       *local_source_files(app_dir, lock_file)))
+                       *local_source_files(app_dir, lock_file)),
+            installer_version=uv_version(),
+            installer_reason="poetry.lock: its main group's pins (read from the lock, or "
+                             "exported by poetry when the lock cannot prove itself current) "
+                             "installed exactly by uv, as poetry sync --only main would")
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """Download the main group ahead, when the lock can be read without Poetry."""

@@ -230,6 +230,19 @@ def requirements_tool(app_dir: Path, files: list[str], config_vars: Mapping[str,
     return "uv" if lock_like(app_dir, files) else "pip"
 
 
+def requirements_tool_reason(app_dir: Path, files: list[str],
+                             config_vars: Mapping[str, str]) -> str:
+    """Why ``requirements_tool`` chose its backend, in words for slug.json."""
+    forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
+    if forced in ("pip", "uv"):
+        return f"{INSTALLER_CONFIG_VAR}={forced}"
+    if lock_like(app_dir, files):
+        return ("every requirement is pinned (==), so uv installs exactly what pip would, "
+                "faster")
+    return ("some requirement is not pinned (==) or uses an option uv may read "
+            "differently: pip resolves it, as on Heroku")
+
+
 def lock_like(app_dir: Path, files: list[str]) -> bool:
     """Every requirement pinned with ==, and no option uv might read differently."""
     for rel in files:

@@ -33,7 +33,10 @@ class UvProjectInstaller:
              config_vars: Mapping[str, str]) -> InstallPlan:
         return InstallPlan(
             name=self.name, tool="uv", version=f"uv=={uv_version()}",
-            key_files=("uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)))
+            key_files=("uv.lock", "pyproject.toml", *local_source_files(app_dir, lock_file)),
+            installer_version=uv_version(),
+            installer_reason="uv.lock: installed exactly, as uv sync --locked "
+                             "--no-default-groups would")
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
         """uv exports the lock with the runtime's interpreter: nothing to do ahead."""

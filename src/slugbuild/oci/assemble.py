@@ -86,8 +86,10 @@ def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
                 run_image: str | ImageReference | None = None,
                 cache_dir: str | os.PathLike[str] | None = None,
                 registry: RegistryOptions | None = None,
-                source_date_epoch: int | None = None) -> ImageResult:
-    """Make the slug at ``slug`` (with its slug.json) into an image written to ``image``.
+                source_date_epoch: int | None = None,
+                metadata: str | os.PathLike[str] | None = None) -> ImageResult:
+    """Make the slug at ``slug`` (with its slug.json: ``metadata``, else beside it) into
+    an image written to ``image``.
 
     ``image`` and ``run_image`` are references (``oci:DIR[:TAG]``,
     ``docker-archive:FILE[:NAME:TAG]``, ``docker://HOST/REPO[:TAG]``). Without
@@ -104,15 +106,15 @@ def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
     store = _Store(Path(cache_dir) if cache_dir is not None else default_cache_dir())
     registry = registry or RegistryOptions()
     slug_path = Path(slug)
-    metadata = read_slug_metadata(slug_path)
+    described = read_slug_metadata(slug_path, Path(metadata) if metadata is not None else None)
     epoch = source_date_epoch_of(source_date_epoch)
     base = oci.read_image(run_reference, blob_dir=store.blobs, registry=registry,
                           architecture=_architecture(None)) \
         if run_reference is not None else Image({}, [])
-    check_run_image(metadata, base, str(run_reference) if run_reference else None, slug_path)
+    check_run_image(described, base, str(run_reference) if run_reference else None, slug_path)
     user = image_user(base)
-    slug_layers = layers_from_slug(slug_path, metadata, user=user, store=store, epoch=epoch)
-    assembled = assemble(base, slug_layers, metadata, run_reference, user, epoch)
+    slug_layers = layers_from_slug(slug_path, described, user=user, store=store, epoch=epoch)
+    assembled = assemble(base, slug_layers, described, run_reference, user, epoch)
     written = _write(assembled, target, epoch, registry, store)
     return _result(written, assembled, len(base.layers), started)
 
@@ -220,9 +222,10 @@ def _architecture(machine: str | None) -> str:
 
 
 # --- the slug ----------------------------------------------------------------------------
-def read_slug_metadata(slug: Path) -> dict[str, Any]:
-    """slug.json beside ``slug``, checked to describe it (its checksum)."""
-    metadata_path = metadata_path_for(slug)
+def read_slug_metadata(slug: Path, metadata_path: Path | None = None) -> dict[str, Any]:
+    """slug.json (``metadata_path``, else beside ``slug``), checked to describe the slug
+    (its checksum)."""
+    metadata_path = metadata_path if metadata_path is not None else metadata_path_for(slug)
     if not slug.is_file():
         raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
     try:

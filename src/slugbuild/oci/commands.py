@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..log import Reporter
-from ..outputs import human_size
+from ..slug_size import human
 from .assemble import ImageResult, build_image, rebase_image
 from .image import RegistryOptions
 from .reference import ImageReference, parse_image_reference
@@ -57,7 +57,7 @@ def registry_options(args: argparse.Namespace, stdin: TextIO | None = None) -> R
 
 def _report(result: ImageResult, reporter: Reporter, verb: str) -> None:
     uploaded = result.stats.bytes_uploaded
-    pushed = (f"; {result.stats.blobs_uploaded} blob(s), {human_size(uploaded)} uploaded, "
+    pushed = (f"; {result.stats.blobs_uploaded} blob(s), {human(uploaded)} uploaded, "
               f"{result.stats.blobs_mounted} mounted") if result.reference.startswith(
                   "docker://") else ""
     reporter.step(f"Image {verb} {result.reference} ({len(result.layers)} layers, manifest "
@@ -84,9 +84,10 @@ def plan_image(args: argparse.Namespace) -> ImagePlan | None:
                      registry_options(args), args.cache_dir)
 
 
-def compile_image(plan: ImagePlan | None, slug: Path, reporter: Reporter
+def compile_image(plan: ImagePlan | None, slug: Path, metadata: Path, reporter: Reporter
                   ) -> dict[str, Any] | None:
-    """After ``compile``: the image planned (None without one)."""
+    """After ``compile``: the image planned (None without one), from the slug and the
+    slug.json the build wrote."""
     if plan is None:
         return None
     reporter.step("Building the image...")
@@ -94,30 +95,31 @@ def compile_image(plan: ImagePlan | None, slug: Path, reporter: Reporter
         reporter.warn("No --run-image: the image holds only the slug (no operating system), "
                       "a base to copy from, not one to run.")
     result = build_image(slug, plan.image, run_image=plan.run_image, cache_dir=plan.cache_dir,
-                         registry=plan.registry)
+                         registry=plan.registry, metadata=metadata)
     _report(result, reporter, "written to")
     return result.as_dict()
 
 
-def image_command(args: argparse.Namespace) -> int:
+def image_command(args: argparse.Namespace, reporter: Reporter) -> int:
     """``slugbuild image SLUG --image REF [--run-image REF]``."""
     if not args.run_image:
-        Reporter(sys.stderr).warn("No --run-image: the image holds only the slug (no "
-                                  "operating system), a base to copy from, not one to run.")
+        reporter.warn("No --run-image: the image holds only the slug (no operating system), "
+                      "a base to copy from, not one to run.")
     result = build_image(args.slug, args.image, run_image=args.run_image,
-                         cache_dir=args.cache_dir, registry=registry_options(args))
-    return _done(args, result, "written to")
+                         cache_dir=args.cache_dir, registry=registry_options(args),
+                         metadata=args.metadata)
+    return _done(args, result, reporter, "written to")
 
 
-def rebase_command(args: argparse.Namespace) -> int:
+def rebase_command(args: argparse.Namespace, reporter: Reporter) -> int:
     """``slugbuild rebase IMAGE --run-image NEW [--image OUT]``."""
     result = rebase_image(args.source_image, args.run_image, output=args.image,
                           cache_dir=args.cache_dir, registry=registry_options(args))
-    return _done(args, result, "rebased into")
+    return _done(args, result, reporter, "rebased into")
 
 
-def _done(args: argparse.Namespace, result: ImageResult, verb: str) -> int:
-    _report(result, Reporter(sys.stderr), verb)
+def _done(args: argparse.Namespace, result: ImageResult, reporter: Reporter, verb: str) -> int:
+    _report(result, reporter, verb)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     return 0

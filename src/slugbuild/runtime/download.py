@@ -46,6 +46,7 @@ from ..log import Reporter
 from ..platform_info import Platform
 from ..redact import redact_url
 from ..retry import GaveUp, retrying
+from ..slug_size import human
 from .local import inspect_prefix
 from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
 
@@ -837,10 +838,11 @@ class _Progress:
         self._task: Any = None
 
     def __enter__(self) -> _Progress:
-        size = f" ({self.total / 1e6:.1f} MB)" if self.total else ""
+        size = f" ({human(self.total)})" if self.total else ""  # one spelling of sizes
         self.reporter.detail(f"Downloading {self.url}{size}")
         stream = self.reporter.stream
-        if not self.reporter.quiet and getattr(stream, "isatty", lambda: False)():
+        if (not self.reporter.quiet and self.reporter.verbosity != "quiet"
+                and getattr(stream, "isatty", lambda: False)()):
             from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 

@@ -113,7 +113,7 @@ def ensure_runtime_layer(
         scratch = cache.scratch_dir("runtime-source")
         try:
             runtime = offer.source.provide(offer, scratch, reporter)
-            with reporter.working(f"Preparing Python {offer.version}"):
+            with reporter.working(f"preparing Python {offer.version}"):
                 with cache.new_layer("runtimes", name, key, inputs) as tree:
                     build_runtime_tree(runtime, tree, _build_prefixes(runtime))
         finally:
