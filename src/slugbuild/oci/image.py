@@ -10,6 +10,7 @@ renamed into place, a registry's manifest after every blob.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -190,17 +191,30 @@ def write_layout(image: Image, target: ImageReference) -> WriteResult:
         manifest = image.manifest()
         _store_blob(blobs, image.config_digest, lambda: io.BytesIO(image.config_bytes))
         _store_blob(blobs, sha256_of(manifest), lambda: io.BytesIO(manifest))
-        index = _read_index(root)
-        entries = [entry for entry in index.get("manifests", [])
-                   if isinstance(entry, dict)
-                   and entry.get("annotations", {}).get(REF_NAME) != tag]
-        entries.append({"mediaType": OCI_MANIFEST, "digest": sha256_of(manifest),
-                        "size": len(manifest), "annotations": {REF_NAME: tag}})
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
-        _atomic_write(root / "index.json", canonical_json(index))
+        # The directory locked while index.json is read and replaced: two images
+        # written into one layout at once keep both tags.
+        with _locked_directory(root):
+            index = _read_index(root)
+            entries = [entry for entry in index.get("manifests", [])
+                       if isinstance(entry, dict)
+                       and (entry.get("annotations") or {}).get(REF_NAME) != tag]
+            entries.append({"mediaType": OCI_MANIFEST, "digest": sha256_of(manifest),
+                            "size": len(manifest), "annotations": {REF_NAME: tag}})
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+            _atomic_write(root / "index.json", canonical_json(index))
     except OSError as exc:
         raise errors.from_os_error(exc) from exc
     return WriteResult(str(target.with_tag(tag)), sha256_of(manifest))
+
+
+@contextmanager
+def _locked_directory(directory: Path) -> Iterator[None]:
+    handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
 
 def _read_index(root: Path) -> dict[str, Any]:
