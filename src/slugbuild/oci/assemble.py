@@ -44,7 +44,7 @@ from ..pack import (
 from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from . import image as oci
-from . import launcher_placeholder as launcher
+from . import launcher_placeholder
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
 from .registry import TransferStats
@@ -638,15 +638,25 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 
 # --- launcher and compatibility (helper "stack" provides both) ------------------------------
+def _launcher() -> Any:
+    """Helper "stack"'s launcher module (``oci/launcher.py``), else the stand-in with the
+    same interface until it lands."""
+    try:
+        return importlib.import_module("slugbuild.oci.launcher")
+    except ImportError:
+        return launcher_placeholder
+
+
 def launcher_files(metadata: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
     """The launcher's files: absolute path -> (content, mode)."""
     process_types = metadata.get("process_types") or {}
     config_vars = metadata.get("release_config_vars") or {}
-    return launcher.launcher_files(process_types, config_vars)
+    files: dict[str, tuple[bytes, int]] = _launcher().launcher_files(process_types, config_vars)
+    return files
 
 
 def launcher_path() -> str:
-    return launcher.LAUNCHER_PATH
+    return str(_launcher().LAUNCHER_PATH)
 
 
 def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
