@@ -107,7 +107,7 @@ def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
     registry = registry or RegistryOptions()
     slug_path = Path(slug)
     described = read_slug_metadata(slug_path, Path(metadata) if metadata is not None else None)
-    epoch = source_date_epoch_of(source_date_epoch)
+    epoch = _epoch(source_date_epoch)
     base = oci.read_image(run_reference, blob_dir=store.blobs, registry=registry,
                           architecture=_architecture(None)) \
         if run_reference is not None else Image({}, [])
@@ -174,7 +174,7 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
                    if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith(
                        "slugbuild")]
     config = json.loads(json.dumps(current.config))
-    epoch = source_date_epoch_of(source_date_epoch)
+    epoch = _epoch(source_date_epoch)
     base_config = new_base.config.get("config") or {}
     run_labels = _run_image_labels(new_base, new_base_reference)
     config["config"]["Labels"] = {**(base_config.get("Labels") or {}),
@@ -212,7 +212,8 @@ def _reference(value: str | ImageReference) -> ImageReference:
     return value if isinstance(value, ImageReference) else parse_image_reference(value)
 
 
-def source_date_epoch_of(explicit: int | None) -> int:
+def _epoch(explicit: int | None) -> int:
+    """The image's time: ``explicit``, else SOURCE_DATE_EPOCH, else 1980 (as the slug's)."""
     return source_date_epoch(explicit)
 
 
