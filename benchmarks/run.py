@@ -10,8 +10,13 @@ For each fixture app (all of fixtures/apps/ unless --apps names some):
 - floor_venv: `python -m venv && pip install -r requirements.txt --no-cache-dir`
   (what a plain install costs; for a lock file app, the exact packages its
   slug holds, pinned with ==).
+- fresh_registry: a build on an empty cache (a fresh CI runner) with a cache
+  registry holding the cold build's layers (a Distribution registry on
+  loopback, when `docker-registry` is installed), with the bytes pulled, and
+  the bytes the cold build's layers took to push (cache_registry.py).
 Medians of --runs runs (default 5) and the ratios the targets are stated in:
-warm <= 1.3 x floor_pack, cold <= 0.6 x floor_venv. Sizes: the slug, and the
+warm <= 1.3 x floor_pack, cold <= 0.6 x floor_venv, fresh_registry <= 1.5 x
+warm and <= 0.3 x cold. Sizes: the slug, and the
 same app packed with an untrimmed runtime plus pip/setuptools (what Heroku's
 buildpack ships). Results go to stdout and benchmarks/results.json.
 """
@@ -19,16 +24,19 @@ buildpack ships). Results go to stdout and benchmarks/results.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from image_bench import bench_image  # benchmarks/ is on sys.path
@@ -54,7 +62,9 @@ def main() -> int:
     names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
     results = {"runs": args.runs, "machine": _machine(), "apps": {}}
     # Every run's files are kept until the end: see _settle.
-    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep:
+    global _REGISTRY
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep, \
+            _loopback_registry(Path(keep)) as _REGISTRY:
         for name in names:
             print(f"== {name} ({args.runs} runs)", flush=True)
             results["apps"][name] = bench_app(APPS / name, args.runs, Path(keep) / name)
@@ -66,7 +76,8 @@ def main() -> int:
 
 def bench_app(app: Path, runs: int, work_root: Path) -> dict:
     samples: dict[str, list[float]] = {k: [] for k in
-                                       ("cold", "warm", "changed", "floor_pack", "floor_venv")}
+                                       ("cold", "warm", "changed", "floor_pack", "floor_venv",
+                                        "fresh_registry")}
     stages: dict[str, list[dict]] = {"cold": [], "warm": []}
     sizes: dict[str, int] = {}
     for run in range(runs):
@@ -82,6 +93,10 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
         samples["warm"].append(warm.timings["total"])
         stages["warm"].append(warm.timings)
         sizes["slug"] = warm.size
+        if _REGISTRY:
+            fresh, moved = _fresh_runner(work, tmp_path, cache, f"bench/{app.name}-{run}")
+            samples["fresh_registry"].append(fresh)
+            sizes.update(moved)
         requirements = work / "requirements.txt"
         changes[app.name] = _add_requirement(work, tmp_path)
         changed = _build(work, tmp_path / "changed.tgz", cache)
@@ -118,6 +133,9 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
         ratios["warm_vs_pack_floor"] = round(medians["warm"] / medians["floor_pack"], 2)
     if "floor_venv" in medians:
         ratios["cold_vs_venv_pip"] = round(medians["cold"] / medians["floor_venv"], 2)
+    if "fresh_registry" in medians:
+        ratios["fresh_registry_vs_warm"] = round(medians["fresh_registry"] / medians["warm"], 2)
+        ratios["fresh_registry_vs_cold"] = round(medians["fresh_registry"] / medians["cold"], 2)
     stage_medians = {
         kind: {stage: round(statistics.median(t[stage] for t in timings), 3)
                for stage in timings[0]}
@@ -222,9 +240,62 @@ def _settle() -> None:
     os.sync()
 
 
-def _build(app: Path, out: Path, cache: Path):
+def _build(app: Path, out: Path, cache: Path, registry: str | None = None):
     _settle()
-    return slugbuild.compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
+    return slugbuild.compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True),
+                                 cache_registry=registry)
+
+
+# docker://HOST:PORT of the loopback registry main() starts (None: not installed).
+_REGISTRY: str | None = None
+
+
+@contextlib.contextmanager
+def _loopback_registry(root: Path) -> Iterator[str | None]:
+    """A CNCF Distribution registry on 127.0.0.1 for the fresh-runner measure."""
+    if shutil.which("docker-registry") is None:
+        print("(docker-registry not installed: no fresh_registry measure)")
+        yield None
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = root / "registry.yml"
+    config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: "
+                      f"{{rootdirectory: {root / 'storage'}}}}}\nhttp: {{addr: "
+                      f"'127.0.0.1:{port}'}}\n")
+    server = subprocess.Popen(["docker-registry", "serve", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.1)
+        yield f"docker://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _fresh_runner(app: Path, tmp_path: Path, cold_cache: Path, repository: str
+                  ) -> tuple[float, dict[str, int]]:
+    """Push the cold build's layers (as its runner would have), then time a build on
+    an empty cache with that registry; its seconds and the bytes moved."""
+    from slugbuild.cache import Cache
+    from slugbuild.cache_admin import export_layers
+    from slugbuild.cache_registry import registry_store
+    from slugbuild.layer_artifact import Transfer, namespace
+    from slugbuild.platform_info import current
+
+    reference = f"{_REGISTRY}/{repository}"
+    pushed = Transfer()
+    export_layers(Cache(cold_cache), registry_store(reference), namespace(current().key),
+                  pushed, lambda _line: None)
+    fresh = _build(app, tmp_path / "fresh.tgz", tmp_path / "fresh-cache", reference)
+    assert fresh.cache_registry and not fresh.cache_registry["failed"], fresh.cache_registry
+    return fresh.timings["total"], {"registry_bytes_pushed": pushed.sent,
+                                    "registry_bytes_pulled":
+                                        fresh.cache_registry["bytes_received"]}
 
 
 def _time_shell(command: str, env: dict | None = None) -> float:
@@ -280,13 +351,17 @@ def _print_app(name: str, result: dict) -> None:
     for key, value in medians.items():
         print(f"{key:<14}{value:>10.2f}")
     for key, value in result["ratios"].items():
-        target = {"warm_vs_pack_floor": 1.3, "cold_vs_venv_pip": 0.6}[key]
+        target = {"warm_vs_pack_floor": 1.3, "cold_vs_venv_pip": 0.6,
+                  "fresh_registry_vs_warm": 1.5, "fresh_registry_vs_cold": 0.3}[key]
         verdict = "meets" if value <= target else "misses"
         print(f"{key:<22}{value:>6.2f}  (target <= {target}: {verdict})")
     sizes = result["sizes"]
     if "heroku_like" in sizes:
         print(f"slug size {sizes['slug'] / 1e6:.1f} MB vs heroku-like "
               f"{sizes['heroku_like'] / 1e6:.1f} MB")
+    if "registry_bytes_pulled" in sizes:
+        print(f"cache registry: {sizes['registry_bytes_pushed'] / 1e6:.1f} MB pushed by the "
+              f"cold runner, {sizes['registry_bytes_pulled'] / 1e6:.1f} MB pulled by a fresh one")
     print("changed by:", result["changed_by"])
     image = result["image"]
     print(f"image: cold push {image['cold_push_seconds']:.2f} s, warm (app layer only) "

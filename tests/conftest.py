@@ -121,3 +121,20 @@ def auth_registry(tmp_path_factory) -> Iterator[RegistryServer]:
     with RegistryServer(tmp_path_factory.mktemp("auth-registry"),
                         users={AUTH_REGISTRY_USER: AUTH_REGISTRY_PASSWORD}) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def runner_a(tmp_path_factory, registry):
+    """Runner A of the shared-cache tests: the small Flask fixture built once on a
+    cache of its own, pushing its layers to the session registry
+    (test_cache_admin.py, test_cache_registry.py). Its cache, slug path, sha256,
+    cache registry reference and what it pushed. Other runners start empty."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+
+    root = tmp_path_factory.mktemp("runner-a")
+    out = root / "a.tgz"
+    reference = f"docker://{registry.host}/slugbuild-cache/runner-a"
+    result = compile_app(FIXTURE_APPS / "flask-hello", out, cache_dir=root / "cache",
+                         reporter=Reporter(quiet=True), cache_registry=reference)
+    return root / "cache", out, result.sha256, reference, result.cache_registry

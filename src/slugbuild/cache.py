@@ -61,7 +61,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from . import errors
 from .stage import CACHEDIR_SIGNATURE, CACHEDIR_TAG
@@ -210,6 +210,11 @@ class Cache:
             raise errors.CACHE_DIR_UNUSABLE.error(path=self.root, reason=exc.strerror) from exc
         # layer path -> (manifest key, files.json mtime) of its last passed check
         self._verified: dict[Path, tuple[str | None, int]] = {}
+        self._uses: dict[Path, IO[str]] = {}  # use-lock path -> its open file (hold_use)
+        # The cache registry (cache_registry.RemoteCache), when the build has one.
+        self.remote: Any = None
+        # (kind, name, key) of every layer this cache object published.
+        self.published: list[tuple[str, str, str]] = []
         DIGESTS.watch(self.root / "tmp", f"{self.lease.token}.clock.")
         self._remove_abandoned_scratch()
 
@@ -225,8 +230,14 @@ class Cache:
         return self.root / "pip"
 
     def lookup(self, kind: str, name: str, key: str) -> Layer | None:
-        """The layer ``kind/name`` if it is complete and was keyed by ``key``."""
+        """The layer ``kind/name`` if it is complete and was keyed by ``key``.
+
+        A layer found is held in use (``hold_use``) until ``release_uses``: ``cache
+        prune`` never removes it meanwhile."""
         path = self.root / kind / name
+        if not (path / MANIFEST).is_file():
+            return None
+        self.hold_use(kind, name)
         try:
             manifest = json.loads((path / MANIFEST).read_text())
         except (OSError, ValueError):
@@ -312,6 +323,53 @@ class Cache:
             pass
         shutil.rmtree(doomed, ignore_errors=True)
 
+    def hold_use(self, kind: str, name: str) -> None:
+        """Hold a shared ``flock`` on ``locks/use-<kind>-<name>.lock`` (and stamp its
+        mtime: the layer's last use, for ``cache list`` and ``cache prune``). Taken
+        before the layer is read, so a prune, which removes a layer only with the
+        exclusive lock, never removes one a build has found. Best effort: a cache
+        whose locks cannot be written just goes unprotected from prunes."""
+        path = self.root / "locks" / f"use-{kind}-{name}.lock"
+        if path in self._uses:
+            return
+        try:
+            handle = open(path, "a+")  # noqa: SIM115 - held until release_uses (or collected)
+        except OSError:
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            os.utime(handle.fileno())
+        except OSError:
+            handle.close()
+            return
+        self._uses[path] = handle
+
+    def release_uses(self) -> None:
+        """Let prunes remove the layers this cache object has held (the build is over)."""
+        while self._uses:
+            _, handle = self._uses.popitem()
+            handle.close()
+
+    @contextlib.contextmanager
+    def removal(self, kind: str, name: str) -> Iterator[bool]:
+        """True while no build holds layer ``kind/name`` in use or builds it: it may
+        be removed then (``cache prune``). Never waits."""
+        locks = self.root / "locks"
+        handles = []
+        try:
+            for lock_name in (f"{kind}-{name}.lock", f"use-{kind}-{name}.lock"):
+                handle = open(locks / lock_name, "a+")  # noqa: SIM115 - closed below
+                handles.append(handle)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    yield False
+                    return
+            yield True
+        finally:
+            for handle in handles:
+                handle.close()
+
     @contextlib.contextmanager
     def lock(self, kind: str, name: str) -> Iterator[None]:
         """Hold the build lock of one layer (blocks while another build holds it)."""
@@ -342,6 +400,7 @@ class Cache:
     def new_layer(
         self, kind: str, name: str, key: str, inputs: dict[str, Any],
         check: TreeCheck | None = None, draft: dict[str, Any] | None = None,
+        written: dict[str, tuple[StatKey, str]] | None = None,
     ) -> Iterator[Path]:
         """Yield an empty tree to fill; on success it becomes layer ``kind/name``.
 
@@ -349,14 +408,15 @@ class Cache:
         ``check(tree, index)`` may list why the tree is not complete for its key:
         then it is not published, and ``draft["unpublished"]`` holds the
         problems and ``draft["layer"]`` the build's private Layer (its caller's
-        to remove). The caller holds ``lock(kind, name)``.
+        to remove). ``written``: digests the caller already knows (``build_index``).
+        The caller holds ``lock(kind, name)``.
         """
         scratch = self.scratch_dir(f"{kind}-{name}")
         tree = scratch / TREE
         tree.mkdir()
         try:
             yield tree
-            index = build_index(tree)
+            index = build_index(tree, written)
             problems = list(check(tree, index)) if check is not None else []
             if check is not None and not problems:
                 index["checked"] = True
@@ -379,6 +439,7 @@ class Cache:
                 shutil.rmtree(doomed, ignore_errors=True)
             else:
                 os.rename(scratch, final)
+            self.published.append((kind, name, key))
             self._verified[final] = (key, (final / FILE_INDEX).stat().st_mtime_ns)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -764,18 +825,25 @@ def _walk(tree: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                     yield prefix + entry.name, entry
 
 
-def build_index(tree: Path) -> dict[str, Any]:
+def build_index(tree: Path, written: dict[str, tuple[StatKey, str]] | None = None
+                ) -> dict[str, Any]:
     """files.json for ``tree``: size, mtime (ns), mode and SHA-256 of every regular
     file, the target of every symlink. The mode counts: a chmod through a hard link
-    would change every later slug. Raises LayerChanged for anything else (a fifo)."""
+    would change every later slug. Raises LayerChanged for anything else (a fifo).
+    ``written``: digests of files the caller wrote into the tree itself (a layer
+    pulled from a registry), by path and the stat they had just after: used while
+    a file's stat is still that one (the files exist meanwhile: no inode reuse)."""
     files: dict[str, list[Any]] = {}
     symlinks: dict[str, str] = {}
+    written = written or {}
     for rel, entry in _walk(tree):
         if entry.is_symlink():
             symlinks[rel] = os.readlink(entry.path)
         elif entry.is_file(follow_symlinks=False):
             before = entry.stat(follow_symlinks=False)
-            digest = DIGESTS.known(before)  # hashed already by the RECORD check
+            mine = written.get(rel)
+            digest = mine[1] if mine is not None and mine[0] == stat_key(before) \
+                else DIGESTS.known(before)  # hashed already by the RECORD check
             after = before
             if digest is None:
                 clock = DIGESTS.clock(before.st_dev)

@@ -182,6 +182,13 @@ def _parser() -> argparse.ArgumentParser:
                                "binary units as Heroku's; 0: none). Default: "
                                "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB: an error for "
                                "--layout heroku, a warning for herokuish")
+    compile_.add_argument("--cache-registry", metavar="docker://HOST[:PORT]/REPO",
+                          help="share runtime and dependency layers through this OCI "
+                               "registry: pulled on a local miss, pushed after the build "
+                               "(default: $SLUGBUILD_CACHE_REGISTRY; docs/cache.md)")
+    compile_.add_argument("--cache-registry-readonly", action="store_true", default=None,
+                          help="only pull from the cache registry, never push (untrusted "
+                               "builds; also SLUGBUILD_CACHE_REGISTRY_READONLY=1)")
     _add_runtime_options(compile_)
     add_image_options(compile_, required=False)
 
@@ -206,6 +213,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="where pulled layers are kept (default: the build cache)")
     rebase.add_argument("--json", action="store_true", help="print the result as JSON")
     add_registry_options(rebase)
+    _add_cache_parser(sub)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
                               "where each comes from")
@@ -271,6 +279,53 @@ def _parser() -> argparse.ArgumentParser:
                          help="detect this subdirectory of the app (as compile --app-base)")
     detect_.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_cache_parser(sub: Any) -> None:
+    """``slugbuild cache list|prune|export|import`` (cache_admin.py)."""
+    cache = sub.add_parser("cache", help="list, prune, export or import cached layers")
+    actions = cache.add_subparsers(dest="cache_action", required=True)
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
+        parser.add_argument("--cache-dir", type=Path,
+                            help="cache directory (default: $SLUGBUILD_CACHE_DIR or "
+                                 "~/.cache/slugbuild)")
+        return parser
+
+    listing = action("list", "the cached layers: kind, name, size, last use")
+    listing.add_argument("--json", action="store_true")
+    prune = action("prune", "remove layers by age and/or total size (never one in use)")
+    prune.add_argument("--older-than", type=_days, metavar="DAYS",
+                       help="remove layers not used for this many days")
+    prune.add_argument("--max-size", type=_size, metavar="SIZE",
+                       help="then remove the least recently used until the rest fit (e.g. 5GB)")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would go")
+    export = action("export", "copy the runtime and dependency layers to an OCI layout "
+                              "directory or docker://HOST[:PORT]/REPO")
+    export.add_argument("target", metavar="DIR|docker://HOST[:PORT]/REPO")
+    import_ = action("import", "add the layers of an export (directory or registry) to the "
+                               "cache, each verified")
+    import_.add_argument("source", metavar="DIR|docker://HOST[:PORT]/REPO")
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    from .slug_size import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 class Stopped(KeyboardInterrupt):
@@ -506,6 +561,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
             max_slug_size=args.max_slug_size,
+            cache_registry=args.cache_registry,
+            cache_registry_readonly=args.cache_registry_readonly,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
@@ -518,6 +575,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return image_command(args, _reporter(args))
     if args.command == "rebase":
         return rebase_command(args, _reporter(args))
+    if args.command == "cache":
+        from .cache_admin import dispatch
+
+        return dispatch(args)
     if args.command == "run":
         from .slug.run import run_slug
 

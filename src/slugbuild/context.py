@@ -191,6 +191,7 @@ class BuildContext:
             if entry.placed.copies is None:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
         self.held.close()
+        self.cache.release_uses()
         shutil.rmtree(self.scratch, ignore_errors=True)
         for entry in self.placed_layers:
             if not entry.layer.published:  # installed for this build alone

@@ -54,6 +54,7 @@ from .cache import (
     read_index,
     write_json_atomic,
 )
+from .cache_registry import pull_layer
 from .installers import Installer, InstallJob, InstallPlan, installer_for
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
@@ -328,7 +329,9 @@ def find_or_install(
     layer = _cached_layer(cache, name, key, reporter)
     if layer is None:
         with cache.lock("layers", name):
-            layer = _cached_layer(cache, name, key, reporter)
+            layer = _cached_layer(cache, name, key, reporter) or pull_layer(
+                cache, "layers", name, key, f"dependency layer {name[:12]}",
+                records.layer_problems, reporter)
             if layer is None:
                 _explain_rebuild(cache, source_dir, inputs, reporter)
                 if prefetch is not None:

@@ -1380,6 +1380,42 @@ CACHE_LAYER_CHANGING = ErrorKind(
     area=HostError,
 )
 
+CACHE_REGISTRY_INVALID = ErrorKind(
+    "cache-registry-invalid",
+    "The cache registry cannot be used",
+    "{reference}: {reason}",
+    "Give --cache-registry (or SLUGBUILD_CACHE_REGISTRY) as docker://HOST[:PORT]/REPO, "
+    "e.g. docker://registry.example.com/team/slugbuild-cache.",
+    area=InputError,
+)
+CACHE_COMMAND_FAILED = ErrorKind(
+    "cache-command-failed",
+    "The cache command could not be done",
+    "",
+    "See docs/cache.md#cache-commands.",
+    area=InputError,
+    variants={
+        "prune-nothing": Variant(
+            "cache prune was given no limit",
+            "Give --older-than DAYS, --max-size SIZE, or both."),
+        "unwritable": Variant(
+            "{target} cannot be written: {reason}",
+            "Export to a directory this user can create and write."),
+        "not-a-layout": Variant(
+            "{target} is not a directory written by `slugbuild cache export` (no index.json)",
+            "Import from the directory an export wrote (a CI cache action restores it), "
+            "or from docker://HOST[:PORT]/REPO."),
+        "store-invalid": Variant(
+            "{target} holds an entry that does not match its digests or its index: {reason}",
+            "Export the layers again into an empty directory (or repository); nothing "
+            "wrong was put into the cache."),
+        "store-failed": Variant(
+            "{target} could not be read or written: {reason}",
+            "Check the address, the credentials (docker login / REGISTRY_AUTH_FILE) and "
+            "that the registry is up, then run the command again."),
+    },
+)
+
 # --- run -----------------------------------------------------------------------------
 SLUG_NOT_FOUND = ErrorKind(
     "slug-not-found",

@@ -26,6 +26,7 @@ from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
 from .aptfile import place_apt_layer
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
+from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
@@ -57,6 +58,8 @@ class BuildResult:
     metadata: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    # What went to and came from the cache registry (None: the build had none).
+    cache_registry: dict[str, Any] | None = None
 
     def as_dict(self) -> BuildResultDict:
         return {
@@ -68,6 +71,7 @@ class BuildResult:
             "runtime": self.runtime,
             "packages": self.packages,
             "timings": self.timings,
+            "cache_registry": self.cache_registry,
         }
 
 
@@ -91,6 +95,8 @@ def compile_app(
     node_build: bool = False,
     max_slug_size: int | str | None = None,
     metadata_output: PathLike | None = None,
+    cache_registry: str | None = None,
+    cache_registry_readonly: bool | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -117,6 +123,11 @@ def compile_app(
     SLUGBUILD_MAX_SLUG_SIZE) fails the build when the compressed slug is larger;
     by default Heroku's 500 MB, enforced for the heroku layout and a warning for
     herokuish (see slug_size.py).
+    ``cache_registry`` (``docker://HOST[:PORT]/REPO``; else SLUGBUILD_CACHE_REGISTRY)
+    shares runtime and dependency layers through an OCI registry: pulled on a
+    local miss, the layers this build made pushed after it unless
+    ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
+    registry that fails only costs a warning (see cache_registry.py).
     ``metadata_output`` writes slug.json there instead of beside the slug.
     """
     reporter = reporter or Reporter()
@@ -143,6 +154,8 @@ def compile_app(
     constraints = (constraints_from_slug_json(Path(constraints_from))
                    if constraints_from is not None else None)
     cache = open_cache(Path(cache_dir) if cache_dir is not None else None, app_dir)
+    cache.remote = remote = cache_registry_from_settings(
+        cache_registry, cache_registry_readonly, platform_info.current().key, reporter)
 
     scratch = cache.scratch_dir("build")
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
@@ -183,6 +196,9 @@ def compile_app(
                     packed, metadata = write_output(build, target, checked.intact, describe,
                                                     boot_timeout)
                 reporter.detail(f"Done: {slug_size.human(packed.size)}")
+            if remote is not None:
+                with timer.stage("cache_registry_push"):
+                    remote.push_published(cache)
         finally:
             with timer.stage("cleanup", deadline=False):
                 build.close()
@@ -196,6 +212,7 @@ def compile_app(
         runtime=python.runtime_info if python else {},
         packages=python.package_list() if python else [],
         metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        cache_registry=remote.summary() if remote is not None else None,
     )
 
 

@@ -47,6 +47,7 @@ from .runtime import (
     choose_runtime,
     ensure_runtime_layer,
 )
+from .runtime.layer import pull_runtime_layer
 from .stage import check_not_ignored
 from .versions import PythonRequest
 
@@ -330,6 +331,8 @@ def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
     """The runtime layer (``cached``, or made now) placed at .heroku/python. The step
     is announced when it starts: a runtime made now takes a while."""
     python_home = build.build_dir / PYTHON_HOME
+    if cached is None:  # the cache registry's, if it has it (cache_registry.py)
+        cached = pull_runtime_layer(build.cache, runtime, build.platform, build.reporter)
     build.reporter.step(f"Restoring Python {runtime.version} from cache" if cached is not None
                         else f"Installing Python {runtime.version} "
                              f"(from {runtime.short_origin})")

@@ -59,3 +59,5 @@ class BuildResultDict(TypedDict):
     runtime: dict[str, Any]
     packages: list[dict[str, str]]
     timings: dict[str, float]
+    # What went to and came from the cache registry (None without one; docs/cli.md).
+    cache_registry: dict[str, Any] | None

@@ -278,6 +278,30 @@ class RegistryClient:
         self.stats.bytes_uploaded += len(body)
         return digest
 
+    def list_tags(self) -> list[str]:
+        """The repository's tags (all pages); empty for a repository not yet pushed to."""
+        tags: list[str] = []
+        path: str | None = self._path("tags/list?n=1000")
+        while path is not None:
+            response = self._request("GET", path)
+            with response:
+                if response.status_code == 404:
+                    return tags
+                if response.status_code != 200:
+                    raise self._unexpected("GET", self._path("tags/list"), response)
+                try:
+                    found = response.json().get("tags") or []
+                except (ValueError, AttributeError):
+                    found = None
+                if not isinstance(found, list):
+                    raise errors.REGISTRY_PROTOCOL.error(
+                        variant="bad-answer", method="GET", url=self._url(path),
+                        what="a list of tags", host=self.host)
+                tags += [tag for tag in found if isinstance(tag, str)]
+                link = response.links.get("next", {}).get("url")
+            path = link if link and link.startswith("/v2/") else None
+        return tags
+
     def close(self) -> None:
         self._session.close()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import errors, relocate
 from ..cache import Cache, Layer
+from ..cache_registry import pull_layer
 from ..log import Reporter
 from ..platform_info import Platform
 from ..proc import clean_env
@@ -95,6 +96,20 @@ def interpreter_before_layer(cache: Cache, offer: RuntimeOffer, platform: Platfo
     return None
 
 
+def pull_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform,
+                       reporter: Reporter) -> Layer | None:
+    """On a local miss, the runtime layer from the build's cache registry (None: it
+    has none, or there is no registry), so the log can say where it came from
+    before the step starts."""
+    if cache.remote is None:
+        return None
+    name, key, _ = runtime_key(offer, platform)
+    with cache.lock("runtimes", name):
+        return cached_runtime_layer(cache, offer, platform, reporter) or pull_layer(
+            cache, "runtimes", name, key, f"Python {offer.version} runtime layer",
+            reporter=reporter)
+
+
 def ensure_runtime_layer(
     cache: Cache, offer: RuntimeOffer, platform: Platform, reporter: Reporter
 ) -> tuple[Layer, bool]:
@@ -108,6 +123,10 @@ def ensure_runtime_layer(
     name, key, inputs = runtime_key(offer, platform)
     with cache.lock("runtimes", name):
         layer = cached_runtime_layer(cache, offer, platform, reporter)
+        if layer:
+            return layer, True
+        layer = pull_layer(cache, "runtimes", name, key, f"Python {offer.version} runtime layer",
+                           reporter=reporter)
         if layer:
             return layer, True
         scratch = cache.scratch_dir("runtime-source")

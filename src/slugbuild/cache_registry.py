@@ -1,0 +1,250 @@
+"""The cache's second level: runtime and dependency layers shared through an OCI registry.
+
+``--cache-registry docker://HOST[:PORT]/REPO`` (or SLUGBUILD_CACHE_REGISTRY, or
+``compile_app(cache_registry=...)``). The local cache stays the first level: a
+layer found there is used as always. On a local miss, under the layer's build
+lock, the registry is asked for the layer's artifact (layer_artifact.py: one
+tag per layer key, namespaced by platform and artifact format); if it is there,
+every blob is checked against its digest and the layer is published into the
+local cache through the verified path, then used as a local hit. After the
+build, the layers it made are pushed (blobs only if missing, then the
+manifest), unless ``--cache-registry-readonly``.
+
+Fail open: a registry that is down, slow, refuses the credentials or answers
+with errors gives one warning and the build goes on without it (each request
+is bounded by the client's timeouts; after the first failure the registry is
+not asked again in this build). An entry that does not match its digests or
+its index is refused with a warning and the layer is built as on a miss.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from .cache import Cache, Layer
+from .layer_artifact import (
+    MANIFEST_TYPE,
+    ArtifactInvalid,
+    Store,
+    Transfer,
+    fetch_artifact,
+    make_artifact,
+    materialise,
+    namespace,
+    push_artifact,
+)
+from .log import Reporter
+from .oci.credentials import find_credentials
+from .oci.reference import parse_image_reference
+from .oci.registry import RegistryClient
+from .slug_size import human
+
+ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
+READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
+SHARED_KINDS = ("runtimes", "layers")
+# Seconds each registry request may take to connect and between reads (the client
+# retries GET and HEAD twice more): a slow registry costs a bounded time, then a warning.
+REQUEST_TIMEOUT = 10.0
+# What a failing store raises: the registry client's errors (unreachable, refused,
+# protocol, digest), and the local file system's while a pulled blob is written.
+TRANSFER_ERRORS: tuple[type[BaseException], ...] = (errors.RegistryError, OSError)
+
+
+class RegistryStore:
+    """A registry repository as a store, through the OCI image code's client and
+    credentials (one client, one auth story). A blob whose bytes do not match its
+    digest is ArtifactInvalid: the entry is wrong, the registry may still be fine."""
+
+    def __init__(self, client: RegistryClient) -> None:
+        self.client = client
+
+    def has_blob(self, digest: str) -> bool:
+        return self.client.has_blob(digest)
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        self.client.push_blob(data, digest, len(data))
+
+    def get_blob(self, digest: str, size: int) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
+            target = Path(work) / "blob"
+            try:
+                self.client.pull_blob(digest, target)
+            except errors.RegistryError as exc:
+                if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
+                    raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
+                                          f"digest") from exc
+                raise
+            if target.stat().st_size != size:
+                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
+            return target.read_bytes()
+
+    def get_manifest(self, tag: str) -> bytes | None:
+        found = self.client.get_manifest(tag)
+        return found[0] if found is not None else None
+
+    def put_manifest(self, tag: str, data: bytes) -> None:
+        self.client.put_manifest(tag, data, MANIFEST_TYPE)
+
+    def tags(self) -> list[str]:
+        return self.client.list_tags()
+
+
+def registry_store(reference: str) -> RegistryStore:
+    """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
+    credentials ``docker login`` / ``podman login`` left for its host (none: anonymous).
+    A reference that is not one (no ``docker://``, a tag or digest given) is
+    ``cache-registry-invalid``; credentials that cannot be read are the registry's
+    error (the build fails open on them)."""
+    if not reference.startswith("docker://"):
+        raise errors.CACHE_REGISTRY_INVALID.error(
+            reference=reference, reason="it does not start with docker://")
+    try:
+        parsed = parse_image_reference(reference)
+    except errors.RegistryError as exc:
+        raise errors.CACHE_REGISTRY_INVALID.error(reference=reference, reason=exc.found) \
+            from exc
+    if parsed.tag is not None or parsed.digest is not None or parsed.host is None \
+            or parsed.repository is None:
+        raise errors.CACHE_REGISTRY_INVALID.error(
+            reference=reference, reason="name a repository only: the tags are slugbuild's")
+    client = RegistryClient(parsed.host, parsed.repository, timeout=REQUEST_TIMEOUT,
+                            credentials=find_credentials(parsed.host))
+    return RegistryStore(client)
+
+
+@dataclass
+class RemoteCache:
+    """One build's use of the cache registry."""
+
+    store: Store
+    shown: str  # the reference, for messages
+    space: str
+    reporter: Reporter
+    readonly: bool = False
+    transfer: Transfer = field(default_factory=Transfer)
+    pulled: list[str] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)
+    failed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: threading.Lock = field(default_factory=threading.Lock)
+
+    def _give_up(self, exc: BaseException) -> None:
+        """The one warning of a registry that cannot be used; not asked again."""
+        with self._warned:
+            if self.failed:
+                return
+            self.failed = True
+        reason = str(exc) or type(exc).__name__
+        self.reporter.warn(f"The cache registry {self.shown} could not be used "
+                           f"({reason}); this build goes on without it.")
+
+    def pull(self, cache: Cache, kind: str, name: str, key: str, what: str,
+             extra_check: Callable[[Path, dict[str, Any]], Any] | None = None,
+             reporter: Reporter | None = None) -> Layer | None:
+        """The layer from the registry, published into ``cache`` (the caller holds
+        its build lock); None when the registry has none, is unusable, or its entry
+        is wrong (never a layer that does not match its digests)."""
+        reporter = reporter or self.reporter
+        try:
+            with self._lock:  # one request at a time on the client; layers are made apart
+                if self.failed:
+                    return None
+                transfer = Transfer()
+                fetched = fetch_artifact(self.store, self.space, kind, key, transfer)
+                self.transfer.received += transfer.received
+            if fetched is None:
+                return None
+            if fetched.config.get("name") != name:
+                raise ArtifactInvalid("it names another layer")
+            layer = materialise(cache, fetched, extra_check)
+        except ArtifactInvalid as exc:
+            reporter.warn(f"The cache registry's entry for the {what} was not used: "
+                          f"{exc}. It is built here instead.")
+            return None
+        except TRANSFER_ERRORS as exc:
+            self._give_up(exc)
+            return None
+        self.pulled.append(name)
+        reporter.step(f"Pulled the {what} from the cache registry "
+                      f"({human(transfer.received)})")
+        return layer
+
+    def push_published(self, cache: Cache) -> None:
+        """Push the layers this build made (runtime and dependency layers; not those it
+        pulled)."""
+        if self.readonly:
+            return
+        for kind, name, key in cache.published:
+            if kind not in SHARED_KINDS or name.startswith("apt-") or name in self.pulled \
+                    or self.failed:
+                continue  # a layer pulled from the registry is there already
+            layer = cache.lookup(kind, name, key)
+            if layer is None:
+                continue
+            try:
+                artifact = make_artifact(layer, self.space)
+                if artifact is None:
+                    continue  # no intact part kept: nothing worth sharing
+                before = self.transfer.sent
+                with self._lock:
+                    sent = push_artifact(self.store, artifact, self.transfer)
+            except ArtifactInvalid:
+                continue
+            except TRANSFER_ERRORS as exc:
+                self._give_up(exc)
+                return
+            if sent:
+                self.pushed.append(name)
+                self.reporter.detail(f"Pushed layer {name} to the cache registry "
+                                     f"({human(self.transfer.sent - before)} sent)")
+
+    def summary(self) -> dict[str, Any]:
+        """For BuildResult.cache_registry: what moved."""
+        return {"registry": self.shown, "readonly": self.readonly, "pulled": list(self.pulled),
+                "pushed": list(self.pushed), "bytes_received": self.transfer.received,
+                "bytes_sent": self.transfer.sent, "failed": self.failed}
+
+
+def from_settings(reference: str | None, readonly: bool | None, platform_key: str,
+                  reporter: Reporter) -> RemoteCache | None:
+    """The build's cache registry: the argument, else SLUGBUILD_CACHE_REGISTRY; None
+    without one. A malformed reference is an error (a typo must not silently turn
+    the shared cache off); an unreachable registry is not (fail open)."""
+    reference = reference or os.environ.get(ENV_VAR) or None
+    if reference is None:
+        return None
+    if readonly is None:
+        readonly = os.environ.get(READONLY_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
+    remote = RemoteCache(_Unusable(), reference, namespace(platform_key), reporter, readonly)
+    try:
+        remote.store = registry_store(reference)
+    except errors.RegistryError as exc:  # credentials that cannot be read: fail open
+        remote._give_up(exc)
+    return remote
+
+
+class _Unusable:
+    """The store of a cache registry given up before its first request."""
+
+    def _refuse(self, *_args: object) -> Any:
+        raise OSError("the cache registry is not usable")
+
+    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = _refuse
+
+
+def pull_layer(cache: Cache, kind: str, name: str, key: str, what: str,
+               extra_check: Callable[[Path, dict[str, Any]], Any] | None = None,
+               reporter: Reporter | None = None) -> Layer | None:
+    """On a local miss (the caller holds the layer's build lock): the layer from the
+    build's cache registry, if it has one and the entry is right."""
+    remote: RemoteCache | None = cache.remote
+    if remote is None:
+        return None
+    return remote.pull(cache, kind, name, key, what, extra_check, reporter)
