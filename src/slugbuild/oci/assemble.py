@@ -365,7 +365,7 @@ def layers_from_slug(slug: Path, metadata: Mapping[str, Any], *, user: ImageUser
                 layers.append(SlugLayer(_part_role(handle, part["offset"], len(layers)), blob))
                 ranges.append((part["offset"], part["length"]))
     base = LAYOUTS.get(str(layout), ".")
-    app = _app_layer(slug, ranges, base, user, epoch, metadata, store)
+    app = _app_layer(slug, ranges, base, user, epoch, metadata)
     layers.append(SlugLayer("app", app))
     return layers
 
@@ -493,7 +493,7 @@ class _HashingSink:
 
 
 def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user: ImageUser,
-               epoch: int, metadata: Mapping[str, Any], store: _Store) -> Blob:
+               epoch: int, metadata: Mapping[str, Any]) -> Blob:
     """Everything of the slug outside the layer parts, owned by the image's user and
     placed under /app, plus the launcher: one deterministic gzip layer."""
     size = slug.stat().st_size
@@ -540,13 +540,8 @@ def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user:
             info.size = len(content)
             _add_bytes(tar, info, content)
         tar.finish()
-    data = out.getvalue()
-    digest = oci.sha256_of(data)
-    path = store.blobs / digest.split(":", 1)[1]
-    if not path.is_file() or oci.hash_file(path) != digest:
-        _atomic_bytes(path, data)
-    return oci.file_blob(path, oci.LAYER_GZIP, "sha256:" + sink.hasher.hexdigest(),
-                         digest=digest)
+    # Kept in memory, not in the cache: every app change makes a new one.
+    return oci.bytes_blob(out.getvalue(), oci.LAYER_GZIP, "sha256:" + sink.hasher.hexdigest())
 
 
 def _parents(path: str) -> list[str]:
