@@ -1,9 +1,14 @@
-"""`make bench`: build times and slug sizes against their floors, printed and saved.
+"""`make bench`: build times and slug sizes against their floors and the Heroku buildpack.
 
-For each fixture app (all of fixtures/apps/ unless --apps names some):
+Sections (--sections, default all, in this order; SECTIONS at the end of this file):
+floors (below) and side-by-side (side_by_side.py: every app shape built by slugbuild and
+by the Heroku Python buildpack when HEROKU_PEER names ../shared/heroku-peer, alternating,
+cold, warm, changed and two at once, plus the scaling table).
+
+floors: for each fixture app (all of fixtures/apps/ unless --apps names some):
 - cold: a build with an empty cache (runtime prepared, packages downloaded);
 - warm: the same build again (layers restored);
-- changed: a warm build after one more pinned requirement (`_add_requirement`: how
+- changed: a warm build after one more pinned requirement (`app_changes.py`: how
   for each package manager);
 - floor_pack: `tar -c | gzip -4` (the slug's level) of the final slug tree (what
   packing alone costs);
@@ -18,7 +23,7 @@ Medians of --runs runs (default 5) and the ratios the targets are stated in:
 warm <= 1.3 x floor_pack, cold <= 0.6 x floor_venv, fresh_registry <= 1.5 x
 warm and <= 0.3 x cold. Sizes: the slug, and the
 same app packed with an untrimmed runtime plus pip/setuptools (what Heroku's
-buildpack ships). Results go to stdout and benchmarks/results.json.
+buildpack ships). Results of every section go to stdout and benchmarks/results.json.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -38,40 +43,83 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
+
+import side_by_side
+from app_changes import add_requirement, clean_env, extra_requirement_for
 
 from image_bench import bench_image  # benchmarks/ is on sys.path
 
 import slugbuild
-from slugbuild.installers.pipenv import pipfile_hash
-from slugbuild.installers.poetry import content_hash
 from slugbuild.log import Reporter
 from slugbuild.pack import DEFAULT_LEVEL
-from slugbuild.toml_compat import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 APPS = REPO / "fixtures" / "apps"
-EXTRA_REQUIREMENT = "six==1.17.0"
+
+# How each app's "changed" build changed it (printed with the results).
+changes: dict[str, str] = {}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--apps", nargs="*", help="fixture app names (default: all)")
+    parser.add_argument("--apps", nargs="*",
+                        help="fixture app names (default: all); also narrows --shapes to "
+                        "the shapes built from these apps")
+    parser.add_argument("--shapes", nargs="*", choices=side_by_side.SHAPES,
+                        help="app shapes built side by side with Heroku (default: all)")
+    parser.add_argument("--kinds", nargs="*", choices=side_by_side.KINDS,
+                        default=list(side_by_side.KINDS), help="side-by-side builds to make")
+    parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=list(SECTIONS),
+                        help="what to measure (default: everything)")
+    parser.add_argument("--peer", type=Path, default=os.environ.get("HEROKU_PEER") or None,
+                        help="the heroku-peer directory (default: $HEROKU_PEER); without "
+                        "it the Heroku side is skipped with a note")
+    parser.add_argument("--slugbuild-src", type=Path,
+                        help="side by side: build with this src/ (another branch's export) "
+                        "instead of the installed slugbuild")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
-    names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
-    results = {"runs": args.runs, "machine": _machine(), "apps": {}}
+    # A stopped bench still stops its servers and puts /app back (heroku_peer.py).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: dict = {"runs": args.runs, "machine": _machine()}
     # Every run's files are kept until the end: see _settle.
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep:
+        for section in args.sections:
+            SECTIONS[section](args, Path(keep) / section, results)
+        # Saved before the runs' files go (deleting a large bench's trees takes minutes).
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nsaved {args.output}", flush=True)
+    return 0
+
+
+def floors_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
+    """Each app against its floors (`tar | gzip`, venv+pip) and a fresh runner with a
+    cache registry."""
     global _REGISTRY
-    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-") as keep, \
-            _loopback_registry(Path(keep)) as _REGISTRY:
+    names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
+    results["apps"] = {}
+    keep.mkdir(parents=True, exist_ok=True)
+    with _loopback_registry(keep) as _REGISTRY:
         for name in names:
             print(f"== {name} ({args.runs} runs)", flush=True)
-            results["apps"][name] = bench_app(APPS / name, args.runs, Path(keep) / name)
+            results["apps"][name] = bench_app(APPS / name, args.runs, keep / name)
             _print_app(name, results["apps"][name])
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nsaved {args.output}")
-    return 0
+
+
+def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
+    """Each app shape built by slugbuild and by the Heroku buildpack, alternating."""
+    shapes = args.shapes or [name for name, shape in side_by_side.SHAPES.items()
+                             if not args.apps or shape.fixture in args.apps]
+    print(f"\n==== side by side with the Heroku buildpack: {', '.join(shapes)}", flush=True)
+
+    def progress(so_far: dict) -> None:
+        results["side_by_side"] = so_far
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+
+    results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer, keep,
+                                               progress, args.slugbuild_src)
 
 
 def bench_app(app: Path, runs: int, work_root: Path) -> dict:
@@ -98,12 +146,13 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
             samples["fresh_registry"].append(fresh)
             sizes.update(moved)
         requirements = work / "requirements.txt"
-        changes[app.name] = _add_requirement(work, tmp_path)
+        extra = extra_requirement_for(work)
+        changes[app.name] = add_requirement(work, tmp_path, extra)
         changed = _build(work, tmp_path / "changed.tgz", cache)
         samples["changed"].append(changed.timings["total"])
         if requirements.is_file():
             requirements.write_text(requirements.read_text().replace(
-                EXTRA_REQUIREMENT + "\n", ""))
+                extra + "\n", ""))
         tree = tmp_path / "tree"
         with tarfile.open(warm.slug_path) as tar:
             tar.extractall(tree, **({"filter": "tar"} if hasattr(tarfile, "tar_filter")
@@ -122,7 +171,7 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
             f"{python} -m venv {tmp_path / 'venv'} && "
             f"{tmp_path / 'venv/bin/pip'} install -q --no-cache-dir "
             f"--disable-pip-version-check -r {requirements}",
-            env={**_clean_env(), "PIP_CONFIG_FILE": os.devnull}))
+            env={**clean_env(), "PIP_CONFIG_FILE": os.devnull}))
         if "heroku_like" not in sizes:
             sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
         if run == 0:  # image build and push figures (benchmarks/image_bench.py), once
@@ -144,87 +193,6 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
     return {"median_seconds": medians, "samples": samples, "ratios": ratios,
             "stage_medians": stage_medians, "sizes": sizes,
             "changed_by": changes.get(app.name), "image": image}
-
-
-# How each app's "changed" build changed it (printed with the results).
-changes: dict[str, str] = {}
-
-
-def _add_requirement(app: Path, tmp_path: Path) -> str:
-    """Change the app's locked requirements the way its package manager would; say how.
-
-    requirements.txt gets one more pinned package; so do Pipfile and
-    Pipfile.lock (with the package's hashes, and the lock's Pipfile hash as
-    Pipenv computes it); uv.lock is re-locked by uv after the package is added
-    to pyproject.toml. Poetry cannot re-lock here (its resolver needs the
-    index's JSON API), so the package goes into pyproject.toml and, as a
-    main-group package with its hashes, into poetry.lock, whose content-hash
-    is recomputed as Poetry computes it.
-    """
-    name, version = EXTRA_REQUIREMENT.split("==")
-    if (app / "requirements.txt").is_file():
-        path = app / "requirements.txt"
-        path.write_text(path.read_text().rstrip("\n") + "\n" + EXTRA_REQUIREMENT + "\n")
-        return f"{EXTRA_REQUIREMENT} appended to requirements.txt"
-    if (app / "Pipfile.lock").is_file():
-        lock = json.loads((app / "Pipfile.lock").read_text())
-        lock["default"][name] = {"hashes": _hashes(EXTRA_REQUIREMENT, tmp_path),
-                                 "index": "pypi", "version": f"=={version}"}
-        pipfile = app / "Pipfile"
-        pipfile.write_text(pipfile.read_text().replace(
-            "[packages]\n", f'[packages]\n{name} = "=={version}"\n'))
-        # Pipenv's own hash (tests/installers/test_managers_e2e.py checks it against Pipenv).
-        lock["_meta"]["hash"]["sha256"] = pipfile_hash(tomllib.loads(pipfile.read_text()))
-        (app / "Pipfile.lock").write_text(json.dumps(lock, indent=4, sort_keys=True) + "\n")
-        return f"{EXTRA_REQUIREMENT} added to Pipfile and Pipfile.lock (with hashes)"
-    if (app / "uv.lock").is_file():
-        pyproject = app / "pyproject.toml"
-        pyproject.write_text(pyproject.read_text().replace(
-            "dependencies = [\n", f'dependencies = [\n    "{EXTRA_REQUIREMENT}",\n', 1))
-        _uv(["lock"], app, tmp_path)
-        return f"{EXTRA_REQUIREMENT} added to pyproject.toml, then `uv lock`"
-    if (app / "poetry.lock").is_file():
-        pyproject = app / "pyproject.toml"
-        pyproject.write_text(pyproject.read_text().replace(
-            "[tool.poetry.dependencies]\n",
-            f'[tool.poetry.dependencies]\n{name} = "=={version}"\n', 1))
-        files = ", ".join(f'{{file = "{name}-{version}", hash = "{h}"}}'
-                          for h in _hashes(EXTRA_REQUIREMENT, tmp_path))
-        lock = app / "poetry.lock"
-        text = lock.read_text().replace("\n[metadata]\n", (
-            f'\n[[package]]\nname = "{name}"\nversion = "{version}"\ndescription = ""\n'
-            f'optional = false\npython-versions = "*"\ngroups = ["main"]\n'
-            f"files = [{files}]\n\n[metadata]\n"), 1)
-        old_hash = tomllib.loads(text)["metadata"]["content-hash"]
-        # Poetry's own content-hash (tests/installers/test_managers_e2e.py checks the lock
-        # it vouches for).
-        new_hash = content_hash(tomllib.loads(pyproject.read_text()))
-        lock.write_text(text.replace(old_hash, new_hash))
-        return (f"{EXTRA_REQUIREMENT} added to pyproject.toml and to poetry.lock "
-                "(with hashes and Poetry's content-hash; Poetry cannot re-lock from here)")
-    raise SystemExit(f"{app.name}: no lock file the benchmark knows how to change")
-
-
-def _hashes(requirement: str, tmp_path: Path) -> list[str]:
-    """sha256 of every file of a pinned release, as uv reads them from the index."""
-    (tmp_path / "one.in").write_text(requirement + "\n")
-    output = _uv(["pip", "compile", "--generate-hashes", "--no-header", "--quiet",
-                  str(tmp_path / "one.in")], tmp_path, tmp_path)
-    return sorted(set(re.findall(r"--hash=(sha256:[0-9a-f]{64})", output)))
-
-
-def _uv(args: list[str], cwd: Path, tmp_path: Path) -> str:
-    from slugbuild.installers.common import DEFAULT_INDEX_URL, trusted_ca_bundle
-    from slugbuild.installers.uv import uv_binary
-
-    env = {**_clean_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
-           "UV_INDEX_URL": DEFAULT_INDEX_URL, "UV_PYTHON_DOWNLOADS": "never",
-           "UV_PYTHON": sys.executable}
-    cert = trusted_ca_bundle()
-    if cert:
-        env["SSL_CERT_FILE"] = cert
-    return subprocess.run([uv_binary(), *args], cwd=cwd, env=env, check=True,
-                          capture_output=True, text=True).stdout
 
 
 def _settle() -> None:
@@ -305,10 +273,6 @@ def _time_shell(command: str, env: dict | None = None) -> float:
     return round(time.perf_counter() - start, 3)
 
 
-def _clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
-
-
 def _python_for(version: str) -> str:
     from slugbuild.runtime.local import LocalInterpreterSource
 
@@ -369,6 +333,13 @@ def _print_app(name: str, result: dict) -> None:
           f"{image['warm_blobs_uploaded']} blob(s), {image['warm_bytes_uploaded'] / 1e3:.1f} kB "
           f"of a {image['image_bytes'] / 1e6:.1f} MB image")
     print("warm stages:", result["stage_medians"]["warm"])
+
+
+# The bench's sections, in the order they run; a new measurement adds itself here.
+SECTIONS: dict[str, Callable[[argparse.Namespace, Path, dict], None]] = {
+    "floors": floors_section,
+    "side-by-side": side_by_side_section,
+}
 
 
 if __name__ == "__main__":

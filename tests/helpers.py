@@ -346,6 +346,9 @@ FIXTURES_FAILING_BY_DESIGN = frozenset({"django-removed-cgi", "markers-excluded"
 # Fixtures whose slug must not boot (slug/test_run_and_boot_check.py); every other one must.
 FIXTURES_NOT_BOOTING = frozenset({"boot-crash-at-import", "boot-never-listens",
                                   "boot-removed-stdlib"})
+# Fixtures for `make bench` only (benchmarks/side_by_side.py): a ~200 MB slug of 58 packages,
+# too slow for the golden and reproducibility runs over every fixture.
+FIXTURES_BENCH_ONLY = frozenset({"django-data-stack"})
 # How each fixture that needs more than `compile APP` is built (as its own tests do).
 _FIXTURE_BUILD_OPTIONS: dict[str, dict] = {
     "monorepo-backend": {"app_base": "backend"},
@@ -355,8 +358,9 @@ _FIXTURE_BUILD_OPTIONS: dict[str, dict] = {
 
 
 def fixture_names(include_failing: bool = False) -> list[str]:
-    """Every fixture app (those that fail by design only when asked for)."""
+    """Every fixture app but the bench's (those that fail by design only when asked for)."""
     return sorted(p.name for p in FIXTURE_APPS.iterdir() if p.is_dir()
+                  and p.name not in FIXTURES_BENCH_ONLY
                   and (include_failing or p.name not in FIXTURES_FAILING_BY_DESIGN))
 
 

@@ -1,0 +1,337 @@
+"""slugbuild and the Heroku Python buildpack on the same apps, build after build, same load.
+
+For every app shape (SHAPES) and every run, each kind of build is made by both tools one
+right after the other, the order swapped every run, so both see the same background load:
+
+- cold: an empty cache;
+- warm: the same cache again (a fresh copy of the app for the buildpack, as Heroku does);
+- changed: a copy of the app with one more pinned requirement (app_changes.py), on the
+  warm cache (Heroku discards its cache when the requirements change);
+- loaded: two cold builds at once (each with its own cache), then two warm builds at once
+  on those caches: the figures are each build's own wall time.
+
+slugbuild is timed as a user runs it: the `slugbuild compile` process, wall clock. The
+buildpack is timed as its `bin/compile` process (heroku_peer.py); making Heroku's slug
+(`tar | gzip` of the build directory) is timed apart and reported beside it. The load
+average is recorded at every step. Figures are printed and saved; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from app_changes import add_requirement, extra_requirement_for
+from heroku_peer import HerokuPeer, PeerFailed, PeerUnavailable, slug_of
+
+REPO = Path(__file__).resolve().parent.parent
+APPS = REPO / "fixtures" / "apps"
+KINDS = ("cold", "warm", "changed", "loaded")
+TOOLS = ("slugbuild", "heroku")
+# The issue's targets (slugbuild / Heroku), printed beside each ratio.
+TARGETS = {"cold": 0.5, "warm": 0.3, "changed": 0.4, "loaded_cold": 0.5, "loaded_warm": 0.3}
+
+
+def _unpin(app: Path) -> None:
+    """`==X.Y.Z` -> `>=X.Y,<major+1`: the same app with version ranges (the resolver path)."""
+    path = app / "requirements.txt"
+    path.write_text(re.sub(r"==(\d+)\.(\d+)(\.\d+)*",
+                           lambda m: f">={m[1]}.{m[2]},<{int(m[1]) + 1}", path.read_text()))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An app shape: a fixture app, optionally changed first (`derive`)."""
+
+    fixture: str
+    what: str
+    derive: Callable[[Path], None] | None = None
+
+
+SHAPES: dict[str, Shape] = {
+    "pinned-pip": Shape("flask-hello", "requirements.txt, all pinned"),
+    "ranges": Shape("flask-hello", "requirements.txt with version ranges", _unpin),
+    "sdist": Shape("pip-local-packages", "sdists compiled (crcmod, a local C extension)"),
+    "pipenv": Shape("flask-pipenv", "Pipfile.lock"),
+    "poetry": Shape("poetry-falcon", "poetry.lock"),
+    "uv": Shape("uv-bottle", "uv.lock"),
+    "django": Shape("django-tutorial", "Django, pinned, collectstatic"),
+    "data-stack": Shape("django-data-stack", "Django + numpy, pandas, scipy, scikit-learn, "
+                        "matplotlib, boto3, celery, ... (58 pinned)"),
+}
+# The shapes of the scaling table: small, Django, large.
+SCALING = ("pinned-pip", "django", "data-stack")
+
+
+def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
+        work: Path, progress: Callable[[dict[str, Any]], None] | None = None,
+        slugbuild_src: Path | None = None) -> dict[str, Any]:
+    """Bench every shape; returns the side-by-side results (printed as they come, and
+    handed to `progress` after each shape, so a long bench stopped early keeps them).
+    `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead."""
+    results: dict[str, Any] = {"peer": None, "shapes": {},
+                               "slugbuild_src": str(slugbuild_src) if slugbuild_src else None}
+    peer: HerokuPeer | None = None
+    note = None
+    if peer_dir is None:
+        note = ("Heroku buildpack skipped: set HEROKU_PEER=../shared/heroku-peer "
+                "(or --peer) to build side by side")
+    else:
+        try:
+            peer = HerokuPeer(peer_dir, work / "peer").__enter__()
+            results["peer"] = {"dir": str(peer_dir), "buildpack": peer.version}
+        except PeerUnavailable as error:
+            note = f"Heroku buildpack skipped: {error}"
+    if note:
+        print(note, flush=True)
+        results["note"] = note
+    try:
+        for name in shapes:
+            shape = SHAPES[name]
+            print(f"== {name}: {shape.fixture} ({shape.what}), {runs} runs", flush=True)
+            result = bench_shape(shape, kinds, runs, peer, work / name, slugbuild_src)
+            results["shapes"][name] = result
+            print_shape(name, result)
+            results["scaling"] = scaling(results["shapes"])
+            if progress:
+                progress(results)
+    finally:
+        if peer is not None:
+            peer.__exit__(None, None, None)
+    results["scaling"] = scaling(results["shapes"])
+    print_scaling(results["scaling"])
+    return results
+
+
+def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | None,
+                work: Path, slugbuild_src: Path | None = None) -> dict[str, Any]:
+    app = work / "app"
+    shutil.copytree(APPS / shape.fixture, app, symlinks=True)
+    if shape.derive:
+        shape.derive(app)
+    changed_app = work / "changed-app"
+    shutil.copytree(app, changed_app, symlinks=True)
+    extra = extra_requirement_for(app)
+    changed_by = add_requirement(changed_app, work, extra) if "changed" in kinds else None
+    tools = ["slugbuild"]
+    peer_note = None
+    if peer is not None:
+        try:
+            peer.prepare(app)
+            tools.append("heroku")
+        except PeerUnavailable as error:
+            peer_note = f"Heroku buildpack cannot build this app here: {error}"
+            print("  " + peer_note, flush=True)
+    samples: dict[str, dict[str, list[float]]] = {t: {} for t in tools}
+    loads: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
+    files: dict[str, int] = {}
+    heroku_pack: list[float] = []
+    failures: dict[str, str] = {}
+    stages: dict[str, list[dict[str, float]]] = {}
+
+    def record(tool: str, kind: str, seconds: float | None) -> None:
+        if seconds is not None:
+            samples[tool].setdefault(kind, []).append(seconds)
+
+    for number in range(runs):
+        order = tools if number % 2 == 0 else tools[::-1]
+        root = work / f"run{number}"
+        builders = {t: _Builder(t, app, root / t, peer, failures, slugbuild_src)
+                    for t in tools}
+        for kind in ("cold", "warm", "changed"):
+            if kind not in kinds:
+                continue
+            loads.setdefault(kind, []).append(os.getloadavg()[0])
+            for tool in order:
+                record(tool, kind, builders[tool].build(
+                    kind, changed_app if kind == "changed" else app))
+            if kind == "warm" and number == 0:
+                for tool in order:
+                    measured = builders[tool].measure()
+                    if measured:
+                        sizes[tool], files[tool] = measured[0], measured[1]
+                        if tool == "heroku":
+                            heroku_pack.append(measured[2])
+        for kind, timings in builders["slugbuild"].stages.items():
+            stages.setdefault(kind, []).append(timings)
+        if "loaded" in kinds:
+            pairs = {t: [_Builder(t, app, root / f"{t}-loaded{i}", peer, failures,
+                                  slugbuild_src) for i in (1, 2)] for t in tools}
+            for step in ("cold", "warm"):
+                loads.setdefault(f"loaded_{step}", []).append(os.getloadavg()[0])
+                for tool in order:
+                    for seconds in _at_once(pairs[tool], step, app):
+                        record(tool, f"loaded_{step}", seconds)
+    medians = {t: {k: round(statistics.median(v), 2) for k, v in by_kind.items()}
+               for t, by_kind in samples.items()}
+    ratios = {}
+    if "heroku" in medians:
+        ratios = {k: round(v / medians["heroku"][k], 2) for k, v in medians["slugbuild"].items()
+                  if medians["heroku"].get(k)}
+    return {"fixture": shape.fixture, "what": shape.what, "runs": runs,
+            "changed_by": changed_by, "samples": samples, "medians": medians,
+            "ratios": ratios, "load": {k: [round(x, 2) for x in v] for k, v in loads.items()},
+            "slug_bytes": sizes, "python_files": files,
+            "heroku_pack_seconds": heroku_pack[0] if heroku_pack else None,
+            "peer_note": peer_note, "failures": failures,
+            "slugbuild_stages": {kind: {stage: round(statistics.median(
+                t.get(stage, 0.0) for t in timings), 3) for stage in timings[0]}
+                for kind, timings in stages.items() if timings and timings[0]}}
+
+
+class _Builder:
+    """One tool's builds of one app on one cache (cold, then warm, then changed)."""
+
+    def __init__(self, tool: str, app: Path, root: Path, peer: HerokuPeer | None,
+                 failures: dict[str, str], slugbuild_src: Path | None = None) -> None:
+        self.tool, self.app, self.root, self.peer = tool, app, root, peer
+        self.slugbuild_src = slugbuild_src
+        # slugbuild's own stage timings of each build made (its --json output).
+        self.stages: dict[str, dict[str, float]] = {}
+        self.failures = failures
+        self.cache = root / "cache"
+        self.last: Path | None = None
+
+    def build(self, kind: str, app: Path) -> float | None:
+        """Wall seconds of one build (None, and the reason kept, when it failed)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Nothing left to write back from the step before (see run.py's _settle).
+        os.sync()
+        try:
+            if self.tool == "heroku":
+                assert self.peer is not None
+                self.last = self.root / f"build-{kind}"
+                return self.peer.compile(app, self.last, self.cache,
+                                         self.root / f"{kind}.log")
+            self.last = self.root / f"{kind}.tgz"
+            seconds, self.stages[kind] = _slugbuild(app, self.last, self.cache,
+                                                    self.root / f"{kind}.log",
+                                                    self.slugbuild_src)
+            return seconds
+        except (PeerFailed, BuildFailed) as error:
+            self.failures.setdefault(f"{self.tool} {kind}", str(error))
+            print(f"  {self.tool} {kind} FAILED: {str(error).splitlines()[0]} (the log's "
+                  "end is in the results)", flush=True)
+            return None
+
+    def measure(self) -> tuple[int, int, float] | None:
+        """(slug bytes, files under .heroku/python, seconds to make Heroku's slug)."""
+        if self.last is None or not self.last.exists():
+            return None
+        if self.tool == "heroku":
+            size, seconds = slug_of(self.last, self.root / "heroku-slug.tgz")
+            count = sum(len(f) for _, _, f in os.walk(self.last / ".heroku" / "python"))
+            return size, count, seconds
+        with tarfile.open(self.last) as tar:
+            count = sum(1 for m in tar if not m.isdir() and "/.heroku/python/" in f"/{m.name}")
+        return self.last.stat().st_size, count, 0.0
+
+
+class BuildFailed(Exception):
+    """A slugbuild build failed (the message holds the log's tail)."""
+
+
+def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
+               src: Path | None) -> tuple[float, dict[str, float]]:
+    """Wall seconds of `slugbuild compile`, and its stage timings (from --json)."""
+    command = [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
+               "--cache-dir", str(cache), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+    with log.open("wb") as sink:
+        start = time.perf_counter()
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=sink,
+                              stdin=subprocess.DEVNULL, env=env)
+        seconds = time.perf_counter() - start
+    if done.returncode:
+        tail = log.read_text(errors="replace").strip().splitlines()[-40:]
+        raise BuildFailed(f"exit {done.returncode}; log {log}:\n  " + "\n  ".join(tail))
+    try:
+        timings = json.loads(done.stdout).get("timings") or {}
+    except (ValueError, AttributeError):
+        timings = {}
+    return round(seconds, 3), timings
+
+
+def _at_once(pair: list[_Builder], kind: str, app: Path) -> list[float | None]:
+    """Two builds started together; each one's own wall time."""
+    with concurrent.futures.ThreadPoolExecutor(len(pair)) as pool:
+        return list(pool.map(lambda b: b.build(kind, app), pair))
+
+
+def scaling(shapes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the scaling table: time and size against installed files, per tool."""
+    rows = []
+    for name in SCALING:
+        if name not in shapes:
+            continue
+        result = shapes[name]
+        for tool, medians in result["medians"].items():
+            if "cold" not in medians and "warm" not in medians:
+                continue
+            rows.append({"shape": name, "tool": tool,
+                         "python_files": result["python_files"].get(tool),
+                         "cold": medians.get("cold"), "warm": medians.get("warm"),
+                         "slug_mb": round(result["slug_bytes"][tool] / 1e6, 1)
+                         if tool in result["slug_bytes"] else None})
+    return rows
+
+
+def print_shape(name: str, result: dict[str, Any]) -> None:
+    medians = result["medians"]
+    print(f"{'kind':<13}{'slugbuild s':>12}{'heroku s':>10}{'ratio':>7}{'target':>8}"
+          f"{'load (1 min)':>22}")
+    for kind in ("cold", "warm", "changed", "loaded_cold", "loaded_warm"):
+        ours = medians["slugbuild"].get(kind)
+        if ours is None:
+            continue
+        theirs = medians.get("heroku", {}).get(kind)
+        ratio = result["ratios"].get(kind)
+        load = result["load"].get(kind, [])
+        print(f"{kind:<13}{ours:>12.2f}{_cell(theirs):>10}{_cell(ratio):>7}"
+              f"{'<= ' + str(TARGETS[kind]):>8}{_load_range(load):>22}")
+    sizes = result["slug_bytes"]
+    if sizes:
+        print("slug MB: " + ", ".join(f"{t} {b / 1e6:.1f}" for t, b in sizes.items())
+              + (f" (Heroku's tar|gzip {result['heroku_pack_seconds']:.2f} s, not in its "
+                 "time)" if result["heroku_pack_seconds"] else ""))
+    for kind, timings in result["slugbuild_stages"].items():
+        top = sorted(((v, k) for k, v in timings.items() if k != "total"), reverse=True)[:4]
+        print(f"slugbuild {kind} stages: " + ", ".join(f"{k} {v:.2f}" for v, k in top))
+    if result["changed_by"]:
+        print("changed by:", result["changed_by"])
+    for what, why in result["failures"].items():
+        print(f"FAILED {what}: {why.splitlines()[0]}")
+
+
+def print_scaling(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    print("\n== scaling: time and size against installed files (medians)")
+    print(f"{'shape':<12}{'tool':<11}{'files':>8}{'cold s':>8}{'warm s':>8}{'slug MB':>9}")
+    for row in rows:
+        print(f"{row['shape']:<12}{row['tool']:<11}{_cell(row['python_files']):>8}"
+              f"{_cell(row['cold']):>8}{_cell(row['warm']):>8}{_cell(row['slug_mb']):>9}")
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _load_range(loads: list[float]) -> str:
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+
+
