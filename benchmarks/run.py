@@ -47,7 +47,6 @@ from typing import Callable
 
 import side_by_side
 from app_changes import add_requirement, clean_env, extra_requirement_for
-
 from image_bench import bench_image  # benchmarks/ is on sys.path
 
 import slugbuild
