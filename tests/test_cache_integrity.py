@@ -587,18 +587,22 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
         return real_restore(self, layer, target, copy=True)
 
     monkeypatch.setattr(RealCache, "restore", flaky_restore)
-    out = tmp_path / "again.tgz"
-    result = compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
-    log = "\n".join(result.log)
-    assert "changed while this build read it" in log and "Installing requirements" in log
-    assert out.read_bytes() == reference.read_bytes()
+    # A copying build: another holds the link lock (a linking build shows layers by a
+    # view and copies nothing).
+    with RealCache(cache).exclusive_links() as holding:
+        assert holding
+        out = tmp_path / "again.tgz"
+        result = compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
+        log = "\n".join(result.log)
+        assert "changed while this build read it" in log and "Installing requirements" in log
+        assert out.read_bytes() == reference.read_bytes()
 
-    failures["left"] = RESTORE_ATTEMPTS
-    stopped = tmp_path / "stopped.tgz"
-    with pytest.raises(errors.SlugbuildError) as caught:
-        compile_app(app, stopped, cache_dir=cache, reporter=Reporter(quiet=True))
-    assert caught.value.code == "cache-layer-changing"
-    assert not stopped.exists() and not stopped.with_suffix(".json").exists()
+        failures["left"] = RESTORE_ATTEMPTS
+        stopped = tmp_path / "stopped.tgz"
+        with pytest.raises(errors.SlugbuildError) as caught:
+            compile_app(app, stopped, cache_dir=cache, reporter=Reporter(quiet=True))
+        assert caught.value.code == "cache-layer-changing"
+        assert not stopped.exists() and not stopped.with_suffix(".json").exists()
 
 
 # A same-size edit of an installed file through its hard link, with the mtime set

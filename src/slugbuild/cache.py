@@ -55,6 +55,7 @@ import re
 import secrets
 import shutil
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -81,6 +82,10 @@ TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
 # "symlinks": {rel: target}}. Older indexes (no digests) are not trusted.
 INDEX_FORMAT = 2
 LEASE_SUFFIX = ".lease"
+# Where finished scratch waits for its detached deleter (Cache.dispose): outside the
+# cache (a CI step that archives the cache right after a build must not see files
+# vanish), in the temp directory, one private directory per user and cache.
+TRASH_PREFIX = "slugbuild-trash-"
 # Scratch entry names: <lease token>.<label>.<random>; older versions used <pid>.
 _TOKEN = re.compile(r"^[0-9a-f]{16}\.")
 _LEGACY = re.compile(r"^\d{1,10}\.")
@@ -131,6 +136,8 @@ class Restored:
 
     copies: dict[str, tuple[int, int, int, int]] | None = None
     symlinks: dict[str, str] = field(default_factory=dict)  # copy mode: path -> target
+    # Shown by a view (layer_view.py), not placed: neither links nor copies.
+    view: bool = False
 
 
 class _Lease:
@@ -142,17 +149,7 @@ class _Lease:
     """
 
     def __init__(self, root: Path) -> None:
-        leases = root / "locks" / "leases"
-        leases.mkdir(exist_ok=True)
-        while True:
-            token = secrets.token_hex(8)
-            path = leases / (token + LEASE_SUFFIX)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # A cleaner may have taken the new file before us and removed it.
-            if _same_inode(fd, path):
-                break
-            os.close(fd)
+        token, path, fd = _new_lease(root)
         self.token, self.path, self.fd, self.tmp = token, path, fd, root / "tmp"
         self.pid = os.getpid()
 
@@ -168,6 +165,28 @@ class _Lease:
             os.unlink(self.path)
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _new_lease(root: Path) -> tuple[str, Path, int]:
+    """A new lease file under ``root``'s locks/leases, locked: its token, path and
+    descriptor (whoever holds the descriptor owns the entries named after it)."""
+    leases = root / "locks" / "leases"
+    leases.mkdir(exist_ok=True)
+    while True:
+        token = secrets.token_hex(8)
+        path = leases / (token + LEASE_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A cleaner may have taken the new file before us and removed it.
+        if _same_inode(fd, path):
+            return token, path, fd
+        os.close(fd)
+
+
+# Deletes a disposed entry, then its lease, then the cache's trash directory if that
+# left it empty, in a process of its own that outlives the build: ``sh`` starts it
+# in the background and returns at once.
+_DELETER = ('(rm -rf -- "$1"; rm -f -- "$2"; rmdir -- "$3") </dev/null >/dev/null 2>&1 &')
 
 
 _leases: dict[Path, _Lease] = {}
@@ -585,14 +604,81 @@ class Cache:
         return Path(tempfile.mkdtemp(prefix=f"{self.lease.token}.{label}.",
                                      dir=self.root / "tmp"))
 
+    def dispose(self, path: Path) -> None:
+        """Remove ``path`` (a directory in the cache) off the build's critical path.
+
+        Deleting a build directory (thousands of directories and files) cost
+        more than the rest of a warm build on a busy disk. It is renamed into
+        trash/ under a lease of its own, whose lock a detached process inherits
+        and holds while it deletes the entry; if that process dies (or never
+        starts), the lease is free and the next build that opens the cache
+        removes the entry (``_remove_abandoned_scratch``). The trash is outside
+        the cache (``trash_dir``), so archiving the cache right after a build
+        never sees files vanish; where it is on another filesystem, or no
+        process can be started, the entry is deleted by the detached process
+        where it is, or here.
+        """
+        if not os.path.lexists(path):
+            return
+        trash = self.trash_dir(create=True)
+        try:
+            token, lease, fd = _new_lease(self.root)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            doomed = trash / f"{token}.{path.name}" if trash is not None else path
+            try:
+                os.rename(path, doomed)
+            except OSError:  # another filesystem: deleted where it is
+                doomed = path
+            try:
+                subprocess.run(["sh", "-c", _DELETER, "sh", str(doomed), str(lease),
+                                str(trash) if trash is not None and doomed != path else ""],
+                               pass_fds=(fd,), start_new_session=True, check=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            except (OSError, subprocess.CalledProcessError):
+                shutil.rmtree(doomed, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(lease)
+        finally:
+            os.close(fd)
+
+    def trash_dir(self, create: bool = False) -> Path | None:
+        """This cache's trash: ``$TMPDIR/slugbuild-trash-<uid>/<cache hash>``, in a
+        directory only this user can enter; None when it is not one (a symlink or a
+        directory of someone else's planted there) or cannot be made."""
+        top = Path(tempfile.gettempdir()) / f"{TRASH_PREFIX}{os.getuid()}"
+        try:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(top, 0o700)
+            st = os.lstat(top)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() \
+                    or st.st_mode & 0o077:
+                return None
+            mine = top / hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(mine, 0o700)
+            return mine if mine.is_dir() and not mine.is_symlink() else None
+        except OSError:
+            return None
+
     def _remove_abandoned_scratch(self) -> None:
-        """Delete scratch entries whose owner's lease is free (the owner is gone).
+        """Delete scratch and trash entries whose owner's lease is free (the owner is
+        gone).
 
         Entries named after a process id (older slugbuild) go once a day old.
         """
         tmp, leases = self.root / "tmp", self.root / "locks" / "leases"
         try:
             entries = list(tmp.iterdir())
+            trash = self.trash_dir()
+            if trash is not None:
+                with contextlib.suppress(OSError):
+                    entries += trash.iterdir()
             tokens = {p.name[:-len(LEASE_SUFFIX)] for p in leases.iterdir()
                       if p.name.endswith(LEASE_SUFFIX)}
         except OSError:

@@ -14,12 +14,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import errors
 from .importcheck import MISSING_MODULE, diagnose_missing_module
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 from .redact import mask, redact_url, showing_secrets
+
+if TYPE_CHECKING:
+    from .static_reuse import StaticReuse
 
 # Variables the build sets whose values are printed (unless a config var set them).
 _SHOWN_VALUES = frozenset({
@@ -107,9 +111,12 @@ def run_collectstatic(
     python_version: str | None = None,
     lock_file: str = "requirements.txt",
     exports: Mapping[str, str] | None = None,
+    reuse: StaticReuse | None = None,
 ) -> bool:
     """Run ``manage.py collectstatic --noinput``; return whether it ran.
-    ``exports``: what earlier buildpacks exported (proc.clean_env).
+    ``exports``: what earlier buildpacks exported (proc.clean_env). ``reuse``: an
+    earlier run's output with the same inputs is applied instead of running, and a
+    run's output kept (static_reuse.py).
 
     ``python_version`` (the runtime's) and ``lock_file`` let a failure name a
     missing module's real cause.
@@ -126,6 +133,10 @@ def run_collectstatic(
         path_first=[python.parent], exports=exports,
     )
     argv: list[str | Path] = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
+    if reuse is not None:
+        if reuse.apply(env, [str(arg) for arg in argv]):
+            return True
+        reuse.before_run()
     try:
         run_tool(argv, reporter, env, cwd=build_dir,
                  step=f"`python {manage_py} collectstatic`")
@@ -142,4 +153,6 @@ def run_collectstatic(
             output_shown=True,
             diagnosis=f"\nLikely cause: {cause.rstrip('.?!')}." if cause else "",
         ) from failed
+    if reuse is not None:
+        reuse.keep()
     return True

@@ -15,7 +15,6 @@ need to know of it).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
+from .layer_view import LayerView, ViewConflict
 from .log import Reporter, current_stage
 from .pack import LayerPart, prepare_layer_part
 from .proc import check_deadline
@@ -127,11 +127,13 @@ class PlacedLayer:
     mount: str
     placed: Restored
 
-    def part(self, cache: Cache) -> LayerPart:
-        """The layer as a ready-made part of the packed slug."""
+    def part(self, cache: Cache, view_links: frozenset[str] = frozenset()) -> LayerPart:
+        """The layer as a ready-made part of the packed slug (``view_links``: the
+        build directory's links of a view, when the layer is shown by one)."""
         return LayerPart(self.mount, self.layer.tree, self.layer.packed_parts,
                          copies=self.placed.copies, symlinks=self.placed.symlinks,
-                         unchanged=partial(cache.still_pristine, self.layer))
+                         unchanged=partial(cache.still_pristine, self.layer),
+                         view_links=view_links if self.placed.view else None)
 
 
 @dataclass
@@ -175,6 +177,10 @@ class BuildContext:
     part_sizes: list[Future[int]] = field(default_factory=list)
     # What the build holds until it ends: the cache's link lock.
     held: ExitStack = field(default_factory=ExitStack)
+    # Whether cached layers may be shown by a view (layer_view.py) until a step needs
+    # their files; the views by mount.
+    use_views: bool = False
+    views: dict[str, LayerView] = field(default_factory=dict)
 
     def take_link_lock(self) -> None:
         """Hold the cache's link lock if free, until ``close``: while this build may
@@ -184,18 +190,19 @@ class BuildContext:
 
     def close(self) -> None:
         """End the build's background work, hand its hard links back to the cache,
-        release the link lock, remove the scratch directory and the layers made for
-        this build alone."""
+        release the link lock, dispose of the scratch directory and the layers made
+        for this build alone."""
         self.background.shutdown(wait=True, cancel_futures=True)
         for entry in self.placed_layers:  # while the link lock is held
-            if entry.placed.copies is None:
+            if entry.placed.copies is None and not entry.placed.view:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
         self.held.close()
         self.cache.release_uses()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
+        self.cache.dispose(self.scratch)
         for entry in self.placed_layers:
             if not entry.layer.published:  # installed for this build alone
-                shutil.rmtree(entry.layer.path, ignore_errors=True)
+                self.cache.dispose(entry.layer.path)
 
     @property
     def machine_paths(self) -> list[str]:
@@ -215,6 +222,48 @@ class BuildContext:
             prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
         if host_paths is not None:
             self.layer_host_paths[layer.path] = host_paths
+
+    def show_layer(self, layer: Layer, mount: str) -> Restored:
+        """Put the layer at ``mount`` for reading: by a view when views are allowed and
+        the layers there do not overlap, else placed (``cache.restore``). Its
+        ``place_layer`` is the caller's."""
+        if self.use_views and (mount in self.views or not self._placed_at(mount)):
+            view = self.views.setdefault(mount, LayerView(self.build_dir, mount))
+            try:
+                view.add(layer.tree)
+                return Restored(view=True)
+            except (ViewConflict, OSError):
+                self.materialise()
+        return self.cache.restore(layer, self.build_dir / mount, copy=self.copy_layers)
+
+    def _placed_at(self, mount: str) -> bool:
+        return any(entry.mount == mount for entry in self.placed_layers) \
+            or (self.build_dir / mount).exists()
+
+    def materialise(self) -> None:
+        """Replace every view by its layers' files (a step is about to run a program of
+        the slug or write into it): restored as hard links or copies, in the order
+        the layers were placed. Views are not used again in this build."""
+        self.use_views = False
+        if not self.views:
+            return
+        for view in self.views.values():
+            view.remove()
+        self.views.clear()
+        for index, entry in enumerate(self.placed_layers):
+            if not entry.placed.view:
+                continue
+            try:
+                placed = self.cache.restore(entry.layer, self.build_dir / entry.mount,
+                                            copy=self.copy_layers)
+            except LayerChanged as changed:
+                self.layer_changed(entry.layer, changed, RESTORE_ATTEMPTS - 1)  # raises
+                raise
+            self.placed_layers[index] = PlacedLayer(entry.layer, entry.mount, placed)
+
+    def view_links(self) -> frozenset[str]:
+        """The views' links in the build directory (relative paths): not the slug's."""
+        return frozenset(rel for view in self.views.values() for rel in view.links)
 
     def layer_changed(self, layer: Layer | None, changed: LayerChanged,
                       attempt: int) -> None:

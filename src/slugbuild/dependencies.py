@@ -36,7 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 # key (hashed: index URLs may hold credentials).
 INSTALLER_CONFIG_PREFIXES = ("PIP_", "UV_", "PIPENV_PYPI_MIRROR", "POETRY_REPOSITORIES_")
 DEPENDENCY_LAYER_FORMAT = 3  # 3: RECORD-complete, files.json with digests
+# The cache's store of canonical pycs (relocate.compile_bytecode), shared by every
+# dependency layer compiled by the same interpreter.
+PYC_STORE = "pyc"
 
 
 @dataclass(frozen=True)
@@ -481,11 +484,14 @@ def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]
 
 def place_dependency_layer(install: DependencyInstall, python_home: Path, python_name: str,
                            cache: Cache, reporter: Reporter, lock_file: str,
-                           copy: bool = False) -> tuple[DependencyLayer, Restored | None]:
+                           copy: bool = False,
+                           show: Callable[[Layer], Restored] | None = None,
+                           ) -> tuple[DependencyLayer, Restored | None]:
     """Put the layer's files into the build's runtime prefix (hard links, or the
     build's own copies with ``copy``), unless it was installed there, and list the
     packages the prefix then holds. Also returns where the files were put (None
-    when installed there). Raises cache.LayerChanged if the layer changed while
+    when installed there). ``show`` puts it there instead of a restore (a view of
+    the layer, layer_view.py). Raises cache.LayerChanged if the layer changed while
     copied."""
     name = install.key[:24]
     if install.from_cache:
@@ -493,7 +499,8 @@ def place_dependency_layer(install: DependencyInstall, python_home: Path, python
                       f"{lock_file} unchanged)")
     placed = None
     if install.from_cache or install.own_tree is not None:
-        placed = cache.restore(install.layer, python_home, copy=copy)
+        placed = (show(install.layer) if show is not None
+                  else cache.restore(install.layer, python_home, copy=copy))
     packages = tuple(installed_packages(python_home, python_name))
     if not install.from_cache:
         reporter.detail(f"Installed {len(packages)} packages; cached as layer {name[:12]}"
@@ -660,7 +667,7 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(exports=job.exports),
+            clean_env(exports=job.exports), store=job.cache.root / PYC_STORE,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.

@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -198,7 +199,8 @@ class DependencyStage:
                             into_prefix=python_home)
                 layer, placed = place_dependency_layer(
                     install, python_home, self.runtime.python_name, build.cache,
-                    build.reporter, self.lock_file, copy=build.copy_layers)
+                    build.reporter, self.lock_file, copy=build.copy_layers,
+                    show=partial(build.show_layer, mount=PYTHON_HOME))
                 break
             except LayerChanged as changed:
                 build.layer_changed(install.layer if install else None, changed, attempt)

@@ -1380,6 +1380,15 @@ CACHE_LAYER_CHANGING = ErrorKind(
     area=HostError,
 )
 
+CACHE_LAYER_GONE = ErrorKind(
+    "cache-layer-gone",
+    "A cached layer was removed while this build used it",
+    "The cached layer {layer} was removed from the cache (another build sharing it "
+    "discarded it, or the cache was cleaned) while this build packed it. Nothing of "
+    "this build was written.",
+    "Build again: the layer is made again if it is not in the cache.",
+    area=HostError,
+)
 CACHE_REGISTRY_INVALID = ErrorKind(
     "cache-registry-invalid",
     "The cache registry cannot be used",

@@ -35,7 +35,7 @@ import os
 import re
 import shlex
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,7 +277,8 @@ def _program(command: str) -> str | None:
 def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[str, str],
                           python_version: str, lock_file: str, config_vars: Mapping[str, str],
                           reporter: Reporter, timeout: float = 60,
-                          passed: tuple[Path, str] | None = None) -> None:
+                          passed: tuple[Path, str] | None = None,
+                          prepare: Callable[[], None] | None = None) -> None:
     """Import every process type's entry module with the slug's interpreter; a
     ModuleNotFoundError fails the build (``process-import-failed``), another
     failure is a warning (it may depend on the dyno's environment).
@@ -285,7 +286,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     ``passed`` (a directory and the dependency layer's key) remembers a clean
     result: the modules are the layer's and the runtime's (the app directory is
     not on the path, as for a console script), so the same layer and modules
-    need no second interpreter start on a warm build.
+    need no second interpreter start on a warm build. ``prepare`` is called before
+    the interpreter starts (the build materialises layers shown by a view).
     """
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
     points = entry_points(process_types, console_scripts(site_packages), build_dir)
@@ -302,6 +304,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
             return
     reporter.step("Checking that the process types' entry points import: "
                   + ", ".join(modules))
+    if prepare is not None:
+        prepare()
     env = clean_env({**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
                      "PYTHONNOUSERSITE": "1"}, path_first=[python.parent])
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors, relocate, slug_size
-from .cache import Restored
+from .cache import FILE_INDEX, Restored, read_index
 from .context import BuildContext, PlacedLayer
 from .pack import LayerPart
 from .slug.archive import link_problem
@@ -45,7 +45,8 @@ def prepare_for_packing(build: BuildContext) -> LayerCheck:
     """Drop stray bytecode, refuse links leaving the slug, then check the layers once
     their parts are compressed (a changed layer is discarded with its parts)."""
     remove_stray_bytecode(build.build_dir)
-    refuse_links_leaving_slug(build.build_dir)
+    refuse_links_leaving_slug(build.build_dir, build.view_links())
+    refuse_viewed_links_leaving_slug(build)
     with build.timer.stage("compress_layers_wait"):
         build.background.shutdown(wait=True)
     return check_layers(build)
@@ -62,9 +63,11 @@ def remove_stray_bytecode(build_dir: Path) -> None:
             dirnames.remove("__pycache__")
 
 
-def refuse_links_leaving_slug(build_dir: Path) -> None:
+def refuse_links_leaving_slug(build_dir: Path, view_links: frozenset[str] = frozenset()
+                              ) -> None:
     """A symlink a build step left must stay inside the slug, as every slug reader
-    (``run``, ``inspect``, ``publish``) requires: refused here, before packing."""
+    (``run``, ``inspect``, ``publish``) requires: refused here, before packing. The
+    links of a view of cached layers (``view_links``) are not the slug's."""
     pending = [("", str(build_dir))]
     while pending:
         prefix, directory = pending.pop()
@@ -72,6 +75,8 @@ def refuse_links_leaving_slug(build_dir: Path) -> None:
             for entry in listing:
                 if entry.is_symlink():
                     rel, target = prefix + entry.name, os.readlink(entry.path)
+                    if rel in view_links:
+                        continue
                     problem = link_problem(rel, target)
                     if problem is not None:
                         raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=rel,
@@ -79,6 +84,21 @@ def refuse_links_leaving_slug(build_dir: Path) -> None:
                 elif entry.is_dir():
                     pending.append((prefix + entry.name + "/", entry.path))
 
+
+
+def refuse_viewed_links_leaving_slug(build: BuildContext) -> None:
+    """The symlinks of layers shown by a view, as the slug will hold them (from the
+    layer's files.json): held to the same rule as the build directory's."""
+    for entry in build.placed_layers:
+        if not entry.placed.view:
+            continue
+        index = read_index(entry.layer.path / FILE_INDEX) or {"symlinks": {}}
+        for rel, target in sorted(index["symlinks"].items()):
+            path = f"{entry.mount}/{rel}"
+            problem = link_problem(path, target)
+            if problem is not None:
+                raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=path,
+                                                       target=target)
 
 
 def check_layers(build: BuildContext) -> LayerCheck:
@@ -91,9 +111,16 @@ def check_layers(build: BuildContext) -> LayerCheck:
     each copy still as copied counts as the layer's file.
     """
     found = LayerCheck()
+    view_links = build.view_links()
     for entry in build.placed_layers:
         layer, placed = entry.layer, entry.placed
         mounted = build.build_dir / entry.mount
+        if placed.view:
+            # Shown by a view: no build step had its files (they were placed first).
+            found.intact.append(entry.part(build.cache, view_links))
+            found.mentions += [(mounted / path.relative_to(layer.tree), needle) for path, needle
+                               in build.layer_host_paths.get(layer.path, [])]
+            continue
         if placed.copies is not None:
             inodes: set[tuple[int, int]] | None = _intact_copies(mounted, placed)
         else:
@@ -110,11 +137,23 @@ def check_layers(build: BuildContext) -> LayerCheck:
     return found
 
 
+def recheck_if_materialised(build: BuildContext, checked: LayerCheck) -> LayerCheck:
+    """The layers checked again when a view was materialised after ``checked`` (the
+    entry-point check ran the slug's Python): their files are now in the build
+    directory, placed."""
+    if build.views or not any(part.view_links is not None for part in checked.intact):
+        return checked
+    return check_layers(build)
+
+
 def warn_machine_paths(build: BuildContext, checked: LayerCheck) -> None:
     """Warn about files naming a path of this machine: found in the layers when they
     were made, and in the rest of the build directory now."""
-    mentions = checked.mentions + relocate.find_references(
-        build.build_dir, build.machine_paths, frozenset(checked.layer_inodes))
+    view_links = build.view_links()
+    mentions = checked.mentions + [
+        (path, needle) for path, needle in relocate.find_references(
+            build.build_dir, build.machine_paths, frozenset(checked.layer_inodes))
+        if path.relative_to(build.build_dir).as_posix() not in view_links]
     if mentions:
         listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                    for p, _ in mentions})[:5])

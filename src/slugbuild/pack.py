@@ -215,6 +215,9 @@ class LayerPart:
     # Whether the files a part was just compressed from were unchanged meanwhile
     # (a part made from files a build step or another build changed is not kept).
     unchanged: Callable[[], bool] | None = field(default=None, compare=False)
+    # Shown in the packed tree by a view (layer_view.py): its files are not there, and
+    # these paths of the tree are the view's links (not packed). None: placed.
+    view_links: frozenset[str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -266,23 +269,49 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     root_text = str(root)
     scanned = scan_tree(root)
     directories = [rel for rel, kind, _ in scanned if kind == DIRECTORY]
-    placed = {rel: (kind, inode) for rel, kind, inode in scanned if kind in (SYMLINK, FILE)}
+    view_links = frozenset().union(*(layer.view_links for layer in layers
+                                     if layer.view_links is not None))
+    placed = {rel: (kind, inode) for rel, kind, inode in scanned
+              if kind in (SYMLINK, FILE) and rel not in view_links}
+    viewed: dict[LayerPart, list[tuple[str, int, int]]] = {}
+    for layer in layers:
+        if layer.view_links is not None:
+            # Its directories, as they would be in the tree had its files been placed.
+            try:
+                viewed[layer] = scan_tree(layer.tree)
+            except OSError:
+                raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name) from None
+            directories += [_under(layer.mount, rel) for rel, kind, _ in viewed[layer]
+                            if kind == DIRECTORY]
+    if viewed:
+        directories = sorted(set(directories), key=lambda rel: rel.split("/"))
 
     raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
         tar, params, directories))
     parts = [PackedPart(0, writer.size)]
     claimed: set[str] = set()
     for layer in layers:
-        try:
-            members, complete = _intact_members(root_text, placed, layer, claimed)
-        except OSError:  # the layer went (another build discarded it): pack from the tree
-            continue
+        if layer in viewed:
+            members = [_under(layer.mount, rel) for rel, kind, _ in viewed[layer]
+                       if kind in (SYMLINK, FILE)]
+            if any(name in placed or name in claimed for name in members):
+                # Never: a view is materialised before any step may write there.
+                raise RuntimeError(f"a file of the build hides one of {layer.tree}, "
+                                   f"shown by a view")
+            complete = True
+        else:
+            try:
+                members, complete = _intact_members(root_text, placed, layer, claimed)
+            except OSError:  # the layer went (another build discarded it): pack the tree
+                continue
         claimed.update(members)
         start = writer.size
         if complete:
             within = [name[len(layer.mount) + 1:] if layer.mount else name for name in members]
-            written, digest = _write_layer_part(writer, layer, params,
-                                                os.path.join(root_text, layer.mount), within)
+            written, digest = (
+                _write_layer_part(writer, layer, params) if layer in viewed else
+                _write_layer_part(writer, layer, params,
+                                  os.path.join(root_text, layer.mount), within))
             raw_size += written
             parts.append(PackedPart(start, writer.size - start, digest, layer.packed_dir / (
                 params.part_name(layer.mount) + ".sizes.json")))
@@ -300,6 +329,10 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     _compress_part(writer, params.level, add_rest, start=raw_size)
     parts.append(PackedPart(start, writer.size - start))
     return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
+
+
+def _under(mount: str, rel: str) -> str:
+    return f"{mount}/{rel}" if mount else rel
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,

@@ -30,7 +30,7 @@ from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
 from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
-from .layer_checks import prepare_for_packing, warn_machine_paths
+from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
 from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
@@ -182,6 +182,7 @@ def compile_app(
                     python.addons(build) if python else None)
                 if python is not None:
                     python.check_entry_points(build, release.process_types)
+                    checked = recheck_if_materialised(build, checked)
                 write_release(build.build_dir, release)
                 warn_machine_paths(build, checked)
 

@@ -49,6 +49,7 @@ from .runtime import (
 )
 from .runtime.layer import pull_runtime_layer
 from .stage import check_not_ignored
+from .static_reuse import StaticReuse
 from .versions import PythonRequest
 
 # The release of Heroku's Python buildpack whose behaviour the built-in stages follow
@@ -99,7 +100,8 @@ class PythonBuild:
                                self.lock_file)
         check_process_imports(build.build_dir, python, process_types, version, self.lock_file,
                               build.config_vars, build.reporter,
-                              passed=(build.cache.root / "checks", self.deps.key))
+                              passed=(build.cache.root / "checks", self.deps.key),
+                              prepare=build.materialise)
 
     def slug_fields(self) -> dict[str, Any]:
         """slug.json's runtime, package_manager, packages and frameworks."""
@@ -193,6 +195,8 @@ class PythonBuildpack:
         assert self.analysis is not None
         exports = {**turn.system_env, **exported_variables(turn.exports)}
         self.result = python_stages(build, self.analysis, exports)
+        if turn.after:
+            build.materialise()  # later buildpacks run the slug's Python
         if not turn.listed:
             return BuildpackRun(None)
         turn.exports.append(self.export_file(build))
@@ -226,6 +230,11 @@ class PythonBuildpack:
             f'export LD_LIBRARY_PATH="{home}/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"\n'
         )
         return export
+
+
+def layer_views_wanted() -> bool:
+    """SLUGBUILD_LAYER_VIEWS=0 places every cached layer's files, as before views."""
+    return os.environ.get("SLUGBUILD_LAYER_VIEWS", "1").strip() not in ("0", "")
 
 
 def warn_node_assets(build: BuildContext, turn: BuildpackTurn) -> None:
@@ -269,6 +278,12 @@ def python_stages(build: BuildContext, analysis: Analysis,
         build.host_paths.append(str(runtime.host_prefix))
     lock_file = info.lock_file or "requirements.txt"
     cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
+    # Layers shown by a view until a step needs their files (layer_view.py): only when
+    # nothing before the install (a pre_compile hook, an earlier buildpack) writes there,
+    # and while this build holds the link lock (no other build's step can then be
+    # writing into the cached files the view shows).
+    build.use_views = (analysis.dependencies.own_tree and not build.copy_layers
+                       and layer_views_wanted())
     with DependencyStage(build, analysis.dependencies, runtime, cached_runtime,
                          exports) as dependency_stage:
         with timer.stage("runtime_layer"):
@@ -284,6 +299,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
             deps = dependency_stage.result()
 
     with timer.stage("nltk_data"):
+        if has_package(deps.packages, "nltk"):
+            build.materialise()  # its data goes inside the runtime's prefix
         nltk_layer = provide_nltk_data(build_dir, has_package(deps.packages, "nltk"),
                                        build.config_vars, build.cache, reporter)
         if nltk_layer is not None:
@@ -297,13 +314,18 @@ def python_stages(build: BuildContext, analysis: Analysis,
 
     with timer.stage("collectstatic"):
         before = set(os.listdir(build_dir))
+        reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
+            [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
+            if analysis.dependencies.own_tree else None), prepare=build.materialise)
         ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                                 python, build.config_vars, reporter, runtime.version,
-                                lock_file, exports)
+                                lock_file, exports, reuse)
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
     with timer.stage("post_compile"):
+        if (build_dir / "bin" / POST_COMPILE).is_file():
+            build.materialise()
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
                  runtime.version, lock_file, exports)
 
@@ -330,7 +352,6 @@ def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
                         cached: Layer | None) -> Layer:
     """The runtime layer (``cached``, or made now) placed at .heroku/python. The step
     is announced when it starts: a runtime made now takes a while."""
-    python_home = build.build_dir / PYTHON_HOME
     if cached is None:  # the cache registry's, if it has it (cache_registry.py)
         cached = pull_runtime_layer(build.cache, runtime, build.platform, build.reporter)
     build.reporter.step(f"Restoring Python {runtime.version} from cache" if cached is not None
@@ -344,7 +365,7 @@ def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
             else:
                 layer, _ = ensure_runtime_layer(build.cache, runtime, build.platform,
                                                 build.reporter)
-            placed = build.cache.restore(layer, python_home, copy=build.copy_layers)
+            placed = build.show_layer(layer, PYTHON_HOME)
             break
         except LayerChanged as changed:
             build.layer_changed(layer, changed, attempt)  # raises after the last attempt

@@ -351,13 +351,46 @@ def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
 
 
 # Run by the slug's own interpreter (any of 3.8-3.13), after marshal_canon's
-# source: argv = directory, logical directory, workers, and the directory a
-# runtime was copied from (or ""). Every pyc's body is canonical_marshal'd.
+# source: argv = directory, logical directory, workers, the directory a runtime
+# was copied from (or ""), the store of canonical pycs (or "") and the identity
+# of this script. Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
-import compileall, importlib.util, marshal, multiprocessing, os, py_compile
+import compileall, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+store, script_id = sys.argv[5], sys.argv[6]
 tag = sys.implementation.cache_tag
+# A stored pyc is keyed by everything its bytes depend on: this interpreter (its
+# full version, not only the magic number), this script, the recorded path, the source.
+identity = "\0".join([sys.version, tag, script_id]).encode()
+
+def stored_key(source, filename):
+    return hashlib.sha256(identity + b"\0" + filename.encode() + b"\0" + source).hexdigest()
+
+def stored(key):
+    # The pyc kept under key, if its trailing SHA-256 still matches its bytes.
+    try:
+        with open(os.path.join(store, key[:2], key[2:]), "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    if len(data) < 48 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        return None
+    return data[:-32]
+
+def keep(key, data):
+    directory = os.path.join(store, key[:2])
+    temporary = os.path.join(directory, "%s.%d.tmp" % (key[2:], os.getpid()))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(data + hashlib.sha256(data).digest())
+        os.replace(temporary, os.path.join(directory, key[2:]))
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
 checked = py_compile.PycInvalidationMode.CHECKED_HASH
 code_type = type(compile("", "", "exec"))
 
@@ -399,14 +432,24 @@ def process(item):
     # One .py: its pyc from the copied-from pyc's code where valid, else compiled;
     # either way with a canonical body, so which worker did it does not show.
     path, rel_dir, name = item
-    code = source = None
-    if reuse:
+    code = source = key = None
+    if reuse or store:
         try:
             with open(path, "rb") as handle:
                 source = handle.read()
         except OSError:  # unreadable, a dangling link: compileall's to judge
             source = None
-        code = None if source is None else reused(source, rel_dir, name)
+    if store and source is not None:
+        key = stored_key(source, os.path.normpath(os.path.join(logical, rel_dir, name)))
+        kept = stored(key)
+        if kept is not None:
+            pyc = importlib.util.cache_from_source(path)
+            os.makedirs(os.path.dirname(pyc), exist_ok=True)
+            with open(pyc, "wb") as handle:
+                handle.write(kept)
+            return
+    if reuse and source is not None:
+        code = reused(source, rel_dir, name)
     if code is None:
         compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
                                 force=True, quiet=2, invalidation_mode=checked)
@@ -427,6 +470,8 @@ def process(item):
     if code is not None or canonical != body:
         with open(pyc, "wb") as handle:
             handle.write(header + canonical)
+    if key is not None:
+        keep(key, header + canonical)
 
 items = []
 for dirpath, dirnames, filenames in os.walk(root):
@@ -446,7 +491,7 @@ else:
 
 
 def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[str, str],
-                     reuse_from: Path | None = None) -> None:
+                     reuse_from: Path | None = None, store: Path | None = None) -> None:
     """Write a checked-hash .pyc for every .py below ``directory``, with the slug's
     own interpreter, on every core.
 
@@ -459,6 +504,13 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     changed, the header made checked-hash) instead of compiling again, about
     seven times faster for a standard library.
 
+    ``store`` (the cache's ``pyc/``) keeps every canonical pyc written, keyed by
+    the interpreter's full version, this compile script, the recorded path and
+    the source's bytes, with a SHA-256 of its own: a later compile of the same
+    file by the same interpreter takes it instead of compiling and
+    canonicalising again (a dependency layer rebuilt for one added package
+    compiles that package alone). The bytes are the ones a compile writes.
+
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which
     would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
@@ -468,11 +520,12 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     # The working directory leaves sys.path first: nothing there may shadow a module.
     script = ("import sys\ndel sys.path[0]\n"
               + Path(__file__).with_name("marshal_canon.py").read_text() + _COMPILE_SCRIPT)
+    script_id = hashlib.sha256(script.encode()).hexdigest()[:24]
     settings = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
         [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
-         str(os.cpu_count() or 1), str(reuse_from or "")],
+         str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id],
         check=True,
         env=settings,
         stdout=subprocess.DEVNULL,
