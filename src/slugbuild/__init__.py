@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .bundled_buildpack import buildpack_dir, install_buildpack
     from .lock import lock_app
     from .log import EventHandler, EventKind, LogEvent, LoggingHandler, Reporter, Verbosity
+    from .oci.assemble import ImageResult, build_image, rebase_image
     from .pipeline import BuildResult, compile_app
     from .plan import BuildPlan, plan_app
     from .results import (
@@ -81,6 +82,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "BuildResultDict": (".results", "BuildResultDict"),
     "BuildRuntimeDict": (".results", "BuildRuntimeDict"),
     "EventHandler": (".log", "EventHandler"),
+    "ImageResult": (".oci.assemble", "ImageResult"),
     "EventKind": (".log", "EventKind"),
     "LogEvent": (".log", "LogEvent"),
     "LoggingHandler": (".log", "LoggingHandler"),
@@ -93,6 +95,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "SlugJsonDict": (".results", "SlugJsonDict"),
     "SlugProcess": (".slug.run", "SlugProcess"),
     "SlugRuntimeDict": (".results", "SlugRuntimeDict"),
+    "build_image": (".oci.assemble", "build_image"),
     "buildpack_dir": (".bundled_buildpack", "buildpack_dir"),
     "compile_app": (".pipeline", "compile_app"),
     "describe_slug": (".slug.inspect", "describe_slug"),
@@ -102,6 +105,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "plan_app": (".plan", "plan_app"),
     "publish": (".slug.publish", "publish_slug"),
     "publish_slug": (".slug.publish", "publish_slug"),
+    "rebase_image": (".oci.assemble", "rebase_image"),
     "run": (".slug.run", "run_slug"),
     "run_slug": (".slug.run", "run_slug"),
     "slug_sizes": (".slug.inspect", "slug_sizes"),
@@ -111,14 +115,14 @@ _LAZY: dict[str, tuple[str, str]] = {
 
 __all__ = [
     "AREAS", "AppInfo", "BuildPlan", "BuildResult", "BuildResultDict", "BuildRuntimeDict",
-    "BuildStepError",
-    "DependencyError", "ERROR_CODES", "ErrorDict", "EventHandler", "EventKind", "HostError",
-    "InputError", "InternalError", "LogEvent", "LoggingHandler", "OutputError", "PackageDict",
+    "BuildStepError", "DependencyError", "ERROR_CODES", "ErrorDict", "EventHandler", "EventKind",
+    "HostError", "ImageResult", "InputError", "InternalError", "LogEvent", "LoggingHandler",
+    "OutputError", "PackageDict",
     "PathArg", "PublishError", "PythonRuntimeError", "Reporter", "RuntimeOptions",
     "SlugDescription", "SlugError", "SlugJsonDict", "SlugProcess", "SlugRuntimeDict",
-    "SlugbuildError", "Verbosity", "__version__", "buildpack_dir", "compile_app",
+    "SlugbuildError", "Verbosity", "__version__", "build_image", "buildpack_dir", "compile_app",
     "describe_slug", "detect", "exception_class", "install_buildpack", "lock_app", "plan_app",
-    "publish_slug", "run_slug", "slug_sizes", "start_slug",
+    "publish_slug", "rebase_image", "run_slug", "slug_sizes", "start_slug",
 ]
 # The short aliases (slugbuild.inspect, .run, .start, .publish) are attributes only:
 # a star import must not shadow the inspect module or a caller's own run().

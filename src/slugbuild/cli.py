@@ -29,6 +29,15 @@ from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter, color_wanted, painted
+from .oci.commands import (
+    add_image_options,
+    add_registry_options,
+    check_image_layout,
+    compile_image,
+    image_command,
+    plan_image,
+    rebase_command,
+)
 from .pack import LAYOUTS
 from .pipeline import compile_app
 from .redact import mask
@@ -141,8 +150,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="build config var (repeatable); never stored in the slug")
     compile_.add_argument("--env-dir", type=Path,
                           help="directory of config vars, one file per var (Heroku ENV_DIR)")
-    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default="herokuish",
-                          help="herokuish: paths under ./ ; heroku: paths under ./app/")
+    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+                          help="herokuish: paths under ./ ; heroku: paths under ./app/, "
+                               "which --image uses unless a layout is named "
+                               "(default: herokuish)")
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
@@ -186,6 +197,29 @@ def _parser() -> argparse.ArgumentParser:
                           help="only pull from the cache registry, never push (untrusted "
                                "builds; also SLUGBUILD_CACHE_REGISTRY_READONLY=1)")
     _add_runtime_options(compile_)
+    add_image_options(compile_, required=False)
+
+    image = sub.add_parser("image", help="make a slug into an OCI image (layout, "
+                                         "docker-archive or registry)")
+    image.add_argument("slug", type=Path, help="a slug with its slug.json beside it")
+    image.add_argument("--metadata", type=Path, metavar="FILE",
+                       help="the slug's slug.json when it is not beside it "
+                            "(compile --metadata-output)")
+    add_image_options(image, required=True)
+    image.add_argument("--cache-dir", type=Path,
+                       help="where pulled run image layers are kept (default: the build cache)")
+    image.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    rebase = sub.add_parser("rebase", help="put an image's app layers on a new run image "
+                                           "(as `pack rebase`)")
+    rebase.add_argument("source_image", metavar="IMAGE", help="the image to rebase (a REF)")
+    rebase.add_argument("--run-image", metavar="REF", required=True, help="the new run image")
+    rebase.add_argument("--image", metavar="REF",
+                        help="where to write the result (default: IMAGE itself)")
+    rebase.add_argument("--cache-dir", type=Path,
+                        help="where pulled layers are kept (default: the build cache)")
+    rebase.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_registry_options(rebase)
     _add_cache_parser(sub)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
@@ -599,10 +633,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
         _check_json_output(args)
         config = load_config_vars(parse_env_assignments(args.env), args.env_dir)
+        reporter = _reporter(args)
+        image_plan = plan_image(args)
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             metadata_output=args.metadata_output,
-            layout=args.layout, reporter=_reporter(args),
+            layout=check_image_layout(args), reporter=reporter,
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
@@ -613,9 +649,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
+        image = compile_image(image_plan, result.slug_path, result.metadata_path, reporter)
         if args.json:
-            print(json.dumps(result.as_dict(), indent=2))
+            print(json.dumps({**result.as_dict(), **({"image": image} if image else {})},
+                             indent=2))
         return 0
+    if args.command == "image":
+        return image_command(args, _reporter(args))
+    if args.command == "rebase":
+        return rebase_command(args, _reporter(args))
     if args.command == "cache":
         from .cache_admin import dispatch
 

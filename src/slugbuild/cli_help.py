@@ -21,7 +21,8 @@ DOCS = "docs/cli.md"
 
 # (variable, the commands that read it, what it does): the help's "Environment:" part.
 ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes", "plan"), "cache directory (else "
+    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes", "plan", "image", "rebase"),
+     "cache directory (else "
      "$XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild)"),
     ("SLUGBUILD_PYTHON_PATH", ("compile", "plan"), "runtimes to consider first"),
     ("PYENV_ROOT", ("compile", "runtimes", "plan"), "pyenv root searched for local runtimes"),
@@ -47,10 +48,15 @@ ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("HEROKU_API_KEY", ("publish",), "the Platform API token (required)"),
     ("SLUGBUILD_HEROKU_API_URL", ("publish",), "Platform API base URL, as --api-url"),
     ("SLUGBUILD_PUBLISH_TIMEOUT", ("publish",), "seconds the publish may take (default 900)"),
+    ("REGISTRY_AUTH_FILE", ("compile", "image", "rebase"),
+     "registry auth file read first (podman's auth.json format)"),
+    ("DOCKER_CONFIG", ("compile", "image", "rebase"),
+     "directory of Docker's config.json (default ~/.docker), read for registry logins"),
     ("SLUGBUILD_VERBOSE", ("compile", "run", "inspect", "publish", "lock", "detect",
-                           "runtimes", "plan", "buildpack"), "1: as --verbose"),
+                           "runtimes", "plan", "buildpack", "image", "rebase"), "1: as --verbose"),
     ("SLUGBUILD_SHOW_SECRETS", ("compile", "run", "inspect", "publish", "lock", "detect",
-                                "runtimes", "plan"), "1: config var values shown unmasked"),
+                                "runtimes", "plan", "image", "rebase"),
+     "1: config var values shown unmasked"),
 )
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -72,6 +78,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "detect": ("slugbuild detect ./myapp", "slugbuild detect ./repo --app-base backend --json"),
     "buildpack": ("slugbuild buildpack path",
                   "slugbuild buildpack install /tmp/buildpacks/00_python"),
+    "image": (
+        "slugbuild image slug.tgz --image oci:out/app:v1 --run-image oci:stacks/bookworm",
+        "slugbuild image slug.tgz --image docker-archive:app.tar:team/app:v1 --run-image ...",
+        "echo \"$TOKEN\" | slugbuild image slug.tgz --image docker://registry.example.com/"
+        "team/app:v1 --run-image ... --registry-user ci --registry-password-stdin",
+    ),
+    "rebase": ("slugbuild rebase docker://registry.example.com/team/app:v1 "
+               "--run-image docker://registry.example.com/base/run:v2",),
 }
 
 

@@ -1733,6 +1733,33 @@ IMAGE_REFERENCE_INVALID = ErrorKind(
             "from its content, so only a tag can be given for {what}."),
     },
 )
+IMAGE_UNREADABLE = ErrorKind(
+    "image-unreadable",
+    "The image cannot be read",
+    "{reference} cannot be read as an image: {reason}.",
+    "Check the reference (`skopeo inspect REF` reads the same transports) and that the "
+    "image was written completely; for a run image, build or pull it again.",
+    area=RegistryError,
+)
+IMAGE_SOURCE_UNUSABLE = ErrorKind(
+    "image-source-unusable",
+    "The slug cannot be made into an image",
+    "",
+    "Compile the app again with this slugbuild (`slugbuild compile APP --image REF` builds "
+    "the slug and the image together).",
+    area=RegistryError,
+    variants={
+        "no-metadata": Variant("{slug} has no slug.json beside it ({metadata}): the image's "
+                               "labels (process types, runtime, packages) come from it."),
+        "metadata-mismatch": Variant("{metadata} describes another slug (its checksum is not "
+                                     "{slug}'s)."),
+        "not-slugbuild-image": Variant(
+            "{reference} was not built by slugbuild (it has no `{label}` label), so its run "
+            "image layers cannot be told from the app's.",
+            "Rebase only images `slugbuild image` or `slugbuild compile --image` wrote; "
+            "build others again with `slugbuild image SLUG --run-image NEW`."),
+    },
+)
 REGISTRY_CREDENTIALS_INVALID = ErrorKind(
     "registry-credentials-invalid",
     "Registry credentials cannot be used",

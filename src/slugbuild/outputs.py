@@ -121,6 +121,11 @@ class SlugTarball:
             if verify is not None:
                 verify(partial_slug)
             metadata = describe(packed.size, packed.sha256)
+            # Where the cached layers' parts lie in the slug: an image takes them as
+            # its runtime and dependency layers without compressing them again.
+            metadata["layer_parts"] = [
+                {"offset": part.start, "length": part.length, "sha256": part.sha256}
+                for part in packed.parts if part.sha256]
             if sizes is not None:
                 metadata["sizes"] = sizes
             write_json(partial_json, metadata)
