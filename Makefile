@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3.10 python3 p
             $$p -c 'import sys; sys.exit(sys.version_info < (3, 9))' >/dev/null 2>&1 \
             && { echo $$p; break; }; done)
 
-.PHONY: demo test lint bench clean venv system-packages
+.PHONY: demo test lint bench clean venv system-packages dist
 
 # Debian packages the build and the tests use: zstd (runtime archives), binutils
 # (strip/objcopy settle source-built extensions), gcc (sdists with C code), git
@@ -57,5 +57,10 @@ lint: venv
 bench: venv
 	$(BIN)/python benchmarks/run.py
 
+# The sdist (with the tests, fixtures and docs) and the wheel built from it (with the
+# buildpack), as tests/test_packaging.py checks them.
+dist: venv
+	$(BIN)/uv build --out-dir dist .
+
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache

@@ -47,6 +47,7 @@ from typing import Callable
 
 import side_by_side
 from app_changes import add_requirement, clean_env, extra_requirement_for
+from image_bench import bench_image  # benchmarks/ is on sys.path
 
 import slugbuild
 from slugbuild.log import Reporter
@@ -172,6 +173,8 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
             env={**clean_env(), "PIP_CONFIG_FILE": os.devnull}))
         if "heroku_like" not in sizes:
             sizes["heroku_like"] = _heroku_like_size(tree, warm.runtime["resolved"], tmp_path)
+        if run == 0:  # image build and push figures (benchmarks/image_bench.py), once
+            image = bench_image(work, cache, tmp_path / "image")
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items() if v}
     ratios = {}
     if "floor_pack" in medians:
@@ -188,7 +191,7 @@ def bench_app(app: Path, runs: int, work_root: Path) -> dict:
     }
     return {"median_seconds": medians, "samples": samples, "ratios": ratios,
             "stage_medians": stage_medians, "sizes": sizes,
-            "changed_by": changes.get(app.name)}
+            "changed_by": changes.get(app.name), "image": image}
 
 
 def _settle() -> None:
@@ -323,6 +326,11 @@ def _print_app(name: str, result: dict) -> None:
         print(f"cache registry: {sizes['registry_bytes_pushed'] / 1e6:.1f} MB pushed by the "
               f"cold runner, {sizes['registry_bytes_pulled'] / 1e6:.1f} MB pulled by a fresh one")
     print("changed by:", result["changed_by"])
+    image = result["image"]
+    print(f"image: cold push {image['cold_push_seconds']:.2f} s, warm (app layer only) "
+          f"{image['warm_push_seconds']:.2f} s, warm push uploaded "
+          f"{image['warm_blobs_uploaded']} blob(s), {image['warm_bytes_uploaded'] / 1e3:.1f} kB "
+          f"of a {image['image_bytes'] / 1e6:.1f} MB image")
     print("warm stages:", result["stage_medians"]["warm"])
 
 

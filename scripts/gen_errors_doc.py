@@ -35,7 +35,8 @@ _GROUP = re.compile(r"^# ---\s+(?P<name>.+?)\s+-+\s*$")
 # Kinds errors.py files under a group other than the stage that raises them.
 STAGE_OVERRIDES: dict[str, str] = {}
 
-ALL_COMMANDS = ("compile", "run", "inspect", "publish", "lock", "detect", "runtimes")
+ALL_COMMANDS = ("compile", "run", "inspect", "publish", "lock", "detect", "runtimes", "image",
+                "rebase")
 # Raising functions reached from more (or other) commands than `slugbuild compile`.
 COMMANDS_BY_FUNCTION = {
     "config_vars._without_equals": ("compile", "run"),  # --env and --env-file
@@ -67,6 +68,7 @@ COMMANDS_BY_MODULE = {
     "slug.run": ("run",),
     "slug.inspect": ("inspect", "publish"),
     "slug.publish": ("publish",),
+    "oci": ("compile", "image", "rebase"),
 }
 
 

@@ -44,6 +44,14 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def golden_cache(tmp_path_factory) -> Path:
+    """A cache for building the fixture apps as they are (the golden slugs, the plan's
+    agreement with their builds), apart from the session's: tests that expect a cold
+    dependency layer of a fixture there must not find one made by these."""
+    return tmp_path_factory.mktemp("golden-cache")
+
+
+@pytest.fixture(scope="session")
 def buildpack_cache_dir(cache_dir: Path) -> Path:
     """The CACHE_DIR to give buildpacks/python's bin/compile: it keeps slugbuild's cache
     in CACHE_DIR/slugbuild, which is the session cache, so no test pays a cold build

@@ -4,6 +4,7 @@ the check that a build failed cleanly. Test modules import these; never each oth
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.server
 import io
@@ -468,3 +469,73 @@ class RegistryServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def host_library_paths(sonames: list[str]) -> list[str]:
+    """Where this machine's dynamic loader finds ``sonames`` (``ldconfig -p``)."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                             check=True).stdout
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        match = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
+        if match and match.group(1) in sonames:
+            found.setdefault(match.group(1), match.group(3))
+    return [found[name] for name in sonames if name in found]
+
+
+# Shared libraries a slug built here may need from its run image (readelf of its ELF files):
+# write_run_image(host_files=host_library_paths(SLUG_SONAMES)) makes a run image a
+# slug's ELF files can load in, without mmdebstrap.
+SLUG_SONAMES = [
+    "libc.so.6", "ld-linux-x86-64.so.2", "libm.so.6", "libpthread.so.0", "libdl.so.2",
+    "librt.so.1", "libutil.so.1", "libz.so.1", "liblzma.so.5", "libbz2.so.1.0",
+    "libuuid.so.1", "libcrypt.so.1", "libtinfo.so.6", "libssl.so.3", "libcrypto.so.3",
+    "libsqlite3.so.0", "libffi.so.8", "libncursesw.so.6", "libreadline.so.8", "libnsl.so.2",
+    "libtirpc.so.3", "libexpat.so.1", "libgdbm.so.6", "libgdbm_compat.so.4",
+    "libpanelw.so.6", "libformw.so.6", "libmpdec.so.3", "libstdc++.so.6", "libgcc_s.so.1",
+]
+
+
+def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
+                    passwd: str = "root:x:0:0:root:/root:/bin/sh\n",
+                    host_files: tuple[str, ...] = (), files: dict[str, bytes] | None = None,
+                    architecture: str = "amd64") -> str:
+    """A small run image written as an OCI layout (``oci:LAYOUT:TAG``, returned): one
+    layer with /etc/passwd, ``files`` and copies of the host's ``host_files`` (libraries,
+    /bin/sh) at their paths; ``user`` as its config's User."""
+    from slugbuild.oci.image import LAYER_GZIP, Image, bytes_blob, sha256_of, write_layout
+    from slugbuild.oci.reference import parse_image_reference
+
+    entries = {"etc/passwd": passwd.encode(), **(files or {})}
+    executable = {"bin/", "usr/bin/"}
+    for host_path in host_files:
+        entries[host_path.lstrip("/")] = Path(host_path).read_bytes()
+        if os.stat(host_path).st_mode & 0o111:  # programs, and the dynamic loader
+            executable.add(host_path.lstrip("/"))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        made: set[str] = set()
+        for name in sorted(entries):
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in made:
+                    made.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+            info = tarfile.TarInfo(name)
+            info.size = len(entries[name])
+            info.mode = 0o755 if name.startswith(tuple(executable)) else 0o644
+            tar.addfile(info, io.BytesIO(entries[name]))
+    data = raw.getvalue()
+    layer = bytes_blob(gzip.compress(data, compresslevel=1, mtime=0), LAYER_GZIP,
+                       sha256_of(data))
+    config: dict = {"architecture": architecture, "os": "linux",
+                    "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"]},
+                    "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+    if user is not None:
+        config["config"]["User"] = user
+    reference = f"oci:{layout}:{tag}"
+    write_layout(Image(config, [layer]), parse_image_reference(reference))
+    return reference

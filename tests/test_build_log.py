@@ -26,7 +26,7 @@ from slugbuild.log import LogEvent, LoggingHandler, Reporter, color_wanted, curr
 
 from .helpers import MINIMAL, REPO, make_app, make_buildpack, run_cli
 
-COMMANDS = ("compile", "run", "inspect", "publish", "runtimes", "lock", "detect")
+COMMANDS = ("compile", "run", "inspect", "publish", "runtimes", "lock", "detect", "plan")
 
 
 class TimedStream(io.StringIO):

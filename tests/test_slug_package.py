@@ -18,7 +18,7 @@ PACKAGE = Path(slugbuild.__file__).parent
 # stage come with the one file hasher, cache.file_sha256; records with slug_size's
 # RECORD reading.)
 SHARED = {"errors", "redact", "release", "procfile", "textfiles", "slug_size", "log",
-          "results", "cache", "stage", "records", "tree"}
+          "results", "cache", "stage", "records", "tree", "arguments"}
 
 
 def _module_file(name: str) -> Path | None:

@@ -87,6 +87,11 @@ def apt_layer_key(aptfile_text: str, platform: Platform) -> tuple[str, dict[str,
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest(), inputs
 
 
+def apt_layer_name(key: str) -> str:
+    """The system packages layer's name in the cache."""
+    return f"apt-{key[:20]}"
+
+
 def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
                       reporter: Reporter) -> tuple[Layer, bool] | None:
     """The cached ``.apt`` layer for the app's Aptfile (None without one), and
@@ -100,7 +105,7 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
         return None
     _require_apt(platform)
     key, inputs = apt_layer_key(path.read_text(errors="replace"), platform)
-    name = f"apt-{key[:20]}"
+    name = apt_layer_name(key)
     layer, problems = cache.lookup_verified("layers", name, key)
     if layer is not None:
         return layer, True

@@ -6,7 +6,7 @@ Layout (see docs/cache.md)::
       CACHEDIR.TAG                      marks it a cache (tar --exclude-caches; staging skips it)
       runtimes/<name>/{manifest.json,files.json,tree/}  one relocatable CPython prefix
       layers/<name>/{manifest.json,files.json,tree/}    what an install added to a runtime
-      pip/                              pip's own download and wheel cache (pip-tools/ inside)
+      pip/                              pip's own download and wheel cache
       uv/                               uv's cache (installers/uv.py)
       tools/<tool>-<hash>/{...,tree/}   Pipenv, Poetry: build tools (installers/tools.py)
       history/<hash>.json               an app dir's last dependency inputs (dependencies.py)

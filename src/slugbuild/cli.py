@@ -29,6 +29,15 @@ from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
 from .errors import SlugbuildError
 from .log import Reporter, color_wanted, painted
+from .oci.commands import (
+    add_image_options,
+    add_registry_options,
+    check_image_layout,
+    compile_image,
+    image_command,
+    plan_image,
+    rebase_command,
+)
 from .pack import LAYOUTS
 from .pipeline import compile_app
 from .redact import mask
@@ -141,8 +150,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="build config var (repeatable); never stored in the slug")
     compile_.add_argument("--env-dir", type=Path,
                           help="directory of config vars, one file per var (Heroku ENV_DIR)")
-    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default="herokuish",
-                          help="herokuish: paths under ./ ; heroku: paths under ./app/")
+    compile_.add_argument("--layout", choices=sorted(LAYOUTS), default=None,
+                          help="herokuish: paths under ./ ; heroku: paths under ./app/, "
+                               "which --image uses unless a layout is named "
+                               "(default: herokuish)")
     compile_.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
                           help="run this Heroku-API buildpack (repeatable, in order; `python` "
                                "is the built-in one); default: the app's .buildpacks file")
@@ -163,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
                           help="print the result as JSON on stdout (the log stays on stderr); "
                                "a failure prints {\"error\": {code, title, found, action, "
                                "output, docs}}")
+    compile_.add_argument("--app-json-env", action="store_true",
+                          help="apply app.json's env to the build's config vars, as Heroku's "
+                               "app setup and review apps do (given config vars win; default: "
+                               "off, as `git push heroku`; docs/app-json.md)")
+    compile_.add_argument("--sbom-output", type=Path, metavar="PATH",
+                          help="where the slug's CycloneDX SBOM goes (default: beside "
+                               "the slug, e.g. ./slug.cdx.json; docs/sbom.md)")
     compile_.add_argument("--timeout", type=float, metavar="SECONDS",
                           help="stop the build (and everything it started) after this long "
                                "(default: $SLUGBUILD_BUILD_TIMEOUT or 900, as Heroku; 0: none)")
@@ -179,6 +197,29 @@ def _parser() -> argparse.ArgumentParser:
                           help="only pull from the cache registry, never push (untrusted "
                                "builds; also SLUGBUILD_CACHE_REGISTRY_READONLY=1)")
     _add_runtime_options(compile_)
+    add_image_options(compile_, required=False)
+
+    image = sub.add_parser("image", help="make a slug into an OCI image (layout, "
+                                         "docker-archive or registry)")
+    image.add_argument("slug", type=Path, help="a slug with its slug.json beside it")
+    image.add_argument("--metadata", type=Path, metavar="FILE",
+                       help="the slug's slug.json when it is not beside it "
+                            "(compile --metadata-output)")
+    add_image_options(image, required=True)
+    image.add_argument("--cache-dir", type=Path,
+                       help="where pulled run image layers are kept (default: the build cache)")
+    image.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    rebase = sub.add_parser("rebase", help="put an image's app layers on a new run image "
+                                           "(as `pack rebase`)")
+    rebase.add_argument("source_image", metavar="IMAGE", help="the image to rebase (a REF)")
+    rebase.add_argument("--run-image", metavar="REF", required=True, help="the new run image")
+    rebase.add_argument("--image", metavar="REF",
+                        help="where to write the result (default: IMAGE itself)")
+    rebase.add_argument("--cache-dir", type=Path,
+                        help="where pulled layers are kept (default: the build cache)")
+    rebase.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_registry_options(rebase)
     _add_cache_parser(sub)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
@@ -193,9 +234,12 @@ def _parser() -> argparse.ArgumentParser:
                           help="install the package versions an earlier build recorded in "
                                "its slug.json")
 
-    run = sub.add_parser("run", help="run a process type from a slug")
+    run = sub.add_parser("run", help="run a process type, or a one-off command after `--`, "
+                                     "from a slug (as `heroku run`)",
+                         usage="%(prog)s [options] SLUG [PROCESS]\n"
+                               "       %(prog)s [options] SLUG -- COMMAND [ARG ...]")
     run.add_argument("slug", type=Path, help="slug tarball or unpacked slug directory")
-    run.add_argument("process", nargs="?", default="web", help="process type (default: web)")
+    run.add_argument("process", nargs="?", default=None, help="process type (default: web)")
     run.add_argument("--port", type=_port, default=5000, help="the process's $PORT")
     run.add_argument("--host", default="127.0.0.1",
                      help="address servers are told to bind (default: 127.0.0.1)")
@@ -213,6 +257,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="what takes the space: runtime, each distribution, app "
                               "directories, collectstatic output (compressed and unpacked), "
                               "with advice")
+    inspect.add_argument("--sbom", action="store_true",
+                         help="print the slug's CycloneDX SBOM (JSON), read from the slug "
+                              "(docs/sbom.md)")
 
     publish = sub.add_parser("publish", help="deploy a slug to a Heroku app (Platform API)")
     publish.add_argument("slug", type=Path, help="a slug compiled with --layout heroku")
@@ -229,7 +276,7 @@ def _parser() -> argparse.ArgumentParser:
                               "$SLUGBUILD_MAX_SLUG_SIZE, else Heroku's 500MB)")
 
     lock = sub.add_parser("lock", help="pin requirements.in / pyproject.toml dependencies "
-                                       "into requirements.txt (pip-tools)")
+                                       "into requirements.txt (uv, for the app's Python)")
     lock.add_argument("app_dir", type=Path)
     lock.add_argument("--upgrade", action="store_true",
                       help="move every pin to the newest allowed version")
@@ -238,6 +285,39 @@ def _parser() -> argparse.ArgumentParser:
     lock.add_argument("--cache-dir", type=Path, help="cache directory (as for compile)")
     lock.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                       help="config var for the resolver, e.g. PIP_EXTRA_INDEX_URL=...")
+
+    plan = sub.add_parser(
+        "plan", help="say what a build would do, without building (docs/plan.md)",
+        description="What `compile` would do for the app: Python version and where it "
+                    "comes from, package manager and installer (and why), collectstatic, "
+                    "process types, buildpacks, and which layers come from the cache. "
+                    "Nothing is installed or recorded. Docs: docs/plan.md")
+    plan.add_argument("app_dir", type=Path)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    plan.add_argument("--cache-dir", type=Path,
+                      help="the cache a build would use (default: $SLUGBUILD_CACHE_DIR or "
+                           "~/.cache/slugbuild)")
+    plan.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                      help="build config var (repeatable), as for compile")
+    plan.add_argument("--env-dir", type=Path, help="directory of config vars (as for compile)")
+    plan.add_argument("--buildpack", action="append", default=[], metavar="PATH|GIT_URL[#REF]",
+                      help="as for compile")
+    plan.add_argument("--app-base", metavar="DIR", help="as for compile")
+    plan.add_argument("--node-build", action="store_true", help="as for compile")
+    plan.add_argument("--app-json-env", action="store_true", help="as for compile")
+    plan.add_argument("--constraints-from", type=Path, metavar="SLUG_JSON",
+                      help="as for compile (part of the dependency layer key)")
+    _add_runtime_options(plan)
+    buildpack = sub.add_parser("buildpack", help="the herokuish buildpack that comes with "
+                                                 "slugbuild (for herokuish and Dokku)")
+    buildpack_sub = buildpack.add_subparsers(dest="buildpack_command", required=True,
+                                             metavar="{path,install}")
+    buildpack_sub.add_parser("path", help="print the directory of the installed buildpack")
+    buildpack_install = buildpack_sub.add_parser(
+        "install", help="copy the buildpack into DIR, set up to run this slugbuild")
+    buildpack_install.add_argument("dir", type=Path, metavar="DIR")
+    buildpack_install.add_argument("--force", action="store_true",
+                                   help="replace the contents of an existing DIR")
 
     detect_ = sub.add_parser("detect", help="say whether a directory is a Python app")
     detect_.add_argument("app_dir", type=Path)
@@ -350,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             except (ValueError, OSError):
                 pass
     try:
-        args = _parse(argv)
+        arguments, one_off = _split_one_off(list(sys.argv[1:] if argv is None else argv))
+        args = _parse(arguments)
+        args.one_off = _check_one_off(args, one_off)
     except KeyboardInterrupt:
         return _interrupted()
     except UsageExit as usage:
@@ -378,6 +460,40 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
+
+
+def _split_one_off(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run SLUG -- COMMAND...``: the arguments before ``--``, and the one-off
+    command after it (None for other commands, or without ``--``)."""
+    command, index = None, 0
+    while index < len(argv):
+        if argv[index] in _GLOBAL_OPTIONS_WITH_VALUES:
+            index += 2
+        elif argv[index].startswith("-"):
+            index += 1
+        else:
+            command = index
+            break
+    if command is None or argv[command] != "run" or "--" not in argv[command:]:
+        return argv, None
+    split = argv.index("--", command)
+    return argv[:split], argv[split + 1:]
+
+
+# Options before the command that take a value (`--color always`).
+_GLOBAL_OPTIONS_WITH_VALUES = ("--color",)
+
+
+def _check_one_off(args: argparse.Namespace, one_off: list[str] | None) -> list[str] | None:
+    """A one-off command replaces the process type, and is not empty."""
+    if one_off is None:
+        return None
+    run = CommandParser(prog="slugbuild run", formatter_class=HelpFormatter)
+    if args.process is not None:
+        run.error("give a process type or a command after --, not both")
+    if not one_off:
+        run.error("no command after --")
+    return one_off
 
 
 def guarded(command: Callable[[], int], *, verbose: bool = False,
@@ -533,22 +649,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compile":
         _check_json_output(args)
         config = load_config_vars(parse_env_assignments(args.env), args.env_dir)
+        reporter = _reporter(args)
+        image_plan = plan_image(args)
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             metadata_output=args.metadata_output,
-            layout=args.layout, reporter=_reporter(args),
+            layout=check_image_layout(args), reporter=reporter,
             runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
             constraints_from=args.constraints_from, timeout=args.timeout,
             app_base=args.app_base, node_build=args.node_build,
-            max_slug_size=args.max_slug_size,
+            max_slug_size=args.max_slug_size, sbom_output=args.sbom_output,
+            app_json_env=args.app_json_env,
             cache_registry=args.cache_registry,
             cache_registry_readonly=args.cache_registry_readonly,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )
+        image = compile_image(image_plan, result.slug_path, result.metadata_path, reporter)
         if args.json:
-            print(json.dumps(result.as_dict(), indent=2))
+            print(json.dumps({**result.as_dict(), **({"image": image} if image else {})},
+                             indent=2))
         return 0
+    if args.command == "image":
+        return image_command(args, _reporter(args))
+    if args.command == "rebase":
+        return rebase_command(args, _reporter(args))
     if args.command == "cache":
         from .cache_admin import dispatch
 
@@ -558,11 +683,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         env = read_env_file(args.env_file) if args.env_file else {}
         env.update(parse_env_assignments(args.env))
-        return run_slug(args.slug, args.process, port=args.port, host=args.host,
-                        env=load_config_vars(env), unpack_to=args.unpack_to)
+        return run_slug(args.slug, args.process or "web", port=args.port, host=args.host,
+                        env=load_config_vars(env), unpack_to=args.unpack_to,
+                        command=args.one_off)
     if args.command == "inspect":
         from .slug.inspect import describe_slug, render_table, without_credentials
 
+        if args.sbom:
+            from .slug.sbom import sbom_for_slug
+
+            sys.stdout.write(sbom_for_slug(args.slug).decode())
+            return 0
         description = without_credentials(describe_slug(args.slug))
         if args.sizes:
             from .slug.inspect import render_sizes, slug_sizes
@@ -593,6 +724,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                  cache_dir=args.cache_dir,
                  reporter=_reporter(args))
         return 0
+    if args.command == "plan":
+        return _plan(args)
+    if args.command == "buildpack":
+        return _buildpack(args)
     if args.command == "detect":
         app_dir = args.app_dir
         if args.app_base is not None and app_dir.is_dir():
@@ -614,6 +749,28 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return stack_command(args, Reporter(sys.stderr))
     raise AssertionError(args.command)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import plan_app, render_plan
+
+    plan = plan_app(args.app_dir, cache_dir=args.cache_dir,
+                    env=load_config_vars(parse_env_assignments(args.env), args.env_dir),
+                    runtime_options=_runtime_options(args), buildpacks=args.buildpack or None,
+                    constraints_from=args.constraints_from, app_base=args.app_base,
+                    node_build=args.node_build, app_json_env=args.app_json_env)
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else render_plan(plan))
+    return 0
+
+
+def _buildpack(args: argparse.Namespace) -> int:
+    from .bundled_buildpack import buildpack_dir, install_buildpack
+
+    if args.buildpack_command == "path":
+        print(buildpack_dir())
+    else:
+        print(install_buildpack(args.dir, force=args.force))
+    return 0
 
 
 def _list_runtimes(args: argparse.Namespace) -> int:

@@ -21,17 +21,19 @@ DOCS = "docs/cli.md"
 
 # (variable, the commands that read it, what it does): the help's "Environment:" part.
 ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes"), "cache directory (else "
+    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes", "plan", "image", "rebase"),
+     "cache directory (else "
      "$XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild)"),
-    ("SLUGBUILD_PYTHON_PATH", ("compile",), "runtimes to consider first"),
-    ("PYENV_ROOT", ("compile", "runtimes"), "pyenv root searched for local runtimes"),
-    ("SLUGBUILD_PYTHON_SOURCE", ("compile", "runtimes"), "runtime sources, as --python-source"),
-    ("SLUGBUILD_OFFLINE", ("compile", "runtimes"), "1: as --offline"),
-    ("SLUGBUILD_PYTHON_DOWNLOAD_URL", ("compile", "runtimes"),
+    ("SLUGBUILD_PYTHON_PATH", ("compile", "plan"), "runtimes to consider first"),
+    ("PYENV_ROOT", ("compile", "runtimes", "plan"), "pyenv root searched for local runtimes"),
+    ("SLUGBUILD_PYTHON_SOURCE", ("compile", "runtimes", "plan"),
+     "runtime sources, as --python-source"),
+    ("SLUGBUILD_OFFLINE", ("compile", "runtimes", "plan"), "1: as --offline"),
+    ("SLUGBUILD_PYTHON_DOWNLOAD_URL", ("compile", "runtimes", "plan"),
      "runtime index, as --python-download-url"),
     ("SLUGBUILD_HEROKU_PYTHON_URL", ("compile", "runtimes"),
      "base URL of the heroku runtime source"),
-    ("SLUGBUILD_ALLOW_EOL_PYTHON", ("compile", "runtimes"), "1: as --allow-eol-python"),
+    ("SLUGBUILD_ALLOW_EOL_PYTHON", ("compile", "runtimes", "plan"), "1: as --allow-eol-python"),
     ("SLUGBUILD_PYTHON_PATCH_FALLBACK", ("compile",), "1: as --python-patch-fallback"),
     ("SLUGBUILD_BUILD_TIMEOUT", ("compile",), "build time limit in seconds (default 900)"),
     ("SLUGBUILD_MAX_SLUG_SIZE", ("compile", "publish"), "slug size limit, as --max-slug-size"),
@@ -46,10 +48,15 @@ ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("HEROKU_API_KEY", ("publish",), "the Platform API token (required)"),
     ("SLUGBUILD_HEROKU_API_URL", ("publish",), "Platform API base URL, as --api-url"),
     ("SLUGBUILD_PUBLISH_TIMEOUT", ("publish",), "seconds the publish may take (default 900)"),
+    ("REGISTRY_AUTH_FILE", ("compile", "image", "rebase"),
+     "registry auth file read first (podman's auth.json format)"),
+    ("DOCKER_CONFIG", ("compile", "image", "rebase"),
+     "directory of Docker's config.json (default ~/.docker), read for registry logins"),
     ("SLUGBUILD_VERBOSE", ("compile", "run", "inspect", "publish", "lock", "detect",
-                           "runtimes"), "1: as --verbose"),
+                           "runtimes", "plan", "buildpack", "image", "rebase"), "1: as --verbose"),
     ("SLUGBUILD_SHOW_SECRETS", ("compile", "run", "inspect", "publish", "lock", "detect",
-                                "runtimes"), "1: config var values shown unmasked"),
+                                "runtimes", "plan", "image", "rebase"),
+     "1: config var values shown unmasked"),
 )
 
 EXAMPLES: dict[str, tuple[str, ...]] = {
@@ -60,12 +67,25 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "slugbuild compile ./myapp -o myapp.tgz --json --metadata-output meta/myapp.json "
         "> myapp.json",
     ),
-    "run": ("slugbuild run slug.tgz", "slugbuild run slug.tgz worker --env-file .env"),
-    "inspect": ("slugbuild inspect slug.tgz", "slugbuild inspect slug.tgz --sizes --json"),
+    "run": ("slugbuild run slug.tgz", "slugbuild run slug.tgz worker --env-file .env",
+            "slugbuild run slug.tgz -- python manage.py migrate"),
+    "inspect": ("slugbuild inspect slug.tgz", "slugbuild inspect slug.tgz --sizes --json",
+                "slugbuild inspect slug.tgz --sbom > slug.cdx.json"),
+    "plan": ("slugbuild plan ./myapp", "slugbuild plan ./myapp --json | jq .layers"),
     "publish": ("HEROKU_API_KEY=... slugbuild publish slug.tgz --heroku-app myapp",),
     "runtimes": ("slugbuild runtimes", "slugbuild runtimes --offline --json"),
     "lock": ("slugbuild lock ./myapp", "slugbuild lock ./myapp --upgrade --generate-hashes"),
     "detect": ("slugbuild detect ./myapp", "slugbuild detect ./repo --app-base backend --json"),
+    "buildpack": ("slugbuild buildpack path",
+                  "slugbuild buildpack install /tmp/buildpacks/00_python"),
+    "image": (
+        "slugbuild image slug.tgz --image oci:out/app:v1 --run-image oci:stacks/bookworm",
+        "slugbuild image slug.tgz --image docker-archive:app.tar:team/app:v1 --run-image ...",
+        "echo \"$TOKEN\" | slugbuild image slug.tgz --image docker://registry.example.com/"
+        "team/app:v1 --run-image ... --registry-user ci --registry-password-stdin",
+    ),
+    "rebase": ("slugbuild rebase docker://registry.example.com/team/app:v1 "
+               "--run-image docker://registry.example.com/base/run:v2",),
 }
 
 

@@ -55,6 +55,22 @@ def collectstatic_disabled(config_vars: Mapping[str, str]) -> bool:
     return value not in ("", "0")
 
 
+# Why collectstatic does or does not run (collectstatic_decision; `slugbuild plan`).
+DISABLED = "DISABLE_COLLECTSTATIC is set"
+
+
+def collectstatic_decision(build_dir: Path, manage_py: str | None, django_installed: bool,
+                           config_vars: Mapping[str, str]) -> tuple[bool, str]:
+    """Whether the step runs, and why: the one rule for the build and for a plan."""
+    if not manage_py or not (build_dir / manage_py).is_file():
+        return False, "no manage.py (not a Django app)"  # or left out by .slugignore
+    if not django_installed:
+        return False, "Django is not among the app's packages"
+    if collectstatic_disabled(config_vars):
+        return False, DISABLED
+    return True, f"Django app ({manage_py}) with Django among its packages"
+
+
 def diagnose(output: str, python_version: str | None = None,
              lock_file: str = "requirements.txt", build_dir: Path | None = None) -> str | None:
     """The likely cause of a collectstatic failure, read from its output (one
@@ -121,11 +137,12 @@ def run_collectstatic(
     ``python_version`` (the runtime's) and ``lock_file`` let a failure name a
     missing module's real cause.
     """
-    if not manage_py or not django_installed or not (build_dir / manage_py).is_file():
-        return False  # not Django, or manage.py left out by .slugignore
-    if collectstatic_disabled(config_vars):
-        reporter.step("Skipping Django collectstatic since DISABLE_COLLECTSTATIC is set")
+    runs, why = collectstatic_decision(build_dir, manage_py, django_installed, config_vars)
+    if not runs:
+        if why == DISABLED:
+            reporter.step("Skipping Django collectstatic since DISABLE_COLLECTSTATIC is set")
         return False
+    assert manage_py is not None
     reporter.step(f"$ python {manage_py} collectstatic --noinput")
     env = clean_env(
         {**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",

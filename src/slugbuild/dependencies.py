@@ -279,6 +279,40 @@ def _constraint_line(path: Path, name: str, version: str) -> str:
     return f"{name}=={version}"
 
 
+@dataclass(frozen=True)
+class PlannedDependencyLayer:
+    """The dependency layer an app and runtime get, known before anything is installed:
+    what the build keys its layer with, and what ``slugbuild plan`` looks up."""
+
+    plan: InstallPlan
+    files: tuple[str, ...]  # files the key covers, relative to the app
+    baseline: tuple[str, ...]  # Heroku's baseline installed before the app's packages
+    key: str
+    inputs: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The layer's name in the cache."""
+        return self.key[:24]
+
+
+def plan_dependency_layer(
+    app_dir: Path, lock_file: str, runtime: dict[str, Any], installer: Installer,
+    config_vars: dict[str, str], constraints: str | None = None,
+    prefix_state: str | None = None,
+) -> PlannedDependencyLayer:
+    """The installer's plan and the layer key for ``app_dir`` on ``runtime`` (its
+    manifest, ``runtime_manifest``): reads the app's files, runs no tool. The one
+    place the key is made, for the build and for ``slugbuild plan`` alike."""
+    plan = installer.plan(app_dir, lock_file, config_vars)
+    files = list(plan.key_files)
+    baseline = baseline_requirements(installer.name, runtime["inputs"]["version"],
+                                     config_vars, plan.pip_version)
+    key, inputs = layer_key(app_dir, files, runtime, plan, config_vars, constraints,
+                            baseline, prefix_state)
+    return PlannedDependencyLayer(plan, tuple(files), baseline, key, inputs)
+
+
 def find_or_install(
     *,
     app_dir: Path,
@@ -315,16 +349,13 @@ def find_or_install(
     every package to the version that build installed. A ``prefetch`` still
     downloading is waited for only if there is something to install.
     """
-    plan = installer.plan(app_dir, lock_file, config_vars)
-    files = list(plan.key_files)
-    python_version = runtime["inputs"]["version"]
-    baseline = baseline_requirements(installer.name, python_version, config_vars,
-                                     plan.pip_version)
     state = (prefix_state(into_prefix, prefix_snapshot)
              if into_prefix is not None and prefix_snapshot is not None else None)
-    key, inputs = layer_key(app_dir, files, runtime, plan, config_vars, constraints,
-                            baseline, state)
-    name = key[:24]
+    planned = plan_dependency_layer(app_dir, lock_file, runtime, installer, config_vars,
+                                    constraints, state)
+    plan, files, baseline = planned.plan, list(planned.files), planned.baseline
+    key, inputs, name = planned.key, planned.inputs, planned.name
+    python_version = runtime["inputs"]["version"]
     outcome = functools.partial(
         DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
         installer.name, plan.version, baseline=baseline, plan=plan)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
+from .arguments import PathArg, as_path
 from .package_managers import PACKAGE_MANAGER_FILES
 from .textfiles import best_effort_text
 
@@ -51,9 +52,9 @@ class AppInfo:
         return "django" in self.frameworks
 
 
-def detect(app_dir: Path) -> AppInfo:
+def detect(app_dir: PathArg) -> AppInfo:
     """Describe ``app_dir`` or raise NOT_A_PYTHON_APP / NO_PACKAGE_MANAGER."""
-    app_dir = Path(app_dir)
+    app_dir = as_path(app_dir, "detect", "app_dir")
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     markers = tuple(name for name in PYTHON_APP_MARKERS if (app_dir / name).is_file())

@@ -228,6 +228,9 @@ class ErrorKind:
     action: str
     area: type[SlugbuildError] = field(default=SlugbuildError)
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    #: Built-in exception classes the kind's class also derives from, so callers
+    #: that catch those (``ValueError`` for a bad argument) keep working.
+    also: tuple[type[Exception], ...] = ()
     #: The kind's own exception class (a subclass of ``area``), made here.
     exception: type[SlugbuildError] = field(init=False, repr=False, compare=False)
 
@@ -240,7 +243,7 @@ class ErrorKind:
             raise ValueError(f"{self.code}: no found text and no variants")
         name = "".join(part.capitalize() for part in self.code.split("-"))
         name = name if name.endswith("Error") else name + "Error"
-        exception = type(name, (self.area,), {
+        exception = type(name, (self.area, *self.also), {
             "__module__": __name__, "__doc__": self.title, "kind": self,
             "__qualname__": name})
         object.__setattr__(self, "exception", exception)
@@ -440,6 +443,23 @@ APP_DIR_MISSING = ErrorKind(
     "{app_dir} does not exist or is not a directory.",
     "Pass the path of the app's source directory, e.g. `slugbuild compile ./myapp`.",
     area=InputError,
+)
+INVALID_ARGUMENT = ErrorKind(
+    "invalid-argument",
+    "Invalid argument",
+    "{function}: {argument}={value} {problem}.",
+    "Pass {expected} (see docs/api.md).",
+    area=InputError,
+    # A library caller that catches ValueError for a bad argument still does.
+    also=(ValueError,),
+)
+SLUG_PROCESS_NOT_LISTENING = ErrorKind(
+    "slug-process-not-listening",
+    "The process is not listening yet",
+    "`{command}` (pid {pid}) did not listen on port {port} within {seconds} seconds.",
+    "Give it longer (`wait_for_port(timeout=...)`), or read `logs()` to see what it is "
+    "doing; `stop()` ends it.",
+    area=SlugError,
 )
 
 NO_PACKAGE_MANAGER = ErrorKind(
@@ -1106,6 +1126,34 @@ MONOREPO_BUILDPACK_WITHOUT_APP_BASE = ErrorKind(
     area=InputError,
 )
 
+APP_JSON_INVALID = ErrorKind(
+    "app-json-invalid",
+    "The app's app.json cannot be used",
+    "",
+    "Fix app.json as Heroku's app.json schema describes it "
+    "(https://devcenter.heroku.com/articles/app-json-schema): `env` maps each config var "
+    "to a string or to {{\"value\": ..., \"required\": ..., \"generator\": \"secret\"}}, "
+    "and `scripts.postdeploy` is a command string or {{\"command\": ..., \"size\": ...}}.",
+    area=InputError,
+    variants={
+        "not-json": Variant("app.json is not JSON ({error}: {reason})."),
+        "not-an-object": Variant("app.json is not a JSON object."),
+        "env-not-an-object": Variant("app.json has `env` that is not an object."),
+        "env-entry": Variant("app.json's env entry {name!r} {problem}."),
+        "scripts-not-an-object": Variant("app.json has `scripts` that is not an object."),
+        "script": Variant("app.json's scripts.{script} {problem}."),
+    },
+)
+APP_JSON_ENV_REQUIRED = ErrorKind(
+    "app-json-env-required",
+    "app.json requires config vars the build was not given",
+    "app.json marks {names} as required, without a value, and --app-json-env applies its "
+    "env to this build, as Heroku's app setup and review apps do.",
+    "Give each a value (`--env NAME=...` or a file in --env-dir), or build without "
+    "--app-json-env (as `git push heroku` does, which does not read app.json's env).",
+    area=InputError,
+)
+
 NODE_NOT_FOUND = ErrorKind(
     "node-not-found",
     "The built-in Node step needs node and npm",
@@ -1202,6 +1250,28 @@ NODE_BUILD_FAILED = ErrorKind(
     "npm's own message is above; fix package.json or its lock file and build again. The "
     "step runs in the app root with the build's config vars; node_modules is not kept.",
     area=BuildStepError,
+)
+
+BUILDPACK_NOT_BUNDLED = ErrorKind(
+    "buildpack-not-bundled",
+    "The bundled Python buildpack is missing",
+    "This slugbuild installation ({package}) holds no copy of buildpacks/python.",
+    "Reinstall slugbuild from its wheel or sdist (`pip install --force-reinstall "
+    "slugbuild`), which carry the buildpack, or use a source checkout's buildpacks/python.",
+    area=HostError,
+)
+BUILDPACK_INSTALL_REFUSED = ErrorKind(
+    "buildpack-install-refused",
+    "Cannot install the buildpack there",
+    "",
+    "Name a new or empty directory, e.g. `slugbuild buildpack install /tmp/buildpacks/"
+    "00_python`; `--force` replaces the contents of an existing one.",
+    area=InputError,
+    variants={
+        "not-empty": Variant("{target} already exists and is not empty."),
+        "not-a-directory": Variant("{target} exists and is not a directory.",
+                                   "Name a new or empty directory."),
+    },
 )
 
 # --- release metadata ----------------------------------------------------------------
@@ -1350,6 +1420,10 @@ OUTPUT_NOT_WRITABLE = ErrorKind(
                                     "would be the same file",
                                     "Give slug.json a path of its own with --metadata-output, "
                                     "or leave it out to write it beside the slug."),
+        "sbom-is-other-output": Variant("{path}: the SBOM (--sbom-output) would be the slug "
+                                        "or its slug.json",
+                                        "Give the SBOM a path of its own with --sbom-output, "
+                                        "or leave it out to write it beside the slug."),
         "stdout-is-metadata": Variant(
             "{path}: --json output goes there (stdout is redirected to it), and so would the "
             "slug's metadata, written beside {slug}: one would overwrite the other.",
@@ -1591,6 +1665,17 @@ PUBLISH_TIMEOUT = ErrorKind(
         "{method} {url} did not finish before the publish deadline ({seconds} seconds, "
         "--timeout).", _TIMEOUT_ACTION + _MAYBE_RELEASED + ".")},
 )
+PUBLISH_RELEASE_FAILED = ErrorKind(
+    "publish-release-failed",
+    "The release phase failed",
+    "Heroku created v{version} of {app}, but its release phase ended with status "
+    "{status!r}: the release command failed (its output is above), so v{version} was not "
+    "made current and the app still runs its previous release.",
+    "Fix the `release` process type's command (run it locally with `slugbuild run SLUG "
+    "release`), or read its output again with `heroku releases:output {version} -a {app}`; "
+    "then publish again.",
+    area=PublishError,
+)
 PUBLISH_BAD_API_URL = ErrorKind(
     "publish-bad-api-url",
     "Invalid Platform API URL",
@@ -1646,6 +1731,33 @@ IMAGE_REFERENCE_INVALID = ErrorKind(
         "digest-not-allowed": Variant(
             "{reference!r} names a digest: an image written by slugbuild gets its digest "
             "from its content, so only a tag can be given for {what}."),
+    },
+)
+IMAGE_UNREADABLE = ErrorKind(
+    "image-unreadable",
+    "The image cannot be read",
+    "{reference} cannot be read as an image: {reason}.",
+    "Check the reference (`skopeo inspect REF` reads the same transports) and that the "
+    "image was written completely; for a run image, build or pull it again.",
+    area=RegistryError,
+)
+IMAGE_SOURCE_UNUSABLE = ErrorKind(
+    "image-source-unusable",
+    "The slug cannot be made into an image",
+    "",
+    "Compile the app again with this slugbuild (`slugbuild compile APP --image REF` builds "
+    "the slug and the image together).",
+    area=RegistryError,
+    variants={
+        "no-metadata": Variant("{slug} has no slug.json beside it ({metadata}): the image's "
+                               "labels (process types, runtime, packages) come from it."),
+        "metadata-mismatch": Variant("{metadata} describes another slug (its checksum is not "
+                                     "{slug}'s)."),
+        "not-slugbuild-image": Variant(
+            "{reference} was not built by slugbuild (it has no `{label}` label), so its run "
+            "image layers cannot be told from the app's.",
+            "Rebase only images `slugbuild image` or `slugbuild compile --image` wrote; "
+            "build others again with `slugbuild image SLUG --run-image NEW`."),
     },
 )
 REGISTRY_CREDENTIALS_INVALID = ErrorKind(
@@ -1741,7 +1853,7 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
     "{app_dir} has {found} but no requirements.txt, Pipfile.lock, poetry.lock or uv.lock, "
     "so the versions to install are not pinned anywhere.",
     "Pin the app's dependencies: `slugbuild lock {app_dir}` writes a requirements.txt "
-    "from pyproject.toml (pip-tools), or run `poetry lock` / `uv lock` if you use those. "
+    "from pyproject.toml, or run `poetry lock` / `uv lock` if you use those. "
     "For a setup.py-only app, add a requirements.txt holding the pinned dependencies "
     "(a single line `.` installs the app itself, unpinned).",
     area=DependencyError,
@@ -1749,7 +1861,8 @@ PROJECT_WITHOUT_LOCK = ErrorKind(
 REQUIREMENTS_NOT_COMPILED = ErrorKind(
     "requirements-not-compiled",
     "requirements.in found without requirements.txt",
-    "{app_dir} has a requirements.in (the input of pip-tools) but no requirements.txt.",
+    "{app_dir} has a requirements.in (the input of `slugbuild lock` and pip-compile) but "
+    "no requirements.txt.",
     "Run `slugbuild lock {app_dir}` (or `pip-compile`) and commit the requirements.txt it "
     "writes.",
     area=DependencyError,
@@ -1849,8 +1962,16 @@ LOCK_FAILED = ErrorKind(
     "Could not pin the app's dependencies",
     "`{command}` failed (exit code {exit_code}); {output_file} was left unchanged.",
     "Check the names and version ranges in {input_file} against the package index "
-    "({index}); pip-compile's own message is above.",
+    "({index}); the resolver's own message is above.",
     area=DependencyError,
+)
+LOCK_NO_PYTHON = ErrorKind(
+    "lock-no-python",
+    "No supported Python version fits the app's range",
+    "{source_file} asks for Python {requested}, which none of the supported versions "
+    "({supported}) satisfies, so there is no version to resolve the dependencies for.",
+    "Widen the range in {source_file}, or pin one supported version in .python-version.",
+    area=PythonRuntimeError,
 )
 LOCK_WOULD_CONFLICT = ErrorKind(
     "lock-would-conflict",

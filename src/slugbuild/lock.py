@@ -1,11 +1,15 @@
 """``slugbuild lock``: pin an app's top-level dependencies into requirements.txt.
 
-pip-tools' ``pip-compile`` resolves ``requirements.in`` (or the
-``[project] dependencies`` of pyproject.toml) against the index and writes
-every package, transitive ones included, pinned with ``==``. An existing
-requirements.txt is the starting point, so pins only move when they must
-(or with ``upgrade=True``). The file is written under a temporary name and
-renamed, so a failed resolution leaves the old one untouched.
+``uv pip compile`` resolves ``requirements.in`` (or the ``[project]
+dependencies`` of pyproject.toml) against the index and writes every package,
+transitive ones included, pinned with ``==``. It resolves for the app, not for
+the interpreter running slugbuild: the Python version the build would use
+(``.python-version``, ``runtime.txt``, ``requires-python``..., see
+``lock_target``) and this machine's platform (architecture and glibc, the
+stack the slug runs on), so environment markers are evaluated as they will be
+in the slug. An existing requirements.txt is the starting point, so pins only
+move when they must (or with ``upgrade=True``). The file is written under a
+temporary name and renamed, so a failed resolution leaves the old one untouched.
 """
 
 from __future__ import annotations
@@ -18,18 +22,21 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import errors
+from . import errors, platform_info
+from .arguments import as_path, of_type, optional_path
+from .cache import Cache, default_cache_dir
 from .detect import package_manager_files
 from .indexes import DEFAULT_INDEX_URL
-from .installers.common import trusted_ca_bundle
-from .installers.pip import pip_env
 from .installers.requirements import local_package_files, requirements_files
+from .installers.uv import index_env, uv_binary, uv_tool_env
 from .log import Reporter
 from .package_managers import relock_command
+from .platform_info import Platform
 from .proc import ToolFailed, run_tool
 from .redact import redact_url
 from .stage import check_top_level_links
 from .toml_compat import tomllib
+from .versions import default_minors, newest_known_patch, read_request, sticky_minor
 
 OUTPUT = "requirements.txt"
 
@@ -44,12 +51,17 @@ def lock_app(
     cache_dir: str | os.PathLike[str] | None = None,
     reporter: Reporter | None = None,
 ) -> Path:
-    """Write ``app_dir/requirements.txt`` with every dependency pinned; return its path."""
-    from .cache import Cache, default_cache_dir
-
+    """Write ``app_dir/requirements.txt`` with every dependency pinned for the app's
+    Python version and this platform; return its path."""
+    for value, types, name, expected in (
+            (config_vars, Mapping, "config_vars", "a mapping of config var names to values"),
+            (reporter, Reporter, "reporter", "a slugbuild.Reporter"),
+            (upgrade, bool, "upgrade", "True or False"),
+            (generate_hashes, bool, "generate_hashes", "True or False")):
+        of_type(value, types, "lock_app", name, expected)
     reporter = reporter or Reporter()
     config_vars = dict(config_vars or {})
-    app = Path(app_dir).absolute()
+    app = as_path(app_dir, "lock_app", "app_dir").absolute()
     if not app.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app)
     check_top_level_links(app)
@@ -57,37 +69,37 @@ def lock_app(
         if manager != "pip":
             raise errors.LOCK_WOULD_CONFLICT.error(
                 manager=manager, app_dir=app, lock_file=lock_file, relock=relock_command(manager))
-    cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cache = Cache(optional_path(cache_dir, "lock_app", "cache_dir") or default_cache_dir())
+    python_version, python_platform = lock_target(app, cache)
     scratch = cache.scratch_dir("lock")
     output = app / OUTPUT
     partial = scratch / OUTPUT
     try:
         source, input_path = _lock_input(app, scratch)
         if output.is_file():
-            # pip-compile reads the old pins, includes too: the same rule as for input.
+            # The resolver reads the old pins, includes too: the same rule as for input.
             _check_inside_app(app, OUTPUT)
         if output.is_file() and not upgrade:
             partial.write_bytes(output.read_bytes())  # keep pins that still satisfy
-        argv = [sys.executable, "-m", "piptools", "compile", "--quiet", "--strip-extras",
-                "--no-emit-index-url", "--annotation-style", "line",
-                "--cache-dir", str(cache.pip_cache / "pip-tools"),
-                "--output-file", str(partial)]
-        cert = trusted_ca_bundle()
-        if cert:
-            argv += ["--cert", cert]
+        argv = [uv_binary(), "pip", "compile", "--quiet", "--python", sys.executable,
+                "--python-version", python_version, "--python-platform", python_platform,
+                "--annotation-style", "line", "--output-file", str(partial)]
         if upgrade:
             argv.append("--upgrade")
         if generate_hashes:
             argv.append("--generate-hashes")
         argv.append(str(input_path))
-        env = pip_env(config_vars, {"CUSTOM_COMPILE_COMMAND": "slugbuild lock"})
-        reporter.step(f"Pinning the dependencies of {source} with pip-tools")
+        env = uv_tool_env(config_vars, cache.root, {
+            **index_env(config_vars), "UV_CUSTOM_COMPILE_COMMAND": "slugbuild lock"})
+        reporter.step(f"Pinning the dependencies of {source} with uv for Python "
+                      f"{python_version} on {python_platform}")
         try:
             run_tool(argv, reporter, env, cwd=app)
         except ToolFailed as failed:
             raise errors.LOCK_FAILED.error(
-                command=shlex.join(["pip-compile", source]), exit_code=failed.exit_code,
-                output_file=OUTPUT, input_file=source, output=failed.tail,
+                command=shlex.join(["uv", "pip", "compile", source]),
+                exit_code=failed.exit_code, output_file=OUTPUT, input_file=source,
+                output=failed.tail,
                 index=redact_url(config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
             ) from failed
         text = partial.read_text().replace(str(input_path), source)
@@ -98,6 +110,37 @@ def lock_app(
     pins = [line for line in text.splitlines() if "==" in line and not line.startswith("#")]
     reporter.step(f"Wrote {OUTPUT} ({len(pins)} pinned packages)")
     return output
+
+
+def lock_target(app: Path, cache: Cache) -> tuple[str, str]:
+    """The Python version (major.minor, or the exact pin) and uv platform to resolve for.
+
+    The version the build would ask for: the app's version file, else the minor
+    its previous build used (sticky), else the default; a ``requires-python``
+    range gives the newest supported minor inside it.
+    """
+    request = read_request(app, sticky_minor(cache.root, app))
+    if not request.is_specifier:
+        return request.requested, uv_platform(platform_info.current())
+    for minor in default_minors():
+        patch = newest_known_patch(minor + ".0") or minor + ".0"
+        if request.matches(patch):
+            return minor, uv_platform(platform_info.current())
+    raise errors.LOCK_NO_PYTHON.error(requested=request.requested,
+                                      source_file=request.where,
+                                      supported=", ".join(default_minors()))
+
+
+def uv_platform(platform: Platform) -> str:
+    """uv's ``--python-platform`` for this machine: its architecture and glibc
+    (manylinux_2_17 to 2_40, the range uv names), else musl, else plain linux."""
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.arch, platform.arch)
+    if arch not in ("x86_64", "aarch64"):
+        return "linux"
+    glibc = re.fullmatch(r"glibc2\.(\d+)", platform.libc)
+    if glibc:
+        return f"{arch}-manylinux_2_{min(max(int(glibc.group(1)), 17), 40)}"
+    return f"{arch}-unknown-linux-musl" if "musl" in platform.libc else "linux"
 
 
 def _lock_input(app: Path, scratch: Path) -> tuple[str, Path]:

@@ -182,6 +182,19 @@ def expand(names: list[str], index: NltkIndex) -> list[NltkPackage]:
     return [found[key] for key in sorted(found)]
 
 
+def nltk_layer_key(names: list[str], config_vars: Mapping[str, str]
+                   ) -> tuple[str, str, dict[str, Any], list[NltkPackage]]:
+    """The layer's name, key and inputs for the corpora ``names``, and the packages they
+    mean: from NLTK's index (fetched), as the build and ``slugbuild plan`` key it."""
+    url = index_url(config_vars)
+    index = parse_index(_get(url, what="index", corpus=None), url)
+    packages = expand(names, index)
+    inputs = {"index_url": url, "requested": names,
+              "packages": [asdict(package) for package in packages]}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"nltk-{key[:20]}", key, inputs, packages
+
+
 def provide_nltk_data(build_dir: Path, installed: bool, config_vars: Mapping[str, str],
                       cache: Cache, reporter: Reporter) -> Layer | None:
     """The cache layer holding the corpora ``nltk.txt`` lists, made if needed; None when
@@ -200,13 +213,7 @@ def provide_nltk_data(build_dir: Path, installed: bool, config_vars: Mapping[str
     if not names:
         reporter.detail(f"'{NLTK_FILE}' lists no corpora")
         return None
-    url = index_url(config_vars)
-    index = parse_index(_get(url, what="index", corpus=None), url)
-    packages = expand(names, index)
-    inputs = {"index_url": url, "requested": names,
-              "packages": [asdict(package) for package in packages]}
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    name = f"nltk-{key[:20]}"
+    name, key, inputs, packages = nltk_layer_key(names, config_vars)
     reporter.step(f"Downloading NLTK packages: {' '.join(names)}")
     layer = cache.lookup("layers", name, key)
     if layer is None:

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, slug_size
-from .pack import LayerPart, PackedSlug, pack_tree
+from .pack import LayerPart, PackedSlug, pack_tree, source_date_epoch
 from .release import write_json
 from .slug.boot_check import check_boot
 from .slug.metadata import metadata_path_for
+from .slug.sbom import sbom_for_packed_tree, sbom_path_for
 
 if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
     from .context import BuildContext
@@ -63,25 +64,27 @@ class SlugTarball:
     """A Heroku slug: a gzipped tarball, with slug.json beside it."""
 
     def __init__(self, slug_path: Path, layout: str, epoch: int | None,
-                 metadata_path: Path | None = None) -> None:
+                 metadata_path: Path | None = None, sbom_path: Path | None = None) -> None:
         self.slug_path = slug_path
         # slug.json beside the slug unless told (--metadata-output)
         self.metadata_path = (metadata_path if metadata_path is not None
                               else metadata_path_for(slug_path))
+        # The CycloneDX SBOM (slug/sbom.py), beside the slug unless told (--sbom-output).
+        self.sbom_path = sbom_path if sbom_path is not None else sbom_path_for(slug_path)
         self.layout = layout
         self.epoch = epoch
 
     @property
     def leave_out(self) -> list[Path]:
         return [path.parent.resolve() / path.name
-                for path in (self.slug_path, self.metadata_path)]
+                for path in (self.slug_path, self.metadata_path, self.sbom_path)]
 
     @property
     def reported_as(self) -> Path:
         return self.slug_path
 
     def check(self) -> None:
-        check_output_paths(self.slug_path, self.metadata_path)
+        check_output_paths(self.slug_path, self.metadata_path, self.sbom_path)
 
     def write(self, tree: Path, layers: Sequence[LayerPart], describe: Describe,
               verify: Verify | None = None, measure: Measure | None = None,
@@ -96,16 +99,19 @@ class SlugTarball:
         a later build tells an abandoned one from one still being written, even by
         a build in another container (process ids say nothing there).
         """
-        slug_path, json_path = self.slug_path, self.metadata_path
+        slug_path, json_path, sbom_path = self.slug_path, self.metadata_path, self.sbom_path
         _remove_abandoned_partials(slug_path.parent, (slug_path.name, json_path.name))
         if json_path.parent != slug_path.parent:
             _remove_abandoned_partials(json_path.parent, (json_path.name,))
+        _remove_abandoned_partials(sbom_path.parent, (sbom_path.name,))
         suffix = f".{secrets.token_hex(6)}.partial"
         partial_slug = slug_path.with_name(f".{slug_path.name}{suffix}")
         partial_json = json_path.with_name(f".{json_path.name}{suffix}")
+        partial_sbom = sbom_path.with_name(f".{sbom_path.name}{suffix}")
         held: list[int] = []
         try:
-            held += [_locked_new_file(partial_slug), _locked_new_file(partial_json)]
+            held += [_locked_new_file(partial_slug), _locked_new_file(partial_json),
+                     _locked_new_file(partial_sbom)]
             with open(held[0], "wb", closefd=False) as handle:
                 packed = pack_tree(tree, handle, layout=self.layout, mtime=self.epoch,
                                    layers=layers)
@@ -115,17 +121,27 @@ class SlugTarball:
             if verify is not None:
                 verify(partial_slug)
             metadata = describe(packed.size, packed.sha256)
+            # Where the cached layers' parts lie in the slug: an image takes them as
+            # its runtime and dependency layers without compressing them again.
+            metadata["layer_parts"] = [
+                {"offset": part.start, "length": part.length, "sha256": part.sha256}
+                for part in packed.parts if part.sha256]
             if sizes is not None:
                 metadata["sizes"] = sizes
             write_json(partial_json, metadata)
+            # From the files just packed: what `inspect --sbom` reads from the slug.
+            with open(held[2], "wb", closefd=False) as handle:
+                handle.write(sbom_for_packed_tree(tree, packed.sha256,
+                                                  source_date_epoch(self.epoch), metadata))
             os.replace(partial_slug, slug_path)
             os.replace(partial_json, json_path)
+            os.replace(partial_sbom, sbom_path)
         except OSError as exc:
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 path=slug_path, reason=exc.strerror or str(exc)
             ) from exc
         finally:
-            for partial in (partial_slug, partial_json):
+            for partial in (partial_slug, partial_json, partial_sbom):
                 if partial.exists():
                     partial.unlink()
             for fd in held:
@@ -133,9 +149,11 @@ class SlugTarball:
         return packed, metadata
 
 
-def check_output_paths(slug_path: Path, json_path: Path) -> None:
+def check_output_paths(slug_path: Path, json_path: Path, sbom_path: Path | None = None
+                       ) -> None:
     """Refuse, before any work, outputs that could not be written at the end."""
-    for path in (slug_path, json_path):
+    outputs = (slug_path, json_path) + ((sbom_path,) if sbom_path is not None else ())
+    for path in outputs:
         if path.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(
                 variant="is-directory", path=path, suggested=path / "slug.tgz")
@@ -145,7 +163,10 @@ def check_output_paths(slug_path: Path, json_path: Path) -> None:
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="not-regular-file", path=path)
     if os.path.abspath(slug_path) == os.path.abspath(json_path):
         raise errors.OUTPUT_NOT_WRITABLE.error(variant="metadata-is-slug", path=slug_path)
-    for path in dict.fromkeys((slug_path, json_path)):
+    if sbom_path is not None and os.path.abspath(sbom_path) in (
+            os.path.abspath(slug_path), os.path.abspath(json_path)):
+        raise errors.OUTPUT_NOT_WRITABLE.error(variant="sbom-is-other-output", path=sbom_path)
+    for path in dict.fromkeys(outputs):
         if not path.parent.is_dir():
             raise errors.OUTPUT_NOT_WRITABLE.error(variant="no-directory", path=path)
         try:  # access() says yes to root on a read-only filesystem: really write

@@ -20,11 +20,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, cast
 
 from . import errors, platform_info, slug_size
 from .app_base import apply_app_base
+from .app_json import apply_app_json
 from .aptfile import place_apt_layer
+from .arguments import PathArg, as_path, buildpack_list, of_type, one_of, optional_path
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
@@ -36,13 +38,14 @@ from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
-from .results import BuildResultDict
+from .results import BuildResultDict, BuildRuntimeDict, PackageDict, SlugJsonDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
 from .stack_compat import slug_requirements
 from .stage import check_top_level_links, stage_sources
 
-PathLike = Union[str, "os.PathLike[str]"]
+# The name this module used before arguments.PathArg; kept for importers.
+PathLike = PathArg
 
 
 @dataclass
@@ -54,11 +57,12 @@ class BuildResult:
     sha256: str
     size: int
     process_types: dict[str, str]
-    runtime: dict[str, Any]
-    packages: list[dict[str, str]]
-    metadata: dict[str, Any]
+    runtime: BuildRuntimeDict  # {} when only external buildpacks ran
+    packages: list[PackageDict]
+    metadata: SlugJsonDict  # the whole slug.json (docs/slug-json.md)
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    sbom_path: Path | None = None  # the slug's CycloneDX SBOM (docs/sbom.md)
     # What went to and came from the cache registry (None: the build had none).
     cache_registry: dict[str, Any] | None = None
 
@@ -88,7 +92,7 @@ def compile_app(
     source_date_epoch: int | None = None,
     reporter: Reporter | None = None,
     runtime_options: RuntimeOptions | None = None,
-    buildpacks: Sequence[str] | None = None,
+    buildpacks: Sequence[str | os.PathLike[str]] | str | None = None,
     constraints_from: PathLike | None = None,
     boot_check: bool | float = False,
     timeout: float | None = None,
@@ -96,6 +100,8 @@ def compile_app(
     node_build: bool = False,
     max_slug_size: int | str | None = None,
     metadata_output: PathLike | None = None,
+    sbom_output: PathLike | None = None,
+    app_json_env: bool = False,
     cache_registry: str | None = None,
     cache_registry_readonly: bool | None = None,
 ) -> BuildResult:
@@ -130,18 +136,34 @@ def compile_app(
     ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
     registry that fails only costs a warning (see cache_registry.py).
     ``metadata_output`` writes slug.json there instead of beside the slug.
+    ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
+    the slug, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
+    An app.json is read and checked; its scripts are recorded in slug.json, and
+    with ``app_json_env`` its ``env`` is applied to the build's config vars as
+    Heroku's app setup and review apps do (see app_json.py, docs/app-json.md).
     """
     reporter = reporter or Reporter()
     timer = StageTimer()
     started = time.perf_counter()
-    app_dir = Path(app_dir).absolute()
-    target = SlugTarball(Path(output if output is not None else "slug.tgz").absolute(),
-                         layout, source_date_epoch,
-                         Path(metadata_output).absolute() if metadata_output is not None
-                         else None)
     # Every input is checked before any work.
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}")
+    app_dir = as_path(app_dir, "compile_app", "app_dir").absolute()
+    output_path = optional_path(output, "compile_app", "output") or Path("slug.tgz")
+    layout = one_of(layout, LAYOUTS, "compile_app", "layout")
+    cache_path = optional_path(cache_dir, "compile_app", "cache_dir")
+    env_dir = optional_path(env_dir, "compile_app", "env_dir")
+    constraints_path = optional_path(constraints_from, "compile_app", "constraints_from")
+    buildpack_refs = buildpack_list(buildpacks, "compile_app", "buildpacks")
+    _check_types(env, reporter, runtime_options, timeout, source_date_epoch, app_base,
+                 max_slug_size, node_build)
+    of_type(cache_registry, str, "compile_app", "cache_registry",
+            "a registry reference such as 'docker://host:5000/cache'")
+    of_type(cache_registry_readonly, bool, "compile_app", "cache_registry_readonly",
+            "True or False")
+    metadata_path = optional_path(metadata_output, "compile_app", "metadata_output")
+    sbom_path = optional_path(sbom_output, "compile_app", "sbom_output")
+    target = SlugTarball(output_path.absolute(), layout, source_date_epoch,
+                         metadata_path.absolute() if metadata_path is not None else None,
+                         sbom_path.absolute() if sbom_path is not None else None)
     if not app_dir.is_dir():
         raise errors.APP_DIR_MISSING.error(app_dir=app_dir)
     target.check()
@@ -149,12 +171,13 @@ def compile_app(
     limit = build_timeout_from_env(timeout)
     config_vars = load_config_vars(env, env_dir)
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
+    manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
-    chosen = choose_buildpacks(app_dir, buildpacks, repo_root, node_build, runtime_options)
-    constraints = (constraints_from_slug_json(Path(constraints_from))
-                   if constraints_from is not None else None)
-    cache = open_cache(Path(cache_dir) if cache_dir is not None else None, app_dir)
+    chosen = choose_buildpacks(app_dir, buildpack_refs, repo_root, node_build, runtime_options)
+    constraints = (constraints_from_slug_json(constraints_path)
+                   if constraints_path is not None else None)
+    cache = open_cache(cache_path, app_dir)
     cache.remote = remote = cache_registry_from_settings(
         cache_registry, cache_registry_readonly, platform_info.current().key, reporter)
 
@@ -197,7 +220,8 @@ def compile_app(
                     platform=build.platform.as_dict(), layout=layout,
                     buildpacks=[r.description for r in runs if r.description is not None],
                     system_packages=build.system_packages,
-                    stack_requirements=requirements.as_dict())
+                    stack_requirements=requirements.as_dict(),
+                    app_json=manifest.slug_fields() if manifest is not None else None)
                 with reporter.waiting("compressing"):  # a large slug takes a while
                     packed, metadata = write_output(build, target, checked.intact, describe,
                                                     boot_timeout)
@@ -215,11 +239,31 @@ def compile_app(
     return BuildResult(
         slug_path=target.slug_path, metadata_path=target.metadata_path, sha256=packed.sha256,
         size=packed.size, process_types=release.process_types,
-        runtime=python.runtime_info if python else {},
-        packages=python.package_list() if python else [],
-        metadata=metadata, timings=timer.timings, log=list(reporter.lines),
+        runtime=cast(BuildRuntimeDict, python.runtime_info if python else {}),
+        packages=cast(list[PackageDict], python.package_list() if python else []),
+        metadata=cast(SlugJsonDict, metadata), timings=timer.timings,
+        log=list(reporter.lines),
+        sbom_path=target.sbom_path,
         cache_registry=remote.summary() if remote is not None else None,
     )
+
+
+def _check_types(env: object, reporter: object, runtime_options: object, timeout: object,
+                 source_date_epoch: object, app_base: object, max_slug_size: object,
+                 node_build: object) -> None:
+    """compile_app's other arguments are of the types it takes (invalid-argument)."""
+    checks: list[tuple[object, type | tuple[type, ...], str, str]] = [
+        (env, Mapping, "env", "a mapping of config var names to values"),
+        (reporter, Reporter, "reporter", "a slugbuild.Reporter"),
+        (runtime_options, RuntimeOptions, "runtime_options", "a slugbuild.RuntimeOptions"),
+        (timeout, (int, float), "timeout", "seconds as an int or float (0: none)"),
+        (source_date_epoch, int, "source_date_epoch", "seconds since 1970 as an int"),
+        (app_base, str, "app_base", "a subdirectory of the app, as a str"),
+        (max_slug_size, (int, str), "max_slug_size", "bytes as an int, or a size such as '500MB'"),
+        (node_build, bool, "node_build", "True or False"),
+    ]
+    for value, types, name, expected in checks:
+        of_type(value, types, "compile_app", name, expected)
 
 
 def _stage_app(build: BuildContext, target: OutputTarget) -> None:

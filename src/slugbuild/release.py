@@ -277,6 +277,7 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
                      buildpacks: list[dict[str, str]],
                      system_packages: list[dict[str, str]],
                      stack_requirements: dict[str, Any] | None = None,
+                     app_json: dict[str, Any] | None = None,
                      ) -> Callable[[int, str], dict[str, Any]]:
     """slug.json for the packed slug's (size, sha256): what the build learned, with
     the Python buildpack's fields (runtime, package manager, packages, frameworks;
@@ -305,6 +306,8 @@ def slug_json_writer(release: Release, *, python_fields: dict[str, Any] | None,
             metadata["system_packages"] = system_packages
         if stack_requirements is not None:
             metadata["stack_requirements"] = stack_requirements
+        if app_json is not None:  # only with an app.json (app_json.py)
+            metadata["app_json"] = app_json
         return metadata
 
     return describe

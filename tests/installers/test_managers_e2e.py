@@ -147,6 +147,18 @@ def test_lock_pins_requirements_in_and_keeps_the_old_file_on_failure(tmp_path, c
     assert nothing.returncode != 0 and "Error [nothing-to-lock]: Nothing to lock" in nothing.stderr
 
 
+@pytest.mark.parametrize("version, kept", [("3.10", True), ("3.12", False)])
+def test_lock_resolves_for_the_apps_python_not_slugbuilds(tmp_path, cache_dir, version, kept):
+    # slugbuild runs on 3.11 here: the marker is evaluated for the app's version.
+    app = make_app(tmp_path / "app", {".python-version": f"{version}\n", "requirements.in":
+                                      'tomli ; python_version < "3.11"\nsix\n'})
+    result = run_cli("lock", app, "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert f"for Python {version} on " in result.stderr
+    pinned = (app / "requirements.txt").read_text()
+    assert "\nsix==" in pinned and ("\ntomli==" in pinned) is kept
+
+
 def test_local_package_is_keyed_by_its_files_and_points_at_the_slug(tmp_path, cache_dir):
     app = make_app(tmp_path / "app", {
         ".python-version": "3.12\n",

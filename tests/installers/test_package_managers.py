@@ -430,3 +430,33 @@ def test_every_row_of_the_table_is_what_detection_and_the_installers_use(tmp_pat
             assert relock_command(manager.name) == manager.relock
     with pytest.raises(KeyError):
         relock_command("pip")  # requirements.txt has no lock to rewrite
+
+
+@pytest.mark.parametrize("arch, libc, expected", [
+    ("x86_64", "glibc2.36", "x86_64-manylinux_2_36"),
+    ("aarch64", "glibc2.17", "aarch64-manylinux_2_17"),
+    ("x86_64", "glibc2.5", "x86_64-manylinux_2_17"),
+    ("x86_64", "glibc2.99", "x86_64-manylinux_2_40"),
+    ("x86_64", "musl1.2", "x86_64-unknown-linux-musl"), ("riscv64", "glibc2.36", "linux"),
+])
+def test_lock_resolves_for_this_machines_platform(arch, libc, expected):
+    from slugbuild.lock import uv_platform
+    from slugbuild.platform_info import Platform
+
+    assert uv_platform(Platform("s", "debian", "12", arch, libc)) == expected
+
+
+@pytest.mark.parametrize("files, version", [
+    ({".python-version": "3.10\n"}, "3.10"), ({"runtime.txt": "python-3.12.4\n"}, "3.12.4"),
+    ({"pyproject.toml": "[project]\nrequires-python = '>=3.9,<3.12'\n"}, "3.11"),
+])
+def test_lock_resolves_for_the_version_the_build_would_use(tmp_path, files, version):
+    from slugbuild.cache import Cache
+    from slugbuild.lock import lock_target
+
+    app = make_app(tmp_path / "app", files)
+    assert lock_target(app, Cache(tmp_path / "cache"))[0] == version
+    app = make_app(tmp_path / "old", {"pyproject.toml": "[project]\nrequires-python = '<3.5'\n"})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        lock_target(app, Cache(tmp_path / "cache"))
+    assert caught.value.code == "lock-no-python"

@@ -30,6 +30,11 @@ from ..helpers import AUTH_REGISTRY_PASSWORD, AUTH_REGISTRY_USER, RegistryServer
 TOKEN_USER, TOKEN_PASSWORD = "tokenuser", "token-pass-71b"
 
 
+@pytest.fixture(autouse=True)
+def _no_waiting_between_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RegistryClient, "retry_delay", staticmethod(lambda attempt: 0.0))
+
+
 def _blob(text: str) -> tuple[bytes, str]:
     data = text.encode() * 100
     return data, "sha256:" + hashlib.sha256(data).hexdigest()
@@ -273,3 +278,57 @@ def test_challenge_parsing() -> None:
                                "realm": "https://auth.example/token", "service": "reg",
                                "scope": "repository:a/b:pull,push"})
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+
+
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """A registry whose blob store is broken: every answer but /v2/ is a 500."""
+
+    seen: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        _Failing.seen.append(self.command)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path == "/v2/":
+            status, headers = 200, {}
+        elif self.command == "POST":
+            status, headers = 202, {"Location": "/v2/x/y/blobs/uploads/1"}
+        elif self.command == "HEAD":
+            status, headers = 404, {}
+        else:
+            status, headers = 500, {}
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_PUT = _answer
+
+
+def test_server_errors_retry_reads_but_never_uploads(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    data, digest = _blob("failing")
+    try:
+        with RegistryClient(f"127.0.0.1:{server.server_address[1]}", "x/y") as client:
+            _Failing.seen.clear()
+            with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+                client.get_manifest("v1")
+            assert raised.value.fields["variant"] == "retried"
+            assert _Failing.seen == ["GET"] * 3
+            _Failing.seen.clear()
+            with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+                client.push_blob(data, digest, len(data))
+            assert _Failing.seen == ["HEAD", "POST", "PUT"]  # the upload is not repeated
+            with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
+                client.pull_blob(digest, tmp_path / "blob")
+            assert not (tmp_path / "blob").exists()
+    finally:
+        server.shutdown()
+        server.server_close()

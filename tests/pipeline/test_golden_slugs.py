@@ -8,7 +8,9 @@ them again, on purpose and in the same commit:
     SLUGBUILD_RECORD_GOLDEN=1 .venv/bin/pytest tests/pipeline/test_golden_slugs.py
 
 The builds share a cache of their own (not the session's: tests that expect a
-cold dependency layer of a fixture must not find one made here).
+cold dependency layer of a fixture must not find one made here): ``golden_cache``
+in conftest.py, which the plan's agreement with these builds shares
+(test_plan_vs_build.py).
 """
 
 from __future__ import annotations
@@ -50,11 +52,6 @@ def _record(name: str, layout: str, outcome: str) -> None:
         recorded = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
         recorded.setdefault(name, {})[layout] = outcome
         GOLDEN.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-
-
-@pytest.fixture(scope="module")
-def golden_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("golden-cache")
 
 
 @pytest.mark.slow

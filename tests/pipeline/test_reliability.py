@@ -69,8 +69,8 @@ def test_kill_9_at_random_points_then_build_again(tmp_path):
     unrelated.write_text("keep me\n")
     final = run_cli("compile", app, "-o", out, "--cache-dir", cache)
     assert final.returncode == 0, final.stderr
-    assert sorted(p.name for p in out.parent.iterdir()) == [unrelated.name, "slug.json",
-                                                            "slug.tgz"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [unrelated.name, "slug.cdx.json",
+                                                            "slug.json", "slug.tgz"]
     assert list((cache / "tmp").iterdir()) == []
     clean = run_cli("compile", app, "-o", tmp_path / "clean.tgz",
                     "--cache-dir", tmp_path / "clean-cache")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from slugbuild import compile_app, errors
 from slugbuild.log import Reporter
+from slugbuild.slug import publish
 from slugbuild.slug.inspect import describe_slug
 from slugbuild.slug.publish import publish_slug
 
@@ -115,6 +118,11 @@ class FakeHerokuAPI:
         self.requests: list[tuple[str, str, dict, bytes]] = []
         self.uploaded = b""
         self.fail_with: int | None = None
+        # The release phase: the statuses GET /apps/demo/releases/rel-1 answers in turn
+        # (none: the release object has no status, as without a release command), and
+        # the release command's output, served at output_stream_url line by line.
+        self.statuses: list[str] = []
+        self.output: list[str] | None = None
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -146,7 +154,29 @@ class FakeHerokuAPI:
                     return self._reply(201, {"id": "slug-1", "blob": {
                         "method": "put", "url": f"http://127.0.0.1:{port}/blob?sig=s3cr3t"}})
                 if self.path == "/apps/demo/releases":
-                    return self._reply(201, {"id": "rel-1", "version": 7})
+                    release: dict = {"id": "rel-1", "version": 7}
+                    if api.statuses:
+                        release["status"] = "pending"
+                    if api.output is not None:
+                        port = self.server.server_address[1]
+                        release["output_stream_url"] = f"http://127.0.0.1:{port}/out?sig=xyz"
+                    return self._reply(201, release)
+                return self._reply(404, {"message": "not found"})
+
+            def do_GET(self):
+                api.requests.append(("GET", self.path, dict(self.headers), b""))
+                if self.path == "/out?sig=xyz" and api.output is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.end_headers()
+                    for line in api.output:  # as a release command prints it, over time
+                        self.wfile.write(line.encode() + b"\n")
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                    return None
+                if self.path == "/apps/demo/releases/rel-1" and api.statuses:
+                    status = api.statuses.pop(0) if len(api.statuses) > 1 else api.statuses[0]
+                    return self._reply(200, {"id": "rel-1", "version": 7, "status": status})
                 return self._reply(404, {"message": "not found"})
 
             def do_PUT(self):
@@ -221,3 +251,40 @@ def test_publish_failures_are_clear(heroku_slug, django_build, monkeypatch, tmp_
     result = run_cli("publish", heroku_slug.slug_path, "--heroku-app", "demo",
                      "--api-url", "http://127.0.0.1:9", "--timeout", "1")
     assert result.returncode == 1 and "Could not reach the Heroku API" in result.stderr
+
+
+@pytest.mark.slow
+def test_publish_follows_the_release_phase_and_prints_its_output(heroku_slug, monkeypatch):
+    monkeypatch.setenv("HEROKU_API_KEY", "test-token")
+    monkeypatch.setattr(publish, "RELEASE_POLL_SECONDS", 0.01)
+    lines: list[str] = []
+    with FakeHerokuAPI() as api:
+        api.output = ["Running migrations:", "  Applying app.0001_initial... OK"]
+        api.statuses = ["pending", "pending", "succeeded"]
+        release = publish_slug(heroku_slug.slug_path, "demo", api_url=api.url,
+                               reporter=Reporter(quiet=True, on_event=lambda e: lines.append(
+                                   e.line)))
+    assert release["status"] == "succeeded"
+    shown = "\n".join(lines)
+    assert shown.index("Running release command...") < shown.index(
+        "Applying app.0001_initial... OK") < shown.index("Released v7 of demo")
+    gets = [path for method, path, _, _ in api.requests if method == "GET"]
+    assert gets[0] == "/out?sig=xyz" and gets[1:] == ["/apps/demo/releases/rel-1"] * 3
+    stream_headers = next(h for m, p, h, _ in api.requests if p == "/out?sig=xyz")
+    assert "Authorization" not in stream_headers  # the token never goes to the stream
+    assert "sig=xyz" not in shown
+
+
+@pytest.mark.slow
+def test_a_failed_release_phase_is_one_clear_error(heroku_slug, monkeypatch):
+    monkeypatch.setenv("HEROKU_API_KEY", "test-token")
+    monkeypatch.setattr(publish, "RELEASE_POLL_SECONDS", 0.01)
+    with FakeHerokuAPI() as api:
+        api.output = ["django.db.utils.OperationalError: could not connect"]
+        api.statuses = ["pending", "failed"]
+        result = run_cli("publish", heroku_slug.slug_path, "--heroku-app", "demo",
+                         "--api-url", api.url, env={**os.environ, "HEROKU_API_KEY": "test-token"})
+    assert result.returncode == 1
+    assert "OperationalError: could not connect" in result.stderr
+    assert f"Error [{errors.PUBLISH_RELEASE_FAILED.code}]" in result.stderr
+    assert "v7" in result.stderr and "Traceback" not in result.stderr

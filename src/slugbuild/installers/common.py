@@ -6,12 +6,16 @@ Both backends (and the tool cache) import from here, never from each other.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import subprocess
+from pathlib import Path
 
 from .. import errors, indexes
 from ..proc import ToolFailed
 from ..redact import redact_url as redact
+from ..relocate import SLUG_PYTHON_HOME
 from . import InstallJob
 from .requirements import local_reference
 
@@ -30,11 +34,42 @@ def build_env(job: InstallJob) -> dict[str, str]:
     (relocate.settle_built_elf_files). Compilers and wheel builders see a fixed
     SOURCE_DATE_EPOCH (1980-01-01, unless a config var sets one), so
     ``__DATE__`` and ``__TIME__`` do not depend on the day.
+
+    Extensions are linked with the RUNPATH the slug's interpreter would give them
+    (``LDSHARED`` with the interpreter's configured prefix read as the slug's
+    ``.heroku/python``): the installing interpreter is the local prefix on one build
+    and the relocated runtime layer's on another (it depends on what the cache held),
+    and a wheel built by either is kept in the installer's cache for every app, so
+    the bytes of a built extension must not depend on which one built it.
     """
     temporary = job.scratch / "tmp"
     temporary.mkdir(exist_ok=True)
-    return {"TMPDIR": str(temporary),
-            "SOURCE_DATE_EPOCH": job.config_vars.get("SOURCE_DATE_EPOCH") or "315532800"}
+    settings = {"TMPDIR": str(temporary),
+                "SOURCE_DATE_EPOCH": job.config_vars.get("SOURCE_DATE_EPOCH") or "315532800"}
+    if "LDSHARED" not in job.config_vars:
+        ldshared = slug_link_command(job.python)
+        if ldshared:
+            settings["LDSHARED"] = ldshared
+    return settings
+
+
+@functools.lru_cache(maxsize=32)
+def slug_link_command(python: Path) -> str | None:
+    """The interpreter's ``LDSHARED`` with its configured prefix replaced by the
+    slug's, or None when it has none (or cannot say)."""
+    probe = ("import sysconfig; print(sysconfig.get_config_var('prefix') or ''); "
+             "print(sysconfig.get_config_var('LDSHARED') or '')")
+    try:
+        shown = subprocess.run([str(python), "-I", "-c", probe], capture_output=True,
+                               text=True, timeout=60, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(shown) != 2 or not shown[1]:
+        return None
+    prefix, ldshared = shown[0].rstrip("/"), shown[1]
+    if prefix in {"", "/", "/usr", "/usr/local"}:
+        return ldshared
+    return ldshared.replace(prefix, SLUG_PYTHON_HOME)
 
 
 def install_failed(job: InstallJob, shown: list[str], failed: ToolFailed,

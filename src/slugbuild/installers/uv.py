@@ -65,23 +65,31 @@ def uv_version() -> str:
 
 def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a uv run: build config vars, never the host's uv/pip config."""
+    return uv_tool_env(job.config_vars, job.cache.root, {**build_env(job), **(extra or {})},
+                       job.exports)
+
+
+def uv_tool_env(config_vars: Mapping[str, str], cache_root: Path,
+                extra: Mapping[str, str] | None = None,
+                exports: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``uv_env`` without a job (``slugbuild lock``): config vars exported, uv's cache
+    in slugbuild's, the host's uv config and Python downloads shut out."""
     settings = {
-        **exported_config(job.config_vars),
+        **exported_config(config_vars),
         "UV_NO_CONFIG": "1",
-        "UV_CACHE_DIR": str(job.cache.root / "uv"),
+        "UV_CACHE_DIR": str(cache_root / "uv"),
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
         "NO_COLOR": "1",
         # The interpreter may be the one a runtime is copied from, or a cached
         # layer's: running it must write nothing into either.
         "PYTHONDONTWRITEBYTECODE": "1",
-        **build_env(job),
         **(extra or {}),
     }
     cert = trusted_ca_bundle()
     if cert:
         settings["SSL_CERT_FILE"] = cert
-    return clean_env(settings, exports=job.exports)
+    return clean_env(settings, exports=exports)
 
 
 def index_env(config_vars: Mapping[str, str], lock_indexes: Sequence[str] = (),

@@ -32,7 +32,7 @@ import requests
 
 from .. import errors
 from ..redact import register_secrets
-from ..retry import GaveUp, retrying
+from ..retry import GaveUp, backoff, retrying
 from .credentials import Credentials
 
 MANIFEST_TYPES = (
@@ -106,6 +106,9 @@ class RegistryClient:
     each request's connection and each read; GET and HEAD are tried ``attempts``
     times (a cache that must fail fast passes 1).
     """
+
+    #: Seconds to wait after failed attempt N (1-based) of a GET or HEAD.
+    retry_delay: Callable[[int], float] = staticmethod(backoff)
 
     def __init__(self, host: str, repository: str, *, credentials: Credentials | None = None,
                  insecure: bool = False, timeout: float = 30.0,
@@ -360,7 +363,8 @@ class RegistryClient:
 
     def _retried(self, method: str, url: str, action: Callable[[], _T]) -> _T:
         try:
-            return retrying(action, attempts=self.attempts, failure=_Retryable)
+            return retrying(action, attempts=self.attempts, failure=_Retryable,
+                            delay=self.retry_delay)
         except GaveUp as gave_up:
             raise self._gave_up(method, url, gave_up.last, gave_up.attempts) from None
 

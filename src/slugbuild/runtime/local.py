@@ -54,6 +54,10 @@ class LocalInterpreterSource:
             metadata={"origin": runtime.origin}, detail=runtime, host_prefix=runtime.prefix,
         )
 
+    def refused(self) -> list[str]:
+        """Pythons on this machine that are not offered, and why (refused_interpreters)."""
+        return refused_interpreters(self.search_path)
+
     def find_exact(self, version: str) -> RuntimeOffer | None:
         """What is installed is all there is: ``available`` lists it."""
         return None
@@ -88,20 +92,30 @@ def _candidate_prefixes(directory: Path) -> list[Path]:
 
 def inspect_prefix(prefix: Path, origin: str) -> LocalRuntime | None:
     """A LocalRuntime if ``prefix`` holds a final-release CPython 3, else None."""
+    examined = examine_prefix(prefix, origin)
+    return examined if isinstance(examined, LocalRuntime) else None
+
+
+def examine_prefix(prefix: Path, origin: str) -> LocalRuntime | str:
+    """A LocalRuntime if ``prefix`` holds a final-release CPython 3, else why not."""
     prefix = prefix.resolve()
     if str(prefix) in _SHARED_PREFIXES:
-        return None  # a distro's Python shares its prefix with everything else
+        # A distro's Python shares its prefix with everything else.
+        return (f"its prefix {prefix} is shared with the rest of the system (a distribution's "
+                f"Python), and a runtime is copied as a whole prefix")
     bin_dir = prefix / "bin"
     try:
         names = sorted(os.listdir(bin_dir))
     except OSError:
-        return None
+        return f"{bin_dir} cannot be listed"
+    reason = f"no python3.N interpreter in {bin_dir}"
     for name in names:
         match = _PYTHON_BIN.match(name)
         if not match:
             continue
         major_minor = match.group(1)
         if not (prefix / "lib" / f"python{major_minor}" / "os.py").is_file():
+            reason = f"no standard library at {prefix}/lib/python{major_minor}"
             continue
         header = prefix / "include" / f"python{major_minor}" / "patchlevel.h"
         try:
@@ -114,7 +128,52 @@ def inspect_prefix(prefix: Path, origin: str) -> LocalRuntime | None:
             and version_match.group(1).decode().startswith(major_minor + ".")
         ):
             return LocalRuntime(version_match.group(1).decode(), prefix, origin)
-    return None
+        reason = (f"not a final CPython 3 release with its headers ({header} is missing "
+                  f"or names another version)")
+    return reason
+
+
+def refused_interpreters(search_path: list[tuple[Path, str]]) -> list[str]:
+    """The Pythons on this machine a user may expect to be used, and why they are not.
+
+    The interpreter running slugbuild and every ``python3``/``python3.N`` on PATH:
+    each is named with the reason its prefix is refused (a distribution's
+    Python in /usr, no headers...), or, when it would do but lies outside the
+    search path, how to add it. For the ``python-version-unavailable`` error.
+    """
+    notes: dict[Path, str] = {}
+    searched: set[Path] = set()  # prefixes the search path offers
+    for directory, origin in search_path:
+        for prefix in _candidate_prefixes(directory):
+            examined = examine_prefix(prefix, origin)
+            if isinstance(examined, LocalRuntime):
+                searched.add(examined.prefix)
+            elif origin != "pyenv":  # named explicitly (or running): say why not
+                notes.setdefault(prefix.resolve(), f"{prefix} ({origin}) refused: {examined}")
+    binaries = [Path(sys.executable)]
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        try:
+            names = sorted(os.listdir(entry or "."))
+        except OSError:
+            continue
+        binaries += [Path(entry) / n for n in names if n == "python3" or _PYTHON_BIN.match(n)]
+    for binary in binaries:
+        try:
+            real = binary.resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        prefix = real.parent.parent
+        if prefix in searched or prefix in notes or "shims" in real.parts:
+            continue  # offered (or refused) with the search path; pyenv's shims are not Pythons
+        examined = examine_prefix(prefix, "PATH")
+        if isinstance(examined, LocalRuntime):
+            notes[prefix] = (f"{binary} (Python {examined.version}) is not searched: add "
+                             f"{prefix} to SLUGBUILD_PYTHON_PATH")
+        else:
+            named = _PYTHON_BIN.match(real.name)
+            version = f" (Python {named.group(1)})" if named else ""
+            notes[prefix] = f"{binary}{version} refused: {examined}"
+    return list(notes.values())
 
 
 def _fingerprint(runtime: LocalRuntime) -> str:

@@ -178,7 +178,10 @@ class _Survey:
             if source.name in self.failed:
                 parts.append(f"{source.name} ({self.failed[source.name]})")
             elif id(source) in self._offers:
-                parts.append(f"{source.name} ({len(self._offers[id(source)])} version(s))")
+                refused = getattr(source, "refused", None)  # the local source says why
+                notes = refused() if refused is not None else []
+                parts.append(f"{source.name} ({len(self._offers[id(source)])} version(s)"
+                             + "".join(f"; {note}" for note in notes) + ")")
         return "; ".join(parts) or "none"
 
     def first_match(self, request: PythonRequest) -> RuntimeOffer | None:
@@ -311,10 +314,12 @@ def _unavailable(request: PythonRequest, survey: _Survey, sources: Sequence[Runt
 
 
 def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: RuntimeOptions,
-                   reporter: Reporter, sticky_key: Path) -> tuple[PythonRequest, Resolution]:
+                   reporter: Reporter, sticky_key: Path, remember: bool = True
+                   ) -> tuple[PythonRequest, Resolution]:
     """Read the app's request, resolve it against the configured sources, and say
     in the log what was picked and why. ``sticky_key`` is the app's own directory:
-    an app without a version file stays on the minor its previous build used."""
+    an app without a version file stays on the minor its previous build used
+    (``remember=False``, for ``slugbuild plan``: look, but record nothing)."""
     request = read_request(app_dir, sticky_minor(cache.root, sticky_key))
     if request.source_file:
         reporter.step(f"Using Python {request.requested} {request.describe_source()}")
@@ -344,7 +349,7 @@ def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: Run
     for warning in resolution.warnings:
         reporter.warn(warning)
     _check_project_allows(app_dir, resolution.offer.version)
-    if request.origin in (FROM_DEFAULT, FROM_STICKY):
+    if remember and request.origin in (FROM_DEFAULT, FROM_STICKY):
         record_sticky(cache.root, sticky_key, resolution.offer.version)
     return request, resolution
 

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
+from ..arguments import positive_seconds
 from .archive import SlugArchive
 from .run import (
     LEFTOVER_GRACE_SECONDS,
     app_root,
+    free_port,
     read_release,
     shorten,
     start_process,
@@ -55,18 +57,7 @@ def timeout_of(boot_check: bool | float | None) -> float | None:
         return None
     if boot_check is True:
         return DEFAULT_TIMEOUT_SECONDS
-    seconds = float(boot_check)
-    if not seconds > 0:
-        raise ValueError("boot_check must be True or a positive number of seconds")
-    return seconds
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return positive_seconds(boot_check, "compile_app", "boot_check")
 
 
 def check_boot(slug: Path, *, config_vars: Mapping[str, str], timeout: float, workdir: Path,

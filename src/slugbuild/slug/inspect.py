@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import errors
+from ..arguments import PathArg, as_path
 from ..redact import mask, redact_url
 from ..release import slug_release
 from ..results import PackageDict, SlugDescription, SlugRuntimeDict
@@ -38,9 +39,9 @@ _SOURCE_FILE = re.compile(r"^[\w.-]{1,64}$")
 
 
 @errors.user_errors
-def describe_slug(path: Path) -> SlugDescription:
+def describe_slug(path: PathArg) -> SlugDescription:
     """Process types, runtime, packages, size and checksum of the slug at ``path``."""
-    archive = SlugArchive(path)
+    archive = SlugArchive(as_path(path, "describe_slug", "path"))
     sha256 = archive.sha256()
     size = archive.path.stat().st_size
     names = archive.names()
@@ -70,10 +71,10 @@ def describe_slug(path: Path) -> SlugDescription:
 
 
 @errors.user_errors
-def slug_sizes(path: Path) -> dict[str, Any]:
+def slug_sizes(path: PathArg) -> dict[str, Any]:
     """What takes the space in the slug at ``path``, read from the slug alone
     (streaming; the slug's entries are checked first, as for ``describe_slug``)."""
-    archive = SlugArchive(path)
+    archive = SlugArchive(as_path(path, "slug_sizes", "path"))
     breakdown = measure_slug(archive.path, archive.layout)
     return {**breakdown, "advice": advice(breakdown, HEROKU_SLUG_LIMIT)}
 

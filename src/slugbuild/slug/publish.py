@@ -3,7 +3,10 @@
 Three requests, as Heroku documents "Creating Slugs from Scratch":
 create the slug (process types, ``SHA256:`` checksum, stack, description),
 PUT the tarball to the blob URL the API returns, then create a release of
-that slug. The token comes from HEROKU_API_KEY and is never printed.
+that slug. The token comes from HEROKU_API_KEY and is never printed. Then,
+like `git push heroku`, the release phase is followed: the release command's
+output is printed from the release's ``output_stream_url`` and the release is
+polled until its status is no longer "pending" (``follow_release``).
 
 The API and the blob store are outside slugbuild's control, so:
 - the whole publish has a deadline (``timeout``, default 15 minutes), enforced
@@ -35,6 +38,7 @@ import requests
 import urllib3
 
 from .. import errors
+from ..arguments import PathArg, as_path, invalid
 from ..log import Reporter
 from ..redact import redact_url, register_secrets, register_url_credentials
 from ..release import BUILDPACK_DESCRIPTION
@@ -51,6 +55,7 @@ READ_TIMEOUT = 60.0  # silence between two reads
 RETRY_DELAYS = (1.0, 3.0, 9.0)  # waits before the 2nd, 3rd and 4th attempt
 MAX_RETRY_AFTER = 30.0
 MAX_RESPONSE_BYTES = 1024 * 1024  # an API answer is a few hundred bytes
+RELEASE_POLL_SECONDS = 2.0  # between two looks at a pending release's status
 _HEROKU_STACK = re.compile(r"^heroku-[0-9]+$")
 _TOKEN = re.compile(r"^[\x21-\x7e]{1,1000}$")  # printable ASCII, no spaces
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -78,7 +83,7 @@ class _TooLarge(Exception):
 
 @errors.user_errors
 def publish_slug(
-    slug: Path,
+    slug: PathArg,
     app: str,
     *,
     api_url: str | None = None,
@@ -97,6 +102,9 @@ def publish_slug(
     ``timeout`` bounds the whole publish, in seconds (default
     $SLUGBUILD_PUBLISH_TIMEOUT or 900).
     """
+    slug = as_path(slug, "publish_slug", "slug")
+    if not isinstance(app, str):
+        raise invalid("publish_slug", "app", app, "is not an app name", "a Heroku app's name")
     reporter = reporter or Reporter()
     token = token or os.environ.get("HEROKU_API_KEY")
     if not token:
@@ -147,9 +155,65 @@ def publish_slug(
         raise errors.PUBLISH_BAD_RESPONSE.error(
             variant="no-release-id", method="POST", url=_shown(f"{apps}/releases"),
             answer=_kind_of(release), app=app)
+    release = follow_release(session, f"{apps}/releases", release, deadline, reporter, app)
     version = release.get("version")
     reporter.detail(f"Released v{version if isinstance(version, int) else '?'} of {app}")
     return release
+
+
+def follow_release(session: requests.Session, releases: str, release: dict[str, Any],
+                   deadline: _Deadline, reporter: Reporter, app: str) -> dict[str, Any]:
+    """Follow the release phase, as `git push heroku` does: print the release command's
+    output from the release's ``output_stream_url`` as it arrives, then poll the release
+    until its status is no longer "pending". A failed release phase is
+    ``publish-release-failed``; the release object is returned once it succeeded (or
+    when the API says nothing of a status, as for an app without a release command)."""
+    stream = release.get("output_stream_url")
+    if isinstance(stream, str) and urllib.parse.urlsplit(stream).scheme in ("http", "https"):
+        register_secrets(_url_secrets(stream))
+        reporter.step("Running release command...")
+        _stream_output(stream, deadline, reporter)
+    url = f"{releases}/{urllib.parse.quote(release['id'], safe='')}"
+    waited = False
+    while release.get("status") == "pending":
+        if not waited:
+            reporter.step("Waiting for release...")
+            waited = True
+        time.sleep(min(RELEASE_POLL_SECONDS, max(deadline.remaining(), 0)))
+        answer = _call(session, "GET", url, deadline, reporter, retry="always", releasing=app)
+        if not isinstance(answer, dict) or answer.get("id") != release["id"]:
+            raise errors.PUBLISH_BAD_RESPONSE.error(
+                variant="no-release-id", method="GET", url=_shown(url),
+                answer=_kind_of(answer), app=app)
+        release = answer
+    status = release.get("status")
+    if isinstance(status, str) and status not in ("succeeded", "pending"):
+        version = release.get("version")
+        raise errors.PUBLISH_RELEASE_FAILED.error(
+            app=app, status=status[:40], version=version if isinstance(version, int) else "?")
+    return release
+
+
+def _stream_output(url: str, deadline: _Deadline, reporter: Reporter) -> None:
+    """Print the release output stream line by line until it ends (or the deadline:
+    then the status poll reports the timeout). It is fetched without the token, as
+    the signed upload URL is; a stream that cannot be read is a warning, not an
+    error: the release's status still says how the release phase went."""
+    shown = _shown(url)
+    try:
+        with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT, min(
+                READ_TIMEOUT, max(deadline.remaining(), 0.1)))) as response:
+            if response.status_code >= 400:
+                reporter.warn(f"The release output at {shown} answered "
+                              f"{response.status_code}; following the release's status.")
+                return
+            for line in response.iter_lines(decode_unicode=False):
+                reporter.detail(line.decode("utf-8", "replace").rstrip())
+                if deadline.remaining() <= 0:
+                    return
+    except requests.RequestException as exc:
+        reporter.warn(f"The release output could not be read ({_reason(exc, url, shown)}); "
+                      f"following the release's status.")
 
 
 def _api_base(url: str) -> str:

@@ -1,0 +1,133 @@
+"""The command line's image parts: ``compile --image``, ``image`` and ``rebase``.
+
+cli.py holds only their parser blocks and a dispatch line; the options shared
+by the three (run image, registry credentials) are added here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..log import Reporter
+from ..slug_size import human
+from .assemble import ImageResult, build_image, rebase_image
+from .image import RegistryOptions
+from .reference import ImageReference, parse_image_reference
+
+
+def add_registry_options(parser: argparse.ArgumentParser) -> None:
+    """--registry-user, --registry-password-stdin, --insecure-registry, --registry-timeout."""
+    parser.add_argument("--registry-user", metavar="USER",
+                        help="registry user (the password is read from standard input with "
+                             "--registry-password-stdin); default: the Docker/podman auth "
+                             "files ($REGISTRY_AUTH_FILE, ~/.docker/config.json)")
+    parser.add_argument("--registry-password-stdin", action="store_true",
+                        help="read the registry password (or token) from standard input")
+    parser.add_argument("--insecure-registry", action="store_true",
+                        help="use plain HTTP for a registry that is not on this machine "
+                             "(loopback registries always may)")
+    parser.add_argument("--registry-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="seconds each registry request may take (default: 30)")
+
+
+def add_image_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--image and --run-image (and the registry options) for compile and image."""
+    parser.add_argument("--image", metavar="REF", required=required,
+                        help="write an OCI image: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG] "
+                             "or docker://HOST[:PORT]/REPO[:TAG]")
+    parser.add_argument("--run-image", metavar="REF",
+                        help="the image the slug's layers go on (the stack: an OS with the "
+                             "libraries the slug needs), from a layout, an archive or a "
+                             "registry")
+    add_registry_options(parser)
+
+
+def registry_options(args: argparse.Namespace, stdin: TextIO | None = None) -> RegistryOptions:
+    password: str | None = None
+    if args.registry_password_stdin:
+        password = (stdin or sys.stdin).read().rstrip("\r\n")
+    return RegistryOptions(user=args.registry_user, password=password,
+                           insecure=args.insecure_registry, timeout=args.registry_timeout)
+
+
+def _report(result: ImageResult, reporter: Reporter, verb: str) -> None:
+    uploaded = result.stats.bytes_uploaded
+    pushed = (f"; {result.stats.blobs_uploaded} blob(s), {human(uploaded)} uploaded, "
+              f"{result.stats.blobs_mounted} mounted") if result.reference.startswith(
+                  "docker://") else ""
+    reporter.step(f"Image {verb} {result.reference} ({len(result.layers)} layers, manifest "
+                  f"{result.manifest_digest[:19]}…{pushed})")
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """``compile --image``'s image, checked (and its password read) before the build."""
+
+    image: ImageReference
+    run_image: ImageReference | None
+    registry: RegistryOptions
+    cache_dir: Path | None
+
+
+def plan_image(args: argparse.Namespace) -> ImagePlan | None:
+    """Before ``compile`` does any work: the references parsed, the password read
+    (None without --image)."""
+    if not args.image:
+        return None
+    return ImagePlan(parse_image_reference(args.image),
+                     parse_image_reference(args.run_image) if args.run_image else None,
+                     registry_options(args), args.cache_dir)
+
+
+def compile_image(plan: ImagePlan | None, slug: Path, metadata: Path, reporter: Reporter
+                  ) -> dict[str, Any] | None:
+    """After ``compile``: the image planned (None without one), from the slug and the
+    slug.json the build wrote."""
+    if plan is None:
+        return None
+    reporter.step("Building the image...")
+    if plan.run_image is None:
+        reporter.warn("No --run-image: the image holds only the slug (no operating system), "
+                      "a base to copy from, not one to run.")
+    result = build_image(slug, plan.image, run_image=plan.run_image, cache_dir=plan.cache_dir,
+                         registry=plan.registry, metadata=metadata)
+    _report(result, reporter, "written to")
+    return result.as_dict()
+
+
+def image_command(args: argparse.Namespace, reporter: Reporter) -> int:
+    """``slugbuild image SLUG --image REF [--run-image REF]``."""
+    if not args.run_image:
+        reporter.warn("No --run-image: the image holds only the slug (no operating system), "
+                      "a base to copy from, not one to run.")
+    result = build_image(args.slug, args.image, run_image=args.run_image,
+                         cache_dir=args.cache_dir, registry=registry_options(args),
+                         metadata=args.metadata)
+    return _done(args, result, reporter, "written to")
+
+
+def rebase_command(args: argparse.Namespace, reporter: Reporter) -> int:
+    """``slugbuild rebase IMAGE --run-image NEW [--image OUT]``."""
+    result = rebase_image(args.source_image, args.run_image, output=args.image,
+                          cache_dir=args.cache_dir, registry=registry_options(args))
+    return _done(args, result, reporter, "rebased into")
+
+
+def _done(args: argparse.Namespace, result: ImageResult, reporter: Reporter, verb: str) -> int:
+    _report(result, reporter, verb)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def check_image_layout(args: argparse.Namespace) -> str:
+    """The slug layout for ``compile``: ``heroku`` with --image unless one was named
+    (a heroku slug's layer parts are image layers as they are)."""
+    if args.layout is not None:
+        return str(args.layout)
+    return "heroku" if getattr(args, "image", None) else "herokuish"

@@ -1,0 +1,202 @@
+"""The SBOM of a slug: CycloneDX JSON listing what the slug ships, read from the slug.
+
+Like ``inspect``, every fact comes from the tarball itself: the CPython version
+from the runtime's ``patchlevel.h``, each installed distribution from its
+``.dist-info`` (name and version from METADATA, its license from METADATA's
+``License-Expression``, ``License`` or license classifiers, and the SHA-256 of
+its RECORD, which lists every file of the distribution with its own hash). What
+the tarball cannot say (where the runtime came from) is taken from slug.json
+only when slug.json names this slug by its checksum. The document is
+deterministic: its serial number is derived from the slug's SHA-256 and its
+timestamp is the slug's file time (SOURCE_DATE_EPOCH), so the same slug always
+has the same SBOM, byte for byte. docs/sbom.md describes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.parser
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any, Union
+
+from .. import errors
+from .archive import SlugArchive, SlugLimits
+from .metadata import metadata_path_for
+
+PathLike = Union[str, "os.PathLike[str]"]
+SPEC_VERSION = "1.6"
+# The files an SBOM reads, relative to the app root (the same in a slug and a build tree).
+_WANTED = re.compile(
+    r"^\.heroku/python/(lib/python[\d.]+/site-packages/[^/]+\.dist-info/(METADATA|RECORD)"
+    r"|include/python[\d.]+[a-z]*/patchlevel\.h)$")
+_PATCHLEVEL = re.compile(rb'#define\s+PY_VERSION\s+"([^"]+)"')
+_LICENSE_CLASSIFIER = "License :: "
+# slug.json's runtime fields an SBOM repeats about the runtime's origin.
+_RUNTIME_ORIGIN_FIELDS = ("source", "origin", "archive_sha256", "platform")
+
+
+def sbom_path_for(slug_path: Path) -> Path:
+    """slug.tgz -> slug.cdx.json, beside slug.json (CycloneDX's file name convention)."""
+    return metadata_path_for(slug_path).with_suffix(".cdx.json")
+
+
+@errors.user_errors
+def sbom_for_slug(path: PathLike, metadata: dict[str, Any] | None = None,
+                  limits: SlugLimits | None = None) -> bytes:
+    """The CycloneDX 1.6 JSON of the slug at ``path``. ``metadata`` (the build's
+    slug.json, before it is written) names the runtime's origin; without it,
+    slug.json beside the slug does when its checksum matches the slug."""
+    archive = SlugArchive(Path(path), limits)
+    sha256 = archive.sha256()
+    wanted = {n for n in archive.names() if _WANTED.match(n)}
+    heads = {n for n in wanted if not n.endswith("/RECORD")}
+    contents = archive.read_many(wanted, heads=heads)
+    if metadata is None:
+        metadata = _matching_metadata(archive.path, sha256)
+    epoch = int(max((m.mtime for m in archive.members), default=0))
+    return _document(sha256, epoch, contents, metadata or {})
+
+
+def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
+                         metadata: dict[str, Any]) -> bytes:
+    """The SBOM of the slug just packed from ``tree`` (its SHA-256, the file time of
+    its entries): the same document ``sbom_for_slug`` reads from that slug, made from
+    the same files without reading the tarball again (the build's own SBOM)."""
+    candidates = [*tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/METADATA"),
+                  *tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/RECORD"),
+                  *tree.glob(".heroku/python/include/python*/patchlevel.h")]
+    contents = {}
+    for path in candidates:
+        rel = path.relative_to(tree).as_posix()
+        if _WANTED.match(rel) and path.is_file() and not path.is_symlink():
+            contents[rel] = path.read_bytes()
+    return _document(sha256, epoch, contents, metadata)
+
+
+def _document(sha256: str, epoch: int, contents: dict[str, bytes],
+              metadata: dict[str, Any]) -> bytes:
+    from cyclonedx.model import HashAlgorithm, HashType, Property
+    from cyclonedx.model.bom import Bom, BomMetaData
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    slug = Component(
+        type=ComponentType.APPLICATION, name="slug", version=f"sha256:{sha256[:12]}",
+        bom_ref=f"slug:sha256:{sha256}",
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha256)])
+    tool = Component(type=ComponentType.APPLICATION, name="slugbuild", version=_own_version(),
+                     bom_ref="slugbuild")
+    bom = Bom(
+        serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}"),
+        metadata=BomMetaData(
+            timestamp=datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc),
+            component=slug))
+    bom.metadata.tools.components.add(tool)
+    runtime = _runtime(contents, metadata)
+    if runtime is not None:
+        version, origin = runtime
+        bom.components.add(Component(
+            type=ComponentType.PLATFORM, name="cpython", version=version,
+            bom_ref=f"cpython@{version}",
+            purl=PackageURL(type="generic", name="cpython", version=version),
+            properties=[Property(name=f"slugbuild:runtime:{key}", value=value)
+                        for key, value in sorted(origin.items())]))
+    for dist_info, meta in sorted(_dist_infos(contents).items()):
+        name, version = meta.get("Name"), meta.get("Version")
+        if not name or not version:
+            continue
+        record = contents.get(f"{dist_info}/RECORD")
+        hashes = ([HashType(alg=HashAlgorithm.SHA_256,
+                            content=_sha256(record))] if record is not None else [])
+        bom.components.add(Component(
+            type=ComponentType.LIBRARY, name=name, version=version,
+            bom_ref=f"pypi:{_normal(name)}@{version}",
+            purl=PackageURL(type="pypi", name=_normal(name), version=version),
+            licenses=_licenses(meta), hashes=hashes,
+            properties=[Property(name="slugbuild:hash-of", value="RECORD"),
+                        Property(name="slugbuild:dist-info", value=dist_info)]))
+    # The slug ships every component (a flat graph: which package needs which is
+    # not recorded in a slug as installed).
+    bom.register_dependency(slug, bom.components)
+    text = JsonV1Dot6(bom).output_as_string(indent=2)
+    return (text + "\n").encode()
+
+
+def _own_version() -> str:
+    """slugbuild's version, from its installed metadata (slug readers do not import
+    the package's __init__, which loads the builder)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slugbuild")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _dist_infos(contents: dict[str, bytes]) -> dict[str, Any]:
+    """dist-info directory -> its METADATA headers."""
+    parser = email.parser.BytesHeaderParser()
+    return {name[: -len("/METADATA")]: parser.parsebytes(data)
+            for name, data in contents.items() if name.endswith("/METADATA")}
+
+
+def _licenses(meta: Any) -> list[Any]:
+    """PEP 639's License-Expression, else a short License field, else the classifiers."""
+    try:
+        from cyclonedx.contrib.license.factories import LicenseFactory
+    except ImportError:  # cyclonedx-python-lib before the contrib package
+        from cyclonedx.factory.license import LicenseFactory  # type: ignore[no-redef,unused-ignore]
+
+    factory = LicenseFactory()
+    expression = (meta.get("License-Expression") or "").strip()
+    if expression:
+        return [factory.make_from_string(expression)]
+    text = (meta.get("License") or "").strip()
+    if text and "\n" not in text and len(text) <= 100 and text.upper() != "UNKNOWN":
+        return [factory.make_from_string(text)]
+    classifiers = sorted({value.split(" :: ")[-1] for value in meta.get_all("Classifier") or []
+                          if value.startswith(_LICENSE_CLASSIFIER)
+                          and value.count(" :: ") >= 2})
+    return [factory.make_with_name(name) for name in classifiers]
+
+
+def _runtime(contents: dict[str, bytes], metadata: dict[str, Any]
+             ) -> tuple[str, dict[str, str]] | None:
+    """The runtime's version (from the slug) and its origin (from slug.json)."""
+    for name, data in sorted(contents.items()):
+        if name.endswith("patchlevel.h"):
+            match = _PATCHLEVEL.search(data)
+            if match:
+                version = match.group(1).decode("ascii", "replace")
+                recorded = metadata.get("runtime")
+                origin: dict[str, str] = {}
+                if isinstance(recorded, dict) and recorded.get("resolved") == version:
+                    origin = {key: str(recorded[key]) for key in _RUNTIME_ORIGIN_FIELDS
+                              if isinstance(recorded.get(key), (str, int))}
+                return version, origin
+    return None
+
+
+def _matching_metadata(slug: Path, sha256: str) -> dict[str, Any] | None:
+    """slug.json beside the slug, when it names this slug by its checksum."""
+    try:
+        metadata = json.loads(metadata_path_for(slug).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if isinstance(metadata, dict) and metadata.get("checksum") == f"SHA256:{sha256}":
+        return metadata
+    return None

@@ -1,0 +1,140 @@
+"""The CycloneDX SBOM beside every slug, and `inspect --sbom`: read from the slug,
+valid against the CycloneDX schema, deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+
+from slugbuild.outputs import SlugTarball
+from slugbuild.slug.sbom import sbom_for_slug, sbom_path_for
+
+from ..helpers import make_app, run_cli
+
+SITE = ".heroku/python/lib/python3.12/site-packages"
+RECORD = "six.py,sha256=abc,100\nsix-1.17.0.dist-info/RECORD,,\n"
+
+
+def _valid(document: bytes) -> dict[str, Any]:
+    problem = JsonStrictValidator(SchemaVersion.V1_6).validate_str(document.decode())
+    assert problem is None, problem
+    parsed: dict[str, Any] = json.loads(document)
+    return parsed
+
+
+def _tree(root: Path) -> Path:
+    return make_app(root, {
+        ".heroku/python/include/python3.12/patchlevel.h":
+            '#define PY_VERSION              "3.12.7"\n',
+        f"{SITE}/six-1.17.0.dist-info/METADATA":
+            "Metadata-Version: 2.1\nName: six\nVersion: 1.17.0\nLicense: MIT\n\nbody\n",
+        f"{SITE}/six-1.17.0.dist-info/RECORD": RECORD,
+        f"{SITE}/attrs-25.1.0.dist-info/METADATA":
+            "Metadata-Version: 2.4\nName: attrs\nVersion: 25.1.0\n"
+            "License-Expression: MIT OR Apache-2.0\n\n",
+        f"{SITE}/attrs-25.1.0.dist-info/RECORD": "attrs/__init__.py,,\n",
+        f"{SITE}/Old_Thing-0.1.dist-info/METADATA":
+            "Metadata-Version: 1.2\nName: Old_Thing\nVersion: 0.1\nLicense: UNKNOWN\n"
+            "Classifier: License :: OSI Approved :: BSD License\n"
+            "Classifier: Programming Language :: Python\n\n",
+        "Procfile": "web: python -m http.server $PORT\n",
+    })
+
+
+def _describe(size: int, sha256: str) -> dict[str, Any]:
+    return {"checksum": f"SHA256:{sha256}", "size": size, "runtime": {
+        "resolved": "3.12.7", "source": "download",
+        "origin": "https://example.invalid/cpython-3.12.7.tar.gz", "archive_sha256": "ab" * 32}}
+
+
+@pytest.mark.parametrize("layout", ["herokuish", "heroku"])
+def test_a_slug_gets_a_valid_deterministic_sbom_beside_slug_json(tmp_path: Path,
+                                                                 layout: str) -> None:
+    tree = _tree(tmp_path / "tree")
+    slug = tmp_path / "out" / "slug.tgz"
+    slug.parent.mkdir()
+    packed, _ = SlugTarball(slug, layout, None).write(tree, [], _describe)
+    written = sbom_path_for(slug)
+    assert written == tmp_path / "out" / "slug.cdx.json"
+    document = _valid(written.read_bytes())
+    # Read back from the slug (slug.json beside it names it): the same bytes.
+    assert sbom_for_slug(slug) == written.read_bytes()
+    assert document["serialNumber"].startswith("urn:uuid:")
+    assert document["metadata"]["component"]["hashes"][0]["content"] == packed.sha256
+    components = {c["name"]: c for c in document["components"]}
+    assert components["cpython"]["version"] == "3.12.7"
+    assert components["cpython"]["type"] == "platform"
+    origin = {p["name"]: p["value"] for p in components["cpython"]["properties"]}
+    assert origin["slugbuild:runtime:source"] == "download"
+    assert origin["slugbuild:runtime:origin"].startswith("https://example.invalid/")
+    six = components["six"]
+    assert six["version"] == "1.17.0" and six["purl"] == "pkg:pypi/six@1.17.0"
+    assert six["licenses"] == [{"license": {"id": "MIT"}}]
+    assert six["hashes"] == [{"alg": "SHA-256",
+                              "content": hashlib.sha256(RECORD.encode()).hexdigest()}]
+    assert components["attrs"]["licenses"] == [{"expression": "MIT OR Apache-2.0"}]
+    assert components["Old_Thing"]["licenses"] == [{"license": {"name": "BSD License"}}]
+    assert components["Old_Thing"]["purl"] == "pkg:pypi/old-thing@0.1"
+    assert "hashes" not in components["Old_Thing"]  # no RECORD: nothing to hash
+
+
+def test_slug_json_that_names_another_slug_adds_nothing(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    slug = tmp_path / "slug.tgz"
+    SlugTarball(slug, "herokuish", None).write(tree, [], _describe)
+    (tmp_path / "slug.json").write_text(json.dumps({**_describe(0, "0" * 64)}))
+    document = _valid(sbom_for_slug(slug))
+    cpython = next(c for c in document["components"] if c["name"] == "cpython")
+    assert "properties" not in cpython  # the origin is slug.json's word, not the slug's
+
+
+def test_the_sbom_goes_where_asked_and_with_the_slug_or_not_at_all(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    elsewhere = tmp_path / "sboms" / "app.cdx.json"
+    elsewhere.parent.mkdir()
+    slug = tmp_path / "slug.tgz"
+    target = SlugTarball(slug, "herokuish", None, sbom_path=elsewhere)
+    target.check()
+    target.write(tree, [], _describe)
+    assert elsewhere.is_file() and not sbom_path_for(slug).exists()
+
+    def failing_check(_: Path) -> None:
+        raise RuntimeError("boot check failed")
+
+    again = tmp_path / "again.tgz"
+    with pytest.raises(RuntimeError):
+        SlugTarball(again, "herokuish", None).write(tree, [], _describe, verify=failing_check)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["tree", "sboms", "slug.tgz", "slug.json"])
+
+
+def test_inspect_prints_the_sbom_and_a_missing_slug_is_one_clear_error(tmp_path: Path) -> None:
+    tree = _tree(tmp_path / "tree")
+    slug = tmp_path / "slug.tgz"
+    SlugTarball(slug, "herokuish", None).write(tree, [], _describe)
+    shown = run_cli("inspect", slug, "--sbom")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.encode() == sbom_path_for(slug).read_bytes()
+    missing = run_cli("inspect", tmp_path / "nope.tgz", "--sbom")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "slug-not-found" in missing.stderr or "not found" in missing.stderr.lower()
+
+
+@pytest.mark.slow
+def test_a_real_build_lists_its_runtime_and_every_installed_package(flask_build: Any) -> None:
+    assert flask_build.sbom_path == sbom_path_for(flask_build.slug_path)
+    written = flask_build.sbom_path.read_bytes()
+    assert sbom_for_slug(flask_build.slug_path) == written  # the build's is the slug's
+    document = _valid(written)
+    listed = {(c["name"], c["version"]) for c in document["components"] if c["type"] == "library"}
+    assert listed == {(p["name"], p["version"]) for p in flask_build.packages}
+    cpython = next(c for c in document["components"] if c["name"] == "cpython")
+    assert cpython["version"] == flask_build.runtime["resolved"]
+    assert all(c.get("hashes") for c in document["components"] if c["type"] == "library")
+    assert document["metadata"]["component"]["hashes"][0]["content"] == flask_build.sha256
