@@ -25,15 +25,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from slugbuild import compile_app, errors
+from slugbuild import build_image, compile_app, errors
 from slugbuild.log import Reporter
 
 from ..helpers import DJANGO_APP, RegistryServer, free_port, run_cli
 
 pytestmark = pytest.mark.slow
-# Image assembly is the oci area's (slugbuild.oci.assemble); until it is merged with
-# this module there is nothing to run end to end.
-build_image = pytest.importorskip("slugbuild.oci.assemble").build_image
 
 REPOSITORY = "e2e/django"
 
@@ -147,7 +144,6 @@ def test_a_run_image_without_libsqlite3_is_refused(heroku_slug, mmdebstrap_run_i
     """The mmdebstrap image with a layer on top that deletes libsqlite3 (whiteouts):
     `slugbuild image` names the library and writes nothing."""
     from slugbuild.oci.image import LAYER_GZIP, Image, bytes_blob, read_image, write_image
-
     from slugbuild.oci.reference import parse_image_reference
 
     _, layout = mmdebstrap_run_image

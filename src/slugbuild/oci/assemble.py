@@ -671,17 +671,52 @@ def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
             slug, LAYOUTS.get(str(metadata.get("layout")), "."))
     if requirements is None:
         return
-    streams = []
+    streams: list[_DigestReader] = []
     try:
         for layer in base.layers:
-            stream = layer.open()
-            streams.append(stream)
-        files = stack_compat.RunImageFiles.from_layers(
-            streams, base.config.get("architecture"))
+            streams.append(_DigestReader(layer.open()))
+        try:
+            files = stack_compat.RunImageFiles.from_layers(
+                streams, base.config.get("architecture"))
+        except (gzip.BadGzipFile, EOFError, zlib.error, tarfile.TarError):
+            files = None
+        # What the check read is what the digests name: a damaged layer is
+        # image-unreadable, not a run image that lacks libraries.
+        for layer, stream in zip(base.layers, streams):
+            if stream.finish() != layer.digest:
+                raise oci._damaged(layer.origin, layer.digest, "its digest")
     finally:
         for stream in streams:
             stream.close()
-    stack_compat.require_compatible(requirements, files, name)
+    if files is not None:
+        stack_compat.require_compatible(requirements, files, name)
+
+
+class _DigestReader(io.RawIOBase):
+    """A layer stream hashed as it is read; ``finish`` reads the rest and gives the
+    digest of everything."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.hasher = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.source.read(len(buffer))
+        self.hasher.update(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+    def finish(self) -> str:
+        for chunk in iter(lambda: self.source.read(1 << 20), b""):
+            self.hasher.update(chunk)
+        return "sha256:" + self.hasher.hexdigest()
+
+    def close(self) -> None:
+        self.source.close()
+        super().close()
 
 
 # --- the image ---------------------------------------------------------------------------
