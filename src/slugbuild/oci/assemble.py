@@ -692,22 +692,9 @@ def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
         stack_compat.require_compatible(requirements, files, name)
 
 
-class _DigestReader(io.RawIOBase):
+class _DigestReader(_HashingReader):
     """A layer stream hashed as it is read; ``finish`` reads the rest and gives the
     digest of everything."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self.source = source
-        self.hasher = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.source.read(len(buffer))
-        self.hasher.update(data)
-        buffer[:len(data)] = data
-        return len(data)
 
     def finish(self) -> str:
         for chunk in iter(lambda: self.source.read(1 << 20), b""):
