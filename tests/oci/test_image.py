@@ -505,3 +505,22 @@ def test_an_image_of_a_slug_without_its_sbom_file_gets_the_same_sbom(
     expected = flask_slug.with_suffix(".cdx.json").read_bytes()
     assert built.sbom is not None
     assert built.sbom["digest"] == "sha256:" + hashlib.sha256(expected).hexdigest()
+
+
+def test_a_rebased_image_carries_the_same_sbom(flask_slug: Path, run_image: str,
+                                               cache_dir: Path, tmp_path: Path) -> None:
+    built = build_image(flask_slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    newer = write_run_image(tmp_path / "newer", "v2", user="web", passwd=PASSWD,
+                            files={"etc/security-update": b"patched\n"},
+                            host_files=(*host_library_paths(SLUG_SONAMES), "/bin/sh"))
+    rebased = rebase_image(f"oci:{tmp_path / 'image'}:v1", newer,
+                           output=f"oci:{tmp_path / 'rebased'}:v1", cache_dir=cache_dir)
+    assert built.sbom is not None and rebased.sbom is not None
+    assert rebased.sbom["digest"] == built.sbom["digest"]
+    index = json.loads((tmp_path / "rebased" / "index.json").read_text())
+    (listed,) = [entry for entry in index["manifests"] if "artifactType" in entry]
+    artifact = json.loads((tmp_path / "rebased" / "blobs" / "sha256" /
+                           listed["digest"][7:]).read_bytes())
+    assert artifact["subject"]["digest"] == rebased.manifest_digest != built.manifest_digest
+    assert artifact["layers"][0]["digest"] == built.sbom["digest"]

@@ -48,7 +48,7 @@ from . import image as oci
 from . import launcher_placeholder
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
-from .referrer import attach_sbom
+from .referrer import attach_sbom, read_sbom
 from .registry import TransferStats
 
 LABEL = "io.slugbuild"
@@ -220,7 +220,13 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     annotations.update(run_labels)
     rebased = Image(config, [*new_base.layers, *app_layers], annotations)
     written = _write(rebased, target, epoch, registry, store)
-    return _result(written, rebased, len(new_base.layers), started)
+    result = _result(written, rebased, len(new_base.layers), started)
+    # The slug is the same: its SBOM, found beside the image, is attached to the new one.
+    sbom = read_sbom(source, str(labels.get(SBOM_DIGEST, "")), store.blobs, registry)
+    if sbom is not None:
+        result.sbom = attach_sbom(sbom, rebased.manifest(), target, _iso(epoch),
+                                  registry).as_dict()
+    return result
 
 
 def _result(written: WriteResult, image: Image, base_count: int,

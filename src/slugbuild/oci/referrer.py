@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,27 @@ def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
                                         "manifests": entries})
             client.put_manifest(tag, index, oci.OCI_INDEX)
         return SbomReferrer(oci.sha256_of(sbom), digest, "tag", client.stats)
+
+
+def read_sbom(source: ImageReference, digest: str, blob_dir: Path,
+              options: oci.RegistryOptions) -> bytes | None:
+    """The SBOM blob ``digest`` held beside the image ``source`` (its layout's blobs, or
+    its registry repository), verified; None where there is none (a docker-archive, an
+    image attached before)."""
+    if not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):  # a label edited by hand
+        return None
+    if source.transport == "oci":
+        assert source.path is not None
+        try:
+            data = (source.path / "blobs" / "sha256" / digest.split(":", 1)[-1]).read_bytes()
+        except OSError:
+            return None
+        return data if oci.sha256_of(data) == digest else None
+    if source.transport != "docker" or source.host is None or source.repository is None:
+        return None
+    with options.client(source.host, source.repository) as client:
+        if not client.has_blob(digest):
+            return None
+        kept = blob_dir / digest.split(":", 1)[-1]
+        client.pull_blob(digest, kept)
+    return kept.read_bytes()
