@@ -524,3 +524,26 @@ def test_a_rebased_image_carries_the_same_sbom(flask_slug: Path, run_image: str,
                            listed["digest"][7:]).read_bytes())
     assert artifact["subject"]["digest"] == rebased.manifest_digest != built.manifest_digest
     assert artifact["layers"][0]["digest"] == built.sbom["digest"]
+
+
+def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
+        flask_slug: Path, run_image: str, cache_dir: Path, registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from slugbuild.oci.registry import RegistryClient
+
+    # docker-registry 2.8 lacks the API: answer as one that has it does (OCI-Subject).
+    put_manifest = RegistryClient.put_manifest
+
+    def answering_subject(self: RegistryClient, reference: str, body: bytes,
+                          media_type: str) -> str:
+        digest = put_manifest(self, reference, body, media_type)
+        self.last_subject = (json.loads(body).get("subject") or {}).get("digest")
+        return digest
+
+    monkeypatch.setattr(RegistryClient, "put_manifest", answering_subject)
+    pushed = build_image(flask_slug, f"docker://{registry.host}/referrers/app:v1",
+                         run_image=run_image, cache_dir=cache_dir)
+    assert pushed.sbom is not None and pushed.sbom["found_by"] == "referrers"
+    with RegistryOptions().client(registry.host, "referrers/app") as client:
+        assert client.list_tags() == ["v1"]  # no sha256-… tag
+        assert client.get_manifest(pushed.sbom["referrer"]) is not None
