@@ -135,13 +135,14 @@ def test_archive_and_registry_images_are_the_same_image(
     pushed = build_image(flask_slug, f"docker://{registry.host}/image-test/flask:v1",
                          run_image=run_image, cache_dir=cache_dir)
     assert pushed.manifest_digest == from_archive.manifest_digest
-    assert registry.blob_uploads() - before == 5  # four layers and the config
+    # Four layers and the config, then the SBOM referrer's two: the SBOM, its empty config.
+    assert registry.blob_uploads() - before == 5 + 2
     remote = skopeo_inspect(f"docker://{registry.host}/image-test/flask:v1")
     assert remote["Digest"] == pushed.manifest_digest
     # Again: HEAD requests and the manifest only.
     again = build_image(flask_slug, f"docker://{registry.host}/image-test/flask:v2",
                         run_image=run_image, cache_dir=cache_dir)
-    assert again.stats.blobs_uploaded == 0 and registry.blob_uploads() - before == 5
+    assert again.stats.blobs_uploaded == 0 and registry.blob_uploads() - before == 5 + 2
     # Another repository of the same registry: mounted, not uploaded.
     mounts = registry.blob_mounts()
     other = build_image(flask_slug, f"docker://{registry.host}/image-test/other:v1",
@@ -186,7 +187,7 @@ def test_reproducible_and_only_the_app_layer_changes(
     assert [a["digest"] for a in changed.layers[:-1]] == \
         [b["digest"] for b in first.layers[:-1]]
     assert changed.layers[-1]["digest"] != first.layers[-1]["digest"]
-    assert registry.blob_uploads() - before == 2
+    assert registry.blob_uploads() - before == 2 + 1  # + the new slug's SBOM
     assert changed.stats.bytes_uploaded < changed.layers[-1]["size"] + 10_000
 
 
@@ -420,3 +421,129 @@ def test_a_damaged_run_image_layer_is_an_error_not_an_image(flask_slug: Path, ca
         assert "does not match" in raised.value.found
     assert not (tmp_path / "image" / "index.json").exists()
     assert not (tmp_path / "image.tar").exists()
+
+
+def _valid_cyclonedx(document: bytes) -> dict[str, Any]:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    problem = JsonStrictValidator(SchemaVersion.V1_6).validate_str(document.decode())
+    assert problem is None, problem
+    parsed: dict[str, Any] = json.loads(document)
+    return parsed
+
+
+def test_every_image_carries_the_slugs_sbom(flask_slug: Path, run_image: str,
+                                            cache_dir: Path, registry: RegistryServer,
+                                            tmp_path: Path) -> None:
+    written_sbom = flask_slug.with_suffix(".cdx.json").read_bytes()  # the build's own
+    sbom_digest = "sha256:" + hashlib.sha256(written_sbom).hexdigest()
+    # An OCI layout: the artifact is listed in index.json, naming the image as subject.
+    layout = tmp_path / "image"
+    built = build_image(flask_slug, f"oci:{layout}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    assert built.sbom is not None and built.sbom["found_by"] == "index.json"
+    assert built.sbom["digest"] == sbom_digest
+    assert skopeo_inspect(f"oci:{layout}:v1")["Labels"]["io.slugbuild.sbom.digest"] == \
+        sbom_digest
+    index = json.loads((layout / "index.json").read_text())
+    (listed,) = [entry for entry in index["manifests"]
+                 if entry.get("artifactType") == "application/vnd.cyclonedx+json"]
+    assert listed["digest"] == built.sbom["referrer"]
+    artifact = json.loads((layout / "blobs" / "sha256" / listed["digest"][7:]).read_bytes())
+    assert artifact["subject"]["digest"] == built.manifest_digest
+    (sbom_layer,) = artifact["layers"]
+    blob = (layout / "blobs" / "sha256" / sbom_layer["digest"][7:]).read_bytes()
+    assert blob == written_sbom
+    document = _valid_cyclonedx(blob)
+    assert document["metadata"]["component"]["hashes"][0]["content"] == \
+        json.loads(flask_slug.with_suffix(".json").read_text())["checksum"][7:]
+    # The image itself still reads and unpacks (the artifact is untagged).
+    umoci_unpack(f"{layout}:v1", tmp_path / "bundle")
+
+    # A registry without the referrers API (docker-registry 2.8): the fallback tag.
+    repository = f"{registry.host}/sbom/app"
+    pushed = build_image(flask_slug, f"docker://{repository}:v1", run_image=run_image,
+                         cache_dir=cache_dir)
+    assert pushed.manifest_digest == built.manifest_digest  # reproducible, everywhere
+    assert pushed.sbom is not None and pushed.sbom["found_by"] == "tag"
+    assert pushed.sbom["referrer"] == built.sbom["referrer"]
+    fallback = "sha256-" + pushed.manifest_digest[7:]
+    tags = subprocess.run(["skopeo", "list-tags", "--tls-verify=false",
+                           f"docker://{repository}"], capture_output=True, text=True,
+                          timeout=120)
+    assert tags.returncode == 0, tags.stderr
+    assert fallback in json.loads(tags.stdout)["Tags"]
+    referrers = skopeo_inspect(f"docker://{repository}:{fallback}", raw=True)
+    assert [entry["digest"] for entry in referrers["manifests"]] == [pushed.sbom["referrer"]]
+    with RegistryOptions().client(registry.host, "sbom/app") as client:
+        found = client.get_manifest(pushed.sbom["referrer"])
+        assert found is not None
+        assert json.loads(found[0])["subject"]["digest"] == pushed.manifest_digest
+        client.pull_blob(sbom_digest, tmp_path / "pulled.cdx.json")
+    assert (tmp_path / "pulled.cdx.json").read_bytes() == written_sbom
+    # Pushed again: the fallback index still lists the artifact once.
+    build_image(flask_slug, f"docker://{repository}:v2", run_image=run_image,
+                cache_dir=cache_dir)
+    assert len(skopeo_inspect(f"docker://{repository}:{fallback}", raw=True)["manifests"]) == 1
+
+    # A docker-archive has no referrers: the label names the SBOM.
+    archived = build_image(flask_slug, f"docker-archive:{tmp_path / 'a.tar'}:sbom/app:v1",
+                           run_image=run_image, cache_dir=cache_dir)
+    assert archived.sbom is not None and archived.sbom["found_by"] == "label"
+    assert archived.sbom["referrer"] is None
+
+
+def test_an_image_of_a_slug_without_its_sbom_file_gets_the_same_sbom(
+        flask_slug: Path, run_image: str, cache_dir: Path, tmp_path: Path) -> None:
+    slug = tmp_path / "moved.tgz"
+    slug.write_bytes(flask_slug.read_bytes())
+    (tmp_path / "moved.json").write_bytes(flask_slug.with_suffix(".json").read_bytes())
+    (tmp_path / "moved.cdx.json").write_text('{"metadata": {"component": {}}}')  # stale
+    built = build_image(slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    expected = flask_slug.with_suffix(".cdx.json").read_bytes()
+    assert built.sbom is not None
+    assert built.sbom["digest"] == "sha256:" + hashlib.sha256(expected).hexdigest()
+
+
+def test_a_rebased_image_carries_the_same_sbom(flask_slug: Path, run_image: str,
+                                               cache_dir: Path, tmp_path: Path) -> None:
+    built = build_image(flask_slug, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                        cache_dir=cache_dir)
+    newer = write_run_image(tmp_path / "newer", "v2", user="web", passwd=PASSWD,
+                            files={"etc/security-update": b"patched\n"},
+                            host_files=(*host_library_paths(SLUG_SONAMES), "/bin/sh"))
+    rebased = rebase_image(f"oci:{tmp_path / 'image'}:v1", newer,
+                           output=f"oci:{tmp_path / 'rebased'}:v1", cache_dir=cache_dir)
+    assert built.sbom is not None and rebased.sbom is not None
+    assert rebased.sbom["digest"] == built.sbom["digest"]
+    index = json.loads((tmp_path / "rebased" / "index.json").read_text())
+    (listed,) = [entry for entry in index["manifests"] if "artifactType" in entry]
+    artifact = json.loads((tmp_path / "rebased" / "blobs" / "sha256" /
+                           listed["digest"][7:]).read_bytes())
+    assert artifact["subject"]["digest"] == rebased.manifest_digest != built.manifest_digest
+    assert artifact["layers"][0]["digest"] == built.sbom["digest"]
+
+
+def test_a_registry_with_the_referrers_api_gets_no_fallback_tag(
+        flask_slug: Path, run_image: str, cache_dir: Path, registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from slugbuild.oci.registry import RegistryClient
+
+    # docker-registry 2.8 lacks the API: answer as one that has it does (OCI-Subject).
+    put_manifest = RegistryClient.put_manifest
+
+    def answering_subject(self: RegistryClient, reference: str, body: bytes,
+                          media_type: str) -> str:
+        digest = put_manifest(self, reference, body, media_type)
+        self.last_subject = (json.loads(body).get("subject") or {}).get("digest")
+        return digest
+
+    monkeypatch.setattr(RegistryClient, "put_manifest", answering_subject)
+    pushed = build_image(flask_slug, f"docker://{registry.host}/referrers/app:v1",
+                         run_image=run_image, cache_dir=cache_dir)
+    assert pushed.sbom is not None and pushed.sbom["found_by"] == "referrers"
+    with RegistryOptions().client(registry.host, "referrers/app") as client:
+        assert client.list_tags() == ["v1"]  # no sha256-… tag
+        assert client.get_manifest(pushed.sbom["referrer"]) is not None

@@ -43,14 +43,17 @@ from ..pack import (
 )
 from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
+from ..slug.sbom import sbom_for_slug, sbom_path_for
 from . import image as oci
 from . import launcher_placeholder
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
+from .referrer import attach_sbom, read_sbom
 from .registry import TransferStats
 
 LABEL = "io.slugbuild"
 RUN_IMAGE_LAYERS = f"{LABEL}.run-image.layers"
+SBOM_DIGEST = f"{LABEL}.sbom.digest"
 DEFAULT_UID = 1000
 APP_PATH = "/app"
 PYTHON_BIN = "/app/.heroku/python/bin"
@@ -73,13 +76,16 @@ class ImageResult:
     layers: list[dict[str, Any]]
     stats: TransferStats = field(default_factory=TransferStats)
     seconds: float = 0.0
+    # The slug's SBOM attached to the image (referrer.SbomReferrer.as_dict), if any.
+    sbom: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "manifest_digest": self.manifest_digest,
                 "config_digest": self.config_digest, "layers": self.layers,
                 "bytes_uploaded": self.stats.bytes_uploaded,
                 "blobs_uploaded": self.stats.blobs_uploaded,
-                "blobs_mounted": self.stats.blobs_mounted, "seconds": self.seconds}
+                "blobs_mounted": self.stats.blobs_mounted, "seconds": self.seconds,
+                "sbom": self.sbom}
 
 
 def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
@@ -114,9 +120,30 @@ def build_image(slug: str | os.PathLike[str], image: str | ImageReference, *,
     check_run_image(described, base, str(run_reference) if run_reference else None, slug_path)
     user = image_user(base)
     slug_layers = layers_from_slug(slug_path, described, user=user, store=store, epoch=epoch)
-    assembled = assemble(base, slug_layers, described, run_reference, user, epoch)
+    sbom = slug_sbom(slug_path, described)
+    assembled = assemble(base, slug_layers, described, run_reference, user, epoch,
+                         sbom_digest=oci.sha256_of(sbom))
     written = _write(assembled, target, epoch, registry, store)
-    return _result(written, assembled, len(base.layers), started)
+    # After the image: a referrer names its subject, which must be there first.
+    attached = attach_sbom(sbom, assembled.manifest(), target, _iso(epoch), registry)
+    result = _result(written, assembled, len(base.layers), started)
+    result.sbom = attached.as_dict()
+    return result
+
+
+def slug_sbom(slug: Path, metadata: dict[str, Any]) -> bytes:
+    """The slug's CycloneDX SBOM: the file the build wrote beside it (slug.cdx.json)
+    when it names this slug by its SHA-256, else made from the slug."""
+    sha256 = str(metadata.get("checksum", "")).split(":", 1)[-1]
+    try:
+        written = sbom_path_for(slug).read_bytes()
+        component = json.loads(written)["metadata"]["component"]
+        if any(entry.get("alg") == "SHA-256" and entry.get("content") == sha256
+               for entry in component.get("hashes") or []):
+            return written
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return sbom_for_slug(slug, metadata)
 
 
 def _write(image: Image, target: ImageReference, epoch: int, registry: RegistryOptions,
@@ -193,7 +220,13 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     annotations.update(run_labels)
     rebased = Image(config, [*new_base.layers, *app_layers], annotations)
     written = _write(rebased, target, epoch, registry, store)
-    return _result(written, rebased, len(new_base.layers), started)
+    result = _result(written, rebased, len(new_base.layers), started)
+    # The slug is the same: its SBOM, found beside the image, is attached to the new one.
+    sbom = read_sbom(source, str(labels.get(SBOM_DIGEST, "")), store.blobs, registry)
+    if sbom is not None:
+        result.sbom = attach_sbom(sbom, rebased.manifest(), target, _iso(epoch),
+                                  registry).as_dict()
+    return result
 
 
 def _result(written: WriteResult, image: Image, base_count: int,
@@ -739,8 +772,10 @@ def _base_history(base: Image, epoch: int) -> list[dict[str, Any]]:
 
 
 def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, Any],
-             run_reference: ImageReference | None, user: ImageUser, epoch: int) -> Image:
-    """The image config and manifest annotations for the run image plus the slug layers."""
+             run_reference: ImageReference | None, user: ImageUser, epoch: int,
+             sbom_digest: str | None = None) -> Image:
+    """The image config and manifest annotations for the run image plus the slug layers
+    (``sbom_digest``: the slug's SBOM, which the image's referrer carries)."""
     base_config = base.config.get("config") or {}
     process_types = metadata.get("process_types") or {}
     runtime = metadata.get("runtime") or {}
@@ -758,6 +793,8 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
         f"{LABEL}.slug.sha256": str(metadata.get("checksum", "")).split(":", 1)[-1],
         **_run_image_labels(base, run_reference),
     }
+    if sbom_digest is not None:
+        labels[SBOM_DIGEST] = sbom_digest
     if metadata.get("stack_requirements") is not None:
         labels[f"{LABEL}.stack-requirements"] = json.dumps(metadata["stack_requirements"],
                                                            sort_keys=True)

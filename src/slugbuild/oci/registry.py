@@ -127,6 +127,9 @@ class RegistryClient:
         self._session.trust_env = True
         self._authorization: str | None = None
         self._extra_scopes: set[str] = set()
+        # The OCI-Subject header of the last manifest put: a registry with the
+        # referrers API names the subject of a referrer it stored (OCI 1.1).
+        self.last_subject: str | None = None
         if credentials is not None:
             register_secrets([credentials.password])
 
@@ -276,6 +279,7 @@ class RegistryClient:
                 host=self.host, repository=self.repository, what="the manifest",
                 expected=digest, actual=answered)
         self.stats.bytes_uploaded += len(body)
+        self.last_subject = response.headers.get("OCI-Subject")
         return digest
 
     def list_tags(self) -> list[str]:
