@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -45,7 +44,6 @@ from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from ..slug.sbom import sbom_for_slug, sbom_path_for
 from . import image as oci
-from . import launcher_placeholder
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
 from .referrer import attach_sbom, read_sbom
@@ -666,38 +664,30 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-# --- launcher and compatibility (helper "stack" provides both) ------------------------------
-def _launcher() -> Any:
-    """Helper "stack"'s launcher module (``oci/launcher.py``), else the stand-in with the
-    same interface until it lands."""
-    try:
-        return importlib.import_module("slugbuild.oci.launcher")
-    except ImportError:
-        return launcher_placeholder
-
-
+# --- launcher and compatibility ---------------------------------------------------------------
 def launcher_files(metadata: Mapping[str, Any]) -> dict[str, tuple[bytes, int]]:
     """The launcher's files: absolute path -> (content, mode)."""
     process_types = metadata.get("process_types") or {}
     config_vars = metadata.get("release_config_vars") or {}
-    files: dict[str, tuple[bytes, int]] = _launcher().launcher_files(process_types, config_vars)
-    return files
+    from . import launcher
+
+    return launcher.launcher_files(process_types, config_vars)
 
 
 def launcher_path() -> str:
-    return str(_launcher().LAUNCHER_PATH)
+    from . import launcher
+
+    return str(launcher.LAUNCHER_PATH)
 
 
 def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
                     slug: Path | None = None) -> None:
-    """Refuse a run image that lacks what the slug needs (helper "stack"'s check): the
-    needs slug.json records, else those read from ``slug`` (an older slug.json)."""
+    """Refuse a run image that lacks what the slug needs (stack_compat): the needs
+    slug.json records, else those read from ``slug`` (an older slug.json)."""
     if name is None:
         return
-    try:
-        stack_compat: Any = importlib.import_module("slugbuild.stack_compat")
-    except ImportError:  # until helper "stack"'s check lands
-        return
+    from .. import stack_compat
+
     requirements = stack_compat.StackRequirements.from_dict(metadata.get("stack_requirements"))
     if requirements is None and slug is not None:
         requirements = stack_compat.slug_archive_requirements(
@@ -710,7 +700,7 @@ def check_run_image(metadata: Mapping[str, Any], base: Image, name: str | None,
             streams.append(_DigestReader(layer.open()))
         try:
             files = stack_compat.RunImageFiles.from_layers(
-                streams, base.config.get("architecture"))
+                cast(list[IO[bytes]], streams), base.config.get("architecture"))
         except (gzip.BadGzipFile, EOFError, zlib.error, tarfile.TarError):
             files = None
         # What the check read is what the digests name: a damaged layer is
