@@ -70,12 +70,14 @@ def lock_app(
             raise errors.LOCK_WOULD_CONFLICT.error(
                 manager=manager, app_dir=app, lock_file=lock_file, relock=relock_command(manager))
     cache = Cache(optional_path(cache_dir, "lock_app", "cache_dir") or default_cache_dir())
-    python_version, python_platform = lock_target(app, cache)
     scratch = cache.scratch_dir("lock")
     output = app / OUTPUT
     partial = scratch / OUTPUT
     try:
+        # The input first: a malformed pyproject.toml is named as the lock input it is,
+        # before it is read again for the Python version.
         source, input_path = _lock_input(app, scratch)
+        python_version, python_platform = lock_target(app, cache)
         if output.is_file():
             # The resolver reads the old pins, includes too: the same rule as for input.
             _check_inside_app(app, OUTPUT)
