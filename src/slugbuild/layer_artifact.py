@@ -30,7 +30,6 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import tarfile
@@ -51,6 +50,7 @@ from .cache import (
     TreeCheck,
     read_index,
     stat_key,
+    write_bytes_atomic,
 )
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
@@ -463,7 +463,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     measure = part_info.get("measure")
     if isinstance(measure, dict):  # slug_size checks it against the part's digest and size
         with contextlib.suppress(OSError):
-            _write_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
+            write_bytes_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
                           json.dumps(measure).encode())
     return layer
 
@@ -478,19 +478,8 @@ def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int) -> None:
     record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
     with contextlib.suppress(OSError):
         directory.mkdir(exist_ok=True)
-        _write_atomic(directory / f"{name}.gz", data)
-        _write_atomic(directory / f"{name}.json", record.encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write under a random temporary name, then rename: readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        write_bytes_atomic(directory / f"{name}.gz", data)
+        write_bytes_atomic(directory / f"{name}.json", record.encode())
 
 
 # --- an OCI image layout directory as a store ----------------------------------------------
@@ -523,7 +512,7 @@ class LayoutStore:
 
     def put_blob(self, digest: str, data: bytes) -> None:
         check_digest(data, digest)
-        _write_atomic(self._blob(digest), data)
+        write_bytes_atomic(self._blob(digest), data)
 
     def get_blob(self, digest: str, size: int) -> bytes:
         path = self._blob(digest)
@@ -585,7 +574,7 @@ class LayoutStore:
         self._write_index(index)
 
     def _write_index(self, index: dict[str, Any]) -> None:
-        _write_atomic(self.root / self.INDEX,
+        write_bytes_atomic(self.root / self.INDEX,
                       (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
 
 

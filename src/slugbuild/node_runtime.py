@@ -26,13 +26,11 @@ with a warning; otherwise the build stops with one catalogue error.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import tarfile
@@ -45,7 +43,7 @@ from typing import Any
 import requests
 
 from . import errors
-from .cache import Cache, Layer
+from .cache import Cache, Layer, write_bytes_atomic
 from .log import Reporter
 from .nltk_data import _copy
 from .node_semver import (
@@ -290,7 +288,7 @@ def _release_index(cache: Cache, base: str, reporter: Reporter, offline: bool
                       f"copy from {int(age // 60)} minutes ago.")
         return parse_dist_index(remembered.read_bytes(), url)
     store.mkdir(parents=True, exist_ok=True)
-    _write_bytes_atomic(remembered, text)
+    write_bytes_atomic(remembered, text)
     return releases
 
 
@@ -309,7 +307,7 @@ def _archive_checksum(cache: Cache, base: str, release: NodeRelease, target: str
                               f"forbids fetching it") from None
         text = fetch_bytes(url, _MAX_INDEX)
         store.mkdir(parents=True, exist_ok=True)
-        _write_bytes_atomic(remembered, text)
+        write_bytes_atomic(remembered, text)
     sums = {}
     for line in text.decode("utf-8", "replace").splitlines():
         parts = line.split()
@@ -485,12 +483,4 @@ def _retrying(url: str, consume: Any, headers: Mapping[str, str] | None = None) 
     raise FetchFailed(reason)
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
 
