@@ -157,19 +157,26 @@ def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
 
 
 @contextlib.contextmanager
+def serving(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
+    """Run ``server`` in a thread while the block runs; shut and close it after."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
 def serve_directory(root: Path, handler: type = http.server.SimpleHTTPRequestHandler
                     ) -> Iterator[str]:
     """Serve ``root`` over HTTP on 127.0.0.1 while the block runs; yields the base URL."""
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a: handler(*a, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # --- NLTK's data index, laid out for a loopback server ----------------------------------

@@ -45,6 +45,7 @@ from .helpers import (
     FIXTURE_APPS,
     assert_cache_consistent,
     free_port,
+    serving,
 )
 
 APP = FIXTURE_APPS / "flask-hello"
@@ -151,13 +152,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 def proxy(registry) -> Iterator[_Proxy]:
     server = _Proxy(("127.0.0.1", free_port()), _ProxyHandler)
     server.upstream = f"http://{registry.host}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _via(proxy: _Proxy, repository: str) -> str:

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import http.server
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -25,7 +24,13 @@ from slugbuild import errors
 from slugbuild.oci.credentials import Credentials
 from slugbuild.oci.registry import RegistryClient, is_loopback, parse_challenge
 
-from ..helpers import AUTH_REGISTRY_PASSWORD, AUTH_REGISTRY_USER, RegistryServer, free_port
+from ..helpers import (
+    AUTH_REGISTRY_PASSWORD,
+    AUTH_REGISTRY_USER,
+    RegistryServer,
+    free_port,
+    serving,
+)
 
 TOKEN_USER, TOKEN_PASSWORD = "tokenuser", "token-pass-71b"
 
@@ -202,13 +207,8 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def token_proxy(registry: RegistryServer) -> Iterator[_TokenProxy]:
     proxy = _TokenProxy(registry.host)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(proxy):
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 def test_bearer_tokens(token_proxy: _TokenProxy, tmp_path: Path) -> None:
@@ -250,15 +250,10 @@ def test_unreachable_registry_is_one_error_within_bounds() -> None:
 
 def test_not_a_registry_is_a_protocol_error(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with RegistryClient(f"127.0.0.1:{server.server_address[1]}", "x/y") as client:
-            with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
-                client.ping()
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(server), \
+            RegistryClient(f"127.0.0.1:{server.server_address[1]}", "x/y") as client:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
+            client.ping()
 
 
 def test_plain_http_only_for_loopback_or_insecure() -> None:
@@ -312,10 +307,8 @@ class _Failing(http.server.BaseHTTPRequestHandler):
 
 def test_server_errors_retry_reads_but_never_uploads(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     data, digest = _blob("failing")
-    try:
+    with serving(server):
         with RegistryClient(f"127.0.0.1:{server.server_address[1]}", "x/y") as client:
             _Failing.seen.clear()
             with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
@@ -329,6 +322,3 @@ def test_server_errors_retry_reads_but_never_uploads(tmp_path: Path) -> None:
             with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
                 client.pull_blob(digest, tmp_path / "blob")
             assert not (tmp_path / "blob").exists()
-    finally:
-        server.shutdown()
-        server.server_close()
