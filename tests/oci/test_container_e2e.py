@@ -1,5 +1,5 @@
 """End to end: the Django fixture as an image on the mmdebstrap run image, pushed to a
-loopback registry and run by podman (and by Docker where dockerd exists).
+loopback registry and run by podman and by Docker (the Makefile installs both).
 
 One slug, one run image and one image are built for the module; podman keeps one
 store for it under tmp (a fresh store costs seconds to unpack into). Containers use
@@ -245,7 +245,6 @@ class Dockerd:
             subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("dockerd") is None, reason="dockerd is not installed here")
 def test_docker_loads_and_runs_the_image_as_an_archive(heroku_slug, mmdebstrap_run_image,
                                                        cache_dir, tmp_path_factory):
     _, layout = mmdebstrap_run_image
