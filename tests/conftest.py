@@ -45,9 +45,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def golden_cache(tmp_path_factory) -> Path:
-    """A cache for building the fixture apps as they are (the golden slugs, the plan's
-    agreement with their builds), apart from the session's: tests that expect a cold
-    dependency layer of a fixture there must not find one made by these."""
+    """A cache for building the fixture apps that fail by design as they are (their
+    recorded outcome, pipeline/test_golden_slugs.py), apart from the session's: tests
+    that expect a cold dependency layer of a fixture there must not find one made by
+    these."""
     return tmp_path_factory.mktemp("golden-cache")
 
 

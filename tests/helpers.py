@@ -23,11 +23,16 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 import slugbuild
 from slugbuild.errors import ErrorKind
+
+if TYPE_CHECKING:
+    from slugbuild import BuildResult
+    from slugbuild.plan import BuildPlan
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_APPS = REPO / "fixtures" / "apps"
@@ -546,3 +551,90 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
     reference = f"oci:{layout}:{tag}"
     write_layout(Image(config, [layer]), parse_image_reference(reference))
     return reference
+
+
+# --- the recorded slug of every fixture (tests/golden/slugs.json) ----------------------
+
+GOLDEN_SLUGS = REPO / "tests" / "golden" / "slugs.json"
+SLUG_LAYOUTS = ("herokuish", "heroku")
+# SLUGBUILD_RECORD_GOLDEN=1 records what the builds give instead of comparing
+# (pipeline/test_golden_slugs.py says how).
+RECORDING_GOLDEN = os.environ.get("SLUGBUILD_RECORD_GOLDEN") == "1"
+
+
+def check_golden(name: str, layout: str, outcome: str) -> None:
+    """A fixture's outcome in ``layout`` (its slug's sha256, or ``error:<code>`` for the
+    fixtures that fail by design) is the recorded one; recorded instead when recording."""
+    import fcntl
+
+    if RECORDING_GOLDEN:
+        with open(GOLDEN_SLUGS.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            recorded = json.loads(GOLDEN_SLUGS.read_text()) if GOLDEN_SLUGS.exists() else {}
+            recorded.setdefault(name, {})[layout] = outcome
+            GOLDEN_SLUGS.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        return
+    recorded = json.loads(GOLDEN_SLUGS.read_text())
+    assert name in recorded and layout in recorded[name], (
+        f"{name} ({layout}) has no recorded slug: record it "
+        "(see pipeline/test_golden_slugs.py)")
+    assert outcome == recorded[name][layout], (
+        f"{name} ({layout}): the slug changed; if that is intended, record it again "
+        "(see pipeline/test_golden_slugs.py)")
+
+
+# --- a plan agrees with the build it planned (slugbuild.plan) ---------------------------
+
+def layer_from_cache(log: list[str], plan: BuildPlan, kind: str) -> bool:
+    """Whether the build's log says ``kind`` came from the cache (and under the
+    layer name the plan computed, for the dependency layer)."""
+    layer = plan.layer(kind)
+    assert layer is not None and layer.name is not None
+    if kind == "runtime":
+        assert plan.python is not None
+        restored = f"Restoring Python {plan.python.version} from cache"
+        installed = f"Installing Python {plan.python.version} (from"
+    elif kind == "nltk-data":
+        restored, installed = "NLTK package(s) from cache", "Downloading NLTK packages:"
+    else:
+        restored = f"Restoring dependencies from cache (layer {layer.name[:12]}"
+        installed = f"cached as layer {layer.name[:12]}"
+    if any(restored in line for line in log):
+        return True
+    assert any(installed in line for line in log), (kind, layer.name, log)
+    return False
+
+
+def assert_plan_agrees(before: BuildPlan, result: BuildResult, after: BuildPlan) -> None:
+    """The plan made ``before`` a build says what the build then did: Python version and
+    its source, package manager, installer, collectstatic, process types, which layers
+    came from the cache; the plan made ``after`` it finds every layer cached under the
+    key the build used."""
+    assert before.python is not None and before.dependencies is not None
+    runtime, manager = result.runtime, result.metadata["package_manager"]
+    assert before.python.version == runtime["resolved"]
+    assert before.python.source_file == runtime["source_file"]
+    assert before.python.requested_from == runtime["requested_from"]
+    assert before.python.runtime_source == runtime["source"]
+    assert before.dependencies.package_manager == manager["name"]
+    assert before.dependencies.installer == manager["installer"]
+    assert before.dependencies.installer_version == manager["installer_version"]
+    assert before.dependencies.installer_because == manager["installer_reason"]
+    assert sorted(before.dependencies.key_files) == sorted(manager["files"])
+    collectstatic_ran = any("collectstatic --noinput" in line for line in result.log)
+    assert before.collectstatic is not None and before.collectstatic.runs == collectstatic_ran
+    assert before.process_types.types == result.process_types
+    for kind in ("runtime", "dependencies", "nltk-data"):
+        layer = before.layer(kind)
+        if kind == "nltk-data" and layer is None:
+            assert not any("NLTK packages:" in line for line in result.log)
+            continue
+        assert layer is not None
+        assert layer.cached == layer_from_cache(result.log, before, kind), kind
+    # After the build, everything it made is in the cache under the planned keys.
+    assert [(layer.layer, layer.key, layer.cached) for layer in after.layers] == [
+        (layer.layer, layer.key, True if layer.cached is not None else None)
+        for layer in before.layers]
+    assert after.dependencies is not None and after.dependencies.packages_from == "cached layer"
+    assert after.dependencies.packages == sorted(
+        {p["name"].lower().replace("_", "-").replace(".", "-") for p in result.packages})

@@ -1,6 +1,7 @@
 """``slugbuild plan``: what a build would do, learned without building (quick tests).
 
-The plan's agreement with real builds of every fixture is in pipeline/test_plan_vs_build.py.
+The plan's agreement with real builds of every fixture is checked in
+pipeline/test_reproducible.py (its two-cold-builds test) and pipeline/test_plan_vs_build.py.
 """
 
 from __future__ import annotations

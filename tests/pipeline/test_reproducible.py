@@ -29,11 +29,14 @@ from slugbuild.marshal_canon import (
     canonical_marshal,
     code_layout,
 )
+from slugbuild.plan import BuildPlan, plan_app
 
 from ..helpers import (
     FIXTURE_APPS,
     FIXTURES_NOT_BOOTING,
     Server,
+    assert_plan_agrees,
+    check_golden,
     copy_app,
     fixture_build_options,
     fixture_names,
@@ -403,24 +406,40 @@ def test_a_python_310_app_is_the_same_in_two_cold_builds(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", fixture_names())
 def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
-    """Two cold builds, each with a cache of its own, from two app directories.
+    """Two cold builds, each with a cache of its own, from two app directories; the
+    slug is the recorded one (tests/golden/slugs.json) in both layouts, and the plan
+    agrees with a cold and a warm build.
 
     The installers' download caches are shared (hard-linked copies of a first
     build's), so only what a build makes itself is made twice: the runtime layer
     (its bytecode), the dependency layer (sdists and local packages built again:
     pip-local-packages has crcmod, published as an sdist only, and a local
-    package, each with a C extension), the slug.
+    package, each with a C extension), the slug. The heroku layout's slug comes
+    from a third, warm build on the first build's cache.
     """
     with contextlib.ExitStack() as stack:
         options = fixture_build_options(name, stack, tmp_path_factory.mktemp(f"nltk-{name}"))
         _two_cold_builds(tmp_path_factory, name, options)
 
 
+def _planned(app: Path, cache_dir: Path, options: dict) -> BuildPlan:
+    """The plan of a build of ``app`` with the fixture's ``options``."""
+    return plan_app(app, cache_dir=cache_dir, **{
+        k: v for k, v in options.items() if k in ("env", "app_base", "node_build")})
+
+
 def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     root = tmp_path_factory.mktemp(f"cold-{name}")
     started = time.perf_counter()
-    one = _build(copy_app(FIXTURE_APPS / name, root / "a" / name), root / "one.tgz",
-                 root / "cache-one", **options)
+    first_app = copy_app(FIXTURE_APPS / name, root / "a" / name)
+    first_cache = root / "cache-one"
+    cold_plan = _planned(first_app, first_cache, options)
+    one = _build(first_app, root / "one.tgz", first_cache, **options)
+    warm_plan = _planned(first_app, first_cache, options)
+    assert_plan_agrees(cold_plan, one, warm_plan)
+    # The other layout, warm: every layer comes from the first build's cache.
+    heroku = _build(first_app, root / "heroku.tgz", first_cache, layout="heroku", **options)
+    assert_plan_agrees(warm_plan, heroku, _planned(first_app, first_cache, options))
     second_cache = root / "cache-two"
     second_cache.mkdir()
     for download_cache in ("uv", "pip", "tools"):
@@ -442,6 +461,8 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     two = _build(copy_app(FIXTURE_APPS / name, root / "b" / "elsewhere"), root / "two.tgz",
                  second_cache, boot_check=60 if boots else False, **options)
     assert one.sha256 == two.sha256, slug_differences(one.slug_path, two.slug_path)
+    check_golden(name, "herokuish", one.sha256)
+    check_golden(name, "heroku", heroku.sha256)
     with tarfile.open(one.slug_path) as tar:
         for member in tar:
             if member.name.endswith(".so") and "site-packages" in member.name:
