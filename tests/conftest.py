@@ -6,6 +6,8 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from .helpers import (
     HOOK_SECRET,
     RegistryServer,
     copy_app,
+    machine_cache_entry,
+    machine_cache_key,
     make_app,
     unpack,
 )
@@ -150,12 +154,35 @@ def runner_a(tmp_path_factory, registry):
 
 
 @pytest.fixture(scope="session")
-def mmdebstrap_run_image(tmp_path_factory, cache_dir):
-    """The mmdebstrap run image (`slugbuild stack build`) built once per session, as an
-    OCI layout; its layer is kept in the session cache, keyed by the recipe."""
+def _kept_run_image(tmp_path_factory) -> Iterator[tuple[object, Path, Path]]:
+    """The mmdebstrap run image (`slugbuild stack build`) as an OCI layout, and the
+    directory its layer is kept in: per machine, not per session
+    (helpers.machine_cache_entry), keyed by the code that builds it (stack.py), the
+    mmdebstrap version and the week (build_run_image keys it by its recipe below
+    that). The first session on a machine runs mmdebstrap, holding the entry alone."""
+    import slugbuild.stack
     from slugbuild.stack import build_run_image, default_recipe
 
+    version = subprocess.run(["mmdebstrap", "--version"], capture_output=True,
+                             text=True).stdout if shutil.which("mmdebstrap") else "none"
+    key = machine_cache_key(Path(slugbuild.stack.__file__), version)
     layout = tmp_path_factory.mktemp("run-image") / "layout"
-    built = build_run_image(f"oci:{layout}:run", recipe=default_recipe(),
-                            keep_dir=cache_dir / "run-images")
+    with machine_cache_entry("run-images", key) as kept:
+        built = kept.once(lambda: build_run_image(f"oci:{layout}:run",
+                                                  recipe=default_recipe(),
+                                                  keep_dir=kept.path))
+        yield built, layout, kept.path
+
+
+@pytest.fixture(scope="session")
+def mmdebstrap_run_image(_kept_run_image):
+    """The mmdebstrap run image, built once per machine and week, as an OCI layout:
+    (its build's RunImage, the layout directory)."""
+    built, layout, _ = _kept_run_image
     return built, layout
+
+
+@pytest.fixture(scope="session")
+def run_image_keep_dir(_kept_run_image) -> Path:
+    """Where the mmdebstrap run image's layer is kept (``keep_dir`` of build_run_image)."""
+    return _kept_run_image[2]

@@ -23,12 +23,14 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import requests
 
 import slugbuild
 from slugbuild.errors import ErrorKind
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from slugbuild import BuildResult
@@ -638,3 +640,102 @@ def assert_plan_agrees(before: BuildPlan, result: BuildResult, after: BuildPlan)
     assert after.dependencies is not None and after.dependencies.packages_from == "cached layer"
     assert after.dependencies.packages == sorted(
         {p["name"].lower().replace("_", "-").replace(".", "-") for p in result.packages})
+
+
+# --- what the tests keep from one session to the next, per machine ------------------
+
+# The container tests' run image (mmdebstrap) and image stores: built once per machine,
+# under a key of what determines them, so a fresh machine's first session pays once
+# and a change to what builds them builds them again (README, "Tests").
+MACHINE_CACHE = Path(os.environ.get("SLUGBUILD_TEST_CACHE")
+                     or Path.home() / ".cache" / "slugbuild-tests")
+# Kept things older than this are built again (a run image gets the mirror's updates).
+MACHINE_CACHE_DAYS = 7
+
+
+def machine_cache_key(*parts: str | Path) -> str:
+    """A digest of ``parts``: texts, or files whose bytes count (the code that builds
+    what is kept), and the week, so what is kept is refreshed every MACHINE_CACHE_DAYS."""
+    digest = hashlib.sha256(f"week {int(time.time() // (MACHINE_CACHE_DAYS * 86400))}"
+                            .encode())
+    for part in parts:
+        digest.update(b"\0" + (part.read_bytes() if isinstance(part, Path)
+                               else part.encode()))
+    return digest.hexdigest()[:20]
+
+
+class MachineCacheEntry:
+    """A directory of MACHINE_CACHE that a test session uses (holding a shared lock
+    on it, so it is not removed as stale meanwhile), with locks of its own for making
+    it once and for using it alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / ".complete").is_file()
+
+    @contextlib.contextmanager
+    def _locked(self, purpose: str, blocking: bool = True) -> Iterator[bool]:
+        import fcntl
+
+        with open(self.path.parent / f"{self.path.name}.{purpose}.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    def once(self, make: Callable[[], T]) -> T:
+        """``make()``: the first time under a lock that other sessions wait for (then
+        the entry is complete), without it once a session has made the entry."""
+        if not self.complete:
+            with self._locked("make"):
+                if not self.complete:  # not made by another session meanwhile
+                    made = make()
+                    (self.path / ".complete").touch()
+                    return made
+        return make()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[bool]:
+        """Whether this session has the entry to itself while the block runs (a daemon
+        that owns its directory); False when another session uses it now."""
+        with self._locked("alone", blocking=False) as got:
+            yield got
+
+
+@contextlib.contextmanager
+def machine_cache_entry(kind: str, key: str, cache: Path | None = None
+                        ) -> Iterator[MachineCacheEntry]:
+    """``MACHINE_CACHE/kind/key`` (or under ``cache``), created and held with a shared
+    lock while the block runs. Entries of ``kind`` under other keys that no session
+    has used for MACHINE_CACHE_DAYS are removed."""
+    import fcntl
+
+    root = (cache or MACHINE_CACHE) / kind
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / key
+    with open(root / f"{key}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        path.mkdir(exist_ok=True)
+        os.utime(path)  # used now: not removed as stale
+        _remove_stale_entries(root, keep=key)
+        yield MachineCacheEntry(path)
+
+
+def _remove_stale_entries(root: Path, keep: str) -> None:
+    import fcntl
+
+    old = time.time() - MACHINE_CACHE_DAYS * 86400
+    for entry in root.iterdir():
+        if not entry.is_dir() or entry.name == keep or entry.stat().st_mtime > old:
+            continue
+        with open(root / f"{entry.name}.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # in use by another session
+                continue
+            shutil.rmtree(entry, ignore_errors=True)

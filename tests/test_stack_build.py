@@ -147,14 +147,14 @@ def test_run_image_is_a_valid_image_a_slug_runs_on(mmdebstrap_run_image, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_kept_layer_is_reused_and_archives_load(mmdebstrap_run_image, cache_dir,
+def test_the_kept_layer_is_reused_and_archives_load(mmdebstrap_run_image, run_image_keep_dir,
                                                     tmp_path):
     from slugbuild.stack import build_run_image
 
     built, _ = mmdebstrap_run_image
     archive = tmp_path / "run.tar"
     again = build_run_image(f"docker-archive:{archive}:slugbuild/run:test",
-                            recipe=default_recipe(), keep_dir=cache_dir / "run-images")
+                            recipe=default_recipe(), keep_dir=run_image_keep_dir)
     assert again.reused and again.manifest_digest == built.manifest_digest
     with tarfile.open(archive) as tar:
         manifest = json.load(io.BytesIO(tar.extractfile("manifest.json").read()))

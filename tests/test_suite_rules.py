@@ -74,3 +74,45 @@ def test_test_folders_are_named_for_src_packages() -> None:
     assert sorted(p.name for p in folders if p.name not in packages | OTHER_FOLDERS) == []
     assert sorted(p.name for p in folders if p.name != "golden"
                   and not (p / "__init__.py").is_file()) == []
+
+
+def test_what_is_kept_per_machine_is_made_once_and_stale_entries_go(tmp_path) -> None:
+    import os
+    import threading
+    import time
+
+    from .helpers import MACHINE_CACHE_DAYS, machine_cache_entry
+
+    found_complete: list[bool] = []
+
+    def session() -> None:  # two sessions of one machine, at the same time
+        with machine_cache_entry("things", "k1", tmp_path) as entry:
+            def make() -> None:  # what a session does with the entry, made or not
+                found_complete.append(entry.complete)
+                time.sleep(0.3)  # the other session arrives while this one makes it
+
+            entry.once(make)
+
+    sessions = [threading.Thread(target=session) for _ in range(2)]
+    for thread in sessions:
+        thread.start()
+    for thread in sessions:
+        thread.join()
+    # The second waited for the first to make it, then used it as made.
+    assert found_complete == [False, True]
+
+    # A daemon's directory is one session's at a time.
+    with machine_cache_entry("things", "k1", tmp_path) as entry:
+        with entry.alone() as first, entry.alone() as second:
+            assert (first, second) == (True, False)
+
+    stale = time.time() - (MACHINE_CACHE_DAYS + 1) * 86400
+    for key in ("old", "old-in-use"):
+        (tmp_path / "things" / key).mkdir()
+        os.utime(tmp_path / "things" / key, (stale, stale))
+    with machine_cache_entry("things", "old-in-use", tmp_path):
+        os.utime(tmp_path / "things" / "old-in-use", (stale, stale))
+        with machine_cache_entry("things", "k1", tmp_path):
+            pass
+        assert sorted(p.name for p in (tmp_path / "things").iterdir() if p.is_dir()) == [
+            "k1", "old-in-use"]
