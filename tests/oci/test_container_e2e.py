@@ -1,9 +1,13 @@
 """End to end: the Django fixture as an image on the mmdebstrap run image, pushed to a
 loopback registry and run by podman and by Docker (the Makefile installs both).
 
-One slug, one run image and one image are built for the module; podman keeps one
-store for it under tmp (a fresh store costs seconds to unpack into). Containers use
-the host network on a free port and are removed by id.
+One slug, one run image and one image are built for the module. podman's store and
+dockerd's data root are kept per machine (helpers.machine_cache_entry, keyed by the
+tool's version): a fresh store costs seconds to unpack the image into, a kept one
+already has its layers, so a pull or load unpacks only what changed. Containers use
+the host network on a free port, carry this session's label and are removed by it;
+the session's image name is removed at the end, the image kept under a stable name
+(older ones are pruned).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import resource
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +34,14 @@ import requests
 from slugbuild import build_image, compile_app, errors
 from slugbuild.log import Reporter
 
-from ..helpers import DJANGO_APP, RegistryServer, free_port, run_cli
+from ..helpers import (
+    DJANGO_APP,
+    RegistryServer,
+    free_port,
+    machine_cache_entry,
+    machine_cache_key,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -59,28 +72,49 @@ def pushed(heroku_slug, mmdebstrap_run_image, own_registry, cache_dir) -> str:
     return f"{own_registry.host}/{REPOSITORY}:v1"
 
 
-class Podman:
-    """podman with runc and the machine's rlimits (docs: oci-testing), its own store."""
+def _version(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True).stdout.strip()
 
-    def __init__(self, root: Path) -> None:
+
+def _private_run_dir(name: str) -> Path:
+    """A directory for a tool's run state, cleared when the machine restarts (/run), so
+    a kept store is never trusted with state from before a restart."""
+    run = Path(os.environ.get("XDG_RUNTIME_DIR") or "/run")
+    base = run if os.access(run, os.W_OK) else Path(tempfile.gettempdir())
+    directory = base / "slugbuild-tests" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+class Podman:
+    """podman with runc and the machine's rlimits (docs: oci-testing), on the store
+    kept in ``store`` (its run state under /run, shared by every session using it, as
+    podman's locks need), with this session's ``conf`` directory. Containers it runs
+    carry ``SESSION_LABEL``."""
+
+    def __init__(self, store: Path, conf: Path, session: str) -> None:
         hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         hard_procs = resource.getrlimit(resource.RLIMIT_NPROC)[1]
         pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
         procs = pid_max if hard_procs == resource.RLIM_INFINITY else min(hard_procs, pid_max)
         files = 1048576 if hard_files == resource.RLIM_INFINITY else hard_files
-        root.mkdir(parents=True, exist_ok=True)
-        self.conf = root / "containers.conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        self.conf = conf / "containers.conf"
         self.conf.write_text(
             "[containers]\n"
             f'default_ulimits = ["nofile={files}:{files}", "nproc={procs}:{procs}"]\n'
             "[engine]\n"
             'runtime = "runc"\n')
-        self.base = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run"),
-                     "--tmpdir", str(root / "tmp")]
+        state = _private_run_dir(f"p-{store.name[:12]}")  # podman: runroot < 50 chars
+        self.base = ["podman", "--root", str(store / "storage"), "--runroot",
+                     str(state / "run"), "--tmpdir", str(state / "tmp")]
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf)}
+        self.session = session
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 300
                  ) -> subprocess.CompletedProcess[str]:
+        if args[:1] == ("run",):
+            args = ("run", "--label", f"{SESSION_LABEL}={self.session}", *args[1:])
         done = subprocess.run([*self.base, *args], capture_output=True, text=True,
                               env=self.env, timeout=timeout)
         if check and done.returncode != 0:
@@ -88,12 +122,32 @@ class Podman:
                                  f"{done.stdout}\n{done.stderr}")
         return done
 
+    def clean_up(self, image: str) -> None:
+        """Remove this session's containers; keep ``image``'s layers under KEPT_NAME
+        (the image it replaces, and any other without a name, pruned)."""
+        ours = self("ps", "-aq", "--filter", f"label={SESSION_LABEL}={self.session}",
+                    check=False).stdout.split()
+        if ours:
+            self("rm", "--force", "--time", "0", *ours, check=False)
+        if self("image", "exists", image, check=False).returncode == 0:
+            self("tag", image, KEPT_NAME, check=False)
+            self("untag", image, image, check=False)
+        self("image", "prune", "--force", check=False)
+
+
+# Containers this module runs are labelled with its session; the image it pulled is
+# kept in podman's store under this name for the next session's pull.
+SESSION_LABEL = "io.slugbuild.test-session"
+KEPT_NAME = "localhost/slugbuild-tests/e2e-django:kept"
+
 
 @pytest.fixture(scope="module")
-def podman(tmp_path_factory) -> Iterator[Podman]:
-    tool = Podman(tmp_path_factory.mktemp("podman"))
-    yield tool
-    tool("rm", "--all", "--force", "--time", "0", check=False)
+def podman(tmp_path_factory, pushed) -> Iterator[Podman]:
+    key = machine_cache_key(_version("podman", "--version"), _version("runc", "--version"))
+    with machine_cache_entry("podman", key) as kept:
+        tool = Podman(kept.path, tmp_path_factory.mktemp("podman"), uuid.uuid4().hex)
+        yield tool
+        tool.clean_up(pushed)
 
 
 def _serves_django(base: str, deadline: float = 90) -> None:
@@ -103,7 +157,7 @@ def _serves_django(base: str, deadline: float = 90) -> None:
         try:
             page = requests.get(base + "/", timeout=5)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # workers still booting
             if time.monotonic() > end:
                 raise
             time.sleep(0.5)
@@ -195,18 +249,19 @@ def test_a_run_image_without_libsqlite3_is_refused(heroku_slug, mmdebstrap_run_i
 
 
 class Dockerd:
-    """dockerd on a private socket and data root, without touching the host's
+    """dockerd on a private socket and ``data_root``, without touching the host's
     networking (no bridge, no iptables: containers use the host network)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, data_root: Path) -> None:
         self.root = root
+        self.data_root = data_root
         self.socket = root / "docker.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Dockerd:
         log = open(self.root / "dockerd.log", "ab")
         self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root",
+            ["dockerd", "--data-root", str(self.data_root), "--exec-root",
              str(self.root / "exec"), "-H", f"unix://{self.socket}", "--pidfile",
              str(self.root / "dockerd.pid"), "--bridge=none", "--iptables=false",
              "--ip6tables=false"], stdout=log, stderr=subprocess.STDOUT,
@@ -232,39 +287,52 @@ class Dockerd:
         if self.proc is None:
             return
         self("rm", "--force", *self("ps", "-aq", check=False).stdout.split(), check=False)
+        self("image", "prune", "--force", check=False)  # images a later load untagged
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        # dockerd leaves mounts under its data root (its own, by path).
+        self.proc = None
+        # dockerd leaves mounts under its data and exec roots (its own, by path).
         with open("/proc/self/mountinfo") as mounts:
             points = [line.split()[4] for line in mounts]
-        for point in sorted((p for p in points if p.startswith(str(self.root))), reverse=True):
+        for point in sorted((p for p in points
+                             if p.startswith((str(self.root), str(self.data_root)))),
+                            reverse=True):
             subprocess.run(["umount", "-l", point], capture_output=True)
 
 
-def test_docker_loads_and_runs_the_image_as_an_archive(heroku_slug, mmdebstrap_run_image,
-                                                       cache_dir, tmp_path_factory):
-    _, layout = mmdebstrap_run_image
+@pytest.fixture
+def docker(tmp_path_factory) -> Iterator[Dockerd]:
+    """dockerd on the data root kept for this machine (keyed by its version), when no
+    other session runs one on it now; else on a data root of its own."""
     root = tmp_path_factory.mktemp("docker")
-    archive = root / "app.tar"
+    with machine_cache_entry("docker", machine_cache_key(_version("dockerd", "--version"))
+                             ) as kept, kept.alone() as alone:
+        docker = Dockerd(root, kept.path / "data" if alone else root / "data").start()
+        try:
+            yield docker
+        finally:
+            docker.stop()
+
+
+def test_docker_loads_and_runs_the_image_as_an_archive(heroku_slug, mmdebstrap_run_image,
+                                                       cache_dir, docker, tmp_path):
+    _, layout = mmdebstrap_run_image
+    archive = tmp_path / "app.tar"
     build_image(heroku_slug.slug_path, f"docker-archive:{archive}:{REPOSITORY}:v1",
                 run_image=f"oci:{layout}:run", cache_dir=cache_dir)
-    docker = Dockerd(root).start()
+    docker("load", "-i", str(archive))
+    port = free_port()
+    container = docker("run", "-d", "--network=host", "-e", f"PORT={port}",
+                       f"{REPOSITORY}:v1").stdout.strip()
     try:
-        docker("load", "-i", str(archive))
-        port = free_port()
-        container = docker("run", "-d", "--network=host", "-e", f"PORT={port}",
-                           f"{REPOSITORY}:v1").stdout.strip()
-        try:
-            _serves_django(f"http://127.0.0.1:{port}")
-        except BaseException:
-            print(docker("logs", container, check=False).stderr)
-            raise
-        check = docker("run", "--rm", "--network=none", f"{REPOSITORY}:v1", "--",
-                       "python", "manage.py", "check")
-        assert "System check identified no issues" in check.stdout + check.stderr
-    finally:
-        docker.stop()
+        _serves_django(f"http://127.0.0.1:{port}")
+    except BaseException:
+        print(docker("logs", container, check=False).stderr)
+        raise
+    check = docker("run", "--rm", "--network=none", f"{REPOSITORY}:v1", "--",
+                   "python", "manage.py", "check")
+    assert "System check identified no issues" in check.stdout + check.stderr
