@@ -37,7 +37,7 @@ from slugbuild.layer_artifact import (
 )
 from slugbuild.log import Reporter
 from slugbuild.platform_info import current as current_platform
-from slugbuild.static_reuse import DELTA, STATIC_KIND
+from slugbuild.static_reuse import DELTA, STATIC_KIND, StaticReuse, _scan
 
 from .helpers import DJANGO_APP, assert_cache_consistent, crafted_tar
 
@@ -234,3 +234,48 @@ def test_tar_reader_refuses_damage(tmp_path: Path, damage: str) -> None:
         raw[512:515] = b"zz "  # the pax record's length
     with pytest.raises(ArtifactInvalid):
         list(_tar_members(memoryview(bytes(raw))))
+
+
+def _app_before_collectstatic(build: Path) -> Path:
+    (build / ".heroku/python/lib").mkdir(parents=True)
+    (build / "app.py").write_text("x = 1\n")
+    (build / "old.txt").write_text("gone soon\n")
+    (build / "static").mkdir()
+    (build / "static/keep.css").write_text("a {}\n")
+    return build
+
+
+def test_a_kept_output_replays_on_another_machine_through_the_registry(tmp_path: Path) -> None:
+    """What one cache kept is pushed, pulled by another cache and replayed there: the same
+    build directory (added, changed, executable, linked, removed paths, empty directories)."""
+    store = LayoutStore(tmp_path / "layout", create=True)
+    first = Cache(tmp_path / "one")
+    first.remote = RemoteCache(store, "layout", SPACE, Reporter(quiet=True))
+    build = _app_before_collectstatic(tmp_path / "build")
+    argv = ["python", "manage.py", "collectstatic"]
+    reuse = StaticReuse(build, tmp_path / "s1", first, Reporter(quiet=True), [("m", "k")])
+    assert not reuse.apply({"PATH": f"{build}/.heroku/python/bin"}, argv)
+    reuse.before_run()
+    (build / "out/css").mkdir(parents=True)
+    (build / "out/css/site.css").write_text("b {}\n")
+    (build / "out/run.sh").write_text("#!/bin/sh\n")
+    (build / "out/run.sh").chmod(0o755)
+    (build / "out/empty").mkdir()
+    os.symlink("css/site.css", build / "out/latest.css")
+    (build / "static/keep.css").write_text("a { color: red }\n")
+    (build / "old.txt").unlink()
+    reuse.keep()
+    first.remote.push_published(first)
+    assert reuse.key is not None and first.remote.pushed == [reuse.key[:24]]
+
+    second = Cache(tmp_path / "two")
+    reporter = Reporter(quiet=True)
+    second.remote = RemoteCache(store, "layout", SPACE, reporter)
+    other = _app_before_collectstatic(tmp_path / "other")
+    again = StaticReuse(other, tmp_path / "s2", second, reporter, [("m", "k")])
+    assert again.apply({"PATH": f"{other}/.heroku/python/bin"}, argv)
+    assert _scan(other, hash_app=True)[1] == _scan(build, hash_app=True)[1]
+    assert os.access(other / "out/run.sh", os.X_OK) and (other / "out/empty").is_dir()
+    assert not (other / "old.txt").exists()
+    assert second.remote.pulled == [reuse.key[:24]]
+    assert any("Pulled the collectstatic output" in line for line in reporter.lines)
