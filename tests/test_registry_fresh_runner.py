@@ -245,6 +245,10 @@ def _app_before_collectstatic(build: Path) -> Path:
     return build
 
 
+COLLECTSTATIC_WRITES = [("out/css/site.css", "b {}\n", 0o644), ("out/run.sh", "#!/bin/sh\n", 0o755),
+                        ("static/keep.css", "a { color: red }\n", 0o644)]
+
+
 def test_a_kept_output_replays_on_another_machine_through_the_registry(tmp_path: Path) -> None:
     """What one cache kept is pushed, pulled by another cache and replayed there: the same
     build directory (added, changed, executable, linked, removed paths, empty directories)."""
@@ -256,13 +260,12 @@ def test_a_kept_output_replays_on_another_machine_through_the_registry(tmp_path:
     reuse = StaticReuse(build, tmp_path / "s1", first, Reporter(quiet=True), [("m", "k")])
     assert not reuse.apply({"PATH": f"{build}/.heroku/python/bin"}, argv)
     reuse.before_run()
-    (build / "out/css").mkdir(parents=True)
-    (build / "out/css/site.css").write_text("b {}\n")
-    (build / "out/run.sh").write_text("#!/bin/sh\n")
-    (build / "out/run.sh").chmod(0o755)
+    for rel, text, mode in COLLECTSTATIC_WRITES:  # what the run adds or changes
+        (build / rel).parent.mkdir(parents=True, exist_ok=True)
+        (build / rel).write_text(text)
+        (build / rel).chmod(mode)
     (build / "out/empty").mkdir()
     os.symlink("css/site.css", build / "out/latest.css")
-    (build / "static/keep.css").write_text("a { color: red }\n")
     (build / "old.txt").unlink()
     reuse.keep()
     first.remote.push_published(first)
