@@ -57,6 +57,7 @@ from .cache import (
     stat_key,
     write_bytes_atomic,
 )
+from .stack_compat import STACK_RECORD
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -230,6 +231,10 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     try:  # the part's size breakdown (slug_size.py), so a puller need not measure it again
         part_info["measure"] = json.loads(
             (layer.packed_parts / f"{part.name}{MEASURE_SUFFIX}").read_text())
+    except (OSError, ValueError):
+        pass
+    try:  # its ELF files' facts (stack_compat.py), so a puller need not read them again
+        part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
     except (OSError, ValueError):
         pass
     config_data: dict[str, Any] = {
@@ -673,6 +678,10 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
                           json.dumps(measure).encode())
+    stack = part_info.get("stack")
+    if isinstance(stack, dict):  # stack_compat reads it (and rereads the tree if malformed)
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
     return layer
 
 
