@@ -41,6 +41,7 @@ from .layer_artifact import (
     namespace,
     push_artifact,
 )
+from .oci.image import RegistryOptions
 from .slug_size import human
 from .stage import CACHEDIR_TAG
 
@@ -429,12 +430,14 @@ def prune_command(cache: Cache, older_than_days: float | None, max_size: int | N
 
 # --- export / import -------------------------------------------------------------------------
 
-def open_store(target: str, create: bool) -> Store:
-    """The store ``target`` names: ``docker://HOST[:PORT]/REPO`` or a directory."""
+def open_store(target: str, create: bool, registry: RegistryOptions | None = None) -> Store:
+    """The store ``target`` names: ``docker://HOST[:PORT]/REPO`` (with the images'
+    credentials and timeout, ``registry``) or a directory."""
     if target.startswith(REGISTRY_SCHEME):
         from .cache_registry import registry_store
 
-        return registry_store(target)
+        registry = registry or RegistryOptions()
+        return registry_store(target, registry, timeout=registry.timeout)
     root = Path(target)
     if create:
         try:
@@ -510,8 +513,9 @@ def _entries(tags: list[str], space: str) -> Iterator[tuple[str, str]]:
                 yield kind, key
 
 
-def export_command(cache: Cache, target: str, out: TextIO) -> int:
-    store = open_store(target, create=True)
+def export_command(cache: Cache, target: str, out: TextIO,
+                   registry: RegistryOptions | None = None) -> int:
+    store = open_store(target, create=True, registry=registry)
     transfer = Transfer()
     pushed, skipped = _guarded_transfer(target, lambda: export_layers(
         cache, store, namespace(platform_info.current().key), transfer, _line(out)))
@@ -520,8 +524,9 @@ def export_command(cache: Cache, target: str, out: TextIO) -> int:
     return 0
 
 
-def import_command(cache: Cache, source: str, out: TextIO) -> int:
-    store = open_store(source, create=False)
+def import_command(cache: Cache, source: str, out: TextIO,
+                   registry: RegistryOptions | None = None) -> int:
+    store = open_store(source, create=False, registry=registry)
     transfer = Transfer()
     space = namespace(platform_info.current().key)
 
@@ -560,6 +565,7 @@ def _line(out: TextIO) -> Callable[[str], None]:
 def dispatch(args: Any) -> int:
     """Run ``slugbuild cache <action>`` (cli.py's parser block)."""
     from .cache import default_cache_dir
+    from .oci.commands import registry_options
 
     cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
     out = sys.stdout
@@ -568,8 +574,9 @@ def dispatch(args: Any) -> int:
             return list_command(cache, args.json, out)
         if args.cache_action == "prune":
             return prune_command(cache, args.older_than, args.max_size, args.dry_run, out)
+        registry = registry_options(args)  # export and import: the images' credentials
         if args.cache_action == "export":
-            return export_command(cache, args.target, out)
-        return import_command(cache, args.source, out)
+            return export_command(cache, args.target, out, registry)
+        return import_command(cache, args.source, out, registry)
     finally:
         cache.release_uses()
