@@ -413,6 +413,17 @@ def _docker_config(tmp_path: Path, monkeypatch, document: dict[str, object]) -> 
     return config
 
 
+def _push_with_credentials(runner_a, reference: str):
+    """Runner A's dependency layer pushed to the htpasswd registry with the user and
+    password given explicitly (no auth file); the layer."""
+    _, layer = _dependency_layer(runner_a[0])
+    artifact = make_artifact(layer, SPACE)
+    assert artifact is not None
+    explicit = RegistryOptions(user=AUTH_REGISTRY_USER, password=AUTH_REGISTRY_PASSWORD)
+    assert push_artifact(registry_store(reference, explicit), artifact, Transfer())
+    return layer
+
+
 def test_cache_commands_take_helpers_and_explicit_credentials(
         runner_a, auth_registry, tmp_path: Path, monkeypatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -446,11 +457,8 @@ def test_cache_commands_take_helpers_and_explicit_credentials(
 def test_a_build_takes_the_same_credentials_and_fails_open_on_a_broken_helper(
         runner_a, auth_registry, tmp_path: Path, monkeypatch) -> None:
     reference = f"docker://{auth_registry.host}/slugbuild-cache/build-auth"
-    _, layer = _dependency_layer(runner_a[0])
-    artifact = make_artifact(layer, SPACE)
-    assert artifact is not None
+    layer = _push_with_credentials(runner_a, reference)
     explicit = RegistryOptions(user=AUTH_REGISTRY_USER, password=AUTH_REGISTRY_PASSWORD)
-    assert push_artifact(registry_store(reference, explicit), artifact, Transfer())
     name, key = layer.path.name, layer.manifest["key"]
 
     _docker_config(tmp_path, monkeypatch, {"credHelpers": {auth_registry.host: "absent"}})
@@ -482,11 +490,7 @@ def test_compile_registry_user_reaches_the_cache_registry(
     from slugbuild.cli import main
 
     reference = f"docker://{auth_registry.host}/slugbuild-cache/compile-auth"
-    _, layer = _dependency_layer(runner_a[0])
-    artifact = make_artifact(layer, SPACE)
-    assert artifact is not None
-    explicit = RegistryOptions(user=AUTH_REGISTRY_USER, password=AUTH_REGISTRY_PASSWORD)
-    assert push_artifact(registry_store(reference, explicit), artifact, Transfer())
+    _push_with_credentials(runner_a, reference)
     _docker_config(tmp_path, monkeypatch, {})
     cache = _without_dependency_layer(runner_a[0], tmp_path / "cache")
     monkeypatch.setattr("sys.stdin", io.StringIO(AUTH_REGISTRY_PASSWORD))
