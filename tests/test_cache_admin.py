@@ -19,7 +19,7 @@ import pytest
 
 from slugbuild import compile_app
 from slugbuild.cache import Cache
-from slugbuild.cache_admin import local_layers, prune
+from slugbuild.cache_admin import all_entries, local_layers, prune
 from slugbuild.cli import main
 from slugbuild.errors import CACHE_COMMAND_FAILED
 from slugbuild.layer_artifact import (
@@ -298,3 +298,52 @@ def test_prune_to_size_counts_what_removing_frees(tmp_path: Path) -> None:
     result = prune(Cache(root), older_than_days=None, max_size=100_000)
     assert [entry.kind for entry in result.removed] == ["layers", "uv"]
     assert (root / "pyc" / "ab" / "keep").exists() and not (root / "uv").exists()
+
+
+@pytest.mark.slow
+def test_prune_under_a_running_build_changes_nothing_it_makes(runner_a, tmp_path: Path) -> None:
+    """Prunes every 0.2 s while a build installs and compiles: the pycs it could have
+    reused go (it compiles them again), uv's cache stays while it runs, and its slug
+    is runner A's, byte for byte."""
+    import threading
+
+    cache_a, _, sha_a = runner_a[:3]
+    root = tmp_path / "cache"
+    shutil.copytree(cache_a, root, symlinks=True)
+    shutil.rmtree(root / "layers")  # the dependency layer is made again, from uv's cache
+    old = [path for top in ("pyc", "uv") for path in (root / top).rglob("*")] + [root / "uv"]
+    assert any(path.parent.parent == root / "pyc" for path in old)
+    for path in old:
+        _aged(path, 10)
+    built: dict[str, object] = {}
+
+    def build() -> None:
+        reporter = Reporter(quiet=True)
+        try:
+            built["result"] = compile_app(FIXTURE_APPS / "flask-hello", tmp_path / "b.tgz",
+                                          cache_dir=root, reporter=reporter)
+        finally:
+            built["log"] = "\n".join(reporter.lines)
+
+    worker = threading.Thread(target=build)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not any(".build." in path.name for path in (root / "tmp").iterdir()):
+        assert worker.is_alive() and time.monotonic() < deadline  # the build has the cache
+        time.sleep(0.02)
+    kept_uv = removed_pycs = 0
+    while worker.is_alive():
+        result = prune(Cache(root), older_than_days=5, max_size=None)
+        kept_uv += any(entry.kind == "uv" for entry in result.in_use)
+        removed_pycs += sum(entry.kind == "pyc" for entry in result.removed)
+        time.sleep(0.2)
+    worker.join()
+    assert "result" in built, built.get("log")
+    assert built["result"].sha256 == sha_a
+    assert "Installing requirements" in str(built["log"])
+    assert kept_uv and removed_pycs and (root / "uv").is_dir()
+
+    after = prune(Cache(root), older_than_days=None, max_size=0)  # no build now: all go
+    assert after.in_use == [] and "uv" in {entry.kind for entry in after.removed}
+    assert not (root / "uv").exists() and all_entries(Cache(root))[0] == []
+    assert_cache_consistent(root)
