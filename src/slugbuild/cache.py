@@ -13,7 +13,8 @@ Layout (see docs/cache.md)::
       downloads/<platform key>/         verified runtime archives (runtime/download.py)
       buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (buildpack_runner.py)
       locks/                            one lock file per layer being built, links.lock,
-                                        leases/<token>.lease (one per running process)
+                                        leases/<token>.lease (one per running process),
+                                        open.lock (shared by every user: hold_open)
       tmp/                              layers, installs and build dirs in progress,
                                         named <token>.<label>.<random> after their owner
 

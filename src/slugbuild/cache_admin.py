@@ -1,14 +1,21 @@
-"""``slugbuild cache``: list, prune, export and import the cache's layers.
+"""``slugbuild cache``: list, prune, export and import what the cache holds.
 
-``list`` shows each runtime, dependency and tool layer with its size and last
-use (the mtime of its ``locks/use-*.lock``, stamped by every build that finds
-it). ``prune`` removes layers by age and/or down to a total size, least
-recently used first, and never one a running build holds (``Cache.removal``).
+``list`` shows every kind of entry (docs/cache.md, Cache commands): each layer
+(runtime, dependency, tool, static) with its size and last use (the mtime of its
+``locks/use-*.lock``, stamped by every build that finds it), and each store
+(pycs, import checks, hints, indexes, downloads, image blobs, installer and
+buildpack caches, and any directory it does not know) with its entries' size and
+newest use. Sizes are disk usage, each hard-linked file counted once. ``prune``
+removes entries by age and/or down to a total size, least recently used first,
+and never one a running build may read: a layer only while no build holds it
+(``Cache.removal``), a store a build reads without a lock of its own only while
+no build has the cache open (``Cache.idle``), and pycs, checks and hints at any
+time (a build that misses one redoes that work, with the same result).
 ``export``/``import`` carry layers as OCI artifacts (layer_artifact.py) to and
 from an OCI image layout directory or a registry, so a plain CI cache action
 (which saves and restores a directory) or a shared registry can move them
 between machines; an import publishes each layer through the cache's verified
-path, exactly as the registry level of a build does (docs/cache.md).
+path, exactly as the registry level of a build does.
 """
 
 from __future__ import annotations
