@@ -98,11 +98,12 @@ class RegistryStore:
 
 
 def registry_store(reference: str, registry: RegistryOptions | None = None,
-                   timeout: float = REQUEST_TIMEOUT) -> RegistryStore:
+                   timeout: float | None = None) -> RegistryStore:
     """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
     credentials images use (docs/images.md, Credentials): ``registry``'s user and
     password when given, else the auth files and credential helpers for its host
     (none: anonymous); ``registry.insecure`` allows plain HTTP to another machine.
+    ``timeout`` bounds each request (default: a build's REQUEST_TIMEOUT).
     A reference that is not one (no ``docker://``, a tag or digest given) is
     ``cache-registry-invalid``; credentials that cannot be found are the
     registry's error (a build fails open on them)."""
@@ -119,7 +120,8 @@ def registry_store(reference: str, registry: RegistryOptions | None = None,
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="name a repository only: the tags are slugbuild's")
     registry = registry or RegistryOptions()
-    client = RegistryClient(parsed.host, parsed.repository, timeout=timeout,
+    client = RegistryClient(parsed.host, parsed.repository,
+                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
                             insecure=registry.insecure,
                             credentials=find_credentials(parsed.host, user=registry.user,
                                                          password=registry.password))
