@@ -331,7 +331,8 @@ def prune(cache: Cache, older_than_days: float | None, max_size: int | None,
     Never one a running build may read: a layer only while no build holds it
     (found, or being built); an installer cache, image blob, download or index
     only while no build has the cache open; pycs, import checks and rebuild
-    hints at any time (losing one costs work, never a wrong result). Sizes are
+    hints at any time (losing one costs work, never a wrong result). A dry run
+    asks the same locks and removes nothing. Sizes are
     disk usage with hard links counted once: removing an entry frees only the
     files no other entry (or a build directory) links to."""
     now = time.time() if now is None else now
@@ -358,11 +359,7 @@ def prune(cache: Cache, older_than_days: float | None, max_size: int | None,
             too_big = max_size is not None and total > max_size
             if not (too_old or too_big):
                 continue
-            if dry_run:
-                removed.append(entry)
-                total -= freed_by(entry)
-                continue
-            gone = _remove(cache, entry, idle, doomed)
+            gone = _remove(cache, entry, idle, None if dry_run else doomed)
             if gone is None:
                 in_use.append(entry)
                 continue
@@ -374,18 +371,24 @@ def prune(cache: Cache, older_than_days: float | None, max_size: int | None,
     return PruneResult(removed, in_use, max(total, 0), start - max(total, 0))
 
 
-def _remove(cache: Cache, entry: CacheEntry, idle: bool, doomed: list[Path]) -> bool | None:
+def _remove(cache: Cache, entry: CacheEntry, idle: bool, doomed: list[Path] | None
+            ) -> bool | None:
     """Take ``entry`` out of the cache: True, False (gone meanwhile, or not
     removable), None (in use). Directories are renamed into tmp/ and deleted by
-    the caller after."""
+    the caller after. ``doomed`` None (a dry run): only whether it could be."""
     if entry.guard == LAYER:
+        use_lock = cache.root / "locks" / f"use-{entry.kind}-{entry.name}.lock"
+        never_found = not use_lock.exists()
         with cache.removal(entry.kind, entry.name) as free:
             if not free:
                 return None
-            return _take_away(cache, entry, doomed)
+            if never_found:  # made just now by asking: that is no use of the layer
+                with contextlib.suppress(OSError):
+                    os.utime(use_lock, (entry.last_used, entry.last_used))
+            return _take_away(cache, entry, doomed) if doomed is not None else True
     if entry.guard == IDLE and not idle:
         return None
-    return _take_away(cache, entry, doomed)
+    return _take_away(cache, entry, doomed) if doomed is not None else True
 
 
 def _take_away(cache: Cache, entry: CacheEntry, doomed: list[Path]) -> bool:
