@@ -298,6 +298,9 @@ def test_prune_to_size_counts_what_removing_frees(tmp_path: Path) -> None:
     result = prune(Cache(root), older_than_days=None, max_size=100_000)
     assert [entry.kind for entry in result.removed] == ["layers", "uv"]
     assert (root / "pyc" / "ab" / "keep").exists() and not (root / "uv").exists()
+    _fake_layer(Cache(root), "nested")  # directories: their st_nlink counts subdirectories
+    everything = prune(Cache(root), older_than_days=None, max_size=0)
+    assert everything.kept_bytes == 0 and everything.freed_bytes > 8192
 
 
 @pytest.mark.slow

@@ -140,7 +140,9 @@ class _Usage:
             inode = (st.st_dev, st.st_ino)
             if inode not in inodes:
                 size += st.st_blocks * 512
-                self.blocks.setdefault(inode, (st.st_blocks * 512, st.st_nlink))
+                # A directory's st_nlink counts its subdirectories, not other names.
+                links = 1 if stat.S_ISDIR(st.st_mode) else st.st_nlink
+                self.blocks.setdefault(inode, (st.st_blocks * 512, links))
             inodes[inode] = inodes.get(inode, 0) + 1
             if stat.S_ISDIR(st.st_mode):
                 with contextlib.suppress(OSError), os.scandir(path) as listing:
