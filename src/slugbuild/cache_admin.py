@@ -369,7 +369,11 @@ def prune(cache: Cache, older_than_days: float | None, max_size: int | None,
                 removed.append(entry)
                 total -= freed_by(entry)
     for path in doomed:  # deleted once builds may open the cache again
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
     return PruneResult(removed, in_use, max(total, 0), start - max(total, 0))
 
 
@@ -396,7 +400,9 @@ def _remove(cache: Cache, entry: CacheEntry, idle: bool, doomed: list[Path] | No
 def _take_away(cache: Cache, entry: CacheEntry, doomed: list[Path]) -> bool:
     for path in (entry.path, *entry.extra):
         try:
-            if path.is_dir() and not path.is_symlink():
+            if entry.guard == FREE and not path.is_dir():
+                doomed.append(path)  # needs no lock: unlinked after, not while builds wait
+            elif path.is_dir() and not path.is_symlink():
                 scratch = cache.scratch_dir(f"pruned-{entry.kind}")
                 doomed.append(scratch)
                 os.rename(path, scratch / "entry")
