@@ -122,7 +122,7 @@ def test_fresh_runner_pulls_layers_static_output_and_check(django_build, cache_d
                 and "cache registry" in line]
     assert len(warnings) == 1 and "collectstatic output" in warnings[0], log
     assert "static files copied" in log, log
-    assert "checked for this dependency layer before" in log, log
+    assert "checked for this dependency layer before, by another runner" in log, log
     assert_cache_consistent(cache_c)
 
 

@@ -302,12 +302,14 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     if passed is not None:
         digest = hashlib.sha256("\0".join([passed[1], *modules]).encode()).hexdigest()
         marker = passed[0] / digest[:32]
+        where = ""
         if not marker.is_file() and shared is not None \
                 and shared.check_passed(digest, passed[1], modules):
             _mark_passed(marker, modules)
+            where = ", by another runner: cache registry"
         if marker.is_file():
-            reporter.step("Process types' entry points import (checked for this "
-                          "dependency layer before): " + ", ".join(modules))
+            reporter.step(f"Process types' entry points import (checked for this "
+                          f"dependency layer before{where}): " + ", ".join(modules))
             return
     reporter.step("Checking that the process types' entry points import: "
                   + ", ".join(modules))
