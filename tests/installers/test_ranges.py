@@ -168,6 +168,13 @@ def test_a_newer_release_inside_the_range_is_installed_not_a_stale_layer(tmp_pat
                                    "--prefer-binary") for line in fallback.log), fallback.log
         assert {p["name"]: p["version"] for p in fallback.packages} == {NAME: "1.1"}
 
+        # A direct reference (a wheel's URL) is resolved and installed by uv as well.
+        (app / "requirements.txt").write_text(
+            f"{NAME} @ {base}/files/{NAME}-1.0-py3-none-any.whl\n")
+        direct = _build(app, tmp_path / "url.tgz", cache_dir)
+        assert direct.metadata["package_manager"]["installer"] == "uv"
+        assert {p["name"]: p["version"] for p in direct.packages} == {NAME: "1.0"}
+
 
 @pytest.mark.slow
 def test_a_ranged_gunicorn_20_keeps_the_baseline_and_serves(tmp_path, cache_dir):
