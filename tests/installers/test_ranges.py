@@ -74,6 +74,40 @@ def test_a_ranged_plan_is_resolved_and_keyed_apart_from_a_pinned_one(tmp_path):
     assert pinned.version.endswith("every requirement pinned")
 
 
+def test_a_declined_pre_release_falls_back_to_pip_and_other_failures_are_errors(
+        tmp_path, monkeypatch):
+    from slugbuild import errors
+    from slugbuild.cache import Cache
+    from slugbuild.installers import ranges
+    from slugbuild.proc import ToolFailed
+
+    app = make_app(tmp_path / "app", {"requirements.txt": "flask>=3\n"})
+    plan = PipInstaller().plan(app, "requirements.txt", {})
+    hint = ("hint: Pre-releases are available for `x` in the requested range (e.g., 2.0b1), "
+            "but pre-releases weren't enabled (try: `--prerelease=allow`)")
+
+    def failing(output: str):
+        def compile_(job, baseline):
+            raise ToolFailed(1, output)
+        return compile_
+
+    def resolve():
+        return ranges.resolve_plan(plan, app_dir=app, lock_file="requirements.txt",
+                                   python_version="3.12.1", config_vars={},
+                                   cache=Cache(tmp_path / "cache"), reporter=Reporter(quiet=True))
+
+    monkeypatch.setattr(ranges, "_compile", failing(hint))
+    fallback = resolve()
+    assert (fallback.tool, fallback.resolves, fallback.resolved) == ("pip", False, "")
+    assert fallback.version == fallback.installer_version == plan.pip_version
+    assert "pre-release" in fallback.installer_reason
+    monkeypatch.setattr(ranges, "_compile", failing("No solution found: x>=9 is unavailable"))
+    with pytest.raises(errors.SlugbuildError) as caught:
+        resolve()
+    assert caught.value.code == "dependency-install-failed"
+    assert not list((tmp_path / "cache" / "tmp").iterdir())  # its scratch is removed
+
+
 def test_key_inputs_name_versions_and_hide_urls():
     text = "flask==3.1.3\nprivate @ https://user:tok@host.example/p.whl\nsix==1.17.0\n"
     inputs = key_inputs(text)
@@ -167,6 +201,13 @@ def test_a_newer_release_inside_the_range_is_installed_not_a_stale_layer(tmp_pat
         assert any(line.startswith("       Installing with pip: requirements.txt line 2 uses "
                                    "--prefer-binary") for line in fallback.log), fallback.log
         assert {p["name"]: p["version"] for p in fallback.packages} == {NAME: "1.1"}
+
+        # Only a pre-release satisfies the range: pip takes it, and so does uv.
+        _publish(root, ["1.0", "1.1", "3.0b1"])
+        (app / "requirements.txt").write_text(f"--index-url {base}/simple\n{NAME}>2\n")
+        prerelease = _build(app, tmp_path / "pre.tgz", cache_dir)
+        assert prerelease.metadata["package_manager"]["installer"] == "uv"
+        assert {p["name"]: p["version"] for p in prerelease.packages} == {NAME: "3.0b1"}
 
         # A direct reference (a wheel's URL) is resolved and installed by uv as well.
         (app / "requirements.txt").write_text(

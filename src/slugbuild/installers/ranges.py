@@ -15,9 +15,10 @@ needs no runtime: ``slugbuild plan`` makes the same key as the build. With uv's
 cache warm (a warm build, or the prefetch of a cold one) it reads the index
 pages uv keeps and revalidates them, a fraction of a second.
 
-Where uv cannot resolve what pip would (uv allows a pre-release only when a
-requirement asks for one or a package has nothing else; pip also when no final
-release satisfies a range), the plan falls back to pip, saying why.
+Where uv declines a pre-release (its message says so) that pip's rules may
+take, the plan falls back to pip, saying why. uv 0.13 takes one where pip does
+in the usual cases (a range only a pre-release satisfies, asked for directly or
+by a dependency), so this is a safety net for the rest.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def resolve_plan(plan: InstallPlan, *, app_dir: Path, lock_file: str, python_ver
             text = _compile(job, baseline)
         except ToolFailed as failed:
             if _PRERELEASE_REFUSAL.search(failed.output):
-                reporter.detail(f"uv cannot resolve {lock_file} as pip would (a pre-release "
-                                f"only pip's rules allow here): pip installs it")
+                reporter.detail(f"uv declined a pre-release to resolve {lock_file}, which "
+                                f"pip's rules may take: pip installs it")
                 return dataclasses.replace(
                     plan, tool="pip", version=plan.pip_version or plan.version,
                     installer_version=plan.pip_version or plan.installer_version,
@@ -90,8 +91,8 @@ def resolve_plan(plan: InstallPlan, *, app_dir: Path, lock_file: str, python_ver
     return dataclasses.replace(plan, resolved=text)
 
 
-PRERELEASE_REASON = ("uv allows a pre-release only when a requirement names one; pip also "
-                     "when no final release satisfies a range: pip installs it, as on Heroku")
+PRERELEASE_REASON = ("uv declined a pre-release that pip's rules may take: pip installs it, "
+                     "as on Heroku")
 
 
 def _compile(job: InstallJob, baseline: tuple[str, ...]) -> str:
