@@ -365,6 +365,7 @@ def find_or_install(
     """
     state = (prefix_state(into_prefix, prefix_snapshot)
              if into_prefix is not None and prefix_snapshot is not None else None)
+
     def resolve(plan: InstallPlan, baseline: tuple[str, ...]) -> InstallPlan:
         if prefetch is not None:
             prefetch.wait()  # it resolves the same ranges: its downloads are then cached
