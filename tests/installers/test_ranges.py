@@ -19,6 +19,7 @@ from slugbuild.installers.pip import PipInstaller
 from slugbuild.installers.ranges import changed_pins, constraints_text, key_inputs
 from slugbuild.installers.requirements import pip_only_reason, requirements_files
 from slugbuild.log import Reporter
+from slugbuild.plan import plan_app
 
 from ..helpers import FIXTURE_APPS, Server, copy_app, make_app, minimal_wheel, serve_directory
 
@@ -191,6 +192,9 @@ def test_a_newer_release_inside_the_range_is_installed_not_a_stale_layer(tmp_pat
         third = _build(app, tmp_path / "three.tgz", cache_dir)  # nothing new: from cache
         assert third.sha256 == second.sha256
         assert any("Restoring dependencies from cache" in line for line in third.log)
+        # The plan resolves the ranges as the build does: the same key, found cached.
+        planned = plan_app(app, cache_dir=cache_dir).layer("dependencies")
+        assert planned is not None and planned.cached, planned
 
         # What only pip does as pip does: pip installs, and says why.
         (app / "requirements.txt").write_text(
