@@ -220,6 +220,14 @@ def test_a_newer_release_inside_the_range_is_installed_not_a_stale_layer(tmp_pat
         assert direct.metadata["package_manager"]["installer"] == "uv"
         assert {p["name"]: p["version"] for p in direct.packages} == {NAME: "1.0"}
 
+    # The index is gone: the ranges resolve from uv's cache of it, said so, and the
+    # layer of that resolution is reused.
+    (app / "requirements.txt").write_text(f"--index-url {base}/simple\n{NAME}>=1,<2\n")
+    offline = _build(app, tmp_path / "offline.tgz", cache_dir)
+    assert offline.sha256 == second.sha256
+    assert any("could not be reached" in line and "from uv's cache" in line
+               for line in offline.log), offline.log
+
 
 @pytest.mark.slow
 def test_a_ranged_gunicorn_20_keeps_the_baseline_and_serves(tmp_path, cache_dir):
