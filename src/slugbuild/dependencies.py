@@ -553,8 +553,10 @@ def place_dependency_layer(install: DependencyInstall, python_home: Path, python
     copied."""
     name = install.key[:24]
     if install.from_cache:
+        resolved = install.plan is not None and install.plan.resolved
         reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
-                      f"{lock_file} unchanged)")
+                      f"{lock_file} unchanged"
+                      f"{', its ranges resolve to the same versions' if resolved else ''})")
     placed = None
     if install.from_cache or install.own_tree is not None:
         placed = (show(install.layer) if show is not None
