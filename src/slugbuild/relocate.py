@@ -474,7 +474,12 @@ def process(item):
         keep(key, header + canonical)
 
 items = []
-for dirpath, dirnames, filenames in os.walk(root):
+listed = len(sys.argv) > 7 and sys.argv[7] == "-"
+if listed:  # just these files, no walk
+    for rel in sorted(set(sys.stdin.read().split("\n")) - {""}):
+        rel_dir, name = os.path.split(rel)
+        items.append((os.path.join(root, rel), rel_dir or ".", name))
+for dirpath, dirnames, filenames in os.walk(root) if not listed else ():
     dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
     rel_dir = os.path.relpath(dirpath, root)
     items += [(os.path.join(dirpath, name), rel_dir, name)
@@ -491,7 +496,8 @@ else:
 
 
 def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[str, str],
-                     reuse_from: Path | None = None, store: Path | None = None) -> None:
+                     reuse_from: Path | None = None, store: Path | None = None,
+                     only: list[str] | None = None) -> None:
     """Write a checked-hash .pyc for every .py below ``directory``, with the slug's
     own interpreter, on every core.
 
@@ -516,7 +522,13 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
     environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
+
+    ``only``: just these .py files (paths relative to ``directory``), the others'
+    pycs left as they are (a dependency layer built onto the files of the previous
+    one: those pycs are hard links into it, never to be written).
     """
+    if only is not None and not only:
+        return
     # The working directory leaves sys.path first: nothing there may shadow a module.
     script = ("import sys\ndel sys.path[0]\n"
               + Path(__file__).with_name("marshal_canon.py").read_text() + _COMPILE_SCRIPT)
@@ -525,7 +537,9 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
         [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
-         str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id],
+         str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id,
+         "-" if only is not None else ""],
+        input="\n".join(only or []).encode(),
         check=True,
         env=settings,
         stdout=subprocess.DEVNULL,
