@@ -5,8 +5,10 @@ console scripts). It is cached under a key made of exactly what determines
 it: runtime version and platform, installer and its version, the index
 settings, and the content of every requirements file the install reads. A
 warm build with the same key hard-links it in; any change builds a fresh
-layer, never on top of an older dependency layer, so packages removed from
-the requirements are gone. Installer download caches are kept across keys.
+layer, holding exactly what a clean install gives (packages removed from the
+requirements are gone): where it can, from the app's previous layer's files
+plus the difference (incremental.py). Installer download caches are kept
+across keys.
 
 A fresh layer is built one of two ways:
 - in its own tree (the usual way): installed with an interpreter of the runtime

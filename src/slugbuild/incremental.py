@@ -52,6 +52,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -221,36 +222,51 @@ def take(previous: PreviousLayer, tree: Path, distributions: list[Distribution],
          taken: Taken) -> None:
     """Hard-link the files of ``distributions`` from the previous layer into ``tree``,
     each checked first against the previous files.json as a cache lookup checks a
-    layer (size, mtime and mode; the content too when its ctime moved)."""
+    layer (size, mtime and mode; the content when its ctime moved). Linked by a few
+    threads: each link waits on the file system, which serves several at once."""
     source = previous.layer.tree
-    files, symlinks = previous.index["files"], previous.index["symlinks"]
-    made: set[str] = set()
-    for dist in distributions:
-        taken.dist_infos.add(dist.dist_info)
-        for rel in dist.files:
-            parent = os.path.dirname(rel)
-            if parent not in made:
-                os.makedirs(tree / parent, exist_ok=True)
-                made.add(parent)
-            target = tree / rel
-            if rel in symlinks:
-                os.symlink(symlinks[rel], target)
-                continue
-            try:
-                st = os.lstat(source / rel)
-            except OSError:
-                raise NotIncremental(f"{rel} is gone from the previous layer") from None
-            recorded = files[rel]
-            if [st.st_size, st.st_mtime_ns, st.st_mode] != recorded[:3] or (
-                    st.st_ctime_ns != (recorded[4] if len(recorded) > 4 else None)
-                    and DIGESTS.sha256(source / rel)[0] != recorded[3]):
-                raise NotIncremental(f"{rel} of the previous layer changed")
-            try:
-                link_or_copy(source / rel, target)
-            except OSError as error:  # discarded meanwhile by a build that found it damaged
-                raise NotIncremental(f"{rel} could not be taken ({error})") from None
-            st = os.lstat(target)
-            taken.files[rel] = (st.st_dev, st.st_ino)
+    symlinks = previous.index["symlinks"]
+    wanted = [rel for dist in distributions for rel in dist.files]
+    taken.dist_infos.update(dist.dist_info for dist in distributions)
+    for parent in sorted({os.path.dirname(rel) for rel in wanted}):
+        os.makedirs(tree / parent, exist_ok=True)
+    regular = []
+    for rel in wanted:
+        if rel in symlinks:
+            os.symlink(symlinks[rel], tree / rel)
+        else:
+            regular.append(rel)
+    chunk = max(64, len(regular) // (LINK_THREADS * 4) + 1)
+    with ThreadPoolExecutor(max_workers=LINK_THREADS) as threads:
+        for linked in threads.map(partial(_link_checked, previous, source, tree),
+                                  [regular[i:i + chunk] for i in range(0, len(regular), chunk)]):
+            taken.files.update(linked)
+
+
+LINK_THREADS = 4
+
+
+def _link_checked(previous: PreviousLayer, source: Path, tree: Path, rels: list[str]
+                  ) -> dict[str, tuple[int, int]]:
+    files = previous.index["files"]
+    linked = {}
+    for rel in rels:
+        try:
+            st = os.lstat(source / rel)
+        except OSError:
+            raise NotIncremental(f"{rel} is gone from the previous layer") from None
+        recorded = files[rel]
+        if [st.st_size, st.st_mtime_ns, st.st_mode] != recorded[:3] or (
+                st.st_ctime_ns != (recorded[4] if len(recorded) > 4 else None)
+                and DIGESTS.sha256(source / rel)[0] != recorded[3]):
+            raise NotIncremental(f"{rel} of the previous layer changed")
+        try:
+            link_or_copy(source / rel, tree / rel)
+        except OSError as error:  # discarded meanwhile by a build that found it damaged
+            raise NotIncremental(f"{rel} could not be taken ({error})") from None
+        st = os.lstat(tree / rel)
+        linked[rel] = (st.st_dev, st.st_ino)
+    return linked
 
 
 @dataclass(frozen=True)
