@@ -138,3 +138,15 @@ def test_a_real_build_lists_its_runtime_and_every_installed_package(flask_build:
     assert cpython["version"] == flask_build.runtime["resolved"]
     assert all(c.get("hashes") for c in document["components"] if c["type"] == "library")
     assert document["metadata"]["component"]["hashes"][0]["content"] == flask_build.sha256
+
+
+def test_a_license_field_with_non_ascii_bytes_is_read_not_a_crash() -> None:
+    """Such a field comes from the metadata parser as an email Header, not a str
+    (django-data-stack's packages have one)."""
+    import email.parser
+
+    from slugbuild.slug.sbom import _licenses
+
+    meta = email.parser.BytesHeaderParser().parsebytes(
+        "Metadata-Version: 2.1\nName: x\nLicense: MIT \u00a9 2024\n\n".encode())
+    assert len(_licenses(meta)) == 1

@@ -162,10 +162,11 @@ def _licenses(meta: Any) -> list[Any]:
         from cyclonedx.factory.license import LicenseFactory  # type: ignore[no-redef,unused-ignore]
 
     factory = LicenseFactory()
-    expression = (meta.get("License-Expression") or "").strip()
+    expression = str(meta.get("License-Expression") or "").strip()
     if expression:
         return [factory.make_from_string(expression)]
-    text = (meta.get("License") or "").strip()
+    # A value with non-ASCII bytes comes as an email Header: str() decodes it.
+    text = str(meta.get("License") or "").strip()
     if text and "\n" not in text and len(text) <= 100 and text.upper() != "UNKNOWN":
         return [factory.make_from_string(text)]
     classifiers = sorted({value.split(" :: ")[-1] for value in meta.get_all("Classifier") or []
