@@ -131,6 +131,14 @@ def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_di
     assert not any(rel.startswith("lib/python3.12/site-packages/packaging")
                    for rel in index["files"])
 
+    # Where the difference cannot be computed, everything is installed, and the log
+    # says why: here the previous layer is gone.
+    shutil.rmtree(layers / changed)
+    (app / "requirements.txt").write_text("# incremental layer test\nsix==1.17.0\n")
+    _, log, _ = _build(app, tmp_path / "again.tgz", cache_dir)
+    assert any("Installing every package again: the previous layer is no longer cached"
+               in line for line in log), log
+
 
 def _contents(layer: Path) -> dict:
     index = read_index(layer / "files.json")

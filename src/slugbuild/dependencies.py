@@ -675,10 +675,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
     written: dict[str, tuple[StatKey, str]] = {}
     with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
                              draft, written) as tree:
-        if into_prefix is None and previous is not None and _install_onto_previous(
-                dataclasses.replace(job, prefix=tree), installer, plan, tree, python_name,
-                baseline, previous, written):
-            pass
+        onto_previous = into_prefix is None and previous is not None and \
+            _install_onto_previous(dataclasses.replace(job, prefix=tree), installer, plan,
+                                   tree, python_name, baseline, previous, written)
+        if onto_previous:
+            pass  # its host paths found too, the previous layer's files skipped
         elif into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
@@ -694,7 +695,7 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             listed = _listed_by(into_prefix, python_name,
                                 _dist_infos(into_prefix, python_name) - dist_infos)
             _link_added(into_prefix, before - listed, tree, copy)
-        if not written:
+        if not onto_previous:
             write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
     if "unpublished" in draft:
         problems = draft["unpublished"]
