@@ -159,3 +159,30 @@ def _layer(cache_dir: Path, path: Path):
     layer = Cache(cache_dir).lookup("layers", path.name, manifest["key"])
     assert layer is not None
     return layer
+
+
+@pytest.mark.slow
+def test_a_previous_layer_changed_in_place_is_not_built_onto(tmp_path, cache_dir):
+    """A file of the previous layer written through a hard link, its size and mtime
+    put back (only its ctime and bytes tell): the new layer is installed clean,
+    never carrying the changed bytes."""
+    base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
+    first = "# incremental layer tamper test\nsix==1.17.0\n"
+    app = make_app(tmp_path / "app", {**base, "requirements.txt": first})
+    _build(app, tmp_path / "a.tgz", cache_dir)
+    previous = cache_dir / "layers" / _current_layer(cache_dir, app)
+    six = previous / "tree/lib/python3.12/site-packages/six.py"
+    original = six.read_bytes()
+    st = six.stat()
+    tampered = original.replace(b"Utilities", b"UTILITIES", 1)
+    assert tampered != original
+    with open(six, "r+b") as handle:  # in place: the same inode, as a hook writing through a link
+        handle.write(tampered)
+    os.utime(six, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    (app / "requirements.txt").write_text(first + "idna==3.10\n")
+    _, log, (made,) = _build(app, tmp_path / "b.tgz", cache_dir)
+    assert any("Installing every package again:" in line and "six.py of the previous layer "
+               "changed" in line for line in log), log
+    built = cache_dir / "layers" / made / "tree/lib/python3.12/site-packages/six.py"
+    assert built.read_bytes() == original
