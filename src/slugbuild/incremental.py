@@ -15,26 +15,30 @@ So nothing is guessed from the previous requirements:
 
 1. The baseline (setuptools on Python 3.12 and older, pinned, installed with
    ``--no-deps``) is taken from the previous layer when it is the same pin.
-2. uv resolves the app's requirements against that tree with ``--dry-run``:
-   the distributions and versions a clean install adds there, resolved now, from
-   the index, exactly as the install will (same options and indexes).
-3. Of those, every distribution the previous layer holds at the same version is
-   hard-linked from it: every file its RECORD lists and the pycs of its sources.
-   A removed or upgraded package's files are simply not taken.
+2. uv resolves the app's requirements with ``--dry-run`` against a scratch
+   prefix holding the baseline's dist-infos (all uv reads to know what is
+   installed): the distributions and versions a clean install adds, resolved
+   now, from the index, exactly as the install will (same options and indexes).
+3. Meanwhile every distribution of the previous layer is hard-linked from it
+   (every file its RECORD lists and the pycs of its sources, each checked against
+   its files.json first); those the dry run wants at another version, or not at
+   all (removed or upgraded packages), are taken out again.
 4. uv installs the requirements into that tree; it finds the linked
    distributions satisfied and installs only the rest. The tree must then hold
    exactly the baseline and the dry run's set, else this attempt is dropped.
-5. Only the new distributions are compiled and scanned for host paths; the
-   linked files keep the digests the previous layer's files.json recorded.
+5. Only the new distributions are compiled, checked for ELF files built here
+   and scanned for host paths; the linked files keep the digests the previous
+   layer's files.json recorded.
 
 Where the difference cannot be computed safely, the layer is installed clean
 (the log says why): another installer than uv for pinned requirements.txt, a
 layer installed into the build's prefix, local packages or editables, a previous
 layer whose inputs differ in anything but the requirements files, a previous
 file no single distribution's RECORD lists (or a pyc of one), a distribution
-that installs over another's path, host paths in the previous layer, uv
-planning to remove or replace something, or a resolution that moved between the
-dry run and the install.
+that installs over another's path, host paths in the previous layer, a
+previous file changed (or gone) since its files.json, uv planning to remove or
+replace something, or a resolution that moved between the dry run and the
+install.
 
 The previous layer is the one recorded for this app directory in ``history/``
 (the log's "Discarding cache since" hint); it only decides which layer files
