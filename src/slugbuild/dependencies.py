@@ -390,7 +390,8 @@ def find_or_install(
                         exports=dict(exports or {}),
                     )
                     previous = _previous_layer(cache, source_dir, inputs, plan, python_name,
-                                               into_prefix is None, reporter, builds_local)
+                                               into_prefix is None, reporter, builds_local,
+                                               app_dir, lock_file)
                     layer, own_tree = _install_fresh(job, installer, plan, python_name, key,
                                                      name, inputs, into_prefix, baseline, copy,
                                                      previous)
@@ -404,7 +405,8 @@ def find_or_install(
 
 def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any],
                     plan: InstallPlan, python_name: str, own_tree: bool, reporter: Reporter,
-                    builds_local: bool) -> incremental.PreviousLayer | None:
+                    builds_local: bool, app_dir: Path, lock_file: str
+                    ) -> incremental.PreviousLayer | None:
     """The app's previous layer to build this one from (incremental.py), if it can
     be; why not is logged, unless this app has none."""
     previous = (incremental.previous_inputs(_history_path(cache, source_dir))
@@ -415,9 +417,25 @@ def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any
             return incremental.find_previous(cache, previous, python_name)
         except incremental.NotIncremental as why:
             reason = str(why)
+    if incremental.why_not_incremental(inputs, inputs, plan, own_tree, builds_local) is None:
+        # No usable layer of this app directory: the nearest one of the same runtime
+        # and installer (another directory of the same app, say).
+        nearest = incremental.nearest_inputs(cache, inputs, python_name,
+                                             _requirement_names(app_dir, lock_file), previous)
+        if nearest is not None:
+            try:
+                return incremental.find_previous(cache, nearest, python_name)
+            except incremental.NotIncremental as why:
+                previous, reason = nearest, str(why)
     if previous is not None and reason is not None:
         reporter.detail(f"Installing every package again: {reason}")
     return None
+
+
+def _requirement_names(app_dir: Path, lock_file: str) -> set[str]:
+    """Canonical names of the projects the requirements file (and its includes) name."""
+    parsed = (_parse_requirement(line) for line in requirement_lines(app_dir, lock_file))
+    return {str(canonicalize_name(found[0].name)) for found in parsed if found is not None}
 
 
 def installer_facts(layer: DependencyLayer) -> dict[str, Any]:

@@ -41,8 +41,9 @@ replace something, or a resolution that moved between the dry run and the
 install.
 
 The previous layer is the one recorded for this app directory in ``history/``
-(the log's "Discarding cache since" hint); it only decides which layer files
-may be taken from, never what the new layer holds.
+(the log's "Discarding cache since" hint), else the nearest compatible one
+(``nearest_inputs``); it only decides which layer files may be taken from, never
+what the new layer holds.
 """
 
 from __future__ import annotations
@@ -125,6 +126,42 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
     if differing:
         return f"the previous layer differs in {', '.join(differing)}"
     return None
+
+
+def nearest_inputs(cache: Cache, inputs: dict[str, Any], python_name: str,
+                   wanted: set[str], tried: dict[str, Any] | None = None
+                   ) -> dict[str, Any] | None:
+    """The inputs of the cached layer to start from when the app directory has no
+    usable one (a build directory made afresh for every build, as Dokku's and the
+    bench's): of the layers whose inputs differ from ``inputs`` in nothing but the
+    files, the one holding most of the ``wanted`` projects (canonical names), the
+    newest of those. Any of them gives the same layer; the choice only decides how
+    much is taken rather than installed. ``tried``: a layer's inputs that failed."""
+    best: tuple[int, int] | None = None
+    found = None
+    try:
+        names = os.listdir(cache.root / "layers")
+    except OSError:
+        return None
+    for name in names:
+        manifest_path = cache.root / "layers" / name / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            candidate = manifest["inputs"]
+            age = manifest_path.stat().st_mtime_ns
+            site = cache.root / "layers" / name / "tree/lib" / python_name / "site-packages"
+            held = {str(canonicalize_name(entry.split("-")[0])) for entry in os.listdir(site)
+                    if entry.endswith(".dist-info")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(candidate, dict) or candidate in (inputs, tried) or any(
+                candidate.get(k) != inputs.get(k)
+                for k in set(candidate) | set(inputs) if k != "files"):
+            continue
+        score = (len(wanted & held), age)
+        if best is None or score > best:
+            best, found = score, candidate
+    return found
 
 
 def layer_key_of(inputs: dict[str, Any]) -> str:
