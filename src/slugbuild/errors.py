@@ -1561,6 +1561,16 @@ UNSAFE_SLUG = ErrorKind(
         "refused-by-filter": Variant("{member}: {reason}."),
     },
 )
+UNPACK_TARGET_NOT_EMPTY = ErrorKind(
+    "unpack-target-not-empty",
+    "The directory to unpack the slug into is not empty",
+    "{path} already holds {entry}: the slug unpacked over other files would run with them "
+    "(a stale .profile.d script, Procfile or module), and a refused slug would leave them "
+    "mixed.",
+    "Give --unpack-to (unpack_to) a new or empty directory; nothing was written.",
+    area=SlugError,
+    variants={"not-directory": Variant("{path} exists and is not a directory.")},
+)
 PROCESS_TYPE_UNKNOWN = ErrorKind(
     "process-type-unknown",
     "Unknown process type",

@@ -151,6 +151,8 @@ def _unpack(slug: Path, unpack_to: Path | None,
             directory = unpack_to
             if not directory.exists():
                 cleanup = directory  # ours until it is unpacked
+            else:
+                _check_empty(directory)
             directory.mkdir(parents=True, exist_ok=True)
         elif work is not None:
             directory = cleanup = work / "slug"
@@ -162,6 +164,16 @@ def _unpack(slug: Path, unpack_to: Path | None,
             shutil.rmtree(cleanup, ignore_errors=True)
         raise
     return directory, None if unpack_to is not None else cleanup
+
+
+def _check_empty(directory: Path) -> None:
+    """Refuse an ``unpack_to`` that holds anything: a slug is never merged into other files."""
+    if not directory.is_dir():
+        raise errors.UNPACK_TARGET_NOT_EMPTY.error(variant="not-directory", path=directory)
+    with os.scandir(directory) as listing:  # unreadable: user_errors maps the OSError
+        entry = next(iter(listing), None)
+    if entry is not None:
+        raise errors.UNPACK_TARGET_NOT_EMPTY.error(path=directory, entry=entry.name)
 
 
 def _what_to_run(function: str, directory: Path, process: str,
