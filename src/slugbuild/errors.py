@@ -1271,6 +1271,10 @@ BUILDPACK_INSTALL_REFUSED = ErrorKind(
         "not-empty": Variant("{target} already exists and is not empty."),
         "not-a-directory": Variant("{target} exists and is not a directory.",
                                    "Name a new or empty directory."),
+        "not-a-buildpack": Variant(
+            "{target} is not empty and holds no buildpack installed by slugbuild (no "
+            "lib/slugbuild-python): --force replaces an earlier install only, never another "
+            "directory's contents.", "Name a new or empty directory, or an earlier install."),
     },
 )
 
@@ -1824,6 +1828,8 @@ REGISTRY_PROTOCOL = ErrorKind(
                            "times)"),
         "bad-answer": Variant("{method} {url} answered a success without {what}."),
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
+        "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
+                                    "list, a token or an error is far smaller)."),
     },
 )
 REGISTRY_DIGEST_MISMATCH = ErrorKind(

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -38,7 +39,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .cache import (
     FILE_INDEX,
@@ -291,8 +292,8 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
             raise ArtifactInvalid("not a slugbuild layer artifact")
         sizes = [int(d["size"]) for d in descriptors]
         digests = [str(d["digest"]) for d in descriptors]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactInvalid(f"its manifest is malformed ({exc})") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ArtifactInvalid(f"its manifest is malformed ({type(exc).__name__})") from exc
     limits = (MAX_METADATA, MAX_BLOB, MAX_METADATA)
     if any(not 0 <= size <= limit for size, limit in zip(sizes, limits)):
         raise ArtifactInvalid("a blob is larger than slugbuild accepts")
@@ -301,7 +302,7 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
         transfer.received += len(raw) + sum(len(blob) for blob in blobs)
     try:
         config, index = json.loads(blobs[0]), json.loads(blobs[2])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
     if not isinstance(config, dict) or not isinstance(index, dict):
         raise ArtifactInvalid("its metadata is malformed")
@@ -318,12 +319,36 @@ def _safe_rel(rel: object) -> str:
     return rel
 
 
+def _inside_link(rel: str, target: object) -> str:
+    """A symlink's target if it stays inside the layer: a link out (absolute, or climbing
+    above the layer) would have the install and every later build write through it,
+    and the pack stage refuse every slug using the layer."""
+    if not isinstance(target, str) or not target or "\0" in target:
+        raise ArtifactInvalid(f"{rel}: malformed symlink target")
+    if target.startswith("/") or posixpath.normpath(
+            posixpath.join(posixpath.dirname(rel), target)).split("/")[0] == "..":
+        raise ArtifactInvalid(f"{rel}: its link target {target} leaves the layer")
+    return target
+
+
+def _host_paths(found: object, files: dict[str, tuple[int, int, str]]) -> object:
+    """host-paths.json as the index gives it: None, or [file of the layer, path] pairs."""
+    if found is None:
+        return None
+    if not isinstance(found, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in files
+            and isinstance(pair[1], str) for pair in found):
+        raise ArtifactInvalid("its host paths name something other than its own files")
+    return found
+
+
 def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], dict[str, str],
                                               list[str]]:
     try:
         files = {_safe_rel(rel): (int(size), int(mode), str(digest))
                  for rel, (size, mode, digest) in index["files"].items()}
-        symlinks = {_safe_rel(rel): str(target) for rel, target in index["symlinks"].items()}
+        symlinks = {_safe_rel(rel): _inside_link(rel, target)
+                     for rel, target in index["symlinks"].items()}
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
@@ -450,7 +475,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     written: dict[str, tuple[StatKey, str]] = {}
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
-        host_paths = fetched.index.get("host_paths")
+        host_paths = _host_paths(fetched.index.get("host_paths"), files)
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
     if "unpublished" in draft:
@@ -516,36 +541,35 @@ class LayoutStore:
 
     def get_blob(self, digest: str, size: int) -> bytes:
         path = self._blob(digest)
-        try:
-            if path.stat().st_size != size:
-                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
-            return check_digest(path.read_bytes(), digest)
+        try:  # O_NONBLOCK: a fifo planted as a blob must not hang the reader
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise ArtifactInvalid(f"blob {digest[:19]}… is missing") from exc
+        with open(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ArtifactInvalid(f"blob {digest[:19]}… is not a regular file")
+            if st.st_size != size:
+                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
+            return check_digest(handle.read(size + 1), digest)
 
     def read_index(self) -> dict[str, Any]:
         try:
             index = json.loads((self.root / self.INDEX).read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ArtifactInvalid(f"{self.root / self.INDEX} is missing or not JSON") from exc
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ArtifactInvalid(f"{self.root / self.INDEX} is not an OCI image index")
         return index
 
     def tags(self) -> list[str]:
-        found = []
-        for entry in self.read_index()["manifests"]:
-            name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name") \
-                if isinstance(entry, dict) else None
-            if isinstance(name, str):
-                found.append(name)
-        return found
+        return [name for name in map(_ref_name, self.read_index()["manifests"])
+                if name is not None]
 
     def _descriptor(self, tag: str) -> dict[str, Any] | None:
         for entry in self.read_index()["manifests"]:
-            if isinstance(entry, dict) and entry.get("annotations", {}).get(
-                    "org.opencontainers.image.ref.name") == tag:
-                return entry
+            if _ref_name(entry) == tag:
+                return cast(dict[str, Any], entry)
         return None
 
     def get_manifest(self, tag: str) -> bytes | None:
@@ -561,21 +585,25 @@ class LayoutStore:
         digest = digest_of(data)
         self.put_blob(digest, data)
         index = self.read_index()
-        index["manifests"] = [
-            entry for entry in index["manifests"]
-            if not (isinstance(entry, dict) and entry.get("annotations", {}).get(
-                "org.opencontainers.image.ref.name") == tag)]
+        index["manifests"] = [entry for entry in index["manifests"] if _ref_name(entry) != tag]
         index["manifests"].append({
             "mediaType": MANIFEST_TYPE, "digest": digest, "size": len(data),
             "artifactType": ARTIFACT_TYPE,
             "annotations": {"org.opencontainers.image.ref.name": tag}})
-        index["manifests"].sort(key=lambda e: str(e.get("annotations", {}).get(
-            "org.opencontainers.image.ref.name", "")))
+        index["manifests"].sort(key=lambda e: _ref_name(e) or "")
         self._write_index(index)
 
     def _write_index(self, index: dict[str, Any]) -> None:
         write_bytes_atomic(self.root / self.INDEX,
                       (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _ref_name(entry: object) -> str | None:
+    """The tag an index entry names (None for an entry not in the layout spec's shape)."""
+    annotations = entry.get("annotations") if isinstance(entry, dict) else None
+    name = annotations.get("org.opencontainers.image.ref.name") \
+        if isinstance(annotations, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def layer_size(path: Path) -> int:
