@@ -143,7 +143,7 @@ def kept_part(layer: Layer) -> KeptPart | None:
         try:
             record = json.loads(record_path.read_text())
             data = record_path.with_suffix(".gz").read_bytes()
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(record, dict) and isinstance(record.get("raw_size"), int) \
                 and hashlib.sha256(data).hexdigest() == record.get("sha256"):
@@ -207,7 +207,7 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         return None
     try:
         host_paths = json.loads((layer.path / HOST_PATHS).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         host_paths = None
     files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
     index_blob = _canonical({"files": files, "symlinks": index["symlinks"],

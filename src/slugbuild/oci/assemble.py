@@ -190,7 +190,7 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
                               architecture=_architecture(None))
     try:
         requirements = json.loads(labels.get(f"{LABEL}.stack-requirements") or "null")
-    except ValueError:  # a label edited by hand: the check then has nothing to compare
+    except (ValueError, RecursionError):  # a label edited by hand: nothing to compare
         requirements = None
     metadata = {"stack_requirements": requirements}
     check_run_image(metadata, new_base, str(new_base_reference))
@@ -262,7 +262,7 @@ def read_slug_metadata(slug: Path, metadata_path: Path | None = None) -> dict[st
         raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise errors.IMAGE_SOURCE_UNUSABLE.error(
             variant="no-metadata", slug=slug, metadata=metadata_path) from None
     if not isinstance(metadata, dict) or \
@@ -289,7 +289,7 @@ class _Store:
     def part_record(self, part_sha256: str) -> dict[str, Any] | None:
         try:
             record = json.loads((self.parts / f"{part_sha256}.json").read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return record if isinstance(record, dict) else None
 

@@ -222,7 +222,7 @@ def _read_index(root: Path) -> dict[str, Any]:
         loaded = json.loads((root / "index.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise errors.IMAGE_UNREADABLE.error(
             reference=f"oci:{root}", reason=f"index.json cannot be read ({exc})") from None
     return loaded if isinstance(loaded, dict) else {}
@@ -376,7 +376,7 @@ def _unreadable(reference: ImageReference, reason: str) -> errors.SlugbuildError
 def _json(data: bytes, reference: ImageReference, what: str) -> dict[str, Any]:
     try:
         loaded = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _unreadable(reference, f"its {what} is not JSON") from None
     if not isinstance(loaded, dict):
         raise _unreadable(reference, f"its {what} is not a JSON object")
@@ -478,7 +478,7 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
 
         try:
             manifests = json.loads(member("manifest.json"))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _unreadable(reference, "its manifest.json is not JSON") from None
         if not isinstance(manifests, list) or not manifests:
             raise _unreadable(reference, "its manifest.json lists no image")

@@ -216,7 +216,7 @@ class DownloadSource:
                 record = json.loads(record_path.read_text())
                 archive = Archive(record["name"], record["version"], record["sha256"],
                                   record["url"], 3)
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, RecursionError, KeyError, TypeError):
                 continue
             held = (self.store / archive.name).is_file()
             if record.get("platform") == self.platform.key and held:
@@ -371,7 +371,7 @@ class DownloadSource:
                                    .hexdigest()[:32] + ".json")
         try:
             record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             record = {}
         if not isinstance(record, dict) or ("value" in record and not valid(record["value"])):
             record = {}
