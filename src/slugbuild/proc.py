@@ -90,7 +90,7 @@ class _Limits:
     deadline: float | None = None  # time.monotonic() value; None: no limit
     timeout: float | None = None
     groups: set[int] = field(default_factory=set)
-    cookies: set[str] = field(default_factory=set)  # of the running tools (_kill_marked)
+    cookies: set[str] = field(default_factory=set)  # of the running tools (kill_marked)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -153,7 +153,7 @@ def kill_running_tools() -> None:
     for group in groups:
         _kill_group(group)
     for cookie in cookies:
-        _kill_marked(cookie)
+        kill_marked(cookie)
 
 
 def _kill_group(group: int) -> None:
@@ -170,7 +170,7 @@ COOKIE_VARIABLE = "SLUGBUILD_TOOL_COOKIE"
 _PROC = "/proc"
 
 
-def _kill_marked(cookie: str) -> None:
+def kill_marked(cookie: str) -> None:
     """SIGKILL every process of this user whose environment carries ``cookie`` (Linux
     /proc; elsewhere nothing), again until none is left, so one forking as it is
     killed is caught too."""
@@ -277,12 +277,12 @@ def run_streaming(
                 now = time.monotonic()
                 if limits is not None and limits.deadline is not None and now > limits.deadline:
                     _kill_group(group)
-                    _kill_marked(cookie)
+                    kill_marked(cookie)
                     raise _timed_out(step or _describe(args), limits)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
                     _kill_group(group)  # what it left behind in its group, or outside it
-                    _kill_marked(cookie)
+                    kill_marked(cookie)
                 if exited_at is not None and now - exited_at > EXIT_GRACE:
                     break  # something outside the group still holds the pipe
                 if not streams:  # it closed its output but runs on
@@ -303,7 +303,7 @@ def run_streaming(
             process.wait()
         else:
             _kill_group(group)
-        _kill_marked(cookie)
+        kill_marked(cookie)
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()

@@ -14,6 +14,9 @@ import pytest
 from slugbuild import errors
 from slugbuild.log import Reporter
 from slugbuild.proc import build_limits, run_tool
+from slugbuild.slug.run import run_slug
+
+from ..helpers import crafted_tar
 
 
 def alive(pid: int) -> bool:
@@ -64,3 +67,16 @@ def test_an_escaped_process_dies_with_a_timed_out_tool(tmp_path: Path, how: str)
     assert raised.value.code == errors.BUILD_TIMED_OUT.code
     pid = int(pids.read_text())
     assert gone(pid), f"the {how} child {pid} outlived the build's timeout"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="Linux /proc")
+def test_a_slug_process_that_escapes_its_session_stops_with_it(tmp_path: Path) -> None:
+    # `run SLUG -- CMD` (and start_slug, the boot check): everything the process started
+    # stops when it ends, as everything in a dyno stops with the dyno.
+    pids = tmp_path / "pids"
+    slug = crafted_tar(tmp_path / "app.tgz", [("./Procfile", None, "web: true\n")])
+    command = (ESCAPE["double-fork"].format(pids=pids)
+               + f"; while [ ! -s {pids} ]; do sleep 0.05; done")
+    assert run_slug(slug, command=command, forward_signals=False) == 0
+    pid = int(pids.read_text())
+    assert gone(pid), f"the slug's escaped child {pid} outlived `run`"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -43,6 +44,7 @@ from ..arguments import (
     port_number,
     positive_seconds,
 )
+from ..proc import COOKIE_VARIABLE, kill_marked
 from ..release import ReleaseInfo, slug_release
 from ..textfiles import best_effort_decode
 from .archive import SlugArchive, SlugLimits
@@ -248,11 +250,21 @@ def process_argv(command: str) -> list[str]:
     return ["bash", "-c", PROCESS_SCRIPT, "slugbuild-process", command]
 
 
+# The environment cookie of each process started (proc.COOKIE_VARIABLE), by its group:
+# what it started in a session of its own (``setsid``) is stopped with the group, as
+# everything in a dyno stops with the dyno.
+_COOKIES: dict[int, str] = {}
+
+
 def start_process(root: Path, process: str, command: str, port: int, host: str,
                   config: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``command`` as a dyno would, in a new session (its own process group)."""
-    return subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
-                            env=dyno_env(root, process, port, host, config), **popen)
+    cookie = secrets.token_hex(12)
+    env = {**dyno_env(root, process, port, host, config), COOKIE_VARIABLE: cookie}
+    child = subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
+                             env=env, **popen)
+    _COOKIES[child.pid] = cookie
+    return child
 
 
 def group_alive(pgid: int) -> bool:
@@ -271,7 +283,17 @@ def group_alive(pgid: int) -> bool:
 
 def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
     """SIGTERM the process group (unless ``terminate`` is False), wait up to
-    ``grace`` seconds for it to exit, then SIGKILL what is left."""
+    ``grace`` seconds for it to exit, then SIGKILL what is left, and whatever its
+    processes started outside it (``setsid``)."""
+    try:
+        _stop_group(pgid, grace, terminate)
+    finally:
+        cookie = _COOKIES.pop(pgid, None)
+        if cookie is not None:
+            kill_marked(cookie)
+
+
+def _stop_group(pgid: int, grace: float, terminate: bool) -> None:
     if not group_alive(pgid):
         return
     if terminate:
