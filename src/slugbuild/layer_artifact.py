@@ -53,6 +53,7 @@ from .cache import (
     stat_key,
     write_bytes_atomic,
 )
+from .slug.archive import SlugLimits
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -69,6 +70,11 @@ MEASURE_SUFFIX = ".sizes.json"  # beside a kept part: its size breakdown (pack.p
 # What an artifact may hold at most (a hostile store must not fill the disk or memory).
 MAX_BLOB = 2 * 2 ** 30
 MAX_METADATA = 64 * 2 ** 20
+# A part whose index declares more than this unpacked is unpacked file by file, not
+# inflated in memory at once: an index of zero-filled files (a gzip bomb whose digests
+# all match) must not exhaust memory. The declared total is also held to the limit on
+# unpacked slugs (SLUGBUILD_MAX_UNPACKED_SIZE, docs/security.md).
+IN_MEMORY_LIMIT = 512 * 2 ** 20
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -399,6 +405,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     and file creation release the GIL): pulling a layer is mostly this."""
     limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
         + 4096 * len(symlinks) + 2 ** 20
+    cap = SlugLimits.from_env().max_unpacked_bytes
+    if limit > cap:
+        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
+                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    if limit > IN_MEMORY_LIMIT:
+        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
     try:
         raw = _decompress(part, limit)
     except zlib.error as exc:
@@ -444,6 +456,71 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(link_target, tree / rel)
     return len(raw)
+
+
+def _extract_streaming(part: bytes, prefix: str, tree: Path,
+                       files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
+                       dirs: list[str], written: dict[str, tuple[StatKey, str]]) -> int:
+    """``_extract`` for a large part: one member at a time, each file hashed as it is
+    written in chunks, so memory stays bounded whatever the index declares."""
+    for rel in dirs:
+        (tree / rel).mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    links: list[tuple[str, str]] = []
+    try:
+        with _open_part(part) as tar:
+            for member in tar:
+                if not member.name.startswith(prefix):
+                    raise ArtifactInvalid(f"{member.name} is outside the layer")
+                rel = member.name[len(prefix):]
+                if rel in seen:
+                    raise ArtifactInvalid(f"{rel} is in the part twice")
+                seen.add(rel)
+                if member.issym():
+                    if symlinks.get(rel) != member.linkname:
+                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+                    links.append((rel, member.linkname))
+                    continue
+                expected = files.get(rel)
+                if not member.isreg() or member.sparse is not None or expected is None \
+                        or member.size != expected[0]:
+                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file
+                target = tree / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if _copy_hashed(source, target) != expected[2]:
+                    raise ArtifactInvalid(f"{rel}: content differs from the layer index")
+                os.chmod(target, stat.S_IMODE(expected[1]))
+                written[rel] = (stat_key(os.lstat(target)), expected[2])
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+    missing = (set(files) | set(symlinks)) - seen
+    if missing:
+        raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
+    for rel, link_target in links:  # last: no file is ever written through one
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_target, tree / rel)
+    return _raw_tar_size(part)
+
+
+def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
+    """Write ``source`` to ``target`` in chunks; the SHA-256 of what was written."""
+    hasher = hashlib.sha256()
+    with open(target, "wb") as out:
+        while chunk := source.read(1 << 20):
+            hasher.update(chunk)
+            out.write(chunk)
+    return hasher.hexdigest()
+
+
+def _raw_tar_size(part: bytes) -> int:
+    """The part's size inflated, counted in chunks (what the in-memory path measures)."""
+    total = 0
+    with gzip.GzipFile(fileobj=io.BytesIO(part)) as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            total += len(chunk)
+    return total
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None) -> Layer:

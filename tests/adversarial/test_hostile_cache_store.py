@@ -12,11 +12,13 @@ import io
 import json
 import os
 import tarfile
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from slugbuild import layer_artifact
 from slugbuild.cache import Cache
 from slugbuild.dependencies import read_host_paths
 from slugbuild.layer_artifact import (
@@ -158,3 +160,62 @@ def test_cache_import_of_a_deeply_nested_index_is_one_clear_error(tmp_path: Path
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "internal-error" not in result.stderr
     assert "Error [" in result.stderr
+
+
+# --- a gzip bomb whose digests all match --------------------------------------------------
+
+ZEROS = 64 << 20
+
+
+def zero_bomb() -> Fetched:
+    """A 64 MiB zero-filled file: a part of 64 KiB whose index is right about it."""
+    return fetched([("lib/zeros", None, bytes(ZEROS)), ("bin/python3", None, b"#!/bin/sh\n"),
+                    ("bin/python", "python3", b"")], ["bin", "lib"])
+
+
+def test_a_large_part_is_unpacked_in_bounded_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Above the in-memory limit (lowered here from 512 MiB to 1 MiB) a part is unpacked
+    # file by file: memory does not grow with what the index declares.
+    entry = zero_bomb()
+    monkeypatch.setattr(layer_artifact, "IN_MEMORY_LIMIT", 1 << 20)
+    tracemalloc.start()
+    try:
+        layer = materialise(Cache(tmp_path / "cache"), entry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak >> 20} MiB held to unpack {ZEROS >> 20} MiB"
+    assert (layer.tree / "lib" / "zeros").stat().st_size == ZEROS
+    assert os.readlink(layer.tree / "bin" / "python") == "python3"
+    assert (layer.tree / "bin" / "python3").read_bytes() == b"#!/bin/sh\n"
+
+
+def test_both_ways_of_unpacking_make_the_same_layer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def entry() -> Fetched:
+        return fetched([("bin/python3.12", None, b"#!/bin/sh\n"),
+                        ("bin/python3", "python3.12", b""),
+                        ("lib/a.py", None, b"x = 1\n" * 1000)], ["bin", "lib", "share"])
+
+    in_memory = materialise(Cache(tmp_path / "one"), entry())
+    monkeypatch.setattr(layer_artifact, "IN_MEMORY_LIMIT", 0)
+    streamed = materialise(Cache(tmp_path / "two"), entry())
+    for layer in (in_memory, streamed):
+        assert sorted(str(p.relative_to(layer.tree)) for p in layer.tree.rglob("*")) == [
+            "bin", "bin/python3", "bin/python3.12", "lib", "lib/a.py", "share"]
+    assert (in_memory.path / "files.json").read_text().count("a.py") == 1
+    assert [json.loads((layer.packed_parts / "p.json").read_text())["raw_size"]
+            for layer in (in_memory, streamed)] == [
+        json.loads((in_memory.packed_parts / "p.json").read_text())["raw_size"]] * 2
+
+
+@pytest.mark.parametrize("lowered", [False, True])
+def test_a_part_declaring_more_than_the_unpacked_limit_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lowered: bool) -> None:
+    monkeypatch.setenv("SLUGBUILD_MAX_UNPACKED_SIZE", "16M")
+    if lowered:
+        monkeypatch.setattr(layer_artifact, "IN_MEMORY_LIMIT", 0)
+    with pytest.raises(ArtifactInvalid, match="SLUGBUILD_MAX_UNPACKED_SIZE"):
+        materialise(Cache(tmp_path / "cache"), zero_bomb())
+    assert layer_names(tmp_path / "cache") == []
