@@ -6,14 +6,18 @@ gigabytes of memory; credentials never follow a redirect to another host."""
 from __future__ import annotations
 
 import http.server
+import json
 import socketserver
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from slugbuild import errors
 from slugbuild.oci.credentials import Credentials
+from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.registry import RegistryClient
 
 from ..helpers import serving
@@ -125,3 +129,19 @@ def test_credentials_do_not_follow_a_redirect_to_another_host() -> None:
                 == []
             assert made.seen_authorization[-1].startswith("Basic ")
     assert elsewhere.seen_authorization == [""]
+
+
+@pytest.mark.parametrize("digest", ["sha256:../../../../etc/passwd", "../x", None, 7])
+def test_a_manifest_with_a_malformed_digest_is_image_unreadable(tmp_path: Path,
+                                                                digest: object) -> None:
+    # The digest names a file under the blob directory and a registry path: checked first.
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"digest": digest, "size": 2}, "layers": []}).encode()
+    answer = fixed(200, manifest, {"Content-Type": OCI_MANIFEST})
+    with serving(server(answer)) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.SlugbuildError) as raised:
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert raised.value.code == errors.IMAGE_UNREADABLE.code
+    assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []

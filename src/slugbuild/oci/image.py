@@ -410,10 +410,7 @@ def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
     blobs = root / "blobs" / "sha256"
 
     def blob_path(digest: str, what: str) -> Path:
-        # Only a sha256 digest names a file: "sha256:../../x" must not leave blobs/.
-        if not _SHA256_DIGEST.fullmatch(digest):
-            raise _unreadable(reference, f"its {what} has the malformed digest {digest[:80]!r}")
-        return blobs / digest.split(":", 1)[1]
+        return blobs / _digest(digest, what, reference).split(":", 1)[1]
 
     def blob_bytes(digest: str, what: str) -> bytes:
         try:
@@ -523,6 +520,14 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
 _SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def _digest(value: object, what: str, reference: ImageReference) -> str:
+    """A descriptor's digest, if it is ``sha256:<64 hex>``: only such a digest may name a
+    blob file or a registry path ("sha256:../../x" must not leave the blob directory)."""
+    if not isinstance(value, str) or not _SHA256_DIGEST.fullmatch(value):
+        raise _unreadable(reference, f"its {what} has the malformed digest {str(value)[:80]!r}")
+    return value
+
+
 def _mapping(value: object) -> dict[str, Any]:
     """A manifest field that should be an object, as one (anything else: empty)."""
     return value if isinstance(value, dict) else {}
@@ -572,11 +577,12 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
         manifest = _json(body, reference, "manifest")
         if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
             entry = _pick_manifest(manifest, reference, architecture, None)
-            found = client.get_manifest(str(entry.get("digest")))
+            found = client.get_manifest(_digest(entry.get("digest"), "manifest", reference))
             if found is None:
                 raise _unreadable(reference, "its index names a manifest the registry lacks")
             manifest, manifest_digest = _json(found[0], reference, "manifest"), found[2]
-        config_digest = str(_mapping(manifest.get("config")).get("digest"))
+        config_digest = _digest(_mapping(manifest.get("config")).get("digest"), "config",
+                                reference)
         config_path = blob_dir / config_digest.split(":", 1)[-1]
         if not config_path.is_file() or hash_file(config_path) != config_digest:
             client.pull_blob(config_digest, config_path)
@@ -585,7 +591,7 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
         layers = []
         for descriptor, diff_id in zip(_layer_descriptors(manifest, reference, diff_ids),
                                        diff_ids):
-            digest = str(descriptor["digest"])
+            digest = _digest(descriptor["digest"], "layer", reference)
             path = blob_dir / digest.split(":", 1)[-1]
             if not path.is_file() or hash_file(path) != digest:
                 client.pull_blob(digest, path)
