@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -546,3 +547,26 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
     reference = f"oci:{layout}:{tag}"
     write_layout(Image(config, [layer]), parse_image_reference(reference))
     return reference
+
+
+def fake_credential_helper(bin_dir: Path, name: str, answers: dict[str, tuple[str, str]],
+                           *, body: str | None = None) -> Path:
+    """``docker-credential-<name>`` in ``bin_dir`` (put it on PATH): ``get`` answers
+    Docker's JSON for the servers in ``answers`` (server -> (user, secret)), else
+    "credentials not found" and exit status 1, as real helpers do. Every server
+    asked for is appended to ``<bin_dir>/<name>.asked``. ``body`` replaces the
+    answer with a shell script of its own (a failing or hanging helper)."""
+    cases = ""
+    for server, (user, secret) in answers.items():
+        answer = json.dumps({"ServerURL": server, "Username": user, "Secret": secret})
+        cases += f"  {shlex.quote(server)}) printf '%s' {shlex.quote(answer)}; exit 0;;\n"
+    script = bin_dir / f"docker-credential-{name}"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nIFS= read -r server\n"
+        f"printf '%s\\n' \"$server\" >> {shlex.quote(str(bin_dir / (name + '.asked')))}\n"
+        + (body if body is not None else
+           f"case \"$server\" in\n{cases}esac\n"
+           "echo 'credentials not found in native keychain'\nexit 1\n"))
+    script.chmod(0o755)
+    return script

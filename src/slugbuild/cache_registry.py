@@ -41,7 +41,8 @@ from .layer_artifact import (
     push_artifact,
 )
 from .log import Reporter
-from .oci.credentials import find_credentials
+from .oci.credentials import explicit_credentials, find_credentials
+from .oci.image import RegistryOptions
 from .oci.reference import parse_image_reference
 from .oci.registry import RegistryClient
 from .slug_size import human
@@ -96,12 +97,16 @@ class RegistryStore:
         return self.client.list_tags()
 
 
-def registry_store(reference: str) -> RegistryStore:
+def registry_store(reference: str, registry: RegistryOptions | None = None,
+                   timeout: float | None = None) -> RegistryStore:
     """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
-    credentials ``docker login`` / ``podman login`` left for its host (none: anonymous).
+    credentials images use (docs/images.md, Credentials): ``registry``'s user and
+    password when given, else the auth files and credential helpers for its host
+    (none: anonymous); ``registry.insecure`` allows plain HTTP to another machine.
+    ``timeout`` bounds each request (default: a build's REQUEST_TIMEOUT).
     A reference that is not one (no ``docker://``, a tag or digest given) is
-    ``cache-registry-invalid``; credentials that cannot be read are the registry's
-    error (the build fails open on them)."""
+    ``cache-registry-invalid``; credentials that cannot be found are the
+    registry's error (a build fails open on them)."""
     if not reference.startswith("docker://"):
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="it does not start with docker://")
@@ -114,8 +119,12 @@ def registry_store(reference: str) -> RegistryStore:
             or parsed.repository is None:
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="name a repository only: the tags are slugbuild's")
-    client = RegistryClient(parsed.host, parsed.repository, timeout=REQUEST_TIMEOUT,
-                            credentials=find_credentials(parsed.host))
+    registry = registry or RegistryOptions()
+    client = RegistryClient(parsed.host, parsed.repository,
+                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
+                            insecure=registry.insecure,
+                            credentials=find_credentials(parsed.host, user=registry.user,
+                                                         password=registry.password))
     return RegistryStore(client)
 
 
@@ -213,18 +222,23 @@ class RemoteCache:
 
 
 def from_settings(reference: str | None, readonly: bool | None, platform_key: str,
-                  reporter: Reporter) -> RemoteCache | None:
+                  reporter: Reporter, registry: RegistryOptions | None = None
+                  ) -> RemoteCache | None:
     """The build's cache registry: the argument, else SLUGBUILD_CACHE_REGISTRY; None
-    without one. A malformed reference is an error (a typo must not silently turn
-    the shared cache off); an unreachable registry is not (fail open)."""
+    without one. A malformed reference, or a user given without a password (or
+    the reverse), is an error (a typo must not silently turn the shared cache
+    off); an unreachable registry or an auth file or credential helper that
+    fails is not (fail open)."""
     reference = reference or os.environ.get(ENV_VAR) or None
     if reference is None:
         return None
+    if registry is not None:
+        explicit_credentials(registry.user, registry.password)
     if readonly is None:
         readonly = os.environ.get(READONLY_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
     remote = RemoteCache(_Unusable(), reference, namespace(platform_key), reporter, readonly)
     try:
-        remote.store = registry_store(reference)
+        remote.store = registry_store(reference, registry)
     except errors.RegistryError as exc:  # credentials that cannot be read: fail open
         remote._give_up(exc)
     return remote
