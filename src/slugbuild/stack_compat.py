@@ -403,6 +403,19 @@ class _Entry:
     text: str | None = None  # the loader's configuration files (/etc/ld.so.conf*)
 
 
+def _whited_out(path: str, hidden: set[str], emptied: set[str]) -> bool:
+    """Whether a whiteout hides ``path``: it, or a directory above it, is hidden, or a
+    directory above it is opaque."""
+    if path in hidden:
+        return True
+    current = path
+    while current not in ("/", ""):
+        current = posixpath.dirname(current)
+        if current in hidden or current in emptied:
+            return True
+    return False
+
+
 class RunImageFiles:
     """The merged file tree of a run image's layers (whiteouts applied), as far as the
     compatibility check needs it: every path and link, and the symbol versions each
@@ -425,26 +438,29 @@ class RunImageFiles:
     def add_layer(self, stream: IO[bytes]) -> None:
         index = self.layers
         self.layers += 1
+        # Whiteouts hide lower layers' paths only: applied once the layer is read, in
+        # one pass over the tree (a layer of many whiteouts, each scanning every
+        # path, took time quadratic in a hostile image's size).
+        hidden: set[str] = set()  # a path and everything below it
+        emptied: set[str] = set()  # everything below an opaque directory
         with _tar_stream(stream) as archive:
             for member in archive:
-                self._add_member(index, member, archive)
+                self._add_member(index, member, archive, hidden, emptied)
+        if hidden or emptied:
+            for key in [k for k, e in self.entries.items()
+                        if e.layer < index and _whited_out(k, hidden, emptied)]:
+                del self.entries[key]
 
-    def _add_member(self, index: int, member: tarfile.TarInfo, archive: tarfile.TarFile
-                    ) -> None:
+    def _add_member(self, index: int, member: tarfile.TarInfo, archive: tarfile.TarFile,
+                    hidden: set[str], emptied: set[str]) -> None:
         path = "/" + posixpath.normpath(member.name.lstrip("/")).lstrip("./")
         path = posixpath.normpath(path)
         directory, name = posixpath.split(path)
         if name == ".wh..wh..opq":
-            prefix = directory.rstrip("/") + "/"
-            for key in [k for k, e in self.entries.items()
-                        if k.startswith(prefix) and e.layer < index]:
-                del self.entries[key]
+            emptied.add(directory)
             return
         if name.startswith(".wh."):
-            hidden = posixpath.join(directory, name[4:])
-            for key in [k for k, e in self.entries.items()
-                        if (k == hidden or k.startswith(hidden + "/")) and e.layer < index]:
-                del self.entries[key]
+            hidden.add(posixpath.join(directory, name[4:]))
             return
         if member.isdir():
             self.entries[path] = _Entry(index, "dir")

@@ -98,3 +98,35 @@ def test_a_slug_with_crafted_libraries_is_checked_without_them(tmp_path: Path) -
                                               b"\0libz.so.1\0", 1024, 2048))
     requirements = slug_requirements(tmp_path)
     assert requirements.needed == ["libz.so.1"]
+
+
+def test_a_run_image_of_many_whiteouts_is_read_in_bounded_time(tmp_path: Path) -> None:
+    # A layer of 30,000 whiteouts over 30,000 files: each whiteout scanned every path
+    # (10^9 steps). Applied in one pass per layer, it takes well under the CPU limit,
+    # and the tree is the same: the whited-out paths are gone, the rest kept.
+    script = textwrap.dedent("""
+        import io, tarfile
+        from slugbuild.stack_compat import RunImageFiles
+
+        def layer(names):
+            raw = io.BytesIO()
+            with tarfile.open(fileobj=raw, mode="w") as tar:
+                for name in names:
+                    info = tarfile.TarInfo(name)
+                    info.size = 0
+                    tar.addfile(info, io.BytesIO(b""))
+            raw.seek(0)
+            return raw
+
+        count = 30000
+        lower = layer([f"usr/share/d{i % 300}/f{i}" for i in range(count)]
+                      + ["keep/a", "opaque/x", "opaque/sub/y"])
+        upper = layer([f"usr/share/d{i % 300}/.wh.f{i}" for i in range(count - 1)]
+                      + ["opaque/.wh..wh..opq", "opaque/new"])
+        files = RunImageFiles.from_layers([lower, upper])
+        print(sorted(k for k, e in files.entries.items() if e.kind == "file"))
+    """)
+    result = limited([sys.executable, "-c", script], memory=1 << 30, cpu=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(sorted(["/usr/share/d299/f29999", "/keep/a",
+                                                "/opaque/new"]))

@@ -364,7 +364,9 @@ def _file_in_layers(layers: list[Blob], path: str) -> str:
             for member in tar:
                 if member.name.lstrip("./").lstrip("/") == path and member.isfile():
                     extracted = tar.extractfile(member)
-                    return extracted.read().decode("utf-8", "replace") if extracted else ""
+                    # At most 1 MiB: a run image's /etc/passwd is far smaller.
+                    return extracted.read(1 << 20).decode("utf-8", "replace") \
+                        if extracted else ""
     return ""
 
 
