@@ -425,20 +425,10 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         try:
             with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
                 for member in tar:
-                    if not member.name.startswith(prefix):
-                        raise ArtifactInvalid(f"{member.name} is outside the layer")
-                    rel = member.name[len(prefix):]
-                    if rel in seen:
-                        raise ArtifactInvalid(f"{rel} is in the part twice")
-                    seen.add(rel)
-                    if member.issym():
-                        if symlinks.get(rel) != member.linkname:
-                            raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-                        links.append((rel, member.linkname))
+                    found = _checked_member(member, prefix, files, symlinks, seen, links)
+                    if found is None:
                         continue
-                    expected = files.get(rel)
-                    if not member.isreg() or expected is None or member.size != expected[0]:
-                        raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                    rel, expected = found
                     target = tree / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     data = view[member.offset_data:member.offset_data + member.size]
@@ -449,13 +439,46 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         finally:
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
+    _place_links(tree, files, symlinks, seen, links)
+    return len(raw)
+
+
+def _checked_member(member: tarfile.TarInfo, prefix: str,
+                    files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
+                    seen: set[str], links: list[tuple[str, str]]
+                    ) -> tuple[str, tuple[int, int, str]] | None:
+    """A part's file member as (layer path, index entry), or None for a symlink (noted
+    in ``links``, placed last); ArtifactInvalid for anything the index does not list
+    exactly so (outside the layer, twice, another type, sparse, another size)."""
+    if not member.name.startswith(prefix):
+        raise ArtifactInvalid(f"{member.name} is outside the layer")
+    rel = member.name[len(prefix):]
+    if rel in seen:
+        raise ArtifactInvalid(f"{rel} is in the part twice")
+    seen.add(rel)
+    if member.issym():
+        if symlinks.get(rel) != member.linkname:
+            raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+        links.append((rel, member.linkname))
+        return None
+    expected = files.get(rel)
+    if not member.isreg() or member.sparse is not None or expected is None \
+            or member.size != expected[0]:
+        raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+    return rel, expected
+
+
+def _place_links(tree: Path, files: dict[str, tuple[int, int, str]],
+                 symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
+                 ) -> None:
+    """After every file: refuse a part missing an indexed path, then make its symlinks
+    (last, so no file is ever written through one)."""
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
-    for rel, link_target in links:  # last: no file is ever written through one
+    for rel, link_target in links:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(link_target, tree / rel)
-    return len(raw)
 
 
 def _extract_streaming(part: bytes, prefix: str, tree: Path,
@@ -470,21 +493,10 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
     try:
         with _open_part(part) as tar:
             for member in tar:
-                if not member.name.startswith(prefix):
-                    raise ArtifactInvalid(f"{member.name} is outside the layer")
-                rel = member.name[len(prefix):]
-                if rel in seen:
-                    raise ArtifactInvalid(f"{rel} is in the part twice")
-                seen.add(rel)
-                if member.issym():
-                    if symlinks.get(rel) != member.linkname:
-                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-                    links.append((rel, member.linkname))
+                found = _checked_member(member, prefix, files, symlinks, seen, links)
+                if found is None:
                     continue
-                expected = files.get(rel)
-                if not member.isreg() or member.sparse is not None or expected is None \
-                        or member.size != expected[0]:
-                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                rel, expected = found
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file
                 target = tree / rel
@@ -495,12 +507,7 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
                 written[rel] = (stat_key(os.lstat(target)), expected[2])
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
-    missing = (set(files) | set(symlinks)) - seen
-    if missing:
-        raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
-    for rel, link_target in links:  # last: no file is ever written through one
-        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(link_target, tree / rel)
+    _place_links(tree, files, symlinks, seen, links)
     return _raw_tar_size(part)
 
 
