@@ -47,6 +47,7 @@ from ..platform_info import Platform
 from ..redact import redact_url
 from ..retry import GaveUp, retrying
 from ..slug_size import human
+from ..textfiles import decimal
 from .local import inspect_prefix
 from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
 
@@ -794,7 +795,7 @@ def _check_status(response: requests.Response) -> None:
 
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+    return decimal(value) if value else None
 
 
 def _describe(exc: Exception) -> str:

@@ -46,7 +46,7 @@ from ..arguments import (
 )
 from ..proc import COOKIE_VARIABLE, kill_marked
 from ..release import ReleaseInfo, slug_release
-from ..textfiles import best_effort_decode
+from ..textfiles import best_effort_decode, decimal
 from .archive import SlugArchive, SlugLimits
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -415,7 +415,7 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
             os.killpg(child.pid, signum)
     served = process != "web"
     # A PORT config var (--env PORT=...) overrides --port: watch that one.
-    watched = int(config["PORT"]) if config.get("PORT", "").isdigit() else port
+    watched = decimal(config.get("PORT", ""), 5) or port
     try:
         while True:
             try:
