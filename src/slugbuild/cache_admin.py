@@ -53,7 +53,8 @@ from .slug_size import human
 from .stage import CACHEDIR_TAG
 
 LISTED_KINDS = ("runtimes", "layers", "tools", "static")
-SHARED_KINDS = ("runtimes", "layers")  # what export/import and the registry carry
+# What export/import carry (a build's cache registry also shares static: cache_registry.py).
+SHARED_KINDS = ("runtimes", "layers")
 REGISTRY_SCHEME = "docker://"
 
 # How each kind of entry is protected from a prune while builds may read it:

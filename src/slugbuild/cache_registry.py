@@ -35,10 +35,12 @@ from .layer_artifact import (
     Store,
     Transfer,
     fetch_artifact,
+    fetch_check,
     make_artifact,
     materialise,
     namespace,
     push_artifact,
+    push_check,
 )
 from .log import Reporter
 from .oci.credentials import explicit_credentials, find_credentials
@@ -49,7 +51,9 @@ from .slug_size import human
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
 READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
-SHARED_KINDS = ("runtimes", "layers")
+# What a build pushes: the layers it made, and collectstatic outputs it kept
+# (static_reuse.py: a fresh runner then does not run collectstatic again).
+SHARED_KINDS = ("runtimes", "layers", "static")
 # Seconds each registry request may take to connect and between reads (the client
 # retries GET and HEAD twice more): a slow registry costs a bounded time, then a warning.
 REQUEST_TIMEOUT = 10.0
@@ -213,6 +217,35 @@ class RemoteCache:
                 self.pushed.append(name)
                 self.reporter.detail(f"Pushed layer {name} to the cache registry "
                                      f"({human(self.transfer.sent - before)} sent)")
+
+    def check_passed(self, digest: str, layer_key: str, modules: list[str]) -> bool:
+        """Whether a runner recorded in the registry that the entry-point import check
+        ``digest`` (importcheck.py: the dependency layer key and the modules) passed.
+        A record that does not match its digest or names other modules is ignored."""
+        with self._lock:
+            if self.failed:
+                return False
+            try:
+                found = fetch_check(self.store, self.space, digest, self.transfer)
+            except ArtifactInvalid:
+                return False
+            except TRANSFER_ERRORS as exc:
+                self._give_up(exc)
+                return False
+        return found == {"layer_key": layer_key, "modules": modules}
+
+    def record_check(self, digest: str, layer_key: str, modules: list[str]) -> None:
+        """Record a passed entry-point import check for other runners (not read-only)."""
+        if self.readonly:
+            return
+        with self._lock:
+            if self.failed:
+                return
+            try:
+                push_check(self.store, self.space, digest,
+                           {"layer_key": layer_key, "modules": modules}, self.transfer)
+            except TRANSFER_ERRORS as exc:
+                self._give_up(exc)
 
     def summary(self) -> dict[str, Any]:
         """For BuildResult.cache_registry: what moved."""

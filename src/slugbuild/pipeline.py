@@ -42,7 +42,7 @@ from .release import decide_release, slug_json_writer, write_release
 from .results import BuildResultDict, BuildRuntimeDict, PackageDict, SlugJsonDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
-from .stack_compat import slug_requirements
+from .stack_compat import STACK_RECORD, slug_requirements
 from .stage import check_top_level_links, stage_sources
 
 # The name this module used before arguments.PathArg; kept for importers.
@@ -218,7 +218,10 @@ def compile_app(
                 warn_machine_paths(build, checked)
 
             with timer.stage("stack_requirements"):
-                requirements = slug_requirements(build.build_dir)
+                requirements = slug_requirements(build.build_dir, [
+                    (entry.mount, entry.layer.tree,
+                     entry.layer.packed_parts / STACK_RECORD)
+                    for entry in build.placed_layers if entry.placed.view])
 
             with timer.stage("pack"):
                 reporter.step("Compressing...")
