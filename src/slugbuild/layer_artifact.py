@@ -622,21 +622,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
             for name, kind, offset, size, linkname in _tar_members(view):
-                if not name.startswith(prefix):
-                    raise ArtifactInvalid(f"{name} is outside the layer")
-                rel = name[len(prefix):]
-                if rel in seen:
-                    raise ArtifactInvalid(f"{rel} is in the part twice")
-                seen.add(rel)
-                if kind == tarfile.SYMTYPE:
-                    if symlinks.get(rel) != linkname:
-                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-                    links.append((rel, linkname))
+                found = _checked_member(name, kind == tarfile.SYMTYPE,
+                                        kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
+                                        linkname, prefix, files, symlinks, seen, links)
+                if found is None:
                     continue
-                expected = files.get(rel)
-                if kind not in (tarfile.REGTYPE, tarfile.AREGTYPE) or expected is None \
-                        or size != expected[0]:
-                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                rel, expected = found
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
@@ -655,27 +646,26 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     return len(raw)
 
 
-def _checked_member(member: tarfile.TarInfo, prefix: str,
-                    files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
-                    seen: set[str], links: list[tuple[str, str]]
+def _checked_member(name: str, is_symlink: bool, is_plain_file: bool, size: int,
+                    linkname: str, prefix: str, files: dict[str, tuple[int, int, str]],
+                    symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
                     ) -> tuple[str, tuple[int, int, str]] | None:
     """A part's file member as (layer path, index entry), or None for a symlink (noted
     in ``links``, placed last); ArtifactInvalid for anything the index does not list
     exactly so (outside the layer, twice, another type, sparse, another size)."""
-    if not member.name.startswith(prefix):
-        raise ArtifactInvalid(f"{member.name} is outside the layer")
-    rel = member.name[len(prefix):]
+    if not name.startswith(prefix):
+        raise ArtifactInvalid(f"{name} is outside the layer")
+    rel = name[len(prefix):]
     if rel in seen:
         raise ArtifactInvalid(f"{rel} is in the part twice")
     seen.add(rel)
-    if member.issym():
-        if symlinks.get(rel) != member.linkname:
+    if is_symlink:
+        if symlinks.get(rel) != linkname:
             raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-        links.append((rel, member.linkname))
+        links.append((rel, linkname))
         return None
     expected = files.get(rel)
-    if not member.isreg() or member.sparse is not None or expected is None \
-            or member.size != expected[0]:
+    if not is_plain_file or expected is None or size != expected[0]:
         raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
     return rel, expected
 
@@ -705,7 +695,9 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
     try:
         with _open_part(part) as tar:
             for member in tar:
-                found = _checked_member(member, prefix, files, symlinks, seen, links)
+                found = _checked_member(member.name, member.issym(),
+                                        member.isreg() and member.sparse is None, member.size,
+                                        member.linkname, prefix, files, symlinks, seen, links)
                 if found is None:
                     continue
                 rel, expected = found
