@@ -157,6 +157,31 @@ def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
     return [name for name in names if first.get(name) != second.get(name)][:most]
 
 
+def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
+    """A minimal valid pure-Python wheel of ``name`` ``version``: one module ``name.py``
+    holding ``module_text`` (for loopback package indexes)."""
+    import base64
+
+    files = {
+        f"{name}.py": module_text,
+        f"{name}-{version}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL":
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(
+        [*record, f"{name}-{version}.dist-info/RECORD,,"]) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), text)
+    return buffer.getvalue()
+
+
 @contextlib.contextmanager
 def serving(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
     """Run ``server`` in a thread while the block runs; shut and close it after."""
