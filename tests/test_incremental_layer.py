@@ -24,7 +24,8 @@ INPUTS = {"runtime": "cpython-3.12.1-x", "runtime_key": "k", "installer": "pip u
 
 
 def test_only_a_change_of_requirements_files_builds_from_the_previous_layer():
-    changed_files = {**INPUTS, "files": {"requirements.txt": "b", "more.txt": "c"}}
+    changed_files = {**INPUTS, "files": {"requirements.txt": "b", "more.txt": "c"},
+                     "resolved": {"six": "1.17.0"}, "resolved_sha256": "r"}  # ranges' pins
     assert incremental.why_not_incremental(INPUTS, changed_files, PLAN, True, False) is None
     assert incremental.why_not_incremental(None, INPUTS, PLAN, True, False) == \
         "no previous layer of this app"

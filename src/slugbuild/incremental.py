@@ -76,6 +76,7 @@ from .cache import (
 )
 from .installers import Installer, InstallJob, InstallPlan
 from .installers import uv as uv_installer
+from .installers.ranges import constraints_text
 
 
 class NotIncremental(Exception):
@@ -109,6 +110,10 @@ def previous_inputs(history: Path) -> dict[str, Any] | None:
     return inputs if isinstance(inputs, dict) else None
 
 
+# Layer key inputs that follow from the requirements themselves: they may differ.
+REQUIREMENT_INPUTS = frozenset({"files", "resolved", "resolved_sha256"})
+
+
 def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
                         plan: InstallPlan, own_tree: bool, local_packages: bool) -> str | None:
     """Why a layer keyed by ``inputs`` cannot start from the one keyed by ``previous``
@@ -122,7 +127,8 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
     if local_packages:
         return "the requirements build local packages"
     differing = sorted(name for name in set(previous) | set(inputs)
-                       if name != "files" and previous.get(name) != inputs.get(name))
+                       if name not in REQUIREMENT_INPUTS
+                       and previous.get(name) != inputs.get(name))
     if differing:
         return f"the previous layer differs in {', '.join(differing)}"
     return None
@@ -156,7 +162,7 @@ def nearest_inputs(cache: Cache, inputs: dict[str, Any], python_name: str,
             continue
         if not isinstance(candidate, dict) or candidate in (inputs, tried) or any(
                 candidate.get(k) != inputs.get(k)
-                for k in set(candidate) | set(inputs) if k != "files"):
+                for k in set(candidate) | set(inputs) if k not in REQUIREMENT_INPUTS):
             continue
         score = (len(wanted & held), age)
         if best is None or score > best:
@@ -371,11 +377,15 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
     # know what is installed), while every other distribution is linked meanwhile.
     planning = job.scratch / "dry-run-prefix"
     take_dist_infos(previous, planning, pins)
+    resolved = None
+    if plan.resolved:  # version ranges, resolved when the layer was keyed: constraints
+        resolved = job.scratch / "dry-run-pins.txt"
+        resolved.write_text(constraints_text(plan.resolved))
     others = [dist for dist in dists.values() if dist not in pins]
     with ThreadPoolExecutor(max_workers=1) as thread:
         dry_run = thread.submit(contextvars.copy_context().run,
                                 uv_installer.dry_run_requirements,
-                                dataclasses.replace(job, prefix=planning))
+                                dataclasses.replace(job, prefix=planning), resolved)
         try:
             take(previous, tree, pins + others, taken)
         finally:

@@ -235,7 +235,8 @@ def install_requirements(job: InstallJob, pins: Path | None = None) -> None:
                     indexes=settings)
 
 
-def dry_run_requirements(job: InstallJob) -> list[tuple[str, str]] | None:
+def dry_run_requirements(job: InstallJob, pins: Path | None = None
+                         ) -> list[tuple[str, str]] | None:
     """What ``install_requirements`` would add to the job's prefix as it is now: each
     distribution's canonical name and version, from ``uv pip install --dry-run`` (the
     same options, indexes and resolution). None when uv would also remove or
@@ -245,7 +246,7 @@ def dry_run_requirements(job: InstallJob) -> list[tuple[str, str]] | None:
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
             "--link-mode", job.link_mode, *_prefix_args(job), *_requirements_options(job),
-            *_constraint_args(job)]
+            *(["-c", str(pins)] if pins is not None else []), *_constraint_args(job)]
     try:
         output = run_tool(argv, job.reporter, uv_env(job, settings.uv_env()),
                           cwd=job.app_dir, show=False)
