@@ -31,7 +31,7 @@ So nothing is guessed from the previous requirements:
    layer's files.json recorded.
 
 Where the difference cannot be computed safely, the layer is installed clean
-(the log says why): another installer than uv for pinned requirements.txt, a
+(the log says why): another installer than uv for requirements.txt, a
 layer installed into the build's prefix, local packages or editables, a previous
 layer whose inputs differ in anything but the requirements files, a previous
 file no single distribution's RECORD lists (or a pyc of one), a distribution
