@@ -163,7 +163,32 @@ class _Canonical:
             elif kind == 0x29:  # ")": a small tuple
                 count = data[pos]
                 pos += 1
-                parts = (data[pos - 1:pos], *[read() for _ in range(count)])
+                members: list[bytes | int] = [data[pos - 1:pos]]
+                for _ in range(count):
+                    child = data[pos]
+                    if child == 0x72:  # a reference back, read here without a call
+                        index = unpack_from(data, pos + 1)[0]
+                        referred = refs[index] if 0 <= index < len(refs) else None
+                        if referred is None:
+                            raise ValueError("a reference to an object not read yet")
+                        pos += 5
+                        members.append(referred)
+                    elif child == 0x7A or child == 0x5A:  # a short string, not referred to
+                        end = pos + 2 + data[pos + 1]
+                        if end > size:
+                            raise ValueError("truncated stream")
+                        raw = data[pos + 1:end]
+                        pos = end
+                        child = 0x5A if name_chars.issuperset(raw[1:]) else 0x7A
+                        leaf = (child, (raw,))
+                        found = get_id(leaf)
+                        if found is None:
+                            found = ids[leaf] = len(nodes)
+                            add_node(leaf)
+                        members.append(found)
+                    else:
+                        members.append(read())
+                parts = tuple(members)
             elif kind in sized_32:
                 end = pos + 4 + unpack_from(data, pos)[0]
                 if end > size or end < pos + 4:
@@ -266,6 +291,7 @@ class _Canonical:
         numbered: dict[int, int] = {}
         nodes = self.nodes
         pack_index = _int32.pack
+        singletons = _SINGLETONS
 
         def emit(node: int) -> None:
             kind, parts = nodes[node]
@@ -285,6 +311,23 @@ class _Canonical:
             for part in parts:
                 if isinstance(part, bytes):
                     extend(part)
+                    continue
+                # A leaf, a singleton or a repeat is written here, without a call.
+                child_kind, child_parts = nodes[part]
+                if child_kind in singletons:
+                    append(child_kind)
+                    continue
+                index = numbered.get(part)
+                if index is not None:
+                    append(0x72)  # "r"
+                    extend(pack_index(index))
+                elif len(child_parts) == 1 and isinstance(child_parts[0], bytes):
+                    if counts[part] > 1:
+                        numbered[part] = len(numbered)
+                        append(child_kind | _FLAG_REF)
+                    else:
+                        append(child_kind)
+                    extend(child_parts[0])
                 else:
                     emit(part)
 
