@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -154,6 +155,31 @@ def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
     first, second = entries(one), entries(two)
     names = sorted(set(first) | set(second))
     return [name for name in names if first.get(name) != second.get(name)][:most]
+
+
+def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
+    """A minimal valid pure-Python wheel of ``name`` ``version``: one module ``name.py``
+    holding ``module_text`` (for loopback package indexes)."""
+    import base64
+
+    files = {
+        f"{name}.py": module_text,
+        f"{name}-{version}.dist-info/METADATA":
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{name}-{version}.dist-info/WHEEL":
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(
+        [*record, f"{name}-{version}.dist-info/RECORD,,"]) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), text)
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager
@@ -546,3 +572,26 @@ def write_run_image(layout: Path, tag: str = "base", *, user: str | None = None,
     reference = f"oci:{layout}:{tag}"
     write_layout(Image(config, [layer]), parse_image_reference(reference))
     return reference
+
+
+def fake_credential_helper(bin_dir: Path, name: str, answers: dict[str, tuple[str, str]],
+                           *, body: str | None = None) -> Path:
+    """``docker-credential-<name>`` in ``bin_dir`` (put it on PATH): ``get`` answers
+    Docker's JSON for the servers in ``answers`` (server -> (user, secret)), else
+    "credentials not found" and exit status 1, as real helpers do. Every server
+    asked for is appended to ``<bin_dir>/<name>.asked``. ``body`` replaces the
+    answer with a shell script of its own (a failing or hanging helper)."""
+    cases = ""
+    for server, (user, secret) in answers.items():
+        answer = json.dumps({"ServerURL": server, "Username": user, "Secret": secret})
+        cases += f"  {shlex.quote(server)}) printf '%s' {shlex.quote(answer)}; exit 0;;\n"
+    script = bin_dir / f"docker-credential-{name}"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nIFS= read -r server\n"
+        f"printf '%s\\n' \"$server\" >> {shlex.quote(str(bin_dir / (name + '.asked')))}\n"
+        + (body if body is not None else
+           f"case \"$server\" in\n{cases}esac\n"
+           "echo 'credentials not found in native keychain'\nexit 1\n"))
+    script.chmod(0o755)
+    return script

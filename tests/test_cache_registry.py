@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import json
+import os
 import shutil
 import socketserver
 import threading
@@ -26,7 +28,7 @@ import requests
 from slugbuild import compile_app
 from slugbuild.cache import Cache
 from slugbuild.cache_admin import local_layers
-from slugbuild.cache_registry import RemoteCache, registry_store
+from slugbuild.cache_registry import RemoteCache, from_settings, registry_store
 from slugbuild.errors import CACHE_REGISTRY_INVALID, SlugbuildError
 from slugbuild.layer_artifact import (
     Transfer,
@@ -36,6 +38,7 @@ from slugbuild.layer_artifact import (
     push_artifact,
 )
 from slugbuild.log import Reporter
+from slugbuild.oci.image import RegistryOptions
 from slugbuild.platform_info import current as current_platform
 from slugbuild.records import layer_problems
 
@@ -44,6 +47,7 @@ from .helpers import (
     AUTH_REGISTRY_USER,
     FIXTURE_APPS,
     assert_cache_consistent,
+    fake_credential_helper,
     free_port,
     serving,
 )
@@ -394,3 +398,106 @@ def test_cache_export_and_import_through_a_registry(runner_a, registry, tmp_path
     assert main(["cache", "import", f"docker://127.0.0.1:{free_port()}/none",
                  "--cache-dir", str(tmp_path / "c")]) == 1
     assert "cache-command-failed" in capsys.readouterr().err
+
+
+# --- one auth story: the images' credentials, auth files and helpers ------------------------
+
+def _docker_config(tmp_path: Path, monkeypatch, document: dict[str, object]) -> Path:
+    """A DOCKER_CONFIG holding ``document``, no REGISTRY_AUTH_FILE, tmp_path/bin on PATH."""
+    config = tmp_path / "docker"
+    config.mkdir(exist_ok=True)
+    (config / "config.json").write_text(json.dumps(document))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    return config
+
+
+def _push_with_credentials(runner_a, reference: str):
+    """Runner A's dependency layer pushed to the htpasswd registry with the user and
+    password given explicitly (no auth file); the layer."""
+    _, layer = _dependency_layer(runner_a[0])
+    artifact = make_artifact(layer, SPACE)
+    assert artifact is not None
+    explicit = RegistryOptions(user=AUTH_REGISTRY_USER, password=AUTH_REGISTRY_PASSWORD)
+    assert push_artifact(registry_store(reference, explicit), artifact, Transfer())
+    return layer
+
+
+def test_cache_commands_take_helpers_and_explicit_credentials(
+        runner_a, auth_registry, tmp_path: Path, monkeypatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from slugbuild.cli import main
+
+    reference = f"docker://{auth_registry.host}/slugbuild-cache/helped"
+    fake_credential_helper(tmp_path / "bin", "fake", {
+        auth_registry.host: (AUTH_REGISTRY_USER, AUTH_REGISTRY_PASSWORD)})
+    _docker_config(tmp_path, monkeypatch, {"credsStore": "fake"})
+    assert main(["cache", "export", reference, "--cache-dir", str(runner_a[0])]) == 0
+    assert "2 layer(s)" in capsys.readouterr().out
+    assert (tmp_path / "bin" / "fake.asked").read_text().split() == [auth_registry.host]
+
+    # No helper, no entry: the user and password given as images take them.
+    _docker_config(tmp_path, monkeypatch, {})
+    monkeypatch.setattr("sys.stdin", io.StringIO(AUTH_REGISTRY_PASSWORD + "\n"))
+    code = main(["cache", "import", reference, "--cache-dir", str(tmp_path / "b"),
+                 "--registry-user", AUTH_REGISTRY_USER, "--registry-password-stdin"])
+    out = capsys.readouterr()
+    assert code == 0 and "Imported 2 layer(s)" in out.out, out
+    assert AUTH_REGISTRY_PASSWORD not in out.out + out.err
+
+    # A helper the config names but PATH lacks: one catalogue error, no traceback.
+    _docker_config(tmp_path, monkeypatch, {"credHelpers": {auth_registry.host: "absent"}})
+    assert main(["cache", "export", reference, "--cache-dir", str(runner_a[0])]) == 1
+    err = capsys.readouterr().err
+    assert "registry-credentials-invalid" in err and "docker-credential-absent" in err
+    assert "Traceback" not in err
+
+
+def test_a_build_takes_the_same_credentials_and_fails_open_on_a_broken_helper(
+        runner_a, auth_registry, tmp_path: Path, monkeypatch) -> None:
+    reference = f"docker://{auth_registry.host}/slugbuild-cache/build-auth"
+    layer = _push_with_credentials(runner_a, reference)
+    explicit = RegistryOptions(user=AUTH_REGISTRY_USER, password=AUTH_REGISTRY_PASSWORD)
+    name, key = layer.path.name, layer.manifest["key"]
+
+    _docker_config(tmp_path, monkeypatch, {"credHelpers": {auth_registry.host: "absent"}})
+    for registry, pulls in ((explicit, True), (None, False)):
+        reporter = Reporter(quiet=True)
+        remote = from_settings(reference, True, current_platform().key, reporter, registry)
+        assert remote is not None
+        cache = Cache(tmp_path / f"pulled-{pulls}")
+        with cache.lock("layers", name):
+            pulled = remote.pull(cache, "layers", name, key, "dependency layer",
+                                 layer_problems)
+        warnings = [line for line in reporter.lines if line.startswith(" !")]
+        assert (pulled is not None) == pulls, reporter.lines
+        assert len(warnings) == (0 if pulls else 1), warnings
+        if not pulls:
+            assert "docker-credential-absent" in warnings[0]
+    with pytest.raises(SlugbuildError) as raised:  # half given: an error, not a warning
+        from_settings(reference, True, current_platform().key, Reporter(quiet=True),
+                      RegistryOptions(user=AUTH_REGISTRY_USER))
+    assert raised.value.code == "registry-credentials-invalid"
+
+
+@pytest.mark.slow
+def test_compile_registry_user_reaches_the_cache_registry(
+        runner_a, auth_registry, tmp_path: Path, monkeypatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`compile --cache-registry … --registry-user U --registry-password-stdin` pulls
+    from an htpasswd registry that has no entry in any auth file."""
+    from slugbuild.cli import main
+
+    reference = f"docker://{auth_registry.host}/slugbuild-cache/compile-auth"
+    _push_with_credentials(runner_a, reference)
+    _docker_config(tmp_path, monkeypatch, {})
+    cache = _without_dependency_layer(runner_a[0], tmp_path / "cache")
+    monkeypatch.setattr("sys.stdin", io.StringIO(AUTH_REGISTRY_PASSWORD))
+    code = main(["compile", str(APP), "-o", str(tmp_path / "b.tgz"), "--cache-dir", str(cache),
+                 "--cache-registry", reference, "--cache-registry-readonly",
+                 "--registry-user", AUTH_REGISTRY_USER, "--registry-password-stdin"])
+    log = capsys.readouterr().err
+    assert code == 0, log
+    assert "Pulled the dependency layer" in log and "Installing requirements" not in log, log
+    assert AUTH_REGISTRY_PASSWORD not in log

@@ -229,14 +229,15 @@ def test_an_app_saved_by_a_windows_editor_builds_on_uv_and_serves(tmp_path, cach
 
 
 @pytest.mark.slow
-def test_an_unpinned_utf16_requirements_file_goes_to_pip_with_the_right_count(
+def test_an_unpinned_utf16_requirements_file_is_resolved_with_the_right_count(
         tmp_path, cache_dir):
-    """pip decodes the file itself; the warning counts the real lines, escaped."""
+    """uv resolves the ranges from UTF-8 copies of the files (issue 20: ranges go to uv,
+    not pip); the warning counts the real lines, escaped."""
     app = copy_app(FIXTURE_APPS / "windows-editor-utf16", tmp_path / "app")
     (app / "requirements.txt").write_bytes(
         _encoded("-r base.txt\ngunicorn>=27,<28\n", "utf-16 LE BOM", "CRLF"))
     result, log, install = _build(app, tmp_path / "slug.tgz", cache_dir)
-    assert not re.search(r"\buv \d", install) and re.search(r"\bpip \d", install), log
+    assert re.search(r"\buv \d", install) and "version ranges resolved" in install, log
     assert "1 requirement(s) are not pinned to one version (gunicorn>=27,<28)" in log, log
     assert {p["name"].lower() for p in result.packages} >= {"flask", "gunicorn"}
 

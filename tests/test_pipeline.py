@@ -110,3 +110,19 @@ def test_the_release_written_into_the_slug_reads_back_as_written(tmp_path):
     assert read.config_vars == {"OFF": "off", "EMPTY": "", "OCTAL": "0800"}
     assert read.addons == ["heroku-redis"]
     assert (tmp_path / RELEASE_COPY).read_text() == (tmp_path / ".release").read_text()
+
+
+def test_build_tools_do_not_inherit_the_shells_bookkeeping(monkeypatch, tmp_path):
+    """PWD/OLDPWD/SHLVL/_ say where the user's shell was: a tool runs in the build
+    directory, and collectstatic's reuse key must not change with the shell's directory."""
+    from slugbuild.proc import clean_env
+
+    monkeypatch.setenv("PWD", str(tmp_path))
+    monkeypatch.setenv("OLDPWD", "/somewhere/else")
+    monkeypatch.setenv("SHLVL", "3")
+    monkeypatch.setenv("_", "/usr/bin/slugbuild")
+    monkeypatch.setenv("SOME_SETTING", "kept")
+    env = clean_env({"PWD": "/given/explicitly"})
+    assert not {"OLDPWD", "SHLVL", "_"} & env.keys()
+    assert env["PWD"] == "/given/explicitly"  # what the build sets itself still goes
+    assert env["SOME_SETTING"] == "kept"

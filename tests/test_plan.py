@@ -59,14 +59,14 @@ def test_the_installer_choice_and_collectstatic_follow_config_vars(tmp_path: Pat
         "manage.py": "import os\n",
     })
     plan = plan_app(app, cache_dir=tmp_path / "cache")
-    assert plan.dependencies is not None and plan.dependencies.installer == "pip"
-    assert "not pinned" in plan.dependencies.installer_because
+    assert plan.dependencies is not None and plan.dependencies.installer == "uv"
+    assert "version ranges" in plan.dependencies.installer_because  # uv resolves them
     assert plan.collectstatic is not None and plan.collectstatic.runs
 
     plan = plan_app(app, cache_dir=tmp_path / "cache",
-                    env={"DISABLE_COLLECTSTATIC": "1", "SLUGBUILD_PIP_INSTALLER": "uv"})
-    assert plan.dependencies is not None and plan.dependencies.installer == "uv"
-    assert plan.dependencies.installer_because == "SLUGBUILD_PIP_INSTALLER=uv"
+                    env={"DISABLE_COLLECTSTATIC": "1", "SLUGBUILD_PIP_INSTALLER": "pip"})
+    assert plan.dependencies is not None and plan.dependencies.installer == "pip"
+    assert plan.dependencies.installer_because == "SLUGBUILD_PIP_INSTALLER=pip"
     assert plan.collectstatic is not None and not plan.collectstatic.runs
     assert plan.collectstatic.why == "DISABLE_COLLECTSTATIC is set"
 

@@ -30,6 +30,8 @@ from slugbuild.stack_compat import (
     slug_requirements,
 )
 
+from .helpers import DJANGO_APP
+
 HOST_LIBC = Path("/lib/x86_64-linux-gnu/libc.so.6")
 
 
@@ -267,6 +269,25 @@ def test_compile_records_stack_requirements(django_build):
     assert recorded["architecture"] == "amd64"
     assert recorded["versions"]["libssl.so.3"][0].startswith("OPENSSL_")
     assert re.fullmatch(r"2\.\d+", recorded["glibc"])
+
+
+@pytest.mark.slow
+def test_a_warm_build_showing_layers_by_views_records_the_same(django_build, cache_dir,
+                                                                 tmp_path):
+    """A warm build shows the cached layers by links (layer_view.py) that the walk does
+    not enter: their ELF files count all the same, read from the layer (then from a
+    record kept beside it)."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+    from slugbuild.stack_compat import STACK_RECORD
+
+    recorded = json.loads(django_build.metadata_path.read_text())["stack_requirements"]
+    for run in range(2):
+        warm = compile_app(DJANGO_APP, tmp_path / f"{run}.tgz", cache_dir=cache_dir,
+                           reporter=Reporter(quiet=True))
+        assert warm.sha256 == django_build.sha256
+        assert json.loads(warm.metadata_path.read_text())["stack_requirements"] == recorded
+    assert len(list(cache_dir.glob(f"*/*/packed/{STACK_RECORD}"))) >= 2
 
 
 if shutil.which("gcc") is None:  # the Makefile installs it; a missing one fails loudly

@@ -13,7 +13,8 @@ Layout (see docs/cache.md)::
       downloads/<platform key>/         verified runtime archives (runtime/download.py)
       buildpacks/<name>-<hash>/<app>/   a buildpack's CACHE_DIR, per app dir (buildpack_runner.py)
       locks/                            one lock file per layer being built, links.lock,
-                                        leases/<token>.lease (one per running process)
+                                        leases/<token>.lease (one per running process),
+                                        open.lock (shared by every user: hold_open)
       tmp/                              layers, installs and build dirs in progress,
                                         named <token>.<label>.<random> after their owner
 
@@ -92,6 +93,30 @@ _LEGACY = re.compile(r"^\d{1,10}\.")
 # Scratch entries of older slugbuild versions (named after a process id) are
 # removed once they are this old; their owner cannot be asked any more.
 _LEGACY_SCRATCH_AGE = 24 * 3600
+
+# Every user of the cache holds a shared flock on locks/<OPEN_LOCK> (``hold_open``);
+# ``Cache.idle`` takes it exclusively.
+OPEN_LOCK = "open.lock"
+
+
+def hold_open(root: Path) -> IO[str] | None:
+    """A shared ``flock`` on the cache's ``locks/open.lock``, held until the file is
+    closed: while it is, ``cache prune`` removes nothing that is read without a
+    layer's own use lock (installer caches, image blobs, downloads, indexes). Waits
+    only while a prune renames such entries away. Best effort: None when the lock
+    cannot be taken (a read-only cache), which leaves the holder unprotected."""
+    try:
+        (root / "locks").mkdir(parents=True, exist_ok=True)
+        handle = open(root / "locks" / OPEN_LOCK, "a+")  # noqa: SIM115 - the caller's to close
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
 
 def default_cache_dir() -> Path:
     """SLUGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild."""
@@ -230,6 +255,9 @@ class Cache:
         # layer path -> (manifest key, files.json mtime) of its last passed check
         self._verified: dict[Path, tuple[str | None, int]] = {}
         self._uses: dict[Path, IO[str]] = {}  # use-lock path -> its open file (hold_use)
+        # Shared lock on locks/open.lock while this object may read the stores that
+        # only an idle cache may lose (``idle``); dropped by ``release_uses``.
+        self._open: IO[str] | None = hold_open(self.root)
         # The cache registry (cache_registry.RemoteCache), when the build has one.
         self.remote: Any = None
         # (kind, name, key) of every layer this cache object published.
@@ -368,26 +396,32 @@ class Cache:
         while self._uses:
             _, handle = self._uses.popitem()
             handle.close()
+        if self._open is not None:
+            self._open.close()
+            self._open = None
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[bool]:
+        """True while no other user has the cache open (no build, lock, image or
+        command running on it, in any process): ``cache prune`` may then remove
+        what builds read without a layer's use lock (installer caches, image blobs,
+        downloads). Builds opening the cache meanwhile wait in ``Cache()`` (or
+        ``hold_open``) until it ends, so hold it for renames only. Never waits.
+        Drops this object's own open hold first, for good."""
+        if self._open is not None:
+            self._open.close()
+            self._open = None
+        with _exclusive_now([self.root / "locks" / OPEN_LOCK]) as free:
+            yield free
 
     @contextlib.contextmanager
     def removal(self, kind: str, name: str) -> Iterator[bool]:
         """True while no build holds layer ``kind/name`` in use or builds it: it may
         be removed then (``cache prune``). Never waits."""
         locks = self.root / "locks"
-        handles = []
-        try:
-            for lock_name in (f"{kind}-{name}.lock", f"use-{kind}-{name}.lock"):
-                handle = open(locks / lock_name, "a+")  # noqa: SIM115 - closed below
-                handles.append(handle)
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    yield False
-                    return
-            yield True
-        finally:
-            for handle in handles:
-                handle.close()
+        with _exclusive_now([locks / f"{kind}-{name}.lock",
+                             locks / f"use-{kind}-{name}.lock"]) as free:
+            yield free
 
     @contextlib.contextmanager
     def lock(self, kind: str, name: str) -> Iterator[None]:
@@ -705,6 +739,30 @@ class Cache:
                     os.unlink(lease)  # last: while it exists, its entries are looked for
             finally:
                 os.close(fd)
+
+
+@contextlib.contextmanager
+def _exclusive_now(paths: list[Path]) -> Iterator[bool]:
+    """True while exclusive ``flock``s on every one of ``paths`` are held, taken without
+    waiting; False when one is held elsewhere (or cannot be opened)."""
+    handles = []
+    try:
+        for path in paths:
+            try:
+                handle = open(path, "a+")  # noqa: SIM115 - closed below
+            except OSError:
+                yield False
+                return
+            handles.append(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+        yield True
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def _take_free_lease(path: Path) -> int | None:

@@ -35,20 +35,25 @@ from .layer_artifact import (
     Store,
     Transfer,
     fetch_artifact,
+    fetch_check,
     make_artifact,
     materialise,
     namespace,
     push_artifact,
+    push_check,
 )
 from .log import Reporter
-from .oci.credentials import find_credentials
+from .oci.credentials import explicit_credentials, find_credentials
+from .oci.image import RegistryOptions
 from .oci.reference import parse_image_reference
 from .oci.registry import RegistryClient
 from .slug_size import human
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
 READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
-SHARED_KINDS = ("runtimes", "layers")
+# What a build pushes: the layers it made, and collectstatic outputs it kept
+# (static_reuse.py: a fresh runner then does not run collectstatic again).
+SHARED_KINDS = ("runtimes", "layers", "static")
 # Seconds each registry request may take to connect and between reads (the client
 # retries GET and HEAD twice more): a slow registry costs a bounded time, then a warning.
 REQUEST_TIMEOUT = 10.0
@@ -96,12 +101,16 @@ class RegistryStore:
         return self.client.list_tags()
 
 
-def registry_store(reference: str) -> RegistryStore:
+def registry_store(reference: str, registry: RegistryOptions | None = None,
+                   timeout: float | None = None) -> RegistryStore:
     """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
-    credentials ``docker login`` / ``podman login`` left for its host (none: anonymous).
+    credentials images use (docs/images.md, Credentials): ``registry``'s user and
+    password when given, else the auth files and credential helpers for its host
+    (none: anonymous); ``registry.insecure`` allows plain HTTP to another machine.
+    ``timeout`` bounds each request (default: a build's REQUEST_TIMEOUT).
     A reference that is not one (no ``docker://``, a tag or digest given) is
-    ``cache-registry-invalid``; credentials that cannot be read are the registry's
-    error (the build fails open on them)."""
+    ``cache-registry-invalid``; credentials that cannot be found are the
+    registry's error (a build fails open on them)."""
     if not reference.startswith("docker://"):
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="it does not start with docker://")
@@ -114,8 +123,12 @@ def registry_store(reference: str) -> RegistryStore:
             or parsed.repository is None:
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="name a repository only: the tags are slugbuild's")
-    client = RegistryClient(parsed.host, parsed.repository, timeout=REQUEST_TIMEOUT,
-                            credentials=find_credentials(parsed.host))
+    registry = registry or RegistryOptions()
+    client = RegistryClient(parsed.host, parsed.repository,
+                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
+                            insecure=registry.insecure,
+                            credentials=find_credentials(parsed.host, user=registry.user,
+                                                         password=registry.password))
     return RegistryStore(client)
 
 
@@ -205,6 +218,35 @@ class RemoteCache:
                 self.reporter.detail(f"Pushed layer {name} to the cache registry "
                                      f"({human(self.transfer.sent - before)} sent)")
 
+    def check_passed(self, digest: str, layer_key: str, modules: list[str]) -> bool:
+        """Whether a runner recorded in the registry that the entry-point import check
+        ``digest`` (importcheck.py: the dependency layer key and the modules) passed.
+        A record that does not match its digest or names other modules is ignored."""
+        with self._lock:
+            if self.failed:
+                return False
+            try:
+                found = fetch_check(self.store, self.space, digest, self.transfer)
+            except ArtifactInvalid:
+                return False
+            except TRANSFER_ERRORS as exc:
+                self._give_up(exc)
+                return False
+        return found == {"layer_key": layer_key, "modules": modules}
+
+    def record_check(self, digest: str, layer_key: str, modules: list[str]) -> None:
+        """Record a passed entry-point import check for other runners (not read-only)."""
+        if self.readonly:
+            return
+        with self._lock:
+            if self.failed:
+                return
+            try:
+                push_check(self.store, self.space, digest,
+                           {"layer_key": layer_key, "modules": modules}, self.transfer)
+            except TRANSFER_ERRORS as exc:
+                self._give_up(exc)
+
     def summary(self) -> dict[str, Any]:
         """For BuildResult.cache_registry: what moved."""
         return {"registry": self.shown, "readonly": self.readonly, "pulled": list(self.pulled),
@@ -213,18 +255,23 @@ class RemoteCache:
 
 
 def from_settings(reference: str | None, readonly: bool | None, platform_key: str,
-                  reporter: Reporter) -> RemoteCache | None:
+                  reporter: Reporter, registry: RegistryOptions | None = None
+                  ) -> RemoteCache | None:
     """The build's cache registry: the argument, else SLUGBUILD_CACHE_REGISTRY; None
-    without one. A malformed reference is an error (a typo must not silently turn
-    the shared cache off); an unreachable registry is not (fail open)."""
+    without one. A malformed reference, or a user given without a password (or
+    the reverse), is an error (a typo must not silently turn the shared cache
+    off); an unreachable registry or an auth file or credential helper that
+    fails is not (fail open)."""
     reference = reference or os.environ.get(ENV_VAR) or None
     if reference is None:
         return None
+    if registry is not None:
+        explicit_credentials(registry.user, registry.password)
     if readonly is None:
         readonly = os.environ.get(READONLY_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
     remote = RemoteCache(_Unusable(), reference, namespace(platform_key), reporter, readonly)
     try:
-        remote.store = registry_store(reference)
+        remote.store = registry_store(reference, registry)
     except errors.RegistryError as exc:  # credentials that cannot be read: fail open
         remote._give_up(exc)
     return remote

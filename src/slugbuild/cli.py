@@ -37,6 +37,7 @@ from .oci.commands import (
     image_command,
     plan_image,
     rebase_command,
+    registry_options,
 )
 from .pack import LAYOUTS
 from .pipeline import compile_app
@@ -366,9 +367,11 @@ def _add_cache_parser(sub: Any) -> None:
     export = action("export", "copy the runtime and dependency layers to an OCI layout "
                               "directory or docker://HOST[:PORT]/REPO")
     export.add_argument("target", metavar="DIR|docker://HOST[:PORT]/REPO")
+    add_registry_options(export)
     import_ = action("import", "add the layers of an export (directory or registry) to the "
                                "cache, each verified")
     import_.add_argument("source", metavar="DIR|docker://HOST[:PORT]/REPO")
+    add_registry_options(import_)
 
 
 def _days(text: str) -> float:
@@ -651,6 +654,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         config = load_config_vars(parse_env_assignments(args.env), args.env_dir)
         reporter = _reporter(args)
         image_plan = plan_image(args)
+        registry = image_plan.registry if image_plan is not None else (
+            registry_options(args) if args.registry_user or args.registry_password_stdin
+            else None)  # the cache registry's credentials: the images' (one story)
         result = compile_app(
             args.app_dir, args.output, cache_dir=args.cache_dir, env=config,
             metadata_output=args.metadata_output,
@@ -661,7 +667,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             max_slug_size=args.max_slug_size, sbom_output=args.sbom_output,
             app_json_env=args.app_json_env,
             cache_registry=args.cache_registry,
-            cache_registry_readonly=args.cache_registry_readonly,
+            cache_registry_readonly=args.cache_registry_readonly, registry=registry,
             boot_check=(args.boot_check_timeout if args.boot_check_timeout is not None
                         else args.boot_check),
         )

@@ -55,7 +55,7 @@ from .cache import (
     write_json_atomic,
 )
 from .cache_registry import pull_layer
-from .installers import Installer, InstallJob, InstallPlan, installer_for
+from .installers import Installer, InstallJob, InstallPlan, installer_for, ranges
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
@@ -151,6 +151,8 @@ def layer_key(
         inputs["baseline"] = list(baseline)
     if prefix_state is not None:
         inputs["prefix_before_install_sha256"] = prefix_state
+    if plan.resolved:  # version ranges: keyed by what they resolved to (installers/ranges.py)
+        inputs.update(ranges.key_inputs(plan.resolved))
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return key, inputs
 
@@ -186,6 +188,13 @@ def rebuild_reasons(previous: dict[str, Any], current: dict[str, Any]) -> list[s
             current.get("prefix_before_install_sha256"):
         reasons.append("What a pre_compile hook or an earlier buildpack put in "
                        ".heroku/python changed")
+    if previous.get("resolved_sha256") != current.get("resolved_sha256") and \
+            previous.get("files") == current.get("files"):
+        changed = ranges.changed_pins(previous.get("resolved") or {},
+                                      current.get("resolved") or {})
+        reasons.append("The versions the requirements' ranges resolve to changed"
+                       + (f" ({', '.join(changed[:5])}{' …' if len(changed) > 5 else ''})"
+                          if changed else ""))
     if previous.get("layer_format") != current.get("layer_format"):
         reasons.append("slugbuild changed how dependency layers are made")
     return reasons
@@ -300,14 +309,19 @@ def plan_dependency_layer(
     app_dir: Path, lock_file: str, runtime: dict[str, Any], installer: Installer,
     config_vars: dict[str, str], constraints: str | None = None,
     prefix_state: str | None = None,
+    resolve: Callable[[InstallPlan, tuple[str, ...]], InstallPlan] | None = None,
 ) -> PlannedDependencyLayer:
     """The installer's plan and the layer key for ``app_dir`` on ``runtime`` (its
-    manifest, ``runtime_manifest``): reads the app's files, runs no tool. The one
-    place the key is made, for the build and for ``slugbuild plan`` alike."""
+    manifest, ``runtime_manifest``): reads the app's files, and runs no tool except
+    ``resolve`` (given the plan and the baseline), which resolves a plan's version
+    ranges (``installers.ranges.resolve_plan``). The one place the key is made, for
+    the build and for ``slugbuild plan`` alike."""
     plan = installer.plan(app_dir, lock_file, config_vars)
     files = list(plan.key_files)
     baseline = baseline_requirements(installer.name, runtime["inputs"]["version"],
                                      config_vars, plan.pip_version)
+    if resolve is not None and plan.resolves:
+        plan = resolve(plan, baseline)
     key, inputs = layer_key(app_dir, files, runtime, plan, config_vars, constraints,
                             baseline, prefix_state)
     return PlannedDependencyLayer(plan, tuple(files), baseline, key, inputs)
@@ -351,8 +365,17 @@ def find_or_install(
     """
     state = (prefix_state(into_prefix, prefix_snapshot)
              if into_prefix is not None and prefix_snapshot is not None else None)
+
+    def resolve(plan: InstallPlan, baseline: tuple[str, ...]) -> InstallPlan:
+        if prefetch is not None:
+            prefetch.wait()  # it resolves the same ranges: its downloads are then cached
+        return ranges.resolve_plan(
+            plan, app_dir=app_dir, lock_file=lock_file, python_version=runtime["inputs"][
+                "version"], config_vars=config_vars, cache=cache, reporter=reporter,
+            constraints=constraints, baseline=baseline, exports=exports)
+
     planned = plan_dependency_layer(app_dir, lock_file, runtime, installer, config_vars,
-                                    constraints, state)
+                                    constraints, state, resolve)
     plan, files, baseline = planned.plan, list(planned.files), planned.baseline
     key, inputs, name = planned.key, planned.inputs, planned.name
     python_version = runtime["inputs"]["version"]
@@ -371,6 +394,8 @@ def find_or_install(
                 if prefetch is not None:
                     prefetch.wait()
                 reporter.step(installing_step(plan, lock_file))
+                if plan.name == "pip" and plan.installer_reason:
+                    reporter.detail(f"Installing with {plan.tool}: {plan.installer_reason}")
                 scratch = cache.scratch_dir("install")
                 reporter.show_path_as(scratch / "app", "/app")  # the app's copy, if made
                 try:
@@ -417,6 +442,8 @@ def installing_step(plan: InstallPlan, lock_file: str) -> str:
     tool = f"{plan.tool} {plan.installer_version}"
     if plan.name == "pip":
         return (f"Installing requirements with {tool}" if plan.tool == "pip" else
+                f"Installing requirements with pip-compatible {tool} (version ranges "
+                f"resolved)" if plan.resolved else
                 f"Installing requirements with pip-compatible {tool} (every requirement "
                 f"pinned)")
     if plan.name == plan.tool:
@@ -526,8 +553,10 @@ def place_dependency_layer(install: DependencyInstall, python_home: Path, python
     copied."""
     name = install.key[:24]
     if install.from_cache:
+        resolved = install.plan is not None and install.plan.resolved
         reporter.step(f"Restoring dependencies from cache (layer {name[:12]}, "
-                      f"{lock_file} unchanged)")
+                      f"{lock_file} unchanged"
+                      f"{', its ranges resolve to the same versions' if resolved else ''})")
     placed = None
     if install.from_cache or install.own_tree is not None:
         placed = (show(install.layer) if show is not None

@@ -1774,6 +1774,21 @@ REGISTRY_CREDENTIALS_INVALID = ErrorKind(
         "password-without-user": Variant("A registry password was given without a user."),
         "unreadable-file": Variant("{path} cannot be read as a registry auth file: {reason}."),
         "bad-entry": Variant("{path}: the entry for {host} is not base64 of `USER:PASSWORD`."),
+        "helper-missing": Variant(
+            "{path} names the credential helper {helper} for {host}, and no program of "
+            "that name is on PATH.",
+            "Install the helper (or fix its name in {path}: credHelpers / credsStore), or "
+            "pass `--registry-user USER --registry-password-stdin`."),
+        "helper-failed": Variant(
+            "The credential helper {helper} (named in {path}) could not give the "
+            "credentials for {host}: {reason}.",
+            "Run `echo {host} | {helper} get` to see why (log in again with the tool it "
+            "belongs to), or pass `--registry-user USER --registry-password-stdin`."),
+        "identity-token": Variant(
+            "The credential helper {helper} (named in {path}) holds an identity token for "
+            "{host}, which only Docker's OAuth2 token exchange accepts.",
+            "Pass a user and an access token or password instead: `--registry-user USER "
+            "--registry-password-stdin`."),
     },
 )
 REGISTRY_UNREACHABLE = ErrorKind(

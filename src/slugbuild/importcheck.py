@@ -38,6 +38,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from packaging.version import Version
 
@@ -278,7 +279,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
                           python_version: str, lock_file: str, config_vars: Mapping[str, str],
                           reporter: Reporter, timeout: float = 60,
                           passed: tuple[Path, str] | None = None,
-                          prepare: Callable[[], None] | None = None) -> None:
+                          prepare: Callable[[], None] | None = None,
+                          shared: SharedChecks | None = None) -> None:
     """Import every process type's entry module with the slug's interpreter; a
     ModuleNotFoundError fails the build (``process-import-failed``), another
     failure is a warning (it may depend on the dyno's environment).
@@ -288,6 +290,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     not on the path, as for a console script), so the same layer and modules
     need no second interpreter start on a warm build. ``prepare`` is called before
     the interpreter starts (the build materialises layers shown by a view).
+    ``shared`` (the build's cache registry) holds the passes of other machines, for
+    the same layer key and modules: a fresh runner then needs no interpreter either.
     """
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
     points = entry_points(process_types, console_scripts(site_packages), build_dir)
@@ -298,9 +302,14 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     if passed is not None:
         digest = hashlib.sha256("\0".join([passed[1], *modules]).encode()).hexdigest()
         marker = passed[0] / digest[:32]
+        where = ""
+        if not marker.is_file() and shared is not None \
+                and shared.check_passed(digest, passed[1], modules):
+            _mark_passed(marker, modules)
+            where = ", by another runner: cache registry"
         if marker.is_file():
-            reporter.step("Process types' entry points import (checked for this "
-                          "dependency layer before): " + ", ".join(modules))
+            reporter.step(f"Process types' entry points import (checked for this "
+                          f"dependency layer before{where}): " + ", ".join(modules))
             return
     reporter.step("Checking that the process types' entry points import: "
                   + ", ".join(modules))
@@ -338,9 +347,23 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
                       f"{result.get('message', '')}. It may need the dyno's environment; "
                       f"if not, the process will fail the same way when it starts.")
     if marker is not None and all("type" not in result for result in results):
-        with contextlib.suppress(OSError):
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(" ".join(modules) + "\n")
+        _mark_passed(marker, modules)
+        if shared is not None and passed is not None:
+            shared.record_check(digest, passed[1], modules)
+
+
+class SharedChecks(Protocol):
+    """Passed checks other machines recorded (cache_registry.RemoteCache)."""
+
+    def check_passed(self, digest: str, layer_key: str, modules: list[str]) -> bool: ...
+
+    def record_check(self, digest: str, layer_key: str, modules: list[str]) -> None: ...
+
+
+def _mark_passed(marker: Path, modules: list[str]) -> None:
+    with contextlib.suppress(OSError):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(" ".join(modules) + "\n")
 
 
 def _probe_results(stdout: str) -> list[dict[str, str | None]] | None:

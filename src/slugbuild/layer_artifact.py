@@ -9,6 +9,11 @@ One artifact per layer key (docs/cache.md#the-second-level-a-registry):
 - index blob: its ``files.json`` (size, mode, SHA-256 of each file, each
   symlink's target), its directories and its ``host-paths.json``.
 
+A kept collectstatic output (static_reuse.py, kind ``static``) travels the same
+way: it has no slug part, so its part is its tree packed here (sorted, no
+times, no owners: the same output gives the same blob on every machine), and
+its ``delta.json`` rides in the config.
+
 A reader rebuilds the layer's tree from the part, refuses anything the index
 does not list or that differs from it, and publishes it through the cache's
 normal path (``Cache.new_layer``: files.json, the RECORD check for dependency
@@ -52,6 +57,7 @@ from .cache import (
     stat_key,
     write_bytes_atomic,
 )
+from .stack_compat import STACK_RECORD
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -61,6 +67,7 @@ ARTIFACT_TYPE = "application/vnd.slugbuild.layer.v1"
 CONFIG_TYPE = "application/vnd.slugbuild.layer.config.v1+json"
 PART_TYPE = "application/vnd.slugbuild.layer.part.v1.tar+gzip"
 INDEX_TYPE = "application/vnd.slugbuild.layer.files.v1+json"
+CHECK_TYPE = "application/vnd.slugbuild.import-check.v1+json"
 KEY_ANNOTATION = "dev.slugbuild.layer.key"
 TITLE_ANNOTATION = "org.opencontainers.image.title"
 HOST_PATHS = "host-paths.json"
@@ -68,6 +75,12 @@ MEASURE_SUFFIX = ".sizes.json"  # beside a kept part: its size breakdown (pack.p
 # What an artifact may hold at most (a hostile store must not fill the disk or memory).
 MAX_BLOB = 2 * 2 ** 30
 MAX_METADATA = 64 * 2 ** 20
+MAX_CHECK = 2 ** 20
+# Kinds whose part is their own tree packed for the artifact (no slug part is kept for
+# them), and the JSON files beside their tree that travel in the config.
+TREE_PART_KINDS = {"static": ("delta.json",)}
+TREE_PART_NAME = "tree"
+TREE_PART_PREFIX = "./"
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -196,13 +209,13 @@ class Artifact:
 def make_artifact(layer: Layer, space: str) -> Artifact | None:
     """The artifact for a published layer, or None when it has no intact kept part
     or its files.json is unreadable (nothing is shared then)."""
-    part = kept_part(layer)
-    index = read_index(layer.path / FILE_INDEX)
-    if part is None or index is None:
-        return None
     manifest = layer.manifest
     kind, key = manifest.get("kind"), manifest.get("key")
     if not isinstance(kind, str) or not isinstance(key, str):
+        return None
+    index = read_index(layer.path / FILE_INDEX)
+    part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
+    if part is None or index is None:
         return None
     try:
         host_paths = json.loads((layer.path / HOST_PATHS).read_text())
@@ -211,7 +224,8 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
     index_blob = _canonical({"files": files, "symlinks": index["symlinks"],
                              "dirs": _directories(layer.tree), "host_paths": host_paths})
-    prefix = _part_prefix(part.data, set(files) | set(index["symlinks"]))
+    prefix = TREE_PART_PREFIX if kind in TREE_PART_KINDS else \
+        _part_prefix(part.data, set(files) | set(index["symlinks"]))
     part_info: dict[str, Any] = {"name": part.name, "raw_size": part.raw_size,
                                  "prefix": prefix}
     try:  # the part's size breakdown (slug_size.py), so a puller need not measure it again
@@ -219,10 +233,23 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
             (layer.packed_parts / f"{part.name}{MEASURE_SUFFIX}").read_text())
     except (OSError, ValueError):
         pass
-    config = _canonical({
+    try:  # its ELF files' facts (stack_compat.py), so a puller need not read them again
+        part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
+    except (OSError, ValueError):
+        pass
+    config_data: dict[str, Any] = {
         "format": ARTIFACT_FORMAT, "namespace": space, "kind": kind, "name": manifest["name"],
         "key": key, "inputs": manifest.get("inputs", {}), "part": part_info,
-    })
+    }
+    if kind in TREE_PART_KINDS:
+        side = {}
+        for name in TREE_PART_KINDS[kind]:
+            try:
+                side[name] = json.loads((layer.path / name).read_text())
+            except (OSError, ValueError):
+                return None  # an incomplete entry is not shared
+        config_data["side_files"] = side
+    config = _canonical(config_data)
     tag = layer_tag(space, kind, key)
 
     def descriptor(media_type: str, data: bytes) -> dict[str, Any]:
@@ -235,6 +262,34 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         "annotations": {KEY_ANNOTATION: key, TITLE_ANNOTATION: f"{kind}/{manifest['name']}"},
     })
     return Artifact(tag, config, index_blob, part.data, oci_manifest)
+
+
+def tree_part(layer: Layer, index: dict[str, Any] | None) -> KeptPart | None:
+    """The layer's tree as an artifact part (for kinds that keep no slug part): every
+    file and symlink of its index, sorted, under ``./``, with no times or owners and
+    gzip without a name or time, so the same tree gives the same bytes anywhere."""
+    if index is None:
+        return None
+    members = sorted([*index["files"], *index["symlinks"]], key=lambda rel: rel.split("/"))
+    raw = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in members:
+                info = tarfile.TarInfo(TREE_PART_PREFIX + rel)
+                path = layer.tree / rel
+                if rel in index["symlinks"]:
+                    info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                    tar.addfile(info)
+                    continue
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != index["files"][rel][3]:
+                    return None  # changed since it was kept: not shared
+                info.size, info.mode = len(data), stat.S_IMODE(index["files"][rel][2])
+                tar.addfile(info, io.BytesIO(data))
+    except OSError:
+        return None
+    data = gzip.compress(raw.getvalue(), 6, mtime=0)
+    return KeptPart(TREE_PART_NAME, data, len(raw.getvalue()))
 
 
 @dataclass
@@ -311,6 +366,58 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     return Fetched(config, index, blobs[1])
 
 
+def _check_tag(space: str, digest: str) -> str:
+    prefix = _TAG_UNSAFE.sub("_", space)[:50]
+    return f"{prefix}-check-{_TAG_UNSAFE.sub('_', digest)[:64]}"
+
+
+def push_check(store: Store, space: str, digest: str, record: dict[str, Any],
+               transfer: Transfer | None = None) -> None:
+    """Record a passed entry-point import check (importcheck.py) as a manifest with
+    a config blob and no layers: blob first, then the manifest."""
+    config = _canonical({"format": ARTIFACT_FORMAT, "namespace": space, "check": digest,
+                         **record})
+    manifest = _canonical({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": CHECK_TYPE,
+        "config": {"mediaType": CHECK_TYPE, "digest": digest_of(config), "size": len(config)},
+        "layers": []})
+    tag = _check_tag(space, digest)
+    if store.get_manifest(tag) == manifest:
+        return
+    if not store.has_blob(digest_of(config)):
+        store.put_blob(digest_of(config), config)
+    store.put_manifest(tag, manifest)
+    if transfer is not None:
+        transfer.sent += len(config) + len(manifest)
+
+
+def fetch_check(store: Store, space: str, digest: str,
+                transfer: Transfer | None = None) -> dict[str, Any] | None:
+    """A passed check's record (without format, namespace and digest), or None when the
+    store has none. Raises ArtifactInvalid when it is there but wrong."""
+    raw = store.get_manifest(_check_tag(space, digest))
+    if raw is None:
+        return None
+    malformed = ArtifactInvalid("its check record is malformed")
+    try:
+        descriptor = json.loads(raw)["config"]
+        size = int(descriptor["size"])
+        if descriptor["mediaType"] != CHECK_TYPE or not 0 <= size <= MAX_CHECK:
+            raise malformed
+        data = store.get_blob(str(descriptor["digest"]), size)
+        record = json.loads(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise malformed from exc
+    if not isinstance(record, dict):
+        raise malformed
+    if transfer is not None:
+        transfer.received += len(raw) + len(data)
+    if (record.pop("format", None), record.pop("namespace", None), record.pop("check", None)) \
+            != (ARTIFACT_FORMAT, space, digest):
+        raise ArtifactInvalid("it is the record of another check, platform or format")
+    return record
+
+
 def _safe_rel(rel: object) -> str:
     if not isinstance(rel, str) or not rel or rel.startswith("/") or "\0" in rel \
             or any(part in ("", ".", "..") for part in rel.split("/")):
@@ -352,16 +459,103 @@ def _decompress(part: bytes, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _write_file(target: Path, data: memoryview, expected: tuple[int, int, str],
+_WRITE_BATCH = 64  # files per task of the writing threads
+
+
+def _write_files(batch: list[tuple[str, memoryview, tuple[int, int, str], str]],
+                 written: dict[str, tuple[StatKey, str]]) -> None:
+    for target, data, expected, rel in batch:
+        _write_file(target, data, expected, rel, written)
+
+
+def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
+    """(name, type, data offset, size, link target) of each member of an uncompressed
+    tar, as slugbuild's packer writes them (ustar headers, pax records for long or
+    non-ASCII names and large sizes), up to the end or a zero block. Anything else
+    (a bad checksum, a global or GNU header, a truncated member) is ArtifactInvalid."""
+    position, total = 0, len(raw)
+    pax: dict[str, str] = {}
+    while position < total:
+        if position + 512 > total:
+            raise ArtifactInvalid("its slug part ends inside a tar header")
+        header = bytes(raw[position:position + 512])
+        if header == _ZERO_BLOCK:
+            return
+        if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
+            raise ArtifactInvalid("its slug part has a damaged tar header")
+        kind = header[156:157]
+        size = _octal(header[124:136]) if "size" not in pax else _octal(
+            pax["size"].encode(), base=10)
+        name = pax.get("path") or _text(header[0:100])
+        if header[257:263] == b"ustar\0" and header[345] and "path" not in pax:
+            name = _text(header[345:500]) + "/" + name
+        linkname = pax.get("linkpath") or _text(header[157:257])
+        start = position + 512
+        position = start + -(-size // 512) * 512
+        if position > total:
+            raise ArtifactInvalid("its slug part is truncated")
+        if kind == tarfile.XHDTYPE:
+            pax = _pax_records(bytes(raw[start:start + size]))
+            continue
+        pax = {}
+        yield name, kind, start, size, linkname
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _octal(field: bytes, base: int = 8) -> int:
+    text = field.rstrip(b"\0 ").lstrip(b" ")
+    try:
+        number = int(text, base) if text else 0
+        if number < 0:
+            raise ValueError(number)
+        return number
+    except ValueError:
+        raise ArtifactInvalid("its slug part has a damaged tar header") from None
+
+
+def _text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """A pax extended header's ``LENGTH KEY=VALUE\n`` records."""
+    records, at = {}, 0
+    while at < len(data) and data[at:at + 1] != b"\0":
+        length_text, space, _ = data[at:at + 20].partition(b" ")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise ArtifactInvalid("its slug part has a damaged pax header") from None
+        record = data[at:at + length]
+        if not space or length <= len(length_text) + 1 or not record.endswith(b"\n"):
+            raise ArtifactInvalid("its slug part has a damaged pax header")
+        key, equals, value = record[len(length_text) + 1:-1].partition(b"=")
+        if not equals:
+            raise ArtifactInvalid("its slug part has a damaged pax header")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8",
+                                                                         "surrogateescape")
+        at += length
+    return records
+
+
+def _write_file(target: str, data: memoryview, expected: tuple[int, int, str],
                 rel: str, written: dict[str, tuple[StatKey, str]]) -> None:
     """One file of a part, checked against the index; its digest noted in ``written``
     for files.json (Cache.new_layer then does not read it again)."""
     if hashlib.sha256(data).hexdigest() != expected[2]:
         raise ArtifactInvalid(f"{rel}: content differs from the layer index")
-    with open(target, "wb") as out:
-        out.write(data)
-    os.chmod(target, stat.S_IMODE(expected[1]))
-    written[rel] = (stat_key(os.lstat(target)), expected[2])
+    mode = stat.S_IMODE(expected[1])
+    # One open, no path lookups after it: creating thousands of files is most of a pull.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask narrowed the mode open gave
+        with open(fd, "wb", closefd=False) as out:
+            out.write(data)
+        written[rel] = (stat_key(os.fstat(fd)), expected[2])
+    finally:
+        os.close(fd)
 
 
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
@@ -370,8 +564,9 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     """Write the part's members into ``tree``: exactly the files and symlinks the
     index lists, each file with its size, SHA-256 and mode. Returns the raw tar size.
 
-    The part is inflated at once and its files written by a few threads (hashing
-    and file creation release the GIL): pulling a layer is mostly this."""
+    The part is inflated at once, its headers read by ``_tar_members`` (tarfile's
+    general reader took longer than writing the files), and its files written in
+    batches by a few threads (hashing and file creation release the GIL)."""
     limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
         + 4096 * len(symlinks) + 2 ** 20
     try:
@@ -379,36 +574,43 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     except zlib.error as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
     view = memoryview(raw)
-    for rel in dirs:
-        (tree / rel).mkdir(parents=True, exist_ok=True)
+    made, root = {""}, str(tree)
+    for rel in dirs:  # sorted: a directory before what is in it
+        os.makedirs(os.path.join(root, rel), exist_ok=True)
+        made.add(rel)
     seen: set[str] = set()
     links: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         writes = []
+        batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
-            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-                for member in tar:
-                    if not member.name.startswith(prefix):
-                        raise ArtifactInvalid(f"{member.name} is outside the layer")
-                    rel = member.name[len(prefix):]
-                    if rel in seen:
-                        raise ArtifactInvalid(f"{rel} is in the part twice")
-                    seen.add(rel)
-                    if member.issym():
-                        if symlinks.get(rel) != member.linkname:
-                            raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-                        links.append((rel, member.linkname))
-                        continue
-                    expected = files.get(rel)
-                    if not member.isreg() or expected is None or member.size != expected[0]:
-                        raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
-                    target = tree / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    data = view[member.offset_data:member.offset_data + member.size]
-                    writes.append(pool.submit(_write_file, target, data, expected, rel,
-                                              written))
-        except (tarfile.TarError, EOFError) as exc:
-            raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+            for name, kind, offset, size, linkname in _tar_members(view):
+                if not name.startswith(prefix):
+                    raise ArtifactInvalid(f"{name} is outside the layer")
+                rel = name[len(prefix):]
+                if rel in seen:
+                    raise ArtifactInvalid(f"{rel} is in the part twice")
+                seen.add(rel)
+                if kind == tarfile.SYMTYPE:
+                    if symlinks.get(rel) != linkname:
+                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+                    links.append((rel, linkname))
+                    continue
+                expected = files.get(rel)
+                if kind not in (tarfile.REGTYPE, tarfile.AREGTYPE) or expected is None \
+                        or size != expected[0]:
+                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                parent = rel.rpartition("/")[0]
+                if parent not in made:  # the index lists every directory: rarely
+                    (tree / parent).mkdir(parents=True, exist_ok=True)
+                    made.add(parent)
+                batch.append((os.path.join(root, rel), view[offset:offset + size], expected,
+                              rel))
+                if len(batch) == _WRITE_BATCH:
+                    writes.append(pool.submit(_write_files, batch, written))
+                    batch = []
+            if batch:
+                writes.append(pool.submit(_write_files, batch, written))
         finally:
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
@@ -448,24 +650,54 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     draft: dict[str, Any] = {}
     raw_size = 0
     written: dict[str, tuple[StatKey, str]] = {}
+    side_files = config.get("side_files", {}) if kind in TREE_PART_KINDS else {}
+    if not isinstance(side_files, dict) or sorted(side_files) != sorted(
+            TREE_PART_KINDS.get(kind, ())):
+        raise ArtifactInvalid("its config is malformed")
+    if kind == "static":
+        _check_delta(side_files["delta.json"], files, symlinks)
+    (cache.root / kind).mkdir(exist_ok=True)
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
         host_paths = fetched.index.get("host_paths")
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
+        for side_name, content in side_files.items():
+            write_bytes_atomic(tree.parent / side_name, json.dumps(content).encode())
     if "unpublished" in draft:
         shutil.rmtree(draft["layer"].path, ignore_errors=True)
         raise ArtifactInvalid("; ".join(draft["unpublished"][:3]))
     layer = cache.lookup(kind, name, key)
     if layer is None:
         raise ArtifactInvalid("the layer vanished right after it was published")
+    if kind in TREE_PART_KINDS:
+        return layer  # its part is no slug's: nothing for the pack stage to keep
     _keep_part(layer, part_name, fetched.part, raw_size)
     measure = part_info.get("measure")
     if isinstance(measure, dict):  # slug_size checks it against the part's digest and size
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
                           json.dumps(measure).encode())
+    stack = part_info.get("stack")
+    if isinstance(stack, dict):  # stack_compat reads it (and rereads the tree if malformed)
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
     return layer
+
+
+def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str]) -> None:
+    """A collectstatic output's ``delta.json`` (static_reuse.py) names paths inside the
+    build directory only, and exactly the files and symlinks its tree holds: applied
+    to a build, it cannot reach outside it."""
+    if not isinstance(delta, dict):
+        raise ArtifactInvalid("its delta.json is malformed")
+    try:
+        listed = {kind: [_safe_rel(rel) for rel in delta[kind]]
+                  for kind in ("files", "symlinks", "directories", "removed")}
+    except (KeyError, TypeError) as exc:
+        raise ArtifactInvalid("its delta.json is malformed") from exc
+    if sorted(listed["files"]) != sorted(files) or sorted(listed["symlinks"]) != sorted(symlinks):
+        raise ArtifactInvalid("its delta.json does not list the files its tree holds")
 
 
 def _safe_name(name: str) -> str:

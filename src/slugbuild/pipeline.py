@@ -34,6 +34,7 @@ from .context import BuildContext, StageTimer, open_cache
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
+from .oci.image import RegistryOptions
 from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
@@ -41,7 +42,7 @@ from .release import decide_release, slug_json_writer, write_release
 from .results import BuildResultDict, BuildRuntimeDict, PackageDict, SlugJsonDict
 from .runtime import RuntimeOptions
 from .slug.boot_check import timeout_of as boot_check_timeout
-from .stack_compat import slug_requirements
+from .stack_compat import STACK_RECORD, slug_requirements
 from .stage import check_top_level_links, stage_sources
 
 # The name this module used before arguments.PathArg; kept for importers.
@@ -104,6 +105,7 @@ def compile_app(
     app_json_env: bool = False,
     cache_registry: str | None = None,
     cache_registry_readonly: bool | None = None,
+    registry: RegistryOptions | None = None,
 ) -> BuildResult:
     """Compile the app at ``app_dir`` into a slug; raise SlugbuildError on bad input.
 
@@ -135,6 +137,8 @@ def compile_app(
     local miss, the layers this build made pushed after it unless
     ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
     registry that fails only costs a warning (see cache_registry.py).
+    ``registry`` (``oci.image.RegistryOptions``: user, password, insecure) gives
+    it the credentials images take; else the auth files and credential helpers.
     ``metadata_output`` writes slug.json there instead of beside the slug.
     ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
     the slug, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
@@ -159,6 +163,8 @@ def compile_app(
             "a registry reference such as 'docker://host:5000/cache'")
     of_type(cache_registry_readonly, bool, "compile_app", "cache_registry_readonly",
             "True or False")
+    of_type(registry, RegistryOptions, "compile_app", "registry",
+            "slugbuild.oci.image.RegistryOptions(user=..., password=...)")
     metadata_path = optional_path(metadata_output, "compile_app", "metadata_output")
     sbom_path = optional_path(sbom_output, "compile_app", "sbom_output")
     target = SlugTarball(output_path.absolute(), layout, source_date_epoch,
@@ -179,7 +185,8 @@ def compile_app(
                    if constraints_path is not None else None)
     cache = open_cache(cache_path, app_dir)
     cache.remote = remote = cache_registry_from_settings(
-        cache_registry, cache_registry_readonly, platform_info.current().key, reporter)
+        cache_registry, cache_registry_readonly, platform_info.current().key, reporter,
+        registry)
 
     scratch = cache.scratch_dir("build")
     build = BuildContext(app_dir, scratch / "app", scratch, cache, platform_info.current(),
@@ -211,7 +218,10 @@ def compile_app(
                 warn_machine_paths(build, checked)
 
             with timer.stage("stack_requirements"):
-                requirements = slug_requirements(build.build_dir)
+                requirements = slug_requirements(build.build_dir, [
+                    (entry.mount, entry.layer.tree,
+                     entry.layer.packed_parts / STACK_RECORD)
+                    for entry in build.placed_layers if entry.placed.view])
 
             with timer.stage("pack"):
                 reporter.step("Compressing...")

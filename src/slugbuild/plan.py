@@ -49,6 +49,7 @@ from .detect import AppInfo
 from .hooks import PRE_COMPILE
 from .inference import infer_web_process
 from .installers import InstallPlan
+from .installers.ranges import resolve_plan
 from .installers.requirements import requirement_lines
 from .log import Reporter
 from .nltk_data import nltk_layer_key, read_nltk_list
@@ -216,8 +217,16 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
                                   runtime["key"]))
 
     analysis = analyse_dependencies(build, info, offer)
+    def resolve(plan: InstallPlan, baseline: tuple[str, ...]) -> InstallPlan:
+        # Version ranges key the layer by what they resolve to: resolved as the build does.
+        return resolve_plan(plan, app_dir=build.build_dir, lock_file=analysis.lock_file,
+                            python_version=offer.version, config_vars=build.config_vars,
+                            cache=cache, reporter=reporter, constraints=build.constraints,
+                            baseline=baseline)
+
     planned = plan_dependency_layer(build.build_dir, analysis.lock_file, runtime,
-                                    analysis.installer, build.config_vars, build.constraints)
+                                    analysis.installer, build.config_vars, build.constraints,
+                                    resolve=resolve)
     notes = []
     if earlier:
         notes.append(f"the buildpacks before it ({', '.join(earlier)}) may change the app "

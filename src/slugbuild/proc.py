@@ -26,6 +26,11 @@ from .log import Reporter
 # Host variables that change what Python or an installer does. Builds never
 # inherit them; the build sets what it needs explicitly.
 _DROPPED_PREFIXES = ("PYTHON", "PIP_", "UV_", "VIRTUAL_ENV", "CONDA", "PYENV_VERSION")
+# A shell's own bookkeeping: where the user's shell was, not where a tool runs (its
+# cwd is the build directory), so never passed on. Without them, collectstatic's
+# reuse key (which covers its whole environment) does not change with the directory
+# slugbuild was started from.
+_SHELL_BOOKKEEPING = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
 TAIL_LINES = 30
 # Config vars that would break the build tools if exported (as Heroku's buildpack).
 UNEXPORTED_CONFIG_VARS = frozenset({
@@ -47,7 +52,8 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
     Aptfile's variables), passed by the built-in stages that run after them, as
     Heroku sources them before the next buildpack; ``extra`` goes over them.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED_PREFIXES)}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_DROPPED_PREFIXES) and k not in _SHELL_BOOKKEEPING}
     env.update(exports or {})
     env["PYTHONNOUSERSITE"] = "1"
     env.setdefault("LANG", "C.UTF-8")

@@ -101,7 +101,7 @@ class PythonBuild:
         check_process_imports(build.build_dir, python, process_types, version, self.lock_file,
                               build.config_vars, build.reporter,
                               passed=(build.cache.root / "checks", self.deps.key),
-                              prepare=build.materialise)
+                              prepare=build.materialise, shared=build.cache.remote)
 
     def slug_fields(self) -> dict[str, Any]:
         """slug.json's runtime, package_manager, packages and frameworks."""

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fnmatch
 import gzip
 import io
+import json
 import os
 import posixpath
 import re
+import secrets
 import struct
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -284,8 +287,59 @@ def _in_origin_paths(name: str, origin: str, search: tuple[str, ...], paths: set
     return False
 
 
-def slug_requirements(tree: Path) -> StackRequirements:
-    """The stack requirements of a build directory (or an unpacked slug)."""
+def slug_requirements(tree: Path, layers: Iterable[tuple[str, Path, Path]] = ()
+                      ) -> StackRequirements:
+    """The stack requirements of a build directory (or an unpacked slug).
+
+    ``layers``: (mount, tree, record) of cached layers shown in the build directory
+    by a view (layer_view.py): its walk does not enter their links, so their files
+    are read from the layer instead, as if placed at the mount; a layer's ELF facts
+    are kept in ``record`` (beside the immutable layer) and read from there by later
+    builds."""
+    elves, present = _tree_elf_files(tree)
+    for mount, layer_tree, record in layers:
+        layer_elves, layer_present = _layer_elf_files(layer_tree, record)
+        elves += [(f"{mount}/{rel}", info) for rel, info in layer_elves]
+        present += [f"{mount}/{rel}" for rel in layer_present]
+    return requirements_of(elves, present)
+
+
+_LAYER_RECORD_FORMAT = 1
+# A layer's ELF facts, kept in the directory the cache gives for what is derived from it.
+STACK_RECORD = "stack-requirements.json"
+
+
+def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
+    """A layer's ELF files and paths: its record when one is kept, else read now and kept
+    (best effort: a read-only cache reads them each time)."""
+    try:
+        kept = json.loads(record.read_text())
+        if kept.get("format") == _LAYER_RECORD_FORMAT:
+            return ([(rel, _elf_from_json(info)) for rel, info in kept["elves"]],
+                    list(kept["present"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    elves, present = _tree_elf_files(tree)
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(exist_ok=True)
+        temporary = record.with_name(f".{record.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        temporary.write_text(json.dumps({
+            "format": _LAYER_RECORD_FORMAT, "present": present,
+            "elves": [[rel, dataclasses.asdict(info)] for rel, info in elves]}))
+        os.replace(temporary, record)
+    return elves, present
+
+
+def _elf_from_json(data: dict[str, Any]) -> ElfInfo:
+    return ElfInfo(
+        str(data["machine"]), tuple(data["needed"]), data["soname"], tuple(data["search_paths"]),
+        data["interpreter"], tuple(data["version_needs"]), tuple(data["version_defs"]),
+        tuple((str(library), tuple(names)) for library, names in data["needs_by_library"]))
+
+
+def _tree_elf_files(tree: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
+    """The ELF files (not symlinks) below ``tree`` and every file or symlink's path, as
+    ``os.walk`` sees them (linked directories are not entered)."""
     elves: list[tuple[str, ElfInfo]] = []
     present: list[str] = []
     for directory, dirnames, filenames in os.walk(tree):
@@ -300,7 +354,7 @@ def slug_requirements(tree: Path) -> StackRequirements:
             info = _try_elf_file(path)
             if info is not None:
                 elves.append((rel, info))
-    return requirements_of(elves, present)
+    return elves, present
 
 
 def _try_elf_file(path: str) -> ElfInfo | None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache, Layer, file_sha256, write_json_atomic
+from .cache_registry import pull_layer
 from .log import Reporter
 
 STATIC_KIND = "static"
@@ -78,6 +79,8 @@ class StaticReuse:
         key = self._key(digest, env, argv)
         layer, _ = self.cache.lookup_verified(STATIC_KIND, key[:24], key)
         self.key = key
+        if layer is None and self.cache.remote is not None:
+            layer = self._pull(key)
         if layer is None:
             return False
         try:
@@ -93,6 +96,19 @@ class StaticReuse:
                              f"(the app's files, its packages, the environment; "
                              f"static layer {self.key[:12]})")
         return True
+
+    def _pull(self, key: str) -> Layer | None:
+        """On a local miss, the output kept by another machine under the same exact key,
+        from the build's cache registry (cache_registry.py: digests checked, its
+        delta confined to the build directory; None if it has none or it is wrong)."""
+        name = key[:24]
+        with contextlib.suppress(OSError), self.cache.lock(STATIC_KIND, name):
+            (self.cache.root / STATIC_KIND).mkdir(exist_ok=True)
+            layer, _ = self.cache.lookup_verified(STATIC_KIND, name, key)
+            return layer or pull_layer(self.cache, STATIC_KIND, name, key,
+                                       f"collectstatic output {key[:12]}",
+                                       reporter=self.reporter)
+        return None
 
     def before_run(self) -> None:
         """Just before collectstatic runs: the layers' files in place, and the build

@@ -82,7 +82,8 @@ def test_pip_for_runtime_uses_an_older_pip_for_39_and_refuses_older():
 
 
 def test_installer_version_names_the_pip_that_runs(tmp_path):
-    app = make_app(tmp_path / "app", {"requirements.txt": "six>=1\n"})
+    # --prefer-binary is pip's alone: pip installs, and the plan names the pip that runs.
+    app = make_app(tmp_path / "app", {"requirements.txt": "--prefer-binary\nsix>=1\n"})
     installer = PipInstaller("3.9.18").plan(app, "requirements.txt", {})
     assert installer.version == "26.0.1"
 

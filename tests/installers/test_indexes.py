@@ -11,18 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
-import io
 import json
 import subprocess
 import threading
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from slugbuild import indexes
 
-from ..helpers import make_app, run_cli, unpack
+from ..helpers import make_app, minimal_wheel, run_cli, unpack
 
 NAME, VERSION = "sbprobe", "1.0"
 WHEEL = f"{NAME}-{VERSION}-py3-none-any.whl"
@@ -31,25 +29,7 @@ USER, TOKEN = "deploy", "s3cret-t0ken"
 
 def build_wheel(origin: str) -> bytes:
     """A minimal valid wheel whose module reports ``origin``."""
-    files = {
-        f"{NAME}.py": f'ORIGIN = "{origin}"\n',
-        f"{NAME}-{VERSION}.dist-info/METADATA":
-            f"Metadata-Version: 2.1\nName: {NAME}\nVersion: {VERSION}\n",
-        f"{NAME}-{VERSION}.dist-info/WHEEL":
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = []
-    for name, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-        record.append(f"{name},sha256={digest.decode()},{len(text.encode())}")
-    files[f"{NAME}-{VERSION}.dist-info/RECORD"] = "\n".join(
-        [*record, f"{NAME}-{VERSION}.dist-info/RECORD,,"]) + "\n"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            archive.writestr(info, text)
-    return buffer.getvalue()
+    return minimal_wheel(NAME, VERSION, f'ORIGIN = "{origin}"\n')
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -216,8 +196,9 @@ def _no_secret(result, slug: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("requirement", [f"{NAME}=={VERSION}", f"{NAME}>={VERSION}"],
-                         ids=["pinned-uv", "unpinned-pip"])
+@pytest.mark.parametrize("requirement", [f"{NAME}=={VERSION}", f"{NAME}>={VERSION}",
+                                         f"--prefer-binary\n{NAME}>={VERSION}"],
+                         ids=["pinned-uv", "ranges-uv", "pip"])
 def test_the_index_a_requirements_file_names_is_used(tmp_path, cache_dir, two_indexes,
                                                      requirement):
     private, public = two_indexes
@@ -304,8 +285,9 @@ def test_pipenv_per_package_index_is_searched_alone(tmp_path, cache_dir, two_ind
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("requirement", ["nosuchpkg-slugbuild==1.0", "nosuchpkg-slugbuild>=1"],
-                         ids=["uv", "pip"])
+@pytest.mark.parametrize("requirement", ["nosuchpkg-slugbuild==1.0", "nosuchpkg-slugbuild>=1",
+                                         "--prefer-binary\nnosuchpkg-slugbuild>=1"],
+                         ids=["uv", "ranges-uv", "pip"])
 def test_a_failed_install_names_the_index_used_without_credentials(tmp_path, cache_dir,
                                                                    two_indexes, requirement):
     private, _public = two_indexes

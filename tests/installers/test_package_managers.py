@@ -75,10 +75,18 @@ def test_pinned_requirements_go_to_uv_and_the_rest_to_pip(tmp_path):
     plan = installer.plan(app, "requirements.txt", {"SLUGBUILD_PIP_INSTALLER": "pip"})
     assert plan.key_files
     assert plan.tool == "pip"
-    for line in ("flask>=3", "--find-links ./wheels", "git+https://example.invalid/x.git"):
+    # Hashes beside a range, and options only pip reads as pip does: pip.
+    for line in ("flask>=3", "--find-links ./wheels", "--pre\nflask", "./libs/x"):
         (app / "base.txt").write_text(line + "\n")
         plan = installer.plan(app, "requirements.txt", {})
         assert plan.tool == "pip", line
+        assert plan.installer_reason.endswith("pip installs it, as on Heroku"), line
+    # Ranges and direct references without hashes: uv resolves them (issue 20).
+    (app / "requirements.txt").write_text("-r base.txt\nsix==1.17.0\n")
+    for line in ("flask>=3", "git+https://example.invalid/x.git", "x @ https://e.invalid/x.whl"):
+        (app / "base.txt").write_text(line + "\n")
+        plan = installer.plan(app, "requirements.txt", {})
+        assert (plan.tool, plan.resolves) == ("uv", True), line
     (app / "base.txt").write_text("flask>=3\nclick\n")
     assert unpinned_requirements(app, "requirements.txt") == ["flask>=3", "click"]
 

@@ -148,9 +148,10 @@ def test_local_package_failure_names_the_app_directory(tmp_path, cache_dir):
 
 def test_python_39_installs_with_a_pip_that_supports_it(tmp_path, cache_dir):
     """slugbuild's own pip needs 3.10; a 3.9 app (built with --allow-eol-python, as
-    the version policy refuses 3.9 otherwise) gets the last pip for 3.9."""
+    the version policy refuses 3.9 otherwise) gets the last pip for 3.9 (when pip
+    installs: --prefer-binary is an option only pip reads)."""
     app = make_app(tmp_path / "app", {".python-version": "3.9\n",
-                                      "requirements.txt": "six>=1.16\n"})
+                                      "requirements.txt": "--prefer-binary\nsix>=1.16\n"})
     with pytest.raises(errors.SlugbuildError) as refused:
         _build(app, tmp_path / "refused.tgz", cache_dir)
     assert refused.value.code == "python-version-eol"

@@ -124,21 +124,25 @@ def test_prefetch_fills_the_installer_cache_ahead_of_the_install(tmp_path):
     from slugbuild.cache import Cache
     from slugbuild.dependencies import Prefetch
 
-    app = make_app(tmp_path / "app", {"requirements.txt": "six==1.17.0\n"})
     cache = Cache(tmp_path / "cache")
-    prefetch = Prefetch.start(app_dir=app, lock_file="requirements.txt", package_manager="pip",
+
+    def start(name: str, requirements: str) -> Prefetch | None:
+        app = make_app(tmp_path / name, {"requirements.txt": requirements})
+        return Prefetch.start(app_dir=app, lock_file="requirements.txt", package_manager="pip",
                               config_vars={}, cache=cache, reporter=Reporter(quiet=True),
-                              python_version="3.12.1", scratch=tmp_path / "prefetch")
-    assert prefetch is not None
-    prefetch.wait()
-    prefetch.stop()
-    assert prefetch.process.returncode == 0
-    assert list((tmp_path / "cache" / "uv").rglob("six.py"))
-    unpinned = make_app(tmp_path / "unpinned", {"requirements.txt": "six>=1\n"})
-    assert Prefetch.start(app_dir=unpinned, lock_file="requirements.txt",
-                          package_manager="pip", config_vars={}, cache=cache,
-                          reporter=Reporter(quiet=True), python_version="3.12.1",
-                          scratch=tmp_path / "prefetch2") is None  # pip installs: no prefetch
+                              python_version="3.12.1", scratch=tmp_path / f"prefetch-{name}")
+
+    # Pinned, and version ranges (uv resolves those too): both downloaded ahead.
+    for name, requirements, module in (("app", "six==1.17.0\n", "six.py"),
+                                       ("ranged", "idna>=3,<4\n", "idna/__init__.py")):
+        prefetch = start(name, requirements)
+        assert prefetch is not None
+        prefetch.wait()
+        prefetch.stop()
+        assert prefetch.process.returncode == 0
+        assert list((tmp_path / "cache" / "uv").rglob(module))
+    # An option only pip reads: pip installs, and pip resolves as it installs.
+    assert start("pip-only", "--prefer-binary\nsix>=1\n") is None
 
 
 @pytest.mark.slow

@@ -71,6 +71,10 @@ class InstallPlan:
     # that installs the packages and its bare version, and why it was chosen.
     installer_version: str = ""
     installer_reason: str = ""
+    # Version ranges for uv to resolve before the layer is keyed (``ranges.resolve_plan``),
+    # and what they resolved to: ``name==version`` lines, the install's constraints.
+    resolves: bool = False
+    resolved: str = ""
 
 
 class Installer(Protocol):

@@ -117,9 +117,9 @@ def warn_extra_indexes(job: InstallJob, settings: indexes.IndexSettings, tool: s
     if tool == "pip":
         how = ("pip takes each package from whichever index has the best version, so a "
                "same-named package on a public index can replace a private one "
-               "(dependency confusion). Pin every requirement (slugbuild then installs "
-               "with uv, which takes a package from the first index that has it) or name "
-               "one index only.")
+               "(dependency confusion). Drop what makes pip install (the log's `Installing "
+               "with pip:` line names it; slugbuild then installs with uv, which takes a "
+               "package from the first index that has it) or name one index only.")
     else:
         order = ", ".join(redact(url) for url in settings.search_order())
         how = (f"each package comes from the first of them that has its name, searched "

@@ -41,10 +41,12 @@ from .common import (
     trusted_ca_bundle,
     warn_extra_indexes,
 )
+from .ranges import constraints_text
 from .requirements import (
     install_editables_as_copies,
     local_package_files,
     local_requirements,
+    lock_like,
     package_tree_files,
     requirement_lines,
     requirements_files,
@@ -52,7 +54,7 @@ from .requirements import (
     requirements_tool_reason,
     unpinned_requirements,
 )
-from .uv import UvBackend, uv_version
+from .uv import RANGES_VERSION, UvBackend, uv_version
 
 
 class PipInstaller:
@@ -66,7 +68,8 @@ class PipInstaller:
 
     def __init__(self, python_version: str | None = None) -> None:
         self._pip = PipBackend(pip_for_runtime(python_version))
-        self._backends: dict[str, RequirementsBackend] = {"pip": self._pip, "uv": UvBackend()}
+        self._uv = UvBackend()
+        self._backends: dict[str, RequirementsBackend] = {"pip": self._pip, "uv": self._uv}
 
     def plan(self, app_dir: Path, lock_file: str,
              config_vars: Mapping[str, str]) -> InstallPlan:
@@ -75,16 +78,21 @@ class PipInstaller:
         local += [rel for rel in find_links_files(app_dir, lock_file, dict(config_vars))
                   if rel not in local]
         tool = requirements_tool(app_dir, files, config_vars)
-        return InstallPlan(name=self.name, tool=tool, version=self._backends[tool].version,
+        # Ranges (or options) uv installs: resolved first, and keyed by what they resolve to.
+        resolves = tool == "uv" and not lock_like(app_dir, files)
+        return InstallPlan(name=self.name, tool=tool,
+                           version=(RANGES_VERSION.format(uv=uv_version()) if resolves
+                                    else self._backends[tool].version),
                            key_files=(*files, *(rel for rel in local if rel not in files)),
                            pip_version=self._pip.version,
                            installer_version=(self._pip.version if tool == "pip"
                                               else uv_version()),
                            installer_reason=requirements_tool_reason(app_dir, files,
-                                                                     config_vars))
+                                                                     config_vars),
+                           resolves=resolves)
 
     def prefetch(self, job: InstallJob, plan: InstallPlan) -> subprocess.Popen[bytes] | None:
-        """Download ahead when uv will install (every requirement pinned)."""
+        """Download ahead when uv will install (it resolves ranges as it downloads)."""
         return self._backends[plan.tool].prefetch(job)
 
     def install(self, job: InstallJob, plan: InstallPlan) -> None:
@@ -98,7 +106,12 @@ class PipInstaller:
                 f"and this build's slug.json."
             )
         job.declared.extend(requirement_lines(job.app_dir, job.lock_file))
-        self._backends[plan.tool].install(job)
+        if plan.resolved:
+            pins = job.scratch / "resolved-pins.txt"
+            pins.write_text(constraints_text(plan.resolved))
+            self._uv.install(job, pins=pins)
+        else:
+            self._backends[plan.tool].install(job)
 
     def install_baseline(self, job: InstallJob, plan: InstallPlan,
                          requirements: tuple[str, ...]) -> None:

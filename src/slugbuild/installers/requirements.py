@@ -221,30 +221,36 @@ def unpinned_requirements(app_dir: Path, lock_file: str) -> list[str]:
 
 
 def requirements_tool(app_dir: Path, files: list[str], config_vars: Mapping[str, str]) -> str:
-    """The backend for these requirements files: "uv" when they leave the resolver
-    nothing to decide (``lock_like``), else "pip"; SLUGBUILD_PIP_INSTALLER=pip|uv
+    """The backend for these requirements files: "uv" unless they need something only
+    pip does as pip does (``pip_only_reason``); SLUGBUILD_PIP_INSTALLER=pip|uv
     overrides the choice."""
     forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
     if forced in ("pip", "uv"):
         return forced
-    return "uv" if lock_like(app_dir, files) else "pip"
+    return "pip" if pip_only_reason(app_dir, files) is not None else "uv"
+
+
+# Why each backend was chosen, as slug.json's installer_reason and the log say it.
+PINNED_REASON = "every requirement is pinned (==), so uv installs exactly what pip would, faster"
+RANGES_REASON = ("uv resolves the version ranges (the newest versions they allow, as pip "
+                 "picks them) and installs the resolved pins, faster than pip")
 
 
 def requirements_tool_reason(app_dir: Path, files: list[str],
                              config_vars: Mapping[str, str]) -> str:
-    """Why ``requirements_tool`` chose its backend, in words for slug.json."""
+    """Why ``requirements_tool`` chose its backend, in words for slug.json and the log."""
     forced = config_vars.get(INSTALLER_CONFIG_VAR, "").strip().lower()
     if forced in ("pip", "uv"):
         return f"{INSTALLER_CONFIG_VAR}={forced}"
-    if lock_like(app_dir, files):
-        return ("every requirement is pinned (==), so uv installs exactly what pip would, "
-                "faster")
-    return ("some requirement is not pinned (==) or uses an option uv may read "
-            "differently: pip resolves it, as on Heroku")
+    reason = pip_only_reason(app_dir, files)
+    if reason is not None:
+        return f"{reason}: pip installs it, as on Heroku"
+    return PINNED_REASON if lock_like(app_dir, files) else RANGES_REASON
 
 
 def lock_like(app_dir: Path, files: list[str]) -> bool:
-    """Every requirement pinned with ==, and no option uv might read differently."""
+    """Every requirement pinned with ==, and no option uv might read differently:
+    nothing left for a resolver to decide."""
     for rel in files:
         for _number, line in logical_lines(app_dir / rel):
             if _OPTION.match(line):
@@ -255,6 +261,42 @@ def lock_like(app_dir: Path, files: list[str]) -> bool:
             if not _PINNED.match(requirement):
                 return False
     return True
+
+
+def pip_only_reason(app_dir: Path, files: list[str]) -> str | None:
+    """Why these requirements files need pip itself, or None when uv installs them as
+    pip would (pins, version ranges, extras, markers, URLs and version control
+    references, includes, index URLs).
+
+    What stays with pip: an option uv reads differently or not at all
+    (``--find-links`` weighed against the index, ``--pre``, ``--no-binary``, build
+    options, ...), local packages and editables (built by pip from a copy of the
+    app, as before), and hashes beside a requirement that is not pinned (pip's
+    hash-checking mode refuses that, with pip's own message).
+    """
+    hashed = False
+    unpinned = None
+    for rel in files:
+        for number, line in logical_lines(app_dir / rel):
+            if _EDITABLE.match(line):
+                written = _EDITABLE_PREFIX.sub("", line, count=1).split()[0]
+                return f"{rel} line {number} installs {written} as editable (a local package)"
+            if _OPTION.match(line):
+                if not _UV_SAFE_OPTIONS.match(line):
+                    option = re.split(r"[\s=]", line.strip(), maxsplit=1)[0]
+                    return f"{rel} line {number} uses {option}, which uv reads differently"
+                hashed = hashed or line.strip().startswith("--require-hashes")
+                continue
+            requirement = re.split(r"\s+--hash", line)[0].strip()
+            hashed = hashed or "--hash" in line
+            local = local_reference(requirement)
+            if local is not None:
+                return f"{rel} line {number} names a local package ({local})"
+            if unpinned is None and not _PINNED.match(requirement):
+                unpinned = f"{rel} line {number} ({requirement})"
+    if hashed and unpinned is not None:
+        return f"hashes are given but {unpinned} is not pinned (pip's hash-checking mode)"
+    return None
 
 
 def local_package_files(app_dir: Path, files: list[str]) -> list[str]:

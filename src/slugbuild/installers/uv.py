@@ -219,12 +219,18 @@ def _split_export(exported: Path, app_dir: Path) -> tuple[list[str], list[tuple[
     return lock_indexes, [(path, local_requirement(path, app_dir)) for path in local]
 
 
-def install_requirements(job: InstallJob) -> None:
+def install_requirements(job: InstallJob, pins: Path | None = None) -> None:
     """``-r requirements.txt`` with uv, from the indexes pip would use (the files'
-    own ``-i``/``--extra-index-url`` included: uv would let its environment win)."""
+    own ``-i``/``--extra-index-url`` included: uv would let its environment win).
+
+    ``pins`` (``name==version`` lines, what ``ranges.resolve_plan`` resolved the
+    files' version ranges to) are constraints: the install gets exactly the
+    versions the layer is keyed by.
+    """
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     warn_extra_indexes(job, settings, "uv")
-    _uv_pip_install(job, _requirements_options(job),
+    _uv_pip_install(job, [*_requirements_options(job),
+                          *(["-c", str(pins)] if pins is not None else [])],
                     shown=["uv", "pip", "install", "-r", job.lock_file],
                     indexes=settings)
 
@@ -283,7 +289,7 @@ def _requirements_options(job: InstallJob) -> list[str]:
     coding line), uv is given UTF-8 copies of the whole set in the job's
     scratch, laid out as in the app so ``-r``/``-c`` includes still resolve
     (uv reads some BOMs but no coding line, and takes a UTF-32 BOM for UTF-16).
-    The uv path only takes pinned names and index options (``pip._lock_like``):
+    The uv path takes no local package (``requirements.pip_only_reason``):
     no path in them is relative to the app. The user's files are never edited;
     the layer key is still made of their bytes.
     """
@@ -298,6 +304,12 @@ def _requirements_options(job: InstallJob) -> list[str]:
         (copies / rel).parent.mkdir(parents=True, exist_ok=True)
         (copies / rel).write_text(content, encoding="utf-8")
     return [*options, "-r", str(copies / files[0])]
+
+
+def requirements_source(job: InstallJob) -> str:
+    """The requirements file uv should read for the job (a UTF-8 copy where the
+    app's is not plain UTF-8, see ``_requirements_options``)."""
+    return _requirements_options(job)[-1]
 
 
 def _prefix_args(job: InstallJob) -> list[str]:
@@ -412,9 +424,15 @@ def _overlap_pairs(overlapped: dict[str, list[records.Claim]]) -> dict[tuple[str
     return pairs
 
 
+# The layer key's tool versions for a requirements file whose ranges uv resolves.
+RANGES_VERSION = "uv=={uv}, ranges resolved"
+
+
 class UvBackend:
-    """requirements.txt installed by uv: for files that leave the resolver nothing to
-    decide (every requirement pinned, see ``requirements.lock_like``)."""
+    """requirements.txt installed by uv: pinned files as they are, version ranges
+    resolved first (``ranges.resolve_plan``) and installed with those pins as
+    constraints; what only pip does as pip does stays with pip
+    (``requirements.pip_only_reason``)."""
 
     name = "uv"
 
@@ -422,8 +440,8 @@ class UvBackend:
     def version(self) -> str:
         return f"uv=={uv_version()}, every requirement pinned"
 
-    def install(self, job: InstallJob) -> None:
-        install_requirements(job)
+    def install(self, job: InstallJob, pins: Path | None = None) -> None:
+        install_requirements(job, pins)
 
     def install_baseline(self, job: InstallJob, requirements: tuple[str, ...]) -> None:
         install_baseline(job, requirements)

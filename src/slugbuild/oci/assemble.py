@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .. import __version__, errors
-from ..cache import default_cache_dir
+from ..cache import default_cache_dir, hold_open
 from ..pack import (
     DEFAULT_LEVEL,
     LAYOUTS,
@@ -280,6 +280,8 @@ class _Store:
         self.root = cache_root / "oci"
         self.blobs = self.root / "blobs"
         self.parts = self.root / "parts"
+        # While images are made from it, ``cache prune`` leaves oci/ alone (closed with us).
+        self._open = hold_open(cache_root)
         for directory in (self.blobs, self.parts):
             try:
                 directory.mkdir(parents=True, exist_ok=True)
