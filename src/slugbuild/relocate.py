@@ -431,7 +431,12 @@ def keep(key, data):
         if directory not in made:
             os.makedirs(directory, exist_ok=True)
             made.add(directory)
-        with open(temporary, "wb") as handle:
+        try:
+            handle = open(temporary, "wb")
+        except FileNotFoundError:  # a cache prune took the directory meanwhile
+            os.makedirs(directory, exist_ok=True)
+            handle = open(temporary, "wb")
+        with handle:
             handle.write(data + hashlib.sha256(data).digest())
         os.replace(temporary, os.path.join(directory, key[2:]))
     except OSError:
