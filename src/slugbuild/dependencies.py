@@ -758,9 +758,13 @@ def read_host_paths(layer: Layer) -> list[tuple[Path, str]]:
     """What ``write_host_paths`` kept for a layer (as paths in its tree)."""
     try:
         found = json.loads((layer.path / HOST_PATHS).read_text())
-        return [(layer.tree / rel, needle) for rel, needle in found]
-    except (OSError, ValueError, TypeError):
+        pairs = [(str(rel), str(needle)) for rel, needle in found]
+    except (OSError, ValueError, TypeError, RecursionError):
         return []
+    # Only the layer's own files: a damaged or foreign file naming others is ignored.
+    if any(rel.startswith("/") or ".." in rel.split("/") for rel, _ in pairs):
+        return []
+    return [(layer.tree / rel, needle) for rel, needle in pairs]
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:
