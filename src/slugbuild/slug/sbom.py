@@ -148,9 +148,10 @@ def _normal(name: str) -> str:
 
 
 def _dist_infos(contents: dict[str, bytes]) -> dict[str, Any]:
-    """dist-info directory -> its METADATA headers."""
-    parser = email.parser.BytesHeaderParser()
-    return {name[: -len("/METADATA")]: parser.parsebytes(data)
+    """dist-info directory -> its METADATA headers, read as the UTF-8 text the core
+    metadata spec makes them (as bytes, a non-ASCII value came back as a Header object)."""
+    parser = email.parser.HeaderParser()
+    return {name[: -len("/METADATA")]: parser.parsestr(data.decode("utf-8", "replace"))
             for name, data in contents.items() if name.endswith("/METADATA")}
 
 
