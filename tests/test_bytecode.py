@@ -105,3 +105,52 @@ def test_unreadable_sources_do_not_stop_the_reuse(tmp_path):
     compile_bytecode(python, copy, "/app/lib", {"PATH": os.environ["PATH"]},
                      reuse_from=original)
     assert _pyc(copy, python)[4:8] == (3).to_bytes(4, "little")
+
+
+# What py_compile (through compileall) writes for a file, canonicalised: the pycs the
+# compile script wrote before it compiled sources itself.
+PY_COMPILE_THEN_CANONICAL = """
+import compileall, importlib.util, os, py_compile, sys
+sys.path.insert(0, sys.argv[3])
+from marshal_canon import canonical_marshal
+path, recorded_dir = sys.argv[1:3]
+compileall.compile_file(path, ddir=recorded_dir, force=True, quiet=2,
+                        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+pyc = importlib.util.cache_from_source(path)
+data = open(pyc, "rb").read()
+sys.stdout.write((data[:16] + canonical_marshal(data[16:])).hex() + " %o" % os.stat(pyc).st_mode)
+"""
+
+
+def test_each_pyc_is_what_py_compile_writes_canonicalised_and_never_written_through_a_link(
+        tmp_path):
+    """The compile script compiles the source it read and writes each pyc once: the
+    same bytes and mode as py_compile's pyc canonicalised, a pyc that was a hard link
+    (to an installer's cache, say) replaced rather than written through, and a file
+    compile() refuses left without a pyc, as compileall leaves it."""
+    python = local_interpreter("3.12")
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text(SOURCE)
+    (package / "tool.py").write_text("print('run me')\n")
+    (package / "tool.py").chmod(0o755)
+    (package / "broken.py").write_text("def broken(:\n")
+    tag = _run(python, "import sys; print(sys.implementation.cache_tag)")
+    cache = package / "__pycache__"
+    cache.mkdir()
+    elsewhere = tmp_path / "installer-cache.pyc"
+    elsewhere.write_bytes(b"an installer's own file")
+    os.link(elsewhere, cache / f"mod.{tag}.pyc")
+    compile_bytecode(python, package, "/app/pkg", {"PATH": os.environ["PATH"]})
+    assert elsewhere.read_bytes() == b"an installer's own file"
+    assert not (cache / f"broken.{tag}.pyc").exists()
+    canon_dir = Path(__file__).parents[1] / "src" / "slugbuild"
+    for name in ("mod", "tool"):
+        reference = tmp_path / "reference" / f"{name}.py"
+        reference.parent.mkdir(exist_ok=True)
+        shutil.copy2(package / f"{name}.py", reference)
+        expected_hex, expected_mode = _run(python, PY_COMPILE_THEN_CANONICAL, str(reference),
+                                           "/app/pkg", str(canon_dir)).split()
+        pyc = cache / f"{name}.{tag}.pyc"
+        assert pyc.read_bytes().hex() == expected_hex
+        assert f"{pyc.stat().st_mode:o}" == expected_mode

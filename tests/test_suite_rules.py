@@ -18,7 +18,8 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src" / "slugbuild"
 # Folders that are not named for a src package, and why they exist.
-OTHER_FOLDERS = {"pipeline", "buildpacks", "golden"}  # golden/: recorded slug digests
+# golden/: recorded slug digests; adversarial/: attacks that cross modules (docs/security.md)
+OTHER_FOLDERS = {"pipeline", "buildpacks", "golden", "adversarial"}
 
 
 def _test_modules() -> list[Path]:

@@ -53,6 +53,11 @@ def install_buildpack(target: PathArg, *, force: bool = False) -> Path:
             if not force:
                 raise errors.BUILDPACK_INSTALL_REFUSED.error(variant="not-empty",
                                                              target=destination)
+            # A typo (`install ~ --force`) must not empty a directory of other files.
+            pointer = destination / PYTHON_POINTER
+            if not pointer.is_file() or pointer.is_symlink():
+                raise errors.BUILDPACK_INSTALL_REFUSED.error(variant="not-a-buildpack",
+                                                             target=destination)
             shutil.rmtree(destination)
     partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)

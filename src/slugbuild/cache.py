@@ -287,7 +287,7 @@ class Cache:
         self.hold_use(kind, name)
         try:
             manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
                 or manifest.get("key") != key:
@@ -1008,7 +1008,7 @@ def read_index(path: Path) -> dict[str, Any] | None:
     """A files.json of the current format, else None."""
     try:
         index = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT \
             or not isinstance(index.get("files"), dict) \

@@ -5,8 +5,10 @@ console scripts). It is cached under a key made of exactly what determines
 it: runtime version and platform, installer and its version, the index
 settings, and the content of every requirements file the install reads. A
 warm build with the same key hard-links it in; any change builds a fresh
-layer, never on top of an older dependency layer, so packages removed from
-the requirements are gone. Installer download caches are kept across keys.
+layer, holding exactly what a clean install gives (packages removed from the
+requirements are gone): where it can, from the app's previous layer's files
+plus the difference (incremental.py). Installer download caches are kept
+across keys.
 
 A fresh layer is built one of two ways:
 - in its own tree (the usual way): installed with an interpreter of the runtime
@@ -43,12 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from . import errors, records, relocate
+from . import errors, incremental, records, relocate
 from .cache import (
     FILE_INDEX,
     Cache,
     Layer,
     Restored,
+    StatKey,
     file_sha256,
     link_or_copy,
     read_index,
@@ -398,12 +401,12 @@ def find_or_install(
                     reporter.detail(f"Installing with {plan.tool}: {plan.installer_reason}")
                 scratch = cache.scratch_dir("install")
                 reporter.show_path_as(scratch / "app", "/app")  # the app's copy, if made
+                builds_local = builds_local_packages(app_dir, lock_file, installer, files)
                 try:
                     job = InstallJob(
                         python=python, python_version=python_version,
                         app_dir=(copy_for_install(app_dir, scratch / "app")
-                                 if builds_local_packages(app_dir, lock_file, installer, files)
-                                 else app_dir),
+                                 if builds_local else app_dir),
                         lock_file=lock_file, config_vars=config_vars, cache=cache,
                         reporter=reporter, scratch=scratch,
                         constraints=_write_constraints(scratch, constraints),
@@ -411,14 +414,53 @@ def find_or_install(
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
                     )
+                    previous = _previous_layer(cache, source_dir, inputs, plan, python_name,
+                                               into_prefix is None, reporter, builds_local,
+                                               app_dir, lock_file)
                     layer, own_tree = _install_fresh(job, installer, plan, python_name, key,
-                                                     name, inputs, into_prefix, baseline, copy)
+                                                     name, inputs, into_prefix, baseline, copy,
+                                                     previous)
                 finally:
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, inputs)
                 return outcome(layer, False, own_tree)
     _remember(cache, source_dir, inputs)
     return outcome(layer, True)
+
+
+def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any],
+                    plan: InstallPlan, python_name: str, own_tree: bool, reporter: Reporter,
+                    builds_local: bool, app_dir: Path, lock_file: str
+                    ) -> incremental.PreviousLayer | None:
+    """The app's previous layer to build this one from (incremental.py), if it can
+    be; why not is logged, unless this app has none."""
+    previous = (incremental.previous_inputs(_history_path(cache, source_dir))
+                if source_dir is not None else None)
+    reason = incremental.why_not_incremental(previous, inputs, plan, own_tree, builds_local)
+    if reason is None and previous is not None:
+        try:
+            return incremental.find_previous(cache, previous, python_name)
+        except incremental.NotIncremental as why:
+            reason = str(why)
+    if incremental.why_not_incremental(inputs, inputs, plan, own_tree, builds_local) is None:
+        # No usable layer of this app directory: the nearest one of the same runtime
+        # and installer (another directory of the same app, say).
+        nearest = incremental.nearest_inputs(cache, inputs, python_name,
+                                             _requirement_names(app_dir, lock_file), previous)
+        if nearest is not None:
+            try:
+                return incremental.find_previous(cache, nearest, python_name)
+            except incremental.NotIncremental as why:
+                previous, reason = nearest, str(why)
+    if previous is not None and reason is not None:
+        reporter.detail(f"Installing every package again: {reason}")
+    return None
+
+
+def _requirement_names(app_dir: Path, lock_file: str) -> set[str]:
+    """Canonical names of the projects the requirements file (and its includes) name."""
+    parsed = (_parse_requirement(line) for line in requirement_lines(app_dir, lock_file))
+    return {str(canonicalize_name(found[0].name)) for found in parsed if found is not None}
 
 
 def installer_facts(layer: DependencyLayer) -> dict[str, Any]:
@@ -630,10 +672,41 @@ def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
     return path
 
 
+def _install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPlan,
+                           tree: Path, python_name: str, baseline: tuple[str, ...],
+                           previous: incremental.PreviousLayer,
+                           written: dict[str, tuple[StatKey, str]]) -> bool:
+    """Fill the empty ``tree`` from the previous layer plus the difference
+    (incremental.py); False, with ``tree`` empty again and the reason logged, when
+    that cannot be done exactly."""
+    try:
+        difference = incremental.install_onto_previous(
+            job, installer, plan, tree, python_name, baseline, previous)
+    except incremental.NotIncremental as reason:
+        job.reporter.detail(f"Installing every package again: {reason}")
+        shutil.rmtree(tree)
+        tree.mkdir()
+        return False
+    site_packages = tree / "lib" / python_name / "site-packages"
+    baseline_names = [line.split("==")[0] for line in baseline]
+    check_declared_installed(job, installed=[
+        p.name for p in _site_packages_packages(site_packages)
+        if canonicalize_name(p.name) not in {canonicalize_name(n) for n in baseline_names}],
+        baseline=baseline_names)
+    settle_install(job, tree, python_name, compile_only=difference.sources,
+                   native=difference.native)
+    (tree / ".lock").unlink(missing_ok=True)
+    written.update(incremental.known_digests(previous, tree, difference.taken))
+    write_host_paths(tree, relocate.find_references(
+        tree, host_needles(job), skip_inodes=frozenset(difference.taken.files.values())))
+    return True
+
+
 def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
                    python_name: str, key: str,
                    name: str, inputs: dict[str, Any], into_prefix: Path | None,
-                   baseline: tuple[str, ...] = (), copy: bool = False
+                   baseline: tuple[str, ...] = (), copy: bool = False,
+                   previous: incremental.PreviousLayer | None = None,
                    ) -> tuple[Layer, Path | None]:
     """Install, make the result relocatable, compile it, and publish it as the layer.
 
@@ -646,9 +719,15 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
     in its own tree, the tree's path while it was being installed.
     """
     draft: dict[str, Any] = {}
+    written: dict[str, tuple[StatKey, str]] = {}
     with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
-                             draft) as tree:
-        if into_prefix is None:
+                             draft, written) as tree:
+        onto_previous = into_prefix is None and previous is not None and \
+            _install_onto_previous(dataclasses.replace(job, prefix=tree), installer, plan,
+                                   tree, python_name, baseline, previous, written)
+        if onto_previous:
+            pass  # its host paths found too, the previous layer's files skipped
+        elif into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
             # uv's lock of an environment it installs into: not part of it.
@@ -663,7 +742,8 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             listed = _listed_by(into_prefix, python_name,
                                 _dist_infos(into_prefix, python_name) - dist_infos)
             _link_added(into_prefix, before - listed, tree, copy)
-        write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+        if not onto_previous:
+            write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
     if "unpublished" in draft:
         problems = draft["unpublished"]
         job.reporter.warn(
@@ -709,6 +789,16 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
     added = [p for p in _site_packages_packages(site_packages) if p.name not in before]
     check_declared_installed(job, installed=[p.name for p in added],
                              baseline=[line.split("==")[0] for line in baseline])
+    settle_install(job, home, python_name)
+
+
+def settle_install(job: InstallJob, home: Path, python_name: str,
+                   compile_only: list[str] | None = None, native: bool = True) -> None:
+    """Point what the install put in ``home`` at the slug (scripts, records, built ELF
+    files) and compile it; ``compile_only``: just these sources (relative to
+    site-packages), the other pycs being the previous layer's (incremental.py);
+    ``native`` False: nothing new can be an ELF file built here."""
+    site_packages = home / "lib" / python_name / "site-packages"
     rewritten = []
     if (home / "bin").is_dir():
         rewritten += relocate.make_scripts_relocatable(home / "bin", python_name)
@@ -718,8 +808,9 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
     relocate.drop_recorded_files(site_packages,
                                  sorted(site_packages.glob("*.dist-info/uv_cache.json")))
     try:
-        rewritten += relocate.settle_built_elf_files(
-            site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")
+        if native:
+            rewritten += relocate.settle_built_elf_files(
+                site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")
     except (OSError, subprocess.CalledProcessError):
         pass  # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
@@ -728,6 +819,7 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
             clean_env(exports=job.exports), store=job.cache.root / PYC_STORE,
+            only=compile_only,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
@@ -758,9 +850,13 @@ def read_host_paths(layer: Layer) -> list[tuple[Path, str]]:
     """What ``write_host_paths`` kept for a layer (as paths in its tree)."""
     try:
         found = json.loads((layer.path / HOST_PATHS).read_text())
-        return [(layer.tree / rel, needle) for rel, needle in found]
-    except (OSError, ValueError, TypeError):
+        pairs = [(str(rel), str(needle)) for rel, needle in found]
+    except (OSError, ValueError, TypeError, RecursionError):
         return []
+    # Only the layer's own files: a damaged or foreign file naming others is ignored.
+    if any(rel.startswith("/") or ".." in rel.split("/") for rel, _ in pairs):
+        return []
+    return [(layer.tree / rel, needle) for rel, needle in pairs]
 
 
 def _point_direct_urls_at_slug(site_packages: Path, app_dir: Path) -> list[Path]:

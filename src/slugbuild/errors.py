@@ -1271,6 +1271,10 @@ BUILDPACK_INSTALL_REFUSED = ErrorKind(
         "not-empty": Variant("{target} already exists and is not empty."),
         "not-a-directory": Variant("{target} exists and is not a directory.",
                                    "Name a new or empty directory."),
+        "not-a-buildpack": Variant(
+            "{target} is not empty and holds no buildpack installed by slugbuild (no "
+            "lib/slugbuild-python): --force replaces an earlier install only, never another "
+            "directory's contents.", "Name a new or empty directory, or an earlier install."),
     },
 )
 
@@ -1561,6 +1565,16 @@ UNSAFE_SLUG = ErrorKind(
         "refused-by-filter": Variant("{member}: {reason}."),
     },
 )
+UNPACK_TARGET_NOT_EMPTY = ErrorKind(
+    "unpack-target-not-empty",
+    "The directory to unpack the slug into is not empty",
+    "{path} already holds {entry}: the slug unpacked over other files would run with them "
+    "(a stale .profile.d script, Procfile or module), and a refused slug would leave them "
+    "mixed.",
+    "Give --unpack-to (unpack_to) a new or empty directory; nothing was written.",
+    area=SlugError,
+    variants={"not-directory": Variant("{path} exists and is not a directory.")},
+)
 PROCESS_TYPE_UNKNOWN = ErrorKind(
     "process-type-unknown",
     "Unknown process type",
@@ -1829,6 +1843,8 @@ REGISTRY_PROTOCOL = ErrorKind(
                            "times)"),
         "bad-answer": Variant("{method} {url} answered a success without {what}."),
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
+        "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
+                                    "list, a token or an error is far smaller)."),
     },
 )
 REGISTRY_DIGEST_MISMATCH = ErrorKind(

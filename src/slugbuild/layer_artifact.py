@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -43,7 +44,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .cache import (
     FILE_INDEX,
@@ -57,6 +58,7 @@ from .cache import (
     stat_key,
     write_bytes_atomic,
 )
+from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
@@ -75,6 +77,11 @@ MEASURE_SUFFIX = ".sizes.json"  # beside a kept part: its size breakdown (pack.p
 # What an artifact may hold at most (a hostile store must not fill the disk or memory).
 MAX_BLOB = 2 * 2 ** 30
 MAX_METADATA = 64 * 2 ** 20
+# A part whose index declares more than this unpacked is unpacked file by file, not
+# inflated in memory at once: an index of zero-filled files (a gzip bomb whose digests
+# all match) must not exhaust memory. The declared total is also held to the limit on
+# unpacked slugs (SLUGBUILD_MAX_UNPACKED_SIZE, docs/security.md).
+IN_MEMORY_LIMIT = 512 * 2 ** 20
 MAX_CHECK = 2 ** 20
 # Kinds whose part is their own tree packed for the artifact (no slug part is kept for
 # them), and the JSON files beside their tree that travel in the config.
@@ -155,7 +162,7 @@ def kept_part(layer: Layer) -> KeptPart | None:
         try:
             record = json.loads(record_path.read_text())
             data = record_path.with_suffix(".gz").read_bytes()
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             continue
         if isinstance(record, dict) and isinstance(record.get("raw_size"), int) \
                 and hashlib.sha256(data).hexdigest() == record.get("sha256"):
@@ -219,7 +226,7 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         return None
     try:
         host_paths = json.loads((layer.path / HOST_PATHS).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         host_paths = None
     files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
     index_blob = _canonical({"files": files, "symlinks": index["symlinks"],
@@ -346,8 +353,8 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
             raise ArtifactInvalid("not a slugbuild layer artifact")
         sizes = [int(d["size"]) for d in descriptors]
         digests = [str(d["digest"]) for d in descriptors]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactInvalid(f"its manifest is malformed ({exc})") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ArtifactInvalid(f"its manifest is malformed ({type(exc).__name__})") from exc
     limits = (MAX_METADATA, MAX_BLOB, MAX_METADATA)
     if any(not 0 <= size <= limit for size, limit in zip(sizes, limits)):
         raise ArtifactInvalid("a blob is larger than slugbuild accepts")
@@ -356,7 +363,7 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
         transfer.received += len(raw) + sum(len(blob) for blob in blobs)
     try:
         config, index = json.loads(blobs[0]), json.loads(blobs[2])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
     if not isinstance(config, dict) or not isinstance(index, dict):
         raise ArtifactInvalid("its metadata is malformed")
@@ -425,12 +432,36 @@ def _safe_rel(rel: object) -> str:
     return rel
 
 
+def _inside_link(rel: str, target: object) -> str:
+    """A symlink's target if it stays inside the layer: a link out (absolute, or climbing
+    above the layer) would have the install and every later build write through it,
+    and the pack stage refuse every slug using the layer."""
+    if not isinstance(target, str) or not target or "\0" in target:
+        raise ArtifactInvalid(f"{rel}: malformed symlink target")
+    if target.startswith("/") or posixpath.normpath(
+            posixpath.join(posixpath.dirname(rel), target)).split("/")[0] == "..":
+        raise ArtifactInvalid(f"{rel}: its link target {target} leaves the layer")
+    return target
+
+
+def _host_paths(found: object, files: dict[str, tuple[int, int, str]]) -> object:
+    """host-paths.json as the index gives it: None, or [file of the layer, path] pairs."""
+    if found is None:
+        return None
+    if not isinstance(found, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and pair[0] in files
+            and isinstance(pair[1], str) for pair in found):
+        raise ArtifactInvalid("its host paths name something other than its own files")
+    return found
+
+
 def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], dict[str, str],
                                               list[str]]:
     try:
         files = {_safe_rel(rel): (int(size), int(mode), str(digest))
                  for rel, (size, mode, digest) in index["files"].items()}
-        symlinks = {_safe_rel(rel): str(target) for rel, target in index["symlinks"].items()}
+        symlinks = {_safe_rel(rel): _inside_link(rel, target)
+                     for rel, target in index["symlinks"].items()}
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
@@ -569,6 +600,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     batches by a few threads (hashing and file creation release the GIL)."""
     limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
         + 4096 * len(symlinks) + 2 ** 20
+    cap = SlugLimits.from_env().max_unpacked_bytes
+    if limit > cap:
+        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
+                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    if limit > IN_MEMORY_LIMIT:
+        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
     try:
         raw = _decompress(part, limit)
     except zlib.error as exc:
@@ -585,21 +622,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
             for name, kind, offset, size, linkname in _tar_members(view):
-                if not name.startswith(prefix):
-                    raise ArtifactInvalid(f"{name} is outside the layer")
-                rel = name[len(prefix):]
-                if rel in seen:
-                    raise ArtifactInvalid(f"{rel} is in the part twice")
-                seen.add(rel)
-                if kind == tarfile.SYMTYPE:
-                    if symlinks.get(rel) != linkname:
-                        raise ArtifactInvalid(f"{rel}: not the recorded symlink")
-                    links.append((rel, linkname))
+                found = _checked_member(name, kind == tarfile.SYMTYPE,
+                                        kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
+                                        linkname, prefix, files, symlinks, seen, links)
+                if found is None:
                     continue
-                expected = files.get(rel)
-                if kind not in (tarfile.REGTYPE, tarfile.AREGTYPE) or expected is None \
-                        or size != expected[0]:
-                    raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+                rel, expected = found
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
@@ -614,13 +642,96 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         finally:
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
+    _place_links(tree, files, symlinks, seen, links)
+    return len(raw)
+
+
+def _checked_member(name: str, is_symlink: bool, is_plain_file: bool, size: int,
+                    linkname: str, prefix: str, files: dict[str, tuple[int, int, str]],
+                    symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
+                    ) -> tuple[str, tuple[int, int, str]] | None:
+    """A part's file member as (layer path, index entry), or None for a symlink (noted
+    in ``links``, placed last); ArtifactInvalid for anything the index does not list
+    exactly so (outside the layer, twice, another type, sparse, another size)."""
+    if not name.startswith(prefix):
+        raise ArtifactInvalid(f"{name} is outside the layer")
+    rel = name[len(prefix):]
+    if rel in seen:
+        raise ArtifactInvalid(f"{rel} is in the part twice")
+    seen.add(rel)
+    if is_symlink:
+        if symlinks.get(rel) != linkname:
+            raise ArtifactInvalid(f"{rel}: not the recorded symlink")
+        links.append((rel, linkname))
+        return None
+    expected = files.get(rel)
+    if not is_plain_file or expected is None or size != expected[0]:
+        raise ArtifactInvalid(f"{rel}: not a file of the layer as recorded")
+    return rel, expected
+
+
+def _place_links(tree: Path, files: dict[str, tuple[int, int, str]],
+                 symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
+                 ) -> None:
+    """After every file: refuse a part missing an indexed path, then make its symlinks
+    (last, so no file is ever written through one)."""
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
-    for rel, link_target in links:  # last: no file is ever written through one
+    for rel, link_target in links:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(link_target, tree / rel)
-    return len(raw)
+
+
+def _extract_streaming(part: bytes, prefix: str, tree: Path,
+                       files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
+                       dirs: list[str], written: dict[str, tuple[StatKey, str]]) -> int:
+    """``_extract`` for a large part: one member at a time, each file hashed as it is
+    written in chunks, so memory stays bounded whatever the index declares."""
+    for rel in dirs:
+        (tree / rel).mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    links: list[tuple[str, str]] = []
+    try:
+        with _open_part(part) as tar:
+            for member in tar:
+                found = _checked_member(member.name, member.issym(),
+                                        member.isreg() and member.sparse is None, member.size,
+                                        member.linkname, prefix, files, symlinks, seen, links)
+                if found is None:
+                    continue
+                rel, expected = found
+                source = tar.extractfile(member)
+                assert source is not None  # a regular file
+                target = tree / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if _copy_hashed(source, target) != expected[2]:
+                    raise ArtifactInvalid(f"{rel}: content differs from the layer index")
+                os.chmod(target, stat.S_IMODE(expected[1]))
+                written[rel] = (stat_key(os.lstat(target)), expected[2])
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+    _place_links(tree, files, symlinks, seen, links)
+    return _raw_tar_size(part)
+
+
+def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
+    """Write ``source`` to ``target`` in chunks; the SHA-256 of what was written."""
+    hasher = hashlib.sha256()
+    with open(target, "wb") as out:
+        while chunk := source.read(1 << 20):
+            hasher.update(chunk)
+            out.write(chunk)
+    return hasher.hexdigest()
+
+
+def _raw_tar_size(part: bytes) -> int:
+    """The part's size inflated, counted in chunks (what the in-memory path measures)."""
+    total = 0
+    with gzip.GzipFile(fileobj=io.BytesIO(part)) as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            total += len(chunk)
+    return total
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None) -> Layer:
@@ -659,7 +770,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     (cache.root / kind).mkdir(exist_ok=True)
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
-        host_paths = fetched.index.get("host_paths")
+        host_paths = _host_paths(fetched.index.get("host_paths"), files)
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
         for side_name, content in side_files.items():
@@ -748,36 +859,35 @@ class LayoutStore:
 
     def get_blob(self, digest: str, size: int) -> bytes:
         path = self._blob(digest)
-        try:
-            if path.stat().st_size != size:
-                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
-            return check_digest(path.read_bytes(), digest)
+        try:  # O_NONBLOCK: a fifo planted as a blob must not hang the reader
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise ArtifactInvalid(f"blob {digest[:19]}… is missing") from exc
+        with open(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ArtifactInvalid(f"blob {digest[:19]}… is not a regular file")
+            if st.st_size != size:
+                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
+            return check_digest(handle.read(size + 1), digest)
 
     def read_index(self) -> dict[str, Any]:
         try:
             index = json.loads((self.root / self.INDEX).read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ArtifactInvalid(f"{self.root / self.INDEX} is missing or not JSON") from exc
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ArtifactInvalid(f"{self.root / self.INDEX} is not an OCI image index")
         return index
 
     def tags(self) -> list[str]:
-        found = []
-        for entry in self.read_index()["manifests"]:
-            name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name") \
-                if isinstance(entry, dict) else None
-            if isinstance(name, str):
-                found.append(name)
-        return found
+        return [name for name in map(_ref_name, self.read_index()["manifests"])
+                if name is not None]
 
     def _descriptor(self, tag: str) -> dict[str, Any] | None:
         for entry in self.read_index()["manifests"]:
-            if isinstance(entry, dict) and entry.get("annotations", {}).get(
-                    "org.opencontainers.image.ref.name") == tag:
-                return entry
+            if _ref_name(entry) == tag:
+                return cast(dict[str, Any], entry)
         return None
 
     def get_manifest(self, tag: str) -> bytes | None:
@@ -793,21 +903,25 @@ class LayoutStore:
         digest = digest_of(data)
         self.put_blob(digest, data)
         index = self.read_index()
-        index["manifests"] = [
-            entry for entry in index["manifests"]
-            if not (isinstance(entry, dict) and entry.get("annotations", {}).get(
-                "org.opencontainers.image.ref.name") == tag)]
+        index["manifests"] = [entry for entry in index["manifests"] if _ref_name(entry) != tag]
         index["manifests"].append({
             "mediaType": MANIFEST_TYPE, "digest": digest, "size": len(data),
             "artifactType": ARTIFACT_TYPE,
             "annotations": {"org.opencontainers.image.ref.name": tag}})
-        index["manifests"].sort(key=lambda e: str(e.get("annotations", {}).get(
-            "org.opencontainers.image.ref.name", "")))
+        index["manifests"].sort(key=lambda e: _ref_name(e) or "")
         self._write_index(index)
 
     def _write_index(self, index: dict[str, Any]) -> None:
         write_bytes_atomic(self.root / self.INDEX,
                       (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _ref_name(entry: object) -> str | None:
+    """The tag an index entry names (None for an entry not in the layout spec's shape)."""
+    annotations = entry.get("annotations") if isinstance(entry, dict) else None
+    name = annotations.get("org.opencontainers.image.ref.name") \
+        if isinstance(annotations, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def layer_size(path: Path) -> int:

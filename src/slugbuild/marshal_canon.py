@@ -76,13 +76,13 @@ def canonical_marshal(data: bytes, layout: "str | None" = None) -> bytes:
         raise ValueError(f"not a marshal stream this reads: {exc!r}") from None
 
 
-def _string_kind(kind: int, text: bytes) -> int:
-    """The kind a string is written with: interned exactly when it is name-like."""
-    plain, interned = _STRING_KINDS[kind]
-    return interned if _NAME_CHARS.issuperset(text) else plain
-
-
 class _Canonical:
+    """One stream read into a graph of value-keyed nodes, then written back.
+
+    The hot paths (``_read``, ``_write``) keep what they use in local names and
+    test the common type codes first: every pyc of a build goes through them.
+    """
+
     def __init__(self, data: bytes, layout: str) -> None:
         self.data = data
         self.layout = layout
@@ -102,89 +102,165 @@ class _Canonical:
         self.refs: list[int | None] = []
 
     def result(self) -> bytes:
-        root = self._read()
-        if self.pos != len(self.data):
-            raise ValueError("bytes after the marshalled object")
-        return self._write(root, self._occurrences(root))
+        root = self._read_all()
+        # Every node was read under the root, so each is entered once writing the
+        # stream: a node is met once per place its (distinct) parents name it.
+        counts = [0] * len(self.nodes)
+        counts[root] = 1
+        for _, parts in self.nodes:
+            for part in parts:
+                if type(part) is int:
+                    counts[part] += 1
+        return self._write(root, counts)
 
-    def _node(self, kind: int, parts: "tuple[bytes | int, ...]") -> int:
-        key: tuple[object, ...] = ((kind, parts) if kind not in _BY_IDENTITY
-                                   else (kind, parts, len(self.nodes)))
-        found = self.ids.get(key)
-        if found is None:
-            found = self.ids[key] = len(self.nodes)
-            self.nodes.append((kind, parts))
-        return found
+    def _read_all(self) -> int:
+        """Read the stream into nodes; the root's id. One closure with the state in
+        local cells: this runs once per object of every pyc."""
+        data, layout, sort_sets = self.data, self.layout, self.sort_sets
+        size = len(data)
+        ids, nodes, refs = self.ids, self.nodes, self.refs
+        get_id, add_node, add_ref = ids.get, nodes.append, refs.append
+        unpack_from = _int32.unpack_from
+        singletons, name_chars = _SINGLETONS, _NAME_CHARS
+        sized_8, sized_32, string_kinds = _SIZED_8, _SIZED_32, _STRING_KINDS
+        by_identity = _BY_IDENTITY
+        pos = 0
 
-    def _take(self, size: int) -> bytes:
-        start = self.pos
-        self.pos += size
-        if self.pos > len(self.data):
-            raise ValueError("truncated stream")
-        return self.data[start:self.pos]
+        def read() -> int:
+            nonlocal pos
+            code = data[pos]
+            kind = code & 0x7F
+            if kind == 0x72:  # "r": a reference back
+                index: int = unpack_from(data, pos + 1)[0]
+                pos += 5
+                referred = refs[index] if 0 <= index < len(refs) else None
+                if referred is None:
+                    raise ValueError("a reference to an object not read yet")
+                return referred
+            pos += 1
+            parts: tuple[bytes | int, ...]
+            if kind in singletons:
+                key: tuple[object, ...] = (kind, ())
+                found = get_id(key)
+                if found is None:
+                    found = ids[key] = len(nodes)
+                    add_node((kind, ()))
+                return found
+            slot = None
+            if code & 0x80:  # FLAG_REF: numbered in the order the objects start
+                slot = len(refs)
+                add_ref(None)
+            if kind in sized_8 or kind == 0x66:  # short strings, "f" (an old float)
+                end = pos + 1 + data[pos]
+                if end > size:
+                    raise ValueError("truncated stream")
+                raw = data[pos:end]
+                pos = end
+                if kind != 0x66:
+                    kinds = string_kinds[kind]
+                    kind = kinds[1] if name_chars.issuperset(raw[1:]) else kinds[0]
+                parts = (raw,)
+            elif kind == 0x29:  # ")": a small tuple
+                count = data[pos]
+                pos += 1
+                members: list[bytes | int] = [data[pos - 1:pos]]
+                for _ in range(count):
+                    child = data[pos]
+                    if child == 0x72:  # a reference back, read here without a call
+                        index = unpack_from(data, pos + 1)[0]
+                        referred = refs[index] if 0 <= index < len(refs) else None
+                        if referred is None:
+                            raise ValueError("a reference to an object not read yet")
+                        pos += 5
+                        members.append(referred)
+                    elif child == 0x7A or child == 0x5A:  # a short string, not referred to
+                        end = pos + 2 + data[pos + 1]
+                        if end > size:
+                            raise ValueError("truncated stream")
+                        raw = data[pos + 1:end]
+                        pos = end
+                        child = 0x5A if name_chars.issuperset(raw[1:]) else 0x7A
+                        leaf = (child, (raw,))
+                        found = get_id(leaf)
+                        if found is None:
+                            found = ids[leaf] = len(nodes)
+                            add_node(leaf)
+                        members.append(found)
+                    else:
+                        members.append(read())
+                parts = tuple(members)
+            elif kind in sized_32:
+                end = pos + 4 + unpack_from(data, pos)[0]
+                if end > size or end < pos + 4:
+                    raise ValueError("truncated stream")
+                raw = data[pos:end]
+                pos = end
+                if kind != 0x73:  # not bytes: a string
+                    kinds = string_kinds[kind]
+                    kind = kinds[1] if name_chars.issuperset(raw[4:]) else kinds[0]
+                parts = (raw,)
+            elif kind == 0x63:  # "c": a code object
+                fields: list[bytes | int] = []
+                for step in layout:
+                    if step == "L":
+                        pos += 4
+                        fields.append(data[pos - 4:pos])
+                    else:
+                        fields.append(read())
+                if pos > size:
+                    raise ValueError("truncated stream")
+                parts = tuple(fields)
+            elif kind in _FIXED_SIZE:
+                end = pos + _FIXED_SIZE[kind]
+                if end > size:
+                    raise ValueError("truncated stream")
+                parts = (data[pos:end],)
+                pos = end
+            elif kind in _SEQUENCES:
+                count = unpack_from(data, pos)[0]
+                pos += 4
+                head = data[pos - 4:pos]
+                elements = [read() for _ in range(count)]
+                if kind in _SETS and sort_sets:
+                    elements.sort(key=self._sort_key)
+                parts = (head, *elements)
+            elif kind == 0x6C:  # "l": a long integer
+                end = pos + 4 + 2 * abs(unpack_from(data, pos)[0])
+                if end > size:
+                    raise ValueError("truncated stream")
+                parts = (data[pos:end],)
+                pos = end
+            elif kind == 0x78:  # "x": a complex number as two strings
+                real = data[pos]
+                end = pos + 2 + real + data[pos + 1 + real]
+                if end > size:
+                    raise ValueError("truncated stream")
+                parts = (data[pos:end],)
+                pos = end
+            elif kind == 0x7B:  # "{": a dict
+                items: list[bytes | int] = []
+                while data[pos] != 0x30:  # "0" ends it
+                    items.append(read())
+                    items.append(read())
+                pos += 1
+                items.append(b"0")
+                parts = tuple(items)
+            else:
+                raise ValueError(f"unknown type code {kind!r}")
+            key = (kind, parts) if kind not in by_identity else (kind, parts, len(nodes))
+            found = get_id(key)
+            if found is None:
+                found = ids[key] = len(nodes)
+                add_node((kind, parts))
+            if slot is not None:
+                refs[slot] = found
+            return found
 
-    def _read(self) -> int:
-        data = self.data
-        code = data[self.pos]
-        self.pos += 1
-        kind = code & ~_FLAG_REF
-        if kind in _SINGLETONS:
-            return self._node(kind, ())
-        if kind == ord("r"):
-            index: int = _int32.unpack(self._take(4))[0]
-            referred = self.refs[index] if 0 <= index < len(self.refs) else None
-            if referred is None:
-                raise ValueError("a reference to an object not read yet")
-            return referred
-        slot = None
-        if code & _FLAG_REF:  # numbered in the order the objects start, as marshal does
-            slot = len(self.refs)
-            self.refs.append(None)
-        parts: tuple[bytes | int, ...]
-        if kind in _FIXED_SIZE:
-            parts = (self._take(_FIXED_SIZE[kind]),)
-        elif kind in _SIZED_32:
-            size = _int32.unpack_from(data, self.pos)[0]
-            raw = self._take(4 + size)
-            parts = (raw,)
-            if kind in _STRING_KINDS:
-                kind = _string_kind(kind, raw[4:])
-        elif kind in _SIZED_8 or kind == ord("f"):
-            raw = self._take(1 + data[self.pos])
-            parts = (raw,)
-            if kind in _STRING_KINDS:
-                kind = _string_kind(kind, raw[1:])
-        elif kind == ord("l"):
-            digits = abs(_int32.unpack_from(data, self.pos)[0])
-            parts = (self._take(4 + 2 * digits),)
-        elif kind == ord("x"):
-            real = data[self.pos]
-            parts = (self._take(2 + real + data[self.pos + 1 + real]),)
-        elif kind in _SEQUENCES:
-            count = _int32.unpack_from(data, self.pos)[0]
-            size_field = self._take(4)
-            elements = [self._read() for _ in range(count)]
-            if kind in _SETS and self.sort_sets:
-                elements.sort(key=self._sort_key)
-            parts = (size_field, *elements)
-        elif kind == ord(")"):
-            count = data[self.pos]
-            parts = (self._take(1), *[self._read() for _ in range(count)])
-        elif kind == ord("{"):
-            items: list[int] = []
-            while data[self.pos] != ord("0"):
-                items.append(self._read())
-                items.append(self._read())
-            parts = (*items, self._take(1))
-        elif kind == ord("c"):
-            parts = tuple(self._take(4) if step == "L" else self._read()
-                          for step in self.layout)
-        else:
-            raise ValueError(f"unknown type code {kind!r}")
-        found = self._node(kind, parts)
-        if slot is not None:
-            self.refs[slot] = found
-        return found
+        root = read()
+        if pos != size:
+            raise ValueError("bytes after the marshalled object" if pos < size
+                             else "truncated stream")
+        return root
 
     def _sort_key(self, node: int) -> bytes:
         """What a set's element is ordered by: its canonical stream alone."""
@@ -195,15 +271,9 @@ class _Canonical:
         counts: dict[int, int] = defaultdict(int)
         return self._write(node, self._occurrences(node, counts))
 
-    def _occurrences(self, root: int, counts: "list[int] | dict[int, int] | None" = None
-                     ) -> "list[int] | dict[int, int]":
-        """How often each node is met writing the stream (a repeat is not entered).
-
-        ``counts`` is a list over all nodes by default; a set's element, a
-        small part of the stream, counts into a dict instead.
-        """
-        if counts is None:
-            counts = [0] * len(self.nodes)
+    def _occurrences(self, root: int, counts: "dict[int, int]") -> "dict[int, int]":
+        """How often each node below ``root`` is met writing it alone (a repeat is
+        not entered): a set's element, a small part of the stream."""
         pending = [root]
         while pending:
             node = pending.pop()
@@ -217,29 +287,49 @@ class _Canonical:
 
     def _write(self, root: int, counts: "list[int] | dict[int, int]") -> bytes:
         out = bytearray()
+        append, extend = out.append, out.extend
         numbered: dict[int, int] = {}
         nodes = self.nodes
+        pack_index = _int32.pack
+        singletons = _SINGLETONS
 
         def emit(node: int) -> None:
             kind, parts = nodes[node]
             if kind in _SINGLETONS:
-                out.append(kind)
+                append(kind)
                 return
             index = numbered.get(node)
             if index is not None:
-                out.append(ord("r"))
-                out.extend(_int32.pack(index))
+                append(0x72)  # "r"
+                extend(pack_index(index))
                 return
             if counts[node] > 1:
                 numbered[node] = len(numbered)
-                out.append(kind | _FLAG_REF)
+                append(kind | _FLAG_REF)
             else:
-                out.append(kind)
+                append(kind)
             for part in parts:
-                if isinstance(part, int):
-                    emit(part)
+                if isinstance(part, bytes):
+                    extend(part)
+                    continue
+                # A leaf, a singleton or a repeat is written here, without a call.
+                child_kind, child_parts = nodes[part]
+                if child_kind in singletons:
+                    append(child_kind)
+                    continue
+                index = numbered.get(part)
+                if index is not None:
+                    append(0x72)  # "r"
+                    extend(pack_index(index))
+                elif len(child_parts) == 1 and isinstance(child_parts[0], bytes):
+                    if counts[part] > 1:
+                        numbered[part] = len(numbered)
+                        append(child_kind | _FLAG_REF)
+                    else:
+                        append(child_kind)
+                    extend(child_parts[0])
                 else:
-                    out.extend(part)
+                    emit(part)
 
         emit(root)
         return bytes(out)

@@ -139,7 +139,7 @@ def parse_dist_index(text: str | bytes, url: str) -> list[NodeRelease]:
     releases (nightlies, odd versions) are skipped."""
     try:
         entries = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FetchFailed(f"{redact_url(url)} is not JSON ({exc})") from exc
     if not isinstance(entries, list):
         raise FetchFailed(f"{redact_url(url)} is not a list of releases")

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 from . import errors
 from .cache import DIGESTS, stat_key
 from .slug_size import measure_part_ahead
+from .textfiles import decimal
 
 # 1980-01-01T00:00:00Z: the oldest time every archive format can represent.
 DEFAULT_EPOCH = 315532800
@@ -82,7 +83,8 @@ def source_date_epoch(explicit: int | None = None) -> int:
     if explicit is not None:
         return explicit
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    return int(value) if value.isdigit() else DEFAULT_EPOCH
+    epoch = decimal(value)
+    return epoch if epoch is not None else DEFAULT_EPOCH
 
 
 class _Sink(Protocol):

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import contextvars
 import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -95,6 +96,7 @@ class _Limits:
     deadline: float | None = None  # time.monotonic() value; None: no limit
     timeout: float | None = None
     groups: set[int] = field(default_factory=set)
+    cookies: set[str] = field(default_factory=set)  # of the running tools (kill_marked)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -153,14 +155,53 @@ def kill_running_tools() -> None:
     if limits is None:
         return
     with limits.lock:
-        groups = list(limits.groups)
+        groups, cookies = list(limits.groups), list(limits.cookies)
     for group in groups:
         _kill_group(group)
+    for cookie in cookies:
+        kill_marked(cookie)
 
 
 def _kill_group(group: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(group, signal.SIGKILL)
+
+
+# Every tool runs with this variable set to a value of its own, which its descendants
+# inherit: a process that left the tool's process group and session (``setsid``, a
+# daemon's double fork) is still found by it and killed when the tool ends (as
+# Jenkins' BUILD_ID cookie does). One that clears its environment is not: a tool runs
+# with the builder's rights and is not sandboxed (docs/security.md).
+COOKIE_VARIABLE = "SLUGBUILD_TOOL_COOKIE"
+_PROC = "/proc"
+
+
+def kill_marked(cookie: str) -> None:
+    """SIGKILL every process of this user whose environment carries ``cookie`` (Linux
+    /proc; elsewhere nothing), again until none is left, so one forking as it is
+    killed is caught too."""
+    marker = f"{COOKIE_VARIABLE}={cookie}".encode()
+    own = os.getpid()
+    for _ in range(10):
+        try:
+            pids = [int(name) for name in os.listdir(_PROC) if name.isdigit()]
+        except OSError:
+            return
+        found = False
+        for pid in pids:
+            if pid == own:
+                continue
+            try:
+                with open(f"{_PROC}/{pid}/environ", "rb") as handle:
+                    environment = handle.read()
+            except OSError:  # gone, another user's, a kernel thread
+                continue
+            if marker + b"\0" in environment or environment.endswith(marker):
+                found = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        if not found:
+            return
 
 
 def _timed_out(step: str, limits: _Limits) -> errors.SlugbuildError:
@@ -209,9 +250,11 @@ def run_streaming(
     """
     args = [str(a) for a in argv]
     limits = _BUILD.get()
+    cookie = secrets.token_hex(12)
     try:
         process = subprocess.Popen(
-            args, cwd=str(cwd) if cwd else None, env=dict(env), stdin=subprocess.DEVNULL,
+            args, cwd=str(cwd) if cwd else None, env={**env, COOKIE_VARIABLE: cookie},
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE if len(outputs) > 1 else subprocess.STDOUT,
             start_new_session=True,
@@ -227,6 +270,7 @@ def run_streaming(
     if limits is not None:
         with limits.lock:
             limits.groups.add(group)
+            limits.cookies.add(cookie)
     streams = {process.stdout.fileno(): outputs[0]}  # type: ignore[union-attr]
     if process.stderr is not None:
         streams[process.stderr.fileno()] = outputs[1]
@@ -239,10 +283,12 @@ def run_streaming(
                 now = time.monotonic()
                 if limits is not None and limits.deadline is not None and now > limits.deadline:
                     _kill_group(group)
+                    kill_marked(cookie)
                     raise _timed_out(step or _describe(args), limits)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
-                    _kill_group(group)  # what it left behind in its group
+                    _kill_group(group)  # what it left behind in its group, or outside it
+                    kill_marked(cookie)
                 if exited_at is not None and now - exited_at > EXIT_GRACE:
                     break  # something outside the group still holds the pipe
                 if not streams:  # it closed its output but runs on
@@ -263,12 +309,14 @@ def run_streaming(
             process.wait()
         else:
             _kill_group(group)
+        kill_marked(cookie)
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
         if limits is not None:
             with limits.lock:
                 limits.groups.discard(group)
+                limits.cookies.discard(cookie)
 
 
 def run_captured(argv: Sequence[str | Path], env: Mapping[str, str],

@@ -27,6 +27,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from .cache import DIGESTS, file_sha256
+from .textfiles import decimal
 
 _SITE_PACKAGES = re.compile(r"^(?P<base>(?:lib/python\d+\.\d+/site-packages/)?)"
                             r"(?P<dist>[^/]+\.dist-info)/RECORD$")
@@ -59,7 +60,7 @@ def parse_record(text: str) -> list[tuple[str, str | None, int | None]]:
                     digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
                 except ValueError:
                     digest = "unreadable"
-            size = int(row[2]) if len(row) > 2 and row[2].isdigit() else None
+            size = decimal(row[2]) if len(row) > 2 else None
             rows.append((row[0], digest, size))
     except csv.Error:
         pass

@@ -15,10 +15,13 @@ import shutil
 import subprocess
 import sysconfig
 from pathlib import Path
+from typing import TypeVar
 
 from . import records
 from .cache import DIGESTS, stat_key
 from .tree import iter_files
+
+_T = TypeVar("_T")
 
 # Where a slug's runtime lives on Heroku/herokuish (HOME=/app). Used for paths
 # that must be absolute in text files; nothing at run time depends on them.
@@ -51,22 +54,62 @@ def is_elf(path: Path) -> bool:
 
 
 def fix_runpaths(prefix: Path, old_prefix: str) -> None:
-    """Point every ELF RUNPATH that named ``old_prefix`` at ``$ORIGIN``-relative lib/."""
+    """Point every ELF RUNPATH that named ``old_prefix`` at ``$ORIGIN``-relative lib/.
+
+    patchelf is asked about, and changes, many files per run (a runtime has ~80
+    ELF files, all with a RUNPATH): a process per file cost more than the rest.
+    """
     patchelf = patchelf_command()
     lib_dir = prefix / "lib"
-    for path in iter_files(prefix):
-        if not is_elf(path):
-            continue
-        current = subprocess.run(
-            [patchelf, "--print-rpath", str(path)], capture_output=True, text=True
-        )
-        if current.returncode != 0 or old_prefix not in current.stdout:
-            continue
-        relative = os.path.relpath(lib_dir, path.parent)
-        new_rpath = "$ORIGIN" if relative == "." else f"$ORIGIN/{relative}"
-        subprocess.run(
-            [patchelf, "--set-rpath", new_rpath, str(path)], check=True, capture_output=True
-        )
+    needle = old_prefix.encode()
+    # A RUNPATH naming old_prefix holds its bytes: other files need no patchelf.
+    candidates = [path for path in iter_files(prefix)
+                  if is_elf(path) and _mentions(path, needle)]
+    by_rpath: dict[str, list[str]] = {}
+    for batch in _batches(candidates):
+        for path, rpath in zip(batch, _print_rpaths(patchelf, batch)):
+            if rpath is None or old_prefix not in rpath:
+                continue
+            relative = os.path.relpath(lib_dir, path.parent)
+            new_rpath = "$ORIGIN" if relative == "." else f"$ORIGIN/{relative}"
+            by_rpath.setdefault(new_rpath, []).append(str(path))
+    for new_rpath, paths in by_rpath.items():
+        for names in _batches(paths):
+            subprocess.run([patchelf, "--set-rpath", new_rpath, *names], check=True,
+                           capture_output=True)
+
+
+def _batches(items: list[_T], size: int = 100) -> list[list[_T]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _print_rpaths(patchelf: str, paths: list[Path]) -> list[str | None]:
+    """Each file's RUNPATH as patchelf prints it (None: patchelf cannot read it); one
+    run for all, else one per file when one of them fails."""
+    together = subprocess.run([patchelf, "--print-rpath", *map(str, paths)],
+                              capture_output=True, text=True)
+    lines = together.stdout.splitlines()
+    if together.returncode == 0 and len(lines) == len(paths):
+        return list(lines)
+    found: list[str | None] = []
+    for path in paths:
+        alone = subprocess.run([patchelf, "--print-rpath", str(path)],
+                               capture_output=True, text=True)
+        found.append(alone.stdout if alone.returncode == 0 else None)
+    return found
+
+
+def _mentions(path: Path, needle: bytes) -> bool:
+    """Whether the file holds ``needle`` (a path: longer than a byte), read in chunks."""
+    with open(path, "rb") as handle:
+        carry = b""
+        while True:
+            chunk = handle.read(_SCAN_CHUNK)
+            if not chunk:
+                return False
+            if needle in carry + chunk:
+                return True
+            carry = chunk[1 - len(needle):]
 
 
 def strip_debug_info(root: Path) -> None:
@@ -356,6 +399,7 @@ def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
 # of this script. Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
 import compileall, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
+from importlib._bootstrap_external import _write_atomic as write_atomic
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store, script_id = sys.argv[5], sys.argv[6]
@@ -378,12 +422,21 @@ def stored(key):
         return None
     return data[:-32]
 
+made = set()  # the store's directories this process made or found
+
 def keep(key, data):
     directory = os.path.join(store, key[:2])
     temporary = os.path.join(directory, "%s.%d.tmp" % (key[2:], os.getpid()))
     try:
-        os.makedirs(directory, exist_ok=True)
-        with open(temporary, "wb") as handle:
+        if directory not in made:
+            os.makedirs(directory, exist_ok=True)
+            made.add(directory)
+        try:
+            handle = open(temporary, "wb")
+        except FileNotFoundError:  # a cache prune took the directory meanwhile
+            os.makedirs(directory, exist_ok=True)
+            handle = open(temporary, "wb")
+        with handle:
             handle.write(data + hashlib.sha256(data).digest())
         os.replace(temporary, os.path.join(directory, key[2:]))
     except OSError:
@@ -428,19 +481,45 @@ def reused(source, rel_dir, name):
         return None
     return retarget(code, os.path.normpath(os.path.join(logical, rel_dir, name)))
 
+def compiled(path, source, recorded):
+    # The checked-hash header and marshalled code py_compile would write for ``source``
+    # (None where py_compile would fail or refuse: compileall then has its say).
+    pyc = importlib.util.cache_from_source(path)
+    if os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc)):
+        return None
+    try:
+        code = compile(source, recorded, "exec", dont_inherit=True, optimize=-1)
+    except Exception:
+        return None
+    header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
+              + importlib.util.source_hash(source))
+    return header, marshal.dumps(code)
+
+def write_pyc(path, data):
+    # As py_compile writes it: a new file renamed into place (never through a
+    # link), with the source's mode less execute bits.
+    pyc = importlib.util.cache_from_source(path)
+    try:
+        mode = os.stat(path).st_mode | 0o200
+    except OSError:
+        mode = 0o666
+    os.makedirs(os.path.dirname(pyc), exist_ok=True)
+    write_atomic(pyc, data, mode)
+
 def process(item):
-    # One .py: its pyc from the copied-from pyc's code where valid, else compiled;
-    # either way with a canonical body, so which worker did it does not show.
+    # One .py: its pyc from the store, else from the copied-from pyc's code where
+    # valid, else compiled; always with a canonical body, so which worker did it
+    # does not show. Each pyc is written once.
     path, rel_dir, name = item
-    code = source = key = None
-    if reuse or store:
-        try:
-            with open(path, "rb") as handle:
-                source = handle.read()
-        except OSError:  # unreadable, a dangling link: compileall's to judge
-            source = None
+    code = key = None
+    recorded = os.path.normpath(os.path.join(logical, rel_dir, name))
+    try:
+        with open(path, "rb") as handle:
+            source = handle.read()
+    except OSError:  # unreadable, a dangling link: compileall's to judge
+        source = None
     if store and source is not None:
-        key = stored_key(source, os.path.normpath(os.path.join(logical, rel_dir, name)))
+        key = stored_key(source, recorded)
         kept = stored(key)
         if kept is not None:
             pyc = importlib.util.cache_from_source(path)
@@ -450,6 +529,14 @@ def process(item):
             return
     if reuse and source is not None:
         code = reused(source, rel_dir, name)
+    if code is None and source is not None:
+        made_now = compiled(path, source, recorded)
+        if made_now is not None:
+            data = made_now[0] + canonical_body(made_now[1])
+            write_pyc(path, data)
+            if key is not None:
+                keep(key, data)
+            return
     if code is None:
         compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
                                 force=True, quiet=2, invalidation_mode=checked)
@@ -474,7 +561,12 @@ def process(item):
         keep(key, header + canonical)
 
 items = []
-for dirpath, dirnames, filenames in os.walk(root):
+listed = len(sys.argv) > 7 and sys.argv[7] == "-"
+if listed:  # just these files, no walk
+    for rel in sorted(set(sys.stdin.read().split("\n")) - {""}):
+        rel_dir, name = os.path.split(rel)
+        items.append((os.path.join(root, rel), rel_dir or ".", name))
+for dirpath, dirnames, filenames in os.walk(root) if not listed else ():
     dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
     rel_dir = os.path.relpath(dirpath, root)
     items += [(os.path.join(dirpath, name), rel_dir, name)
@@ -491,7 +583,8 @@ else:
 
 
 def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[str, str],
-                     reuse_from: Path | None = None, store: Path | None = None) -> None:
+                     reuse_from: Path | None = None, store: Path | None = None,
+                     only: list[str] | None = None) -> None:
     """Write a checked-hash .pyc for every .py below ``directory``, with the slug's
     own interpreter, on every core.
 
@@ -516,7 +609,13 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
     environment replaced. Each file's pyc depends only on that file, so the
     number of worker processes does not show.
+
+    ``only``: just these .py files (paths relative to ``directory``), the others'
+    pycs left as they are (a dependency layer built onto the files of the previous
+    one: those pycs are hard links into it, never to be written).
     """
+    if only is not None and not only:
+        return
     # The working directory leaves sys.path first: nothing there may shadow a module.
     script = ("import sys\ndel sys.path[0]\n"
               + Path(__file__).with_name("marshal_canon.py").read_text() + _COMPILE_SCRIPT)
@@ -525,7 +624,9 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
         [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
-         str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id],
+         str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id,
+         "-" if only is not None else ""],
+        input="\n".join(only or []).encode(),
         check=True,
         env=settings,
         stdout=subprocess.DEVNULL,

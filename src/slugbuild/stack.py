@@ -391,7 +391,7 @@ def _write_layout(root: Path, tag: str, blobs: dict[str, bytes], layer: _Layer,
     if index_path.is_file():
         try:
             index = json.loads(index_path.read_text())
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     manifests = [m for m in index.get("manifests", []) if isinstance(m, dict) and
                  (m.get("annotations") or {}).get("org.opencontainers.image.ref.name") != tag]

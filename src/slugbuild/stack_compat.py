@@ -28,8 +28,10 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
 import struct
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,12 @@ PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
 DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 _READ_LIMIT = 1 << 20  # no table this reads is near a MiB in a real file
+# What one file may make the reader do at most (a crafted file from a slug, a package or a
+# run image must not drive it to gigabytes or minutes): bytes of strings read, and
+# version entries walked (real libraries have tens). Offsets past _MAX_OFFSET are refused.
+_STRING_BUDGET = 4 << 20
+_VERSION_ENTRY_LIMIT = 16384
+_MAX_OFFSET = 1 << 48
 
 
 class NotElf(ValueError):
@@ -79,7 +87,15 @@ class ElfInfo:
 
 
 def read_elf(handle: IO[bytes]) -> ElfInfo:
-    """Parse ``handle`` (seekable, positioned anywhere) as an ELF file."""
+    """Parse ``handle`` (seekable, positioned anywhere) as an ELF file; anything malformed,
+    out of range or over the reader's budgets is NotElf, never another exception."""
+    try:
+        return _read_elf(handle)
+    except (OverflowError, struct.error, IndexError) as exc:
+        raise NotElf(f"malformed ELF file: {exc}") from exc
+
+
+def _read_elf(handle: IO[bytes]) -> ElfInfo:
     handle.seek(0)
     ident = handle.read(64)
     if len(ident) < 52 or ident[:4] != ELF_MAGIC or ident[4] not in (1, 2) \
@@ -95,7 +111,7 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
             raise NotElf(f"truncated ELF file: {exc}") from exc
 
     def read_at(offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0 or size > _READ_LIMIT:
+        if not 0 <= offset <= _MAX_OFFSET or size < 0 or size > _READ_LIMIT:
             raise NotElf("ELF table out of range")
         handle.seek(offset)
         data = handle.read(size)
@@ -148,10 +164,28 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
         return ElfInfo(arch, interpreter=interpreter)
     strtab = file_offset(tags[DT_STRTAB])
 
+    strings: dict[int, str] = {}
+    budget = [_STRING_BUDGET]
+
     def string(offset: int) -> str:
+        if offset in strings:
+            return strings[offset]
+        if not 0 <= strtab + offset <= _MAX_OFFSET:
+            raise NotElf("string out of range")
         handle.seek(strtab + offset)
         raw = handle.read(4096).split(b"\0")[0]
-        return raw.decode("utf-8", "replace")
+        budget[0] -= len(raw) + 1
+        if budget[0] < 0:
+            raise NotElf("more string data than any real ELF file has")
+        strings[offset] = raw.decode("utf-8", "replace")
+        return strings[offset]
+
+    walked = [0]
+
+    def walk() -> None:
+        walked[0] += 1
+        if walked[0] > _VERSION_ENTRY_LIMIT:
+            raise NotElf("more version entries than any real ELF file has")
 
     needed = tuple(string(v) for t, v in entries if t == DT_NEEDED)
     soname = next((string(v) for t, v in entries if t == DT_SONAME), None)
@@ -165,10 +199,12 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
     if DT_VERNEED in tags:
         offset = file_offset(tags[DT_VERNEED])
         for _ in range(min(tags.get(DT_VERNEEDNUM, 0), 4096)):
+            walk()
             _, count, library, aux, following = unpack("HHIII", read_at(offset, 16))
             from_library = by_library.setdefault(string(library), [])
             aux_offset = offset + aux
             for _ in range(min(count, 4096)):
+                walk()
                 _, _, _, name, aux_next = unpack("IHHII", read_at(aux_offset, 16))
                 version_needs.append(string(name))
                 from_library.append(version_needs[-1])
@@ -182,6 +218,7 @@ def read_elf(handle: IO[bytes]) -> ElfInfo:
     if DT_VERDEF in tags:
         offset = file_offset(tags[DT_VERDEF])
         for _ in range(min(tags.get(DT_VERDEFNUM, 0), 4096)):
+            walk()
             _, flags, _, count, _, aux, following = unpack("HHHHIII", read_at(offset, 20))
             if count and not flags & 1:  # VER_FLG_BASE names the file itself
                 (name,) = unpack("I", read_at(offset + aux, 8))
@@ -386,12 +423,14 @@ def slug_archive_requirements(slug: Path, layout_base: str) -> StackRequirements
             if not member.isfile() or member.size < 52:
                 continue
             handle = archive.extractfile(member)
-            if handle is None:
+            if handle is None or handle.read(4) != ELF_MAGIC:
                 continue
-            data = handle.read()
-            if data[:4] == ELF_MAGIC:
+            # A large library goes through a temporary file, not memory.
+            with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+                spool.write(ELF_MAGIC)
+                shutil.copyfileobj(handle, spool)
                 try:
-                    elves.append((name, read_elf(io.BytesIO(data))))
+                    elves.append((name, read_elf(cast(IO[bytes], spool))))
                 except NotElf:
                     pass
     return requirements_of(elves, present)
@@ -418,6 +457,19 @@ class _Entry:
     text: str | None = None  # the loader's configuration files (/etc/ld.so.conf*)
 
 
+def _whited_out(path: str, hidden: set[str], emptied: set[str]) -> bool:
+    """Whether a whiteout hides ``path``: it, or a directory above it, is hidden, or a
+    directory above it is opaque."""
+    if path in hidden:
+        return True
+    current = path
+    while current not in ("/", ""):
+        current = posixpath.dirname(current)
+        if current in hidden or current in emptied:
+            return True
+    return False
+
+
 class RunImageFiles:
     """The merged file tree of a run image's layers (whiteouts applied), as far as the
     compatibility check needs it: every path and link, and the symbol versions each
@@ -440,26 +492,29 @@ class RunImageFiles:
     def add_layer(self, stream: IO[bytes]) -> None:
         index = self.layers
         self.layers += 1
+        # Whiteouts hide lower layers' paths only: applied once the layer is read, in
+        # one pass over the tree (a layer of many whiteouts, each scanning every
+        # path, took time quadratic in a hostile image's size).
+        hidden: set[str] = set()  # a path and everything below it
+        emptied: set[str] = set()  # everything below an opaque directory
         with _tar_stream(stream) as archive:
             for member in archive:
-                self._add_member(index, member, archive)
+                self._add_member(index, member, archive, hidden, emptied)
+        if hidden or emptied:
+            for key in [k for k, e in self.entries.items()
+                        if e.layer < index and _whited_out(k, hidden, emptied)]:
+                del self.entries[key]
 
-    def _add_member(self, index: int, member: tarfile.TarInfo, archive: tarfile.TarFile
-                    ) -> None:
+    def _add_member(self, index: int, member: tarfile.TarInfo, archive: tarfile.TarFile,
+                    hidden: set[str], emptied: set[str]) -> None:
         path = "/" + posixpath.normpath(member.name.lstrip("/")).lstrip("./")
         path = posixpath.normpath(path)
         directory, name = posixpath.split(path)
         if name == ".wh..wh..opq":
-            prefix = directory.rstrip("/") + "/"
-            for key in [k for k, e in self.entries.items()
-                        if k.startswith(prefix) and e.layer < index]:
-                del self.entries[key]
+            emptied.add(directory)
             return
         if name.startswith(".wh."):
-            hidden = posixpath.join(directory, name[4:])
-            for key in [k for k, e in self.entries.items()
-                        if (k == hidden or k.startswith(hidden + "/")) and e.layer < index]:
-                del self.entries[key]
+            hidden.add(posixpath.join(directory, name[4:]))
             return
         if member.isdir():
             self.entries[path] = _Entry(index, "dir")

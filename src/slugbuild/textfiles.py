@@ -121,3 +121,15 @@ def read_utf8(path: Path, name: str, bom_allowed: bool) -> str:
         raise errors.FILE_NOT_TEXT.error(
             variant="undecodable", file=name, reason=exc.reason, encoding="utf-8") from None
     return text.removeprefix("\ufeff") if bom_allowed else text
+
+
+def decimal(text: str, digits: int = 18) -> int | None:
+    """``text`` as a non-negative integer if it is 1 to ``digits`` ASCII digits, else None.
+
+    ``str.isdigit`` says yes to ``²`` and to 100,000-digit strings, which ``int``
+    then refuses (a traceback): every number read from a file, a header or a
+    variable slugbuild did not write goes through this instead.
+    """
+    if not text or len(text) > digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)

@@ -274,6 +274,10 @@ def _read(path: Path, source_file: str) -> str:
 def _version_problem(text: str) -> str | None:
     """Why ``text`` is not ``N.N`` / ``N.N.N`` (the INVALID_PYTHON_VERSION variant that
     says so), or None when it is."""
+    # No Python version part has more than a few digits; a longer one would reach int()
+    # (which refuses past 4,300 digits) and is no version anyway.
+    if any(len(digits) > 6 for digits in re.findall(r"\d+", text)):
+        return "not-a-version"
     if _VERSION.match(text):
         return None
     if _LOOSE_VERSION.match(text):

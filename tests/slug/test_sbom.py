@@ -138,3 +138,30 @@ def test_a_real_build_lists_its_runtime_and_every_installed_package(flask_build:
     assert cpython["version"] == flask_build.runtime["resolved"]
     assert all(c.get("hashes") for c in document["components"] if c["type"] == "library")
     assert document["metadata"]["component"]["hashes"][0]["content"] == flask_build.sha256
+
+
+def test_a_license_field_with_non_ascii_bytes_is_read_not_a_crash() -> None:
+    """Such a field comes from the metadata parser as an email Header, not a str
+    (django-data-stack's packages have one)."""
+    import email.parser
+
+    from slugbuild.slug.sbom import _licenses
+
+    meta = email.parser.BytesHeaderParser().parsebytes(
+        "Metadata-Version: 2.1\nName: x\nLicense: MIT \u00a9 2024\n\n".encode())
+    assert len(_licenses(meta)) == 1
+
+
+def test_metadata_with_non_ascii_values_is_read_as_utf8(tmp_path: Path) -> None:
+    """A License field with non-ASCII text (seen in the data-stack fixture) named the
+    package's license instead of ending the build in an internal error."""
+    tree = make_app(tmp_path / "tree", {
+        f"{SITE}/thing-1.0.dist-info/METADATA":
+            "Metadata-Version: 2.1\nName: thing\nVersion: 1.0\n"
+            "License: © 2020 Ünïcode Ltd\nSummary: café\n\n",
+        "Procfile": "web: python -m http.server $PORT\n",
+    })
+    slug = tmp_path / "slug.tgz"
+    SlugTarball(slug, "herokuish", None).write(tree, [], _describe)
+    components = {c["name"]: c for c in _valid(sbom_path_for(slug).read_bytes())["components"]}
+    assert components["thing"]["licenses"] == [{"license": {"name": "© 2020 Ünïcode Ltd"}}]

@@ -235,6 +235,35 @@ def install_requirements(job: InstallJob, pins: Path | None = None) -> None:
                     indexes=settings)
 
 
+def dry_run_requirements(job: InstallJob, pins: Path | None = None
+                         ) -> list[tuple[str, str]] | None:
+    """What ``install_requirements`` would add to the job's prefix as it is now: each
+    distribution's canonical name and version, from ``uv pip install --dry-run`` (the
+    same options, indexes and resolution). None when uv would also remove or
+    replace something there, or names a distribution by anything but a version."""
+    from packaging.utils import canonicalize_name
+
+    settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
+    argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
+            "--link-mode", job.link_mode, *_prefix_args(job), *_requirements_options(job),
+            *(["-c", str(pins)] if pins is not None else []), *_constraint_args(job)]
+    try:
+        output = run_tool(argv, job.reporter, uv_env(job, settings.uv_env()),
+                          cwd=job.app_dir, show=False)
+    except ToolFailed:
+        return None  # the install itself reports it
+    found = []
+    for line in output.splitlines():
+        if line.startswith((" - ", " ~ ")):
+            return None
+        if line.startswith(" + "):
+            match = re.fullmatch(r" \+ ([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+            if match is None:
+                return None
+            found.append((str(canonicalize_name(match.group(1))), match.group(2)))
+    return found
+
+
 def prefetch_requirements(job: InstallJob, python_version: str) -> subprocess.Popen[bytes]:
     """Start filling uv's cache with what ``install_requirements`` will install."""
     return _prefetch(job, python_version, _requirements_options(job),

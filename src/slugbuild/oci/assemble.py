@@ -43,6 +43,7 @@ from ..pack import (
 from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from ..slug.sbom import sbom_for_slug, sbom_path_for
+from ..textfiles import decimal
 from . import image as oci
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
@@ -181,26 +182,28 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     registry = registry or RegistryOptions()
     current = oci.read_image(source, blob_dir=store.blobs, registry=registry,
                              architecture=_architecture(None))
-    labels = dict((current.config.get("config") or {}).get("Labels") or {})
+    labels = _config_of(current).get("Labels")
+    labels = labels if isinstance(labels, dict) else {}
     count = labels.get(RUN_IMAGE_LAYERS)
-    if count is None or not str(count).isdigit() or int(count) > len(current.layers):
+    layer_count = decimal(str(count)) if count is not None else None
+    if layer_count is None or layer_count > len(current.layers):
         raise errors.IMAGE_SOURCE_UNUSABLE.error(
             variant="not-slugbuild-image", reference=str(source), label=RUN_IMAGE_LAYERS)
     new_base = oci.read_image(new_base_reference, blob_dir=store.blobs, registry=registry,
                               architecture=_architecture(None))
     try:
         requirements = json.loads(labels.get(f"{LABEL}.stack-requirements") or "null")
-    except ValueError:  # a label edited by hand: the check then has nothing to compare
+    except (ValueError, RecursionError):  # a label edited by hand: nothing to compare
         requirements = None
     metadata = {"stack_requirements": requirements}
     check_run_image(metadata, new_base, str(new_base_reference))
-    app_layers = current.layers[int(count):]
+    app_layers = current.layers[layer_count:]
     own_history = [entry for entry in current.config.get("history") or []
                    if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith(
                        "slugbuild")]
     config = json.loads(json.dumps(current.config))
     epoch = _epoch(source_date_epoch)
-    base_config = new_base.config.get("config") or {}
+    base_config = _config_of(new_base)
     run_labels = _run_image_labels(new_base, new_base_reference)
     config["config"]["Labels"] = {**(base_config.get("Labels") or {}),
                                   **{k: v for k, v in labels.items()
@@ -262,7 +265,7 @@ def read_slug_metadata(slug: Path, metadata_path: Path | None = None) -> dict[st
         raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         raise errors.IMAGE_SOURCE_UNUSABLE.error(
             variant="no-metadata", slug=slug, metadata=metadata_path) from None
     if not isinstance(metadata, dict) or \
@@ -291,7 +294,7 @@ class _Store:
     def part_record(self, part_sha256: str) -> dict[str, Any] | None:
         try:
             record = json.loads((self.parts / f"{part_sha256}.json").read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return record if isinstance(record, dict) else None
 
@@ -343,18 +346,27 @@ class ImageUser:
 def image_user(base: Image) -> ImageUser:
     """The run image's user when it names a non-root one (``uid[:gid]``, or a name in
     its /etc/passwd), else uid and gid 1000."""
-    configured = str((base.config.get("config") or {}).get("User") or "").strip()
+    configured = str(_config_of(base).get("User") or "").strip()
     name, _, group = configured.partition(":")
     if not name or name in ("0", "root"):
         return ImageUser(DEFAULT_UID, DEFAULT_UID)
-    if name.isdigit():
-        return ImageUser(int(name), int(group) if group.isdigit() else int(name))
+    uid, gid = decimal(name, 10), decimal(group, 10)
+    if uid is not None:
+        return ImageUser(uid, gid if gid is not None else uid)
     for line in _file_in_layers(base.layers, "etc/passwd").splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == name and fields[2].isdigit() \
-                and fields[3].isdigit():
-            return ImageUser(int(fields[2]), int(group) if group.isdigit() else int(fields[3]))
+        if len(fields) >= 4 and fields[0] == name:
+            found_uid, found_gid = decimal(fields[2], 10), decimal(fields[3], 10)
+            if found_uid is not None and found_gid is not None:
+                return ImageUser(found_uid, gid if gid is not None else found_gid)
     return ImageUser(DEFAULT_UID, DEFAULT_UID)
+
+
+def _config_of(image: oci.Image) -> dict[str, Any]:
+    """An image config's ``config`` object (labels, user, env, ...); empty when a
+    crafted config holds something else there."""
+    found = image.config.get("config")
+    return found if isinstance(found, dict) else {}
 
 
 def _file_in_layers(layers: list[Blob], path: str) -> str:
@@ -364,7 +376,9 @@ def _file_in_layers(layers: list[Blob], path: str) -> str:
             for member in tar:
                 if member.name.lstrip("./").lstrip("/") == path and member.isfile():
                     extracted = tar.extractfile(member)
-                    return extracted.read().decode("utf-8", "replace") if extracted else ""
+                    # At most 1 MiB: a run image's /etc/passwd is far smaller.
+                    return extracted.read(1 << 20).decode("utf-8", "replace") \
+                        if extracted else ""
     return ""
 
 
@@ -768,7 +782,7 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
              sbom_digest: str | None = None) -> Image:
     """The image config and manifest annotations for the run image plus the slug layers
     (``sbom_digest``: the slug's SBOM, which the image's referrer carries)."""
-    base_config = base.config.get("config") or {}
+    base_config = _config_of(base)
     process_types = metadata.get("process_types") or {}
     runtime = metadata.get("runtime") or {}
     packages = [f"{p.get('name')}=={p.get('version')}" for p in metadata.get("packages") or []

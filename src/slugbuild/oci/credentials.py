@@ -102,9 +102,9 @@ def _remembered(credentials: Credentials) -> Credentials:
 def _from_auth_file(path: Path, host: str) -> Credentials | None:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
-            "it is not JSON" if isinstance(exc, ValueError) else str(exc)
+            "it is not JSON" if isinstance(exc, (ValueError, RecursionError)) else str(exc)
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="unreadable-file", path=str(path), reason=reason) from None
     if not isinstance(document, dict):

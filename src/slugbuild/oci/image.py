@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 import zlib
@@ -195,9 +196,9 @@ def write_layout(image: Image, target: ImageReference) -> WriteResult:
         # written into one layout at once keep both tags.
         with _locked_directory(root):
             index = _read_index(root)
-            entries = [entry for entry in index.get("manifests", [])
+            entries = [entry for entry in _listed(index.get("manifests"))
                        if isinstance(entry, dict)
-                       and (entry.get("annotations") or {}).get(REF_NAME) != tag]
+                       and _mapping(entry.get("annotations")).get(REF_NAME) != tag]
             entries.append({"mediaType": OCI_MANIFEST, "digest": sha256_of(manifest),
                             "size": len(manifest), "annotations": {REF_NAME: tag}})
             index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
@@ -222,7 +223,7 @@ def _read_index(root: Path) -> dict[str, Any]:
         loaded = json.loads((root / "index.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise errors.IMAGE_UNREADABLE.error(
             reference=f"oci:{root}", reason=f"index.json cannot be read ({exc})") from None
     return loaded if isinstance(loaded, dict) else {}
@@ -376,7 +377,7 @@ def _unreadable(reference: ImageReference, reason: str) -> errors.SlugbuildError
 def _json(data: bytes, reference: ImageReference, what: str) -> dict[str, Any]:
     try:
         loaded = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _unreadable(reference, f"its {what} is not JSON") from None
     if not isinstance(loaded, dict):
         raise _unreadable(reference, f"its {what} is not a JSON object")
@@ -385,16 +386,17 @@ def _json(data: bytes, reference: ImageReference, what: str) -> dict[str, Any]:
 
 def _pick_manifest(index: dict[str, Any], reference: ImageReference, architecture: str | None,
                    tag: str | None) -> dict[str, Any]:
-    entries = [entry for entry in index.get("manifests", []) if isinstance(entry, dict)]
+    entries = [entry for entry in _listed(index.get("manifests")) if isinstance(entry, dict)]
     if tag is not None:
         tagged = [entry for entry in entries
-                  if (entry.get("annotations") or {}).get(REF_NAME) == tag]
+                  if _mapping(entry.get("annotations")).get(REF_NAME) == tag]
         if not tagged and len(entries) == 1 and tag == DEFAULT_TAG:
             tagged = entries
         entries = tagged
     if architecture is not None:
         matching = [entry for entry in entries
-                    if (entry.get("platform") or {}).get("architecture") in (None, architecture)]
+                    if _mapping(entry.get("platform")).get("architecture")
+                    in (None, architecture)]
         entries = matching or entries
     if not entries:
         raise _unreadable(reference, f"it holds no image tagged {tag!r}" if tag
@@ -407,9 +409,12 @@ def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
     root = reference.path
     blobs = root / "blobs" / "sha256"
 
+    def blob_path(digest: str, what: str) -> Path:
+        return blobs / _digest(digest, what, reference).split(":", 1)[1]
+
     def blob_bytes(digest: str, what: str) -> bytes:
         try:
-            data = (blobs / digest.split(":", 1)[1]).read_bytes()
+            data = blob_path(digest, what).read_bytes()
         except OSError as exc:
             raise _unreadable(reference, f"its {what} {digest} is missing ({exc.strerror})"
                               ) from None
@@ -427,22 +432,22 @@ def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
         entry = _pick_manifest(manifest, reference, architecture, None)
         manifest_digest = str(entry.get("digest"))
         manifest = _json(blob_bytes(manifest_digest, "manifest"), reference, "manifest")
-    config_digest = str((manifest.get("config") or {}).get("digest"))
+    config_digest = str(_mapping(manifest.get("config")).get("digest"))
     config = _json(blob_bytes(config_digest, "config"), reference, "config")
     layers = []
     diff_ids = _diff_ids(config, reference)
     for descriptor, diff_id in zip(_layer_descriptors(manifest, reference, diff_ids), diff_ids):
-        path = blobs / str(descriptor["digest"]).split(":", 1)[1]
+        path = blob_path(str(descriptor["digest"]), "layer")
         if not path.is_file():
             raise _unreadable(reference, f"its layer {descriptor['digest']} is missing")
         layers.append(file_blob(path, str(descriptor.get("mediaType", LAYER_GZIP)), diff_id,
                                 digest=str(descriptor["digest"]), origin=str(reference)))
-    return Image(config, layers, dict(manifest.get("annotations") or {}),
+    return Image(config, layers, dict(_mapping(manifest.get("annotations"))),
                  source_digest=manifest_digest)
 
 
 def _diff_ids(config: dict[str, Any], reference: ImageReference) -> list[str]:
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    diff_ids = _mapping(config.get("rootfs")).get("diff_ids")
     if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
         raise _unreadable(reference, "its config has no rootfs.diff_ids")
     return list(diff_ids)
@@ -478,26 +483,31 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
 
         try:
             manifests = json.loads(member("manifest.json"))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _unreadable(reference, "its manifest.json is not JSON") from None
         if not isinstance(manifests, list) or not manifests:
             raise _unreadable(reference, "its manifest.json lists no image")
         wanted = f"{reference.repository}:{reference.tag}" if reference.repository else None
         chosen = next((entry for entry in manifests if isinstance(entry, dict)
                        and (wanted is None or any(_same_name(wanted, str(tag)) for tag in
-                                                  entry.get("RepoTags") or []))), None)
+                                                  _listed(entry.get("RepoTags"))))), None)
         if chosen is None:
             raise _unreadable(reference, f"it holds no image named {wanted}")
         config = _json(member(str(chosen.get("Config"))), reference, "config")
         diff_ids = _diff_ids(config, reference)
         names = chosen.get("Layers") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _unreadable(reference, "its manifest.json's Layers is not a list of names")
         if len(names) != len(diff_ids):
             raise _unreadable(reference, "its manifest and config list different numbers of "
                                          "layers")
         blob_dir.mkdir(parents=True, exist_ok=True)
         layers = []
         for name, diff_id in zip(names, diff_ids):
-            extracted = archive.extractfile(str(name))
+            try:
+                extracted = archive.extractfile(name)
+            except KeyError:
+                extracted = None
             if extracted is None:
                 raise _unreadable(reference, f"it has no layer {name}")
             stored = _keep_stream(extracted, blob_dir)
@@ -505,6 +515,27 @@ def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
             layers.append(file_blob(stored, LAYER_GZIP if compressed else LAYER_TAR, diff_id,
                                     digest="sha256:" + stored.name, origin=str(reference)))
     return Image(config, layers)
+
+
+_SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _digest(value: object, what: str, reference: ImageReference) -> str:
+    """A descriptor's digest, if it is ``sha256:<64 hex>``: only such a digest may name a
+    blob file or a registry path ("sha256:../../x" must not leave the blob directory)."""
+    if not isinstance(value, str) or not _SHA256_DIGEST.fullmatch(value):
+        raise _unreadable(reference, f"its {what} has the malformed digest {str(value)[:80]!r}")
+    return value
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """A manifest field that should be an object, as one (anything else: empty)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _listed(value: object) -> list[Any]:
+    """A manifest field that should be a list, as one (anything else: empty)."""
+    return value if isinstance(value, list) else []
 
 
 def _same_name(one: str, other: str) -> bool:
@@ -546,11 +577,12 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
         manifest = _json(body, reference, "manifest")
         if media_type in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
             entry = _pick_manifest(manifest, reference, architecture, None)
-            found = client.get_manifest(str(entry.get("digest")))
+            found = client.get_manifest(_digest(entry.get("digest"), "manifest", reference))
             if found is None:
                 raise _unreadable(reference, "its index names a manifest the registry lacks")
             manifest, manifest_digest = _json(found[0], reference, "manifest"), found[2]
-        config_digest = str((manifest.get("config") or {}).get("digest"))
+        config_digest = _digest(_mapping(manifest.get("config")).get("digest"), "config",
+                                reference)
         config_path = blob_dir / config_digest.split(":", 1)[-1]
         if not config_path.is_file() or hash_file(config_path) != config_digest:
             client.pull_blob(config_digest, config_path)
@@ -559,7 +591,7 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
         layers = []
         for descriptor, diff_id in zip(_layer_descriptors(manifest, reference, diff_ids),
                                        diff_ids):
-            digest = str(descriptor["digest"])
+            digest = _digest(descriptor["digest"], "layer", reference)
             path = blob_dir / digest.split(":", 1)[-1]
             if not path.is_file() or hash_file(path) != digest:
                 client.pull_blob(digest, path)
@@ -567,7 +599,7 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
                                     diff_id, digest=digest,
                                     source=(reference.host, reference.repository),
                                     origin=str(reference)))
-    return Image(config, layers, dict(manifest.get("annotations") or {}),
+    return Image(config, layers, dict(_mapping(manifest.get("annotations"))),
                  source_digest=manifest_digest)
 
 

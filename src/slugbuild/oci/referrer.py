@@ -131,7 +131,7 @@ def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
         if found is not None:
             try:
                 listed = json.loads(found[0]).get("manifests")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 listed = None
             entries = [entry for entry in listed or [] if isinstance(entry, dict)]
         if not any(entry.get("digest") == digest for entry in entries):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import tempfile
@@ -43,6 +44,9 @@ MANIFEST_TYPES = (
 )
 # containers/image's limit for a manifest: anything larger is not one.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Any other answer read into memory (a tag list, a token, an error document): a hostile
+# registry streaming gigabytes at one is refused at this size.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 _ATTEMPTS = 3
 _CHUNK = 1024 * 1024
 _USER_AGENT = "slugbuild (oci registry client)"
@@ -293,10 +297,8 @@ class RegistryClient:
                     return tags
                 if response.status_code != 200:
                     raise self._unexpected("GET", self._path("tags/list"), response)
-                try:
-                    found = response.json().get("tags") or []
-                except (ValueError, AttributeError):
-                    found = None
+                document = _json(response)
+                found = (document.get("tags") or []) if isinstance(document, dict) else None
                 if not isinstance(found, list):
                     raise errors.REGISTRY_PROTOCOL.error(
                         variant="bad-answer", method="GET", url=self._url(path),
@@ -391,12 +393,26 @@ class RegistryClient:
         if self._authorization:
             sent["Authorization"] = self._authorization
         self.stats.requests += 1
-        try:
-            return self._session.request(
-                method, url, data=data, headers=sent, stream=stream,
+        try:  # always streamed: an answer read whole is read with a limit (_preload)
+            response = self._session.request(
+                method, url, data=data, headers=sent, stream=True,
                 timeout=(min(self.timeout, 10.0), self.timeout), allow_redirects=True)
+            if not stream:
+                self._preload(response, method, url)
+            return response
         except requests.RequestException as exc:
             raise _Retryable(_reason(exc)) from None
+
+    def _preload(self, response: requests.Response, method: str, url: str) -> None:
+        """Read the answer into the response (as ``stream=False`` would), at most
+        MAX_ANSWER_BYTES of it."""
+        body = _read_limited(response, MAX_ANSWER_BYTES)
+        if body is None:
+            response.close()
+            raise errors.REGISTRY_PROTOCOL.error(
+                variant="answer-too-large", method=method, url=self._url(url),
+                limit=MAX_ANSWER_BYTES, host=self.host)
+        response._content = body  # what requests keeps a read body in
 
     def _authenticate(self, method: str, url: str, challenge: str, *, push: bool,
                       repository_scope: bool) -> None:
@@ -441,8 +457,9 @@ class RegistryClient:
             self.stats.requests += 1
             try:
                 response = self._session.get(
-                    realm, params=query, auth=auth, allow_redirects=True,
+                    realm, params=query, auth=auth, allow_redirects=True, stream=True,
                     timeout=(min(self.timeout, 10.0), self.timeout))
+                self._preload(response, "GET", realm)
             except requests.RequestException as exc:
                 raise _Retryable(_reason(exc)) from None
             if response.status_code >= 500 or response.status_code == 429:
@@ -458,10 +475,7 @@ class RegistryClient:
                 variant="token", realm=self._url(realm), status=response.status_code,
                 message=_error_message(response), host=self.host, access="pull from",
                 repository=self.repository)
-        try:
-            answer = response.json() if response.status_code == 200 else None
-        except ValueError:
-            answer = None
+        answer = _json(response) if response.status_code == 200 else None
         token = (answer.get("token") or answer.get("access_token")) \
             if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token:
@@ -538,31 +552,38 @@ def _read_limited(response: requests.Response, limit: int) -> bytes | None:
 
 
 def _declared_media_type(body: bytes) -> str | None:
-    import json
-
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     media_type = document.get("mediaType") if isinstance(document, dict) else None
     return media_type if isinstance(media_type, str) else None
 
 
-def _error_codes(response: requests.Response) -> set[str]:
+def _json(response: requests.Response) -> Any:
+    """The answer's JSON document, or None: not JSON, nested past the recursion limit,
+    larger than MAX_ANSWER_BYTES, or no longer readable (a closed streamed answer)."""
     try:
-        document = response.json()
-    except ValueError:
-        return set()
+        if not getattr(response, "_content_consumed", True):  # streamed, unread: limit it
+            body = _read_limited(response, MAX_ANSWER_BYTES)
+            if body is None:
+                return None
+            response._content = body
+        return json.loads(response.content)
+    except (ValueError, RecursionError, requests.RequestException, OSError, AttributeError,
+            RuntimeError):
+        return None
+
+
+def _error_codes(response: requests.Response) -> set[str]:
+    document = _json(response)
     found = document.get("errors") if isinstance(document, dict) else None
     return {str(entry.get("code")) for entry in found or [] if isinstance(entry, dict)}
 
 
 def _error_message(response: requests.Response) -> str:
     """The registry's own words for a failure (its ``errors`` list), short."""
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
+    document = _json(response)
     found = document.get("errors") if isinstance(document, dict) else None
     if isinstance(found, list) and found:
         parts = [f"{entry.get('code', '')} {entry.get('message', '')}".strip()

@@ -47,6 +47,7 @@ from ..platform_info import Platform
 from ..redact import redact_url
 from ..retry import GaveUp, retrying
 from ..slug_size import human
+from ..textfiles import decimal
 from .local import inspect_prefix
 from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
 
@@ -216,7 +217,7 @@ class DownloadSource:
                 record = json.loads(record_path.read_text())
                 archive = Archive(record["name"], record["version"], record["sha256"],
                                   record["url"], 3)
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, RecursionError, KeyError, TypeError):
                 continue
             held = (self.store / archive.name).is_file()
             if record.get("platform") == self.platform.key and held:
@@ -371,7 +372,7 @@ class DownloadSource:
                                    .hexdigest()[:32] + ".json")
         try:
             record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             record = {}
         if not isinstance(record, dict) or ("value" in record and not valid(record["value"])):
             record = {}
@@ -794,7 +795,7 @@ def _check_status(response: requests.Response) -> None:
 
 def _content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    return int(value) if value and value.isdigit() else None
+    return decimal(value) if value else None
 
 
 def _describe(exc: Exception) -> str:

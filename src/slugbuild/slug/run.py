@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -43,8 +44,9 @@ from ..arguments import (
     port_number,
     positive_seconds,
 )
+from ..proc import COOKIE_VARIABLE, kill_marked
 from ..release import ReleaseInfo, slug_release
-from ..textfiles import best_effort_decode
+from ..textfiles import best_effort_decode, decimal
 from .archive import SlugArchive, SlugLimits
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -151,6 +153,8 @@ def _unpack(slug: Path, unpack_to: Path | None,
             directory = unpack_to
             if not directory.exists():
                 cleanup = directory  # ours until it is unpacked
+            else:
+                _check_empty(directory)
             directory.mkdir(parents=True, exist_ok=True)
         elif work is not None:
             directory = cleanup = work / "slug"
@@ -162,6 +166,16 @@ def _unpack(slug: Path, unpack_to: Path | None,
             shutil.rmtree(cleanup, ignore_errors=True)
         raise
     return directory, None if unpack_to is not None else cleanup
+
+
+def _check_empty(directory: Path) -> None:
+    """Refuse an ``unpack_to`` that holds anything: a slug is never merged into other files."""
+    if not directory.is_dir():
+        raise errors.UNPACK_TARGET_NOT_EMPTY.error(variant="not-directory", path=directory)
+    with os.scandir(directory) as listing:  # unreadable: user_errors maps the OSError
+        entry = next(iter(listing), None)
+    if entry is not None:
+        raise errors.UNPACK_TARGET_NOT_EMPTY.error(path=directory, entry=entry.name)
 
 
 def _what_to_run(function: str, directory: Path, process: str,
@@ -236,11 +250,21 @@ def process_argv(command: str) -> list[str]:
     return ["bash", "-c", PROCESS_SCRIPT, "slugbuild-process", command]
 
 
+# The environment cookie of each process started (proc.COOKIE_VARIABLE), by its group:
+# what it started in a session of its own (``setsid``) is stopped with the group, as
+# everything in a dyno stops with the dyno.
+_COOKIES: dict[int, str] = {}
+
+
 def start_process(root: Path, process: str, command: str, port: int, host: str,
                   config: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """Start ``command`` as a dyno would, in a new session (its own process group)."""
-    return subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
-                            env=dyno_env(root, process, port, host, config), **popen)
+    cookie = secrets.token_hex(12)
+    env = {**dyno_env(root, process, port, host, config), COOKIE_VARIABLE: cookie}
+    child = subprocess.Popen(process_argv(command), cwd=root, start_new_session=True,
+                             env=env, **popen)
+    _COOKIES[child.pid] = cookie
+    return child
 
 
 def group_alive(pgid: int) -> bool:
@@ -259,7 +283,17 @@ def group_alive(pgid: int) -> bool:
 
 def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
     """SIGTERM the process group (unless ``terminate`` is False), wait up to
-    ``grace`` seconds for it to exit, then SIGKILL what is left."""
+    ``grace`` seconds for it to exit, then SIGKILL what is left, and whatever its
+    processes started outside it (``setsid``)."""
+    try:
+        _stop_group(pgid, grace, terminate)
+    finally:
+        cookie = _COOKIES.pop(pgid, None)
+        if cookie is not None:
+            kill_marked(cookie)
+
+
+def _stop_group(pgid: int, grace: float, terminate: bool) -> None:
     if not group_alive(pgid):
         return
     if terminate:
@@ -381,7 +415,7 @@ def _run_process(root: Path, process: str, command: str, port: int, host: str,
             os.killpg(child.pid, signum)
     served = process != "web"
     # A PORT config var (--env PORT=...) overrides --port: watch that one.
-    watched = int(config["PORT"]) if config.get("PORT", "").isdigit() else port
+    watched = decimal(config.get("PORT", ""), 5) or port
     try:
         while True:
             try:

@@ -148,9 +148,10 @@ def _normal(name: str) -> str:
 
 
 def _dist_infos(contents: dict[str, bytes]) -> dict[str, Any]:
-    """dist-info directory -> its METADATA headers."""
-    parser = email.parser.BytesHeaderParser()
-    return {name[: -len("/METADATA")]: parser.parsebytes(data)
+    """dist-info directory -> its METADATA headers, read as the UTF-8 text the core
+    metadata spec makes them (as bytes, a non-ASCII value came back as a Header object)."""
+    parser = email.parser.HeaderParser()
+    return {name[: -len("/METADATA")]: parser.parsestr(data.decode("utf-8", "replace"))
             for name, data in contents.items() if name.endswith("/METADATA")}
 
 
@@ -162,10 +163,11 @@ def _licenses(meta: Any) -> list[Any]:
         from cyclonedx.factory.license import LicenseFactory  # type: ignore[no-redef,unused-ignore]
 
     factory = LicenseFactory()
-    expression = (meta.get("License-Expression") or "").strip()
+    expression = str(meta.get("License-Expression") or "").strip()
     if expression:
         return [factory.make_from_string(expression)]
-    text = (meta.get("License") or "").strip()
+    # A value with non-ASCII bytes comes as an email Header: str() decodes it.
+    text = str(meta.get("License") or "").strip()
     if text and "\n" not in text and len(text) <= 100 and text.upper() != "UNKNOWN":
         return [factory.make_from_string(text)]
     classifiers = sorted({value.split(" :: ")[-1] for value in meta.get_all("Classifier") or []

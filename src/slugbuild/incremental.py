@@ -1,0 +1,421 @@
+"""A dependency layer built from the app's previous one plus the difference (issue 20).
+
+A build after one more pinned requirement used to install every package again
+(uv hard-links them from its cache, quickly) and then pay per file for
+everything around the install: checking each package's files against its
+RECORD, compiling and canonicalising bytecode (or finding it in the pyc store),
+scanning for host paths, hashing every file for files.json. Here the new
+layer's tree starts from the previous layer's files instead, for exactly the
+distributions a clean install would install again unchanged, and only the
+difference is installed and processed.
+
+Exactness: the new layer must hold the bytes a clean install of the same inputs
+gives (its key is the key of such an install, and a test compares the slugs).
+So nothing is guessed from the previous requirements:
+
+1. The baseline (setuptools on Python 3.12 and older, pinned, installed with
+   ``--no-deps``) is taken from the previous layer when it is the same pin.
+2. uv resolves the app's requirements with ``--dry-run`` against a scratch
+   prefix holding the baseline's dist-infos (all uv reads to know what is
+   installed): the distributions and versions a clean install adds, resolved
+   now, from the index, exactly as the install will (same options and indexes).
+3. Meanwhile every distribution of the previous layer is hard-linked from it
+   (every file its RECORD lists and the pycs of its sources, each checked against
+   its files.json first); those the dry run wants at another version, or not at
+   all (removed or upgraded packages), are taken out again.
+4. uv installs the requirements into that tree; it finds the linked
+   distributions satisfied and installs only the rest. The tree must then hold
+   exactly the baseline and the dry run's set, else this attempt is dropped.
+5. Only the new distributions are compiled, checked for ELF files built here
+   and scanned for host paths; the linked files keep the digests the previous
+   layer's files.json recorded.
+
+Where the difference cannot be computed safely, the layer is installed clean
+(the log says why): another installer than uv for requirements.txt, a
+layer installed into the build's prefix, local packages or editables, a previous
+layer whose inputs differ in anything but the requirements files, a previous
+file no single distribution's RECORD lists (or a pyc of one), a distribution
+that installs over another's path, host paths in the previous layer, a
+previous file changed (or gone) since its files.json, uv planning to remove or
+replace something, or a resolution that moved between the dry run and the
+install.
+
+The previous layer is the one recorded for this app directory in ``history/``
+(the log's "Discarding cache since" hint), else the nearest compatible one
+(``nearest_inputs``); it only decides which layer files may be taken from, never
+what the new layer holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from . import records
+from .cache import (
+    DIGESTS,
+    FILE_INDEX,
+    Cache,
+    Layer,
+    StatKey,
+    link_or_copy,
+    read_index,
+    stat_key,
+)
+from .installers import Installer, InstallJob, InstallPlan
+from .installers import uv as uv_installer
+from .installers.ranges import constraints_text
+
+
+class NotIncremental(Exception):
+    """This layer cannot be built from the previous one; the message says why."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One distribution of the previous layer and the files that are its own."""
+
+    dist_info: str
+    version: str
+    files: tuple[str, ...]  # relative to the layer's tree: RECORD's list and its pycs
+
+
+@dataclass(frozen=True)
+class PreviousLayer:
+    """The app's previous dependency layer, split into its distributions."""
+
+    layer: Layer
+    index: dict[str, Any]  # its files.json
+    distributions: dict[str, Distribution]  # by canonical project name
+
+
+def previous_inputs(history: Path) -> dict[str, Any] | None:
+    """The inputs of the app directory's last dependency layer (``history/``)."""
+    try:
+        inputs = json.loads(history.read_text())
+    except (OSError, ValueError):
+        return None
+    return inputs if isinstance(inputs, dict) else None
+
+
+# Layer key inputs that follow from the requirements themselves: they may differ.
+REQUIREMENT_INPUTS = frozenset({"files", "resolved", "resolved_sha256"})
+
+
+def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
+                        plan: InstallPlan, own_tree: bool, local_packages: bool) -> str | None:
+    """Why a layer keyed by ``inputs`` cannot start from the one keyed by ``previous``
+    (None: it can)."""
+    if previous is None:
+        return "no previous layer of this app"
+    if not own_tree:
+        return "installed into the build's prefix"
+    if plan.tool != "uv" or plan.name != "pip":
+        return f"installed by {plan.name} via {plan.tool}, not uv for requirements.txt"
+    if local_packages:
+        return "the requirements build local packages"
+    differing = sorted(name for name in set(previous) | set(inputs)
+                       if name not in REQUIREMENT_INPUTS
+                       and previous.get(name) != inputs.get(name))
+    if differing:
+        return f"the previous layer differs in {', '.join(differing)}"
+    return None
+
+
+def nearest_inputs(cache: Cache, inputs: dict[str, Any], python_name: str,
+                   wanted: set[str], tried: dict[str, Any] | None = None
+                   ) -> dict[str, Any] | None:
+    """The inputs of the cached layer to start from when the app directory has no
+    usable one (a build directory made afresh for every build, as Dokku's and the
+    bench's): of the layers whose inputs differ from ``inputs`` in nothing but the
+    files, the one holding most of the ``wanted`` projects (canonical names), the
+    newest of those. Any of them gives the same layer; the choice only decides how
+    much is taken rather than installed. ``tried``: a layer's inputs that failed."""
+    best: tuple[int, int] | None = None
+    found = None
+    try:
+        names = os.listdir(cache.root / "layers")
+    except OSError:
+        return None
+    for name in names:
+        manifest_path = cache.root / "layers" / name / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            candidate = manifest["inputs"]
+            age = manifest_path.stat().st_mtime_ns
+            site = cache.root / "layers" / name / "tree/lib" / python_name / "site-packages"
+            held = {str(canonicalize_name(entry.split("-")[0])) for entry in os.listdir(site)
+                    if entry.endswith(".dist-info")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(candidate, dict) or candidate in (inputs, tried) or any(
+                candidate.get(k) != inputs.get(k)
+                for k in set(candidate) | set(inputs) if k not in REQUIREMENT_INPUTS):
+            continue
+        score = (len(wanted & held), age)
+        if best is None or score > best:
+            best, found = score, candidate
+    return found
+
+
+def layer_key_of(inputs: dict[str, Any]) -> str:
+    """The key a layer with these inputs has (dependencies.layer_key's hash)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def find_previous(cache: Cache, inputs: dict[str, Any], python_name: str) -> PreviousLayer:
+    """The previous layer with its distributions' files; raises NotIncremental when it
+    is gone or holds a file of no single one. Its files are checked against its
+    files.json as they are taken (``take``), not all of them here."""
+    key = layer_key_of(inputs)
+    layer = cache.lookup("layers", key[:24], key)
+    if layer is None:
+        raise NotIncremental("the previous layer is no longer cached")
+    index = read_index(layer.path / FILE_INDEX)
+    if index is None:
+        raise NotIncremental("the previous layer has no file index")
+    try:
+        host_paths = json.loads((layer.path / "host-paths.json").read_text())
+    except (OSError, ValueError):
+        host_paths = None
+    if host_paths != []:
+        raise NotIncremental("the previous layer names paths of this machine")
+    return PreviousLayer(layer, index, _distributions(layer.tree, index, python_name))
+
+
+def _distributions(tree: Path, index: dict[str, Any], python_name: str
+                   ) -> dict[str, Distribution]:
+    base = f"lib/{python_name}/site-packages"
+    listed = [rel for rel in index["files"]
+              if re.fullmatch(re.escape(base) + r"/[^/]+\.dist-info/RECORD", rel)]
+    claims = records.claims_in(tree, listed)
+    owner: dict[str, str] = {}
+    for rel, found in claims.items():
+        if len({claim.dist_info for claim in found}) != 1:
+            raise NotIncremental(f"{rel} is installed by several distributions")
+        owner[rel] = found[0].dist_info
+    owned: dict[str, list[str]] = {}
+    for rel in [*index["files"], *index["symlinks"]]:
+        dist_info = owner.get(rel) or owner.get(_source_of(rel))
+        if dist_info is None:
+            raise NotIncremental(f"{rel} belongs to no distribution")
+        owned.setdefault(dist_info, []).append(rel)
+    found_dists = {}
+    for record in listed:
+        dist_info = record.split("/")[-2]
+        metadata = tree / base / dist_info / "METADATA"
+        name, version = _name_version(metadata)
+        found_dists[name] = Distribution(dist_info, version, tuple(sorted(owned[dist_info])))
+    return found_dists
+
+
+def take_dist_infos(previous: PreviousLayer, prefix: Path,
+                    distributions: list[Distribution]) -> None:
+    """Link only the dist-info directories of ``distributions`` under ``prefix``."""
+    for dist in distributions:
+        dist_info = [rel for rel in dist.files if f"/{dist.dist_info}/" in rel]
+        for rel in dist_info:
+            os.makedirs(prefix / os.path.dirname(rel), exist_ok=True)
+            link_or_copy(previous.layer.tree / rel, prefix / rel)
+
+
+def _source_of(rel: str) -> str:
+    """For ``dir/__pycache__/mod.cpython-312.pyc``, ``dir/mod.py`` (else "")."""
+    head, _, name = rel.rpartition("/__pycache__/")
+    if not name.endswith(".pyc") or name.count(".") < 2:
+        return ""
+    return f"{head}/{name.split('.')[0]}.py" if head else ""
+
+
+def _name_version(metadata: Path) -> tuple[str, str]:
+    name = version = None
+    try:
+        with open(metadata, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    break
+                if line.startswith("Name:"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("Version:"):
+                    version = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if not name or not version:
+        raise NotIncremental(f"{metadata.parent.name} has no name or version")
+    return str(canonicalize_name(name)), version
+
+
+@dataclass
+class Taken:
+    """What was linked from the previous layer into the new tree."""
+
+    files: dict[str, tuple[int, int]]  # relative path -> (st_dev, st_ino) once linked
+    dist_infos: set[str]
+
+
+def take(previous: PreviousLayer, tree: Path, distributions: list[Distribution],
+         taken: Taken) -> None:
+    """Hard-link the files of ``distributions`` from the previous layer into ``tree``,
+    each checked first against the previous files.json as a cache lookup checks a
+    layer (size, mtime and mode; the content when its ctime moved). Linked by a few
+    threads: each link waits on the file system, which serves several at once."""
+    source = previous.layer.tree
+    symlinks = previous.index["symlinks"]
+    wanted = [rel for dist in distributions for rel in dist.files]
+    taken.dist_infos.update(dist.dist_info for dist in distributions)
+    for parent in sorted({os.path.dirname(rel) for rel in wanted}):
+        os.makedirs(tree / parent, exist_ok=True)
+    regular = []
+    for rel in wanted:
+        if rel in symlinks:
+            os.symlink(symlinks[rel], tree / rel)
+        else:
+            regular.append(rel)
+    chunk = max(64, len(regular) // (LINK_THREADS * 4) + 1)
+    with ThreadPoolExecutor(max_workers=LINK_THREADS) as threads:
+        for linked in threads.map(partial(_link_checked, previous, source, tree),
+                                  [regular[i:i + chunk] for i in range(0, len(regular), chunk)]):
+            taken.files.update(linked)
+
+
+LINK_THREADS = 4
+
+
+def _link_checked(previous: PreviousLayer, source: Path, tree: Path, rels: list[str]
+                  ) -> dict[str, tuple[int, int]]:
+    files = previous.index["files"]
+    linked = {}
+    for rel in rels:
+        try:
+            st = os.lstat(source / rel)
+        except OSError:
+            raise NotIncremental(f"{rel} is gone from the previous layer") from None
+        recorded = files[rel]
+        if [st.st_size, st.st_mtime_ns, st.st_mode] != recorded[:3] or (
+                st.st_ctime_ns != (recorded[4] if len(recorded) > 4 else None)
+                and DIGESTS.sha256(source / rel)[0] != recorded[3]):
+            raise NotIncremental(f"{rel} of the previous layer changed")
+        try:
+            link_or_copy(source / rel, tree / rel)
+        except OSError as error:  # discarded meanwhile by a build that found it damaged
+            raise NotIncremental(f"{rel} could not be taken ({error})") from None
+        st = os.lstat(tree / rel)
+        linked[rel] = (st.st_dev, st.st_ino)
+    return linked
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A tree filled from the previous layer plus what was installed."""
+
+    taken: Taken
+    sources: list[str]  # the new distributions' .py files, relative to site-packages
+    native: bool  # a new distribution installs a shared library or a script (ELF?)
+
+
+def drop(tree: Path, distributions: list[Distribution], taken: Taken) -> None:
+    """Take back what ``take`` linked of ``distributions`` (not in the install after all)."""
+    if not distributions:
+        return
+    for dist in distributions:
+        taken.dist_infos.discard(dist.dist_info)
+        for rel in dist.files:
+            os.unlink(tree / rel)
+            taken.files.pop(rel, None)
+    for directory, _dirnames, _files in os.walk(tree, topdown=False):  # children first
+        if directory != str(tree):
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # left empty by what was taken back
+
+
+def known_digests(previous: PreviousLayer, tree: Path, taken: Taken
+                  ) -> dict[str, tuple[StatKey, str]]:
+    """files.json digests of the linked files still as the previous layer recorded
+    them (size, mtime, mode), for ``cache.build_index``: not hashed again."""
+    known = {}
+    for rel, inode in taken.files.items():
+        recorded = previous.index["files"].get(rel)
+        try:
+            st = os.lstat(tree / rel)
+        except OSError:
+            continue
+        if recorded is not None and (st.st_dev, st.st_ino) == inode and \
+                [st.st_size, st.st_mtime_ns, st.st_mode] == recorded[:3]:
+            known[rel] = (stat_key(st), recorded[3])
+    return known
+
+
+def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPlan,
+                          tree: Path, python_name: str, baseline: tuple[str, ...],
+                          previous: PreviousLayer) -> Difference:
+    """Fill ``tree`` (the new layer's, empty) from ``previous`` plus what uv installs.
+    Raises NotIncremental; the caller installs clean."""
+    taken = Taken({}, set())
+    dists = previous.distributions
+    pins = []
+    for line in baseline:
+        name, _, version = line.partition("==")
+        dist = dists.get(str(canonicalize_name(name)))
+        if dist is None or dist.version != version:
+            raise NotIncremental(f"the previous layer has no {line}")
+        pins.append(dist)
+    expected = {str(canonicalize_name(line.partition("==")[0])): line.partition("==")[2]
+                for line in baseline}
+    # uv plans against the baseline's dist-infos alone (all it reads of a prefix to
+    # know what is installed), while every other distribution is linked meanwhile.
+    planning = job.scratch / "dry-run-prefix"
+    take_dist_infos(previous, planning, pins)
+    resolved = None
+    if plan.resolved:  # version ranges, resolved when the layer was keyed: constraints
+        resolved = job.scratch / "dry-run-pins.txt"
+        resolved.write_text(constraints_text(plan.resolved))
+    others = [dist for dist in dists.values() if dist not in pins]
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        dry_run = thread.submit(contextvars.copy_context().run,
+                                uv_installer.dry_run_requirements,
+                                dataclasses.replace(job, prefix=planning), resolved)
+        try:
+            take(previous, tree, pins + others, taken)
+        finally:
+            planned = dry_run.result()
+    if planned is None:
+        raise NotIncremental("uv's dry run failed or would remove or replace a package")
+    expected.update(planned)
+    drop(tree, [dist for name, dist in dists.items()
+                if dist not in pins and expected.get(name) != dist.version], taken)
+    same = len(taken.dist_infos)
+    job.reporter.detail(f"Reusing {same} of the previous layer's {len(dists)} packages "
+                        f"(layer {previous.layer.path.name[:12]}); installing "
+                        f"{len(expected) - same}")
+    site_packages = tree / "lib" / python_name / "site-packages"
+    installer.install(job, plan)
+    installed = {}
+    for dist_info in sorted(os.listdir(site_packages)):
+        if dist_info.endswith(".dist-info"):
+            name, version = _name_version(site_packages / dist_info / "METADATA")
+            installed[name] = (version, dist_info)
+    if {name: version for name, (version, _) in installed.items()} != expected:
+        raise NotIncremental("uv installed another set than its dry run planned")
+    added = [dist_info for _, dist_info in installed.values()
+             if dist_info not in taken.dist_infos]
+    base = f"lib/{python_name}/site-packages"
+    claims = records.claims_in(tree, [f"{base}/{d}/RECORD" for d in added])
+    for rel in claims:
+        if rel in taken.files:
+            raise NotIncremental(f"a new package installs {rel}, a reused one's file")
+    sources = sorted(os.path.relpath(rel, base) for rel in claims
+                     if rel.endswith(".py") and rel.startswith(base + "/"))
+    native = any(".so" in os.path.basename(rel) or rel.startswith("bin/") for rel in claims)
+    return Difference(taken, sources, native)

@@ -1,0 +1,147 @@
+"""A registry that may be hostile (the cache registry, a run image's registry): its
+answers are bounded in size and parsed without recursion limits, so a crafted answer
+is one registry error (a cache registry then fails open), never a traceback or
+gigabytes of memory; credentials never follow a redirect to another host."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socketserver
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from slugbuild import errors
+from slugbuild.oci.credentials import Credentials
+from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.oci.reference import parse_image_reference
+from slugbuild.oci.registry import RegistryClient
+
+from ..helpers import serving
+
+HUGE = 64 << 20  # what a hostile registry streams at an answer slugbuild parses
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    answer: Callable[[http.server.BaseHTTPRequestHandler], None]
+    seen_authorization: list[str]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.server.seen_authorization.append(self.headers.get("Authorization", ""))
+        self.server.answer(self)
+
+
+def endless(status: int, content_type: str = "application/json") -> Callable[..., None]:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(HUGE))
+        handler.end_headers()
+        chunk = b"[" * (1 << 20)
+        try:
+            for _ in range(HUGE // len(chunk)):
+                handler.wfile.write(chunk)
+        except OSError:
+            pass
+    return answer
+
+
+def fixed(status: int, body: bytes, headers: dict[str, str] | None = None
+          ) -> Callable[..., None]:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    return answer
+
+
+def server(answer: Callable[..., None]) -> _Server:
+    made = _Server(("127.0.0.1", 0), _Handler)
+    made.answer, made.seen_authorization = answer, []
+    return made
+
+
+def client(made: _Server, **options: object) -> RegistryClient:
+    return RegistryClient(f"127.0.0.1:{made.server_address[1]}", "app", attempts=1,
+                          timeout=20, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_an_endless_answer_is_refused_within_bounded_memory(status: int) -> None:
+    with serving(server(endless(status))) as made:
+        tracemalloc.start()
+        try:
+            with pytest.raises(errors.RegistryError):
+                client(made).list_tags()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 24 << 20, f"{peak >> 20} MiB held for a {HUGE >> 20} MiB answer"
+
+
+@pytest.mark.parametrize("body", [b"[" * 100000 + b"]" * 100000,
+                                  b'{"errors": ' + b"[" * 100000 + b"]" * 100000 + b"}"])
+def test_deeply_nested_answers_are_a_registry_error(body: bytes) -> None:
+    for status in (200, 500):
+        with serving(server(fixed(status, body, {"Content-Type": "application/json"}))) \
+                as made:
+            with pytest.raises(errors.RegistryError):
+                client(made).list_tags()
+
+
+def test_a_deeply_nested_token_answer_is_a_registry_error() -> None:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/token"):
+            return fixed(200, b"[" * 100000 + b"]" * 100000)(handler)
+        port = handler.server.server_address[1]
+        return fixed(401, b"{}", {"WWW-Authenticate":
+                                  f'Bearer realm="http://127.0.0.1:{port}/token"'})(handler)
+    with serving(server(answer)) as made, pytest.raises(errors.RegistryError):
+        client(made).list_tags()
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host() -> None:
+    with serving(server(fixed(200, b'{"tags": []}'))) as elsewhere:
+        target = f"http://localhost:{elsewhere.server_address[1]}/v2/app/tags/list"
+
+        def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+            if not handler.headers.get("Authorization"):
+                return fixed(401, b"{}", {"WWW-Authenticate": 'Basic realm="r"'})(handler)
+            return fixed(307, b"", {"Location": target})(handler)
+        with serving(server(answer)) as made:
+            assert client(made, credentials=Credentials("me", "hunter2-secret")).list_tags() \
+                == []
+            assert made.seen_authorization[-1].startswith("Basic ")
+    assert elsewhere.seen_authorization == [""]
+
+
+@pytest.mark.parametrize("digest", ["sha256:../../../../etc/passwd", "../x", None, 7])
+def test_a_manifest_with_a_malformed_digest_is_image_unreadable(tmp_path: Path,
+                                                                digest: object) -> None:
+    # The digest names a file under the blob directory and a registry path: checked first.
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"digest": digest, "size": 2}, "layers": []}).encode()
+    answer = fixed(200, manifest, {"Content-Type": OCI_MANIFEST})
+    with serving(server(answer)) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.SlugbuildError) as raised:
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert raised.value.code == errors.IMAGE_UNREADABLE.code
+    assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []

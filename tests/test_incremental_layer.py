@@ -1,0 +1,203 @@
+"""A dependency layer built from the app's previous one plus the difference (incremental.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slugbuild import compile_app, incremental
+from slugbuild.cache import Cache, read_index
+from slugbuild.installers import InstallPlan
+from slugbuild.log import Reporter
+
+from .helpers import make_app
+
+PLAN = InstallPlan(name="pip", tool="uv", version="uv==0.13.9, every requirement pinned",
+                   key_files=("requirements.txt",))
+INPUTS = {"runtime": "cpython-3.12.1-x", "runtime_key": "k", "installer": "pip uv",
+          "installer_config_sha256": "c", "files": {"requirements.txt": "a"},
+          "layer_format": 3}
+
+
+def test_only_a_change_of_requirements_files_builds_from_the_previous_layer():
+    changed_files = {**INPUTS, "files": {"requirements.txt": "b", "more.txt": "c"},
+                     "resolved": {"six": "1.17.0"}, "resolved_sha256": "r"}  # ranges' pins
+    assert incremental.why_not_incremental(INPUTS, changed_files, PLAN, True, False) is None
+    assert incremental.why_not_incremental(None, INPUTS, PLAN, True, False) == \
+        "no previous layer of this app"
+    assert "prefix" in incremental.why_not_incremental(INPUTS, INPUTS, PLAN, False, False)
+    assert "local packages" in incremental.why_not_incremental(INPUTS, INPUTS, PLAN, True, True)
+    pip = InstallPlan(name="pip", tool="pip", version="pip 26", key_files=())
+    assert "not uv" in incremental.why_not_incremental(INPUTS, INPUTS, pip, True, False)
+    for name, value in [("runtime_key", "other"), ("installer", "pip uv 2"),
+                        ("installer_config_sha256", "d"), ("baseline", ["setuptools==1"]),
+                        ("constraints_sha256", "e"), ("aptfile_sha256", "f")]:
+        reason = incremental.why_not_incremental(INPUTS, {**INPUTS, name: value}, PLAN,
+                                                 True, False)
+        assert reason == f"the previous layer differs in {name}"
+
+
+def test_a_previous_file_no_single_distribution_owns_refuses_the_layer(tmp_path):
+    tree = tmp_path / "tree"
+    site = tree / "lib/python3.12/site-packages"
+    (site / "pkg/__pycache__").mkdir(parents=True)
+    (site / "pkg/mod.py").write_text("X = 1\n")
+    (site / "pkg/__pycache__/mod.cpython-312.pyc").write_bytes(b"pyc")
+    dist = site / "pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: Pkg\nVersion: 1.0\n\n")
+    (dist / "RECORD").write_text("pkg/mod.py,,\npkg-1.0.dist-info/METADATA,,\n"
+                                 "pkg-1.0.dist-info/RECORD,,\n")
+
+    def index() -> dict:
+        files = {str(p.relative_to(tree)): [0, 0, 0, "", 0]
+                 for p in tree.rglob("*") if p.is_file()}
+        return {"files": files, "symlinks": {}}
+
+    found = incremental._distributions(tree, index(), "python3.12")
+    assert set(found) == {"pkg"}
+    assert found["pkg"].version == "1.0"
+    # The pyc of a listed source is the distribution's, with what its RECORD lists.
+    assert "lib/python3.12/site-packages/pkg/__pycache__/mod.cpython-312.pyc" \
+        in found["pkg"].files
+    (site / "stray.pth").write_text("import os\n")  # no RECORD lists it
+    with pytest.raises(incremental.NotIncremental, match="stray.pth belongs to no"):
+        incremental._distributions(tree, index(), "python3.12")
+
+
+def test_the_source_of_a_pyc():
+    assert incremental._source_of("a/b/__pycache__/m.cpython-312.pyc") == "a/b/m.py"
+    assert incremental._source_of("a/b/__pycache__/m.cpython-312.opt-1.pyc") == "a/b/m.py"
+    assert incremental._source_of("a/b/m.py") == ""
+    assert incremental._source_of("a/__pycache__/README") == ""
+
+
+def _build(app: Path, out: Path, cache: Path) -> tuple[str, list[str], set[str]]:
+    before = set(os.listdir(cache / "layers")) if (cache / "layers").is_dir() else set()
+    result = compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
+    return result.sha256, result.log, set(os.listdir(cache / "layers")) - before
+
+
+REQUIREMENTS = {
+    "a": "# incremental layer test\nsix==1.17.0\nidna==3.10\n",
+    "added": "# incremental layer test\nsix==1.17.0\nidna==3.10\npackaging==24.2\n",
+    # packaging removed, idna downgraded: from the "added" layer.
+    "changed": "# incremental layer test\nsix==1.17.0\nidna==3.9\n",
+}
+
+
+@pytest.mark.slow
+def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_dir):
+    """A, then A plus one package built from A's layer, then one package removed and
+    one changed: each slug byte-identical to a clean build of the same requirements
+    (in another cache); the new layer shares the unchanged files with the previous
+    one, which stays intact."""
+    base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
+    clean_cache = tmp_path / "clean-cache"
+    clean = {}
+    for kind in ("added", "changed"):
+        app = make_app(tmp_path / f"clean-{kind}", {**base, "requirements.txt":
+                                                    REQUIREMENTS[kind]})
+        clean[kind], log, made = _build(app, tmp_path / f"clean-{kind}.tgz", clean_cache)
+        assert not any("Reusing" in line for line in log)
+        for name in made:  # not a layer the next clean build could start from
+            shutil.rmtree(clean_cache / "layers" / name)
+    shutil.rmtree(clean_cache)
+
+    app = make_app(tmp_path / "app", {**base, "requirements.txt": REQUIREMENTS["a"]})
+    _, _, made = _build(app, tmp_path / "a.tgz", cache_dir)
+    layers = cache_dir / "layers"
+    previous = layers / (made.pop() if made else _current_layer(cache_dir, app))
+    index_before = _contents(previous)
+
+    (app / "requirements.txt").write_text(REQUIREMENTS["added"])
+    sha, log, (added,) = _build(app, tmp_path / "added.tgz", cache_dir)
+    assert sha == clean["added"]
+    assert any("Reusing 3 of the previous layer's 3 packages" in line
+               and "installing 1" in line for line in log), log
+    six = "lib/python3.12/site-packages/six.py"
+    assert (layers / added / "tree" / six).stat().st_ino == (previous / "tree" / six).stat().st_ino
+    assert Cache(cache_dir).verify(_layer(cache_dir, previous)) == []
+    assert _contents(previous) == index_before  # ctimes aside: linking moves them
+
+    (app / "requirements.txt").write_text(REQUIREMENTS["changed"])
+    sha, log, (changed,) = _build(app, tmp_path / "changed.tgz", cache_dir)
+    assert sha == clean["changed"]
+    assert any("Reusing 2 of the previous layer's 4 packages" in line
+               and "installing 1" in line for line in log), log
+    index = read_index(layers / changed / "files.json")
+    assert index is not None
+    assert not any(rel.startswith("lib/python3.12/site-packages/packaging")
+                   for rel in index["files"])
+
+    # Another directory of the same app (a build directory made afresh, as Dokku's):
+    # built from the nearest layer of the same runtime and installer.
+    other = make_app(tmp_path / "other", {**base, "requirements.txt":
+                                          REQUIREMENTS["changed"] + "packaging==24.2\n"})
+    _, log, _ = _build(other, tmp_path / "other.tgz", cache_dir)
+    assert any("Reusing" in line and "installing 1" in line for line in log), log
+
+    # The app directory's own previous layer gone: the nearest one still serves.
+    shutil.rmtree(layers / changed)
+    (app / "requirements.txt").write_text("# incremental layer test\nsix==1.17.0\n")
+    _, log, _ = _build(app, tmp_path / "again.tgz", cache_dir)
+    assert any("Reusing" in line and "installing 0" in line for line in log), log
+
+
+def _contents(layer: Path) -> dict:
+    index = read_index(layer / "files.json")
+    assert index is not None
+    return {rel: entry[:4] for rel, entry in index["files"].items()}
+
+
+def _current_layer(cache_dir: Path, app: Path) -> str:
+    """The layer the history names for ``app`` (when it was in the cache already)."""
+    from slugbuild.dependencies import _history_path
+
+    inputs = json.loads(_history_path(Cache(cache_dir), app).read_text())
+    return incremental.layer_key_of(inputs)[:24]
+
+
+def _layer(cache_dir: Path, path: Path):
+    manifest = json.loads((path / "manifest.json").read_text())
+    layer = Cache(cache_dir).lookup("layers", path.name, manifest["key"])
+    assert layer is not None
+    return layer
+
+
+@pytest.mark.slow
+def test_a_previous_layer_changed_in_place_is_not_built_onto(tmp_path):
+    """A file of the previous layer written through a hard link, its size and mtime
+    put back (only its ctime and bytes tell): the new layer is installed clean,
+    never carrying the changed bytes. (A cache of its own: the file is also uv's
+    cached one, shared with every layer holding it.)"""
+    cache_dir = tmp_path / "cache"
+    base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
+    first = "# incremental layer tamper test\nsix==1.17.0\n"
+    app = make_app(tmp_path / "app", {**base, "requirements.txt": first})
+    _build(app, tmp_path / "a.tgz", cache_dir)
+    previous = cache_dir / "layers" / _current_layer(cache_dir, app)
+    six = previous / "tree/lib/python3.12/site-packages/six.py"
+    original = six.read_bytes()
+    st = six.stat()
+    tampered = original.replace(b"Utilities", b"UTILITIES", 1)
+    assert tampered != original
+    with open(six, "r+b") as handle:  # in place: the same inode, as a hook writing through a link
+        handle.write(tampered)
+    os.utime(six, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    (app / "requirements.txt").write_text(first + "idna==3.10\n")
+    _, log, (made,) = _build(app, tmp_path / "b.tgz", cache_dir)
+    # Installed again (the log says why), or built from another layer (the nearest
+    # after this app's own): never from the changed one.
+    assert not any("Reusing" in line and f"(layer {previous.name[:12]})" in line
+                   for line in log), log
+    assert any("Reusing" in line for line in log) or any(
+        "Installing every package again:" in line
+        and "six.py of the previous layer changed" in line for line in log), log
+    built = cache_dir / "layers" / made / "tree/lib/python3.12/site-packages/six.py"
+    assert built.read_bytes() == original
