@@ -268,7 +268,11 @@ def test_files_lost_from_uvs_cache_or_a_layer_are_installed_again(tmp_path):
     for path in (cache / "uv").rglob("six.py"):
         path.unlink()
     other = make_app(tmp_path / "other", {**SMALL_APP, "requirements.txt": "six==1.17.0\n"})
-    stderr = _ok(_compile(other, tmp_path / "other.tgz", cache))
+    # A clean install (not one built from the app's layer, which would take six from
+    # that verified layer and never read uv's cache).
+    clean = {**os.environ, "SLUGBUILD_INCREMENTAL": "0"}
+    stderr = _ok(run_cli("compile", other, "-o", tmp_path / "other.tgz", "--cache-dir", cache,
+                         env=clean))
     assert "Files of six in uv's cache are missing or differ" in stderr
     assert "(first: six.py)" in stderr
     assert _members(tmp_path / "other.tgz")[f"{SITE}/six.py"] == six

@@ -118,6 +118,8 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
                         plan: InstallPlan, own_tree: bool, local_packages: bool) -> str | None:
     """Why a layer keyed by ``inputs`` cannot start from the one keyed by ``previous``
     (None: it can)."""
+    if os.environ.get("SLUGBUILD_INCREMENTAL", "1").strip() in ("0", ""):
+        return "SLUGBUILD_INCREMENTAL=0"
     if previous is None:
         return "no previous layer of this app"
     if not own_tree:

@@ -44,7 +44,7 @@ from ..arguments import (
     port_number,
     positive_seconds,
 )
-from ..proc import COOKIE_VARIABLE, kill_marked
+from ..process_cookie import COOKIE_VARIABLE, kill_marked
 from ..release import ReleaseInfo, slug_release
 from ..textfiles import best_effort_decode, decimal
 from .archive import SlugArchive, SlugLimits
@@ -250,7 +250,7 @@ def process_argv(command: str) -> list[str]:
     return ["bash", "-c", PROCESS_SCRIPT, "slugbuild-process", command]
 
 
-# The environment cookie of each process started (proc.COOKIE_VARIABLE), by its group:
+# The environment cookie of each process started (process_cookie.COOKIE_VARIABLE), by its group:
 # what it started in a session of its own (``setsid``) is stopped with the group, as
 # everything in a dyno stops with the dyno.
 _COOKIES: dict[int, str] = {}
