@@ -35,10 +35,11 @@ So nothing is guessed from the previous requirements:
 
 Where the difference cannot be computed safely, the layer is installed clean
 (the log says why): another installer than uv, an export with unhashed
-URLs (VCS references), a layer installed into the build's prefix, local packages or editables, a previous
-layer whose inputs differ in anything but the requirements files, a previous
-file no single distribution's RECORD lists (or a pyc of one), a distribution
-that installs over another's path, host paths in the previous layer, a
+URLs (VCS references), a layer installed into the build's prefix, local
+packages or editables, a previous layer whose inputs differ in anything but
+the requirements files, a previous file no single distribution's RECORD lists
+(or a pyc of one), a distribution that installs over another's path, host
+paths in the previous layer, a
 previous file changed (or gone) since its files.json, uv planning to remove or
 replace something, or a resolution that moved between the dry run and the
 install.
