@@ -232,3 +232,16 @@ def test_a_lock_with_one_more_package_builds_from_the_previous_layer(
     assert len(made) == 1
     assert any("Reusing" in line and "installing 1" in line for line in log), log
     assert sha == clean
+
+
+def test_the_exported_locks_of_uv_installs_may_build_from_the_previous_layer():
+    for manager in ("pipenv", "poetry", "uv"):
+        plan = InstallPlan(name=manager, tool="uv", version="x", key_files=())
+        assert incremental.why_not_incremental(INPUTS, INPUTS, plan, True, False) is None
+    # Which cached layer is nearest is judged by the projects the lock pins.
+    from slugbuild.dependencies import _locked_names
+
+    assert "flask" in _locked_names(FIXTURE_APPS / "flask-pipenv", "Pipfile.lock")
+    assert "falcon" in _locked_names(FIXTURE_APPS / "poetry-falcon", "poetry.lock")
+    assert "bottle" in _locked_names(FIXTURE_APPS / "uv-bottle", "uv.lock")
+    assert _locked_names(FIXTURE_APPS / "uv-bottle", "missing.lock") == set()
