@@ -29,6 +29,7 @@ addressed by tag, both verifying every blob's digest on read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -465,11 +466,16 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
-    for rel in [*files, *symlinks, *dirs]:  # nothing is placed below a symlink
+    every = [*files, *symlinks, *dirs]
+    if len(set(every)) != len(every):  # one path, one kind: else unpacking it fails midway
+        raise ArtifactInvalid("its file index lists a path twice")
+    for rel in every:  # nothing is placed below a symlink, nor below a file
         parts = rel.split("/")
         for depth in range(1, len(parts)):
-            if "/".join(parts[:depth]) in symlinks:
-                raise ArtifactInvalid(f"{rel} lies below the symlink {'/'.join(parts[:depth])}")
+            above = "/".join(parts[:depth])
+            if above in symlinks or above in files:
+                kind = "symlink" if above in symlinks else "file"
+                raise ArtifactInvalid(f"{rel} lies below the {kind} {above}")
     return files, symlinks, dirs
 
 
@@ -769,7 +775,12 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
-        raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
+        try:
+            raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
+        except OSError as exc:
+            if exc.errno not in _ENTRY_ERRNOS:
+                raise  # this machine's (a full disk): the caller's to report
+            raise ArtifactInvalid(f"its files cannot be made here ({exc.strerror})") from exc
         host_paths = _host_paths(fetched.index.get("host_paths"), files)
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
@@ -794,6 +805,14 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
     return layer
+
+
+# What writing an entry's files fails with when the entry itself is at fault (a name
+# too long for this file system, a path listed as two things): the entry is not used,
+# the registry or store stays usable. Others (a full disk, no permission) are this
+# machine's.
+_ENTRY_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                           errno.ELOOP, errno.EINVAL, errno.EILSEQ})
 
 
 def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str]) -> None:
