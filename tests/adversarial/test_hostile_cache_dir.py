@@ -1,0 +1,72 @@
+"""A cache directory that is a hostile tree (restored from a CI cache archive, or
+shared): symlinks planted where slugbuild expects its own directories and lock files.
+``cache list/prune`` never reach through one (before, ``layers -> /srv`` had prune
+delete what it named), and no lock file is opened through one (before, a build
+created, and stamped the time of, whatever file ``locks/open.lock`` named)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from slugbuild.cache import Cache, open_lock
+from slugbuild.cache_admin import all_entries, prune
+
+
+def _layer_like(directory: Path) -> Path:
+    (directory / "tree").mkdir(parents=True)
+    (directory / "tree" / "precious").write_text("not the cache's\n")
+    (directory / "manifest.json").write_text(json.dumps({"key": "k" * 64}))
+    return directory
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> tuple[Cache, Path]:
+    outside = tmp_path / "outside"
+    cache = Cache(tmp_path / "cache")
+    for kind in ("layers", "tools"):
+        if (cache.root / kind).exists():
+            os.rmdir(cache.root / kind)
+        _layer_like(outside / kind / "victim")
+        os.symlink(outside / kind, cache.root / kind)  # a kind directory that is a link
+    (cache.root / "runtimes").mkdir(exist_ok=True)
+    os.symlink(_layer_like(outside / "one-layer"), cache.root / "runtimes" / "linked")
+    (cache.root / "pyc" / "ab").mkdir(parents=True)
+    os.symlink(_layer_like(outside / "pyc-entry"), cache.root / "pyc" / "ab" / "cd")
+    os.symlink(outside, cache.root / "uv-linked")  # an unknown store that is a link
+    return cache, outside
+
+
+def test_prune_never_removes_what_a_symlink_in_the_cache_names(
+        planted: tuple[Cache, Path]) -> None:
+    cache, outside = planted
+    before = sorted(str(p.relative_to(outside)) for p in outside.rglob("*"))
+    entries, _ = all_entries(cache)
+    assert not [entry for entry in entries if entry.kind in ("layers", "tools", "runtimes")]
+    prune(cache, older_than_days=0, max_size=0)
+    assert sorted(str(p.relative_to(outside)) for p in outside.rglob("*")) == before
+    assert (outside / "layers" / "victim" / "tree" / "precious").is_file()
+
+
+@pytest.mark.parametrize("lock", ["open.lock", "links.lock", "use-runtimes-x.lock",
+                                  "runtimes-x.lock"])
+def test_a_lock_file_that_is_a_symlink_is_not_opened(tmp_path: Path, lock: str) -> None:
+    cache = Cache(tmp_path / "cache")
+    target = tmp_path / "etc-nologin"  # as root, an empty /etc/nologin stops logins
+    path = cache.root / "locks" / lock
+    path.unlink(missing_ok=True)
+    os.symlink(target, path)
+    with pytest.raises(OSError):
+        open_lock(path).close()
+    again = Cache(tmp_path / "cache")  # takes locks/open.lock (unprotected when it cannot)
+    again.hold_use("runtimes", "x")
+    again.release_uses()
+    with contextlib.suppress(OSError), again.exclusive_links():
+        pass
+    with contextlib.suppress(OSError), again.lock("runtimes", "x"):
+        pass
+    assert not target.exists()
