@@ -5,9 +5,13 @@ gigabytes of memory; credentials never follow a redirect to another host."""
 
 from __future__ import annotations
 
+import base64
 import http.server
+import io
 import json
 import socketserver
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from slugbuild import errors
+from slugbuild.oci.commands import read_password
 from slugbuild.oci.credentials import Credentials
 from slugbuild.oci.image import OCI_MANIFEST, read_image
 from slugbuild.oci.reference import parse_image_reference
@@ -145,3 +150,46 @@ def test_a_manifest_with_a_malformed_digest_is_image_unreadable(tmp_path: Path,
             read_image(reference, blob_dir=tmp_path / "blobs")
     assert raised.value.code == errors.IMAGE_UNREADABLE.code
     assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []
+
+
+@pytest.mark.parametrize("password", ["pässwörd", "ключ-токен", "p\u2028w"])
+def test_a_password_outside_latin1_reaches_a_token_realm_as_utf8(password: str) -> None:
+    # requests encodes a str pair as Latin-1: a UnicodeEncodeError (an internal error)
+    # for any other password, where Docker and the Basic path send UTF-8.
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/token"):
+            return fixed(200, b'{"token": "t"}')(handler)
+        if handler.headers.get("Authorization") == "Bearer t":
+            return fixed(200, b'{"tags": []}')(handler)
+        port = handler.server.server_address[1]
+        return fixed(401, b"{}", {"WWW-Authenticate":
+                                  f'Bearer realm="http://127.0.0.1:{port}/token"'})(handler)
+    with serving(server(answer)) as made:
+        assert client(made, credentials=Credentials("me", password)).list_tags() == []
+    sent = base64.b64encode(f"me:{password}".encode()).decode()
+    assert f"Basic {sent}" in made.seen_authorization
+
+
+@pytest.mark.parametrize(("stdin", "reason"), [
+    (b"x" * (70 * 1024), "longer than 64 KiB"),
+    (b"\xff\xfe-not-utf8\n", "not UTF-8"),
+    (b"pass\0word\n", "NUL"),
+])
+def test_a_password_on_stdin_that_cannot_be_one_is_one_clear_error(
+        tmp_path: Path, stdin: bytes, reason: str) -> None:
+    # `yes | slugbuild ... --registry-password-stdin` read everything into memory; bytes
+    # that are not UTF-8 became surrogates that failed where the password was sent.
+    done = subprocess.run(
+        [sys.executable, "-m", "slugbuild", "cache", "export", "docker://127.0.0.1:9/x",
+         "--cache-dir", str(tmp_path / "cache"), "--registry-user", "ci",
+         "--registry-password-stdin"], input=stdin, capture_output=True, timeout=60)
+    assert done.returncode != 0
+    stderr = done.stderr.decode()
+    assert "registry-credentials-invalid" in stderr and reason in stderr
+    assert "Traceback" not in stderr
+    assert not any(shown in stderr for shown in ("xxxxxxxx", "-not-utf8", "pass\0word"))
+
+
+def test_one_trailing_newline_is_dropped_from_the_stdin_password() -> None:
+    assert read_password(io.TextIOWrapper(io.BytesIO("tökén\r\n".encode()))) == "tökén"
+    assert read_password(io.StringIO("a b\n")) == "a b"

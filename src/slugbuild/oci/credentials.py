@@ -248,7 +248,8 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason="its answer is not JSON with Username and Secret",
             **where) from None
-    if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+    if not isinstance(user, str) or not isinstance(secret, str) or not secret \
+            or not _encodable(user, secret):
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason="its answer is not JSON with Username and Secret",
             **where)
@@ -294,5 +295,18 @@ def _entry_credentials(entry: dict[str, Any], path: Path, host: str) -> Credenti
         return Credentials(user, password)
     name, secret = entry.get("username"), entry.get("password")
     if isinstance(name, str) and name and isinstance(secret, str):
+        if not _encodable(name, secret):
+            raise errors.REGISTRY_CREDENTIALS_INVALID.error(
+                variant="bad-entry", path=str(path), host=host)
         return Credentials(name, secret)
     return None
+
+
+def _encodable(*texts: str) -> bool:
+    """Whether every text is sendable as UTF-8 (JSON may hold lone surrogates)."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -450,7 +450,10 @@ class RegistryClient:
         if "service" in params:
             query.append(("service", params["service"]))
         query += [("scope", scope) for scope in scopes]
-        auth = (self.credentials.username, self.credentials.password) \
+        # As bytes: requests encodes a str pair as Latin-1 (a UnicodeEncodeError for
+        # any other password); Docker, and the Basic path above, send UTF-8.
+        auth = requests.auth.HTTPBasicAuth(self.credentials.username.encode(),
+                                           self.credentials.password.encode()) \
             if self.credentials is not None else None
 
         def fetch() -> requests.Response:
