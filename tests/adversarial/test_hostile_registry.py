@@ -83,8 +83,9 @@ def server(answer: Callable[..., None]) -> _Server:
 
 
 def client(made: _Server, **options: object) -> RegistryClient:
+    options.setdefault("timeout", 20)
     return RegistryClient(f"127.0.0.1:{made.server_address[1]}", "app", attempts=1,
-                          timeout=20, **options)  # type: ignore[arg-type]
+                          **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("status", [200, 500])
@@ -193,3 +194,22 @@ def test_a_password_on_stdin_that_cannot_be_one_is_one_clear_error(
 def test_one_trailing_newline_is_dropped_from_the_stdin_password() -> None:
     assert read_password(io.TextIOWrapper(io.BytesIO("tökén\r\n".encode()))) == "tökén"
     assert read_password(io.StringIO("a b\n")) == "a b"
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "-0.5"])
+def test_a_registry_timeout_that_is_not_seconds_is_invalid_limit(tmp_path: Path,
+                                                                 timeout: str) -> None:
+    # requests raised ValueError for these: an internal error after the build's work.
+    done = subprocess.run(
+        [sys.executable, "-m", "slugbuild", "cache", "export", "docker://127.0.0.1:9/x",
+         "--cache-dir", str(tmp_path / "cache"), "--registry-timeout", timeout],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "invalid-limit" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("timeout", [0, float("inf"), 1e10])
+def test_a_registry_timeout_of_none_or_beyond_a_socket_is_no_limit(timeout: float) -> None:
+    # socket.settimeout(inf or 1e10) is an OverflowError: such a limit is "none".
+    with serving(server(fixed(200, b'{"tags": ["a"]}'))) as made:
+        assert client(made, timeout=timeout).list_tags() == ["a"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import errors
+from ..arguments import request_timeout
 from ..log import Reporter
 from ..slug_size import human
 from .assemble import ImageResult, build_image, rebase_image
@@ -53,7 +54,8 @@ def registry_options(args: argparse.Namespace, stdin: TextIO | None = None) -> R
     if args.registry_password_stdin:
         password = read_password(stdin or sys.stdin)
     return RegistryOptions(user=args.registry_user, password=password,
-                           insecure=args.insecure_registry, timeout=args.registry_timeout)
+                           insecure=args.insecure_registry,
+                           timeout=request_timeout(args.registry_timeout))
 
 
 # Bytes of standard input read as the registry password: tokens (a cloud's registry

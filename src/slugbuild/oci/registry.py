@@ -32,6 +32,7 @@ from typing import IO, Any, TypeVar
 import requests
 
 from .. import errors
+from ..arguments import request_timeout
 from ..redact import register_secrets
 from ..retry import GaveUp, backoff, retrying
 from .credentials import Credentials
@@ -121,7 +122,7 @@ class RegistryClient:
         self.repository = repository
         self.credentials = credentials
         self.insecure = insecure
-        self.timeout = timeout
+        self.timeout = request_timeout(timeout)  # a NaN or negative one: invalid-limit
         self.attempts = attempts
         scheme = "http" if insecure or is_loopback(host) else "https"
         self.base_url = f"{scheme}://{api_host(host)}"
