@@ -828,6 +828,21 @@ def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str])
         raise ArtifactInvalid("its delta.json is malformed") from exc
     if sorted(listed["files"]) != sorted(files) or sorted(listed["symlinks"]) != sorted(symlinks):
         raise ArtifactInvalid("its delta.json does not list the files its tree holds")
+    for rel in (rel for paths in listed.values() for rel in paths):
+        if in_python_home(rel):
+            raise ArtifactInvalid(f"its delta.json names {rel}, in the Python prefix")
+
+
+# Where the runtime and dependency layers are mounted in a build directory (shown by a
+# view while a collectstatic output is applied: links to the cached trees).
+PYTHON_HOME = ".heroku/python"
+
+
+def in_python_home(rel: str) -> bool:
+    """Whether a build-relative path is the Python prefix, inside it, or holds it
+    (``.heroku``): no collectstatic output may change those (static_reuse.py)."""
+    return rel == PYTHON_HOME or rel.startswith(PYTHON_HOME + "/") \
+        or PYTHON_HOME.startswith(rel + "/")
 
 
 def _safe_name(name: str) -> str:
