@@ -414,7 +414,7 @@ def fetch_check(store: Store, space: str, digest: str,
             raise malformed
         data = store.get_blob(str(descriptor["digest"]), size)
         record = json.loads(data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nested past the limit
         raise malformed from exc
     if not isinstance(record, dict):
         raise malformed

@@ -158,3 +158,28 @@ def test_a_name_too_long_for_this_file_system_is_the_entrys_fault(tmp_path: Path
     with pytest.raises(ArtifactInvalid, match="cannot be made here"):
         materialise(Cache(tmp_path / "cache"),
                     entry([GOOD, member(f"./{long}", data=b"")], {**LISTED, long: b""}))
+
+
+class _OneManifest:
+    """A store holding one manifest under every tag (and no blobs)."""
+
+    def __init__(self, manifest: bytes) -> None:
+        self.manifest = manifest
+
+    def get_manifest(self, tag: str) -> bytes:
+        return self.manifest
+
+    def get_blob(self, digest: str, size: int) -> bytes:
+        raise ArtifactInvalid("no such blob")
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 100000 + b"]" * 100000,
+                                      b'{"config": ' + b"[" * 100000 + b"]" * 100000 + b"}"])
+def test_a_deeply_nested_check_record_is_malformed_not_a_crash(manifest: bytes) -> None:
+    # A passed import check travels as a manifest of its own (importcheck.py): nested
+    # past the recursion limit, it was a RecursionError that failed the build.
+    store = _OneManifest(manifest)
+    with pytest.raises(ArtifactInvalid):
+        layer_artifact.fetch_check(store, "sb1-test", "d" * 64)  # type: ignore[arg-type]
+    with pytest.raises(ArtifactInvalid):
+        layer_artifact.fetch_artifact(store, "sb1-test", "static", "k")  # type: ignore[arg-type]
