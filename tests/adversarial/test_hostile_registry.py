@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from slugbuild import errors
+from slugbuild.cache_registry import readonly_from_env
 from slugbuild.oci.commands import read_password
 from slugbuild.oci.credentials import Credentials
 from slugbuild.oci.image import OCI_MANIFEST, read_image
@@ -213,3 +214,12 @@ def test_a_registry_timeout_of_none_or_beyond_a_socket_is_no_limit(timeout: floa
     # socket.settimeout(inf or 1e10) is an OverflowError: such a limit is "none".
     with serving(server(fixed(200, b'{"tags": ["a"]}'))) as made:
         assert client(made, timeout=timeout).list_tags() == ["a"]
+
+
+@pytest.mark.parametrize(("value", "readonly"), [
+    ("1", True), ("true", True), ("on", True), ("y", True), ("ture", True), (" YES ", True),
+    ("", False), ("0", False), ("false", False), ("no", False), ("off", False),
+])
+def test_the_readonly_variable_fails_safe(value: str, readonly: bool) -> None:
+    # It guards untrusted builds: only an explicit no lets them push ("on" used to).
+    assert readonly_from_env(value) is readonly
