@@ -29,6 +29,7 @@ from typing import Any
 
 from . import errors
 from .cache import Cache, Layer
+from .envflag import FALSE_WORDS
 from .layer_artifact import (
     MANIFEST_TYPE,
     ArtifactInvalid,
@@ -277,15 +278,11 @@ def from_settings(reference: str | None, readonly: bool | None, platform_key: st
     return remote
 
 
-# The values of SLUGBUILD_CACHE_REGISTRY_READONLY that allow pushing.
-_PUSHING = frozenset({"", "0", "false", "no", "off"})
-
-
 def readonly_from_env(value: str) -> bool:
     """Whether SLUGBUILD_CACHE_REGISTRY_READONLY asks for read-only: any value but an
     explicit no (``0``, ``false``, ``no``, ``off``, empty). It guards untrusted builds,
     so a value it does not know (``on``, ``y``, a typo) must not turn pushing on."""
-    return value.strip().lower() not in _PUSHING
+    return value.strip().lower() not in FALSE_WORDS
 
 
 class _Unusable:

@@ -74,6 +74,7 @@ from .cache import (
     read_index,
     stat_key,
 )
+from .envflag import env_flag
 from .installers import Installer, InstallJob, InstallPlan
 from .installers import uv as uv_installer
 from .installers.ranges import constraints_text
@@ -118,7 +119,7 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
                         plan: InstallPlan, own_tree: bool, local_packages: bool) -> str | None:
     """Why a layer keyed by ``inputs`` cannot start from the one keyed by ``previous``
     (None: it can)."""
-    if os.environ.get("SLUGBUILD_INCREMENTAL", "1").strip() in ("0", ""):
+    if not env_flag("SLUGBUILD_INCREMENTAL", unset=True, unknown=True, empty=False):
         return "SLUGBUILD_INCREMENTAL=0"
     if previous is None:
         return "no previous layer of this app"
