@@ -282,7 +282,8 @@ def readonly_from_env(value: str) -> bool:
     """Whether SLUGBUILD_CACHE_REGISTRY_READONLY asks for read-only: any value but an
     explicit no (``0``, ``false``, ``no``, ``off``, empty). It guards untrusted builds,
     so a value it does not know (``on``, ``y``, a typo) must not turn pushing on."""
-    return value.strip().lower() not in FALSE_WORDS
+    text = value.strip().lower()
+    return bool(text) and text not in FALSE_WORDS
 
 
 class _Unusable:
