@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import make_app, run_cli
+from ..helpers import make_app, run_cli, stealth_edit_hook
 
 PY = "python3.12"
 SITE = f".heroku/python/lib/{PY}/site-packages"
@@ -24,16 +24,7 @@ BASE = {
 # Changed: one more pin, so the nearest layer (the editor's) is built onto.
 CHANGED = {**BASE, "requirements.txt": "six==1.17.0\nidna==3.10\ntyping_extensions==4.12.2\n"}
 
-STEALTH_EDIT = (
-    "#!/usr/bin/env python3\n"
-    "import os\n"
-    f"p = '{SITE}/six.py'\n"
-    "st = os.stat(p)\n"
-    "with open(p, 'r+b') as f:\n"
-    "    f.write(b'raise SystemExit(\"POISONED\")#')\n"
-    "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))\n"
-    f"os.unlink('{SITE}/idna/codec.py')\n"
-)
+STEALTH_EDIT = stealth_edit_hook(f"{SITE}/six.py", f"os.unlink('{SITE}/idna/codec.py')\n")
 
 
 def _compile(app: Path, out: Path, cache: Path) -> str:
