@@ -70,3 +70,26 @@ def test_a_lock_file_that_is_a_symlink_is_not_opened(tmp_path: Path, lock: str) 
     with contextlib.suppress(OSError), again.lock("runtimes", "x"):
         pass
     assert not target.exists()
+
+
+NESTED = "[" * 100000 + "]" * 100000
+
+
+def test_nested_json_in_the_caches_hints_is_no_hint(tmp_path: Path) -> None:
+    # history/ (the rebuild hint and the incremental path's previous layer) and a
+    # layer's manifest.json as the nearest-layer search reads them: nested past the
+    # recursion limit they were a RecursionError, every build an input-too-deep error.
+    from slugbuild import incremental
+    from slugbuild.dependencies import _explain_rebuild, _history_path
+    from slugbuild.log import Reporter
+
+    cache = Cache(tmp_path / "cache")
+    history = _history_path(cache, tmp_path / "app")
+    history.parent.mkdir(parents=True, exist_ok=True)
+    history.write_text(NESTED)
+    assert incremental.previous_inputs(history) is None
+    _explain_rebuild(cache, tmp_path / "app", {}, Reporter(quiet=True))
+    layer = cache.root / "layers" / "x"
+    (layer / "tree").mkdir(parents=True)
+    (layer / "manifest.json").write_text(NESTED)
+    assert incremental.nearest_inputs(cache, {}, "python3.12", set()) is None
