@@ -175,7 +175,7 @@ def local_layers(cache: Cache, kinds: tuple[str, ...] = LISTED_KINDS,
             try:
                 manifest = json.loads((path / MANIFEST).read_text())
                 key = str(manifest["key"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue
             size, _, inodes = usage.measure((path,))
             found.append(CacheEntry(kind, path.name, key, path, size,

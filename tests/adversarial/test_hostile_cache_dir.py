@@ -93,3 +93,20 @@ def test_nested_json_in_the_caches_hints_is_no_hint(tmp_path: Path) -> None:
     (layer / "tree").mkdir(parents=True)
     (layer / "manifest.json").write_text(NESTED)
     assert incremental.nearest_inputs(cache, {}, "python3.12", set()) is None
+
+
+def test_nested_records_beside_a_layer_are_read_as_absent(tmp_path: Path) -> None:
+    # A pulled layer's ELF facts and size breakdown come from its registry entry and
+    # are kept beside its part: parsed at the pull, read again deeper in the build,
+    # where the recursion limit is nearer. Nested past it, a record is absent (read
+    # again from the tree, measured again), never a RecursionError.
+    from slugbuild import slug_size, stack_compat
+
+    record = tmp_path / "stack-requirements.json"
+    record.write_text(NESTED)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    assert stack_compat._layer_elf_files(tree, record) == ([], [])
+    measure = tmp_path / "part.measure.json"
+    measure.write_text(NESTED)
+    assert slug_size._kept_measure(measure, "ab" * 32, 10) is None
