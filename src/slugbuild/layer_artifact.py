@@ -366,12 +366,32 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
         config, index = json.loads(blobs[0]), json.loads(blobs[2])
     except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
-    if not isinstance(config, dict) or not isinstance(index, dict):
+    if not isinstance(config, dict) or not isinstance(index, dict) \
+            or _too_deep(config) or _too_deep(index):
         raise ArtifactInvalid("its metadata is malformed")
     if (config.get("format"), config.get("namespace"), config.get("kind"), config.get("key")) \
             != (ARTIFACT_FORMAT, space, kind, key):
         raise ArtifactInvalid("it is the entry of another key, platform or format")
     return Fetched(config, index, blobs[1])
+
+
+# How deep an artifact's config and index may nest (slugbuild's own are 4 deep). Parts
+# of them are written beside the layer and read again deeper in a build, where a
+# document that parsed at the pull would be a RecursionError.
+MAX_METADATA_DEPTH = 32
+
+
+def _too_deep(document: Any, limit: int = MAX_METADATA_DEPTH) -> bool:
+    """Whether ``document`` nests lists and objects deeper than ``limit`` (iterative)."""
+    pending = [(document, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1)
+                           for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _check_tag(space: str, digest: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,44 @@ def test_a_deeply_nested_check_record_is_malformed_not_a_crash(manifest: bytes) 
         layer_artifact.fetch_check(store, "sb1-test", "d" * 64)  # type: ignore[arg-type]
     with pytest.raises(ArtifactInvalid):
         layer_artifact.fetch_artifact(store, "sb1-test", "static", "k")  # type: ignore[arg-type]
+
+
+def _nested(depth: int) -> Any:
+    document: Any = []
+    for _ in range(depth):
+        document = [document]
+    return document
+
+
+def test_metadata_nested_deeper_than_slugbuilds_own_is_refused_at_the_pull(
+        tmp_path: Path) -> None:
+    # 900 levels parse at the pull, but the stack record or size breakdown written
+    # from them beside the layer was a RecursionError when dumped, or read again
+    # deeper in the build: refused where it arrives.
+    good = entry([GOOD], LISTED)
+    config = {**good.config, "part": {**good.config["part"], "stack": {"x": _nested(900)}}}
+    blobs = {}
+
+    def put(data: bytes) -> dict[str, Any]:
+        digest = layer_artifact.digest_of(data)
+        blobs[digest] = data
+        return {"mediaType": "", "digest": digest, "size": len(data)}
+
+    descriptors = [put(json.dumps(config).encode()), put(good.part),
+                   put(json.dumps(good.index).encode())]
+    for descriptor, media in zip(descriptors, (layer_artifact.CONFIG_TYPE,
+                                               layer_artifact.PART_TYPE,
+                                               layer_artifact.INDEX_TYPE)):
+        descriptor["mediaType"] = media
+    manifest = json.dumps({"config": descriptors[0], "layers": descriptors[1:]}).encode()
+
+    class Store:
+        def get_manifest(self, tag: str) -> bytes:
+            return manifest
+
+        def get_blob(self, digest: str, size: int) -> bytes:
+            return blobs[digest]
+
+    with pytest.raises(ArtifactInvalid, match="malformed"):
+        layer_artifact.fetch_artifact(Store(), "sb1-test", "runtimes",  # type: ignore[arg-type]
+                                      KEY)
