@@ -893,8 +893,8 @@ class LayoutStore:
         if create:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             layout = root / "oci-layout"
-            if not layout.exists():
-                layout.write_text('{"imageLayoutVersion":"1.0.0"}')
+            if not layout.is_file() or layout.is_symlink():  # never written through a link
+                write_bytes_atomic(layout, b'{"imageLayoutVersion":"1.0.0"}')
             if not (root / self.INDEX).exists():
                 self._write_index({"schemaVersion": 2, "manifests": []})
 

@@ -110,3 +110,18 @@ def test_nested_records_beside_a_layer_are_read_as_absent(tmp_path: Path) -> Non
     measure = tmp_path / "part.measure.json"
     measure.write_text(NESTED)
     assert slug_size._kept_measure(measure, "ab" * 32, 10) is None
+
+
+def test_cache_export_into_a_restored_directory_writes_through_no_link(tmp_path: Path) -> None:
+    # An export directory is what a CI cache action restores: a dangling oci-layout
+    # link planted there had the export create the file it named.
+    from slugbuild.layer_artifact import LayoutStore
+
+    target = tmp_path / "outside" / "planted"
+    target.parent.mkdir()
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "oci-layout").symlink_to(target)
+    LayoutStore(export, create=True)
+    assert not target.exists() and not (export / "oci-layout").is_symlink()
+    assert json.loads((export / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
