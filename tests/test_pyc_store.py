@@ -54,6 +54,32 @@ def test_a_stored_pyc_is_the_compiled_one_and_is_taken_while_intact(tmp_path):
     assert len(_entries(store)) == 2
 
 
+def test_a_stored_pyc_is_written_as_a_compiled_one(tmp_path):
+    """Taken from the store, a pyc gets the mode a compile gives it (the source's, less
+    execute bits) and replaces a pyc that is a hard link (to an installer's cache, say)
+    instead of writing through it: whether the store had it does not show."""
+    import os
+
+    python = local_interpreter("3.12")
+    store = tmp_path / "store"
+    source = "VALUE = 1\n"
+    modes = {}
+    for name in ("first", "second"):
+        app = make_app(tmp_path / name, {"pkg/mod.py": source})
+        (app / "pkg" / "mod.py").chmod(0o600)
+        if name == "second":  # the store holds it now
+            tag = next((tmp_path / "first").glob("pkg/__pycache__/mod.*.pyc")).name
+            elsewhere = tmp_path / "installer-cache.pyc"
+            elsewhere.write_bytes(b"an installer's own file")
+            (app / "pkg" / "__pycache__").mkdir()
+            os.link(elsewhere, app / "pkg" / "__pycache__" / tag)
+        data = _compile(python, app, store)
+        modes[name] = (data, next(app.glob("pkg/__pycache__/mod.*.pyc")).stat().st_mode)
+    assert modes["first"] == modes["second"]
+    assert modes["second"][1] & 0o777 == 0o600
+    assert elsewhere.read_bytes() == b"an installer's own file"
+
+
 @pytest.mark.slow
 def test_a_layer_rebuilt_for_an_added_pin_equals_a_clean_build(tmp_path):
     """The added-requirement build reuses stored pycs; its slug is byte-identical to a

@@ -398,9 +398,13 @@ def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
 # was copied from (or ""), the store of canonical pycs (or "") and the identity
 # of this script. Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
-import compileall, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
+import compileall, gc, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
 from importlib._bootstrap_external import _write_atomic as write_atomic
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+# Compiling and canonicalising make short-lived objects by the million but no
+# reference cycles (marshal_canon's closures let go of themselves): reference
+# counting frees them, and the cyclic collector would only rescan them.
+gc.disable()
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store, script_id = sys.argv[5], sys.argv[6]
 tag = sys.implementation.cache_tag
@@ -422,7 +426,14 @@ def stored(key):
         return None
     return data[:-32]
 
-made = set()  # the store's directories this process made or found
+made = set()  # directories (the store's, __pycache__) this process made or found
+
+def make_dir(directory):
+    # Once per directory and process, not once per file: mkdir of an existing
+    # directory is a failed system call, ~1,250 of them in a Django layer.
+    if directory not in made:
+        os.makedirs(directory, exist_ok=True)
+        made.add(directory)
 
 def keep(key, data):
     directory = os.path.join(store, key[:2])
@@ -503,7 +514,7 @@ def write_pyc(path, data):
         mode = os.stat(path).st_mode | 0o200
     except OSError:
         mode = 0o666
-    os.makedirs(os.path.dirname(pyc), exist_ok=True)
+    make_dir(os.path.dirname(pyc))
     write_atomic(pyc, data, mode)
 
 def process(item):
@@ -521,11 +532,11 @@ def process(item):
     if store and source is not None:
         key = stored_key(source, recorded)
         kept = stored(key)
-        if kept is not None:
-            pyc = importlib.util.cache_from_source(path)
-            os.makedirs(os.path.dirname(pyc), exist_ok=True)
-            with open(pyc, "wb") as handle:
-                handle.write(kept)
+        pyc = importlib.util.cache_from_source(path)
+        if kept is not None and not (
+                os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc))):
+            # As a compiled one is written: the same mode, never through a link.
+            write_pyc(path, kept)
             return
     if reuse and source is not None:
         code = reused(source, rel_dir, name)
@@ -548,8 +559,8 @@ def process(item):
             return  # not compiled: a syntax error, say
         header, body = data[:16], data[16:]
     else:
-        os.makedirs(os.path.dirname(importlib.util.cache_from_source(path)), exist_ok=True)
         pyc = importlib.util.cache_from_source(path)
+        make_dir(os.path.dirname(pyc))
         header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
                   + importlib.util.source_hash(source))
         body = b""
