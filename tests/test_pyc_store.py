@@ -34,24 +34,63 @@ def test_a_stored_pyc_is_the_compiled_one_and_is_taken_while_intact(tmp_path):
     compiled = _compile(python, one, store)
     assert compiled == _compile(python, plain, None)  # what the store keeps is what compiles
     (entry,) = _entries(store)
-    assert entry.read_bytes() == compiled + hashlib.sha256(compiled).digest()
+    # The entry is the layer's pyc itself (a hard link), named with its SHA-256.
+    assert entry.read_bytes() == compiled
+    assert entry.name.endswith("-" + hashlib.sha256(compiled).hexdigest())
+    assert entry.samefile(next(one.glob("pkg/__pycache__/mod.*.pyc")))
 
     # Taken from the store: a valid entry's bytes are what the next compile writes.
     marked = compiled[:-1] + bytes([compiled[-1] ^ 1])
-    entry.write_bytes(marked + hashlib.sha256(marked).digest())
+    entry.unlink()
+    entry = entry.with_name(f"{entry.name[:62]}-{hashlib.sha256(marked).hexdigest()}")
+    entry.write_bytes(marked)
+    entry.chmod(0o644)
     two = make_app(tmp_path / "two", {"pkg/mod.py": source})
     assert _compile(python, two, store) == marked
 
-    # A damaged entry (its SHA-256 does not match) is compiled again and replaced.
-    entry.write_bytes(marked + b"\0" * 32)
+    # A damaged entry (its SHA-256 is not the one its name holds: written through a
+    # layer's pyc, say) is compiled again and replaced.
+    entry.unlink()
+    entry = entry.with_name(f"{entry.name[:62]}-{hashlib.sha256(compiled).hexdigest()}")
+    entry.write_bytes(marked)
     three = make_app(tmp_path / "three", {"pkg/mod.py": source})
     assert _compile(python, three, store) == compiled
-    assert entry.read_bytes() == compiled + hashlib.sha256(compiled).digest()
+    assert entry.read_bytes() == compiled
 
     # Another source, another recorded path: other entries.
     four = make_app(tmp_path / "four", {"pkg/mod.py": source + "# more\n"})
     _compile(python, four, store)
     assert len(_entries(store)) == 2
+
+
+def test_a_write_through_a_layers_pyc_never_reaches_another_layer(tmp_path):
+    """A layer's pyc and its store entry are one file (hard links). A write through it
+    in place (a hook editing a file of the build directory, which links the layer's)
+    changes the entry's bytes but not the SHA-256 its name holds: the next compile
+    refuses the entry, compiles again and gets the clean bytes in a file of its own."""
+    python = local_interpreter("3.12")
+    store = tmp_path / "store"
+    source = "VALUE = 41\n"
+    one = make_app(tmp_path / "one", {"pkg/mod.py": source})
+    clean = _compile(python, one, store)
+    two = make_app(tmp_path / "two", {"pkg/mod.py": source})
+    assert _compile(python, two, store) == clean  # taken from the store: one file for all
+    (entry,) = _entries(store)
+    pyc_one = next(one.glob("pkg/__pycache__/mod.*.pyc"))
+    pyc_two = next(two.glob("pkg/__pycache__/mod.*.pyc"))
+    assert entry.samefile(pyc_one) and entry.samefile(pyc_two)
+
+    with pyc_one.open("r+b") as handle:  # in place, through the link
+        handle.seek(len(clean) - 2)
+        handle.write(b"\xff\xff")
+    three = make_app(tmp_path / "three", {"pkg/mod.py": source})
+    assert _compile(python, three, store) == clean
+    pyc_three = next(three.glob("pkg/__pycache__/mod.*.pyc"))
+    assert not pyc_three.samefile(pyc_one)
+    (entry,) = _entries(store)  # replaced by the clean one
+    assert entry.read_bytes() == clean and entry.samefile(pyc_three)
+    # The damaged layers keep their (damaged) file, for their files.json check to refuse.
+    assert pyc_two.read_bytes() != clean
 
 
 def test_a_stored_pyc_is_written_as_a_compiled_one(tmp_path):

@@ -415,16 +415,33 @@ identity = "\0".join([sys.version, tag, script_id]).encode()
 def stored_key(source, filename):
     return hashlib.sha256(identity + b"\0" + filename.encode() + b"\0" + source).hexdigest()
 
+umask = os.umask(0)
+os.umask(umask)
+listings = {}  # a store directory -> {key's rest: entry name}, listed once per process
+
 def stored(key):
-    # The pyc kept under key, if its trailing SHA-256 still matches its bytes.
+    # (path, bytes) of the pyc kept under key, if its bytes still have the SHA-256
+    # its name holds: an entry is the very file a layer's pyc is a hard link to.
+    directory = os.path.join(store, key[:2])
+    names = listings.get(directory)
+    if names is None:
+        try:
+            names = {n[:62]: n for n in os.listdir(directory) if len(n) == 127 and n[62] == "-"}
+        except OSError:
+            names = {}
+        listings[directory] = names
+    name = names.get(key[2:])
+    if name is None:
+        return None
+    entry = os.path.join(directory, name)
     try:
-        with open(os.path.join(store, key[:2], key[2:]), "rb") as handle:
+        with open(entry, "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    if len(data) < 48 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
+    if hashlib.sha256(data).hexdigest() != name[63:]:
         return None
-    return data[:-32]
+    return entry, data
 
 made = set()  # directories (the store's, __pycache__) this process made or found
 
@@ -435,26 +452,37 @@ def make_dir(directory):
         os.makedirs(directory, exist_ok=True)
         made.add(directory)
 
-def keep(key, data):
-    directory = os.path.join(store, key[:2])
-    temporary = os.path.join(directory, "%s.%d.tmp" % (key[2:], os.getpid()))
+def link_into_place(existing, target):
+    # A new name for ``existing`` renamed over ``target`` (never written through).
+    temporary = "%s.%d.tmp" % (target, os.getpid())
     try:
-        if directory not in made:
-            os.makedirs(directory, exist_ok=True)
-            made.add(directory)
-        try:
-            handle = open(temporary, "wb")
-        except FileNotFoundError:  # a cache prune took the directory meanwhile
-            os.makedirs(directory, exist_ok=True)
-            handle = open(temporary, "wb")
-        with handle:
-            handle.write(data + hashlib.sha256(data).digest())
-        os.replace(temporary, os.path.join(directory, key[2:]))
+        os.link(existing, temporary)
+        os.replace(temporary, target)
     except OSError:
         try:
             os.unlink(temporary)
         except OSError:
             pass
+        return False
+    return True
+
+def keep(key, data, pyc):
+    # The pyc just written (``data``) kept under key: a hard link to it named by key and
+    # SHA-256, not a second file. A write through either name shows as a digest that
+    # no longer matches (stored() refuses it; the layer's files.json check too).
+    directory = os.path.join(store, key[:2])
+    target = os.path.join(directory, "%s-%s" % (key[2:], hashlib.sha256(data).hexdigest()))
+    try:
+        make_dir(directory)
+    except OSError:
+        return
+    if not link_into_place(pyc, target):  # a cache prune took the directory meanwhile?
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            return
+        link_into_place(pyc, target)
+
 checked = py_compile.PycInvalidationMode.CHECKED_HASH
 code_type = type(compile("", "", "exec"))
 
@@ -510,12 +538,14 @@ def write_pyc(path, data):
     # As py_compile writes it: a new file renamed into place (never through a
     # link), with the source's mode less execute bits.
     pyc = importlib.util.cache_from_source(path)
-    try:
-        mode = os.stat(path).st_mode | 0o200
-    except OSError:
-        mode = 0o666
     make_dir(os.path.dirname(pyc))
-    write_atomic(pyc, data, mode)
+    write_atomic(pyc, data, pyc_mode(path))
+
+def pyc_mode(path):
+    try:
+        return os.stat(path).st_mode | 0o200
+    except OSError:
+        return 0o666
 
 def process(item):
     # One .py: its pyc from the store, else from the copied-from pyc's code where
@@ -535,8 +565,16 @@ def process(item):
         pyc = importlib.util.cache_from_source(path)
         if kept is not None and not (
                 os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc))):
-            # As a compiled one is written: the same mode, never through a link.
-            write_pyc(path, kept)
+            # The entry itself where it has the mode a compile would give the pyc,
+            # else written as a compiled one is: never through a link either way.
+            entry, data = kept
+            make_dir(os.path.dirname(pyc))
+            try:
+                same_mode = os.stat(entry).st_mode & 0o7777 == pyc_mode(path) & 0o666 & ~umask
+            except OSError:
+                same_mode = False
+            if not (same_mode and link_into_place(entry, pyc)):
+                write_pyc(path, data)
             return
     if reuse and source is not None:
         code = reused(source, rel_dir, name)
@@ -546,7 +584,7 @@ def process(item):
             data = made_now[0] + canonical_body(made_now[1])
             write_pyc(path, data)
             if key is not None:
-                keep(key, data)
+                keep(key, data, importlib.util.cache_from_source(path))
             return
     if code is None:
         compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
@@ -569,7 +607,7 @@ def process(item):
         with open(pyc, "wb") as handle:
             handle.write(header + canonical)
     if key is not None:
-        keep(key, header + canonical)
+        keep(key, header + canonical, pyc)
 
 items = []
 listed = len(sys.argv) > 7 and sys.argv[7] == "-"
@@ -610,10 +648,17 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
 
     ``store`` (the cache's ``pyc/``) keeps every canonical pyc written, keyed by
     the interpreter's full version, this compile script, the recorded path and
-    the source's bytes, with a SHA-256 of its own: a later compile of the same
-    file by the same interpreter takes it instead of compiling and
-    canonicalising again (a dependency layer rebuilt for one added package
-    compiles that package alone). The bytes are the ones a compile writes.
+    the source's bytes: a later compile of the same file by the same
+    interpreter takes it instead of compiling and canonicalising again (a
+    dependency layer rebuilt for one added package compiles that package
+    alone). The bytes are the ones a compile writes. An entry is a hard link
+    to the pyc it was written as (``pyc/<2 hex>/<62 hex of the key>-<SHA-256
+    of the bytes>``), and a pyc taken from the store is a hard link to the
+    entry where the modes agree: each pyc is one file, made once. Layers are
+    read-only; a write through any of the names anyway shows as bytes whose
+    SHA-256 is not the one the entry's name holds, which a lookup refuses
+    (the pyc is compiled again and the entry replaced), as the layer's own
+    files.json check refuses the layer.
 
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which
