@@ -64,33 +64,34 @@ def test_a_stored_pyc_is_the_compiled_one_and_is_taken_while_intact(tmp_path):
 
 
 def test_a_write_through_a_layers_pyc_never_reaches_another_layer(tmp_path):
-    """A layer's pyc and its store entry are one file (hard links). A write through it
-    in place (a hook editing a file of the build directory, which links the layer's)
-    changes the entry's bytes but not the SHA-256 its name holds: the next compile
-    refuses the entry, compiles again and gets the clean bytes in a file of its own."""
+    """A store entry is a hard link to the pyc of the layer that compiled it. A write
+    through that pyc in place (a hook editing a file of a build directory, which links
+    the layer's) changes the entry's bytes but not the SHA-256 its name holds: the next
+    compile refuses the entry and compiles again. A layer that took the pyc from the
+    store has a file of its own, which the write never reaches."""
     python = local_interpreter("3.12")
     store = tmp_path / "store"
     source = "VALUE = 41\n"
     one = make_app(tmp_path / "one", {"pkg/mod.py": source})
     clean = _compile(python, one, store)
     two = make_app(tmp_path / "two", {"pkg/mod.py": source})
-    assert _compile(python, two, store) == clean  # taken from the store: one file for all
+    assert _compile(python, two, store) == clean  # taken from the store
     (entry,) = _entries(store)
     pyc_one = next(one.glob("pkg/__pycache__/mod.*.pyc"))
     pyc_two = next(two.glob("pkg/__pycache__/mod.*.pyc"))
-    assert entry.samefile(pyc_one) and entry.samefile(pyc_two)
+    assert entry.samefile(pyc_one) and not pyc_two.samefile(pyc_one)
 
     with pyc_one.open("r+b") as handle:  # in place, through the link
         handle.seek(len(clean) - 2)
         handle.write(b"\xff\xff")
+    assert entry.read_bytes() != clean  # the entry is that very file
+    assert pyc_two.read_bytes() == clean
     three = make_app(tmp_path / "three", {"pkg/mod.py": source})
     assert _compile(python, three, store) == clean
     pyc_three = next(three.glob("pkg/__pycache__/mod.*.pyc"))
-    assert not pyc_three.samefile(pyc_one)
-    (entry,) = _entries(store)  # replaced by the clean one
+    (entry,) = _entries(store)  # replaced by the clean one, the new layer's pyc
     assert entry.read_bytes() == clean and entry.samefile(pyc_three)
-    # The damaged layers keep their (damaged) file, for their files.json check to refuse.
-    assert pyc_two.read_bytes() != clean
+    assert not pyc_three.samefile(pyc_one)
 
 
 def test_a_stored_pyc_is_written_as_a_compiled_one(tmp_path):

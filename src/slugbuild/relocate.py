@@ -415,13 +415,11 @@ identity = "\0".join([sys.version, tag, script_id]).encode()
 def stored_key(source, filename):
     return hashlib.sha256(identity + b"\0" + filename.encode() + b"\0" + source).hexdigest()
 
-umask = os.umask(0)
-os.umask(umask)
 listings = {}  # a store directory -> {key's rest: entry name}, listed once per process
 
 def stored(key):
-    # (path, bytes) of the pyc kept under key, if its bytes still have the SHA-256
-    # its name holds: an entry is the very file a layer's pyc is a hard link to.
+    # The pyc kept under key, if its bytes still have the SHA-256 its name holds:
+    # an entry is a hard link to the pyc of the layer that compiled it.
     directory = os.path.join(store, key[:2])
     names = listings.get(directory)
     if names is None:
@@ -441,7 +439,7 @@ def stored(key):
         return None
     if hashlib.sha256(data).hexdigest() != name[63:]:
         return None
-    return entry, data
+    return data
 
 made = set()  # directories (the store's, __pycache__) this process made or found
 
@@ -538,14 +536,12 @@ def write_pyc(path, data):
     # As py_compile writes it: a new file renamed into place (never through a
     # link), with the source's mode less execute bits.
     pyc = importlib.util.cache_from_source(path)
-    make_dir(os.path.dirname(pyc))
-    write_atomic(pyc, data, pyc_mode(path))
-
-def pyc_mode(path):
     try:
-        return os.stat(path).st_mode | 0o200
+        mode = os.stat(path).st_mode | 0o200
     except OSError:
-        return 0o666
+        mode = 0o666
+    make_dir(os.path.dirname(pyc))
+    write_atomic(pyc, data, mode)
 
 def process(item):
     # One .py: its pyc from the store, else from the copied-from pyc's code where
@@ -565,16 +561,10 @@ def process(item):
         pyc = importlib.util.cache_from_source(path)
         if kept is not None and not (
                 os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc))):
-            # The entry itself where it has the mode a compile would give the pyc,
-            # else written as a compiled one is: never through a link either way.
-            entry, data = kept
-            make_dir(os.path.dirname(pyc))
-            try:
-                same_mode = os.stat(entry).st_mode & 0o7777 == pyc_mode(path) & 0o666 & ~umask
-            except OSError:
-                same_mode = False
-            if not (same_mode and link_into_place(entry, pyc)):
-                write_pyc(path, data)
+            # Written as a compiled one is, from the bytes just checked: a file of this
+            # layer's own, never a link to the entry (which another layer's pyc is),
+            # so no write through another layer, at any moment, reaches this one.
+            write_pyc(path, kept)
             return
     if reuse and source is not None:
         code = reused(source, rel_dir, name)
@@ -652,13 +642,14 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     interpreter takes it instead of compiling and canonicalising again (a
     dependency layer rebuilt for one added package compiles that package
     alone). The bytes are the ones a compile writes. An entry is a hard link
-    to the pyc it was written as (``pyc/<2 hex>/<62 hex of the key>-<SHA-256
-    of the bytes>``), and a pyc taken from the store is a hard link to the
-    entry where the modes agree: each pyc is one file, made once. Layers are
-    read-only; a write through any of the names anyway shows as bytes whose
+    to the pyc it was compiled as (``pyc/<2 hex>/<62 hex of the key>-<SHA-256
+    of the bytes>``): a cold layer's pycs are made once, not twice. Layers are
+    read-only; a write through the layer's pyc anyway shows as bytes whose
     SHA-256 is not the one the entry's name holds, which a lookup refuses
     (the pyc is compiled again and the entry replaced), as the layer's own
-    files.json check refuses the layer.
+    files.json check refuses the layer. A pyc taken from the store is written
+    as a file of its own, from the bytes just checked, never linked: no layer
+    shares a pyc's inode with another through the store.
 
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which
