@@ -58,7 +58,7 @@ from .cache import (
     write_json_atomic,
 )
 from .cache_registry import pull_layer
-from .installers import Installer, InstallJob, InstallPlan, installer_for, ranges
+from .installers import Installer, InstallJob, InstallPlan, built_wheels, installer_for, ranges
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
@@ -383,18 +383,27 @@ def find_or_install(
     plan, files, baseline = planned.plan, list(planned.files), planned.baseline
     key, inputs, name = planned.key, planned.inputs, planned.name
     python_version = runtime["inputs"]["version"]
+    env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {})
+    layer = _cached_layer(cache, name, key, reporter)
+    if layer is not None and built_wheels.built_elsewhere(layer.manifest, env_sha256):
+        # Built from source in another environment: this one's has a key of its own.
+        reporter.detail(f"Not reusing dependency layer {name[:12]}: it was built from "
+                        f"source with other config vars or buildpack exports")
+        key, inputs = built_wheels.env_keyed(inputs, env_sha256)
+        name = key[:24]
+        layer = _cached_layer(cache, name, key, reporter)
     outcome = functools.partial(
         DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
         installer.name, plan.version, baseline=baseline, plan=plan)
-
-    layer = _cached_layer(cache, name, key, reporter)
     if layer is None:
         with cache.lock("layers", name):
             layer = _cached_layer(cache, name, key, reporter) or pull_layer(
                 cache, "layers", name, key, f"dependency layer {name[:12]}",
                 records.layer_problems, reporter)
+            if layer is not None and built_wheels.built_elsewhere(layer.manifest, env_sha256):
+                layer = None  # pulled or published meanwhile: another environment's
             if layer is None:
-                _explain_rebuild(cache, source_dir, inputs, reporter)
+                _explain_rebuild(cache, source_dir, planned.inputs, reporter)
                 if prefetch is not None:
                     prefetch.wait()
                 reporter.step(installing_step(plan, lock_file))
@@ -415,32 +424,43 @@ def find_or_install(
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
                     )
-                    previous = _previous_layer(cache, source_dir, inputs, plan, python_name,
-                                               into_prefix is None, reporter, builds_local,
-                                               app_dir, lock_file)
+                    previous = _previous_layer(cache, source_dir, planned.inputs, plan,
+                                               python_name, into_prefix is None, reporter,
+                                               builds_local, app_dir, lock_file, env_sha256)
                     layer, own_tree = _install_fresh(job, installer, plan, python_name, key,
                                                      name, inputs, into_prefix, baseline, copy,
-                                                     previous)
+                                                     previous, env_sha256)
                 finally:
+                    built_wheels.adopt_job_caches(cache.root, scratch, config_vars,
+                                                  exports or {})
                     shutil.rmtree(scratch, ignore_errors=True)
-                _remember(cache, source_dir, inputs)
+                _remember(cache, source_dir, planned.inputs)
                 return outcome(layer, False, own_tree)
-    _remember(cache, source_dir, inputs)
+    _remember(cache, source_dir, planned.inputs)
     return outcome(layer, True)
 
 
 def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any],
                     plan: InstallPlan, python_name: str, own_tree: bool, reporter: Reporter,
-                    builds_local: bool, app_dir: Path, lock_file: str
+                    builds_local: bool, app_dir: Path, lock_file: str, env_sha256: str
                     ) -> incremental.PreviousLayer | None:
     """The app's previous layer to build this one from (incremental.py), if it can
-    be; why not is logged, unless this app has none."""
+    be; why not is logged, unless this app has none. One built from source in another
+    build environment never is (installers/built_wheels.py)."""
+
+    def find_previous(inputs: dict[str, Any]) -> incremental.PreviousLayer:
+        found = incremental.find_previous(cache, inputs, python_name)
+        if built_wheels.built_elsewhere(found.layer.manifest, env_sha256):
+            raise incremental.NotIncremental(
+                "the previous layer was built from source in another build environment")
+        return found
+
     previous = (incremental.previous_inputs(_history_path(cache, source_dir))
                 if source_dir is not None else None)
     reason = incremental.why_not_incremental(previous, inputs, plan, own_tree, builds_local)
     if reason is None and previous is not None:
         try:
-            return incremental.find_previous(cache, previous, python_name)
+            return find_previous(previous)
         except incremental.NotIncremental as why:
             reason = str(why)
     if incremental.why_not_incremental(inputs, inputs, plan, own_tree, builds_local) is None:
@@ -451,7 +471,7 @@ def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any
         nearest = incremental.nearest_inputs(cache, inputs, python_name, wanted, previous)
         if nearest is not None:
             try:
-                return incremental.find_previous(cache, nearest, python_name)
+                return find_previous(nearest)
             except incremental.NotIncremental as why:
                 previous, reason = nearest, str(why)
     if previous is not None and reason is not None:
@@ -724,6 +744,7 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
                    name: str, inputs: dict[str, Any], into_prefix: Path | None,
                    baseline: tuple[str, ...] = (), copy: bool = False,
                    previous: incremental.PreviousLayer | None = None,
+                   env_sha256: str | None = None,
                    ) -> tuple[Layer, Path | None]:
     """Install, make the result relocatable, compile it, and publish it as the layer.
 
@@ -733,8 +754,10 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
     hard-linked, or copied with ``copy`` (the build directory keeps using its
     own files). A layer that does not hold everything its RECORDs list is not
     published: the build uses it alone, with a warning. Returns the layer and,
-    in its own tree, the tree's path while it was being installed.
+    in its own tree, the tree's path while it was being installed. A layer with
+    anything built from source records ``env_sha256`` (installers/built_wheels.py).
     """
+    inputs = dict(inputs)  # what the manifest records; the build's history keeps its own
     draft: dict[str, Any] = {}
     written: dict[str, tuple[StatKey, str]] = {}
     with job.cache.new_layer("layers", name, key, inputs, records.layer_problems,
@@ -761,6 +784,13 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             _link_added(into_prefix, before - listed, tree, copy)
         if not onto_previous:
             write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+        if env_sha256 is not None and (
+                built_wheels.BUILD_ENV_INPUT in inputs
+                or (onto_previous and previous is not None
+                    and built_wheels.BUILD_ENV_INPUT in previous.layer.manifest["inputs"])
+                or built_wheels.from_source(job.scratch,
+                                            tree / "lib" / python_name / "site-packages")):
+            inputs[built_wheels.BUILD_ENV_INPUT] = env_sha256
     if "unpublished" in draft:
         problems = draft["unpublished"]
         job.reporter.warn(

@@ -32,7 +32,7 @@ from packaging.version import Version
 
 from .. import errors, indexes
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
-from . import InstallJob, InstallPlan, RequirementsBackend
+from . import InstallJob, InstallPlan, RequirementsBackend, built_wheels
 from .common import (
     DEFAULT_INDEX_URL,
     build_env,
@@ -144,7 +144,7 @@ class PipBackend:
             *self.pip.command(job), "--python", str(python or job.python), "install",
             "--no-input", "--disable-pip-version-check", "--no-compile",
             "--no-warn-script-location", "--progress-bar", "off", "--root-user-action", "ignore",
-            "--cache-dir", str(job.cache.pip_cache),
+            "--cache-dir", str(pip_cache_dir(job)),
         ]
         cert = trusted_ca_bundle()
         if cert:
@@ -286,7 +286,7 @@ def local_package_failure(job: InstallJob, local: list[str]) -> errors.Slugbuild
     for requirement in local:
         argv = [sys.executable, "-m", "pip", "--python", str(job.python), "wheel",
                 "--no-deps", "--no-input", "--disable-pip-version-check", "--progress-bar",
-                "off", "--cache-dir", str(job.cache.pip_cache),
+                "off", "--cache-dir", str(pip_cache_dir(job)),
                 "--wheel-dir", str(job.scratch / "local-wheels"), requirement]
         try:
             run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir,
@@ -307,3 +307,9 @@ def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str])
         if "://" not in link and target.is_absolute() and target.is_relative_to(app_root):
             found.update(package_tree_files(app_root, target))
     return sorted(found)
+
+
+def pip_cache_dir(job: InstallJob) -> Path:
+    """pip's cache for ``job``: shared, but for the wheels it builds (built_wheels.py)."""
+    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.config_vars,
+                                      job.exports)

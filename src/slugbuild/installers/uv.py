@@ -32,7 +32,7 @@ from .. import records
 from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..textfiles import plain_utf8, read_text_like_pip
-from . import InstallJob
+from . import InstallJob, built_wheels
 from .common import (
     DEFAULT_INDEX_URL,
     build_env,
@@ -65,8 +65,10 @@ def uv_version() -> str:
 
 def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a uv run: build config vars, never the host's uv/pip config."""
-    return uv_tool_env(job.config_vars, job.cache.root, {**build_env(job), **(extra or {})},
-                       job.exports)
+    cache = built_wheels.job_cache_dir(job.cache.root, job.scratch, "uv", job.config_vars,
+                                       job.exports)
+    return uv_tool_env(job.config_vars, job.cache.root, {
+        **build_env(job), "UV_CACHE_DIR": str(cache), **(extra or {})}, job.exports)
 
 
 def uv_tool_env(config_vars: Mapping[str, str], cache_root: Path,

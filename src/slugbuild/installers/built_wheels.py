@@ -1,0 +1,176 @@
+"""Packages built from source at install time, and the environment they were built in.
+
+A wheel from an index is unpacked: no package code runs, and the layer key
+(dependencies.layer_key) decides its bytes. An sdist, a local package or a version
+control reference is BUILT: its setup.py or PEP 517 backend runs and may read any
+variable of its environment (CFLAGS, a variable its setup.py reads, a config var of
+the app, an export of an earlier buildpack). Such a build must never be reused by a
+build whose environment differs, or one app's environment decides another's slug:
+
+- the dependency layer records, when anything in it was built from source, the
+  SHA-256 of what the app puts in the installers' environment (``build_env_sha256``);
+  a layer recorded with another one is not reused (dependencies.find_or_install),
+  and the layer built instead is keyed by the layer key plus this hash;
+- the installers' caches of wheels they built (uv's ``sdists-v*`` bucket, pip's
+  ``wheels``) are kept per build environment (``cache_view``); everything else in
+  them (downloads, unpacked wheels, index pages) stays shared by every app.
+
+What the hash covers and what it leaves out: docs/cache.md ("Packages built from
+source").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from ..proc import exported_config
+
+# The layer key input a layer built from source records.
+BUILD_ENV_INPUT = "build_env_sha256"
+# Where the installers' caches of built wheels live, per build environment.
+BUILT_WHEELS_DIR = "built-wheels"
+# Cache buckets that hold wheels an installer built from source.
+BUILT_BUCKETS = {"uv": re.compile(r"sdists-v\d+"), "pip": re.compile(r"wheels")}
+
+
+def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str]) -> str:
+    """SHA-256 of what an app puts in the environment of the builds its install runs:
+    its exported config vars and what earlier buildpacks exported. The host's own
+    environment and slugbuild's per-build settings (temporary and cache paths) are
+    left out: see docs/cache.md."""
+    seen = {"config": dict(exported_config(config_vars)), "exports": dict(exports)}
+    return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
+
+
+def built_elsewhere(manifest: Mapping[str, Any], env_sha256: str) -> bool:
+    """Whether a dependency layer was built from source in another build environment
+    (its reuse would hand this build another environment's build output)."""
+    inputs = manifest.get("inputs")
+    recorded = inputs.get(BUILD_ENV_INPUT) if isinstance(inputs, dict) else None
+    return recorded is not None and recorded != env_sha256
+
+
+def env_keyed(inputs: dict[str, Any], env_sha256: str) -> tuple[str, dict[str, Any]]:
+    """The key and inputs of the layer an environment gets when the layer key's own
+    holds one built from source in another environment: both layers stay cached."""
+    keyed = {**inputs, BUILD_ENV_INPUT: env_sha256}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest(), keyed
+
+
+def partition(cache_root: Path, tool: str, env_sha256: str) -> Path:
+    """The directory of ``tool``'s built wheels for one build environment."""
+    return cache_root / BUILT_WHEELS_DIR / tool / env_sha256
+
+
+def cache_view(shared: Path, built: Path, view: Path, tool: str) -> Path:
+    """A cache directory for one install: each bucket of the ``shared`` cache as a
+    symlink, except the buckets of built wheels, which are those of ``built`` (the
+    build environment's own). Made once per install; ``adopt`` after it."""
+    pattern = BUILT_BUCKETS[tool]
+    if view.is_dir():
+        return view
+    view.mkdir(parents=True)
+    for source, wanted in ((shared, False), (built, True)):
+        try:
+            entries = os.listdir(source)
+        except OSError:
+            continue
+        for entry in entries:
+            if bool(pattern.fullmatch(entry)) == wanted and (source / entry).is_dir():
+                os.symlink(source / entry, view / entry)
+    return view
+
+
+def adopt(view: Path, shared: Path, built: Path, tool: str) -> None:
+    """Move the buckets the installer created in ``view`` (the cache had none yet)
+    to where the next install finds them; one another build moved first is kept."""
+    pattern = BUILT_BUCKETS[tool]
+    try:
+        entries = os.listdir(view)
+    except OSError:
+        return
+    for entry in entries:
+        path = view / entry
+        if path.is_symlink() or not path.is_dir() or entry.startswith("."):
+            continue
+        target = (built if pattern.fullmatch(entry) else shared) / entry
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        except OSError:
+            pass  # there already: the installer made its copy for this install only
+
+
+def built_projects(built: Path, tool: str) -> set[tuple[str, str]]:
+    """(canonical name, version) of each wheel in a build environment's partition."""
+    found: set[tuple[str, str]] = set()
+    if tool == "pip":
+        for wheel in built.glob("wheels/**/*.whl"):
+            parts = wheel.name.split("-")
+            if len(parts) >= 5:
+                found.add((str(canonicalize_name(parts[0])), parts[1]))
+        return found
+    # uv: sdists-v*/pypi/<name>/<version>/ and sdists-v*/index/<index>/<name>/<version>/
+    for pattern in ("sdists-v*/pypi/*/*", "sdists-v*/index/*/*/*"):
+        for version in built.glob(pattern):
+            found.add((str(canonicalize_name(version.parent.name)), version.name))
+    return found
+
+
+def installed_from_source(site_packages: Path, built: set[tuple[str, str]]) -> bool:
+    """Whether a distribution in ``site_packages`` was built at install time: one
+    from a direct reference that is not a wheel (a local directory, a version control
+    checkout, an sdist URL), or one a built wheel of this environment matches."""
+    for dist_info in site_packages.glob("*.dist-info"):
+        name, _, version = dist_info.name[:-len(".dist-info")].partition("-")
+        if (str(canonicalize_name(name)), version) in built:
+            return True
+        try:
+            direct = json.loads((dist_info / "direct_url.json").read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, RecursionError):
+            return True  # unreadable: counted as built, the safe side
+        if not isinstance(direct, dict) or "archive_info" not in direct or not str(
+                direct.get("url", "")).endswith(".whl"):
+            return True
+    return False
+
+
+def shared_cache(cache_root: Path, tool: str) -> Path:
+    """The installer's cache every app shares (Cache.pip_cache for pip)."""
+    return cache_root / tool
+
+
+def job_cache_dir(cache_root: Path, scratch: Path, tool: str, config_vars: Mapping[str, str],
+                  exports: Mapping[str, str]) -> Path:
+    """The cache directory an install in ``scratch`` gives ``tool`` (``cache_view``)."""
+    return cache_view(shared_cache(cache_root, tool),
+                      partition(cache_root, tool, build_env_sha256(config_vars, exports)),
+                      scratch / "installer-caches" / tool, tool)
+
+
+def adopt_job_caches(cache_root: Path, scratch: Path, config_vars: Mapping[str, str],
+                     exports: Mapping[str, str]) -> None:
+    """``adopt`` for each installer cache view an install in ``scratch`` made."""
+    env_sha256 = build_env_sha256(config_vars, exports)
+    for tool in BUILT_BUCKETS:
+        adopt(scratch / "installer-caches" / tool, shared_cache(cache_root, tool),
+              partition(cache_root, tool, env_sha256), tool)
+
+
+def from_source(scratch: Path, site_packages: Path) -> bool:
+    """Whether the install into ``site_packages``, made with the cache views of an
+    install in ``scratch`` (``job_cache_dir``), built anything from source."""
+    built: set[tuple[str, str]] = set()
+    for tool in BUILT_BUCKETS:
+        built |= built_projects(scratch / "installer-caches" / tool, tool)
+    return installed_from_source(site_packages, built)

@@ -1,0 +1,133 @@
+"""A package built from source at install time sees the build's environment: no
+app's environment may decide another app's slug through a shared cache.
+
+App A (config var ENVPKG_FLAVOUR=a) and app B (none) install the same sdist from a
+loopback index on one cache; the sdist's build writes the variable into a module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from slugbuild import compile_app
+from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
+
+from ..helpers import minimal_wheel, serve_directory
+
+SETUPTOOLS = Path("/opt/pypi/files/setuptools-84.0.0-py3-none-any.whl")
+
+SETUP_PY = '''\
+import os
+from setuptools import setup
+with open("envpkg.py", "w") as module:
+    module.write("FLAVOUR = %r\\n" % os.environ.get("ENVPKG_FLAVOUR"))
+setup(name="envpkg", version="1.0", py_modules=["envpkg"])
+'''
+PYPROJECT = '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+
+
+def envpkg_sdist() -> bytes:
+    """An sdist whose build writes ENVPKG_FLAVOUR (as the build saw it) into envpkg.py."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        files = {"setup.py": SETUP_PY, "pyproject.toml": PYPROJECT,
+                 "PKG-INFO": "Metadata-Version: 2.1\nName: envpkg\nVersion: 1.0\n"}
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"envpkg-1.0/{name}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return buffer.getvalue()
+
+
+def write_index(root: Path) -> None:
+    """A PEP 503 index: envpkg's sdist and setuptools' wheel (its build backend)."""
+    for name, filename, data in (
+            ("envpkg", "envpkg-1.0.tar.gz", envpkg_sdist()),
+            ("setuptools", SETUPTOOLS.name, SETUPTOOLS.read_bytes())):
+        (root / "files").mkdir(parents=True, exist_ok=True)
+        (root / "files" / filename).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "simple" / name).mkdir(parents=True)
+        (root / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
+
+
+def flavour_in_slug(slug: Path) -> str:
+    with tarfile.open(slug) as tar:
+        for member in tar:
+            if member.name.endswith("site-packages/envpkg.py"):
+                return tar.extractfile(member).read().decode()
+    raise AssertionError("envpkg.py is not in the slug")
+
+
+def make_app(root: Path) -> Path:
+    app = root / "app"
+    app.mkdir(parents=True)
+    (app / "app.py").write_text("import envpkg\n")
+    (app / "Procfile").write_text("web: python -m http.server $PORT\n")
+    (app / ".python-version").write_text("3.13\n")
+    (app / "requirements.txt").write_text("envpkg==1.0\n")
+    return app
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manager", ["uv", "pip"])
+def test_one_apps_build_environment_never_reaches_another_apps_slug(tmp_path, manager):
+    if not SETUPTOOLS.is_file():
+        pytest.skip("no setuptools wheel to serve")
+    write_index(tmp_path / "index")
+    cache = tmp_path / "cache"
+    with serve_directory(tmp_path / "index") as base:
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        if manager == "pip":
+            index["SLUGBUILD_PIP_INSTALLER"] = "pip"
+        one = make_app(tmp_path / "one")
+        compile_app(one, tmp_path / "one.tgz", cache_dir=cache,
+                    env={**index, "ENVPKG_FLAVOUR": "a"})
+        assert flavour_in_slug(tmp_path / "one.tgz") == "FLAVOUR = 'a'\n"
+        two = make_app(tmp_path / "two")
+        layers = set(os.listdir(cache / "layers"))
+        compile_app(two, tmp_path / "two.tgz", cache_dir=cache, env=index)
+        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
+        # Both stay cached: the second under the layer key plus its environment's hash.
+        assert len(set(os.listdir(cache / "layers")) - layers) == 1
+        layers = set(os.listdir(cache / "layers"))
+        # The same environment again shares the first app's layer.
+        shutil.rmtree(one)
+        one = make_app(tmp_path / "one")
+        compile_app(one, tmp_path / "again.tgz", cache_dir=cache,
+                    env={**index, "ENVPKG_FLAVOUR": "a"})
+        assert flavour_in_slug(tmp_path / "again.tgz") == "FLAVOUR = 'a'\n"
+        assert set(os.listdir(cache / "layers")) == layers
+
+
+@pytest.mark.slow
+def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
+    """No package code runs for a wheel: apps with other config vars share its layer."""
+    (tmp_path / "index" / "simple" / "plainpkg").mkdir(parents=True)
+    wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
+    (tmp_path / "index" / "simple" / "plainpkg" / "plainpkg-1.0-py3-none-any.whl").write_bytes(
+        wheel)
+    (tmp_path / "index" / "simple" / "plainpkg" / "index.html").write_text(
+        '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
+        f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
+    cache = tmp_path / "cache"
+    with serve_directory(tmp_path / "index") as base:
+        for number, flavour in enumerate(("a", "b")):
+            app = make_app(tmp_path / str(number))
+            (app / "requirements.txt").write_text("plainpkg==1.0\n")
+            (app / "app.py").write_text("import plainpkg\n")
+            compile_app(app, tmp_path / f"{number}.tgz", cache_dir=cache, env={
+                "PIP_INDEX_URL": f"{base}/simple/", "ENVPKG_FLAVOUR": flavour})
+            manifests = [json.loads(p.read_text())
+                         for p in (cache / "layers").glob("*/manifest.json")]
+            assert len(manifests) == 1
+            assert BUILD_ENV_INPUT not in manifests[0]["inputs"]
