@@ -48,10 +48,13 @@ def envpkg_sdist() -> bytes:
 
 
 def write_index(root: Path) -> None:
-    """A PEP 503 index: envpkg's sdist and setuptools' wheel (its build backend)."""
+    """A PEP 503 index: envpkg's sdist, setuptools' wheel (its build backend) and a
+    wheel-only plainpkg."""
     for name, filename, data in (
             ("envpkg", "envpkg-1.0.tar.gz", envpkg_sdist()),
-            ("setuptools", SETUPTOOLS.name, SETUPTOOLS.read_bytes())):
+            ("setuptools", SETUPTOOLS.name, SETUPTOOLS.read_bytes()),
+            ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
+             minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
         (root / "files").mkdir(parents=True, exist_ok=True)
         (root / "files" / filename).write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
@@ -131,3 +134,21 @@ def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
                          for p in (cache / "layers").glob("*/manifest.json")]
             assert len(manifests) == 1
             assert BUILD_ENV_INPUT not in manifests[0]["inputs"]
+
+
+@pytest.mark.slow
+def test_a_changed_requirement_never_starts_from_another_environments_layer(tmp_path):
+    """The incremental path (incremental.py): the app directory's previous layer, built
+    from source with ENVPKG_FLAVOUR=a, is not where a build without it starts."""
+    if not SETUPTOOLS.is_file():
+        pytest.skip("no setuptools wheel to serve")
+    write_index(tmp_path / "index")
+    cache = tmp_path / "cache"
+    with serve_directory(tmp_path / "index") as base:
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        app = make_app(tmp_path / "one")
+        compile_app(app, tmp_path / "one.tgz", cache_dir=cache,
+                    env={**index, "ENVPKG_FLAVOUR": "a"})
+        (app / "requirements.txt").write_text("envpkg==1.0\nplainpkg==1.0\n")
+        compile_app(app, tmp_path / "two.tgz", cache_dir=cache, env=index)
+        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"

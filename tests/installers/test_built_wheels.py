@@ -1,0 +1,118 @@
+"""Quick checks of installers/built_wheels.py: what counts as built from source, the
+build environment's hash, and the per-install cache views."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from slugbuild.installers import built_wheels
+from slugbuild.installers.built_wheels import (
+    BUILD_ENV_INPUT,
+    adopt,
+    build_env_sha256,
+    built_elsewhere,
+    built_projects,
+    cache_view,
+    env_keyed,
+    installed_from_source,
+)
+
+
+def test_the_build_environment_is_the_apps_config_vars_and_exports():
+    base = build_env_sha256({"A": "1"}, {})
+    assert base == build_env_sha256({"A": "1"}, {})
+    assert base != build_env_sha256({"A": "2"}, {})
+    assert base != build_env_sha256({"A": "1"}, {"CFLAGS": "-O3"})
+    # A var set by config and the same one exported by a buildpack are told apart.
+    assert build_env_sha256({"X": "1"}, {}) != build_env_sha256({}, {"X": "1"})
+
+
+def test_only_a_layer_built_from_source_in_another_environment_is_refused():
+    assert not built_elsewhere({"inputs": {"files": {}}}, "e1")  # wheels only, or older
+    assert not built_elsewhere({"inputs": {BUILD_ENV_INPUT: "e1"}}, "e1")
+    assert built_elsewhere({"inputs": {BUILD_ENV_INPUT: "e2"}}, "e1")
+    assert not built_elsewhere({"inputs": "damaged"}, "e1")
+    key, inputs = env_keyed({"files": {}}, "e1")
+    assert inputs == {"files": {}, BUILD_ENV_INPUT: "e1"}
+    assert key != env_keyed({"files": {}}, "e2")[0]
+
+
+def _dist(site, name, version, direct=None):
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    if direct is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct))
+
+
+def test_what_counts_as_built_from_source(tmp_path):
+    site = tmp_path / "site"
+    _dist(site, "flask", "3.1.0")
+    _dist(site, "wheelurl", "1.0", {"url": "https://x/w-1.0-py3-none-any.whl",
+                                    "archive_info": {}})
+    assert not installed_from_source(site, set())
+    assert installed_from_source(site, {("flask", "3.1.0")})
+    assert not installed_from_source(site, {("flask", "3.0.0")})
+    for name, direct in (("local", {"url": "file:///app/pkg", "dir_info": {}}),
+                         ("vcs", {"url": "https://x/r.git", "vcs_info": {}}),
+                         ("sdisturl", {"url": "https://x/s-1.0.tar.gz", "archive_info": {}})):
+        other = tmp_path / name
+        _dist(other, name, "1.0", direct)
+        assert installed_from_source(other, set()), name
+
+
+def test_built_projects_read_uv_and_pip_buckets(tmp_path):
+    uv = tmp_path / "uv"
+    (uv / "sdists-v11" / "index" / "679b" / "my-pkg" / "1.0").mkdir(parents=True)
+    (uv / "sdists-v11" / "pypi" / "other" / "2.0").mkdir(parents=True)
+    assert built_projects(uv, "uv") == {("my-pkg", "1.0"), ("other", "2.0")}
+    pip = tmp_path / "pip"
+    (pip / "wheels" / "ab" / "cd").mkdir(parents=True)
+    (pip / "wheels" / "ab" / "cd" / "My_Pkg-1.0-cp312-cp312-linux_x86_64.whl").write_bytes(b"")
+    assert built_projects(pip, "pip") == {("my-pkg", "1.0")}
+
+
+def test_a_cache_view_shares_all_but_the_built_wheels(tmp_path):
+    shared, built, view = tmp_path / "uv", tmp_path / "built", tmp_path / "view"
+    for bucket in ("wheels-v8", "archive-v0", "sdists-v11"):
+        (shared / bucket).mkdir(parents=True)
+    (built / "sdists-v11").mkdir(parents=True)
+    cache_view(shared, built, view, "uv")
+    assert os.readlink(view / "wheels-v8") == str(shared / "wheels-v8")
+    assert os.readlink(view / "archive-v0") == str(shared / "archive-v0")
+    assert os.readlink(view / "sdists-v11") == str(built / "sdists-v11")
+
+
+def test_buckets_made_in_a_view_move_to_the_shared_cache_or_the_partition(tmp_path):
+    shared, built, view = tmp_path / "uv", tmp_path / "built", tmp_path / "view"
+    cache_view(shared, built, view, "uv")  # a fresh cache: nothing to link
+    for bucket in ("wheels-v8", "sdists-v11"):
+        (view / bucket / "entry").mkdir(parents=True)
+    (view / "CACHEDIR.TAG").write_text("")
+    adopt(view, shared, built, "uv")
+    assert (shared / "wheels-v8" / "entry").is_dir()
+    assert (built / "sdists-v11" / "entry").is_dir()
+    assert not (shared / "sdists-v11").exists()
+    # The next install's view links them.
+    again = tmp_path / "again"
+    cache_view(shared, built, again, "uv")
+    assert sorted(os.listdir(again)) == ["sdists-v11", "wheels-v8"]
+
+
+def test_adopting_keeps_what_another_build_moved_first(tmp_path):
+    shared, built, view = tmp_path / "uv", tmp_path / "built", tmp_path / "view"
+    (shared / "wheels-v8" / "theirs").mkdir(parents=True)
+    view.mkdir()
+    (view / "wheels-v8" / "mine").mkdir(parents=True)
+    adopt(view, shared, built, "uv")
+    assert os.listdir(shared / "wheels-v8") == ["theirs"]
+
+
+def test_job_views_are_per_build_environment(tmp_path):
+    one = built_wheels.job_cache_dir(tmp_path, tmp_path / "s1", "pip", {"A": "1"}, {})
+    (one / "wheels").mkdir()
+    built_wheels.adopt_job_caches(tmp_path, tmp_path / "s1", {"A": "1"}, {})
+    same = built_wheels.job_cache_dir(tmp_path, tmp_path / "s2", "pip", {"A": "1"}, {})
+    other = built_wheels.job_cache_dir(tmp_path, tmp_path / "s3", "pip", {"A": "2"}, {})
+    assert (same / "wheels").is_symlink()
+    assert not (other / "wheels").exists()
