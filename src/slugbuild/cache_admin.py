@@ -480,7 +480,7 @@ def export_layers(cache: Cache, store: Store, space: str, transfer: Transfer,
     """Push every shareable local layer; (pushed, skipped without a kept part)."""
     pushed = skipped = 0
     for layer in local_layers(cache, SHARED_KINDS):
-        found = cache.lookup(layer.kind, layer.name, layer.key)
+        found = cache.lookup(layer.kind, layer.name, layer.key, lazy=True)
         if found is None or cache.verify(found, layer_check(layer.kind)):
             continue  # gone or damaged meanwhile: not for sharing
         artifact = make_artifact(found, space)
@@ -511,7 +511,7 @@ def import_layers(cache: Cache, store: Store, tags: list[str], space: str,
             if key[:12] not in name:
                 raise ArtifactInvalid("its name does not match its key")
             with cache.lock(kind, name):
-                if cache.lookup(kind, name, key) is None:
+                if cache.lookup(kind, name, key, lazy=True) is None:
                     materialise(cache, fetched, layer_check(kind))
                     imported += 1
                     report(f"Imported {kind}/{name}")

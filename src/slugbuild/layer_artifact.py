@@ -40,7 +40,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +48,21 @@ from typing import Any, Protocol, cast
 
 from .cache import (
     FILE_INDEX,
+    FORMAT,
     MANIFEST,
+    PART_ONLY,
     TREE,
     Cache,
     Layer,
     StatKey,
     TreeCheck,
+    build_index,
     read_index,
     stat_key,
     write_bytes_atomic,
+    write_json_atomic,
 )
+from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD
 
@@ -88,6 +93,15 @@ MAX_CHECK = 2 ** 20
 TREE_PART_KINDS = {"static": ("delta.json",)}
 TREE_PART_NAME = "tree"
 TREE_PART_PREFIX = "./"
+# Kinds a pull or an import keeps part-only (their tree written when a step needs it:
+# ensure_tree), and what of their tree is kept beside the part as files, for what a
+# build reads of a layer without running its Python (release.py's add-ons, the
+# package list, console scripts, the SBOM): the stub.
+PART_ONLY_KINDS = ("runtimes", "layers")
+PART_ONLY_FORMAT = 1
+STUB = "stub"
+_STUBBED = re.compile(r"^(?:lib/python[^/]*/site-packages/(?:[^/]+\.dist-info/[^/]+"
+                      r"|[^/]+/__init__\.py)|include/python[^/]*/patchlevel\.h)$")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -220,19 +234,31 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     kind, key = manifest.get("kind"), manifest.get("key")
     if not isinstance(kind, str) or not isinstance(key, str):
         return None
-    index = read_index(layer.path / FILE_INDEX)
-    part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
-    if part is None or index is None:
-        return None
-    try:
-        host_paths = json.loads((layer.path / HOST_PATHS).read_text())
-    except (OSError, ValueError, RecursionError):
-        host_paths = None
-    files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
-    index_blob = _canonical({"files": files, "symlinks": index["symlinks"],
-                             "dirs": _directories(layer.tree), "host_paths": host_paths})
+    if layer.lazy:  # its index and directories as the artifact it came from gave them
+        try:
+            record = _part_only_record(layer.path)
+            part: KeptPart | None = KeptPart(record["part"]["name"], _kept_bytes(layer, record),
+                                             record["part"]["raw_size"])
+        except ArtifactInvalid:
+            return None
+        files, symlinks = record["index"]["files"], record["index"]["symlinks"]
+        index_blob = _canonical(record["index"])
+    else:
+        index = read_index(layer.path / FILE_INDEX)
+        part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
+        if part is None or index is None:
+            return None
+        try:
+            host_paths = json.loads((layer.path / HOST_PATHS).read_text())
+        except (OSError, ValueError, RecursionError):
+            host_paths = None
+        files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
+        symlinks = index["symlinks"]
+        index_blob = _canonical({"files": files, "symlinks": symlinks,
+                                 "dirs": _directories(layer.tree), "host_paths": host_paths})
+    assert part is not None
     prefix = TREE_PART_PREFIX if kind in TREE_PART_KINDS else \
-        _part_prefix(part.data, set(files) | set(index["symlinks"]))
+        _part_prefix(part.data, set(files) | set(symlinks))
     part_info: dict[str, Any] = {"name": part.name, "raw_size": part.raw_size,
                                  "prefix": prefix}
     try:  # the part's size breakdown (slug_size.py), so a puller need not measure it again
@@ -589,6 +615,84 @@ def _write_file(target: str, data: memoryview, expected: tuple[int, int, str],
         os.close(fd)
 
 
+def _inflate(part: bytes, limit: int) -> memoryview:
+    try:
+        return memoryview(_decompress(part, limit))
+    except zlib.error as exc:
+        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+
+
+def _part_files(view: memoryview, prefix: str, files: dict[str, tuple[int, int, str]],
+                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
+                ) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
+    """(layer path, index entry, bytes) of each file member of an inflated part, each
+    checked by ``_checked_member`` (symlinks noted in ``links``)."""
+    for name, kind, offset, size, linkname in _tar_members(view):
+        found = _checked_member(name, kind == tarfile.SYMTYPE,
+                                kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
+                                linkname, prefix, files, symlinks, seen, links)
+        if found is not None:
+            yield found[0], found[1], view[offset:offset + size]
+
+
+def _unpacked_limit(files: dict[str, tuple[int, int, str]], symlinks: dict[str, str]) -> int:
+    """The most a part may unpack to, given its index; refused past the limit on
+    unpacked slugs (SLUGBUILD_MAX_UNPACKED_SIZE)."""
+    limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
+        + 4096 * len(symlinks) + 2 ** 20
+    cap = SlugLimits.from_env().max_unpacked_bytes
+    if limit > cap:
+        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
+                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    return limit
+
+
+def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
+    for rel, data, digest in batch:
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactInvalid(f"{rel}: content differs from the layer index")
+
+
+def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
+                 symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
+    """Check a part against its index without writing a file: exactly the files and
+    symlinks the index lists, each with its size and SHA-256 (what ``_extract``
+    checks). Returns its raw tar size, the stubbed files' bytes (``_STUBBED``) and
+    the stubbed symlinks. A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the
+    caller unpacks it file by file instead."""
+    limit = _unpacked_limit(files, symlinks)
+    if limit > IN_MEMORY_LIMIT:
+        raise _TooLarge
+    view = _inflate(part, limit)
+    seen: set[str] = set()
+    links: list[tuple[str, str]] = []
+    stub: dict[str, bytes] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        checks = []
+        batch: list[tuple[str, memoryview, str]] = []
+        try:
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+                if _STUBBED.match(rel):
+                    stub[rel] = bytes(data)
+                batch.append((rel, data, expected[2]))
+                if len(batch) == _WRITE_BATCH * 4:
+                    checks.append(pool.submit(_hash_members, batch))
+                    batch = []
+            if batch:
+                checks.append(pool.submit(_hash_members, batch))
+        finally:
+            for check in checks:
+                check.result()
+    missing = (set(files) | set(symlinks)) - seen
+    if missing:
+        raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
+    return len(view), stub, [(rel, target) for rel, target in links if _STUBBED.match(rel)]
+
+
+class _TooLarge(Exception):
+    """A part too large to check in memory: its tree is written instead (streaming)."""
+
+
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
              symlinks: dict[str, str], dirs: list[str],
              written: dict[str, tuple[StatKey, str]]) -> int:
@@ -598,19 +702,10 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     The part is inflated at once, its headers read by ``_tar_members`` (tarfile's
     general reader took longer than writing the files), and its files written in
     batches by a few threads (hashing and file creation release the GIL)."""
-    limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
-        + 4096 * len(symlinks) + 2 ** 20
-    cap = SlugLimits.from_env().max_unpacked_bytes
-    if limit > cap:
-        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
-                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
         return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
-    try:
-        raw = _decompress(part, limit)
-    except zlib.error as exc:
-        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
-    view = memoryview(raw)
+    view = _inflate(part, limit)
     made, root = {""}, str(tree)
     for rel in dirs:  # sorted: a directory before what is in it
         os.makedirs(os.path.join(root, rel), exist_ok=True)
@@ -621,19 +716,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         writes = []
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
-            for name, kind, offset, size, linkname in _tar_members(view):
-                found = _checked_member(name, kind == tarfile.SYMTYPE,
-                                        kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
-                                        linkname, prefix, files, symlinks, seen, links)
-                if found is None:
-                    continue
-                rel, expected = found
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
                     made.add(parent)
-                batch.append((os.path.join(root, rel), view[offset:offset + size], expected,
-                              rel))
+                batch.append((os.path.join(root, rel), data, expected, rel))
                 if len(batch) == _WRITE_BATCH:
                     writes.append(pool.submit(_write_files, batch, written))
                     batch = []
@@ -643,7 +731,7 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
     _place_links(tree, files, symlinks, seen, links)
-    return len(raw)
+    return len(view)
 
 
 def _checked_member(name: str, is_symlink: bool, is_plain_file: bool, size: int,
@@ -768,6 +856,12 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind == "static":
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
+    if kind in PART_ONLY_KINDS and part_only_wanted() and isinstance(part_info.get("stack"), dict):
+        try:
+            return _publish_part_only(cache, fetched, prefix, part_name, (files, symlinks, dirs),
+                                      extra_check)
+        except _TooLarge:
+            pass  # unpacked file by file below
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
         host_paths = _host_paths(fetched.index.get("host_paths"), files)
@@ -784,16 +878,219 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind in TREE_PART_KINDS:
         return layer  # its part is no slug's: nothing for the pack stage to keep
     _keep_part(layer, part_name, fetched.part, raw_size)
+    _keep_part_records(layer, part_name, part_info)
+    return layer
+
+
+def part_only_wanted() -> bool:
+    """SLUGBUILD_PART_ONLY=0 writes a pulled or imported layer's tree at once, as before."""
+    return os.environ.get("SLUGBUILD_PART_ONLY", "1").strip() not in ("0", "")
+
+
+Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
+
+
+def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: str,
+                       expected: Expected, extra_check: TreeCheck | None) -> Layer:
+    """Publish a fetched runtime or dependency layer part-only: its part checked
+    against its index file by file (nothing written), kept with that index, its
+    directories, its host paths and its stub (the files ``_STUBBED`` names, taken
+    from the part); the layer's own check (RECORDs) run on the stub, which holds
+    every RECORD. The directory is renamed into place whole, manifest included:
+    a reader sees all of it or nothing. The caller holds ``cache.lock``."""
+    config, (files, symlinks, dirs) = fetched.config, expected
+    kind, name, key = config["kind"], config["name"], config["key"]
+    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
+    host_paths = _host_paths(fetched.index.get("host_paths"), files)
+    scratch = cache.scratch_dir(f"{kind}-{name}")
+    try:
+        stub_dir = scratch / STUB
+        for rel, data in sorted(stub.items()):
+            target = stub_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            os.chmod(target, stat.S_IMODE(files[rel][1]))
+        for rel, link_target in stub_links:
+            (stub_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(link_target, stub_dir / rel)
+        if extra_check is not None:
+            index = {"files": {rel: [size, 0, mode, digest]
+                               for rel, (size, mode, digest) in files.items()},
+                     "symlinks": symlinks}
+            problems = list(extra_check(stub_dir, index))
+            if problems:
+                raise ArtifactInvalid("; ".join(problems[:3]))
+        if host_paths is not None:
+            (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
+        layer = Layer(scratch, {}, published=False)
+        _keep_part(layer, part_name, fetched.part, raw_size)
+        _keep_part_records(layer, part_name, config["part"])
+        write_json_atomic(scratch / PART_ONLY, {
+            "format": PART_ONLY_FORMAT,
+            "part": {"name": part_name, "prefix": prefix, "raw_size": raw_size,
+                     "sha256": hashlib.sha256(fetched.part).hexdigest()},
+            "index": {"files": {rel: list(entry) for rel, entry in files.items()},
+                      "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths}})
+        write_json_atomic(scratch / MANIFEST, {"format": FORMAT, "kind": kind, "name": name,
+                                               "key": key, "inputs": config["inputs"]})
+        cache.publish(scratch, kind, name, key)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    found = cache.lookup(kind, name, key, lazy=True)
+    if found is None:
+        raise ArtifactInvalid("the layer vanished right after it was published")
+    return found
+
+
+def _keep_part_records(layer: Layer, part_name: str, part_info: dict[str, Any]) -> None:
+    """Beside a kept part: its size breakdown and its ELF files' facts, as the artifact
+    carries them (the same digest chain as the part)."""
     measure = part_info.get("measure")
     if isinstance(measure, dict):  # slug_size checks it against the part's digest and size
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
-                          json.dumps(measure).encode())
+                               json.dumps(measure).encode())
     stack = part_info.get("stack")
     if isinstance(stack, dict):  # stack_compat reads it (and rereads the tree if malformed)
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
-    return layer
+
+
+def _part_only_record(path: Path) -> dict[str, Any]:
+    """A part-only layer's record, its index checked as a pulled one is (safe paths,
+    links inside the layer); ArtifactInvalid when unreadable or malformed."""
+    try:
+        record = json.loads((path / PART_ONLY).read_text())
+        part = record["part"]
+        if record["format"] != PART_ONLY_FORMAT or not isinstance(part["name"], str) \
+                or _safe_name(part["name"]) != part["name"] or not isinstance(part["prefix"], str) \
+                or not isinstance(part["raw_size"], int) or not isinstance(part["sha256"], str):
+            raise ArtifactInvalid(f"its {PART_ONLY} is malformed")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ArtifactInvalid(f"its {PART_ONLY} is missing or malformed") from exc
+    _expected(record["index"])
+    return cast(dict[str, Any], record)
+
+
+def _kept_bytes(layer: Layer, record: dict[str, Any]) -> bytes:
+    """The part a part-only layer keeps, if its bytes are the ones its record names."""
+    try:
+        data = (layer.packed_parts / f"{record['part']['name']}.gz").read_bytes()
+    except OSError as exc:
+        raise ArtifactInvalid("its kept slug part is missing") from exc
+    if hashlib.sha256(data).hexdigest() != record["part"]["sha256"]:
+        raise ArtifactInvalid("its kept slug part does not match its record")
+    return data
+
+
+def part_problems(layer: Layer) -> list[str]:
+    """What is wrong with a part-only layer (empty: its record is sound and its kept
+    part has the digest it names)."""
+    try:
+        _kept_bytes(layer, _part_only_record(layer.path))
+    except ArtifactInvalid as exc:
+        return [str(exc)]
+    return []
+
+
+def kept_part_name(layer: Layer) -> str | None:
+    """The name of a part-only layer's kept part (pack.py's ``part_name`` of the layout
+    and mount it was packed for), None if its record is unreadable."""
+    try:
+        return str(_part_only_record(layer.path)["part"]["name"])
+    except ArtifactInvalid:
+        return None
+
+
+def ensure_tree(cache: Cache, layer: Layer) -> Layer:
+    """The layer with its tree written: what every step that reads, runs or writes a
+    part-only layer's files calls first (the one place a part-only layer's tree is
+    made). Under the layer's tree lock (not its build lock, which the caller may
+    hold); the tree is unpacked from the kept part into scratch, each file checked
+    against the index, files.json written, then renamed into place: a crash leaves
+    the layer part-only, never a half tree. Raises ArtifactInvalid when the part or
+    its record is wrong (the caller discards the layer), OSError when the disk is."""
+    if not layer.lazy:
+        return layer
+    kind, name, path = layer.path.parent.name, layer.path.name, layer.path
+    with cache.lock(kind, f"{name}.tree"):
+        if not (path / TREE).is_dir():
+            record = _part_only_record(path)
+            data = _kept_bytes(layer, record)
+            files, symlinks, dirs = _expected(record["index"])
+            scratch = cache.scratch_dir(f"tree-{name}")
+            try:
+                tree = scratch / TREE
+                written: dict[str, tuple[StatKey, str]] = {}
+                tree.mkdir()
+                _extract(data, record["part"]["prefix"], tree, files, symlinks, dirs, written)
+                index = build_index(tree, written)
+                made = {rel: (entry[0], entry[2], entry[3])
+                        for rel, entry in index["files"].items()}
+                if made != files or index["symlinks"] != symlinks:
+                    raise ArtifactInvalid("the written tree differs from the layer index")
+                index["checked"] = True  # its RECORDs passed on the stub, same index
+                write_json_atomic(path / FILE_INDEX, index, compact=True)
+                os.rename(tree, path / TREE)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return Layer(path, layer.manifest, layer.published, layer.inode)
+
+
+def tree_or_none(cache: Cache, layer: Layer) -> Layer | None:
+    """``ensure_tree``, or None with the layer discarded when its part or record is
+    wrong or its tree cannot be written (the caller then builds or pulls it again)."""
+    try:
+        return ensure_tree(cache, layer)
+    except (ArtifactInvalid, OSError):
+        cache.discard(layer)
+        return None
+
+
+@dataclass
+class PartListing:
+    """A part-only layer's tree as its index lists it, for a view (layer_view.py) and
+    the pack stage: its entries, and where a link to each points (its stub for what
+    the stub holds, else the tree's path, there once ``ensure_tree`` wrote it)."""
+
+    tree: Path
+    stub: Path
+    entries: dict[str, bool]  # relative path -> whether it is a directory
+    stubbed: set[str]
+    children_of: dict[str, list[tuple[str, bool]]]
+    symlinks: set[str]
+
+    def children(self, rel: str) -> list[tuple[str, bool]]:
+        return self.children_of.get(rel, [])
+
+    def target(self, rel: str) -> str:
+        return str((self.stub if rel in self.stubbed else self.tree) / rel)
+
+    def scanned(self) -> list[tuple[str, int, int]]:
+        """The entries as ``pack.scan_tree`` lists a tree (no inode numbers)."""
+        found = [(rel, DIRECTORY if is_dir else SYMLINK if rel in self.symlinks else FILE, 0)
+                 for rel, is_dir in self.entries.items()]
+        found.sort(key=lambda item: item[0].split("/"))
+        return found
+
+
+def part_listing(layer: Layer) -> PartListing:
+    """The listing of a part-only layer (ArtifactInvalid if its record is unreadable)."""
+    index = _part_only_record(layer.path)["index"]
+    entries = {rel: False for rel in (*index["files"], *index["symlinks"])}
+    entries.update((rel, True) for rel in index["dirs"])
+    children: dict[str, list[tuple[str, bool]]] = {}
+    for rel, is_dir in entries.items():
+        parent, _, base = rel.rpartition("/")
+        children.setdefault(parent, []).append((base, is_dir))
+    stubbed: set[str] = set()
+    stub = layer.path / STUB
+    for rel in entries:
+        if _STUBBED.match(rel) and (os.path.lexists(stub / rel)):
+            parts = rel.split("/")
+            stubbed.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return PartListing(layer.tree, stub, entries, stubbed, children, set(index["symlinks"]))
 
 
 def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str]) -> None:
@@ -937,5 +1234,6 @@ def layer_size(path: Path) -> int:
 
 
 def is_layer_dir(path: Path) -> bool:
-    return (path / MANIFEST).is_file() and (path / TREE).is_dir()
+    """A finished layer's directory: its tree written, or part-only."""
+    return (path / MANIFEST).is_file() and ((path / TREE).is_dir() or (path / PART_ONLY).is_file())
 
