@@ -64,7 +64,7 @@ from .cache import (
 )
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
-from .stack_compat import STACK_RECORD
+from .stack_compat import STACK_RECORD, keep_stack_record
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -266,7 +266,11 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
             (layer.packed_parts / f"{part.name}{MEASURE_SUFFIX}").read_text())
     except (OSError, ValueError):
         pass
-    try:  # its ELF files' facts (stack_compat.py), so a puller need not read them again
+    if not layer.lazy and kind not in TREE_PART_KINDS:
+        # Its ELF files' facts (stack_compat.py), read now if no build kept them yet: a
+        # puller then needs neither to read them again nor to write the tree for them.
+        keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
+    try:
         part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
     except (OSError, ValueError):
         pass
@@ -856,7 +860,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind == "static":
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
-    if kind in PART_ONLY_KINDS and part_only_wanted() and isinstance(part_info.get("stack"), dict):
+    if kind in PART_ONLY_KINDS and part_only_wanted():
         try:
             return _publish_part_only(cache, fetched, prefix, part_name, (files, symlinks, dirs),
                                       extra_check)
@@ -985,13 +989,41 @@ def _kept_bytes(layer: Layer, record: dict[str, Any]) -> bytes:
 
 
 def part_problems(layer: Layer) -> list[str]:
-    """What is wrong with a part-only layer (empty: its record is sound and its kept
-    part has the digest it names)."""
+    """What is wrong with a part-only layer (empty: its record is sound, its kept part
+    has the digest it names, and its stub holds exactly the stubbed files of its index
+    with their digests: what slug.json's package list is read from is the part's)."""
     try:
-        _kept_bytes(layer, _part_only_record(layer.path))
+        record = _part_only_record(layer.path)
+        _kept_bytes(layer, record)
+        files, symlinks, _ = _expected(record["index"])
+        stub = layer.path / STUB
+        found = {rel for rel, _ in _walk_files(stub)}
+        wanted = {rel for rel in (*files, *symlinks) if _STUBBED.match(rel)}
+        if found != wanted:
+            return [f"its {STUB} does not hold what its index lists"]
+        for rel in sorted(wanted):
+            path = stub / rel
+            if rel in symlinks:
+                if os.readlink(path) != symlinks[rel]:
+                    return [f"{STUB}/{rel}: not the recorded symlink"]
+            elif path.is_symlink() or hashlib.sha256(path.read_bytes()).hexdigest() \
+                    != files[rel][2]:
+                return [f"{STUB}/{rel}: content differs from the layer index"]
     except ArtifactInvalid as exc:
         return [str(exc)]
+    except OSError as exc:
+        return [f"its {STUB} could not be read ({exc.strerror or exc})"]
     return []
+
+
+def _walk_files(root: Path) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a symlink) of every file and symlink below ``root``."""
+    for directory, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(directory, root)
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(
+                os.path.join(directory, d)))]:
+            path = os.path.join(directory, name)
+            yield (name if rel_dir == "." else f"{rel_dir}/{name}"), os.path.islink(path)
 
 
 def kept_part_name(layer: Layer) -> str | None:

@@ -367,6 +367,12 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
     return elves, present
 
 
+def keep_stack_record(tree: Path, record: Path) -> None:
+    """Read and keep a layer's ELF facts at ``record`` unless they are kept already."""
+    if not stack_record_kept(record):
+        _layer_elf_files(tree, record)
+
+
 def stack_record_kept(record: Path) -> bool:
     """Whether ``record`` is a layer's ELF facts as ``_layer_elf_files`` reads them
     (then its tree is not read)."""
