@@ -101,14 +101,15 @@ def test_a_pulled_layer_is_part_only_and_its_tree_is_written_on_demand(pulled) -
     stubbed = sorted(str(p.relative_to(stub)) for p in stub.rglob("*") if not p.is_dir())
     assert stubbed == sorted([f"{SITE}/demo/__init__.py", f"{SITE}/demo-1.0.dist-info/METADATA",
                               f"{SITE}/demo-1.0.dist-info/RECORD",
-                              f"{SITE}/demo-1.0.dist-info/entry_points.txt"])
+                              f"{SITE}/demo-1.0.dist-info/entry_points.txt", "bin/demo",
+                              "bin/demo-again"])
     # Exported again as it is, it is the artifact it came from, byte for byte.
     again, original = make_artifact(layer, SPACE), make_artifact(source, SPACE)
     assert again is not None and original is not None and again.manifest == original.manifest
     # A view's listing: links into the stub for what it holds, else to the tree's paths.
     listing = part_listing(layer)
     assert listing.target(f"{SITE}/demo") == str(stub / SITE / "demo")
-    assert listing.target("bin") == str(layer.tree / "bin")
+    assert listing.target(f"{SITE}/demo/core.py") == str(layer.tree / SITE / "demo/core.py")
     assert ("empty", True) in listing.children("share")
     assert cache.lookup("layers", NAME, KEY, lazy=True) == layer
 
@@ -162,14 +163,24 @@ def _tamper_stub(layer: Layer) -> None:
         b"Metadata-Version: 2.1\nName: demo\nVersion: 6.6.6\n")
 
 
+def _tamper_stub_list(layer: Layer) -> None:
+    """The record says METADATA is not stubbed, and the stub lacks it: a package
+    would vanish from slug.json's list."""
+    record = json.loads((layer.path / PART_ONLY).read_text())
+    record["stub"].remove(f"{SITE}/demo-1.0.dist-info/METADATA")
+    (layer.path / PART_ONLY).write_text(json.dumps(record))
+    (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").unlink()
+
+
 def _tamper_index(layer: Layer) -> None:
     record = json.loads((layer.path / PART_ONLY).read_text())
     record["index"]["files"][f"{SITE}/demo/core.py"][2] = "0" * 64
     (layer.path / PART_ONLY).write_text(json.dumps(record))
 
 
-@pytest.mark.parametrize("tamper", [_tamper_part, _tamper_stub, _tamper_index],
-                         ids=["part", "stub", "index"])
+@pytest.mark.parametrize("tamper", [_tamper_part, _tamper_stub, _tamper_stub_list,
+                                    _tamper_index],
+                         ids=["part", "stub", "stub-list", "index"])
 def test_a_tampered_part_only_layer_is_refused(pulled, tamper) -> None:
     """Whatever of a part-only layer is changed (its part, the stub slug.json's package
     list is read from, its index), it is never used: it is discarded, and the build

@@ -100,8 +100,17 @@ TREE_PART_PREFIX = "./"
 PART_ONLY_KINDS = ("runtimes", "layers")
 PART_ONLY_FORMAT = 1
 STUB = "stub"
-_STUBBED = re.compile(r"^(?:lib/python[^/]*/site-packages/(?:[^/]+\.dist-info/[^/]+"
-                      r"|[^/]+/__init__\.py)|include/python[^/]*/patchlevel\.h)$")
+_STUBBED = re.compile(r"^(?:lib/python[^/]*/site-packages/(?:[^/]+\.dist-info/.+"
+                      r"|[^/]+/__init__\.py)|include/python[^/]*/patchlevel\.h|bin/[^/]+)$")
+_ELF_MAGIC = b"\x7fELF"
+
+
+def _stubbed(rel: str, data: bytes | memoryview | None = None) -> bool:
+    """Whether a layer's file (or symlink: ``data`` None) is kept in its stub: what
+    builds read without running Python, and ``bin/``'s scripts (whose presence a
+    process type's check looks for), not its programs (ELF files)."""
+    return bool(_STUBBED.match(rel)) and (data is None or not rel.startswith("bin/")
+                                          or bytes(data[:4]) != _ELF_MAGIC)
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -661,7 +670,7 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
                  symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
     """Check a part against its index without writing a file: exactly the files and
     symlinks the index lists, each with its size and SHA-256 (what ``_extract``
-    checks). Returns its raw tar size, the stubbed files' bytes (``_STUBBED``) and
+    checks). Returns its raw tar size, the stubbed files' bytes (``_stubbed``) and
     the stubbed symlinks. A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the
     caller unpacks it file by file instead."""
     limit = _unpacked_limit(files, symlinks)
@@ -676,7 +685,7 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
         batch: list[tuple[str, memoryview, str]] = []
         try:
             for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
-                if _STUBBED.match(rel):
+                if _stubbed(rel, data):
                     stub[rel] = bytes(data)
                 batch.append((rel, data, expected[2]))
                 if len(batch) == _WRITE_BATCH * 4:
@@ -690,7 +699,7 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
-    return len(view), stub, [(rel, target) for rel, target in links if _STUBBED.match(rel)]
+    return len(view), stub, [(rel, target) for rel, target in links if _stubbed(rel)]
 
 
 class _TooLarge(Exception):
@@ -898,7 +907,7 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
                        expected: Expected, extra_check: TreeCheck | None) -> Layer:
     """Publish a fetched runtime or dependency layer part-only: its part checked
     against its index file by file (nothing written), kept with that index, its
-    directories, its host paths and its stub (the files ``_STUBBED`` names, taken
+    directories, its host paths and its stub (the files ``_stubbed`` names, taken
     from the part); the layer's own check (RECORDs) run on the stub, which holds
     every RECORD. The directory is renamed into place whole, manifest included:
     a reader sees all of it or nothing. The caller holds ``cache.lock``."""
@@ -934,7 +943,8 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
             "part": {"name": part_name, "prefix": prefix, "raw_size": raw_size,
                      "sha256": hashlib.sha256(fetched.part).hexdigest()},
             "index": {"files": {rel: list(entry) for rel, entry in files.items()},
-                      "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths}})
+                      "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths},
+            "stub": sorted([*stub, *(rel for rel, _ in stub_links)])})
         write_json_atomic(scratch / MANIFEST, {"format": FORMAT, "kind": kind, "name": name,
                                                "key": key, "inputs": config["inputs"]})
         cache.publish(scratch, kind, name, key)
@@ -969,7 +979,9 @@ def _part_only_record(path: Path) -> dict[str, Any]:
         part = record["part"]
         if record["format"] != PART_ONLY_FORMAT or not isinstance(part["name"], str) \
                 or _safe_name(part["name"]) != part["name"] or not isinstance(part["prefix"], str) \
-                or not isinstance(part["raw_size"], int) or not isinstance(part["sha256"], str):
+                or not isinstance(part["raw_size"], int) or not isinstance(part["sha256"], str) \
+                or not isinstance(record["stub"], list) \
+                or not all(isinstance(rel, str) for rel in record["stub"]):
             raise ArtifactInvalid(f"its {PART_ONLY} is malformed")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ArtifactInvalid(f"its {PART_ONLY} is missing or malformed") from exc
@@ -998,7 +1010,11 @@ def part_problems(layer: Layer) -> list[str]:
         files, symlinks, _ = _expected(record["index"])
         stub = layer.path / STUB
         found = {rel for rel, _ in _walk_files(stub)}
-        wanted = {rel for rel in (*files, *symlinks) if _STUBBED.match(rel)}
+        wanted, stubbable = set(record["stub"]), {rel for rel in (*files, *symlinks)
+                                                  if _stubbed(rel)}
+        # Only bin/'s ELF programs may be left out (what the stub holds is its part's).
+        if not {rel for rel in stubbable if not rel.startswith("bin/")} <= wanted <= stubbable:
+            return [f"its {STUB} is not what its index stubs"]
         if found != wanted:
             return [f"its {STUB} does not hold what its index lists"]
         for rel in sorted(wanted):
@@ -1109,7 +1125,8 @@ class PartListing:
 
 def part_listing(layer: Layer) -> PartListing:
     """The listing of a part-only layer (ArtifactInvalid if its record is unreadable)."""
-    index = _part_only_record(layer.path)["index"]
+    record = _part_only_record(layer.path)
+    index, stub_list = record["index"], set(record["stub"])
     entries = {rel: False for rel in (*index["files"], *index["symlinks"])}
     entries.update((rel, True) for rel in index["dirs"])
     children: dict[str, list[tuple[str, bool]]] = {}
@@ -1119,7 +1136,7 @@ def part_listing(layer: Layer) -> PartListing:
     stubbed: set[str] = set()
     stub = layer.path / STUB
     for rel in entries:
-        if _STUBBED.match(rel) and (os.path.lexists(stub / rel)):
+        if rel in stub_list:
             parts = rel.split("/")
             stubbed.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
     return PartListing(layer.tree, stub, entries, stubbed, children, set(index["symlinks"]))
