@@ -669,9 +669,11 @@ def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
 def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
                  symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
     """Check a part against its index without writing a file: exactly the files and
-    symlinks the index lists, each with its size and SHA-256 (what ``_extract``
-    checks). Returns its raw tar size, the stubbed files' bytes (``_stubbed``) and
-    the stubbed symlinks. A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the
+    symlinks the index lists, each of its type and size, each symlink with its
+    target, and the stubbed files with their SHA-256 (the others' are checked when
+    the tree is written: until then the slug holds the part's bytes, which its
+    digest vouches for). Returns its raw tar size, the stubbed files' bytes
+    (``_stubbed``) and the stubbed symlinks. A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the
     caller unpacks it file by file instead."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
@@ -685,8 +687,9 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
         batch: list[tuple[str, memoryview, str]] = []
         try:
             for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
-                if _stubbed(rel, data):
-                    stub[rel] = bytes(data)
+                if not _stubbed(rel, data):
+                    continue  # checked by its digest when the tree is written (ensure_tree)
+                stub[rel] = bytes(data)
                 batch.append((rel, data, expected[2]))
                 if len(batch) == _WRITE_BATCH * 4:
                     checks.append(pool.submit(_hash_members, batch))
@@ -936,12 +939,13 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
         if host_paths is not None:
             (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
         layer = Layer(scratch, {}, published=False)
-        _keep_part(layer, part_name, fetched.part, raw_size)
+        digest = hashlib.sha256(fetched.part).hexdigest()
+        _keep_part(layer, part_name, fetched.part, raw_size, digest)
         _keep_part_records(layer, part_name, config["part"])
         write_json_atomic(scratch / PART_ONLY, {
             "format": PART_ONLY_FORMAT,
             "part": {"name": part_name, "prefix": prefix, "raw_size": raw_size,
-                     "sha256": hashlib.sha256(fetched.part).hexdigest()},
+                     "sha256": digest},
             "index": {"files": {rel: list(entry) for rel, entry in files.items()},
                       "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths},
             "stub": sorted([*stub, *(rel for rel, _ in stub_links)])})
@@ -971,9 +975,30 @@ def _keep_part_records(layer: Layer, part_name: str, part_info: dict[str, Any]) 
             write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
 
 
+# Part-only records read and checked in this process, by path, with the stat they had:
+# a build reads one several times (verify, view, pack, part name).
+_RECORDS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_LISTINGS: dict[Path, tuple[dict[str, Any], PartListing]] = {}
+
+
 def _part_only_record(path: Path) -> dict[str, Any]:
     """A part-only layer's record, its index checked as a pulled one is (safe paths,
-    links inside the layer); ArtifactInvalid when unreadable or malformed."""
+    links inside the layer); ArtifactInvalid when unreadable or malformed. Read once
+    per process while its file is unchanged (the caller must not change it)."""
+    try:
+        st = os.stat(path / PART_ONLY)
+    except OSError as exc:
+        raise ArtifactInvalid(f"its {PART_ONLY} is missing") from exc
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _RECORDS.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    record = _read_part_only_record(path)
+    _RECORDS[path] = (stamp, record)
+    return record
+
+
+def _read_part_only_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads((path / PART_ONLY).read_text())
         part = record["part"]
@@ -1108,6 +1133,7 @@ class PartListing:
     stubbed: set[str]
     children_of: dict[str, list[tuple[str, bool]]]
     symlinks: set[str]
+    _scanned: tuple[tuple[str, int, int], ...] | None = None
 
     def children(self, rel: str) -> list[tuple[str, bool]]:
         return self.children_of.get(rel, [])
@@ -1115,20 +1141,34 @@ class PartListing:
     def target(self, rel: str) -> str:
         return str((self.stub if rel in self.stubbed else self.tree) / rel)
 
-    def scanned(self) -> list[tuple[str, int, int]]:
+    def scanned(self) -> tuple[tuple[str, int, int], ...]:
         """The entries as ``pack.scan_tree`` lists a tree (no inode numbers)."""
-        found = [(rel, DIRECTORY if is_dir else SYMLINK if rel in self.symlinks else FILE, 0)
-                 for rel, is_dir in self.entries.items()]
-        found.sort(key=lambda item: item[0].split("/"))
-        return found
+        if self._scanned is None:
+            found = [(rel, DIRECTORY if is_dir else SYMLINK if rel in self.symlinks else FILE,
+                      0) for rel, is_dir in self.entries.items()]
+            found.sort(key=lambda item: item[0].split("/"))
+            self._scanned = tuple(found)
+        return self._scanned
 
 
 def part_listing(layer: Layer) -> PartListing:
     """The listing of a part-only layer (ArtifactInvalid if its record is unreadable)."""
     record = _part_only_record(layer.path)
+    known = _LISTINGS.get(layer.path)
+    if known is not None and known[0] is record:
+        return known[1]
+    listing = _listing_of(layer, record)
+    _LISTINGS[layer.path] = (record, listing)
+    return listing
+
+
+def _listing_of(layer: Layer, record: dict[str, Any]) -> PartListing:
     index, stub_list = record["index"], set(record["stub"])
     entries = {rel: False for rel in (*index["files"], *index["symlinks"])}
     entries.update((rel, True) for rel in index["dirs"])
+    for rel in list(entries):  # a directory the index left out is in any written tree
+        parts = rel.split("/")
+        entries.update(("/".join(parts[:depth]), True) for depth in range(1, len(parts)))
     children: dict[str, list[tuple[str, bool]]] = {}
     for rel, is_dir in entries.items():
         parent, _, base = rel.rpartition("/")
@@ -1161,10 +1201,12 @@ def _safe_name(name: str) -> str:
     return _TAG_UNSAFE.sub("_", name)[:120]
 
 
-def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int) -> None:
+def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int,
+               sha256: str | None = None) -> None:
     """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort."""
     directory = layer.packed_parts
-    record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+    record = json.dumps({"sha256": sha256 or hashlib.sha256(data).hexdigest(),
+                         "raw_size": raw_size})
     with contextlib.suppress(OSError):
         directory.mkdir(exist_ok=True)
         write_bytes_atomic(directory / f"{name}.gz", data)
