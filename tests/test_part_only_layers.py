@@ -21,6 +21,7 @@ from slugbuild import records
 from slugbuild.cache import FILE_INDEX, PART_ONLY, TREE, Cache, Layer
 from slugbuild.layer_artifact import (
     STUB,
+    ArtifactInvalid,
     LayoutStore,
     ensure_tree,
     fetch_artifact,
@@ -196,3 +197,30 @@ def test_a_tampered_part_only_layer_is_refused(pulled, tamper) -> None:
         assert problems
         cache.discard(layer)
     assert not layer.path.exists() and not (layer.path.parent / NAME / TREE).exists()
+
+
+def test_a_pusher_without_a_stub_and_a_stub_that_lies(tmp_path: Path) -> None:
+    """An artifact whose index carries no stub (an older pusher) is checked by unpacking
+    its part in memory; one whose stub differs from its index is refused."""
+    source = _source_layer(tmp_path / "source")
+    artifact = make_artifact(source, SPACE)
+    assert artifact is not None
+    store = LayoutStore(tmp_path / "layout", create=True)
+    push_artifact(store, artifact)
+    for name, change in (("older", lambda index: [index.pop("stub"), index.pop("stub_data")]),
+                         ("lying", lambda index: index["stub_data"].update(
+                             {f"{SITE}/demo-1.0.dist-info/METADATA": "TmFtZTogZXZpbAo="}))):
+        fetched = fetch_artifact(store, SPACE, "layers", KEY)
+        assert fetched is not None
+        change(fetched.index)
+        cache = Cache(tmp_path / name)
+        with cache.lock("layers", NAME):
+            if name == "older":
+                layer = materialise(cache, fetched, records.layer_problems)
+                assert layer.lazy and part_problems(layer) == []
+                assert (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").read_bytes() \
+                    == FILES[f"{SITE}/demo-1.0.dist-info/METADATA"]
+            else:
+                with pytest.raises(ArtifactInvalid):
+                    materialise(cache, fetched, records.layer_problems)
+                assert cache.lookup("layers", NAME, KEY, lazy=True) is None

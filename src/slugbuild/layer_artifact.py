@@ -28,6 +28,8 @@ addressed by tag, both verifying every blob's digest on read.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import gzip
 import hashlib
@@ -251,7 +253,11 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         except ArtifactInvalid:
             return None
         files, symlinks = record["index"]["files"], record["index"]["symlinks"]
-        index_blob = _canonical(record["index"])
+        stub_data = _stub_data(layer.path / STUB, record["stub"], symlinks)
+        if stub_data is None:
+            return None
+        index_blob = _canonical({**record["index"], "stub": record["stub"],
+                                 "stub_data": stub_data})
     else:
         index = read_index(layer.path / FILE_INDEX)
         part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
@@ -263,8 +269,14 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
             host_paths = None
         files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
         symlinks = index["symlinks"]
-        index_blob = _canonical({"files": files, "symlinks": symlinks,
-                                 "dirs": _directories(layer.tree), "host_paths": host_paths})
+        index_data = {"files": files, "symlinks": symlinks, "dirs": _directories(layer.tree),
+                      "host_paths": host_paths}
+        if kind in PART_ONLY_KINDS:  # what a puller keeps as the stub, without unpacking
+            stub = _tree_stub(layer.tree, files, symlinks)
+            if stub is None:
+                return None  # changed since it was kept: not shared
+            index_data.update(stub=sorted(stub[0]), stub_data=stub[1])
+        index_blob = _canonical(index_data)
     assert part is not None
     prefix = TREE_PART_PREFIX if kind in TREE_PART_KINDS else \
         _part_prefix(part.data, set(files) | set(symlinks))
@@ -308,6 +320,64 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         "annotations": {KEY_ANNOTATION: key, TITLE_ANNOTATION: f"{kind}/{manifest['name']}"},
     })
     return Artifact(tag, config, index_blob, part.data, oci_manifest)
+
+
+def _tree_stub(tree: Path, files: dict[str, list[Any]], symlinks: dict[str, str]
+               ) -> tuple[list[str], dict[str, str]] | None:
+    """A layer's stub as an artifact's index carries it: the stubbed paths and each
+    stubbed file's bytes (base64), each checked against its recorded digest; None if
+    one changed."""
+    names = [rel for rel in symlinks if _stubbed(rel)]
+    data: dict[str, str] = {}
+    for rel, entry in files.items():
+        if not _stubbed(rel):
+            continue
+        try:
+            content = (tree / rel).read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(content).hexdigest() != entry[2]:
+            return None
+        if _stubbed(rel, content):
+            names.append(rel)
+            data[rel] = base64.b64encode(content).decode()
+    return names, data
+
+
+def _stub_data(stub: Path, names: list[str], symlinks: dict[str, str]) -> dict[str, str] | None:
+    """The stub's files' bytes (base64) from a part-only layer's stub directory."""
+    try:
+        return {rel: base64.b64encode((stub / rel).read_bytes()).decode()
+                for rel in names if rel not in symlinks}
+    except OSError:
+        return None
+
+
+Stub = tuple[dict[str, bytes], list[tuple[str, str]]]  # files' bytes, symlinks
+
+
+def _carried_stub(index: dict[str, Any], files: dict[str, tuple[int, int, str]],
+                  symlinks: dict[str, str]) -> Stub | None:
+    """The stub an artifact's index carries (None: an older pusher's, without one),
+    each file checked against the index's digest, and holding every stubbed path of
+    the index but bin/'s programs; ArtifactInvalid otherwise."""
+    if "stub" not in index:
+        return None
+    try:
+        names, data = index["stub"], index["stub_data"]
+        stub = {rel: base64.b64decode(data[rel], validate=True) for rel in names
+                if rel not in symlinks}
+        links = [(rel, symlinks[rel]) for rel in names if rel in symlinks]
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ArtifactInvalid(f"its stub is malformed ({type(exc).__name__})") from exc
+    stubbable = {rel for rel in (*files, *symlinks) if _stubbed(rel)}
+    if not {rel for rel in stubbable if not rel.startswith("bin/")} <= set(names) <= stubbable \
+            or len(data) != len(stub):
+        raise ArtifactInvalid("its stub is not what its index stubs")
+    for rel, content in stub.items():
+        if len(content) != files[rel][0] or hashlib.sha256(content).hexdigest() != files[rel][2]:
+            raise ArtifactInvalid(f"{rel}: its stub copy differs from the layer index")
+    return stub, links
 
 
 def tree_part(layer: Layer, index: dict[str, Any] | None) -> KeptPart | None:
@@ -916,7 +986,14 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
     a reader sees all of it or nothing. The caller holds ``cache.lock``."""
     config, (files, symlinks, dirs) = fetched.config, expected
     kind, name, key = config["kind"], config["name"], config["key"]
-    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
+    carried = _carried_stub(fetched.index, files, symlinks)
+    if carried is not None and isinstance(config["part"].get("raw_size"), int):
+        # The pusher's stub, checked against the index; the part's files are checked
+        # against the index when the tree is written (until then the slug holds the
+        # part's bytes, vouched for by its digest): nothing to unpack now.
+        (stub, stub_links), raw_size = carried, config["part"]["raw_size"]
+    else:
+        raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
     host_paths = _host_paths(fetched.index.get("host_paths"), files)
     scratch = cache.scratch_dir(f"{kind}-{name}")
     try:
