@@ -90,7 +90,7 @@ def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
     assert fetched is not None
     cache = Cache(tmp_path / "puller")
     with cache.lock("layers", NAME):
-        layer = materialise(cache, fetched, records.layer_problems)
+        layer = materialise(cache, fetched, records.layer_problems, deferred=True)
     return cache, layer, source
 
 
@@ -216,11 +216,11 @@ def test_a_pusher_without_a_stub_and_a_stub_that_lies(tmp_path: Path) -> None:
         cache = Cache(tmp_path / name)
         with cache.lock("layers", NAME):
             if name == "older":
-                layer = materialise(cache, fetched, records.layer_problems)
+                layer = materialise(cache, fetched, records.layer_problems, deferred=True)
                 assert layer.lazy and part_problems(layer) == []
                 assert (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").read_bytes() \
                     == FILES[f"{SITE}/demo-1.0.dist-info/METADATA"]
             else:
                 with pytest.raises(ArtifactInvalid):
-                    materialise(cache, fetched, records.layer_problems)
+                    materialise(cache, fetched, records.layer_problems, deferred=True)
                 assert cache.lookup("layers", NAME, KEY, lazy=True) is None

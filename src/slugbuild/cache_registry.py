@@ -176,7 +176,9 @@ class RemoteCache:
                 return None
             if fetched.config.get("name") != name:
                 raise ArtifactInvalid("it names another layer")
-            layer = materialise(cache, fetched, extra_check)
+            # A build's pull: a layer's files not in its stub are checked against the
+            # index when its tree is written (layer_artifact.materialise).
+            layer = materialise(cache, fetched, extra_check, deferred=True)
         except ArtifactInvalid as exc:
             reporter.warn(f"The cache registry's entry for the {what} was not used: "
                           f"{exc}. It is built here instead.")

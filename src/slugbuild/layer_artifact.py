@@ -737,14 +737,15 @@ def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
 
 
 def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
-                 symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
+                 symlinks: dict[str, str], every_digest: bool = True
+                 ) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
     """Check a part against its index without writing a file: exactly the files and
     symlinks the index lists, each of its type and size, each symlink with its
-    target, and the stubbed files with their SHA-256 (the others' are checked when
-    the tree is written: until then the slug holds the part's bytes, which its
-    digest vouches for). Returns its raw tar size, the stubbed files' bytes
-    (``_stubbed``) and the stubbed symlinks. A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the
-    caller unpacks it file by file instead."""
+    target, and every file's SHA-256 (``every_digest`` False: the stubbed files'
+    only; the others' are checked when the tree is written, and until then the
+    slug holds the part's bytes, which its digest vouches for). Returns its raw tar
+    size, the stubbed files' bytes (``_stubbed``) and the stubbed symlinks. A part
+    past IN_MEMORY_LIMIT raises ``_TooLarge``: the caller unpacks it file by file."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
         raise _TooLarge
@@ -757,9 +758,10 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
         batch: list[tuple[str, memoryview, str]] = []
         try:
             for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
-                if not _stubbed(rel, data):
+                if _stubbed(rel, data):
+                    stub[rel] = bytes(data)
+                elif not every_digest:
                     continue  # checked by its digest when the tree is written (ensure_tree)
-                stub[rel] = bytes(data)
                 batch.append((rel, data, expected[2]))
                 if len(batch) == _WRITE_BATCH * 4:
                     checks.append(pool.submit(_hash_members, batch))
@@ -908,12 +910,17 @@ def _raw_tar_size(part: bytes) -> int:
     return total
 
 
-def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None) -> Layer:
+def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None,
+                deferred: bool = False) -> Layer:
     """Publish a fetched artifact as a layer of ``cache``, through the verified path:
     its tree rebuilt from the part, each file checked against the index, the
     layer's own check (RECORDs) passed, files.json written by the cache itself,
-    then the part kept for the pack stage. The caller holds ``cache.lock``.
-    Raises ArtifactInvalid (nothing published) when anything does not match."""
+    then the part kept for the pack stage. A runtime or dependency layer is kept
+    part-only instead (``_publish_part_only``): every member of its part checked
+    against the index in memory, unless ``deferred`` (a build's pull) and the
+    index carries the stub: then the stub is checked, and the rest of the index
+    when the tree is written. The caller holds ``cache.lock``. Raises
+    ArtifactInvalid (nothing published) when anything does not match."""
     config = fetched.config
     kind, name, key = config["kind"], config.get("name"), config["key"]
     part_info = config.get("part")
@@ -945,7 +952,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind in PART_ONLY_KINDS and part_only_wanted():
         try:
             return _publish_part_only(cache, fetched, prefix, part_name, (files, symlinks, dirs),
-                                      extra_check)
+                                      extra_check, deferred)
         except _TooLarge:
             pass  # unpacked file by file below
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
@@ -977,7 +984,8 @@ Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
 
 
 def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: str,
-                       expected: Expected, extra_check: TreeCheck | None) -> Layer:
+                       expected: Expected, extra_check: TreeCheck | None,
+                       deferred: bool = False) -> Layer:
     """Publish a fetched runtime or dependency layer part-only: its part checked
     against its index file by file (nothing written), kept with that index, its
     directories, its host paths and its stub (the files ``_stubbed`` names, taken
@@ -987,13 +995,14 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
     config, (files, symlinks, dirs) = fetched.config, expected
     kind, name, key = config["kind"], config["name"], config["key"]
     carried = _carried_stub(fetched.index, files, symlinks)
-    if carried is not None and isinstance(config["part"].get("raw_size"), int):
+    if deferred and carried is not None and isinstance(config["part"].get("raw_size"), int):
         # The pusher's stub, checked against the index; the part's files are checked
         # against the index when the tree is written (until then the slug holds the
         # part's bytes, vouched for by its digest): nothing to unpack now.
         (stub, stub_links), raw_size = carried, config["part"]["raw_size"]
     else:
-        raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
+        raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks,
+                                                  every_digest=not deferred)
     host_paths = _host_paths(fetched.index.get("host_paths"), files)
     scratch = cache.scratch_dir(f"{kind}-{name}")
     try:
