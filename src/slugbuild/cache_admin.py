@@ -46,6 +46,7 @@ from .layer_artifact import (
     make_artifact,
     materialise,
     namespace,
+    part_only_wanted,
     push_artifact,
 )
 from .oci.image import RegistryOptions
@@ -524,7 +525,7 @@ def import_layers(cache: Cache, store: Store, tags: list[str], space: str,
                 raise ArtifactInvalid("its name does not match its key")
             with cache.lock(kind, name):
                 if cache.lookup(kind, name, key, lazy=True) is None:
-                    materialise(cache, fetched, layer_check(kind))
+                    materialise(cache, fetched, layer_check(kind), part_only_wanted())
                     imported += 1
                     report(f"Imported {kind}/{name}")
         except ArtifactInvalid as exc:

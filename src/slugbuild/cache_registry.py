@@ -40,6 +40,7 @@ from .layer_artifact import (
     make_artifact,
     materialise,
     namespace,
+    part_only_wanted,
     push_artifact,
     push_check,
 )
@@ -177,9 +178,7 @@ class RemoteCache:
                 return None
             if fetched.config.get("name") != name:
                 raise ArtifactInvalid("it names another layer")
-            # A build's pull: a layer's files not in its stub are checked against the
-            # index when its tree is written (layer_artifact.materialise).
-            layer = materialise(cache, fetched, extra_check, deferred=True)
+            layer = materialise(cache, fetched, extra_check, part_only_wanted())
         except ArtifactInvalid as exc:
             reporter.warn(f"The cache registry's entry for the {what} was not used: "
                           f"{exc}. It is built here instead.")

@@ -28,8 +28,6 @@ addressed by tag, both verifying every blob's digest on read.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import errno
 import gzip
@@ -254,11 +252,7 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         except ArtifactInvalid:
             return None
         files, symlinks = record["index"]["files"], record["index"]["symlinks"]
-        stub_data = _stub_data(layer.path / STUB, record["stub"], symlinks)
-        if stub_data is None:
-            return None
-        index_blob = _canonical({**record["index"], "stub": record["stub"],
-                                 "stub_data": stub_data})
+        index_blob = _canonical(record["index"])
     else:
         index = read_index(layer.path / FILE_INDEX)
         part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
@@ -270,14 +264,8 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
             host_paths = None
         files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
         symlinks = index["symlinks"]
-        index_data = {"files": files, "symlinks": symlinks, "dirs": _directories(layer.tree),
-                      "host_paths": host_paths}
-        if kind in PART_ONLY_KINDS:  # what a puller keeps as the stub, without unpacking
-            stub = _tree_stub(layer.tree, files, symlinks)
-            if stub is None:
-                return None  # changed since it was kept: not shared
-            index_data.update(stub=sorted(stub[0]), stub_data=stub[1])
-        index_blob = _canonical(index_data)
+        index_blob = _canonical({"files": files, "symlinks": symlinks,
+                                 "dirs": _directories(layer.tree), "host_paths": host_paths})
     assert part is not None
     prefix = TREE_PART_PREFIX if kind in TREE_PART_KINDS else \
         _part_prefix(part.data, set(files) | set(symlinks))
@@ -321,64 +309,6 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         "annotations": {KEY_ANNOTATION: key, TITLE_ANNOTATION: f"{kind}/{manifest['name']}"},
     })
     return Artifact(tag, config, index_blob, part.data, oci_manifest)
-
-
-def _tree_stub(tree: Path, files: dict[str, list[Any]], symlinks: dict[str, str]
-               ) -> tuple[list[str], dict[str, str]] | None:
-    """A layer's stub as an artifact's index carries it: the stubbed paths and each
-    stubbed file's bytes (base64), each checked against its recorded digest; None if
-    one changed."""
-    names = [rel for rel in symlinks if _stubbed(rel)]
-    data: dict[str, str] = {}
-    for rel, entry in files.items():
-        if not _stubbed(rel):
-            continue
-        try:
-            content = (tree / rel).read_bytes()
-        except OSError:
-            return None
-        if hashlib.sha256(content).hexdigest() != entry[2]:
-            return None
-        if _stubbed(rel, content):
-            names.append(rel)
-            data[rel] = base64.b64encode(content).decode()
-    return names, data
-
-
-def _stub_data(stub: Path, names: list[str], symlinks: dict[str, str]) -> dict[str, str] | None:
-    """The stub's files' bytes (base64) from a part-only layer's stub directory."""
-    try:
-        return {rel: base64.b64encode((stub / rel).read_bytes()).decode()
-                for rel in names if rel not in symlinks}
-    except OSError:
-        return None
-
-
-Stub = tuple[dict[str, bytes], list[tuple[str, str]]]  # files' bytes, symlinks
-
-
-def _carried_stub(index: dict[str, Any], files: dict[str, tuple[int, int, str]],
-                  symlinks: dict[str, str]) -> Stub | None:
-    """The stub an artifact's index carries (None: an older pusher's, without one),
-    each file checked against the index's digest, and holding every stubbed path of
-    the index but bin/'s programs; ArtifactInvalid otherwise."""
-    if "stub" not in index:
-        return None
-    try:
-        names, data = index["stub"], index["stub_data"]
-        stub = {rel: base64.b64decode(data[rel], validate=True) for rel in names
-                if rel not in symlinks}
-        links = [(rel, symlinks[rel]) for rel in names if rel in symlinks]
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise ArtifactInvalid(f"its stub is malformed ({type(exc).__name__})") from exc
-    stubbable = {rel for rel in (*files, *symlinks) if _stubbed(rel)}
-    if not {rel for rel in stubbable if not rel.startswith("bin/")} <= set(names) <= stubbable \
-            or len(data) != len(stub):
-        raise ArtifactInvalid("its stub is not what its index stubs")
-    for rel, content in stub.items():
-        if len(content) != files[rel][0] or hashlib.sha256(content).hexdigest() != files[rel][2]:
-            raise ArtifactInvalid(f"{rel}: its stub copy differs from the layer index")
-    return stub, links
 
 
 def tree_part(layer: Layer, index: dict[str, Any] | None) -> KeptPart | None:
@@ -763,15 +693,14 @@ def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
 
 
 def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
-                 symlinks: dict[str, str], every_digest: bool = True
-                 ) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
+                 symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
     """Check a part against its index without writing a file: exactly the files and
-    symlinks the index lists, each of its type and size, each symlink with its
-    target, and every file's SHA-256 (``every_digest`` False: the stubbed files'
-    only; the others' are checked when the tree is written, and until then the
-    slug holds the part's bytes, which its digest vouches for). Returns its raw tar
-    size, the stubbed files' bytes (``_stubbed``) and the stubbed symlinks. A part
-    past IN_MEMORY_LIMIT raises ``_TooLarge``: the caller unpacks it file by file."""
+    symlinks the index lists (nothing outside the layer, nothing twice), each of its
+    type, size and SHA-256, each symlink with its target: the part kept for slugs
+    is what the index, the stub and so slug.json and the SBOM describe. Returns its
+    raw tar size, the stubbed files' bytes (``_stubbed``) and the stubbed symlinks.
+    A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the caller unpacks it file by
+    file."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
         raise _TooLarge
@@ -786,8 +715,6 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
             for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
                 if _stubbed(rel, data):
                     stub[rel] = bytes(data)
-                elif not every_digest:
-                    continue  # checked by its digest when the tree is written (ensure_tree)
                 batch.append((rel, data, expected[2]))
                 if len(batch) == _WRITE_BATCH * 4:
                     checks.append(pool.submit(_hash_members, batch))
@@ -937,16 +864,16 @@ def _raw_tar_size(part: bytes) -> int:
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None,
-                deferred: bool = False) -> Layer:
+                part_only: bool = False) -> Layer:
     """Publish a fetched artifact as a layer of ``cache``, through the verified path:
     its tree rebuilt from the part, each file checked against the index, the
     layer's own check (RECORDs) passed, files.json written by the cache itself,
-    then the part kept for the pack stage. A runtime or dependency layer is kept
+    then the part kept for the pack stage. With ``part_only`` (a build's pull,
+    ``cache import``: ``part_only_wanted``), a runtime or dependency layer is kept
     part-only instead (``_publish_part_only``): every member of its part checked
-    against the index in memory, unless ``deferred`` (a build's pull) and the
-    index carries the stub: then the stub is checked, and the rest of the index
-    when the tree is written. The caller holds ``cache.lock``. Raises
-    ArtifactInvalid (nothing published) when anything does not match."""
+    against the index in memory, nothing written but its stub. The caller holds
+    ``cache.lock``. Raises ArtifactInvalid (nothing published) when anything does
+    not match."""
     config = fetched.config
     kind, name, key = config["kind"], config.get("name"), config["key"]
     part_info = config.get("part")
@@ -975,10 +902,10 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind == "static":
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
-    if kind in PART_ONLY_KINDS and part_only_wanted():
+    if kind in PART_ONLY_KINDS and part_only:
         try:
             return _publish_part_only(cache, fetched, prefix, part_name, (files, symlinks, dirs),
-                                      extra_check, deferred)
+                                      extra_check)
         except _TooLarge:
             pass  # unpacked file by file below
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
@@ -1015,8 +942,7 @@ Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
 
 
 def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: str,
-                       expected: Expected, extra_check: TreeCheck | None,
-                       deferred: bool = False) -> Layer:
+                       expected: Expected, extra_check: TreeCheck | None) -> Layer:
     """Publish a fetched runtime or dependency layer part-only: its part checked
     against its index file by file (nothing written), kept with that index, its
     directories, its host paths and its stub (the files ``_stubbed`` names, taken
@@ -1025,32 +951,25 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
     a reader sees all of it or nothing. The caller holds ``cache.lock``."""
     config, (files, symlinks, dirs) = fetched.config, expected
     kind, name, key = config["kind"], config["name"], config["key"]
-    carried = _carried_stub(fetched.index, files, symlinks)
-    if deferred and carried is not None and isinstance(config["part"].get("raw_size"), int):
-        # The pusher's stub, checked against the index; the part's files are checked
-        # against the index when the tree is written (until then the slug holds the
-        # part's bytes, vouched for by its digest): nothing to unpack now.
-        (stub, stub_links), raw_size = carried, config["part"]["raw_size"]
-    else:
-        raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks,
-                                                  every_digest=not deferred)
+    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
     host_paths = _host_paths(fetched.index.get("host_paths"), files)
+    too_long = next((rel for rel in (*files, *symlinks, *dirs)
+                     if any(len(part.encode()) > _NAME_MAX for part in rel.split("/"))), None)
+    if too_long is not None:  # its tree could never be written here
+        raise ArtifactInvalid(f"its files cannot be made here ({too_long[:60]}…: name too long)")
     scratch = cache.scratch_dir(f"{kind}-{name}")
     try:
-        stub_dir = scratch / STUB
-        for rel, data in sorted(stub.items()):
-            target = stub_dir / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            os.chmod(target, stat.S_IMODE(files[rel][1]))
-        for rel, link_target in stub_links:
-            (stub_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(link_target, stub_dir / rel)
+        try:
+            _write_stub(scratch / STUB, stub, stub_links, files)
+        except OSError as exc:
+            if exc.errno not in _ENTRY_ERRNOS:
+                raise  # this machine's (a full disk): the caller's to report
+            raise ArtifactInvalid(f"its files cannot be made here ({exc.strerror})") from exc
         if extra_check is not None:
             index = {"files": {rel: [size, 0, mode, digest]
                                for rel, (size, mode, digest) in files.items()},
                      "symlinks": symlinks}
-            problems = list(extra_check(stub_dir, index))
+            problems = list(extra_check(scratch / STUB, index))
             if problems:
                 raise ArtifactInvalid("; ".join(problems[:3]))
         if host_paths is not None:
@@ -1076,6 +995,21 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
     if found is None:
         raise ArtifactInvalid("the layer vanished right after it was published")
     return found
+
+
+_NAME_MAX = 255  # bytes in one path component on Linux file systems
+
+
+def _write_stub(stub_dir: Path, stub: dict[str, bytes], links: list[tuple[str, str]],
+                files: dict[str, tuple[int, int, str]]) -> None:
+    for rel, data in sorted(stub.items()):
+        target = stub_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        os.chmod(target, stat.S_IMODE(files[rel][1]))
+    for rel, link_target in links:
+        (stub_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_target, stub_dir / rel)
 
 
 def _keep_part_records(layer: Layer, part_name: str, part_info: dict[str, Any]) -> None:
