@@ -292,11 +292,17 @@ def assert_clean_failure(app: Path, cache_dir: Path, tmp_path: Path, code_words:
 
 
 def assert_cache_consistent(cache_dir: Path) -> None:
-    """Every published layer is complete; no scratch of a finished build remains."""
+    """Every published layer is complete (its tree written, or part-only and sound:
+    layer_artifact.py); no scratch of a finished build remains."""
+    from slugbuild.cache import Layer
+    from slugbuild.layer_artifact import part_problems
+
     for kind in ("runtimes", "layers"):
         for layer in (cache_dir / kind).iterdir() if (cache_dir / kind).exists() else []:
             manifest = json.loads((layer / "manifest.json").read_text())
-            assert manifest["key"] and (layer / "tree").is_dir()
+            part_only = not (layer / "tree").exists() and (layer / "part-only.json").is_file()
+            assert manifest["key"] and ((layer / "tree").is_dir() or (
+                part_only and part_problems(Layer(layer, manifest, lazy=True)) == []))
     leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
         else []
     assert leftovers == []

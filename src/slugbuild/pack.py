@@ -220,6 +220,9 @@ class LayerPart:
     # Shown in the packed tree by a view (layer_view.py): its files are not there, and
     # these paths of the tree are the view's links (not packed). None: placed.
     view_links: frozenset[str] | None = field(default=None, compare=False)
+    # A part-only layer's entries (layer_artifact.PartListing.scanned): its tree is
+    # not written, so its directories come from here. None: scanned from ``tree``.
+    listing: tuple[tuple[str, int, int], ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,8 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         if layer.view_links is not None:
             # Its directories, as they would be in the tree had its files been placed.
             try:
-                viewed[layer] = scan_tree(layer.tree)
+                viewed[layer] = list(layer.listing) if layer.listing is not None \
+                    else scan_tree(layer.tree)
             except OSError:
                 raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name) from None
             directories += [_under(layer.mount, rel) for rel, kind, _ in viewed[layer]
@@ -335,6 +339,13 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
 
 def _under(mount: str, rel: str) -> str:
     return f"{mount}/{rel}" if mount else rel
+
+
+def layer_part_name(layout: str, mount: str, mtime: int | None = None,
+                    compresslevel: int = DEFAULT_LEVEL) -> str:
+    """The name a layer's kept part has for a slug of ``layout`` with the layer at
+    ``mount`` (what ``prepare_layer_part`` looks for)."""
+    return _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel).part_name(mount)
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,
