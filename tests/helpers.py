@@ -685,6 +685,19 @@ MACHINE_CACHE = Path(os.environ.get("SLUGBUILD_TEST_CACHE")
 MACHINE_CACHE_DAYS = 7
 
 
+def seed_runtimes(seed: Path, cache: Path, version: str = "3.12") -> Path:
+    """``cache`` (created) holding a copy of the Python ``version`` (major.minor)
+    runtime layer of the cache ``seed`` (the ``runtime_seed`` fixture): a test that
+    needs a cache of its own but not a cold runtime layer skips compiling the
+    standard library (~3 s of CPU a build). A copy, not links: whatever a test does
+    to its cache stays in it."""
+    layers = sorted((seed / "runtimes").glob(f"cpython-{version}.*"))
+    assert layers, f"no Python {version} runtime layer in {seed}"
+    for layer in layers:
+        shutil.copytree(layer, cache / "runtimes" / layer.name, symlinks=True)
+    return cache
+
+
 def machine_cache_key(*parts: str | Path) -> str:
     """A digest of ``parts``: texts, or files whose bytes count (the code that builds
     what is kept), and the week, so what is kept is refreshed every MACHINE_CACHE_DAYS."""
