@@ -159,3 +159,40 @@ def test_a_same_size_file_with_the_same_times_but_other_bytes_is_not_the_layers(
     out = io.BytesIO()
     pack_tree(root, out, mtime=1, layers=[part])
     assert _members(out.getvalue())["./.heroku/python/lib/pkg/mod.py"] == b"y = 1\n"
+
+
+def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_directories(tmp_path):
+    """A warm build reads a viewed layer's listing and the directories' part from its
+    packed/ directory: the same slug as packing the layer placed, as scanning it
+    again and as a cold pack; a damaged memo is made again; new app directories get
+    a directories part of their own."""
+    from slugbuild.layer_view import LayerView
+    from slugbuild.pack import LISTING
+
+    root, placed = _layer_and_tree(tmp_path)
+    plain = io.BytesIO()
+    pack_tree(root, plain, mtime=1, layers=[placed])
+    shutil.rmtree(root / ".heroku")
+    view = LayerView(root, ".heroku/python")
+    view.add(placed.tree)
+    part = LayerPart(placed.mount, placed.tree, placed.packed_dir,
+                     view_links=frozenset(view.links))
+    outputs = []
+    for damage in (None, "listing", "directories", None):
+        if damage == "listing":
+            (part.packed_dir / LISTING).write_text('{"tree": 1}')
+        elif damage == "directories":
+            for kept in part.packed_dir.glob("directories-*.part"):
+                kept.write_bytes(kept.read_bytes()[:-5] + b"xxxxx")
+        out = io.BytesIO()
+        pack_tree(root, out, mtime=1, layers=[part])
+        outputs.append(out.getvalue())
+    assert all(output == plain.getvalue() for output in outputs)
+    assert (part.packed_dir / LISTING).is_file()
+    assert len(list(part.packed_dir.glob("directories-*.part"))) == 1
+    (root / "static" / "css").mkdir(parents=True)
+    (root / "static" / "css" / "x.css").write_text("a{}")
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert "./static/css" in _members(out.getvalue())
+    assert len(list(part.packed_dir.glob("directories-*.part"))) == 2

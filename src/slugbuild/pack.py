@@ -280,7 +280,7 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         if layer.view_links is not None:
             # Its directories, as they would be in the tree had its files been placed.
             try:
-                viewed[layer] = scan_tree(layer.tree)
+                viewed[layer] = _viewed_listing(layer)
             except OSError:
                 raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name) from None
             directories += [_under(layer.mount, rel) for rel, kind, _ in viewed[layer]
@@ -288,8 +288,8 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     if viewed:
         directories = sorted(set(directories), key=lambda rel: rel.split("/"))
 
-    raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
-        tar, params, directories))
+    raw_size = _directories_part(writer, params, directories,
+                                 layers[-1].packed_dir if layers else None)
     parts = [PackedPart(0, writer.size)]
     claimed: set[str] = set()
     for layer in layers:
@@ -331,6 +331,86 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     _compress_part(writer, params.level, add_rest, start=raw_size)
     parts.append(PackedPart(start, writer.size - start))
     return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
+
+
+# A viewed layer's directories, files and symlinks, kept in its packed/ directory.
+LISTING = "tree-listing.v1"
+
+
+def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
+    """``scan_tree`` of a layer shown by a view, without the inode numbers (unused for
+    a view): kept beside its parts, as its tree never changes once published (the
+    cache compares its paths with files.json before a build may show it), so a warm
+    build reads one file instead of listing thousands of directories."""
+    memo = layer.packed_dir / LISTING
+    try:
+        kept = json.loads(memo.read_text())
+        if isinstance(kept, dict) and kept.get("tree") == str(layer.tree):
+            return [(rel, kind, 0) for rel, kind in kept["entries"]
+                    if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        pass
+    scanned = scan_tree(layer.tree)
+    if layer.packed_dir.parent.is_dir():
+        temporary = memo.with_name(f".{LISTING}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            layer.packed_dir.mkdir(exist_ok=True)
+            temporary.write_text(json.dumps({"tree": str(layer.tree), "entries": [
+                [rel, kind] for rel, kind, _ in scanned]}))
+            os.replace(temporary, memo)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return scanned
+
+
+# How many directory parts a layer keeps (one per set of the app's directories).
+KEPT_DIRECTORY_PARTS = 8
+
+
+def _directories_part(writer: _Sink, params: _PackParams, directories: list[str],
+                      memo_dir: Path | None) -> int:
+    """Write the slug's first part, every directory entry; its raw size.
+
+    Its bytes are a function of the directory names and the packing parameters
+    alone, and a warm build has the same thousands of directories as the last
+    one: the part is kept in ``memo_dir`` (a cached layer's packed/ directory)
+    under a digest of all of them, and copied from there when it matches."""
+    if memo_dir is None:
+        return _compress_part(writer, params.level, lambda tar: _add_directories(
+            tar, params, directories))
+    key = hashlib.sha256(json.dumps([PART_FORMAT, params.base, params.epoch, params.level,
+                                     GZIP_BLOCK, directories]).encode()).hexdigest()
+    memo = memo_dir / f"directories-{key[:32]}.part"
+    try:
+        head, _, data = memo.read_bytes().partition(b"\n")
+        kept = json.loads(head)
+        if hashlib.sha256(data).hexdigest() == kept["sha256"] and \
+                isinstance(kept["raw_size"], int):
+            writer.write(data)
+            return kept["raw_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    buffer = io.BytesIO()
+    raw_size = _compress_part(buffer, params.level, lambda tar: _add_directories(
+        tar, params, directories))
+    data = buffer.getvalue()
+    writer.write(data)
+    if memo_dir.parent.is_dir():
+        header = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+        temporary = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            memo_dir.mkdir(exist_ok=True)
+            temporary.write_bytes(header.encode() + b"\n" + data)
+            os.replace(temporary, memo)
+            kept_parts = sorted(memo_dir.glob("directories-*.part"),
+                                key=lambda path: path.stat().st_mtime_ns)
+            for stale in kept_parts[:-KEPT_DIRECTORY_PARTS]:
+                stale.unlink()
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return raw_size
 
 
 def _under(mount: str, rel: str) -> str:
