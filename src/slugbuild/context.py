@@ -31,6 +31,7 @@ from .log import Reporter, current_stage
 from .pack import LayerPart, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
+from .stack_compat import STACK_RECORD, keep_layer_record
 
 PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 # How often a layer whose files another build changed while this one read them is
@@ -229,6 +230,9 @@ class BuildContext:
         self.placed_layers.append(entry)
         self.part_sizes.append(self.background.submit(
             prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
+        if entry.placed.view:  # read by the stack_requirements stage
+            self.background.submit(keep_layer_record, layer.tree,
+                                   layer.packed_parts / STACK_RECORD)
         if host_paths is not None:
             self.layer_host_paths[layer.path] = host_paths
 

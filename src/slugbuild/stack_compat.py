@@ -367,6 +367,14 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
     return elves, present
 
 
+def keep_layer_record(tree: Path, record: Path) -> None:
+    """Read a layer's ELF facts into ``record`` now unless kept already: a build that
+    shows the layer by a view does it in the background, so its stack_requirements
+    stage reads the record instead of every file of a layer no build read before."""
+    if not record.exists():
+        _layer_elf_files(tree, record)
+
+
 def _elf_from_json(data: dict[str, Any]) -> ElfInfo:
     return ElfInfo(
         str(data["machine"]), tuple(data["needed"]), data["soname"], tuple(data["search_paths"]),
