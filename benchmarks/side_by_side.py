@@ -82,6 +82,7 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
     `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead."""
     results: dict[str, Any] = {"peer": None, "shapes": {},
                                "slugbuild_src": str(slugbuild_src) if slugbuild_src else None}
+    byte_compile_slugbuild(slugbuild_src)
     peer: HerokuPeer | None = None
     note = None
     if peer_dir is None:
@@ -112,6 +113,20 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
     results["scaling"] = scaling(results["shapes"])
     print_scaling(results["scaling"])
     return results
+
+
+def byte_compile_slugbuild(src: Path | None) -> None:
+    """Write the bytecode of the slugbuild being measured, as `pip install` does: with
+    PYTHONDONTWRITEBYTECODE set (as on this machine) an editable checkout's modules
+    were otherwise compiled from source at every build's start (docs/benchmarks.md)."""
+    package = src / "slugbuild" if src else None
+    if package is None:
+        found = subprocess.run(
+            [sys.executable, "-c", "import slugbuild; print(slugbuild.__file__)"],
+            capture_output=True, text=True, check=True)
+        package = Path(found.stdout.strip()).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
 
 
 def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | None,
