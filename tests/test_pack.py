@@ -161,11 +161,11 @@ def test_a_same_size_file_with_the_same_times_but_other_bytes_is_not_the_layers(
     assert _members(out.getvalue())["./.heroku/python/lib/pkg/mod.py"] == b"y = 1\n"
 
 
-def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_directories(tmp_path):
-    """A warm build reads a viewed layer's listing and the directories' part from its
-    packed/ directory: the same slug as packing the layer placed, as scanning it
-    again and as a cold pack; a damaged memo is made again; new app directories get
-    a directories part of their own."""
+def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path):
+    """A warm build reads a viewed layer's listing, and the directories' and the app's
+    parts, from its packed/ directory: the same slug as packing the layer placed, as
+    scanning and compressing again and as a cold pack; a damaged memo is made
+    again; new app files get parts of their own, even with the same size and mtime."""
     from slugbuild.layer_view import LayerView
     from slugbuild.pack import LISTING
 
@@ -178,21 +178,28 @@ def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_directories(tmp
     part = LayerPart(placed.mount, placed.tree, placed.packed_dir,
                      view_links=frozenset(view.links))
     outputs = []
-    for damage in (None, "listing", "directories", None):
+    for damage in (None, "listing", "parts", None):
         if damage == "listing":
             (part.packed_dir / LISTING).write_text('{"tree": 1}')
-        elif damage == "directories":
-            for kept in part.packed_dir.glob("directories-*.part"):
+        elif damage == "parts":
+            for kept in part.packed_dir.glob("part-*.kept"):
                 kept.write_bytes(kept.read_bytes()[:-5] + b"xxxxx")
         out = io.BytesIO()
         pack_tree(root, out, mtime=1, layers=[part])
         outputs.append(out.getvalue())
     assert all(output == plain.getvalue() for output in outputs)
     assert (part.packed_dir / LISTING).is_file()
-    assert len(list(part.packed_dir.glob("directories-*.part"))) == 1
+    assert len(list(part.packed_dir.glob("part-*.kept"))) == 2  # directories, app files
     (root / "static" / "css").mkdir(parents=True)
     (root / "static" / "css" / "x.css").write_text("a{}")
     out = io.BytesIO()
     pack_tree(root, out, mtime=1, layers=[part])
-    assert "./static/css" in _members(out.getvalue())
-    assert len(list(part.packed_dir.glob("directories-*.part"))) == 2
+    assert _members(out.getvalue())["./static/css/x.css"] == b"a{}"
+    assert len(list(part.packed_dir.glob("part-*.kept"))) == 4
+    app = root / "app.py"
+    before = app.stat()
+    app.write_text(app.read_text().replace("app", "APP"))  # same size, same times
+    os.utime(app, ns=(before.st_atime_ns, before.st_mtime_ns))
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert _members(out.getvalue())["./app.py"] == b"print('APP')\n"

@@ -38,6 +38,7 @@ import os
 import stat
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -288,8 +289,8 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     if viewed:
         directories = sorted(set(directories), key=lambda rel: rel.split("/"))
 
-    raw_size = _directories_part(writer, params, directories,
-                                 layers[-1].packed_dir if layers else None)
+    raw_size = _kept_or_compressed(writer, params, lambda tar: _add_directories(
+        tar, params, directories), 0, layers[-1].packed_dir if layers else None)
     parts = [PackedPart(0, writer.size)]
     claimed: set[str] = set()
     for layer in layers:
@@ -328,7 +329,8 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         tar.finish()
 
     start = writer.size
-    _compress_part(writer, params.level, add_rest, start=raw_size)
+    _kept_or_compressed(writer, params, add_rest, raw_size,
+                        layers[-1].packed_dir if layers and _small(root_text, rest) else None)
     parts.append(PackedPart(start, writer.size - start))
     return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
 
@@ -364,53 +366,69 @@ def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
     return scanned
 
 
-# How many directory parts a layer keeps (one per set of the app's directories).
-KEPT_DIRECTORY_PARTS = 8
+# How many parts made here a layer keeps (one per set of the app's directories, one
+# per state of the app's files), and the largest app part kept.
+KEPT_PARTS = 8
+KEPT_PART_MAX_RAW = 64 * 1024 * 1024
 
 
-def _directories_part(writer: _Sink, params: _PackParams, directories: list[str],
-                      memo_dir: Path | None) -> int:
-    """Write the slug's first part, every directory entry; its raw size.
+def _small(root: str, names: list[str]) -> bool:
+    """Whether the files ``names`` are small enough to be packed in memory and kept."""
+    total = 0
+    for rel in names:
+        total += os.lstat(os.path.join(root, rel)).st_size
+        if total > KEPT_PART_MAX_RAW:
+            return False
+    return True
 
-    Its bytes are a function of the directory names and the packing parameters
-    alone, and a warm build has the same thousands of directories as the last
-    one: the part is kept in ``memo_dir`` (a cached layer's packed/ directory)
-    under a digest of all of them, and copied from there when it matches."""
+
+def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_TarWriter], object],
+                        start: int, memo_dir: Path | None) -> int:
+    """Write the part ``fill`` makes (tar records after ``start`` raw bytes); its raw size.
+
+    A warm build's first part (every directory entry) and last (the app's files,
+    static files included) are usually the bytes the last build made. With
+    ``memo_dir`` (a cached layer's packed/ directory) the raw part is made in
+    memory and its compressed bytes are kept there under the SHA-256 of the raw
+    bytes and everything else that decides them (level, block size, zlib), and
+    copied from there when they match: hashing costs a fraction of compressing."""
     if memo_dir is None:
-        return _compress_part(writer, params.level, lambda tar: _add_directories(
-            tar, params, directories))
-    key = hashlib.sha256(json.dumps([PART_FORMAT, params.base, params.epoch, params.level,
-                                     GZIP_BLOCK, directories]).encode()).hexdigest()
-    memo = memo_dir / f"directories-{key[:32]}.part"
+        return _compress_part(writer, params.level, fill, start)
+    raw = io.BytesIO()
+    tar = _TarWriter(raw, start)
+    fill(tar)
+    data = raw.getvalue()
+    key = hashlib.sha256(json.dumps([PART_FORMAT, params.level, GZIP_BLOCK,
+                                     zlib.ZLIB_RUNTIME_VERSION]).encode() + data).hexdigest()
+    memo = memo_dir / f"part-{key[:32]}.kept"
     try:
-        head, _, data = memo.read_bytes().partition(b"\n")
-        kept = json.loads(head)
-        if hashlib.sha256(data).hexdigest() == kept["sha256"] and \
-                isinstance(kept["raw_size"], int):
-            writer.write(data)
-            return kept["raw_size"]
+        head, _, kept = memo.read_bytes().partition(b"\n")
+        if hashlib.sha256(kept).hexdigest() == json.loads(head)["sha256"]:
+            writer.write(kept)
+            memo.touch()  # recently used: kept longest
+            return len(data)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     buffer = io.BytesIO()
-    raw_size = _compress_part(buffer, params.level, lambda tar: _add_directories(
-        tar, params, directories))
-    data = buffer.getvalue()
-    writer.write(data)
+    with _ParallelGzipWriter(buffer, params.level, _workers()) as gz:
+        gz.write(data)
+    compressed = buffer.getvalue()
+    writer.write(compressed)
     if memo_dir.parent.is_dir():
-        header = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+        header = json.dumps({"sha256": hashlib.sha256(compressed).hexdigest()})
         temporary = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             memo_dir.mkdir(exist_ok=True)
-            temporary.write_bytes(header.encode() + b"\n" + data)
+            temporary.write_bytes(header.encode() + b"\n" + compressed)
             os.replace(temporary, memo)
-            kept_parts = sorted(memo_dir.glob("directories-*.part"),
+            kept_parts = sorted(memo_dir.glob("part-*.kept"),
                                 key=lambda path: path.stat().st_mtime_ns)
-            for stale in kept_parts[:-KEPT_DIRECTORY_PARTS]:
+            for stale in kept_parts[:-KEPT_PARTS]:
                 stale.unlink()
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
-    return raw_size
+    return len(data)
 
 
 def _under(mount: str, rel: str) -> str:
