@@ -203,3 +203,26 @@ def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path)
     out = io.BytesIO()
     pack_tree(root, out, mtime=1, layers=[part])
     assert _members(out.getvalue())["./app.py"] == b"print('APP')\n"
+
+
+def test_kept_parts_keep_their_size_measurement_and_report_the_same(tmp_path):
+    """The directories' and the app's parts kept by the pack keep their measurement
+    too (checked against the part's SHA-256, not listed as layer parts): a warm size
+    report equals measuring the whole slug, and a damaged measurement is made again."""
+    from slugbuild.slug_size import measure_slug
+
+    root, part = _layer_and_tree(tmp_path)
+    reports = []
+    for run in range(3):
+        slug = tmp_path / f"{run}.tgz"
+        with open(slug, "wb") as out:
+            packed = pack_tree(root, out, mtime=1, layers=[part])
+        assert [p.measured_as != "" for p in packed.parts] == [True, False, True]
+        assert all(not p.sha256 for p in packed.parts if p.measured_as)
+        reports.append((measure_slug(slug, "herokuish", parts=packed.parts),
+                        measure_slug(slug, "herokuish")))
+        if run == 1:
+            for kept in part.packed_dir.glob("part-*.sizes"):
+                kept.write_text("{}")
+    assert len(list(part.packed_dir.glob("part-*.sizes"))) == 2
+    assert all(with_parts == whole == reports[0][1] for with_parts, whole in reports)

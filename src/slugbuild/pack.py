@@ -71,6 +71,9 @@ class PackedPart:
     length: int
     sha256: str = ""
     measure_path: Path | None = None
+    # A part kept by the pack that is not a layer's (not in slug.json's layer_parts):
+    # the SHA-256 of its bytes, which its kept measurement at measure_path must name.
+    measured_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -289,9 +292,9 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     if viewed:
         directories = sorted(set(directories), key=lambda rel: rel.split("/"))
 
-    raw_size = _kept_or_compressed(writer, params, lambda tar: _add_directories(
+    raw_size, kept = _kept_or_compressed(writer, params, lambda tar: _add_directories(
         tar, params, directories), 0, layers[-1].packed_dir if layers else None)
-    parts = [PackedPart(0, writer.size)]
+    parts = [PackedPart(0, writer.size, measure_path=kept[0], measured_as=kept[1])]
     claimed: set[str] = set()
     for layer in layers:
         if layer in viewed:
@@ -329,9 +332,10 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         tar.finish()
 
     start = writer.size
-    _kept_or_compressed(writer, params, add_rest, raw_size,
-                        layers[-1].packed_dir if layers and _small(root_text, rest) else None)
-    parts.append(PackedPart(start, writer.size - start))
+    kept = _kept_or_compressed(writer, params, add_rest, raw_size, layers[-1].packed_dir
+                               if layers and _small(root_text, rest) else None)[1]
+    parts.append(PackedPart(start, writer.size - start, measure_path=kept[0],
+                            measured_as=kept[1]))
     return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
 
 
@@ -383,8 +387,10 @@ def _small(root: str, names: list[str]) -> bool:
 
 
 def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_TarWriter], object],
-                        start: int, memo_dir: Path | None) -> int:
-    """Write the part ``fill`` makes (tar records after ``start`` raw bytes); its raw size.
+                        start: int, memo_dir: Path | None
+                        ) -> tuple[int, tuple[Path | None, str]]:
+    """Write the part ``fill`` makes (tar records after ``start`` raw bytes); its raw
+    size, and where its size measurement is kept with the SHA-256 it is valid for.
 
     A warm build's first part (every directory entry) and last (the app's files,
     static files included) are usually the bytes the last build made. With
@@ -393,7 +399,7 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
     bytes and everything else that decides them (level, block size, zlib), and
     copied from there when they match: hashing costs a fraction of compressing."""
     if memo_dir is None:
-        return _compress_part(writer, params.level, fill, start)
+        return _compress_part(writer, params.level, fill, start), (None, "")
     raw = io.BytesIO()
     tar = _TarWriter(raw, start)
     fill(tar)
@@ -401,12 +407,14 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
     key = hashlib.sha256(json.dumps([PART_FORMAT, params.level, GZIP_BLOCK,
                                      zlib.ZLIB_RUNTIME_VERSION]).encode() + data).hexdigest()
     memo = memo_dir / f"part-{key[:32]}.kept"
+    measure = memo.with_suffix(".sizes")
     try:
         head, _, kept = memo.read_bytes().partition(b"\n")
-        if hashlib.sha256(kept).hexdigest() == json.loads(head)["sha256"]:
+        digest = hashlib.sha256(kept).hexdigest()
+        if digest == json.loads(head)["sha256"]:
             writer.write(kept)
             memo.touch()  # recently used: kept longest
-            return len(data)
+            return len(data), (measure, digest)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     buffer = io.BytesIO()
@@ -414,8 +422,9 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
         gz.write(data)
     compressed = buffer.getvalue()
     writer.write(compressed)
+    digest = hashlib.sha256(compressed).hexdigest()
     if memo_dir.parent.is_dir():
-        header = json.dumps({"sha256": hashlib.sha256(compressed).hexdigest()})
+        header = json.dumps({"sha256": digest})
         temporary = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             memo_dir.mkdir(exist_ok=True)
@@ -425,10 +434,12 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
                                 key=lambda path: path.stat().st_mtime_ns)
             for stale in kept_parts[:-KEPT_PARTS]:
                 stale.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    stale.with_suffix(".sizes").unlink()
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
-    return len(data)
+    return len(data), (measure, digest)
 
 
 def _under(mount: str, rel: str) -> str:
