@@ -38,15 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import Cache, Layer, LayerChanged, file_sha256, write_json_atomic
+from .cache import (
+    FILE_INDEX,
+    Cache,
+    Layer,
+    LayerChanged,
+    file_sha256,
+    read_index,
+    write_json_atomic,
+)
 from .cache_registry import pull_layer
+from .layer_artifact import PYTHON_HOME, in_python_home
 from .log import Reporter
 
 STATIC_KIND = "static"
 # Changes whenever what a kept output holds, or how it is keyed, changes.
 STATIC_FORMAT = 1
 DELTA = "delta.json"
-PYTHON_HOME = ".heroku/python"
 
 # path relative to the build directory -> (kind, inode, size, mtime_ns, ctime_ns, mode)
 Stamp = tuple[str, int, int, int, int, int]
@@ -250,17 +258,55 @@ def _names_any(path: Path, needles: list[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
+def _tree_is_delta(layer: Layer, delta: dict[str, Any]) -> bool:
+    """Whether the kept tree holds exactly the delta's files and symlinks (its
+    files.json, which the lookup compared with the tree, lists them): ``cache.restore``
+    places the tree's paths, and only the delta's were checked by ``_confined``."""
+    index = read_index(layer.path / FILE_INDEX)
+    return index is not None and sorted(index["files"]) == sorted(delta["files"]) \
+        and sorted(index["symlinks"]) == sorted(delta["symlinks"])
+
+
+class DeltaOutside(ValueError):
+    """A kept output names a path it may not change (``_confined``)."""
+
+
+def _confined(build_dir: Path, delta: dict[str, Any]) -> None:
+    """Refuse, before anything is changed, a delta naming a path in the Python prefix
+    or below a symlink of the build directory. A run's own delta never does (``_delta``
+    refuses the prefix, ``_scan`` never goes below a link), but one pulled from a cache
+    registry may, and at this point the layers are shown by a view: links to the cached
+    trees, through which a removal or a write would change another app's layer."""
+    for kind in ("removed", "directories", "symlinks", "files"):
+        for rel in delta[kind]:
+            if not isinstance(rel, str) or not rel or rel.startswith("/") or any(
+                    part in ("", ".", "..") for part in rel.split("/")) or in_python_home(rel):
+                raise DeltaOutside(rel)
+            parent = build_dir
+            for part in rel.split("/")[:-1]:
+                parent = parent / part
+                try:
+                    st = os.lstat(parent)
+                except FileNotFoundError:
+                    break  # made by the delta itself, as a plain directory
+                if not stat.S_ISDIR(st.st_mode):
+                    raise DeltaOutside(rel)
+
+
 def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path, cache: Cache | None = None,
            links: bool = False) -> None:
     """Make the build directory what the kept run left: removals, directories,
     symlinks (their targets read from the kept tree), files copied with their modes.
+    Every path is checked first (``_confined``): nothing outside the app's own files
+    is touched, and nothing is when one path is wrong.
 
     With the ``cache``, its files and symlinks (the kept tree holds exactly those of
-    the delta) are placed by ``cache.restore``: hard links with ``links`` (a warm
-    Django build copied hundreds of files; a step that writes one in place moves its
-    ctime, so the cache's next check hashes it and discards the output if it
-    changed), else copies checked against the layer's files.json (a build holding
-    the link lock may be writing one)."""
+    the delta, checked by ``_confined``) are placed by ``cache.restore``: hard links
+    with ``links`` (a warm Django build copied hundreds of files; a step that writes
+    one in place moves its ctime, so the cache's next check hashes it and discards
+    the output if it changed), else copies checked against the layer's files.json
+    (a build holding the link lock may be writing one)."""
+    _confined(build_dir, delta)
     for rel in sorted(delta["removed"], reverse=True):
         path = build_dir / rel
         if path.is_dir() and not path.is_symlink():
@@ -270,7 +316,7 @@ def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path, cache: Cache | 
                 path.unlink()
     for rel in delta["directories"]:
         (build_dir / rel).mkdir(parents=True, exist_ok=True)
-    if cache is not None:
+    if cache is not None and _tree_is_delta(layer, delta):
         cache.restore(layer, build_dir, copy=not links)
         return
     for rel in delta["symlinks"]:
