@@ -16,7 +16,7 @@ need to know of it).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ from .log import Reporter, current_stage
 from .pack import LayerPart, layer_part_name, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
-from .stack_compat import STACK_RECORD, stack_record_kept
+from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
 
 PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 # How often a layer whose files another build changed while this one read them is
@@ -181,6 +181,8 @@ class BuildContext:
     static_dirs: list[str] = field(default_factory=list)
     # Compressed sizes of the placed layers' slug parts, as they are prepared.
     part_sizes: list[Future[int]] = field(default_factory=list)
+    # Layers hard-linked by a step other than place_layer, and where (released at close).
+    linked_elsewhere: list[tuple[Layer, Path]] = field(default_factory=list)
     # What the build holds until it ends: the cache's link lock.
     held: ExitStack = field(default_factory=ExitStack)
     # Whether cached layers may be shown by a view (layer_view.py) until a step needs
@@ -194,6 +196,11 @@ class BuildContext:
         elsewhere can write them. Without it, layers are copied (``copy_layers``)."""
         self.copy_layers = not self.held.enter_context(self.cache.exclusive_links())
 
+    def release_links_at_close(self, mounted: Path) -> Callable[[Layer], None]:
+        """What notes a layer whose files a step hard-linked at ``mounted`` outside
+        ``place_layer`` (a reused collectstatic output): ``close`` hands them back."""
+        return lambda layer: self.linked_elsewhere.append((layer, mounted))
+
     def close(self) -> None:
         """End the build's background work, hand its hard links back to the cache,
         release the link lock, dispose of the scratch directory and the layers made
@@ -202,6 +209,8 @@ class BuildContext:
         for entry in self.placed_layers:  # while the link lock is held
             if entry.placed.copies is None and not entry.placed.view:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
+        for layer, mounted in self.linked_elsewhere:
+            self.cache.release_links(layer, mounted)
         self.held.close()
         self.cache.release_uses()
         # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
@@ -226,6 +235,9 @@ class BuildContext:
         self.placed_layers.append(entry)
         self.part_sizes.append(self.background.submit(
             prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
+        if entry.placed.view:  # read by the stack_requirements stage
+            self.background.submit(keep_stack_record, layer.tree,
+                                   layer.packed_parts / STACK_RECORD)
         if host_paths is not None:
             self.layer_host_paths[layer.path] = host_paths
 

@@ -320,7 +320,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
         before = set(os.listdir(build_dir))
         reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
             [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
-            if analysis.dependencies.own_tree else None), prepare=build.materialise)
+            if analysis.dependencies.own_tree else None), prepare=build.materialise,
+            on_linked=None if build.copy_layers else build.release_links_at_close(build_dir))
         ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
                                 python, build.config_vars, reporter, runtime.version,
                                 lock_file, exports, reuse)

@@ -368,7 +368,9 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
 
 
 def keep_stack_record(tree: Path, record: Path) -> None:
-    """Read and keep a layer's ELF facts at ``record`` unless they are kept already."""
+    """Read a layer's ELF facts into ``record`` now unless kept already: a build that
+    shows the layer by a view does it in the background, so its stack_requirements
+    stage reads the record instead of every file of a layer no build read before."""
     if not stack_record_kept(record):
         _layer_elf_files(tree, record)
 
