@@ -387,24 +387,15 @@ def find_or_install(
     key, inputs, name = planned.key, planned.inputs, planned.name
     python_version = runtime["inputs"]["version"]
     env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {})
-    layer = _cached_layer(cache, name, key, reporter)
-    if layer is not None and built_wheels.built_elsewhere(layer.manifest, env_sha256):
-        # Built from source in another environment: this one's has a key of its own.
-        reporter.detail(f"Not reusing dependency layer {name[:12]}: it was built from "
-                        f"source with other config vars or buildpack exports")
-        key, inputs = built_wheels.env_keyed(inputs, env_sha256)
-        name = key[:24]
-        layer = _cached_layer(cache, name, key, reporter)
+    layer, name, key, inputs = _reusable_layer(cache, name, key, inputs, env_sha256, reporter)
     outcome = functools.partial(
         DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
         installer.name, plan.version, baseline=baseline, plan=plan)
     if layer is None:
         with cache.lock("layers", name):
-            layer = _cached_layer(cache, name, key, reporter) or pull_layer(
-                cache, "layers", name, key, f"dependency layer {name[:12]}",
-                records.layer_problems, reporter)
+            layer = _cached_layer(cache, name, key, reporter)
             if layer is not None and built_wheels.built_elsewhere(layer.manifest, env_sha256):
-                layer = None  # pulled or published meanwhile: another environment's
+                layer = None  # published meanwhile by a build in another environment
             if layer is None:
                 _explain_rebuild(cache, source_dir, planned.inputs, reporter)
                 if prefetch is not None:
@@ -443,6 +434,33 @@ def find_or_install(
                 return outcome(layer, False, own_tree)
     _remember(cache, source_dir, planned.inputs)
     return outcome(layer, True)
+
+
+def _reusable_layer(cache: Cache, name: str, key: str, inputs: dict[str, Any],
+                    env_sha256: str, reporter: Reporter
+                    ) -> tuple[Layer | None, str, str, dict[str, Any]]:
+    """The cached (else pulled) layer a build in the environment ``env_sha256`` may
+    reuse, or None, with the name, key and inputs it has or its install gets: the
+    layer key's own, or the layer key plus the environment's hash when the key's own
+    layer was built from source in another environment (installers/built_wheels.py)."""
+    layer = _cached_or_pulled(cache, name, key, reporter)
+    if layer is None or not built_wheels.built_elsewhere(layer.manifest, env_sha256):
+        return layer, name, key, inputs
+    reporter.detail(f"Not reusing dependency layer {name[:12]}: it was built from source "
+                    f"with other config vars or buildpack exports")
+    key, inputs = built_wheels.env_keyed(inputs, env_sha256)
+    name = key[:24]
+    return _cached_or_pulled(cache, name, key, reporter), name, key, inputs
+
+
+def _cached_or_pulled(cache: Cache, name: str, key: str, reporter: Reporter) -> Layer | None:
+    layer = _cached_layer(cache, name, key, reporter)
+    if layer is None:
+        with cache.lock("layers", name):
+            layer = _cached_layer(cache, name, key, reporter) or pull_layer(
+                cache, "layers", name, key, f"dependency layer {name[:12]}",
+                records.layer_problems, reporter)
+    return layer
 
 
 def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any],

@@ -152,3 +152,21 @@ def test_a_changed_requirement_never_starts_from_another_environments_layer(tmp_
         (app / "requirements.txt").write_text("envpkg==1.0\nplainpkg==1.0\n")
         compile_app(app, tmp_path / "two.tgz", cache_dir=cache, env=index)
         assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
+
+
+@pytest.mark.slow
+def test_a_layer_pulled_from_a_registry_keeps_its_build_environment(tmp_path, registry):
+    """Runner one pushes the layer it built from source with ENVPKG_FLAVOUR=a; runner
+    two, on a cache of its own without the variable, pulls it and does not use it."""
+    if not SETUPTOOLS.is_file():
+        pytest.skip("no setuptools wheel to serve")
+    write_index(tmp_path / "index")
+    reference = f"docker://{registry.host}/slugbuild-cache/envkey"
+    with serve_directory(tmp_path / "index") as base:
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        compile_app(make_app(tmp_path / "one"), tmp_path / "one.tgz",
+                    cache_dir=tmp_path / "cache-one", cache_registry=reference,
+                    env={**index, "ENVPKG_FLAVOUR": "a"})
+        compile_app(make_app(tmp_path / "two"), tmp_path / "two.tgz",
+                    cache_dir=tmp_path / "cache-two", cache_registry=reference, env=index)
+        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
