@@ -78,6 +78,7 @@ STORES: dict[str, tuple[str, int]] = {
     "oci": (IDLE, 2),             # oci/blobs/<hex>, oci/parts/<hex>.json, oci/pushed/<host>
     "pip": (IDLE, 0),             # installer caches: their own formats, one entry each
     "uv": (IDLE, 0),
+    "built-wheels": (IDLE, 2),    # built-wheels/<tool>/<env hash>: one environment's built wheels
     "npm": (IDLE, 0),
     "apt": (IDLE, 0),
 }
