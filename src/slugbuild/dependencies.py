@@ -684,9 +684,13 @@ class Prefetch:
     requirements); anything going wrong here is left for the install to report.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], scratch: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], scratch: Path,
+                 adopt: Callable[[], None] | None = None) -> None:
         self.process = process
         self.scratch = scratch
+        # Moves the cache buckets the installer made in its view (a fresh cache) to
+        # the shared cache, where the install finds them (installers/built_wheels.py).
+        self.adopt = adopt
 
     @classmethod
     def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
@@ -711,11 +715,14 @@ class Prefetch:
             process = installer.prefetch(job, plan)
         except (OSError, errors.SlugbuildError):
             process = None
-        return None if process is None else cls(process, scratch)
+        return None if process is None else cls(process, scratch, functools.partial(
+            built_wheels.adopt_job_caches, cache.root, scratch, config_vars, exports or {}))
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
         wait_for(self.process, "the installer's download")  # under the build's deadline
+        if self.adopt is not None:
+            self.adopt()
 
     def stop(self) -> None:
         """End it, killed with anything it started (a build backend) if still running."""
@@ -723,6 +730,8 @@ class Prefetch:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        if self.adopt is not None:
+            self.adopt()
 
 
 def _write_constraints(scratch: Path, constraints: str | None) -> Path | None:
