@@ -88,6 +88,21 @@ class LayerView:
                 os.symlink(entry.path, os.path.join(target, entry.name))
                 self.links[f"{rel}/{entry.name}"] = entry.path
 
+    def holds_only_layers(self) -> bool:
+        """Whether everything at the mount is the view's (nothing a build step added
+        there, which an overlay of the layers' trees alone would hide)."""
+        known = set(self.links) | set(self.directories)
+        for rel in self.directories:
+            if not (rel == self.mount or rel.startswith(self.mount + "/")):
+                continue
+            try:
+                names = os.listdir(os.path.join(self.build_dir, rel))
+            except OSError:
+                return False
+            if any(f"{rel}/{name}" not in known for name in names):
+                return False
+        return True
+
     def remove(self) -> None:
         """Take the view out of the build directory (what a build step added inside
         its directories stays)."""

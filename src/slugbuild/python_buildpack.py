@@ -98,10 +98,11 @@ class PythonBuild:
                     if self.info.package_manager == "pip" else {})
         check_process_commands(build.build_dir, python, process_types, excluded, version,
                                self.lock_file)
-        check_process_imports(build.build_dir, python, process_types, version, self.lock_file,
-                              build.config_vars, build.reporter,
-                              passed=(build.cache.root / "checks", self.deps.key),
-                              prepare=build.materialise, shared=build.cache.remote)
+        with build.step_layers("the entry-point check") as layers:
+            check_process_imports(build.build_dir, python, process_types, version,
+                                  self.lock_file, build.config_vars, build.reporter,
+                                  passed=(build.cache.root / "checks", self.deps.key),
+                                  shared=build.cache.remote, layers=layers)
 
     def slug_fields(self) -> dict[str, Any]:
         """slug.json's runtime, package_manager, packages and frameworks."""
@@ -316,10 +317,12 @@ def python_stages(build: BuildContext, analysis: Analysis,
         before = set(os.listdir(build_dir))
         reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
             [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
-            if analysis.dependencies.own_tree else None), prepare=build.materialise)
-        ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                                python, build.config_vars, reporter, runtime.version,
-                                lock_file, exports, reuse)
+            if analysis.dependencies.own_tree else None))
+        with build.step_layers("collectstatic") as layers:
+            ran = run_collectstatic(build_dir, info.manage_py,
+                                    has_package(deps.packages, "django"), python,
+                                    build.config_vars, reporter, runtime.version,
+                                    lock_file, exports, reuse, layers)
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
