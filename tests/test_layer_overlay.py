@@ -180,3 +180,41 @@ def test_apply_removes_a_whiteout_and_copies_new_files(tmp_path):
     apply_upper(upper, target)
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == \
         ["d", "d/new.txt", "d/old.txt"]
+
+
+class _Layers:
+    """A step's access to the layers that only records what it was asked to run."""
+
+    sealed = False
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    def argv(self, argv):
+        self.asked.append([str(arg) for arg in argv])
+        return list(argv)
+
+    def prefix_written(self) -> bool:
+        return False
+
+
+def test_a_hook_whose_interpreter_is_missing_is_not_started_under_a_wrapper(tmp_path):
+    """Under the overlay the hook is exec'd by a shell: a missing #! interpreter is
+    found first, and named as the kernel would (hook-failed, not-started)."""
+    from slugbuild.errors import SlugbuildError
+    from slugbuild.hooks import run_hook
+    from slugbuild.log import Reporter
+
+    hook = tmp_path / "bin/post_compile"
+    hook.parent.mkdir()
+    hook.write_text("#!/no/such/interpreter\n")
+    layers = _Layers()
+    with pytest.raises(SlugbuildError) as caught:
+        run_hook("post_compile", tmp_path, Path(sys.executable), {}, Reporter(quiet=True),
+                 layers=layers)
+    assert caught.value.code == "hook-failed" and "could not be started" in caught.value.found
+    assert layers.asked == []
+    hook.write_text("#!/bin/sh\necho ran > ran.txt\n")
+    assert run_hook("post_compile", tmp_path, Path(sys.executable), {}, Reporter(quiet=True),
+                    layers=layers)
+    assert layers.asked == [[str(hook)]] and (tmp_path / "ran.txt").is_file()

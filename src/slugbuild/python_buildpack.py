@@ -326,11 +326,9 @@ def python_stages(build: BuildContext, analysis: Analysis,
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
-    with timer.stage("post_compile"):
-        if (build_dir / "bin" / POST_COMPILE).is_file():
-            build.materialise()
+    with timer.stage("post_compile"), build.step_layers("bin/post_compile") as layers:
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
-                 runtime.version, lock_file, exports)
+                 runtime.version, lock_file, exports, layers)
 
     with timer.stage("profile_d"):
         write_profile(build_dir)
