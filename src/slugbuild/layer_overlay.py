@@ -48,8 +48,8 @@ OVERLAY_ENV = "SLUGBUILD_LAYER_OVERLAY"
 _UNSAFE = frozenset(",:\\\n\"'")
 # Mounts the overlay ("$1" options, "$2" target), then each read-only path up to "--",
 # then runs the step in its place (same process: the build's limits and kill apply).
-_SCRIPT = ('mount -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
-           'while [ "$1" != -- ]; do mount --bind -o ro "$1" "$1" || exit 125; shift; done; '
+_SCRIPT = ('"$0" -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
+           'while [ "$1" != -- ]; do "$0" --bind -o ro "$1" "$1" || exit 125; shift; done; '
            'shift; exec "$@"')
 
 
@@ -82,6 +82,15 @@ class Mechanism:
     options: str
     xattrs: str
 
+    def command(self) -> list[str] | None:
+        """``unshare ... sh -c SCRIPT mount``, by absolute paths (the step's PATH is
+        the app's), or None when a tool is missing."""
+        tools = [shutil.which(name) for name in ("unshare", "sh", "mount")]
+        if None in tools:
+            return None
+        unshare, sh, mount = (str(tool) for tool in tools)
+        return [unshare, *self.unshare[1:], "--", sh, "-c", _SCRIPT, mount]
+
 
 # As root, a renamed lower directory is recorded (redirect_dir=on) and followed by
 # apply_upper; in a user namespace the kernel refuses that option (userxattr), and
@@ -109,7 +118,8 @@ def mechanism(scratch: Path) -> Mechanism | None:
 
 
 def _works(candidate: Mechanism, scratch: Path) -> bool:
-    if shutil.which("unshare") is None or shutil.which("mount") is None:
+    command = candidate.command()
+    if command is None:
         return False
     base = Path(tempfile.mkdtemp(prefix="overlay-probe.", dir=scratch))
     try:
@@ -121,9 +131,8 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
         if any(char in _UNSAFE for char in str(base)):
             return False
         done = subprocess.run(
-            [*candidate.unshare, "--", "sh", "-c", _SCRIPT, "probe", options,
-             str(base / "merged"), str(base / "lower"), "--", "test", "-f",
-             str(base / "merged" / "probe")],
+            [*command, options, str(base / "merged"), str(base / "lower"), "--",
+             "test", "-f", str(base / "merged" / "probe")],
             stdin=subprocess.DEVNULL, capture_output=True, timeout=20, check=False)
         return done.returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -177,8 +186,9 @@ class OverlayRun:
         options = (f"lowerdir={':'.join(str(tree) for tree in mount.lowers)},"
                    f"upperdir={mount.upper},workdir={mount.work}"
                    f"{self.mechanism.options}")
-        return [*self.mechanism.unshare, "--", "sh", "-c", _SCRIPT, "slugbuild-layers",
-                options, str(self.build_dir / mount.mount),
+        command = self.mechanism.command()
+        assert command is not None  # the mechanism was found with these tools
+        return [*command, options, str(self.build_dir / mount.mount),
                 *(str(path) for path in self.read_only), "--", *argv]
 
     def written(self) -> bool:
