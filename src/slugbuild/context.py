@@ -285,8 +285,12 @@ class BuildContext:
             viewed = [entry.layer for entry in self.placed_layers
                       if entry.placed.view and entry.mount == mount]
             # LAZY (issue 17): a layer pulled from the cache registry may be kept as its
-            # parts only; its tree must exist before it is a lower layer. Call the lazy
-            # helper's "make the layer's tree exist" function here once it lands.
+            # parts only (a stub tree); its whole tree must exist before it is a lower
+            # layer. When the lazy helper's BuildContext.tree_of lands, this line MUST
+            # become: viewed = [self.tree_of(layer) for layer in viewed]. A missing tree
+            # meanwhile: the layers are materialised instead.
+            if not all(layer.tree.is_dir() for layer in viewed):
+                return None
             layers.append((mount, [layer.tree for layer in reversed(viewed)]))
             read_only += [layer.path for layer in viewed]
         return OverlayRun.prepare(self.build_dir, self.scratch, found, layers, read_only)
