@@ -8,11 +8,14 @@ layers' kept compressed parts. A view makes the layers readable at their mount
 by path with a few hundred symlinks: a directory only one layer has is one
 link to the cached tree; a directory several layers have is a real directory
 of the build holding links to their entries. Files are never shared with a
-build step through it: whatever runs a program of the slug or may write there
-(a hook, collectstatic, the entry-point import check, a later buildpack, NLTK
-data) first asks the build to materialise the layers (``BuildContext.materialise``:
-the view is removed and the layers restored as before, by hard links or
-copies). Layers that both hold the same file cannot be viewed; they are
+build step through it: collectstatic, the entry-point import check and a
+``post_compile`` hook run in a private mount namespace where the mount is an
+overlay of the cached trees, read-only (``BuildContext.step_layers``,
+layer_overlay.py); where that is not possible, and for the other steps that run
+a program of the slug or may write there (a later buildpack, NLTK data), the
+build first materialises the layers (``BuildContext.materialise``: the view is
+removed and the layers restored as before, by hard links or copies). Layers
+that both hold the same file cannot be viewed; they are
 materialised at once (the later one's file wins, as with a restore). Views are
 used only while the build holds the cache's link lock: no other build can then
 be writing into the cached files through links of its own.
