@@ -225,3 +225,27 @@ def test_a_hook_whose_interpreter_is_missing_is_not_started_under_a_wrapper(tmp_
     assert run_hook("post_compile", tmp_path, Path(sys.executable), {}, Reporter(quiet=True),
                     layers=layers)
     assert layers.asked == [[str(hook)]] and (tmp_path / "ran.txt").is_file()
+
+
+@pytest.mark.parametrize("redirect", ["../../outside", "/../outside", "/a/../../outside",
+                                      "a/b", "/", "..", "/link/inner"])
+def test_a_redirect_naming_a_path_outside_the_mount_brings_nothing(tmp_path, redirect):
+    """The upper directory is the step's to write: a redirect it set itself (here
+    escaping the mount, or through a symlink of the tree) takes no files from there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the slug's\n")
+    target = tmp_path / "mount" / "target"
+    (target / "a").mkdir(parents=True)
+    (target / "link").symlink_to(tmp_path / "outside")
+    (outside / "inner").mkdir()
+    (outside / "inner" / "secret2.txt").write_text("not the slug's either\n")
+    upper = tmp_path / "upper"
+    (upper / "renamed").mkdir(parents=True)
+    try:
+        os.setxattr(upper / "renamed", "user.overlay.redirect", redirect.encode())
+    except OSError:
+        pytest.skip("no user xattrs on this file system")
+    apply_upper(upper, target, "user.overlay.")
+    assert (target / "renamed").is_dir() and list((target / "renamed").iterdir()) == []
+    assert sorted(p.name for p in target.iterdir()) == ["a", "link", "renamed"]

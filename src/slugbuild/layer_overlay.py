@@ -12,10 +12,15 @@ Here the step runs in a private mount namespace (``unshare --mount``) in which
 layers (the later layer on top, as when they are placed), a scratch directory
 of the build its upper layer, and the layers' directories in the cache are
 bind-mounted read-only over themselves. The kernel never writes to a lower
-layer, so nothing the step does can change a cached file; what it writes, deletes,
-renames or chmods in the prefix goes to the upper directory (copy-up). The
-namespace ends with the step's last process; the build's own view of the
-directory (layer_view.py) is untouched.
+layer, so nothing the step does through the prefix changes a cached file; what
+it writes, deletes, renames or chmods there goes to the upper directory
+(copy-up). The read-only binds stop accidental writes by a layer's cache path;
+a step running with the builder's rights can still reach a cached file on
+purpose (uv's cache shares its inodes), which the layers' own stat and ctime
+checks catch (docs/security.md). The namespace ends with the step's last
+process; the build's own view of the directory (layer_view.py) is untouched.
+The upper directory is the step's to write too: ``apply_upper`` keeps what it
+applies inside the mount.
 
 Afterwards, when the upper directory holds anything, the build materialises the
 layers as before and applies what the step wrote on top of them (``apply_upper``:
@@ -213,10 +218,14 @@ def apply_upper(upper: Path, target: Path, xattrs: str = "trusted.overlay.") -> 
     with it (``redirect``)."""
     held = target.parent / f".{target.name}.renamed"
     redirects = _redirects(upper, xattrs)
-    # A renamed directory's entries are taken before any whiteout removes their source.
+    inside = os.path.realpath(target)
+    # A renamed directory's entries are taken before any whiteout removes their source;
+    # only from inside the mount (the upper directory is the step's to write: a
+    # redirect it set itself may name anything).
     for index, (_, source) in enumerate(redirects.items()):
         origin = target / source
-        if origin.is_dir() and not origin.is_symlink():
+        real = os.path.realpath(origin)
+        if real.startswith(inside + os.sep) and origin.is_dir() and not origin.is_symlink():
             shutil.copytree(origin, held / str(index), symlinks=True,
                             copy_function=os.link)
     held_for = {rel: held / str(index) for index, rel in enumerate(redirects)}
@@ -240,9 +249,17 @@ def _redirects(upper: Path, xattrs: str) -> dict[str, str]:
                 redirect = _xattr(entry.path, xattrs + "redirect")
                 if redirect is not None:
                     text = redirect.decode("utf-8", "surrogateescape")
-                    child_lower = (text.lstrip("/") if text.startswith("/")
+                    child_lower = (text[1:] if text.startswith("/")
                                    else (f"{lower}/{text}" if lower else text))
-                    found[child] = child_lower
+                    # The kernel writes "/a/b" or a name; anything else (.., empty
+                    # parts) was set by the step: the directory gets no lower entries.
+                    if text.startswith("/") or "/" not in text:
+                        parts = child_lower.split("/")
+                        if not any(part in ("", ".", "..") for part in parts):
+                            found[child] = child_lower
+                            pending.append((child, child_lower))
+                            continue
+                    found[child] = ""
                 pending.append((child, child_lower))
     return found
 
@@ -259,7 +276,7 @@ def _apply_directory(upper: Path, target: Path, rel: str, xattrs: str,
             _remove(destination)
         elif stat.S_ISDIR(st.st_mode):
             opaque = _xattr(entry.path, xattrs + "opaque") == b"y"
-            if child in held_for:
+            if child in held_for:  # renamed: its lower entries moved with it (if any)
                 _remove(destination)
                 if held_for[child].is_dir():
                     os.rename(held_for[child], destination)
