@@ -767,6 +767,34 @@ def _remove_stale_entries(root: Path, keep: str) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def docker_home(home: Path, setenv: Callable[[str, str], None],
+                delenv: Callable[[str], None]) -> Path:
+    """``home`` as HOME with an empty ~/.docker, no DOCKER_CONFIG or REGISTRY_AUTH_FILE,
+    and its bin/ first on PATH (for fake_credential_helper); monkeypatch's setenv and
+    delenv (``lambda name: monkeypatch.delenv(name, raising=False)``) do the changes."""
+    setenv("HOME", str(home))
+    delenv("DOCKER_CONFIG")
+    delenv("REGISTRY_AUTH_FILE")
+    (home / ".docker").mkdir()
+    (home / "bin").mkdir()
+    setenv("PATH", f"{home / 'bin'}:/usr/bin:/bin")
+    return home
+
+
+# A same-size edit of an installed file through its hard link, with the mtime set
+# back to the nanosecond: only the ctime, which no one can set back, shows it.
+def stealth_edit_hook(path: str, then: str = "") -> str:
+    """A Python post_compile hook making that edit to ``path`` (relative to the build
+    directory), then running the Python lines ``then``."""
+    return ("#!/usr/bin/env python3\n"
+            "import os\n"
+            f"p = {path!r}\n"
+            "st = os.stat(p)\n"
+            "with open(p, 'r+b') as f:\n"
+            "    f.write(b'raise SystemExit(\"POISONED\")#')\n"
+            "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))\n" + then)
+
+
 def fake_credential_helper(bin_dir: Path, name: str, answers: dict[str, tuple[str, str]],
                            *, body: str | None = None) -> Path:
     """``docker-credential-<name>`` in ``bin_dir`` (put it on PATH): ``get`` answers

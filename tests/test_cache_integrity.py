@@ -30,7 +30,7 @@ from slugbuild.cache import Cache, LayerChanged, build_index, read_index
 from slugbuild.dependencies import _explain_rebuild, _remember
 from slugbuild.log import Reporter
 
-from .helpers import make_app, run_cli, slug_differences
+from .helpers import make_app, run_cli, slug_differences, stealth_edit_hook
 
 PY = "python3.12"
 SITE = f".heroku/python/lib/{PY}/site-packages"
@@ -609,17 +609,7 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
         assert not stopped.exists() and not stopped.with_suffix(".json").exists()
 
 
-# A same-size edit of an installed file through its hard link, with the mtime set
-# back to the nanosecond: only the ctime, which no one can set back, shows it.
-_STEALTH_EDIT = (
-    "#!/usr/bin/env python3\n"
-    "import os\n"
-    f"p = '{SITE}/six.py'\n"
-    "st = os.stat(p)\n"
-    "with open(p, 'r+b') as f:\n"
-    "    f.write(b'raise SystemExit(\"POISONED\")#')\n"
-    "os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))\n"
-)
+_STEALTH_EDIT = stealth_edit_hook(f"{SITE}/six.py")
 
 
 @pytest.mark.slow

@@ -98,3 +98,18 @@ def of_type(value: object, types: type | tuple[type, ...], function: str, argume
         raise invalid(function, argument, value, "has the wrong type", expected)
     if not isinstance(value, wanted):
         raise invalid(function, argument, value, "has the wrong type", expected)
+
+
+# What "no limit" is for a socket: a timeout above the platform's time_t range (inf,
+# 1e10) is an OverflowError where the socket is made.
+NO_REQUEST_LIMIT = 1e6
+
+
+def request_timeout(value: object) -> float:
+    """``--registry-timeout`` checked: seconds above 0, or 0 for no limit (as
+    ``--timeout``); negative or NaN is ``invalid-limit`` (requests raised ValueError),
+    and a limit past NO_REQUEST_LIMIT is that one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise errors.INVALID_LIMIT.error(variant="seconds", name="--registry-timeout",
+                                         value=str(value))
+    return min(float(value) or NO_REQUEST_LIMIT, NO_REQUEST_LIMIT)

@@ -99,6 +99,16 @@ _LEGACY_SCRATCH_AGE = 24 * 3600
 OPEN_LOCK = "open.lock"
 
 
+def open_lock(path: Path) -> IO[str]:
+    """A lock file of the cache, opened for ``flock`` (created if missing), never
+    through a symlink: one planted in a cache restored from elsewhere (a CI cache
+    archive) would otherwise have every build create, and stamp the time of, the
+    file it names, anywhere the builder may write (ELOOP: the lock is not taken)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    return open(fd, "a+", closefd=True)  # noqa: SIM115 - the caller's to close
+
+
 def hold_open(root: Path) -> IO[str] | None:
     """A shared ``flock`` on the cache's ``locks/open.lock``, held until the file is
     closed: while it is, ``cache prune`` removes nothing that is read without a
@@ -107,7 +117,7 @@ def hold_open(root: Path) -> IO[str] | None:
     cannot be taken (a read-only cache), which leaves the holder unprotected."""
     try:
         (root / "locks").mkdir(parents=True, exist_ok=True)
-        handle = open(root / "locks" / OPEN_LOCK, "a+")  # noqa: SIM115 - the caller's to close
+        handle = open_lock(root / "locks" / OPEN_LOCK)
     except OSError:
         return None
     try:
@@ -380,7 +390,7 @@ class Cache:
         if path in self._uses:
             return
         try:
-            handle = open(path, "a+")  # noqa: SIM115 - held until release_uses (or collected)
+            handle = open_lock(path)  # held until release_uses (or collected)
         except OSError:
             return
         try:
@@ -427,7 +437,7 @@ class Cache:
     def lock(self, kind: str, name: str) -> Iterator[None]:
         """Hold the build lock of one layer (blocks while another build holds it)."""
         lock_path = self.root / "locks" / f"{kind}-{name}.lock"
-        with open(lock_path, "a+") as handle:
+        with open_lock(lock_path) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -438,7 +448,7 @@ class Cache:
     def exclusive_links(self) -> Iterator[bool]:
         """True while this build alone may hard-link cached files into its build
         directory (another build holds ``locks/links.lock``: False, copy instead)."""
-        with open(self.root / "locks" / "links.lock", "a+") as handle:
+        with open_lock(self.root / "locks" / "links.lock") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -749,7 +759,7 @@ def _exclusive_now(paths: list[Path]) -> Iterator[bool]:
     try:
         for path in paths:
             try:
-                handle = open(path, "a+")  # noqa: SIM115 - closed below
+                handle = open_lock(path)  # closed below
             except OSError:
                 yield False
                 return

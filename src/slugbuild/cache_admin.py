@@ -164,22 +164,34 @@ def local_layers(cache: Cache, kinds: tuple[str, ...] = LISTED_KINDS,
     found = []
     for kind in kinds:
         try:
+            if not _real_directory(cache.root / kind):
+                continue
             entries = sorted((cache.root / kind).iterdir())
         except OSError:
             continue
         for path in entries:
-            if not is_layer_dir(path):
+            if not _real_directory(path) or not is_layer_dir(path):
                 continue
             try:
                 manifest = json.loads((path / MANIFEST).read_text())
                 key = str(manifest["key"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue
             size, _, inodes = usage.measure((path,))
             found.append(CacheEntry(kind, path.name, key, path, size,
                                     _last_use(cache, kind, path), LAYER, inodes))
     found.sort(key=lambda layer: (layer.last_used, layer.kind, layer.name))
     return found
+
+
+def _real_directory(path: Path) -> bool:
+    """A directory reached without a symlink from its parent: list and prune never go
+    through a link (a ``layers -> /srv`` planted in a cache restored from elsewhere
+    had prune delete what it named)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _last_use(cache: Cache, kind: str, path: Path) -> float:
@@ -391,7 +403,7 @@ def _remove(cache: Cache, entry: CacheEntry, idle: bool, doomed: list[Path] | No
                 return None
             if never_found:  # made just now by asking: that is no use of the layer
                 with contextlib.suppress(OSError):
-                    os.utime(use_lock, (entry.last_used, entry.last_used))
+                    os.utime(use_lock, (entry.last_used, entry.last_used), follow_symlinks=False)
             return _take_away(cache, entry, doomed) if doomed is not None else True
     if entry.guard == IDLE and not idle:
         return None

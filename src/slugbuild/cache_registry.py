@@ -29,6 +29,7 @@ from typing import Any
 
 from . import errors
 from .cache import Cache, Layer
+from .envflag import FALSE_WORDS
 from .layer_artifact import (
     MANIFEST_TYPE,
     ArtifactInvalid,
@@ -268,13 +269,21 @@ def from_settings(reference: str | None, readonly: bool | None, platform_key: st
     if registry is not None:
         explicit_credentials(registry.user, registry.password)
     if readonly is None:
-        readonly = os.environ.get(READONLY_ENV_VAR, "").strip().lower() in ("1", "true", "yes")
+        readonly = readonly_from_env(os.environ.get(READONLY_ENV_VAR, ""))
     remote = RemoteCache(_Unusable(), reference, namespace(platform_key), reporter, readonly)
     try:
         remote.store = registry_store(reference, registry)
     except errors.RegistryError as exc:  # credentials that cannot be read: fail open
         remote._give_up(exc)
     return remote
+
+
+def readonly_from_env(value: str) -> bool:
+    """Whether SLUGBUILD_CACHE_REGISTRY_READONLY asks for read-only: any value but an
+    explicit no (``0``, ``false``, ``no``, ``off``, empty). It guards untrusted builds,
+    so a value it does not know (``on``, ``y``, a typo) must not turn pushing on."""
+    text = value.strip().lower()
+    return bool(text) and text not in FALSE_WORDS
 
 
 class _Unusable:

@@ -27,6 +27,7 @@ from . import __version__, errors
 from .cli_help import CommandParser, HelpFormatter, UsageExit, epilog, usage_error
 from .config_vars import load_config_vars, parse_env_assignments, read_env_file
 from .detect import detect
+from .envflag import env_flag
 from .errors import SlugbuildError
 from .log import Reporter, color_wanted, painted
 from .oci.commands import (
@@ -510,7 +511,7 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
     prints the message in red (``--color``).
     """
     stream = stream if stream is not None else sys.stderr
-    verbose = verbose or os.environ.get("SLUGBUILD_VERBOSE", "").strip() not in ("", "0")
+    verbose = verbose or env_flag("SLUGBUILD_VERBOSE", unset=False, unknown=True)
 
     def fail(error: SlugbuildError) -> int:
         _write_quietly(stream, painted(error.render(), "error") if color else error.render())

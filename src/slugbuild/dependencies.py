@@ -215,7 +215,7 @@ def _explain_rebuild(cache: Cache, source_dir: Path | None, inputs: dict[str, An
         return
     try:
         previous = json.loads(_history_path(cache, source_dir).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a damaged or hostile hint: none
         return
     try:
         reasons = rebuild_reasons(previous, inputs)

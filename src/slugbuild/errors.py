@@ -1786,6 +1786,11 @@ REGISTRY_CREDENTIALS_INVALID = ErrorKind(
         "user-without-password": Variant("A registry user ({user!r}) was given without a "
                                          "password."),
         "password-without-user": Variant("A registry password was given without a user."),
+        "password-unreadable": Variant(
+            "The registry password on standard input (`--registry-password-stdin`) cannot "
+            "be used: {reason}.",
+            "Pipe exactly the password (or token), as UTF-8 text, on one line: "
+            "`printf %s \"$TOKEN\" | slugbuild ... --registry-password-stdin`."),
         "unreadable-file": Variant("{path} cannot be read as a registry auth file: {reason}."),
         "bad-entry": Variant("{path}: the entry for {host} is not base64 of `USER:PASSWORD`."),
         "helper-missing": Variant(

@@ -74,6 +74,7 @@ from .cache import (
     read_index,
     stat_key,
 )
+from .envflag import env_flag
 from .installers import Installer, InstallJob, InstallPlan
 from .installers import uv as uv_installer
 from .installers.ranges import constraints_text
@@ -105,7 +106,7 @@ def previous_inputs(history: Path) -> dict[str, Any] | None:
     """The inputs of the app directory's last dependency layer (``history/``)."""
     try:
         inputs = json.loads(history.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return inputs if isinstance(inputs, dict) else None
 
@@ -118,7 +119,7 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
                         plan: InstallPlan, own_tree: bool, local_packages: bool) -> str | None:
     """Why a layer keyed by ``inputs`` cannot start from the one keyed by ``previous``
     (None: it can)."""
-    if os.environ.get("SLUGBUILD_INCREMENTAL", "1").strip() in ("0", ""):
+    if not env_flag("SLUGBUILD_INCREMENTAL", unset=True, unknown=True, empty=False):
         return "SLUGBUILD_INCREMENTAL=0"
     if previous is None:
         return "no previous layer of this app"
@@ -160,7 +161,7 @@ def nearest_inputs(cache: Cache, inputs: dict[str, Any], python_name: str,
             site = cache.root / "layers" / name / "tree/lib" / python_name / "site-packages"
             held = {str(canonicalize_name(entry.split("-")[0])) for entry in os.listdir(site)
                     if entry.endswith(".dist-info")}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         if not isinstance(candidate, dict) or candidate in (inputs, tried) or any(
                 candidate.get(k) != inputs.get(k)
@@ -190,7 +191,7 @@ def find_previous(cache: Cache, inputs: dict[str, Any], python_name: str) -> Pre
         raise NotIncremental("the previous layer has no file index")
     try:
         host_paths = json.loads((layer.path / "host-paths.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         host_paths = None
     if host_paths != []:
         raise NotIncremental("the previous layer names paths of this machine")

@@ -29,6 +29,7 @@ addressed by tag, both verifying every blob's digest on read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
 import io
@@ -365,12 +366,32 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
         config, index = json.loads(blobs[0]), json.loads(blobs[2])
     except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
-    if not isinstance(config, dict) or not isinstance(index, dict):
+    if not isinstance(config, dict) or not isinstance(index, dict) \
+            or _too_deep(config) or _too_deep(index):
         raise ArtifactInvalid("its metadata is malformed")
     if (config.get("format"), config.get("namespace"), config.get("kind"), config.get("key")) \
             != (ARTIFACT_FORMAT, space, kind, key):
         raise ArtifactInvalid("it is the entry of another key, platform or format")
     return Fetched(config, index, blobs[1])
+
+
+# How deep an artifact's config and index may nest (slugbuild's own are 4 deep). Parts
+# of them are written beside the layer and read again deeper in a build, where a
+# document that parsed at the pull would be a RecursionError.
+MAX_METADATA_DEPTH = 32
+
+
+def _too_deep(document: Any, limit: int = MAX_METADATA_DEPTH) -> bool:
+    """Whether ``document`` nests lists and objects deeper than ``limit`` (iterative)."""
+    pending = [(document, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1)
+                           for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _check_tag(space: str, digest: str) -> str:
@@ -413,7 +434,7 @@ def fetch_check(store: Store, space: str, digest: str,
             raise malformed
         data = store.get_blob(str(descriptor["digest"]), size)
         record = json.loads(data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # nested past the limit
         raise malformed from exc
     if not isinstance(record, dict):
         raise malformed
@@ -465,11 +486,16 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
-    for rel in [*files, *symlinks, *dirs]:  # nothing is placed below a symlink
+    every = [*files, *symlinks, *dirs]
+    if len(set(every)) != len(every):  # one path, one kind: else unpacking it fails midway
+        raise ArtifactInvalid("its file index lists a path twice")
+    for rel in every:  # nothing is placed below a symlink, nor below a file
         parts = rel.split("/")
         for depth in range(1, len(parts)):
-            if "/".join(parts[:depth]) in symlinks:
-                raise ArtifactInvalid(f"{rel} lies below the symlink {'/'.join(parts[:depth])}")
+            above = "/".join(parts[:depth])
+            if above in symlinks or above in files:
+                kind = "symlink" if above in symlinks else "file"
+                raise ArtifactInvalid(f"{rel} lies below the {kind} {above}")
     return files, symlinks, dirs
 
 
@@ -769,7 +795,12 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
-        raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
+        try:
+            raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
+        except OSError as exc:
+            if exc.errno not in _ENTRY_ERRNOS:
+                raise  # this machine's (a full disk): the caller's to report
+            raise ArtifactInvalid(f"its files cannot be made here ({exc.strerror})") from exc
         host_paths = _host_paths(fetched.index.get("host_paths"), files)
         if host_paths is not None:
             (tree.parent / HOST_PATHS).write_text(json.dumps(host_paths))
@@ -796,6 +827,14 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     return layer
 
 
+# What writing an entry's files fails with when the entry itself is at fault (a name
+# too long for this file system, a path listed as two things): the entry is not used,
+# the registry or store stays usable. Others (a full disk, no permission) are this
+# machine's.
+_ENTRY_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                           errno.ELOOP, errno.EINVAL, errno.EILSEQ})
+
+
 def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str]) -> None:
     """A collectstatic output's ``delta.json`` (static_reuse.py) names paths inside the
     build directory only, and exactly the files and symlinks its tree holds: applied
@@ -809,6 +848,21 @@ def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str])
         raise ArtifactInvalid("its delta.json is malformed") from exc
     if sorted(listed["files"]) != sorted(files) or sorted(listed["symlinks"]) != sorted(symlinks):
         raise ArtifactInvalid("its delta.json does not list the files its tree holds")
+    for rel in (rel for paths in listed.values() for rel in paths):
+        if in_python_home(rel):
+            raise ArtifactInvalid(f"its delta.json names {rel}, in the Python prefix")
+
+
+# Where the runtime and dependency layers are mounted in a build directory (shown by a
+# view while a collectstatic output is applied: links to the cached trees).
+PYTHON_HOME = ".heroku/python"
+
+
+def in_python_home(rel: str) -> bool:
+    """Whether a build-relative path is the Python prefix, inside it, or holds it
+    (``.heroku``): no collectstatic output may change those (static_reuse.py)."""
+    return rel == PYTHON_HOME or rel.startswith(PYTHON_HOME + "/") \
+        or PYTHON_HOME.startswith(rel + "/")
 
 
 def _safe_name(name: str) -> str:
@@ -839,8 +893,8 @@ class LayoutStore:
         if create:
             (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
             layout = root / "oci-layout"
-            if not layout.exists():
-                layout.write_text('{"imageLayoutVersion":"1.0.0"}')
+            if not layout.is_file() or layout.is_symlink():  # never written through a link
+                write_bytes_atomic(layout, b'{"imageLayoutVersion":"1.0.0"}')
             if not (root / self.INDEX).exists():
                 self._write_index({"schemaVersion": 2, "manifests": []})
 

@@ -508,7 +508,7 @@ def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int, str
             clock = DIGESTS.clock(before.st_dev)
             data = handle.read()
             after = os.fstat(handle.fileno())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     steady = stat_key(after) == stat_key(before)
     digest = DIGESTS.known(after) if steady else None

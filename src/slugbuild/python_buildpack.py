@@ -28,6 +28,7 @@ from .context import PYTHON_HOME, RESTORE_ATTEMPTS, BuildContext, BuildpackRun, 
 from .dependencies import DependencyLayer, excluded_requirements, has_package, installer_facts
 from .dependency_stage import DependencyAnalysis, DependencyStage, analyse_dependencies
 from .detect import AppInfo, detect, package_manager_files, require_package_manager
+from .envflag import env_flag
 from .errors import SlugbuildError
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
@@ -235,7 +236,7 @@ class PythonBuildpack:
 
 def layer_views_wanted() -> bool:
     """SLUGBUILD_LAYER_VIEWS=0 places every cached layer's files, as before views."""
-    return os.environ.get("SLUGBUILD_LAYER_VIEWS", "1").strip() not in ("0", "")
+    return env_flag("SLUGBUILD_LAYER_VIEWS", unset=True, unknown=True, empty=False)
 
 
 def warn_node_assets(build: BuildContext, turn: BuildpackTurn) -> None:

@@ -19,10 +19,11 @@ debugging a build on a trusted machine); URL credentials stay hidden.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Iterable
+
+from .envflag import env_flag
 
 # scheme://user@ (no `/` in a bare user) or scheme://user:password@ (a password may
 # hold `/`, `:` and even `@`: up to the last `@` of the word). Every repeat is
@@ -102,7 +103,7 @@ def forget_secrets() -> None:
 
 def showing_secrets() -> bool:
     """Whether SLUGBUILD_SHOW_SECRETS asks for config var values in clear."""
-    return os.environ.get("SLUGBUILD_SHOW_SECRETS", "").strip() not in ("", "0")
+    return env_flag("SLUGBUILD_SHOW_SECRETS", unset=False, unknown=False)
 
 
 def mask_secrets(text: str) -> str:

@@ -460,7 +460,7 @@ def _kept_measure(path: Path | None, sha256: str, length: int) -> dict[str, Any]
         intact = (kept["sha256"] == sha256 and kept["digest"] == _digest(measured)
                   and measured["format"] == MEASURE_FORMAT
                   and sum(measured["compressed"].values()) == length * _UNIT)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
     return measured if intact else None
 

@@ -354,7 +354,7 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
         if kept.get("format") == _LAYER_RECORD_FORMAT:
             return ([(rel, _elf_from_json(info)) for rel, info in kept["elves"]],
                     list(kept["present"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     elves, present = _tree_elf_files(tree)
     with contextlib.suppress(OSError):

@@ -40,13 +40,13 @@ from typing import Any
 
 from .cache import Cache, Layer, file_sha256, write_json_atomic
 from .cache_registry import pull_layer
+from .layer_artifact import PYTHON_HOME, in_python_home
 from .log import Reporter
 
 STATIC_KIND = "static"
 # Changes whenever what a kept output holds, or how it is keyed, changes.
 STATIC_FORMAT = 1
 DELTA = "delta.json"
-PYTHON_HOME = ".heroku/python"
 
 # path relative to the build directory -> (kind, inode, size, mtime_ns, ctime_ns, mode)
 Stamp = tuple[str, int, int, int, int, int]
@@ -253,9 +253,38 @@ def _names_any(path: Path, needles: list[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
+class DeltaOutside(ValueError):
+    """A kept output names a path it may not change (``_confined``)."""
+
+
+def _confined(build_dir: Path, delta: dict[str, Any]) -> None:
+    """Refuse, before anything is changed, a delta naming a path in the Python prefix
+    or below a symlink of the build directory. A run's own delta never does (``_delta``
+    refuses the prefix, ``_scan`` never goes below a link), but one pulled from a cache
+    registry may, and at this point the layers are shown by a view: links to the cached
+    trees, through which a removal or a write would change another app's layer."""
+    for kind in ("removed", "directories", "symlinks", "files"):
+        for rel in delta[kind]:
+            if not isinstance(rel, str) or not rel or rel.startswith("/") or any(
+                    part in ("", ".", "..") for part in rel.split("/")) or in_python_home(rel):
+                raise DeltaOutside(rel)
+            parent = build_dir
+            for part in rel.split("/")[:-1]:
+                parent = parent / part
+                try:
+                    st = os.lstat(parent)
+                except FileNotFoundError:
+                    break  # made by the delta itself, as a plain directory
+                if not stat.S_ISDIR(st.st_mode):
+                    raise DeltaOutside(rel)
+
+
 def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path) -> None:
     """Make the build directory what the kept run left: removals, directories,
-    symlinks (their targets read from the kept tree), files copied with their modes."""
+    symlinks (their targets read from the kept tree), files copied with their modes.
+    Every path is checked first (``_confined``): nothing outside the app's own files
+    is touched, and nothing is when one path is wrong."""
+    _confined(build_dir, delta)
     for rel in sorted(delta["removed"], reverse=True):
         path = build_dir / rel
         if path.is_dir() and not path.is_symlink():

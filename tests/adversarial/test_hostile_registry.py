@@ -5,9 +5,13 @@ gigabytes of memory; credentials never follow a redirect to another host."""
 
 from __future__ import annotations
 
+import base64
 import http.server
+import io
 import json
 import socketserver
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from slugbuild import errors
+from slugbuild.cache_registry import readonly_from_env
+from slugbuild.oci.commands import read_password
 from slugbuild.oci.credentials import Credentials
 from slugbuild.oci.image import OCI_MANIFEST, read_image
 from slugbuild.oci.reference import parse_image_reference
@@ -78,8 +84,9 @@ def server(answer: Callable[..., None]) -> _Server:
 
 
 def client(made: _Server, **options: object) -> RegistryClient:
+    options.setdefault("timeout", 20)
     return RegistryClient(f"127.0.0.1:{made.server_address[1]}", "app", attempts=1,
-                          timeout=20, **options)  # type: ignore[arg-type]
+                          **options)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("status", [200, 500])
@@ -145,3 +152,74 @@ def test_a_manifest_with_a_malformed_digest_is_image_unreadable(tmp_path: Path,
             read_image(reference, blob_dir=tmp_path / "blobs")
     assert raised.value.code == errors.IMAGE_UNREADABLE.code
     assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []
+
+
+@pytest.mark.parametrize("password", ["pässwörd", "ключ-токен", "p\u2028w"])
+def test_a_password_outside_latin1_reaches_a_token_realm_as_utf8(password: str) -> None:
+    # requests encodes a str pair as Latin-1: a UnicodeEncodeError (an internal error)
+    # for any other password, where Docker and the Basic path send UTF-8.
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if handler.path.startswith("/token"):
+            return fixed(200, b'{"token": "t"}')(handler)
+        if handler.headers.get("Authorization") == "Bearer t":
+            return fixed(200, b'{"tags": []}')(handler)
+        port = handler.server.server_address[1]
+        return fixed(401, b"{}", {"WWW-Authenticate":
+                                  f'Bearer realm="http://127.0.0.1:{port}/token"'})(handler)
+    with serving(server(answer)) as made:
+        assert client(made, credentials=Credentials("me", password)).list_tags() == []
+    sent = base64.b64encode(f"me:{password}".encode()).decode()
+    assert f"Basic {sent}" in made.seen_authorization
+
+
+@pytest.mark.parametrize(("stdin", "reason"), [
+    (b"x" * (70 * 1024), "longer than 64 KiB"),
+    (b"\xff\xfe-not-utf8\n", "not UTF-8"),
+    (b"pass\0word\n", "NUL"),
+])
+def test_a_password_on_stdin_that_cannot_be_one_is_one_clear_error(
+        tmp_path: Path, stdin: bytes, reason: str) -> None:
+    # `yes | slugbuild ... --registry-password-stdin` read everything into memory; bytes
+    # that are not UTF-8 became surrogates that failed where the password was sent.
+    done = subprocess.run(
+        [sys.executable, "-m", "slugbuild", "cache", "export", "docker://127.0.0.1:9/x",
+         "--cache-dir", str(tmp_path / "cache"), "--registry-user", "ci",
+         "--registry-password-stdin"], input=stdin, capture_output=True, timeout=60)
+    assert done.returncode != 0
+    stderr = done.stderr.decode()
+    assert "registry-credentials-invalid" in stderr and reason in stderr
+    assert "Traceback" not in stderr
+    assert not any(shown in stderr for shown in ("xxxxxxxx", "-not-utf8", "pass\0word"))
+
+
+def test_one_trailing_newline_is_dropped_from_the_stdin_password() -> None:
+    assert read_password(io.TextIOWrapper(io.BytesIO("tökén\r\n".encode()))) == "tökén"
+    assert read_password(io.StringIO("a b\n")) == "a b"
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "-0.5"])
+def test_a_registry_timeout_that_is_not_seconds_is_invalid_limit(tmp_path: Path,
+                                                                 timeout: str) -> None:
+    # requests raised ValueError for these: an internal error after the build's work.
+    done = subprocess.run(
+        [sys.executable, "-m", "slugbuild", "cache", "export", "docker://127.0.0.1:9/x",
+         "--cache-dir", str(tmp_path / "cache"), "--registry-timeout", timeout],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "invalid-limit" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("timeout", [0, float("inf"), 1e10])
+def test_a_registry_timeout_of_none_or_beyond_a_socket_is_no_limit(timeout: float) -> None:
+    # socket.settimeout(inf or 1e10) is an OverflowError: such a limit is "none".
+    with serving(server(fixed(200, b'{"tags": ["a"]}'))) as made:
+        assert client(made, timeout=timeout).list_tags() == ["a"]
+
+
+@pytest.mark.parametrize(("value", "readonly"), [
+    ("1", True), ("true", True), ("on", True), ("y", True), ("ture", True), (" YES ", True),
+    ("", False), ("0", False), ("false", False), ("no", False), ("off", False),
+])
+def test_the_readonly_variable_fails_safe(value: str, readonly: bool) -> None:
+    # It guards untrusted builds: only an explicit no lets them push ("on" used to).
+    assert readonly_from_env(value) is readonly

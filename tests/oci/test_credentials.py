@@ -14,7 +14,7 @@ from slugbuild import errors
 from slugbuild.oci import credentials
 from slugbuild.oci.credentials import Credentials, find_credentials
 
-from ..helpers import fake_credential_helper
+from ..helpers import docker_home, fake_credential_helper
 
 HOST = "127.0.0.1:5000"
 
@@ -22,13 +22,8 @@ HOST = "127.0.0.1:5000"
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A HOME with an empty ~/.docker, no REGISTRY_AUTH_FILE, and bin/ first on PATH."""
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    (tmp_path / ".docker").mkdir()
-    (tmp_path / "bin").mkdir()
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
-    return tmp_path
+    return docker_home(tmp_path, monkeypatch.setenv,
+                       lambda name: monkeypatch.delenv(name, raising=False))
 
 
 def _config(home: Path, document: dict[str, object]) -> Path:

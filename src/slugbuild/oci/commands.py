@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import errors
+from ..arguments import request_timeout
 from ..log import Reporter
 from ..slug_size import human
 from .assemble import ImageResult, build_image, rebase_image
@@ -50,9 +52,38 @@ def add_image_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
 def registry_options(args: argparse.Namespace, stdin: TextIO | None = None) -> RegistryOptions:
     password: str | None = None
     if args.registry_password_stdin:
-        password = (stdin or sys.stdin).read().rstrip("\r\n")
+        password = read_password(stdin or sys.stdin)
     return RegistryOptions(user=args.registry_user, password=password,
-                           insecure=args.insecure_registry, timeout=args.registry_timeout)
+                           insecure=args.insecure_registry,
+                           timeout=request_timeout(args.registry_timeout))
+
+
+# Bytes of standard input read as the registry password: tokens (a cloud's registry
+# tokens are a few KiB) fit many times over; `yes | slugbuild ...` does not fill memory.
+PASSWORD_LIMIT = 64 * 1024
+
+
+def read_password(stdin: TextIO) -> str:
+    """The password piped to ``--registry-password-stdin`` (one trailing newline
+    dropped, as ``docker login --password-stdin``), read as UTF-8 up to PASSWORD_LIMIT
+    bytes: more, bytes that are not UTF-8, or a NUL are ``registry-credentials-invalid``."""
+    source = getattr(stdin, "buffer", None)
+    if source is not None:
+        raw: bytes = source.read(PASSWORD_LIMIT + 1)
+    else:  # a text stream (tests, the API): its characters, bounded the same way
+        raw = stdin.read(PASSWORD_LIMIT + 1).encode("utf-8", "surrogateescape")
+    reason = None
+    if len(raw) > PASSWORD_LIMIT:
+        reason = f"it is longer than {PASSWORD_LIMIT // 1024} KiB"
+    elif b"\0" in raw:
+        reason = "it holds a NUL byte"
+    else:
+        try:
+            return raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            reason = "it is not UTF-8 text"
+    raise errors.REGISTRY_CREDENTIALS_INVALID.error(variant="password-unreadable",
+                                                    reason=reason)
 
 
 def _report(result: ImageResult, reporter: Reporter, verb: str) -> None:

@@ -24,9 +24,11 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import errors
 from ..redact import register_secrets
@@ -37,6 +39,8 @@ _HUB_SERVER = "https://index.docker.io/v1/"
 HELPER_PREFIX = "docker-credential-"
 # Seconds a credential helper may take (it may ask a keychain or a cloud API).
 HELPER_TIMEOUT = 30.0
+# Bytes of a helper's standard output (and error) read: a JSON answer is a few hundred.
+HELPER_OUTPUT_LIMIT = 1 << 20
 # What helpers print (exit status 1) for a server they hold nothing for.
 _NOT_FOUND = "credentials not found"
 
@@ -140,18 +144,68 @@ def _server(key: str | None, host: str) -> str:
 
 def _ask(executable: str, server: str) -> subprocess.CompletedProcess[str]:
     """``executable get`` with ``server`` on standard input, in a session of its own
-    so that a helper (and anything it started) that hangs is killed whole."""
+    so that a helper (and anything it started) that hangs is killed whole. Its
+    output is read up to HELPER_OUTPUT_LIMIT bytes per stream: a helper printing
+    without end is killed, not kept in memory (HelperTooLong)."""
     with subprocess.Popen([executable, "get"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, errors="replace",
-                          start_new_session=True) as process:
+                          stderr=subprocess.PIPE, start_new_session=True) as process:
+        read = [b"", b""]
+        too_long = threading.Event()
+
+        def drain(stream: IO[bytes], slot: int) -> None:
+            data = stream.read(HELPER_OUTPUT_LIMIT + 1)
+            if len(data) > HELPER_OUTPUT_LIMIT:
+                too_long.set()
+                _kill_session(process)
+            read[slot] = data[:HELPER_OUTPUT_LIMIT]
+
+        assert process.stdin and process.stdout and process.stderr  # all three piped
+        readers = [threading.Thread(target=drain, args=(stream, slot), daemon=True)
+                   for slot, stream in enumerate((process.stdout, process.stderr))]
+        for reader in readers:
+            reader.start()
+        with contextlib.suppress(OSError):  # a helper that exits without reading it
+            process.stdin.write(server.encode())
+            process.stdin.close()
+        deadline = time.monotonic() + HELPER_TIMEOUT
+        for reader in readers:
+            reader.join(max(0.0, deadline - time.monotonic()))
         try:
-            out, err = process.communicate(server, timeout=HELPER_TIMEOUT)
+            if any(reader.is_alive() for reader in readers):
+                raise subprocess.TimeoutExpired([executable, "get"], HELPER_TIMEOUT)
+            process.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            _kill_session(process)
             raise
+        if too_long.is_set():
+            raise HelperTooLong
+    out, err = (data.decode("utf-8", "replace") for data in read)
     return subprocess.CompletedProcess([executable, "get"], process.returncode, out, err)
+
+
+class HelperTooLong(Exception):
+    """A credential helper printed more than HELPER_OUTPUT_LIMIT bytes (killed)."""
+
+
+def _kill_session(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def find_helper(program: str) -> str | None:
+    """``program`` in the absolute directories of PATH, as Docker finds a helper (Go's
+    exec.LookPath refuses what a relative entry, ``.`` or an empty one, finds: the
+    current directory, often the app being built, must not supply the program that
+    is handed registry secrets). A name that is not a plain file name is none."""
+    if not program or "/" in program or "\0" in program or program in (".", ".."):
+        return None
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(directory):
+            continue
+        found = shutil.which(program, path=directory)
+        if found is not None:
+            return found
+    return None
 
 
 def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials | None:
@@ -160,7 +214,7 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
     protocol is ``registry-credentials-invalid``; its answer is never shown."""
     program = HELPER_PREFIX + helper
     where: dict[str, Any] = {"helper": program, "path": str(path), "host": host}
-    executable = shutil.which(program) if "/" not in helper else None
+    executable = find_helper(program)
     if executable is None:
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(variant="helper-missing", **where)
     try:
@@ -169,6 +223,10 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason=f"it did not answer within {HELPER_TIMEOUT:g} s",
             **where) from None
+    except HelperTooLong:
+        raise errors.REGISTRY_CREDENTIALS_INVALID.error(
+            variant="helper-failed",
+            reason=f"it printed more than {HELPER_OUTPUT_LIMIT // 1024} KiB", **where) from None
     except OSError as exc:
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason=exc.strerror or str(exc), **where) from None
@@ -177,6 +235,9 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
         if said and _NOT_FOUND in said[0].lower():
             return None
         first = said[0][:200] if said else "no message"
+        if first.lstrip().startswith(("{", "[")):  # an answer, maybe with its secret
+            _remember_any_secret(done.stdout)
+            first = "its output is not shown (it looks like an answer, with a secret)"
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason=f"exit status {done.returncode}: {first}",
             **where)
@@ -187,7 +248,8 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason="its answer is not JSON with Username and Secret",
             **where) from None
-    if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+    if not isinstance(user, str) or not isinstance(secret, str) or not secret \
+            or not _encodable(user, secret):
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(
             variant="helper-failed", reason="its answer is not JSON with Username and Secret",
             **where)
@@ -195,6 +257,14 @@ def run_helper(helper: str, server: str, path: Path, host: str) -> Credentials |
     if user == "<token>":  # an identity token: only Docker's OAuth2 exchange takes it
         raise errors.REGISTRY_CREDENTIALS_INVALID.error(variant="identity-token", **where)
     return Credentials(user, secret)
+
+
+def _remember_any_secret(output: str) -> None:
+    """Register the ``Secret`` of a helper's JSON answer, whatever its exit status."""
+    with contextlib.suppress(ValueError, RecursionError):
+        answer = json.loads(output)
+        if isinstance(answer, dict) and isinstance(answer.get("Secret"), str):
+            register_secrets([answer["Secret"]])
 
 
 def _host_keys(host: str) -> set[str]:
@@ -225,5 +295,18 @@ def _entry_credentials(entry: dict[str, Any], path: Path, host: str) -> Credenti
         return Credentials(user, password)
     name, secret = entry.get("username"), entry.get("password")
     if isinstance(name, str) and name and isinstance(secret, str):
+        if not _encodable(name, secret):
+            raise errors.REGISTRY_CREDENTIALS_INVALID.error(
+                variant="bad-entry", path=str(path), host=host)
         return Credentials(name, secret)
     return None
+
+
+def _encodable(*texts: str) -> bool:
+    """Whether every text is sendable as UTF-8 (JSON may hold lone surrogates)."""
+    try:
+        for text in texts:
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

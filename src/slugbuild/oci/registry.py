@@ -32,6 +32,7 @@ from typing import IO, Any, TypeVar
 import requests
 
 from .. import errors
+from ..arguments import request_timeout
 from ..redact import register_secrets
 from ..retry import GaveUp, backoff, retrying
 from .credentials import Credentials
@@ -121,7 +122,7 @@ class RegistryClient:
         self.repository = repository
         self.credentials = credentials
         self.insecure = insecure
-        self.timeout = timeout
+        self.timeout = request_timeout(timeout)  # a NaN or negative one: invalid-limit
         self.attempts = attempts
         scheme = "http" if insecure or is_loopback(host) else "https"
         self.base_url = f"{scheme}://{api_host(host)}"
@@ -450,7 +451,10 @@ class RegistryClient:
         if "service" in params:
             query.append(("service", params["service"]))
         query += [("scope", scope) for scope in scopes]
-        auth = (self.credentials.username, self.credentials.password) \
+        # As bytes: requests encodes a str pair as Latin-1 (a UnicodeEncodeError for
+        # any other password); Docker, and the Basic path above, send UTF-8.
+        auth = requests.auth.HTTPBasicAuth(self.credentials.username.encode(),
+                                           self.credentials.password.encode()) \
             if self.credentials is not None else None
 
         def fetch() -> requests.Response:

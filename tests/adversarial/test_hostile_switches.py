@@ -1,0 +1,43 @@
+"""SLUGBUILD_* switches read one set of words (envflag.py). A switch that guards
+something falls to its safe side on a word it does not know: SHOW_SECRETS=false
+showed every config var (only empty and 0 meant no), and READONLY=on let an
+untrusted build push into the shared cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from slugbuild import incremental, python_buildpack
+from slugbuild.redact import forget_secrets, mask, register_secrets, showing_secrets
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("1", True), ("true", True), (" YES ", True), ("on", True),
+    ("0", False), ("false", False), ("no", False), ("off", False), ("", False),
+    ("2", False), ("please", False),
+])
+def test_show_secrets_shows_them_only_when_asked_in_so_many_words(
+        monkeypatch: pytest.MonkeyPatch, value: str, shown: bool) -> None:
+    monkeypatch.setenv("SLUGBUILD_SHOW_SECRETS", value)
+    register_secrets(["s3cr3t-value"])
+    try:
+        assert showing_secrets() is shown
+        assert ("s3cr3t-value" in mask("DB s3cr3t-value")) is shown
+    finally:
+        forget_secrets()
+
+
+@pytest.mark.parametrize(("value", "on"), [
+    (None, True), ("1", True), ("", False), ("0", False), ("false", False), ("off", False),
+    ("no", False), ("maybe", True),
+])
+def test_the_off_switches_read_the_same_words(monkeypatch: pytest.MonkeyPatch,
+                                              value: str | None, on: bool) -> None:
+    for name in ("SLUGBUILD_INCREMENTAL", "SLUGBUILD_LAYER_VIEWS"):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert python_buildpack.layer_views_wanted() is on
+    why = incremental.why_not_incremental(None, {}, None, True, False)  # type: ignore[arg-type]
+    assert (why == "SLUGBUILD_INCREMENTAL=0") is not on
