@@ -45,10 +45,11 @@ if _once(_site + "/written"):
 
 
 def _layer_files(cache: Path) -> dict[str, tuple[int, int, int, int]]:
-    """Every file of the cached runtime and dependency layers: inode, size, mtime, mode."""
+    """Every file of the cached runtime and dependency layers' trees: inode, size,
+    mtime, mode (not the cache's own records beside them, which it may rewrite)."""
     found = {}
-    for top in (cache / "layers", cache / "runtimes"):
-        for directory, _, files in os.walk(top):
+    for tree in [*(cache / "layers").glob("*/tree"), *(cache / "runtimes").glob("*/tree")]:
+        for directory, _, files in os.walk(tree):
             for name in files:
                 path = os.path.join(directory, name)
                 st = os.lstat(path)
