@@ -13,7 +13,12 @@ at once), so this module drives `bin/compile` itself, the way run-peer.sh does:
   host, which this machine cannot reach; the same uv release is fetched as a wheel from
   PyPI, repacked in the release tarball's layout and served from the same mirror;
 - the environment: `env -i` with HOME, LANG, PATH, STACK, TMPDIR, `PIP_CONFIG_FILE=/dev/null`
-  (so /etc/pip.conf's local indexes cannot feed the build) and the CA variables;
+  (so /etc/pip.conf's local indexes cannot feed the build) and the CA variables; HOME is a
+  new empty directory for each compile, as a Heroku build dyno's is (uv and Poetry keep
+  their caches there; a "cold" build must not find the last compile's downloads);
+- the build directory must not be under /tmp: there the buildpack puts uv's cache at
+  /tmp/uv-cache, which on Heroku is the build's own but here outlives every compile
+  (run.py's side-by-side section works elsewhere, see there);
 - `/app`: the buildpack links `/app/.heroku/python` to the build directory and puts it on
   PATH, so two builds at once would share it. Each compile runs in a mount namespace of its
   own with a private tmpfs on /app (needs root; /app is created as an empty mount point if
@@ -130,8 +135,13 @@ class HerokuPeer:
         env_dir = build_dir.parent / f"{build_dir.name}.env"
         env_dir.mkdir(exist_ok=True)
         (self.work / "tmp").mkdir(exist_ok=True)
-        (self.work / "home").mkdir(exist_ok=True)
-        env = [f"HOME={self.work / 'home'}", "LANG=C.UTF-8",
+        # A HOME of its own, empty, as on Heroku (HOME=/app on a fresh build dyno): the
+        # caches tools keep there (uv's, Poetry's) must not carry over from the last compile.
+        home = build_dir.parent / f"{build_dir.name}.home"
+        if home.exists():
+            shutil.rmtree(home)
+        home.mkdir()
+        env = [f"HOME={home}", "LANG=C.UTF-8",
                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                f"STACK={STACK}", "PIP_CONFIG_FILE=/dev/null", f"TMPDIR={self.work / 'tmp'}"]
         env += [f"{name}={os.environ[name]}" for name in _CA_AND_PROXY if os.environ.get(name)]

@@ -1,5 +1,6 @@
-"""The "changed" build (one more pinned requirement) of one app, two versions of slugbuild
-side by side: each on a cache of its own, alternating, medians (docs/benchmarks.md).
+"""The "changed" build (one more pinned requirement, added as the app's package manager
+adds it) of one app, two versions of slugbuild side by side: each on a cache of its own,
+alternating, medians (docs/benchmarks.md).
 
     .venv/bin/python benchmarks/paired_changed.py fixtures/apps/django-tutorial \
         --before /tmp/before/src --after src --runs 5 --extra six==1.17.0
@@ -24,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from app_changes import add_requirement  # benchmarks/ is on sys.path
 
 
 def _build(src: str, app: Path, out: Path, cache: Path) -> tuple[float, float, dict[str, Any], str]:
@@ -66,8 +69,8 @@ def main() -> None:
         kept = {"history": history.read_bytes(), "layers": set(os.listdir(cache / "layers")),
                 "static": set(os.listdir(cache / "static")) if (cache / "static").is_dir()
                 else set(), "since": time.time()}
-        requirements = app / "requirements.txt"
-        requirements.write_text(requirements.read_text().rstrip("\n") + f"\n{args.extra}\n")
+        # As its package manager would: requirements.txt, Pipfile.lock, poetry.lock, uv.lock.
+        add_requirement(app, work, args.extra)
         state[name] = (app, cache, history, kept, work)
     samples: dict[str, list[tuple[float, float, dict[str, Any], str, float]]] = \
         {name: [] for name in versions}

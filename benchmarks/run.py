@@ -118,8 +118,17 @@ def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) ->
         results["side_by_side"] = so_far
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 
-    results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer, keep,
-                                               progress, args.slugbuild_src)
+    # Not under /tmp when the bench's files are there: the buildpack keeps uv's cache in
+    # /tmp/uv-cache when the build directory is under /tmp (on Heroku /tmp is the build's
+    # own and empty; here it outlives every compile, so each "cold" uv build would find
+    # the last one's downloads). Elsewhere uv's cache goes to the compile's own HOME
+    # (heroku_peer.py), on the same file system, so it hard-links as on Heroku.
+    outside = "/var/tmp" if keep.resolve().is_relative_to("/tmp") and \
+        os.path.isdir("/var/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-", dir=outside) as work:
+        results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer,
+                                                   Path(work), progress, args.slugbuild_src)
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def bench_app(app: Path, runs: int, work_root: Path) -> dict:

@@ -12,16 +12,22 @@ right after the other, the order swapped every run, so both see the same backgro
 
 slugbuild is timed as a user runs it: the `slugbuild compile` process, wall clock. The
 buildpack is timed as its `bin/compile` process (heroku_peer.py); making Heroku's slug
-(`tar | gzip` of the build directory) is timed apart and reported beside it. The load
-average is recorded at every step. Figures are printed and saved; nothing is asserted.
+(`tar | gzip` of the build directory) is timed apart and reported beside it. The CPU time
+(user + system) of each build's processes is recorded beside its wall time (not for the
+loaded builds, which run at once): on a loaded machine a build's wall time is mostly
+its wait for a core, and CPU time is the figure that stays put. The load average is
+recorded at every step. Figures are printed and saved; nothing is asserted.
 """
 
 from __future__ import annotations
 
+import compileall
 import concurrent.futures
+import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,7 +87,8 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
     handed to `progress` after each shape, so a long bench stopped early keeps them).
     `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead."""
     results: dict[str, Any] = {"peer": None, "shapes": {},
-                               "slugbuild_src": str(slugbuild_src) if slugbuild_src else None}
+                               "slugbuild_src": str(slugbuild_src) if slugbuild_src else None,
+                               "slugbuild_compiled": compile_slugbuild(slugbuild_src)}
     peer: HerokuPeer | None = None
     note = None
     if peer_dir is None:
@@ -114,6 +121,20 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
     return results
 
 
+def compile_slugbuild(src: Path | None) -> str:
+    """Compile the benched slugbuild's modules, as installing it does (pip compiles a
+    package's modules at install time); returns the package directory.
+
+    A checkout or an exported src/ holds no pycs, and with PYTHONDONTWRITEBYTECODE set
+    (as on this machine) Python never writes them: every `slugbuild compile` would then
+    compile ~230 modules of its own before building, ~0.5 s of CPU no installed
+    slugbuild pays. Python reads pycs whatever that variable says."""
+    spec = None if src else importlib.util.find_spec("slugbuild")
+    package = src / "slugbuild" if src else Path(spec.origin).parent  # type: ignore[union-attr]
+    compileall.compile_dir(package, quiet=1)
+    return str(package)
+
+
 def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | None,
                 work: Path, slugbuild_src: Path | None = None) -> dict[str, Any]:
     app = work / "app"
@@ -134,6 +155,7 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
             peer_note = f"Heroku buildpack cannot build this app here: {error}"
             print("  " + peer_note, flush=True)
     samples: dict[str, dict[str, list[float]]] = {t: {} for t in tools}
+    cpu: dict[str, dict[str, list[float]]] = {t: {} for t in tools}
     loads: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     files: dict[str, int] = {}
@@ -162,6 +184,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
                 seconds = builders[tool].build(kind, changed_app if kind == "changed" else app)
                 if kind in kinds:
                     record(tool, kind, seconds)
+                    if builders[tool].cpu is not None:
+                        cpu[tool].setdefault(kind, []).append(builders[tool].cpu)
             if kind == "warm" and number == 0:
                 for tool in order:
                     measured = builders[tool].measure()
@@ -181,13 +205,20 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
                         record(tool, f"loaded_{step}", seconds)
     medians = {t: {k: round(statistics.median(v), 2) for k, v in by_kind.items()}
                for t, by_kind in samples.items()}
-    ratios = {}
+    cpu_medians = {t: {k: round(statistics.median(v), 2) for k, v in by_kind.items()}
+                   for t, by_kind in cpu.items()}
+    ratios, cpu_ratios = {}, {}
     if "heroku" in medians:
         ratios = {k: round(v / medians["heroku"][k], 2) for k, v in medians["slugbuild"].items()
                   if medians["heroku"].get(k)}
+        cpu_ratios = {k: round(v / cpu_medians["heroku"][k], 2)
+                      for k, v in cpu_medians["slugbuild"].items()
+                      if cpu_medians["heroku"].get(k)}
     return {"fixture": shape.fixture, "what": shape.what, "runs": runs,
             "changed_by": changed_by, "samples": samples, "medians": medians,
-            "ratios": ratios, "load": {k: [round(x, 2) for x in v] for k, v in loads.items()},
+            "ratios": ratios, "cpu_samples": cpu, "cpu_medians": cpu_medians,
+            "cpu_ratios": cpu_ratios,
+            "load": {k: [round(x, 2) for x in v] for k, v in loads.items()},
             "slug_bytes": sizes, "python_files": files,
             "heroku_pack_seconds": heroku_pack[0] if heroku_pack else None,
             "peer_note": peer_note, "failures": failures,
@@ -208,12 +239,26 @@ class _Builder:
         self.failures = failures
         self.cache = root / "cache"
         self.last: Path | None = None
+        # CPU seconds (user + system) of the last build's processes, when it ran alone.
+        self.cpu: float | None = None
 
-    def build(self, kind: str, app: Path) -> float | None:
-        """Wall seconds of one build (None, and the reason kept, when it failed)."""
+    def build(self, kind: str, app: Path, alone: bool = True) -> float | None:
+        """Wall seconds of one build (None, and the reason kept, when it failed); its
+        CPU seconds in ``cpu`` when it ran ``alone`` (the children's rusage would mix
+        two builds at once)."""
         self.root.mkdir(parents=True, exist_ok=True)
         # Nothing left to write back from the step before (see run.py's _settle).
         os.sync()
+        self.cpu = None
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds = self._build(kind, app)
+        if seconds is not None and alone:
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self.cpu = round(after.ru_utime + after.ru_stime
+                             - before.ru_utime - before.ru_stime, 3)
+        return seconds
+
+    def _build(self, kind: str, app: Path) -> float | None:
         try:
             if self.tool == "heroku":
                 assert self.peer is not None
@@ -272,7 +317,7 @@ def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
 def _at_once(pair: list[_Builder], kind: str, app: Path) -> list[float | None]:
     """Two builds started together; each one's own wall time."""
     with concurrent.futures.ThreadPoolExecutor(len(pair)) as pool:
-        return list(pool.map(lambda b: b.build(kind, app), pair))
+        return list(pool.map(lambda b: b.build(kind, app, alone=False), pair))
 
 
 def scaling(shapes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -296,7 +341,7 @@ def scaling(shapes: dict[str, Any]) -> list[dict[str, Any]]:
 def print_shape(name: str, result: dict[str, Any]) -> None:
     medians = result["medians"]
     print(f"{'kind':<13}{'slugbuild s':>12}{'heroku s':>10}{'ratio':>7}{'target':>8}"
-          f"{'load (1 min)':>22}")
+          f"{'load (1 min)':>22}{'cpu s: slugbuild':>18}{'heroku':>8}{'ratio':>7}")
     for kind in ("cold", "warm", "changed", "loaded_cold", "loaded_warm"):
         ours = medians["slugbuild"].get(kind)
         if ours is None:
@@ -304,8 +349,12 @@ def print_shape(name: str, result: dict[str, Any]) -> None:
         theirs = medians.get("heroku", {}).get(kind)
         ratio = result["ratios"].get(kind)
         load = result["load"].get(kind, [])
+        cpu = result.get("cpu_medians", {})
         print(f"{kind:<13}{ours:>12.2f}{_cell(theirs):>10}{_cell(ratio):>7}"
-              f"{'<= ' + str(TARGETS[kind]):>8}{_load_range(load):>22}")
+              f"{'<= ' + str(TARGETS[kind]):>8}{_load_range(load):>22}"
+              f"{_cell(cpu.get('slugbuild', {}).get(kind)):>18}"
+              f"{_cell(cpu.get('heroku', {}).get(kind)):>8}"
+              f"{_cell(result.get('cpu_ratios', {}).get(kind)):>7}")
     sizes = result["slug_bytes"]
     if sizes:
         print("slug MB: " + ", ".join(f"{t} {b / 1e6:.1f}" for t, b in sizes.items())

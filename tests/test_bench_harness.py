@@ -132,6 +132,9 @@ def test_make_bench_side_by_side_runs_end_to_end(tmp_path: Path) -> None:
     assert [row["tool"] for row in result["scaling"]] == ["slugbuild", "heroku"]
     assert "warm" in done.stdout and "scaling" in done.stdout
     assert shape["slugbuild_stages"]["warm"]["total"] > 0
+    # Each build's CPU time beside its wall time (what stays put under load).
+    assert set(shape["cpu_medians"]["slugbuild"]) == {"cold", "warm"}
+    assert shape["cpu_medians"]["slugbuild"]["cold"] > 0
 
 
 def test_a_changed_build_asked_for_alone_follows_a_build_of_the_app(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from slugbuild.cache import Cache, read_index
 from slugbuild.installers import InstallPlan
 from slugbuild.log import Reporter
 
-from .helpers import make_app
+from .helpers import FIXTURE_APPS, REPO, copy_app, make_app
 
 PLAN = InstallPlan(name="pip", tool="uv", version="uv==0.13.9, every requirement pinned",
                    key_files=("requirements.txt",))
@@ -201,3 +202,46 @@ def test_a_previous_layer_changed_in_place_is_not_built_onto(tmp_path):
         and "six.py of the previous layer changed" in line for line in log), log
     built = cache_dir / "layers" / made / "tree/lib/python3.12/site-packages/six.py"
     assert built.read_bytes() == original
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["flask-pipenv", "poetry-falcon", "uv-bottle"])
+def test_a_lock_with_one_more_package_builds_from_the_previous_layer(
+        fixture, tmp_path, cache_dir, monkeypatch):
+    """Pipenv, Poetry and uv projects: the lock changed as its manager changes it (one
+    more pinned package, benchmarks/app_changes.py) builds its layer from the
+    previous one, and the slug is byte-identical to a clean install's."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from app_changes import add_requirement, extra_requirement_for
+
+    app = copy_app(FIXTURE_APPS / fixture, tmp_path / "app")
+    _build(app, tmp_path / "before.tgz", cache_dir)
+    added = extra_requirement_for(app)
+    add_requirement(app, tmp_path, added)
+
+    # The clean install of the same inputs, from another directory (no history).
+    clean_app = shutil.copytree(app, tmp_path / "clean-app")
+    with monkeypatch.context() as patched:
+        patched.setenv("SLUGBUILD_INCREMENTAL", "0")
+        clean, log, made = _build(clean_app, tmp_path / "clean.tgz", cache_dir)
+    assert not any("Reusing" in line for line in log), log
+    for name in made:  # else the next build finds it cached
+        shutil.rmtree(cache_dir / "layers" / name)
+
+    sha, log, made = _build(app, tmp_path / "changed.tgz", cache_dir)
+    assert len(made) == 1
+    assert any("Reusing" in line and "installing 1" in line for line in log), log
+    assert sha == clean
+
+
+def test_the_exported_locks_of_uv_installs_may_build_from_the_previous_layer():
+    for manager in ("pipenv", "poetry", "uv"):
+        plan = InstallPlan(name=manager, tool="uv", version="x", key_files=())
+        assert incremental.why_not_incremental(INPUTS, INPUTS, plan, True, False) is None
+    # Which cached layer is nearest is judged by the projects the lock pins.
+    from slugbuild.dependencies import _locked_names
+
+    assert "flask" in _locked_names(FIXTURE_APPS / "flask-pipenv", "Pipfile.lock")
+    assert "falcon" in _locked_names(FIXTURE_APPS / "poetry-falcon", "poetry.lock")
+    assert "bottle" in _locked_names(FIXTURE_APPS / "uv-bottle", "uv.lock")
+    assert _locked_names(FIXTURE_APPS / "uv-bottle", "missing.lock") == set()

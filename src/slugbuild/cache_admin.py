@@ -66,7 +66,7 @@ LAYER, FREE, IDLE = "layer", "free", "idle"
 # The stores below the cache root that are not layers: kind -> (guard, depth of
 # an entry below it; 0: the whole directory is one entry). docs/cache.md.
 STORES: dict[str, tuple[str, int]] = {
-    "pyc": (FREE, 2),             # pyc/<2 hex>/<62 hex>: one canonical pyc
+    "pyc": (FREE, 2),             # pyc/<2 hex>/<62 hex>-<sha256>: one canonical pyc
     "checks": (FREE, 1),          # one passed import check
     "history": (FREE, 1),         # one app directory's rebuild hint
     "runtime-index": (IDLE, 1),   # one remembered runtime index answer

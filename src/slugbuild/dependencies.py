@@ -64,6 +64,7 @@ from .installers.requirements import has_editables, requirement_lines, requireme
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .toml_compat import tomllib
 from .tree import walk_sorted
 
 if TYPE_CHECKING:
@@ -445,8 +446,9 @@ def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any
     if incremental.why_not_incremental(inputs, inputs, plan, own_tree, builds_local) is None:
         # No usable layer of this app directory: the nearest one of the same runtime
         # and installer (another directory of the same app, say).
-        nearest = incremental.nearest_inputs(cache, inputs, python_name,
-                                             _requirement_names(app_dir, lock_file), previous)
+        wanted = (_requirement_names(app_dir, lock_file) if plan.name == "pip"
+                  else _locked_names(app_dir, lock_file))
+        nearest = incremental.nearest_inputs(cache, inputs, python_name, wanted, previous)
         if nearest is not None:
             try:
                 return incremental.find_previous(cache, nearest, python_name)
@@ -461,6 +463,21 @@ def _requirement_names(app_dir: Path, lock_file: str) -> set[str]:
     """Canonical names of the projects the requirements file (and its includes) name."""
     parsed = (_parse_requirement(line) for line in requirement_lines(app_dir, lock_file))
     return {str(canonicalize_name(found[0].name)) for found in parsed if found is not None}
+
+
+def _locked_names(app_dir: Path, lock_file: str) -> set[str]:
+    """Canonical names of the projects a lock file pins (Pipfile.lock's default
+    section, poetry.lock's and uv.lock's packages); empty when it cannot be read
+    (the install reports that)."""
+    try:
+        text = (app_dir / lock_file).read_text(encoding="utf-8-sig")
+        if lock_file == "Pipfile.lock":
+            names = list(json.loads(text).get("default") or {})
+        else:
+            names = [package.get("name") for package in tomllib.loads(text).get("package", [])]
+        return {str(canonicalize_name(name)) for name in names if isinstance(name, str)}
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError):
+        return set()
 
 
 def installer_facts(layer: DependencyLayer) -> dict[str, Any]:

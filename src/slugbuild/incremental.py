@@ -19,6 +19,9 @@ So nothing is guessed from the previous requirements:
    prefix holding the baseline's dist-infos (all uv reads to know what is
    installed): the distributions and versions a clean install adds, resolved
    now, from the index, exactly as the install will (same options and indexes).
+   A lock (Pipenv, Poetry, uv project) is exported first, as its install
+   exports it, and uv plans the export's hashed pins (``--no-deps``: it only
+   evaluates their markers); the install then installs that same export.
 3. Meanwhile every distribution of the previous layer is hard-linked from it
    (every file its RECORD lists and the pycs of its sources, each checked against
    its files.json first); those the dry run wants at another version, or not at
@@ -31,11 +34,12 @@ So nothing is guessed from the previous requirements:
    layer's files.json recorded.
 
 Where the difference cannot be computed safely, the layer is installed clean
-(the log says why): another installer than uv for requirements.txt, a
-layer installed into the build's prefix, local packages or editables, a previous
-layer whose inputs differ in anything but the requirements files, a previous
-file no single distribution's RECORD lists (or a pyc of one), a distribution
-that installs over another's path, host paths in the previous layer, a
+(the log says why): another installer than uv, an export with unhashed
+URLs (VCS references), a layer installed into the build's prefix, local
+packages or editables, a previous layer whose inputs differ in anything but
+the requirements files, a previous file no single distribution's RECORD lists
+(or a pyc of one), a distribution that installs over another's path, host
+paths in the previous layer, a
 previous file changed (or gone) since its files.json, uv planning to remove or
 replace something, or a resolution that moved between the dry run and the
 install.
@@ -59,7 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from packaging.utils import canonicalize_name
 
@@ -75,7 +79,7 @@ from .cache import (
     stat_key,
 )
 from .envflag import env_flag
-from .installers import Installer, InstallJob, InstallPlan
+from .installers import Installer, InstallJob, InstallPlan, LockExporter
 from .installers import uv as uv_installer
 from .installers.ranges import constraints_text
 
@@ -111,6 +115,9 @@ def previous_inputs(history: Path) -> dict[str, Any] | None:
     return inputs if isinstance(inputs, dict) else None
 
 
+# Package managers whose installs uv makes (requirements.txt, and the exported locks
+# of Pipenv, Poetry and uv projects): uv plans them with --dry-run.
+INCREMENTAL_MANAGERS = frozenset({"pip", "pipenv", "poetry", "uv"})
 # Layer key inputs that follow from the requirements themselves: they may differ.
 REQUIREMENT_INPUTS = frozenset({"files", "resolved", "resolved_sha256"})
 
@@ -125,8 +132,8 @@ def why_not_incremental(previous: dict[str, Any] | None, inputs: dict[str, Any],
         return "no previous layer of this app"
     if not own_tree:
         return "installed into the build's prefix"
-    if plan.tool != "uv" or plan.name != "pip":
-        return f"installed by {plan.name} via {plan.tool}, not uv for requirements.txt"
+    if plan.tool != "uv" or plan.name not in INCREMENTAL_MANAGERS:
+        return f"installed by {plan.name} via {plan.tool}, not uv"
     if local_packages:
         return "the requirements build local packages"
     differing = sorted(name for name in set(previous) | set(inputs)
@@ -393,15 +400,22 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
     # know what is installed), while every other distribution is linked meanwhile.
     planning = job.scratch / "dry-run-prefix"
     take_dist_infos(previous, planning, pins)
-    resolved = None
-    if plan.resolved:  # version ranges, resolved when the layer was keyed: constraints
-        resolved = job.scratch / "dry-run-pins.txt"
-        resolved.write_text(constraints_text(plan.resolved))
+    planning_job = dataclasses.replace(job, prefix=planning)
+    if plan.name == "pip":
+        resolved = None
+        if plan.resolved:  # version ranges, resolved when the layer was keyed: constraints
+            resolved = job.scratch / "dry-run-pins.txt"
+            resolved.write_text(constraints_text(plan.resolved))
+        planner = partial(uv_installer.dry_run_requirements, planning_job, resolved)
+        install = partial(installer.install, job, plan)
+    else:
+        # A lock's pins, exported once: uv plans them and installs the same file.
+        exported = cast(LockExporter, installer).export(job, plan)
+        planner = partial(uv_installer.dry_run_exported, planning_job, exported, plan.name)
+        install = partial(uv_installer.install_exported, job, exported, plan.name)
     others = [dist for dist in dists.values() if dist not in pins]
     with ThreadPoolExecutor(max_workers=1) as thread:
-        dry_run = thread.submit(contextvars.copy_context().run,
-                                uv_installer.dry_run_requirements,
-                                dataclasses.replace(job, prefix=planning), resolved)
+        dry_run = thread.submit(contextvars.copy_context().run, planner)
         try:
             take(previous, tree, pins + others, taken)
         finally:
@@ -416,7 +430,7 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
                         f"(layer {previous.layer.path.name[:12]}); installing "
                         f"{len(expected) - same}")
     site_packages = tree / "lib" / python_name / "site-packages"
-    installer.install(job, plan)
+    install()
     installed = {}
     for dist_info in sorted(os.listdir(site_packages)):
         if dist_info.endswith(".dist-info"):

@@ -256,7 +256,11 @@ class _Canonical:
                 refs[slot] = found
             return found
 
-        root = read()
+        try:
+            root = read()
+        finally:
+            # It names itself: a cycle holding every node, left to the GC otherwise.
+            read = None  # type: ignore[assignment]
         if pos != size:
             raise ValueError("bytes after the marshalled object" if pos < size
                              else "truncated stream")
@@ -331,5 +335,8 @@ class _Canonical:
                 else:
                     emit(part)
 
-        emit(root)
+        try:
+            emit(root)
+        finally:
+            emit = None  # type: ignore[assignment]  # it names itself (see _read_all)
         return bytes(out)

@@ -398,9 +398,13 @@ def drop_recorded_files(site_packages: Path, removed: list[Path]) -> None:
 # was copied from (or ""), the store of canonical pycs (or "") and the identity
 # of this script. Every pyc's body is canonical_marshal'd.
 _COMPILE_SCRIPT = r"""
-import compileall, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
+import compileall, gc, hashlib, importlib.util, marshal, multiprocessing, os, py_compile
 from importlib._bootstrap_external import _write_atomic as write_atomic
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
+# Compiling and canonicalising make short-lived objects by the million but no
+# reference cycles (marshal_canon's closures let go of themselves): reference
+# counting frees them, and the cyclic collector would only rescan them.
+gc.disable()
 root, logical, workers, reuse = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 store, script_id = sys.argv[5], sys.argv[6]
 tag = sys.implementation.cache_tag
@@ -411,39 +415,72 @@ identity = "\0".join([sys.version, tag, script_id]).encode()
 def stored_key(source, filename):
     return hashlib.sha256(identity + b"\0" + filename.encode() + b"\0" + source).hexdigest()
 
+listings = {}  # a store directory -> {key's rest: entry name}, listed once per process
+
 def stored(key):
-    # The pyc kept under key, if its trailing SHA-256 still matches its bytes.
+    # The pyc kept under key, if its bytes still have the SHA-256 its name holds:
+    # an entry is a hard link to the pyc of the layer that compiled it.
+    directory = os.path.join(store, key[:2])
+    names = listings.get(directory)
+    if names is None:
+        try:
+            names = {n[:62]: n for n in os.listdir(directory) if len(n) == 127 and n[62] == "-"}
+        except OSError:
+            names = {}
+        listings[directory] = names
+    name = names.get(key[2:])
+    if name is None:
+        return None
+    entry = os.path.join(directory, name)
     try:
-        with open(os.path.join(store, key[:2], key[2:]), "rb") as handle:
+        with open(entry, "rb") as handle:
             data = handle.read()
     except OSError:
         return None
-    if len(data) < 48 or hashlib.sha256(data[:-32]).digest() != data[-32:]:
+    if hashlib.sha256(data).hexdigest() != name[63:]:
         return None
-    return data[:-32]
+    return data
 
-made = set()  # the store's directories this process made or found
+made = set()  # directories (the store's, __pycache__) this process made or found
 
-def keep(key, data):
-    directory = os.path.join(store, key[:2])
-    temporary = os.path.join(directory, "%s.%d.tmp" % (key[2:], os.getpid()))
+def make_dir(directory):
+    # Once per directory and process, not once per file: mkdir of an existing
+    # directory is a failed system call, ~1,250 of them in a Django layer.
+    if directory not in made:
+        os.makedirs(directory, exist_ok=True)
+        made.add(directory)
+
+def link_into_place(existing, target):
+    # A new name for ``existing`` renamed over ``target`` (never written through).
+    temporary = "%s.%d.tmp" % (target, os.getpid())
     try:
-        if directory not in made:
-            os.makedirs(directory, exist_ok=True)
-            made.add(directory)
-        try:
-            handle = open(temporary, "wb")
-        except FileNotFoundError:  # a cache prune took the directory meanwhile
-            os.makedirs(directory, exist_ok=True)
-            handle = open(temporary, "wb")
-        with handle:
-            handle.write(data + hashlib.sha256(data).digest())
-        os.replace(temporary, os.path.join(directory, key[2:]))
+        os.link(existing, temporary)
+        os.replace(temporary, target)
     except OSError:
         try:
             os.unlink(temporary)
         except OSError:
             pass
+        return False
+    return True
+
+def keep(key, data, pyc):
+    # The pyc just written (``data``) kept under key: a hard link to it named by key and
+    # SHA-256, not a second file. A write through either name shows as a digest that
+    # no longer matches (stored() refuses it; the layer's files.json check too).
+    directory = os.path.join(store, key[:2])
+    target = os.path.join(directory, "%s-%s" % (key[2:], hashlib.sha256(data).hexdigest()))
+    try:
+        make_dir(directory)
+    except OSError:
+        return
+    if not link_into_place(pyc, target):  # a cache prune took the directory meanwhile?
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError:
+            return
+        link_into_place(pyc, target)
+
 checked = py_compile.PycInvalidationMode.CHECKED_HASH
 code_type = type(compile("", "", "exec"))
 
@@ -503,7 +540,7 @@ def write_pyc(path, data):
         mode = os.stat(path).st_mode | 0o200
     except OSError:
         mode = 0o666
-    os.makedirs(os.path.dirname(pyc), exist_ok=True)
+    make_dir(os.path.dirname(pyc))
     write_atomic(pyc, data, mode)
 
 def process(item):
@@ -521,11 +558,13 @@ def process(item):
     if store and source is not None:
         key = stored_key(source, recorded)
         kept = stored(key)
-        if kept is not None:
-            pyc = importlib.util.cache_from_source(path)
-            os.makedirs(os.path.dirname(pyc), exist_ok=True)
-            with open(pyc, "wb") as handle:
-                handle.write(kept)
+        pyc = importlib.util.cache_from_source(path)
+        if kept is not None and not (
+                os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc))):
+            # Written as a compiled one is, from the bytes just checked: a file of this
+            # layer's own, never a link to the entry (which another layer's pyc is),
+            # so no write through another layer, at any moment, reaches this one.
+            write_pyc(path, kept)
             return
     if reuse and source is not None:
         code = reused(source, rel_dir, name)
@@ -535,7 +574,7 @@ def process(item):
             data = made_now[0] + canonical_body(made_now[1])
             write_pyc(path, data)
             if key is not None:
-                keep(key, data)
+                keep(key, data, importlib.util.cache_from_source(path))
             return
     if code is None:
         compileall.compile_file(path, ddir=os.path.normpath(os.path.join(logical, rel_dir)),
@@ -548,8 +587,8 @@ def process(item):
             return  # not compiled: a syntax error, say
         header, body = data[:16], data[16:]
     else:
-        os.makedirs(os.path.dirname(importlib.util.cache_from_source(path)), exist_ok=True)
         pyc = importlib.util.cache_from_source(path)
+        make_dir(os.path.dirname(pyc))
         header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
                   + importlib.util.source_hash(source))
         body = b""
@@ -558,7 +597,7 @@ def process(item):
         with open(pyc, "wb") as handle:
             handle.write(header + canonical)
     if key is not None:
-        keep(key, header + canonical)
+        keep(key, header + canonical, pyc)
 
 items = []
 listed = len(sys.argv) > 7 and sys.argv[7] == "-"
@@ -599,10 +638,18 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
 
     ``store`` (the cache's ``pyc/``) keeps every canonical pyc written, keyed by
     the interpreter's full version, this compile script, the recorded path and
-    the source's bytes, with a SHA-256 of its own: a later compile of the same
-    file by the same interpreter takes it instead of compiling and
-    canonicalising again (a dependency layer rebuilt for one added package
-    compiles that package alone). The bytes are the ones a compile writes.
+    the source's bytes: a later compile of the same file by the same
+    interpreter takes it instead of compiling and canonicalising again (a
+    dependency layer rebuilt for one added package compiles that package
+    alone). The bytes are the ones a compile writes. An entry is a hard link
+    to the pyc it was compiled as (``pyc/<2 hex>/<62 hex of the key>-<SHA-256
+    of the bytes>``): a cold layer's pycs are made once, not twice. Layers are
+    read-only; a write through the layer's pyc anyway shows as bytes whose
+    SHA-256 is not the one the entry's name holds, which a lookup refuses
+    (the pyc is compiled again and the entry replaced), as the layer's own
+    files.json check refuses the layer. A pyc taken from the store is written
+    as a file of its own, from the bytes just checked, never linked: no layer
+    shares a pyc's inode with another through the store.
 
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which

@@ -213,6 +213,28 @@ def test_set_constants_are_ordered_by_value_before_3_11_and_kept_as_written_afte
     assert all(marshal.loads(stream) == frozenset(elements) for stream in new)
 
 
+def test_canonicalising_leaves_no_reference_cycles_behind():
+    """The compile script runs with the cyclic collector off (compile_bytecode): the
+    canonicaliser's garbage, on success and on a refused stream, must go by reference
+    counting alone."""
+    import gc
+    import marshal
+
+    stream = marshal.dumps(compile(
+        "def f(a, b=('x', 'y', frozenset({1, 2}))):\n    return {a: [b, 1.5, 2**70]}\n",
+        "m.py", "exec"))
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert marshal.loads(canonical_marshal(stream, code_layout())) is not None
+            with pytest.raises(ValueError):
+                canonical_marshal(stream[:-3], code_layout())
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 def test_marshal_streams_it_does_not_read_are_refused():
     with pytest.raises(ValueError):
         canonical_marshal(b"\x99", code_layout())

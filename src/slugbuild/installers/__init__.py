@@ -104,6 +104,18 @@ class Installer(Protocol):
         ...
 
 
+class LockExporter(Protocol):
+    """An installer whose install is its lock exported to hashed pins and installed
+    exactly by uv (``uv.install_exported``): Pipenv, Poetry and uv projects. The
+    export alone lets a layer be built from the previous one (incremental.py)."""
+
+    name: str
+
+    def export(self, job: InstallJob, plan: InstallPlan) -> Path:
+        """Write the pins ``install`` would install into the job's scratch."""
+        ...
+
+
 class RequirementsBackend(Protocol):
     """A tool that installs a requirements.txt (pip or uv): ``pip.PipInstaller``
     picks one per plan."""

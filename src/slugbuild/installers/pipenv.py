@@ -68,16 +68,20 @@ class PipenvInstaller:
         install_baseline(job, requirements)
 
     def install(self, job: InstallJob, plan: InstallPlan) -> None:
+        install_exported(job, self.export(job, plan), "pipenv")
+
+    def export(self, job: InstallJob, plan: InstallPlan) -> Path:
+        """The lock's default pins as hashed requirements (what ``install`` installs),
+        written to the job's scratch: read from a current lock, else by Pipenv."""
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         pins = locked_default_pins(job.app_dir)
         if pins is not None:
             job.reporter.detail("Pipfile.lock is current (its hash matches the Pipfile); "
                                 "installing its [packages] (as `pipenv install --deploy`)")
-            install_exported(job, write_export(job, pins, "pipenv-pins.txt"), "pipenv")
-            return
-        self._install_with_pipenv(job)
+            return write_export(job, pins, "pipenv-pins.txt")
+        return self._export_with_pipenv(job)
 
-    def _install_with_pipenv(self, job: InstallJob) -> None:
+    def _export_with_pipenv(self, job: InstallJob) -> Path:
         tool = ensure_tool("pipenv", job)
         env = clean_env({
             "PYTHONPATH": str(tool), "PIPENV_VERBOSITY": "-1", "PIPENV_NOSPIN": "1",
@@ -97,7 +101,7 @@ class PipenvInstaller:
                                  shown("pipenv", "requirements", "--hash"), "Pipfile", RELOCK)
         job.reporter.detail("Installing the [packages] pinned in Pipfile.lock "
                             "(as `pipenv install --deploy`)")
-        install_exported(job, write_export(job, exported, "pipenv-export.txt"), "pipenv")
+        return write_export(job, exported, "pipenv-export.txt")
 
 
 def pipfile_hash(pipfile: dict[str, Any]) -> str:

@@ -79,6 +79,11 @@ class PoetryInstaller:
         install_baseline(job, requirements)
 
     def install(self, job: InstallJob, plan: InstallPlan) -> None:
+        install_exported(job, self.export(job, plan), "poetry")
+
+    def export(self, job: InstallJob, plan: InstallPlan) -> Path:
+        """The main group's pins as hashed requirements (what ``install`` installs),
+        written to the job's scratch: read from a current lock, else by Poetry."""
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         check_python_allowed(job.app_dir, job.python_version)
         pins = locked_main_pins(job.app_dir)
@@ -86,11 +91,10 @@ class PoetryInstaller:
             job.reporter.detail("poetry.lock is current (its content-hash matches "
                                 "pyproject.toml); installing its main group "
                                 "(as `poetry sync --only main --no-root`)")
-            install_exported(job, write_export(job, pins, "poetry-pins.txt"), "poetry")
-            return
-        self._install_with_poetry(job)
+            return write_export(job, pins, "poetry-pins.txt")
+        return self._export_with_poetry(job)
 
-    def _install_with_poetry(self, job: InstallJob) -> None:
+    def _export_with_poetry(self, job: InstallJob) -> Path:
         tool = ensure_tool("poetry", job)
         home = job.scratch / "poetry-home"
         env = clean_env({
@@ -109,8 +113,7 @@ class PoetryInstaller:
                       shown("poetry", "export", "--only", "main"), "pyproject.toml", RELOCK)
         job.reporter.detail("Installing the main group pinned in poetry.lock "
                             "(as `poetry sync --only main --no-root`)")
-        install_exported(job, write_export(job, target.read_text(), "poetry-export.txt"),
-                         "poetry")
+        return write_export(job, target.read_text(), "poetry-export.txt")
 
 
 def content_hash(pyproject: dict[str, Any]) -> str:

@@ -241,14 +241,50 @@ def dry_run_requirements(job: InstallJob, pins: Path | None = None
     distribution's canonical name and version, from ``uv pip install --dry-run`` (the
     same options, indexes and resolution). None when uv would also remove or
     replace something there, or names a distribution by anything but a version."""
-    from packaging.utils import canonicalize_name
-
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
             "--link-mode", job.link_mode, *_prefix_args(job), *_requirements_options(job),
             *(["-c", str(pins)] if pins is not None else []), *_constraint_args(job)]
+    return _dry_run(job, argv, settings.uv_env())
+
+
+def dry_run_exported(job: InstallJob, exported: Path, manager: str
+                     ) -> list[tuple[str, str]] | None:
+    """What ``install_exported`` would add to the job's prefix as it is now (as
+    ``dry_run_requirements``): each index group of the export's hashed pins planned
+    by uv, which evaluates their markers. None for an export with local packages or
+    unhashed URLs (installed apart), and as ``dry_run_requirements`` does. The
+    export itself is left as it is."""
+    text = exported.read_text()
+    settings = indexes_module.for_lock_export(text, job.config_vars, manager)
+    hashed, local = split_local_lines(split_index_lines(text)[1])
+    hashed, direct = split_unhashed_urls(hashed)
+    if local or direct:
+        return None
+    origins = indexes_module.package_indexes(job.app_dir, manager, job.lock_file,
+                                             job.config_vars)
+    found: list[tuple[str, str]] = []
+    for number, (group, pins) in enumerate(_by_index(hashed, origins, settings)):
+        part = exported.with_name(f"{exported.name}.dry-run.{number}")
+        part.write_text(pins)
+        argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
+                "--link-mode", job.link_mode, *_prefix_args(job), "--no-deps",
+                "--require-hashes", "-r", str(part), *_constraint_args(job)]
+        planned = _dry_run(job, argv, group.uv_env())
+        if planned is None:
+            return None
+        found += planned
+    return found
+
+
+def _dry_run(job: InstallJob, argv: list[str], indexes: dict[str, str]
+             ) -> list[tuple[str, str]] | None:
+    """The ``+ name==version`` lines of a ``uv pip install --dry-run`` (see
+    ``dry_run_requirements``)."""
+    from packaging.utils import canonicalize_name
+
     try:
-        output = run_tool(argv, job.reporter, uv_env(job, settings.uv_env()),
+        output = run_tool(argv, job.reporter, uv_env(job, indexes),
                           cwd=job.app_dir, show=False)
     except ToolFailed:
         return None  # the install itself reports it

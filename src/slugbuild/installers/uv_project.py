@@ -47,6 +47,11 @@ class UvProjectInstaller:
         install_baseline(job, requirements)
 
     def install(self, job: InstallJob, plan: InstallPlan) -> None:
+        install_exported(job, self.export(job, plan), "uv")
+
+    def export(self, job: InstallJob, plan: InstallPlan) -> Path:
+        """The project's locked dependencies as hashed requirements (what ``install``
+        installs), exported by ``uv export --locked`` into the job's scratch."""
         check_syntax(job.app_dir, job.lock_file, RELOCK)
         check_python_allowed(job.app_dir, job.python_version)
         target = job.scratch / "uv-export.txt"
@@ -60,7 +65,7 @@ class UvProjectInstaller:
                       "pyproject.toml", RELOCK)
         job.reporter.detail("Installing the dependencies pinned in uv.lock "
                             "(as `uv sync --locked --no-default-groups`)")
-        install_exported(job, target, "uv")
+        return target
 
 
 def check_python_allowed(app_dir: Path, python_version: str) -> None:
