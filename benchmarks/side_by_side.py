@@ -173,10 +173,12 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
         builders = {t: _Builder(t, app, root / t, peer, failures, slugbuild_src)
                     for t in tools}
         for kind in ("cold", "warm", "changed"):
-            # A changed build follows a build of the app on its cache: asked for alone,
-            # a cold build (not recorded) comes first, else "changed" would be cold too.
-            priming = kind == "cold" and "changed" in kinds and "warm" not in kinds
-            if kind not in kinds and not priming:
+            if kind == "cold" and kind not in kinds and {"warm", "changed"} & set(kinds):
+                # A warm (or changed) build follows a cold one on its cache: made, not timed.
+                for tool in order:
+                    builders[tool].build(kind, app)
+                continue
+            if kind not in kinds:
                 continue
             if kind in kinds:
                 loads.setdefault(kind, []).append(os.getloadavg()[0])

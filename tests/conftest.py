@@ -19,6 +19,7 @@ from .helpers import (
     DJANGO_APP,
     FIXTURE_APPS,
     HOOK_SECRET,
+    MINIMAL,
     RegistryServer,
     copy_app,
     machine_cache_entry,
@@ -54,6 +55,23 @@ def golden_cache(tmp_path_factory) -> Path:
     that expect a cold dependency layer of a fixture there must not find one made by
     these."""
     return tmp_path_factory.mktemp("golden-cache")
+
+
+@pytest.fixture(scope="session")
+def runtime_seed(tmp_path_factory) -> Path:
+    """A cache holding the Python 3.12 and 3.13 runtime layers, built once a session
+    apart from the session cache. Tests that need a cache of their own (they damage
+    it, or compare against a clean one) start it with ``seed_runtimes(runtime_seed,
+    cache)`` (tests/helpers.py) instead of building the runtime layer cold."""
+    from slugbuild import compile_app
+    from slugbuild.log import Reporter
+
+    root = tmp_path_factory.mktemp("runtime-seed")
+    for version in ("3.12", "3.13"):
+        app = make_app(root / version, {**MINIMAL, ".python-version": f"{version}\n"})
+        compile_app(app, root / f"{version}.tgz", cache_dir=root / "cache",
+                    reporter=Reporter(quiet=True))
+    return root / "cache"
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,35 @@ def test_deferred_lines_wait_for_release_then_stream_as_they_come():
     assert [e.line for e in seen] == stream.getvalue().splitlines() == reporter.lines
 
 
+def test_a_chunk_of_tool_output_is_written_at_once_and_every_line_kept():
+    """A tool printing many short lines cost a write and a flush per line; each chunk
+    read from the tool is now one write, in order, and every line still reaches the
+    callbacks and ``lines`` (a deferred reporter writes through its parent)."""
+    from slugbuild.proc import run_tool
+
+    class CountingStream(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            CountingStream.writes += 1
+            return super().write(text)
+
+    printed = [f"line {i} http://user:pw@host/?token=t \x1b" for i in range(2000)]
+    shown = [f"       line {i} http://***@host/?token=*** \\x1b" for i in range(2000)]
+    seen: list[LogEvent] = []
+    stream = CountingStream()
+    reporter = Reporter(stream, on_event=seen.append)
+    beside = reporter.deferred()
+    beside.release()
+    script = f"print({chr(10).join(printed)!r})"
+    for target in (reporter, beside):
+        output = run_tool([sys.executable, "-c", script], target, dict(os.environ))
+        assert output.splitlines() == printed
+    assert stream.getvalue().splitlines() == shown * 2
+    assert [event.line for event in seen] == reporter.lines == shown * 2
+    assert CountingStream.writes < 40  # 2 x 2000 lines in a few chunks
+
+
 def test_a_silent_wait_gets_a_heartbeat_and_a_talking_one_does_not():
     stream = io.StringIO()
     reporter = Reporter(stream, heartbeat_seconds=0.2)

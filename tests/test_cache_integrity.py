@@ -30,7 +30,7 @@ from slugbuild.cache import Cache, LayerChanged, build_index, read_index
 from slugbuild.dependencies import _explain_rebuild, _remember
 from slugbuild.log import Reporter
 
-from .helpers import make_app, run_cli, slug_differences, stealth_edit_hook
+from .helpers import make_app, run_cli, seed_runtimes, slug_differences, stealth_edit_hook
 
 PY = "python3.12"
 SITE = f".heroku/python/lib/{PY}/site-packages"
@@ -87,10 +87,11 @@ def _ok(result) -> str:
     return result.stderr
 
 
-def _first_build(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """SMALL_APP built once into a cache of its own: the app, the cache, the slug."""
+def _first_build(tmp_path: Path, runtime_seed: Path) -> tuple[Path, Path, Path]:
+    """SMALL_APP built once into a cache of its own (the runtime layer copied from
+    the session's seed): the app, the cache, the slug."""
     app = make_app(tmp_path / "app", SMALL_APP)
-    cache, first = tmp_path / "cache", tmp_path / "one.tgz"
+    cache, first = seed_runtimes(runtime_seed, tmp_path / "cache"), tmp_path / "one.tgz"
     _ok(_compile(app, first, cache))
     return app, cache, first
 
@@ -236,8 +237,8 @@ def test_bookkeeping_never_fails_a_build(tmp_path):
 # --- end to end ----------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_damaged_runtime_layer_is_rebuilt_not_shipped(tmp_path):
-    app, cache, first = _first_build(tmp_path)
+def test_a_damaged_runtime_layer_is_rebuilt_not_shipped(tmp_path, runtime_seed):
+    app, cache, first = _first_build(tmp_path, runtime_seed)
     tree = next((cache / "runtimes").iterdir()) / "tree"
     damage = [
         lambda: (tree / f"lib/{PY}/textwrap.py").write_bytes(b"# truncated\n"),
@@ -257,8 +258,8 @@ def test_a_damaged_runtime_layer_is_rebuilt_not_shipped(tmp_path):
 
 
 @pytest.mark.slow
-def test_files_lost_from_uvs_cache_or_a_layer_are_installed_again(tmp_path):
-    cache = tmp_path / "cache"
+def test_files_lost_from_uvs_cache_or_a_layer_are_installed_again(tmp_path, runtime_seed):
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     reference = tmp_path / "reference.tgz"
     app = make_app(tmp_path / "app", SMALL_APP)
     _ok(_compile(app, reference, cache))
@@ -292,8 +293,9 @@ def test_files_lost_from_uvs_cache_or_a_layer_are_installed_again(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["shipped", "pre_compile"])
-def test_an_app_writing_heroku_python_never_gives_others_an_incomplete_layer(tmp_path, how):
-    cache = tmp_path / "cache"
+def test_an_app_writing_heroku_python_never_gives_others_an_incomplete_layer(tmp_path, how,
+                                                                           runtime_seed):
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     files = dict(SMALL_APP)
     if how == "shipped":
         files[f"{SITE}/six.py"] = "# the app's own six\n"
@@ -309,15 +311,16 @@ def test_an_app_writing_heroku_python_never_gives_others_an_incomplete_layer(tmp
 
     plain = make_app(tmp_path / "plain", SMALL_APP)
     _ok(_compile(plain, tmp_path / "plain.tgz", cache))
-    _ok(_compile(plain, tmp_path / "clean.tgz", tmp_path / "clean-cache"))
+    _ok(_compile(plain, tmp_path / "clean.tgz",
+                 seed_runtimes(runtime_seed, tmp_path / "clean-cache")))
     assert (tmp_path / "plain.tgz").read_bytes() == (tmp_path / "clean.tgz").read_bytes()
     assert _slug_record_problems(tmp_path / "plain.tgz") == []
 
 
 @pytest.mark.slow
-def test_a_cache_carried_by_tar_is_reused_and_still_checked(tmp_path):
+def test_a_cache_carried_by_tar_is_reused_and_still_checked(tmp_path, runtime_seed):
     """CI caches travel as tar archives with whole-second times (GNU tar's default)."""
-    app, cache, first = _first_build(tmp_path)
+    app, cache, first = _first_build(tmp_path, runtime_seed)
     archive = tmp_path / "cache.tar"
     subprocess.run(["tar", "--format=gnu", "-cf", archive, "-C", tmp_path, "cache"], check=True)
     shutil.rmtree(cache)
@@ -403,7 +406,8 @@ def overlapping_index(tmp_path):
 
 
 @pytest.mark.slow
-def test_overlapping_packages_are_one_warning_and_the_same_bytes(tmp_path, overlapping_index):
+def test_overlapping_packages_are_one_warning_and_the_same_bytes(tmp_path, overlapping_index,
+                                                                 runtime_seed):
     # 3.13: no setuptools baseline, which this index (only test wheels) lacks.
     app = make_app(tmp_path / "app", {**SMALL_APP, ".python-version": "3.13\n",
                                       "requirements.txt": "alpha==1.0\nbeta==1.0\n"})
@@ -411,6 +415,8 @@ def test_overlapping_packages_are_one_warning_and_the_same_bytes(tmp_path, overl
     slugs = []
     for number in range(3):  # two cold caches, then a warm build
         cache = tmp_path / f"cache{min(number, 1)}"
+        if number < 2:  # cold dependency layers; the runtime's is copied
+            seed_runtimes(runtime_seed, cache, "3.13")
         out = tmp_path / f"{number}.tgz"
         stderr = _ok(_compile(app, out, cache, *env))
         slugs.append(out.read_bytes())
@@ -435,13 +441,14 @@ def _wait_for(marker: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("editor_first", [True, False])
 def test_an_in_place_edit_by_one_build_never_reaches_another_builds_slug(tmp_path,
-                                                                        editor_first):
+                                                                        editor_first,
+                                                                        runtime_seed):
     """App X's post_compile hook appends, in place, to a runtime file and to six.py
     (whose file uv's cache shares with app Y's layer) exactly while app Y, which
     restored the same layers, is inside its own post_compile hook. Whichever build
     started first (holds the link lock), Y's slug is the one Y builds alone, and X's
     slug holds X's edits."""
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     x_waiting, y_inside, x_done = (tmp_path / name for name in ("x-waiting", "y-in", "x-done"))
     textwrap = f".heroku/python/lib/{PY}/textwrap.py"
     editor = make_app(tmp_path / "x", {
@@ -503,12 +510,13 @@ def test_an_in_place_edit_by_one_build_never_reaches_another_builds_slug(tmp_pat
 
 @pytest.mark.slow
 def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
-                                                                       overlapping_index):
+                                                                       overlapping_index,
+                                                                       runtime_seed):
     """gamma's own RECORD is wrong: reinstalling cannot fix it, so the layer is not
     complete for its key. The build ships what was installed, exit 0, caches nothing."""
     app = make_app(tmp_path / "app", {**SMALL_APP, ".python-version": "3.13\n",
                                       "requirements.txt": "gamma==1.0\n"})
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     for number in range(2):
         out = tmp_path / f"{number}.tgz"
         stderr = _ok(_compile(app, out, cache, "--env", f"PIP_INDEX_URL={overlapping_index}"))
@@ -522,14 +530,15 @@ def test_a_layer_unlike_its_records_is_used_once_and_never_published(tmp_path,
 
 
 @pytest.mark.slow
-def test_a_build_in_another_pid_namespace_leaves_a_running_build_alone(tmp_path):
+def test_a_build_in_another_pid_namespace_leaves_a_running_build_alone(tmp_path,
+                                                                        runtime_seed):
     """Two containers sharing one cache: the second build's cleanup must not take the
     first one's scratch directory for abandoned (its PID means nothing there)."""
     unshare = shutil.which("unshare")
     if not unshare or subprocess.run([unshare, "--pid", "--fork", "true"]).returncode:
         pytest.skip("cannot make a PID namespace here")
     cache, inside = tmp_path / "cache", tmp_path / "inside"
-    _, _, reference = _first_build(tmp_path)
+    _, _, reference = _first_build(tmp_path, runtime_seed)
     slow = make_app(tmp_path / "slow", {
         **SMALL_APP, "bin/post_compile": f"#!/usr/bin/env bash\ntouch {inside}\nsleep 3\n"})
     (slow / "bin/post_compile").chmod(0o755)
@@ -572,7 +581,8 @@ def test_a_buildpacks_cache_dir_is_per_app(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path, monkeypatch):
+def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path, monkeypatch,
+                                                                         runtime_seed):
     """A copying build that sees a cached file change under it (another build's edit)
     discards the layer and makes it again; if that keeps happening it stops with
     cache-layer-changing and writes nothing."""
@@ -580,7 +590,7 @@ def test_a_layer_changing_while_copied_is_made_again_or_the_build_stops(tmp_path
     from slugbuild.cache import Cache as RealCache
     from slugbuild.context import RESTORE_ATTEMPTS
 
-    app, cache, reference = _first_build(tmp_path)
+    app, cache, reference = _first_build(tmp_path, runtime_seed)
     real_restore = RealCache.restore
     failures = {"left": 1}
 
@@ -613,10 +623,11 @@ _STEALTH_EDIT = stealth_edit_hook(f"{SITE}/six.py")
 
 
 @pytest.mark.slow
-def test_a_stealthy_in_place_edit_reaches_neither_the_cache_nor_another_app(tmp_path):
+def test_a_stealthy_in_place_edit_reaches_neither_the_cache_nor_another_app(tmp_path,
+                                                                             runtime_seed):
     """The editing app's own slug holds its edit; a later app with the same
     requirements, on the same cache, gets the clean file (as a clean cache gives)."""
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     editor = make_app(tmp_path / "editor", {**SMALL_APP, "bin/post_compile": _STEALTH_EDIT})
     (editor / "bin/post_compile").chmod(0o755)
     plain = make_app(tmp_path / "plain", SMALL_APP)
@@ -624,6 +635,7 @@ def test_a_stealthy_in_place_edit_reaches_neither_the_cache_nor_another_app(tmp_
     _ok(_compile(editor, tmp_path / "editor.tgz", cache))
     assert b"POISONED" in _members(tmp_path / "editor.tgz")[f"{SITE}/six.py"]
     _ok(_compile(plain, tmp_path / "plain.tgz", cache))
-    _ok(_compile(plain, tmp_path / "clean.tgz", tmp_path / "clean-cache"))
+    _ok(_compile(plain, tmp_path / "clean.tgz",
+                 seed_runtimes(runtime_seed, tmp_path / "clean-cache")))
     assert b"POISONED" not in _members(tmp_path / "plain.tgz")[f"{SITE}/six.py"]
     assert (tmp_path / "plain.tgz").read_bytes() == (tmp_path / "clean.tgz").read_bytes()

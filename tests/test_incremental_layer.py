@@ -15,7 +15,7 @@ from slugbuild.cache import Cache, read_index
 from slugbuild.installers import InstallPlan
 from slugbuild.log import Reporter
 
-from .helpers import FIXTURE_APPS, REPO, copy_app, make_app
+from .helpers import FIXTURE_APPS, REPO, copy_app, make_app, seed_runtimes
 
 PLAN = InstallPlan(name="pip", tool="uv", version="uv==0.13.9, every requirement pinned",
                    key_files=("requirements.txt",))
@@ -92,13 +92,14 @@ REQUIREMENTS = {
 
 
 @pytest.mark.slow
-def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_dir):
+def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_dir,
+                                                               runtime_seed):
     """A, then A plus one package built from A's layer, then one package removed and
     one changed: each slug byte-identical to a clean build of the same requirements
     (in another cache); the new layer shares the unchanged files with the previous
     one, which stays intact."""
     base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
-    clean_cache = tmp_path / "clean-cache"
+    clean_cache = seed_runtimes(runtime_seed, tmp_path / "clean-cache")
     clean = {}
     for kind in ("added", "changed"):
         app = make_app(tmp_path / f"clean-{kind}", {**base, "requirements.txt":
@@ -171,12 +172,12 @@ def _layer(cache_dir: Path, path: Path):
 
 
 @pytest.mark.slow
-def test_a_previous_layer_changed_in_place_is_not_built_onto(tmp_path):
+def test_a_previous_layer_changed_in_place_is_not_built_onto(tmp_path, runtime_seed):
     """A file of the previous layer written through a hard link, its size and mtime
     put back (only its ctime and bytes tell): the new layer is installed clean,
     never carrying the changed bytes. (A cache of its own: the file is also uv's
     cached one, shared with every layer holding it.)"""
-    cache_dir = tmp_path / "cache"
+    cache_dir = seed_runtimes(runtime_seed, tmp_path / "cache")
     base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
     first = "# incremental layer tamper test\nsix==1.17.0\n"
     app = make_app(tmp_path / "app", {**base, "requirements.txt": first})

@@ -159,3 +159,70 @@ def test_a_same_size_file_with_the_same_times_but_other_bytes_is_not_the_layers(
     out = io.BytesIO()
     pack_tree(root, out, mtime=1, layers=[part])
     assert _members(out.getvalue())["./.heroku/python/lib/pkg/mod.py"] == b"y = 1\n"
+
+
+def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path):
+    """A warm build reads a viewed layer's listing, and the directories' and the app's
+    parts, from its packed/ directory: the same slug as packing the layer placed, as
+    scanning and compressing again and as a cold pack; a damaged memo is made
+    again; new app files get parts of their own, even with the same size and mtime."""
+    from slugbuild.layer_view import LayerView
+    from slugbuild.pack import LISTING
+
+    root, placed = _layer_and_tree(tmp_path)
+    plain = io.BytesIO()
+    pack_tree(root, plain, mtime=1, layers=[placed])
+    shutil.rmtree(root / ".heroku")
+    view = LayerView(root, ".heroku/python")
+    view.add(placed.tree)
+    part = LayerPart(placed.mount, placed.tree, placed.packed_dir,
+                     view_links=frozenset(view.links))
+    outputs = []
+    for damage in (None, "listing", "parts", None):
+        if damage == "listing":
+            (part.packed_dir / LISTING).write_text('{"tree": 1}')
+        elif damage == "parts":
+            for kept in part.packed_dir.glob("part-*.kept"):
+                kept.write_bytes(kept.read_bytes()[:-5] + b"xxxxx")
+        out = io.BytesIO()
+        pack_tree(root, out, mtime=1, layers=[part])
+        outputs.append(out.getvalue())
+    assert all(output == plain.getvalue() for output in outputs)
+    assert (part.packed_dir / LISTING).is_file()
+    assert len(list(part.packed_dir.glob("part-*.kept"))) == 2  # directories, app files
+    (root / "static" / "css").mkdir(parents=True)
+    (root / "static" / "css" / "x.css").write_text("a{}")
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert _members(out.getvalue())["./static/css/x.css"] == b"a{}"
+    assert len(list(part.packed_dir.glob("part-*.kept"))) == 4
+    app = root / "app.py"
+    before = app.stat()
+    app.write_text(app.read_text().replace("app", "APP"))  # same size, same times
+    os.utime(app, ns=(before.st_atime_ns, before.st_mtime_ns))
+    out = io.BytesIO()
+    pack_tree(root, out, mtime=1, layers=[part])
+    assert _members(out.getvalue())["./app.py"] == b"print('APP')\n"
+
+
+def test_kept_parts_keep_their_size_measurement_and_report_the_same(tmp_path):
+    """The directories' and the app's parts kept by the pack keep their measurement
+    too (checked against the part's SHA-256, not listed as layer parts): a warm size
+    report equals measuring the whole slug, and a damaged measurement is made again."""
+    from slugbuild.slug_size import measure_slug
+
+    root, part = _layer_and_tree(tmp_path)
+    reports = []
+    for run in range(3):
+        slug = tmp_path / f"{run}.tgz"
+        with open(slug, "wb") as out:
+            packed = pack_tree(root, out, mtime=1, layers=[part])
+        assert [p.measured_as != "" for p in packed.parts] == [True, False, True]
+        assert all(not p.sha256 for p in packed.parts if p.measured_as)
+        reports.append((measure_slug(slug, "herokuish", parts=packed.parts),
+                        measure_slug(slug, "herokuish")))
+        if run == 1:
+            for kept in part.packed_dir.glob("part-*.sizes"):
+                kept.write_text("{}")
+    assert len(list(part.packed_dir.glob("part-*.sizes"))) == 2
+    assert all(with_parts == whole == reports[0][1] for with_parts, whole in reports)

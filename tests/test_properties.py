@@ -99,3 +99,48 @@ def test_lock_files_of_the_wrong_shape_do_not_crash(lock_file, text):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / lock_file).write_text(text)
         assert local_source_files(Path(tmp), lock_file) == []
+
+
+# Characters that matter to shell words and to the log's masking, among ordinary ones.
+SHELL_TEXT = st.text(st.sampled_from(list(" \t\r\n'\"\\#;|$=:/?&@x1é\x0b\x00\x1b\x85")),
+                     max_size=40)
+
+
+@given(SHELL_TEXT)
+@settings(max_examples=500)
+def test_command_words_are_shlexs(text):
+    """The import check's linear word splitter gives shlex.split's words and errors."""
+    import shlex
+
+    from slugbuild.shellwords import split_command
+
+    def outcome(split):
+        try:
+            return split(text)
+        except ValueError as error:
+            return ("ValueError", str(error))
+
+    assert outcome(split_command) == outcome(shlex.split)
+
+
+def test_a_long_command_word_is_split_whole():
+    """shlex builds a word a character at a time: a 1 MiB word took minutes."""
+    from slugbuild.shellwords import split_command
+
+    word = "x" * (1024 ** 2)
+    assert split_command(f'web: python -m http.server {word} "a\\"{word}"') == [
+        "web:", "python", "-m", "http.server", word, f'a"{word}']
+
+
+@given(st.text(st.sampled_from(list("ab:/@?&;=.-_ \tXsigtoken\x00\x1b\x7f\x9f\u2028é")),
+               max_size=60))
+@settings(max_examples=300)
+def test_masking_skips_only_lines_its_patterns_cannot_match(text):
+    """The log skips a pattern when the line lacks the pattern's literal (``://``,
+    ``=``, an unprintable character): the result is the full scan's."""
+    from slugbuild import redact
+
+    scanned = redact._SECRET_QUERY.sub(r"\g<name>***",
+                                       redact._USERINFO.sub(r"\g<scheme>***@", text))
+    scanned = redact._CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", scanned)
+    assert redact.mask(text) == scanned

@@ -11,7 +11,7 @@ from slugbuild import compile_app, relocate
 from slugbuild.log import Reporter
 from slugbuild.proc import clean_env
 
-from .helpers import local_interpreter, make_app
+from .helpers import local_interpreter, make_app, seed_runtimes
 
 LOGICAL = "/app/.heroku/python/lib/python3.12/site-packages"
 
@@ -121,13 +121,13 @@ def test_a_stored_pyc_is_written_as_a_compiled_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_layer_rebuilt_for_an_added_pin_equals_a_clean_build(tmp_path):
+def test_a_layer_rebuilt_for_an_added_pin_equals_a_clean_build(tmp_path, runtime_seed):
     """The added-requirement build reuses stored pycs; its slug is byte-identical to a
     cold build of the same requirements in an empty cache."""
     files = {".python-version": "3.12\n", "requirements.txt": "six==1.17.0\n",
              "Procfile": "web: python -m http.server $PORT\n"}
     app = make_app(tmp_path / "app", files)
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     compile_app(app, tmp_path / "first.tgz", cache_dir=cache, reporter=Reporter(quiet=True))
     stored = len(_entries(cache / "pyc"))
     assert stored > 0
@@ -137,6 +137,7 @@ def test_a_layer_rebuilt_for_an_added_pin_equals_a_clean_build(tmp_path):
     assert len(_entries(cache / "pyc")) > stored  # idna's added, six's taken
     clean_app = make_app(tmp_path / "clean", {**files,
                                               "requirements.txt": "six==1.17.0\nidna==3.10\n"})
-    clean = compile_app(clean_app, tmp_path / "clean.tgz", cache_dir=tmp_path / "fresh",
+    fresh = seed_runtimes(runtime_seed, tmp_path / "fresh")  # no pycs, no layer of six
+    clean = compile_app(clean_app, tmp_path / "clean.tgz", cache_dir=fresh,
                         reporter=Reporter(quiet=True))
     assert changed.sha256 == clean.sha256

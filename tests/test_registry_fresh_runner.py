@@ -131,6 +131,29 @@ def test_fresh_runner_pulls_layers_static_output_and_check(django_build, cache_d
     assert "static files copied" in log, log
     assert "checked for this dependency layer before, by another runner" in log, log
     assert_cache_consistent(cache_c)
+    # collectstatic ran the slug's Python: the layers' trees were written for it.
+    assert sorted(_trees(cache_c)) == [("layers", True), ("runtimes", True)]
+
+    # Runner D: an empty cache, and everything in the registry (the layers, the
+    # collectstatic output, B's passed import check): no step needs the layers' files,
+    # so they are kept part-only, their trees never written. Same slug, and the same
+    # slug.json (packages, SBOM, stack requirements) as the build made from the trees.
+    last, log = _build(tmp_path / "cache-d", tmp_path / "d.tgz", reference)
+    assert last.sha256 == django_build.sha256 and "Installing" not in log, log
+    assert "static files copied" not in log and "by another runner" in log, log
+    assert sorted(_trees(tmp_path / "cache-d")) == [("layers", False), ("runtimes", False)]
+    assert json.loads((tmp_path / "d.json").read_text()) == _slug_json(django_build)
+    assert_cache_consistent(tmp_path / "cache-d")
+
+
+def _trees(cache_dir: Path) -> list[tuple[str, bool]]:
+    """(kind, tree written) of the runtime and dependency layers of a cache."""
+    return [(kind, (path / "tree").is_dir()) for kind in ("runtimes", "layers")
+            for path in (cache_dir / kind).iterdir()]
+
+
+def _slug_json(build) -> dict[str, object]:
+    return json.loads(Path(build.metadata_path).read_text())
 
 
 # --- quick: the static artifact and the check record, through an OCI layout ----------------

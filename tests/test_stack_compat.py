@@ -271,6 +271,27 @@ def test_compile_records_stack_requirements(django_build):
     assert re.fullmatch(r"2\.\d+", recorded["glibc"])
 
 
+def test_a_layer_record_kept_ahead_gives_the_requirements_of_the_layer_placed(elf_tree,
+                                                                             tmp_path):
+    """A build showing a layer by a view keeps its record in the background
+    (keep_stack_record); read back, it gives what walking the files placed gives."""
+    from slugbuild.stack_compat import keep_stack_record
+
+    record = tmp_path / "packed" / "stack-requirements.json"
+    record.parent.mkdir()
+    keep_stack_record(elf_tree, record)
+    kept = record.read_bytes()
+    build = tmp_path / "build"
+    build.mkdir()
+    assert slug_requirements(build, [("m", elf_tree, record)]) == \
+        slug_requirements(build, [("m", elf_tree, tmp_path / "elsewhere.json")])
+    placed = tmp_path / "placed"
+    shutil.copytree(elf_tree, placed / "m", symlinks=True)
+    assert slug_requirements(placed) == slug_requirements(build, [("m", elf_tree, record)])
+    keep_stack_record(elf_tree, record)  # kept already: not read again
+    assert record.read_bytes() == kept
+
+
 @pytest.mark.slow
 def test_a_warm_build_showing_layers_by_views_records_the_same(django_build, cache_dir,
                                                                  tmp_path):

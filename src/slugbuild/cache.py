@@ -75,6 +75,10 @@ FILE_INDEX = "files.json"
 _LINK_IMPOSSIBLE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP}
 TREE = "tree"
 PACKED_PARTS = "packed"
+# A layer pulled or imported from another cache is kept as its verified slug part,
+# index and metadata record until a step needs its tree (layer_artifact.ensure_tree):
+# this file, beside manifest.json, marks such a part-only layer.
+PART_ONLY = "part-only.json"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
 # What a layer kind may add to the check of its tree (RECORDs, for dependencies).
@@ -147,6 +151,9 @@ class Layer:
     # The directory's inode when it was looked up: discarding it must not remove a
     # fresh layer another build published under the same name meanwhile.
     inode: int = 0
+    # Part-only (PART_ONLY): its tree is not written; only callers that asked for
+    # ``lookup(lazy=True)`` see such a layer, and write the tree before reading it.
+    lazy: bool = False
 
     @property
     def tree(self) -> Path:
@@ -286,9 +293,13 @@ class Cache:
     def pip_cache(self) -> Path:
         return self.root / "pip"
 
-    def lookup(self, kind: str, name: str, key: str) -> Layer | None:
+    def lookup(self, kind: str, name: str, key: str, lazy: bool = False) -> Layer | None:
         """The layer ``kind/name`` if it is complete and was keyed by ``key``.
 
+        A part-only layer (its tree not written yet) is returned as such with
+        ``lazy``; else its tree is written first (``layer_artifact.ensure_tree``):
+        a caller that did not ask for one never sees a layer without a tree. None
+        when that tree cannot be made from the part (the layer is then discarded).
         A layer found is held in use (``hold_use``) until ``release_uses``: ``cache
         prune`` never removes it meanwhile."""
         path = self.root / kind / name
@@ -303,18 +314,25 @@ class Cache:
                 or manifest.get("key") != key:
             return None
         try:
-            if not (path / TREE).is_dir():
+            if (path / TREE).is_dir():
+                return Layer(path, manifest, inode=path.stat().st_ino)
+            if not (path / PART_ONLY).is_file():
                 return None
-            return Layer(path, manifest, inode=path.stat().st_ino)
+            layer = Layer(path, manifest, inode=path.stat().st_ino, lazy=True)
         except OSError:
             return None
+        if lazy:
+            return layer
+        from .layer_artifact import tree_or_none  # it builds on this module
+        return tree_or_none(self, layer)
 
     def lookup_verified(self, kind: str, name: str, key: str,
-                        extra_check: TreeCheck | None = None
+                        extra_check: TreeCheck | None = None, lazy: bool = False
                         ) -> tuple[Layer | None, list[str]]:
         """The layer ``kind/name`` if present, keyed by ``key`` and intact; else None
-        and, when it was there but damaged (now discarded), what was wrong."""
-        layer = self.lookup(kind, name, key)
+        and, when it was there but damaged (now discarded), what was wrong.
+        ``lazy``: as for ``lookup``."""
+        layer = self.lookup(kind, name, key, lazy)
         if layer is None:
             return None, []
         problems = self.verify(layer, extra_check)
@@ -331,8 +349,12 @@ class Cache:
         after which the new mtime is recorded (best effort) so the next check is
         a stat again. ``extra_check(tree, index)`` adds its own problems (RECORDs),
         unless files.json says the same check passed when the layer was published.
-        Remembered per cache object while files.json is unchanged.
+        Remembered per cache object while files.json is unchanged. A part-only
+        layer: its kept part against its record (``layer_artifact.part_problems``).
         """
+        if layer.lazy:
+            from .layer_artifact import part_problems  # it builds on this module
+            return part_problems(layer)
         index_path = layer.path / FILE_INDEX
         try:
             index_mtime = index_path.stat().st_mtime_ns
@@ -492,21 +514,27 @@ class Cache:
                 draft["unpublished"] = problems
                 draft["layer"] = Layer(scratch, manifest, published=False)
                 return
-            final = self.root / kind / name
-            if final.exists():
-                # A stale or foreign layer under the same name: move it aside first
-                # so the rename below is atomic and the old one is never half-read.
-                doomed = self.scratch_dir(f"old-{name}")
-                os.rename(final, doomed / "layer")
-                os.rename(scratch, final)
-                shutil.rmtree(doomed, ignore_errors=True)
-            else:
-                os.rename(scratch, final)
-            self.published.append((kind, name, key))
+            final = self.publish(scratch, kind, name, key)
             self._verified[final] = (key, (final / FILE_INDEX).stat().st_mtime_ns)
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+    def publish(self, scratch: Path, kind: str, name: str, key: str) -> Path:
+        """Rename a finished layer directory (manifest written last) into place as
+        ``kind/name``. The caller holds ``lock(kind, name)``."""
+        final = self.root / kind / name
+        if final.exists():
+            # A stale or foreign layer under the same name: move it aside first
+            # so the rename below is atomic and the old one is never half-read.
+            doomed = self.scratch_dir(f"old-{name}")
+            os.rename(final, doomed / "layer")
+            os.rename(scratch, final)
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            os.rename(scratch, final)
+        self.published.append((kind, name, key))
+        return final
 
     def restore(self, layer: Layer, target: Path, copy: bool = False) -> Restored:
         """Put the layer's files at ``target`` (merged into what is there).

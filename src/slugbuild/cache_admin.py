@@ -46,6 +46,7 @@ from .layer_artifact import (
     make_artifact,
     materialise,
     namespace,
+    part_only_wanted,
     push_artifact,
 )
 from .oci.image import RegistryOptions
@@ -492,7 +493,7 @@ def export_layers(cache: Cache, store: Store, space: str, transfer: Transfer,
     """Push every shareable local layer; (pushed, skipped without a kept part)."""
     pushed = skipped = 0
     for layer in local_layers(cache, SHARED_KINDS):
-        found = cache.lookup(layer.kind, layer.name, layer.key)
+        found = cache.lookup(layer.kind, layer.name, layer.key, lazy=True)
         if found is None or cache.verify(found, layer_check(layer.kind)):
             continue  # gone or damaged meanwhile: not for sharing
         artifact = make_artifact(found, space)
@@ -523,8 +524,8 @@ def import_layers(cache: Cache, store: Store, tags: list[str], space: str,
             if key[:12] not in name:
                 raise ArtifactInvalid("its name does not match its key")
             with cache.lock(kind, name):
-                if cache.lookup(kind, name, key) is None:
-                    materialise(cache, fetched, layer_check(kind))
+                if cache.lookup(kind, name, key, lazy=True) is None:
+                    materialise(cache, fetched, layer_check(kind), part_only_wanted())
                     imported += 1
                     report(f"Imported {kind}/{name}")
         except ArtifactInvalid as exc:

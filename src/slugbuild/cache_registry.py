@@ -40,6 +40,7 @@ from .layer_artifact import (
     make_artifact,
     materialise,
     namespace,
+    part_only_wanted,
     push_artifact,
     push_check,
 )
@@ -177,7 +178,7 @@ class RemoteCache:
                 return None
             if fetched.config.get("name") != name:
                 raise ArtifactInvalid("it names another layer")
-            layer = materialise(cache, fetched, extra_check)
+            layer = materialise(cache, fetched, extra_check, part_only_wanted())
         except ArtifactInvalid as exc:
             reporter.warn(f"The cache registry's entry for the {what} was not used: "
                           f"{exc}. It is built here instead.")

@@ -16,7 +16,7 @@ need to know of it).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
+from .layer_artifact import ArtifactInvalid, ensure_tree, kept_part_name, part_listing
 from .layer_overlay import OverlayRun, mechanism, overlay_wanted
 from .layer_view import LayerView, ViewConflict
 from .log import Reporter, current_stage
-from .pack import LayerPart, prepare_layer_part
+from .pack import LayerPart, layer_part_name, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
+from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
 
 PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 # How often a layer whose files another build changed while this one read them is
@@ -131,10 +133,14 @@ class PlacedLayer:
     def part(self, cache: Cache, view_links: frozenset[str] = frozenset()) -> LayerPart:
         """The layer as a ready-made part of the packed slug (``view_links``: the
         build directory's links of a view, when the layer is shown by one)."""
+        listing = None
+        if _part_only(self.layer):  # its entries from its index, not its tree
+            listing = tuple(part_listing(self.layer).scanned())
         return LayerPart(self.mount, self.layer.tree, self.layer.packed_parts,
                          copies=self.placed.copies, symlinks=self.placed.symlinks,
                          unchanged=partial(cache.still_pristine, self.layer),
-                         view_links=view_links if self.placed.view else None)
+                         view_links=view_links if self.placed.view else None,
+                         listing=listing)
 
 
 @dataclass
@@ -176,6 +182,8 @@ class BuildContext:
     static_dirs: list[str] = field(default_factory=list)
     # Compressed sizes of the placed layers' slug parts, as they are prepared.
     part_sizes: list[Future[int]] = field(default_factory=list)
+    # Layers hard-linked by a step other than place_layer, and where (released at close).
+    linked_elsewhere: list[tuple[Layer, Path]] = field(default_factory=list)
     # What the build holds until it ends: the cache's link lock.
     held: ExitStack = field(default_factory=ExitStack)
     # Whether cached layers may be shown by a view (layer_view.py) until a step needs
@@ -189,6 +197,11 @@ class BuildContext:
         elsewhere can write them. Without it, layers are copied (``copy_layers``)."""
         self.copy_layers = not self.held.enter_context(self.cache.exclusive_links())
 
+    def release_links_at_close(self, mounted: Path) -> Callable[[Layer], None]:
+        """What notes a layer whose files a step hard-linked at ``mounted`` outside
+        ``place_layer`` (a reused collectstatic output): ``close`` hands them back."""
+        return lambda layer: self.linked_elsewhere.append((layer, mounted))
+
     def close(self) -> None:
         """End the build's background work, hand its hard links back to the cache,
         release the link lock, dispose of the scratch directory and the layers made
@@ -197,6 +210,8 @@ class BuildContext:
         for entry in self.placed_layers:  # while the link lock is held
             if entry.placed.copies is None and not entry.placed.view:
                 self.cache.release_links(entry.layer, self.build_dir / entry.mount)
+        for layer, mounted in self.linked_elsewhere:
+            self.cache.release_links(layer, mounted)
         self.held.close()
         self.cache.release_uses()
         # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
@@ -221,6 +236,9 @@ class BuildContext:
         self.placed_layers.append(entry)
         self.part_sizes.append(self.background.submit(
             prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
+        if entry.placed.view:  # read by the stack_requirements stage
+            self.background.submit(keep_stack_record, layer.tree,
+                                   layer.packed_parts / STACK_RECORD)
         if host_paths is not None:
             self.layer_host_paths[layer.path] = host_paths
 
@@ -228,14 +246,35 @@ class BuildContext:
         """Put the layer at ``mount`` for reading: by a view when views are allowed and
         the layers there do not overlap, else placed (``cache.restore``). Its
         ``place_layer`` is the caller's."""
+        if layer.lazy and not self._viewable(layer, mount):
+            self.tree_of(layer)
         if self.use_views and (mount in self.views or not self._placed_at(mount)):
             view = self.views.setdefault(mount, LayerView(self.build_dir, mount))
             try:
-                view.add(layer.tree)
+                view.add(layer.tree, part_listing(layer) if _part_only(layer) else None)
                 return Restored(view=True)
-            except (ViewConflict, OSError):
+            except (ViewConflict, OSError, ArtifactInvalid):
                 self.materialise()
+        self.tree_of(layer)
         return self.cache.restore(layer, self.build_dir / mount, copy=self.copy_layers)
+
+    def _viewable(self, layer: Layer, mount: str) -> bool:
+        """Whether a part-only layer can be shown as it is: by a view, with its kept
+        part the one this slug's layout and mount need."""
+        return self.use_views and kept_part_name(layer) == layer_part_name(
+            self.layout, mount, self.epoch)
+
+    def tree_of(self, layer: Layer) -> Layer:
+        """``layer`` with its tree written (layer_artifact.ensure_tree): the one way a
+        build gets a part-only layer's files. A part or record found wrong discards
+        the layer and is LayerChanged (the caller makes it again, as for a layer
+        changed while read)."""
+        if not _part_only(layer):
+            return layer
+        try:
+            return ensure_tree(self.cache, layer)
+        except (ArtifactInvalid, OSError) as exc:
+            raise LayerChanged(f"{layer.path.name}: {exc}") from exc
 
     def _placed_at(self, mount: str) -> bool:
         return any(entry.mount == mount for entry in self.placed_layers) \
@@ -256,12 +295,13 @@ class BuildContext:
             if not entry.placed.view:
                 continue
             try:
-                placed = self.cache.restore(entry.layer, self.build_dir / entry.mount,
+                layer = self.tree_of(entry.layer)
+                placed = self.cache.restore(layer, self.build_dir / entry.mount,
                                             copy=self.copy_layers or copy)
             except LayerChanged as changed:
                 self.layer_changed(entry.layer, changed, RESTORE_ATTEMPTS - 1)  # raises
                 raise
-            self.placed_layers[index] = PlacedLayer(entry.layer, entry.mount, placed)
+            self.placed_layers[index] = PlacedLayer(layer, entry.mount, placed)
 
     def step_layers(self, step: str) -> StepLayers:
         """How ``step`` (it runs a program of the slug) reaches the layers: in place
@@ -284,11 +324,13 @@ class BuildContext:
                 return None
             viewed = [entry.layer for entry in self.placed_layers
                       if entry.placed.view and entry.mount == mount]
-            # LAZY (issue 17): a layer pulled from the cache registry may be kept as its
-            # parts only (a stub tree); its whole tree must exist before it is a lower
-            # layer. When the lazy helper's BuildContext.tree_of lands, this line MUST
-            # become: viewed = [self.tree_of(layer) for layer in viewed]. A missing tree
-            # meanwhile: the layers are materialised instead.
+            # A layer pulled from the cache registry may be kept as its part only
+            # (issue 17): its tree is written before it is a lower layer; if that
+            # fails, the layers are materialised instead (which reports it).
+            try:
+                viewed = [self.tree_of(layer) for layer in viewed]
+            except LayerChanged:
+                return None
             if not all(layer.tree.is_dir() for layer in viewed):
                 return None
             layers.append((mount, [layer.tree for layer in reversed(viewed)]))
@@ -394,6 +436,25 @@ class StepLayers:
                 run.apply()
         finally:
             run.remove()
+
+
+def viewed_tree(build: BuildContext, layer: Layer) -> Path:
+    """The tree of a layer shown by a view, for stack_compat: a part-only layer's is
+    written first unless its kept ELF record (stack_compat.STACK_RECORD, from the
+    same artifact as its part) answers without it."""
+    if _part_only(layer) and not stack_record_kept(layer.packed_parts / STACK_RECORD):
+        try:
+            build.tree_of(layer)
+        except LayerChanged as changed:
+            build.layer_changed(layer, changed, RESTORE_ATTEMPTS - 1)  # raises
+            raise
+    return layer.tree
+
+
+def _part_only(layer: Layer) -> bool:
+    """Whether the layer's tree is still to be written (looked up part-only, and no
+    step of this or another build has had it written since)."""
+    return layer.lazy and not layer.tree.is_dir()
 
 
 def open_cache(cache_dir: Path | None, app_dir: Path) -> Cache:

@@ -349,6 +349,7 @@ def find_or_install(
     prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
     copy: bool = False,
     exports: Mapping[str, str] | None = None,
+    before_install: Callable[[], object] | None = None,
 ) -> DependencyInstall:
     """The cached dependency layer for this app and runtime, installed if missing.
 
@@ -361,6 +362,8 @@ def find_or_install(
     ``copy``: the build does not hold the cache's link lock, so nothing it
     installs into its own prefix may share a file with the cache. ``exports``:
     what earlier buildpacks exported, in the installer's environment.
+    ``before_install``: called before anything runs ``python`` (it writes a
+    part-only runtime layer's tree).
 
     ``source_dir`` (the user's app directory) lets the log say why a cached
     layer was not reused; ``constraints`` (from an earlier slug.json) pins
@@ -397,6 +400,8 @@ def find_or_install(
                 _explain_rebuild(cache, source_dir, inputs, reporter)
                 if prefetch is not None:
                     prefetch.wait()
+                if before_install is not None:
+                    before_install()
                 reporter.step(installing_step(plan, lock_file))
                 if plan.name == "pip" and plan.installer_reason:
                     reporter.detail(f"Installing with {plan.tool}: {plan.installer_reason}")
@@ -546,7 +551,8 @@ def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Laye
     uv's cache deleted or edited through a hard link shows here), and everything its
     distributions' RECORDs list present with the recorded bytes. A damaged one is
     discarded, with a warning, and installed again."""
-    layer, problems = cache.lookup_verified("layers", name, key, records.layer_problems)
+    layer, problems = cache.lookup_verified("layers", name, key, records.layer_problems,
+                                            lazy=True)  # placed by the build's show_layer
     if problems:
         from .runtime import damaged_layer_warning
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextvars
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -135,6 +135,8 @@ class DependencyStage:
         self.background: BackgroundInstall | None = None
         self.prefetch: Prefetch | None = None
         self.prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None
+        # Writes a part-only runtime layer's tree before an install runs its Python.
+        self.before_install: Callable[[], object] | None = None
         ready = None
         if self.own_tree:
             # An interpreter of the runtime runnable now: the cached layer's, else the
@@ -150,6 +152,8 @@ class DependencyStage:
                 cache=build.cache, reporter=build.reporter, python_version=runtime.version,
                 scratch=build.scratch / "prefetch", constraints=build.constraints,
                 exports=exports)
+        if ready is not None and cached_runtime is not None and cached_runtime.lazy:
+            self.before_install = partial(build.tree_of, cached_runtime)
         if ready is not None:
             self.background = BackgroundInstall(self, ready, None)
 
@@ -172,6 +176,8 @@ class DependencyStage:
         """The runtime layer is in the build: start the install in its own tree with
         the layer's interpreter (a downloaded runtime), or note the prefix as the
         runtime left it (what a hook changes there then keys the layer)."""
+        if runtime_layer.lazy:  # part-only: its interpreter exists once an install needs it
+            self.before_install = partial(self.build.tree_of, runtime_layer)
         if self.own_tree and self.background is None:
             self.background = BackgroundInstall(
                 self, runtime_layer.tree / "bin" / self.runtime.python_name, self.prefetch)
@@ -219,5 +225,5 @@ class DependencyStage:
             config_vars=build.config_vars, cache=build.cache, reporter=reporter,
             source_dir=build.app_dir, constraints=build.constraints,
             prefix_snapshot=self.prefix_snapshot, copy=build.copy_layers, exports=self.exports,
-            **where)
+            before_install=self.before_install, **where)
 

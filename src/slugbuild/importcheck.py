@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from . import errors
 from .layer_overlay import LayerAccess
 from .log import Reporter
 from .proc import clean_env, exported_config
+from .shellwords import split_command
 
 # Standard library modules removed from CPython: module -> (Python that removed
 # it, why, a PyPI package that brings it back or None).
@@ -192,7 +192,7 @@ def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str],
     found: list[EntryPoint] = []
     for process, command in sorted(process_types.items()):
         try:
-            words = shlex.split(command)
+            words = split_command(command)
         except ValueError:
             continue
         for index, word in enumerate(words):
@@ -266,7 +266,7 @@ def check_process_commands(build_dir: Path, python: Path, process_types: Mapping
 def _program(command: str) -> str | None:
     """The program a command runs: its first word after ``VAR=value`` and ``exec``."""
     try:
-        words = shlex.split(command)
+        words = split_command(command)
     except ValueError:
         return None
     for word in words:

@@ -41,7 +41,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +49,23 @@ from typing import Any, Protocol, cast
 
 from .cache import (
     FILE_INDEX,
+    FORMAT,
     MANIFEST,
+    PART_ONLY,
     TREE,
     Cache,
     Layer,
     StatKey,
     TreeCheck,
+    build_index,
     read_index,
     stat_key,
     write_bytes_atomic,
+    write_json_atomic,
 )
+from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
-from .stack_compat import STACK_RECORD
+from .stack_compat import STACK_RECORD, keep_stack_record
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -89,6 +94,24 @@ MAX_CHECK = 2 ** 20
 TREE_PART_KINDS = {"static": ("delta.json",)}
 TREE_PART_NAME = "tree"
 TREE_PART_PREFIX = "./"
+# Kinds a pull or an import keeps part-only (their tree written when a step needs it:
+# ensure_tree), and what of their tree is kept beside the part as files, for what a
+# build reads of a layer without running its Python (release.py's add-ons, the
+# package list, console scripts, the SBOM): the stub.
+PART_ONLY_KINDS = ("runtimes", "layers")
+PART_ONLY_FORMAT = 1
+STUB = "stub"
+_STUBBED = re.compile(r"^(?:lib/python[^/]*/site-packages/(?:[^/]+\.dist-info/.+"
+                      r"|[^/]+/__init__\.py)|include/python[^/]*/patchlevel\.h|bin/[^/]+)$")
+_ELF_MAGIC = b"\x7fELF"
+
+
+def _stubbed(rel: str, data: bytes | memoryview | None = None) -> bool:
+    """Whether a layer's file (or symlink: ``data`` None) is kept in its stub: what
+    builds read without running Python, and ``bin/``'s scripts (whose presence a
+    process type's check looks for), not its programs (ELF files)."""
+    return bool(_STUBBED.match(rel)) and (data is None or not rel.startswith("bin/")
+                                          or bytes(data[:4]) != _ELF_MAGIC)
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -221,19 +244,31 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     kind, key = manifest.get("kind"), manifest.get("key")
     if not isinstance(kind, str) or not isinstance(key, str):
         return None
-    index = read_index(layer.path / FILE_INDEX)
-    part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
-    if part is None or index is None:
-        return None
-    try:
-        host_paths = json.loads((layer.path / HOST_PATHS).read_text())
-    except (OSError, ValueError, RecursionError):
-        host_paths = None
-    files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
-    index_blob = _canonical({"files": files, "symlinks": index["symlinks"],
-                             "dirs": _directories(layer.tree), "host_paths": host_paths})
+    if layer.lazy:  # its index and directories as the artifact it came from gave them
+        try:
+            record = _part_only_record(layer.path)
+            part: KeptPart | None = KeptPart(record["part"]["name"], _kept_bytes(layer, record),
+                                             record["part"]["raw_size"])
+        except ArtifactInvalid:
+            return None
+        files, symlinks = record["index"]["files"], record["index"]["symlinks"]
+        index_blob = _canonical(record["index"])
+    else:
+        index = read_index(layer.path / FILE_INDEX)
+        part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
+        if part is None or index is None:
+            return None
+        try:
+            host_paths = json.loads((layer.path / HOST_PATHS).read_text())
+        except (OSError, ValueError, RecursionError):
+            host_paths = None
+        files = {rel: [entry[0], entry[2], entry[3]] for rel, entry in index["files"].items()}
+        symlinks = index["symlinks"]
+        index_blob = _canonical({"files": files, "symlinks": symlinks,
+                                 "dirs": _directories(layer.tree), "host_paths": host_paths})
+    assert part is not None
     prefix = TREE_PART_PREFIX if kind in TREE_PART_KINDS else \
-        _part_prefix(part.data, set(files) | set(index["symlinks"]))
+        _part_prefix(part.data, set(files) | set(symlinks))
     part_info: dict[str, Any] = {"name": part.name, "raw_size": part.raw_size,
                                  "prefix": prefix}
     try:  # the part's size breakdown (slug_size.py), so a puller need not measure it again
@@ -241,7 +276,11 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
             (layer.packed_parts / f"{part.name}{MEASURE_SUFFIX}").read_text())
     except (OSError, ValueError):
         pass
-    try:  # its ELF files' facts (stack_compat.py), so a puller need not read them again
+    if not layer.lazy and kind not in TREE_PART_KINDS:
+        # Its ELF files' facts (stack_compat.py), read now if no build kept them yet: a
+        # puller then needs neither to read them again nor to write the tree for them.
+        keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
+    try:
         part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
     except (OSError, ValueError):
         pass
@@ -615,6 +654,86 @@ def _write_file(target: str, data: memoryview, expected: tuple[int, int, str],
         os.close(fd)
 
 
+def _inflate(part: bytes, limit: int) -> memoryview:
+    try:
+        return memoryview(_decompress(part, limit))
+    except zlib.error as exc:
+        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+
+
+def _part_files(view: memoryview, prefix: str, files: dict[str, tuple[int, int, str]],
+                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
+                ) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
+    """(layer path, index entry, bytes) of each file member of an inflated part, each
+    checked by ``_checked_member`` (symlinks noted in ``links``)."""
+    for name, kind, offset, size, linkname in _tar_members(view):
+        found = _checked_member(name, kind == tarfile.SYMTYPE,
+                                kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
+                                linkname, prefix, files, symlinks, seen, links)
+        if found is not None:
+            yield found[0], found[1], view[offset:offset + size]
+
+
+def _unpacked_limit(files: dict[str, tuple[int, int, str]], symlinks: dict[str, str]) -> int:
+    """The most a part may unpack to, given its index; refused past the limit on
+    unpacked slugs (SLUGBUILD_MAX_UNPACKED_SIZE)."""
+    limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
+        + 4096 * len(symlinks) + 2 ** 20
+    cap = SlugLimits.from_env().max_unpacked_bytes
+    if limit > cap:
+        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
+                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    return limit
+
+
+def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
+    for rel, data, digest in batch:
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactInvalid(f"{rel}: content differs from the layer index")
+
+
+def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
+                 symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
+    """Check a part against its index without writing a file: exactly the files and
+    symlinks the index lists (nothing outside the layer, nothing twice), each of its
+    type, size and SHA-256, each symlink with its target: the part kept for slugs
+    is what the index, the stub and so slug.json and the SBOM describe. Returns its
+    raw tar size, the stubbed files' bytes (``_stubbed``) and the stubbed symlinks.
+    A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the caller unpacks it file by
+    file."""
+    limit = _unpacked_limit(files, symlinks)
+    if limit > IN_MEMORY_LIMIT:
+        raise _TooLarge
+    view = _inflate(part, limit)
+    seen: set[str] = set()
+    links: list[tuple[str, str]] = []
+    stub: dict[str, bytes] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        checks = []
+        batch: list[tuple[str, memoryview, str]] = []
+        try:
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+                if _stubbed(rel, data):
+                    stub[rel] = bytes(data)
+                batch.append((rel, data, expected[2]))
+                if len(batch) == _WRITE_BATCH * 4:
+                    checks.append(pool.submit(_hash_members, batch))
+                    batch = []
+            if batch:
+                checks.append(pool.submit(_hash_members, batch))
+        finally:
+            for check in checks:
+                check.result()
+    missing = (set(files) | set(symlinks)) - seen
+    if missing:
+        raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
+    return len(view), stub, [(rel, target) for rel, target in links if _stubbed(rel)]
+
+
+class _TooLarge(Exception):
+    """A part too large to check in memory: its tree is written instead (streaming)."""
+
+
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
              symlinks: dict[str, str], dirs: list[str],
              written: dict[str, tuple[StatKey, str]]) -> int:
@@ -624,19 +743,10 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
     The part is inflated at once, its headers read by ``_tar_members`` (tarfile's
     general reader took longer than writing the files), and its files written in
     batches by a few threads (hashing and file creation release the GIL)."""
-    limit = sum(-(-size // 512) * 512 + 4096 for size, _, _ in files.values()) \
-        + 4096 * len(symlinks) + 2 ** 20
-    cap = SlugLimits.from_env().max_unpacked_bytes
-    if limit > cap:
-        raise ArtifactInvalid(f"its index declares {limit} bytes unpacked, more than "
-                              f"SLUGBUILD_MAX_UNPACKED_SIZE ({cap})")
+    limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
         return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
-    try:
-        raw = _decompress(part, limit)
-    except zlib.error as exc:
-        raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
-    view = memoryview(raw)
+    view = _inflate(part, limit)
     made, root = {""}, str(tree)
     for rel in dirs:  # sorted: a directory before what is in it
         os.makedirs(os.path.join(root, rel), exist_ok=True)
@@ -647,19 +757,12 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         writes = []
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
-            for name, kind, offset, size, linkname in _tar_members(view):
-                found = _checked_member(name, kind == tarfile.SYMTYPE,
-                                        kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
-                                        linkname, prefix, files, symlinks, seen, links)
-                if found is None:
-                    continue
-                rel, expected = found
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
                     made.add(parent)
-                batch.append((os.path.join(root, rel), view[offset:offset + size], expected,
-                              rel))
+                batch.append((os.path.join(root, rel), data, expected, rel))
                 if len(batch) == _WRITE_BATCH:
                     writes.append(pool.submit(_write_files, batch, written))
                     batch = []
@@ -669,7 +772,7 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
     _place_links(tree, files, symlinks, seen, links)
-    return len(raw)
+    return len(view)
 
 
 def _checked_member(name: str, is_symlink: bool, is_plain_file: bool, size: int,
@@ -760,12 +863,17 @@ def _raw_tar_size(part: bytes) -> int:
     return total
 
 
-def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None) -> Layer:
+def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None,
+                part_only: bool = False) -> Layer:
     """Publish a fetched artifact as a layer of ``cache``, through the verified path:
     its tree rebuilt from the part, each file checked against the index, the
     layer's own check (RECORDs) passed, files.json written by the cache itself,
-    then the part kept for the pack stage. The caller holds ``cache.lock``.
-    Raises ArtifactInvalid (nothing published) when anything does not match."""
+    then the part kept for the pack stage. With ``part_only`` (a build's pull,
+    ``cache import``: ``part_only_wanted``), a runtime or dependency layer is kept
+    part-only instead (``_publish_part_only``): every member of its part checked
+    against the index in memory, nothing written but its stub. The caller holds
+    ``cache.lock``. Raises ArtifactInvalid (nothing published) when anything does
+    not match."""
     config = fetched.config
     kind, name, key = config["kind"], config.get("name"), config["key"]
     part_info = config.get("part")
@@ -794,6 +902,12 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind == "static":
         _check_delta(side_files["delta.json"], files, symlinks)
     (cache.root / kind).mkdir(exist_ok=True)
+    if kind in PART_ONLY_KINDS and part_only:
+        try:
+            return _publish_part_only(cache, fetched, prefix, part_name, (files, symlinks, dirs),
+                                      extra_check)
+        except _TooLarge:
+            pass  # unpacked file by file below
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         try:
             raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
@@ -815,16 +929,308 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if kind in TREE_PART_KINDS:
         return layer  # its part is no slug's: nothing for the pack stage to keep
     _keep_part(layer, part_name, fetched.part, raw_size)
+    _keep_part_records(layer, part_name, part_info)
+    return layer
+
+
+def part_only_wanted() -> bool:
+    """SLUGBUILD_PART_ONLY=0 writes a pulled or imported layer's tree at once, as before."""
+    return os.environ.get("SLUGBUILD_PART_ONLY", "1").strip() not in ("0", "")
+
+
+Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
+
+
+def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: str,
+                       expected: Expected, extra_check: TreeCheck | None) -> Layer:
+    """Publish a fetched runtime or dependency layer part-only: its part checked
+    against its index file by file (nothing written), kept with that index, its
+    directories, its host paths and its stub (the files ``_stubbed`` names, taken
+    from the part); the layer's own check (RECORDs) run on the stub, which holds
+    every RECORD. The directory is renamed into place whole, manifest included:
+    a reader sees all of it or nothing. The caller holds ``cache.lock``."""
+    config, (files, symlinks, dirs) = fetched.config, expected
+    kind, name, key = config["kind"], config["name"], config["key"]
+    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
+    host_paths = _host_paths(fetched.index.get("host_paths"), files)
+    too_long = next((rel for rel in (*files, *symlinks, *dirs)
+                     if any(len(part.encode()) > _NAME_MAX for part in rel.split("/"))), None)
+    if too_long is not None:  # its tree could never be written here
+        raise ArtifactInvalid(f"its files cannot be made here ({too_long[:60]}…: name too long)")
+    scratch = cache.scratch_dir(f"{kind}-{name}")
+    try:
+        try:
+            _write_stub(scratch / STUB, stub, stub_links, files)
+        except OSError as exc:
+            if exc.errno not in _ENTRY_ERRNOS:
+                raise  # this machine's (a full disk): the caller's to report
+            raise ArtifactInvalid(f"its files cannot be made here ({exc.strerror})") from exc
+        if extra_check is not None:
+            index = {"files": {rel: [size, 0, mode, digest]
+                               for rel, (size, mode, digest) in files.items()},
+                     "symlinks": symlinks}
+            problems = list(extra_check(scratch / STUB, index))
+            if problems:
+                raise ArtifactInvalid("; ".join(problems[:3]))
+        if host_paths is not None:
+            (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
+        layer = Layer(scratch, {}, published=False)
+        digest = hashlib.sha256(fetched.part).hexdigest()
+        _keep_part(layer, part_name, fetched.part, raw_size, digest)
+        _keep_part_records(layer, part_name, config["part"])
+        write_json_atomic(scratch / PART_ONLY, {
+            "format": PART_ONLY_FORMAT,
+            "part": {"name": part_name, "prefix": prefix, "raw_size": raw_size,
+                     "sha256": digest},
+            "index": {"files": {rel: list(entry) for rel, entry in files.items()},
+                      "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths},
+            "stub": sorted([*stub, *(rel for rel, _ in stub_links)])})
+        write_json_atomic(scratch / MANIFEST, {"format": FORMAT, "kind": kind, "name": name,
+                                               "key": key, "inputs": config["inputs"]})
+        cache.publish(scratch, kind, name, key)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    found = cache.lookup(kind, name, key, lazy=True)
+    if found is None:
+        raise ArtifactInvalid("the layer vanished right after it was published")
+    return found
+
+
+_NAME_MAX = 255  # bytes in one path component on Linux file systems
+
+
+def _write_stub(stub_dir: Path, stub: dict[str, bytes], links: list[tuple[str, str]],
+                files: dict[str, tuple[int, int, str]]) -> None:
+    for rel, data in sorted(stub.items()):
+        target = stub_dir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        os.chmod(target, stat.S_IMODE(files[rel][1]))
+    for rel, link_target in links:
+        (stub_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_target, stub_dir / rel)
+
+
+def _keep_part_records(layer: Layer, part_name: str, part_info: dict[str, Any]) -> None:
+    """Beside a kept part: its size breakdown and its ELF files' facts, as the artifact
+    carries them (the same digest chain as the part)."""
     measure = part_info.get("measure")
     if isinstance(measure, dict):  # slug_size checks it against the part's digest and size
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / f"{part_name}{MEASURE_SUFFIX}",
-                          json.dumps(measure).encode())
+                               json.dumps(measure).encode())
     stack = part_info.get("stack")
     if isinstance(stack, dict):  # stack_compat reads it (and rereads the tree if malformed)
         with contextlib.suppress(OSError):
             write_bytes_atomic(layer.packed_parts / STACK_RECORD, json.dumps(stack).encode())
-    return layer
+
+
+# Part-only records read and checked in this process, by path, with the stat they had:
+# a build reads one several times (verify, view, pack, part name).
+_RECORDS: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_LISTINGS: dict[Path, tuple[dict[str, Any], PartListing]] = {}
+
+
+def _part_only_record(path: Path) -> dict[str, Any]:
+    """A part-only layer's record, its index checked as a pulled one is (safe paths,
+    links inside the layer); ArtifactInvalid when unreadable or malformed. Read once
+    per process while its file is unchanged (the caller must not change it)."""
+    try:
+        st = os.stat(path / PART_ONLY)
+    except OSError as exc:
+        raise ArtifactInvalid(f"its {PART_ONLY} is missing") from exc
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    known = _RECORDS.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    record = _read_part_only_record(path)
+    _RECORDS[path] = (stamp, record)
+    return record
+
+
+def _read_part_only_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((path / PART_ONLY).read_text())
+        part = record["part"]
+        if record["format"] != PART_ONLY_FORMAT or not isinstance(part["name"], str) \
+                or _safe_name(part["name"]) != part["name"] or not isinstance(part["prefix"], str) \
+                or not isinstance(part["raw_size"], int) or not isinstance(part["sha256"], str) \
+                or not isinstance(record["stub"], list) \
+                or not all(isinstance(rel, str) for rel in record["stub"]):
+            raise ArtifactInvalid(f"its {PART_ONLY} is malformed")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ArtifactInvalid(f"its {PART_ONLY} is missing or malformed") from exc
+    _expected(record["index"])
+    return cast(dict[str, Any], record)
+
+
+def _kept_bytes(layer: Layer, record: dict[str, Any]) -> bytes:
+    """The part a part-only layer keeps, if its bytes are the ones its record names."""
+    try:
+        data = (layer.packed_parts / f"{record['part']['name']}.gz").read_bytes()
+    except OSError as exc:
+        raise ArtifactInvalid("its kept slug part is missing") from exc
+    if hashlib.sha256(data).hexdigest() != record["part"]["sha256"]:
+        raise ArtifactInvalid("its kept slug part does not match its record")
+    return data
+
+
+def part_problems(layer: Layer) -> list[str]:
+    """What is wrong with a part-only layer (empty: its record is sound, its kept part
+    has the digest it names, and its stub holds exactly the stubbed files of its index
+    with their digests: what slug.json's package list is read from is the part's)."""
+    try:
+        record = _part_only_record(layer.path)
+        _kept_bytes(layer, record)
+        files, symlinks, _ = _expected(record["index"])
+        stub = layer.path / STUB
+        found = {rel for rel, _ in _walk_files(stub)}
+        wanted, stubbable = set(record["stub"]), {rel for rel in (*files, *symlinks)
+                                                  if _stubbed(rel)}
+        # Only bin/'s ELF programs may be left out (what the stub holds is its part's).
+        if not {rel for rel in stubbable if not rel.startswith("bin/")} <= wanted <= stubbable:
+            return [f"its {STUB} is not what its index stubs"]
+        if found != wanted:
+            return [f"its {STUB} does not hold what its index lists"]
+        for rel in sorted(wanted):
+            path = stub / rel
+            if rel in symlinks:
+                if os.readlink(path) != symlinks[rel]:
+                    return [f"{STUB}/{rel}: not the recorded symlink"]
+            elif path.is_symlink() or hashlib.sha256(path.read_bytes()).hexdigest() \
+                    != files[rel][2]:
+                return [f"{STUB}/{rel}: content differs from the layer index"]
+    except ArtifactInvalid as exc:
+        return [str(exc)]
+    except OSError as exc:
+        return [f"its {STUB} could not be read ({exc.strerror or exc})"]
+    return []
+
+
+def _walk_files(root: Path) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a symlink) of every file and symlink below ``root``."""
+    for directory, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(directory, root)
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(
+                os.path.join(directory, d)))]:
+            path = os.path.join(directory, name)
+            yield (name if rel_dir == "." else f"{rel_dir}/{name}"), os.path.islink(path)
+
+
+def kept_part_name(layer: Layer) -> str | None:
+    """The name of a part-only layer's kept part (pack.py's ``part_name`` of the layout
+    and mount it was packed for), None if its record is unreadable."""
+    try:
+        return str(_part_only_record(layer.path)["part"]["name"])
+    except ArtifactInvalid:
+        return None
+
+
+def ensure_tree(cache: Cache, layer: Layer) -> Layer:
+    """The layer with its tree written: what every step that reads, runs or writes a
+    part-only layer's files calls first (the one place a part-only layer's tree is
+    made). Under the layer's tree lock (not its build lock, which the caller may
+    hold); the tree is unpacked from the kept part into scratch, each file checked
+    against the index, files.json written, then renamed into place: a crash leaves
+    the layer part-only, never a half tree. Raises ArtifactInvalid when the part or
+    its record is wrong (the caller discards the layer), OSError when the disk is."""
+    if not layer.lazy:
+        return layer
+    kind, name, path = layer.path.parent.name, layer.path.name, layer.path
+    with cache.lock(kind, f"{name}.tree"):
+        if not (path / TREE).is_dir():
+            record = _part_only_record(path)
+            data = _kept_bytes(layer, record)
+            files, symlinks, dirs = _expected(record["index"])
+            scratch = cache.scratch_dir(f"tree-{name}")
+            try:
+                tree = scratch / TREE
+                written: dict[str, tuple[StatKey, str]] = {}
+                tree.mkdir()
+                _extract(data, record["part"]["prefix"], tree, files, symlinks, dirs, written)
+                index = build_index(tree, written)
+                made = {rel: (entry[0], entry[2], entry[3])
+                        for rel, entry in index["files"].items()}
+                if made != files or index["symlinks"] != symlinks:
+                    raise ArtifactInvalid("the written tree differs from the layer index")
+                index["checked"] = True  # its RECORDs passed on the stub, same index
+                write_json_atomic(path / FILE_INDEX, index, compact=True)
+                os.rename(tree, path / TREE)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return Layer(path, layer.manifest, layer.published, layer.inode)
+
+
+def tree_or_none(cache: Cache, layer: Layer) -> Layer | None:
+    """``ensure_tree``, or None with the layer discarded when its part or record is
+    wrong or its tree cannot be written (the caller then builds or pulls it again)."""
+    try:
+        return ensure_tree(cache, layer)
+    except (ArtifactInvalid, OSError):
+        cache.discard(layer)
+        return None
+
+
+@dataclass
+class PartListing:
+    """A part-only layer's tree as its index lists it, for a view (layer_view.py) and
+    the pack stage: its entries, and where a link to each points (its stub for what
+    the stub holds, else the tree's path, there once ``ensure_tree`` wrote it)."""
+
+    tree: Path
+    stub: Path
+    entries: dict[str, bool]  # relative path -> whether it is a directory
+    stubbed: set[str]
+    children_of: dict[str, list[tuple[str, bool]]]
+    symlinks: set[str]
+    _scanned: tuple[tuple[str, int, int], ...] | None = None
+
+    def children(self, rel: str) -> list[tuple[str, bool]]:
+        return self.children_of.get(rel, [])
+
+    def target(self, rel: str) -> str:
+        return str((self.stub if rel in self.stubbed else self.tree) / rel)
+
+    def scanned(self) -> tuple[tuple[str, int, int], ...]:
+        """The entries as ``pack.scan_tree`` lists a tree (no inode numbers)."""
+        if self._scanned is None:
+            found = [(rel, DIRECTORY if is_dir else SYMLINK if rel in self.symlinks else FILE,
+                      0) for rel, is_dir in self.entries.items()]
+            found.sort(key=lambda item: item[0].split("/"))
+            self._scanned = tuple(found)
+        return self._scanned
+
+
+def part_listing(layer: Layer) -> PartListing:
+    """The listing of a part-only layer (ArtifactInvalid if its record is unreadable)."""
+    record = _part_only_record(layer.path)
+    known = _LISTINGS.get(layer.path)
+    if known is not None and known[0] is record:
+        return known[1]
+    listing = _listing_of(layer, record)
+    _LISTINGS[layer.path] = (record, listing)
+    return listing
+
+
+def _listing_of(layer: Layer, record: dict[str, Any]) -> PartListing:
+    index, stub_list = record["index"], set(record["stub"])
+    entries = {rel: False for rel in (*index["files"], *index["symlinks"])}
+    entries.update((rel, True) for rel in index["dirs"])
+    for rel in list(entries):  # a directory the index left out is in any written tree
+        parts = rel.split("/")
+        entries.update(("/".join(parts[:depth]), True) for depth in range(1, len(parts)))
+    children: dict[str, list[tuple[str, bool]]] = {}
+    for rel, is_dir in entries.items():
+        parent, _, base = rel.rpartition("/")
+        children.setdefault(parent, []).append((base, is_dir))
+    stubbed: set[str] = set()
+    stub = layer.path / STUB
+    for rel in entries:
+        if rel in stub_list:
+            parts = rel.split("/")
+            stubbed.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    return PartListing(layer.tree, stub, entries, stubbed, children, set(index["symlinks"]))
 
 
 # What writing an entry's files fails with when the entry itself is at fault (a name
@@ -869,10 +1275,12 @@ def _safe_name(name: str) -> str:
     return _TAG_UNSAFE.sub("_", name)[:120]
 
 
-def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int) -> None:
+def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int,
+               sha256: str | None = None) -> None:
     """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort."""
     directory = layer.packed_parts
-    record = json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "raw_size": raw_size})
+    record = json.dumps({"sha256": sha256 or hashlib.sha256(data).hexdigest(),
+                         "raw_size": raw_size})
     with contextlib.suppress(OSError):
         directory.mkdir(exist_ok=True)
         write_bytes_atomic(directory / f"{name}.gz", data)
@@ -991,5 +1399,6 @@ def layer_size(path: Path) -> int:
 
 
 def is_layer_dir(path: Path) -> bool:
-    return (path / MANIFEST).is_file() and (path / TREE).is_dir()
+    """A finished layer's directory: its tree written, or part-only."""
+    return (path / MANIFEST).is_file() and ((path / TREE).is_dir() or (path / PART_ONLY).is_file())
 

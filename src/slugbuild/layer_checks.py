@@ -214,6 +214,10 @@ def check_layers_size(build: BuildContext) -> None:
     for future, entry in zip(build.part_sizes, build.placed_layers):
         if future.done() and future.exception() is None:
             known += future.result()
+        elif entry.layer.lazy and not entry.layer.tree.is_dir():
+            # Part-only: no files to measure; its kept part is ready (or made meanwhile).
+            with contextlib.suppress(Exception):
+                known += future.result()
         else:
             known += int(_tree_bytes(entry.layer.tree) * 1.01) + 65536
     if known <= cap.limit:

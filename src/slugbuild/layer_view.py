@@ -20,6 +20,12 @@ materialised at once (the later one's file wins, as with a restore). Views are
 used only while the build holds the cache's link lock: no other build can then
 be writing into the cached files through links of its own.
 
+A part-only layer (pulled from a cache registry, its tree not written yet:
+layer_artifact.py) is viewed from its index: its links point into its stub for
+the metadata the build reads (dist-info files, packages' ``__init__.py``,
+``patchlevel.h``) and to its tree's paths otherwise, which exist once a step
+needing them has had the tree written (materialising writes it first).
+
 The packer knows the view's links (``LayerPart.view_links``): it writes the
 layers' directories and parts as it would for placed files, so a slug is
 byte-identical either way.
@@ -31,10 +37,36 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 
 class ViewConflict(Exception):
     """Two layers hold the same non-directory path: they cannot both be viewed."""
+
+
+class Listing(Protocol):
+    """What a view shows of one layer: its entries, and where a link to each points."""
+
+    def children(self, rel: str) -> list[tuple[str, bool]]:
+        """(name, is a directory, not a symlink) of each entry of directory ``rel``
+        (``""``: the layer's top)."""
+
+    def target(self, rel: str) -> str:
+        """What a link to entry ``rel`` points to."""
+
+
+@dataclass
+class TreeListing:
+    """A layer whose tree is written: listed from the disk, linked to its entries."""
+
+    tree: Path
+
+    def children(self, rel: str) -> list[tuple[str, bool]]:
+        with os.scandir(os.path.join(self.tree, rel)) as listing:
+            return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
+
+    def target(self, rel: str) -> str:
+        return os.path.join(self.tree, rel)
 
 
 @dataclass
@@ -47,10 +79,15 @@ class LayerView:
     links: dict[str, str] = field(default_factory=dict)
     # real directories the view made, relative to the build directory, in order
     directories: list[str] = field(default_factory=list)
+    # link (relative to the build directory) of a layer's directory -> the layer's
+    # listing and the directory's path in the layer: expanded when another layer
+    # has it too
+    linked_dirs: dict[str, tuple[Listing, str]] = field(default_factory=dict)
 
-    def add(self, tree: Path) -> None:
-        """Show the layer ``tree`` at the mount too. Raises ViewConflict (nothing of
-        the layer then shown that could mislead: the caller materialises)."""
+    def add(self, tree: Path, listing: Listing | None = None) -> None:
+        """Show the layer ``tree`` at the mount too (``listing``: its entries, when its
+        tree is not written: a part-only layer). Raises ViewConflict (nothing of the
+        layer then shown that could mislead: the caller materialises)."""
         parts = self.mount.split("/")
         for depth in range(1, len(parts) + 1):
             rel = "/".join(parts[:depth])
@@ -58,38 +95,40 @@ class LayerView:
             if not path.is_dir() or path.is_symlink():
                 os.mkdir(path)
                 self.directories.append(rel)
-        self._merge(str(tree), self.mount)
+        self._merge(listing or TreeListing(tree), "", self.mount)
 
-    def _merge(self, source: str, rel_dir: str) -> None:
-        with os.scandir(source) as listing:
-            entries = sorted(listing, key=lambda entry: entry.name)
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}"
+    def _merge(self, listing: Listing, source: str, rel_dir: str) -> None:
+        for name, is_dir in sorted(listing.children(source)):
+            rel, inner = f"{rel_dir}/{name}", f"{source}/{name}" if source else name
             target = os.path.join(self.build_dir, rel)
             if not os.path.lexists(target):
-                os.symlink(entry.path, target)
-                self.links[rel] = entry.path
+                self._link(listing, inner, rel, is_dir)
                 continue
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if is_dir and rel in self.links and _real_directory(self.links[rel]):
+            if is_dir and rel in self.linked_dirs:
                 self._expand(rel, target)
-                self._merge(entry.path, rel)
+                self._merge(listing, inner, rel)
             elif is_dir and rel in self.directories:
-                self._merge(entry.path, rel)
+                self._merge(listing, inner, rel)
             else:
                 raise ViewConflict(rel)
+
+    def _link(self, listing: Listing, inner: str, rel: str, is_dir: bool) -> None:
+        linked = listing.target(inner)
+        os.symlink(linked, os.path.join(self.build_dir, rel))
+        self.links[rel] = linked
+        if is_dir:
+            self.linked_dirs[rel] = (listing, inner)
 
     def _expand(self, rel: str, target: str) -> None:
         """A linked directory another layer also has becomes a real one, holding
         links to what the first layer had there."""
-        linked = self.links.pop(rel)
+        listing, inner = self.linked_dirs.pop(rel)
+        self.links.pop(rel)
         os.unlink(target)
         os.mkdir(target)
         self.directories.append(rel)
-        with os.scandir(linked) as listing:
-            for entry in listing:
-                os.symlink(entry.path, os.path.join(target, entry.name))
-                self.links[f"{rel}/{entry.name}"] = entry.path
+        for name, is_dir in listing.children(inner):
+            self._link(listing, f"{inner}/{name}", f"{rel}/{name}", is_dir)
 
     def holds_only_layers(self) -> bool:
         """Whether everything at the mount is the view's (nothing a build step added
@@ -117,7 +156,4 @@ class LayerView:
                 os.rmdir(os.path.join(self.build_dir, rel))
         self.links.clear()
         self.directories.clear()
-
-
-def _real_directory(path: str) -> bool:
-    return os.path.isdir(path) and not os.path.islink(path)
+        self.linked_dirs.clear()

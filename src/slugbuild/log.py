@@ -164,6 +164,8 @@ class Reporter:
         self._aliases: list[tuple[str, str]] = []
         self._last_line = time.monotonic()
         self._spinner_shown = False
+        self._batch_depth = 0
+        self._batched_text: list[str] = []
 
     # -- what callers use ------------------------------------------------------
 
@@ -219,6 +221,24 @@ class Reporter:
         build reaches that work (``DeferredReporter.release``), then the rest of
         them is written as it comes."""
         return DeferredReporter(self)
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Write the lines emitted inside to the stream at the end, at once: a tool's
+        output arrives in chunks of many lines, and one write (and flush) per line
+        made a chatty tool's log cost a system call a line. Callbacks and ``lines``
+        still get each line as it is emitted."""
+        with self._lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0 and self._batched_text:
+                    text = "".join(self._batched_text)
+                    self._batched_text.clear()
+                    self._write_raw(text)
 
     @contextlib.contextmanager
     def working(self, message: str) -> Iterator[None]:
@@ -297,6 +317,9 @@ class Reporter:
             self._write_raw(shown + "\n")
 
     def _write_raw(self, text: str) -> None:
+        if self._batch_depth:
+            self._batched_text.append(text)
+            return
         self.stream.write(text)
         self.stream.flush()
 
@@ -326,6 +349,11 @@ class DeferredReporter(Reporter):
 
     def show_path_as(self, path: str | os.PathLike[str], shown: str) -> None:
         self.parent.show_path_as(path, shown)
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        with self.parent.batched():  # released lines are written by the parent
+            yield
 
     def release(self) -> None:
         """Write what was held, and from now on every line as it comes."""

@@ -35,16 +35,20 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin
-
-import requests
 
 from . import errors
 from .cache import Cache, Layer
+from .lazy_import import lazy_module
 from .log import Reporter
 from .redact import redact_url
 from .retry import GaveUp, retrying
+
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_module("requests")  # imported when first used (lazy_import.py)
 
 NLTK_FILE = "nltk.txt"
 DEFAULT_INDEX_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/index.xml"

@@ -38,12 +38,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .cache import Cache, Layer, write_bytes_atomic
+from .lazy_import import lazy_module
 from .log import Reporter
 from .nltk_data import _copy
 from .node_semver import (
@@ -57,6 +56,11 @@ from .node_semver import (
 from .redact import redact_url
 from .runtime.download import _describe, _unsafe
 from .runtime.layer import damaged_layer_warning
+
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_module("requests")  # imported when first used (lazy_import.py)
 
 DEFAULT_DIST_URL = "https://nodejs.org/dist"
 DIST_URL_VAR = "SLUGBUILD_NODE_DIST_URL"

@@ -132,7 +132,8 @@ class SlugTarball:
             # From the files just packed: what `inspect --sbom` reads from the slug.
             with open(held[2], "wb", closefd=False) as handle:
                 handle.write(sbom_for_packed_tree(tree, packed.sha256,
-                                                  source_date_epoch(self.epoch), metadata))
+                                                  source_date_epoch(self.epoch), metadata,
+                                                  memo_dir=_sbom_memo_dir(layers)))
             os.replace(partial_slug, slug_path)
             os.replace(partial_json, json_path)
             os.replace(partial_sbom, sbom_path)
@@ -147,6 +148,13 @@ class SlugTarball:
             for fd in held:
                 os.close(fd)
         return packed, metadata
+
+
+def _sbom_memo_dir(layers: Sequence[LayerPart]) -> Path | None:
+    """Where the SBOM made for these layers is kept: the last cached layer's packed/
+    directory (its key holds every input, so any directory of the cache would do;
+    this one goes when the layer goes). None when no layer was cached."""
+    return layers[-1].packed_dir if layers else None
 
 
 def check_output_paths(slug_path: Path, json_path: Path, sbom_path: Path | None = None

@@ -38,6 +38,7 @@ import os
 import stat
 import tarfile
 import threading
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class PackedPart:
     length: int
     sha256: str = ""
     measure_path: Path | None = None
+    # A part kept by the pack that is not a layer's (not in slug.json's layer_parts):
+    # the SHA-256 of its bytes, which its kept measurement at measure_path must name.
+    measured_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,9 @@ class LayerPart:
     # Shown in the packed tree by a view (layer_view.py): its files are not there, and
     # these paths of the tree are the view's links (not packed). None: placed.
     view_links: frozenset[str] | None = field(default=None, compare=False)
+    # A part-only layer's entries (layer_artifact.PartListing.scanned): its tree is
+    # not written, so its directories come from here. None: scanned from ``tree``.
+    listing: tuple[tuple[str, int, int], ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -280,7 +287,8 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         if layer.view_links is not None:
             # Its directories, as they would be in the tree had its files been placed.
             try:
-                viewed[layer] = scan_tree(layer.tree)
+                viewed[layer] = list(layer.listing) if layer.listing is not None \
+                    else _viewed_listing(layer)
             except OSError:
                 raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name) from None
             directories += [_under(layer.mount, rel) for rel, kind, _ in viewed[layer]
@@ -288,9 +296,9 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
     if viewed:
         directories = sorted(set(directories), key=lambda rel: rel.split("/"))
 
-    raw_size = _compress_part(writer, params.level, lambda tar: _add_directories(
-        tar, params, directories))
-    parts = [PackedPart(0, writer.size)]
+    raw_size, kept = _kept_or_compressed(writer, params, lambda tar: _add_directories(
+        tar, params, directories), 0, layers[-1].packed_dir if layers else None)
+    parts = [PackedPart(0, writer.size, measure_path=kept[0], measured_as=kept[1])]
     claimed: set[str] = set()
     for layer in layers:
         if layer in viewed:
@@ -328,13 +336,125 @@ def _pack_tree(root: Path, target: BinaryIO, params: _PackParams,
         tar.finish()
 
     start = writer.size
-    _compress_part(writer, params.level, add_rest, start=raw_size)
-    parts.append(PackedPart(start, writer.size - start))
+    kept = _kept_or_compressed(writer, params, add_rest, raw_size, layers[-1].packed_dir
+                               if layers and _small(root_text, rest) else None)[1]
+    parts.append(PackedPart(start, writer.size - start, measure_path=kept[0],
+                            measured_as=kept[1]))
     return PackedSlug(writer.digest.hexdigest(), writer.size, tuple(parts))
+
+
+# A viewed layer's directories, files and symlinks, kept in its packed/ directory.
+LISTING = "tree-listing.v1"
+
+
+def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
+    """``scan_tree`` of a layer shown by a view, without the inode numbers (unused for
+    a view): kept beside its parts, as its tree never changes once published (the
+    cache compares its paths with files.json before a build may show it), so a warm
+    build reads one file instead of listing thousands of directories."""
+    memo = layer.packed_dir / LISTING
+    try:
+        kept = json.loads(memo.read_text())
+        if isinstance(kept, dict) and kept.get("tree") == str(layer.tree):
+            return [(rel, kind, 0) for rel, kind in kept["entries"]
+                    if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        pass
+    scanned = scan_tree(layer.tree)
+    if layer.packed_dir.parent.is_dir():
+        temporary = memo.with_name(f".{LISTING}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            layer.packed_dir.mkdir(exist_ok=True)
+            temporary.write_text(json.dumps({"tree": str(layer.tree), "entries": [
+                [rel, kind] for rel, kind, _ in scanned]}))
+            os.replace(temporary, memo)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return scanned
+
+
+# How many parts made here a layer keeps (one per set of the app's directories, one
+# per state of the app's files), and the largest app part kept.
+KEPT_PARTS = 8
+KEPT_PART_MAX_RAW = 64 * 1024 * 1024
+
+
+def _small(root: str, names: list[str]) -> bool:
+    """Whether the files ``names`` are small enough to be packed in memory and kept."""
+    total = 0
+    for rel in names:
+        total += os.lstat(os.path.join(root, rel)).st_size
+        if total > KEPT_PART_MAX_RAW:
+            return False
+    return True
+
+
+def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_TarWriter], object],
+                        start: int, memo_dir: Path | None
+                        ) -> tuple[int, tuple[Path | None, str]]:
+    """Write the part ``fill`` makes (tar records after ``start`` raw bytes); its raw
+    size, and where its size measurement is kept with the SHA-256 it is valid for.
+
+    A warm build's first part (every directory entry) and last (the app's files,
+    static files included) are usually the bytes the last build made. With
+    ``memo_dir`` (a cached layer's packed/ directory) the raw part is made in
+    memory and its compressed bytes are kept there under the SHA-256 of the raw
+    bytes and everything else that decides them (level, block size, zlib), and
+    copied from there when they match: hashing costs a fraction of compressing."""
+    if memo_dir is None:
+        return _compress_part(writer, params.level, fill, start), (None, "")
+    raw = io.BytesIO()
+    tar = _TarWriter(raw, start)
+    fill(tar)
+    data = raw.getvalue()
+    key = hashlib.sha256(json.dumps([PART_FORMAT, params.level, GZIP_BLOCK,
+                                     zlib.ZLIB_RUNTIME_VERSION]).encode() + data).hexdigest()
+    memo = memo_dir / f"part-{key[:32]}.kept"
+    measure = memo.with_suffix(".sizes")
+    try:
+        head, _, kept = memo.read_bytes().partition(b"\n")
+        digest = hashlib.sha256(kept).hexdigest()
+        if digest == json.loads(head)["sha256"]:
+            writer.write(kept)
+            memo.touch()  # recently used: kept longest
+            return len(data), (measure, digest)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    buffer = io.BytesIO()
+    with _ParallelGzipWriter(buffer, params.level, _workers()) as gz:
+        gz.write(data)
+    compressed = buffer.getvalue()
+    writer.write(compressed)
+    digest = hashlib.sha256(compressed).hexdigest()
+    if memo_dir.parent.is_dir():
+        header = json.dumps({"sha256": digest})
+        temporary = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            memo_dir.mkdir(exist_ok=True)
+            temporary.write_bytes(header.encode() + b"\n" + compressed)
+            os.replace(temporary, memo)
+            kept_parts = sorted(memo_dir.glob("part-*.kept"),
+                                key=lambda path: path.stat().st_mtime_ns)
+            for stale in kept_parts[:-KEPT_PARTS]:
+                stale.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    stale.with_suffix(".sizes").unlink()
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return len(data), (measure, digest)
 
 
 def _under(mount: str, rel: str) -> str:
     return f"{mount}/{rel}" if mount else rel
+
+
+def layer_part_name(layout: str, mount: str, mtime: int | None = None,
+                    compresslevel: int = DEFAULT_LEVEL) -> str:
+    """The name a layer's kept part has for a slug of ``layout`` with the layer at
+    ``mount`` (what ``prepare_layer_part`` looks for)."""
+    return _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel).part_name(mount)
 
 
 def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int | None = None,

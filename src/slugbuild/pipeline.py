@@ -30,7 +30,7 @@ from .arguments import PathArg, as_path, buildpack_list, of_type, one_of, option
 from .buildpacks import analyse_up_front, choose_buildpacks, python_result, run_buildpacks
 from .cache_registry import from_settings as cache_registry_from_settings
 from .config_vars import load_config_vars
-from .context import BuildContext, StageTimer, open_cache
+from .context import BuildContext, StageTimer, open_cache, viewed_tree
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
@@ -219,7 +219,7 @@ def compile_app(
 
             with timer.stage("stack_requirements"):
                 requirements = slug_requirements(build.build_dir, [
-                    (entry.mount, entry.layer.tree,
+                    (entry.mount, viewed_tree(build, entry.layer),
                      entry.layer.packed_parts / STACK_RECORD)
                     for entry in build.placed_layers if entry.placed.view])
 

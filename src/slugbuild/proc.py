@@ -338,11 +338,12 @@ def run_tool(
     def feed(chunk: bytes) -> None:
         pending.extend(chunk)
         *complete, rest = pending.split(b"\n")
-        for line in complete:
-            emit(line)
-        while len(rest) > MAX_LINE:  # a line without end must not grow memory either
-            emit(bytes(rest[:MAX_LINE]))
-            rest = rest[MAX_LINE:]
+        with reporter.batched():  # the chunk's lines reach the log in one write
+            for line in complete:
+                emit(line)
+            while len(rest) > MAX_LINE:  # a line without end must not grow memory either
+                emit(bytes(rest[:MAX_LINE]))
+                rest = rest[MAX_LINE:]
         pending[:] = rest
 
     exit_code = run_streaming(argv, env, cwd, [feed], step)

@@ -279,7 +279,10 @@ def python_stages(build: BuildContext, analysis: Analysis,
     if runtime.host_prefix is not None:
         build.host_paths.append(str(runtime.host_prefix))
     lock_file = info.lock_file or "requirements.txt"
-    cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter)
+    # Part-only as it may be (pulled from a cache registry): shown by a view, its tree
+    # written only when a step needs it (BuildContext.tree_of).
+    cached_runtime = cached_runtime_layer(build.cache, runtime, build.platform, reporter,
+                                          lazy=True)
     # Layers shown by a view until a step needs their files (layer_view.py): only when
     # nothing before the install (a pre_compile hook, an earlier buildpack) writes there,
     # and while this build holds the link lock (no other build's step can then be
@@ -318,7 +321,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
         before = set(os.listdir(build_dir))
         reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
             [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
-            if analysis.dependencies.own_tree else None))
+            if analysis.dependencies.own_tree else None),
+            on_linked=None if build.copy_layers else build.release_links_at_close(build_dir))
         with build.step_layers("collectstatic") as layers:
             ran = run_collectstatic(build_dir, info.manage_py,
                                     has_package(deps.packages, "django"), python,

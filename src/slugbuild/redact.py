@@ -56,8 +56,13 @@ _lock = threading.Lock()
 
 def redact_url(text: str) -> str:
     """``text`` with the credentials of every URL in it replaced by ``***``."""
-    text = _USERINFO.sub(r"\g<scheme>***@", text)
-    return _SECRET_QUERY.sub(r"\g<name>***", text)
+    # Each pattern needs its literal (``://``, ``=``): most lines of a build log have
+    # neither, and are not scanned (the log masks every line a tool prints).
+    if "://" in text:
+        text = _USERINFO.sub(r"\g<scheme>***@", text)
+    if "=" in text:
+        text = _SECRET_QUERY.sub(r"\g<name>***", text)
+    return text
 
 
 def register_secrets(values: Iterable[object]) -> None:
@@ -120,6 +125,8 @@ def mask_secrets(text: str) -> str:
 
 def escape_controls(text: str) -> str:
     """Control characters shown as ``\\xNN`` (tab and newline kept)."""
+    if text.isprintable():  # every character _CONTROL matches is unprintable
+        return text
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 

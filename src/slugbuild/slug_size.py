@@ -104,6 +104,9 @@ class PackedPart(Protocol):
     @property
     def measure_path(self) -> Path | None: ...
 
+    @property
+    def measured_as(self) -> str: ...
+
 
 class SizePart(TypedDict):
     """One line of the breakdown: a group of the slug's bytes (slug.json ``sizes.parts``)."""
@@ -506,12 +509,13 @@ def measure_slug(path: Path, layout: str, static_dirs: tuple[str, ...] = (),
             if not parts:
                 measured.append(_measure_range(handle, root, None))
             for part in parts:
-                kept = _kept_measure(part.measure_path, part.sha256, part.length)
+                digest = part.sha256 or part.measured_as
+                kept = _kept_measure(part.measure_path, digest, part.length)
                 if kept is None:
                     handle.seek(part.start)
                     kept = _measure_range(handle, root, part.length)
-                    if part.measure_path is not None and part.sha256:
-                        _keep_measure(part.measure_path, part.sha256, kept)
+                    if part.measure_path is not None and digest:
+                        _keep_measure(part.measure_path, digest, kept)
                 measured.append(kept)
     except (OSError, zlib.error, ValueError, EOFError) as exc:
         raise errors.SLUG_UNREADABLE.error(path=path, reason=str(exc)) from exc

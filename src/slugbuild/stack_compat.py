@@ -367,6 +367,26 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
     return elves, present
 
 
+def keep_stack_record(tree: Path, record: Path) -> None:
+    """Read a layer's ELF facts into ``record`` now unless kept already: a build that
+    shows the layer by a view does it in the background, so its stack_requirements
+    stage reads the record instead of every file of a layer no build read before."""
+    if not stack_record_kept(record):
+        _layer_elf_files(tree, record)
+
+
+def stack_record_kept(record: Path) -> bool:
+    """Whether ``record`` is a layer's ELF facts as ``_layer_elf_files`` reads them
+    (then its tree is not read)."""
+    try:
+        kept = json.loads(record.read_text())
+        [(_elf_from_json(info), str(rel)) for rel, info in kept["elves"]]
+        return bool(kept.get("format") == _LAYER_RECORD_FORMAT
+                    and isinstance(kept["present"], list))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return False
+
+
 def _elf_from_json(data: dict[str, Any]) -> ElfInfo:
     return ElfInfo(
         str(data["machine"]), tuple(data["needed"]), data["soname"], tuple(data["search_paths"]),

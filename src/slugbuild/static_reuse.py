@@ -38,7 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import Cache, Layer, file_sha256, write_json_atomic
+from .cache import (
+    FILE_INDEX,
+    Cache,
+    Layer,
+    LayerChanged,
+    file_sha256,
+    read_index,
+    write_json_atomic,
+)
 from .cache_registry import pull_layer
 from .layer_artifact import PYTHON_HOME, in_python_home
 from .log import Reporter
@@ -64,6 +72,10 @@ class StaticReuse:
     layer_keys: list[tuple[str, str]] | None
     # Called before collectstatic runs (the build materialises layers shown by a view).
     prepare: Callable[[], None] | None = None
+    # Given: a kept output is applied as hard links to the cached files (the build
+    # holds the cache's link lock) and the layer is passed to it, for the build to
+    # hand the links back at its end (cache.release_links). Else as checked copies.
+    on_linked: Callable[[Layer], None] | None = None
     key: str | None = None
     before: dict[str, Stamp] = field(default_factory=dict)
     # Set by before_run when the run sees the prefix through an overlay.
@@ -87,8 +99,10 @@ class StaticReuse:
             return False
         try:
             delta = json.loads((layer.path / DELTA).read_text())
-            _apply(layer, delta, self.build_dir)
-        except (OSError, ValueError, KeyError, TypeError):
+            if self.on_linked is not None:
+                self.on_linked(layer)  # before any link: released even if this fails
+            _apply(layer, delta, self.build_dir, self.cache, links=self.on_linked is not None)
+        except (OSError, ValueError, KeyError, TypeError, LayerChanged):
             # Half applied at worst: run collectstatic over it, as on a clean tree it
             # writes every file it owns; the entry is discarded.
             self.cache.discard(layer)
@@ -253,6 +267,15 @@ def _names_any(path: Path, needles: list[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
+def _tree_is_delta(layer: Layer, delta: dict[str, Any]) -> bool:
+    """Whether the kept tree holds exactly the delta's files and symlinks (its
+    files.json, which the lookup compared with the tree, lists them): ``cache.restore``
+    places the tree's paths, and only the delta's were checked by ``_confined``."""
+    index = read_index(layer.path / FILE_INDEX)
+    return index is not None and sorted(index["files"]) == sorted(delta["files"]) \
+        and sorted(index["symlinks"]) == sorted(delta["symlinks"])
+
+
 class DeltaOutside(ValueError):
     """A kept output names a path it may not change (``_confined``)."""
 
@@ -279,11 +302,19 @@ def _confined(build_dir: Path, delta: dict[str, Any]) -> None:
                     raise DeltaOutside(rel)
 
 
-def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path) -> None:
+def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path, cache: Cache | None = None,
+           links: bool = False) -> None:
     """Make the build directory what the kept run left: removals, directories,
     symlinks (their targets read from the kept tree), files copied with their modes.
     Every path is checked first (``_confined``): nothing outside the app's own files
-    is touched, and nothing is when one path is wrong."""
+    is touched, and nothing is when one path is wrong.
+
+    With the ``cache``, its files and symlinks (the kept tree holds exactly those of
+    the delta, checked by ``_confined``) are placed by ``cache.restore``: hard links
+    with ``links`` (a warm Django build copied hundreds of files; a step that writes
+    one in place moves its ctime, so the cache's next check hashes it and discards
+    the output if it changed), else copies checked against the layer's files.json
+    (a build holding the link lock may be writing one)."""
     _confined(build_dir, delta)
     for rel in sorted(delta["removed"], reverse=True):
         path = build_dir / rel
@@ -294,6 +325,9 @@ def _apply(layer: Layer, delta: dict[str, Any], build_dir: Path) -> None:
                 path.unlink()
     for rel in delta["directories"]:
         (build_dir / rel).mkdir(parents=True, exist_ok=True)
+    if cache is not None and _tree_is_delta(layer, delta):
+        cache.restore(layer, build_dir, copy=not links)
+        return
     for rel in delta["symlinks"]:
         target = build_dir / rel
         if target.is_symlink() or target.is_file():

@@ -10,7 +10,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 
-from ..helpers import make_app
+from ..helpers import make_app, seed_runtimes
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def test_same_app_in_other_places_with_other_caches_gives_the_same_bytes(tmp_pat
     assert one.sha256 == two.sha256
 
 
-def test_a_layer_built_apart_is_the_one_built_onto_the_build(tmp_path):
+def test_a_layer_built_apart_is_the_one_built_onto_the_build(tmp_path, runtime_seed):
     """Without a pre_compile hook the dependency layer is installed into a tree of
     its own, beside the runtime; with one, onto the build's runtime. The slug's
     .heroku/python must not show which."""
@@ -108,9 +108,10 @@ def test_a_layer_built_apart_is_the_one_built_onto_the_build(tmp_path):
         "Procfile": "web: gunicorn app:app\n",
     }
     apart = _build(make_app(tmp_path / "apart", files), tmp_path / "apart.tgz",
-                   tmp_path / "cache-apart")
+                   seed_runtimes(runtime_seed, tmp_path / "cache-apart"))
     onto_app = make_app(tmp_path / "onto", {**files, "bin/pre_compile": "#!/bin/sh\ntrue\n"})
-    onto = _build(onto_app, tmp_path / "onto.tgz", tmp_path / "cache-onto")
+    onto = _build(onto_app, tmp_path / "onto.tgz",
+                  seed_runtimes(runtime_seed, tmp_path / "cache-onto"))
     assert "dependency_layer_apart" in apart.timings
     assert "dependency_layer_apart" not in onto.timings
     assert apart.packages == onto.packages

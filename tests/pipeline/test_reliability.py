@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import make_app, run_cli
+from ..helpers import make_app, run_cli, seed_runtimes
 
 SMALL_APP = {
     ".python-version": "3.12\n",
@@ -49,7 +49,7 @@ def _published_layers_are_complete(cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_points_then_build_again(tmp_path):
+def test_kill_9_at_random_points_then_build_again(tmp_path, runtime_seed):
     seed = int(os.environ.get("SLUGBUILD_TEST_SEED", time.time()))
     print(f"kill points seed: {seed}")
     rng = random.Random(seed)
@@ -72,8 +72,8 @@ def test_kill_9_at_random_points_then_build_again(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == [unrelated.name, "slug.cdx.json",
                                                             "slug.json", "slug.tgz"]
     assert list((cache / "tmp").iterdir()) == []
-    clean = run_cli("compile", app, "-o", tmp_path / "clean.tgz",
-                    "--cache-dir", tmp_path / "clean-cache")
+    clean = run_cli("compile", app, "-o", tmp_path / "clean.tgz",  # killed nowhere
+                    "--cache-dir", seed_runtimes(runtime_seed, tmp_path / "clean-cache"))
     assert clean.returncode == 0, clean.stderr
     assert out.read_bytes() == (tmp_path / "clean.tgz").read_bytes()
 
@@ -128,14 +128,14 @@ def test_binary_junk_in_version_files(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path):
+def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path, runtime_seed):
     """Packages are hard links into uv's cache, so every layer holding six shares
     one six.py: a hook of a build holding the link lock appending to it changes
     uv's cache and another app's cached layer too. That layer is found damaged
     before it is restored, and the next install finds the file unlike its RECORD
     and installs it again."""
     site_packages = ".heroku/python/lib/python3.12/site-packages"
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
 
     def shipped_six(slug):
         with tarfile.open(slug) as tar:
@@ -172,7 +172,7 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path)
 
 
 @pytest.mark.slow
-def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path):
+def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path, runtime_seed):
     app = make_app(tmp_path / "app", {
         **SMALL_APP, "requirements.txt": "six==1.17.0\n",
         # A hook that appends to a runtime file through its hard link into the cache.
@@ -180,7 +180,7 @@ def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path):
                             "echo '# touched' >> .heroku/python/lib/python3.12/os.py\n",
     })
     (app / "bin" / "post_compile").chmod(0o755)
-    cache = tmp_path / "cache"
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
     assert first.returncode == 0, first.stderr
     assert "was discarded" in first.stderr

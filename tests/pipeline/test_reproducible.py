@@ -433,11 +433,15 @@ def test_every_fixture_is_the_same_in_two_cold_builds(tmp_path_factory, name):
     agrees with a cold and a warm build.
 
     The installers' download caches are shared (hard-linked copies of a first
-    build's), so only what a build makes itself is made twice: the runtime layer
-    (its bytecode), the dependency layer (sdists and local packages built again:
-    pip-local-packages has crcmod, published as an sdist only, and a local
-    package, each with a C extension), the slug. The heroku layout's slug comes
-    from a third, warm build on the first build's cache.
+    build's), so only what a build makes itself is made twice: the dependency
+    layer (sdists and local packages built again: pip-local-packages has crcmod,
+    published as an sdist only, and a local package, each with a C extension),
+    the slug, and the runtime layer (its bytecode) the first time a Python
+    version is built: later fixtures start from copies of the runtime layers
+    their two sides built (``_RUNTIME_SEEDS``), so every pair still compares two
+    runtimes built apart, and the first pair the cold runtime path and its plan.
+    The heroku layout's slug comes from a third, warm build on the first build's
+    cache.
     """
     with contextlib.ExitStack() as stack:
         options = fixture_build_options(name, stack, tmp_path_factory.mktemp(f"nltk-{name}"))
@@ -450,11 +454,30 @@ def _planned(app: Path, cache_dir: Path, options: dict) -> BuildPlan:
         k: v for k, v in options.items() if k in ("env", "app_base", "node_build")})
 
 
+# The runtime layers the two sides of earlier pairs built, one directory per side
+# (cache/runtimes entries): a Python version's layer is built cold twice a session,
+# not twice per fixture (each cold build of it compiles the standard library).
+_RUNTIME_SEEDS: tuple[dict[str, Path], dict[str, Path]] = ({}, {})
+
+
+def _seed_runtimes(cache: Path, side: int) -> None:
+    """Copies (not links: nothing a build does may reach another pair's cache) of the
+    runtime layers side ``side`` of earlier pairs built."""
+    for entry, source in _RUNTIME_SEEDS[side].items():
+        shutil.copytree(source, cache / "runtimes" / entry, symlinks=True)
+
+
+def _keep_runtimes(cache: Path, side: int) -> None:
+    for layer in sorted((cache / "runtimes").iterdir()):
+        _RUNTIME_SEEDS[side].setdefault(layer.name, layer)
+
+
 def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     root = tmp_path_factory.mktemp(f"cold-{name}")
     started = time.perf_counter()
     first_app = copy_app(FIXTURE_APPS / name, root / "a" / name)
     first_cache = root / "cache-one"
+    _seed_runtimes(first_cache, 0)
     cold_plan = _planned(first_app, first_cache, options)
     one = _build(first_app, root / "one.tgz", first_cache, **options)
     warm_plan = _planned(first_app, first_cache, options)
@@ -464,6 +487,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     assert_plan_agrees(warm_plan, heroku, _planned(first_app, first_cache, options))
     second_cache = root / "cache-two"
     second_cache.mkdir()
+    _seed_runtimes(second_cache, 1)
     for download_cache in ("uv", "pip", "tools"):
         source = root / "cache-one" / download_cache
         if not source.is_dir():
@@ -490,5 +514,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
             if member.name.endswith(".so") and "site-packages" in member.name:
                 data = tar.extractfile(member).read()
                 assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
+    _keep_runtimes(first_cache, 0)
+    _keep_runtimes(second_cache, 1)
     print(f"{name}: two cold builds in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)

@@ -152,3 +152,77 @@ def test_delta_of_identical_scans_is_empty(tmp_path):
     layer = Layer(tmp_path, {})
     _apply(layer, {"files": [], "symlinks": [], "directories": [], "removed": []}, tmp_path)
     assert (tmp_path / "a/b.txt").read_text() == "b"
+
+
+def _kept_output(tmp_path: Path, cache: Cache) -> None:
+    """A kept collectstatic output: out/site.css and out/app.js."""
+    build = tmp_path / "first"
+    (build / ".heroku/python").mkdir(parents=True)
+    (build / "app.py").write_text("x = 1\n")
+    reuse = StaticReuse(build, tmp_path / "s1", cache, Reporter(quiet=True), [("m", "k")])
+    assert not reuse.apply({}, ["python"])
+    reuse.before_run()
+    (build / "out").mkdir()
+    (build / "out/site.css").write_text("body { color: red }\n")
+    (build / "out/app.js").write_text("let a = 1;\n")
+    reuse.keep()
+
+
+def _fresh_build(tmp_path: Path, name: str) -> Path:
+    build = tmp_path / name
+    (build / ".heroku/python").mkdir(parents=True)
+    (build / "app.py").write_text("x = 1\n")
+    return build
+
+
+def test_a_linked_output_changed_in_place_is_never_reused(tmp_path):
+    """A build holding the link lock gets the kept files as hard links (no copies);
+    a step that then rewrites one in place, even keeping its size and mtime, only
+    changes that build: the output is discarded once the links are handed back,
+    and the next build runs collectstatic instead of reusing it."""
+    cache = Cache(tmp_path / "c")
+    _kept_output(tmp_path, cache)
+    linked: list[Layer] = []
+    build = _fresh_build(tmp_path, "second")
+    reuse = StaticReuse(build, tmp_path / "s2", cache, Reporter(quiet=True), [("m", "k")],
+                        on_linked=linked.append)
+    assert reuse.apply({}, ["python"])
+    assert (build / "out/site.css").read_text() == "body { color: red }\n"
+    assert (build / "out/site.css").stat().st_nlink == 2  # the cache's file, linked
+    for layer in linked:  # the build's end: links handed back, nothing changed
+        cache.release_links(layer, build)
+    build = _fresh_build(tmp_path, "third")
+    reuse = StaticReuse(build, tmp_path / "s3", cache, Reporter(quiet=True), [("m", "k")],
+                        on_linked=linked.append)
+    assert reuse.apply({}, ["python"])
+    css = build / "out/site.css"
+    before = css.stat()
+    with open(css, "r+") as handle:  # a post_compile hook edits it in place
+        handle.write("body { color: blue}")
+    os.utime(css, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert css.stat().st_size == before.st_size
+    for layer in linked[1:]:
+        cache.release_links(layer, build)
+    build = _fresh_build(tmp_path, "fourth")  # another build: a cache object of its own
+    reuse = StaticReuse(build, tmp_path / "s4", Cache(cache.root), Reporter(quiet=True),
+                        [("m", "k")])
+    assert not reuse.apply({}, ["python"])
+    assert not (build / "out").exists()
+
+
+def test_copies_of_an_output_another_build_is_writing_are_refused(tmp_path):
+    """Without the link lock a build copies the kept files, checked against the
+    output's files.json: one changed meanwhile (same size and mtime) is not served."""
+    cache = Cache(tmp_path / "c")
+    _kept_output(tmp_path, cache)
+    (layer_dir,) = (cache.root / "static").iterdir()
+    kept = layer_dir / "tree/out/app.js"
+    before = kept.stat()
+    kept.write_text("let b = 2;\n")
+    os.utime(kept, ns=(before.st_atime_ns, before.st_mtime_ns))
+    build = _fresh_build(tmp_path, "second")
+    reuse = StaticReuse(build, tmp_path / "s2", Cache(cache.root), Reporter(quiet=True),
+                        [("m", "k")])
+    assert not reuse.apply({}, ["python"])
+    assert not (build / "out/app.js").exists() or \
+        (build / "out/app.js").read_text() != "let b = 2;\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +166,38 @@ def test_metadata_with_non_ascii_values_is_read_as_utf8(tmp_path: Path) -> None:
     SlugTarball(slug, "herokuish", None).write(tree, [], _describe)
     components = {c["name"]: c for c in _valid(sbom_path_for(slug).read_bytes())["components"]}
     assert components["thing"]["licenses"] == [{"license": {"name": "© 2020 Ünïcode Ltd"}}]
+
+
+def test_a_memoised_sbom_is_the_document_made_afresh_and_follows_its_inputs(
+        tmp_path: Path) -> None:
+    """A warm build fills its checksum into the document kept for the same inputs
+    (outputs.py passes a layer's packed/ directory): byte for byte what a fresh run
+    writes, for any checksum, and a changed input is never served the old one."""
+    from slugbuild.slug.sbom import sbom_for_packed_tree
+
+    tree = _tree(tmp_path / "tree")
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    metadata = _describe(1, "0" * 64)
+    for seed in ("one", "two", "three"):
+        sha = hashlib.sha256(seed.encode()).hexdigest()
+        fresh = sbom_for_packed_tree(tree, sha, 1700000000, metadata)
+        assert sbom_for_packed_tree(tree, sha, 1700000000, metadata, memo_dir=memo) == fresh
+        assert len(list(memo.iterdir())) == 1
+    # Same size and file time, other bytes: a stat would not see it, the key does.
+    metadata_file = tree / SITE / "six-1.17.0.dist-info/METADATA"
+    before = metadata_file.stat()
+    metadata_file.write_text(metadata_file.read_text().replace("1.17.0", "1.17.1"))
+    os.utime(metadata_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    sha = "ab" * 32
+    changed = sbom_for_packed_tree(tree, sha, 1700000000, metadata, memo_dir=memo)
+    assert changed == sbom_for_packed_tree(tree, sha, 1700000000, metadata)
+    assert b'"version": "1.17.1"' in changed
+    for other in (dict(metadata, runtime={**metadata["runtime"], "source": "local"}), metadata):
+        assert sbom_for_packed_tree(tree, sha, 1700000001, other, memo_dir=memo) == \
+            sbom_for_packed_tree(tree, sha, 1700000001, other)
+    # A damaged memo is made again, not served.
+    for kept in memo.iterdir():
+        kept.write_bytes(b"{}")
+    assert sbom_for_packed_tree(tree, sha, 1700000001, metadata, memo_dir=memo) == \
+        sbom_for_packed_tree(tree, sha, 1700000001, metadata)

@@ -11,15 +11,17 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import errors
 from ..arguments import request_timeout
 from ..log import Reporter
 from ..slug_size import human
-from .assemble import ImageResult, build_image, rebase_image
 from .image import RegistryOptions
 from .reference import ImageReference, parse_image_reference
+
+if TYPE_CHECKING:
+    from .assemble import ImageResult
 
 
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +127,8 @@ def compile_image(plan: ImagePlan | None, slug: Path, metadata: Path, reporter: 
     if plan.run_image is None:
         reporter.warn("No --run-image: the image holds only the slug (no operating system), "
                       "a base to copy from, not one to run.")
+    from .assemble import build_image  # the image code, only for an image (start-up)
+
     result = build_image(slug, plan.image, run_image=plan.run_image, cache_dir=plan.cache_dir,
                          registry=plan.registry, metadata=metadata)
     _report(result, reporter, "written to")
@@ -136,6 +140,8 @@ def image_command(args: argparse.Namespace, reporter: Reporter) -> int:
     if not args.run_image:
         reporter.warn("No --run-image: the image holds only the slug (no operating system), "
                       "a base to copy from, not one to run.")
+    from .assemble import build_image
+
     result = build_image(args.slug, args.image, run_image=args.run_image,
                          cache_dir=args.cache_dir, registry=registry_options(args),
                          metadata=args.metadata)
@@ -144,6 +150,8 @@ def image_command(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def rebase_command(args: argparse.Namespace, reporter: Reporter) -> int:
     """``slugbuild rebase IMAGE --run-image NEW [--image OUT]``."""
+    from .assemble import rebase_image
+
     result = rebase_image(args.source_image, args.run_image, output=args.image,
                           cache_dir=args.cache_dir, registry=registry_options(args))
     return _done(args, result, reporter, "rebased into")

@@ -27,15 +27,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
-
-import requests
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from .. import errors
 from ..arguments import request_timeout
+from ..lazy_import import lazy_module
 from ..redact import register_secrets
 from ..retry import GaveUp, backoff, retrying
 from .credentials import Credentials
+
+if TYPE_CHECKING:
+    import requests
+else:
+    requests = lazy_module("requests")  # imported when first used (lazy_import.py)
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",

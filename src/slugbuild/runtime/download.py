@@ -35,13 +35,11 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
-
-import requests
-import urllib3
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import errors
 from ..cache import Cache, file_sha256
+from ..lazy_import import lazy_module
 from ..log import Reporter
 from ..platform_info import Platform
 from ..redact import redact_url
@@ -50,6 +48,13 @@ from ..slug_size import human
 from ..textfiles import decimal
 from .local import inspect_prefix
 from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
+
+if TYPE_CHECKING:
+    import requests
+    import urllib3
+else:
+    requests = lazy_module("requests")  # imported when first used (lazy_import.py)
+    urllib3 = lazy_module("urllib3")  # imported when first used (lazy_import.py)
 
 # The newest python-build-standalone release is looked up here at build time
 # (GitHub's releases API, newest first); a mirror laid out the same way can

