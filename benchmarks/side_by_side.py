@@ -180,12 +180,14 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
                 continue
             if kind not in kinds:
                 continue
-            loads.setdefault(kind, []).append(os.getloadavg()[0])
+            if kind in kinds:
+                loads.setdefault(kind, []).append(os.getloadavg()[0])
             for tool in order:
-                record(tool, kind, builders[tool].build(
-                    kind, changed_app if kind == "changed" else app))
-                if builders[tool].cpu is not None:
-                    cpu[tool].setdefault(kind, []).append(builders[tool].cpu)
+                seconds = builders[tool].build(kind, changed_app if kind == "changed" else app)
+                if kind in kinds:
+                    record(tool, kind, seconds)
+                    if builders[tool].cpu is not None:
+                        cpu[tool].setdefault(kind, []).append(builders[tool].cpu)
             if kind == "warm" and number == 0:
                 for tool in order:
                     measured = builders[tool].measure()

@@ -135,3 +135,21 @@ def test_make_bench_side_by_side_runs_end_to_end(tmp_path: Path) -> None:
     # Each build's CPU time beside its wall time (what stays put under load).
     assert set(shape["cpu_medians"]["slugbuild"]) == {"cold", "warm"}
     assert shape["cpu_medians"]["slugbuild"]["cold"] > 0
+
+
+def test_a_changed_build_asked_for_alone_follows_a_build_of_the_app(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--kinds changed` alone: a cold build (not recorded) primes the cache first,
+    else the "changed" build would be a cold one."""
+    built: list[tuple[str, str]] = []
+
+    def build(self: side_by_side._Builder, kind: str, app: Path) -> float:
+        built.append((kind, app.name))
+        return 1.0
+
+    monkeypatch.setattr(side_by_side._Builder, "build", build)
+    result = side_by_side.bench_shape(side_by_side.SHAPES["pinned-pip"], ["changed"], 1,
+                                      None, tmp_path)
+    assert built == [("cold", "app"), ("changed", "changed-app")]
+    assert result["samples"]["slugbuild"] == {"changed": [1.0]}
+    assert list(result["load"]) == ["changed"]

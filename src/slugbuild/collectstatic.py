@@ -23,6 +23,7 @@ from .proc import ToolFailed, clean_env, exported_config, run_tool
 from .redact import mask, redact_url, showing_secrets
 
 if TYPE_CHECKING:
+    from .layer_overlay import LayerAccess
     from .static_reuse import StaticReuse
 
 # Variables the build sets whose values are printed (unless a config var set them).
@@ -128,6 +129,7 @@ def run_collectstatic(
     lock_file: str = "requirements.txt",
     exports: Mapping[str, str] | None = None,
     reuse: StaticReuse | None = None,
+    layers: LayerAccess | None = None,
 ) -> bool:
     """Run ``manage.py collectstatic --noinput``; return whether it ran.
     ``exports``: what earlier buildpacks exported (proc.clean_env). ``reuse``: an
@@ -153,9 +155,12 @@ def run_collectstatic(
     if reuse is not None:
         if reuse.apply(env, [str(arg) for arg in argv]):
             return True
-        reuse.before_run()
+    command = layers.argv(argv) if layers is not None else argv
+    if reuse is not None:
+        reuse.before_run(layers.prefix_written if layers is not None and layers.sealed
+                         else None)
     try:
-        run_tool(argv, reporter, env, cwd=build_dir,
+        run_tool(command, reporter, env, cwd=build_dir,
                  step=f"`python {manage_py} collectstatic`")
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):

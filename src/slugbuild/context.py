@@ -16,7 +16,7 @@ need to know of it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
 from .layer_artifact import ArtifactInvalid, ensure_tree, kept_part_name, part_listing
+from .layer_overlay import OverlayRun, mechanism, overlay_wanted
 from .layer_view import LayerView, ViewConflict
 from .log import Reporter, current_stage
 from .pack import LayerPart, layer_part_name, prepare_layer_part
@@ -279,10 +280,11 @@ class BuildContext:
         return any(entry.mount == mount for entry in self.placed_layers) \
             or (self.build_dir / mount).exists()
 
-    def materialise(self) -> None:
+    def materialise(self, copy: bool = False) -> None:
         """Replace every view by its layers' files (a step is about to run a program of
-        the slug or write into it): restored as hard links or copies, in the order
-        the layers were placed. Views are not used again in this build."""
+        the slug or write into it): restored as hard links or copies (``copy``: copies
+        whatever the link lock, for a build whose steps write into the prefix), in the
+        order the layers were placed. Views are not used again in this build."""
         self.use_views = False
         if not self.views:
             return
@@ -295,11 +297,45 @@ class BuildContext:
             try:
                 layer = self.tree_of(entry.layer)
                 placed = self.cache.restore(layer, self.build_dir / entry.mount,
-                                            copy=self.copy_layers)
+                                            copy=self.copy_layers or copy)
             except LayerChanged as changed:
                 self.layer_changed(entry.layer, changed, RESTORE_ATTEMPTS - 1)  # raises
                 raise
             self.placed_layers[index] = PlacedLayer(layer, entry.mount, placed)
+
+    def step_layers(self, step: str) -> StepLayers:
+        """How ``step`` (it runs a program of the slug) reaches the layers: in place
+        through an overlay when they are shown by a view, else materialised."""
+        return StepLayers(self, step)
+
+    def overlay(self) -> OverlayRun | None:
+        """An overlay of the viewed layers' cached trees for one step (layer_overlay.py),
+        or None: no view, the overlay turned off or not allowed here, or the mount
+        holds more than the layers."""
+        if not self.views or not overlay_wanted():
+            return None
+        found = mechanism(self.scratch)
+        if found is None:
+            return None
+        layers: list[tuple[str, list[Path]]] = []
+        read_only: list[Path] = []
+        for mount, view in self.views.items():
+            if not view.holds_only_layers():
+                return None
+            viewed = [entry.layer for entry in self.placed_layers
+                      if entry.placed.view and entry.mount == mount]
+            # A layer pulled from the cache registry may be kept as its part only
+            # (issue 17): its tree is written before it is a lower layer; if that
+            # fails, the layers are materialised instead (which reports it).
+            try:
+                viewed = [self.tree_of(layer) for layer in viewed]
+            except LayerChanged:
+                return None
+            if not all(layer.tree.is_dir() for layer in viewed):
+                return None
+            layers.append((mount, [layer.tree for layer in reversed(viewed)]))
+            read_only += [layer.path for layer in viewed]
+        return OverlayRun.prepare(self.build_dir, self.scratch, found, layers, read_only)
 
     def view_links(self) -> frozenset[str]:
         """The views' links in the build directory (relative paths): not the slug's."""
@@ -331,6 +367,75 @@ class BuildContext:
             if not any(staged in text for text in texts):
                 raise
             raise error.replacing(staged, shown) from error
+
+
+class StepLayers:
+    """The cached layers as one build step that runs a program of the slug sees them.
+
+    ``argv`` decides, when the step is about to start: through an overlay of the
+    layers' cached trees in a private mount namespace (nothing the step does can
+    change a cached file; what it writes in the prefix is applied to materialised
+    layers afterwards, ``finish``), or the layers materialised first, as before.
+    The log says which.
+    """
+
+    def __init__(self, build: BuildContext, step: str) -> None:
+        self.build = build
+        self.step = step
+        self.run: OverlayRun | None = None
+
+    def __enter__(self) -> StepLayers:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is None:
+            self.finish()
+        elif self.run is not None:
+            self.run.remove()
+            self.run = None
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the step's view of the prefix is an overlay: the build directory's
+        prefix cannot change (``prefix_written`` says what it wrote there)."""
+        return self.run is not None
+
+    def argv(self, argv: Sequence[str | Path]) -> list[str | Path]:
+        """The command to run for ``argv``, the layers ready for it."""
+        if self.run is None and self.build.views:
+            self.run = self.build.overlay()
+            reporter = self.build.reporter
+            if self.run is not None:
+                reporter.detail(f"The cached layers are read in place through an overlay "
+                                f"({self.run.mechanism.name}, read-only)")
+            else:
+                reporter.detail("The cached layers are placed into the build first (no "
+                                "private overlay here, or SLUGBUILD_LAYER_OVERLAY=0)")
+        if self.run is None:
+            self.build.materialise()
+            return list(argv)
+        return self.run.argv(argv)
+
+    def prefix_written(self) -> bool:
+        """Whether the step wrote into the layers' mount (through the overlay)."""
+        return self.run is not None and self.run.written()
+
+    def finish(self) -> None:
+        """After the step: what it wrote in the prefix applied onto materialised layers."""
+        run, self.run = self.run, None
+        if run is None:
+            return
+        try:
+            if run.written():
+                # Copies, not hard links: the steps after it (which may write there
+                # again) then never reach a cached file either.
+                self.build.reporter.detail(
+                    f"{self.step} wrote into .heroku/python: the cached layers were "
+                    f"copied into the build and its changes applied to the copies")
+                self.build.materialise(copy=True)
+                run.apply()
+        finally:
+            run.remove()
 
 
 def viewed_tree(build: BuildContext, layer: Layer) -> Path:

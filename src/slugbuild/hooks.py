@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import errors
 from .importcheck import diagnose_missing_module
+from .layer_overlay import LayerAccess
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
@@ -30,9 +31,12 @@ def run_hook(
     python_version: str | None = None,
     lock_file: str = "requirements.txt",
     exports: Mapping[str, str] | None = None,
+    layers: LayerAccess | None = None,
 ) -> bool:
     """Run ``bin/<name>`` of the app if it has one; return whether it ran.
-    ``exports``: what earlier buildpacks exported (proc.clean_env).
+    ``exports``: what earlier buildpacks exported (proc.clean_env). ``layers``: how
+    it reaches the cached layers (an overlay of their trees, or materialised;
+    context.StepLayers).
 
     With ``python_version`` (the runtime's), a failure caused by a missing module
     says why it is missing (``importcheck``).
@@ -51,6 +55,11 @@ def run_hook(
         # A file without #! is a shell script, as bash itself would run it.
         argv = ["bash", path]
     env = clean_env(exported_config(config_vars), path_first=[python.parent], exports=exports)
+    if layers is not None:
+        missing = _missing_interpreter(path, build_dir) if has_shebang else None
+        if missing is not None:  # the wrapper's shell would only say "not found"
+            raise errors.HOOK_FAILED.error(variant="not-started", hook=name, reason=missing)
+        argv = layers.argv(argv)
     try:
         run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:
@@ -66,3 +75,15 @@ def run_hook(
             exit_code=failed.exit_code, cause=cause, output=failed.tail, output_shown=True,
         ) from failed
     return True
+
+
+def _missing_interpreter(path: Path, build_dir: Path) -> str | None:
+    """Why the kernel would not start the hook's #! interpreter, if it would not."""
+    with open(path, "rb") as handle:
+        words = handle.readline()[2:].decode("utf-8", "replace").split()
+    if not words:
+        return f"[Errno 8] Exec format error: '{path}'"
+    interpreter = build_dir / words[0]  # a relative one is found from the working directory
+    if not os.access(interpreter, os.X_OK) or interpreter.is_dir():
+        return f"[Errno 2] No such file or directory: '{words[0]}' (its #! interpreter)"
+    return None

@@ -42,6 +42,7 @@ from typing import Protocol
 from packaging.version import Version
 
 from . import errors
+from .layer_overlay import LayerAccess
 from .log import Reporter
 from .proc import clean_env, exported_config
 from .shellwords import split_command
@@ -280,7 +281,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
                           reporter: Reporter, timeout: float = 60,
                           passed: tuple[Path, str] | None = None,
                           prepare: Callable[[], None] | None = None,
-                          shared: SharedChecks | None = None) -> None:
+                          shared: SharedChecks | None = None,
+                          layers: LayerAccess | None = None) -> None:
     """Import every process type's entry module with the slug's interpreter; a
     ModuleNotFoundError fails the build (``process-import-failed``), another
     failure is a warning (it may depend on the dyno's environment).
@@ -292,6 +294,8 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
     the interpreter starts (the build materialises layers shown by a view).
     ``shared`` (the build's cache registry) holds the passes of other machines, for
     the same layer key and modules: a fresh runner then needs no interpreter either.
+    ``layers``: how the interpreter reaches the cached layers (an overlay of their
+    trees, or materialised; context.StepLayers), instead of ``prepare``.
     """
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
     points = entry_points(process_types, console_scripts(site_packages), build_dir)
@@ -317,9 +321,10 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
         prepare()
     env = clean_env({**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
                      "PYTHONNOUSERSITE": "1"}, path_first=[python.parent])
+    probe: list[str | Path] = [str(python), "-c", _PROBE, *modules]
     try:
         completed = subprocess.run(
-            [str(python), "-c", _PROBE, *modules], cwd=build_dir, env=env,
+            layers.argv(probe) if layers is not None else probe, cwd=build_dir, env=env,
             stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
             timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -285,8 +285,16 @@ def take(previous: PreviousLayer, tree: Path, distributions: list[Distribution],
     symlinks = previous.index["symlinks"]
     wanted = [rel for dist in distributions for rel in dist.files]
     taken.dist_infos.update(dist.dist_info for dist in distributions)
+    made = {""}
     for parent in sorted({os.path.dirname(rel) for rel in wanted}):
-        os.makedirs(tree / parent, exist_ok=True)
+        # Parents sort before their children: one mkdir each, no existence checks.
+        missing = []
+        while parent not in made:
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        for directory in reversed(missing):
+            os.mkdir(os.path.join(tree, directory))
+            made.add(directory)
     regular = []
     for rel in wanted:
         if rel in symlinks:
@@ -307,21 +315,26 @@ def _link_checked(previous: PreviousLayer, source: Path, tree: Path, rels: list[
                   ) -> dict[str, tuple[int, int]]:
     files = previous.index["files"]
     linked = {}
+    source_dir, tree_dir = str(source), str(tree)
     for rel in rels:
+        origin, destination = f"{source_dir}/{rel}", f"{tree_dir}/{rel}"
         try:
-            st = os.lstat(source / rel)
+            st = os.lstat(origin)
         except OSError:
             raise NotIncremental(f"{rel} is gone from the previous layer") from None
         recorded = files[rel]
         if [st.st_size, st.st_mtime_ns, st.st_mode] != recorded[:3] or (
                 st.st_ctime_ns != (recorded[4] if len(recorded) > 4 else None)
-                and DIGESTS.sha256(source / rel)[0] != recorded[3]):
+                and DIGESTS.sha256(origin)[0] != recorded[3]):
             raise NotIncremental(f"{rel} of the previous layer changed")
         try:
-            link_or_copy(source / rel, tree / rel)
-        except OSError as error:  # discarded meanwhile by a build that found it damaged
-            raise NotIncremental(f"{rel} could not be taken ({error})") from None
-        st = os.lstat(tree / rel)
+            os.link(origin, destination)  # the same inode: its stat is the source's
+        except OSError:
+            try:
+                link_or_copy(origin, destination)  # a copy where links are impossible
+            except OSError as error:  # discarded meanwhile by a build that found it damaged
+                raise NotIncremental(f"{rel} could not be taken ({error})") from None
+            st = os.lstat(destination)
         linked[rel] = (st.st_dev, st.st_ino)
     return linked
 

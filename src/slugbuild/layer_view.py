@@ -8,11 +8,14 @@ layers' kept compressed parts. A view makes the layers readable at their mount
 by path with a few hundred symlinks: a directory only one layer has is one
 link to the cached tree; a directory several layers have is a real directory
 of the build holding links to their entries. Files are never shared with a
-build step through it: whatever runs a program of the slug or may write there
-(a hook, collectstatic, the entry-point import check, a later buildpack, NLTK
-data) first asks the build to materialise the layers (``BuildContext.materialise``:
-the view is removed and the layers restored as before, by hard links or
-copies). Layers that both hold the same file cannot be viewed; they are
+build step through it: collectstatic, the entry-point import check and a
+``post_compile`` hook run in a private mount namespace where the mount is an
+overlay of the cached trees, read-only (``BuildContext.step_layers``,
+layer_overlay.py); where that is not possible, and for the other steps that run
+a program of the slug or may write there (a later buildpack, NLTK data), the
+build first materialises the layers (``BuildContext.materialise``: the view is
+removed and the layers restored as before, by hard links or copies). Layers
+that both hold the same file cannot be viewed; they are
 materialised at once (the later one's file wins, as with a restore). Views are
 used only while the build holds the cache's link lock: no other build can then
 be writing into the cached files through links of its own.
@@ -126,6 +129,21 @@ class LayerView:
         self.directories.append(rel)
         for name, is_dir in listing.children(inner):
             self._link(listing, f"{inner}/{name}", f"{rel}/{name}", is_dir)
+
+    def holds_only_layers(self) -> bool:
+        """Whether everything at the mount is the view's (nothing a build step added
+        there, which an overlay of the layers' trees alone would hide)."""
+        known = set(self.links) | set(self.directories)
+        for rel in self.directories:
+            if not (rel == self.mount or rel.startswith(self.mount + "/")):
+                continue
+            try:
+                names = os.listdir(os.path.join(self.build_dir, rel))
+            except OSError:
+                return False
+            if any(f"{rel}/{name}" not in known for name in names):
+                return False
+        return True
 
     def remove(self) -> None:
         """Take the view out of the build directory (what a build step added inside

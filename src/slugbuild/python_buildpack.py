@@ -99,10 +99,11 @@ class PythonBuild:
                     if self.info.package_manager == "pip" else {})
         check_process_commands(build.build_dir, python, process_types, excluded, version,
                                self.lock_file)
-        check_process_imports(build.build_dir, python, process_types, version, self.lock_file,
-                              build.config_vars, build.reporter,
-                              passed=(build.cache.root / "checks", self.deps.key),
-                              prepare=build.materialise, shared=build.cache.remote)
+        with build.step_layers("the entry-point check") as layers:
+            check_process_imports(build.build_dir, python, process_types, version,
+                                  self.lock_file, build.config_vars, build.reporter,
+                                  passed=(build.cache.root / "checks", self.deps.key),
+                                  shared=build.cache.remote, layers=layers)
 
     def slug_fields(self) -> dict[str, Any]:
         """slug.json's runtime, package_manager, packages and frameworks."""
@@ -320,19 +321,19 @@ def python_stages(build: BuildContext, analysis: Analysis,
         before = set(os.listdir(build_dir))
         reuse = StaticReuse(build_dir, build.scratch, build.cache, reporter, (
             [(entry.mount, entry.layer.manifest["key"]) for entry in build.placed_layers]
-            if analysis.dependencies.own_tree else None), prepare=build.materialise,
+            if analysis.dependencies.own_tree else None),
             on_linked=None if build.copy_layers else build.release_links_at_close(build_dir))
-        ran = run_collectstatic(build_dir, info.manage_py, has_package(deps.packages, "django"),
-                                python, build.config_vars, reporter, runtime.version,
-                                lock_file, exports, reuse)
+        with build.step_layers("collectstatic") as layers:
+            ran = run_collectstatic(build_dir, info.manage_py,
+                                    has_package(deps.packages, "django"), python,
+                                    build.config_vars, reporter, runtime.version,
+                                    lock_file, exports, reuse, layers)
         if ran:
             build.static_dirs = sorted(set(os.listdir(build_dir)) - before)
 
-    with timer.stage("post_compile"):
-        if (build_dir / "bin" / POST_COMPILE).is_file():
-            build.materialise()
+    with timer.stage("post_compile"), build.step_layers("bin/post_compile") as layers:
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
-                 runtime.version, lock_file, exports)
+                 runtime.version, lock_file, exports, layers)
 
     with timer.stage("profile_d"):
         write_profile(build_dir)

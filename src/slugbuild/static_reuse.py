@@ -78,6 +78,8 @@ class StaticReuse:
     on_linked: Callable[[Layer], None] | None = None
     key: str | None = None
     before: dict[str, Stamp] = field(default_factory=dict)
+    # Set by before_run when the run sees the prefix through an overlay.
+    prefix_written: Callable[[], bool] | None = None
 
     def apply(self, env: Mapping[str, str], argv: list[str]) -> bool:
         """Put a kept output for these inputs into the build directory; whether one was.
@@ -124,15 +126,19 @@ class StaticReuse:
                                        reporter=self.reporter)
         return None
 
-    def before_run(self) -> None:
+    def before_run(self, prefix_written: Callable[[], bool] | None = None) -> None:
         """Just before collectstatic runs: the layers' files in place, and the build
-        directory's stat noted (``keep`` keeps what the run changes)."""
+        directory's stat noted (``keep`` keeps what the run changes).
+        ``prefix_written``: the run sees the prefix through an overlay (layer_overlay.py)
+        and this says whether it wrote there; the scans then leave the prefix out."""
         if self.prepare is not None:
             self.prepare()
+        self.prefix_written = prefix_written
         if self.key is None:
             return
         try:
-            self.before = _scan(self.build_dir, hash_app=False, skip_prefix=False)[0]
+            self.before = _scan(self.build_dir, hash_app=False,
+                                skip_prefix=prefix_written is not None)[0]
         except (OSError, _Unkeyable):
             self.key = None
 
@@ -140,8 +146,11 @@ class StaticReuse:
         """After a run: keep what it changed, for the next build with the same inputs."""
         if self.key is None:
             return
+        if self.prefix_written is not None and self.prefix_written():
+            return  # it wrote into the Python prefix: not reproducible from the key
         try:
-            after, _ = _scan(self.build_dir, hash_app=False, skip_prefix=False)
+            after, _ = _scan(self.build_dir, hash_app=False,
+                             skip_prefix=self.prefix_written is not None)
         except (OSError, _Unkeyable):
             return
         delta = _delta(self.before, after)

@@ -1,0 +1,323 @@
+"""Build steps run against the cached layer trees in place, through an overlay (issue 20).
+
+A step that runs a program of the slug (collectstatic, the entry-point import
+check) needs the runtime and dependency layers at ``.heroku/python`` as real
+files: Python finds its prefix through them. Materialising them
+(``BuildContext.materialise``: ~2,800 directories and ~6,800 hard links for a
+Django app) cost more than the step itself, and hard links expose the cached
+files to a step that writes in place.
+
+Here the step runs in a private mount namespace (``unshare --mount``) in which
+``.heroku/python`` is an overlay mount: the layers' cached trees are its lower
+layers (the later layer on top, as when they are placed), a scratch directory
+of the build its upper layer, and the layers' directories in the cache are
+bind-mounted read-only over themselves. The kernel never writes to a lower
+layer, so nothing the step does through the prefix changes a cached file; what
+it writes, deletes, renames or chmods there goes to the upper directory
+(copy-up). The read-only binds stop accidental writes by a layer's cache path;
+a step running with the builder's rights can still reach a cached file on
+purpose (uv's cache shares its inodes), which the layers' own stat and ctime
+checks catch (docs/security.md). The namespace ends with the step's last
+process; the build's own view of the directory (layer_view.py) is untouched.
+The upper directory is the step's to write too: ``apply_upper`` keeps what it
+applies inside the mount.
+
+Afterwards, when the upper directory holds anything, the build materialises the
+layers as before and applies what the step wrote on top of them (``apply_upper``:
+files copied as new files, whiteouts removed, opaque and renamed directories
+followed), so the slug holds what it would have held had the step run on
+materialised layers, and the cached files stay as published.
+
+Mechanisms, in order: as root (a CI runner, this machine), a mount namespace;
+otherwise an unprivileged user namespace mapping the user to root with the
+overlay's ``userxattr`` option (Linux 5.11 and later). A container without
+CAP_SYS_ADMIN and without user namespaces has neither: the build materialises,
+as before, and says so in the log. ``SLUGBUILD_LAYER_OVERLAY=0`` turns the overlay off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+OVERLAY_ENV = "SLUGBUILD_LAYER_OVERLAY"
+# What the overlay options cannot hold (they are separated by "," and ":").
+_UNSAFE = frozenset(",:\\\n\"'")
+# Mounts the overlay ("$1" options, "$2" target), then each read-only path up to "--",
+# then runs the step in its place (same process: the build's limits and kill apply).
+_SCRIPT = ('"$0" -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
+           'while [ "$1" != -- ]; do "$0" --bind -o ro "$1" "$1" || exit 125; shift; done; '
+           'shift; exec "$@"')
+
+
+class LayerAccess(Protocol):
+    """What a step that runs a program of the slug asks of the build (context.StepLayers)."""
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the step sees the prefix through an overlay (the build directory's
+        prefix cannot change)."""
+        ...
+
+    def argv(self, argv: Sequence[str | Path]) -> list[str | Path]:
+        """The command to run, the layers ready for it."""
+        ...
+
+    def prefix_written(self) -> bool:
+        """Whether the step wrote into the prefix (through the overlay)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """How a private mount namespace is had here: the ``unshare`` command and the
+    overlay's extra options and xattr namespace (``trusted.`` as root, ``user.``
+    in a user namespace)."""
+
+    name: str
+    unshare: tuple[str, ...]
+    options: str
+    xattrs: str
+
+    def command(self) -> list[str] | None:
+        """``unshare ... sh -c SCRIPT mount``, by absolute paths (the step's PATH is
+        the app's), or None when a tool is missing."""
+        tools = [shutil.which(name) for name in ("unshare", "sh", "mount")]
+        if None in tools:
+            return None
+        unshare, sh, mount = (str(tool) for tool in tools)
+        return [unshare, *self.unshare[1:], "--", sh, "-c", _SCRIPT, mount]
+
+
+# As root, a renamed lower directory is recorded (redirect_dir=on) and followed by
+# apply_upper; in a user namespace the kernel refuses that option (userxattr), and
+# renaming a cached directory fails with EXDEV (tools then copy, as across devices).
+_ROOT = Mechanism("mount namespace", ("unshare", "--mount", "--propagation", "private"),
+                  ",redirect_dir=on", "trusted.overlay.")
+_USERNS = Mechanism("user namespace", ("unshare", "--user", "--map-root-user", "--mount",
+                                       "--propagation", "private"),
+                    ",userxattr", "user.overlay.")
+_found: dict[str, Mechanism | None] = {}
+
+
+def overlay_wanted() -> bool:
+    """SLUGBUILD_LAYER_OVERLAY=0 materialises the layers for every step, as before."""
+    return os.environ.get(OVERLAY_ENV, "1").strip() not in ("0", "")
+
+
+def mechanism(scratch: Path) -> Mechanism | None:
+    """The first way this machine allows to mount an overlay privately, tried once per
+    process (a tiny overlay in ``scratch``); None when none works."""
+    if "found" not in _found:
+        candidates = [_ROOT, _USERNS] if os.geteuid() == 0 else [_USERNS]
+        _found["found"] = next((m for m in candidates if _works(m, scratch)), None)
+    return _found["found"]
+
+
+def _works(candidate: Mechanism, scratch: Path) -> bool:
+    command = candidate.command()
+    if command is None:
+        return False
+    base = Path(tempfile.mkdtemp(prefix="overlay-probe.", dir=scratch))
+    try:
+        for name in ("lower", "upper", "work", "merged"):
+            (base / name).mkdir()
+        (base / "lower" / "probe").write_text("")
+        options = (f"lowerdir={base / 'lower'},upperdir={base / 'upper'},"
+                   f"workdir={base / 'work'}{candidate.options}")
+        if any(char in _UNSAFE for char in str(base)):
+            return False
+        done = subprocess.run(
+            [*command, options, str(base / "merged"), str(base / "lower"), "--",
+             "test", "-f", str(base / "merged" / "probe")],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=20, check=False)
+        return done.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        _remove_scratch(base)
+
+
+@dataclass
+class OverlayMount:
+    """One mount shown by an overlay: its lower trees (top first) and its scratch."""
+
+    mount: str
+    lowers: list[Path]
+    upper: Path
+    work: Path
+
+
+@dataclass
+class OverlayRun:
+    """The overlays a step runs under, and what it wrote through them."""
+
+    build_dir: Path
+    mechanism: Mechanism
+    mounts: list[OverlayMount]
+    # Directories bind-mounted read-only in the step's namespace (the cached layers').
+    read_only: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, build_dir: Path, scratch: Path, found: Mechanism,
+                layers: Sequence[tuple[str, list[Path]]], read_only: Sequence[Path]
+                ) -> OverlayRun | None:
+        """Scratch directories for each mount's upper layer; None when a path cannot be
+        given to the overlay (it names its separators) or more than one mount is
+        asked for (one overlay per step today)."""
+        paths = [str(build_dir), str(scratch), *(str(p) for p in read_only),
+                 *(str(tree) for _, trees in layers for tree in trees)]
+        if len(layers) != 1 or any(char in _UNSAFE for path in paths for char in path):
+            return None
+        base = Path(tempfile.mkdtemp(prefix="overlay.", dir=scratch))
+        mounts = []
+        for mount, lowers in layers:
+            (base / "upper").mkdir()
+            (base / "work").mkdir()
+            mounts.append(OverlayMount(mount, lowers, base / "upper", base / "work"))
+        return cls(build_dir, found, mounts, list(read_only))
+
+    def argv(self, argv: Sequence[str | Path]) -> list[str | Path]:
+        """``argv`` run in a namespace of its own with the overlay mounted."""
+        (mount,) = self.mounts
+        options = (f"lowerdir={':'.join(str(tree) for tree in mount.lowers)},"
+                   f"upperdir={mount.upper},workdir={mount.work}"
+                   f"{self.mechanism.options}")
+        command = self.mechanism.command()
+        assert command is not None  # the mechanism was found with these tools
+        return [*command, options, str(self.build_dir / mount.mount),
+                *(str(path) for path in self.read_only), "--", *argv]
+
+    def written(self) -> bool:
+        """Whether the step wrote, deleted, renamed or chmodded anything in the prefix."""
+        return any(any(os.scandir(mount.upper)) for mount in self.mounts)
+
+    def apply(self) -> None:
+        """What the step wrote, onto the build's materialised layers."""
+        for mount in self.mounts:
+            apply_upper(mount.upper, self.build_dir / mount.mount, self.mechanism.xattrs)
+
+    def remove(self) -> None:
+        """The scratch directories (the overlay's work directory is left unreadable)."""
+        for mount in self.mounts:
+            _remove_scratch(mount.upper.parent)
+
+
+def apply_upper(upper: Path, target: Path, xattrs: str = "trusted.overlay.") -> None:
+    """Make the materialised ``target`` what the overlay showed: ``upper``'s files as
+    new files (never written through a hard link), its whiteouts removed, an opaque
+    directory's lower entries dropped, a renamed directory's lower entries moved
+    with it (``redirect``)."""
+    held = target.parent / f".{target.name}.renamed"
+    redirects = _redirects(upper, xattrs)
+    inside = os.path.realpath(target)
+    # A renamed directory's entries are taken before any whiteout removes their source;
+    # only from inside the mount (the upper directory is the step's to write: a
+    # redirect it set itself may name anything).
+    for index, (_, source) in enumerate(redirects.items()):
+        origin = target / source
+        real = os.path.realpath(origin)
+        if real.startswith(inside + os.sep) and origin.is_dir() and not origin.is_symlink():
+            shutil.copytree(origin, held / str(index), symlinks=True,
+                            copy_function=os.link)
+    held_for = {rel: held / str(index) for index, rel in enumerate(redirects)}
+    _apply_directory(upper, target, "", xattrs, held_for)
+    _remove(held)
+
+
+def _redirects(upper: Path, xattrs: str) -> dict[str, str]:
+    """Upper directories whose lower entries come from another path (a rename), by
+    their path, with the lower path they come from (both relative to the mount)."""
+    found: dict[str, str] = {}
+    pending = [("", "")]  # (path in the upper tree, path in the lower trees)
+    while pending:
+        rel, lower = pending.pop()
+        with os.scandir(upper / rel if rel else upper) as listing:
+            for entry in listing:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                child = f"{rel}/{entry.name}" if rel else entry.name
+                child_lower = f"{lower}/{entry.name}" if lower else entry.name
+                redirect = _xattr(entry.path, xattrs + "redirect")
+                if redirect is not None:
+                    text = redirect.decode("utf-8", "surrogateescape")
+                    child_lower = (text[1:] if text.startswith("/")
+                                   else (f"{lower}/{text}" if lower else text))
+                    # The kernel writes "/a/b" or a name; anything else (.., empty
+                    # parts) was set by the step: the directory gets no lower entries.
+                    if text.startswith("/") or "/" not in text:
+                        parts = child_lower.split("/")
+                        if not any(part in ("", ".", "..") for part in parts):
+                            found[child] = child_lower
+                            pending.append((child, child_lower))
+                            continue
+                    found[child] = ""
+                pending.append((child, child_lower))
+    return found
+
+
+def _apply_directory(upper: Path, target: Path, rel: str, xattrs: str,
+                     held_for: dict[str, Path]) -> None:
+    with os.scandir(upper / rel if rel else upper) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        child = f"{rel}/{entry.name}" if rel else entry.name
+        destination = target / child
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # a whiteout: removed
+            _remove(destination)
+        elif stat.S_ISDIR(st.st_mode):
+            opaque = _xattr(entry.path, xattrs + "opaque") == b"y"
+            if child in held_for:  # renamed: its lower entries moved with it (if any)
+                _remove(destination)
+                if held_for[child].is_dir():
+                    os.rename(held_for[child], destination)
+                else:
+                    destination.mkdir()
+            elif opaque or destination.is_symlink() or not destination.is_dir():
+                _remove(destination)
+                destination.mkdir()
+            os.chmod(destination, stat.S_IMODE(st.st_mode))
+            _apply_directory(upper, target, child, xattrs, held_for)
+        elif stat.S_ISLNK(st.st_mode):
+            _remove(destination)
+            os.symlink(os.readlink(entry.path), destination)
+        elif stat.S_ISREG(st.st_mode):
+            _remove(destination)
+            shutil.copy2(entry.path, destination)
+        elif stat.S_ISFIFO(st.st_mode):
+            _remove(destination)
+            os.mkfifo(destination, stat.S_IMODE(st.st_mode))
+        # A socket is not content: as on a materialised tree, the packer has no use for it.
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+def _remove(path: Path) -> None:
+    """``path`` gone, whatever it is."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _remove_scratch(base: Path) -> None:
+    """An overlay's scratch directory gone: the kernel leaves ``work/work`` with no
+    permissions (in a user namespace, the user could not list it otherwise)."""
+    for inner in base.glob("*/work"):
+        with contextlib.suppress(OSError):
+            os.chmod(inner, 0o700)
+    shutil.rmtree(base, ignore_errors=True)
