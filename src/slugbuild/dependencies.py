@@ -388,14 +388,17 @@ def find_or_install(
     python_version = runtime["inputs"]["version"]
     env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {})
     layer, name, key, inputs = _reusable_layer(cache, name, key, inputs, env_sha256, reporter)
-    outcome = functools.partial(
-        DependencyInstall, key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
-        installer.name, plan.version, baseline=baseline, plan=plan)
+
+    def outcome(layer: Layer, from_cache: bool, own_tree: Path | None = None
+                ) -> DependencyInstall:  # with the key of the layer found or installed
+        return DependencyInstall(key, tuple(files), "SHA256:" + file_sha256(app_dir / lock_file),
+                                 installer.name, plan.version, layer, from_cache, own_tree,
+                                 baseline=baseline, plan=plan)
+
     if layer is None:
-        with cache.lock("layers", name):
-            layer = _cached_layer(cache, name, key, reporter)
-            if layer is not None and built_wheels.built_elsewhere(layer.manifest, env_sha256):
-                layer = None  # published meanwhile by a build in another environment
+        with contextlib.ExitStack() as held:
+            layer, name, key, inputs = _locked_for_install(held, cache, name, key, inputs,
+                                                           env_sha256, reporter)
             if layer is None:
                 _explain_rebuild(cache, source_dir, planned.inputs, reporter)
                 if prefetch is not None:
@@ -434,6 +437,30 @@ def find_or_install(
                 return outcome(layer, False, own_tree)
     _remember(cache, source_dir, planned.inputs)
     return outcome(layer, True)
+
+
+def _locked_for_install(held: contextlib.ExitStack[Any], cache: Cache, name: str, key: str,
+                        inputs: dict[str, Any], env_sha256: str, reporter: Reporter
+                        ) -> tuple[Layer | None, str, str, dict[str, Any]]:
+    """Take (into ``held``) the lock of the layer this build would install, and return
+    the layer found under it, or None to install, with its name, key and inputs.
+
+    A layer another build published under the same name meanwhile, built from source
+    in another environment, is neither reused nor replaced: publishing over it would
+    swap the files of a layer that build is still using (its views link into it, its
+    pack reads its part by path). The install then goes under the environment's own
+    name and lock, as ``_reusable_layer`` does."""
+    for _ in range(2):  # the environment's own layer records this environment
+        held.enter_context(cache.lock("layers", name))
+        layer = _cached_layer(cache, name, key, reporter)
+        if layer is None or not built_wheels.built_elsewhere(layer.manifest, env_sha256):
+            return layer, name, key, inputs
+        held.close()  # released: the environment's layer has its own lock
+        reporter.detail(f"Not reusing dependency layer {name[:12]}: it was built from "
+                        f"source with other config vars or buildpack exports")
+        key, inputs = built_wheels.env_keyed(inputs, env_sha256)
+        name = key[:24]
+    raise AssertionError("an environment-keyed layer recorded another environment")
 
 
 def _reusable_layer(cache: Cache, name: str, key: str, inputs: dict[str, Any],

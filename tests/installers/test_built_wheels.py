@@ -3,9 +3,14 @@ build environment's hash, and the per-install cache views."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 
+from slugbuild import dependencies
+from slugbuild.cache import Cache
 from slugbuild.installers import built_wheels
 from slugbuild.installers.built_wheels import (
     BUILD_ENV_INPUT,
@@ -17,6 +22,7 @@ from slugbuild.installers.built_wheels import (
     env_keyed,
     installed_from_source,
 )
+from slugbuild.log import Reporter
 
 
 def test_the_build_environment_is_the_apps_config_vars_and_exports():
@@ -116,3 +122,41 @@ def test_job_views_are_per_build_environment(tmp_path):
     other = built_wheels.job_cache_dir(tmp_path, tmp_path / "s3", "pip", {"A": "2"}, {})
     assert (same / "wheels").is_symlink()
     assert not (other / "wheels").exists()
+
+
+def _lock_is_free(cache, name):
+    with open(cache.root / "locks" / f"layers-{name}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_a_layer_published_meanwhile_from_another_environment_is_never_replaced(tmp_path):
+    # Another build, in another environment, published the plain key's layer between
+    # this build's lookup and its lock: this build installs under its environment's own
+    # name and lock, and leaves that layer (which the other build is using) alone.
+    cache = Cache(tmp_path / "cache")
+    inputs = {"files": {"requirements.txt": "0" * 64}}
+    key = hashlib.sha256(b"plain").hexdigest()
+    name = key[:24]
+    with cache.new_layer("layers", name, key, {**inputs, BUILD_ENV_INPUT: "theirs"}) as tree:
+        (tree / "built.txt").write_text("theirs")
+    before = os.stat(cache.root / "layers" / name).st_ino
+    reporter = Reporter(quiet=True)
+    with contextlib.ExitStack() as held:
+        layer, got_name, got_key, got_inputs = dependencies._locked_for_install(
+            held, cache, name, key, inputs, "mine", reporter)
+        assert layer is None
+        assert (got_key, got_inputs) == env_keyed(inputs, "mine")
+        assert got_name == got_key[:24] != name
+        assert not _lock_is_free(cache, got_name) and _lock_is_free(cache, name)
+    assert os.stat(cache.root / "layers" / name).st_ino == before
+    # The environment that built it reuses it, under its lock.
+    with contextlib.ExitStack() as held:
+        layer, got_name, got_key, _ = dependencies._locked_for_install(
+            held, cache, name, key, inputs, "theirs", reporter)
+        assert layer is not None and (got_name, got_key) == (name, key)
+        assert not _lock_is_free(cache, name)
