@@ -235,3 +235,43 @@ def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
     with pytest.raises(ArtifactInvalid), cache.lock("layers", NAME):
         materialise(cache, crafted, records.layer_problems, part_only=True)
     assert cache.lookup("layers", NAME, KEY, lazy=True) is None
+
+
+def _replace_by_publish(cache: Cache, layer: Layer) -> Path:
+    """What Cache.publish does to the layer's name: the old directory moved aside, a new
+    one renamed in. Returns the old directory's new place."""
+    fresh = cache.scratch_dir("fresh") / "layer"
+    fresh.mkdir()
+    (fresh / "manifest.json").write_text("{}")
+    aside = cache.scratch_dir("aside") / "layer"
+    os.rename(layer.path, aside)
+    os.rename(fresh, layer.path)
+    return aside
+
+
+def test_a_tree_is_never_written_into_a_layer_published_meanwhile(pulled, monkeypatch) -> None:
+    import slugbuild.layer_artifact as layer_artifact
+
+    cache, layer, _ = pulled
+    extract = layer_artifact._extract
+    moved: list[Path] = []
+
+    def extract_then_republish(*args: object) -> None:
+        extract(*args)  # type: ignore[arg-type]
+        moved.append(_replace_by_publish(cache, layer))
+
+    monkeypatch.setattr(layer_artifact, "_extract", extract_then_republish)
+    with pytest.raises(layer_artifact.ArtifactInvalid, match="replaced"):
+        ensure_tree(cache, layer)
+    assert sorted(os.listdir(layer.path)) == ["manifest.json"]  # the new layer: untouched
+    assert (moved[0] / TREE).is_dir() and (moved[0] / FILE_INDEX).is_file()
+
+
+def test_a_layer_replaced_before_its_tree_is_written_is_refused(pulled) -> None:
+    import slugbuild.layer_artifact as layer_artifact
+
+    cache, layer, _ = pulled
+    _replace_by_publish(cache, layer)
+    with pytest.raises(layer_artifact.ArtifactInvalid, match="replaced"):
+        ensure_tree(cache, layer)
+    assert sorted(os.listdir(layer.path)) == ["manifest.json"]

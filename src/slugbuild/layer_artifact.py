@@ -1134,14 +1134,23 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     hold); the tree is unpacked from the kept part into scratch, each file checked
     against the index, files.json written, then renamed into place: a crash leaves
     the layer part-only, never a half tree. Raises ArtifactInvalid when the part or
-    its record is wrong (the caller discards the layer), OSError when the disk is."""
+    its record is wrong (the caller discards the layer), OSError when the disk is.
+
+    A build holding the layer's build lock may publish another layer under the same
+    name meanwhile: the layer's directory is held open (its inode cannot be reused),
+    checked to be the one looked up before and after the record and part are read,
+    and files.json and the tree are renamed into that directory through its
+    descriptor, so they never land in the new layer's directory; ArtifactInvalid
+    when it was replaced."""
     if not layer.lazy:
         return layer
     kind, name, path = layer.path.parent.name, layer.path.name, layer.path
-    with cache.lock(kind, f"{name}.tree"):
+    with cache.lock(kind, f"{name}.tree"), _held_directory(path) as held:
         if not (path / TREE).is_dir():
+            _still_the_layer(path, held, layer.inode)
             record = _part_only_record(path)
             data = _kept_bytes(layer, record)
+            _still_the_layer(path, held, layer.inode)
             files, symlinks, dirs = _expected(record["index"])
             scratch = cache.scratch_dir(f"tree-{name}")
             try:
@@ -1155,11 +1164,42 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
                 if made != files or index["symlinks"] != symlinks:
                     raise ArtifactInvalid("the written tree differs from the layer index")
                 index["checked"] = True  # its RECORDs passed on the stub, same index
-                write_json_atomic(path / FILE_INDEX, index, compact=True)
-                os.rename(tree, path / TREE)
+                write_json_atomic(scratch / FILE_INDEX, index, compact=True)
+                into = _by_descriptor(held, path)
+                os.rename(scratch / FILE_INDEX, into / FILE_INDEX)
+                os.rename(tree, into / TREE)
+                _still_the_layer(path, held, layer.inode)  # else its tree is not at path
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     return Layer(path, layer.manifest, layer.published, layer.inode)
+
+
+@contextlib.contextmanager
+def _held_directory(path: Path) -> Iterator[int]:
+    """A descriptor of the directory ``path`` names now, closed on exit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError as exc:
+        raise ArtifactInvalid("another build removed it meanwhile") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _by_descriptor(held: int, path: Path) -> Path:
+    """A path that names the directory ``held`` whatever is renamed meanwhile (Linux's
+    /proc/self/fd); ``path`` where there is no /proc."""
+    by_fd = Path(f"/proc/self/fd/{held}")
+    return by_fd if by_fd.is_dir() else path
+
+
+def _still_the_layer(path: Path, held: int, inode: int) -> None:
+    """ArtifactInvalid unless ``path`` still names the directory ``held`` and that is
+    the layer looked up (``inode``; 0: not recorded)."""
+    ino = os.fstat(held).st_ino
+    if (inode and ino != inode) or os.stat(path).st_ino != ino:
+        raise ArtifactInvalid("another build replaced it meanwhile")
 
 
 def tree_or_none(cache: Cache, layer: Layer) -> Layer | None:
