@@ -8,6 +8,8 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
+from pathlib import Path
 
 from slugbuild import dependencies
 from slugbuild.cache import Cache
@@ -160,3 +162,24 @@ def test_a_layer_published_meanwhile_from_another_environment_is_never_replaced(
             held, cache, name, key, inputs, "theirs", reporter)
         assert layer is not None and (got_name, got_key) == (name, key)
         assert not _lock_is_free(cache, name)
+
+
+def test_an_install_never_runs_with_the_installers_caches_off(tmp_path):
+    # Built-from-source detection reads the wheels an install's builds leave in its
+    # cache partition: a config var or a buildpack export turning the cache off would
+    # hide them (the layer then recorded no build environment and was shared).
+    from slugbuild.installers import InstallJob
+    from slugbuild.installers.pip import pip_env
+    from slugbuild.installers.uv import uv_env
+
+    off = {"PIP_NO_CACHE_DIR": "1", "UV_NO_CACHE": "1"}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    job = InstallJob(python=Path(sys.executable), python_version="3.12.0",
+                     app_dir=tmp_path, lock_file="requirements.txt",
+                     config_vars={**off, "LDSHARED": "cc -shared", "X": "1"},
+                     cache=Cache(tmp_path / "cache"), reporter=Reporter(quiet=True),
+                     scratch=scratch, exports=dict(off))
+    for env in (uv_env(job), pip_env(job.config_vars, job=job)):
+        assert not set(off) & set(env) and env["X"] == "1"
+    assert "UV_CACHE_DIR" in uv_env(job)

@@ -39,6 +39,9 @@ BUILD_ENV_INPUT = "build_env_sha256"
 BUILT_WHEELS_DIR = "built-wheels"
 # Cache buckets that hold wheels an installer built from source.
 BUILT_BUCKETS = {"uv": re.compile(r"sdists-v\d+"), "pip": re.compile(r"wheels")}
+# Variables that turn an installer's cache off (a config var or a buildpack export):
+# a package built then leaves no wheel in the partition ``from_source`` reads.
+CACHE_DISABLING = ("PIP_NO_CACHE_DIR", "UV_NO_CACHE")
 
 
 def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str]) -> str:
@@ -165,6 +168,13 @@ def adopt_job_caches(cache_root: Path, scratch: Path, config_vars: Mapping[str, 
     for tool in BUILT_BUCKETS:
         adopt(scratch / "installer-caches" / tool, shared_cache(cache_root, tool),
               partition(cache_root, tool, env_sha256), tool)
+
+
+def cache_kept(env: Mapping[str, str]) -> dict[str, str]:
+    """An install's environment without the variables that turn the installers' caches
+    off: slugbuild's cache is its own (no app fills a user's disk), and a build from
+    source that caches nothing would go unseen by ``from_source``."""
+    return {k: v for k, v in env.items() if k not in CACHE_DISABLING}
 
 
 def from_source(scratch: Path, site_packages: Path) -> bool:

@@ -268,12 +268,13 @@ def pip_env(config_vars: Mapping[str, str], extra: Mapping[str, str] | None = No
     ``job``, packages built from source are built in its scratch directory
     (``build_env``).
     """
-    return clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
-                      "PIP_INDEX_URL": config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
-                      # Nothing written into the interpreter's tree (see uv_env).
-                      "PYTHONDONTWRITEBYTECODE": "1",
-                      **(build_env(job) if job is not None else {}),
-                      **(extra or {})}, exports=job.exports if job is not None else None)
+    env = clean_env({**exported_config(config_vars), "PIP_CONFIG_FILE": os.devnull,
+                     "PIP_INDEX_URL": config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL,
+                     # Nothing written into the interpreter's tree (see uv_env).
+                     "PYTHONDONTWRITEBYTECODE": "1",
+                     **(build_env(job) if job is not None else {}),
+                     **(extra or {})}, exports=job.exports if job is not None else None)
+    return built_wheels.cache_kept(env) if job is not None else env
 
 
 def local_package_failure(job: InstallJob, local: list[str]) -> errors.SlugbuildError | None:

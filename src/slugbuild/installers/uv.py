@@ -67,8 +67,8 @@ def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str,
     """The environment of a uv run: build config vars, never the host's uv/pip config."""
     cache = built_wheels.job_cache_dir(job.cache.root, job.scratch, "uv", job.config_vars,
                                        job.exports)
-    return uv_tool_env(job.config_vars, job.cache.root, {
-        **build_env(job), "UV_CACHE_DIR": str(cache), **(extra or {})}, job.exports)
+    return built_wheels.cache_kept(uv_tool_env(job.config_vars, job.cache.root, {
+        **build_env(job), "UV_CACHE_DIR": str(cache), **(extra or {})}, job.exports))
 
 
 def uv_tool_env(config_vars: Mapping[str, str], cache_root: Path,
