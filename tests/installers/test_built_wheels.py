@@ -183,3 +183,20 @@ def test_an_install_never_runs_with_the_installers_caches_off(tmp_path):
     for env in (uv_env(job), pip_env(job.config_vars, job=job)):
         assert not set(off) & set(env) and env["X"] == "1"
     assert "UV_CACHE_DIR" in uv_env(job)
+
+
+def test_a_build_the_installer_reports_counts_even_with_nothing_cached(tmp_path):
+    # pip builds some sdists into an ephemeral cache it deletes: only its output
+    # (and uv's "Built" lines) tells that anything was built.
+    site = tmp_path / "site"
+    _dist(site, "oddname", "1.0")  # from an index, no direct_url.json, no cached wheel
+    for output, built in (
+            ("Resolved 1 package in 12ms\nInstalled 1 package in 3ms\n + oddname==1.0\n",
+             False),
+            ("   Building oddname==1.0\n      Built oddname==1.0\n", True),  # uv
+            ("  Building wheel for oddname (pyproject.toml): started\n", True),  # pip
+            ("Created wheel for oddname: filename=oddname-1.0-py3-none-any.whl\n", True)):
+        scratch = tmp_path / f"scratch-{len(output)}"
+        scratch.mkdir()
+        built_wheels.note_builds(scratch, output)
+        assert built_wheels.from_source(scratch, site) is built, output

@@ -42,6 +42,11 @@ BUILT_BUCKETS = {"uv": re.compile(r"sdists-v\d+"), "pip": re.compile(r"wheels")}
 # Variables that turn an installer's cache off (a config var or a buildpack export):
 # a package built then leaves no wheel in the partition ``from_source`` reads.
 CACHE_DISABLING = ("PIP_NO_CACHE_DIR", "UV_NO_CACHE")
+# Lines pip ("Building wheel for x", "Created wheel for x") and uv ("Built x") print
+# when they build a package from source.
+_BUILD_LINE = re.compile(r"\s*(Building wheel for |Created wheel for |Built )")
+# In an install's scratch directory: its output showed a build from source.
+BUILT_MARKER = "built-from-source"
 
 
 def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str]) -> str:
@@ -177,9 +182,21 @@ def cache_kept(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in CACHE_DISABLING}
 
 
+def note_builds(scratch: Path, output: str) -> None:
+    """Mark an install in ``scratch`` as having built from source when the installer's
+    ``output`` says so: seen by ``from_source`` even when no built wheel was cached
+    (pip's ephemeral cache for a wheel it does not keep, a cache turned off)."""
+    if any(_BUILD_LINE.match(line) for line in output.splitlines()):
+        (scratch / BUILT_MARKER).touch()
+
+
 def from_source(scratch: Path, site_packages: Path) -> bool:
     """Whether the install into ``site_packages``, made with the cache views of an
-    install in ``scratch`` (``job_cache_dir``), built anything from source."""
+    install in ``scratch`` (``job_cache_dir``), built anything from source: its
+    output said so (``note_builds``), a built wheel of it is cached, or a
+    distribution came from a direct reference that is not a wheel."""
+    if (scratch / BUILT_MARKER).exists():
+        return True
     built: set[tuple[str, str]] = set()
     for tool in BUILT_BUCKETS:
         built |= built_projects(scratch / "installer-caches" / tool, tool)

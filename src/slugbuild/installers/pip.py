@@ -172,8 +172,9 @@ class PipBackend:
         warn_extra_indexes(job, settings, "pip")
         with _prefix_environment(job) as python:
             try:
-                run_tool(self.command(job, python), job.reporter,
-                         pip_env(job.config_vars, job=job), cwd=job.app_dir)
+                built_wheels.note_builds(job.scratch, run_tool(
+                    self.command(job, python), job.reporter,
+                    pip_env(job.config_vars, job=job), cwd=job.app_dir))
             except ToolFailed as failed:
                 local = local_requirements(job.app_dir, job.lock_file)
                 raise (local_package_failure(job, local) or install_failed(

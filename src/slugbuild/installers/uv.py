@@ -407,7 +407,8 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     before = _dist_infos(site_packages)
     env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
-        run_tool(argv, job.reporter, env, cwd=job.app_dir)
+        built_wheels.note_builds(job.scratch,
+                                 run_tool(argv, job.reporter, env, cwd=job.app_dir))
         changed, overlapped, winners = check_installed(site_packages,
                                                        _dist_infos(site_packages) - before)
         for projects, paths in sorted(_overlap_pairs(overlapped).items()):
@@ -426,8 +427,9 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             run_tool([uv_binary(), "cache", "clean", *names], job.reporter, env, show=False)
         names = sorted({dist_info.split("-")[0] for dist_info in changed} | winners)
         if names:
-            run_tool([*argv, *(f"--reinstall-package={name}" for name in names)],
-                     job.reporter, env, cwd=job.app_dir, show=bool(changed))
+            built_wheels.note_builds(job.scratch, run_tool(
+                [*argv, *(f"--reinstall-package={name}" for name in names)],
+                job.reporter, env, cwd=job.app_dir, show=bool(changed)))
     except ToolFailed as failed:
         if raw:
             raise
