@@ -235,3 +235,36 @@ def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
     with pytest.raises(ArtifactInvalid), cache.lock("layers", NAME):
         materialise(cache, crafted, records.layer_problems, part_only=True)
     assert cache.lookup("layers", NAME, KEY, lazy=True) is None
+
+
+def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
+        tmp_path: Path) -> None:
+    """Pulled without a stack record (or with the empty one a missing tree gave), its
+    ELF facts are not read from the tree it does not have: nothing is kept, the record
+    is not shared on, and reading them once the tree is written keeps the real ones."""
+    from slugbuild.stack_compat import keep_stack_record, stack_record_kept
+
+    source = _source_layer(tmp_path / "source")
+    empty = {"format": 1, "elves": [], "present": []}  # what a missing tree read as
+    (source.packed_parts / STACK_RECORD).write_text(json.dumps(empty))
+    artifact = make_artifact(source, SPACE)  # its tree is read again: the real record
+    assert artifact is not None
+    assert "bin/demo-again" in json.loads(artifact.config)["part"]["stack"]["present"]
+    store = LayoutStore(tmp_path / "layout", create=True)
+    push_artifact(store, artifact)
+    fetched = fetch_artifact(store, SPACE, "layers", KEY)
+    assert fetched is not None
+    del fetched.config["part"]["stack"]  # as from an exporter that had none
+    cache = Cache(tmp_path / "puller")
+    with cache.lock("layers", NAME):
+        layer = materialise(cache, fetched, records.layer_problems, part_only=True)
+    record = layer.packed_parts / STACK_RECORD
+    assert layer.lazy and not layer.tree.exists() and not stack_record_kept(record)
+    with pytest.raises(FileNotFoundError):
+        keep_stack_record(layer.tree, record)
+    assert not record.exists()
+    record.write_text(json.dumps(empty))  # an older build's: not taken as kept
+    assert not stack_record_kept(record)
+    written = ensure_tree(cache, layer)
+    _, present = _layer_elf_files(written.tree, record)
+    assert "bin/demo" in present and stack_record_kept(record)

@@ -65,7 +65,7 @@ from .cache import (
 )
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
-from .stack_compat import STACK_RECORD, keep_stack_record
+from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -279,11 +279,11 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     if not layer.lazy and kind not in TREE_PART_KINDS:
         # Its ELF files' facts (stack_compat.py), read now if no build kept them yet: a
         # puller then needs neither to read them again nor to write the tree for them.
-        keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
-    try:
-        part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
-    except (OSError, ValueError):
-        pass
+        with contextlib.suppress(OSError):  # its tree gone: shared without the record
+            keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
+    if stack_record_kept(layer.packed_parts / STACK_RECORD):  # never an empty or bad one
+        with contextlib.suppress(OSError, ValueError):
+            part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
     config_data: dict[str, Any] = {
         "format": ARTIFACT_FORMAT, "namespace": space, "kind": kind, "name": manifest["name"],
         "key": key, "inputs": manifest.get("inputs", {}), "part": part_info,
