@@ -21,6 +21,7 @@ from slugbuild import records
 from slugbuild.cache import FILE_INDEX, PART_ONLY, TREE, Cache, Layer
 from slugbuild.layer_artifact import (
     STUB,
+    Fetched,
     LayoutStore,
     ensure_tree,
     fetch_artifact,
@@ -77,16 +78,22 @@ def _source_layer(root: Path) -> Layer:
     return layer
 
 
-@pytest.fixture
-def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
-    """(the puller's cache, its part-only layer, the source layer)."""
-    source = _source_layer(tmp_path / "source")
+def _fetched(source: Layer, tmp_path: Path) -> Fetched:
+    """``source``'s artifact, pushed to an OCI layout and fetched back as a puller does."""
     artifact = make_artifact(source, SPACE)
     assert artifact is not None
     store = LayoutStore(tmp_path / "layout", create=True)
     push_artifact(store, artifact)
     fetched = fetch_artifact(store, SPACE, "layers", KEY)
     assert fetched is not None
+    return fetched
+
+
+@pytest.fixture
+def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
+    """(the puller's cache, its part-only layer, the source layer)."""
+    source = _source_layer(tmp_path / "source")
+    fetched = _fetched(source, tmp_path)
     cache = Cache(tmp_path / "puller")
     with cache.lock("layers", NAME):
         layer = materialise(cache, fetched, records.layer_problems, part_only=True)
@@ -247,13 +254,8 @@ def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
     source = _source_layer(tmp_path / "source")
     empty = {"format": 1, "elves": [], "present": []}  # what a missing tree read as
     (source.packed_parts / STACK_RECORD).write_text(json.dumps(empty))
-    artifact = make_artifact(source, SPACE)  # its tree is read again: the real record
-    assert artifact is not None
-    assert "bin/demo-again" in json.loads(artifact.config)["part"]["stack"]["present"]
-    store = LayoutStore(tmp_path / "layout", create=True)
-    push_artifact(store, artifact)
-    fetched = fetch_artifact(store, SPACE, "layers", KEY)
-    assert fetched is not None
+    fetched = _fetched(source, tmp_path)  # its tree is read again: the real record
+    assert "bin/demo-again" in fetched.config["part"]["stack"]["present"]
     del fetched.config["part"]["stack"]  # as from an exporter that had none
     cache = Cache(tmp_path / "puller")
     with cache.lock("layers", NAME):
@@ -268,3 +270,30 @@ def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
     written = ensure_tree(cache, layer)
     _, present = _layer_elf_files(written.tree, record)
     assert "bin/demo" in present and stack_record_kept(record)
+
+
+def test_a_part_not_written_publishes_no_part_only_layer(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept part is a part-only layer's only copy of its files: a disk that refuses
+    it fails the pull (the machine's error, for the caller), and no layer without a
+    part is published nor any scratch left."""
+    import errno
+
+    from slugbuild import layer_artifact
+
+    fetched = _fetched(_source_layer(tmp_path / "source"), tmp_path)
+    real_write = layer_artifact.write_bytes_atomic
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.name.endswith(".gz"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(layer_artifact, "write_bytes_atomic", full_disk)
+    cache = Cache(tmp_path / "puller")
+    with pytest.raises(OSError) as raised, cache.lock("layers", NAME):
+        materialise(cache, fetched, records.layer_problems, part_only=True)
+    assert raised.value.errno == errno.ENOSPC
+    assert cache.lookup("layers", NAME, KEY, lazy=True) is None
+    assert not (cache.root / "layers" / NAME).exists()
+    assert not [entry for entry in (cache.root / "tmp").iterdir() if NAME in entry.name]

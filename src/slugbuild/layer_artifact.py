@@ -976,7 +976,8 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
             (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
         layer = Layer(scratch, {}, published=False)
         digest = hashlib.sha256(fetched.part).hexdigest()
-        _keep_part(layer, part_name, fetched.part, raw_size, digest)
+        # Its only copy of the files: not written (a full disk), nothing is published.
+        _write_part(layer, part_name, fetched.part, raw_size, digest)
         _keep_part_records(layer, part_name, config["part"])
         write_json_atomic(scratch / PART_ONLY, {
             "format": PART_ONLY_FORMAT,
@@ -1277,14 +1278,21 @@ def _safe_name(name: str) -> str:
 
 def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int,
                sha256: str | None = None) -> None:
-    """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort."""
+    """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort
+    (a layer with its tree packs from the tree without it)."""
+    with contextlib.suppress(OSError):
+        _write_part(layer, name, data, raw_size, sha256)
+
+
+def _write_part(layer: Layer, name: str, data: bytes, raw_size: int,
+                sha256: str | None = None) -> None:
+    """``_keep_part``, OSError when not written: a part-only layer is nothing without it."""
     directory = layer.packed_parts
     record = json.dumps({"sha256": sha256 or hashlib.sha256(data).hexdigest(),
                          "raw_size": raw_size})
-    with contextlib.suppress(OSError):
-        directory.mkdir(exist_ok=True)
-        write_bytes_atomic(directory / f"{name}.gz", data)
-        write_bytes_atomic(directory / f"{name}.json", record.encode())
+    directory.mkdir(exist_ok=True)
+    write_bytes_atomic(directory / f"{name}.gz", data)
+    write_bytes_atomic(directory / f"{name}.json", record.encode())
 
 
 # --- an OCI image layout directory as a store ----------------------------------------------
