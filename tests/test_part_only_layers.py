@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +298,45 @@ def test_a_part_not_written_publishes_no_part_only_layer(tmp_path: Path,
     assert cache.lookup("layers", NAME, KEY, lazy=True) is None
     assert not (cache.root / "layers" / NAME).exists()
     assert not [entry for entry in (cache.root / "tmp").iterdir() if NAME in entry.name]
+
+
+def _viewed_build(layer: Layer, limit: int = 0, failed: bool = False) -> Any:
+    """The few fields of a build layer_checks reads, for ``layer`` shown by a view
+    (its part's preparation failed if ``failed``)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from slugbuild.cache import Restored
+    from slugbuild.context import PlacedLayer
+    from slugbuild.slug_size import SizeLimit
+
+    future: Future[int] = Future()
+    if failed:
+        future.set_exception(OSError("its part could not be prepared"))
+    else:
+        future.set_result(0)
+    return SimpleNamespace(placed_layers=[PlacedLayer(layer, ".heroku/python",
+                                                      Restored(view=True))],
+                           part_sizes=[future], size_cap=SizeLimit(limit, True, "test"))
+
+
+def test_a_viewed_part_only_layers_symlinks_are_checked(pulled,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It has no files.json: its symlinks are read from its part-only record, so they
+    are held to the slug's link rule as a layer with its tree's are."""
+    from slugbuild import layer_checks
+
+    cache, layer, _ = pulled
+    checked: list[tuple[str, str]] = []
+    monkeypatch.setattr(layer_checks, "link_problem",
+                        lambda path, target: checked.append((path, target)))
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(layer))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]
+    checked.clear()
+    written = ensure_tree(cache, layer)  # then from its files.json
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(written))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]
+    checked.clear()
+    (written.path / FILE_INDEX).unlink()  # and without one, from its tree
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(written))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]

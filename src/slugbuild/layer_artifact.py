@@ -1128,6 +1128,13 @@ def kept_part_name(layer: Layer) -> str | None:
         return None
 
 
+def part_only_index(layer: Layer) -> dict[str, Any]:
+    """A part-only layer's checked index (``files``: rel -> [size, mode, sha256],
+    ``symlinks``, ``dirs``, ``host_paths``): what a check reads from files.json for a
+    layer with its tree. ArtifactInvalid if unreadable; the caller must not change it."""
+    return cast(dict[str, Any], _part_only_record(layer.path)["index"])
+
+
 def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     """The layer with its tree written: what every step that reads, runs or writes a
     part-only layer's files calls first (the one place a part-only layer's tree is

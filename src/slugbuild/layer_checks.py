@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors, relocate, slug_size
-from .cache import FILE_INDEX, Restored, read_index
+from .cache import FILE_INDEX, Layer, Restored, read_index
 from .context import BuildContext, PlacedLayer
+from .layer_artifact import ArtifactInvalid, part_only_index
 from .pack import LayerPart
 from .slug.archive import link_problem
 from .tree import walk_sorted
@@ -92,13 +93,30 @@ def refuse_viewed_links_leaving_slug(build: BuildContext) -> None:
     for entry in build.placed_layers:
         if not entry.placed.view:
             continue
-        index = read_index(entry.layer.path / FILE_INDEX) or {"symlinks": {}}
-        for rel, target in sorted(index["symlinks"].items()):
+        for rel, target in sorted(_layer_symlinks(entry.layer).items()):
             path = f"{entry.mount}/{rel}"
             problem = link_problem(path, target)
             if problem is not None:
                 raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=path,
                                                        target=target)
+
+
+def _layer_symlinks(layer: Layer) -> dict[str, str]:
+    """A layer's symlinks (rel -> target): from its files.json, a part-only layer's
+    from its part-only record (it has no files.json), else read from its tree."""
+    index = read_index(layer.path / FILE_INDEX)
+    if index is None and layer.lazy:
+        with contextlib.suppress(ArtifactInvalid):  # e.g. its tree written meanwhile
+            index = part_only_index(layer)
+    if index is not None:
+        return dict(index["symlinks"])
+    links = {}
+    for directory, dirnames, filenames in os.walk(layer.tree):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                links[os.path.relpath(path, layer.tree)] = os.readlink(path)
+    return links
 
 
 def check_layers(build: BuildContext) -> LayerCheck:
