@@ -340,3 +340,18 @@ def test_a_viewed_part_only_layers_symlinks_are_checked(pulled,
     (written.path / FILE_INDEX).unlink()  # and without one, from its tree
     layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(written))
     assert checked == [(".heroku/python/bin/demo-again", "demo")]
+
+
+def test_a_part_only_layer_whose_part_failed_counts_toward_the_size_limit(pulled) -> None:
+    """Its part's preparation failed: it counts as its kept part's size (what it adds
+    to the slug), never as 0, so a slug over the limit fails before collectstatic."""
+    from slugbuild import errors
+    from slugbuild.layer_checks import check_layers_size
+
+    _, layer, _ = pulled
+    [kept] = layer.packed_parts.glob("*.gz")
+    size = kept.stat().st_size
+    check_layers_size(_viewed_build(layer, limit=size, failed=True))
+    with pytest.raises(errors.SlugbuildError) as raised:
+        check_layers_size(_viewed_build(layer, limit=size - 1, failed=True))
+    assert raised.value.code == "slug-too-large"
