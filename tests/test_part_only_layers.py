@@ -245,8 +245,26 @@ def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
     assert cache.lookup("layers", NAME, KEY, lazy=True) is None
 
 
+def _place_by_view(cache: Cache, layer: Layer) -> None:
+    """BuildContext.place_layer for ``layer`` shown by a view, its background work
+    waited for (the fields it reads, not a whole build)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from slugbuild.cache import Restored
+    from slugbuild.context import BuildContext
+
+    with ThreadPoolExecutor(max_workers=2) as background:
+        build = SimpleNamespace(placed_layers=[], part_sizes=[], background=background,
+                                cache=cache, layout="herokuish", epoch=None,
+                                layer_host_paths={})
+        BuildContext.place_layer(build, layer, ".heroku/python",  # type: ignore[arg-type]
+                                 Restored(view=True))
+    assert [future.result() for future in build.part_sizes][0] > 0
+
+
 def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pulled without a stack record (or with the empty one a missing tree gave), its
     ELF facts are not read from the tree it does not have: nothing is kept, the record
     is not shared on, and reading them once the tree is written keeps the real ones."""
@@ -263,6 +281,12 @@ def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
         layer = materialise(cache, fetched, records.layer_problems, part_only=True)
     record = layer.packed_parts / STACK_RECORD
     assert layer.lazy and not layer.tree.exists() and not stack_record_kept(record)
+    from slugbuild import context
+
+    read: list[Path] = []
+    monkeypatch.setattr(context, "keep_stack_record", lambda tree, kept: read.append(tree))
+    _place_by_view(cache, layer)  # its part prepared in the background, no ELF read
+    assert read == [] and not record.exists() and not layer.tree.exists()
     with pytest.raises(FileNotFoundError):
         keep_stack_record(layer.tree, record)
     assert not record.exists()
