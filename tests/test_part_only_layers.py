@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from slugbuild import records
 from slugbuild.cache import FILE_INDEX, PART_ONLY, TREE, Cache, Layer
 from slugbuild.layer_artifact import (
     STUB,
+    Fetched,
     LayoutStore,
     ensure_tree,
     fetch_artifact,
@@ -77,16 +79,22 @@ def _source_layer(root: Path) -> Layer:
     return layer
 
 
-@pytest.fixture
-def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
-    """(the puller's cache, its part-only layer, the source layer)."""
-    source = _source_layer(tmp_path / "source")
+def _fetched(source: Layer, tmp_path: Path) -> Fetched:
+    """``source``'s artifact, pushed to an OCI layout and fetched back as a puller does."""
     artifact = make_artifact(source, SPACE)
     assert artifact is not None
     store = LayoutStore(tmp_path / "layout", create=True)
     push_artifact(store, artifact)
     fetched = fetch_artifact(store, SPACE, "layers", KEY)
     assert fetched is not None
+    return fetched
+
+
+@pytest.fixture
+def pulled(tmp_path: Path) -> tuple[Cache, Layer, Layer]:
+    """(the puller's cache, its part-only layer, the source layer)."""
+    source = _source_layer(tmp_path / "source")
+    fetched = _fetched(source, tmp_path)
     cache = Cache(tmp_path / "puller")
     with cache.lock("layers", NAME):
         layer = materialise(cache, fetched, records.layer_problems, part_only=True)
@@ -275,3 +283,139 @@ def test_a_layer_replaced_before_its_tree_is_written_is_refused(pulled) -> None:
     with pytest.raises(layer_artifact.ArtifactInvalid, match="replaced"):
         ensure_tree(cache, layer)
     assert sorted(os.listdir(layer.path)) == ["manifest.json"]
+
+
+def _place_by_view(cache: Cache, layer: Layer) -> None:
+    """BuildContext.place_layer for ``layer`` shown by a view, its background work
+    waited for (the fields it reads, not a whole build)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from slugbuild.cache import Restored
+    from slugbuild.context import BuildContext
+
+    with ThreadPoolExecutor(max_workers=2) as background:
+        build = SimpleNamespace(placed_layers=[], part_sizes=[], background=background,
+                                cache=cache, layout="herokuish", epoch=None,
+                                layer_host_paths={})
+        BuildContext.place_layer(build, layer, ".heroku/python",  # type: ignore[arg-type]
+                                 Restored(view=True))
+    assert [future.result() for future in build.part_sizes][0] > 0
+
+
+def test_a_part_only_layer_without_an_elf_record_never_keeps_an_empty_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pulled without a stack record (or with the empty one a missing tree gave), its
+    ELF facts are not read from the tree it does not have: nothing is kept, the record
+    is not shared on, and reading them once the tree is written keeps the real ones."""
+    from slugbuild.stack_compat import keep_stack_record, stack_record_kept
+
+    source = _source_layer(tmp_path / "source")
+    empty = {"format": 1, "elves": [], "present": []}  # what a missing tree read as
+    (source.packed_parts / STACK_RECORD).write_text(json.dumps(empty))
+    fetched = _fetched(source, tmp_path)  # its tree is read again: the real record
+    assert "bin/demo-again" in fetched.config["part"]["stack"]["present"]
+    del fetched.config["part"]["stack"]  # as from an exporter that had none
+    cache = Cache(tmp_path / "puller")
+    with cache.lock("layers", NAME):
+        layer = materialise(cache, fetched, records.layer_problems, part_only=True)
+    record = layer.packed_parts / STACK_RECORD
+    assert layer.lazy and not layer.tree.exists() and not stack_record_kept(record)
+    from slugbuild import context
+
+    read: list[Path] = []
+    monkeypatch.setattr(context, "keep_stack_record", lambda tree, kept: read.append(tree))
+    _place_by_view(cache, layer)  # its part prepared in the background, no ELF read
+    assert read == [] and not record.exists() and not layer.tree.exists()
+    with pytest.raises(FileNotFoundError):
+        keep_stack_record(layer.tree, record)
+    assert not record.exists()
+    record.write_text(json.dumps(empty))  # an older build's: not taken as kept
+    assert not stack_record_kept(record)
+    written = ensure_tree(cache, layer)
+    _, present = _layer_elf_files(written.tree, record)
+    assert "bin/demo" in present and stack_record_kept(record)
+
+
+def test_a_part_not_written_publishes_no_part_only_layer(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept part is a part-only layer's only copy of its files: a disk that refuses
+    it fails the pull (the machine's error, for the caller), and no layer without a
+    part is published nor any scratch left."""
+    import errno
+
+    from slugbuild import layer_artifact
+
+    fetched = _fetched(_source_layer(tmp_path / "source"), tmp_path)
+    real_write = layer_artifact.write_bytes_atomic
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.name.endswith(".gz"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(layer_artifact, "write_bytes_atomic", full_disk)
+    cache = Cache(tmp_path / "puller")
+    with pytest.raises(OSError) as raised, cache.lock("layers", NAME):
+        materialise(cache, fetched, records.layer_problems, part_only=True)
+    assert raised.value.errno == errno.ENOSPC
+    assert cache.lookup("layers", NAME, KEY, lazy=True) is None
+    assert not (cache.root / "layers" / NAME).exists()
+    assert not [entry for entry in (cache.root / "tmp").iterdir() if NAME in entry.name]
+
+
+def _viewed_build(layer: Layer, limit: int = 0, failed: bool = False) -> Any:
+    """The few fields of a build layer_checks reads, for ``layer`` shown by a view
+    (its part's preparation failed if ``failed``)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from slugbuild.cache import Restored
+    from slugbuild.context import PlacedLayer
+    from slugbuild.slug_size import SizeLimit
+
+    future: Future[int] = Future()
+    if failed:
+        future.set_exception(OSError("its part could not be prepared"))
+    else:
+        future.set_result(0)
+    return SimpleNamespace(placed_layers=[PlacedLayer(layer, ".heroku/python",
+                                                      Restored(view=True))],
+                           part_sizes=[future], size_cap=SizeLimit(limit, True, "test"))
+
+
+def test_a_viewed_part_only_layers_symlinks_are_checked(pulled,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It has no files.json: its symlinks are read from its part-only record, so they
+    are held to the slug's link rule as a layer with its tree's are."""
+    from slugbuild import layer_checks
+
+    cache, layer, _ = pulled
+    checked: list[tuple[str, str]] = []
+    monkeypatch.setattr(layer_checks, "link_problem",
+                        lambda path, target: checked.append((path, target)))
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(layer))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]
+    checked.clear()
+    written = ensure_tree(cache, layer)  # then from its files.json
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(written))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]
+    checked.clear()
+    (written.path / FILE_INDEX).unlink()  # and without one, from its tree
+    layer_checks.refuse_viewed_links_leaving_slug(_viewed_build(written))
+    assert checked == [(".heroku/python/bin/demo-again", "demo")]
+
+
+def test_a_part_only_layer_whose_part_failed_counts_toward_the_size_limit(pulled) -> None:
+    """Its part's preparation failed: it counts as its kept part's size (what it adds
+    to the slug), never as 0, so a slug over the limit fails before collectstatic."""
+    from slugbuild import errors
+    from slugbuild.layer_checks import check_layers_size
+
+    _, layer, _ = pulled
+    [kept] = layer.packed_parts.glob("*.gz")
+    size = kept.stat().st_size
+    check_layers_size(_viewed_build(layer, limit=size, failed=True))
+    with pytest.raises(errors.SlugbuildError) as raised:
+        check_layers_size(_viewed_build(layer, limit=size - 1, failed=True))
+    assert raised.value.code == "slug-too-large"

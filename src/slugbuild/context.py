@@ -236,7 +236,9 @@ class BuildContext:
         self.placed_layers.append(entry)
         self.part_sizes.append(self.background.submit(
             prepare_layer_part, entry.part(self.cache), self.layout, self.epoch))
-        if entry.placed.view:  # read by the stack_requirements stage
+        if entry.placed.view and not _part_only(layer):  # read by stack_requirements
+            # (a part-only layer's record came with its part, else viewed_tree writes
+            # its tree first: no tree is read here that is not there)
             self.background.submit(keep_stack_record, layer.tree,
                                    layer.packed_parts / STACK_RECORD)
         if host_paths is not None:

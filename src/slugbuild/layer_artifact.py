@@ -65,7 +65,7 @@ from .cache import (
 )
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
-from .stack_compat import STACK_RECORD, keep_stack_record
+from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -279,11 +279,11 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
     if not layer.lazy and kind not in TREE_PART_KINDS:
         # Its ELF files' facts (stack_compat.py), read now if no build kept them yet: a
         # puller then needs neither to read them again nor to write the tree for them.
-        keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
-    try:
-        part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
-    except (OSError, ValueError):
-        pass
+        with contextlib.suppress(OSError):  # its tree gone: shared without the record
+            keep_stack_record(layer.tree, layer.packed_parts / STACK_RECORD)
+    if stack_record_kept(layer.packed_parts / STACK_RECORD):  # never an empty or bad one
+        with contextlib.suppress(OSError, ValueError):
+            part_info["stack"] = json.loads((layer.packed_parts / STACK_RECORD).read_text())
     config_data: dict[str, Any] = {
         "format": ARTIFACT_FORMAT, "namespace": space, "kind": kind, "name": manifest["name"],
         "key": key, "inputs": manifest.get("inputs", {}), "part": part_info,
@@ -976,7 +976,8 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
             (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
         layer = Layer(scratch, {}, published=False)
         digest = hashlib.sha256(fetched.part).hexdigest()
-        _keep_part(layer, part_name, fetched.part, raw_size, digest)
+        # Its only copy of the files: not written (a full disk), nothing is published.
+        _write_part(layer, part_name, fetched.part, raw_size, digest)
         _keep_part_records(layer, part_name, config["part"])
         write_json_atomic(scratch / PART_ONLY, {
             "format": PART_ONLY_FORMAT,
@@ -1125,6 +1126,13 @@ def kept_part_name(layer: Layer) -> str | None:
         return str(_part_only_record(layer.path)["part"]["name"])
     except ArtifactInvalid:
         return None
+
+
+def part_only_index(layer: Layer) -> dict[str, Any]:
+    """A part-only layer's checked index (``files``: rel -> [size, mode, sha256],
+    ``symlinks``, ``dirs``, ``host_paths``): what a check reads from files.json for a
+    layer with its tree. ArtifactInvalid if unreadable; the caller must not change it."""
+    return cast(dict[str, Any], _part_only_record(layer.path)["index"])
 
 
 def ensure_tree(cache: Cache, layer: Layer) -> Layer:
@@ -1317,14 +1325,21 @@ def _safe_name(name: str) -> str:
 
 def _keep_part(layer: Layer, name: str, data: bytes, raw_size: int,
                sha256: str | None = None) -> None:
-    """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort."""
+    """Keep the part as pack.py keeps its own (``<name>.gz`` + ``<name>.json``); best effort
+    (a layer with its tree packs from the tree without it)."""
+    with contextlib.suppress(OSError):
+        _write_part(layer, name, data, raw_size, sha256)
+
+
+def _write_part(layer: Layer, name: str, data: bytes, raw_size: int,
+                sha256: str | None = None) -> None:
+    """``_keep_part``, OSError when not written: a part-only layer is nothing without it."""
     directory = layer.packed_parts
     record = json.dumps({"sha256": sha256 or hashlib.sha256(data).hexdigest(),
                          "raw_size": raw_size})
-    with contextlib.suppress(OSError):
-        directory.mkdir(exist_ok=True)
-        write_bytes_atomic(directory / f"{name}.gz", data)
-        write_bytes_atomic(directory / f"{name}.json", record.encode())
+    directory.mkdir(exist_ok=True)
+    write_bytes_atomic(directory / f"{name}.gz", data)
+    write_bytes_atomic(directory / f"{name}.json", record.encode())
 
 
 # --- an OCI image layout directory as a store ----------------------------------------------

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors, relocate, slug_size
-from .cache import FILE_INDEX, Restored, read_index
+from .cache import FILE_INDEX, Layer, Restored, read_index
 from .context import BuildContext, PlacedLayer
+from .layer_artifact import ArtifactInvalid, kept_part_name, part_only_index
 from .pack import LayerPart
 from .slug.archive import link_problem
 from .tree import walk_sorted
@@ -92,13 +93,30 @@ def refuse_viewed_links_leaving_slug(build: BuildContext) -> None:
     for entry in build.placed_layers:
         if not entry.placed.view:
             continue
-        index = read_index(entry.layer.path / FILE_INDEX) or {"symlinks": {}}
-        for rel, target in sorted(index["symlinks"].items()):
+        for rel, target in sorted(_layer_symlinks(entry.layer).items()):
             path = f"{entry.mount}/{rel}"
             problem = link_problem(path, target)
             if problem is not None:
                 raise errors.SYMLINK_LEAVES_SLUG.error(variant=problem, path=path,
                                                        target=target)
+
+
+def _layer_symlinks(layer: Layer) -> dict[str, str]:
+    """A layer's symlinks (rel -> target): from its files.json, a part-only layer's
+    from its part-only record (it has no files.json), else read from its tree."""
+    index = read_index(layer.path / FILE_INDEX)
+    if index is None and layer.lazy:
+        with contextlib.suppress(ArtifactInvalid):  # e.g. its tree written meanwhile
+            index = part_only_index(layer)
+    if index is not None:
+        return dict(index["symlinks"])
+    links = {}
+    for directory, dirnames, filenames in os.walk(layer.tree):
+        for name in (*dirnames, *filenames):
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                links[os.path.relpath(path, layer.tree)] = os.readlink(path)
+    return links
 
 
 def check_layers(build: BuildContext) -> LayerCheck:
@@ -214,24 +232,46 @@ def check_layers_size(build: BuildContext) -> None:
     for future, entry in zip(build.part_sizes, build.placed_layers):
         if future.done() and future.exception() is None:
             known += future.result()
-        elif entry.layer.lazy and not entry.layer.tree.is_dir():
+        elif _part_only(entry.layer):
             # Part-only: no files to measure; its kept part is ready (or made meanwhile).
-            with contextlib.suppress(Exception):
+            try:
                 known += future.result()
+            except Exception:  # noqa: BLE001 - then what its kept part adds, never 0
+                # (unreadable too: packing makes or refuses it, and checks then)
+                known += _kept_part_size(entry.layer) or 0
         else:
             known += int(_tree_bytes(entry.layer.tree) * 1.01) + 65536
     if known <= cap.limit:
         return
     compressed = 0
-    for future in build.part_sizes:
+    for future, entry in zip(build.part_sizes, build.placed_layers):
         try:
             compressed += future.result() or 0
         except Exception:  # noqa: BLE001 - packing makes the part again; checked then
-            return
+            kept = _kept_part_size(entry.layer) if _part_only(entry.layer) else None
+            if kept is None:
+                return
+            compressed += kept
     if compressed > cap.limit:
         raise errors.SLUG_TOO_LARGE.error(
             variant="layers", size=slug_size.human(compressed), size_bytes=f"{compressed:,}",
             limit=slug_size.human(cap.limit), limit_bytes=f"{cap.limit:,}", source=cap.source)
+
+
+def _part_only(layer: Layer) -> bool:
+    return layer.lazy and not layer.tree.is_dir()
+
+
+def _kept_part_size(layer: Layer) -> int | None:
+    """The compressed size of a part-only layer's kept part (what it adds to the
+    slug), None when its record or part is unreadable."""
+    name = kept_part_name(layer)
+    if name is None:
+        return None
+    try:
+        return (layer.packed_parts / f"{name}.gz").stat().st_size
+    except OSError:
+        return None
 
 
 def _tree_bytes(root: Path) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import gzip
 import io
@@ -348,14 +349,14 @@ STACK_RECORD = "stack-requirements.json"
 
 def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
     """A layer's ELF files and paths: its record when one is kept, else read now and kept
-    (best effort: a read-only cache reads them each time)."""
-    try:
-        kept = json.loads(record.read_text())
-        if kept.get("format") == _LAYER_RECORD_FORMAT:
-            return ([(rel, _elf_from_json(info)) for rel, info in kept["elves"]],
-                    list(kept["present"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        pass
+    (best effort: a read-only cache reads them each time). A missing tree (a part-only
+    layer's, not written yet) is FileNotFoundError: read as empty, it would keep a
+    record that drops the layer's needs for every later build."""
+    kept = _kept_record(record)
+    if kept is not None:
+        return kept
+    if not tree.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "a layer's tree is not written", str(tree))
     elves, present = _tree_elf_files(tree)
     with contextlib.suppress(OSError):
         record.parent.mkdir(exist_ok=True)
@@ -378,13 +379,22 @@ def keep_stack_record(tree: Path, record: Path) -> None:
 def stack_record_kept(record: Path) -> bool:
     """Whether ``record`` is a layer's ELF facts as ``_layer_elf_files`` reads them
     (then its tree is not read)."""
+    return _kept_record(record) is not None
+
+
+def _kept_record(record: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]] | None:
+    """``record``'s ELF files and paths, or None when it is unreadable, malformed or
+    lists no path at all (what a tree read while missing gave before: reread, it heals;
+    a truly empty layer costs nothing to reread)."""
     try:
         kept = json.loads(record.read_text())
-        [(_elf_from_json(info), str(rel)) for rel, info in kept["elves"]]
-        return bool(kept.get("format") == _LAYER_RECORD_FORMAT
-                    and isinstance(kept["present"], list))
+        if kept.get("format") != _LAYER_RECORD_FORMAT or not isinstance(kept["present"], list) \
+                or not kept["present"]:
+            return None
+        return ([(str(rel), _elf_from_json(info)) for rel, info in kept["elves"]],
+                [str(rel) for rel in kept["present"]])
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-        return False
+        return None
 
 
 def _elf_from_json(data: dict[str, Any]) -> ElfInfo:
