@@ -161,13 +161,9 @@ def test_a_same_size_file_with_the_same_times_but_other_bytes_is_not_the_layers(
     assert _members(out.getvalue())["./.heroku/python/lib/pkg/mod.py"] == b"y = 1\n"
 
 
-def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path):
-    """A warm build reads a viewed layer's listing, and the directories' and the app's
-    parts, from its packed/ directory: the same slug as packing the layer placed, as
-    scanning and compressing again and as a cold pack; a damaged memo is made
-    again; new app files get parts of their own, even with the same size and mtime."""
+def _viewed_layer(tmp_path: Path) -> tuple[Path, io.BytesIO, LayerPart]:
+    """A build tree showing a cached layer by a view, and the slug of it placed."""
     from slugbuild.layer_view import LayerView
-    from slugbuild.pack import LISTING
 
     root, placed = _layer_and_tree(tmp_path)
     plain = io.BytesIO()
@@ -177,6 +173,17 @@ def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path)
     view.add(placed.tree)
     part = LayerPart(placed.mount, placed.tree, placed.packed_dir,
                      view_links=frozenset(view.links))
+    return root, plain, part
+
+
+def test_a_viewed_layer_packs_the_same_from_its_kept_listing_and_parts(tmp_path):
+    """A warm build reads a viewed layer's listing, and the directories' and the app's
+    parts, from its packed/ directory: the same slug as packing the layer placed, as
+    scanning and compressing again and as a cold pack; a damaged memo is made
+    again; new app files get parts of their own, even with the same size and mtime."""
+    from slugbuild.pack import LISTING
+
+    root, plain, part = _viewed_layer(tmp_path)
     outputs = []
     for damage in (None, "listing", "parts", None):
         if damage == "listing":
@@ -226,3 +233,35 @@ def test_kept_parts_keep_their_size_measurement_and_report_the_same(tmp_path):
                 kept.write_text("{}")
     assert len(list(part.packed_dir.glob("part-*.sizes"))) == 2
     assert all(with_parts == whole == reports[0][1] for with_parts, whole in reports)
+
+
+def test_a_planted_pack_memo_adds_nothing_to_the_slug(tmp_path):
+    """The memo of the directories' and the app's parts sits in a shared layer's
+    packed/ directory, which another app's hook could write: a memo under the right
+    name, with a correct header, whose bytes do not inflate to this build's raw part
+    (here: the raw part behind an extra .profile.d script) is not used, and is made
+    again."""
+    import gzip
+    import hashlib
+    import json
+
+    root, plain, part = _viewed_layer(tmp_path)
+    first = io.BytesIO()
+    pack_tree(root, first, mtime=1, layers=[part])
+    memos = sorted(part.packed_dir.glob("part-*.kept"))
+    assert memos
+    script = b"echo planted\n"
+    info = tarfile.TarInfo("./.profile.d/x.sh")
+    info.size = len(script)
+    entry = info.tobuf(tarfile.GNU_FORMAT) + script + b"\0" * (512 - len(script))
+    for memo in memos:
+        raw = gzip.decompress(memo.read_bytes().partition(b"\n")[2])
+        planted = gzip.compress(entry + raw, mtime=0)
+        header = json.dumps({"sha256": hashlib.sha256(planted).hexdigest()}).encode()
+        memo.write_bytes(header + b"\n" + planted)
+    second = io.BytesIO()
+    pack_tree(root, second, mtime=1, layers=[part])
+    assert "./.profile.d/x.sh" not in _members(second.getvalue())
+    assert second.getvalue() == first.getvalue() == plain.getvalue()
+    for memo in memos:  # made again from this build's bytes
+        assert b"echo planted" not in gzip.decompress(memo.read_bytes().partition(b"\n")[2])

@@ -900,7 +900,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
             TREE_PART_KINDS.get(kind, ())):
         raise ArtifactInvalid("its config is malformed")
     if kind == "static":
-        _check_delta(side_files["delta.json"], files, symlinks)
+        _check_delta(side_files["delta.json"], files, symlinks, dirs)
     (cache.root / kind).mkdir(exist_ok=True)
     if kind in PART_ONLY_KINDS and part_only:
         try:
@@ -1289,10 +1289,14 @@ _ENTRY_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errn
                            errno.ELOOP, errno.EINVAL, errno.EILSEQ})
 
 
-def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str]) -> None:
+def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str],
+                 dirs: list[str]) -> None:
     """A collectstatic output's ``delta.json`` (static_reuse.py) names paths inside the
-    build directory only, and exactly the files and symlinks its tree holds: applied
-    to a build, it cannot reach outside it."""
+    build directory only, exactly the files and symlinks its tree holds, and every
+    directory of the tree (made, or above a path it names): applied to a build, it
+    cannot reach outside it. ``cache.restore`` makes every directory of the tree, so
+    one the delta does not name could be made through a link of the view, inside a
+    cached layer."""
     if not isinstance(delta, dict):
         raise ArtifactInvalid("its delta.json is malformed")
     try:
@@ -1302,9 +1306,24 @@ def _check_delta(delta: object, files: dict[str, Any], symlinks: dict[str, str])
         raise ArtifactInvalid("its delta.json is malformed") from exc
     if sorted(listed["files"]) != sorted(files) or sorted(listed["symlinks"]) != sorted(symlinks):
         raise ArtifactInvalid("its delta.json does not list the files its tree holds")
+    stray = sorted(set(dirs) - delta_directories(listed))
+    if stray:
+        raise ArtifactInvalid(f"its tree holds the directory {stray[0]}, "
+                              "which its delta.json does not name")
     for rel in (rel for paths in listed.values() for rel in paths):
         if in_python_home(rel):
             raise ArtifactInvalid(f"its delta.json names {rel}, in the Python prefix")
+
+
+def delta_directories(delta: dict[str, list[str]]) -> set[str]:
+    """The directories a collectstatic output's tree may hold: those its delta makes,
+    and those above the paths it makes (which ``_confined`` checks when it is applied)."""
+    allowed = set(delta["directories"])
+    for kind in ("files", "symlinks", "directories"):
+        for rel in delta[kind]:
+            parts = rel.split("/")
+            allowed.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+    return allowed
 
 
 # Where the runtime and dependency layers are mounted in a build directory (shown by a

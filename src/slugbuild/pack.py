@@ -415,7 +415,7 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
     try:
         head, _, kept = memo.read_bytes().partition(b"\n")
         digest = hashlib.sha256(kept).hexdigest()
-        if digest == json.loads(head)["sha256"]:
+        if digest == json.loads(head)["sha256"] and _inflates_to(kept, data):
             writer.write(kept)
             memo.touch()  # recently used: kept longest
             return len(data), (measure, digest)
@@ -444,6 +444,29 @@ def _kept_or_compressed(writer: _Sink, params: _PackParams, fill: Callable[[_Tar
             with contextlib.suppress(OSError):
                 temporary.unlink()
     return len(data), (measure, digest)
+
+
+def _inflates_to(kept: bytes, raw: bytes) -> bool:
+    """Whether the kept gzip members inflate to exactly ``raw``, the bytes the memo is
+    keyed by. The memo sits in a shared layer's packed/ directory, which any build's
+    hook could write: its own SHA-256 header proves only that one writer wrote it, so
+    without this one app could plant tar entries in another's slug. Inflating stops
+    one byte past ``raw``'s length (no bomb) and costs a fraction of compressing."""
+    inflated: list[bytes] = []
+    total = 0
+    rest = kept
+    try:
+        while rest:
+            member = zlib.decompressobj(wbits=31)
+            chunk = member.decompress(rest, len(raw) - total + 1)
+            total += len(chunk)
+            if total > len(raw) or not member.eof:
+                return False
+            inflated.append(chunk)
+            rest = member.unused_data
+    except zlib.error:
+        return False
+    return total == len(raw) and b"".join(inflated) == raw
 
 
 def _under(mount: str, rel: str) -> str:

@@ -48,7 +48,7 @@ from .cache import (
     write_json_atomic,
 )
 from .cache_registry import pull_layer
-from .layer_artifact import PYTHON_HOME, in_python_home
+from .layer_artifact import PYTHON_HOME, delta_directories, in_python_home
 from .log import Reporter
 
 STATIC_KIND = "static"
@@ -269,11 +269,26 @@ def _names_any(path: Path, needles: list[bytes]) -> bool:
 
 def _tree_is_delta(layer: Layer, delta: dict[str, Any]) -> bool:
     """Whether the kept tree holds exactly the delta's files and symlinks (its
-    files.json, which the lookup compared with the tree, lists them): ``cache.restore``
-    places the tree's paths, and only the delta's were checked by ``_confined``."""
+    files.json, which the lookup compared with the tree, lists them) and only
+    directories the delta makes or names a path below: ``cache.restore`` places the
+    tree's paths and makes every directory of it, and only the delta's were checked by
+    ``_confined``. files.json lists no directories, so the tree's are walked."""
     index = read_index(layer.path / FILE_INDEX)
-    return index is not None and sorted(index["files"]) == sorted(delta["files"]) \
-        and sorted(index["symlinks"]) == sorted(delta["symlinks"])
+    if index is None or sorted(index["files"]) != sorted(delta["files"]) \
+            or sorted(index["symlinks"]) != sorted(delta["symlinks"]):
+        return False
+    allowed = delta_directories(delta)
+    pending = [("", str(layer.tree))]
+    while pending:
+        prefix, directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    rel = prefix + entry.name
+                    if rel not in allowed:
+                        return False
+                    pending.append((rel + "/", entry.path))
+    return True
 
 
 class DeltaOutside(ValueError):

@@ -37,10 +37,12 @@ def build(tmp_path: Path) -> Path:
     return root
 
 
-def _static_layer(tmp_path: Path, files: dict[str, str]) -> Any:
+def _static_layer(tmp_path: Path, files: dict[str, str], dirs: tuple[str, ...] = ()) -> Any:
     cache = Cache(tmp_path / "cache")
     (cache.root / "static").mkdir()
     with cache.new_layer("static", "s", "k", {}) as tree:
+        for rel in dirs:
+            (tree / rel).mkdir(parents=True)
         for rel, text in files.items():
             (tree / rel).parent.mkdir(parents=True, exist_ok=True)
             (tree / rel).write_text(text)
@@ -86,3 +88,39 @@ def test_a_pulled_static_entry_naming_the_prefix_is_refused(tmp_path: Path) -> N
         materialise(Cache(tmp_path / "cache"), Fetched(config, index, gzip.compress(
             raw.getvalue())))
     assert json.dumps(delta)  # the delta itself is well formed: only its reach is wrong
+
+
+@pytest.mark.parametrize("stray", [f"{SITE}/x", "assets/python3.12/x"],
+                         ids=["dir-in-prefix", "dir-through-link"])
+def test_a_kept_tree_directory_the_delta_does_not_name_is_not_made(
+        tmp_path: Path, build: Path, stray: str) -> None:
+    # cache.restore makes every directory of the kept tree: one the delta does not
+    # name (files.json lists none) would be made through the view, in a cached layer.
+    delta = {"files": ["static/app.css"], "symlinks": [], "directories": ["static"],
+             "removed": []}
+    layer = _static_layer(tmp_path, {"static/app.css": "body{}\n"}, dirs=(stray,))
+    _apply(layer, delta, build, cache=Cache(tmp_path / "cache"), links=True)
+    assert (build / "static/app.css").read_text() == "body{}\n"
+    assert sorted(p.name for p in (tmp_path / "cache-tree/lib/python3.12").iterdir()) == [
+        "site-packages"]
+    assert sorted(p.name for p in (tmp_path / "cache-tree/lib/python3.12/site-packages")
+                  .iterdir()) == ["six.py"]
+
+
+@pytest.mark.parametrize("stray", [f"{SITE}/x", "assets/python3.12/x", "elsewhere"])
+def test_a_pulled_static_entry_with_a_directory_its_delta_does_not_name_is_refused(
+        tmp_path: Path, stray: str) -> None:
+    delta = {"files": ["static/app.css"], "symlinks": [], "directories": ["static"],
+             "removed": []}
+    index = {"files": {"static/app.css": [0, 0o100644, "e3b0c44298fc1c149afbf4c8996fb924"
+                                                       "27ae41e4649b934ca495991b7852b855"]},
+             "symlinks": {}, "dirs": ["static", stray], "host_paths": None}
+    config = {"format": ARTIFACT_FORMAT, "namespace": "sb1-test", "kind": "static",
+              "name": "s", "key": "k" * 64, "inputs": {}, "side_files": {"delta.json": delta},
+              "part": {"name": "p", "prefix": "./"}}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("./static/app.css"), io.BytesIO(b""))
+    with pytest.raises(ArtifactInvalid, match="directory"):
+        materialise(Cache(tmp_path / "cache"), Fetched(config, index, gzip.compress(
+            raw.getvalue())))
