@@ -15,10 +15,11 @@ from slugbuild.log import LogEvent, Reporter
 
 PACKAGE = Path(slugbuild.__file__).parent
 # What a slug reader may import: the shared modules, and slug/ itself. (cache and
-# stage come with the one file hasher, cache.file_sha256; records with slug_size's
+# stage come with the one file hasher, digests.file_sha256; records with slug_size's
 # RECORD reading; process_cookie with the kill of a slug's escaped processes.)
 SHARED = {"errors", "redact", "release", "procfile", "textfiles", "slug_size", "log",
-          "results", "cache", "stage", "records", "tree", "arguments", "process_cookie"}
+          "results", "digests", "stage", "records", "tree", "arguments", "process_cookie",
+          "envflag"}
 
 
 def _module_file(name: str) -> Path | None:

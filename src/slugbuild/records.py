@@ -26,7 +26,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from .cache import DIGESTS, file_sha256
+from .digests import DIGESTS, file_sha256
 from .textfiles import decimal
 
 _SITE_PACKAGES = re.compile(r"^(?P<base>(?:lib/python\d+\.\d+/site-packages/)?)"

@@ -135,6 +135,10 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path,
     before it is restored, and the next install finds the file unlike its RECORD
     and installs it again."""
     site_packages = ".heroku/python/lib/python3.12/site-packages"
+    # The hard-linked layers a build falls back to where no private overlay can be
+    # mounted: under the overlay the hook's write never reaches the cache at all
+    # (tests/pipeline/test_layer_overlay_build.py).
+    env = {**os.environ, "SLUGBUILD_LAYER_OVERLAY": "0"}
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
 
     def shipped_six(slug):
@@ -144,19 +148,19 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path,
     other = make_app(tmp_path / "other", {**SMALL_APP,
                                           "requirements.txt": "six==1.17.0\nidna==3.10\n"})
     assert run_cli("compile", other, "-o", tmp_path / "o1.tgz", "--cache-dir",
-                   cache).returncode == 0
+                   cache, env=env).returncode == 0
     app = make_app(tmp_path / "app", {
         **SMALL_APP, "requirements.txt": "six==1.17.0\n",
         "bin/post_compile": f"#!/usr/bin/env bash\necho '# touched' >> {site_packages}/six.py\n",
     })
     (app / "bin" / "post_compile").chmod(0o755)
-    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
+    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache, env=env)
     assert first.returncode == 0, first.stderr
     assert "was discarded" in first.stderr
     assert any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
 
     # The other app's cached layer shares that six.py: not restored, installed again.
-    again = run_cli("compile", other, "-o", tmp_path / "o2.tgz", "--cache-dir", cache)
+    again = run_cli("compile", other, "-o", tmp_path / "o2.tgz", "--cache-dir", cache, env=env)
     assert again.returncode == 0, again.stderr
     assert "dependency layer" in again.stderr and "six.py: size changed" in again.stderr
     assert "Files of six in uv's cache are missing or differ" in again.stderr
@@ -165,7 +169,7 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path,
     assert not any("# touched" in p.read_text() for p in (cache / "uv").rglob("six.py"))
 
     (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
-    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
+    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache, env=env)
     assert second.returncode == 0, second.stderr
     assert "differ" not in second.stderr  # uv's cache is clean again
     assert b"# touched" not in shipped_six(tmp_path / "two.tgz")
@@ -181,7 +185,8 @@ def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path, ru
     })
     (app / "bin" / "post_compile").chmod(0o755)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
-    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache)
+    env = {**os.environ, "SLUGBUILD_LAYER_OVERLAY": "0"}  # as in the test above
+    first = run_cli("compile", app, "-o", tmp_path / "one.tgz", "--cache-dir", cache, env=env)
     assert first.returncode == 0, first.stderr
     assert "was discarded" in first.stderr
     assert list((cache / "runtimes").iterdir()) == []  # never trusted again
@@ -189,7 +194,7 @@ def test_in_place_edit_of_a_restored_file_discards_the_cached_layer(tmp_path, ru
         shipped = slug.extractfile("./.heroku/python/lib/python3.12/os.py").read()
     assert shipped.endswith(b"# touched\n")
     (app / "bin" / "post_compile").write_text("#!/usr/bin/env bash\ntrue\n")
-    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache)
+    second = run_cli("compile", app, "-o", tmp_path / "two.tgz", "--cache-dir", cache, env=env)
     assert second.returncode == 0, second.stderr
     assert "Installing Python" in second.stderr and "discarded" not in second.stderr
     runtime_os = next((cache / "runtimes").iterdir()) / "tree/lib/python3.12/os.py"

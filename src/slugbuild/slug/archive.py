@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import errors
-from ..cache import file_sha256
+from ..digests import file_sha256
 
 # Raised by tarfile's extraction filters (Python 3.12+ and security releases).
 _FILTER_ERROR = getattr(tarfile, "FilterError", ())
