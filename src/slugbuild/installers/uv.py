@@ -424,7 +424,14 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
                 f"Files of {', '.join(names)} in uv's cache are missing or differ from what "
                 f"the package recorded (first: {first}); uv's cache was damaged. Cleaning "
                 f"them from uv's cache and installing again.")
-            run_tool([uv_binary(), "cache", "clean", *names], job.reporter, env, show=False)
+            # In the caches themselves, not through the install's view of them (its
+            # buckets are symlinks, which uv's clean removes instead of their entries).
+            for root in (built_wheels.shared_cache(job.cache.root, "uv"),
+                         built_wheels.partition(job.cache.root, "uv", built_wheels.build_env_sha256(
+                             job.config_vars, job.exports))):
+                if root.is_dir():
+                    run_tool([uv_binary(), "cache", "clean", *names], job.reporter,
+                             {**env, "UV_CACHE_DIR": str(root)}, show=False)
         names = sorted({dist_info.split("-")[0] for dist_info in changed} | winners)
         if names:
             built_wheels.note_builds(job.scratch, run_tool(
