@@ -67,6 +67,7 @@ from typing import IO, Any
 
 from . import errors
 from .digests import DIGESTS as DIGESTS
+from .digests import Digests as Digests
 from .digests import StatKey as StatKey
 from .digests import file_sha256 as file_sha256
 from .digests import stat_key as stat_key
