@@ -182,11 +182,11 @@ def cache_kept(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in CACHE_DISABLING}
 
 
-def note_builds(scratch: Path, output: str) -> None:
+def note_builds(scratch: Path, output: str | None) -> None:
     """Mark an install in ``scratch`` as having built from source when the installer's
     ``output`` says so: seen by ``from_source`` even when no built wheel was cached
     (pip's ephemeral cache for a wheel it does not keep, a cache turned off)."""
-    if any(_BUILD_LINE.match(line) for line in output.splitlines()):
+    if output and any(_BUILD_LINE.match(line) for line in output.splitlines()):
         (scratch / BUILT_MARKER).touch()
 
 
