@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,9 @@ class _Layers:
         self.asked.append([str(arg) for arg in argv])
         return list(argv)
 
+    def run_step(self, argv, start):
+        return start(self.argv(argv))
+
     def prefix_written(self) -> bool:
         return False
 
@@ -249,3 +253,40 @@ def test_a_redirect_naming_a_path_outside_the_mount_brings_nothing(tmp_path, red
     apply_upper(upper, target, "user.overlay.")
     assert (target / "renamed").is_dir() and list((target / "renamed").iterdir()) == []
     assert sorted(p.name for p in target.iterdir()) == ["a", "link", "renamed"]
+
+
+def test_a_step_in_a_user_namespace_has_the_users_rights_not_roots(request):
+    """Mapped to root in its namespace, a step could read and write the user's files
+    whatever their mode (CAP_DAC_OVERRIDE over mapped inodes), and saw uid 0: it runs
+    as the user's own ids, as without the overlay (review finding 1). Run as nobody
+    when the suite runs as root."""
+    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    user = {"user": uid, "group": gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                           capture_output=True, **user)
+    if probe.returncode != 0:
+        pytest.skip("no unprivileged user namespaces on this machine")
+    # Not under tmp_path: pytest's base directory is the invoking user's alone.
+    base = Path(tempfile.mkdtemp(prefix="userns-rights."))
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    lower, build = base / "lower", base / "build"
+    lower.mkdir(parents=True)
+    (lower / "f").write_text("x")
+    (build / "m").mkdir(parents=True)
+    secret = base / "secret"
+    secret.write_text("s")
+    run = OverlayRun.prepare(build, base, layer_overlay._USERNS, [("m", [lower])], [lower])
+    assert run is not None
+    run.ids = (uid, gid)
+    for directory, _, files in os.walk(base):
+        for path in [directory, *(os.path.join(directory, name) for name in files)]:
+            os.chown(path, uid, gid)
+    secret.chmod(0)  # the user's own file, which the user's rights cannot read
+    step = f"id -u; id -g; cat {secret} && echo read-it; echo new > {build}/m/new"
+    done = subprocess.run(run.argv(["sh", "-c", step]), capture_output=True, text=True,
+                          **user)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(uid), str(gid)]  # its ids; `cat` was refused
+    assert "Permission denied" in done.stderr
+    assert (run.mounts[0].upper / "new").stat().st_uid == uid  # what it wrote is the user's
+    run.remove()
