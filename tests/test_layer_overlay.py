@@ -290,3 +290,79 @@ def test_a_step_in_a_user_namespace_has_the_users_rights_not_roots(request):
     assert "Permission denied" in done.stderr
     assert (run.mounts[0].upper / "new").stat().st_uid == uid  # what it wrote is the user's
     run.remove()
+
+
+class _Build:
+    """What StepLayers asks of the build: its views, an overlay, materialising."""
+
+    def __init__(self, run: OverlayRun) -> None:
+        from slugbuild.log import Reporter
+        self.views = {".heroku/python": object()}
+        self.runs = [run]
+        self.overlay_failed = False
+        self.materialised = 0
+        self.reporter = Reporter(quiet=True)
+        self.warnings: list[str] = []
+        self.reporter.warn = self.warnings.append  # type: ignore[method-assign]
+
+    def overlay(self) -> OverlayRun | None:
+        return None if self.overlay_failed else self.runs.pop()
+
+    def materialise(self, copy: bool = False) -> None:
+        self.materialised += 1
+
+
+def _step_layers(tmp_path: Path, lowers: list[Path]):
+    from slugbuild.context import StepLayers
+    found = mechanism(tmp_path)
+    if found is None:
+        pytest.skip("no private overlay on this machine")
+    build = tmp_path / "build"
+    (build / ".heroku/python").mkdir(parents=True, exist_ok=True)
+    run = OverlayRun.prepare(build, tmp_path, found, [(".heroku/python", lowers)], [])
+    assert run is not None
+    fake = _Build(run)
+    return StepLayers(fake, "bin/post_compile"), fake  # type: ignore[arg-type]
+
+
+def test_a_failed_overlay_mount_runs_the_step_on_placed_layers(tmp_path):
+    """The overlay is a speed path: a mount that fails (here a lower tree that is gone)
+    never fails the step; it runs again on materialised layers, with one line saying
+    why (review finding 2)."""
+    from slugbuild.proc import run_tool
+    layers, fake = _step_layers(tmp_path, [tmp_path / "gone"])
+    ran: list[list[str]] = []
+
+    def start(command):
+        ran.append([str(arg) for arg in command])
+        return run_tool(command, fake.reporter, dict(os.environ))
+
+    assert layers.run_step(["sh", "-c", "echo ran"], start) == "ran"
+    assert ran[-1] == ["sh", "-c", "echo ran"] and len(ran) == 2
+    assert fake.materialised == 1 and fake.overlay_failed
+    (warning,) = fake.warnings
+    assert "overlay" in warning and "bin/post_compile" in warning
+    layers.finish()
+    assert not any(tmp_path.glob("overlay.*"))
+
+
+def test_a_step_exiting_125_under_the_overlay_is_the_steps_failure(tmp_path):
+    """125 is what the wrapper used to exit with on a failed mount: the step's own
+    125 is told apart by the start mark, and stays its failure (no second run)."""
+    from slugbuild.proc import ToolFailed, run_tool
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    layers, fake = _step_layers(tmp_path, [lower])
+    ran: list[list[str]] = []
+
+    def start(command):
+        ran.append(command)
+        return run_tool(command, fake.reporter, dict(os.environ))
+
+    with pytest.raises(ToolFailed) as failed:
+        layers.run_step(["sh", "-c", "echo out; echo err >&2; exit 125"], start)
+    assert failed.value.exit_code == 125 and len(ran) == 1
+    assert failed.value.tail.splitlines() == ["out", "err"]  # no wrapper line
+    assert fake.materialised == 0 and not fake.warnings
+    layers.__exit__(ToolFailed, failed.value, None)
+    assert not any(tmp_path.glob("overlay.*"))

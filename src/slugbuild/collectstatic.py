@@ -155,13 +155,19 @@ def run_collectstatic(
     if reuse is not None:
         if reuse.apply(env, [str(arg) for arg in argv]):
             return True
-    command = layers.argv(argv) if layers is not None else argv
-    if reuse is not None:
-        reuse.before_run(layers.prefix_written if layers is not None and layers.sealed
-                         else None)
+
+    def start(command: list[str | Path]) -> str:
+        if reuse is not None:
+            reuse.before_run(layers.prefix_written if layers is not None and layers.sealed
+                             else None)
+        return run_tool(command, reporter, env, cwd=build_dir,
+                        step=f"`python {manage_py} collectstatic`")
+
     try:
-        run_tool(command, reporter, env, cwd=build_dir,
-                 step=f"`python {manage_py} collectstatic`")
+        if layers is not None:
+            layers.run_step(argv, start)
+        else:
+            start(argv)
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
             reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "
