@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from . import errors
 from .cache import (
     FILE_INDEX,
     FORMAT,
@@ -1142,7 +1143,9 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     hold); the tree is unpacked from the kept part into scratch, each file checked
     against the index, files.json written, then renamed into place: a crash leaves
     the layer part-only, never a half tree. Raises ArtifactInvalid when the part or
-    its record is wrong (the caller discards the layer), OSError when the disk is.
+    its record is wrong (the caller discards the layer), OSError when the disk is,
+    and the catalogue's disk-full error when the disk is full (the layer is not at
+    fault: it stays part-only, and the build ends with that error).
 
     A build holding the layer's build lock may publish another layer under the same
     name meanwhile: the layer's directory is held open (its inode cannot be reused),
@@ -1152,6 +1155,16 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     when it was replaced."""
     if not layer.lazy:
         return layer
+    try:
+        return _write_tree(cache, layer)
+    except OSError as exc:
+        if errors.disk_full(exc):  # the layer stays part-only, as it was: not discarded
+            raise errors.from_os_error(exc, note=f" (writing the tree of the cached layer "
+                                                 f"{layer.path.name})") from exc
+        raise
+
+
+def _write_tree(cache: Cache, layer: Layer) -> Layer:
     kind, name, path = layer.path.parent.name, layer.path.name, layer.path
     with cache.lock(kind, f"{name}.tree"), _held_directory(path) as held:
         if not (path / TREE).is_dir():
