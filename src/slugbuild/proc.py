@@ -247,12 +247,12 @@ def run_streaming(
                 now = time.monotonic()
                 if limits is not None and limits.deadline is not None and now > limits.deadline:
                     _kill_group(group)
-                    kill_marked(cookie)
+                    kill_marked(cookie, group)
                     raise _timed_out(step or _describe(args), limits)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
                     _kill_group(group)  # what it left behind in its group, or outside it
-                    kill_marked(cookie)
+                    kill_marked(cookie, group)
                 if exited_at is not None and now - exited_at > EXIT_GRACE:
                     break  # something outside the group still holds the pipe
                 if not streams:  # it closed its output but runs on
@@ -273,7 +273,7 @@ def run_streaming(
             process.wait()
         else:
             _kill_group(group)
-        kill_marked(cookie)
+        kill_marked(cookie, group)
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
