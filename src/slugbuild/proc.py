@@ -47,14 +47,17 @@ def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
 
 
 def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = (),
-              exports: Mapping[str, str] | None = None) -> dict[str, str]:
+              exports: Mapping[str, str] | None = None,
+              host: Mapping[str, str] | None = None) -> dict[str, str]:
     """The host environment minus anything that would steer Python or installers.
 
     ``exports``: what earlier buildpacks exported (their ``export`` files, and the
     Aptfile's variables), passed by the built-in stages that run after them, as
     Heroku sources them before the next buildpack; ``extra`` goes over them.
+    ``host``: the host variables to start from instead of all of them
+    (``build_base_env``).
     """
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in (os.environ if host is None else host).items()
            if not k.startswith(_DROPPED_PREFIXES) and k not in _SHELL_BOOKKEEPING}
     env.update(exports or {})
     env["PYTHONNOUSERSITE"] = "1"
@@ -64,6 +67,25 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
     if extra:
         env.update(extra)
     return env
+
+
+# What a step that runs the app's code with a fixed environment (collectstatic, whose
+# output is cached and shared across apps and runners) takes from the host: the
+# builder's home, locale and time zone, and how it reaches the network (certificates,
+# proxies). Nothing else of a CI runner's environment (its tokens, its run ids).
+BUILD_BASE_HOST = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSL_CERT_FILE",
+                   "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY",
+                   "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+BUILD_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def build_base_env() -> dict[str, str]:
+    """Heroku's build environment's fixed base: a standard PATH and the few host
+    variables of ``BUILD_BASE_HOST``; a step adds the app's config vars and the
+    earlier buildpacks' exports (``clean_env(host=build_base_env())``)."""
+    base = {name: os.environ[name] for name in BUILD_BASE_HOST if name in os.environ}
+    base["PATH"] = BUILD_BASE_PATH
+    return base
 
 
 class ToolFailed(Exception):
