@@ -1225,7 +1225,9 @@ def _still_the_layer(path: Path, held: int, inode: int) -> None:
 
 def tree_or_none(cache: Cache, layer: Layer) -> Layer | None:
     """``ensure_tree``, or None with the layer discarded when its part or record is
-    wrong or its tree cannot be written (the caller then builds or pulls it again)."""
+    wrong or its tree cannot be written (the caller then builds or pulls it again).
+    A full disk is not the layer's fault: ``ensure_tree``'s disk-full error goes on,
+    the layer kept."""
     try:
         return ensure_tree(cache, layer)
     except (ArtifactInvalid, OSError):
