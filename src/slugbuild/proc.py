@@ -120,6 +120,7 @@ class _Limits:
     timeout: float | None = None
     groups: set[int] = field(default_factory=set)
     cookies: set[str] = field(default_factory=set)  # of the running tools (kill_marked)
+    leaders: dict[str, int] = field(default_factory=dict)  # each cookie's tool's pid
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -179,10 +180,11 @@ def kill_running_tools() -> None:
         return
     with limits.lock:
         groups, cookies = list(limits.groups), list(limits.cookies)
+        leaders = dict(limits.leaders)
     for group in groups:
         _kill_group(group)
     for cookie in cookies:
-        kill_marked(cookie)
+        kill_marked(cookie, leaders.get(cookie))
 
 
 def _kill_group(group: int) -> None:
@@ -257,6 +259,7 @@ def run_streaming(
         with limits.lock:
             limits.groups.add(group)
             limits.cookies.add(cookie)
+            limits.leaders[cookie] = group
     streams = {process.stdout.fileno(): outputs[0]}  # type: ignore[union-attr]
     if process.stderr is not None:
         streams[process.stderr.fileno()] = outputs[1]
@@ -303,6 +306,7 @@ def run_streaming(
             with limits.lock:
                 limits.groups.discard(group)
                 limits.cookies.discard(cookie)
+                limits.leaders.pop(cookie, None)
 
 
 def run_captured(argv: Sequence[str | Path], env: Mapping[str, str],
