@@ -50,7 +50,7 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}"
             page = _get_when_up(base + "/", server)
             static_path = re.search(r'href="(/static/[^"]+\.css)"', page.text).group(1)
-            static = requests.get(base + static_path, timeout=10)
+            static = _get_when_up(base + static_path, server)
             print(f"       GET /  -> {page.status_code} ({len(page.content)} bytes)")
             print(f"       GET {static_path}  -> {static.status_code} "
                   f"({len(static.content)} bytes)")
@@ -71,16 +71,24 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def _get_when_up(url: str, server: subprocess.Popen, timeout: float = 60) -> requests.Response:
+def _get_when_up(
+    url: str, server: subprocess.Popen, timeout: float = 120, read_timeout: float = 30
+) -> requests.Response:
+    """GET `url` once the server answers, retrying refused and timed-out requests.
+
+    A Django worker's first request (imports, template compilation) can take
+    longer than a few seconds on a loaded machine, so a read timeout is a retry,
+    not a traceback; only the overall deadline ends the wait, with one message.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit("the web process exited before answering")
         try:
-            return requests.get(url, timeout=5)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=(5, read_timeout))
+        except (requests.ConnectionError, requests.Timeout):
             time.sleep(0.2)
-    raise SystemExit(f"no answer from {url} within {timeout}s")
+    raise SystemExit(f"no answer from {url} within {timeout:g}s")
 
 
 if __name__ == "__main__":
