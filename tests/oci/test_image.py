@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import subprocess
 import sys
 import tarfile
@@ -353,6 +354,23 @@ def test_a_herokuish_slug_becomes_one_app_layer(flask_build: Any, run_image: str
     python = rootfs / "app" / ".heroku" / "python" / "bin" / "python"
     assert python.exists() or python.is_symlink()
     assert (rootfs / "app" / "app.py").stat().st_uid == 1001
+
+
+def test_a_herokuish_slug_s_app_layer_names_each_path_once(flask_build: Any, run_image: str,
+                                                           cache_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """The herokuish slug's root entry (".") is /app itself, not a second "./app/./"
+    entry: podman and containers-storage refuse a layer holding a path twice."""
+    build_image(flask_build.slug_path, f"oci:{tmp_path / 'image'}:v1", run_image=run_image,
+                cache_dir=cache_dir)
+    index = json.loads((tmp_path / "image" / "index.json").read_text())
+    blobs = tmp_path / "image" / "blobs" / "sha256"
+    manifest = json.loads((blobs / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    app_layer = blobs / manifest["layers"][-1]["digest"].split(":")[1]
+    with tarfile.open(app_layer, "r:gz") as tar:
+        names = [posixpath.normpath(member.name) for member in tar.getmembers()]
+    assert "app" in names
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
 
 
 def test_a_slug_whose_entries_leave_app_is_refused(run_image: str, cache_dir: Path,

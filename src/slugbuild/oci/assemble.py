@@ -19,6 +19,7 @@ import io
 import json
 import os
 import platform
+import posixpath
 import tarfile
 import tempfile
 import time
@@ -563,7 +564,10 @@ def _app_layer(slug: Path, layer_ranges: list[tuple[int, int]], base: str, user:
             check_member(member)
         check_no_entry_below_a_link(members)
         for member, offset in entries:
-            name = member.name if member.name.startswith("./") else "./" + member.name
+            # Normalised: a herokuish slug's root entry reads back as "." and would
+            # become a second "./app/./" entry, which podman refuses as a duplicate.
+            relative = posixpath.normpath(member.name)
+            name = "./" if relative == "." else "./" + relative
             if member.isdir():
                 name = name.rstrip("/") + "/"
             if not name.startswith(strip) or name in (strip, "./"):
