@@ -845,6 +845,16 @@ PROCESS_COMMAND_EXCLUDED = ErrorKind(
     "Correct the marker, or ask for a Python it allows in .python-version.",
     area=DependencyError,
 )
+PROCESS_COMMAND_UNKNOWN = ErrorKind(
+    "process-command-unknown",
+    "The {process} process would not start: `{program}` is not a command of the slug",
+    "`{process}: {command}` runs `{program}`, which is neither a program the installed "
+    "packages provide, nor a file of the app, nor on this machine's PATH; the slug has "
+    "`{suggestion}`. On a dyno the process would fail with `{program}: command not found`.",
+    "Correct the Procfile (did you mean `{suggestion}`?), or add the package that provides "
+    "`{program}` to the app's requirements.",
+    area=InputError,
+)
 
 # --- system packages (Aptfile) ------------------------------------------------------
 APTFILE_INVALID = ErrorKind(

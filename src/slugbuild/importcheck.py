@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import difflib
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -261,6 +263,30 @@ def check_process_commands(build_dir: Path, python: Path, process_types: Mapping
             raise errors.PROCESS_COMMAND_EXCLUDED.error(
                 process=process, command=command, program=program, lock_file=lock_file,
                 line=line, python=python_version)
+        suggestion = _misspelt_program(program, python)
+        if suggestion is not None:
+            raise errors.PROCESS_COMMAND_UNKNOWN.error(
+                process=process, command=command, program=program, suggestion=suggestion)
+
+
+def _misspelt_program(program: str, python: Path) -> str | None:
+    """The slug's program that ``program`` (found nowhere) is a near miss of.
+
+    Only a near miss of one of the slug's own programs fails the build
+    (``gunicron`` for ``gunicorn``): a program found on no path at all may still
+    come from the run image or another buildpack (``nginx``, ``bin/start``), as
+    Heroku allows, so it is left to the dyno.
+    """
+    if shutil.which(program) is not None:
+        return None
+    site_packages = python.parent.parent / "lib" / python.name / "site-packages"
+    names = set(console_scripts(site_packages))
+    if python.parent.is_dir():
+        names.update(entry.name for entry in python.parent.iterdir())
+    if program in names:
+        return None
+    close = difflib.get_close_matches(program, sorted(names), n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def _program(command: str) -> str | None:

@@ -17,6 +17,7 @@ from slugbuild.collectstatic import diagnose
 from slugbuild.dependencies import check_declared_installed, excluded_requirements, layer_key
 from slugbuild.importcheck import (
     REMOVED_STDLIB,
+    check_process_commands,
     console_scripts,
     diagnose_missing_module,
     entry_points,
@@ -282,3 +283,36 @@ def test_local_package_failure_names_the_package():
 
 def test_unknown_failures_keep_the_generic_error():
     assert _diagnosed("ERROR: No matching distribution found for flaskk==9\n") is None
+
+
+def _slug_with_gunicorn(tmp_path: Path) -> Path:
+    """A build dir whose runtime has gunicorn's console script: returns its python."""
+    bin_dir = tmp_path / ".heroku" / "python" / "bin"
+    site = tmp_path / ".heroku" / "python" / "lib" / "python3.12" / "site-packages"
+    (site / "gunicorn-23.0.0.dist-info").mkdir(parents=True)
+    (site / "gunicorn-23.0.0.dist-info" / "entry_points.txt").write_text(
+        "[console_scripts]\ngunicorn = gunicorn.app.wsgiapp:run\n")
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python3.12").write_text("")
+    return bin_dir / "python3.12"
+
+
+def test_a_misspelt_program_is_one_catalogue_error(tmp_path):
+    """`web: gunicron app:app` would die at every boot: the build stops and names gunicorn."""
+    python = _slug_with_gunicorn(tmp_path)
+    with pytest.raises(errors.PROCESS_COMMAND_UNKNOWN.exception) as caught:
+        check_process_commands(tmp_path, python, {"web": "gunicron app:app"}, {}, "3.12.1",
+                               "requirements.txt")
+    assert caught.value.code == "process-command-unknown"
+    assert "did you mean `gunicorn`" in caught.value.render()
+
+
+def test_programs_from_elsewhere_are_left_to_the_dyno(tmp_path):
+    """A program that is no near miss of the slug's (the run image's, another buildpack's),
+    one on PATH, or the app's own file is not refused."""
+    python = _slug_with_gunicorn(tmp_path)
+    (tmp_path / "start.sh").write_text("")
+    check_process_commands(tmp_path, python, {
+        "web": "gunicorn app:app", "proxy": "nginx -g daemon-off", "shell": "sh -c 'x'",
+        "own": "start.sh", "env": "FOO=1 exec gunicorn app:app", "script": "bin/start",
+    }, {}, "3.12.1", "requirements.txt")
