@@ -553,11 +553,11 @@ def _write_quietly(stream: TextIO, text: str) -> None:
 
 def _interrupted(stream: TextIO | None = None,
                  stopped: KeyboardInterrupt | None = None) -> int:
-    """One line and 128 + the signal's number (130 for Ctrl-C), as shells report it."""
+    """The catalogue's `interrupted` message and 128 + the signal's number (130 for
+    Ctrl-C), as shells report it."""
     signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
-    _write_quietly(stream or sys.stderr,
-                   f" !     Interrupted ({signal.Signals(signum).name}): stopped; no slug or "
-                   f"output file was written.")
+    error = errors.INTERRUPTED.error(signal=signal.Signals(signum).name)
+    _write_quietly(stream or sys.stderr, error.render())
     return 128 + signum
 
 

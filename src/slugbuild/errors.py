@@ -330,6 +330,14 @@ DISK_FULL = ErrorKind(
     "with room) and build again. Nothing half-written was kept.",
     area=HostError,
 )
+INTERRUPTED = ErrorKind(
+    "build-interrupted",
+    "Interrupted ({signal}): stopped",
+    "slugbuild was stopped by {signal} before it finished, with every tool it started; no "
+    "slug or output file was written, and nothing half-done was kept in the cache.",
+    "Run the same command again when you are ready: it reuses what the cache already held.",
+    area=HostError,
+)
 PERMISSION_DENIED = ErrorKind(
     "permission-denied",
     "Permission denied",

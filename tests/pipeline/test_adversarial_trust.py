@@ -1094,3 +1094,15 @@ def test_compile_never_writes_a_slug_its_readers_refuse(tmp_path, cache_dir):
     assert_one_error(result.stderr, "procfile-malformed")
     assert "SLUGBUILD_MAX_METADATA_SIZE" in result.stderr
     assert not (tmp_path / "slug.tgz").exists()
+
+
+def test_keyboard_interrupt_is_one_catalogue_message(tmp_path, monkeypatch, capsys):
+    """Ctrl-C ends in the catalogue's build-interrupted message (code, what to do), once."""
+    def interrupted(_app):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "detect", interrupted)
+    assert cli.main(["detect", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("Error [build-interrupted]: Interrupted (SIGINT)") == 1
+    assert "Run the same command again" in err and "Traceback" not in err
