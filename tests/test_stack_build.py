@@ -162,3 +162,13 @@ def test_the_kept_layer_is_reused_and_archives_load(mmdebstrap_run_image, run_im
     inspected = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"],
                                           capture_output=True, text=True, check=True).stdout)
     assert inspected["Architecture"] == "amd64"
+
+
+def test_an_incompatible_run_image_says_how_to_make_one_that_fits() -> None:
+    """The advice names `stack build --include`: a plain `stack build` lacks libstdc++6,
+    which Wagtail's wheels need, so 'one made with stack build' alone left a user stuck."""
+    from slugbuild import errors as catalogue
+
+    text = catalogue.RUN_IMAGE_INCOMPATIBLE.error(
+        run_image="oci:run:latest", missing="  - libstdc++.so.6", packages="libstdc++6").render()
+    assert "slugbuild stack build --include PACKAGE" in text and "libstdc++6" in text

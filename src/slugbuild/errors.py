@@ -2043,7 +2043,8 @@ RUN_IMAGE_INCOMPATIBLE = ErrorKind(
     "The run image cannot run this slug",
     "{run_image} lacks what the slug's programs and libraries load at start:\n{missing}",
     "Use a run image that has them (Debian packages: {packages}), e.g. one made with "
-    "`slugbuild stack build`, or add those packages to your own run image. An image "
+    "`slugbuild stack build --include PACKAGE` (once for each of those packages), or add "
+    "those packages to your own run image. An image "
     "built on this one would fail at boot with \"cannot open shared object file\".",
     area=InputError,
     variants={
