@@ -127,6 +127,29 @@ def test_a_damaged_kept_part_is_not_used(tmp_path):
     assert second.getvalue() == first.getvalue()
 
 
+def test_a_kept_part_written_in_place_after_its_check_is_made_again(tmp_path, monkeypatch):
+    """A kept part is streamed into the slug after its check, never held in memory: a
+    part changed in between (its stat moved) is not copied but made from the tree."""
+    import slugbuild.pack as pack
+
+    root, part = _layer_and_tree(tmp_path)
+    first = io.BytesIO()
+    pack_tree(root, first, mtime=1, layers=[part])
+    checked = pack._cached_part
+
+    def check_then_damage(layer, params):
+        kept = checked(layer, params)
+        with open(kept.path, "r+b") as handle:
+            handle.seek(10)
+            handle.write(bytes(16))
+        return kept
+
+    monkeypatch.setattr(pack, "_cached_part", check_then_damage)
+    second = io.BytesIO()
+    pack_tree(root, second, mtime=1, layers=[part])
+    assert second.getvalue() == first.getvalue()
+
+
 def test_parts_depend_on_layout_and_epoch(tmp_path):
     root, part = _layer_and_tree(tmp_path)
     for layout, epoch in (("herokuish", 1), ("heroku", 1), ("herokuish", 2)):
@@ -265,3 +288,4 @@ def test_a_planted_pack_memo_adds_nothing_to_the_slug(tmp_path):
     assert second.getvalue() == first.getvalue() == plain.getvalue()
     for memo in memos:  # made again from this build's bytes
         assert b"echo planted" not in gzip.decompress(memo.read_bytes().partition(b"\n")[2])
+

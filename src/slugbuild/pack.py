@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 from . import errors
-from .cache import DIGESTS, stat_key
+from .cache import DIGESTS, StatKey, stat_key
 from .slug_size import measure_part_ahead
 from .textfiles import decimal
 
@@ -486,16 +486,17 @@ def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int |
     installs or collects static files, so the pack stage only copies it); its
     compressed size (what it adds to the slug, checked against the size limit early)."""
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
-    cached = _cached_part(layer, params)
-    if cached is not None:
-        data, digest = cached[0], cached[2]
-    else:
-        buffer = io.BytesIO()
-        digest = _write_layer_part(buffer, layer, params)[1]
-        data = buffer.getvalue()
+    measure_path = layer.packed_dir / (params.part_name(layer.mount) + ".sizes.json")
+    kept = _cached_part(layer, params)
+    if kept is not None:
+        # Measured from the file only when no measurement is kept for its digest.
+        measure_part_ahead(kept.path, kept.digest, layout, measure_path)
+        return kept.size
+    buffer = io.BytesIO()
+    digest = _write_layer_part(buffer, layer, params)[1]
+    data = buffer.getvalue()
     # Measured now, beside the build, rather than in the slug_size stage after packing.
-    measure_part_ahead(data, digest, layout,
-                       layer.packed_dir / (params.part_name(layer.mount) + ".sizes.json"))
+    measure_part_ahead(data, digest, layout, measure_path)
     return len(data)
 
 
@@ -611,58 +612,118 @@ def _write_layer_part(writer: _Sink, layer: LayerPart, params: _PackParams,
     layer: the same bytes either way, and the slug never depends on the
     layer still being there.
     """
-    cached = _cached_part(layer, params)
-    if cached is None:
-        # Kept through a handle on the layer's directory, not its path: a layer
-        # discarded meanwhile (renamed away to be deleted, perhaps replaced by a
-        # fresh one) takes this part with it instead of receiving it.
-        try:
-            layer_fd = os.open(layer.packed_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            layer_fd = None
-        try:
-            buffer = io.BytesIO()
-            if names is None or placed_in is None:
-                names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
-            raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
-                tar, params, placed_in, names, layer.mount))
-            data = buffer.getvalue()
-            cached = (data, raw_size, hashlib.sha256(data).hexdigest())
-            if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
-                _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
-                           *cached)
-        finally:
-            if layer_fd is not None:
-                os.close(layer_fd)
-    data, raw_size, digest = cached
+    kept = _cached_part(layer, params)
+    copied = _copy_kept_part(writer, kept, layer) if kept is not None else None
+    if kept is not None and copied is not None:
+        return kept.raw_size, copied
+    # Kept through a handle on the layer's directory, not its path: a layer
+    # discarded meanwhile (renamed away to be deleted, perhaps replaced by a
+    # fresh one) takes this part with it instead of receiving it.
+    try:
+        layer_fd = os.open(layer.packed_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        layer_fd = None
+    try:
+        buffer = io.BytesIO()
+        if names is None or placed_in is None:
+            names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
+        raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
+            tar, params, placed_in, names, layer.mount))
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
+            _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
+                       data, raw_size, digest)
+    finally:
+        if layer_fd is not None:
+            os.close(layer_fd)
     writer.write(data)
     return raw_size, digest
 
 
-def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int, str] | None:
-    """A kept part whose bytes match the checksum recorded with them (its bytes, raw
-    size and sha256), else None. Hashed once per process while the file is unchanged
-    (``cache.DIGESTS``): a build checks it ahead of packing, then packs it."""
+@dataclass(frozen=True)
+class _KeptPart:
+    """A layer's kept part, checked: its file, the stat it had when its bytes matched
+    the recorded ``digest``, its compressed ``size`` and the ``raw_size`` of its tar."""
+
+    path: Path
+    key: StatKey
+    digest: str
+    size: int
+    raw_size: int
+
+
+def _cached_part(layer: LayerPart, params: _PackParams) -> _KeptPart | None:
+    """The layer's kept part if its bytes match the checksum recorded with them, else
+    None. Hashed once per process while the file is unchanged (``cache.DIGESTS``), in
+    chunks: a build checks it ahead of packing, then streams it into the slug, and
+    never holds the part (hundreds of MB for a large stack) in memory."""
     base = layer.packed_dir / params.part_name(layer.mount)
+    path = base.with_suffix(".gz")
     try:
         record = json.loads(base.with_suffix(".json").read_text())
-        with open(base.with_suffix(".gz"), "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             before = os.fstat(handle.fileno())
-            clock = DIGESTS.clock(before.st_dev)
-            data = handle.read()
-            after = os.fstat(handle.fileno())
+            digest = DIGESTS.known(before)
+            if digest is None:
+                clock = DIGESTS.clock(before.st_dev)
+                digest = _stream_sha256(handle)
+                after = os.fstat(handle.fileno())
+                if stat_key(after) != stat_key(before):
+                    return None  # written while read: made again instead
+                DIGESTS.remember(after, digest, clock)
     except (OSError, ValueError, RecursionError):
         return None
-    steady = stat_key(after) == stat_key(before)
-    digest = DIGESTS.known(after) if steady else None
-    if digest is None:
-        digest = hashlib.sha256(data).hexdigest()
-        if steady:
-            DIGESTS.remember(after, digest, clock)
     if not isinstance(record, dict) or digest != record.get("sha256"):
         return None
     raw_size = record.get("raw_size")
-    return (data, raw_size, digest) if isinstance(raw_size, int) else None
+    if not isinstance(raw_size, int):
+        return None
+    return _KeptPart(path, stat_key(before), digest, before.st_size, raw_size)
+
+
+def _stream_sha256(handle: io.FileIO, sink: _Sink | None = None, hashing: bool = True) -> str:
+    """SHA-256 of the rest of ``handle`` ("" when not ``hashing``), read in chunks into
+    one buffer, each chunk passed on to ``sink`` too."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    while True:
+        count = handle.readinto(view)
+        if not count:
+            return digest.hexdigest() if hashing else ""
+        if hashing:
+            digest.update(view[:count])
+        if sink is not None:
+            sink.write(bytes(view[:count]))
+
+
+def _copy_kept_part(writer: _Sink, kept: _KeptPart, layer: LayerPart) -> str | None:
+    """Stream a checked kept part into the slug; its digest, or None (nothing written)
+    when the file is gone or changed since it was checked (the part is made again).
+
+    The part was checked when its stat was ``kept.key``: a file whose stat is the
+    same before and after the copy still holds those bytes (``cache.Digests`` gives
+    the ctime argument). A file written in place during the copy (never by
+    slugbuild, which replaces parts whole) fails the build rather than ship bytes
+    nobody checked."""
+    try:
+        handle = open(kept.path, "rb", buffering=0)
+    except OSError:
+        return None
+    with handle:
+        try:
+            if stat_key(os.fstat(handle.fileno())) != kept.key:
+                return None
+            _stream_sha256(handle, writer, hashing=False)
+            steady = stat_key(os.fstat(handle.fileno())) == kept.key
+        except OutputWriteError:
+            raise
+        except OSError:  # reading the part
+            steady = False
+    if not steady:
+        raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name)
+    return kept.digest
 
 
 def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int,
