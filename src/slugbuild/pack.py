@@ -243,10 +243,12 @@ class _PackParams:
 
 # Changes whenever the bytes of a layer part would change for the same inputs.
 PART_FORMAT = 1
-# zlib level 4 compresses a Django slug in half the CPU time of level 6 (the
-# gzip default) for a 4% larger slug; a cold build is short of CPU on two cores
-# (docs/benchmarks.md).
-DEFAULT_LEVEL = 4
+# zlib level 5: the smallest level whose slugs are no larger than Heroku's
+# `tar | gzip -6` of the same app (our slug holds fewer bytes than Heroku's build
+# directory, but at level 4 compressed 1% larger on a large data stack). Level 6
+# costs twice level 4's CPU, level 5 a third more; a cold build is short of CPU on
+# two cores (docs/benchmarks.md, session 6: the data stack and sdists).
+DEFAULT_LEVEL = 5
 
 
 def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
