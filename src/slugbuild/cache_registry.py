@@ -34,6 +34,7 @@ from .layer_artifact import (
     MANIFEST_TYPE,
     ArtifactInvalid,
     Store,
+    StreamedPart,
     Transfer,
     fetch_artifact,
     fetch_check,
@@ -91,6 +92,25 @@ class RegistryStore:
             if target.stat().st_size != size:
                 raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
             return target.read_bytes()
+
+    def stream_part(self, digest: str, size: int, limit: int) -> tuple[bytes, memoryview]:
+        """A layer's part blob and its tar bytes, inflated while it arrives
+        (``StreamedPart``, at most ``limit`` bytes), no file written; checked as
+        ``get_blob`` checks a blob, and ArtifactInvalid when it does not inflate."""
+        made: list[StreamedPart] = []
+
+        def sink() -> StreamedPart:
+            made.append(StreamedPart(limit))
+            return made[-1]
+
+        try:
+            self.client.read_blob(digest, size, sink)
+        except errors.RegistryError as exc:
+            if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
+                raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
+                                      f"digest or size") from exc
+            raise
+        return made[-1].result()
 
     def get_manifest(self, tag: str) -> bytes | None:
         found = self.client.get_manifest(tag)
@@ -293,7 +313,7 @@ class _Unusable:
     def _refuse(self, *_args: object) -> Any:
         raise OSError("the cache registry is not usable")
 
-    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = _refuse
+    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = stream_part = _refuse
 
 
 def pull_layer(cache: Cache, kind: str, name: str, key: str, what: str,
