@@ -43,7 +43,7 @@ import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +114,21 @@ def _stubbed(rel: str, data: bytes | memoryview | None = None) -> bool:
     process type's check looks for), not its programs (ELF files)."""
     return bool(_STUBBED.match(rel)) and (data is None or not rel.startswith("bin/")
                                           or bytes(data[:4]) != _ELF_MAGIC)
+
+
+# Parts are inflated with ISA-L (the isal package) where it is installed: the same
+# gzip streams, inflated about twice as fast as zlib (checking a pulled part is
+# mostly inflating it); zlib otherwise. Both release the GIL while they inflate.
+try:
+    from isal import isal_zlib as _inflater
+
+    _decompressobj: Callable[[int], Any] = _inflater.decompressobj
+    INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,
+                                                   cast(type[Exception], _inflater.error))
+except ImportError:  # pragma: no cover - isal is a dependency; a bare install still works
+    _decompressobj = zlib.decompressobj
+    INFLATE_ERRORS = (zlib.error,)
+
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -489,7 +504,7 @@ class StreamedPart:
         return b"".join(self._chunks), memoryview(self._out)
 
     def _inflate_all(self) -> None:
-        inflate, started = zlib.decompressobj(31), False
+        inflate, started = _decompressobj(31), False
         while (chunk := self._queue.get()) is not None:
             if self._problem is not None or self._stopped:
                 continue  # drained: the blob is still read to its end and hashed
@@ -505,10 +520,10 @@ class StreamedPart:
                     if not inflate.eof:
                         break  # all of ``data`` taken: its member goes on in the next
                     data = inflate.unused_data  # another gzip member (parts have several)
-                    inflate, started = zlib.decompressobj(31), False
+                    inflate, started = _decompressobj(31), False
             except ArtifactInvalid as exc:
                 self._problem = str(exc)
-            except zlib.error as exc:
+            except INFLATE_ERRORS as exc:
                 self._problem = f"its slug part is unreadable ({exc})"
         if self._problem is None and started and not self._stopped:
             self._problem = "its slug part is truncated"
@@ -643,7 +658,7 @@ def _decompress(part: bytes, limit: int) -> bytes:
     index allows): an artifact cannot make this machine unpack a bomb."""
     chunks, total, data = [], 0, part
     while data:
-        inflate = zlib.decompressobj(31)
+        inflate = _decompressobj(31)
         chunk = inflate.decompress(data, limit - total + 1)
         total += len(chunk)
         chunks.append(chunk)
@@ -757,7 +772,7 @@ def _write_file(target: str, data: memoryview, expected: tuple[int, int, str],
 def _inflate(part: bytes, limit: int) -> memoryview:
     try:
         return memoryview(_decompress(part, limit))
-    except zlib.error as exc:
+    except INFLATE_ERRORS as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
 
 

@@ -154,6 +154,19 @@ class RegistryClient:
         if credentials is not None:
             register_secrets([credentials.password])
 
+    def sibling(self) -> RegistryClient:
+        """A client of the same repository with the same credentials, for another
+        thread (a ``requests.Session`` is not shared between threads): its own
+        connections, the authorization this one holds, the same ``stats``."""
+        other = RegistryClient(self.host, self.repository, credentials=self.credentials,
+                               insecure=self.insecure, timeout=self.timeout,
+                               attempts=self.attempts)
+        other.retry_delay = self.retry_delay
+        other.stats = self.stats
+        other._authorization = self._authorization
+        other._extra_scopes = set(self._extra_scopes)
+        return other
+
     # --- the API ---------------------------------------------------------------------
     def ping(self) -> None:
         """Check that the registry answers the v2 API (and that the credentials work)."""
