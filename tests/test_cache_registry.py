@@ -630,3 +630,19 @@ def test_an_aborted_stream_stops_its_thread() -> None:
     streamed.write(gzip.compress(b"x" * 1000)[:20])
     streamed.abort()
     assert _inflating_threads() == []
+
+
+def test_a_streamed_part_can_be_written_as_a_tree(runner_a, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLUGBUILD_PART_ONLY=0: the tree is written from the bytes inflated as they
+    arrived, each file checked against the index; the layer is whole."""
+    monkeypatch.setenv("SLUGBUILD_PART_ONLY", "0")
+    made = _counting_streams(monkeypatch)
+    pulled, warnings, _, root = _pull_dependency_layer(runner_a, runner_a[3], tmp_path)
+    assert pulled is not None and warnings == [] and made
+    cache = Cache(root)
+    [entry] = local_layers(cache)
+    layer = cache.lookup("layers", entry.name, entry.key)
+    assert layer is not None and not layer.lazy and (layer.path / "tree").is_dir()
+    assert cache.verify(layer, layer_problems) == []
+    assert_cache_consistent(root)
