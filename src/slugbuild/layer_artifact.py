@@ -397,6 +397,7 @@ class Fetched:
     part: bytes
     expected: Expected | None = None
     inflated: memoryview | None = None
+    part_sha256: str | None = None  # the part's SHA-256, when hashed as it arrived
 
 
 def fetch_artifact(store: Store, space: str, kind: str, key: str,
@@ -437,19 +438,17 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     if (config.get("format"), config.get("namespace"), config.get("kind"), config.get("key")) \
             != (ARTIFACT_FORMAT, space, kind, key):
         raise ArtifactInvalid("it is the entry of another key, platform or format")
-    expected, inflated = _streamable(index), None
+    expected, inflated, sha256 = _streamable(index), None, None
     stream = getattr(store, "stream_part", None)
-    if expected is not None and stream is not None:
-        limit = _unpacked_limit(*expected[:2])
-        if limit <= IN_MEMORY_LIMIT:
-            part, inflated = stream(digests[1], sizes[1], limit)
-        else:
-            part = store.get_blob(digests[1], sizes[1])
+    limit = _unpacked_limit(*expected[:2]) if expected is not None and stream else None
+    if stream is not None and limit is not None and limit <= IN_MEMORY_LIMIT:
+        part, inflated = stream(digests[1], sizes[1], limit)
+        sha256 = digests[1].removeprefix("sha256:")  # what the stream was checked against
     else:
         part = store.get_blob(digests[1], sizes[1])
     if transfer is not None:
         transfer.received += len(raw) + len(config_blob) + len(part) + len(index_blob)
-    return Fetched(config, index, part, expected, inflated)
+    return Fetched(config, index, part, expected, inflated, sha256)
 
 
 def _streamable(index: dict[str, Any]) -> Expected | None:
@@ -1093,7 +1092,7 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
         if host_paths is not None:
             (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
         layer = Layer(scratch, {}, published=False)
-        digest = hashlib.sha256(fetched.part).hexdigest()
+        digest = fetched.part_sha256 or hashlib.sha256(fetched.part).hexdigest()
         # Its only copy of the files: not written (a full disk), nothing is published.
         _write_part(layer, part_name, fetched.part, raw_size, digest)
         _keep_part_records(layer, part_name, config["part"])
