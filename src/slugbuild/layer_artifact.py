@@ -63,6 +63,7 @@ from .cache import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from .envflag import env_flag
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
@@ -935,7 +936,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
 
 def part_only_wanted() -> bool:
     """SLUGBUILD_PART_ONLY=0 writes a pulled or imported layer's tree at once, as before."""
-    return os.environ.get("SLUGBUILD_PART_ONLY", "1").strip() not in ("0", "")
+    return env_flag("SLUGBUILD_PART_ONLY", unset=True, unknown=True, empty=False)
 
 
 Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
