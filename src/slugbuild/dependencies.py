@@ -346,7 +346,7 @@ def find_or_install(
     constraints: str | None = None,
     prefetch: Prefetch | None = None,
     into_prefix: Path | None = None,
-    prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
+    prefix_snapshot: dict[str, tuple[int, ...]] | None = None,
     copy: bool = False,
     exports: Mapping[str, str] | None = None,
     before_install: Callable[[], object] | None = None,
@@ -625,7 +625,7 @@ def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Laye
     return layer
 
 
-def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -> str | None:
+def prefix_state(prefix: Path, baseline: dict[str, tuple[int, ...]]) -> str | None:
     """SHA-256 of what differs in ``prefix`` from ``baseline`` (the restored runtime):
     files added or changed (with their content), symlinks, removed paths. None when
     nothing does, so a hook that leaves .heroku/python alone shares the layer of a
@@ -642,7 +642,8 @@ def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -
             st = os.lstat(path)
             if os.path.islink(path):
                 found[rel] = "symlink:" + os.readlink(path)
-            elif baseline.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode):
+            elif baseline.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode,
+                                       st.st_ctime_ns):
                 found[rel] = f"{st.st_mode & 0o111:o}:{file_sha256(path)}"
     for rel in baseline:
         if rel not in seen:
@@ -653,10 +654,12 @@ def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
 
 
-def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]:
-    """(inode, size, mtime_ns, mode) of the files of ``layer`` (the runtime) as just
-    restored at ``prefix`` (``prefix_state``'s baseline), symlinks as (0, 0, 0, 0).
-    Anything else there (an earlier buildpack's files) is not in it."""
+def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, ...]]:
+    """(inode, size, mtime_ns, mode, ctime_ns) of the files of ``layer`` (the runtime) as
+    just restored at ``prefix`` (``prefix_state``'s baseline), symlinks as zeros.
+    Anything else there (an earlier buildpack's files) is not in it. The ctime: a hook
+    that edits a file in place, its size kept and its mtime set back, moves it (no
+    call sets it), so its content is hashed and keys the layer."""
     index = read_index(layer.path / FILE_INDEX) or {"files": {}, "symlinks": {}}
     found = {}
     for rel in [*index["files"], *index["symlinks"]]:
@@ -665,8 +668,8 @@ def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]
             st = os.lstat(path)
         except OSError:
             continue
-        found[rel] = ((0, 0, 0, 0) if rel in index["symlinks"]
-                      else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+        found[rel] = ((0, 0, 0, 0, 0) if rel in index["symlinks"]
+                      else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ctime_ns))
     return found
 
 
