@@ -661,7 +661,7 @@ def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, ...]]:
     that edits a file in place, its size kept and its mtime set back, moves it (no
     call sets it), so its content is hashed and keys the layer."""
     index = read_index(layer.path / FILE_INDEX) or {"files": {}, "symlinks": {}}
-    found = {}
+    found: dict[str, tuple[int, ...]] = {}
     for rel in [*index["files"], *index["symlinks"]]:
         path = os.path.join(prefix, rel)
         try:
