@@ -78,3 +78,35 @@ def test_a_layer_installed_onto_a_stealthily_edited_runtime_is_not_another_apps(
                          reporter=Reporter(quiet=True))
     assert "Restoring dependencies from cache" not in "\n".join(result.log)
     assert len(list((cache / "layers").glob("*/manifest.json"))) == 2
+
+
+def test_the_runtime_counts_as_untouched_only_as_placed(tmp_path: Path) -> None:
+    """What decides whether the shared pyc store may be used by the build's prefix
+    interpreter (dependencies.pyc_store): site-packages may grow, nothing else."""
+    from slugbuild.dependencies import runtime_untouched
+
+    cache = Cache(tmp_path / "cache")
+    _runtime_layer(cache, {"lib/python3.12/this.py": b"print('zen')\n",
+                           "lib/python3.12/site-packages/README.txt": b"r\n", "bin/x": b"x"})
+    layer = cache.lookup("runtimes", "fake", "k")
+    assert layer is not None
+    prefix = tmp_path / "build" / ".heroku" / "python"
+    cache.restore(layer, prefix)
+    (prefix / "lib/python3.12/os.py").symlink_to("this.py")  # as if placed with it
+    baseline = snapshot(prefix, layer)
+    st = os.lstat(prefix / "lib/python3.12/os.py")
+    baseline["lib/python3.12/os.py"] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode,
+                                        st.st_ctime_ns)
+    assert runtime_untouched(prefix, baseline, "python3.12")
+    (prefix / "lib/python3.12/site-packages/six.py").write_text("")  # the install's
+    (prefix / "bin/six-script").write_text("")
+    assert runtime_untouched(prefix, baseline, "python3.12")
+
+    shadow = prefix / "lib/python3.12/_hashlib.py"  # before lib-dynload on sys.path
+    shadow.write_text("")
+    assert not runtime_untouched(prefix, baseline, "python3.12")
+    shadow.unlink()
+    link = prefix / "lib/python3.12/os.py"
+    link.unlink()
+    link.symlink_to("this.py")  # the same target, made anew: it could be anything
+    assert not runtime_untouched(prefix, baseline, "python3.12")
