@@ -63,21 +63,32 @@ def test_a_same_size_edit_with_the_mtime_set_back_changes_the_prefix_state(
 def test_a_layer_installed_onto_a_stealthily_edited_runtime_is_not_another_apps(
         tmp_path: Path, runtime_seed: Path) -> None:
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
-    hook = stealth_edit_hook(STDLIB_FILE)
-    editor = make_app(tmp_path / "editor", {**FILES, "bin/pre_compile": hook})
+
+    def layer_inputs() -> dict[str, dict[str, object]]:
+        return {path.parent.name: json.loads(path.read_text())["inputs"]
+                for path in (cache / "layers").glob("*/manifest.json")}
+
+    # A hook that leaves the runtime alone shares the layer of apps without one.
+    noop = make_app(tmp_path / "noop", {**FILES, "bin/pre_compile": "#!/bin/sh\ntrue\n"})
+    (noop / "bin/pre_compile").chmod(0o755)
+    compile_app(noop, tmp_path / "noop.tgz", cache_dir=cache, reporter=Reporter(quiet=True))
+    (shared,) = layer_inputs()
+    assert "prefix_before_install_sha256" not in layer_inputs()[shared]
+
+    editor = make_app(tmp_path / "editor", {**FILES, "bin/pre_compile":
+                                            stealth_edit_hook(STDLIB_FILE)})
     (editor / "bin/pre_compile").chmod(0o755)
     compile_app(editor, tmp_path / "editor.tgz", cache_dir=cache, reporter=Reporter(quiet=True))
-    manifests = [json.loads(path.read_text())
-                 for path in (cache / "layers").glob("*/manifest.json")]
-    assert [m["inputs"].get("prefix_before_install_sha256") is not None
-            for m in manifests] == [True]
+    edited = [name for name, inputs in layer_inputs().items()
+              if inputs.get("prefix_before_install_sha256")]
+    assert len(edited) == 1 and edited[0] != shared
 
-    # Another app, no hook: its runtime is clean, so it installs its own layer.
+    # Another app, no hook: its runtime is clean, it restores the shared layer.
     other = make_app(tmp_path / "other", FILES)
     result = compile_app(other, tmp_path / "other.tgz", cache_dir=cache,
                          reporter=Reporter(quiet=True))
-    assert "Restoring dependencies from cache" not in "\n".join(result.log)
-    assert len(list((cache / "layers").glob("*/manifest.json"))) == 2
+    assert "Restoring dependencies from cache" in "\n".join(result.log)
+    assert set(layer_inputs()) == {shared, edited[0]}
 
 
 def test_the_runtime_counts_as_untouched_only_as_placed(tmp_path: Path) -> None:
