@@ -29,17 +29,22 @@ def test_show_secrets_shows_them_only_when_asked_in_so_many_words(
         forget_secrets()
 
 
+def _set(monkeypatch: pytest.MonkeyPatch, value: str | None, *names: str) -> None:
+    """Every switch of ``names`` set to ``value`` (None: unset)."""
+    for name in names:
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize(("value", "on"), [
     (None, True), ("1", True), ("", False), ("0", False), ("false", False), ("off", False),
     ("no", False), ("maybe", True),
 ])
 def test_the_off_switches_read_the_same_words(monkeypatch: pytest.MonkeyPatch,
                                               value: str | None, on: bool) -> None:
-    for name in ("SLUGBUILD_INCREMENTAL", "SLUGBUILD_LAYER_VIEWS"):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    _set(monkeypatch, value, "SLUGBUILD_INCREMENTAL", "SLUGBUILD_LAYER_VIEWS")
     assert python_buildpack.layer_views_wanted() is on
     why = incremental.why_not_incremental(None, {}, None, True, False)  # type: ignore[arg-type]
     assert (why == "SLUGBUILD_INCREMENTAL=0") is not on
@@ -55,12 +60,8 @@ def test_guarding_runtime_switches_turn_on_only_in_so_many_words(
     """SLUGBUILD_ALLOW_EOL_PYTHON=false built an end-of-life Python, and
     SLUGBUILD_PYTHON_PATCH_FALLBACK=off another patch than the pin (only empty and 0
     meant no); SLUGBUILD_OFFLINE=maybe stays off the network."""
-    for name in ("SLUGBUILD_ALLOW_EOL_PYTHON", "SLUGBUILD_PYTHON_PATCH_FALLBACK",
-                 "SLUGBUILD_OFFLINE"):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    _set(monkeypatch, value, "SLUGBUILD_ALLOW_EOL_PYTHON", "SLUGBUILD_PYTHON_PATCH_FALLBACK",
+         "SLUGBUILD_OFFLINE")
     options = RuntimeOptions.from_env()
     assert allow_eol_from_env() is on
     assert options.allow_eol is on and options.patch_fallback is on
@@ -73,10 +74,6 @@ def test_guarding_runtime_switches_turn_on_only_in_so_many_words(
 ])
 def test_overlay_and_part_only_switches_read_the_same_words(
         monkeypatch: pytest.MonkeyPatch, value: str | None, on: bool) -> None:
-    for name in ("SLUGBUILD_LAYER_OVERLAY", "SLUGBUILD_PART_ONLY"):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
+    _set(monkeypatch, value, "SLUGBUILD_LAYER_OVERLAY", "SLUGBUILD_PART_ONLY")
     assert layer_overlay.overlay_wanted() is on
     assert layer_artifact.part_only_wanted() is on
