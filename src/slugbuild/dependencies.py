@@ -984,8 +984,9 @@ def pyc_store(job: InstallJob, python_name: str) -> Path | None:
         return store if baseline is not None and runtime_untouched(
             job.python.parent.parent, baseline, python_name) else None
     home = job.python.parent.parent
-    if home.is_relative_to(job.app_dir):
-        return None  # the build's prefix, with no note of its runtime as placed
+    if home.is_relative_to(job.app_dir) or (home.name, home.parent.name) == ("python",
+                                                                            ".heroku"):
+        return None  # a build's prefix, with no note of its runtime as placed
     if (home.parent / FILE_INDEX).is_file() and home.name == TREE:  # a cached runtime's
         return store if job.cache.still_pristine(Layer(home.parent, {}, published=False)) \
             else None
