@@ -418,7 +418,7 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
     """
     nodes: list[tuple[int, Any]] = []
     add_node = nodes.append
-    counts: dict[Any, int] = {}
+    counts: dict[Any, Any] = {}
     values: dict[object, int] = {}
     values_get = values.get
     seen: dict[int, int] = {}  # id of a code object -> its node
@@ -554,19 +554,24 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
     return _write_nodes(top, nodes, counts)
 
 
-def _write_nodes(root: int, nodes: "list[tuple[int, Any]]", counts: "dict[Any, int]") -> bytes:
-    """The stream of ``_write_code``'s graph: ``_Canonical._write``'s order and numbering."""
+def _write_nodes(root: int, nodes: "list[tuple[int, Any]]", counts: "dict[Any, Any]") -> bytes:
+    """The stream of ``_write_code``'s graph: ``_Canonical._write``'s order and numbering.
+
+    A node met more than once is numbered when first written: its entry in
+    ``counts`` then becomes the reference back to it (one lookup per part).
+    """
     out = bytearray()
     append, extend = out.append, out.extend
-    numbered: dict[object, int] = {}
-    numbered_get = numbered.get
     pack_index = _int32.pack
     string_leaf = _STRING_LEAVES.get
+    numbered = 0
 
     def emit(node: int) -> None:
+        nonlocal numbered
         kind, parts = nodes[node]
         if counts[node] > 1:
-            numbered[node] = len(numbered)
+            counts[node] = b"r" + pack_index(numbered)
+            numbered += 1
             append(kind | _FLAG_REF)
         else:
             append(kind)
@@ -576,10 +581,9 @@ def _write_nodes(root: int, nodes: "list[tuple[int, Any]]", counts: "dict[Any, i
             if part_type is bytes:
                 extend(part)
                 continue
-            index = numbered_get(part)
-            if index is not None:
-                append(0x72)  # "r"
-                extend(pack_index(index))
+            seen = counts[part]
+            if type(seen) is bytes:  # a reference back
+                extend(seen)
                 continue
             if part_type is str:
                 leaf = string_leaf(part) or _string_leaf(part)
@@ -589,8 +593,9 @@ def _write_nodes(root: int, nodes: "list[tuple[int, Any]]", counts: "dict[Any, i
                     emit(part)
                     continue
             # A leaf: its bytes, with FLAG_REF where it is met again.
-            if counts[part] > 1:
-                numbered[part] = len(numbered)
+            if seen > 1:
+                counts[part] = b"r" + pack_index(numbered)
+                numbered += 1
                 extend(leaf[1])
             else:
                 extend(leaf[0])
