@@ -372,7 +372,8 @@ _STRING_LEAVES: "dict[str, tuple[bytes, bytes]]" = {}  # a string -> its leaf, p
 
 def _string_leaf(text: str) -> "tuple[bytes, bytes]":
     """A string's canonical leaf (kind byte and raw bytes), and its FLAG_REF form:
-    kept for the life of the process (a worker's modules share most of their names)."""
+    a short one kept for the life of the process (a worker's modules share most of
+    their names; a docstring is met once, and kept it would only grow the worker)."""
     if text.isascii():
         raw = text.encode("ascii")
         size = len(raw)
@@ -387,7 +388,9 @@ def _string_leaf(text: str) -> "tuple[bytes, bytes]":
         raw = text.encode("utf-8", "surrogatepass")
         kind = 0x75  # "u"
         raw = _int32.pack(len(raw)) + raw
-    found = _STRING_LEAVES[text] = (bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw)
+    found = (bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw)
+    if len(text) < 64:
+        _STRING_LEAVES[text] = found
     return found
 
 
