@@ -16,18 +16,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import email.parser
 import hashlib
 import json
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .. import errors
+from ..dist_version import installed_version
 from .archive import SlugArchive, SlugLimits
 from .metadata import metadata_path_for
+
+if TYPE_CHECKING:
+    import email.parser as email_parser
+    import uuid
+else:
+    from ..lazy_import import lazy_module
+
+    # Only when a document is made (a kept one is reused): imported when first used.
+    email_parser = lazy_module("email.parser")
+    uuid = lazy_module("uuid")
 
 PathLike = Union[str, "os.PathLike[str]"]
 SPEC_VERSION = "1.6"
@@ -146,12 +155,7 @@ def _serial(sha256: str) -> uuid.UUID:
 
 
 def _version_of(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "unknown"
+    return installed_version(distribution) or "unknown"
 
 
 def _document(sha256: str, epoch: int, contents: dict[str, bytes],
@@ -221,7 +225,7 @@ def _normal(name: str) -> str:
 def _dist_infos(contents: dict[str, bytes]) -> dict[str, Any]:
     """dist-info directory -> its METADATA headers, read as the UTF-8 text the core
     metadata spec makes them (as bytes, a non-ASCII value came back as a Header object)."""
-    parser = email.parser.HeaderParser()
+    parser = email_parser.HeaderParser()
     return {name[: -len("/METADATA")]: parser.parsestr(data.decode("utf-8", "replace"))
             for name, data in contents.items() if name.endswith("/METADATA")}
 
