@@ -58,8 +58,7 @@ def test_installed_versions_are_importlib_metadatas():
     assert installed_version("no-such-distribution-here") is None
 
 
-def test_an_installed_version_defers_to_importlib_metadata_beyond_dist_info(tmp_path,
-                                                                            monkeypatch):
+def test_an_installed_version_is_read_from_dist_info_or_egg_info(tmp_path, monkeypatch):
     from slugbuild import dist_version
 
     egg = tmp_path / "Some_Thing-1.0.egg-info"
@@ -69,10 +68,13 @@ def test_an_installed_version_defers_to_importlib_metadata_beyond_dist_info(tmp_
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: other\nVersion: 2.0.post1\n\n"
                                    "Version: not-a-header\n")
+    (tmp_path / "zipped-3.0.egg").write_bytes(b"not a zip")
     monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(tmp_path)])
     dist_version.installed_version.cache_clear()
     try:
-        assert dist_version.installed_version("some.thing") == "1.0"  # by importlib.metadata
+        assert dist_version.installed_version("some.thing") == "1.0"  # from PKG-INFO
         assert dist_version.installed_version("Other") == "2.0.post1"  # from the headers
+        # An egg is importlib.metadata's to read (here it finds nothing in it).
+        assert dist_version.installed_version("zipped") is None
     finally:
         dist_version.installed_version.cache_clear()

@@ -42,9 +42,14 @@ def installed_version(distribution: str) -> str | None:
                 continue
             if _normal(stem.split("-", 1)[0]) != wanted:
                 continue
-            if suffix != "dist-info":
-                return _from_importlib(distribution)
-            version = _metadata_version(os.path.join(directory, name, "METADATA"))
+            path = os.path.join(directory, name)
+            if suffix == "dist-info":
+                version = _metadata_version(os.path.join(path, "METADATA"))
+            elif suffix == "egg-info":  # a directory holding PKG-INFO, or that file itself
+                version = _metadata_version(os.path.join(path, "PKG-INFO")
+                                            if os.path.isdir(path) else path)
+            else:
+                version = None  # an egg: left to importlib.metadata
             return version if version is not None else _from_importlib(distribution)
     return _from_importlib(distribution)
 
