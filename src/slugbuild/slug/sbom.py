@@ -142,16 +142,31 @@ def _memoised(memo_dir: Path, sha256: str, epoch: int, contents: dict[str, bytes
 def _fill(template: bytes, sha256: str) -> bytes | None:
     """The memoised document with the slug's checksum in place of the stand-in (in
     full, shortened to 12 digits, and in the serial number); None if it is not one."""
-    stand_in_serial = str(_serial(_STAND_IN)).encode()
+    stand_in_serial = _serial_text(_STAND_IN).encode()
     if stand_in_serial not in template or _STAND_IN.encode() not in template:
         return None
     text = template.replace(_STAND_IN.encode(), sha256.encode())
-    text = text.replace(stand_in_serial, str(_serial(sha256)).encode())
+    text = text.replace(stand_in_serial, _serial_text(sha256).encode())
     return text.replace(_STAND_IN[:12].encode(), sha256[:12].encode())
 
 
 def _serial(sha256: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}")
+
+
+# uuid.NAMESPACE_URL's bytes (RFC 4122, appendix C).
+_NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
+
+
+def _serial_text(sha256: str) -> str:
+    """``str(_serial(sha256))`` (RFC 4122 version 5) without loading ``uuid``: a warm
+    build fills a kept document's serial number and needs nothing else from it."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_URL + f"slugbuild:slug:sha256:{sha256}".encode(),
+                                 usedforsecurity=False).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _version_of(distribution: str) -> str:
