@@ -22,8 +22,6 @@ from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 
 from ..helpers import minimal_wheel, serve_directory
 
-SETUPTOOLS = Path("/opt/pypi/files/setuptools-84.0.0-py3-none-any.whl")
-
 SETUP_PY = '''\
 import os
 from setuptools import setup
@@ -47,12 +45,12 @@ def envpkg_sdist() -> bytes:
     return buffer.getvalue()
 
 
-def write_index(root: Path) -> None:
-    """A PEP 503 index: envpkg's sdist, setuptools' wheel (its build backend) and a
-    wheel-only plainpkg."""
+def write_index(root: Path, setuptools: Path) -> None:
+    """A PEP 503 index: envpkg's sdist, setuptools' wheel (its build backend: the
+    ``setuptools_wheel`` fixture) and a wheel-only plainpkg."""
     for name, filename, data in (
             ("envpkg", "envpkg-1.0.tar.gz", envpkg_sdist()),
-            ("setuptools", SETUPTOOLS.name, SETUPTOOLS.read_bytes()),
+            ("setuptools", setuptools.name, setuptools.read_bytes()),
             ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
              minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
         (root / "files").mkdir(parents=True, exist_ok=True)
@@ -83,10 +81,9 @@ def make_app(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["uv", "pip"])
-def test_one_apps_build_environment_never_reaches_another_apps_slug(tmp_path, manager):
-    if not SETUPTOOLS.is_file():
-        pytest.skip("no setuptools wheel to serve")
-    write_index(tmp_path / "index")
+def test_one_apps_build_environment_never_reaches_another_apps_slug(tmp_path, manager,
+                                                                   setuptools_wheel):
+    write_index(tmp_path / "index", setuptools_wheel)
     cache = tmp_path / "cache"
     with serve_directory(tmp_path / "index") as base:
         index = {"PIP_INDEX_URL": f"{base}/simple/"}
@@ -144,12 +141,11 @@ def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_changed_requirement_never_starts_from_another_environments_layer(tmp_path):
+def test_a_changed_requirement_never_starts_from_another_environments_layer(
+        tmp_path, setuptools_wheel):
     """The incremental path (incremental.py): the app directory's previous layer, built
     from source with ENVPKG_FLAVOUR=a, is not where a build without it starts."""
-    if not SETUPTOOLS.is_file():
-        pytest.skip("no setuptools wheel to serve")
-    write_index(tmp_path / "index")
+    write_index(tmp_path / "index", setuptools_wheel)
     cache = tmp_path / "cache"
     with serve_directory(tmp_path / "index") as base:
         index = {"PIP_INDEX_URL": f"{base}/simple/"}
@@ -162,12 +158,11 @@ def test_a_changed_requirement_never_starts_from_another_environments_layer(tmp_
 
 
 @pytest.mark.slow
-def test_a_layer_pulled_from_a_registry_keeps_its_build_environment(tmp_path, registry):
+def test_a_layer_pulled_from_a_registry_keeps_its_build_environment(tmp_path, registry,
+                                                                   setuptools_wheel):
     """Runner one pushes the layer it built from source with ENVPKG_FLAVOUR=a; runner
     two, on a cache of its own without the variable, pulls it and does not use it."""
-    if not SETUPTOOLS.is_file():
-        pytest.skip("no setuptools wheel to serve")
-    write_index(tmp_path / "index")
+    write_index(tmp_path / "index", setuptools_wheel)
     reference = f"docker://{registry.host}/slugbuild-cache/envkey"
     with serve_directory(tmp_path / "index") as base:
         index = {"PIP_INDEX_URL": f"{base}/simple/"}
