@@ -651,6 +651,12 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     as a file of its own, from the bytes just checked, never linked: no layer
     shares a pyc's inode with another through the store.
 
+    The interpreter runs without ``site`` (``-S``): a ``sitecustomize`` or a ``.pth``
+    file in its site-packages (the app's packages, when installed into the build's
+    prefix) would otherwise run in the compile and could store pycs of its own
+    making; the caller passes ``store`` only for an interpreter whose standard
+    library is its runtime's (dependencies.pyc_store).
+
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which
     would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
@@ -670,7 +676,7 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     settings = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
-        [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
+        [str(python), "-s", "-S", "-B", "-c", script, str(directory), logical_dir,
          str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id,
          "-" if only is not None else ""],
         input="\n".join(only or []).encode(),
