@@ -66,6 +66,7 @@ from .cache import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from .envflag import env_flag
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
@@ -679,11 +680,14 @@ def _write_files(batch: list[tuple[str, memoryview, tuple[int, int, str], str]],
         _write_file(target, data, expected, rel, written)
 
 
-def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
+def _tar_members(raw: memoryview, ends: list[int] | None = None
+                 ) -> Iterable[tuple[str, bytes, int, int, str]]:
     """(name, type, data offset, size, link target) of each member of an uncompressed
     tar, as slugbuild's packer writes them (ustar headers, pax records for long or
-    non-ASCII names and large sizes), up to the end or a zero block. Anything else
-    (a bad checksum, a global or GNU header, a truncated member) is ArtifactInvalid."""
+    non-ASCII names and large sizes), up to the end or an end-of-archive block (a
+    zero block, nothing but zeros after it: its offset noted in ``ends``). Anything
+    else (a bad checksum, a global or GNU header, a truncated member, data after a
+    zero block) is ArtifactInvalid."""
     position, total = 0, len(raw)
     pax: dict[str, str] = {}
     while position < total:
@@ -691,6 +695,9 @@ def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
             raise ArtifactInvalid("its slug part ends inside a tar header")
         header = bytes(raw[position:position + 512])
         if header == _ZERO_BLOCK:
+            _after_end(raw[position:].tobytes().strip(b"\0") == b"")
+            if ends is not None:
+                ends.append(position)
             return
         if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
             raise ArtifactInvalid("its slug part has a damaged tar header")
@@ -713,6 +720,24 @@ def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
 
 
 _ZERO_BLOCK = bytes(512)
+
+
+def _after_end(only_zeros: bool) -> None:
+    """Tar readers stop at a zero block (GNU tar, Python's tarfile): a member after it
+    was never checked against the index, yet would ship (a reader told to ignore
+    zeros unpacks it). Only zeros may follow one."""
+    if not only_zeros:
+        raise ArtifactInvalid("its part holds data after its end-of-archive block")
+
+
+def _no_end_block(ends: list[int]) -> None:
+    """A slug part (a runtime's or dependencies' layer) may hold no end-of-archive
+    block at all: copied into every slug built from the layer, it would end the slug
+    there for tar readers (the app's own files, packed after it, never unpacked). A
+    tree part (tarfile's, of a static output) ends with one."""
+    if ends:
+        raise ArtifactInvalid("its slug part holds an end-of-archive block (slugs built "
+                              "from it would end there)")
 
 
 def _octal(field: bytes, base: int = 8) -> int:
@@ -777,11 +802,12 @@ def _inflate(part: bytes, limit: int) -> memoryview:
 
 
 def _part_files(view: memoryview, prefix: str, files: dict[str, tuple[int, int, str]],
-                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
-                ) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
+                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]],
+                ends: list[int]) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
     """(layer path, index entry, bytes) of each file member of an inflated part, each
-    checked by ``_checked_member`` (symlinks noted in ``links``)."""
-    for name, kind, offset, size, linkname in _tar_members(view):
+    checked by ``_checked_member`` (symlinks noted in ``links``; an end-of-archive
+    block's offset in ``ends``)."""
+    for name, kind, offset, size, linkname in _tar_members(view, ends):
         found = _checked_member(name, kind == tarfile.SYMTYPE,
                                 kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
                                 linkname, prefix, files, symlinks, seen, links)
@@ -824,12 +850,14 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
     view = inflated if inflated is not None else _inflate(part, limit)
     seen: set[str] = set()
     links: list[tuple[str, str]] = []
+    ends: list[int] = []
     stub: dict[str, bytes] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         checks = []
         batch: list[tuple[str, memoryview, str]] = []
         try:
-            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links,
+                                                   ends):
                 if _stubbed(rel, data):
                     stub[rel] = bytes(data)
                 batch.append((rel, data, expected[2]))
@@ -844,6 +872,7 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
+    _no_end_block(ends)
     return len(view), stub, [(rel, target) for rel, target in links if _stubbed(rel)]
 
 
@@ -853,17 +882,18 @@ class _TooLarge(Exception):
 
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
              symlinks: dict[str, str], dirs: list[str],
-             written: dict[str, tuple[StatKey, str]], inflated: memoryview | None = None
-             ) -> int:
+             written: dict[str, tuple[StatKey, str]], inflated: memoryview | None = None,
+             *, eof: bool = False) -> int:
     """Write the part's members into ``tree``: exactly the files and symlinks the
     index lists, each file with its size, SHA-256 and mode. Returns the raw tar size.
+    ``eof``: a tree part, which may end with an end-of-archive block (``_no_end_block``).
 
     The part is inflated at once, its headers read by ``_tar_members`` (tarfile's
     general reader took longer than writing the files), and its files written in
     batches by a few threads (hashing and file creation release the GIL)."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
-        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
+        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written, eof)
     view = inflated if inflated is not None else _inflate(part, limit)
     made, root = {""}, str(tree)
     for rel in dirs:  # sorted: a directory before what is in it
@@ -871,11 +901,13 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         made.add(rel)
     seen: set[str] = set()
     links: list[tuple[str, str]] = []
+    ends: list[int] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         writes = []
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
-            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links,
+                                                   ends):
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
@@ -889,6 +921,8 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         finally:
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
+    if not eof:
+        _no_end_block(ends)
     _place_links(tree, files, symlinks, seen, links)
     return len(view)
 
@@ -932,9 +966,11 @@ def _place_links(tree: Path, files: dict[str, tuple[int, int, str]],
 
 def _extract_streaming(part: bytes, prefix: str, tree: Path,
                        files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
-                       dirs: list[str], written: dict[str, tuple[StatKey, str]]) -> int:
+                       dirs: list[str], written: dict[str, tuple[StatKey, str]],
+                       eof: bool = False) -> int:
     """``_extract`` for a large part: one member at a time, each file hashed as it is
-    written in chunks, so memory stays bounded whatever the index declares."""
+    written in chunks, so memory stays bounded whatever the index declares; tarfile
+    stops at a zero block, so what follows is checked afterwards (``_after_end``)."""
     for rel in dirs:
         (tree / rel).mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -956,10 +992,16 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
                     raise ArtifactInvalid(f"{rel}: content differs from the layer index")
                 os.chmod(target, stat.S_IMODE(expected[1]))
                 written[rel] = (stat_key(os.lstat(target)), expected[2])
+            end = tar.offset
+        total, only_zeros = _raw_tar_size(part, end)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+    if total > end:
+        _after_end(only_zeros)
+        if not eof:
+            _no_end_block([end])
     _place_links(tree, files, symlinks, seen, links)
-    return _raw_tar_size(part)
+    return total
 
 
 def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
@@ -972,13 +1014,16 @@ def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
     return hasher.hexdigest()
 
 
-def _raw_tar_size(part: bytes) -> int:
-    """The part's size inflated, counted in chunks (what the in-memory path measures)."""
-    total = 0
+def _raw_tar_size(part: bytes, end: int) -> tuple[int, bool]:
+    """The part's size inflated, counted in chunks (what the in-memory path measures),
+    and whether it holds nothing but zeros from ``end`` on."""
+    total, only_zeros = 0, True
     with gzip.GzipFile(fileobj=io.BytesIO(part)) as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
+            if only_zeros and total + len(chunk) > end:
+                only_zeros = chunk[max(0, end - total):].strip(b"\0") == b""
             total += len(chunk)
-    return total
+    return total, only_zeros
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None,
@@ -1029,7 +1074,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         try:
             raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written,
-                                fetched.inflated)
+                                fetched.inflated, eof=kind in TREE_PART_KINDS)
         except OSError as exc:
             if exc.errno not in _ENTRY_ERRNOS:
                 raise  # this machine's (a full disk): the caller's to report
@@ -1054,7 +1099,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
 
 def part_only_wanted() -> bool:
     """SLUGBUILD_PART_ONLY=0 writes a pulled or imported layer's tree at once, as before."""
-    return os.environ.get("SLUGBUILD_PART_ONLY", "1").strip() not in ("0", "")
+    return env_flag("SLUGBUILD_PART_ONLY", unset=True, unknown=True, empty=False)
 
 
 
