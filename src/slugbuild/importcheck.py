@@ -27,7 +27,6 @@ installed library modules are imported.
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import difflib
 import hashlib
@@ -167,6 +166,8 @@ def console_scripts(site_packages: Path) -> dict[str, str]:
         direct_url = path.parent / "direct_url.json"
         if direct_url.is_file() and '"file://' in direct_url.read_text(errors="replace"):
             continue
+        import configparser  # here, not at start-up: only the entry-point check reads these
+
         parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from .envflag import env_flag
+
 T = TypeVar("T")
 OVERLAY_ENV = "SLUGBUILD_LAYER_OVERLAY"
 # What the overlay options cannot hold (they are separated by "," and ":").
@@ -143,7 +145,7 @@ _found: dict[str, Mechanism | None] = {}
 
 def overlay_wanted() -> bool:
     """SLUGBUILD_LAYER_OVERLAY=0 materialises the layers for every step, as before."""
-    return os.environ.get(OVERLAY_ENV, "1").strip() not in ("0", "")
+    return env_flag(OVERLAY_ENV, unset=True, unknown=True, empty=False)
 
 
 def mechanism(scratch: Path) -> Mechanism | None:

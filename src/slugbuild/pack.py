@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 from . import errors
-from .cache import DIGESTS, stat_key
+from .cache import DIGESTS, FILE_INDEX, StatKey, read_index, stat_key
 from .slug_size import measure_part_ahead
 from .textfiles import decimal
 
@@ -243,10 +243,12 @@ class _PackParams:
 
 # Changes whenever the bytes of a layer part would change for the same inputs.
 PART_FORMAT = 1
-# zlib level 4 compresses a Django slug in half the CPU time of level 6 (the
-# gzip default) for a 4% larger slug; a cold build is short of CPU on two cores
-# (docs/benchmarks.md).
-DEFAULT_LEVEL = 4
+# zlib level 5: the smallest level whose slugs are no larger than Heroku's
+# `tar | gzip -6` of the same app (our slug holds fewer bytes than Heroku's build
+# directory, but at level 4 compressed 1% larger on a large data stack). Level 6
+# costs twice level 4's CPU, level 5 a third more; a cold build is short of CPU on
+# two cores (docs/benchmarks.md, session 6: the data stack and sdists).
+DEFAULT_LEVEL = 5
 
 
 def pack_tree(root: Path, target: BinaryIO, layout: str = "herokuish",
@@ -356,8 +358,10 @@ def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
     try:
         kept = json.loads(memo.read_text())
         if isinstance(kept, dict) and kept.get("tree") == str(layer.tree):
-            return [(rel, kind, 0) for rel, kind in kept["entries"]
-                    if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+            entries = [(rel, kind, 0) for rel, kind in kept["entries"]
+                       if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+            if _listing_is_the_trees(layer.tree, entries):
+                return entries
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         pass
     scanned = scan_tree(layer.tree)
@@ -372,6 +376,45 @@ def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
             with contextlib.suppress(OSError):
                 temporary.unlink()
     return scanned
+
+
+def _listing_is_the_trees(tree: Path, entries: list[tuple[str, int, int]]) -> bool:
+    """Whether a kept listing is the layer's: the layer (and so its packed/ directory)
+    is shared by every app with the same packages, and any app's hook could write a
+    listing there that adds entries to other apps' slugs (a directory named
+    ``../../.profile.d``), or leaves some out. Its files and symlinks must be exactly
+    those of the layer's files.json (which the cache compares with the tree before a
+    build may show it), its paths plain relative ones, listed once; and each of its
+    directories a directory of the tree with as many subdirectories as it lists (a
+    directory's link count: one left out shows), which costs a stat per directory
+    rather than a listing. Where link counts do not count subdirectories (btrfs),
+    the tree is listed again."""
+    index = read_index(tree.parent / FILE_INDEX)
+    if index is None:
+        return False
+    by_kind: dict[int, set[str]] = {DIRECTORY: set(), SYMLINK: set(), FILE: set(), OTHER: set()}
+    for rel, kind, _ in entries:
+        by_kind[kind].add(rel)
+    directories = by_kind[DIRECTORY]
+    if by_kind[OTHER] or sum(map(len, by_kind.values())) != len(entries) \
+            or by_kind[FILE] != set(index["files"]) \
+            or by_kind[SYMLINK] != set(index["symlinks"]):
+        return False
+    children = collections.Counter(rel.rpartition("/")[0] for rel in directories)
+    for rel, _, _ in entries:
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in directories:
+            return False  # a parent left out (files.json paths are plain: so are theirs)
+    for rel in ["", *directories]:
+        if rel and any(part in ("", ".", "..") for part in rel.split("/")):
+            return False
+        try:
+            st = os.lstat(os.path.join(tree, rel) if rel else tree)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode) or st.st_nlink != 2 + children[rel]:
+            return False
+    return True
 
 
 # How many parts made here a layer keeps (one per set of the app's directories, one
@@ -486,16 +529,17 @@ def prepare_layer_part(layer: LayerPart, layout: str = "herokuish", mtime: int |
     installs or collects static files, so the pack stage only copies it); its
     compressed size (what it adds to the slug, checked against the size limit early)."""
     params = _PackParams(LAYOUTS[layout], source_date_epoch(mtime), compresslevel)
-    cached = _cached_part(layer, params)
-    if cached is not None:
-        data, digest = cached[0], cached[2]
-    else:
-        buffer = io.BytesIO()
-        digest = _write_layer_part(buffer, layer, params)[1]
-        data = buffer.getvalue()
+    measure_path = layer.packed_dir / (params.part_name(layer.mount) + ".sizes.json")
+    kept = _cached_part(layer, params)
+    if kept is not None:
+        # Measured from the file only when no measurement is kept for its digest.
+        measure_part_ahead(kept.path, kept.digest, layout, measure_path)
+        return kept.size
+    buffer = io.BytesIO()
+    digest = _write_layer_part(buffer, layer, params)[1]
+    data = buffer.getvalue()
     # Measured now, beside the build, rather than in the slug_size stage after packing.
-    measure_part_ahead(data, digest, layout,
-                       layer.packed_dir / (params.part_name(layer.mount) + ".sizes.json"))
+    measure_part_ahead(data, digest, layout, measure_path)
     return len(data)
 
 
@@ -611,58 +655,118 @@ def _write_layer_part(writer: _Sink, layer: LayerPart, params: _PackParams,
     layer: the same bytes either way, and the slug never depends on the
     layer still being there.
     """
-    cached = _cached_part(layer, params)
-    if cached is None:
-        # Kept through a handle on the layer's directory, not its path: a layer
-        # discarded meanwhile (renamed away to be deleted, perhaps replaced by a
-        # fresh one) takes this part with it instead of receiving it.
-        try:
-            layer_fd = os.open(layer.packed_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            layer_fd = None
-        try:
-            buffer = io.BytesIO()
-            if names is None or placed_in is None:
-                names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
-            raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
-                tar, params, placed_in, names, layer.mount))
-            data = buffer.getvalue()
-            cached = (data, raw_size, hashlib.sha256(data).hexdigest())
-            if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
-                _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
-                           *cached)
-        finally:
-            if layer_fd is not None:
-                os.close(layer_fd)
-    data, raw_size, digest = cached
+    kept = _cached_part(layer, params)
+    copied = _copy_kept_part(writer, kept, layer) if kept is not None else None
+    if kept is not None and copied is not None:
+        return kept.raw_size, copied
+    # Kept through a handle on the layer's directory, not its path: a layer
+    # discarded meanwhile (renamed away to be deleted, perhaps replaced by a
+    # fresh one) takes this part with it instead of receiving it.
+    try:
+        layer_fd = os.open(layer.packed_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        layer_fd = None
+    try:
+        buffer = io.BytesIO()
+        if names is None or placed_in is None:
+            names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
+        raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
+            tar, params, placed_in, names, layer.mount))
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
+            _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
+                       data, raw_size, digest)
+    finally:
+        if layer_fd is not None:
+            os.close(layer_fd)
     writer.write(data)
     return raw_size, digest
 
 
-def _cached_part(layer: LayerPart, params: _PackParams) -> tuple[bytes, int, str] | None:
-    """A kept part whose bytes match the checksum recorded with them (its bytes, raw
-    size and sha256), else None. Hashed once per process while the file is unchanged
-    (``cache.DIGESTS``): a build checks it ahead of packing, then packs it."""
+@dataclass(frozen=True)
+class _KeptPart:
+    """A layer's kept part, checked: its file, the stat it had when its bytes matched
+    the recorded ``digest``, its compressed ``size`` and the ``raw_size`` of its tar."""
+
+    path: Path
+    key: StatKey
+    digest: str
+    size: int
+    raw_size: int
+
+
+def _cached_part(layer: LayerPart, params: _PackParams) -> _KeptPart | None:
+    """The layer's kept part if its bytes match the checksum recorded with them, else
+    None. Hashed once per process while the file is unchanged (``cache.DIGESTS``), in
+    chunks: a build checks it ahead of packing, then streams it into the slug, and
+    never holds the part (hundreds of MB for a large stack) in memory."""
     base = layer.packed_dir / params.part_name(layer.mount)
+    path = base.with_suffix(".gz")
     try:
         record = json.loads(base.with_suffix(".json").read_text())
-        with open(base.with_suffix(".gz"), "rb") as handle:
+        with open(path, "rb", buffering=0) as handle:
             before = os.fstat(handle.fileno())
-            clock = DIGESTS.clock(before.st_dev)
-            data = handle.read()
-            after = os.fstat(handle.fileno())
+            digest = DIGESTS.known(before)
+            if digest is None:
+                clock = DIGESTS.clock(before.st_dev)
+                digest = _stream_sha256(handle)
+                after = os.fstat(handle.fileno())
+                if stat_key(after) != stat_key(before):
+                    return None  # written while read: made again instead
+                DIGESTS.remember(after, digest, clock)
     except (OSError, ValueError, RecursionError):
         return None
-    steady = stat_key(after) == stat_key(before)
-    digest = DIGESTS.known(after) if steady else None
-    if digest is None:
-        digest = hashlib.sha256(data).hexdigest()
-        if steady:
-            DIGESTS.remember(after, digest, clock)
     if not isinstance(record, dict) or digest != record.get("sha256"):
         return None
     raw_size = record.get("raw_size")
-    return (data, raw_size, digest) if isinstance(raw_size, int) else None
+    if not isinstance(raw_size, int):
+        return None
+    return _KeptPart(path, stat_key(before), digest, before.st_size, raw_size)
+
+
+def _stream_sha256(handle: io.FileIO, sink: _Sink | None = None, hashing: bool = True) -> str:
+    """SHA-256 of the rest of ``handle`` ("" when not ``hashing``), read in chunks into
+    one buffer, each chunk passed on to ``sink`` too."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    while True:
+        count = handle.readinto(view)
+        if not count:
+            return digest.hexdigest() if hashing else ""
+        if hashing:
+            digest.update(view[:count])
+        if sink is not None:
+            sink.write(bytes(view[:count]))
+
+
+def _copy_kept_part(writer: _Sink, kept: _KeptPart, layer: LayerPart) -> str | None:
+    """Stream a checked kept part into the slug; its digest, or None (nothing written)
+    when the file is gone or changed since it was checked (the part is made again).
+
+    The part was checked when its stat was ``kept.key``: a file whose stat is the
+    same before and after the copy still holds those bytes (``cache.Digests`` gives
+    the ctime argument). A file written in place during the copy (never by
+    slugbuild, which replaces parts whole) fails the build rather than ship bytes
+    nobody checked."""
+    try:
+        handle = open(kept.path, "rb", buffering=0)
+    except OSError:
+        return None
+    with handle:
+        try:
+            if stat_key(os.fstat(handle.fileno())) != kept.key:
+                return None
+            _stream_sha256(handle, writer, hashing=False)
+            steady = stat_key(os.fstat(handle.fileno())) == kept.key
+        except OutputWriteError:
+            raise
+        except OSError:  # reading the part
+            steady = False
+    if not steady:
+        raise errors.CACHE_LAYER_GONE.error(layer=layer.tree.parent.name)
+    return kept.digest
 
 
 def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int,

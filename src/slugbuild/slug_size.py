@@ -480,10 +480,21 @@ def _keep_measure(path: Path, sha256: str, measured: dict[str, Any]) -> None:
             temporary.unlink()
 
 
-def measure_part_ahead(data: bytes, sha256: str, layout: str, measure_path: Path) -> None:
-    """Measure a layer's part (its compressed bytes, ``sha256``) and keep the figures
-    at ``measure_path`` unless they are kept already: a build does it while later
-    stages run, so measuring its slug reads them (``measure_slug``'s ``parts``)."""
+def measure_part_ahead(data: bytes | Path, sha256: str, layout: str, measure_path: Path) -> None:
+    """Measure a layer's part (its compressed bytes, or the file holding them, whose
+    SHA-256 is ``sha256``) and keep the figures at ``measure_path`` unless they are
+    kept already: a build does it while later stages run, so measuring its slug reads
+    them (``measure_slug``'s ``parts``). A file is read only when no figures are kept."""
+    if isinstance(data, Path):
+        try:
+            size = data.stat().st_size
+            if _kept_measure(measure_path, sha256, size) is not None:
+                return
+            data = data.read_bytes()
+        except OSError:
+            return  # measured from the slug instead
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return
     if _kept_measure(measure_path, sha256, len(data)) is not None:
         return
     try:
