@@ -28,7 +28,6 @@ installed library modules are imported.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
 import json
 import os
@@ -278,6 +277,8 @@ def _misspelt_program(program: str, python: Path) -> str | None:
     come from the run image or another buildpack (``nginx``, ``bin/start``), as
     Heroku allows, so it is left to the dyno.
     """
+    import difflib  # only on this rare path: warm builds never load it
+
     if shutil.which(program) is not None:
         return None
     site_packages = python.parent.parent / "lib" / python.name / "site-packages"
