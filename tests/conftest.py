@@ -6,8 +6,6 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from .helpers import (
     machine_cache_key,
     make_app,
     once_per_run,
+    taking_turns,
     unpack,
     xdist_worker,
 )
@@ -274,26 +273,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under xdist, a test marked ``alone`` runs while no other test runs, and other
-    tests wait for it. Every test holds a shared lock of the run while it runs and an
-    ``alone`` test an exclusive one; a turnstile lock, taken by an ``alone`` test
-    before it waits, stops new tests from starting meanwhile (else two workers taking
-    turns at the shared lock could keep it waiting for ever)."""
+    tests wait for it (helpers.taking_turns)."""
     if xdist_worker() is None:
         yield
         return
     root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent
-    alone = request.node.get_closest_marker("alone") is not None
-    with open(root / "alone.turnstile.lock", "a+") as turnstile, \
-            open(root / "alone.lock", "a+") as lock:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        if alone:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        else:
-            fcntl.flock(turnstile, fcntl.LOCK_UN)
-            fcntl.flock(lock, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
+    with taking_turns(root, alone=request.node.get_closest_marker("alone") is not None):
+        yield

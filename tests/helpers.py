@@ -904,3 +904,24 @@ def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str,
             pickle.dump(made, handle)
         partial.replace(kept)
         return made
+
+
+@contextlib.contextmanager
+def taking_turns(root: Path, alone: bool) -> Iterator[None]:
+    """Run the block beside other blocks of the run (the workers' tests), or, when
+    ``alone``, while no other block runs. Every block holds a shared lock of ``root``
+    while it runs and an ``alone`` one an exclusive lock; a turnstile lock, which an
+    ``alone`` block takes before it waits and every block passes through on its way
+    in, stops new blocks from starting meanwhile (else two workers taking turns at
+    the shared lock could keep the ``alone`` block waiting for ever)."""
+    import fcntl
+
+    with open(root / "alone.turnstile.lock", "a+") as turnstile, \
+            open(root / "alone.lock", "a+") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if alone:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
