@@ -6,6 +6,7 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -228,6 +229,10 @@ PER_WORKER_BUILDS = frozenset({"runner_a"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        # A pytest that a worker's test started (the sdist's own tests,
+        # test_packaging.py) inherits the worker's id: it is no worker itself.
+        os.environ.pop("PYTEST_XDIST_WORKER", None)
     config.addinivalue_line(
         "markers", "alone: runs with no other test at once when the suite runs on "
         "several pytest-xdist workers (it watches the whole machine: processes, load, "
