@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import socket
 import subprocess
 import tarfile
@@ -22,17 +23,18 @@ import requests
 
 import slugbuild
 from slugbuild.log import Reporter
+from slugbuild.oci.assemble import read_slug_metadata
 from slugbuild.oci.image import LAYER_GZIP, Image, bytes_blob, sha256_of, write_layout
 from slugbuild.oci.reference import parse_image_reference
 
 
 def bench_image(app: Path, cache: Path, tmp_path: Path) -> dict[str, Any]:
     """Seconds and bytes of a cold and a warm image push (app copied, one file changed)."""
-    run_image = _run_image(tmp_path / "run-image")
     with _registry(tmp_path / "registry") as host:
         slug = tmp_path / "image-slug.tgz"
         slugbuild.compile_app(app, slug, cache_dir=cache, layout="heroku",
                               reporter=Reporter(quiet=True))
+        run_image = _run_image(tmp_path / "run-image", _needed_libraries(slug))
         target = f"docker://{host}/bench/{app.name.lower()}:v1"
         cold = slugbuild.build_image(slug, target, run_image=run_image, cache_dir=cache)
         changed_file = next(p for p in sorted(app.rglob("*.py")) if p.is_file())
@@ -47,14 +49,40 @@ def bench_image(app: Path, cache: Path, tmp_path: Path) -> dict[str, Any]:
             "image_bytes": sum(layer["size"] for layer in warm.layers)}
 
 
-def _run_image(layout: Path) -> str:
-    """A one-layer run image (an /etc/passwd): the bench measures the slug's layers."""
+def _needed_libraries(slug: Path) -> dict[str, bytes]:
+    """The host's copies of the shared libraries slug.json says the slug loads, at their
+    paths: build_image refuses a run image that lacks them."""
+    needed = set(read_slug_metadata(slug).get("stack_requirements", {}).get("needed", []))
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True,
+                             check=True).stdout
+    found: dict[str, bytes] = {}
+    for line in listing.splitlines():
+        match = re.match(r"\s*(\S+) \(([^)]*)\) => (\S+)", line)
+        if match and match.group(1) in needed and "x86-64" in match.group(2):
+            found.setdefault(match.group(3).lstrip("/"), Path(match.group(3)).read_bytes())
+    # The loader's search path (Debian's multiarch directories are listed there).
+    for config in [Path("/etc/ld.so.conf"), *sorted(Path("/etc/ld.so.conf.d").glob("*.conf"))]:
+        if config.is_file():
+            found[str(config).lstrip("/")] = config.read_bytes()
+    return found
+
+
+def _run_image(layout: Path, libraries: dict[str, bytes]) -> str:
+    """A one-layer run image (an /etc/passwd and the libraries the slug loads): the bench
+    measures the slug's layers."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
-        data = b"root:x:0:0:root:/root:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        entries = {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", **libraries}
+        directories = sorted({"/".join(name.split("/")[:depth]) for name in entries
+                              for depth in range(1, name.count("/") + 1)})
+        for directory in directories:  # the check follows paths as the kernel would
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name in sorted(entries):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(entries[name]), 0o755
+            tar.addfile(info, io.BytesIO(entries[name]))
     layer = bytes_blob(gzip.compress(raw.getvalue(), mtime=0), LAYER_GZIP,
                        sha256_of(raw.getvalue()))
     config = {"architecture": "amd64", "os": "linux", "config": {},
