@@ -285,3 +285,32 @@ def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent
     with taking_turns(root, alone=request.node.get_closest_marker("alone") is not None):
         yield
+
+
+# The build backend served by loopback indexes whose sdists build with setuptools
+# (tests/adversarial/test_build_env_isolation.py): taken from the machine's local
+# index when it has it, else downloaded once per session from PyPI; checked by digest.
+SETUPTOOLS_WHEEL = "setuptools-84.0.0-py3-none-any.whl"
+SETUPTOOLS_WHEEL_SHA256 = "51a52592b3b99e102b609654876bd65f19f999935166d1352678931132b0c670"
+
+
+@pytest.fixture(scope="session")
+def setuptools_wheel(tmp_path_factory) -> Path:
+    import hashlib
+    import sys
+    local = Path("/opt/pypi/files") / SETUPTOOLS_WHEEL
+    if local.is_file():
+        wheel = local
+    else:
+        where = tmp_path_factory.mktemp("setuptools-wheel")
+        version = SETUPTOOLS_WHEEL.split("-")[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--isolated", "--no-deps",
+             "--only-binary=:all:", "--index-url", "https://pypi.org/simple/",
+             "--dest", str(where), f"setuptools=={version}"],
+            capture_output=True, text=True, timeout=300, check=False)
+        wheel = where / SETUPTOOLS_WHEEL
+        assert done.returncode == 0 and wheel.is_file(), \
+            f"could not download {SETUPTOOLS_WHEEL} from PyPI:\n{done.stderr[-2000:]}"
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == SETUPTOOLS_WHEEL_SHA256
+    return wheel

@@ -11,14 +11,18 @@ costs one warning; the build goes on and nothing wrong is used.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gzip
 import http.server
 import io
 import json
 import os
 import shutil
 import socketserver
+import tarfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +35,11 @@ from slugbuild.cache_admin import local_layers
 from slugbuild.cache_registry import RemoteCache, from_settings, registry_store
 from slugbuild.errors import CACHE_REGISTRY_INVALID, SlugbuildError
 from slugbuild.layer_artifact import (
+    Artifact,
+    ArtifactInvalid,
+    StreamedPart,
     Transfer,
+    digest_of,
     layer_tag,
     make_artifact,
     namespace,
@@ -88,6 +96,7 @@ class _Proxy(socketserver.ThreadingMixIn, http.server.HTTPServer):
     mode = "pass"
     upstream = ""
     cut_after = 64 * 1024
+    cut_only = ""  # cut only a download whose path holds this (a blob's digest)
 
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -139,6 +148,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         sent = 0
         for chunk in answer.raw.stream(16 * 1024, decode_content=False):
             if mode == "cut-download" and "/blobs/" in self.path \
+                    and self.server.cut_only in self.path \
                     and sent + len(chunk) > self.server.cut_after:
                 self.wfile.write(chunk[:self.server.cut_after - sent])
                 self.wfile.flush()
@@ -501,3 +511,148 @@ def test_compile_registry_user_reaches_the_cache_registry(
     assert code == 0, log
     assert "Pulled the dependency layer" in log and "Installing requirements" not in log, log
     assert AUTH_REGISTRY_PASSWORD not in log
+
+
+# --- the part inflated while it arrives ---------------------------------------------------
+
+def _inflating_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "slugbuild-inflate"]
+
+
+def _counting_streams(monkeypatch: pytest.MonkeyPatch) -> list[StreamedPart]:
+    """The StreamedParts the registry store makes from now on (the streamed path taken)."""
+    made: list[StreamedPart] = []
+
+    class Counted(StreamedPart):
+        def __init__(self, limit: int) -> None:
+            super().__init__(limit)
+            made.append(self)
+
+    monkeypatch.setattr("slugbuild.cache_registry.StreamedPart", Counted)
+    return made
+
+
+def _with_member_changed(artifact: Artifact) -> Artifact:
+    """The artifact a lying pusher makes: every blob matches its digest, but one byte
+    of a file in its part differs from what its index (and so slug.json) says."""
+    raw = bytearray(gzip.decompress(artifact.part))
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        member = next(m for m in tar.getmembers() if m.isreg() and m.size > 100)
+    raw[member.offset_data + 50] ^= 0x20
+    part = gzip.compress(bytes(raw), 6, mtime=0)
+    manifest = json.loads(artifact.manifest)
+    manifest["layers"][0].update(digest=digest_of(part), size=len(part))
+    return dataclasses.replace(artifact, part=part,
+                               manifest=json.dumps(manifest, sort_keys=True).encode())
+
+
+@pytest.mark.slow
+def test_a_part_unlike_its_index_is_refused_as_it_streams(runner_a, registry, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A part whose member bytes differ from the index, inflated while it arrives:
+    refused with one warning, nothing published; and a build given that entry builds
+    the layer itself and makes A's slug."""
+    cache_a, _, sha_a, _, _ = runner_a
+    _, layer = _dependency_layer(cache_a)
+    artifact = make_artifact(layer, SPACE)
+    assert artifact is not None
+    reference = f"docker://{registry.host}/slugbuild-cache/member-changed"
+    push_artifact(registry_store(reference), _with_member_changed(artifact))
+    made = _counting_streams(monkeypatch)
+    pulled, warnings, _, root = _pull_dependency_layer(runner_a, reference, tmp_path)
+    assert pulled is None and made, "the part was not streamed"
+    assert len(warnings) == 1 and "content differs from the layer index" in warnings[0], \
+        warnings
+    assert local_layers(Cache(root)) == []
+    assert_cache_consistent(root)
+    assert _inflating_threads() == []
+    cache_b = _without_dependency_layer(cache_a, tmp_path / "b")
+    result, log = _build(cache_b, tmp_path / "b.tgz", reference)
+    assert result.sha256 == sha_a and "Installing requirements" in log, log
+    assert result.cache_registry["pulled"] == [] and not result.cache_registry["failed"]
+    assert_cache_consistent(cache_b)
+
+
+def test_a_registry_dying_mid_part_fails_open_once(runner_a, proxy, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection cut in the middle of the part being inflated: every attempt
+    starts over on a fresh stream, then one warning; nothing published, no thread
+    left inflating."""
+    _, layer = _dependency_layer(runner_a[0])
+    artifact = make_artifact(layer, SPACE)
+    assert artifact is not None
+    proxy.mode = "cut-download"
+    proxy.cut_only = digest_of(artifact.part)
+    proxy.cut_after = len(artifact.part) // 2
+    made = _counting_streams(monkeypatch)
+    pulled, warnings, _, root = _pull_dependency_layer(
+        runner_a, _via(proxy, runner_a[3].split("/", 3)[3]), tmp_path)
+    assert pulled is None and len(made) == 3  # the client's three attempts
+    assert len(warnings) == 1 and "could not be used" in warnings[0], warnings
+    assert local_layers(Cache(root)) == []
+    assert_cache_consistent(root)
+    assert _inflating_threads() == []
+
+
+def _gzip_members(*payloads: bytes) -> bytes:
+    return b"".join(gzip.compress(payload, 6, mtime=0) for payload in payloads)
+
+
+@pytest.fixture(params=["installed", "zlib"])
+def inflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The inflater slugbuild found (ISA-L where installed), and zlib, its fallback."""
+    if request.param == "zlib":
+        monkeypatch.setattr("slugbuild.layer_artifact._decompressobj", zlib.decompressobj)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 20])
+def test_a_streamed_part_inflates_every_member_across_chunks(chunk: int, inflater: str) -> None:
+    payloads = [os.urandom(5000), b"a" * 70000, b"", b"tail"]
+    blob = _gzip_members(*payloads)
+    streamed = StreamedPart(limit=sum(map(len, payloads)))
+    for at in range(0, len(blob), chunk):
+        streamed.write(blob[at:at + chunk])
+    streamed.close()
+    part, tar_bytes = streamed.result()
+    assert part == blob and bytes(tar_bytes) == b"".join(payloads)
+
+
+@pytest.mark.parametrize("blob, problem", [
+    (_gzip_members(b"x" * 10_001), "unpacks to more than its index holds"),
+    (_gzip_members(b"x" * 5000)[:-9], "truncated"),
+    # zlib objects to the first byte, ISA-L waits for a whole header: either refuses.
+    (_gzip_members(b"x" * 5000) + b"not gzip", "unreadable|truncated"),
+])
+def test_a_streamed_part_past_its_limit_or_broken_is_refused(blob: bytes, problem: str,
+                                                            inflater: str) -> None:
+    streamed = StreamedPart(limit=10_000)
+    for at in range(0, len(blob), 1000):
+        streamed.write(blob[at:at + 1000])
+    streamed.close()
+    with pytest.raises(ArtifactInvalid, match=problem):
+        streamed.result()
+
+
+def test_an_aborted_stream_stops_its_thread() -> None:
+    streamed = StreamedPart(limit=1 << 20)
+    streamed.write(gzip.compress(b"x" * 1000)[:20])
+    streamed.abort()
+    assert _inflating_threads() == []
+
+
+def test_a_streamed_part_can_be_written_as_a_tree(runner_a, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLUGBUILD_PART_ONLY=0: the tree is written from the bytes inflated as they
+    arrived, each file checked against the index; the layer is whole."""
+    monkeypatch.setenv("SLUGBUILD_PART_ONLY", "0")
+    made = _counting_streams(monkeypatch)
+    pulled, warnings, _, root = _pull_dependency_layer(runner_a, runner_a[3], tmp_path)
+    assert pulled is not None and warnings == [] and made
+    cache = Cache(root)
+    [entry] = local_layers(cache)
+    layer = cache.lookup("layers", entry.name, entry.key)
+    assert layer is not None and not layer.lazy and (layer.path / "tree").is_dir()
+    assert cache.verify(layer, layer_problems) == []
+    assert_cache_consistent(root)

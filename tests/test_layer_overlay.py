@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,9 @@ class _Layers:
         self.asked.append([str(arg) for arg in argv])
         return list(argv)
 
+    def run_step(self, argv, start):
+        return start(self.argv(argv))
+
     def prefix_written(self) -> bool:
         return False
 
@@ -249,3 +253,116 @@ def test_a_redirect_naming_a_path_outside_the_mount_brings_nothing(tmp_path, red
     apply_upper(upper, target, "user.overlay.")
     assert (target / "renamed").is_dir() and list((target / "renamed").iterdir()) == []
     assert sorted(p.name for p in target.iterdir()) == ["a", "link", "renamed"]
+
+
+def test_a_step_in_a_user_namespace_has_the_users_rights_not_roots(request):
+    """Mapped to root in its namespace, a step could read and write the user's files
+    whatever their mode (CAP_DAC_OVERRIDE over mapped inodes), and saw uid 0: it runs
+    as the user's own ids, as without the overlay (review finding 1). Run as nobody
+    when the suite runs as root."""
+    uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    user = {"user": uid, "group": gid, "extra_groups": []} if os.geteuid() == 0 else {}
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                           capture_output=True, **user)
+    if probe.returncode != 0:
+        pytest.skip("no unprivileged user namespaces on this machine")
+    # Not under tmp_path: pytest's base directory is the invoking user's alone.
+    base = Path(tempfile.mkdtemp(prefix="userns-rights."))
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    lower, build = base / "lower", base / "build"
+    lower.mkdir(parents=True)
+    (lower / "f").write_text("x")
+    (build / "m").mkdir(parents=True)
+    secret = base / "secret"
+    secret.write_text("s")
+    run = OverlayRun.prepare(build, base, layer_overlay._USERNS, [("m", [lower])], [lower])
+    assert run is not None
+    run.ids = (uid, gid)
+    for directory, _, files in os.walk(base):
+        for path in [directory, *(os.path.join(directory, name) for name in files)]:
+            os.chown(path, uid, gid)
+    secret.chmod(0)  # the user's own file, which the user's rights cannot read
+    step = f"id -u; id -g; cat {secret} && echo read-it; echo new > {build}/m/new"
+    done = subprocess.run(run.argv(["sh", "-c", step]), capture_output=True, text=True,
+                          **user)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(uid), str(gid)]  # its ids; `cat` was refused
+    assert "Permission denied" in done.stderr
+    assert (run.mounts[0].upper / "new").stat().st_uid == uid  # what it wrote is the user's
+    run.remove()
+
+
+class _Build:
+    """What StepLayers asks of the build: its views, an overlay, materialising."""
+
+    def __init__(self, run: OverlayRun) -> None:
+        from slugbuild.log import Reporter
+        self.views = {".heroku/python": object()}
+        self.runs = [run]
+        self.overlay_failed = False
+        self.materialised = 0
+        self.reporter = Reporter(quiet=True)
+        self.warnings: list[str] = []
+        self.reporter.warn = self.warnings.append  # type: ignore[method-assign]
+
+    def overlay(self) -> OverlayRun | None:
+        return None if self.overlay_failed else self.runs.pop()
+
+    def materialise(self, copy: bool = False) -> None:
+        self.materialised += 1
+
+
+def _step_layers(tmp_path: Path, lowers: list[Path]):
+    from slugbuild.context import StepLayers
+    found = mechanism(tmp_path)
+    if found is None:
+        pytest.skip("no private overlay on this machine")
+    build = tmp_path / "build"
+    (build / ".heroku/python").mkdir(parents=True, exist_ok=True)
+    run = OverlayRun.prepare(build, tmp_path, found, [(".heroku/python", lowers)], [])
+    assert run is not None
+    fake = _Build(run)
+    return StepLayers(fake, "bin/post_compile"), fake  # type: ignore[arg-type]
+
+
+def test_a_failed_overlay_mount_runs_the_step_on_placed_layers(tmp_path):
+    """The overlay is a speed path: a mount that fails (here a lower tree that is gone)
+    never fails the step; it runs again on materialised layers, with one line saying
+    why (review finding 2)."""
+    from slugbuild.proc import run_tool
+    layers, fake = _step_layers(tmp_path, [tmp_path / "gone"])
+    ran: list[list[str]] = []
+
+    def start(command):
+        ran.append([str(arg) for arg in command])
+        return run_tool(command, fake.reporter, dict(os.environ))
+
+    assert layers.run_step(["sh", "-c", "echo ran"], start) == "ran"
+    assert ran[-1] == ["sh", "-c", "echo ran"] and len(ran) == 2
+    assert fake.materialised == 1 and fake.overlay_failed
+    (warning,) = fake.warnings
+    assert "overlay" in warning and "bin/post_compile" in warning
+    layers.finish()
+    assert not any(tmp_path.glob("overlay.*"))
+
+
+def test_a_step_exiting_125_under_the_overlay_is_the_steps_failure(tmp_path):
+    """125 is what the wrapper used to exit with on a failed mount: the step's own
+    125 is told apart by the start mark, and stays its failure (no second run)."""
+    from slugbuild.proc import ToolFailed, run_tool
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    layers, fake = _step_layers(tmp_path, [lower])
+    ran: list[list[str]] = []
+
+    def start(command):
+        ran.append(command)
+        return run_tool(command, fake.reporter, dict(os.environ))
+
+    with pytest.raises(ToolFailed) as failed:
+        layers.run_step(["sh", "-c", "echo out; echo err >&2; exit 125"], start)
+    assert failed.value.exit_code == 125 and len(ran) == 1
+    assert failed.value.tail.splitlines() == ["out", "err"]  # no wrapper line
+    assert fake.materialised == 0 and not fake.warnings
+    layers.__exit__(ToolFailed, failed.value, None)
+    assert not any(tmp_path.glob("overlay.*"))

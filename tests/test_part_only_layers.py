@@ -413,3 +413,70 @@ def test_a_part_only_layer_whose_part_failed_counts_toward_the_size_limit(pulled
     with pytest.raises(errors.SlugbuildError) as raised:
         check_layers_size(_viewed_build(layer, limit=size - 1, failed=True))
     assert raised.value.code == "slug-too-large"
+
+
+def _full_after(count: int, real: Any) -> Any:
+    """``real`` (a file writer) failing with ENOSPC from its ``count``-th call on."""
+    import errno
+    calls = [0]
+
+    def writer(*args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] >= count:
+            raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+        return real(*args)
+
+    return writer
+
+
+def test_a_full_disk_while_the_tree_is_written_ends_in_disk_full_and_keeps_the_layer(
+        pulled, monkeypatch) -> None:
+    """ENOSPC halfway through the tree is the disk's fault, not the layer's: the build
+    ends with the catalogue's disk-full error, the layer is not discarded and stays
+    part-only (no half tree, no files.json), and is written once there is room (review
+    finding 9; it used to be discarded and reported as a layer that kept changing)."""
+    import slugbuild.layer_artifact as layer_artifact
+    from slugbuild.errors import SlugbuildError
+
+    cache, layer, _ = pulled
+    monkeypatch.setattr(layer_artifact, "_write_file",
+                        _full_after(3, layer_artifact._write_file))
+    for attempt in (lambda: ensure_tree(cache, layer),
+                    lambda: cache.lookup("layers", NAME, KEY)):  # lookup: tree_or_none
+        with pytest.raises(SlugbuildError) as failed:
+            attempt()
+        assert failed.value.code == "disk-full"
+        assert "No space left" in failed.value.found
+        assert not layer.tree.exists() and not (layer.path / FILE_INDEX).exists()
+        assert (layer.path / PART_ONLY).is_file() and part_problems(layer) == []
+        assert not [e for e in (cache.root / "tmp").iterdir() if ".tree-" in e.name]
+    monkeypatch.undo()
+    written = ensure_tree(cache, layer)
+    assert cache.verify(written, records.layer_problems) == []
+
+
+def test_a_full_disk_at_publish_keeps_the_complete_layer_it_was_replacing(
+        tmp_path: Path, monkeypatch) -> None:
+    """Publishing over a layer of the same name moves the old one aside first: when
+    the new one's rename then fails (ENOSPC), the old, complete layer is put back
+    (it used to be left in scratch, the name empty)."""
+    import errno
+
+    source = _source_layer(tmp_path / "source")
+    cache = Cache(tmp_path / "source")
+    scratch = cache.scratch_dir("layers-new") / "layer"
+    scratch.mkdir()
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any) -> None:
+        if Path(src) == scratch:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError):
+        cache.publish(scratch, "layers", NAME, KEY)
+    monkeypatch.undo()
+    found = cache.lookup("layers", NAME, KEY)
+    assert found is not None and found.path == source.path
+    assert cache.verify(found, records.layer_problems) == []

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,15 @@ from .helpers import DJANGO_APP, assert_cache_consistent, crafted_tar
 SPACE = namespace(current_platform().key)
 
 
+# A config var of this test's own: collectstatic's key covers its environment (config
+# vars, not the host's), so runner A runs it instead of reusing the session's output.
+RUN_ENV = {"FRESH_RUNNER_TEST": uuid.uuid4().hex}
+
+
 def _build(cache: Path, out: Path, registry: str):
     reporter = Reporter(quiet=True)
     result = compile_app(DJANGO_APP, out, cache_dir=cache, reporter=reporter,
-                         cache_registry=registry)
+                         cache_registry=registry, env=RUN_ENV)
     return result, "\n".join(reporter.lines)
 
 
@@ -78,8 +84,7 @@ def test_fresh_runner_pulls_layers_static_output_and_check(django_build, cache_d
                                                            registry, tmp_path: Path) -> None:
     reference = f"docker://{registry.host}/slugbuild-cache/django-fresh"
     _push_layers_of(cache_dir, django_build, reference)
-    # Runner A, on the session's warm cache, in this test's environment (collectstatic's
-    # key covers the whole environment it runs in, PYTEST_CURRENT_TEST included): it
+    # Runner A, on the session's warm cache, with this test's config var (RUN_ENV): it
     # runs collectstatic, keeps the output and pushes it.
     built, log = _build(cache_dir, tmp_path / "a.tgz", reference)
     assert built.sha256 == django_build.sha256 and "static files copied" in log, log

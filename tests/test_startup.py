@@ -8,13 +8,17 @@ import sys
 from slugbuild.lazy_import import lazy_module
 
 
+def _loaded_at_start(modules: tuple[str, ...], start: str = "") -> str:
+    """Which of ``modules`` a fresh interpreter holds once the command line is loaded."""
+    probe = (f"import gc, sys\n{start}import slugbuild.cli, slugbuild.pipeline\n"
+             f"print(sorted(m for m in {modules!r} if m in sys.modules), gc.isenabled())")
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def test_the_command_line_imports_no_http_or_image_code_until_used():
-    probe = ("import sys, slugbuild.cli, slugbuild.pipeline\n"
-             "print(sorted(m for m in ('requests', 'urllib3', 'slugbuild.oci.assemble')"
-             " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"
+    out = _loaded_at_start(("requests", "urllib3", "slugbuild.oci.assemble"))
+    assert out == "[] True"
 
 
 def test_a_lazy_module_is_the_module_once_used():
@@ -29,3 +33,48 @@ def test_a_lazy_module_is_the_module_once_used():
         pass
     else:
         raise AssertionError("not raised")
+
+
+def test_the_command_line_loads_no_download_metadata_or_parser_modules():
+    # Each is needed only by a path a warm build does not take (an Aptfile download,
+    # a new SBOM, nltk.txt, a new layer's console scripts); the entry point's
+    # garbage collector is back on after loading.
+    out = _loaded_at_start(("urllib.request", "importlib.metadata", "email.parser",
+                            "xml.etree.ElementTree", "configparser", "difflib"),
+                           start="from slugbuild.__main__ import entry\n"
+                                 "sys.argv[1:] = ['--version']\n"
+                                 "try:\n    entry()\nexcept SystemExit:\n    pass\n")
+    assert out.splitlines()[-1] == "[] True"
+
+
+def test_installed_versions_are_importlib_metadatas():
+    from importlib.metadata import version
+
+    from slugbuild.dist_version import installed_version
+
+    for name in ("uv", "slugbuild", "cyclonedx-python-lib", "py_serializable",
+                 "PackageURL-Python", "license-expression", "PyYAML"):
+        assert installed_version(name) == version(name)
+    assert installed_version("no-such-distribution-here") is None
+
+
+def test_an_installed_version_is_read_from_dist_info_or_egg_info(tmp_path, monkeypatch):
+    from slugbuild import dist_version
+
+    egg = tmp_path / "Some_Thing-1.0.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: some-thing\nVersion: 1.0\n")
+    dist = tmp_path / "other-2.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: other\nVersion: 2.0.post1\n\n"
+                                   "Version: not-a-header\n")
+    (tmp_path / "zipped-3.0.egg").write_bytes(b"not a zip")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(tmp_path)])
+    dist_version.installed_version.cache_clear()
+    try:
+        assert dist_version.installed_version("some.thing") == "1.0"  # from PKG-INFO
+        assert dist_version.installed_version("Other") == "2.0.post1"  # from the headers
+        # An egg is importlib.metadata's to read (here it finds nothing in it).
+        assert dist_version.installed_version("zipped") is None
+    finally:
+        dist_version.installed_version.cache_clear()

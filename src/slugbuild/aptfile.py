@@ -23,18 +23,25 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import errors
 from .cache import Cache, Layer
 from .context import BuildContext
+from .lazy_import import lazy_module
 from .log import Reporter
 from .platform_info import Platform
 from .proc import clean_env
 from .redact import redact_url
 from .tree import walk_sorted
+
+if TYPE_CHECKING:
+    import urllib.request as urllib_request
+else:
+    # Downloads only (http.client, email, ssl...): imported when first used.
+    urllib_request = lazy_module("urllib.request")
 
 APTFILE = "Aptfile"
 APT_DIR = ".apt"
@@ -251,7 +258,7 @@ def _fetch_deb(entry: AptEntry, archives: Path) -> None:
     target = archives / re.sub(r"[^A-Za-z0-9._+~-]", "_", entry.url.rsplit("/", 1)[-1])
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(entry.url, timeout=60) as response, \
+        with urllib_request.urlopen(entry.url, timeout=60) as response, \
                 open(target, "wb") as handle:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)

@@ -534,7 +534,12 @@ class Cache:
             # so the rename below is atomic and the old one is never half-read.
             doomed = self.scratch_dir(f"old-{name}")
             os.rename(final, doomed / "layer")
-            os.rename(scratch, final)
+            try:
+                os.rename(scratch, final)
+            except OSError:  # (ENOSPC for the directory entry): the old one stays
+                with contextlib.suppress(OSError):
+                    os.rename(doomed / "layer", final)
+                raise
             shutil.rmtree(doomed, ignore_errors=True)
         else:
             os.rename(scratch, final)

@@ -19,6 +19,7 @@ its index is refused with a warning and the layer is built as on a miss.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from .layer_artifact import (
     MANIFEST_TYPE,
     ArtifactInvalid,
     Store,
+    StreamedPart,
     Transfer,
     fetch_artifact,
     fetch_check,
@@ -69,20 +71,34 @@ class RegistryStore:
     credentials (one client, one auth story). A blob whose bytes do not match its
     digest is ArtifactInvalid: the entry is wrong, the registry may still be fine."""
 
+    # Pulls of different layers may run at once (RemoteCache.pull): each thread
+    # talks through a client of its own (RegistryClient.sibling).
+    concurrent = True
+
     def __init__(self, client: RegistryClient) -> None:
         self.client = client
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+
+    def _client(self) -> RegistryClient:
+        if threading.get_ident() == self._owner:
+            return self.client
+        mine: RegistryClient | None = getattr(self._local, "client", None)
+        if mine is None:
+            mine = self._local.client = self.client.sibling()
+        return mine
 
     def has_blob(self, digest: str) -> bool:
-        return self.client.has_blob(digest)
+        return self._client().has_blob(digest)
 
     def put_blob(self, digest: str, data: bytes) -> None:
-        self.client.push_blob(data, digest, len(data))
+        self._client().push_blob(data, digest, len(data))
 
     def get_blob(self, digest: str, size: int) -> bytes:
         with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
             target = Path(work) / "blob"
             try:
-                self.client.pull_blob(digest, target)
+                self._client().pull_blob(digest, target)
             except errors.RegistryError as exc:
                 if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
                     raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
@@ -92,15 +108,34 @@ class RegistryStore:
                 raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
             return target.read_bytes()
 
+    def stream_part(self, digest: str, size: int, limit: int) -> tuple[bytes, memoryview]:
+        """A layer's part blob and its tar bytes, inflated while it arrives
+        (``StreamedPart``, at most ``limit`` bytes), no file written; checked as
+        ``get_blob`` checks a blob, and ArtifactInvalid when it does not inflate."""
+        made: list[StreamedPart] = []
+
+        def sink() -> StreamedPart:
+            made.append(StreamedPart(limit))
+            return made[-1]
+
+        try:
+            self._client().read_blob(digest, size, sink)
+        except errors.RegistryError as exc:
+            if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
+                raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
+                                      f"digest or size") from exc
+            raise
+        return made[-1].result()
+
     def get_manifest(self, tag: str) -> bytes | None:
-        found = self.client.get_manifest(tag)
+        found = self._client().get_manifest(tag)
         return found[0] if found is not None else None
 
     def put_manifest(self, tag: str, data: bytes) -> None:
-        self.client.put_manifest(tag, data, MANIFEST_TYPE)
+        self._client().put_manifest(tag, data, MANIFEST_TYPE)
 
     def tags(self) -> list[str]:
-        return self.client.list_tags()
+        return self._client().list_tags()
 
 
 def registry_store(reference: str, registry: RegistryOptions | None = None,
@@ -167,12 +202,18 @@ class RemoteCache:
         its build lock); None when the registry has none, is unusable, or its entry
         is wrong (never a layer that does not match its digests)."""
         reporter = reporter or self.reporter
+        # A store with a client per thread is read by several pulls at once (the
+        # runtime's and the dependencies' parts arrive and inflate side by side);
+        # others one request at a time.
+        alone = contextlib.nullcontext() if getattr(self.store, "concurrent", False) \
+            else self._lock
         try:
-            with self._lock:  # one request at a time on the client; layers are made apart
+            with alone:
                 if self.failed:
                     return None
                 transfer = Transfer()
                 fetched = fetch_artifact(self.store, self.space, kind, key, transfer)
+            with self._lock:
                 self.transfer.received += transfer.received
             if fetched is None:
                 return None
@@ -293,7 +334,7 @@ class _Unusable:
     def _refuse(self, *_args: object) -> Any:
         raise OSError("the cache registry is not usable")
 
-    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = _refuse
+    has_blob = put_blob = get_blob = get_manifest = put_manifest = tags = stream_part = _refuse
 
 
 def pull_layer(cache: Cache, kind: str, name: str, key: str, what: str,

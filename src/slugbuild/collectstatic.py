@@ -2,7 +2,10 @@
 
 Runs like Heroku's Python buildpack: only for a Django app (manage.py found,
 Django installed), skipped when DISABLE_COLLECTSTATIC is set, with the build's
-config vars in the environment. A failure names its likely cause from the
+config vars in the environment: its environment is Heroku's build environment
+(the config vars, earlier buildpacks' exports and a fixed base,
+``proc.build_base_env``), never the host's other variables, so its reused
+output is keyed by exactly what it sees. A failure names its likely cause from the
 output; DEBUG_COLLECTSTATIC=1 also prints the environment: every name, but the
 values only of the few variables the build itself sets (PATH, LANG...). A
 config var (or a host variable) can be a secret whatever its name, so its
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING
 from . import errors
 from .importcheck import MISSING_MODULE, diagnose_missing_module
 from .log import Reporter
-from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .proc import ToolFailed, build_base_env, clean_env, exported_config, run_tool
 from .redact import mask, redact_url, showing_secrets
 
 if TYPE_CHECKING:
@@ -146,22 +149,30 @@ def run_collectstatic(
         return False
     assert manage_py is not None
     reporter.step(f"$ python {manage_py} collectstatic --noinput")
+    # Heroku's build environment: config vars, earlier buildpacks' exports and a fixed
+    # base, not the host's own variables; the reuse key covers exactly this.
     env = clean_env(
         {**exported_config(config_vars), "PYTHONDONTWRITEBYTECODE": "1",
          "PYTHONNOUSERSITE": "1"},
-        path_first=[python.parent], exports=exports,
+        path_first=[python.parent], exports=exports, host=build_base_env(),
     )
     argv: list[str | Path] = [python, manage_py, "collectstatic", "--noinput", "--traceback"]
     if reuse is not None:
         if reuse.apply(env, [str(arg) for arg in argv]):
             return True
-    command = layers.argv(argv) if layers is not None else argv
-    if reuse is not None:
-        reuse.before_run(layers.prefix_written if layers is not None and layers.sealed
-                         else None)
+
+    def start(command: list[str | Path]) -> str:
+        if reuse is not None:
+            reuse.before_run(layers.prefix_written if layers is not None and layers.sealed
+                             else None)
+        return run_tool(command, reporter, env, cwd=build_dir,
+                        step=f"`python {manage_py} collectstatic`")
+
     try:
-        run_tool(command, reporter, env, cwd=build_dir,
-                 step=f"`python {manage_py} collectstatic`")
+        if layers is not None:
+            layers.run_step(argv, start)
+        else:
+            start(argv)
     except ToolFailed as failed:
         if config_vars.get("DEBUG_COLLECTSTATIC", "").strip() not in ("", "0"):
             reporter.warn("DEBUG_COLLECTSTATIC: collectstatic ran with this environment "

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
@@ -39,6 +39,7 @@ PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 # How often a layer whose files another build changed while this one read them is
 # made again before the build gives up (cache-layer-changing).
 RESTORE_ATTEMPTS = 3
+T = TypeVar("T")
 
 
 class CacheStore(Protocol):
@@ -190,6 +191,9 @@ class BuildContext:
     # their files; the views by mount.
     use_views: bool = False
     views: dict[str, LayerView] = field(default_factory=dict)
+    # Set when an overlay's namespace or mount failed at a step: the later steps
+    # materialise without trying again.
+    overlay_failed: bool = False
 
     def take_link_lock(self) -> None:
         """Hold the cache's link lock if free, until ``close``: while this build may
@@ -314,7 +318,7 @@ class BuildContext:
         """An overlay of the viewed layers' cached trees for one step (layer_overlay.py),
         or None: no view, the overlay turned off or not allowed here, or the mount
         holds more than the layers."""
-        if not self.views or not overlay_wanted():
+        if not self.views or not overlay_wanted() or self.overlay_failed:
             return None
         found = mechanism(self.scratch)
         if found is None:
@@ -417,6 +421,30 @@ class StepLayers:
             self.build.materialise()
             return list(argv)
         return self.run.argv(argv)
+
+    def run_step(self, argv: Sequence[str | Path], start: Callable[[list[str | Path]], T]) -> T:
+        """``start`` (it runs a command and returns or raises what the step gave) for
+        ``argv``, the layers ready. The overlay is a speed path: when its namespace or
+        mount failed before the step started (told by the wrapper's start mark, not by
+        the exit code: the step may exit 125 too), the log says why in one line, the
+        layers are materialised and the step runs as without an overlay."""
+        command = self.argv(argv)
+        run = self.run
+        try:
+            result = start(command)
+        except Exception as failure:
+            if isinstance(failure, errors.SlugbuildError) or run is None or run.started():
+                raise
+        else:
+            if run is None or run.started():
+                return result
+        self.build.overlay_failed = True
+        self.build.reporter.warn(
+            f"The overlay of the cached layers could not be set up for {self.step} "
+            f"({run.failure()}); the layers are placed into the build instead.")
+        run.remove()
+        self.run = None
+        return start(self.argv(argv))
 
     def prefix_written(self) -> bool:
         """Whether the step wrote into the layers' mount (through the overlay)."""

@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,7 @@ from packaging.utils import canonicalize_name
 from . import errors, incremental, records, relocate
 from .cache import (
     FILE_INDEX,
+    TREE,
     Cache,
     Layer,
     Restored,
@@ -346,7 +348,7 @@ def find_or_install(
     constraints: str | None = None,
     prefetch: Prefetch | None = None,
     into_prefix: Path | None = None,
-    prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None,
+    prefix_snapshot: dict[str, tuple[int, ...]] | None = None,
     copy: bool = False,
     exports: Mapping[str, str] | None = None,
     before_install: Callable[[], object] | None = None,
@@ -422,6 +424,7 @@ def find_or_install(
                         source_dir=source_dir,
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
+                        runtime_baseline=prefix_snapshot,
                     )
                     previous = _previous_layer(cache, source_dir, planned.inputs, plan,
                                                python_name, into_prefix is None, reporter,
@@ -625,11 +628,11 @@ def _cached_layer(cache: Cache, name: str, key: str, reporter: Reporter) -> Laye
     return layer
 
 
-def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -> str | None:
+def prefix_state(prefix: Path, baseline: Mapping[str, tuple[int, ...]]) -> str | None:
     """SHA-256 of what differs in ``prefix`` from ``baseline`` (the restored runtime):
-    files added or changed (with their content), symlinks, removed paths. None when
-    nothing does, so a hook that leaves .heroku/python alone shares the layer of a
-    build without one."""
+    files added or changed (with their content), symlinks added or made anew (one
+    retargeted), removed paths. None when nothing does, so a hook that leaves
+    .heroku/python alone shares the layer of a build without one."""
     found: dict[str, str] = {}
     seen = set()
     for directory, dirnames, filenames in walk_sorted(Path(prefix)):
@@ -640,33 +643,65 @@ def prefix_state(prefix: Path, baseline: dict[str, tuple[int, int, int, int]]) -
             rel = os.path.relpath(path, prefix)
             seen.add(rel)
             st = os.lstat(path)
-            if os.path.islink(path):
+            if baseline.get(rel) == _stamp(st):
+                continue
+            if stat.S_ISLNK(st.st_mode):
                 found[rel] = "symlink:" + os.readlink(path)
-            elif baseline.get(rel) != (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode):
+            else:
                 found[rel] = f"{st.st_mode & 0o111:o}:{file_sha256(path)}"
     for rel in baseline:
         if rel not in seen:
             found[rel] = "removed"
-    if not any(not value.startswith("symlink:") or rel not in baseline
-               for rel, value in found.items()):
+    if not found:
         return None
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
 
 
-def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, int, int, int]]:
-    """(inode, size, mtime_ns, mode) of the files of ``layer`` (the runtime) as just
-    restored at ``prefix`` (``prefix_state``'s baseline), symlinks as (0, 0, 0, 0).
-    Anything else there (an earlier buildpack's files) is not in it."""
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What ``snapshot`` records of a file or symlink: unchanged while it is not written,
+    chmodded, renamed over or made anew (the ctime, which no call sets back)."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_ctime_ns)
+
+
+def runtime_untouched(prefix: Path, baseline: Mapping[str, tuple[int, ...]],
+                      python_name: str) -> bool:
+    """Whether the interpreter at ``prefix`` still runs only its runtime's code: every
+    file and symlink of ``baseline`` as placed, and nothing added to ``lib/`` (where
+    it imports from) outside site-packages, which a compile without ``site`` does
+    not read."""
+    for rel, stamp in baseline.items():
+        try:
+            if _stamp(os.lstat(os.path.join(prefix, rel))) != stamp:
+                return False
+        except OSError:
+            return False
+    site_packages = os.path.join(prefix, "lib", python_name, "site-packages")
+    for dirpath, dirnames, filenames in os.walk(os.path.join(prefix, "lib")):
+        if dirpath == os.path.dirname(site_packages):
+            dirnames[:] = [d for d in dirnames if d != "site-packages"]
+        rel_dir = os.path.relpath(dirpath, prefix)
+        for name in [*filenames, *(d for d in dirnames
+                                   if os.path.islink(os.path.join(dirpath, d)))]:
+            if f"{rel_dir}/{name}" not in baseline:
+                return False
+    return True
+
+
+def snapshot(prefix: Path, layer: Layer) -> dict[str, tuple[int, ...]]:
+    """(inode, size, mtime_ns, mode, ctime_ns) of the files of ``layer`` (the runtime) as
+    just restored at ``prefix`` (``prefix_state``'s baseline), symlinks as zeros.
+    Anything else there (an earlier buildpack's files) is not in it. The ctime: a hook
+    that edits a file in place, its size kept and its mtime set back, moves it (no
+    call sets it), so its content is hashed and keys the layer."""
     index = read_index(layer.path / FILE_INDEX) or {"files": {}, "symlinks": {}}
-    found = {}
+    found: dict[str, tuple[int, ...]] = {}
     for rel in [*index["files"], *index["symlinks"]]:
         path = os.path.join(prefix, rel)
         try:
             st = os.lstat(path)
         except OSError:
             continue
-        found[rel] = ((0, 0, 0, 0) if rel in index["symlinks"]
-                      else (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+        found[rel] = _stamp(st)
     return found
 
 
@@ -925,11 +960,37 @@ def settle_install(job: InstallJob, home: Path, python_name: str,
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(exports=job.exports), store=job.cache.root / PYC_STORE,
+            clean_env(exports=job.exports), store=pyc_store(job, python_name),
             only=compile_only,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.
+
+
+def pyc_store(job: InstallJob, python_name: str) -> Path | None:
+    """The cache's pyc store, shared by every app, if the interpreter compiling for
+    ``job`` is still its runtime as cached; else None (this layer's pycs compiled
+    alone). Its pycs are taken as they are by any build compiling the same source at
+    the same path, so no code of this build may run in the compile: it runs without
+    ``site`` (no ``sitecustomize`` or ``.pth`` of site-packages), and its standard
+    library, which a pre_compile hook or a package's build can edit or add to (in
+    the build's prefix, or through hard links in the cached runtime), is checked
+    first: in the build's prefix, every runtime file as placed (its ctime too) and
+    nothing added to ``lib/`` outside site-packages; a cached runtime's tree as its
+    files.json records it."""
+    store = job.cache.root / PYC_STORE
+    if job.prefix is None:  # the build's own prefix: compared with its runtime as placed
+        baseline = job.runtime_baseline
+        return store if baseline is not None and runtime_untouched(
+            job.python.parent.parent, baseline, python_name) else None
+    home = job.python.parent.parent
+    if home.is_relative_to(job.app_dir) or (home.name, home.parent.name) == ("python",
+                                                                            ".heroku"):
+        return None  # a build's prefix, with no note of its runtime as placed
+    if (home.parent / FILE_INDEX).is_file() and home.name == TREE:  # a cached runtime's
+        return store if job.cache.still_pristine(Layer(home.parent, {}, published=False)) \
+            else None
+    return store  # the host's own interpreter (a cold build's), as trusted as slugbuild
 
 
 def host_needles(job: InstallJob) -> list[str]:

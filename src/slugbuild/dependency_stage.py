@@ -134,7 +134,7 @@ class DependencyStage:
         self.own_tree = analysis.own_tree
         self.background: BackgroundInstall | None = None
         self.prefetch: Prefetch | None = None
-        self.prefix_snapshot: dict[str, tuple[int, int, int, int]] | None = None
+        self.prefix_snapshot: dict[str, tuple[int, ...]] | None = None
         # Writes a part-only runtime layer's tree before an install runs its Python.
         self.before_install: Callable[[], object] | None = None
         ready = None

@@ -18,7 +18,12 @@ def env_flag(name: str, *, unset: bool, unknown: bool, empty: bool | None = None
     """The switch ``name``: ``unset`` when it is not set (``empty`` when set to nothing,
     ``unset`` again if None), True or False for the words above (any case, spaces
     around), ``unknown`` for any other value (choose the safe side)."""
-    value = os.environ.get(name)
+    return flag_value(os.environ.get(name), unset=unset, unknown=unknown, empty=empty)
+
+
+def flag_value(value: str | None, *, unset: bool, unknown: bool,
+               empty: bool | None = None) -> bool:
+    """``env_flag`` for a value already read (None: not set)."""
     if value is None:
         return unset
     text = value.strip().lower()

@@ -2068,6 +2068,13 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a file system call that failed for want of space (ENOSPC,
+    EDQUOT, EFBIG): the disk's fault, never the data's (a cached layer it was
+    writing is not discarded for it)."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+
+
 def from_os_error(exc: OSError, path: object = None, note: str = "") -> SlugbuildError:
     """The catalogue error for a failed file system call (ENOSPC, EACCES, ELOOP, ...).
 

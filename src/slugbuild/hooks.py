@@ -59,9 +59,12 @@ def run_hook(
         missing = _missing_interpreter(path, build_dir) if has_shebang else None
         if missing is not None:  # the wrapper's shell would only say "not found"
             raise errors.HOOK_FAILED.error(variant="not-started", hook=name, reason=missing)
-        argv = layers.argv(argv)
     try:
-        run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
+        if layers is not None:
+            layers.run_step(argv, lambda command: run_tool(command, reporter, env, cwd=build_dir,
+                                                      step=f"bin/{name}"))
+        else:
+            run_tool(argv, reporter, env, cwd=build_dir, step=f"bin/{name}")
     except ToolFailed as failed:
         if failed.not_started is not None:
             raise errors.HOOK_FAILED.error(

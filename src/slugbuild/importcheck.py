@@ -27,7 +27,6 @@ installed library modules are imported.
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import hashlib
 import json
@@ -165,6 +164,8 @@ def console_scripts(site_packages: Path) -> dict[str, str]:
         direct_url = path.parent / "direct_url.json"
         if direct_url.is_file() and '"file://' in direct_url.read_text(errors="replace"):
             continue
+        import configparser  # here, not at start-up: only the entry-point check reads these
+
         parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
@@ -323,10 +324,12 @@ def check_process_imports(build_dir: Path, python: Path, process_types: Mapping[
                      "PYTHONNOUSERSITE": "1"}, path_first=[python.parent])
     probe: list[str | Path] = [str(python), "-c", _PROBE, *modules]
     try:
-        completed = subprocess.run(
-            layers.argv(probe) if layers is not None else probe, cwd=build_dir, env=env,
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-            timeout=timeout)
+        def start(command: list[str | Path]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(command, cwd=build_dir, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, errors="replace",
+                                  timeout=timeout)
+
+        completed = layers.run_step(probe, start) if layers is not None else start(probe)
     except (OSError, subprocess.TimeoutExpired) as exc:
         reporter.warn(f"Could not check the entry points ({exc}); the slug was not checked.")
         return

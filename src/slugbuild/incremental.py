@@ -60,7 +60,7 @@ import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -273,6 +273,9 @@ class Taken:
 
     files: dict[str, tuple[int, int]]  # relative path -> (st_dev, st_ino) once linked
     dist_infos: set[str]
+    # relative path -> its ctime just after it was linked: a write since (a package's
+    # build during the install, through the link) moves it, and the file is hashed.
+    ctimes: dict[str, int] = field(default_factory=dict)
 
 
 def take(previous: PreviousLayer, tree: Path, distributions: list[Distribution],
@@ -305,14 +308,16 @@ def take(previous: PreviousLayer, tree: Path, distributions: list[Distribution],
     with ThreadPoolExecutor(max_workers=LINK_THREADS) as threads:
         for linked in threads.map(partial(_link_checked, previous, source, tree),
                                   [regular[i:i + chunk] for i in range(0, len(regular), chunk)]):
-            taken.files.update(linked)
+            for rel, (device, inode, ctime) in linked.items():
+                taken.files[rel] = (device, inode)
+                taken.ctimes[rel] = ctime
 
 
 LINK_THREADS = 4
 
 
 def _link_checked(previous: PreviousLayer, source: Path, tree: Path, rels: list[str]
-                  ) -> dict[str, tuple[int, int]]:
+                  ) -> dict[str, tuple[int, int, int]]:
     files = previous.index["files"]
     linked = {}
     source_dir, tree_dir = str(source), str(tree)
@@ -328,14 +333,14 @@ def _link_checked(previous: PreviousLayer, source: Path, tree: Path, rels: list[
                 and DIGESTS.sha256(origin)[0] != recorded[3]):
             raise NotIncremental(f"{rel} of the previous layer changed")
         try:
-            os.link(origin, destination)  # the same inode: its stat is the source's
+            os.link(origin, destination)  # the same inode (the link moves its ctime)
         except OSError:
             try:
                 link_or_copy(origin, destination)  # a copy where links are impossible
             except OSError as error:  # discarded meanwhile by a build that found it damaged
                 raise NotIncremental(f"{rel} could not be taken ({error})") from None
-            st = os.lstat(destination)
-        linked[rel] = (st.st_dev, st.st_ino)
+        st = os.lstat(destination)
+        linked[rel] = (st.st_dev, st.st_ino, st.st_ctime_ns)
     return linked
 
 
@@ -366,7 +371,10 @@ def drop(tree: Path, distributions: list[Distribution], taken: Taken) -> None:
 def known_digests(previous: PreviousLayer, tree: Path, taken: Taken
                   ) -> dict[str, tuple[StatKey, str]]:
     """files.json digests of the linked files still as the previous layer recorded
-    them (size, mtime, mode), for ``cache.build_index``: not hashed again."""
+    them (size, mtime, mode) and not written since they were linked (their ctime
+    then), for ``cache.build_index``: not hashed again. A file a package's build
+    edited in place through its link during the install, size kept and mtime set
+    back, is hashed: its digest is not the recorded one."""
     known = {}
     for rel, inode in taken.files.items():
         recorded = previous.index["files"].get(rel)
@@ -375,6 +383,7 @@ def known_digests(previous: PreviousLayer, tree: Path, taken: Taken
         except OSError:
             continue
         if recorded is not None and (st.st_dev, st.st_ino) == inode and \
+                st.st_ctime_ns == taken.ctimes.get(rel) and \
                 [st.st_size, st.st_mtime_ns, st.st_mode] == recorded[:3]:
             known[rel] = (stat_key(st), recorded[3])
     return known

@@ -36,17 +36,20 @@ import io
 import json
 import os
 import posixpath
+import queue
 import re
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+from . import errors
 from .cache import (
     FILE_INDEX,
     FORMAT,
@@ -63,6 +66,7 @@ from .cache import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from .envflag import env_flag
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
@@ -112,6 +116,21 @@ def _stubbed(rel: str, data: bytes | memoryview | None = None) -> bool:
     process type's check looks for), not its programs (ELF files)."""
     return bool(_STUBBED.match(rel)) and (data is None or not rel.startswith("bin/")
                                           or bytes(data[:4]) != _ELF_MAGIC)
+
+
+# Parts are inflated with ISA-L (the isal package) where it is installed: the same
+# gzip streams, inflated about twice as fast as zlib (checking a pulled part is
+# mostly inflating it); zlib otherwise. Both release the GIL while they inflate.
+try:
+    from isal import isal_zlib as _inflater
+
+    _decompressobj: Callable[[int], Any] = _inflater.decompressobj
+    INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,
+                                                   cast(type[Exception], _inflater.error))
+except ImportError:  # pragma: no cover - isal is a dependency; a bare install still works
+    _decompressobj = zlib.decompressobj
+    INFLATE_ERRORS = (zlib.error,)
+
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -365,13 +384,22 @@ def push_artifact(store: Store, artifact: Artifact, transfer: Transfer | None = 
     return True
 
 
+# A checked index: its files (size, mode, SHA-256), symlinks (target) and directories.
+Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
+
+
 @dataclass(frozen=True)
 class Fetched:
-    """An artifact read from a store, every blob's digest checked."""
+    """An artifact read from a store, every blob's digest checked. ``expected`` is its
+    index as ``_expected`` checked it, and ``inflated`` the part's tar bytes when the
+    store inflated the part as it arrived (``stream_part``): not done again."""
 
     config: dict[str, Any]
     index: dict[str, Any]
     part: bytes
+    expected: Expected | None = None
+    inflated: memoryview | None = None
+    part_sha256: str | None = None  # the part's SHA-256, when hashed as it arrived
 
 
 def fetch_artifact(store: Store, space: str, kind: str, key: str,
@@ -380,6 +408,8 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
 
     Raises ArtifactInvalid when it is there but wrong: a blob not matching its
     digest, another key or namespace than its tag says, malformed metadata.
+    Its config and index are read first: a store that can (``stream_part``) then
+    inflates the part while it arrives, bounded by what the index declares.
     """
     raw = store.get_manifest(layer_tag(space, kind, key))
     if raw is None:
@@ -398,11 +428,10 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     limits = (MAX_METADATA, MAX_BLOB, MAX_METADATA)
     if any(not 0 <= size <= limit for size, limit in zip(sizes, limits)):
         raise ArtifactInvalid("a blob is larger than slugbuild accepts")
-    blobs = [store.get_blob(digest, size) for digest, size in zip(digests, sizes)]
-    if transfer is not None:
-        transfer.received += len(raw) + sum(len(blob) for blob in blobs)
+    config_blob = store.get_blob(digests[0], sizes[0])
+    index_blob = store.get_blob(digests[2], sizes[2])
     try:
-        config, index = json.loads(blobs[0]), json.loads(blobs[2])
+        config, index = json.loads(config_blob), json.loads(index_blob)
     except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
     if not isinstance(config, dict) or not isinstance(index, dict) \
@@ -411,7 +440,94 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     if (config.get("format"), config.get("namespace"), config.get("kind"), config.get("key")) \
             != (ARTIFACT_FORMAT, space, kind, key):
         raise ArtifactInvalid("it is the entry of another key, platform or format")
-    return Fetched(config, index, blobs[1])
+    expected, inflated, sha256 = _streamable(index), None, None
+    stream = getattr(store, "stream_part", None)
+    limit = _unpacked_limit(*expected[:2]) if expected is not None and stream else None
+    if stream is not None and limit is not None and limit <= IN_MEMORY_LIMIT:
+        part, inflated = stream(digests[1], sizes[1], limit)
+        sha256 = digests[1].removeprefix("sha256:")  # what the stream was checked against
+    else:
+        part = store.get_blob(digests[1], sizes[1])
+    if transfer is not None:
+        transfer.received += len(raw) + len(config_blob) + len(part) + len(index_blob)
+    return Fetched(config, index, part, expected, inflated, sha256)
+
+
+def _streamable(index: dict[str, Any]) -> Expected | None:
+    """The index as ``_expected`` checks it, None when it does not pass (``materialise``
+    refuses it then, with its reason, as for a part read whole)."""
+    try:
+        return _expected(index)
+    except ArtifactInvalid:
+        return None
+
+
+class StreamedPart:
+    """A part blob as it arrives from a registry (``RegistryClient.read_blob``'s
+    sink): its compressed bytes kept, and inflated on a thread of its own while the
+    next ones are read (zlib releases the GIL), so the check of its members does
+    not wait for the whole blob, nor read it again from a file. Inflation stops at
+    ``limit`` bytes (what the index allows: no bomb) or at an unreadable stream;
+    ``result`` raises that only once the blob matched its digest (a wrong blob is
+    refused as one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: list[bytes] = []
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._out = bytearray()
+        self._problem: str | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._inflate_all, name="slugbuild-inflate",
+                                        daemon=True)
+        self._thread.start()
+
+    def write(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def abort(self) -> None:
+        self._stopped = True
+        self._queue.put(None)
+        self._thread.join()
+        self._chunks.clear()
+        self._out = bytearray()
+
+    def result(self) -> tuple[bytes, memoryview]:
+        """The part's bytes and its tar bytes (after ``close``); ArtifactInvalid when
+        it could not be inflated within the limit."""
+        if self._problem is not None:
+            raise ArtifactInvalid(self._problem)
+        return b"".join(self._chunks), memoryview(self._out)
+
+    def _inflate_all(self) -> None:
+        inflate, started = _decompressobj(31), False
+        while (chunk := self._queue.get()) is not None:
+            if self._problem is not None or self._stopped:
+                continue  # drained: the blob is still read to its end and hashed
+            data = chunk
+            try:
+                while data:
+                    started = True
+                    out = inflate.decompress(data, self.limit - len(self._out) + 1)
+                    self._out += out
+                    if len(self._out) > self.limit:
+                        raise ArtifactInvalid("its slug part unpacks to more than its "
+                                              "index holds")
+                    if not inflate.eof:
+                        break  # all of ``data`` taken: its member goes on in the next
+                    data = inflate.unused_data  # another gzip member (parts have several)
+                    inflate, started = _decompressobj(31), False
+            except ArtifactInvalid as exc:
+                self._problem = str(exc)
+            except INFLATE_ERRORS as exc:
+                self._problem = f"its slug part is unreadable ({exc})"
+        if self._problem is None and started and not self._stopped:
+            self._problem = "its slug part is truncated"
 
 
 # How deep an artifact's config and index may nest (slugbuild's own are 4 deep). Parts
@@ -543,7 +659,7 @@ def _decompress(part: bytes, limit: int) -> bytes:
     index allows): an artifact cannot make this machine unpack a bomb."""
     chunks, total, data = [], 0, part
     while data:
-        inflate = zlib.decompressobj(31)
+        inflate = _decompressobj(31)
         chunk = inflate.decompress(data, limit - total + 1)
         total += len(chunk)
         chunks.append(chunk)
@@ -564,11 +680,14 @@ def _write_files(batch: list[tuple[str, memoryview, tuple[int, int, str], str]],
         _write_file(target, data, expected, rel, written)
 
 
-def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
+def _tar_members(raw: memoryview, ends: list[int] | None = None
+                 ) -> Iterable[tuple[str, bytes, int, int, str]]:
     """(name, type, data offset, size, link target) of each member of an uncompressed
     tar, as slugbuild's packer writes them (ustar headers, pax records for long or
-    non-ASCII names and large sizes), up to the end or a zero block. Anything else
-    (a bad checksum, a global or GNU header, a truncated member) is ArtifactInvalid."""
+    non-ASCII names and large sizes), up to the end or an end-of-archive block (a
+    zero block, nothing but zeros after it: its offset noted in ``ends``). Anything
+    else (a bad checksum, a global or GNU header, a truncated member, data after a
+    zero block) is ArtifactInvalid."""
     position, total = 0, len(raw)
     pax: dict[str, str] = {}
     while position < total:
@@ -576,6 +695,9 @@ def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
             raise ArtifactInvalid("its slug part ends inside a tar header")
         header = bytes(raw[position:position + 512])
         if header == _ZERO_BLOCK:
+            _after_end(raw[position:].tobytes().strip(b"\0") == b"")
+            if ends is not None:
+                ends.append(position)
             return
         if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
             raise ArtifactInvalid("its slug part has a damaged tar header")
@@ -598,6 +720,24 @@ def _tar_members(raw: memoryview) -> Iterable[tuple[str, bytes, int, int, str]]:
 
 
 _ZERO_BLOCK = bytes(512)
+
+
+def _after_end(only_zeros: bool) -> None:
+    """Tar readers stop at a zero block (GNU tar, Python's tarfile): a member after it
+    was never checked against the index, yet would ship (a reader told to ignore
+    zeros unpacks it). Only zeros may follow one."""
+    if not only_zeros:
+        raise ArtifactInvalid("its part holds data after its end-of-archive block")
+
+
+def _no_end_block(ends: list[int]) -> None:
+    """A slug part (a runtime's or dependencies' layer) may hold no end-of-archive
+    block at all: copied into every slug built from the layer, it would end the slug
+    there for tar readers (the app's own files, packed after it, never unpacked). A
+    tree part (tarfile's, of a static output) ends with one."""
+    if ends:
+        raise ArtifactInvalid("its slug part holds an end-of-archive block (slugs built "
+                              "from it would end there)")
 
 
 def _octal(field: bytes, base: int = 8) -> int:
@@ -657,16 +797,17 @@ def _write_file(target: str, data: memoryview, expected: tuple[int, int, str],
 def _inflate(part: bytes, limit: int) -> memoryview:
     try:
         return memoryview(_decompress(part, limit))
-    except zlib.error as exc:
+    except INFLATE_ERRORS as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
 
 
 def _part_files(view: memoryview, prefix: str, files: dict[str, tuple[int, int, str]],
-                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]]
-                ) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
+                symlinks: dict[str, str], seen: set[str], links: list[tuple[str, str]],
+                ends: list[int]) -> Iterator[tuple[str, tuple[int, int, str], memoryview]]:
     """(layer path, index entry, bytes) of each file member of an inflated part, each
-    checked by ``_checked_member`` (symlinks noted in ``links``)."""
-    for name, kind, offset, size, linkname in _tar_members(view):
+    checked by ``_checked_member`` (symlinks noted in ``links``; an end-of-archive
+    block's offset in ``ends``)."""
+    for name, kind, offset, size, linkname in _tar_members(view, ends):
         found = _checked_member(name, kind == tarfile.SYMTYPE,
                                 kind in (tarfile.REGTYPE, tarfile.AREGTYPE), size,
                                 linkname, prefix, files, symlinks, seen, links)
@@ -693,26 +834,30 @@ def _hash_members(batch: list[tuple[str, memoryview, str]]) -> None:
 
 
 def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]],
-                 symlinks: dict[str, str]) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
+                 symlinks: dict[str, str], inflated: memoryview | None = None
+                 ) -> tuple[int, dict[str, bytes], list[tuple[str, str]]]:
     """Check a part against its index without writing a file: exactly the files and
     symlinks the index lists (nothing outside the layer, nothing twice), each of its
     type, size and SHA-256, each symlink with its target: the part kept for slugs
     is what the index, the stub and so slug.json and the SBOM describe. Returns its
     raw tar size, the stubbed files' bytes (``_stubbed``) and the stubbed symlinks.
     A part past IN_MEMORY_LIMIT raises ``_TooLarge``: the caller unpacks it file by
-    file."""
+    file. ``inflated``: the part's tar bytes, when inflated as it arrived
+    (``StreamedPart``, within the same limit)."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
         raise _TooLarge
-    view = _inflate(part, limit)
+    view = inflated if inflated is not None else _inflate(part, limit)
     seen: set[str] = set()
     links: list[tuple[str, str]] = []
+    ends: list[int] = []
     stub: dict[str, bytes] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         checks = []
         batch: list[tuple[str, memoryview, str]] = []
         try:
-            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links,
+                                                   ends):
                 if _stubbed(rel, data):
                     stub[rel] = bytes(data)
                 batch.append((rel, data, expected[2]))
@@ -727,6 +872,7 @@ def _verify_part(part: bytes, prefix: str, files: dict[str, tuple[int, int, str]
     missing = (set(files) | set(symlinks)) - seen
     if missing:
         raise ArtifactInvalid(f"{sorted(missing)[0]}: missing from the slug part")
+    _no_end_block(ends)
     return len(view), stub, [(rel, target) for rel, target in links if _stubbed(rel)]
 
 
@@ -736,28 +882,32 @@ class _TooLarge(Exception):
 
 def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, int, str]],
              symlinks: dict[str, str], dirs: list[str],
-             written: dict[str, tuple[StatKey, str]]) -> int:
+             written: dict[str, tuple[StatKey, str]], inflated: memoryview | None = None,
+             *, eof: bool = False) -> int:
     """Write the part's members into ``tree``: exactly the files and symlinks the
     index lists, each file with its size, SHA-256 and mode. Returns the raw tar size.
+    ``eof``: a tree part, which may end with an end-of-archive block (``_no_end_block``).
 
     The part is inflated at once, its headers read by ``_tar_members`` (tarfile's
     general reader took longer than writing the files), and its files written in
     batches by a few threads (hashing and file creation release the GIL)."""
     limit = _unpacked_limit(files, symlinks)
     if limit > IN_MEMORY_LIMIT:
-        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written)
-    view = _inflate(part, limit)
+        return _extract_streaming(part, prefix, tree, files, symlinks, dirs, written, eof)
+    view = inflated if inflated is not None else _inflate(part, limit)
     made, root = {""}, str(tree)
     for rel in dirs:  # sorted: a directory before what is in it
         os.makedirs(os.path.join(root, rel), exist_ok=True)
         made.add(rel)
     seen: set[str] = set()
     links: list[tuple[str, str]] = []
+    ends: list[int] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         writes = []
         batch: list[tuple[str, memoryview, tuple[int, int, str], str]] = []
         try:
-            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links):
+            for rel, expected, data in _part_files(view, prefix, files, symlinks, seen, links,
+                                                   ends):
                 parent = rel.rpartition("/")[0]
                 if parent not in made:  # the index lists every directory: rarely
                     (tree / parent).mkdir(parents=True, exist_ok=True)
@@ -771,6 +921,8 @@ def _extract(part: bytes, prefix: str, tree: Path, files: dict[str, tuple[int, i
         finally:
             for write in writes:
                 write.result()  # the first failure (a mismatch, a full disk) is raised
+    if not eof:
+        _no_end_block(ends)
     _place_links(tree, files, symlinks, seen, links)
     return len(view)
 
@@ -814,9 +966,11 @@ def _place_links(tree: Path, files: dict[str, tuple[int, int, str]],
 
 def _extract_streaming(part: bytes, prefix: str, tree: Path,
                        files: dict[str, tuple[int, int, str]], symlinks: dict[str, str],
-                       dirs: list[str], written: dict[str, tuple[StatKey, str]]) -> int:
+                       dirs: list[str], written: dict[str, tuple[StatKey, str]],
+                       eof: bool = False) -> int:
     """``_extract`` for a large part: one member at a time, each file hashed as it is
-    written in chunks, so memory stays bounded whatever the index declares."""
+    written in chunks, so memory stays bounded whatever the index declares; tarfile
+    stops at a zero block, so what follows is checked afterwards (``_after_end``)."""
     for rel in dirs:
         (tree / rel).mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
@@ -838,10 +992,16 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
                     raise ArtifactInvalid(f"{rel}: content differs from the layer index")
                 os.chmod(target, stat.S_IMODE(expected[1]))
                 written[rel] = (stat_key(os.lstat(target)), expected[2])
+            end = tar.offset
+        total, only_zeros = _raw_tar_size(part, end)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ArtifactInvalid(f"its slug part is unreadable ({exc})") from exc
+    if total > end:
+        _after_end(only_zeros)
+        if not eof:
+            _no_end_block([end])
     _place_links(tree, files, symlinks, seen, links)
-    return _raw_tar_size(part)
+    return total
 
 
 def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
@@ -854,13 +1014,16 @@ def _copy_hashed(source: io.BufferedReader | Any, target: Path) -> str:
     return hasher.hexdigest()
 
 
-def _raw_tar_size(part: bytes) -> int:
-    """The part's size inflated, counted in chunks (what the in-memory path measures)."""
-    total = 0
+def _raw_tar_size(part: bytes, end: int) -> tuple[int, bool]:
+    """The part's size inflated, counted in chunks (what the in-memory path measures),
+    and whether it holds nothing but zeros from ``end`` on."""
+    total, only_zeros = 0, True
     with gzip.GzipFile(fileobj=io.BytesIO(part)) as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
+            if only_zeros and total + len(chunk) > end:
+                only_zeros = chunk[max(0, end - total):].strip(b"\0") == b""
             total += len(chunk)
-    return total
+    return total, only_zeros
 
 
 def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = None,
@@ -884,7 +1047,7 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
     if not isinstance(prefix, str) or not isinstance(part_name, str) \
             or _safe_name(part_name) != part_name:
         raise ArtifactInvalid("its config is malformed")
-    files, symlinks, dirs = _expected(fetched.index)
+    files, symlinks, dirs = fetched.expected or _expected(fetched.index)
 
     def check(tree: Path, index: dict[str, Any]) -> Iterable[str]:
         made = {rel: (entry[0], entry[2], entry[3]) for rel, entry in index["files"].items()}
@@ -910,7 +1073,8 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
             pass  # unpacked file by file below
     with cache.new_layer(kind, name, key, config["inputs"], check, draft, written) as tree:
         try:
-            raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written)
+            raw_size = _extract(fetched.part, prefix, tree, files, symlinks, dirs, written,
+                                fetched.inflated, eof=kind in TREE_PART_KINDS)
         except OSError as exc:
             if exc.errno not in _ENTRY_ERRNOS:
                 raise  # this machine's (a full disk): the caller's to report
@@ -935,10 +1099,8 @@ def materialise(cache: Cache, fetched: Fetched, extra_check: TreeCheck | None = 
 
 def part_only_wanted() -> bool:
     """SLUGBUILD_PART_ONLY=0 writes a pulled or imported layer's tree at once, as before."""
-    return os.environ.get("SLUGBUILD_PART_ONLY", "1").strip() not in ("0", "")
+    return env_flag("SLUGBUILD_PART_ONLY", unset=True, unknown=True, empty=False)
 
-
-Expected = tuple[dict[str, tuple[int, int, str]], dict[str, str], list[str]]
 
 
 def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: str,
@@ -951,7 +1113,8 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
     a reader sees all of it or nothing. The caller holds ``cache.lock``."""
     config, (files, symlinks, dirs) = fetched.config, expected
     kind, name, key = config["kind"], config["name"], config["key"]
-    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks)
+    raw_size, stub, stub_links = _verify_part(fetched.part, prefix, files, symlinks,
+                                              fetched.inflated)
     host_paths = _host_paths(fetched.index.get("host_paths"), files)
     too_long = next((rel for rel in (*files, *symlinks, *dirs)
                      if any(len(part.encode()) > _NAME_MAX for part in rel.split("/"))), None)
@@ -975,27 +1138,37 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
         if host_paths is not None:
             (scratch / HOST_PATHS).write_text(json.dumps(host_paths))
         layer = Layer(scratch, {}, published=False)
-        digest = hashlib.sha256(fetched.part).hexdigest()
+        digest = fetched.part_sha256 or hashlib.sha256(fetched.part).hexdigest()
         # Its only copy of the files: not written (a full disk), nothing is published.
         _write_part(layer, part_name, fetched.part, raw_size, digest)
         _keep_part_records(layer, part_name, config["part"])
-        write_json_atomic(scratch / PART_ONLY, {
+        record = {
             "format": PART_ONLY_FORMAT,
             "part": {"name": part_name, "prefix": prefix, "raw_size": raw_size,
                      "sha256": digest},
             "index": {"files": {rel: list(entry) for rel, entry in files.items()},
                       "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths},
-            "stub": sorted([*stub, *(rel for rel, _ in stub_links)])})
+            "stub": sorted([*stub, *(rel for rel, _ in stub_links)])}
+        write_json_atomic(scratch / PART_ONLY, record)
         write_json_atomic(scratch / MANIFEST, {"format": FORMAT, "kind": kind, "name": name,
                                                "key": key, "inputs": config["inputs"]})
-        cache.publish(scratch, kind, name, key)
+        published = cache.publish(scratch, kind, name, key)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
+    _remember_record(published, record)
     found = cache.lookup(kind, name, key, lazy=True)
     if found is None:
         raise ArtifactInvalid("the layer vanished right after it was published")
     return found
+
+
+def _remember_record(path: Path, record: dict[str, Any]) -> None:
+    """Note the record just written (its index checked already) as read, with the
+    stat its file has now: this build does not read and check it again."""
+    with contextlib.suppress(OSError):
+        st = os.stat(path / PART_ONLY)
+        _RECORDS[path] = ((st.st_ino, st.st_size, st.st_mtime_ns), record)
 
 
 _NAME_MAX = 255  # bytes in one path component on Linux file systems
@@ -1142,7 +1315,9 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     hold); the tree is unpacked from the kept part into scratch, each file checked
     against the index, files.json written, then renamed into place: a crash leaves
     the layer part-only, never a half tree. Raises ArtifactInvalid when the part or
-    its record is wrong (the caller discards the layer), OSError when the disk is.
+    its record is wrong (the caller discards the layer), OSError when the disk is,
+    and the catalogue's disk-full error when the disk is full (the layer is not at
+    fault: it stays part-only, and the build ends with that error).
 
     A build holding the layer's build lock may publish another layer under the same
     name meanwhile: the layer's directory is held open (its inode cannot be reused),
@@ -1152,6 +1327,16 @@ def ensure_tree(cache: Cache, layer: Layer) -> Layer:
     when it was replaced."""
     if not layer.lazy:
         return layer
+    try:
+        return _write_tree(cache, layer)
+    except OSError as exc:
+        if errors.disk_full(exc):  # the layer stays part-only, as it was: not discarded
+            raise errors.from_os_error(exc, note=f" (writing the tree of the cached layer "
+                                                 f"{layer.path.name})") from exc
+        raise
+
+
+def _write_tree(cache: Cache, layer: Layer) -> Layer:
     kind, name, path = layer.path.parent.name, layer.path.name, layer.path
     with cache.lock(kind, f"{name}.tree"), _held_directory(path) as held:
         if not (path / TREE).is_dir():
@@ -1212,7 +1397,9 @@ def _still_the_layer(path: Path, held: int, inode: int) -> None:
 
 def tree_or_none(cache: Cache, layer: Layer) -> Layer | None:
     """``ensure_tree``, or None with the layer discarded when its part or record is
-    wrong or its tree cannot be written (the caller then builds or pulls it again)."""
+    wrong or its tree cannot be written (the caller then builds or pulls it again).
+    A full disk is not the layer's fault: ``ensure_tree``'s disk-full error goes on,
+    the layer kept."""
     try:
         return ensure_tree(cache, layer)
     except (ArtifactInvalid, OSError):

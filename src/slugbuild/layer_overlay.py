@@ -30,7 +30,11 @@ materialised layers, and the cached files stay as published.
 
 Mechanisms, in order: as root (a CI runner, this machine), a mount namespace;
 otherwise an unprivileged user namespace mapping the user to root with the
-overlay's ``userxattr`` option (Linux 5.11 and later). A container without
+overlay's ``userxattr`` option (Linux 5.11 and later), the step itself run as the
+user's own ids in a nested user namespace (root there could override the user's
+file modes and unmount the read-only binds). A namespace or mount that fails at a
+step never fails it: the step had not started (its start is marked, ``STARTED``),
+and it runs on materialised layers (``context.StepLayers.run_step``). A container without
 CAP_SYS_ADMIN and without user namespaces has neither: the build materialises,
 as before, and says so in the log. ``SLUGBUILD_LAYER_OVERLAY=0`` turns the overlay off.
 """
@@ -43,19 +47,29 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from .envflag import env_flag
+
+T = TypeVar("T")
 OVERLAY_ENV = "SLUGBUILD_LAYER_OVERLAY"
 # What the overlay options cannot hold (they are separated by "," and ":").
 _UNSAFE = frozenset(",:\\\n\"'")
+# The wrapper's own errors (unshare's, mount's) go to the run's status file, not to the
+# step's output: stderr is kept as fd 3 and given back to the step when it starts.
+_KEEP_STDERR = 'exec 3>&2 2>"$0"; exec "$@"'
 # Mounts the overlay ("$1" options, "$2" target), then each read-only path up to "--",
-# then runs the step in its place (same process: the build's limits and kill apply).
-_SCRIPT = ('"$0" -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
+# then runs the rest (same process: the build's limits and kill apply).
+_MOUNTS = ('"$0" -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
            'while [ "$1" != -- ]; do "$0" --bind -o ro "$1" "$1" || exit 125; shift; done; '
            'shift; exec "$@"')
+# The last word before the step: it has started (``OverlayRun.started``), with its
+# own stderr back.
+STARTED = "slugbuild: the step started"
+_START = f'echo "{STARTED}" >&2; exec 2>&3 3>&-; exec "$@"'
 
 
 class LayerAccess(Protocol):
@@ -71,6 +85,11 @@ class LayerAccess(Protocol):
         """The command to run, the layers ready for it."""
         ...
 
+    def run_step(self, argv: Sequence[str | Path], start: Callable[[list[str | Path]], T]) -> T:
+        """``start`` for the command of ``argv`` (``argv`` above); run again on
+        materialised layers when the overlay failed before the step started."""
+        ...
+
     def prefix_written(self) -> bool:
         """Whether the step wrote into the prefix (through the overlay)."""
         ...
@@ -80,37 +99,53 @@ class LayerAccess(Protocol):
 class Mechanism:
     """How a private mount namespace is had here: the ``unshare`` command and the
     overlay's extra options and xattr namespace (``trusted.`` as root, ``user.``
-    in a user namespace)."""
+    in a user namespace). ``drops``: the step runs in a user namespace of its own
+    nested in the mounting one, as the caller's uid and gid (no capability, no
+    root: the files it may read or write are the caller's, the mounts not its own)."""
 
     name: str
     unshare: tuple[str, ...]
     options: str
     xattrs: str
+    drops: bool = False
 
-    def command(self) -> list[str] | None:
-        """``unshare ... sh -c SCRIPT mount``, by absolute paths (the step's PATH is
-        the app's), or None when a tool is missing."""
+    def command(self, status: Path, mount: Sequence[str], argv: Sequence[str | Path],
+                ids: tuple[int, int] | None = None) -> list[str | Path] | None:
+        """``argv`` run in a private mount namespace after ``mount`` (the overlay's
+        options, its target, the read-only paths): ``sh`` keeping stderr, ``unshare``,
+        ``sh`` mounting, [``unshare`` dropping to the caller], ``sh`` marking the start.
+        By absolute paths (the step's PATH is the app's); None when a tool is missing.
+        The wrapper's errors go to ``status`` (``OverlayRun.started``); ``ids``: the
+        uid and gid the step drops to (the caller's by default)."""
         tools = [shutil.which(name) for name in ("unshare", "sh", "mount")]
         if None in tools:
             return None
-        unshare, sh, mount = (str(tool) for tool in tools)
-        return [unshare, *self.unshare[1:], "--", sh, "-c", _SCRIPT, mount]
+        unshare, sh, mounter = (str(tool) for tool in tools)
+        uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
+        drop = ([unshare, "--user", f"--map-user={uid}", f"--map-group={gid}", "--"]
+                if self.drops else [])
+        return [sh, "-c", _KEEP_STDERR, str(status), unshare, *self.unshare[1:], "--",
+                sh, "-c", _MOUNTS, mounter, *mount, "--", *drop,
+                sh, "-c", _START, sh, *argv]
 
 
 # As root, a renamed lower directory is recorded (redirect_dir=on) and followed by
 # apply_upper; in a user namespace the kernel refuses that option (userxattr), and
 # renaming a cached directory fails with EXDEV (tools then copy, as across devices).
+# As root the step runs as root (the build's own identity, as without the overlay);
+# in a user namespace the mounting namespace maps the user to root (mounting needs
+# it) and the step drops to the user's own ids in a nested one.
 _ROOT = Mechanism("mount namespace", ("unshare", "--mount", "--propagation", "private"),
                   ",redirect_dir=on", "trusted.overlay.")
 _USERNS = Mechanism("user namespace", ("unshare", "--user", "--map-root-user", "--mount",
                                        "--propagation", "private"),
-                    ",userxattr", "user.overlay.")
+                    ",userxattr", "user.overlay.", drops=True)
 _found: dict[str, Mechanism | None] = {}
 
 
 def overlay_wanted() -> bool:
     """SLUGBUILD_LAYER_OVERLAY=0 materialises the layers for every step, as before."""
-    return os.environ.get(OVERLAY_ENV, "1").strip() not in ("0", "")
+    return env_flag(OVERLAY_ENV, unset=True, unknown=True, empty=False)
 
 
 def mechanism(scratch: Path) -> Mechanism | None:
@@ -123,9 +158,6 @@ def mechanism(scratch: Path) -> Mechanism | None:
 
 
 def _works(candidate: Mechanism, scratch: Path) -> bool:
-    command = candidate.command()
-    if command is None:
-        return False
     base = Path(tempfile.mkdtemp(prefix="overlay-probe.", dir=scratch))
     try:
         for name in ("lower", "upper", "work", "merged"):
@@ -135,10 +167,13 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
                    f"workdir={base / 'work'}{candidate.options}")
         if any(char in _UNSAFE for char in str(base)):
             return False
-        done = subprocess.run(
-            [*command, options, str(base / "merged"), str(base / "lower"), "--",
-             "test", "-f", str(base / "merged" / "probe")],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=20, check=False)
+        command = candidate.command(
+            base / "status", [options, str(base / "merged"), str(base / "lower")],
+            ["test", "-f", str(base / "merged" / "probe")])
+        if command is None:
+            return False
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=20, check=False)
         return done.returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
@@ -165,6 +200,8 @@ class OverlayRun:
     mounts: list[OverlayMount]
     # Directories bind-mounted read-only in the step's namespace (the cached layers').
     read_only: list[Path] = field(default_factory=list)
+    # Who the step runs as in a user namespace (Mechanism.drops): the caller.
+    ids: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
 
     @classmethod
     def prepare(cls, build_dir: Path, scratch: Path, found: Mechanism,
@@ -191,10 +228,35 @@ class OverlayRun:
         options = (f"lowerdir={':'.join(str(tree) for tree in mount.lowers)},"
                    f"upperdir={mount.upper},workdir={mount.work}"
                    f"{self.mechanism.options}")
-        command = self.mechanism.command()
+        with contextlib.suppress(FileNotFoundError):
+            self.status.unlink()  # a run before this one's
+        command = self.mechanism.command(
+            self.status, [options, str(self.build_dir / mount.mount),
+                          *(str(path) for path in self.read_only)], argv, self.ids)
         assert command is not None  # the mechanism was found with these tools
-        return [*command, options, str(self.build_dir / mount.mount),
-                *(str(path) for path in self.read_only), "--", *argv]
+        return command
+
+    @property
+    def status(self) -> Path:
+        """Where the wrapper writes its own errors, then that the step started."""
+        return self.mounts[0].upper.parent / "status"
+
+    def started(self) -> bool:
+        """Whether the step itself ran (after ``argv``'s command ended): not when the
+        namespace or a mount failed, whatever the exit code (a step may exit 125 too)."""
+        return STARTED in self._status_text()
+
+    def failure(self) -> str:
+        """Why the step did not start: the wrapper's own error output, one line."""
+        text = " ".join(self._status_text().split())
+        return text[:300] or "the namespace could not be set up (no error was printed)"
+
+    def _status_text(self) -> str:
+        try:
+            with open(self.status, "rb") as handle:
+                return handle.read(64 * 1024).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def written(self) -> bool:
         """Whether the step wrote, deleted, renamed or chmodded anything in the prefix."""

@@ -34,9 +34,11 @@ imports nothing of slugbuild. Its source runs after other lines (so no
 or later is quoted. A node's parts are raw bytes of the stream or child node ids.
 """
 
+import collections
 import struct
 import sys
 from collections import defaultdict
+from typing import Any
 
 # The fields of a code object in the stream, in order: L a 4-byte integer, O an object.
 CODE_LAYOUT_3_8 = "LLLLLLOOOOOOOOLO"  # 3.8-3.10: ... nlocals ..., lnotab/linetable
@@ -54,6 +56,8 @@ _SEQUENCES = frozenset(b"([<>")  # tuple, list, set, frozenset
 _SETS = frozenset(b"<>")  # set, frozenset
 _BY_IDENTITY = frozenset(b"c[{<")  # code, list, dict, set
 _FLAG_REF = 0x80
+# Counter.update's counting loop, in C: adds one per element to a dict.
+_count_elements = collections._count_elements  # type: ignore[attr-defined]
 _int32 = struct.Struct("<i")
 
 
@@ -340,3 +344,267 @@ class _Canonical:
         finally:
             emit = None  # type: ignore[assignment]  # it names itself (see _read_all)
         return bytes(out)
+
+
+class Unsupported(ValueError):
+    """A code object ``canonical_code`` does not write itself (the caller takes
+    ``canonical_marshal(marshal.dumps(code))`` instead)."""
+
+
+_CO_OPTIMIZED = 0x1
+_FAST_HIDDEN, _FAST_LOCAL, _FAST_CELL, _FAST_FREE = 0x10, 0x20, 0x40, 0x80
+_pack_double = struct.Struct("<d").pack
+_pack_complex = struct.Struct("<dd").pack
+_pack_digit = struct.Struct("<H").pack
+
+
+def _long_raw(value: int) -> bytes:
+    """An integer outside 32 bits as marshal writes it: its 15-bit digits."""
+    magnitude, digits = abs(value), []
+    while magnitude:
+        digits.append(_pack_digit(magnitude & 0x7FFF))
+        magnitude >>= 15
+    return _int32.pack(len(digits) if value > 0 else -len(digits)) + b"".join(digits)
+
+
+_STRING_LEAVES: "dict[str, tuple[bytes, bytes]]" = {}  # a string -> its leaf, plain and FLAG_REF'd
+
+
+def _string_leaf(text: str) -> "tuple[bytes, bytes]":
+    """A string's canonical leaf (kind byte and raw bytes), and its FLAG_REF form:
+    a short one kept for the life of the process (a worker's modules share most of
+    their names; a docstring is met once, and kept it would only grow the worker)."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        size = len(raw)
+        named = _NAME_CHARS.issuperset(raw)
+        if size < 256:
+            kind = 0x5A if named else 0x7A  # "Z", "z"
+            raw = bytes((size,)) + raw
+        else:
+            kind = 0x41 if named else 0x61  # "A", "a"
+            raw = _int32.pack(size) + raw
+    else:
+        raw = text.encode("utf-8", "surrogatepass")
+        kind = 0x75  # "u"
+        raw = _int32.pack(len(raw)) + raw
+    found = (bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw)
+    if len(text) < 64:
+        _STRING_LEAVES[text] = found
+    return found
+
+
+def canonical_code(code: object, version: "tuple[int, ...] | None" = None) -> bytes:
+    """``canonical_marshal(marshal.dumps(code))``, written straight from the code
+    object (no stream written and read back): the same bytes, faster.
+
+    ``version`` is the running interpreter's (the only one whose code objects
+    this sees). Raises ``Unsupported`` for what it does not write itself: a
+    constant of a type it does not know, a set after 3.10 (marshal's order there
+    depends on reference counts at the time of writing, which the canonical form
+    keeps), a set of containers.
+    """
+    return _write_code(code, tuple(version or sys.version_info[:2])[:2])
+
+
+def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
+    """The value graph ``_Canonical`` reads from a stream, built from the objects,
+    then written as ``_Canonical._write`` writes it.
+
+    Equal immutable values share a node (keyed as there), code objects are
+    nodes by identity, a singleton is a one-byte part of its parent. A string's
+    node is the string itself; any other node is a number, an index into
+    ``nodes``: ``(kind, parts)``, or for a leaf ``(0, (its bytes, FLAG_REF'd))``.
+    A node's children are counted once per distinct parent node, as
+    ``_Canonical.result`` counts them (the raw bytes among the parts are counted
+    too, and never asked for).
+    """
+    nodes: list[tuple[int, Any]] = []
+    add_node = nodes.append
+    counts: dict[Any, Any] = {}
+    values: dict[object, int] = {}
+    values_get = values.get
+    seen: dict[int, int] = {}  # id of a code object -> its node
+    keep_alive: list[object] = []  # the ids above stay valid while this runs
+    legacy = version < (3, 11)
+    lnotab = version < (3, 10)
+    hidden = _FAST_HIDDEN if version >= (3, 12) else 0
+    code_type = type(root)
+    pack = _int32.pack
+    singleton_parts: dict[Any, bytes] = {None: b"N", True: b"T", False: b"F", Ellipsis: b"."}
+
+    def leaf(kind: int, raw: bytes) -> int:
+        key = (kind, raw)
+        found = values_get(key)
+        if found is None:
+            found = values[key] = len(nodes)
+            add_node((0, (bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw)))
+        return found
+
+    def container(key: object, kind: int, parts: "list[object]") -> int:
+        found = values[key] = len(nodes)
+        add_node((kind, parts))
+        _count_elements(counts, parts)
+        return found
+
+    def value(obj: Any) -> Any:
+        kind = type(obj)
+        if kind is str:
+            return obj
+        if kind is tuple:
+            return sequence(obj)
+        if kind is code_type:
+            return code(obj)
+        if kind is bytes:
+            return leaf(0x73, pack(len(obj)) + obj)
+        if kind is int:
+            if -0x80000000 <= obj < 0x80000000:
+                return leaf(0x69, pack(obj))
+            return leaf(0x6C, _long_raw(obj))
+        if kind is bool or obj is None or obj is Ellipsis:
+            return singleton_parts[obj]
+        if kind is float:
+            return leaf(0x67, _pack_double(obj))
+        if kind is complex:
+            return leaf(0x79, _pack_complex(obj.real, obj.imag))
+        if kind is frozenset and legacy:
+            return frozen(obj)
+        raise Unsupported(f"a constant of type {kind.__name__}")
+
+    def sequence(items: Any) -> int:
+        size = len(items)
+        parts: list[object] = [bytes((size,)) if size < 256 else pack(size)]
+        add = parts.append
+        for item in items:
+            add(item if type(item) is str else value(item))
+        kind = 0x29 if size < 256 else 0x28  # ")", "("
+        key = (kind, *parts)
+        found = values_get(key)
+        return found if found is not None else container(key, kind, parts)
+
+    def frozen(items: Any) -> int:
+        # Before 3.11: ordered by each element's canonical stream, as _Canonical sorts.
+        elements: list[tuple[bytes, Any]] = []
+        for item in items:
+            part = value(item)
+            if type(part) is bytes:
+                elements.append((part, part))
+            elif type(part) is str:
+                elements.append(((_STRING_LEAVES.get(part) or _string_leaf(part))[0], part))
+            elif nodes[part][0]:
+                raise Unsupported("a set of containers")
+            else:
+                elements.append((nodes[part][1][0], part))
+        elements.sort(key=lambda pair: pair[0])
+        parts: list[object] = [pack(len(items))]
+        parts += [part for _, part in elements]
+        key = (0x3E, *parts)
+        found = values_get(key)
+        return found if found is not None else container(key, 0x3E, parts)
+
+    def code(c: "Any") -> int:
+        found = seen.get(id(c))
+        if found is not None:
+            return found
+        keep_alive.append(c)
+        parts: list[object]
+        if legacy:
+            parts = [
+                pack(c.co_argcount) + pack(c.co_posonlyargcount) + pack(c.co_kwonlyargcount)
+                + pack(c.co_nlocals) + pack(c.co_stacksize) + pack(c.co_flags),
+                value(c.co_code), value(c.co_consts), value(c.co_names),
+                value(c.co_varnames), value(c.co_freevars), value(c.co_cellvars),
+                c.co_filename, c.co_name, pack(c.co_firstlineno),
+                value(c.co_lnotab if lnotab else c.co_linetable),
+            ]
+        else:
+            # co_localsplusnames and co_localspluskinds, which Python does not show:
+            # the locals, then the cells that are not locals, then the free
+            # variables; a local of a module or class body (an inlined
+            # comprehension's, 3.12 on) is hidden.
+            varnames, cells, frees = c.co_varnames, c.co_cellvars, c.co_freevars
+            local = _FAST_LOCAL | (0 if c.co_flags & _CO_OPTIMIZED else hidden)
+            if cells:
+                cell_set = set(cells)
+                kinds = bytearray(local | _FAST_CELL if name in cell_set else local
+                                  for name in varnames)
+                local_set = set(varnames)
+                extra = [name for name in cells if name not in local_set]
+                names = varnames + tuple(extra) + frees
+                kinds += bytes((_FAST_CELL,)) * len(extra)
+            else:
+                kinds = bytearray((local,)) * len(varnames)
+                names = varnames + frees if frees else varnames
+            kinds += bytes((_FAST_FREE,)) * len(frees)
+            parts = [
+                pack(c.co_argcount) + pack(c.co_posonlyargcount) + pack(c.co_kwonlyargcount)
+                + pack(c.co_stacksize) + pack(c.co_flags),
+                value(c.co_code), value(c.co_consts), value(c.co_names),
+                sequence(names), value(bytes(kinds)),
+                c.co_filename, c.co_name, c.co_qualname,
+                pack(c.co_firstlineno), value(c.co_linetable), value(c.co_exceptiontable),
+            ]
+        found = seen[id(c)] = container(("code", id(c)), 0x63, parts)
+        return found
+
+    try:
+        top = value(root)
+    finally:
+        value = sequence = code = None  # type: ignore[assignment]  # they name each other
+    if type(top) is not int or nodes[top][0] != 0x63:
+        raise Unsupported("not a code object")
+    counts[top] = 1
+    return _write_nodes(top, nodes, counts)
+
+
+def _write_nodes(root: int, nodes: "list[tuple[int, Any]]", counts: "dict[Any, Any]") -> bytes:
+    """The stream of ``_write_code``'s graph: ``_Canonical._write``'s order and numbering.
+
+    A node met more than once is numbered when first written: its entry in
+    ``counts`` then becomes the reference back to it (one lookup per part).
+    """
+    out = bytearray()
+    append, extend = out.append, out.extend
+    pack_index = _int32.pack
+    string_leaf = _STRING_LEAVES.get
+    numbered = 0
+
+    def emit(node: int) -> None:
+        nonlocal numbered
+        kind, parts = nodes[node]
+        if counts[node] > 1:
+            counts[node] = b"r" + pack_index(numbered)
+            numbered += 1
+            append(kind | _FLAG_REF)
+        else:
+            append(kind)
+        part: Any
+        for part in parts:
+            part_type = type(part)
+            if part_type is bytes:
+                extend(part)
+                continue
+            seen = counts[part]
+            if type(seen) is bytes:  # a reference back
+                extend(seen)
+                continue
+            if part_type is str:
+                leaf = string_leaf(part) or _string_leaf(part)
+            else:
+                child_kind, leaf = nodes[part]
+                if child_kind:
+                    emit(part)
+                    continue
+            # A leaf: its bytes, with FLAG_REF where it is met again.
+            if seen > 1:
+                counts[part] = b"r" + pack_index(numbered)
+                numbered += 1
+                extend(leaf[1])
+            else:
+                extend(leaf[0])
+
+    try:
+        emit(root)
+    finally:
+        emit = None  # type: ignore[assignment]  # it names itself
+    return bytes(out)

@@ -22,7 +22,6 @@ environment variable) names another, e.g. a mirror.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import json
@@ -30,8 +29,6 @@ import os
 import re
 import shutil
 import stat
-import xml.etree.ElementTree as ElementTree
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -46,9 +43,17 @@ from .redact import redact_url
 from .retry import GaveUp, retrying
 
 if TYPE_CHECKING:
+    import difflib
+    import xml.etree.ElementTree as ElementTree
+    import zipfile
+
     import requests
 else:
     requests = lazy_module("requests")  # imported when first used (lazy_import.py)
+    # Only for an app with nltk.txt: imported when first used.
+    difflib = lazy_module("difflib")
+    ElementTree = lazy_module("xml.etree.ElementTree")
+    zipfile = lazy_module("zipfile")
 
 NLTK_FILE = "nltk.txt"
 DEFAULT_INDEX_URL = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/index.xml"

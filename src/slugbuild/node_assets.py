@@ -25,8 +25,6 @@ from pathlib import Path
 from . import errors
 from .cache import Cache
 from .log import Reporter
-from .node_npm import with_requested_npm
-from .node_runtime import provide_machine_node, provide_node, read_engines
 from .proc import ToolFailed, clean_env, exported_config, run_tool
 
 PACKAGE_JSON = "package.json"
@@ -113,6 +111,10 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
                      "npm_config_update_notifier": "false",
                      "NODE_ENV": config_vars.get("NODE_ENV", "production")},
                     exports=exports)
+    # Here, not at the top: a build without the Node step never loads the Node runtime code.
+    from .node_npm import with_requested_npm
+    from .node_runtime import provide_machine_node, provide_node, read_engines
+
     reporter.step("Installing Node.js")
     if cache is None:
         tools = provide_machine_node(env.get("PATH"), reporter)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 from . import errors
-from .cache import DIGESTS, stat_key
+from .cache import DIGESTS, FILE_INDEX, read_index, stat_key
 from .slug_size import measure_part_ahead
 from .textfiles import decimal
 
@@ -356,8 +356,10 @@ def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
     try:
         kept = json.loads(memo.read_text())
         if isinstance(kept, dict) and kept.get("tree") == str(layer.tree):
-            return [(rel, kind, 0) for rel, kind in kept["entries"]
-                    if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+            entries = [(rel, kind, 0) for rel, kind in kept["entries"]
+                       if isinstance(rel, str) and kind in (DIRECTORY, SYMLINK, FILE, OTHER)]
+            if _listing_is_the_trees(layer.tree, entries):
+                return entries
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         pass
     scanned = scan_tree(layer.tree)
@@ -372,6 +374,45 @@ def _viewed_listing(layer: LayerPart) -> list[tuple[str, int, int]]:
             with contextlib.suppress(OSError):
                 temporary.unlink()
     return scanned
+
+
+def _listing_is_the_trees(tree: Path, entries: list[tuple[str, int, int]]) -> bool:
+    """Whether a kept listing is the layer's: the layer (and so its packed/ directory)
+    is shared by every app with the same packages, and any app's hook could write a
+    listing there that adds entries to other apps' slugs (a directory named
+    ``../../.profile.d``), or leaves some out. Its files and symlinks must be exactly
+    those of the layer's files.json (which the cache compares with the tree before a
+    build may show it), its paths plain relative ones, listed once; and each of its
+    directories a directory of the tree with as many subdirectories as it lists (a
+    directory's link count: one left out shows), which costs a stat per directory
+    rather than a listing. Where link counts do not count subdirectories (btrfs),
+    the tree is listed again."""
+    index = read_index(tree.parent / FILE_INDEX)
+    if index is None:
+        return False
+    by_kind: dict[int, set[str]] = {DIRECTORY: set(), SYMLINK: set(), FILE: set(), OTHER: set()}
+    for rel, kind, _ in entries:
+        by_kind[kind].add(rel)
+    directories = by_kind[DIRECTORY]
+    if by_kind[OTHER] or sum(map(len, by_kind.values())) != len(entries) \
+            or by_kind[FILE] != set(index["files"]) \
+            or by_kind[SYMLINK] != set(index["symlinks"]):
+        return False
+    children = collections.Counter(rel.rpartition("/")[0] for rel in directories)
+    for rel, _, _ in entries:
+        parent = rel.rpartition("/")[0]
+        if parent and parent not in directories:
+            return False  # a parent left out (files.json paths are plain: so are theirs)
+    for rel in ["", *directories]:
+        if rel and any(part in ("", ".", "..") for part in rel.split("/")):
+            return False
+        try:
+            st = os.lstat(os.path.join(tree, rel) if rel else tree)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode) or st.st_nlink != 2 + children[rel]:
+            return False
+    return True
 
 
 # How many parts made here a layer keeps (one per set of the app's directories, one

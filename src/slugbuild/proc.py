@@ -47,14 +47,17 @@ def exported_config(config_vars: Mapping[str, str]) -> dict[str, str]:
 
 
 def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path] = (),
-              exports: Mapping[str, str] | None = None) -> dict[str, str]:
+              exports: Mapping[str, str] | None = None,
+              host: Mapping[str, str] | None = None) -> dict[str, str]:
     """The host environment minus anything that would steer Python or installers.
 
     ``exports``: what earlier buildpacks exported (their ``export`` files, and the
     Aptfile's variables), passed by the built-in stages that run after them, as
     Heroku sources them before the next buildpack; ``extra`` goes over them.
+    ``host``: the host variables to start from instead of all of them
+    (``build_base_env``).
     """
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in (os.environ if host is None else host).items()
            if not k.startswith(_DROPPED_PREFIXES) and k not in _SHELL_BOOKKEEPING}
     env.update(exports or {})
     env["PYTHONNOUSERSITE"] = "1"
@@ -64,6 +67,25 @@ def clean_env(extra: Mapping[str, str] | None = None, path_first: Sequence[Path]
     if extra:
         env.update(extra)
     return env
+
+
+# What a step that runs the app's code with a fixed environment (collectstatic, whose
+# output is cached and shared across apps and runners) takes from the host: the
+# builder's home, locale and time zone, and how it reaches the network (certificates,
+# proxies). Nothing else of a CI runner's environment (its tokens, its run ids).
+BUILD_BASE_HOST = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSL_CERT_FILE",
+                   "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY",
+                   "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+BUILD_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def build_base_env() -> dict[str, str]:
+    """Heroku's build environment's fixed base: a standard PATH and the few host
+    variables of ``BUILD_BASE_HOST``; a step adds the app's config vars and the
+    earlier buildpacks' exports (``clean_env(host=build_base_env())``)."""
+    base = {name: os.environ[name] for name in BUILD_BASE_HOST if name in os.environ}
+    base["PATH"] = BUILD_BASE_PATH
+    return base
 
 
 class ToolFailed(Exception):
@@ -98,6 +120,7 @@ class _Limits:
     timeout: float | None = None
     groups: set[int] = field(default_factory=set)
     cookies: set[str] = field(default_factory=set)  # of the running tools (kill_marked)
+    leaders: dict[str, int] = field(default_factory=dict)  # each cookie's tool's pid
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -157,10 +180,11 @@ def kill_running_tools() -> None:
         return
     with limits.lock:
         groups, cookies = list(limits.groups), list(limits.cookies)
+        leaders = dict(limits.leaders)
     for group in groups:
         _kill_group(group)
     for cookie in cookies:
-        kill_marked(cookie)
+        kill_marked(cookie, leaders.get(cookie))
 
 
 def _kill_group(group: int) -> None:
@@ -235,6 +259,7 @@ def run_streaming(
         with limits.lock:
             limits.groups.add(group)
             limits.cookies.add(cookie)
+            limits.leaders[cookie] = group
     streams = {process.stdout.fileno(): outputs[0]}  # type: ignore[union-attr]
     if process.stderr is not None:
         streams[process.stderr.fileno()] = outputs[1]
@@ -247,12 +272,12 @@ def run_streaming(
                 now = time.monotonic()
                 if limits is not None and limits.deadline is not None and now > limits.deadline:
                     _kill_group(group)
-                    kill_marked(cookie)
+                    kill_marked(cookie, group)
                     raise _timed_out(step or _describe(args), limits)
                 if exited_at is None and process.poll() is not None:
                     exited_at = now
                     _kill_group(group)  # what it left behind in its group, or outside it
-                    kill_marked(cookie)
+                    kill_marked(cookie, group)
                 if exited_at is not None and now - exited_at > EXIT_GRACE:
                     break  # something outside the group still holds the pipe
                 if not streams:  # it closed its output but runs on
@@ -273,7 +298,7 @@ def run_streaming(
             process.wait()
         else:
             _kill_group(group)
-        kill_marked(cookie)
+        kill_marked(cookie, group)
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
@@ -281,6 +306,7 @@ def run_streaming(
             with limits.lock:
                 limits.groups.discard(group)
                 limits.cookies.discard(cookie)
+                limits.leaders.pop(cookie, None)
 
 
 def run_captured(argv: Sequence[str | Path], env: Mapping[str, str],

@@ -27,17 +27,24 @@ def carries(environment: bytes, marker: bytes) -> bool:
     return marker in environment.split(b"\0")
 
 
-def kill_marked(cookie: str) -> None:
-    """SIGKILL every process of this user whose environment carries ``cookie`` (Linux
-    /proc; elsewhere nothing), again until none is left, so one forking as it is
-    killed is caught too.
+def kill_marked(cookie: str, leader: int | None = None) -> None:
+    """SIGKILL every process the tool whose environment carries ``cookie`` started
+    (Linux /proc; elsewhere nothing), again until none is left, so one forking as it
+    is killed is caught too. ``leader``: the tool's own pid.
 
-    Only processes owned by the same effective user (root included: a root build
-    reads every process's environment, and must not kill another user's process
-    that carries the text), and through a pidfd taken before the environment is
-    read, so a pid that is reused meanwhile is never signalled."""
+    A process of this effective user carrying the cookie is the tool's. One of
+    another user (root reads every process's environment; a tool running as root
+    may drop to another uid: ``setuid``, ``setpriv``, a daemon dropping privileges)
+    is the tool's when it still descends from it (``_descends``): through processes
+    carrying the cookie, to the tool itself, to a carrier of this user, or, orphaned,
+    to an ancestor of the builder (where the kernel moves orphans: pid 1 or a
+    subreaper above it). A process of another user started apart from the build,
+    carrying the text (handed over, or copied from a log), is not. Every signal goes
+    through a pidfd taken before the environment is read, so a pid that is reused
+    meanwhile is never signalled."""
     marker = f"{COOKIE_VARIABLE}={cookie}".encode()
     own, uid = os.getpid(), os.geteuid()
+    above = _ancestors(own)
     for _ in range(10):
         try:
             pids = [int(name) for name in os.listdir(_PROC) if name.isdigit()]
@@ -45,26 +52,28 @@ def kill_marked(cookie: str) -> None:
             return
         found = False
         for pid in pids:
-            if pid != own and _kill_if_marked(pid, uid, marker):
+            if pid != own and _kill_if_marked(pid, uid, marker, leader, above):
                 found = True
         if not found:
             return
 
 
-def _kill_if_marked(pid: int, uid: int, marker: bytes) -> bool:
-    """Kill ``pid`` if it is this user's and carries ``marker``; whether it did."""
+def _kill_if_marked(pid: int, uid: int, marker: bytes, leader: int | None = None,
+                    above: frozenset[int] = frozenset()) -> bool:
+    """Kill ``pid`` if it is the tool's (``kill_marked``); whether it did."""
     handle = _pidfd(pid)
     if handle == _GONE:
         return False
     try:
         try:
-            if os.stat(f"{_PROC}/{pid}").st_uid != uid:
-                return False
+            owner = os.stat(f"{_PROC}/{pid}").st_uid
             with open(f"{_PROC}/{pid}/environ", "rb") as source:
                 environment = source.read()
         except OSError:  # gone, a kernel thread
             return False
         if not carries(environment, marker):
+            return False
+        if owner != uid and not _descends(pid, uid, marker, leader, above):
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
             if handle is not None:
@@ -77,6 +86,52 @@ def _kill_if_marked(pid: int, uid: int, marker: bytes) -> bool:
     finally:
         if handle is not None:
             os.close(handle)
+
+
+def _descends(pid: int, uid: int, marker: bytes, leader: int | None,
+              above: frozenset[int]) -> bool:
+    """Whether ``pid`` (another user's, carrying the marker) came from the tool: its
+    parents, each carrying the marker, lead to the tool (``leader``), to a carrier
+    owned by ``uid``, or to an ancestor of the builder (``above``: it was orphaned)."""
+    parent = _parent(pid)
+    for _ in range(4096):
+        if parent is None or parent == 0:
+            return False
+        if parent == leader or parent in above:
+            return True
+        try:
+            owner = os.stat(f"{_PROC}/{parent}").st_uid
+            with open(f"{_PROC}/{parent}/environ", "rb") as source:
+                environment = source.read()
+        except OSError:
+            return False
+        if not carries(environment, marker):
+            return False  # started apart from the build (its parent is not the tool's)
+        if owner == uid:
+            return True
+        parent = _parent(parent)
+    return False
+
+
+def _parent(pid: int) -> int | None:
+    """``pid``'s parent (field 4 of /proc/PID/stat, after the command's parentheses)."""
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as source:
+            text = source.read()
+        return int(text[text.rindex(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _ancestors(pid: int) -> frozenset[int]:
+    """The builder's ancestors (not itself): where the kernel reparents an orphan of a
+    tool (pid 1, or a subreaper above the builder)."""
+    found: set[int] = set()
+    parent = _parent(pid)
+    while parent and parent not in found:
+        found.add(parent)
+        parent = _parent(parent)
+    return frozenset(found)
 
 
 _GONE = -1

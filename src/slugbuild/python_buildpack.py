@@ -33,6 +33,7 @@ from .errors import SlugbuildError
 from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
+from .installers.built_wheels import env_scoped_key
 from .layer_checks import check_layers_size
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
@@ -102,7 +103,9 @@ class PythonBuild:
         with build.step_layers("the entry-point check") as layers:
             check_process_imports(build.build_dir, python, process_types, version,
                                   self.lock_file, build.config_vars, build.reporter,
-                                  passed=(build.cache.root / "checks", self.deps.key),
+                                  passed=(build.cache.root / "checks",
+                                          env_scoped_key(self.deps.key,
+                                                         self.deps.layer.manifest)),
                                   shared=build.cache.remote, layers=layers)
 
     def slug_fields(self) -> dict[str, Any]:

@@ -490,6 +490,14 @@ def canonical_body(body):
     except ValueError:
         return body
 
+def canonical_of(code):
+    # Written straight from the code object; what that writer does not know (a
+    # set constant after 3.10, say) takes the stream marshal writes, canonicalised.
+    try:
+        return canonical_code(code)
+    except Exception:
+        return canonical_body(marshal.dumps(code))
+
 def retarget(code, filename):
     consts = tuple(retarget(c, filename) if isinstance(c, code_type) else c
                    for c in code.co_consts)
@@ -519,7 +527,7 @@ def reused(source, rel_dir, name):
     return retarget(code, os.path.normpath(os.path.join(logical, rel_dir, name)))
 
 def compiled(path, source, recorded):
-    # The checked-hash header and marshalled code py_compile would write for ``source``
+    # The checked-hash header py_compile would write for ``source``, and its code
     # (None where py_compile would fail or refuse: compileall then has its say).
     pyc = importlib.util.cache_from_source(path)
     if os.path.islink(pyc) or (os.path.exists(pyc) and not os.path.isfile(pyc)):
@@ -530,7 +538,7 @@ def compiled(path, source, recorded):
         return None
     header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
               + importlib.util.source_hash(source))
-    return header, marshal.dumps(code)
+    return header, code
 
 def write_pyc(path, data):
     # As py_compile writes it: a new file renamed into place (never through a
@@ -571,7 +579,7 @@ def process(item):
     if code is None and source is not None:
         made_now = compiled(path, source, recorded)
         if made_now is not None:
-            data = made_now[0] + canonical_body(made_now[1])
+            data = made_now[0] + canonical_of(made_now[1])
             write_pyc(path, data)
             if key is not None:
                 keep(key, data, importlib.util.cache_from_source(path))
@@ -592,7 +600,7 @@ def process(item):
         header = (importlib.util.MAGIC_NUMBER + (3).to_bytes(4, "little")
                   + importlib.util.source_hash(source))
         body = b""
-    canonical = canonical_body(marshal.dumps(code) if code is not None else body)
+    canonical = canonical_of(code) if code is not None else canonical_body(body)
     if code is not None or canonical != body:
         with open(pyc, "wb") as handle:
             handle.write(header + canonical)
@@ -651,6 +659,12 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     as a file of its own, from the bytes just checked, never linked: no layer
     shares a pyc's inode with another through the store.
 
+    The interpreter runs without ``site`` (``-S``): a ``sitecustomize`` or a ``.pth``
+    file in its site-packages (the app's packages, when installed into the build's
+    prefix) would otherwise run in the compile and could store pycs of its own
+    making; the caller passes ``store`` only for an interpreter whose standard
+    library is its runtime's (dependencies.pyc_store).
+
     The canonical form orders set constants itself (marshal_canon), and a
     fixed hash seed is set as well: the interpreter runs without -I (which
     would ignore PYTHONHASHSEED) but with every PYTHON* variable of the
@@ -670,7 +684,7 @@ def compile_bytecode(python: Path, directory: Path, logical_dir: str, env: dict[
     settings = {k: v for k, v in env.items() if not k.startswith("PYTHON")}
     settings.update(PYTHONHASHSEED="0", PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
     subprocess.run(
-        [str(python), "-s", "-B", "-c", script, str(directory), logical_dir,
+        [str(python), "-s", "-S", "-B", "-c", script, str(directory), logical_dir,
          str(os.cpu_count() or 1), str(reuse_from or ""), str(store or ""), script_id,
          "-" if only is not None else ""],
         input="\n".join(only or []).encode(),

@@ -5,7 +5,7 @@ packing. Its output is a function of what it reads: the build directory as
 collectstatic finds it (the app's files, static ones included, and its
 settings), the Python prefix (the runtime and dependency layers, each cached
 under a key of its own), the environment it runs in (config vars, what earlier
-buildpacks exported, the host variables slugbuild passes on) and the command.
+buildpacks exported, a fixed base: collectstatic.py) and the command.
 The key is all of that, exactly: every file of the build directory outside
 ``.heroku/python`` by path, execute bit and SHA-256 (so any change to the app
 runs collectstatic again), the placed layers' keys, and the environment with

@@ -31,6 +31,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from . import errors
+from .envflag import env_flag
 from .toml_compat import tomllib
 
 SUPPORTED = "supported"
@@ -402,8 +403,9 @@ def _read_pyproject(text: str) -> PythonRequest | None:
 
 
 def allow_eol_from_env() -> bool:
-    """Whether SLUGBUILD_ALLOW_EOL_PYTHON opts in to building refused minors."""
-    return os.environ.get(ALLOW_EOL_ENV, "") not in ("", "0")
+    """Whether SLUGBUILD_ALLOW_EOL_PYTHON opts in to building refused minors: only a
+    yes word does (``false`` or a typo keeps the policy: it guards the slug)."""
+    return env_flag(ALLOW_EOL_ENV, unset=False, unknown=False)
 
 
 def check_supported(request: PythonRequest, allow_eol: bool = False) -> None:

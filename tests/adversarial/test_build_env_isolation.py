@@ -23,8 +23,6 @@ from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 
 from ..helpers import minimal_wheel, seed_runtimes, serve_directory
 
-SETUPTOOLS = Path("/opt/pypi/files/setuptools-84.0.0-py3-none-any.whl")
-
 SETUP_PY = '''\
 import os
 from setuptools import setup
@@ -48,12 +46,12 @@ def envpkg_sdist() -> bytes:
     return buffer.getvalue()
 
 
-def write_index(root: Path) -> None:
-    """A PEP 503 index: envpkg's sdist, setuptools' wheel (its build backend) and a
-    wheel-only plainpkg."""
+def write_index(root: Path, setuptools: Path) -> None:
+    """A PEP 503 index: envpkg's sdist, setuptools' wheel (its build backend: the
+    ``setuptools_wheel`` fixture) and a wheel-only plainpkg."""
     for name, filename, data in (
             ("envpkg", "envpkg-1.0.tar.gz", envpkg_sdist()),
-            ("setuptools", SETUPTOOLS.name, SETUPTOOLS.read_bytes()),
+            ("setuptools", setuptools.name, setuptools.read_bytes()),
             ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
              minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
         (root / "files").mkdir(parents=True, exist_ok=True)
@@ -83,12 +81,10 @@ def make_app(root: Path) -> Path:
 
 
 @pytest.fixture
-def envpkg_index(tmp_path: Path) -> Iterator[dict[str, str]]:
+def envpkg_index(tmp_path: Path, setuptools_wheel: Path) -> Iterator[dict[str, str]]:
     """write_index's index served on loopback while the test runs: the config var
     that points the installers at it."""
-    if not SETUPTOOLS.is_file():
-        pytest.skip("no setuptools wheel to serve")
-    write_index(tmp_path / "index")
+    write_index(tmp_path / "index", setuptools_wheel)
     with serve_directory(tmp_path / "index") as base:
         yield {"PIP_INDEX_URL": f"{base}/simple/"}
 

@@ -82,3 +82,43 @@ def test_a_pid_reused_after_the_environment_was_read_is_not_signalled(
         process_cookie._kill_if_marked(ours.pid, os.geteuid(),
                                        f"{COOKIE_VARIABLE}={COOKIE}".encode())
         assert ours.poll() is None and other.poll() is None and not sent
+
+
+def _left(mark: str) -> list[int]:
+    """Processes still running whose command line holds ``mark``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as source:
+                    if mark.encode() in source.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's tools can change their uid")
+@pytest.mark.parametrize("how", ["child", "orphaned daemon", "the tool itself"])
+def test_a_tool_process_that_changed_uid_is_killed_with_the_tool(how: str) -> None:
+    """As root (CI), a hook may drop to another uid (setpriv, setuid, a daemon dropping
+    privileges) and leave its session: it still came from the build and must not
+    outlive it (review finding 13). It used to escape the owner check."""
+    from slugbuild.log import Reporter
+    from slugbuild.proc import run_tool
+
+    mark = f"{time.monotonic_ns() % 10**6 + 7}.25"  # sleep's seconds: unique per run
+    drop = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+    script = {
+        "child": f"{drop} setsid sleep {mark} & sleep 0.3",
+        "orphaned daemon": f"( {drop} setsid sleep {mark} & ) ; sleep 0.3",
+        "the tool itself": f"exec {drop} setsid sh -c 'sleep {mark} & sleep 0.3'",
+    }[how]
+    try:
+        run_tool(["sh", "-c", script], Reporter(quiet=True),
+                 {"PATH": os.environ["PATH"]})
+        time.sleep(0.2)
+        assert _left(mark) == []
+    finally:
+        for pid in _left(mark):
+            os.kill(pid, 9)

@@ -200,3 +200,39 @@ def test_a_build_the_installer_reports_counts_even_with_nothing_cached(tmp_path)
         scratch.mkdir()
         built_wheels.note_builds(scratch, output)
         assert built_wheels.from_source(scratch, site) is built, output
+
+
+def test_the_entry_point_checks_record_is_keyed_by_a_from_source_layers_environment(
+        monkeypatch, tmp_path):
+    """The check's pass is recorded per layer key (locally and in a cache registry):
+    the same key names another environment's build output on another cache, so a
+    from-source layer's record is keyed by its environment too (review, session 6:
+    item 6); a wheel-only layer's keeps its key, shared across apps."""
+    from types import SimpleNamespace
+
+    from slugbuild import python_buildpack
+    from slugbuild.installers.built_wheels import env_scoped_key
+
+    key = "k" * 64
+    env_a, env_b = build_env_sha256({"A": "1"}, {}), build_env_sha256({"A": "2"}, {})
+    built_a = {"inputs": {"x": 1, BUILD_ENV_INPUT: env_a}}
+    built_b = {"inputs": {"x": 1, BUILD_ENV_INPUT: env_b}}
+    assert env_scoped_key(key, {"inputs": {"x": 1}}) == key
+    assert len({key, env_scoped_key(key, built_a), env_scoped_key(key, built_b)}) == 3
+    assert env_scoped_key(key, built_a) == env_scoped_key(key, dict(built_a))
+
+    asked: list[str] = []
+    monkeypatch.setattr(python_buildpack, "check_process_commands", lambda *a, **k: None)
+    monkeypatch.setattr(python_buildpack, "check_process_imports",
+                        lambda *args, passed, **kw: asked.append(passed[1]))
+    layers = contextlib.nullcontext(None)
+    for manifest in (built_a, built_b):
+        state = SimpleNamespace(
+            runtime_info={"resolved": "3.12.1"}, lock_file="requirements.txt",
+            info=SimpleNamespace(package_manager="uv"),
+            deps=SimpleNamespace(key=key, layer=SimpleNamespace(manifest=manifest)))
+        build = SimpleNamespace(build_dir=tmp_path, config_vars={}, reporter=None,
+                                cache=SimpleNamespace(root=tmp_path, remote=None),
+                                step_layers=lambda step: layers)
+        python_buildpack.PythonBuild.check_entry_points(state, build, {})  # type: ignore[arg-type]
+    assert asked == [env_scoped_key(key, built_a), env_scoped_key(key, built_b)]

@@ -53,6 +53,29 @@ def builds(tmp_path_factory, builds_cache):
             for name in APPS}
 
 
+@pytest.mark.parametrize("name", ["flask-pipenv", "poetry-falcon", "uv-bottle"])
+def test_a_warm_build_of_an_unchanged_lock_runs_no_package_manager(builds, cache_dir, tmp_path,
+                                                                     monkeypatch, name):
+    # Nothing to export, resolve, install, compile or import-check: no uv, Pipenv or
+    # Poetry (so no index either) and no Python process; the same slug.
+    import subprocess
+
+    started: list[list[str]] = []
+
+    class Recording(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, args, *rest, **kwargs):  # type: ignore[no-untyped-def]
+            started.append([str(a) for a in ([args] if isinstance(args, (str, Path)) else args)])
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    warm = _build(FIXTURE_APPS / name, tmp_path / "warm.tgz", cache_dir)
+    assert warm.sha256 == builds[name].sha256
+    programs = {Path(argv[0]).name for argv in started}
+    assert not programs & {"uv", "pipenv", "poetry", "pip"}, started
+    assert not any(program.startswith("python") for program in programs), started
+    assert not any(arg in ("pipenv", "poetry") for argv in started for arg in argv), started
+
+
 @pytest.mark.parametrize("name", sorted(APPS))
 def test_fixture_app_serves_from_its_slug(builds, name):
     manager, wanted, dev_only = APPS[name]

@@ -322,3 +322,49 @@ def test_server_errors_retry_reads_but_never_uploads(tmp_path: Path) -> None:
             with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
                 client.pull_blob(digest, tmp_path / "blob")
             assert not (tmp_path / "blob").exists()
+
+
+class _Sink:
+    """A BlobSink that records what happened to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.state = "open"
+
+    def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+    def close(self) -> None:
+        self.state = "closed"
+
+    def abort(self) -> None:
+        self.state = "aborted"
+
+
+def test_a_streamed_blob_is_closed_only_when_it_matches(registry: RegistryServer) -> None:
+    """read_blob: the right bytes close the sink; other bytes, or more than the size
+    declared, abort it and are a digest mismatch (nothing past the size is kept)."""
+    data, digest = _blob("streamed")
+    sinks: list[_Sink] = []
+
+    def sink() -> _Sink:
+        sinks.append(_Sink())
+        return sinks[-1]
+
+    with RegistryClient(registry.host, "client/streamed") as client:
+        client.push_blob(data, digest, len(data))
+        client.read_blob(digest, len(data), sink)
+        assert (sinks[-1].data, sinks[-1].state) == (data, "closed")
+        with pytest.raises(errors.REGISTRY_DIGEST_MISMATCH.exception):
+            client.read_blob(digest, len(data) - 1, sink)  # the registry sends more
+        assert sinks[-1].state == "aborted" and len(sinks[-1].data) < len(data)
+        stored = next((registry.root / "storage").rglob(f"{digest[7:]}/data"))
+        stored.write_bytes(b"evil" + data[4:])
+        with pytest.raises(errors.REGISTRY_DIGEST_MISMATCH.exception):
+            client.read_blob(digest, len(data), sink)
+        assert sinks[-1].state == "aborted"
+        stored.write_bytes(data)
+        # A sibling (another thread's client) reads the same repository, counted together.
+        before = client.stats.blobs_downloaded
+        client.sibling().read_blob(digest, len(data), sink)
+        assert sinks[-1].state == "closed" and client.stats.blobs_downloaded == before + 1

@@ -226,3 +226,32 @@ def test_copies_of_an_output_another_build_is_writing_are_refused(tmp_path):
     assert not reuse.apply({}, ["python"])
     assert not (build / "out/app.js").exists() or \
         (build / "out/app.js").read_text() != "let b = 2;\n"
+
+
+# Appended to the settings module: what collectstatic's environment holds of a host
+# variable, written where collectstatic gathers it (the app's static files).
+_HOST_VAR_SETTINGS = '''
+import os as _os
+(BASE_DIR / "polls/static/polls/host.txt").write_text(
+    repr(_os.environ.get("SLUGBUILD_TEST_HOST_VAR")))
+'''
+
+
+@pytest.mark.slow
+def test_a_host_variable_never_reaches_a_static_output_another_build_reuses(
+        tmp_path, cache_dir, monkeypatch):
+    """collectstatic sees Heroku's build environment (config vars, exports, a fixed
+    base), not the host's other variables: a CI runner's variable neither decides the
+    output another build reuses nor leaks into it (a config var does, and keys the
+    output: test_unchanged_inputs_reuse_the_output_and_any_change_runs_it_again)
+    (review, session 6: item 7)."""
+    app = copy_app(DJANGO_APP, tmp_path / "app")
+    settings = app / "mysite/settings.py"
+    settings.write_text(settings.read_text() + _HOST_VAR_SETTINGS
+                        + f"# {secrets.token_hex(8)}\n")  # new to the cache
+    monkeypatch.setenv("SLUGBUILD_TEST_HOST_VAR", "runner-one")
+    first, reused = _build(app, tmp_path / "1.tgz", cache_dir)
+    assert not reused and _member(first.slug_path, "polls/host.txt") == b"None"
+    monkeypatch.setenv("SLUGBUILD_TEST_HOST_VAR", "runner-two")
+    again, reused = _build(app, tmp_path / "2.tgz", cache_dir)
+    assert reused and again.sha256 == first.sha256

@@ -201,3 +201,13 @@ def test_a_memoised_sbom_is_the_document_made_afresh_and_follows_its_inputs(
         kept.write_bytes(b"{}")
     assert sbom_for_packed_tree(tree, sha, 1700000001, metadata, memo_dir=memo) == \
         sbom_for_packed_tree(tree, sha, 1700000001, metadata)
+
+
+def test_a_kept_documents_serial_number_is_filled_without_the_uuid_module():
+    import uuid
+
+    from slugbuild.slug.sbom import _serial_text
+
+    for sha256 in (hashlib.sha256(str(n).encode()).hexdigest() for n in range(50)):
+        expected = uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}")
+        assert _serial_text(sha256) == str(expected)

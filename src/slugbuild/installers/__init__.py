@@ -50,6 +50,9 @@ class InstallJob:
     # What earlier buildpacks exported (and the Aptfile's variables): in every
     # tool's environment (proc.clean_env).
     exports: Mapping[str, str] = field(default_factory=dict)
+    # Installing into the build's prefix (``prefix`` None): its runtime's files as placed
+    # (dependencies.snapshot), to tell whether code was put in the interpreter since.
+    runtime_baseline: Mapping[str, tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ pip in every pip app's slug, slugbuild only when asked (docs/package-managers.md
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.metadata import version
 
 from packaging.version import Version
 
@@ -50,5 +49,9 @@ def baseline_requirements(package_manager: str, python_version: str,
     if package_manager == "pip" and tuple(release[:2]) <= SETUPTOOLS_BASELINE_UNTIL:
         wanted.append(f"setuptools=={SETUPTOOLS_VERSION}")
     if keep_pip(config_vars):
-        wanted.append(f"pip=={pip_version or version('pip')}")
+        if pip_version is None:
+            from importlib.metadata import version  # email, zipfile...: only here
+
+            pip_version = version("pip")
+        wanted.append(f"pip=={pip_version}")
     return tuple(wanted)

@@ -73,6 +73,19 @@ def env_keyed(inputs: dict[str, Any], env_sha256: str) -> tuple[str, dict[str, A
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest(), keyed
 
 
+def env_scoped_key(key: str, manifest: Mapping[str, Any]) -> str:
+    """``key`` for what is recorded about a dependency layer's contents (the entry-point
+    check's passes, kept locally and in a cache registry): a layer built from source
+    holds its build environment's output, so the same layer key names other files in
+    another environment (another cache, another runner): the key plus that
+    environment's hash. A wheel-only layer's key is its own (shared across apps)."""
+    inputs = manifest.get("inputs")
+    recorded = inputs.get(BUILD_ENV_INPUT) if isinstance(inputs, dict) else None
+    if not isinstance(recorded, str):
+        return key
+    return hashlib.sha256(f"{key}\0{BUILD_ENV_INPUT}={recorded}".encode()).hexdigest()
+
+
 def partition(cache_root: Path, tool: str, env_sha256: str) -> Path:
     """The directory of ``tool``'s built wheels for one build environment."""
     return cache_root / BUILT_WHEELS_DIR / tool / env_sha256

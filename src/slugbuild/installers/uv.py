@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import indexes as indexes_module
 from .. import records
+from ..dist_version import installed_version
 from ..indexes import IndexSettings
 from ..proc import ToolFailed, clean_env, exported_config, run_tool
 from ..textfiles import plain_utf8, read_text_like_pip
@@ -58,9 +59,12 @@ def uv_binary() -> str:
 
 
 def uv_version() -> str:
-    from importlib.metadata import version
+    version = installed_version("uv")
+    if version is None:  # as importlib.metadata.version would
+        from importlib.metadata import PackageNotFoundError
 
-    return version("uv")
+        raise PackageNotFoundError("uv")
+    return version
 
 
 def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import errors
 from ..arguments import request_timeout
@@ -70,6 +70,18 @@ class TransferStats:
     blobs_downloaded: int = 0
     bytes_downloaded: int = 0
     requests: int = 0
+
+
+class BlobSink(Protocol):
+    """Where ``RegistryClient.read_blob`` streams a blob: written chunk by chunk,
+    then closed (the blob matched its digest) or aborted (it did not, or it broke
+    off)."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class _Retryable(Exception):
@@ -141,6 +153,19 @@ class RegistryClient:
         self.last_subject: str | None = None
         if credentials is not None:
             register_secrets([credentials.password])
+
+    def sibling(self) -> RegistryClient:
+        """A client of the same repository with the same credentials, for another
+        thread (a ``requests.Session`` is not shared between threads): its own
+        connections, the authorization this one holds, the same ``stats``."""
+        other = RegistryClient(self.host, self.repository, credentials=self.credentials,
+                               insecure=self.insecure, timeout=self.timeout,
+                               attempts=self.attempts)
+        other.retry_delay = self.retry_delay
+        other.stats = self.stats
+        other._authorization = self._authorization
+        other._extra_scopes = set(self._extra_scopes)
+        return other
 
     # --- the API ---------------------------------------------------------------------
     def ping(self) -> None:
@@ -246,6 +271,49 @@ class RegistryClient:
         os.replace(partial, dest)
         self.stats.blobs_downloaded += 1
         self.stats.bytes_downloaded += size
+
+    def read_blob(self, digest: str, size: int, sink: Callable[[], BlobSink]) -> None:
+        """Stream blob ``digest`` (``size`` bytes, as its descriptor says) into a sink,
+        without a file: each attempt writes into a fresh ``sink()`` (a retry starts
+        over), at most ``size`` bytes of it; the sink is closed when the last byte
+        arrived and matched the digest, aborted otherwise. A blob of other bytes or
+        another size is REGISTRY_DIGEST_MISMATCH, raised after its last byte (the
+        sink's own objections come after that: a wrong blob is named as such)."""
+        _check_digest(digest)
+        path = self._path(f"blobs/{digest}")
+
+        def download() -> tuple[str, int, BlobSink]:
+            response = self._attempt("GET", self.base_url + path, stream=True)
+            with response:
+                if response.status_code != 200:
+                    raise self._unexpected("GET", path, response)
+                hasher = hashlib.sha256()
+                received = 0
+                into = sink()
+                try:
+                    try:
+                        for chunk in response.iter_content(_CHUNK):
+                            received += len(chunk)
+                            if received > size:  # never more than declared in memory
+                                break
+                            hasher.update(chunk)
+                            into.write(chunk)
+                    except requests.RequestException as exc:
+                        raise _Retryable(_reason(exc)) from exc
+                except BaseException:
+                    into.abort()
+                    raise
+                return "sha256:" + hasher.hexdigest(), received, into
+
+        actual, received, into = self._retried("GET", path, download)
+        if actual != digest or received != size:
+            into.abort()
+            raise errors.REGISTRY_DIGEST_MISMATCH.error(
+                host=self.host, repository=self.repository, what="the blob", expected=digest,
+                actual=actual if received <= size else f"more than {size} bytes")
+        self.stats.blobs_downloaded += 1
+        self.stats.bytes_downloaded += received
+        into.close()
 
     def get_manifest(self, reference: str) -> tuple[bytes, str, str] | None:
         """(body, media type, digest) of the manifest or index ``reference``, None on 404."""

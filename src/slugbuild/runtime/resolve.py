@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import errors
 from ..cache import Cache
+from ..envflag import env_flag
 from ..log import Reporter
 from ..platform_info import Platform
 from ..versions import (
@@ -43,8 +44,9 @@ DEFAULT_SOURCES = ("local", "download")
 PATCH_FALLBACK_ENV = "SLUGBUILD_PYTHON_PATCH_FALLBACK"
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
+def _flag(name: str, unknown: bool) -> bool:
+    """A switch that is off unless set; ``unknown``: a word it does not know (envflag)."""
+    return env_flag(name, unset=False, unknown=unknown)
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,11 @@ class RuntimeOptions:
         if sources is None:
             sources = os.environ.get("SLUGBUILD_PYTHON_SOURCE") or ",".join(DEFAULT_SOURCES)
         if offline is None:
-            offline = _flag("SLUGBUILD_OFFLINE")
+            offline = _flag("SLUGBUILD_OFFLINE", unknown=True)  # no network: the safe side
         if allow_eol is None:
             allow_eol = allow_eol_from_env()
         if patch_fallback is None:
-            patch_fallback = _flag(PATCH_FALLBACK_ENV)
+            patch_fallback = _flag(PATCH_FALLBACK_ENV, unknown=False)  # the pin kept
         return cls(parse_sources(sources), offline, download_url, allow_eol, patch_fallback)
 
 

@@ -290,7 +290,7 @@ def stop_group(pgid: int, grace: float, *, terminate: bool = True) -> None:
     finally:
         cookie = _COOKIES.pop(pgid, None)
         if cookie is not None:
-            kill_marked(cookie)
+            kill_marked(cookie, pgid)
 
 
 def _stop_group(pgid: int, grace: float, terminate: bool) -> None:

@@ -16,18 +16,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import email.parser
 import hashlib
 import json
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from .. import errors
+from ..dist_version import installed_version
 from .archive import SlugArchive, SlugLimits
 from .metadata import metadata_path_for
+
+if TYPE_CHECKING:
+    import email.parser as email_parser
+    import uuid
+else:
+    from ..lazy_import import lazy_module
+
+    # Only when a document is made (a kept one is reused): imported when first used.
+    email_parser = lazy_module("email.parser")
+    uuid = lazy_module("uuid")
 
 PathLike = Union[str, "os.PathLike[str]"]
 SPEC_VERSION = "1.6"
@@ -133,11 +142,11 @@ def _memoised(memo_dir: Path, sha256: str, epoch: int, contents: dict[str, bytes
 def _fill(template: bytes, sha256: str) -> bytes | None:
     """The memoised document with the slug's checksum in place of the stand-in (in
     full, shortened to 12 digits, and in the serial number); None if it is not one."""
-    stand_in_serial = str(_serial(_STAND_IN)).encode()
+    stand_in_serial = _serial_text(_STAND_IN).encode()
     if stand_in_serial not in template or _STAND_IN.encode() not in template:
         return None
     text = template.replace(_STAND_IN.encode(), sha256.encode())
-    text = text.replace(stand_in_serial, str(_serial(sha256)).encode())
+    text = text.replace(stand_in_serial, _serial_text(sha256).encode())
     return text.replace(_STAND_IN[:12].encode(), sha256[:12].encode())
 
 
@@ -145,13 +154,23 @@ def _serial(sha256: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}")
 
 
-def _version_of(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+# uuid.NAMESPACE_URL's bytes (RFC 4122, appendix C).
+_NAMESPACE_URL = bytes.fromhex("6ba7b8119dad11d180b400c04fd430c8")
 
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "unknown"
+
+def _serial_text(sha256: str) -> str:
+    """``str(_serial(sha256))`` (RFC 4122 version 5) without loading ``uuid``: a warm
+    build fills a kept document's serial number and needs nothing else from it."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_URL + f"slugbuild:slug:sha256:{sha256}".encode(),
+                                 usedforsecurity=False).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _version_of(distribution: str) -> str:
+    return installed_version(distribution) or "unknown"
 
 
 def _document(sha256: str, epoch: int, contents: dict[str, bytes],
@@ -221,7 +240,7 @@ def _normal(name: str) -> str:
 def _dist_infos(contents: dict[str, bytes]) -> dict[str, Any]:
     """dist-info directory -> its METADATA headers, read as the UTF-8 text the core
     metadata spec makes them (as bytes, a non-ASCII value came back as a Header object)."""
-    parser = email.parser.HeaderParser()
+    parser = email_parser.HeaderParser()
     return {name[: -len("/METADATA")]: parser.parsestr(data.decode("utf-8", "replace"))
             for name, data in contents.items() if name.endswith("/METADATA")}
 
