@@ -45,10 +45,14 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# The suite on every core (pytest-xdist): a group of tests that share a module's
+# fixture stays on one worker, the longest work first (tests/conftest.py).
+# TEST_WORKERS=0 runs it in one process; README.md, "Layout".
+TEST_WORKERS ?= auto
 test: venv
 	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lint: venv
 	$(BIN)/ruff check src tests scripts buildpacks $(wildcard benchmarks)

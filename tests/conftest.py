@@ -6,6 +6,7 @@ once per session, so each runtime is prepared and each wheel downloaded once.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -25,7 +26,10 @@ from .helpers import (
     machine_cache_entry,
     machine_cache_key,
     make_app,
+    once_per_run,
+    taking_turns,
     unpack,
+    xdist_worker,
 )
 
 
@@ -43,9 +47,11 @@ def _no_secrets_left_by_an_earlier_test():
 def cache_dir(tmp_path_factory) -> Path:
     # Named as buildpacks/python keeps it under a buildpack CACHE_DIR, so that
     # buildpack tests share this cache too (see buildpack_cache_dir).
-    directory = tmp_path_factory.mktemp("buildpack-cache") / "slugbuild"
-    directory.mkdir()
-    return directory
+    def make(root: Path) -> Path:
+        (root / "slugbuild").mkdir()
+        return root / "slugbuild"
+
+    return once_per_run(tmp_path_factory, "buildpack-cache", make)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +60,7 @@ def golden_cache(tmp_path_factory) -> Path:
     recorded outcome, pipeline/test_golden_slugs.py), apart from the session's: tests
     that expect a cold dependency layer of a fixture there must not find one made by
     these."""
-    return tmp_path_factory.mktemp("golden-cache")
+    return once_per_run(tmp_path_factory, "golden-cache", lambda root: root)
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +72,14 @@ def runtime_seed(tmp_path_factory) -> Path:
     from slugbuild import compile_app
     from slugbuild.log import Reporter
 
-    root = tmp_path_factory.mktemp("runtime-seed")
-    for version in ("3.12", "3.13"):
-        app = make_app(root / version, {**MINIMAL, ".python-version": f"{version}\n"})
-        compile_app(app, root / f"{version}.tgz", cache_dir=root / "cache",
-                    reporter=Reporter(quiet=True))
-    return root / "cache"
+    def make(root: Path) -> Path:
+        for version in ("3.12", "3.13"):
+            app = make_app(root / version, {**MINIMAL, ".python-version": f"{version}\n"})
+            compile_app(app, root / f"{version}.tgz", cache_dir=root / "cache",
+                        reporter=Reporter(quiet=True))
+        return root / "cache"
+
+    return once_per_run(tmp_path_factory, "runtime-seed", make)
 
 
 @pytest.fixture(scope="session")
@@ -88,16 +96,16 @@ def django_build(tmp_path_factory, cache_dir):
     from slugbuild import compile_app
     from slugbuild.log import Reporter
 
-    out = tmp_path_factory.mktemp("django-slug") / "django.tgz"
-    return compile_app(DJANGO_APP, out, cache_dir=cache_dir, reporter=Reporter(quiet=True))
+    return once_per_run(tmp_path_factory, "django-slug", lambda root: compile_app(
+        DJANGO_APP, root / "django.tgz", cache_dir=cache_dir, reporter=Reporter(quiet=True)))
 
 
 @pytest.fixture(scope="session")
 def django_unpacked(tmp_path_factory, django_build) -> Path:
     """The Django slug unpacked once, in a directory that has nothing to do with the
     build or the cache, for the tests that run what is inside it (they only read it)."""
-    return unpack(django_build.slug_path,
-                  tmp_path_factory.mktemp("django-unpacked") / "somewhere" / "else")
+    return once_per_run(tmp_path_factory, "django-unpacked", lambda root: unpack(
+        django_build.slug_path, root / "somewhere" / "else"))
 
 
 # The Flask build's hooks and .slugignore (flask_build).
@@ -126,15 +134,17 @@ def flask_build(tmp_path_factory, cache_dir):
     from slugbuild import compile_app
     from slugbuild.log import Reporter
 
-    app = copy_app(FIXTURE_APPS / "flask-hello", tmp_path_factory.mktemp("flask") / "app")
-    make_app(app, {
-        "bin/pre_compile": PRE_COMPILE, "bin/post_compile": POST_COMPILE,
-        ".slugignore": SLUGIGNORE, "docs/guide.txt": "guide\n", "NOTES.md": "notes\n",
-        "KEEP.md": "kept\n", "data/blob.bin": "x" * 1000, "data/keep.txt": "kept\n",
-    })
-    out = tmp_path_factory.mktemp("flask-slug") / "flask.tgz"
-    return compile_app(app, out, cache_dir=cache_dir, env={"HOOK_SECRET": HOOK_SECRET},
-                       reporter=Reporter(quiet=True))
+    def make(root: Path):
+        app = copy_app(FIXTURE_APPS / "flask-hello", root / "app")
+        make_app(app, {
+            "bin/pre_compile": PRE_COMPILE, "bin/post_compile": POST_COMPILE,
+            ".slugignore": SLUGIGNORE, "docs/guide.txt": "guide\n", "NOTES.md": "notes\n",
+            "KEEP.md": "kept\n", "data/blob.bin": "x" * 1000, "data/keep.txt": "kept\n",
+        })
+        return compile_app(app, root / "flask.tgz", cache_dir=cache_dir,
+                           env={"HOOK_SECRET": HOOK_SECRET}, reporter=Reporter(quiet=True))
+
+    return once_per_run(tmp_path_factory, "flask-slug", make)
 
 
 @pytest.fixture(scope="session")
@@ -204,6 +214,77 @@ def mmdebstrap_run_image(_kept_run_image):
 def run_image_keep_dir(_kept_run_image) -> Path:
     """Where the mmdebstrap run image's layer is kept (``keep_dir`` of build_run_image)."""
     return _kept_run_image[2]
+
+
+# --- two workers (pytest-xdist; `make test` runs `pytest -n 2 --dist loadgroup`) -------
+#
+# A plain `pytest` runs the tests in one process as written. Under xdist, each worker
+# collects the same tests and the controller hands them out: the hooks below decide
+# what must stay on one worker (an xdist_group), what runs first, and what runs with
+# no other test at once. README.md ("Layout") says how to run it either way.
+
+# Session fixtures of this file that each worker would build for itself (they hold a
+# server process or a cache of their own): the tests using one share a worker.
+PER_WORKER_BUILDS = frozenset({"runner_a"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        # A pytest that a worker's test started (the sdist's own tests,
+        # test_packaging.py) inherits the worker's id: it is no worker itself.
+        os.environ.pop("PYTEST_XDIST_WORKER", None)
+    config.addinivalue_line(
+        "markers", "alone: runs with no other test at once when the suite runs on "
+        "several pytest-xdist workers (it watches the whole machine: processes, load, "
+        "mounts)")
+
+
+def _worker_group(item: pytest.Item) -> str | None:
+    """The group an item must share a worker with: its module when it uses a fixture
+    made once per module (or class, or a session fixture of the module itself), which
+    two workers would each make; a per-worker session build's name; else None."""
+    marker = item.get_closest_marker("xdist_group")
+    if marker is not None:
+        return str(marker.kwargs.get("name", marker.args[0] if marker.args else "default"))
+    info = getattr(item, "_fixtureinfo", None)
+    for name, definitions in (info.name2fixturedefs.items() if info else ()):
+        for definition in definitions:
+            if definition.scope in ("module", "class", "package") or (
+                    definition.scope == "session" and definition.baseid.endswith(".py")):
+                return f"module:{item.nodeid.split('::')[0]}"
+            if name in PER_WORKER_BUILDS:
+                return f"fixture:{name}"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist: group what must share a worker, and put the longest work first
+    (a group of slow tests, then a slow test, then the rest), as the scheduler hands
+    work out in this order and the slow tests are the run's tail."""
+    if xdist_worker() is None:
+        return
+    groups: dict[str | None, int] = {}
+    scope_of: dict[str, str] = {}
+    for item in items:
+        group = _worker_group(item)
+        if group is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        scope_of[item.nodeid] = group or item.nodeid
+        slow = item.get_closest_marker("slow") is not None
+        groups[scope_of[item.nodeid]] = groups.get(scope_of[item.nodeid], 0) + slow
+    items.sort(key=lambda item: -groups[scope_of[item.nodeid]])
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under xdist, a test marked ``alone`` runs while no other test runs, and other
+    tests wait for it (helpers.taking_turns)."""
+    if xdist_worker() is None:
+        yield
+        return
+    root = request.getfixturevalue("tmp_path_factory").getbasetemp().parent
+    with taking_turns(root, alone=request.node.get_closest_marker("alone") is not None):
+        yield
 
 
 # The build backend served by loopback indexes whose sdists build with setuptools

@@ -34,6 +34,8 @@ from slugbuild.errors import ErrorKind
 T = TypeVar("T")
 
 if TYPE_CHECKING:
+    import pytest
+
     from slugbuild import BuildResult
     from slugbuild.plan import BuildPlan
 
@@ -303,9 +305,35 @@ def assert_cache_consistent(cache_dir: Path) -> None:
             part_only = not (layer / "tree").exists() and (layer / "part-only.json").is_file()
             assert manifest["key"] and ((layer / "tree").is_dir() or (
                 part_only and part_problems(Layer(layer, manifest, lazy=True)) == []))
-    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()] if (cache_dir / "tmp").exists() \
-        else []
+    leftovers = [p.name for p in (cache_dir / "tmp").iterdir()
+                 if not _scratch_of_a_running_build(cache_dir, p.name)] \
+        if (cache_dir / "tmp").exists() else []
     assert leftovers == []
+
+
+def _scratch_of_a_running_build(cache_dir: Path, name: str) -> bool:
+    """Whether tmp/``name`` is the scratch of a build still running in another process
+    (its owner holds the lease it is named after: cache.py): the session cache is
+    shared by the pytest-xdist workers, so another worker's build may be under way."""
+    import fcntl
+
+    from slugbuild import cache
+
+    owner = name.split(".", 1)[0]
+    ours = cache._leases.get(cache_dir.absolute())
+    if ours is not None and ours.token == owner:
+        return False
+    try:
+        fd = os.open(cache_dir / "locks" / "leases" / (owner + cache.LEASE_SUFFIX), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 # --- Refusals, and commands under resource limits --------------------------------------
@@ -835,3 +863,65 @@ def fake_credential_helper(bin_dir: Path, name: str, answers: dict[str, tuple[st
            "echo 'credentials not found in native keychain'\nexit 1\n"))
     script.chmod(0o755)
     return script
+
+
+# --- one run, several pytest-xdist workers (`make test` runs two) ----------------------
+
+def xdist_worker() -> str | None:
+    """This process's pytest-xdist worker id (``gw0``), or None in a plain ``pytest``."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def once_per_run(tmp_path_factory: pytest.TempPathFactory, name: str,
+                 make: Callable[[Path], T]) -> T:
+    """``make(directory)`` once for the whole run, its value shared by every worker.
+
+    Without xdist this is ``make`` on a fresh temporary directory. Under xdist each
+    worker has a session of its own, so a session fixture would be built once per
+    worker: here the first worker to ask makes it under a file lock in a directory
+    beside the workers' own (``getbasetemp().parent``, which is this run's alone),
+    keeps the value (pickled), and the others wait for it and read it. A ``make``
+    that fails leaves nothing kept: the next worker tries again (and fails alike)."""
+    import fcntl
+    import pickle
+
+    if xdist_worker() is None:
+        return make(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent / "once-per-run"
+    root.mkdir(exist_ok=True)
+    directory, kept = root / name, root / f"{name}.pickle"
+    with open(root / f"{name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.is_file():
+            with open(kept, "rb") as handle:
+                made: T = pickle.load(handle)
+            return made
+        shutil.rmtree(directory, ignore_errors=True)  # a failed make's leftovers
+        directory.mkdir()
+        made = make(directory)
+        partial = kept.with_suffix(".partial")
+        with open(partial, "wb") as handle:
+            pickle.dump(made, handle)
+        partial.replace(kept)
+        return made
+
+
+@contextlib.contextmanager
+def taking_turns(root: Path, alone: bool) -> Iterator[None]:
+    """Run the block beside other blocks of the run (the workers' tests), or, when
+    ``alone``, while no other block runs. Every block holds a shared lock of ``root``
+    while it runs and an ``alone`` one an exclusive lock; a turnstile lock, which an
+    ``alone`` block takes before it waits and every block passes through on its way
+    in, stops new blocks from starting meanwhile (else two workers taking turns at
+    the shared lock could keep the ``alone`` block waiting for ever)."""
+    import fcntl
+
+    with open(root / "alone.turnstile.lock", "a+") as turnstile, \
+            open(root / "alone.lock", "a+") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if alone:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield

@@ -319,6 +319,7 @@ SLOW = ("import sys, time\n"
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # it times lines of a live log: another worker's build slows them
 def test_the_install_streams_live_with_a_heartbeat_and_slug_json_states_facts(
         tmp_path, cache_dir, monkeypatch):
     """An installer that prints, stays silent 2.5 s, and prints again: its first line is

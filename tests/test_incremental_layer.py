@@ -78,9 +78,12 @@ def test_the_source_of_a_pyc():
 
 
 def _build(app: Path, out: Path, cache: Path) -> tuple[str, list[str], set[str]]:
+    """The slug's sha256, the log, and the app's layer if this build made it. The
+    layer is the one the app's history names, not whatever appeared in layers/: the
+    session cache is shared with builds of other tests running meanwhile (xdist)."""
     before = set(os.listdir(cache / "layers")) if (cache / "layers").is_dir() else set()
     result = compile_app(app, out, cache_dir=cache, reporter=Reporter(quiet=True))
-    return result.sha256, result.log, set(os.listdir(cache / "layers")) - before
+    return result.sha256, result.log, {_current_layer(cache, app)} - before
 
 
 REQUIREMENTS = {

@@ -220,13 +220,7 @@ def test_a_part_unlike_its_index_is_never_kept_part_only(tmp_path: Path,
 
     from slugbuild.layer_artifact import ArtifactInvalid, Fetched
 
-    source = _source_layer(tmp_path / "source")
-    artifact = make_artifact(source, SPACE)
-    assert artifact is not None
-    store = LayoutStore(tmp_path / "layout", create=True)
-    push_artifact(store, artifact)
-    fetched = fetch_artifact(store, SPACE, "layers", KEY)
-    assert fetched is not None
+    fetched = _fetched(_source_layer(tmp_path / "source"), tmp_path)
     raw = io.BytesIO()
     sent = {**FILES, f"{SITE}/demo-1.0.dist-info/RECORD": _record(FILES),
             f"{SITE}/demo/core.py": b"answer = 0x2a\n", **extra}

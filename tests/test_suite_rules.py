@@ -13,7 +13,10 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src" / "slugbuild"
@@ -117,3 +120,109 @@ def test_what_is_kept_per_machine_is_made_once_and_stale_entries_go(tmp_path) ->
             pass
         assert sorted(p.name for p in (tmp_path / "things").iterdir() if p.is_dir()) == [
             "k1", "old-in-use"]
+
+
+def test_a_session_build_is_made_once_per_run_and_shared_by_the_workers(
+        tmp_path, monkeypatch) -> None:
+    """helpers.once_per_run under xdist: two workers ask at once; one makes it, the
+    other waits and gets the same value. A make that fails leaves nothing kept."""
+    import threading
+    import time
+
+    from .helpers import once_per_run
+
+    class Factory:  # a worker's tmp_path_factory: its basetemp is one of the run's
+        def __init__(self, worker: str) -> None:
+            self.base = tmp_path / "run" / worker
+            self.base.mkdir(parents=True)
+
+        def getbasetemp(self) -> Path:
+            return self.base
+
+    made: list[Path] = []
+    values: list[object] = []
+
+    def make(directory: Path) -> dict[str, str]:
+        made.append(directory)
+        time.sleep(0.3)  # the other worker asks meanwhile
+        (directory / "slug").write_text("built")
+        return {"slug": str(directory / "slug")}
+
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+    workers = [threading.Thread(target=lambda w=w: values.append(
+        once_per_run(Factory(w), "build", make))) for w in ("gw0", "gw1")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(made) == 1 and made[0].parent == tmp_path / "run" / "once-per-run"
+    assert values == [{"slug": str(made[0] / "slug")}] * 2
+
+    def failing(directory: Path) -> None:
+        (directory / "half").write_text("")
+        raise RuntimeError("the build failed")
+
+    factory = Factory("gw2")
+    for _ in range(2):  # tried again, from an empty directory
+        with pytest.raises(RuntimeError):
+            once_per_run(factory, "failing", failing)
+    assert once_per_run(factory, "failing", lambda d: sorted(os.listdir(d))) == []
+
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")  # a plain pytest: made each time it is asked
+    assert once_per_run(_mktemp_factory(tmp_path), "x", lambda d: d) != \
+        once_per_run(_mktemp_factory(tmp_path), "x", lambda d: d)
+
+
+def _mktemp_factory(root: Path):
+    """Enough of pytest's TempPathFactory for once_per_run outside xdist."""
+    import tempfile
+
+    class Factory:
+        def mktemp(self, name: str) -> Path:
+            return Path(tempfile.mkdtemp(prefix=name, dir=root))
+
+    return Factory()
+
+
+def test_an_alone_test_runs_with_no_other_test_at_once(tmp_path) -> None:
+    """helpers.taking_turns: tests of two workers run side by side; an ``alone`` one
+    waits for the running ones, and no test starts while it runs, even though the
+    other worker keeps starting tests (it must not wait for ever)."""
+    import threading
+    import time
+
+    from .helpers import taking_turns
+
+    running: list[str] = []
+    overlaps: list[list[str]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def run(name: str, alone: bool, seconds: float) -> None:
+        with taking_turns(tmp_path, alone):
+            with lock:
+                if running and (alone or "alone" in running):
+                    overlaps.append([*running, name])
+                running.append(name)
+            time.sleep(seconds)
+            with lock:
+                running.remove(name)
+
+    def busy_worker(worker: str) -> None:  # short tests back to back
+        number = 0
+        while not stop.is_set():
+            run(f"{worker}-{number}", False, 0.02)
+            number += 1
+
+    workers = [threading.Thread(target=busy_worker, args=(w,)) for w in ("gw0", "gw1")]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.1)
+    finished = threading.Event()
+    alone = threading.Thread(target=lambda: (run("alone", True, 0.2), finished.set()))
+    alone.start()
+    assert finished.wait(10), "the alone test never got its turn"
+    stop.set()
+    for thread in (*workers, alone):
+        thread.join()
+    assert overlaps == []

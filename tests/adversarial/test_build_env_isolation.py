@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 
-from ..helpers import minimal_wheel, serve_directory
+from ..helpers import minimal_wheel, seed_runtimes, serve_directory
 
 SETUP_PY = '''\
 import os
@@ -79,45 +80,58 @@ def make_app(root: Path) -> Path:
     return app
 
 
+@pytest.fixture
+def envpkg_index(tmp_path: Path, setuptools_wheel: Path) -> Iterator[dict[str, str]]:
+    """write_index's index served on loopback while the test runs: the config var
+    that points the installers at it."""
+    write_index(tmp_path / "index", setuptools_wheel)
+    with serve_directory(tmp_path / "index") as base:
+        yield {"PIP_INDEX_URL": f"{base}/simple/"}
+
+
+def seeded_cache(runtime_seed: Path, cache: Path) -> Path:
+    """``cache`` holding the session's Python 3.13 runtime layer: the subject here is
+    the dependency layer, not the cold runtime path."""
+    return seed_runtimes(runtime_seed, cache, "3.13")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("manager", ["uv", "pip"])
-def test_one_apps_build_environment_never_reaches_another_apps_slug(tmp_path, manager,
-                                                                   setuptools_wheel):
-    write_index(tmp_path / "index", setuptools_wheel)
-    cache = tmp_path / "cache"
-    with serve_directory(tmp_path / "index") as base:
-        index = {"PIP_INDEX_URL": f"{base}/simple/"}
-        if manager == "pip":
-            index["SLUGBUILD_PIP_INSTALLER"] = "pip"
-        one = make_app(tmp_path / "one")
-        compile_app(one, tmp_path / "one.tgz", cache_dir=cache,
-                    env={**index, "ENVPKG_FLAVOUR": "a"})
-        assert flavour_in_slug(tmp_path / "one.tgz") == "FLAVOUR = 'a'\n"
-        # The fresh cache's buckets left the install's view: downloads shared, the
-        # built wheel in the build environment's partition.
-        built = "sdists-v*" if manager == "uv" else "wheels"
-        assert list((cache / "built-wheels" / manager).glob(f"*/{built}"))
-        assert not list((cache / manager).glob(built))
-        if manager == "uv":  # pip keeps no loopback download (no caching headers)
-            assert list((cache / "uv").glob("archive-v*"))
-        two = make_app(tmp_path / "two")
-        layers = set(os.listdir(cache / "layers"))
-        compile_app(two, tmp_path / "two.tgz", cache_dir=cache, env=index)
-        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
-        # Both stay cached: the second under the layer key plus its environment's hash.
-        assert len(set(os.listdir(cache / "layers")) - layers) == 1
-        layers = set(os.listdir(cache / "layers"))
-        # The same environment again shares the first app's layer.
-        shutil.rmtree(one)
-        one = make_app(tmp_path / "one")
-        compile_app(one, tmp_path / "again.tgz", cache_dir=cache,
-                    env={**index, "ENVPKG_FLAVOUR": "a"})
-        assert flavour_in_slug(tmp_path / "again.tgz") == "FLAVOUR = 'a'\n"
-        assert set(os.listdir(cache / "layers")) == layers
+def test_one_apps_build_environment_never_reaches_another_apps_slug(
+        tmp_path, manager, envpkg_index, runtime_seed):
+    cache = seeded_cache(runtime_seed, tmp_path / "cache")
+    index = dict(envpkg_index)
+    if manager == "pip":
+        index["SLUGBUILD_PIP_INSTALLER"] = "pip"
+    one = make_app(tmp_path / "one")
+    compile_app(one, tmp_path / "one.tgz", cache_dir=cache,
+                env={**index, "ENVPKG_FLAVOUR": "a"})
+    assert flavour_in_slug(tmp_path / "one.tgz") == "FLAVOUR = 'a'\n"
+    # The fresh cache's buckets left the install's view: downloads shared, the
+    # built wheel in the build environment's partition.
+    built = "sdists-v*" if manager == "uv" else "wheels"
+    assert list((cache / "built-wheels" / manager).glob(f"*/{built}"))
+    assert not list((cache / manager).glob(built))
+    if manager == "uv":  # pip keeps no loopback download (no caching headers)
+        assert list((cache / "uv").glob("archive-v*"))
+    two = make_app(tmp_path / "two")
+    layers = set(os.listdir(cache / "layers"))
+    compile_app(two, tmp_path / "two.tgz", cache_dir=cache, env=index)
+    assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
+    # Both stay cached: the second under the layer key plus its environment's hash.
+    assert len(set(os.listdir(cache / "layers")) - layers) == 1
+    layers = set(os.listdir(cache / "layers"))
+    # The same environment again shares the first app's layer.
+    shutil.rmtree(one)
+    one = make_app(tmp_path / "one")
+    compile_app(one, tmp_path / "again.tgz", cache_dir=cache,
+                env={**index, "ENVPKG_FLAVOUR": "a"})
+    assert flavour_in_slug(tmp_path / "again.tgz") == "FLAVOUR = 'a'\n"
+    assert set(os.listdir(cache / "layers")) == layers
 
 
 @pytest.mark.slow
-def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
+def test_wheel_only_layers_stay_shared_across_environments(tmp_path, runtime_seed):
     """No package code runs for a wheel: apps with other config vars share its layer."""
     (tmp_path / "index" / "simple" / "plainpkg").mkdir(parents=True)
     wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
@@ -126,7 +140,7 @@ def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
     (tmp_path / "index" / "simple" / "plainpkg" / "index.html").write_text(
         '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
         f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
-    cache = tmp_path / "cache"
+    cache = seeded_cache(runtime_seed, tmp_path / "cache")
     with serve_directory(tmp_path / "index") as base:
         for number, flavour in enumerate(("a", "b")):
             app = make_app(tmp_path / str(number))
@@ -142,33 +156,28 @@ def test_wheel_only_layers_stay_shared_across_environments(tmp_path):
 
 @pytest.mark.slow
 def test_a_changed_requirement_never_starts_from_another_environments_layer(
-        tmp_path, setuptools_wheel):
+        tmp_path, envpkg_index, runtime_seed):
     """The incremental path (incremental.py): the app directory's previous layer, built
     from source with ENVPKG_FLAVOUR=a, is not where a build without it starts."""
-    write_index(tmp_path / "index", setuptools_wheel)
-    cache = tmp_path / "cache"
-    with serve_directory(tmp_path / "index") as base:
-        index = {"PIP_INDEX_URL": f"{base}/simple/"}
-        app = make_app(tmp_path / "one")
-        compile_app(app, tmp_path / "one.tgz", cache_dir=cache,
-                    env={**index, "ENVPKG_FLAVOUR": "a"})
-        (app / "requirements.txt").write_text("envpkg==1.0\nplainpkg==1.0\n")
-        compile_app(app, tmp_path / "two.tgz", cache_dir=cache, env=index)
-        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
+    cache = seeded_cache(runtime_seed, tmp_path / "cache")
+    app = make_app(tmp_path / "one")
+    compile_app(app, tmp_path / "one.tgz", cache_dir=cache,
+                env={**envpkg_index, "ENVPKG_FLAVOUR": "a"})
+    (app / "requirements.txt").write_text("envpkg==1.0\nplainpkg==1.0\n")
+    compile_app(app, tmp_path / "two.tgz", cache_dir=cache, env=envpkg_index)
+    assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
 
 
 @pytest.mark.slow
-def test_a_layer_pulled_from_a_registry_keeps_its_build_environment(tmp_path, registry,
-                                                                   setuptools_wheel):
+def test_a_layer_pulled_from_a_registry_keeps_its_build_environment(
+        tmp_path, registry, envpkg_index, runtime_seed):
     """Runner one pushes the layer it built from source with ENVPKG_FLAVOUR=a; runner
     two, on a cache of its own without the variable, pulls it and does not use it."""
-    write_index(tmp_path / "index", setuptools_wheel)
     reference = f"docker://{registry.host}/slugbuild-cache/envkey"
-    with serve_directory(tmp_path / "index") as base:
-        index = {"PIP_INDEX_URL": f"{base}/simple/"}
-        compile_app(make_app(tmp_path / "one"), tmp_path / "one.tgz",
-                    cache_dir=tmp_path / "cache-one", cache_registry=reference,
-                    env={**index, "ENVPKG_FLAVOUR": "a"})
-        compile_app(make_app(tmp_path / "two"), tmp_path / "two.tgz",
-                    cache_dir=tmp_path / "cache-two", cache_registry=reference, env=index)
-        assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"
+    compile_app(make_app(tmp_path / "one"), tmp_path / "one.tgz",
+                cache_dir=seeded_cache(runtime_seed, tmp_path / "cache-one"),
+                cache_registry=reference, env={**envpkg_index, "ENVPKG_FLAVOUR": "a"})
+    compile_app(make_app(tmp_path / "two"), tmp_path / "two.tgz",
+                cache_dir=seeded_cache(runtime_seed, tmp_path / "cache-two"),
+                cache_registry=reference, env=envpkg_index)
+    assert flavour_in_slug(tmp_path / "two.tgz") == "FLAVOUR = None\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import make_app, run_cli, stealth_edit_hook
+from ..helpers import make_app, run_cli, seed_runtimes, stealth_edit_hook
 
 PY = "python3.12"
 SITE = f".heroku/python/lib/{PY}/site-packages"
@@ -35,12 +35,14 @@ def _compile(app: Path, out: Path, cache: Path) -> str:
 
 @pytest.mark.slow
 def test_an_edit_of_the_editors_layer_never_reaches_a_changed_build_onto_it(
-        tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+        tmp_path: Path, runtime_seed: Path) -> None:
+    # Both caches start with the session's runtime layer: the subject is the
+    # dependency layer built onto, not the cold runtime path.
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     editor = make_app(tmp_path / "editor", {**BASE, "bin/post_compile": STEALTH_EDIT})
     (editor / "bin/post_compile").chmod(0o755)
     _compile(editor, tmp_path / "editor.tgz", cache)
     changed = make_app(tmp_path / "changed", CHANGED)  # another directory: the nearest layer
     _compile(changed, tmp_path / "changed.tgz", cache)
-    _compile(changed, tmp_path / "clean.tgz", tmp_path / "clean-cache")
+    _compile(changed, tmp_path / "clean.tgz", seed_runtimes(runtime_seed, tmp_path / "clean-cache"))
     assert (tmp_path / "changed.tgz").read_bytes() == (tmp_path / "clean.tgz").read_bytes()

@@ -5,6 +5,7 @@ process whose environment was read (not one that got its pid later)."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ import pytest
 from slugbuild import process_cookie
 from slugbuild.process_cookie import COOKIE_VARIABLE, carries, kill_marked
 
-COOKIE = "c0ffee" * 4
+# This run's own cookie (of the length a build's has): kill_marked scans every process
+# of the user, so a fixed one would kill another test run's sleepers, or another
+# pytest-xdist worker's running these tests at the same time.
+COOKIE = secrets.token_hex(12)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from ..helpers import (
     copy_app,
     make_app,
     run_cli,
+    seed_runtimes,
     slug_differences,
 )
 
@@ -38,9 +39,18 @@ def _build(app, out, cache_dir, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory, cache_dir):
+def builds_cache(tmp_path_factory, runtime_seed):
+    """The cache of ``builds``: its own (the session's runtime layers copied in), so
+    that their dependency layers are installed from the locks whatever other tests
+    built in the session cache before, or beside them on another worker."""
+    return seed_runtimes(runtime_seed, tmp_path_factory.mktemp("manager-cache") / "cache")
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, builds_cache):
     out = tmp_path_factory.mktemp("manager-slugs")
-    return {name: _build(FIXTURE_APPS / name, out / f"{name}.tgz", cache_dir) for name in APPS}
+    return {name: _build(FIXTURE_APPS / name, out / f"{name}.tgz", builds_cache)
+            for name in APPS}
 
 
 @pytest.mark.parametrize("name", ["flask-pipenv", "poetry-falcon", "uv-bottle"])
@@ -92,7 +102,8 @@ def test_fixture_app_serves_from_its_slug(builds, name):
 
 @pytest.mark.parametrize("name, lock_file", [("uv-bottle", "uv.lock"),
                                              ("flask-pipenv", "Pipfile.lock")])
-def test_changed_lock_rebuilds_and_says_why(tmp_path, cache_dir, builds, name, lock_file):
+def test_changed_lock_rebuilds_and_says_why(tmp_path, builds_cache, builds, name, lock_file):
+    cache_dir = builds_cache
     app = copy_app(FIXTURE_APPS / name, tmp_path / "app")
     first = _build(app, tmp_path / "one.tgz", cache_dir)
     assert "Restoring dependencies from cache" in "\n".join(first.log)

@@ -16,7 +16,7 @@ from slugbuild.cache import Cache
 from slugbuild.layer_overlay import mechanism
 from slugbuild.log import Reporter
 
-from ..helpers import DJANGO_APP, copy_app
+from ..helpers import DJANGO_APP, copy_app, seed_runtimes
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,13 @@ def _members(slug: Path) -> dict[str, tuple[str, int, str]]:
     return found
 
 
-def test_settings_writing_into_the_prefix_change_no_cached_file(tmp_path, cache_dir):
+def test_settings_writing_into_the_prefix_change_no_cached_file(tmp_path, runtime_seed):
     if mechanism(tmp_path) is None:
         pytest.skip("no private overlay on this machine (the build materialises instead)")
+    # A cache of its own: every cached file is compared before and after, and the
+    # copied build needs the link lock, which builds of other tests on the session
+    # cache take meanwhile (xdist).
+    cache_dir = seed_runtimes(runtime_seed, tmp_path / "cache")
     plain = copy_app(DJANGO_APP, tmp_path / "plain")
     compile_app(plain, tmp_path / "plain.tgz", cache_dir=cache_dir,
                 reporter=Reporter(quiet=True))  # the layers this app uses, cached

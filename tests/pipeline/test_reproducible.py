@@ -43,6 +43,7 @@ from ..helpers import (
     local_interpreter,
     make_app,
     slug_differences,
+    xdist_worker,
 )
 
 LOCAL_FIXTURES = {
@@ -456,20 +457,37 @@ def _planned(app: Path, cache_dir: Path, options: dict) -> BuildPlan:
 
 # The runtime layers the two sides of earlier pairs built, one directory per side
 # (cache/runtimes entries): a Python version's layer is built cold twice a session,
-# not twice per fixture (each cold build of it compiles the standard library).
+# not twice per fixture (each cold build of it compiles the standard library). Under
+# xdist the workers' pairs share them too: each side's layers are named in a directory
+# of the run (``_shared_seeds``), one file per layer holding its path.
 _RUNTIME_SEEDS: tuple[dict[str, Path], dict[str, Path]] = ({}, {})
 
 
-def _seed_runtimes(cache: Path, side: int) -> None:
+def _shared_seeds(tmp_path_factory, side: int) -> Path | None:
+    if xdist_worker() is None:
+        return None
+    shared = tmp_path_factory.getbasetemp().parent / "cold-runtime-seeds" / str(side)
+    shared.mkdir(parents=True, exist_ok=True)
+    return shared
+
+
+def _seed_runtimes(cache: Path, side: int, shared: Path | None = None) -> None:
     """Copies (not links: nothing a build does may reach another pair's cache) of the
     runtime layers side ``side`` of earlier pairs built."""
-    for entry, source in _RUNTIME_SEEDS[side].items():
+    seeds = dict(_RUNTIME_SEEDS[side])
+    for record in sorted(shared.glob("*.path")) if shared is not None else []:
+        seeds.setdefault(record.stem, Path(record.read_text()))
+    for entry, source in seeds.items():
         shutil.copytree(source, cache / "runtimes" / entry, symlinks=True)
 
 
-def _keep_runtimes(cache: Path, side: int) -> None:
+def _keep_runtimes(cache: Path, side: int, shared: Path | None = None) -> None:
     for layer in sorted((cache / "runtimes").iterdir()):
         _RUNTIME_SEEDS[side].setdefault(layer.name, layer)
+        if shared is not None and not (shared / f"{layer.name}.path").exists():
+            partial = shared / f"{layer.name}.{xdist_worker()}.partial"
+            partial.write_text(str(layer))
+            partial.replace(shared / f"{layer.name}.path")
 
 
 def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
@@ -477,7 +495,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     started = time.perf_counter()
     first_app = copy_app(FIXTURE_APPS / name, root / "a" / name)
     first_cache = root / "cache-one"
-    _seed_runtimes(first_cache, 0)
+    _seed_runtimes(first_cache, 0, _shared_seeds(tmp_path_factory, 0))
     cold_plan = _planned(first_app, first_cache, options)
     one = _build(first_app, root / "one.tgz", first_cache, **options)
     warm_plan = _planned(first_app, first_cache, options)
@@ -487,7 +505,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
     assert_plan_agrees(warm_plan, heroku, _planned(first_app, first_cache, options))
     second_cache = root / "cache-two"
     second_cache.mkdir()
-    _seed_runtimes(second_cache, 1)
+    _seed_runtimes(second_cache, 1, _shared_seeds(tmp_path_factory, 1))
     for download_cache in ("uv", "pip", "tools"):
         source = root / "cache-one" / download_cache
         if not source.is_dir():
@@ -514,7 +532,7 @@ def _two_cold_builds(tmp_path_factory, name: str, options: dict) -> None:
             if member.name.endswith(".so") and "site-packages" in member.name:
                 data = tar.extractfile(member).read()
                 assert b"cache-one" not in data and b"/.pyenv/" not in data, member.name
-    _keep_runtimes(first_cache, 0)
-    _keep_runtimes(second_cache, 1)
+    _keep_runtimes(first_cache, 0, _shared_seeds(tmp_path_factory, 0))
+    _keep_runtimes(second_cache, 1, _shared_seeds(tmp_path_factory, 1))
     print(f"{name}: two cold builds in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
