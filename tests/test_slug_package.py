@@ -19,7 +19,7 @@ PACKAGE = Path(slugbuild.__file__).parent
 # RECORD reading; process_cookie with the kill of a slug's escaped processes.)
 SHARED = {"errors", "redact", "release", "procfile", "textfiles", "slug_size", "log",
           "results", "digests", "stage", "records", "tree", "arguments", "process_cookie",
-          "envflag"}
+          "envflag", "dist_version", "lazy_import"}
 
 
 def _module_file(name: str) -> Path | None:

@@ -37,7 +37,8 @@ SPACE = "sb1-test"
 
 
 def part_of(entries: list[tuple[str, str | None, bytes]]) -> bytes:
-    """A gzipped tar of (name below ./, link target or None, content)."""
+    """A gzipped tar of (name below ./, link target or None, content), without the
+    end-of-archive blocks, as a layer's slug part is (the slug's tar goes on after it)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, target, content in entries:
@@ -48,7 +49,8 @@ def part_of(entries: list[tuple[str, str | None, bytes]]) -> bytes:
             else:
                 info.size, info.mode = len(content), 0o644
                 tar.addfile(info, io.BytesIO(content))
-    return gzip.compress(raw.getvalue())
+        members_end = tar.offset
+    return gzip.compress(raw.getvalue()[:members_end])
 
 
 def fetched(entries: list[tuple[str, str | None, bytes]], dirs: list[str],

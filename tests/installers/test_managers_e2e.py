@@ -54,7 +54,7 @@ def builds(tmp_path_factory, builds_cache):
 
 
 @pytest.mark.parametrize("name", ["flask-pipenv", "poetry-falcon", "uv-bottle"])
-def test_a_warm_build_of_an_unchanged_lock_runs_no_package_manager(builds, cache_dir, tmp_path,
+def test_a_warm_build_of_an_unchanged_lock_runs_no_package_manager(builds, builds_cache, tmp_path,
                                                                      monkeypatch, name):
     # Nothing to export, resolve, install, compile or import-check: no uv, Pipenv or
     # Poetry (so no index either) and no Python process; the same slug.
@@ -68,7 +68,7 @@ def test_a_warm_build_of_an_unchanged_lock_runs_no_package_manager(builds, cache
             super().__init__(args, *rest, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", Recording)
-    warm = _build(FIXTURE_APPS / name, tmp_path / "warm.tgz", cache_dir)
+    warm = _build(FIXTURE_APPS / name, tmp_path / "warm.tgz", builds_cache)
     assert warm.sha256 == builds[name].sha256
     programs = {Path(argv[0]).name for argv in started}
     assert not programs & {"uv", "pipenv", "poetry", "pip"}, started
