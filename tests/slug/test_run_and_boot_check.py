@@ -28,6 +28,10 @@ from slugbuild.slug.run import run_slug
 
 from ..helpers import FIXTURE_APPS, REPO, Server, copy_app, make_app, run_cli
 
+# The tests look for leftover processes by their command line across the machine: two
+# of them at once on two workers (the same fixture app) see each other's processes.
+pytestmark = pytest.mark.xdist_group("boot-check-processes")
+
 PYTHON = shlex.quote(sys.executable)
 SERVE = f"exec {PYTHON} -m http.server $PORT --bind 127.0.0.1"
 
