@@ -84,6 +84,29 @@ class BlobSink(Protocol):
     def abort(self) -> None: ...
 
 
+_SinkT = TypeVar("_SinkT", bound=BlobSink)
+
+
+class _PartialFile:
+    """A BlobSink into a temporary file in ``directory`` (a pulled blob's ``dest`` is
+    only replaced by it once its digest matched)."""
+
+    def __init__(self, directory: Path) -> None:
+        handle, name = tempfile.mkstemp(prefix=".pull-", dir=directory)
+        self.path = Path(name)
+        self._out = os.fdopen(handle, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+
+    def close(self) -> None:
+        self._out.close()
+
+    def abort(self) -> None:
+        self._out.close()
+        self.path.unlink(missing_ok=True)
+
+
 class _Retryable(Exception):
     """A GET or HEAD that may pass on another attempt (connection error, 5xx, 429)."""
 
@@ -238,37 +261,15 @@ class RegistryClient:
         _check_digest(digest)
         path = self._path(f"blobs/{digest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-
-        def download() -> tuple[str, int, Path]:
-            response = self._attempt("GET", self.base_url + path, stream=True)
-            with response:
-                if response.status_code != 200:
-                    raise self._unexpected("GET", path, response)
-                hasher = hashlib.sha256()
-                size = 0
-                handle, name = tempfile.mkstemp(prefix=".pull-", dir=dest.parent)
-                partial = Path(name)
-                try:
-                    with os.fdopen(handle, "wb") as out:
-                        try:
-                            for chunk in response.iter_content(_CHUNK):
-                                hasher.update(chunk)
-                                out.write(chunk)
-                                size += len(chunk)
-                        except requests.RequestException as exc:
-                            raise _Retryable(_reason(exc)) from exc
-                except BaseException:
-                    partial.unlink(missing_ok=True)
-                    raise
-                return "sha256:" + hasher.hexdigest(), size, partial
-
-        actual, size, partial = self._retried("GET", path, download)
+        actual, size, partial = self._retried(
+            "GET", path, lambda: self._stream_blob(path, lambda: _PartialFile(dest.parent)))
         if actual != digest:
-            partial.unlink(missing_ok=True)
+            partial.abort()
             raise errors.REGISTRY_DIGEST_MISMATCH.error(
                 host=self.host, repository=self.repository, what="the blob", expected=digest,
                 actual=actual)
-        os.replace(partial, dest)
+        partial.close()
+        os.replace(partial.path, dest)
         self.stats.blobs_downloaded += 1
         self.stats.bytes_downloaded += size
 
@@ -281,31 +282,8 @@ class RegistryClient:
         sink's own objections come after that: a wrong blob is named as such)."""
         _check_digest(digest)
         path = self._path(f"blobs/{digest}")
-
-        def download() -> tuple[str, int, BlobSink]:
-            response = self._attempt("GET", self.base_url + path, stream=True)
-            with response:
-                if response.status_code != 200:
-                    raise self._unexpected("GET", path, response)
-                hasher = hashlib.sha256()
-                received = 0
-                into = sink()
-                try:
-                    try:
-                        for chunk in response.iter_content(_CHUNK):
-                            received += len(chunk)
-                            if received > size:  # never more than declared in memory
-                                break
-                            hasher.update(chunk)
-                            into.write(chunk)
-                    except requests.RequestException as exc:
-                        raise _Retryable(_reason(exc)) from exc
-                except BaseException:
-                    into.abort()
-                    raise
-                return "sha256:" + hasher.hexdigest(), received, into
-
-        actual, received, into = self._retried("GET", path, download)
+        actual, received, into = self._retried(
+            "GET", path, lambda: self._stream_blob(path, sink, limit=size))
         if actual != digest or received != size:
             into.abort()
             raise errors.REGISTRY_DIGEST_MISMATCH.error(
@@ -314,6 +292,35 @@ class RegistryClient:
         self.stats.blobs_downloaded += 1
         self.stats.bytes_downloaded += received
         into.close()
+
+    def _stream_blob(self, path: str, sink: Callable[[], _SinkT], limit: int | None = None
+                     ) -> tuple[str, int, _SinkT]:
+        """One attempt at GET ``path`` streamed into a fresh ``sink()`` (opened once the
+        registry answered 200): the received bytes' digest, their count and the sink,
+        left open for the caller to close or abort. With a ``limit``, nothing past it is
+        written (the count then exceeds it). The sink is aborted if the attempt fails; a
+        broken connection may be retried."""
+        response = self._attempt("GET", self.base_url + path, stream=True)
+        with response:
+            if response.status_code != 200:
+                raise self._unexpected("GET", path, response)
+            hasher = hashlib.sha256()
+            received = 0
+            into = sink()
+            try:
+                try:
+                    for chunk in response.iter_content(_CHUNK):
+                        received += len(chunk)
+                        if limit is not None and received > limit:
+                            break  # never more than declared in memory
+                        hasher.update(chunk)
+                        into.write(chunk)
+                except requests.RequestException as exc:
+                    raise _Retryable(_reason(exc)) from exc
+            except BaseException:
+                into.abort()
+                raise
+            return "sha256:" + hasher.hexdigest(), received, into
 
     def get_manifest(self, reference: str) -> tuple[bytes, str, str] | None:
         """(body, media type, digest) of the manifest or index ``reference``, None on 404."""
