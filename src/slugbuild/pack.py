@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 import threading
@@ -725,20 +726,16 @@ def _cached_part(layer: LayerPart, params: _PackParams) -> _KeptPart | None:
     return _KeptPart(path, stat_key(before), digest, before.st_size, raw_size)
 
 
-def _stream_sha256(handle: io.FileIO, sink: _Sink | None = None, hashing: bool = True) -> str:
-    """SHA-256 of the rest of ``handle`` ("" when not ``hashing``), read in chunks into
-    one buffer, each chunk passed on to ``sink`` too."""
+def _stream_sha256(handle: io.FileIO) -> str:
+    """SHA-256 of the rest of ``handle``, read in chunks into one buffer."""
     digest = hashlib.sha256()
     buffer = bytearray(_READ_CHUNK)
     view = memoryview(buffer)
     while True:
         count = handle.readinto(view)
         if not count:
-            return digest.hexdigest() if hashing else ""
-        if hashing:
-            digest.update(view[:count])
-        if sink is not None:
-            sink.write(bytes(view[:count]))
+            return digest.hexdigest()
+        digest.update(view[:count])
 
 
 def _copy_kept_part(writer: _Sink, kept: _KeptPart, layer: LayerPart) -> str | None:
@@ -758,7 +755,7 @@ def _copy_kept_part(writer: _Sink, kept: _KeptPart, layer: LayerPart) -> str | N
         try:
             if stat_key(os.fstat(handle.fileno())) != kept.key:
                 return None
-            _stream_sha256(handle, writer, hashing=False)
+            shutil.copyfileobj(handle, writer, _READ_CHUNK)
             steady = stat_key(os.fstat(handle.fileno())) == kept.key
         except OutputWriteError:
             raise
