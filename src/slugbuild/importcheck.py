@@ -208,12 +208,19 @@ def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str],
                   and words[index + 1] == "-m"):
                 module = words[index + 2]
                 top = module.split(".")[0]
-                if app_dir is not None and ((app_dir / top).exists()
-                                            or (app_dir / f"{top}.py").exists()):
+                if app_dir is not None and (_names_a_file(app_dir / top)
+                                            or _names_a_file(app_dir / f"{top}.py")):
                     continue
                 if re.fullmatch(r"[A-Za-z_][\w.]*", module):
                     found.append(EntryPoint(process, f"{word} -m {module}", module))
     return found
+
+
+def _names_a_file(path: Path) -> bool:
+    """Whether a word of a process command names an existing file. The word is the
+    app's text: one longer than a file name (ENAMETOOLONG) names none, and no lookup
+    failure may end the build as a traceback."""
+    return os.path.exists(path)  # False on any OSError; Path.exists raises ENAMETOOLONG
 
 
 _PROBE = r"""
@@ -256,7 +263,7 @@ def check_process_commands(build_dir: Path, python: Path, process_types: Mapping
         program = _program(command)
         if program is None or "/" in program:
             continue
-        if (python.parent / program).exists() or (build_dir / program).exists():
+        if _names_a_file(python.parent / program) or _names_a_file(build_dir / program):
             continue
         line = excluded.get(canonicalize_name(program))
         if line is not None:
