@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from slugbuild import errors
-from slugbuild.importcheck import check_process_commands, entry_points
+from slugbuild.importcheck import check_process_commands, console_scripts, entry_points
 
 from ..helpers import MINIMAL, assert_clean_failure, make_app
 
@@ -65,3 +65,51 @@ def test_a_build_with_an_overlong_procfile_word_ends_in_one_catalogue_error(
     app = make_app(tmp_path / "app", {**MINIMAL, "Procfile": f"web: python -m {LONG_WORD}\n"})
     stderr = assert_clean_failure(app, cache_dir, tmp_path, "[process-import-failed]")
     assert "filesystem-error" not in stderr and "traceback" not in stderr
+
+
+# --- 4. a dist-info's entry_points.txt that is no file --------------------------------------
+
+def _site_packages(root: Path) -> Path:
+    site = root / "lib" / "python3.12" / "site-packages"
+    good = site / "gunicorn-23.0.0.dist-info"
+    good.mkdir(parents=True)
+    (good / "entry_points.txt").write_text("[console_scripts]\ngunicorn = gunicorn.app:run\n")
+    return site
+
+
+@pytest.mark.parametrize("planted", ["directory", "link-to-directory", "fifo", "dev-zero",
+                                     "direct-url-directory"])
+def test_an_entry_points_file_that_is_no_file_is_ignored(tmp_path: Path, planted: str) -> None:
+    """A hook (or a package's build) can leave `x.dist-info/entry_points.txt` as a
+    directory: reading it raised IsADirectoryError, a traceback at the import check.
+    A fifo hung the build, /dev/zero filled memory. Such a file holds no scripts."""
+    site = _site_packages(tmp_path)
+    hostile = site / "hostile-1.0.dist-info"
+    hostile.mkdir()
+    target = hostile / "entry_points.txt"
+    if planted == "directory":
+        target.mkdir()
+    elif planted == "link-to-directory":
+        (tmp_path / "elsewhere").mkdir()
+        target.symlink_to(tmp_path / "elsewhere")
+    elif planted == "fifo":
+        os.mkfifo(target)
+    elif planted == "dev-zero":
+        target.symlink_to("/dev/zero")
+    else:
+        target.write_text("[console_scripts]\nhostile = hostile.cli:main\n")
+        (hostile / "direct_url.json").mkdir()
+    scripts = console_scripts(site)
+    assert scripts["gunicorn"] == "gunicorn.app"
+    assert set(scripts) <= {"gunicorn", "hostile"}
+
+
+def test_an_oversized_entry_points_file_is_ignored(tmp_path: Path) -> None:
+    """Read within a bound: a sparse 1 GiB entry_points.txt is not read into memory."""
+    site = _site_packages(tmp_path)
+    hostile = site / "hostile-1.0.dist-info"
+    hostile.mkdir()
+    with open(hostile / "entry_points.txt", "wb") as handle:
+        handle.write(b"[console_scripts]\nhostile = hostile.cli:main\n")
+        handle.truncate(1 << 30)
+    assert console_scripts(site) == {"gunicorn": "gunicorn.app"}
