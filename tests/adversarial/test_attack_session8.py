@@ -4,6 +4,7 @@ session 8"): each test failed before its fix."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,91 @@ def test_an_oversized_entry_points_file_is_ignored(tmp_path: Path) -> None:
         handle.write(b"[console_scripts]\nhostile = hostile.cli:main\n")
         handle.truncate(1 << 30)
     assert console_scripts(site) == {"gunicorn": "gunicorn.app"}
+
+
+# --- 2. strip and patchelf on a full disk ---------------------------------------------------
+
+def _tool_writing_to_dev_full(bin_dir: Path, name: str) -> Path:
+    """A stand-in for ``name`` whose write fails as on a full disk: the kernel's own
+    ENOSPC (/dev/full), reported in the tool's own words by cat."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    tool = bin_dir / name
+    tool.write_text('#!/bin/sh\nfor last; do :; done\ncat "$last" > /dev/full\n')
+    tool.chmod(0o755)
+    return tool
+
+
+def _an_elf_file(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "libx.so"
+    target.write_bytes(Path("/bin/true").read_bytes())
+    return target
+
+
+def test_strip_on_a_full_disk_is_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """strip failing with ENOSPC while it rewrites the runtime's libraries was
+    `tool-failed` ("please report it"): the disk's fault, not slugbuild's."""
+    from slugbuild import relocate
+
+    _tool_writing_to_dev_full(tmp_path / "bin", "strip")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    _an_elf_file(tmp_path / "tree")
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        relocate.strip_debug_info(tmp_path / "tree")
+    known = errors.from_exception(caught.value)
+    assert known is not None and known.code == "disk-full", known and known.render()
+    assert "strip" in known.render()
+
+
+def test_a_failing_tool_that_is_not_out_of_space_stays_tool_failed() -> None:
+    failed = subprocess.CalledProcessError(1, ["strip", "--strip-debug", "x"],
+                                           stderr=b"strip: x: file format not recognized\n")
+    known = errors.from_exception(failed)
+    assert known is not None and known.code == "tool-failed"
+
+
+def test_patchelf_on_a_full_disk_is_disk_full_not_a_relocation_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime's RUNPATHs rewritten on a full disk ended in
+    `runtime-relocation-failed`, which blames the runtime."""
+    from slugbuild import relocate
+    from slugbuild.runtime.layer import build_runtime_tree
+    from slugbuild.runtime.sources import LocalRuntime
+
+    prefix = tmp_path / "prefix"
+    library = _an_elf_file(prefix / "lib")
+    library.write_bytes(library.read_bytes() + str(prefix).encode())  # names the prefix
+    (prefix / "lib" / "python3.12").mkdir()
+    fake = _tool_writing_to_dev_full(tmp_path / "bin", "patchelf")
+    monkeypatch.setattr(relocate, "patchelf_command", lambda: str(fake))
+    monkeypatch.setattr(relocate, "_print_rpaths",
+                        lambda patchelf, paths: [f"{prefix}/lib" for _ in paths])
+    with pytest.raises(errors.SlugbuildError) as caught:
+        build_runtime_tree(LocalRuntime("3.12.1", prefix, "test"), tmp_path / "tree")
+    assert caught.value.code == "disk-full", caught.value.render()
+
+
+def test_a_built_extension_stripped_on_a_full_disk_stops_the_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ELF file built here (naming the cache) is stripped before it is kept; on a
+    full disk that failure was ignored and the file left as built (the host-path
+    check then blamed the package): now it is `disk-full`."""
+    from types import SimpleNamespace
+
+    from slugbuild import dependencies, relocate
+    from slugbuild.dependencies import settle_install
+
+    monkeypatch.setattr(dependencies, "pyc_store", lambda job, name: None)
+    monkeypatch.setattr(relocate, "compile_bytecode", lambda *args, **kwargs: None)
+    home = tmp_path / "home"
+    site = home / "lib" / "python3.12" / "site-packages"
+    library = _an_elf_file(site / "pkg")
+    library.write_bytes(library.read_bytes() + str(tmp_path / "cache").encode())
+    _tool_writing_to_dev_full(tmp_path / "bin", "strip")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    job = SimpleNamespace(app_dir=tmp_path / "app", python=tmp_path / "py" / "bin" / "python3",
+                          cache=SimpleNamespace(root=tmp_path / "cache"), exports={})
+    with pytest.raises(errors.SlugbuildError) as caught:
+        settle_install(job, home, "python3.12")  # type: ignore[arg-type]
+    assert caught.value.code == "disk-full", caught.value.render()
