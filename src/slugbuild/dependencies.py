@@ -953,8 +953,10 @@ def settle_install(job: InstallJob, home: Path, python_name: str,
         if native:
             rewritten += relocate.settle_built_elf_files(
                 site_packages, host_needles(job), str(job.python.parent.parent), home / "lib")
-    except (OSError, subprocess.CalledProcessError):
-        pass  # left as built: the host-path check reports what remains
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if errors.disk_full(exc):  # not the files' fault: stop as for any full disk
+            raise errors.out_of_space(exc) from exc
+        # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
     try:
         relocate.compile_bytecode(

@@ -2089,9 +2089,35 @@ _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` is a file system call that failed for want of space (ENOSPC,
-    EDQUOT, EFBIG): the disk's fault, never the data's (a cached layer it was
-    writing is not discarded for it)."""
-    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+    EDQUOT, EFBIG), or a program slugbuild runs (strip, patchelf) that said so as it
+    failed: the disk's fault, never the data's (a cached layer it was writing is not
+    discarded for it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _DISK_FULL
+    if isinstance(exc, subprocess.CalledProcessError):
+        output = _tool_output(exc)
+        return any(os.strerror(code) in output for code in _DISK_FULL)
+    return False
+
+
+def _tool_output(exc: subprocess.CalledProcessError) -> str:
+    """What a failed program printed (stderr, else stdout), as text."""
+    tail = exc.stderr or exc.output or ""
+    return tail.decode("utf-8", "replace") if isinstance(tail, bytes) else str(tail)
+
+
+def out_of_space(exc: OSError | subprocess.CalledProcessError) -> SlugbuildError:
+    """``disk-full`` for a failure ``disk_full`` says is one: a file system call's,
+    or a program's (naming it, with the line where it said so)."""
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    argv = exc.cmd if isinstance(exc.cmd, (list, tuple)) else [str(exc.cmd)]
+    lines = _tool_output(exc).strip().splitlines()
+    return DISK_FULL.error(
+        path=f"the files `{os.path.basename(str(argv[0]))}` rewrote",
+        reason=next((line.strip() for line in reversed(lines)
+                     if any(os.strerror(code) in line for code in _DISK_FULL)),
+                    os.strerror(errno.ENOSPC))[:300])
 
 
 def from_os_error(exc: OSError, path: object = None, note: str = "") -> SlugbuildError:
@@ -2145,9 +2171,10 @@ def from_exception(exc: BaseException) -> SlugbuildError | None:
     if isinstance(exc, UnicodeDecodeError):
         return FILE_NOT_TEXT.error(file="An input file", reason=exc.reason)
     if isinstance(exc, subprocess.CalledProcessError):
+        if disk_full(exc):
+            return out_of_space(exc)
         argv = exc.cmd if isinstance(exc.cmd, (list, tuple)) else [str(exc.cmd)]
-        tail = exc.stderr or exc.output or ""
-        tail = tail.decode("utf-8", "replace") if isinstance(tail, bytes) else str(tail)
+        tail = _tool_output(exc)
         command = " ".join(os.path.basename(str(argv[0])) if i == 0 else str(a)
                            for i, a in enumerate(argv[:4])) + (" …" if len(argv) > 4 else "")
         return TOOL_FAILED.error(command=command, exit_code=exc.returncode,

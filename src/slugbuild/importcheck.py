@@ -46,6 +46,7 @@ from .layer_overlay import LayerAccess
 from .log import Reporter
 from .proc import clean_env, exported_config
 from .shellwords import split_command
+from .textfiles import small_regular_file
 
 # Standard library modules removed from CPython: module -> (Python that removed
 # it, why, a PyPI package that brings it back or None).
@@ -157,20 +158,30 @@ class EntryPoint:
     module: str
 
 
+# entry_points.txt and direct_url.json are read up to this size; a larger one is left out.
+_METADATA_LIMIT = 1 << 20
+
+
 def console_scripts(site_packages: Path) -> dict[str, str]:
     """Console script name -> ``module`` for every installed distribution, except
     the app's own local packages (``./libs/pkg``, ``.``): their code is the app's."""
     scripts: dict[str, str] = {}
     for path in sorted(site_packages.glob("*.dist-info/entry_points.txt")):
-        direct_url = path.parent / "direct_url.json"
-        if direct_url.is_file() and '"file://' in direct_url.read_text(errors="replace"):
+        # A build step may leave either file as a directory, a fifo or a link to
+        # /dev/zero: such a file holds no scripts (a local package's direct_url.json
+        # that cannot be read leaves its scripts checked, as for a package of the index).
+        direct_url = small_regular_file(path.parent / "direct_url.json", _METADATA_LIMIT)
+        if direct_url is not None and b'"file://' in direct_url:
+            continue
+        text = small_regular_file(path, _METADATA_LIMIT)
+        if text is None:
             continue
         import configparser  # here, not at start-up: only the entry-point check reads these
 
         parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         parser.optionxform = str  # type: ignore[assignment,method-assign]
         try:
-            parser.read_string(path.read_text(errors="replace"))
+            parser.read_string(text.decode(errors="replace"))
         except configparser.Error:
             continue
         if parser.has_section("console_scripts"):
@@ -208,12 +219,19 @@ def entry_points(process_types: Mapping[str, str], scripts: Mapping[str, str],
                   and words[index + 1] == "-m"):
                 module = words[index + 2]
                 top = module.split(".")[0]
-                if app_dir is not None and ((app_dir / top).exists()
-                                            or (app_dir / f"{top}.py").exists()):
+                if app_dir is not None and (_names_a_file(app_dir / top)
+                                            or _names_a_file(app_dir / f"{top}.py")):
                     continue
                 if re.fullmatch(r"[A-Za-z_][\w.]*", module):
                     found.append(EntryPoint(process, f"{word} -m {module}", module))
     return found
+
+
+def _names_a_file(path: Path) -> bool:
+    """Whether a word of a process command names an existing file. The word is the
+    app's text: one longer than a file name (ENAMETOOLONG) names none, and no lookup
+    failure may end the build as a traceback."""
+    return os.path.exists(path)  # False on any OSError; Path.exists raises ENAMETOOLONG
 
 
 _PROBE = r"""
@@ -256,7 +274,7 @@ def check_process_commands(build_dir: Path, python: Path, process_types: Mapping
         program = _program(command)
         if program is None or "/" in program:
             continue
-        if (python.parent / program).exists() or (build_dir / program).exists():
+        if _names_a_file(python.parent / program) or _names_a_file(build_dir / program):
             continue
         line = excluded.get(canonicalize_name(program))
         if line is not None:

@@ -15,7 +15,9 @@ not the developer's, so a file that needs it is ``file-not-text``.
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import stat
 from pathlib import Path
 
 from . import errors
@@ -133,3 +135,30 @@ def decimal(text: str, digits: int = 18) -> int | None:
     if not text or len(text) > digits or not text.isascii() or not text.isdigit():
         return None
     return int(text)
+
+
+def small_regular_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (a symlink to one counts) of at
+    most ``limit`` bytes; None for anything else or an error. For metadata a build
+    step could have planted: a directory, a fifo (opened without blocking, never read)
+    or ``/dev/zero`` must neither crash, hang nor fill memory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if left > 0 else None

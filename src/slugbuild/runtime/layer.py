@@ -163,6 +163,8 @@ def build_runtime_tree(
         for prefix in (old_prefix, *build_prefixes):
             relocate.fix_runpaths(tree, prefix)
     except (OSError, subprocess.CalledProcessError) as exc:
+        if errors.disk_full(exc):  # the disk's fault, not the runtime's
+            raise errors.out_of_space(exc) from exc
         raise errors.RUNTIME_RELOCATION_FAILED.error(
             variant="runpath", prefix=runtime.prefix, reason=exc) from exc
     relocate.strip_debug_info(tree)
