@@ -50,7 +50,7 @@ from .log import Reporter
 from .oci.credentials import explicit_credentials, find_credentials
 from .oci.image import RegistryOptions
 from .oci.reference import parse_image_reference
-from .oci.registry import RegistryClient
+from .oci.registry import BlobLimit, RegistryClient
 from .slug_size import human
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
@@ -98,14 +98,13 @@ class RegistryStore:
         with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
             target = Path(work) / "blob"
             try:
-                self._client().pull_blob(digest, target)
+                self._client().pull_blob(digest, target, size=size,
+                                         limit=BlobLimit(size, "a cache entry's blob"))
             except errors.RegistryError as exc:
                 if exc.code == errors.REGISTRY_DIGEST_MISMATCH.code:
                     raise ArtifactInvalid(f"blob {digest[:19]}… does not match its "
-                                          f"digest") from exc
+                                          f"digest or size") from exc
                 raise
-            if target.stat().st_size != size:
-                raise ArtifactInvalid(f"blob {digest[:19]}… has the wrong size")
             return target.read_bytes()
 
     def stream_part(self, digest: str, size: int, limit: int) -> tuple[bytes, memoryview]:

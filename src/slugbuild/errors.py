@@ -1868,6 +1868,11 @@ REGISTRY_PROTOCOL = ErrorKind(
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
         "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
                                     "list, a token or an error is far smaller)."),
+        "blob-too-large": Variant(
+            "{method} {url} {how} more than {limit} bytes for {what}, the most slugbuild "
+            "takes for one.",
+            "Nothing of it was kept. Check that the image or cache entry is the one meant "
+            "(the registry may be hostile or broken).{remedy}"),
     },
 )
 REGISTRY_DIGEST_MISMATCH = ErrorKind(

@@ -1,0 +1,149 @@
+"""Holes found by attacking slugbuild in sessions 8 and 9 (docs/security.md, "Attacked
+in session 8/9"), redone after the first fixes were lost: each test failed before its
+fix."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from slugbuild import errors
+from slugbuild.cache_registry import RegistryStore
+from slugbuild.layer_artifact import ArtifactInvalid
+from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.oci.reference import parse_image_reference
+from slugbuild.oci.registry import BlobLimit
+
+from ..helpers import serving
+from .test_hostile_registry import client, fixed, server
+
+# --- 1. a registry blob larger than its descriptor declares ---------------------------------
+
+ENDLESS = 1 << 30  # what a lying registry would send for a blob: more than a test's disk
+
+
+def _lying_blobs(sent: list[int], manifest: bytes | None = None
+                 ) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    """A registry whose every blob is an endless stream (declared as such: no length),
+    recording how many bytes it got out before the client hung up."""
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if "/manifests/" in handler.path and manifest is not None:
+            return fixed(200, manifest, {"Content-Type": OCI_MANIFEST})(handler)
+        if "/blobs/" not in handler.path:
+            return fixed(404, b"{}")(handler)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(ENDLESS))
+        handler.end_headers()
+        chunk, written = b"\0" * (1 << 20), 0
+        try:
+            while written < ENDLESS:
+                handler.wfile.write(chunk)
+                written += len(chunk)
+        except OSError:
+            pass
+        finally:
+            sent.append(written)
+    return answer
+
+
+DIGEST = "sha256:" + hashlib.sha256(b"what the descriptor names").hexdigest()
+
+
+def test_a_blob_past_its_declared_size_is_refused_as_it_arrives(tmp_path: Path) -> None:
+    """pull_blob read whatever the registry sent into a file, and only compared
+    digests at the end: an endless blob filled the disk."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_DIGEST_MISMATCH.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "pulled" / "blob", size=25,
+                                   limit=BlobLimit(1 << 20, "a test blob"))
+    assert "more than 25 bytes" in raised.value.render()
+    assert list((tmp_path / "pulled").iterdir()) == []
+    assert sent and sent[0] < 64 << 20, f"{sent[0] >> 20} MiB taken for a 25-byte blob"
+
+
+def test_a_blob_of_no_declared_size_stops_at_its_limit(tmp_path: Path) -> None:
+    """An SBOM named by a label has no descriptor: its limit bounds it."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "blob",
+                                   limit=BlobLimit(2 << 20, "an SBOM"))
+    assert "more than 2097152 bytes for an SBOM" in raised.value.render()
+    assert not (tmp_path / "blob").exists() and list(tmp_path.iterdir()) == []
+    assert sent and sent[0] < 64 << 20
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_any_download(tmp_path: Path
+                                                                       ) -> None:
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "blob", size=5 << 20,
+                                   limit=BlobLimit(4 << 20, "an image config"))
+    assert "declares more than 4194304 bytes for an image config" in raised.value.render()
+    assert sent == []
+
+
+def _image_manifest(config_size: int, layer_size: int) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": DIGEST, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": DIGEST, "size": layer_size}]}).encode()
+
+
+@pytest.mark.parametrize("config_size", [100, 5 << 20])
+def test_an_image_config_is_pulled_within_its_size_and_4_mib(tmp_path: Path,
+                                                             config_size: int) -> None:
+    """A run image's config (a few KiB) pulled from a lying registry: one registry
+    error, nothing kept, the disk not filled."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent, _image_manifest(config_size, 10)))) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.RegistryError):
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert all(written < 64 << 20 for written in sent)
+    assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []
+
+
+def test_an_image_layer_declared_beyond_the_unpacked_limit_is_not_pulled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [DIGEST]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = _image_manifest(len(config), 3 << 20).replace(DIGEST.encode(),
+                                                               config_digest.encode(), 1)
+    pulled: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        pulled.append(handler.path)
+        if "/manifests/" in handler.path:
+            return fixed(200, manifest, {"Content-Type": OCI_MANIFEST})(handler)
+        return fixed(200, config)(handler)
+
+    monkeypatch.setenv("SLUGBUILD_MAX_UNPACKED_SIZE", "2M")
+    with serving(server(answer)) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert "SLUGBUILD_MAX_UNPACKED_SIZE" in raised.value.render()
+    assert not any(DIGEST.split(":")[1] in path for path in pulled)
+
+
+def test_a_cache_registry_blob_past_its_size_is_an_invalid_entry(tmp_path: Path) -> None:
+    """The cache registry's pull of a config or index blob: ArtifactInvalid (the build
+    warns and goes on from scratch), after at most the declared bytes."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(ArtifactInvalid):
+            RegistryStore(client(made)).get_blob(DIGEST, 1000)
+    assert sent and sent[0] < 64 << 20
