@@ -7,19 +7,21 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from slugbuild import errors
+from slugbuild import errors, relocate
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.layer_artifact import ArtifactInvalid
 from slugbuild.oci.image import OCI_MANIFEST, read_image
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.registry import BlobLimit
+from slugbuild.proc import clean_env
 
-from ..helpers import serving
+from ..helpers import local_interpreter, make_app, serving
 from .test_hostile_registry import client, fixed, server
 
 # --- 1. a registry blob larger than its descriptor declares ---------------------------------
@@ -147,3 +149,34 @@ def test_a_cache_registry_blob_past_its_size_is_an_invalid_entry(tmp_path: Path)
         with pytest.raises(ArtifactInvalid):
             RegistryStore(client(made)).get_blob(DIGEST, 1000)
     assert sent and sent[0] < 64 << 20
+
+
+# --- 2. a module nested deeper than marshal can load ------------------------------------------
+
+DEEP_SOURCE = "f = " + "lambda: " * 1500 + "1\n"
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13", "3.8"])
+def test_code_marshal_cannot_load_gets_no_pyc_and_stays_out_of_the_store(
+        tmp_path: Path, version: str) -> None:
+    """1,500 nested lambdas compile, and the canonical writer wrote them as a ~20 MB
+    pyc that no import can load, kept in the pyc store every app shares. Such a
+    module gets no pyc (Python compiles it at import, as CPython itself does when
+    marshal refuses it); its neighbours get theirs."""
+    python = local_interpreter(version)
+    package = make_app(tmp_path / "site", {"deep.py": DEEP_SOURCE, "plain.py": "X = 1\n"})
+    store = tmp_path / "store"
+    relocate.compile_bytecode(python, package, "/app/site", clean_env(), store=store)
+    pycs = sorted(path.name.split(".")[0] for path in package.glob("__pycache__/*.pyc"))
+    assert pycs == ["plain"]
+    entries = [path for path in store.rglob("*") if path.is_file()]
+    assert len(entries) == 1
+    for entry in entries:  # what the store keeps, the interpreter loads
+        subprocess.run([str(python), "-c", "import marshal, sys\n"
+                        "marshal.loads(open(sys.argv[1], 'rb').read()[16:])", str(entry)],
+                       check=True)
+    if version == "3.8":
+        return  # 3.8's own parser cannot take the module (a MemoryError at import)
+    imported = subprocess.run([str(python), "-c", "import deep; print(deep.f.__name__)"],
+                              cwd=package, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "<lambda>"
