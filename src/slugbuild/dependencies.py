@@ -959,11 +959,13 @@ def settle_install(job: InstallJob, home: Path, python_name: str,
         # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
     try:
+        # Without the earlier buildpacks' exports: the compile is slugbuild's own step,
+        # its pycs shared through the store, and an exported LD_PRELOAD, LD_LIBRARY_PATH
+        # or PATH would run a buildpack's code inside it.
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(exports=job.exports), store=pyc_store(job, python_name),
-            only=compile_only,
+            clean_env(), store=pyc_store(job, python_name), only=compile_only,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slugbuild import errors, relocate
+from slugbuild import compile_app, errors, relocate
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.layer_artifact import ArtifactInvalid
 from slugbuild.oci.image import OCI_MANIFEST, read_image
@@ -21,7 +21,15 @@ from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.registry import BlobLimit
 from slugbuild.proc import clean_env
 
-from ..helpers import local_interpreter, make_app, serving
+from ..helpers import (
+    local_interpreter,
+    make_app,
+    make_buildpack,
+    minimal_wheel,
+    seed_runtimes,
+    serve_directory,
+    serving,
+)
 from .test_hostile_registry import client, fixed, server
 
 # --- 1. a registry blob larger than its descriptor declares ---------------------------------
@@ -180,3 +188,75 @@ def test_code_marshal_cannot_load_gets_no_pyc_and_stays_out_of_the_store(
     imported = subprocess.run([str(python), "-c", "import deep; print(deep.f.__name__)"],
                               cwd=package, capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "<lambda>"
+
+
+# --- 3. an earlier buildpack's LD_PRELOAD in slugbuild's own steps --------------------------
+
+HIJACK_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+/* Loaded into every process started with LD_PRELOAD: notes what that process is. */
+__attribute__((constructor)) static void hijacked(void) {
+    static char line[1 << 16];
+    int fd = open("/proc/self/cmdline", O_RDONLY);
+    if (fd < 0) return;
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (n <= 0) return;
+    for (ssize_t i = 0; i < n; i++) if (!line[i]) line[i] = ' ';
+    line[n] = 0;
+    FILE *log = fopen(LOG, "a");
+    if (!log) return;
+    fprintf(log, "%s\n", strstr(line, "canonical_marshal") ? "compile"
+            : strstr(line, " install ") ? "install" : "other");
+    fclose(log);
+}
+"""
+
+
+def hijacking_library(directory: Path) -> tuple[Path, Path]:
+    """A tiny LD_PRELOAD library (built with cc) and the log it appends to."""
+    directory.mkdir(parents=True)
+    log = directory / "hijack.log"
+    (directory / "hijack.c").write_text(HIJACK_C)
+    library = directory / "hijack.so"
+    subprocess.run(["cc", "-shared", "-fPIC", f'-DLOG="{log}"', "-o", str(library),
+                    str(directory / "hijack.c")], check=True)
+    return library, log
+
+
+def wheel_index(root: Path) -> Path:
+    """A loopback index holding one pure-Python wheel (no build from source)."""
+    wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
+    (root / "simple" / "plainpkg").mkdir(parents=True)
+    (root / "simple" / "plainpkg" / "plainpkg-1.0-py3-none-any.whl").write_bytes(wheel)
+    (root / "simple" / "plainpkg" / "index.html").write_text(
+        '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
+        f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
+    return root
+
+
+def plain_app(root: Path) -> Path:
+    return make_app(root, {"requirements.txt": "plainpkg==1.0\n", "app.py": "import plainpkg\n",
+                           "Procfile": "web: python -m http.server $PORT\n",
+                           ".python-version": "3.13\n"})
+
+
+@pytest.mark.slow
+def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own(
+        tmp_path: Path, runtime_seed: Path) -> None:
+    """A buildpack exporting LD_PRELOAD ran its library inside slugbuild's compile of
+    the dependency layer, whose pycs go to the store every app shares."""
+    library, log = hijacking_library(tmp_path / "hijack")
+    exporter = make_buildpack(tmp_path / "exporter", (
+        f'echo "export LD_PRELOAD={library}" > "$(dirname "$0")/../export"\n'))
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+    with serve_directory(wheel_index(tmp_path / "index")) as base:
+        compile_app(plain_app(tmp_path / "app"), tmp_path / "app.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"],
+                    env={"PIP_INDEX_URL": f"{base}/simple/"})
+    seen = log.read_text().split()
+    assert "install" in seen  # the library was exported and loaded: the test can fail
+    assert "compile" not in seen
