@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from slugbuild import compile_app, errors, relocate
+from slugbuild.buildpack_runner import exported_variables
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.layer_artifact import ArtifactInvalid
 from slugbuild.oci.image import OCI_MANIFEST, read_image
@@ -260,3 +261,13 @@ def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own(
     seen = log.read_text().split()
     assert "install" in seen  # the library was exported and loaded: the test can fail
     assert "compile" not in seen
+
+
+def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:
+    """The shell sourcing a buildpack's `export` file carries the tool cookie slugbuild
+    gives every tool run, a new value each run: it was taken for an export, so every
+    build with an earlier buildpack had a build environment hash of its own (no layer
+    built from source, nor one keyed by its exports, was ever reused)."""
+    export = tmp_path / "export"
+    export.write_text("export FOO=bar\n")
+    assert exported_variables([export]) == {"FOO": "bar"}
