@@ -388,7 +388,7 @@ def find_or_install(
     plan, files, baseline = planned.plan, list(planned.files), planned.baseline
     key, inputs, name = planned.key, planned.inputs, planned.name
     python_version = runtime["inputs"]["version"]
-    env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {})
+    env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {}, app_dir)
     layer, name, key, inputs = _reusable_layer(cache, name, key, inputs, env_sha256, reporter)
 
     def outcome(layer: Layer, from_cache: bool, own_tree: Path | None = None
@@ -424,7 +424,7 @@ def find_or_install(
                         source_dir=source_dir,
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
-                        runtime_baseline=prefix_snapshot,
+                        runtime_baseline=prefix_snapshot, build_dir=app_dir,
                     )
                     previous = _previous_layer(cache, source_dir, planned.inputs, plan,
                                                python_name, into_prefix is None, reporter,
@@ -433,8 +433,7 @@ def find_or_install(
                                                      name, inputs, into_prefix, baseline, copy,
                                                      previous, env_sha256)
                 finally:
-                    built_wheels.adopt_job_caches(cache.root, scratch, config_vars,
-                                                  exports or {})
+                    built_wheels.adopt_job_caches(cache.root, scratch, env_sha256)
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, planned.inputs)
                 return outcome(layer, False, own_tree)
@@ -778,7 +777,7 @@ class Prefetch:
         except (OSError, errors.SlugbuildError):
             process = None
         return None if process is None else cls(process, scratch, functools.partial(
-            built_wheels.adopt_job_caches, cache.root, scratch, config_vars, exports or {}))
+            built_wheels.adopt_job_caches, cache.root, scratch, job.env_sha256))
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
@@ -879,8 +878,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             _link_added(into_prefix, before - listed, tree, copy)
         if not onto_previous:
             write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+        # Built from source, or installed by processes an export takes over: the layer
+        # holds this environment's output and records it (installers/built_wheels.py).
         if env_sha256 is not None and (
-                built_wheels.BUILD_ENV_INPUT in inputs
+                built_wheels.steers_processes(job.exports)
+                or built_wheels.BUILD_ENV_INPUT in inputs
                 or (onto_previous and previous is not None
                     and built_wheels.BUILD_ENV_INPUT in previous.layer.manifest["inputs"])
                 or built_wheels.from_source(job.scratch,

@@ -16,6 +16,7 @@ import pytest
 from slugbuild import compile_app, errors, relocate
 from slugbuild.buildpack_runner import exported_variables
 from slugbuild.cache_registry import RegistryStore
+from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 from slugbuild.layer_artifact import ArtifactInvalid
 from slugbuild.oci.image import OCI_MANIFEST, read_image
 from slugbuild.oci.reference import parse_image_reference
@@ -246,21 +247,40 @@ def plain_app(root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own(
+def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own_nor_another_app(
         tmp_path: Path, runtime_seed: Path) -> None:
     """A buildpack exporting LD_PRELOAD ran its library inside slugbuild's compile of
-    the dependency layer, whose pycs go to the store every app shares."""
+    the dependency layer, whose pycs go to the store every app shares; and inside the
+    install of a wheel-only layer, whose key left the exports out: another app with
+    the same requirements restored what the library made of it. Now the layer records
+    its build environment: another app installs its own, the same app (in a new build
+    directory) reuses it."""
     library, log = hijacking_library(tmp_path / "hijack")
     exporter = make_buildpack(tmp_path / "exporter", (
         f'echo "export LD_PRELOAD={library}" > "$(dirname "$0")/../export"\n'))
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+
+    def layers() -> dict[str, dict[str, object]]:
+        return {path.parent.name: json.loads(path.read_text())["inputs"]
+                for path in (cache / "layers").glob("*/manifest.json")}
+
     with serve_directory(wheel_index(tmp_path / "index")) as base:
-        compile_app(plain_app(tmp_path / "app"), tmp_path / "app.tgz", cache_dir=cache,
-                    buildpacks=[str(exporter), "python"],
-                    env={"PIP_INDEX_URL": f"{base}/simple/"})
-    seen = log.read_text().split()
-    assert "install" in seen  # the library was exported and loaded: the test can fail
-    assert "compile" not in seen
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        compile_app(plain_app(tmp_path / "one"), tmp_path / "one.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"], env=index)
+        seen = log.read_text().split()
+        assert "install" in seen  # the library was exported and loaded: the test can fail
+        assert "compile" not in seen
+        (hijacked,) = layers().values()
+        assert BUILD_ENV_INPUT in hijacked
+        compile_app(plain_app(tmp_path / "two"), tmp_path / "two.tgz", cache_dir=cache,
+                    env=index)
+        assert len(layers()) == 2  # the other app's own layer, not the hijacked one
+        assert log.read_text().split() == seen  # nothing of that app loaded the library
+        before = layers()
+        compile_app(plain_app(tmp_path / "three"), tmp_path / "three.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"], env=index)
+        assert layers() == before  # the same exports share their layer
 
 
 def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:

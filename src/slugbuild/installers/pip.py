@@ -313,5 +313,4 @@ def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str])
 
 def pip_cache_dir(job: InstallJob) -> Path:
     """pip's cache for ``job``: shared, but for the wheels it builds (built_wheels.py)."""
-    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.config_vars,
-                                      job.exports)
+    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.env_sha256)
