@@ -64,13 +64,15 @@ _KEEP_STDERR = 'exec 3>&2 2>"$0"; exec "$@"'
 # Bind-mounts each read-only path up to "--" ("$2" onwards), then each writable one up
 # to the next "--" (a bind of a path below a read-only bind is read-only until
 # remounted), then the overlay if any ("$1" options, "$2" target; both empty: none),
-# then runs the rest (same process: the build's limits and kill apply).
-_MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; '
+# then enters its working directory again by its path (the one it was started in is
+# on the mount the binds now cover: a path below it would miss the overlay), and runs
+# the rest (same process: the build's limits and kill apply).
+_MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
            'while [ "$1" != -- ]; do "$m" --bind -o ro "$1" "$1" || exit 125; shift; done; '
            'shift; while [ "$1" != -- ]; do { "$m" --bind "$1" "$1" && '
            '"$m" -o remount,bind,rw "$1"; } || exit 125; shift; done; shift; '
            'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '
-           'exec "$@"')
+           'cd "$d" || exit 125; exec "$@"')
 # The last word before the step: it has started (``OverlayRun.started``), with its
 # own stderr back.
 STARTED = "slugbuild: the step started"

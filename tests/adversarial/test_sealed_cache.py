@@ -39,6 +39,9 @@ for packed in glob.glob(cache + "/layers/*/packed") + glob.glob(cache + "/runtim
 targets += glob.glob(cache + "/layers/*/files.json") + glob.glob(cache + "/runtimes/*/files.json")
 targets += glob.glob(cache + "/runtimes/*/tree/lib/python3.*/this.py")
 targets += [cache + "/history/planted", cache + "/planted"]
+# The same files by paths relative to the working directory (which was on the mount
+# the seal's binds cover, until the wrapper entered it again by its path).
+targets += [os.path.relpath(target) for target in targets]
 for target in targets:
     try:
         with open(target, "ab") as handle:
@@ -85,10 +88,15 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
     own_cache = root / "buildpacks" / "bp" / "app"
     own_cache.mkdir(parents=True)
     script = f'''
+        exec 4<. && here=$(sed -n 's/^mnt_id:[[:space:]]*//p' /proc/self/fdinfo/4)
+        exec 4<&-
+        awk -v id="$here" -v dir={scratch} '$1 == id && $5 == dir {{found = 1}}
+            END {{exit !found}}' /proc/self/mountinfo && echo cwd-on-the-seals-mount
         echo x > {scratch}/app/ok && echo own-ok
         echo x > {own_cache}/ok && echo cache-dir-ok
         echo x > {root}/layers/k/packed/part-x.gz || echo layer-denied
         echo x > {root}/tmp/other || echo other-scratch-denied
+        echo x > ../../../layers/k/packed/part-x.gz || echo relative-denied
         mount -o remount,rw {root} 2>/dev/null || echo remount-denied
         umount {scratch} 2>/dev/null || echo umount-denied
         unshare --user --map-root-user --mount sh -c \
@@ -97,10 +105,11 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
         ls /proc/{os.getpid()}/root{root} >/dev/null 2>&1 || echo proc-root-denied
     '''
     done = seal.step("a test step", [own_cache]).run_step(
-        ["sh", "-c", script], lambda command: run_captured(command, dict(os.environ)))
+        ["sh", "-c", script], lambda command: run_captured(command, dict(os.environ),
+                                                           cwd=scratch / "app"))
     said = done.stdout.decode().split()
-    assert said == ["own-ok", "cache-dir-ok", "layer-denied", "other-scratch-denied",
-                    "remount-denied", "umount-denied", "nested-denied", "proc-root-denied"], \
+    assert said == ["cwd-on-the-seals-mount", "own-ok", "cache-dir-ok", "layer-denied", "other-scratch-denied",
+                    "relative-denied", "remount-denied", "umount-denied", "nested-denied", "proc-root-denied"], \
         done.stderr.decode()
     assert b"Read-only file system" in done.stderr
     assert sorted(p.name for p in (root / "layers" / "k").rglob("*")) == ["packed"]
