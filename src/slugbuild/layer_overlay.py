@@ -61,14 +61,16 @@ _UNSAFE = frozenset(",:\\\n\"'")
 # The wrapper's own errors (unshare's, mount's) go to the run's status file, not to the
 # step's output: stderr is kept as fd 3 and given back to the step when it starts.
 _KEEP_STDERR = 'exec 3>&2 2>"$0"; exec "$@"'
-# Bind-mounts each read-only path up to "--" ("$2" onwards), then each writable one up
+# Bind-mounts each read-only path up to "--" ("$2" onwards; one gone meanwhile, such
+# as another build's scratch, is skipped), then each writable one up
 # to the next "--" (a bind of a path below a read-only bind is read-only until
 # remounted), then the overlay if any ("$1" options, "$2" target; both empty: none),
 # then enters its working directory again by its path (the one it was started in is
 # on the mount the binds now cover: a path below it would miss the overlay), and runs
 # the rest (same process: the build's limits and kill apply).
 _MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
-           'while [ "$1" != -- ]; do "$m" --bind -o ro "$1" "$1" || exit 125; shift; done; '
+           'while [ "$1" != -- ]; do "$m" --bind -o ro "$1" "$1" || '
+           '[ ! -e "$1" ] || exit 125; shift; done; '
            'shift; while [ "$1" != -- ]; do { "$m" --bind "$1" "$1" && '
            '"$m" -o remount,bind,rw "$1"; } || exit 125; shift; done; shift; '
            'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '

@@ -54,6 +54,10 @@ from .log import Reporter
 
 T = TypeVar("T")
 SEAL_ENV = "SLUGBUILD_SEAL_CACHE"
+# What an installer's run may write at the cache's top level: the installers' own
+# caches (uv's, pip's, the per-environment built wheels) and tmp/ (only this process's
+# entries there: the others are bound read-only).
+INSTALLER_WRITES = frozenset({"uv", "pip", "built-wheels", "tmp"})
 _found: dict[str, Mechanism | None] = {}
 
 
@@ -146,20 +150,41 @@ class CacheSeal:
                 f"app code of this build could change what other apps' builds restore. "
                 f"Use one cache per app here (docs/security.md).")
 
-    def command(self, argv: Sequence[str | Path], writable: Sequence[Path] = ()
-                ) -> tuple[list[str | Path], Path] | None:
-        """``argv`` wrapped to run sealed, and its status file; None: unsealed."""
+    def command(self, argv: Sequence[str | Path], writable: Sequence[Path] = (),
+                installer: bool = False) -> tuple[list[str | Path], Path] | None:
+        """``argv`` wrapped to run sealed, and its status file; None: unsealed.
+        ``installer``: sealed as an install (``installer_read_only``)."""
         seal = self.mounts(writable)
         found = sealing_mechanism(self.scratch)
         if seal is None or found is None:
             return None
-        command = found.command(seal.status, ["", "", *seal.read_only], argv,
-                                writable=seal.writable, drop=True)
+        read_only, opened = ((self.installer_read_only(), ()) if installer
+                             else (seal.read_only, seal.writable))
+        command = found.command(seal.status, ["", "", *read_only], argv, writable=opened,
+                                drop=True)
         return (command, seal.status) if command is not None else None
+
+    def installer_read_only(self) -> list[str]:
+        """What an install run gets read-only: every entry of the cache root but the
+        installers' caches and tmp/, and every entry of tmp/ but this process's
+        (named after its lease token). The root itself stays writable on its own
+        mount: uv hard-links files from its cache into the layer being made under
+        tmp/, which a bind between them would turn into copies (EXDEV)."""
+        token = self.scratch.name.split(".", 1)[0] + "."
+        entries = [entry for entry in _entries(self.root) if entry.name not in INSTALLER_WRITES]
+        entries += [entry for entry in _entries(self.root / "tmp")
+                    if not entry.name.startswith(token)]
+        return [str(entry) for entry in entries]
 
     def step(self, name: str, writable: Sequence[Path] = ()) -> SealedStep:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""
         return SealedStep(self, name, tuple(writable))
+
+    def install_step(self, name: str) -> SealedStep:
+        """A ``StepRunner`` for an installer's run (uv, pip), which may run a
+        package's build (setup.py): the layers, runtimes and stores of the cache and
+        other processes' scratch read-only (``installer_read_only``)."""
+        return SealedStep(self, name, (), installer=True)
 
     def setup_failed(self, step: str, status: Path) -> None:
         """The namespace failed before ``step`` started: said, and not tried again."""
@@ -181,12 +206,13 @@ class SealedStep:
     seal: CacheSeal
     name: str
     writable: tuple[Path, ...]
+    installer: bool = False
 
     def run_step(self, argv: Sequence[str | Path], start: Callable[[list[str | Path]], T]) -> T:
         """``start`` for ``argv`` sealed; unsealed when the namespace could not be set
         up before the step started (told by the wrapper's mark, never by the exit
         code: the step may exit 125 too)."""
-        wrapped = self.seal.command(argv, self.writable)
+        wrapped = self.seal.command(argv, self.writable, self.installer)
         if wrapped is None:
             return start(list(argv))
         command, status = wrapped
@@ -200,3 +226,12 @@ class SealedStep:
                 return result
         self.seal.setup_failed(self.name, status)
         return start(list(argv))
+
+
+def _entries(directory: Path) -> list[Path]:
+    """The entries of ``directory`` a bind can be put on (no symlink: a bind follows
+    it), sorted; none when it cannot be listed."""
+    try:
+        return sorted(entry for entry in directory.iterdir() if not entry.is_symlink())
+    except OSError:
+        return []

@@ -108,9 +108,9 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
         ["sh", "-c", script], lambda command: run_captured(command, dict(os.environ),
                                                            cwd=scratch / "app"))
     said = done.stdout.decode().split()
-    assert said == ["cwd-on-the-seals-mount", "own-ok", "cache-dir-ok", "layer-denied", "other-scratch-denied",
-                    "relative-denied", "remount-denied", "umount-denied", "nested-denied", "proc-root-denied"], \
-        done.stderr.decode()
+    assert said == ["cwd-on-the-seals-mount", "own-ok", "cache-dir-ok", "layer-denied",
+                    "other-scratch-denied", "relative-denied", "remount-denied",
+                    "umount-denied", "nested-denied", "proc-root-denied"], done.stderr.decode()
     assert b"Read-only file system" in done.stderr
     assert sorted(p.name for p in (root / "layers" / "k").rglob("*")) == ["packed"]
     assert not (root / "tmp" / "other").exists()
@@ -237,3 +237,81 @@ def test_a_build_with_the_seal_off_says_once_that_steps_can_write_the_cache(
     assert "SLUGBUILD_SEAL_CACHE=0" in log
     wrote, _ = _attempts(result.log)
     assert wrote  # unsealed: the hook's writes went through, as before the seal
+
+
+# An sdist whose build (setup.py, run by the installer) tries the cache's stores and
+# uv's cache, and reports what happened to a file outside the cache.
+PLANT_SETUP_PY = '''\
+import errno, glob, os
+from setuptools import setup
+cache = os.environ["SEAL_CACHE"]
+targets = [packed + "/part-planted.gz" for packed in glob.glob(cache + "/layers/*/packed")]
+targets += glob.glob(cache + "/layers/*/files.json") + glob.glob(cache + "/runtimes/*/files.json")
+targets += [cache + "/history/planted", cache + "/pyc/planted", cache + "/uv/planted-ok"]
+with open(os.environ["SEAL_REPORT"], "a") as report:
+    for target in targets:
+        try:
+            with open(target, "ab") as handle:
+                handle.write(b"planted")
+            report.write("WROTE %s\\n" % target)
+        except OSError as exc:
+            report.write("DENIED %s %s\\n" % (errno.errorcode.get(exc.errno), target))
+setup(name="plantpkg", version="1.0", py_modules=[])
+'''
+
+
+@pytest.mark.slow
+def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_seed,
+                                                           setuptools_wheel):
+    import hashlib
+    import io
+    import tarfile
+
+    from ..helpers import minimal_wheel, serve_directory
+
+    _sealed_here(tmp_path)
+    sdist = io.BytesIO()
+    with tarfile.open(fileobj=sdist, mode="w:gz") as archive:
+        for name, text in {"setup.py": PLANT_SETUP_PY, "PKG-INFO":
+                           "Metadata-Version: 2.1\nName: plantpkg\nVersion: 1.0\n",
+                           "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                           'build-backend = "setuptools.build_meta"\n'}.items():
+            info = tarfile.TarInfo(f"plantpkg-1.0/{name}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    index = tmp_path / "index"
+    for name, filename, data in (
+            ("plantpkg", "plantpkg-1.0.tar.gz", sdist.getvalue()),
+            ("setuptools", setuptools_wheel.name, setuptools_wheel.read_bytes()),
+            ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
+             minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
+        (index / "files").mkdir(parents=True, exist_ok=True)
+        (index / "files" / filename).write_bytes(data)
+        (index / "simple" / name).mkdir(parents=True)
+        (index / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
+            f'{filename}</a>\n')
+    # 3.13: no setuptools baseline to install (the loopback index has only the fixture's)
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+    files = {**FILES, ".python-version": "3.13\n"}
+    report = tmp_path / "report"
+    with serve_directory(index) as base:
+        config = {"PIP_INDEX_URL": f"{base}/simple/"}
+        victim = make_app(tmp_path / "victim", {**files, "requirements.txt": "plainpkg==1.0\n"})
+        alone = compile_app(victim, tmp_path / "alone.tgz", cache_dir=cache, env=config,
+                            reporter=Reporter(quiet=True))
+        attacker = make_app(tmp_path / "attacker",
+                            {**files, "requirements.txt": "plantpkg==1.0\n"})
+        compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache, reporter=Reporter(
+            quiet=True), env={**config, "SEAL_CACHE": str(cache), "SEAL_REPORT": str(report)})
+        lines = report.read_text().splitlines()
+        denied = [line for line in lines if line.startswith("DENIED EROFS ")]
+        wrote = [line for line in lines if line.startswith("WROTE")]
+        assert set(wrote) == {f"WROTE {cache}/uv/planted-ok"}  # the installers' caches
+        for words in ("/packed/part-planted.gz", "/layers/", "/runtimes/", "/history/",
+                      "/pyc/"):
+            assert any(words in line for line in denied), (words, lines)
+        assert len(denied) == len(lines) - len(wrote)
+        again = compile_app(victim, tmp_path / "again.tgz", cache_dir=cache, env=config,
+                            reporter=Reporter(quiet=True))
+    assert again.slug_path.read_bytes() == alone.slug_path.read_bytes()

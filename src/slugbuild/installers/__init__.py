@@ -20,6 +20,7 @@ from typing import Protocol
 from ..cache import Cache
 from ..log import Reporter
 from ..package_managers import package_manager as package_manager_row
+from ..step_jail import CacheSeal
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class InstallJob:
     # Installing into the build's prefix (``prefix`` None): its runtime's files as placed
     # (dependencies.snapshot), to tell whether code was put in the interpreter since.
     runtime_baseline: Mapping[str, tuple[int, ...]] | None = None
+    # The build's seal of the cache (step_jail.py): the installer's runs, which may
+    # build packages from source, get the cache's layers and stores read-only.
+    seal: CacheSeal | None = None
 
 
 @dataclass(frozen=True)
