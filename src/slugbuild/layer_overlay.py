@@ -171,9 +171,16 @@ def overlay_wanted() -> bool:
 def mechanism(scratch: Path) -> Mechanism | None:
     """The first way this machine allows to mount an overlay privately, tried once per
     process (a tiny overlay in ``scratch``); None when none works."""
-    if "found" not in _found:
-        _found["found"] = next((m for m in candidates() if _works(m, scratch)), None)
-    return _found["found"]
+    return first_working(_found, lambda candidate: _works(candidate, scratch))
+
+
+def first_working(found: dict[str, Mechanism | None], works: Callable[[Mechanism], bool]
+                  ) -> Mechanism | None:
+    """The first of ``candidates()`` that ``works``, tried once per process (the answer
+    kept in ``found``); None when none does."""
+    if "found" not in found:
+        found["found"] = next((m for m in candidates() if works(m)), None)
+    return found["found"]
 
 
 def _works(candidate: Mechanism, scratch: Path) -> bool:
@@ -189,15 +196,24 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
         command = candidate.command(
             base / "status", [options, str(base / "merged"), str(base / "lower")],
             ["test", "-f", str(base / "merged" / "probe")])
-        if command is None:
-            return False
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=20, check=False)
-        return done.returncode == 0
-    except (OSError, subprocess.SubprocessError):
+        return probe_passes(command)
+    except OSError:
         return False
     finally:
         _remove_scratch(base)
+
+
+def probe_passes(command: Sequence[str | Path] | None) -> bool:
+    """Whether a probe's wrapped command (None: a tool is missing) ran and exited 0
+    within 20 s."""
+    if command is None:
+        return False
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
 
 
 @dataclass(frozen=True)

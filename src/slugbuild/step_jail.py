@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,8 @@ from .envflag import env_flag
 from .layer_overlay import (
     Mechanism,
     SealMounts,
-    candidates,
+    first_working,
+    probe_passes,
     setup_failure,
     step_started,
 )
@@ -85,9 +85,7 @@ def sealing_mechanism(scratch: Path) -> Mechanism | None:
     """The first mechanism that seals a directory here (a read-only bind with a
     writable one below it, the step dropped into a nested user namespace), tried once
     per process in ``scratch``; None when none works."""
-    if "found" not in _found:
-        _found["found"] = next((m for m in candidates() if _seals(m, scratch)), None)
-    return _found["found"]
+    return first_working(_found, lambda candidate: _seals(candidate, scratch))
 
 
 def _seals(candidate: Mechanism, scratch: Path) -> bool:
@@ -99,13 +97,9 @@ def _seals(candidate: Mechanism, scratch: Path) -> bool:
                  f'&& ! mount -o remount,rw "{sealed}" 2>/dev/null')
         command = candidate.command(base / "status", ["", "", str(sealed)],
                                     ["sh", "-c", probe], writable=[str(opened)], drop=True)
-        if command is None:
-            return False
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=20, check=False)
-        return done.returncode == 0 and (opened / "x").is_file() \
+        return probe_passes(command) and (opened / "x").is_file() \
             and not (sealed / "y").exists()
-    except (OSError, subprocess.SubprocessError):
+    except OSError:
         return False
     finally:
         shutil.rmtree(base, ignore_errors=True)

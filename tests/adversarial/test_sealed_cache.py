@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -20,6 +22,7 @@ from slugbuild.step_jail import SEAL_ENV, CacheSeal, sealing_mechanism
 
 from ..helpers import DJANGO_APP, copy_app, make_app, make_buildpack, seed_runtimes
 
+T = TypeVar("T")
 FILES = {
     ".python-version": "3.12\n",
     "requirements.txt": "six==1.17.0\n",
@@ -152,6 +155,19 @@ def test_with_the_seal_off_steps_run_as_before_and_the_log_says_so_once(
     assert "can write the shared cache" in line and "SLUGBUILD_SEAL_CACHE=0" in line
 
 
+def _between_builds_of(victim: Path, cache: Path, tmp_path: Path,
+                       attack: Callable[[], T], env: dict[str, str] | None = None) -> T:
+    """``attack`` run between two builds of ``victim`` on ``cache``: the victim's second
+    slug must be byte for byte its first."""
+    alone = compile_app(victim, tmp_path / "alone.tgz", cache_dir=cache, env=env,
+                        reporter=Reporter(quiet=True))
+    outcome = attack()
+    again = compile_app(victim, tmp_path / "again.tgz", cache_dir=cache, env=env,
+                        reporter=Reporter(quiet=True))
+    assert again.slug_path.read_bytes() == alone.slug_path.read_bytes()
+    return outcome
+
+
 def _attempts(log: list[str]) -> tuple[list[str], list[str]]:
     lines = [line.strip() for line in log]
     return ([line for line in lines if "SEAL-WROTE" in line],
@@ -163,18 +179,16 @@ def test_hooks_and_a_buildpack_cannot_change_another_apps_slug_through_the_cache
         tmp_path, runtime_seed):
     _sealed_here(tmp_path)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
-    victim = make_app(tmp_path / "victim", FILES)
-    alone = compile_app(victim, tmp_path / "alone.tgz", cache_dir=cache,
-                        reporter=Reporter(quiet=True))
-
     attacker = make_app(tmp_path / "attacker", {**FILES, "bin/pre_compile": HOOK,
                                                 "bin/post_compile": HOOK})
     for hook in ("pre_compile", "post_compile"):
         (attacker / "bin" / hook).chmod(0o755)
     buildpack = make_buildpack(tmp_path / "bp", BUILDPACK)
-    attacked = compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache,
-                           buildpacks=[str(buildpack), "python"],
-                           reporter=Reporter(quiet=True))
+    attacked = _between_builds_of(
+        make_app(tmp_path / "victim", FILES), cache, tmp_path,
+        lambda: compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache,
+                            buildpacks=[str(buildpack), "python"],
+                            reporter=Reporter(quiet=True)))
     wrote, denied = _attempts(attacked.log)
     assert wrote == []
     log = "\n".join(attacked.log)
@@ -190,35 +204,25 @@ def test_hooks_and_a_buildpack_cannot_change_another_apps_slug_through_the_cache
     assert not list(cache.glob("*/*/packed/part-planted*"))
     assert not list(cache.glob("buildpacks/*/another-app"))
 
-    again = compile_app(victim, tmp_path / "again.tgz", cache_dir=cache,
-                        reporter=Reporter(quiet=True))
-    assert again.slug_path.read_bytes() == alone.slug_path.read_bytes()
-
 
 @pytest.mark.slow
 def test_a_settings_module_under_collectstatic_cannot_write_the_cache(
         tmp_path, runtime_seed):
     _sealed_here(tmp_path)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
-    victim = copy_app(DJANGO_APP, tmp_path / "victim")
-    alone = compile_app(victim, tmp_path / "alone.tgz", cache_dir=cache,
-                        reporter=Reporter(quiet=True))
-
     attacker = copy_app(DJANGO_APP, tmp_path / "attacker")
     settings = attacker / "mysite" / "settings.py"
     once = "\nif 'collectstatic' in __import__('sys').argv:\n" + "".join(
         f"    {line}\n" for line in ATTACK.strip().splitlines())
     settings.write_text(settings.read_text() + once)
-    attacked = compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache,
-                           reporter=Reporter(quiet=True))
+    attacked = _between_builds_of(
+        copy_app(DJANGO_APP, tmp_path / "victim"), cache, tmp_path,
+        lambda: compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache,
+                            reporter=Reporter(quiet=True)))
     wrote, denied = _attempts(attacked.log)
     assert wrote == [] and len(denied) >= 6, attacked.log
     assert all("EROFS" in line for line in denied)
     assert not list(cache.glob("*/*/packed/part-planted*"))
-
-    again = compile_app(victim, tmp_path / "again.tgz", cache_dir=cache,
-                        reporter=Reporter(quiet=True))
-    assert again.slug_path.read_bytes() == alone.slug_path.read_bytes()
 
 
 @pytest.mark.slow
@@ -297,21 +301,19 @@ def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_see
     report = tmp_path / "report"
     with serve_directory(index) as base:
         config = {"PIP_INDEX_URL": f"{base}/simple/"}
-        victim = make_app(tmp_path / "victim", {**files, "requirements.txt": "plainpkg==1.0\n"})
-        alone = compile_app(victim, tmp_path / "alone.tgz", cache_dir=cache, env=config,
-                            reporter=Reporter(quiet=True))
         attacker = make_app(tmp_path / "attacker",
                             {**files, "requirements.txt": "plantpkg==1.0\n"})
-        compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache, reporter=Reporter(
-            quiet=True), env={**config, "SEAL_CACHE": str(cache), "SEAL_REPORT": str(report)})
-        lines = report.read_text().splitlines()
-        denied = [line for line in lines if line.startswith("DENIED EROFS ")]
-        wrote = [line for line in lines if line.startswith("WROTE")]
-        assert set(wrote) == {f"WROTE {cache}/uv/planted-ok"}  # the installers' caches
-        for words in ("/packed/part-planted.gz", "/layers/", "/runtimes/", "/history/",
-                      "/pyc/"):
-            assert any(words in line for line in denied), (words, lines)
-        assert len(denied) == len(lines) - len(wrote)
-        again = compile_app(victim, tmp_path / "again.tgz", cache_dir=cache, env=config,
-                            reporter=Reporter(quiet=True))
-    assert again.slug_path.read_bytes() == alone.slug_path.read_bytes()
+        _between_builds_of(
+            make_app(tmp_path / "victim", {**files, "requirements.txt": "plainpkg==1.0\n"}),
+            cache, tmp_path, lambda: compile_app(
+                attacker, tmp_path / "attacker.tgz", cache_dir=cache, reporter=Reporter(
+                    quiet=True), env={**config, "SEAL_CACHE": str(cache),
+                                      "SEAL_REPORT": str(report)}), env=config)
+    lines = report.read_text().splitlines()
+    denied = [line for line in lines if line.startswith("DENIED EROFS ")]
+    wrote = [line for line in lines if line.startswith("WROTE")]
+    assert set(wrote) == {f"WROTE {cache}/uv/planted-ok"}  # the installers' caches
+    for words in ("/packed/part-planted.gz", "/layers/", "/runtimes/", "/history/",
+                  "/pyc/"):
+        assert any(words in line for line in denied), (words, lines)
+    assert len(denied) == len(lines) - len(wrote)
