@@ -66,6 +66,7 @@ from .installers.requirements import has_editables, requirement_lines, requireme
 from .log import Reporter
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .step_jail import CacheSeal
 from .toml_compat import tomllib
 from .tree import walk_sorted
 
@@ -352,8 +353,10 @@ def find_or_install(
     copy: bool = False,
     exports: Mapping[str, str] | None = None,
     before_install: Callable[[], object] | None = None,
+    seal: CacheSeal | None = None,
 ) -> DependencyInstall:
     """The cached dependency layer for this app and runtime, installed if missing.
+    ``seal``: the build's seal of the cache, for the installer's runs (step_jail.py).
 
     ``python`` is an interpreter of the runtime whose manifest is ``runtime``.
     A fresh layer is installed into its own tree, unless ``into_prefix`` (the
@@ -425,6 +428,7 @@ def find_or_install(
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
                         runtime_baseline=prefix_snapshot, build_dir=app_dir,
+                        seal=seal,
                     )
                     previous = _previous_layer(cache, source_dir, planned.inputs, plan,
                                                python_name, into_prefix is None, reporter,

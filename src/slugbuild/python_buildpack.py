@@ -198,7 +198,8 @@ class PythonBuildpack:
             return None
         self.analyse(build, turn)
         assert self.analysis is not None
-        exports = {**turn.system_env, **exported_variables(turn.exports)}
+        exports = {**turn.system_env, **exported_variables(
+            turn.exports, build.seal.step("the export files"))}
         self.result = python_stages(build, self.analysis, exports)
         if turn.after:
             build.materialise()  # later buildpacks run the slug's Python
@@ -301,7 +302,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
 
         with timer.stage("pre_compile"):
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
-                     runtime.version, lock_file, exports)
+                     runtime.version, lock_file, exports,
+                     build.seal.step(f"bin/{PRE_COMPILE}"))
 
         with timer.stage("dependency_layer"):
             deps = dependency_stage.result()
