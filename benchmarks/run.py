@@ -30,25 +30,23 @@ buildpack ships). Results of every section go to stdout and benchmarks/results.j
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import side_by_side
 from app_changes import add_requirement, clean_env, extra_requirement_for
 from image_bench import bench_image  # benchmarks/ is on sys.path
+from loopback import loopback_registry
 
 import slugbuild
 from slugbuild.log import Reporter
@@ -101,7 +99,7 @@ def floors_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
     names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
     results["apps"] = {}
     keep.mkdir(parents=True, exist_ok=True)
-    with _loopback_registry(keep) as _REGISTRY:
+    with loopback_registry(keep) as _REGISTRY:
         for name in names:
             print(f"== {name} ({args.runs} runs)", flush=True)
             results["apps"][name] = bench_app(APPS / name, args.runs, keep / name)
@@ -229,33 +227,6 @@ def _build(app: Path, out: Path, cache: Path, registry: str | None = None):
 
 # docker://HOST:PORT of the loopback registry main() starts (None: not installed).
 _REGISTRY: str | None = None
-
-
-@contextlib.contextmanager
-def _loopback_registry(root: Path) -> Iterator[str | None]:
-    """A CNCF Distribution registry on 127.0.0.1 for the fresh-runner measure."""
-    if shutil.which("docker-registry") is None:
-        print("(docker-registry not installed: no fresh_registry measure)")
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = root / "registry.yml"
-    config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: "
-                      f"{{rootdirectory: {root / 'storage'}}}}}\nhttp: {{addr: "
-                      f"'127.0.0.1:{port}'}}\n")
-    server = subprocess.Popen(["docker-registry", "serve", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.1)
-        yield f"docker://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def _fresh_runner(app: Path, tmp_path: Path, cold, reference: str
