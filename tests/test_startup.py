@@ -78,3 +78,27 @@ def test_an_installed_version_is_read_from_dist_info_or_egg_info(tmp_path, monke
         assert dist_version.installed_version("zipped") is None
     finally:
         dist_version.installed_version.cache_clear()
+
+
+# What a warm compile (every layer, collectstatic's output and the import check kept)
+# must not load: each is needed only by a path it does not take (a cache registry or an
+# image, a new dependency layer, a release that is not plain YAML, a new SBOM).
+NOT_ON_A_WARM_COMPILE = ("yaml", "requests", "cyclonedx", "slugbuild.oci.image",
+                         "slugbuild.oci.registry", "slugbuild.oci.credentials",
+                         "slugbuild.incremental")
+
+
+def test_a_warm_compile_imports_none_of_what_it_does_not_use(django_build, cache_dir,
+                                                             tmp_path):
+    from .helpers import DJANGO_APP, copy_app
+
+    app = copy_app(DJANGO_APP, tmp_path / "app")
+    probe = ("import sys\nfrom slugbuild.__main__ import entry\n"
+             f"sys.argv[1:] = ['compile', {str(app)!r}, '-o', {str(tmp_path / 's.tgz')!r}, "
+             f"'--cache-dir', {str(cache_dir)!r}]\n"
+             "try:\n    entry()\nexcept SystemExit as done:\n    assert not done.code, done\n"
+             f"print(sorted(m for m in {NOT_ON_A_WARM_COMPILE!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Restoring dependencies from cache" in done.stderr  # it was a warm build
+    assert done.stdout.strip().splitlines()[-1] == "[]"
