@@ -268,9 +268,9 @@ class _Builder:
                 return self.peer.compile(app, self.last, self.cache,
                                          self.root / f"{kind}.log")
             self.last = self.root / f"{kind}.tgz"
-            seconds, self.stages[kind] = _slugbuild(app, self.last, self.cache,
-                                                    self.root / f"{kind}.log",
-                                                    self.slugbuild_src)
+            seconds, result = slugbuild_compile(app, self.last, self.cache,
+                                                self.root / f"{kind}.log", self.slugbuild_src)
+            self.stages[kind] = result.get("timings") or {}
             return seconds
         except (PeerFailed, BuildFailed) as error:
             self.failures.setdefault(f"{self.tool} {kind}", str(error))
@@ -295,11 +295,12 @@ class BuildFailed(Exception):
     """A slugbuild build failed (the message holds the log's tail)."""
 
 
-def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
-               src: Path | None) -> tuple[float, dict[str, float]]:
-    """Wall seconds of `slugbuild compile`, and its stage timings (from --json)."""
+def slugbuild_compile(app: Path, out: Path, cache: Path, log: Path, src: Path | None,
+                      extra: tuple[str, ...] = ()) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of `slugbuild compile` (with `extra` options), and its --json result
+    (stage timings, the cache registry's bytes, the slug's sha256)."""
     command = [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
-               "--cache-dir", str(cache), "--json"]
+               "--cache-dir", str(cache), "--json", *extra]
     env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     with log.open("wb") as sink:
         start = time.perf_counter()
@@ -310,10 +311,10 @@ def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
         tail = log.read_text(errors="replace").strip().splitlines()[-40:]
         raise BuildFailed(f"exit {done.returncode}; log {log}:\n  " + "\n  ".join(tail))
     try:
-        timings = json.loads(done.stdout).get("timings") or {}
-    except (ValueError, AttributeError):
-        timings = {}
-    return round(seconds, 3), timings
+        result = json.loads(done.stdout)
+    except ValueError:
+        result = {}
+    return round(seconds, 3), result if isinstance(result, dict) else {}
 
 
 def _at_once(pair: list[_Builder], kind: str, app: Path) -> list[float | None]:

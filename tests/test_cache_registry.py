@@ -46,7 +46,7 @@ from slugbuild.layer_artifact import (
     push_artifact,
 )
 from slugbuild.log import Reporter
-from slugbuild.oci.image import RegistryOptions
+from slugbuild.oci.options import RegistryOptions
 from slugbuild.platform_info import current as current_platform
 from slugbuild.records import layer_problems
 

@@ -49,7 +49,7 @@ from .layer_artifact import (
     part_only_wanted,
     push_artifact,
 )
-from .oci.image import RegistryOptions
+from .oci.options import RegistryOptions
 from .slug_size import human
 from .stage import CACHEDIR_TAG
 

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .cache import Cache, Layer
@@ -47,11 +47,11 @@ from .layer_artifact import (
     push_check,
 )
 from .log import Reporter
-from .oci.credentials import explicit_credentials, find_credentials
-from .oci.image import RegistryOptions
-from .oci.reference import parse_image_reference
-from .oci.registry import BlobLimit, RegistryClient
+from .oci.options import RegistryOptions
 from .slug_size import human
+
+if TYPE_CHECKING:
+    from .oci.registry import RegistryClient
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
 READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
@@ -95,6 +95,8 @@ class RegistryStore:
         self._client().push_blob(data, digest, len(data))
 
     def get_blob(self, digest: str, size: int) -> bytes:
+        from .oci.registry import BlobLimit
+
         with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
             target = Path(work) / "blob"
             try:
@@ -147,6 +149,11 @@ def registry_store(reference: str, registry: RegistryOptions | None = None,
     A reference that is not one (no ``docker://``, a tag or digest given) is
     ``cache-registry-invalid``; credentials that cannot be found are the
     registry's error (a build fails open on them)."""
+    # The registry code is imported only by a build that has a cache registry.
+    from .oci.credentials import find_credentials
+    from .oci.reference import parse_image_reference
+    from .oci.registry import RegistryClient
+
     if not reference.startswith("docker://"):
         raise errors.CACHE_REGISTRY_INVALID.error(
             reference=reference, reason="it does not start with docker://")
@@ -308,6 +315,8 @@ def from_settings(reference: str | None, readonly: bool | None, platform_key: st
     if reference is None:
         return None
     if registry is not None:
+        from .oci.credentials import explicit_credentials
+
         explicit_credentials(registry.user, registry.password)
     if readonly is None:
         readonly = readonly_from_env(os.environ.get(READONLY_ENV_VAR, ""))

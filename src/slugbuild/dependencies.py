@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from . import errors, incremental, records, relocate
+from . import errors, records, relocate
 from .cache import (
     FILE_INDEX,
     TREE,
@@ -72,6 +72,13 @@ from .tree import walk_sorted
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
+
+    from . import incremental
+else:
+    from .lazy_import import lazy_module
+
+    # Only a build that makes a new layer uses it (with the installers it loads).
+    incremental = lazy_module("slugbuild.incremental")
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).

@@ -34,7 +34,7 @@ from .context import BuildContext, StageTimer, open_cache, viewed_tree
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
-from .oci.image import RegistryOptions
+from .oci.options import RegistryOptions
 from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .. import errors
-from .credentials import Credentials, find_credentials
+from .options import RegistryOptions
 from .reference import DEFAULT_TAG, ImageReference, parse_registry_name
-from .registry import CONFIG_LIMIT, BlobLimit, RegistryClient, TransferStats
+from .registry import CONFIG_LIMIT, BlobLimit, TransferStats
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -150,22 +150,6 @@ class WriteResult:
 
 
 # --- writing -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach registries: explicit credentials, insecure hosts, timeout."""
-
-    user: str | None = None
-    password: str | None = None
-    insecure: bool = False
-    timeout: float = 30.0
-
-    def client(self, host: str, repository: str) -> RegistryClient:
-        credentials: Credentials | None = find_credentials(host, user=self.user,
-                                                           password=self.password)
-        return RegistryClient(host, repository, credentials=credentials,
-                              insecure=self.insecure, timeout=self.timeout)
-
-
 def write_image(image: Image, target: ImageReference, epoch: int,
                 registry: RegistryOptions | None = None) -> WriteResult:
     """Write ``image`` to ``target``; nothing half-written is left or reported as done."""
