@@ -363,12 +363,12 @@ def _add_runtime_parser(sub: Any) -> None:
         "publish", formatter_class=HelpFormatter, epilog=epilog("runtime"),
         help="build the runtime layer of a Python version as a build would and push it to "
              "a registry or write it to a directory",
-        description="Build the runtime layer of a Python version exactly as a build makes "
-                    "it (same sources, key and files) and publish it: to a registry "
-                    "repository, through the cache registry's client and credentials, or "
-                    "into an OCI layout directory. Builds given --python-registry (or "
-                    "SLUGBUILD_PYTHON_REGISTRY) pull it on a runtime layer miss instead of "
-                    "copying and relocating a prefix; their slugs are the same bytes. "
+        description="Build the runtime layer of a Python version exactly as a build makes it\n"
+                    "(same sources, key and files) and publish it: to a registry repository,\n"
+                    "through the cache registry's client and credentials, or into an OCI\n"
+                    "layout directory. Builds given --python-registry (or\n"
+                    "SLUGBUILD_PYTHON_REGISTRY) pull it on a runtime layer miss instead of\n"
+                    "copying and relocating a prefix; their slugs are the same bytes.\n"
                     "See docs/python-versions.md#published-runtimes.")
     publish.add_argument("target", metavar="docker://HOST[:PORT]/REPO|DIR",
                          help="a registry repository (no tag) or a directory (created)")
