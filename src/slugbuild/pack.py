@@ -47,7 +47,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -609,25 +609,33 @@ def _add_files(tar: _TarWriter, params: _PackParams, root: str, names: list[str]
         tar.add_encoded(header, path, size)
 
 
+class _Entry(NamedTuple):
+    """A tar entry to write: its header, and the path and size of a file's body."""
+
+    header: bytes
+    path: str | None  # None: no body (a symlink)
+    size: int
+
+
 def _entries(params: _PackParams, root: str, names: list[str], mount: str = ""
-             ) -> list[tuple[bytes, str | None, int]]:
+             ) -> list[_Entry]:
     """The tar header of each regular file and symlink of ``names`` (as ``_add_files``
     writes them), with the path and size of a file's body (None, 0: a symlink);
     other kinds of entry are left out."""
     prefix = f"{params.base}/{mount}/" if mount else f"{params.base}/"
-    entries: list[tuple[bytes, str | None, int]] = []
+    entries: list[_Entry] = []
     for rel in names:
         path = os.path.join(root, rel)
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             info = _info(prefix + rel, params.epoch, tarfile.SYMTYPE, 0o777)
             info.linkname = os.readlink(path)
-            entries.append((tar_header(info), None, 0))
+            entries.append(_Entry(tar_header(info), None, 0))
         elif stat.S_ISREG(st.st_mode):
             mode = 0o755 if st.st_mode & 0o111 else 0o644
             info = _info(prefix + rel, params.epoch, tarfile.REGTYPE, mode)
             info.size = st.st_size
-            entries.append((tar_header(info), path, st.st_size))
+            entries.append(_Entry(tar_header(info), path, st.st_size))
     return entries
 
 
@@ -778,10 +786,28 @@ def _compress_units(target: _Sink, params: _PackParams, root: str, names: list[s
     bytes; the raw tar size and, per unit, [label, raw size, raw SHA-256, compressed
     length] (what the part's record keeps for a layer built from this one)."""
     made: list[tuple[str, int, str]] = []
-    with _ParallelGzipWriter(target, params.level, _workers()) as gz:
-        for label, unit_names in layer_units(names):
-            entries = _entries(params, root, unit_names, mount)
-            reused = donor.members(label, entries) if donor is not None else None
+
+    def prepared(label: str, unit_names: list[str]) -> tuple[list[_Entry], _Reused | None]:
+        entries = _entries(params, root, unit_names, mount)
+        return entries, donor.members(label, entries) if donor is not None else None
+
+    units = iter(layer_units(names))
+    # The next units' headers (and donor checks: hashing, inflating) made on every core
+    # while this one is written; a few ahead, so the donor's members are not all held.
+    with ThreadPoolExecutor(max_workers=_workers()) as ahead_pool, \
+            _ParallelGzipWriter(target, params.level, _workers()) as gz:
+        ahead: collections.deque[tuple[str, Future[tuple[list[_Entry], _Reused | None]]]] = \
+            collections.deque()
+        while True:
+            while len(ahead) < 2 * _workers():
+                unit = next(units, None)
+                if unit is None:
+                    break
+                ahead.append((unit[0], ahead_pool.submit(prepared, *unit)))
+            if not ahead:
+                break
+            label, future = ahead.popleft()
+            entries, reused = future.result()
             if reused is not None:
                 members, raw_size, raw_sha256 = reused
                 gz.add_unit(members)
@@ -811,6 +837,14 @@ def record_donor(packed_dir: Path, donor_dir: Path, donor_key: str) -> None:
     (packed_dir / DONOR).write_text(json.dumps({"layer": donor_dir.name, "key": donor_key}))
 
 
+class _Reused(NamedTuple):
+    """A donor's checked members for a unit, and the unit's raw size and SHA-256."""
+
+    members: bytes
+    raw_size: int
+    raw_sha256: str
+
+
 @dataclass(frozen=True)
 class _DonorUnit:
     offset: int
@@ -830,8 +864,7 @@ class _Donor:
         self.units = units
         self.level = level
 
-    def members(self, label: str, entries: list[tuple[bytes, str | None, int]]
-                ) -> tuple[bytes, int, str] | None:
+    def members(self, label: str, entries: list[_Entry]) -> _Reused | None:
         """The donor's members for the unit ``label`` of these tar entries, with its raw
         size and SHA-256, if they are the ones compressing it would give; else None."""
         unit = self.units.get(label)
@@ -852,7 +885,7 @@ class _Donor:
             return None
         if not _clean_members(members, raw_size, raw_sha256, self.level):
             return None
-        return members, raw_size, raw_sha256
+        return _Reused(members, raw_size, raw_sha256)
 
 
 @contextlib.contextmanager
