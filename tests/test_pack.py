@@ -462,3 +462,12 @@ def test_a_donor_whose_members_were_tampered_with_gives_nothing(tmp_path, monkey
     prepare_layer_part(layer, mtime=1)
     assert sorted(reused) == sorted(label for label, *_ in units[:-1])  # the honest ones
     assert _kept(layer)[0] == honest
+
+    # A record whose units claim more bytes than the part holds (a read of 1 TiB).
+    units[-1][3] = 2 ** 40
+    gz.with_suffix(".json").write_text(json.dumps({"units": units}))
+    layer = _built_from(tmp_path, donor, _packages(), "d" * 24)[0]
+    reused.clear()
+    prepare_layer_part(layer, mtime=1)
+    assert reused == []
+    assert _kept(layer)[0] == honest

@@ -912,7 +912,11 @@ def _donor_of(layer: LayerPart, params: _PackParams) -> Iterator[_Donor | None]:
             units[label] = _DonorUnit(offset, length, raw_size, raw_sha256)
             offset += length
         fd = os.open(base.with_suffix(".gz"), os.O_RDONLY | os.O_NOFOLLOW)
+        if os.fstat(fd).st_size != offset:  # the units cover the part exactly: no unit
+            raise ValueError("the donor's units are not its part")  # reads past it
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        if fd is not None:
+            os.close(fd)
         yield None
         return
     try:
