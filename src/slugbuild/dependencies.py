@@ -49,6 +49,7 @@ from packaging.utils import canonicalize_name
 from . import errors, records, relocate
 from .cache import (
     FILE_INDEX,
+    PACKED_PARTS,
     TREE,
     Cache,
     Layer,
@@ -64,6 +65,7 @@ from .installers import Installer, InstallJob, InstallPlan, built_wheels, instal
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
+from .pack import record_donor
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
 from .step_jail import CacheSeal
@@ -870,8 +872,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
         onto_previous = into_prefix is None and previous is not None and \
             _install_onto_previous(dataclasses.replace(job, prefix=tree), installer, plan,
                                    tree, python_name, baseline, previous, written)
-        if onto_previous:
-            pass  # its host paths found too, the previous layer's files skipped
+        if onto_previous and previous is not None:
+            # Its host paths found too, the previous layer's files skipped; its slug
+            # part takes the previous one's compressed units for unchanged packages.
+            record_donor(tree.parent / PACKED_PARTS, previous.layer.path,
+                         previous.layer.manifest["key"])
         elif into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
