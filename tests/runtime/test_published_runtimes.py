@@ -100,6 +100,14 @@ def test_a_directory_holds_the_same_artifact_and_builds_the_same_slug(
     assert listed.returncode == 0, listed.stderr
     assert {"version": "3.12.1", "source": "published", "origin": str(directory),
             "status": "supported"} in json.loads(listed.stdout)["runtimes"]
+    # `slugbuild plan` keys the layer as the build will, and pulls nothing.
+    planned = run_cli("plan", APP, "--json", "--cache-dir", tmp_path / "cache",
+                      "--python-source", "local", "--python-registry", directory)
+    assert planned.returncode == 0, planned.stderr
+    [runtime_layer] = [layer for layer in json.loads(planned.stdout)["layers"]
+                       if layer["layer"] == "runtime"]
+    assert [runtime_layer["name"]] == _runtime_layers(runner_a[0])
+    assert runtime_layer["cached"] is False and _runtime_layers(tmp_path / "cache") == []
     out = tmp_path / "slug.tgz"
     built = run_cli("compile", APP, "-o", out, "--cache-dir", tmp_path / "cache",
                     "--python-source", "local", "--python-registry", directory, "--json")
