@@ -115,6 +115,17 @@ def test_a_directory_holds_the_same_artifact_and_builds_the_same_slug(
     assert json.loads(built.stdout)["sha256"] == runner_a[2]
     assert "Pulled the Python 3.12.1 runtime layer from the published runtimes" \
         in built.stderr, built.stderr
+    # The next build remembers what this one read: it does not read the directory
+    # (gone now) while its layer is in the cache.
+    directory.rename(directory.with_name("moved"))
+    try:
+        again = run_cli("compile", APP, "-o", out, "--cache-dir", tmp_path / "cache",
+                        "--python-source", "local", "--python-registry", directory)
+    finally:
+        directory.with_name("moved").rename(directory)
+    assert again.returncode == 0, again.stderr
+    assert f"Restoring Python 3.12.1 from cache (published in {directory})" in again.stderr
+    assert " !" not in again.stderr, again.stderr
 
 
 @pytest.mark.slow
