@@ -35,7 +35,7 @@ from typing import Any
 
 from .. import errors
 from ..cache import Cache, write_json_atomic
-from ..cache_registry import TRANSFER_ERRORS, registry_store
+from ..cache_registry import TRANSFER_ERRORS, registry_store, repository_of
 from ..layer_artifact import (
     ARTIFACT_FORMAT,
     CONFIG_TYPE,
@@ -114,10 +114,7 @@ class PublishedSource:
             .hexdigest()[:24] + ".json")
         self._memory = self._remembered()
         if self.downloads:  # a malformed reference fails now: a typo must not pass silently
-            try:
-                self._store = open_published_store(reference, registry)
-            except errors.RegistryError as exc:  # credentials that cannot be read
-                self.problem = str(exc)
+            repository_of(reference, errors.PYTHON_REGISTRY_INVALID)
 
     @property
     def index_origin(self) -> str | None:
@@ -130,9 +127,11 @@ class PublishedSource:
             raise SourceUnavailable("--offline: published runtimes are not read")
         if self.problem is not None:
             raise SourceUnavailable(self.problem)
-        if self._store is None:
+        if self._store is None:  # made when first needed: a warm build may never ask
             try:
                 self._store = open_published_store(self.reference, self._registry)
+            except errors.RegistryError as exc:  # credentials that cannot be read
+                raise self._failed(str(exc)) from exc
             except SourceUnavailable as exc:
                 self.problem = str(exc)
                 raise
@@ -219,6 +218,8 @@ class PublishedSource:
             return None
         except TRANSFER_ERRORS as exc:
             self.problem = f"it could not be read ({exc or type(exc).__name__})"
+            return None
+        except SourceUnavailable:  # opened only now (a remembered listing): ``problem`` says
             return None
         return settled
 
