@@ -13,6 +13,7 @@ source and nothing wrong is used.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +168,22 @@ def test_what_cannot_be_done_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(SlugbuildError) as raised:
         _build(tmp_path / "cache", tmp_path / "slug.tgz", "docker://127.0.0.1:5000/r:tag")
     assert raised.value.code == PYTHON_REGISTRY_INVALID.code
+
+
+@pytest.mark.slow
+def test_a_remembered_version_whose_store_is_gone_is_one_warning(
+        published, runner_a, tmp_path: Path) -> None:
+    """`plan` remembers the version and its key inputs; the directory then goes
+    before a build needs its layer: one warning, the local source, the same slug."""
+    directory = tmp_path / "runtimes"
+    shutil.copytree(published[2], directory)
+    cache = tmp_path / "cache"
+    planned = run_cli("plan", APP, "--cache-dir", cache, "--python-source", "local",
+                      "--python-registry", directory)
+    assert planned.returncode == 0, planned.stderr
+    assert list((cache / "runtime-index").glob("published-*.json"))
+    shutil.rmtree(directory)
+    sha, log, runtime = _build(cache, tmp_path / "slug.tgz", str(directory))
+    assert sha == runner_a[2] and runtime["source"] == "local"
+    [warning] = _warnings(log, "published")
+    assert f"{directory} is not a directory `slugbuild runtime publish` wrote" in warning
