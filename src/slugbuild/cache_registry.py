@@ -154,8 +154,24 @@ def registry_store(reference: str, registry: RegistryOptions | None = None,
     fails open on them)."""
     # The registry code is imported only by a build that has a cache registry.
     from .oci.credentials import find_credentials
-    from .oci.reference import parse_image_reference
     from .oci.registry import RegistryClient
+
+    host, repository = repository_of(reference, invalid)
+    registry = registry or RegistryOptions()
+    client = RegistryClient(host, repository,
+                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
+                            insecure=registry.insecure,
+                            credentials=find_credentials(host, user=registry.user,
+                                                         password=registry.password))
+    return RegistryStore(client)
+
+
+def repository_of(reference: str,
+                  invalid: errors.ErrorKind = errors.CACHE_REGISTRY_INVALID) -> tuple[str, str]:
+    """Host and repository of ``docker://HOST[:PORT]/REPO``, checked as ``registry_store``
+    checks it, without making a client (a build that may never ask the registry
+    checks the reference before any work and pays nothing else)."""
+    from .oci.reference import parse_image_reference
 
     if not reference.startswith("docker://"):
         raise invalid.error(reference=reference, reason="it does not start with docker://")
@@ -167,13 +183,7 @@ def registry_store(reference: str, registry: RegistryOptions | None = None,
             or parsed.repository is None:
         raise invalid.error(reference=reference,
                             reason="name a repository only: the tags are slugbuild's")
-    registry = registry or RegistryOptions()
-    client = RegistryClient(parsed.host, parsed.repository,
-                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
-                            insecure=registry.insecure,
-                            credentials=find_credentials(parsed.host, user=registry.user,
-                                                         password=registry.password))
-    return RegistryStore(client)
+    return parsed.host, parsed.repository
 
 
 @dataclass

@@ -13,6 +13,7 @@ source and nothing wrong is used.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,14 @@ def test_a_directory_holds_the_same_artifact_and_builds_the_same_slug(
     assert listed.returncode == 0, listed.stderr
     assert {"version": "3.12.1", "source": "published", "origin": str(directory),
             "status": "supported"} in json.loads(listed.stdout)["runtimes"]
+    # `slugbuild plan` keys the layer as the build will, and pulls nothing.
+    planned = run_cli("plan", APP, "--json", "--cache-dir", tmp_path / "cache",
+                      "--python-source", "local", "--python-registry", directory)
+    assert planned.returncode == 0, planned.stderr
+    [runtime_layer] = [layer for layer in json.loads(planned.stdout)["layers"]
+                       if layer["layer"] == "runtime"]
+    assert [runtime_layer["name"]] == _runtime_layers(runner_a[0])
+    assert runtime_layer["cached"] is False and _runtime_layers(tmp_path / "cache") == []
     out = tmp_path / "slug.tgz"
     built = run_cli("compile", APP, "-o", out, "--cache-dir", tmp_path / "cache",
                     "--python-source", "local", "--python-registry", directory, "--json")
@@ -107,6 +116,17 @@ def test_a_directory_holds_the_same_artifact_and_builds_the_same_slug(
     assert json.loads(built.stdout)["sha256"] == runner_a[2]
     assert "Pulled the Python 3.12.1 runtime layer from the published runtimes" \
         in built.stderr, built.stderr
+    # The next build remembers what this one read: it does not read the directory
+    # (gone now) while its layer is in the cache.
+    directory.rename(directory.with_name("moved"))
+    try:
+        again = run_cli("compile", APP, "-o", out, "--cache-dir", tmp_path / "cache",
+                        "--python-source", "local", "--python-registry", directory)
+    finally:
+        directory.with_name("moved").rename(directory)
+    assert again.returncode == 0, again.stderr
+    assert f"Restoring Python 3.12.1 from cache (published in {directory})" in again.stderr
+    assert " !" not in again.stderr, again.stderr
 
 
 @pytest.mark.slow
@@ -148,3 +168,22 @@ def test_what_cannot_be_done_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(SlugbuildError) as raised:
         _build(tmp_path / "cache", tmp_path / "slug.tgz", "docker://127.0.0.1:5000/r:tag")
     assert raised.value.code == PYTHON_REGISTRY_INVALID.code
+
+
+@pytest.mark.slow
+def test_a_remembered_version_whose_store_is_gone_is_one_warning(
+        published, runner_a, tmp_path: Path) -> None:
+    """`plan` remembers the version and its key inputs; the directory then goes
+    before a build needs its layer: one warning, the local source, the same slug."""
+    directory = tmp_path / "runtimes"
+    shutil.copytree(published[2], directory)
+    cache = tmp_path / "cache"
+    planned = run_cli("plan", APP, "--cache-dir", cache, "--python-source", "local",
+                      "--python-registry", directory)
+    assert planned.returncode == 0, planned.stderr
+    assert list((cache / "runtime-index").glob("published-*.json"))
+    shutil.rmtree(directory)
+    sha, log, runtime = _build(cache, tmp_path / "slug.tgz", str(directory))
+    assert sha == runner_a[2] and runtime["source"] == "local"
+    [warning] = _warnings(log, "published")
+    assert f"{directory} is not a directory `slugbuild runtime publish` wrote" in warning

@@ -15,19 +15,27 @@ slug. On a local miss the layer is pulled and verified as a cache-registry pull
 is (``fetch_artifact``, ``materialise``). A registry that cannot be read, or an
 entry that is missing or wrong, gives one warning and the build takes its
 runtime from the other sources (fail open).
+
+What a build read (the versions, and each version's key inputs as its checked
+config gave them) is remembered in ``CACHE/runtime-index/`` for
+``FRESH_SECONDS``: the builds after it do not ask the registry at all while the
+layer is in the local cache (a warm build stays as quick as without the option);
+a version published again is seen once that answer is older.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..cache import Cache
-from ..cache_registry import TRANSFER_ERRORS, registry_store
+from ..cache import Cache, write_json_atomic
+from ..cache_registry import TRANSFER_ERRORS, registry_store, repository_of
 from ..layer_artifact import (
     ARTIFACT_FORMAT,
     CONFIG_TYPE,
@@ -46,6 +54,7 @@ from ..log import Reporter
 from ..oci.options import RegistryOptions
 from ..platform_info import Platform
 from ..slug_size import human
+from .download import INDEX_DIR
 from .layer import cached_runtime_layer, runtime_key
 from .sources import LocalRuntime, RuntimeOffer, SourceUnavailable
 
@@ -57,6 +66,9 @@ VERSION_KIND = "python"
 # Key inputs every runtime layer has; the rest is the identity of the source that made it.
 _COMMON_INPUTS = ("implementation", "version", "platform", "layer_format")
 _PUBLISHED_VERSION = re.compile(r"^3\.\d{1,3}\.\d{1,3}$")
+# How long a registry's answer (versions, key inputs) is used without asking again.
+FRESH_SECONDS = 600
+_MEMORY_FORMAT = 1
 
 
 def version_tag(space: str, version: str) -> str:
@@ -84,7 +96,8 @@ class PublishedSource:
     name = PUBLISHED
 
     def __init__(self, reference: str, platform: Platform, offline: bool = False,
-                 registry: RegistryOptions | None = None) -> None:
+                 registry: RegistryOptions | None = None, cache: Cache | None = None
+                 ) -> None:
         self.reference = reference
         self.platform = platform
         self.space = namespace(platform.key)
@@ -95,24 +108,30 @@ class PublishedSource:
         self._listed = False
         # Why it was not used (the one warning, ``passed_over``), once it failed.
         self.problem: str | None = None
+        # The remembered answer (module docstring), None without a cache.
+        self._memory_path = None if cache is None else cache.root / INDEX_DIR / (
+            "published-" + hashlib.sha256(f"{reference}|{self.space}".encode())
+            .hexdigest()[:24] + ".json")
+        self._memory = self._remembered()
         if self.downloads:  # a malformed reference fails now: a typo must not pass silently
-            try:
-                self._store = open_published_store(reference, registry)
-            except errors.RegistryError as exc:  # credentials that cannot be read
-                self.problem = str(exc)
+            repository_of(reference, errors.PYTHON_REGISTRY_INVALID)
 
     @property
     def index_origin(self) -> str | None:
-        return self.reference if self._listed else None
+        if self._listed:
+            return self.reference
+        return f"{self.reference} (as read lately)" if self._memory is not None else None
 
     def _opened(self) -> Store:
         if self.offline:
             raise SourceUnavailable("--offline: published runtimes are not read")
         if self.problem is not None:
             raise SourceUnavailable(self.problem)
-        if self._store is None:
+        if self._store is None:  # made when first needed: a warm build may never ask
             try:
                 self._store = open_published_store(self.reference, self._registry)
+            except errors.RegistryError as exc:  # credentials that cannot be read
+                raise self._failed(str(exc)) from exc
             except SourceUnavailable as exc:
                 self.problem = str(exc)
                 raise
@@ -122,7 +141,47 @@ class PublishedSource:
         self.problem = reason
         return SourceUnavailable(reason)
 
+    def _remembered(self) -> dict[str, Any] | None:
+        """The fresh remembered answer, None when there is none (or it is malformed)."""
+        if self._memory_path is None:
+            return None
+        try:
+            memory = json.loads(self._memory_path.read_text())
+            fresh = 0 <= time.time() - float(memory["fetched"]) < FRESH_SECONDS
+            versions, entries = memory["versions"], memory["entries"]
+            well_formed = memory["format"] == _MEMORY_FORMAT \
+                and isinstance(versions, list) and isinstance(entries, dict) \
+                and all(isinstance(v, str) and _PUBLISHED_VERSION.match(v) for v in versions) \
+                and all(isinstance(e, dict) and isinstance(e.get("identity"), dict)
+                        for e in entries.values())
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+        return memory if fresh and well_formed else None
+
+    def _remember(self, version: str | None = None, entry: dict[str, Any] | None = None
+                  ) -> None:
+        """Keep the answer read (best effort: a cache that cannot be written is no loss)."""
+        if self._memory_path is None or self._memory is None:
+            return
+        if version is not None and entry is not None:
+            self._memory["entries"][version] = entry
+        try:
+            self._memory_path.parent.mkdir(exist_ok=True)
+            write_json_atomic(self._memory_path, self._memory)
+        except OSError:
+            pass
+
     def available(self) -> list[RuntimeOffer]:
+        if self._memory is not None and not self.offline:
+            versions = list(self._memory["versions"])
+        else:
+            versions = self._listing()
+        return [RuntimeOffer(version=version, source=self, origin=self.reference,
+                             identity={}, metadata={"origin": self.reference})
+                for version in versions]
+
+    def _listing(self) -> list[str]:
+        """The versions the store's tags name (remembered, with no key inputs yet)."""
         store = self._opened()
         try:
             tags = store.tags()
@@ -132,9 +191,10 @@ class PublishedSource:
         prefix = version_tag(self.space, "")
         versions = sorted({tag[len(prefix):] for tag in tags if tag.startswith(prefix)
                            and _PUBLISHED_VERSION.match(tag[len(prefix):])})
-        return [RuntimeOffer(version=version, source=self, origin=self.reference,
-                             identity={}, metadata={"origin": self.reference})
-                for version in versions]
+        self._memory = {"format": _MEMORY_FORMAT, "fetched": time.time(),
+                        "versions": versions, "entries": {}}
+        self._remember()
+        return versions
 
     def find_exact(self, version: str) -> RuntimeOffer | None:
         return None  # its listing is every version it has
@@ -159,10 +219,19 @@ class PublishedSource:
         except TRANSFER_ERRORS as exc:
             self.problem = f"it could not be read ({exc or type(exc).__name__})"
             return None
+        except SourceUnavailable:  # opened only now (a remembered listing): ``problem`` says
+            return None
         return settled
 
     def _keyed(self, offer: RuntimeOffer) -> RuntimeOffer:
-        """The offer with the identity its published artifact's config records."""
+        """The offer with the identity its published artifact's config records (or, as
+        a build read it lately, remembered)."""
+        entry = (self._memory or {}).get("entries", {}).get(offer.version)
+        if entry is not None:
+            settled = self._with_identity(offer, entry["identity"])
+            if list(runtime_key(settled, self.platform)[:2]) == [entry.get("name"),
+                                                                  entry.get("key")]:
+                return settled
         store = self._opened()
         raw = store.get_manifest(version_tag(self.space, offer.version))
         if raw is None:
@@ -182,24 +251,30 @@ class PublishedSource:
                       self.platform.key):
             raise ArtifactInvalid("it is the runtime of another version, platform or format")
         identity = {k: v for k, v in inputs.items() if k not in _COMMON_INPUTS}
+        settled = self._with_identity(offer, identity)
+        name, key, _ = runtime_key(settled, self.platform)
+        if (name, key) != (config.get("name"), config.get("key")):
+            raise ArtifactInvalid("its layer is keyed differently here (published by a "
+                                  "slugbuild that makes runtime layers another way)")
+        self._remember(offer.version, {"name": name, "key": key, "identity": identity})
+        return settled
+
+    def _with_identity(self, offer: RuntimeOffer, identity: dict[str, Any]) -> RuntimeOffer:
         made_by = identity.get("source", "download")
-        settled = dataclasses.replace(
+        return dataclasses.replace(
             offer, identity=identity,
             origin=f"{self.reference} (published; made from {made_by})",
             metadata={"origin": self.reference, "published_from": str(made_by),
                       **({"archive_sha256": identity["archive_sha256"]}
                          if "archive_sha256" in identity else {})})
-        name, key, _ = runtime_key(settled, self.platform)
-        if (name, key) != (config.get("name"), config.get("key")):
-            raise ArtifactInvalid("its layer is keyed differently here (published by a "
-                                  "slugbuild that makes runtime layers another way)")
-        return settled
 
     def _pull(self, offer: RuntimeOffer, cache: Cache, reporter: Reporter) -> bool:
-        """The offer's layer in ``cache``: found there, else pulled and verified."""
-        if cached_runtime_layer(cache, offer, self.platform, reporter, lazy=True):
-            return True
+        """The offer's layer in ``cache``: found there, else pulled and verified. (A
+        layer found is verified when the build uses it; damaged, it is discarded and
+        pulled again then: ``ensure_runtime_layer``.)"""
         name, key, _ = runtime_key(offer, self.platform)
+        if cache.lookup("runtimes", name, key, lazy=True) is not None:
+            return True
         transfer = Transfer()
         with cache.lock("runtimes", name):
             if cached_runtime_layer(cache, offer, self.platform, reporter, lazy=True):

@@ -124,7 +124,7 @@ def _published_source(options: RuntimeOptions, cache: Cache, platform: Platform
             reference="--python-source published",
             reason="no --python-registry (or SLUGBUILD_PYTHON_REGISTRY) names where")
     return PublishedSource(options.python_registry, platform, options.offline,
-                           options.registry)
+                           options.registry, cache)
 
 
 SourceFactory = Callable[[RuntimeOptions, Cache, Platform], RuntimeSource]
