@@ -33,6 +33,7 @@ buildpack ships). Results of every section go to stdout and benchmarks/results.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -81,6 +82,10 @@ def main() -> int:
     parser.add_argument("--slugbuild-src", type=Path,
                         help="side by side and fresh: build with this src/ (another "
                         "branch's export) instead of the installed slugbuild")
+    parser.add_argument("--published-runtime", action="store_true",
+                        help="side by side: publish each shape's Python to a loopback "
+                        "registry first (slugbuild runtime publish) and build with "
+                        "--python-registry (cold builds pull the runtime layer)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
     # A stopped bench still stops its servers and puts /app back (heroku_peer.py).
@@ -141,9 +146,15 @@ def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) ->
     # (heroku_peer.py), on the same file system, so it hard-links as on Heroku.
     outside = "/var/tmp" if keep.resolve().is_relative_to("/tmp") and \
         os.path.isdir("/var/tmp") else None
-    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-", dir=outside) as work:
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-", dir=outside) as work, \
+            loopback_registry(Path(work)) if args.published_runtime \
+            else contextlib.nullcontext() as registry:
+        published = f"{registry}/published-runtimes" if registry else None
+        if args.published_runtime and published is None:
+            print("(no loopback registry: built without a published runtime)", flush=True)
         results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer,
-                                                   Path(work), progress, args.slugbuild_src)
+                                                   Path(work), progress, args.slugbuild_src,
+                                                   published)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 

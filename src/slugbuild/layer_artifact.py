@@ -195,11 +195,12 @@ class KeptPart:
     raw_size: int
 
 
-def kept_part(layer: Layer) -> KeptPart | None:
-    """The layer's most recent kept part whose bytes match their record, else None."""
+def kept_part(layer: Layer, name: str | None = None) -> KeptPart | None:
+    """The layer's most recent kept part (``name``: that one) whose bytes match their
+    record, else None."""
     try:
-        records = sorted(layer.packed_parts.glob("*.json"), key=lambda p: p.stat().st_mtime_ns,
-                         reverse=True)
+        records = sorted(layer.packed_parts.glob(f"{name or '*'}.json"),
+                         key=lambda p: p.stat().st_mtime_ns, reverse=True)
     except OSError:
         return None
     for record_path in records:
@@ -257,8 +258,9 @@ class Artifact:
         return [self.config, self.part, self.index]
 
 
-def make_artifact(layer: Layer, space: str) -> Artifact | None:
+def make_artifact(layer: Layer, space: str, part_name: str | None = None) -> Artifact | None:
     """The artifact for a published layer, or None when it has no intact kept part
+    (``part_name``: that kept part, as ``runtime publish`` names the default slug's)
     or its files.json is unreadable (nothing is shared then)."""
     manifest = layer.manifest
     kind, key = manifest.get("kind"), manifest.get("key")
@@ -275,7 +277,8 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         index_blob = _canonical(record["index"])
     else:
         index = read_index(layer.path / FILE_INDEX)
-        part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
+        part = tree_part(layer, index) if kind in TREE_PART_KINDS else \
+            kept_part(layer, part_name)
         if part is None or index is None:
             return None
         try:

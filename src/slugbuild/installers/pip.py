@@ -32,13 +32,14 @@ from packaging.version import Version
 
 from .. import errors, indexes
 from ..dist_version import installed_header, installed_version
-from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from ..proc import ToolFailed, clean_env, exported_config
 from . import InstallJob, InstallPlan, RequirementsBackend, built_wheels
 from .common import (
     DEFAULT_INDEX_URL,
     build_env,
     install_failed,
     local_package_failed,
+    run_install_tool,
     trusted_ca_bundle,
     warn_extra_indexes,
 )
@@ -173,8 +174,8 @@ class PipBackend:
         warn_extra_indexes(job, settings, "pip")
         with _prefix_environment(job) as python:
             try:
-                built_wheels.note_builds(job.scratch, run_tool(
-                    self.command(job, python), job.reporter,
+                built_wheels.note_builds(job.scratch, run_install_tool(
+                    job, self.command(job, python),
                     pip_env(job.config_vars, job=job), cwd=job.app_dir))
             except ToolFailed as failed:
                 local = local_requirements(job.app_dir, job.lock_file)
@@ -187,7 +188,8 @@ class PipBackend:
             argv = self.command(job, python)
             argv = [*argv[:argv.index("-r")], "--no-deps", *requirements]
             try:
-                run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir)
+                run_install_tool(job, argv, pip_env(job.config_vars, job=job),
+                                 cwd=job.app_dir)
             except ToolFailed as failed:
                 raise install_failed(job, ["pip", "install", *requirements], failed) from failed
 
@@ -294,8 +296,8 @@ def local_package_failure(job: InstallJob, local: list[str]) -> errors.Slugbuild
                 "off", "--cache-dir", str(pip_cache_dir(job)),
                 "--wheel-dir", str(job.scratch / "local-wheels"), requirement]
         try:
-            run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir,
-                     show=False)
+            run_install_tool(job, argv, pip_env(job.config_vars, job=job),
+                             cwd=job.app_dir, show=False)
         except ToolFailed as failed:
             return local_package_failed(job, requirement, ["pip", "wheel", "--no-deps",
                                                            requirement], failed)
@@ -316,5 +318,4 @@ def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str])
 
 def pip_cache_dir(job: InstallJob) -> Path:
     """pip's cache for ``job``: shared, but for the wheels it builds (built_wheels.py)."""
-    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.config_vars,
-                                      job.exports)
+    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.env_sha256)

@@ -25,13 +25,16 @@ from .. import errors
 from . import image as oci
 from .options import RegistryOptions
 from .reference import ImageReference
-from .registry import TransferStats
+from .registry import BlobLimit, TransferStats
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 SBOM_TITLE = "slug.cdx.json"
 TITLE = "org.opencontainers.image.title"
+# An SBOM pulled by the digest a label names (no descriptor declares its size): a slug's
+# is well under a MiB, and a larger one is no SBOM slugbuild wrote.
+SBOM_LIMIT = BlobLimit(64 * 1024 * 1024, "an SBOM")
 
 
 @dataclass
@@ -163,5 +166,5 @@ def read_sbom(source: ImageReference, digest: str, blob_dir: Path,
         if not client.has_blob(digest):
             return None
         kept = blob_dir / digest.split(":", 1)[-1]
-        client.pull_blob(digest, kept)
+        client.pull_blob(digest, kept, limit=SBOM_LIMIT)
     return kept.read_bytes()
