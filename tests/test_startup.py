@@ -101,10 +101,11 @@ def test_an_installed_version_is_read_from_dist_info_or_egg_info(tmp_path, monke
 
 # What a warm compile (every layer, collectstatic's output and the import check kept)
 # must not load: each is needed only by a path it does not take (a cache registry or an
-# image, a new dependency layer, a release that is not plain YAML, a new SBOM).
+# image, a new dependency layer, a release that is not plain YAML, a new SBOM, a
+# requirement with a marker).
 NOT_ON_A_WARM_COMPILE = ("yaml", "requests", "cyclonedx", "slugbuild.oci.image",
                          "slugbuild.oci.registry", "slugbuild.oci.credentials",
-                         "slugbuild.incremental", "importlib.metadata")
+                         "slugbuild.incremental", "importlib.metadata", "packaging.markers")
 
 
 def test_a_warm_compile_imports_none_of_what_it_does_not_use(django_build, cache_dir,

@@ -1149,14 +1149,18 @@ def check_declared_installed(job: InstallJob, installed: list[str],
 def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
                           ) -> dict[str, str]:
     """Canonical name -> line of each requirement of a requirements file (and its
-    ``-r`` includes) whose marker excludes ``python_version``."""
-    environment = marker_environment(python_version)
+    ``-r`` includes) whose marker excludes ``python_version``.
+
+    A marker follows a ``;`` (PEP 508): a line without one is not parsed, so an app
+    without markers (most) loads no requirement or marker parser on a warm build."""
+    environment: dict[str, str] | None = None
     found: dict[str, str] = {}
     for line in requirement_lines(app_dir, lock_file):
-        parsed = _parse_requirement(line)
-        if parsed and parsed[0].marker is not None \
-                and not parsed[0].marker.evaluate(environment):
-            found[canonicalize_name(parsed[0].name)] = line
+        parsed = _parse_requirement(line) if ";" in line else None
+        if parsed and parsed[0].marker is not None:
+            environment = environment or marker_environment(python_version)
+            if not parsed[0].marker.evaluate(environment):
+                found[canonicalize_name(parsed[0].name)] = line
     return found
 
 
