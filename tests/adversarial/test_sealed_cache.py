@@ -152,7 +152,7 @@ def test_with_the_seal_off_steps_run_as_before_and_the_log_says_so_once(
             lambda command: run_tool(command, reporter, dict(os.environ)))
     assert (seal.root / "layers" / "k" / "written").is_file()  # unsealed, as before
     (line,) = warnings
-    assert "can write the shared cache" in line and "SLUGBUILD_SEAL_CACHE=0" in line
+    assert "can write the shared cache" in line and "SLUGBUILD_SEAL_CACHE" in line
 
 
 def _between_builds_of(victim: Path, cache: Path, tmp_path: Path,
@@ -238,7 +238,7 @@ def test_a_build_with_the_seal_off_says_once_that_steps_can_write_the_cache(
                          reporter=Reporter(quiet=True))
     log = "\n".join(result.log)
     assert log.count("can write the shared cache") == 1, log
-    assert "SLUGBUILD_SEAL_CACHE=0" in log
+    assert "SLUGBUILD_SEAL_CACHE turned it off" in log
     wrote, _ = _attempts(result.log)
     assert wrote  # unsealed: the hook's writes went through, as before the seal
 
