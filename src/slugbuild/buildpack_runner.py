@@ -29,6 +29,7 @@ from .buildpack_lists import (
 from .context import BuildContext, BuildpackRun, BuildpackTurn
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
+from .process_cookie import COOKIE_VARIABLE
 from .redact import redact_url
 from .release import ReleaseInfo, parse_release_yaml
 from .step_jail import CacheSeal, StepRunner, Unsealed
@@ -217,7 +218,10 @@ def exported_variables(exports: list[Path], runner: StepRunner | None = None
         return {}
     after = dict(item.split("=", 1) for item in
                  result.stdout.decode(errors="replace").split("\0") if "=" in item)
-    return {k: v for k, v in after.items() if base.get(k) != v and k not in ("_", "SHLVL", "PWD")}
+    # The cookie is the sourcing shell's own (run_captured sets a new one each run): no
+    # export, and in the exports it made every build's environment hash a new one.
+    return {k: v for k, v in after.items() if base.get(k) != v
+            and k not in ("_", "SHLVL", "PWD", COOKIE_VARIABLE)}
 
 
 def _sourcing(exports: list[Path], argv: Sequence[str | Path]) -> list[str]:

@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from . import errors, incremental, records, relocate
+from . import errors, records, relocate
 from .cache import (
     FILE_INDEX,
+    PACKED_PARTS,
     TREE,
     Cache,
     Layer,
@@ -64,6 +65,7 @@ from .installers import Installer, InstallJob, InstallPlan, built_wheels, instal
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
+from .pack import record_donor
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
 from .step_jail import CacheSeal
@@ -72,6 +74,13 @@ from .tree import walk_sorted
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
+
+    from . import incremental
+else:
+    from .lazy_import import lazy_module
+
+    # Only a build that makes a new layer uses it (with the installers it loads).
+    incremental = lazy_module("slugbuild.incremental")
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
@@ -391,7 +400,7 @@ def find_or_install(
     plan, files, baseline = planned.plan, list(planned.files), planned.baseline
     key, inputs, name = planned.key, planned.inputs, planned.name
     python_version = runtime["inputs"]["version"]
-    env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {})
+    env_sha256 = built_wheels.build_env_sha256(config_vars, exports or {}, app_dir)
     layer, name, key, inputs = _reusable_layer(cache, name, key, inputs, env_sha256, reporter)
 
     def outcome(layer: Layer, from_cache: bool, own_tree: Path | None = None
@@ -427,7 +436,7 @@ def find_or_install(
                         source_dir=source_dir,
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
-                        runtime_baseline=prefix_snapshot,
+                        runtime_baseline=prefix_snapshot, build_dir=app_dir,
                         seal=seal,
                     )
                     previous = _previous_layer(cache, source_dir, planned.inputs, plan,
@@ -437,8 +446,7 @@ def find_or_install(
                                                      name, inputs, into_prefix, baseline, copy,
                                                      previous, env_sha256)
                 finally:
-                    built_wheels.adopt_job_caches(cache.root, scratch, config_vars,
-                                                  exports or {})
+                    built_wheels.adopt_job_caches(cache.root, scratch, env_sha256)
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, planned.inputs)
                 return outcome(layer, False, own_tree)
@@ -784,7 +792,7 @@ class Prefetch:
         except (OSError, errors.SlugbuildError):
             process = None
         return None if process is None else cls(process, scratch, functools.partial(
-            built_wheels.adopt_job_caches, cache.root, scratch, config_vars, exports or {}))
+            built_wheels.adopt_job_caches, cache.root, scratch, job.env_sha256))
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
@@ -866,8 +874,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
         onto_previous = into_prefix is None and previous is not None and \
             _install_onto_previous(dataclasses.replace(job, prefix=tree), installer, plan,
                                    tree, python_name, baseline, previous, written)
-        if onto_previous:
-            pass  # its host paths found too, the previous layer's files skipped
+        if onto_previous and previous is not None:
+            # Its host paths found too, the previous layer's files skipped; its slug
+            # part takes the previous one's compressed units for unchanged packages.
+            record_donor(tree.parent / PACKED_PARTS, previous.layer.path,
+                         previous.layer.manifest["key"])
         elif into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
@@ -885,8 +896,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             _link_added(into_prefix, before - listed, tree, copy)
         if not onto_previous:
             write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+        # Built from source, or installed by processes an export takes over: the layer
+        # holds this environment's output and records it (installers/built_wheels.py).
         if env_sha256 is not None and (
-                built_wheels.BUILD_ENV_INPUT in inputs
+                built_wheels.steers_processes(job.exports)
+                or built_wheels.BUILD_ENV_INPUT in inputs
                 or (onto_previous and previous is not None
                     and built_wheels.BUILD_ENV_INPUT in previous.layer.manifest["inputs"])
                 or built_wheels.from_source(job.scratch,
@@ -965,11 +979,13 @@ def settle_install(job: InstallJob, home: Path, python_name: str,
         # left as built: the host-path check reports what remains
     relocate.refresh_records(site_packages, rewritten)
     try:
+        # Without the earlier buildpacks' exports: the compile is slugbuild's own step,
+        # its pycs shared through the store, and an exported LD_PRELOAD, LD_LIBRARY_PATH
+        # or PATH would run a buildpack's code inside it.
         relocate.compile_bytecode(
             job.python, site_packages,
             f"{relocate.SLUG_PYTHON_HOME}/lib/{python_name}/site-packages",
-            clean_env(exports=job.exports), store=pyc_store(job, python_name),
-            only=compile_only,
+            clean_env(), store=pyc_store(job, python_name), only=compile_only,
         )
     except subprocess.CalledProcessError:
         pass  # A package shipping a file with bad syntax must not fail the build.

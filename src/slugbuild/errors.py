@@ -624,6 +624,44 @@ PYTHON_SOURCE_UNKNOWN = ErrorKind(
     area=PythonRuntimeError,
 )
 
+PYTHON_REGISTRY_INVALID = ErrorKind(
+    "python-registry-invalid",
+    "The published runtimes cannot be used",
+    "{reference}: {reason}",
+    "Give --python-registry (or SLUGBUILD_PYTHON_REGISTRY) as docker://HOST[:PORT]/REPO, "
+    "or the directory `slugbuild runtime publish DIR` wrote.",
+    area=PythonRuntimeError,
+)
+RUNTIME_PUBLISH_FAILED = ErrorKind(
+    "runtime-publish-failed",
+    "The Python runtime could not be published",
+    "",
+    "See docs/python-versions.md#published-runtimes.",
+    area=PythonRuntimeError,
+    variants={
+        "target-invalid": Variant(
+            "{target}: {reason}",
+            "Publish to docker://HOST[:PORT]/REPO (a repository: the tags are slugbuild's) "
+            "or to a directory."),
+        "unwritable": Variant(
+            "{target} cannot be written: {reason}",
+            "Publish to a directory this user can create and write."),
+        "store-invalid": Variant(
+            "{target} holds an entry that does not match its digests: {reason}",
+            "Publish into an empty directory (or repository); builds refuse such an "
+            "entry and take their runtime from the other sources."),
+        "store-failed": Variant(
+            "{target} could not be read or written: {reason}",
+            "Check the address, the credentials (--registry-user, REGISTRY_AUTH_FILE, "
+            "docker login) and that the registry is up, then publish again; builds keep "
+            "using what was published before."),
+        "no-part": Variant(
+            "the slug part of the Python {version} runtime layer could not be kept in the "
+            "cache {cache} (read-only, or full)",
+            "Publish with a cache directory this user can write (--cache-dir)."),
+    },
+)
+
 # --- runtime layer ---------------------------------------------------------------
 RUNTIME_RELOCATION_FAILED = ErrorKind(
     "runtime-relocation-failed",
@@ -1868,6 +1906,11 @@ REGISTRY_PROTOCOL = ErrorKind(
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
         "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
                                     "list, a token or an error is far smaller)."),
+        "blob-too-large": Variant(
+            "{method} {url} {how} more than {limit} bytes for {what}, the most slugbuild "
+            "takes for one.",
+            "Nothing of it was kept. Check that the image or cache entry is the one meant "
+            "(the registry may be hostile or broken).{remedy}"),
     },
 )
 REGISTRY_DIGEST_MISMATCH = ErrorKind(

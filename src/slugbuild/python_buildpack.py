@@ -50,6 +50,7 @@ from .runtime import (
     ensure_runtime_layer,
 )
 from .runtime.layer import pull_runtime_layer
+from .runtime.published import PUBLISHED
 from .stage import check_not_ignored
 from .static_reuse import StaticReuse
 from .versions import PythonRequest
@@ -365,9 +366,11 @@ def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
     is announced when it starts: a runtime made now takes a while."""
     if cached is None:  # the cache registry's, if it has it (cache_registry.py)
         cached = pull_runtime_layer(build.cache, runtime, build.platform, build.reporter)
-    build.reporter.step(f"Restoring Python {runtime.version} from cache" if cached is not None
-                        else f"Installing Python {runtime.version} "
-                             f"(from {runtime.short_origin})")
+    published = f" (published in {runtime.short_origin})" \
+        if runtime.source_name == PUBLISHED else ""
+    build.reporter.step(f"Restoring Python {runtime.version} from cache{published}"
+                        if cached is not None else f"Installing Python {runtime.version} "
+                                                   f"(from {runtime.short_origin})")
     for attempt in range(RESTORE_ATTEMPTS):
         layer = None
         try:

@@ -490,13 +490,38 @@ def canonical_body(body):
     except ValueError:
         return body
 
+def loadable(body):
+    # Whether an import can read ``body``: code nested deeper than marshal's stack
+    # (1,500 nested lambdas) compiles, and canonical_code writes it, but marshal
+    # cannot load it back (and marshal.dumps refuses to write it).
+    try:
+        marshal.loads(body)
+    except (EOFError, ValueError, TypeError, RecursionError, MemoryError):
+        return False
+    return True
+
 def canonical_of(code):
     # Written straight from the code object; what that writer does not know (a
     # set constant after 3.10, say) takes the stream marshal writes, canonicalised.
+    # None for code no pyc can hold: such a module gets none and is compiled at
+    # import, as CPython does when it cannot write its pyc.
     try:
-        return canonical_code(code)
+        body = canonical_code(code)
     except Exception:
-        return canonical_body(marshal.dumps(code))
+        try:
+            body = canonical_body(marshal.dumps(code))
+        except ValueError:  # too deeply nested to marshal
+            return None
+    return body if loadable(body) else None
+
+def no_pyc(path):
+    # The module keeps no pyc (a stale one of other source is no file to keep either).
+    pyc = importlib.util.cache_from_source(path)
+    if os.path.isfile(pyc) and not os.path.islink(pyc):
+        try:
+            os.unlink(pyc)
+        except OSError:
+            pass
 
 def retarget(code, filename):
     consts = tuple(retarget(c, filename) if isinstance(c, code_type) else c
@@ -579,7 +604,11 @@ def process(item):
     if code is None and source is not None:
         made_now = compiled(path, source, recorded)
         if made_now is not None:
-            data = made_now[0] + canonical_of(made_now[1])
+            body = canonical_of(made_now[1])
+            if body is None:
+                no_pyc(path)
+                return
+            data = made_now[0] + body
             write_pyc(path, data)
             if key is not None:
                 keep(key, data, importlib.util.cache_from_source(path))
@@ -601,6 +630,9 @@ def process(item):
                   + importlib.util.source_hash(source))
         body = b""
     canonical = canonical_of(code) if code is not None else canonical_body(body)
+    if canonical is None:
+        no_pyc(path)
+        return
     if code is not None or canonical != body:
         with open(pyc, "wb") as handle:
             handle.write(header + canonical)

@@ -34,6 +34,12 @@ def test_the_build_environment_is_the_apps_config_vars_and_exports():
     assert base != build_env_sha256({"A": "1"}, {"CFLAGS": "-O3"})
     # A var set by config and the same one exported by a buildpack are told apart.
     assert build_env_sha256({"X": "1"}, {}) != build_env_sha256({}, {"X": "1"})
+    # The build directory (a new one each build) named by an export is not part of it.
+    exported = {"LD_LIBRARY_PATH": "/cache/tmp/b1/.apt/usr/lib:/usr/lib"}
+    assert build_env_sha256({}, exported, Path("/cache/tmp/b1")) == build_env_sha256(
+        {}, {"LD_LIBRARY_PATH": "/cache/tmp/b2/.apt/usr/lib:/usr/lib"}, Path("/cache/tmp/b2"))
+    assert build_env_sha256({}, exported, Path("/cache/tmp/b1")) != build_env_sha256(
+        {}, {"LD_LIBRARY_PATH": "/elsewhere/lib"}, Path("/cache/tmp/b2"))
 
 
 def test_only_a_layer_built_from_source_in_another_environment_is_refused():
@@ -117,11 +123,12 @@ def test_adopting_keeps_what_another_build_moved_first(tmp_path):
 
 
 def test_job_views_are_per_build_environment(tmp_path):
-    one = built_wheels.job_cache_dir(tmp_path, tmp_path / "s1", "pip", {"A": "1"}, {})
+    env_a, env_b = build_env_sha256({"A": "1"}, {}), build_env_sha256({"A": "2"}, {})
+    one = built_wheels.job_cache_dir(tmp_path, tmp_path / "s1", "pip", env_a)
     (one / "wheels").mkdir()
-    built_wheels.adopt_job_caches(tmp_path, tmp_path / "s1", {"A": "1"}, {})
-    same = built_wheels.job_cache_dir(tmp_path, tmp_path / "s2", "pip", {"A": "1"}, {})
-    other = built_wheels.job_cache_dir(tmp_path, tmp_path / "s3", "pip", {"A": "2"}, {})
+    built_wheels.adopt_job_caches(tmp_path, tmp_path / "s1", env_a)
+    same = built_wheels.job_cache_dir(tmp_path, tmp_path / "s2", "pip", env_a)
+    other = built_wheels.job_cache_dir(tmp_path, tmp_path / "s3", "pip", env_b)
     assert (same / "wheels").is_symlink()
     assert not (other / "wheels").exists()
 

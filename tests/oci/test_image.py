@@ -24,7 +24,8 @@ import pytest
 from slugbuild import build_image, compile_app, errors, rebase_image
 from slugbuild.log import Reporter
 from slugbuild.oci.assemble import END_OF_TAR
-from slugbuild.oci.image import RegistryOptions
+from slugbuild.oci.options import RegistryOptions
+from slugbuild.oci.referrer import SBOM_LIMIT as LIMIT
 
 from ..helpers import (
     AUTH_REGISTRY_PASSWORD,
@@ -496,7 +497,7 @@ def test_every_image_carries_the_slugs_sbom(flask_slug: Path, run_image: str,
         found = client.get_manifest(pushed.sbom["referrer"])
         assert found is not None
         assert json.loads(found[0])["subject"]["digest"] == pushed.manifest_digest
-        client.pull_blob(sbom_digest, tmp_path / "pulled.cdx.json")
+        client.pull_blob(sbom_digest, tmp_path / "pulled.cdx.json", limit=LIMIT)
     assert (tmp_path / "pulled.cdx.json").read_bytes() == written_sbom
     # Pushed again: the fallback index still lists the artifact once.
     build_image(flask_slug, f"docker://{repository}:v2", run_image=run_image,

@@ -22,7 +22,7 @@ import requests
 
 from slugbuild import errors
 from slugbuild.oci.credentials import Credentials
-from slugbuild.oci.registry import RegistryClient, is_loopback, parse_challenge
+from slugbuild.oci.registry import BlobLimit, RegistryClient, is_loopback, parse_challenge
 
 from ..helpers import (
     AUTH_REGISTRY_PASSWORD,
@@ -33,6 +33,7 @@ from ..helpers import (
 )
 
 TOKEN_USER, TOKEN_PASSWORD = "tokenuser", "token-pass-71b"
+LIMIT = BlobLimit(1 << 20, "a test blob")  # every blob these tests pull is far smaller
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +83,7 @@ def test_push_pull_mount_and_manifests(registry: RegistryServer, tmp_path: Path)
         assert other.push_blob(source, digest, len(data), mount_from="client/one") is False
         assert other.stats.blobs_mounted == 1 and other.stats.bytes_uploaded == 0
         target = tmp_path / "pulled" / "blob"
-        other.pull_blob(digest, target)
+        other.pull_blob(digest, target, limit=LIMIT)
         assert target.read_bytes() == data
         assert other.stats.bytes_downloaded == len(data)
     assert registry.blob_uploads() == before + 1
@@ -109,7 +110,7 @@ def test_a_tampered_blob_is_never_kept(registry: RegistryServer, tmp_path: Path)
         stored.write_bytes(b"evil" + data[4:])
         target = tmp_path / "out" / "blob"
         with pytest.raises(errors.REGISTRY_DIGEST_MISMATCH.exception) as raised:
-            client.pull_blob(digest, target)
+            client.pull_blob(digest, target, limit=LIMIT)
         assert "has the digest sha256:" in raised.value.found
         assert list(target.parent.iterdir()) == []
 
@@ -120,7 +121,7 @@ def test_basic_auth(auth_registry: RegistryServer, tmp_path: Path) -> None:
     with RegistryClient(auth_registry.host, "auth/app", credentials=good) as client:
         client.ping()
         assert client.push_blob(data, digest, len(data))
-        client.pull_blob(digest, tmp_path / "blob")
+        client.pull_blob(digest, tmp_path / "blob", limit=LIMIT)
     with RegistryClient(auth_registry.host, "auth/app") as anonymous:
         with pytest.raises(errors.REGISTRY_AUTH_REFUSED.exception) as raised:
             anonymous.has_blob(digest)
@@ -219,7 +220,7 @@ def test_bearer_tokens(token_proxy: _TokenProxy, tmp_path: Path) -> None:
         body = _manifest(digest, digest, len(data))
         client.put_manifest("v1", body, "application/vnd.oci.image.manifest.v1+json")
         assert client.get_manifest("v1") is not None
-        client.pull_blob(digest, tmp_path / "blob")
+        client.pull_blob(digest, tmp_path / "blob", limit=LIMIT)
     assert any("repository:bearer/app:pull,push" in asked for asked in token_proxy.scopes_asked)
     with RegistryClient(token_proxy.host, "bearer/app") as anonymous:
         with pytest.raises(errors.REGISTRY_AUTH_REFUSED.exception) as raised:
@@ -320,7 +321,7 @@ def test_server_errors_retry_reads_but_never_uploads(tmp_path: Path) -> None:
                 client.push_blob(data, digest, len(data))
             assert _Failing.seen == ["HEAD", "POST", "PUT"]  # the upload is not repeated
             with pytest.raises(errors.REGISTRY_PROTOCOL.exception):
-                client.pull_blob(digest, tmp_path / "blob")
+                client.pull_blob(digest, tmp_path / "blob", limit=LIMIT)
             assert not (tmp_path / "blob").exists()
 
 

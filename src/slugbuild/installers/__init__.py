@@ -54,9 +54,19 @@ class InstallJob:
     # Installing into the build's prefix (``prefix`` None): its runtime's files as placed
     # (dependencies.snapshot), to tell whether code was put in the interpreter since.
     runtime_baseline: Mapping[str, tuple[int, ...]] | None = None
+    # The build directory the exports' paths name (None: app_dir, which is it unless
+    # local packages are built from a copy).
+    build_dir: Path | None = None
     # The build's seal of the cache (step_jail.py): the installer's runs, which may
     # build packages from source, get the cache's layers and stores read-only.
     seal: CacheSeal | None = None
+
+    @property
+    def env_sha256(self) -> str:
+        """The hash of this install's build environment (built_wheels.build_env_sha256)."""
+        from .built_wheels import build_env_sha256
+
+        return build_env_sha256(self.config_vars, self.exports, self.build_dir or self.app_dir)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ variable of its environment (CFLAGS, a variable its setup.py reads, a config var
 the app, an export of an earlier buildpack). Such a build must never be reused by a
 build whose environment differs, or one app's environment decides another's slug:
 
-- the dependency layer records, when anything in it was built from source, the
-  SHA-256 of what the app puts in the installers' environment (``build_env_sha256``);
+- the dependency layer records, when anything in it was built from source (or it
+  was installed with an export that takes over the installer's processes:
+  ``steers_processes``), the SHA-256 of what the app puts in the installers'
+  environment (``build_env_sha256``);
   a layer recorded with another one is not reused (dependencies.find_or_install),
   and the layer built instead is keyed by the layer key plus this hash;
 - the installers' caches of wheels they built (uv's ``sdists-v*`` bucket, pip's
@@ -49,13 +51,38 @@ _BUILD_LINE = re.compile(r"\s*(Building wheel for |Created wheel for |Built )")
 BUILT_MARKER = "built-from-source"
 
 
-def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str]) -> str:
+def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str],
+                     build_dir: Path | None = None) -> str:
     """SHA-256 of what an app puts in the environment of the builds its install runs:
-    its exported config vars and what earlier buildpacks exported. The host's own
-    environment and slugbuild's per-build settings (temporary and cache paths) are
-    left out: see docs/cache.md."""
-    seen = {"config": dict(exported_config(config_vars)), "exports": dict(exports)}
+    its exported config vars and what earlier buildpacks exported, the build
+    directory they name (a new one each build: the Aptfile's and buildpacks'
+    ``$BUILD_DIR/...`` paths) written as ``$BUILD_DIR``. The host's own environment
+    and slugbuild's per-build settings (temporary and cache paths) are left out: see
+    docs/cache.md."""
+    exported = dict(exports)
+    if build_dir is not None:
+        exported = {name: value.replace(str(build_dir), "$BUILD_DIR")
+                    for name, value in exported.items()}
+    seen = {"config": dict(exported_config(config_vars)), "exports": exported}
     return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
+
+
+# Exports that take over every process an install starts, a wheel's unpacking too (not
+# only a build from source): the dynamic loader's variables (LD_PRELOAD, LD_AUDIT,
+# LD_LIBRARY_PATH, ...) and the rest of what glibc ignores for setuid programs for that
+# reason (its UNSECURE_ENVVARS; TMPDIR aside, which slugbuild sets for each install).
+# PATH is not one: the installers and the interpreter they run are started by absolute
+# path, and installing a wheel starts no program by name.
+PROCESS_STEERING = frozenset({
+    "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR"})
+
+
+def steers_processes(exports: Mapping[str, str]) -> bool:
+    """Whether ``exports`` hold a variable that takes over the installer's processes:
+    a layer installed with one, even of wheels only, records its build environment
+    (``build_env_sha256``), so no build without the same exports reuses it."""
+    return any(name.startswith("LD_") or name in PROCESS_STEERING for name in exports)
 
 
 def built_elsewhere(manifest: Mapping[str, Any], env_sha256: str) -> bool:
@@ -171,18 +198,14 @@ def shared_cache(cache_root: Path, tool: str) -> Path:
     return cache_root / tool
 
 
-def job_cache_dir(cache_root: Path, scratch: Path, tool: str, config_vars: Mapping[str, str],
-                  exports: Mapping[str, str]) -> Path:
+def job_cache_dir(cache_root: Path, scratch: Path, tool: str, env_sha256: str) -> Path:
     """The cache directory an install in ``scratch`` gives ``tool`` (``cache_view``)."""
-    return cache_view(shared_cache(cache_root, tool),
-                      partition(cache_root, tool, build_env_sha256(config_vars, exports)),
+    return cache_view(shared_cache(cache_root, tool), partition(cache_root, tool, env_sha256),
                       scratch / "installer-caches" / tool, tool)
 
 
-def adopt_job_caches(cache_root: Path, scratch: Path, config_vars: Mapping[str, str],
-                     exports: Mapping[str, str]) -> None:
+def adopt_job_caches(cache_root: Path, scratch: Path, env_sha256: str) -> None:
     """``adopt`` for each installer cache view an install in ``scratch`` made."""
-    env_sha256 = build_env_sha256(config_vars, exports)
     for tool in BUILT_BUCKETS:
         adopt(scratch / "installer-caches" / tool, shared_cache(cache_root, tool),
               partition(cache_root, tool, env_sha256), tool)

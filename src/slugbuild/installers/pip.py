@@ -31,6 +31,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .. import errors, indexes
+from ..dist_version import installed_header, installed_version
 from ..proc import ToolFailed, clean_env, exported_config
 from . import InstallJob, InstallPlan, RequirementsBackend, built_wheels
 from .common import (
@@ -215,12 +216,14 @@ OLDER_PIP = {(3, 9): "26.0.1"}
 
 def pip_for_runtime(python_version: str | None) -> PipTool:
     """The pip that supports ``python_version``; refused before any work when none does."""
-    from importlib.metadata import metadata, version
+    own = installed_version("pip")
+    if own is None:  # slugbuild depends on pip: importlib.metadata says what is wrong
+        from importlib.metadata import version
 
-    own = version("pip")
+        own = version("pip")
     if python_version is None:
         return PipTool(own)
-    supported = SpecifierSet((metadata("pip").get_all("Requires-Python") or [""])[0])
+    supported = SpecifierSet(installed_header("pip", "Requires-Python") or "")
     runtime = Version(python_version)
     if supported.contains(runtime, prereleases=True):
         return PipTool(own)
@@ -315,5 +318,4 @@ def find_links_files(app_dir: Path, lock_file: str, config_vars: dict[str, str])
 
 def pip_cache_dir(job: InstallJob) -> Path:
     """pip's cache for ``job``: shared, but for the wheels it builds (built_wheels.py)."""
-    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.config_vars,
-                                      job.exports)
+    return built_wheels.job_cache_dir(job.cache.root, job.scratch, "pip", job.env_sha256)

@@ -70,8 +70,7 @@ def uv_version() -> str:
 
 def uv_env(job: InstallJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a uv run: build config vars, never the host's uv/pip config."""
-    cache = built_wheels.job_cache_dir(job.cache.root, job.scratch, "uv", job.config_vars,
-                                       job.exports)
+    cache = built_wheels.job_cache_dir(job.cache.root, job.scratch, "uv", job.env_sha256)
     return built_wheels.cache_kept(uv_tool_env(job.config_vars, job.cache.root, {
         **build_env(job), "UV_CACHE_DIR": str(cache), **(extra or {})}, job.exports))
 
@@ -437,8 +436,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             # In the caches themselves, not through the install's view of them (its
             # buckets are symlinks, which uv's clean removes instead of their entries).
             for root in (built_wheels.shared_cache(job.cache.root, "uv"),
-                         built_wheels.partition(job.cache.root, "uv", built_wheels.build_env_sha256(
-                             job.config_vars, job.exports))):
+                         built_wheels.partition(job.cache.root, "uv", job.env_sha256)):
                 if root.is_dir():
                     run_tool([uv_binary(), "cache", "clean", *names], job.reporter,
                              {**env, "UV_CACHE_DIR": str(root)}, show=False)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .. import errors
-from .credentials import Credentials, find_credentials
+from .options import RegistryOptions
 from .reference import DEFAULT_TAG, ImageReference, parse_registry_name
-from .registry import RegistryClient, TransferStats
+from .registry import CONFIG_LIMIT, BlobLimit, TransferStats
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -150,22 +150,6 @@ class WriteResult:
 
 
 # --- writing -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach registries: explicit credentials, insecure hosts, timeout."""
-
-    user: str | None = None
-    password: str | None = None
-    insecure: bool = False
-    timeout: float = 30.0
-
-    def client(self, host: str, repository: str) -> RegistryClient:
-        credentials: Credentials | None = find_credentials(host, user=self.user,
-                                                           password=self.password)
-        return RegistryClient(host, repository, credentials=credentials,
-                              insecure=self.insecure, timeout=self.timeout)
-
-
 def write_image(image: Image, target: ImageReference, epoch: int,
                 registry: RegistryOptions | None = None) -> WriteResult:
     """Write ``image`` to ``target``; nothing half-written is left or reported as done."""
@@ -528,6 +512,23 @@ def _digest(value: object, what: str, reference: ImageReference) -> str:
     return value
 
 
+def _size(descriptor: dict[str, Any], what: str, reference: ImageReference) -> int:
+    """A descriptor's size: what a pull of its blob takes at most (the spec requires it)."""
+    size = descriptor.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _unreadable(reference, f"its {what} has no valid size ({str(size)[:40]!r})")
+    return size
+
+
+def _layer_limit() -> BlobLimit:
+    """The most a pulled layer may hold: the limit on unpacked slugs (a layer larger
+    than any slug slugbuild unpacks is no run image or app layer it reads)."""
+    from ..slug.archive import SlugLimits
+
+    return BlobLimit(SlugLimits.from_env().max_unpacked_bytes, "an image layer",
+                     " A larger layer needs a larger SLUGBUILD_MAX_UNPACKED_SIZE.")
+
+
 def _mapping(value: object) -> dict[str, Any]:
     """A manifest field that should be an object, as one (anything else: empty)."""
     return value if isinstance(value, dict) else {}
@@ -581,20 +582,23 @@ def _read_registry(reference: ImageReference, blob_dir: Path, options: RegistryO
             if found is None:
                 raise _unreadable(reference, "its index names a manifest the registry lacks")
             manifest, manifest_digest = _json(found[0], reference, "manifest"), found[2]
-        config_digest = _digest(_mapping(manifest.get("config")).get("digest"), "config",
-                                reference)
+        config_descriptor = _mapping(manifest.get("config"))
+        config_digest = _digest(config_descriptor.get("digest"), "config", reference)
         config_path = blob_dir / config_digest.split(":", 1)[-1]
         if not config_path.is_file() or hash_file(config_path) != config_digest:
-            client.pull_blob(config_digest, config_path)
+            client.pull_blob(config_digest, config_path, limit=CONFIG_LIMIT,
+                             size=_size(config_descriptor, "config", reference))
         config = _json(config_path.read_bytes(), reference, "config")
         diff_ids = _diff_ids(config, reference)
         layers = []
+        layer_limit = _layer_limit()
         for descriptor, diff_id in zip(_layer_descriptors(manifest, reference, diff_ids),
                                        diff_ids):
             digest = _digest(descriptor["digest"], "layer", reference)
             path = blob_dir / digest.split(":", 1)[-1]
             if not path.is_file() or hash_file(path) != digest:
-                client.pull_blob(digest, path)
+                client.pull_blob(digest, path, limit=layer_limit,
+                                 size=_size(descriptor, "layer", reference))
             layers.append(file_blob(path, str(descriptor.get("mediaType", LAYER_GZIP)),
                                     diff_id, digest=digest,
                                     source=(reference.host, reference.repository),

@@ -23,14 +23,18 @@ from typing import Any
 
 from .. import errors
 from . import image as oci
+from .options import RegistryOptions
 from .reference import ImageReference
-from .registry import TransferStats
+from .registry import BlobLimit, TransferStats
 
 SBOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 SBOM_TITLE = "slug.cdx.json"
 TITLE = "org.opencontainers.image.title"
+# An SBOM pulled by the digest a label names (no descriptor declares its size): a slug's
+# is well under a MiB, and a larger one is no SBOM slugbuild wrote.
+SBOM_LIMIT = BlobLimit(64 * 1024 * 1024, "an SBOM")
 
 
 @dataclass
@@ -80,7 +84,7 @@ def _descriptor(manifest: bytes, created: str) -> dict[str, Any]:
 
 
 def attach_sbom(sbom: bytes, subject: bytes, target: ImageReference, created: str,
-                registry: oci.RegistryOptions) -> SbomReferrer:
+                registry: RegistryOptions) -> SbomReferrer:
     """Attach ``sbom`` to the image whose manifest is ``subject``, written to ``target``."""
     sbom_digest = oci.sha256_of(sbom)
     if target.transport == "docker-archive":
@@ -115,7 +119,7 @@ def _attach_to_layout(sbom: bytes, manifest: bytes, target: ImageReference,
 
 def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
                         target: ImageReference, created: str,
-                        options: oci.RegistryOptions) -> SbomReferrer:
+                        options: RegistryOptions) -> SbomReferrer:
     """Blobs, then the artifact manifest by digest; without ``OCI-Subject`` in the
     answer (no referrers API), the fallback tag's index gains the artifact."""
     assert target.host is not None and target.repository is not None
@@ -143,7 +147,7 @@ def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
 
 
 def read_sbom(source: ImageReference, digest: str, blob_dir: Path,
-              options: oci.RegistryOptions) -> bytes | None:
+              options: RegistryOptions) -> bytes | None:
     """The SBOM blob ``digest`` held beside the image ``source`` (its layout's blobs, or
     its registry repository), verified; None where there is none (a docker-archive, an
     image attached before)."""
@@ -162,5 +166,5 @@ def read_sbom(source: ImageReference, digest: str, blob_dir: Path,
         if not client.has_blob(digest):
             return None
         kept = blob_dir / digest.split(":", 1)[-1]
-        client.pull_blob(digest, kept)
+        client.pull_blob(digest, kept, limit=SBOM_LIMIT)
     return kept.read_bytes()

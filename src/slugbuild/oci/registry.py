@@ -87,6 +87,20 @@ class BlobSink(Protocol):
 _SinkT = TypeVar("_SinkT", bound=BlobSink)
 
 
+@dataclass(frozen=True)
+class BlobLimit:
+    """The most bytes a pulled blob may hold, whatever its descriptor declares: what
+    the blob is and how a user allows more, for the message refusing a larger one."""
+
+    most: int
+    what: str
+    remedy: str = ""
+
+
+# An image's config is a few KiB (containers/image allows 4 MiB, as for a manifest).
+CONFIG_LIMIT = BlobLimit(MAX_MANIFEST_BYTES, "an image config")
+
+
 class _PartialFile:
     """A BlobSink into a temporary file in ``directory`` (a pulled blob's ``dest`` is
     only replaced by it once its digest matched)."""
@@ -256,22 +270,25 @@ class RegistryClient:
         self.stats.bytes_uploaded += size
         return True
 
-    def pull_blob(self, digest: str, dest: Path) -> None:
-        """Download blob ``digest`` to ``dest``, verified; ``dest`` only appears if it matches."""
+    def pull_blob(self, digest: str, dest: Path, *, limit: BlobLimit,
+                  size: int | None = None) -> None:
+        """Download blob ``digest`` to ``dest``, verified; ``dest`` only appears if it matches.
+
+        At most ``size`` bytes (what its descriptor declares, when there is one) and
+        never more than ``limit``: a registry sending more is refused at the first
+        chunk past it, so an endless blob cannot fill the disk."""
         _check_digest(digest)
         path = self._path(f"blobs/{digest}")
+        bound = self._blob_bound(path, size, limit)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        actual, size, partial = self._retried(
-            "GET", path, lambda: self._stream_blob(path, lambda: _PartialFile(dest.parent)))
-        if actual != digest:
-            partial.abort()
-            raise errors.REGISTRY_DIGEST_MISMATCH.error(
-                host=self.host, repository=self.repository, what="the blob", expected=digest,
-                actual=actual)
+        actual, received, partial = self._retried(
+            "GET", path, lambda: self._stream_blob(path, lambda: _PartialFile(dest.parent),
+                                                   limit=bound))
+        self._check_pulled(partial, path, digest, actual, received, size, limit)
         partial.close()
         os.replace(partial.path, dest)
         self.stats.blobs_downloaded += 1
-        self.stats.bytes_downloaded += size
+        self.stats.bytes_downloaded += received
 
     def read_blob(self, digest: str, size: int, sink: Callable[[], BlobSink]) -> None:
         """Stream blob ``digest`` (``size`` bytes, as its descriptor says) into a sink,
@@ -284,14 +301,35 @@ class RegistryClient:
         path = self._path(f"blobs/{digest}")
         actual, received, into = self._retried(
             "GET", path, lambda: self._stream_blob(path, sink, limit=size))
-        if actual != digest or received != size:
-            into.abort()
-            raise errors.REGISTRY_DIGEST_MISMATCH.error(
-                host=self.host, repository=self.repository, what="the blob", expected=digest,
-                actual=actual if received <= size else f"more than {size} bytes")
+        self._check_pulled(into, path, digest, actual, received, size, None)
         self.stats.blobs_downloaded += 1
         self.stats.bytes_downloaded += received
         into.close()
+
+    def _blob_bound(self, path: str, size: int | None, limit: BlobLimit) -> int:
+        """The most bytes a pull of the blob at ``path`` takes: its declared ``size``,
+        refused before any GET when that is over ``limit``; ``limit`` without one."""
+        if size is not None and size > limit.most:
+            raise errors.REGISTRY_PROTOCOL.error(
+                variant="blob-too-large", method="GET", url=self._url(path), how="declares",
+                limit=limit.most, what=limit.what, remedy=limit.remedy, host=self.host)
+        return limit.most if size is None else max(size, 0)
+
+    def _check_pulled(self, into: BlobSink, path: str, digest: str, actual: str,
+                      received: int, size: int | None, limit: BlobLimit | None) -> None:
+        """Abort ``into`` and raise unless the bytes received are the blob: its digest,
+        and its declared size (more than that is named as such), within ``limit``."""
+        if size is None and limit is not None and received > limit.most:
+            into.abort()
+            raise errors.REGISTRY_PROTOCOL.error(
+                variant="blob-too-large", method="GET", url=self._url(path), how="sent",
+                limit=limit.most, what=limit.what, remedy=limit.remedy, host=self.host)
+        if actual != digest or (size is not None and received != size):
+            into.abort()
+            raise errors.REGISTRY_DIGEST_MISMATCH.error(
+                host=self.host, repository=self.repository, what="the blob", expected=digest,
+                actual=actual if size is None or received <= size
+                else f"more than {size} bytes")
 
     def _stream_blob(self, path: str, sink: Callable[[], _SinkT], limit: int | None = None
                      ) -> tuple[str, int, _SinkT]:

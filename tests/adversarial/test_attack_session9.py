@@ -1,0 +1,293 @@
+"""Holes found by attacking slugbuild in sessions 8 and 9 (docs/security.md, "Attacked
+in session 8/9"), redone after the first fixes were lost: each test failed before its
+fix."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from slugbuild import compile_app, errors, relocate
+from slugbuild.buildpack_runner import exported_variables
+from slugbuild.cache_registry import RegistryStore
+from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
+from slugbuild.layer_artifact import ArtifactInvalid
+from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.oci.reference import parse_image_reference
+from slugbuild.oci.registry import BlobLimit
+from slugbuild.proc import clean_env
+
+from ..helpers import (
+    local_interpreter,
+    make_app,
+    make_buildpack,
+    minimal_wheel,
+    seed_runtimes,
+    serve_directory,
+    serving,
+)
+from .test_hostile_registry import client, fixed, server
+
+# --- 1. a registry blob larger than its descriptor declares ---------------------------------
+
+ENDLESS = 1 << 30  # what a lying registry would send for a blob: more than a test's disk
+
+
+def _lying_blobs(sent: list[int], manifest: bytes | None = None
+                 ) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    """A registry whose every blob is an endless stream (declared as such: no length),
+    recording how many bytes it got out before the client hung up."""
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if "/manifests/" in handler.path and manifest is not None:
+            return fixed(200, manifest, {"Content-Type": OCI_MANIFEST})(handler)
+        if "/blobs/" not in handler.path:
+            return fixed(404, b"{}")(handler)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(ENDLESS))
+        handler.end_headers()
+        chunk, written = b"\0" * (1 << 20), 0
+        try:
+            while written < ENDLESS:
+                handler.wfile.write(chunk)
+                written += len(chunk)
+        except OSError:
+            pass
+        finally:
+            sent.append(written)
+    return answer
+
+
+DIGEST = "sha256:" + hashlib.sha256(b"what the descriptor names").hexdigest()
+
+
+def test_a_blob_past_its_declared_size_is_refused_as_it_arrives(tmp_path: Path) -> None:
+    """pull_blob read whatever the registry sent into a file, and only compared
+    digests at the end: an endless blob filled the disk."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_DIGEST_MISMATCH.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "pulled" / "blob", size=25,
+                                   limit=BlobLimit(1 << 20, "a test blob"))
+    assert "more than 25 bytes" in raised.value.render()
+    assert list((tmp_path / "pulled").iterdir()) == []
+    assert sent and sent[0] < 64 << 20, f"{sent[0] >> 20} MiB taken for a 25-byte blob"
+
+
+def test_a_blob_of_no_declared_size_stops_at_its_limit(tmp_path: Path) -> None:
+    """An SBOM named by a label has no descriptor: its limit bounds it."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "blob",
+                                   limit=BlobLimit(2 << 20, "an SBOM"))
+    assert "more than 2097152 bytes for an SBOM" in raised.value.render()
+    assert not (tmp_path / "blob").exists() and list(tmp_path.iterdir()) == []
+    assert sent and sent[0] < 64 << 20
+
+
+def test_a_declared_size_over_the_limit_is_refused_before_any_download(tmp_path: Path
+                                                                       ) -> None:
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).pull_blob(DIGEST, tmp_path / "blob", size=5 << 20,
+                                   limit=BlobLimit(4 << 20, "an image config"))
+    assert "declares more than 4194304 bytes for an image config" in raised.value.render()
+    assert sent == []
+
+
+def _image_manifest(config_size: int, layer_size: int) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": DIGEST, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": DIGEST, "size": layer_size}]}).encode()
+
+
+@pytest.mark.parametrize("config_size", [100, 5 << 20])
+def test_an_image_config_is_pulled_within_its_size_and_4_mib(tmp_path: Path,
+                                                             config_size: int) -> None:
+    """A run image's config (a few KiB) pulled from a lying registry: one registry
+    error, nothing kept, the disk not filled."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent, _image_manifest(config_size, 10)))) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.RegistryError):
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert all(written < 64 << 20 for written in sent)
+    assert not (tmp_path / "blobs").exists() or list((tmp_path / "blobs").iterdir()) == []
+
+
+def test_an_image_layer_declared_beyond_the_unpacked_limit_is_not_pulled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [DIGEST]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = _image_manifest(len(config), 3 << 20).replace(DIGEST.encode(),
+                                                               config_digest.encode(), 1)
+    pulled: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        pulled.append(handler.path)
+        if "/manifests/" in handler.path:
+            return fixed(200, manifest, {"Content-Type": OCI_MANIFEST})(handler)
+        return fixed(200, config)(handler)
+
+    monkeypatch.setenv("SLUGBUILD_MAX_UNPACKED_SIZE", "2M")
+    with serving(server(answer)) as made:
+        reference = parse_image_reference(f"docker://127.0.0.1:{made.server_address[1]}"
+                                          f"/app:latest")
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            read_image(reference, blob_dir=tmp_path / "blobs")
+    assert "SLUGBUILD_MAX_UNPACKED_SIZE" in raised.value.render()
+    assert not any(DIGEST.split(":")[1] in path for path in pulled)
+
+
+def test_a_cache_registry_blob_past_its_size_is_an_invalid_entry(tmp_path: Path) -> None:
+    """The cache registry's pull of a config or index blob: ArtifactInvalid (the build
+    warns and goes on from scratch), after at most the declared bytes."""
+    sent: list[int] = []
+    with serving(server(_lying_blobs(sent))) as made:
+        with pytest.raises(ArtifactInvalid):
+            RegistryStore(client(made)).get_blob(DIGEST, 1000)
+    assert sent and sent[0] < 64 << 20
+
+
+# --- 2. a module nested deeper than marshal can load ------------------------------------------
+
+DEEP_SOURCE = "f = " + "lambda: " * 1500 + "1\n"
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13", "3.8"])
+def test_code_marshal_cannot_load_gets_no_pyc_and_stays_out_of_the_store(
+        tmp_path: Path, version: str) -> None:
+    """1,500 nested lambdas compile, and the canonical writer wrote them as a ~20 MB
+    pyc that no import can load, kept in the pyc store every app shares. Such a
+    module gets no pyc (Python compiles it at import, as CPython itself does when
+    marshal refuses it); its neighbours get theirs."""
+    python = local_interpreter(version)
+    package = make_app(tmp_path / "site", {"deep.py": DEEP_SOURCE, "plain.py": "X = 1\n"})
+    store = tmp_path / "store"
+    relocate.compile_bytecode(python, package, "/app/site", clean_env(), store=store)
+    pycs = sorted(path.name.split(".")[0] for path in package.glob("__pycache__/*.pyc"))
+    assert pycs == ["plain"]
+    entries = [path for path in store.rglob("*") if path.is_file()]
+    assert len(entries) == 1
+    for entry in entries:  # what the store keeps, the interpreter loads
+        subprocess.run([str(python), "-c", "import marshal, sys\n"
+                        "marshal.loads(open(sys.argv[1], 'rb').read()[16:])", str(entry)],
+                       check=True)
+    if version == "3.8":
+        return  # 3.8's own parser cannot take the module (a MemoryError at import)
+    imported = subprocess.run([str(python), "-c", "import deep; print(deep.f.__name__)"],
+                              cwd=package, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "<lambda>"
+
+
+# --- 3. an earlier buildpack's LD_PRELOAD in slugbuild's own steps --------------------------
+
+HIJACK_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+/* Loaded into every process started with LD_PRELOAD: notes what that process is. */
+__attribute__((constructor)) static void hijacked(void) {
+    static char line[1 << 16];
+    int fd = open("/proc/self/cmdline", O_RDONLY);
+    if (fd < 0) return;
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (n <= 0) return;
+    for (ssize_t i = 0; i < n; i++) if (!line[i]) line[i] = ' ';
+    line[n] = 0;
+    FILE *log = fopen(LOG, "a");
+    if (!log) return;
+    fprintf(log, "%s\n", strstr(line, "canonical_marshal") ? "compile"
+            : strstr(line, " install ") ? "install" : "other");
+    fclose(log);
+}
+"""
+
+
+def hijacking_library(directory: Path) -> tuple[Path, Path]:
+    """A tiny LD_PRELOAD library (built with cc) and the log it appends to."""
+    directory.mkdir(parents=True)
+    log = directory / "hijack.log"
+    (directory / "hijack.c").write_text(HIJACK_C)
+    library = directory / "hijack.so"
+    subprocess.run(["cc", "-shared", "-fPIC", f'-DLOG="{log}"', "-o", str(library),
+                    str(directory / "hijack.c")], check=True)
+    return library, log
+
+
+def wheel_index(root: Path) -> Path:
+    """A loopback index holding one pure-Python wheel (no build from source)."""
+    wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
+    (root / "simple" / "plainpkg").mkdir(parents=True)
+    (root / "simple" / "plainpkg" / "plainpkg-1.0-py3-none-any.whl").write_bytes(wheel)
+    (root / "simple" / "plainpkg" / "index.html").write_text(
+        '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
+        f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
+    return root
+
+
+def plain_app(root: Path) -> Path:
+    return make_app(root, {"requirements.txt": "plainpkg==1.0\n", "app.py": "import plainpkg\n",
+                           "Procfile": "web: python -m http.server $PORT\n",
+                           ".python-version": "3.13\n"})
+
+
+@pytest.mark.slow
+def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own_nor_another_app(
+        tmp_path: Path, runtime_seed: Path) -> None:
+    """A buildpack exporting LD_PRELOAD ran its library inside slugbuild's compile of
+    the dependency layer, whose pycs go to the store every app shares; and inside the
+    install of a wheel-only layer, whose key left the exports out: another app with
+    the same requirements restored what the library made of it. Now the layer records
+    its build environment: another app installs its own, the same app (in a new build
+    directory) reuses it."""
+    library, log = hijacking_library(tmp_path / "hijack")
+    exporter = make_buildpack(tmp_path / "exporter", (
+        f'echo "export LD_PRELOAD={library}" > "$(dirname "$0")/../export"\n'))
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+
+    def layers() -> dict[str, dict[str, object]]:
+        return {path.parent.name: json.loads(path.read_text())["inputs"]
+                for path in (cache / "layers").glob("*/manifest.json")}
+
+    with serve_directory(wheel_index(tmp_path / "index")) as base:
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        compile_app(plain_app(tmp_path / "one"), tmp_path / "one.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"], env=index)
+        seen = log.read_text().split()
+        assert "install" in seen  # the library was exported and loaded: the test can fail
+        assert "compile" not in seen
+        (hijacked,) = layers().values()
+        assert BUILD_ENV_INPUT in hijacked
+        compile_app(plain_app(tmp_path / "two"), tmp_path / "two.tgz", cache_dir=cache,
+                    env=index)
+        assert len(layers()) == 2  # the other app's own layer, not the hijacked one
+        assert log.read_text().split() == seen  # nothing of that app loaded the library
+        before = layers()
+        compile_app(plain_app(tmp_path / "three"), tmp_path / "three.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"], env=index)
+        assert layers() == before  # the same exports share their layer
+
+
+def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:
+    """The shell sourcing a buildpack's `export` file carries the tool cookie slugbuild
+    gives every tool run, a new value each run: it was taken for an export, so every
+    build with an earlier buildpack had a build environment hash of its own (no layer
+    built from source, nor one keyed by its exports, was ever reused)."""
+    export = tmp_path / "export"
+    export.write_text("export FOO=bar\n")
+    assert exported_variables([export]) == {"FOO": "bar"}
