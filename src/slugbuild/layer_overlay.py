@@ -79,9 +79,11 @@ _MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
            'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '
            'cd "$d" || exit 125; exec "$@"')
 # The last word before the step: it has started (``OverlayRun.started``), with its
-# own stderr back.
+# own stderr back, and the environment it was given (the wrapper's shells export PWD
+# and OLDPWD, which proc.clean_env leaves out: an export file sourced through the
+# wrapper took OLDPWD, a new scratch path each build, into the build's hash).
 STARTED = "slugbuild: the step started"
-_START = f'echo "{STARTED}" >&2; exec 2>&3 3>&-; exec "$@"'
+_START = f'echo "{STARTED}" >&2; exec 2>&3 3>&-; unset PWD OLDPWD; exec "$@"'
 
 
 class LayerAccess(Protocol):

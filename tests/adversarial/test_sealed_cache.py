@@ -18,7 +18,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 from slugbuild.proc import ToolFailed, run_captured, run_tool
-from slugbuild.step_jail import SEAL_ENV, CacheSeal, sealing_mechanism
+from slugbuild.step_jail import SEAL_ENV, CacheSeal, Unsealed, sealing_mechanism
 
 from ..helpers import DJANGO_APP, copy_app, make_app, make_buildpack, seed_runtimes
 
@@ -117,6 +117,22 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
     assert b"Read-only file system" in done.stderr
     assert sorted(p.name for p in (root / "layers" / "k").rglob("*")) == ["packed"]
     assert not (root / "tmp" / "other").exists()
+
+
+def test_a_sealed_step_sees_the_environment_it_was_given(tmp_path):
+    """The wrapper's shells add nothing: an export file sourced sealed must not export
+    their OLDPWD (a new scratch path each build, in the build environment's hash)."""
+    _sealed_here(tmp_path)
+    seal = _seal(tmp_path, Reporter(quiet=True))
+    given = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "ONE": "1"}
+
+    def seen(runner: Callable[..., bytes]) -> dict[str, str]:
+        out = runner(["env", "-0"], lambda command: run_captured(
+            command, env=given, cwd=seal.scratch / "app").stdout)
+        pairs = (item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+        return {k: v for k, v in pairs if k != "SLUGBUILD_TOOL_COOKIE"}
+
+    assert seen(seal.step("a test step").run_step) == seen(Unsealed().run_step) == given
 
 
 def test_a_step_erasing_the_wrappers_status_is_not_run_again_unsealed(tmp_path):
