@@ -770,8 +770,10 @@ class Prefetch:
     def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
               config_vars: dict[str, str], cache: Cache, reporter: Reporter, python_version: str,
               scratch: Path, constraints: str | None = None,
-              exports: Mapping[str, str] | None = None) -> Prefetch | None:
-        """Start it in ``scratch`` (a new directory, the caller's to remove)."""
+              exports: Mapping[str, str] | None = None,
+              seal: CacheSeal | None = None) -> Prefetch | None:
+        """Start it in ``scratch`` (a new directory, the caller's to remove); sealed as
+        an install with ``seal`` (it may build packages too)."""
         try:
             installer = installer_for(package_manager, python_version)
         except errors.SlugbuildError:
@@ -785,7 +787,7 @@ class Prefetch:
                              config_vars=config_vars, cache=cache, reporter=reporter,
                              scratch=scratch,
                              constraints=_write_constraints(scratch, constraints),
-                             exports=dict(exports or {}))
+                             exports=dict(exports or {}), seal=seal)
             process = installer.prefetch(job, plan)
         except (OSError, errors.SlugbuildError):
             process = None

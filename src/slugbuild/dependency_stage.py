@@ -151,7 +151,7 @@ class DependencyStage:
                 package_manager=self.package_manager, config_vars=build.config_vars,
                 cache=build.cache, reporter=build.reporter, python_version=runtime.version,
                 scratch=build.scratch / "prefetch", constraints=build.constraints,
-                exports=exports)
+                exports=exports, seal=build.seal)
         if ready is not None and cached_runtime is not None and cached_runtime.lazy:
             self.before_install = partial(build.tree_of, cached_runtime)
         if ready is not None:

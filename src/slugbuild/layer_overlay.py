@@ -32,7 +32,10 @@ Mechanisms, in order: as root (a CI runner, this machine), a mount namespace;
 otherwise an unprivileged user namespace mapping the user to root with the
 overlay's ``userxattr`` option (Linux 5.11 and later), the step itself run as the
 user's own ids in a nested user namespace (root there could override the user's
-file modes and unmount the read-only binds). A namespace or mount that fails at a
+file modes and unmount the read-only binds). With the cache sealed (step_jail.py)
+the step drops into a nested user namespace as root too (``Mechanism.command``'s
+``drop``), and the namespace also binds the cache read-only around the build's
+scratch. A namespace or mount that fails at a
 step never fails it: the step had not started (its start is marked, ``STARTED``),
 and it runs on materialised layers (``context.StepLayers.run_step``). A container without
 CAP_SYS_ADMIN and without user namespaces has neither: the build materialises,
@@ -76,9 +79,11 @@ _MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
            'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '
            'cd "$d" || exit 125; exec "$@"')
 # The last word before the step: it has started (``OverlayRun.started``), with its
-# own stderr back.
+# own stderr back, and the environment it was given (the wrapper's shells export PWD
+# and OLDPWD, which proc.clean_env leaves out: an export file sourced through the
+# wrapper took OLDPWD, a new scratch path each build, into the build's hash).
 STARTED = "slugbuild: the step started"
-_START = f'echo "{STARTED}" >&2; exec 2>&3 3>&-; exec "$@"'
+_START = f'echo "{STARTED}" >&2; exec 2>&3 3>&-; unset PWD OLDPWD; exec "$@"'
 
 
 class LayerAccess(Protocol):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,15 +120,18 @@ class CacheSeal:
     said_unsealed: bool = False
     _status_base: Path | None = None
     _runs: itertools.count[int] = field(default_factory=itertools.count)
+    # The install runs in a thread of its own while the build's other steps run.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def mounts(self, writable: Sequence[Path] = ()) -> SealMounts | None:
         """The seal for one step (``writable``: what it may write besides the build's
         scratch), or None when steps run unsealed here (the log has said so)."""
         if seal_wanted() and not self.failed \
                 and sealing_mechanism(self.scratch) is not None:
-            if self._status_base is None:
-                self._status_base = self.status_dir()
-            status = self._status_base / f"status.{next(self._runs)}"
+            with self._lock:
+                if self._status_base is None:
+                    self._status_base = self.status_dir()
+                status = self._status_base / f"status.{next(self._runs)}"
             return SealMounts((str(self.root),),
                               tuple(str(path) for path in (self.scratch, *writable)), status)
         self.say_unsealed()
@@ -135,9 +139,10 @@ class CacheSeal:
 
     def say_unsealed(self) -> None:
         """Once per build: the steps run with the builder's rights over the cache."""
-        if not self.said_unsealed:
-            self.said_unsealed = True
-            why = ("SLUGBUILD_SEAL_CACHE=0" if not seal_wanted() else
+        with self._lock:
+            said, self.said_unsealed = self.said_unsealed, True
+        if not said:
+            why = (f"{SEAL_ENV} turned it off" if not seal_wanted() else
                    "no private mount namespace could be set up here")
             self.reporter.warn(
                 f"Build steps can write the shared cache ({why}): a hook, buildpack or "

@@ -77,3 +77,16 @@ def test_overlay_and_part_only_switches_read_the_same_words(
     _set(monkeypatch, value, "SLUGBUILD_LAYER_OVERLAY", "SLUGBUILD_PART_ONLY")
     assert layer_overlay.overlay_wanted() is on
     assert layer_artifact.part_only_wanted() is on
+
+
+@pytest.mark.parametrize(("value", "on"), [
+    (None, True), ("1", True), ("", True), ("0", False), ("false", False), ("OFF", False),
+    ("no", False), ("maybe", True), ("2", True),
+])
+def test_the_cache_seal_stays_on_unless_turned_off_in_so_many_words(
+        monkeypatch: pytest.MonkeyPatch, value: str | None, on: bool) -> None:
+    """SLUGBUILD_SEAL_CACHE guards the shared cache from build steps: empty or a word it
+    does not know keeps the seal (step_jail.py)."""
+    from slugbuild.step_jail import seal_wanted
+    _set(monkeypatch, value, "SLUGBUILD_SEAL_CACHE")
+    assert seal_wanted() is on

@@ -18,7 +18,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 from slugbuild.proc import ToolFailed, run_captured, run_tool
-from slugbuild.step_jail import SEAL_ENV, CacheSeal, sealing_mechanism
+from slugbuild.step_jail import SEAL_ENV, CacheSeal, Unsealed, sealing_mechanism
 
 from ..helpers import DJANGO_APP, copy_app, make_app, make_buildpack, seed_runtimes
 
@@ -119,6 +119,22 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
     assert not (root / "tmp" / "other").exists()
 
 
+def test_a_sealed_step_sees_the_environment_it_was_given(tmp_path):
+    """The wrapper's shells add nothing: an export file sourced sealed must not export
+    their OLDPWD (a new scratch path each build, in the build environment's hash)."""
+    _sealed_here(tmp_path)
+    seal = _seal(tmp_path, Reporter(quiet=True))
+    given = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "ONE": "1"}
+
+    def seen(runner: Callable[..., bytes]) -> dict[str, str]:
+        out = runner(["env", "-0"], lambda command: run_captured(
+            command, env=given, cwd=seal.scratch / "app").stdout)
+        pairs = (item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+        return {k: v for k, v in pairs if k != "SLUGBUILD_TOOL_COOKIE"}
+
+    assert seen(seal.step("a test step").run_step) == seen(Unsealed().run_step) == given
+
+
 def test_a_step_erasing_the_wrappers_status_is_not_run_again_unsealed(tmp_path):
     """The start mark tells a namespace that failed (the step runs again, unsealed)
     from a step that failed: the step cannot reach the status file to erase it."""
@@ -152,7 +168,7 @@ def test_with_the_seal_off_steps_run_as_before_and_the_log_says_so_once(
             lambda command: run_tool(command, reporter, dict(os.environ)))
     assert (seal.root / "layers" / "k" / "written").is_file()  # unsealed, as before
     (line,) = warnings
-    assert "can write the shared cache" in line and "SLUGBUILD_SEAL_CACHE=0" in line
+    assert "can write the shared cache" in line and "SLUGBUILD_SEAL_CACHE" in line
 
 
 def _between_builds_of(victim: Path, cache: Path, tmp_path: Path,
@@ -238,7 +254,7 @@ def test_a_build_with_the_seal_off_says_once_that_steps_can_write_the_cache(
                          reporter=Reporter(quiet=True))
     log = "\n".join(result.log)
     assert log.count("can write the shared cache") == 1, log
-    assert "SLUGBUILD_SEAL_CACHE=0" in log
+    assert "SLUGBUILD_SEAL_CACHE turned it off" in log
     wrote, _ = _attempts(result.log)
     assert wrote  # unsealed: the hook's writes went through, as before the seal
 

@@ -342,12 +342,17 @@ def _prefetch(job: InstallJob, python_version: str, options: list[str],
     runtime is not ready yet) and installed into ``--target`` in the job's
     scratch, in a process group of its own: it downloads while the runtime is
     being prepared, and the real install then finds everything in uv's cache.
-    Silent; the real install reports any problem.
+    Silent; the real install reports any problem. Sealed as an install when the job
+    has the build's seal (a package built here runs its setup.py); if the namespace
+    cannot be set up it just fails, and the real install does the work.
     """
-    argv = [uv_binary(), "pip", "install", "--python", sys.executable,
-            "--python-version", python_version, "--target", str(job.scratch / "target"),
-            "--link-mode", "hardlink", *options, *_constraint_args(job)]
-    return subprocess.Popen(argv, env=uv_env(job, indexes), cwd=job.app_dir,
+    argv: list[str | Path] = [
+        uv_binary(), "pip", "install", "--python", sys.executable,
+        "--python-version", python_version, "--target", str(job.scratch / "target"),
+        "--link-mode", "hardlink", *options, *_constraint_args(job)]
+    sealed = job.seal.command(argv, installer=True) if job.seal is not None else None
+    return subprocess.Popen(sealed[0] if sealed is not None else argv,
+                            env=uv_env(job, indexes), cwd=job.app_dir,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: stopped with its children
