@@ -70,6 +70,7 @@ from .envflag import env_flag
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
+from .textfiles import small_regular_file
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -1550,6 +1551,11 @@ def _write_part(layer: Layer, name: str, data: bytes, raw_size: int,
 
 # --- an OCI image layout directory as a store ----------------------------------------------
 
+# The most a layout's index.json or one of its manifests may be: an export's index lists
+# one short entry per layer (the limit containers/image sets for a manifest).
+MAX_LAYOUT_INDEX = 4 * 2 ** 20
+
+
 class LayoutStore:
     """An OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/``): what
     ``cache export DIR`` writes and ``cache import DIR`` reads. Each blob is a file
@@ -1595,10 +1601,16 @@ class LayoutStore:
             return check_digest(handle.read(size + 1), digest)
 
     def read_index(self) -> dict[str, Any]:
+        """index.json, read only as a regular file of at most MAX_LAYOUT_INDEX bytes (a
+        fifo planted there hung ``cache import``, /dev/zero filled its memory)."""
+        data = small_regular_file(self.root / self.INDEX, MAX_LAYOUT_INDEX)
+        if data is None:
+            raise ArtifactInvalid(f"{self.root / self.INDEX} is missing, or not a regular "
+                                  f"file of at most {MAX_LAYOUT_INDEX} bytes")
         try:
-            index = json.loads((self.root / self.INDEX).read_text())
-        except (OSError, ValueError, RecursionError) as exc:
-            raise ArtifactInvalid(f"{self.root / self.INDEX} is missing or not JSON") from exc
+            index = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ArtifactInvalid(f"{self.root / self.INDEX} is not JSON") from exc
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ArtifactInvalid(f"{self.root / self.INDEX} is not an OCI image index")
         return index
@@ -1618,9 +1630,12 @@ class LayoutStore:
         if entry is None:
             return None
         try:
-            return self.get_blob(str(entry["digest"]), int(entry["size"]))
+            size = int(entry["size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactInvalid(f"the index entry of {tag} is malformed") from exc
+        if not 0 <= size <= MAX_LAYOUT_INDEX:  # a manifest is a few hundred bytes
+            raise ArtifactInvalid(f"the manifest of {tag} is larger than slugbuild accepts")
+        return self.get_blob(str(entry.get("digest")), size)
 
     def put_manifest(self, tag: str, data: bytes) -> None:
         digest = digest_of(data)

@@ -4,11 +4,14 @@ fix."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import json
+import os
 import subprocess
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +20,16 @@ from slugbuild import compile_app, errors, relocate
 from slugbuild.buildpack_runner import exported_variables
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
-from slugbuild.layer_artifact import ArtifactInvalid
-from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.layer_artifact import ArtifactInvalid, LayoutStore
+from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
 from slugbuild.oci.reference import parse_image_reference
+from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
 from slugbuild.oci.registry import BlobLimit
 from slugbuild.proc import clean_env
 
 from ..helpers import (
+    cli,
+    limited,
     local_interpreter,
     make_app,
     make_buildpack,
@@ -291,3 +297,116 @@ def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.write_text("export FOO=bar\n")
     assert exported_variables([export]) == {"FOO": "bar"}
+
+
+# --- 4. an OCI layout directory whose metadata is no small regular file ----------------------
+
+def _plant(path: Path, planted: str) -> None:
+    """``path`` made a fifo, a link to /dev/zero or a sparse 1 GiB file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    if planted == "fifo":
+        os.mkfifo(path)
+    elif planted == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as handle:
+            handle.write(b'{"manifests": [')
+            handle.truncate(SPARSE)
+
+
+PLANTED = ["fifo", "dev-zero", "sparse"]
+SPARSE = 2 << 30  # more than a test process may hold (tracemalloc, RLIMIT_AS)
+
+
+@contextlib.contextmanager
+def memory_bounded(limit: int = 64 << 20) -> Iterator[None]:
+    """Fail unless the block's Python allocations stay under ``limit`` at their peak."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"{peak >> 20} MiB held"
+
+
+def _tiny_layout(root: Path) -> tuple[str, str]:
+    """An OCI layout of one image tagged latest (a config and no layers): the manifest's
+    and the config's digests."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": config_digest, "size": len(config)},
+                           "layers": []}).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (blobs / config_digest[7:]).write_bytes(config)
+    (blobs / manifest_digest[7:]).write_bytes(manifest)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    return manifest_digest, config_digest
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+@pytest.mark.parametrize("which", ["index.json", "manifest", "config"])
+def test_an_image_layout_reads_only_small_regular_files(tmp_path: Path, planted: str,
+                                                        which: str) -> None:
+    """`--run-image oci:DIR`, `rebase`: a fifo as index.json, a manifest or a config
+    blob hung the read; /dev/zero or a 2 GiB file filled memory."""
+    root = tmp_path / "layout"
+    digests = dict(zip(("manifest", "config"), _tiny_layout(root)))
+    assert read_image(parse_image_reference(f"oci:{root}:latest"), blob_dir=tmp_path / "b")
+    target = root / "index.json" if which == "index.json" \
+        else root / "blobs" / "sha256" / digests[which][7:]
+    _plant(target, planted)
+    with memory_bounded(), pytest.raises(errors.IMAGE_UNREADABLE.exception):
+        read_image(parse_image_reference(f"oci:{root}:latest"), blob_dir=tmp_path / "b")
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_an_sbom_blob_in_a_layout_is_read_only_as_a_small_regular_file(
+        tmp_path: Path, planted: str) -> None:
+    digest = "sha256:" + "ab" * 32
+    _plant(tmp_path / "blobs" / "sha256" / digest[7:], planted)
+    with memory_bounded(3 * SBOM_LIMIT.most):  # what it may hold: the SBOM's limit
+        found = read_sbom(parse_image_reference(f"oci:{tmp_path}:latest"), digest,
+                          tmp_path / "kept", RegistryOptions())
+    assert found is None
+
+
+def _cache_layout(root: Path, planted: str) -> Path:
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    _plant(root / "index.json", planted)
+    return root
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_cache_import_reads_only_a_small_regular_index(tmp_path: Path, planted: str) -> None:
+    """`slugbuild cache import DIR` read a 2 GiB index.json into memory: one catalogued
+    error instead (under a 1 GiB address space)."""
+    layout = _cache_layout(tmp_path / "layout", planted)
+    (tmp_path / "cache" / "layers").mkdir(parents=True)
+    result = limited(cli("cache", "import", layout, "--cache-dir", tmp_path / "cache"),
+                     memory=1 << 30, timeout=120)
+    assert result.returncode != 0
+    assert "[cache-command-failed]" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_cache_export_into_a_layout_reads_only_a_small_regular_index(
+        tmp_path: Path, planted: str) -> None:
+    """`slugbuild cache export DIR` into a layout whose index.json is a fifo hung at its
+    first entry: the store refuses it (cache-command-failed for the command)."""
+    store = LayoutStore(_cache_layout(tmp_path / "layout", planted), create=True)
+    with memory_bounded():
+        with pytest.raises(ArtifactInvalid):
+            store.put_manifest("tag", b"{}")
+        with pytest.raises(ArtifactInvalid):
+            store.tags()
