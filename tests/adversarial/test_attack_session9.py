@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.server
+import io
 import json
 import os
 import subprocess
+import tarfile
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -410,3 +412,34 @@ def test_cache_export_into_a_layout_reads_only_a_small_regular_index(
             store.put_manifest("tag", b"{}")
         with pytest.raises(ArtifactInvalid):
             store.tags()
+
+
+# --- found in session 9: a docker-archive that is no file, or holds oversized metadata ------
+
+def test_a_docker_archive_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`--run-image docker-archive:FIFO` (or `rebase`): tarfile opened the path for
+    reading, which waits for a writer that never comes."""
+    os.mkfifo(tmp_path / "image.tar")
+    with pytest.raises(errors.IMAGE_UNREADABLE.exception, match="not a regular file"):
+        read_image(parse_image_reference(f"docker-archive:{tmp_path / 'image.tar'}"),
+                   blob_dir=tmp_path / "blobs")
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "config.json"])
+def test_a_docker_archives_metadata_is_read_within_4_mib(tmp_path: Path, member: str) -> None:
+    """manifest.json and the config were read whole: a 64 MiB member (a GiB one as
+    easily) went into memory before it was found not to be JSON."""
+    members = {"manifest.json": json.dumps([{"Config": "config.json", "RepoTags": ["app:v1"],
+                                             "Layers": []}]).encode(),
+               "config.json": json.dumps({"rootfs": {"diff_ids": []}}).encode()}
+    members[member] = b" " * (64 << 20)
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with memory_bounded(16 << 20), \
+            pytest.raises(errors.IMAGE_UNREADABLE.exception, match="larger than"):
+        read_image(parse_image_reference(f"docker-archive:{archive}:app:v1"),
+                   blob_dir=tmp_path / "blobs")

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -484,20 +485,45 @@ def _layer_descriptors(manifest: dict[str, Any], reference: ImageReference,
     return layers
 
 
-def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
+def _open_archive(reference: ImageReference) -> IO[bytes]:
+    """The docker-archive's file, if it is a regular one: opened without blocking, so a
+    fifo given as the archive is refused instead of hanging the command."""
     assert reference.path is not None
     try:
-        archive = tarfile.open(reference.path, "r:")
+        fd = os.open(reference.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _unreadable(reference, f"it cannot be read as a tar ({exc.strerror})") from None
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise _unreadable(reference, "it is not a regular file")
+    return handle
+
+
+def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
+    with _open_archive(reference) as handle:
+        return _read_archive_from(reference, handle, blob_dir)
+
+
+def _read_archive_from(reference: ImageReference, handle: IO[bytes], blob_dir: Path) -> Image:
+    try:
+        archive = tarfile.open(fileobj=handle, mode="r:")
     except (OSError, tarfile.TarError) as exc:
         raise _unreadable(reference, f"it cannot be read as a tar ({exc})") from None
     with archive:
         def member(name: str) -> bytes:
+            """A metadata member (manifest.json, the config), read only up to
+            MAX_LAYOUT_FILE bytes: a multi-GiB member must not fill memory."""
             try:
-                extracted = archive.extractfile(name)
+                info = archive.getmember(name)
+                extracted = archive.extractfile(info)
             except KeyError:
                 extracted = None
             if extracted is None:
                 raise _unreadable(reference, f"it has no {name}")
+            if info.size > MAX_LAYOUT_FILE:
+                raise _unreadable(reference, f"its {name} is larger than {MAX_LAYOUT_FILE} "
+                                             f"bytes")
             return extracted.read()
 
         try:
