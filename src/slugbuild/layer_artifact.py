@@ -43,7 +43,7 @@ import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -642,6 +642,10 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
+    special = next((rel for rel, (_, mode, _) in files.items() if stat.S_IMODE(mode) & ~0o777),
+                   None)
+    if special is not None:  # chmod'ed so here, as root: a setuid-root file in the cache
+        raise ArtifactInvalid(f"{special}: a setuid, setgid or sticky mode")
     every = [*files, *symlinks, *dirs]
     if len(set(every)) != len(every):  # one path, one kind: else unpacking it fails midway
         raise ArtifactInvalid("its file index lists a path twice")
@@ -716,11 +720,29 @@ def _tar_members(raw: memoryview, ends: list[int] | None = None
         if kind == tarfile.XHDTYPE:
             pax = _pax_records(bytes(raw[start:start + size]))
             continue
+        _plain_header(name, _octal(header[100:108]), _octal(header[108:116]),
+                      _octal(header[116:124]), header[265:329].strip(b"\0"), pax)
         pax = {}
         yield name, kind, start, size, linkname
 
 
 _ZERO_BLOCK = bytes(512)
+# The pax records slugbuild's packer writes (long or non-ASCII names, large sizes).
+_PAX_KEYS = frozenset({"path", "linkpath", "size"})
+
+
+def _plain_header(name: str, mode: int, uid: int, gid: int, owner_names: bytes,
+                  pax: Mapping[str, str]) -> None:
+    """Refuse a member header carrying what slugbuild's packer never writes: the part is
+    shipped in slugs and image layers as it is, where tar or a container runtime
+    extracting as root honours it: a setuid, setgid or sticky mode, an owner (uid,
+    gid, user or group name), or another pax record (``SCHILY.xattr.*``: file
+    capabilities, ACLs). None of it is in the index the part is checked against."""
+    if mode & ~0o777:
+        raise ArtifactInvalid(f"{name}: a setuid, setgid or sticky mode in the slug part")
+    if uid or gid or owner_names or not _PAX_KEYS.issuperset(pax):
+        raise ArtifactInvalid(f"{name}: an owner or pax record in the slug part that "
+                              f"slugbuild never writes")
 
 
 def _after_end(only_zeros: bool) -> None:
@@ -979,6 +1001,8 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
     try:
         with _open_part(part) as tar:
             for member in tar:
+                _plain_header(member.name, member.mode, member.uid, member.gid,
+                              (member.uname + member.gname).encode(), member.pax_headers)
                 found = _checked_member(member.name, member.issym(),
                                         member.isreg() and member.sparse is None, member.size,
                                         member.linkname, prefix, files, symlinks, seen, links)

@@ -5,6 +5,7 @@ fix."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.server
 import io
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from slugbuild import compile_app, errors, relocate
+from slugbuild import compile_app, errors, layer_artifact, relocate
 from slugbuild.buildpack_runner import exported_variables
+from slugbuild.cache import Cache
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
-from slugbuild.layer_artifact import ArtifactInvalid, LayoutStore
+from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
 from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
@@ -40,6 +42,7 @@ from ..helpers import (
     serve_directory,
     serving,
 )
+from . import test_hostile_cache_store as hostile_store
 from .test_hostile_registry import client, fixed, server
 
 # --- 1. a registry blob larger than its descriptor declares ---------------------------------
@@ -443,3 +446,70 @@ def test_a_docker_archives_metadata_is_read_within_4_mib(tmp_path: Path, member:
             pytest.raises(errors.IMAGE_UNREADABLE.exception, match="larger than"):
         read_image(parse_image_reference(f"docker-archive:{archive}:app:v1"),
                    blob_dir=tmp_path / "blobs")
+
+
+# --- found in session 9: a pulled part's tar headers beyond what its index says ---------------
+
+def _part_with(header: dict[str, object], content: bytes = b"#!/bin/sh\n") -> bytes:
+    """A layer part of one file, bin/tool, whose tar header carries ``header``."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("./bin/tool")
+        info.size, info.mode = len(content), 0o755
+        for field, value in header.items():
+            setattr(info, field, value)
+        tar.addfile(info, io.BytesIO(content))
+        members_end = tar.offset
+    return gzip.compress(raw.getvalue()[:members_end])
+
+
+def _entry(part: bytes, index_mode: int, content: bytes = b"#!/bin/sh\n") -> Fetched:
+    entry = hostile_store.fetched([("bin/tool", None, content)], ["bin"])
+    entry.index["files"]["bin/tool"][1] = index_mode
+    return Fetched(entry.config, entry.index, part)
+
+
+HOSTILE_HEADERS = {
+    "setuid": {"mode": 0o4755},
+    "setgid": {"mode": 0o2755},
+    "owner": {"uid": 1000, "gid": 1000},
+    "owner-name": {"uname": "root"},
+    "capability": {"pax_headers": {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}},
+}
+
+
+@pytest.mark.parametrize("how", ["part-only", "tree", "streamed"])
+@pytest.mark.parametrize("header", sorted(HOSTILE_HEADERS))
+def test_a_pulled_parts_headers_carry_nothing_its_index_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: str, how: str) -> None:
+    """A registry entry's part is kept and shipped in slugs and image layers as it is:
+    its tar headers' setuid bits, owners and pax xattrs (file capabilities) were never
+    checked, so a cache registry could make another app's image hold a setuid-root
+    program, or file capabilities, that tar or a container runtime honours as root."""
+    if how == "streamed":  # the file-by-file path of a part too large for memory
+        monkeypatch.setattr(layer_artifact, "IN_MEMORY_LIMIT", 0)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ArtifactInvalid, match="slug part"):
+        materialise(cache, _entry(_part_with(HOSTILE_HEADERS[header]), 0o100755),
+                    part_only=how == "part-only")
+    assert hostile_store.layer_names(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("part_only", [True, False])
+def test_a_setuid_mode_in_a_pulled_index_is_refused(tmp_path: Path, part_only: bool) -> None:
+    """The index's mode is chmod'ed onto the file written in the cache: as root, a
+    setuid-root program in a directory other users may read."""
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ArtifactInvalid, match="setuid"):
+        materialise(cache, _entry(_part_with({}), 0o104755), part_only=part_only)
+    assert not [path for path in (tmp_path / "cache").rglob("*")
+                if path.is_file() and path.stat().st_mode & 0o6000]
+
+
+@pytest.mark.parametrize("part_only", [True, False])
+def test_a_plain_pulled_part_is_still_taken(tmp_path: Path, part_only: bool) -> None:
+    """What the checks above leave: slugbuild's own parts (0o644/0o755, owner 0, pax
+    records only for long names) pass."""
+    long_name = "bin/" + "t" * 150
+    entry = hostile_store.fetched([("bin/tool", None, b"x"), (long_name, None, b"y")], ["bin"])
+    assert materialise(Cache(tmp_path / "cache"), entry, part_only=part_only)
