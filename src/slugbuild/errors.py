@@ -1868,6 +1868,9 @@ REGISTRY_PROTOCOL = ErrorKind(
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
         "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
                                     "list, a token or an error is far smaller)."),
+        "tags-endless": Variant(
+            "{method} {url} lists more than {limit} tags, or links its pages of tags in a "
+            "loop."),
         "blob-too-large": Variant(
             "{method} {url} {how} more than {limit} bytes for {what}, the most slugbuild "
             "takes for one.",

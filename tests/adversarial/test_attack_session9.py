@@ -25,6 +25,7 @@ from slugbuild.cache import Cache
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
+from slugbuild.oci import registry as registry_module
 from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
@@ -513,3 +514,29 @@ def test_a_plain_pulled_part_is_still_taken(tmp_path: Path, part_only: bool) -> 
     long_name = "bin/" + "t" * 150
     entry = hostile_store.fetched([("bin/tool", None, b"x"), (long_name, None, b"y")], ["bin"])
     assert materialise(Cache(tmp_path / "cache"), entry, part_only=part_only)
+
+
+# --- found in session 9: a tag listing without end --------------------------------------------
+
+@pytest.mark.parametrize("pages", ["loop", "endless"])
+def test_a_tag_listing_without_end_is_one_registry_error(
+        monkeypatch: pytest.MonkeyPatch, pages: str) -> None:
+    """`cache import docker://…` lists the repository's tags page by page: a `next`
+    link back to a page already read, or a new page after every page, looped for
+    ever (the tags piling up in memory)."""
+    monkeypatch.setattr(registry_module, "MAX_TAGS", 5000)
+    served: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        served.append(handler.path)
+        page = len(served) if pages == "endless" else 1
+        tags = [f"tag-{page}-{number}" for number in range(1000)]
+        fixed(200, json.dumps({"tags": tags}).encode(), {
+            "Content-Type": "application/json",
+            "Link": f'</v2/app/tags/list?n=1000&last=tag-{page}>; rel="next"'})(handler)
+
+    with serving(server(answer)) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).list_tags()
+    assert "loop" in raised.value.render()
+    assert len(served) <= 7
