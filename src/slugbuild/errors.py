@@ -1785,6 +1785,8 @@ IMAGE_SOURCE_UNUSABLE = ErrorKind(
                                "labels (process types, runtime, packages) come from it."),
         "metadata-mismatch": Variant("{metadata} describes another slug (its checksum is not "
                                      "{slug}'s)."),
+        "metadata-unreadable": Variant("{metadata} is not a regular file of at most {limit} "
+                                       "bytes (a slug.json is a few KiB)."),
         "not-slugbuild-image": Variant(
             "{reference} was not built by slugbuild (it has no `{label}` label), so its run "
             "image layers cannot be told from the app's.",

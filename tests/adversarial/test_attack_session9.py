@@ -26,6 +26,7 @@ from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
 from slugbuild.oci import registry as registry_module
+from slugbuild.oci.assemble import read_slug_metadata
 from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
@@ -540,3 +541,18 @@ def test_a_tag_listing_without_end_is_one_registry_error(
             client(made).list_tags()
     assert "loop" in raised.value.render()
     assert len(served) <= 7
+
+
+# --- found in session 9: the slug.json beside a slug made into an image ----------------------
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_the_slug_json_of_an_image_source_is_read_only_as_a_small_regular_file(
+        tmp_path: Path, planted: str) -> None:
+    """`slugbuild image SLUG` reads SLUG's slug.json (the slug may come from elsewhere,
+    a CI artifact): a fifo there hung the command, /dev/zero filled its memory."""
+    slug = tmp_path / "app.tgz"
+    slug.write_bytes(b"not read before its slug.json")
+    _plant(tmp_path / "app.json", planted)
+    with memory_bounded(), pytest.raises(errors.IMAGE_SOURCE_UNUSABLE.exception) as raised:
+        read_slug_metadata(slug)
+    assert "not a regular file of at most" in raised.value.render()

@@ -44,11 +44,11 @@ from ..pack import (
 from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from ..slug.sbom import sbom_for_slug, sbom_path_for
-from ..textfiles import decimal
+from ..textfiles import decimal, small_regular_file
 from . import image as oci
 from .image import Blob, Image, RegistryOptions, WriteResult
 from .reference import ImageReference, parse_image_reference
-from .referrer import attach_sbom, read_sbom
+from .referrer import SBOM_LIMIT, attach_sbom, read_sbom
 from .registry import TransferStats
 
 LABEL = "io.slugbuild"
@@ -135,8 +135,9 @@ def slug_sbom(slug: Path, metadata: dict[str, Any]) -> bytes:
     """The slug's CycloneDX SBOM: the file the build wrote beside it (slug.cdx.json)
     when it names this slug by its SHA-256, else made from the slug."""
     sha256 = str(metadata.get("checksum", "")).split(":", 1)[-1]
+    # A regular file within the SBOM limit: a fifo beside a slug from elsewhere hung.
+    written = small_regular_file(sbom_path_for(slug), SBOM_LIMIT.most) or b"null"
     try:
-        written = sbom_path_for(slug).read_bytes()
         component = json.loads(written)["metadata"]["component"]
         if any(entry.get("alg") == "SHA-256" and entry.get("content") == sha256
                for entry in component.get("hashes") or []):
@@ -258,15 +259,27 @@ def _architecture(machine: str | None) -> str:
 
 
 # --- the slug ----------------------------------------------------------------------------
+# The most a slug.json read to make an image may be (a large app's is well under 1 MiB).
+MAX_SLUG_METADATA = 16 * 1024 * 1024
+
+
 def read_slug_metadata(slug: Path, metadata_path: Path | None = None) -> dict[str, Any]:
     """slug.json (``metadata_path``, else beside ``slug``), checked to describe the slug
     (its checksum)."""
     metadata_path = metadata_path if metadata_path is not None else metadata_path_for(slug)
     if not slug.is_file():
         raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
+    # Read only as a regular file within a bound: the slug (and so its slug.json) may
+    # come from elsewhere, and a fifo there hung `slugbuild image`, /dev/zero filled memory.
+    data = small_regular_file(metadata_path, MAX_SLUG_METADATA)
+    if data is None and os.path.lexists(metadata_path):
+        raise errors.IMAGE_SOURCE_UNUSABLE.error(
+            variant="metadata-unreadable", metadata=metadata_path, limit=MAX_SLUG_METADATA)
     try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        if data is None:
+            raise ValueError("no slug.json")
+        metadata = json.loads(data)
+    except (ValueError, RecursionError):
         raise errors.IMAGE_SOURCE_UNUSABLE.error(
             variant="no-metadata", slug=slug, metadata=metadata_path) from None
     if not isinstance(metadata, dict) or \
