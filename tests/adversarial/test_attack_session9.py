@@ -26,7 +26,7 @@ from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
 from slugbuild.oci import registry as registry_module
-from slugbuild.oci.assemble import read_slug_metadata
+from slugbuild.oci.assemble import RUN_IMAGE_LAYERS, read_slug_metadata, rebase_image
 from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
@@ -338,12 +338,14 @@ def memory_bounded(limit: int = 64 << 20) -> Iterator[None]:
     assert peak < limit, f"{peak >> 20} MiB held"
 
 
-def _tiny_layout(root: Path) -> tuple[str, str]:
+def _tiny_layout(root: Path, config_fields: dict[str, object] | None = None
+                 ) -> tuple[str, str]:
     """An OCI layout of one image tagged latest (a config and no layers): the manifest's
     and the config's digests."""
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
-    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []},
+                         **(config_fields or {})}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -556,3 +558,28 @@ def test_the_slug_json_of_an_image_source_is_read_only_as_a_small_regular_file(
     with memory_bounded(), pytest.raises(errors.IMAGE_SOURCE_UNUSABLE.exception) as raised:
         read_slug_metadata(slug)
     assert "not a regular file of at most" in raised.value.render()
+
+
+# --- found in session 9: a run image config of other shapes --------------------------------
+
+@pytest.mark.parametrize("base_config", [
+    {"config": {"Labels": ["not", "a", "mapping"]}},
+    {"config": {"Env": [1, 2]}},
+    {"config": {"Labels": {"number": 1}, "Env": "PATH=/x"}},
+    {"history": 7},
+])
+def test_a_run_image_config_of_other_shapes_is_no_traceback(
+        tmp_path: Path, base_config: dict[str, object]) -> None:
+    """`rebase` (and `image`) merged the run image's `Labels`, `Env` and `history` as
+    they came: a list of labels, numbers in `Env` or a number as history were a
+    TypeError (an internal error). What is not of its shape is left out."""
+    _tiny_layout(tmp_path / "app", {"config": {"Labels": {RUN_IMAGE_LAYERS: "0"}},
+                                    "history": 5})
+    _tiny_layout(tmp_path / "base", base_config)
+    rebase_image(f"oci:{tmp_path / 'app'}:latest", f"oci:{tmp_path / 'base'}:latest",
+                 output=f"oci:{tmp_path / 'out'}:latest", cache_dir=tmp_path / "cache")
+    written = read_image(parse_image_reference(f"oci:{tmp_path / 'out'}:latest"),
+                         blob_dir=tmp_path / "b")
+    labels = written.config["config"]["Labels"]
+    assert labels[RUN_IMAGE_LAYERS] == "0" and "number" not in labels
+    assert all(isinstance(item, str) for item in written.config["config"]["Env"])

@@ -184,8 +184,7 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     registry = registry or RegistryOptions()
     current = oci.read_image(source, blob_dir=store.blobs, registry=registry,
                              architecture=_architecture(None))
-    labels = _config_of(current).get("Labels")
-    labels = labels if isinstance(labels, dict) else {}
+    labels = _labels_of(current)
     count = labels.get(RUN_IMAGE_LAYERS)
     layer_count = decimal(str(count)) if count is not None else None
     if layer_count is None or layer_count > len(current.layers):
@@ -200,19 +199,17 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     metadata = {"stack_requirements": requirements}
     check_run_image(metadata, new_base, str(new_base_reference))
     app_layers = current.layers[layer_count:]
-    own_history = [entry for entry in current.config.get("history") or []
-                   if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith(
-                       "slugbuild")]
+    own_history = [entry for entry in _history_of(current)
+                   if str(entry.get("created_by", "")).startswith("slugbuild")]
     config = json.loads(json.dumps(current.config))
     epoch = _epoch(source_date_epoch)
-    base_config = _config_of(new_base)
     run_labels = _run_image_labels(new_base, new_base_reference)
-    config["config"]["Labels"] = {**(base_config.get("Labels") or {}),
+    config["config"]["Labels"] = {**_labels_of(new_base),
                                   **{k: v for k, v in labels.items()
                                      if not k.startswith(f"{LABEL}.run-image")
                                      and not k.startswith("org.opencontainers.image.base")},
                                   **run_labels}
-    config["config"]["Env"] = _environment(base_config.get("Env") or [])
+    config["config"]["Env"] = _environment(_env_of(new_base))
     config["architecture"] = new_base.config.get("architecture", config.get("architecture"))
     config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in
                                                          [*new_base.layers, *app_layers]]}
@@ -381,6 +378,27 @@ def _config_of(image: oci.Image) -> dict[str, Any]:
     crafted config holds something else there."""
     found = image.config.get("config")
     return found if isinstance(found, dict) else {}
+
+
+def _labels_of(image: oci.Image) -> dict[str, str]:
+    """An image config's labels, the string ones (a crafted run image's `Labels` may be
+    a list, or hold numbers: merged as they were, that was a TypeError)."""
+    found = _config_of(image).get("Labels")
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(found, dict) else {}
+
+
+def _env_of(image: oci.Image) -> list[str]:
+    """An image config's `Env` entries that are strings (anything else: none)."""
+    found = _config_of(image).get("Env")
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
+def _history_of(image: oci.Image) -> list[dict[str, Any]]:
+    """An image config's history entries that are objects (anything else: none)."""
+    found = image.config.get("history")
+    return [entry for entry in found if isinstance(entry, dict)] \
+        if isinstance(found, list) else []
 
 
 def _file_in_layers(layers: list[Blob], path: str) -> str:
@@ -788,7 +806,7 @@ def _iso(epoch: int) -> str:
 
 
 def _base_history(base: Image, epoch: int) -> list[dict[str, Any]]:
-    history = [entry for entry in base.config.get("history") or [] if isinstance(entry, dict)]
+    history = _history_of(base)
     if sum(not entry.get("empty_layer") for entry in history) == len(base.layers):
         return history
     return [{"created": _iso(epoch), "created_by": "run image layer"} for _ in base.layers]
@@ -799,7 +817,6 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
              sbom_digest: str | None = None) -> Image:
     """The image config and manifest annotations for the run image plus the slug layers
     (``sbom_digest``: the slug's SBOM, which the image's referrer carries)."""
-    base_config = _config_of(base)
     process_types = metadata.get("process_types") or {}
     runtime = metadata.get("runtime") or {}
     packages = [f"{p.get('name')}=={p.get('version')}" for p in metadata.get("packages") or []
@@ -828,10 +845,10 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
         "config": {
             "User": user.spec,
             "WorkingDir": APP_PATH,
-            "Env": _environment(base_config.get("Env") or []),
+            "Env": _environment(_env_of(base)),
             "Entrypoint": [launcher_path()],
             "ExposedPorts": {"5000/tcp": {}},
-            "Labels": {**(base_config.get("Labels") or {}), **labels},
+            "Labels": {**_labels_of(base), **labels},
         },
         "rootfs": {"type": "layers", "diff_ids": [
             layer.diff_id for layer in [*base.layers, *(s.blob for s in slug_layers)]]},
