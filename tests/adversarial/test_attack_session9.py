@@ -26,8 +26,21 @@ from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
 from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
 from slugbuild.oci import registry as registry_module
-from slugbuild.oci.assemble import RUN_IMAGE_LAYERS, read_slug_metadata, rebase_image
-from slugbuild.oci.image import OCI_MANIFEST, RegistryOptions, read_image
+from slugbuild.oci.assemble import (
+    RUN_IMAGE_LAYERS,
+    image_user,
+    read_slug_metadata,
+    rebase_image,
+)
+from slugbuild.oci.image import (
+    LAYER_GZIP,
+    LAYER_TAR,
+    OCI_MANIFEST,
+    Image,
+    RegistryOptions,
+    file_blob,
+    read_image,
+)
 from slugbuild.oci.reference import parse_image_reference
 from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
 from slugbuild.oci.registry import BlobLimit
@@ -583,3 +596,18 @@ def test_a_run_image_config_of_other_shapes_is_no_traceback(
     labels = written.config["config"]["Labels"]
     assert labels[RUN_IMAGE_LAYERS] == "0" and "number" not in labels
     assert all(isinstance(item, str) for item in written.config["config"]["Env"])
+
+
+@pytest.mark.parametrize("layer", [b"not a tar at all", b"\x1f\x8b\x08\x00broken gzip"])
+def test_a_run_image_layer_that_is_no_tar_is_image_unreadable(tmp_path: Path,
+                                                              layer: bytes) -> None:
+    """A run image naming its user (`User: web`) has its /etc/passwd read from its
+    layers: a layer whose digest matched but whose bytes are no tar was a ReadError,
+    EOFError or BadGzipFile traceback."""
+    path = tmp_path / "layer"
+    path.write_bytes(layer)
+    kind = LAYER_GZIP if layer.startswith(b"\x1f\x8b") else LAYER_TAR
+    base = Image({"config": {"User": "web"}},
+                 [file_blob(path, kind, "sha256:" + "a" * 64, origin="oci:run")])
+    with pytest.raises(errors.IMAGE_UNREADABLE.exception, match="not a readable tar"):
+        image_user(base)

@@ -402,15 +402,23 @@ def _history_of(image: oci.Image) -> list[dict[str, Any]]:
 
 
 def _file_in_layers(layers: list[Blob], path: str) -> str:
-    """The text of ``path`` in the topmost layer that has it ('' if none)."""
+    """The text of ``path`` in the topmost layer that has it ('' if none). A layer that
+    is no readable tar (a crafted run image's: its digest matched, its bytes are not a
+    layer) is image-unreadable, not a traceback."""
     for layer in reversed(layers):
-        with oci.layer_tar(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if member.name.lstrip("./").lstrip("/") == path and member.isfile():
-                    extracted = tar.extractfile(member)
-                    # At most 1 MiB: a run image's /etc/passwd is far smaller.
-                    return extracted.read(1 << 20).decode("utf-8", "replace") \
-                        if extracted else ""
+        try:
+            with oci.layer_tar(layer) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.name.lstrip("./").lstrip("/") == path and member.isfile():
+                        extracted = tar.extractfile(member)
+                        # At most 1 MiB: a run image's /etc/passwd is far smaller.
+                        return extracted.read(1 << 20).decode("utf-8", "replace") \
+                            if extracted else ""
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise errors.IMAGE_UNREADABLE.error(
+                reference=layer.origin or "the run image",
+                reason=f"its layer {layer.digest} is not a readable tar ({exc})") from None
     return ""
 
 
