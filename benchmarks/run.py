@@ -1,7 +1,10 @@
 """`make bench`: build times and slug sizes against their floors and the Heroku buildpack.
 
 Sections (--sections, default all, in this order; SECTIONS at the end of this file):
-floors (below) and side-by-side (side_by_side.py: every app shape built by slugbuild and
+floors (below), fresh (paired_fresh.py: a fresh runner with a warm cache registry
+against a local warm build and a cold one, each a `slugbuild compile` process timed by
+wall clock and CPU, alternating; the Django fixture and a lock-file one unless --apps
+names others) and side-by-side (side_by_side.py: every app shape built by slugbuild and
 by the Heroku Python buildpack when HEROKU_PEER names ../shared/heroku-peer, alternating,
 cold, warm, changed and two at once, plus the scaling table).
 
@@ -35,20 +38,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
+import paired_fresh
 import side_by_side
 from app_changes import add_requirement, clean_env, extra_requirement_for
 from image_bench import bench_image  # benchmarks/ is on sys.path
+from loopback import loopback_registry
 
 import slugbuild
 from slugbuild.log import Reporter
@@ -77,8 +80,12 @@ def main() -> int:
                         help="the heroku-peer directory (default: $HEROKU_PEER); without "
                         "it the Heroku side is skipped with a note")
     parser.add_argument("--slugbuild-src", type=Path,
-                        help="side by side: build with this src/ (another branch's export) "
-                        "instead of the installed slugbuild")
+                        help="side by side and fresh: build with this src/ (another "
+                        "branch's export) instead of the installed slugbuild")
+    parser.add_argument("--published-runtime", action="store_true",
+                        help="side by side: publish each shape's Python to a loopback "
+                        "registry first (slugbuild runtime publish) and build with "
+                        "--python-registry (cold builds pull the runtime layer)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args()
     # A stopped bench still stops its servers and puts /app back (heroku_peer.py).
@@ -101,11 +108,25 @@ def floors_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
     names = args.apps or sorted(p.name for p in APPS.iterdir() if p.is_dir())
     results["apps"] = {}
     keep.mkdir(parents=True, exist_ok=True)
-    with _loopback_registry(keep) as _REGISTRY:
+    with loopback_registry(keep) as _REGISTRY:
         for name in names:
             print(f"== {name} ({args.runs} runs)", flush=True)
             results["apps"][name] = bench_app(APPS / name, args.runs, keep / name)
             _print_app(name, results["apps"][name])
+
+
+# Issue 17's apps: the Django fixture and one lock-file fixture.
+FRESH_APPS = ("django-tutorial", "flask-pipenv")
+
+
+def fresh_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
+    """A fresh runner against a local warm build and a cold one (paired_fresh.py)."""
+    apps = [APPS / name for name in (args.apps or FRESH_APPS)]
+    print(f"\n==== a fresh runner with a warm cache registry: "
+          f"{', '.join(a.name for a in apps)}", flush=True)
+    results["fresh_runner"] = paired_fresh.run_apps(
+        apps, {"slugbuild": args.slugbuild_src}, args.runs, cold_runs=1)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) -> None:
@@ -125,9 +146,15 @@ def side_by_side_section(args: argparse.Namespace, keep: Path, results: dict) ->
     # (heroku_peer.py), on the same file system, so it hard-links as on Heroku.
     outside = "/var/tmp" if keep.resolve().is_relative_to("/tmp") and \
         os.path.isdir("/var/tmp") else None
-    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-", dir=outside) as work:
+    with tempfile.TemporaryDirectory(prefix="slugbuild-bench-", dir=outside) as work, \
+            loopback_registry(Path(work)) if args.published_runtime \
+            else contextlib.nullcontext() as registry:
+        published = f"{registry}/published-runtimes" if registry else None
+        if args.published_runtime and published is None:
+            print("(no loopback registry: built without a published runtime)", flush=True)
         results["side_by_side"] = side_by_side.run(shapes, args.kinds, args.runs, args.peer,
-                                                   Path(work), progress, args.slugbuild_src)
+                                                   Path(work), progress, args.slugbuild_src,
+                                                   published)
         args.output.write_text(json.dumps(results, indent=2) + "\n")
 
 
@@ -231,33 +258,6 @@ def _build(app: Path, out: Path, cache: Path, registry: str | None = None):
 _REGISTRY: str | None = None
 
 
-@contextlib.contextmanager
-def _loopback_registry(root: Path) -> Iterator[str | None]:
-    """A CNCF Distribution registry on 127.0.0.1 for the fresh-runner measure."""
-    if shutil.which("docker-registry") is None:
-        print("(docker-registry not installed: no fresh_registry measure)")
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = root / "registry.yml"
-    config.write_text(f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: "
-                      f"{{rootdirectory: {root / 'storage'}}}}}\nhttp: {{addr: "
-                      f"'127.0.0.1:{port}'}}\n")
-    server = subprocess.Popen(["docker-registry", "serve", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.1)
-        yield f"docker://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def _fresh_runner(app: Path, tmp_path: Path, cold, reference: str
                   ) -> tuple[float, dict[str, int]]:
     """A build on an empty cache with the registry the cold build pushed to; its
@@ -342,6 +342,7 @@ def _print_app(name: str, result: dict) -> None:
 # The bench's sections, in the order they run; a new measurement adds itself here.
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path, dict], None]] = {
     "floors": floors_section,
+    "fresh": fresh_section,
     "side-by-side": side_by_side_section,
 }
 

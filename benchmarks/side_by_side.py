@@ -17,6 +17,12 @@ buildpack is timed as its `bin/compile` process (heroku_peer.py); making Heroku'
 loaded builds, which run at once): on a loaded machine a build's wall time is mostly
 its wait for a core, and CPU time is the figure that stays put. The load average is
 recorded at every step. Figures are printed and saved; nothing is asserted.
+
+With a published runtime (run.py's `--published-runtime`: a loopback registry), each
+shape's Python is published to it once before the timed runs (`slugbuild runtime
+publish`, untimed, on a publisher cache of its own) and every slugbuild build is given
+`--python-registry`: a cold build pulls the runtime layer instead of copying and
+relocating a prefix, as the Heroku buildpack downloads its prebuilt runtime.
 """
 
 from __future__ import annotations
@@ -82,12 +88,16 @@ SCALING = ("pinned-pip", "django", "data-stack")
 
 def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
         work: Path, progress: Callable[[dict[str, Any]], None] | None = None,
-        slugbuild_src: Path | None = None) -> dict[str, Any]:
+        slugbuild_src: Path | None = None, python_registry: str | None = None
+        ) -> dict[str, Any]:
     """Bench every shape; returns the side-by-side results (printed as they come, and
     handed to `progress` after each shape, so a long bench stopped early keeps them).
-    `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead."""
+    `slugbuild_src` builds with another checkout's src/ (e.g. a branch's) instead.
+    `python_registry`: each shape's runtime published there first, and pulled by the
+    slugbuild builds (module docstring)."""
     results: dict[str, Any] = {"peer": None, "shapes": {},
                                "slugbuild_src": str(slugbuild_src) if slugbuild_src else None,
+                               "python_registry": python_registry,
                                "slugbuild_compiled": compile_slugbuild(slugbuild_src)}
     peer: HerokuPeer | None = None
     note = None
@@ -107,7 +117,8 @@ def run(shapes: list[str], kinds: list[str], runs: int, peer_dir: Path | None,
         for name in shapes:
             shape = SHAPES[name]
             print(f"== {name}: {shape.fixture} ({shape.what}), {runs} runs", flush=True)
-            result = bench_shape(shape, kinds, runs, peer, work / name, slugbuild_src)
+            result = bench_shape(shape, kinds, runs, peer, work / name, slugbuild_src,
+                                 python_registry, work / "publisher-cache")
             results["shapes"][name] = result
             print_shape(name, result)
             results["scaling"] = scaling(results["shapes"])
@@ -136,11 +147,17 @@ def compile_slugbuild(src: Path | None) -> str:
 
 
 def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | None,
-                work: Path, slugbuild_src: Path | None = None) -> dict[str, Any]:
+                work: Path, slugbuild_src: Path | None = None,
+                python_registry: str | None = None,
+                publisher_cache: Path | None = None) -> dict[str, Any]:
     app = work / "app"
     shutil.copytree(APPS / shape.fixture, app, symlinks=True)
     if shape.derive:
         shape.derive(app)
+    published = None
+    if python_registry is not None:
+        published = publish_runtime(app, python_registry, publisher_cache or work / "publisher",
+                                    work / "publish.log", slugbuild_src)
     changed_app = work / "changed-app"
     shutil.copytree(app, changed_app, symlinks=True)
     extra = extra_requirement_for(app)
@@ -170,8 +187,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
     for number in range(runs):
         order = tools if number % 2 == 0 else tools[::-1]
         root = work / f"run{number}"
-        builders = {t: _Builder(t, app, root / t, peer, failures, slugbuild_src)
-                    for t in tools}
+        builders = {t: _Builder(t, app, root / t, peer, failures, slugbuild_src,
+                                python_registry) for t in tools}
         for kind in ("cold", "warm", "changed"):
             if kind == "cold" and kind not in kinds and {"warm", "changed"} & set(kinds):
                 # A warm (or changed) build follows a cold one on its cache: made, not timed.
@@ -199,7 +216,8 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
             stages.setdefault(kind, []).append(timings)
         if "loaded" in kinds:
             pairs = {t: [_Builder(t, app, root / f"{t}-loaded{i}", peer, failures,
-                                  slugbuild_src) for i in (1, 2)] for t in tools}
+                                  slugbuild_src, python_registry) for i in (1, 2)]
+                     for t in tools}
             for step in ("cold", "warm"):
                 loads.setdefault(f"loaded_{step}", []).append(os.getloadavg()[0])
                 for tool in order:
@@ -223,7 +241,7 @@ def bench_shape(shape: Shape, kinds: list[str], runs: int, peer: HerokuPeer | No
             "load": {k: [round(x, 2) for x in v] for k, v in loads.items()},
             "slug_bytes": sizes, "python_files": files,
             "heroku_pack_seconds": heroku_pack[0] if heroku_pack else None,
-            "peer_note": peer_note, "failures": failures,
+            "peer_note": peer_note, "failures": failures, "published_runtime": published,
             "slugbuild_stages": {kind: {stage: round(statistics.median(
                 t.get(stage, 0.0) for t in timings), 3) for stage in timings[0]}
                 for kind, timings in stages.items() if timings and timings[0]}}
@@ -233,9 +251,11 @@ class _Builder:
     """One tool's builds of one app on one cache (cold, then warm, then changed)."""
 
     def __init__(self, tool: str, app: Path, root: Path, peer: HerokuPeer | None,
-                 failures: dict[str, str], slugbuild_src: Path | None = None) -> None:
+                 failures: dict[str, str], slugbuild_src: Path | None = None,
+                 python_registry: str | None = None) -> None:
         self.tool, self.app, self.root, self.peer = tool, app, root, peer
         self.slugbuild_src = slugbuild_src
+        self.python_registry = python_registry
         # slugbuild's own stage timings of each build made (its --json output).
         self.stages: dict[str, dict[str, float]] = {}
         self.failures = failures
@@ -268,9 +288,12 @@ class _Builder:
                 return self.peer.compile(app, self.last, self.cache,
                                          self.root / f"{kind}.log")
             self.last = self.root / f"{kind}.tgz"
-            seconds, self.stages[kind] = _slugbuild(app, self.last, self.cache,
-                                                    self.root / f"{kind}.log",
-                                                    self.slugbuild_src)
+            extra = (("--python-registry", self.python_registry)
+                     if self.python_registry is not None else ())
+            seconds, result = slugbuild_compile(app, self.last, self.cache,
+                                                self.root / f"{kind}.log", self.slugbuild_src,
+                                                extra)
+            self.stages[kind] = result.get("timings") or {}
             return seconds
         except (PeerFailed, BuildFailed) as error:
             self.failures.setdefault(f"{self.tool} {kind}", str(error))
@@ -295,11 +318,35 @@ class BuildFailed(Exception):
     """A slugbuild build failed (the message holds the log's tail)."""
 
 
-def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
-               src: Path | None) -> tuple[float, dict[str, float]]:
-    """Wall seconds of `slugbuild compile`, and its stage timings (from --json)."""
+def publish_runtime(app: Path, reference: str, cache: Path, log: Path,
+                    src: Path | None) -> dict[str, Any]:
+    """Publish the Python `app` builds with (as `slugbuild plan` resolves it) to
+    `reference`, untimed by the bench; what was published and how long it took."""
+    env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+    planned = subprocess.run([sys.executable, "-m", "slugbuild", "plan", str(app), "--json",
+                              "--cache-dir", str(cache)], capture_output=True, text=True,
+                             env=env, check=True)
+    version = json.loads(planned.stdout)["python"]["version"]
+    start = time.perf_counter()
+    with log.open("wb") as sink:
+        done = subprocess.run([sys.executable, "-m", "slugbuild", "runtime", "publish",
+                               reference, "--python", version, "--cache-dir", str(cache),
+                               "--json"], stdout=subprocess.PIPE, stderr=sink, env=env)
+    if done.returncode:
+        raise BuildFailed(f"runtime publish failed; log {log}:\n  "
+                          + log.read_text(errors="replace")[-2000:])
+    published = {**json.loads(done.stdout), "seconds": round(time.perf_counter() - start, 2)}
+    print(f"  published Python {version} to {reference} ({published['seconds']:.1f} s, "
+          f"{published['sent']} bytes sent)", flush=True)
+    return published
+
+
+def slugbuild_compile(app: Path, out: Path, cache: Path, log: Path, src: Path | None,
+                      extra: tuple[str, ...] = ()) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of `slugbuild compile` (with `extra` options), and its --json result
+    (stage timings, the cache registry's bytes, the slug's sha256)."""
     command = [sys.executable, "-m", "slugbuild", "compile", str(app), "-o", str(out),
-               "--cache-dir", str(cache), "--json"]
+               "--cache-dir", str(cache), "--json", *extra]
     env = {**os.environ, "PYTHONPATH": str(src)} if src else None
     with log.open("wb") as sink:
         start = time.perf_counter()
@@ -310,10 +357,10 @@ def _slugbuild(app: Path, out: Path, cache: Path, log: Path,
         tail = log.read_text(errors="replace").strip().splitlines()[-40:]
         raise BuildFailed(f"exit {done.returncode}; log {log}:\n  " + "\n  ".join(tail))
     try:
-        timings = json.loads(done.stdout).get("timings") or {}
-    except (ValueError, AttributeError):
-        timings = {}
-    return round(seconds, 3), timings
+        result = json.loads(done.stdout)
+    except ValueError:
+        result = {}
+    return round(seconds, 3), result if isinstance(result, dict) else {}
 
 
 def _at_once(pair: list[_Builder], kind: str, app: Path) -> list[float | None]:
@@ -389,5 +436,3 @@ def _cell(value: float | int | None) -> str:
 
 def _load_range(loads: list[float]) -> str:
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
-
-

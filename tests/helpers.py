@@ -538,6 +538,22 @@ class RegistryServer:
         """How many blobs it mounted from another repository."""
         return self._log_count(r'"POST /v2/\S+/blobs/uploads/\?mount=\S* HTTP/[0-9.]+" 201 ')
 
+    @contextlib.contextmanager
+    def tampered(self, digest: str) -> Iterator[None]:
+        """One byte of blob ``digest`` changed in the registry's storage, put back
+        after (the registry keeps one copy of a blob for all its repositories)."""
+        hexdigest = digest.removeprefix("sha256:")
+        [data] = (self.root / "storage").rglob(
+            f"blobs/sha256/{hexdigest[:2]}/{hexdigest}/data")
+        original = data.read_bytes()
+        changed = bytearray(original)
+        changed[len(changed) // 2] ^= 0x55
+        data.write_bytes(bytes(changed))
+        try:
+            yield
+        finally:
+            data.write_bytes(original)
+
     def __enter__(self) -> RegistryServer:
         return self.start()
 

@@ -46,7 +46,7 @@ from slugbuild.layer_artifact import (
     push_artifact,
 )
 from slugbuild.log import Reporter
-from slugbuild.oci.image import RegistryOptions
+from slugbuild.oci.options import RegistryOptions
 from slugbuild.platform_info import current as current_platform
 from slugbuild.records import layer_problems
 
@@ -338,18 +338,9 @@ def test_tampered_blob_on_the_registry_disk(runner_a, registry, tmp_path: Path) 
     artifact = make_artifact(layer, SPACE)
     assert artifact is not None
     push_artifact(registry_store(reference), artifact)
-    part = json.loads(artifact.manifest)["layers"][0]["digest"].split(":")[1]
-    # The registry keeps one copy of a blob for all its repositories: put back after.
-    [data] = (registry.root / "storage").rglob(f"blobs/sha256/{part[:2]}/{part}/data")
-    original = data.read_bytes()
-    tampered = bytearray(original)
-    tampered[len(tampered) // 2] ^= 0x55
-    data.write_bytes(bytes(tampered))
-    try:
+    with registry.tampered(json.loads(artifact.manifest)["layers"][0]["digest"]):
         cache_b = _without_dependency_layer(cache_a, tmp_path / "b")
         result, log = _build(cache_b, tmp_path / "b.tgz", reference)
-    finally:
-        data.write_bytes(original)
     assert result.sha256 == sha_a
     warnings = [line for line in log.splitlines() if line.startswith(" !")
                 and "cache registry" in line]

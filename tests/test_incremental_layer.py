@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -151,6 +152,38 @@ def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_di
     (app / "requirements.txt").write_text("# incremental layer test\nsix==1.17.0\n")
     _, log, _ = _build(app, tmp_path / "again.tgz", cache_dir)
     assert any("Reusing" in line and "installing 0" in line for line in log), log
+
+
+@pytest.mark.slow
+def test_a_tampered_previous_part_never_reaches_the_slug(tmp_path, runtime_seed):
+    """The previous layer's kept part with a byte flipped in every unit (its size kept
+    and its record's SHA-256 made to match, as a hook writing the shared packed/
+    directory could): the layer built from it, which names it as its donor, still
+    packs to the clean build's slug."""
+    base = {".python-version": "3.12\n", "Procfile": "web: python -m http.server $PORT\n"}
+    clean_app = make_app(tmp_path / "clean", {**base, "requirements.txt": REQUIREMENTS["added"]})
+    clean, _, _ = _build(clean_app, tmp_path / "clean.tgz",
+                         seed_runtimes(runtime_seed, tmp_path / "clean-cache"))
+    cache_dir = seed_runtimes(runtime_seed, tmp_path / "cache")
+    app = make_app(tmp_path / "app", {**base, "requirements.txt": REQUIREMENTS["a"]})
+    _build(app, tmp_path / "a.tgz", cache_dir)
+    previous = cache_dir / "layers" / _current_layer(cache_dir, app)
+    [part] = (previous / "packed").glob("*.gz")
+    record = json.loads(part.with_suffix(".json").read_text())
+    data, offset = bytearray(part.read_bytes()), 0
+    for _, _, _, length in record["units"]:
+        data[offset + length // 2] ^= 0x55
+        offset += length
+    part.write_bytes(data)
+    part.with_suffix(".json").write_text(json.dumps(
+        {**record, "sha256": hashlib.sha256(data).hexdigest()}))
+
+    (app / "requirements.txt").write_text(REQUIREMENTS["added"])
+    sha, log, (added,) = _build(app, tmp_path / "added.tgz", cache_dir)
+    assert any("Reusing 3 of the previous layer's 3 packages" in line for line in log), log
+    assert json.loads((cache_dir / "layers" / added / "packed/donor").read_text()) == {
+        "layer": previous.name, "key": json.loads((previous / "manifest.json").read_text())["key"]}
+    assert sha == clean
 
 
 def _contents(layer: Path) -> dict:

@@ -304,12 +304,23 @@ class _Build:
         self.reporter = Reporter(quiet=True)
         self.warnings: list[str] = []
         self.reporter.warn = self.warnings.append  # type: ignore[method-assign]
+        self.seal = _NoSeal()  # the seal's own fallback: tests/adversarial/test_sealed_cache.py
 
     def overlay(self) -> OverlayRun | None:
         return None if self.overlay_failed else self.runs.pop()
 
     def materialise(self, copy: bool = False) -> None:
         self.materialised += 1
+
+
+class _NoSeal:
+    """A build whose steps run unsealed (step_jail.CacheSeal's answers then)."""
+
+    def mounts(self) -> None:
+        return None
+
+    def command(self, argv: object) -> None:
+        return None
 
 
 def _step_layers(tmp_path: Path, lowers: list[Path]):

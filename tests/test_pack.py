@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -11,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from slugbuild.pack import LayerPart, _dir_info, _info, pack_tree, prepare_layer_part, tar_header
+from slugbuild import pack
+from slugbuild.pack import (
+    LayerPart,
+    _dir_info,
+    _info,
+    layer_units,
+    pack_tree,
+    prepare_layer_part,
+    record_donor,
+    tar_header,
+)
 
 
 @pytest.mark.parametrize("name", [
@@ -311,3 +324,150 @@ def test_a_slug_compresses_within_one_percent_of_gzip_6(tmp_path):
     assert len(raw) > 4_000_000  # more than one gzip member's block: a real sample
     gzip_6 = len(gzip.compress(raw, 6, mtime=0))
     assert packed.size <= gzip_6 * 1.012, (packed.size, gzip_6)
+
+
+# --- units of a layer part, and a layer built from another (PART_FORMAT 2) -------------
+
+SITE = "lib/python3.12/site-packages"
+
+
+def _site_layer(layers: Path, name: str, packages: dict[str, bytes]) -> LayerPart:
+    """A cached dependency layer ``layers/<name>`` holding ``packages`` (paths under
+    site-packages) and a script, with the manifest a donor's key is checked against."""
+    layer = layers / name
+    for rel, data in packages.items():
+        (layer / "tree" / SITE / rel).parent.mkdir(parents=True, exist_ok=True)
+        (layer / "tree" / SITE / rel).write_bytes(data)
+    (layer / "tree/bin").mkdir(parents=True)
+    (layer / "tree/bin/tool").write_text("#!/bin/sh\n")
+    (layer / "manifest.json").write_text(json.dumps({"key": name * 2 + "0" * 16}))
+    return LayerPart(".heroku/python", layer / "tree", layer / "packed")
+
+
+def _packages(**extra: bytes) -> dict[str, bytes]:
+    big = b"".join(b"%08d numpy-ish line\n" % i for i in range(400_000))  # > one block
+    return {"big/core.bin": big, "big/__init__.py": b"x = 1\n",
+            "big-1.0.dist-info/RECORD": b"big/core.bin,,\n", "six.py": b"six = 6\n",
+            "__pycache__/six.cpython-312.pyc": b"pyc", **extra}
+
+
+def _kept(part: LayerPart) -> tuple[bytes, dict]:
+    [gz] = part.packed_dir.glob("*.gz")
+    return gz.read_bytes(), json.loads(gz.with_suffix(".json").read_text())
+
+
+def test_a_layer_part_is_cut_into_units_compressed_on_their_own(tmp_path):
+    part = _site_layer(tmp_path / "layers", "a" * 24, _packages())
+    prepare_layer_part(part, mtime=1)
+    data, record = _kept(part)
+    labels = [unit[0] for unit in record["units"]]
+    assert labels == ["rest/0", "site-packages/__pycache__", "site-packages/big",
+                      "site-packages/big-1.0.dist-info", "site-packages/six.py"]
+    assert sum(unit[3] for unit in record["units"]) == len(data)
+    assert sum(unit[1] for unit in record["units"]) == record["raw_size"]
+    offset = 0
+    for _, raw_size, raw_sha256, length in record["units"]:
+        raw = gzip.decompress(data[offset:offset + length])  # whole members each
+        assert (len(raw), hashlib.sha256(raw).hexdigest()) == (raw_size, raw_sha256)
+        assert len(raw) % tarfile.BLOCKSIZE == 0  # the next unit starts on a tar block
+        offset += length
+    assert layer_units([f"{SITE}/a/x", "bin/y", f"{SITE}/b", "share/z"]) == [
+        ("site-packages/a", [f"{SITE}/a/x"]), ("rest/0", ["bin/y"]),
+        ("site-packages/b", [f"{SITE}/b"]), ("rest/1", ["share/z"])]
+
+
+def _built_from(tmp_path: Path, donor_part: LayerPart, packages: dict[str, bytes],
+                name: str = "b" * 24) -> tuple[LayerPart, LayerPart]:
+    """A layer built from ``donor_part``'s (its donor recorded), and the same layer in
+    another cache (packed clean)."""
+    layer = _site_layer(tmp_path / "layers", name, packages)
+    donor_dir = donor_part.packed_dir.parent
+    record_donor(layer.packed_dir, donor_dir,
+                 json.loads((donor_dir / "manifest.json").read_text())["key"])
+    return layer, _site_layer(tmp_path / f"clean-{name}", name, packages)
+
+
+def _reused(monkeypatch) -> list[str]:
+    """The labels of the units a donor gave its members for, from now on (in the order
+    they were checked: several at once)."""
+    given: list[str] = []
+    members = pack._Donor.members
+
+    def spy(self, label, entries):
+        found = members(self, label, entries)
+        if found is not None:
+            given.append(label)
+        return found
+
+    monkeypatch.setattr(pack._Donor, "members", spy)
+    return given
+
+
+def test_a_layer_built_from_another_takes_its_unchanged_units_and_equals_a_clean_one(
+        tmp_path, monkeypatch):
+    donor = _site_layer(tmp_path / "layers", "a" * 24, _packages())
+    prepare_layer_part(donor, mtime=1)
+    layer, clean = _built_from(tmp_path, donor, _packages(**{
+        "idna/core.py": b"idna = 1\n", "__pycache__/idna.cpython-312.pyc": b"pyc2"}))
+    reused = _reused(monkeypatch)
+    prepare_layer_part(layer, mtime=1)
+    assert sorted(reused) == ["rest/0", "site-packages/big", "site-packages/big-1.0.dist-info",
+                      "site-packages/six.py"]  # __pycache__ changed, idna is new
+    prepare_layer_part(clean, mtime=1)
+    assert _kept(layer) == _kept(clean)
+    slug = io.BytesIO()
+    root = tmp_path / "root"
+    shutil.copytree(layer.tree, root / ".heroku/python", copy_function=os.link)
+    pack_tree(root, slug, mtime=1, layers=[layer])
+    assert _members(slug.getvalue())[f"./.heroku/python/{SITE}/idna/core.py"] == b"idna = 1\n"
+
+
+def test_a_donor_whose_members_were_tampered_with_gives_nothing(tmp_path, monkeypatch):
+    """The donor's part sits in a shared layer's packed/ directory any hook could write:
+    members with bytes flipped (sizes kept, the record's SHA-256 made to match), or a
+    unit's members swapped for other content the record vouches for, are compressed
+    afresh; the layer's part is still the clean one and never holds the planted bytes."""
+    donor = _site_layer(tmp_path / "layers", "a" * 24, _packages())
+    prepare_layer_part(donor, mtime=1)
+    data, record = _kept(donor)
+    [gz] = donor.packed_dir.glob("*.gz")
+    tampered = bytearray(data)
+    offset = 0
+    for _, _, _, length in record["units"]:
+        tampered[offset + length // 2] ^= 0xFF  # inside the deflate stream or its trailer
+        offset += length
+    gz.write_bytes(bytes(tampered))
+    gz.with_suffix(".json").write_text(json.dumps(
+        {**record, "sha256": hashlib.sha256(tampered).hexdigest()}))
+    layer, clean = _built_from(tmp_path, donor, _packages())
+    reused = _reused(monkeypatch)
+    prepare_layer_part(layer, mtime=1)
+    prepare_layer_part(clean, mtime=1)
+    assert reused == []
+    assert _kept(layer) == _kept(clean)
+
+    # Well-formed members of other bytes (an entry for every slug's .profile.d), which
+    # the donor's record says are the unit's (its raw size and SHA-256 are the unit's).
+    honest, record = _kept(clean)
+    units = record["units"]
+    assert units[-1][:2] == ["site-packages/six.py", 1024]
+    script = _info("./.profile.d/x.sh", 1, tarfile.REGTYPE, 0o755)
+    script.size = 5
+    evil = gzip.compress(tar_header(script) + b"echo\n".ljust(512, b"\0"), 5, mtime=0)
+    gz.write_bytes(honest[:len(honest) - units[-1][3]] + evil)
+    units[-1][3] = len(evil)
+    gz.with_suffix(".json").write_text(json.dumps({"units": units}))
+    layer = _built_from(tmp_path, donor, _packages(), "c" * 24)[0]
+    reused.clear()
+    prepare_layer_part(layer, mtime=1)
+    assert sorted(reused) == sorted(label for label, *_ in units[:-1])  # the honest ones
+    assert _kept(layer)[0] == honest
+
+    # A record whose units claim more bytes than the part holds (a read of 1 TiB).
+    units[-1][3] = 2 ** 40
+    gz.with_suffix(".json").write_text(json.dumps({"units": units}))
+    layer = _built_from(tmp_path, donor, _packages(), "d" * 24)[0]
+    reused.clear()
+    prepare_layer_part(layer, mtime=1)
+    assert reused == []
+    assert _kept(layer)[0] == honest

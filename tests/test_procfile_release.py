@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slugbuild import compile_app, errors
 from slugbuild.errors import SlugbuildError
@@ -105,6 +107,62 @@ TRICKY_TYPES = {
     "yes": "echo 'a: b' # c", "no-2": '"quoted" && x: y',
     "Off": "uvicorn main:app --host 0.0.0.0\nsecond line",
 }
+
+
+# Strings made of the characters that decide PyYAML's quoting, near the plain rule's edges.
+_EDGY = st.text(st.sampled_from(list("aZ_/.:=$@%+,- #'\"?!&*|>[]{}~<0981\t\né")), min_size=0,
+                max_size=12) | st.sampled_from(["on", "Off", "NULL", "y", "N", "yes", "True",
+                                                "a: b", "a:", "-x", "- x", "a #b", "1.5",
+                                                "0800", ".inf", "=", "<<", "~", "x" * 130])
+# Mostly strings the plain rule takes, with its edges (": ", a trailing ":" or space, two
+# spaces, a leading "-", words YAML reads as booleans) among them.
+_WORDS = st.from_regex(r"[a-zA-Z_/-][a-zA-Z0-9_./:=$@%+, -]{0,12}", fullmatch=True) | _EDGY
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_WORDS, _WORDS, max_size=4), st.dictionaries(_WORDS, _WORDS, max_size=3),
+       st.lists(_WORDS, max_size=3))
+def test_release_yaml_is_pyyamls_text_without_pyyaml(process_types, config_vars, addons):
+    # A warm build writes .release without loading PyYAML when every string is plain:
+    # its text must be byte for byte what PyYAML writes (slugs stay the same bytes).
+    document = {"addons": addons, "config_vars": config_vars,
+                "default_process_types": process_types}
+    assert release_yaml(process_types, config_vars, addons) == yaml.safe_dump(
+        document, sort_keys=False, explicit_start=True, default_flow_style=False,
+        allow_unicode=True, width=1 << 30)
+
+
+def test_every_string_the_plain_rule_takes_is_plain_in_pyyaml():
+    # Every string of up to three of these tokens: what the rule takes, PyYAML writes
+    # unquoted as a key and as a value, and reads back as the same string.
+    import itertools
+
+    from slugbuild.release import _plain
+
+    tokens = ["a", "on", "No", "-", ":", " ", "#", "1", ".", "/", "$", "=", ",", "%", "@", "+",
+              "_", "'", "?", "~"]
+    taken = 0
+    for size in (1, 2, 3):
+        for parts in itertools.product(tokens, repeat=size):
+            text = "".join(parts)
+            if not _plain(text):
+                continue
+            taken += 1
+            dumped = yaml.safe_dump({text: text}, default_flow_style=False, width=1 << 30)
+            assert dumped == f"{text}: {text}\n", text
+            assert yaml.safe_load(dumped) == {text: text}
+    assert taken > 1000
+
+
+def test_a_plain_release_is_written_without_pyyaml():
+    from slugbuild.release import _plain_release_yaml
+
+    assert _plain_release_yaml({"addons": [], "config_vars": {},
+                                "default_process_types": {"web": "gunicorn app:app -b :$PORT"}}
+                               ) == ("---\naddons: []\nconfig_vars: {}\ndefault_process_types:\n"
+                                     "  web: gunicorn app:app -b :$PORT\n")
+    assert _plain_release_yaml({"addons": [], "config_vars": {},
+                                "default_process_types": {"web": "echo 'a'"}}) is None
 
 
 def test_release_yaml_round_trips_names_yaml_would_mistype():

@@ -32,6 +32,7 @@ from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .process_cookie import COOKIE_VARIABLE
 from .redact import redact_url
 from .release import ReleaseInfo, parse_release_yaml
+from .step_jail import CacheSeal, StepRunner, Unsealed
 
 _GIT_URL = re.compile(r"^(https?://|git://|ssh://|git@|file://)")
 
@@ -160,16 +161,21 @@ def run_buildpack(
     stack: str,
     exports: list[Path],
     reporter: Reporter,
+    seal: CacheSeal | None = None,
 ) -> BuildpackOutcome:
-    """detect, compile and release one buildpack on ``build_dir``."""
+    """detect, compile and release one buildpack on ``build_dir``; with ``seal``, each
+    with the cache read-only but for the build's scratch and ``cache_dir``."""
     env = clean_env({**exported_config(config_vars), "STACK": stack})
-    name = _detect(ref, directory, build_dir, env, exports)
-    reporter.step(f"{name} app detected" if name else f"{ref.shown} detected the app")
     cache_dir.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(seal, ref.shown, cache_dir)
+    name = _detect(ref, directory, build_dir, env, exports, runner)
+    reporter.step(f"{name} app detected" if name else f"{ref.shown} detected the app")
     try:
-        run_tool(_sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
-                                     env_dir]), reporter, env, cwd=build_dir,
-                 step=f"{ref.shown}: bin/compile", passthrough=True)
+        argv = _sourcing(exports, [directory / "bin" / "compile", build_dir, cache_dir,
+                                   env_dir])
+        runner("bin/compile").run_step(argv, lambda command: run_tool(
+            command, reporter, env, cwd=build_dir, step=f"{ref.shown}: bin/compile",
+            passthrough=True))
     except ToolFailed as failed:
         # Its output is in the log above already: kept on the error, not printed twice.
         raise errors.BUILDPACK_COMPILE_FAILED.error(
@@ -179,16 +185,35 @@ def run_buildpack(
     if export.is_file():
         exports.append(export)
     return BuildpackOutcome(name or ref.shown,
-                            _release(ref, directory, build_dir, env, exports))
+                            _release(ref, directory, build_dir, env, exports, runner))
 
 
-def exported_variables(exports: list[Path]) -> dict[str, str]:
-    """The variables the ``export`` files set or change, as bash sees them."""
+@dataclass(frozen=True)
+class _Runner:
+    """How one buildpack's tools are run: sealed (step_jail.py), its CACHE_DIR
+    writable, or as they are without a seal."""
+
+    seal: CacheSeal | None
+    shown: str
+    cache_dir: Path
+
+    def __call__(self, tool: str) -> StepRunner:
+        if self.seal is None:
+            return Unsealed()
+        return self.seal.step(f"{self.shown}: {tool}", [self.cache_dir])
+
+
+
+def exported_variables(exports: list[Path], runner: StepRunner | None = None
+                       ) -> dict[str, str]:
+    """The variables the ``export`` files set or change, as bash sees them (a
+    buildpack wrote them: ``runner`` seals the cache while they run)."""
     if not exports:
         return {}
     base = clean_env()
     script = "".join(f'. "{path}"; ' for path in exports) + "env -0"
-    result = run_captured(["bash", "-c", script], env=base, step="sourcing the export files")
+    result = (runner or Unsealed()).run_step(["bash", "-c", script], lambda command: run_captured(
+        command, env=base, step="sourcing the export files"))
     if result.returncode != 0:
         return {}
     after = dict(item.split("=", 1) for item in
@@ -206,12 +231,13 @@ def _sourcing(exports: list[Path], argv: Sequence[str | Path]) -> list[str]:
 
 
 def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
-            exports: list[Path]) -> str:
+            exports: list[Path], runner: _Runner) -> str:
     detect = directory / "bin" / "detect"
     if not detect.is_file():
         return ""
-    result = run_captured(_sourcing(exports, [detect, build_dir]), env=env, cwd=build_dir,
-                          step=f"{ref.shown}: bin/detect")
+    result = runner("bin/detect").run_step(
+        _sourcing(exports, [detect, build_dir]), lambda command: run_captured(
+            command, env=env, cwd=build_dir, step=f"{ref.shown}: bin/detect"))
     stdout = _text(result.stdout)
     if result.returncode != 0:
         raise errors.BUILDPACK_DETECT_FAILED.error(
@@ -220,12 +246,13 @@ def _detect(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, 
 
 
 def _release(ref: BuildpackRef, directory: Path, build_dir: Path, env: dict[str, str],
-             exports: list[Path]) -> ReleaseInfo:
+             exports: list[Path], runner: _Runner) -> ReleaseInfo:
     release = directory / "bin" / "release"
     if not release.is_file():
         return ReleaseInfo()
-    result = run_captured(_sourcing(exports, [release, build_dir]), env=env, cwd=build_dir,
-                          step=f"{ref.shown}: bin/release")
+    result = runner("bin/release").run_step(
+        _sourcing(exports, [release, build_dir]), lambda command: run_captured(
+            command, env=env, cwd=build_dir, step=f"{ref.shown}: bin/release"))
     if result.returncode != 0:
         raise errors.BUILDPACK_RELEASE_INVALID.error(
             variant="exit-code", spec=ref.shown, exit_code=result.returncode,
@@ -271,7 +298,7 @@ class ExternalBuildpack:
                 cache_dir=buildpack_cache_dir(build, self.ref),
                 env_dir=write_env_dir(build.scratch / "env", build.config_vars),
                 config_vars=build.config_vars, stack=build.platform.stack,
-                exports=turn.exports, reporter=build.reporter)
+                exports=turn.exports, reporter=build.reporter, seal=build.seal)
         return BuildpackRun({"buildpack": self.ref.shown, "description": outcome.name},
                             outcome.release)
 

@@ -33,9 +33,13 @@ class NodeStep:
     def run(self, build: BuildContext, turn: BuildpackTurn) -> BuildpackRun:
         with build.timer.stage("node_build"):
             offline = (self.runtime_options or RuntimeOptions.from_env()).offline
-            run_node_build(build.build_dir, build.config_vars, build.cache.root / "npm",
+            npm_cache = build.cache.root / "npm"
+            npm_cache.mkdir(exist_ok=True)
+            run_node_build(build.build_dir, build.config_vars, npm_cache,
                            build.reporter, build.cache, offline=offline,
-                           exports=exported_variables(turn.exports))
+                           exports=exported_variables(
+                               turn.exports, build.seal.step("the export files")),
+                           runner=build.seal.step("npm", [npm_cache]))
         return BuildpackRun({"buildpack": self.shown, "description": NODE_STEP_DESCRIPTION})
 
 

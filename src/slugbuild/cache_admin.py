@@ -49,7 +49,7 @@ from .layer_artifact import (
     part_only_wanted,
     push_artifact,
 )
-from .oci.image import RegistryOptions
+from .oci.options import RegistryOptions
 from .slug_size import human
 from .stage import CACHEDIR_TAG
 
@@ -575,17 +575,9 @@ def import_command(cache: Cache, source: str, out: TextIO,
 
 def _guarded_transfer(target: str, run: Callable[[], tuple[int, int]]) -> tuple[int, int]:
     """Run an export or import; a store that fails is one clear error."""
-    from .cache_registry import TRANSFER_ERRORS
+    from .cache_registry import guarded_store
 
-    try:
-        return run()
-    except ArtifactInvalid as exc:
-        raise errors.CACHE_COMMAND_FAILED.error(
-            variant="store-invalid", target=target, reason=str(exc)) from exc
-    except TRANSFER_ERRORS as exc:
-        raise errors.CACHE_COMMAND_FAILED.error(
-            variant="store-failed", target=target, reason=str(exc) or type(exc).__name__
-        ) from exc
+    return guarded_store(target, run, errors.CACHE_COMMAND_FAILED)
 
 
 def _line(out: TextIO) -> Callable[[str], None]:

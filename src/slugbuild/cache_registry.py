@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import errors
 from .cache import Cache, Layer
@@ -47,11 +47,11 @@ from .layer_artifact import (
     push_check,
 )
 from .log import Reporter
-from .oci.credentials import explicit_credentials, find_credentials
-from .oci.image import RegistryOptions
-from .oci.reference import parse_image_reference
-from .oci.registry import BlobLimit, RegistryClient
+from .oci.options import RegistryOptions
 from .slug_size import human
+
+if TYPE_CHECKING:
+    from .oci.registry import RegistryClient
 
 ENV_VAR = "SLUGBUILD_CACHE_REGISTRY"
 READONLY_ENV_VAR = "SLUGBUILD_CACHE_REGISTRY_READONLY"
@@ -64,6 +64,7 @@ REQUEST_TIMEOUT = 10.0
 # What a failing store raises: the registry client's errors (unreachable, refused,
 # protocol, digest), and the local file system's while a pulled blob is written.
 TRANSFER_ERRORS: tuple[type[BaseException], ...] = (errors.RegistryError, OSError)
+T = TypeVar("T")
 
 
 class RegistryStore:
@@ -95,6 +96,8 @@ class RegistryStore:
         self._client().push_blob(data, digest, len(data))
 
     def get_blob(self, digest: str, size: int) -> bytes:
+        from .oci.registry import BlobLimit
+
         with tempfile.TemporaryDirectory(prefix="slugbuild-pull-") as work:
             target = Path(work) / "blob"
             try:
@@ -138,34 +141,49 @@ class RegistryStore:
 
 
 def registry_store(reference: str, registry: RegistryOptions | None = None,
-                   timeout: float | None = None) -> RegistryStore:
+                   timeout: float | None = None,
+                   invalid: errors.ErrorKind = errors.CACHE_REGISTRY_INVALID) -> RegistryStore:
     """The registry repository ``docker://HOST[:PORT]/REPO`` as a store, with the
     credentials images use (docs/images.md, Credentials): ``registry``'s user and
     password when given, else the auth files and credential helpers for its host
     (none: anonymous); ``registry.insecure`` allows plain HTTP to another machine.
     ``timeout`` bounds each request (default: a build's REQUEST_TIMEOUT).
     A reference that is not one (no ``docker://``, a tag or digest given) is
-    ``cache-registry-invalid``; credentials that cannot be found are the
-    registry's error (a build fails open on them)."""
+    ``invalid`` (``cache-registry-invalid``; the published runtimes' registry has
+    its own); credentials that cannot be found are the registry's error (a build
+    fails open on them)."""
+    # The registry code is imported only by a build that has a cache registry.
+    from .oci.credentials import find_credentials
+    from .oci.registry import RegistryClient
+
+    host, repository = repository_of(reference, invalid)
+    registry = registry or RegistryOptions()
+    client = RegistryClient(host, repository,
+                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
+                            insecure=registry.insecure,
+                            credentials=find_credentials(host, user=registry.user,
+                                                         password=registry.password))
+    return RegistryStore(client)
+
+
+def repository_of(reference: str,
+                  invalid: errors.ErrorKind = errors.CACHE_REGISTRY_INVALID) -> tuple[str, str]:
+    """Host and repository of ``docker://HOST[:PORT]/REPO``, checked as ``registry_store``
+    checks it, without making a client (a build that may never ask the registry
+    checks the reference before any work and pays nothing else)."""
+    from .oci.reference import parse_image_reference
+
     if not reference.startswith("docker://"):
-        raise errors.CACHE_REGISTRY_INVALID.error(
-            reference=reference, reason="it does not start with docker://")
+        raise invalid.error(reference=reference, reason="it does not start with docker://")
     try:
         parsed = parse_image_reference(reference)
     except errors.RegistryError as exc:
-        raise errors.CACHE_REGISTRY_INVALID.error(reference=reference, reason=exc.found) \
-            from exc
+        raise invalid.error(reference=reference, reason=exc.found) from exc
     if parsed.tag is not None or parsed.digest is not None or parsed.host is None \
             or parsed.repository is None:
-        raise errors.CACHE_REGISTRY_INVALID.error(
-            reference=reference, reason="name a repository only: the tags are slugbuild's")
-    registry = registry or RegistryOptions()
-    client = RegistryClient(parsed.host, parsed.repository,
-                            timeout=REQUEST_TIMEOUT if timeout is None else timeout,
-                            insecure=registry.insecure,
-                            credentials=find_credentials(parsed.host, user=registry.user,
-                                                         password=registry.password))
-    return RegistryStore(client)
+        raise invalid.error(reference=reference,
+                            reason="name a repository only: the tags are slugbuild's")
+    return parsed.host, parsed.repository
 
 
 @dataclass
@@ -308,6 +326,8 @@ def from_settings(reference: str | None, readonly: bool | None, platform_key: st
     if reference is None:
         return None
     if registry is not None:
+        from .oci.credentials import explicit_credentials
+
         explicit_credentials(registry.user, registry.password)
     if readonly is None:
         readonly = readonly_from_env(os.environ.get(READONLY_ENV_VAR, ""))
@@ -325,6 +345,19 @@ def readonly_from_env(value: str) -> bool:
     so a value it does not know (``on``, ``y``, a typo) must not turn pushing on."""
     text = value.strip().lower()
     return bool(text) and text not in FALSE_WORDS
+
+
+def guarded_store(target: str, run: Callable[[], T], failure: errors.ErrorKind) -> T:
+    """Run a command's reads and writes of a store (``cache export``/``import``,
+    ``runtime publish``): one that fails is ``failure`` in its ``store-invalid``
+    (an entry unlike its digests) or ``store-failed`` variant."""
+    try:
+        return run()
+    except ArtifactInvalid as exc:
+        raise failure.error(variant="store-invalid", target=target, reason=str(exc)) from exc
+    except TRANSFER_ERRORS as exc:
+        raise failure.error(variant="store-failed", target=target,
+                            reason=str(exc) or type(exc).__name__) from exc
 
 
 class _Unusable:

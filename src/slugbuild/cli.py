@@ -11,6 +11,7 @@ exits 130.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -46,11 +47,17 @@ from .redact import mask
 from .runtime import RuntimeOptions
 
 
-def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+def _add_runtime_options(parser: argparse.ArgumentParser, published: bool = True) -> None:
     parser.add_argument("--python-source", metavar="SOURCES",
                         help="runtime sources to try, in order, comma-separated: local, "
-                             "download, heroku (default: $SLUGBUILD_PYTHON_SOURCE or "
-                             "local,download)")
+                             "download, heroku" + (", published" if published else "")
+                             + " (default: $SLUGBUILD_PYTHON_SOURCE or local,download)")
+    if published:
+        parser.add_argument("--python-registry", metavar="docker://HOST[:PORT]/REPO|DIR",
+                            help="runtimes published with `slugbuild runtime publish`, "
+                                 "asked first (pulled on a runtime layer miss; one warning "
+                                 "and the other sources when it cannot be used); default: "
+                                 "$SLUGBUILD_PYTHON_REGISTRY")
     parser.add_argument("--offline", action="store_true", default=None,
                         help="never use the network: only local and cached runtimes")
     parser.add_argument("--python-download-url", metavar="URL",
@@ -89,7 +96,8 @@ def _reporter(args: argparse.Namespace) -> Reporter:
 
 def _runtime_options(args: argparse.Namespace) -> RuntimeOptions:
     return RuntimeOptions.from_env(args.python_source, args.offline, args.python_download_url,
-                                   args.allow_eol_python, args.python_patch_fallback)
+                                   args.allow_eol_python, args.python_patch_fallback,
+                                   getattr(args, "python_registry", None))
 
 
 def _positive_seconds(value: str) -> float:
@@ -223,6 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     rebase.add_argument("--json", action="store_true", help="print the result as JSON")
     add_registry_options(rebase)
     _add_cache_parser(sub)
+    _add_runtime_parser(sub)
 
     runtimes = sub.add_parser("runtimes", help="list the Python versions available and "
                               "where each comes from")
@@ -343,6 +352,34 @@ def _parser() -> argparse.ArgumentParser:
                                   "libpq5 for an app whose packages link to it")
     stack_build.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_runtime_parser(sub: Any) -> None:
+    """``slugbuild runtime publish`` (runtime/publish.py)."""
+    runtime = sub.add_parser("runtime", help="publish prebuilt Python runtime layers for "
+                                             "builds to pull (--python-registry)")
+    actions = runtime.add_subparsers(dest="runtime_action", required=True)
+    publish = actions.add_parser(
+        "publish", formatter_class=HelpFormatter, epilog=epilog("runtime"),
+        help="build the runtime layer of a Python version as a build would and push it to "
+             "a registry or write it to a directory",
+        description="Build the runtime layer of a Python version exactly as a build makes it\n"
+                    "(same sources, key and files) and publish it: to a registry repository,\n"
+                    "through the cache registry's client and credentials, or into an OCI\n"
+                    "layout directory. Builds given --python-registry (or\n"
+                    "SLUGBUILD_PYTHON_REGISTRY) pull it on a runtime layer miss instead of\n"
+                    "copying and relocating a prefix; their slugs are the same bytes.\n"
+                    "See docs/python-versions.md#published-runtimes.")
+    publish.add_argument("target", metavar="docker://HOST[:PORT]/REPO|DIR",
+                         help="a registry repository (no tag) or a directory (created)")
+    publish.add_argument("--python", required=True, metavar="X.Y[.Z]",
+                         help="the version (X.Y: the newest patch the sources offer)")
+    publish.add_argument("--cache-dir", type=Path,
+                         help="cache directory the layer is built in (default: "
+                              "$SLUGBUILD_CACHE_DIR or ~/.cache/slugbuild)")
+    publish.add_argument("--json", action="store_true")
+    _add_runtime_options(publish, published=False)
+    add_registry_options(publish)
 
 
 def _add_cache_parser(sub: Any) -> None:
@@ -723,6 +760,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "runtimes":
         return _list_runtimes(args)
+    if args.command == "runtime":
+        return _publish_runtime(args)
     if args.command == "lock":
         from .lock import lock_app
 
@@ -780,6 +819,29 @@ def _buildpack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish_runtime(args: argparse.Namespace) -> int:
+    """``slugbuild runtime publish TARGET --python X.Y[.Z]``."""
+    from . import platform_info
+    from .cache import Cache, default_cache_dir
+    from .runtime.publish import publish_runtime
+    from .slug_size import human
+
+    cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
+    try:
+        published = publish_runtime(args.target, args.python, cache, platform_info.current(),
+                                    _runtime_options(args), _reporter(args),
+                                    registry_options(args))
+    finally:
+        cache.release_uses()
+    if args.json:
+        print(json.dumps({"target": args.target, **dataclasses.asdict(published)}, indent=2))
+        return 0
+    print(mask(f"Published Python {published.version} ({published.layer}, made from "
+               f"{published.made_from}, part {human(published.part_size)}) to {args.target} "
+               f"as {published.tag} ({human(published.sent)} sent)"))
+    return 0
+
+
 def _list_runtimes(args: argparse.Namespace) -> int:
     """Print every supported version each source offers (sources that fail are noted)."""
     from . import platform_info
@@ -794,13 +856,15 @@ def _list_runtimes(args: argparse.Namespace) -> int:
     options = _runtime_options(args)
     platform = platform_info.current()
     cache = Cache(args.cache_dir if args.cache_dir is not None else default_cache_dir())
-    offers, notes = list_offers(make_sources(options, cache, platform), options.allow_eol)
+    sources = make_sources(options, cache, platform)
+    names = [source.name for source in sources]
+    offers, notes = list_offers(sources, options.allow_eol)
     order = {v: i for i, v in enumerate(sort_versions([o.version for o in offers]))}
-    offers.sort(key=lambda o: (-order[o.version], options.sources.index(o.source_name)))
+    offers.sort(key=lambda o: (-order[o.version], names.index(o.source_name)))
     if args.json:
         print(json.dumps({
             "platform": platform.as_dict(),
-            "sources": list(options.sources),
+            "sources": names,
             "offline": options.offline,
             "runtimes": [{"version": o.version, "source": o.source_name, "origin": o.origin,
                           "status": status(o.version)} for o in offers],
@@ -808,7 +872,7 @@ def _list_runtimes(args: argparse.Namespace) -> int:
         }, indent=2))
         return 0
     print(f"Python runtimes for {platform.stack} ({platform.key}), sources in order: "
-          f"{', '.join(options.sources)}{' (offline)' if options.offline else ''}")
+          f"{', '.join(names)}{' (offline)' if options.offline else ''}")
     for offer in offers:
         print(mask(f"  {offer.version:<9} {status(offer.version):<10} {offer.source_name:<9} "
                    f"{offer.origin}"))

@@ -21,15 +21,18 @@ DOCS = "docs/cli.md"
 
 # (variable, the commands that read it, what it does): the help's "Environment:" part.
 ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes", "plan", "image", "rebase"),
+    ("SLUGBUILD_CACHE_DIR", ("compile", "runtimes", "plan", "image", "rebase", "runtime"),
      "cache directory (else "
      "$XDG_CACHE_HOME/slugbuild, else ~/.cache/slugbuild)"),
-    ("SLUGBUILD_PYTHON_PATH", ("compile", "plan"), "runtimes to consider first"),
-    ("PYENV_ROOT", ("compile", "runtimes", "plan"), "pyenv root searched for local runtimes"),
-    ("SLUGBUILD_PYTHON_SOURCE", ("compile", "runtimes", "plan"),
+    ("SLUGBUILD_PYTHON_PATH", ("compile", "plan", "runtime"), "runtimes to consider first"),
+    ("PYENV_ROOT", ("compile", "runtimes", "plan", "runtime"),
+     "pyenv root searched for local runtimes"),
+    ("SLUGBUILD_PYTHON_SOURCE", ("compile", "runtimes", "plan", "runtime"),
      "runtime sources, as --python-source"),
-    ("SLUGBUILD_OFFLINE", ("compile", "runtimes", "plan"), "1: as --offline"),
-    ("SLUGBUILD_PYTHON_DOWNLOAD_URL", ("compile", "runtimes", "plan"),
+    ("SLUGBUILD_PYTHON_REGISTRY", ("compile", "runtimes", "plan"),
+     "published runtimes, as --python-registry"),
+    ("SLUGBUILD_OFFLINE", ("compile", "runtimes", "plan", "runtime"), "1: as --offline"),
+    ("SLUGBUILD_PYTHON_DOWNLOAD_URL", ("compile", "runtimes", "plan", "runtime"),
      "runtime index, as --python-download-url"),
     ("SLUGBUILD_HEROKU_PYTHON_URL", ("compile", "runtimes"),
      "base URL of the heroku runtime source"),
@@ -48,9 +51,9 @@ ENVIRONMENT: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("HEROKU_API_KEY", ("publish",), "the Platform API token (required)"),
     ("SLUGBUILD_HEROKU_API_URL", ("publish",), "Platform API base URL, as --api-url"),
     ("SLUGBUILD_PUBLISH_TIMEOUT", ("publish",), "seconds the publish may take (default 900)"),
-    ("REGISTRY_AUTH_FILE", ("compile", "image", "rebase"),
+    ("REGISTRY_AUTH_FILE", ("compile", "image", "rebase", "runtime"),
      "registry auth file read first (podman's auth.json format)"),
-    ("DOCKER_CONFIG", ("compile", "image", "rebase"),
+    ("DOCKER_CONFIG", ("compile", "image", "rebase", "runtime"),
      "directory of Docker's config.json (default ~/.docker), read for registry logins"),
     ("SLUGBUILD_VERBOSE", ("compile", "run", "inspect", "publish", "lock", "detect",
                            "runtimes", "plan", "buildpack", "image", "rebase"), "1: as --verbose"),
@@ -74,6 +77,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "plan": ("slugbuild plan ./myapp", "slugbuild plan ./myapp --json | jq .layers"),
     "publish": ("HEROKU_API_KEY=... slugbuild publish slug.tgz --heroku-app myapp",),
     "runtimes": ("slugbuild runtimes", "slugbuild runtimes --offline --json"),
+    "runtime": ("slugbuild runtime publish docker://registry.example.com/team/runtimes "
+                "--python 3.12",
+                "slugbuild runtime publish ./published-runtimes --python 3.13.0",
+                "slugbuild compile ./myapp --python-registry "
+                "docker://registry.example.com/team/runtimes"),
     "lock": ("slugbuild lock ./myapp", "slugbuild lock ./myapp --upgrade --generate-hashes"),
     "detect": ("slugbuild detect ./myapp", "slugbuild detect ./repo --app-base backend --json"),
     "buildpack": ("slugbuild buildpack path",

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from . import errors, platform_info, slug_size
 from .cache import Cache, Layer, LayerChanged, Restored, TreeCheck, default_cache_dir
 from .layer_artifact import ArtifactInvalid, ensure_tree, kept_part_name, part_listing
-from .layer_overlay import OverlayRun, mechanism, overlay_wanted
+from .layer_overlay import OverlayRun, mechanism, overlay_wanted, step_started
 from .layer_view import LayerView, ViewConflict
 from .log import Reporter, current_stage
 from .pack import LayerPart, layer_part_name, prepare_layer_part
 from .proc import check_deadline
 from .release import ReleaseInfo
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
+from .step_jail import CacheSeal
 
 PYTHON_HOME = ".heroku/python"  # where the runtime and packages go
 # How often a layer whose files another build changed while this one read them is
@@ -194,6 +195,13 @@ class BuildContext:
     # Set when an overlay's namespace or mount failed at a step: the later steps
     # materialise without trying again.
     overlay_failed: bool = False
+    # What the steps that run code slugbuild did not write may write of the cache
+    # (step_jail.py): the build's scratch, nothing else unless named.
+    seal: CacheSeal = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seal = CacheSeal(self.cache.root, self.scratch,
+                              partial(self.cache.scratch_dir, "seal"), self.reporter)
 
     def take_link_lock(self) -> None:
         """Hold the cache's link lock if free, until ``close``: while this build may
@@ -218,6 +226,7 @@ class BuildContext:
             self.cache.release_links(layer, mounted)
         self.held.close()
         self.cache.release_uses()
+        self.seal.close()
         # Deleted by a detached process (cache.Cache.dispose): not on the build's time.
         self.cache.dispose(self.scratch)
         for entry in self.placed_layers:
@@ -382,13 +391,16 @@ class StepLayers:
     layers' cached trees in a private mount namespace (nothing the step does can
     change a cached file; what it writes in the prefix is applied to materialised
     layers afterwards, ``finish``), or the layers materialised first, as before.
-    The log says which.
+    The log says which. Either way the step runs with the cache sealed
+    (step_jail.py; in the overlay's namespace when there is one).
     """
 
     def __init__(self, build: BuildContext, step: str) -> None:
         self.build = build
         self.step = step
         self.run: OverlayRun | None = None
+        # The wrapper's status file of the command ``argv`` last gave (None: unwrapped).
+        self.status: Path | None = None
 
     def __enter__(self) -> StepLayers:
         return self
@@ -417,34 +429,44 @@ class StepLayers:
             else:
                 reporter.detail("The cached layers are placed into the build first (no "
                                 "private overlay here, or SLUGBUILD_LAYER_OVERLAY=0)")
-        if self.run is None:
-            self.build.materialise()
-            return list(argv)
-        return self.run.argv(argv)
+        if self.run is not None:
+            command = self.run.argv(argv, self.build.seal.mounts())
+            self.status = self.run.status
+            return command
+        self.build.materialise()
+        wrapped = self.build.seal.command(argv)
+        self.status = wrapped[1] if wrapped is not None else None
+        return wrapped[0] if wrapped is not None else list(argv)
 
     def run_step(self, argv: Sequence[str | Path], start: Callable[[list[str | Path]], T]) -> T:
         """``start`` (it runs a command and returns or raises what the step gave) for
-        ``argv``, the layers ready. The overlay is a speed path: when its namespace or
-        mount failed before the step started (told by the wrapper's start mark, not by
-        the exit code: the step may exit 125 too), the log says why in one line, the
-        layers are materialised and the step runs as without an overlay."""
+        ``argv``, the layers ready. The overlay and the seal never fail a step: when
+        the namespace or a mount failed before the step started (told by the
+        wrapper's start mark, not by the exit code: the step may exit 125 too), the
+        log says why in one line and the step runs again without the overlay (the
+        layers materialised), then without the seal."""
         command = self.argv(argv)
-        run = self.run
+        run, status = self.run, self.status
         try:
             result = start(command)
         except Exception as failure:
-            if isinstance(failure, errors.SlugbuildError) or run is None or run.started():
+            if isinstance(failure, errors.SlugbuildError) or status is None \
+                    or step_started(status):
                 raise
         else:
-            if run is None or run.started():
+            if status is None or step_started(status):
                 return result
+        if run is None:  # the seal alone
+            self.build.seal.setup_failed(self.step, status)
+            self.status = None
+            return start(list(argv))
         self.build.overlay_failed = True
         self.build.reporter.warn(
             f"The overlay of the cached layers could not be set up for {self.step} "
             f"({run.failure()}); the layers are placed into the build instead.")
         run.remove()
         self.run = None
-        return start(self.argv(argv))
+        return self.run_step(argv, start)
 
     def prefix_written(self) -> bool:
         """Whether the step wrote into the layers' mount (through the overlay)."""

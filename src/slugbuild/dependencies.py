@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from . import errors, incremental, records, relocate
+from . import errors, records, relocate
 from .cache import (
     FILE_INDEX,
+    PACKED_PARTS,
     TREE,
     Cache,
     Layer,
@@ -64,13 +65,22 @@ from .installers import Installer, InstallJob, InstallPlan, built_wheels, instal
 from .installers.baseline import baseline_requirements
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
+from .pack import record_donor
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .step_jail import CacheSeal
 from .toml_compat import tomllib
 from .tree import walk_sorted
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
+
+    from . import incremental
+else:
+    from .lazy_import import lazy_module
+
+    # Only a build that makes a new layer uses it (with the installers it loads).
+    incremental = lazy_module("slugbuild.incremental")
 
 # Config vars with these prefixes steer the installers, so they are part of the
 # key (hashed: index URLs may hold credentials).
@@ -352,8 +362,10 @@ def find_or_install(
     copy: bool = False,
     exports: Mapping[str, str] | None = None,
     before_install: Callable[[], object] | None = None,
+    seal: CacheSeal | None = None,
 ) -> DependencyInstall:
     """The cached dependency layer for this app and runtime, installed if missing.
+    ``seal``: the build's seal of the cache, for the installer's runs (step_jail.py).
 
     ``python`` is an interpreter of the runtime whose manifest is ``runtime``.
     A fresh layer is installed into its own tree, unless ``into_prefix`` (the
@@ -425,6 +437,7 @@ def find_or_install(
                         link_mode="copy" if into_prefix is not None and copy else "hardlink",
                         exports=dict(exports or {}),
                         runtime_baseline=prefix_snapshot, build_dir=app_dir,
+                        seal=seal,
                     )
                     previous = _previous_layer(cache, source_dir, planned.inputs, plan,
                                                python_name, into_prefix is None, reporter,
@@ -859,8 +872,11 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
         onto_previous = into_prefix is None and previous is not None and \
             _install_onto_previous(dataclasses.replace(job, prefix=tree), installer, plan,
                                    tree, python_name, baseline, previous, written)
-        if onto_previous:
-            pass  # its host paths found too, the previous layer's files skipped
+        if onto_previous and previous is not None:
+            # Its host paths found too, the previous layer's files skipped; its slug
+            # part takes the previous one's compressed units for unchanged packages.
+            record_donor(tree.parent / PACKED_PARTS, previous.layer.path,
+                         previous.layer.manifest["key"])
         elif into_prefix is None:
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
                                  python_name, baseline)
@@ -1133,14 +1149,18 @@ def check_declared_installed(job: InstallJob, installed: list[str],
 def excluded_requirements(app_dir: Path, lock_file: str, python_version: str
                           ) -> dict[str, str]:
     """Canonical name -> line of each requirement of a requirements file (and its
-    ``-r`` includes) whose marker excludes ``python_version``."""
-    environment = marker_environment(python_version)
+    ``-r`` includes) whose marker excludes ``python_version``.
+
+    A marker follows a ``;`` (PEP 508): a line without one is not parsed, so an app
+    without markers (most) loads no requirement or marker parser on a warm build."""
+    environment: dict[str, str] | None = None
     found: dict[str, str] = {}
     for line in requirement_lines(app_dir, lock_file):
-        parsed = _parse_requirement(line)
-        if parsed and parsed[0].marker is not None \
-                and not parsed[0].marker.evaluate(environment):
-            found[canonicalize_name(parsed[0].name)] = line
+        parsed = _parse_requirement(line) if ";" in line else None
+        if parsed and parsed[0].marker is not None:
+            environment = environment or marker_environment(python_version)
+            if not parsed[0].marker.evaluate(environment):
+                found[canonicalize_name(parsed[0].name)] = line
     return found
 
 

@@ -225,5 +225,5 @@ class DependencyStage:
             config_vars=build.config_vars, cache=build.cache, reporter=reporter,
             source_dir=build.app_dir, constraints=build.constraints,
             prefix_snapshot=self.prefix_snapshot, copy=build.copy_layers, exports=self.exports,
-            before_install=self.before_install, **where)
+            before_install=self.before_install, seal=build.seal, **where)
 

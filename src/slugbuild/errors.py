@@ -624,6 +624,44 @@ PYTHON_SOURCE_UNKNOWN = ErrorKind(
     area=PythonRuntimeError,
 )
 
+PYTHON_REGISTRY_INVALID = ErrorKind(
+    "python-registry-invalid",
+    "The published runtimes cannot be used",
+    "{reference}: {reason}",
+    "Give --python-registry (or SLUGBUILD_PYTHON_REGISTRY) as docker://HOST[:PORT]/REPO, "
+    "or the directory `slugbuild runtime publish DIR` wrote.",
+    area=PythonRuntimeError,
+)
+RUNTIME_PUBLISH_FAILED = ErrorKind(
+    "runtime-publish-failed",
+    "The Python runtime could not be published",
+    "",
+    "See docs/python-versions.md#published-runtimes.",
+    area=PythonRuntimeError,
+    variants={
+        "target-invalid": Variant(
+            "{target}: {reason}",
+            "Publish to docker://HOST[:PORT]/REPO (a repository: the tags are slugbuild's) "
+            "or to a directory."),
+        "unwritable": Variant(
+            "{target} cannot be written: {reason}",
+            "Publish to a directory this user can create and write."),
+        "store-invalid": Variant(
+            "{target} holds an entry that does not match its digests: {reason}",
+            "Publish into an empty directory (or repository); builds refuse such an "
+            "entry and take their runtime from the other sources."),
+        "store-failed": Variant(
+            "{target} could not be read or written: {reason}",
+            "Check the address, the credentials (--registry-user, REGISTRY_AUTH_FILE, "
+            "docker login) and that the registry is up, then publish again; builds keep "
+            "using what was published before."),
+        "no-part": Variant(
+            "the slug part of the Python {version} runtime layer could not be kept in the "
+            "cache {cache} (read-only, or full)",
+            "Publish with a cache directory this user can write (--cache-dir)."),
+    },
+)
+
 # --- runtime layer ---------------------------------------------------------------
 RUNTIME_RELOCATION_FAILED = ErrorKind(
     "runtime-relocation-failed",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import errors
 from .importcheck import diagnose_missing_module
-from .layer_overlay import LayerAccess
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .step_jail import StepRunner
 
 PRE_COMPILE = "pre_compile"
 POST_COMPILE = "post_compile"
@@ -31,12 +31,13 @@ def run_hook(
     python_version: str | None = None,
     lock_file: str = "requirements.txt",
     exports: Mapping[str, str] | None = None,
-    layers: LayerAccess | None = None,
+    layers: StepRunner | None = None,
 ) -> bool:
     """Run ``bin/<name>`` of the app if it has one; return whether it ran.
     ``exports``: what earlier buildpacks exported (proc.clean_env). ``layers``: how
     it reaches the cached layers (an overlay of their trees, or materialised;
-    context.StepLayers).
+    context.StepLayers) with the cache sealed, or only how it is sealed
+    (step_jail.SealedStep).
 
     With ``python_version`` (the runtime's), a failure caused by a missing module
     says why it is missing (``importcheck``).

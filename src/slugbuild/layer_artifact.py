@@ -28,6 +28,7 @@ addressed by tag, both verifying every blob's digest on read.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import gzip
@@ -195,11 +196,12 @@ class KeptPart:
     raw_size: int
 
 
-def kept_part(layer: Layer) -> KeptPart | None:
-    """The layer's most recent kept part whose bytes match their record, else None."""
+def kept_part(layer: Layer, name: str | None = None) -> KeptPart | None:
+    """The layer's most recent kept part (``name``: that one) whose bytes match their
+    record, else None."""
     try:
-        records = sorted(layer.packed_parts.glob("*.json"), key=lambda p: p.stat().st_mtime_ns,
-                         reverse=True)
+        records = sorted(layer.packed_parts.glob(f"{name or '*'}.json"),
+                         key=lambda p: p.stat().st_mtime_ns, reverse=True)
     except OSError:
         return None
     for record_path in records:
@@ -257,8 +259,9 @@ class Artifact:
         return [self.config, self.part, self.index]
 
 
-def make_artifact(layer: Layer, space: str) -> Artifact | None:
+def make_artifact(layer: Layer, space: str, part_name: str | None = None) -> Artifact | None:
     """The artifact for a published layer, or None when it has no intact kept part
+    (``part_name``: that kept part, as ``runtime publish`` names the default slug's)
     or its files.json is unreadable (nothing is shared then)."""
     manifest = layer.manifest
     kind, key = manifest.get("kind"), manifest.get("key")
@@ -275,7 +278,8 @@ def make_artifact(layer: Layer, space: str) -> Artifact | None:
         index_blob = _canonical(record["index"])
     else:
         index = read_index(layer.path / FILE_INDEX)
-        part = tree_part(layer, index) if kind in TREE_PART_KINDS else kept_part(layer)
+        part = tree_part(layer, index) if kind in TREE_PART_KINDS else \
+            kept_part(layer, part_name)
         if part is None or index is None:
             return None
         try:
@@ -435,13 +439,14 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
         config, index = json.loads(config_blob), json.loads(index_blob)
     except (ValueError, RecursionError) as exc:
         raise ArtifactInvalid("its metadata is not JSON") from exc
+    expected = _streamable(index) if isinstance(index, dict) else None
     if not isinstance(config, dict) or not isinstance(index, dict) \
-            or _too_deep(config) or _too_deep(index):
+            or _too_deep(config) or _too_deep(_unchecked(index, expected)):
         raise ArtifactInvalid("its metadata is malformed")
     if (config.get("format"), config.get("namespace"), config.get("kind"), config.get("key")) \
             != (ARTIFACT_FORMAT, space, kind, key):
         raise ArtifactInvalid("it is the entry of another key, platform or format")
-    expected, inflated, sha256 = _streamable(index), None, None
+    inflated, sha256 = None, None
     stream = getattr(store, "stream_part", None)
     limit = _unpacked_limit(*expected[:2]) if expected is not None and stream else None
     if stream is not None and limit is not None and limit <= IN_MEMORY_LIMIT:
@@ -452,6 +457,16 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     if transfer is not None:
         transfer.received += len(raw) + len(config_blob) + len(part) + len(index_blob)
     return Fetched(config, index, part, expected, inflated, sha256)
+
+
+def _unchecked(index: dict[str, Any], expected: Expected | None) -> dict[str, Any]:
+    """What of ``index`` is left to check for depth: all of it, or, once ``_expected``
+    passed it (its files, symlinks and dirs of a fixed shape, scalars in lists no
+    deeper than 3), the rest (host paths, anything a newer pusher adds)."""
+    if expected is None:
+        return index
+    return {key: value for key, value in index.items()
+            if key not in ("files", "symlinks", "dirs")}
 
 
 def _streamable(index: dict[str, Any]) -> Expected | None:
@@ -603,10 +618,15 @@ def fetch_check(store: Store, space: str, digest: str,
 
 
 def _safe_rel(rel: object) -> str:
-    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\0" in rel \
-            or any(part in ("", ".", "..") for part in rel.split("/")):
+    # Between sentinel slashes a part "", "." or ".." shows as "//", "/./" or "/../"
+    # (an index has ~10,000 paths: no split per path).
+    if not isinstance(rel, str) or not rel or "\0" in rel \
+            or any(bad in f"/{rel}/" for bad in _UNSAFE_PARTS):
         raise ArtifactInvalid(f"unsafe path in the layer index: {rel!r}")
     return rel
+
+
+_UNSAFE_PARTS = ("//", "/./", "/../")  # a leading "/" makes "//" too
 
 
 def _inside_link(rel: str, target: object) -> str:
@@ -635,8 +655,7 @@ def _host_paths(found: object, files: dict[str, tuple[int, int, str]]) -> object
 def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], dict[str, str],
                                               list[str]]:
     try:
-        files = {_safe_rel(rel): (int(size), int(mode), str(digest))
-                 for rel, (size, mode, digest) in index["files"].items()}
+        files = {_safe_rel(rel): _file_entry(entry) for rel, entry in index["files"].items()}
         symlinks = {_safe_rel(rel): _inside_link(rel, target)
                      for rel, target in index["symlinks"].items()}
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
@@ -646,17 +665,25 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
                    None)
     if special is not None:  # chmod'ed so here, as root: a setuid-root file in the cache
         raise ArtifactInvalid(f"{special}: a setuid, setgid or sticky mode")
-    every = [*files, *symlinks, *dirs]
+    every = sorted([*files, *symlinks, *dirs])
     if len(set(every)) != len(every):  # one path, one kind: else unpacking it fails midway
         raise ArtifactInvalid("its file index lists a path twice")
-    for rel in every:  # nothing is placed below a symlink, nor below a file
-        parts = rel.split("/")
-        for depth in range(1, len(parts)):
-            above = "/".join(parts[:depth])
-            if above in symlinks or above in files:
-                kind = "symlink" if above in symlinks else "file"
-                raise ArtifactInvalid(f"{rel} lies below the {kind} {above}")
+    # Nothing is placed below a symlink, nor below a file: the paths below ``above``
+    # are the run of sorted paths starting with ``above/``, found by bisection.
+    for above in (*files, *symlinks):
+        at = bisect.bisect_left(every, above + "/")
+        if at < len(every) and every[at].startswith(above + "/"):
+            kind = "symlink" if above in symlinks else "file"
+            raise ArtifactInvalid(f"{every[at]} lies below the {kind} {above}")
     return files, symlinks, dirs
+
+
+def _file_entry(entry: object) -> tuple[int, int, str]:
+    """An index's ``[size, mode, sha256]``, exactly that shape: nothing nested deeper
+    (``_too_deep`` need not walk what this checked)."""
+    if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[2], str):
+        raise ValueError("a file entry is not [size, mode, sha256]")
+    return int(entry[0]), int(entry[1]), entry[2]
 
 
 def _decompress(part: bytes, limit: int) -> bytes:
@@ -1142,7 +1169,9 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
                                               fetched.inflated)
     host_paths = _host_paths(fetched.index.get("host_paths"), files)
     too_long = next((rel for rel in (*files, *symlinks, *dirs)
-                     if any(len(part.encode()) > _NAME_MAX for part in rel.split("/"))), None)
+                     if len(rel.encode()) > _NAME_MAX  # no part can be longer than that
+                     and any(len(part.encode()) > _NAME_MAX for part in rel.split("/"))),
+                    None)
     if too_long is not None:  # its tree could never be written here
         raise ArtifactInvalid(f"its files cannot be made here ({too_long[:60]}…: name too long)")
     scratch = cache.scratch_dir(f"{kind}-{name}")
@@ -1477,9 +1506,18 @@ def _listing_of(layer: Layer, record: dict[str, Any]) -> PartListing:
     index, stub_list = record["index"], set(record["stub"])
     entries = {rel: False for rel in (*index["files"], *index["symlinks"])}
     entries.update((rel, True) for rel in index["dirs"])
-    for rel in list(entries):  # a directory the index left out is in any written tree
-        parts = rel.split("/")
-        entries.update(("/".join(parts[:depth]), True) for depth in range(1, len(parts)))
+    # A directory the index left out is in any written tree: each path's missing
+    # ancestors, added shallowest first; ``complete``: directories whose ancestors are in.
+    complete: set[str] = set()
+    for rel in list(entries):
+        chain = []
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in complete:
+            chain.append(parent)
+            parent = parent.rpartition("/")[0]
+        for parent in reversed(chain):
+            entries[parent] = True
+            complete.add(parent)
     children: dict[str, list[tuple[str, bool]]] = {}
     for rel, is_dir in entries.items():
         parent, _, base = rel.rpartition("/")

@@ -61,11 +61,20 @@ _UNSAFE = frozenset(",:\\\n\"'")
 # The wrapper's own errors (unshare's, mount's) go to the run's status file, not to the
 # step's output: stderr is kept as fd 3 and given back to the step when it starts.
 _KEEP_STDERR = 'exec 3>&2 2>"$0"; exec "$@"'
-# Mounts the overlay ("$1" options, "$2" target), then each read-only path up to "--",
-# then runs the rest (same process: the build's limits and kill apply).
-_MOUNTS = ('"$0" -t overlay slugbuild-layers -o "$1" "$2" || exit 125; shift 2; '
-           'while [ "$1" != -- ]; do "$0" --bind -o ro "$1" "$1" || exit 125; shift; done; '
-           'shift; exec "$@"')
+# Bind-mounts each read-only path up to "--" ("$2" onwards; one gone meanwhile, such
+# as another build's scratch, is skipped), then each writable one up
+# to the next "--" (a bind of a path below a read-only bind is read-only until
+# remounted), then the overlay if any ("$1" options, "$2" target; both empty: none),
+# then enters its working directory again by its path (the one it was started in is
+# on the mount the binds now cover: a path below it would miss the overlay), and runs
+# the rest (same process: the build's limits and kill apply).
+_MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
+           'while [ "$1" != -- ]; do "$m" --bind -o ro "$1" "$1" || '
+           '[ ! -e "$1" ] || exit 125; shift; done; '
+           'shift; while [ "$1" != -- ]; do { "$m" --bind "$1" "$1" && '
+           '"$m" -o remount,bind,rw "$1"; } || exit 125; shift; done; shift; '
+           'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '
+           'cd "$d" || exit 125; exec "$@"')
 # The last word before the step: it has started (``OverlayRun.started``), with its
 # own stderr back.
 STARTED = "slugbuild: the step started"
@@ -110,23 +119,29 @@ class Mechanism:
     drops: bool = False
 
     def command(self, status: Path, mount: Sequence[str], argv: Sequence[str | Path],
-                ids: tuple[int, int] | None = None) -> list[str | Path] | None:
+                ids: tuple[int, int] | None = None, writable: Sequence[str] = (),
+                drop: bool | None = None) -> list[str | Path] | None:
         """``argv`` run in a private mount namespace after ``mount`` (the overlay's
-        options, its target, the read-only paths): ``sh`` keeping stderr, ``unshare``,
-        ``sh`` mounting, [``unshare`` dropping to the caller], ``sh`` marking the start.
-        By absolute paths (the step's PATH is the app's); None when a tool is missing.
-        The wrapper's errors go to ``status`` (``OverlayRun.started``); ``ids``: the
-        uid and gid the step drops to (the caller's by default)."""
+        options and its target, both empty for none; then the read-only paths) and
+        ``writable`` (paths below a read-only one the step may write): ``sh``
+        keeping stderr, ``unshare``, ``sh`` mounting, [``unshare`` dropping to the
+        caller], ``sh`` marking the start. By absolute paths (the step's PATH is the
+        app's); None when a tool is missing. The wrapper's errors go to ``status``
+        (``step_started``); ``ids``: the uid and gid the step drops to (the caller's
+        by default); ``drop``: whether it drops (the mechanism's ``drops`` unless
+        told: a sealed step always does, step_jail.py)."""
         tools = [shutil.which(name) for name in ("unshare", "sh", "mount")]
         if None in tools:
             return None
         unshare, sh, mounter = (str(tool) for tool in tools)
         uid, gid = ids if ids is not None else (os.getuid(), os.getgid())
-        drop = ([unshare, "--user", f"--map-user={uid}", f"--map-group={gid}", "--"]
-                if self.drops else [])
+        dropping = self.drops if drop is None else drop
+        nested = ([unshare, "--user", f"--map-user={uid}", f"--map-group={gid}", "--"]
+                  if dropping else [])
+        options, target, *read_only = mount
         return [sh, "-c", _KEEP_STDERR, str(status), unshare, *self.unshare[1:], "--",
-                sh, "-c", _MOUNTS, mounter, *mount, "--", *drop,
-                sh, "-c", _START, sh, *argv]
+                sh, "-c", _MOUNTS, mounter, options, target, *read_only, "--", *writable,
+                "--", *nested, sh, "-c", _START, sh, *argv]
 
 
 # As root, a renamed lower directory is recorded (redirect_dir=on) and followed by
@@ -143,6 +158,11 @@ _USERNS = Mechanism("user namespace", ("unshare", "--user", "--map-root-user", "
 _found: dict[str, Mechanism | None] = {}
 
 
+def candidates() -> list[Mechanism]:
+    """The ways to a private mount namespace worth trying here, in order."""
+    return [_ROOT, _USERNS] if os.geteuid() == 0 else [_USERNS]
+
+
 def overlay_wanted() -> bool:
     """SLUGBUILD_LAYER_OVERLAY=0 materialises the layers for every step, as before."""
     return env_flag(OVERLAY_ENV, unset=True, unknown=True, empty=False)
@@ -151,10 +171,16 @@ def overlay_wanted() -> bool:
 def mechanism(scratch: Path) -> Mechanism | None:
     """The first way this machine allows to mount an overlay privately, tried once per
     process (a tiny overlay in ``scratch``); None when none works."""
-    if "found" not in _found:
-        candidates = [_ROOT, _USERNS] if os.geteuid() == 0 else [_USERNS]
-        _found["found"] = next((m for m in candidates if _works(m, scratch)), None)
-    return _found["found"]
+    return first_working(_found, lambda candidate: _works(candidate, scratch))
+
+
+def first_working(found: dict[str, Mechanism | None], works: Callable[[Mechanism], bool]
+                  ) -> Mechanism | None:
+    """The first of ``candidates()`` that ``works``, tried once per process (the answer
+    kept in ``found``); None when none does."""
+    if "found" not in found:
+        found["found"] = next((m for m in candidates() if works(m)), None)
+    return found["found"]
 
 
 def _works(candidate: Mechanism, scratch: Path) -> bool:
@@ -170,15 +196,54 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
         command = candidate.command(
             base / "status", [options, str(base / "merged"), str(base / "lower")],
             ["test", "-f", str(base / "merged" / "probe")])
-        if command is None:
-            return False
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=20, check=False)
-        return done.returncode == 0
-    except (OSError, subprocess.SubprocessError):
+        return probe_passes(command)
+    except OSError:
         return False
     finally:
         _remove_scratch(base)
+
+
+def probe_passes(command: Sequence[str | Path] | None) -> bool:
+    """Whether a probe's wrapped command (None: a tool is missing) ran and exited 0
+    within 20 s."""
+    if command is None:
+        return False
+    try:
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+@dataclass(frozen=True)
+class SealMounts:
+    """What a sealed step's namespace adds (step_jail.py): the paths bind-mounted
+    read-only (the cache), those below them it may write, and the status file the
+    wrapper writes its errors and start mark to, out of the step's reach."""
+
+    read_only: tuple[str, ...]
+    writable: tuple[str, ...]
+    status: Path
+
+
+def step_started(status: Path) -> bool:
+    """Whether a wrapped step itself ran: the wrapper's start mark is in ``status``."""
+    return STARTED in _status_text(status)
+
+
+def setup_failure(status: Path) -> str:
+    """Why a wrapped step did not start: the wrapper's own error output, one line."""
+    text = " ".join(_status_text(status).split())
+    return text[:300] or "the namespace could not be set up (no error was printed)"
+
+
+def _status_text(status: Path) -> str:
+    try:
+        with open(status, "rb") as handle:
+            return handle.read(64 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -202,6 +267,8 @@ class OverlayRun:
     read_only: list[Path] = field(default_factory=list)
     # Who the step runs as in a user namespace (Mechanism.drops): the caller.
     ids: tuple[int, int] = field(default_factory=lambda: (os.getuid(), os.getgid()))
+    # Where the wrapper writes its own errors, then that the step started (``argv``).
+    status: Path = field(default=Path("/nonexistent"))
 
     @classmethod
     def prepare(cls, build_dir: Path, scratch: Path, found: Mechanism,
@@ -222,41 +289,35 @@ class OverlayRun:
             mounts.append(OverlayMount(mount, lowers, base / "upper", base / "work"))
         return cls(build_dir, found, mounts, list(read_only))
 
-    def argv(self, argv: Sequence[str | Path]) -> list[str | Path]:
-        """``argv`` run in a namespace of its own with the overlay mounted."""
+    def argv(self, argv: Sequence[str | Path], seal: SealMounts | None = None
+             ) -> list[str | Path]:
+        """``argv`` run in a namespace of its own with the overlay mounted; with
+        ``seal``, the cache read-only too (step_jail.py), and the step's start told by
+        the seal's status file, which the step cannot write."""
         (mount,) = self.mounts
         options = (f"lowerdir={':'.join(str(tree) for tree in mount.lowers)},"
                    f"upperdir={mount.upper},workdir={mount.work}"
                    f"{self.mechanism.options}")
+        self.status = seal.status if seal is not None else mount.upper.parent / "status"
         with contextlib.suppress(FileNotFoundError):
             self.status.unlink()  # a run before this one's
+        read_only = [*(seal.read_only if seal is not None else ()),
+                     *(str(path) for path in self.read_only)]
         command = self.mechanism.command(
-            self.status, [options, str(self.build_dir / mount.mount),
-                          *(str(path) for path in self.read_only)], argv, self.ids)
+            self.status, [options, str(self.build_dir / mount.mount), *read_only], argv,
+            self.ids, writable=seal.writable if seal is not None else (),
+            drop=True if seal is not None else None)
         assert command is not None  # the mechanism was found with these tools
         return command
-
-    @property
-    def status(self) -> Path:
-        """Where the wrapper writes its own errors, then that the step started."""
-        return self.mounts[0].upper.parent / "status"
 
     def started(self) -> bool:
         """Whether the step itself ran (after ``argv``'s command ended): not when the
         namespace or a mount failed, whatever the exit code (a step may exit 125 too)."""
-        return STARTED in self._status_text()
+        return step_started(self.status)
 
     def failure(self) -> str:
         """Why the step did not start: the wrapper's own error output, one line."""
-        text = " ".join(self._status_text().split())
-        return text[:300] or "the namespace could not be set up (no error was printed)"
-
-    def _status_text(self) -> str:
-        try:
-            with open(self.status, "rb") as handle:
-                return handle.read(64 * 1024).decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return setup_failure(self.status)
 
     def written(self) -> bool:
         """Whether the step wrote, deleted, renamed or chmodded anything in the prefix."""

@@ -26,6 +26,7 @@ from . import errors
 from .cache import Cache
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_tool
+from .step_jail import StepRunner, Unsealed
 
 PACKAGE_JSON = "package.json"
 # The scripts heroku-buildpack-nodejs runs after installing (the first one defined).
@@ -91,9 +92,11 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
 
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
                    reporter: Reporter, cache: Cache | None = None,
-                   offline: bool = False, exports: Mapping[str, str] | None = None) -> None:
+                   offline: bool = False, exports: Mapping[str, str] | None = None,
+                   runner: StepRunner | None = None) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
-    ``node_modules`` removed; one catalogue error when it cannot be done.
+    ``node_modules`` removed; one catalogue error when it cannot be done. ``runner``:
+    how npm is started (the build's cache sealed but for ``npm_cache``, step_jail.py).
 
     Node.js is the one package.json's ``engines.node`` asks for, kept as a runtime
     layer in ``cache`` (node_runtime.py); without a cache to keep it in (library
@@ -136,7 +139,9 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
     try:
         for arguments in commands:
             try:
-                run_tool([*tools.npm, *arguments], reporter, env, cwd=build_dir)
+                (runner or Unsealed()).run_step(
+                    [*tools.npm, *arguments],
+                    lambda command: run_tool(command, reporter, env, cwd=build_dir))
             except ToolFailed as failed:
                 raise errors.NODE_BUILD_FAILED.error(
                     command=" ".join(["npm", *arguments]), exit_code=failed.exit_code,

@@ -30,22 +30,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import filecmp
+import functools
 import gzip
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -106,8 +108,12 @@ class _ParallelGzipWriter(io.RawIOBase):
         self.level = level
         self.buffer = bytearray()
         self.pool = ThreadPoolExecutor(max_workers=workers)  # zlib releases the GIL
-        self.pending: collections.deque[Future[bytes]] = collections.deque()
+        # Members to write in order; None marks the end of a unit (``end_unit``).
+        self.pending: collections.deque[Future[bytes] | None] = collections.deque()
         self.max_pending = workers * 2
+        self.written = 0
+        self.unit_ends: list[int] = []  # compressed bytes written when each unit ended
+        self.in_units = False
 
     def writable(self) -> bool:
         return True
@@ -124,17 +130,43 @@ class _ParallelGzipWriter(io.RawIOBase):
     def _submit(self, block: bytes) -> None:
         self.pending.append(self.pool.submit(gzip.compress, block, self.level, mtime=0))
         while len(self.pending) > self.max_pending:
-            self.target.write(self.pending.popleft().result())
+            self._write_next()
+
+    def _write_next(self) -> None:
+        member = self.pending.popleft()
+        if member is None:
+            self.unit_ends.append(self.written)
+            return
+        data = member.result()
+        self.target.write(data)
+        self.written += len(data)
+
+    def end_unit(self) -> None:
+        """End a unit (PART_FORMAT 2): what is buffered becomes a member of its own,
+        so the next unit's members depend on nothing written before them."""
+        self.in_units = True
+        if self.buffer:
+            self._submit(bytes(self.buffer))
+            self.buffer.clear()
+        self.pending.append(None)
+
+    def add_unit(self, members: bytes) -> None:
+        """A whole unit, compressed already (a donor's checked members), in its place."""
+        assert not self.buffer, "a unit starts on a member boundary"
+        done: Future[bytes] = Future()
+        done.set_result(members)
+        self.pending.append(done)
+        self.end_unit()
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            if self.buffer or not self.pending:
+            if self.buffer or not (self.pending or self.in_units):
                 self._submit(bytes(self.buffer))
                 self.buffer.clear()
             while self.pending:
-                self.target.write(self.pending.popleft().result())
+                self._write_next()
         finally:
             self.pool.shutdown()
             super().close()
@@ -243,7 +275,8 @@ class _PackParams:
 
 
 # Changes whenever the bytes of a layer part would change for the same inputs.
-PART_FORMAT = 1
+# 2: cut into units (``layer_units``), each its own run of members.
+PART_FORMAT = 2
 # zlib level 5: the smallest level whose slugs are no larger than Heroku's
 # `tar | gzip -6` of the same app (our slug holds fewer bytes than Heroku's build
 # directory, but at level 4 compressed 1% larger on a large data stack). Level 6
@@ -572,19 +605,38 @@ def _add_files(tar: _TarWriter, params: _PackParams, root: str, names: list[str]
                mount: str = "") -> None:
     """Regular files and symlinks ``names`` (relative to ``root``), in the order given,
     named as if ``root`` sat at ``mount`` in the slug."""
+    for header, path, size in _entries(params, root, names, mount):
+        tar.add_encoded(header, path, size)
+
+
+class _Entry(NamedTuple):
+    """A tar entry to write: its header, and the path and size of a file's body."""
+
+    header: bytes
+    path: str | None  # None: no body (a symlink)
+    size: int
+
+
+def _entries(params: _PackParams, root: str, names: list[str], mount: str = ""
+             ) -> list[_Entry]:
+    """The tar header of each regular file and symlink of ``names`` (as ``_add_files``
+    writes them), with the path and size of a file's body (None, 0: a symlink);
+    other kinds of entry are left out."""
     prefix = f"{params.base}/{mount}/" if mount else f"{params.base}/"
+    entries: list[_Entry] = []
     for rel in names:
         path = os.path.join(root, rel)
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             info = _info(prefix + rel, params.epoch, tarfile.SYMTYPE, 0o777)
             info.linkname = os.readlink(path)
-            tar.add(info)
+            entries.append(_Entry(tar_header(info), None, 0))
         elif stat.S_ISREG(st.st_mode):
             mode = 0o755 if st.st_mode & 0o111 else 0o644
             info = _info(prefix + rel, params.epoch, tarfile.REGTYPE, mode)
             info.size = st.st_size
-            tar.add(info, path)
+            entries.append(_Entry(tar_header(info), path, st.st_size))
+    return entries
 
 
 def _layer_files(layer: LayerPart) -> list[tuple[str, int, int]]:
@@ -671,18 +723,246 @@ def _write_layer_part(writer: _Sink, layer: LayerPart, params: _PackParams,
         buffer = io.BytesIO()
         if names is None or placed_in is None:
             names, placed_in = [rel for rel, _, _ in _layer_files(layer)], str(layer.tree)
-        raw_size = _compress_part(buffer, params.level, lambda tar: _add_files(
-            tar, params, placed_in, names, layer.mount))
+        with _donor_of(layer, params) as donor:
+            raw_size, units = _compress_units(buffer, params, placed_in, names, layer.mount,
+                                              donor)
         data = buffer.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         if layer_fd is not None and (layer.unchanged is None or layer.unchanged()):
             _keep_part(layer_fd, layer.packed_dir.name, params.part_name(layer.mount),
-                       data, raw_size, digest)
+                       data, raw_size, digest, units)
     finally:
         if layer_fd is not None:
             os.close(layer_fd)
     writer.write(data)
     return raw_size, digest
+
+
+# A layer part is cut into units (PART_FORMAT 2), each compressed as a run of gzip
+# members of its own: one unit per top-level entry of site-packages (a package's
+# directory, its dist-info, a module), one per run of the layer's other files. A
+# unit's compressed bytes then depend on its files alone (and the level and block
+# size), never on what precedes it, so a layer built from another (incremental.py)
+# takes the donor's members for every unit whose bytes are the same.
+_SITE_PACKAGES_ENTRY = re.compile(r"lib/[^/]+/site-packages/([^/]+)")
+
+
+def layer_units(names: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The units of a layer part holding ``names`` (relative to the layer's tree, in
+    packing order): (label, names) for each run of names of one site-packages entry
+    (``site-packages/<entry>``) or of none (``rest/<n>``)."""
+    units: list[tuple[str, list[str]]] = []
+    current, rest = "", 0
+    for rel in names:
+        found = _SITE_PACKAGES_ENTRY.match(rel)
+        label = f"site-packages/{found.group(1)}" if found else "rest"
+        if label != current or not units:
+            current = label
+            if not found:
+                label, rest = f"rest/{rest}", rest + 1
+            units.append((label, []))
+        units[-1][1].append(rel)
+    return units
+
+
+class _Digesting:
+    """Hashes what is written and hands it on to ``target`` (None: drops it)."""
+
+    def __init__(self, target: _Sink | None = None) -> None:
+        self.target = target
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        if self.target is not None:
+            self.target.write(data)
+        return len(data)
+
+
+def _compress_units(target: _Sink, params: _PackParams, root: str, names: list[str],
+                    mount: str, donor: _Donor | None) -> tuple[int, list[list[str | int]]]:
+    """Gzip the layer's files ``names`` (relative to ``root``, named at ``mount``) unit
+    by unit, each unit's members taken from ``donor`` when it has them for the same
+    bytes; the raw tar size and, per unit, [label, raw size, raw SHA-256, compressed
+    length] (what the part's record keeps for a layer built from this one)."""
+    made: list[tuple[str, int, str]] = []
+
+    def prepared(label: str, unit_names: list[str]) -> tuple[list[_Entry], _Reused | None]:
+        entries = _entries(params, root, unit_names, mount)
+        return entries, donor.members(label, entries) if donor is not None else None
+
+    units = iter(layer_units(names))
+    # The next units' headers (and donor checks: hashing, inflating) made on every core
+    # while this one is written; a few ahead, so the donor's members are not all held.
+    with ThreadPoolExecutor(max_workers=_workers()) as ahead_pool, \
+            _ParallelGzipWriter(target, params.level, _workers()) as gz:
+        ahead: collections.deque[tuple[str, Future[tuple[list[_Entry], _Reused | None]]]] = \
+            collections.deque()
+        while True:
+            while len(ahead) < 2 * _workers():
+                unit = next(units, None)
+                if unit is None:
+                    break
+                ahead.append((unit[0], ahead_pool.submit(prepared, *unit)))
+            if not ahead:
+                break
+            label, future = ahead.popleft()
+            entries, reused = future.result()
+            if reused is not None:
+                members, raw_size, raw_sha256 = reused
+                gz.add_unit(members)
+            else:
+                digesting = _Digesting(gz)
+                tar = _TarWriter(digesting)
+                for entry in entries:
+                    tar.add_encoded(*entry)
+                gz.end_unit()
+                raw_size, raw_sha256 = tar.written, digesting.sha256.hexdigest()
+            made.append((label, raw_size, raw_sha256))
+    lengths = [end - start for start, end in zip([0, *gz.unit_ends], gz.unit_ends)]
+    return sum(raw for _, raw, _ in made), [
+        [label, raw, sha, length] for (label, raw, sha), length in zip(made, lengths)]
+
+
+# In a layer's packed/ directory: the layer it was built from (incremental.py).
+DONOR = "donor"
+_LAYER_NAME = re.compile(r"[0-9a-f]{24}")
+
+
+def record_donor(packed_dir: Path, donor_dir: Path, donor_key: str) -> None:
+    """Name, in a new layer's ``packed_dir`` (before it is published), the layer it was
+    built from: packing the new layer then takes the donor's compressed units whose
+    bytes are the same instead of compressing them again."""
+    packed_dir.mkdir(exist_ok=True)
+    (packed_dir / DONOR).write_text(json.dumps({"layer": donor_dir.name, "key": donor_key}))
+
+
+class _Reused(NamedTuple):
+    """A donor's checked members for a unit, and the unit's raw size and SHA-256."""
+
+    members: bytes
+    raw_size: int
+    raw_sha256: str
+
+
+@dataclass(frozen=True)
+class _DonorUnit:
+    offset: int
+    length: int
+    raw_size: int
+    raw_sha256: str
+
+
+class _Donor:
+    """The kept part of the layer a layer was built from, by unit. Its record and bytes
+    sit in a shared layer's packed/ directory that any build's hook could write, so
+    a unit's members are used only once they inflate, member by member, to exactly the
+    bytes the unit would be compressed from (``_clean_members``)."""
+
+    def __init__(self, fd: int, units: dict[str, _DonorUnit], level: int) -> None:
+        self.fd = fd
+        self.units = units
+        self.level = level
+
+    def members(self, label: str, entries: list[_Entry]) -> _Reused | None:
+        """The donor's members for the unit ``label`` of these tar entries, with its raw
+        size and SHA-256, if they are the ones compressing it would give; else None."""
+        unit = self.units.get(label)
+        raw_size = sum(len(header) + size + -size % tarfile.BLOCKSIZE
+                       for header, _, size in entries)
+        if unit is None or unit.raw_size != raw_size:
+            return None
+        digesting = _Digesting()
+        tar = _TarWriter(digesting)
+        for entry in entries:
+            tar.add_encoded(*entry)
+        raw_sha256 = digesting.sha256.hexdigest()
+        if raw_sha256 != unit.raw_sha256:
+            return None
+        try:
+            members = os.pread(self.fd, unit.length, unit.offset)
+        except OSError:
+            return None
+        if not _clean_members(members, raw_size, raw_sha256, self.level):
+            return None
+        return _Reused(members, raw_size, raw_sha256)
+
+
+@contextlib.contextmanager
+def _donor_of(layer: LayerPart, params: _PackParams) -> Iterator[_Donor | None]:
+    """The donor of ``layer`` (its packed/donor names it: a layer of the same cache
+    directory with the recorded key) with its kept part for these parameters and the
+    units its record lists; None when there is none or any of it is unreadable."""
+    fd = None
+    try:
+        record = json.loads((layer.packed_dir / DONOR).read_text())
+        name, key = record["layer"], record["key"]
+        if not isinstance(name, str) or not _LAYER_NAME.fullmatch(name):
+            raise ValueError(name)
+        donor_dir = layer.packed_dir.parent.parent / name
+        if json.loads((donor_dir / "manifest.json").read_text())["key"] != key:
+            raise ValueError("another layer under the donor's name")
+        base = donor_dir / layer.packed_dir.name / params.part_name(layer.mount)
+        kept = json.loads(base.with_suffix(".json").read_text())
+        units, offset = {}, 0
+        for label, raw_size, raw_sha256, length in kept["units"]:
+            if not (isinstance(label, str) and isinstance(raw_sha256, str)
+                    and all(isinstance(n, int) and n >= 0 for n in (raw_size, length))):
+                raise ValueError(label)
+            units[label] = _DonorUnit(offset, length, raw_size, raw_sha256)
+            offset += length
+        fd = os.open(base.with_suffix(".gz"), os.O_RDONLY | os.O_NOFOLLOW)
+        if os.fstat(fd).st_size != offset:  # the units cover the part exactly: no unit
+            raise ValueError("the donor's units are not its part")  # reads past it
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        if fd is not None:
+            os.close(fd)
+        yield None
+        return
+    try:
+        yield _Donor(fd, units, params.level)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _member_header(level: int) -> bytes:
+    """The first bytes of every gzip member the pack writes at ``level``."""
+    return gzip.compress(b"", level, mtime=0)[:10]
+
+
+def _clean_members(data: bytes, raw_size: int, raw_sha256: str, level: int) -> bool:
+    """Whether ``data`` is gzip members cut as the pack cuts a unit of ``raw_size`` bytes
+    (one per GZIP_BLOCK, the last shorter), each with the pack's header, inflating to
+    bytes with ``raw_sha256``. Inflated a slice at a time, each member at most one byte
+    past its block (no bomb); costs a fraction of compressing."""
+    view = memoryview(data)
+    digest = hashlib.sha256()
+    header = _member_header(level)
+    position = total = 0
+    try:
+        while total < raw_size:
+            if view[position:position + len(header)] != header:
+                return False
+            want = min(GZIP_BLOCK, raw_size - total)
+            member = zlib.decompressobj(wbits=31)
+            got = 0
+            while not member.eof:
+                piece = view[position:position + _READ_CHUNK]
+                if not piece:
+                    return False  # ends inside a member
+                out = member.decompress(piece, want - got + 1)
+                got += len(out)
+                if got > want:
+                    return False
+                digest.update(out)
+                position += len(piece) - len(member.unused_data)
+            if got != want:
+                return False
+            total += got
+    except zlib.error:
+        return False
+    return position == len(data) and digest.hexdigest() == raw_sha256
 
 
 @dataclass(frozen=True)
@@ -767,9 +1047,10 @@ def _copy_kept_part(writer: _Sink, kept: _KeptPart, layer: LayerPart) -> str | N
 
 
 def _keep_part(layer_fd: int, directory: str, name: str, data: bytes, raw_size: int,
-               digest: str) -> None:
-    """Store a part in the layer's ``directory``; best effort (the cache may be read-only)."""
-    record = json.dumps({"sha256": digest, "raw_size": raw_size})
+               digest: str, units: list[list[str | int]]) -> None:
+    """Store a part in the layer's ``directory`` with its units (for a layer built from
+    this one, ``_Donor``); best effort (the cache may be read-only)."""
+    record = json.dumps({"sha256": digest, "raw_size": raw_size, "units": units})
     suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         with contextlib.suppress(FileExistsError):
@@ -837,10 +1118,14 @@ class _TarWriter:
         self.written += len(data)
 
     def add(self, info: tarfile.TarInfo, path: str | None = None) -> None:
-        self._write(tar_header(info))
+        self.add_encoded(tar_header(info), path, info.size)
+
+    def add_encoded(self, header: bytes, path: str | None, size: int) -> None:
+        """An entry whose header is made already: with ``path``, a file of ``size`` bytes."""
+        self._write(header)
         if path is None:
             return
-        remaining = info.size
+        remaining = size
         with open(path, "rb", buffering=0) as handle:
             while remaining > 0:
                 try:
@@ -851,7 +1136,7 @@ class _TarWriter:
                     raise errors.PACK_SOURCE_UNREADABLE.error(variant="shrank", path=path)
                 self._write(chunk)
                 remaining -= len(chunk)
-        padding = -info.size % tarfile.BLOCKSIZE
+        padding = -size % tarfile.BLOCKSIZE
         if padding:
             self._write(b"\0" * padding)
 

@@ -15,6 +15,7 @@ succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ from .context import BuildContext, StageTimer, open_cache, viewed_tree
 from .dependencies import constraints_from_slug_json
 from .layer_checks import prepare_for_packing, recheck_if_materialised, warn_machine_paths
 from .log import Reporter
-from .oci.image import RegistryOptions
+from .oci.options import RegistryOptions
 from .outputs import OutputTarget, SlugTarball, write_output
 from .pack import LAYOUTS
 from .proc import build_limits, build_timeout_from_env
@@ -138,7 +139,9 @@ def compile_app(
     ``cache_registry_readonly`` (else SLUGBUILD_CACHE_REGISTRY_READONLY); a
     registry that fails only costs a warning (see cache_registry.py).
     ``registry`` (``oci.image.RegistryOptions``: user, password, insecure) gives
-    it the credentials images take; else the auth files and credential helpers.
+    it, and ``runtime_options.python_registry`` (runtimes published with
+    ``slugbuild runtime publish``), the credentials images take; else the auth
+    files and credential helpers.
     ``metadata_output`` writes slug.json there instead of beside the slug.
     ``sbom_output`` is where the slug's CycloneDX SBOM goes (default: beside
     the slug, ``slug.cdx.json``; see slug/sbom.py and docs/sbom.md).
@@ -180,6 +183,9 @@ def compile_app(
     manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
     boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
+    if registry is not None:  # the published runtimes' credentials too (one auth story)
+        runtime_options = dataclasses.replace(runtime_options or RuntimeOptions.from_env(),
+                                              registry=registry)
     chosen = choose_buildpacks(app_dir, buildpack_refs, repo_root, node_build, runtime_options)
     constraints = (constraints_from_slug_json(constraints_path)
                    if constraints_path is not None else None)

@@ -50,6 +50,7 @@ from .runtime import (
     ensure_runtime_layer,
 )
 from .runtime.layer import pull_runtime_layer
+from .runtime.published import PUBLISHED
 from .stage import check_not_ignored
 from .static_reuse import StaticReuse
 from .versions import PythonRequest
@@ -198,7 +199,8 @@ class PythonBuildpack:
             return None
         self.analyse(build, turn)
         assert self.analysis is not None
-        exports = {**turn.system_env, **exported_variables(turn.exports)}
+        exports = {**turn.system_env, **exported_variables(
+            turn.exports, build.seal.step("the export files"))}
         self.result = python_stages(build, self.analysis, exports)
         if turn.after:
             build.materialise()  # later buildpacks run the slug's Python
@@ -301,7 +303,8 @@ def python_stages(build: BuildContext, analysis: Analysis,
 
         with timer.stage("pre_compile"):
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
-                     runtime.version, lock_file, exports)
+                     runtime.version, lock_file, exports,
+                     build.seal.step(f"bin/{PRE_COMPILE}"))
 
         with timer.stage("dependency_layer"):
             deps = dependency_stage.result()
@@ -363,9 +366,11 @@ def place_runtime_layer(build: BuildContext, runtime: RuntimeOffer,
     is announced when it starts: a runtime made now takes a while."""
     if cached is None:  # the cache registry's, if it has it (cache_registry.py)
         cached = pull_runtime_layer(build.cache, runtime, build.platform, build.reporter)
-    build.reporter.step(f"Restoring Python {runtime.version} from cache" if cached is not None
-                        else f"Installing Python {runtime.version} "
-                             f"(from {runtime.short_origin})")
+    published = f" (published in {runtime.short_origin})" \
+        if runtime.source_name == PUBLISHED else ""
+    build.reporter.step(f"Restoring Python {runtime.version} from cache{published}"
+                        if cached is not None else f"Installing Python {runtime.version} "
+                                                   f"(from {runtime.short_origin})")
     for attempt in range(RESTORE_ATTEMPTS):
         layer = None
         try:

@@ -18,9 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, errors
 from .log import Reporter
@@ -32,6 +30,15 @@ from .procfile import (
     valid_process_type_name,
 )
 from .slug.archive import SlugLimits
+
+if TYPE_CHECKING:
+    import yaml
+else:
+    from .lazy_import import lazy_module
+
+    # Only to read a buildpack's or a slug's release YAML, or to write one that is not
+    # plain (``_plain_release_yaml``): a warm build of a Procfile app never loads it.
+    yaml = lazy_module("yaml")
 
 BUILDPACK_DESCRIPTION = "Python"
 SLUG_JSON_FORMAT = 1
@@ -138,8 +145,45 @@ def release_yaml(process_types: dict[str, str],
         "config_vars": dict(config_vars or {}),
         "default_process_types": dict(process_types),
     }
+    plain = _plain_release_yaml(document)
+    if plain is not None:
+        return plain
     return yaml.safe_dump(document, sort_keys=False, explicit_start=True,
                           default_flow_style=False, allow_unicode=True, width=1 << 30)
+
+
+# Strings PyYAML's emitter writes as plain scalars in a block mapping, read back as
+# the same strings: ASCII words of these characters joined by single spaces, not
+# starting with an indicator, a digit, a sign or a dot, holding no ": " and not ending
+# in ":" (a conservative part of its rules: anything else is PyYAML's to write).
+_PLAIN_SCALAR = re.compile(r"[A-Za-z_/][A-Za-z0-9_./:=$@%+,-]*(?: [A-Za-z0-9_./:=$@%+,-]+)*")
+# Words YAML 1.1 reads as booleans or null (PyYAML quotes them), in any case.
+_RESOLVED_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
+_PLAIN_KEY_LENGTH = 100  # PyYAML writes keys of 128 characters or more as complex keys
+
+
+def _plain(text: str) -> bool:
+    return (_PLAIN_SCALAR.fullmatch(text) is not None and ": " not in text
+            and not text.endswith(":") and text.lower() not in _RESOLVED_WORDS)
+
+
+def _plain_release_yaml(document: dict[str, Any]) -> str | None:
+    """``yaml.safe_dump`` of a release document (as ``release_yaml`` calls it) when
+    every name and value is a plain scalar: the same text, without loading PyYAML
+    (tests/test_procfile_release.py compares the two). None otherwise."""
+    lines = ["---"]
+    for key, value in document.items():
+        if isinstance(value, list):
+            if not all(isinstance(item, str) and _plain(item) for item in value):
+                return None
+            lines += [f"{key}:", *(f"- {item}" for item in value)] if value else [f"{key}: []"]
+            continue
+        if not all(isinstance(name, str) and _plain(name) and len(name) <= _PLAIN_KEY_LENGTH
+                   and isinstance(item, str) and _plain(item) for name, item in value.items()):
+            return None
+        lines += [f"{key}:", *(f"  {name}: {item}" for name, item in value.items())] \
+            if value else [f"{key}: {{}}"]
+    return "\n".join(lines) + "\n"
 
 
 def slug_metadata(

@@ -202,6 +202,16 @@ def read_request(app_dir: Path, sticky: str | None = None) -> PythonRequest:
     return PythonRequest(DEFAULT_PYTHON, None, origin=FROM_DEFAULT)
 
 
+def request_from_argument(value: str, where: str) -> PythonRequest:
+    """A version given on the command line (``--python 3.12``), checked as a
+    ``.python-version`` line is; ``where`` names the option in messages."""
+    text = value.strip()
+    problem = _version_problem(text)
+    if problem:
+        raise _invalid(where, text, problem, "3.12")
+    return PythonRequest(text, where)
+
+
 def _runtime_txt_hint(app_dir: Path, version: str) -> str:
     """The deprecation warning of runtime.txt, fitted to the app's .python-version."""
     heading = "runtime.txt is deprecated (as on Heroku) and wins over .python-version. "

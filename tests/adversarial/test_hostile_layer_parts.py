@@ -142,7 +142,11 @@ def test_a_pax_sparse_member_never_writes_more_than_its_listed_bytes(
     ({"bin/python3": PYTHON}, {"bin/python3": "x"}, ["bin"]),     # a file and a link
     ({"bin/python3": PYTHON}, {}, ["bin", "bin/python3/sub"]),    # a directory below a file
     ({"bin/python3": PYTHON, "bin/python3/x": b""}, {}, ["bin"]),  # a file below a file
-], ids=["dir-file", "dir-link", "file-link", "dir-below-file", "file-below-file"])
+    # Paths sorting between a link and what lies below it ("l-a", "l.b" < "l/"): the
+    # check bisects the sorted paths, it must still find "l/x/y".
+    ({"bin/python3": PYTHON, "l-a": b"", "l.b": b"", "l/x/y": b""}, {"l": "bin"}, ["bin"]),
+], ids=["dir-file", "dir-link", "file-link", "dir-below-file", "file-below-file",
+        "deep-below-link"])
 def test_an_index_listing_one_path_twice_is_refused_before_anything_is_written(
         tmp_path: Path, files: dict[str, bytes], symlinks: dict[str, str],
         dirs: list[str]) -> None:
@@ -160,6 +164,20 @@ def test_a_name_too_long_for_this_file_system_is_the_entrys_fault(tmp_path: Path
     with pytest.raises(ArtifactInvalid, match="cannot be made here"):
         materialise(Cache(tmp_path / "cache"),
                     entry([GOOD, member(f"./{long}", data=b"")], {**LISTED, long: b""}))
+
+
+@pytest.mark.parametrize("file_entry", [
+    [len(PYTHON), 0o100644, [[["deep"]]]],                           # a digest that is a list
+    {"1": [[[]]], "2": 0, "3": "x"},                                   # an object, not a list
+    [len(PYTHON), 0o100644, hashlib.sha256(PYTHON).hexdigest(), 1],  # four fields
+], ids=["list-digest", "object", "four-fields"])
+def test_a_file_entry_of_another_shape_is_refused(tmp_path: Path, file_entry: Any) -> None:
+    # The depth check of a pulled index skips the files _expected checked: only a
+    # [size, mode, sha256] list of scalars passes it.
+    fetched = entry([GOOD], LISTED)
+    fetched.index["files"]["bin/python3"] = file_entry
+    with pytest.raises(ArtifactInvalid, match="malformed"):
+        materialise(Cache(tmp_path / "cache"), fetched)
 
 
 class _OneManifest:

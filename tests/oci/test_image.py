@@ -24,7 +24,7 @@ import pytest
 from slugbuild import build_image, compile_app, errors, rebase_image
 from slugbuild.log import Reporter
 from slugbuild.oci.assemble import END_OF_TAR
-from slugbuild.oci.image import RegistryOptions
+from slugbuild.oci.options import RegistryOptions
 from slugbuild.oci.referrer import SBOM_LIMIT as LIMIT
 
 from ..helpers import (

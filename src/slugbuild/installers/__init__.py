@@ -20,6 +20,7 @@ from typing import Protocol
 from ..cache import Cache
 from ..log import Reporter
 from ..package_managers import package_manager as package_manager_row
+from ..step_jail import CacheSeal
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class InstallJob:
     # The build directory the exports' paths name (None: app_dir, which is it unless
     # local packages are built from a copy).
     build_dir: Path | None = None
+    # The build's seal of the cache (step_jail.py): the installer's runs, which may
+    # build packages from source, get the cache's layers and stores read-only.
+    seal: CacheSeal | None = None
 
     @property
     def env_sha256(self) -> str:

@@ -10,12 +10,15 @@ import functools
 import os
 import shlex
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .. import errors, indexes
-from ..proc import ToolFailed
+from ..log import Reporter
+from ..proc import ToolFailed, run_tool
 from ..redact import redact_url as redact
 from ..relocate import SLUG_PYTHON_HOME
+from ..step_jail import StepRunner, Unsealed
 from . import InstallJob
 from .requirements import local_reference
 
@@ -143,3 +146,14 @@ def trusted_ca_bundle() -> str | None:
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
+
+
+def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[str, str],
+                     cwd: Path | None = None, show: bool = True,
+                     reporter: Reporter | None = None) -> str:
+    """``proc.run_tool`` for an installer's run that may build a package from source
+    (its setup.py runs): sealed as an install when the job has the build's seal."""
+    runner: StepRunner = (job.seal.install_step(f"`{Path(str(argv[0])).name}`")
+                          if job.seal is not None else Unsealed())
+    return runner.run_step(argv, lambda command: run_tool(
+        command, reporter or job.reporter, env, cwd=cwd, show=show))

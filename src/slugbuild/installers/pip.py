@@ -31,13 +31,15 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .. import errors, indexes
-from ..proc import ToolFailed, clean_env, exported_config, run_tool
+from ..dist_version import installed_header, installed_version
+from ..proc import ToolFailed, clean_env, exported_config
 from . import InstallJob, InstallPlan, RequirementsBackend, built_wheels
 from .common import (
     DEFAULT_INDEX_URL,
     build_env,
     install_failed,
     local_package_failed,
+    run_install_tool,
     trusted_ca_bundle,
     warn_extra_indexes,
 )
@@ -172,8 +174,8 @@ class PipBackend:
         warn_extra_indexes(job, settings, "pip")
         with _prefix_environment(job) as python:
             try:
-                built_wheels.note_builds(job.scratch, run_tool(
-                    self.command(job, python), job.reporter,
+                built_wheels.note_builds(job.scratch, run_install_tool(
+                    job, self.command(job, python),
                     pip_env(job.config_vars, job=job), cwd=job.app_dir))
             except ToolFailed as failed:
                 local = local_requirements(job.app_dir, job.lock_file)
@@ -186,7 +188,8 @@ class PipBackend:
             argv = self.command(job, python)
             argv = [*argv[:argv.index("-r")], "--no-deps", *requirements]
             try:
-                run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir)
+                run_install_tool(job, argv, pip_env(job.config_vars, job=job),
+                                 cwd=job.app_dir)
             except ToolFailed as failed:
                 raise install_failed(job, ["pip", "install", *requirements], failed) from failed
 
@@ -213,12 +216,14 @@ OLDER_PIP = {(3, 9): "26.0.1"}
 
 def pip_for_runtime(python_version: str | None) -> PipTool:
     """The pip that supports ``python_version``; refused before any work when none does."""
-    from importlib.metadata import metadata, version
+    own = installed_version("pip")
+    if own is None:  # slugbuild depends on pip: importlib.metadata says what is wrong
+        from importlib.metadata import version
 
-    own = version("pip")
+        own = version("pip")
     if python_version is None:
         return PipTool(own)
-    supported = SpecifierSet((metadata("pip").get_all("Requires-Python") or [""])[0])
+    supported = SpecifierSet(installed_header("pip", "Requires-Python") or "")
     runtime = Version(python_version)
     if supported.contains(runtime, prereleases=True):
         return PipTool(own)
@@ -291,8 +296,8 @@ def local_package_failure(job: InstallJob, local: list[str]) -> errors.Slugbuild
                 "off", "--cache-dir", str(pip_cache_dir(job)),
                 "--wheel-dir", str(job.scratch / "local-wheels"), requirement]
         try:
-            run_tool(argv, job.reporter, pip_env(job.config_vars, job=job), cwd=job.app_dir,
-                     show=False)
+            run_install_tool(job, argv, pip_env(job.config_vars, job=job),
+                             cwd=job.app_dir, show=False)
         except ToolFailed as failed:
             return local_package_failed(job, requirement, ["pip", "wheel", "--no-deps",
                                                            requirement], failed)

@@ -39,6 +39,7 @@ from .common import (
     build_env,
     install_failed,
     local_package_failed,
+    run_install_tool,
     trusted_ca_bundle,
     warn_extra_indexes,
 )
@@ -289,8 +290,8 @@ def _dry_run(job: InstallJob, argv: list[str], indexes: dict[str, str]
     from packaging.utils import canonicalize_name
 
     try:
-        output = run_tool(argv, job.reporter, uv_env(job, indexes),
-                          cwd=job.app_dir, show=False)
+        output = run_install_tool(job, argv, uv_env(job, indexes), cwd=job.app_dir,
+                                  show=False)
     except ToolFailed:
         return None  # the install itself reports it
     found = []
@@ -411,7 +412,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
         built_wheels.note_builds(job.scratch,
-                                 run_tool(argv, job.reporter, env, cwd=job.app_dir))
+                                 run_install_tool(job, argv, env, cwd=job.app_dir))
         changed, overlapped, winners = check_installed(site_packages,
                                                        _dist_infos(site_packages) - before)
         for projects, paths in sorted(_overlap_pairs(overlapped).items()):
@@ -436,9 +437,9 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
                              {**env, "UV_CACHE_DIR": str(root)}, show=False)
         names = sorted({dist_info.split("-")[0] for dist_info in changed} | winners)
         if names:
-            built_wheels.note_builds(job.scratch, run_tool(
-                [*argv, *(f"--reinstall-package={name}" for name in names)],
-                job.reporter, env, cwd=job.app_dir, show=bool(changed)))
+            built_wheels.note_builds(job.scratch, run_install_tool(
+                job, [*argv, *(f"--reinstall-package={name}" for name in names)],
+                env, cwd=job.app_dir, show=bool(changed)))
     except ToolFailed as failed:
         if raw:
             raise

@@ -46,7 +46,8 @@ from ..slug.metadata import metadata_path_for
 from ..slug.sbom import sbom_for_slug, sbom_path_for
 from ..textfiles import decimal, small_regular_file
 from . import image as oci
-from .image import Blob, Image, RegistryOptions, WriteResult
+from .image import Blob, Image, WriteResult
+from .options import RegistryOptions
 from .reference import ImageReference, parse_image_reference
 from .referrer import SBOM_LIMIT, attach_sbom, read_sbom
 from .registry import TransferStats

@@ -17,7 +17,7 @@ from .. import errors
 from ..arguments import request_timeout
 from ..log import Reporter
 from ..slug_size import human
-from .image import RegistryOptions
+from .options import RegistryOptions
 from .reference import ImageReference, parse_image_reference
 
 if TYPE_CHECKING:

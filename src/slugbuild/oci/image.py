@@ -29,15 +29,9 @@ from typing import IO, Any, cast
 
 from .. import errors
 from ..textfiles import small_regular_file
-from .credentials import Credentials, find_credentials
+from .options import RegistryOptions
 from .reference import DEFAULT_TAG, ImageReference, parse_registry_name
-from .registry import (
-    CONFIG_LIMIT,
-    MAX_MANIFEST_BYTES,
-    BlobLimit,
-    RegistryClient,
-    TransferStats,
-)
+from .registry import CONFIG_LIMIT, MAX_MANIFEST_BYTES, BlobLimit, TransferStats
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -161,22 +155,6 @@ class WriteResult:
 
 
 # --- writing -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach registries: explicit credentials, insecure hosts, timeout."""
-
-    user: str | None = None
-    password: str | None = None
-    insecure: bool = False
-    timeout: float = 30.0
-
-    def client(self, host: str, repository: str) -> RegistryClient:
-        credentials: Credentials | None = find_credentials(host, user=self.user,
-                                                           password=self.password)
-        return RegistryClient(host, repository, credentials=credentials,
-                              insecure=self.insecure, timeout=self.timeout)
-
-
 def write_image(image: Image, target: ImageReference, epoch: int,
                 registry: RegistryOptions | None = None) -> WriteResult:
     """Write ``image`` to ``target``; nothing half-written is left or reported as done."""

@@ -24,6 +24,7 @@ from typing import Any
 from .. import errors
 from ..textfiles import small_regular_file
 from . import image as oci
+from .options import RegistryOptions
 from .reference import ImageReference
 from .registry import BlobLimit, TransferStats
 
@@ -84,7 +85,7 @@ def _descriptor(manifest: bytes, created: str) -> dict[str, Any]:
 
 
 def attach_sbom(sbom: bytes, subject: bytes, target: ImageReference, created: str,
-                registry: oci.RegistryOptions) -> SbomReferrer:
+                registry: RegistryOptions) -> SbomReferrer:
     """Attach ``sbom`` to the image whose manifest is ``subject``, written to ``target``."""
     sbom_digest = oci.sha256_of(sbom)
     if target.transport == "docker-archive":
@@ -119,7 +120,7 @@ def _attach_to_layout(sbom: bytes, manifest: bytes, target: ImageReference,
 
 def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
                         target: ImageReference, created: str,
-                        options: oci.RegistryOptions) -> SbomReferrer:
+                        options: RegistryOptions) -> SbomReferrer:
     """Blobs, then the artifact manifest by digest; without ``OCI-Subject`` in the
     answer (no referrers API), the fallback tag's index gains the artifact."""
     assert target.host is not None and target.repository is not None
@@ -147,7 +148,7 @@ def _attach_to_registry(sbom: bytes, manifest: bytes, subject_digest: str,
 
 
 def read_sbom(source: ImageReference, digest: str, blob_dir: Path,
-              options: oci.RegistryOptions) -> bytes | None:
+              options: RegistryOptions) -> bytes | None:
     """The SBOM blob ``digest`` held beside the image ``source`` (its layout's blobs, or
     its registry repository), verified; None where there is none (a docker-archive, an
     image attached before)."""

@@ -123,6 +123,13 @@ def ensure_runtime_layer(
     if layer:
         return layer, True
     name, key, inputs = runtime_key(offer, platform)
+    settle = getattr(offer.source, "settle", None)
+    if settle is not None:  # a published layer (published.py): pulled again, never made
+        layer = cached_runtime_layer(cache, offer, platform, reporter) \
+            if settle(offer, cache, reporter) is not None else None
+        if layer is None:
+            raise errors.CACHE_LAYER_GONE.error(layer=name)
+        return layer, True
     with cache.lock("runtimes", name):
         layer = cached_runtime_layer(cache, offer, platform, reporter)
         if layer:

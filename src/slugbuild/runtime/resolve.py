@@ -18,6 +18,7 @@ from .. import errors
 from ..cache import Cache
 from ..envflag import env_flag
 from ..log import Reporter
+from ..oci.options import RegistryOptions
 from ..platform_info import Platform
 from ..versions import (
     DEFAULT_PYTHON,
@@ -38,6 +39,8 @@ from ..versions import (
 )
 from .download import DownloadSource, HerokuSource
 from .local import LocalInterpreterSource
+from .published import ENV_VAR as PYTHON_REGISTRY_ENV
+from .published import PUBLISHED, PublishedSource
 from .sources import RuntimeOffer, RuntimeSource, SourceUnavailable
 
 DEFAULT_SOURCES = ("local", "download")
@@ -55,6 +58,9 @@ class RuntimeOptions:
 
     ``allow_eol`` builds minors the version policy refuses; ``patch_fallback``
     accepts the newest patch of the same minor when an exact pin cannot be had.
+    ``python_registry`` (a registry repository or directory ``runtime publish``
+    wrote) puts the ``published`` source first, unless ``sources`` places it;
+    ``registry`` gives it the credentials images take.
     """
 
     sources: tuple[str, ...] = DEFAULT_SOURCES
@@ -63,13 +69,17 @@ class RuntimeOptions:
     allow_eol: bool = False
     patch_fallback: bool = False
     heroku_url: str | None = None  # None: $SLUGBUILD_HEROKU_PYTHON_URL or Heroku's S3
+    python_registry: str | None = None  # from_env: else $SLUGBUILD_PYTHON_REGISTRY
+    registry: RegistryOptions | None = None
 
     @classmethod
     def from_env(cls, sources: str | Sequence[str] | None = None, offline: bool | None = None,
                  download_url: str | None = None, allow_eol: bool | None = None,
-                 patch_fallback: bool | None = None) -> RuntimeOptions:
+                 patch_fallback: bool | None = None, python_registry: str | None = None
+                 ) -> RuntimeOptions:
         """Options given explicitly, else from SLUGBUILD_PYTHON_SOURCE, SLUGBUILD_OFFLINE,
-        SLUGBUILD_ALLOW_EOL_PYTHON and SLUGBUILD_PYTHON_PATCH_FALLBACK."""
+        SLUGBUILD_ALLOW_EOL_PYTHON, SLUGBUILD_PYTHON_PATCH_FALLBACK and
+        SLUGBUILD_PYTHON_REGISTRY."""
         if sources is None:
             sources = os.environ.get("SLUGBUILD_PYTHON_SOURCE") or ",".join(DEFAULT_SOURCES)
         if offline is None:
@@ -78,7 +88,10 @@ class RuntimeOptions:
             allow_eol = allow_eol_from_env()
         if patch_fallback is None:
             patch_fallback = _flag(PATCH_FALLBACK_ENV, unknown=False)  # the pin kept
-        return cls(parse_sources(sources), offline, download_url, allow_eol, patch_fallback)
+        if python_registry is None:
+            python_registry = os.environ.get(PYTHON_REGISTRY_ENV) or None
+        return cls(parse_sources(sources), offline, download_url, allow_eol, patch_fallback,
+                   python_registry=python_registry)
 
 
 def parse_sources(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -102,16 +115,34 @@ def _download_source(options: RuntimeOptions, cache: Cache, platform: Platform) 
 
 def _heroku_source(options: RuntimeOptions, cache: Cache, platform: Platform) -> RuntimeSource:
     return HerokuSource(cache, platform, base_url=options.heroku_url, offline=options.offline)
+
+
+def _published_source(options: RuntimeOptions, cache: Cache, platform: Platform
+                      ) -> RuntimeSource:
+    if not options.python_registry:
+        raise errors.PYTHON_REGISTRY_INVALID.error(
+            reference="--python-source published",
+            reason="no --python-registry (or SLUGBUILD_PYTHON_REGISTRY) names where")
+    return PublishedSource(options.python_registry, platform, options.offline,
+                           options.registry, cache)
+
+
 SourceFactory = Callable[[RuntimeOptions, Cache, Platform], RuntimeSource]
 SOURCE_FACTORIES: dict[str, SourceFactory] = {
     "local": _local_source,
     "download": _download_source,
     "heroku": _heroku_source,
+    PUBLISHED: _published_source,
 }
 
 
 def make_sources(options: RuntimeOptions, cache: Cache, platform: Platform) -> list[RuntimeSource]:
-    return [SOURCE_FACTORIES[name](options, cache, platform) for name in options.sources]
+    """One source per name, in order; with a ``python_registry`` the published
+    runtimes come first unless ``sources`` names their place."""
+    names = options.sources
+    if options.python_registry and PUBLISHED not in names:
+        names = (PUBLISHED, *names)
+    return [SOURCE_FACTORIES[name](options, cache, platform) for name in names]
 
 
 @dataclass
@@ -253,9 +284,29 @@ def resolve(request: PythonRequest, sources: Sequence[RuntimeSource], *,
             f"source; building with Python {offer.version}, the newest {request.major_minor} "
             f"patch available, because the patch fallback is on. slug.json records it as "
             f"runtime.substituted_for.")
-    if newer:
+    # A published runtime's patch is its publisher's choice: advice to install another
+    # locally is noise to the builds using it (an app's own pin is still warned about).
+    if newer and (offer.source_name != PUBLISHED or request.is_exact):
         resolution.warnings.append(_newer_patch_warning(request, offer, newer, sources, survey))
     return resolution
+
+
+def _settled(request: PythonRequest, resolution: Resolution,
+             sources: Sequence[RuntimeSource], options: RuntimeOptions, cache: Cache,
+             reporter: Reporter, fetch: bool) -> Resolution:
+    """The resolution with its offer settled by its source when the source does that
+    (the published runtimes: keyed as published and, with ``fetch``, its layer in the
+    cache); when it cannot be, resolved again from the other sources."""
+    settle = getattr(resolution.offer.source, "settle", None)
+    if settle is None:
+        return resolution
+    settled = settle(resolution.offer, cache, reporter, fetch)
+    if settled is not None:
+        resolution.offer = settled
+        return resolution
+    others = [source for source in sources if source is not resolution.offer.source]
+    return resolve(request, others, allow_eol=options.allow_eol,
+                   patch_fallback=options.patch_fallback)
 
 
 def _newer_patch_warning(request: PythonRequest, offer: RuntimeOffer, newer: str,
@@ -335,14 +386,21 @@ def choose_runtime(app_dir: Path, cache: Cache, platform: Platform, options: Run
         reporter.warn(warning)
     check_supported(request, options.allow_eol)
     sources = make_sources(options, cache, platform)
-    resolution = resolve(request, sources, allow_eol=options.allow_eol,
-                         patch_fallback=options.patch_fallback)
+    resolution = _settled(request, resolve(request, sources, allow_eol=options.allow_eol,
+                                           patch_fallback=options.patch_fallback),
+                          sources, options, cache, reporter, fetch=remember)
     resolution.requested_from = request.origin
     for source in sources:
         if source.index_origin:
             reporter.detail(f"Runtime index ({source.name}): {source.index_origin}")
     for name, reason in resolution.unavailable.items():
-        reporter.detail(f"Runtime source {name} unavailable: {reason}")
+        if name != PUBLISHED:  # its one warning is below
+            reporter.detail(f"Runtime source {name} unavailable: {reason}")
+    for source in sources:
+        passed_over = getattr(source, "passed_over", None)
+        if passed_over is not None and (note := passed_over(resolution.offer,
+                                                            source is sources[0])):
+            reporter.warn(note)
     if request.is_default:
         reporter.step(f"Picked Python {resolution.offer.major_minor} "
                       f"({resolution.offer.version} from {resolution.offer.source_name}): "
