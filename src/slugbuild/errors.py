@@ -1823,6 +1823,8 @@ IMAGE_SOURCE_UNUSABLE = ErrorKind(
                                "labels (process types, runtime, packages) come from it."),
         "metadata-mismatch": Variant("{metadata} describes another slug (its checksum is not "
                                      "{slug}'s)."),
+        "metadata-unreadable": Variant("{metadata} is not a regular file of at most {limit} "
+                                       "bytes (a slug.json is a few KiB)."),
         "not-slugbuild-image": Variant(
             "{reference} was not built by slugbuild (it has no `{label}` label), so its run "
             "image layers cannot be told from the app's.",
@@ -1906,6 +1908,9 @@ REGISTRY_PROTOCOL = ErrorKind(
         "too-large": Variant("{method} {url} answered more than {limit} bytes for a manifest."),
         "answer-too-large": Variant("{method} {url} answered more than {limit} bytes (a tag "
                                     "list, a token or an error is far smaller)."),
+        "tags-endless": Variant(
+            "{method} {url} lists more than {limit} tags, or links its pages of tags in a "
+            "loop."),
         "blob-too-large": Variant(
             "{method} {url} {how} more than {limit} bytes for {what}, the most slugbuild "
             "takes for one.",

@@ -44,7 +44,7 @@ import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,7 @@ from .envflag import env_flag
 from .pack import DIRECTORY, FILE, SYMLINK
 from .slug.archive import SlugLimits
 from .stack_compat import STACK_RECORD, keep_stack_record, stack_record_kept
+from .textfiles import small_regular_file
 
 # Bumped whenever the artifact's shape or meaning changes: it is part of every tag,
 # so caches of different formats never read each other's entries.
@@ -660,6 +661,10 @@ def _expected(index: dict[str, Any]) -> tuple[dict[str, tuple[int, int, str]], d
         dirs = [_safe_rel(rel) for rel in index["dirs"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactInvalid(f"its file index is malformed ({exc})") from exc
+    special = next((rel for rel, (_, mode, _) in files.items() if stat.S_IMODE(mode) & ~0o777),
+                   None)
+    if special is not None:  # chmod'ed so here, as root: a setuid-root file in the cache
+        raise ArtifactInvalid(f"{special}: a setuid, setgid or sticky mode")
     every = sorted([*files, *symlinks, *dirs])
     if len(set(every)) != len(every):  # one path, one kind: else unpacking it fails midway
         raise ArtifactInvalid("its file index lists a path twice")
@@ -742,11 +747,29 @@ def _tar_members(raw: memoryview, ends: list[int] | None = None
         if kind == tarfile.XHDTYPE:
             pax = _pax_records(bytes(raw[start:start + size]))
             continue
+        _plain_header(name, _octal(header[100:108]), _octal(header[108:116]),
+                      _octal(header[116:124]), header[265:329].strip(b"\0"), pax)
         pax = {}
         yield name, kind, start, size, linkname
 
 
 _ZERO_BLOCK = bytes(512)
+# The pax records slugbuild's packer writes (long or non-ASCII names, large sizes).
+_PAX_KEYS = frozenset({"path", "linkpath", "size"})
+
+
+def _plain_header(name: str, mode: int, uid: int, gid: int, owner_names: bytes,
+                  pax: Mapping[str, str]) -> None:
+    """Refuse a member header carrying what slugbuild's packer never writes: the part is
+    shipped in slugs and image layers as it is, where tar or a container runtime
+    extracting as root honours it: a setuid, setgid or sticky mode, an owner (uid,
+    gid, user or group name), or another pax record (``SCHILY.xattr.*``: file
+    capabilities, ACLs). None of it is in the index the part is checked against."""
+    if mode & ~0o777:
+        raise ArtifactInvalid(f"{name}: a setuid, setgid or sticky mode in the slug part")
+    if uid or gid or owner_names or not _PAX_KEYS.issuperset(pax):
+        raise ArtifactInvalid(f"{name}: an owner or pax record in the slug part that "
+                              f"slugbuild never writes")
 
 
 def _after_end(only_zeros: bool) -> None:
@@ -1005,6 +1028,8 @@ def _extract_streaming(part: bytes, prefix: str, tree: Path,
     try:
         with _open_part(part) as tar:
             for member in tar:
+                _plain_header(member.name, member.mode, member.uid, member.gid,
+                              (member.uname + member.gname).encode(), member.pax_headers)
                 found = _checked_member(member.name, member.issym(),
                                         member.isreg() and member.sparse is None, member.size,
                                         member.linkname, prefix, files, symlinks, seen, links)
@@ -1588,6 +1613,11 @@ def _write_part(layer: Layer, name: str, data: bytes, raw_size: int,
 
 # --- an OCI image layout directory as a store ----------------------------------------------
 
+# The most a layout's index.json or one of its manifests may be: an export's index lists
+# one short entry per layer (the limit containers/image sets for a manifest).
+MAX_LAYOUT_INDEX = 4 * 2 ** 20
+
+
 class LayoutStore:
     """An OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/``): what
     ``cache export DIR`` writes and ``cache import DIR`` reads. Each blob is a file
@@ -1633,10 +1663,16 @@ class LayoutStore:
             return check_digest(handle.read(size + 1), digest)
 
     def read_index(self) -> dict[str, Any]:
+        """index.json, read only as a regular file of at most MAX_LAYOUT_INDEX bytes (a
+        fifo planted there hung ``cache import``, /dev/zero filled its memory)."""
+        data = small_regular_file(self.root / self.INDEX, MAX_LAYOUT_INDEX)
+        if data is None:
+            raise ArtifactInvalid(f"{self.root / self.INDEX} is missing, or not a regular "
+                                  f"file of at most {MAX_LAYOUT_INDEX} bytes")
         try:
-            index = json.loads((self.root / self.INDEX).read_text())
-        except (OSError, ValueError, RecursionError) as exc:
-            raise ArtifactInvalid(f"{self.root / self.INDEX} is missing or not JSON") from exc
+            index = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ArtifactInvalid(f"{self.root / self.INDEX} is not JSON") from exc
         if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
             raise ArtifactInvalid(f"{self.root / self.INDEX} is not an OCI image index")
         return index
@@ -1656,9 +1692,12 @@ class LayoutStore:
         if entry is None:
             return None
         try:
-            return self.get_blob(str(entry["digest"]), int(entry["size"]))
+            size = int(entry["size"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactInvalid(f"the index entry of {tag} is malformed") from exc
+        if not 0 <= size <= MAX_LAYOUT_INDEX:  # a manifest is a few hundred bytes
+            raise ArtifactInvalid(f"the manifest of {tag} is larger than slugbuild accepts")
+        return self.get_blob(str(entry.get("digest")), size)
 
     def put_manifest(self, tag: str, data: bytes) -> None:
         digest = digest_of(data)

@@ -4,26 +4,51 @@ fix."""
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import http.server
+import io
 import json
+import os
 import subprocess
-from collections.abc import Callable
+import tarfile
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from slugbuild import compile_app, errors, relocate
+from slugbuild import compile_app, errors, layer_artifact, relocate
 from slugbuild.buildpack_runner import exported_variables
+from slugbuild.cache import Cache
 from slugbuild.cache_registry import RegistryStore
 from slugbuild.installers.built_wheels import BUILD_ENV_INPUT
-from slugbuild.layer_artifact import ArtifactInvalid
-from slugbuild.oci.image import OCI_MANIFEST, read_image
+from slugbuild.layer_artifact import ArtifactInvalid, Fetched, LayoutStore, materialise
+from slugbuild.oci import registry as registry_module
+from slugbuild.oci.assemble import (
+    RUN_IMAGE_LAYERS,
+    image_user,
+    read_slug_metadata,
+    rebase_image,
+)
+from slugbuild.oci.image import (
+    LAYER_GZIP,
+    LAYER_TAR,
+    OCI_MANIFEST,
+    Image,
+    RegistryOptions,
+    file_blob,
+    read_image,
+)
 from slugbuild.oci.reference import parse_image_reference
+from slugbuild.oci.referrer import SBOM_LIMIT, read_sbom
 from slugbuild.oci.registry import BlobLimit
 from slugbuild.proc import clean_env
 
 from ..helpers import (
+    cli,
+    limited,
     local_interpreter,
     make_app,
     make_buildpack,
@@ -32,6 +57,7 @@ from ..helpers import (
     serve_directory,
     serving,
 )
+from . import test_hostile_cache_store as hostile_store
 from .test_hostile_registry import client, fixed, server
 
 # --- 1. a registry blob larger than its descriptor declares ---------------------------------
@@ -291,3 +317,297 @@ def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.write_text("export FOO=bar\n")
     assert exported_variables([export]) == {"FOO": "bar"}
+
+
+# --- 4. an OCI layout directory whose metadata is no small regular file ----------------------
+
+def _plant(path: Path, planted: str) -> None:
+    """``path`` made a fifo, a link to /dev/zero or a sparse 1 GiB file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    if planted == "fifo":
+        os.mkfifo(path)
+    elif planted == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as handle:
+            handle.write(b'{"manifests": [')
+            handle.truncate(SPARSE)
+
+
+PLANTED = ["fifo", "dev-zero", "sparse"]
+SPARSE = 2 << 30  # more than a test process may hold (tracemalloc, RLIMIT_AS)
+
+
+@contextlib.contextmanager
+def memory_bounded(limit: int = 64 << 20) -> Iterator[None]:
+    """Fail unless the block's Python allocations stay under ``limit`` at their peak."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"{peak >> 20} MiB held"
+
+
+def _tiny_layout(root: Path, config_fields: dict[str, object] | None = None
+                 ) -> tuple[str, str]:
+    """An OCI layout of one image tagged latest (a config and no layers): the manifest's
+    and the config's digests."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": []},
+                         **(config_fields or {})}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": config_digest, "size": len(config)},
+                           "layers": []}).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (blobs / config_digest[7:]).write_bytes(config)
+    (blobs / manifest_digest[7:]).write_bytes(manifest)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": len(manifest),
+         "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+    return manifest_digest, config_digest
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+@pytest.mark.parametrize("which", ["index.json", "manifest", "config"])
+def test_an_image_layout_reads_only_small_regular_files(tmp_path: Path, planted: str,
+                                                        which: str) -> None:
+    """`--run-image oci:DIR`, `rebase`: a fifo as index.json, a manifest or a config
+    blob hung the read; /dev/zero or a 2 GiB file filled memory."""
+    root = tmp_path / "layout"
+    digests = dict(zip(("manifest", "config"), _tiny_layout(root)))
+    assert read_image(parse_image_reference(f"oci:{root}:latest"), blob_dir=tmp_path / "b")
+    target = root / "index.json" if which == "index.json" \
+        else root / "blobs" / "sha256" / digests[which][7:]
+    _plant(target, planted)
+    with memory_bounded(), pytest.raises(errors.IMAGE_UNREADABLE.exception):
+        read_image(parse_image_reference(f"oci:{root}:latest"), blob_dir=tmp_path / "b")
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_an_sbom_blob_in_a_layout_is_read_only_as_a_small_regular_file(
+        tmp_path: Path, planted: str) -> None:
+    digest = "sha256:" + "ab" * 32
+    _plant(tmp_path / "blobs" / "sha256" / digest[7:], planted)
+    with memory_bounded(3 * SBOM_LIMIT.most):  # what it may hold: the SBOM's limit
+        found = read_sbom(parse_image_reference(f"oci:{tmp_path}:latest"), digest,
+                          tmp_path / "kept", RegistryOptions())
+    assert found is None
+
+
+def _cache_layout(root: Path, planted: str) -> Path:
+    (root / "blobs" / "sha256").mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    _plant(root / "index.json", planted)
+    return root
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_cache_import_reads_only_a_small_regular_index(tmp_path: Path, planted: str) -> None:
+    """`slugbuild cache import DIR` read a 2 GiB index.json into memory: one catalogued
+    error instead (under a 1 GiB address space)."""
+    layout = _cache_layout(tmp_path / "layout", planted)
+    (tmp_path / "cache" / "layers").mkdir(parents=True)
+    result = limited(cli("cache", "import", layout, "--cache-dir", tmp_path / "cache"),
+                     memory=1 << 30, timeout=120)
+    assert result.returncode != 0
+    assert "[cache-command-failed]" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_cache_export_into_a_layout_reads_only_a_small_regular_index(
+        tmp_path: Path, planted: str) -> None:
+    """`slugbuild cache export DIR` into a layout whose index.json is a fifo hung at its
+    first entry: the store refuses it (cache-command-failed for the command)."""
+    store = LayoutStore(_cache_layout(tmp_path / "layout", planted), create=True)
+    with memory_bounded():
+        with pytest.raises(ArtifactInvalid):
+            store.put_manifest("tag", b"{}")
+        with pytest.raises(ArtifactInvalid):
+            store.tags()
+
+
+# --- found in session 9: a docker-archive that is no file, or holds oversized metadata ------
+
+def test_a_docker_archive_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """`--run-image docker-archive:FIFO` (or `rebase`): tarfile opened the path for
+    reading, which waits for a writer that never comes."""
+    os.mkfifo(tmp_path / "image.tar")
+    with pytest.raises(errors.IMAGE_UNREADABLE.exception, match="not a regular file"):
+        read_image(parse_image_reference(f"docker-archive:{tmp_path / 'image.tar'}"),
+                   blob_dir=tmp_path / "blobs")
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "config.json"])
+def test_a_docker_archives_metadata_is_read_within_4_mib(tmp_path: Path, member: str) -> None:
+    """manifest.json and the config were read whole: a 64 MiB member (a GiB one as
+    easily) went into memory before it was found not to be JSON."""
+    members = {"manifest.json": json.dumps([{"Config": "config.json", "RepoTags": ["app:v1"],
+                                             "Layers": []}]).encode(),
+               "config.json": json.dumps({"rootfs": {"diff_ids": []}}).encode()}
+    members[member] = b" " * (64 << 20)
+    archive = tmp_path / "image.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with memory_bounded(16 << 20), \
+            pytest.raises(errors.IMAGE_UNREADABLE.exception, match="larger than"):
+        read_image(parse_image_reference(f"docker-archive:{archive}:app:v1"),
+                   blob_dir=tmp_path / "blobs")
+
+
+# --- found in session 9: a pulled part's tar headers beyond what its index says ---------------
+
+def _part_with(header: dict[str, object], content: bytes = b"#!/bin/sh\n") -> bytes:
+    """A layer part of one file, bin/tool, whose tar header carries ``header``."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("./bin/tool")
+        info.size, info.mode = len(content), 0o755
+        for field, value in header.items():
+            setattr(info, field, value)
+        tar.addfile(info, io.BytesIO(content))
+        members_end = tar.offset
+    return gzip.compress(raw.getvalue()[:members_end])
+
+
+def _entry(part: bytes, index_mode: int, content: bytes = b"#!/bin/sh\n") -> Fetched:
+    entry = hostile_store.fetched([("bin/tool", None, content)], ["bin"])
+    entry.index["files"]["bin/tool"][1] = index_mode
+    return Fetched(entry.config, entry.index, part)
+
+
+HOSTILE_HEADERS = {
+    "setuid": {"mode": 0o4755},
+    "setgid": {"mode": 0o2755},
+    "owner": {"uid": 1000, "gid": 1000},
+    "owner-name": {"uname": "root"},
+    "capability": {"pax_headers": {"SCHILY.xattr.security.capability": "\x01\x00\x00\x02"}},
+}
+
+
+@pytest.mark.parametrize("how", ["part-only", "tree", "streamed"])
+@pytest.mark.parametrize("header", sorted(HOSTILE_HEADERS))
+def test_a_pulled_parts_headers_carry_nothing_its_index_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, header: str, how: str) -> None:
+    """A registry entry's part is kept and shipped in slugs and image layers as it is:
+    its tar headers' setuid bits, owners and pax xattrs (file capabilities) were never
+    checked, so a cache registry could make another app's image hold a setuid-root
+    program, or file capabilities, that tar or a container runtime honours as root."""
+    if how == "streamed":  # the file-by-file path of a part too large for memory
+        monkeypatch.setattr(layer_artifact, "IN_MEMORY_LIMIT", 0)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ArtifactInvalid, match="slug part"):
+        materialise(cache, _entry(_part_with(HOSTILE_HEADERS[header]), 0o100755),
+                    part_only=how == "part-only")
+    assert hostile_store.layer_names(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("part_only", [True, False])
+def test_a_setuid_mode_in_a_pulled_index_is_refused(tmp_path: Path, part_only: bool) -> None:
+    """The index's mode is chmod'ed onto the file written in the cache: as root, a
+    setuid-root program in a directory other users may read."""
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ArtifactInvalid, match="setuid"):
+        materialise(cache, _entry(_part_with({}), 0o104755), part_only=part_only)
+    assert not [path for path in (tmp_path / "cache").rglob("*")
+                if path.is_file() and path.stat().st_mode & 0o6000]
+
+
+@pytest.mark.parametrize("part_only", [True, False])
+def test_a_plain_pulled_part_is_still_taken(tmp_path: Path, part_only: bool) -> None:
+    """What the checks above leave: slugbuild's own parts (0o644/0o755, owner 0, pax
+    records only for long names) pass."""
+    long_name = "bin/" + "t" * 150
+    entry = hostile_store.fetched([("bin/tool", None, b"x"), (long_name, None, b"y")], ["bin"])
+    assert materialise(Cache(tmp_path / "cache"), entry, part_only=part_only)
+
+
+# --- found in session 9: a tag listing without end --------------------------------------------
+
+@pytest.mark.parametrize("pages", ["loop", "endless"])
+def test_a_tag_listing_without_end_is_one_registry_error(
+        monkeypatch: pytest.MonkeyPatch, pages: str) -> None:
+    """`cache import docker://…` lists the repository's tags page by page: a `next`
+    link back to a page already read, or a new page after every page, looped for
+    ever (the tags piling up in memory)."""
+    monkeypatch.setattr(registry_module, "MAX_TAGS", 5000)
+    served: list[str] = []
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        served.append(handler.path)
+        page = len(served) if pages == "endless" else 1
+        tags = [f"tag-{page}-{number}" for number in range(1000)]
+        fixed(200, json.dumps({"tags": tags}).encode(), {
+            "Content-Type": "application/json",
+            "Link": f'</v2/app/tags/list?n=1000&last=tag-{page}>; rel="next"'})(handler)
+
+    with serving(server(answer)) as made:
+        with pytest.raises(errors.REGISTRY_PROTOCOL.exception) as raised:
+            client(made).list_tags()
+    assert "loop" in raised.value.render()
+    assert len(served) <= 7
+
+
+# --- found in session 9: the slug.json beside a slug made into an image ----------------------
+
+@pytest.mark.parametrize("planted", PLANTED)
+def test_the_slug_json_of_an_image_source_is_read_only_as_a_small_regular_file(
+        tmp_path: Path, planted: str) -> None:
+    """`slugbuild image SLUG` reads SLUG's slug.json (the slug may come from elsewhere,
+    a CI artifact): a fifo there hung the command, /dev/zero filled its memory."""
+    slug = tmp_path / "app.tgz"
+    slug.write_bytes(b"not read before its slug.json")
+    _plant(tmp_path / "app.json", planted)
+    with memory_bounded(), pytest.raises(errors.IMAGE_SOURCE_UNUSABLE.exception) as raised:
+        read_slug_metadata(slug)
+    assert "not a regular file of at most" in raised.value.render()
+
+
+# --- found in session 9: a run image config of other shapes --------------------------------
+
+@pytest.mark.parametrize("base_config", [
+    {"config": {"Labels": ["not", "a", "mapping"]}},
+    {"config": {"Env": [1, 2]}},
+    {"config": {"Labels": {"number": 1}, "Env": "PATH=/x"}},
+    {"history": 7},
+])
+def test_a_run_image_config_of_other_shapes_is_no_traceback(
+        tmp_path: Path, base_config: dict[str, object]) -> None:
+    """`rebase` (and `image`) merged the run image's `Labels`, `Env` and `history` as
+    they came: a list of labels, numbers in `Env` or a number as history were a
+    TypeError (an internal error). What is not of its shape is left out."""
+    _tiny_layout(tmp_path / "app", {"config": {"Labels": {RUN_IMAGE_LAYERS: "0"}},
+                                    "history": 5})
+    _tiny_layout(tmp_path / "base", base_config)
+    rebase_image(f"oci:{tmp_path / 'app'}:latest", f"oci:{tmp_path / 'base'}:latest",
+                 output=f"oci:{tmp_path / 'out'}:latest", cache_dir=tmp_path / "cache")
+    written = read_image(parse_image_reference(f"oci:{tmp_path / 'out'}:latest"),
+                         blob_dir=tmp_path / "b")
+    labels = written.config["config"]["Labels"]
+    assert labels[RUN_IMAGE_LAYERS] == "0" and "number" not in labels
+    assert all(isinstance(item, str) for item in written.config["config"]["Env"])
+
+
+@pytest.mark.parametrize("layer", [b"not a tar at all", b"\x1f\x8b\x08\x00broken gzip"])
+def test_a_run_image_layer_that_is_no_tar_is_image_unreadable(tmp_path: Path,
+                                                              layer: bytes) -> None:
+    """A run image naming its user (`User: web`) has its /etc/passwd read from its
+    layers: a layer whose digest matched but whose bytes are no tar was a ReadError,
+    EOFError or BadGzipFile traceback."""
+    path = tmp_path / "layer"
+    path.write_bytes(layer)
+    kind = LAYER_GZIP if layer.startswith(b"\x1f\x8b") else LAYER_TAR
+    base = Image({"config": {"User": "web"}},
+                 [file_blob(path, kind, "sha256:" + "a" * 64, origin="oci:run")])
+    with pytest.raises(errors.IMAGE_UNREADABLE.exception, match="not a readable tar"):
+        image_user(base)

@@ -44,12 +44,12 @@ from ..pack import (
 from ..slug.archive import check_member, check_no_entry_below_a_link
 from ..slug.metadata import metadata_path_for
 from ..slug.sbom import sbom_for_slug, sbom_path_for
-from ..textfiles import decimal
+from ..textfiles import decimal, small_regular_file
 from . import image as oci
 from .image import Blob, Image, WriteResult
 from .options import RegistryOptions
 from .reference import ImageReference, parse_image_reference
-from .referrer import attach_sbom, read_sbom
+from .referrer import SBOM_LIMIT, attach_sbom, read_sbom
 from .registry import TransferStats
 
 LABEL = "io.slugbuild"
@@ -136,8 +136,9 @@ def slug_sbom(slug: Path, metadata: dict[str, Any]) -> bytes:
     """The slug's CycloneDX SBOM: the file the build wrote beside it (slug.cdx.json)
     when it names this slug by its SHA-256, else made from the slug."""
     sha256 = str(metadata.get("checksum", "")).split(":", 1)[-1]
+    # A regular file within the SBOM limit: a fifo beside a slug from elsewhere hung.
+    written = small_regular_file(sbom_path_for(slug), SBOM_LIMIT.most) or b"null"
     try:
-        written = sbom_path_for(slug).read_bytes()
         component = json.loads(written)["metadata"]["component"]
         if any(entry.get("alg") == "SHA-256" and entry.get("content") == sha256
                for entry in component.get("hashes") or []):
@@ -184,8 +185,7 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     registry = registry or RegistryOptions()
     current = oci.read_image(source, blob_dir=store.blobs, registry=registry,
                              architecture=_architecture(None))
-    labels = _config_of(current).get("Labels")
-    labels = labels if isinstance(labels, dict) else {}
+    labels = _labels_of(current)
     count = labels.get(RUN_IMAGE_LAYERS)
     layer_count = decimal(str(count)) if count is not None else None
     if layer_count is None or layer_count > len(current.layers):
@@ -200,19 +200,17 @@ def rebase_image(image: str | ImageReference, run_image: str | ImageReference, *
     metadata = {"stack_requirements": requirements}
     check_run_image(metadata, new_base, str(new_base_reference))
     app_layers = current.layers[layer_count:]
-    own_history = [entry for entry in current.config.get("history") or []
-                   if isinstance(entry, dict) and str(entry.get("created_by", "")).startswith(
-                       "slugbuild")]
+    own_history = [entry for entry in _history_of(current)
+                   if str(entry.get("created_by", "")).startswith("slugbuild")]
     config = json.loads(json.dumps(current.config))
     epoch = _epoch(source_date_epoch)
-    base_config = _config_of(new_base)
     run_labels = _run_image_labels(new_base, new_base_reference)
-    config["config"]["Labels"] = {**(base_config.get("Labels") or {}),
+    config["config"]["Labels"] = {**_labels_of(new_base),
                                   **{k: v for k, v in labels.items()
                                      if not k.startswith(f"{LABEL}.run-image")
                                      and not k.startswith("org.opencontainers.image.base")},
                                   **run_labels}
-    config["config"]["Env"] = _environment(base_config.get("Env") or [])
+    config["config"]["Env"] = _environment(_env_of(new_base))
     config["architecture"] = new_base.config.get("architecture", config.get("architecture"))
     config["rootfs"] = {"type": "layers", "diff_ids": [layer.diff_id for layer in
                                                          [*new_base.layers, *app_layers]]}
@@ -259,15 +257,27 @@ def _architecture(machine: str | None) -> str:
 
 
 # --- the slug ----------------------------------------------------------------------------
+# The most a slug.json read to make an image may be (a large app's is well under 1 MiB).
+MAX_SLUG_METADATA = 16 * 1024 * 1024
+
+
 def read_slug_metadata(slug: Path, metadata_path: Path | None = None) -> dict[str, Any]:
     """slug.json (``metadata_path``, else beside ``slug``), checked to describe the slug
     (its checksum)."""
     metadata_path = metadata_path if metadata_path is not None else metadata_path_for(slug)
     if not slug.is_file():
         raise errors.SLUG_UNREADABLE.error(path=slug, reason="no such file")
+    # Read only as a regular file within a bound: the slug (and so its slug.json) may
+    # come from elsewhere, and a fifo there hung `slugbuild image`, /dev/zero filled memory.
+    data = small_regular_file(metadata_path, MAX_SLUG_METADATA)
+    if data is None and os.path.lexists(metadata_path):
+        raise errors.IMAGE_SOURCE_UNUSABLE.error(
+            variant="metadata-unreadable", metadata=metadata_path, limit=MAX_SLUG_METADATA)
     try:
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        if data is None:
+            raise ValueError("no slug.json")
+        metadata = json.loads(data)
+    except (ValueError, RecursionError):
         raise errors.IMAGE_SOURCE_UNUSABLE.error(
             variant="no-metadata", slug=slug, metadata=metadata_path) from None
     if not isinstance(metadata, dict) or \
@@ -371,16 +381,45 @@ def _config_of(image: oci.Image) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
+def _labels_of(image: oci.Image) -> dict[str, str]:
+    """An image config's labels, the string ones (a crafted run image's `Labels` may be
+    a list, or hold numbers: merged as they were, that was a TypeError)."""
+    found = _config_of(image).get("Labels")
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)} \
+        if isinstance(found, dict) else {}
+
+
+def _env_of(image: oci.Image) -> list[str]:
+    """An image config's `Env` entries that are strings (anything else: none)."""
+    found = _config_of(image).get("Env")
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
+def _history_of(image: oci.Image) -> list[dict[str, Any]]:
+    """An image config's history entries that are objects (anything else: none)."""
+    found = image.config.get("history")
+    return [entry for entry in found if isinstance(entry, dict)] \
+        if isinstance(found, list) else []
+
+
 def _file_in_layers(layers: list[Blob], path: str) -> str:
-    """The text of ``path`` in the topmost layer that has it ('' if none)."""
+    """The text of ``path`` in the topmost layer that has it ('' if none). A layer that
+    is no readable tar (a crafted run image's: its digest matched, its bytes are not a
+    layer) is image-unreadable, not a traceback."""
     for layer in reversed(layers):
-        with oci.layer_tar(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                if member.name.lstrip("./").lstrip("/") == path and member.isfile():
-                    extracted = tar.extractfile(member)
-                    # At most 1 MiB: a run image's /etc/passwd is far smaller.
-                    return extracted.read(1 << 20).decode("utf-8", "replace") \
-                        if extracted else ""
+        try:
+            with oci.layer_tar(layer) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.name.lstrip("./").lstrip("/") == path and member.isfile():
+                        extracted = tar.extractfile(member)
+                        # At most 1 MiB: a run image's /etc/passwd is far smaller.
+                        return extracted.read(1 << 20).decode("utf-8", "replace") \
+                            if extracted else ""
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise errors.IMAGE_UNREADABLE.error(
+                reference=layer.origin or "the run image",
+                reason=f"its layer {layer.digest} is not a readable tar ({exc})") from None
     return ""
 
 
@@ -776,7 +815,7 @@ def _iso(epoch: int) -> str:
 
 
 def _base_history(base: Image, epoch: int) -> list[dict[str, Any]]:
-    history = [entry for entry in base.config.get("history") or [] if isinstance(entry, dict)]
+    history = _history_of(base)
     if sum(not entry.get("empty_layer") for entry in history) == len(base.layers):
         return history
     return [{"created": _iso(epoch), "created_by": "run image layer"} for _ in base.layers]
@@ -787,7 +826,6 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
              sbom_digest: str | None = None) -> Image:
     """The image config and manifest annotations for the run image plus the slug layers
     (``sbom_digest``: the slug's SBOM, which the image's referrer carries)."""
-    base_config = _config_of(base)
     process_types = metadata.get("process_types") or {}
     runtime = metadata.get("runtime") or {}
     packages = [f"{p.get('name')}=={p.get('version')}" for p in metadata.get("packages") or []
@@ -816,10 +854,10 @@ def assemble(base: Image, slug_layers: list[SlugLayer], metadata: Mapping[str, A
         "config": {
             "User": user.spec,
             "WorkingDir": APP_PATH,
-            "Env": _environment(base_config.get("Env") or []),
+            "Env": _environment(_env_of(base)),
             "Entrypoint": [launcher_path()],
             "ExposedPorts": {"5000/tcp": {}},
-            "Labels": {**(base_config.get("Labels") or {}), **labels},
+            "Labels": {**_labels_of(base), **labels},
         },
         "rootfs": {"type": "layers", "diff_ids": [
             layer.diff_id for layer in [*base.layers, *(s.blob for s in slug_layers)]]},

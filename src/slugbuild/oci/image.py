@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -27,9 +28,10 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .. import errors
+from ..textfiles import small_regular_file
 from .options import RegistryOptions
 from .reference import DEFAULT_TAG, ImageReference, parse_registry_name
-from .registry import CONFIG_LIMIT, BlobLimit, TransferStats
+from .registry import CONFIG_LIMIT, MAX_MANIFEST_BYTES, BlobLimit, TransferStats
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -43,6 +45,9 @@ DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 REF_NAME = "org.opencontainers.image.ref.name"
 _GZIP_TYPES = (LAYER_GZIP, DOCKER_LAYER_GZIP)
 _CHUNK = 1024 * 1024
+# The most a layout's index.json, a manifest or a config read into memory may be (the
+# limit containers/image sets for a manifest; slugbuild's own are a few KiB).
+MAX_LAYOUT_FILE = MAX_MANIFEST_BYTES
 
 
 def canonical_json(value: Any) -> bytes:
@@ -203,11 +208,19 @@ def _locked_directory(directory: Path) -> Iterator[None]:
 
 
 def _read_index(root: Path) -> dict[str, Any]:
+    """The layout's index.json ({} where there is none yet), read only as a regular file
+    of at most MAX_LAYOUT_FILE bytes: a fifo there hung the read, /dev/zero filled memory."""
+    path = root / "index.json"
+    data = small_regular_file(path, MAX_LAYOUT_FILE)
+    if data is None:
+        if not os.path.lexists(path):
+            return {}
+        raise errors.IMAGE_UNREADABLE.error(
+            reference=f"oci:{root}",
+            reason=f"index.json is not a regular file of at most {MAX_LAYOUT_FILE} bytes")
     try:
-        loaded = json.loads((root / "index.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, RecursionError) as exc:
+        loaded = json.loads(data)
+    except (ValueError, RecursionError) as exc:
         raise errors.IMAGE_UNREADABLE.error(
             reference=f"oci:{root}", reason=f"index.json cannot be read ({exc})") from None
     return loaded if isinstance(loaded, dict) else {}
@@ -397,16 +410,17 @@ def _read_layout(reference: ImageReference, architecture: str | None) -> Image:
         return blobs / _digest(digest, what, reference).split(":", 1)[1]
 
     def blob_bytes(digest: str, what: str) -> bytes:
-        try:
-            data = blob_path(digest, what).read_bytes()
-        except OSError as exc:
-            raise _unreadable(reference, f"its {what} {digest} is missing ({exc.strerror})"
-                              ) from None
+        path = blob_path(digest, what)
+        data = small_regular_file(path, MAX_LAYOUT_FILE)
+        if data is None:
+            raise _unreadable(reference, f"its {what} {digest} is missing, or not a regular "
+                                         f"file of at most {MAX_LAYOUT_FILE} bytes"
+                              if os.path.lexists(path) else f"its {what} {digest} is missing")
         if sha256_of(data) != digest:
             raise _unreadable(reference, f"its {what} {digest} does not match its digest")
         return data
 
-    if not (root / "index.json").is_file():
+    if not os.path.lexists(root / "index.json"):
         raise _unreadable(reference, "it is not an OCI image layout (no index.json)")
     entry = _pick_manifest(_read_index(root), reference, architecture,
                            reference.tag or DEFAULT_TAG)
@@ -449,20 +463,45 @@ def _layer_descriptors(manifest: dict[str, Any], reference: ImageReference,
     return layers
 
 
-def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
+def _open_archive(reference: ImageReference) -> IO[bytes]:
+    """The docker-archive's file, if it is a regular one: opened without blocking, so a
+    fifo given as the archive is refused instead of hanging the command."""
     assert reference.path is not None
     try:
-        archive = tarfile.open(reference.path, "r:")
+        fd = os.open(reference.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _unreadable(reference, f"it cannot be read as a tar ({exc.strerror})") from None
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise _unreadable(reference, "it is not a regular file")
+    return handle
+
+
+def _read_archive(reference: ImageReference, blob_dir: Path) -> Image:
+    with _open_archive(reference) as handle:
+        return _read_archive_from(reference, handle, blob_dir)
+
+
+def _read_archive_from(reference: ImageReference, handle: IO[bytes], blob_dir: Path) -> Image:
+    try:
+        archive = tarfile.open(fileobj=handle, mode="r:")
     except (OSError, tarfile.TarError) as exc:
         raise _unreadable(reference, f"it cannot be read as a tar ({exc})") from None
     with archive:
         def member(name: str) -> bytes:
+            """A metadata member (manifest.json, the config), read only up to
+            MAX_LAYOUT_FILE bytes: a multi-GiB member must not fill memory."""
             try:
-                extracted = archive.extractfile(name)
+                info = archive.getmember(name)
+                extracted = archive.extractfile(info)
             except KeyError:
                 extracted = None
             if extracted is None:
                 raise _unreadable(reference, f"it has no {name}")
+            if info.size > MAX_LAYOUT_FILE:
+                raise _unreadable(reference, f"its {name} is larger than {MAX_LAYOUT_FILE} "
+                                             f"bytes")
             return extracted.read()
 
         try:

@@ -52,6 +52,9 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # Any other answer read into memory (a tag list, a token, an error document): a hostile
 # registry streaming gigabytes at one is refused at this size.
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
+# The most tags a listing takes (``cache import`` lists a cache registry's): a cache of
+# every layer of thousands of apps has far fewer.
+MAX_TAGS = 200_000
 _ATTEMPTS = 3
 _CHUNK = 1024 * 1024
 _USER_AGENT = "slugbuild (oci registry client)"
@@ -408,7 +411,15 @@ class RegistryClient:
         """The repository's tags (all pages); empty for a repository not yet pushed to."""
         tags: list[str] = []
         path: str | None = self._path("tags/list?n=1000")
+        followed: set[str] = set()
         while path is not None:
+            # A hostile registry's pages could go on for ever (a `next` link to a page
+            # already read, or one new page after another): bounded, one clear error.
+            if path in followed or len(tags) > MAX_TAGS:
+                raise errors.REGISTRY_PROTOCOL.error(
+                    variant="tags-endless", method="GET", url=self._url(path),
+                    limit=MAX_TAGS, host=self.host)
+            followed.add(path)
             response = self._request("GET", path)
             with response:
                 if response.status_code == 404:
