@@ -18,6 +18,7 @@ from slugbuild.collectstatic import collectstatic_disabled, diagnose, masked_env
 from slugbuild.detect import detect
 from slugbuild.errors import SlugbuildError
 from slugbuild.hooks import run_hook
+from slugbuild.importcheck import diagnose_missing_module
 from slugbuild.inference import discover_process_types, infer_web_process
 from slugbuild.log import Reporter
 from slugbuild.profile import MB_PER_WORKER, WEB_PROFILE_SCRIPT, write_profile
@@ -231,3 +232,33 @@ def test_hooks_run_with_or_without_shebang_and_fail_clearly(tmp_path):
     assert failed.value.output == "broken"
 
 
+
+
+def test_a_hooks_pip_is_not_the_hosts_and_says_pip_is_not_in_the_slug(tmp_path):
+    # The slug's bin/ has no pip; the host's next on PATH (pyenv's shims, /usr/bin/pip)
+    # would install into the host's Python and leave the slug without the package.
+    slug_bin = tmp_path / ".heroku/python/bin"
+    slug_bin.mkdir(parents=True)
+    make_app(tmp_path, {"bin/post_compile": "#!/bin/sh\nset -e\npip --version\npip3 --version\n"
+                                            "echo reached > reached.txt\n"})
+    reporter = Reporter(quiet=True)
+    with pytest.raises(SlugbuildError) as failed:
+        run_hook("post_compile", tmp_path, slug_bin / "python", {}, reporter, "3.12.1")
+    assert not (tmp_path / "reached.txt").exists()
+    assert "No module named 'pip' in the slug's Python" in failed.value.output
+    assert "pip is not in the slug's Python" in failed.value.found
+    assert "list the package in requirements.txt" in failed.value.found
+    for name in ("pip3", "pip3.12"):
+        (tmp_path / "bin/post_compile").write_text(f"#!/bin/sh\n{name} install six\n")
+        with pytest.raises(SlugbuildError) as versioned:
+            run_hook("post_compile", tmp_path, slug_bin / "python", {}, reporter, "3.12.1")
+        assert "pip is not in the slug's Python" in versioned.value.found
+
+
+def test_python_dash_m_pip_without_pip_is_explained():
+    output = "Collecting nothing\n/app/.heroku/python/bin/python: No module named pip\n"
+    cause = diagnose_missing_module(output, "3.12.1", "Pipfile.lock")
+    assert cause is not None and cause.startswith("pip is not in the slug's Python")
+    assert "list the package in Pipfile.lock" in cause
+    assert "the module requests cannot be imported" in str(
+        diagnose_missing_module("python3.12: No module named requests.\n", "3.12.1"))

@@ -9,6 +9,7 @@ slug's Python first on PATH; a hook that exits non-zero fails the build.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,7 +56,37 @@ def run_hook(
     else:
         # A file without #! is a shell script, as bash itself would run it.
         argv = ["bash", path]
-    env = clean_env(exported_config(config_vars), path_first=[python.parent], exports=exports)
+    with tempfile.TemporaryDirectory(prefix="slugbuild-no-pip-") as no_pip:
+        env = clean_env(exported_config(config_vars), exports=exports,
+                        path_first=[python.parent, _pip_stand_ins(Path(no_pip), python_version)])
+        _run(name, path, argv, has_shebang, build_dir, env, reporter, python_version,
+             lock_file, layers)
+    return True
+
+
+def _pip_stand_ins(directory: Path, python_version: str | None) -> Path:
+    """``pip``, ``pip3`` and ``pip3.N`` in ``directory`` that fail saying pip is not
+    in the slug: without them a hook's ``pip install`` finds the host's pip next on
+    PATH (pyenv's shims, /usr/bin/pip) and installs into the host's Python, never the
+    slug, so the app fails only when it runs (Heroku's hooks get the slug's pip)."""
+    names = {"pip", "pip3"}
+    if python_version:
+        names.add("pip" + ".".join(python_version.split(".")[:2]))
+    for name in names:
+        stand_in = directory / name
+        stand_in.write_text(
+            "#!/bin/sh\n"
+            f"echo \"{name}: No module named 'pip' in the slug's Python; the host's pip "
+            "was not run\" >&2\nexit 1\n")
+        stand_in.chmod(0o755)
+    return directory
+
+
+def _run(name: str, path: Path, argv: list[str | Path], has_shebang: bool, build_dir: Path,
+         env: dict[str, str], reporter: Reporter, python_version: str | None,
+         lock_file: str, layers: StepRunner | None) -> None:
+    """Start the hook (sealed or wrapped by ``layers`` if given); a failure is
+    ``hook-failed``, with the likely cause of a missing module."""
     if layers is not None:
         missing = _missing_interpreter(path, build_dir) if has_shebang else None
         if missing is not None:  # the wrapper's shell would only say "not found"
@@ -78,7 +109,6 @@ def run_hook(
             variant="missing-module" if cause else None, hook=name,
             exit_code=failed.exit_code, cause=cause, output=failed.tail, output_shown=True,
         ) from failed
-    return True
 
 
 def _missing_interpreter(path: Path, build_dir: Path) -> str | None:

@@ -85,6 +85,8 @@ REMOVED_STDLIB: dict[str, tuple[str, str, str | None]] = {
 SETUPTOOLS_WITHOUT_PKG_RESOURCES = "82"
 VERSION_FILE = ".python-version"
 MISSING_MODULE = re.compile(r"No module named '([\w.]+)'")
+# `python -m pip` without pip says it unquoted, after the interpreter's path.
+_MISSING_RUN_MODULE = re.compile(r"python[\d.]*: No module named ([\w.]+?)\.?$", re.MULTILINE)
 _TRACEBACK_FILE = re.compile(r'^\s*File "([^"]+)", line \d+')
 
 
@@ -107,6 +109,11 @@ def explain_missing_module(module: str, python_version: str,
         return (f"the module {top}{by} was removed from Python's standard library in "
                 f"{removed_in} ({why}), and this build uses Python {python_version}: "
                 + ", ".join(choices[:-1]) + f" or {choices[-1]}")
+    if top == "pip":
+        return (f"pip{by} is not in the slug's Python (slugbuild installs the dependencies "
+                f"itself and keeps package managers out of the slug, so a pip found on PATH "
+                f"would be the host's and install into the host's Python): list the package "
+                f"in {lock_file} instead of installing it from a build step")
     if top == "pkg_resources":
         return (f"the module pkg_resources{by} belongs to setuptools, which no longer "
                 f"ships it from version {SETUPTOOLS_WITHOUT_PKG_RESOURCES} on: add "
@@ -123,10 +130,10 @@ def diagnose_missing_module(output: str, python_version: str,
 
     ``hide`` (the build directory) is cut from the importing file's path.
     """
-    matches = list(MISSING_MODULE.finditer(output))
+    matches = [*MISSING_MODULE.finditer(output), *_MISSING_RUN_MODULE.finditer(output)]
     if not matches:
         return None
-    match = matches[-1]
+    match = max(matches, key=lambda found: found.start())
     importer = None
     for line in output[:match.start()].splitlines():
         found = _TRACEBACK_FILE.match(line)
