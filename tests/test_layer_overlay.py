@@ -322,6 +322,9 @@ class _NoSeal:
     def command(self, argv: object) -> None:
         return None
 
+    def explain_read_only(self, step: str, failure: Exception) -> None:
+        return None  # unsealed: no seal to explain
+
 
 def _step_layers(tmp_path: Path, lowers: list[Path]):
     from slugbuild.context import StepLayers

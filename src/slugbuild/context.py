@@ -450,8 +450,10 @@ class StepLayers:
         try:
             result = start(command)
         except Exception as failure:
-            if isinstance(failure, errors.SlugbuildError) or status is None \
-                    or step_started(status):
+            if status is not None and step_started(status):
+                self.build.seal.explain_read_only(self.step, failure)
+                raise
+            if isinstance(failure, errors.SlugbuildError) or status is None:
                 raise
         else:
             if status is None or step_started(status):

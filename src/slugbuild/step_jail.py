@@ -185,6 +185,19 @@ class CacheSeal:
         other processes' scratch read-only (``installer_read_only``)."""
         return SealedStep(self, name, (), installer=True)
 
+    def explain_read_only(self, step: str, failure: Exception) -> None:
+        """A step that failed on EROFS is told why before its error: it sees only the
+        seal's "Read-only file system", and a legitimate write into the cache (a tool's
+        cache under XDG_CACHE_HOME when --cache-dir is that directory) reads as a bug."""
+        output = getattr(failure, "output", None)
+        if not self.said_unsealed and isinstance(output, str) and ("Read-only file system" in output
+                                        or "[Errno 30]" in output):
+            self.reporter.warn(
+                f"{step} met a read-only file system: build steps see slugbuild's cache "
+                f"{self.root} read-only, except their own build directory (the seal, "
+                f"docs/security.md). Have it write in the app directory or a temporary "
+                f"directory, or give slugbuild a cache (--cache-dir) outside what it writes.")
+
     def setup_failed(self, step: str, status: Path) -> None:
         """The namespace failed before ``step`` started: said, and not tried again."""
         self.failed = True
@@ -218,7 +231,10 @@ class SealedStep:
         try:
             result = start(command)
         except Exception as failure:
-            if isinstance(failure, errors.SlugbuildError) or step_started(status):
+            if step_started(status):
+                self.seal.explain_read_only(self.name, failure)
+                raise
+            if isinstance(failure, errors.SlugbuildError):
                 raise
         else:
             if step_started(status):

@@ -155,6 +155,28 @@ def test_a_step_erasing_the_wrappers_status_is_not_run_again_unsealed(tmp_path):
     assert not (seal.root / "layers" / "k" / "planted").exists()
 
 
+def test_a_step_failing_on_the_seals_read_only_cache_is_told_why(tmp_path):
+    """A legitimate write into the cache (a tool's cache under XDG_CACHE_HOME when
+    --cache-dir is that directory) fails with EROFS only: the log names the seal."""
+    _sealed_here(tmp_path)
+    warnings: list[str] = []
+    reporter = Reporter(quiet=True)
+    reporter.warn = warnings.append  # type: ignore[method-assign]
+    seal = _seal(tmp_path, reporter)
+    step = seal.step("bin/post_compile")
+    with pytest.raises(ToolFailed):
+        step.run_step(["sh", "-c", "echo x > ../oops; exit 3"],
+                      lambda command: run_tool(command, reporter, dict(os.environ),
+                                               cwd=seal.scratch / "app"))
+    assert warnings == []  # its own scratch: written, no seal to explain
+    with pytest.raises(ToolFailed):
+        step.run_step(["sh", "-c", f"mkdir {seal.root}/webpack"],
+                      lambda command: run_tool(command, reporter, dict(os.environ)))
+    (line,) = warnings
+    assert line.startswith("bin/post_compile met a read-only file system")
+    assert f"slugbuild's cache {seal.root} read-only" in line and "--cache-dir" in line
+
+
 def test_with_the_seal_off_steps_run_as_before_and_the_log_says_so_once(
         tmp_path, monkeypatch):
     monkeypatch.setenv(SEAL_ENV, "0")
