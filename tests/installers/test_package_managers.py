@@ -229,11 +229,12 @@ def test_index_credentials_go_through_the_environment_not_the_command_line(
     from pathlib import Path
 
     from slugbuild.cache import Cache
-    from slugbuild.installers import InstallJob, pip, uv
+    from slugbuild.installers import InstallJob, common, uv
     from slugbuild.log import Reporter
 
     calls = []
-    monkeypatch.setattr(pip, "run_tool", lambda argv, *a, **k: calls.append((argv, a[1])))
+    # Installs run through common.run_install_tool (sealed or not); uv's own runs too.
+    monkeypatch.setattr(common, "run_tool", lambda argv, *a, **k: calls.append((argv, a[1])))
     monkeypatch.setattr(uv, "run_tool", lambda argv, *a, **k: calls.append((argv, a[1])))
     index = "https://user:s3cret@index.example/simple"
     extra = "https://user:t0ken@extra.example/simple"
