@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slugbuild.installers.built_wheels import from_source
 from slugbuild.installers.cache_guard import CacheGuard
 from slugbuild.log import Reporter
 
@@ -60,6 +61,7 @@ def test_the_empty_buckets_uv_makes_in_a_fresh_cache_are_not_a_build(tmp_path):
     (bucket / ".gitignore").write_text("*")
     assert guard.settle(False, Reporter(quiet=True)) == 0
     assert (bucket / ".gitignore").is_file()
+    assert not from_source(scratch, tmp_path / "site-packages")
 
 
 def test_a_built_wheel_counts_as_package_code_though_the_output_did_not_say(tmp_path):
@@ -70,3 +72,5 @@ def test_a_built_wheel_counts_as_package_code_though_the_output_did_not_say(tmp_
     assert guard.settle(False, Reporter(quiet=True)) == 5
     assert not (root / "uv" / "archive-v0" / "abc").exists()
     assert not (root / "built-wheels" / "uv").exists()
+    # The layer still records its build environment (built_wheels.from_source).
+    assert from_source(scratch, tmp_path / "site-packages")

@@ -143,10 +143,21 @@ class CacheGuard:
 
     def settle(self, ran_package_code: bool, reporter: Reporter) -> int:
         """After the run: when it ran package code (or wrote a built wheel, which is
-        the same), discard what it wrote in the caches and say so; the count."""
+        the same), discard what it wrote in the caches, say so and mark the install
+        as built from source (``built_wheels.BUILT_MARKER``); the count."""
+        if not ran_package_code:
+            # Only the built wheels can tell: walk their (small) trees alone first.
+            built_roots = self.roots[2:]
+            under = tuple(str(root) + os.sep for root in built_roots)
+            before = {path: entry for path, entry in self.before.items()
+                      if path.startswith(under)}
+            if not any(map(self._built_wheel, written(before, snapshot(built_roots)))):
+                return 0
+        # The built wheels go too: ``built_wheels.from_source`` must still see the build.
+        (self.scratch / built_wheels.BUILT_MARKER).touch()
         after = snapshot(self.roots)
         paths = written(self.before, after)
-        if not paths or not (ran_package_code or any(map(self._built_wheel, paths))):
+        if not paths:
             return 0
         removed = {path for path in paths if path not in after}
         discard(paths, removed, self.roots, self.scratch / QUARANTINE_DIR)
