@@ -150,6 +150,42 @@ def test_what_the_writer_does_not_know_is_refused_for_the_fallback():
     assert issubclass(Unsupported, ValueError)
 
 
+SETS = '''
+def first(verb):
+    return verb in {"GET", "POST", "x-y", "a b", "", 2 ** 70, 7, -0.5, None, b"raw"}
+
+def second(verb):  # the same set: the compiler shares one object, marshal refers back
+    return verb in {"GET", "POST", "x-y", "a b", "", 2 ** 70, 7, -0.5, None, b"raw"}
+
+def third(name):
+    return name in {"x-y", "only-here", "a b"} or name in {(1, 2)}
+'''
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.12", pytest.param("3.13", marks=pytest.mark.slow)])
+def test_set_constants_after_3_10_are_written_in_marshals_order(tmp_path, version):
+    """From 3.11 marshal sorts a set by each element's own dump, whose FLAG_REF
+    follows reference counts; the writer asks marshal for that order, so a set of
+    leaves no longer sends its module to the fallback (a set of tuples still does)."""
+    python = local_interpreter(version)
+    script = MARSHAL_CANON.read_text() + r'''
+import marshal, sys
+source = sys.argv[1]
+code = compile(source, "sets.py", "exec")
+expected = canonical_marshal(marshal.dumps(code))
+print(canonical_code(code) == expected)
+leaves_only = compile(source.split("def third")[0], "sets.py", "exec")
+expected = canonical_marshal(marshal.dumps(leaves_only))
+print(canonical_code(leaves_only) == expected)
+'''
+    run = subprocess.run([python, "-c", script + "\n", SETS], capture_output=True, text=True)
+    assert run.returncode != 0 and "Unsupported: a set of containers" in run.stderr
+    script = script.replace("print(canonical_code(code) == expected)\n", "")
+    out = subprocess.run([python, "-c", script, SETS], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True"]
+
+
 def test_the_writer_leaves_no_reference_cycles_behind():
     """The compile script runs with the cyclic collector off: the writer's garbage,
     on success and on a refusal, must go by reference counting alone."""

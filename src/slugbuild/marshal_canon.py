@@ -35,6 +35,7 @@ or later is quoted. A node's parts are raw bytes of the stream or child node ids
 """
 
 import collections
+import marshal
 import struct
 import sys
 from collections import defaultdict
@@ -374,6 +375,14 @@ def _string_leaf(text: str) -> "tuple[bytes, bytes]":
     """A string's canonical leaf (kind byte and raw bytes), and its FLAG_REF form:
     a short one kept for the life of the process (a worker's modules share most of
     their names; a docstring is met once, and kept it would only grow the worker)."""
+    found = _string_leaf_unkept(text)
+    if len(text) < 64:
+        _STRING_LEAVES[text] = found
+    return found
+
+
+def _string_leaf_unkept(text: str) -> "tuple[bytes, bytes]":
+    """``_string_leaf`` without keeping the string (a reference marshal would count)."""
     if text.isascii():
         raw = text.encode("ascii")
         size = len(raw)
@@ -388,10 +397,7 @@ def _string_leaf(text: str) -> "tuple[bytes, bytes]":
         raw = text.encode("utf-8", "surrogatepass")
         kind = 0x75  # "u"
         raw = _int32.pack(len(raw)) + raw
-    found = (bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw)
-    if len(text) < 64:
-        _STRING_LEAVES[text] = found
-    return found
+    return bytes((kind,)) + raw, bytes((kind | _FLAG_REF,)) + raw
 
 
 def canonical_code(code: object, version: "tuple[int, ...] | None" = None) -> bytes:
@@ -400,9 +406,9 @@ def canonical_code(code: object, version: "tuple[int, ...] | None" = None) -> by
 
     ``version`` is the running interpreter's (the only one whose code objects
     this sees). Raises ``Unsupported`` for what it does not write itself: a
-    constant of a type it does not know, a set after 3.10 (marshal's order there
-    depends on reference counts at the time of writing, which the canonical form
-    keeps), a set of containers.
+    constant of a type it does not know, a set of containers. A set after 3.10
+    takes the order marshal gives it (which depends on reference counts at the
+    time of writing, and which the canonical form keeps) from marshal itself.
     """
     return _write_code(code, tuple(version or sys.version_info[:2])[:2])
 
@@ -424,7 +430,7 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
     counts: dict[Any, Any] = {}
     values: dict[object, int] = {}
     values_get = values.get
-    seen: dict[int, int] = {}  # id of a code object -> its node
+    seen: dict[int, int] = {}  # id of a code object (or a set, 3.11 on) -> its node
     keep_alive: list[object] = []  # the ids above stay valid while this runs
     legacy = version < (3, 11)
     lnotab = version < (3, 10)
@@ -467,8 +473,8 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
             return leaf(0x67, _pack_double(obj))
         if kind is complex:
             return leaf(0x79, _pack_complex(obj.real, obj.imag))
-        if kind is frozenset and legacy:
-            return frozen(obj)
+        if kind is frozenset:
+            return frozen(obj) if legacy else marshal_ordered(obj)
         raise Unsupported(f"a constant of type {kind.__name__}")
 
     def sequence(items: Any) -> int:
@@ -482,25 +488,58 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
         found = values_get(key)
         return found if found is not None else container(key, kind, parts)
 
-    def frozen(items: Any) -> int:
-        # Before 3.11: ordered by each element's canonical stream, as _Canonical sorts.
-        elements: list[tuple[bytes, Any]] = []
+    def set_elements(items: Any, string_leaf: Any) -> "dict[bytes, object]":
+        # A set's elements, each under its canonical stream (a leaf: sets of
+        # containers go to the fallback); ``string_leaf`` writes a string's.
+        elements: dict[bytes, object] = {}
         for item in items:
             part = value(item)
             if type(part) is bytes:
-                elements.append((part, part))
+                elements[part] = part
             elif type(part) is str:
-                elements.append(((_STRING_LEAVES.get(part) or _string_leaf(part))[0], part))
+                elements[(_STRING_LEAVES.get(part) or string_leaf(part))[0]] = part
             elif nodes[part][0]:
                 raise Unsupported("a set of containers")
             else:
-                elements.append((nodes[part][1][0], part))
-        elements.sort(key=lambda pair: pair[0])
-        parts: list[object] = [pack(len(items))]
-        parts += [part for _, part in elements]
+                elements[nodes[part][1][0]] = part
+        return elements
+
+    def set_node(items: Any, ordered: "list[object]") -> int:
+        parts: list[object] = [pack(len(items)), *ordered]
         key = (0x3E, *parts)
         found = values_get(key)
         return found if found is not None else container(key, 0x3E, parts)
+
+    def frozen(items: Any) -> int:
+        # Before 3.11: ordered by each element's canonical stream, as _Canonical sorts.
+        elements = set_elements(items, _string_leaf)
+        return set_node(items, [elements[stream] for stream in sorted(elements)])
+
+    def marshal_ordered(items: Any) -> int:
+        # 3.11 on: in the order marshal writes it, which the canonical form keeps.
+        # That order sorts each element's own dump, whose FLAG_REF depends on the
+        # element's reference count: so marshal itself is asked, before this walk
+        # holds any element (it holds only what the code holds elsewhere, which
+        # already counts), and once per set (marshal writes a repeat as a reference
+        # back); no element is kept past the call. A set of containers goes to the
+        # fallback.
+        found = seen.get(id(items))
+        if found is not None:
+            return found
+        keep_alive.append(items)
+        written = _Canonical(marshal.dumps(items), CODE_LAYOUT_3_11)
+        _, written_parts = written.nodes[written._read_all()]
+        ordered: list[bytes] = []
+        for element in written_parts[1:]:
+            element_kind, element_parts = written.nodes[element]  # type: ignore[index]
+            raw = element_parts[0] if element_parts else b""
+            if len(element_parts) > 1 or type(raw) is not bytes:
+                raise Unsupported("a set of containers")
+            ordered.append(bytes((element_kind,)) + raw)
+        by_stream = set_elements(items, _string_leaf_unkept)
+        found = set_node(items, [by_stream[stream] for stream in ordered])
+        seen[id(items)] = found
+        return found
 
     def code(c: "Any") -> int:
         found = seen.get(id(c))
@@ -550,7 +589,8 @@ def _write_code(root: object, version: "tuple[int, ...]") -> bytes:
     try:
         top = value(root)
     finally:
-        value = sequence = code = None  # type: ignore[assignment]  # they name each other
+        # they name each other
+        value = sequence = set_elements = code = None  # type: ignore[assignment]
     if type(top) is not int or nodes[top][0] != 0x63:
         raise Unsupported("not a code object")
     counts[top] = 1

@@ -502,7 +502,7 @@ def loadable(body):
 
 def canonical_of(code):
     # Written straight from the code object; what that writer does not know (a
-    # set constant after 3.10, say) takes the stream marshal writes, canonicalised.
+    # set of tuples, say) takes the stream marshal writes, canonicalised.
     # None for code no pyc can hold: such a module gets none and is compiled at
     # import, as CPython does when it cannot write its pyc.
     try:
