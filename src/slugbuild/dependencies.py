@@ -63,7 +63,6 @@ from .cache import (
 from .cache_registry import pull_layer
 from .installers import Installer, InstallJob, InstallPlan, built_wheels, installer_for, ranges
 from .installers.baseline import baseline_requirements
-from .installers.cache_guard import CacheGuard
 from .installers.requirements import has_editables, requirement_lines, requirements_files
 from .log import Reporter
 from .pack import record_donor
@@ -760,16 +759,12 @@ class Prefetch:
     """
 
     def __init__(self, process: subprocess.Popen[bytes], scratch: Path,
-                 adopt: Callable[[], None] | None = None,
-                 guard: tuple[CacheGuard, Reporter] | None = None) -> None:
+                 adopt: Callable[[], None] | None = None) -> None:
         self.process = process
         self.scratch = scratch
         # Moves the cache buckets the installer made in its view (a fresh cache) to
         # the shared cache, where the install finds them (installers/built_wheels.py).
         self.adopt = adopt
-        # The installer caches as the download found them: what a package build in it
-        # wrote is discarded before anything is adopted (installers/cache_guard.py).
-        self.guard = guard
 
     @classmethod
     def start(cls, *, app_dir: Path, lock_file: str, package_manager: str,
@@ -785,7 +780,6 @@ class Prefetch:
             return None  # the build refuses it itself
         scratch.mkdir()
         process = None
-        guard = CacheGuard(cache.root, scratch)
         try:
             plan = installer.plan(app_dir, lock_file, config_vars)
             job = InstallJob(python=Path(sys.executable), python_version=python_version,
@@ -798,24 +792,13 @@ class Prefetch:
         except (OSError, errors.SlugbuildError):
             process = None
         return None if process is None else cls(process, scratch, functools.partial(
-            built_wheels.adopt_job_caches, cache.root, scratch, job.env_sha256),
-            (guard, reporter))
+            built_wheels.adopt_job_caches, cache.root, scratch, job.env_sha256))
 
     def wait(self) -> None:
         """Let the download finish: the install is about to read its cache."""
-        try:
-            wait_for(self.process, "the installer's download")  # under the build's deadline
-        finally:
-            self._settle()
+        wait_for(self.process, "the installer's download")  # under the build's deadline
         if self.adopt is not None:
             self.adopt()
-
-    def _settle(self) -> None:
-        """Its output is not read: a failed or stopped run counts as one that built."""
-        if self.guard is not None:
-            guard, reporter = self.guard
-            self.guard = None
-            guard.settle(self.process.returncode != 0, reporter)
 
     def stop(self) -> None:
         """End it, killed with anything it started (a build backend) if still running."""
@@ -823,7 +806,6 @@ class Prefetch:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
-        self._settle()
         if self.adopt is not None:
             self.adopt()
 

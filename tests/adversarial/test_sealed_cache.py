@@ -305,10 +305,34 @@ setup(name="plantpkg", version="1.0", py_modules=[])
 @pytest.mark.slow
 def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_seed,
                                                            setuptools_wheel):
-    from ..helpers import serve_directory
+    import hashlib
+    import io
+    import tarfile
+
+    from ..helpers import minimal_wheel, serve_directory
 
     _sealed_here(tmp_path)
-    index = _plant_index(tmp_path, PLANT_SETUP_PY, setuptools_wheel)
+    sdist = io.BytesIO()
+    with tarfile.open(fileobj=sdist, mode="w:gz") as archive:
+        for name, text in {"setup.py": PLANT_SETUP_PY, "PKG-INFO":
+                           "Metadata-Version: 2.1\nName: plantpkg\nVersion: 1.0\n",
+                           "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                           'build-backend = "setuptools.build_meta"\n'}.items():
+            info = tarfile.TarInfo(f"plantpkg-1.0/{name}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    index = tmp_path / "index"
+    for name, filename, data in (
+            ("plantpkg", "plantpkg-1.0.tar.gz", sdist.getvalue()),
+            ("setuptools", setuptools_wheel.name, setuptools_wheel.read_bytes()),
+            ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
+             minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
+        (index / "files").mkdir(parents=True, exist_ok=True)
+        (index / "files" / filename).write_bytes(data)
+        (index / "simple" / name).mkdir(parents=True)
+        (index / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
+            f'{filename}</a>\n')
     # 3.13: no setuptools baseline to install (the loopback index has only the fixture's)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     files = {**FILES, ".python-version": "3.13\n"}
@@ -331,93 +355,3 @@ def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_see
                   "/pyc/"):
         assert any(words in line for line in denied), (words, lines)
     assert len(denied) == len(lines) - len(wrote)
-    assert not (cache / "uv" / "planted-ok").exists()  # discarded after the build
-
-
-def _plant_index(tmp_path: Path, setup_py: str, setuptools_wheel: Path) -> Path:
-    """A loopback index of ``plantpkg`` 1.0 (an sdist whose setup.py is ``setup_py``),
-    ``plainpkg`` 1.0 (a wheel: no code runs to install it) and setuptools."""
-    import hashlib
-    import io
-    import tarfile
-
-    from ..helpers import minimal_wheel
-
-    sdist = io.BytesIO()
-    with tarfile.open(fileobj=sdist, mode="w:gz") as archive:
-        for name, text in {"setup.py": setup_py, "PKG-INFO":
-                           "Metadata-Version: 2.1\nName: plantpkg\nVersion: 1.0\n",
-                           "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
-                           'build-backend = "setuptools.build_meta"\n'}.items():
-            info = tarfile.TarInfo(f"plantpkg-1.0/{name}")
-            info.size = len(text.encode())
-            archive.addfile(info, io.BytesIO(text.encode()))
-    index = tmp_path / "index"
-    for name, filename, data in (
-            ("plantpkg", "plantpkg-1.0.tar.gz", sdist.getvalue()),
-            ("setuptools", setuptools_wheel.name, setuptools_wheel.read_bytes()),
-            ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
-             minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
-        (index / "files").mkdir(parents=True, exist_ok=True)
-        (index / "files" / filename).write_bytes(data)
-        (index / "simple" / name).mkdir(parents=True)
-        (index / "simple" / name / "index.html").write_text(
-            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
-            f'{filename}</a>\n')
-    return index
-
-
-# An sdist whose build plants a module in uv's unpacked wheel of another package
-# (plainpkg) and edits that package's module in place, keeping its size and mtime.
-POISON_SETUP_PY = '''\
-import glob, os
-from setuptools import setup
-for module in glob.glob(os.environ["SEAL_CACHE"] + "/uv/archive-v*/*/plainpkg.py"):
-    with open(os.path.join(os.path.dirname(module), "planted_by_setup.py"), "w") as handle:
-        handle.write("PLANTED = True\\n")
-    before = os.stat(module)
-    with open(module, "r+b") as handle:
-        handle.write(b"VALUE = 2\\n")
-    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
-    with open(os.environ["SEAL_REPORT"], "a") as report:
-        report.write("POISONED %s\\n" % module)
-setup(name="plantpkg", version="1.0", py_modules=[])
-'''
-DISCARDED = "installer cache entries written during a package build were discarded"
-
-
-@pytest.mark.slow
-def test_a_package_build_cannot_poison_the_installer_caches_for_another_app(
-        tmp_path, runtime_seed, setuptools_wheel):
-    from ..helpers import serve_directory
-
-    _sealed_here(tmp_path)
-    index = _plant_index(tmp_path, POISON_SETUP_PY, setuptools_wheel)
-    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
-    fresh = seed_runtimes(runtime_seed, tmp_path / "fresh", "3.13")
-    files = {**FILES, ".python-version": "3.13\n"}
-    report = tmp_path / "report"
-
-    def build(name: str, requirements: str, on: Path, **env: str) -> list[str]:
-        app = make_app(tmp_path / name, {**files, "requirements.txt": requirements})
-        return compile_app(app, tmp_path / f"{name}.tgz", cache_dir=on,
-                           env={**config, **env}, reporter=Reporter(quiet=True)).log
-
-    with serve_directory(index) as base:
-        config = {"PIP_INDEX_URL": f"{base}/simple/"}
-        # Wheels only: the downloads stay in uv's cache, nothing is discarded.
-        first = build("first", "plainpkg==1.0\n", cache)
-        assert not any(DISCARDED in line for line in first)
-        modules = list((cache / "uv").glob("archive-v*/*/plainpkg.py"))
-        assert modules
-        attacker = build("attacker", "plantpkg==1.0\n", cache, SEAL_CACHE=str(cache),
-                         SEAL_REPORT=str(report))
-        victim = "plainpkg==1.0\n# another app\n"
-        build("victim", victim, cache)
-        build("alone", victim, fresh)
-    assert any(line.startswith("POISONED ") for line in report.read_text().splitlines())
-    assert not list((cache / "uv").rglob("planted_by_setup.py"))
-    assert all(module.read_text() == "VALUE = 1\n"
-               for module in (cache / "uv").glob("archive-v*/*/plainpkg.py"))
-    assert (tmp_path / "victim.tgz").read_bytes() == (tmp_path / "alone.tgz").read_bytes()
-    assert any(DISCARDED in line for line in attacker), attacker

@@ -222,13 +222,8 @@ def note_builds(scratch: Path, output: str | None) -> None:
     """Mark an install in ``scratch`` as having built from source when the installer's
     ``output`` says so: seen by ``from_source`` even when no built wheel was cached
     (pip's ephemeral cache for a wheel it does not keep, a cache turned off)."""
-    if shows_build(output):
+    if output and any(_BUILD_LINE.match(line) for line in output.splitlines()):
         (scratch / BUILT_MARKER).touch()
-
-
-def shows_build(output: str | None) -> bool:
-    """Whether an installer's ``output`` says it built a package from source."""
-    return bool(output) and any(_BUILD_LINE.match(line) for line in (output or "").splitlines())
 
 
 def from_source(scratch: Path, site_packages: Path) -> bool:

@@ -19,8 +19,7 @@ from ..proc import ToolFailed, run_tool
 from ..redact import redact_url as redact
 from ..relocate import SLUG_PYTHON_HOME
 from ..step_jail import StepRunner, Unsealed
-from . import InstallJob, built_wheels
-from .cache_guard import CacheGuard
+from . import InstallJob
 from .requirements import local_reference
 
 DEFAULT_INDEX_URL = indexes.DEFAULT_INDEX_URL
@@ -153,15 +152,8 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
                      cwd: Path | None = None, show: bool = True,
                      reporter: Reporter | None = None) -> str:
     """``proc.run_tool`` for an installer's run that may build a package from source
-    (its setup.py runs): sealed as an install when the job has the build's seal, and
-    what it wrote in the installer caches discarded if it did (cache_guard.py)."""
+    (its setup.py runs): sealed as an install when the job has the build's seal."""
     runner: StepRunner = (job.seal.install_step(f"`{Path(str(argv[0])).name}`")
                           if job.seal is not None else Unsealed())
-    guard = CacheGuard(job.cache.root, job.scratch)
-    output: str | None = None
-    try:
-        output = runner.run_step(argv, lambda command: run_tool(
-            command, reporter or job.reporter, env, cwd=cwd, show=show))
-    finally:  # a failed run may hide a build: what it wrote is discarded too
-        guard.settle(output is None or built_wheels.shows_build(output), job.reporter)
-    return output
+    return runner.run_step(argv, lambda command: run_tool(
+        command, reporter or job.reporter, env, cwd=cwd, show=show))
