@@ -57,8 +57,8 @@ from ..helpers import (
     serve_directory,
     serving,
 )
-from . import test_hostile_cache_store as hostile_store
-from .test_hostile_registry import client, fixed, server
+from . import fakes as hostile_store
+from .fakes import client, fixed, server
 
 # --- 1. a registry blob larger than its descriptor declares ---------------------------------
 

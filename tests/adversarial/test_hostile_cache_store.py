@@ -6,12 +6,9 @@ build using it, or crash; a crafted layout directory is one clear error."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,6 @@ from slugbuild import layer_artifact
 from slugbuild.cache import Cache
 from slugbuild.dependencies import read_host_paths
 from slugbuild.layer_artifact import (
-    ARTIFACT_FORMAT,
     ArtifactInvalid,
     Fetched,
     LayoutStore,
@@ -30,45 +26,7 @@ from slugbuild.layer_artifact import (
 )
 
 from ..helpers import cli, limited
-
-KEY = "ab" * 32
-NAME = f"python-3.12.0-{KEY[:12]}"
-SPACE = "sb1-test"
-
-
-def part_of(entries: list[tuple[str, str | None, bytes]]) -> bytes:
-    """A gzipped tar of (name below ./, link target or None, content), without the
-    end-of-archive blocks, as a layer's slug part is (the slug's tar goes on after it)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, target, content in entries:
-            info = tarfile.TarInfo(f"./{name}")
-            if target is not None:
-                info.type, info.linkname = tarfile.SYMTYPE, target
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(content), 0o644
-                tar.addfile(info, io.BytesIO(content))
-        members_end = tar.offset
-    return gzip.compress(raw.getvalue()[:members_end])
-
-
-def fetched(entries: list[tuple[str, str | None, bytes]], dirs: list[str],
-            **index_extra: Any) -> Fetched:
-    """An entry whose index matches its part exactly: only its intent is hostile."""
-    files = {name: [len(content), 0o100644, hashlib.sha256(content).hexdigest()]
-             for name, target, content in entries if target is None}
-    symlinks = {name: target for name, target, _ in entries if target is not None}
-    config = {"format": ARTIFACT_FORMAT, "namespace": SPACE, "kind": "runtimes",
-              "name": NAME, "key": KEY, "inputs": {}, "part": {"name": "p", "prefix": "./"}}
-    index = {"files": files, "symlinks": symlinks, "dirs": dirs, "host_paths": None,
-             **index_extra}
-    return Fetched(config, index, part_of(entries))
-
-
-def layer_names(cache_dir: Path) -> list[str]:
-    return sorted(p.name for p in (cache_dir / "runtimes").iterdir()) \
-        if (cache_dir / "runtimes").is_dir() else []
+from .fakes import fetched, layer_names
 
 
 @pytest.mark.parametrize("target", [

@@ -9,11 +9,9 @@ import base64
 import http.server
 import io
 import json
-import socketserver
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,69 +22,9 @@ from slugbuild.oci.commands import read_password
 from slugbuild.oci.credentials import Credentials
 from slugbuild.oci.image import OCI_MANIFEST, read_image
 from slugbuild.oci.reference import parse_image_reference
-from slugbuild.oci.registry import RegistryClient
 
 from ..helpers import serving
-
-HUGE = 64 << 20  # what a hostile registry streams at an answer slugbuild parses
-
-
-class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    answer: Callable[[http.server.BaseHTTPRequestHandler], None]
-    seen_authorization: list[str]
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.server.seen_authorization.append(self.headers.get("Authorization", ""))
-        self.server.answer(self)
-
-
-def endless(status: int, content_type: str = "application/json") -> Callable[..., None]:
-    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(HUGE))
-        handler.end_headers()
-        chunk = b"[" * (1 << 20)
-        try:
-            for _ in range(HUGE // len(chunk)):
-                handler.wfile.write(chunk)
-        except OSError:
-            pass
-    return answer
-
-
-def fixed(status: int, body: bytes, headers: dict[str, str] | None = None
-          ) -> Callable[..., None]:
-    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-    return answer
-
-
-def server(answer: Callable[..., None]) -> _Server:
-    made = _Server(("127.0.0.1", 0), _Handler)
-    made.answer, made.seen_authorization = answer, []
-    return made
-
-
-def client(made: _Server, **options: object) -> RegistryClient:
-    options.setdefault("timeout", 20)
-    return RegistryClient(f"127.0.0.1:{made.server_address[1]}", "app", attempts=1,
-                          **options)  # type: ignore[arg-type]
+from .fakes import HUGE, client, endless, fixed, server
 
 
 @pytest.mark.parametrize("status", [200, 500])
