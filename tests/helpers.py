@@ -191,6 +191,35 @@ def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
     return buffer.getvalue()
 
 
+def setup_py_sdist(name: str, version: str, setup_py: str) -> bytes:
+    """An sdist of ``name`` ``version`` built by ``setup_py`` with setuptools: installing
+    it, or resolving it for its metadata, runs that code."""
+    files = {"setup.py": setup_py,
+             "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                               'build-backend = "setuptools.build_meta"\n'}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path, text in files.items():
+            info = tarfile.TarInfo(f"{name}-{version}/{path}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return buffer.getvalue()
+
+
+def write_simple_index(root: Path, packages: dict[str, tuple[str, bytes]]) -> Path:
+    """A PEP 503 index under ``root`` (``simple/<name>/``, files in ``files/``): one
+    file per package, its sha256 in the link. Returns ``root``, to serve."""
+    for name, (filename, data) in packages.items():
+        (root / "files").mkdir(parents=True, exist_ok=True)
+        (root / "files" / filename).write_bytes(data)
+        (root / "simple" / name).mkdir(parents=True)
+        (root / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
+            f'{filename}</a>\n')
+    return root
+
+
 @contextlib.contextmanager
 def serving(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
     """Run ``server`` in a thread while the block runs; shut and close it after."""

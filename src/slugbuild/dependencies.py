@@ -393,7 +393,7 @@ def find_or_install(
         return ranges.resolve_plan(
             plan, app_dir=app_dir, lock_file=lock_file, python_version=runtime["inputs"][
                 "version"], config_vars=config_vars, cache=cache, reporter=reporter,
-            constraints=constraints, baseline=baseline, exports=exports)
+            constraints=constraints, baseline=baseline, exports=exports, seal=seal)
 
     planned = plan_dependency_layer(app_dir, lock_file, runtime, installer, config_vars,
                                     constraints, state, resolve)

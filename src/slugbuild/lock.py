@@ -10,6 +10,9 @@ stack the slug runs on), so environment markers are evaluated as they will be
 in the slug. An existing requirements.txt is the starting point, so pins only
 move when they must (or with ``upgrade=True``). The file is written under a
 temporary name and renamed, so a failed resolution leaves the old one untouched.
+Resolving may build an sdist for its metadata (the package's code runs), so uv
+runs sealed as an install (step_jail.py): the cache's layers, runtimes, tools and
+stores are read-only to it; it writes uv's cache and its own scratch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .arguments import as_path, of_type, optional_path
 from .cache import Cache, default_cache_dir
 from .detect import package_manager_files
 from .indexes import DEFAULT_INDEX_URL
+from .installers.ranges import own_seal_for
 from .installers.requirements import local_package_files, requirements_files
 from .installers.uv import index_env, uv_binary, uv_tool_env
 from .log import Reporter
@@ -71,6 +75,7 @@ def lock_app(
                 manager=manager, app_dir=app, lock_file=lock_file, relock=relock_command(manager))
     cache = Cache(optional_path(cache_dir, "lock_app", "cache_dir") or default_cache_dir())
     scratch = cache.scratch_dir("lock")
+    seal = own_seal_for(cache, scratch, reporter)
     output = app / OUTPUT
     partial = scratch / OUTPUT
     try:
@@ -96,7 +101,8 @@ def lock_app(
         reporter.step(f"Pinning the dependencies of {source} with uv for Python "
                       f"{python_version} on {python_platform}")
         try:
-            run_tool(argv, reporter, env, cwd=app)
+            seal.install_step("`uv pip compile`").run_step(
+                argv, lambda command: run_tool(command, reporter, env, cwd=app))
         except ToolFailed as failed:
             raise errors.LOCK_FAILED.error(
                 command=shlex.join(["uv", "pip", "compile", source]),
@@ -108,6 +114,7 @@ def lock_app(
         partial.write_text(text)
         os.replace(partial, output)
     finally:
+        seal.close()
         shutil.rmtree(scratch, ignore_errors=True)
     pins = [line for line in text.splitlines() if "==" in line and not line.startswith("#")]
     reporter.step(f"Wrote {OUTPUT} ({len(pins)} pinned packages)")

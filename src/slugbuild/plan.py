@@ -222,7 +222,7 @@ def _plan_python(build: BuildContext, app_dir: Path, shown: list[str], earlier: 
         return resolve_plan(plan, app_dir=build.build_dir, lock_file=analysis.lock_file,
                             python_version=offer.version, config_vars=build.config_vars,
                             cache=cache, reporter=reporter, constraints=build.constraints,
-                            baseline=baseline)
+                            baseline=baseline, seal=build.seal)
 
     planned = plan_dependency_layer(build.build_dir, analysis.lock_file, runtime,
                                     analysis.installer, build.config_vars, build.constraints,

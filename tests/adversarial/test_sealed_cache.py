@@ -305,34 +305,14 @@ setup(name="plantpkg", version="1.0", py_modules=[])
 @pytest.mark.slow
 def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_seed,
                                                            setuptools_wheel):
-    import hashlib
-    import io
-    import tarfile
-
-    from ..helpers import minimal_wheel, serve_directory
+    from ..helpers import minimal_wheel, serve_directory, setup_py_sdist, write_simple_index
 
     _sealed_here(tmp_path)
-    sdist = io.BytesIO()
-    with tarfile.open(fileobj=sdist, mode="w:gz") as archive:
-        for name, text in {"setup.py": PLANT_SETUP_PY, "PKG-INFO":
-                           "Metadata-Version: 2.1\nName: plantpkg\nVersion: 1.0\n",
-                           "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
-                           'build-backend = "setuptools.build_meta"\n'}.items():
-            info = tarfile.TarInfo(f"plantpkg-1.0/{name}")
-            info.size = len(text.encode())
-            archive.addfile(info, io.BytesIO(text.encode()))
-    index = tmp_path / "index"
-    for name, filename, data in (
-            ("plantpkg", "plantpkg-1.0.tar.gz", sdist.getvalue()),
-            ("setuptools", setuptools_wheel.name, setuptools_wheel.read_bytes()),
-            ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
-             minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))):
-        (index / "files").mkdir(parents=True, exist_ok=True)
-        (index / "files" / filename).write_bytes(data)
-        (index / "simple" / name).mkdir(parents=True)
-        (index / "simple" / name / "index.html").write_text(
-            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
-            f'{filename}</a>\n')
+    index = write_simple_index(tmp_path / "index", {
+        "plantpkg": ("plantpkg-1.0.tar.gz", setup_py_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes()),
+        "plainpkg": ("plainpkg-1.0-py3-none-any.whl",
+                     minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))})
     # 3.13: no setuptools baseline to install (the loopback index has only the fixture's)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     files = {**FILES, ".python-version": "3.13\n"}

@@ -11,6 +11,7 @@ from typing import Any
 from .. import errors
 from ..package_managers import by_lock_file
 from ..proc import ToolFailed, run_tool
+from ..step_jail import StepRunner, Unsealed
 from ..textfiles import read_utf8
 from ..toml_compat import tomllib
 from . import InstallJob
@@ -66,14 +67,24 @@ _OUTDATED = re.compile(
 
 
 def run_lock_tool(job: InstallJob, argv: list[str], env: dict[str, str], shown: str, manifest: str,
-                  relock: str) -> str:
+                  relock: str, writes_caches: bool = False) -> str:
     """Run a tool that checks or exports the lock.
 
     A refusal that says the lock is stale is an outdated lock (re-locking fixes
     it); any other failure is reported as the tool's own, never as "run lock".
+    It runs code slugbuild did not write (Poetry loads the plugins the project asks
+    for; uv may build the project for its metadata), so it runs sealed
+    (step_jail.py): the job's scratch and the build directory writable, and with
+    ``writes_caches`` (uv) the installers' caches as an install has them; never
+    ``tools/``, the layers or the stores.
     """
+    runner: StepRunner = Unsealed()
+    if job.seal is not None:
+        runner = (job.seal.install_step(f"`{shown}`") if writes_caches
+                  else job.seal.step(f"`{shown}`", [job.scratch]))
     try:
-        return run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
+        return runner.run_step(argv, lambda command: run_tool(
+            command, job.reporter, env, cwd=job.app_dir, show=False))
     except ToolFailed as failed:
         from .failures import shown_paths
 

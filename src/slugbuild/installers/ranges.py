@@ -9,6 +9,12 @@ platform, from the indexes pip would use), the layer is keyed by the resolved
 pins as well as the files, and the install gets those pins as constraints: the
 layer holds exactly the versions its key names.
 
+A range may resolve to a package published only as an sdist, whose metadata uv
+gets by building it: the package's code runs. So the resolution runs sealed as an
+install (``CacheSeal.install_step``, step_jail.py): the build's seal when there is
+one, else one of its own; the cache's layers, runtimes, tools and stores are
+read-only to it, as to the install that follows.
+
 The resolution runs with slugbuild's own interpreter and the runtime's version
 (``--python-version``, ``--python-platform``, as ``slugbuild lock`` does), so it
 needs no runtime: ``slugbuild plan`` makes the same key as the build. With uv's
@@ -34,9 +40,10 @@ from pathlib import Path
 from .. import indexes
 from ..cache import Cache
 from ..log import Reporter
-from ..proc import ToolFailed, run_tool
+from ..proc import ToolFailed
+from ..step_jail import CacheSeal
 from . import InstallJob, InstallPlan
-from .common import install_failed
+from .common import install_failed, run_install_tool
 from .uv import requirements_source, uv_binary, uv_env, uv_version
 
 # A resolved line that is a registry pin: ``name==version``.
@@ -51,22 +58,27 @@ _UNREACHABLE = re.compile(r"Failed to fetch|error sending request|dns error|"
 def resolve_plan(plan: InstallPlan, *, app_dir: Path, lock_file: str, python_version: str,
                  config_vars: Mapping[str, str], cache: Cache, reporter: Reporter,
                  constraints: str | None = None, baseline: tuple[str, ...] = (),
-                 exports: Mapping[str, str] | None = None) -> InstallPlan:
+                 exports: Mapping[str, str] | None = None,
+                 seal: CacheSeal | None = None) -> InstallPlan:
     """``plan`` with its ranges resolved (``resolved``), or a pip plan where uv cannot
     resolve them as pip would; unchanged when it has nothing to resolve.
 
     ``baseline`` (Heroku's setuptools, installed before the requirements) is
     preferred by the resolver, as an installed package is by the install: a
-    range it satisfies keeps it.
+    range it satisfies keeps it. ``seal``: the build's (step_jail.py); without one
+    (``slugbuild plan`` of a library caller) the resolution gets a seal of its own.
     """
     if not plan.resolves:
         return plan
     scratch = cache.scratch_dir("resolve")
+    own_seal = seal is None
+    if seal is None:
+        seal = own_seal_for(cache, scratch, reporter)
     try:
         job = InstallJob(python=Path(sys.executable), python_version=python_version,
                          app_dir=app_dir, lock_file=lock_file, config_vars=dict(config_vars),
                          cache=cache, reporter=reporter, scratch=scratch,
-                         exports=dict(exports or {}))
+                         exports=dict(exports or {}), seal=seal)
         if constraints is not None:
             job = dataclasses.replace(job, constraints=scratch / "constraints.txt")
             (scratch / "constraints.txt").write_text(constraints)
@@ -84,11 +96,20 @@ def resolve_plan(plan: InstallPlan, *, app_dir: Path, lock_file: str, python_ver
                                  indexes.for_requirements(app_dir, lock_file,
                                                           config_vars)) from failed
     finally:
+        if own_seal:
+            seal.close()
         shutil.rmtree(scratch, ignore_errors=True)
     pins = resolved_pins(text)
     reporter.detail(f"Resolved the version ranges of {lock_file} with uv {uv_version()} for "
                     f"Python {python_version}: {len(pins)} packages")
     return dataclasses.replace(plan, resolved=text)
+
+
+def own_seal_for(cache: Cache, scratch: Path, reporter: Reporter) -> CacheSeal:
+    """A seal of ``cache`` for a run outside a build (``slugbuild lock``, a resolution
+    without the build's seal): ``scratch`` writable, its status files in a scratch
+    directory of their own. The caller closes it."""
+    return CacheSeal(cache.root, scratch, lambda: cache.scratch_dir("seal"), reporter)
 
 
 PRERELEASE_REASON = ("uv declined a pre-release that pip's rules may take: pip installs it, "
@@ -113,14 +134,14 @@ def _compile(job: InstallJob, baseline: tuple[str, ...]) -> str:
     settings = indexes.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     env = uv_env(job, settings.uv_env())
     try:
-        run_tool(argv, job.reporter, env, cwd=job.app_dir, show=False)
+        run_install_tool(job, argv, env, cwd=job.app_dir, show=False)
     except ToolFailed as failed:
         if not _UNREACHABLE.search(failed.output):
             raise
         # The index is unreachable: what uv's cache knows of it still resolves the
         # ranges, as the last build saw them (said so: newer releases are not seen).
         try:
-            run_tool([*argv, "--offline"], job.reporter, env, cwd=job.app_dir, show=False)
+            run_install_tool(job, [*argv, "--offline"], env, cwd=job.app_dir, show=False)
         except ToolFailed:
             raise failed from None
         job.reporter.warn(f"The package index could not be reached; the version ranges of "

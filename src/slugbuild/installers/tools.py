@@ -4,19 +4,30 @@ Each tool is installed once per version with uv into ``CACHE/tools/<name>``
 (``uv pip install --target``) and run as ``python -m <tool>`` from slugbuild's
 own interpreter with that directory on PYTHONPATH. The slug only ever gets
 the app's packages; the tools only export what their lock file pins.
+
+A tool is shared by every app using the cache, so no app may decide what another
+app's tool is. Its key names the indexes it came from (an app's own index may
+serve any ``pipenv==2026.10.3`` it likes, installed for that app's index only);
+it is installed from wheels only (``--no-build``: no package's code runs) and
+sealed as an install (step_jail.py), into the build's private scratch, its
+bytecode compiled there, checked to hold exactly the pinned distributions, then
+published by rename (``Cache.new_layer``). The tool's runs (the lock exports)
+are sealed too, with ``tools/`` read-only: Python cannot leave a ``.pyc`` in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .. import errors
-from ..proc import ToolFailed, run_tool
+from ..proc import ToolFailed
 from . import InstallJob
-from .common import DEFAULT_INDEX_URL, redact
+from .common import DEFAULT_INDEX_URL, redact, run_install_tool
 from .uv import index_env, uv_binary, uv_env, uv_version
 
 # The pinned version of each tool; bumping one changes every layer key that used it.
@@ -26,7 +37,11 @@ TOOL_REQUIREMENTS = {
     # pip for runtimes older than slugbuild's own pip supports (installers/pip.py OLDER_PIP).
     "pip-26.0.1": ("pip==26.0.1",),
 }
-TOOL_FORMAT = 1
+# 2: keyed by the indexes, installed from wheels only with its bytecode compiled.
+TOOL_FORMAT = 2
+# Config vars that change what an installer fetches for the tool (indexes, links,
+# uv's and pip's settings): a tool installed with them is theirs alone.
+_INSTALL_SETTINGS = re.compile(r"^(UV_|PIP_)")
 
 
 def tool_version(name: str) -> str:
@@ -43,6 +58,7 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
         "platform": sys.platform,
         "uv": uv_version(),
         "format": TOOL_FORMAT,
+        "sources_sha256": sources_sha256(job.config_vars),
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     layer_name = f"{name}-{key[:12]}"
@@ -57,19 +73,42 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
         job.reporter.step(f"Installing {tool_version(name)} (build tool, cached; not in the slug)")
         with job.cache.new_layer("tools", layer_name, key, inputs) as tree:
             argv = [uv_binary(), "pip", "install", "--python", sys.executable,
-                    "--target", str(tree), "--link-mode", "copy", *requirements]
+                    "--target", str(tree), "--link-mode", "copy", "--no-build",
+                    "--compile-bytecode", *requirements]
+            index = redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)
             try:
-                run_tool(argv, job.reporter, uv_env(job, index_env(job.config_vars)),
-                         show=False)
+                run_install_tool(job, argv, uv_env(job, index_env(job.config_vars)),
+                                 show=False)
             except ToolFailed as failed:
                 raise errors.MANAGER_TOOL_FAILED.error(
                     tool=name, version=tool_version(name), exit_code=failed.exit_code,
-                    index=redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL),
-                    output=failed.tail,
+                    index=index, output=failed.tail,
                 ) from failed
+            missing = [requirement for requirement in requirements
+                       if not _installed(tree, requirement)]
+            if missing:  # never published: the next build installs it again
+                raise errors.MANAGER_TOOL_FAILED.error(
+                    tool=name, version=tool_version(name), exit_code=0, index=index,
+                    output=f"the installed tree lacks {', '.join(missing)}")
     layer = job.cache.lookup("tools", layer_name, key)
     assert layer is not None
     return layer.tree
+
+
+def sources_sha256(config_vars: Mapping[str, str]) -> str:
+    """The digest of what decides where a tool's files come from: the indexes as uv
+    is given them and every UV_/PIP_ config var (credentials never shown, only hashed)."""
+    settings = {**{name: value for name, value in config_vars.items()
+                   if _INSTALL_SETTINGS.match(name)}, **index_env(config_vars)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _installed(tree: Path, requirement: str) -> bool:
+    """Whether ``tree`` holds the distribution ``name==version`` pins (its dist-info)."""
+    name, _, version = requirement.partition("==")
+    wanted = re.sub(r"[-_.]+", "_", name).lower()
+    return any(re.sub(r"[-_.]+", "_", path.name[:-len(f"-{version}.dist-info")]).lower()
+               == wanted for path in tree.glob(f"*-{version}.dist-info"))
 
 
 def tool_command(name: str, module: str | None = None) -> list[str]:

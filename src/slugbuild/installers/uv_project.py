@@ -62,7 +62,7 @@ class UvProjectInstaller:
                 "--output-file", str(target)]
         run_lock_tool(job, argv, uv_env(job),
                       shown("uv", "export", "--locked", "--no-default-groups"),
-                      "pyproject.toml", RELOCK)
+                      "pyproject.toml", RELOCK, writes_caches=True)
         job.reporter.detail("Installing the dependencies pinned in uv.lock "
                             "(as `uv sync --locked --no-default-groups`)")
         return target

@@ -1,0 +1,179 @@
+"""The steps session 9's seal left out, sealed (step_jail.py): the resolution of version
+ranges (``uv pip compile`` may build an sdist for its metadata: the package's code
+runs), ``slugbuild lock`` (the same), the Pipenv/Poetry tools shared in ``tools/`` and
+their lock exports. Before, a package of app A resolved from a range could rewrite the
+Pipenv every other app's build runs, or a layer's files with their ``files.json``;
+and app A's own index could serve the ``pipenv==...`` that app B then ran."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from slugbuild.cache import Cache
+from slugbuild.installers import InstallJob, InstallPlan
+from slugbuild.installers.pipenv import PipenvInstaller
+from slugbuild.installers.ranges import resolve_plan
+from slugbuild.installers.tools import TOOL_REQUIREMENTS, ensure_tool
+from slugbuild.lock import lock_app
+from slugbuild.log import Reporter
+from slugbuild.step_jail import CacheSeal, sealing_mechanism
+
+from ..helpers import make_app, minimal_wheel, serve_directory, setup_py_sdist, write_simple_index
+
+# Tries every kind of file of the cache another app's build reads (a shared tool's
+# module above all), and reports what happened to each; run by the sdist's build.
+PLANT_SETUP_PY = '''\
+import errno, glob, os
+from setuptools import setup
+cache = os.environ["SEAL_CACHE"]
+targets = glob.glob(cache + "/tools/*/tree/*.py") + glob.glob(cache + "/layers/*/files.json")
+targets += [packed + "/part-planted.gz" for packed in glob.glob(cache + "/layers/*/packed")]
+targets += [cache + "/history/planted", cache + "/uv/planted-ok"]
+with open(os.environ["SEAL_REPORT"], "a") as report:
+    for target in targets:
+        try:
+            with open(target, "ab") as handle:
+                handle.write(b"\\nprint('planted')\\n")
+            report.write("WROTE %s\\n" % target)
+        except OSError as exc:
+            report.write("DENIED %s %s\\n" % (errno.errorcode.get(exc.errno), target))
+setup(name="plantpkg", version="1.0", py_modules=[])
+'''
+PIPENV = TOOL_REQUIREMENTS["pipenv"][0].split("==")[1]
+TOOL_FILE = "tools/pipenv-shared/tree/pipenv.py"
+
+
+def _sealed_here(tmp_path: Path) -> None:
+    if sealing_mechanism(tmp_path) is None:
+        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
+
+
+def _shared_cache(root: Path) -> Path:
+    """A cache holding what other apps' builds read: a tool, a layer and its index."""
+    for store in ("history", "uv"):
+        (root / store).mkdir(parents=True)
+    for path, text in ((TOOL_FILE, "print('the genuine tool')\n"),
+                       ("layers/k/files.json", "{}"), ("layers/k/packed/part-1.gz", "")):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def _assert_sealed(cache: Path, report: Path) -> None:
+    lines = set(report.read_text().splitlines())  # one line per target and build
+    wrote = {line for line in lines if line.startswith("WROTE")}
+    assert wrote == {f"WROTE {cache}/uv/planted-ok"}, lines  # uv's cache: an install's
+    assert len(lines) == 5 and all(line.startswith("DENIED EROFS") for line in lines - wrote), \
+        lines
+    assert (cache / TOOL_FILE).read_text() == "print('the genuine tool')\n"
+    assert (cache / "layers/k/files.json").read_text() == "{}"
+    assert not (cache / "layers/k/packed/part-planted.gz").exists()
+
+
+@pytest.fixture
+def plant_index(tmp_path, setuptools_wheel):
+    """A loopback index whose ``plantpkg`` is an sdist that tries the cache."""
+    index = write_simple_index(tmp_path / "index", {
+        "plantpkg": ("plantpkg-1.0.tar.gz", setup_py_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
+    with serve_directory(index) as base:
+        yield f"{base}/simple/"
+
+
+def test_a_range_resolved_from_an_sdist_cannot_write_the_cache(tmp_path, plant_index):
+    _sealed_here(tmp_path)
+    root = _shared_cache(tmp_path / "cache")
+    app = make_app(tmp_path / "app", {"requirements.txt": "plantpkg>=1.0\n"})
+    report = tmp_path / "report"
+    plan = InstallPlan(name="pip", tool="uv", version="uv", key_files=("requirements.txt",),
+                       resolves=True)
+    resolved = resolve_plan(
+        plan, app_dir=app, lock_file="requirements.txt", python_version="3.12",
+        config_vars={"PIP_INDEX_URL": plant_index, "SEAL_CACHE": str(root),
+                     "SEAL_REPORT": str(report)}, cache=Cache(root),
+        reporter=Reporter(quiet=True))
+    assert "plantpkg==1.0" in resolved.resolved  # the sdist was built: its code ran
+    _assert_sealed(root, report)
+
+
+def test_slugbuild_lock_cannot_write_the_cache(tmp_path, plant_index):
+    _sealed_here(tmp_path)
+    root = _shared_cache(tmp_path / "cache")
+    app = make_app(tmp_path / "app", {"requirements.in": "plantpkg>=1.0\n",
+                                      ".python-version": "3.12\n"})
+    report = tmp_path / "report"
+    lock_app(app, cache_dir=root, reporter=Reporter(quiet=True),
+             config_vars={"PIP_INDEX_URL": plant_index, "SEAL_CACHE": str(root),
+                          "SEAL_REPORT": str(report)})
+    assert "plantpkg==1.0" in (app / "requirements.txt").read_text()
+    _assert_sealed(root, report)
+
+
+def _job(root: Path, tmp_path: Path, name: str, config_vars: dict[str, str],
+         seal: CacheSeal | None = None, exports: dict[str, str] | None = None) -> InstallJob:
+    cache = Cache(root)
+    return InstallJob(python=Path("python3"), python_version="3.12",
+                      app_dir=make_app(tmp_path / name, {"Pipfile.lock": '{"default": {}}'}),
+                      lock_file="Pipfile.lock", config_vars=config_vars, cache=cache,
+                      reporter=Reporter(quiet=True), scratch=cache.scratch_dir("install"),
+                      seal=seal, exports=exports or {})
+
+
+def _tool_index(tmp_path: Path, name: str, main: str) -> Path:
+    return write_simple_index(tmp_path / name, {"pipenv": (
+        f"pipenv-{PIPENV}-py3-none-any.whl", minimal_wheel("pipenv", PIPENV, main))})
+
+
+def test_an_apps_index_cannot_choose_the_tool_another_app_runs(tmp_path):
+    """The tool's key names the indexes: app A's index serves its own ``pipenv``,
+    installed for app A; app B, on another index, gets the one its index serves."""
+    root = tmp_path / "cache"
+    with serve_directory(_tool_index(tmp_path, "evil", "print('EVIL')\n")) as evil, \
+            serve_directory(_tool_index(tmp_path, "good", "print('GOOD')\n")) as good:
+        first = ensure_tool("pipenv", _job(root, tmp_path, "a", {
+            "PIP_INDEX_URL": f"{evil}/simple/"}))
+        second = ensure_tool("pipenv", _job(root, tmp_path, "b", {
+            "PIP_INDEX_URL": f"{good}/simple/"}))
+    assert "EVIL" in (first / "pipenv.py").read_text()
+    assert first != second and "GOOD" in (second / "pipenv.py").read_text()
+    # Installed from wheels with its bytecode compiled before it was published: a
+    # sealed run of it never needs to write its tree.
+    assert list(second.glob("__pycache__/pipenv.*.pyc"))
+
+
+# A tool run that executes code the app chose (a Poetry plugin its pyproject asks for)
+# tries to leave a .pyc and its module in the shared tool, then exports nothing.
+EXPORTER = '''\
+import glob, os, sys
+report = open(os.environ["SEAL_REPORT"], "a")
+for target in glob.glob(os.environ["SEAL_CACHE"] + "/tools/*/tree/*.py") + [
+        os.environ["SEAL_CACHE"] + "/tools/planted.pyc"]:
+    try:
+        open(target, "a").write("print('planted')\\n")
+        report.write("WROTE %s\\n" % target)
+    except OSError as exc:
+        report.write("DENIED %s %s\\n" % (exc.errno, target))
+'''
+
+
+def test_a_lock_export_cannot_write_the_shared_tool(tmp_path):
+    _sealed_here(tmp_path)
+    root = tmp_path / "cache"
+    report = tmp_path / "report"
+    cache = Cache(root)
+    build = cache.scratch_dir("build")
+    seal = CacheSeal(root, build, lambda: Path(tempfile.mkdtemp(prefix=cache.lease.token + ".s.",
+                                                                dir=root / "tmp")),
+                     Reporter(quiet=True))
+    with serve_directory(_tool_index(tmp_path, "index", EXPORTER)) as base:
+        job = _job(root, tmp_path, "a", {"PIP_INDEX_URL": f"{base}/simple/"}, seal,
+                   {"SEAL_REPORT": str(report), "SEAL_CACHE": str(root)})
+        tool = ensure_tool("pipenv", job)
+        PipenvInstaller()._export_with_pipenv(job)
+    lines = report.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("DENIED 30 ") for line in lines), lines
+    assert (tool / "pipenv.py").read_text() == EXPORTER
+    assert not (root / "tools" / "planted.pyc").exists()
