@@ -39,7 +39,9 @@ class NodeStep:
                            build.reporter, build.cache, offline=offline,
                            exports=exported_variables(
                                turn.exports, build.seal.step("the export files")),
-                           runner=build.seal.step("npm", [npm_cache]))
+                           runner=build.seal.step("npm", [npm_cache]),
+                           scripts=(build.seal.step("npm's scripts"),
+                                    build.scratch / "npm-scripts"))
         return BuildpackRun({"buildpack": self.shown, "description": NODE_STEP_DESCRIPTION})
 
 

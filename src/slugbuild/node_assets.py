@@ -11,6 +11,14 @@ buildpack list) runs ``npm ci`` (``npm install`` without a lock) and the build
 script with the Node.js that package.json's ``engines.node`` asks for (a
 cached runtime layer, node_runtime.py), then removes ``node_modules``: the slug
 gets the built assets, not the tools that built them (nor Node.js itself).
+
+npm's cache is shared by every app's build, and the packages' install scripts and
+the build script are code slugbuild did not write. So with a seal for them
+(``scripts``), npm installs with ``--ignore-scripts`` (npm's own code alone
+writes its cache, sealed but for it), then ``npm rebuild`` (the packages' and the
+root's install scripts), the root's ``prepare`` and the build script run sealed
+with npm's shared cache read-only, npm's cache and global prefix for them a
+private directory of the build's scratch.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from . import errors
@@ -90,13 +99,22 @@ def node_assets_warning(app_dir: Path, before: Sequence[Sequence[str]],
             f"--buildpack python`).")
 
 
+def _npm(reporter: Reporter, env: Mapping[str, str], cwd: Path,
+         command: list[str | Path]) -> str:
+    return run_tool(command, reporter, env, cwd=cwd)
+
+
 def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: Path,
                    reporter: Reporter, cache: Cache | None = None,
                    offline: bool = False, exports: Mapping[str, str] | None = None,
-                   runner: StepRunner | None = None) -> None:
+                   runner: StepRunner | None = None,
+                   scripts: tuple[StepRunner, Path] | None = None) -> None:
     """``npm ci`` (or ``npm install``) and the build script in ``build_dir``, then
     ``node_modules`` removed; one catalogue error when it cannot be done. ``runner``:
     how npm is started (the build's cache sealed but for ``npm_cache``, step_jail.py).
+    ``scripts``: how the scripts are started (sealed, ``npm_cache`` read-only) and
+    the private directory they get as npm's cache; then the install runs no script
+    and ``npm rebuild`` runs them (the module docstring).
 
     Node.js is the one package.json's ``engines.node`` asks for, kept as a runtime
     layer in ``cache`` (node_runtime.py); without a cache to keep it in (library
@@ -135,13 +153,25 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
     # as heroku-buildpack-nodejs does.
     install = ["ci" if lock else "install", "--include=dev", "--no-audit", "--no-fund"]
     script = build_script(build_dir)
-    commands = [install] + ([["run", script]] if script else [])
+    commands = [(install, runner or Unsealed(), env)]
+    script_env = env
+    if scripts is not None:
+        script_runner, private = scripts
+        private.mkdir(parents=True, exist_ok=True)
+        script_env = {**env, "npm_config_cache": str(private),
+                      **({"npm_config_prefix": str(private / "global")}
+                         if "npm_config_prefix" in env else {})}
+        commands = [([*install, "--ignore-scripts"], runner or Unsealed(), env),
+                    (["rebuild"], script_runner, script_env),
+                    (["run", "--if-present", "prepare"], script_runner, script_env)]
+    if script:
+        commands.append((["run", script], scripts[0] if scripts else runner or Unsealed(),
+                         script_env))
     try:
-        for arguments in commands:
+        for arguments, starter, step_env in commands:
             try:
-                (runner or Unsealed()).run_step(
-                    [*tools.npm, *arguments],
-                    lambda command: run_tool(command, reporter, env, cwd=build_dir))
+                starter.run_step([*tools.npm, *arguments],
+                                 partial(_npm, reporter, step_env, build_dir))
             except ToolFailed as failed:
                 raise errors.NODE_BUILD_FAILED.error(
                     command=" ".join(["npm", *arguments]), exit_code=failed.exit_code,

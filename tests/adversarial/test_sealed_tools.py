@@ -7,11 +7,15 @@ and app A's own index could serve the ``pipenv==...`` that app B then ran."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from slugbuild import compile_app
 from slugbuild.cache import Cache
 from slugbuild.installers import InstallJob, InstallPlan
 from slugbuild.installers.pipenv import PipenvInstaller
@@ -177,3 +181,45 @@ def test_a_lock_export_cannot_write_the_shared_tool(tmp_path):
     assert len(lines) == 2 and all(line.startswith("DENIED 30 ") for line in lines), lines
     assert (tool / "pipenv.py").read_text() == EXPORTER
     assert not (root / "tools" / "planted.pyc").exists()
+
+
+# Every script npm runs (a dependency's and the app's install scripts, prepare, the
+# build script) tries npm's shared cache, where the next app's `npm ci` reads packages
+# and their metadata, and reports it in the build directory.
+NPM_ATTACK = r'''
+const fs = require("fs"), path = require("path");
+const label = process.argv[2];
+const target = path.join(process.env.SEAL_CACHE, "npm", "planted-" + label);
+let said;
+try { fs.appendFileSync(target, "planted"); said = "WROTE"; }
+catch (e) { said = "DENIED " + e.code; }
+fs.appendFileSync(path.join(__dirname, "npm-report"), label + " " + said + "\n");
+'''
+
+
+@pytest.mark.slow
+def test_npm_scripts_cannot_write_npms_shared_cache(tmp_path, runtime_seed):
+    from ..helpers import seed_runtimes
+
+    _sealed_here(tmp_path)
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache")
+    scripts = {"preinstall": "node attack.js preinstall", "postinstall":
+               "node attack.js postinstall", "prepare": "node attack.js prepare",
+               "build": "node attack.js build"}
+    app = make_app(tmp_path / "app", {
+        ".python-version": "3.12\n", "requirements.txt": "six==1.17.0\n",
+        "Procfile": "web: python -m http.server $PORT\n", "attack.js": NPM_ATTACK,
+        "package.json": json.dumps({"name": "a", "version": "1.0.0", "scripts": scripts,
+                                    "dependencies": {"dep": "file:dep"}}),
+        "dep/package.json": json.dumps({"name": "dep", "version": "1.0.0", "scripts": {
+            "postinstall": "node ../attack.js dependency"}})})
+    subprocess.run(["npm", "install", "--package-lock-only", "--ignore-scripts"], cwd=app,
+                   check=True, capture_output=True)
+    result = compile_app(app, tmp_path / "a.tgz", cache_dir=cache, node_build=True,
+                         env={"SEAL_CACHE": str(cache)}, reporter=Reporter(quiet=True))
+    with tarfile.open(result.slug_path) as slug:
+        report = slug.extractfile("./npm-report").read().decode().splitlines()
+    # Every script ran, as under `npm ci`; none could write the shared cache.
+    assert sorted(report) == [f"{label} DENIED EROFS" for label in (
+        "build", "dependency", "postinstall", "preinstall", "prepare")], report
+    assert not list((cache / "npm").rglob("planted-*"))
