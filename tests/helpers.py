@@ -207,6 +207,24 @@ def setup_py_sdist(name: str, version: str, setup_py: str) -> bytes:
     return buffer.getvalue()
 
 
+def planting_setup_py(targets: str, payload: str = "planted") -> str:
+    """A setup.py (of ``plantpkg`` 1.0) that appends ``payload`` to each path the Python
+    lines ``targets`` put in ``targets`` (``cache``: $SEAL_CACHE), and reports each
+    outcome to $SEAL_REPORT: ``WROTE path`` or ``DENIED ERRNO path``."""
+    return (f"import errno, glob, os\nfrom setuptools import setup\n"
+            f"cache = os.environ['SEAL_CACHE']\n{targets.strip()}\n"
+            f"with open(os.environ['SEAL_REPORT'], 'a') as report:\n"
+            f"    for target in targets:\n"
+            f"        try:\n"
+            f"            with open(target, 'ab') as handle:\n"
+            f"                handle.write({payload.encode()!r})\n"
+            f"            report.write('WROTE %s\\n' % target)\n"
+            f"        except OSError as exc:\n"
+            f"            report.write('DENIED %s %s\\n' % "
+            f"(errno.errorcode.get(exc.errno), target))\n"
+            f"setup(name='plantpkg', version='1.0', py_modules=[])\n")
+
+
 def write_simple_index(root: Path, packages: dict[str, tuple[str, bytes]]) -> Path:
     """A PEP 503 index under ``root`` (``simple/<name>/``, files in ``files/``): one
     file per package, its sha256 in the link. Returns ``root``, to serve."""

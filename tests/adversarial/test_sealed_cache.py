@@ -20,7 +20,14 @@ from slugbuild.log import Reporter
 from slugbuild.proc import ToolFailed, run_captured, run_tool
 from slugbuild.step_jail import SEAL_ENV, CacheSeal, Unsealed, sealing_mechanism
 
-from ..helpers import DJANGO_APP, copy_app, make_app, make_buildpack, seed_runtimes
+from ..helpers import (
+    DJANGO_APP,
+    copy_app,
+    make_app,
+    make_buildpack,
+    planting_setup_py,
+    seed_runtimes,
+)
 
 T = TypeVar("T")
 FILES = {
@@ -283,23 +290,11 @@ def test_a_build_with_the_seal_off_says_once_that_steps_can_write_the_cache(
 
 # An sdist whose build (setup.py, run by the installer) tries the cache's stores and
 # uv's cache, and reports what happened to a file outside the cache.
-PLANT_SETUP_PY = '''\
-import errno, glob, os
-from setuptools import setup
-cache = os.environ["SEAL_CACHE"]
+PLANT_SETUP_PY = planting_setup_py("""
 targets = [packed + "/part-planted.gz" for packed in glob.glob(cache + "/layers/*/packed")]
 targets += glob.glob(cache + "/layers/*/files.json") + glob.glob(cache + "/runtimes/*/files.json")
 targets += [cache + "/history/planted", cache + "/pyc/planted", cache + "/uv/planted-ok"]
-with open(os.environ["SEAL_REPORT"], "a") as report:
-    for target in targets:
-        try:
-            with open(target, "ab") as handle:
-                handle.write(b"planted")
-            report.write("WROTE %s\\n" % target)
-        except OSError as exc:
-            report.write("DENIED %s %s\\n" % (errno.errorcode.get(exc.errno), target))
-setup(name="plantpkg", version="1.0", py_modules=[])
-'''
+""")
 
 
 @pytest.mark.slow

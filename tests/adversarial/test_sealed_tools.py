@@ -25,27 +25,22 @@ from slugbuild.lock import lock_app
 from slugbuild.log import Reporter
 from slugbuild.step_jail import CacheSeal, sealing_mechanism
 
-from ..helpers import make_app, minimal_wheel, serve_directory, setup_py_sdist, write_simple_index
+from ..helpers import (
+    make_app,
+    minimal_wheel,
+    planting_setup_py,
+    serve_directory,
+    setup_py_sdist,
+    write_simple_index,
+)
 
 # Tries every kind of file of the cache another app's build reads (a shared tool's
 # module above all), and reports what happened to each; run by the sdist's build.
-PLANT_SETUP_PY = '''\
-import errno, glob, os
-from setuptools import setup
-cache = os.environ["SEAL_CACHE"]
+PLANT_SETUP_PY = planting_setup_py("""
 targets = glob.glob(cache + "/tools/*/tree/*.py") + glob.glob(cache + "/layers/*/files.json")
 targets += [packed + "/part-planted.gz" for packed in glob.glob(cache + "/layers/*/packed")]
 targets += [cache + "/history/planted", cache + "/uv/planted-ok"]
-with open(os.environ["SEAL_REPORT"], "a") as report:
-    for target in targets:
-        try:
-            with open(target, "ab") as handle:
-                handle.write(b"\\nprint('planted')\\n")
-            report.write("WROTE %s\\n" % target)
-        except OSError as exc:
-            report.write("DENIED %s %s\\n" % (errno.errorcode.get(exc.errno), target))
-setup(name="plantpkg", version="1.0", py_modules=[])
-'''
+""", "\nprint('planted')\n")
 PIPENV = TOOL_REQUIREMENTS["pipenv"][0].split("==")[1]
 TOOL_FILE = "tools/pipenv-shared/tree/pipenv.py"
 
