@@ -33,6 +33,7 @@ from slugbuild.proc import run_tool
 from slugbuild.step_jail import SEAL_ENV, CacheSeal, StepRunner, Unsealed
 
 LOCAL_INDEX = Path("/opt/pypi/simple")
+ONLY = [""]  # --only
 
 
 def measure(run: Callable[[], object]) -> tuple[float, float]:
@@ -54,6 +55,8 @@ def measure(run: Callable[[], object]) -> tuple[float, float]:
 def paired(name: str, unsealed: Callable[[], object], sealed: Callable[[], object],
            runs: int) -> dict[str, object]:
     """Both variants once to warm, then ``runs`` alternating pairs; medians and deltas."""
+    if ONLY[0] not in name:
+        return {}
     unsealed()
     sealed()
     samples: dict[str, list[tuple[float, float]]] = {"unsealed": [], "sealed": []}
@@ -85,7 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--only", default="", help="only the steps whose name holds this")
     args = parser.parse_args()
+    ONLY[0] = args.only
     print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     work = Path(tempfile.mkdtemp(prefix="paired-seal."))
     reporter = Reporter(quiet=True)
@@ -158,7 +163,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{'step':42} {'before wall/cpu':>20} {'after wall/cpu':>20} "
           f"{'delta wall/cpu (ms)':>22}")
-    for row in results:
+    for row in filter(None, results):
         u, s, d = row["unsealed"], row["sealed"], row["delta"]
         print(f"{row['step']:42} {u['wall']:8.3f}/{u['cpu']:.3f} s   "  # type: ignore[index]
               f"{s['wall']:8.3f}/{s['cpu']:.3f} s   "  # type: ignore[index]

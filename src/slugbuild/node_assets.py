@@ -16,7 +16,8 @@ npm's cache is shared by every app's build, and the packages' install scripts an
 the build script are code slugbuild did not write. So with a seal for them
 (``scripts``), npm installs with ``--ignore-scripts`` (npm's own code alone
 writes its cache, sealed but for it), then ``npm rebuild`` (the packages' and the
-root's install scripts), the root's ``prepare`` and the build script run sealed
+root's install scripts, unless the lock shows none), the root's ``prepare`` (if
+it has one) and the build script run sealed
 with npm's shared cache read-only, npm's cache and global prefix for them a
 private directory of the build's scratch.
 """
@@ -50,15 +51,44 @@ _OTHER_LOCKS = {"yarn.lock": "Yarn", "pnpm-lock.yaml": "pnpm", "bun.lockb": "Bun
 _NPM_LOCKS = ("package-lock.json", "npm-shrinkwrap.json")
 
 
+def _read_json(path: Path) -> object:
+    """``path`` as JSON (a BOM allowed), or None when it cannot be read as such."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def _scripts(app_dir: Path) -> dict[str, object]:
+    """package.json's ``scripts`` (empty when it has none or cannot be read)."""
+    data = _read_json(app_dir / PACKAGE_JSON)
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    return scripts if isinstance(scripts, dict) else {}
+
+
+def install_scripts_to_run(app_dir: Path, lock: str | None) -> list[list[str]]:
+    """What runs the scripts ``npm ci`` would have after ``--ignore-scripts``:
+    ``npm rebuild`` (the packages' and the root's install scripts) unless the lock
+    (version 2 or later, which marks ``hasInstallScript``) and package.json show none,
+    and ``npm run prepare`` when the root has one. Each skipped one saves an npm start."""
+    scripts = _scripts(app_dir)
+    commands = []
+    data = _read_json(app_dir / lock) if lock is not None else None
+    packages = data.get("packages") if isinstance(data, dict) else None
+    if (not isinstance(packages, dict) or not isinstance(data, dict)
+            or not isinstance(data.get("lockfileVersion"), int) or data["lockfileVersion"] < 2
+            or any(isinstance(entry, dict) and entry.get("hasInstallScript")
+                   for entry in packages.values())
+            or any(name in scripts for name in ("preinstall", "install", "postinstall"))):
+        commands.append(["rebuild"])
+    if any(name in scripts for name in ("preprepare", "prepare", "postprepare")):
+        commands.append(["run", "--if-present", "prepare"])
+    return commands
+
+
 def build_script(app_dir: Path) -> str | None:
     """The script Heroku's Node.js buildpack would run for ``package.json``, if any."""
-    try:
-        data = json.loads((app_dir / PACKAGE_JSON).read_bytes().decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    scripts = data.get("scripts") if isinstance(data, dict) else None
-    if not isinstance(scripts, dict):
-        return None
+    scripts = _scripts(app_dir)
     for name in BUILD_SCRIPTS:
         command = scripts.get(name)
         if isinstance(command, str) and command.strip():
@@ -161,9 +191,9 @@ def run_node_build(build_dir: Path, config_vars: Mapping[str, str], npm_cache: P
         script_env = {**env, "npm_config_cache": str(private),
                       **({"npm_config_prefix": str(private / "global")}
                          if "npm_config_prefix" in env else {})}
-        commands = [([*install, "--ignore-scripts"], runner or Unsealed(), env),
-                    (["rebuild"], script_runner, script_env),
-                    (["run", "--if-present", "prepare"], script_runner, script_env)]
+        commands = [([*install, "--ignore-scripts"], runner or Unsealed(), env)]
+        commands += [(arguments, script_runner, script_env)
+                     for arguments in install_scripts_to_run(build_dir, lock)]
     if script:
         commands.append((["run", script], scripts[0] if scripts else runner or Unsealed(),
                          script_env))

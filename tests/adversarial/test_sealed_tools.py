@@ -218,3 +218,24 @@ def test_npm_scripts_cannot_write_npms_shared_cache(tmp_path, runtime_seed):
     assert sorted(report) == [f"{label} DENIED EROFS" for label in (
         "build", "dependency", "postinstall", "preinstall", "prepare")], report
     assert not list((cache / "npm").rglob("planted-*"))
+
+
+def test_npm_scripts_are_run_when_npm_ci_would_have_run_some(tmp_path):
+    """``npm rebuild`` and ``npm run prepare`` (an npm start each) only when there is
+    something for them: a lock (v2+) marking an install script, or the root's scripts."""
+    from slugbuild.node_assets import install_scripts_to_run
+
+    def commands(scripts: dict[str, str], packages: dict[str, dict[str, object]],
+                 version: int = 3) -> list[list[str]]:
+        app = make_app(tmp_path / str(len(list(tmp_path.iterdir()))), {
+            "package.json": json.dumps({"name": "a", "scripts": scripts}),
+            "package-lock.json": json.dumps({"lockfileVersion": version,
+                                             "packages": {"": {}, **packages}})})
+        return install_scripts_to_run(app, "package-lock.json")
+
+    plain = {"node_modules/x": {"version": "1.0.0"}}
+    assert commands({"build": "b"}, plain) == []
+    assert commands({}, {"node_modules/x": {"hasInstallScript": True}}) == [["rebuild"]]
+    assert commands({"postinstall": "p"}, plain) == [["rebuild"]]
+    assert commands({}, plain, version=1) == [["rebuild"]]  # v1 does not say
+    assert commands({"prepare": "p"}, plain) == [["run", "--if-present", "prepare"]]
