@@ -130,16 +130,17 @@ def main() -> None:
         if shutil.which("npm"):
             node = work / "node"
 
-            def node_build(sealed: bool) -> Callable[[], object]:
+            def node_build(sealed: bool, installs: bool = True) -> Callable[[], object]:
                 def run() -> object:
                     shutil.rmtree(node, ignore_errors=True)
                     (node / "dep").mkdir(parents=True)
                     script = "node -e \"require('fs').appendFileSync('ran', 'x')\""
+                    hooks = {"postinstall": script} if installs else {}
                     (node / "package.json").write_text(json.dumps({
                         "name": "a", "version": "1.0.0", "dependencies": {"dep": "file:dep"},
-                        "scripts": {"postinstall": script, "build": script}}))
+                        "scripts": {**hooks, "build": script}}))
                     (node / "dep" / "package.json").write_text(json.dumps({
-                        "name": "dep", "version": "1.0.0", "scripts": {"postinstall": script}}))
+                        "name": "dep", "version": "1.0.0", "scripts": hooks}))
                     (node / "package-lock.json").write_bytes(lock)
                     # Before: session 9's one `npm ci` sealed with npm's cache writable.
                     return run_node_build(node, {}, cache.root / "npm", reporter,
@@ -158,6 +159,8 @@ def main() -> None:
             lock = (node / "package-lock.json").read_bytes()
             results.append(paired("Node step (npm ci + scripts, split)",
                                   node_build(False), node_build(True), args.runs))
+            results.append(paired("Node step, no install scripts",
+                                  node_build(False, False), node_build(True, False), args.runs))
         seal.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
