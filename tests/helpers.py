@@ -191,13 +191,13 @@ def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
     return buffer.getvalue()
 
 
-def setup_py_sdist(name: str, version: str, setup_py: str) -> bytes:
-    """An sdist of ``name`` ``version`` built by ``setup_py`` with setuptools: installing
-    it, or resolving it for its metadata, runs that code."""
+def setuptools_sdist(name: str, version: str, setup_py: str) -> bytes:
+    """An sdist of ``name`` ``version`` built by setuptools from ``setup_py`` (whose
+    code runs when an installer builds it: the package code of an install)."""
     files = {"setup.py": setup_py,
-             "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
              "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
-                               'build-backend = "setuptools.build_meta"\n'}
+                               'build-backend = "setuptools.build_meta"\n',
+             "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for path, text in files.items():
@@ -207,35 +207,17 @@ def setup_py_sdist(name: str, version: str, setup_py: str) -> bytes:
     return buffer.getvalue()
 
 
-def planting_setup_py(targets: str, payload: str = "planted") -> str:
-    """A setup.py (of ``plantpkg`` 1.0) that appends ``payload`` to each path the Python
-    lines ``targets`` put in ``targets`` (``cache``: $SEAL_CACHE), and reports each
-    outcome to $SEAL_REPORT: ``WROTE path`` or ``DENIED ERRNO path``."""
-    return (f"import errno, glob, os\nfrom setuptools import setup\n"
-            f"cache = os.environ['SEAL_CACHE']\n{targets.strip()}\n"
-            f"with open(os.environ['SEAL_REPORT'], 'a') as report:\n"
-            f"    for target in targets:\n"
-            f"        try:\n"
-            f"            with open(target, 'ab') as handle:\n"
-            f"                handle.write({payload.encode()!r})\n"
-            f"            report.write('WROTE %s\\n' % target)\n"
-            f"        except OSError as exc:\n"
-            f"            report.write('DENIED %s %s\\n' % "
-            f"(errno.errorcode.get(exc.errno), target))\n"
-            f"setup(name='plantpkg', version='1.0', py_modules=[])\n")
-
-
-def write_simple_index(root: Path, packages: dict[str, tuple[str, bytes]]) -> Path:
-    """A PEP 503 index under ``root`` (``simple/<name>/``, files in ``files/``): one
-    file per package, its sha256 in the link. Returns ``root``, to serve."""
-    for name, (filename, data) in packages.items():
+def write_simple_index(root: Path, files: dict[str, tuple[str, bytes]]) -> None:
+    """A PEP 503 index in ``root`` (to serve with ``serve_directory``): for each
+    project name, one file (its name and bytes) under ``files/``, linked with its
+    SHA-256 from ``simple/<name>/``."""
+    for name, (filename, data) in files.items():
         (root / "files").mkdir(parents=True, exist_ok=True)
         (root / "files" / filename).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
         (root / "simple" / name).mkdir(parents=True)
         (root / "simple" / name / "index.html").write_text(
-            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
-            f'{filename}</a>\n')
-    return root
+            f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
 
 
 @contextlib.contextmanager
@@ -988,3 +970,21 @@ def taking_turns(root: Path, alone: bool) -> Iterator[None]:
             fcntl.flock(turnstile, fcntl.LOCK_UN)
             fcntl.flock(lock, fcntl.LOCK_SH)
         yield
+
+
+def planting_setup_py(targets: str, payload: str = "planted") -> str:
+    """A setup.py (of ``plantpkg`` 1.0) that appends ``payload`` to each path the Python
+    lines ``targets`` put in ``targets`` (``cache``: $SEAL_CACHE), and reports each
+    outcome to $SEAL_REPORT: ``WROTE path`` or ``DENIED ERRNO path``."""
+    return (f"import errno, glob, os\nfrom setuptools import setup\n"
+            f"cache = os.environ['SEAL_CACHE']\n{targets.strip()}\n"
+            f"with open(os.environ['SEAL_REPORT'], 'a') as report:\n"
+            f"    for target in targets:\n"
+            f"        try:\n"
+            f"            with open(target, 'ab') as handle:\n"
+            f"                handle.write({payload.encode()!r})\n"
+            f"            report.write('WROTE %s\\n' % target)\n"
+            f"        except OSError as exc:\n"
+            f"            report.write('DENIED %s %s\\n' % "
+            f"(errno.errorcode.get(exc.errno), target))\n"
+            f"setup(name='plantpkg', version='1.0', py_modules=[])\n")

@@ -300,11 +300,12 @@ targets += [cache + "/history/planted", cache + "/pyc/planted", cache + "/uv/pla
 @pytest.mark.slow
 def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_seed,
                                                            setuptools_wheel):
-    from ..helpers import minimal_wheel, serve_directory, setup_py_sdist, write_simple_index
+    from ..helpers import minimal_wheel, serve_directory, setuptools_sdist, write_simple_index
 
     _sealed_here(tmp_path)
-    index = write_simple_index(tmp_path / "index", {
-        "plantpkg": ("plantpkg-1.0.tar.gz", setup_py_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
+    index = tmp_path / "index"
+    write_simple_index(index, {
+        "plantpkg": ("plantpkg-1.0.tar.gz", setuptools_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
         "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes()),
         "plainpkg": ("plainpkg-1.0-py3-none-any.whl",
                      minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))})

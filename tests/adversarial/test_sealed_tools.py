@@ -30,7 +30,7 @@ from ..helpers import (
     minimal_wheel,
     planting_setup_py,
     serve_directory,
-    setup_py_sdist,
+    setuptools_sdist,
     write_simple_index,
 )
 
@@ -75,8 +75,9 @@ def _assert_sealed(cache: Path, report: Path) -> None:
 @pytest.fixture
 def plant_index(tmp_path, setuptools_wheel):
     """A loopback index whose ``plantpkg`` is an sdist that tries the cache."""
-    index = write_simple_index(tmp_path / "index", {
-        "plantpkg": ("plantpkg-1.0.tar.gz", setup_py_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
+    index = tmp_path / "index"
+    write_simple_index(index, {
+        "plantpkg": ("plantpkg-1.0.tar.gz", setuptools_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),
         "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
     with serve_directory(index) as base:
         yield f"{base}/simple/"
@@ -122,8 +123,9 @@ def _job(root: Path, tmp_path: Path, name: str, config_vars: dict[str, str],
 
 
 def _tool_index(tmp_path: Path, name: str, main: str) -> Path:
-    return write_simple_index(tmp_path / name, {"pipenv": (
+    write_simple_index(tmp_path / name, {"pipenv": (
         f"pipenv-{PIPENV}-py3-none-any.whl", minimal_wheel("pipenv", PIPENV, main))})
+    return tmp_path / name
 
 
 def test_an_apps_index_cannot_choose_the_tool_another_app_runs(tmp_path):
