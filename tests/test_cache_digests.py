@@ -138,6 +138,24 @@ def test_the_host_path_scan_hashes_whole_files_for_files_json(tmp_path, monkeypa
     assert hashed == ["early.bin"]  # "empty" was remembered by the last build_index
 
 
+def test_a_scan_passes_over_skipped_links_and_files_but_not_directories(tmp_path):
+    # warn_machine_paths skips a layer view's links (they name the cache by design):
+    # the same mentions as scanning everything and dropping those paths afterwards.
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "inner.txt").write_bytes(b"/build/dir\n")
+    (tree / "f.txt").write_bytes(b"/build/dir\n")
+    (tree / "kept.txt").write_bytes(b"/build/dir\n")
+    (tree / "link").symlink_to("/build/dir/x")
+    skip = frozenset({"link", "f.txt", "d"})
+    everything = relocate.find_references(tree, ["/build/dir"])
+    assert relocate.find_references(tree, ["/build/dir"], skip=skip) == [
+        (path, needle) for path, needle in everything
+        if path.relative_to(tree).as_posix() not in skip]
+    assert [p.relative_to(tree).as_posix() for p, _ in relocate.find_references(
+        tree, ["/build/dir"], skip=skip)] == ["d/inner.txt", "kept.txt"]
+
+
 def test_a_kept_part_is_hashed_once_and_again_after_any_change(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module, "DIGESTS", _watched(tmp_path))
     monkeypatch.setattr("slugbuild.pack.DIGESTS", cache_module.DIGESTS)

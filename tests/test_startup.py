@@ -102,10 +102,12 @@ def test_an_installed_version_is_read_from_dist_info_or_egg_info(tmp_path, monke
 # What a warm compile (every layer, collectstatic's output and the import check kept)
 # must not load: each is needed only by a path it does not take (a cache registry or an
 # image, a new dependency layer, a release that is not plain YAML, a new SBOM, a
-# requirement with a marker).
+# requirement with a marker, a boot check, an image reference).
 NOT_ON_A_WARM_COMPILE = ("yaml", "requests", "cyclonedx", "slugbuild.oci.image",
                          "slugbuild.oci.registry", "slugbuild.oci.credentials",
-                         "slugbuild.incremental", "importlib.metadata", "packaging.markers")
+                         "slugbuild.incremental", "importlib.metadata", "packaging.markers",
+                         "slugbuild.slug.boot_check", "slugbuild.slug.run", "socket",
+                         "slugbuild.oci.reference")
 
 
 def test_a_warm_compile_imports_none_of_what_it_does_not_use(django_build, cache_dir,

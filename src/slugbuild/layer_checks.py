@@ -167,11 +167,10 @@ def recheck_if_materialised(build: BuildContext, checked: LayerCheck) -> LayerCh
 def warn_machine_paths(build: BuildContext, checked: LayerCheck) -> None:
     """Warn about files naming a path of this machine: found in the layers when they
     were made, and in the rest of the build directory now."""
-    view_links = build.view_links()
-    mentions = checked.mentions + [
-        (path, needle) for path, needle in relocate.find_references(
-            build.build_dir, build.machine_paths, frozenset(checked.layer_inodes))
-        if path.relative_to(build.build_dir).as_posix() not in view_links]
+    # A view's links name the cache by design (they are not the slug's files).
+    mentions = checked.mentions + relocate.find_references(
+        build.build_dir, build.machine_paths, frozenset(checked.layer_inodes),
+        skip=build.view_links())
     if mentions:
         listed = ", ".join(sorted({str(p.relative_to(build.build_dir))
                                    for p, _ in mentions})[:5])

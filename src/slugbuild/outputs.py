@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import errors, slug_size
 from .pack import LayerPart, PackedSlug, pack_tree, source_date_epoch
 from .release import write_json
-from .slug.boot_check import check_boot
 from .slug.metadata import metadata_path_for
 from .slug.sbom import sbom_for_packed_tree, sbom_path_for
 
@@ -227,6 +226,9 @@ def write_output(build: BuildContext, target: OutputTarget, layers: Sequence[Lay
     with ``boot_timeout``, boot-checked before it is put in place."""
 
     def verify(packed_slug: Path) -> None:
+        # Loaded only for a boot check: it brings the slug runner (sockets, processes).
+        from .slug.boot_check import check_boot
+
         assert boot_timeout is not None
         with build.timer.stage("boot_check"):
             build.reporter.step("Checking that the slug boots (web process, "

@@ -42,7 +42,6 @@ from .proc import build_limits, build_timeout_from_env
 from .release import decide_release, slug_json_writer, write_release
 from .results import BuildResultDict, BuildRuntimeDict, PackageDict, SlugJsonDict
 from .runtime import RuntimeOptions
-from .slug.boot_check import timeout_of as boot_check_timeout
 from .stack_compat import STACK_RECORD, slug_requirements
 from .stage import check_top_level_links, stage_sources
 
@@ -181,7 +180,11 @@ def compile_app(
     config_vars = load_config_vars(env, env_dir)
     app_dir, repo_root = apply_app_base(app_dir, app_base, config_vars, reporter)
     manifest, config_vars = apply_app_json(app_dir, config_vars, app_json_env, reporter)
-    boot_timeout = boot_check_timeout(boot_check)
+    boot_timeout: float | None = None
+    if boot_check is not None and boot_check is not False:
+        # Loaded only for a boot check (the slug runner: sockets, processes).
+        from .slug.boot_check import timeout_of as boot_check_timeout
+        boot_timeout = boot_check_timeout(boot_check)
     check_top_level_links(app_dir)
     if registry is not None:  # the published runtimes' credentials too (one auth story)
         runtime_options = dataclasses.replace(runtime_options or RuntimeOptions.from_env(),

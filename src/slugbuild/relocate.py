@@ -215,20 +215,27 @@ def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
 
 
 def find_references(root: Path, needles: list[str],
-                    skip_inodes: frozenset[tuple[int, int]] = frozenset()
-                    ) -> list[tuple[Path, str]]:
+                    skip_inodes: frozenset[tuple[int, int]] = frozenset(),
+                    skip: frozenset[str] = frozenset()) -> list[tuple[Path, str]]:
     """Files below root (symlink targets included) that still mention any needle.
 
     ``skip_inodes`` ((st_dev, st_ino) pairs) are files known not to: cached
-    layer files hard-linked in, which were made in another directory.
+    layer files hard-linked in, which were made in another directory. ``skip``:
+    paths relative to root whose files and symlinks are not the caller's concern
+    (a layer view's links, which name the cache by design): passed over unread
+    (a directory there is still searched).
     """
     encoded = [(n, n.encode()) for n in needles if n]
     found = []
     device = os.stat(root).st_dev
+    passed_over = {os.path.join(root, rel) for rel in skip}
     pending = [str(root)]
     while pending:
         with os.scandir(pending.pop()) as listing:
             for entry in listing:  # kinds and inode numbers come with the listing
+                if entry.path in passed_over and (
+                        entry.is_symlink() or not entry.is_dir()):
+                    continue
                 if entry.is_symlink():
                     target = os.readlink(entry.path)
                     found += [(Path(entry.path), n) for n, _ in encoded if n in target]

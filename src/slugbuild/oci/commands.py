@@ -18,10 +18,10 @@ from ..arguments import request_timeout
 from ..log import Reporter
 from ..slug_size import human
 from .options import RegistryOptions
-from .reference import ImageReference, parse_image_reference
 
 if TYPE_CHECKING:
     from .assemble import ImageResult
+    from .reference import ImageReference
 
 
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +112,8 @@ def plan_image(args: argparse.Namespace) -> ImagePlan | None:
     (None without --image)."""
     if not args.image:
         return None
+    from .reference import parse_image_reference  # its patterns: only with --image
+
     return ImagePlan(parse_image_reference(args.image),
                      parse_image_reference(args.run_image) if args.run_image else None,
                      registry_options(args), args.cache_dir)
