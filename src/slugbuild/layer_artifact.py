@@ -1203,7 +1203,9 @@ def _publish_part_only(cache: Cache, fetched: Fetched, prefix: str, part_name: s
             "index": {"files": {rel: list(entry) for rel, entry in files.items()},
                       "symlinks": symlinks, "dirs": dirs, "host_paths": host_paths},
             "stub": sorted([*stub, *(rel for rel, _ in stub_links)])}
-        write_json_atomic(scratch / PART_ONLY, record)
+        # One line, by json's C encoder: the record holds the whole index (~7,000
+        # entries for a Django app), which the indented form wrote 3 times slower.
+        write_json_atomic(scratch / PART_ONLY, record, compact=True)
         write_json_atomic(scratch / MANIFEST, {"format": FORMAT, "kind": kind, "name": name,
                                                "key": key, "inputs": config["inputs"]})
         published = cache.publish(scratch, kind, name, key)

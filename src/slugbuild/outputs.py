@@ -23,7 +23,7 @@ from . import errors, slug_size
 from .pack import LayerPart, PackedSlug, pack_tree, source_date_epoch
 from .release import write_json
 from .slug.metadata import metadata_path_for
-from .slug.sbom import sbom_for_packed_tree, sbom_path_for
+from .slug.sbom import SbomInProgress, sbom_path_for
 
 if TYPE_CHECKING:  # readers of slugs use metadata_path_for: they need not load the builder
     from .context import BuildContext
@@ -108,9 +108,15 @@ class SlugTarball:
         partial_json = json_path.with_name(f".{json_path.name}{suffix}")
         partial_sbom = sbom_path.with_name(f".{sbom_path.name}{suffix}")
         held: list[int] = []
+        sbom: SbomInProgress | None = None
         try:
             held += [_locked_new_file(partial_slug), _locked_new_file(partial_json),
                      _locked_new_file(partial_sbom)]
+            # From the files about to be packed: what `inspect --sbom` reads from the
+            # slug, its document made while the slug is packed (slug.json's runtime
+            # fields, all it reads of slug.json, do not depend on the packed bytes).
+            sbom = SbomInProgress(tree, source_date_epoch(self.epoch), describe(0, ""),
+                                  _sbom_memo_dir(layers))
             with open(held[0], "wb", closefd=False) as handle:
                 packed = pack_tree(tree, handle, layout=self.layout, mtime=self.epoch,
                                    layers=layers)
@@ -128,11 +134,8 @@ class SlugTarball:
             if sizes is not None:
                 metadata["sizes"] = sizes
             write_json(partial_json, metadata)
-            # From the files just packed: what `inspect --sbom` reads from the slug.
             with open(held[2], "wb", closefd=False) as handle:
-                handle.write(sbom_for_packed_tree(tree, packed.sha256,
-                                                  source_date_epoch(self.epoch), metadata,
-                                                  memo_dir=_sbom_memo_dir(layers)))
+                handle.write(sbom.result(packed.sha256, metadata))
             os.replace(partial_slug, slug_path)
             os.replace(partial_json, json_path)
             os.replace(partial_sbom, sbom_path)
@@ -141,6 +144,8 @@ class SlugTarball:
                 path=slug_path, reason=exc.strerror or str(exc)
             ) from exc
         finally:
+            if sbom is not None:
+                sbom.wait()  # nothing of this write runs past it
             for partial in (partial_slug, partial_json, partial_sbom):
                 if partial.exists():
                     partial.unlink()

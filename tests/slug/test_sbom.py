@@ -203,6 +203,35 @@ def test_a_memoised_sbom_is_the_document_made_afresh_and_follows_its_inputs(
         sbom_for_packed_tree(tree, sha, 1700000001, metadata)
 
 
+def test_an_sbom_made_while_the_slug_is_packed_is_the_one_made_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """outputs.py starts the document before packing (SbomInProgress, a thread) and fills
+    in the checksum after: the same bytes as made after packing, with a memo or
+    without, and made again from slug.json when its runtime fields are not the ones
+    the thread was given; a failure in the thread is raised by ``result``."""
+    from slugbuild.slug.sbom import SbomInProgress, sbom_for_packed_tree
+
+    tree = _tree(tmp_path / "tree")
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    metadata = _describe(1, "0" * 64)
+    other = dict(metadata, runtime={**metadata["runtime"], "source": "local"})
+    sha = "cd" * 32
+    for memo_dir in (None, memo, memo):  # no memo, the memo made, the memo reused
+        for final in (metadata, other):
+            started = SbomInProgress(tree, 1700000000, metadata, memo_dir)
+            assert started.result(sha, final) == sbom_for_packed_tree(tree, sha, 1700000000,
+                                                                      final)
+
+    def fails(*_args: object) -> bytes:
+        raise ValueError("made in the thread")
+
+    monkeypatch.setattr("slugbuild.slug.sbom._document", fails)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="made in the thread"):
+        SbomInProgress(tree, 1700000000, metadata, tmp_path / "empty").result(sha, metadata)
+
+
 def test_a_kept_documents_serial_number_is_filled_without_the_uuid_module():
     import uuid
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -81,6 +82,70 @@ def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
     ``memo_dir`` (an existing directory of the cache) keeps the document made for
     the same inputs with a stand-in checksum: a warm build fills in its own and
     skips loading the CycloneDX library (``_memoised``)."""
+    return _from_contents(_tree_contents(tree), sha256, epoch, metadata, memo_dir)
+
+
+class SbomInProgress:
+    """The SBOM of the slug about to be packed from ``tree``, made while it is packed.
+
+    Its files are read at once (packing reads the same files and changes none); the
+    document with the stand-in checksum (``_template``: kept in ``memo_dir``, or made
+    with the CycloneDX library, ~0.1 s of Python on a fresh runner) is made by a
+    thread while the slug is compressed, written and synced (zlib and the disk
+    leave the interpreter free); ``result`` fills in the packed slug's SHA-256: the
+    bytes ``sbom_for_packed_tree`` gives. Without ``memo_dir`` nothing runs early."""
+
+    def __init__(self, tree: Path, epoch: int, metadata: dict[str, Any],
+                 memo_dir: Path | None) -> None:
+        self._contents = _tree_contents(tree)
+        self._epoch, self._metadata, self._memo_dir = epoch, metadata, memo_dir
+        self._template: bytes | None = None
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if memo_dir is not None:
+            self._thread = threading.Thread(target=self._make, args=(memo_dir,),
+                                            name="slugbuild-sbom", daemon=True)
+            self._thread.start()
+
+    def _make(self, memo_dir: Path) -> None:
+        try:
+            self._template = _template(memo_dir, self._epoch, self._contents, self._metadata)
+        except BaseException as exc:  # noqa: BLE001 - raised by result(), in the build's thread
+            self._failure = exc
+
+    def result(self, sha256: str, metadata: dict[str, Any]) -> bytes:
+        """The document for the packed slug. ``metadata`` (its slug.json) must name the
+        runtime's origin as the metadata given at the start did; if it does not, the
+        document is made again from it."""
+        if self._thread is None or _runtime(self._contents, metadata) != _runtime(
+                self._contents, self._metadata):
+            self.wait()
+            return _from_contents(self._contents, sha256, self._epoch, metadata, self._memo_dir)
+        self.wait()
+        if self._failure is not None:
+            raise self._failure
+        assert self._template is not None
+        filled = _fill(self._template, sha256)
+        if filled is None:  # never: the stand-in is where _document puts the checksum
+            return _document(sha256, self._epoch, self._contents, metadata)
+        return filled
+
+    def wait(self) -> None:
+        """Until the thread (if any) is done: nothing of it runs past the build."""
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _from_contents(contents: dict[str, bytes], sha256: str, epoch: int,
+                   metadata: dict[str, Any], memo_dir: Path | None) -> bytes:
+    """``sbom_for_packed_tree`` from files already read (``_tree_contents``)."""
+    if memo_dir is None:
+        return _document(sha256, epoch, contents, metadata)
+    return _memoised(memo_dir, sha256, epoch, contents, metadata)
+
+
+def _tree_contents(tree: Path) -> dict[str, bytes]:
+    """The files of ``tree`` an SBOM reads (``_WANTED``), by path relative to it."""
     candidates = [*tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/METADATA"),
                   *tree.glob(".heroku/python/lib/python*/site-packages/*.dist-info/RECORD"),
                   *tree.glob(".heroku/python/include/python*/patchlevel.h")]
@@ -89,9 +154,7 @@ def sbom_for_packed_tree(tree: Path, sha256: str, epoch: int,
         rel = path.relative_to(tree).as_posix()
         if _WANTED.match(rel) and path.is_file() and not path.is_symlink():
             contents[rel] = path.read_bytes()
-    if memo_dir is None:
-        return _document(sha256, epoch, contents, metadata)
-    return _memoised(memo_dir, sha256, epoch, contents, metadata)
+    return contents
 
 
 # The checksum a memoised document is made with; the slug's own replaces it (and its
@@ -106,10 +169,19 @@ _WRITERS = ("slugbuild", "cyclonedx-python-lib", "py-serializable", "packageurl-
 
 def _memoised(memo_dir: Path, sha256: str, epoch: int, contents: dict[str, bytes],
               metadata: dict[str, Any]) -> bytes:
-    """``_document`` through a memo keyed by everything else it reads: the bytes of
-    every file it was given, the runtime's origin it repeats, the epoch and the
-    versions of slugbuild and the CycloneDX library (which write its bytes). Best
-    effort: an unreadable or unwritable memo makes the document afresh."""
+    """``_document`` through a memo (``_template``) with the slug's checksum filled in."""
+    filled = _fill(_template(memo_dir, epoch, contents, metadata), sha256)
+    if filled is None:  # never: the stand-in is where _document puts the checksum
+        return _document(sha256, epoch, contents, metadata)
+    return filled
+
+
+def _template(memo_dir: Path, epoch: int, contents: dict[str, bytes],
+              metadata: dict[str, Any]) -> bytes:
+    """``_document`` with the stand-in checksum, kept in a memo keyed by everything else
+    it reads: the bytes of every file it was given, the runtime's origin it repeats,
+    the epoch and the versions of slugbuild and the CycloneDX library (which write its
+    bytes). Best effort: an unreadable or unwritable memo makes the document afresh."""
     inputs = {"format": _MEMO_FORMAT, "spec": SPEC_VERSION, "epoch": epoch,
               "runtime": _runtime(contents, metadata),
               "files": sorted((name, _sha256(data)) for name, data in contents.items()),
@@ -120,23 +192,18 @@ def _memoised(memo_dir: Path, sha256: str, epoch: int, contents: dict[str, bytes
         template = path.read_bytes()
     except OSError:
         template = None
-    if template is not None:
-        filled = _fill(template, sha256)
-        if filled is not None:
-            return filled
+    if template is not None and _fill(template, _STAND_IN) is not None:
+        return template
     template = _document(_STAND_IN, epoch, contents, metadata)
-    filled = _fill(template, sha256)
-    if filled is None:  # never: the stand-in is where _document puts the checksum
-        return _document(sha256, epoch, contents, metadata)
     if memo_dir.is_dir():
-        temporary = memo_dir / f".{path.name}.{os.getpid()}.tmp"
+        temporary = memo_dir / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             temporary.write_bytes(template)
             os.replace(temporary, path)
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
-    return filled
+    return template
 
 
 def _fill(template: bytes, sha256: str) -> bytes | None:
