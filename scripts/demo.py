@@ -21,12 +21,19 @@ from pathlib import Path
 import requests
 
 import slugbuild
+from slugbuild.slug_size import human
 
 REPO = Path(__file__).resolve().parent.parent
 APP = REPO / "fixtures" / "apps" / "django-tutorial"
 OUT = REPO / "build" / "demo" / "django-tutorial.tgz"
 CACHE = REPO / "build" / "cache"
 
+
+
+def size_text(size: int) -> str:
+    """The slug's size in bytes and in the build log's units (binary, as Heroku's "Done:
+    25.1 MB"): a decimal figure here read as another size than the log's line above."""
+    return f"{size} bytes ({human(size)})"
 
 def main() -> int:
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +68,7 @@ def main() -> int:
     print()
     print(f"slug:          {result.slug_path}")
     print(f"slug.json:     {result.metadata_path}")
-    print(f"size:          {result.size} bytes ({result.size / 1e6:.1f} MB)")
+    print(f"size:          {size_text(result.size)}")
     print(f"sha256:        {result.sha256}")
     print(f"python:        {result.runtime['resolved']} ({result.runtime['source_file']})")
     print("process types:")

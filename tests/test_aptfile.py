@@ -243,3 +243,33 @@ def test_absolute_symlinks_to_packaged_files_become_relative(tmp_path):
     assert Path(lib / "libfoo.so").readlink() == Path("libfoo.so.1")
     assert (lib / "libfoo.so").read_text() == "elf"
     assert str((lib / "stack.so").readlink()) == "/usr/lib/not-packaged.so"
+
+
+def _deb(directory: Path, name: str, depends: str, pre_depends: str = "") -> Path:
+    """A minimal .deb with these Depends (dpkg-deb --build)."""
+    root = directory / name
+    (root / "DEBIAN").mkdir(parents=True)
+    fields = [f"Package: {name}", "Version: 1.0", "Architecture: all",
+              "Maintainer: t <t@t.invalid>", "Description: test"]
+    fields += [f"Depends: {depends}"] if depends else []
+    fields += [f"Pre-Depends: {pre_depends}"] if pre_depends else []
+    (root / "DEBIAN" / "control").write_text("\n".join(fields) + "\n")
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root),
+                    str(directory / f"{name}.deb")], check=True, capture_output=True)
+    return directory / f"{name}.deb"
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_the_dependencies_this_machine_had_are_named_for_the_run_image(tmp_path):
+    """libmagic1 without libmagic-mgc (this machine has it) runs here and fails in an
+    image on a smaller run image: the build names what it left out."""
+    from slugbuild.aptfile import left_out_dependencies, left_out_line
+
+    debs = [_deb(tmp_path, "libmagic1", "libmagic-mgc (= 1:5.44-3), zlib1g (>= 1:1.1.4), "
+                 "libbz2-1.0 | libbz2-alt, liblzma5:any (>= 5.1)", pre_depends="libc6 (>= 2.34)"),
+            _deb(tmp_path, "zlib1g", ""),
+            _deb(tmp_path, "uses-an-alternative", "libfoo-a | libmagic1")]
+    assert left_out_dependencies(debs) == ["libbz2-1.0", "libc6", "liblzma5", "libmagic-mgc"]
+    line = left_out_line([f"lib{n}" for n in range(14)], most=12)
+    assert line.startswith("Not unpacked, as this machine has them")
+    assert line.endswith("lib11 and 2 more")

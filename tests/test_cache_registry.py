@@ -382,6 +382,20 @@ def test_tags_stay_apart_and_bad_references_are_errors() -> None:
         assert raised.value.code in (CACHE_REGISTRY_INVALID.code, "image-reference-invalid")
 
 
+def test_a_malformed_registry_reference_is_named_once() -> None:
+    """The reference parser's reason starts with the reference; the message, which
+    names the reference itself, does not repeat it."""
+    from slugbuild.cache_registry import repository_of
+    from slugbuild.errors import PYTHON_REGISTRY_INVALID
+
+    for kind in (CACHE_REGISTRY_INVALID, PYTHON_REGISTRY_INVALID):
+        with pytest.raises(SlugbuildError) as raised:
+            repository_of("docker://bad_host!/x", kind)
+        assert raised.value.code == kind.code
+        assert raised.value.found.count("docker://bad_host!/x") == 1, raised.value.found
+        assert "'bad_host!/x' is not a valid repository name" in raised.value.found
+
+
 def test_cache_export_and_import_through_a_registry(runner_a, registry, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """`cache export docker://…` pushes a whole cache; `cache import docker://…` fills an

@@ -69,3 +69,11 @@ def test_no_answer_ends_in_one_message() -> None:
     demo = _load_demo()
     with pytest.raises(SystemExit, match="no answer from"):
         demo._get_when_up("http://127.0.0.1:9/", _Running(), timeout=0.5, read_timeout=0.2)
+
+
+def test_the_summary_gives_the_size_in_the_build_logs_units() -> None:
+    """The log's "Done: 25.1 MB" and the summary's size agree for the same slug."""
+    from slugbuild.slug_size import human
+
+    assert _load_demo().size_text(26267026) == f"26267026 bytes ({human(26267026)})"
+    assert human(26267026) == "25.1 MB"

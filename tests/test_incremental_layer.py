@@ -71,6 +71,23 @@ def test_a_previous_file_no_single_distribution_owns_refuses_the_layer(tmp_path)
         incremental._distributions(tree, index(), "python3.12")
 
 
+def test_the_reuse_line_says_whose_layer_it_is(tmp_path):
+    """The layer this app directory built last is "the previous layer"; the nearest
+    cached one (another app directory's) is named as such, never as the app's own."""
+    from slugbuild.cache import Layer
+
+    layer = Layer(tmp_path / ("a" * 24), {})
+    own = incremental.PreviousLayer(layer, {}, {})
+    assert incremental.reuse_line(own, 3, 4, 1) == (
+        "Reusing 3 of the previous layer's 4 packages (layer aaaaaaaaaaaa); installing 1")
+    other = incremental.reuse_line(incremental.PreviousLayer(layer, {}, {}, nearest=True),
+                                   3, 4, 1)
+    assert "previous layer" not in other
+    assert other.startswith("Reusing 3 of the 4 packages of the nearest cached layer "
+                            "(layer aaaaaaaaaaaa, made for another app directory")
+    assert other.endswith("installing 1")
+
+
 def test_the_source_of_a_pyc():
     assert incremental._source_of("a/b/__pycache__/m.cpython-312.pyc") == "a/b/m.py"
     assert incremental._source_of("a/b/__pycache__/m.cpython-312.opt-1.pyc") == "a/b/m.py"
@@ -146,12 +163,17 @@ def test_a_layer_built_from_the_previous_one_is_the_clean_one(tmp_path, cache_di
                                           REQUIREMENTS["changed"] + "packaging==24.2\n"})
     _, log, _ = _build(other, tmp_path / "other.tgz", cache_dir)
     assert any("Reusing" in line and "installing 1" in line for line in log), log
+    # ... and the log does not pass that layer off as this directory's own.
+    assert any("of the nearest cached layer" in line and "another app directory" in line
+               for line in log), log
+    assert not any("the previous layer's" in line for line in log), log
 
     # The app directory's own previous layer gone: the nearest one still serves.
     shutil.rmtree(layers / changed)
     (app / "requirements.txt").write_text("# incremental layer test\nsix==1.17.0\n")
     _, log, _ = _build(app, tmp_path / "again.tgz", cache_dir)
-    assert any("Reusing" in line and "installing 0" in line for line in log), log
+    assert any("Reusing" in line and "installing 0" in line
+               and "of the nearest cached layer" in line for line in log), log
 
 
 @pytest.mark.slow

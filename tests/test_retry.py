@@ -82,3 +82,32 @@ def test_the_nltk_index_is_read_again_after_a_503_but_not_after_a_404(tmp_path, 
         with pytest.raises(errors.SlugbuildError) as caught:
             nltk_data._get(f"{base}/missing.xml", "index", None)
         assert served == ["/missing.xml"] and "404" in str(caught.value)
+
+
+def test_an_nltk_host_that_does_not_resolve_is_said_plainly_and_not_retried(monkeypatch):
+    """No DNS (a build machine offline): one attempt, and the reason in a few words,
+    as a runtime download gives it, not urllib3's exception repr cut mid-word."""
+    import requests
+
+    from slugbuild import errors, nltk_data, retry
+
+    monkeypatch.setattr(retry.time, "sleep", lambda seconds: None)
+    calls: list[str] = []
+    url = "https://nltk-mirror.invalid/index.xml"
+
+    def unresolvable(asked: str, **_kwargs: object) -> None:
+        calls.append(asked)
+        error = requests.exceptions.ConnectionError(
+            "HTTPSConnectionPool(host='nltk-mirror.invalid', port=443): Max retries exceeded "
+            "(Caused by NameResolutionError(\"HTTPSConnection(host='nltk-mirror.invalid'\"))")
+        error.request = requests.Request("GET", asked).prepare()
+        raise error
+
+    monkeypatch.setattr(nltk_data.requests, "get", unresolvable)
+    with pytest.raises(errors.SlugbuildError) as caught:
+        nltk_data._get(url, "index", None)
+    assert calls == [url]
+    assert caught.value.code == "nltk-index-unusable"
+    assert "cannot resolve the host name nltk-mirror.invalid (no DNS or no network)" \
+        in caught.value.found
+    assert "HTTPSConnectionPool" not in caught.value.found

@@ -128,7 +128,8 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
         scratch = cache.scratch_dir("apt")
         try:
             debs = _download(entries, cache, scratch, reporter)
-            inputs = {**inputs, "packages": [_control(deb) for deb in debs]}
+            inputs = {**inputs, "packages": [_control(deb) for deb in debs],
+                      "left_out": left_out_dependencies(debs)}
             with cache.new_layer("layers", name, key, inputs) as tree:
                 for deb in debs:
                     _run(["dpkg-deb", "-x", str(deb), str(tree)], f"dpkg-deb -x {deb.name}")
@@ -141,16 +142,48 @@ def prepare_apt_layer(build_dir: Path, cache: Cache, platform: Platform,
         return layer, False
 
 
-def _control(deb: Path) -> dict[str, str]:
-    """Name, version and architecture of a .deb, from its control file."""
-    done = subprocess.run(["dpkg-deb", "--show", "--showformat",
-                           "${Package}\t${Version}\t${Architecture}", str(deb)],
+def _show(deb: Path, showformat: str) -> str:
+    """Fields of a .deb's control file (``dpkg-deb --show``)."""
+    done = subprocess.run(["dpkg-deb", "--show", "--showformat", showformat, str(deb)],
                           capture_output=True, text=True, env=clean_env())
     if done.returncode != 0:
         raise errors.APTFILE_INSTALL_FAILED.error(command=f"dpkg-deb --show {deb.name}",
                                                   output=done.stderr.strip()[-2000:])
-    name, version, arch = (done.stdout.split("\t") + ["", "", ""])[:3]
+    return done.stdout
+
+
+def _control(deb: Path) -> dict[str, str]:
+    """Name, version and architecture of a .deb, from its control file."""
+    name, version, arch = (_show(deb, "${Package}\t${Version}\t${Architecture}")
+                           .split("\t") + ["", "", ""])[:3]
     return {"name": name, "version": version, "architecture": arch}
+
+
+def left_out_dependencies(debs: list[Path]) -> list[str]:
+    """The packages the .debs depend on that were not downloaded, since this machine
+    has them (apt counts its dpkg status, as the apt buildpack does): a run image
+    other than this machine must have them too (docs/system-packages.md). A group
+    of alternatives is satisfied by any one downloaded; else its first is named."""
+    groups: list[list[str]] = []
+    names = set()
+    for deb in debs:
+        name, _, depends = _show(deb, "${Package}\n${Pre-Depends}, ${Depends}").partition("\n")
+        names.add(name.strip())
+        for group in depends.split(","):
+            # "libfoo1 (>= 1.2) | libfoo-alt:any" -> ["libfoo1", "libfoo-alt"]
+            alternatives = [re.split(r"[\s(:\[]", choice.strip(), maxsplit=1)[0]
+                            for choice in group.split("|")]
+            if alternatives and alternatives[0]:
+                groups.append(alternatives)
+    return sorted({group[0] for group in groups if not names.intersection(group)})
+
+
+def left_out_line(left_out: list[str], most: int = 12) -> str:
+    """The build log's note on ``left_out_dependencies``."""
+    shown = ", ".join(left_out[:most]) + (f" and {len(left_out) - most} more"
+                                          if len(left_out) > most else "")
+    return (f"Not unpacked, as this machine has them (a run image must have them too, "
+            f"docs/system-packages.md): {shown}")
 
 
 def _relative_symlinks(tree: Path) -> None:
@@ -295,5 +328,8 @@ def place_apt_layer(build: BuildContext) -> dict[str, str]:
         placed = build.cache.restore(layer, build.build_dir / APT_DIR, copy=build.copy_layers)
         build.place_layer(layer, APT_DIR, placed)
         build.system_packages = list(layer.manifest.get("inputs", {}).get("packages", []))
+        left_out = layer.manifest.get("inputs", {}).get("left_out")
+        if left_out:  # on warm builds too; layers made before it was recorded have none
+            build.reporter.detail(left_out_line(list(left_out)))
         write_profile_script(build.build_dir)
         return build_env(build.build_dir / APT_DIR, clean_env().get("PATH", os.defpath))

@@ -178,7 +178,9 @@ def repository_of(reference: str,
     try:
         parsed = parse_image_reference(reference)
     except errors.RegistryError as exc:
-        raise invalid.error(reference=reference, reason=exc.found) from exc
+        # The parser's message starts with the reference; the message shows it once.
+        reason = exc.found.removeprefix(repr(reference)).lstrip(": ").rstrip(".")
+        raise invalid.error(reference=reference, reason=reason) from exc
     if parsed.tag is not None or parsed.digest is not None or parsed.host is None \
             or parsed.repository is None:
         raise invalid.error(reference=reference,

@@ -497,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return guarded(command, verbose=verbose,
                        on_error=print_json_error if json_wanted else None,
-                       color=color_wanted(args.color, sys.stderr))
+                       color=color_wanted(args.color, sys.stderr),
+                       command_name=_command_name(args))
     finally:
         for each, handler in replaced.items():
             signal.signal(each, handler)
@@ -537,10 +538,18 @@ def _check_one_off(args: argparse.Namespace, one_off: list[str] | None) -> list[
     return one_off
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    """The command as typed (``run``, ``runtime publish``), for messages about it."""
+    sub = next((value for value in (getattr(args, f"{args.command}_{kind}", None)
+                                    for kind in ("command", "action"))
+                if isinstance(value, str)), None)
+    return f"{args.command} {sub}" if isinstance(sub, str) else str(args.command)
+
+
 def guarded(command: Callable[[], int], *, verbose: bool = False,
             stream: TextIO | None = None,
             on_error: Callable[[SlugbuildError], None] | None = None,
-            color: bool = False) -> int:
+            color: bool = False, command_name: str | None = None) -> int:
     """Run ``command``; turn every way it can fail into one message and an exit status.
 
     Also used by the buildpack's bin/compile (``stream``: where messages go).
@@ -561,7 +570,7 @@ def guarded(command: Callable[[], int], *, verbose: bool = False,
     except SlugbuildError as error:
         return fail(error)
     except KeyboardInterrupt as stopped:
-        return _interrupted(stream, stopped)
+        return _interrupted(stream, stopped, command_name)
     except BrokenPipeError:
         # stdout went away (`slugbuild inspect x | head`): nothing left to tell.
         _silence_stdout()
@@ -589,11 +598,18 @@ def _write_quietly(stream: TextIO, text: str) -> None:
 
 
 def _interrupted(stream: TextIO | None = None,
-                 stopped: KeyboardInterrupt | None = None) -> int:
+                 stopped: KeyboardInterrupt | None = None,
+                 command_name: str | None = None) -> int:
     """The catalogue's `interrupted` message and 128 + the signal's number (130 for
-    Ctrl-C), as shells report it."""
+    Ctrl-C), as shells report it. A build's (``compile``, the buildpack's bin/compile:
+    no ``command_name``) says no slug was written; any other command's names it, since
+    `slugbuild run` or `inspect` never writes a slug."""
     signum = stopped.signum if isinstance(stopped, Stopped) else signal.SIGINT
-    error = errors.INTERRUPTED.error(signal=signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    if command_name is None or command_name == "compile":
+        error = errors.INTERRUPTED.error(signal=name)
+    else:
+        error = errors.INTERRUPTED.error(variant="command", signal=name, command=command_name)
     _write_quietly(stream or sys.stderr, error.render())
     return 128 + signum
 

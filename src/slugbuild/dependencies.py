@@ -513,8 +513,9 @@ def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any
     be; why not is logged, unless this app has none. One built from source in another
     build environment never is (installers/built_wheels.py)."""
 
-    def find_previous(inputs: dict[str, Any]) -> incremental.PreviousLayer:
-        found = incremental.find_previous(cache, inputs, python_name)
+    def find_previous(inputs: dict[str, Any], not_own: bool = False
+                      ) -> incremental.PreviousLayer:
+        found = incremental.find_previous(cache, inputs, python_name, nearest=not_own)
         if built_wheels.built_elsewhere(found.layer.manifest, env_sha256):
             raise incremental.NotIncremental(
                 "the previous layer was built from source in another build environment")
@@ -536,7 +537,7 @@ def _previous_layer(cache: Cache, source_dir: Path | None, inputs: dict[str, Any
         nearest = incremental.nearest_inputs(cache, inputs, python_name, wanted, previous)
         if nearest is not None:
             try:
-                return find_previous(nearest)
+                return find_previous(nearest, not_own=True)
             except incremental.NotIncremental as why:
                 previous, reason = nearest, str(why)
     if previous is not None and reason is not None:

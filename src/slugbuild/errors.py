@@ -337,6 +337,13 @@ INTERRUPTED = ErrorKind(
     "slug or output file was written, and nothing half-done was kept in the cache.",
     "Run the same command again when you are ready: it reuses what the cache already held.",
     area=HostError,
+    variants={
+        # Any command but compile (`slugbuild run`, inspect, image...): no build, no slug.
+        "command": Variant(
+            "`slugbuild {command}` was stopped by {signal} before it finished, with every "
+            "process it started.",
+            "Run the same command again when you are ready."),
+    },
 )
 PERMISSION_DENIED = ErrorKind(
     "permission-denied",

@@ -104,6 +104,22 @@ class PreviousLayer:
     layer: Layer
     index: dict[str, Any]  # its files.json
     distributions: dict[str, Distribution]  # by canonical project name
+    # Not this app directory's own layer but the nearest cached one (``nearest_inputs``):
+    # the log must not call it "the previous layer", which reads as this app's.
+    nearest: bool = False
+
+
+def reuse_line(previous: PreviousLayer, same: int, held: int, installing: int) -> str:
+    """The log line saying how much is taken from ``previous``, and whose layer it is: a
+    build in a fresh directory (Dokku's, another app's checkout) starts from the nearest
+    cached layer, which "the previous layer" would pass off as this app's own."""
+    layer = previous.layer.path.name[:12]
+    if previous.nearest:
+        return (f"Reusing {same} of the {held} packages of the nearest cached layer "
+                f"(layer {layer}, made for another app directory: this one has no "
+                f"usable layer of its own); installing {installing}")
+    return (f"Reusing {same} of the previous layer's {held} packages (layer {layer}); "
+            f"installing {installing}")
 
 
 def previous_inputs(history: Path) -> dict[str, Any] | None:
@@ -185,10 +201,12 @@ def layer_key_of(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def find_previous(cache: Cache, inputs: dict[str, Any], python_name: str) -> PreviousLayer:
+def find_previous(cache: Cache, inputs: dict[str, Any], python_name: str,
+                  nearest: bool = False) -> PreviousLayer:
     """The previous layer with its distributions' files; raises NotIncremental when it
     is gone or holds a file of no single one. Its files are checked against its
-    files.json as they are taken (``take``), not all of them here."""
+    files.json as they are taken (``take``), not all of them here. ``nearest``: it is
+    the nearest cached layer, not the app directory's own (``PreviousLayer.nearest``)."""
     key = layer_key_of(inputs)
     layer = cache.lookup("layers", key[:24], key)
     if layer is None:
@@ -202,7 +220,8 @@ def find_previous(cache: Cache, inputs: dict[str, Any], python_name: str) -> Pre
         host_paths = None
     if host_paths != []:
         raise NotIncremental("the previous layer names paths of this machine")
-    return PreviousLayer(layer, index, _distributions(layer.tree, index, python_name))
+    return PreviousLayer(layer, index, _distributions(layer.tree, index, python_name),
+                         nearest)
 
 
 def _distributions(tree: Path, index: dict[str, Any], python_name: str
@@ -435,9 +454,7 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
     drop(tree, [dist for name, dist in dists.items()
                 if dist not in pins and expected.get(name) != dist.version], taken)
     same = len(taken.dist_infos)
-    job.reporter.detail(f"Reusing {same} of the previous layer's {len(dists)} packages "
-                        f"(layer {previous.layer.path.name[:12]}); installing "
-                        f"{len(expected) - same}")
+    job.reporter.detail(reuse_line(previous, same, len(dists), len(expected) - same))
     site_packages = tree / "lib" / python_name / "site-packages"
     install()
     installed = {}

@@ -373,7 +373,12 @@ def _retrying(url: str, consume: Callable[[requests.Response], None],
                 raise _GetFailed(f"HTTP {status} {response.reason or ''}".strip(),
                                  retry=status >= 500 or status == 429)
         except requests.RequestException as exc:
-            raise _GetFailed(f"{exc.__class__.__name__}: {str(exc)[:200]}", retry=True) from exc
+            # In plain words, as a runtime download says it, not urllib3's repr cut
+            # short; a name that does not resolve will not resolve in a second either.
+            from .runtime.download import _describe
+
+            reason = _describe(exc)
+            raise _GetFailed(reason, retry="cannot resolve" not in reason) from exc
 
     try:
         retrying(attempt, attempts=_RETRIES, failure=_GetFailed,

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -797,6 +798,30 @@ def test_keyboard_interrupt_exits_130_without_traceback(tmp_path, monkeypatch, c
     # One catalogue message (build-interrupted), with its code and what to do.
     assert err.count("Error [build-interrupted]: Interrupted (SIGINT)") == 1
     assert "Run the same command again" in err
+    # Not a build: nothing says a slug or the cache was spared.
+    assert "`slugbuild detect` was stopped by SIGINT" in err
+    assert "slug" not in err.replace("slugbuild", "") and "cache" not in err
+
+
+@pytest.mark.parametrize("argv, command, build", [
+    (["compile", "APP"], "compile", True),
+    (["run", "APP.tgz"], "run", False),
+    (["runtime", "publish", "docker://127.0.0.1:1/r", "--python", "3.12"],
+     "runtime publish", False),
+    (["cache", "list"], "cache list", False),
+])
+def test_an_interrupted_command_is_named_and_only_a_build_speaks_of_slugs(
+        argv, command, build, tmp_path, monkeypatch, capsys):
+    """`slugbuild run` stopped by a signal is not told "no slug was written"."""
+    def interrupted(_args):
+        raise cli.Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert cli.main([part.replace("APP", str(tmp_path / "app")) for part in argv]) == 143
+    err = capsys.readouterr().err
+    assert err.count("Error [build-interrupted]: Interrupted (SIGTERM)") == 1, err
+    assert ("no slug or output file was written" in err) is build, err
+    assert (f"`slugbuild {command}` was stopped by SIGTERM" in err) is not build, err
 
 
 def test_sigint_during_a_real_build_exits_130(tmp_path, cache_dir):
