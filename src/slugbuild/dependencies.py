@@ -68,6 +68,7 @@ from .log import Reporter
 from .pack import record_donor
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .stack_compat import STACK_RECORD, keep_stack_record
 from .step_jail import CacheSeal
 from .toml_compat import tomllib
 from .tree import walk_sorted
@@ -895,7 +896,12 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
                                 _dist_infos(into_prefix, python_name) - dist_infos)
             _link_added(into_prefix, before - listed, tree, copy)
         if not onto_previous:
-            write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+            # The scan reads every file: the stack record's ELF files come from the
+            # same read (stack_requirements and a view read the record, not the tree).
+            elf_files: list[str] = []
+            write_host_paths(tree, relocate.find_references(tree, host_needles(job),
+                                                            elf_files=elf_files))
+            keep_stack_record(tree, tree.parent / PACKED_PARTS / STACK_RECORD, elf_files)
         # Built from source, or installed by processes an export takes over: the layer
         # holds this environment's output and records it (installers/built_wheels.py).
         if env_sha256 is not None and (

@@ -215,12 +215,16 @@ def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
 
 
 def find_references(root: Path, needles: list[str],
-                    skip_inodes: frozenset[tuple[int, int]] = frozenset()
+                    skip_inodes: frozenset[tuple[int, int]] = frozenset(),
+                    elf_files: list[str] | None = None,
                     ) -> list[tuple[Path, str]]:
     """Files below root (symlink targets included) that still mention any needle.
 
     ``skip_inodes`` ((st_dev, st_ino) pairs) are files known not to: cached
     layer files hard-linked in, which were made in another directory.
+    ``elf_files``: given, it receives the paths of the files read that begin as an
+    ELF file does (from the read this scan makes anyway, so the stack record of a
+    new layer, stack_compat.keep_stack_record, does not read every file again).
     """
     encoded = [(n, n.encode()) for n in needles if n]
     found = []
@@ -235,20 +239,28 @@ def find_references(root: Path, needles: list[str],
                 elif entry.is_dir():
                     pending.append(entry.path)
                 elif entry.is_file() and (device, entry.inode()) not in skip_inodes:
+                    head: list[bytes] | None = [] if elf_files is not None else None
                     found += [(Path(entry.path), n)
-                              for n in file_mentions(entry.path, encoded)]
+                              for n in file_mentions(entry.path, encoded, head)]
+                    if elf_files is not None and head == [ELF_MAGIC]:
+                        elf_files.append(entry.path)
     return sorted(found)
 
 
 _SCAN_CHUNK = 1 << 20
 
 
-def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
+def file_mentions(path: str, encoded: list[tuple[str, bytes]],
+                  head: list[bytes] | None = None) -> list[str]:
     """The needles found in the file at ``path``, read in chunks (memory does not grow
     with the file) and only where it holds data: a needle (never NUL bytes) cannot
-    lie in a sparse file's holes."""
+    lie in a sparse file's holes. ``head``: given, it receives the file's first four
+    bytes when its data starts at offset 0 (else it begins with a hole: zeros)."""
     wanted = [(name, needle) for name, needle in encoded if needle and b"\0" not in needle]
     if not wanted:
+        if head is not None:
+            with open(path, "rb", buffering=0) as handle:
+                head.append(handle.read(4))
         return []
     overlap = max(len(needle) for _, needle in wanted) - 1
     found: list[str] = []
@@ -268,6 +280,8 @@ def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
                 chunk = handle.read(min(_SCAN_CHUNK, end - position))
                 if not chunk:
                     break
+                if head is not None and position == 0:
+                    head.append(chunk[:4])
                 position += len(chunk)
                 if digest is not None:
                     digest.update(chunk)
