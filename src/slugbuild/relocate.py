@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -128,7 +129,7 @@ def strip_debug_info(root: Path) -> None:
 
 
 def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
-                           lib_dir: Path) -> list[Path]:
+                           lib_dir: Path, only: Sequence[Path] | None = None) -> list[Path]:
     """Make ELF files built on this machine (C extensions from an sdist or a local
     package) independent of where they were built; return the files changed.
 
@@ -140,11 +141,15 @@ def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
     directory and include paths) are stripped, and so is the GNU build-id note,
     a hash the linker took over those paths. The result is written as a new
     file: the old one may be a hard link into the installer's cache.
+
+    ``only``: just these files below ``root`` (the ones a scan that read every file,
+    ``find_references``, found naming a needle and beginning as ELF files do), the
+    others not opened.
     """
     encoded = [needle.encode() for needle in needles if needle]
     patchelf, strip, objcopy = patchelf_command(), shutil.which("strip"), shutil.which("objcopy")
     changed = []
-    for path in iter_files(root):
+    for path in iter_files(root) if only is None else sorted(only):
         if not is_elf(path):
             continue
         data = path.read_bytes()
