@@ -292,6 +292,40 @@ def test_a_layer_record_kept_ahead_gives_the_requirements_of_the_layer_placed(el
     assert record.read_bytes() == kept
 
 
+def test_a_record_from_the_host_path_scan_is_the_record_a_full_read_keeps(elf_tree,
+                                                                           tmp_path):
+    """A new dependency layer's record takes its ELF files from the host-path scan's
+    read of every file's head (relocate.find_references): byte-equal to the record
+    read from every file, a symlink to an ELF file, an empty file and a sparse one
+    (its data after a hole) included."""
+    import os
+
+    from slugbuild.relocate import find_references
+    from slugbuild.stack_compat import keep_stack_record
+
+    tree = tmp_path / "tree"
+    shutil.copytree(elf_tree, tree, symlinks=True)
+    (tree / "lib" / "libown.so").symlink_to("libown.so.1")
+    (tree / "empty").write_bytes(b"")
+    with open(tree / "sparse", "wb") as handle:
+        handle.seek(1 << 16)
+        handle.write(b"\x7fELF and more")
+    (tree / "mentions").write_text(f"built in {tmp_path}/build\n")
+    elf_files: list[str] = []
+    found = find_references(tree, [f"{tmp_path}/build"], elf_files=elf_files)
+    assert [p.name for p, _ in found] == ["mentions"]
+    assert sorted(os.path.relpath(p, tree) for p in elf_files) == [
+        "bin/tool", "broken.so", "lib/libown.so.1", "vendor/libfar.so.2"]
+    whole, scanned = tmp_path / "whole.json", tmp_path / "scanned.json"
+    keep_stack_record(tree, whole)
+    keep_stack_record(tree, scanned, elf_files)
+    assert scanned.read_bytes() == whole.read_bytes()
+    assert json.loads(whole.read_text())["elves"]  # the tree's ELF files are in it
+    nothing: list[str] = []  # no needle: the heads are still read
+    find_references(tree, [], elf_files=nothing)
+    assert sorted(nothing) == sorted(elf_files)
+
+
 @pytest.mark.slow
 def test_a_warm_build_showing_layers_by_views_records_the_same(django_build, cache_dir,
                                                                  tmp_path):

@@ -68,6 +68,7 @@ from .log import Reporter
 from .pack import record_donor
 from .proc import clean_env, exported_config, wait_for
 from .slug.metadata import Package, package_from_metadata
+from .stack_compat import STACK_RECORD, keep_stack_record
 from .step_jail import CacheSeal
 from .toml_compat import tomllib
 from .tree import walk_sorted
@@ -881,8 +882,9 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
             record_donor(tree.parent / PACKED_PARTS, previous.layer.path,
                          previous.layer.manifest["key"])
         elif into_prefix is None:
+            # Its ELF files built here settled from the host-path scan below (one read).
             _install_and_compile(dataclasses.replace(job, prefix=tree), installer, plan, tree,
-                                 python_name, baseline)
+                                 python_name, baseline, native=False)
             # uv's lock of an environment it installs into: not part of it.
             (tree / ".lock").unlink(missing_ok=True)
         else:
@@ -896,7 +898,14 @@ def _install_fresh(job: InstallJob, installer: Installer, plan: InstallPlan,
                                 _dist_infos(into_prefix, python_name) - dist_infos)
             _link_added(into_prefix, before - listed, tree, copy)
         if not onto_previous:
-            write_host_paths(tree, relocate.find_references(tree, host_needles(job)))
+            # The scan reads every file: the stack record's ELF files come from the
+            # same read (stack_requirements and a view read the record, not the tree).
+            elf_files: list[str] = []
+            found = relocate.find_references(tree, host_needles(job), elf_files=elf_files)
+            if into_prefix is None:
+                found = _settle_found_elf_files(job, tree, python_name, found, elf_files)
+            write_host_paths(tree, found)
+            keep_stack_record(tree, tree.parent / PACKED_PARTS / STACK_RECORD, elf_files)
         # Built from source, or installed by processes an export takes over: the layer
         # holds this environment's output and records it (installers/built_wheels.py).
         if env_sha256 is not None and (
@@ -936,9 +945,11 @@ def _listed_by(home: Path, python_name: str, dist_infos: set[str]) -> set[str]:
 
 
 def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPlan,
-                         home: Path, python_name: str, baseline: tuple[str, ...] = ()) -> None:
+                         home: Path, python_name: str, baseline: tuple[str, ...] = (),
+                         native: bool = True) -> None:
     """Install (the baseline first) into ``home``, check the app got what it declared,
-    point its scripts and records at the slug, compile it."""
+    point its scripts and records at the slug, compile it; ``native`` False: its ELF
+    files built here are the caller's to settle (``_settle_found_elf_files``)."""
     site_packages = home / "lib" / python_name / "site-packages"
     if baseline:
         reasons = [("Heroku's baseline for pip apps on Python 3.12 and older"
@@ -952,7 +963,38 @@ def _install_and_compile(job: InstallJob, installer: Installer, plan: InstallPla
     added = [p for p in _site_packages_packages(site_packages) if p.name not in before]
     check_declared_installed(job, installed=[p.name for p in added],
                              baseline=[line.split("==")[0] for line in baseline])
-    settle_install(job, home, python_name)
+    settle_install(job, home, python_name, native=native)
+
+
+def _settle_found_elf_files(job: InstallJob, home: Path, python_name: str,
+                            found: list[tuple[Path, str]], elf_files: list[str]
+                            ) -> list[tuple[Path, str]]:
+    """settle_install's ELF step for a layer installed in its own tree (``home``), from
+    its host-path scan instead of a read of every file: the ELF files of site-packages
+    it found naming the machine settled (relocate.settle_built_elf_files) and their
+    RECORD lines refreshed; the scan's findings with those files scanned again. The
+    same files as settle_install's own pass: that pass changes exactly the ELF files
+    naming a needle, the needles the scan looks for."""
+    site_packages = home / "lib" / python_name / "site-packages"
+    elves = frozenset(elf_files)
+    named = sorted({path for path, _ in found
+                    if str(path) in elves and path.is_relative_to(site_packages)})
+    if not named:
+        return found
+    needles = host_needles(job)
+    try:
+        changed = relocate.settle_built_elf_files(
+            site_packages, needles, str(job.python.parent.parent), home / "lib", only=named)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if errors.disk_full(exc):  # not the files' fault: stop as for any full disk
+            raise errors.out_of_space(exc) from exc
+        return found  # left as built: the host-path record says what remains
+    relocate.refresh_records(site_packages, changed)
+    encoded = [(needle, needle.encode()) for needle in needles if needle]
+    again = set(changed)
+    return sorted([(path, needle) for path, needle in found if path not in again]
+                  + [(path, needle) for path in changed
+                     for needle in relocate.file_mentions(str(path), encoded)])
 
 
 def settle_install(job: InstallJob, home: Path, python_name: str,

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -128,7 +129,7 @@ def strip_debug_info(root: Path) -> None:
 
 
 def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
-                           lib_dir: Path) -> list[Path]:
+                           lib_dir: Path, only: Sequence[Path] | None = None) -> list[Path]:
     """Make ELF files built on this machine (C extensions from an sdist or a local
     package) independent of where they were built; return the files changed.
 
@@ -140,11 +141,15 @@ def settle_built_elf_files(root: Path, needles: list[str], python_prefix: str,
     directory and include paths) are stripped, and so is the GNU build-id note,
     a hash the linker took over those paths. The result is written as a new
     file: the old one may be a hard link into the installer's cache.
+
+    ``only``: just these files below ``root`` (the ones a scan that read every file,
+    ``find_references``, found naming a needle and beginning as ELF files do), the
+    others not opened.
     """
     encoded = [needle.encode() for needle in needles if needle]
     patchelf, strip, objcopy = patchelf_command(), shutil.which("strip"), shutil.which("objcopy")
     changed = []
-    for path in iter_files(root):
+    for path in iter_files(root) if only is None else sorted(only):
         if not is_elf(path):
             continue
         data = path.read_bytes()
@@ -216,14 +221,19 @@ def replace_prefix(root: Path, old: str, new: str) -> list[Path]:
 
 def find_references(root: Path, needles: list[str],
                     skip_inodes: frozenset[tuple[int, int]] = frozenset(),
-                    skip: frozenset[str] = frozenset()) -> list[tuple[Path, str]]:
+                    skip: frozenset[str] = frozenset(),
+                    elf_files: list[str] | None = None,
+                    ) -> list[tuple[Path, str]]:
     """Files below root (symlink targets included) that still mention any needle.
 
     ``skip_inodes`` ((st_dev, st_ino) pairs) are files known not to: cached
     layer files hard-linked in, which were made in another directory. ``skip``:
     paths relative to root whose files and symlinks are not the caller's concern
     (a layer view's links, which name the cache by design): passed over unread
-    (a directory there is still searched).
+    (a directory there is still searched). ``elf_files``: given, it receives the
+    paths of the files read that begin as an ELF file does (from the read this scan
+    makes anyway, so the stack record of a new layer, stack_compat.keep_stack_record,
+    does not read every file again).
     """
     encoded = [(n, n.encode()) for n in needles if n]
     found = []
@@ -242,20 +252,28 @@ def find_references(root: Path, needles: list[str],
                 elif entry.is_dir():
                     pending.append(entry.path)
                 elif entry.is_file() and (device, entry.inode()) not in skip_inodes:
+                    head: list[bytes] | None = [] if elf_files is not None else None
                     found += [(Path(entry.path), n)
-                              for n in file_mentions(entry.path, encoded)]
+                              for n in file_mentions(entry.path, encoded, head)]
+                    if elf_files is not None and head == [ELF_MAGIC]:
+                        elf_files.append(entry.path)
     return sorted(found)
 
 
 _SCAN_CHUNK = 1 << 20
 
 
-def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
+def file_mentions(path: str, encoded: list[tuple[str, bytes]],
+                  head: list[bytes] | None = None) -> list[str]:
     """The needles found in the file at ``path``, read in chunks (memory does not grow
     with the file) and only where it holds data: a needle (never NUL bytes) cannot
-    lie in a sparse file's holes."""
+    lie in a sparse file's holes. ``head``: given, it receives the file's first four
+    bytes when its data starts at offset 0 (else it begins with a hole: zeros)."""
     wanted = [(name, needle) for name, needle in encoded if needle and b"\0" not in needle]
     if not wanted:
+        if head is not None:
+            with open(path, "rb", buffering=0) as handle:
+                head.append(handle.read(4))
         return []
     overlap = max(len(needle) for _, needle in wanted) - 1
     found: list[str] = []
@@ -275,6 +293,8 @@ def file_mentions(path: str, encoded: list[tuple[str, bytes]]) -> list[str]:
                 chunk = handle.read(min(_SCAN_CHUNK, end - position))
                 if not chunk:
                     break
+                if head is not None and position == 0:
+                    head.append(chunk[:4])
                 position += len(chunk)
                 if digest is not None:
                     digest.update(chunk)

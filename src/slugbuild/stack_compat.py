@@ -33,7 +33,7 @@ import shutil
 import struct
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -347,17 +347,19 @@ _LAYER_RECORD_FORMAT = 1
 STACK_RECORD = "stack-requirements.json"
 
 
-def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
+def _layer_elf_files(tree: Path, record: Path, heads_read: Collection[str] | None = None
+                     ) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
     """A layer's ELF files and paths: its record when one is kept, else read now and kept
     (best effort: a read-only cache reads them each time). A missing tree (a part-only
     layer's, not written yet) is FileNotFoundError: read as empty, it would keep a
-    record that drops the layer's needs for every later build."""
+    record that drops the layer's needs for every later build. ``heads_read``: see
+    ``_tree_elf_files``."""
     kept = _kept_record(record)
     if kept is not None:
         return kept
     if not tree.is_dir():
         raise FileNotFoundError(errno.ENOENT, "a layer's tree is not written", str(tree))
-    elves, present = _tree_elf_files(tree)
+    elves, present = _tree_elf_files(tree, heads_read)
     with contextlib.suppress(OSError):
         record.parent.mkdir(exist_ok=True)
         temporary = record.with_name(f".{record.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -368,12 +370,16 @@ def _layer_elf_files(tree: Path, record: Path) -> tuple[list[tuple[str, ElfInfo]
     return elves, present
 
 
-def keep_stack_record(tree: Path, record: Path) -> None:
+def keep_stack_record(tree: Path, record: Path, heads_read: Collection[str] | None = None
+                      ) -> None:
     """Read a layer's ELF facts into ``record`` now unless kept already: a build that
     shows the layer by a view does it in the background, so its stack_requirements
-    stage reads the record instead of every file of a layer no build read before."""
+    stage reads the record instead of every file of a layer no build read before.
+    ``heads_read``: the paths of the tree's files that begin as an ELF file does, when a
+    pass that read every file's head found them (a new dependency layer's host-path
+    scan, relocate.find_references): only those are opened again."""
     if not stack_record_kept(record):
-        _layer_elf_files(tree, record)
+        _layer_elf_files(tree, record, heads_read)
 
 
 def stack_record_kept(record: Path) -> bool:
@@ -404,9 +410,13 @@ def _elf_from_json(data: dict[str, Any]) -> ElfInfo:
         tuple((str(library), tuple(names)) for library, names in data["needs_by_library"]))
 
 
-def _tree_elf_files(tree: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
+def _tree_elf_files(tree: Path, heads_read: Collection[str] | None = None
+                    ) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
     """The ELF files (not symlinks) below ``tree`` and every file or symlink's path, as
-    ``os.walk`` sees them (linked directories are not entered)."""
+    ``os.walk`` sees them (linked directories are not entered). ``heads_read``: the
+    paths (``tree`` joined with the file's) of the only files that can be ELF files,
+    their heads read already; the others are not opened."""
+    candidates = None if heads_read is None else frozenset(heads_read)
     elves: list[tuple[str, ElfInfo]] = []
     present: list[str] = []
     for directory, dirnames, filenames in os.walk(tree):
@@ -416,7 +426,7 @@ def _tree_elf_files(tree: Path) -> tuple[list[tuple[str, ElfInfo]], list[str]]:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             present.append(rel)
             path = os.path.join(directory, name)
-            if os.path.islink(path):
+            if candidates is not None and path not in candidates or os.path.islink(path):
                 continue
             info = _try_elf_file(path)
             if info is not None:
