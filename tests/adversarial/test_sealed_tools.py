@@ -145,6 +145,23 @@ def test_an_apps_index_cannot_choose_the_tool_another_app_runs(tmp_path):
     assert list(second.glob("__pycache__/pipenv.*.pyc"))
 
 
+@pytest.mark.parametrize("variable", ["UV_INDEX", "UV_FIND_LINKS"])
+def test_an_exported_index_cannot_choose_the_tool_another_app_runs(tmp_path, variable):
+    """An earlier buildpack's export (app A chose the buildpack) that points uv at
+    another source: app B, without it, never runs the tool that source served."""
+    root = tmp_path / "cache"
+    evil_dir = _tool_index(tmp_path, "evil", "print('EVIL')\n")
+    with serve_directory(evil_dir) as evil, \
+            serve_directory(_tool_index(tmp_path, "good", "print('GOOD')\n")) as good:
+        source = f"{evil}/simple/" if variable == "UV_INDEX" else str(evil_dir / "files")
+        first = ensure_tool("pipenv", _job(root, tmp_path, "a", {
+            "PIP_INDEX_URL": f"{good}/simple/"}, exports={variable: source}))
+        second = ensure_tool("pipenv", _job(root, tmp_path, "b", {
+            "PIP_INDEX_URL": f"{good}/simple/"}))
+    assert "EVIL" in (first / "pipenv.py").read_text()  # the export did reach uv
+    assert "GOOD" in (second / "pipenv.py").read_text()
+
+
 # A tool run that executes code the app chose (a Poetry plugin its pyproject asks for)
 # tries to leave a .pyc and its module in the shared tool, then exports nothing.
 EXPORTER = '''\
