@@ -32,6 +32,7 @@ shared cache (also where no namespace can be had at all, or with
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -170,10 +171,23 @@ class CacheSeal:
         mount: uv hard-links files from its cache into the layer being made under
         tmp/, which a bind between them would turn into copies (EXDEV)."""
         token = self.scratch.name.split(".", 1)[0] + "."
+        self._make_stores()
         entries = [entry for entry in _entries(self.root) if entry.name not in INSTALLER_WRITES]
         entries += [entry for entry in _entries(self.root / "tmp")
                     if not entry.name.startswith(token)]
         return [str(entry) for entry in entries]
+
+    def _make_stores(self) -> None:
+        """Every store other builds read (``tools/``, ``history/``, ``checks/``...) made
+        if missing: only an entry that exists can be bound read-only, and on a fresh cache
+        an install's package build could otherwise create one in the writable root and
+        plant what the next app's build takes (a tool under its predictable key)."""
+        from .cache_admin import LISTED_KINDS, STORES  # only a sealed install needs them
+
+        for name in (*LISTED_KINDS, *STORES):
+            if name not in INSTALLER_WRITES:
+                with contextlib.suppress(OSError):
+                    (self.root / name).mkdir(exist_ok=True)
 
     def step(self, name: str, writable: Sequence[Path] = ()) -> SealedStep:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""

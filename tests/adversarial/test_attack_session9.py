@@ -309,6 +309,37 @@ def test_a_buildpacks_ld_preload_reaches_no_step_of_slugbuilds_own_nor_another_a
         assert layers() == before  # the same exports share their layer
 
 
+def _plainpkg_of(slug: Path) -> str:
+    with tarfile.open(slug) as tar:
+        (member,) = [m for m in tar.getmembers() if m.name.endswith("site-packages/plainpkg.py")]
+        handle = tar.extractfile(member)
+        assert handle is not None
+        return handle.read().decode()
+
+
+@pytest.mark.slow
+def test_a_buildpacks_exported_uv_source_reaches_no_other_apps_layer(
+        tmp_path: Path, runtime_seed: Path) -> None:
+    """A buildpack exporting UV_FIND_LINKS (or UV_INDEX) points the install at its own
+    wheels; the layer of wheels only was keyed without the exports, so another app
+    with the same requirements restored app one's package."""
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "plainpkg-1.0-py3-none-any.whl").write_bytes(
+        minimal_wheel("plainpkg", "1.0", "VALUE = 666\n"))
+    exporter = make_buildpack(tmp_path / "exporter", (
+        f'echo "export UV_FIND_LINKS={evil}" > "$(dirname "$0")/../export"\n'))
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+    with serve_directory(wheel_index(tmp_path / "index")) as base:
+        index = {"PIP_INDEX_URL": f"{base}/simple/"}
+        compile_app(plain_app(tmp_path / "one"), tmp_path / "one.tgz", cache_dir=cache,
+                    buildpacks=[str(exporter), "python"], env=index)
+        assert "666" in _plainpkg_of(tmp_path / "one.tgz")  # the export reached uv
+        compile_app(plain_app(tmp_path / "two"), tmp_path / "two.tgz", cache_dir=cache,
+                    env=index)
+    assert _plainpkg_of(tmp_path / "two.tgz") == "VALUE = 1\n"
+
+
 def test_an_export_file_exports_only_what_it_sets(tmp_path: Path) -> None:
     """The shell sourcing a buildpack's `export` file carries the tool cookie slugbuild
     gives every tool run, a new value each run: it was taken for an export, so every

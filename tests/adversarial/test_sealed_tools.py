@@ -145,6 +145,23 @@ def test_an_apps_index_cannot_choose_the_tool_another_app_runs(tmp_path):
     assert list(second.glob("__pycache__/pipenv.*.pyc"))
 
 
+@pytest.mark.parametrize("variable", ["UV_INDEX", "UV_FIND_LINKS"])
+def test_an_exported_index_cannot_choose_the_tool_another_app_runs(tmp_path, variable):
+    """An earlier buildpack's export (app A chose the buildpack) that points uv at
+    another source: app B, without it, never runs the tool that source served."""
+    root = tmp_path / "cache"
+    evil_dir = _tool_index(tmp_path, "evil", "print('EVIL')\n")
+    with serve_directory(evil_dir) as evil, \
+            serve_directory(_tool_index(tmp_path, "good", "print('GOOD')\n")) as good:
+        source = f"{evil}/simple/" if variable == "UV_INDEX" else str(evil_dir / "files")
+        first = ensure_tool("pipenv", _job(root, tmp_path, "a", {
+            "PIP_INDEX_URL": f"{good}/simple/"}, exports={variable: source}))
+        second = ensure_tool("pipenv", _job(root, tmp_path, "b", {
+            "PIP_INDEX_URL": f"{good}/simple/"}))
+    assert "EVIL" in (first / "pipenv.py").read_text()  # the export did reach uv
+    assert "GOOD" in (second / "pipenv.py").read_text()
+
+
 # A tool run that executes code the app chose (a Poetry plugin its pyproject asks for)
 # tries to leave a .pyc and its module in the shared tool, then exports nothing.
 EXPORTER = '''\
@@ -241,3 +258,42 @@ def test_npm_scripts_are_run_when_npm_ci_would_have_run_some(tmp_path):
     assert commands({"postinstall": "p"}, plain) == [["rebuild"]]
     assert commands({}, plain, version=1) == [["rebuild"]]  # v1 does not say
     assert commands({"prepare": "p"}, plain) == [["run", "--if-present", "prepare"]]
+
+
+# On a fresh cache the stores other builds read later (tools/, history/, checks/...)
+# do not exist yet: a sealed install may not create them and plant their entries.
+PLANT_NEW_STORES_SETUP_PY = planting_setup_py("""
+targets = []
+for store in ("tools/pipenv-planted/tree", "history", "checks"):
+    try:
+        os.makedirs(cache + "/" + store, exist_ok=True)
+    except OSError:
+        pass
+    targets.append(cache + "/" + store + "/planted")
+""", "\\nprint('planted')\\n")
+
+
+def test_a_sealed_install_cannot_create_the_stores_a_fresh_cache_lacks(tmp_path,
+                                                                       setuptools_wheel):
+    _sealed_here(tmp_path)
+    root = tmp_path / "cache"
+    cache = Cache(root)
+    assert not (root / "tools").exists()  # a fresh cache: made by the first tool install
+    index = tmp_path / "index"
+    write_simple_index(index, {
+        "plantpkg": ("plantpkg-1.0.tar.gz",
+                     setuptools_sdist("plantpkg", "1.0", PLANT_NEW_STORES_SETUP_PY)),
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
+    app = make_app(tmp_path / "app", {"requirements.txt": "plantpkg>=1.0\n"})
+    report = tmp_path / "report"
+    plan = InstallPlan(name="pip", tool="uv", version="uv", key_files=("requirements.txt",),
+                       resolves=True)
+    with serve_directory(index) as base:
+        resolve_plan(plan, app_dir=app, lock_file="requirements.txt", python_version="3.12",
+                     config_vars={"PIP_INDEX_URL": f"{base}/simple/", "SEAL_CACHE": str(root),
+                                  "SEAL_REPORT": str(report)}, cache=cache,
+                     reporter=Reporter(quiet=True))
+    lines = set(report.read_text().splitlines())
+    assert lines and all(line.startswith("DENIED") for line in lines), lines
+    assert not list(root.glob("tools/*")) and not list(root.glob("history/*"))
+    assert not list(root.glob("checks/*"))

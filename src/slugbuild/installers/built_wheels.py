@@ -79,10 +79,13 @@ PROCESS_STEERING = frozenset({
 
 
 def steers_processes(exports: Mapping[str, str]) -> bool:
-    """Whether ``exports`` hold a variable that takes over the installer's processes:
-    a layer installed with one, even of wheels only, records its build environment
+    """Whether ``exports`` hold a variable that takes over the installer's processes,
+    or chooses what they fetch (a ``UV_``/``PIP_`` setting: ``UV_FIND_LINKS``,
+    ``UV_INDEX``, which the layer key's config vars do not name): a layer installed
+    with one, even of wheels only, records its build environment
     (``build_env_sha256``), so no build without the same exports reuses it."""
-    return any(name.startswith("LD_") or name in PROCESS_STEERING for name in exports)
+    return any(name.startswith(("LD_", "UV_", "PIP_")) or name in PROCESS_STEERING
+               for name in exports)
 
 
 def built_elsewhere(manifest: Mapping[str, Any], env_sha256: str) -> bool:

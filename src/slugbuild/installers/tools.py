@@ -6,7 +6,8 @@ own interpreter with that directory on PYTHONPATH. The slug only ever gets
 the app's packages; the tools only export what their lock file pins.
 
 A tool is shared by every app using the cache, so no app may decide what another
-app's tool is. Its key names the indexes it came from (an app's own index may
+app's tool is. Its key names the indexes it came from, config vars and earlier
+buildpacks' exports alike (an app's own index may
 serve any ``pipenv==2026.10.3`` it likes, installed for that app's index only);
 it is installed from wheels only (``--no-build``: no package's code runs) and
 sealed as an install (step_jail.py), into the build's private scratch, its
@@ -58,7 +59,7 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
         "platform": sys.platform,
         "uv": uv_version(),
         "format": TOOL_FORMAT,
-        "sources_sha256": sources_sha256(job.config_vars),
+        "sources_sha256": sources_sha256(job.config_vars, job.exports),
     }
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     layer_name = f"{name}-{key[:12]}"
@@ -95,11 +96,19 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
     return layer.tree
 
 
-def sources_sha256(config_vars: Mapping[str, str]) -> str:
+def sources_sha256(config_vars: Mapping[str, str],
+                   exports: Mapping[str, str] | None = None) -> str:
     """The digest of what decides where a tool's files come from: the indexes as uv
-    is given them and every UV_/PIP_ config var (credentials never shown, only hashed)."""
-    settings = {**{name: value for name, value in config_vars.items()
-                   if _INSTALL_SETTINGS.match(name)}, **index_env(config_vars)}
+    is given them and every UV_/PIP_ config var (credentials never shown, only hashed),
+    and every UV_/PIP_ variable an earlier buildpack exported: they reach uv too
+    (``uv_env``), and ``UV_INDEX`` or ``UV_FIND_LINKS`` there chooses the tool's files."""
+    settings: dict[str, object] = {
+        **{name: value for name, value in config_vars.items()
+           if _INSTALL_SETTINGS.match(name)}, **index_env(config_vars)}
+    exported = {name: value for name, value in (exports or {}).items()
+                if _INSTALL_SETTINGS.match(name)}
+    if exported:  # absent without them: the keys of tools installed before stay
+        settings["exported"] = exported
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
