@@ -191,6 +191,35 @@ def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
     return buffer.getvalue()
 
 
+def setuptools_sdist(name: str, version: str, setup_py: str) -> bytes:
+    """An sdist of ``name`` ``version`` built by setuptools from ``setup_py`` (whose
+    code runs when an installer builds it: the package code of an install)."""
+    files = {"setup.py": setup_py,
+             "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                               'build-backend = "setuptools.build_meta"\n',
+             "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path, text in files.items():
+            info = tarfile.TarInfo(f"{name}-{version}/{path}")
+            info.size = len(text.encode())
+            archive.addfile(info, io.BytesIO(text.encode()))
+    return buffer.getvalue()
+
+
+def write_simple_index(root: Path, files: dict[str, tuple[str, bytes]]) -> None:
+    """A PEP 503 index in ``root`` (to serve with ``serve_directory``): for each
+    project name, one file (its name and bytes) under ``files/``, linked with its
+    SHA-256 from ``simple/<name>/``."""
+    for name, (filename, data) in files.items():
+        (root / "files").mkdir(parents=True, exist_ok=True)
+        (root / "files" / filename).write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "simple" / name).mkdir(parents=True)
+        (root / "simple" / name / "index.html").write_text(
+            f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
+
+
 @contextlib.contextmanager
 def serving(server: http.server.HTTPServer) -> Iterator[http.server.HTTPServer]:
     """Run ``server`` in a thread while the block runs; shut and close it after."""
