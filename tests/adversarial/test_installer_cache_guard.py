@@ -11,7 +11,9 @@ package from a wheel and builds nothing, shipped the poisoned module.
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,9 @@ import pytest
 
 from slugbuild import compile_app
 from slugbuild.layer_overlay import mechanism
+from slugbuild.log import Reporter
+from slugbuild.proc import run_captured
+from slugbuild.step_jail import CacheSeal, PrivateView, sealing_mechanism
 
 from ..helpers import (
     make_app,
@@ -118,3 +123,51 @@ def test_a_package_build_cannot_poison_another_apps_install_through_uvs_cache(
     assert hashlib.sha256((tmp_path / "victim.tgz").read_bytes()).hexdigest() == \
         hashlib.sha256((tmp_path / "clean.tgz").read_bytes()).hexdigest()
     assert not list((cache / "uv").glob("archive-v*/planted-by-evilpkg"))
+
+
+def test_an_install_run_sees_the_caches_privately_and_what_it_writes_goes(tmp_path):
+    """The guard's own mechanism, without an installer: a run reads the shared cache and
+    its environment's partition through the view, not a built-wheel bucket another
+    environment left in the shared cache; its writes (in place, new entries, a rename
+    from the view's top into a bucket, as uv makes its entries) work and are gone
+    afterwards; the shared directories themselves are read-only to it."""
+    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
+        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    root = tmp_path / "cache"
+    shared, partition = root / "uv", root / "built-wheels" / "uv" / "env"
+    (shared / "archive-v0" / "abc").mkdir(parents=True)
+    (shared / "archive-v0" / "abc" / "m.py").write_text("clean\n")
+    (shared / "sdists-v9" / "another-environments").mkdir(parents=True)
+    (partition / "sdists-v9" / "mine").mkdir(parents=True)
+    scratch, build = root / "tmp" / "t.install.x", root / "tmp" / "t.build.x"
+    view = scratch / "installer-caches" / "uv"
+    view.mkdir(parents=True)
+    build.mkdir()
+    seal = CacheSeal(root, build, lambda: Path(tempfile.mkdtemp(prefix="t.seal.",
+                                                                 dir=root / "tmp")),
+                     Reporter(quiet=True))
+    caches = seal.private_caches([PrivateView(view, (partition, shared), ("sdists-v9",))],
+                                 scratch, [shared, root / "built-wheels"])
+    assert caches is not None
+    script = f"""
+        cat {view}/archive-v0/abc/m.py; ls {view}/sdists-v9
+        echo poisoned > {view}/archive-v0/abc/m.py && echo in-place-written
+        mkdir {view}/.tmp-entry {view}/archive-v0/planted && echo planted
+        python3 -c 'import os; os.rename("{view}/.tmp-entry", "{view}/archive-v0/new")' \
+            && echo renamed
+        echo x > {shared}/archive-v0/abc/m.py || echo shared-denied
+        echo x > {partition}/sdists-v9/mine/x || echo partition-denied
+    """
+    try:
+        done = seal.install_step("a test run", caches).run_step(
+            ["sh", "-c", script], lambda command: run_captured(command, dict(os.environ),
+                                                               cwd=scratch))
+    finally:
+        caches.discard()
+    assert done.stdout.decode().split() == [
+        "clean", "mine", "in-place-written", "planted", "renamed", "shared-denied",
+        "partition-denied"], done.stderr.decode()
+    assert (shared / "archive-v0" / "abc" / "m.py").read_text() == "clean\n"
+    assert sorted(os.listdir(shared / "archive-v0")) == ["abc"]
+    assert os.listdir(view) == [] and not caches.base.exists()
+    assert sorted(os.listdir(partition / "sdists-v9")) == ["mine"]
