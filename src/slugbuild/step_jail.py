@@ -132,6 +132,9 @@ class CacheSeal:
     # Install scratch directories whose wheel-only run failed: their later runs are
     # guarded at once (installers/common.py).
     building: set[Path] = field(default_factory=set)
+    # The private caches of each install (by its scratch directory): its guarded runs
+    # share them (a dry run's build serves the install), discarded when it ends.
+    _private: dict[Path, PrivateCaches] = field(default_factory=dict)
 
     def mounts(self, writable: Sequence[Path] = ()) -> SealMounts | None:
         """The seal for one step (``writable``: what it may write besides the build's
@@ -232,6 +235,27 @@ class CacheSeal:
             return None
         return PrivateCaches(base, tuple(overlays), tuple(map(str, read_only)))
 
+    def install_caches(self, views: Sequence[PrivateView], scratch: Path,
+                       read_only: Sequence[Path]) -> PrivateCaches | None:
+        """``private_caches`` made once per install (``scratch``): its later guarded
+        runs see what its earlier ones wrote (this app's own package code only);
+        ``discard_install_caches`` when it ends."""
+        with self._lock:
+            made = self._private.get(scratch)
+        if made is None:
+            made = self.private_caches(views, scratch, read_only)
+            if made is not None:
+                with self._lock:
+                    self._private[scratch] = made
+        return made
+
+    def discard_install_caches(self, scratch: Path) -> None:
+        """What the guarded runs of the install in ``scratch`` wrote in the caches, gone."""
+        with self._lock:
+            made = self._private.pop(scratch, None)
+        if made is not None:
+            made.discard()
+
     def say_unguarded(self, why: str) -> None:
         """Once per build: an install's package builds run with the installer caches
         writable, as the seal alone leaves them (unsaid when the seal itself is off:
@@ -294,7 +318,10 @@ class CacheSeal:
         self.say_unsealed()
 
     def close(self) -> None:
-        """The status files gone (the build's other scratch is disposed of apart)."""
+        """The status files gone (the build's other scratch is disposed of apart), and
+        any install's private caches."""
+        for scratch in list(self._private):
+            self.discard_install_caches(scratch)
         if self._status_base is not None:
             shutil.rmtree(self._status_base, ignore_errors=True)
 

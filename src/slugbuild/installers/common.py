@@ -197,11 +197,13 @@ def guarded_run(job: InstallJob, argv: Sequence[str | Path],
     an overlay of this environment's built wheels over the shared cache, the shared
     caches and every built-wheel partition read-only; what the run writes in them (a
     package build's planted or edited entries as much as the installer's downloads and
-    built wheels) is discarded afterwards, so no package code decides what another
-    app's install takes from them. Files are copied from the cache, not hard-linked
-    (the overlay is another file system). ``built``: the run is known to build (its
-    wheel-only run failed), so the install counts as built from source, as its
-    discarded built wheels can no longer tell (``built_wheels.from_source``)."""
+    built wheels) is discarded when the install ends (``CacheSeal.install_caches``: the
+    install's later runs see it, a dry run's build serves the install), so no package
+    code decides what another app's install takes from them. Files are copied from the
+    cache, not hard-linked (the overlay is another file system). ``built``: the run is
+    known to build (its wheel-only run failed), so the install counts as built from
+    source, as its discarded built wheels can no longer tell
+    (``built_wheels.from_source``)."""
     assert job.seal is not None
     root = job.cache.root
     views = [PrivateView(job.scratch / built_wheels.JOB_VIEWS / tool,
@@ -210,16 +212,13 @@ def guarded_run(job: InstallJob, argv: Sequence[str | Path],
                          tuple(built_wheels.built_buckets(
                              built_wheels.shared_cache(root, tool), tool)))
              for tool in built_wheels.BUILT_BUCKETS]
-    caches = job.seal.private_caches(
+    caches = job.seal.install_caches(
         views, job.scratch,
         [*(view.lowers[1] for view in views), root / built_wheels.BUILT_WHEELS_DIR])
     name = f"`{Path(str(argv[0])).name}`"
     if caches is None:
         return run(job.seal.install_step(name), argv)
-    try:
-        output = run(job.seal.install_step(name, caches), copying(argv))
-    finally:
-        caches.discard()
+    output = run(job.seal.install_step(name, caches), copying(argv))
     if built:
         built_wheels.note_built(job.scratch)
     return output
