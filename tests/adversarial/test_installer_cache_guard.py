@@ -171,3 +171,62 @@ def test_an_install_run_sees_the_caches_privately_and_what_it_writes_goes(tmp_pa
     assert sorted(os.listdir(shared / "archive-v0")) == ["abc"]
     assert os.listdir(view) == [] and not caches.base.exists()
     assert sorted(os.listdir(partition / "sdists-v9")) == ["mine"]
+
+
+def test_guarded_runs_at_once_on_one_cache_both_succeed(tmp_path):
+    """What sank session 9's guard: builds installing into one cache at once. Two
+    guarded runs (their own views and private caches) each unpack an entry as uv
+    does (a directory renamed from the view's top into a bucket) while a wheel-only
+    run of a third build adds entries to the shared bucket: all succeed, each run
+    sees the shared entry made before it, and the shared cache ends with exactly
+    the wheel-only run's entries."""
+    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
+        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    import threading
+
+    root = tmp_path / "cache"
+    shared = root / "uv"
+    (shared / "archive-v0" / "first").mkdir(parents=True)
+    (root / "tmp" / "t.build.x").mkdir(parents=True)
+    seal = CacheSeal(root, root / "tmp" / "t.build.x", lambda: Path(
+        tempfile.mkdtemp(prefix="t.seal.", dir=root / "tmp")), Reporter(quiet=True))
+    said: dict[int, list[str]] = {}
+
+    def guarded(number: int) -> None:
+        scratch = root / "tmp" / f"t.install.{number}"
+        view = scratch / "installer-caches" / "uv"
+        view.mkdir(parents=True)
+        caches = seal.install_caches([PrivateView(view, (scratch / "partition", shared))],
+                                     scratch, [shared])
+        assert caches is not None
+        script = f"""
+            for i in 1 2 3 4 5 6 7 8 9 10; do
+                mkdir {view}/.tmp-$i && echo x > {view}/.tmp-$i/m.py
+                python3 -c 'import os, sys; os.rename(*sys.argv[1:])' \
+                    {view}/.tmp-$i {view}/archive-v0/own-$i
+                ls {view}/archive-v0 >/dev/null
+            done
+            ls {view}/archive-v0/first >/dev/null && echo sees-first
+            ls {view}/archive-v0 | grep -c own-
+        """
+        try:
+            done = seal.install_step("run", caches).run_step(
+                ["sh", "-c", script], lambda command: run_captured(
+                    command, dict(os.environ), cwd=scratch))
+            said[number] = done.stdout.decode().split()
+        finally:
+            seal.discard_install_caches(scratch)
+
+    runs = [threading.Thread(target=guarded, args=(number,)) for number in (1, 2)]
+    for run in runs:
+        run.start()
+    for number in range(20):  # the wheel-only build, writing the shared bucket itself
+        entry = shared / f".tmp-shared-{number}"
+        entry.mkdir()
+        os.rename(entry, shared / "archive-v0" / f"shared-{number}")
+    for run in runs:
+        run.join()
+    assert said == {1: ["sees-first", "10"], 2: ["sees-first", "10"]}
+    assert sorted(os.listdir(shared / "archive-v0")) == sorted(
+        ["first", *(f"shared-{number}" for number in range(20))])
+    assert not list((root / "tmp").glob("t.install.*/cache-guard.*"))
