@@ -447,6 +447,8 @@ def find_or_install(
                                                      name, inputs, into_prefix, baseline, copy,
                                                      previous, env_sha256)
                 finally:
+                    if seal is not None:  # what its guarded runs wrote: never adopted
+                        seal.discard_install_caches(scratch)
                     built_wheels.adopt_job_caches(cache.root, scratch, env_sha256)
                     shutil.rmtree(scratch, ignore_errors=True)
                 _remember(cache, source_dir, planned.inputs)

@@ -60,14 +60,16 @@ from .envflag import env_flag
 T = TypeVar("T")
 OVERLAY_ENV = "SLUGBUILD_LAYER_OVERLAY"
 # What the overlay options cannot hold (they are separated by "," and ":").
-_UNSAFE = frozenset(",:\\\n\"'")
+UNSAFE_OPTION_CHARS = frozenset(",:\\\n\"'")
 # The wrapper's own errors (unshare's, mount's) go to the run's status file, not to the
 # step's output: stderr is kept as fd 3 and given back to the step when it starts.
 _KEEP_STDERR = 'exec 3>&2 2>"$0"; exec "$@"'
 # Bind-mounts each read-only path up to "--" ("$2" onwards; one gone meanwhile, such
 # as another build's scratch, is skipped), then each writable one up
 # to the next "--" (a bind of a path below a read-only bind is read-only until
-# remounted), then the overlay if any ("$1" options, "$2" target; both empty: none),
+# remounted), then each private overlay of a directory over itself (target and options
+# pairs up to the next "--": step_jail.py's installer caches), then the overlay if any
+# ("$1" options, "$2" target; both empty: none),
 # then enters its working directory again by its path (the one it was started in is
 # on the mount the binds now cover: a path below it would miss the overlay), and runs
 # the rest (same process: the build's limits and kill apply).
@@ -76,6 +78,8 @@ _MOUNTS = ('m="$0"; o="$1"; t="$2"; shift 2; d=$(pwd -P) || exit 125; '
            '[ ! -e "$1" ] || exit 125; shift; done; '
            'shift; while [ "$1" != -- ]; do { "$m" --bind "$1" "$1" && '
            '"$m" -o remount,bind,rw "$1"; } || exit 125; shift; done; shift; '
+           'while [ "$1" != -- ]; do "$m" -t overlay slugbuild-guard -o "$2" "$1" '
+           '|| exit 125; shift 2; done; shift; '
            'if [ -n "$t" ]; then "$m" -t overlay slugbuild-layers -o "$o" "$t" || exit 125; fi; '
            'cd "$d" || exit 125; exec "$@"')
 # The last word before the step: it has started (``OverlayRun.started``), with its
@@ -125,7 +129,8 @@ class Mechanism:
 
     def command(self, status: Path, mount: Sequence[str], argv: Sequence[str | Path],
                 ids: tuple[int, int] | None = None, writable: Sequence[str] = (),
-                drop: bool | None = None) -> list[str | Path] | None:
+                drop: bool | None = None, overlays: Sequence[tuple[str, str]] = ()
+                ) -> list[str | Path] | None:
         """``argv`` run in a private mount namespace after ``mount`` (the overlay's
         options and its target, both empty for none; then the read-only paths) and
         ``writable`` (paths below a read-only one the step may write): ``sh``
@@ -134,7 +139,8 @@ class Mechanism:
         app's); None when a tool is missing. The wrapper's errors go to ``status``
         (``step_started``); ``ids``: the uid and gid the step drops to (the caller's
         by default); ``drop``: whether it drops (the mechanism's ``drops`` unless
-        told: a sealed step always does, step_jail.py)."""
+        told: a sealed step always does, step_jail.py); ``overlays``: directories
+        (target, overlay options) each shown through a private overlay of itself."""
         tools = [shutil.which(name) for name in ("unshare", "sh", "mount")]
         if None in tools:
             return None
@@ -146,7 +152,8 @@ class Mechanism:
         options, target, *read_only = mount
         return [sh, "-c", _KEEP_STDERR, str(status), unshare, *self.unshare[1:], "--",
                 sh, "-c", _MOUNTS, mounter, options, target, *read_only, "--", *writable,
-                "--", *nested, sh, "-c", _START, sh, *argv]
+                "--", *(word for pair in overlays for word in pair), "--",
+                *nested, sh, "-c", _START, sh, *argv]
 
 
 # As root, a renamed lower directory is recorded (redirect_dir=on) and followed by
@@ -196,7 +203,7 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
         (base / "lower" / "probe").write_text("")
         options = (f"lowerdir={base / 'lower'},upperdir={base / 'upper'},"
                    f"workdir={base / 'work'}{candidate.options}")
-        if any(char in _UNSAFE for char in str(base)):
+        if any(char in UNSAFE_OPTION_CHARS for char in str(base)):
             return False
         command = candidate.command(
             base / "status", [options, str(base / "merged"), str(base / "lower")],
@@ -205,7 +212,7 @@ def _works(candidate: Mechanism, scratch: Path) -> bool:
     except OSError:
         return False
     finally:
-        _remove_scratch(base)
+        remove_scratch(base)
 
 
 def probe_passes(command: Sequence[str | Path] | None) -> bool:
@@ -284,7 +291,7 @@ class OverlayRun:
         asked for (one overlay per step today)."""
         paths = [str(build_dir), str(scratch), *(str(p) for p in read_only),
                  *(str(tree) for _, trees in layers for tree in trees)]
-        if len(layers) != 1 or any(char in _UNSAFE for path in paths for char in path):
+        if len(layers) != 1 or any(char in UNSAFE_OPTION_CHARS for path in paths for char in path):
             return None
         base = Path(tempfile.mkdtemp(prefix="overlay.", dir=scratch))
         mounts = []
@@ -336,7 +343,7 @@ class OverlayRun:
     def remove(self) -> None:
         """The scratch directories (the overlay's work directory is left unreadable)."""
         for mount in self.mounts:
-            _remove_scratch(mount.upper.parent)
+            remove_scratch(mount.upper.parent)
 
 
 def apply_upper(upper: Path, target: Path, xattrs: str = "trusted.overlay.") -> None:
@@ -442,7 +449,7 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _remove_scratch(base: Path) -> None:
+def remove_scratch(base: Path) -> None:
     """An overlay's scratch directory gone: the kernel leaves ``work/work`` with no
     permissions (in a user namespace, the user could not list it otherwise)."""
     for inner in base.glob("*/work"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -45,10 +46,13 @@ from typing import Protocol, TypeVar
 from . import errors
 from .envflag import env_flag
 from .layer_overlay import (
+    UNSAFE_OPTION_CHARS,
     Mechanism,
     SealMounts,
     first_working,
+    mechanism,
     probe_passes,
+    remove_scratch,
     setup_failure,
     step_started,
 )
@@ -123,6 +127,15 @@ class CacheSeal:
     _runs: itertools.count[int] = field(default_factory=itertools.count)
     # The install runs in a thread of its own while the build's other steps run.
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set when the installer caches cannot be shown privately (``private_caches``).
+    said_unguarded: bool = False
+    guard_failed: bool = False
+    # Install scratch directories whose wheel-only run failed: their later runs are
+    # guarded at once (installers/common.py).
+    building: set[Path] = field(default_factory=set)
+    # The private caches of each install (by its scratch directory): its guarded runs
+    # share them (a dry run's build serves the install), discarded when it ends.
+    _private: dict[Path, PrivateCaches] = field(default_factory=dict)
 
     def mounts(self, writable: Sequence[Path] = ()) -> SealMounts | None:
         """The seal for one step (``writable``: what it may write besides the build's
@@ -151,18 +164,116 @@ class CacheSeal:
                 f"Use one cache per app here (docs/security.md).")
 
     def command(self, argv: Sequence[str | Path], writable: Sequence[Path] = (),
-                installer: bool = False) -> tuple[list[str | Path], Path] | None:
+                installer: bool = False, caches: PrivateCaches | None = None
+                ) -> tuple[list[str | Path], Path] | None:
         """``argv`` wrapped to run sealed, and its status file; None: unsealed.
-        ``installer``: sealed as an install (``installer_read_only``)."""
+        ``installer``: sealed as an install (``installer_read_only``); ``caches``: the
+        installer caches shown through private overlays (``private_caches``)."""
         seal = self.mounts(writable)
         found = sealing_mechanism(self.scratch)
         if seal is None or found is None:
             return None
         read_only, opened = ((self.installer_read_only(), ()) if installer
-                             else (seal.read_only, seal.writable))
+                             else (list(seal.read_only), seal.writable))
+        if caches is not None:
+            read_only += caches.read_only
         command = found.command(seal.status, ["", "", *read_only], argv, writable=opened,
-                                drop=True)
+                                drop=True, overlays=caches.overlays if caches else ())
         return (command, seal.status) if command is not None else None
+
+    def guard_available(self) -> bool:
+        """Whether an install run can be shown the installer caches through private
+        overlays here (``private_caches``); the log says once when not."""
+        found = sealing_mechanism(self.scratch) if seal_wanted() and not self.failed else None
+        if found is not None and not self.guard_failed and mechanism(self.scratch) is found:
+            return True
+        self.say_unguarded("no private overlay can be mounted here")
+        return False
+
+    def private_caches(self, views: Sequence[PrivateView], scratch: Path,
+                       read_only: Sequence[Path]) -> PrivateCaches | None:
+        """``views`` for one install run, each an overlay mounted on its target: its
+        lower directories (made if missing) read as they are, what the run writes
+        taken by an upper and work directory in a new directory of ``scratch`` (the
+        install's), discarded after the run (``PrivateCaches.discard``); ``read_only``
+        bound read-only besides. None (said once) when overlays cannot be had here,
+        a path cannot be given to one, or an entry cannot be hidden."""
+        if not self.guard_available():
+            return None
+        found = sealing_mechanism(self.scratch)
+        assert found is not None  # guard_available found it
+        base = Path(tempfile.mkdtemp(prefix="cache-guard.", dir=scratch))
+        overlays = []
+        try:
+            for number, view in enumerate(views):
+                lowers = list(view.lowers)
+                for lower in lowers:
+                    lower.mkdir(parents=True, exist_ok=True)
+                hidden = [name for name in view.hidden
+                          if any((lower / name).exists() for lower in lowers[1:])]
+                if hidden:  # empty opaque directories over the lowers after the first
+                    hider = base / f"hide.{number}"
+                    for name in hidden:
+                        (hider / name).mkdir(parents=True)
+                        os.setxattr(hider / name, f"{found.xattrs}opaque", b"y")
+                    lowers.insert(1, hider)
+                upper, work = base / f"upper.{number}", base / f"work.{number}"
+                upper.mkdir()
+                work.mkdir()
+                view.target.mkdir(parents=True, exist_ok=True)
+                overlays.append((str(view.target),
+                                 f"lowerdir={':'.join(map(str, lowers))},upperdir={upper},"
+                                 f"workdir={work}{found.options}"))
+        except OSError as failure:
+            remove_scratch(base)
+            self.say_unguarded(f"the private caches could not be prepared: {failure}")
+            return None
+        named = [str(base), *(str(path) for view in views
+                              for path in (view.target, *view.lowers))]
+        if any(char in UNSAFE_OPTION_CHARS for path in named for char in path):
+            remove_scratch(base)
+            self.say_unguarded("a cache path holds a character an overlay cannot take")
+            return None
+        return PrivateCaches(base, tuple(overlays), tuple(map(str, read_only)))
+
+    def install_caches(self, views: Sequence[PrivateView], scratch: Path,
+                       read_only: Sequence[Path]) -> PrivateCaches | None:
+        """``private_caches`` made once per install (``scratch``): its later guarded
+        runs see what its earlier ones wrote (this app's own package code only);
+        ``discard_install_caches`` when it ends."""
+        with self._lock:
+            made = self._private.get(scratch)
+        if made is None:
+            made = self.private_caches(views, scratch, read_only)
+            if made is not None:
+                with self._lock:
+                    self._private[scratch] = made
+        return made
+
+    def discard_install_caches(self, scratch: Path) -> None:
+        """What the guarded runs of the install in ``scratch`` wrote in the caches, gone."""
+        with self._lock:
+            made = self._private.pop(scratch, None)
+        if made is not None:
+            made.discard()
+
+    def say_unguarded(self, why: str) -> None:
+        """Once per build: an install's package builds run with the installer caches
+        writable, as the seal alone leaves them (unsaid when the seal itself is off:
+        ``say_unsealed`` covers it)."""
+        with self._lock:
+            said, self.said_unguarded = self.said_unguarded, True
+        if not said and seal_wanted() and not self.failed:
+            self.reporter.warn(
+                f"Package builds during the install can write the shared installer caches "
+                f"({why}): an sdist's setup.py could change what other apps' installs "
+                f"take from them. Use one cache per app here (docs/security.md).")
+
+    def guard_setup_failed(self, step: str, status: Path) -> None:
+        """The overlays of the installer caches failed before ``step`` started: said,
+        and the install's runs are sealed as before without them."""
+        self.guard_failed = True
+        self.say_unguarded(f"the overlays failed for {step}: {setup_failure(status)}")
 
     def installer_read_only(self) -> list[str]:
         """What an install run gets read-only: every entry of the cache root but the
@@ -193,11 +304,12 @@ class CacheSeal:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""
         return SealedStep(self, name, tuple(writable))
 
-    def install_step(self, name: str) -> SealedStep:
+    def install_step(self, name: str, caches: PrivateCaches | None = None) -> SealedStep:
         """A ``StepRunner`` for an installer's run (uv, pip), which may run a
         package's build (setup.py): the layers, runtimes and stores of the cache and
-        other processes' scratch read-only (``installer_read_only``)."""
-        return SealedStep(self, name, (), installer=True)
+        other processes' scratch read-only (``installer_read_only``); with ``caches``,
+        the installer caches shown through private overlays (``private_caches``)."""
+        return SealedStep(self, name, (), installer=True, caches=caches)
 
     def explain_read_only(self, step: str, failure: Exception) -> None:
         """A step that failed on EROFS is told why before its error: it sees only the
@@ -220,7 +332,10 @@ class CacheSeal:
         self.say_unsealed()
 
     def close(self) -> None:
-        """The status files gone (the build's other scratch is disposed of apart)."""
+        """The status files gone (the build's other scratch is disposed of apart), and
+        any install's private caches."""
+        for scratch in list(self._private):
+            self.discard_install_caches(scratch)
         if self._status_base is not None:
             shutil.rmtree(self._status_base, ignore_errors=True)
 
@@ -233,12 +348,14 @@ class SealedStep:
     name: str
     writable: tuple[Path, ...]
     installer: bool = False
+    caches: PrivateCaches | None = None
 
     def run_step(self, argv: Sequence[str | Path], start: Callable[[list[str | Path]], T]) -> T:
         """``start`` for ``argv`` sealed; unsealed when the namespace could not be set
         up before the step started (told by the wrapper's mark, never by the exit
-        code: the step may exit 125 too)."""
-        wrapped = self.seal.command(argv, self.writable, self.installer)
+        code: the step may exit 125 too). A run with private caches whose namespace
+        failed runs again sealed without them."""
+        wrapped = self.seal.command(argv, self.writable, self.installer, self.caches)
         if wrapped is None:
             return start(list(argv))
         command, status = wrapped
@@ -253,8 +370,38 @@ class SealedStep:
         else:
             if step_started(status):
                 return result
+        if self.caches is not None:
+            self.seal.guard_setup_failed(self.name, status)
+            return SealedStep(self.seal, self.name, self.writable,
+                              self.installer).run_step(argv, start)
         self.seal.setup_failed(self.name, status)
         return start(list(argv))
+
+
+@dataclass(frozen=True)
+class PrivateView:
+    """A directory an install run sees through an overlay (``CacheSeal.private_caches``):
+    its ``lowers`` merged (the first on top), less the ``hidden`` entries of the lowers
+    after the first."""
+
+    target: Path
+    lowers: tuple[Path, ...]
+    hidden: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrivateCaches:
+    """The installer caches as one install run sees them (``CacheSeal.private_caches``):
+    the overlays (target, options), what the run writes kept in ``base``, and the
+    shared directories bound read-only."""
+
+    base: Path
+    overlays: tuple[tuple[str, str], ...]
+    read_only: tuple[str, ...]
+
+    def discard(self) -> None:
+        """What the run wrote in the caches, gone (the shared ones never changed)."""
+        remove_scratch(self.base)
 
 
 def _entries(directory: Path) -> list[Path]:

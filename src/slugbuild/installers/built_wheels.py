@@ -49,6 +49,8 @@ CACHE_DISABLING = ("PIP_NO_CACHE_DIR", "UV_NO_CACHE")
 _BUILD_LINE = re.compile(r"\s*(Building wheel for |Created wheel for |Built )")
 # In an install's scratch directory: its output showed a build from source.
 BUILT_MARKER = "built-from-source"
+# In an install's scratch directory: its cache views (``job_cache_dir``).
+JOB_VIEWS = "installer-caches"
 
 
 def build_env_sha256(config_vars: Mapping[str, str], exports: Mapping[str, str],
@@ -140,6 +142,15 @@ def cache_view(shared: Path, built: Path, view: Path, tool: str) -> Path:
     return view
 
 
+def built_buckets(cache: Path, tool: str) -> list[str]:
+    """The buckets of built wheels in ``cache`` (a shared cache holds them when a run
+    without a view filled it: ``slugbuild lock``'s, a resolution of version ranges)."""
+    try:
+        return sorted(entry for entry in os.listdir(cache) if BUILT_BUCKETS[tool].fullmatch(entry))
+    except OSError:
+        return []
+
+
 def adopt(view: Path, shared: Path, built: Path, tool: str) -> None:
     """Move the buckets the installer created in ``view`` (the cache had none yet)
     to where the next install finds them; one another build moved first is kept."""
@@ -204,13 +215,13 @@ def shared_cache(cache_root: Path, tool: str) -> Path:
 def job_cache_dir(cache_root: Path, scratch: Path, tool: str, env_sha256: str) -> Path:
     """The cache directory an install in ``scratch`` gives ``tool`` (``cache_view``)."""
     return cache_view(shared_cache(cache_root, tool), partition(cache_root, tool, env_sha256),
-                      scratch / "installer-caches" / tool, tool)
+                      scratch / JOB_VIEWS / tool, tool)
 
 
 def adopt_job_caches(cache_root: Path, scratch: Path, env_sha256: str) -> None:
     """``adopt`` for each installer cache view an install in ``scratch`` made."""
     for tool in BUILT_BUCKETS:
-        adopt(scratch / "installer-caches" / tool, shared_cache(cache_root, tool),
+        adopt(scratch / JOB_VIEWS / tool, shared_cache(cache_root, tool),
               partition(cache_root, tool, env_sha256), tool)
 
 
@@ -221,12 +232,17 @@ def cache_kept(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in CACHE_DISABLING}
 
 
+def note_built(scratch: Path) -> None:
+    """Mark an install in ``scratch`` as having built from source."""
+    (scratch / BUILT_MARKER).touch()
+
+
 def note_builds(scratch: Path, output: str | None) -> None:
     """Mark an install in ``scratch`` as having built from source when the installer's
     ``output`` says so: seen by ``from_source`` even when no built wheel was cached
     (pip's ephemeral cache for a wheel it does not keep, a cache turned off)."""
     if output and any(_BUILD_LINE.match(line) for line in output.splitlines()):
-        (scratch / BUILT_MARKER).touch()
+        note_built(scratch)
 
 
 def from_source(scratch: Path, site_packages: Path) -> bool:
@@ -238,5 +254,5 @@ def from_source(scratch: Path, site_packages: Path) -> bool:
         return True
     built: set[tuple[str, str]] = set()
     for tool in BUILT_BUCKETS:
-        built |= built_projects(scratch / "installer-caches" / tool, tool)
+        built |= built_projects(scratch / JOB_VIEWS / tool, tool)
     return installed_from_source(site_packages, built)

@@ -10,7 +10,7 @@ import functools
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .. import errors, indexes
@@ -18,8 +18,8 @@ from ..log import Reporter
 from ..proc import ToolFailed, run_tool
 from ..redact import redact_url as redact
 from ..relocate import SLUG_PYTHON_HOME
-from ..step_jail import StepRunner, Unsealed
-from . import InstallJob
+from ..step_jail import PrivateView, StepRunner, Unsealed
+from . import InstallJob, built_wheels
 from .requirements import local_reference
 
 DEFAULT_INDEX_URL = indexes.DEFAULT_INDEX_URL
@@ -150,10 +150,84 @@ def trusted_ca_bundle() -> str | None:
 
 def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[str, str],
                      cwd: Path | None = None, show: bool = True,
-                     reporter: Reporter | None = None) -> str:
+                     reporter: Reporter | None = None,
+                     wheel_only: Sequence[str | Path] | None = None) -> str:
     """``proc.run_tool`` for an installer's run that may build a package from source
-    (its setup.py runs): sealed as an install when the job has the build's seal."""
-    runner: StepRunner = (job.seal.install_step(f"`{Path(str(argv[0])).name}`")
-                          if job.seal is not None else Unsealed())
-    return runner.run_step(argv, lambda command: run_tool(
-        command, reporter or job.reporter, env, cwd=cwd, show=show))
+    (its setup.py runs): sealed as an install when the job has the build's seal, and
+    guarded (``guarded_run``) where private overlays can be had.
+
+    ``wheel_only``: the same run told to build nothing (uv's ``--no-build``): tried
+    first, sealed as before with the installer caches writable (the installer itself
+    guarantees no package code runs), hard links and all; only when it fails (a
+    package must be built, or the run fails anyway) does the run itself go guarded,
+    and the job's later runs with it."""
+    shown_to = reporter or job.reporter
+
+    def run(runner: StepRunner, command_argv: Sequence[str | Path], streamed: bool) -> str:
+        return runner.run_step(command_argv, lambda command: run_tool(
+            command, shown_to, env, cwd=cwd, show=streamed))
+
+    seal = job.seal
+    name = f"`{Path(str(argv[0])).name}`"
+    if seal is None:
+        return run(Unsealed(), argv, show)
+    if not seal.guard_available():
+        return run(seal.install_step(name), argv, show)
+    if wheel_only is not None and job.scratch not in seal.building:
+        try:
+            output = run(seal.install_step(name), wheel_only, False)
+        except ToolFailed:
+            seal.building.add(job.scratch)
+            shown_to.debug("The install builds a package from source (or failed): it runs "
+                           "again with private installer caches")
+        else:
+            if show:
+                with shown_to.batched():
+                    for line in output.splitlines():
+                        shown_to.detail(line)
+            return output
+    return guarded_run(job, argv, lambda runner, command: run(runner, command, show),
+                       built=wheel_only is not None)
+
+
+def guarded_run(job: InstallJob, argv: Sequence[str | Path],
+                run: Callable[[StepRunner, Sequence[str | Path]], str], built: bool) -> str:
+    """An install run that may build packages from source, shown the installer caches
+    privately: each of its cache views (``built_wheels.job_cache_dir``, uv's and pip's)
+    an overlay of this environment's built wheels over the shared cache, the shared
+    caches and every built-wheel partition read-only; what the run writes in them (a
+    package build's planted or edited entries as much as the installer's downloads and
+    built wheels) is discarded when the install ends (``CacheSeal.install_caches``: the
+    install's later runs see it, a dry run's build serves the install), so no package
+    code decides what another app's install takes from them. Files are copied from the
+    cache, not hard-linked (the overlay is another file system). ``built``: the run is
+    known to build (its wheel-only run failed), so the install counts as built from
+    source, as its discarded built wheels can no longer tell
+    (``built_wheels.from_source``)."""
+    assert job.seal is not None
+    root = job.cache.root
+    views = [PrivateView(job.scratch / built_wheels.JOB_VIEWS / tool,
+                         (built_wheels.partition(root, tool, job.env_sha256),
+                          built_wheels.shared_cache(root, tool)),
+                         tuple(built_wheels.built_buckets(
+                             built_wheels.shared_cache(root, tool), tool)))
+             for tool in built_wheels.BUILT_BUCKETS]
+    caches = job.seal.install_caches(
+        views, job.scratch,
+        [*(view.lowers[1] for view in views), root / built_wheels.BUILT_WHEELS_DIR])
+    name = f"`{Path(str(argv[0])).name}`"
+    if caches is None:
+        return run(job.seal.install_step(name), argv)
+    output = run(job.seal.install_step(name, caches), copying(argv))
+    if built:
+        built_wheels.note_built(job.scratch)
+    return output
+
+
+def copying(argv: Sequence[str | Path]) -> list[str | Path]:
+    """``argv`` placing files by copy (uv's ``--link-mode``): a hard link from an
+    overlay to the install's prefix fails, and uv would say so before copying."""
+    words = list(argv)
+    if "--link-mode" in words[:-1]:
+        words[words.index("--link-mode") + 1] = "copy"
+    return words

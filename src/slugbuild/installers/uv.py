@@ -291,7 +291,7 @@ def _dry_run(job: InstallJob, argv: list[str], indexes: dict[str, str]
 
     try:
         output = run_install_tool(job, argv, uv_env(job, indexes), cwd=job.app_dir,
-                                  show=False)
+                                  show=False, wheel_only=no_build(argv))
     except ToolFailed:
         return None  # the install itself reports it
     found = []
@@ -350,12 +350,21 @@ def _prefetch(job: InstallJob, python_version: str, options: list[str],
         uv_binary(), "pip", "install", "--python", sys.executable,
         "--python-version", python_version, "--target", str(job.scratch / "target"),
         "--link-mode", "hardlink", *options, *_constraint_args(job)]
+    argv = no_build(argv)  # it runs no package code: it leaves the builds to the install
     sealed = job.seal.command(argv, installer=True) if job.seal is not None else None
     return subprocess.Popen(sealed[0] if sealed is not None else argv,
                             env=uv_env(job, indexes), cwd=job.app_dir,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own group: stopped with its children
+
+
+def no_build(argv: Sequence[str | Path]) -> list[str | Path]:
+    """A ``uv pip install`` command told to build nothing (``--no-build``: uv runs no
+    package code, using only wheels, and those it built before for this environment):
+    the install's wheel-only run (common.run_install_tool)."""
+    words = list(argv)
+    return [*words[:3], "--no-build", *words[3:]]
 
 
 def _requirements_options(job: InstallJob) -> list[str]:
@@ -416,8 +425,8 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     before = _dist_infos(site_packages)
     env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
-        built_wheels.note_builds(job.scratch,
-                                 run_install_tool(job, argv, env, cwd=job.app_dir))
+        built_wheels.note_builds(job.scratch, run_install_tool(
+            job, argv, env, cwd=job.app_dir, wheel_only=no_build(argv)))
         changed, overlapped, winners = check_installed(site_packages,
                                                        _dist_infos(site_packages) - before)
         for projects, paths in sorted(_overlap_pairs(overlapped).items()):
@@ -442,9 +451,10 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
                              {**env, "UV_CACHE_DIR": str(root)}, show=False)
         names = sorted({dist_info.split("-")[0] for dist_info in changed} | winners)
         if names:
+            again = [*argv, *(f"--reinstall-package={name}" for name in names)]
             built_wheels.note_builds(job.scratch, run_install_tool(
-                job, [*argv, *(f"--reinstall-package={name}" for name in names)],
-                env, cwd=job.app_dir, show=bool(changed)))
+                job, again, env, cwd=job.app_dir, show=bool(changed),
+                wheel_only=no_build(again)))
     except ToolFailed as failed:
         if raw:
             raise
