@@ -22,7 +22,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -166,15 +166,18 @@ def slug_differences(one: Path, two: Path, most: int = 10) -> list[str]:
     return [name for name in names if first.get(name) != second.get(name)][:most]
 
 
-def minimal_wheel(name: str, version: str, module_text: str) -> bytes:
+def minimal_wheel(name: str, version: str, module_text: str,
+                  requires: Sequence[str] = ()) -> bytes:
     """A minimal valid pure-Python wheel of ``name`` ``version``: one module ``name.py``
-    holding ``module_text`` (for loopback package indexes)."""
+    holding ``module_text`` (for loopback package indexes); ``requires``: its
+    Requires-Dist lines."""
     import base64
 
     files = {
         f"{name}.py": module_text,
         f"{name}-{version}.dist-info/METADATA":
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {line}\n" for line in requires),
         f"{name}-{version}.dist-info/WHEEL":
             "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }

@@ -146,7 +146,7 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
             ["--no-deps", "--require-hashes", "-r", str(part)],
             shown=["uv", "pip", "install", "--no-deps", "--require-hashes",
                    "-r", f"<{manager} export of {job.lock_file}>"],
-            indexes=group,
+            indexes=group, exact=True,
         )
     if direct:
         # Version control and URL references a lock pins by commit or URL but
@@ -155,7 +155,7 @@ def install_exported(job: InstallJob, exported: Path, manager: str) -> None:
         urls.write_text("".join(line + "\n" for line in direct))
         _uv_pip_install(job, ["--no-deps", "-r", str(urls)],
                         shown=["uv", "pip", "install", "--no-deps", *direct],
-                        indexes=settings)
+                        indexes=settings, exact=True)
     install_local_packages(job, local)
 
 
@@ -163,7 +163,7 @@ def install_baseline(job: InstallJob, requirements: tuple[str, ...]) -> None:
     """Heroku's baseline (installers/baseline.py), before the app's requirements."""
     _uv_pip_install(job, ["--no-deps", *requirements],
                     shown=["uv", "pip", "install", *requirements],
-                    indexes=index_env(job.config_vars))
+                    indexes=index_env(job.config_vars), exact=True)
 
 
 def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> None:
@@ -179,7 +179,7 @@ def install_local_packages(job: InstallJob, local: list[tuple[str, str]]) -> Non
     shown = ["uv", "pip", "install", "--no-deps", *(written for written, _ in local)]
     try:
         _uv_pip_install(job, ["--no-deps", "-r", str(requirements)], shown=shown,
-                        indexes=index_env(job.config_vars), raw=True)
+                        indexes=index_env(job.config_vars), raw=True, exact=True)
     except ToolFailed as failed:
         for written, requirement in local if len(local) > 1 else ():
             # Into a throwaway target: built for real, as the failed install did.
@@ -235,10 +235,10 @@ def install_requirements(job: InstallJob, pins: Path | None = None) -> None:
     """
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     warn_extra_indexes(job, settings, "uv")
-    _uv_pip_install(job, [*_requirements_options(job),
-                          *(["-c", str(pins)] if pins is not None else [])],
+    options = _requirements_options(job)
+    _uv_pip_install(job, [*options, *(["-c", str(pins)] if pins is not None else [])],
                     shown=["uv", "pip", "install", "-r", job.lock_file],
-                    indexes=settings)
+                    indexes=settings, exact=pins is not None or "--require-hashes" in options)
 
 
 def dry_run_requirements(job: InstallJob, pins: Path | None = None
@@ -248,10 +248,12 @@ def dry_run_requirements(job: InstallJob, pins: Path | None = None
     same options, indexes and resolution). None when uv would also remove or
     replace something there, or names a distribution by anything but a version."""
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
+    options = _requirements_options(job)
     argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
-            "--link-mode", job.link_mode, *_prefix_args(job), *_requirements_options(job),
+            "--link-mode", job.link_mode, *_prefix_args(job), *options,
             *(["-c", str(pins)] if pins is not None else []), *_constraint_args(job)]
-    return _dry_run(job, argv, settings.uv_env())
+    return _dry_run(job, argv, settings.uv_env(),
+                    exact=pins is not None or "--require-hashes" in options)
 
 
 def dry_run_exported(job: InstallJob, exported: Path, manager: str
@@ -276,22 +278,22 @@ def dry_run_exported(job: InstallJob, exported: Path, manager: str
         argv = [uv_binary(), "pip", "install", "--python", str(job.python), "--dry-run",
                 "--link-mode", job.link_mode, *_prefix_args(job), "--no-deps",
                 "--require-hashes", "-r", str(part), *_constraint_args(job)]
-        planned = _dry_run(job, argv, group.uv_env())
+        planned = _dry_run(job, argv, group.uv_env(), exact=True)
         if planned is None:
             return None
         found += planned
     return found
 
 
-def _dry_run(job: InstallJob, argv: list[str], indexes: dict[str, str]
+def _dry_run(job: InstallJob, argv: list[str], indexes: dict[str, str], exact: bool
              ) -> list[tuple[str, str]] | None:
     """The ``+ name==version`` lines of a ``uv pip install --dry-run`` (see
-    ``dry_run_requirements``)."""
+    ``dry_run_requirements``); ``exact`` as ``_uv_pip_install``'s."""
     from packaging.utils import canonicalize_name
 
     try:
         output = run_install_tool(job, argv, uv_env(job, indexes), cwd=job.app_dir,
-                                  show=False, wheel_only=no_build(argv))
+                                  show=False, wheel_only=no_build(argv) if exact else None)
     except ToolFailed:
         return None  # the install itself reports it
     found = []
@@ -362,7 +364,13 @@ def _prefetch(job: InstallJob, python_version: str, options: list[str],
 def no_build(argv: Sequence[str | Path]) -> list[str | Path]:
     """A ``uv pip install`` command told to build nothing (``--no-build``: uv runs no
     package code, using only wheels, and those it built before for this environment):
-    the install's wheel-only run (common.run_install_tool)."""
+    the install's wheel-only run (common.run_install_tool).
+
+    Only for a run that leaves uv no choice of versions (``_uv_pip_install``'s
+    ``exact``): told to build nothing, uv does not fail on a version that has only an
+    sdist, it takes an older version that has a wheel (``bar>=1`` with bar 2.0 an
+    sdist and 1.0 a wheel installs bar 1.0), so a run that resolves would install
+    other versions than the same run without the flag."""
     words = list(argv)
     return [*words[:3], "--no-build", *words[3:]]
 
@@ -408,7 +416,8 @@ def _constraint_args(job: InstallJob) -> list[str]:
 
 
 def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
-                    indexes: IndexSettings | dict[str, str], raw: bool = False) -> None:
+                    indexes: IndexSettings | dict[str, str], raw: bool = False,
+                    exact: bool = False) -> None:
     """Run ``uv pip install`` into the slug's runtime; a failure is the user's to fix
     (``dependency-install-failed``, or the ToolFailed itself when ``raw``).
 
@@ -418,6 +427,11 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     packages installing one path are an overlap: one warning, and the copy of
     the package whose name sorts last is the one kept (uv installs in
     parallel, so which one it wrote last varies).
+
+    ``exact``: the options leave uv no choice of versions (every requirement pinned
+    with ``==`` and no dependencies resolved, hash-checking mode, or constraints
+    pinning the whole resolution), so the run may go wheel-only first (``no_build``);
+    otherwise it runs guarded at once (``common.guarded_run``).
     """
     argv = [uv_binary(), "pip", "install", "--python", str(job.python),
             "--link-mode", job.link_mode, *_prefix_args(job), *options, *_constraint_args(job)]
@@ -426,7 +440,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
     env = uv_env(job, indexes.uv_env() if isinstance(indexes, IndexSettings) else indexes)
     try:
         built_wheels.note_builds(job.scratch, run_install_tool(
-            job, argv, env, cwd=job.app_dir, wheel_only=no_build(argv)))
+            job, argv, env, cwd=job.app_dir, wheel_only=no_build(argv) if exact else None))
         changed, overlapped, winners = check_installed(site_packages,
                                                        _dist_infos(site_packages) - before)
         for projects, paths in sorted(_overlap_pairs(overlapped).items()):
@@ -454,7 +468,7 @@ def _uv_pip_install(job: InstallJob, options: list[str], shown: list[str],
             again = [*argv, *(f"--reinstall-package={name}" for name in names)]
             built_wheels.note_builds(job.scratch, run_install_tool(
                 job, again, env, cwd=job.app_dir, show=bool(changed),
-                wheel_only=no_build(again)))
+                wheel_only=no_build(again) if exact else None))
     except ToolFailed as failed:
         if raw:
             raise
