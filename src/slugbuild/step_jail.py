@@ -56,8 +56,8 @@ from .log import Reporter
 T = TypeVar("T")
 SEAL_ENV = "SLUGBUILD_SEAL_CACHE"
 # What an installer's run may write at the cache's top level: the installers' own
-# caches (uv's, pip's, the per-environment built wheels) and tmp/ (only this process's
-# entries there: the others are bound read-only).
+# caches (uv's, pip's, the per-environment built wheels) and tmp/ (only this build's and
+# the install's own scratch entries there: the others are bound read-only).
 INSTALLER_WRITES = frozenset({"uv", "pip", "built-wheels", "tmp"})
 _found: dict[str, Mechanism | None] = {}
 
@@ -152,38 +152,46 @@ class CacheSeal:
     def command(self, argv: Sequence[str | Path], writable: Sequence[Path] = (),
                 installer: bool = False) -> tuple[list[str | Path], Path] | None:
         """``argv`` wrapped to run sealed, and its status file; None: unsealed.
-        ``installer``: sealed as an install (``installer_read_only``)."""
+        ``installer``: sealed as an install (``installer_read_only``; ``writable``: the
+        install's own scratch entries)."""
         seal = self.mounts(writable)
         found = sealing_mechanism(self.scratch)
         if seal is None or found is None:
             return None
-        read_only, opened = ((self.installer_read_only(), ()) if installer
+        read_only, opened = ((self.installer_read_only(writable), ()) if installer
                              else (seal.read_only, seal.writable))
         command = found.command(seal.status, ["", "", *read_only], argv, writable=opened,
                                 drop=True)
         return (command, seal.status) if command is not None else None
 
-    def installer_read_only(self) -> list[str]:
+    def installer_read_only(self, own: Sequence[Path] = ()) -> list[str]:
         """What an install run gets read-only: every entry of the cache root but the
-        installers' caches and tmp/, and every entry of tmp/ but this process's
-        (named after its lease token). The root itself stays writable on its own
-        mount: uv hard-links files from its cache into the layer being made under
-        tmp/, which a bind between them would turn into copies (EXDEV)."""
-        token = self.scratch.name.split(".", 1)[0] + "."
+        installers' caches and tmp/, and every entry of tmp/ but this build's scratch
+        and the entries holding ``own`` (the install's scratch, the layer it makes).
+        Not every entry of this process:
+        builds run by one process (threads) share its lease token, and one app's
+        package build could write another's build directory and the layer it makes.
+        The root itself stays writable on its own mount: uv hard-links files from its
+        cache into the layer being made under tmp/, which a bind between them would
+        turn into copies (EXDEV); so every top-level store exists before any step runs
+        (cache.TOP_DIRS), or a package build could make it."""
+        tmp = self.root / "tmp"
+        mine = {self.scratch.name, *(path.relative_to(tmp).parts[0] for path in own
+                                     if path.is_relative_to(tmp) and path != tmp)}
         entries = [entry for entry in _entries(self.root) if entry.name not in INSTALLER_WRITES]
-        entries += [entry for entry in _entries(self.root / "tmp")
-                    if not entry.name.startswith(token)]
+        entries += [entry for entry in _entries(self.root / "tmp") if entry.name not in mine]
         return [str(entry) for entry in entries]
 
     def step(self, name: str, writable: Sequence[Path] = ()) -> SealedStep:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""
         return SealedStep(self, name, tuple(writable))
 
-    def install_step(self, name: str) -> SealedStep:
+    def install_step(self, name: str, own: Sequence[Path] = ()) -> SealedStep:
         """A ``StepRunner`` for an installer's run (uv, pip), which may run a
         package's build (setup.py): the layers, runtimes and stores of the cache and
-        other processes' scratch read-only (``installer_read_only``)."""
-        return SealedStep(self, name, (), installer=True)
+        other builds' scratch read-only (``installer_read_only``; ``own``: the
+        install's scratch entries, writable with the build's)."""
+        return SealedStep(self, name, tuple(own), installer=True)
 
     def explain_read_only(self, step: str, failure: Exception) -> None:
         """A step that failed on EROFS is told why before its error: it sees only the

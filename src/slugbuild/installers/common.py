@@ -148,12 +148,20 @@ def trusted_ca_bundle() -> str | None:
     return None
 
 
+def own_scratch(job: InstallJob) -> list[Path]:
+    """What an install run of ``job`` writes besides the build's scratch and the
+    installers' caches: its own scratch and the prefix it installs into (a layer's
+    tree being made); other builds' scratch stays read-only (step_jail)."""
+    return [job.scratch, *([job.prefix] if job.prefix is not None else [])]
+
+
 def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[str, str],
                      cwd: Path | None = None, show: bool = True,
                      reporter: Reporter | None = None) -> str:
     """``proc.run_tool`` for an installer's run that may build a package from source
     (its setup.py runs): sealed as an install when the job has the build's seal."""
-    runner: StepRunner = (job.seal.install_step(f"`{Path(str(argv[0])).name}`")
+    runner: StepRunner = (job.seal.install_step(f"`{Path(str(argv[0])).name}`",
+                                                own_scratch(job))
                           if job.seal is not None else Unsealed())
     return runner.run_step(argv, lambda command: run_tool(
         command, reporter or job.reporter, env, cwd=cwd, show=show))
