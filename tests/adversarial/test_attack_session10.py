@@ -161,3 +161,44 @@ def test_an_install_run_cannot_write_another_builds_scratch_in_the_same_process(
         "DENIED tmp/t.build.theirs/app/planted", "DENIED tmp/t.layers-dep.theirs/tree/planted",
         "WROTE tmp/t.build.mine/app/ok", "WROTE tmp/t.install.mine/ok", "WROTE uv/ok"]
 
+
+@pytest.mark.parametrize("slow", ["manifest", "blob"])
+def test_a_registry_trickling_its_answers_cannot_stretch_a_pull(monkeypatch, slow):
+    """Every read of a registry's answer has a timeout, but nothing bounded the whole:
+    a registry sending one byte before each read timed out kept a build's cache pull
+    (or a published runtime's) going for as long as it liked. A pull now has
+    PULL_SECONDS in all; past them it is REGISTRY_UNREACHABLE (too-slow), which the
+    build's pulls take as a registry that cannot be read (one warning, fail open)."""
+    import http.server
+    import time
+
+    from slugbuild import errors, layer_artifact
+    from slugbuild.cache_registry import RegistryStore
+    from slugbuild.layer_artifact import CONFIG_TYPE, INDEX_TYPE, PART_TYPE, fetch_artifact
+
+    from ..helpers import serving
+    from .fakes import KEY, SPACE, client, fixed, server, trickle
+
+    blob = "sha256:" + "0" * 64
+    manifest = json.dumps({"schemaVersion": 2, "config": {
+        "mediaType": CONFIG_TYPE, "digest": blob, "size": 1 << 20}, "layers": [
+        {"mediaType": PART_TYPE, "digest": blob, "size": 10},
+        {"mediaType": INDEX_TYPE, "digest": blob, "size": 10}]}).encode()
+    slowly = trickle()
+
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if slow == "blob" and "/manifests/" in handler.path:
+            fixed(200, manifest, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+                  )(handler)
+        else:
+            slowly(handler)
+
+    monkeypatch.setattr(layer_artifact, "PULL_SECONDS", 2.0)
+    started = time.monotonic()
+    with serving(server(answer)) as made:
+        with pytest.raises(errors.RegistryError) as raised:
+            fetch_artifact(RegistryStore(client(made, timeout=5)), SPACE, "runtimes", KEY)
+    assert raised.value.code == "registry-unreachable"
+    assert "2 seconds ran out" in raised.value.render()
+    assert time.monotonic() - started < 25  # the trickle lasts 30 s
+
