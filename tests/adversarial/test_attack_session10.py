@@ -202,3 +202,27 @@ def test_a_registry_trickling_its_answers_cannot_stretch_a_pull(monkeypatch, slo
     assert "2 seconds ran out" in raised.value.render()
     assert time.monotonic() - started < 25  # the trickle lasts 30 s
 
+
+@pytest.mark.slow
+def test_a_hooks_link_does_not_lead_slugbuilds_own_writes_into_the_cache(tmp_path,
+                                                                        runtime_seed):
+    """A hook runs sealed, but slugbuild's own writes into the build directory after it
+    do not: post_compile linking .profile.d/python.sh to checks/<marker> (four levels
+    up is the cache) had write_profile make another app's passed import check, so that
+    app's broken entry point went unchecked; the link was refused only later, at
+    packing. Links leaving the slug are now refused right after each hook."""
+    from slugbuild import errors
+
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.12")
+    planted = cache / "checks" / ("0" * 32)
+    hook = ("#!/bin/sh\nrm -rf .profile.d && mkdir .profile.d && "
+            f"ln -s ../../../../checks/{planted.name} .profile.d/python.sh\n")
+    attacker = make_app(tmp_path / "attacker", {
+        **PROCFILE, ".python-version": "3.12\n", "requirements.txt": "six==1.17.0\n",
+        "bin/post_compile": hook})
+    (attacker / "bin" / "post_compile").chmod(0o755)
+    with pytest.raises(errors.SlugbuildError) as raised:
+        compile_app(attacker, tmp_path / "attacker.tgz", cache_dir=cache,
+                    reporter=Reporter(quiet=True))
+    assert raised.value.code == "symlink-leaves-slug"
+    assert not planted.exists()
