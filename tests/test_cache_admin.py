@@ -284,7 +284,7 @@ def test_prune_to_size_counts_what_removing_frees(tmp_path: Path) -> None:
     _fake_layer(cache, "dep")
     data = root / "layers" / "dep" / "tree" / "data.txt"
     data.write_bytes(b"x" * 400_000)
-    (root / "uv").mkdir()
+    (root / "uv").mkdir(exist_ok=True)  # made when the cache is opened
     os.link(data, root / "uv" / "linked")
     (root / "pyc" / "ab").mkdir(parents=True)
     (root / "pyc" / "ab" / "keep").write_bytes(b"y" * 8192)

@@ -27,6 +27,7 @@ from .buildpack_lists import (
     listed_buildpacks,
 )
 from .context import BuildContext, BuildpackRun, BuildpackTurn
+from .layer_checks import refuse_links_leaving_slug
 from .log import Reporter
 from .proc import ToolFailed, clean_env, exported_config, run_captured, run_tool
 from .process_cookie import COOKIE_VARIABLE
@@ -299,6 +300,9 @@ class ExternalBuildpack:
                 env_dir=write_env_dir(build.scratch / "env", build.config_vars),
                 config_vars=build.config_vars, stack=build.platform.stack,
                 exports=turn.exports, reporter=build.reporter, seal=build.seal)
+            # Before slugbuild (a later buildpack, the packing stages) writes into the
+            # build directory unsealed: no link there may lead its writes into the cache.
+            refuse_links_leaving_slug(build.build_dir, build.view_links())
         return BuildpackRun({"buildpack": self.ref.shown, "description": outcome.name},
                             outcome.release)
 

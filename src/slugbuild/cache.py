@@ -18,8 +18,8 @@ Layout (see docs/cache.md)::
       tmp/                              layers, installs and build dirs in progress,
                                         named <token>.<label>.<random> after their owner
 
-runtimes/, layers/, pip/, locks/ and tmp/ are made when the cache is opened;
-the others by the modules named, when first needed.
+Every top-level directory (``TOP_DIRS``) is made when the cache is opened, so
+that each one exists, and is sealed, before any step of a build runs (step_jail.py).
 
 A layer is built under tmp/ and renamed into place only after its manifest is
 written, so a build killed half way never leaves a layer a later build would
@@ -86,6 +86,15 @@ PACKED_PARTS = "packed"
 PART_ONLY = "part-only.json"
 FORMAT = 1
 KINDS = ("runtimes", "layers")
+# Every directory slugbuild keeps at the cache's top level (the stores of
+# cache_admin.STORES, the kinds it lists, its bookkeeping). All are made when the cache
+# is opened, not when first needed: an installer's run keeps the root writable (uv
+# hard-links from its cache into the layer under tmp/) and gets read-only binds only on
+# the entries the root holds when it starts (step_jail.installer_read_only), so a store
+# that did not exist yet was a package build's to make and fill, for the next app.
+TOP_DIRS = (*KINDS, "static", "tools", "pip", "uv", "built-wheels", "npm", "apt", "pyc",
+            "checks", "history", "runtime-index", "sticky-python", "downloads",
+            "node-index", "buildpacks", "oci", "locks", "tmp")
 # What a layer kind may add to the check of its tree (RECORDs, for dependencies).
 TreeCheck = Callable[[Path, dict[str, Any]], Iterable[str]]
 # files.json: {"format": 2, "files": {rel: [size, mtime_ns, mode, sha256, ctime_ns]},
@@ -264,8 +273,12 @@ class Cache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         try:
-            for sub in (*KINDS, "pip", "locks", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            for sub in TOP_DIRS:
+                try:
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+                except FileExistsError:  # a link or a file there: the store's to refuse
+                    if sub in (*KINDS, "pip", "locks", "tmp"):
+                        raise
             probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
             probe.close()
             tag = self.root / CACHEDIR_TAG  # never packed, even from inside an app

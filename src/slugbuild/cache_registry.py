@@ -139,6 +139,10 @@ class RegistryStore:
     def tags(self) -> list[str]:
         return self._client().list_tags()
 
+    def within(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """This thread's requests done within ``seconds`` (RegistryClient.within)."""
+        return self._client().within(seconds)
+
 
 def registry_store(reference: str, registry: RegistryOptions | None = None,
                    timeout: float | None = None,

@@ -1882,7 +1882,14 @@ REGISTRY_UNREACHABLE = ErrorKind(
     "Check the registry's host and port, that it is running and reachable from this "
     "machine, and try again; nothing was tagged.",
     area=RegistryError,
-    variants={"retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)")},
+    variants={
+        "retried": Variant("{method} {url} failed: {reason} (tried {attempts} times)"),
+        "too-slow": Variant(
+            "{method} {url} had not finished answering when the pull's {seconds} seconds "
+            "ran out: the registry answers too slowly (or trickles its answer).",
+            "Check the registry's load and the network between it and this machine; a "
+            "build takes the layer from elsewhere (or makes it) meanwhile."),
+    },
 )
 REGISTRY_AUTH_REFUSED = ErrorKind(
     "registry-auth-refused",

@@ -89,6 +89,9 @@ MEASURE_SUFFIX = ".sizes.json"  # beside a kept part: its size breakdown (pack.p
 # What an artifact may hold at most (a hostile store must not fill the disk or memory).
 MAX_BLOB = 2 * 2 ** 30
 MAX_METADATA = 64 * 2 ** 20
+# The most seconds one pull from a registry takes (fetch_artifact): a build's own
+# default time limit; a registry slower than that is passed over, with its warning.
+PULL_SECONDS = 900.0
 # A part whose index declares more than this unpacked is unpacked file by file, not
 # inflated in memory at once: an index of zero-filled files (a gzip bomb whose digests
 # all match) must not exhaust memory. The declared total is also held to the limit on
@@ -415,7 +418,22 @@ def fetch_artifact(store: Store, space: str, kind: str, key: str,
     digest, another key or namespace than its tag says, malformed metadata.
     Its config and index are read first: a store that can (``stream_part``) then
     inflates the part while it arrives, bounded by what the index declares.
+    A store that can (``within``: a registry) has PULL_SECONDS for the whole pull: a
+    registry trickling its answers is a transfer error, not a pull without end.
     """
+    with pulling(store):
+        return _fetch_artifact(store, space, kind, key, transfer)
+
+
+def pulling(store: Store) -> contextlib.AbstractContextManager[None]:
+    """PULL_SECONDS for all that ``store`` is asked inside (a registry's ``within``;
+    a layout directory has no such limit)."""
+    within = getattr(store, "within", None)
+    return within(PULL_SECONDS) if within is not None else contextlib.nullcontext()
+
+
+def _fetch_artifact(store: Store, space: str, kind: str, key: str,
+                    transfer: Transfer | None) -> Fetched | None:
     raw = store.get_manifest(layer_tag(space, kind, key))
     if raw is None:
         return None

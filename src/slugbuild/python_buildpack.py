@@ -34,7 +34,7 @@ from .hooks import POST_COMPILE, PRE_COMPILE, run_hook
 from .importcheck import check_process_commands, check_process_imports
 from .inference import discover_process_types
 from .installers.built_wheels import env_scoped_key
-from .layer_checks import check_layers_size
+from .layer_checks import check_layers_size, refuse_links_leaving_slug
 from .nltk_data import DATA_DIR as NLTK_DATA_DIR
 from .nltk_data import provide_nltk_data, write_nltk_profile
 from .node_assets import node_assets_warning
@@ -305,6 +305,9 @@ def python_stages(build: BuildContext, analysis: Analysis,
             run_hook(PRE_COMPILE, build_dir, python, build.config_vars, reporter,
                      runtime.version, lock_file, exports,
                      build.seal.step(f"bin/{PRE_COMPILE}"))
+            # Before slugbuild writes into the build directory again, unsealed: a link
+            # the hook left there could lead its writes into the cache.
+            refuse_links_leaving_slug(build_dir, build.view_links())
 
         with timer.stage("dependency_layer"):
             deps = dependency_stage.result()
@@ -340,6 +343,9 @@ def python_stages(build: BuildContext, analysis: Analysis,
     with timer.stage("post_compile"), build.step_layers("bin/post_compile") as layers:
         run_hook(POST_COMPILE, build_dir, python, build.config_vars, reporter,
                  runtime.version, lock_file, exports, layers)
+    # As after pre_compile: .profile.d/python.sh linked to a store's entry (a passed
+    # import check of another app) was written there by write_profile.
+    refuse_links_leaving_slug(build_dir, build.view_links())
 
     with timer.stage("profile_d"):
         write_profile(build_dir)

@@ -61,8 +61,8 @@ from .log import Reporter
 T = TypeVar("T")
 SEAL_ENV = "SLUGBUILD_SEAL_CACHE"
 # What an installer's run may write at the cache's top level: the installers' own
-# caches (uv's, pip's, the per-environment built wheels) and tmp/ (only this process's
-# entries there: the others are bound read-only).
+# caches (uv's, pip's, the per-environment built wheels) and tmp/ (only this build's and
+# the install's own scratch entries there: the others are bound read-only).
 INSTALLER_WRITES = frozenset({"uv", "pip", "built-wheels", "tmp"})
 _found: dict[str, Mechanism | None] = {}
 
@@ -167,13 +167,14 @@ class CacheSeal:
                 installer: bool = False, caches: PrivateCaches | None = None
                 ) -> tuple[list[str | Path], Path] | None:
         """``argv`` wrapped to run sealed, and its status file; None: unsealed.
-        ``installer``: sealed as an install (``installer_read_only``); ``caches``: the
-        installer caches shown through private overlays (``private_caches``)."""
+        ``installer``: sealed as an install (``installer_read_only``; ``writable``: the
+        install's own scratch entries); ``caches``: the installer caches shown through
+        private overlays (``private_caches``)."""
         seal = self.mounts(writable)
         found = sealing_mechanism(self.scratch)
         if seal is None or found is None:
             return None
-        read_only, opened = ((self.installer_read_only(), ()) if installer
+        read_only, opened = ((self.installer_read_only(writable), ()) if installer
                              else (list(seal.read_only), seal.writable))
         if caches is not None:
             read_only += caches.read_only
@@ -275,17 +276,23 @@ class CacheSeal:
         self.guard_failed = True
         self.say_unguarded(f"the overlays failed for {step}: {setup_failure(status)}")
 
-    def installer_read_only(self) -> list[str]:
+    def installer_read_only(self, own: Sequence[Path] = ()) -> list[str]:
         """What an install run gets read-only: every entry of the cache root but the
-        installers' caches and tmp/, and every entry of tmp/ but this process's
-        (named after its lease token). The root itself stays writable on its own
-        mount: uv hard-links files from its cache into the layer being made under
-        tmp/, which a bind between them would turn into copies (EXDEV)."""
-        token = self.scratch.name.split(".", 1)[0] + "."
+        installers' caches and tmp/, and every entry of tmp/ but this build's scratch
+        and the entries holding ``own`` (the install's scratch, the layer it makes).
+        Not every entry of this process:
+        builds run by one process (threads) share its lease token, and one app's
+        package build could write another's build directory and the layer it makes.
+        The root itself stays writable on its own mount: uv hard-links files from its
+        cache into the layer being made under tmp/, which a bind between them would
+        turn into copies (EXDEV); so every top-level store exists before any step runs
+        (cache.TOP_DIRS), or a package build could make it."""
+        tmp = self.root / "tmp"
+        mine = {self.scratch.name, *(path.relative_to(tmp).parts[0] for path in own
+                                     if path.is_relative_to(tmp) and path != tmp)}
         self._make_stores()
         entries = [entry for entry in _entries(self.root) if entry.name not in INSTALLER_WRITES]
-        entries += [entry for entry in _entries(self.root / "tmp")
-                    if not entry.name.startswith(token)]
+        entries += [entry for entry in _entries(self.root / "tmp") if entry.name not in mine]
         return [str(entry) for entry in entries]
 
     def _make_stores(self) -> None:
@@ -304,12 +311,14 @@ class CacheSeal:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""
         return SealedStep(self, name, tuple(writable))
 
-    def install_step(self, name: str, caches: PrivateCaches | None = None) -> SealedStep:
+    def install_step(self, name: str, own: Sequence[Path] = (),
+                     caches: PrivateCaches | None = None) -> SealedStep:
         """A ``StepRunner`` for an installer's run (uv, pip), which may run a
         package's build (setup.py): the layers, runtimes and stores of the cache and
-        other processes' scratch read-only (``installer_read_only``); with ``caches``,
-        the installer caches shown through private overlays (``private_caches``)."""
-        return SealedStep(self, name, (), installer=True, caches=caches)
+        other builds' scratch read-only (``installer_read_only``; ``own``: the
+        install's scratch entries, writable with the build's); with ``caches``, the
+        installer caches shown through private overlays (``private_caches``)."""
+        return SealedStep(self, name, tuple(own), installer=True, caches=caches)
 
     def explain_read_only(self, step: str, failure: Exception) -> None:
         """A step that failed on EROFS is told why before its error: it sees only the

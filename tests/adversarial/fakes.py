@@ -10,6 +10,7 @@ import http.server
 import io
 import socketserver
 import tarfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,23 @@ def fetched(entries: list[tuple[str, str | None, bytes]], dirs: list[str],
 def layer_names(cache_dir: Path) -> list[str]:
     return sorted(p.name for p in (cache_dir / "runtimes").iterdir()) \
         if (cache_dir / "runtimes").is_dir() else []
+
+
+def trickle(content_type: str = "application/json", seconds: float = 30.0,
+            every: float = 0.2) -> Callable[..., None]:
+    """An answer declaring 1 MiB that sends one byte every ``every`` seconds (well
+    within any read timeout) for ``seconds``, or until the client hangs up: a slowloris
+    registry."""
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(1 << 20))
+        handler.end_headers()
+        try:
+            for _ in range(int(seconds / every)):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(every)
+        except OSError:
+            pass
+    return answer

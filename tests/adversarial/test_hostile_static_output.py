@@ -39,7 +39,7 @@ def build(tmp_path: Path) -> Path:
 
 def _static_layer(tmp_path: Path, files: dict[str, str], dirs: tuple[str, ...] = ()) -> Any:
     cache = Cache(tmp_path / "cache")
-    (cache.root / "static").mkdir()
+    (cache.root / "static").mkdir(exist_ok=True)
     with cache.new_layer("static", "s", "k", {}) as tree:
         for rel in dirs:
             (tree / rel).mkdir(parents=True)

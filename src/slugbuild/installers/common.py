@@ -148,6 +148,13 @@ def trusted_ca_bundle() -> str | None:
     return None
 
 
+def own_scratch(job: InstallJob) -> list[Path]:
+    """What an install run of ``job`` writes besides the build's scratch and the
+    installers' caches: its own scratch and the prefix it installs into (a layer's
+    tree being made); other builds' scratch stays read-only (step_jail)."""
+    return [job.scratch, *([job.prefix] if job.prefix is not None else [])]
+
+
 def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[str, str],
                      cwd: Path | None = None, show: bool = True,
                      reporter: Reporter | None = None,
@@ -172,10 +179,10 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
     if seal is None:
         return run(Unsealed(), argv, show)
     if not seal.guard_available():
-        return run(seal.install_step(name), argv, show)
+        return run(seal.install_step(name, own_scratch(job)), argv, show)
     if wheel_only is not None and job.scratch not in seal.building:
         try:
-            output = run(seal.install_step(name), wheel_only, False)
+            output = run(seal.install_step(name, own_scratch(job)), wheel_only, False)
         except ToolFailed:
             seal.building.add(job.scratch)
             shown_to.debug("The install builds a package from source (or failed): it runs "
@@ -217,8 +224,8 @@ def guarded_run(job: InstallJob, argv: Sequence[str | Path],
         [*(view.lowers[1] for view in views), root / built_wheels.BUILT_WHEELS_DIR])
     name = f"`{Path(str(argv[0])).name}`"
     if caches is None:
-        return run(job.seal.install_step(name), argv)
-    output = run(job.seal.install_step(name, caches), copying(argv))
+        return run(job.seal.install_step(name, own_scratch(job)), argv)
+    output = run(job.seal.install_step(name, own_scratch(job), caches), copying(argv))
     if built:
         built_wheels.note_built(job.scratch)
     return output

@@ -15,6 +15,7 @@ from ..step_jail import StepRunner, Unsealed
 from ..textfiles import read_utf8
 from ..toml_compat import tomllib
 from . import InstallJob
+from .common import own_scratch
 
 
 def check_syntax(app_dir: Path, lock_file: str, relock: str) -> None:
@@ -80,7 +81,7 @@ def run_lock_tool(job: InstallJob, argv: list[str], env: dict[str, str], shown: 
     """
     runner: StepRunner = Unsealed()
     if job.seal is not None:
-        runner = (job.seal.install_step(f"`{shown}`") if writes_caches
+        runner = (job.seal.install_step(f"`{shown}`", own_scratch(job)) if writes_caches
                   else job.seal.step(f"`{shown}`", [job.scratch]))
     try:
         return runner.run_step(argv, lambda command: run_tool(

@@ -39,6 +39,7 @@ from .common import (
     build_env,
     install_failed,
     local_package_failed,
+    own_scratch,
     run_install_tool,
     trusted_ca_bundle,
     warn_extra_indexes,
@@ -353,7 +354,8 @@ def _prefetch(job: InstallJob, python_version: str, options: list[str],
         "--python-version", python_version, "--target", str(job.scratch / "target"),
         "--link-mode", "hardlink", *options, *_constraint_args(job)]
     argv = no_build(argv)  # it runs no package code: it leaves the builds to the install
-    sealed = job.seal.command(argv, installer=True) if job.seal is not None else None
+    sealed = (job.seal.command(argv, own_scratch(job), installer=True)
+              if job.seal is not None else None)
     return subprocess.Popen(sealed[0] if sealed is not None else argv,
                             env=uv_env(job, indexes), cwd=job.app_dir,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

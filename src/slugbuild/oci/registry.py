@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,8 +192,23 @@ class RegistryClient:
         # The OCI-Subject header of the last manifest put: a registry with the
         # referrers API names the subject of a referrer it stored (OCI 1.1).
         self.last_subject: str | None = None
+        # When the pull under way must be done by (``within``), or None.
+        self.deadline: Deadline | None = None
         if credentials is not None:
             register_secrets([credentials.password])
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Every request made inside, its answer read whole, done within ``seconds`` of
+        now: each read has the timeout, but a registry trickling a byte before each
+        one runs out could stretch a pull (a build's cache pull) without end. Past it,
+        a request is REGISTRY_UNREACHABLE (variant ``too-slow``), never retried."""
+        outer = self.deadline
+        self.deadline = Deadline(time.monotonic() + seconds, seconds)
+        try:
+            yield
+        finally:
+            self.deadline = outer
 
     def sibling(self) -> RegistryClient:
         """A client of the same repository with the same credentials, for another
@@ -205,6 +221,7 @@ class RegistryClient:
         other.stats = self.stats
         other._authorization = self._authorization
         other._extra_scopes = set(self._extra_scopes)
+        other.deadline = self.deadline
         return other
 
     # --- the API ---------------------------------------------------------------------
@@ -350,7 +367,8 @@ class RegistryClient:
             into = sink()
             try:
                 try:
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in _chunks(response, _CHUNK, self.deadline, "GET",
+                                         self._url(path)):
                         received += len(chunk)
                         if limit is not None and received > limit:
                             break  # never more than declared in memory
@@ -373,7 +391,8 @@ class RegistryClient:
                 return None
             if response.status_code != 200:
                 raise self._unexpected("GET", path, response)
-            body = _read_limited(response, MAX_MANIFEST_BYTES)
+            body = _read_limited(response, MAX_MANIFEST_BYTES, self.deadline,
+                                 self._url(path))
             if body is None:
                 raise errors.REGISTRY_PROTOCOL.error(
                     variant="too-large", method="GET", url=self._url(path),
@@ -522,20 +541,31 @@ class RegistryClient:
         if self._authorization:
             sent["Authorization"] = self._authorization
         self.stats.requests += 1
+        timeout = self._timeouts(method, url)
         try:  # always streamed: an answer read whole is read with a limit (_preload)
             response = self._session.request(
                 method, url, data=data, headers=sent, stream=True,
-                timeout=(min(self.timeout, 10.0), self.timeout), allow_redirects=True)
+                timeout=timeout, allow_redirects=True)
             if not stream:
                 self._preload(response, method, url)
             return response
         except requests.RequestException as exc:
             raise _Retryable(_reason(exc)) from None
 
+    def _timeouts(self, method: str, url: str) -> tuple[float, float]:
+        """A request's connect and read timeouts: the client's, no later than the
+        deadline of the pull under way (``within``; past it, ``too-slow``)."""
+        connect, read = min(self.timeout, 10.0), self.timeout
+        if self.deadline is not None:
+            left = self.deadline.left(method, self._url(url))
+            connect, read = min(connect, left), min(read, left)
+        return connect, read
+
     def _preload(self, response: requests.Response, method: str, url: str) -> None:
         """Read the answer into the response (as ``stream=False`` would), at most
         MAX_ANSWER_BYTES of it."""
-        body = _read_limited(response, MAX_ANSWER_BYTES)
+        body = _read_limited(response, MAX_ANSWER_BYTES, self.deadline, self._url(url),
+                             method)
         if body is None:
             response.close()
             raise errors.REGISTRY_PROTOCOL.error(
@@ -590,7 +620,7 @@ class RegistryClient:
             try:
                 response = self._session.get(
                     realm, params=query, auth=auth, allow_redirects=True, stream=True,
-                    timeout=(min(self.timeout, 10.0), self.timeout))
+                    timeout=self._timeouts("GET", realm))
                 self._preload(response, "GET", realm)
             except requests.RequestException as exc:
                 raise _Retryable(_reason(exc)) from None
@@ -674,9 +704,50 @@ def _body(source: Path | bytes) -> Iterator[IO[bytes] | bytes]:
         yield handle
 
 
-def _read_limited(response: requests.Response, limit: int) -> bytes | None:
+@dataclass(frozen=True)
+class Deadline:
+    """When the pull under way must be done (``time.monotonic``), and its length."""
+
+    at: float
+    seconds: float
+
+    def left(self, method: str, url: str) -> float:
+        """Seconds left; none left is REGISTRY_UNREACHABLE (``too-slow``)."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise errors.REGISTRY_UNREACHABLE.error(variant="too-slow", method=method,
+                                                    url=url, seconds=f"{self.seconds:g}")
+        return left
+
+
+def _chunks(response: requests.Response, size: int, deadline: Deadline | None,
+            method: str, url: str) -> Iterator[bytes]:
+    """The answer's body in chunks of at most ``size`` bytes. Under a ``deadline``, each
+    chunk is what one read gave (not ``size`` bytes gathered over many reads, which a
+    trickle would make last for ever), and the deadline is checked before each."""
+    if deadline is None:
+        yield from response.iter_content(size)
+        return
+    while True:
+        deadline.left(method, url)
+        try:
+            chunk = response.raw.read1(size, decode_content=True)
+        except (OSError, ValueError) as exc:  # urllib3's errors included (OSError ones)
+            raise requests.ConnectionError(str(exc)) from exc
+        except Exception as exc:  # urllib3.exceptions.HTTPError: a broken answer
+            if type(exc).__module__.startswith("urllib3"):
+                raise requests.ConnectionError(str(exc)) from exc
+            raise
+        if not chunk:
+            response._content_consumed = True  # type: ignore[attr-defined]  # as iter_content
+            return
+        yield chunk
+
+
+def _read_limited(response: requests.Response, limit: int, deadline: Deadline | None = None,
+                  url: str = "", method: str = "GET") -> bytes | None:
     body = bytearray()
-    for chunk in response.iter_content(64 * 1024):
+    for chunk in _chunks(response, 64 * 1024, deadline, method, url):
         body += chunk
         if len(body) > limit:
             return None

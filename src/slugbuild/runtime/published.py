@@ -49,6 +49,7 @@ from ..layer_artifact import (
     materialise,
     namespace,
     part_only_wanted,
+    pulling,
 )
 from ..log import Reporter
 from ..oci.options import RegistryOptions
@@ -184,7 +185,8 @@ class PublishedSource:
         """The versions the store's tags name (remembered, with no key inputs yet)."""
         store = self._opened()
         try:
-            tags = store.tags()
+            with pulling(store):
+                tags = store.tags()
         except TRANSFER_ERRORS as exc:
             raise self._failed(f"it could not be read ({exc or type(exc).__name__})") from exc
         self._listed = True
@@ -233,15 +235,9 @@ class PublishedSource:
                                                                   entry.get("key")]:
                 return settled
         store = self._opened()
-        raw = store.get_manifest(version_tag(self.space, offer.version))
-        if raw is None:
-            raise ArtifactInvalid("its version tag is gone")
+        with pulling(store):
+            config = self._version_config(store, offer.version)
         try:
-            descriptor = json.loads(raw)["config"]
-            digest, size = str(descriptor["digest"]), int(descriptor["size"])
-            if descriptor["mediaType"] != CONFIG_TYPE or not 0 <= size <= MAX_METADATA:
-                raise ArtifactInvalid("it is not a slugbuild runtime layer")
-            config = json.loads(store.get_blob(digest, size))
             inputs: dict[str, Any] = config["inputs"]
             fields = (config["format"], config["namespace"], config["kind"], inputs["version"],
                       inputs["platform"])
@@ -258,6 +254,21 @@ class PublishedSource:
                                   "slugbuild that makes runtime layers another way)")
         self._remember(offer.version, {"name": name, "key": key, "identity": identity})
         return settled
+
+    def _version_config(self, store: Store, version: str) -> Any:
+        """The config of the artifact ``version``'s tag names (ArtifactInvalid: none,
+        or not a runtime layer's)."""
+        raw = store.get_manifest(version_tag(self.space, version))
+        if raw is None:
+            raise ArtifactInvalid("its version tag is gone")
+        try:
+            descriptor = json.loads(raw)["config"]
+            digest, size = str(descriptor["digest"]), int(descriptor["size"])
+            if descriptor["mediaType"] != CONFIG_TYPE or not 0 <= size <= MAX_METADATA:
+                raise ArtifactInvalid("it is not a slugbuild runtime layer")
+            return json.loads(store.get_blob(digest, size))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise ArtifactInvalid(f"its metadata is malformed ({type(exc).__name__})") from exc
 
     def _with_identity(self, offer: RuntimeOffer, identity: dict[str, Any]) -> RuntimeOffer:
         made_by = identity.get("source", "download")
