@@ -159,7 +159,7 @@ def test_an_install_run_sees_the_caches_privately_and_what_it_writes_goes(tmp_pa
         echo x > {partition}/sdists-v9/mine/x || echo partition-denied
     """
     try:
-        done = seal.install_step("a test run", caches).run_step(
+        done = seal.install_step("a test run", [scratch], caches).run_step(
             ["sh", "-c", script], lambda command: run_captured(command, dict(os.environ),
                                                                cwd=scratch))
     finally:
@@ -210,7 +210,7 @@ def test_guarded_runs_at_once_on_one_cache_both_succeed(tmp_path):
             ls {view}/archive-v0 | grep -c own-
         """
         try:
-            done = seal.install_step("run", caches).run_step(
+            done = seal.install_step("run", [scratch], caches).run_step(
                 ["sh", "-c", script], lambda command: run_captured(
                     command, dict(os.environ), cwd=scratch))
             said[number] = done.stdout.decode().split()

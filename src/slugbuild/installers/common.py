@@ -158,7 +158,8 @@ def own_scratch(job: InstallJob) -> list[Path]:
 def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[str, str],
                      cwd: Path | None = None, show: bool = True,
                      reporter: Reporter | None = None,
-                     wheel_only: Sequence[str | Path] | None = None) -> str:
+                     wheel_only: Sequence[str | Path] | None = None,
+                     writes: Sequence[Path] = ()) -> str:
     """``proc.run_tool`` for an installer's run that may build a package from source
     (its setup.py runs): sealed as an install when the job has the build's seal, and
     guarded (``guarded_run``) where private overlays can be had.
@@ -167,8 +168,10 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
     first, sealed as before with the installer caches writable (the installer itself
     guarantees no package code runs), hard links and all; only when it fails (a
     package must be built, or the run fails anyway) does the run itself go guarded,
-    and the job's later runs with it."""
+    and the job's later runs with it. ``writes``: what the run makes besides the job's
+    own scratch and prefix (``own_scratch``), such as a tool's tree being made."""
     shown_to = reporter or job.reporter
+    own = [*own_scratch(job), *writes]
 
     def run(runner: StepRunner, command_argv: Sequence[str | Path], streamed: bool) -> str:
         return runner.run_step(command_argv, lambda command: run_tool(
@@ -179,10 +182,10 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
     if seal is None:
         return run(Unsealed(), argv, show)
     if not seal.guard_available():
-        return run(seal.install_step(name, own_scratch(job)), argv, show)
+        return run(seal.install_step(name, own), argv, show)
     if wheel_only is not None and job.scratch not in seal.building:
         try:
-            output = run(seal.install_step(name, own_scratch(job)), wheel_only, False)
+            output = run(seal.install_step(name, own), wheel_only, False)
         except ToolFailed:
             seal.building.add(job.scratch)
             shown_to.debug("The install builds a package from source (or failed): it runs "
@@ -194,11 +197,12 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
                         shown_to.detail(line)
             return output
     return guarded_run(job, argv, lambda runner, command: run(runner, command, show),
-                       built=wheel_only is not None)
+                       built=wheel_only is not None, own=own)
 
 
 def guarded_run(job: InstallJob, argv: Sequence[str | Path],
-                run: Callable[[StepRunner, Sequence[str | Path]], str], built: bool) -> str:
+                run: Callable[[StepRunner, Sequence[str | Path]], str], built: bool,
+                own: Sequence[Path] = ()) -> str:
     """An install run that may build packages from source, shown the installer caches
     privately: each of its cache views (``built_wheels.job_cache_dir``, uv's and pip's)
     an overlay of this environment's built wheels over the shared cache, the shared
@@ -224,8 +228,9 @@ def guarded_run(job: InstallJob, argv: Sequence[str | Path],
         [*(view.lowers[1] for view in views), root / built_wheels.BUILT_WHEELS_DIR])
     name = f"`{Path(str(argv[0])).name}`"
     if caches is None:
-        return run(job.seal.install_step(name, own_scratch(job)), argv)
-    output = run(job.seal.install_step(name, own_scratch(job), caches), copying(argv))
+        return run(job.seal.install_step(name, own or own_scratch(job)), argv)
+    output = run(job.seal.install_step(name, own or own_scratch(job), caches),
+                 copying(argv))
     if built:
         built_wheels.note_built(job.scratch)
     return output
