@@ -304,3 +304,57 @@ def test_the_exported_locks_of_uv_installs_may_build_from_the_previous_layer():
     assert "falcon" in _locked_names(FIXTURE_APPS / "poetry-falcon", "poetry.lock")
     assert "bottle" in _locked_names(FIXTURE_APPS / "uv-bottle", "uv.lock")
     assert _locked_names(FIXTURE_APPS / "uv-bottle", "missing.lock") == set()
+
+
+HASH = " \\\n    --hash=sha256:" + "0" * 64
+
+
+def test_an_export_of_hashed_pins_is_planned_without_a_dry_run():
+    """Which pins any clean install installs is read from the export itself: no
+    marker, or one of the runtime's version that holds. Other markers are left to uv
+    (never taken from the previous layer); anything only uv can plan gives None."""
+    export = "".join([
+        f"six==1.17.0{HASH}\n",
+        f'idna==3.10 ; python_version >= "3.9"{HASH}\n',
+        f"old==1.0 ; python_full_version < '3.12.1'{HASH}\n",
+        f'colorama==0.4.6 ; sys_platform == "win32"{HASH}\n',
+        f'mixed==2.0 ; python_version >= "3.8" and os_name == "nt"{HASH}\n',
+        "# a comment\n",
+    ])
+    plan = incremental.static_plan(export, ("setuptools==75.0.0",), "3.12.1")
+    assert plan is not None
+    assert plan.pins == {"six": "1.17.0", "idna": "3.10", "old": "1.0",
+                         "colorama": "0.4.6", "mixed": "2.0"}
+    assert plan.certain == {"six", "idna"}
+    baseline = {"setuptools": "75.0.0"}
+    assert plan.mismatch({"six": "1.17.0", "idna": "3.10", "setuptools": "75.0.0"},
+                         baseline) is None
+    assert plan.mismatch({"six": "1.17", "idna": "3.10", "colorama": "0.4.6",
+                          "setuptools": "75.0.0"}, baseline) is None
+    assert "idna not installed" in plan.mismatch({"six": "1.17.0", "setuptools": "75.0.0"},
+                                                 baseline)
+    assert "not a pin" in plan.mismatch({"six": "1.17.0", "idna": "3.10", "extra": "1",
+                                         "setuptools": "75.0.0"}, baseline)
+    assert "not a pin" in plan.mismatch({"six": "1.16.0", "idna": "3.10",
+                                         "setuptools": "75.0.0"}, baseline)
+    assert "baseline" in plan.mismatch({"six": "1.17.0", "idna": "3.10"}, baseline)
+    for unplannable in [
+        "six>=1.0" + HASH,  # not a pin
+        "six==1.17.0",  # no hash
+        "six[extra]==1.17.0" + HASH,
+        "setuptools==80.0" + HASH,  # replaces the baseline's
+        f"six==1.17.0{HASH}\nSix==1.17.0{HASH}",  # named twice
+        "./libs/local",  # a local package
+        "pkg @ git+https://example.invalid/pkg.git@abc",  # an unhashed URL
+        "six==not-a-version" + HASH,
+    ]:
+        assert incremental.static_plan(unplannable + "\n", ("setuptools==75.0.0",),
+                                       "3.12.1") is None, unplannable
+    for marker, holds in [('python_version == "3.12"', True),
+                          ('python_version > "3.12"', False),
+                          ("python_version in '3.11 3.12'", False),  # not a comparison
+                          ('python_full_version === "3.12.1"', False),
+                          ('python_version >= "3.8" or python_version < "3"', True),
+                          ('platform_python_implementation == "CPython"', False)]:
+        plan = incremental.static_plan(f"six==1.17.0 ; {marker}{HASH}\n", (), "3.12.1")
+        assert plan is not None and (plan.certain == {"six"}) is holds, marker

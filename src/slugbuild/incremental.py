@@ -22,6 +22,13 @@ So nothing is guessed from the previous requirements:
    A lock (Pipenv, Poetry, uv project) is exported first, as its install
    exports it, and uv plans the export's hashed pins (``--no-deps``: it only
    evaluates their markers); the install then installs that same export.
+   An export whose pins are all hashed ``name==version`` lines needs no dry run
+   (``static_plan``): a pin with no marker, or one of the runtime's version alone
+   that holds, is installed by any clean install, so the previous layer's
+   distribution at that version is taken; every other pin is left to the install
+   (uv evaluates its marker there exactly as in a clean install). Nothing taken
+   can be one uv would have skipped, and the install must then hold exactly the
+   baseline, every certain pin and nothing but the lock's pins.
 3. Meanwhile every distribution of the previous layer is hard-linked from it
    (every file its RECORD lists and the pycs of its sources, each checked against
    its files.json first); those the dry run wants at another version, or not at
@@ -65,7 +72,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from . import records
 from .cache import (
@@ -82,6 +91,12 @@ from .envflag import env_flag
 from .installers import Installer, InstallJob, InstallPlan, LockExporter
 from .installers import uv as uv_installer
 from .installers.ranges import constraints_text
+from .installers.requirements import (
+    logical_requirements,
+    split_index_lines,
+    split_local_lines,
+    split_unhashed_urls,
+)
 
 
 class NotIncremental(Exception):
@@ -109,7 +124,7 @@ class PreviousLayer:
     nearest: bool = False
 
 
-def reuse_line(previous: PreviousLayer, same: int, held: int, installing: int) -> str:
+def reuse_line(previous: PreviousLayer, same: int, held: int, installing: int | str) -> str:
     """The log line saying how much is taken from ``previous``, and whose layer it is: a
     build in a fresh directory (Dokku's, another app's checkout) starts from the nearest
     cached layer, which "the previous layer" would pass off as this app's own."""
@@ -408,6 +423,95 @@ def known_digests(previous: PreviousLayer, tree: Path, taken: Taken
     return known
 
 
+@dataclass(frozen=True)
+class StaticPlan:
+    """An export's hashed pins, planned without uv (``static_plan``)."""
+
+    pins: dict[str, str]  # canonical name -> version: every pin of the export
+    certain: frozenset[str]  # the pins any clean install installs on this runtime
+
+    def mismatch(self, installed: dict[str, str], baseline: dict[str, str]) -> str | None:
+        """Why ``installed`` (canonical name -> version) is not what a clean install of
+        ``baseline`` then the export gives; None when it is."""
+        for name, version in baseline.items():
+            if installed.get(name) != version:
+                return f"the baseline's {name} is not {version}"
+        for name, version in installed.items():
+            if name not in baseline and not (name in self.pins
+                                              and same_version(version, self.pins[name])):
+                return f"{name} {version} is not a pin of the lock"
+        missing = sorted(self.certain - set(installed))
+        return f"{', '.join(missing)} not installed" if missing else None
+
+
+# The marker variables whose value a static plan knows for certain: the runtime's own
+# version, which uv and packaging both compare as PEP 440 versions.
+_VERSION_MARKERS = frozenset({"python_version", "python_full_version"})
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)\s*(?:;\s*(.+?))?\s*")
+
+
+def static_plan(text: str, baseline: tuple[str, ...], python_version: str
+                ) -> StaticPlan | None:
+    """What installing the export ``text`` after ``baseline`` gives, known without
+    asking uv, or None when only uv's dry run can say: a line that is not a hashed
+    ``name==version`` pin (with a marker at most), a local package, an unhashed URL,
+    a package named twice, or a pin of a baseline package (uv would replace it).
+
+    A pin is *certain* when it has no marker, or one of ``python_version`` and
+    ``python_full_version`` alone (compared with ``<``, ``<=``, ``>``, ``>=``, ``==``,
+    ``!=``, ``~=``) that holds for ``python_version``: uv installs it whatever else
+    it reads. Other markers are left to uv at install time."""
+    hashed, local = split_local_lines(split_index_lines(text)[1])
+    hashed, direct = split_unhashed_urls(hashed)
+    if local or direct:
+        return None
+    held = {str(canonicalize_name(line.partition("==")[0])) for line in baseline}
+    release = Version(python_version).release
+    environment = {"python_version": ".".join(str(part) for part in release[:2]),
+                   "python_full_version": python_version}
+    pins: dict[str, str] = {}
+    certain = set()
+    for _lines, joined in logical_requirements(hashed):
+        if not joined.strip() or joined.lstrip().startswith("#"):
+            continue
+        requirement, _, hashes = joined.partition(" --hash")
+        match = _PIN.fullmatch(requirement.strip())
+        if match is None or not hashes:
+            return None
+        name = str(canonicalize_name(match.group(1)))
+        try:
+            Version(match.group(2))
+        except InvalidVersion:
+            return None
+        if name in pins or name in held:
+            return None
+        pins[name] = match.group(2)
+        if _marker_holds(match.group(3), environment):
+            certain.add(name)
+    return StaticPlan(pins, frozenset(certain))
+
+
+def _marker_holds(marker: str | None, environment: dict[str, str]) -> bool:
+    """Whether ``marker`` (None: none) certainly holds: see ``static_plan``."""
+    if marker is None:
+        return True
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", re.sub(r"'[^']*'|\"[^\"]*\"", "", marker)))
+    if not words <= _VERSION_MARKERS | {"and", "or"} or "===" in marker:
+        return False
+    try:
+        return Marker(marker).evaluate(environment)
+    except (InvalidMarker, ValueError, TypeError):
+        return False
+
+
+def same_version(one: str, other: str) -> bool:
+    """Whether two version strings name one PEP 440 version."""
+    try:
+        return Version(one) == Version(other)
+    except InvalidVersion:
+        return one == other
+
+
 def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPlan,
                           tree: Path, python_name: str, baseline: tuple[str, ...],
                           previous: PreviousLayer) -> Difference:
@@ -426,35 +530,52 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
                 for line in baseline}
     # uv plans against the baseline's dist-infos alone (all it reads of a prefix to
     # know what is installed), while every other distribution is linked meanwhile.
-    planning = job.scratch / "dry-run-prefix"
-    take_dist_infos(previous, planning, pins)
-    planning_job = dataclasses.replace(job, prefix=planning)
+    static = None
     if plan.name == "pip":
         resolved = None
         if plan.resolved:  # version ranges, resolved when the layer was keyed: constraints
             resolved = job.scratch / "dry-run-pins.txt"
             resolved.write_text(constraints_text(plan.resolved))
-        planner = partial(uv_installer.dry_run_requirements, planning_job, resolved)
         install = partial(installer.install, job, plan)
     else:
-        # A lock's pins, exported once: uv plans them and installs the same file.
+        # A lock's pins, exported once: planned (by uv, or from the pins themselves when
+        # they say it all), then the same file installed.
         exported = cast(LockExporter, installer).export(job, plan)
-        planner = partial(uv_installer.dry_run_exported, planning_job, exported, plan.name)
         install = partial(uv_installer.install_exported, job, exported, plan.name)
-    others = [dist for dist in dists.values() if dist not in pins]
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        dry_run = thread.submit(contextvars.copy_context().run, planner)
-        try:
-            take(previous, tree, pins + others, taken)
-        finally:
-            planned = dry_run.result()
-    if planned is None:
-        raise NotIncremental("uv's dry run failed or would remove or replace a package")
-    expected.update(planned)
-    drop(tree, [dist for name, dist in dists.items()
-                if dist not in pins and expected.get(name) != dist.version], taken)
-    same = len(taken.dist_infos)
-    job.reporter.detail(reuse_line(previous, same, len(dists), len(expected) - same))
+        if job.constraints is None:
+            static = static_plan(exported.read_text(), baseline, job.python_version)
+    baseline_versions = dict(expected)
+    if static is not None:
+        # No dry run: only the pins any clean install installs are taken (see the module
+        # docstring); uv installs the rest, evaluating their markers as a clean install.
+        take(previous, tree, pins + [
+            dist for name, dist in dists.items() if dist not in pins
+            and name in static.certain and same_version(dist.version, static.pins[name])],
+            taken)
+        count = f"{len(static.certain) + len(pins) - len(taken.dist_infos)}" + (
+            f" and those of the other {len(static.pins) - len(static.certain)} pins whose "
+            "markers hold" if len(static.pins) > len(static.certain) else "")
+    else:
+        planning = job.scratch / "dry-run-prefix"
+        take_dist_infos(previous, planning, pins)
+        planning_job = dataclasses.replace(job, prefix=planning)
+        planner = partial(uv_installer.dry_run_requirements, planning_job, resolved) \
+            if plan.name == "pip" else \
+            partial(uv_installer.dry_run_exported, planning_job, exported, plan.name)
+        others = [dist for dist in dists.values() if dist not in pins]
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            dry_run = thread.submit(contextvars.copy_context().run, planner)
+            try:
+                take(previous, tree, pins + others, taken)
+            finally:
+                planned = dry_run.result()
+        if planned is None:
+            raise NotIncremental("uv's dry run failed or would remove or replace a package")
+        expected.update(planned)
+        drop(tree, [dist for name, dist in dists.items()
+                    if dist not in pins and expected.get(name) != dist.version], taken)
+        count = f"{len(expected) - len(taken.dist_infos)}"
+    job.reporter.detail(reuse_line(previous, len(taken.dist_infos), len(dists), count))
     site_packages = tree / "lib" / python_name / "site-packages"
     install()
     installed = {}
@@ -462,7 +583,12 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
         if dist_info.endswith(".dist-info"):
             name, version = _name_version(site_packages / dist_info / "METADATA")
             installed[name] = (version, dist_info)
-    if {name: version for name, (version, _) in installed.items()} != expected:
+    versions = {name: version for name, (version, _) in installed.items()}
+    if static is not None:
+        wrong = static.mismatch(versions, baseline_versions)
+        if wrong is not None:
+            raise NotIncremental(f"uv installed another set than the lock pins: {wrong}")
+    elif versions != expected:
         raise NotIncremental("uv installed another set than its dry run planned")
     added = [dist_info for _, dist_info in installed.values()
              if dist_info not in taken.dist_infos]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -82,6 +82,10 @@ class BuildResult:
 
 
 @errors.user_errors
+def _no_wait() -> None:
+    """Nothing started in the background yet (see ``OutputTarget.prepare``)."""
+
+
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,
@@ -204,6 +208,7 @@ def compile_app(
     # The log names the build directory as the app will see it at run time.
     reporter.show_path_as(build.build_dir, "/app")
     with build_limits(limit):
+        sbom_ready: Callable[[], None] = _no_wait
         try:
             build.take_link_lock()
             _stage_app(build, target)
@@ -221,6 +226,9 @@ def compile_app(
                     python.discover_process_types(build) if python else None,
                     python.addons(build) if python else None)
                 if python is not None:
+                    # The SBOM's memo is made meanwhile (outputs.SlugTarball.prepare).
+                    sbom_ready = target.prepare(build.build_dir, checked.intact,
+                                                python.runtime_info)
                     python.check_entry_points(build, release.process_types)
                     checked = recheck_if_materialised(build, checked)
                 write_release(build.build_dir, release)
@@ -241,6 +249,7 @@ def compile_app(
                     system_packages=build.system_packages,
                     stack_requirements=requirements.as_dict(),
                     app_json=manifest.slug_fields() if manifest is not None else None)
+                sbom_ready()
                 with reporter.waiting("compressing"):  # a large slug takes a while
                     packed, metadata = write_output(build, target, checked.intact, describe,
                                                     boot_timeout)
@@ -249,6 +258,7 @@ def compile_app(
                 with timer.stage("cache_registry_push"):
                     remote.push_published(cache)
         finally:
+            sbom_ready()  # its thread reads the build directory: done before it goes
             with timer.stage("cleanup", deadline=False):
                 build.close()
 

@@ -240,3 +240,29 @@ def test_a_kept_documents_serial_number_is_filled_without_the_uuid_module():
     for sha256 in (hashlib.sha256(str(n).encode()).hexdigest() for n in range(50)):
         expected = uuid.uuid5(uuid.NAMESPACE_URL, f"slugbuild:slug:sha256:{sha256}")
         assert _serial_text(sha256) == str(expected)
+
+
+def test_a_memo_made_ahead_serves_the_builds_own_document(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """``warm_memo`` (outputs.SlugTarball.prepare runs it during the entry-point check)
+    is given only the runtime of slug.json; the write, given all of slug.json, then
+    finds its memo and makes no document: byte for byte the fresh one."""
+    from slugbuild.slug import sbom
+    from slugbuild.slug.sbom import sbom_for_packed_tree, warm_memo
+
+    tree = _tree(tmp_path / "tree")
+    memo = tmp_path / "memo"
+    memo.mkdir()
+    metadata = _describe(1, "0" * 64)
+    sha = "cd" * 32
+    fresh = sbom_for_packed_tree(tree, sha, 1700000000, metadata)
+    warm_memo(tree, 1700000000, {"runtime": metadata["runtime"]}, memo)
+
+    def no_document(*args: Any) -> bytes:
+        raise AssertionError("the memo made ahead was not used")
+
+    monkeypatch.setattr(sbom, "_document", no_document)
+    assert sbom_for_packed_tree(tree, sha, 1700000000, metadata, memo_dir=memo) == fresh
+    # Nothing cached (no layer): nothing started, nothing to wait for.
+    SlugTarball(tmp_path / "slug.tgz", "herokuish", None).prepare(tree, [], {})()

@@ -375,7 +375,7 @@ def split_local_lines(text: str) -> tuple[str, list[str]]:
     not have.
     """
     kept, local = [], []
-    for logical, joined in _logical_requirements(text):
+    for logical, joined in logical_requirements(text):
         requirement = _EDITABLE_PREFIX.sub("", joined, count=1).split(" --hash")[0].strip()
         if "--hash" not in joined and local_reference(requirement) is not None:
             local.append(requirement)
@@ -388,7 +388,7 @@ def split_unhashed_urls(text: str) -> tuple[str, list[str]]:
     """Exported pins without the version control and URL references that carry no
     hash (``-e`` dropped), and those references."""
     kept, direct = [], []
-    for logical, joined in _logical_requirements(text):
+    for logical, joined in logical_requirements(text):
         requirement = _EDITABLE_PREFIX.sub("", joined, count=1).strip()
         if "--hash" not in joined and _DIRECT_URL.match(requirement):
             direct.append(requirement)
@@ -397,7 +397,7 @@ def split_unhashed_urls(text: str) -> tuple[str, list[str]]:
     return "\n".join(kept) + "\n", direct
 
 
-def _logical_requirements(text: str) -> list[tuple[list[str], str]]:
+def logical_requirements(text: str) -> list[tuple[list[str], str]]:
     """Each requirement of an export: its physical lines, and them joined as one."""
     found = []
     lines = text.splitlines()

@@ -157,6 +157,14 @@ def _tree_contents(tree: Path) -> dict[str, bytes]:
     return contents
 
 
+def warm_memo(tree: Path, epoch: int, metadata: dict[str, Any], memo_dir: Path) -> None:
+    """Make and keep the memo ``sbom_for_packed_tree`` will look for, before the slug
+    exists (while the build waits on something else, such as the entry-point check):
+    the build's own call then finds it and only fills in the slug's checksum. Its key
+    holds every input, so a tree or runtime changed meanwhile just misses it."""
+    sbom_for_packed_tree(tree, _STAND_IN, epoch, metadata, memo_dir)
+
+
 # The checksum a memoised document is made with; the slug's own replaces it (and its
 # serial number, derived from it). No real document holds its first 12 digits.
 _STAND_IN = hashlib.sha256(b"slugbuild sbom memo stand-in").hexdigest()
