@@ -222,6 +222,7 @@ def test_scratch_of_a_live_build_survives_whatever_its_pid(tmp_path):
 
 def test_bookkeeping_never_fails_a_build(tmp_path):
     cache = Cache(tmp_path / "c")
+    (cache.root / "history").rmdir()  # made when the cache opened (cache.TOP_DIRS)
     (cache.root / "history").write_text("not a directory")
     _remember(cache, tmp_path, {"files": {}})  # no exception
     (cache.root / "history").unlink()
@@ -261,14 +262,20 @@ def test_a_damaged_runtime_layer_is_rebuilt_not_shipped(tmp_path, runtime_seed):
 def test_files_lost_from_uvs_cache_or_a_layer_are_installed_again(tmp_path, runtime_seed):
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     reference = tmp_path / "reference.tgz"
-    app = make_app(tmp_path / "app", SMALL_APP)
+    # Hash-checking mode leaves uv no choice of versions, so the installs go wheel-only
+    # and keep and take six in uv's shared archive (installers/common.py; an install
+    # that may resolve goes guarded: a private view of the caches, nothing kept).
+    hashed = ("six==1.17.0 --hash=sha256:"
+              "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274\n")
+    app = make_app(tmp_path / "app", {**SMALL_APP, "requirements.txt": hashed})
     _ok(_compile(app, reference, cache))
     six = _members(reference)[f"{SITE}/six.py"]
 
     # Lost from uv's archive: the next install that takes six from it is healed.
     for path in (cache / "uv").rglob("six.py"):
         path.unlink()
-    other = make_app(tmp_path / "other", {**SMALL_APP, "requirements.txt": "six==1.17.0\n"})
+    other = make_app(tmp_path / "other", {**SMALL_APP, "requirements.txt": (
+        hashed + "# another app\n")})
     # A clean install (not one built from the app's layer, which would take six from
     # that verified layer and never read uv's cache).
     clean = {**os.environ, "SLUGBUILD_INCREMENTAL": "0"}

@@ -81,11 +81,11 @@ class BuildResult:
         }
 
 
-@errors.user_errors
 def _no_wait() -> None:
     """Nothing started in the background yet (see ``OutputTarget.prepare``)."""
 
 
+@errors.user_errors
 def compile_app(
     app_dir: PathLike,
     output: PathLike | None = None,

@@ -145,12 +145,18 @@ def test_in_place_edit_of_an_installed_file_never_reaches_a_later_slug(tmp_path,
         with tarfile.open(slug) as tar:
             return tar.extractfile(f"./{site_packages}/six.py").read()
 
-    other = make_app(tmp_path / "other", {**SMALL_APP,
-                                          "requirements.txt": "six==1.17.0\nidna==3.10\n"})
+    # Hash-checking mode leaves uv no choice of versions: the installs go wheel-only
+    # and hard-link from uv's shared cache (an install that may resolve goes guarded
+    # instead and copies through a private view: installers/common.py).
+    six = ("six==1.17.0 --hash=sha256:"
+           "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274\n")
+    idna = ("idna==3.10 --hash=sha256:"
+            "946d195a0d259cbba61165e88e65941f16e9b36ea6ddb97f00452bae8b1287d3\n")
+    other = make_app(tmp_path / "other", {**SMALL_APP, "requirements.txt": six + idna})
     assert run_cli("compile", other, "-o", tmp_path / "o1.tgz", "--cache-dir",
                    cache, env=env).returncode == 0
     app = make_app(tmp_path / "app", {
-        **SMALL_APP, "requirements.txt": "six==1.17.0\n",
+        **SMALL_APP, "requirements.txt": six,
         "bin/post_compile": f"#!/usr/bin/env bash\necho '# touched' >> {site_packages}/six.py\n",
     })
     (app / "bin" / "post_compile").chmod(0o755)
