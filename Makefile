@@ -17,7 +17,7 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3.11 python3.10 python3 p
 # htpasswd (apache2-utils) for the image tests (a loopback registry, image validation),
 # mmdebstrap (slugbuild stack build), podman + runc and docker.io (the images run in
 # the container tests). Installed only when missing, with apt-get, and only as root; otherwise the missing commands are named.
-SYSTEM_COMMANDS := zstd:zstd strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm \
+SYSTEM_COMMANDS := zstd:zstd dpkg-deb:dpkg strip:binutils objcopy:binutils gcc:gcc git:git node:nodejs npm:npm \
     docker-registry:docker-registry skopeo:skopeo umoci:umoci htpasswd:apache2-utils \
     podman:podman runc:runc mmdebstrap:mmdebstrap dockerd:docker.io
 
