@@ -210,17 +210,20 @@ def setuptools_sdist(name: str, version: str, setup_py: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_simple_index(root: Path, files: dict[str, tuple[str, bytes]]) -> None:
+def write_simple_index(root: Path, files: dict[str, tuple[str, bytes] | list[tuple[str, bytes]]]
+                       ) -> None:
     """A PEP 503 index in ``root`` (to serve with ``serve_directory``): for each
-    project name, one file (its name and bytes) under ``files/``, linked with its
-    SHA-256 from ``simple/<name>/``."""
-    for name, (filename, data) in files.items():
+    project name, its file (name and bytes), or a list of them for several versions,
+    under ``files/``, each linked with its SHA-256 from ``simple/<name>/``."""
+    for name, given in files.items():
         (root / "files").mkdir(parents=True, exist_ok=True)
-        (root / "files" / filename).write_bytes(data)
-        digest = hashlib.sha256(data).hexdigest()
+        links = []
+        for filename, data in ([given] if isinstance(given, tuple) else given):
+            (root / "files" / filename).write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            links.append(f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
         (root / "simple" / name).mkdir(parents=True)
-        (root / "simple" / name / "index.html").write_text(
-            f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>\n')
+        (root / "simple" / name / "index.html").write_text("".join(links))
 
 
 @contextlib.contextmanager

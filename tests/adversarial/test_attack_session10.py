@@ -18,7 +18,13 @@ from slugbuild.log import Reporter
 from slugbuild.step_jail import sealing_mechanism
 from slugbuild.versions import sticky_minor
 
-from ..helpers import make_app, minimal_wheel, seed_runtimes, serve_directory
+from ..helpers import (
+    make_app,
+    minimal_wheel,
+    seed_runtimes,
+    serve_directory,
+    write_simple_index,
+)
 
 PROCFILE = {"Procfile": "web: python -m http.server $PORT\n"}
 
@@ -59,17 +65,6 @@ def _sdist(name: str, setup_py: str) -> bytes:
     return data.getvalue()
 
 
-def _index(root: Path, files: list[tuple[str, str, bytes]]) -> Path:
-    for name, filename, data in files:
-        (root / "files").mkdir(parents=True, exist_ok=True)
-        (root / "files" / filename).write_bytes(data)
-        (root / "simple" / name).mkdir(parents=True)
-        (root / "simple" / name / "index.html").write_text(
-            f'<a href="../../files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">'
-            f'{filename}</a>\n')
-    return root
-
-
 @pytest.mark.slow
 def test_a_package_build_cannot_make_a_store_the_cache_lacks_yet(tmp_path, runtime_seed,
                                                                    setuptools_wheel):
@@ -81,11 +76,12 @@ def test_a_package_build_cannot_make_a_store_the_cache_lacks_yet(tmp_path, runti
     the victim, without a version file, was then built on 3.12 instead of 3.13."""
     if sealing_mechanism(tmp_path) is None:
         pytest.skip("no private mount namespace on this machine (steps run unsealed)")
-    index = _index(tmp_path / "index", [
-        ("storepkg", "storepkg-1.0.tar.gz", _sdist("storepkg", STORE_SETUP_PY)),
-        ("setuptools", setuptools_wheel.name, setuptools_wheel.read_bytes()),
-        ("plainpkg", "plainpkg-1.0-py3-none-any.whl",
-         minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))])
+    index = tmp_path / "index"
+    write_simple_index(index, {
+        "storepkg": ("storepkg-1.0.tar.gz", _sdist("storepkg", STORE_SETUP_PY)),
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes()),
+        "plainpkg": ("plainpkg-1.0-py3-none-any.whl",
+                     minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))})
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.12")
     seed_runtimes(runtime_seed, cache, "3.13")
     victim = make_app(tmp_path / "victim", {**PROCFILE, "requirements.txt": "plainpkg==1.0\n"})

@@ -56,6 +56,7 @@ from ..helpers import (
     seed_runtimes,
     serve_directory,
     serving,
+    write_simple_index,
 )
 from . import fakes as hostile_store
 from .fakes import client, fixed, server
@@ -257,12 +258,8 @@ def hijacking_library(directory: Path) -> tuple[Path, Path]:
 
 def wheel_index(root: Path) -> Path:
     """A loopback index holding one pure-Python wheel (no build from source)."""
-    wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
-    (root / "simple" / "plainpkg").mkdir(parents=True)
-    (root / "simple" / "plainpkg" / "plainpkg-1.0-py3-none-any.whl").write_bytes(wheel)
-    (root / "simple" / "plainpkg" / "index.html").write_text(
-        '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
-        f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
+    write_simple_index(root, {"plainpkg": ("plainpkg-1.0-py3-none-any.whl",
+                                           minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))})
     return root
 
 

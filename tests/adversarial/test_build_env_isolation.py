@@ -7,7 +7,6 @@ loopback index on one cache; the sdist's build writes the variable into a module
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -118,13 +117,8 @@ def test_one_apps_build_environment_never_reaches_another_apps_slug(
 @pytest.mark.slow
 def test_wheel_only_layers_stay_shared_across_environments(tmp_path, runtime_seed):
     """No package code runs for a wheel: apps with other config vars share its layer."""
-    (tmp_path / "index" / "simple" / "plainpkg").mkdir(parents=True)
-    wheel = minimal_wheel("plainpkg", "1.0", "VALUE = 1\n")
-    (tmp_path / "index" / "simple" / "plainpkg" / "plainpkg-1.0-py3-none-any.whl").write_bytes(
-        wheel)
-    (tmp_path / "index" / "simple" / "plainpkg" / "index.html").write_text(
-        '<a href="plainpkg-1.0-py3-none-any.whl#sha256='
-        f'{hashlib.sha256(wheel).hexdigest()}">plainpkg-1.0-py3-none-any.whl</a>\n')
+    write_simple_index(tmp_path / "index", {"plainpkg": (
+        "plainpkg-1.0-py3-none-any.whl", minimal_wheel("plainpkg", "1.0", "VALUE = 1\n"))})
     cache = seeded_cache(runtime_seed, tmp_path / "cache")
     with serve_directory(tmp_path / "index") as base:
         for number, flavour in enumerate(("a", "b")):

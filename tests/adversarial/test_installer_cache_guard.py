@@ -240,23 +240,14 @@ def test_the_wheel_only_run_never_picks_other_versions_than_a_plain_install(
     (``foo==1.0`` needing ``bar``: bar 2.0 an sdist, bar 1.0 a wheel) must not go
     wheel-only first: the slug gets bar 2.0, built from its sdist, as pip and uv give."""
     index = tmp_path / "index"
-    files = {
-        "foo": [("foo-1.0-py3-none-any.whl",
-                 minimal_wheel("foo", "1.0", "FOO = 1\n", requires=["bar"]))],
+    write_simple_index(index, {
+        "foo": ("foo-1.0-py3-none-any.whl",
+                minimal_wheel("foo", "1.0", "FOO = 1\n", requires=["bar"])),
         "bar": [("bar-1.0-py3-none-any.whl", minimal_wheel("bar", "1.0", "BAR = 1\n")),
                 ("bar-2.0.tar.gz", setuptools_sdist(
                     "bar", "2.0", "from setuptools import setup\n"
                     "setup(name='bar', version='2.0', py_modules=[])\n"))],
-        "setuptools": [(setuptools_wheel.name, setuptools_wheel.read_bytes())]}
-    for name, entries in files.items():
-        (index / "simple" / name).mkdir(parents=True)
-        (index / "files").mkdir(exist_ok=True)
-        links = []
-        for filename, data in entries:
-            (index / "files" / filename).write_bytes(data)
-            digest = hashlib.sha256(data).hexdigest()
-            links.append(f'<a href="../../files/{filename}#sha256={digest}">{filename}</a>')
-        (index / "simple" / name / "index.html").write_text("\n".join(links) + "\n")
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     app = make_app(tmp_path / "app", {**FILES, "requirements.txt": "foo==1.0\n"})
     with serve_directory(index) as base:
