@@ -59,6 +59,22 @@ def local_interpreter(version: str) -> Path:
     return Path(found[-1])
 
 
+def require_seal(scratch: Path, overlays: bool = False) -> None:
+    """Skip the test where build steps cannot be sealed here (a probe in ``scratch``,
+    ``step_jail.sealing_mechanism``), or, with ``overlays``, where an install run cannot
+    be shown the installer caches through private overlays (``layer_overlay.mechanism``,
+    which the cache guard needs besides the seal)."""
+    import pytest
+
+    from slugbuild.layer_overlay import mechanism
+    from slugbuild.step_jail import sealing_mechanism
+
+    if sealing_mechanism(scratch) is None:
+        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
+    if overlays and mechanism(scratch) is None:
+        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+
+
 def copy_app(source: Path, target: Path) -> Path:
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return target

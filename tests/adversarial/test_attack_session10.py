@@ -15,12 +15,12 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.cache_admin import STORES
 from slugbuild.log import Reporter
-from slugbuild.step_jail import sealing_mechanism
 from slugbuild.versions import sticky_minor
 
 from ..helpers import (
     make_app,
     minimal_wheel,
+    require_seal,
     seed_runtimes,
     serve_directory,
     write_simple_index,
@@ -74,8 +74,7 @@ def test_a_package_build_cannot_make_a_store_the_cache_lacks_yet(tmp_path, runti
     not exist yet at the first install (they are made when first needed), so a package's
     build made them and planted entries: here the victim app's sticky Python minor, and
     the victim, without a version file, was then built on 3.12 instead of 3.13."""
-    if sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
+    require_seal(tmp_path)
     index = tmp_path / "index"
     write_simple_index(index, {
         "storepkg": ("storepkg-1.0.tar.gz", _sdist("storepkg", STORE_SETUP_PY)),
@@ -137,8 +136,7 @@ def test_an_install_run_cannot_write_another_builds_scratch_in_the_same_process(
     from slugbuild.proc import run_tool
     from slugbuild.step_jail import CacheSeal
 
-    if sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
+    require_seal(tmp_path)
     root = tmp_path / "cache"
     for entry in ("uv", "layers", "tmp/t.build.mine/app", "tmp/t.install.mine",
                   "tmp/t.build.theirs/app", "tmp/t.layers-dep.theirs/tree"):

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from slugbuild import compile_app
-from slugbuild.layer_overlay import mechanism
 from slugbuild.log import Reporter
 from slugbuild.proc import run_captured
-from slugbuild.step_jail import CacheSeal, PrivateView, sealing_mechanism
+from slugbuild.step_jail import CacheSeal, PrivateView
 
 from ..helpers import (
     make_app,
     minimal_wheel,
+    require_seal,
     seed_runtimes,
     serve_directory,
     setuptools_sdist,
@@ -99,8 +99,7 @@ def _module(slug: Path) -> str:
 @pytest.mark.slow
 def test_a_package_build_cannot_poison_another_apps_install_through_uvs_cache(
         tmp_path, poisoning_index, runtime_seed):
-    if mechanism(tmp_path) is None:
-        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    require_seal(tmp_path, overlays=True)
     env = dict(poisoning_index)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     # plainpkg's wheel unpacked in uv's shared cache by a first app.
@@ -131,8 +130,7 @@ def test_an_install_run_sees_the_caches_privately_and_what_it_writes_goes(tmp_pa
     environment left in the shared cache; its writes (in place, new entries, a rename
     from the view's top into a bucket, as uv makes its entries) work and are gone
     afterwards; the shared directories themselves are read-only to it."""
-    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    require_seal(tmp_path, overlays=True)
     root = tmp_path / "cache"
     shared, partition = root / "uv", root / "built-wheels" / "uv" / "env"
     (shared / "archive-v0" / "abc").mkdir(parents=True)
@@ -180,8 +178,7 @@ def test_guarded_runs_at_once_on_one_cache_both_succeed(tmp_path):
     run of a third build adds entries to the shared bucket: all succeed, each run
     sees the shared entry made before it, and the shared cache ends with exactly
     the wheel-only run's entries."""
-    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    require_seal(tmp_path, overlays=True)
     import threading
 
     root = tmp_path / "cache"

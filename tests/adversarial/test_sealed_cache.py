@@ -18,7 +18,7 @@ import pytest
 from slugbuild import compile_app
 from slugbuild.log import Reporter
 from slugbuild.proc import ToolFailed, run_captured, run_tool
-from slugbuild.step_jail import SEAL_ENV, CacheSeal, Unsealed, sealing_mechanism
+from slugbuild.step_jail import SEAL_ENV, CacheSeal, Unsealed
 
 from ..helpers import (
     DJANGO_APP,
@@ -26,6 +26,7 @@ from ..helpers import (
     make_app,
     make_buildpack,
     planting_setup_py,
+    require_seal,
     seed_runtimes,
 )
 
@@ -77,11 +78,6 @@ for packed in "$2"/../../../layers/*/packed; do try_write "$packed/part-planted.
 '''
 
 
-def _sealed_here(tmp_path: Path) -> None:
-    if sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
-
-
 def _seal(tmp_path: Path, reporter: Reporter) -> CacheSeal:
     root = tmp_path / "cache"
     (root / "layers" / "k" / "packed").mkdir(parents=True)
@@ -91,7 +87,7 @@ def _seal(tmp_path: Path, reporter: Reporter) -> CacheSeal:
 
 
 def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     reporter = Reporter(quiet=True)
     seal = _seal(tmp_path, reporter)
     root, scratch = seal.root, seal.scratch
@@ -129,7 +125,7 @@ def test_a_sealed_step_writes_only_its_scratch_and_cannot_undo_the_seal(tmp_path
 def test_a_sealed_step_sees_the_environment_it_was_given(tmp_path):
     """The wrapper's shells add nothing: an export file sourced sealed must not export
     their OLDPWD (a new scratch path each build, in the build environment's hash)."""
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     seal = _seal(tmp_path, Reporter(quiet=True))
     given = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "ONE": "1"}
 
@@ -145,7 +141,7 @@ def test_a_sealed_step_sees_the_environment_it_was_given(tmp_path):
 def test_a_step_erasing_the_wrappers_status_is_not_run_again_unsealed(tmp_path):
     """The start mark tells a namespace that failed (the step runs again, unsealed)
     from a step that failed: the step cannot reach the status file to erase it."""
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     reporter = Reporter(quiet=True)
     seal = _seal(tmp_path, reporter)
     script = (f'for f in {seal.root}/tmp/t.seal.*/status*; do : > "$f"; done; '
@@ -165,7 +161,7 @@ def test_a_step_erasing_the_wrappers_status_is_not_run_again_unsealed(tmp_path):
 def test_a_step_failing_on_the_seals_read_only_cache_is_told_why(tmp_path):
     """A legitimate write into the cache (a tool's cache under XDG_CACHE_HOME when
     --cache-dir is that directory) fails with EROFS only: the log names the seal."""
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     warnings: list[str] = []
     reporter = Reporter(quiet=True)
     reporter.warn = warnings.append  # type: ignore[method-assign]
@@ -222,7 +218,7 @@ def _attempts(log: list[str]) -> tuple[list[str], list[str]]:
 @pytest.mark.slow
 def test_hooks_and_a_buildpack_cannot_change_another_apps_slug_through_the_cache(
         tmp_path, runtime_seed):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     attacker = make_app(tmp_path / "attacker", {**FILES, "bin/pre_compile": HOOK,
                                                 "bin/post_compile": HOOK})
@@ -253,7 +249,7 @@ def test_hooks_and_a_buildpack_cannot_change_another_apps_slug_through_the_cache
 @pytest.mark.slow
 def test_a_settings_module_under_collectstatic_cannot_write_the_cache(
         tmp_path, runtime_seed):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     attacker = copy_app(DJANGO_APP, tmp_path / "attacker")
     settings = attacker / "mysite" / "settings.py"
@@ -302,7 +298,7 @@ def test_a_package_build_cannot_write_the_layers_or_stores(tmp_path, runtime_see
                                                            setuptools_wheel):
     from ..helpers import minimal_wheel, serve_directory, setuptools_sdist, write_simple_index
 
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     index = tmp_path / "index"
     write_simple_index(index, {
         "plantpkg": ("plantpkg-1.0.tar.gz", setuptools_sdist("plantpkg", "1.0", PLANT_SETUP_PY)),

@@ -24,12 +24,13 @@ from slugbuild.installers.tools import TOOL_REQUIREMENTS, ensure_tool
 from slugbuild.layer_overlay import mechanism
 from slugbuild.lock import lock_app
 from slugbuild.log import Reporter
-from slugbuild.step_jail import CacheSeal, sealing_mechanism
+from slugbuild.step_jail import CacheSeal
 
 from ..helpers import (
     make_app,
     minimal_wheel,
     planting_setup_py,
+    require_seal,
     serve_directory,
     setuptools_sdist,
     write_simple_index,
@@ -44,11 +45,6 @@ targets += [cache + "/history/planted", cache + "/uv/planted-ok"]
 """, "\nprint('planted')\n")
 PIPENV = TOOL_REQUIREMENTS["pipenv"][0].split("==")[1]
 TOOL_FILE = "tools/pipenv-shared/tree/pipenv.py"
-
-
-def _sealed_here(tmp_path: Path) -> None:
-    if sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private mount namespace on this machine (steps run unsealed)")
 
 
 def _shared_cache(root: Path) -> Path:
@@ -88,7 +84,7 @@ def plant_index(tmp_path, setuptools_wheel):
 
 
 def test_a_range_resolved_from_an_sdist_cannot_write_the_cache(tmp_path, plant_index):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     root = _shared_cache(tmp_path / "cache")
     app = make_app(tmp_path / "app", {"requirements.txt": "plantpkg>=1.0\n"})
     report = tmp_path / "report"
@@ -104,7 +100,7 @@ def test_a_range_resolved_from_an_sdist_cannot_write_the_cache(tmp_path, plant_i
 
 
 def test_slugbuild_lock_cannot_write_the_cache(tmp_path, plant_index):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     root = _shared_cache(tmp_path / "cache")
     app = make_app(tmp_path / "app", {"requirements.in": "plantpkg>=1.0\n",
                                       ".python-version": "3.12\n"})
@@ -182,7 +178,7 @@ for target in glob.glob(os.environ["SEAL_CACHE"] + "/tools/*/tree/*.py") + [
 
 
 def test_a_lock_export_cannot_write_the_shared_tool(tmp_path):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     root = tmp_path / "cache"
     report = tmp_path / "report"
     cache = Cache(root)
@@ -219,7 +215,7 @@ fs.appendFileSync(path.join(__dirname, "npm-report"), label + " " + said + "\n")
 def test_npm_scripts_cannot_write_npms_shared_cache(tmp_path, runtime_seed):
     from ..helpers import seed_runtimes
 
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     cache = seed_runtimes(runtime_seed, tmp_path / "cache")
     scripts = {"preinstall": "node attack.js preinstall", "postinstall":
                "node attack.js postinstall", "prepare": "node attack.js prepare",
@@ -279,7 +275,7 @@ for store in ("tools/pipenv-planted/tree", "history", "checks"):
 
 def test_a_sealed_install_cannot_create_the_stores_a_fresh_cache_lacks(tmp_path,
                                                                        setuptools_wheel):
-    _sealed_here(tmp_path)
+    require_seal(tmp_path)
     root = tmp_path / "cache"
     cache = Cache(root)
     # A fresh cache: its stores are made when it is opened (cache.TOP_DIRS) and again
