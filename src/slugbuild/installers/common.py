@@ -164,12 +164,14 @@ def run_install_tool(job: InstallJob, argv: Sequence[str | Path], env: Mapping[s
     (its setup.py runs): sealed as an install when the job has the build's seal, and
     guarded (``guarded_run``) where private overlays can be had.
 
-    ``wheel_only``: the same run told to build nothing (uv's ``--no-build``): tried
-    first, sealed as before with the installer caches writable (the installer itself
-    guarantees no package code runs), hard links and all; only when it fails (a
-    package must be built, or the run fails anyway) does the run itself go guarded,
-    and the job's later runs with it. ``writes``: what the run makes besides the job's
-    own scratch and prefix (``own_scratch``), such as a tool's tree being made."""
+    ``wheel_only``: the same run told to build nothing (uv's ``--no-build``), or
+    ``argv`` itself when it already builds nothing (a build tool's install, tools.py):
+    tried first, sealed as before with the installer caches writable (the installer
+    itself guarantees no package code runs), hard links and all; only when it fails (a
+    package must be built, or the run fails anyway) does ``argv`` go guarded, and the
+    job's later runs with it. None: the run may build, so it goes guarded at once.
+    ``writes``: what the run makes besides the job's own scratch and prefix
+    (``own_scratch``), such as a tool's tree being made."""
     shown_to = reporter or job.reporter
     own = [*own_scratch(job), *writes]
 

@@ -78,8 +78,10 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
                     "--compile-bytecode", *requirements]
             index = redact(job.config_vars.get("PIP_INDEX_URL") or DEFAULT_INDEX_URL)
             try:
-                # --no-build: uv runs no package code, so the run may keep uv's
-                # shared cache (wheel_only); the tree being made is written.
+                # --no-build: uv runs no package code, so argv is its own wheel-only
+                # run (run_install_tool: sealed with uv's shared cache writable; guarded
+                # once it, or an earlier run of the install, failed); the tree being
+                # made is written.
                 run_install_tool(job, argv, uv_env(job, index_env(job.config_vars)),
                                  show=False, wheel_only=argv, writes=[tree])
             except ToolFailed as failed:
