@@ -92,6 +92,9 @@ KINDS = ("runtimes", "layers")
 # hard-links from its cache into the layer under tmp/) and gets read-only binds only on
 # the entries the root holds when it starts (step_jail.installer_read_only), so a store
 # that did not exist yet was a package build's to make and fill, for the next app.
+# The only place they are made: a cache an older version laid out gets the newer ones
+# here too (test_every_store_of_the_cache_is_made_when_it_is_opened keeps the stores
+# the modules name within it).
 TOP_DIRS = (*KINDS, "static", "tools", "pip", "uv", "built-wheels", "npm", "apt", "pyc",
             "checks", "history", "runtime-index", "sticky-python", "downloads",
             "node-index", "buildpacks", "oci", "locks", "tmp")

@@ -32,7 +32,6 @@ shared cache (also where no namespace can be had at all, or with
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -286,26 +285,14 @@ class CacheSeal:
         The root itself stays writable on its own mount: uv hard-links files from its
         cache into the layer being made under tmp/, which a bind between them would
         turn into copies (EXDEV); so every top-level store exists before any step runs
-        (cache.TOP_DIRS), or a package build could make it."""
+        (cache.TOP_DIRS, made when the cache is opened), or a package build could make
+        it and plant what the next app's build takes (a tool under its known key)."""
         tmp = self.root / "tmp"
         mine = {self.scratch.name, *(path.relative_to(tmp).parts[0] for path in own
                                      if path.is_relative_to(tmp) and path != tmp)}
-        self._make_stores()
         entries = [entry for entry in _entries(self.root) if entry.name not in INSTALLER_WRITES]
         entries += [entry for entry in _entries(self.root / "tmp") if entry.name not in mine]
         return [str(entry) for entry in entries]
-
-    def _make_stores(self) -> None:
-        """Every store other builds read (``tools/``, ``history/``, ``checks/``...) made
-        if missing: only an entry that exists can be bound read-only, and on a fresh cache
-        an install's package build could otherwise create one in the writable root and
-        plant what the next app's build takes (a tool under its predictable key)."""
-        from .cache_admin import LISTED_KINDS, STORES  # only a sealed install needs them
-
-        for name in (*LISTED_KINDS, *STORES):
-            if name not in INSTALLER_WRITES:
-                with contextlib.suppress(OSError):
-                    (self.root / name).mkdir(exist_ok=True)
 
     def step(self, name: str, writable: Sequence[Path] = ()) -> SealedStep:
         """A ``StepRunner`` for the step ``name`` (``writable``: as for ``mounts``)."""

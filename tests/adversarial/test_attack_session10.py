@@ -123,6 +123,27 @@ def test_every_store_of_the_cache_is_made_when_it_is_opened(tmp_path):
     assert {p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()} == set(TOP_DIRS)
 
 
+def test_a_cache_an_older_version_laid_out_gets_every_store_bound_read_only(tmp_path):
+    """The stores other builds read (cache_admin.LISTED_KINDS and STORES) are made when
+    the cache is opened (cache.TOP_DIRS), and only then: a cache an older version laid
+    out, lacking most of them, gets each one at open, so the first install run on it has
+    each bound read-only (none left for a package build to make in the writable root)."""
+    from slugbuild.cache import Cache
+    from slugbuild.cache_admin import LISTED_KINDS
+    from slugbuild.step_jail import INSTALLER_WRITES, CacheSeal
+
+    root = tmp_path / "cache"
+    for older in ("runtimes", "layers", "uv", "pip", "locks", "tmp"):
+        (root / older).mkdir(parents=True)
+    cache = Cache(root)
+    seal = CacheSeal(cache.root, cache.scratch_dir("build"),
+                     lambda: cache.scratch_dir("seal"), Reporter(quiet=True))
+    bound = {Path(entry).name for entry in seal.installer_read_only()
+             if Path(entry).parent == cache.root}
+    assert {*LISTED_KINDS, *STORES} - INSTALLER_WRITES <= bound
+    cache.release_uses()
+
+
 def test_an_install_run_cannot_write_another_builds_scratch_in_the_same_process(tmp_path):
     """Scratch entries are named after the process's lease token, and an install's run
     got every entry of this process writable: two builds run by one process (threads of

@@ -278,8 +278,8 @@ def test_a_sealed_install_cannot_create_the_stores_a_fresh_cache_lacks(tmp_path,
     require_seal(tmp_path)
     root = tmp_path / "cache"
     cache = Cache(root)
-    # A fresh cache: its stores are made when it is opened (cache.TOP_DIRS) and again
-    # before each install run (CacheSeal._make_stores); either one alone closes this.
+    # A fresh cache: its stores are made when it is opened (cache.TOP_DIRS), so each
+    # one is bound read-only in the install's run.
     index = tmp_path / "index"
     write_simple_index(index, {
         "plantpkg": ("plantpkg-1.0.tar.gz",
