@@ -572,6 +572,12 @@ def install_onto_previous(job: InstallJob, installer: Installer, plan: InstallPl
         if planned is None:
             raise NotIncremental("uv's dry run failed or would remove or replace a package")
         expected.update(planned)
+        if plan.name == "pip" and resolved is None:
+            # The plan is the install's pins (as a plain install plans them itself, see
+            # uv.install_requirements): no second dry run, and no choice left to uv.
+            install = partial(installer.install, job, dataclasses.replace(
+                plan, resolved="".join(f"{name}=={version}\n"
+                                       for name, version in sorted(expected.items()))))
         drop(tree, [dist for name, dist in dists.items()
                     if dist not in pins and expected.get(name) != dist.version], taken)
         count = f"{len(expected) - len(taken.dist_infos)}"

@@ -254,3 +254,39 @@ def test_the_wheel_only_run_never_picks_other_versions_than_a_plain_install(
         infos = sorted(name.split("/")[-2] for name in tar.getnames()
                        if name.endswith(".dist-info/METADATA"))
     assert "bar-2.0.dist-info" in infos and "bar-1.0.dist-info" not in infos, infos
+
+
+@pytest.mark.slow
+def test_requirements_leaving_dependencies_to_the_resolver_still_install_by_hard_link(
+        tmp_path, setuptools_wheel, runtime_seed):
+    """``foo==1.0`` needing ``bar`` (unpinned, 1.0 and 2.0 both wheels) leaves uv a choice,
+    so the install is first planned by a guarded dry run and then given its pins: it goes
+    wheel-only, hard-linking bar 2.0 (what a plain install takes) from uv's shared cache
+    instead of copying it through the guard."""
+    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
+        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    write_simple_index(tmp_path / "index", {
+        "foo": ("foo-1.0-py3-none-any.whl",
+                minimal_wheel("foo", "1.0", "FOO = 1\n", requires=["bar"])),
+        "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
+    (tmp_path / "index" / "files" / "bar-1.0-py3-none-any.whl").write_bytes(
+        minimal_wheel("bar", "1.0", "BAR = 1\n"))
+    (tmp_path / "index" / "files" / "bar-2.0-py3-none-any.whl").write_bytes(
+        minimal_wheel("bar", "2.0", "BAR = 2\n"))
+    (tmp_path / "index" / "simple" / "bar").mkdir()
+    (tmp_path / "index" / "simple" / "bar" / "index.html").write_text("".join(
+        f'<a href="../../files/bar-{version}-py3-none-any.whl">bar-{version}</a>\n'
+        for version in ("1.0", "2.0")))
+    cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
+    app = make_app(tmp_path / "app", {**FILES, "requirements.txt": "foo==1.0\n"})
+    with serve_directory(tmp_path / "index") as base:
+        compile_app(app, tmp_path / "app.tgz", cache_dir=cache,
+                    env={"PIP_INDEX_URL": f"{base}/simple/"})
+    with tarfile.open(tmp_path / "app.tgz") as tar:
+        modules = {name.rsplit("/", 1)[-1]: tar.extractfile(name).read()  # type: ignore[union-attr]
+                   for name in tar.getnames() if name.endswith(("/foo.py", "/bar.py"))}
+    assert modules == {"foo.py": b"FOO = 1\n", "bar.py": b"BAR = 2\n"}
+    in_uv = {path.stat().st_ino for path in (cache / "uv").glob("archive-v*/*/bar.py")}
+    layered = [path for path in cache.rglob("site-packages/bar.py")
+               if not path.is_relative_to(cache / "uv")]
+    assert layered and all(path.stat().st_ino in in_uv for path in layered), (in_uv, layered)

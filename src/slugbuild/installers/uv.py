@@ -237,9 +237,36 @@ def install_requirements(job: InstallJob, pins: Path | None = None) -> None:
     settings = indexes_module.for_requirements(job.app_dir, job.lock_file, job.config_vars)
     warn_extra_indexes(job, settings, "uv")
     options = _requirements_options(job)
+    exact = pins is not None or "--require-hashes" in options
+    if not exact and _guarded(job):
+        pins = _planned_pins(job)
+        exact = pins is not None
     _uv_pip_install(job, [*options, *(["-c", str(pins)] if pins is not None else [])],
                     shown=["uv", "pip", "install", "-r", job.lock_file],
-                    indexes=settings, exact=pins is not None or "--require-hashes" in options)
+                    indexes=settings, exact=exact)
+
+
+def _guarded(job: InstallJob) -> bool:
+    """Whether the job's install runs that may build go guarded (common.guarded_run)."""
+    return (job.seal is not None and job.seal.guard_available()
+            and job.scratch not in job.seal.building)
+
+
+def _planned_pins(job: InstallJob) -> Path | None:
+    """For requirements that leave uv a choice of versions (their dependencies, say):
+    what a plain install would add, planned by a dry run of it (guarded, as the install
+    would be: resolving may build an sdist for its metadata), written as ``==`` pins
+    to give the install as constraints. The install then leaves uv no choice, so it may
+    go wheel-only first (``no_build``), hard-linking from the shared caches and keeping
+    its downloads, instead of copying through the guard. None where the dry run cannot
+    say (it fails, or would remove or replace something, or plans a direct reference):
+    the install then runs guarded as it is."""
+    planned = dry_run_requirements(job)
+    if planned is None:
+        return None
+    pins = job.scratch / "planned-pins.txt"
+    pins.write_text("".join(f"{name}=={version}\n" for name, version in planned))
+    return pins
 
 
 def dry_run_requirements(job: InstallJob, pins: Path | None = None
