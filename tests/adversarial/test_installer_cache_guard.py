@@ -263,20 +263,14 @@ def test_requirements_leaving_dependencies_to_the_resolver_still_install_by_hard
     so the install is first planned by a guarded dry run and then given its pins: it goes
     wheel-only, hard-linking bar 2.0 (what a plain install takes) from uv's shared cache
     instead of copying it through the guard."""
-    if mechanism(tmp_path) is None or sealing_mechanism(tmp_path) is None:
-        pytest.skip("no private overlay here: the guard falls back to the plain seal")
+    require_seal(tmp_path, overlays=True)
     write_simple_index(tmp_path / "index", {
         "foo": ("foo-1.0-py3-none-any.whl",
                 minimal_wheel("foo", "1.0", "FOO = 1\n", requires=["bar"])),
+        "bar": [(f"bar-{version}-py3-none-any.whl",
+                 minimal_wheel("bar", version, f"BAR = {version[0]}\n"))
+                for version in ("1.0", "2.0")],
         "setuptools": (setuptools_wheel.name, setuptools_wheel.read_bytes())})
-    (tmp_path / "index" / "files" / "bar-1.0-py3-none-any.whl").write_bytes(
-        minimal_wheel("bar", "1.0", "BAR = 1\n"))
-    (tmp_path / "index" / "files" / "bar-2.0-py3-none-any.whl").write_bytes(
-        minimal_wheel("bar", "2.0", "BAR = 2\n"))
-    (tmp_path / "index" / "simple" / "bar").mkdir()
-    (tmp_path / "index" / "simple" / "bar" / "index.html").write_text("".join(
-        f'<a href="../../files/bar-{version}-py3-none-any.whl">bar-{version}</a>\n'
-        for version in ("1.0", "2.0")))
     cache = seed_runtimes(runtime_seed, tmp_path / "cache", "3.13")
     app = make_app(tmp_path / "app", {**FILES, "requirements.txt": "foo==1.0\n"})
     with serve_directory(tmp_path / "index") as base:
