@@ -2056,11 +2056,18 @@ CONSTRAINTS_UNUSABLE = ErrorKind(
 MANAGER_TOOL_FAILED = ErrorKind(
     "manager-tool-failed",
     "Could not prepare {tool}",
-    "Installing {tool} {version} (used only during the build) failed (exit code "
+    "Installing {version} (used only during the build) failed (exit code "
     "{exit_code}).",
     "Check that the package index ({index}) is reachable from this machine; nothing was "
     "cached from this attempt.",
     area=DependencyError,
+    variants={
+        "incomplete": Variant(
+            "Installing {version} (used only during the build) finished, but "
+            "{missing} is not among what it installed.",
+            "Check that the package index ({index}) serves {missing} as a wheel (build "
+            "tools are installed from wheels only); nothing was cached from this attempt."),
+    },
 )
 
 # --- lock ---------------------------------------------------------------------------------

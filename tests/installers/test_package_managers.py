@@ -469,3 +469,29 @@ def test_lock_resolves_for_the_version_the_build_would_use(tmp_path, files, vers
     with pytest.raises(errors.SlugbuildError) as caught:
         lock_target(app, Cache(tmp_path / "cache"))
     assert caught.value.code == "lock-no-python"
+
+
+def test_a_tool_install_that_leaves_a_package_out_is_one_error_and_caches_nothing(
+        tmp_path, monkeypatch):
+    """uv exiting 0 without installing a pinned package of the tool: the error says which
+    package is missing (not an exit code), and no tool layer is published."""
+    import sys
+    from pathlib import Path
+
+    from slugbuild.cache import Cache
+    from slugbuild.installers import InstallJob, tools
+    from slugbuild.log import Reporter
+
+    monkeypatch.setattr(tools, "run_install_tool", lambda *args, **kwargs: "")
+    cache = Cache(tmp_path / "cache")
+    job = InstallJob(python=Path(sys.executable), python_version="3.12.0", app_dir=tmp_path,
+                     lock_file="-", config_vars={}, cache=cache,
+                     reporter=Reporter(quiet=True), scratch=tmp_path)
+    with pytest.raises(errors.SlugbuildError) as caught:
+        tools.ensure_tool("poetry", job)
+    error = caught.value
+    assert error.code == "manager-tool-failed"
+    assert "is not among what it installed" in error.render()
+    assert "exit code" not in error.render()
+    assert not [path for path in (tmp_path / "cache" / "tools").rglob("*")
+                if path.name == "tree"]

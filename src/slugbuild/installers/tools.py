@@ -93,8 +93,8 @@ def ensure_tool(name: str, job: InstallJob) -> Path:
                        if not _installed(tree, requirement)]
             if missing:  # never published: the next build installs it again
                 raise errors.MANAGER_TOOL_FAILED.error(
-                    tool=name, version=tool_version(name), exit_code=0, index=index,
-                    output=f"the installed tree lacks {', '.join(missing)}")
+                    variant="incomplete", tool=name, version=tool_version(name),
+                    index=index, missing=", ".join(missing))
     layer = job.cache.lookup("tools", layer_name, key)
     assert layer is not None
     return layer.tree
