@@ -3,13 +3,13 @@
 A refactor must not change what slugbuild builds: each fixture's slug (or the
 error code it fails with, for the fixtures that fail by design) is compared with
 the sha256 recorded before. The fixtures that build are compared where they are
-built anyway, in the two-cold-builds test (pipeline/test_reproducible.py: the
-first cold build gives the herokuish slug, a warm build on its cache the heroku
+built anyway, in the cold-build test (pipeline/test_reproducible.py: the
+cold build gives the herokuish slug, a warm build on its cache the heroku
 one); the fixtures that fail by design are built here. A change that is meant to
 change the bytes records them again, on purpose and in the same commit:
 
     SLUGBUILD_RECORD_GOLDEN=1 .venv/bin/pytest tests/pipeline/test_golden_slugs.py \\
-        tests/pipeline/test_reproducible.py -k "golden or two_cold_builds"
+        tests/pipeline/test_reproducible.py -k "golden or recorded_slug"
 
 The failing builds share a cache of their own (not the session's: tests that
 expect a cold dependency layer of a fixture there must not find one made here):
